@@ -1,0 +1,233 @@
+#include "util.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static const char *log_tag = "distriproc";
+static enum dp_log_level log_level = DP_LOG_INFO;
+
+void dp_log_set_tag(const char *tag) { log_tag = tag; }
+void dp_log_set_level(enum dp_log_level level) { log_level = level; }
+
+static void vlog(enum dp_log_level level, const char *fmt, va_list ap)
+{
+    static const char *names[] = {"debug", "info", "warning", "error"};
+    char line[2048];
+    int n = snprintf(line, sizeof(line), "%s: %s: ", log_tag, names[level]);
+    if (n < 0)
+        return;
+    vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
+    /* One write per line so lines of concurrent processes do not interleave. */
+    size_t len = strlen(line);
+    if (len + 1 < sizeof(line)) {
+        line[len++] = '\n';
+        line[len] = '\0';
+    }
+    ssize_t w = write(STDERR_FILENO, line, len);
+    (void)w;
+}
+
+void dp_log(enum dp_log_level level, const char *fmt, ...)
+{
+    if (level < log_level)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vlog(level, fmt, ap);
+    va_end(ap);
+}
+
+void dp_die(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vlog(DP_LOG_ERROR, fmt, ap);
+    va_end(ap);
+    exit(1);
+}
+
+void dp_err_set(struct dp_err *err, const char *fmt, ...)
+{
+    if (!err)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+    va_end(ap);
+}
+
+uint64_t dp_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+double dp_now_s(void) { return (double)dp_now_ns() / 1e9; }
+
+int dp_parse_size(const char *text, uint64_t *out)
+{
+    if (!text || !*text)
+        return -1;
+    char *end;
+    errno = 0;
+    unsigned long long value = strtoull(text, &end, 10);
+    if (errno || end == text || text[0] == '-')
+        return -1;
+    unsigned shift = 0;
+    switch (*end) {
+    case '\0': break;
+    case 'k': case 'K': shift = 10; end++; break;
+    case 'm': case 'M': shift = 20; end++; break;
+    case 'g': case 'G': shift = 30; end++; break;
+    case 't': case 'T': shift = 40; end++; break;
+    default: return -1;
+    }
+    if (*end == 'i' || *end == 'I')
+        end++;
+    if (*end == 'b' || *end == 'B')
+        end++;
+    if (*end != '\0')
+        return -1;
+    if (shift && value > (UINT64_MAX >> shift))
+        return -1;
+    *out = (uint64_t)value << shift;
+    return 0;
+}
+
+int dp_parse_hostport(const char *text, struct sockaddr_in *out)
+{
+    const char *colon = text ? strrchr(text, ':') : NULL;
+    if (!colon || colon == text || colon[1] == '\0')
+        return -1;
+    char host[64];
+    size_t host_len = (size_t)(colon - text);
+    if (host_len >= sizeof(host))
+        return -1;
+    memcpy(host, text, host_len);
+    host[host_len] = '\0';
+    char *end;
+    errno = 0;
+    long port = strtol(colon + 1, &end, 10);
+    if (errno || *end != '\0' || port < 0 || port > 65535)
+        return -1;
+    memset(out, 0, sizeof(*out));
+    out->sin_family = AF_INET;
+    out->sin_port = htons((uint16_t)port);
+    if (strcmp(host, "localhost") == 0)
+        strcpy(host, "127.0.0.1");
+    if (inet_pton(AF_INET, host, &out->sin_addr) != 1)
+        return -1;
+    return 0;
+}
+
+void dp_format_bytes(uint64_t bytes, char *buf, size_t len)
+{
+    static const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    double value = (double)bytes;
+    size_t unit = 0;
+    while (value >= 1024.0 && unit + 1 < DP_ARRAY_LEN(units)) {
+        value /= 1024.0;
+        unit++;
+    }
+    if (unit == 0)
+        snprintf(buf, len, "%llu B", (unsigned long long)bytes);
+    else
+        snprintf(buf, len, "%.2f %s", value, units[unit]);
+}
+
+int dp_read_full(int fd, void *buf, size_t n)
+{
+    uint8_t *p = buf;
+    while (n > 0) {
+        ssize_t r = read(fd, p, n);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        if (r == 0) {
+            errno = 0;
+            return -1;
+        }
+        p += r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+int dp_write_full(int fd, const void *buf, size_t n)
+{
+    const uint8_t *p = buf;
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+int dp_read_file(const char *path, uint8_t **data, size_t *len, struct dp_err *err)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        dp_err_set(err, "cannot open %s: %s", path, strerror(errno));
+        return -1;
+    }
+    size_t cap = 4096, used = 0;
+    uint8_t *buf = malloc(cap + 1);
+    if (!buf) {
+        close(fd);
+        dp_err_set(err, "out of memory reading %s", path);
+        return -1;
+    }
+    for (;;) {
+        if (used == cap) {
+            uint8_t *bigger = realloc(buf, cap * 2 + 1);
+            if (!bigger) {
+                free(buf);
+                close(fd);
+                dp_err_set(err, "out of memory reading %s", path);
+                return -1;
+            }
+            buf = bigger;
+            cap *= 2;
+        }
+        ssize_t r = read(fd, buf + used, cap - used);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            dp_err_set(err, "cannot read %s: %s", path, strerror(errno));
+            free(buf);
+            close(fd);
+            return -1;
+        }
+        if (r == 0)
+            break;
+        used += (size_t)r;
+    }
+    close(fd);
+    buf[used] = '\0';
+    *data = buf;
+    *len = used;
+    return 0;
+}
+
+int dp_set_nonblock(int fd)
+{
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0)
+        return -1;
+    return fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+}

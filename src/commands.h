@@ -1,0 +1,14 @@
+/* Every subcommand: int cmd_NAME(int argc, char **argv), argv[0] is the subcommand name.
+ * Each returns the process exit status. Register new ones in src/main.c. */
+#ifndef DP_COMMANDS_H
+#define DP_COMMANDS_H
+
+int cmd_lab(int argc, char **argv);
+int cmd_checkpoint(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
+int cmd_restore(int argc, char **argv);
+int cmd_stats(int argc, char **argv);
+int cmd_migrate(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+
+#endif

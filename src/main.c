@@ -1,0 +1,53 @@
+/* distriproc: process-level remote paging. Dispatches to one subcommand. */
+#include <stdio.h>
+#include <string.h>
+
+#include "commands.h"
+#include "util.h"
+
+struct command {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+};
+
+static const struct command commands[] = {
+    /* Registered as they land; see src/commands.h. */
+    {NULL, NULL, NULL},
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: distriproc COMMAND [OPTIONS]\n"
+            "\n"
+            "Run a process tree on one host while its memory stays on another.\n"
+            "\n"
+            "Commands:\n");
+    for (const struct command *c = commands; c->name; c++)
+        fprintf(out, "  %-12s %s\n", c->name, c->summary);
+    fprintf(out, "\nRun 'distriproc COMMAND --help' for the options of a command.\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    for (const struct command *c = commands; c->name; c++) {
+        if (strcmp(argv[1], c->name) == 0) {
+            static char tag[64];
+            snprintf(tag, sizeof(tag), "distriproc %s", c->name);
+            dp_log_set_tag(tag);
+            return c->run(argc - 1, argv + 1);
+        }
+    }
+    fprintf(stderr, "distriproc: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}
