@@ -32,6 +32,7 @@
 #include <stdint.h>
 #include <netinet/in.h>
 
+#include "key.h"
 #include "proto.h"
 #include "util.h"
 
@@ -47,11 +48,6 @@ struct dp_client_opts {
     int give_up_ms;            /* 0 = retry forever */
     uint32_t max_inflight;     /* 0 = 256 */
 };
-
-/* Loads a key file: if it is only hex digits (and whitespace), the decoded
- * bytes; otherwise the raw bytes. DP_KEY_MIN..DP_KEY_MAX bytes. Warns if the
- * file is readable by group or others. */
-int dp_key_load(const char *path, uint8_t *key, size_t *key_len, struct dp_err *err);
 
 /* Connects and authenticates (blocking, bounded by connect_timeout_ms). The
  * opts->key bytes are copied. */
