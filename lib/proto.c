@@ -620,13 +620,20 @@ int dp_dec_skel_req(const uint8_t *p, size_t len, struct dp_err *err)
 
 bool dp_skel_name_ok(const char *name, size_t len)
 {
-    if (len == 0 || len > DP_MAX_NAME)
+    /* A relative path of components that are not empty, "." or "..". */
+    if (len == 0 || len > DP_MAX_NAME || name[0] == '/' || name[len - 1] == '/')
         return false;
-    if ((len == 1 && name[0] == '.') || (len == 2 && name[0] == '.' && name[1] == '.'))
-        return false;
-    for (size_t i = 0; i < len; i++)
-        if (name[i] == '/' || name[i] == '\0')
+    size_t start = 0;
+    for (size_t i = 0; i <= len; i++) {
+        if (i < len && name[i] == '\0')
             return false;
+        if (i == len || name[i] == '/') {
+            size_t n = i - start;
+            if (n == 0 || (n == 1 && name[start] == '.') || (n == 2 && name[start] == '.' && name[start + 1] == '.'))
+                return false;
+            start = i + 1;
+        }
+    }
     return true;
 }
 
@@ -680,7 +687,7 @@ int dp_dec_skel_chunk(const uint8_t *p, size_t len, struct dp_skel_chunk *c, str
     }
     const char *name = (const char *)p + DP_SKEL_CHUNK_HDR;
     if (!dp_skel_name_ok(name, c->name_len)) {
-        dp_err_set(err, "SKELETON chunk file name is empty, too long, '.', '..' or contains '/' or NUL");
+        dp_err_set(err, "SKELETON chunk file name is not a safe relative path (empty, absolute, '.' or '..' components, NUL)");
         return DP_E_MALFORMED;
     }
     memcpy(c->name, name, c->name_len);

@@ -33,7 +33,7 @@
 #define DP_MAX_GET_PAGES       1024u       /* pages in one GET_PAGES (4 MiB) */
 #define DP_MAX_PUT_PAGES       256u        /* pages (and ranges) in one PUT_PAGES (1 MiB) */
 #define DP_MAX_CHUNK_DATA      (1u << 20)  /* data bytes in one SKELETON chunk */
-#define DP_MAX_NAME            255u        /* image file name in a SKELETON chunk */
+#define DP_MAX_NAME            255u        /* image file path (relative, e.g. parent/pages-1.img) in a SKELETON chunk */
 #define DP_MAX_FILE_SIZE       (1ull << 40)
 #define DP_MAX_ERROR_MSG       1024u
 #define DP_MAX_TASKS           65536u

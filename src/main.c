@@ -13,6 +13,8 @@ struct command {
 
 static const struct command commands[] = {
     /* Registered as they land; see src/commands.h. */
+    {"serve", cmd_serve, "serve a checkpoint's memory to destinations (page server)"},
+    {"keygen", cmd_keygen, "create a pre-shared key file for serve/restore"},
     {NULL, NULL, NULL},
 };
 
