@@ -785,7 +785,8 @@ static int add_skel_file(struct server *s, size_t *cap, const char *rel, struct 
     }
     struct skel_file *f = &s->skel[s->nr_skel++];
     memset(f, 0, sizeof(*f));
-    snprintf(f->name, sizeof(f->name), "%s", rel);
+    size_t rl = strlen(rel); /* <= DP_MAX_NAME: checked by the caller */
+    memcpy(f->name, rel, rl < DP_MAX_NAME ? rl : DP_MAX_NAME);
     f->size = (uint64_t)sb.st_size;
     f->mode = sb.st_mode & 0777;
     struct skel_extent *lazy = NULL;
@@ -795,7 +796,8 @@ static int add_skel_file(struct server *s, size_t *cap, const char *rel, struct 
             dp_err_set(err, "out of memory");
             return -1;
         }
-    qsort(lazy, nl, sizeof(*lazy), ext_cmp);
+    if (nl)
+        qsort(lazy, nl, sizeof(*lazy), ext_cmp);
     /* The complement of the lazy extents within [0, size). */
     f->ext = calloc(nl + 1, sizeof(*f->ext));
     if (!f->ext) {

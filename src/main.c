@@ -14,6 +14,7 @@ struct command {
 static const struct command commands[] = {
     /* Registered as they land; see src/commands.h. */
     {"serve", cmd_serve, "serve a checkpoint's memory to destinations (page server)"},
+    {"query", cmd_query, "ask a page server for stats, access log, task map, skeleton or pages"},
     {"keygen", cmd_keygen, "create a pre-shared key file for serve/restore"},
     {NULL, NULL, NULL},
 };
