@@ -490,14 +490,37 @@ void dp_criu_print_log_tail(const char *path, int n)
     free(data);
 }
 
+/* The last "Error (" line of a criu log that says why, skipping the summary
+ * ("Dumping FAILED.") and a harmless rlimit complaint criu logs on every run. */
+static void last_error_line(const char *path, char *out, size_t len)
+{
+    out[0] = '\0';
+    uint8_t *data;
+    size_t n;
+    struct dp_err err;
+    if (!path || !*path || dp_read_file(path, &data, &n, &err) < 0)
+        return;
+    char *line = (char *)data;
+    while (line && *line) {
+        char *nl = strchr(line, '\n');
+        if (nl)
+            *nl = '\0';
+        char *e = strstr(line, "Error (");
+        if (e && !strstr(e, "FAILED") && !strstr(e, "rlimit:"))
+            snprintf(out, len, "%s", e);
+        line = nl ? nl + 1 : NULL;
+    }
+    free(data);
+}
+
 static const char *hint_for(const char *what)
 {
     if (strstr(what, "dump"))
-        return "the first 'Error' line in the log says why; usual causes: a resource CRIU cannot dump "
+        return "usual causes: a resource CRIU cannot dump "
                "(a terminal: use --shell-job; a socket to outside the tree; a file in another mount namespace), "
                "or a TCP connection without --tcp-established";
     if (strstr(what, "restore"))
-        return "the first 'Error' line in the log says why; usual causes: a pid or address already in use, "
+        return "usual causes: a pid or address already in use, "
                "a file that changed since the dump (--file-validation), or a netns without the dumped addresses";
     return "the log says why";
 }
@@ -528,9 +551,12 @@ int dp_criu_finish(struct dp_criu_proc *p, struct dp_err *err)
     if (WIFEXITED(status) && (WEXITSTATUS(status) == 126 || WEXITSTATUS(status) == 127))
         dp_err_set(err, "%s %s: it could not be started (see the message above); run 'make deps' or set %s",
                    p->what, how, DP_CRIU_ENV);
-    else
-        dp_err_set(err, "%s %s; %s (full log: %s)", p->what, how, hint_for(p->what),
-                   p->log_path[0] ? p->log_path : "none");
+    else {
+        char why[240];
+        last_error_line(p->log_path, why, sizeof(why));
+        dp_err_set(err, "%s %s%s%s; %s (full log: %s)", p->what, how, why[0] ? ": " : "", why,
+                   hint_for(p->what), p->log_path[0] ? p->log_path : "none");
+    }
     return -1;
 }
 

@@ -192,7 +192,8 @@ static void run_reports_exit_status_and_log_tail(void **state)
     char log[] = "/tmp/dp-test-criu-log.XXXXXX";
     int fd = mkstemp(log);
     assert_true(fd >= 0);
-    const char text[] = "line 1\nError (criu/cr-dump.c:1): something failed\n";
+    const char text[] = "line 1\n(00.05) Error (criu/util.c:1534): rlimit: Can't setup RLIMIT_NOFILE\n"
+                        "Error (criu/cr-dump.c:1): something failed\n(00.07) Error (criu/cr-dump.c:2): Dumping FAILED.\n";
     assert_int_equal(write(fd, text, sizeof(text) - 1), (ssize_t)(sizeof(text) - 1));
     close(fd);
     setenv(DP_CRIU_ENV, "/bin/sh", 1);
@@ -200,7 +201,7 @@ static void run_reports_exit_status_and_log_tail(void **state)
     struct dp_criu_run_opts o = {.timeout_s = 10, .log_path = log};
     struct dp_err err = {{0}};
     assert_int_equal(dp_criu_run(fail, &o, &err), -1);
-    assert_non_null(strstr(err.msg, "exited with status 3"));
+    assert_non_null(strstr(err.msg, "exited with status 3: Error (criu/cr-dump.c:1): something failed"));
     assert_non_null(strstr(err.msg, log));
     const char *const ok[] = {"-c", "exit 0", NULL};
     assert_int_equal(dp_criu_run(ok, &o, &err), 0);
