@@ -13,6 +13,7 @@ struct command {
 
 static const struct command commands[] = {
     /* Registered as they land; see src/commands.h. */
+    {"images", cmd_images, "inspect a CRIU images directory; plan or write its skeleton"},
     {NULL, NULL, NULL},
 };
 
