@@ -15,6 +15,7 @@ static const struct command commands[] = {
     /* Registered as they land; see src/commands.h. */
     {"lab", cmd_lab, "the two-host lab: up, down, status, exec HOST [--container] -- CMD"},
     {"checkpoint", cmd_checkpoint, "dump a process tree with CRIU and report what it dumped"},
+    {"images", cmd_images, "inspect a CRIU images directory; plan or write its skeleton"},
     {NULL, NULL, NULL},
 };
 
