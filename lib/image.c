@@ -757,6 +757,8 @@ static int read_image(const char *dir, const char *name, uint8_t **data, size_t 
     return dp_read_file(path, data, len, err) < 0 ? -1 : 1;
 }
 
+/* Registers and opens dir/pages-ID.img. Returns its index, -2 if it does not
+ * exist and need not (no data), -1 on error. */
 static int add_pages_file(struct dp_checkpoint *cp, const char *dir, const char *prefix, uint32_t depth,
                           uint32_t pages_id, uint64_t data_bytes, struct dp_err *err)
 {
@@ -775,8 +777,10 @@ static int add_pages_file(struct dp_checkpoint *cp, const char *dir, const char 
         dp_err_set(err, "path too long: %s/pages-%u.img", dir, pages_id);
         return -1;
     }
-    cp->nr_files++;
     f->fd = open(f->path, O_RDONLY | O_CLOEXEC);
+    if (f->fd < 0 && errno == ENOENT && data_bytes == 0)
+        return -2;   /* CRIU treats a missing image as empty */
+    cp->nr_files++;
     if (f->fd < 0) {
         dp_err_set(err, "cannot open %s: %s (the pagemap refers to it; incomplete images directory?)",
                    f->path, strerror(errno));
@@ -828,16 +832,15 @@ static int load_level(struct dp_checkpoint *cp, const char *dir, uint32_t depth,
                                &data_bytes, err) < 0)
         goto out;
 
-    /* the parent level, if this level has one (CRIU: the "parent" link) */
-    int has_parent_entries = 0;
-    for (size_t i = 0; i < nr_runs; i++)
-        has_parent_entries |= (runs[i].flags & DP_PE_PARENT) != 0;
+    /* The parent level, if this level has one (CRIU: the "parent" link).
+     * Loaded even without PE_PARENT entries here: CRIU's restore opens it
+     * anyway, and the skeleton must know every pages file of the chain. */
     if ((size_t)snprintf(pdir, sizeof(pdir), "%s/parent", dir) >= sizeof(pdir)) {
         dp_err_set(err, "path too long: %s/parent", dir);
         goto out;
     }
     struct stat st;
-    if (has_parent_entries && stat(pdir, &st) == 0 && S_ISDIR(st.st_mode)) {
+    if (stat(pdir, &st) == 0 && S_ISDIR(st.st_mode)) {
         if (depth + 1 > MAX_PARENT_DEPTH) {
             dp_err_set(err, "%s: pre-dump chain deeper than %d levels (a parent link loop?)", dir,
                        MAX_PARENT_DEPTH);
@@ -849,16 +852,17 @@ static int load_level(struct dp_checkpoint *cp, const char *dir, uint32_t depth,
             goto out;
     }
 
-    int file = -1;
-    if (data_bytes > 0 || depth == 0) {
-        file = add_pages_file(cp, dir, prefix, depth, pages_id, data_bytes, err);
-        if (file < 0)
-            goto out;
-    }
+    int file = add_pages_file(cp, dir, prefix, depth, pages_id, data_bytes, err);
+    if (file == -1)
+        goto out;
+    if (file == -2)
+        file = -1;   /* no pages file, and no data expected in it */
     if (depth == 0) {
         top->pages_id = pages_id;
-        snprintf(top->pages_path, sizeof(top->pages_path), "%s", cp->files[file].path);
-        top->pages_fd = cp->files[file].fd;
+        if (file >= 0) {
+            snprintf(top->pages_path, sizeof(top->pages_path), "%s", cp->files[file].path);
+            top->pages_fd = cp->files[file].fd;
+        }
         top->runs = runs;
         top->nr_runs = nr_runs;
         runs = NULL;

@@ -409,7 +409,13 @@ def test_skeleton_leaves_lazy_data_out(server, tmp_path):
                         "skeleton", out], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
-    imgs = sorted(f for f in os.listdir(server.images) if f.endswith(".img"))
+    # Every file of the checkpoint but our write-back log.
+    c = Conn(server)
+    c.handshake()
+    c.put(1, 1, ADDR, bytes(4096))
+    assert c.recv()[0] == PUT | 0x80
+    imgs = sorted(f for f in os.listdir(server.images) if f != "distriproc-overlay.log")
+    assert "distriproc-overlay.log" in os.listdir(server.images)
     assert sorted(os.listdir(out)) == imgs and res["files"] == len(imgs)
     for f in imgs:
         a = open(os.path.join(server.images, f), "rb").read()

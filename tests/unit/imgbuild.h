@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "image.h"
 
@@ -146,6 +148,75 @@ static inline int ib_write(const char *dir, const char *name, const void *p, siz
         return -1;
     int rc = fwrite(p, 1, n, f) == n ? 0 : -1;
     return fclose(f) == 0 ? rc : -1;
+}
+
+/* Pages whose every 64-bit word is tags[i]. */
+static inline int ib_write_pages(const char *dir, const char *name, const uint64_t *tags, size_t n)
+{
+    uint64_t page[512];
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    FILE *f = fopen(path, "wb");
+    if (!f)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        for (int w = 0; w < 512; w++)
+            page[w] = tags[i];
+        if (fwrite(page, sizeof(page), 1, f) != 1) {
+            fclose(f);
+            return -1;
+        }
+    }
+    return fclose(f);
+}
+
+/* A two-level pre-dump chain under root: root/top with top/parent -> ../pre.
+ * Task 1, VMAs: anon 0x10000-0x20000 (lazy), file 0x400000-0x401000.
+ * pre:  0x10000 x4 PRESENT|LAZY, words 100..103, pages-7.img
+ * top:  0x10000 PRESENT|LAZY (200), 0x11000 x2 PARENT (-> 101, 102),
+ *       0x13000 PRESENT|LAZY (203), 0x400000 PRESENT (300), pages-1.img */
+static inline int ib_chain(const char *root)
+{
+    char top[4096 - 64], pre[4096 - 64], link[4096];
+    struct ib *b = malloc(sizeof(*b));
+    int rc = -1;
+    if (!b)
+        return -1;
+    snprintf(top, sizeof(top), "%.4000s/top", root);
+    snprintf(pre, sizeof(pre), "%.4000s/pre", root);
+    snprintf(link, sizeof(link), "%s/parent", top);
+    if (mkdir(top, 0755) < 0 || mkdir(pre, 0755) < 0 || symlink("../pre", link) < 0)
+        goto out;
+    ib_inventory(b);
+    if (ib_write(top, "inventory.img", b->buf, b->len) || ib_write(pre, "inventory.img", b->buf, b->len))
+        goto out;
+    ib_header(b, DP_PSTREE_MAGIC);
+    ib_pstree_entry(b, 1, 0, 1);
+    if (ib_write(top, "pstree.img", b->buf, b->len))
+        goto out;
+    struct ib_vma vmas[] = {IB_ANON_VMA(0x10000, 0x20000), IB_FILE_VMA(0x400000, 0x401000)};
+    ib_mm(b, vmas, 2);
+    if (ib_write(top, "mm-1.img", b->buf, b->len))
+        goto out;
+    ib_pagemap_head(b, 7);
+    ib_pagemap_entry(b, 0x10000, 4, DP_PE_PRESENT | DP_PE_LAZY);
+    if (ib_write(pre, "pagemap-1.img", b->buf, b->len))
+        goto out;
+    uint64_t pre_tags[] = {100, 101, 102, 103};
+    if (ib_write_pages(pre, "pages-7.img", pre_tags, 4))
+        goto out;
+    ib_pagemap_head(b, 1);
+    ib_pagemap_entry(b, 0x10000, 1, DP_PE_PRESENT | DP_PE_LAZY);
+    ib_pagemap_entry(b, 0x11000, 2, DP_PE_PARENT);
+    ib_pagemap_entry(b, 0x13000, 1, DP_PE_PRESENT | DP_PE_LAZY);
+    ib_pagemap_entry(b, 0x400000, 1, DP_PE_PRESENT);
+    if (ib_write(top, "pagemap-1.img", b->buf, b->len))
+        goto out;
+    uint64_t top_tags[] = {200, 203, 300};
+    rc = ib_write_pages(top, "pages-1.img", top_tags, 3);
+out:
+    free(b);
+    return rc;
 }
 
 #endif

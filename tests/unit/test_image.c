@@ -553,63 +553,16 @@ static void resolve_through_parent(void **state)
     free(pseg);
 }
 
-static void write_pages(const char *dir, const char *name, const uint64_t *tags, size_t n)
-{
-    char path[4096];
-    snprintf(path, sizeof(path), "%s/%s", dir, name);
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    assert_true(fd >= 0);
-    uint64_t page[512];
-    for (size_t i = 0; i < n; i++) {
-        for (int w = 0; w < 512; w++)
-            page[w] = tags[i];
-        assert_int_equal(write(fd, page, sizeof(page)), (ssize_t)sizeof(page));
-    }
-    close(fd);
-}
-
-/* A two-level chain on disk: top/parent -> ../pre. */
+/* A two-level chain on disk: top/parent -> ../pre (see ib_chain). */
 static void open_chain_on_disk(void **state)
 {
     (void)state;
-    char root[] = "/tmp/dp-test-chain.XXXXXX", top[128], pre[128], link[160];
+    char root[] = "/tmp/dp-test-chain.XXXXXX", top[128], link[160];
     assert_non_null(mkdtemp(root));
+    assert_int_equal(ib_chain(root), 0);
     snprintf(top, sizeof(top), "%s/top", root);
-    snprintf(pre, sizeof(pre), "%s/pre", root);
-    assert_int_equal(mkdir(top, 0755), 0);
-    assert_int_equal(mkdir(pre, 0755), 0);
     snprintf(link, sizeof(link), "%s/parent", top);
-    assert_int_equal(symlink("../pre", link), 0);
-
-    struct ib b;
-    ib_inventory(&b);
-    assert_int_equal(ib_write(top, "inventory.img", b.buf, b.len), 0);
-    assert_int_equal(ib_write(pre, "inventory.img", b.buf, b.len), 0);
-    ib_header(&b, DP_PSTREE_MAGIC);
-    ib_pstree_entry(&b, 1, 0, 1);
-    assert_int_equal(ib_write(top, "pstree.img", b.buf, b.len), 0);
-    struct ib_vma vmas[] = {IB_FILE_VMA(0x400000, 0x401000), IB_ANON_VMA(0x10000, 0x20000)};
-    /* (vmas must be sorted) */
-    struct ib_vma sorted[] = {vmas[1], vmas[0]};
-    ib_mm(&b, sorted, 2);
-    assert_int_equal(ib_write(top, "mm-1.img", b.buf, b.len), 0);
-
-    /* pre-dump: pages 0x10000..0x14000 tagged 100..103 in pages-7.img */
-    ib_pagemap_head(&b, 7);
-    ib_pagemap_entry(&b, 0x10000, 4, DP_PE_PRESENT | DP_PE_LAZY);
-    assert_int_equal(ib_write(pre, "pagemap-1.img", b.buf, b.len), 0);
-    uint64_t pre_tags[] = {100, 101, 102, 103};
-    write_pages(pre, "pages-7.img", pre_tags, 4);
-    /* dump: 0x10000 re-dumped (200), 0x11000-0x13000 from the parent,
-     * 0x13000 re-dumped (203), a file page (300, not lazy) */
-    ib_pagemap_head(&b, 1);
-    ib_pagemap_entry(&b, 0x10000, 1, DP_PE_PRESENT | DP_PE_LAZY);
-    ib_pagemap_entry(&b, 0x11000, 2, DP_PE_PARENT);
-    ib_pagemap_entry(&b, 0x13000, 1, DP_PE_PRESENT | DP_PE_LAZY);
-    ib_pagemap_entry(&b, 0x400000, 1, DP_PE_PRESENT);
-    assert_int_equal(ib_write(top, "pagemap-1.img", b.buf, b.len), 0);
     uint64_t top_tags[] = {200, 203, 300};
-    write_pages(top, "pages-1.img", top_tags, 3);
 
     struct dp_checkpoint *cp;
     struct dp_err err;
@@ -643,12 +596,12 @@ static void open_chain_on_disk(void **state)
     dp_checkpoint_close(cp);
 
     /* a truncated pages file is refused with its name */
-    write_pages(top, "pages-1.img", top_tags, 2);
+    ib_write_pages(top, "pages-1.img", top_tags, 2);
     assert_int_equal(dp_checkpoint_open(top, &cp, &err), -1);
     expect_error_at(err.msg, "pages-1.img", "truncated");
     /* a missing parent is refused */
     unlink(link);
-    write_pages(top, "pages-1.img", top_tags, 3);
+    ib_write_pages(top, "pages-1.img", top_tags, 3);
     assert_int_equal(dp_checkpoint_open(top, &cp, &err), -1);
     expect_error_at(err.msg, "pagemap-1.img", "parent");
 
