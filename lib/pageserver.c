@@ -504,7 +504,9 @@ static void handle_get(struct server *s, struct conn *c, uint64_t id, uint64_t r
     size_t payload = DP_GET_REPLY_HDR + (size_t)nsegs * DP_SEG_HDR + (size_t)data_pages * DP_PAGE_SIZE;
     struct dp_buf b = {0};
     struct resp out = {0};
-    if (dp_buf_reserve(&b, DP_HDR_SIZE + DP_GET_REPLY_HDR + DP_SEG_HDR) < 0)
+    /* One allocation for the whole reply when the data is copied in. */
+    if (dp_buf_reserve(&b, DP_HDR_SIZE + (s->o->sendfile_min > DP_PAGE_SIZE * (uint64_t)DP_MAX_GET_PAGES
+                                              ? payload : DP_GET_REPLY_HDR + DP_SEG_HDR)) < 0)
         goto oom;
     struct dp_hdr h = {.version = 1, .type = DP_MSG_GET_PAGES | DP_MSG_REPLY, .id = id, .len = (uint32_t)payload};
     dp_hdr_encode(b.data, &h);
@@ -1140,13 +1142,14 @@ static void conn_read(struct server *s, struct conn *c)
             conn_close(s, c, c->in_len > c->in_off ? "connection closed mid-message" : "connection closed by client");
             return;
         }
+        bool drained = (size_t)n < c->in_cap - c->in_len;
         c->in_len += (size_t)n;
         s->st.bytes_in += (uint64_t)n;
         budget = budget > (size_t)n ? budget - (size_t)n : 0;
         /* Process as we go so a large burst cannot outgrow the buffer. */
         conn_process_input(s, c);
-        if (c->closed || c->paused || c->closing)
-            return;
+        if (c->closed || c->paused || c->closing || drained)
+            return; /* a short read: nothing more waiting, skip the EAGAIN read */
     }
 }
 
