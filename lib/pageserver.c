@@ -528,7 +528,9 @@ static void handle_get(struct server *s, struct conn *c, uint64_t id, uint64_t r
         b.len += DP_SEG_HDR;
         for (uint32_t k = 0; k < sb->nr_pieces; k++) {
             struct piece *pc = &s->pieces[sb->first_piece + k];
-            if (pc->len >= s->o->sendfile_min) {
+            /* Write-back pages are always copied: the log may be compacted
+             * (new file, new offsets) while a reply waits in a queue. */
+            if (pc->len >= s->o->sendfile_min && pc->fd != dp_overlay_fd(s->ov)) {
                 if (!resp_add_buf(&out, &b) || !resp_add_file(&out, pc->fd, pc->off, pc->len))
                     goto oom;
                 s->st.sendfile_bytes += pc->len;
@@ -623,6 +625,23 @@ static void handle_put(struct server *s, struct conn *c, uint64_t id, uint64_t r
     s->st.pages_written += p->total_pages;
 }
 
+static void maybe_compact(struct server *s)
+{
+    if (!dp_overlay_wants_compaction(s->ov))
+        return;
+    struct dp_overlay_stats before, after;
+    struct dp_err err;
+    dp_overlay_get_stats(s->ov, &before);
+    uint64_t t0 = dp_now_ns();
+    if (dp_overlay_compact(s->ov, &err) < 0) {
+        dp_warn("write-back log compaction failed (the log keeps growing): %s", err.msg);
+        return;
+    }
+    dp_overlay_get_stats(s->ov, &after);
+    dp_info("write-back log compacted: %" PRIu64 " -> %" PRIu64 " bytes (%" PRIu64 " live pages) in %.1f ms",
+            before.log_bytes, after.log_bytes, after.live_pages, (double)(dp_now_ns() - t0) / 1e6);
+}
+
 /* Called once per loop iteration: one fdatasync covers every PUT since the last. */
 static int commit_puts(struct server *s)
 {
@@ -652,8 +671,11 @@ static int commit_puts(struct server *s)
         free(pp);
     }
     s->puts_tail = NULL;
-    if (rc < 0)
+    if (rc < 0) {
         s->stopping = true;
+        return rc;
+    }
+    maybe_compact(s);
     return rc;
 }
 
@@ -704,6 +726,7 @@ static void handle_stats(struct server *s, struct conn *c, uint64_t id, uint64_t
     json_kv(&j, "overlay_log_bytes", os.log_bytes, true);
     json_kv(&j, "overlay_torn_bytes_dropped", os.torn_bytes, true);
     json_kv(&j, "overlay_syncs", os.syncs, true);
+    json_kv(&j, "overlay_compactions", os.compactions, true);
     json_kv(&j, "pages_touched", s->access.len, false);
     dp_buf_put(&j, "}\n", 2);
     struct dp_buf b = {0};
@@ -1300,6 +1323,7 @@ int dp_server_run(const struct dp_server_opts *o, struct dp_err *err)
         goto out;
     if (dp_overlay_open(o->images_dir, &s->ov, err) < 0)
         goto out;
+    maybe_compact(s);
     struct dp_overlay_stats os;
     dp_overlay_get_stats(s->ov, &os);
     char lazy[32];
