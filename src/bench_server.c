@@ -77,7 +77,9 @@ static void usage(FILE *out)
             "  --seconds S        bulk duration per variant and round (default 1)\n"
             "  --rounds R         bulk rounds; medians are reported (default 5)\n"
             "  --window W         bulk GET requests in flight (default 16)\n"
-            "  --port P           first of three TCP ports to use (default 17170)\n");
+            "  --rtt USEC         also run a server with --emulate-rtt USEC and show that\n"
+            "                     pipelined requests are not serialised (default 300, 0: skip)\n"
+            "  --port P           first of four TCP ports to use (default 17170)\n");
 }
 
 /* ---- a private two-namespace pair, built like the lab ---- */
@@ -336,7 +338,7 @@ static int copy_dir(const char *from, const char *to)
 }
 
 static pid_t spawn_server(const char *exe, const struct lab_host *host, bool priv, const char *ip, int port,
-                          const char *images, const char *key, const char *sendfile_min, const char *log)
+                          const char *images, const char *key, const char *sendfile_min, long rtt_us, const char *log)
 {
     pid_t pid = fork();
     if (pid < 0)
@@ -354,8 +356,10 @@ static pid_t spawn_server(const char *exe, const struct lab_host *host, bool pri
         }
         char listen[64];
         snprintf(listen, sizeof(listen), "%s:%d", ip, port);
+        char rtt[32];
+        snprintf(rtt, sizeof(rtt), "%ld", rtt_us);
         execl(exe, exe, "serve", "--images", images, "--listen", listen, "--key", key, "--sendfile-min",
-              sendfile_min, (char *)NULL);
+              sendfile_min, "--emulate-rtt", rtt, (char *)NULL);
         dp_die("exec %s: %s", exe, strerror(errno));
     }
     return pid;
@@ -376,13 +380,14 @@ int bench_server(int argc, char **argv)
         {"json", required_argument, NULL, 'j'},    {"images", required_argument, NULL, 'i'},
         {"loopback", no_argument, NULL, 'l'},      {"samples", required_argument, NULL, 'n'},
         {"private-lab", no_argument, NULL, 'P'},   {"rounds", required_argument, NULL, 'R'},
+        {"rtt", required_argument, NULL, 'T'},
         {"seconds", required_argument, NULL, 's'}, {"window", required_argument, NULL, 'w'},
         {"port", required_argument, NULL, 'p'},    {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *json = NULL, *images = NULL;
     bool loopback = false, priv = false;
-    long samples = 20000, window = 16, port = 17170, rounds = 5;
+    long samples = 20000, window = 16, port = 17170, rounds = 5, rtt_us = 300;
     double seconds = 1;
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -392,6 +397,7 @@ int bench_server(int argc, char **argv)
         case 'l': loopback = true; break;
         case 'P': priv = true; break;
         case 'R': rounds = atol(optarg); break;
+        case 'T': rtt_us = atol(optarg); break;
         case 'n': samples = atol(optarg); break;
         case 's': seconds = atof(optarg); break;
         case 'w': window = atol(optarg); break;
@@ -401,7 +407,7 @@ int bench_server(int argc, char **argv)
         }
     }
     if (!json || samples < 100 || samples > 10000000 || seconds <= 0 || seconds > 600 || window < 1 ||
-        window > 200 || port < 1024 || port > 65000 || rounds < 1 || rounds > 31) {
+        window > 200 || port < 1024 || port > 65000 || rounds < 1 || rounds > 31 || rtt_us < 0 || rtt_us > 100000) {
         usage(stderr);
         return 2;
     }
@@ -465,7 +471,8 @@ int bench_server(int argc, char **argv)
         {.name = "get_sendfile", .sendfile_min = "4K", .port = (int)port + 2},
     };
     for (int i = 0; i < 2; i++)
-        v[i].pid = spawn_server(exe, src, priv, ip, v[i].port, images, key, v[i].sendfile_min, log);
+        v[i].pid = spawn_server(exe, src, priv, ip, v[i].port, images, key, v[i].sendfile_min, 0, log);
+    pid_t rtt_pid = rtt_us ? spawn_server(exe, src, priv, ip, (int)port + 3, images, key, "64K", rtt_us, log) : -1;
     pid_t raw_pid = fork();
     if (raw_pid == 0) {
         if (src && lab_enter(src, &err) < 0)
@@ -587,6 +594,41 @@ int bench_server(int argc, char **argv)
     double raw_bps = median(raw_r, rounds);
     for (int i = 0; i < 2; i++)
         v[i].bulk_bps = median(get_r[i], rounds);
+    /* Emulated RTT: one request at a time costs about an RTT each; a window
+     * of requests in flight completes about window requests per RTT. */
+    double rtt_p50 = 0, rtt_rps_serial = 0, rtt_rps_window = 0;
+    if (rtt_us && !interrupted) {
+        struct dp_client *rc;
+        co.addr.sin_port = htons((uint16_t)(port + 3));
+        if (dp_client_connect(&co, &rc, &err) < 0)
+            dp_die("%s (server log: %s)", err.msg, log);
+        enum { N = 200 };
+        uint64_t lat[N];
+        uint64_t t0 = dp_now_ns();
+        for (int k = 0; k < N; k++)
+            lat[k] = get_blocking(rc, &one);
+        rtt_rps_serial = N / ((double)(dp_now_ns() - t0) / 1e9);
+        qsort(lat, N, sizeof(uint64_t), cmp_u64);
+        rtt_p50 = pct(lat, N, 0.5);
+        struct bulk_state b = {0};
+        uint64_t done = 0;
+        t0 = dp_now_ns();
+        uint64_t end = t0 + 1000000000ULL;
+        while (dp_now_ns() < end && !b.failed) {
+            while ((int)b.inflight < window) {
+                if (!dp_client_submit_get(rc, &one, 1, bulk_cb, &b, &err))
+                    dp_die("GET submit: %s", err.msg);
+                b.inflight++;
+                done++;
+            }
+            drive(rc, 1000);
+        }
+        uint64_t completed = done - b.inflight;
+        rtt_rps_window = (double)completed / ((double)(dp_now_ns() - t0) / 1e9);
+        while (b.inflight && !b.failed)
+            drive(rc, 1000);
+        dp_client_close(rc);
+    }
     int qfd = raw_connect(&raw_sa, 'Q');
     close(qfd);
 
@@ -620,6 +662,10 @@ int bench_server(int argc, char **argv)
         printf("%-26s %14.1f %11.1f%%\n", i ? "GET (sendfile)" : "GET (copy)", v[i].bulk_bps / 1048576.0,
                100.0 * v[i].bulk_bps / raw_bps);
     printf("(bulk GET: %u pages per request, %u of them data, window %ld)\n", bulk_pages, data_in_bulk, window);
+    if (rtt_us)
+        printf("\nemulated RTT %ld us: GET p50 %.1f us; one at a time %.0f GET/s, %ld in flight %.0f GET/s "
+               "(%.1fx: not serialised)\n",
+               rtt_us, rtt_p50, rtt_rps_serial, window, rtt_rps_window, rtt_rps_window / rtt_rps_serial);
     printf("\ntargets: GET p50 <= 1.2x raw p50: %.2fx %s; bulk >= 70%% of raw stream: %.1f%% %s\n", lat_ratio,
            lat_ratio <= 1.2 ? "met" : "NOT met", 100 * bulk_ratio, bulk_ratio >= 0.7 ? "met" : "NOT met");
 
@@ -648,6 +694,10 @@ int bench_server(int argc, char **argv)
     }
     fprintf(f, "    \"raw_stream_MiBps_median\": %.1f, \"get_copy_MiBps_median\": %.1f, \"get_sendfile_MiBps_median\": %.1f\n  },\n",
             raw_bps / 1048576.0, v[0].bulk_bps / 1048576.0, v[1].bulk_bps / 1048576.0);
+    if (rtt_us)
+        fprintf(f, "  \"emulated_rtt\": {\"rtt_us\": %ld, \"get_p50_us\": %.1f, \"serial_gets_per_s\": %.0f, "
+                   "\"window\": %ld, \"pipelined_gets_per_s\": %.0f},\n",
+                rtt_us, rtt_p50, rtt_rps_serial, window, rtt_rps_window);
     fprintf(f, "  \"ratios\": {\n    \"get_p50_over_raw_p50_copy\": %.3f, \"get_p50_over_raw_p50_sendfile\": %.3f,\n",
             pct(v[0].lat, v[0].nlat, 0.5) / raw_p50, pct(v[1].lat, v[1].nlat, 0.5) / raw_p50);
     fprintf(f, "    \"bulk_get_over_raw_copy\": %.3f, \"bulk_get_over_raw_sendfile\": %.3f\n  },\n",
@@ -661,8 +711,12 @@ int bench_server(int argc, char **argv)
         dp_client_close(v[i].cl);
         kill(v[i].pid, SIGTERM);
     }
+    if (rtt_pid > 0)
+        kill(rtt_pid, SIGTERM);
     for (int i = 0; i < 2; i++)
         waitpid(v[i].pid, NULL, 0);
+    if (rtt_pid > 0)
+        waitpid(rtt_pid, NULL, 0);
     waitpid(raw_pid, NULL, 0);
     dp_task_map_free(&tm);
     /* The lab is left up even if this run created it: other work may have
