@@ -65,10 +65,9 @@ version_ok() { [ -n "$1" ] && dpkg --compare-versions "$1" ge "$CRIU_MIN"; }
 
 # ---- Fast path ----------------------------------------------------------------
 KEY=$(stamp_key)
-if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$KEY" ] && [ -z "$(missing_packages)" ] \
-    && [ -x "$WRAPPER" ]; then
+if [ -f "$STAMP" ] && [ -z "$(missing_packages)" ] && [ -x "$WRAPPER" ]; then
     v=$(criu_version || true)
-    if version_ok "$v"; then
+    if version_ok "$v" && [ "$(cat "$STAMP")" = "$KEY criu-$v" ]; then
         say "all dependencies already installed (criu $v at .deps/bin/criu); nothing to do"
         exit 0
     fi
@@ -96,8 +95,8 @@ install_packages() {
         trap 'rm -f /usr/sbin/policy-rc.d' EXIT
     fi
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq || die "apt-get update failed (network? apt sources?); fix apt, then rerun make deps"
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+    apt-get -o DPkg::Lock::Timeout=600 update -qq || die "apt-get update failed (network? apt sources?); fix apt, then rerun make deps"
+    apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
         || die "apt-get install ${missing[*]} failed; see the apt output above, fix it, rerun make deps"
     if [ "$own_policy" = 1 ]; then
         rm -f "$policy"
@@ -257,6 +256,12 @@ verify_criu() {
         die "'criu check' failed (output above): the kernel lacks a feature CRIU needs, or criu is not run as root"
     fi
 
+    # Lazy restore (the heart of DistriProc) needs userfaultfd with fork events.
+    if ! out=$(timeout -s KILL 30 "$WRAPPER" check --feature uffd-noncoop 2>&1); then
+        echo "$out" | tail -n 5 >&2
+        die "the kernel lacks non-cooperative userfaultfd ('criu check --feature uffd-noncoop' failed); DistriProc's lazy restore needs it (Linux >= 4.11 with CONFIG_USERFAULTFD, vm.unprivileged_userfaultfd irrelevant as root)"
+    fi
+
     local work pid="" rpid="" ok=0
     work=$(mktemp -d /tmp/dp-deps-criu.XXXXXX)
     # shellcheck disable=SC2064
@@ -319,5 +324,5 @@ if [ ! -x "$WRAPPER" ] || [ ! -f "$PREFIX/CRIU_VERSION" ] || ! version_ok "$(cri
     write_wrapper
 fi
 verify_criu
-echo "$KEY" >"$STAMP"
+echo "$KEY criu-$(criu_version)" >"$STAMP"
 say "done: packages installed, criu $(criu_version) at .deps/bin/criu (set DISTRIPROC_CRIU to override)"
