@@ -74,8 +74,9 @@ if [ -f "$STAMP" ] && [ -z "$(missing_packages)" ] && [ -x "$WRAPPER" ]; then
 fi
 
 [ "$(id -u)" = 0 ] || die "must run as root (apt-get install, criu check); run: sudo make deps"
-command -v apt-get >/dev/null && command -v dpkg >/dev/null \
-    || die "apt-get/dpkg not found: DistriProc's setup needs Debian 12 (or a Debian-based system)"
+if ! command -v apt-get >/dev/null || ! command -v dpkg >/dev/null; then
+    die "apt-get/dpkg not found: DistriProc's setup needs Debian 12 (or a Debian-based system)"
+fi
 [ "$(dpkg --print-architecture)" = amd64 ] \
     || die "architecture $(dpkg --print-architecture) is not supported (the CRIU prefix is amd64)"
 
@@ -207,7 +208,7 @@ build_prefix() {
         dpkg -x "$deb" "$tmp" || die "dpkg -x $deb failed"
     done
     printf '%s\n' "$ver" >"$tmp/CRIU_VERSION"
-    (cd "$debs" && ls -1 *.deb) >"$tmp/PACKAGES"
+    (cd "$debs" && ls -1 -- *.deb) >"$tmp/PACKAGES"
     rm -rf "$PREFIX"
     mv "$tmp" "$PREFIX"
 }
@@ -273,8 +274,8 @@ verify_criu() {
         </dev/null >/dev/null 2>&1 &
     local outer=$!
     echo "$outer" >"$work/outer.pid"
-    local i
-    for i in $(seq 50); do
+
+    for _ in $(seq 50); do
         pid=$(pgrep -P "$outer" 2>/dev/null | head -n1 || true)
         [ -n "$pid" ] && break
         sleep 0.1
@@ -297,7 +298,7 @@ verify_criu() {
     echo "$rpid" >"$work/restored.pid.copy"
     # Alive, not a zombie, and still the loop (a second apart, to see it run on).
     local st
-    for i in 1 2; do
+    for _ in 1 2; do
         sleep 0.5
         st=$(ps -o stat=,comm= -p "$rpid" 2>/dev/null || true)
         case "$st" in Z* | "") ok=0; break ;; *" sh") ok=1 ;; *) ok=0; break ;; esac
@@ -313,7 +314,7 @@ verify_cleanup() {
     local work=$1 f p
     for f in restored.pid.copy inner.pid outer.pid; do
         p=$(cat "$work/$f" 2>/dev/null || true)
-        [ -n "$p" ] && kill -KILL "$p" 2>/dev/null || true
+        if [ -n "$p" ]; then kill -KILL "$p" 2>/dev/null || true; fi
     done
     # Keep the logs of a failed run for the user; remove a successful one's.
     if [ "${ok:-0}" = 1 ]; then rm -rf "$work"; fi
