@@ -288,7 +288,10 @@ verify_criu() {
         tail -n 20 "$work/img/dump.log" >&2 || true
         die "criu self-test: 'criu dump' of a test process failed (last lines of $work/img/dump.log above)"
     fi
+    # The dump killed the test tree: forget its pids so cleanup never signals a
+    # process that later reuses one of them.
     wait "$outer" 2>/dev/null || true
+    rm -f "$work/inner.pid" "$work/outer.pid"
     if ! timeout -s KILL 60 "$WRAPPER" restore --images-dir "$work/img" --restore-detached \
         --pidfile "$work/restored.pid" -o restore.log -v4 >/dev/null 2>&1; then
         tail -n 20 "$work/img/restore.log" >&2 || true
