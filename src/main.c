@@ -14,6 +14,7 @@ struct command {
 static const struct command commands[] = {
     /* Registered as they land; see src/commands.h. */
     {"lab", cmd_lab, "the two-host lab: up, down, status, exec HOST [--container] -- CMD"},
+    {"checkpoint", cmd_checkpoint, "dump a process tree with CRIU and report what it dumped"},
     {NULL, NULL, NULL},
 };
 
