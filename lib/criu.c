@@ -403,8 +403,12 @@ int dp_criu_start(const char *const args[], const struct dp_criu_run_opts *o,
 
 int dp_criu_poll(struct dp_criu_proc *p, int *status)
 {
-    if (p->pid <= 0)
+    if (p->pid <= 0) {
+        /* Already reaped (or never started): report what we saw then. */
+        if (status)
+            *status = p->exited ? p->status : 255 << 8;
         return 0;
+    }
     int st = 0;
     pid_t r;
     while ((r = waitpid(p->pid, &st, WNOHANG)) < 0 && errno == EINTR)
@@ -413,6 +417,8 @@ int dp_criu_poll(struct dp_criu_proc *p, int *status)
         return 1;
     if (r < 0)
         st = 255 << 8; /* reaped by someone else: its status is lost, count it as failed */
+    p->exited = 1;
+    p->status = st;
     if (status)
         *status = st;
     if (p->pidfd >= 0)
@@ -427,8 +433,11 @@ void dp_criu_kill(struct dp_criu_proc *p)
     if (p->pid <= 0)
         return;
     kill(p->pid, SIGKILL);
-    while (waitpid(p->pid, NULL, 0) < 0 && errno == EINTR)
+    int st = SIGKILL; /* as if killed, should waitpid fail */
+    while (waitpid(p->pid, &st, 0) < 0 && errno == EINTR)
         ;
+    p->exited = 1;
+    p->status = st;
     if (p->pidfd >= 0)
         close(p->pidfd);
     p->pidfd = -1;
