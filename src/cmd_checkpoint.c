@@ -1,6 +1,7 @@
 /* checkpoint: `criu dump` of a process tree with the options DistriProc's
  * workloads need, then a report of what was dumped, read from the images. */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
 #include <stdio.h>
@@ -180,6 +181,66 @@ static void warn_kill_child(pid_t pid)
                 (int)pid, ppid);
 }
 
+/* A regular file the tree writes to must not change between dump and restore
+ * (criu restore then fails: "File ... has bad size"). Warn for each one, in the
+ * root and its descendants, before the dump rather than after. */
+static void warn_written_files(pid_t pid, int depth)
+{
+    char path[128];
+    snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+    DIR *d = opendir(path);
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char link[300], target[512], info[300];
+        snprintf(link, sizeof(link), "/proc/%d/fd/%s", (int)pid, e->d_name);
+        ssize_t n = readlink(link, target, sizeof(target) - 1);
+        struct stat st;
+        if (n <= 0 || target[0] != '/' || stat(link, &st) < 0 || !S_ISREG(st.st_mode))
+            continue;
+        target[n] = '\0';
+        snprintf(info, sizeof(info), "/proc/%d/fdinfo/%s", (int)pid, e->d_name);
+        FILE *f = fopen(info, "r");
+        if (!f)
+            continue;
+        char line[128];
+        unsigned long flags = 0;
+        while (fgets(line, sizeof(line), f))
+            if (sscanf(line, "flags: %lo", &flags) == 1)
+                break;
+        fclose(f);
+        if ((flags & O_ACCMODE) != O_RDONLY)
+            dp_warn("pid %d writes to %s (fd %s): if that file changes after the dump, criu restore "
+                    "fails ('bad size'); give workloads /dev/null or a socket instead",
+                    (int)pid, target, e->d_name);
+    }
+    closedir(d);
+    if (depth >= 16)
+        return;
+    /* Children of every thread (the kernel lists them per thread). */
+    snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+    DIR *t = opendir(path);
+    if (!t)
+        return;
+    while ((e = readdir(t))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char cpath[300];
+        snprintf(cpath, sizeof(cpath), "/proc/%d/task/%s/children", (int)pid, e->d_name);
+        FILE *f = fopen(cpath, "r");
+        if (!f)
+            continue;
+        long child;
+        while (fscanf(f, "%ld", &child) == 1)
+            warn_written_files((pid_t)child, depth + 1);
+        fclose(f);
+    }
+    closedir(t);
+}
+
 int cmd_checkpoint(int argc, char **argv)
 {
     enum { O_PID = 1, O_IMAGES, O_HOST, O_NETNS, O_LEAVE, O_SHELL, O_NOSHELL, O_NOTCP, O_FV,
@@ -305,6 +366,7 @@ int cmd_checkpoint(int argc, char **argv)
             dp_info("using --shell-job: %s; restore it with --shell-job too", why);
     }
     warn_kill_child((pid_t)pid);
+    warn_written_files((pid_t)pid, 0);
 
     struct dp_err err = {{0}};
     if (prepare_images_dir(images, &err) < 0) {

@@ -203,3 +203,20 @@ def test_checkpoint_usage_errors():
     assert r.returncode == 2
     r = run([DISTRIPROC, "checkpoint", "--host", "mars", "--pid", "1", "--images", "/tmp/x"])
     assert r.returncode == 2 and "src or dst" in r.stderr
+
+
+def test_checkpoint_warns_about_written_files(lab):
+    # A workload whose stdout is a regular file: restore fails if that file
+    # changes after the dump, so checkpoint warns before dumping.
+    out_path = os.path.join(lab["dir"], "out.txt")
+    with open(out_path, "w") as out:
+        p = subprocess.Popen(["setsid", "sleep", "60"], stdin=subprocess.DEVNULL, stdout=out,
+                             stderr=subprocess.DEVNULL, start_new_session=False)
+    lab["procs"].append(p)
+    wait_for(lambda: open("/proc/%d/comm" % p.pid).read().strip() == "sleep", 10, "sleep to start")
+    r = run([DISTRIPROC, "checkpoint", "--pid", str(p.pid), "--images", os.path.join(lab["dir"], "img"),
+             "--leave-running", "--json"])
+    assert r.returncode == 0, r.stderr
+    assert "writes to %s (fd 1)" % out_path in r.stderr
+    assert json.loads(r.stdout)["shell_job"] is False
+    assert p.poll() is None
