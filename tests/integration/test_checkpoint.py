@@ -220,3 +220,22 @@ def test_checkpoint_warns_about_written_files(lab):
     assert "writes to %s (fd 1)" % out_path in r.stderr
     assert json.loads(r.stdout)["shell_job"] is False
     assert p.poll() is None
+
+
+def test_checkpoint_warns_about_kill_child(lab):
+    # CRIU restores the parent-death signal `unshare --kill-child` sets, so such a
+    # tree dies as soon as a detached restore's criu exits: checkpoint says so.
+    outer = subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child", "setsid", "sleep", "60"],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    lab["procs"].append(outer)
+    children = []
+
+    def child():
+        children[:] = run(["pgrep", "-P", str(outer.pid)], timeout=5).stdout.split()
+        return children
+
+    wait_for(child, 10, "the pid-namespace init")
+    r = run([DISTRIPROC, "checkpoint", "--pid", children[0], "--images", os.path.join(lab["dir"], "img"),
+             "--leave-running"])
+    assert r.returncode == 0, r.stderr
+    assert "unshare --kill-child" in r.stderr
