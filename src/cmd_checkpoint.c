@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <poll.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -241,6 +242,57 @@ static void warn_written_files(pid_t pid, int depth)
     closedir(t);
 }
 
+/* Bytes of the images written so far (progress of a long dump). */
+static uint64_t dir_bytes(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return 0;
+    uint64_t total = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        struct stat st;
+        if (fstatat(dirfd(d), e->d_name, &st, 0) == 0 && S_ISREG(st.st_mode))
+            total += (uint64_t)st.st_size;
+    }
+    closedir(d);
+    return total;
+}
+
+/* criu dump, with a progress line every few seconds while it writes images. */
+static int run_dump(const struct dp_dump_opts *d, const char *netns, double timeout_s, struct dp_err *err)
+{
+    struct dp_criu_argv a;
+    if (dp_criu_dump_args(d, &a, err) < 0)
+        return -1;
+    char log[PATH_MAX + 16];
+    snprintf(log, sizeof(log), "%s/dump.log", d->images_dir);
+    struct dp_criu_run_opts o = {.netns = netns, .timeout_s = timeout_s, .log_path = log};
+    struct dp_criu_proc p;
+    if (dp_criu_start(a.argv, &o, &p, err) < 0)
+        return -1;
+    uint64_t start = dp_now_ns(), next = start + 2000000000ULL;
+    int status;
+    while (dp_criu_poll(&p, &status)) {
+        uint64_t now = dp_now_ns();
+        if (p.deadline_ns && now >= p.deadline_ns)
+            break; /* dp_criu_finish kills it and says so */
+        if (now >= next) {
+            char b[32];
+            dp_format_bytes(dir_bytes(d->images_dir), b, sizeof(b));
+            dp_info("dumping: %.0f s, %s of images written", (double)(now - start) / 1e9, b);
+            next = now + 2000000000ULL;
+        }
+        if (p.pidfd >= 0) {
+            struct pollfd pfd = {.fd = p.pidfd, .events = POLLIN};
+            poll(&pfd, 1, 250); /* readable when criu exits */
+        } else {
+            usleep(20000);
+        }
+    }
+    return dp_criu_finish(&p, err);
+}
+
 int cmd_checkpoint(int argc, char **argv)
 {
     enum { O_PID = 1, O_IMAGES, O_HOST, O_NETNS, O_LEAVE, O_SHELL, O_NOSHELL, O_NOTCP, O_FV,
@@ -396,7 +448,7 @@ int cmd_checkpoint(int argc, char **argv)
     dp_info("dumping the tree of pid %ld%s%s into %s (criu %d.%d.%d)", pid, netns ? " in netns " : "",
             netns ? netns : "", dir, ver.major, ver.minor, ver.sublevel);
     uint64_t t0 = dp_now_ns();
-    if (dp_criu_dump(&d, netns, timeout_s, &err) < 0) {
+    if (run_dump(&d, netns, timeout_s, &err) < 0) {
         dp_error("%s", err.msg);
         return 1;
     }
