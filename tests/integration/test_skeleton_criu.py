@@ -6,6 +6,7 @@ the kept ones really are needed.
 tinymem (tests/fixtures/tinymem.c) checks its memory every 20 ms and rewrites
 its status file: "ok ROUNDS" or "BAD page P word W".
 Run as root after `make deps` and `make`."""
+import json
 import os
 import signal
 import subprocess
@@ -103,6 +104,17 @@ def test_lazy_restore_from_skeleton(dumped):
         # the restore skipped the lazy entries and read the rest from the skeleton
         lazy = [l for l in log.splitlines() if "nr_lazy:" in l]
         assert lazy and int(lazy[-1].split()[-1]) > 0
+        # the ranges the restorer registered with userfaultfd are exactly
+        # the lazy ranges the image reader computes
+        registered = []
+        for line in log.splitlines():
+            if "lazy-pages: register:" in line:
+                addr, length = line.split("register:")[1].split(", len ")
+                registered.append((int(addr, 16), int(addr, 16) + int(length, 16)))
+        out = subprocess.run([DISTRIPROC, "images", "--images", full, "--json"], check=True,
+                             timeout=60, capture_output=True, text=True).stdout
+        ours = [(int(a, 16), int(b, 16)) for t in json.loads(out)["tasks"] for a, b in t["lazy_ranges"]]
+        assert registered and sorted(registered) == sorted(ours)
     finally:
         daemon.kill()
         daemon.wait(timeout=10)
