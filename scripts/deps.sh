@@ -28,7 +28,7 @@ CRIU_MIN=4.2
 CRIU_SUITES=(sid trixie)
 DEBIAN_MIRROR=http://deb.debian.org/debian
 KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
-DEPS_VERSION=1   # bump when the layout of .deps/ changes
+DEPS_VERSION=2   # bump when the layout of .deps/ changes
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DEPS=$ROOT/.deps
@@ -262,7 +262,9 @@ verify_criu() {
     # shellcheck disable=SC2064
     trap "verify_cleanup '$work'" EXIT
     mkdir -p "$work/img"
-    unshare --pid --fork --kill-child setsid sh -c 'while :; do sleep 0.1; done' \
+    # No --kill-child: CRIU restores the parent-death signal, which would kill
+    # the restored tree as soon as the detached criu exits.
+    unshare --pid --fork setsid sh -c 'while :; do sleep 0.1; done' \
         </dev/null >/dev/null 2>&1 &
     local outer=$!
     echo "$outer" >"$work/outer.pid"
@@ -288,12 +290,14 @@ verify_criu() {
     fi
     rpid=$(cat "$work/restored.pid" 2>/dev/null || true)
     echo "$rpid" >"$work/restored.pid.copy"
-    sleep 0.5
-    if [ -n "$rpid" ] && kill -0 "$rpid" 2>/dev/null \
-        && [ "$(ps -o comm= -p "$rpid")" = sh ]; then
-        ok=1
-    fi
-    [ "$ok" = 1 ] || die "criu self-test: the restored process (pid ${rpid:-?}) is not alive after restore; see $work/img/restore.log"
+    # Alive, not a zombie, and still the loop (a second apart, to see it run on).
+    local st
+    for i in 1 2; do
+        sleep 0.5
+        st=$(ps -o stat=,comm= -p "$rpid" 2>/dev/null || true)
+        case "$st" in Z* | "") ok=0; break ;; *" sh") ok=1 ;; *) ok=0; break ;; esac
+    done
+    [ "$ok" = 1 ] || die "criu self-test: the restored process (pid ${rpid:-?}) is not running after restore (state: '${st:-gone}'); see $work/img/restore.log"
     verify_cleanup "$work"
     trap - EXIT
     say "criu $v works: check passed, dump + restore of a test process succeeded"
