@@ -785,7 +785,13 @@ static int add_skel_file(struct server *s, size_t *cap, const char *rel, struct 
     }
     struct skel_file *f = &s->skel[s->nr_skel++];
     memset(f, 0, sizeof(*f));
-    snprintf(f->name, sizeof(f->name), "%s", rel);
+    size_t rel_len = strlen(rel);
+    if (rel_len > DP_MAX_NAME) {
+        s->nr_skel--;
+        dp_err_set(err, "image file name %s is longer than the protocol's %d bytes", rel, DP_MAX_NAME);
+        return -1;
+    }
+    memcpy(f->name, rel, rel_len + 1);
     f->size = (uint64_t)sb.st_size;
     f->mode = sb.st_mode & 0777;
     struct skel_extent *lazy = NULL;
