@@ -35,6 +35,8 @@
 #define SKEL_CHUNK  (256u << 10)
 #define READ_BUDGET (1u << 20)   /* bytes read per readiness event, for fairness */
 #define MAX_IOV     64
+#define HANDSHAKE_TIMEOUT_NS (10ULL * 1000000000ULL) /* to authenticate, or to read a fatal ERROR */
+#define MAX_CONNS   1024
 
 enum tag { TAG_LISTEN = 1, TAG_SIGNAL, TAG_TIMER, TAG_CONN };
 
@@ -79,6 +81,7 @@ struct conn {
     int refs;                 /* delayed replies and pending acks pointing here */
     bool closed;              /* fd closed, waiting for refs to drop */
     bool closing;             /* flush then close (after a fatal error) */
+    uint64_t since_ns;        /* accepted, or closing since */
     bool paused;              /* reading stopped by backpressure */
     uint32_t ep_events;
     enum { ST_HELLO, ST_AUTH, ST_READY } state;
@@ -307,6 +310,7 @@ static void send_error(struct server *s, struct conn *c, uint64_t id, bool fatal
         dp_warn("client %s: %s: %s; closing the connection", c->peer, dp_errcode_name(code), msg);
         snprintf(c->close_reason, sizeof(c->close_reason), "%s: %s", dp_errcode_name(code), msg);
         c->closing = true;
+        c->since_ns = dp_now_ns();
     } else {
         dp_info("client %s: request %" PRIu64 " refused: %s: %s", c->peer, id, dp_errcode_name(code), msg);
     }
@@ -1209,6 +1213,14 @@ static void on_accept(struct server *s)
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        size_t nconn = 0;
+        for (struct conn *k = s->conns; k; k = k->next)
+            nconn++;
+        if (nconn >= MAX_CONNS) {
+            dp_warn("refusing a connection: %d clients already connected", MAX_CONNS);
+            close(fd);
+            continue;
+        }
         struct conn *c = calloc(1, sizeof(*c));
         if (!c) {
             close(fd);
@@ -1216,6 +1228,7 @@ static void on_accept(struct server *s)
         }
         c->tag = TAG_CONN;
         c->fd = fd;
+        c->since_ns = dp_now_ns();
         c->cid = ++s->next_cid;
         char ip[INET_ADDRSTRLEN];
         inet_ntop(AF_INET, &sa.sin_addr, ip, sizeof(ip));
@@ -1235,6 +1248,25 @@ static void on_accept(struct server *s)
         s->st.connections++;
         dp_info("client %s connected", c->peer);
     }
+}
+
+/* Connections that have not authenticated, or do not take their fatal ERROR,
+ * within HANDSHAKE_TIMEOUT_NS are closed: without the key a peer holds no
+ * resources for long. Returns whether any connection is still in such a state. */
+static bool sweep(struct server *s)
+{
+    uint64_t now = dp_now_ns();
+    bool pending = false;
+    for (struct conn *c = s->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->state == ST_READY && !c->closing)
+            continue;
+        if (now - c->since_ns > HANDSHAKE_TIMEOUT_NS)
+            conn_close(s, c, c->closing ? "did not read its error in time" : "did not authenticate in time");
+        else
+            pending = true;
+    }
+    return pending;
 }
 
 /* ---- setup ------------------------------------------------------------------ */
@@ -1376,7 +1408,7 @@ int dp_server_run(const struct dp_server_opts *o, struct dp_err *err)
 
     struct epoll_event evs[64];
     while (!s->stopping) {
-        int n = epoll_wait(s->ep, evs, DP_ARRAY_LEN(evs), -1);
+        int n = epoll_wait(s->ep, evs, DP_ARRAY_LEN(evs), sweep(s) ? 1000 : -1);
         if (n < 0) {
             if (errno == EINTR)
                 continue;

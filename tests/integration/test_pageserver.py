@@ -532,3 +532,15 @@ def test_reader_that_never_reads_does_not_block_others(server):
     other.get(1, [(1, ADDR, 1)])
     t, f, rid, p = other.recv()
     assert t == GET | 0x80
+
+
+def test_silent_unauthenticated_connection_is_dropped(server):
+    """A peer that connects and never authenticates holds nothing for long:
+    the server closes it after its 10-second handshake limit."""
+    idle = Conn(server, timeout=30)
+    idle.send(msg(HELLO, 1, struct.pack("<HHI", 1, 1, 0)))
+    assert idle.recv()[0] == HELLO | 0x80
+    assert idle.closed()  # blocks until the server gives up on it
+    assert "did not authenticate in time" in server.logtext()
+    good = Conn(server)
+    assert good.handshake()[0] == AUTH | 0x80
