@@ -21,6 +21,32 @@
 #define DP_PE_LAZY    (1u << 1) /* may be restored lazily through userfaultfd */
 #define DP_PE_PRESENT (1u << 2) /* data is in the pages file */
 
+/* Image magics (criu/include/magic.h). Every image but inventory.img starts
+ * with IMG_COMMON_MAGIC (IMG_SERVICE_MAGIC for stats and irmap-cache) and then
+ * its own magic; images of version 1 have no common magic. pages-N.img is raw. */
+#define DP_IMG_COMMON_MAGIC  0x54564319u
+#define DP_IMG_SERVICE_MAGIC 0x55105940u
+#define DP_INVENTORY_MAGIC   0x58313116u
+#define DP_PSTREE_MAGIC      0x50273030u
+#define DP_PAGEMAP_MAGIC     0x56084025u
+#define DP_MM_MAGIC          0x57492820u
+#define DP_IMG_VERSION_V1    1u   /* no common magic */
+#define DP_IMG_VERSION_V1_1  2u   /* what CRIU 4.x writes */
+
+/* CRIU VMA_AREA_* status bits (criu/include/image.h) that decide laziness */
+#define DP_VMA_AREA_REGULAR  (1u << 0)
+#define DP_VMA_AREA_STACK    (1u << 1)
+#define DP_VMA_AREA_VSYSCALL (1u << 2)
+#define DP_VMA_AREA_VDSO     (1u << 3)
+#define DP_VMA_AREA_HEAP     (1u << 5)
+#define DP_VMA_FILE_PRIVATE  (1u << 6)
+#define DP_VMA_ANON_PRIVATE  (1u << 9)
+#define DP_VMA_AREA_VVAR     (1u << 12)
+#define DP_VMA_AREA_AIORING  (1u << 13)
+#define DP_VMA_AREA_SHSTK    (1u << 15)
+#define DP_VMA_AREA_GUARD    (1u << 16)
+#define DP_VMA_EXT_PLUGIN    (1u << 27)
+
 struct dp_vma {
     uint64_t start, end;     /* [start, end) */
     uint64_t pgoff;
@@ -30,7 +56,9 @@ struct dp_vma {
 };
 
 /* One pagemap run: nr_pages pages from vaddr. For PRESENT runs that are not
- * PARENT, data_offset is the byte offset of the first page in the pages file. */
+ * PARENT, data_offset is the byte offset of the first page in the pages file.
+ * (Every PRESENT run gets the offset CRIU's reader would be at: pages are
+ * stored back to back in pagemap order, lazy or not.) */
 struct dp_page_run {
     uint64_t vaddr;
     uint32_t nr_pages;
@@ -39,9 +67,23 @@ struct dp_page_run {
 };
 
 /* A lazy range: private anonymous memory CRIU will hand to the lazy-pages
- * daemon. Page-aligned, sorted, non-overlapping. */
+ * daemon. Page-aligned, sorted, non-overlapping; one per VMA (adjacent VMAs
+ * are not merged, because a UFFDIO_COPY must stay inside one VMA). */
 struct dp_range {
     uint64_t start, end;
+};
+
+/* Where the data of a task's pages really is, after following PE_PARENT
+ * entries down the pre-dump chain: file is an index into dp_checkpoint.files
+ * (fd is that file's descriptor), or -1 for pages that have an entry but no
+ * data (a hole: they read as zeros). flags are the task's own entry flags. */
+struct dp_page_seg {
+    uint64_t vaddr;
+    uint64_t nr_pages;
+    uint64_t offset;
+    int32_t file;
+    int fd;
+    uint32_t flags;
 };
 
 struct dp_task_image {
@@ -54,12 +96,28 @@ struct dp_task_image {
     char pages_path[4096];
     int pages_fd;                     /* open O_RDONLY, -1 if none */
     uint64_t lazy_bytes;              /* sum of lazy ranges */
+    struct dp_page_seg *segs; size_t nr_segs;   /* resolved data, sorted */
+    uint64_t data_pages;              /* pages with data in the images */
+    uint64_t lazy_data_pages;         /* of those, inside lazy ranges */
+};
+
+/* A pages file the checkpoint reads: the top directory's pages-N.img files
+ * and, with a pre-dump chain, the parents' ("parent/pages-N.img", ...). */
+struct dp_pages_file {
+    char name[512];                   /* relative to dp_checkpoint.dir */
+    char path[4096];
+    int fd;
+    uint64_t size;
+    uint32_t depth;                   /* 0 = top directory, 1 = parent, ... */
 };
 
 struct dp_checkpoint {
     char dir[4096];
     struct dp_task_image *tasks; size_t nr_tasks;  /* tasks[0] is the root */
     uint64_t total_vma_bytes, lazy_bytes, image_bytes;
+    uint32_t img_version;
+    struct dp_pages_file *files; size_t nr_files;
+    uint32_t parent_depth;            /* length of the pre-dump chain */
 };
 
 enum dp_page_kind {
@@ -78,7 +136,43 @@ struct dp_page_loc {
 int dp_checkpoint_open(const char *dir, struct dp_checkpoint **out, struct dp_err *err);
 void dp_checkpoint_close(struct dp_checkpoint *cp);
 const struct dp_task_image *dp_checkpoint_find_task(const struct dp_checkpoint *cp, int32_t pid);
-/* vaddr must be page aligned. */
+/* vaddr must be page aligned. O(log n): binary searches over the task's lazy
+ * ranges and data segments. A DATA or ZERO answer never runs past the end of
+ * its lazy range (so never across a VMA boundary). */
 void dp_task_locate(const struct dp_task_image *task, uint64_t vaddr, struct dp_page_loc *loc);
+
+/* ---- Pure parsers (no I/O). name is the file name used in error messages:
+ * "NAME: at byte N: what is wrong". Arrays are malloc'd; the caller frees. */
+
+/* Checks the magic header; *body is where the entries start. */
+int dp_image_parse_header(const char *name, const uint8_t *buf, size_t len, uint32_t magic,
+                          uint32_t img_version, size_t *body, struct dp_err *err);
+int dp_image_parse_inventory(const char *name, const uint8_t *buf, size_t len,
+                             uint32_t *img_version, struct dp_err *err);
+/* Tasks get pid/ppid/pgid/sid/threads; everything else zeroed, pages_fd -1. */
+int dp_image_parse_pstree(const char *name, const uint8_t *buf, size_t len, uint32_t img_version,
+                          struct dp_task_image **tasks, size_t *nr, struct dp_err *err);
+int dp_image_parse_mm(const char *name, const uint8_t *buf, size_t len, uint32_t img_version,
+                      struct dp_vma **vmas, size_t *nr, struct dp_err *err);
+/* Runs sorted and non-overlapping (else an error); *data_bytes is the number
+ * of bytes the PRESENT runs occupy in the pages file. */
+int dp_image_parse_pagemap(const char *name, const uint8_t *buf, size_t len, uint32_t img_version,
+                           uint32_t *pages_id, struct dp_page_run **runs, size_t *nr,
+                           uint64_t *data_bytes, struct dp_err *err);
+
+/* CRIU's rule for memory restored through userfaultfd: private anonymous, not
+ * locked, not hugetlb, not vdso/vvar/vsyscall (vma_entry_can_be_lazy), and
+ * premapped by the restorer (a private VMA not taken by a plugin). */
+int dp_vma_is_lazy(const struct dp_vma *vma);
+int dp_image_lazy_ranges(const struct dp_vma *vmas, size_t nr, struct dp_range **ranges,
+                         size_t *nr_ranges, uint64_t *bytes, struct dp_err *err);
+/* Turns one level's runs into data segments. PRESENT runs point into `file`
+ * (index) at their data_offset; PARENT runs take their pieces from `parent`
+ * (the resolved segments of the same task one level down; NULL if none);
+ * a PARENT run the parent does not cover is an error, as is a LAZY run
+ * without PRESENT (dumped with --lazy-pages: the data is not in the images). */
+int dp_image_resolve(const char *name, const struct dp_page_run *runs, size_t nr, int32_t file,
+                     const struct dp_page_seg *parent, size_t nr_parent,
+                     struct dp_page_seg **segs, size_t *nr_segs, struct dp_err *err);
 
 #endif

@@ -10,5 +10,7 @@ int cmd_restore(int argc, char **argv);
 int cmd_stats(int argc, char **argv);
 int cmd_migrate(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_images(int argc, char **argv);
+int cmd_keygen(int argc, char **argv);
 
 #endif

@@ -1,0 +1,110 @@
+/* client: the destination's side of the page-server protocol (lib/proto.h).
+ *
+ * One struct dp_client is one authenticated TCP connection that reconnects by
+ * itself. Two ways to use it:
+ *
+ *  - Asynchronous, from an event loop: submit GET/PUT requests with a callback
+ *    and a cookie (many in flight, pipelined), watch dp_client_fd() for
+ *    dp_client_events(), call dp_client_process() when it is ready or when
+ *    dp_client_timeout_ms() expires. Callbacks run inside dp_client_process()
+ *    (and inside the blocking helpers), in completion order, which need not be
+ *    submission order.
+ *  - Blocking helpers for the simple cases: task map, skeleton download, PUT
+ *    with a durable acknowledgement, stats, access log. They drive the same
+ *    loop, so callbacks of earlier async requests may run inside them.
+ *
+ * Reconnect: when the connection breaks, the client reconnects with
+ * exponential backoff (backoff_min_ms doubling up to backoff_max_ms) and
+ * resubmits every request still in flight (GET and PUT are idempotent). A
+ * wrong key or a version mismatch is not retried. If give_up_ms > 0 and no
+ * connection succeeds for that long, in-flight requests complete with
+ * status -ETIMEDOUT and dp_client_process() returns -1.
+ *
+ * The fd changes across reconnects: re-read dp_client_fd() after every
+ * dp_client_process() call (-1 while waiting for the next attempt).
+ * Not thread safe: one thread owns a client.
+ */
+#ifndef DP_CLIENT_H
+#define DP_CLIENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <netinet/in.h>
+
+#include "key.h"
+#include "proto.h"
+#include "util.h"
+
+struct dp_client;
+
+struct dp_client_opts {
+    struct sockaddr_in addr;
+    const uint8_t *key;        /* pre-shared key, DP_KEY_MIN..DP_KEY_MAX bytes */
+    size_t key_len;
+    int connect_timeout_ms;    /* blocking connect in dp_client_connect; 0 = 5000 */
+    int backoff_min_ms;        /* 0 = 50 */
+    int backoff_max_ms;        /* 0 = 2000 */
+    int give_up_ms;            /* 0 = retry forever */
+    uint32_t max_inflight;     /* 0 = 256 */
+};
+
+/* Connects and authenticates (blocking, bounded by connect_timeout_ms). The
+ * opts->key bytes are copied. */
+int dp_client_connect(const struct dp_client_opts *opts, struct dp_client **out, struct dp_err *err);
+/* Closes; in-flight requests complete with status -ECANCELED. */
+void dp_client_close(struct dp_client *c);
+
+int dp_client_fd(const struct dp_client *c);
+short dp_client_events(const struct dp_client *c);   /* POLLIN / POLLOUT (poll(2) bits; same values as EPOLLIN/EPOLLOUT) */
+int dp_client_timeout_ms(const struct dp_client *c); /* -1 none */
+/* Non-blocking: sends, receives, completes callbacks, advances reconnects.
+ * Returns 0, or -1 if the client gave up (err says why). */
+int dp_client_process(struct dp_client *c, struct dp_err *err);
+bool dp_client_connected(const struct dp_client *c);
+uint32_t dp_client_inflight(const struct dp_client *c);
+/* Limits announced by the server (valid once connected). */
+const struct dp_hello_reply *dp_client_limits(const struct dp_client *c);
+
+/* GET completion. status 0: segs cover every requested page, in request
+ * order; DATA segments point at count*4096 bytes valid only during the
+ * callback. status < 0: -errno (e.g. -ETIMEDOUT, -ECANCELED), or
+ * -DP_E_* + -1000 for a server error (errmsg says which). */
+typedef void (*dp_get_cb)(void *cookie, int status, const struct dp_seg *segs, uint32_t nr_segs, const char *errmsg);
+/* Ranges are copied. Up to DP_MAX_GET_RANGES ranges, DP_MAX_GET_PAGES pages.
+ * Returns the request id (> 0), or 0 with err set (limits, too many in flight). */
+uint64_t dp_client_submit_get(struct dp_client *c, const struct dp_get_range *ranges, uint32_t n,
+                              dp_get_cb cb, void *cookie, struct dp_err *err);
+
+/* PUT completion: status 0 once the server has made the pages durable. */
+typedef void (*dp_put_cb)(void *cookie, int status, const char *errmsg);
+/* The page data is copied (so a reconnect can resend it). */
+uint64_t dp_client_submit_put(struct dp_client *c, const struct dp_put_range *ranges, uint32_t n,
+                              dp_put_cb cb, void *cookie, struct dp_err *err);
+
+#define DP_CLIENT_SERVER_ERROR(code) (-1000 - (int)(code))
+
+/* ---- blocking helpers (timeout_ms bounds each; 0 = wait forever) ----- */
+int dp_client_task_map(struct dp_client *c, struct dp_task_map *out, int timeout_ms, struct dp_err *err);
+/* Copies pages into buf (count*4096 bytes per range, in order; zero pages
+ * are zero-filled). kinds (may be NULL) gets one DP_SEG_* per page. */
+int dp_client_get_pages(struct dp_client *c, const struct dp_get_range *ranges, uint32_t n,
+                        uint8_t *buf, uint8_t *kinds, int timeout_ms, struct dp_err *err);
+int dp_client_put_pages(struct dp_client *c, int32_t pid, uint64_t addr, uint32_t count,
+                        const uint8_t *data, int timeout_ms, struct dp_err *err);
+
+struct dp_skel_result {
+    uint32_t files;
+    uint64_t bytes_received;   /* data bytes written */
+    uint64_t bytes_apparent;   /* sum of file sizes (pages files are sparse) */
+};
+/* Downloads the skeleton into dir (created if missing; existing files of the
+ * same names are replaced). Files are written sparse: lazy page data is
+ * never sent and reads back as zeros. */
+int dp_client_get_skeleton(struct dp_client *c, const char *dir, struct dp_skel_result *res,
+                           int timeout_ms, struct dp_err *err);
+/* JSON text (malloc'd, NUL-terminated). */
+int dp_client_stats(struct dp_client *c, char **json, int timeout_ms, struct dp_err *err);
+int dp_client_access_log(struct dp_client *c, char **json, int timeout_ms, struct dp_err *err);
+
+#endif

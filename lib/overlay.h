@@ -1,0 +1,51 @@
+/* overlay: the page server's durable write-back store. Pages the destination
+ * writes back are appended to DIR/distriproc-overlay.log as checksummed
+ * records; an in-memory index maps (pid, address) to the newest record, which
+ * shadows the checkpoint's pages image. dp_overlay_sync() makes appended
+ * records durable (fdatasync); a PUT is acknowledged only after it.
+ *
+ * Record (4160 bytes, little endian):
+ *   0 u32 magic 0x564f5044 ("DPOV")   4 u32 format 1
+ *   8 i32 pid   12 u32 reserved 0    16 u64 page address   24 u64 sequence
+ *  32 16-byte BLAKE2b over bytes 0..31 and the page data   48..63 zero
+ *  64 4096 bytes of page data
+ * On open the log is replayed; it ends at the first record that is short or
+ * fails its checksum (a torn tail from a crash: never acknowledged, since
+ * every acknowledged record was followed by an fdatasync), which is cut off. */
+#ifndef DP_OVERLAY_H
+#define DP_OVERLAY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util.h"
+
+#define DP_OVERLAY_NAME     "distriproc-overlay.log"
+#define DP_OVERLAY_REC_HDR  64
+#define DP_OVERLAY_REC_SIZE (DP_OVERLAY_REC_HDR + 4096)
+
+struct dp_overlay;
+
+struct dp_overlay_stats {
+    uint64_t live_pages;      /* distinct pages in the overlay */
+    uint64_t records;         /* records in the log (live + superseded) */
+    uint64_t log_bytes;
+    uint64_t torn_bytes;      /* cut off at open */
+    uint64_t syncs;
+    uint64_t appended_pages;  /* since open */
+};
+
+int dp_overlay_open(const char *dir, struct dp_overlay **out, struct dp_err *err);
+void dp_overlay_close(struct dp_overlay *o);
+int dp_overlay_fd(const struct dp_overlay *o);
+/* true if the page is in the overlay; *data_off is the file offset of its data. */
+bool dp_overlay_lookup(const struct dp_overlay *o, int32_t pid, uint64_t addr, uint64_t *data_off);
+/* Appends count pages (not yet durable). */
+int dp_overlay_append(struct dp_overlay *o, int32_t pid, uint64_t addr, uint32_t count, const uint8_t *data,
+                      struct dp_err *err);
+bool dp_overlay_dirty(const struct dp_overlay *o);
+int dp_overlay_sync(struct dp_overlay *o, struct dp_err *err);
+void dp_overlay_get_stats(const struct dp_overlay *o, struct dp_overlay_stats *st);
+
+#endif

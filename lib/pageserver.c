@@ -1,0 +1,1458 @@
+/* pageserver: the source side's epoll loop (see pageserver.h). */
+#include "pageserver.h"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/sendfile.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/timerfd.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "image.h"
+#include "overlay.h"
+#include "pmap.h"
+
+#define HIGH_WATER  (8u << 20)   /* stop reading a client with this much output queued */
+#define LOW_WATER   (1u << 20)   /* resume below this */
+#define SKEL_CHUNK  (256u << 10)
+#define READ_BUDGET (1u << 20)   /* bytes read per readiness event, for fairness */
+#define MAX_IOV     64
+
+enum tag { TAG_LISTEN = 1, TAG_SIGNAL, TAG_TIMER, TAG_CONN };
+
+/* ---- output items: bytes we own, or a range of a file to sendfile ---- */
+struct out_item {
+    struct out_item *next;
+    int fd;           /* -1: buffer item */
+    uint8_t *buf;
+    size_t len, off;  /* buffer: bytes and progress; file: bytes left */
+    uint64_t foff;    /* file: next offset */
+};
+
+struct resp {
+    struct out_item *head, *tail;
+    size_t bytes;
+};
+
+/* Skeleton plan: files to send and the extents of each (lazy data left out). */
+struct skel_extent { uint64_t off, len; };
+struct skel_file {
+    char name[DP_MAX_NAME + 1];
+    uint64_t size;
+    uint32_t mode;
+    struct skel_extent *ext;
+    size_t nr_ext;
+};
+
+struct skel_cursor {
+    uint64_t id;
+    size_t file, ext;
+    uint64_t done_in_ext;
+    bool file_started;
+    uint64_t bytes;
+};
+
+struct conn {
+    enum tag tag;
+    struct conn *next, *prev;
+    int fd;
+    uint64_t cid;
+    char peer[64];
+    int refs;                 /* delayed replies and pending acks pointing here */
+    bool closed;              /* fd closed, waiting for refs to drop */
+    bool closing;             /* flush then close (after a fatal error) */
+    bool paused;              /* reading stopped by backpressure */
+    uint32_t ep_events;
+    enum { ST_HELLO, ST_AUTH, ST_READY } state;
+    uint16_t version;
+    uint8_t server_nonce[DP_NONCE_SIZE];
+    uint8_t *in;
+    size_t in_len, in_off, in_cap;
+    struct resp out;
+    size_t delayed_bytes;
+    struct skel_cursor *skel;
+    uint64_t requests, pages_sent;
+    char close_reason[200];
+};
+
+struct delayed {
+    struct delayed *next;
+    struct conn *c;
+    struct resp r;
+    uint64_t due;
+};
+
+struct pending_put {
+    struct pending_put *next;
+    struct conn *c;
+    uint64_t id, recv_ns;
+    uint32_t pages;
+};
+
+struct seg_build {
+    struct dp_seg s;
+    uint32_t first_piece, nr_pieces;
+};
+struct piece { int fd; uint64_t off; uint32_t len; };
+
+struct server {
+    const struct dp_server_opts *o;
+    struct dp_checkpoint *cp;
+    struct dp_overlay *ov;
+    int ep, lfd, sfd, tfd;
+    enum tag tag_listen, tag_signal, tag_timer;
+    struct conn *conns;
+    struct conn *graveyard;
+    uint64_t next_cid;
+    struct delayed *dq_head, *dq_tail;
+    uint64_t dq_last_due;
+    struct pending_put *puts_head, *puts_tail;
+    struct dp_buf task_map_payload;
+    struct skel_file *skel;
+    size_t nr_skel;
+    struct dp_pmap access;
+    uint64_t start_ns;
+    double start_unix;
+    bool stopping;
+    struct dp_request req;        /* large: decoded into here */
+    struct seg_build segs[DP_MAX_GET_PAGES];
+    struct piece pieces[DP_MAX_GET_PAGES];
+    struct {
+        uint64_t connections, auth_failures, protocol_errors, disconnects;
+        uint64_t requests[16];
+        uint64_t pages_data, pages_zero, pages_not_lazy, pages_from_overlay;
+        uint64_t bytes_out, bytes_in, sendfile_bytes, copied_bytes;
+        uint64_t pages_written, put_requests, skeleton_bytes;
+    } st;
+};
+
+static void conn_close(struct server *s, struct conn *c, const char *why);
+static void conn_flush(struct server *s, struct conn *c);
+static void conn_process_input(struct server *s, struct conn *c);
+
+/* ---- responses ------------------------------------------------------- */
+static struct out_item *resp_add_buf(struct resp *r, struct dp_buf *b)
+{
+    struct out_item *it = calloc(1, sizeof(*it));
+    if (!it)
+        return NULL;
+    it->fd = -1;
+    it->buf = b->data;
+    it->len = b->len;
+    r->bytes += b->len;
+    memset(b, 0, sizeof(*b));
+    if (r->tail)
+        r->tail->next = it;
+    else
+        r->head = it;
+    r->tail = it;
+    return it;
+}
+
+static struct out_item *resp_add_file(struct resp *r, int fd, uint64_t off, size_t len)
+{
+    struct out_item *it = calloc(1, sizeof(*it));
+    if (!it)
+        return NULL;
+    it->fd = fd;
+    it->foff = off;
+    it->len = len;
+    r->bytes += len;
+    if (r->tail)
+        r->tail->next = it;
+    else
+        r->head = it;
+    r->tail = it;
+    return it;
+}
+
+static void resp_free(struct resp *r)
+{
+    for (struct out_item *it = r->head, *next; it; it = next) {
+        next = it->next;
+        free(it->buf);
+        free(it);
+    }
+    memset(r, 0, sizeof(*r));
+}
+
+static void resp_append(struct resp *to, struct resp *from)
+{
+    if (!from->head)
+        return;
+    if (to->tail)
+        to->tail->next = from->head;
+    else
+        to->head = from->head;
+    to->tail = from->tail;
+    to->bytes += from->bytes;
+    memset(from, 0, sizeof(*from));
+}
+
+static void arm_timer(struct server *s)
+{
+    struct itimerspec its = {0};
+    if (s->dq_head) {
+        its.it_value.tv_sec = (time_t)(s->dq_head->due / 1000000000ULL);
+        its.it_value.tv_nsec = (long)(s->dq_head->due % 1000000000ULL);
+        if (its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0)
+            its.it_value.tv_nsec = 1;
+    }
+    timerfd_settime(s->tfd, TFD_TIMER_ABSTIME, &its, NULL);
+}
+
+/* Hands a finished reply to the connection, now or after the emulated RTT.
+ * The delay is the same for every reply, so a FIFO is ordered by due time. */
+static void deliver(struct server *s, struct conn *c, struct resp *r, uint64_t recv_ns)
+{
+    if (c->closed) {
+        resp_free(r);
+        return;
+    }
+    if (!s->o->emulate_rtt_us) {
+        resp_append(&c->out, r);
+        return;
+    }
+    struct delayed *d = calloc(1, sizeof(*d));
+    if (!d) {
+        resp_free(r);
+        conn_close(s, c, "out of memory queueing a delayed reply");
+        return;
+    }
+    d->c = c;
+    d->r = *r;
+    memset(r, 0, sizeof(*r));
+    d->due = recv_ns + s->o->emulate_rtt_us * 1000ULL;
+    if (d->due < s->dq_last_due)
+        d->due = s->dq_last_due;
+    s->dq_last_due = d->due;
+    c->refs++;
+    c->delayed_bytes += d->r.bytes;
+    if (s->dq_tail)
+        s->dq_tail->next = d;
+    else
+        s->dq_head = d;
+    s->dq_tail = d;
+    if (s->dq_head == d)
+        arm_timer(s);
+}
+
+static void release_conn_ref(struct server *s, struct conn *c)
+{
+    (void)s;
+    c->refs--;
+}
+
+static void on_timer(struct server *s)
+{
+    uint64_t ticks;
+    ssize_t r = read(s->tfd, &ticks, sizeof(ticks));
+    (void)r;
+    uint64_t now = dp_now_ns();
+    while (s->dq_head && s->dq_head->due <= now) {
+        struct delayed *d = s->dq_head;
+        s->dq_head = d->next;
+        if (!s->dq_head)
+            s->dq_tail = NULL;
+        struct conn *c = d->c;
+        c->delayed_bytes -= d->r.bytes;
+        release_conn_ref(s, c);
+        if (c->closed) {
+            resp_free(&d->r);
+        } else {
+            resp_append(&c->out, &d->r);
+            conn_flush(s, c);
+        }
+        free(d);
+    }
+    arm_timer(s);
+}
+
+/* ---- errors ------------------------------------------------------------ */
+static void send_error(struct server *s, struct conn *c, uint64_t id, bool fatal, uint32_t code, const char *msg,
+                       uint64_t recv_ns)
+{
+    struct dp_buf b = {0};
+    struct resp r = {0};
+    if (dp_enc_error(&b, id, fatal, code, msg) == 0 && resp_add_buf(&r, &b))
+        deliver(s, c, &r, recv_ns);
+    else
+        dp_buf_free(&b);
+    if (fatal) {
+        s->st.protocol_errors++;
+        dp_warn("client %s: %s: %s; closing the connection", c->peer, dp_errcode_name(code), msg);
+        snprintf(c->close_reason, sizeof(c->close_reason), "%s: %s", dp_errcode_name(code), msg);
+        c->closing = true;
+    } else {
+        dp_info("client %s: request %" PRIu64 " refused: %s: %s", c->peer, id, dp_errcode_name(code), msg);
+    }
+}
+
+/* ---- access log ----------------------------------------------------------- */
+static void access_note(struct server *s, int32_t pid, uint64_t addr, uint32_t count, uint64_t now_us)
+{
+    for (uint32_t i = 0; i < count; i++) {
+        bool created;
+        struct dp_pmap_entry *e = dp_pmap_get(&s->access, pid, addr + (uint64_t)i * DP_PAGE_SIZE, &created);
+        if (!e)
+            return; /* out of memory: the log is advisory, serving goes on */
+        if (created)
+            e->value = now_us;
+        if (e->aux != UINT32_MAX)
+            e->aux++;
+        e->value2 = now_us;
+    }
+}
+
+static int cmp_access(const void *a, const void *b)
+{
+    const struct dp_pmap_entry *x = a, *y = b;
+    if (x->pid != y->pid)
+        return x->pid < y->pid ? -1 : 1;
+    return x->addr < y->addr ? -1 : x->addr > y->addr;
+}
+
+static int access_log_json(struct server *s, struct dp_buf *b)
+{
+    size_t n = 0;
+    struct dp_pmap_entry *v = malloc((s->access.len ? s->access.len : 1) * sizeof(*v));
+    if (!v)
+        return -1;
+    for (size_t i = 0; i < s->access.cap; i++)
+        if (s->access.slots[i].addr != UINT64_MAX)
+            v[n++] = s->access.slots[i];
+    qsort(v, n, sizeof(*v), cmp_access);
+    char line[256];
+    int len = snprintf(line, sizeof(line),
+                       "{\"start_unix\": %.6f, \"time_unit\": \"us since start\", \"pages_touched\": %zu, "
+                       "\"pages\": [",
+                       s->start_unix, n);
+    int rc = dp_buf_put(b, line, (size_t)len);
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        len = snprintf(line, sizeof(line),
+                       "%s\n{\"pid\": %d, \"addr\": \"0x%" PRIx64 "\", \"count\": %u, \"first\": %" PRIu64
+                       ", \"last\": %" PRIu64 "}",
+                       i ? "," : "", v[i].pid, v[i].addr, v[i].aux, v[i].value, v[i].value2);
+        rc = dp_buf_put(b, line, (size_t)len);
+    }
+    if (rc == 0)
+        rc = dp_buf_put(b, "\n]}\n", 4);
+    free(v);
+    return rc;
+}
+
+/* ---- request handlers ------------------------------------------------------ */
+static void reply_simple(struct server *s, struct conn *c, struct dp_buf *b, uint64_t recv_ns)
+{
+    struct resp r = {0};
+    if (!resp_add_buf(&r, b)) {
+        dp_buf_free(b);
+        conn_close(s, c, "out of memory");
+        return;
+    }
+    deliver(s, c, &r, recv_ns);
+}
+
+static void handle_hello(struct server *s, struct conn *c, uint64_t id, uint64_t recv_ns)
+{
+    const struct dp_hello *h = &s->req.u.hello;
+    uint16_t lo = h->min_version > DP_PROTO_VERSION_MIN ? h->min_version : DP_PROTO_VERSION_MIN;
+    uint16_t hi = h->max_version < DP_PROTO_VERSION_MAX ? h->max_version : DP_PROTO_VERSION_MAX;
+    if (lo > hi) {
+        char msg[128];
+        snprintf(msg, sizeof(msg), "client speaks versions %u..%u, this server %u..%u", h->min_version,
+                 h->max_version, DP_PROTO_VERSION_MIN, DP_PROTO_VERSION_MAX);
+        send_error(s, c, id, true, DP_E_VERSION, msg, recv_ns);
+        return;
+    }
+    c->version = hi;
+    randombytes_buf(c->server_nonce, sizeof(c->server_nonce));
+    struct dp_hello_reply hr = {.version = hi, .max_payload = DP_MAX_PAYLOAD, .max_get_pages = DP_MAX_GET_PAGES,
+                                .max_put_pages = DP_MAX_PUT_PAGES, .max_get_ranges = DP_MAX_GET_RANGES};
+    memcpy(hr.server_nonce, c->server_nonce, DP_NONCE_SIZE);
+    struct dp_buf b = {0};
+    if (dp_enc_hello_reply(&b, id, &hr) < 0) {
+        dp_buf_free(&b);
+        conn_close(s, c, "out of memory");
+        return;
+    }
+    c->state = ST_AUTH;
+    reply_simple(s, c, &b, recv_ns);
+}
+
+static void handle_auth(struct server *s, struct conn *c, uint64_t id, uint64_t recv_ns)
+{
+    const struct dp_auth *a = &s->req.u.auth;
+    uint8_t want[DP_MAC_SIZE];
+    dp_auth_mac(s->o->key, s->o->key_len, false, c->version, c->server_nonce, a->client_nonce, want);
+    if (!dp_auth_mac_equal(want, a->mac)) {
+        s->st.auth_failures++;
+        dp_warn("client %s: authentication failed (wrong key?)", c->peer);
+        send_error(s, c, id, true, DP_E_AUTH_FAILED, "authentication failed: the client's key differs", recv_ns);
+        return;
+    }
+    struct dp_auth_reply ar;
+    dp_auth_mac(s->o->key, s->o->key_len, true, c->version, c->server_nonce, a->client_nonce, ar.mac);
+    struct dp_buf b = {0};
+    if (dp_enc_auth_reply(&b, id, &ar) < 0) {
+        dp_buf_free(&b);
+        conn_close(s, c, "out of memory");
+        return;
+    }
+    c->state = ST_READY;
+    dp_info("client %s authenticated (protocol version %u)", c->peer, c->version);
+    reply_simple(s, c, &b, recv_ns);
+}
+
+static void handle_task_map(struct server *s, struct conn *c, uint64_t id, uint64_t recv_ns)
+{
+    if (s->task_map_payload.len > DP_MAX_PAYLOAD) {
+        send_error(s, c, id, false, DP_E_TOO_LARGE, "task map exceeds the maximum payload", recv_ns);
+        return;
+    }
+    struct dp_buf b = {0};
+    if (dp_msg_append(&b, DP_MSG_TASK_MAP | DP_MSG_REPLY, 0, id, s->task_map_payload.data,
+                      (uint32_t)s->task_map_payload.len) < 0) {
+        dp_buf_free(&b);
+        conn_close(s, c, "out of memory");
+        return;
+    }
+    reply_simple(s, c, &b, recv_ns);
+}
+
+/* Where one page comes from: the overlay shadows the pages image. */
+static void locate(struct server *s, const struct dp_task_image *t, int32_t pid, uint64_t addr,
+                   struct dp_page_loc *loc)
+{
+    uint64_t off;
+    if (t) {
+        dp_task_locate(t, addr, loc);
+        if (loc->kind != DP_PAGE_NOT_LAZY && dp_overlay_lookup(s->ov, pid, addr, &off)) {
+            loc->kind = DP_PAGE_DATA;
+            loc->fd = dp_overlay_fd(s->ov);
+            loc->offset = off;
+            loc->run_pages_left = 1;
+            s->st.pages_from_overlay++;
+        }
+    } else {
+        loc->kind = DP_PAGE_NOT_LAZY;
+        loc->run_pages_left = UINT32_MAX;
+    }
+}
+
+static uint32_t seg_kind(enum dp_page_kind k)
+{
+    return k == DP_PAGE_DATA ? DP_SEG_DATA : k == DP_PAGE_ZERO ? DP_SEG_ZERO : DP_SEG_NOT_LAZY;
+}
+
+static void handle_get(struct server *s, struct conn *c, uint64_t id, uint64_t recv_ns)
+{
+    const struct dp_get_req *g = &s->req.u.get;
+    uint32_t nsegs = 0, npieces = 0, data_pages = 0;
+    uint64_t now_us = (dp_now_ns() - s->start_ns) / 1000;
+    for (uint32_t i = 0; i < g->nr_ranges; i++) {
+        const struct dp_get_range *r = &g->ranges[i];
+        const struct dp_task_image *t = dp_checkpoint_find_task(s->cp, r->pid);
+        struct seg_build *cur = NULL;
+        for (uint32_t p = 0; p < r->count; p++) {
+            uint64_t addr = r->addr + (uint64_t)p * DP_PAGE_SIZE;
+            struct dp_page_loc loc;
+            locate(s, t, r->pid, addr, &loc);
+            uint32_t kind = seg_kind(loc.kind);
+            if (!cur || cur->s.kind != kind) {
+                cur = &s->segs[nsegs++];
+                cur->s = (struct dp_seg){.kind = kind, .pid = r->pid, .count = 0, .addr = addr};
+                cur->first_piece = npieces;
+                cur->nr_pieces = 0;
+            }
+            cur->s.count++;
+            if (kind == DP_SEG_DATA) {
+                struct piece *last = cur->nr_pieces ? &s->pieces[npieces - 1] : NULL;
+                if (last && last->fd == loc.fd && last->off + last->len == loc.offset) {
+                    last->len += DP_PAGE_SIZE;
+                } else {
+                    s->pieces[npieces++] = (struct piece){.fd = loc.fd, .off = loc.offset, .len = DP_PAGE_SIZE};
+                    cur->nr_pieces++;
+                }
+                data_pages++;
+                s->st.pages_data++;
+            } else if (kind == DP_SEG_ZERO) {
+                s->st.pages_zero++;
+            } else {
+                s->st.pages_not_lazy++;
+            }
+            if (kind != DP_SEG_NOT_LAZY)
+                access_note(s, r->pid, addr, 1, now_us);
+        }
+    }
+    size_t payload = DP_GET_REPLY_HDR + (size_t)nsegs * DP_SEG_HDR + (size_t)data_pages * DP_PAGE_SIZE;
+    struct dp_buf b = {0};
+    struct resp out = {0};
+    if (dp_buf_reserve(&b, DP_HDR_SIZE + DP_GET_REPLY_HDR + DP_SEG_HDR) < 0)
+        goto oom;
+    struct dp_hdr h = {.version = 1, .type = DP_MSG_GET_PAGES | DP_MSG_REPLY, .id = id, .len = (uint32_t)payload};
+    dp_hdr_encode(b.data, &h);
+    dp_enc_get_reply_hdr(b.data + DP_HDR_SIZE, nsegs);
+    b.len = DP_HDR_SIZE + DP_GET_REPLY_HDR;
+    for (uint32_t i = 0; i < nsegs; i++) {
+        struct seg_build *sb = &s->segs[i];
+        if (dp_buf_reserve(&b, DP_SEG_HDR) < 0)
+            goto oom;
+        dp_enc_seg_hdr(b.data + b.len, &sb->s);
+        b.len += DP_SEG_HDR;
+        for (uint32_t k = 0; k < sb->nr_pieces; k++) {
+            struct piece *pc = &s->pieces[sb->first_piece + k];
+            if (pc->len >= s->o->sendfile_min) {
+                if (!resp_add_buf(&out, &b) || !resp_add_file(&out, pc->fd, pc->off, pc->len))
+                    goto oom;
+                s->st.sendfile_bytes += pc->len;
+                continue;
+            }
+            if (dp_buf_reserve(&b, pc->len) < 0)
+                goto oom;
+            ssize_t n = pread(pc->fd, b.data + b.len, pc->len, (off_t)pc->off);
+            if (n != (ssize_t)pc->len) {
+                char msg[160];
+                snprintf(msg, sizeof(msg), "reading %u bytes of page data at offset %" PRIu64 " failed: %s",
+                         pc->len, pc->off, n < 0 ? strerror(errno) : "short read (image truncated?)");
+                dp_error("%s", msg);
+                dp_buf_free(&b);
+                resp_free(&out);
+                send_error(s, c, id, false, DP_E_IO, msg, recv_ns);
+                return;
+            }
+            b.len += pc->len;
+            s->st.copied_bytes += pc->len;
+        }
+    }
+    if (b.len && !resp_add_buf(&out, &b))
+        goto oom;
+    c->pages_sent += g->total_pages;
+    deliver(s, c, &out, recv_ns);
+    return;
+oom:
+    dp_buf_free(&b);
+    resp_free(&out);
+    conn_close(s, c, "out of memory building a GET reply");
+}
+
+static void handle_put(struct server *s, struct conn *c, uint64_t id, uint64_t recv_ns)
+{
+    const struct dp_put_req *p = &s->req.u.put;
+    /* Validate every page before writing any. */
+    for (uint32_t i = 0; i < p->nr_ranges; i++) {
+        const struct dp_put_range *r = &p->ranges[i];
+        const struct dp_task_image *t = dp_checkpoint_find_task(s->cp, r->pid);
+        char msg[160];
+        if (!t) {
+            snprintf(msg, sizeof(msg), "PUT range %u: no task with pid %d in the checkpoint", i, r->pid);
+            send_error(s, c, id, false, DP_E_NO_TASK, msg, recv_ns);
+            return;
+        }
+        for (uint32_t k = 0; k < r->count; k++) {
+            struct dp_page_loc loc;
+            uint64_t addr = r->addr + (uint64_t)k * DP_PAGE_SIZE;
+            dp_task_locate(t, addr, &loc);
+            if (loc.kind == DP_PAGE_NOT_LAZY) {
+                snprintf(msg, sizeof(msg), "PUT: page 0x%" PRIx64 " of pid %d is not lazy memory", addr, r->pid);
+                send_error(s, c, id, false, DP_E_NOT_LAZY, msg, recv_ns);
+                return;
+            }
+        }
+    }
+    for (uint32_t i = 0; i < p->nr_ranges; i++) {
+        const struct dp_put_range *r = &p->ranges[i];
+        struct dp_err err;
+        if (dp_overlay_append(s->ov, r->pid, r->addr, r->count, r->data, &err) < 0) {
+            dp_error("write-back failed: %s", err.msg);
+            send_error(s, c, id, false, DP_E_IO, err.msg, recv_ns);
+            return;
+        }
+    }
+    struct pending_put *pp = calloc(1, sizeof(*pp));
+    if (!pp) {
+        conn_close(s, c, "out of memory");
+        return;
+    }
+    *pp = (struct pending_put){.c = c, .id = id, .recv_ns = recv_ns, .pages = p->total_pages};
+    c->refs++;
+    if (s->puts_tail)
+        s->puts_tail->next = pp;
+    else
+        s->puts_head = pp;
+    s->puts_tail = pp;
+    s->st.put_requests++;
+    s->st.pages_written += p->total_pages;
+}
+
+/* Called once per loop iteration: one fdatasync covers every PUT since the last. */
+static int commit_puts(struct server *s)
+{
+    if (!s->puts_head)
+        return 0;
+    struct dp_err err;
+    int rc = dp_overlay_sync(s->ov, &err);
+    if (rc < 0)
+        dp_error("%s; write-backs can no longer be made durable, stopping the server", err.msg);
+    while (s->puts_head) {
+        struct pending_put *pp = s->puts_head;
+        s->puts_head = pp->next;
+        struct conn *c = pp->c;
+        release_conn_ref(s, c);
+        if (!c->closed) {
+            if (rc < 0) {
+                send_error(s, c, pp->id, true, DP_E_IO, err.msg, pp->recv_ns);
+            } else {
+                struct dp_buf b = {0};
+                if (dp_enc_put_reply(&b, pp->id, pp->pages) == 0)
+                    reply_simple(s, c, &b, pp->recv_ns);
+                else
+                    dp_buf_free(&b);
+            }
+            conn_flush(s, c);
+        }
+        free(pp);
+    }
+    s->puts_tail = NULL;
+    if (rc < 0)
+        s->stopping = true;
+    return rc;
+}
+
+static void json_kv(struct dp_buf *b, const char *k, uint64_t v, bool comma)
+{
+    char t[128];
+    int n = snprintf(t, sizeof(t), "\"%s\": %" PRIu64 "%s", k, v, comma ? ", " : "");
+    dp_buf_put(b, t, (size_t)n);
+}
+
+static void handle_stats(struct server *s, struct conn *c, uint64_t id, uint64_t recv_ns)
+{
+    struct dp_buf j = {0};
+    struct dp_overlay_stats os;
+    dp_overlay_get_stats(s->ov, &os);
+    size_t nconn = 0;
+    for (struct conn *k = s->conns; k; k = k->next)
+        nconn++;
+    char t[256];
+    int n = snprintf(t, sizeof(t), "{\"uptime_s\": %.3f, \"emulate_rtt_us\": %" PRIu64 ", \"sendfile_min\": %" PRIu64
+                     ", ", (double)(dp_now_ns() - s->start_ns) / 1e9, s->o->emulate_rtt_us, s->o->sendfile_min);
+    dp_buf_put(&j, t, (size_t)n);
+    json_kv(&j, "tasks", s->cp->nr_tasks, true);
+    json_kv(&j, "lazy_bytes", s->cp->lazy_bytes, true);
+    json_kv(&j, "clients", nconn, true);
+    json_kv(&j, "connections", s->st.connections, true);
+    json_kv(&j, "auth_failures", s->st.auth_failures, true);
+    json_kv(&j, "protocol_errors", s->st.protocol_errors, true);
+    static const char *names[] = {"", "hello", "auth", "task_map", "get_pages", "put_pages", "get_skeleton",
+                                  "stats", "access_log"};
+    dp_buf_put(&j, "\"requests\": {", 13);
+    for (size_t i = 1; i < DP_ARRAY_LEN(names); i++)
+        json_kv(&j, names[i], s->st.requests[i], i + 1 < DP_ARRAY_LEN(names));
+    dp_buf_put(&j, "}, ", 3);
+    json_kv(&j, "pages_data", s->st.pages_data, true);
+    json_kv(&j, "pages_zero", s->st.pages_zero, true);
+    json_kv(&j, "pages_not_lazy", s->st.pages_not_lazy, true);
+    json_kv(&j, "pages_from_overlay", s->st.pages_from_overlay, true);
+    json_kv(&j, "bytes_in", s->st.bytes_in, true);
+    json_kv(&j, "bytes_out", s->st.bytes_out, true);
+    json_kv(&j, "sendfile_bytes", s->st.sendfile_bytes, true);
+    json_kv(&j, "copied_bytes", s->st.copied_bytes, true);
+    json_kv(&j, "skeleton_bytes", s->st.skeleton_bytes, true);
+    json_kv(&j, "put_requests", s->st.put_requests, true);
+    json_kv(&j, "pages_written_back", s->st.pages_written, true);
+    json_kv(&j, "overlay_pages", os.live_pages, true);
+    json_kv(&j, "overlay_records", os.records, true);
+    json_kv(&j, "overlay_log_bytes", os.log_bytes, true);
+    json_kv(&j, "overlay_torn_bytes_dropped", os.torn_bytes, true);
+    json_kv(&j, "overlay_syncs", os.syncs, true);
+    json_kv(&j, "pages_touched", s->access.len, false);
+    dp_buf_put(&j, "}\n", 2);
+    struct dp_buf b = {0};
+    int rc = j.data ? dp_msg_append(&b, DP_MSG_STATS | DP_MSG_REPLY, 0, id, j.data, (uint32_t)j.len) : -1;
+    dp_buf_free(&j);
+    if (rc < 0) {
+        dp_buf_free(&b);
+        conn_close(s, c, "out of memory");
+        return;
+    }
+    reply_simple(s, c, &b, recv_ns);
+}
+
+static void handle_access_log(struct server *s, struct conn *c, uint64_t id, uint64_t recv_ns)
+{
+    struct dp_buf j = {0};
+    struct resp r = {0};
+    if (access_log_json(s, &j) < 0)
+        goto oom;
+    /* Chunks of at most 1 MiB; all but the last carry MORE. */
+    for (size_t off = 0; off < j.len || off == 0;) {
+        size_t n = j.len - off < DP_MAX_CHUNK_DATA ? j.len - off : DP_MAX_CHUNK_DATA;
+        bool more = off + n < j.len;
+        struct dp_buf b = {0};
+        if (dp_msg_append(&b, DP_MSG_ACCESS_LOG | DP_MSG_REPLY, more ? DP_FLAG_MORE : 0, id, j.data + off,
+                          (uint32_t)n) < 0 ||
+            !resp_add_buf(&r, &b)) {
+            dp_buf_free(&b);
+            goto oom;
+        }
+        off += n;
+        if (!more)
+            break;
+    }
+    dp_buf_free(&j);
+    deliver(s, c, &r, recv_ns);
+    return;
+oom:
+    dp_buf_free(&j);
+    resp_free(&r);
+    conn_close(s, c, "out of memory building the access log");
+}
+
+/* ---- skeleton ------------------------------------------------------------ */
+static int ext_cmp(const void *a, const void *b)
+{
+    const struct skel_extent *x = a, *y = b;
+    return x->off < y->off ? -1 : x->off > y->off;
+}
+
+/* Lazy extents of pages file `fi`: the bytes holding data of pages inside
+ * some task's lazy ranges (resolved through the pre-dump chain). */
+static int lazy_extents(const struct dp_checkpoint *cp, int32_t fi, struct skel_extent **out, size_t *nr)
+{
+    size_t n = 0, cap = 0;
+    struct skel_extent *v = NULL;
+    for (size_t t = 0; t < cp->nr_tasks; t++) {
+        const struct dp_task_image *ti = &cp->tasks[t];
+        for (size_t g = 0; g < ti->nr_segs; g++) {
+            const struct dp_page_seg *sg = &ti->segs[g];
+            if (sg->file != fi)
+                continue;
+            uint64_t s0 = sg->vaddr, s1 = sg->vaddr + sg->nr_pages * DP_PAGE_SIZE;
+            for (size_t r = 0; r < ti->nr_lazy; r++) {
+                uint64_t a = ti->lazy[r].start > s0 ? ti->lazy[r].start : s0;
+                uint64_t e = ti->lazy[r].end < s1 ? ti->lazy[r].end : s1;
+                if (a >= e)
+                    continue;
+                if (n == cap) {
+                    cap = cap ? cap * 2 : 64;
+                    struct skel_extent *nv = realloc(v, cap * sizeof(*nv));
+                    if (!nv) {
+                        free(v);
+                        return -1;
+                    }
+                    v = nv;
+                }
+                v[n++] = (struct skel_extent){sg->offset + (a - s0), e - a};
+            }
+        }
+    }
+    *out = v;
+    *nr = n;
+    return 0;
+}
+
+static int add_skel_file(struct server *s, size_t *cap, const char *rel, struct dp_err *err)
+{
+    char path[8400];
+    snprintf(path, sizeof(path), "%s/%s", s->o->images_dir, rel);
+    struct stat sb;
+    if (stat(path, &sb) < 0 || !S_ISREG(sb.st_mode))
+        return 0;
+    if (s->nr_skel == *cap) {
+        *cap = *cap ? *cap * 2 : 64;
+        struct skel_file *n = realloc(s->skel, *cap * sizeof(*n));
+        if (!n) {
+            dp_err_set(err, "out of memory");
+            return -1;
+        }
+        s->skel = n;
+    }
+    struct skel_file *f = &s->skel[s->nr_skel++];
+    memset(f, 0, sizeof(*f));
+    snprintf(f->name, sizeof(f->name), "%s", rel);
+    f->size = (uint64_t)sb.st_size;
+    f->mode = sb.st_mode & 0777;
+    struct skel_extent *lazy = NULL;
+    size_t nl = 0;
+    for (size_t i = 0; i < s->cp->nr_files; i++)
+        if (strcmp(s->cp->files[i].name, rel) == 0 && lazy_extents(s->cp, (int32_t)i, &lazy, &nl) < 0) {
+            dp_err_set(err, "out of memory");
+            return -1;
+        }
+    qsort(lazy, nl, sizeof(*lazy), ext_cmp);
+    /* The complement of the lazy extents within [0, size). */
+    f->ext = calloc(nl + 1, sizeof(*f->ext));
+    if (!f->ext) {
+        free(lazy);
+        dp_err_set(err, "out of memory");
+        return -1;
+    }
+    uint64_t pos = 0;
+    for (size_t i = 0; i < nl; i++) {
+        uint64_t a = lazy[i].off < f->size ? lazy[i].off : f->size;
+        uint64_t e = lazy[i].off + lazy[i].len < f->size ? lazy[i].off + lazy[i].len : f->size;
+        if (a > pos)
+            f->ext[f->nr_ext++] = (struct skel_extent){pos, a - pos};
+        if (e > pos)
+            pos = e;
+    }
+    if (pos < f->size)
+        f->ext[f->nr_ext++] = (struct skel_extent){pos, f->size - pos};
+    free(lazy);
+    return 0;
+}
+
+/* Builds the skeleton: every *.img file of the checkpoint directory and of
+ * its pre-dump parents ("parent/", "parent/parent/", ...), with the bytes of
+ * lazy page data left out of the pages files. */
+static int skel_plan(struct server *s, struct dp_err *err)
+{
+    size_t cap = 0;
+    char prefix[256] = "";
+    for (uint32_t depth = 0; depth <= s->cp->parent_depth && depth < 16; depth++) {
+        char dirpath[4400];
+        snprintf(dirpath, sizeof(dirpath), "%s/%s", s->o->images_dir, prefix);
+        DIR *d = opendir(dirpath);
+        if (!d) {
+            dp_err_set(err, "cannot list %s: %s", dirpath, strerror(errno));
+            return -1;
+        }
+        struct dirent *de;
+        while ((de = readdir(d))) {
+            size_t nl = strlen(de->d_name);
+            if (nl < 5 || strcmp(de->d_name + nl - 4, ".img") != 0)
+                continue;
+            char rel[512];
+            snprintf(rel, sizeof(rel), "%s%s", prefix, de->d_name);
+            if (!dp_skel_name_ok(rel, strlen(rel)))
+                continue;
+            if (add_skel_file(s, &cap, rel, err) < 0) {
+                closedir(d);
+                return -1;
+            }
+        }
+        closedir(d);
+        strcat(prefix, "parent/");
+    }
+    return 0;
+}
+
+/* Queues skeleton chunks while the connection's output is below the low mark. */
+static void skel_pump(struct server *s, struct conn *c)
+{
+    struct skel_cursor *k = c->skel;
+    while (k && !c->closed && !c->closing && c->out.bytes + c->delayed_bytes < LOW_WATER) {
+        struct dp_buf b = {0};
+        struct dp_skel_chunk ch = {0};
+        bool end = k->file >= s->nr_skel;
+        uint64_t recv_ns = dp_now_ns();
+        if (end) {
+            ch.kind = DP_SKEL_END;
+            ch.file_size = s->nr_skel;
+            ch.offset = k->bytes;
+        } else {
+            const struct skel_file *f = &s->skel[k->file];
+            ch.kind = DP_SKEL_DATA;
+            ch.mode = f->mode;
+            ch.file_size = f->size;
+            ch.name_len = (uint16_t)strlen(f->name);
+            memcpy(ch.name, f->name, ch.name_len);
+            if (k->ext < f->nr_ext) {
+                const struct skel_extent *e = &f->ext[k->ext];
+                uint64_t left = e->len - k->done_in_ext;
+                ch.offset = e->off + k->done_in_ext;
+                ch.data_len = (uint32_t)(left < SKEL_CHUNK ? left : SKEL_CHUNK);
+            } else {
+                ch.offset = 0; /* an empty file, or one that is all lazy: create it */
+                ch.data_len = 0;
+            }
+        }
+        size_t at = b.len;
+        if (dp_msg_append(&b, DP_MSG_GET_SKELETON | DP_MSG_REPLY, end ? 0 : DP_FLAG_MORE, k->id, NULL, 0) < 0 ||
+            dp_enc_skel_chunk_hdr(&b, &ch) < 0 || dp_buf_reserve(&b, ch.data_len) < 0) {
+            dp_buf_free(&b);
+            conn_close(s, c, "out of memory streaming the skeleton");
+            return;
+        }
+        if (ch.data_len) {
+            char path[8400];
+            snprintf(path, sizeof(path), "%s/%s", s->o->images_dir, ch.name);
+            int fd = open(path, O_RDONLY | O_CLOEXEC);
+            ssize_t n = fd < 0 ? -1 : pread(fd, b.data + b.len, ch.data_len, (off_t)ch.offset);
+            int e = errno;
+            if (fd >= 0)
+                close(fd);
+            if (n != (ssize_t)ch.data_len) {
+                char msg[600];
+                snprintf(msg, sizeof(msg), "reading %s for the skeleton failed: %s", ch.name,
+                         n < 0 ? strerror(e) : "file shrank");
+                dp_buf_free(&b);
+                free(c->skel);
+                c->skel = NULL;
+                send_error(s, c, k->id, false, DP_E_IO, msg, recv_ns);
+                return;
+            }
+            b.len += ch.data_len;
+        }
+        dp_put_u32(b.data + at + 16, (uint32_t)(b.len - at - DP_HDR_SIZE));
+        k->bytes += ch.data_len;
+        s->st.skeleton_bytes += ch.data_len;
+        reply_simple(s, c, &b, recv_ns);
+        if (end) {
+            dp_info("client %s: skeleton sent: %zu files, %" PRIu64 " bytes", c->peer, s->nr_skel, k->bytes);
+            free(c->skel);
+            c->skel = NULL;
+            return;
+        }
+        /* Advance. */
+        const struct skel_file *f = &s->skel[k->file];
+        if (k->ext < f->nr_ext) {
+            k->done_in_ext += ch.data_len;
+            if (k->done_in_ext == f->ext[k->ext].len) {
+                k->ext++;
+                k->done_in_ext = 0;
+            }
+        }
+        if (k->ext >= f->nr_ext) {
+            k->file++;
+            k->ext = 0;
+            k->done_in_ext = 0;
+        }
+    }
+}
+
+static void handle_skeleton(struct server *s, struct conn *c, uint64_t id, uint64_t recv_ns)
+{
+    if (c->skel) {
+        send_error(s, c, id, false, DP_E_BUSY, "a skeleton download is already running on this connection",
+                   recv_ns);
+        return;
+    }
+    c->skel = calloc(1, sizeof(*c->skel));
+    if (!c->skel) {
+        conn_close(s, c, "out of memory");
+        return;
+    }
+    c->skel->id = id;
+    skel_pump(s, c);
+}
+
+/* ---- connections ---------------------------------------------------------- */
+static void ep_update(struct server *s, struct conn *c)
+{
+    if (c->closed)
+        return;
+    uint32_t ev = 0;
+    if (!c->paused && !c->closing)
+        ev |= EPOLLIN;
+    if (c->out.head)
+        ev |= EPOLLOUT;
+    if (ev == c->ep_events)
+        return;
+    struct epoll_event e = {.events = ev, .data.ptr = c};
+    epoll_ctl(s->ep, EPOLL_CTL_MOD, c->fd, &e);
+    c->ep_events = ev;
+}
+
+static void conn_close(struct server *s, struct conn *c, const char *why)
+{
+    if (c->closed)
+        return;
+    dp_info("client %s disconnected: %s (%" PRIu64 " requests, %" PRIu64 " pages sent)", c->peer, why,
+            c->requests, c->pages_sent);
+    s->st.disconnects++;
+    epoll_ctl(s->ep, EPOLL_CTL_DEL, c->fd, NULL);
+    close(c->fd);
+    c->fd = -1;
+    c->closed = true;
+    resp_free(&c->out);
+    free(c->skel);
+    c->skel = NULL;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    /* Freed at the end of the loop iteration, once nothing points at it. */
+    c->next = s->graveyard;
+    c->prev = NULL;
+    s->graveyard = c;
+}
+
+static void bury(struct server *s)
+{
+    struct conn **pp = &s->graveyard;
+    while (*pp) {
+        struct conn *c = *pp;
+        if (c->refs == 0) {
+            *pp = c->next;
+            free(c->in);
+            free(c);
+        } else {
+            pp = &c->next;
+        }
+    }
+}
+
+static void conn_flush(struct server *s, struct conn *c)
+{
+    while (!c->closed && c->out.head) {
+        struct out_item *it = c->out.head;
+        ssize_t n;
+        if (it->fd >= 0) {
+            off_t off = (off_t)it->foff;
+            n = sendfile(c->fd, it->fd, &off, it->len);
+            if (n == 0) {
+                conn_close(s, c, "page data file ended early (truncated image?)");
+                return;
+            }
+        } else {
+            struct iovec iov[MAX_IOV];
+            int cnt = 0;
+            struct out_item *x = it;
+            for (; x && x->fd < 0 && cnt < MAX_IOV; x = x->next, cnt++)
+                iov[cnt] = (struct iovec){x->buf + x->off, x->len - x->off};
+            struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)cnt};
+            /* A file item follows: let the kernel merge our header with it. */
+            n = sendmsg(c->fd, &mh, MSG_NOSIGNAL | (x ? MSG_MORE : 0));
+        }
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EINTR)
+                break;
+            char why[128];
+            snprintf(why, sizeof(why), "send failed: %s", strerror(errno));
+            conn_close(s, c, why);
+            return;
+        }
+        s->st.bytes_out += (uint64_t)n;
+        c->out.bytes -= (size_t)n;
+        size_t left = (size_t)n;
+        while (left && c->out.head) {
+            it = c->out.head;
+            size_t avail = it->fd >= 0 ? it->len : it->len - it->off;
+            size_t take = left < avail ? left : avail;
+            if (it->fd >= 0) {
+                it->foff += take;
+                it->len -= take;
+            } else {
+                it->off += take;
+            }
+            left -= take;
+            if ((it->fd >= 0 && it->len == 0) || (it->fd < 0 && it->off == it->len)) {
+                c->out.head = it->next;
+                if (!c->out.head)
+                    c->out.tail = NULL;
+                free(it->buf);
+                free(it);
+            }
+        }
+    }
+    if (c->closed)
+        return;
+    if (c->closing && !c->out.head && !c->delayed_bytes && c->refs == 0) {
+        conn_close(s, c, c->close_reason[0] ? c->close_reason : "closed after an error");
+        return;
+    }
+    if (c->skel)
+        skel_pump(s, c);
+    if (c->paused && c->out.bytes + c->delayed_bytes < LOW_WATER) {
+        c->paused = false;
+        conn_process_input(s, c);
+        if (c->closed)
+            return;
+    }
+    ep_update(s, c);
+}
+
+static void dispatch(struct server *s, struct conn *c, const struct dp_hdr *h, const uint8_t *payload)
+{
+    uint64_t recv_ns = dp_now_ns();
+    struct dp_err err = {{0}};
+    c->requests++;
+    if (h->type < DP_ARRAY_LEN(s->st.requests))
+        s->st.requests[h->type]++;
+    /* Before authentication only HELLO then AUTH are accepted. */
+    if (c->state != ST_READY && h->type != DP_MSG_HELLO && h->type != DP_MSG_AUTH) {
+        send_error(s, c, h->id, true, DP_E_UNAUTHENTICATED, "authenticate (HELLO, AUTH) before any other request",
+                   recv_ns);
+        return;
+    }
+    int rc = dp_dec_request(h, payload, h->len, &s->req, &err);
+    if (rc != DP_E_OK) {
+        send_error(s, c, h->id, true, (uint32_t)rc, err.msg, recv_ns);
+        return;
+    }
+    switch (h->type) {
+    case DP_MSG_HELLO:
+        if (c->state != ST_HELLO) {
+            send_error(s, c, h->id, true, DP_E_SEQUENCE, "HELLO may only be the first message", recv_ns);
+            return;
+        }
+        handle_hello(s, c, h->id, recv_ns);
+        return;
+    case DP_MSG_AUTH:
+        if (c->state != ST_AUTH) {
+            send_error(s, c, h->id, true, DP_E_SEQUENCE,
+                       c->state == ST_HELLO ? "AUTH before HELLO" : "already authenticated", recv_ns);
+            return;
+        }
+        handle_auth(s, c, h->id, recv_ns);
+        return;
+    case DP_MSG_TASK_MAP: handle_task_map(s, c, h->id, recv_ns); return;
+    case DP_MSG_GET_PAGES: handle_get(s, c, h->id, recv_ns); return;
+    case DP_MSG_PUT_PAGES: handle_put(s, c, h->id, recv_ns); return;
+    case DP_MSG_GET_SKELETON: handle_skeleton(s, c, h->id, recv_ns); return;
+    case DP_MSG_STATS: handle_stats(s, c, h->id, recv_ns); return;
+    case DP_MSG_ACCESS_LOG: handle_access_log(s, c, h->id, recv_ns); return;
+    }
+}
+
+/* Handles every complete message in the input buffer (unless paused). */
+static void conn_process_input(struct server *s, struct conn *c)
+{
+    while (!c->closed && !c->closing && !c->paused) {
+        size_t avail = c->in_len - c->in_off;
+        if (avail < DP_HDR_SIZE)
+            break;
+        if (c->out.bytes + c->delayed_bytes >= HIGH_WATER) {
+            c->paused = true; /* backpressure: the client is not reading its replies */
+            break;
+        }
+        const uint8_t *p = c->in + c->in_off;
+        struct dp_hdr h;
+        struct dp_err err;
+        uint32_t max = c->state == ST_READY ? DP_MAX_PAYLOAD : DP_MAX_PREAUTH_PAYLOAD;
+        int rc = dp_hdr_decode(p, max, &h, &err);
+        if (rc != DP_E_OK) {
+            send_error(s, c, dp_get_u64(p + 8), true, (uint32_t)rc, err.msg, dp_now_ns());
+            break;
+        }
+        size_t need = DP_HDR_SIZE + (size_t)h.len;
+        if (avail < need) {
+            if (need > c->in_cap - c->in_off) {
+                /* Make room for the whole message (its size is within the limit). */
+                memmove(c->in, c->in + c->in_off, avail);
+                c->in_len = avail;
+                c->in_off = 0;
+                if (need > c->in_cap) {
+                    uint8_t *n = realloc(c->in, need);
+                    if (!n) {
+                        conn_close(s, c, "out of memory for a request");
+                        return;
+                    }
+                    c->in = n;
+                    c->in_cap = need;
+                }
+            }
+            break;
+        }
+        c->in_off += need;
+        dispatch(s, c, &h, p + DP_HDR_SIZE);
+    }
+    if (c->closed)
+        return;
+    if (c->in_off == c->in_len)
+        c->in_off = c->in_len = 0;
+    conn_flush(s, c);
+}
+
+static void conn_read(struct server *s, struct conn *c)
+{
+    size_t budget = READ_BUDGET;
+    while (!c->closed && budget) {
+        if (c->in_cap - c->in_len < 4096) {
+            if (c->in_off) {
+                memmove(c->in, c->in + c->in_off, c->in_len - c->in_off);
+                c->in_len -= c->in_off;
+                c->in_off = 0;
+            } else {
+                size_t cap = c->in_cap ? c->in_cap * 2 : 65536;
+                /* Bounded: the header check limits a message to DP_MAX_PAYLOAD. */
+                if (cap > DP_HDR_SIZE + DP_MAX_PAYLOAD + 65536)
+                    break;
+                uint8_t *n = realloc(c->in, cap);
+                if (!n) {
+                    conn_close(s, c, "out of memory for input");
+                    return;
+                }
+                c->in = n;
+                c->in_cap = cap;
+            }
+        }
+        ssize_t n = read(c->fd, c->in + c->in_len, c->in_cap - c->in_len);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN)
+                break;
+            char why[128];
+            snprintf(why, sizeof(why), "receive failed: %s", strerror(errno));
+            conn_close(s, c, why);
+            return;
+        }
+        if (n == 0) {
+            conn_close(s, c, c->in_len > c->in_off ? "connection closed mid-message" : "connection closed by client");
+            return;
+        }
+        c->in_len += (size_t)n;
+        s->st.bytes_in += (uint64_t)n;
+        budget = budget > (size_t)n ? budget - (size_t)n : 0;
+        /* Process as we go so a large burst cannot outgrow the buffer. */
+        conn_process_input(s, c);
+        if (c->closed || c->paused || c->closing)
+            return;
+    }
+}
+
+static void on_accept(struct server *s)
+{
+    for (;;) {
+        struct sockaddr_in sa;
+        socklen_t sl = sizeof(sa);
+        int fd = accept4(s->lfd, (struct sockaddr *)&sa, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno != EAGAIN && errno != EINTR)
+                dp_warn("accept failed: %s", strerror(errno));
+            return;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        struct conn *c = calloc(1, sizeof(*c));
+        if (!c) {
+            close(fd);
+            continue;
+        }
+        c->tag = TAG_CONN;
+        c->fd = fd;
+        c->cid = ++s->next_cid;
+        char ip[INET_ADDRSTRLEN];
+        inet_ntop(AF_INET, &sa.sin_addr, ip, sizeof(ip));
+        snprintf(c->peer, sizeof(c->peer), "#%" PRIu64 " %s:%u", c->cid, ip, ntohs(sa.sin_port));
+        c->ep_events = EPOLLIN;
+        struct epoll_event e = {.events = EPOLLIN, .data.ptr = c};
+        if (epoll_ctl(s->ep, EPOLL_CTL_ADD, fd, &e) < 0) {
+            dp_warn("epoll_ctl: %s", strerror(errno));
+            close(fd);
+            free(c);
+            continue;
+        }
+        c->next = s->conns;
+        if (s->conns)
+            s->conns->prev = c;
+        s->conns = c;
+        s->st.connections++;
+        dp_info("client %s connected", c->peer);
+    }
+}
+
+/* ---- setup ------------------------------------------------------------------ */
+static int build_task_map(struct server *s)
+{
+    struct dp_buf *b = &s->task_map_payload;
+    if (dp_buf_u32(b, (uint32_t)s->cp->nr_tasks) || dp_buf_u32(b, 0))
+        return -1;
+    for (size_t i = 0; i < s->cp->nr_tasks; i++) {
+        const struct dp_task_image *t = &s->cp->tasks[i];
+        if (dp_buf_u32(b, (uint32_t)t->pid) || dp_buf_u32(b, (uint32_t)t->ppid) ||
+            dp_buf_u32(b, (uint32_t)t->nr_lazy) || dp_buf_u32(b, 0))
+            return -1;
+        for (size_t r = 0; r < t->nr_lazy; r++)
+            if (dp_buf_u64(b, t->lazy[r].start) || dp_buf_u64(b, t->lazy[r].end))
+                return -1;
+    }
+    return 0;
+}
+
+static int listen_on(struct server *s, struct dp_err *err)
+{
+    s->lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (s->lfd < 0) {
+        dp_err_set(err, "socket: %s", strerror(errno));
+        return -1;
+    }
+    int one = 1;
+    setsockopt(s->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    char ip[INET_ADDRSTRLEN];
+    inet_ntop(AF_INET, &s->o->listen_addr.sin_addr, ip, sizeof(ip));
+    if (bind(s->lfd, (const struct sockaddr *)&s->o->listen_addr, sizeof(s->o->listen_addr)) < 0 ||
+        listen(s->lfd, 128) < 0) {
+        dp_err_set(err, "cannot listen on %s:%u: %s", ip, ntohs(s->o->listen_addr.sin_port), strerror(errno));
+        return -1;
+    }
+    struct sockaddr_in bound;
+    socklen_t bl = sizeof(bound);
+    getsockname(s->lfd, (struct sockaddr *)&bound, &bl);
+    dp_info("listening on %s:%u", ip, ntohs(bound.sin_port));
+    return 0;
+}
+
+static void write_access_log(struct server *s)
+{
+    if (!s->o->access_log_path)
+        return;
+    struct dp_buf j = {0};
+    char tmp[4200];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", s->o->access_log_path);
+    int fd = -1;
+    if (access_log_json(s, &j) < 0 || (fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) < 0 ||
+        dp_write_full(fd, j.data, j.len) < 0 || fsync(fd) < 0 || rename(tmp, s->o->access_log_path) < 0) {
+        dp_error("cannot write the access log to %s: %s", s->o->access_log_path, strerror(errno));
+    } else {
+        dp_info("access log (%zu pages) written to %s", s->access.len, s->o->access_log_path);
+    }
+    if (fd >= 0)
+        close(fd);
+    dp_buf_free(&j);
+}
+
+int dp_server_run(const struct dp_server_opts *o, struct dp_err *err)
+{
+    struct server *s = calloc(1, sizeof(*s));
+    if (!s) {
+        dp_err_set(err, "out of memory");
+        return -1;
+    }
+    s->o = o;
+    s->ep = s->lfd = s->sfd = s->tfd = -1;
+    s->tag_listen = TAG_LISTEN;
+    s->tag_signal = TAG_SIGNAL;
+    s->tag_timer = TAG_TIMER;
+    s->start_ns = dp_now_ns();
+    struct timespec rt;
+    clock_gettime(CLOCK_REALTIME, &rt);
+    s->start_unix = (double)rt.tv_sec + (double)rt.tv_nsec / 1e9;
+    int ret = -1;
+    bool failed = false;
+    if (sodium_init() < 0) {
+        dp_err_set(err, "libsodium failed to initialise");
+        goto out;
+    }
+    if (dp_checkpoint_open(o->images_dir, &s->cp, err) < 0)
+        goto out;
+    if (dp_overlay_open(o->images_dir, &s->ov, err) < 0)
+        goto out;
+    struct dp_overlay_stats os;
+    dp_overlay_get_stats(s->ov, &os);
+    char lazy[32];
+    dp_format_bytes(s->cp->lazy_bytes, lazy, sizeof(lazy));
+    dp_info("checkpoint %s: %zu tasks, %s lazy memory; write-back log holds %" PRIu64 " pages", o->images_dir,
+            s->cp->nr_tasks, lazy, os.live_pages);
+    if (build_task_map(s) < 0 || skel_plan(s, err) < 0) {
+        if (!err->msg[0])
+            dp_err_set(err, "out of memory");
+        goto out;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigprocmask(SIG_BLOCK, &mask, NULL);
+    s->sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+    s->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    s->ep = epoll_create1(EPOLL_CLOEXEC);
+    if (s->sfd < 0 || s->tfd < 0 || s->ep < 0) {
+        dp_err_set(err, "cannot create signalfd/timerfd/epoll: %s", strerror(errno));
+        goto out;
+    }
+    if (listen_on(s, err) < 0)
+        goto out;
+    struct epoll_event e = {.events = EPOLLIN};
+    e.data.ptr = &s->tag_listen;
+    epoll_ctl(s->ep, EPOLL_CTL_ADD, s->lfd, &e);
+    e.data.ptr = &s->tag_signal;
+    epoll_ctl(s->ep, EPOLL_CTL_ADD, s->sfd, &e);
+    e.data.ptr = &s->tag_timer;
+    epoll_ctl(s->ep, EPOLL_CTL_ADD, s->tfd, &e);
+    if (o->emulate_rtt_us)
+        dp_info("emulating a round trip time of %" PRIu64 " us on every reply", o->emulate_rtt_us);
+
+    struct epoll_event evs[64];
+    while (!s->stopping) {
+        int n = epoll_wait(s->ep, evs, DP_ARRAY_LEN(evs), -1);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            dp_err_set(err, "epoll_wait: %s", strerror(errno));
+            goto out;
+        }
+        for (int i = 0; i < n; i++) {
+            enum tag *tag = evs[i].data.ptr;
+            if (*tag == TAG_LISTEN) {
+                on_accept(s);
+            } else if (*tag == TAG_SIGNAL) {
+                struct signalfd_siginfo si;
+                if (read(s->sfd, &si, sizeof(si)) == sizeof(si)) {
+                    dp_info("received %s, shutting down", strsignal((int)si.ssi_signo));
+                    s->stopping = true;
+                }
+            } else if (*tag == TAG_TIMER) {
+                on_timer(s);
+            } else {
+                struct conn *c = (struct conn *)tag;
+                if (c->closed)
+                    continue;
+                if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+                    conn_read(s, c);
+                if (!c->closed && (evs[i].events & EPOLLOUT))
+                    conn_flush(s, c);
+            }
+        }
+        if (commit_puts(s) < 0) {
+            dp_err_set(err, "the write-back log could not be synced to disk (see above)");
+            failed = true;
+        }
+        bury(s);
+    }
+    ret = failed ? -1 : 0;
+out:
+    if (s->ov)
+        commit_puts(s);
+    while (s->conns)
+        conn_close(s, s->conns, "server shutting down");
+    while (s->dq_head) {
+        struct delayed *d = s->dq_head;
+        s->dq_head = d->next;
+        d->c->refs--;
+        resp_free(&d->r);
+        free(d);
+    }
+    bury(s);
+    if (s->cp)
+        write_access_log(s);
+    if (s->cp)
+        dp_info("served %" PRIu64 " data and %" PRIu64 " zero pages to %" PRIu64 " connections; %" PRIu64
+                " pages written back",
+                s->st.pages_data, s->st.pages_zero, s->st.connections, s->st.pages_written);
+    for (size_t i = 0; i < s->nr_skel; i++)
+        free(s->skel[i].ext);
+    free(s->skel);
+    dp_buf_free(&s->task_map_payload);
+    dp_pmap_free(&s->access);
+    dp_overlay_close(s->ov);
+    if (s->cp)
+        dp_checkpoint_close(s->cp);
+    int fds[] = {s->ep, s->lfd, s->sfd, s->tfd};
+    for (size_t i = 0; i < DP_ARRAY_LEN(fds); i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    free(s);
+    return ret;
+}

@@ -1,0 +1,30 @@
+/* pageserver: serves a CRIU checkpoint's lazy memory over the protocol in
+ * proto.h. One thread, one epoll loop: many clients, non-blocking sockets,
+ * per-connection buffering with backpressure, page data sent from the image
+ * (or write-back log) file straight to the socket with sendfile for runs of
+ * at least sendfile_min bytes. Write-backs go to the overlay (overlay.h) and
+ * are acknowledged after an fdatasync, grouped per loop iteration. */
+#ifndef DP_PAGESERVER_H
+#define DP_PAGESERVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <netinet/in.h>
+
+#include "proto.h"
+#include "util.h"
+
+struct dp_server_opts {
+    const char *images_dir;
+    struct sockaddr_in listen_addr;
+    uint8_t key[DP_KEY_MAX];
+    size_t key_len;
+    uint64_t emulate_rtt_us;     /* 0: reply as soon as possible */
+    const char *access_log_path; /* written at shutdown if set */
+    uint64_t sendfile_min;       /* bytes; smaller DATA runs are copied with pread */
+};
+
+/* Runs until SIGTERM or SIGINT. Returns 0 on a clean shutdown, -1 with err. */
+int dp_server_run(const struct dp_server_opts *opts, struct dp_err *err);
+
+#endif

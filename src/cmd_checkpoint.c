@@ -1,0 +1,386 @@
+/* checkpoint: `criu dump` of a process tree with the options DistriProc's
+ * workloads need, then a report of what was dumped, read from the images. */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <dirent.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "commands.h"
+#include "criu.h"
+#include "image.h"
+#include "util.h"
+
+#define DEFAULT_TIMEOUT_S 600.0
+#define MAX_CRIU_OPTS 32
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: distriproc checkpoint --pid PID --images DIR [--host src|dst] [OPTIONS]\n"
+            "\n"
+            "Checkpoints the process tree rooted at PID with CRIU (criu dump) into DIR and\n"
+            "reports what it dumped: tasks, total memory, lazy (private anonymous) memory\n"
+            "that a lazy restore fetches on demand, and image bytes. By default the tree is\n"
+            "stopped by the dump (CRIU kills it once its state is saved).\n"
+            "\n"
+            "Options:\n"
+            "  --pid PID               root of the tree, as seen from this shell (required);\n"
+            "                          a workload is best a session leader in its own pid\n"
+            "                          namespace (distriproc lab exec HOST --container)\n"
+            "  --images DIR            images directory (created; must be empty)\n"
+            "  --host src|dst          run criu inside the lab host's network namespace\n"
+            "                          (dp-src / dp-dst), where the tree's sockets live;\n"
+            "                          without it criu runs in the current one\n"
+            "  --netns NAME|PATH       the same for any network namespace (/run/netns/NAME)\n"
+            "  --leave-running         keep the tree running after the dump\n"
+            "  --shell-job             force --shell-job (default: only when the root is not a\n"
+            "                          session leader or has a terminal on fd 0-2)\n"
+            "  --no-shell-job          never pass --shell-job\n"
+            "  --no-tcp-established    do not dump established TCP connections (default: dump them)\n"
+            "  --file-validation M     how restore checks mapped files: buildid (default) or filesize\n"
+            "  --timeout SECONDS       kill criu (SIGKILL) if the dump takes longer (default %.0f)\n"
+            "  --criu-opt OPT          pass one more option to criu dump (repeatable)\n"
+            "  --json                  print the report as one JSON object on stdout\n"
+            "  -h, --help              this help\n"
+            "\n"
+            "CRIU: $%s, else the checkout's .deps/bin/criu (installed by 'make deps').\n"
+            "criu's log: DIR/dump.log (its last lines are shown if the dump fails).\n",
+            DEFAULT_TIMEOUT_S, DP_CRIU_ENV);
+}
+
+/* JSON string with the escapes a path can need. */
+static void json_str(FILE *out, const char *s)
+{
+    fputc('"', out);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            fprintf(out, "\\%c", c);
+        else if (c < 0x20)
+            fprintf(out, "\\u%04x", c);
+        else
+            fputc(c, out);
+    }
+    fputc('"', out);
+}
+
+/* mkdir -p; then the directory must be empty so images of two dumps never mix. */
+static int prepare_images_dir(const char *dir, struct dp_err *err)
+{
+    char path[PATH_MAX];
+    if (snprintf(path, sizeof(path), "%s", dir) >= (int)sizeof(path)) {
+        dp_err_set(err, "images directory path too long");
+        return -1;
+    }
+    for (char *p = path + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(path, 0755) < 0 && errno != EEXIST) {
+            dp_err_set(err, "cannot create %s: %s", path, strerror(errno));
+            return -1;
+        }
+        *p = '/';
+    }
+    if (mkdir(path, 0755) < 0 && errno != EEXIST) {
+        dp_err_set(err, "cannot create images directory %s: %s", path, strerror(errno));
+        return -1;
+    }
+    DIR *d = opendir(path);
+    if (!d) {
+        dp_err_set(err, "cannot open images directory %s: %s", path, strerror(errno));
+        return -1;
+    }
+    struct dirent *e;
+    int used = 0;
+    while ((e = readdir(d)))
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+            used = 1;
+    closedir(d);
+    if (used) {
+        dp_err_set(err, "images directory %s is not empty; remove it or pick a new one (images of two dumps must not mix)", path);
+        return -1;
+    }
+    return 0;
+}
+
+/* Field N (1-based) of /proc/PID/stat, after the "(comm)" which may hold spaces. */
+static int proc_stat_field(pid_t pid, int field, long *out)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')');
+    if (!p)
+        return -1;
+    p++; /* now at " S ppid pgrp session ..." : field 3 is state */
+    for (int i = 3; i <= field; i++) {
+        while (*p == ' ')
+            p++;
+        if (i == field)
+            return sscanf(p, "%ld", out) == 1 ? 0 : -1;
+        while (*p && *p != ' ')
+            p++;
+    }
+    return -1;
+}
+
+/* Does one of fd 0-2 point at a terminal? (CRIU needs --shell-job for a tty
+ * whose session lies outside the dumped tree.) */
+static int has_tty_stdio(pid_t pid, char *which, size_t len)
+{
+    for (int fd = 0; fd <= 2; fd++) {
+        char path[64], target[256];
+        snprintf(path, sizeof(path), "/proc/%d/fd/%d", (int)pid, fd);
+        ssize_t n = readlink(path, target, sizeof(target) - 1);
+        if (n <= 0)
+            continue;
+        target[n] = '\0';
+        if (strncmp(target, "/dev/pts/", 9) == 0 || strncmp(target, "/dev/tty", 8) == 0 ||
+            strncmp(target, "/dev/console", 12) == 0) {
+            snprintf(which, len, "fd %d is %s", fd, target);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* A parent started with `unshare --kill-child` set a parent-death signal on the
+ * root; CRIU restores it, so the restored tree would die when criu exits. */
+static void warn_kill_child(pid_t pid)
+{
+    long ppid;
+    if (proc_stat_field(pid, 4, &ppid) < 0 || ppid <= 1)
+        return;
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%ld/cmdline", ppid);
+    uint8_t *data;
+    size_t len;
+    struct dp_err err;
+    if (dp_read_file(path, &data, &len, &err) < 0)
+        return;
+    int found = 0;
+    for (size_t off = 0; off < len; off += strlen((char *)data + off) + 1)
+        if (strcmp((char *)data + off, "--kill-child") == 0 || strncmp((char *)data + off, "--kill-child=", 13) == 0)
+            found = 1;
+    free(data);
+    if (found)
+        dp_warn("pid %d was started by 'unshare --kill-child' (pid %ld): CRIU restores its parent-death "
+                "signal, so a detached restore of this tree dies at once; start workloads without --kill-child",
+                (int)pid, ppid);
+}
+
+int cmd_checkpoint(int argc, char **argv)
+{
+    enum { O_PID = 1, O_IMAGES, O_HOST, O_NETNS, O_LEAVE, O_SHELL, O_NOSHELL, O_NOTCP, O_FV,
+           O_TIMEOUT, O_CRIUOPT, O_JSON };
+    static const struct option longopts[] = {
+        {"pid", required_argument, NULL, O_PID},
+        {"images", required_argument, NULL, O_IMAGES},
+        {"host", required_argument, NULL, O_HOST},
+        {"netns", required_argument, NULL, O_NETNS},
+        {"leave-running", no_argument, NULL, O_LEAVE},
+        {"shell-job", no_argument, NULL, O_SHELL},
+        {"no-shell-job", no_argument, NULL, O_NOSHELL},
+        {"no-tcp-established", no_argument, NULL, O_NOTCP},
+        {"file-validation", required_argument, NULL, O_FV},
+        {"timeout", required_argument, NULL, O_TIMEOUT},
+        {"criu-opt", required_argument, NULL, O_CRIUOPT},
+        {"json", no_argument, NULL, O_JSON},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    long pid = 0;
+    const char *images = NULL, *host = NULL, *netns = NULL;
+    int leave_running = 0, shell_job = -1, tcp = 1, json = 0;
+    enum dp_file_validation fv = DP_FILE_VALIDATION_BUILDID;
+    double timeout_s = DEFAULT_TIMEOUT_S;
+    const char *extra[MAX_CRIU_OPTS + 1] = {NULL};
+    size_t nextra = 0;
+    char *end;
+
+    optind = 1;
+    int c;
+    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        switch (c) {
+        case O_PID:
+            errno = 0;
+            pid = strtol(optarg, &end, 10);
+            if (errno || *end || pid <= 0 || pid > INT_MAX) {
+                dp_error("--pid '%s' is not a process id", optarg);
+                return 2;
+            }
+            break;
+        case O_IMAGES: images = optarg; break;
+        case O_HOST:
+            if (strcmp(optarg, "src") && strcmp(optarg, "dst")) {
+                dp_error("--host must be src or dst (the lab's hosts), not '%s'; use --netns for another namespace", optarg);
+                return 2;
+            }
+            host = optarg;
+            break;
+        case O_NETNS: netns = optarg; break;
+        case O_LEAVE: leave_running = 1; break;
+        case O_SHELL: shell_job = 1; break;
+        case O_NOSHELL: shell_job = 0; break;
+        case O_NOTCP: tcp = 0; break;
+        case O_FV:
+            if (dp_file_validation_parse(optarg, &fv) < 0) {
+                dp_error("--file-validation must be buildid or filesize, not '%s'", optarg);
+                return 2;
+            }
+            break;
+        case O_TIMEOUT:
+            errno = 0;
+            timeout_s = strtod(optarg, &end);
+            if (errno || *end || !(timeout_s > 0)) {
+                dp_error("--timeout '%s' is not a positive number of seconds", optarg);
+                return 2;
+            }
+            break;
+        case O_CRIUOPT:
+            if (nextra == MAX_CRIU_OPTS) {
+                dp_error("at most %d --criu-opt", MAX_CRIU_OPTS);
+                return 2;
+            }
+            extra[nextra++] = optarg;
+            break;
+        case O_JSON: json = 1; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind < argc) {
+        dp_error("unexpected argument '%s'", argv[optind]);
+        usage(stderr);
+        return 2;
+    }
+    if (!pid || !images) {
+        dp_error("--pid and --images are required");
+        usage(stderr);
+        return 2;
+    }
+    if (host && netns) {
+        dp_error("give --host or --netns, not both");
+        return 2;
+    }
+    char host_netns[32];
+    if (host) {
+        snprintf(host_netns, sizeof(host_netns), "dp-%s", host);
+        netns = host_netns;
+    }
+    if (geteuid() != 0) {
+        dp_error("criu dump needs root; run as root (sudo)");
+        return 1;
+    }
+    char proc[64];
+    snprintf(proc, sizeof(proc), "/proc/%ld", pid);
+    if (access(proc, F_OK) != 0) {
+        dp_error("no process %ld (as seen from this pid namespace); pass the pid the host sees, e.g. from 'distriproc lab exec'", pid);
+        return 1;
+    }
+
+    /* --shell-job only when the tree needs it. */
+    char why[300] = "";
+    if (shell_job < 0) {
+        long sid;
+        shell_job = 0;
+        if (proc_stat_field((pid_t)pid, 6, &sid) == 0 && sid != pid) {
+            shell_job = 1;
+            snprintf(why, sizeof(why), "pid %ld is not a session leader (session %ld)", pid, sid);
+        } else if (has_tty_stdio((pid_t)pid, why, sizeof(why))) {
+            shell_job = 1;
+        }
+        if (shell_job)
+            dp_info("using --shell-job: %s; restore it with --shell-job too", why);
+    }
+    warn_kill_child((pid_t)pid);
+
+    struct dp_err err = {{0}};
+    if (prepare_images_dir(images, &err) < 0) {
+        dp_error("%s", err.msg);
+        return 1;
+    }
+    char dir[PATH_MAX];
+    if (!realpath(images, dir)) {
+        dp_error("cannot resolve %s: %s", images, strerror(errno));
+        return 1;
+    }
+    struct dp_criu_version ver;
+    if (dp_criu_get_version(&ver, &err) < 0) {
+        dp_error("%s", err.msg);
+        return 1;
+    }
+
+    struct dp_dump_opts d = {
+        .pid = (pid_t)pid,
+        .images_dir = dir,
+        .leave_running = leave_running,
+        .tcp_established = tcp,
+        .shell_job = shell_job,
+        .file_validation = fv,
+        .extra = extra,
+    };
+    dp_info("dumping the tree of pid %ld%s%s into %s (criu %d.%d.%d)", pid, netns ? " in netns " : "",
+            netns ? netns : "", dir, ver.major, ver.minor, ver.sublevel);
+    uint64_t t0 = dp_now_ns();
+    if (dp_criu_dump(&d, netns, timeout_s, &err) < 0) {
+        dp_error("%s", err.msg);
+        return 1;
+    }
+    double secs = (double)(dp_now_ns() - t0) / 1e9;
+
+    struct dp_checkpoint *cp = NULL;
+    if (dp_checkpoint_open(dir, &cp, &err) < 0) {
+        dp_error("criu dump succeeded, but its images in %s cannot be read: %s", dir, err.msg);
+        return 1;
+    }
+    const char *fv_name = fv == DP_FILE_VALIDATION_FILESIZE ? "filesize" : "buildid";
+    if (json) {
+        printf("{\"pid\":%ld,\"host\":", pid);
+        if (host)
+            json_str(stdout, host);
+        else
+            fputs("null", stdout);
+        fputs(",\"netns\":", stdout);
+        if (netns)
+            json_str(stdout, netns);
+        else
+            fputs("null", stdout);
+        fputs(",\"images\":", stdout);
+        json_str(stdout, dir);
+        printf(",\"tasks\":%zu,\"total_memory_bytes\":%llu,\"lazy_bytes\":%llu,\"image_bytes\":%llu,"
+               "\"dump_seconds\":%.3f,\"left_running\":%s,\"shell_job\":%s,\"tcp_established\":%s,"
+               "\"file_validation\":\"%s\",\"criu_version\":\"%d.%d.%d\"}\n",
+               cp->nr_tasks, (unsigned long long)cp->total_vma_bytes, (unsigned long long)cp->lazy_bytes,
+               (unsigned long long)cp->image_bytes, secs, leave_running ? "true" : "false",
+               shell_job ? "true" : "false", tcp ? "true" : "false", fv_name, ver.major, ver.minor,
+               ver.sublevel);
+    } else {
+        char total[32], lazy[32], img[32];
+        dp_format_bytes(cp->total_vma_bytes, total, sizeof(total));
+        dp_format_bytes(cp->lazy_bytes, lazy, sizeof(lazy));
+        dp_format_bytes(cp->image_bytes, img, sizeof(img));
+        printf("checkpointed pid %ld%s%s into %s in %.2f s\n", pid, host ? " on host " : "", host ? host : "",
+               dir, secs);
+        printf("  tasks:        %zu\n", cp->nr_tasks);
+        printf("  memory:       %s (all mappings)\n", total);
+        printf("  lazy memory:  %s (private anonymous; a lazy restore fetches it on demand)\n", lazy);
+        printf("  image bytes:  %s\n", img);
+        printf("  process:      %s\n", leave_running ? "left running" : "stopped (criu killed it after the dump)");
+        printf("  criu %d.%d.%d:   --tree %ld%s%s --file-validation %s\n", ver.major, ver.minor, ver.sublevel,
+               pid, tcp ? " --tcp-established" : "", shell_job ? " --shell-job" : "", fv_name);
+    }
+    dp_checkpoint_close(cp);
+    return 0;
+}

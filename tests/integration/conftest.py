@@ -1,0 +1,137 @@
+"""Shared pytest harness of the integration tests.
+
+- The environment is checked once: root, network and pid namespaces, iproute2,
+  the built binaries. A missing piece FAILS every test with a message saying
+  what to do; nothing is ever skipped.
+- Every test has a time bound: @pytest.mark.time_limit(SECONDS), default
+  DEFAULT_TIME_LIMIT; enforced with SIGALRM (pytest-timeout is not required).
+- Fixtures: `procs` (kills everything a test started, even on failure),
+  `lab` (lab up; always lab down afterwards), `lab_clean` (no lab before the
+  test, none after it), `criu` (path of the working CRIU wrapper)."""
+
+import os
+import shutil
+import signal
+import subprocess
+
+import pytest
+
+import util
+
+DEFAULT_TIME_LIMIT = 120
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "time_limit(seconds): fail the test if its body runs longer than this")
+
+
+# ---- per-test time bound ---------------------------------------------------------
+
+class TimeLimitExceeded(Exception):
+    pass
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    marker = item.get_closest_marker("time_limit")
+    limit = int(marker.args[0]) if marker else DEFAULT_TIME_LIMIT
+
+    def expired(signum, frame):
+        raise TimeLimitExceeded(f"{item.nodeid} exceeded its time limit of {limit}s")
+
+    old = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(limit)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+# ---- environment -------------------------------------------------------------------
+
+def _environment_problems():
+    problems = []
+    if os.geteuid() != 0:
+        problems.append("not running as root: the tests create network and pid namespaces; "
+                        "run them as root (sudo make test)")
+        return problems
+    for tool in ("ip", "tc", "nsenter", "unshare"):
+        if shutil.which(tool, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin") is None:
+            problems.append(f"'{tool}' not found: run 'make deps' (iproute2, util-linux)")
+    for ns in ("net", "pid", "mnt"):
+        if not os.path.exists(f"/proc/self/ns/{ns}"):
+            problems.append(f"the kernel has no {ns} namespaces (/proc/self/ns/{ns} missing)")
+    if not problems:
+        cp = subprocess.run(["unshare", "--net", "--pid", "--fork", "true"],
+                            capture_output=True, text=True, timeout=30)
+        if cp.returncode != 0:
+            problems.append("cannot create network/pid namespaces "
+                            f"(unshare --net --pid --fork true: {cp.stderr.strip()}); "
+                            "a container runtime may forbid it: run on a VM or with --privileged")
+    for path in (util.DISTRIPROC, util.MEMWALK):
+        if not os.access(path, os.X_OK):
+            problems.append(f"{path} is not built: run 'make'")
+    return problems
+
+
+@pytest.fixture(scope="session", autouse=True)
+def environment():
+    problems = _environment_problems()
+    if problems:
+        pytest.fail("integration tests cannot run here:\n  - " + "\n  - ".join(problems),
+                    pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def criu():
+    path = util.CRIU
+    if not os.access(path, os.X_OK):
+        pytest.fail(f"CRIU wrapper {path} missing: run 'make deps'", pytrace=False)
+    cp = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30)
+    if cp.returncode != 0:
+        pytest.fail(f"{path} --version failed: {cp.stderr.strip()}; rerun 'make deps'",
+                    pytrace=False)
+    return path
+
+
+# ---- processes and the lab -----------------------------------------------------------
+
+@pytest.fixture
+def procs():
+    tracker = util.ProcessTracker()
+    try:
+        yield tracker
+    finally:
+        tracker.kill_all()
+
+
+def _lab_down():
+    cp = util.distriproc("lab", "down", timeout=60, check=False)
+    left = util.lab_leftovers()
+    assert cp.returncode == 0 and not left, \
+        f"lab down failed (exit {cp.returncode}): {cp.stderr.strip()}; left behind: {left}"
+
+
+@pytest.fixture
+def lab_clean(procs):
+    """No lab before the test; whatever the test made is torn down after it."""
+    _lab_down()
+    try:
+        yield
+    finally:
+        procs.kill_all()
+        _lab_down()
+
+
+@pytest.fixture
+def lab(procs):
+    """A fresh two-host lab for the test, always torn down afterwards."""
+    _lab_down()
+    try:
+        util.distriproc("lab", "up", timeout=60)
+        yield util.HOSTS
+    finally:
+        procs.kill_all()
+        _lab_down()

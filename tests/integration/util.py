@@ -1,0 +1,258 @@
+"""Helpers shared by the integration tests: paths, bounded commands, a process
+tracker, the lab, and memwalk's STAT protocol.
+
+Everything here is plain subprocess/os code so a failing test shows the exact
+command, its exit status and its output."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+BUILD = os.environ.get("DISTRIPROC_BUILD", os.path.join(ROOT, "build"))
+DISTRIPROC = os.path.join(BUILD, "distriproc")
+MEMWALK = os.path.join(BUILD, "memwalk")
+CRIU = os.environ.get("DISTRIPROC_CRIU", os.path.join(ROOT, ".deps", "bin", "criu"))
+PYTHON = "/usr/bin/python3"
+
+NETNS_DIR = "/run/netns"
+HOSTS = {"src": "10.250.0.1", "dst": "10.250.0.2"}
+LAB_NAMES = ("dp-src", "dp-dst", "dp-src0", "dp-dst0")
+
+DEFAULT_TIMEOUT = 60
+
+
+class CommandError(AssertionError):
+    pass
+
+
+def _fmt(cmd):
+    return " ".join(str(c) for c in cmd)
+
+
+def run(cmd, timeout=DEFAULT_TIMEOUT, check=True, input=None, env=None):
+    """Runs cmd to completion within timeout seconds; returns CompletedProcess
+    with text stdout/stderr. check=True raises CommandError (with the output)
+    on a non-zero exit; a timeout always raises (the command is killed)."""
+    try:
+        cp = subprocess.run([str(c) for c in cmd], capture_output=True, text=True,
+                            timeout=timeout, input=input, env=env, stdin=None if input else subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as e:
+        raise CommandError(f"command timed out after {timeout}s: {_fmt(cmd)}\n"
+                           f"stdout: {e.stdout!r}\nstderr: {e.stderr!r}") from None
+    if check and cp.returncode != 0:
+        raise CommandError(f"command failed (exit {cp.returncode}): {_fmt(cmd)}\n"
+                           f"stdout: {cp.stdout}\nstderr: {cp.stderr}")
+    return cp
+
+
+def distriproc(*args, timeout=DEFAULT_TIMEOUT, check=True):
+    return run([DISTRIPROC, *args], timeout=timeout, check=check)
+
+
+def netns_cmd(host, cmd):
+    """cmd run inside a lab host's network namespace only (no mount namespace,
+    unlike `ip netns exec`)."""
+    return ["nsenter", f"--net={NETNS_DIR}/dp-{host}", *[str(c) for c in cmd]]
+
+
+def wait_until(predicate, timeout, what, interval=0.1):
+    """Polls predicate() until it returns a true value (returned) or timeout
+    seconds pass (AssertionError naming what was awaited and the last error)."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as e:  # keep polling; report the last failure
+            last = e
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}"
+                                 + (f"; last error: {last}" if last else ""))
+        time.sleep(interval)
+
+
+# ---- processes ----------------------------------------------------------------
+
+def _proc_starttime(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            data = f.read()
+    except OSError:
+        return None
+    # Field 22 (starttime), counted after the ")" that ends the command name.
+    return data[data.rindex(")") + 2:].split()[19]
+
+
+def proc_state(pid):
+    """'R', 'S', 'Z', ... or None if the pid does not exist."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            data = f.read()
+    except OSError:
+        return None
+    return data[data.rindex(")") + 2]
+
+
+def alive(pid):
+    """True if pid exists and is not a zombie."""
+    st = proc_state(pid)
+    return st is not None and st not in ("Z", "X")
+
+
+def wait_gone(pid, timeout=10):
+    def gone():
+        try:
+            os.waitpid(pid, os.WNOHANG)  # reap it if it is our child
+        except ChildProcessError:
+            pass
+        return not alive(pid)
+    wait_until(gone, timeout, f"pid {pid} to exit")
+
+
+class ProcessTracker:
+    """Everything a test starts, killed at teardown even when the test fails.
+
+    spawn() starts a child in its own session (its whole group is killed);
+    track(pid) adopts a process started elsewhere (a container init, a restored
+    task), remembered with its start time so a reused pid is never killed."""
+
+    def __init__(self):
+        self.popens = []
+        self.pids = []
+
+    def spawn(self, cmd, **kw):
+        kw.setdefault("stdin", subprocess.DEVNULL)
+        p = subprocess.Popen([str(c) for c in cmd], start_new_session=True, **kw)
+        self.popens.append(p)
+        return p
+
+    def track(self, pid):
+        pid = int(pid)
+        self.pids.append((pid, _proc_starttime(pid)))
+        return pid
+
+    def kill_all(self):
+        for pid, start in reversed(self.pids):
+            if start is not None and _proc_starttime(pid) == start:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        for p in reversed(self.popens):
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+            for f in (p.stdout, p.stderr):
+                if f:
+                    f.close()
+        for pid, start in self.pids:
+            if start is not None and _proc_starttime(pid) == start:
+                try:
+                    wait_gone(pid, timeout=10)
+                except AssertionError:
+                    pass
+        self.popens.clear()
+        self.pids.clear()
+
+
+def read_line(stream, timeout, what):
+    """One line from a child's pipe, waiting at most timeout seconds."""
+    import select
+    deadline = time.monotonic() + timeout
+    buf = b""
+    fd = stream.fileno()
+    while not buf.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}; got {buf!r}")
+        chunk = os.read(fd, 1)
+        if not chunk:
+            raise AssertionError(f"EOF while waiting for {what}; got {buf!r}")
+        buf += chunk
+    return buf.decode()
+
+
+# ---- lab ------------------------------------------------------------------------
+
+def lab_leftovers():
+    """Every lab namespace or link still visible: [] means the lab is gone."""
+    left = []
+    netns = run(["ip", "netns", "list"]).stdout
+    left += [f"netns {line.split()[0]}" for line in netns.splitlines()
+             if line.split() and line.split()[0].startswith("dp-")]
+    if os.path.isdir(NETNS_DIR):
+        left += [f"file {NETNS_DIR}/{n}" for n in os.listdir(NETNS_DIR) if n.startswith("dp-")]
+    links = run(["ip", "-o", "link", "show"]).stdout
+    for line in links.splitlines():
+        name = line.split(":")[1].strip().split("@")[0]
+        if name.startswith("dp-"):
+            left.append(f"link {name}")
+    return sorted(set(left))
+
+
+def lab_status():
+    cp = distriproc("lab", "status", "--json", check=False)
+    assert cp.returncode in (0, 3), f"lab status failed: {cp.stderr}"
+    return json.loads(cp.stdout)
+
+
+def netns_inode(host):
+    return os.stat(f"{NETNS_DIR}/dp-{host}").st_ino
+
+
+def pid_netns_inode(pid):
+    return os.stat(f"/proc/{pid}/ns/net").st_ino
+
+
+def start_container(procs, host, cmd, pidfile):
+    """Starts cmd detached as a lab container (session leader, init of a new
+    pid namespace) in host; returns its host-visible pid (tracked)."""
+    distriproc("lab", "exec", host, "--container", "--detach", "--pidfile", pidfile, "--", *cmd)
+    with open(pidfile) as f:
+        return procs.track(int(f.read().strip()))
+
+
+# ---- memwalk STAT ---------------------------------------------------------------
+
+_STAT_CLIENT = (
+    "import socket,sys\n"
+    "s=socket.create_connection((sys.argv[1],int(sys.argv[2])),timeout=float(sys.argv[4]))\n"
+    "s.sendall(sys.argv[3].encode()+b'\\n')\n"
+    "sys.stdout.write(s.makefile('rb').readline().decode())\n"
+)
+
+
+def memwalk_request(addr, port=7070, command="STAT", host=None, timeout=30):
+    """Sends one memwalk request and returns the decoded JSON reply. With host
+    ("src"/"dst") the client runs inside that lab host's network namespace."""
+    if host is None:
+        with socket.create_connection((addr, port), timeout=timeout) as s:
+            s.sendall(command.encode() + b"\n")
+            line = s.makefile("rb").readline().decode()
+    else:
+        cp = run(netns_cmd(host, [PYTHON, "-c", _STAT_CLIENT, addr, port, command, timeout]),
+                 timeout=timeout + 10)
+        line = cp.stdout
+    if not line.strip():
+        raise AssertionError(f"memwalk at {addr}:{port} sent no reply to {command}")
+    return json.loads(line)
+
+
+def wait_memwalk(addr, port=7070, host=None, timeout=30):
+    """Waits until memwalk answers STAT with some progress; returns the reply."""
+    def ready():
+        st = memwalk_request(addr, port, "STAT", host=host, timeout=5)
+        return st if st["ops"] > 0 else None
+    return wait_until(ready, timeout, f"memwalk STAT at {addr}:{port}", interval=0.2)

@@ -1,0 +1,497 @@
+/* memwalk: a deterministic memory workload that verifies every byte it reads.
+ *
+ * It maps N MiB of private anonymous memory, fills each page with a pattern
+ * derived from (seed, page index, page generation) and then walks the pages
+ * with a chosen access pattern. Every access verifies the whole page against
+ * its expected content; a write then bumps the page's generation and rewrites
+ * the page. So any page that is lost, stale (an old generation: a lost write),
+ * misplaced or zero-filled by a migration is caught and counted.
+ *
+ * A tiny TCP listener answers "STAT\n" (counters as one JSON line) and
+ * "VERIFY\n" (verify all pages once, then reply). memwalk writes no file and
+ * prints only a start line (and a summary when it ends), so CRIU can
+ * checkpoint and restore it anywhere.
+ *
+ * Links only libc, pthread and libm: it is the thing being migrated. */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "memwalk_pattern.h"
+
+/* Pages share locks by index modulo this: verification and rewrite of one page
+ * are atomic with respect to other memwalk threads, without a lock per page. */
+#define LOCK_STRIPES 4096
+#define MAX_THREADS 256
+#define MAX_REPORTED 10 /* mismatches printed in full to stderr */
+
+struct thread_stats {
+    _Atomic uint64_t ops, reads, writes, errors, bad_bytes, verified;
+} __attribute__((aligned(64)));
+
+static struct {
+    uint64_t mib, npages, seed, duration_s;
+    unsigned threads;
+    int port;
+    double write_ratio;
+    struct mw_pattern pattern;
+    const char *pattern_text;
+} cfg = {
+    .mib = 64, .seed = 1, .threads = 1, .port = 7070, .write_ratio = 0.0,
+    .pattern_text = "uniform",
+};
+
+static uint8_t *area;
+static uint32_t *gens;           /* generation of each page */
+static pthread_mutex_t locks[LOCK_STRIPES];
+static double *zipf_cdf;         /* zipf only: cdf over ranks */
+static uint32_t *zipf_perm;      /* zipf only: rank -> page */
+static struct thread_stats stats[MAX_THREADS];
+static struct thread_stats verify_stats; /* VERIFY command passes */
+static _Atomic uint64_t reported;
+static _Atomic int stopping;
+static uint64_t start_ns;
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+static void add(_Atomic uint64_t *c, uint64_t n)
+{
+    atomic_fetch_add_explicit(c, n, memory_order_relaxed);
+}
+
+static uint64_t get(_Atomic uint64_t *c)
+{
+    return atomic_load_explicit(c, memory_order_relaxed);
+}
+
+/* Verifies one page (and rewrites it with the next generation if write).
+ * Returns the number of bad bytes found before any rewrite. */
+static uint32_t access_page(uint64_t page, int write, struct thread_stats *st)
+{
+    struct mw_mismatch mm = {0};
+    uint8_t *p = area + page * MW_PAGE_SIZE;
+    pthread_mutex_t *lk = &locks[page % LOCK_STRIPES];
+    uint32_t gen, bad;
+
+    pthread_mutex_lock(lk);
+    gen = gens[page];
+    bad = mw_verify(p, cfg.seed, page, gen, &mm);
+    if (write) {
+        gens[page] = gen + 1;
+        mw_fill(p, cfg.seed, page, gen + 1);
+    }
+    pthread_mutex_unlock(lk);
+
+    add(&st->verified, 1);
+    if (bad) {
+        add(&st->errors, 1);
+        add(&st->bad_bytes, bad);
+        if (atomic_fetch_add(&reported, 1) < MAX_REPORTED)
+            fprintf(stderr,
+                    "memwalk: MISMATCH page %" PRIu64 " (address %p) generation %" PRIu32
+                    ": %" PRIu32 " bad bytes, first at offset %" PRIu32
+                    " expected 0x%02x got 0x%02x\n",
+                    page, (void *)p, gen, bad, mm.offset, mm.expected, mm.got);
+    }
+    return bad;
+}
+
+static void *worker(void *arg)
+{
+    unsigned id = (unsigned)(uintptr_t)arg;
+    struct thread_stats *st = &stats[id];
+    uint64_t rng = mw_rand_seed(cfg.seed, id + 1);
+    uint64_t n = cfg.npages;
+    /* seq and stride: threads start spread over the area. */
+    uint64_t cursor = n * id / cfg.threads;
+
+    for (uint64_t i = 0;; i++) {
+        if ((i & 63) == 0 && atomic_load_explicit(&stopping, memory_order_relaxed))
+            break;
+        uint64_t page;
+        switch (cfg.pattern.kind) {
+        case MW_SEQ:
+            page = cursor;
+            cursor = cursor + 1 == n ? 0 : cursor + 1;
+            break;
+        case MW_STRIDE:
+            page = cursor;
+            cursor = (cursor + cfg.pattern.stride) % n;
+            break;
+        case MW_ZIPF:
+            page = zipf_perm[mw_zipf_rank(zipf_cdf, n, mw_rand_unit(&rng))];
+            break;
+        default:
+            page = mw_rand_below(&rng, n);
+            break;
+        }
+        int write = cfg.write_ratio > 0 && mw_rand_unit(&rng) < cfg.write_ratio;
+        access_page(page, write, st);
+        add(write ? &st->writes : &st->reads, 1);
+        add(&st->ops, 1);
+    }
+    return NULL;
+}
+
+struct totals {
+    uint64_t ops, reads, writes, errors, bad_bytes, verified;
+};
+
+static void sum_stats(struct totals *t)
+{
+    memset(t, 0, sizeof(*t));
+    for (unsigned i = 0; i < cfg.threads; i++) {
+        t->ops += get(&stats[i].ops);
+        t->reads += get(&stats[i].reads);
+        t->writes += get(&stats[i].writes);
+        t->errors += get(&stats[i].errors);
+        t->bad_bytes += get(&stats[i].bad_bytes);
+        t->verified += get(&stats[i].verified);
+    }
+    t->errors += get(&verify_stats.errors);
+    t->bad_bytes += get(&verify_stats.bad_bytes);
+    t->verified += get(&verify_stats.verified);
+}
+
+static int format_stats(char *buf, size_t len, const char *extra)
+{
+    struct totals t;
+    sum_stats(&t);
+    return snprintf(buf, len,
+                    "{\"ops\":%" PRIu64 ",\"reads\":%" PRIu64 ",\"writes\":%" PRIu64
+                    ",\"errors\":%" PRIu64 ",\"bad_bytes\":%" PRIu64
+                    ",\"pages_verified\":%" PRIu64 ",\"uptime_s\":%.3f,\"mib\":%" PRIu64
+                    ",\"pages\":%" PRIu64 ",\"threads\":%u,\"pattern\":\"%s\""
+                    ",\"write_ratio\":%g,\"seed\":%" PRIu64 "%s}\n",
+                    t.ops, t.reads, t.writes, t.errors, t.bad_bytes, t.verified,
+                    (double)(now_ns() - start_ns) / 1e9, cfg.mib, cfg.npages, cfg.threads,
+                    cfg.pattern_text, cfg.write_ratio, cfg.seed, extra ? extra : "");
+}
+
+/* One full pass over every page; counted apart from the walkers. */
+static void verify_all(uint64_t *bad_pages, uint64_t *bad_bytes)
+{
+    *bad_pages = *bad_bytes = 0;
+    for (uint64_t p = 0; p < cfg.npages; p++) {
+        uint32_t bad = access_page(p, 0, &verify_stats);
+        if (bad) {
+            (*bad_pages)++;
+            *bad_bytes += bad;
+        }
+    }
+}
+
+static void serve_client(int fd)
+{
+    char line[64], out[1024];
+    size_t n = 0;
+    struct timeval tv = {.tv_sec = 5};
+
+    /* A client that connects and says nothing must not block the listener. */
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    while (n < sizeof(line) - 1) {
+        ssize_t r = read(fd, line + n, 1);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return;
+        if (line[n] == '\n')
+            break;
+        n++;
+    }
+    line[n] = '\0';
+    if (n > 0 && line[n - 1] == '\r')
+        line[--n] = '\0';
+
+    int len;
+    if (strcmp(line, "STAT") == 0) {
+        len = format_stats(out, sizeof(out), NULL);
+    } else if (strcmp(line, "VERIFY") == 0) {
+        char extra[160];
+        uint64_t bad_pages, bad_bytes, t0 = now_ns();
+        verify_all(&bad_pages, &bad_bytes);
+        snprintf(extra, sizeof(extra),
+                 ",\"verify_pages\":%" PRIu64 ",\"verify_errors\":%" PRIu64
+                 ",\"verify_bad_bytes\":%" PRIu64 ",\"verify_s\":%.3f",
+                 cfg.npages, bad_pages, bad_bytes, (double)(now_ns() - t0) / 1e9);
+        len = format_stats(out, sizeof(out), extra);
+    } else {
+        len = snprintf(out, sizeof(out),
+                       "{\"error\":\"unknown command; send STAT or VERIFY followed by a newline\"}\n");
+    }
+    if (len > 0) {
+        const char *p = out;
+        size_t left = (size_t)len < sizeof(out) ? (size_t)len : sizeof(out) - 1;
+        while (left > 0) {
+            ssize_t w = write(fd, p, left);
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w <= 0)
+                break;
+            p += w;
+            left -= (size_t)w;
+        }
+    }
+}
+
+/* Plain blocking accept loop in its own thread: survives checkpoint/restore,
+ * where the blocked accept() is simply restarted. */
+static void *stat_server(void *arg)
+{
+    int lfd = (int)(intptr_t)arg;
+    for (;;) {
+        int fd = accept(lfd, NULL, NULL);
+        if (fd < 0) {
+            if (errno != EINTR && errno != ECONNABORTED)
+                usleep(10000); /* e.g. EMFILE: do not spin */
+            continue;
+        }
+        serve_client(fd);
+        close(fd);
+    }
+    return NULL;
+}
+
+static int listen_on(int port, int *bound_port)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                             .sin_addr.s_addr = htonl(INADDR_ANY)};
+    socklen_t sl = sizeof(sa);
+    int one = 1;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 64) < 0 ||
+        getsockname(fd, (struct sockaddr *)&sa, &sl) < 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    *bound_port = ntohs(sa.sin_port);
+    return fd;
+}
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: memwalk [--mib N] [--threads T] [--pattern seq|uniform|zipf:S|stride:K]\n"
+            "               [--write-ratio R] [--port P] [--seed S] [--duration SEC]\n"
+            "\n"
+            "Deterministic memory workload: fills N MiB of private anonymous memory with a\n"
+            "pattern derived from each page's index and generation, then walks it. Every\n"
+            "access verifies every byte of the page; a write (probability R) then moves the\n"
+            "page to its next generation. Mismatches are counted and the first %d reported\n"
+            "on stderr.\n"
+            "\n"
+            "  --mib N          memory size in MiB (default 64)\n"
+            "  --threads T      walker threads (default 1, max %d)\n"
+            "  --pattern P      seq: each thread walks pages in order; uniform: random pages;\n"
+            "                   zipf:S: random with zipf skew S over a fixed scattering of\n"
+            "                   the pages; stride:K: every K-th page (default uniform)\n"
+            "  --write-ratio R  fraction of accesses that rewrite the page, 0..1 (default 0)\n"
+            "  --port P         TCP port of the STAT listener on 0.0.0.0 (default 7070,\n"
+            "                   0 = any free port, printed in the start line)\n"
+            "  --seed S         seed of pattern and access choices (default 1)\n"
+            "  --duration SEC   stop after SEC seconds and print a summary (default 0 =\n"
+            "                   run until killed)\n"
+            "\n"
+            "TCP requests (one per connection): 'STAT\\n' -> one JSON line of counters;\n"
+            "'VERIFY\\n' -> verify every page once, then the counters plus the result.\n"
+            "Exit status: 0 if no mismatch was ever seen, 1 otherwise, 2 on bad usage.\n",
+            MAX_REPORTED, MAX_THREADS);
+}
+
+static int parse_u64(const char *s, uint64_t *out)
+{
+    char *end;
+    if (!s || *s < '0' || *s > '9')
+        return -1;
+    errno = 0;
+    *out = strtoull(s, &end, 0);
+    return (*end || errno) ? -1 : 0;
+}
+
+static void parse_args(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"mib", required_argument, NULL, 'm'},      {"threads", required_argument, NULL, 't'},
+        {"pattern", required_argument, NULL, 'p'},  {"write-ratio", required_argument, NULL, 'w'},
+        {"port", required_argument, NULL, 'P'},     {"seed", required_argument, NULL, 's'},
+        {"duration", required_argument, NULL, 'd'}, {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    int c;
+    uint64_t v;
+    char *end;
+
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'm':
+            if (parse_u64(optarg, &cfg.mib) || cfg.mib == 0 || cfg.mib > (1u << 20))
+                goto bad;
+            break;
+        case 't':
+            if (parse_u64(optarg, &v) || v == 0 || v > MAX_THREADS)
+                goto bad;
+            cfg.threads = (unsigned)v;
+            break;
+        case 'p':
+            if (mw_parse_pattern(optarg, &cfg.pattern))
+                goto bad;
+            cfg.pattern_text = optarg;
+            break;
+        case 'w':
+            cfg.write_ratio = strtod(optarg, &end);
+            if (end == optarg || *end || !(cfg.write_ratio >= 0.0 && cfg.write_ratio <= 1.0))
+                goto bad;
+            break;
+        case 'P':
+            if (parse_u64(optarg, &v) || v > 65535)
+                goto bad;
+            cfg.port = (int)v;
+            break;
+        case 's':
+            if (parse_u64(optarg, &cfg.seed))
+                goto bad;
+            break;
+        case 'd':
+            if (parse_u64(optarg, &cfg.duration_s))
+                goto bad;
+            break;
+        case 'h':
+            usage(stdout);
+            exit(0);
+        default:
+            usage(stderr);
+            exit(2);
+        }
+    }
+    if (optind != argc) {
+        fprintf(stderr, "memwalk: unexpected argument '%s'\n\n", argv[optind]);
+        usage(stderr);
+        exit(2);
+    }
+    mw_parse_pattern(cfg.pattern_text, &cfg.pattern);
+    return;
+bad:
+    fprintf(stderr, "memwalk: invalid value '%s' for --%s (see --help)\n", optarg,
+            opts[c == 'm' ? 0 : c == 't' ? 1 : c == 'p' ? 2 : c == 'w' ? 3 : c == 'P' ? 4 : c == 's' ? 5 : 6].name);
+    exit(2);
+}
+
+int main(int argc, char **argv)
+{
+    pthread_t tids[MAX_THREADS], server;
+    sigset_t sigs;
+    int lfd, port, sig = 0;
+
+    parse_args(argc, argv);
+    if (sysconf(_SC_PAGESIZE) != MW_PAGE_SIZE) {
+        fprintf(stderr, "memwalk: page size is %ld, memwalk supports only %u\n",
+                sysconf(_SC_PAGESIZE), MW_PAGE_SIZE);
+        return 2;
+    }
+    cfg.npages = cfg.mib * (1024 * 1024 / MW_PAGE_SIZE);
+    start_ns = now_ns();
+
+    lfd = listen_on(cfg.port, &port);
+    if (lfd < 0) {
+        fprintf(stderr, "memwalk: cannot listen on 0.0.0.0:%d: %s (is another memwalk running? use --port)\n",
+                cfg.port, strerror(errno));
+        return 2;
+    }
+
+    area = mmap(NULL, cfg.npages * MW_PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    gens = calloc(cfg.npages, sizeof(*gens));
+    if (area == MAP_FAILED || !gens) {
+        fprintf(stderr, "memwalk: cannot allocate %" PRIu64 " MiB: %s\n", cfg.mib, strerror(errno));
+        return 2;
+    }
+    for (unsigned i = 0; i < LOCK_STRIPES; i++)
+        pthread_mutex_init(&locks[i], NULL);
+    if (cfg.pattern.kind == MW_ZIPF) {
+        zipf_cdf = malloc(cfg.npages * sizeof(*zipf_cdf));
+        zipf_perm = malloc(cfg.npages * sizeof(*zipf_perm));
+        if (!zipf_cdf || !zipf_perm) {
+            fprintf(stderr, "memwalk: out of memory for the zipf tables\n");
+            return 2;
+        }
+        mw_zipf_cdf(zipf_cdf, cfg.npages, cfg.pattern.zipf_s, pow);
+        mw_permutation(zipf_perm, cfg.npages, cfg.seed);
+    }
+    for (uint64_t p = 0; p < cfg.npages; p++)
+        mw_fill(area + p * MW_PAGE_SIZE, cfg.seed, p, 0);
+
+    /* Signals go to main only (sigtimedwait below); threads inherit the mask.
+     * A handled SIGTERM also works when memwalk is a pid namespace's init. */
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+
+    if (pthread_create(&server, NULL, stat_server, (void *)(intptr_t)lfd) != 0) {
+        fprintf(stderr, "memwalk: cannot start the STAT thread\n");
+        return 2;
+    }
+    for (unsigned i = 0; i < cfg.threads; i++) {
+        if (pthread_create(&tids[i], NULL, worker, (void *)(uintptr_t)i) != 0) {
+            fprintf(stderr, "memwalk: cannot start thread %u\n", i);
+            return 2;
+        }
+    }
+    printf("memwalk: pid %d, %" PRIu64 " MiB (%" PRIu64 " pages), %u threads, pattern %s, "
+           "write-ratio %g, seed %" PRIu64 ", area %p, STAT on 0.0.0.0:%d\n",
+           (int)getpid(), cfg.mib, cfg.npages, cfg.threads, cfg.pattern_text, cfg.write_ratio,
+           cfg.seed, (void *)area, port);
+    fflush(stdout);
+
+    /* Wait for a signal or the end of --duration, rechecking the monotonic
+     * clock each second (also right after a restore). */
+    uint64_t deadline = cfg.duration_s ? start_ns + cfg.duration_s * 1000000000ULL : 0;
+    for (;;) {
+        struct timespec ts = {.tv_sec = 1};
+        if (deadline) {
+            uint64_t now = now_ns();
+            if (now >= deadline)
+                break;
+            if (deadline - now < 1000000000ULL) {
+                ts.tv_sec = 0;
+                ts.tv_nsec = (long)(deadline - now);
+            }
+        }
+        sig = sigtimedwait(&sigs, NULL, &ts);
+        if (sig > 0)
+            break;
+    }
+    atomic_store(&stopping, 1);
+    for (unsigned i = 0; i < cfg.threads; i++)
+        pthread_join(tids[i], NULL);
+
+    char out[1024];
+    struct totals t;
+    format_stats(out, sizeof(out), NULL);
+    printf("memwalk: %s %s", sig > 0 ? strsignal(sig) : "done", out);
+    fflush(stdout);
+    sum_stats(&t);
+    return t.errors ? 1 : 0;
+}
