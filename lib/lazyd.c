@@ -105,6 +105,7 @@ struct lazyd {
     double bg_tokens;
     int bg_inflight;
     struct lz_task *bg_next;
+    uint32_t src_ev;
     char sock_path[4200], ctl_path[4200];
 };
 
@@ -728,7 +729,7 @@ static void handle_listen(struct lazyd *d)
 
 /* ---- stats ---- */
 
-static void task_json(struct dp_buf *b, const struct lz_task *t, uint64_t now)
+static void task_json(struct dp_sbuf *b, const struct lz_task *t, uint64_t now)
 {
     uint64_t remote = t->alive ? dp_lazymap_pages(&t->map, DP_PG_REMOTE) + dp_lazymap_pages(&t->map, DP_PG_INFLIGHT)
                                : t->final_remote;
@@ -736,18 +737,18 @@ static void task_json(struct dp_buf *b, const struct lz_task *t, uint64_t now)
     struct dp_lazy_counters c = t->c;
     c.prefetch_hits_inferred = t->pf.hits_inferred;
     c.prefetch_misses = t->pf.misses;
-    dp_buf_printf(b, "{\"id\": %d, \"pid\": %d, \"parent_id\": %d, \"alive\": %s, \"uptime_s\": %.3f, ",
+    dp_sbuf_printf(b, "{\"id\": %d, \"pid\": %d, \"parent_id\": %d, \"alive\": %s, \"uptime_s\": %.3f, ",
                   t->id, t->shown_pid, t->parent_id, t->alive ? "true" : "false",
                   (double)((t->alive ? now : t->ended_ns) - t->started_ns) / 1e9);
     dp_counters_json(b, &c);
-    dp_buf_printf(b, ", \"resident_bytes\": %llu, \"remote_bytes\": %llu, \"remote_fraction\": %.4f, \"latency\": ",
+    dp_sbuf_printf(b, ", \"resident_bytes\": %llu, \"remote_bytes\": %llu, \"remote_fraction\": %.4f, \"latency\": ",
                   (unsigned long long)(resident * PG), (unsigned long long)(remote * PG),
                   remote + resident ? (double)remote / (double)(remote + resident) : 0.0);
     dp_hist_json(b, &t->lat);
-    dp_buf_printf(b, "}");
+    dp_sbuf_printf(b, "}");
 }
 
-static void stats_json(struct lazyd *d, struct dp_buf *b)
+static void stats_json(struct lazyd *d, struct dp_sbuf *b)
 {
     uint64_t now = dp_now_ns();
     struct dp_lazy_counters tot;
@@ -767,28 +768,84 @@ static void stats_json(struct lazyd *d, struct dp_buf *b)
     }
     char pf[32];
     dp_prefetch_format(&d->o->prefetch, pf, sizeof(pf));
-    dp_buf_printf(b, "{\"uptime_s\": %.3f, \"source\": \"%s\", \"source_healthy\": %s, \"prefetch\": \"%s\", "
+    dp_sbuf_printf(b, "{\"uptime_s\": %.3f, \"source\": \"%s\", \"source_healthy\": %s, \"prefetch\": \"%s\", "
                   "\"background_rate\": %llu, \"restore_finished\": %s, \"tasks_alive\": %d, \"total\": {",
                   (double)(now - d->start_ns) / 1e9, d->o->src->desc,
                   d->o->src->ops->healthy(d->o->src) ? "true" : "false", pf,
                   (unsigned long long)d->o->background_rate, d->finished ? "true" : "false", tasks_alive(d));
     dp_counters_json(b, &tot);
-    dp_buf_printf(b, ", \"resident_bytes\": %llu, \"remote_bytes\": %llu, \"remote_fraction\": %.4f, \"latency\": ",
+    dp_sbuf_printf(b, ", \"resident_bytes\": %llu, \"remote_bytes\": %llu, \"remote_fraction\": %.4f, \"latency\": ",
                   (unsigned long long)(resident * PG), (unsigned long long)(remote * PG),
                   remote + resident ? (double)remote / (double)(remote + resident) : 0.0);
     if (lat)
         dp_hist_json(b, lat);
     else
-        dp_buf_printf(b, "null");
+        dp_sbuf_printf(b, "null");
     free(lat);
-    dp_buf_printf(b, "}, \"tasks\": [");
+    dp_sbuf_printf(b, "}, \"tasks\": [");
     int first = 1;
     for (const struct lz_task *t = d->tasks; t; t = t->next) {
-        dp_buf_printf(b, first ? "" : ", ");
+        dp_sbuf_printf(b, first ? "" : ", ");
         first = 0;
         task_json(b, t, now);
     }
-    dp_buf_printf(b, "]}\n");
+    dp_sbuf_printf(b, "]}\n");
+}
+
+static void text_line(struct dp_sbuf *b, const char *name, const struct dp_lazy_counters *c,
+                      uint64_t hits_inf, const struct dp_hist *h, uint64_t remote, uint64_t resident)
+{
+    char rb[32], lb[32];
+    dp_format_bytes(remote * PG, rb, sizeof(rb));
+    dp_format_bytes(resident * PG, lb, sizeof(lb));
+    dp_sbuf_printf(b, "%-14s %9llu %9llu %9llu %8llu %8llu %8.1f %8.1f %8.1f %9.1f %11s %11s %6.1f%%\n", name,
+                   (unsigned long long)c->faults, (unsigned long long)c->pages_fetched,
+                   (unsigned long long)c->pages_prefetched,
+                   (unsigned long long)(c->prefetch_hits_inflight + hits_inf), (unsigned long long)c->zero_pages,
+                   (double)dp_hist_quantile(h, 0.5) / 1e3, (double)dp_hist_quantile(h, 0.9) / 1e3,
+                   (double)dp_hist_quantile(h, 0.99) / 1e3, (double)h->max_ns / 1e3, lb, rb,
+                   remote + resident ? 100.0 * (double)remote / (double)(remote + resident) : 0.0);
+}
+
+static void stats_text(struct lazyd *d, struct dp_sbuf *b)
+{
+    uint64_t now = dp_now_ns();
+    char pf[32], wire[32];
+    dp_prefetch_format(&d->o->prefetch, pf, sizeof(pf));
+    struct dp_lazy_counters tot;
+    memset(&tot, 0, sizeof(tot));
+    struct dp_hist *lat = calloc(1, sizeof(*lat));
+    uint64_t remote = 0, resident = 0, hits_inf = 0;
+    if (!lat)
+        return;
+    for (const struct lz_task *t = d->tasks; t; t = t->next) {
+        dp_counters_add(&tot, &t->c);
+        hits_inf += t->pf.hits_inferred;
+        dp_hist_merge(lat, &t->lat);
+        remote += t->alive ? dp_lazymap_pages(&t->map, DP_PG_REMOTE) + dp_lazymap_pages(&t->map, DP_PG_INFLIGHT)
+                           : 0;
+        resident += t->alive ? dp_lazymap_pages(&t->map, DP_PG_RESIDENT) : 0;
+    }
+    dp_format_bytes(tot.wire_bytes, wire, sizeof(wire));
+    dp_sbuf_printf(b, "uptime %.1f s, source %s (%s), prefetch %s, %d task(s) alive, %s on the wire\n",
+                   (double)(now - d->start_ns) / 1e9, d->o->src->desc,
+                   d->o->src->ops->healthy(d->o->src) ? "up" : "UNREACHABLE", pf, tasks_alive(d), wire);
+    dp_sbuf_printf(b, "%-14s %9s %9s %9s %8s %8s %8s %8s %8s %9s %11s %11s %7s\n", "task", "faults", "fetched",
+                   "prefetch", "pf-hits", "zero", "p50 us", "p90 us", "p99 us", "max us", "resident", "remote",
+                   "remote");
+    for (const struct lz_task *t = d->tasks; t; t = t->next) {
+        char name[32];
+        if (t->shown_pid > 0)
+            snprintf(name, sizeof(name), "pid %d%s", t->shown_pid, t->alive ? "" : " (exit)");
+        else
+            snprintf(name, sizeof(name), "fork of #%d%s", t->parent_id, t->alive ? "" : " (exit)");
+        uint64_t rem = t->alive ? dp_lazymap_pages(&t->map, DP_PG_REMOTE) + dp_lazymap_pages(&t->map, DP_PG_INFLIGHT)
+                                : t->final_remote;
+        uint64_t res = t->alive ? dp_lazymap_pages(&t->map, DP_PG_RESIDENT) : t->final_resident;
+        text_line(b, name, &t->c, t->pf.hits_inferred, &t->lat, rem, res);
+    }
+    text_line(b, "total (alive)", &tot, hits_inf, lat, remote, resident);
+    free(lat);
 }
 
 static void handle_ctl_client(struct lazyd *d, struct handler *h)
@@ -797,14 +854,16 @@ static void handle_ctl_client(struct lazyd *d, struct handler *h)
     ssize_t n = recv(h->fd, cmd, sizeof(cmd) - 1, MSG_DONTWAIT);
     if (n < 0 && errno == EAGAIN)
         return;
-    struct dp_buf b = {0};
+    struct dp_sbuf b = {0};
     if (n > 0) {
         cmd[n] = '\0';
         cmd[strcspn(cmd, "\r\n")] = '\0';
         if (strcmp(cmd, "stats") == 0)
             stats_json(d, &b);
+        else if (strcmp(cmd, "summary") == 0)
+            stats_text(d, &b);
         else
-            dp_buf_printf(&b, "{\"error\": \"unknown command; the daemon knows: stats\"}\n");
+            dp_sbuf_printf(&b, "{\"error\": \"unknown command; the daemon knows: stats, summary\"}\n");
         /* Replies are small: a blocking write bounded by a send timeout. */
         int fl = fcntl(h->fd, F_GETFL);
         fcntl(h->fd, F_SETFL, fl & ~O_NONBLOCK);
@@ -813,7 +872,7 @@ static void handle_ctl_client(struct lazyd *d, struct handler *h)
         if (!b.oom && b.p)
             dp_write_full(h->fd, b.p, b.len);
     }
-    dp_buf_free(&b);
+    dp_sbuf_free(&b);
     epoll_ctl(d->ep, EPOLL_CTL_DEL, h->fd, NULL);
     close(h->fd);
     free(h);
@@ -975,12 +1034,36 @@ static void background_fetch(struct lazyd *d, uint64_t now)
     }
 }
 
+/* The remote source's descriptor changes across reconnects and it wants
+ * EPOLLOUT only while it has bytes to send: keep epoll in step. */
+static void src_sync(struct lazyd *d)
+{
+    const struct dp_pagesrc_ops *ops = d->o->src->ops;
+    int fd = ops->fd(d->o->src);
+    uint32_t ev = ops->events ? (uint32_t)(unsigned short)ops->events(d->o->src) : EPOLLIN;
+    if (fd == d->src_h.fd && ev == d->src_ev)
+        return;
+    if (d->src_h.fd >= 0 && d->src_h.fd != fd)
+        epoll_ctl(d->ep, EPOLL_CTL_DEL, d->src_h.fd, NULL); /* may be closed already */
+    if (fd >= 0) {
+        struct epoll_event e = {.events = ev, .data.ptr = &d->src_h};
+        int op = fd == d->src_h.fd ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+        if (epoll_ctl(d->ep, op, fd, &e) < 0)
+            epoll_ctl(d->ep, op == EPOLL_CTL_MOD ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, fd, &e);
+    }
+    d->src_h.type = H_SRC;
+    d->src_h.fd = fd;
+    d->src_ev = ev;
+}
+
 static void handle_timer(struct lazyd *d)
 {
     uint64_t ticks;
     if (read(d->timer_h.fd, &ticks, sizeof(ticks)) < 0 && errno != EAGAIN)
         return;
     uint64_t now = dp_now_ns();
+    if (d->o->src->ops->events)
+        d->o->src->ops->process(d->o->src); /* reconnect timers, deadlines */
     for (struct lz_task *t = d->tasks; t; t = t->next) {
         if (t->alive && t->retry) {
             handle_uffd(d, t); /* reads events first, then retries */
@@ -1057,9 +1140,9 @@ int dp_lazyd_run(const struct dp_lazyd_opts *o)
     dp_set_nonblock(lfd);
     struct itimerspec its = {.it_interval = {0, (long)TICK_NS}, .it_value = {0, (long)TICK_NS}};
     timerfd_settime(tfd, 0, &its, NULL);
-    int sfd = o->src->ops->fd(o->src);
+    d->src_h.fd = -1;
     if (ep_add(d, &d->listen_h, lfd, H_LISTEN, NULL) < 0 || ep_add(d, &d->ctl_h, cfd, H_CTL_LISTEN, NULL) < 0 ||
-        ep_add(d, &d->timer_h, tfd, H_TIMER, NULL) < 0 || (sfd >= 0 && ep_add(d, &d->src_h, sfd, H_SRC, NULL) < 0)) {
+        ep_add(d, &d->timer_h, tfd, H_TIMER, NULL) < 0) {
         dp_error("epoll_ctl: %s", strerror(errno));
         goto out;
     }
@@ -1080,6 +1163,7 @@ int dp_lazyd_run(const struct dp_lazyd_opts *o)
             break;
         if (d->finished && d->conns == 0 && !tasks_alive(d))
             break;
+        src_sync(d);
         int n = epoll_wait(d->ep, evs, (int)DP_ARRAY_LEN(evs), 1000);
         if (n < 0 && errno != EINTR) {
             dp_error("epoll_wait: %s", strerror(errno));
@@ -1091,7 +1175,7 @@ int dp_lazyd_run(const struct dp_lazyd_opts *o)
             case H_LISTEN: handle_listen(d); break;
             case H_CRIU: handle_criu(d, h); break;
             case H_UFFD: handle_uffd(d, h->ptr); break;
-            case H_SRC: o->src->ops->process(o->src); break;
+            case H_SRC: o->src->ops->process(o->src); src_sync(d); break;
             case H_CTL_LISTEN: handle_ctl_listen(d); break;
             case H_CTL_CLIENT: handle_ctl_client(d, h); break;
             case H_TIMER: handle_timer(d); break;
@@ -1100,7 +1184,7 @@ int dp_lazyd_run(const struct dp_lazyd_opts *o)
     }
     rc = d->failed ? 1 : 0;
 
-    struct dp_buf b = {0};
+    struct dp_sbuf b = {0};
     stats_json(d, &b);
     if (b.p) {
         /* Keep the final stats next to the sockets: `stats` still works. */
@@ -1112,7 +1196,7 @@ int dp_lazyd_run(const struct dp_lazyd_opts *o)
             fclose(f);
         }
     }
-    dp_buf_free(&b);
+    dp_sbuf_free(&b);
     struct dp_lazy_counters tot;
     memset(&tot, 0, sizeof(tot));
     for (struct lz_task *t = d->tasks; t; t = t->next)
@@ -1172,7 +1256,7 @@ char *dp_lazyd_control(const char *workdir, const char *cmd, struct dp_err *err)
         close(sk);
         return NULL;
     }
-    struct dp_buf b = {0};
+    struct dp_sbuf b = {0};
     char chunk[8192];
     for (;;) {
         ssize_t n = read(sk, chunk, sizeof(chunk));
@@ -1180,18 +1264,18 @@ char *dp_lazyd_control(const char *workdir, const char *cmd, struct dp_err *err)
             continue;
         if (n < 0) {
             dp_err_set(err, "reading from %s: %s", path, strerror(errno));
-            dp_buf_free(&b);
+            dp_sbuf_free(&b);
             close(sk);
             return NULL;
         }
         if (n == 0)
             break;
-        dp_buf_printf(&b, "%.*s", (int)n, chunk);
+        dp_sbuf_printf(&b, "%.*s", (int)n, chunk);
     }
     close(sk);
     if (b.oom || !b.p) {
         dp_err_set(err, "empty reply from %s", path);
-        dp_buf_free(&b);
+        dp_sbuf_free(&b);
         return NULL;
     }
     return b.p;

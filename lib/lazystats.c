@@ -73,7 +73,7 @@ void dp_counters_add(struct dp_lazy_counters *dst, const struct dp_lazy_counters
         d[i] += s[i];
 }
 
-void dp_buf_printf(struct dp_buf *b, const char *fmt, ...)
+void dp_sbuf_printf(struct dp_sbuf *b, const char *fmt, ...)
 {
     if (b->oom)
         return;
@@ -104,17 +104,17 @@ void dp_buf_printf(struct dp_buf *b, const char *fmt, ...)
     }
 }
 
-void dp_buf_free(struct dp_buf *b)
+void dp_sbuf_free(struct dp_sbuf *b)
 {
     free(b->p);
     memset(b, 0, sizeof(*b));
 }
 
-void dp_counters_json(struct dp_buf *b, const struct dp_lazy_counters *c)
+void dp_counters_json(struct dp_sbuf *b, const struct dp_lazy_counters *c)
 {
     uint64_t pf = c->pages_prefetched;
     uint64_t hits = c->prefetch_hits_inflight + c->prefetch_hits_inferred;
-    dp_buf_printf(b,
+    dp_sbuf_printf(b,
                   "\"faults\": %llu, \"faults_remote\": %llu, \"faults_waited_inflight\": %llu, "
                   "\"faults_zero\": %llu, \"faults_spurious\": %llu, "
                   "\"pages_fetched\": %llu, \"pages_prefetched\": %llu, \"pages_background\": %llu, "
@@ -138,9 +138,9 @@ void dp_counters_json(struct dp_buf *b, const struct dp_lazy_counters *c)
                   (unsigned long long)c->ev_unmap);
 }
 
-void dp_hist_json(struct dp_buf *b, const struct dp_hist *h)
+void dp_hist_json(struct dp_sbuf *b, const struct dp_hist *h)
 {
-    dp_buf_printf(b,
+    dp_sbuf_printf(b,
                   "{\"count\": %llu, \"mean_us\": %.1f, \"p50_us\": %.1f, \"p90_us\": %.1f, "
                   "\"p99_us\": %.1f, \"max_us\": %.1f}",
                   (unsigned long long)h->count, h->count ? (double)h->sum_ns / (double)h->count / 1e3 : 0.0,

@@ -48,16 +48,16 @@ struct dp_lazy_counters {
 void dp_counters_add(struct dp_lazy_counters *dst, const struct dp_lazy_counters *src);
 
 /* A growing string for JSON output. */
-struct dp_buf {
+struct dp_sbuf {
     char *p;
     size_t len, cap;
     int oom;
 };
-void dp_buf_printf(struct dp_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void dp_buf_free(struct dp_buf *b);
+void dp_sbuf_printf(struct dp_sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void dp_sbuf_free(struct dp_sbuf *b);
 
 /* Appends "counters" fields (no braces), then the histogram object. */
-void dp_counters_json(struct dp_buf *b, const struct dp_lazy_counters *c);
-void dp_hist_json(struct dp_buf *b, const struct dp_hist *h);
+void dp_counters_json(struct dp_sbuf *b, const struct dp_lazy_counters *c);
+void dp_hist_json(struct dp_sbuf *b, const struct dp_hist *h);
 
 #endif

@@ -30,6 +30,7 @@ struct dp_fetch {
 };
 
 struct dp_pagesrc;
+struct dp_client;
 struct dp_pagesrc_ops {
     const char *name;
     /* Adds task pid's lazy regions to map: pages with data REMOTE, pages
@@ -37,8 +38,13 @@ struct dp_pagesrc_ops {
     int (*task_map)(struct dp_pagesrc *s, int32_t pid, struct dp_lazymap *map, struct dp_err *err);
     /* Queues a fetch; 0, or -1 when it cannot even be queued. */
     int (*submit)(struct dp_pagesrc *s, struct dp_fetch *f);
-    /* Descriptor to poll for input; the daemon calls process() when it is readable. */
+    /* Descriptor to poll (may change between calls, -1 = none right now),
+     * the epoll events wanted on it (NULL: EPOLLIN) and how soon process()
+     * must run anyway (NULL or -1: no deadline). The daemon calls process()
+     * when the fd is ready, at the deadline, and at least every 10 ms. */
     int (*fd)(struct dp_pagesrc *s);
+    short (*events)(struct dp_pagesrc *s);
+    int (*timeout_ms)(struct dp_pagesrc *s);
     void (*process)(struct dp_pagesrc *s);
     /* 1 while the source can serve (for stats and timeout messages). */
     int (*healthy)(struct dp_pagesrc *s);
@@ -52,6 +58,11 @@ struct dp_pagesrc {
 
 /* local: opens the checkpoint in images_dir. */
 struct dp_pagesrc *dp_pagesrc_local_open(const char *images_dir, struct dp_err *err);
+/* remote: the page server at addr with the key in key_file; connects and
+ * authenticates (bounded), then reads the task map. */
+struct dp_pagesrc *dp_pagesrc_remote_open(const char *hostport, const char *key_file, struct dp_err *err);
+/* The remote source's client, for the skeleton download before the restore. */
+struct dp_client *dp_pagesrc_remote_client(struct dp_pagesrc *s);
 /* raw: "FILE@ADDR": the file's bytes are the memory from ADDR on (hex or
  * decimal, page aligned), identical for every task. */
 struct dp_pagesrc *dp_pagesrc_raw_open(const char *spec, struct dp_err *err);

@@ -18,6 +18,8 @@ static const struct command commands[] = {
     {"images", cmd_images, "inspect a CRIU images directory; plan or write its skeleton"},
     {"serve", cmd_serve, "serve a checkpoint's memory to destinations (page server)"},
     {"keygen", cmd_keygen, "create a pre-shared key file for serve/restore"},
+    {"restore", cmd_restore, "restore lazily: run now, fetch each page when first touched"},
+    {"stats", cmd_stats, "fault, fetch, prefetch and latency stats of a lazy restore"},
     {NULL, NULL, NULL},
 };
 
