@@ -798,7 +798,7 @@ static void text_line(struct dp_sbuf *b, const char *name, const struct dp_lazy_
     char rb[32], lb[32];
     dp_format_bytes(remote * PG, rb, sizeof(rb));
     dp_format_bytes(resident * PG, lb, sizeof(lb));
-    dp_sbuf_printf(b, "%-14s %9llu %9llu %9llu %8llu %8llu %8.1f %8.1f %8.1f %9.1f %11s %11s %6.1f%%\n", name,
+    dp_sbuf_printf(b, "%-20s %9llu %9llu %9llu %8llu %8llu %8.1f %8.1f %8.1f %9.1f %11s %11s %6.1f%%\n", name,
                    (unsigned long long)c->faults, (unsigned long long)c->pages_fetched,
                    (unsigned long long)c->pages_prefetched,
                    (unsigned long long)(c->prefetch_hits_inflight + hits_inf), (unsigned long long)c->zero_pages,
@@ -830,7 +830,7 @@ static void stats_text(struct lazyd *d, struct dp_sbuf *b)
     dp_sbuf_printf(b, "uptime %.1f s, source %s (%s), prefetch %s, %d task(s) alive, %s on the wire\n",
                    (double)(now - d->start_ns) / 1e9, d->o->src->desc,
                    d->o->src->ops->healthy(d->o->src) ? "up" : "UNREACHABLE", pf, tasks_alive(d), wire);
-    dp_sbuf_printf(b, "%-14s %9s %9s %9s %8s %8s %8s %8s %8s %9s %11s %11s %7s\n", "task", "faults", "fetched",
+    dp_sbuf_printf(b, "%-20s %9s %9s %9s %8s %8s %8s %8s %8s %9s %11s %11s %7s\n", "task", "faults", "fetched",
                    "prefetch", "pf-hits", "zero", "p50 us", "p90 us", "p99 us", "max us", "resident", "remote",
                    "remote");
     for (const struct lz_task *t = d->tasks; t; t = t->next) {
