@@ -59,7 +59,7 @@ struct dp_client {
     struct dp_buf out;
     size_t out_off;
     uint8_t *in;
-    size_t in_len, in_cap;
+    size_t in_off, in_len, in_cap;
     uint8_t client_nonce[DP_NONCE_SIZE];
     struct dp_hello_reply hello;
     uint64_t next_attempt_ns, deadline_ns, down_since_ns;
@@ -126,7 +126,7 @@ static void drop_connection(struct dp_client *c, const char *why)
     snprintf(c->last_error, sizeof(c->last_error), "%s", why);
     c->out.len = 0;
     c->out_off = 0;
-    c->in_len = 0;
+    c->in_len = c->in_off = 0;
     if (c->state == CS_FAILED)
         return;
     uint64_t now = dp_now_ns();
@@ -309,7 +309,7 @@ static void on_message(struct dp_client *c, const struct dp_hdr *h, const uint8_
         drop_connection(c, "reply type does not match the request");
         return;
     }
-    /* Unlink first so the callback may submit or close freely. */
+    /* Unlink first so the callback may submit new requests (it must not close the client). */
     bool more = h->flags & DP_FLAG_MORE;
     if (!more)
         req_unlink(c, r);
@@ -337,13 +337,19 @@ static int do_io(struct dp_client *c)
     }
     if (c->out_off == c->out.len)
         c->out.len = c->out_off = 0;
-    /* receive */
+    /* receive: parse in place; move a partial message to the front only
+     * when the buffer runs out of room behind it */
     for (int rounds = 0; rounds < 64 && c->fd >= 0; rounds++) {
         if (c->in_cap - c->in_len < 65536) {
-            size_t cap = c->in_cap ? c->in_cap * 2 : 262144;
-            if (cap > DP_HDR_SIZE + DP_MAX_PAYLOAD + 262144)
-                cap = DP_HDR_SIZE + DP_MAX_PAYLOAD + 262144;
-            if (cap > c->in_cap) {
+            if (c->in_off) {
+                memmove(c->in, c->in + c->in_off, c->in_len - c->in_off);
+                c->in_len -= c->in_off;
+                c->in_off = 0;
+            }
+            if (c->in_cap - c->in_len < 65536) {
+                size_t cap = c->in_cap ? c->in_cap * 2 : (1u << 20);
+                if (cap > c->in_len + 65536 + DP_HDR_SIZE + DP_MAX_PAYLOAD)
+                    cap = c->in_len + 65536 + DP_HDR_SIZE + DP_MAX_PAYLOAD;
                 uint8_t *n = realloc(c->in, cap);
                 if (!n) {
                     drop_connection(c, "out of memory");
@@ -353,7 +359,8 @@ static int do_io(struct dp_client *c)
                 c->in_cap = cap;
             }
         }
-        ssize_t n = recv(c->fd, c->in + c->in_len, c->in_cap - c->in_len, 0);
+        size_t room = c->in_cap - c->in_len;
+        ssize_t n = recv(c->fd, c->in + c->in_len, room, 0);
         if (n < 0) {
             if (errno == EAGAIN || errno == EINTR)
                 break;
@@ -367,25 +374,25 @@ static int do_io(struct dp_client *c)
             return -1;
         }
         c->in_len += (size_t)n;
-        size_t off = 0;
-        while (c->fd >= 0 && c->in_len - off >= DP_HDR_SIZE) {
+        while (c->fd >= 0 && c->in_len - c->in_off >= DP_HDR_SIZE) {
             struct dp_hdr h;
             struct dp_err err;
-            if (dp_hdr_decode(c->in + off, DP_MAX_PAYLOAD, &h, &err) != DP_E_OK) {
+            if (dp_hdr_decode(c->in + c->in_off, DP_MAX_PAYLOAD, &h, &err) != DP_E_OK) {
                 drop_connection(c, err.msg);
                 return -1;
             }
-            if (c->in_len - off < DP_HDR_SIZE + (size_t)h.len)
+            if (c->in_len - c->in_off < DP_HDR_SIZE + (size_t)h.len)
                 break;
-            on_message(c, &h, c->in + off + DP_HDR_SIZE);
-            off += DP_HDR_SIZE + h.len;
+            size_t at = c->in_off;
+            c->in_off += DP_HDR_SIZE + h.len;
+            on_message(c, &h, c->in + at + DP_HDR_SIZE);
         }
         if (c->fd < 0)
             return -1;
-        memmove(c->in, c->in + off, c->in_len - off);
-        c->in_len -= off;
-        if ((size_t)n < 65536)
-            break;
+        if (c->in_off == c->in_len)
+            c->in_off = c->in_len = 0;
+        if ((size_t)n < room)
+            break; /* drained */
     }
     /* Replies may have queued more output (AUTH after HELLO, resubmissions). */
     while (c->fd >= 0 && c->out_off < c->out.len) {

@@ -7,6 +7,7 @@
  *    and a cookie (many in flight, pipelined), watch dp_client_fd() for
  *    dp_client_events(), call dp_client_process() when it is ready or when
  *    dp_client_timeout_ms() expires. Callbacks run inside dp_client_process()
+ *    (they may submit requests but must not call dp_client_close())
  *    (and inside the blocking helpers), in completion order, which need not be
  *    submission order.
  *  - Blocking helpers for the simple cases: task map, skeleton download, PUT

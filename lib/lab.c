@@ -407,9 +407,9 @@ int lab_down(int *killed, struct dp_err *err)
             const char *argv[] = {"ip", "netns", "delete", h->netns, NULL};
             if (run_tool(argv, NULL, 0, err) != 0) {
                 /* A half-made entry may not be a mount: remove the file itself. */
-                if (umount2(path, MNT_DETACH) < 0 && unlink(path) < 0 && errno != ENOENT)
+                umount2(path, MNT_DETACH);
+                if (unlink(path) < 0 && errno != ENOENT)
                     return -1;
-                unlink(path);
             }
         }
         /* A veth end created in the root namespace by an interrupted run. */

@@ -26,6 +26,7 @@
 #include "image.h"
 #include "overlay.h"
 #include "pmap.h"
+#include "skeleton.h"
 
 #define HIGH_WATER  (8u << 20)   /* stop reading a client with this much output queued */
 #define LOW_WATER   (1u << 20)   /* resume below this */
@@ -503,7 +504,9 @@ static void handle_get(struct server *s, struct conn *c, uint64_t id, uint64_t r
     size_t payload = DP_GET_REPLY_HDR + (size_t)nsegs * DP_SEG_HDR + (size_t)data_pages * DP_PAGE_SIZE;
     struct dp_buf b = {0};
     struct resp out = {0};
-    if (dp_buf_reserve(&b, DP_HDR_SIZE + DP_GET_REPLY_HDR + DP_SEG_HDR) < 0)
+    /* One allocation for the whole reply when the data is copied in. */
+    if (dp_buf_reserve(&b, DP_HDR_SIZE + (s->o->sendfile_min > DP_PAGE_SIZE * (uint64_t)DP_MAX_GET_PAGES
+                                              ? payload : DP_GET_REPLY_HDR + DP_SEG_HDR)) < 0)
         goto oom;
     struct dp_hdr h = {.version = 1, .type = DP_MSG_GET_PAGES | DP_MSG_REPLY, .id = id, .len = (uint32_t)payload};
     dp_hdr_encode(b.data, &h);
@@ -725,132 +728,60 @@ oom:
 }
 
 /* ---- skeleton ------------------------------------------------------------ */
-static int ext_cmp(const void *a, const void *b)
-{
-    const struct skel_extent *x = a, *y = b;
-    return x->off < y->off ? -1 : x->off > y->off;
-}
 
-/* Lazy extents of pages file `fi`: the bytes holding data of pages inside
- * some task's lazy ranges (resolved through the pre-dump chain). */
-static int lazy_extents(const struct dp_checkpoint *cp, int32_t fi, struct skel_extent **out, size_t *nr)
+/* The skeleton plan (lib/skeleton.h) in the form the streamer walks. */
+static int skel_plan(struct server *s, struct dp_err *err)
 {
-    size_t n = 0, cap = 0;
-    struct skel_extent *v = NULL;
-    for (size_t t = 0; t < cp->nr_tasks; t++) {
-        const struct dp_task_image *ti = &cp->tasks[t];
-        for (size_t g = 0; g < ti->nr_segs; g++) {
-            const struct dp_page_seg *sg = &ti->segs[g];
-            if (sg->file != fi)
-                continue;
-            uint64_t s0 = sg->vaddr, s1 = sg->vaddr + sg->nr_pages * DP_PAGE_SIZE;
-            for (size_t r = 0; r < ti->nr_lazy; r++) {
-                uint64_t a = ti->lazy[r].start > s0 ? ti->lazy[r].start : s0;
-                uint64_t e = ti->lazy[r].end < s1 ? ti->lazy[r].end : s1;
-                if (a >= e)
-                    continue;
-                if (n == cap) {
-                    cap = cap ? cap * 2 : 64;
-                    struct skel_extent *nv = realloc(v, cap * sizeof(*nv));
-                    if (!nv) {
-                        free(v);
-                        return -1;
-                    }
-                    v = nv;
-                }
-                v[n++] = (struct skel_extent){sg->offset + (a - s0), e - a};
-            }
-        }
-    }
-    *out = v;
-    *nr = n;
-    return 0;
-}
-
-static int add_skel_file(struct server *s, size_t *cap, const char *rel, struct dp_err *err)
-{
-    char path[8400];
-    snprintf(path, sizeof(path), "%s/%s", s->o->images_dir, rel);
-    struct stat sb;
-    if (stat(path, &sb) < 0 || !S_ISREG(sb.st_mode))
-        return 0;
-    if (s->nr_skel == *cap) {
-        *cap = *cap ? *cap * 2 : 64;
-        struct skel_file *n = realloc(s->skel, *cap * sizeof(*n));
-        if (!n) {
-            dp_err_set(err, "out of memory");
-            return -1;
-        }
-        s->skel = n;
-    }
-    struct skel_file *f = &s->skel[s->nr_skel++];
-    memset(f, 0, sizeof(*f));
-    snprintf(f->name, sizeof(f->name), "%s", rel);
-    f->size = (uint64_t)sb.st_size;
-    f->mode = sb.st_mode & 0777;
-    struct skel_extent *lazy = NULL;
-    size_t nl = 0;
-    for (size_t i = 0; i < s->cp->nr_files; i++)
-        if (strcmp(s->cp->files[i].name, rel) == 0 && lazy_extents(s->cp, (int32_t)i, &lazy, &nl) < 0) {
-            dp_err_set(err, "out of memory");
-            return -1;
-        }
-    qsort(lazy, nl, sizeof(*lazy), ext_cmp);
-    /* The complement of the lazy extents within [0, size). */
-    f->ext = calloc(nl + 1, sizeof(*f->ext));
-    if (!f->ext) {
-        free(lazy);
+    struct dp_skeleton_file *plan;
+    size_t n;
+    if (dp_skeleton_plan(s->cp, &plan, &n, err) < 0)
+        return -1;
+    s->skel = calloc(n ? n : 1, sizeof(*s->skel));
+    if (!s->skel) {
+        dp_skeleton_free(plan, n);
         dp_err_set(err, "out of memory");
         return -1;
     }
-    uint64_t pos = 0;
-    for (size_t i = 0; i < nl; i++) {
-        uint64_t a = lazy[i].off < f->size ? lazy[i].off : f->size;
-        uint64_t e = lazy[i].off + lazy[i].len < f->size ? lazy[i].off + lazy[i].len : f->size;
-        if (a > pos)
-            f->ext[f->nr_ext++] = (struct skel_extent){pos, a - pos};
-        if (e > pos)
-            pos = e;
-    }
-    if (pos < f->size)
-        f->ext[f->nr_ext++] = (struct skel_extent){pos, f->size - pos};
-    free(lazy);
-    return 0;
-}
-
-/* Builds the skeleton: every *.img file of the checkpoint directory and of
- * its pre-dump parents ("parent/", "parent/parent/", ...), with the bytes of
- * lazy page data left out of the pages files. */
-static int skel_plan(struct server *s, struct dp_err *err)
-{
-    size_t cap = 0;
-    char prefix[256] = "";
-    for (uint32_t depth = 0; depth <= s->cp->parent_depth && depth < 16; depth++) {
-        char dirpath[4400];
-        snprintf(dirpath, sizeof(dirpath), "%s/%s", s->o->images_dir, prefix);
-        DIR *d = opendir(dirpath);
-        if (!d) {
-            dp_err_set(err, "cannot list %s: %s", dirpath, strerror(errno));
-            return -1;
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        const struct dp_skeleton_file *pf = &plan[i];
+        struct skel_file *f = &s->skel[s->nr_skel];
+        if (strcmp(pf->name, DP_OVERLAY_NAME) == 0)
+            continue; /* our write-back log: lazy data, served by GET */
+        size_t len = strlen(pf->name);
+        if (len > DP_MAX_NAME || !dp_skel_name_ok(pf->name, len)) {
+            dp_err_set(err, "image file name %s cannot be sent (longer than %u bytes or not a plain relative path)",
+                       pf->name, DP_MAX_NAME);
+            rc = -1;
+            break;
         }
-        struct dirent *de;
-        while ((de = readdir(d))) {
-            size_t nl = strlen(de->d_name);
-            if (nl < 5 || strcmp(de->d_name + nl - 4, ".img") != 0)
-                continue;
-            char rel[512];
-            snprintf(rel, sizeof(rel), "%s%s", prefix, de->d_name);
-            if (!dp_skel_name_ok(rel, strlen(rel)))
-                continue;
-            if (add_skel_file(s, &cap, rel, err) < 0) {
-                closedir(d);
-                return -1;
-            }
+        memcpy(f->name, pf->name, len + 1);
+        f->size = pf->size;
+        char path[8400];
+        struct stat sb;
+        snprintf(path, sizeof(path), "%s/%s", s->o->images_dir, pf->name);
+        f->mode = stat(path, &sb) == 0 ? (sb.st_mode & 0777) : 0600;
+        f->ext = calloc(pf->nr_extents ? pf->nr_extents : 1, sizeof(*f->ext));
+        if (!f->ext) {
+            dp_err_set(err, "out of memory");
+            rc = -1;
+            break;
         }
-        closedir(d);
-        strcat(prefix, "parent/");
+        for (size_t k = 0; k < pf->nr_extents; k++)
+            f->ext[k] = (struct skel_extent){pf->extents[k].offset, pf->extents[k].length};
+        f->nr_ext = pf->nr_extents;
+        s->nr_skel++;
     }
-    return 0;
+    uint64_t send = 0, total = 0;
+    dp_skeleton_totals(plan, n, &send, &total);
+    dp_skeleton_free(plan, n);
+    if (rc == 0) {
+        char a[32], b[32];
+        dp_format_bytes(send, a, sizeof(a));
+        dp_format_bytes(total, b, sizeof(b));
+        dp_info("skeleton: %zu files, %s to send of %s", s->nr_skel, a, b);
+    }
+    return rc;
 }
 
 /* Queues skeleton chunks while the connection's output is below the low mark. */
@@ -1211,13 +1142,14 @@ static void conn_read(struct server *s, struct conn *c)
             conn_close(s, c, c->in_len > c->in_off ? "connection closed mid-message" : "connection closed by client");
             return;
         }
+        bool drained = (size_t)n < c->in_cap - c->in_len;
         c->in_len += (size_t)n;
         s->st.bytes_in += (uint64_t)n;
         budget = budget > (size_t)n ? budget - (size_t)n : 0;
         /* Process as we go so a large burst cannot outgrow the buffer. */
         conn_process_input(s, c);
-        if (c->closed || c->paused || c->closing)
-            return;
+        if (c->closed || c->paused || c->closing || drained)
+            return; /* a short read: nothing more waiting, skip the EAGAIN read */
     }
 }
 

@@ -12,7 +12,8 @@ set -euo pipefail
 
 # ---- The one list of what the project needs ---------------------------------
 # build: gcc make pkg-config libcmocka-dev libsodium-dev; fuzzing: clang libclang-rt-14-dev
-# lab + tests: iproute2 procps util-linux iptables python3-pytest curl
+# lab + tests: iproute2 procps util-linux python3-pytest curl; iptables: criu --tcp-established
+#   locks the dumped connections with iptables rules in the dumped netns
 # workloads + benchmarks: redis-server redis-tools nginx-light wrk gnuplot-nox
 # criu fetching: debian-archive-keyring (its keys sign trixie and sid)
 PACKAGES=(
@@ -65,18 +66,18 @@ version_ok() { [ -n "$1" ] && dpkg --compare-versions "$1" ge "$CRIU_MIN"; }
 
 # ---- Fast path ----------------------------------------------------------------
 KEY=$(stamp_key)
-if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$KEY" ] && [ -z "$(missing_packages)" ] \
-    && [ -x "$WRAPPER" ]; then
+if [ -f "$STAMP" ] && [ -z "$(missing_packages)" ] && [ -x "$WRAPPER" ]; then
     v=$(criu_version || true)
-    if version_ok "$v"; then
+    if version_ok "$v" && [ "$(cat "$STAMP")" = "$KEY criu-$v" ]; then
         say "all dependencies already installed (criu $v at .deps/bin/criu); nothing to do"
         exit 0
     fi
 fi
 
 [ "$(id -u)" = 0 ] || die "must run as root (apt-get install, criu check); run: sudo make deps"
-command -v apt-get >/dev/null && command -v dpkg >/dev/null \
-    || die "apt-get/dpkg not found: DistriProc's setup needs Debian 12 (or a Debian-based system)"
+if ! command -v apt-get >/dev/null || ! command -v dpkg >/dev/null; then
+    die "apt-get/dpkg not found: DistriProc's setup needs Debian 12 (or a Debian-based system)"
+fi
 [ "$(dpkg --print-architecture)" = amd64 ] \
     || die "architecture $(dpkg --print-architecture) is not supported (the CRIU prefix is amd64)"
 
@@ -96,8 +97,8 @@ install_packages() {
         trap 'rm -f /usr/sbin/policy-rc.d' EXIT
     fi
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq || die "apt-get update failed (network? apt sources?); fix apt, then rerun make deps"
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+    apt-get -o DPkg::Lock::Timeout=600 update -qq || die "apt-get update failed (network? apt sources?); fix apt, then rerun make deps"
+    apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
         || die "apt-get install ${missing[*]} failed; see the apt output above, fix it, rerun make deps"
     if [ "$own_policy" = 1 ]; then
         rm -f "$policy"
@@ -208,7 +209,7 @@ build_prefix() {
         dpkg -x "$deb" "$tmp" || die "dpkg -x $deb failed"
     done
     printf '%s\n' "$ver" >"$tmp/CRIU_VERSION"
-    (cd "$debs" && ls -1 *.deb) >"$tmp/PACKAGES"
+    (cd "$debs" && ls -1 -- *.deb) >"$tmp/PACKAGES"
     rm -rf "$PREFIX"
     mv "$tmp" "$PREFIX"
 }
@@ -257,6 +258,12 @@ verify_criu() {
         die "'criu check' failed (output above): the kernel lacks a feature CRIU needs, or criu is not run as root"
     fi
 
+    # Lazy restore (the heart of DistriProc) needs userfaultfd with fork events.
+    if ! out=$(timeout -s KILL 30 "$WRAPPER" check --feature uffd-noncoop 2>&1); then
+        echo "$out" | tail -n 5 >&2
+        die "the kernel lacks non-cooperative userfaultfd ('criu check --feature uffd-noncoop' failed); DistriProc's lazy restore needs it (Linux >= 4.11 with CONFIG_USERFAULTFD, vm.unprivileged_userfaultfd irrelevant as root)"
+    fi
+
     local work pid="" rpid="" ok=0
     work=$(mktemp -d /tmp/dp-deps-criu.XXXXXX)
     # shellcheck disable=SC2064
@@ -268,8 +275,8 @@ verify_criu() {
         </dev/null >/dev/null 2>&1 &
     local outer=$!
     echo "$outer" >"$work/outer.pid"
-    local i
-    for i in $(seq 50); do
+
+    for _ in $(seq 50); do
         pid=$(pgrep -P "$outer" 2>/dev/null | head -n1 || true)
         [ -n "$pid" ] && break
         sleep 0.1
@@ -282,7 +289,10 @@ verify_criu() {
         tail -n 20 "$work/img/dump.log" >&2 || true
         die "criu self-test: 'criu dump' of a test process failed (last lines of $work/img/dump.log above)"
     fi
+    # The dump killed the test tree: forget its pids so cleanup never signals a
+    # process that later reuses one of them.
     wait "$outer" 2>/dev/null || true
+    rm -f "$work/inner.pid" "$work/outer.pid"
     if ! timeout -s KILL 60 "$WRAPPER" restore --images-dir "$work/img" --restore-detached \
         --pidfile "$work/restored.pid" -o restore.log -v4 >/dev/null 2>&1; then
         tail -n 20 "$work/img/restore.log" >&2 || true
@@ -292,7 +302,7 @@ verify_criu() {
     echo "$rpid" >"$work/restored.pid.copy"
     # Alive, not a zombie, and still the loop (a second apart, to see it run on).
     local st
-    for i in 1 2; do
+    for _ in 1 2; do
         sleep 0.5
         st=$(ps -o stat=,comm= -p "$rpid" 2>/dev/null || true)
         case "$st" in Z* | "") ok=0; break ;; *" sh") ok=1 ;; *) ok=0; break ;; esac
@@ -308,7 +318,7 @@ verify_cleanup() {
     local work=$1 f p
     for f in restored.pid.copy inner.pid outer.pid; do
         p=$(cat "$work/$f" 2>/dev/null || true)
-        [ -n "$p" ] && kill -KILL "$p" 2>/dev/null || true
+        if [ -n "$p" ]; then kill -KILL "$p" 2>/dev/null || true; fi
     done
     # Keep the logs of a failed run for the user; remove a successful one's.
     if [ "${ok:-0}" = 1 ]; then rm -rf "$work"; fi
@@ -319,5 +329,5 @@ if [ ! -x "$WRAPPER" ] || [ ! -f "$PREFIX/CRIU_VERSION" ] || ! version_ok "$(cri
     write_wrapper
 fi
 verify_criu
-echo "$KEY" >"$STAMP"
+echo "$KEY criu-$(criu_version)" >"$STAMP"
 say "done: packages installed, criu $(criu_version) at .deps/bin/criu (set DISTRIPROC_CRIU to override)"

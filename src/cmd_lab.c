@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -301,21 +302,22 @@ static int lab_cmd_exec(int argc, char **argv)
         return 127;
     }
 
-    /* Our own children are born in the new pid namespace; we stay outside and
-     * see the child's host-visible pid. */
-    if (unshare(CLONE_NEWPID) < 0) {
-        dp_error("cannot create a pid namespace: %s", strerror(errno));
-        return 1;
-    }
     int errpipe[2];
     if (pipe2(errpipe, O_CLOEXEC) < 0) {
         dp_error("pipe: %s", strerror(errno));
         return 1;
     }
     fflush(stdout);
-    pid_t pid = fork();
+    fflush(stderr);
+    /* clone(CLONE_NEWPID) rather than unshare()+fork(): only the child enters
+     * the new pid namespace, ours stays as it was (so whatever this process
+     * forks later, e.g. LeakSanitizer's tracer, still lives beside it).
+     * Without a new stack the raw clone behaves like fork(). */
+    pid_t pid = (pid_t)syscall(SYS_clone, CLONE_NEWPID | SIGCHLD, NULL, NULL, NULL, NULL);
     if (pid < 0) {
-        dp_error("cannot fork the container init: %s", strerror(errno));
+        dp_error("cannot create the container (clone CLONE_NEWPID): %s", strerror(errno));
+        close(errpipe[0]);
+        close(errpipe[1]);
         return 1;
     }
     if (pid == 0) {

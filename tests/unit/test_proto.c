@@ -396,6 +396,22 @@ static void request_dispatch(void **state)
     assert_int_equal(dp_dec_request(&h, &x, 1, &req, &err), DP_E_MALFORMED);
 }
 
+/* The example in docs/protocol.md section 7, byte for byte. */
+static void doc_example_get_request(void **state)
+{
+    (void)state;
+    static const uint8_t want[48] = {
+        0x44, 0x50, 0x50, 0x53, 0x01, 0x04, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x18, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x01, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x10, 0x00, 0x00};
+    struct dp_buf b = {0};
+    struct dp_get_range r = {.pid = 1, .count = 1, .addr = 0x100000000000ULL};
+    assert_int_equal(dp_enc_get_req(&b, 3, &r, 1), 0);
+    assert_int_equal(b.len, sizeof(want));
+    assert_memory_equal(b.data, want, sizeof(want));
+    dp_buf_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -410,6 +426,7 @@ int main(void)
         cmocka_unit_test(skeleton_chunk_names_are_safe),
         cmocka_unit_test(error_roundtrip_sanitises_text),
         cmocka_unit_test(request_dispatch),
+        cmocka_unit_test(doc_example_get_request),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,560 @@
+/* distriproc bench server: the page server against raw TCP between the same
+ * two hosts, in the same run.
+ *
+ *  - latency: one 4 KiB page per request, one request at a time, through the
+ *    client library (what the lazy-pages daemon does on a fault), against a raw
+ *    TCP request/response of the same sizes (48-byte request, 4096+56-byte
+ *    reply) served by a plain blocking read/write loop;
+ *  - bulk: pipelined GETs (a window of requests in flight) against a raw TCP
+ *    stream (one write loop), counting page-data bytes delivered.
+ * Page-server runs are done twice: page data copied with pread into the reply
+ * (--sendfile-min 1G) and sent with sendfile (--sendfile-min 4K).
+ * Samples are taken in alternating blocks so drift hits every variant alike.
+ * In the lab (default) the servers run in dp-src and the client in dp-dst. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <dirent.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bench.h"
+#include "client.h"
+#include "key.h"
+#include "lab.h"
+#include "util.h"
+
+#define RAW_REQ   48                 /* = a 1-range GET request on the wire */
+#define RAW_REPLY (4096 + 24 + 8 + 24) /* = a 1-page DATA GET reply */
+
+struct variant {
+    const char *name;
+    const char *sendfile_min;
+    int port;
+    pid_t pid;
+    struct dp_client *cl;
+    uint64_t *lat;
+    size_t nlat;
+    double bulk_bps;
+    uint64_t bulk_bytes;
+};
+
+static volatile sig_atomic_t interrupted;
+static void on_int(int sig) { (void)sig; interrupted = 1; }
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: distriproc bench server --json OUT [options]\n"
+            "\n"
+            "Measures the page server against raw TCP between the lab hosts (server in\n"
+            "dp-src 10.250.0.1, client in dp-dst; the lab is brought up if needed and\n"
+            "taken down again only if this run created it).\n"
+            "\n"
+            "  --json OUT         write the results as JSON\n"
+            "  --images DIR       checkpoint to serve (default: a copy of\n"
+            "                     tests/fixtures/images-tinymem)\n"
+            "  --loopback         run on 127.0.0.1 instead of the lab\n"
+            "  --samples N        latency samples per variant (default 20000)\n"
+            "  --seconds S        bulk duration per variant (default 3)\n"
+            "  --window W         bulk GET requests in flight (default 16)\n"
+            "  --port P           first of three TCP ports to use (default 17170)\n");
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double pct(const uint64_t *sorted, size_t n, double p)
+{
+    if (!n)
+        return 0;
+    size_t i = (size_t)(p * (double)(n - 1) + 0.5);
+    return (double)sorted[i] / 1000.0;
+}
+
+/* ---- raw TCP server (runs in a forked child on the server host) ---- */
+static void raw_server(int port, const char *ip)
+{
+    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    inet_pton(AF_INET, ip, &sa.sin_addr);
+    if (bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(lfd, 8) < 0)
+        dp_die("raw server: cannot listen on %s:%d: %s", ip, port, strerror(errno));
+    static uint8_t buf[1 << 20];
+    memset(buf, 0x5a, sizeof(buf));
+    alarm(600); /* bounded whatever the parent does */
+    for (;;) {
+        int fd = accept(lfd, NULL, NULL);
+        if (fd < 0)
+            continue;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        char mode;
+        if (dp_read_full(fd, &mode, 1) < 0) {
+            close(fd);
+            continue;
+        }
+        if (mode == 'L') {
+            uint8_t req[RAW_REQ];
+            while (dp_read_full(fd, req, sizeof(req)) == 0 && dp_write_full(fd, buf, RAW_REPLY) == 0)
+                ;
+        } else if (mode == 'S') {
+            signal(SIGPIPE, SIG_IGN);
+            while (dp_write_full(fd, buf, sizeof(buf)) == 0)
+                ;
+        } else if (mode == 'Q') {
+            close(fd);
+            _exit(0);
+        }
+        close(fd);
+    }
+}
+
+static int raw_connect(const struct sockaddr_in *sa, char mode)
+{
+    for (int tries = 0; tries < 200; tries++) {
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        if (connect(fd, (const struct sockaddr *)sa, sizeof(*sa)) == 0) {
+            dp_write_full(fd, &mode, 1);
+            return fd;
+        }
+        close(fd);
+        usleep(20000);
+    }
+    dp_die("cannot connect to the raw TCP server");
+}
+
+/* ---- page-server client side ---- */
+struct get_done { bool done; int status; uint32_t data_pages; };
+
+static void lat_cb(void *cookie, int status, const struct dp_seg *segs, uint32_t n, const char *errmsg)
+{
+    struct get_done *d = cookie;
+    d->done = true;
+    d->status = status;
+    if (status)
+        dp_error("GET failed: %s", errmsg ? errmsg : "?");
+    for (uint32_t i = 0; i < n; i++)
+        if (segs[i].kind == DP_SEG_DATA)
+            d->data_pages += segs[i].count;
+}
+
+static void drive(struct dp_client *cl, int timeout_ms)
+{
+    struct pollfd pfd = {.fd = dp_client_fd(cl), .events = dp_client_events(cl)};
+    struct dp_err err;
+    poll(&pfd, 1, timeout_ms);
+    if (dp_client_process(cl, &err) < 0)
+        dp_die("page server connection failed: %s", err.msg);
+}
+
+static uint64_t get_one(struct dp_client *cl, const struct dp_get_range *r)
+{
+    struct get_done d = {0};
+    struct dp_err err;
+    uint64_t t0 = dp_now_ns();
+    if (!dp_client_submit_get(cl, r, 1, lat_cb, &d, &err))
+        dp_die("GET submit: %s", err.msg);
+    while (!d.done)
+        drive(cl, 1000);
+    if (d.status)
+        dp_die("GET failed");
+    return dp_now_ns() - t0;
+}
+
+struct bulk_state { uint64_t data_pages; uint32_t inflight; int failed; };
+
+static void bulk_cb(void *cookie, int status, const struct dp_seg *segs, uint32_t n, const char *errmsg)
+{
+    struct bulk_state *b = cookie;
+    b->inflight--;
+    if (status) {
+        dp_error("bulk GET failed: %s", errmsg ? errmsg : "?");
+        b->failed = 1;
+        return;
+    }
+    for (uint32_t i = 0; i < n; i++)
+        if (segs[i].kind == DP_SEG_DATA)
+            b->data_pages += segs[i].count;
+}
+
+static void bulk_get(struct variant *v, const struct dp_get_range *r, int window, double seconds)
+{
+    struct bulk_state b = {0};
+    struct dp_err err;
+    uint64_t t0 = dp_now_ns(), end = t0 + (uint64_t)(seconds * 1e9);
+    uint64_t counted = 0;
+    while (!interrupted && !b.failed) {
+        uint64_t now = dp_now_ns();
+        if (now >= end)
+            break;
+        while ((int)b.inflight < window) {
+            if (!dp_client_submit_get(v->cl, r, 1, bulk_cb, &b, &err))
+                dp_die("bulk GET submit: %s", err.msg);
+            b.inflight++;
+        }
+        drive(v->cl, 1000);
+    }
+    counted = b.data_pages; /* replies that arrived within the interval */
+    uint64_t elapsed = dp_now_ns() - t0;
+    while (b.inflight && !b.failed)
+        drive(v->cl, 1000);
+    v->bulk_bytes = counted * DP_PAGE_SIZE;
+    v->bulk_bps = (double)v->bulk_bytes / ((double)elapsed / 1e9);
+}
+
+static int copy_dir(const char *from, const char *to)
+{
+    DIR *d = opendir(from);
+    if (!d || mkdir(to, 0700) < 0)
+        return -1;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        char a[4400 + 256], b[4400 + 256];
+        snprintf(a, sizeof(a), "%s/%s", from, de->d_name);
+        snprintf(b, sizeof(b), "%s/%s", to, de->d_name);
+        struct stat sb;
+        if (stat(a, &sb) < 0 || !S_ISREG(sb.st_mode))
+            continue;
+        uint8_t *data;
+        size_t len;
+        struct dp_err err;
+        if (dp_read_file(a, &data, &len, &err) < 0)
+            return -1;
+        int fd = open(b, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (fd < 0 || dp_write_full(fd, data, len) < 0)
+            return -1;
+        close(fd);
+        free(data);
+    }
+    closedir(d);
+    return 0;
+}
+
+static pid_t spawn_server(const char *exe, const struct lab_host *host, const char *ip, int port, const char *images,
+                          const char *key, const char *sendfile_min, const char *log)
+{
+    pid_t pid = fork();
+    if (pid < 0)
+        dp_die("fork: %s", strerror(errno));
+    if (pid == 0) {
+        struct dp_err err;
+        if (host && lab_enter(host, &err) < 0)
+            dp_die("%s", err.msg);
+        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        if (fd >= 0) {
+            dup2(fd, 2);
+            dup2(fd, 1);
+        }
+        char listen[64];
+        snprintf(listen, sizeof(listen), "%s:%d", ip, port);
+        execl(exe, exe, "serve", "--images", images, "--listen", listen, "--key", key, "--sendfile-min",
+              sendfile_min, (char *)NULL);
+        dp_die("exec %s: %s", exe, strerror(errno));
+    }
+    return pid;
+}
+
+static void json_lat(FILE *f, const char *name, const uint64_t *s, size_t n, bool comma)
+{
+    double sum = 0;
+    for (size_t i = 0; i < n; i++)
+        sum += (double)s[i] / 1000.0;
+    fprintf(f, "    \"%s\": {\"samples\": %zu, \"p50_us\": %.2f, \"p90_us\": %.2f, \"p99_us\": %.2f, \"mean_us\": %.2f}%s\n",
+            name, n, pct(s, n, 0.50), pct(s, n, 0.90), pct(s, n, 0.99), n ? sum / (double)n : 0, comma ? "," : "");
+}
+
+int bench_server(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"json", required_argument, NULL, 'j'},    {"images", required_argument, NULL, 'i'},
+        {"loopback", no_argument, NULL, 'l'},      {"samples", required_argument, NULL, 'n'},
+        {"seconds", required_argument, NULL, 's'}, {"window", required_argument, NULL, 'w'},
+        {"port", required_argument, NULL, 'p'},    {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *json = NULL, *images = NULL;
+    bool loopback = false;
+    long samples = 20000, window = 16, port = 17170;
+    double seconds = 3;
+    int c;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'j': json = optarg; break;
+        case 'i': images = optarg; break;
+        case 'l': loopback = true; break;
+        case 'n': samples = atol(optarg); break;
+        case 's': seconds = atof(optarg); break;
+        case 'w': window = atol(optarg); break;
+        case 'p': port = atol(optarg); break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (!json || samples < 100 || samples > 10000000 || seconds <= 0 || seconds > 600 || window < 1 ||
+        window > 200 || port < 1024 || port > 65000) {
+        usage(stderr);
+        return 2;
+    }
+    char cmdline[1024] = "distriproc";
+    for (int i = 0; i < argc; i++) {
+        strncat(cmdline, " ", sizeof(cmdline) - strlen(cmdline) - 1);
+        strncat(cmdline, argv[i], sizeof(cmdline) - strlen(cmdline) - 1);
+    }
+    /* Work directory: key, server logs, a copy of the default images. */
+    char tmp[] = "/tmp/distriproc-bench-XXXXXX";
+    if (!mkdtemp(tmp))
+        dp_die("mkdtemp: %s", strerror(errno));
+    char key[512], log[512], imgcopy[512], exe[4096];
+    snprintf(key, sizeof(key), "%s/key", tmp);
+    snprintf(log, sizeof(log), "%s/servers.log", tmp);
+    struct dp_err err = {{0}};
+    if (dp_key_generate(key, 0, &err) < 0)
+        dp_die("%s", err.msg);
+    ssize_t el = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    if (el < 0)
+        dp_die("readlink /proc/self/exe: %s", strerror(errno));
+    exe[el] = '\0';
+    if (!images) {
+        /* exe is ROOT/build/distriproc */
+        char root[4096];
+        snprintf(root, sizeof(root), "%s", exe);
+        for (int i = 0; i < 2; i++) {
+            char *sl = strrchr(root, '/');
+            if (sl)
+                *sl = '\0';
+        }
+        char fixture[4200];
+        snprintf(fixture, sizeof(fixture), "%s/tests/fixtures/images-tinymem", root);
+        snprintf(imgcopy, sizeof(imgcopy), "%s/images", tmp);
+        if (copy_dir(fixture, imgcopy) < 0)
+            dp_die("cannot copy %s to %s", fixture, imgcopy);
+        images = imgcopy;
+    }
+
+    const struct lab_host *src = NULL, *dst = NULL;
+    bool lab_created = false;
+    const char *ip = "127.0.0.1";
+    if (!loopback) {
+        int rc = lab_up(0, &err);
+        if (rc < 0)
+            dp_die("cannot bring the lab up: %s (or use --loopback)", err.msg);
+        lab_created = rc == LAB_CREATED;
+        src = lab_host_find("src");
+        dst = lab_host_find("dst");
+        ip = src->addr;
+    }
+    signal(SIGINT, on_int);
+    signal(SIGTERM, on_int);
+
+    struct variant v[2] = {
+        {.name = "get_copy", .sendfile_min = "1G", .port = (int)port + 1},
+        {.name = "get_sendfile", .sendfile_min = "4K", .port = (int)port + 2},
+    };
+    for (int i = 0; i < 2; i++)
+        v[i].pid = spawn_server(exe, src, ip, v[i].port, images, key, v[i].sendfile_min, log);
+    pid_t raw_pid = fork();
+    if (raw_pid == 0) {
+        if (src && lab_enter(src, &err) < 0)
+            dp_die("%s", err.msg);
+        raw_server((int)port, ip);
+        _exit(0);
+    }
+    if (dst && lab_enter(dst, &err) < 0)
+        dp_die("%s", err.msg);
+
+    static uint8_t keybuf[DP_KEY_MAX];
+    struct dp_client_opts co = {.connect_timeout_ms = 10000, .give_up_ms = 10000, .max_inflight = 256};
+    if (dp_key_load(key, keybuf, &co.key_len, &err) < 0)
+        dp_die("%s", err.msg);
+    co.key = keybuf;
+    dp_parse_hostport("127.0.0.1:1", &co.addr);
+    inet_pton(AF_INET, ip, &co.addr.sin_addr);
+    for (int i = 0; i < 2; i++) {
+        co.addr.sin_port = htons((uint16_t)v[i].port);
+        if (dp_client_connect(&co, &v[i].cl, &err) < 0)
+            dp_die("%s (server log: %s)", err.msg, log);
+    }
+    /* Pick pages: a DATA page for latency, the largest lazy range for bulk. */
+    struct dp_task_map tm;
+    if (dp_client_task_map(v[0].cl, &tm, 10000, &err) < 0 || tm.nr_tasks == 0)
+        dp_die("task map: %s", err.msg[0] ? err.msg : "no tasks");
+    const struct dp_tm_task *t = &tm.tasks[0];
+    const struct dp_tm_range *big = NULL;
+    for (uint32_t i = 0; i < t->nr_ranges; i++)
+        if (!big || t->ranges[i].end - t->ranges[i].start > big->end - big->start)
+            big = &t->ranges[i];
+    if (!big)
+        dp_die("the root task has no lazy memory to serve");
+    uint32_t bulk_pages = (uint32_t)((big->end - big->start) / DP_PAGE_SIZE);
+    if (bulk_pages > 256)
+        bulk_pages = 256;
+    struct dp_get_range bulk = {.pid = t->pid, .addr = big->start, .count = bulk_pages};
+    uint8_t *pages = malloc((size_t)bulk_pages * DP_PAGE_SIZE), *kinds = malloc(bulk_pages);
+    if (dp_client_get_pages(v[0].cl, &bulk, 1, pages, kinds, 10000, &err) < 0)
+        dp_die("probe GET: %s", err.msg);
+    uint32_t first_data = UINT32_MAX, data_in_bulk = 0;
+    for (uint32_t i = 0; i < bulk_pages; i++)
+        if (kinds[i] == DP_SEG_DATA) {
+            data_in_bulk++;
+            if (first_data == UINT32_MAX)
+                first_data = i;
+        }
+    if (first_data == UINT32_MAX)
+        dp_die("no data page in the largest lazy range");
+    struct dp_get_range one = {.pid = t->pid, .addr = big->start + (uint64_t)first_data * DP_PAGE_SIZE, .count = 1};
+    free(pages);
+    free(kinds);
+
+    struct sockaddr_in raw_sa = co.addr;
+    raw_sa.sin_port = htons((uint16_t)port);
+    int rawfd = raw_connect(&raw_sa, 'L');
+    uint64_t *raw_lat = calloc((size_t)samples, sizeof(uint64_t));
+    size_t nraw = 0;
+    for (int i = 0; i < 2; i++)
+        v[i].lat = calloc((size_t)samples, sizeof(uint64_t));
+    /* Warm up every path, then alternate blocks of samples. */
+    uint8_t req[RAW_REQ] = {0}, *reply = malloc(RAW_REPLY);
+    for (int w = 0; w < 500; w++) {
+        dp_write_full(rawfd, req, sizeof(req));
+        dp_read_full(rawfd, reply, RAW_REPLY);
+        get_one(v[0].cl, &one);
+        get_one(v[1].cl, &one);
+    }
+    const size_t block = 500;
+    fprintf(stderr, "bench server: %s, latency: %ld samples per variant...\n", loopback ? "loopback" : "lab", samples);
+    while (nraw < (size_t)samples && !interrupted) {
+        size_t n = (size_t)samples - nraw < block ? (size_t)samples - nraw : block;
+        for (size_t k = 0; k < n; k++) {
+            uint64_t t0 = dp_now_ns();
+            if (dp_write_full(rawfd, req, sizeof(req)) < 0 || dp_read_full(rawfd, reply, RAW_REPLY) < 0)
+                dp_die("raw TCP request/response failed");
+            raw_lat[nraw + k] = dp_now_ns() - t0;
+        }
+        for (int i = 0; i < 2; i++)
+            for (size_t k = 0; k < n; k++)
+                v[i].lat[v[i].nlat++] = get_one(v[i].cl, &one);
+        nraw += n;
+    }
+    close(rawfd);
+    free(reply);
+    /* Bulk: raw stream, then each variant, twice around, best of each kept. */
+    fprintf(stderr, "bench server: bulk, %.1f s per run...\n", seconds);
+    double raw_bps = 0;
+    uint64_t raw_bytes = 0;
+    for (int round = 0; round < 2 && !interrupted; round++) {
+        int fd = raw_connect(&raw_sa, 'S');
+        static uint8_t sink[1 << 20];
+        uint64_t t0 = dp_now_ns(), end = t0 + (uint64_t)(seconds * 1e9), got = 0;
+        while (dp_now_ns() < end) {
+            ssize_t r = read(fd, sink, sizeof(sink));
+            if (r <= 0)
+                dp_die("raw stream read failed");
+            got += (uint64_t)r;
+        }
+        double bps = (double)got / ((double)(dp_now_ns() - t0) / 1e9);
+        close(fd);
+        if (bps > raw_bps) {
+            raw_bps = bps;
+            raw_bytes = got;
+        }
+        for (int i = 0; i < 2; i++) {
+            struct variant tmpv = v[i];
+            bulk_get(&tmpv, &bulk, (int)window, seconds);
+            if (tmpv.bulk_bps > v[i].bulk_bps) {
+                v[i].bulk_bps = tmpv.bulk_bps;
+                v[i].bulk_bytes = tmpv.bulk_bytes;
+            }
+        }
+    }
+    int qfd = raw_connect(&raw_sa, 'Q');
+    close(qfd);
+
+    qsort(raw_lat, nraw, sizeof(uint64_t), cmp_u64);
+    for (int i = 0; i < 2; i++)
+        qsort(v[i].lat, v[i].nlat, sizeof(uint64_t), cmp_u64);
+    double raw_p50 = pct(raw_lat, nraw, 0.5);
+    const struct variant *best_lat = pct(v[0].lat, v[0].nlat, 0.5) <= pct(v[1].lat, v[1].nlat, 0.5) ? &v[0] : &v[1];
+    const struct variant *best_bulk = v[0].bulk_bps >= v[1].bulk_bps ? &v[0] : &v[1];
+    double lat_ratio = pct(best_lat->lat, best_lat->nlat, 0.5) / raw_p50;
+    double bulk_ratio = best_bulk->bulk_bps / raw_bps;
+
+    printf("\npage server vs raw TCP (%s, %s)\n", loopback ? "loopback 127.0.0.1" : "lab: dp-dst -> dp-src 10.250.0.1",
+           images);
+    printf("%-26s %10s %10s %10s %12s\n", "4 KiB request/response", "p50 us", "p90 us", "p99 us", "p50 vs raw");
+    printf("%-26s %10.1f %10.1f %10.1f %12s\n", "raw TCP", raw_p50, pct(raw_lat, nraw, 0.9), pct(raw_lat, nraw, 0.99),
+           "1.00x");
+    for (int i = 0; i < 2; i++) {
+        double p50 = pct(v[i].lat, v[i].nlat, 0.5);
+        printf("%-26s %10.1f %10.1f %10.1f %11.2fx\n", i ? "GET (sendfile)" : "GET (pread copy)", p50,
+               pct(v[i].lat, v[i].nlat, 0.9), pct(v[i].lat, v[i].nlat, 0.99), p50 / raw_p50);
+    }
+    printf("\n%-26s %14s %12s\n", "bulk", "MiB/s", "vs raw");
+    printf("%-26s %14.1f %12s\n", "raw TCP stream", raw_bps / 1048576.0, "100%");
+    for (int i = 0; i < 2; i++)
+        printf("%-26s %14.1f %11.1f%%\n", i ? "GET (sendfile)" : "GET (pread copy)", v[i].bulk_bps / 1048576.0,
+               100.0 * v[i].bulk_bps / raw_bps);
+    printf("(bulk GET: %u pages per request, %u of them data, window %ld)\n", bulk_pages, data_in_bulk, window);
+    printf("\ntargets: GET p50 <= 1.2x raw p50: %.2fx %s; bulk >= 70%% of raw stream: %.1f%% %s\n", lat_ratio,
+           lat_ratio <= 1.2 ? "met" : "NOT met", 100 * bulk_ratio, bulk_ratio >= 0.7 ? "met" : "NOT met");
+
+    FILE *f = fopen(json, "w");
+    if (!f)
+        dp_die("cannot write %s: %s", json, strerror(errno));
+    time_t now = time(NULL);
+    char when[64];
+    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
+    fprintf(f, "{\n  \"command\": \"%s\",\n  \"date\": \"%s\",\n  \"network\": \"%s\",\n", cmdline, when,
+            loopback ? "loopback" : "lab veth dp-dst -> dp-src, no bandwidth cap");
+    fprintf(f, "  \"images\": \"%s\",\n  \"latency\": {\n", images);
+    json_lat(f, "raw_tcp_4k", raw_lat, nraw, true);
+    json_lat(f, "get_4k_copy", v[0].lat, v[0].nlat, true);
+    json_lat(f, "get_4k_sendfile", v[1].lat, v[1].nlat, false);
+    fprintf(f, "  },\n  \"bulk\": {\n    \"seconds\": %.1f, \"window\": %ld, \"pages_per_get\": %u, \"data_pages_per_get\": %u,\n",
+            seconds, window, bulk_pages, data_in_bulk);
+    fprintf(f, "    \"raw_stream_MiBps\": %.1f, \"get_copy_MiBps\": %.1f, \"get_sendfile_MiBps\": %.1f\n  },\n",
+            raw_bps / 1048576.0, v[0].bulk_bps / 1048576.0, v[1].bulk_bps / 1048576.0);
+    fprintf(f, "  \"ratios\": {\n    \"get_p50_over_raw_p50_copy\": %.3f, \"get_p50_over_raw_p50_sendfile\": %.3f,\n",
+            pct(v[0].lat, v[0].nlat, 0.5) / raw_p50, pct(v[1].lat, v[1].nlat, 0.5) / raw_p50);
+    fprintf(f, "    \"bulk_get_over_raw_copy\": %.3f, \"bulk_get_over_raw_sendfile\": %.3f\n  },\n",
+            v[0].bulk_bps / raw_bps, v[1].bulk_bps / raw_bps);
+    fprintf(f, "  \"targets\": {\"get_p50_max_ratio\": 1.2, \"get_p50_ratio\": %.3f, \"get_p50_met\": %s, "
+               "\"bulk_min_ratio\": 0.7, \"bulk_ratio\": %.3f, \"bulk_met\": %s}\n}\n",
+            lat_ratio, lat_ratio <= 1.2 ? "true" : "false", bulk_ratio, bulk_ratio >= 0.7 ? "true" : "false");
+    fclose(f);
+    (void)raw_bytes;
+
+    for (int i = 0; i < 2; i++) {
+        dp_client_close(v[i].cl);
+        kill(v[i].pid, SIGTERM);
+    }
+    for (int i = 0; i < 2; i++)
+        waitpid(v[i].pid, NULL, 0);
+    waitpid(raw_pid, NULL, 0);
+    dp_task_map_free(&tm);
+    if (lab_created && lab_down(NULL, &err) < 0)
+        dp_warn("lab down: %s", err.msg);
+    char rm[600];
+    snprintf(rm, sizeof(rm), "rm -rf '%s'", tmp);
+    if (system(rm) != 0)
+        dp_warn("could not remove %s", tmp);
+    fprintf(stderr, "bench server: results in %s\n", json);
+    return interrupted ? 1 : 0;
+}

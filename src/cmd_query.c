@@ -1,0 +1,196 @@
+/* distriproc query: asks a page server for its stats, access log, task map,
+ * skeleton or pages, through the client library (lib/client.h). */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "client.h"
+#include "commands.h"
+#include "util.h"
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: distriproc query --source ADDR:PORT --key FILE [--timeout MS] WHAT\n"
+            "\n"
+            "WHAT is one of:\n"
+            "  stats                      server statistics (JSON)\n"
+            "  access-log                 per-page access log (JSON)\n"
+            "  task-map                   tasks and their lazy ranges (JSON)\n"
+            "  skeleton DIR               download the images without lazy page data into DIR\n"
+            "  get PID ADDR COUNT [OUT]   fetch COUNT pages at ADDR (hex ok); writes them to OUT\n"
+            "                             (or prints a summary); --repeat N fetches N times\n"
+            "  put PID ADDR FILE          write FILE (whole pages) back at ADDR, durably\n"
+            "\n"
+            "The client reconnects with backoff while the server is down (up to --timeout).\n");
+}
+
+static int do_get(struct dp_client *c, int argc, char **argv, int repeat, int timeout, struct dp_err *err)
+{
+    if (argc < 3) {
+        usage(stderr);
+        return 2;
+    }
+    struct dp_get_range r = {.pid = atoi(argv[0]), .addr = strtoull(argv[1], NULL, 0),
+                             .count = (uint32_t)strtoul(argv[2], NULL, 0)};
+    if (r.count == 0 || r.count > DP_MAX_GET_PAGES) {
+        fprintf(stderr, "distriproc query: COUNT must be 1..%u\n", DP_MAX_GET_PAGES);
+        return 2;
+    }
+    uint8_t *buf = malloc((size_t)r.count * DP_PAGE_SIZE), *kinds = malloc(r.count);
+    if (!buf || !kinds)
+        dp_die("out of memory");
+    for (int i = 0; i < repeat; i++) {
+        if (dp_client_get_pages(c, &r, 1, buf, kinds, timeout, err) < 0) {
+            dp_error("get %d 0x%" PRIx64 " %u failed (round %d): %s", r.pid, r.addr, r.count, i, err->msg);
+            return 1;
+        }
+        if (repeat > 1)
+            usleep(10000);
+    }
+    uint32_t data = 0, zero = 0;
+    for (uint32_t i = 0; i < r.count; i++)
+        kinds[i] == DP_SEG_DATA ? data++ : zero++;
+    if (argc >= 4) {
+        FILE *f = fopen(argv[3], "wb");
+        if (!f || fwrite(buf, DP_PAGE_SIZE, r.count, f) != r.count || fclose(f) != 0) {
+            dp_error("cannot write %s: %s", argv[3], strerror(errno));
+            return 1;
+        }
+    }
+    unsigned char hash[32];
+    crypto_generichash(hash, sizeof(hash), buf, (size_t)r.count * DP_PAGE_SIZE, NULL, 0);
+    char hex[65];
+    sodium_bin2hex(hex, sizeof(hex), hash, sizeof(hash));
+    printf("{\"pid\": %d, \"addr\": \"0x%" PRIx64 "\", \"pages\": %u, \"data\": %u, \"zero\": %u, "
+           "\"rounds\": %d, \"blake2b\": \"%s\"}\n",
+           r.pid, r.addr, r.count, data, zero, repeat, hex);
+    free(buf);
+    free(kinds);
+    return 0;
+}
+
+static int do_put(struct dp_client *c, int argc, char **argv, int timeout, struct dp_err *err)
+{
+    if (argc < 3) {
+        usage(stderr);
+        return 2;
+    }
+    uint8_t *data;
+    size_t len;
+    if (dp_read_file(argv[2], &data, &len, err) < 0) {
+        dp_error("%s", err->msg);
+        return 1;
+    }
+    if (len == 0 || len % DP_PAGE_SIZE) {
+        dp_error("%s is %zu bytes; a PUT takes whole 4096-byte pages", argv[2], len);
+        return 1;
+    }
+    int32_t pid = atoi(argv[0]);
+    uint64_t addr = strtoull(argv[1], NULL, 0);
+    if (dp_client_put_pages(c, pid, addr, (uint32_t)(len / DP_PAGE_SIZE), data, timeout, err) < 0) {
+        dp_error("put failed: %s", err->msg);
+        free(data);
+        return 1;
+    }
+    printf("{\"pid\": %d, \"addr\": \"0x%" PRIx64 "\", \"pages\": %zu, \"durable\": true}\n", pid, addr,
+           len / DP_PAGE_SIZE);
+    free(data);
+    return 0;
+}
+
+int cmd_query(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"source", required_argument, NULL, 's'}, {"key", required_argument, NULL, 'k'},
+        {"timeout", required_argument, NULL, 't'}, {"repeat", required_argument, NULL, 'r'},
+        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
+    };
+    const char *source = NULL, *keyfile = NULL;
+    int timeout = 10000, repeat = 1, c;
+    while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+        switch (c) {
+        case 's': source = optarg; break;
+        case 'k': keyfile = optarg; break;
+        case 't': timeout = atoi(optarg); break;
+        case 'r': repeat = atoi(optarg); break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (!source || !keyfile || optind >= argc || repeat < 1) {
+        usage(stderr);
+        return 2;
+    }
+    struct dp_client_opts o = {.connect_timeout_ms = timeout, .give_up_ms = timeout};
+    if (dp_parse_hostport(source, &o.addr) < 0) {
+        fprintf(stderr, "distriproc query: --source wants IPV4:PORT (got '%s')\n", source);
+        return 2;
+    }
+    static uint8_t key[DP_KEY_MAX];
+    struct dp_err err = {{0}};
+    if (dp_key_load(keyfile, key, &o.key_len, &err) < 0) {
+        dp_error("%s", err.msg);
+        return 1;
+    }
+    o.key = key;
+    struct dp_client *cl;
+    if (dp_client_connect(&o, &cl, &err) < 0) {
+        dp_error("%s", err.msg);
+        return 1;
+    }
+    const char *what = argv[optind];
+    int rc = 0;
+    if (strcmp(what, "stats") == 0 || strcmp(what, "access-log") == 0) {
+        char *json;
+        int r = what[0] == 's' ? dp_client_stats(cl, &json, timeout, &err) : dp_client_access_log(cl, &json, timeout, &err);
+        if (r < 0) {
+            dp_error("%s failed: %s", what, err.msg);
+            rc = 1;
+        } else {
+            fputs(json, stdout);
+            free(json);
+        }
+    } else if (strcmp(what, "task-map") == 0) {
+        struct dp_task_map m;
+        if (dp_client_task_map(cl, &m, timeout, &err) < 0) {
+            dp_error("task map failed: %s", err.msg);
+            rc = 1;
+        } else {
+            printf("{\"tasks\": [");
+            for (uint32_t i = 0; i < m.nr_tasks; i++) {
+                printf("%s\n{\"pid\": %d, \"ppid\": %d, \"lazy\": [", i ? "," : "", m.tasks[i].pid, m.tasks[i].ppid);
+                for (uint32_t r = 0; r < m.tasks[i].nr_ranges; r++)
+                    printf("%s[\"0x%" PRIx64 "\", \"0x%" PRIx64 "\"]", r ? ", " : "", m.tasks[i].ranges[r].start,
+                           m.tasks[i].ranges[r].end);
+                printf("]}");
+            }
+            printf("\n]}\n");
+            dp_task_map_free(&m);
+        }
+    } else if (strcmp(what, "skeleton") == 0 && optind + 1 < argc) {
+        struct dp_skel_result res;
+        if (dp_client_get_skeleton(cl, argv[optind + 1], &res, timeout, &err) < 0) {
+            dp_error("skeleton download failed: %s", err.msg);
+            rc = 1;
+        } else {
+            printf("{\"files\": %u, \"bytes_received\": %" PRIu64 ", \"bytes_apparent\": %" PRIu64 "}\n", res.files,
+                   res.bytes_received, res.bytes_apparent);
+        }
+    } else if (strcmp(what, "get") == 0) {
+        rc = do_get(cl, argc - optind - 1, argv + optind + 1, repeat, timeout, &err);
+    } else if (strcmp(what, "put") == 0) {
+        rc = do_put(cl, argc - optind - 1, argv + optind + 1, timeout, &err);
+    } else {
+        usage(stderr);
+        rc = 2;
+    }
+    dp_client_close(cl);
+    return rc;
+}

@@ -1,0 +1,534 @@
+"""The page server driven through raw sockets (the protocol computed here with
+Python's struct and hmac, independently of lib/proto.c) and through
+`distriproc query` (the C client library), over the tinymem CRIU dump in
+tests/fixtures/images-tinymem: pid 1 has 64 pages at 0x100000000000 whose
+page p holds tinymem_word(p, w) for each 8-byte word w, except every page with
+p % 4 == 3, which never held data."""
+import hashlib
+import hmac
+import json
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BIN = os.environ.get("DISTRIPROC_BIN", os.path.join(ROOT, "build", "distriproc"))
+FIXTURE = os.path.join(ROOT, "tests", "fixtures", "images-tinymem")
+MAGIC = 0x53505044
+ADDR = 0x100000000000
+PAGES = 64
+HELLO, AUTH, TASK_MAP, GET, PUT, SKEL, STATS, ACCESS_LOG, ERROR = 1, 2, 3, 4, 5, 6, 7, 8, 0xFF
+E_MALFORMED, E_VERSION, E_UNAUTH, E_AUTH_FAILED, E_TOO_LARGE, E_UNKNOWN, E_SEQUENCE, E_NO_TASK, E_NOT_LAZY = range(1, 10)
+FLAG_MORE, FLAG_FATAL = 1, 2
+SEG_DATA, SEG_ZERO, SEG_NOT_LAZY = 1, 2, 3
+
+
+def tinymem_page(p):
+    if p % 4 == 3:
+        return bytes(4096)
+    words = [(0xD15700000000000 ^ (p << 20) ^ (((w * 0x9E3779B97F4A7C15) & (2**64 - 1)) >> 20)) & (2**64 - 1)
+             for w in range(512)]
+    return struct.pack("<512Q", *words)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Server:
+    def __init__(self, tmp, extra=()):
+        self.images = os.path.join(tmp, "images")
+        if not os.path.exists(self.images):
+            shutil.copytree(FIXTURE, self.images)
+        self.keyfile = os.path.join(tmp, "key")
+        if not os.path.exists(self.keyfile):
+            subprocess.run([BIN, "keygen", self.keyfile], check=True, capture_output=True)
+        self.key = bytes.fromhex(open(self.keyfile).read().strip())
+        self.port = free_port()
+        self.log = os.path.join(tmp, "server-%d.log" % self.port)
+        self.extra = list(extra)
+        self.start()
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            [BIN, "serve", "--images", self.images, "--listen", "127.0.0.1:%d" % self.port,
+             "--key", self.keyfile] + self.extra,
+            stdout=subprocess.DEVNULL, stderr=open(self.log, "a"))
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                assert self.proc.poll() is None, open(self.log).read()
+                time.sleep(0.02)
+        raise RuntimeError("server did not start: " + open(self.log).read())
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def logtext(self):
+        return open(self.log).read()
+
+
+@pytest.fixture
+def server(tmp_path):
+    s = Server(str(tmp_path))
+    yield s
+    s.stop()
+
+
+def msg(t, rid, payload=b"", flags=0, version=1, magic=MAGIC, length=None):
+    return struct.pack("<IBBHQII", magic, version, t, flags, rid,
+                       len(payload) if length is None else length, 0) + payload
+
+
+class Conn:
+    def __init__(self, server, timeout=10):
+        self.server = server
+        self.s = socket.create_connection(("127.0.0.1", server.port), timeout=timeout)
+
+    def send(self, data):
+        self.s.sendall(data)
+
+    def recv_exact(self, n):
+        b = b""
+        while len(b) < n:
+            x = self.s.recv(n - len(b))
+            if not x:
+                raise EOFError("closed after %d of %d bytes" % (len(b), n))
+            b += x
+        return b
+
+    def recv(self):
+        m, v, t, f, rid, ln, r = struct.unpack("<IBBHQII", self.recv_exact(24))
+        assert m == MAGIC and v == 1 and r == 0
+        return t, f, rid, self.recv_exact(ln)
+
+    def closed(self):
+        """True if the server closed the connection (EOF)."""
+        try:
+            return self.s.recv(1) == b""
+        except ConnectionResetError:
+            return True
+
+    def handshake(self, key=None):
+        self.send(msg(HELLO, 1, struct.pack("<HHI", 1, 1, 0)))
+        t, f, rid, p = self.recv()
+        assert t == HELLO | 0x80 and rid == 1 and len(p) == 56
+        version, = struct.unpack("<H", p[:2])
+        sn = p[24:56]
+        cn = os.urandom(32)
+        k = key or self.server.key
+        mac = hmac.new(k, b"DistriProc-auth-client-v1" + struct.pack("<H", version) + sn + cn, hashlib.sha256)
+        self.send(msg(AUTH, 2, cn + mac.digest()))
+        t, f, rid, p = self.recv()
+        if t == AUTH | 0x80:
+            want = hmac.new(k, b"DistriProc-auth-server-v1" + struct.pack("<H", version) + sn + cn,
+                            hashlib.sha256).digest()
+            assert p == want, "server proof does not verify"
+        return t, f, rid, p
+
+    def get(self, rid, ranges):
+        body = struct.pack("<II", len(ranges), 0) + b"".join(struct.pack("<iIQ", pid, n, a) for pid, a, n in ranges)
+        self.send(msg(GET, rid, body))
+
+    def put(self, rid, pid, addr, data):
+        body = struct.pack("<II", 1, 0) + struct.pack("<iIQ", pid, len(data) // 4096, addr) + data
+        self.send(msg(PUT, rid, body))
+
+
+def parse_get_reply(p):
+    n, _ = struct.unpack("<II", p[:8])
+    off, segs = 8, []
+    for _ in range(n):
+        kind, pid, cnt, _, addr = struct.unpack("<IiIIQ", p[off:off + 24])
+        off += 24
+        data = None
+        if kind == SEG_DATA:
+            data = p[off:off + cnt * 4096]
+            off += cnt * 4096
+        segs.append((kind, pid, cnt, addr, data))
+    assert off == len(p)
+    return segs
+
+
+def pages_of(segs):
+    out = []
+    for kind, pid, cnt, addr, data in segs:
+        for i in range(cnt):
+            out.append((kind, data[i * 4096:(i + 1) * 4096] if kind == SEG_DATA else None))
+    return out
+
+
+def expect_error(c, code, fatal=True):
+    t, f, rid, p = c.recv()
+    assert t == ERROR, "expected ERROR, got type 0x%x" % t
+    got, ln, _ = struct.unpack("<IHH", p[:8])
+    assert got == code, "expected error %d, got %d: %s" % (code, got, p[8:].decode(errors="replace"))
+    assert bool(f & FLAG_FATAL) == fatal
+    if fatal:
+        assert c.closed()
+    return rid, p[8:8 + ln].decode()
+
+
+def test_get_serves_checkpoint_pages(server):
+    c = Conn(server)
+    t, _, _, _ = c.handshake()
+    assert t == AUTH | 0x80
+    c.get(7, [(1, ADDR, PAGES)])
+    t, f, rid, p = c.recv()
+    assert (t, rid) == (GET | 0x80, 7)
+    pages = pages_of(parse_get_reply(p))
+    assert len(pages) == PAGES
+    for i, (kind, data) in enumerate(pages):
+        if i % 4 == 3:
+            assert kind == SEG_ZERO  # zero pages cost no bytes
+        else:
+            assert kind == SEG_DATA and data == tinymem_page(i), "page %d" % i
+    # Not lazy memory, and an unknown pid, come back as NOT_LAZY segments.
+    c.get(8, [(1, 0x1000, 2), (999, ADDR, 1)])
+    t, f, rid, p = c.recv()
+    segs = parse_get_reply(p)
+    assert [(s[0], s[1], s[2]) for s in segs] == [(SEG_NOT_LAZY, 1, 2), (SEG_NOT_LAZY, 999, 1)]
+
+
+def test_task_map_lists_lazy_ranges(server):
+    c = Conn(server)
+    c.handshake()
+    c.send(msg(TASK_MAP, 3))
+    t, f, rid, p = c.recv()
+    assert t == TASK_MAP | 0x80
+    ntasks, _ = struct.unpack("<II", p[:8])
+    assert ntasks == 1
+    pid, ppid, nr, _ = struct.unpack("<iiII", p[8:24])
+    ranges = [struct.unpack("<QQ", p[24 + 16 * i:40 + 16 * i]) for i in range(nr)]
+    assert pid == 1
+    assert any(a <= ADDR and ADDR + PAGES * 4096 <= b for a, b in ranges)
+
+
+def test_pipelined_requests_all_answered(server):
+    c = Conn(server)
+    c.handshake()
+    # 100 GETs in one write; each id asks for one page, so the reply tells which.
+    c.send(b"".join(msg(GET, 1000 + i, struct.pack("<II", 1, 0) + struct.pack("<iIQ", 1, 1, ADDR + (i % PAGES) * 4096))
+                    for i in range(100)))
+    seen = set()
+    for _ in range(100):
+        t, f, rid, p = c.recv()
+        assert t == GET | 0x80
+        i = rid - 1000
+        kind, data = pages_of(parse_get_reply(p))[0]
+        assert (data or bytes(4096)) == tinymem_page(i % PAGES)
+        seen.add(rid)
+    assert seen == set(range(1000, 1100))
+
+
+def test_unauthenticated_request_is_refused_others_keep_working(server):
+    good = Conn(server)
+    good.handshake()
+    bad = Conn(server)
+    bad.get(5, [(1, ADDR, 1)])
+    rid, text = expect_error(bad, E_UNAUTH)
+    assert rid == 5
+    good.get(6, [(1, ADDR, 1)])
+    assert good.recv()[0] == GET | 0x80
+
+
+def test_wrong_key_fails_auth(server):
+    c = Conn(server)
+    t, f, rid, p = c.handshake(key=b"k" * 32)
+    assert t == ERROR and f & FLAG_FATAL
+    assert struct.unpack("<I", p[:4])[0] == E_AUTH_FAILED
+    assert c.closed()
+    assert "authentication failed" in server.logtext()
+
+
+def test_out_of_order_messages(server):
+    c = Conn(server)
+    c.send(msg(AUTH, 1, bytes(64)))  # AUTH before HELLO
+    expect_error(c, E_SEQUENCE)
+    c = Conn(server)
+    c.handshake()
+    c.send(msg(HELLO, 9, struct.pack("<HHI", 1, 1, 0)))  # HELLO again
+    expect_error(c, E_SEQUENCE)
+
+
+def test_version_mismatch(server):
+    c = Conn(server)
+    c.send(msg(HELLO, 1, struct.pack("<HHI", 2, 7, 0)))
+    expect_error(c, E_VERSION)
+
+
+def test_malformed_requests(server):
+    c = Conn(server)
+    c.send(msg(HELLO, 1, struct.pack("<HHI", 1, 1, 0), magic=0x12345678))
+    expect_error(c, E_MALFORMED)
+    c = Conn(server)
+    c.handshake()
+    c.get(4, [(1, ADDR + 1, 1)])  # unaligned
+    expect_error(c, E_MALFORMED)
+    c = Conn(server)
+    c.handshake()
+    c.send(msg(GET, 4, struct.pack("<II", 2, 0) + struct.pack("<iIQ", 1, 1, ADDR)))  # count says 2, one present
+    expect_error(c, E_MALFORMED)
+    c = Conn(server)
+    c.handshake()
+    c.send(msg(0x09, 4))  # reserved type
+    expect_error(c, E_UNKNOWN)
+    c = Conn(server)
+    c.handshake()
+    c.send(msg(STATS, 4, flags=0x8000))  # unknown flag
+    expect_error(c, E_MALFORMED)
+
+
+def test_oversized_requests(server):
+    c = Conn(server)
+    c.send(msg(HELLO, 1, length=100000))  # before auth the limit is 256 bytes
+    expect_error(c, E_TOO_LARGE)
+    c = Conn(server)
+    c.handshake()
+    c.send(msg(PUT, 2, length=(16 << 20) + 1))  # no allocation for a lying length
+    expect_error(c, E_TOO_LARGE)
+    c = Conn(server)
+    c.handshake()
+    c.get(3, [(1, ADDR, 1025)])  # more than 1024 pages
+    expect_error(c, E_TOO_LARGE)
+    c = Conn(server)
+    c.handshake()
+    c.send(msg(GET, 3, struct.pack("<II", 100000, 0)))
+    expect_error(c, E_TOO_LARGE)
+
+
+def test_truncated_message_then_close_leaves_server_up(server):
+    c = Conn(server)
+    c.handshake()
+    c.send(msg(GET, 1, length=40)[:30])
+    c.s.close()
+    c = Conn(server)
+    c.handshake()
+    c.send(msg(STATS, 2))
+    t, f, rid, p = c.recv()
+    st = json.loads(p)
+    assert st["protocol_errors"] == 0 and st["connections"] >= 2
+
+
+def test_put_outside_lazy_memory_is_refused_but_connection_stays(server):
+    c = Conn(server)
+    c.handshake()
+    c.put(5, 1, 0x1000, bytes(4096))
+    expect_error(c, E_NOT_LAZY, fatal=False)
+    c.put(6, 77, ADDR, bytes(4096))
+    expect_error(c, E_NO_TASK, fatal=False)
+    c.get(7, [(1, ADDR, 1)])
+    assert c.recv()[0] == GET | 0x80
+
+
+def test_writeback_survives_kill_9(tmp_path):
+    srv = Server(str(tmp_path))
+    try:
+        c = Conn(srv)
+        c.handshake()
+        new = bytes([0xA5]) * 4096 + bytes(range(256)) * 16
+        c.put(11, 1, ADDR + 4096, new)  # pages 1 and 2
+        t, f, rid, p = c.recv()
+        assert (t, rid) == (PUT | 0x80, 11)
+        assert struct.unpack("<I", p[:4])[0] == 2
+        # Acknowledged: now the server dies without any chance to clean up.
+        srv.proc.send_signal(signal.SIGKILL)
+        srv.proc.wait()
+        srv.start()
+        c = Conn(srv)
+        c.handshake()
+        c.get(12, [(1, ADDR, 4)])
+        pages = pages_of(parse_get_reply(c.recv()[3]))
+        assert pages[0][1] == tinymem_page(0)
+        assert pages[1][1] == new[:4096]
+        assert pages[2][1] == new[4096:]
+        assert pages[3][0] == SEG_ZERO
+    finally:
+        srv.stop()
+
+
+def test_torn_overlay_tail_is_dropped(tmp_path):
+    srv = Server(str(tmp_path))
+    try:
+        c = Conn(srv)
+        c.handshake()
+        good = bytes([0x11]) * 4096
+        c.put(1, 1, ADDR, good)
+        assert c.recv()[0] == PUT | 0x80
+        srv.stop(signal.SIGKILL)
+        log = os.path.join(srv.images, "distriproc-overlay.log")
+        size = os.path.getsize(log)
+        assert size == 4160
+        # A crash in the middle of the next append: a record for the same page
+        # whose data never fully reached the disk.
+        with open(log, "r+b") as f:
+            f.seek(0)
+            rec = bytearray(f.read())
+        rec[64:64 + 4096] = bytes([0x22]) * 4096  # other data, old checksum: invalid
+        with open(log, "ab") as f:
+            f.write(bytes(rec[:3000]))                 # and a short tail after it
+        with open(log, "r+b") as f:
+            f.seek(size)
+            f.write(bytes(rec))                        # full-length but corrupt record first
+            f.write(bytes(rec[:3000]))
+        srv.start()
+        c = Conn(srv)
+        c.handshake()
+        c.get(2, [(1, ADDR, 1)])
+        pages = pages_of(parse_get_reply(c.recv()[3]))
+        assert pages[0][1] == good  # the acknowledged version, never the torn one
+        assert "torn tail" in srv.logtext()
+        assert os.path.getsize(log) == 4160
+    finally:
+        srv.stop()
+
+
+def test_skeleton_leaves_lazy_data_out(server, tmp_path):
+    out = str(tmp_path / "skel")
+    r = subprocess.run([BIN, "query", "--source", "127.0.0.1:%d" % server.port, "--key", server.keyfile,
+                        "skeleton", out], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    # Every file of the checkpoint but our write-back log.
+    c = Conn(server)
+    c.handshake()
+    c.put(1, 1, ADDR, bytes(4096))
+    assert c.recv()[0] == PUT | 0x80
+    imgs = sorted(f for f in os.listdir(server.images) if f != "distriproc-overlay.log")
+    assert "distriproc-overlay.log" in os.listdir(server.images)
+    assert sorted(os.listdir(out)) == imgs and res["files"] == len(imgs)
+    for f in imgs:
+        a = open(os.path.join(server.images, f), "rb").read()
+        b = open(os.path.join(out, f), "rb").read()
+        assert len(a) == len(b), f
+        if not f.startswith("pages-"):
+            assert a == b, f
+    # The lazy pages are not in the skeleton: where tinymem's data sits in the
+    # source's pages file, the skeleton's reads as zeros; everything else matches.
+    src = open(os.path.join(server.images, "pages-1.img"), "rb").read()
+    dst = open(os.path.join(out, "pages-1.img"), "rb").read()
+    page0 = tinymem_page(0)
+    at = src.find(page0)
+    assert at >= 0 and dst[at:at + 4096] == bytes(4096)
+    assert res["bytes_received"] < len(src)
+    for i in range(0, len(src), 4096):
+        assert dst[i:i + 4096] in (src[i:i + 4096], bytes(4096))
+
+
+def test_stats_and_access_log(server, tmp_path):
+    c = Conn(server)
+    c.handshake()
+    for rid in range(3):
+        c.get(10 + rid, [(1, ADDR, 2)])
+        c.recv()
+    c.send(msg(ACCESS_LOG, 20))
+    body = b""
+    while True:
+        t, f, rid, p = c.recv()
+        assert t == ACCESS_LOG | 0x80 and rid == 20
+        body += p
+        if not f & FLAG_MORE:
+            break
+    log = json.loads(body)
+    by_addr = {int(e["addr"], 16): e for e in log["pages"] if e["pid"] == 1}
+    assert by_addr[ADDR]["count"] == 3 and by_addr[ADDR + 4096]["count"] == 3
+    assert by_addr[ADDR]["first"] <= by_addr[ADDR]["last"]
+    r = subprocess.run([BIN, "query", "--source", "127.0.0.1:%d" % server.port, "--key", server.keyfile, "stats"],
+                       capture_output=True, text=True, timeout=30)
+    st = json.loads(r.stdout)
+    assert st["pages_data"] >= 6 and st["requests"]["get_pages"] >= 3
+
+
+def test_sigterm_writes_access_log(tmp_path):
+    path = str(tmp_path / "access.json")
+    srv = Server(str(tmp_path), extra=["--access-log", path])
+    c = Conn(srv)
+    c.handshake()
+    c.get(1, [(1, ADDR, 4)])
+    c.recv()
+    assert srv.stop(signal.SIGTERM) == 0
+    log = json.load(open(path))
+    assert log["pages_touched"] == 4
+    assert "shutting down" in srv.logtext()
+
+
+def test_client_library_get_put_and_reconnect(tmp_path):
+    """`distriproc query` uses lib/client.c: GET/PUT, and a request in flight
+    while the server is down is resubmitted after the reconnect."""
+    srv = Server(str(tmp_path))
+    try:
+        q = [BIN, "query", "--source", "127.0.0.1:%d" % srv.port, "--key", srv.keyfile]
+        r = subprocess.run(q + ["get", "1", hex(ADDR), "8", str(tmp_path / "p.bin")], capture_output=True,
+                           text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        got = open(tmp_path / "p.bin", "rb").read()
+        assert got == b"".join(tinymem_page(i) for i in range(8))
+        newdata = os.urandom(8192)
+        (tmp_path / "new.bin").write_bytes(newdata)
+        r = subprocess.run(q + ["put", "1", hex(ADDR + 5 * 4096), str(tmp_path / "new.bin")], capture_output=True,
+                           text=True, timeout=30)
+        assert r.returncode == 0 and json.loads(r.stdout)["durable"], r.stderr
+        # 300 rounds of GET (~3 s); the server is killed and restarted meanwhile.
+        p = subprocess.Popen(q + ["--timeout", "20000", "--repeat", "300", "get", "1", hex(ADDR), "8",
+                                  str(tmp_path / "p2.bin")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(0.5)
+        srv.stop(signal.SIGKILL)
+        time.sleep(0.5)
+        srv.start()
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+        assert "lost" in err and "reconnected" in err
+        got = open(tmp_path / "p2.bin", "rb").read()
+        assert got[5 * 4096:7 * 4096] == newdata
+        assert got[:4096] == tinymem_page(0)
+    finally:
+        srv.stop()
+
+
+def test_client_refuses_wrong_key(server, tmp_path):
+    bad = tmp_path / "bad.key"
+    bad.write_text("00" * 32)
+    os.chmod(bad, 0o600)
+    r = subprocess.run([BIN, "query", "--source", "127.0.0.1:%d" % server.port, "--key", str(bad), "stats"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0 and "AUTH_FAILED" in r.stderr
+
+
+def test_reader_that_never_reads_does_not_block_others(server):
+    hog = Conn(server)
+    hog.handshake()
+    hog.s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    # 64 requests of 64 pages each, never read: the server stops reading this
+    # client once its queued output passes the high-water mark.
+    req = b"".join(msg(GET, 100 + i, struct.pack("<II", 1, 0) + struct.pack("<iIQ", 1, PAGES, ADDR))
+                   for i in range(64))
+    hog.s.settimeout(5)
+    try:
+        hog.send(req)
+    except socket.timeout:
+        pass
+    other = Conn(server)
+    other.handshake()
+    other.get(1, [(1, ADDR, 1)])
+    t, f, rid, p = other.recv()
+    assert t == GET | 0x80
