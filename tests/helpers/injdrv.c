@@ -1,0 +1,203 @@
+/* injdrv: drives lib/inject against a running tools/evicttest target and
+ * reports, as one JSON line, what it saw and what each step cost.
+ *
+ * Each round: stop all threads; save every thread's registers and the stack
+ * bytes below its stack pointer; refill the even pages of the first 2*B
+ * pages of the target's zap region with the target's pattern (through
+ * /proc/PID/mem); zap those B pages with one batched injected call; check
+ * they read back as zero, the odd pages kept their pattern, and every
+ * thread's registers and stack bytes are unchanged; resume.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/ptrace.h>
+#include <sys/user.h>
+
+#include "inject.h"
+#include "util.h"
+
+#define STACK_CHECK (DP_INJECT_MAX_IOV * 16 + DP_INJECT_REDZONE + 64)
+
+static uint8_t pattern(size_t page, size_t off)
+{
+    return (uint8_t)(1 + ((page * 7 + off) % 251));
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double pct(uint64_t *v, int n, double p)
+{
+    if (n == 0)
+        return 0;
+    qsort(v, (size_t)n, sizeof(*v), cmp_u64);
+    int i = (int)(p * (n - 1) + 0.5);
+    return (double)v[i] / 1000.0;
+}
+
+struct snap {
+    pid_t tid;
+    struct user_regs_struct regs;
+    uint8_t stack[STACK_CHECK];
+    int have_stack;
+};
+
+int main(int argc, char **argv)
+{
+    pid_t pid = 0;
+    uint64_t region = 0;
+    int pages = 0, rounds = 10, batch = 256, keep = 0, interval_ms = 20;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--pid") && i + 1 < argc)
+            pid = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--region") && i + 1 < argc)
+            region = strtoull(argv[++i], NULL, 0);
+        else if (!strcmp(argv[i], "--pages") && i + 1 < argc)
+            pages = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--rounds") && i + 1 < argc)
+            rounds = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--batch") && i + 1 < argc)
+            batch = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--interval-ms") && i + 1 < argc)
+            interval_ms = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--keep-seized"))
+            keep = 1;
+        else {
+            fprintf(stderr, "usage: injdrv --pid PID --region ADDR --pages N [--rounds R] [--batch B]\n"
+                            "              [--interval-ms M] [--keep-seized]\n");
+            return 2;
+        }
+    }
+    if (!pid || !region || batch < 1 || 2 * batch > pages || rounds < 1 || rounds > 100000) {
+        fprintf(stderr, "injdrv: need --pid, --region and --pages >= 2*batch\n");
+        return 2;
+    }
+    dp_log_set_tag("injdrv");
+    struct dp_inject in;
+    struct dp_err err = {{0}};
+    if (dp_inject_open(&in, pid, NULL, &err) < 0) {
+        fprintf(stderr, "injdrv: %s\n", err.msg);
+        return 1;
+    }
+    uint64_t *stop_ns = calloc((size_t)rounds, 8), *zap_ns = calloc((size_t)rounds, 8),
+             *res_ns = calloc((size_t)rounds, 8);
+    struct dp_zap_range *r = calloc((size_t)batch, sizeof(*r));
+    uint8_t *page = malloc(DP_PAGE_SIZE), *want = malloc(DP_PAGE_SIZE);
+    struct snap *snaps = NULL;
+    if (!stop_ns || !zap_ns || !res_ns || !r || !page || !want)
+        return 1;
+    uint64_t zero_fail = 0, intact_fail = 0, regs_bad = 0, stack_bad = 0, range_fail = 0, in_syscall = 0;
+    size_t max_threads = 0;
+    int injected_in_syscall = 0;
+    for (int round = 0; round < rounds; round++) {
+        uint64_t t0 = dp_now_ns();
+        if (dp_inject_stop(&in, &err) < 0) {
+            fprintf(stderr, "injdrv: round %d: %s\n", round, err.msg);
+            return 1;
+        }
+        stop_ns[round] = dp_now_ns() - t0;
+        if (in.n > max_threads)
+            max_threads = in.n;
+        snaps = realloc(snaps, in.n * sizeof(*snaps));
+        if (!snaps)
+            return 1;
+        for (size_t i = 0; i < in.n; i++) {
+            snaps[i].tid = in.t[i].tid;
+            if (ptrace(PTRACE_GETREGS, in.t[i].tid, 0, &snaps[i].regs) < 0) {
+                fprintf(stderr, "injdrv: GETREGS %d: %s\n", in.t[i].tid, strerror(errno));
+                return 1;
+            }
+            if ((int64_t)snaps[i].regs.orig_rax >= 0)
+                in_syscall++;
+            snaps[i].have_stack = dp_inject_read(&in, snaps[i].regs.rsp - STACK_CHECK,
+                                                 snaps[i].stack, STACK_CHECK) == 0;
+        }
+        for (int k = 0; k < batch; k++) {
+            size_t p = (size_t)2 * (size_t)k;
+            for (size_t o = 0; o < DP_PAGE_SIZE; o++)
+                page[o] = pattern(p, o);
+            if (dp_inject_write(&in, region + p * DP_PAGE_SIZE, page, DP_PAGE_SIZE) < 0) {
+                fprintf(stderr, "injdrv: refilling page %zu: %s\n", p, strerror(errno));
+                return 1;
+            }
+            r[k].start = region + p * DP_PAGE_SIZE;
+            r[k].len = DP_PAGE_SIZE;
+        }
+        t0 = dp_now_ns();
+        if (dp_inject_zap(&in, r, (size_t)batch, &err) < 0) {
+            fprintf(stderr, "injdrv: round %d: zap: %s\n", round, err.msg);
+            return 1;
+        }
+        zap_ns[round] = dp_now_ns() - t0;
+        for (size_t i = 0; i < in.n; i++)
+            if (snaps[i].tid == in.st.last_tid && (int64_t)snaps[i].regs.orig_rax >= 0)
+                injected_in_syscall++;
+        for (int k = 0; k < batch; k++) {
+            if (!r[k].done) {
+                range_fail++;
+                if (range_fail < 4)
+                    fprintf(stderr, "injdrv: range %d not zapped: %s\n", k, strerror(r[k].err));
+            }
+            size_t p = (size_t)2 * (size_t)k;
+            if (dp_inject_read(&in, region + p * DP_PAGE_SIZE, page, DP_PAGE_SIZE) < 0)
+                return 1;
+            for (size_t o = 0; o < DP_PAGE_SIZE; o++)
+                if (page[o]) {
+                    zero_fail++;
+                    break;
+                }
+            p++;
+            if (dp_inject_read(&in, region + p * DP_PAGE_SIZE, page, DP_PAGE_SIZE) < 0)
+                return 1;
+            for (size_t o = 0; o < DP_PAGE_SIZE; o++)
+                want[o] = pattern(p, o);
+            if (memcmp(page, want, DP_PAGE_SIZE))
+                intact_fail++;
+        }
+        for (size_t i = 0; i < in.n; i++) {
+            struct user_regs_struct now;
+            if (ptrace(PTRACE_GETREGS, snaps[i].tid, 0, &now) < 0 || memcmp(&now, &snaps[i].regs, sizeof(now)))
+                regs_bad++;
+            uint8_t st[STACK_CHECK];
+            if (snaps[i].have_stack && (dp_inject_read(&in, snaps[i].regs.rsp - STACK_CHECK, st, STACK_CHECK) < 0 ||
+                                        memcmp(st, snaps[i].stack, STACK_CHECK)))
+                stack_bad++;
+        }
+        t0 = dp_now_ns();
+        if (dp_inject_resume(&in, !keep, &err) < 0) {
+            fprintf(stderr, "injdrv: resume: %s\n", err.msg);
+            return 1;
+        }
+        res_ns[round] = dp_now_ns() - t0;
+        uint64_t until = dp_now_ns() + (uint64_t)interval_ms * 1000000ULL;
+        while (dp_now_ns() < until) {
+            if (keep)
+                dp_inject_service(&in);
+            struct timespec ts = {0, 200000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    printf("{\"rounds\":%d,\"batch\":%d,\"threads\":%zu,\"keep_seized\":%d,"
+           "\"stop_us_p50\":%.1f,\"stop_us_p99\":%.1f,\"stop_us_max\":%.1f,"
+           "\"zap_us_p50\":%.1f,\"zap_us_p99\":%.1f,\"resume_us_p50\":%.1f,\"resume_us_p99\":%.1f,"
+           "\"zero_fail\":%" PRIu64 ",\"intact_fail\":%" PRIu64 ",\"range_fail\":%" PRIu64 ","
+           "\"regs_mismatch\":%" PRIu64 ",\"stack_mismatch\":%" PRIu64 ",\"threads_in_syscall\":%" PRIu64 ","
+           "\"injected_in_syscall\":%d,\"pm_self\":%d,\"fallback_madvise\":%" PRIu64 ",\"syscalls\":%" PRIu64 ","
+           "\"signals_forwarded\":%" PRIu64 "}\n",
+           rounds, batch, max_threads, keep, pct(stop_ns, rounds, 0.5), pct(stop_ns, rounds, 0.99),
+           pct(stop_ns, rounds, 1.0), pct(zap_ns, rounds, 0.5), pct(zap_ns, rounds, 0.99),
+           pct(res_ns, rounds, 0.5), pct(res_ns, rounds, 0.99), zero_fail, intact_fail, range_fail,
+           regs_bad, stack_bad, in_syscall, injected_in_syscall, in.pm_self, in.st.fallback_madvise,
+           in.st.syscalls, in.st.signals_forwarded);
+    dp_inject_close(&in);
+    free(snaps);
+    return 0;
+}
