@@ -54,6 +54,30 @@ int dp_inject_write(struct dp_inject *in, uint64_t addr, const void *buf, size_t
     return -1;
 }
 
+int dp_inject_read_pages(struct dp_inject *in, const uint64_t *addr, size_t n, uint8_t *buf)
+{
+    struct iovec local[DP_INJECT_MAX_IOV], remote[DP_INJECT_MAX_IOV];
+    for (size_t i = 0; i < n;) {
+        size_t k = n - i < DP_INJECT_MAX_IOV ? n - i : DP_INJECT_MAX_IOV;
+        for (size_t j = 0; j < k; j++) {
+            local[j].iov_base = buf + (i + j) * DP_PAGE_SIZE;
+            local[j].iov_len = DP_PAGE_SIZE;
+            remote[j].iov_base = (void *)(uintptr_t)addr[i + j];
+            remote[j].iov_len = DP_PAGE_SIZE;
+        }
+        ssize_t r = process_vm_readv(in->pid, local, k, remote, k, 0);
+        if (r < 0)
+            return -1;
+        if ((size_t)r < k * DP_PAGE_SIZE) {
+            /* partial: an unreadable page; name it */
+            errno = EFAULT;
+            return -1;
+        }
+        i += k;
+    }
+    return 0;
+}
+
 static int ensure(struct dp_inject *in, uint64_t addr, uint64_t len)
 {
     return in->ops.ensure ? in->ops.ensure(in->ops.arg, addr, len) : 0;

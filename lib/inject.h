@@ -131,5 +131,8 @@ void dp_inject_close(struct dp_inject *in);
 /* Reads/writes target memory through /proc/PID/mem (after ops.ensure). */
 int dp_inject_read(struct dp_inject *in, uint64_t addr, void *buf, size_t len);
 int dp_inject_write(struct dp_inject *in, uint64_t addr, const void *buf, size_t len);
+/* Reads n whole pages at addr[i] into buf (n * 4096 bytes) with batched
+ * process_vm_readv. Only for pages known resident (no ensure call). */
+int dp_inject_read_pages(struct dp_inject *in, const uint64_t *addr, size_t n, uint8_t *buf);
 
 #endif
