@@ -166,6 +166,7 @@ static struct dp_inject_thread *find_thread(struct dp_inject *in, pid_t tid)
 static void drop_thread(struct dp_inject *in, struct dp_inject_thread *t)
 {
     size_t i = (size_t)(t - in->t);
+    free(t->pend);
     in->t[i] = in->t[--in->n];
 }
 
@@ -206,6 +207,21 @@ static int scan_tasks(struct dp_inject *in, struct dp_err *err)
     }
     closedir(d);
     return added;
+}
+
+static void save_signal(struct dp_inject_thread *t, const siginfo_t *si)
+{
+    if (t->npend == t->pcap) {
+        int cap = t->pcap ? t->pcap * 2 : 8;
+        void *p = realloc(t->pend, (size_t)cap * sizeof(*t->pend));
+        if (!p) {
+            dp_warn("out of memory saving signal %d of thread %d: it is lost", si->si_signo, (int)t->tid);
+            return;
+        }
+        t->pend = p;
+        t->pcap = cap;
+    }
+    t->pend[t->npend++].info = *si;
 }
 
 static int is_stop_signal(int sig)
@@ -260,8 +276,7 @@ static int reap_one(struct dp_inject *in, struct dp_inject_thread *t, int steppi
              * (pid 0) or TRAP_TRACE; anything sent by someone else is kept. */
             if (ptrace(PTRACE_GETSIGINFO, t->tid, 0, &si) == 0 &&
                 !(si.si_code > 0 || (si.si_code == SI_USER && si.si_pid == 0))) {
-                if (t->npend < (int)DP_ARRAY_LEN(t->pend))
-                    t->pend[t->npend++].info = si;
+                save_signal(t, &si);
                 ptrace(PTRACE_SINGLESTEP, t->tid, 0, 0);
                 return 1;
             }
@@ -271,8 +286,8 @@ static int reap_one(struct dp_inject *in, struct dp_inject_thread *t, int steppi
         }
         /* Another signal came first: keep it for later, let the step finish. */
         siginfo_t si;
-        if (ptrace(PTRACE_GETSIGINFO, t->tid, 0, &si) == 0 && t->npend < (int)DP_ARRAY_LEN(t->pend))
-            t->pend[t->npend++].info = si;
+        if (ptrace(PTRACE_GETSIGINFO, t->tid, 0, &si) == 0)
+            save_signal(t, &si);
         ptrace(PTRACE_SINGLESTEP, t->tid, 0, 0);
         return 1;
     }
@@ -712,8 +727,11 @@ int dp_inject_resume(struct dp_inject *in, int detach, struct dp_err *err)
         requeue(in, t);
     }
     in->all_stopped = 0;
-    if (detach)
+    if (detach) {
+        for (size_t i = 0; i < in->n; i++)
+            free(in->t[i].pend);
         in->n = 0;
+    }
     if (bad) {
         dp_err_set(err, "resuming process %d: %s", (int)in->pid, strerror(bad));
         return -1;
@@ -762,6 +780,8 @@ void dp_inject_close(struct dp_inject *in)
 {
     if (in->n)
         dp_inject_resume(in, 1, NULL);
+    for (size_t i = 0; i < in->n; i++)
+        free(in->t[i].pend);
     if (in->memfd >= 0)
         close(in->memfd);
     in->memfd = -1;

@@ -26,9 +26,12 @@
  * Signals: a signal-delivery-stop seen while stopping is delivered at once
  * (PTRACE_CONT with the signal) and the thread is interrupted again, so it
  * stops in a consistent state as if the signal had come before our stop. A
- * signal reported while single-stepping our call is saved and re-queued to
- * the thread (rt_tgsigqueueinfo, tgkill when the siginfo cannot be replayed)
- * after its registers are restored and it is resumed. Group-stopped threads
+ * signal dequeued while single-stepping our call (it was pending when the
+ * thread left its stop, e.g. queued real-time signals that arrived while the
+ * process was stopped) is saved, in order, and re-queued to that thread
+ * after its registers are restored and it is resumed: rt_tgsigqueueinfo
+ * with the original siginfo when the kernel allows it (si_code < 0), else
+ * tgkill (then the handler sees si_code SI_TKILL and the daemon's pid). Group-stopped threads
  * (SIGSTOP and friends) stay stopped: PTRACE_DETACH re-enters the group
  * stop, PTRACE_LISTEN is used when staying seized. Signals that arrive while
  * a thread sits in a ptrace-stop stay pending in the kernel and are delivered
@@ -78,8 +81,8 @@ struct dp_inject_thread {
     int seized;
     int stopped;
     int group_stop;                 /* stopped by job control (SIGSTOP...) */
-    struct dp_inject_sig pend[4];   /* signals to re-queue on resume */
-    int npend;
+    struct dp_inject_sig *pend;     /* signals to re-queue on resume */
+    int npend, pcap;
 };
 
 struct dp_inject_stats {

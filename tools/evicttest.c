@@ -11,6 +11,7 @@
  * The main thread reads commands on stdin: "status" prints a JSON line,
  * "quit" prints it and exits (status 1 if any error was seen).
  * With --seccomp a filter makes madvise and process_madvise fail with EPERM.
+ * SIGRTMIN is counted (queued signals: none may be lost by a tracer).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -18,6 +19,7 @@
 #include <linux/seccomp.h>
 #include <linux/audit.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -34,7 +36,7 @@
 #define WORDS_PER_THREAD 4096    /* 8 pages of uint64 per writer */
 
 static atomic_ulong errors;
-static atomic_ulong pipe_msgs, sleeps;
+static atomic_ulong pipe_msgs, sleeps, rtsigs;
 static atomic_ulong *iters;
 static int pipefd[2];
 static uint8_t *region;
@@ -92,9 +94,27 @@ static void *writer(void *arg)
     return NULL;
 }
 
+/* SIGRTMIN is queued, not merged: every one sent must be counted once. */
+static void on_rt(int sig)
+{
+    (void)sig;
+    atomic_fetch_add(&rtsigs, 1);
+}
+
+/* Threads whose calls a signal handler would interrupt (nanosleep returns
+ * EINTR even with SA_RESTART) keep SIGRTMIN blocked. */
+static void block_rt(void)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGRTMIN);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+}
+
 static void *piper(void *arg)
 {
     (void)arg;
+    block_rt();
     uint64_t expect = 0;
     for (;;) {
         uint64_t v;
@@ -121,6 +141,7 @@ static uint64_t now_ns(void)
 static void *sleeper(void *arg)
 {
     (void)arg;
+    block_rt();
     for (;;) {
         uint64_t t0 = now_ns();
         struct timespec ts = {0, 20 * 1000 * 1000};
@@ -137,6 +158,7 @@ static void *sleeper(void *arg)
 static void *feeder(void *arg)
 {
     (void)arg;
+    block_rt();
     for (uint64_t seq = 0;; seq++) {
         if (write(pipefd[1], &seq, sizeof(seq)) != sizeof(seq))
             fail("pipe write", seq, (uint64_t)errno);
@@ -194,9 +216,10 @@ static void status(int threads, int seccomp_on)
 {
     size_t zero, intact, other;
     region_scan(&zero, &intact, &other);
-    printf("{\"pid\":%d,\"errors\":%lu,\"pipe_msgs\":%lu,\"sleeps\":%lu,\"seccomp\":%d,"
+    printf("{\"pid\":%d,\"errors\":%lu,\"pipe_msgs\":%lu,\"sleeps\":%lu,\"rtsigs\":%lu,\"seccomp\":%d,"
            "\"region\":%" PRIu64 ",\"region_pages\":%zu,\"zero\":%zu,\"intact\":%zu,\"other\":%zu,\"iters\":[",
-           (int)getpid(), atomic_load(&errors), atomic_load(&pipe_msgs), atomic_load(&sleeps), seccomp_on,
+           (int)getpid(), atomic_load(&errors), atomic_load(&pipe_msgs), atomic_load(&sleeps),
+           atomic_load(&rtsigs), seccomp_on,
            (uint64_t)(uintptr_t)region, region_pages, zero, intact, other);
     for (int i = 0; i < threads; i++)
         printf("%s%lu", i ? "," : "", atomic_load(&iters[i]));
@@ -244,6 +267,11 @@ int main(int argc, char **argv)
         /* prove the filter bites: our own madvise must fail with EPERM */
         seccomp_on = madvise(region, PAGE, MADV_DONTNEED) < 0 && errno == EPERM;
     }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_rt;
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGRTMIN, &sa, NULL);
     pthread_t th;
     for (int i = 0; i < threads; i++)
         if (pthread_create(&th, NULL, writer, (void *)(uintptr_t)i) != 0)
