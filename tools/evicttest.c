@@ -14,6 +14,7 @@
  * SIGRTMIN is counted (queued signals: none may be lost by a tracer).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
@@ -26,7 +27,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/userfaultfd.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -41,6 +46,10 @@ static atomic_ulong *iters;
 static int pipefd[2];
 static uint8_t *region;
 static size_t region_pages;
+static uint8_t *lazy;               /* userfaultfd-registered, served by the tracer */
+static size_t lazy_pages;
+static atomic_ulong lazy_checks;
+static int uffd = -1, listen_fd = -1;
 
 static uint64_t mix(uint64_t x)
 {
@@ -167,6 +176,116 @@ static void *feeder(void *arg)
     return NULL;
 }
 
+/* Content the tracer installs in lazy page `page` (UFFDIO_COPY). */
+static uint8_t lazy_pattern(size_t page, size_t off)
+{
+    return (uint8_t)(0x40 + ((page * 13 + off) % 191));
+}
+
+/* User-mode faults: reads lazy pages and checks what the tracer installed. */
+static void *lazy_user(void *arg)
+{
+    (void)arg;
+    block_rt();
+    for (;;)
+        for (size_t p = 0; p < lazy_pages; p++) {
+            static const size_t offs[] = {0, 777, 4095};
+            for (size_t k = 0; k < 3; k++) {
+                uint8_t v = ((volatile uint8_t *)lazy)[p * PAGE + offs[k]];
+                if (v != lazy_pattern(p, offs[k]))
+                    fail("lazy page content (user fault)", v, lazy_pattern(p, offs[k]));
+            }
+            atomic_fetch_add(&lazy_checks, 1);
+            usleep(200);
+        }
+    return NULL;
+}
+
+/* Kernel-mode faults: write() from lazy memory into a pipe makes the kernel
+ * fault on the page (copy_from_user); such a thread cannot stop until the
+ * fault is served. */
+static void *lazy_kernel(void *arg)
+{
+    (void)arg;
+    block_rt();
+    int kp[2];
+    if (pipe(kp) < 0)
+        abort();
+    for (;;)
+        for (size_t p = lazy_pages; p-- > 0;) {
+            uint8_t buf[64];
+            if (write(kp[1], lazy + p * PAGE + 100, sizeof(buf)) != sizeof(buf) ||
+                read(kp[0], buf, sizeof(buf)) != sizeof(buf)) {
+                fail("lazy pipe round trip", p, (uint64_t)errno);
+                continue;
+            }
+            for (size_t i = 0; i < sizeof(buf); i++)
+                if (buf[i] != lazy_pattern(p, 100 + i)) {
+                    fail("lazy page content (kernel fault)", buf[i], lazy_pattern(p, 100 + i));
+                    break;
+                }
+            atomic_fetch_add(&lazy_checks, 1);
+            usleep(200);
+        }
+    return NULL;
+}
+
+/* Hands the userfaultfd to the first client of the UNIX socket (as CRIU
+ * hands it to a lazy-pages daemon). */
+static void *uffd_sender(void *arg)
+{
+    (void)arg;
+    block_rt();
+    int c = accept(listen_fd, NULL, NULL);
+    if (c < 0) {
+        fail("accept on the uffd socket", (uint64_t)errno, 0);
+        return NULL;
+    }
+    char byte = 'U';
+    struct iovec iov = {&byte, 1};
+    union {
+        struct cmsghdr h;
+        char buf[CMSG_SPACE(sizeof(int))];
+    } u;
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf)};
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(cm), &uffd, sizeof(int));
+    if (sendmsg(c, &msg, 0) != 1)
+        fail("sending the uffd", (uint64_t)errno, 0);
+    close(c);
+    close(uffd);    /* the tracer's copy is the only one now */
+    return NULL;
+}
+
+static int setup_uffd(const char *path)
+{
+    uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+    if (uffd < 0)
+        return -1;
+    struct uffdio_api api = {.api = UFFD_API, .features = UFFD_FEATURE_EVENT_REMOVE};
+    if (ioctl(uffd, UFFDIO_API, &api) < 0)
+        return -1;
+    lazy = mmap(NULL, lazy_pages * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (lazy == MAP_FAILED)
+        return -1;
+    struct uffdio_register reg = {.range = {(uint64_t)(uintptr_t)lazy, lazy_pages * PAGE},
+                                  .mode = UFFDIO_REGISTER_MODE_MISSING};
+    if (ioctl(uffd, UFFDIO_REGISTER, &reg) < 0)
+        return -1;
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof(sa.sun_path))
+        return -1;
+    strcpy(sa.sun_path, path);
+    unlink(path);
+    listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (listen_fd < 0 || bind(listen_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(listen_fd, 1) < 0)
+        return -1;
+    return 0;
+}
+
 static int install_seccomp(void)
 {
     struct sock_filter f[] = {
@@ -217,10 +336,11 @@ static void status(int threads, int seccomp_on)
     size_t zero, intact, other;
     region_scan(&zero, &intact, &other);
     printf("{\"pid\":%d,\"errors\":%lu,\"pipe_msgs\":%lu,\"sleeps\":%lu,\"rtsigs\":%lu,\"seccomp\":%d,"
-           "\"region\":%" PRIu64 ",\"region_pages\":%zu,\"zero\":%zu,\"intact\":%zu,\"other\":%zu,\"iters\":[",
+           "\"region\":%" PRIu64 ",\"region_pages\":%zu,\"lazy\":%" PRIu64 ",\"lazy_pages\":%zu,\"lazy_checks\":%lu,\"zero\":%zu,\"intact\":%zu,\"other\":%zu,\"iters\":[",
            (int)getpid(), atomic_load(&errors), atomic_load(&pipe_msgs), atomic_load(&sleeps),
            atomic_load(&rtsigs), seccomp_on,
-           (uint64_t)(uintptr_t)region, region_pages, zero, intact, other);
+           (uint64_t)(uintptr_t)region, region_pages, (uint64_t)(uintptr_t)lazy, lazy ? lazy_pages : 0,
+           atomic_load(&lazy_checks), zero, intact, other);
     for (int i = 0; i < threads; i++)
         printf("%s%lu", i ? "," : "", atomic_load(&iters[i]));
     printf("]}\n");
@@ -230,6 +350,7 @@ static void status(int threads, int seccomp_on)
 int main(int argc, char **argv)
 {
     int threads = 2, use_seccomp = 0;
+    const char *uffd_sock = NULL;
     region_pages = 512;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc)
@@ -238,9 +359,15 @@ int main(int argc, char **argv)
             region_pages = (size_t)atol(argv[++i]);
         else if (!strcmp(argv[i], "--seccomp"))
             use_seccomp = 1;
+        else if (!strcmp(argv[i], "--uffd-sock") && i + 1 < argc)
+            uffd_sock = argv[++i];
+        else if (!strcmp(argv[i], "--lazy-pages") && i + 1 < argc)
+            lazy_pages = (size_t)atol(argv[++i]);
         else {
-            fprintf(stderr, "usage: evicttest [--threads T] [--pages N] [--seccomp]\n"
+            fprintf(stderr, "usage: evicttest [--threads T] [--pages N] [--seccomp] [--uffd-sock PATH [--lazy-pages L]]\n"
                             "  T writer threads + a pipe reader + a sleeper; a region of N pages to zap.\n"
+                            "  --uffd-sock: L pages registered with a userfaultfd handed to the first\n"
+                            "  client of PATH, read by a user-mode and a kernel-mode faulting thread.\n"
                             "  stdin: status | quit\n");
             return 2;
         }
@@ -258,6 +385,14 @@ int main(int argc, char **argv)
     for (size_t p = 0; p < region_pages; p++)
         for (size_t o = 0; o < PAGE; o++)
             region[p * PAGE + o] = pattern(p, o);
+    if (uffd_sock) {
+        if (!lazy_pages)
+            lazy_pages = 64;
+        if (setup_uffd(uffd_sock) < 0) {
+            perror("evicttest: userfaultfd setup");
+            return 2;
+        }
+    }
     int seccomp_on = 0;
     if (use_seccomp) {
         if (install_seccomp() < 0) {
@@ -278,6 +413,9 @@ int main(int argc, char **argv)
             return 2;
     if (pthread_create(&th, NULL, piper, NULL) || pthread_create(&th, NULL, sleeper, NULL) ||
         pthread_create(&th, NULL, feeder, NULL))
+        return 2;
+    if (uffd_sock && (pthread_create(&th, NULL, uffd_sender, NULL) || pthread_create(&th, NULL, lazy_user, NULL) ||
+                      pthread_create(&th, NULL, lazy_kernel, NULL)))
         return 2;
     status(threads, seccomp_on);
     char line[64];

@@ -175,3 +175,28 @@ def test_job_control_stop_survives_injection(procs):
     s = assert_target_progresses(p, before, 2)
     assert s["zero"] == 256, s
     assert quit_target(p)["errors"] == 0
+
+
+@pytest.mark.time_limit(90)
+def test_userfaultfd_faults_and_remove_events_are_served_while_stopping_and_zapping(procs, tmp_path):
+    """The driver plays the lazy-pages daemon: it owns the target's userfaultfd
+    (with EVENT_REMOVE, like CRIU's), serves user-mode and kernel-mode faults
+    from the inject pump while threads stop, and reads the REMOVE event that
+    each zapped range raises while the injected process_madvise runs (the
+    zapping thread waits for it: without the pump this deadlocks)."""
+    sock = str(tmp_path / "uffd.sock")
+    p, first = start_target(procs, "--threads", "2", "--pages", "512", "--uffd-sock", sock,
+                            "--lazy-pages", "64")
+    assert first["lazy"] and first["lazy_pages"] == 64, first
+    r = drive(p, first, "--rounds", "30", "--batch", "256", "--uffd-sock", sock,
+              "--lazy", str(first["lazy"]), "--lazy-pages", "64")
+    assert_clean_run(r, 256, 30)
+    assert r["threads"] == 8, r          # + user-mode and kernel-mode lazy readers
+    assert r["lazy_remove_short"] == 0 and r["lazy_removes"] >= 30 * 64, r
+    assert r["lazy_faults"] > 30, f"the lazy pages were not faulted back after zaps: {r}"
+    assert r["ensure_calls"] > 0, r
+    before = status(p)
+    s = util.wait_until(lambda: (lambda s: s if s["lazy_checks"] > before["lazy_checks"] + 50 else None)(status(p)),
+                        10, "lazy page checks to continue after the driver left")
+    assert s["errors"] == 0, s
+    assert quit_target(p)["errors"] == 0
