@@ -374,5 +374,13 @@ int main(int argc, char **argv)
     }
     dp_inject_close(&in);
     free(snaps);
+    free(stop_ns);
+    free(zap_ns);
+    free(res_ns);
+    free(r);
+    free(page);
+    free(want);
+    if (L.uffd >= 0)
+        close(L.uffd);
     return 0;
 }
