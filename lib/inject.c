@@ -433,25 +433,36 @@ static int in_rseq_cs(struct dp_inject *in, pid_t tid, const struct user_regs_st
     return regs->rip >= d.start_ip && regs->rip - d.start_ip < d.post_commit_offset;
 }
 
-/* Picks a stopped thread fit for injection; fills its registers. */
+/* Picks a stopped thread fit for injection (prefer_tid first); fills its
+ * registers. */
 static struct dp_inject_thread *pick_thread(struct dp_inject *in, struct user_regs_struct *regs, struct dp_err *err)
 {
     for (int attempt = 0; attempt < 20; attempt++) {
-        for (size_t i = 0; i < in->n; i++) {
-            struct dp_inject_thread *t = &in->t[i];
+        for (size_t k = 0; k <= in->n; k++) {
+            struct dp_inject_thread *t;
+            if (k == 0) {
+                t = in->prefer_tid ? find_thread(in, in->prefer_tid) : NULL;
+                if (!t)
+                    continue;
+            } else {
+                t = &in->t[k - 1];
+                if (in->prefer_tid && t->tid == in->prefer_tid)
+                    continue;
+            }
             if (!t->stopped)
                 continue;
             if (ptrace(PTRACE_GETREGS, t->tid, 0, regs) < 0)
                 continue;
             if (!in_rseq_cs(in, t->tid, regs))
                 return t;
+            in->st.rseq_busy++;
         }
         /* Every thread is inside an rseq critical section: let the first
          * run a moment (the kernel moves it to the abort handler) and stop it. */
         in->st.rseq_retries++;
-        struct dp_inject_thread *t = &in->t[0];
         if (!in->n)
             break;
+        struct dp_inject_thread *t = &in->t[0];
         t->stopped = 0;
         ptrace(t->group_stop ? PTRACE_LISTEN : PTRACE_CONT, t->tid, 0, 0);
         struct timespec ts = {0, 100000};

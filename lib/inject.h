@@ -89,6 +89,7 @@ struct dp_inject_stats {
     uint64_t stops, stop_ns_last, stop_ns_max;
     uint64_t syscalls, zap_calls, zap_pages, fallback_madvise;
     uint64_t signals_forwarded, rseq_retries, rescans;
+    uint64_t rseq_busy;             /* threads found inside an rseq critical section */
     pid_t last_tid;                 /* thread that ran the last injected call */
 };
 
@@ -101,6 +102,7 @@ struct dp_inject {
     int all_stopped;
     int pm_self;                    /* process_madvise(self) works: 1, no: 0, untested: -1 */
     int timeout_ms;                 /* bound on waiting for stops (default 10000) */
+    pid_t prefer_tid;               /* try this thread first for injected calls (0: any) */
     struct dp_inject_ops ops;
     struct dp_inject_stats st;
 };

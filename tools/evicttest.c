@@ -33,6 +33,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/prctl.h>
+#include <sys/rseq.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -50,6 +51,8 @@ static uint8_t *lazy;               /* userfaultfd-registered, served by the tra
 static size_t lazy_pages;
 static atomic_ulong lazy_checks;
 static int uffd = -1, listen_fd = -1;
+static atomic_int rseq_tid;
+static atomic_ulong rseq_commits, rseq_aborts;
 
 static uint64_t mix(uint64_t x)
 {
@@ -172,6 +175,54 @@ static void *feeder(void *arg)
         if (write(pipefd[1], &seq, sizeof(seq)) != sizeof(seq))
             fail("pipe write", seq, (uint64_t)errno);
         usleep(2000);
+    }
+    return NULL;
+}
+
+/* A thread that spends nearly all its time inside an rseq critical section
+ * (a countdown between start_ip and the commit), using the rseq area glibc
+ * registered for it. A tracer that moves its rip while it is inside would
+ * make the kernel forget the abort; the tracer must pick another thread. */
+static void *rseq_spinner(void *arg)
+{
+    (void)arg;
+    block_rt();
+    atomic_store(&rseq_tid, (int)syscall(SYS_gettid));
+    if (__rseq_size == 0) {
+        fail("glibc registered no rseq area for this thread", 0, 0);
+        return NULL;
+    }
+    uintptr_t tp;
+    __asm__("mov %%fs:0, %0" : "=r"(tp));
+    struct rseq *rs = (struct rseq *)(tp + (uintptr_t)__rseq_offset);
+    unsigned long commits = 0, aborts = 0;
+    for (;;) {
+        __asm__ __volatile__(
+            ".pushsection __rseq_cs, \"aw\"\n\t"
+            ".balign 32\n\t"
+            "3:\n\t"
+            ".long 0x0, 0x0\n\t"
+            ".quad 1f, (2f - 1f), 4f\n\t"
+            ".popsection\n\t"
+            "leaq 3b(%%rip), %%rax\n\t"
+            "movq %%rax, %[cs]\n\t"
+            "1:\n\t"
+            "movq $200000, %%rcx\n\t"
+            "5:\n\t"
+            "decq %%rcx\n\t"
+            "jnz 5b\n\t"
+            "2:\n\t"
+            "incq %[commits]\n\t"
+            "jmp 6f\n\t"
+            ".long 0x53053053\n\t"
+            "4:\n\t"
+            "incq %[aborts]\n\t"
+            "6:\n\t"
+            : [commits] "+m"(commits), [aborts] "+m"(aborts), [cs] "=m"(rs->rseq_cs)
+            :
+            : "rax", "rcx", "memory", "cc");
+        atomic_store(&rseq_commits, commits);
+        atomic_store(&rseq_aborts, aborts);
     }
     return NULL;
 }
@@ -336,11 +387,12 @@ static void status(int threads, int seccomp_on)
     size_t zero, intact, other;
     region_scan(&zero, &intact, &other);
     printf("{\"pid\":%d,\"errors\":%lu,\"pipe_msgs\":%lu,\"sleeps\":%lu,\"rtsigs\":%lu,\"seccomp\":%d,"
-           "\"region\":%" PRIu64 ",\"region_pages\":%zu,\"lazy\":%" PRIu64 ",\"lazy_pages\":%zu,\"lazy_checks\":%lu,\"zero\":%zu,\"intact\":%zu,\"other\":%zu,\"iters\":[",
+           "\"region\":%" PRIu64 ",\"region_pages\":%zu,\"lazy\":%" PRIu64 ",\"lazy_pages\":%zu,\"lazy_checks\":%lu,\"rseq_tid\":%d,\"rseq_commits\":%lu,\"rseq_aborts\":%lu,\"zero\":%zu,\"intact\":%zu,\"other\":%zu,\"iters\":[",
            (int)getpid(), atomic_load(&errors), atomic_load(&pipe_msgs), atomic_load(&sleeps),
            atomic_load(&rtsigs), seccomp_on,
            (uint64_t)(uintptr_t)region, region_pages, (uint64_t)(uintptr_t)lazy, lazy ? lazy_pages : 0,
-           atomic_load(&lazy_checks), zero, intact, other);
+           atomic_load(&lazy_checks), atomic_load(&rseq_tid), atomic_load(&rseq_commits),
+           atomic_load(&rseq_aborts), zero, intact, other);
     for (int i = 0; i < threads; i++)
         printf("%s%lu", i ? "," : "", atomic_load(&iters[i]));
     printf("]}\n");
@@ -351,6 +403,7 @@ int main(int argc, char **argv)
 {
     int threads = 2, use_seccomp = 0;
     const char *uffd_sock = NULL;
+    int use_rseq = 0;
     region_pages = 512;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc)
@@ -359,15 +412,18 @@ int main(int argc, char **argv)
             region_pages = (size_t)atol(argv[++i]);
         else if (!strcmp(argv[i], "--seccomp"))
             use_seccomp = 1;
+        else if (!strcmp(argv[i], "--rseq"))
+            use_rseq = 1;
         else if (!strcmp(argv[i], "--uffd-sock") && i + 1 < argc)
             uffd_sock = argv[++i];
         else if (!strcmp(argv[i], "--lazy-pages") && i + 1 < argc)
             lazy_pages = (size_t)atol(argv[++i]);
         else {
-            fprintf(stderr, "usage: evicttest [--threads T] [--pages N] [--seccomp] [--uffd-sock PATH [--lazy-pages L]]\n"
+            fprintf(stderr, "usage: evicttest [--threads T] [--pages N] [--seccomp] [--rseq] [--uffd-sock PATH [--lazy-pages L]]\n"
                             "  T writer threads + a pipe reader + a sleeper; a region of N pages to zap.\n"
                             "  --uffd-sock: L pages registered with a userfaultfd handed to the first\n"
                             "  client of PATH, read by a user-mode and a kernel-mode faulting thread.\n"
+                            "  --rseq: a thread spinning inside an rseq critical section.\n"
                             "  stdin: status | quit\n");
             return 2;
         }
@@ -414,6 +470,12 @@ int main(int argc, char **argv)
     if (pthread_create(&th, NULL, piper, NULL) || pthread_create(&th, NULL, sleeper, NULL) ||
         pthread_create(&th, NULL, feeder, NULL))
         return 2;
+    if (use_rseq) {
+        if (pthread_create(&th, NULL, rseq_spinner, NULL))
+            return 2;
+        while (!atomic_load(&rseq_tid))
+            usleep(1000);
+    }
     if (uffd_sock && (pthread_create(&th, NULL, uffd_sender, NULL) || pthread_create(&th, NULL, lazy_user, NULL) ||
                       pthread_create(&th, NULL, lazy_kernel, NULL)))
         return 2;

@@ -177,6 +177,8 @@ int main(int argc, char **argv)
     int pages = 0, rounds = 10, batch = 256, keep = 0, interval_ms = 20;
     const char *uffd_sock = NULL;
     struct lazysrv L = {.uffd = -1};
+    pid_t prefer = 0;
+    uint64_t on_preferred = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--pid") && i + 1 < argc)
             pid = atoi(argv[++i]);
@@ -192,6 +194,8 @@ int main(int argc, char **argv)
             interval_ms = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--keep-seized"))
             keep = 1;
+        else if (!strcmp(argv[i], "--prefer-tid") && i + 1 < argc)
+            prefer = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--uffd-sock") && i + 1 < argc)
             uffd_sock = argv[++i];
         else if (!strcmp(argv[i], "--lazy") && i + 1 < argc)
@@ -201,7 +205,7 @@ int main(int argc, char **argv)
         else {
             fprintf(stderr, "usage: injdrv --pid PID --region ADDR --pages N [--rounds R] [--batch B]\n"
                             "              [--interval-ms M] [--keep-seized]\n"
-                            "              [--uffd-sock PATH --lazy ADDR --lazy-pages L]\n");
+                            "              [--uffd-sock PATH --lazy ADDR --lazy-pages L] [--prefer-tid TID]\n");
             return 2;
         }
     }
@@ -228,6 +232,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "injdrv: %s\n", err.msg);
         return 1;
     }
+    in.prefer_tid = prefer;
     uint64_t *stop_ns = calloc((size_t)rounds, 8), *zap_ns = calloc((size_t)rounds, 8),
              *res_ns = calloc((size_t)rounds, 8);
     struct dp_zap_range *r = calloc((size_t)batch, sizeof(*r));
@@ -301,6 +306,8 @@ int main(int argc, char **argv)
         for (size_t i = 0; i < in.n; i++)
             if (snaps[i].tid == in.st.last_tid && (int64_t)snaps[i].regs.orig_rax >= 0)
                 injected_in_syscall++;
+        if (prefer && in.st.last_tid == prefer)
+            on_preferred++;
         for (int k = 0; k < batch; k++) {
             if (!r[k].done) {
                 range_fail++;
@@ -357,13 +364,14 @@ int main(int argc, char **argv)
            "\"regs_mismatch\":%" PRIu64 ",\"stack_mismatch\":%" PRIu64 ",\"threads_in_syscall\":%" PRIu64 ","
            "\"injected_in_syscall\":%d,\"pm_self\":%d,\"fallback_madvise\":%" PRIu64 ",\"syscalls\":%" PRIu64 ","
            "\"signals_forwarded\":%" PRIu64 ",\"lazy_faults\":%" PRIu64 ",\"lazy_removes\":%" PRIu64 ","
-           "\"lazy_remove_short\":%" PRIu64 ",\"ensure_calls\":%" PRIu64 ",\"eexist\":%" PRIu64 "}\n",
+           "\"lazy_remove_short\":%" PRIu64 ",\"ensure_calls\":%" PRIu64 ",\"eexist\":%" PRIu64 ","
+           "\"rseq_busy\":%" PRIu64 ",\"rseq_retries\":%" PRIu64 ",\"injected_on_preferred\":%" PRIu64 "}\n",
            rounds, batch, max_threads, keep, pct(stop_ns, rounds, 0.5), pct(stop_ns, rounds, 0.99),
            pct(stop_ns, rounds, 1.0), pct(zap_ns, rounds, 0.5), pct(zap_ns, rounds, 0.99),
            pct(res_ns, rounds, 0.5), pct(res_ns, rounds, 0.99), zero_fail, intact_fail, range_fail,
            regs_bad, stack_bad, in_syscall, injected_in_syscall, in.pm_self, in.st.fallback_madvise,
            in.st.syscalls, in.st.signals_forwarded, L.faults, L.removes, lazy_remove_short, L.ensure_calls,
-           L.eexist);
+           L.eexist, in.st.rseq_busy, in.st.rseq_retries, on_preferred);
     if (uffd_sock) {
         /* leave every lazy page installed: once our uffd closes, nobody
          * would serve a fault and the pattern would be lost */
