@@ -224,6 +224,23 @@ static void save_signal(struct dp_inject_thread *t, const siginfo_t *si)
     t->pend[t->npend++].info = *si;
 }
 
+/* 1 if the thread is a zombie or dead (its state in /proc is Z or X). */
+static int thread_exiting(struct dp_inject *in, pid_t tid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof(path), "/proc/%d/task/%d/stat", (int)in->pid, (int)tid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 1;
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0)
+        return 1;
+    buf[n] = 0;
+    char *p = strrchr(buf, ')');
+    return p && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X');
+}
+
 static int is_stop_signal(int sig)
 {
     return sig == SIGSTOP || sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU;
@@ -349,10 +366,12 @@ static int wait_all_stopped(struct dp_inject *in, struct dp_err *err)
         if (!in->ops.pump)
             idle(in, &spins);
         if (dp_now_ns() > deadline) {
-            dp_err_set(err, "%d thread(s) of process %d did not stop within %d ms "
-                       "(blocked in an unserved userfaultfd fault?)",
-                       waiting, (int)in->pid, in->timeout_ms);
-            return -1;
+            /* Giving up would leave threads with a pending interrupt that
+             * nobody waits for: keep waiting, say why it may take long. */
+            dp_warn("%d thread(s) of process %d not stopped after %d ms "
+                    "(blocked in a userfaultfd fault or event nobody serves?); still waiting",
+                    waiting, (int)in->pid, in->timeout_ms);
+            deadline = dp_now_ns() + (uint64_t)in->timeout_ms * 1000000ULL;
         }
     }
 }
@@ -375,7 +394,9 @@ int dp_inject_stop(struct dp_inject *in, struct dp_err *err)
             if (!t->seized) {
                 long opts = PTRACE_O_SUSPEND_SECCOMP;
                 if (ptrace(PTRACE_SEIZE, t->tid, 0, (void *)opts) < 0) {
-                    if (errno == ESRCH) {   /* exited meanwhile */
+                    if (errno == ESRCH || (errno == EPERM && thread_exiting(in, t->tid))) {
+                        /* exited meanwhile, or a zombie (e.g. a leader that
+                         * called pthread_exit): it runs no code */
                         drop_thread(in, t);
                         continue;
                     }
@@ -526,9 +547,11 @@ static int inject_on(struct dp_inject *in, struct dp_inject_thread *t, const str
             idle(in, &spins);
         }
         if (dp_now_ns() > deadline) {
-            dp_err_set(err, "injected system call %ld on %d did not finish within %d ms",
-                       nr, (int)tid, in->timeout_ms);
-            return -1;
+            /* The thread runs our call with our registers: it cannot be
+             * abandoned. Keep waiting (a zap waits for its REMOVE events). */
+            dp_warn("injected system call %ld in thread %d not finished after %d ms; still waiting",
+                    nr, (int)tid, in->timeout_ms);
+            deadline = dp_now_ns() + (uint64_t)in->timeout_ms * 1000000ULL;
         }
     }
     struct user_regs_struct after;

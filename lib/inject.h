@@ -37,6 +37,11 @@
  * a thread sits in a ptrace-stop stay pending in the kernel and are delivered
  * when it runs again.
  *
+ * Waiting never gives up on its own (a thread with a pending interrupt or
+ * running our call cannot be abandoned); it warns every timeout_ms. Errors
+ * (pump failure, ptrace failure, the process exiting) leave the process in
+ * an unknown ptrace state: the caller should kill it.
+ *
  * Target memory is touched (stack scratch, rseq area) only through
  * /proc/PID/mem. Such an access to a lazily managed page that is not
  * resident would fault into the daemon's own userfaultfd and block the
@@ -101,7 +106,7 @@ struct dp_inject {
     size_t n, cap;
     int all_stopped;
     int pm_self;                    /* process_madvise(self) works: 1, no: 0, untested: -1 */
-    int timeout_ms;                 /* bound on waiting for stops (default 10000) */
+    int timeout_ms;                 /* warn every this many ms while waiting (10000) */
     pid_t prefer_tid;               /* try this thread first for injected calls (0: any) */
     struct dp_inject_ops ops;
     struct dp_inject_stats st;
