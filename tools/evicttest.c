@@ -281,6 +281,49 @@ static void *lazy_kernel(void *arg)
     return NULL;
 }
 
+/* Lazy writers: writer w owns the lazy pages p with p % W == w and keeps
+ * incrementing one word in each (at 1024 + 8 * (p % 300), away from the
+ * bytes the readers check). Before each write it checks the word still holds
+ * the last value it wrote: an eviction that dropped a modified page without
+ * writing it back shows up as an older value. */
+static int lazy_writers;
+static atomic_ulong lazy_writes;
+
+static size_t lazy_word(size_t p)
+{
+    return p * PAGE + 1024 + 8 * (p % 300);
+}
+
+static void *lazy_writer(void *arg)
+{
+    size_t w = (size_t)(uintptr_t)arg;
+    block_rt();
+    size_t mine = (lazy_pages + (size_t)lazy_writers - 1 - w) / (size_t)lazy_writers;
+    uint64_t *expect = calloc(mine ? mine : 1, sizeof(uint64_t));
+    uint8_t *seen = calloc(mine ? mine : 1, 1);
+    if (!expect || !seen)
+        abort();
+    for (uint64_t n = 0;; n++) {
+        size_t k = (size_t)(mix(n ^ (w << 32)) % mine);
+        size_t p = w + k * (size_t)lazy_writers;
+        volatile uint64_t *word = (volatile uint64_t *)(lazy + lazy_word(p));
+        uint64_t v = *word;
+        if (!seen[k]) {
+            seen[k] = 1;        /* first touch: whatever the tracer installed */
+            expect[k] = v;
+        } else if (v != expect[k]) {
+            fail("lazy write lost", v, expect[k]);
+            expect[k] = v;
+        }
+        expect[k] = v + 1;
+        *word = v + 1;
+        atomic_fetch_add(&lazy_writes, 1);
+        if ((n & 63) == 0)
+            usleep(50);
+    }
+    return NULL;
+}
+
 /* Hands the userfaultfd to the first client of the UNIX socket (as CRIU
  * hands it to a lazy-pages daemon). */
 static void *uffd_sender(void *arg)
@@ -387,11 +430,11 @@ static void status(int threads, int seccomp_on)
     size_t zero, intact, other;
     region_scan(&zero, &intact, &other);
     printf("{\"pid\":%d,\"errors\":%lu,\"pipe_msgs\":%lu,\"sleeps\":%lu,\"rtsigs\":%lu,\"seccomp\":%d,"
-           "\"region\":%" PRIu64 ",\"region_pages\":%zu,\"lazy\":%" PRIu64 ",\"lazy_pages\":%zu,\"lazy_checks\":%lu,\"rseq_tid\":%d,\"rseq_commits\":%lu,\"rseq_aborts\":%lu,\"zero\":%zu,\"intact\":%zu,\"other\":%zu,\"iters\":[",
+           "\"region\":%" PRIu64 ",\"region_pages\":%zu,\"lazy\":%" PRIu64 ",\"lazy_pages\":%zu,\"lazy_checks\":%lu,\"lazy_writes\":%lu,\"rseq_tid\":%d,\"rseq_commits\":%lu,\"rseq_aborts\":%lu,\"zero\":%zu,\"intact\":%zu,\"other\":%zu,\"iters\":[",
            (int)getpid(), atomic_load(&errors), atomic_load(&pipe_msgs), atomic_load(&sleeps),
            atomic_load(&rtsigs), seccomp_on,
            (uint64_t)(uintptr_t)region, region_pages, (uint64_t)(uintptr_t)lazy, lazy ? lazy_pages : 0,
-           atomic_load(&lazy_checks), atomic_load(&rseq_tid), atomic_load(&rseq_commits),
+           atomic_load(&lazy_checks), atomic_load(&lazy_writes), atomic_load(&rseq_tid), atomic_load(&rseq_commits),
            atomic_load(&rseq_aborts), zero, intact, other);
     for (int i = 0; i < threads; i++)
         printf("%s%lu", i ? "," : "", atomic_load(&iters[i]));
@@ -416,17 +459,25 @@ int main(int argc, char **argv)
             use_rseq = 1;
         else if (!strcmp(argv[i], "--uffd-sock") && i + 1 < argc)
             uffd_sock = argv[++i];
+        else if (!strcmp(argv[i], "--lazy-writers") && i + 1 < argc)
+            lazy_writers = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--lazy-pages") && i + 1 < argc)
             lazy_pages = (size_t)atol(argv[++i]);
         else {
-            fprintf(stderr, "usage: evicttest [--threads T] [--pages N] [--seccomp] [--rseq] [--uffd-sock PATH [--lazy-pages L]]\n"
+            fprintf(stderr, "usage: evicttest [--threads T] [--pages N] [--seccomp] [--rseq] [--uffd-sock PATH [--lazy-pages L] [--lazy-writers W]]\n"
                             "  T writer threads + a pipe reader + a sleeper; a region of N pages to zap.\n"
                             "  --uffd-sock: L pages registered with a userfaultfd handed to the first\n"
                             "  client of PATH, read by a user-mode and a kernel-mode faulting thread.\n"
+                            "  --lazy-writers: W threads incrementing words in the lazy pages, checking\n"
+                            "  that none of their writes is lost.\n"
                             "  --rseq: a thread spinning inside an rseq critical section.\n"
                             "  stdin: status | quit\n");
             return 2;
         }
+    }
+    if (lazy_writers < 0 || lazy_writers > 16 || (lazy_writers && (size_t)lazy_writers > lazy_pages && lazy_pages)) {
+        fprintf(stderr, "evicttest: --lazy-writers must be 0..16 and at most --lazy-pages\n");
+        return 2;
     }
     if (threads < 1 || threads > 64 || region_pages < 1) {
         fprintf(stderr, "evicttest: --threads must be 1..64 and --pages >= 1\n");
@@ -479,6 +530,9 @@ int main(int argc, char **argv)
     if (uffd_sock && (pthread_create(&th, NULL, uffd_sender, NULL) || pthread_create(&th, NULL, lazy_user, NULL) ||
                       pthread_create(&th, NULL, lazy_kernel, NULL)))
         return 2;
+    for (int w = 0; uffd_sock && w < lazy_writers; w++)
+        if (pthread_create(&th, NULL, lazy_writer, (void *)(uintptr_t)w))
+            return 2;
     status(threads, seccomp_on);
     char line[64];
     while (fgets(line, sizeof(line), stdin)) {
