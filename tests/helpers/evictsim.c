@@ -143,7 +143,10 @@ static int pump(void *arg)
     return 0;
 }
 
-static int evict(struct sim *S, struct dp_inject *in, size_t budget, uint64_t *stop_ns, struct dp_err *err)
+/* *stop_ns: from the call to the last thread stopped; *held_ns: how long
+ * the process stayed fully stopped (read, hash, write-back, zap). */
+static int evict(struct sim *S, struct dp_inject *in, size_t budget, uint64_t *stop_ns, uint64_t *held_ns,
+                 struct dp_err *err)
 {
     size_t resident = 0;
     for (size_t p = 0; p < S->pages; p++)
@@ -158,6 +161,8 @@ static int evict(struct sim *S, struct dp_inject *in, size_t budget, uint64_t *s
     uint64_t t0 = dp_now_ns();
     if (dp_inject_stop(in, err) < 0)
         return -1;
+    uint64_t t1 = dp_now_ns();
+    *stop_ns = t1 - t0;
     if (pump(S) < 0) {      /* drain: every event before the stop is applied */
         dp_err_set(err, "pump failed");
         return -1;
@@ -217,9 +222,9 @@ static int evict(struct sim *S, struct dp_inject *in, size_t budget, uint64_t *s
             S->cancels++;
         }
     }
+    *held_ns = dp_now_ns() - t1;
     if (dp_inject_resume(in, 1, err) < 0)
         return -1;
-    *stop_ns = dp_now_ns() - t0;
     S->batches++;
     return 0;
 }
@@ -319,8 +324,8 @@ int main(int argc, char **argv)
         return 1;
     }
     size_t cap = (size_t)seconds * 1000 / (size_t)interval_ms + 16, nst = 0;
-    uint64_t *st = calloc(cap, sizeof(uint64_t));
-    if (!st)
+    uint64_t *st = calloc(cap, sizeof(uint64_t)), *held = calloc(cap, sizeof(uint64_t));
+    if (!st || !held)
         return 1;
     uint64_t end = dp_now_ns() + (uint64_t)seconds * 1000000000ULL, next = 0;
     size_t max_resident_after = 0;
@@ -330,13 +335,15 @@ int main(int argc, char **argv)
             return 1;
         }
         if (dp_now_ns() >= next) {
-            uint64_t ns = 0;
-            if (evict(&S, &in, budget, &ns, &err) < 0) {
+            uint64_t ns = 0, hns = 0;
+            if (evict(&S, &in, budget, &ns, &hns, &err) < 0) {
                 fprintf(stderr, "evictsim: eviction: %s\n", err.msg);
                 return 1;
             }
-            if (ns && nst < cap)
-                st[nst++] = ns;
+            if (ns && nst < cap) {
+                st[nst] = ns;
+                held[nst++] = hns;
+            }
             size_t res = 0;
             for (size_t p = 0; p < S.pages; p++)
                 res += S.state[p] == RESIDENT;
@@ -361,20 +368,23 @@ int main(int argc, char **argv)
         }
     pump(&S);
     qsort(st, nst, sizeof(*st), cmp_u64);
+    qsort(held, nst, sizeof(*held), cmp_u64);
     printf("{\"seconds\":%d,\"budget\":%zu,\"pages\":%zu,\"batches\":%" PRIu64 ",\"evictions\":%" PRIu64 ","
            "\"writebacks\":%" PRIu64 ",\"clean\":%" PRIu64 ",\"cancels\":%" PRIu64 ",\"faults\":%" PRIu64 ","
            "\"installs\":%" PRIu64 ",\"refaults\":%" PRIu64 ",\"vb_hits\":%" PRIu64 ",\"vb_mismatch\":%" PRIu64 ","
            "\"removes_own\":%" PRIu64 ",\"removes_other\":%" PRIu64 ",\"missing_remove\":%" PRIu64 ","
            "\"eexist\":%" PRIu64 ",\"eagain\":%" PRIu64 ",\"max_resident_after_batch\":%zu,"
-           "\"batch_us_p50\":%.1f,\"batch_us_p99\":%.1f}\n",
+           "\"stop_us_p50\":%.1f,\"stop_us_p99\":%.1f,\"held_us_p50\":%.1f,\"held_us_p99\":%.1f}\n",
            seconds, budget, S.pages, S.batches, S.evictions, S.writebacks, S.clean, S.cancels, S.faults,
            S.installs, S.pol.st.refaults, S.vb_hits, S.vb_mismatch, S.removes_own, S.removes_other,
            S.missing_remove, S.eexist, S.eagain, max_resident_after,
-           nst ? (double)st[nst / 2] / 1000.0 : 0.0, nst ? (double)st[(nst * 99) / 100] / 1000.0 : 0.0);
+           nst ? (double)st[nst / 2] / 1000.0 : 0.0, nst ? (double)st[(nst * 99) / 100] / 1000.0 : 0.0,
+           nst ? (double)held[nst / 2] / 1000.0 : 0.0, nst ? (double)held[(nst * 99) / 100] / 1000.0 : 0.0);
     dp_inject_close(&in);
     dp_evict_free(&S.pol);
     dp_vbuf_free(&S.vb);
     free(st);
+    free(held);
     free(S.store);
     free(S.state);
     free(S.h);

@@ -249,7 +249,8 @@ def test_eviction_protocol_loses_no_write(procs, tmp_path):
     assert r["evictions"] > 1000 and r["writebacks"] > 1000, r
     assert r["refaults"] > 0 and r["vb_hits"] > 0 and r["vb_mismatch"] == 0, r
     assert r["removes_own"] == r["evictions"] and r["removes_other"] == 0 and r["missing_remove"] == 0, r
-    assert r["max_resident_after_batch"] <= 8 + 2, r
+    # slack: pages faulted in while a batch stops, zaps and resumes the process
+    assert r["max_resident_after_batch"] <= 8 + 16, r
     s = status(p)
     assert s["lazy_writes"] > 10000, s
     assert quit_target(p)["errors"] == 0
