@@ -454,11 +454,23 @@ static int in_rseq_cs(struct dp_inject *in, pid_t tid, const struct user_regs_st
     return regs->rip >= d.start_ip && regs->rip - d.start_ip < d.post_commit_offset;
 }
 
-/* Picks a stopped thread fit for injection (prefer_tid first); fills its
- * registers. */
-static struct dp_inject_thread *pick_thread(struct dp_inject *in, struct user_regs_struct *regs, struct dp_err *err)
+static uint64_t scratch_addr(uint64_t sp, size_t bytes)
 {
+    return (sp - DP_INJECT_REDZONE - bytes) & ~15ULL;
+}
+
+/* Picks a stopped thread fit for injection (prefer_tid first); fills its
+ * registers. scratch > 0: prefer a thread whose `scratch` bytes below the
+ * stack pointer the daemon lets us touch (ops.ensure); if none does, the
+ * first fit thread is returned and *scratch_ok says so. */
+static struct dp_inject_thread *pick_thread_for(struct dp_inject *in, struct user_regs_struct *regs, size_t scratch,
+                                                int *scratch_ok, struct dp_err *err)
+{
+    if (scratch_ok)
+        *scratch_ok = 0;
     for (int attempt = 0; attempt < 20; attempt++) {
+        struct dp_inject_thread *fallback = NULL;
+        struct user_regs_struct fallback_regs;
         for (size_t k = 0; k <= in->n; k++) {
             struct dp_inject_thread *t;
             if (k == 0) {
@@ -474,9 +486,24 @@ static struct dp_inject_thread *pick_thread(struct dp_inject *in, struct user_re
                 continue;
             if (ptrace(PTRACE_GETREGS, t->tid, 0, regs) < 0)
                 continue;
-            if (!in_rseq_cs(in, t->tid, regs))
+            if (in_rseq_cs(in, t->tid, regs)) {
+                in->st.rseq_busy++;
+                continue;
+            }
+            if (!scratch)
                 return t;
-            in->st.rseq_busy++;
+            if (ensure(in, scratch_addr(regs->rsp, scratch), scratch) == 0) {
+                *scratch_ok = 1;
+                return t;
+            }
+            if (!fallback) {
+                fallback = t;
+                fallback_regs = *regs;
+            }
+        }
+        if (fallback) {
+            *regs = fallback_regs;
+            return fallback;
         }
         /* Every thread is inside an rseq critical section: let the first
          * run a moment (the kernel moves it to the abort handler) and stop it. */
@@ -496,6 +523,11 @@ static struct dp_inject_thread *pick_thread(struct dp_inject *in, struct user_re
     }
     dp_err_set(err, "no thread of process %d can take an injected call (rseq critical sections)", (int)in->pid);
     return NULL;
+}
+
+static struct dp_inject_thread *pick_thread(struct dp_inject *in, struct user_regs_struct *regs, struct dp_err *err)
+{
+    return pick_thread_for(in, regs, 0, NULL, err);
 }
 
 static int inject_on(struct dp_inject *in, struct dp_inject_thread *t, const struct user_regs_struct *saved,
@@ -619,16 +651,16 @@ int dp_inject_zap(struct dp_inject *in, struct dp_zap_range *r, size_t n, struct
         r[i].done = 0;
         r[i].err = 0;
     }
-    struct user_regs_struct saved;
-    struct dp_inject_thread *t = pick_thread(in, &saved, err);
-    if (!t)
-        return -1;
-    in->st.zap_calls++;
-
     /* Scratch for the iovec array below the red zone, 16-byte aligned. */
     size_t cap = n < DP_INJECT_MAX_IOV ? n : DP_INJECT_MAX_IOV;
     size_t bytes = cap * sizeof(struct iovec);
-    uint64_t scratch = (saved.rsp - DP_INJECT_REDZONE - bytes) & ~15ULL;
+    struct user_regs_struct saved;
+    int scratch_ok = 0;
+    struct dp_inject_thread *t = pick_thread_for(in, &saved, in->pm_self != 0 ? bytes : 0, &scratch_ok, err);
+    if (!t)
+        return -1;
+    in->st.zap_calls++;
+    uint64_t scratch = scratch_addr(saved.rsp, bytes);
     uint64_t lo_page = scratch & ~(DP_PAGE_SIZE - 1);
     uint64_t span = ((saved.rsp + DP_PAGE_SIZE - 1) & ~(DP_PAGE_SIZE - 1)) - lo_page;
     /* Ranges over the scratch pages would be faulted back by our own
@@ -637,11 +669,9 @@ int dp_inject_zap(struct dp_inject *in, struct dp_zap_range *r, size_t n, struct
         if (overlaps(r[i].start, r[i].len, lo_page, span))
             r[i].err = EBUSY;
 
-    int use_pm = in->pm_self != 0;
+    int use_pm = in->pm_self != 0 && scratch_ok;
     uint8_t *orig = NULL;
     struct iovec *iov = NULL;
-    if (use_pm && ensure(in, scratch, bytes) < 0)
-        use_pm = 0;
     if (use_pm) {
         orig = malloc(bytes);
         iov = malloc(bytes);

@@ -113,10 +113,24 @@ static int pump(void *arg)
     return 0;
 }
 
+/* --refuse-scratch: 1 refuses ranges on the preferred thread's stack (below
+ * its sp), 2 refuses every iovec scratch area (>= 256 bytes; the rseq reads
+ * are 8 and 32 bytes): inject must pick another thread, or fall back to one
+ * injected madvise per range. */
+static int refuse_mode;
+static uint64_t refuse_sp;
+
 static int ensure_cb(void *arg, uint64_t addr, uint64_t len)
 {
     struct lazysrv *L = arg;
     L->ensure_calls++;
+    if ((refuse_mode == 2 && len >= 256) ||
+        (refuse_mode == 1 && addr < refuse_sp && refuse_sp - addr < (1u << 20))) {
+        L->ensure_refused++;
+        return -1;
+    }
+    if (!L->pages)
+        return 0;
     if (addr < L->base + L->pages * 4096 && L->base < addr + len) {
         L->ensure_refused++;
         return -1;
@@ -194,6 +208,8 @@ int main(int argc, char **argv)
             interval_ms = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--keep-seized"))
             keep = 1;
+        else if (!strcmp(argv[i], "--refuse-scratch") && i + 1 < argc)
+            refuse_mode = !strcmp(argv[i + 1], "all") ? 2 : !strcmp(argv[i + 1], "preferred") ? 1 : -1, i++;
         else if (!strcmp(argv[i], "--prefer-tid") && i + 1 < argc)
             prefer = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--uffd-sock") && i + 1 < argc)
@@ -205,7 +221,8 @@ int main(int argc, char **argv)
         else {
             fprintf(stderr, "usage: injdrv --pid PID --region ADDR --pages N [--rounds R] [--batch B]\n"
                             "              [--interval-ms M] [--keep-seized]\n"
-                            "              [--uffd-sock PATH --lazy ADDR --lazy-pages L] [--prefer-tid TID]\n");
+                            "              [--uffd-sock PATH --lazy ADDR --lazy-pages L] [--prefer-tid TID]\n"
+                            "              [--refuse-scratch preferred|all]\n");
             return 2;
         }
     }
@@ -216,7 +233,11 @@ int main(int argc, char **argv)
     dp_log_set_tag("injdrv");
     struct dp_inject in;
     struct dp_err err = {{0}};
-    struct dp_inject_ops ops = {.pump = pump, .ensure = ensure_cb, .arg = &L};
+    if (refuse_mode < 0) {
+        fprintf(stderr, "injdrv: --refuse-scratch takes preferred or all\n");
+        return 2;
+    }
+    struct dp_inject_ops ops = {.pump = uffd_sock ? pump : NULL, .ensure = ensure_cb, .arg = &L};
     if (uffd_sock) {
         if (!L.base || !L.pages || L.pages > 4096) {
             fprintf(stderr, "injdrv: --uffd-sock needs --lazy and --lazy-pages (1..4096)\n");
@@ -228,7 +249,7 @@ int main(int argc, char **argv)
             return 1;
         }
     }
-    if (dp_inject_open(&in, pid, uffd_sock ? &ops : NULL, &err) < 0) {
+    if (dp_inject_open(&in, pid, &ops, &err) < 0) {
         fprintf(stderr, "injdrv: %s\n", err.msg);
         return 1;
     }
@@ -264,6 +285,8 @@ int main(int argc, char **argv)
             }
             if ((int64_t)snaps[i].regs.orig_rax >= 0)
                 in_syscall++;
+            if (snaps[i].tid == prefer)
+                refuse_sp = snaps[i].regs.rsp;
             snaps[i].have_stack = dp_inject_read(&in, snaps[i].regs.rsp - STACK_CHECK,
                                                  snaps[i].stack, STACK_CHECK) == 0;
         }
@@ -365,13 +388,14 @@ int main(int argc, char **argv)
            "\"injected_in_syscall\":%d,\"pm_self\":%d,\"fallback_madvise\":%" PRIu64 ",\"syscalls\":%" PRIu64 ","
            "\"signals_forwarded\":%" PRIu64 ",\"lazy_faults\":%" PRIu64 ",\"lazy_removes\":%" PRIu64 ","
            "\"lazy_remove_short\":%" PRIu64 ",\"ensure_calls\":%" PRIu64 ",\"eexist\":%" PRIu64 ","
-           "\"rseq_busy\":%" PRIu64 ",\"rseq_retries\":%" PRIu64 ",\"injected_on_preferred\":%" PRIu64 "}\n",
+           "\"rseq_busy\":%" PRIu64 ",\"rseq_retries\":%" PRIu64 ",\"injected_on_preferred\":%" PRIu64 ","
+           "\"ensure_refused\":%" PRIu64 "}\n",
            rounds, batch, max_threads, keep, pct(stop_ns, rounds, 0.5), pct(stop_ns, rounds, 0.99),
            pct(stop_ns, rounds, 1.0), pct(zap_ns, rounds, 0.5), pct(zap_ns, rounds, 0.99),
            pct(res_ns, rounds, 0.5), pct(res_ns, rounds, 0.99), zero_fail, intact_fail, range_fail,
            regs_bad, stack_bad, in_syscall, injected_in_syscall, in.pm_self, in.st.fallback_madvise,
            in.st.syscalls, in.st.signals_forwarded, L.faults, L.removes, lazy_remove_short, L.ensure_calls,
-           L.eexist, in.st.rseq_busy, in.st.rseq_retries, on_preferred);
+           L.eexist, in.st.rseq_busy, in.st.rseq_retries, on_preferred, L.ensure_refused);
     if (uffd_sock) {
         /* leave every lazy page installed: once our uffd closes, nobody
          * would serve a fault and the pattern would be lost */

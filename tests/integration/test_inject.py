@@ -267,3 +267,22 @@ def test_eviction_without_writeback_is_caught(procs, tmp_path):
     p.stdin.write(b"quit\n")
     p.stdin.flush()
     assert p.wait(timeout=10) == 1
+
+
+@pytest.mark.time_limit(60)
+def test_scratch_refused_by_the_daemon(procs):
+    """ops.ensure refuses the preferred thread's stack: the zap runs on another
+    thread with the batched call. Refusing every scratch area: the zap falls
+    back to one injected madvise per range, and still drops every page."""
+    p, first = start_target(procs, "--threads", "2", "--pages", "512")
+    r = drive(p, first, "--rounds", "10", "--batch", "256", "--prefer-tid", str(p.pid),
+              "--refuse-scratch", "preferred")
+    assert_clean_run(r, 256, 10)
+    assert r["ensure_refused"] >= 10 and r["injected_on_preferred"] == 0, r
+    r = drive(p, first, "--rounds", "3", "--batch", "64", "--refuse-scratch", "all")
+    assert r["zero_fail"] == 0 and r["intact_fail"] == 0 and r["range_fail"] == 0, r
+    assert r["regs_mismatch"] == 0 and r["stack_mismatch"] == 0, r
+    assert r["fallback_madvise"] == 3 * 64 and r["syscalls"] == 3 * 64, r
+    s = assert_target_progresses(p, {"pipe_msgs": 0, "sleeps": 0, "iters": [0, 0]}, 2)
+    assert s["zero"] == 256, s
+    assert quit_target(p)["errors"] == 0
