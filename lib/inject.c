@@ -663,13 +663,13 @@ int dp_inject_zap(struct dp_inject *in, struct dp_zap_range *r, size_t n, struct
     uint64_t scratch = scratch_addr(saved.rsp, bytes);
     uint64_t lo_page = scratch & ~(DP_PAGE_SIZE - 1);
     uint64_t span = ((saved.rsp + DP_PAGE_SIZE - 1) & ~(DP_PAGE_SIZE - 1)) - lo_page;
-    /* Ranges over the scratch pages would be faulted back by our own
-     * restore of the stack bytes: leave them resident. */
-    for (size_t i = 0; i < n; i++)
+    int use_pm = in->pm_self != 0 && scratch_ok;
+    /* With the scratch in use, ranges over its pages would be faulted back
+     * by our own restore of the stack bytes: leave them resident. */
+    for (size_t i = 0; use_pm && i < n; i++)
         if (overlaps(r[i].start, r[i].len, lo_page, span))
             r[i].err = EBUSY;
 
-    int use_pm = in->pm_self != 0 && scratch_ok;
     uint8_t *orig = NULL;
     struct iovec *iov = NULL;
     if (use_pm) {
