@@ -284,10 +284,12 @@ static void mark_inflight(struct lz_task *t, struct dp_lazy_region *reg, uint64_
         dp_lazymap_set(&t->map, &reg->pg[first + i], DP_PG_INFLIGHT, flags);
 }
 
-/* Submits fetches for the REMOTE pages of image range [img, img+n) of reg. */
-static void submit_remote_runs(struct lazyd *d, struct lz_task *t, struct dp_lazy_region *reg,
-                               uint64_t img, uint32_t n, int kind)
+/* Submits fetches for the REMOTE pages of image range [img, img+n) of reg;
+ * returns how many pages it submitted. */
+static uint32_t submit_remote_runs(struct lazyd *d, struct lz_task *t, struct dp_lazy_region *reg,
+                                   uint64_t img, uint32_t n, int kind)
 {
+    uint32_t submitted = 0;
     uint64_t base = (img - reg->img) / PG, total = (reg->end - reg->start) / PG;
     uint32_t i = 0;
     uint8_t flags = kind == K_BACKGROUND ? DP_PGF_BACKGROUND : DP_PGF_PREFETCH;
@@ -302,11 +304,13 @@ static void submit_remote_runs(struct lazyd *d, struct lz_task *t, struct dp_laz
             run++;
         struct lz_req *r = req_new(d, t, img + (uint64_t)i * PG, run, kind);
         if (!r)
-            return; /* prefetch is optional; the fault path still works */
+            return submitted; /* prefetch is optional; the fault path still works */
         mark_inflight(t, reg, r->f.img, run, flags);
         req_submit(d, r);
+        submitted += run;
         i += run;
     }
+    return submitted;
 }
 
 static void fault_remote(struct lazyd *d, struct lz_task *t, struct dp_lazy_region *reg, uint64_t page, uint64_t t0)
@@ -342,6 +346,7 @@ static void fault_remote(struct lazyd *d, struct lz_task *t, struct dp_lazy_regi
     req_submit(d, r);
 
     /* The rest of the plan as separate requests. */
+    uint32_t prefetched = n - 1;
     for (int i = 0; i < npf; i++) {
         uint64_t a = pf[i].addr;
         uint32_t cnt = pf[i].npages;
@@ -352,8 +357,10 @@ static void fault_remote(struct lazyd *d, struct lz_task *t, struct dp_lazy_regi
             a += (uint64_t)covered * PG;
             cnt -= covered;
         }
-        submit_remote_runs(d, t, reg, a, cnt, K_PREFETCH);
+        prefetched += submit_remote_runs(d, t, reg, a, cnt, K_PREFETCH);
     }
+    if (npf > 0)
+        dp_prefetch_window_actual(&t->pf, reg->img, prefetched);
 }
 
 static struct lz_req *find_req(struct lz_task *t, uint64_t img)
