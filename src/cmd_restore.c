@@ -319,9 +319,18 @@ int cmd_restore(int argc, char **argv)
             break;
         if (!daemon_gone && waitpid(daemon, &daemon_st, WNOHANG) == daemon) {
             daemon_gone = 1;
-            dp_error("the lazy-pages daemon died during the restore (see %s/lazyd.log); "
+            /* The daemon also ends when criu gives up first (it closes the
+             * socket without "restore finished"): give criu a moment to
+             * report its own failure before blaming the daemon. */
+            int running = 1;
+            for (int i = 0; i < 300 && (running = dp_criu_poll(&cp, &st)) == 1; i++)
+                usleep(10000);
+            if (running == 0 && st != 0)
+                break;
+            dp_error("the lazy-pages daemon ended during the restore (see %s/lazyd.log); "
                      "stopping criu restore", workdir);
-            dp_criu_kill(&cp);
+            if (running)
+                dp_criu_kill(&cp);
             st = -1;
             break;
         }
