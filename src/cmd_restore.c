@@ -284,6 +284,9 @@ int cmd_restore(int argc, char **argv)
     }
     close(ready[1]);
     close(lfd);
+    /* The daemon owns the page source now (its connection, its files). */
+    src->ops->close(src);
+    src = NULL;
     char one;
     if (read(ready[0], &one, 1) != 1) {
         int st = 0;
