@@ -34,7 +34,10 @@
 #include "util.h"
 
 #define PG DP_PAGE_SIZE
-#define MAX_REQ_PAGES 256          /* one fetch: at most 1 MiB */
+#define MAX_REQ_PAGES 64           /* one prefetch request: 256 KiB, so a fault
+                                      * inside a window waits for its chunk only */
+#define FAULT_REQ_PAGES 16         /* the faulted page travels with at most this
+                                      * many pages: its thread waits for them all */
 #define TICK_NS (10 * 1000000ull)  /* timer period */
 #define PROBE_NS (200 * 1000000ull)
 #define BG_CHUNK_PAGES 16
@@ -325,7 +328,7 @@ static void fault_remote(struct lazyd *d, struct lz_task *t, struct dp_lazy_regi
     uint32_t n = 1;
     uint64_t idx = (page - reg->start) / PG, total = (reg->end - reg->start) / PG;
     if (npf > 0 && pf[0].addr == img + PG) {
-        while (n <= pf[0].npages && n < MAX_REQ_PAGES && idx + n < total &&
+        while (n <= pf[0].npages && n < FAULT_REQ_PAGES && idx + n < total &&
                dp_pg_state(reg->pg[idx + n]) == DP_PG_REMOTE)
             n++;
     }
@@ -418,8 +421,10 @@ static void handle_fault(struct lazyd *d, struct lz_task *t, uint64_t addr, uint
         break;
     case DP_PG_INFLIGHT: {
         t->c.faults_waited++;
-        if ((*pg & (DP_PGF_PREFETCH | DP_PGF_BACKGROUND)) && !(*pg & DP_PGF_WAITED))
+        if ((*pg & DP_PGF_PREFETCH) && !(*pg & DP_PGF_WAITED)) {
             t->c.prefetch_hits_inflight++;
+            dp_prefetch_inflight_hit(&t->pf, reg->img, reg->img + (page - reg->start));
+        }
         *pg |= DP_PGF_WAITED;
         struct lz_req *r = find_req(t, reg->img + (page - reg->start));
         if (!r || add_waiter(r, page, t0))
@@ -459,12 +464,13 @@ static void install(struct lazyd *d, struct lz_req *r)
             k = run;
         for (uint32_t j = 0; j < k; j++) {
             uint8_t fl = pg[j];
-            if (fl & DP_PGF_WAITED)
-                t->c.pages_fetched++;
+            /* by why it was fetched, whether or not a fault also waited for it */
+            if (fl & DP_PGF_PREFETCH)
+                t->c.pages_prefetched++;
             else if (fl & DP_PGF_BACKGROUND)
                 t->c.pages_background++;
             else
-                t->c.pages_prefetched++;
+                t->c.pages_fetched++;
             dp_lazymap_set(&t->map, &pg[j], DP_PG_RESIDENT, fl & (DP_PGF_PREFETCH | DP_PGF_BACKGROUND));
         }
         r->done_pages += k;

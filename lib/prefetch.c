@@ -214,3 +214,14 @@ void dp_prefetch_window_actual(struct dp_prefetch_state *st, uint64_t reg_lo, ui
         }
     }
 }
+
+void dp_prefetch_inflight_hit(struct dp_prefetch_state *st, uint64_t reg_lo, uint64_t addr)
+{
+    for (int i = 0; i < DP_PF_MAPS; i++) {
+        struct dp_pf_map *m = &st->maps[i];
+        if (m->used && m->region == reg_lo && m->win_pages && addr >= m->win_lo && addr < m->win_hi) {
+            m->win_pages--;
+            return;
+        }
+    }
+}

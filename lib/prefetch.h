@@ -85,5 +85,8 @@ int dp_prefetch_plan(const struct dp_prefetch_cfg *cfg, struct dp_prefetch_state
  * many pages of the last window of region reg_lo it really fetched, so that
  * inferred hits and misses count real prefetches only. */
 void dp_prefetch_window_actual(struct dp_prefetch_state *st, uint64_t reg_lo, uint32_t pages);
+/* A fault found page `addr` of region reg_lo in flight from a prefetch: the
+ * daemon counts it as a measured hit, so the window's inference leaves it out. */
+void dp_prefetch_inflight_hit(struct dp_prefetch_state *st, uint64_t reg_lo, uint64_t addr);
 
 #endif
