@@ -99,6 +99,8 @@ static pid_t start_daemon(const struct restore_args *a, struct dp_lazyd_opts *o,
     if (pid != 0)
         return pid;
     setsid();
+    if (chdir("/") < 0)
+        _exit(1);
     int devnull = open("/dev/null", O_RDWR);
     if (devnull >= 0) {
         dup2(devnull, STDIN_FILENO);

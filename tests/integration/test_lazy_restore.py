@@ -352,3 +352,19 @@ http {{
                        timeout=30).stdout.split()[0]
         assert got == hashlib.sha256(data).hexdigest()
     finish(res, workdir)
+
+
+@pytest.mark.time_limit(300)
+def test_sigterm_to_the_daemon_stops_the_tree_first(lab, procs, criu, tmp_path):
+    """Without its daemon a restored task's untouched memory would read as
+    zeros (closing the uffd unregisters it): SIGTERM stops the tree first."""
+    def ready():
+        util.wait_until(lambda: forkmem("src", "VERIFY", timeout=10)["errors"] == 0, 30, "forkmem")
+    images = checkpoint(procs, tmp_path, [FORKMEM, "--mib", "16", "--port", FORKMEM_PORT], ready)
+    workdir = tmp_path / "wd"
+    res = restore(procs, workdir, "--images", images)
+    os.kill(res["daemon_pid"], signal.SIGTERM)
+    util.wait_gone(res["pid"], timeout=15)
+    util.wait_gone(res["daemon_pid"], timeout=15)
+    log = (workdir / "lazyd.log").read_text()
+    assert "would read as zeros" in log and "killing the restored process tree" in log, log
