@@ -22,6 +22,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/epoll.h>
+#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/timerfd.h>
@@ -34,13 +35,16 @@
 #include "util.h"
 
 #define PG DP_PAGE_SIZE
-#define MAX_REQ_PAGES 256          /* one fetch: at most 1 MiB */
+#define MAX_REQ_PAGES 64           /* one prefetch request: 256 KiB, so a fault
+                                      * inside a window waits for its chunk only */
+#define FAULT_REQ_PAGES 16         /* the faulted page travels with at most this
+                                      * many pages: its thread waits for them all */
 #define TICK_NS (10 * 1000000ull)  /* timer period */
 #define PROBE_NS (200 * 1000000ull)
 #define BG_CHUNK_PAGES 16
 #define BG_MAX_INFLIGHT 8
 
-enum { H_LISTEN, H_CRIU, H_UFFD, H_SRC, H_CTL_LISTEN, H_CTL_CLIENT, H_TIMER };
+enum { H_LISTEN, H_CRIU, H_UFFD, H_SRC, H_CTL_LISTEN, H_CTL_CLIENT, H_TIMER, H_SIGNAL };
 enum { K_FAULT, K_PREFETCH, K_BACKGROUND };
 enum { R_AT_SOURCE, R_INSTALL_RETRY, R_FETCH_RETRY };
 
@@ -78,6 +82,7 @@ struct lz_task {
     int32_t shown_pid;    /* pid CRIU sent (0 for a forked child: unknown) */
     int uffd;
     int alive;
+    int broken;           /* cannot be served: uffd kept open, never read */
     struct handler h;
     struct dp_lazymap map;
     struct dp_prefetch_state pf;
@@ -94,13 +99,14 @@ struct lz_task {
 struct lazyd {
     const struct dp_lazyd_opts *o;
     int ep;
-    struct handler listen_h, src_h, ctl_h, timer_h;
+    struct handler listen_h, src_h, ctl_h, timer_h, sig_h;
     struct lz_task *tasks;
     int next_id;
     int conns;             /* open lazy-pages connections */
     int finished;          /* "restore finished" received */
     int failed;
     int killed;
+    int stop;
     uint64_t start_ns, last_probe_ns, last_bg_ns;
     double bg_tokens;
     int bg_inflight;
@@ -110,6 +116,7 @@ struct lazyd {
 };
 
 static void install(struct lazyd *d, struct lz_req *r);
+static void kill_restored(struct lazyd *d);
 static void req_finish(struct lazyd *d, struct lz_req *r);
 
 static int ep_add(struct lazyd *d, struct handler *h, int fd, int type, void *ptr)
@@ -284,10 +291,12 @@ static void mark_inflight(struct lz_task *t, struct dp_lazy_region *reg, uint64_
         dp_lazymap_set(&t->map, &reg->pg[first + i], DP_PG_INFLIGHT, flags);
 }
 
-/* Submits fetches for the REMOTE pages of image range [img, img+n) of reg. */
-static void submit_remote_runs(struct lazyd *d, struct lz_task *t, struct dp_lazy_region *reg,
-                               uint64_t img, uint32_t n, int kind)
+/* Submits fetches for the REMOTE pages of image range [img, img+n) of reg;
+ * returns how many pages it submitted. */
+static uint32_t submit_remote_runs(struct lazyd *d, struct lz_task *t, struct dp_lazy_region *reg,
+                                   uint64_t img, uint32_t n, int kind)
 {
+    uint32_t submitted = 0;
     uint64_t base = (img - reg->img) / PG, total = (reg->end - reg->start) / PG;
     uint32_t i = 0;
     uint8_t flags = kind == K_BACKGROUND ? DP_PGF_BACKGROUND : DP_PGF_PREFETCH;
@@ -302,11 +311,13 @@ static void submit_remote_runs(struct lazyd *d, struct lz_task *t, struct dp_laz
             run++;
         struct lz_req *r = req_new(d, t, img + (uint64_t)i * PG, run, kind);
         if (!r)
-            return; /* prefetch is optional; the fault path still works */
+            return submitted; /* prefetch is optional; the fault path still works */
         mark_inflight(t, reg, r->f.img, run, flags);
         req_submit(d, r);
+        submitted += run;
         i += run;
     }
+    return submitted;
 }
 
 static void fault_remote(struct lazyd *d, struct lz_task *t, struct dp_lazy_region *reg, uint64_t page, uint64_t t0)
@@ -321,7 +332,7 @@ static void fault_remote(struct lazyd *d, struct lz_task *t, struct dp_lazy_regi
     uint32_t n = 1;
     uint64_t idx = (page - reg->start) / PG, total = (reg->end - reg->start) / PG;
     if (npf > 0 && pf[0].addr == img + PG) {
-        while (n <= pf[0].npages && n < MAX_REQ_PAGES && idx + n < total &&
+        while (n <= pf[0].npages && n < FAULT_REQ_PAGES && idx + n < total &&
                dp_pg_state(reg->pg[idx + n]) == DP_PG_REMOTE)
             n++;
     }
@@ -342,6 +353,7 @@ static void fault_remote(struct lazyd *d, struct lz_task *t, struct dp_lazy_regi
     req_submit(d, r);
 
     /* The rest of the plan as separate requests. */
+    uint32_t prefetched = n - 1;
     for (int i = 0; i < npf; i++) {
         uint64_t a = pf[i].addr;
         uint32_t cnt = pf[i].npages;
@@ -352,8 +364,10 @@ static void fault_remote(struct lazyd *d, struct lz_task *t, struct dp_lazy_regi
             a += (uint64_t)covered * PG;
             cnt -= covered;
         }
-        submit_remote_runs(d, t, reg, a, cnt, K_PREFETCH);
+        prefetched += submit_remote_runs(d, t, reg, a, cnt, K_PREFETCH);
     }
+    if (npf > 0)
+        dp_prefetch_window_actual(&t->pf, reg->img, prefetched);
 }
 
 static struct lz_req *find_req(struct lz_task *t, uint64_t img)
@@ -411,8 +425,10 @@ static void handle_fault(struct lazyd *d, struct lz_task *t, uint64_t addr, uint
         break;
     case DP_PG_INFLIGHT: {
         t->c.faults_waited++;
-        if ((*pg & (DP_PGF_PREFETCH | DP_PGF_BACKGROUND)) && !(*pg & DP_PGF_WAITED))
+        if ((*pg & DP_PGF_PREFETCH) && !(*pg & DP_PGF_WAITED)) {
             t->c.prefetch_hits_inflight++;
+            dp_prefetch_inflight_hit(&t->pf, reg->img, reg->img + (page - reg->start));
+        }
         *pg |= DP_PGF_WAITED;
         struct lz_req *r = find_req(t, reg->img + (page - reg->start));
         if (!r || add_waiter(r, page, t0))
@@ -452,12 +468,13 @@ static void install(struct lazyd *d, struct lz_req *r)
             k = run;
         for (uint32_t j = 0; j < k; j++) {
             uint8_t fl = pg[j];
-            if (fl & DP_PGF_WAITED)
-                t->c.pages_fetched++;
+            /* by why it was fetched, whether or not a fault also waited for it */
+            if (fl & DP_PGF_PREFETCH)
+                t->c.pages_prefetched++;
             else if (fl & DP_PGF_BACKGROUND)
                 t->c.pages_background++;
             else
-                t->c.pages_prefetched++;
+                t->c.pages_fetched++;
             dp_lazymap_set(&t->map, &pg[j], DP_PG_RESIDENT, fl & (DP_PGF_PREFETCH | DP_PGF_BACKGROUND));
         }
         r->done_pages += k;
@@ -662,19 +679,16 @@ static void new_task(struct lazyd *d, int32_t pid, int uffd)
         d->failed = 1;
         return;
     }
-    if (d->o->src->ops->task_map(d->o->src, pid, &t->map, &err) < 0) {
-        /* Without the map every fault would be zero-filled: wrong data.
-         * Refuse the task instead; the restore fails visibly. */
-        dp_error("task %d: %s; its faults cannot be served, stopping", pid, err.msg);
-        t->alive = 0;
-        close(uffd);
-        t->uffd = -1;
-        d->failed = 1;
-        return;
-    }
-    if (ep_add(d, &t->h, uffd, H_UFFD, t) < 0) {
-        dp_error("epoll_ctl for task %d: %s", pid, strerror(errno));
-        task_gone(d, t, "epoll");
+    int rc = d->o->src->ops->task_map(d->o->src, pid, &t->map, &err);
+    if (rc == 0 && ep_add(d, &t->h, uffd, H_UFFD, t) < 0)
+        dp_err_set(&err, "epoll_ctl: %s", strerror(errno)), rc = -1;
+    if (rc < 0) {
+        /* Closing the uffd would unregister the task's lazy memory: its
+         * untouched pages would then read as zeros. Keep it open and never
+         * answer: the task's faults wait until someone stops it. */
+        dp_error("task %d: %s. Its lazy memory cannot be served; its faults will wait "
+                 "rather than read zeros: stop the restored process tree", pid, err.msg);
+        t->broken = 1;
         d->failed = 1;
         return;
     }
@@ -964,19 +978,12 @@ static void check_timeouts(struct lazyd *d, uint64_t now)
                         d->o->src->ops->healthy(d->o->src) ? "reachable, slow" : "unreachable");
             } else if (!d->killed) {
                 d->killed = 1;
-                int root = read_pid_file(d->o->workdir, DP_RESTORED_PID_NAME);
                 dp_error("pid %d: a fault at 0x%llx waited %.1f s for %s (%s): stopping the restored "
                          "process tree with SIGKILL (--on-timeout kill). No page was filled with wrong "
                          "data; restore again from the source when it is reachable.",
                          t->shown_pid, (unsigned long long)r->w[0].addr, (double)age / 1e9, d->o->src->desc,
                          d->o->src->ops->healthy(d->o->src) ? "reachable, slow" : "unreachable");
-                if (root > 0) {
-                    kill_tree(root);
-                } else {
-                    for (struct lz_task *x = d->tasks; x; x = x->next)
-                        if (x->alive && x->shown_pid > 0)
-                            kill(x->shown_pid, SIGKILL);
-                }
+                kill_restored(d);
             }
         }
     }
@@ -1057,6 +1064,41 @@ static void src_sync(struct lazyd *d)
     d->src_h.type = H_SRC;
     d->src_h.fd = fd;
     d->src_ev = ev;
+}
+
+static void kill_restored(struct lazyd *d)
+{
+    int root = read_pid_file(d->o->workdir, DP_RESTORED_PID_NAME);
+    if (root > 0) {
+        kill_tree(root);
+        return;
+    }
+    for (struct lz_task *x = d->tasks; x; x = x->next)
+        if (x->alive && x->shown_pid > 0)
+            kill(x->shown_pid, SIGKILL);
+}
+
+/* SIGTERM/SIGINT/SIGHUP: the daemon must not just go away while tasks live,
+ * because their remote pages would then read as zeros. Stop them first. */
+static void handle_signal(struct lazyd *d)
+{
+    struct signalfd_siginfo si;
+    if (read(d->sig_h.fd, &si, sizeof(si)) != (ssize_t)sizeof(si))
+        return;
+    int n = tasks_alive(d);
+    if (!n) {
+        d->stop = 1;
+        return;
+    }
+    uint64_t remote = 0;
+    for (struct lz_task *t = d->tasks; t; t = t->next)
+        if (t->alive)
+            remote += dp_lazymap_pages(&t->map, DP_PG_REMOTE) + dp_lazymap_pages(&t->map, DP_PG_INFLIGHT);
+    char rb[32];
+    dp_format_bytes(remote * PG, rb, sizeof(rb));
+    dp_warn("signal %u: %d restored task(s) still have %s remote, which would read as zeros "
+            "without this daemon; killing the restored process tree first", si.ssi_signo, n, rb);
+    kill_restored(d);
 }
 
 static void handle_timer(struct lazyd *d)
@@ -1144,8 +1186,16 @@ int dp_lazyd_run(const struct dp_lazyd_opts *o)
     struct itimerspec its = {.it_interval = {0, (long)TICK_NS}, .it_value = {0, (long)TICK_NS}};
     timerfd_settime(tfd, 0, &its, NULL);
     d->src_h.fd = -1;
-    if (ep_add(d, &d->listen_h, lfd, H_LISTEN, NULL) < 0 || ep_add(d, &d->ctl_h, cfd, H_CTL_LISTEN, NULL) < 0 ||
-        ep_add(d, &d->timer_h, tfd, H_TIMER, NULL) < 0) {
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP);
+    sigprocmask(SIG_BLOCK, &sigs, NULL);
+    int gfd = signalfd(-1, &sigs, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (gfd < 0 || ep_add(d, &d->listen_h, lfd, H_LISTEN, NULL) < 0 ||
+        ep_add(d, &d->ctl_h, cfd, H_CTL_LISTEN, NULL) < 0 || ep_add(d, &d->timer_h, tfd, H_TIMER, NULL) < 0 ||
+        ep_add(d, &d->sig_h, gfd, H_SIGNAL, NULL) < 0) {
         dp_error("epoll_ctl: %s", strerror(errno));
         goto out;
     }
@@ -1162,7 +1212,7 @@ int dp_lazyd_run(const struct dp_lazyd_opts *o)
 
     struct epoll_event evs[64];
     for (;;) {
-        if (d->failed && !tasks_alive(d))
+        if ((d->failed || d->stop) && !tasks_alive(d))
             break;
         if (d->finished && d->conns == 0 && !tasks_alive(d))
             break;
@@ -1182,6 +1232,7 @@ int dp_lazyd_run(const struct dp_lazyd_opts *o)
             case H_CTL_LISTEN: handle_ctl_listen(d); break;
             case H_CTL_CLIENT: handle_ctl_client(d, h); break;
             case H_TIMER: handle_timer(d); break;
+            case H_SIGNAL: handle_signal(d); break;
             }
         }
     }
@@ -1219,6 +1270,8 @@ out:
     }
     if (tfd >= 0)
         close(tfd);
+    if (d->sig_h.fd > 0)
+        close(d->sig_h.fd);
     /* Tasks whose requests the source still owns: the source is closed by
      * the caller after us, so free only what is safe. */
     for (struct lz_task *t = d->tasks, *n; t; t = n) {
