@@ -214,6 +214,28 @@ int dp_orch_can_connect(const char *netns, const char *hostport, int timeout_ms)
     return WIFEXITED(st) && WEXITSTATUS(st) == 0;
 }
 
+uint64_t dp_orch_probe(const char *cmd, const char *netns, double timeout_s, int interval_ms, int log_fd,
+                       pid_t keep_alive_pid, unsigned long long keep_alive_start, int *attempts)
+{
+    const char *argv[] = {"/bin/sh", "-c", cmd, NULL};
+    uint64_t until = dp_now_ns() + (uint64_t)(timeout_s * 1e9);
+    struct dp_err err = {{0}};
+    *attempts = 0;
+    for (;;) {
+        uint64_t now = dp_now_ns();
+        if (now >= until)
+            return 0;
+        (*attempts)++;
+        int s = dp_orch_run(argv, netns, (double)(until - now) / 1e9, NULL, log_fd, log_fd, &err);
+        if (s >= 0 && WIFEXITED(s) && WEXITSTATUS(s) == 0)
+            return dp_now_ns();
+        if (keep_alive_pid > 0 && !dp_proc_same(keep_alive_pid, keep_alive_start))
+            return 0;
+        if (interval_ms > 0)
+            usleep((useconds_t)interval_ms * 1000);
+    }
+}
+
 unsigned long long dp_proc_starttime(pid_t pid)
 {
     char path[64], buf[1024];

@@ -40,6 +40,14 @@ pid_t dp_orch_spawn(const char *const argv[], const char *netns, const char *log
  * timeout_ms, else 0. */
 int dp_orch_can_connect(const char *netns, const char *hostport, int timeout_ms);
 
+/* Runs `sh -c cmd` in netns again and again (each try bounded by what is left
+ * of timeout_s, tries spaced by interval_ms) until it exits 0. Returns the
+ * dp_now_ns() of the first success, or 0 if it never succeeded in time or
+ * keep_alive_pid (if > 0) died. *attempts counts the tries; the commands'
+ * output goes to log_fd (-1 = /dev/null). */
+uint64_t dp_orch_probe(const char *cmd, const char *netns, double timeout_s, int interval_ms, int log_fd,
+                       pid_t keep_alive_pid, unsigned long long keep_alive_start, int *attempts);
+
 /* The start time of pid (field 22 of /proc/PID/stat, clock ticks since boot),
  * or 0 if there is no such process or it is a zombie. */
 unsigned long long dp_proc_starttime(pid_t pid);

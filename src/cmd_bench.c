@@ -11,6 +11,7 @@ static const struct {
     const char *summary;
 } benches[] = {
     {"server", bench_server, "page server: 4 KiB GET latency and bulk GET throughput against raw TCP"},
+    {"ttfr", bench_ttfr, "time to first reply of a migrated Redis: DistriProc vs CRIU full/lazy vs local"},
 };
 
 static void usage(FILE *out)

@@ -58,6 +58,8 @@ static void usage(FILE *out)
             "  --probe CMD           shell command run in dst's netns (sh -c) until it exits 0\n"
             "                        e.g. 'redis-cli -h 10.250.0.2 ping | grep -qx PONG'\n"
             "  --probe-timeout SEC   give up probing after SEC seconds (default 60)\n"
+            "  --leave-running       keep the source tree running after the dump (benchmarks:\n"
+            "                        several migrations of one loaded process)\n"
             "  --json                one JSON object on stdout\n"
             "  --stop                kill the restored tree, wait for the daemon, stop the server\n"
             "\n"
@@ -169,7 +171,7 @@ static int cmd_stop(const char *workdir)
 }
 
 struct margs {
-    int pid, port, json, stop;
+    int pid, port, json, stop, leave_running;
     const char *workdir, *key, *prefetch, *emulate_rtt, *fault_timeout, *on_timeout, *probe;
     double probe_timeout;
 };
@@ -183,7 +185,8 @@ static int parse_margs(int argc, char **argv, struct margs *a)
         {"fault-timeout", required_argument, NULL, 'T'}, {"on-timeout", required_argument, NULL, 'O'},
         {"probe", required_argument, NULL, 'q'},        {"probe-timeout", required_argument, NULL, 't'},
         {"json", no_argument, NULL, 'j'},               {"stop", no_argument, NULL, 's'},
-        {"help", no_argument, NULL, 'h'},               {NULL, 0, NULL, 0},
+        {"leave-running", no_argument, NULL, 'L'},      {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
     memset(a, 0, sizeof(*a));
     a->port = 7070;
@@ -223,6 +226,7 @@ static int parse_margs(int argc, char **argv, struct margs *a)
         case 'q': a->probe = optarg; break;
         case 'j': a->json = 1; break;
         case 's': a->stop = 1; break;
+        case 'L': a->leave_running = 1; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -344,7 +348,8 @@ int cmd_migrate(int argc, char **argv)
     if (!a.json)
         dp_info("1/4 checkpoint pid %d on src -> %s", a.pid, images);
     uint64_t t_freeze = dp_now_ns();
-    const char *ck_argv[] = {self, "checkpoint", "--host", "src", "--pid", pidbuf, "--images", images, "--json", NULL};
+    const char *ck_argv[] = {self, "checkpoint", "--host", "src", "--pid", pidbuf, "--images", images, "--json",
+                             a.leave_running ? "--leave-running" : NULL, NULL};
     if (run_self(ck_argv, "checkpoint", 900, &ck) < 0)
         goto out;
     uint64_t t_dumped = dp_now_ns();
@@ -434,26 +439,12 @@ int cmd_migrate(int argc, char **argv)
         if (!a.json)
             dp_info("4/4 probing in dst: %s", a.probe);
         int lf = open(probe_log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-        const char *pr_argv[] = {"/bin/sh", "-c", a.probe, NULL};
-        uint64_t until = t_restored + (uint64_t)(a.probe_timeout * 1e9);
-        for (;;) {
-            uint64_t now = dp_now_ns();
-            if (now >= until)
-                break;
-            attempts++;
-            int s = dp_orch_run(pr_argv, DST_NETNS, (double)(until - now) / 1e9, NULL, lf, lf, &err);
-            if (s >= 0 && WIFEXITED(s) && WEXITSTATUS(s) == 0) {
-                t_probe_ok = dp_now_ns();
-                probed = 1;
-                break;
-            }
-            if (!dp_proc_same(st.restored.pid, st.restored.start)) {
-                dp_error("the restored process (pid %d) died while being probed (see %s/lazyd.log)",
-                         st.restored.pid, dstdir);
-                break;
-            }
-            usleep(10000);
-        }
+        t_probe_ok = dp_orch_probe(a.probe, DST_NETNS, a.probe_timeout, 10, lf, st.restored.pid,
+                                   st.restored.start, &attempts);
+        probed = t_probe_ok != 0;
+        if (!probed && !dp_proc_same(st.restored.pid, st.restored.start))
+            dp_error("the restored process (pid %d) died while being probed (see %s/lazyd.log)",
+                     st.restored.pid, dstdir);
         if (lf >= 0)
             close(lf);
         if (!probed) {
