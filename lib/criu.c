@@ -403,8 +403,12 @@ int dp_criu_start(const char *const args[], const struct dp_criu_run_opts *o,
 
 int dp_criu_poll(struct dp_criu_proc *p, int *status)
 {
-    if (p->pid <= 0)
+    if (p->pid <= 0) {
+        /* Already reaped (or never started): report what we saw then. */
+        if (status)
+            *status = p->exited ? p->status : 255 << 8;
         return 0;
+    }
     int st = 0;
     pid_t r;
     while ((r = waitpid(p->pid, &st, WNOHANG)) < 0 && errno == EINTR)
@@ -413,6 +417,8 @@ int dp_criu_poll(struct dp_criu_proc *p, int *status)
         return 1;
     if (r < 0)
         st = 255 << 8; /* reaped by someone else: its status is lost, count it as failed */
+    p->exited = 1;
+    p->status = st;
     if (status)
         *status = st;
     if (p->pidfd >= 0)
@@ -427,8 +433,11 @@ void dp_criu_kill(struct dp_criu_proc *p)
     if (p->pid <= 0)
         return;
     kill(p->pid, SIGKILL);
-    while (waitpid(p->pid, NULL, 0) < 0 && errno == EINTR)
+    int st = SIGKILL; /* as if killed, should waitpid fail */
+    while (waitpid(p->pid, &st, 0) < 0 && errno == EINTR)
         ;
+    p->exited = 1;
+    p->status = st;
     if (p->pidfd >= 0)
         close(p->pidfd);
     p->pidfd = -1;
@@ -522,7 +531,7 @@ static const char *hint_for(const char *what)
     if (strstr(what, "restore"))
         return "usual causes: a pid or address already in use, "
                "a file that changed since the dump (--file-validation), or a netns without the dumped addresses";
-    return "the log says why";
+    return "run it by hand to see why; 'make deps' reinstalls criu into .deps/, " DP_CRIU_ENV " picks another";
 }
 
 int dp_criu_finish(struct dp_criu_proc *p, struct dp_err *err)
@@ -554,8 +563,9 @@ int dp_criu_finish(struct dp_criu_proc *p, struct dp_err *err)
     else {
         char why[240];
         last_error_line(p->log_path, why, sizeof(why));
-        dp_err_set(err, "%s %s%s%s; %s (full log: %s)", p->what, how, why[0] ? ": " : "", why,
-                   hint_for(p->what), p->log_path[0] ? p->log_path : "none");
+        dp_err_set(err, "%s %s%s%s; %s%s%s%s", p->what, how, why[0] ? ": " : "", why,
+                   hint_for(p->what), p->log_path[0] ? " (full log: " : "", p->log_path,
+                   p->log_path[0] ? ")" : "");
     }
     return -1;
 }
@@ -592,6 +602,15 @@ int dp_criu_get_version(struct dp_criu_version *v, struct dp_err *err)
     char out[512];
     size_t used = 0;
     for (;;) { /* criu --version prints two short lines and exits */
+        uint64_t now = dp_now_ns();
+        if (now >= p.deadline_ns)
+            break; /* dp_criu_finish kills it and says so */
+        struct pollfd pfd = {.fd = fds[0], .events = POLLIN};
+        int pr = poll(&pfd, 1, (int)((p.deadline_ns - now) / 1000000) + 1);
+        if (pr < 0 && errno == EINTR)
+            continue;
+        if (pr <= 0)
+            break;
         ssize_t r = read(fds[0], out + used, sizeof(out) - 1 - used);
         if (r < 0 && errno == EINTR)
             continue;

@@ -112,6 +112,7 @@ struct dp_criu_proc {
     int pidfd;
     uint64_t deadline_ns;      /* 0 = none */
     double timeout_s;
+    int exited, status;        /* set once reaped: wait status */
     char what[64];             /* "criu dump", for messages */
     char log_path[4096];
 };
@@ -123,7 +124,7 @@ int dp_criu_start(const char *const args[], const struct dp_criu_run_opts *o,
  * 0 if criu exited with status 0; else -1, the log tail printed, err set. */
 int dp_criu_finish(struct dp_criu_proc *p, struct dp_err *err);
 /* 1 if criu is still running, 0 once it has exited (then *status is its wait
- * status and it is reaped). Does not block. */
+ * status and it is reaped; later calls report the same). Does not block. */
 int dp_criu_poll(struct dp_criu_proc *p, int *status);
 /* SIGKILLs and reaps a criu that is still running. */
 void dp_criu_kill(struct dp_criu_proc *p);

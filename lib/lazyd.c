@@ -777,10 +777,13 @@ static void stats_json(struct lazyd *d, struct dp_sbuf *b)
     dp_sbuf_printf(b, ", \"resident_bytes\": %llu, \"remote_bytes\": %llu, \"remote_fraction\": %.4f, \"latency\": ",
                   (unsigned long long)(resident * PG), (unsigned long long)(remote * PG),
                   remote + resident ? (double)remote / (double)(remote + resident) : 0.0);
-    if (lat)
+    if (lat) {
         dp_hist_json(b, lat);
-    else
+        dp_sbuf_printf(b, ", \"latency_buckets_us\": ");
+        dp_hist_json_buckets(b, lat);
+    } else {
         dp_sbuf_printf(b, "null");
+    }
     free(lat);
     dp_sbuf_printf(b, "}, \"tasks\": [");
     int first = 1;

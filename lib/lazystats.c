@@ -138,6 +138,20 @@ void dp_counters_json(struct dp_sbuf *b, const struct dp_lazy_counters *c)
                   (unsigned long long)c->ev_unmap);
 }
 
+void dp_hist_json_buckets(struct dp_sbuf *b, const struct dp_hist *h)
+{
+    dp_sbuf_printf(b, "[");
+    int first = 1;
+    for (unsigned i = 0; i < DP_HIST_BUCKETS; i++) {
+        if (!h->b[i])
+            continue;
+        dp_sbuf_printf(b, "%s[%.3f, %llu]", first ? "" : ", ", (double)bucket_top(i) / 1e3,
+                       (unsigned long long)h->b[i]);
+        first = 0;
+    }
+    dp_sbuf_printf(b, "]");
+}
+
 void dp_hist_json(struct dp_sbuf *b, const struct dp_hist *h)
 {
     dp_sbuf_printf(b,

@@ -59,5 +59,7 @@ void dp_sbuf_free(struct dp_sbuf *b);
 /* Appends "counters" fields (no braces), then the histogram object. */
 void dp_counters_json(struct dp_sbuf *b, const struct dp_lazy_counters *c);
 void dp_hist_json(struct dp_sbuf *b, const struct dp_hist *h);
+/* [[bucket upper edge in us, count], ...] for the non-empty buckets (a CDF). */
+void dp_hist_json_buckets(struct dp_sbuf *b, const struct dp_hist *h);
 
 #endif

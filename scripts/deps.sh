@@ -12,7 +12,8 @@ set -euo pipefail
 
 # ---- The one list of what the project needs ---------------------------------
 # build: gcc make pkg-config libcmocka-dev libsodium-dev; fuzzing: clang libclang-rt-14-dev
-# lab + tests: iproute2 procps util-linux iptables python3-pytest curl
+# lab + tests: iproute2 procps util-linux python3-pytest curl; iptables: criu --tcp-established
+#   locks the dumped connections with iptables rules in the dumped netns
 # workloads + benchmarks: redis-server redis-tools nginx-light wrk gnuplot-nox
 # criu fetching: debian-archive-keyring (its keys sign trixie and sid)
 PACKAGES=(

@@ -1,7 +1,9 @@
 /* checkpoint: `criu dump` of a process tree with the options DistriProc's
  * workloads need, then a report of what was dumped, read from the images. */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <poll.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -180,6 +182,117 @@ static void warn_kill_child(pid_t pid)
                 (int)pid, ppid);
 }
 
+/* A regular file the tree writes to must not change between dump and restore
+ * (criu restore then fails: "File ... has bad size"). Warn for each one, in the
+ * root and its descendants, before the dump rather than after. */
+static void warn_written_files(pid_t pid, int depth)
+{
+    char path[128];
+    snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+    DIR *d = opendir(path);
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char link[300], target[512], info[300];
+        snprintf(link, sizeof(link), "/proc/%d/fd/%s", (int)pid, e->d_name);
+        ssize_t n = readlink(link, target, sizeof(target) - 1);
+        struct stat st;
+        if (n <= 0 || target[0] != '/' || stat(link, &st) < 0 || !S_ISREG(st.st_mode))
+            continue;
+        target[n] = '\0';
+        snprintf(info, sizeof(info), "/proc/%d/fdinfo/%s", (int)pid, e->d_name);
+        FILE *f = fopen(info, "r");
+        if (!f)
+            continue;
+        char line[128];
+        unsigned long flags = 0;
+        while (fgets(line, sizeof(line), f))
+            if (sscanf(line, "flags: %lo", &flags) == 1)
+                break;
+        fclose(f);
+        if ((flags & O_ACCMODE) != O_RDONLY)
+            dp_warn("pid %d writes to %s (fd %s): if that file changes after the dump, criu restore "
+                    "fails ('bad size'); give workloads /dev/null or a socket instead",
+                    (int)pid, target, e->d_name);
+    }
+    closedir(d);
+    if (depth >= 16)
+        return;
+    /* Children of every thread (the kernel lists them per thread). */
+    snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+    DIR *t = opendir(path);
+    if (!t)
+        return;
+    while ((e = readdir(t))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char cpath[300];
+        snprintf(cpath, sizeof(cpath), "/proc/%d/task/%s/children", (int)pid, e->d_name);
+        FILE *f = fopen(cpath, "r");
+        if (!f)
+            continue;
+        long child;
+        while (fscanf(f, "%ld", &child) == 1)
+            warn_written_files((pid_t)child, depth + 1);
+        fclose(f);
+    }
+    closedir(t);
+}
+
+/* Bytes of the images written so far (progress of a long dump). */
+static uint64_t dir_bytes(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return 0;
+    uint64_t total = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        struct stat st;
+        if (fstatat(dirfd(d), e->d_name, &st, 0) == 0 && S_ISREG(st.st_mode))
+            total += (uint64_t)st.st_size;
+    }
+    closedir(d);
+    return total;
+}
+
+/* criu dump, with a progress line every few seconds while it writes images. */
+static int run_dump(const struct dp_dump_opts *d, const char *netns, double timeout_s, struct dp_err *err)
+{
+    struct dp_criu_argv a;
+    if (dp_criu_dump_args(d, &a, err) < 0)
+        return -1;
+    char log[PATH_MAX + 16];
+    snprintf(log, sizeof(log), "%s/dump.log", d->images_dir);
+    struct dp_criu_run_opts o = {.netns = netns, .timeout_s = timeout_s, .log_path = log};
+    struct dp_criu_proc p;
+    if (dp_criu_start(a.argv, &o, &p, err) < 0)
+        return -1;
+    uint64_t start = dp_now_ns(), next = start + 2000000000ULL;
+    int status;
+    while (dp_criu_poll(&p, &status)) {
+        uint64_t now = dp_now_ns();
+        if (p.deadline_ns && now >= p.deadline_ns)
+            break; /* dp_criu_finish kills it and says so */
+        if (now >= next) {
+            char b[32];
+            dp_format_bytes(dir_bytes(d->images_dir), b, sizeof(b));
+            dp_info("dumping: %.0f s, %s of images written", (double)(now - start) / 1e9, b);
+            next = now + 2000000000ULL;
+        }
+        if (p.pidfd >= 0) {
+            struct pollfd pfd = {.fd = p.pidfd, .events = POLLIN};
+            poll(&pfd, 1, 250); /* readable when criu exits */
+        } else {
+            usleep(20000);
+        }
+    }
+    return dp_criu_finish(&p, err);
+}
+
 int cmd_checkpoint(int argc, char **argv)
 {
     enum { O_PID = 1, O_IMAGES, O_HOST, O_NETNS, O_LEAVE, O_SHELL, O_NOSHELL, O_NOTCP, O_FV,
@@ -305,6 +418,7 @@ int cmd_checkpoint(int argc, char **argv)
             dp_info("using --shell-job: %s; restore it with --shell-job too", why);
     }
     warn_kill_child((pid_t)pid);
+    warn_written_files((pid_t)pid, 0);
 
     struct dp_err err = {{0}};
     if (prepare_images_dir(images, &err) < 0) {
@@ -334,7 +448,7 @@ int cmd_checkpoint(int argc, char **argv)
     dp_info("dumping the tree of pid %ld%s%s into %s (criu %d.%d.%d)", pid, netns ? " in netns " : "",
             netns ? netns : "", dir, ver.major, ver.minor, ver.sublevel);
     uint64_t t0 = dp_now_ns();
-    if (dp_criu_dump(&d, netns, timeout_s, &err) < 0) {
+    if (run_dump(&d, netns, timeout_s, &err) < 0) {
         dp_error("%s", err.msg);
         return 1;
     }

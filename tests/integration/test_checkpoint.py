@@ -148,7 +148,8 @@ def test_checkpoint_reports_and_restores_elsewhere(lab):
     assert 0 < report["image_bytes"] <= sum(
         os.path.getsize(os.path.join(images, f)) for f in os.listdir(images))
     assert os.path.exists(os.path.join(images, "dump.log"))
-    wait_for(lambda: not alive(pid), 10, "the dumped redis to be gone")
+    wait_for(lambda: not os.path.exists("/proc/%d" % pid), 10, "the dumped redis to be gone")
+    lab["pids"].remove(pid)  # gone: never signal whatever reuses its pid
 
     # Restore into the other namespace and ask the restored server for its data.
     pidfile = os.path.join(images, "restored.pid")
@@ -202,3 +203,39 @@ def test_checkpoint_usage_errors():
     assert r.returncode == 2
     r = run([DISTRIPROC, "checkpoint", "--host", "mars", "--pid", "1", "--images", "/tmp/x"])
     assert r.returncode == 2 and "src or dst" in r.stderr
+
+
+def test_checkpoint_warns_about_written_files(lab):
+    # A workload whose stdout is a regular file: restore fails if that file
+    # changes after the dump, so checkpoint warns before dumping.
+    out_path = os.path.join(lab["dir"], "out.txt")
+    with open(out_path, "w") as out:
+        p = subprocess.Popen(["setsid", "sleep", "60"], stdin=subprocess.DEVNULL, stdout=out,
+                             stderr=subprocess.DEVNULL, start_new_session=False)
+    lab["procs"].append(p)
+    wait_for(lambda: open("/proc/%d/comm" % p.pid).read().strip() == "sleep", 10, "sleep to start")
+    r = run([DISTRIPROC, "checkpoint", "--pid", str(p.pid), "--images", os.path.join(lab["dir"], "img"),
+             "--leave-running", "--json"])
+    assert r.returncode == 0, r.stderr
+    assert "writes to %s (fd 1)" % out_path in r.stderr
+    assert json.loads(r.stdout)["shell_job"] is False
+    assert p.poll() is None
+
+
+def test_checkpoint_warns_about_kill_child(lab):
+    # CRIU restores the parent-death signal `unshare --kill-child` sets, so such a
+    # tree dies as soon as a detached restore's criu exits: checkpoint says so.
+    outer = subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child", "setsid", "sleep", "60"],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    lab["procs"].append(outer)
+    children = []
+
+    def child():
+        children[:] = run(["pgrep", "-P", str(outer.pid)], timeout=5).stdout.split()
+        return children
+
+    wait_for(child, 10, "the pid-namespace init")
+    r = run([DISTRIPROC, "checkpoint", "--pid", children[0], "--images", os.path.join(lab["dir"], "img"),
+             "--leave-running"])
+    assert r.returncode == 0, r.stderr
+    assert "unshare --kill-child" in r.stderr

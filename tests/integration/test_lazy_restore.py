@@ -204,3 +204,55 @@ def test_fault_waits_while_page_server_is_down(lab, procs, criu, tmp_path):
     assert r == {"pages": 32 * 256, "errors": 0}, (r, err)
     assert stats(workdir)["source_healthy"] is True
     finish(res, workdir)
+
+
+@pytest.mark.time_limit(300)
+def test_fault_timeout_kill_stops_the_tree_with_a_clear_message(lab, procs, criu, tmp_path):
+    def ready():
+        util.wait_until(lambda: forkmem("src", "VERIFY", timeout=10)["errors"] == 0, 30, "forkmem")
+    images = checkpoint(procs, tmp_path, [FORKMEM, "--mib", "16", "--port", FORKMEM_PORT], ready)
+    key = tmp_path / "key"
+    util.distriproc("keygen", key)
+    listen = f"{util.HOSTS['src']}:{SERVE_PORT}"
+    server = procs.spawn(util.netns_cmd("src", [util.DISTRIPROC, "serve", "--images", images,
+                                                "--listen", listen, "--key", key]),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    util.wait_until(lambda: util.run(util.netns_cmd("src", ["ss", "-ltnH", f"sport = :{SERVE_PORT}"]))
+                    .stdout.strip() != "", 20, "the page server to listen")
+    workdir = tmp_path / "wd"
+    cp = util.distriproc("restore", "--source", listen, "--key", key, "--workdir", workdir, "--host", "dst",
+                         "--fault-timeout", "2", "--on-timeout", "kill", "--json", timeout=150)
+    res = json.loads(cp.stdout)
+    procs.track(res["daemon_pid"])
+    procs.track(res["pid"])
+    os.killpg(server.pid, signal.SIGKILL)
+    server.wait(timeout=10)
+    verify = procs.spawn(util.netns_cmd("dst", [util.PYTHON, "-c", _REQ, util.HOSTS["dst"], FORKMEM_PORT,
+                                                "VERIFY", 60]),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # the whole restored tree is stopped after the timeout, and the daemon ends
+    util.wait_gone(res["pid"], timeout=30)
+    util.wait_gone(res["daemon_pid"], timeout=15)
+    out, _ = verify.communicate(timeout=30)
+    assert out.strip() == b"", f"VERIFY answered although its pages were unreachable: {out}"
+    log = (workdir / "lazyd.log").read_text()
+    assert "--on-timeout kill" in log and "No page was filled with wrong data" in log, log
+
+
+@pytest.mark.time_limit(300)
+def test_background_fetch_copies_the_rest(lab, procs, criu, tmp_path):
+    def ready():
+        util.wait_until(lambda: forkmem("src", "VERIFY", timeout=10)["errors"] == 0, 30, "forkmem")
+    images = checkpoint(procs, tmp_path, [FORKMEM, "--mib", "32", "--port", FORKMEM_PORT], ready)
+    workdir = tmp_path / "wd"
+    cp = util.distriproc("restore", "--images", images, "--workdir", workdir, "--host", "dst",
+                         "--background-fetch", "64M", "--json", timeout=150)
+    res = json.loads(cp.stdout)
+    procs.track(res["daemon_pid"])
+    procs.track(res["pid"])
+    # nobody touches the memory, yet it all arrives
+    util.wait_until(lambda: stats(workdir)["total"]["remote_bytes"] == 0, 30, "the background copy")
+    tot = stats(workdir)["total"]
+    assert tot["pages_background"] >= 32 * 256 * 0.9 and tot["faults_remote"] < 100, tot
+    assert forkmem("dst", "VERIFY")["errors"] == 0
+    finish(res, workdir)

@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "criu.h"
@@ -225,6 +227,35 @@ static void run_kills_on_timeout(void **state)
     unsetenv(DP_CRIU_ENV);
 }
 
+/* start/poll/kill, the way a lazy restore runs criu in the background. */
+static void start_poll_kill(void **state)
+{
+    (void)state;
+    setenv(DP_CRIU_ENV, "/bin/sh", 1);
+    struct dp_criu_run_opts o = {.timeout_s = 20};
+    struct dp_err err = {{0}};
+    struct dp_criu_proc p;
+    const char *const quick[] = {"-c", "exit 7", NULL};
+    assert_int_equal(dp_criu_start(quick, &o, &p, &err), 0);
+    int status = 0;
+    for (int i = 0; i < 2000 && dp_criu_poll(&p, &status); i++)
+        usleep(5000);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 7);
+    /* Reaped once; finish still reports what happened. */
+    assert_int_equal(dp_criu_finish(&p, &err), -1);
+    assert_non_null(strstr(err.msg, "exited with status 7"));
+
+    const char *const slow[] = {"-c", "trap '' TERM; sleep 30", NULL};
+    assert_int_equal(dp_criu_start(slow, &o, &p, &err), 0);
+    assert_int_equal(dp_criu_poll(&p, &status), 1);
+    dp_criu_kill(&p);
+    assert_int_equal(dp_criu_poll(&p, &status), 0);
+    assert_true(WIFSIGNALED(status));
+    assert_int_equal(WTERMSIG(status), SIGKILL);
+    unsetenv(DP_CRIU_ENV);
+}
+
 static void find_rejects_bad_env_and_missing_netns(void **state)
 {
     (void)state;
@@ -258,6 +289,7 @@ int main(void)
         cmocka_unit_test(file_validation_names),
         cmocka_unit_test(run_reports_exit_status_and_log_tail),
         cmocka_unit_test(run_kills_on_timeout),
+        cmocka_unit_test(start_poll_kill),
         cmocka_unit_test(find_rejects_bad_env_and_missing_netns),
     };
     return cmocka_run_group_tests_name("criu", tests, NULL, NULL);
