@@ -218,22 +218,32 @@ uint64_t dp_orch_probe(const char *cmd, const char *netns, double timeout_s, int
                        pid_t keep_alive_pid, unsigned long long keep_alive_start, int *attempts)
 {
     const char *argv[] = {"/bin/sh", "-c", cmd, NULL};
+    int devnull = -1;
+    if (log_fd < 0)
+        log_fd = devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
     uint64_t until = dp_now_ns() + (uint64_t)(timeout_s * 1e9);
     struct dp_err err = {{0}};
     *attempts = 0;
     for (;;) {
         uint64_t now = dp_now_ns();
         if (now >= until)
-            return 0;
+            break;
         (*attempts)++;
         int s = dp_orch_run(argv, netns, (double)(until - now) / 1e9, NULL, log_fd, log_fd, &err);
-        if (s >= 0 && WIFEXITED(s) && WEXITSTATUS(s) == 0)
-            return dp_now_ns();
+        if (s >= 0 && WIFEXITED(s) && WEXITSTATUS(s) == 0) {
+            uint64_t t = dp_now_ns();
+            if (devnull >= 0)
+                close(devnull);
+            return t;
+        }
         if (keep_alive_pid > 0 && !dp_proc_same(keep_alive_pid, keep_alive_start))
-            return 0;
+            break;
         if (interval_ms > 0)
             usleep((useconds_t)interval_ms * 1000);
     }
+    if (devnull >= 0)
+        close(devnull);
+    return 0;
 }
 
 unsigned long long dp_proc_starttime(pid_t pid)

@@ -5,5 +5,6 @@
 
 int bench_server(int argc, char **argv);
 int bench_ttfr(int argc, char **argv);
+int bench_faults(int argc, char **argv);
 
 #endif

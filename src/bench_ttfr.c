@@ -79,6 +79,16 @@ struct ttfr {
 };
 
 static volatile sig_atomic_t interrupted;
+static ino_t lab_ino; /* dp-src's namespace when the run started */
+
+/* The lab is shared by everything on this machine: a test or another bench
+ * may tear it down (killing our Redis) while we run. Say so instead of
+ * reporting a bogus failure of the system being measured. */
+static int lab_changed(void)
+{
+    struct stat sb;
+    return stat("/run/netns/dp-src", &sb) < 0 || sb.st_ino != lab_ino;
+}
 static void on_int(int sig)
 {
     (void)sig;
@@ -692,17 +702,27 @@ static pid_t start_redis(struct ttfr *t, struct sizeres *z, char *eb, size_t el)
     const char *argv[] = {t->self, "lab", "exec", "src", "--container", "--detach", "--", "redis-server", "--save", "",
                           "--appendonly", "no", "--protected-mode", "no", "--bind", "0.0.0.0", "--port", "6379",
                           NULL};
-    char *out = run_self(t, argv, 60, "starting Redis in a src container", eb, el);
-    if (!out)
-        return -1;
-    pid_t pid = (pid_t)atoi(out);
-    free(out);
-    int attempts;
-    if (!probe("dp-src", SRC_ADDR, 30, pid, &attempts)) {
-        snprintf(eb, el, "Redis did not answer on src");
-        kill_tree(pid);
-        return -1;
+    /* A killed Redis keeps its listening socket until its memory is torn
+     * down: a new one started at once cannot bind the port. Wait for it. */
+    for (int i = 0; i < 600 && dp_orch_can_connect("dp-src", SRC_ADDR ":6379", 200); i++)
+        usleep(100000);
+    pid_t pid = -1;
+    for (int attempt = 0; attempt < 3 && pid < 0; attempt++) {
+        char *out = run_self(t, argv, 60, "starting Redis in a src container", eb, el);
+        if (!out)
+            return -1;
+        pid = (pid_t)atoi(out);
+        free(out);
+        int attempts;
+        if (!probe("dp-src", SRC_ADDR, 30, pid, &attempts)) {
+            snprintf(eb, el, "Redis did not answer on src");
+            kill_tree(pid);
+            pid = -1;
+            sleep(2);
+        }
     }
+    if (pid < 0)
+        return -1;
     char mib[32];
     snprintf(mib, sizeof(mib), "%llu", (unsigned long long)(z->bytes >> 20));
     const char *load[] = {"/usr/bin/python3", t->tool, "load", "--host", SRC_ADDR, "--mib", mib, "--max-seconds",
@@ -774,6 +794,13 @@ static void run_size(struct ttfr *t, struct sizeres *z)
             case 1: rc = run_criu_full(t, redis, work, &s, eb, sizeof(eb)); break;
             case 2: rc = run_criu_lazy_local(t, redis, work, &s, eb, sizeof(eb)); break;
             default: rc = run_local(t, redis, &s, eb, sizeof(eb)); break;
+            }
+            if (rc != 0 && lab_changed()) {
+                dp_error("ttfr %s: the lab was torn down or recreated by someone else during this run "
+                         "(a test or another bench?); stopping: rerun when the lab is free",
+                         z->label);
+                snprintf(eb, sizeof(eb), "the lab was torn down by another user during the run");
+                interrupted = 1;
             }
             print_line(z, sys, rep, &s, rc == 0, eb);
             if (rc == 0)
@@ -908,6 +935,9 @@ int bench_ttfr(int argc, char **argv)
         dp_error("cannot bring the lab up: %s", err.msg);
         return 1;
     }
+    struct stat lsb;
+    if (stat("/run/netns/dp-src", &lsb) == 0)
+        lab_ino = lsb.st_ino;
     signal(SIGINT, on_int);
     signal(SIGTERM, on_int);
     t.started = time(NULL);
