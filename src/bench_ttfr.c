@@ -64,6 +64,7 @@ struct sizeres {
     char label[32];
     uint64_t bytes, used_memory, keys;
     char skipped[256];
+    int restarts; /* times the size was started again after another user disturbed the lab */
     struct sysres sys[NSYS];
 };
 
@@ -71,6 +72,7 @@ struct ttfr {
     const char *json_out, *workroot, *prefetch, *bandwidth;
     char sizes_text[256];
     int repeat, port;
+    uint64_t bits;
     struct sizeres size[MAX_SIZES];
     int nsizes;
     char tool[PATH_MAX], criu[PATH_MAX], cmdline[2048];
@@ -79,16 +81,38 @@ struct ttfr {
 };
 
 static volatile sig_atomic_t interrupted;
-static ino_t lab_ino; /* dp-src's namespace when the run started */
+static ino_t lab_ino; /* dp-src's namespace as we set it up */
 
 /* The lab is shared by everything on this machine: a test or another bench
- * may tear it down (killing our Redis) while we run. Say so instead of
- * reporting a bogus failure of the system being measured. */
-static int lab_changed(void)
+ * may tear it down (killing our Redis) or recreate it without our cap while
+ * we run. 1 if it is still the lab we set up: same namespace, our cap on
+ * both ends (within 2 %: tc reports rounded rates). */
+static int lab_intact(uint64_t bits)
 {
     struct stat sb;
-    return stat("/run/netns/dp-src", &sb) < 0 || sb.st_ino != lab_ino;
+    if (stat("/run/netns/dp-src", &sb) < 0 || sb.st_ino != lab_ino)
+        return 0;
+    static struct lab_state st;
+    struct dp_err err;
+    if (lab_probe(&st, &err) < 0 || !lab_state_complete(&st))
+        return 0;
+    for (int i = 0; i < 2; i++) {
+        double have = (double)st.host[i].tbf_bits, want = (double)bits;
+        if (bits == 0 ? have != 0 : fabs(have - want) > want * 0.02)
+            return 0;
+    }
+    return 1;
 }
+
+static int lab_setup(uint64_t bits, struct dp_err *err)
+{
+    int up = lab_up(bits, err);
+    struct stat sb;
+    if (up >= 0 && stat("/run/netns/dp-src", &sb) == 0)
+        lab_ino = sb.st_ino;
+    return up;
+}
+
 static void on_int(int sig)
 {
     (void)sig;
@@ -219,9 +243,9 @@ static int write_json(const struct ttfr *t)
     fprintf(f, ",\n  \"sizes\": [");
     for (int i = 0; i < t->nsizes; i++) {
         const struct sizeres *z = &t->size[i];
-        fprintf(f, "%s\n    {\"size\": \"%s\", \"bytes\": %llu, \"keys\": %llu, \"redis_used_memory\": %llu, \"skipped\": ",
+        fprintf(f, "%s\n    {\"size\": \"%s\", \"bytes\": %llu, \"keys\": %llu, \"redis_used_memory\": %llu, \"lab_disturbed_restarts\": %d, \"skipped\": ",
                 i ? "," : "", z->label, (unsigned long long)z->bytes, (unsigned long long)z->keys,
-                (unsigned long long)z->used_memory);
+                (unsigned long long)z->used_memory, z->restarts);
         if (z->skipped[0])
             json_escape(f, z->skipped);
         else
@@ -772,50 +796,71 @@ static void run_size(struct ttfr *t, struct sizeres *z)
         return;
     }
     char eb[512] = "";
-    pid_t redis = start_redis(t, z, eb, sizeof(eb));
-    if (redis < 0) {
-        for (int s = 0; s < NSYS; s++)
-            snprintf(z->sys[s].error, sizeof(z->sys[s].error), "%.300s", eb);
-        dp_error("ttfr %s: %s", z->label, eb);
-        return;
-    }
     char work[PATH_MAX];
     snprintf(work, sizeof(work), "%s/distriproc-ttfr.%d", t->workroot, (int)getpid());
-    rm_rf(work);
-    mkdir(work, 0700);
-    for (int rep = 0; rep < t->repeat && !interrupted; rep++) {
-        for (int sys = 0; sys < NSYS && !interrupted; sys++) {
-            struct sysres *r = &z->sys[sys];
-            struct sample s = {0};
-            eb[0] = '\0';
-            int rc;
-            switch (sys) {
-            case 0: rc = run_distriproc(t, redis, work, &s, eb, sizeof(eb)); break;
-            case 1: rc = run_criu_full(t, redis, work, &s, eb, sizeof(eb)); break;
-            case 2: rc = run_criu_lazy_local(t, redis, work, &s, eb, sizeof(eb)); break;
-            default: rc = run_local(t, redis, &s, eb, sizeof(eb)); break;
-            }
-            if (rc != 0 && lab_changed()) {
-                dp_error("ttfr %s: the lab was torn down or recreated by someone else during this run "
-                         "(a test or another bench?); stopping: rerun when the lab is free",
-                         z->label);
-                snprintf(eb, sizeof(eb), "the lab was torn down by another user during the run");
-                interrupted = 1;
-            }
-            print_line(z, sys, rep, &s, rc == 0, eb);
-            if (rc == 0)
-                r->s[r->n++] = s;
-            else if (!r->error[0])
-                snprintf(r->error, sizeof(r->error), "rep %d: %.300s", rep + 1, eb);
-            if (!dp_proc_same(redis, 0)) {
-                dp_error("ttfr %s: the source Redis died; stopping this size", z->label);
-                rep = t->repeat;
-                break;
+    for (int attempt = 1; attempt <= 3 && !interrupted; attempt++) {
+        memset(z->sys, 0, sizeof(z->sys));
+        struct dp_err err = {{0}};
+        if (!lab_intact(t->bits) && lab_setup(t->bits, &err) < 0) {
+            snprintf(z->sys[0].error, sizeof(z->sys[0].error), "lab up failed: %.300s", err.msg);
+            return;
+        }
+        pid_t redis = start_redis(t, z, eb, sizeof(eb));
+        if (redis < 0) {
+            for (int s = 0; s < NSYS; s++)
+                snprintf(z->sys[s].error, sizeof(z->sys[s].error), "%.300s", eb);
+            dp_error("ttfr %s: %s", z->label, eb);
+            if (lab_intact(t->bits))
+                return;
+            z->restarts++;
+            continue;
+        }
+        rm_rf(work);
+        mkdir(work, 0700);
+        int disturbed = 0;
+        for (int rep = 0; rep < t->repeat && !interrupted && !disturbed; rep++) {
+            for (int sys = 0; sys < NSYS && !interrupted; sys++) {
+                struct sysres *r = &z->sys[sys];
+                struct sample s = {0};
+                eb[0] = '\0';
+                int rc;
+                switch (sys) {
+                case 0: rc = run_distriproc(t, redis, work, &s, eb, sizeof(eb)); break;
+                case 1: rc = run_criu_full(t, redis, work, &s, eb, sizeof(eb)); break;
+                case 2: rc = run_criu_lazy_local(t, redis, work, &s, eb, sizeof(eb)); break;
+                default: rc = run_local(t, redis, &s, eb, sizeof(eb)); break;
+                }
+                if (!lab_intact(t->bits)) {
+                    disturbed = 1;
+                    break;
+                }
+                print_line(z, sys, rep, &s, rc == 0, eb);
+                if (rc == 0)
+                    r->s[r->n++] = s;
+                else if (!r->error[0])
+                    snprintf(r->error, sizeof(r->error), "rep %d: %.300s", rep + 1, eb);
+                if (!dp_proc_same(redis, 0)) {
+                    dp_error("ttfr %s: the source Redis died; stopping this size", z->label);
+                    rep = t->repeat;
+                    break;
+                }
             }
         }
+        kill_tree(redis);
+        rm_rf(work);
+        if (!disturbed)
+            return;
+        z->restarts++;
+        dp_warn("ttfr %s: another user tore down, recreated or re-capped the lab during the run "
+                "(a test or another bench); discarding this size's samples and starting it again (%d/3)",
+                z->label, attempt);
+        sleep(5);
     }
-    kill_tree(redis);
-    rm_rf(work);
+    if (z->restarts >= 3)
+        for (int s = 0; s < NSYS; s++)
+            if (z->sys[s].n == 0 && !z->sys[s].error[0])
+                snprintf(z->sys[s].error, sizeof(z->sys[s].error),
+                         "the lab was disturbed by other users 3 times; no clean run");
 }
 
 int bench_ttfr(int argc, char **argv)
@@ -930,14 +975,12 @@ int bench_ttfr(int argc, char **argv)
             dp_warn("size %s needs about %s of free memory and %s is available now: it will be skipped "
                     "unless memory frees up", t.size[i].label, n, a);
         }
-    int up = lab_up(bits, &err);
+    t.bits = bits;
+    int up = lab_setup(bits, &err);
     if (up < 0) {
         dp_error("cannot bring the lab up: %s", err.msg);
         return 1;
     }
-    struct stat lsb;
-    if (stat("/run/netns/dp-src", &lsb) == 0)
-        lab_ino = lsb.st_ino;
     signal(SIGINT, on_int);
     signal(SIGTERM, on_int);
     t.started = time(NULL);
