@@ -110,7 +110,7 @@ static double forkmem_cmd(const char *netns, const char *addr, const char *cmd, 
     if (pid == 0) {
         close(p[0]);
         struct dp_err err;
-        if (lab_enter(lab_host_find(strcmp(netns, "dp-src") == 0 ? "src" : "dst"), &err) < 0)
+        if (lab_enter(lab_host_find(strcmp(netns, lab_hosts[0].netns) == 0 ? "src" : "dst"), &err) < 0)
             _exit(1);
         struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(FORKMEM_PORT)};
         inet_pton(AF_INET, addr, &sa.sin_addr);
@@ -414,7 +414,7 @@ static int restore_and_scan(const struct ctx *c, const char *source, const char 
     free(out);
     unsigned long long dstart = dp_proc_starttime((pid_t)dpid);
     char reply[512];
-    double dt = forkmem_cmd("dp-dst", DST_ADDR, "VERIFY", reply, sizeof(reply), 600);
+    double dt = forkmem_cmd(lab_hosts[1].netns, DST_ADDR, "VERIFY", reply, sizeof(reply), 600);
     double errors = -1;
     int rc = 0;
     if (dt < 0 || dp_json_number(reply, NULL, "errors", &errors) < 0) {
@@ -680,7 +680,7 @@ int bench_faults(int argc, char **argv)
     char reply[512];
     int ready = 0;
     for (int i = 0; i < 300 && !ready; i++) {
-        ready = forkmem_cmd("dp-src", SRC_ADDR, "VERIFY", reply, sizeof(reply), 60) >= 0;
+        ready = forkmem_cmd(lab_hosts[0].netns, SRC_ADDR, "VERIFY", reply, sizeof(reply), 60) >= 0;
         if (!ready)
             usleep(100000);
     }
@@ -738,8 +738,8 @@ int bench_faults(int argc, char **argv)
         }
         const char *sv[] = {c.self, "serve", "--images", c.images, "--listen", listen, "--key", c.key,
                             "--emulate-rtt", rtt, NULL};
-        server = dp_orch_spawn(sv, "dp-src", logp, &err);
-        for (int k = 0; k < 500 && !dp_orch_can_connect("dp-src", listen, 200); k++)
+        server = dp_orch_spawn(sv, lab_hosts[0].netns, logp, &err);
+        for (int k = 0; k < 500 && !dp_orch_can_connect(lab_hosts[0].netns, listen, 200); k++)
             usleep(10000);
         for (int k = 0; k < npol; k++) {
             struct scan s = {0};

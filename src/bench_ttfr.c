@@ -81,7 +81,14 @@ struct ttfr {
 };
 
 static volatile sig_atomic_t interrupted;
-static ino_t lab_ino; /* dp-src's namespace as we set it up */
+static ino_t lab_ino; /* src's namespace as we set it up */
+
+static const char *lab_netns_file(void)
+{
+    static char path[128];
+    snprintf(path, sizeof(path), LAB_NETNS_DIR "/%s", lab_hosts[0].netns);
+    return path;
+}
 
 /* The lab is shared by everything on this machine: a test or another bench
  * may tear it down (killing our Redis) or recreate it without our cap while
@@ -90,7 +97,7 @@ static ino_t lab_ino; /* dp-src's namespace as we set it up */
 static int lab_intact(uint64_t bits)
 {
     struct stat sb;
-    if (stat("/run/netns/dp-src", &sb) < 0 || sb.st_ino != lab_ino)
+    if (stat(lab_netns_file(), &sb) < 0 || sb.st_ino != lab_ino)
         return 0;
     static struct lab_state st;
     struct dp_err err;
@@ -108,7 +115,7 @@ static int lab_setup(uint64_t bits, struct dp_err *err)
 {
     int up = lab_up(bits, err);
     struct stat sb;
-    if (up >= 0 && stat("/run/netns/dp-src", &sb) == 0)
+    if (up >= 0 && stat(lab_netns_file(), &sb) == 0)
         lab_ino = sb.st_ino;
     return up;
 }
@@ -237,6 +244,7 @@ static int write_json(const struct ttfr *t)
     json_escape(f, t->cmdline);
     fprintf(f, ",\n");
     write_machine(f);
+    fprintf(f, "  \"lab\": \"%s\",\n", lab_name());
     fprintf(f, "  \"bandwidth\": \"%s\",\n  \"repeat\": %d,\n  \"prefetch\": \"%s\",\n  \"probe\": ", t->bandwidth,
             t->repeat, t->prefetch);
     json_escape(f, "redis-cli -h HOST -p 6379 ping | grep -qx PONG");
@@ -566,7 +574,7 @@ static int criu_restore_in_dst(const char *images, const char *pidfile, int lazy
     struct dp_restore_opts ro = {.images_dir = images, .pidfile = pidfile, .detached = 1, .lazy_pages = lazy,
                                  .tcp_established = 1};
     struct dp_err err = {{0}};
-    if (dp_criu_restore(&ro, "dp-dst", 600, &err) < 0) {
+    if (dp_criu_restore(&ro, lab_hosts[1].netns, 600, &err) < 0) {
         snprintf(eb, el, "criu restore%.300s failed: %.300s", lazy ? " --lazy-pages" : "", err.msg);
         return -1;
     }
@@ -612,7 +620,7 @@ static int run_criu_full(struct ttfr *t, pid_t redis, const char *work, struct s
     uint64_t t3 = dp_now_ns();
     restored = read_pidfile(pidfile);
     int attempts;
-    uint64_t ok = probe("dp-dst", DST_ADDR, 120, restored, &attempts);
+    uint64_t ok = probe(lab_hosts[1].netns, DST_ADDR, 120, restored, &attempts);
     if (!ok) {
         snprintf(eb, el, "the fully restored Redis did not answer within 120 s");
         goto out;
@@ -649,7 +657,7 @@ static int run_criu_lazy_local(struct ttfr *t, pid_t redis, const char *work, st
     /* CRIU's own lazy-pages daemon serving the local images. */
     const char *dargv[] = {t->criu, "lazy-pages", "-D", img, "--work-dir", img, "-o", "lazy-pages.log", NULL};
     struct dp_err err = {{0}};
-    daemon = dp_orch_spawn(dargv, "dp-dst", NULL, &err);
+    daemon = dp_orch_spawn(dargv, lab_hosts[1].netns, NULL, &err);
     if (daemon < 0) {
         snprintf(eb, el, "cannot start criu lazy-pages: %.300s", err.msg);
         goto out;
@@ -672,7 +680,7 @@ static int run_criu_lazy_local(struct ttfr *t, pid_t redis, const char *work, st
     uint64_t t2 = dp_now_ns();
     restored = read_pidfile(pidfile);
     int attempts;
-    uint64_t ok = probe("dp-dst", DST_ADDR, 120, restored, &attempts);
+    uint64_t ok = probe(lab_hosts[1].netns, DST_ADDR, 120, restored, &attempts);
     if (!ok) {
         snprintf(eb, el, "the lazily restored Redis (CRIU's daemon) did not answer within 120 s");
         goto out;
@@ -702,7 +710,7 @@ static int run_local(struct ttfr *t, pid_t redis, struct sample *s, char *eb, si
     (void)t;
     int attempts;
     uint64_t t0 = dp_now_ns();
-    uint64_t ok = probe("dp-src", SRC_ADDR, 30, redis, &attempts);
+    uint64_t ok = probe(lab_hosts[0].netns, SRC_ADDR, 30, redis, &attempts);
     if (!ok || attempts != 1) {
         snprintf(eb, el, "the running source Redis did not answer the first probe");
         return -1;
@@ -728,7 +736,7 @@ static pid_t start_redis(struct ttfr *t, struct sizeres *z, char *eb, size_t el)
                           NULL};
     /* A killed Redis keeps its listening socket until its memory is torn
      * down: a new one started at once cannot bind the port. Wait for it. */
-    for (int i = 0; i < 600 && dp_orch_can_connect("dp-src", SRC_ADDR ":6379", 200); i++)
+    for (int i = 0; i < 600 && dp_orch_can_connect(lab_hosts[0].netns, SRC_ADDR ":6379", 200); i++)
         usleep(100000);
     pid_t pid = -1;
     for (int attempt = 0; attempt < 3 && pid < 0; attempt++) {
@@ -738,7 +746,7 @@ static pid_t start_redis(struct ttfr *t, struct sizeres *z, char *eb, size_t el)
         pid = (pid_t)atoi(out);
         free(out);
         int attempts;
-        if (!probe("dp-src", SRC_ADDR, 30, pid, &attempts)) {
+        if (!probe(lab_hosts[0].netns, SRC_ADDR, 30, pid, &attempts)) {
             snprintf(eb, el, "Redis did not answer on src");
             kill_tree(pid);
             pid = -1;
@@ -754,7 +762,7 @@ static pid_t start_redis(struct ttfr *t, struct sizeres *z, char *eb, size_t el)
     dp_info("ttfr %s: loading %s MiB into Redis (pid %d)", z->label, mib, (int)pid);
     struct dp_err err = {{0}};
     char *lo = NULL;
-    int st = dp_orch_run(load, "dp-src", 1800, &lo, -1, -1, &err);
+    int st = dp_orch_run(load, lab_hosts[0].netns, 1800, &lo, -1, -1, &err);
     if (st < 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
         snprintf(eb, el, "loading Redis failed: %.300s", st < 0 ? err.msg : "see the messages above");
         free(lo);

@@ -20,12 +20,13 @@
 
 #include "commands.h"
 #include "key.h"
+#include "lab.h"
 #include "lazyd.h"
 #include "orch.h"
 #include "util.h"
 
-#define SRC_NETNS "dp-src"
-#define DST_NETNS "dp-dst"
+#define SRC_NETNS (lab_hosts[0].netns)
+#define DST_NETNS (lab_hosts[1].netns)
 #define SRC_ADDR "10.250.0.1"
 #define STATE_NAME "migrate.state"
 
