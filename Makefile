@@ -80,6 +80,11 @@ test: deps
 	@$(MAKE) --no-print-directory unit-asan
 	$(PYTEST) -v tests/integration
 
+# The README's main command: Redis with 1 GiB migrated lazily across the lab.
+demo: deps
+	@$(MAKE) --no-print-directory all
+	@scripts/demo.sh
+
 FUZZ_SECONDS ?= 60
 fuzz:
 	@scripts/fuzz.sh $(FUZZ_SECONDS) $(FUZZ_SRCS)

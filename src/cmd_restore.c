@@ -19,6 +19,7 @@
 #include "client.h"
 #include "commands.h"
 #include "criu.h"
+#include "lab.h"
 #include "lazyd.h"
 #include "pagesrc.h"
 #include "util.h"
@@ -74,7 +75,11 @@ static int parse_seconds(const char *s, double *out)
 static int enter_netns(const char *host)
 {
     char name[256], path[PATH_MAX];
-    snprintf(name, sizeof(name), "dp-%s", host);
+    const struct lab_host *lh = lab_host_find(host);
+    if (lh)
+        snprintf(name, sizeof(name), "%s", lh->netns);
+    else
+        snprintf(name, sizeof(name), "dp-%s", host);
     if (dp_netns_path(strchr(host, '/') ? host : name, path, sizeof(path)) < 0) {
         dp_error("bad --host '%s'", host);
         return -1;
