@@ -503,3 +503,159 @@ int dp_hotset_contains(const struct dp_hotset *hs, int32_t pid, uint64_t addr)
             return 1;
     return 0;
 }
+
+/* ---- merge and compare: per task, over sorted interval lists ---- */
+
+struct ivl {
+    uint64_t lo, hi; /* [lo, hi) bytes */
+};
+
+static int cmp_ivl(const void *a, const void *b)
+{
+    const struct ivl *x = a, *y = b;
+    return x->lo < y->lo ? -1 : x->lo > y->lo;
+}
+
+/* Sorted, coalesced intervals of a task's runs (malloc'd; NULL if none). */
+static struct ivl *task_ivls(const struct dp_hs_task *t, size_t *n)
+{
+    *n = 0;
+    if (!t || !t->nr_runs)
+        return NULL;
+    struct ivl *v = malloc(t->nr_runs * sizeof(*v));
+    if (!v)
+        return NULL;
+    for (uint32_t k = 0; k < t->nr_runs; k++)
+        v[k] = (struct ivl){t->runs[k].vaddr, t->runs[k].vaddr + (uint64_t)t->runs[k].nr_pages * PG};
+    qsort(v, t->nr_runs, sizeof(*v), cmp_ivl);
+    size_t m = 0;
+    for (uint32_t k = 0; k < t->nr_runs; k++) {
+        if (m && v[k].lo <= v[m - 1].hi) {
+            if (v[k].hi > v[m - 1].hi)
+                v[m - 1].hi = v[k].hi;
+        } else {
+            v[m++] = v[k];
+        }
+    }
+    *n = m;
+    return v;
+}
+
+static uint64_t ivl_overlap(const struct ivl *a, size_t na, const struct ivl *b, size_t nb)
+{
+    uint64_t sum = 0;
+    size_t i = 0, j = 0;
+    while (i < na && j < nb) {
+        uint64_t lo = a[i].lo > b[j].lo ? a[i].lo : b[j].lo;
+        uint64_t hi = a[i].hi < b[j].hi ? a[i].hi : b[j].hi;
+        if (lo < hi)
+            sum += (hi - lo) / PG;
+        if (a[i].hi < b[j].hi)
+            i++;
+        else
+            j++;
+    }
+    return sum;
+}
+
+int dp_hotset_compare(const struct dp_hotset *pred, const struct dp_hotset *actual, uint64_t *both,
+                      uint64_t *pred_pages, uint64_t *actual_pages)
+{
+    *both = 0;
+    *pred_pages = pred->total_pages;
+    *actual_pages = actual->total_pages;
+    for (uint32_t i = 0; i < pred->nr_tasks; i++) {
+        const struct dp_hs_task *a = &pred->tasks[i];
+        const struct dp_hs_task *b = dp_hotset_find_task(actual, a->pid);
+        size_t na, nb;
+        struct ivl *va = task_ivls(a, &na), *vb = task_ivls(b, &nb);
+        if ((a->nr_runs && !va) || (b && b->nr_runs && !vb)) {
+            free(va);
+            free(vb);
+            return -1;
+        }
+        *both += ivl_overlap(va, na, vb, nb);
+        free(va);
+        free(vb);
+    }
+    return 0;
+}
+
+/* Adds the parts of [lo, hi) not covered by cov (sorted, coalesced). */
+static int add_uncovered(struct dp_hotset *out, const struct ivl *cov, size_t n, const struct dp_hs_run *r)
+{
+    uint64_t lo = r->vaddr, hi = r->vaddr + (uint64_t)r->nr_pages * PG;
+    /* first interval that ends after lo */
+    size_t a = 0, b = n;
+    while (a < b) {
+        size_t m = (a + b) / 2;
+        if (cov[m].hi <= lo)
+            a = m + 1;
+        else
+            b = m;
+    }
+    for (size_t i = a; lo < hi; i++) {
+        uint64_t stop = i < n && cov[i].lo < hi ? cov[i].lo : hi;
+        if (stop > lo && dp_hotset_add_run(out, lo, (uint32_t)((stop - lo) / PG), r->score, r->t_ms) < 0)
+            return -1;
+        if (i >= n || cov[i].lo >= hi)
+            break;
+        lo = cov[i].hi > lo ? cov[i].hi : lo;
+    }
+    return 0;
+}
+
+int dp_hotset_merge(const struct dp_hotset *const *in, size_t n, struct dp_hotset *out, struct dp_err *err)
+{
+    if (!n) {
+        dp_err_set(err, "nothing to merge");
+        return -1;
+    }
+    dp_hotset_init(out, DP_HS_MERGED, in[0]->id, 0, 0);
+    for (size_t i = 0; i < n; i++) {
+        if (sodium_memcmp(in[i]->id, in[0]->id, DP_CPID_SIZE) != 0) {
+            char a[17], b[17];
+            dp_cpid_short(in[0]->id, a);
+            dp_cpid_short(in[i]->id, b);
+            dp_err_set(err, "hot set %zu belongs to checkpoint %s..., hot set 1 to %s...: only hot sets of one "
+                       "checkpoint can be merged", i + 1, b, a);
+            return -1;
+        }
+        if (in[i]->created_us > out->created_us)
+            out->created_us = in[i]->created_us;
+        if (in[i]->window_ms > out->window_ms)
+            out->window_ms = in[i]->window_ms;
+    }
+    /* pids in first-seen order */
+    for (size_t i = 0; i < n; i++)
+        for (uint32_t k = 0; k < in[i]->nr_tasks; k++) {
+            int32_t pid = in[i]->tasks[k].pid;
+            if (dp_hotset_find_task(out, pid))
+                continue;
+            if (dp_hotset_add_task(out, pid) < 0)
+                goto oom;
+            uint32_t first = out->nr_runs;
+            for (size_t j = 0; j < n; j++) {
+                const struct dp_hs_task *t = dp_hotset_find_task(in[j], pid);
+                if (!t)
+                    continue;
+                /* what this task holds so far */
+                struct dp_hs_task cur = {.pid = pid, .nr_runs = out->nr_runs - first, .runs = out->runs + first};
+                size_t nc;
+                struct ivl *cov = task_ivls(&cur, &nc);
+                if (cur.nr_runs && !cov)
+                    goto oom;
+                for (uint32_t r = 0; r < t->nr_runs; r++)
+                    if (add_uncovered(out, cov, nc, &t->runs[r]) < 0) {
+                        free(cov);
+                        goto oom;
+                    }
+                free(cov);
+            }
+        }
+    return dp_hotset_validate(out, err) < 0 ? (dp_hotset_free(out), -1) : 0;
+oom:
+    dp_err_set(err, "out of memory (or more than %u runs) while merging", DP_HOTSET_MAX_RUNS);
+    dp_hotset_free(out);
+    return -1;
+}

@@ -129,6 +129,18 @@ int dp_hotset_load(const char *path, const struct dp_checkpoint *cp, const uint8
 /* I/O: writes atomically (DIR/.name.tmp, fsync, rename, fsync DIR). */
 int dp_hotset_write(const char *path, const struct dp_hotset *hs, struct dp_err *err);
 
+/* Merges hot sets of one checkpoint (same identity, else an error): per
+ * pid, the runs of in[0] in their order, then the pages of in[1] not yet
+ * included, and so on (e.g. a trace first, then a classification). Tasks in
+ * first-seen order. out gets source DP_HS_MERGED, the newest created time and
+ * the largest window. */
+int dp_hotset_merge(const struct dp_hotset *const *in, size_t n, struct dp_hotset *out, struct dp_err *err);
+
+/* Pages in both (per pid), and the page count of each: precision =
+ * both / pred_pages, recall = both / actual_pages. */
+int dp_hotset_compare(const struct dp_hotset *pred, const struct dp_hotset *actual, uint64_t *both,
+                      uint64_t *pred_pages, uint64_t *actual_pages);
+
 /* Whether page addr of pid is in the hot set (binary search would need sorted
  * runs; this is linear per task and meant for tests and the bench). */
 int dp_hotset_contains(const struct dp_hotset *hs, int32_t pid, uint64_t addr);

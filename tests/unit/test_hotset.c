@@ -381,6 +381,60 @@ static void check_against_checkpoint(void **state)
     dp_checkpoint_close(cp);
 }
 
+static void merge_and_compare(void **state)
+{
+    (void)state;
+    struct dp_hotset tr, cl, out;
+    struct dp_err err = {{0}};
+    dp_hotset_init(&tr, DP_HS_TRACE, ID_A, 10, 3000);
+    dp_hotset_add_task(&tr, 1);
+    dp_hotset_add_run(&tr, 0x20000, 2, 1000, 5);  /* pages 0x20,0x21 */
+    dp_hotset_add_run(&tr, 0x10000, 1, 1000, 9);  /* page 0x10 */
+    dp_hotset_init(&cl, DP_HS_CLASSIFY, ID_A, 20, 1000);
+    dp_hotset_add_task(&cl, 1);
+    dp_hotset_add_run(&cl, 0x10000, 32, 800, 0);  /* pages 0x10..0x2f */
+    dp_hotset_add_task(&cl, 2);
+    dp_hotset_add_run(&cl, 0x5000, 1, 800, 0);
+    const struct dp_hotset *in[] = {&tr, &cl};
+    assert_int_equal(dp_hotset_merge(in, 2, &out, &err), 0);
+    assert_int_equal(out.source, DP_HS_MERGED);
+    assert_int_equal(out.created_us, 20);
+    assert_int_equal(out.window_ms, 3000);
+    assert_int_equal(out.nr_tasks, 2);
+    assert_int_equal(out.total_pages, 33);
+    /* trace order first, then the rest of the mapping around it */
+    const struct dp_hs_task *t = &out.tasks[0];
+    assert_int_equal(t->pid, 1);
+    assert_int_equal(t->runs[0].vaddr, 0x20000);
+    assert_int_equal(t->runs[0].nr_pages, 2);
+    assert_int_equal(t->runs[1].vaddr, 0x10000);
+    assert_int_equal(t->runs[1].nr_pages, 1);
+    assert_int_equal(t->runs[2].vaddr, 0x11000);
+    assert_int_equal(t->runs[2].nr_pages, 15);
+    assert_int_equal(t->runs[3].vaddr, 0x22000);
+    assert_int_equal(t->runs[3].nr_pages, 14);
+    assert_int_equal(t->nr_runs, 4);
+    assert_int_equal(out.tasks[1].pid, 2);
+
+    uint64_t both, pp, ap;
+    assert_int_equal(dp_hotset_compare(&cl, &tr, &both, &pp, &ap), 0);
+    assert_int_equal(both, 3);
+    assert_int_equal(pp, 33);
+    assert_int_equal(ap, 3);
+    assert_int_equal(dp_hotset_compare(&tr, &out, &both, &pp, &ap), 0);
+    assert_int_equal(both, 3);
+    assert_int_equal(dp_hotset_compare(&out, &out, &both, &pp, &ap), 0);
+    assert_int_equal(both, 33);
+
+    /* hot sets of two checkpoints do not merge */
+    cl.id[0] ^= 1;
+    dp_hotset_free(&out);
+    assert_int_equal(dp_hotset_merge(in, 2, &out, &err), -1);
+    assert_non_null(strstr(err.msg, "only hot sets of one checkpoint"));
+    dp_hotset_free(&tr);
+    dp_hotset_free(&cl);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -391,6 +445,7 @@ int main(void)
         cmocka_unit_test(record_cases),
         cmocka_unit_test(identity_of_fixture),
         cmocka_unit_test(check_against_checkpoint),
+        cmocka_unit_test(merge_and_compare),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
