@@ -2,13 +2,15 @@
  * two hosts, in the same run.
  *
  *  - latency: one 4 KiB page per request, one request at a time, through the
- *    client library (what the lazy-pages daemon does on a fault), against a raw
+ *    client library's blocking helper (dp_client_get_pages) and, as a second
+ *    row, through its asynchronous API driven by poll() (the way an event loop
+ *    uses it), against a raw
  *    TCP request/response of the same sizes (48-byte request, 4096+56-byte
  *    reply) served by a plain blocking read/write loop;
  *  - bulk: pipelined GETs (a window of requests in flight) against a raw TCP
  *    stream (one write loop), counting page-data bytes delivered.
- * Page-server runs are done twice: page data copied with pread into the reply
- * (--sendfile-min 1G) and sent with sendfile (--sendfile-min 4K).
+ * Page-server runs are done twice: page data copied into the reply from the
+ * mapped pages file (--sendfile-min 1G) and sent with sendfile (--sendfile-min 4K).
  * Samples are taken in alternating blocks so drift hits every variant alike.
  * In the lab (default) the servers run in dp-src and the client in dp-dst. */
 #include <arpa/inet.h>
@@ -18,6 +20,7 @@
 #include <inttypes.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,10 +69,65 @@ static void usage(FILE *out)
             "  --images DIR       checkpoint to serve (default: a copy of\n"
             "                     tests/fixtures/images-tinymem)\n"
             "  --loopback         run on 127.0.0.1 instead of the lab\n"
+            "  --private-lab      run between a private namespace pair made for this run\n"
+            "                     (dpb-src 10.251.0.1 <-> dpb-dst 10.251.0.2, a veth pair\n"
+            "                     like the lab's), safe from others bringing the lab down\n"
             "  --samples N        latency samples per variant (default 20000)\n"
             "  --seconds S        bulk duration per variant (default 3)\n"
             "  --window W         bulk GET requests in flight (default 16)\n"
             "  --port P           first of three TCP ports to use (default 17170)\n");
+}
+
+/* ---- a private two-namespace pair, built like the lab ---- */
+static const char *priv_ns[2] = {"dpb-src", "dpb-dst"};
+static const char *priv_ip[2] = {"10.251.0.1", "10.251.0.2"};
+
+static int sh(const char *cmd)
+{
+    int rc = system(cmd);
+    return rc == 0 ? 0 : -1;
+}
+
+static void private_lab_down(void)
+{
+    char cmd[256];
+    for (int i = 0; i < 2; i++) {
+        snprintf(cmd, sizeof(cmd), "ip netns del %s 2>/dev/null", priv_ns[i]);
+        (void)sh(cmd);
+    }
+}
+
+static int private_lab_up(void)
+{
+    private_lab_down();
+    char cmd[512];
+    const char *steps[] = {
+        "ip netns add dpb-src", "ip netns add dpb-dst",
+        "ip link add dpb-src0 type veth peer name dpb-dst0",
+        "ip link set dpb-src0 netns dpb-src", "ip link set dpb-dst0 netns dpb-dst",
+        "ip -n dpb-src addr add 10.251.0.1/30 dev dpb-src0", "ip -n dpb-dst addr add 10.251.0.2/30 dev dpb-dst0",
+        "ip -n dpb-src link set dpb-src0 up", "ip -n dpb-dst link set dpb-dst0 up",
+        "ip -n dpb-src link set lo up", "ip -n dpb-dst link set lo up",
+    };
+    for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+        snprintf(cmd, sizeof(cmd), "%s", steps[i]);
+        if (sh(cmd) < 0) {
+            dp_error("'%s' failed", cmd);
+            private_lab_down();
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void private_enter(int i)
+{
+    char path[128];
+    snprintf(path, sizeof(path), "/run/netns/%s", priv_ns[i]);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || setns(fd, CLONE_NEWNET) < 0)
+        dp_die("cannot enter network namespace %s: %s", priv_ns[i], strerror(errno));
+    close(fd);
 }
 
 static int cmp_u64(const void *a, const void *b)
@@ -165,6 +223,19 @@ static void drive(struct dp_client *cl, int timeout_ms)
         dp_die("page server connection failed: %s", err.msg);
 }
 
+/* The blocking helper: what a simple caller sees. */
+static uint64_t get_blocking(struct dp_client *cl, const struct dp_get_range *r)
+{
+    static uint8_t page[DP_PAGE_SIZE];
+    uint8_t kind;
+    struct dp_err err;
+    uint64_t t0 = dp_now_ns();
+    if (dp_client_get_pages(cl, r, 1, page, &kind, 10000, &err) < 0)
+        dp_die("GET failed: %s", err.msg);
+    return dp_now_ns() - t0;
+}
+
+/* The asynchronous API driven by poll(), as from an event loop. */
 static uint64_t get_one(struct dp_client *cl, const struct dp_get_range *r)
 {
     struct get_done d = {0};
@@ -248,8 +319,8 @@ static int copy_dir(const char *from, const char *to)
     return 0;
 }
 
-static pid_t spawn_server(const char *exe, const struct lab_host *host, const char *ip, int port, const char *images,
-                          const char *key, const char *sendfile_min, const char *log)
+static pid_t spawn_server(const char *exe, const struct lab_host *host, bool priv, const char *ip, int port,
+                          const char *images, const char *key, const char *sendfile_min, const char *log)
 {
     pid_t pid = fork();
     if (pid < 0)
@@ -258,6 +329,8 @@ static pid_t spawn_server(const char *exe, const struct lab_host *host, const ch
         struct dp_err err;
         if (host && lab_enter(host, &err) < 0)
             dp_die("%s", err.msg);
+        if (priv)
+            private_enter(0);
         int fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
         if (fd >= 0) {
             dup2(fd, 2);
@@ -286,12 +359,13 @@ int bench_server(int argc, char **argv)
     static const struct option opts[] = {
         {"json", required_argument, NULL, 'j'},    {"images", required_argument, NULL, 'i'},
         {"loopback", no_argument, NULL, 'l'},      {"samples", required_argument, NULL, 'n'},
+        {"private-lab", no_argument, NULL, 'P'},
         {"seconds", required_argument, NULL, 's'}, {"window", required_argument, NULL, 'w'},
         {"port", required_argument, NULL, 'p'},    {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *json = NULL, *images = NULL;
-    bool loopback = false;
+    bool loopback = false, priv = false;
     long samples = 20000, window = 16, port = 17170;
     double seconds = 3;
     int c;
@@ -300,6 +374,7 @@ int bench_server(int argc, char **argv)
         case 'j': json = optarg; break;
         case 'i': images = optarg; break;
         case 'l': loopback = true; break;
+        case 'P': priv = true; break;
         case 'n': samples = atol(optarg); break;
         case 's': seconds = atof(optarg); break;
         case 'w': window = atol(optarg); break;
@@ -352,7 +427,11 @@ int bench_server(int argc, char **argv)
     const struct lab_host *src = NULL, *dst = NULL;
     bool lab_created = false;
     const char *ip = "127.0.0.1";
-    if (!loopback) {
+    if (priv) {
+        if (private_lab_up() < 0)
+            dp_die("cannot create the private namespace pair (needs root and iproute2)");
+        ip = priv_ip[0];
+    } else if (!loopback) {
         int rc = lab_up(0, &err);
         if (rc < 0)
             dp_die("cannot bring the lab up: %s (or use --loopback)", err.msg);
@@ -369,16 +448,20 @@ int bench_server(int argc, char **argv)
         {.name = "get_sendfile", .sendfile_min = "4K", .port = (int)port + 2},
     };
     for (int i = 0; i < 2; i++)
-        v[i].pid = spawn_server(exe, src, ip, v[i].port, images, key, v[i].sendfile_min, log);
+        v[i].pid = spawn_server(exe, src, priv, ip, v[i].port, images, key, v[i].sendfile_min, log);
     pid_t raw_pid = fork();
     if (raw_pid == 0) {
         if (src && lab_enter(src, &err) < 0)
             dp_die("%s", err.msg);
+        if (priv)
+            private_enter(0);
         raw_server((int)port, ip);
         _exit(0);
     }
     if (dst && lab_enter(dst, &err) < 0)
         dp_die("%s", err.msg);
+    if (priv)
+        private_enter(1);
 
     static uint8_t keybuf[DP_KEY_MAX];
     struct dp_client_opts co = {.connect_timeout_ms = 10000, .give_up_ms = 10000, .max_inflight = 256};
@@ -427,6 +510,7 @@ int bench_server(int argc, char **argv)
     raw_sa.sin_port = htons((uint16_t)port);
     int rawfd = raw_connect(&raw_sa, 'L');
     uint64_t *raw_lat = calloc((size_t)samples, sizeof(uint64_t));
+    uint64_t *async_lat = calloc((size_t)samples, sizeof(uint64_t));
     size_t nraw = 0;
     for (int i = 0; i < 2; i++)
         v[i].lat = calloc((size_t)samples, sizeof(uint64_t));
@@ -436,10 +520,11 @@ int bench_server(int argc, char **argv)
         dp_write_full(rawfd, req, sizeof(req));
         dp_read_full(rawfd, reply, RAW_REPLY);
         get_one(v[0].cl, &one);
-        get_one(v[1].cl, &one);
+        get_blocking(v[0].cl, &one);
+        get_blocking(v[1].cl, &one);
     }
     const size_t block = 500;
-    fprintf(stderr, "bench server: %s, latency: %ld samples per variant...\n", loopback ? "loopback" : "lab", samples);
+    fprintf(stderr, "bench server: %s, latency: %ld samples per variant...\n", loopback ? "loopback" : priv ? "private veth pair" : "lab", samples);
     while (nraw < (size_t)samples && !interrupted) {
         size_t n = (size_t)samples - nraw < block ? (size_t)samples - nraw : block;
         for (size_t k = 0; k < n; k++) {
@@ -450,7 +535,9 @@ int bench_server(int argc, char **argv)
         }
         for (int i = 0; i < 2; i++)
             for (size_t k = 0; k < n; k++)
-                v[i].lat[v[i].nlat++] = get_one(v[i].cl, &one);
+                v[i].lat[v[i].nlat++] = get_blocking(v[i].cl, &one);
+        for (size_t k = 0; k < n; k++)
+            async_lat[nraw + k] = get_one(v[0].cl, &one);
         nraw += n;
     }
     close(rawfd);
@@ -466,7 +553,7 @@ int bench_server(int argc, char **argv)
         while (dp_now_ns() < end) {
             ssize_t r = read(fd, sink, sizeof(sink));
             if (r <= 0)
-                dp_die("raw stream read failed");
+                dp_die("raw stream read failed: %s (was the lab taken down meanwhile?)", r < 0 ? strerror(errno) : "connection closed");
             got += (uint64_t)r;
         }
         double bps = (double)got / ((double)(dp_now_ns() - t0) / 1e9);
@@ -488,6 +575,7 @@ int bench_server(int argc, char **argv)
     close(qfd);
 
     qsort(raw_lat, nraw, sizeof(uint64_t), cmp_u64);
+    qsort(async_lat, nraw, sizeof(uint64_t), cmp_u64);
     for (int i = 0; i < 2; i++)
         qsort(v[i].lat, v[i].nlat, sizeof(uint64_t), cmp_u64);
     double raw_p50 = pct(raw_lat, nraw, 0.5);
@@ -496,20 +584,24 @@ int bench_server(int argc, char **argv)
     double lat_ratio = pct(best_lat->lat, best_lat->nlat, 0.5) / raw_p50;
     double bulk_ratio = best_bulk->bulk_bps / raw_bps;
 
-    printf("\npage server vs raw TCP (%s, %s)\n", loopback ? "loopback 127.0.0.1" : "lab: dp-dst -> dp-src 10.250.0.1",
-           images);
+    const char *where = loopback ? "loopback 127.0.0.1"
+                        : priv   ? "private veth pair: dpb-dst -> dpb-src 10.251.0.1"
+                                 : "lab: dp-dst -> dp-src 10.250.0.1";
+    printf("\npage server vs raw TCP (%s, %s)\n", where, images);
     printf("%-26s %10s %10s %10s %12s\n", "4 KiB request/response", "p50 us", "p90 us", "p99 us", "p50 vs raw");
     printf("%-26s %10.1f %10.1f %10.1f %12s\n", "raw TCP", raw_p50, pct(raw_lat, nraw, 0.9), pct(raw_lat, nraw, 0.99),
            "1.00x");
     for (int i = 0; i < 2; i++) {
         double p50 = pct(v[i].lat, v[i].nlat, 0.5);
-        printf("%-26s %10.1f %10.1f %10.1f %11.2fx\n", i ? "GET (sendfile)" : "GET (pread copy)", p50,
+        printf("%-26s %10.1f %10.1f %10.1f %11.2fx\n", i ? "GET (sendfile)" : "GET (copy)", p50,
                pct(v[i].lat, v[i].nlat, 0.9), pct(v[i].lat, v[i].nlat, 0.99), p50 / raw_p50);
     }
+    printf("%-26s %10.1f %10.1f %10.1f %11.2fx\n", "GET (copy, async+poll)", pct(async_lat, nraw, 0.5),
+           pct(async_lat, nraw, 0.9), pct(async_lat, nraw, 0.99), pct(async_lat, nraw, 0.5) / raw_p50);
     printf("\n%-26s %14s %12s\n", "bulk", "MiB/s", "vs raw");
     printf("%-26s %14.1f %12s\n", "raw TCP stream", raw_bps / 1048576.0, "100%");
     for (int i = 0; i < 2; i++)
-        printf("%-26s %14.1f %11.1f%%\n", i ? "GET (sendfile)" : "GET (pread copy)", v[i].bulk_bps / 1048576.0,
+        printf("%-26s %14.1f %11.1f%%\n", i ? "GET (sendfile)" : "GET (copy)", v[i].bulk_bps / 1048576.0,
                100.0 * v[i].bulk_bps / raw_bps);
     printf("(bulk GET: %u pages per request, %u of them data, window %ld)\n", bulk_pages, data_in_bulk, window);
     printf("\ntargets: GET p50 <= 1.2x raw p50: %.2fx %s; bulk >= 70%% of raw stream: %.1f%% %s\n", lat_ratio,
@@ -522,11 +614,12 @@ int bench_server(int argc, char **argv)
     char when[64];
     strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
     fprintf(f, "{\n  \"command\": \"%s\",\n  \"date\": \"%s\",\n  \"network\": \"%s\",\n", cmdline, when,
-            loopback ? "loopback" : "lab veth dp-dst -> dp-src, no bandwidth cap");
+            where);
     fprintf(f, "  \"images\": \"%s\",\n  \"latency\": {\n", images);
     json_lat(f, "raw_tcp_4k", raw_lat, nraw, true);
     json_lat(f, "get_4k_copy", v[0].lat, v[0].nlat, true);
-    json_lat(f, "get_4k_sendfile", v[1].lat, v[1].nlat, false);
+    json_lat(f, "get_4k_sendfile", v[1].lat, v[1].nlat, true);
+    json_lat(f, "get_4k_copy_async_poll", async_lat, nraw, false);
     fprintf(f, "  },\n  \"bulk\": {\n    \"seconds\": %.1f, \"window\": %ld, \"pages_per_get\": %u, \"data_pages_per_get\": %u,\n",
             seconds, window, bulk_pages, data_in_bulk);
     fprintf(f, "    \"raw_stream_MiBps\": %.1f, \"get_copy_MiBps\": %.1f, \"get_sendfile_MiBps\": %.1f\n  },\n",
@@ -551,6 +644,8 @@ int bench_server(int argc, char **argv)
     dp_task_map_free(&tm);
     if (lab_created && lab_down(NULL, &err) < 0)
         dp_warn("lab down: %s", err.msg);
+    if (priv)
+        private_lab_down();
     char rm[600];
     snprintf(rm, sizeof(rm), "rm -rf '%s'", tmp);
     if (system(rm) != 0)
