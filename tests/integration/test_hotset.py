@@ -10,6 +10,7 @@ import hashlib
 import json
 import shutil
 import struct
+import subprocess
 
 import pytest
 
@@ -146,3 +147,117 @@ def test_hotset_of_another_or_stale_checkpoint_is_refused(lab, procs, tmp_path):
                          new / HOTSET, old / HOTSET, check=False)
     assert cp.returncode == 1 and id_old in cp.stderr, cp.stderr
     assert not (tmp_path / "m.bin").exists()
+
+
+# ---- the page server's side: PUT_TRACE and GET_HOTSET (protocol version 2) ----
+
+TINY_ADDR, TINY_PAGES = 0x100000000000, 64
+
+
+def encode_hotset(source, ident, tasks, created_us=1_800_000_000_000_000, window_ms=5000):
+    """lib/hotset.h's format, written here independently: tasks is
+    {pid: [(vaddr, pages, score, t_ms), ...]} in replay order."""
+    runs = [r for pid in tasks for r in tasks[pid]]
+    head = struct.pack("<IHBB", 0x53485044, 1, source, 0) + bytes.fromhex(ident)
+    head += struct.pack("<QIIIIQQ", created_us, window_ms, len(tasks), len(runs), 0,
+                        sum(r[1] for r in runs), 0)
+    body = b"".join(struct.pack("<iI", pid, len(tasks[pid])) for pid in tasks)
+    body += b"".join(struct.pack("<QIIII", v, n, s, t, 0) for v, n, s, t in runs)
+    data = head + body
+    return data + hashlib.blake2b(data, digest_size=16).digest()
+
+
+class Serve:
+    """`distriproc serve` over an images directory on loopback."""
+
+    def __init__(self, procs, tmp_path, images):
+        self.key = tmp_path / "key"
+        if not self.key.exists():
+            util.distriproc("keygen", self.key)
+        self.port = _free_port()
+        self.log = open(tmp_path / f"serve-{self.port}.log", "w")
+        self.proc = procs.spawn([util.DISTRIPROC, "serve", "--images", images, "--listen",
+                                 f"127.0.0.1:{self.port}", "--key", self.key],
+                                stdout=subprocess.DEVNULL, stderr=self.log)
+        util.wait_until(lambda: self.query("stats", check=False).returncode == 0, 20, "the page server")
+
+    def query(self, *args, check=True):
+        return util.distriproc("query", "--source", f"127.0.0.1:{self.port}", "--key", self.key,
+                               "--timeout", "5000", *[str(a) for a in args], check=check)
+
+
+def _free_port():
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+@pytest.mark.time_limit(60)
+def test_server_stores_a_trace_and_refuses_a_foreign_one(procs, tmp_path):
+    images = tmp_path / "images"
+    shutil.copytree(FIXTURE, images)
+    ident = util.distriproc("hotset", "identity", "--images", images).stdout.strip()
+    srv = Serve(procs, tmp_path, images)
+
+    # Nothing yet: NO_HOTSET, and the connection stays usable.
+    cp = srv.query("hotset", "auto", tmp_path / "none.bin", check=False)
+    assert cp.returncode == 1 and "NO_HOTSET" not in cp.stdout and "no fault trace" in cp.stderr, cp.stderr
+    assert not (tmp_path / "none.bin").exists()
+
+    # A trace of this checkpoint: pages 5, 6, 7 then 0 of tinymem's region.
+    trace = tmp_path / "trace.bin"
+    trace.write_bytes(encode_hotset(2, ident, {1: [(TINY_ADDR + 5 * PG, 3, 1000, 1),
+                                                   (TINY_ADDR, 1, 1000, 7)]}))
+    util.distriproc("hotset", "check", "--images", images, trace)
+    out = json.loads(srv.query("put-trace", trace).stdout)
+    assert out == {"pages": 4, "runs": 2, "stored": True}, out
+    stored = sorted(p.name for p in images.iterdir() if p.name.startswith("distriproc-trace-"))
+    assert stored == ["distriproc-trace-1800000000000000.bin"], stored
+    assert (images / stored[0]).read_bytes() == trace.read_bytes()
+
+    # auto and trace both give it back, byte for byte; classify does not exist.
+    for kind in ("auto", "trace"):
+        srv.query("hotset", kind, tmp_path / f"{kind}.bin")
+        assert (tmp_path / f"{kind}.bin").read_bytes() == trace.read_bytes()
+    cp = srv.query("hotset", "classify", tmp_path / "c.bin", check=False)
+    assert cp.returncode == 1 and "checkpoint --classify" in cp.stderr, cp.stderr
+
+    # A trace of another checkpoint: refused, naming both identities; nothing stored.
+    other = "ab" * 32
+    foreign = tmp_path / "foreign.bin"
+    foreign.write_bytes(encode_hotset(2, other, {1: [(TINY_ADDR, 1, 1000, 0)]}, created_us=1_900_000_000_000_000))
+    cp = srv.query("put-trace", foreign, check=False)
+    assert cp.returncode == 1, cp.stdout
+    assert other in cp.stderr and ident in cp.stderr and "refusing" in cp.stderr, cp.stderr
+    # Right checkpoint, but a page outside the task's lazy memory, or a pid it lacks.
+    for bad in ({1: [(TINY_ADDR + TINY_PAGES * PG, 1, 1000, 0)]}, {2: [(TINY_ADDR, 1, 1000, 0)]}):
+        f = tmp_path / "bad.bin"
+        f.write_bytes(encode_hotset(2, ident, bad, created_us=1_900_000_000_000_000))
+        cp = srv.query("put-trace", f, check=False)
+        assert cp.returncode == 1 and ("not lazy memory" in cp.stderr or "pid 2 is not a task" in cp.stderr), \
+            cp.stderr
+    # A classification is not a trace; a corrupt file is malformed.
+    f = tmp_path / "cls.bin"
+    f.write_bytes(encode_hotset(1, ident, {1: [(TINY_ADDR, 1, 1000, 0)]}, created_us=1_900_000_000_000_000))
+    cp = srv.query("put-trace", f, check=False)
+    assert cp.returncode == 1 and "only a recorded trace" in cp.stderr, cp.stderr
+    f.write_bytes(trace.read_bytes()[:-1] + b"\x00")
+    cp = srv.query("put-trace", f, check=False)
+    assert cp.returncode == 1 and "checksum" in cp.stderr, cp.stderr
+    stored = sorted(p.name for p in images.iterdir() if p.name.startswith("distriproc-trace-"))
+    assert stored == ["distriproc-trace-1800000000000000.bin"], stored
+
+    # A stale file copied into the directory is never served: the server
+    # skips it and serves the valid one (or nothing).
+    (images / "distriproc-trace-1999999999999999.bin").write_bytes(foreign.read_bytes())
+    srv.query("hotset", "trace", tmp_path / "t2.bin")
+    assert (tmp_path / "t2.bin").read_bytes() == trace.read_bytes()
+    (images / stored[0]).unlink()
+    cp = srv.query("hotset", "auto", tmp_path / "t3.bin", check=False)
+    assert cp.returncode == 1 and other in cp.stderr and ident in cp.stderr, cp.stderr
+    assert not (tmp_path / "t3.bin").exists()
+    stats = json.loads(srv.query("stats").stdout)
+    assert stats["requests"]["put_trace"] >= 6 and stats["requests"]["get_hotset"] >= 6, stats
