@@ -68,7 +68,7 @@ uint64_t dp_replay_pump(struct dp_replay *r, dp_replay_fetch_fn fetch, void *ctx
     uint64_t sent = 0;
     if (!r->start_ns && r->cur < r->n)
         r->start_ns = now_ns ? now_ns : 1;
-    while (r->cur < r->n && r->inflight_pages + r->batch_pages <= r->window_pages) {
+    while (r->cur < r->n && dp_replay_inflight(r) + r->batch_pages <= r->window_pages) {
         struct dp_replay_item *it = &r->items[r->cur];
         uint32_t left = it->npages - r->cur_off;
         uint32_t chunk = left < r->batch_pages ? left : r->batch_pages;
@@ -92,7 +92,6 @@ uint64_t dp_replay_pump(struct dp_replay *r, dp_replay_fetch_fn fetch, void *ctx
             got = chunk;
         r->submitted_pages += (uint64_t)got;
         r->skipped_pages += chunk - (uint64_t)got;
-        r->inflight_pages += (uint64_t)got;
         if (got)
             r->batches++;
         sent += (uint64_t)got;
@@ -112,12 +111,17 @@ uint64_t dp_replay_pump(struct dp_replay *r, dp_replay_fetch_fn fetch, void *ctx
 void dp_replay_completed(struct dp_replay *r, uint32_t npages, uint64_t now_ns)
 {
     r->completed_pages += npages;
-    r->inflight_pages = npages > r->inflight_pages ? 0 : r->inflight_pages - npages;
     if (dp_replay_finished(r) && !r->done_ns)
         r->done_ns = now_ns ? now_ns : 1;
 }
 
+uint64_t dp_replay_inflight(const struct dp_replay *r)
+{
+    /* completed may run ahead of submitted only inside a fetch call */
+    return r->submitted_pages > r->completed_pages ? r->submitted_pages - r->completed_pages : 0;
+}
+
 int dp_replay_finished(const struct dp_replay *r)
 {
-    return r->cur >= r->n && r->inflight_pages == 0;
+    return r->cur >= r->n && r->completed_pages >= r->submitted_pages;
 }

@@ -39,7 +39,6 @@ struct dp_replay {
     size_t n, cur;
     uint32_t cur_off;              /* pages of items[cur] handed out */
     uint32_t batch_pages, window_pages;
-    uint64_t inflight_pages;
     uint64_t total_pages, submitted_pages, skipped_pages, completed_pages, batches;
     uint64_t start_ns, done_ns;    /* first pump, last completion */
 };
@@ -51,6 +50,9 @@ void dp_replay_free(struct dp_replay *r);
 uint64_t dp_replay_pump(struct dp_replay *r, dp_replay_fetch_fn fetch, void *ctx, uint64_t now_ns);
 /* npages replay pages completed (installed, or dropped as stale). */
 void dp_replay_completed(struct dp_replay *r, uint32_t npages, uint64_t now_ns);
+/* Replay pages in flight: submitted minus completed. (Counted this way
+ * because a page source may complete a fetch inside the fetch call.) */
+uint64_t dp_replay_inflight(const struct dp_replay *r);
 /* Everything handed out and completed. */
 int dp_replay_finished(const struct dp_replay *r);
 

@@ -136,7 +136,7 @@ static void replay_orders_batches_and_windows(void **state)
     assert_int_equal(f.calls[2].pid, 1);
     assert_int_equal(f.calls[2].addr, 0x100000);
     assert_int_equal(f.calls[2].got, 2);
-    assert_int_equal(r.inflight_pages, 6);
+    assert_int_equal(dp_replay_inflight(&r), 6);
     assert_int_equal(dp_replay_pump(&r, fake_fetch, &f, 101), 0);
     assert_false(dp_replay_finished(&r));
     dp_replay_completed(&r, 4, 200);
@@ -145,7 +145,7 @@ static void replay_orders_batches_and_windows(void **state)
     assert_int_equal(f.calls[3].n, 4);
     /* drain everything */
     for (int i = 0; i < 50 && !dp_replay_finished(&r); i++) {
-        dp_replay_completed(&r, (uint32_t)r.inflight_pages, 300 + (uint64_t)i);
+        dp_replay_completed(&r, (uint32_t)dp_replay_inflight(&r), 300 + (uint64_t)i);
         dp_replay_pump(&r, fake_fetch, &f, 300 + (uint64_t)i);
     }
     assert_true(dp_replay_finished(&r));
@@ -181,11 +181,48 @@ static void replay_orders_batches_and_windows(void **state)
     dp_hotset_free(&hs);
 }
 
+/* A source that completes inside the fetch call (as a remote source may). */
+struct sync_src {
+    struct dp_replay *r;
+    uint64_t fetched;
+};
+
+static int64_t sync_fetch(void *ctx, int32_t pid, uint64_t addr, uint32_t n)
+{
+    (void)pid;
+    (void)addr;
+    struct sync_src *s = ctx;
+    s->fetched += n;
+    dp_replay_completed(s->r, n, 7);
+    return n;
+}
+
+static void replay_completion_inside_fetch(void **state)
+{
+    (void)state;
+    struct dp_hotset hs;
+    struct dp_err err = {{0}};
+    dp_hotset_init(&hs, DP_HS_TRACE, ID, 1, 1);
+    dp_hotset_add_task(&hs, 1);
+    dp_hotset_add_run(&hs, 0x100000, 1000, 1000, 0);
+    struct dp_replay r;
+    assert_int_equal(dp_replay_init(&r, &hs, 64, 128, &err), 0);
+    struct sync_src s = {.r = &r};
+    assert_int_equal(dp_replay_pump(&r, sync_fetch, &s, 5), 1000);
+    assert_int_equal(s.fetched, 1000);
+    assert_int_equal(dp_replay_inflight(&r), 0);
+    assert_true(dp_replay_finished(&r));
+    assert_true(r.done_ns != 0);
+    dp_replay_free(&r);
+    dp_hotset_free(&hs);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(trace_records_first_touches_in_order),
         cmocka_unit_test(replay_orders_batches_and_windows),
+        cmocka_unit_test(replay_completion_inside_fetch),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
