@@ -4,5 +4,6 @@
 #define DP_BENCH_H
 
 int bench_server(int argc, char **argv);
+int bench_warmup(int argc, char **argv);
 
 #endif

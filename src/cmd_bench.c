@@ -11,6 +11,7 @@ static const struct {
     const char *summary;
 } benches[] = {
     {"server", bench_server, "page server: 4 KiB GET latency and bulk GET throughput against raw TCP"},
+    {"warmup", bench_warmup, "time to 90% of steady throughput with and without hot-set replay; hot-set accuracy"},
 };
 
 static void usage(FILE *out)
