@@ -39,6 +39,7 @@ PY = "/usr/bin/python3"
 SRC, DST = "10.250.0.1", "10.250.0.2"
 SERVE_PORT = 7320
 BUCKET = 0.1       # Redis: 100 ms buckets of GETs
+LAB = os.environ.get("DISTRIPROC_LAB", "dp")  # a private lab (--lab) keeps tests' lab down/up away
 ML_BUCKET = 2.0    # ML: a few inferences per second; finer buckets only show quantisation
 LEAD = 2.0         # seconds the workload runs before the checkpoint starts
 STOP_EARLY = 0.5   # ... and stops this long before the sample (then the dump)
@@ -231,7 +232,7 @@ class Bench:
 
     def run(self, cmd, timeout=120, check=True, netns=None):
         if netns:
-            cmd = ["nsenter", "--net=/run/netns/dp-" + netns] + cmd
+            cmd = ["nsenter", "--net=/run/netns/%s-%s" % (LAB, netns)] + cmd
         cp = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=timeout)
         if check and cp.returncode != 0:
             raise RuntimeError("failed (exit %d): %s\n%s" % (cp.returncode, " ".join(map(str, cmd)), cp.stderr))
@@ -239,7 +240,7 @@ class Bench:
 
     def spawn(self, cmd, netns=None, logname=None):
         if netns:
-            cmd = ["nsenter", "--net=/run/netns/dp-" + netns] + cmd
+            cmd = ["nsenter", "--net=/run/netns/%s-%s" % (LAB, netns)] + cmd
         out = open(os.path.join(self.work, logname), "a") if logname else subprocess.DEVNULL
         p = subprocess.Popen([str(c) for c in cmd], stdout=out, stderr=out, stdin=subprocess.DEVNULL,
                              start_new_session=True)
@@ -405,6 +406,8 @@ class Bench:
                 self.cleanup()
         finally:
             self.cleanup()
+            if LAB != "dp":
+                self.run([self.dp, "lab", "down"], timeout=60, check=False)
         with open(a.json, "w") as f:
             json.dump(out, f, indent=1)
         for w in out["workloads"]:
@@ -433,6 +436,8 @@ def main():
     r.add_argument("--seconds", type=float, default=20)
     r.add_argument("--seed", type=int, default=7)
     r.add_argument("--prefetch", default="none")
+    r.add_argument("--lab", help="run in a private lab NAME-src/NAME-dst (DISTRIPROC_LAB; needs a "
+                   "distriproc whose lab supports it)")
     c = sub.add_parser("client")
     c.add_argument("kind", choices=("redis", "ml"))
     c.add_argument("--host", required=True)
@@ -464,6 +469,10 @@ def main():
                                                   smooth=5 if w["workload"] == "redis" else 1,
                                                   hold=5 if w["workload"] == "redis" else 2))
     else:
+        if a.lab:
+            global LAB
+            LAB = a.lab
+            os.environ["DISTRIPROC_LAB"] = a.lab
         if os.geteuid() != 0:
             sys.exit("bench warmup: needs root (lab, criu); run as root")
         Bench(a).main()

@@ -39,6 +39,8 @@ static void usage(FILE *out)
             "  --record SEC        trace window of runs A and B (default 10)\n"
             "  --seconds SEC       measured seconds per run (default 20)\n"
             "  --prefetch POLICY   the daemon's prefetch in every run (default none)\n"
+            "  --lab NAME          run in a private lab NAME-src/NAME-dst (DISTRIPROC_LAB), so\n"
+            "                      tests that bring the default lab up and down do not interfere\n"
             "  --workdir DIR       scratch (default /tmp/distriproc-bench-warmup)\n");
 }
 
