@@ -22,7 +22,9 @@
  * status -ETIMEDOUT and dp_client_process() returns -1.
  *
  * The fd changes across reconnects: re-read dp_client_fd() after every
- * dp_client_process() call (-1 while waiting for the next attempt).
+ * dp_client_process() call (-1 while waiting for the next attempt). Only
+ * watch it: the library does all reads and writes (with MSG_DONTWAIT; the
+ * socket itself is in blocking mode so the blocking helpers can wait in recv).
  * Not thread safe: one thread owns a client.
  */
 #ifndef DP_CLIENT_H

@@ -37,6 +37,8 @@
 #define SKEL_CHUNK  (256u << 10)
 #define READ_BUDGET (1u << 20)   /* bytes read per readiness event, for fairness */
 #define MAX_IOV     64
+#define HANDSHAKE_TIMEOUT_NS (10ULL * 1000000000ULL) /* to authenticate, or to read a fatal ERROR */
+#define MAX_CONNS   1024
 
 enum tag { TAG_LISTEN = 1, TAG_SIGNAL, TAG_TIMER, TAG_CONN };
 
@@ -81,6 +83,7 @@ struct conn {
     int refs;                 /* delayed replies and pending acks pointing here */
     bool closed;              /* fd closed, waiting for refs to drop */
     bool closing;             /* flush then close (after a fatal error) */
+    uint64_t since_ns;        /* accepted, or closing since */
     bool paused;              /* reading stopped by backpressure */
     uint32_t ep_events;
     enum { ST_HELLO, ST_AUTH, ST_READY } state;
@@ -310,6 +313,7 @@ static void send_error(struct server *s, struct conn *c, uint64_t id, bool fatal
         dp_warn("client %s: %s: %s; closing the connection", c->peer, dp_errcode_name(code), msg);
         snprintf(c->close_reason, sizeof(c->close_reason), "%s: %s", dp_errcode_name(code), msg);
         c->closing = true;
+        c->since_ns = dp_now_ns();
     } else {
         dp_info("client %s: request %" PRIu64 " refused: %s: %s", c->peer, id, dp_errcode_name(code), msg);
     }
@@ -531,7 +535,9 @@ static void handle_get(struct server *s, struct conn *c, uint64_t id, uint64_t r
         b.len += DP_SEG_HDR;
         for (uint32_t k = 0; k < sb->nr_pieces; k++) {
             struct piece *pc = &s->pieces[sb->first_piece + k];
-            if (pc->len >= s->o->sendfile_min) {
+            /* Write-back pages are always copied: the log may be compacted
+             * (new file, new offsets) while a reply waits in a queue. */
+            if (pc->len >= s->o->sendfile_min && pc->fd != dp_overlay_fd(s->ov)) {
                 if (!resp_add_buf(&out, &b) || !resp_add_file(&out, pc->fd, pc->off, pc->len))
                     goto oom;
                 s->st.sendfile_bytes += pc->len;
@@ -626,6 +632,23 @@ static void handle_put(struct server *s, struct conn *c, uint64_t id, uint64_t r
     s->st.pages_written += p->total_pages;
 }
 
+static void maybe_compact(struct server *s)
+{
+    if (!dp_overlay_wants_compaction(s->ov))
+        return;
+    struct dp_overlay_stats before, after;
+    struct dp_err err;
+    dp_overlay_get_stats(s->ov, &before);
+    uint64_t t0 = dp_now_ns();
+    if (dp_overlay_compact(s->ov, &err) < 0) {
+        dp_warn("write-back log compaction failed (the log keeps growing): %s", err.msg);
+        return;
+    }
+    dp_overlay_get_stats(s->ov, &after);
+    dp_info("write-back log compacted: %" PRIu64 " -> %" PRIu64 " bytes (%" PRIu64 " live pages) in %.1f ms",
+            before.log_bytes, after.log_bytes, after.live_pages, (double)(dp_now_ns() - t0) / 1e6);
+}
+
 /* Called once per loop iteration: one fdatasync covers every PUT since the last. */
 static int commit_puts(struct server *s)
 {
@@ -655,8 +678,11 @@ static int commit_puts(struct server *s)
         free(pp);
     }
     s->puts_tail = NULL;
-    if (rc < 0)
+    if (rc < 0) {
         s->stopping = true;
+        return rc;
+    }
+    maybe_compact(s);
     return rc;
 }
 
@@ -707,6 +733,7 @@ static void handle_stats(struct server *s, struct conn *c, uint64_t id, uint64_t
     json_kv(&j, "overlay_log_bytes", os.log_bytes, true);
     json_kv(&j, "overlay_torn_bytes_dropped", os.torn_bytes, true);
     json_kv(&j, "overlay_syncs", os.syncs, true);
+    json_kv(&j, "overlay_compactions", os.compactions, true);
     json_kv(&j, "pages_touched", s->access.len, false);
     dp_buf_put(&j, "}\n", 2);
     struct dp_buf b = {0};
@@ -1243,6 +1270,14 @@ static void on_accept(struct server *s)
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        size_t nconn = 0;
+        for (struct conn *k = s->conns; k; k = k->next)
+            nconn++;
+        if (nconn >= MAX_CONNS) {
+            dp_warn("refusing a connection: %d clients already connected", MAX_CONNS);
+            close(fd);
+            continue;
+        }
         struct conn *c = calloc(1, sizeof(*c));
         if (!c) {
             close(fd);
@@ -1250,6 +1285,7 @@ static void on_accept(struct server *s)
         }
         c->tag = TAG_CONN;
         c->fd = fd;
+        c->since_ns = dp_now_ns();
         c->cid = ++s->next_cid;
         char ip[INET_ADDRSTRLEN];
         inet_ntop(AF_INET, &sa.sin_addr, ip, sizeof(ip));
@@ -1269,6 +1305,25 @@ static void on_accept(struct server *s)
         s->st.connections++;
         dp_info("client %s connected", c->peer);
     }
+}
+
+/* Connections that have not authenticated, or do not take their fatal ERROR,
+ * within HANDSHAKE_TIMEOUT_NS are closed: without the key a peer holds no
+ * resources for long. Returns whether any connection is still in such a state. */
+static bool sweep(struct server *s)
+{
+    uint64_t now = dp_now_ns();
+    bool pending = false;
+    for (struct conn *c = s->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->state == ST_READY && !c->closing)
+            continue;
+        if (now - c->since_ns > HANDSHAKE_TIMEOUT_NS)
+            conn_close(s, c, c->closing ? "did not read its error in time" : "did not authenticate in time");
+        else
+            pending = true;
+    }
+    return pending;
 }
 
 /* ---- setup ------------------------------------------------------------------ */
@@ -1357,6 +1412,7 @@ int dp_server_run(const struct dp_server_opts *o, struct dp_err *err)
         goto out;
     if (dp_overlay_open(o->images_dir, &s->ov, err) < 0)
         goto out;
+    maybe_compact(s);
     if (dp_hotset_store_open(s->cp, &s->hotsets, err) < 0)
         goto out;
     struct dp_overlay_stats os;
@@ -1411,7 +1467,7 @@ int dp_server_run(const struct dp_server_opts *o, struct dp_err *err)
 
     struct epoll_event evs[64];
     while (!s->stopping) {
-        int n = epoll_wait(s->ep, evs, DP_ARRAY_LEN(evs), -1);
+        int n = epoll_wait(s->ep, evs, DP_ARRAY_LEN(evs), sweep(s) ? 1000 : -1);
         if (n < 0) {
             if (errno == EINTR)
                 continue;

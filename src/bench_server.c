@@ -11,7 +11,8 @@
  *    stream (one write loop), counting page-data bytes delivered.
  * Page-server runs are done twice: page data copied into the reply from the
  * mapped pages file (--sendfile-min 1G) and sent with sendfile (--sendfile-min 4K).
- * Samples are taken in alternating blocks so drift hits every variant alike.
+ * Latency samples are taken round-robin, one of each variant in turn, so
+ * load from elsewhere on the machine hits every variant alike.
  * In the lab (default) the servers run in dp-src and the client in dp-dst. */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -63,7 +64,7 @@ static void usage(FILE *out)
             "\n"
             "Measures the page server against raw TCP between the lab hosts (server in\n"
             "dp-src 10.250.0.1, client in dp-dst; the lab is brought up if needed and\n"
-            "taken down again only if this run created it).\n"
+            "left up).\n"
             "\n"
             "  --json OUT         write the results as JSON\n"
             "  --images DIR       checkpoint to serve (default: a copy of\n"
@@ -73,9 +74,12 @@ static void usage(FILE *out)
             "                     (dpb-src 10.251.0.1 <-> dpb-dst 10.251.0.2, a veth pair\n"
             "                     like the lab's), safe from others bringing the lab down\n"
             "  --samples N        latency samples per variant (default 20000)\n"
-            "  --seconds S        bulk duration per variant (default 3)\n"
+            "  --seconds S        bulk duration per variant and round (default 1)\n"
+            "  --rounds R         bulk rounds; medians are reported (default 5)\n"
             "  --window W         bulk GET requests in flight (default 16)\n"
-            "  --port P           first of three TCP ports to use (default 17170)\n");
+            "  --rtt USEC         also run a server with --emulate-rtt USEC and show that\n"
+            "                     pipelined requests are not serialised (default 300, 0: skip)\n"
+            "  --port P           first of four TCP ports to use (default 17170)\n");
 }
 
 /* ---- a private two-namespace pair, built like the lab ---- */
@@ -128,6 +132,32 @@ static void private_enter(int i)
     if (fd < 0 || setns(fd, CLONE_NEWNET) < 0)
         dp_die("cannot enter network namespace %s: %s", priv_ns[i], strerror(errno));
     close(fd);
+}
+
+static void loadavg(char *buf, size_t len)
+{
+    FILE *f = fopen("/proc/loadavg", "r");
+    double a = 0, b = 0, c = 0;
+    if (f) {
+        if (fscanf(f, "%lf %lf %lf", &a, &b, &c) != 3)
+            a = b = c = 0;
+        fclose(f);
+    }
+    snprintf(buf, len, "%.2f %.2f %.2f", a, b, c);
+}
+
+static int cmp_dbl(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(const double *v, long n)
+{
+    double t[32];
+    memcpy(t, v, (size_t)n * sizeof(double));
+    qsort(t, (size_t)n, sizeof(double), cmp_dbl);
+    return n % 2 ? t[n / 2] : (t[n / 2 - 1] + t[n / 2]) / 2;
 }
 
 static int cmp_u64(const void *a, const void *b)
@@ -320,7 +350,7 @@ static int copy_dir(const char *from, const char *to)
 }
 
 static pid_t spawn_server(const char *exe, const struct lab_host *host, bool priv, const char *ip, int port,
-                          const char *images, const char *key, const char *sendfile_min, const char *log)
+                          const char *images, const char *key, const char *sendfile_min, long rtt_us, const char *log)
 {
     pid_t pid = fork();
     if (pid < 0)
@@ -338,8 +368,10 @@ static pid_t spawn_server(const char *exe, const struct lab_host *host, bool pri
         }
         char listen[64];
         snprintf(listen, sizeof(listen), "%s:%d", ip, port);
+        char rtt[32];
+        snprintf(rtt, sizeof(rtt), "%ld", rtt_us);
         execl(exe, exe, "serve", "--images", images, "--listen", listen, "--key", key, "--sendfile-min",
-              sendfile_min, (char *)NULL);
+              sendfile_min, "--emulate-rtt", rtt, (char *)NULL);
         dp_die("exec %s: %s", exe, strerror(errno));
     }
     return pid;
@@ -359,15 +391,16 @@ int bench_server(int argc, char **argv)
     static const struct option opts[] = {
         {"json", required_argument, NULL, 'j'},    {"images", required_argument, NULL, 'i'},
         {"loopback", no_argument, NULL, 'l'},      {"samples", required_argument, NULL, 'n'},
-        {"private-lab", no_argument, NULL, 'P'},
+        {"private-lab", no_argument, NULL, 'P'},   {"rounds", required_argument, NULL, 'R'},
+        {"rtt", required_argument, NULL, 'T'},
         {"seconds", required_argument, NULL, 's'}, {"window", required_argument, NULL, 'w'},
         {"port", required_argument, NULL, 'p'},    {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *json = NULL, *images = NULL;
     bool loopback = false, priv = false;
-    long samples = 20000, window = 16, port = 17170;
-    double seconds = 3;
+    long samples = 20000, window = 16, port = 17170, rounds = 5, rtt_us = 300;
+    double seconds = 1;
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
@@ -375,6 +408,8 @@ int bench_server(int argc, char **argv)
         case 'i': images = optarg; break;
         case 'l': loopback = true; break;
         case 'P': priv = true; break;
+        case 'R': rounds = atol(optarg); break;
+        case 'T': rtt_us = atol(optarg); break;
         case 'n': samples = atol(optarg); break;
         case 's': seconds = atof(optarg); break;
         case 'w': window = atol(optarg); break;
@@ -384,15 +419,17 @@ int bench_server(int argc, char **argv)
         }
     }
     if (!json || samples < 100 || samples > 10000000 || seconds <= 0 || seconds > 600 || window < 1 ||
-        window > 200 || port < 1024 || port > 65000) {
+        window > 200 || port < 1024 || port > 65000 || rounds < 1 || rounds > 31 || rtt_us < 0 || rtt_us > 100000) {
         usage(stderr);
         return 2;
     }
-    char cmdline[1024] = "distriproc";
+    char cmdline[1024] = "distriproc bench";
     for (int i = 0; i < argc; i++) {
         strncat(cmdline, " ", sizeof(cmdline) - strlen(cmdline) - 1);
         strncat(cmdline, argv[i], sizeof(cmdline) - strlen(cmdline) - 1);
     }
+    char load_before[64], load_after[64];
+    loadavg(load_before, sizeof(load_before));
     /* Work directory: key, server logs, a copy of the default images. */
     char tmp[] = "/tmp/distriproc-bench-XXXXXX";
     if (!mkdtemp(tmp))
@@ -425,6 +462,7 @@ int bench_server(int argc, char **argv)
     }
 
     const struct lab_host *src = NULL, *dst = NULL;
+    char labcap[64] = ", no bandwidth cap";
     bool lab_created = false;
     const char *ip = "127.0.0.1";
     if (priv) {
@@ -436,6 +474,12 @@ int bench_server(int argc, char **argv)
         if (rc < 0)
             dp_die("cannot bring the lab up: %s (or use --loopback)", err.msg);
         lab_created = rc == LAB_CREATED;
+        struct lab_state ls;
+        if (lab_probe(&ls, &err) == 0 && ls.host[0].tbf_bits) {
+            char r[32];
+            lab_format_rate(ls.host[0].tbf_bits, r, sizeof(r));
+            snprintf(labcap, sizeof(labcap), ", tbf cap %s as found", r);
+        }
         src = lab_host_find("src");
         dst = lab_host_find("dst");
         ip = src->addr;
@@ -448,7 +492,8 @@ int bench_server(int argc, char **argv)
         {.name = "get_sendfile", .sendfile_min = "4K", .port = (int)port + 2},
     };
     for (int i = 0; i < 2; i++)
-        v[i].pid = spawn_server(exe, src, priv, ip, v[i].port, images, key, v[i].sendfile_min, log);
+        v[i].pid = spawn_server(exe, src, priv, ip, v[i].port, images, key, v[i].sendfile_min, 0, log);
+    pid_t rtt_pid = rtt_us ? spawn_server(exe, src, priv, ip, (int)port + 3, images, key, "64K", rtt_us, log) : -1;
     pid_t raw_pid = fork();
     if (raw_pid == 0) {
         if (src && lab_enter(src, &err) < 0)
@@ -523,7 +568,9 @@ int bench_server(int argc, char **argv)
         get_blocking(v[0].cl, &one);
         get_blocking(v[1].cl, &one);
     }
-    const size_t block = 500;
+    /* One sample of each variant in turn: load from elsewhere on the machine
+     * then hits every variant alike. */
+    const size_t block = 1;
     fprintf(stderr, "bench server: %s, latency: %ld samples per variant...\n", loopback ? "loopback" : priv ? "private veth pair" : "lab", samples);
     while (nraw < (size_t)samples && !interrupted) {
         size_t n = (size_t)samples - nraw < block ? (size_t)samples - nraw : block;
@@ -542,35 +589,68 @@ int bench_server(int argc, char **argv)
     }
     close(rawfd);
     free(reply);
-    /* Bulk: raw stream, then each variant, twice around, best of each kept. */
-    fprintf(stderr, "bench server: bulk, %.1f s per run...\n", seconds);
-    double raw_bps = 0;
-    uint64_t raw_bytes = 0;
-    for (int round = 0; round < 2 && !interrupted; round++) {
+    /* Bulk: rounds of (raw stream, GET copy, GET sendfile); the median of
+     * each is reported, so a burst of load on the shared machine in one
+     * round does not decide the result. */
+    fprintf(stderr, "bench server: bulk, %ld rounds of %.1f s per variant...\n", rounds, seconds);
+    double raw_r[32] = {0}, get_r[2][32] = {{0}};
+    for (long round = 0; round < rounds && !interrupted; round++) {
         int fd = raw_connect(&raw_sa, 'S');
         static uint8_t sink[1 << 20];
         uint64_t t0 = dp_now_ns(), end = t0 + (uint64_t)(seconds * 1e9), got = 0;
         while (dp_now_ns() < end) {
             ssize_t r = read(fd, sink, sizeof(sink));
             if (r <= 0)
-                dp_die("raw stream read failed: %s (was the lab taken down meanwhile?)", r < 0 ? strerror(errno) : "connection closed");
+                dp_die("raw stream read failed: %s (was the lab taken down meanwhile?)",
+                       r < 0 ? strerror(errno) : "connection closed");
             got += (uint64_t)r;
         }
-        double bps = (double)got / ((double)(dp_now_ns() - t0) / 1e9);
+        raw_r[round] = (double)got / ((double)(dp_now_ns() - t0) / 1e9);
         close(fd);
-        if (bps > raw_bps) {
-            raw_bps = bps;
-            raw_bytes = got;
-        }
         for (int i = 0; i < 2; i++) {
-            struct variant tmpv = v[i];
-            bulk_get(&tmpv, &bulk, (int)window, seconds);
-            if (tmpv.bulk_bps > v[i].bulk_bps) {
-                v[i].bulk_bps = tmpv.bulk_bps;
-                v[i].bulk_bytes = tmpv.bulk_bytes;
-            }
+            bulk_get(&v[i], &bulk, (int)window, seconds);
+            get_r[i][round] = v[i].bulk_bps;
         }
     }
+    double raw_bps = median(raw_r, rounds);
+    for (int i = 0; i < 2; i++)
+        v[i].bulk_bps = median(get_r[i], rounds);
+    /* Emulated RTT: one request at a time costs about an RTT each; a window
+     * of requests in flight completes about window requests per RTT. */
+    double rtt_p50 = 0, rtt_rps_serial = 0, rtt_rps_window = 0;
+    if (rtt_us && !interrupted) {
+        struct dp_client *rc;
+        co.addr.sin_port = htons((uint16_t)(port + 3));
+        if (dp_client_connect(&co, &rc, &err) < 0)
+            dp_die("%s (server log: %s)", err.msg, log);
+        enum { N = 200 };
+        uint64_t lat[N];
+        uint64_t t0 = dp_now_ns();
+        for (int k = 0; k < N; k++)
+            lat[k] = get_blocking(rc, &one);
+        rtt_rps_serial = N / ((double)(dp_now_ns() - t0) / 1e9);
+        qsort(lat, N, sizeof(uint64_t), cmp_u64);
+        rtt_p50 = pct(lat, N, 0.5);
+        struct bulk_state b = {0};
+        uint64_t done = 0;
+        t0 = dp_now_ns();
+        uint64_t end = t0 + 1000000000ULL;
+        while (dp_now_ns() < end && !b.failed) {
+            while ((int)b.inflight < window) {
+                if (!dp_client_submit_get(rc, &one, 1, bulk_cb, &b, &err))
+                    dp_die("GET submit: %s", err.msg);
+                b.inflight++;
+                done++;
+            }
+            drive(rc, 1000);
+        }
+        uint64_t completed = done - b.inflight;
+        rtt_rps_window = (double)completed / ((double)(dp_now_ns() - t0) / 1e9);
+        while (b.inflight && !b.failed)
+            drive(rc, 1000);
+        dp_client_close(rc);
+    }
+    loadavg(load_after, sizeof(load_after));
     int qfd = raw_connect(&raw_sa, 'Q');
     close(qfd);
 
@@ -584,9 +664,11 @@ int bench_server(int argc, char **argv)
     double lat_ratio = pct(best_lat->lat, best_lat->nlat, 0.5) / raw_p50;
     double bulk_ratio = best_bulk->bulk_bps / raw_bps;
 
+    char labwhere[160];
+    snprintf(labwhere, sizeof(labwhere), "lab: dp-dst -> dp-src 10.250.0.1%s", labcap);
     const char *where = loopback ? "loopback 127.0.0.1"
-                        : priv   ? "private veth pair: dpb-dst -> dpb-src 10.251.0.1"
-                                 : "lab: dp-dst -> dp-src 10.250.0.1";
+                        : priv   ? "private veth pair: dpb-dst -> dpb-src 10.251.0.1, no bandwidth cap"
+                                 : labwhere;
     printf("\npage server vs raw TCP (%s, %s)\n", where, images);
     printf("%-26s %10s %10s %10s %12s\n", "4 KiB request/response", "p50 us", "p90 us", "p99 us", "p50 vs raw");
     printf("%-26s %10.1f %10.1f %10.1f %12s\n", "raw TCP", raw_p50, pct(raw_lat, nraw, 0.9), pct(raw_lat, nraw, 0.99),
@@ -598,12 +680,18 @@ int bench_server(int argc, char **argv)
     }
     printf("%-26s %10.1f %10.1f %10.1f %11.2fx\n", "GET (copy, async+poll)", pct(async_lat, nraw, 0.5),
            pct(async_lat, nraw, 0.9), pct(async_lat, nraw, 0.99), pct(async_lat, nraw, 0.5) / raw_p50);
-    printf("\n%-26s %14s %12s\n", "bulk", "MiB/s", "vs raw");
+    printf("\n%-26s %14s %12s\n", "bulk (median)", "MiB/s", "vs raw");
     printf("%-26s %14.1f %12s\n", "raw TCP stream", raw_bps / 1048576.0, "100%");
     for (int i = 0; i < 2; i++)
         printf("%-26s %14.1f %11.1f%%\n", i ? "GET (sendfile)" : "GET (copy)", v[i].bulk_bps / 1048576.0,
                100.0 * v[i].bulk_bps / raw_bps);
     printf("(bulk GET: %u pages per request, %u of them data, window %ld)\n", bulk_pages, data_in_bulk, window);
+    if (rtt_us)
+        printf("\nemulated RTT %ld us: GET p50 %.1f us; one at a time %.0f GET/s, %ld in flight %.0f GET/s "
+               "(%.1fx: not serialised)\n",
+               rtt_us, rtt_p50, rtt_rps_serial, window, rtt_rps_window, rtt_rps_window / rtt_rps_serial);
+    printf("\nload average (1/5/15 min) before: %s, after: %s, on %ld CPUs\n", load_before, load_after,
+           sysconf(_SC_NPROCESSORS_ONLN));
     printf("\ntargets: GET p50 <= 1.2x raw p50: %.2fx %s; bulk >= 70%% of raw stream: %.1f%% %s\n", lat_ratio,
            lat_ratio <= 1.2 ? "met" : "NOT met", 100 * bulk_ratio, bulk_ratio >= 0.7 ? "met" : "NOT met");
 
@@ -615,15 +703,30 @@ int bench_server(int argc, char **argv)
     strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
     fprintf(f, "{\n  \"command\": \"%s\",\n  \"date\": \"%s\",\n  \"network\": \"%s\",\n", cmdline, when,
             where);
-    fprintf(f, "  \"images\": \"%s\",\n  \"latency\": {\n", images);
+    fprintf(f, "  \"images\": \"%s\",\n", images);
+    fprintf(f, "  \"cpus\": %ld, \"loadavg_before\": \"%s\", \"loadavg_after\": \"%s\",\n",
+            sysconf(_SC_NPROCESSORS_ONLN), load_before, load_after);
+    fprintf(f, "  \"latency\": {\n");
     json_lat(f, "raw_tcp_4k", raw_lat, nraw, true);
     json_lat(f, "get_4k_copy", v[0].lat, v[0].nlat, true);
     json_lat(f, "get_4k_sendfile", v[1].lat, v[1].nlat, true);
     json_lat(f, "get_4k_copy_async_poll", async_lat, nraw, false);
-    fprintf(f, "  },\n  \"bulk\": {\n    \"seconds\": %.1f, \"window\": %ld, \"pages_per_get\": %u, \"data_pages_per_get\": %u,\n",
-            seconds, window, bulk_pages, data_in_bulk);
-    fprintf(f, "    \"raw_stream_MiBps\": %.1f, \"get_copy_MiBps\": %.1f, \"get_sendfile_MiBps\": %.1f\n  },\n",
+    fprintf(f, "  },\n  \"bulk\": {\n    \"seconds_per_round\": %.1f, \"rounds\": %ld, \"window\": %ld, \"pages_per_get\": %u, "
+               "\"data_pages_per_get\": %u,\n",
+            seconds, rounds, window, bulk_pages, data_in_bulk);
+    const char *rn[3] = {"raw_stream_MiBps_rounds", "get_copy_MiBps_rounds", "get_sendfile_MiBps_rounds"};
+    for (int k = 0; k < 3; k++) {
+        fprintf(f, "    \"%s\": [", rn[k]);
+        for (long r = 0; r < rounds; r++)
+            fprintf(f, "%s%.1f", r ? ", " : "", (k ? get_r[k - 1][r] : raw_r[r]) / 1048576.0);
+        fprintf(f, "],\n");
+    }
+    fprintf(f, "    \"raw_stream_MiBps_median\": %.1f, \"get_copy_MiBps_median\": %.1f, \"get_sendfile_MiBps_median\": %.1f\n  },\n",
             raw_bps / 1048576.0, v[0].bulk_bps / 1048576.0, v[1].bulk_bps / 1048576.0);
+    if (rtt_us)
+        fprintf(f, "  \"emulated_rtt\": {\"rtt_us\": %ld, \"get_p50_us\": %.1f, \"serial_gets_per_s\": %.0f, "
+                   "\"window\": %ld, \"pipelined_gets_per_s\": %.0f},\n",
+                rtt_us, rtt_p50, rtt_rps_serial, window, rtt_rps_window);
     fprintf(f, "  \"ratios\": {\n    \"get_p50_over_raw_p50_copy\": %.3f, \"get_p50_over_raw_p50_sendfile\": %.3f,\n",
             pct(v[0].lat, v[0].nlat, 0.5) / raw_p50, pct(v[1].lat, v[1].nlat, 0.5) / raw_p50);
     fprintf(f, "    \"bulk_get_over_raw_copy\": %.3f, \"bulk_get_over_raw_sendfile\": %.3f\n  },\n",
@@ -632,18 +735,22 @@ int bench_server(int argc, char **argv)
                "\"bulk_min_ratio\": 0.7, \"bulk_ratio\": %.3f, \"bulk_met\": %s}\n}\n",
             lat_ratio, lat_ratio <= 1.2 ? "true" : "false", bulk_ratio, bulk_ratio >= 0.7 ? "true" : "false");
     fclose(f);
-    (void)raw_bytes;
 
     for (int i = 0; i < 2; i++) {
         dp_client_close(v[i].cl);
         kill(v[i].pid, SIGTERM);
     }
+    if (rtt_pid > 0)
+        kill(rtt_pid, SIGTERM);
     for (int i = 0; i < 2; i++)
         waitpid(v[i].pid, NULL, 0);
+    if (rtt_pid > 0)
+        waitpid(rtt_pid, NULL, 0);
     waitpid(raw_pid, NULL, 0);
     dp_task_map_free(&tm);
-    if (lab_created && lab_down(NULL, &err) < 0)
-        dp_warn("lab down: %s", err.msg);
+    /* The lab is left up even if this run created it: other work may have
+     * started using it meanwhile, and lab down would kill that. */
+    (void)lab_created;
     if (priv)
         private_lab_down();
     char rm[600];
