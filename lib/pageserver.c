@@ -1,5 +1,7 @@
 /* pageserver: the source side's epoll loop (see pageserver.h). */
 #include "pageserver.h"
+#include "pageserver_hotset.h"
+#include "proto_hotset.h"
 
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -126,6 +128,7 @@ struct server {
     const struct dp_server_opts *o;
     struct dp_checkpoint *cp;
     struct dp_overlay *ov;
+    struct dp_hotset_store *hotsets;  /* traces and GET_HOTSET (issue 7) */
     int ep, lfd, sfd, tfd;
     enum tag tag_listen, tag_signal, tag_timer;
     struct conn *conns;
@@ -709,7 +712,7 @@ static void handle_stats(struct server *s, struct conn *c, uint64_t id, uint64_t
     json_kv(&j, "auth_failures", s->st.auth_failures, true);
     json_kv(&j, "protocol_errors", s->st.protocol_errors, true);
     static const char *names[] = {"", "hello", "auth", "task_map", "get_pages", "put_pages", "get_skeleton",
-                                  "stats", "access_log"};
+                                  "stats", "access_log", "put_trace", "get_hotset"};
     dp_buf_put(&j, "\"requests\": {", 13);
     for (size_t i = 1; i < DP_ARRAY_LEN(names); i++)
         json_kv(&j, names[i], s->st.requests[i], i + 1 < DP_ARRAY_LEN(names));
@@ -1059,6 +1062,56 @@ static void conn_flush(struct server *s, struct conn *c)
     ep_update(s, c);
 }
 
+/* PUT_TRACE / GET_HOTSET (protocol version 2; lib/pageserver_hotset.h). */
+static void handle_hotset(struct server *s, struct conn *c, const struct dp_hdr *h, const uint8_t *payload,
+                          uint64_t recv_ns)
+{
+    struct dp_err err = {{0}};
+    if (c->version < DP_PROTO_VERSION_HOTSET) {
+        snprintf(err.msg, sizeof(err.msg), "request type 0x%02x needs protocol version %d, this connection "
+                 "negotiated %u", h->type, DP_PROTO_VERSION_HOTSET, c->version);
+        send_error(s, c, h->id, true, DP_E_UNKNOWN_TYPE, err.msg, recv_ns);
+        return;
+    }
+    if (h->flags) {
+        send_error(s, c, h->id, true, DP_E_MALFORMED, "requests carry no flags", recv_ns);
+        return;
+    }
+    struct dp_buf b = {0};
+    int rc;
+    if (h->type == DP_MSG_PUT_TRACE) {
+        uint64_t pages = 0;
+        uint32_t runs = 0;
+        char name[256] = "";
+        rc = dp_hotset_store_put_trace(s->hotsets, payload, h->len, &pages, &runs, name, sizeof(name), &err);
+        if (rc == DP_E_OK) {
+            dp_info("client %s: stored a fault trace of %" PRIu64 " pages in %u runs as %s", c->peer, pages, runs,
+                    name);
+            rc = dp_enc_put_trace_reply(&b, h->id, pages, runs) < 0 ? DP_E_INTERNAL : DP_E_OK;
+        }
+    } else {
+        uint32_t which = 0;
+        rc = dp_dec_get_hotset_req(payload, h->len, &which, &err);
+        if (rc == DP_E_MALFORMED) {
+            send_error(s, c, h->id, true, (uint32_t)rc, err.msg, recv_ns);
+            return;
+        }
+        uint8_t *file = NULL;
+        size_t len = 0;
+        rc = dp_hotset_store_get(s->hotsets, which, &file, &len, &err);
+        if (rc == DP_E_OK && dp_msg_append(&b, DP_MSG_GET_HOTSET | DP_MSG_REPLY, 0, h->id, file, (uint32_t)len) < 0)
+            rc = DP_E_INTERNAL;
+        free(file);
+    }
+    if (rc != DP_E_OK) {
+        dp_buf_free(&b);
+        /* a refused upload or a missing hot set is not the client's protocol error */
+        send_error(s, c, h->id, rc == DP_E_MALFORMED, (uint32_t)rc, err.msg[0] ? err.msg : "out of memory", recv_ns);
+        return;
+    }
+    reply_simple(s, c, &b, recv_ns);
+}
+
 static void dispatch(struct server *s, struct conn *c, const struct dp_hdr *h, const uint8_t *payload)
 {
     uint64_t recv_ns = dp_now_ns();
@@ -1070,6 +1123,10 @@ static void dispatch(struct server *s, struct conn *c, const struct dp_hdr *h, c
     if (c->state != ST_READY && h->type != DP_MSG_HELLO && h->type != DP_MSG_AUTH) {
         send_error(s, c, h->id, true, DP_E_UNAUTHENTICATED, "authenticate (HELLO, AUTH) before any other request",
                    recv_ns);
+        return;
+    }
+    if (h->type == DP_MSG_PUT_TRACE || h->type == DP_MSG_GET_HOTSET) {
+        handle_hotset(s, c, h, payload, recv_ns);
         return;
     }
     int rc = dp_dec_request(h, payload, h->len, &s->req, &err);
@@ -1375,6 +1432,8 @@ int dp_server_run(const struct dp_server_opts *o, struct dp_err *err)
     if (dp_overlay_open(o->images_dir, &s->ov, err) < 0)
         goto out;
     maybe_compact(s);
+    if (dp_hotset_store_open(s->cp, &s->hotsets, err) < 0)
+        goto out;
     struct dp_overlay_stats os;
     dp_overlay_get_stats(s->ov, &os);
     char lazy[32];
@@ -1488,6 +1547,7 @@ out:
     dp_buf_free(&s->task_map_payload);
     dp_pmap_free(&s->access);
     dp_overlay_close(s->ov);
+    dp_hotset_store_close(s->hotsets);
     for (size_t i = 0; i < s->nr_maps; i++)
         munmap((void *)s->maps[i].base, s->maps[i].size);
     free(s->maps);

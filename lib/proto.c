@@ -13,6 +13,7 @@ const char *dp_errcode_name(uint32_t code)
     static const char *names[] = {
         "OK", "MALFORMED", "VERSION", "UNAUTHENTICATED", "AUTH_FAILED", "TOO_LARGE",
         "UNKNOWN_TYPE", "SEQUENCE", "NO_TASK", "NOT_LAZY", "IO", "BUSY", "SHUTDOWN", "INTERNAL",
+        "WRONG_CHECKPOINT", "NO_HOTSET",
     };
     return code < DP_ARRAY_LEN(names) ? names[code] : "UNKNOWN_ERROR";
 }

@@ -273,7 +273,7 @@ def test_out_of_order_messages(server):
 
 def test_version_mismatch(server):
     c = Conn(server)
-    c.send(msg(HELLO, 1, struct.pack("<HHI", 2, 7, 0)))
+    c.send(msg(HELLO, 1, struct.pack("<HHI", 3, 7, 0)))  # the server speaks 1..2
     expect_error(c, E_VERSION)
 
 
