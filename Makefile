@@ -32,10 +32,8 @@ BIN       := $(BUILD)/distriproc
 ASAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 PYTEST     := /usr/bin/python3 -m pytest
 
-.PHONY: all deps asan unit unit-asan test integration fuzz clean demo
-all: $(BIN) $(TOOLS) $(HELPERS)
 .PHONY: all deps deps-ml asan unit unit-asan test integration fuzz clean demo
-all: $(BIN) $(TOOLS)
+all: $(BIN) $(TOOLS) $(HELPERS)
 
 deps:
 	@scripts/deps.sh

@@ -275,7 +275,6 @@ struct dp_request {
 uint32_t dp_request_max_len(uint8_t type);
 bool dp_request_type_known(uint8_t type);
 
-/* Decodes one request payload of the type in hdr. Returns DP_E_OK or a code. */
 /* Decodes one version-1 request payload of the type in hdr (version-2 types
  * PUT_TRACE/GET_HOTSET: lib/proto_hotset.h). Returns DP_E_OK or a code. */
 int dp_dec_request(const struct dp_hdr *h, const uint8_t *p, size_t len, struct dp_request *req, struct dp_err *err);
