@@ -22,14 +22,20 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/epoll.h>
+#include <sys/random.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/timerfd.h>
 #include <sys/un.h>
 
+#include "client.h"
+#include "dirty.h"
+#include "evict_policy.h"
+#include "inject.h"
 #include "lazyd.h"
 #include "lazymap.h"
+#include "pmap.h"
 #include "lazystats.h"
 #include "uffd.h"
 #include "util.h"
@@ -75,8 +81,11 @@ struct lz_req {
     int retries;
 };
 
+struct dp_lazyd;
+
 struct lz_task {
     struct lz_task *next;
+    struct dp_lazyd *d;
     int id, parent_id;
     int32_t pid;          /* checkpoint pid: what the source knows */
     int32_t shown_pid;    /* pid CRIU sent (0 for a forked child: unknown) */
@@ -96,6 +105,31 @@ struct lz_task {
     uint64_t started_ns, ended_ns;
     uint64_t final_remote, final_resident; /* page counts when it exited */
     uint64_t bg_cursor;
+    /* eviction (budget) */
+    pid_t host_pid;       /* in the daemon's pid namespace; 0 = not known yet */
+    int inj_open;
+    struct dp_inject in;
+    uint64_t evictions, writebacks;
+};
+
+/* Eviction state of the daemon (docs/budget.md). */
+struct lz_evict {
+    int on;
+    uint64_t seed;
+    struct dp_page_hash zero_hash;
+    struct dp_pmap hash;       /* (task id, image page) -> install hash; aux 1: always dirty */
+    struct dp_evict pol;
+    struct dp_vbuf vb;
+    uint32_t batch;
+    int active;                /* above the high watermark: evict down to the low one */
+    int busy;                  /* inside a batch (the pump must not start another) */
+    struct lz_task *cur;       /* the task of that batch */
+    uint64_t lazy_pages;       /* lazy pages of the tasks received (for a fractional budget) */
+    uint64_t backoff_until;
+    uint64_t batches, evictions, writebacks, wb_requests, wb_errors, cancels, refaults, vb_hits;
+    uint64_t shared_skips, max_resident, syncs, sync_pages;
+    struct dp_hist stop;       /* whole stop per batch: stop, drain, read, write back, zap, resume */
+    int put_wait, put_status;
 };
 
 struct dp_lazyd {
@@ -115,11 +149,15 @@ struct dp_lazyd {
     struct lz_task *bg_next;
     uint32_t src_ev;
     char sock_path[4200], ctl_path[4200];
+    struct lz_evict ev;
 };
 
 static void install(struct dp_lazyd *d, struct lz_req *r);
 static void kill_restored(struct dp_lazyd *d);
 static void req_finish(struct dp_lazyd *d, struct lz_req *r);
+static struct lz_task *task_by_id(struct dp_lazyd *d, int id);
+static int read_pid_file(const char *dir, const char *name);
+static void ev_json(struct dp_lazyd *d, struct dp_sbuf *b);
 
 static int ep_add(struct dp_lazyd *d, struct handler *h, int fd, int type, void *ptr)
 {
@@ -138,6 +176,7 @@ static struct lz_task *task_new(struct dp_lazyd *d, int32_t pid, int uffd)
     if (!t)
         return NULL;
     t->id = ++d->next_id;
+    t->d = d;
     t->pid = pid;
     t->shown_pid = pid;
     t->uffd = uffd;
@@ -193,6 +232,14 @@ static void task_gone(struct dp_lazyd *d, struct lz_task *t, const char *why)
     }
     t->retry = NULL;
     dp_lazymap_free(&t->map);
+    if (t->inj_open && !(d->ev.busy && d->ev.cur == t)) { /* else the batch closes it */
+        dp_inject_close(&t->in);
+        t->inj_open = 0;
+    }
+    if (d->ev.on) {
+        dp_evict_forget_owner(&d->ev.pol, t->id);
+        dp_vbuf_drop_range(&d->ev.vb, t->id, 0, UINT64_MAX);
+    }
     dp_debug("task %d (pid %d) gone: %s", t->id, t->shown_pid, why);
 }
 
@@ -380,16 +427,51 @@ static struct lz_req *find_req(struct lz_task *t, uint64_t img)
     return NULL;
 }
 
+/* ---- eviction hooks on the fault path (docs/budget.md) ---- */
+
+/* Only tasks whose process the daemon can find and stop are managed: those
+ * CRIU announced (a forked child's uffd comes without its pid). */
+static int ev_managed(const struct dp_lazyd *d, const struct lz_task *t)
+{
+    return d->ev.on && t->shown_pid > 0;
+}
+
+/* A page became resident with these bytes (NULL: zeros). The hash says what
+ * the page server holds for it, unless always_dirty: its content is not the
+ * server's (a zero page after the application's drop, an EEXIST of unknown
+ * content), so it is written back whatever it holds. */
+static void ev_installed(struct dp_lazyd *d, struct lz_task *t, uint64_t addr, uint64_t img, const uint8_t *page,
+                         int always_dirty)
+{
+    if (!ev_managed(d, t))
+        return;
+    bool created;
+    struct dp_pmap_entry *e = dp_pmap_get(&d->ev.hash, t->id, img, &created);
+    if (!e) {
+        dp_warn("pid %d: out of memory for an install hash; page 0x%llx will not be evicted", t->shown_pid,
+                (unsigned long long)addr);
+        return;
+    }
+    struct dp_page_hash h = page ? dp_page_hash(d->ev.seed, page) : d->ev.zero_hash;
+    e->value = h.lo;
+    e->value2 = h.hi;
+    e->aux = always_dirty ? 1 : 0;
+    dp_evict_record_install(&d->ev.pol, t->id, addr, dp_now_ns());
+}
+
 static void fault_zero(struct dp_lazyd *d, struct lz_task *t, uint64_t page, uint8_t *pg, uint64_t t0)
 {
-    (void)d;
     uint64_t done;
     int rc = dp_uffd_zero(t->uffd, page, PG, &done);
     if (rc == 0 || rc == -EEXIST) {
         if (rc == -EEXIST)
             dp_uffd_wake(t->uffd, page, PG);
-        if (pg)
+        if (pg) {
             dp_lazymap_set(&t->map, pg, DP_PG_RESIDENT, 0);
+            struct dp_lazy_region *reg;
+            if (dp_lazymap_page(&t->map, page, &reg))
+                ev_installed(d, t, page, reg->img + (page - reg->start), NULL, 1);
+        }
         t->c.zero_pages += rc == 0;
         t->c.faults_zero++;
         dp_hist_add(&t->lat, dp_now_ns() - t0);
@@ -405,6 +487,36 @@ static void fault_zero(struct dp_lazyd *d, struct lz_task *t, uint64_t page, uin
                 (unsigned long long)page, strerror(-rc));
         dp_uffd_wake(t->uffd, page, PG);
     }
+}
+
+/* A fault on a REMOTE page evicted recently: install the victim buffer's
+ * copy (what the server holds) locally. Only when no fetch for the page is
+ * outstanding, so that no late completion can land on it. 1 = served. */
+static int vbuf_install(struct dp_lazyd *d, struct lz_task *t, struct dp_lazy_region *reg, uint8_t *pg,
+                        uint64_t page, uint64_t t0)
+{
+    static uint8_t buf[PG] __attribute__((aligned(PG)));
+    uint64_t img = reg->img + (page - reg->start);
+    if (find_req(t, img) || !dp_vbuf_get(&d->ev.vb, t->id, page, buf))
+        return 0;
+    uint64_t done = 0;
+    int rc = dp_uffd_copy(t->uffd, page, buf, PG, &done);
+    if (rc == 0 || rc == -EEXIST) {
+        if (rc == -EEXIST) {
+            t->c.eexist++;
+            dp_uffd_wake(t->uffd, page, PG);
+        }
+        dp_lazymap_set(&t->map, pg, DP_PG_RESIDENT, 0);
+        ev_installed(d, t, page, img, buf, rc == -EEXIST);
+        d->ev.vb_hits++;
+        dp_hist_add(&t->lat, dp_now_ns() - t0);
+        return 1;
+    }
+    if (rc == -ESRCH || rc == -ENOSPC) {
+        task_gone(d, t, "copy: process gone");
+        return 1;
+    }
+    return 0; /* EAGAIN and the like: fetch it from the server instead */
 }
 
 static void handle_fault(struct dp_lazyd *d, struct lz_task *t, uint64_t addr, uint64_t t0)
@@ -438,6 +550,12 @@ static void handle_fault(struct dp_lazyd *d, struct lz_task *t, uint64_t addr, u
         break;
     }
     case DP_PG_REMOTE:
+        if (ev_managed(d, t)) {
+            if (dp_evict_record_fault(&d->ev.pol, t->id, page, t0) == 1)
+                d->ev.refaults++;
+            if (vbuf_install(d, t, reg, pg, page, t0))
+                break;
+        }
         fault_remote(d, t, reg, page, t0);
         break;
     }
@@ -478,6 +596,7 @@ static void install(struct dp_lazyd *d, struct lz_req *r)
             else
                 t->c.pages_fetched++;
             dp_lazymap_set(&t->map, &pg[j], DP_PG_RESIDENT, fl & (DP_PGF_PREFETCH | DP_PGF_BACKGROUND));
+            ev_installed(d, t, cur + (uint64_t)j * PG, img + (uint64_t)j * PG, r->f.buf + (size_t)(i + j) * PG, 0);
         }
         r->done_pages += k;
         if (rc == 0 && k == run)
@@ -489,6 +608,7 @@ static void install(struct dp_lazyd *d, struct lz_req *r)
              * only installed here). Never overwrite it; wake its waiters. */
             t->c.eexist++;
             dp_lazymap_set(&t->map, &pg[k], DP_PG_RESIDENT, 0);
+            ev_installed(d, t, cur + (uint64_t)k * PG, img + (uint64_t)k * PG, NULL, 1);
             dp_uffd_wake(t->uffd, cur + (uint64_t)k * PG, PG);
             r->done_pages++;
         } else if (rc == -ENOENT && ++r->retries > 100) {
@@ -650,6 +770,13 @@ static void handle_uffd(struct dp_lazyd *d, struct lz_task *t)
                 t->c.ev_remap++;
                 if (dp_lazymap_remap(&t->map, m->arg.remap.from, m->arg.remap.to, m->arg.remap.len))
                     dp_error("pid %d: out of memory tracking mremap", t->shown_pid);
+                if (d->ev.on) {
+                    dp_vbuf_drop_range(&d->ev.vb, t->id, m->arg.remap.from, m->arg.remap.from + m->arg.remap.len);
+                    dp_vbuf_drop_range(&d->ev.vb, t->id, m->arg.remap.to, m->arg.remap.to + m->arg.remap.len);
+                    dp_evict_forget(&d->ev.pol, t->id, m->arg.remap.to, m->arg.remap.to + m->arg.remap.len);
+                    if (dp_evict_move(&d->ev.pol, t->id, m->arg.remap.from, m->arg.remap.to, m->arg.remap.len))
+                        dp_error("pid %d: out of memory tracking mremap for eviction", t->shown_pid);
+                }
                 break;
             case UFFD_EVENT_REMOVE:
                 t->c.ev_remove++;
@@ -657,11 +784,21 @@ static void handle_uffd(struct dp_lazyd *d, struct lz_task *t)
                  * the application's drop is for good (NONE: zero-fill) */
                 dp_lazymap_remove_except(&t->map, m->arg.remove.start, m->arg.remove.end, t->ownzap,
                                          t->n_ownzap);
+                /* while the daemon zaps, every thread is stopped and older
+                 * events were drained: a REMOVE then is ours */
+                if (d->ev.on && !t->n_ownzap) {
+                    dp_evict_forget(&d->ev.pol, t->id, m->arg.remove.start, m->arg.remove.end);
+                    dp_vbuf_drop_range(&d->ev.vb, t->id, m->arg.remove.start, m->arg.remove.end);
+                }
                 break;
             case UFFD_EVENT_UNMAP:
                 t->c.ev_unmap++;
                 if (dp_lazymap_unmap(&t->map, m->arg.remove.start, m->arg.remove.end))
                     dp_error("pid %d: out of memory tracking munmap", t->shown_pid);
+                if (d->ev.on) {
+                    dp_evict_forget(&d->ev.pol, t->id, m->arg.remove.start, m->arg.remove.end);
+                    dp_vbuf_drop_range(&d->ev.vb, t->id, m->arg.remove.start, m->arg.remove.end);
+                }
                 break;
             default:
                 dp_warn("pid %d: unexpected userfaultfd event %u", t->shown_pid, m->event);
@@ -698,6 +835,7 @@ static void new_task(struct dp_lazyd *d, int32_t pid, int uffd)
         return;
     }
     char rem[32];
+    d->ev.lazy_pages += dp_lazymap_pages(&t->map, DP_PG_REMOTE);
     dp_format_bytes(dp_lazymap_pages(&t->map, DP_PG_REMOTE) * PG, rem, sizeof(rem));
     dp_info("task %d: userfaultfd received, %s lazy in %zu regions", pid, rem, t->map.n);
 }
@@ -804,7 +942,9 @@ static void stats_json(struct dp_lazyd *d, struct dp_sbuf *b)
         dp_sbuf_printf(b, "null");
     }
     free(lat);
-    dp_sbuf_printf(b, "}, \"tasks\": [");
+    dp_sbuf_printf(b, "}, \"budget\": ");
+    ev_json(d, b);
+    dp_sbuf_printf(b, ", \"tasks\": [");
     int first = 1;
     for (const struct lz_task *t = d->tasks; t; t = t->next) {
         dp_sbuf_printf(b, first ? "" : ", ");
@@ -884,8 +1024,10 @@ static void handle_ctl_client(struct dp_lazyd *d, struct handler *h)
             stats_json(d, &b);
         else if (strcmp(cmd, "summary") == 0)
             stats_text(d, &b);
+        else if (strcmp(cmd, "sync") == 0)
+            dp_lazyd_sync(d, &b);
         else
-            dp_sbuf_printf(&b, "{\"error\": \"unknown command; the daemon knows: stats, summary\"}\n");
+            dp_sbuf_printf(&b, "{\"error\": \"unknown command; the daemon knows: stats, summary, sync\"}\n");
         /* Replies are small: a blocking write bounded by a send timeout. */
         int fl = fcntl(h->fd, F_GETFL);
         fcntl(h->fd, F_SETFL, fl & ~O_NONBLOCK);
@@ -1133,6 +1275,575 @@ static void handle_timer(struct dp_lazyd *d)
     background_fetch(d, now);
 }
 
+
+/* ---- eviction under a memory budget (docs/budget.md, docs/eviction.md) ---- */
+
+#define EV_MAX_BATCH 256
+
+/* Last field of NSpid in /proc/P/status: the pid inside P's own pid ns. */
+static int nspid_inner(int p)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof(path), "/proc/%d/status", p);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    int inner = 0;
+    while (fgets(line, sizeof(line), f)) {
+        if (strncmp(line, "NSpid:", 6))
+            continue;
+        char *tok = strtok(line + 6, " \t\n");
+        while (tok) {
+            inner = atoi(tok);
+            tok = strtok(NULL, " \t\n");
+        }
+        break;
+    }
+    fclose(f);
+    return inner;
+}
+
+/* Maps the pids CRIU announced (pids inside the restored pid namespace) to
+ * pids in ours, walking the restored tree from WORKDIR/restored.pid. */
+static void ev_find_host_pids(struct dp_lazyd *d)
+{
+    int root = read_pid_file(d->o->workdir, DP_RESTORED_PID_NAME);
+    if (root <= 0)
+        return;
+    int pids[4096], n = 0;
+    pids[n++] = root;
+    for (int i = 0; i < n; i++) {
+        int inner = nspid_inner(pids[i]);
+        for (struct lz_task *t = d->tasks; t; t = t->next)
+            if (t->alive && t->shown_pid > 0 && t->shown_pid == inner && !t->host_pid)
+                t->host_pid = pids[i];
+        DIR *dir = opendir("/proc");
+        if (!dir)
+            break;
+        struct dirent *e;
+        while ((e = readdir(dir)) && n < (int)DP_ARRAY_LEN(pids)) {
+            int p = atoi(e->d_name);
+            if (p <= 0)
+                continue;
+            char path[64], buf[512];
+            snprintf(path, sizeof(path), "/proc/%d/stat", p);
+            FILE *f = fopen(path, "r");
+            if (!f)
+                continue;
+            size_t len = fread(buf, 1, sizeof(buf) - 1, f);
+            fclose(f);
+            buf[len] = '\0';
+            char *rp = strrchr(buf, ')');
+            int ppid;
+            if (rp && sscanf(rp + 1, " %*c %d", &ppid) == 1 && ppid == pids[i])
+                pids[n++] = p;
+        }
+        closedir(dir);
+    }
+}
+
+/* The inject pump: keep serving faults, fetch completions, write-back acks
+ * and uffd events (FORK, REMOVE: our own zap's too) while threads stop or
+ * run our call. Never the control socket or signals: they wait for the
+ * batch to end (epoll is level-triggered). */
+static int ev_pump(void *arg)
+{
+    struct lz_task *t = arg;
+    struct dp_lazyd *d = t->d;
+    struct epoll_event evs[64];
+    src_sync(d);
+    int n = epoll_wait(d->ep, evs, (int)DP_ARRAY_LEN(evs), 0);
+    int handled = 0;
+    for (int i = 0; i < n; i++) {
+        struct handler *h = evs[i].data.ptr;
+        switch (h->type) {
+        case H_LISTEN: handle_listen(d); handled++; break;
+        case H_CRIU: handle_criu(d, h); handled++; break;
+        case H_UFFD: handle_uffd(d, h->ptr); handled++; break;
+        case H_SRC: d->o->src->ops->process(d->o->src); src_sync(d); handled++; break;
+        case H_TIMER: handle_timer(d); handled++; break;
+        default: break;
+        }
+    }
+    if (!handled) {
+        struct timespec ts = {0, 20000};
+        nanosleep(&ts, NULL);
+    }
+    return t->alive ? 0 : -1;
+}
+
+/* inject touches target memory (stack scratch, rseq area) only where the
+ * page is present: a missing lazily managed page would fault into our own
+ * userfaultfd and block the daemon on itself. */
+static int ev_ensure(void *arg, uint64_t addr, uint64_t len)
+{
+    struct lz_task *t = arg;
+    if (!t->alive || !len)
+        return -1;
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/pagemap", (int)t->host_pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    int ok = 0;
+    for (uint64_t a = addr & ~(PG - 1); a < addr + len; a += PG) {
+        uint64_t e = 0;
+        if (pread(fd, &e, sizeof(e), (off_t)(a / PG * 8)) != (ssize_t)sizeof(e) || !(e >> 63)) {
+            ok = -1;
+            break;
+        }
+    }
+    close(fd);
+    return ok;
+}
+
+static void ev_put_cb(void *cookie, int status, const char *errmsg)
+{
+    struct dp_lazyd *d = cookie;
+    d->ev.put_wait--;
+    if (status) {
+        d->ev.put_status = status;
+        dp_warn("write-back to %s failed: %s", d->o->src->desc, errmsg ? errmsg : strerror(-status));
+    }
+}
+
+/* PUTs n pages (image addresses img[i], bytes at data[i]) and waits for the
+ * server's durable acknowledgement, pumping meanwhile. 0 or -1. */
+static int ev_put(struct dp_lazyd *d, struct lz_task *t, const uint64_t *img, const uint8_t *const *data, size_t n)
+{
+    struct dp_client *c = dp_pagesrc_remote_client(d->o->src);
+    if (!c)
+        return -1;
+    while (d->ev.put_wait > 0 && t->alive)
+        ev_pump(t); /* acks of a batch abandoned earlier */
+    const struct dp_hello_reply *lim = dp_client_limits(c);
+    size_t max = lim && lim->max_put_pages ? lim->max_put_pages : EV_MAX_BATCH;
+    if (max > EV_MAX_BATCH)
+        max = EV_MAX_BATCH;
+    d->ev.put_status = 0;
+    struct dp_put_range r[EV_MAX_BATCH];
+    for (size_t i = 0; i < n;) {
+        size_t k = 0;
+        while (i < n && k < max) {
+            r[k].pid = t->pid;
+            r[k].count = 1;
+            r[k].addr = img[i];
+            r[k].data = data[i];
+            k++, i++;
+        }
+        struct dp_err err = {{0}};
+        if (!dp_client_submit_put(c, r, (uint32_t)k, ev_put_cb, d, &err)) {
+            dp_warn("write-back to %s: %s", d->o->src->desc, err.msg);
+            d->ev.put_status = -EIO;
+            break;
+        }
+        d->ev.put_wait++;
+        d->ev.wb_requests++;
+    }
+    while (d->ev.put_wait > 0 && t->alive)
+        ev_pump(t);
+    return t->alive && d->ev.put_status == 0 ? 0 : -1;
+}
+
+/* Another live address space reads pages under this checkpoint pid (a
+ * fork): a write-back under it would show up in the other one. */
+static int ev_shared(const struct dp_lazyd *d, const struct lz_task *t)
+{
+    for (const struct lz_task *x = d->tasks; x; x = x->next)
+        if (x != t && x->alive && x->pid == t->pid)
+            return 1;
+    return 0;
+}
+
+/* One stop of task t over its pages at run-time addresses addr[0..n)
+ * (n <= EV_MAX_BATCH, sorted): drain its events, keep the pages still
+ * RESIDENT with no fetch outstanding, read and hash them, write back the
+ * modified ones (durable ack), then for eviction zap them (own REMOVE:
+ * REMOTE) and remember them in the victim buffer; for sync only record the
+ * new hashes. All inside one stop, so no write can fall between the read
+ * and the zap. Returns the pages evicted/synced, -1 when the process is
+ * gone or had to be killed. *nwb: pages written back. */
+static int ev_batch(struct dp_lazyd *d, struct lz_task *t, const uint64_t *addr, size_t n, int sync, size_t *nwb)
+{
+    static uint8_t buf[EV_MAX_BATCH * PG] __attribute__((aligned(PG)));
+    uint64_t va[EV_MAX_BATCH], img[EV_MAX_BATCH];
+    struct dp_page_hash hs[EV_MAX_BATCH], now_h[EV_MAX_BATCH];
+    uint8_t dirty[EV_MAX_BATCH], always[EV_MAX_BATCH], keep[EV_MAX_BATCH];
+    struct dp_err err = {{0}};
+    *nwb = 0;
+    if (!t->inj_open) {
+        struct dp_inject_ops ops = {.pump = ev_pump, .ensure = ev_ensure, .arg = t};
+        if (dp_inject_open(&t->in, t->host_pid, &ops, &err) < 0) {
+            dp_warn("pid %d: cannot prepare eviction: %s", t->shown_pid, err.msg);
+            for (size_t i = 0; i < n && !sync; i++)
+                dp_evict_cancel(&d->ev.pol, t->id, addr[i]);
+            return 0;
+        }
+        t->inj_open = 1;
+    }
+    d->ev.busy = 1;
+    d->ev.cur = t;
+    uint64_t t0 = dp_now_ns();
+    if (dp_inject_stop(&t->in, &err) < 0)
+        goto fatal;
+    handle_uffd(d, t); /* drain: every event from before the stop is applied */
+    if (!t->alive)
+        goto fatal;
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct dp_lazy_region *reg;
+        uint8_t *pg = dp_lazymap_page(&t->map, addr[i], &reg);
+        uint64_t im = pg ? reg->img + (addr[i] - reg->start) : 0;
+        struct dp_pmap_entry *e = pg ? dp_pmap_find(&d->ev.hash, t->id, im) : NULL;
+        if (!pg || dp_pg_state(*pg) != DP_PG_RESIDENT || !e || find_req(t, im)) {
+            if (!sync) {
+                dp_evict_cancel(&d->ev.pol, t->id, addr[i]);
+                d->ev.cancels++;
+            }
+            continue;
+        }
+        va[m] = addr[i];
+        img[m] = im;
+        hs[m].lo = e->value;
+        hs[m].hi = e->value2;
+        always[m] = e->aux != 0;
+        m++;
+    }
+    if (m && dp_inject_read_pages(&t->in, va, m, buf) < 0) {
+        dp_warn("pid %d: reading %zu pages to evict failed: %s; they stay", t->shown_pid, m, strerror(errno));
+        for (size_t i = 0; i < m && !sync; i++)
+            dp_evict_cancel(&d->ev.pol, t->id, va[i]);
+        m = 0;
+    }
+    dp_dirty_check(d->ev.seed, buf, m, hs, dirty, now_h);
+    uint64_t wimg[EV_MAX_BATCH];
+    const uint8_t *wdata[EV_MAX_BATCH];
+    size_t nd = 0;
+    for (size_t i = 0; i < m; i++) {
+        keep[i] = 1;
+        if (always[i])
+            dirty[i] = 1;
+        if (dirty[i]) {
+            wimg[nd] = img[i];
+            wdata[nd++] = buf + i * PG;
+        }
+    }
+    if (nd) {
+        int ok = 0;
+        if (ev_shared(d, t))
+            d->ev.shared_skips += nd;
+        else
+            ok = ev_put(d, t, wimg, wdata, nd) == 0;
+        if (!t->alive)
+            goto fatal;
+        if (!ok && !ev_shared(d, t))
+            d->ev.wb_errors++;
+        for (size_t i = 0; i < m; i++) {
+            if (!dirty[i])
+                continue;
+            if (!ok) {
+                keep[i] = 0;
+                if (!sync) {
+                    dp_evict_cancel(&d->ev.pol, t->id, va[i]);
+                    d->ev.cancels++;
+                }
+                continue;
+            }
+            /* the server holds these bytes now */
+            struct dp_pmap_entry *e = dp_pmap_find(&d->ev.hash, t->id, img[i]);
+            if (e) {
+                e->value = now_h[i].lo;
+                e->value2 = now_h[i].hi;
+                e->aux = 0;
+            }
+            (*nwb)++;
+        }
+        if (ok) {
+            d->ev.writebacks += nd;
+            t->writebacks += nd;
+        }
+    }
+    int count = 0;
+    if (sync) {
+        for (size_t i = 0; i < m; i++)
+            count += keep[i];
+    } else {
+        /* coalesce adjacent victims into zap ranges */
+        struct dp_zap_range zr[EV_MAX_BATCH];
+        struct dp_lazy_range own[EV_MAX_BATCH];
+        size_t first[EV_MAX_BATCH], nz = 0;
+        for (size_t i = 0; i < m; i++) {
+            if (!keep[i])
+                continue;
+            if (nz && zr[nz - 1].start + zr[nz - 1].len == va[i] && keep[i - 1]) {
+                zr[nz - 1].len += PG;
+            } else {
+                zr[nz].start = va[i];
+                zr[nz].len = PG;
+                first[nz] = i;
+                nz++;
+            }
+        }
+        for (size_t k = 0; k < nz; k++) {
+            own[k].start = zr[k].start;
+            own[k].end = zr[k].start + zr[k].len;
+        }
+        t->ownzap = own;
+        t->n_ownzap = nz;
+        int zrc = nz ? dp_inject_zap(&t->in, zr, nz, &err) : 0;
+        t->ownzap = NULL;
+        t->n_ownzap = 0;
+        if (zrc < 0 || !t->alive)
+            goto fatal;
+        uint64_t now = dp_now_ns();
+        for (size_t k = 0; k < nz; k++) {
+            for (size_t j = 0; j < zr[k].len / PG; j++) {
+                size_t i = first[k] + j;
+                if (!zr[k].done) {
+                    dp_evict_cancel(&d->ev.pol, t->id, va[i]);
+                    d->ev.cancels++;
+                    continue;
+                }
+                uint8_t *pg = dp_lazymap_page(&t->map, va[i], NULL);
+                if (pg && dp_pg_state(*pg) == DP_PG_RESIDENT)
+                    dp_lazymap_set(&t->map, pg, DP_PG_REMOTE, 0); /* its REMOVE was not seen */
+                dp_evict_done(&d->ev.pol, t->id, va[i], now);
+                dp_vbuf_put(&d->ev.vb, t->id, va[i], buf + i * PG);
+                count++;
+            }
+        }
+        d->ev.evictions += (uint64_t)count;
+        t->evictions += (uint64_t)count;
+    }
+    if (dp_inject_resume(&t->in, 1, &err) < 0)
+        goto fatal;
+    dp_hist_add(&d->ev.stop, dp_now_ns() - t0);
+    d->ev.batches++;
+    d->ev.busy = 0;
+    return count;
+
+fatal:
+    if (t->alive) {
+        dp_error("pid %d: eviction failed (%s); its threads are in an unknown ptrace state, so it is "
+                 "killed rather than left corrupt", t->shown_pid, err.msg[0] ? err.msg : "process changed");
+        kill(t->host_pid, SIGKILL);
+    }
+    dp_inject_close(&t->in);
+    t->inj_open = 0;
+    t->ownzap = NULL;
+    t->n_ownzap = 0;
+    d->ev.busy = 0;
+    return -1;
+}
+
+static uint64_t ev_resident(const struct dp_lazyd *d)
+{
+    uint64_t n = 0;
+    for (const struct lz_task *t = d->tasks; t; t = t->next)
+        if (t->alive)
+            n += dp_lazymap_pages(&t->map, DP_PG_RESIDENT);
+    return n;
+}
+
+static uint64_t ev_high(const struct dp_lazyd *d)
+{
+    uint64_t h = d->o->budget_pages;
+    if (!h)
+        h = (uint64_t)(d->o->budget_frac * (double)d->ev.lazy_pages);
+    return h ? h : 1;
+}
+
+static uint64_t ev_low(const struct dp_lazyd *d)
+{
+    uint64_t h = ev_high(d);
+    return h > 2ull * d->ev.batch ? h - d->ev.batch : h / 2;
+}
+
+static int cmp_key(const void *a, const void *b)
+{
+    const struct dp_evict_key *x = a, *y = b;
+    if (x->owner != y->owner)
+        return x->owner < y->owner ? -1 : 1;
+    return x->addr < y->addr ? -1 : x->addr > y->addr;
+}
+
+/* Called after every loop turn: one batch when above the high watermark
+ * (and until the low one is reached), so faults are served between batches. */
+static void ev_maybe(struct dp_lazyd *d)
+{
+    if (!d->ev.on || d->ev.busy || !d->finished)
+        return;
+    uint64_t res = ev_resident(d);
+    if (res > d->ev.max_resident)
+        d->ev.max_resident = res;
+    uint64_t now = dp_now_ns();
+    if (now < d->ev.backoff_until)
+        return;
+    uint64_t high = ev_high(d), low = ev_low(d);
+    if (res > high)
+        d->ev.active = 1;
+    if (!d->ev.active)
+        return;
+    if (res <= low) {
+        d->ev.active = 0;
+        return;
+    }
+    for (struct lz_task *t = d->tasks; t; t = t->next)
+        if (t->alive && ev_managed(d, t) && !t->host_pid) {
+            ev_find_host_pids(d);
+            break;
+        }
+    /* --evict-batch pages per stop; when faults outrun that (well above the
+     * budget), full batches, so the overshoot stays bounded */
+    uint64_t want = res - low;
+    size_t cap = res > high + d->ev.batch ? EV_MAX_BATCH : d->ev.batch;
+    size_t n = want < cap ? (size_t)want : cap;
+    struct dp_evict_key keys[EV_MAX_BATCH];
+    n = dp_evict_pick(&d->ev.pol, keys, n);
+    qsort(keys, n, sizeof(keys[0]), cmp_key);
+    int done = 0;
+    for (size_t i = 0; i < n;) {
+        size_t j = i;
+        uint64_t addr[EV_MAX_BATCH];
+        while (j < n && keys[j].owner == keys[i].owner) {
+            addr[j - i] = keys[j].addr;
+            j++;
+        }
+        struct lz_task *t = task_by_id(d, keys[i].owner);
+        if (!t || !t->host_pid) {
+            for (size_t k = i; k < j; k++)
+                dp_evict_cancel(&d->ev.pol, keys[k].owner, keys[k].addr);
+        } else {
+            size_t nwb;
+            int c = ev_batch(d, t, addr, j - i, 0, &nwb);
+            done += c > 0 ? c : 0;
+        }
+        i = j;
+    }
+    if (!done)
+        d->ev.backoff_until = dp_now_ns() + 10 * 1000000ull; /* nothing evictable now */
+}
+
+void dp_lazyd_sync(struct dp_lazyd *d, struct dp_sbuf *b)
+{
+    uint64_t t0 = dp_now_ns(), pages = 0, written = 0;
+    int tasks = 0, skipped = 0, failed = 0;
+    if (!d->ev.on) {
+        dp_sbuf_printf(b, "{\"error\": \"this restore has no --budget: nothing is tracked for write-back\"}\n");
+        return;
+    }
+    ev_find_host_pids(d);
+    for (struct lz_task *t = d->tasks; t; t = t->next) {
+        if (!t->alive || !ev_managed(d, t))
+            continue;
+        if (!t->host_pid || ev_shared(d, t)) {
+            skipped++;
+            continue;
+        }
+        uint64_t total = dp_lazymap_pages(&t->map, DP_PG_RESIDENT), k = 0;
+        uint64_t *list = malloc((total ? total : 1) * sizeof(*list));
+        if (!list) {
+            failed++;
+            continue;
+        }
+        for (size_t r = 0; r < t->map.n && k < total; r++) {
+            struct dp_lazy_region *reg = &t->map.r[r];
+            for (uint64_t a = reg->start; a < reg->end && k < total; a += PG)
+                if (dp_pg_state(reg->pg[(a - reg->start) / PG]) == DP_PG_RESIDENT)
+                    list[k++] = a;
+        }
+        tasks++;
+        for (uint64_t i = 0; i < k && t->alive; i += d->ev.batch) {
+            size_t n = k - i < d->ev.batch ? (size_t)(k - i) : d->ev.batch, nwb = 0;
+            int c = ev_batch(d, t, list + i, n, 1, &nwb);
+            if (c < 0) {
+                failed++;
+                break;
+            }
+            pages += (uint64_t)c;
+            written += nwb;
+        }
+        free(list);
+    }
+    d->ev.syncs++;
+    d->ev.sync_pages += written;
+    dp_sbuf_printf(b, "{\"tasks\": %d, \"pages_checked\": %llu, \"pages_written_back\": %llu, "
+                   "\"tasks_skipped\": %d, \"tasks_failed\": %d, \"seconds\": %.3f%s}\n",
+                   tasks, (unsigned long long)pages, (unsigned long long)written, skipped, failed,
+                   (double)(dp_now_ns() - t0) / 1e9,
+                   skipped ? ", \"note\": \"skipped: forked address spaces sharing a checkpoint pid, or a "
+                             "task whose process was not found; see docs/budget.md\"" : "");
+}
+
+static void ev_json(struct dp_lazyd *d, struct dp_sbuf *b)
+{
+    if (!d->ev.on) {
+        dp_sbuf_printf(b, "null");
+        return;
+    }
+    struct dp_evict_stats *p = &d->ev.pol.st;
+    dp_sbuf_printf(b, "{\"budget_bytes\": %llu, \"low_watermark_bytes\": %llu, \"batch_pages\": %u, "
+                   "\"resident_bytes\": %llu, \"max_resident_bytes\": %llu, \"batches\": %llu, "
+                   "\"evictions\": %llu, \"writebacks\": %llu, \"writeback_requests\": %llu, "
+                   "\"writeback_errors\": %llu, \"cancels\": %llu, \"refaults\": %llu, "
+                   "\"victim_buffer_hits\": %llu, \"victim_buffer_bytes\": %llu, \"shared_skips\": %llu, "
+                   "\"syncs\": %llu, \"sync_pages_written\": %llu, \"protected_pages\": %llu, "
+                   "\"probation_pages\": %llu, \"ghosts\": %llu, \"stop\": ",
+                   (unsigned long long)(ev_high(d) * PG), (unsigned long long)(ev_low(d) * PG), d->ev.batch,
+                   (unsigned long long)(ev_resident(d) * PG), (unsigned long long)(d->ev.max_resident * PG),
+                   (unsigned long long)d->ev.batches, (unsigned long long)d->ev.evictions,
+                   (unsigned long long)d->ev.writebacks, (unsigned long long)d->ev.wb_requests,
+                   (unsigned long long)d->ev.wb_errors, (unsigned long long)d->ev.cancels,
+                   (unsigned long long)d->ev.refaults, (unsigned long long)d->ev.vb_hits,
+                   (unsigned long long)d->ev.vb.bytes, (unsigned long long)d->ev.shared_skips,
+                   (unsigned long long)d->ev.syncs, (unsigned long long)d->ev.sync_pages,
+                   (unsigned long long)p->protected_, (unsigned long long)p->probation,
+                   (unsigned long long)p->ghosts);
+    dp_hist_json(b, &d->ev.stop);
+    dp_sbuf_printf(b, ", \"stop_buckets_us\": ");
+    dp_hist_json_buckets(b, &d->ev.stop);
+    dp_sbuf_printf(b, "}");
+}
+
+static int ev_init(struct dp_lazyd *d)
+{
+    const struct dp_lazyd_opts *o = d->o;
+    if (!o->budget_pages && o->budget_frac <= 0)
+        return 0;
+    if (!dp_pagesrc_remote_client(o->src)) {
+        dp_error("--budget needs a page server that takes write-backs (--source); %s cannot hold "
+                 "modified pages", o->src->desc);
+        return -1;
+    }
+    d->ev.on = 1;
+    d->ev.batch = o->evict_batch ? o->evict_batch : EV_MAX_BATCH;
+    if (d->ev.batch > EV_MAX_BATCH)
+        d->ev.batch = EV_MAX_BATCH;
+    uint64_t seed = 0;
+    if (getrandom(&seed, sizeof(seed), 0) != (ssize_t)sizeof(seed))
+        seed = dp_now_ns() * 0x9E3779B97F4A7C15ull ^ (uint64_t)getpid();
+    d->ev.seed = seed;
+    static const uint8_t zero[PG];
+    d->ev.zero_hash = dp_page_hash(seed, zero);
+    struct dp_evict_cfg cfg = {.protected_frac = 0.5, .ghost_max = 1u << 20, .hot_hint = 0};
+    if (dp_evict_init(&d->ev.pol, &cfg) < 0) {
+        dp_error("out of memory for the eviction policy");
+        return -1;
+    }
+    dp_vbuf_init(&d->ev.vb, o->vbuf_bytes ? o->vbuf_bytes : 8ull << 20);
+    return 0;
+}
+
+static void ev_free(struct dp_lazyd *d)
+{
+    if (!d->ev.on)
+        return;
+    dp_evict_free(&d->ev.pol);
+    dp_vbuf_free(&d->ev.vb);
+    dp_pmap_free(&d->ev.hash);
+    d->ev.on = 0;
+}
+
 /* ---- setup and loop ---- */
 
 static int listen_unix(const char *path, struct dp_err *err)
@@ -1199,6 +1910,7 @@ static void cleanup(struct dp_lazyd *d)
     }
     if (d->ep >= 0)
         close(d->ep);
+    ev_free(d);
     free(d);
 }
 
@@ -1242,6 +1954,10 @@ struct dp_lazyd *dp_lazyd_start(const struct dp_lazyd_opts *o)
     if (ep_add(d, &d->listen_h, lfd, H_LISTEN, NULL) < 0 || ep_add(d, &d->ctl_h, cfd, H_CTL_LISTEN, NULL) < 0 ||
         ep_add(d, &d->timer_h, tfd, H_TIMER, NULL) < 0 || ep_add(d, &d->sig_h, gfd, H_SIGNAL, NULL) < 0) {
         dp_error("epoll_ctl: %s", strerror(errno));
+        cleanup(d);
+        return NULL;
+    }
+    if (ev_init(d) < 0) {
         cleanup(d);
         return NULL;
     }
@@ -1321,8 +2037,8 @@ int dp_lazyd_run(const struct dp_lazyd_opts *o)
     struct dp_lazyd *d = dp_lazyd_start(o);
     if (!d)
         return 1;
-    while (dp_lazyd_step(d, 1000) > 0)
-        ;
+    while (dp_lazyd_step(d, d->ev.active ? 0 : 1000) > 0)
+        ev_maybe(d);
     return dp_lazyd_finish(d);
 }
 
@@ -1382,7 +2098,8 @@ char *dp_lazyd_control(const char *workdir, const char *cmd, struct dp_err *err)
                    "with --workdir %s?)", path, strerror(-sk), workdir);
         return NULL;
     }
-    struct timeval tv = {.tv_sec = 5};
+    /* a sync writes back everything modified: it may take a while */
+    struct timeval tv = {.tv_sec = strcmp(cmd, "sync") ? 5 : 600};
     setsockopt(sk, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     char line[160];
     snprintf(line, sizeof(line), "%s\n", cmd);

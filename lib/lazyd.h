@@ -25,6 +25,12 @@ struct dp_lazyd_opts {
     double fault_timeout;      /* seconds a fault may wait for the source, 0 = no limit */
     int on_timeout_kill;       /* 1: kill the restored tree after fault_timeout; 0: keep waiting */
     int ready_fd;              /* gets one byte once listening, then closed; -1 = none */
+    /* Memory budget (issue 6, docs/budget.md). 0/0: none. Needs a source
+     * that takes write-backs (the page server). */
+    uint64_t budget_pages;     /* resident lazy pages allowed (high watermark) */
+    double budget_frac;        /* or: this fraction of the tasks' lazy pages */
+    uint32_t evict_batch;      /* pages per stop (0: 256) */
+    uint64_t vbuf_bytes;       /* victim buffer (0: 8 MiB) */
 };
 
 int dp_lazyd_listen(const char *workdir, struct dp_err *err);
@@ -52,6 +58,11 @@ int dp_lazyd_own_zap_begin(struct dp_lazyd *d, int task_id, const struct dp_lazy
 void dp_lazyd_own_zap_end(struct dp_lazyd *d, int task_id);
 struct dp_lazymap *dp_lazyd_task_map(struct dp_lazyd *d, int task_id);
 int dp_lazyd_task_uffd(struct dp_lazyd *d, int task_id);
+
+/* Budget: writes back every modified resident page of every task that can
+ * be written back (see docs/budget.md). Fills a JSON reply into b. */
+struct dp_sbuf;
+void dp_lazyd_sync(struct dp_lazyd *d, struct dp_sbuf *b);
 
 /* Client side of the control socket: sends cmd, returns the malloc'd reply. */
 char *dp_lazyd_control(const char *workdir, const char *cmd, struct dp_err *err);

@@ -45,6 +45,12 @@ static void usage(FILE *out)
             "  --fault-timeout SEC     how long a fault may wait for the page source (default: no limit)\n"
             "  --on-timeout wait|kill  after --fault-timeout: keep waiting with a warning (default),\n"
             "                          or SIGKILL the restored tree\n"
+            "  --budget SIZE|PCT%%     keep at most SIZE (e.g. 256M) or PCT%% of the checkpoint's lazy\n"
+            "                          memory resident; colder pages are written back if modified\n"
+            "                          (durably, to the page server) and evicted. Needs --source.\n"
+            "                          See docs/budget.md for the slack above the budget.\n"
+            "  --evict-batch PAGES     pages evicted per stop of the process (default 256, max 256)\n"
+            "  --victim-buffer SIZE    recently evicted pages kept in the daemon (default 8M)\n"
             "  --restore-timeout SEC   bound for criu restore itself (default 120)\n"
             "  --shell-job             pass --shell-job to criu (if the dump needed it)\n"
             "  --foreground            stay attached until the last restored task exits\n"
@@ -56,7 +62,9 @@ static void usage(FILE *out)
 
 struct restore_args {
     const char *source, *key, *images, *workdir, *host, *prefetch;
-    uint64_t bg_rate;
+    uint64_t bg_rate, budget, vbuf;
+    double budget_frac;
+    unsigned evict_batch;
     double fault_timeout, restore_timeout;
     int on_timeout_kill, shell_job, foreground, json;
 };
@@ -147,6 +155,8 @@ int cmd_restore(int argc, char **argv)
         {"fault-timeout", required_argument, NULL, 'f'}, {"on-timeout", required_argument, NULL, 'o'},
         {"restore-timeout", required_argument, NULL, 'r'}, {"shell-job", no_argument, NULL, 'S'},
         {"foreground", no_argument, NULL, 'F'},      {"json", no_argument, NULL, 'j'},
+        {"budget", required_argument, NULL, 'B'},    {"evict-batch", required_argument, NULL, 'E'},
+        {"victim-buffer", required_argument, NULL, 'V'},
         {"verbose", no_argument, NULL, 'v'},         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -188,6 +198,39 @@ int cmd_restore(int argc, char **argv)
                 return 2;
             }
             break;
+        case 'B': {
+            size_t len = strlen(optarg);
+            if (len > 1 && optarg[len - 1] == '%') {
+                char *end;
+                double pct = strtod(optarg, &end);
+                if (end != optarg + len - 1 || !(pct > 0) || pct > 100) {
+                    fprintf(stderr, "distriproc restore: --budget PCT%% takes a percentage in (0, 100] (got '%s')\n", optarg);
+                    return 2;
+                }
+                a.budget_frac = pct / 100.0;
+            } else if (dp_parse_size(optarg, &a.budget) < 0 || a.budget < 4096) {
+                fprintf(stderr, "distriproc restore: --budget takes a size such as 512M (>= 4K) or a percentage "
+                                "such as 50%% (got '%s')\n", optarg);
+                return 2;
+            }
+            break;
+        }
+        case 'E': {
+            char *end;
+            long n = strtol(optarg, &end, 10);
+            if (*end || n < 1 || n > 256) {
+                fprintf(stderr, "distriproc restore: --evict-batch takes 1..256 pages (got '%s')\n", optarg);
+                return 2;
+            }
+            a.evict_batch = (unsigned)n;
+            break;
+        }
+        case 'V':
+            if (dp_parse_size(optarg, &a.vbuf) < 0) {
+                fprintf(stderr, "distriproc restore: --victim-buffer takes a size such as 8M (got '%s')\n", optarg);
+                return 2;
+            }
+            break;
         case 'S': a.shell_job = 1; break;
         case 'F': a.foreground = 1; break;
         case 'j': a.json = 1; break;
@@ -200,6 +243,11 @@ int cmd_restore(int argc, char **argv)
         fprintf(stderr, "distriproc restore: --workdir and either --images DIR or --source ADDR:PORT "
                         "with --key FILE are required\n\n");
         usage(stderr);
+        return 2;
+    }
+    if ((a.budget || a.budget_frac > 0) && !a.source) {
+        fprintf(stderr, "distriproc restore: --budget needs --source: evicted pages that were modified are "
+                        "written back to the page server, and local images cannot take them\n");
         return 2;
     }
     struct dp_err err = {{0}};
@@ -278,6 +326,10 @@ int cmd_restore(int argc, char **argv)
     lo.background_rate = a.bg_rate;
     lo.fault_timeout = a.fault_timeout;
     lo.on_timeout_kill = a.on_timeout_kill;
+    lo.budget_pages = a.budget / 4096;
+    lo.budget_frac = a.budget_frac;
+    lo.evict_batch = a.evict_batch;
+    lo.vbuf_bytes = a.vbuf;
     int ready[2];
     if (pipe2(ready, O_CLOEXEC) < 0) {
         dp_error("pipe: %s", strerror(errno));

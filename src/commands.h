@@ -8,6 +8,7 @@ int cmd_checkpoint(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_restore(int argc, char **argv);
 int cmd_stats(int argc, char **argv);
+int cmd_sync(int argc, char **argv);
 int cmd_migrate(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_images(int argc, char **argv);
