@@ -1303,13 +1303,53 @@ static int nspid_inner(int p)
     return inner;
 }
 
+static uint64_t ns_inode(int pid, const char *ns)
+{
+    char path[64];
+    struct stat st;
+    snprintf(path, sizeof(path), "/proc/%d/ns/%s", pid, ns);
+    return stat(path, &st) == 0 ? (uint64_t)st.st_ino : 0;
+}
+
+/* Before criu has written restored.pid (the tasks already run once the
+ * restore finished): a process in our network namespace, in a pid namespace
+ * below ours, whose inner pid is the announced one. Taken only when exactly
+ * one process matches. */
+static void ev_find_host_pids_early(struct dp_lazyd *d)
+{
+    uint64_t mynet = ns_inode(getpid(), "net"), mypid = ns_inode(getpid(), "pid");
+    for (struct lz_task *t = d->tasks; t; t = t->next) {
+        if (!t->alive || t->shown_pid <= 0 || t->host_pid)
+            continue;
+        DIR *dir = opendir("/proc");
+        if (!dir)
+            return;
+        struct dirent *e;
+        int found = 0, matches = 0;
+        while ((e = readdir(dir))) {
+            int p = atoi(e->d_name);
+            if (p <= 0 || p == getpid() || ns_inode(p, "net") != mynet || ns_inode(p, "pid") == mypid)
+                continue;
+            if (nspid_inner(p) == t->shown_pid) {
+                found = p;
+                matches++;
+            }
+        }
+        closedir(dir);
+        if (matches == 1)
+            t->host_pid = found;
+    }
+}
+
 /* Maps the pids CRIU announced (pids inside the restored pid namespace) to
  * pids in ours, walking the restored tree from WORKDIR/restored.pid. */
 static void ev_find_host_pids(struct dp_lazyd *d)
 {
     int root = read_pid_file(d->o->workdir, DP_RESTORED_PID_NAME);
-    if (root <= 0)
+    if (root <= 0) {
+        ev_find_host_pids_early(d);
         return;
+    }
     int pids[4096], n = 0;
     pids[n++] = root;
     for (int i = 0; i < n; i++) {
