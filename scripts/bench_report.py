@@ -2,7 +2,7 @@
 """bench_report: plots (gnuplot, PNG and SVG) and REPORT.md from the JSON that
 `distriproc bench ttfr` and `distriproc bench faults` write.
 
-  bench_report.py [--ttfr FILE] [--faults FILE] [--notes FILE] --out DIR
+  bench_report.py [--ttfr FILE] [--faults FILE] [--remote-fraction FILE ...] [--notes FILE] --out DIR
 
 Writes into DIR:
   ttfr-restore.{png,svg}  time to first reply from restore start: bars per size
@@ -11,6 +11,8 @@ Writes into DIR:
   fault-cdf.{png,svg}     fault service latency CDF per series and emulated RTT
   scan.{png,svg}          sequential-scan throughput per prefetch policy vs the
                           raw TCP stream, per emulated RTT
+  remote-fraction-throughput.{png,svg}  throughput (% of local, same run) vs remote %
+  remote-fraction-p99.{png,svg}         P99 request latency vs remote % (Redis)
   REPORT.md               machine, exact commands, tables, the issue's checks
                           computed from the numbers, and the notes file
 
@@ -128,6 +130,24 @@ def check_faults(doc, path):
             need(p, "policy", f"{w}.scan.policies[{j}]", str)
             need(p, "MBps", f"{w}.scan.policies[{j}]", NUM)
     return runs
+
+
+def check_remote_fraction(doc, path):
+    """Schema 1 of scripts/bench_remote_fraction.py: workload, local{MIX: {ops_per_s, p99_us}},
+    points[{remote_pct, remote_fraction, results{MIX: {ops_per_s, vs_local, p50_us, p99_us}},
+    budget_stats}]."""
+    need(doc, "workload", path, str)
+    local = need(doc, "local", path, dict)
+    points = need(doc, "points", path, list)
+    for i, pt in enumerate(points):
+        where = f"{path}: points[{i}]"
+        need(pt, "remote_pct", where)
+        need(pt, "remote_fraction", where)
+        for mix, r in need(pt, "results", where, dict).items():
+            need(r, "ops_per_s", f"{where}.results.{mix}")
+            if mix not in local:
+                raise BadInput(f"{where}: mix {mix} has no local baseline")
+    return points
 
 
 # ---- gnuplot ------------------------------------------------------------------
@@ -266,6 +286,74 @@ plot {", ".join(plots)}
 
 # ---- REPORT.md ----------------------------------------------------------------
 
+def rf_series(docs):
+    """[(title, local_result, [(remote_pct, result, point)])] per workload and mix."""
+    out = []
+    for doc in docs:
+        for mix in doc["local"]:
+            pts = [(pt["remote_pct"], pt["results"][mix], pt) for pt in doc["points"] if mix in pt["results"]]
+            title = doc["workload"] + ("" if mix == doc["workload"] else f" {mix}")
+            out.append((title, doc["local"][mix], sorted(pts, key=lambda x: x[0])))
+    return out
+
+
+def plot_remote_fraction(docs, outdir, tmp):
+    series = rf_series(docs)
+    plots = []
+    for k, (title, loc, pts) in enumerate(series):
+        path = os.path.join(tmp, f"rf{k}.dat")
+        with open(path, "w") as f:
+            for pct, r, pt in pts:
+                rel = 100.0 * r["ops_per_s"] / loc["ops_per_s"] if loc["ops_per_s"] else 0
+                f.write(f"{100.0 * pt['remote_fraction']:.2f} {rel:.2f} {r.get('p99_us') or 0} {pct}\n")
+        plots.append((path, title, loc))
+    if not plots:
+        return False
+    lines = ", ".join(f"'{p}' using 4:2 with linespoints lw 2 title '{t}'" for p, t, _ in plots)
+    gnuplot("set title 'Throughput vs remote fraction (local execution = 100%, same run)'\n"
+            "set xlabel 'remote share of memory (%) = 100 - budget'\nset ylabel '% of local throughput'\n"
+            "set yrange [0:*]\nset grid\nset key bottom left\n"
+            f"plot {lines}, 70 with lines dt 2 lc rgb 'gray' title '70% (RQ3 target)'", outdir,
+            "remote-fraction-throughput")
+    lat = [(p, t, loc) for p, t, loc in plots if loc.get("p99_us")]
+    if lat:
+        lines = ", ".join(f"'{p}' using 4:3 with linespoints lw 2 title '{t}'" for p, t, _ in lat)
+        lines += ", " + ", ".join(f"{loc['p99_us']} with lines dt 2 title 'local {t}'" for _, t, loc in lat)
+        gnuplot("set title 'P99 request latency vs remote fraction'\n"
+                "set xlabel 'remote share of memory (%) = 100 - budget'\nset ylabel 'P99 latency (us)'\n"
+                "set logscale y\nset grid\nset key top left\n"
+                f"plot {lines}", outdir, "remote-fraction-p99")
+    return True
+
+
+def remote_fraction_section(docs, have_plots):
+    out = ["## Throughput and P99 vs remote fraction (issue 6, RQ3)", ""]
+    if have_plots:
+        out += ["![throughput](remote-fraction-throughput.png)", "", "![p99](remote-fraction-p99.png)", ""]
+    for doc in docs:
+        out += [f"### {doc['workload']}", "", f"    {doc.get('command', '?')}", "",
+                f"{doc.get('seconds')} s measured per point and mix after {doc.get('warmup')} s of warm-up; "
+                f"prefetch {doc.get('prefetch')}. Local = the same process in the src container before the "
+                "checkpoint, same client, same run.", "",
+                "| remote % (budget) | mix | ops/s | vs local | p50 us | p99 us | steady remote | evictions | "
+                "write-backs | re-faults | victim-buffer hits | stop p99 us |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for mix, loc in doc["local"].items():
+            out.append(f"| local | {mix} | {loc['ops_per_s']:.0f} | 100% | {loc.get('p50_us') or '-'} | "
+                       f"{loc.get('p99_us') or '-'} | - | - | - | - | - | - |")
+        for pt in doc["points"]:
+            b = pt.get("budget_stats") or {}
+            for mix, r in pt["results"].items():
+                vs = r.get("vs_local")
+                out.append(f"| {pt['remote_pct']} ({pt.get('budget') or 'none'}) | {mix} | {r['ops_per_s']:.0f} | "
+                           f"{'-' if vs is None else f'{100 * vs:.0f}%'} | {r.get('p50_us') or '-'} | "
+                           f"{r.get('p99_us') or '-'} | {100 * pt['remote_fraction']:.1f}% | "
+                           f"{b.get('evictions', '-')} | {b.get('writebacks', '-')} | {b.get('refaults', '-')} | "
+                           f"{b.get('victim_buffer_hits', '-')} | {b.get('stop_p99_us', '-')} |")
+        out.append("")
+    return out
+
+
 def fmt_bytes(n):
     for unit, div in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if n >= div:
@@ -378,11 +466,13 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ttfr")
     p.add_argument("--faults")
+    p.add_argument("--remote-fraction", action="append", default=[],
+                   help="JSON of bench remote-fraction (repeatable: redis, memwalk)")
     p.add_argument("--notes", help="markdown appended as the report's notes")
     p.add_argument("--out", required=True)
     a = p.parse_args()
-    if not a.ttfr and not a.faults:
-        p.error("give --ttfr and/or --faults")
+    if not a.ttfr and not a.faults and not a.remote_fraction:
+        p.error("give --ttfr, --faults and/or --remote-fraction")
     if not shutil.which("gnuplot"):
         sys.exit("bench_report: gnuplot is missing (make deps installs gnuplot-nox)")
     try:
@@ -390,14 +480,17 @@ def main():
         sizes = check_ttfr(ttfr, a.ttfr) if ttfr else None
         faults = load(a.faults, "faults") if a.faults else None
         runs = check_faults(faults, a.faults) if faults else None
+        rfs = [load(f, "remote-fraction") for f in a.remote_fraction]
+        for d, f in zip(rfs, a.remote_fraction):
+            check_remote_fraction(d, f)
     except BadInput as e:
         sys.exit(f"bench_report: {e}")
     os.makedirs(a.out, exist_ok=True)
     report = ["# DistriProc benchmark report", ""]
-    src = ttfr or faults
+    src = ttfr or faults or rfs[0]
     report += ["## Machine", ""] + machine_lines(src) + [""]
     report += ["## Commands (exactly as run)", ""]
-    for d in (ttfr, faults):
+    for d in (ttfr, faults, *rfs):
         if d:
             report.append(f"    {d.get('command', '?')}")
     report += [f"    scripts/bench_report.py {' '.join(sys.argv[1:])}", ""]
@@ -411,6 +504,8 @@ def main():
             have_cdf = plot_fault_cdf(runs, a.out, tmp)
             have_scan = plot_scan(runs, a.out, tmp)
             report += faults_section(faults, runs, have_cdf, have_scan)
+        if rfs:
+            report += remote_fraction_section(rfs, plot_remote_fraction(rfs, a.out, tmp))
     if a.notes:
         with open(a.notes) as f:
             report += ["## Notes", "", f.read().strip(), ""]

@@ -8,7 +8,12 @@ in count and time. Run inside a lab host with `distriproc lab exec HOST -- ...`.
   redis_tool.py digest --host H --port P            -> {"keys":..,"bytes":..,"sha256":..}
   redis_tool.py read   --host H --port P --fraction F --seconds T [--seed S]
   redis_tool.py probe  --host H --port P --timeout T  (waits for a correct PING reply)
+  redis_tool.py zipf   --host H --port P --theta 0.99 --read-ratio 0.95 --seconds T [--max-ops N]
+                       one request at a time, keys drawn from a zipfian distribution (hot keys
+                       scattered over the key space by a fixed permutation), GET or SET;
+                       -> {"ops","gets","sets","misses","ops_per_s","p50_us","p99_us",...}
 """
+import bisect
 import argparse
 import hashlib
 import json
@@ -180,6 +185,59 @@ def cmd_read(a):
                       "ops_per_s": round(ops / elapsed, 1), "keys_touched": subset}))
 
 
+def zipf_cdf(n, theta):
+    """Cumulative distribution of ranks 1..n with P(rank k) ~ 1 / k^theta."""
+    cdf, total = [], 0.0
+    for k in range(1, n + 1):
+        total += 1.0 / (k ** theta)
+        cdf.append(total)
+    return [c / total for c in cdf]
+
+
+def cmd_zipf(a):
+    r = Resp(a.host, a.port)
+    nkeys = int(r.call("DBSIZE"))
+    if nkeys == 0:
+        raise SystemExit("zipf: the database is empty; load it first")
+    cdf = zipf_cdf(nkeys, a.theta)
+    perm = list(range(nkeys))
+    random.Random(12345).shuffle(perm)   # rank -> key: the hot keys are spread out
+    rng = random.Random(a.seed)
+    value = rng.randbytes(a.value_size)
+    lat = []
+    gets = sets = misses = 0
+    t0 = time.monotonic()
+    end = t0 + a.seconds
+    while len(lat) < a.max_ops:
+        now = time.monotonic()
+        if now >= end:
+            break
+        k = perm[min(nkeys - 1, bisect.bisect_left(cdf, rng.random()))]
+        if rng.random() < a.read_ratio:
+            req = Resp.encode("GET", "key:%d" % k)
+            gets += 1
+        else:
+            req = Resp.encode("SET", "key:%d" % k, value)
+            sets += 1
+        s0 = time.perf_counter()
+        r.send(req)
+        rep = r.reply()
+        lat.append(time.perf_counter() - s0)
+        if req.startswith(b"*2") and rep is None:
+            misses += 1
+    elapsed = time.monotonic() - t0
+    r.close()
+    lat.sort()
+
+    def q(x):
+        return round(lat[min(len(lat) - 1, int(x * len(lat)))] * 1e6, 1) if lat else None
+    print(json.dumps({"ops": len(lat), "gets": gets, "sets": sets, "misses": misses,
+                      "seconds": round(elapsed, 3), "ops_per_s": round(len(lat) / elapsed, 1) if elapsed else 0,
+                      "p50_us": q(0.5), "p90_us": q(0.9), "p99_us": q(0.99), "p999_us": q(0.999),
+                      "max_us": round(lat[-1] * 1e6, 1) if lat else None,
+                      "theta": a.theta, "read_ratio": a.read_ratio, "keys": nkeys}))
+
+
 def cmd_probe(a):
     """Wait until the server answers PING correctly; print the seconds it took."""
     t0 = time.monotonic()
@@ -203,7 +261,7 @@ def cmd_probe(a):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
-    for name in ("load", "digest", "read", "probe"):
+    for name in ("load", "digest", "read", "probe", "zipf"):
         s = sub.add_parser(name)
         s.add_argument("--host", default="127.0.0.1")
         s.add_argument("--port", type=int, default=6379)
@@ -216,10 +274,16 @@ def main():
             s.add_argument("--fraction", type=float, default=0.1)
             s.add_argument("--seconds", type=float, default=10.0)
             s.add_argument("--max-ops", type=int, default=50_000_000)
+        if name == "zipf":
+            s.add_argument("--theta", type=float, default=0.99)
+            s.add_argument("--read-ratio", type=float, default=0.95)
+            s.add_argument("--seconds", type=float, default=10.0)
+            s.add_argument("--max-ops", type=int, default=5_000_000)
+            s.add_argument("--value-size", type=int, default=1000)
         if name == "probe":
             s.add_argument("--timeout", type=float, default=30.0)
     a = p.parse_args()
-    {"load": cmd_load, "digest": cmd_digest, "read": cmd_read, "probe": cmd_probe}[a.cmd](a)
+    {"load": cmd_load, "digest": cmd_digest, "read": cmd_read, "probe": cmd_probe, "zipf": cmd_zipf}[a.cmd](a)
 
 
 if __name__ == "__main__":

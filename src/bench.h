@@ -7,5 +7,6 @@ int bench_server(int argc, char **argv);
 int bench_ttfr(int argc, char **argv);
 int bench_faults(int argc, char **argv);
 int bench_warmup(int argc, char **argv);
+int bench_remote_fraction(int argc, char **argv);
 
 #endif

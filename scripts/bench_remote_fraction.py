@@ -1,0 +1,265 @@
+#!/usr/bin/python3
+"""bench remote-fraction: throughput and P99 latency against the share of the
+process's memory kept remote by a local memory budget (issue 6, RQ3).
+
+Run by `distriproc bench remote-fraction` (src/bench_remote_fraction.c), as
+root, with the lab. For the workload:
+
+  1. start it in a `src` container (Redis loaded with --redis-mib of 1000-byte
+     values; or memwalk --memwalk-mib, zipf 0.99 over its pages, 2 threads,
+     5% writes), and measure it there: local execution, the baseline of the
+     same run (Redis: each mix for --seconds; memwalk: its ops/s);
+  2. checkpoint it and serve the checkpoint on src;
+  3. for each remote fraction f: a fresh page server (the write-back overlay
+     of the previous point removed), `distriproc restore --budget (100-f)%`
+     on dst (f = 0: no budget), --warmup seconds of the workload so the
+     budget is reached and the hot set settles, then each mix measured for
+     --seconds; the daemon's stats (steady remote fraction, evictions,
+     write-backs, re-faults, victim-buffer hits, stop time per batch);
+  4. JSON to --json: per point and mix, ops/s, P50/P99 (Redis: per request,
+     one request at a time) and the ratio to local.
+
+Redis mixes: zipfian keys (theta 0.99), 95% GET / 5% SET and 50/50.
+"""
+import argparse
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+TOOL = os.path.join(ROOT, "scripts", "redis_tool.py")
+PY = "/usr/bin/python3"
+SRC, DST = "10.250.0.1", "10.250.0.2"
+SERVE_PORT = 7330
+REDIS_PORT = 6391
+MEMWALK_PORT = 7072
+MIXES = [("95/5", 0.95), ("50/50", 0.5)]
+
+
+def log(msg):
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+class Bench:
+    def __init__(self, a):
+        self.a = a
+        self.lab = a.lab or os.environ.get("DISTRIPROC_LAB", "dp")
+        self.env = dict(os.environ, DISTRIPROC_LAB=self.lab)
+        self.procs = []
+
+    def ns(self, host, cmd):
+        return ["nsenter", f"--net=/run/netns/{self.lab}-{host}", *[str(c) for c in cmd]]
+
+    def run(self, cmd, timeout=300, check=True):
+        cp = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=timeout, env=self.env)
+        if check and cp.returncode != 0:
+            raise RuntimeError(f"{' '.join(map(str, cmd))} failed ({cp.returncode}): {cp.stderr.strip()[-2000:]}")
+        return cp
+
+    def dp(self, *args, timeout=300, check=True):
+        return self.run([self.a.distriproc, *args], timeout=timeout, check=check)
+
+    def tool(self, host, *args, timeout=600):
+        cp = self.run(self.ns(host, [PY, TOOL, *args]), timeout=timeout)
+        return json.loads(cp.stdout.strip().splitlines()[-1])
+
+    def memwalk_stat(self, host, addr):
+        code = ("import socket,sys\ns=socket.create_connection((sys.argv[1],int(sys.argv[2])),timeout=60)\n"
+                "s.sendall(b'STAT\\n')\nsys.stdout.write(s.makefile('rb').readline().decode())\n")
+        cp = self.run(self.ns(host, [PY, "-c", code, addr, MEMWALK_PORT]), timeout=90)
+        return json.loads(cp.stdout)
+
+    def spawn(self, cmd, log_path):
+        f = open(log_path, "w")
+        p = subprocess.Popen([str(c) for c in cmd], stdout=f, stderr=subprocess.STDOUT, env=self.env)
+        self.procs.append(p)
+        return p
+
+    def wait_listen(self, host, port, timeout=30):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.run(self.ns(host, ["ss", "-ltnH", f"sport = :{port}"]), check=False).stdout.strip():
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"nothing listens on {host}:{port} after {timeout} s")
+
+    # ---- the workload ---------------------------------------------------------
+
+    def start_workload(self):
+        pidfile = os.path.join(self.a.workdir, "src.pid")
+        if self.a.workload == "redis":
+            cmd = ["redis-server", "--port", REDIS_PORT, "--bind", "0.0.0.0", "--save", "", "--appendonly", "no",
+                   "--daemonize", "no", "--protected-mode", "no", "--dir", self.a.workdir]
+        else:
+            cmd = [os.path.join(ROOT, "build", "memwalk"), "--mib", self.a.memwalk_mib, "--threads", "2",
+                   "--pattern", "zipf:0.99", "--write-ratio", "0.05", "--port", MEMWALK_PORT, "--seed", "7"]
+        self.dp("lab", "exec", "src", "--container", "--detach", "--pidfile", pidfile, "--", *cmd)
+        with open(pidfile) as f:
+            pid = int(f.read().strip())
+        if self.a.workload == "redis":
+            self.tool("src", "probe", "--host", SRC, "--port", REDIS_PORT, "--timeout", "30")
+            log(f"loading {self.a.redis_mib} MiB into Redis")
+            self.tool("src", "load", "--host", SRC, "--port", REDIS_PORT, "--mib", self.a.redis_mib, timeout=1800)
+        else:
+            end = time.monotonic() + 60
+            while time.monotonic() < end:
+                try:
+                    if self.memwalk_stat("src", SRC)["ops"] > 0:
+                        break
+                except Exception:
+                    pass
+                time.sleep(0.5)
+        return pid
+
+    def measure(self, host, addr, seconds):
+        """{mix: {...}} for Redis; {"memwalk": {...}} for memwalk."""
+        out = {}
+        if self.a.workload == "redis":
+            for name, rr in MIXES:
+                out[name] = self.tool(host, "zipf", "--host", addr, "--port", REDIS_PORT, "--theta", "0.99",
+                                      "--read-ratio", rr, "--seconds", seconds, "--seed", "3",
+                                      timeout=seconds + 120)
+        else:
+            s0 = self.memwalk_stat(host, addr)
+            t0 = time.monotonic()
+            time.sleep(seconds)
+            s1 = self.memwalk_stat(host, addr)
+            dt = time.monotonic() - t0
+            out["memwalk"] = {"ops": s1["ops"] - s0["ops"], "seconds": round(dt, 3),
+                              "ops_per_s": round((s1["ops"] - s0["ops"]) / dt, 1),
+                              "errors": s1["errors"], "p50_us": None, "p99_us": None}
+        return out
+
+    def warm(self, host, addr, seconds):
+        if seconds <= 0:
+            return
+        if self.a.workload == "redis":
+            self.tool(host, "zipf", "--host", addr, "--port", REDIS_PORT, "--theta", "0.99", "--read-ratio", "0.95",
+                      "--seconds", seconds, "--seed", "11", timeout=seconds + 120)
+        else:
+            time.sleep(seconds)
+
+    # ---- the run --------------------------------------------------------------
+
+    def point(self, images, key, f):
+        overlay = os.path.join(images, "distriproc-overlay.log")
+        if os.path.exists(overlay):
+            os.unlink(overlay)   # each point starts from the checkpoint
+        listen = f"{SRC}:{SERVE_PORT}"
+        srv = self.spawn(self.ns("src", [self.a.distriproc, "serve", "--images", images, "--listen", listen,
+                                         "--key", key]), os.path.join(self.a.workdir, f"serve-{f}.log"))
+        self.wait_listen("src", SERVE_PORT)
+        wd = os.path.join(self.a.workdir, f"wd-{f}")
+        args = ["restore", "--source", listen, "--key", key, "--workdir", wd, "--host", "dst", "--json",
+                "--prefetch", self.a.prefetch]
+        if f > 0:
+            args += ["--budget", f"{100 - f}%"]
+        res = json.loads(self.dp(*args, timeout=300).stdout)
+        try:
+            addr = DST
+            if self.a.workload == "redis":
+                self.tool("dst", "probe", "--host", addr, "--port", REDIS_PORT, "--timeout", "30")
+            log(f"remote {f}%: restored (pid {res['pid']}), warming up {self.a.warmup} s")
+            self.warm("dst", addr, self.a.warmup)
+            st0 = json.loads(self.dp("stats", "--workdir", wd, "--json").stdout)
+            m = self.measure("dst", addr, self.a.seconds)
+            st = json.loads(self.dp("stats", "--workdir", wd, "--json").stdout)
+        finally:
+            try:
+                os.kill(res["pid"], signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            end = time.monotonic() + 30
+            while time.monotonic() < end and os.path.exists(f"/proc/{res['daemon_pid']}"):
+                time.sleep(0.1)
+            srv.send_signal(signal.SIGTERM)
+            try:
+                srv.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                srv.kill()
+        tot, b = st["total"], st.get("budget")
+        return {"remote_pct": f, "budget": f"{100 - f}%" if f else None, "results": m,
+                "remote_fraction": tot["remote_fraction"], "resident_bytes": tot["resident_bytes"],
+                "remote_bytes": tot["remote_bytes"],
+                "faults_during_measure": tot["faults"] - st0["total"]["faults"],
+                "budget_stats": ({k: b[k] for k in ("budget_bytes", "max_resident_bytes", "batches", "evictions",
+                                                    "writebacks", "refaults", "victim_buffer_hits",
+                                                    "writeback_errors")}
+                                 | {"stop_p50_us": b["stop"]["p50_us"], "stop_p99_us": b["stop"]["p99_us"]})
+                if b else None,
+                "fault_latency": {k: tot["latency"][k] for k in ("count", "p50_us", "p99_us")}}
+
+    def go(self):
+        a = self.a
+        os.makedirs(a.workdir, exist_ok=True)
+        self.dp("lab", "down", timeout=120, check=False)
+        self.dp("lab", "up", timeout=120)
+        doc = {"benchmark": "remote-fraction", "schema": 1, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                                       time.gmtime()),
+               "command": a.command, "machine": {"uname": " ".join(platform.uname()),
+                                                  "cpus": os.cpu_count()},
+               "workload": a.workload, "seconds": a.seconds, "warmup": a.warmup, "prefetch": a.prefetch,
+               "points": []}
+        try:
+            pid = self.start_workload()
+            log(f"local baseline: {a.workload} in src for {a.seconds} s per mix")
+            self.warm("src", SRC, min(a.warmup, 5))
+            doc["local"] = self.measure("src", SRC, a.seconds)
+            images = os.path.join(a.workdir, "images")
+            subprocess.run(["rm", "-rf", images])
+            os.makedirs(images)
+            self.dp("checkpoint", "--host", "src", "--pid", pid, "--images", images, timeout=600)
+            key = os.path.join(a.workdir, "key")
+            self.dp("keygen", key, check=False)
+            for f in a.fractions:
+                p = self.point(images, key, f)
+                for mix, r in p["results"].items():
+                    loc = doc["local"][mix]["ops_per_s"]
+                    r["vs_local"] = round(r["ops_per_s"] / loc, 3) if loc else None
+                log(f"remote {f}%: " + ", ".join(f"{m} {r['ops_per_s']:.0f} ops/s ({r['vs_local']:.0%} of local), "
+                                                 f"p99 {r['p99_us']} us" for m, r in p["results"].items()) +
+                    f"; steady remote fraction {p['remote_fraction']:.1%}")
+                doc["points"].append(p)
+                with open(a.json, "w") as fh:
+                    json.dump(doc, fh, indent=1)
+        finally:
+            for p in self.procs:
+                if p.poll() is None:
+                    p.kill()
+            self.dp("lab", "down", timeout=120, check=False)
+        with open(a.json, "w") as fh:
+            json.dump(doc, fh, indent=1)
+        log(f"wrote {a.json}")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--distriproc", required=True)
+    r.add_argument("--workload", choices=("redis", "memwalk"), required=True)
+    r.add_argument("--fractions", default="0,10,30,50,70")
+    r.add_argument("--json", required=True)
+    r.add_argument("--seconds", type=int, default=20)
+    r.add_argument("--warmup", type=int, default=20)
+    r.add_argument("--redis-mib", type=int, default=256)
+    r.add_argument("--memwalk-mib", type=int, default=256)
+    r.add_argument("--prefetch", default="none")
+    r.add_argument("--lab")
+    r.add_argument("--workdir", default="/tmp/distriproc-bench-remote-fraction")
+    a = p.parse_args()
+    a.fractions = [int(x) for x in a.fractions.split(",")]
+    if any(f < 0 or f > 95 for f in a.fractions):
+        p.error("--fractions are percentages in 0..95")
+    if not 1 <= a.seconds <= 600 or not 0 <= a.warmup <= 600:
+        p.error("--seconds 1..600, --warmup 0..600")
+    a.command = "distriproc bench remote-fraction " + " ".join(sys.argv[4:])
+    Bench(a).go()
+
+
+if __name__ == "__main__":
+    main()
