@@ -104,6 +104,7 @@ def test_memwalk_footprint_4x_budget_two_writers_stays_within_budget(lab, procs,
     assert st["errors"] == 0 and st["bad_bytes"] == 0, st
     assert st["writes"] > 1000, st
     b = stats(workdir)["budget"]
+    print(f"\nRssAnon max {max(samples)} over {len(samples)} samples (budget {budget}); memwalk {st}; budget {b}")
     # the budget was really exercised: the 64 MiB went through a 16 MiB budget
     assert b["evictions"] > 64 * 256 and b["writebacks"] > 0 and b["writeback_errors"] == 0, b
     assert b["max_resident_bytes"] <= budget + 256 * 4096 + 2 * MIB, b
