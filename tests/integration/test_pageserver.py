@@ -571,3 +571,34 @@ def test_streamed_skeleton_equals_local_skeleton(server, tmp_path):
         a = open(os.path.join(local, n), "rb").read()
         b = open(os.path.join(remote, n), "rb").read()
         assert a == b, n
+
+
+def test_emulated_rtt_path_answers_everything(tmp_path):
+    """Replies held back by --emulate-rtt (FIFO + timerfd) still all arrive,
+    with the right ids and data, PUT acknowledgements included; a fatal error
+    still closes the connection after its delayed ERROR."""
+    srv = Server(str(tmp_path), extra=["--emulate-rtt", "2000"])
+    try:
+        c = Conn(srv)
+        c.handshake()
+        new = bytes([0x5C]) * 4096
+        batch = [msg(GET, 100 + i, struct.pack("<II", 1, 0) + struct.pack("<iIQ", 1, 1, ADDR + (i % 8) * 4096))
+                 for i in range(40)]
+        batch.insert(20, msg(PUT, 500, struct.pack("<II", 1, 0) + struct.pack("<iIQ", 1, 1, ADDR + 9 * 4096) + new))
+        c.send(b"".join(batch))
+        got = {}
+        for _ in range(41):
+            t, f, rid, p = c.recv()
+            got[rid] = (t, p)
+        assert got[500][0] == PUT | 0x80
+        for i in range(40):
+            t, p = got[100 + i]
+            assert t == GET | 0x80
+            kind, data = pages_of(parse_get_reply(p))[0]
+            assert (data or bytes(4096)) == tinymem_page(i % 8)
+        c.get(600, [(1, ADDR + 9 * 4096, 1)])
+        assert pages_of(parse_get_reply(c.recv()[3]))[0][1] == new
+        c.send(msg(GET, 601, struct.pack("<II", 0, 0)))  # malformed: no ranges
+        expect_error(c, E_MALFORMED)
+    finally:
+        srv.stop()
