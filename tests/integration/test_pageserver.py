@@ -602,3 +602,36 @@ def test_emulated_rtt_path_answers_everything(tmp_path):
         expect_error(c, E_MALFORMED)
     finally:
         srv.stop()
+
+
+def test_garbage_from_many_clients_never_stops_the_server(server):
+    """300 connections send seeded random bytes (some after a valid handshake,
+    some with a valid header and a random payload); every one is refused or
+    closed, and the server keeps serving a well-behaved client throughout."""
+    import random
+    rnd = random.Random(1234)
+    good = Conn(server)
+    good.handshake()
+    for i in range(300):
+        c = Conn(server)
+        if i % 3 == 0:
+            c.handshake()
+        if i % 2 == 0:
+            t = rnd.choice([HELLO, AUTH, TASK_MAP, GET, PUT, SKEL, STATS, ACCESS_LOG, rnd.randrange(256)])
+            body = bytes(rnd.randrange(256) for _ in range(rnd.randrange(64)))
+            data = msg(t, rnd.randrange(2**64), body)
+        else:
+            data = bytes(rnd.randrange(256) for _ in range(rnd.randrange(1, 200)))
+        try:
+            c.send(data)
+        except OSError:
+            pass
+        c.s.close()
+        if i % 50 == 0:
+            good.get(i + 1, [(1, ADDR, 1)])
+            t, f, rid, p = good.recv()
+            assert (t, rid) == (GET | 0x80, i + 1)
+    assert server.proc.poll() is None
+    good.send(msg(STATS, 9999))
+    st = json.loads(good.recv()[3])
+    assert st["connections"] >= 301
