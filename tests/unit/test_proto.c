@@ -422,7 +422,7 @@ static void request_length_limits(void **state)
     dp_buf_free(&b);
 }
 
-/* The example in docs/protocol.md section 7, byte for byte. */
+/* The example in docs/protocol.md section 8, byte for byte. */
 static void doc_example_get_request(void **state)
 {
     (void)state;
