@@ -117,7 +117,7 @@ struct lz_evict {
     int on;
     uint64_t seed;
     struct dp_page_hash zero_hash;
-    struct dp_pmap hash;       /* (task id, image page) -> install hash; aux 1: always dirty */
+    struct dp_pmap hash;       /* (task id, image page) -> hash of the server's copy; aux: EV_ALWAYS_DIRTY, EV_PUT_INFLIGHT */
     struct dp_evict pol;
     struct dp_vbuf vb;
     uint32_t batch;
@@ -130,6 +130,8 @@ struct lz_evict {
     uint64_t shared_skips, max_resident, syncs, sync_pages;
     struct dp_hist stop;       /* whole stop per batch: stop, drain, read, write back, zap, resume */
     int put_wait, put_status;
+    int clean_inflight;
+    uint64_t cleaned, clean_requests;
 };
 
 struct dp_lazyd {
@@ -158,6 +160,8 @@ static void req_finish(struct dp_lazyd *d, struct lz_req *r);
 static struct lz_task *task_by_id(struct dp_lazyd *d, int id);
 static int read_pid_file(const char *dir, const char *name);
 static void ev_json(struct dp_lazyd *d, struct dp_sbuf *b);
+static uint64_t ev_resident(const struct dp_lazyd *d);
+static uint64_t ev_high(const struct dp_lazyd *d);
 
 static int ep_add(struct dp_lazyd *d, struct handler *h, int fd, int type, void *ptr)
 {
@@ -1279,6 +1283,49 @@ static void handle_timer(struct dp_lazyd *d)
 /* ---- eviction under a memory budget (docs/budget.md, docs/eviction.md) ---- */
 
 #define EV_MAX_BATCH 256
+#define EV_ALWAYS_DIRTY 1u   /* the server does not hold what the process has */
+#define EV_PUT_INFLIGHT 2u   /* a background write-back of the page awaits its ack */
+
+/* Background write-back ("cleaning"): dirty victims found while the budget
+ * is within its slack are written back without holding the process stopped
+ * for the durable ack; once acked, the hash says what the server holds, and
+ * a later pick evicts them clean (short stop, no fdatasync inside it). At
+ * most one PUT per page is in flight (a reconnect may resend requests in any
+ * order, so two PUTs of one page must never be outstanding together). */
+struct ev_clean {
+    struct dp_lazyd *d;
+    int task_id;
+    uint32_t n;
+    uint64_t img[EV_MAX_BATCH];
+    struct dp_page_hash h[EV_MAX_BATCH];
+};
+
+static void ev_clean_cb(void *cookie, int status, const char *errmsg)
+{
+    struct ev_clean *c = cookie;
+    struct dp_lazyd *d = c->d;
+    d->ev.clean_inflight--;
+    if (status)
+        dp_warn("background write-back to %s failed: %s; the pages stay dirty", d->o->src->desc,
+                errmsg ? errmsg : strerror(-status));
+    for (uint32_t i = 0; i < c->n; i++) {
+        struct dp_pmap_entry *e = dp_pmap_find(&d->ev.hash, c->task_id, c->img[i]);
+        if (!e)
+            continue;
+        if (status == 0) {
+            /* the server holds exactly these bytes now (whatever the page
+             * became meanwhile: the hash compares against the server's copy) */
+            e->value = c->h[i].lo;
+            e->value2 = c->h[i].hi;
+            e->aux = 0;
+        } else {
+            e->aux &= ~EV_PUT_INFLIGHT;
+        }
+    }
+    if (status == 0)
+        d->ev.cleaned += c->n;
+    free(c);
+}
 
 /* Last field of NSpid in /proc/P/status: the pid inside P's own pid ns. */
 static int nspid_inner(int p)
@@ -1386,10 +1433,8 @@ static void ev_find_host_pids(struct dp_lazyd *d)
  * and uffd events (FORK, REMOVE: our own zap's too) while threads stop or
  * run our call. Never the control socket or signals: they wait for the
  * batch to end (epoll is level-triggered). */
-static int ev_pump(void *arg)
+static void ev_pump_d(struct dp_lazyd *d)
 {
-    struct lz_task *t = arg;
-    struct dp_lazyd *d = t->d;
     struct epoll_event evs[64];
     src_sync(d);
     int n = epoll_wait(d->ep, evs, (int)DP_ARRAY_LEN(evs), 0);
@@ -1409,6 +1454,12 @@ static int ev_pump(void *arg)
         struct timespec ts = {0, 20000};
         nanosleep(&ts, NULL);
     }
+}
+
+static int ev_pump(void *arg)
+{
+    struct lz_task *t = arg;
+    ev_pump_d(t->d);
     return t->alive ? 0 : -1;
 }
 
@@ -1535,7 +1586,7 @@ static int ev_batch(struct dp_lazyd *d, struct lz_task *t, const uint64_t *addr,
         uint8_t *pg = dp_lazymap_page(&t->map, addr[i], &reg);
         uint64_t im = pg ? reg->img + (addr[i] - reg->start) : 0;
         struct dp_pmap_entry *e = pg ? dp_pmap_find(&d->ev.hash, t->id, im) : NULL;
-        if (!pg || dp_pg_state(*pg) != DP_PG_RESIDENT || !e || find_req(t, im)) {
+        if (!pg || dp_pg_state(*pg) != DP_PG_RESIDENT || !e || (e->aux & EV_PUT_INFLIGHT) || find_req(t, im)) {
             if (!sync) {
                 dp_evict_cancel(&d->ev.pol, t->id, addr[i]);
                 d->ev.cancels++;
@@ -1546,7 +1597,7 @@ static int ev_batch(struct dp_lazyd *d, struct lz_task *t, const uint64_t *addr,
         img[m] = im;
         hs[m].lo = e->value;
         hs[m].hi = e->value2;
-        always[m] = e->aux != 0;
+        always[m] = (e->aux & EV_ALWAYS_DIRTY) != 0;
         m++;
     }
     if (m && dp_inject_read_pages(&t->in, va, m, buf) < 0) {
@@ -1567,6 +1618,48 @@ static int ev_batch(struct dp_lazyd *d, struct lz_task *t, const uint64_t *addr,
             wimg[nd] = img[i];
             wdata[nd++] = buf + i * PG;
         }
+    }
+    struct dp_client *cl = dp_pagesrc_remote_client(d->o->src);
+    if (nd && !sync && !ev_shared(d, t) && cl && ev_resident(d) <= ev_high(d) + d->ev.batch) {
+        /* within the slack: clean in the background, evict the clean ones now */
+        struct ev_clean *c = calloc(1, sizeof(*c));
+        struct dp_put_range r[EV_MAX_BATCH];
+        const struct dp_hello_reply *lim = dp_client_limits(cl);
+        size_t k = 0;
+        if (c && lim && lim->max_put_pages >= nd) {
+            c->d = d;
+            c->task_id = t->id;
+            for (size_t i = 0; i < m; i++) {
+                if (!dirty[i])
+                    continue;
+                r[k].pid = t->pid;
+                r[k].count = 1;
+                r[k].addr = img[i];
+                r[k].data = buf + i * PG;
+                c->img[k] = img[i];
+                c->h[k] = now_h[i];
+                k++;
+            }
+            c->n = (uint32_t)k;
+            struct dp_err perr = {{0}};
+            if (dp_client_submit_put(cl, r, (uint32_t)k, ev_clean_cb, c, &perr)) {
+                d->ev.clean_inflight++;
+                d->ev.clean_requests++;
+                for (size_t i = 0; i < m; i++) {
+                    if (!dirty[i])
+                        continue;
+                    struct dp_pmap_entry *e = dp_pmap_find(&d->ev.hash, t->id, img[i]);
+                    if (e)
+                        e->aux |= EV_PUT_INFLIGHT;
+                    keep[i] = 0;
+                    dp_evict_cancel(&d->ev.pol, t->id, va[i]);
+                    d->ev.cancels++;
+                }
+                nd = 0;
+                c = NULL;
+            }
+        }
+        free(c);
     }
     if (nd) {
         int ok = 0;
@@ -1773,6 +1866,8 @@ void dp_lazyd_sync(struct dp_lazyd *d, struct dp_sbuf *b)
         return;
     }
     ev_find_host_pids(d);
+    while (d->ev.clean_inflight > 0) /* their pages are skipped while in flight */
+        ev_pump_d(d);
     for (struct lz_task *t = d->tasks; t; t = t->next) {
         if (!t->alive || !ev_managed(d, t))
             continue;
@@ -1827,16 +1922,18 @@ static void ev_json(struct dp_lazyd *d, struct dp_sbuf *b)
                    "\"evictions\": %llu, \"writebacks\": %llu, \"writeback_requests\": %llu, "
                    "\"writeback_errors\": %llu, \"cancels\": %llu, \"refaults\": %llu, "
                    "\"victim_buffer_hits\": %llu, \"victim_buffer_bytes\": %llu, \"shared_skips\": %llu, "
-                   "\"syncs\": %llu, \"sync_pages_written\": %llu, \"protected_pages\": %llu, "
+                   "\"syncs\": %llu, \"sync_pages_written\": %llu, \"background_writebacks\": %llu, "
+                   "\"background_requests\": %llu, \"protected_pages\": %llu, "
                    "\"probation_pages\": %llu, \"ghosts\": %llu, \"stop\": ",
                    (unsigned long long)(ev_high(d) * PG), (unsigned long long)(ev_low(d) * PG), d->ev.batch,
                    (unsigned long long)(ev_resident(d) * PG), (unsigned long long)(d->ev.max_resident * PG),
                    (unsigned long long)d->ev.batches, (unsigned long long)d->ev.evictions,
-                   (unsigned long long)d->ev.writebacks, (unsigned long long)d->ev.wb_requests,
+                   (unsigned long long)(d->ev.writebacks + d->ev.cleaned), (unsigned long long)d->ev.wb_requests,
                    (unsigned long long)d->ev.wb_errors, (unsigned long long)d->ev.cancels,
                    (unsigned long long)d->ev.refaults, (unsigned long long)d->ev.vb_hits,
                    (unsigned long long)d->ev.vb.bytes, (unsigned long long)d->ev.shared_skips,
                    (unsigned long long)d->ev.syncs, (unsigned long long)d->ev.sync_pages,
+                   (unsigned long long)d->ev.cleaned, (unsigned long long)d->ev.clean_requests,
                    (unsigned long long)p->protected_, (unsigned long long)p->probation,
                    (unsigned long long)p->ghosts);
     dp_hist_json(b, &d->ev.stop);
@@ -1950,6 +2047,10 @@ static void cleanup(struct dp_lazyd *d)
     }
     if (d->ep >= 0)
         close(d->ep);
+    /* write-back callbacks still to come (the source is closed after us and
+     * completes them with an error) use d: leave it, the process exits */
+    if (d->ev.clean_inflight > 0 || d->ev.put_wait > 0)
+        return;
     ev_free(d);
     free(d);
 }
