@@ -100,7 +100,10 @@ def report(d, outdir, cmdline):
              "their first-touch traces; run C replays A's trace right after the restore. Precision and "
              "recall compare a hot set with B's trace (the pages the next run touches). Times are from "
              "the start of `distriproc restore` (skeleton pull included) to 90%% of the run's steady "
-             "throughput (mean of its last 30%%)." % d.get("started", "?"), ""]
+             "throughput (mean of its last 30%%). Load average at the start / end: %s / %s on %s CPUs "
+             "(other jobs shared the machine: throughput is noisy)." % (
+                 d.get("started", "?"), d.get("loadavg_start", "?"), d.get("loadavg_end", "?"), d.get("cpus", "?")),
+             ""]
     lines += ["| workload | hot set | precision | recall | pages predicted | pages touched next |",
               "|---|---|---:|---:|---:|---:|"]
     for w in d["workloads"]:
@@ -405,6 +408,7 @@ class Bench:
         os.makedirs(self.work, exist_ok=True)
         self.run([self.dp, "lab", "up"], timeout=60)
         out = {"bench": "warmup", "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               "loadavg_start": os.getloadavg(), "cpus": os.cpu_count(),
                "params": {k: v for k, v in vars(a).items() if k not in ("func",)}, "workloads": []}
         try:
             for name in a.workloads.split(","):
@@ -414,6 +418,7 @@ class Bench:
             self.cleanup()
             if LAB != "dp":
                 self.run([self.dp, "lab", "down"], timeout=60, check=False)
+        out["loadavg_end"] = os.getloadavg()
         with open(a.json, "w") as f:
             json.dump(out, f, indent=1)
         for w in out["workloads"]:
