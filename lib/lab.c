@@ -26,10 +26,37 @@
 #define IFF_LOWER_UP 0x10000 /* linux/if.h; clashes with net/if.h */
 #endif
 
-const struct lab_host lab_hosts[2] = {
+struct lab_host lab_hosts[2] = {
     {"src", "dp-src", "dp-src0", "10.250.0.1"},
     {"dst", "dp-dst", "dp-dst0", "10.250.0.2"},
 };
+static char lab_names[2][2][24];
+static const char *lab_prefix = "dp";
+
+/* Runs before main: DISTRIPROC_LAB=NAME renames the lab (see lab.h). A bad
+ * name is refused loudly rather than silently falling back to the shared lab. */
+__attribute__((constructor)) static void lab_name_from_env(void)
+{
+    const char *p = getenv("DISTRIPROC_LAB");
+    if (!p || !*p || strcmp(p, "dp") == 0)
+        return;
+    if (strlen(p) > 10 || strspn(p, "abcdefghijklmnopqrstuvwxyz0123456789") != strlen(p)) {
+        fprintf(stderr, "distriproc: DISTRIPROC_LAB='%s' must be 1-10 lowercase letters or digits\n", p);
+        exit(2);
+    }
+    lab_prefix = p;
+    for (int i = 0; i < 2; i++) {
+        snprintf(lab_names[i][0], sizeof(lab_names[i][0]), "%s-%s", p, lab_hosts[i].name);
+        snprintf(lab_names[i][1], sizeof(lab_names[i][1]), "%s-%s0", p, lab_hosts[i].name);
+        lab_hosts[i].netns = lab_names[i][0];
+        lab_hosts[i].ifname = lab_names[i][1];
+    }
+}
+
+const char *lab_name(void)
+{
+    return lab_prefix;
+}
 
 const struct lab_host *lab_host_find(const char *name)
 {

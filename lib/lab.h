@@ -25,7 +25,14 @@ struct lab_host {
     const char *addr;   /* "10.250.0.1" */
 };
 
-extern const struct lab_host lab_hosts[2];
+/* The default lab is "dp" (dp-src, dp-dst, dp-src0, dp-dst0). With
+ * DISTRIPROC_LAB=NAME in the environment (lowercase letters and digits, at
+ * most 10) every command uses a private lab NAME-src/NAME-dst with veth
+ * NAME-src0/NAME-dst0 and the same addresses: a long benchmark can run there
+ * while tests bring the default lab up and down. */
+extern struct lab_host lab_hosts[2];
+/* The lab's name: "dp" or $DISTRIPROC_LAB. */
+const char *lab_name(void);
 
 /* NULL if name is neither "src" nor "dst". */
 const struct lab_host *lab_host_find(const char *name);

@@ -1179,6 +1179,25 @@ static void conn_process_input(struct server *s, struct conn *c)
             send_error(s, c, dp_get_u64(p + 8), true, (uint32_t)rc, err.msg, dp_now_ns());
             break;
         }
+        /* Refuse from the header alone what could never be a valid request. */
+        if (c->state != ST_READY && h.type != DP_MSG_HELLO && h.type != DP_MSG_AUTH) {
+            send_error(s, c, h.id, true, DP_E_UNAUTHENTICATED, "authenticate (HELLO, AUTH) before any other request",
+                       dp_now_ns());
+            break;
+        }
+        if (!dp_request_type_known(h.type)) {
+            char msg[64];
+            snprintf(msg, sizeof(msg), "unknown request type 0x%02x", h.type);
+            send_error(s, c, h.id, true, DP_E_UNKNOWN_TYPE, msg, dp_now_ns());
+            break;
+        }
+        if (h.len > dp_request_max_len(h.type)) {
+            char msg[96];
+            snprintf(msg, sizeof(msg), "request type 0x%02x with %u payload bytes; at most %u", h.type, h.len,
+                     dp_request_max_len(h.type));
+            send_error(s, c, h.id, true, DP_E_TOO_LARGE, msg, dp_now_ns());
+            break;
+        }
         size_t need = DP_HDR_SIZE + (size_t)h.len;
         if (avail < need) {
             if (need > c->in_cap - c->in_off) {

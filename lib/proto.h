@@ -269,6 +269,12 @@ struct dp_request {
         struct dp_put_req put;
     } u;
 };
+/* The largest payload a request of this type can have (0 for types without
+ * payload and for unknown types), so a receiver refuses a too-long request
+ * from its header alone, before buffering it. */
+uint32_t dp_request_max_len(uint8_t type);
+bool dp_request_type_known(uint8_t type);
+
 /* Decodes one version-1 request payload of the type in hdr (version-2 types
  * PUT_TRACE/GET_HOTSET: lib/proto_hotset.h). Returns DP_E_OK or a code. */
 int dp_dec_request(const struct dp_hdr *h, const uint8_t *p, size_t len, struct dp_request *req, struct dp_err *err);

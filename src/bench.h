@@ -4,6 +4,8 @@
 #define DP_BENCH_H
 
 int bench_server(int argc, char **argv);
+int bench_ttfr(int argc, char **argv);
+int bench_faults(int argc, char **argv);
 int bench_warmup(int argc, char **argv);
 
 #endif

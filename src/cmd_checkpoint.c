@@ -16,6 +16,7 @@
 #include "classify.h"
 #include "criu.h"
 #include "image.h"
+#include "lab.h"
 #include "util.h"
 
 #define DEFAULT_TIMEOUT_S 600.0
@@ -436,7 +437,11 @@ int cmd_checkpoint(int argc, char **argv)
     }
     char host_netns[32];
     if (host) {
-        snprintf(host_netns, sizeof(host_netns), "dp-%s", host);
+        const struct lab_host *lh = lab_host_find(host);
+        if (lh)
+            snprintf(host_netns, sizeof(host_netns), "%s", lh->netns);
+        else
+            snprintf(host_netns, sizeof(host_netns), "dp-%s", host);
         netns = host_netns;
     }
     if (geteuid() != 0) {

@@ -72,8 +72,8 @@ static int lab_cmd_up(int argc, char **argv)
     int rc = lab_up(bits, &err);
     switch (rc) {
     case LAB_CREATED:
-        printf("lab up: src %s (dp-src) <-> dst %s (dp-dst), bandwidth %s\n", lab_hosts[0].addr,
-               lab_hosts[1].addr, rate);
+        printf("lab up: src %s (%s) <-> dst %s (%s), bandwidth %s\n", lab_hosts[0].addr, lab_hosts[0].netns,
+               lab_hosts[1].addr, lab_hosts[1].netns, rate);
         return 0;
     case LAB_ALREADY_UP:
         printf("lab already up with bandwidth %s; nothing to do\n", rate);

@@ -21,6 +21,9 @@ static const struct command commands[] = {
     {"bench", cmd_bench, "benchmarks: server (page server vs raw TCP)"},
     {"hotset", cmd_hotset, "inspect, check, merge and compare hot sets (working sets of a checkpoint)"},
     {"keygen", cmd_keygen, "create a pre-shared key file for serve/restore"},
+    {"restore", cmd_restore, "restore lazily: run now, fetch each page when first touched"},
+    {"stats", cmd_stats, "fault, fetch, prefetch and latency stats of a lazy restore"},
+    {"migrate", cmd_migrate, "lab: checkpoint on src, serve, restore lazily on dst, probe (time to first reply)"},
     {NULL, NULL, NULL},
 };
 

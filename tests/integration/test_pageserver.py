@@ -315,6 +315,14 @@ def test_oversized_requests(server):
     c.handshake()
     c.send(msg(GET, 3, struct.pack("<II", 100000, 0)))
     expect_error(c, E_TOO_LARGE)
+    c = Conn(server)
+    c.handshake()
+    c.send(msg(GET, 3, length=8 + 257 * 16))  # refused from the header: more than 256 ranges fit
+    expect_error(c, E_TOO_LARGE)
+    c = Conn(server)
+    c.handshake()
+    c.send(msg(STATS, 3, length=1))
+    expect_error(c, E_TOO_LARGE)
 
 
 def test_truncated_message_then_close_leaves_server_up(server):

@@ -1,0 +1,1417 @@
+/* lazyd: the lazy-pages daemon (see lazyd.h).
+ *
+ * One thread, one epoll loop. Sources of events: the lazy-pages socket (new
+ * tasks from CRIU), every task's userfaultfd (faults and FORK/REMAP/REMOVE/
+ * UNMAP), the page source's completion fd, the control socket, and a timer
+ * (exit detection, fault timeouts, retries, background copy).
+ *
+ * A fault on a remote page submits a fetch and returns to the loop at once,
+ * so any number of fetches are in flight; a fault on a page already in flight
+ * attaches itself as a waiter of that fetch. Installation re-checks each
+ * page's state, because the application may have removed, unmapped or moved
+ * it while the data travelled: a page that is no longer "in flight" is never
+ * written. UFFDIO_COPY returns EAGAIN while the kernel has a non-cooperative
+ * event (fork, mremap, madvise, munmap) queued for us: the install waits on a
+ * retry list until the task's events have been read, then re-checks. */
+#include <errno.h>
+#include <fcntl.h>
+#include <dirent.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/timerfd.h>
+#include <sys/un.h>
+
+#include "lazyd.h"
+#include "lazymap.h"
+#include "lazystats.h"
+#include "uffd.h"
+#include "util.h"
+
+#define PG DP_PAGE_SIZE
+#define MAX_REQ_PAGES 64           /* one prefetch request: 256 KiB, so a fault
+                                      * inside a window waits for its chunk only */
+#define FAULT_REQ_PAGES 16         /* the faulted page travels with at most this
+                                      * many pages: its thread waits for them all */
+#define TICK_NS (10 * 1000000ull)  /* timer period */
+#define PROBE_NS (200 * 1000000ull)
+#define BG_CHUNK_PAGES 16
+#define BG_MAX_INFLIGHT 8
+
+enum { H_LISTEN, H_CRIU, H_UFFD, H_SRC, H_CTL_LISTEN, H_CTL_CLIENT, H_TIMER, H_SIGNAL };
+enum { K_FAULT, K_PREFETCH, K_BACKGROUND };
+enum { R_AT_SOURCE, R_INSTALL_RETRY, R_FETCH_RETRY };
+
+struct handler {
+    int type;
+    int fd;
+    void *ptr;
+};
+
+struct lz_task;
+
+struct lz_waiter {
+    uint64_t addr;   /* run-time address that faulted */
+    uint64_t t0;
+};
+
+struct lz_req {
+    struct dp_fetch f;
+    struct lz_task *t;
+    struct lz_req *prev, *next;   /* task's request list */
+    struct lz_req *rnext;         /* retry list */
+    int kind, state;
+    uint64_t t_submit, retry_at, backoff_ns;
+    uint32_t done_pages;          /* install progress */
+    struct lz_waiter *w;
+    uint32_t nw, capw;
+    int warned;
+    int retries;
+};
+
+struct lz_task {
+    struct lz_task *next;
+    int id, parent_id;
+    int32_t pid;          /* checkpoint pid: what the source knows */
+    int32_t shown_pid;    /* pid CRIU sent (0 for a forked child: unknown) */
+    int uffd;
+    int alive;
+    int broken;           /* cannot be served: uffd kept open, never read */
+    struct dp_lazy_range *ownzap; /* ranges the daemon is zapping itself (eviction) */
+    size_t n_ownzap;
+    struct handler h;
+    struct dp_lazymap map;
+    struct dp_prefetch_state pf;
+    struct dp_lazy_counters c;
+    struct dp_hist lat;
+    struct lz_req *reqs;
+    struct lz_req *retry;
+    int refs;             /* requests still owned by the source */
+    uint64_t started_ns, ended_ns;
+    uint64_t final_remote, final_resident; /* page counts when it exited */
+    uint64_t bg_cursor;
+};
+
+struct dp_lazyd {
+    const struct dp_lazyd_opts *o;
+    int ep;
+    struct handler listen_h, src_h, ctl_h, timer_h, sig_h;
+    struct lz_task *tasks;
+    int next_id;
+    int conns;             /* open lazy-pages connections */
+    int finished;          /* "restore finished" received */
+    int failed;
+    int killed;
+    int stop;
+    uint64_t start_ns, last_probe_ns, last_bg_ns;
+    double bg_tokens;
+    int bg_inflight;
+    struct lz_task *bg_next;
+    uint32_t src_ev;
+    char sock_path[4200], ctl_path[4200];
+};
+
+static void install(struct dp_lazyd *d, struct lz_req *r);
+static void kill_restored(struct dp_lazyd *d);
+static void req_finish(struct dp_lazyd *d, struct lz_req *r);
+
+static int ep_add(struct dp_lazyd *d, struct handler *h, int fd, int type, void *ptr)
+{
+    h->type = type;
+    h->fd = fd;
+    h->ptr = ptr;
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = h};
+    return epoll_ctl(d->ep, EPOLL_CTL_ADD, fd, &ev);
+}
+
+/* ---- tasks ---- */
+
+static struct lz_task *task_new(struct dp_lazyd *d, int32_t pid, int uffd)
+{
+    struct lz_task *t = calloc(1, sizeof(*t));
+    if (!t)
+        return NULL;
+    t->id = ++d->next_id;
+    t->pid = pid;
+    t->shown_pid = pid;
+    t->uffd = uffd;
+    t->alive = 1;
+    t->started_ns = dp_now_ns();
+    dp_lazymap_init(&t->map);
+    dp_prefetch_state_init(&t->pf);
+    t->next = d->tasks;
+    d->tasks = t;
+    return t;
+}
+
+static void req_free(struct lz_req *r)
+{
+    free(r->f.buf);
+    free(r->w);
+    free(r);
+}
+
+static void req_unlink(struct lz_req *r)
+{
+    struct lz_task *t = r->t;
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        t->reqs = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    r->prev = r->next = NULL;
+}
+
+static void task_gone(struct dp_lazyd *d, struct lz_task *t, const char *why)
+{
+    if (!t->alive)
+        return;
+    t->alive = 0;
+    t->ended_ns = dp_now_ns();
+    t->final_remote = dp_lazymap_pages(&t->map, DP_PG_REMOTE) + dp_lazymap_pages(&t->map, DP_PG_INFLIGHT);
+    t->final_resident = dp_lazymap_pages(&t->map, DP_PG_RESIDENT);
+    epoll_ctl(d->ep, EPOLL_CTL_DEL, t->uffd, NULL);
+    close(t->uffd);
+    t->uffd = -1;
+    /* Requests the source still owns are freed when they complete; the
+     * others go now. */
+    struct lz_req *r = t->reqs;
+    while (r) {
+        struct lz_req *next = r->next;
+        if (r->state != R_AT_SOURCE) {
+            req_unlink(r);
+            req_free(r);
+        }
+        r = next;
+    }
+    t->retry = NULL;
+    dp_lazymap_free(&t->map);
+    dp_debug("task %d (pid %d) gone: %s", t->id, t->shown_pid, why);
+}
+
+static int tasks_alive(const struct dp_lazyd *d)
+{
+    int n = 0;
+    for (const struct lz_task *t = d->tasks; t; t = t->next)
+        n += t->alive;
+    return n;
+}
+
+/* ---- latency and counters ---- */
+
+static void waiters_release(struct lz_task *t, struct lz_req *r, uint64_t now)
+{
+    for (uint32_t i = 0; i < r->nw; i++) {
+        dp_hist_add(&t->lat, now - r->w[i].t0);
+        /* A successful UFFDIO_COPY already woke the page; a page that was
+         * dropped meanwhile was not: wake every waiter, it is harmless. */
+        if (t->alive)
+            dp_uffd_wake(t->uffd, r->w[i].addr, PG);
+    }
+    r->nw = 0;
+}
+
+static int add_waiter(struct lz_req *r, uint64_t addr, uint64_t t0)
+{
+    if (r->nw == r->capw) {
+        uint32_t cap = r->capw ? r->capw * 2 : 4;
+        struct lz_waiter *w = realloc(r->w, cap * sizeof(*w));
+        if (!w)
+            return -1;
+        r->w = w;
+        r->capw = cap;
+    }
+    r->w[r->nw].addr = addr;
+    r->w[r->nw].t0 = t0;
+    r->nw++;
+    return 0;
+}
+
+/* ---- fetching ---- */
+
+static void on_fetch_done(struct dp_fetch *f);
+
+static struct lz_req *req_new(struct dp_lazyd *d, struct lz_task *t, uint64_t img, uint32_t npages, int kind)
+{
+    struct lz_req *r = calloc(1, sizeof(*r));
+    if (!r)
+        return NULL;
+    r->f.buf = malloc((size_t)npages * PG);
+    if (!r->f.buf) {
+        free(r);
+        return NULL;
+    }
+    r->f.pid = t->pid;
+    r->f.img = img;
+    r->f.npages = npages;
+    r->f.done = on_fetch_done;
+    r->f.opaque = d;
+    r->t = t;
+    r->kind = kind;
+    r->backoff_ns = 50 * 1000000ull;
+    r->next = t->reqs;
+    if (t->reqs)
+        t->reqs->prev = r;
+    t->reqs = r;
+    return r;
+}
+
+static void req_submit(struct dp_lazyd *d, struct lz_req *r)
+{
+    r->state = R_AT_SOURCE;
+    r->t_submit = dp_now_ns();
+    r->f.status = 0;
+    r->f.wire_bytes = 0;
+    r->t->refs++;
+    r->t->c.fetch_requests++;
+    if (r->kind == K_BACKGROUND)
+        d->bg_inflight++;
+    if (d->o->src->ops->submit(d->o->src, &r->f) < 0) {
+        r->f.status = -EIO;
+        r->t->refs--;
+        if (r->kind == K_BACKGROUND)
+            d->bg_inflight--;
+        r->state = R_FETCH_RETRY;
+        r->retry_at = dp_now_ns() + r->backoff_ns;
+        r->rnext = r->t->retry;
+        r->t->retry = r;
+    }
+}
+
+/* Marks the pages of [img, img+n) in region reg INFLIGHT with flags. */
+static void mark_inflight(struct lz_task *t, struct dp_lazy_region *reg, uint64_t img, uint32_t n, uint8_t flags)
+{
+    uint64_t first = (img - reg->img) / PG;
+    for (uint32_t i = 0; i < n; i++)
+        dp_lazymap_set(&t->map, &reg->pg[first + i], DP_PG_INFLIGHT, flags);
+}
+
+/* Submits fetches for the REMOTE pages of image range [img, img+n) of reg;
+ * returns how many pages it submitted. */
+static uint32_t submit_remote_runs(struct dp_lazyd *d, struct lz_task *t, struct dp_lazy_region *reg,
+                                   uint64_t img, uint32_t n, int kind)
+{
+    uint32_t submitted = 0;
+    uint64_t base = (img - reg->img) / PG, total = (reg->end - reg->start) / PG;
+    uint32_t i = 0;
+    uint8_t flags = kind == K_BACKGROUND ? DP_PGF_BACKGROUND : DP_PGF_PREFETCH;
+    while (i < n && base + i < total) {
+        if (dp_pg_state(reg->pg[base + i]) != DP_PG_REMOTE) {
+            i++;
+            continue;
+        }
+        uint32_t run = 1;
+        while (i + run < n && base + i + run < total && run < MAX_REQ_PAGES &&
+               dp_pg_state(reg->pg[base + i + run]) == DP_PG_REMOTE)
+            run++;
+        struct lz_req *r = req_new(d, t, img + (uint64_t)i * PG, run, kind);
+        if (!r)
+            return submitted; /* prefetch is optional; the fault path still works */
+        mark_inflight(t, reg, r->f.img, run, flags);
+        req_submit(d, r);
+        submitted += run;
+        i += run;
+    }
+    return submitted;
+}
+
+static void fault_remote(struct dp_lazyd *d, struct lz_task *t, struct dp_lazy_region *reg, uint64_t page, uint64_t t0)
+{
+    uint64_t img = reg->img + (page - reg->start);
+    uint64_t reg_hi = reg->img + (reg->end - reg->start);
+    struct dp_pf_range pf[DP_PF_MAX_RANGES];
+    int npf = dp_prefetch_plan(&d->o->prefetch, &t->pf, img, reg->img, reg_hi, pf, DP_PF_MAX_RANGES);
+
+    /* The faulted page plus the remote pages right after it that the
+     * policy asked for travel as one request. */
+    uint32_t n = 1;
+    uint64_t idx = (page - reg->start) / PG, total = (reg->end - reg->start) / PG;
+    if (npf > 0 && pf[0].addr == img + PG) {
+        while (n <= pf[0].npages && n < FAULT_REQ_PAGES && idx + n < total &&
+               dp_pg_state(reg->pg[idx + n]) == DP_PG_REMOTE)
+            n++;
+    }
+    struct lz_req *r = req_new(d, t, img, n, K_FAULT);
+    if (!r || add_waiter(r, page, t0)) {
+        dp_error("out of memory for a fetch of pid %d page 0x%llx; the thread stays blocked",
+                 t->shown_pid, (unsigned long long)page);
+        if (r) {
+            req_unlink(r);
+            req_free(r);
+        }
+        return;
+    }
+    dp_lazymap_set(&t->map, &reg->pg[idx], DP_PG_INFLIGHT, DP_PGF_WAITED);
+    if (n > 1)
+        mark_inflight(t, reg, img + PG, n - 1, DP_PGF_PREFETCH);
+    t->c.faults_remote++;
+    req_submit(d, r);
+
+    /* The rest of the plan as separate requests. */
+    uint32_t prefetched = n - 1;
+    for (int i = 0; i < npf; i++) {
+        uint64_t a = pf[i].addr;
+        uint32_t cnt = pf[i].npages;
+        if (i == 0 && a == img + PG) {
+            uint32_t covered = n - 1;
+            if (covered >= cnt)
+                continue;
+            a += (uint64_t)covered * PG;
+            cnt -= covered;
+        }
+        prefetched += submit_remote_runs(d, t, reg, a, cnt, K_PREFETCH);
+    }
+    if (npf > 0)
+        dp_prefetch_window_actual(&t->pf, reg->img, prefetched);
+}
+
+static struct lz_req *find_req(struct lz_task *t, uint64_t img)
+{
+    for (struct lz_req *r = t->reqs; r; r = r->next)
+        if (img >= r->f.img && img < r->f.img + (uint64_t)r->f.npages * PG)
+            return r;
+    return NULL;
+}
+
+static void fault_zero(struct dp_lazyd *d, struct lz_task *t, uint64_t page, uint8_t *pg, uint64_t t0)
+{
+    (void)d;
+    uint64_t done;
+    int rc = dp_uffd_zero(t->uffd, page, PG, &done);
+    if (rc == 0 || rc == -EEXIST) {
+        if (rc == -EEXIST)
+            dp_uffd_wake(t->uffd, page, PG);
+        if (pg)
+            dp_lazymap_set(&t->map, pg, DP_PG_RESIDENT, 0);
+        t->c.zero_pages += rc == 0;
+        t->c.faults_zero++;
+        dp_hist_add(&t->lat, dp_now_ns() - t0);
+    } else if (rc == -EAGAIN) {
+        /* An event is queued: let the thread retry the access; it faults
+         * again and is answered once the event has been read. */
+        t->c.eagain++;
+        dp_uffd_wake(t->uffd, page, PG);
+    } else if (rc == -ESRCH || rc == -ENOSPC) {
+        task_gone(d, t, "zeropage: process gone");
+    } else {
+        dp_warn("pid %d: UFFDIO_ZEROPAGE at 0x%llx failed: %s", t->shown_pid,
+                (unsigned long long)page, strerror(-rc));
+        dp_uffd_wake(t->uffd, page, PG);
+    }
+}
+
+static void handle_fault(struct dp_lazyd *d, struct lz_task *t, uint64_t addr, uint64_t t0)
+{
+    uint64_t page = addr & ~(PG - 1);
+    struct dp_lazy_region *reg;
+    t->c.faults++;
+    uint8_t *pg = dp_lazymap_page(&t->map, page, &reg);
+    if (!pg) {
+        fault_zero(d, t, page, NULL, t0);
+        return;
+    }
+    switch (dp_pg_state(*pg)) {
+    case DP_PG_NONE:
+        fault_zero(d, t, page, pg, t0);
+        break;
+    case DP_PG_RESIDENT:
+        t->c.faults_spurious++;
+        dp_uffd_wake(t->uffd, page, PG);
+        break;
+    case DP_PG_INFLIGHT: {
+        t->c.faults_waited++;
+        if ((*pg & DP_PGF_PREFETCH) && !(*pg & DP_PGF_WAITED)) {
+            t->c.prefetch_hits_inflight++;
+            dp_prefetch_inflight_hit(&t->pf, reg->img, reg->img + (page - reg->start));
+        }
+        *pg |= DP_PGF_WAITED;
+        struct lz_req *r = find_req(t, reg->img + (page - reg->start));
+        if (!r || add_waiter(r, page, t0))
+            dp_uffd_wake(t->uffd, page, PG); /* refault later rather than hang */
+        break;
+    }
+    case DP_PG_REMOTE:
+        fault_remote(d, t, reg, page, t0);
+        break;
+    }
+}
+
+/* Installs what it can of a completed fetch. */
+static void install(struct dp_lazyd *d, struct lz_req *r)
+{
+    struct lz_task *t = r->t;
+    while (r->done_pages < r->f.npages) {
+        uint32_t i = r->done_pages;
+        uint64_t img = r->f.img + (uint64_t)i * PG;
+        struct dp_lazy_region *reg;
+        uint64_t cur = dp_lazymap_img_to_addr(&t->map, img, &reg);
+        uint8_t *pg = cur ? &reg->pg[(cur - reg->start) / PG] : NULL;
+        if (!pg || dp_pg_state(*pg) != DP_PG_INFLIGHT) {
+            /* unmapped, removed (zero from now on) or already handled */
+            t->c.dropped_stale++;
+            r->done_pages++;
+            continue;
+        }
+        uint32_t run = 1;
+        while (i + run < r->f.npages && cur + (uint64_t)run * PG < reg->end &&
+               dp_pg_state(pg[run]) == DP_PG_INFLIGHT)
+            run++;
+        uint64_t done = 0;
+        int rc = dp_uffd_copy(t->uffd, cur, r->f.buf + (size_t)i * PG, (uint64_t)run * PG, &done);
+        uint32_t k = (uint32_t)(done / PG);
+        if (k > run)
+            k = run;
+        for (uint32_t j = 0; j < k; j++) {
+            uint8_t fl = pg[j];
+            /* by why it was fetched, whether or not a fault also waited for it */
+            if (fl & DP_PGF_PREFETCH)
+                t->c.pages_prefetched++;
+            else if (fl & DP_PGF_BACKGROUND)
+                t->c.pages_background++;
+            else
+                t->c.pages_fetched++;
+            dp_lazymap_set(&t->map, &pg[j], DP_PG_RESIDENT, fl & (DP_PGF_PREFETCH | DP_PGF_BACKGROUND));
+        }
+        r->done_pages += k;
+        if (rc == 0 && k == run)
+            continue;
+        if (rc == 0) {
+            continue; /* short copy without error: go on from the first page not done */
+        } else if (rc == -EEXIST) {
+            /* Present already (cannot normally happen: a page in flight is
+             * only installed here). Never overwrite it; wake its waiters. */
+            t->c.eexist++;
+            dp_lazymap_set(&t->map, &pg[k], DP_PG_RESIDENT, 0);
+            dp_uffd_wake(t->uffd, cur + (uint64_t)k * PG, PG);
+            r->done_pages++;
+        } else if (rc == -ENOENT && ++r->retries > 100) {
+            /* No VMA registered there any more and no event explains it:
+             * give the page back to the remote state; a new fault refetches. */
+            dp_warn("pid %d: 0x%llx is no longer registered; dropping the fetched page",
+                    t->shown_pid, (unsigned long long)(cur + (uint64_t)k * PG));
+            dp_lazymap_set(&t->map, &pg[k], DP_PG_REMOTE, 0);
+            r->done_pages++;
+        } else if (rc == -EAGAIN || rc == -ENOENT) {
+            /* An event is pending (or just changed the mapping): read the
+             * task's events, then try again with the updated state. */
+            t->c.eagain++;
+            r->state = R_INSTALL_RETRY;
+            r->rnext = t->retry;
+            t->retry = r;
+            return;
+        } else if (rc == -ESRCH || rc == -ENOSPC) {
+            task_gone(d, t, "copy: process gone");
+            return;
+        } else {
+            dp_error("pid %d: UFFDIO_COPY at 0x%llx failed: %s; the page stays remote",
+                     t->shown_pid, (unsigned long long)(cur + (uint64_t)k * PG), strerror(-rc));
+            dp_lazymap_set(&t->map, &pg[k], DP_PG_REMOTE, 0);
+            r->done_pages++;
+        }
+    }
+    req_finish(d, r);
+}
+
+static void req_finish(struct dp_lazyd *d, struct lz_req *r)
+{
+    (void)d;
+    struct lz_task *t = r->t;
+    waiters_release(t, r, dp_now_ns());
+    req_unlink(r);
+    req_free(r);
+}
+
+static void on_fetch_done(struct dp_fetch *f)
+{
+    struct lz_req *r = (struct lz_req *)f;  /* f is the first member */
+    struct dp_lazyd *d = f->opaque;
+    struct lz_task *t = r->t;
+    t->refs--;
+    if (r->kind == K_BACKGROUND)
+        d->bg_inflight--;
+    t->c.wire_bytes += f->wire_bytes;
+    if (!t->alive) {
+        req_unlink(r);
+        req_free(r);
+        return;
+    }
+    if (f->status != 0) {
+        /* The source failed this fetch (server gone, reconnecting): keep the
+         * pages in flight, faulting threads keep waiting, retry with
+         * backoff. The data is never made up. */
+        t->c.fetch_errors++;
+        if (t->c.fetch_errors == 1 || t->c.fetch_errors % 1000 == 0)
+            dp_warn("pid %d: fetch of %u pages at 0x%llx from %s failed: %s; retrying",
+                    t->shown_pid, f->npages, (unsigned long long)f->img, d->o->src->desc,
+                    strerror(-f->status));
+        r->state = R_FETCH_RETRY;
+        r->retry_at = dp_now_ns() + r->backoff_ns;
+        if (r->backoff_ns < 2000000000ull)
+            r->backoff_ns *= 2;
+        r->rnext = t->retry;
+        t->retry = r;
+        return;
+    }
+    install(d, r);
+}
+
+/* ---- events ---- */
+
+static struct lz_task *task_fork(struct dp_lazyd *d, struct lz_task *parent, int ufd)
+{
+    struct lz_task *c = task_new(d, parent->pid, ufd);
+    if (!c) {
+        close(ufd);
+        return NULL;
+    }
+    dp_set_nonblock(ufd);
+    fcntl(ufd, F_SETFD, FD_CLOEXEC);
+    c->shown_pid = 0;
+    c->parent_id = parent->id;
+    if (dp_lazymap_clone(&c->map, &parent->map) ||
+        ep_add(d, &c->h, ufd, H_UFFD, c) < 0) {
+        dp_error("fork of pid %d: cannot track the child (out of memory)", parent->shown_pid);
+        c->alive = 0;
+        close(ufd);
+        c->uffd = -1;
+        dp_lazymap_free(&c->map);
+        return NULL;
+    }
+    return c;
+}
+
+static void retry_installs(struct dp_lazyd *d, struct lz_task *t, uint64_t now)
+{
+    struct lz_req *list = t->retry, *keep = NULL;
+    t->retry = NULL;
+    while (list) {
+        struct lz_req *r = list;
+        list = r->rnext;
+        r->rnext = NULL;
+        if (!t->alive) {
+            req_unlink(r);
+            req_free(r);
+            continue;
+        }
+        if (r->state == R_INSTALL_RETRY) {
+            install(d, r);
+        } else if (r->state == R_FETCH_RETRY && now >= r->retry_at) {
+            req_submit(d, r);
+        } else {
+            r->rnext = keep;
+            keep = r;
+        }
+    }
+    /* install() may have queued new retries meanwhile */
+    while (keep) {
+        struct lz_req *r = keep;
+        keep = r->rnext;
+        r->rnext = t->retry;
+        t->retry = r;
+    }
+}
+
+static void handle_uffd(struct dp_lazyd *d, struct lz_task *t)
+{
+    struct uffd_msg msgs[32];
+    int rounds = 0;
+    while (t->alive && rounds++ < 64) {
+        ssize_t n = read(t->uffd, msgs, sizeof(msgs));
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN)
+                dp_warn("pid %d: reading its userfaultfd failed: %s", t->shown_pid, strerror(errno));
+            break;
+        }
+        if (n == 0 || n % (ssize_t)sizeof(msgs[0])) {
+            dp_warn("pid %d: short userfaultfd read (%zd bytes)", t->shown_pid, n);
+            break;
+        }
+        uint64_t now = dp_now_ns();
+        for (ssize_t i = 0; i < n / (ssize_t)sizeof(msgs[0]) && t->alive; i++) {
+            struct uffd_msg *m = &msgs[i];
+            switch (m->event) {
+            case UFFD_EVENT_PAGEFAULT:
+                handle_fault(d, t, m->arg.pagefault.address, now);
+                break;
+            case UFFD_EVENT_FORK:
+                t->c.ev_fork++;
+                task_fork(d, t, (int)m->arg.fork.ufd);
+                break;
+            case UFFD_EVENT_REMAP:
+                t->c.ev_remap++;
+                if (dp_lazymap_remap(&t->map, m->arg.remap.from, m->arg.remap.to, m->arg.remap.len))
+                    dp_error("pid %d: out of memory tracking mremap", t->shown_pid);
+                break;
+            case UFFD_EVENT_REMOVE:
+                t->c.ev_remove++;
+                /* our own eviction zaps leave the data at the source (REMOTE);
+                 * the application's drop is for good (NONE: zero-fill) */
+                dp_lazymap_remove_except(&t->map, m->arg.remove.start, m->arg.remove.end, t->ownzap,
+                                         t->n_ownzap);
+                break;
+            case UFFD_EVENT_UNMAP:
+                t->c.ev_unmap++;
+                if (dp_lazymap_unmap(&t->map, m->arg.remove.start, m->arg.remove.end))
+                    dp_error("pid %d: out of memory tracking munmap", t->shown_pid);
+                break;
+            default:
+                dp_warn("pid %d: unexpected userfaultfd event %u", t->shown_pid, m->event);
+            }
+        }
+        if ((size_t)n < sizeof(msgs))
+            break;
+    }
+    if (t->alive && t->retry)
+        retry_installs(d, t, dp_now_ns());
+}
+
+static void new_task(struct dp_lazyd *d, int32_t pid, int uffd)
+{
+    struct lz_task *t = task_new(d, pid, uffd);
+    struct dp_err err = {{0}};
+    if (!t) {
+        dp_error("out of memory for task %d", pid);
+        close(uffd);
+        d->failed = 1;
+        return;
+    }
+    int rc = d->o->src->ops->task_map(d->o->src, pid, &t->map, &err);
+    if (rc == 0 && ep_add(d, &t->h, uffd, H_UFFD, t) < 0)
+        dp_err_set(&err, "epoll_ctl: %s", strerror(errno)), rc = -1;
+    if (rc < 0) {
+        /* Closing the uffd would unregister the task's lazy memory: its
+         * untouched pages would then read as zeros. Keep it open and never
+         * answer: the task's faults wait until someone stops it. */
+        dp_error("task %d: %s. Its lazy memory cannot be served; its faults will wait "
+                 "rather than read zeros: stop the restored process tree", pid, err.msg);
+        t->broken = 1;
+        d->failed = 1;
+        return;
+    }
+    char rem[32];
+    dp_format_bytes(dp_lazymap_pages(&t->map, DP_PG_REMOTE) * PG, rem, sizeof(rem));
+    dp_info("task %d: userfaultfd received, %s lazy in %zu regions", pid, rem, t->map.n);
+}
+
+static void handle_criu(struct dp_lazyd *d, struct handler *h)
+{
+    int32_t pid;
+    int uffd;
+    int rc = dp_lazysock_recv(h->fd, &pid, &uffd);
+    if (rc == 1) {
+        if (pid < 0)
+            dp_debug("zombie %d: nothing to serve", -pid);
+        else
+            new_task(d, pid, uffd);
+        return;
+    }
+    if (rc == 2) {
+        d->finished = 1;
+        dp_info("restore finished: %d task(s) with lazy memory", tasks_alive(d));
+        return;
+    }
+    if (rc < 0 || !d->finished) {
+        if (rc < 0)
+            dp_error("lazy-pages socket: %s", strerror(-rc));
+        dp_error("criu restore closed the lazy-pages connection before the restore finished "
+                 "(see the restore log in %s)", d->o->workdir);
+        d->failed = 1;
+    }
+    epoll_ctl(d->ep, EPOLL_CTL_DEL, h->fd, NULL);
+    close(h->fd);
+    free(h);
+    d->conns--;
+}
+
+static void handle_listen(struct dp_lazyd *d)
+{
+    int c = accept4(d->listen_h.fd, NULL, NULL, SOCK_CLOEXEC);
+    if (c < 0)
+        return;
+    struct handler *h = calloc(1, sizeof(*h));
+    if (!h || ep_add(d, h, c, H_CRIU, NULL) < 0) {
+        close(c);
+        free(h);
+        return;
+    }
+    d->conns++;
+}
+
+/* ---- stats ---- */
+
+static void task_json(struct dp_sbuf *b, const struct lz_task *t, uint64_t now)
+{
+    uint64_t remote = t->alive ? dp_lazymap_pages(&t->map, DP_PG_REMOTE) + dp_lazymap_pages(&t->map, DP_PG_INFLIGHT)
+                               : t->final_remote;
+    uint64_t resident = t->alive ? dp_lazymap_pages(&t->map, DP_PG_RESIDENT) : t->final_resident;
+    struct dp_lazy_counters c = t->c;
+    c.prefetch_hits_inferred = t->pf.hits_inferred;
+    c.prefetch_misses = t->pf.misses;
+    dp_sbuf_printf(b, "{\"id\": %d, \"pid\": %d, \"parent_id\": %d, \"alive\": %s, \"uptime_s\": %.3f, ",
+                  t->id, t->shown_pid, t->parent_id, t->alive ? "true" : "false",
+                  (double)((t->alive ? now : t->ended_ns) - t->started_ns) / 1e9);
+    dp_counters_json(b, &c);
+    dp_sbuf_printf(b, ", \"resident_bytes\": %llu, \"remote_bytes\": %llu, \"remote_fraction\": %.4f, \"latency\": ",
+                  (unsigned long long)(resident * PG), (unsigned long long)(remote * PG),
+                  remote + resident ? (double)remote / (double)(remote + resident) : 0.0);
+    dp_hist_json(b, &t->lat);
+    dp_sbuf_printf(b, "}");
+}
+
+static void stats_json(struct dp_lazyd *d, struct dp_sbuf *b)
+{
+    uint64_t now = dp_now_ns();
+    struct dp_lazy_counters tot;
+    memset(&tot, 0, sizeof(tot));
+    struct dp_hist *lat = calloc(1, sizeof(*lat));
+    uint64_t remote = 0, resident = 0;
+    for (const struct lz_task *t = d->tasks; t; t = t->next) {
+        dp_counters_add(&tot, &t->c);
+        tot.prefetch_hits_inferred += t->pf.hits_inferred;
+        tot.prefetch_misses += t->pf.misses;
+        if (lat)
+            dp_hist_merge(lat, &t->lat);
+        if (t->alive) {
+            remote += dp_lazymap_pages(&t->map, DP_PG_REMOTE) + dp_lazymap_pages(&t->map, DP_PG_INFLIGHT);
+            resident += dp_lazymap_pages(&t->map, DP_PG_RESIDENT);
+        }
+    }
+    char pf[32];
+    dp_prefetch_format(&d->o->prefetch, pf, sizeof(pf));
+    dp_sbuf_printf(b, "{\"uptime_s\": %.3f, \"source\": \"%s\", \"source_healthy\": %s, \"prefetch\": \"%s\", "
+                  "\"background_rate\": %llu, \"restore_finished\": %s, \"tasks_alive\": %d, \"total\": {",
+                  (double)(now - d->start_ns) / 1e9, d->o->src->desc,
+                  d->o->src->ops->healthy(d->o->src) ? "true" : "false", pf,
+                  (unsigned long long)d->o->background_rate, d->finished ? "true" : "false", tasks_alive(d));
+    dp_counters_json(b, &tot);
+    dp_sbuf_printf(b, ", \"resident_bytes\": %llu, \"remote_bytes\": %llu, \"remote_fraction\": %.4f, \"latency\": ",
+                  (unsigned long long)(resident * PG), (unsigned long long)(remote * PG),
+                  remote + resident ? (double)remote / (double)(remote + resident) : 0.0);
+    if (lat) {
+        dp_hist_json(b, lat);
+        dp_sbuf_printf(b, ", \"latency_buckets_us\": ");
+        dp_hist_json_buckets(b, lat);
+    } else {
+        dp_sbuf_printf(b, "null");
+    }
+    free(lat);
+    dp_sbuf_printf(b, "}, \"tasks\": [");
+    int first = 1;
+    for (const struct lz_task *t = d->tasks; t; t = t->next) {
+        dp_sbuf_printf(b, first ? "" : ", ");
+        first = 0;
+        task_json(b, t, now);
+    }
+    dp_sbuf_printf(b, "]}\n");
+}
+
+static void text_line(struct dp_sbuf *b, const char *name, const struct dp_lazy_counters *c,
+                      uint64_t hits_inf, const struct dp_hist *h, uint64_t remote, uint64_t resident)
+{
+    char rb[32], lb[32];
+    dp_format_bytes(remote * PG, rb, sizeof(rb));
+    dp_format_bytes(resident * PG, lb, sizeof(lb));
+    dp_sbuf_printf(b, "%-20s %9llu %9llu %9llu %8llu %8llu %8.1f %8.1f %8.1f %9.1f %11s %11s %6.1f%%\n", name,
+                   (unsigned long long)c->faults, (unsigned long long)c->pages_fetched,
+                   (unsigned long long)c->pages_prefetched,
+                   (unsigned long long)(c->prefetch_hits_inflight + hits_inf), (unsigned long long)c->zero_pages,
+                   (double)dp_hist_quantile(h, 0.5) / 1e3, (double)dp_hist_quantile(h, 0.9) / 1e3,
+                   (double)dp_hist_quantile(h, 0.99) / 1e3, (double)h->max_ns / 1e3, lb, rb,
+                   remote + resident ? 100.0 * (double)remote / (double)(remote + resident) : 0.0);
+}
+
+static void stats_text(struct dp_lazyd *d, struct dp_sbuf *b)
+{
+    uint64_t now = dp_now_ns();
+    char pf[32], wire[32];
+    dp_prefetch_format(&d->o->prefetch, pf, sizeof(pf));
+    struct dp_lazy_counters tot;
+    memset(&tot, 0, sizeof(tot));
+    struct dp_hist *lat = calloc(1, sizeof(*lat));
+    uint64_t remote = 0, resident = 0, hits_inf = 0;
+    if (!lat)
+        return;
+    for (const struct lz_task *t = d->tasks; t; t = t->next) {
+        dp_counters_add(&tot, &t->c);
+        hits_inf += t->pf.hits_inferred;
+        dp_hist_merge(lat, &t->lat);
+        remote += t->alive ? dp_lazymap_pages(&t->map, DP_PG_REMOTE) + dp_lazymap_pages(&t->map, DP_PG_INFLIGHT)
+                           : 0;
+        resident += t->alive ? dp_lazymap_pages(&t->map, DP_PG_RESIDENT) : 0;
+    }
+    dp_format_bytes(tot.wire_bytes, wire, sizeof(wire));
+    dp_sbuf_printf(b, "uptime %.1f s, source %s (%s), prefetch %s, %d task(s) alive, %s on the wire\n",
+                   (double)(now - d->start_ns) / 1e9, d->o->src->desc,
+                   d->o->src->ops->healthy(d->o->src) ? "up" : "UNREACHABLE", pf, tasks_alive(d), wire);
+    dp_sbuf_printf(b, "%-20s %9s %9s %9s %8s %8s %8s %8s %8s %9s %11s %11s %7s\n", "task", "faults", "fetched",
+                   "prefetch", "pf-hits", "zero", "p50 us", "p90 us", "p99 us", "max us", "resident", "remote",
+                   "remote");
+    for (const struct lz_task *t = d->tasks; t; t = t->next) {
+        char name[32];
+        if (t->shown_pid > 0)
+            snprintf(name, sizeof(name), "pid %d%s", t->shown_pid, t->alive ? "" : " (exit)");
+        else
+            snprintf(name, sizeof(name), "fork of #%d%s", t->parent_id, t->alive ? "" : " (exit)");
+        uint64_t rem = t->alive ? dp_lazymap_pages(&t->map, DP_PG_REMOTE) + dp_lazymap_pages(&t->map, DP_PG_INFLIGHT)
+                                : t->final_remote;
+        uint64_t res = t->alive ? dp_lazymap_pages(&t->map, DP_PG_RESIDENT) : t->final_resident;
+        text_line(b, name, &t->c, t->pf.hits_inferred, &t->lat, rem, res);
+    }
+    text_line(b, "total (alive)", &tot, hits_inf, lat, remote, resident);
+    free(lat);
+}
+
+static void handle_ctl_client(struct dp_lazyd *d, struct handler *h)
+{
+    char cmd[128];
+    ssize_t n = recv(h->fd, cmd, sizeof(cmd) - 1, MSG_DONTWAIT);
+    if (n < 0 && errno == EAGAIN)
+        return;
+    struct dp_sbuf b = {0};
+    if (n > 0) {
+        cmd[n] = '\0';
+        cmd[strcspn(cmd, "\r\n")] = '\0';
+        if (strcmp(cmd, "stats") == 0)
+            stats_json(d, &b);
+        else if (strcmp(cmd, "summary") == 0)
+            stats_text(d, &b);
+        else
+            dp_sbuf_printf(&b, "{\"error\": \"unknown command; the daemon knows: stats, summary\"}\n");
+        /* Replies are small: a blocking write bounded by a send timeout. */
+        int fl = fcntl(h->fd, F_GETFL);
+        fcntl(h->fd, F_SETFL, fl & ~O_NONBLOCK);
+        struct timeval tv = {.tv_sec = 2};
+        setsockopt(h->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+        if (!b.oom && b.p)
+            dp_write_full(h->fd, b.p, b.len);
+    }
+    dp_sbuf_free(&b);
+    epoll_ctl(d->ep, EPOLL_CTL_DEL, h->fd, NULL);
+    close(h->fd);
+    free(h);
+}
+
+static void handle_ctl_listen(struct dp_lazyd *d)
+{
+    int c = accept4(d->ctl_h.fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (c < 0)
+        return;
+    struct handler *h = calloc(1, sizeof(*h));
+    if (!h || ep_add(d, h, c, H_CTL_CLIENT, NULL) < 0) {
+        close(c);
+        free(h);
+    }
+}
+
+/* ---- timer: exits, timeouts, retries, background copy ---- */
+
+static int read_pid_file(const char *dir, const char *name)
+{
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    FILE *f = fopen(path, "r");
+    int pid = 0;
+    if (f) {
+        if (fscanf(f, "%d", &pid) != 1)
+            pid = 0;
+        fclose(f);
+    }
+    return pid;
+}
+
+/* SIGKILLs pid and all its descendants (found through /proc). */
+static void kill_tree(int root)
+{
+    int pids[4096], n = 0;
+    pids[n++] = root;
+    for (int i = 0; i < n; i++) {
+        DIR *dir = opendir("/proc");
+        if (!dir)
+            break;
+        struct dirent *e;
+        while ((e = readdir(dir)) && n < (int)DP_ARRAY_LEN(pids)) {
+            int p = atoi(e->d_name);
+            if (p <= 0)
+                continue;
+            char path[64], buf[512];
+            snprintf(path, sizeof(path), "/proc/%d/stat", p);
+            FILE *f = fopen(path, "r");
+            if (!f)
+                continue;
+            size_t len = fread(buf, 1, sizeof(buf) - 1, f);
+            fclose(f);
+            buf[len] = '\0';
+            char *rp = strrchr(buf, ')');
+            int ppid;
+            if (rp && sscanf(rp + 1, " %*c %d", &ppid) == 1 && ppid == pids[i])
+                pids[n++] = p;
+        }
+        closedir(dir);
+    }
+    for (int i = 0; i < n; i++)
+        kill(pids[i], SIGKILL);
+}
+
+static void check_timeouts(struct dp_lazyd *d, uint64_t now)
+{
+    if (d->o->fault_timeout <= 0)
+        return;
+    uint64_t limit = (uint64_t)(d->o->fault_timeout * 1e9);
+    for (struct lz_task *t = d->tasks; t; t = t->next) {
+        if (!t->alive)
+            continue;
+        for (struct lz_req *r = t->reqs; r; r = r->next) {
+            if (!r->nw || r->state == R_INSTALL_RETRY)
+                continue;
+            uint64_t age = now - r->w[0].t0;
+            if (age < limit || r->warned)
+                continue;
+            r->warned = 1;
+            if (!d->o->on_timeout_kill) {
+                dp_warn("pid %d: a fault at 0x%llx has waited %.1f s for %s (%s); the thread keeps "
+                        "waiting (--on-timeout wait); restart or reach the page server and it continues",
+                        t->shown_pid, (unsigned long long)r->w[0].addr, (double)age / 1e9, d->o->src->desc,
+                        d->o->src->ops->healthy(d->o->src) ? "reachable, slow" : "unreachable");
+            } else if (!d->killed) {
+                d->killed = 1;
+                dp_error("pid %d: a fault at 0x%llx waited %.1f s for %s (%s): stopping the restored "
+                         "process tree with SIGKILL (--on-timeout kill). No page was filled with wrong "
+                         "data; restore again from the source when it is reachable.",
+                         t->shown_pid, (unsigned long long)r->w[0].addr, (double)age / 1e9, d->o->src->desc,
+                         d->o->src->ops->healthy(d->o->src) ? "reachable, slow" : "unreachable");
+                kill_restored(d);
+            }
+        }
+    }
+}
+
+static void background_fetch(struct dp_lazyd *d, uint64_t now)
+{
+    if (!d->o->background_rate || !d->finished)
+        return;
+    double dt = (double)(now - d->last_bg_ns) / 1e9;
+    d->last_bg_ns = now;
+    double cap = (double)d->o->background_rate * 0.05 + BG_CHUNK_PAGES * PG;
+    d->bg_tokens += dt * (double)d->o->background_rate;
+    if (d->bg_tokens > cap)
+        d->bg_tokens = cap;
+    int guard = 0;
+    while (d->bg_tokens >= (double)(BG_CHUNK_PAGES * PG) && d->bg_inflight < BG_MAX_INFLIGHT && guard++ < 64) {
+        /* round robin over live tasks */
+        struct lz_task *t = d->bg_next && d->bg_next->alive ? d->bg_next : d->tasks;
+        struct lz_task *start = t;
+        int found = 0;
+        do {
+            if (t && t->alive && dp_lazymap_pages(&t->map, DP_PG_REMOTE)) {
+                found = 1;
+                break;
+            }
+            t = t && t->next ? t->next : d->tasks;
+        } while (t != start);
+        if (!found)
+            return;
+        d->bg_next = t->next;
+        /* next remote run at or after the cursor */
+        int submitted = 0;
+        for (int pass = 0; pass < 2 && !submitted; pass++) {
+            for (size_t i = 0; i < t->map.n && !submitted; i++) {
+                struct dp_lazy_region *reg = &t->map.r[i];
+                if (reg->end <= t->bg_cursor)
+                    continue;
+                uint64_t a = t->bg_cursor > reg->start ? t->bg_cursor : reg->start;
+                for (; a < reg->end; a += PG) {
+                    if (dp_pg_state(reg->pg[(a - reg->start) / PG]) == DP_PG_REMOTE) {
+                        uint64_t img = reg->img + (a - reg->start);
+                        uint64_t left = (reg->end - a) / PG;
+                        uint32_t n = left < BG_CHUNK_PAGES ? (uint32_t)left : BG_CHUNK_PAGES;
+                        submit_remote_runs(d, t, reg, img, n, K_BACKGROUND);
+                        t->bg_cursor = a + (uint64_t)n * PG;
+                        d->bg_tokens -= (double)n * PG;
+                        submitted = 1;
+                        break;
+                    }
+                }
+            }
+            if (!submitted)
+                t->bg_cursor = 0;
+        }
+        if (!submitted)
+            return;
+    }
+}
+
+/* The remote source's descriptor changes across reconnects and it wants
+ * EPOLLOUT only while it has bytes to send: keep epoll in step. */
+static void src_sync(struct dp_lazyd *d)
+{
+    const struct dp_pagesrc_ops *ops = d->o->src->ops;
+    int fd = ops->fd(d->o->src);
+    uint32_t ev = ops->events ? (uint32_t)(unsigned short)ops->events(d->o->src) : EPOLLIN;
+    if (fd == d->src_h.fd && ev == d->src_ev)
+        return;
+    if (d->src_h.fd >= 0 && d->src_h.fd != fd)
+        epoll_ctl(d->ep, EPOLL_CTL_DEL, d->src_h.fd, NULL); /* may be closed already */
+    if (fd >= 0) {
+        struct epoll_event e = {.events = ev, .data.ptr = &d->src_h};
+        int op = fd == d->src_h.fd ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+        if (epoll_ctl(d->ep, op, fd, &e) < 0)
+            epoll_ctl(d->ep, op == EPOLL_CTL_MOD ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, fd, &e);
+    }
+    d->src_h.type = H_SRC;
+    d->src_h.fd = fd;
+    d->src_ev = ev;
+}
+
+static void kill_restored(struct dp_lazyd *d)
+{
+    int root = read_pid_file(d->o->workdir, DP_RESTORED_PID_NAME);
+    if (root > 0) {
+        kill_tree(root);
+        return;
+    }
+    for (struct lz_task *x = d->tasks; x; x = x->next)
+        if (x->alive && x->shown_pid > 0)
+            kill(x->shown_pid, SIGKILL);
+}
+
+/* SIGTERM/SIGINT/SIGHUP: the daemon must not just go away while tasks live,
+ * because their remote pages would then read as zeros. Stop them first. */
+static void handle_signal(struct dp_lazyd *d)
+{
+    struct signalfd_siginfo si;
+    if (read(d->sig_h.fd, &si, sizeof(si)) != (ssize_t)sizeof(si))
+        return;
+    int n = tasks_alive(d);
+    if (!n) {
+        d->stop = 1;
+        return;
+    }
+    uint64_t remote = 0;
+    for (struct lz_task *t = d->tasks; t; t = t->next)
+        if (t->alive)
+            remote += dp_lazymap_pages(&t->map, DP_PG_REMOTE) + dp_lazymap_pages(&t->map, DP_PG_INFLIGHT);
+    char rb[32];
+    dp_format_bytes(remote * PG, rb, sizeof(rb));
+    dp_warn("signal %u: %d restored task(s) still have %s remote, which would read as zeros "
+            "without this daemon; killing the restored process tree first", si.ssi_signo, n, rb);
+    kill_restored(d);
+}
+
+static void handle_timer(struct dp_lazyd *d)
+{
+    uint64_t ticks;
+    if (read(d->timer_h.fd, &ticks, sizeof(ticks)) < 0 && errno != EAGAIN)
+        return;
+    uint64_t now = dp_now_ns();
+    if (d->o->src->ops->events)
+        d->o->src->ops->process(d->o->src); /* reconnect timers, deadlines */
+    for (struct lz_task *t = d->tasks; t; t = t->next) {
+        if (t->alive && t->retry) {
+            handle_uffd(d, t); /* reads events first, then retries */
+        }
+    }
+    if (now - d->last_probe_ns >= PROBE_NS) {
+        d->last_probe_ns = now;
+        for (struct lz_task *t = d->tasks; t; t = t->next) {
+            if (!t->alive)
+                continue;
+            uint64_t probe = t->map.n ? t->map.r[0].start : 0x10000000ull;
+            if (dp_uffd_alive(t->uffd, probe) == 0)
+                task_gone(d, t, "exited");
+        }
+        check_timeouts(d, now);
+    }
+    background_fetch(d, now);
+}
+
+/* ---- setup and loop ---- */
+
+static int listen_unix(const char *path, struct dp_err *err)
+{
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof(sun.sun_path)) {
+        dp_err_set(err, "socket path %s is longer than %zu bytes: use a shorter --workdir", path,
+                   sizeof(sun.sun_path) - 1);
+        return -1;
+    }
+    strcpy(sun.sun_path, path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) {
+        dp_err_set(err, "socket: %s", strerror(errno));
+        return -1;
+    }
+    unlink(path);
+    if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 || listen(fd, 16) < 0) {
+        dp_err_set(err, "cannot listen on %s: %s", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+int dp_lazyd_listen(const char *workdir, struct dp_err *err)
+{
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/%s", workdir, DP_LAZY_SOCK_NAME);
+    return listen_unix(path, err);
+}
+
+/* Closes what the daemon opened and frees what is safe to free. */
+static void cleanup(struct dp_lazyd *d)
+{
+    if (d->listen_h.fd >= 0) {
+        close(d->listen_h.fd);
+        unlink(d->sock_path);
+    }
+    if (d->ctl_h.fd >= 0) {
+        close(d->ctl_h.fd);
+        unlink(d->ctl_path);
+    }
+    if (d->timer_h.fd >= 0)
+        close(d->timer_h.fd);
+    if (d->sig_h.fd >= 0)
+        close(d->sig_h.fd);
+    /* Tasks whose requests the source still owns: the source is closed by
+     * the caller after us, so free only what is safe. */
+    for (struct lz_task *t = d->tasks, *n; t; t = n) {
+        n = t->next;
+        if (t->alive)
+            task_gone(d, t, "daemon exit");
+        free(t->ownzap);
+        t->ownzap = NULL;
+        if (t->refs == 0) {
+            while (t->reqs) {
+                struct lz_req *r = t->reqs;
+                req_unlink(r);
+                req_free(r);
+            }
+            free(t);
+        }
+    }
+    if (d->ep >= 0)
+        close(d->ep);
+    free(d);
+}
+
+struct dp_lazyd *dp_lazyd_start(const struct dp_lazyd_opts *o)
+{
+    struct dp_lazyd *d = calloc(1, sizeof(*d));
+    struct dp_err err = {{0}};
+    if (!d)
+        return NULL;
+    d->o = o;
+    d->start_ns = dp_now_ns();
+    d->last_bg_ns = d->start_ns;
+    d->listen_h.fd = d->ctl_h.fd = d->timer_h.fd = d->sig_h.fd = d->src_h.fd = -1;
+    snprintf(d->sock_path, sizeof(d->sock_path), "%s/%s", o->workdir, DP_LAZY_SOCK_NAME);
+    snprintf(d->ctl_path, sizeof(d->ctl_path), "%s/%s", o->workdir, DP_CONTROL_SOCK_NAME);
+    signal(SIGPIPE, SIG_IGN);
+
+    d->ep = epoll_create1(EPOLL_CLOEXEC);
+    int lfd = o->listen_fd >= 0 ? o->listen_fd : listen_unix(d->sock_path, &err);
+    int cfd = lfd >= 0 ? listen_unix(d->ctl_path, &err) : -1;
+    int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP);
+    sigprocmask(SIG_BLOCK, &sigs, NULL);
+    int gfd = signalfd(-1, &sigs, SFD_NONBLOCK | SFD_CLOEXEC);
+    d->listen_h.fd = lfd;
+    d->ctl_h.fd = cfd;
+    d->timer_h.fd = tfd;
+    d->sig_h.fd = gfd;
+    if (d->ep < 0 || lfd < 0 || cfd < 0 || tfd < 0 || gfd < 0) {
+        dp_error("lazy-pages daemon setup failed: %s", err.msg[0] ? err.msg : strerror(errno));
+        cleanup(d);
+        return NULL;
+    }
+    dp_set_nonblock(lfd);
+    struct itimerspec its = {.it_interval = {0, (long)TICK_NS}, .it_value = {0, (long)TICK_NS}};
+    timerfd_settime(tfd, 0, &its, NULL);
+    if (ep_add(d, &d->listen_h, lfd, H_LISTEN, NULL) < 0 || ep_add(d, &d->ctl_h, cfd, H_CTL_LISTEN, NULL) < 0 ||
+        ep_add(d, &d->timer_h, tfd, H_TIMER, NULL) < 0 || ep_add(d, &d->sig_h, gfd, H_SIGNAL, NULL) < 0) {
+        dp_error("epoll_ctl: %s", strerror(errno));
+        cleanup(d);
+        return NULL;
+    }
+    if (o->ready_fd >= 0) {
+        char one = 1;
+        if (write(o->ready_fd, &one, 1) < 0)
+            dp_warn("cannot signal readiness: %s", strerror(errno));
+        close(o->ready_fd);
+    }
+    char pf[32];
+    dp_prefetch_format(&o->prefetch, pf, sizeof(pf));
+    dp_info("lazy-pages daemon on %s, pages from %s, prefetch %s%s", d->sock_path, o->src->desc, pf,
+            o->background_rate ? ", background copy on" : "");
+    return d;
+}
+
+int dp_lazyd_step(struct dp_lazyd *d, int timeout_ms)
+{
+    if ((d->failed || d->stop) && !tasks_alive(d))
+        return 0;
+    if (d->finished && d->conns == 0 && !tasks_alive(d))
+        return 0;
+    struct epoll_event evs[64];
+    src_sync(d);
+    int n = epoll_wait(d->ep, evs, (int)DP_ARRAY_LEN(evs), timeout_ms);
+    if (n < 0 && errno != EINTR) {
+        dp_error("epoll_wait: %s", strerror(errno));
+        d->failed = 1;
+        return -1;
+    }
+    for (int i = 0; i < n; i++) {
+        struct handler *h = evs[i].data.ptr;
+        switch (h->type) {
+        case H_LISTEN: handle_listen(d); break;
+        case H_CRIU: handle_criu(d, h); break;
+        case H_UFFD: handle_uffd(d, h->ptr); break;
+        case H_SRC: d->o->src->ops->process(d->o->src); src_sync(d); break;
+        case H_CTL_LISTEN: handle_ctl_listen(d); break;
+        case H_CTL_CLIENT: handle_ctl_client(d, h); break;
+        case H_TIMER: handle_timer(d); break;
+        case H_SIGNAL: handle_signal(d); break;
+        }
+    }
+    return 1;
+}
+
+int dp_lazyd_finish(struct dp_lazyd *d)
+{
+    const struct dp_lazyd_opts *o = d->o;
+    int rc = d->failed ? 1 : 0;
+    struct dp_sbuf b = {0};
+    stats_json(d, &b);
+    if (b.p) {
+        /* Keep the final stats next to the sockets: `stats` still works. */
+        char path[4300];
+        snprintf(path, sizeof(path), "%s/stats-final.json", o->workdir);
+        FILE *f = fopen(path, "w");
+        if (f) {
+            fwrite(b.p, 1, b.len, f);
+            fclose(f);
+        }
+    }
+    dp_sbuf_free(&b);
+    struct dp_lazy_counters tot;
+    memset(&tot, 0, sizeof(tot));
+    for (struct lz_task *t = d->tasks; t; t = t->next)
+        dp_counters_add(&tot, &t->c);
+    dp_info("all tasks exited: %llu faults, %llu pages fetched, %llu prefetched, %llu zero pages",
+            (unsigned long long)tot.faults, (unsigned long long)tot.pages_fetched,
+            (unsigned long long)tot.pages_prefetched, (unsigned long long)tot.zero_pages);
+    cleanup(d);
+    return rc;
+}
+
+int dp_lazyd_run(const struct dp_lazyd_opts *o)
+{
+    struct dp_lazyd *d = dp_lazyd_start(o);
+    if (!d)
+        return 1;
+    while (dp_lazyd_step(d, 1000) > 0)
+        ;
+    return dp_lazyd_finish(d);
+}
+
+static struct lz_task *task_by_id(struct dp_lazyd *d, int id)
+{
+    for (struct lz_task *t = d->tasks; t; t = t->next)
+        if (t->id == id && t->alive)
+            return t;
+    return NULL;
+}
+
+int dp_lazyd_own_zap_begin(struct dp_lazyd *d, int task_id, const struct dp_lazy_range *r, size_t n)
+{
+    struct lz_task *t = task_by_id(d, task_id);
+    if (!t)
+        return -1;
+    struct dp_lazy_range *copy = n ? malloc(n * sizeof(*copy)) : NULL;
+    if (n && !copy)
+        return -1;
+    if (n)
+        memcpy(copy, r, n * sizeof(*copy));
+    free(t->ownzap);
+    t->ownzap = copy;
+    t->n_ownzap = n;
+    return 0;
+}
+
+void dp_lazyd_own_zap_end(struct dp_lazyd *d, int task_id)
+{
+    struct lz_task *t = task_by_id(d, task_id);
+    if (!t)
+        return;
+    free(t->ownzap);
+    t->ownzap = NULL;
+    t->n_ownzap = 0;
+}
+
+struct dp_lazymap *dp_lazyd_task_map(struct dp_lazyd *d, int task_id)
+{
+    struct lz_task *t = task_by_id(d, task_id);
+    return t ? &t->map : NULL;
+}
+
+int dp_lazyd_task_uffd(struct dp_lazyd *d, int task_id)
+{
+    struct lz_task *t = task_by_id(d, task_id);
+    return t ? t->uffd : -1;
+}
+
+char *dp_lazyd_control(const char *workdir, const char *cmd, struct dp_err *err)
+{
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/%s", workdir, DP_CONTROL_SOCK_NAME);
+    int sk = dp_lazysock_connect(path);
+    if (sk < 0) {
+        dp_err_set(err, "cannot reach the lazy-pages daemon at %s: %s (is `distriproc restore` running "
+                   "with --workdir %s?)", path, strerror(-sk), workdir);
+        return NULL;
+    }
+    struct timeval tv = {.tv_sec = 5};
+    setsockopt(sk, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    char line[160];
+    snprintf(line, sizeof(line), "%s\n", cmd);
+    if (dp_write_full(sk, line, strlen(line))) {
+        dp_err_set(err, "sending to %s: %s", path, strerror(errno));
+        close(sk);
+        return NULL;
+    }
+    struct dp_sbuf b = {0};
+    char chunk[8192];
+    for (;;) {
+        ssize_t n = read(sk, chunk, sizeof(chunk));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            dp_err_set(err, "reading from %s: %s", path, strerror(errno));
+            dp_sbuf_free(&b);
+            close(sk);
+            return NULL;
+        }
+        if (n == 0)
+            break;
+        dp_sbuf_printf(&b, "%.*s", (int)n, chunk);
+    }
+    close(sk);
+    if (b.oom || !b.p) {
+        dp_err_set(err, "empty reply from %s", path);
+        dp_sbuf_free(&b);
+        return NULL;
+    }
+    return b.p;
+}

@@ -1,0 +1,210 @@
+/* pagesrc_remote: pages from the page server (lib/client.h). Every fetch is
+ * one pipelined GET; the client reconnects with backoff and resubmits what
+ * was in flight, so a fault simply waits while the server is unreachable. */
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+
+#include "client.h"
+#include "key.h"
+#include "pagesrc.h"
+
+#define CONNECT_TIMEOUT_MS 10000
+#define TASK_MAP_TIMEOUT_MS 30000
+
+struct remote_src {
+    struct dp_pagesrc base;
+    struct dp_client *c;
+    struct dp_task_map map;
+    struct dp_fetch *done_head, *done_tail; /* completions run after process() */
+    int in_process;
+};
+
+static void queue_done(struct remote_src *r, struct dp_fetch *f)
+{
+    f->src_next = NULL;
+    if (r->done_tail)
+        r->done_tail->src_next = f;
+    else
+        r->done_head = f;
+    r->done_tail = f;
+}
+
+static void run_done(struct remote_src *r)
+{
+    while (r->done_head) {
+        struct dp_fetch *f = r->done_head;
+        r->done_head = f->src_next;
+        if (!r->done_head)
+            r->done_tail = NULL;
+        f->done(f);
+    }
+}
+
+static int remote_task_map(struct dp_pagesrc *s, int32_t pid, struct dp_lazymap *map, struct dp_err *err)
+{
+    struct remote_src *r = (struct remote_src *)s;
+    for (uint32_t i = 0; i < r->map.nr_tasks; i++) {
+        const struct dp_tm_task *t = &r->map.tasks[i];
+        if (t->pid != pid)
+            continue;
+        for (uint32_t k = 0; k < t->nr_ranges; k++) {
+            /* The task map does not say which pages are holes: all are
+             * remote; the server answers holes with ZERO segments. */
+            if (dp_lazymap_add(map, t->ranges[k].start, t->ranges[k].end, t->ranges[k].start, DP_PG_REMOTE)) {
+                dp_err_set(err, "pid %d: lazy range 0x%llx-0x%llx from the page server is invalid", pid,
+                           (unsigned long long)t->ranges[k].start, (unsigned long long)t->ranges[k].end);
+                return -1;
+            }
+        }
+        return 0;
+    }
+    dp_err_set(err, "pid %d is not in the page server's task map", pid);
+    return -1;
+}
+
+static void get_done(void *cookie, int status, const struct dp_seg *segs, uint32_t nr, const char *errmsg)
+{
+    struct dp_fetch *f = cookie;
+    struct remote_src *r = f->src_next ? (struct remote_src *)f->src_next : NULL;
+    f->src_next = NULL;
+    f->status = status;
+    if (status == 0) {
+        uint64_t off = 0, want = (uint64_t)f->npages * DP_PAGE_SIZE;
+        uint64_t wire = DP_HDR_SIZE + DP_GET_REPLY_HDR;
+        for (uint32_t i = 0; i < nr && f->status == 0; i++) {
+            uint64_t len = (uint64_t)segs[i].count * DP_PAGE_SIZE;
+            wire += DP_SEG_HDR;
+            if (off + len > want) {
+                f->status = -EPROTO;
+            } else if (segs[i].kind == DP_SEG_DATA) {
+                memcpy(f->buf + off, segs[i].data, len);
+                wire += len;
+            } else if (segs[i].kind == DP_SEG_ZERO) {
+                memset(f->buf + off, 0, len);
+            } else {
+                f->status = -EINVAL; /* the server says: not lazy memory */
+            }
+            off += len;
+        }
+        if (f->status == 0 && off != want)
+            f->status = -EPROTO;
+        f->wire_bytes = wire + DP_HDR_SIZE + 16; /* plus the request */
+    } else if (errmsg && *errmsg) {
+        dp_debug("GET 0x%llx x%u: %s", (unsigned long long)f->img, f->npages, errmsg);
+    }
+    if (r)
+        queue_done(r, f);
+    else
+        f->done(f);
+}
+
+static int remote_submit(struct dp_pagesrc *s, struct dp_fetch *f)
+{
+    struct remote_src *r = (struct remote_src *)s;
+    struct dp_get_range g = {.pid = f->pid, .count = f->npages, .addr = f->img};
+    struct dp_err err = {{0}};
+    f->src_next = (struct dp_fetch *)r; /* get_done finds its source through it */
+    if (dp_client_submit_get(r->c, &g, 1, get_done, f, &err) == 0) {
+        f->src_next = NULL;
+        dp_debug("GET not queued: %s", err.msg);
+        return -1;
+    }
+    if (!r->in_process) {
+        /* push it out now rather than at the next loop turn */
+        struct dp_err perr = {{0}};
+        r->in_process = 1;
+        dp_client_process(r->c, &perr);
+        r->in_process = 0;
+        run_done(r);
+    }
+    return 0;
+}
+
+static int remote_fd(struct dp_pagesrc *s) { return dp_client_fd(((struct remote_src *)s)->c); }
+
+static short remote_events(struct dp_pagesrc *s)
+{
+    short ev = dp_client_events(((struct remote_src *)s)->c);
+    short out = 0;
+    if (ev & POLLIN)
+        out |= EPOLLIN;
+    if (ev & POLLOUT)
+        out |= EPOLLOUT;
+    return out ? out : EPOLLIN;
+}
+
+static int remote_timeout(struct dp_pagesrc *s) { return dp_client_timeout_ms(((struct remote_src *)s)->c); }
+
+static void remote_process(struct dp_pagesrc *s)
+{
+    struct remote_src *r = (struct remote_src *)s;
+    struct dp_err err = {{0}};
+    r->in_process = 1;
+    if (dp_client_process(r->c, &err) < 0)
+        dp_warn("page server %s: %s", s->desc, err.msg);
+    r->in_process = 0;
+    run_done(r);
+}
+
+static int remote_healthy(struct dp_pagesrc *s) { return dp_client_connected(((struct remote_src *)s)->c); }
+
+static void remote_close(struct dp_pagesrc *s)
+{
+    struct remote_src *r = (struct remote_src *)s;
+    r->in_process = 1; /* cancelled completions are queued, then dropped */
+    dp_client_close(r->c);
+    r->done_head = r->done_tail = NULL;
+    dp_task_map_free(&r->map);
+    free(r);
+}
+
+static const struct dp_pagesrc_ops remote_ops = {
+    .name = "remote", .task_map = remote_task_map, .submit = remote_submit, .fd = remote_fd,
+    .events = remote_events, .timeout_ms = remote_timeout, .process = remote_process,
+    .healthy = remote_healthy, .close = remote_close,
+};
+
+struct dp_pagesrc *dp_pagesrc_remote_open(const char *hostport, const char *key_file, struct dp_err *err)
+{
+    struct dp_client_opts o;
+    memset(&o, 0, sizeof(o));
+    if (dp_parse_hostport(hostport, &o.addr) < 0) {
+        dp_err_set(err, "bad --source '%s': expected ADDR:PORT", hostport);
+        return NULL;
+    }
+    uint8_t key[1024];
+    size_t key_len = 0;
+    if (dp_key_load(key_file, key, &key_len, err) < 0)
+        return NULL;
+    o.key = key;
+    o.key_len = key_len;
+    o.connect_timeout_ms = CONNECT_TIMEOUT_MS;
+    o.max_inflight = 4096;
+    struct remote_src *r = calloc(1, sizeof(*r));
+    if (!r) {
+        dp_err_set(err, "out of memory");
+        return NULL;
+    }
+    if (dp_client_connect(&o, &r->c, err) < 0) {
+        free(r);
+        return NULL;
+    }
+    memset(key, 0, sizeof(key));
+    if (dp_client_task_map(r->c, &r->map, TASK_MAP_TIMEOUT_MS, err) < 0) {
+        dp_client_close(r->c);
+        free(r);
+        return NULL;
+    }
+    r->base.ops = &remote_ops;
+    snprintf(r->base.desc, sizeof(r->base.desc), "page server %s", hostport);
+    return &r->base;
+}
+
+struct dp_client *dp_pagesrc_remote_client(struct dp_pagesrc *s)
+{
+    return s && s->ops == &remote_ops ? ((struct remote_src *)s)->c : NULL;
+}

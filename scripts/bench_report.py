@@ -1,0 +1,423 @@
+#!/usr/bin/python3
+"""bench_report: plots (gnuplot, PNG and SVG) and REPORT.md from the JSON that
+`distriproc bench ttfr` and `distriproc bench faults` write.
+
+  bench_report.py [--ttfr FILE] [--faults FILE] [--notes FILE] --out DIR
+
+Writes into DIR:
+  ttfr-restore.{png,svg}  time to first reply from restore start: bars per size
+                          and system (median; error bars min..max; log scale)
+  ttfr-freeze.{png,svg}   the same from the freeze of the source
+  fault-cdf.{png,svg}     fault service latency CDF per series and emulated RTT
+  scan.{png,svg}          sequential-scan throughput per prefetch policy vs the
+                          raw TCP stream, per emulated RTT
+  REPORT.md               machine, exact commands, tables, the issue's checks
+                          computed from the numbers, and the notes file
+
+The ttfr schema is what bench_ttfr.c writes (schema 1): top-level benchmark,
+schema, started, command, machine{uname,cpu,cpus,memory}, bandwidth, repeat,
+prefetch, probe, sizes[{size, bytes, keys, redis_used_memory, skipped,
+systems{NAME: {n, error, from_restore_s{median,min,max}, from_freeze_s{..},
+bytes_moved{..}, dump_s{..}, transfer_s{..}, restore_s{..}, runs[...]}}}].
+
+The faults schema (schema 1; what `bench faults` is to write):
+  {"benchmark": "faults", "schema": 1, "started": ISO, "command": STR,
+   "machine": {...as above...},
+   "runs": [{"emulate_rtt_us": 0,
+             "latency": {SERIES: {"count": N, "p50_us": X, "p90_us": X,
+                                  "p99_us": X, "max_us": X,
+                                  "buckets": [[upper_us, count], ...]}},
+             "scan": {"bytes": N, "raw_stream_MBps": X,
+                      "policies": [{"policy": "none", "MBps": X,
+                                    "prefetch_hit_rate": F}, ...]}}]}
+  SERIES are local_floor (our daemon serving from memory, no network),
+  raw_tcp (4 KiB request/response on the same link) and distriproc (a remote
+  fault); buckets are the daemon's latency histogram format (distriproc stats
+  --json: total.latency_buckets), cumulated here into a CDF.
+
+Exit status 1 with a message naming the file and field if the JSON does not
+have the expected shape."""
+
+import argparse
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+SYSTEMS = [
+    ("distriproc", "DistriProc (lazy)"),
+    ("criu_full", "CRIU full migration"),
+    ("criu_lazy_local", "CRIU lazy, local images"),
+    ("local", "local (no migration)"),
+]
+SERIES = [
+    ("local_floor", "local floor (daemon, no network)"),
+    ("raw_tcp", "raw 4 KiB TCP req/resp"),
+    ("distriproc", "DistriProc remote fault"),
+]
+
+
+class BadInput(Exception):
+    pass
+
+
+def need(obj, key, where, kind=None):
+    if not isinstance(obj, dict) or key not in obj:
+        raise BadInput(f"{where}: missing field '{key}'")
+    v = obj[key]
+    if kind is not None and not isinstance(v, kind):
+        raise BadInput(f"{where}.{key}: expected {kind.__name__ if isinstance(kind, type) else kind}, "
+                       f"got {type(v).__name__}")
+    return v
+
+
+NUM = (int, float)
+
+
+def load(path, benchmark):
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+    except OSError as e:
+        raise BadInput(f"{path}: {e.strerror}")
+    except json.JSONDecodeError as e:
+        raise BadInput(f"{path}: not JSON ({e})")
+    if need(doc, "benchmark", path) != benchmark:
+        raise BadInput(f"{path}: benchmark is '{doc['benchmark']}', expected '{benchmark}'")
+    if need(doc, "schema", path, int) != 1:
+        raise BadInput(f"{path}: schema {doc['schema']} is not supported (1 is)")
+    return doc
+
+
+def check_ttfr(doc, path):
+    sizes = need(doc, "sizes", path, list)
+    for i, z in enumerate(sizes):
+        w = f"{path}: sizes[{i}]"
+        need(z, "size", w, str)
+        if z.get("skipped"):
+            continue
+        systems = need(z, "systems", w, dict)
+        for name, _ in SYSTEMS:
+            s = need(systems, name, w + ".systems", dict)
+            if need(s, "n", f"{w}.systems.{name}", int) > 0:
+                for field in ("from_restore_s", "from_freeze_s", "bytes_moved"):
+                    st = need(s, field, f"{w}.systems.{name}", dict)
+                    for k in ("median", "min", "max"):
+                        need(st, k, f"{w}.systems.{name}.{field}", NUM)
+    return sizes
+
+
+def check_faults(doc, path):
+    runs = need(doc, "runs", path, list)
+    for i, r in enumerate(runs):
+        w = f"{path}: runs[{i}]"
+        need(r, "emulate_rtt_us", w, NUM)
+        lat = need(r, "latency", w, dict)
+        for name, s in lat.items():
+            for k in ("p50_us", "p99_us"):
+                need(s, k, f"{w}.latency.{name}", NUM)
+            for j, b in enumerate(need(s, "buckets", f"{w}.latency.{name}", list)):
+                if not (isinstance(b, list) and len(b) == 2 and all(isinstance(x, NUM) for x in b)):
+                    raise BadInput(f"{w}.latency.{name}.buckets[{j}]: expected [upper_us, count]")
+        scan = need(r, "scan", w, dict)
+        need(scan, "raw_stream_MBps", f"{w}.scan", NUM)
+        for j, p in enumerate(need(scan, "policies", f"{w}.scan", list)):
+            need(p, "policy", f"{w}.scan.policies[{j}]", str)
+            need(p, "MBps", f"{w}.scan.policies[{j}]", NUM)
+    return runs
+
+
+# ---- gnuplot ------------------------------------------------------------------
+
+def gnuplot(script, outdir, name):
+    """Runs one gnuplot script twice: PNG and SVG."""
+    for term, ext in (("pngcairo size 1000,600 font 'sans,11'", "png"),
+                      ("svg size 1000,600 dynamic font 'sans,11'", "svg")):
+        full = f"set terminal {term}\nset output '{os.path.join(outdir, name + '.' + ext)}'\n{script}\n"
+        cp = subprocess.run(["gnuplot"], input=full, capture_output=True, text=True, timeout=60)
+        if cp.returncode != 0 and ext == "png" and "pngcairo" in cp.stderr:
+            full = full.replace("pngcairo", "png")
+            cp = subprocess.run(["gnuplot"], input=full, capture_output=True, text=True, timeout=60)
+        if cp.returncode != 0:
+            raise RuntimeError(f"gnuplot failed for {name}.{ext}: {cp.stderr.strip()}")
+
+
+def plot_ttfr(sizes, field, title, outdir, tmp, name):
+    rows = [z for z in sizes if not z.get("skipped")]
+    if not rows:
+        return False
+    dat = os.path.join(tmp, name + ".dat")
+    with open(dat, "w") as f:
+        for z in rows:
+            cols = [z["size"]]
+            for key, _ in SYSTEMS:
+                s = z["systems"].get(key, {})
+                if s.get("n", 0) > 0:
+                    st = s[field]
+                    cols += [max(st["median"], 1e-4), max(st["min"], 1e-4), max(st["max"], 1e-4)]
+                else:
+                    cols += ["NaN", "NaN", "NaN"]
+            f.write(" ".join(str(c) for c in cols) + "\n")
+    plots = []
+    for i, (key, label) in enumerate(SYSTEMS):
+        # gnuplot refuses a histogram column without one valid point: leave out
+        # a system that failed at every size (the table says why).
+        if not any(z["systems"].get(key, {}).get("n", 0) > 0 for z in rows):
+            continue
+        c = 2 + 3 * i
+        plots.append(f"'{dat}' using {c}:{c + 1}:{c + 2}{':xtic(1)' if not plots else ''} title '{label}'")
+    script = f"""
+set title "{title}"
+set ylabel "seconds (log scale; bars = median, whiskers = min..max)"
+set xlabel "Redis data size"
+set logscale y
+set yrange [0.001:*]
+set grid ytics
+set key top left
+set style data histogram
+set style histogram errorbars gap 2 lw 1
+set style fill solid 0.8 border -1
+set boxwidth 0.9
+plot {", ".join(plots)}
+"""
+    gnuplot(script, outdir, name)
+    return True
+
+
+def cdf_points(buckets):
+    total = sum(c for _, c in buckets)
+    if total == 0:
+        return []
+    acc, pts = 0, []
+    for upper, c in sorted(buckets):
+        acc += c
+        pts.append((upper, acc / total))
+    return pts
+
+
+def plot_fault_cdf(runs, outdir, tmp):
+    plots = []
+    for r in runs:
+        rtt = r["emulate_rtt_us"]
+        for key, label in SERIES:
+            s = r["latency"].get(key)
+            if not s:
+                continue
+            pts = cdf_points(s["buckets"])
+            if not pts:
+                continue
+            dat = os.path.join(tmp, f"cdf-{key}-{rtt}.dat")
+            with open(dat, "w") as f:
+                for x, y in pts:
+                    f.write(f"{max(x, 0.1)} {y}\n")
+            plots.append(f"'{dat}' using 1:2 with steps lw 2 title '{label}, RTT {rtt:g} us'")
+    if not plots:
+        return False
+    script = f"""
+set title "Fault service latency CDF"
+set xlabel "latency (us, log scale)"
+set ylabel "fraction of faults"
+set logscale x
+set yrange [0:1.02]
+set grid
+set key bottom right
+plot {", ".join(plots)}
+"""
+    gnuplot(script, outdir, "fault-cdf")
+    return True
+
+
+def plot_scan(runs, outdir, tmp):
+    policies = []
+    for r in runs:
+        for p in r["scan"]["policies"]:
+            if p["policy"] not in policies:
+                policies.append(p["policy"])
+    if not runs or not policies:
+        return False
+    dat = os.path.join(tmp, "scan.dat")
+    with open(dat, "w") as f:
+        for r in runs:
+            by = {p["policy"]: p["MBps"] for p in r["scan"]["policies"]}
+            cols = [f"\"RTT {r['emulate_rtt_us']:g} us\""] + [by.get(p, "NaN") for p in policies]
+            cols.append(r["scan"]["raw_stream_MBps"])
+            f.write(" ".join(str(c) for c in cols) + "\n")
+    plots = [f"'{dat}' using {i + 2}{':xtic(1)' if i == 0 else ''} title 'prefetch {p}'"
+             for i, p in enumerate(policies)]
+    plots.append(f"'{dat}' using {len(policies) + 2} title 'raw TCP stream'")
+    script = f"""
+set title "Sequential scan of remote memory"
+set ylabel "MB/s"
+set grid ytics
+set key top right
+set yrange [0:*]
+set style data histogram
+set style histogram clustered gap 2
+set style fill solid 0.8 border -1
+set boxwidth 0.9
+plot {", ".join(plots)}
+"""
+    gnuplot(script, outdir, "scan")
+    return True
+
+
+# ---- REPORT.md ----------------------------------------------------------------
+
+def fmt_bytes(n):
+    for unit, div in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= div:
+            return f"{n / div:.2f} {unit}"
+    return f"{n:.0f} B"
+
+
+def fmt_s(st):
+    return f"{st['median']:.3f} ({st['min']:.3f}..{st['max']:.3f})"
+
+
+def machine_lines(doc):
+    m = doc.get("machine", {})
+    return [f"- uname: `{m.get('uname', '?')}`", f"- CPU: {m.get('cpu', '?')} x {m.get('cpus', '?')}",
+            f"- memory: {m.get('memory', '?')}"]
+
+
+def ttfr_section(doc, sizes, have_plots):
+    out = ["## Time to first reply (Redis)", "",
+           f"Run started {doc.get('started', '?')}; link cap {doc.get('bandwidth', '?')}; "
+           f"{doc.get('repeat', '?')} repetitions per size and system; DistriProc prefetch "
+           f"`{doc.get('prefetch', '?')}`; probe `{doc.get('probe', '?')}`.", "",
+           "Median (min..max), seconds. *From restore*: from the end of the dump (the "
+           "destination starts getting the process back: page server start + skeleton pull + "
+           "criu restore for DistriProc; the image copy + criu restore for CRIU full; "
+           "criu lazy-pages + criu restore for CRIU lazy) to the first PONG. *From freeze*: from "
+           "the start of the dump. *Bytes moved*: over the link before the first reply.", "",
+           "| size | system | from restore (s) | from freeze (s) | bytes moved |",
+           "|---|---|---|---|---|"]
+    for z in sizes:
+        if z.get("skipped"):
+            out.append(f"| {z['size']} | (skipped) | {z['skipped']} | | |")
+            continue
+        for key, label in SYSTEMS:
+            s = z["systems"][key]
+            if s["n"] == 0:
+                out.append(f"| {z['size']} | {label} | failed: {s.get('error') or '?'} | | |")
+                continue
+            note = f" ({s['n']} ok; {s['error']})" if s.get("error") else ""
+            out.append(f"| {z['size']} | {label}{note} | {fmt_s(s['from_restore_s'])} | "
+                       f"{fmt_s(s['from_freeze_s'])} | {fmt_bytes(s['bytes_moved']['median'])} |")
+    out.append("")
+    # The issue's checks, computed.
+    ok = [z for z in sizes if not z.get("skipped") and z["systems"]["distriproc"]["n"] > 0]
+    checks = []
+    if len(ok) >= 2:
+        first, last = ok[0], ok[-1]
+        a = first["systems"]["distriproc"]["from_restore_s"]["median"]
+        b = last["systems"]["distriproc"]["from_restore_s"]["median"]
+        checks.append(f"- DistriProc from restore, {last['size']} vs {first['size']}: {b:.3f} s / {a:.3f} s = "
+                      f"{b / a:.2f}x (target: within 2x) -> {'met' if b <= 2 * a else 'NOT met'}")
+    for z in ok:
+        full = z["systems"]["criu_full"]
+        if full["n"] > 0:
+            r = full["from_restore_s"]["median"] / z["systems"]["distriproc"]["from_restore_s"]["median"]
+            rf = full["from_freeze_s"]["median"] / z["systems"]["distriproc"]["from_freeze_s"]["median"]
+            checks.append(f"- {z['size']}: CRIU full / DistriProc = {r:.1f}x from restore, {rf:.1f}x from freeze")
+    if checks:
+        out += ["Checks against the issue's targets (computed from the table):", ""] + checks + [""]
+    if have_plots:
+        out += ["![time to first reply from restore](ttfr-restore.png)", "",
+                "![time to first reply from freeze](ttfr-freeze.png)", ""]
+    return out
+
+
+def faults_section(doc, runs, have_cdf, have_scan):
+    out = ["## Fault latency and scan throughput", "",
+           f"Run started {doc.get('started', '?')}.", "",
+           "| emulated RTT (us) | series | p50 (us) | p90 (us) | p99 (us) | max (us) |", "|---|---|---|---|---|---|"]
+    names = dict(SERIES)
+    for r in runs:
+        for key, s in r["latency"].items():
+            out.append(f"| {r['emulate_rtt_us']:g} | {names.get(key, key)} | {s['p50_us']:.1f} | "
+                       f"{s.get('p90_us', float('nan')):.1f} | {s['p99_us']:.1f} | {s.get('max_us', float('nan')):.1f} |")
+    out += ["", "| emulated RTT (us) | scan | MB/s | prefetch hit rate |", "|---|---|---|---|"]
+    for r in runs:
+        for p in r["scan"]["policies"]:
+            hr = p.get("prefetch_hit_rate")
+            out.append(f"| {r['emulate_rtt_us']:g} | prefetch {p['policy']} | {p['MBps']:.1f} | "
+                       f"{'' if hr is None else f'{hr * 100:.1f} %'} |")
+        out.append(f"| {r['emulate_rtt_us']:g} | raw TCP stream | {r['scan']['raw_stream_MBps']:.1f} | |")
+    out.append("")
+    checks = []
+    for r in runs:
+        lat = r["latency"]
+        if all(k in lat for k in ("local_floor", "raw_tcp", "distriproc")):
+            bound = 1.3 * (lat["raw_tcp"]["p50_us"] + lat["local_floor"]["p50_us"])
+            d = lat["distriproc"]["p50_us"]
+            checks.append(f"- RTT {r['emulate_rtt_us']:g} us: remote fault p50 {d:.1f} us vs 1.3 x (raw "
+                          f"{lat['raw_tcp']['p50_us']:.1f} + floor {lat['local_floor']['p50_us']:.1f}) = "
+                          f"{bound:.1f} us -> {'met' if d <= bound else 'NOT met'}")
+        pol = r["scan"]["policies"]
+        none = [p["MBps"] for p in pol if p["policy"] == "none"]
+        if none and pol:
+            best = max(pol, key=lambda p: p["MBps"])
+            raw = r["scan"]["raw_stream_MBps"]
+            checks.append(f"- RTT {r['emulate_rtt_us']:g} us: best policy {best['policy']} {best['MBps']:.1f} MB/s = "
+                          f"{best['MBps'] / none[0]:.1f}x no-prefetch (target 5x), "
+                          f"{100 * best['MBps'] / raw:.0f} % of the raw stream (target 50 %)")
+    if checks:
+        out += ["Checks against the issue's targets (computed from the tables):", ""] + checks + [""]
+    if have_cdf:
+        out += ["![fault latency CDF](fault-cdf.png)", ""]
+    if have_scan:
+        out += ["![scan throughput](scan.png)", ""]
+    return out
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ttfr")
+    p.add_argument("--faults")
+    p.add_argument("--notes", help="markdown appended as the report's notes")
+    p.add_argument("--out", required=True)
+    a = p.parse_args()
+    if not a.ttfr and not a.faults:
+        p.error("give --ttfr and/or --faults")
+    if not shutil.which("gnuplot"):
+        sys.exit("bench_report: gnuplot is missing (make deps installs gnuplot-nox)")
+    try:
+        ttfr = load(a.ttfr, "ttfr") if a.ttfr else None
+        sizes = check_ttfr(ttfr, a.ttfr) if ttfr else None
+        faults = load(a.faults, "faults") if a.faults else None
+        runs = check_faults(faults, a.faults) if faults else None
+    except BadInput as e:
+        sys.exit(f"bench_report: {e}")
+    os.makedirs(a.out, exist_ok=True)
+    report = ["# DistriProc benchmark report", ""]
+    src = ttfr or faults
+    report += ["## Machine", ""] + machine_lines(src) + [""]
+    report += ["## Commands (exactly as run)", ""]
+    for d in (ttfr, faults):
+        if d:
+            report.append(f"    {d.get('command', '?')}")
+    report += [f"    scripts/bench_report.py {' '.join(sys.argv[1:])}", ""]
+    with tempfile.TemporaryDirectory() as tmp:
+        if ttfr:
+            have = plot_ttfr(sizes, "from_restore_s", "Time to first reply, from restore start", a.out, tmp,
+                             "ttfr-restore")
+            plot_ttfr(sizes, "from_freeze_s", "Time to first reply, from the freeze", a.out, tmp, "ttfr-freeze")
+            report += ttfr_section(ttfr, sizes, have)
+        if faults:
+            have_cdf = plot_fault_cdf(runs, a.out, tmp)
+            have_scan = plot_scan(runs, a.out, tmp)
+            report += faults_section(faults, runs, have_cdf, have_scan)
+    if a.notes:
+        with open(a.notes) as f:
+            report += ["## Notes", "", f.read().strip(), ""]
+    with open(os.path.join(a.out, "REPORT.md"), "w") as f:
+        f.write("\n".join(report))
+    print(f"bench_report: wrote {a.out}/REPORT.md and plots")
+
+
+if __name__ == "__main__":
+    main()

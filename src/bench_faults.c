@@ -1,0 +1,781 @@
+/* distriproc bench faults: what one page fault costs, and how fast remote
+ * memory can be scanned, against the floors of this machine and link.
+ *
+ * The workload is forkmem (idle between commands; VERIFY reads every page in
+ * order from one thread: a sequential scan), checkpointed once on src. Then,
+ * on dst:
+ *   local_floor   distriproc restore --images (our daemon serving pages from
+ *                 the local images: no network), VERIFY
+ *   distriproc    distriproc restore --source (page server on src with
+ *                 --emulate-rtt R), VERIFY, once per prefetch policy
+ *   raw_tcp       a plain TCP server on src answering 48-byte requests with
+ *                 4152-byte replies (the size of a one-page GET reply), each
+ *                 reply sent R us after its request arrived, exactly as the
+ *                 page server's emulation delays replies; one request at a time
+ *   raw stream    the same server streaming the scan's bytes after one request
+ * Fault latencies are the daemon's own histogram (fault read to page
+ * installed); raw latencies are measured by the client (send to full reply).
+ * Scan throughput is the workload's bytes over the VERIFY round trip. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+
+#include "bench.h"
+#include "lab.h"
+#include "lazyd.h"
+#include "orch.h"
+#include "util.h"
+
+#define SRC_ADDR "10.250.0.1"
+#define DST_ADDR "10.250.0.2"
+#define FORKMEM_PORT 7071
+#define RAW_REQ 48
+#define RAW_REPLY (4096 + 56)
+#define MAX_RTTS 8
+#define MAX_POLICIES 8
+
+struct lat {
+    double p50, p90, p99, max;
+    uint64_t count;
+    char *buckets; /* JSON [[upper_us, count], ...] */
+};
+
+struct scan {
+    char policy[32];
+    double mbps, hit_rate, seconds;
+    uint64_t errors;
+};
+
+struct rttres {
+    uint64_t rtt_us;
+    struct lat floor, raw, remote;
+    double raw_stream_mbps;
+    struct scan scans[MAX_POLICIES];
+    int nscans;
+    char error[512];
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: distriproc bench faults --json OUT [options]\n"
+            "\n"
+            "Fault service latency (distribution) for the local floor (our daemon serving\n"
+            "from local images), a raw 4 KiB TCP request/response on the lab link and a\n"
+            "DistriProc remote fault; sequential-scan throughput of remote memory per\n"
+            "prefetch policy against a raw TCP stream on the same link; per emulated RTT.\n"
+            "\n"
+            "  --emulate-rtt LIST  microseconds, e.g. 0,300,1000 (default)\n"
+            "  --policies LIST     prefetch policies (default none,seq:16,seq:64,stride,auto)\n"
+            "  --mib N             memory of the workload (forkmem), MiB (default 256)\n"
+            "  --bandwidth RATE    tbf cap on the lab link (default 1gbit; 'none' = uncapped)\n"
+            "  --samples N         raw TCP request/response samples (default 5000)\n"
+            "  --port P            page server port; P+1 for the raw server (default 7450)\n"
+            "  --workdir DIR       scratch space (default /var/tmp)\n"
+            "  --json OUT          results (schema: scripts/bench_report.py --help)\n");
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* ---- forkmem requests from inside a lab host ----------------------------------- */
+
+/* Sends one command line to forkmem at addr from inside netns; the reply line
+ * into out. Returns the request's round trip in seconds, or -1. */
+static double forkmem_cmd(const char *netns, const char *addr, const char *cmd, char *out, size_t len,
+                          double timeout_s)
+{
+    int p[2];
+    if (pipe(p) < 0)
+        return -1;
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(p[0]);
+        struct dp_err err;
+        if (lab_enter(lab_host_find(strcmp(netns, lab_hosts[0].netns) == 0 ? "src" : "dst"), &err) < 0)
+            _exit(1);
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(FORKMEM_PORT)};
+        inet_pton(AF_INET, addr, &sa.sin_addr);
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        struct timeval tv = {.tv_sec = (time_t)timeout_s};
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+        if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+            _exit(1);
+        char line[128];
+        int n = snprintf(line, sizeof(line), "%s\n", cmd);
+        uint64_t t0 = dp_now_ns();
+        if (dp_write_full(fd, line, (size_t)n) < 0)
+            _exit(1);
+        char buf[512];
+        size_t got = 0;
+        while (got + 1 < sizeof(buf)) {
+            ssize_t r = read(fd, buf + got, sizeof(buf) - 1 - got);
+            if (r <= 0)
+                _exit(1);
+            got += (size_t)r;
+            if (memchr(buf, '\n', got))
+                break;
+        }
+        double dt = (double)(dp_now_ns() - t0) / 1e9;
+        dp_write_full(p[1], &dt, sizeof(dt));
+        dp_write_full(p[1], buf, got);
+        _exit(0);
+    }
+    close(p[1]);
+    double dt = -1;
+    char buf[512] = "";
+    if (dp_read_full(p[0], &dt, sizeof(dt)) < 0)
+        dt = -1;
+    ssize_t n = read(p[0], buf, sizeof(buf) - 1);
+    buf[n > 0 ? n : 0] = '\0';
+    close(p[0]);
+    int st;
+    waitpid(pid, &st, 0);
+    if (out)
+        snprintf(out, len, "%s", buf);
+    return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? dt : -1;
+}
+
+/* ---- the raw TCP server and client -------------------------------------------- */
+
+static void sleep_until(uint64_t due)
+{
+    struct timespec ts = {.tv_sec = (time_t)(due / 1000000000ull), .tv_nsec = (long)(due % 1000000000ull)};
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+        ;
+}
+
+/* One connection: first byte 'L' (latency: 48-byte requests, 4152-byte replies)
+ * or 'S' (stream: an 8-byte length, then that many bytes). */
+static void raw_serve(int lfd, uint64_t rtt_us)
+{
+    static char buf[1 << 20];
+    for (;;) {
+        int fd = accept(lfd, NULL, NULL);
+        if (fd < 0)
+            continue;
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        char mode;
+        if (dp_read_full(fd, &mode, 1) < 0) {
+            close(fd);
+            continue;
+        }
+        if (mode == 'L') {
+            char req[RAW_REQ];
+            while (dp_read_full(fd, req, sizeof(req)) == 0) {
+                uint64_t due = dp_now_ns() + rtt_us * 1000ull;
+                if (rtt_us)
+                    sleep_until(due);
+                if (dp_write_full(fd, buf, RAW_REPLY) < 0)
+                    break;
+            }
+        } else if (mode == 'S') {
+            uint64_t len;
+            if (dp_read_full(fd, &len, sizeof(len)) == 0) {
+                if (rtt_us)
+                    sleep_until(dp_now_ns() + rtt_us * 1000ull);
+                while (len > 0) {
+                    size_t n = len < sizeof(buf) ? (size_t)len : sizeof(buf);
+                    if (dp_write_full(fd, buf, n) < 0)
+                        break;
+                    len -= n;
+                }
+            }
+        }
+        close(fd);
+    }
+}
+
+static pid_t raw_server_start(int port, uint64_t rtt_us)
+{
+    int ready[2];
+    if (pipe(ready) < 0)
+        return -1;
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(ready[0]);
+        struct dp_err err;
+        if (lab_enter(lab_host_find("src"), &err) < 0)
+            _exit(1);
+        int lfd = socket(AF_INET, SOCK_STREAM, 0);
+        int one = 1;
+        setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+        inet_pton(AF_INET, SRC_ADDR, &sa.sin_addr);
+        if (bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(lfd, 4) < 0)
+            _exit(1);
+        char c = 1;
+        dp_write_full(ready[1], &c, 1);
+        close(ready[1]);
+        raw_serve(lfd, rtt_us);
+        _exit(0);
+    }
+    close(ready[1]);
+    char c;
+    int ok = dp_read_full(ready[0], &c, 1) == 0;
+    close(ready[0]);
+    if (!ok) {
+        waitpid(pid, NULL, 0);
+        return -1;
+    }
+    return pid;
+}
+
+/* In dst: n request/response samples (us, into lat_us), then a stream of
+ * stream_bytes (MB/s into *mbps). */
+static int raw_client(int port, double *lat_us, long n, uint64_t stream_bytes, double *mbps)
+{
+    size_t shm_len = sizeof(double) * (size_t)(n + 1);
+    int p[2];
+    if (pipe(p) < 0)
+        return -1;
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(p[0]);
+        struct dp_err err;
+        if (lab_enter(lab_host_find("dst"), &err) < 0)
+            _exit(1);
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+        inet_pton(AF_INET, SRC_ADDR, &sa.sin_addr);
+        double *res = calloc((size_t)n + 1, sizeof(double));
+        static char buf[1 << 20];
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        if (!res || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || dp_write_full(fd, "L", 1) < 0)
+            _exit(1);
+        char req[RAW_REQ] = {0};
+        for (long i = 0; i < n; i++) {
+            uint64_t t0 = dp_now_ns();
+            if (dp_write_full(fd, req, sizeof(req)) < 0 || dp_read_full(fd, buf, RAW_REPLY) < 0)
+                _exit(1);
+            res[i] = (double)(dp_now_ns() - t0) / 1e3;
+        }
+        close(fd);
+        fd = socket(AF_INET, SOCK_STREAM, 0);
+        if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || dp_write_full(fd, "S", 1) < 0 ||
+            dp_write_full(fd, &stream_bytes, sizeof(stream_bytes)) < 0)
+            _exit(1);
+        uint64_t t0 = dp_now_ns(), got = 0;
+        while (got < stream_bytes) {
+            ssize_t r = read(fd, buf, sizeof(buf));
+            if (r <= 0)
+                _exit(1);
+            got += (uint64_t)r;
+        }
+        res[n] = (double)stream_bytes / 1e6 / ((double)(dp_now_ns() - t0) / 1e9);
+        close(fd);
+        _exit(dp_write_full(p[1], res, shm_len) == 0 ? 0 : 1);
+    }
+    close(p[1]);
+    double *res = malloc(shm_len);
+    int ok = res && dp_read_full(p[0], res, shm_len) == 0;
+    close(p[0]);
+    int st;
+    waitpid(pid, &st, 0);
+    if (!ok || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        free(res);
+        return -1;
+    }
+    memcpy(lat_us, res, sizeof(double) * (size_t)n);
+    *mbps = res[n];
+    free(res);
+    return 0;
+}
+
+/* Percentiles and CDF buckets of raw samples (sorted in place); bucket
+ * bounds grow by 5 % so the CDF has the daemon histogram's resolution. */
+static void lat_from_samples(double *us, long n, struct lat *l)
+{
+    qsort(us, (size_t)n, sizeof(double), cmp_double);
+    l->count = (uint64_t)n;
+    l->p50 = us[(long)(0.50 * (double)(n - 1))];
+    l->p90 = us[(long)(0.90 * (double)(n - 1))];
+    l->p99 = us[(long)(0.99 * (double)(n - 1))];
+    l->max = us[n - 1];
+    size_t cap = 65536, len = 0;
+    char *b = malloc(cap);
+    if (!b)
+        return;
+    len += (size_t)snprintf(b + len, cap - len, "[");
+    double upper = 1;
+    long i = 0;
+    int first = 1;
+    while (i < n && len + 64 < cap) {
+        while (upper < us[i])
+            upper *= 1.05;
+        long c = 0;
+        while (i < n && us[i] <= upper) {
+            c++;
+            i++;
+        }
+        len += (size_t)snprintf(b + len, cap - len, "%s[%.3f, %ld]", first ? "" : ", ", upper, c);
+        first = 0;
+    }
+    snprintf(b + len, cap - len, "]");
+    l->buckets = b;
+}
+
+/* ---- the daemon's numbers -------------------------------------------------------- */
+
+/* Copies the balanced [...] that follows "key": in json. */
+static char *json_array_after(const char *json, const char *key)
+{
+    char pat[96];
+    snprintf(pat, sizeof(pat), "\"%s\":", key);
+    const char *p = strstr(json, pat);
+    if (!p)
+        return NULL;
+    p = strchr(p + strlen(pat), '[');
+    if (!p)
+        return NULL;
+    int depth = 0;
+    const char *q = p;
+    for (; *q; q++) {
+        if (*q == '[')
+            depth++;
+        else if (*q == ']' && --depth == 0)
+            break;
+    }
+    if (!*q)
+        return NULL;
+    return strndup(p, (size_t)(q - p + 1));
+}
+
+static int lat_from_stats(const char *stats, struct lat *l)
+{
+    double v;
+    if (dp_json_number(stats, "latency", "p50_us", &l->p50) < 0 ||
+        dp_json_number(stats, "latency", "p90_us", &l->p90) < 0 ||
+        dp_json_number(stats, "latency", "p99_us", &l->p99) < 0 ||
+        dp_json_number(stats, "latency", "max_us", &l->max) < 0 || dp_json_number(stats, "latency", "count", &v) < 0)
+        return -1;
+    l->count = (uint64_t)v;
+    l->buckets = json_array_after(stats, "latency_buckets_us");
+    return l->buckets ? 0 : -1;
+}
+
+struct ctx {
+    const char *self, *workroot;
+    char images[PATH_MAX + 16], key[PATH_MAX + 16];
+    uint64_t mib;
+    int port;
+};
+
+static void rm_rf(const char *path)
+{
+    const char *argv[] = {"rm", "-rf", "--one-file-system", path, NULL};
+    struct dp_err err;
+    dp_orch_run(argv, NULL, 300, NULL, -1, -1, &err);
+}
+
+/* One lazy restore in dst, a VERIFY (the scan), the daemon's stats; then the
+ * restored tree is killed and the daemon waited for. */
+static int restore_and_scan(const struct ctx *c, const char *source, const char *policy, struct scan *s,
+                            char **stats_out, char *eb, size_t el)
+{
+    char wd[PATH_MAX + 64];
+    snprintf(wd, sizeof(wd), "%s/wd", c->workroot);
+    rm_rf(wd);
+    const char *argv_local[] = {c->self, "restore", "--images", c->images, "--workdir", wd, "--host", "dst",
+                                "--prefetch", policy, "--json", NULL};
+    const char *argv_remote[] = {c->self, "restore", "--source", source, "--key", c->key, "--workdir", wd,
+                                 "--host", "dst", "--prefetch", policy, "--json", NULL};
+    struct dp_err err = {{0}};
+    char *out = NULL;
+    int st = dp_orch_run(source ? argv_remote : argv_local, NULL, 300, &out, -1, -1, &err);
+    double pid = 0, dpid = 0;
+    if (st < 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0 || dp_json_number(out, NULL, "pid", &pid) < 0 ||
+        dp_json_number(out, NULL, "daemon_pid", &dpid) < 0) {
+        snprintf(eb, el, "distriproc restore (%.40s, prefetch %.30s) failed; see %.200s/restore.log",
+                 source ? source : "local images", policy, wd);
+        free(out);
+        return -1;
+    }
+    free(out);
+    unsigned long long dstart = dp_proc_starttime((pid_t)dpid);
+    char reply[512];
+    double dt = forkmem_cmd(lab_hosts[1].netns, DST_ADDR, "VERIFY", reply, sizeof(reply), 600);
+    double errors = -1;
+    int rc = 0;
+    if (dt < 0 || dp_json_number(reply, NULL, "errors", &errors) < 0) {
+        snprintf(eb, el, "VERIFY of the restored forkmem failed (reply '%.100s')", reply);
+        rc = -1;
+    } else {
+        snprintf(s->policy, sizeof(s->policy), "%s", policy);
+        s->seconds = dt;
+        s->mbps = (double)(c->mib << 20) / 1e6 / dt;
+        s->errors = (uint64_t)errors;
+        struct dp_err serr = {{0}};
+        char *stats = dp_lazyd_control(wd, "stats", &serr);
+        if (!stats) {
+            snprintf(eb, el, "distriproc stats failed: %.300s", serr.msg);
+            rc = -1;
+        } else {
+            if (dp_json_number(stats, "total", "prefetch_hit_rate", &s->hit_rate) < 0)
+                s->hit_rate = 0;
+            *stats_out = stats;
+        }
+    }
+    kill((pid_t)pid, SIGKILL);
+    if (dp_proc_wait_gone((pid_t)dpid, dstart, 20) < 0) {
+        kill((pid_t)dpid, SIGKILL);
+        dp_proc_wait_gone((pid_t)dpid, dstart, 5);
+    }
+    rm_rf(wd);
+    if (rc == 0 && s->errors) {
+        snprintf(eb, el, "the scan found %llu bad pages (prefetch %.30s)", (unsigned long long)s->errors, policy);
+        rc = -1;
+    }
+    return rc;
+}
+
+static void json_lat(FILE *f, const char *name, const struct lat *l, int comma)
+{
+    fprintf(f, "%s\"%s\": {\"count\": %llu, \"p50_us\": %.3f, \"p90_us\": %.3f, \"p99_us\": %.3f, \"max_us\": %.3f, "
+               "\"buckets\": %s}",
+            comma ? ", " : "", name, (unsigned long long)l->count, l->p50, l->p90, l->p99, l->max,
+            l->buckets ? l->buckets : "[]");
+}
+
+static void json_str(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\')
+            fputc('\\', f);
+        if ((unsigned char)*s >= 0x20)
+            fputc(*s, f);
+    }
+    fputc('"', f);
+}
+
+static void read_field(const char *path, const char *prefix, char *out, size_t len)
+{
+    out[0] = '\0';
+    FILE *f = fopen(path, "r");
+    char line[512];
+    while (f && fgets(line, sizeof(line), f)) {
+        if (strncmp(line, prefix, strlen(prefix)) == 0 && strchr(line, ':')) {
+            char *p = strchr(line, ':') + 1;
+            while (*p == ' ' || *p == '\t')
+                p++;
+            p[strcspn(p, "\n")] = '\0';
+            snprintf(out, len, "%s", p);
+            break;
+        }
+    }
+    if (f)
+        fclose(f);
+}
+
+static int write_json(const char *path, const char *cmdline, time_t started, const char *bandwidth, uint64_t mib,
+                      const struct rttres *r, int n)
+{
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return -1;
+    char when[64], cpu[256], mem[64], un[512];
+    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", gmtime(&started));
+    struct utsname u;
+    uname(&u);
+    snprintf(un, sizeof(un), "%s %s %s %s", u.sysname, u.release, u.version, u.machine);
+    read_field("/proc/cpuinfo", "model name", cpu, sizeof(cpu));
+    read_field("/proc/meminfo", "MemTotal", mem, sizeof(mem));
+    fprintf(f, "{\n  \"benchmark\": \"faults\",\n  \"schema\": 1,\n  \"started\": \"%s\",\n  \"command\": ", when);
+    json_str(f, cmdline);
+    fprintf(f, ",\n  \"machine\": {\"uname\": ");
+    json_str(f, un);
+    fprintf(f, ", \"cpu\": ");
+    json_str(f, cpu);
+    fprintf(f, ", \"cpus\": %ld, \"memory\": ", sysconf(_SC_NPROCESSORS_ONLN));
+    json_str(f, mem);
+    fprintf(f, "},\n  \"bandwidth\": \"%s\",\n  \"workload\": \"forkmem --mib %llu, VERIFY (one sequential pass)\",\n"
+               "  \"runs\": [",
+            bandwidth, (unsigned long long)mib);
+    for (int i = 0; i < n; i++) {
+        const struct rttres *x = &r[i];
+        fprintf(f, "%s\n    {\"emulate_rtt_us\": %llu, \"error\": ", i ? "," : "", (unsigned long long)x->rtt_us);
+        if (x->error[0])
+            json_str(f, x->error);
+        else
+            fprintf(f, "null");
+        fprintf(f, ",\n     \"latency\": {");
+        int comma = 0;
+        if (x->floor.count) {
+            json_lat(f, "local_floor", &x->floor, comma);
+            comma = 1;
+        }
+        if (x->raw.count) {
+            json_lat(f, "raw_tcp", &x->raw, comma);
+            comma = 1;
+        }
+        if (x->remote.count)
+            json_lat(f, "distriproc", &x->remote, comma);
+        fprintf(f, "},\n     \"scan\": {\"bytes\": %llu, \"raw_stream_MBps\": %.3f, \"policies\": [",
+                (unsigned long long)(mib << 20), x->raw_stream_mbps);
+        for (int k = 0; k < x->nscans; k++)
+            fprintf(f, "%s{\"policy\": \"%s\", \"MBps\": %.3f, \"seconds\": %.4f, \"prefetch_hit_rate\": %.4f}",
+                    k ? ", " : "", x->scans[k].policy, x->scans[k].mbps, x->scans[k].seconds, x->scans[k].hit_rate);
+        fprintf(f, "]}}");
+    }
+    fprintf(f, "\n  ]\n}\n");
+    return fclose(f);
+}
+
+static int parse_list(char *text, char **items, int max)
+{
+    int n = 0;
+    for (char *save = NULL, *tok = strtok_r(text, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        if (n == max)
+            return -1;
+        items[n++] = tok;
+    }
+    return n;
+}
+
+int bench_faults(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"emulate-rtt", required_argument, NULL, 'r'}, {"policies", required_argument, NULL, 'p'},
+        {"mib", required_argument, NULL, 'm'},         {"bandwidth", required_argument, NULL, 'b'},
+        {"samples", required_argument, NULL, 'n'},     {"port", required_argument, NULL, 'P'},
+        {"workdir", required_argument, NULL, 'w'},     {"json", required_argument, NULL, 'j'},
+        {"help", no_argument, NULL, 'h'},              {NULL, 0, NULL, 0},
+    };
+    char rtts_text[128] = "0,300,1000", pol_text[256] = "none,seq:16,seq:64,stride,auto", cmdline[1024];
+    const char *bandwidth = "1gbit", *json = NULL, *workroot = "/var/tmp";
+    long samples = 5000;
+    struct ctx c = {.mib = 256, .port = 7450};
+    size_t cl = 0;
+    for (int i = 0; i < argc && cl + 2 < sizeof(cmdline); i++)
+        cl += (size_t)snprintf(cmdline + cl, sizeof(cmdline) - cl, "%s%s", i ? " " : "distriproc bench ", argv[i]);
+    int ch;
+    char *end;
+    while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'r': snprintf(rtts_text, sizeof(rtts_text), "%s", optarg); break;
+        case 'p': snprintf(pol_text, sizeof(pol_text), "%s", optarg); break;
+        case 'm':
+            c.mib = strtoull(optarg, &end, 10);
+            if (*end || c.mib < 1 || c.mib > 8192) {
+                fprintf(stderr, "distriproc bench faults: --mib takes 1..8192\n");
+                return 2;
+            }
+            break;
+        case 'b': bandwidth = optarg; break;
+        case 'n':
+            samples = strtol(optarg, &end, 10);
+            if (*end || samples < 10 || samples > 10000000) {
+                fprintf(stderr, "distriproc bench faults: --samples takes 10..10000000\n");
+                return 2;
+            }
+            break;
+        case 'P':
+            c.port = (int)strtol(optarg, &end, 10);
+            if (*end || c.port < 1 || c.port > 65534) {
+                fprintf(stderr, "distriproc bench faults: --port takes 1..65534\n");
+                return 2;
+            }
+            break;
+        case 'w': workroot = optarg; break;
+        case 'j': json = optarg; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (!json || optind != argc) {
+        fprintf(stderr, "distriproc bench faults: --json OUT is required\n\n");
+        usage(stderr);
+        return 2;
+    }
+    char *rtt_items[MAX_RTTS], *pol_items[MAX_POLICIES];
+    int nrtt = parse_list(rtts_text, rtt_items, MAX_RTTS), npol = parse_list(pol_text, pol_items, MAX_POLICIES);
+    if (nrtt <= 0 || npol <= 0) {
+        fprintf(stderr, "distriproc bench faults: --emulate-rtt takes 1..%d values, --policies 1..%d\n", MAX_RTTS,
+                MAX_POLICIES);
+        return 2;
+    }
+    static struct rttres res[MAX_RTTS];
+    memset(res, 0, sizeof(res));
+    for (int i = 0; i < nrtt; i++) {
+        res[i].rtt_us = strtoull(rtt_items[i], &end, 10);
+        if (*end || res[i].rtt_us > 1000000) {
+            fprintf(stderr, "distriproc bench faults: bad RTT '%s' (microseconds)\n", rtt_items[i]);
+            return 2;
+        }
+    }
+    uint64_t bits = 0;
+    struct dp_err err = {{0}};
+    if (strcmp(bandwidth, "none") != 0 && lab_parse_rate(bandwidth, &bits, &err) < 0) {
+        fprintf(stderr, "distriproc bench faults: --bandwidth: %s\n", err.msg);
+        return 2;
+    }
+    if (geteuid() != 0) {
+        dp_error("needs root (namespaces, CRIU)");
+        return 1;
+    }
+    c.self = dp_self_exe();
+    char forkmem[PATH_MAX];
+    snprintf(forkmem, sizeof(forkmem), "%s", c.self);
+    char *slash = strrchr(forkmem, '/');
+    if (slash)
+        snprintf(slash + 1, sizeof(forkmem) - (size_t)(slash + 1 - forkmem), "forkmem");
+    if (access(forkmem, X_OK) < 0) {
+        dp_error("cannot find %s (make builds it next to distriproc)", forkmem);
+        return 1;
+    }
+    char work[PATH_MAX];
+    snprintf(work, sizeof(work), "%s/distriproc-faults.%d", workroot, (int)getpid());
+    c.workroot = work;
+    rm_rf(work);
+    if (mkdir(work, 0700) < 0) {
+        dp_error("cannot create %s: %s", work, strerror(errno));
+        return 1;
+    }
+    int up = lab_up(bits, &err);
+    if (up < 0) {
+        dp_error("cannot bring the lab up: %s", err.msg);
+        return 1;
+    }
+    time_t started = time(NULL);
+    int rc = 1;
+    pid_t server = -1;
+    snprintf(c.images, sizeof(c.images), "%s/images", work);
+    snprintf(c.key, sizeof(c.key), "%s/key", work);
+
+    /* The workload, once. */
+    char mibs[32], port[16];
+    snprintf(mibs, sizeof(mibs), "%llu", (unsigned long long)c.mib);
+    snprintf(port, sizeof(port), "%d", FORKMEM_PORT);
+    const char *start[] = {c.self, "lab", "exec", "src", "--container", "--detach", "--", forkmem, "--mib", mibs,
+                           "--port", port, NULL};
+    char *out = NULL;
+    int st = dp_orch_run(start, NULL, 60, &out, -1, -1, &err);
+    pid_t fm = out ? (pid_t)atoi(out) : 0;
+    free(out);
+    if (st != 0 || fm <= 0) {
+        dp_error("cannot start forkmem in a src container");
+        goto done;
+    }
+    char reply[512];
+    int ready = 0;
+    for (int i = 0; i < 300 && !ready; i++) {
+        ready = forkmem_cmd(lab_hosts[0].netns, SRC_ADDR, "VERIFY", reply, sizeof(reply), 60) >= 0;
+        if (!ready)
+            usleep(100000);
+    }
+    if (!ready) {
+        dp_error("forkmem did not answer on src");
+        kill(fm, SIGKILL);
+        goto done;
+    }
+    char pidbuf[32];
+    snprintf(pidbuf, sizeof(pidbuf), "%d", (int)fm);
+    const char *ck[] = {c.self, "checkpoint", "--host", "src", "--pid", pidbuf, "--images", c.images, "--json", NULL};
+    dp_info("faults: forkmem --mib %llu checkpointed into %s", (unsigned long long)c.mib, c.images);
+    if (dp_orch_run(ck, NULL, 600, &out, -1, -1, &err) != 0) {
+        dp_error("checkpoint failed");
+        free(out);
+        kill(fm, SIGKILL);
+        goto done;
+    }
+    free(out);
+    const char *kg[] = {c.self, "keygen", c.key, NULL};
+    dp_orch_run(kg, NULL, 30, NULL, -1, -1, &err);
+
+    /* The local floor does not depend on the link: measured once, reported
+     * with every RTT. */
+    struct lat floor = {0};
+    struct scan fs;
+    char *stats = NULL, eb[512] = "";
+    dp_info("faults: local floor (restore --images, prefetch none)");
+    if (restore_and_scan(&c, NULL, "none", &fs, &stats, eb, sizeof(eb)) < 0 || lat_from_stats(stats, &floor) < 0)
+        dp_warn("faults: local floor failed: %s", eb[0] ? eb : "no latency in the stats");
+    else
+        dp_info("faults: local floor p50 %.1f us p99 %.1f us, scan %.1f MB/s", floor.p50, floor.p99, fs.mbps);
+    free(stats);
+
+    double *lat_us = calloc((size_t)samples, sizeof(double));
+    for (int i = 0; i < nrtt; i++) {
+        struct rttres *x = &res[i];
+        x->floor = floor;
+        char listen[64], rtt[32], logp[PATH_MAX + 32];
+        snprintf(listen, sizeof(listen), SRC_ADDR ":%d", c.port);
+        snprintf(rtt, sizeof(rtt), "%llu", (unsigned long long)x->rtt_us);
+        snprintf(logp, sizeof(logp), "%s/serve.log", work);
+        /* Raw TCP first, on the same link with the same emulated delay. */
+        pid_t raw = raw_server_start(c.port + 1, x->rtt_us);
+        if (raw < 0 || raw_client(c.port + 1, lat_us, samples, c.mib << 20, &x->raw_stream_mbps) < 0) {
+            snprintf(x->error, sizeof(x->error), "raw TCP measurement failed");
+        } else {
+            lat_from_samples(lat_us, samples, &x->raw);
+            dp_info("faults: RTT %s us: raw 4 KiB req/resp p50 %.1f us p99 %.1f us; raw stream %.1f MB/s", rtt,
+                    x->raw.p50, x->raw.p99, x->raw_stream_mbps);
+        }
+        if (raw > 0) {
+            kill(raw, SIGKILL);
+            waitpid(raw, NULL, 0);
+        }
+        const char *sv[] = {c.self, "serve", "--images", c.images, "--listen", listen, "--key", c.key,
+                            "--emulate-rtt", rtt, NULL};
+        server = dp_orch_spawn(sv, lab_hosts[0].netns, logp, &err);
+        for (int k = 0; k < 500 && !dp_orch_can_connect(lab_hosts[0].netns, listen, 200); k++)
+            usleep(10000);
+        for (int k = 0; k < npol; k++) {
+            struct scan s = {0};
+            stats = NULL;
+            eb[0] = '\0';
+            if (restore_and_scan(&c, listen, pol_items[k], &s, &stats, eb, sizeof(eb)) < 0) {
+                dp_warn("faults: RTT %s us, prefetch %s: %s", rtt, pol_items[k], eb);
+                if (!x->error[0])
+                    snprintf(x->error, sizeof(x->error), "prefetch %.30s: %.400s", pol_items[k], eb);
+            } else {
+                x->scans[x->nscans++] = s;
+                if (strcmp(pol_items[k], "none") == 0 && lat_from_stats(stats, &x->remote) < 0)
+                    dp_warn("faults: no latency histogram in the stats");
+                dp_info("faults: RTT %s us, prefetch %-8s scan %8.1f MB/s (%.2f s), hit rate %.1f %%", rtt,
+                        pol_items[k], s.mbps, s.seconds, s.hit_rate * 100);
+                if (strcmp(pol_items[k], "none") == 0)
+                    dp_info("faults: RTT %s us: DistriProc remote fault p50 %.1f us p99 %.1f us", rtt,
+                            x->remote.p50, x->remote.p99);
+            }
+            free(stats);
+        }
+        kill(server, SIGTERM);
+        if (dp_proc_wait_gone(server, 0, 10) < 0)
+            kill(server, SIGKILL);
+        waitpid(server, NULL, 0);
+        server = -1;
+        write_json(json, cmdline, started, bandwidth, c.mib, res, i + 1);
+    }
+    free(lat_us);
+    rc = write_json(json, cmdline, started, bandwidth, c.mib, res, nrtt) == 0 ? 0 : 1;
+    printf("\nfaults: results in %s (plots: scripts/bench_report.py --faults %s --out DIR)\n", json, json);
+done:
+    if (server > 0)
+        kill(server, SIGKILL);
+    rm_rf(work);
+    if (up == LAB_CREATED && lab_down(NULL, &err) < 0)
+        dp_warn("lab down: %s", err.msg);
+    return rc;
+}

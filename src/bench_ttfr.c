@@ -1,0 +1,1032 @@
+/* distriproc bench ttfr: time to the first correct reply of a migrated Redis.
+ *
+ * For each size, one Redis in a src container is loaded once and then
+ * migrated to dst again and again (each dump uses --leave-running, so every
+ * repetition of every system starts from the same loaded process), by:
+ *   distriproc       distriproc migrate (dump, page server, lazy restore)
+ *   criu_full        criu dump, copy every image file over the lab link (our
+ *                    own TCP copier, so the tbf cap applies), criu restore
+ *   criu_lazy_local  criu dump, then CRIU's own `criu lazy-pages` daemon and
+ *                    `criu restore --lazy-pages` on the dump's local images
+ *                    (no network: the images are where the restore runs)
+ *   local            no migration: the probe against the running source (the
+ *                    floor every other figure includes)
+ * The probe is `redis-cli ping` (PONG) run in the destination's namespace
+ * until it succeeds. "From restore" starts when the dump is complete and the
+ * destination starts to get the process back (skeleton pull / image copy /
+ * lazy restore); "from freeze" starts when the dump starts. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+
+#include "bench.h"
+#include "criu.h"
+#include "lab.h"
+#include "orch.h"
+#include "util.h"
+
+#define MAX_REPEAT 100
+#define MAX_SIZES 8
+#define NSYS 4
+#define SRC_ADDR "10.250.0.1"
+#define DST_ADDR "10.250.0.2"
+#define REDIS_PORT 6379
+
+static const char *const sys_names[NSYS] = {"distriproc", "criu_full", "criu_lazy_local", "local"};
+
+struct sample {
+    double from_restore, from_freeze, bytes, dump_s, transfer_s, restore_s;
+};
+
+struct sysres {
+    struct sample s[MAX_REPEAT];
+    int n;
+    char error[512];
+};
+
+struct sizeres {
+    char label[32];
+    uint64_t bytes, used_memory, keys;
+    char skipped[256];
+    int restarts; /* times the size was started again after another user disturbed the lab */
+    struct sysres sys[NSYS];
+};
+
+struct ttfr {
+    const char *json_out, *workroot, *prefetch, *bandwidth;
+    char sizes_text[256];
+    int repeat, port;
+    uint64_t bits;
+    struct sizeres size[MAX_SIZES];
+    int nsizes;
+    char tool[PATH_MAX], criu[PATH_MAX], cmdline[2048];
+    const char *self;
+    time_t started;
+};
+
+static volatile sig_atomic_t interrupted;
+static ino_t lab_ino; /* src's namespace as we set it up */
+
+static const char *lab_netns_file(void)
+{
+    static char path[128];
+    snprintf(path, sizeof(path), LAB_NETNS_DIR "/%s", lab_hosts[0].netns);
+    return path;
+}
+
+/* The lab is shared by everything on this machine: a test or another bench
+ * may tear it down (killing our Redis) or recreate it without our cap while
+ * we run. 1 if it is still the lab we set up: same namespace, our cap on
+ * both ends (within 2 %: tc reports rounded rates). */
+static int lab_intact(uint64_t bits)
+{
+    struct stat sb;
+    if (stat(lab_netns_file(), &sb) < 0 || sb.st_ino != lab_ino)
+        return 0;
+    static struct lab_state st;
+    struct dp_err err;
+    if (lab_probe(&st, &err) < 0 || !lab_state_complete(&st))
+        return 0;
+    for (int i = 0; i < 2; i++) {
+        double have = (double)st.host[i].tbf_bits, want = (double)bits;
+        if (bits == 0 ? have != 0 : fabs(have - want) > want * 0.02)
+            return 0;
+    }
+    return 1;
+}
+
+static int lab_setup(uint64_t bits, struct dp_err *err)
+{
+    int up = lab_up(bits, err);
+    struct stat sb;
+    if (up >= 0 && stat(lab_netns_file(), &sb) == 0)
+        lab_ino = sb.st_ino;
+    return up;
+}
+
+static void on_int(int sig)
+{
+    (void)sig;
+    interrupted = 1;
+}
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: distriproc bench ttfr --json OUT [options]\n"
+            "\n"
+            "Time to the first correct reply (redis-cli PING -> PONG) of a Redis loaded to\n"
+            "each size, migrated src -> dst in the lab by DistriProc (lazy), CRIU full\n"
+            "migration (dump, copy all images over the link, restore), CRIU's own lazy\n"
+            "restore from local images, and the local floor (probe of the running source).\n"
+            "Times from the start of the restore and from the freeze; bytes moved before\n"
+            "the first reply. Median, min and max over the repetitions.\n"
+            "\n"
+            "  --sizes LIST      data loaded into Redis, e.g. 256M,1G,4G (default)\n"
+            "  --bandwidth RATE  tbf cap on the lab link (default 1gbit; 'none' = uncapped)\n"
+            "  --repeat N        repetitions per size and system (default 5, at least 1)\n"
+            "  --prefetch P      DistriProc's prefetch policy (default none)\n"
+            "  --port P          page server / copier port on the lab hosts (default 7400)\n"
+            "  --workdir DIR     scratch space for images (default /var/tmp; needs about\n"
+            "                    1.3x the largest size free)\n"
+            "  --json OUT        results (rewritten after each size, so a partial run keeps\n"
+            "                    what it measured)\n"
+            "\n"
+            "Needs root, the lab (brought up with the cap; taken down at the end only if\n"
+            "this run created it), redis-server and redis-cli. Checks free memory before\n"
+            "each size and skips (and records) a size that does not fit.\n"
+            "Plots and report: scripts/bench_report.py --ttfr OUT --out bench/results\n");
+}
+
+/* ---- statistics and JSON ---------------------------------------------------- */
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void summary(const struct sysres *r, size_t off, double *med, double *mn, double *mx)
+{
+    double v[MAX_REPEAT];
+    for (int i = 0; i < r->n; i++)
+        v[i] = *(const double *)((const char *)&r->s[i] + off);
+    qsort(v, (size_t)r->n, sizeof(double), cmp_double);
+    *mn = v[0];
+    *mx = v[r->n - 1];
+    *med = r->n % 2 ? v[r->n / 2] : (v[r->n / 2 - 1] + v[r->n / 2]) / 2;
+}
+
+static void json_escape(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            fprintf(f, "\\%c", c);
+        else if (c < 0x20)
+            fprintf(f, "\\u%04x", c);
+        else
+            fputc(c, f);
+    }
+    fputc('"', f);
+}
+
+static void read_first_line(const char *path, const char *prefix, char *out, size_t len)
+{
+    out[0] = '\0';
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return;
+    char line[512];
+    while (fgets(line, sizeof(line), f)) {
+        if (strncmp(line, prefix, strlen(prefix)) == 0) {
+            char *p = strchr(line, ':');
+            if (!p)
+                continue;
+            p++;
+            while (*p == ' ' || *p == '\t')
+                p++;
+            p[strcspn(p, "\n")] = '\0';
+            snprintf(out, len, "%s", p);
+            break;
+        }
+    }
+    fclose(f);
+}
+
+static void write_machine(FILE *f)
+{
+    struct utsname u;
+    uname(&u);
+    char cpu[256], mem[64];
+    read_first_line("/proc/cpuinfo", "model name", cpu, sizeof(cpu));
+    read_first_line("/proc/meminfo", "MemTotal", mem, sizeof(mem));
+    fprintf(f, "  \"machine\": {\"uname\": ");
+    char un[512];
+    snprintf(un, sizeof(un), "%s %s %s %s", u.sysname, u.release, u.version, u.machine);
+    json_escape(f, un);
+    fprintf(f, ", \"cpu\": ");
+    json_escape(f, cpu);
+    fprintf(f, ", \"cpus\": %ld, \"memory\": ", sysconf(_SC_NPROCESSORS_ONLN));
+    json_escape(f, mem);
+    fprintf(f, "},\n");
+}
+
+static int write_json(const struct ttfr *t)
+{
+    char tmp[PATH_MAX + 8];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", t->json_out);
+    FILE *f = fopen(tmp, "w");
+    if (!f) {
+        dp_error("cannot write %s: %s", tmp, strerror(errno));
+        return -1;
+    }
+    char when[64];
+    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", gmtime(&t->started));
+    fprintf(f, "{\n  \"benchmark\": \"ttfr\",\n  \"schema\": 1,\n  \"started\": \"%s\",\n  \"command\": ", when);
+    json_escape(f, t->cmdline);
+    fprintf(f, ",\n");
+    write_machine(f);
+    fprintf(f, "  \"lab\": \"%s\",\n", lab_name());
+    fprintf(f, "  \"bandwidth\": \"%s\",\n  \"repeat\": %d,\n  \"prefetch\": \"%s\",\n  \"probe\": ", t->bandwidth,
+            t->repeat, t->prefetch);
+    json_escape(f, "redis-cli -h HOST -p 6379 ping | grep -qx PONG");
+    fprintf(f, ",\n  \"sizes\": [");
+    for (int i = 0; i < t->nsizes; i++) {
+        const struct sizeres *z = &t->size[i];
+        fprintf(f, "%s\n    {\"size\": \"%s\", \"bytes\": %llu, \"keys\": %llu, \"redis_used_memory\": %llu, \"lab_disturbed_restarts\": %d, \"skipped\": ",
+                i ? "," : "", z->label, (unsigned long long)z->bytes, (unsigned long long)z->keys,
+                (unsigned long long)z->used_memory, z->restarts);
+        if (z->skipped[0])
+            json_escape(f, z->skipped);
+        else
+            fprintf(f, "null");
+        fprintf(f, ", \"systems\": {");
+        for (int s = 0; s < NSYS; s++) {
+            const struct sysres *r = &z->sys[s];
+            fprintf(f, "%s\n      \"%s\": {\"n\": %d, \"error\": ", s ? "," : "", sys_names[s], r->n);
+            if (r->error[0])
+                json_escape(f, r->error);
+            else
+                fprintf(f, "null");
+            if (r->n > 0) {
+                static const struct {
+                    const char *name;
+                    size_t off;
+                } fields[] = {
+                    {"from_restore_s", offsetof(struct sample, from_restore)},
+                    {"from_freeze_s", offsetof(struct sample, from_freeze)},
+                    {"bytes_moved", offsetof(struct sample, bytes)},
+                    {"dump_s", offsetof(struct sample, dump_s)},
+                    {"transfer_s", offsetof(struct sample, transfer_s)},
+                    {"restore_s", offsetof(struct sample, restore_s)},
+                };
+                for (size_t k = 0; k < DP_ARRAY_LEN(fields); k++) {
+                    double med, mn, mx;
+                    summary(r, fields[k].off, &med, &mn, &mx);
+                    fprintf(f, ", \"%s\": {\"median\": %.6f, \"min\": %.6f, \"max\": %.6f}", fields[k].name, med, mn,
+                            mx);
+                }
+            }
+            fprintf(f, ", \"runs\": [");
+            for (int k = 0; k < r->n; k++)
+                fprintf(f,
+                        "%s{\"from_restore_s\": %.6f, \"from_freeze_s\": %.6f, \"bytes_moved\": %.0f, "
+                        "\"dump_s\": %.6f, \"transfer_s\": %.6f, \"restore_s\": %.6f}",
+                        k ? ", " : "", r->s[k].from_restore, r->s[k].from_freeze, r->s[k].bytes, r->s[k].dump_s,
+                        r->s[k].transfer_s, r->s[k].restore_s);
+            fprintf(f, "]}");
+        }
+        fprintf(f, "}}");
+    }
+    fprintf(f, "\n  ]\n}\n");
+    if (fclose(f) != 0 || rename(tmp, t->json_out) < 0) {
+        dp_error("cannot write %s: %s", t->json_out, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- helpers ------------------------------------------------------------------ */
+
+static void rm_rf(const char *path)
+{
+    const char *argv[] = {"rm", "-rf", "--one-file-system", path, NULL};
+    struct dp_err err;
+    dp_orch_run(argv, NULL, 300, NULL, -1, -1, &err);
+}
+
+static double secs(uint64_t a, uint64_t b) { return (double)(b - a) / 1e9; }
+
+static char *run_self(const struct ttfr *t, const char *const argv[], double timeout_s, const char *what,
+                      char *errbuf, size_t errlen)
+{
+    (void)t;
+    struct dp_err err = {{0}};
+    char *out = NULL;
+    int st = dp_orch_run(argv, NULL, timeout_s, &out, -1, -1, &err);
+    if (st < 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        snprintf(errbuf, errlen, "%.100s failed (%.300s)", what, st < 0 ? err.msg : "non-zero exit; messages above");
+        free(out);
+        return NULL;
+    }
+    return out;
+}
+
+static uint64_t probe(const char *netns, const char *addr, double timeout_s, pid_t alive_pid, int *attempts)
+{
+    char cmd[256];
+    snprintf(cmd, sizeof(cmd), "redis-cli -h %s -p %d ping | grep -qx PONG", addr, REDIS_PORT);
+    return dp_orch_probe(cmd, netns, timeout_s, 5, -1, alive_pid, dp_proc_starttime(alive_pid), attempts);
+}
+
+static int dump(const struct ttfr *t, pid_t pid, const char *images, double *lazy_bytes, char *errbuf, size_t errlen)
+{
+    char pidbuf[32];
+    snprintf(pidbuf, sizeof(pidbuf), "%d", (int)pid);
+    const char *argv[] = {t->self, "checkpoint", "--host", "src", "--pid", pidbuf, "--images", images,
+                          "--leave-running", "--json", NULL};
+    char *out = run_self(t, argv, 900, "checkpoint --leave-running", errbuf, errlen);
+    if (!out)
+        return -1;
+    if (lazy_bytes && dp_json_number(out, NULL, "lazy_bytes", lazy_bytes) < 0)
+        *lazy_bytes = 0;
+    free(out);
+    return 0;
+}
+
+static void kill_tree(pid_t pid)
+{
+    if (pid <= 0)
+        return;
+    unsigned long long st = dp_proc_starttime(pid);
+    if (!st)
+        return;
+    kill(pid, SIGKILL);
+    dp_proc_wait_gone(pid, st, 20);
+}
+
+/* ---- the copier: every image file over one TCP connection --------------------- */
+
+struct file_hdr {
+    uint32_t name_len; /* 0 = end */
+    uint32_t mode;
+    uint64_t size;
+} __attribute__((packed));
+
+static int copy_send(const char *dir, const char *hostport, uint64_t *sent)
+{
+    struct sockaddr_in sa;
+    if (dp_parse_hostport(hostport, &sa) < 0)
+        return -1;
+    int fd = -1;
+    for (int i = 0; i < 500 && fd < 0; i++) {
+        fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+            close(fd);
+            fd = -1;
+            usleep(10000);
+        }
+    }
+    if (fd < 0) {
+        fprintf(stderr, "copier: cannot connect to %s: %s\n", hostport, strerror(errno));
+        return -1;
+    }
+    DIR *d = opendir(dir);
+    if (!d)
+        return -1;
+    struct dirent *e;
+    *sent = 0;
+    while ((e = readdir(d))) {
+        char path[PATH_MAX + 300];
+        snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+        struct stat sb;
+        if (lstat(path, &sb) < 0 || !S_ISREG(sb.st_mode))
+            continue;
+        int in = open(path, O_RDONLY | O_CLOEXEC);
+        if (in < 0)
+            return -1;
+        struct file_hdr h = {.name_len = (uint32_t)strlen(e->d_name), .mode = sb.st_mode & 07777,
+                             .size = (uint64_t)sb.st_size};
+        if (dp_write_full(fd, &h, sizeof(h)) < 0 || dp_write_full(fd, e->d_name, h.name_len) < 0)
+            return -1;
+        off_t off = 0;
+        while ((uint64_t)off < h.size) {
+            ssize_t n = sendfile(fd, in, &off, h.size - (uint64_t)off);
+            if (n <= 0) {
+                fprintf(stderr, "copier: sendfile %s: %s\n", path, n < 0 ? strerror(errno) : "short file");
+                return -1;
+            }
+        }
+        close(in);
+        *sent += sizeof(h) + h.name_len + h.size;
+    }
+    closedir(d);
+    struct file_hdr end = {0};
+    if (dp_write_full(fd, &end, sizeof(end)) < 0)
+        return -1;
+    *sent += sizeof(end);
+    char ack;
+    if (dp_read_full(fd, &ack, 1) < 0) /* the receiver has written everything */
+        return -1;
+    close(fd);
+    return 0;
+}
+
+static int copy_recv(int lfd, const char *dir)
+{
+    int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    static char buf[1 << 20];
+    for (;;) {
+        struct file_hdr h;
+        if (dp_read_full(fd, &h, sizeof(h)) < 0)
+            return -1;
+        if (h.name_len == 0)
+            break;
+        char name[256];
+        if (h.name_len >= sizeof(name) || dp_read_full(fd, name, h.name_len) < 0)
+            return -1;
+        name[h.name_len] = '\0';
+        if (strchr(name, '/') || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+            return -1;
+        char path[PATH_MAX + 300];
+        snprintf(path, sizeof(path), "%s/%s", dir, name);
+        int out = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, h.mode & 0777);
+        if (out < 0)
+            return -1;
+        for (uint64_t left = h.size; left > 0;) {
+            size_t n = left < sizeof(buf) ? (size_t)left : sizeof(buf);
+            if (dp_read_full(fd, buf, n) < 0 || dp_write_full(out, buf, n) < 0)
+                return -1;
+            left -= n;
+        }
+        close(out);
+    }
+    char ack = 1;
+    dp_write_full(fd, &ack, 1);
+    close(fd);
+    return 0;
+}
+
+/* Copies dir_src (read in src's netns) to dir_dst (written in dst's) through
+ * the veth. Returns bytes sent or -1. */
+static int64_t copy_over_link(const char *dir_src, const char *dir_dst, int port)
+{
+    char hostport[64];
+    snprintf(hostport, sizeof(hostport), DST_ADDR ":%d", port);
+    int ready[2], res[2];
+    if (pipe(ready) < 0 || pipe(res) < 0)
+        return -1;
+    pid_t rx = fork();
+    if (rx == 0) {
+        close(ready[0]);
+        struct dp_err err;
+        if (lab_enter(lab_host_find("dst"), &err) < 0)
+            _exit(2);
+        int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        int one = 1;
+        setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        struct sockaddr_in sa;
+        dp_parse_hostport(hostport, &sa);
+        if (bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(lfd, 1) < 0) {
+            fprintf(stderr, "copier: cannot listen on %s: %s\n", hostport, strerror(errno));
+            _exit(2);
+        }
+        char c = 1;
+        dp_write_full(ready[1], &c, 1);
+        _exit(copy_recv(lfd, dir_dst) == 0 ? 0 : 1);
+    }
+    close(ready[1]);
+    char c;
+    if (rx < 0 || dp_read_full(ready[0], &c, 1) < 0) {
+        close(ready[0]);
+        if (rx > 0)
+            waitpid(rx, NULL, 0);
+        return -1;
+    }
+    close(ready[0]);
+    pid_t tx = fork();
+    if (tx == 0) {
+        close(res[0]);
+        struct dp_err err;
+        if (lab_enter(lab_host_find("src"), &err) < 0)
+            _exit(2);
+        uint64_t sent = 0;
+        int rc = copy_send(dir_src, hostport, &sent);
+        dp_write_full(res[1], &sent, sizeof(sent));
+        _exit(rc == 0 ? 0 : 1);
+    }
+    close(res[1]);
+    uint64_t sent = 0;
+    int ok = dp_read_full(res[0], &sent, sizeof(sent)) == 0;
+    close(res[0]);
+    int st1 = 0, st2 = 0;
+    waitpid(tx, &st1, 0);
+    waitpid(rx, &st2, 0);
+    if (!ok || !WIFEXITED(st1) || WEXITSTATUS(st1) || !WIFEXITED(st2) || WEXITSTATUS(st2))
+        return -1;
+    return (int64_t)sent;
+}
+
+/* ---- the four systems ----------------------------------------------------------- */
+
+static int run_distriproc(struct ttfr *t, pid_t redis, const char *work, struct sample *s, char *eb, size_t el)
+{
+    char wd[PATH_MAX + 32], pidbuf[32], port[16], probe_cmd[128];
+    snprintf(wd, sizeof(wd), "%s/distriproc", work);
+    snprintf(pidbuf, sizeof(pidbuf), "%d", (int)redis);
+    snprintf(port, sizeof(port), "%d", t->port);
+    snprintf(probe_cmd, sizeof(probe_cmd), "redis-cli -h %s -p %d ping | grep -qx PONG", DST_ADDR, REDIS_PORT);
+    const char *argv[] = {t->self, "migrate", "--pid", pidbuf, "--workdir", wd, "--port", port, "--prefetch",
+                          t->prefetch, "--leave-running", "--probe", probe_cmd, "--probe-timeout", "120", "--json",
+                          NULL};
+    char *out = run_self(t, argv, 1200, "distriproc migrate", eb, el);
+    int rc = -1;
+    if (out) {
+        double dump_s = 0, restore_s = 0;
+        if (dp_json_number(out, NULL, "ttfr_from_restore_s", &s->from_restore) == 0 &&
+            dp_json_number(out, NULL, "ttfr_from_freeze_s", &s->from_freeze) == 0 &&
+            dp_json_number(out, NULL, "bytes_before_reply", &s->bytes) == 0 &&
+            dp_json_number(out, NULL, "dump_s", &dump_s) == 0 &&
+            dp_json_number(out, NULL, "restore_s", &restore_s) == 0) {
+            s->dump_s = dump_s;
+            s->restore_s = restore_s;
+            s->transfer_s = 0;
+            /* From restore start: migrate counts from the restore command; the
+             * page server start between dump and restore belongs to it too. */
+            double serve_s = 0;
+            if (dp_json_number(out, NULL, "serve_start_s", &serve_s) == 0)
+                s->from_restore += serve_s;
+            rc = 0;
+        } else {
+            snprintf(eb, el, "distriproc migrate printed unexpected JSON: %.200s", out);
+        }
+        free(out);
+    }
+    const char *stop[] = {t->self, "migrate", "--stop", "--workdir", wd, NULL};
+    char e2[256];
+    free(run_self(t, stop, 120, "migrate --stop", e2, sizeof(e2)));
+    rm_rf(wd);
+    return rc;
+}
+
+static int criu_restore_in_dst(const char *images, const char *pidfile, int lazy, char *eb, size_t el)
+{
+    struct dp_restore_opts ro = {.images_dir = images, .pidfile = pidfile, .detached = 1, .lazy_pages = lazy,
+                                 .tcp_established = 1};
+    struct dp_err err = {{0}};
+    if (dp_criu_restore(&ro, lab_hosts[1].netns, 600, &err) < 0) {
+        snprintf(eb, el, "criu restore%.300s failed: %.300s", lazy ? " --lazy-pages" : "", err.msg);
+        return -1;
+    }
+    return 0;
+}
+
+static pid_t read_pidfile(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    int pid = 0;
+    if (f) {
+        if (fscanf(f, "%d", &pid) != 1)
+            pid = 0;
+        fclose(f);
+    }
+    return pid;
+}
+
+static int run_criu_full(struct ttfr *t, pid_t redis, const char *work, struct sample *s, char *eb, size_t el)
+{
+    char src[PATH_MAX + 32], dst[PATH_MAX + 32], pidfile[PATH_MAX + 32];
+    snprintf(src, sizeof(src), "%s/full-src", work);
+    snprintf(dst, sizeof(dst), "%s/full-dst", work);
+    snprintf(pidfile, sizeof(pidfile), "%s/full.pid", work);
+    int rc = -1;
+    pid_t restored = 0;
+    uint64_t t0 = dp_now_ns();
+    if (dump(t, redis, src, NULL, eb, el) < 0)
+        goto out;
+    uint64_t t1 = dp_now_ns();
+    if (mkdir(dst, 0700) < 0) {
+        snprintf(eb, el, "mkdir %.300s: %.100s", dst, strerror(errno));
+        goto out;
+    }
+    int64_t sent = copy_over_link(src, dst, t->port + 1);
+    if (sent < 0) {
+        snprintf(eb, el, "copying the images over the lab link failed");
+        goto out;
+    }
+    uint64_t t2 = dp_now_ns();
+    if (criu_restore_in_dst(dst, pidfile, 0, eb, el) < 0)
+        goto out;
+    uint64_t t3 = dp_now_ns();
+    restored = read_pidfile(pidfile);
+    int attempts;
+    uint64_t ok = probe(lab_hosts[1].netns, DST_ADDR, 120, restored, &attempts);
+    if (!ok) {
+        snprintf(eb, el, "the fully restored Redis did not answer within 120 s");
+        goto out;
+    }
+    s->from_restore = secs(t1, ok);
+    s->from_freeze = secs(t0, ok);
+    s->bytes = (double)sent;
+    s->dump_s = secs(t0, t1);
+    s->transfer_s = secs(t1, t2);
+    s->restore_s = secs(t2, t3);
+    rc = 0;
+out:
+    if (!restored)
+        restored = read_pidfile(pidfile);
+    kill_tree(restored);
+    unlink(pidfile);
+    rm_rf(src);
+    rm_rf(dst);
+    return rc;
+}
+
+static int run_criu_lazy_local(struct ttfr *t, pid_t redis, const char *work, struct sample *s, char *eb, size_t el)
+{
+    char img[PATH_MAX + 32], pidfile[PATH_MAX + 32], sock[PATH_MAX + 64];
+    snprintf(img, sizeof(img), "%s/lazy-local", work);
+    snprintf(pidfile, sizeof(pidfile), "%s/lazy.pid", work);
+    snprintf(sock, sizeof(sock), "%s/lazy-pages.socket", img);
+    int rc = -1;
+    pid_t restored = 0, daemon = -1;
+    uint64_t t0 = dp_now_ns();
+    if (dump(t, redis, img, NULL, eb, el) < 0)
+        goto out;
+    uint64_t t1 = dp_now_ns();
+    /* CRIU's own lazy-pages daemon serving the local images. */
+    const char *dargv[] = {t->criu, "lazy-pages", "-D", img, "--work-dir", img, "-o", "lazy-pages.log", NULL};
+    struct dp_err err = {{0}};
+    daemon = dp_orch_spawn(dargv, lab_hosts[1].netns, NULL, &err);
+    if (daemon < 0) {
+        snprintf(eb, el, "cannot start criu lazy-pages: %.300s", err.msg);
+        goto out;
+    }
+    struct stat sb;
+    for (int i = 0; i < 2000 && stat(sock, &sb) < 0; i++) {
+        if (waitpid(daemon, NULL, WNOHANG) == daemon) {
+            daemon = -1;
+            snprintf(eb, el, "criu lazy-pages exited at once (see %.300s/lazy-pages.log)", img);
+            goto out;
+        }
+        usleep(5000);
+    }
+    if (stat(sock, &sb) < 0) {
+        snprintf(eb, el, "criu lazy-pages made no %.300s within 10 s", sock);
+        goto out;
+    }
+    if (criu_restore_in_dst(img, pidfile, 1, eb, el) < 0)
+        goto out;
+    uint64_t t2 = dp_now_ns();
+    restored = read_pidfile(pidfile);
+    int attempts;
+    uint64_t ok = probe(lab_hosts[1].netns, DST_ADDR, 120, restored, &attempts);
+    if (!ok) {
+        snprintf(eb, el, "the lazily restored Redis (CRIU's daemon) did not answer within 120 s");
+        goto out;
+    }
+    s->from_restore = secs(t1, ok);
+    s->from_freeze = secs(t0, ok);
+    s->bytes = 0; /* the images are local to the restore: nothing crosses the link */
+    s->dump_s = secs(t0, t1);
+    s->transfer_s = 0;
+    s->restore_s = secs(t1, t2);
+    rc = 0;
+out:
+    if (!restored)
+        restored = read_pidfile(pidfile);
+    kill_tree(restored);
+    if (daemon > 0) {
+        kill(daemon, SIGKILL);
+        waitpid(daemon, NULL, 0);
+    }
+    unlink(pidfile);
+    rm_rf(img);
+    return rc;
+}
+
+static int run_local(struct ttfr *t, pid_t redis, struct sample *s, char *eb, size_t el)
+{
+    (void)t;
+    int attempts;
+    uint64_t t0 = dp_now_ns();
+    uint64_t ok = probe(lab_hosts[0].netns, SRC_ADDR, 30, redis, &attempts);
+    if (!ok || attempts != 1) {
+        snprintf(eb, el, "the running source Redis did not answer the first probe");
+        return -1;
+    }
+    s->from_restore = s->from_freeze = secs(t0, ok);
+    s->bytes = s->dump_s = s->transfer_s = s->restore_s = 0;
+    return 0;
+}
+
+/* ---- one size --------------------------------------------------------------------- */
+
+static uint64_t mem_available(void)
+{
+    char v[64];
+    read_first_line("/proc/meminfo", "MemAvailable", v, sizeof(v));
+    return strtoull(v, NULL, 10) * 1024;
+}
+
+static pid_t start_redis(struct ttfr *t, struct sizeres *z, char *eb, size_t el)
+{
+    const char *argv[] = {t->self, "lab", "exec", "src", "--container", "--detach", "--", "redis-server", "--save", "",
+                          "--appendonly", "no", "--protected-mode", "no", "--bind", "0.0.0.0", "--port", "6379",
+                          NULL};
+    /* A killed Redis keeps its listening socket until its memory is torn
+     * down: a new one started at once cannot bind the port. Wait for it. */
+    for (int i = 0; i < 600 && dp_orch_can_connect(lab_hosts[0].netns, SRC_ADDR ":6379", 200); i++)
+        usleep(100000);
+    pid_t pid = -1;
+    for (int attempt = 0; attempt < 3 && pid < 0; attempt++) {
+        char *out = run_self(t, argv, 60, "starting Redis in a src container", eb, el);
+        if (!out)
+            return -1;
+        pid = (pid_t)atoi(out);
+        free(out);
+        int attempts;
+        if (!probe(lab_hosts[0].netns, SRC_ADDR, 30, pid, &attempts)) {
+            snprintf(eb, el, "Redis did not answer on src");
+            kill_tree(pid);
+            pid = -1;
+            sleep(2);
+        }
+    }
+    if (pid < 0)
+        return -1;
+    char mib[32];
+    snprintf(mib, sizeof(mib), "%llu", (unsigned long long)(z->bytes >> 20));
+    const char *load[] = {"/usr/bin/python3", t->tool, "load", "--host", SRC_ADDR, "--mib", mib, "--max-seconds",
+                          "1700", NULL};
+    dp_info("ttfr %s: loading %s MiB into Redis (pid %d)", z->label, mib, (int)pid);
+    struct dp_err err = {{0}};
+    char *lo = NULL;
+    int st = dp_orch_run(load, lab_hosts[0].netns, 1800, &lo, -1, -1, &err);
+    if (st < 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        snprintf(eb, el, "loading Redis failed: %.300s", st < 0 ? err.msg : "see the messages above");
+        free(lo);
+        kill_tree(pid);
+        return -1;
+    }
+    double v;
+    if (dp_json_number(lo, NULL, "used_memory", &v) == 0)
+        z->used_memory = (uint64_t)v;
+    if (dp_json_number(lo, NULL, "keys", &v) == 0)
+        z->keys = (uint64_t)v;
+    free(lo);
+    return pid;
+}
+
+static void print_line(const struct sizeres *z, int sys, int rep, const struct sample *s, int ok, const char *err)
+{
+    if (!ok) {
+        dp_warn("ttfr %s rep %d %-15s FAILED: %s", z->label, rep + 1, sys_names[sys], err);
+        return;
+    }
+    char b[32];
+    dp_format_bytes((uint64_t)s->bytes, b, sizeof(b));
+    dp_info("ttfr %s rep %d %-15s %8.3f s from restore, %8.3f s from freeze, %s moved", z->label, rep + 1,
+            sys_names[sys], s->from_restore, s->from_freeze, b);
+}
+
+static void run_size(struct ttfr *t, struct sizeres *z)
+{
+    /* Redis holds ~1.2x its data; a restored copy grows to the same as it is
+     * touched (fully, for CRIU full) while the source stays loaded. */
+    uint64_t need = z->bytes * 3, avail = mem_available();
+    if (avail < need) {
+        char a[32], n[32];
+        dp_format_bytes(avail, a, sizeof(a));
+        dp_format_bytes(need, n, sizeof(n));
+        snprintf(z->skipped, sizeof(z->skipped), "needs about %s of free memory, %s available", n, a);
+        dp_warn("ttfr %s: skipped: %s", z->label, z->skipped);
+        return;
+    }
+    char eb[512] = "";
+    char work[PATH_MAX];
+    snprintf(work, sizeof(work), "%s/distriproc-ttfr.%d", t->workroot, (int)getpid());
+    for (int attempt = 1; attempt <= 3 && !interrupted; attempt++) {
+        memset(z->sys, 0, sizeof(z->sys));
+        struct dp_err err = {{0}};
+        if (!lab_intact(t->bits) && lab_setup(t->bits, &err) < 0) {
+            snprintf(z->sys[0].error, sizeof(z->sys[0].error), "lab up failed: %.300s", err.msg);
+            return;
+        }
+        pid_t redis = start_redis(t, z, eb, sizeof(eb));
+        if (redis < 0) {
+            for (int s = 0; s < NSYS; s++)
+                snprintf(z->sys[s].error, sizeof(z->sys[s].error), "%.300s", eb);
+            dp_error("ttfr %s: %s", z->label, eb);
+            if (lab_intact(t->bits))
+                return;
+            z->restarts++;
+            continue;
+        }
+        rm_rf(work);
+        mkdir(work, 0700);
+        int disturbed = 0;
+        for (int rep = 0; rep < t->repeat && !interrupted && !disturbed; rep++) {
+            for (int sys = 0; sys < NSYS && !interrupted; sys++) {
+                struct sysres *r = &z->sys[sys];
+                struct sample s = {0};
+                eb[0] = '\0';
+                int rc;
+                switch (sys) {
+                case 0: rc = run_distriproc(t, redis, work, &s, eb, sizeof(eb)); break;
+                case 1: rc = run_criu_full(t, redis, work, &s, eb, sizeof(eb)); break;
+                case 2: rc = run_criu_lazy_local(t, redis, work, &s, eb, sizeof(eb)); break;
+                default: rc = run_local(t, redis, &s, eb, sizeof(eb)); break;
+                }
+                if (!lab_intact(t->bits)) {
+                    disturbed = 1;
+                    break;
+                }
+                print_line(z, sys, rep, &s, rc == 0, eb);
+                if (rc == 0)
+                    r->s[r->n++] = s;
+                else if (!r->error[0])
+                    snprintf(r->error, sizeof(r->error), "rep %d: %.300s", rep + 1, eb);
+                if (!dp_proc_same(redis, 0)) {
+                    dp_error("ttfr %s: the source Redis died; stopping this size", z->label);
+                    rep = t->repeat;
+                    break;
+                }
+            }
+        }
+        kill_tree(redis);
+        rm_rf(work);
+        if (!disturbed)
+            return;
+        z->restarts++;
+        dp_warn("ttfr %s: another user tore down, recreated or re-capped the lab during the run "
+                "(a test or another bench); discarding this size's samples and starting it again (%d/3)",
+                z->label, attempt);
+        sleep(5);
+    }
+    if (z->restarts >= 3)
+        for (int s = 0; s < NSYS; s++)
+            if (z->sys[s].n == 0 && !z->sys[s].error[0])
+                snprintf(z->sys[s].error, sizeof(z->sys[s].error),
+                         "the lab was disturbed by other users 3 times; no clean run");
+}
+
+int bench_ttfr(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"sizes", required_argument, NULL, 's'},   {"bandwidth", required_argument, NULL, 'b'},
+        {"repeat", required_argument, NULL, 'r'},  {"prefetch", required_argument, NULL, 'p'},
+        {"port", required_argument, NULL, 'P'},    {"workdir", required_argument, NULL, 'w'},
+        {"json", required_argument, NULL, 'j'},    {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    static struct ttfr t;
+    memset(&t, 0, sizeof(t));
+    snprintf(t.sizes_text, sizeof(t.sizes_text), "256M,1G,4G");
+    t.bandwidth = "1gbit";
+    t.repeat = 5;
+    t.prefetch = "none";
+    t.port = 7400;
+    t.workroot = "/var/tmp";
+    size_t cl = 0;
+    for (int i = 0; i < argc && cl + 2 < sizeof(t.cmdline); i++)
+        cl += (size_t)snprintf(t.cmdline + cl, sizeof(t.cmdline) - cl, "%s%s", i ? " " : "distriproc bench ",
+                               argv[i]);
+    int c;
+    char *end;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 's': snprintf(t.sizes_text, sizeof(t.sizes_text), "%s", optarg); break;
+        case 'b': t.bandwidth = optarg; break;
+        case 'r':
+            t.repeat = (int)strtol(optarg, &end, 10);
+            if (*end || t.repeat < 1 || t.repeat > MAX_REPEAT) {
+                fprintf(stderr, "distriproc bench ttfr: --repeat takes 1..%d (got '%s')\n", MAX_REPEAT, optarg);
+                return 2;
+            }
+            break;
+        case 'p': t.prefetch = optarg; break;
+        case 'P':
+            t.port = (int)strtol(optarg, &end, 10);
+            if (*end || t.port < 1 || t.port > 65534) {
+                fprintf(stderr, "distriproc bench ttfr: --port takes 1..65534 (got '%s')\n", optarg);
+                return 2;
+            }
+            break;
+        case 'w': t.workroot = optarg; break;
+        case 'j': t.json_out = optarg; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (!t.json_out || optind != argc) {
+        fprintf(stderr, "distriproc bench ttfr: --json OUT is required\n\n");
+        usage(stderr);
+        return 2;
+    }
+    char list[256];
+    snprintf(list, sizeof(list), "%s", t.sizes_text);
+    for (char *save = NULL, *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        if (t.nsizes == MAX_SIZES) {
+            fprintf(stderr, "distriproc bench ttfr: at most %d sizes\n", MAX_SIZES);
+            return 2;
+        }
+        struct sizeres *z = &t.size[t.nsizes++];
+        snprintf(z->label, sizeof(z->label), "%s", tok);
+        if (dp_parse_size(tok, &z->bytes) < 0 || z->bytes < (1 << 20)) {
+            fprintf(stderr, "distriproc bench ttfr: bad size '%s' (e.g. 256M, 1G)\n", tok);
+            return 2;
+        }
+    }
+    uint64_t bits = 0;
+    struct dp_err err = {{0}};
+    if (strcmp(t.bandwidth, "none") != 0 && lab_parse_rate(t.bandwidth, &bits, &err) < 0) {
+        fprintf(stderr, "distriproc bench ttfr: --bandwidth: %s\n", err.msg);
+        return 2;
+    }
+    if (geteuid() != 0) {
+        dp_error("needs root (namespaces, CRIU)");
+        return 1;
+    }
+    t.self = dp_self_exe();
+    /* build/distriproc -> scripts/redis_tool.py of the same checkout */
+    snprintf(t.tool, sizeof(t.tool), "%s", t.self);
+    char *slash = strrchr(t.tool, '/');
+    if (slash)
+        *slash = '\0';
+    size_t tl = strlen(t.tool);
+    snprintf(t.tool + tl, sizeof(t.tool) - tl, "/../scripts/redis_tool.py");
+    if (access(t.tool, R_OK) < 0) {
+        dp_error("cannot find %s (run from a checkout's build/distriproc)", t.tool);
+        return 1;
+    }
+    if (dp_criu_find(t.criu, sizeof(t.criu), &err) < 0) {
+        dp_error("%s", err.msg);
+        return 1;
+    }
+    const char *need[] = {"redis-server", "redis-cli"};
+    for (size_t i = 0; i < DP_ARRAY_LEN(need); i++) {
+        char cmd[64];
+        snprintf(cmd, sizeof(cmd), "command -v %s >/dev/null", need[i]);
+        if (system(cmd) != 0) {
+            dp_error("%s is missing: run make deps", need[i]);
+            return 1;
+        }
+    }
+    /* Memory first: say now which sizes cannot run here. */
+    uint64_t avail = mem_available();
+    for (int i = 0; i < t.nsizes; i++)
+        if (t.size[i].bytes * 3 > avail) {
+            char a[32], n[32];
+            dp_format_bytes(avail, a, sizeof(a));
+            dp_format_bytes(t.size[i].bytes * 3, n, sizeof(n));
+            dp_warn("size %s needs about %s of free memory and %s is available now: it will be skipped "
+                    "unless memory frees up", t.size[i].label, n, a);
+        }
+    t.bits = bits;
+    int up = lab_setup(bits, &err);
+    if (up < 0) {
+        dp_error("cannot bring the lab up: %s", err.msg);
+        return 1;
+    }
+    signal(SIGINT, on_int);
+    signal(SIGTERM, on_int);
+    t.started = time(NULL);
+    dp_info("ttfr: sizes %s, %d repetitions, link %s, prefetch %s -> %s", t.sizes_text, t.repeat, t.bandwidth,
+            t.prefetch, t.json_out);
+    for (int i = 0; i < t.nsizes && !interrupted; i++) {
+        run_size(&t, &t.size[i]);
+        write_json(&t);
+    }
+    if (interrupted)
+        dp_warn("interrupted: %s has what was measured so far", t.json_out);
+    int rc = write_json(&t) == 0 && !interrupted ? 0 : 1;
+    if (up == LAB_CREATED && lab_down(NULL, &err) < 0)
+        dp_warn("lab down: %s", err.msg);
+    /* Table. */
+    printf("\ntime to first reply (median of %d; min..max), link %s\n", t.repeat, t.bandwidth);
+    printf("%-6s %-16s %22s %22s %12s\n", "size", "system", "from restore (s)", "from freeze (s)", "bytes moved");
+    for (int i = 0; i < t.nsizes; i++) {
+        const struct sizeres *z = &t.size[i];
+        if (z->skipped[0]) {
+            printf("%-6s skipped: %s\n", z->label, z->skipped);
+            continue;
+        }
+        for (int s = 0; s < NSYS; s++) {
+            const struct sysres *r = &z->sys[s];
+            if (r->n == 0) {
+                printf("%-6s %-16s failed: %s\n", z->label, sys_names[s], r->error);
+                continue;
+            }
+            double m1, a1, b1, m2, a2, b2, m3, a3, b3;
+            summary(r, offsetof(struct sample, from_restore), &m1, &a1, &b1);
+            summary(r, offsetof(struct sample, from_freeze), &m2, &a2, &b2);
+            summary(r, offsetof(struct sample, bytes), &m3, &a3, &b3);
+            char bb[32];
+            dp_format_bytes((uint64_t)m3, bb, sizeof(bb));
+            printf("%-6s %-16s %7.3f (%6.3f..%6.3f) %7.3f (%6.3f..%6.3f) %12s%s\n", z->label, sys_names[s], m1, a1,
+                   b1, m2, a2, b2, bb, r->error[0] ? "  (some reps failed)" : "");
+        }
+    }
+    return rc;
+}

@@ -1,0 +1,519 @@
+/* distriproc migrate: a lazy migration across the lab in one command.
+ *
+ * checkpoint on src -> page server on src -> lazy restore on dst -> probe
+ * until the restored process answers. Each step is our own subcommand run as
+ * a child (the same binary), so what migrate measures is exactly what a user
+ * typing the steps by hand gets. The page server, the lazy-pages daemon and
+ * the restored tree keep running afterwards; their pids (with start times) go
+ * to WORKDIR/migrate.state for `distriproc migrate --stop`. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include "commands.h"
+#include "key.h"
+#include "lab.h"
+#include "lazyd.h"
+#include "orch.h"
+#include "util.h"
+
+#define SRC_NETNS (lab_hosts[0].netns)
+#define DST_NETNS (lab_hosts[1].netns)
+#define SRC_ADDR "10.250.0.1"
+#define STATE_NAME "migrate.state"
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: distriproc migrate --pid PID --workdir DIR [options]\n"
+            "       distriproc migrate --stop --workdir DIR\n"
+            "\n"
+            "Migrates the process tree rooted at PID (a container on the lab host src, see\n"
+            "'distriproc lab exec src --container') lazily to the lab host dst, in one go:\n"
+            "  1. checkpoint it on src (criu dump; the tree stops)     -> DIR/images\n"
+            "  2. serve its memory from src (distriproc serve on " SRC_ADDR ":PORT)\n"
+            "  3. restore it on dst (distriproc restore --host dst)   -> DIR/dst\n"
+            "  4. with --probe: run CMD in dst's network namespace until it exits 0\n"
+            "and prints the time to the first successful probe (time to first request),\n"
+            "from the start of the restore and from the freeze (the start of the dump),\n"
+            "and the bytes moved before that reply (skeleton + pages fetched).\n"
+            "The page server, the lazy-pages daemon and the restored tree keep running;\n"
+            "'distriproc migrate --stop --workdir DIR' stops all three.\n"
+            "\n"
+            "  --pid PID             root of the tree on src, as seen from this shell\n"
+            "  --workdir DIR         images, key, logs and state of this migration\n"
+            "  --port PORT           page server port on " SRC_ADDR " (default 7070)\n"
+            "  --key FILE            pre-shared key (default: DIR/key, made if missing)\n"
+            "  --prefetch POLICY     passed to restore: none (default), seq:N, stride, auto\n"
+            "  --emulate-rtt USEC    passed to serve: delay every reply by USEC microseconds\n"
+            "  --fault-timeout SEC   passed to restore\n"
+            "  --on-timeout wait|kill passed to restore\n"
+            "  --probe CMD           shell command run in dst's netns (sh -c) until it exits 0\n"
+            "                        e.g. 'redis-cli -h 10.250.0.2 ping | grep -qx PONG'\n"
+            "  --probe-timeout SEC   give up probing after SEC seconds (default 60)\n"
+            "  --leave-running       keep the source tree running after the dump (benchmarks:\n"
+            "                        several migrations of one loaded process)\n"
+            "  --json                one JSON object on stdout\n"
+            "  --stop                kill the restored tree, wait for the daemon, stop the server\n"
+            "\n"
+            "Logs: DIR/images/dump.log, DIR/serve.log, DIR/dst/restore.log, DIR/dst/lazyd.log,\n"
+            "DIR/probe.log (the probe's output).\n");
+}
+
+struct proc_ref {
+    int pid;
+    unsigned long long start;
+};
+
+struct state {
+    struct proc_ref server, daemon, restored;
+};
+
+static int write_state(const char *workdir, const struct state *s)
+{
+    char path[PATH_MAX + 32], tmp[PATH_MAX + 40];
+    snprintf(path, sizeof(path), "%s/%s", workdir, STATE_NAME);
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f)
+        return -1;
+    fprintf(f, "server %d %llu\ndaemon %d %llu\nrestored %d %llu\n", s->server.pid, s->server.start,
+            s->daemon.pid, s->daemon.start, s->restored.pid, s->restored.start);
+    if (fclose(f) != 0)
+        return -1;
+    return rename(tmp, path);
+}
+
+static int read_state(const char *workdir, struct state *s)
+{
+    char path[PATH_MAX + 32];
+    snprintf(path, sizeof(path), "%s/%s", workdir, STATE_NAME);
+    memset(s, 0, sizeof(*s));
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    char name[32];
+    int pid;
+    unsigned long long start;
+    while (fscanf(f, "%31s %d %llu", name, &pid, &start) == 3) {
+        struct proc_ref *r = strcmp(name, "server") == 0     ? &s->server
+                             : strcmp(name, "daemon") == 0   ? &s->daemon
+                             : strcmp(name, "restored") == 0 ? &s->restored
+                                                             : NULL;
+        if (r) {
+            r->pid = pid;
+            r->start = start;
+        }
+    }
+    fclose(f);
+    return 0;
+}
+
+/* Kills the restored tree (SIGKILL to the init of its pid namespace takes all
+ * of it), lets the daemon exit by itself, then stops the server. */
+static int stop_all(const char *workdir, const struct state *s, int quiet)
+{
+    int rc = 0;
+    if (dp_proc_same(s->restored.pid, s->restored.start)) {
+        kill(s->restored.pid, SIGKILL);
+        if (dp_proc_wait_gone(s->restored.pid, s->restored.start, 10) < 0) {
+            dp_error("restored pid %d did not die within 10 s of SIGKILL", s->restored.pid);
+            rc = 1;
+        } else if (!quiet) {
+            dp_info("killed the restored tree (pid %d)", s->restored.pid);
+        }
+    }
+    if (dp_proc_same(s->daemon.pid, s->daemon.start)) {
+        if (dp_proc_wait_gone(s->daemon.pid, s->daemon.start, 15) < 0) {
+            dp_warn("lazy-pages daemon %d still running 15 s after its tasks died; SIGKILL", s->daemon.pid);
+            kill(s->daemon.pid, SIGKILL);
+            dp_proc_wait_gone(s->daemon.pid, s->daemon.start, 5);
+        } else if (!quiet) {
+            dp_info("the lazy-pages daemon (pid %d) exited; final stats in %s/dst/stats-final.json",
+                    s->daemon.pid, workdir);
+        }
+    }
+    if (dp_proc_same(s->server.pid, s->server.start)) {
+        kill(s->server.pid, SIGTERM);
+        if (dp_proc_wait_gone(s->server.pid, s->server.start, 10) < 0) {
+            dp_warn("page server %d ignored SIGTERM for 10 s; SIGKILL", s->server.pid);
+            kill(s->server.pid, SIGKILL);
+            dp_proc_wait_gone(s->server.pid, s->server.start, 5);
+        } else if (!quiet) {
+            dp_info("stopped the page server (pid %d)", s->server.pid);
+        }
+    }
+    return rc;
+}
+
+static int cmd_stop(const char *workdir)
+{
+    struct state s;
+    if (read_state(workdir, &s) < 0) {
+        dp_error("no %s/%s: nothing migrated with this --workdir (or already stopped)", workdir, STATE_NAME);
+        return 1;
+    }
+    int rc = stop_all(workdir, &s, 0);
+    if (rc == 0) {
+        char path[PATH_MAX + 32];
+        snprintf(path, sizeof(path), "%s/%s", workdir, STATE_NAME);
+        unlink(path);
+        printf("stopped: restored tree, lazy-pages daemon and page server of %s\n", workdir);
+    }
+    return rc;
+}
+
+struct margs {
+    int pid, port, json, stop, leave_running;
+    const char *workdir, *key, *prefetch, *emulate_rtt, *fault_timeout, *on_timeout, *probe;
+    double probe_timeout;
+};
+
+static int parse_margs(int argc, char **argv, struct margs *a)
+{
+    static const struct option opts[] = {
+        {"pid", required_argument, NULL, 'p'},          {"workdir", required_argument, NULL, 'w'},
+        {"port", required_argument, NULL, 'P'},         {"key", required_argument, NULL, 'k'},
+        {"prefetch", required_argument, NULL, 'f'},     {"emulate-rtt", required_argument, NULL, 'r'},
+        {"fault-timeout", required_argument, NULL, 'T'}, {"on-timeout", required_argument, NULL, 'O'},
+        {"probe", required_argument, NULL, 'q'},        {"probe-timeout", required_argument, NULL, 't'},
+        {"json", no_argument, NULL, 'j'},               {"stop", no_argument, NULL, 's'},
+        {"leave-running", no_argument, NULL, 'L'},      {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    memset(a, 0, sizeof(*a));
+    a->port = 7070;
+    a->prefetch = "none";
+    a->probe_timeout = 60;
+    int c;
+    char *end;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'p':
+            a->pid = (int)strtol(optarg, &end, 10);
+            if (*end || a->pid <= 0) {
+                fprintf(stderr, "distriproc migrate: --pid takes a process id (got '%s')\n", optarg);
+                return 2;
+            }
+            break;
+        case 'P':
+            a->port = (int)strtol(optarg, &end, 10);
+            if (*end || a->port <= 0 || a->port > 65535) {
+                fprintf(stderr, "distriproc migrate: --port takes 1..65535 (got '%s')\n", optarg);
+                return 2;
+            }
+            break;
+        case 't':
+            a->probe_timeout = strtod(optarg, &end);
+            if (*end || !(a->probe_timeout > 0) || a->probe_timeout > 86400) {
+                fprintf(stderr, "distriproc migrate: --probe-timeout takes seconds > 0 (got '%s')\n", optarg);
+                return 2;
+            }
+            break;
+        case 'w': a->workdir = optarg; break;
+        case 'k': a->key = optarg; break;
+        case 'f': a->prefetch = optarg; break;
+        case 'r': a->emulate_rtt = optarg; break;
+        case 'T': a->fault_timeout = optarg; break;
+        case 'O': a->on_timeout = optarg; break;
+        case 'q': a->probe = optarg; break;
+        case 'j': a->json = 1; break;
+        case 's': a->stop = 1; break;
+        case 'L': a->leave_running = 1; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind != argc || !a->workdir || (!a->stop && !a->pid)) {
+        fprintf(stderr, "distriproc migrate: --workdir and --pid (or --stop) are required\n\n");
+        usage(stderr);
+        return 2;
+    }
+    return -1;
+}
+
+/* Runs one of our own subcommands; its stdout (JSON) into *out. */
+static int run_self(const char *const argv[], const char *what, double timeout_s, char **out)
+{
+    struct dp_err err = {{0}};
+    int st = dp_orch_run(argv, NULL, timeout_s, out, -1, -1, &err);
+    if (st < 0) {
+        dp_error("%s: %s", what, err.msg);
+        return -1;
+    }
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        dp_error("%s failed (%s %d); its messages are above", what, WIFEXITED(st) ? "exit status" : "signal",
+                 WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+        return -1;
+    }
+    return 0;
+}
+
+/* s as a JSON string literal ("null" for NULL); truncated to fit. */
+static void json_str(const char *s, char *out, size_t len)
+{
+    if (!s) {
+        snprintf(out, len, "null");
+        return;
+    }
+    size_t o = 0;
+    out[o++] = '"';
+    for (; *s && o + 8 < len; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\') {
+            out[o++] = '\\';
+            out[o++] = (char)ch;
+        } else if (ch < 0x20) {
+            o += (size_t)snprintf(out + o, len - o, "\\u%04x", ch);
+        } else {
+            out[o++] = (char)ch;
+        }
+    }
+    out[o++] = '"';
+    out[o] = '\0';
+}
+
+static double jnum(const char *json, const char *section, const char *key)
+{
+    double v = 0;
+    if (dp_json_number(json, section, key, &v) < 0)
+        return -1;
+    return v;
+}
+
+int cmd_migrate(int argc, char **argv)
+{
+    struct margs a;
+    int prc = parse_margs(argc, argv, &a);
+    if (prc >= 0)
+        return prc;
+    if (mkdir(a.workdir, 0755) < 0 && errno != EEXIST) {
+        dp_error("cannot create --workdir %s: %s", a.workdir, strerror(errno));
+        return 1;
+    }
+    char workdir[PATH_MAX];
+    if (!realpath(a.workdir, workdir)) {
+        dp_error("--workdir %s: %s", a.workdir, strerror(errno));
+        return 1;
+    }
+    if (a.stop)
+        return cmd_stop(workdir);
+
+    struct state st;
+    memset(&st, 0, sizeof(st));
+    if (read_state(workdir, &st) == 0 &&
+        (dp_proc_same(st.server.pid, st.server.start) || dp_proc_same(st.restored.pid, st.restored.start))) {
+        dp_error("%s holds a migration that is still running; stop it first: distriproc migrate --stop "
+                 "--workdir %s",
+                 workdir, workdir);
+        return 1;
+    }
+    memset(&st, 0, sizeof(st));
+
+    char images[PATH_MAX + 16], dstdir[PATH_MAX + 16], keyfile[PATH_MAX + 16], serve_log[PATH_MAX + 16],
+        probe_log[PATH_MAX + 16], listen[64], pidbuf[32];
+    snprintf(images, sizeof(images), "%s/images", workdir);
+    snprintf(dstdir, sizeof(dstdir), "%s/dst", workdir);
+    snprintf(serve_log, sizeof(serve_log), "%s/serve.log", workdir);
+    snprintf(probe_log, sizeof(probe_log), "%s/probe.log", workdir);
+    snprintf(listen, sizeof(listen), SRC_ADDR ":%d", a.port);
+    snprintf(pidbuf, sizeof(pidbuf), "%d", a.pid);
+    struct stat sb;
+    if (stat(images, &sb) == 0 || stat(dstdir, &sb) == 0) {
+        dp_error("%s already holds images or a restore (images/, dst/); use a new --workdir", workdir);
+        return 1;
+    }
+    struct dp_err err = {{0}};
+    if (a.key) {
+        snprintf(keyfile, sizeof(keyfile), "%s", a.key);
+    } else {
+        snprintf(keyfile, sizeof(keyfile), "%s/key", workdir);
+        if (stat(keyfile, &sb) < 0 && dp_key_generate(keyfile, 0, &err) < 0) {
+            dp_error("cannot make a key in %s: %s", keyfile, err.msg);
+            return 1;
+        }
+    }
+    const char *self = dp_self_exe();
+    int rc = 1;
+    char *ck = NULL, *rs = NULL, *stats = NULL;
+
+    /* 1. Freeze and dump. */
+    if (!a.json)
+        dp_info("1/4 checkpoint pid %d on src -> %s", a.pid, images);
+    uint64_t t_freeze = dp_now_ns();
+    const char *ck_argv[] = {self, "checkpoint", "--host", "src", "--pid", pidbuf, "--images", images, "--json",
+                             a.leave_running ? "--leave-running" : NULL, NULL};
+    if (run_self(ck_argv, "checkpoint", 900, &ck) < 0)
+        goto out;
+    uint64_t t_dumped = dp_now_ns();
+
+    /* 2. Page server on src. */
+    if (!a.json)
+        dp_info("2/4 page server on src at %s (log %s)", listen, serve_log);
+    const char *sv_argv[16];
+    int n = 0;
+    sv_argv[n++] = self;
+    sv_argv[n++] = "serve";
+    sv_argv[n++] = "--images";
+    sv_argv[n++] = images;
+    sv_argv[n++] = "--listen";
+    sv_argv[n++] = listen;
+    sv_argv[n++] = "--key";
+    sv_argv[n++] = keyfile;
+    if (a.emulate_rtt) {
+        sv_argv[n++] = "--emulate-rtt";
+        sv_argv[n++] = a.emulate_rtt;
+    }
+    sv_argv[n] = NULL;
+    pid_t server = dp_orch_spawn(sv_argv, SRC_NETNS, serve_log, &err);
+    if (server < 0) {
+        dp_error("cannot start the page server: %s", err.msg);
+        goto out;
+    }
+    st.server.pid = server;
+    st.server.start = dp_proc_starttime(server);
+    write_state(workdir, &st);
+    for (uint64_t until = dp_now_ns() + 60000000000ull;;) {
+        if (dp_orch_can_connect(SRC_NETNS, listen, 200))
+            break;
+        if (waitpid(server, NULL, WNOHANG) == server || dp_now_ns() > until) {
+            dp_error("the page server did not start listening on %s (see %s)", listen, serve_log);
+            goto out;
+        }
+        usleep(5000);
+    }
+    uint64_t t_served = dp_now_ns();
+
+    /* 3. Lazy restore on dst. */
+    if (!a.json)
+        dp_info("3/4 lazy restore on dst (workdir %s, prefetch %s)", dstdir, a.prefetch);
+    const char *rs_argv[24];
+    n = 0;
+    rs_argv[n++] = self;
+    rs_argv[n++] = "restore";
+    rs_argv[n++] = "--source";
+    rs_argv[n++] = listen;
+    rs_argv[n++] = "--key";
+    rs_argv[n++] = keyfile;
+    rs_argv[n++] = "--workdir";
+    rs_argv[n++] = dstdir;
+    rs_argv[n++] = "--host";
+    rs_argv[n++] = "dst";
+    rs_argv[n++] = "--prefetch";
+    rs_argv[n++] = a.prefetch;
+    if (a.fault_timeout) {
+        rs_argv[n++] = "--fault-timeout";
+        rs_argv[n++] = a.fault_timeout;
+    }
+    if (a.on_timeout) {
+        rs_argv[n++] = "--on-timeout";
+        rs_argv[n++] = a.on_timeout;
+    }
+    rs_argv[n++] = "--json";
+    rs_argv[n] = NULL;
+    uint64_t t_restore = dp_now_ns();
+    if (run_self(rs_argv, "restore", 300, &rs) < 0)
+        goto out;
+    uint64_t t_restored = dp_now_ns();
+    st.restored.pid = (int)jnum(rs, NULL, "pid");
+    st.daemon.pid = (int)jnum(rs, NULL, "daemon_pid");
+    st.restored.start = dp_proc_starttime(st.restored.pid);
+    st.daemon.start = dp_proc_starttime(st.daemon.pid);
+    write_state(workdir, &st);
+    if (st.restored.pid <= 0 || !st.restored.start) {
+        dp_error("restore reported no live restored pid (see %s/restore.log)", dstdir);
+        goto out;
+    }
+
+    /* 4. Probe until the first success. */
+    int attempts = 0, probed = 0;
+    uint64_t t_probe_ok = 0;
+    if (a.probe) {
+        if (!a.json)
+            dp_info("4/4 probing in dst: %s", a.probe);
+        int lf = open(probe_log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        t_probe_ok = dp_orch_probe(a.probe, DST_NETNS, a.probe_timeout, 10, lf, st.restored.pid,
+                                   st.restored.start, &attempts);
+        probed = t_probe_ok != 0;
+        if (!probed && !dp_proc_same(st.restored.pid, st.restored.start))
+            dp_error("the restored process (pid %d) died while being probed (see %s/lazyd.log)",
+                     st.restored.pid, dstdir);
+        if (lf >= 0)
+            close(lf);
+        if (!probed) {
+            dp_error("the probe did not succeed within %.0f s (%d attempts; output in %s)", a.probe_timeout,
+                     attempts, probe_log);
+            goto out;
+        }
+    }
+    struct dp_err serr = {{0}};
+    stats = dp_lazyd_control(dstdir, "stats", &serr);
+    double skel = jnum(rs, NULL, "skeleton_bytes");
+    double wire = stats ? jnum(stats, "total", "bytes_on_wire") : -1;
+    double fetched = stats ? jnum(stats, "total", "pages_fetched") : -1;
+    double remote = stats ? jnum(stats, "total", "remote_fraction") : -1;
+    double lazy = jnum(ck, NULL, "lazy_bytes");
+    double dump_s = (double)(t_dumped - t_freeze) / 1e9, serve_s = (double)(t_served - t_dumped) / 1e9,
+           restore_s = (double)(t_restored - t_restore) / 1e9;
+    double ttfr_r = probed ? (double)(t_probe_ok - t_restore) / 1e9 : -1;
+    double ttfr_f = probed ? (double)(t_probe_ok - t_freeze) / 1e9 : -1;
+    double moved = (skel >= 0 ? skel : 0) + (wire >= 0 ? wire : 0);
+
+    if (a.json) {
+        char probe_json[2048];
+        json_str(a.probe, probe_json, sizeof(probe_json));
+        printf("{\"pid\": %d, \"daemon_pid\": %d, \"server_pid\": %d, \"source\": \"%s\", \"workdir\": \"%s\", "
+               "\"prefetch\": \"%s\", \"emulate_rtt_us\": %s, \"lazy_bytes\": %.0f, "
+               "\"dump_s\": %.6f, \"serve_start_s\": %.6f, \"restore_s\": %.6f, \"criu_restore_s\": %.6f, "
+               "\"probe\": %s, \"probe_attempts\": %d, \"ttfr_from_restore_s\": %.6f, "
+               "\"ttfr_from_freeze_s\": %.6f, \"skeleton_bytes\": %.0f, \"fetched_bytes_at_reply\": %.0f, "
+               "\"pages_fetched_at_reply\": %.0f, \"bytes_before_reply\": %.0f, \"remote_fraction_at_reply\": %.4f}\n",
+               st.restored.pid, st.daemon.pid, st.server.pid, listen, workdir, a.prefetch,
+               a.emulate_rtt ? a.emulate_rtt : "0", lazy, dump_s, serve_s, restore_s, jnum(rs, NULL, "restore_s"),
+               probe_json, attempts, ttfr_r, ttfr_f, skel,
+               wire, fetched, moved, remote);
+    } else {
+        char b1[32], b2[32], b3[32], b4[32];
+        dp_format_bytes(lazy > 0 ? (uint64_t)lazy : 0, b1, sizeof(b1));
+        dp_format_bytes(skel > 0 ? (uint64_t)skel : 0, b2, sizeof(b2));
+        dp_format_bytes(wire > 0 ? (uint64_t)wire : 0, b3, sizeof(b3));
+        dp_format_bytes((uint64_t)moved, b4, sizeof(b4));
+        printf("migrated pid %d (src) -> pid %d (dst), lazy memory %s left on src\n", a.pid, st.restored.pid, b1);
+        printf("  %-34s %10.3f s\n", "dump (freeze to images)", dump_s);
+        printf("  %-34s %10.3f s\n", "page server up", serve_s);
+        printf("  %-34s %10.3f s\n", "restore (skeleton + criu)", restore_s);
+        if (probed) {
+            printf("  %-34s %10.3f s  (%d probe%s)\n", "time to first reply, from restore", ttfr_r, attempts,
+                   attempts == 1 ? "" : "s");
+            printf("  %-34s %10.3f s\n", "time to first reply, from freeze", ttfr_f);
+        }
+        printf("  %-34s %10s  (skeleton %s + pages %s)\n", "bytes moved before the reply", b4, b2, b3);
+        if (remote >= 0)
+            printf("  %-34s %9.1f %%\n", "remote fraction now", remote * 100);
+        printf("running: page server pid %d, lazy-pages daemon pid %d, restored pid %d\n"
+               "stats:   distriproc stats --workdir %s\n"
+               "stop:    distriproc migrate --stop --workdir %s\n",
+               st.server.pid, st.daemon.pid, st.restored.pid, dstdir, workdir);
+    }
+    rc = 0;
+out:
+    if (rc != 0 && (st.server.pid || st.restored.pid)) {
+        dp_warn("cleaning up what this migration started");
+        stop_all(workdir, &st, 1);
+        char path[PATH_MAX + 32];
+        snprintf(path, sizeof(path), "%s/%s", workdir, STATE_NAME);
+        unlink(path);
+    }
+    free(ck);
+    free(rs);
+    free(stats);
+    return rc;
+}

@@ -1,0 +1,398 @@
+/* distriproc restore: lazy restore on the destination. Pulls the skeleton
+ * images from the page server (or uses a local images directory), starts the
+ * lazy-pages daemon on WORKDIR/lazy-pages.socket, runs `criu restore
+ * --lazy-pages --restore-detached`, reports how long the restore took, and
+ * leaves the daemon serving faults until the last restored task exits. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include "client.h"
+#include "commands.h"
+#include "criu.h"
+#include "lab.h"
+#include "lazyd.h"
+#include "pagesrc.h"
+#include "util.h"
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: distriproc restore (--source ADDR:PORT --key FILE | --images DIR) --workdir DIR [options]\n"
+            "\n"
+            "Restores a checkpointed process tree before its memory arrives: the process runs\n"
+            "at once and each page of its private memory is fetched when it is first touched.\n"
+            "\n"
+            "  --source ADDR:PORT      the page server (distriproc serve) holding the checkpoint\n"
+            "  --key FILE              pre-shared key of the page server\n"
+            "  --images DIR            local mode: serve pages from a CRIU images directory\n"
+            "                          (no server; the local-floor baseline)\n"
+            "  --workdir DIR           lazy-pages.socket, control.sock, logs, pulled images\n"
+            "  --host HOST             restore inside lab host HOST's network namespace (dp-HOST);\n"
+            "                          the daemon's page traffic goes through that namespace too\n"
+            "  --prefetch POLICY       none (default), seq:N, stride[:DEPTH], auto[:MAX]\n"
+            "  --background-fetch RATE copy the remaining pages in the background at RATE bytes/s\n"
+            "                          (e.g. 50M; off by default: pages stay remote until touched)\n"
+            "  --fault-timeout SEC     how long a fault may wait for the page source (default: no limit)\n"
+            "  --on-timeout wait|kill  after --fault-timeout: keep waiting with a warning (default),\n"
+            "                          or SIGKILL the restored tree\n"
+            "  --restore-timeout SEC   bound for criu restore itself (default 120)\n"
+            "  --shell-job             pass --shell-job to criu (if the dump needed it)\n"
+            "  --foreground            stay attached until the last restored task exits\n"
+            "  --json                  print the result as JSON\n"
+            "  -v, --verbose           debug logging\n"
+            "\n"
+            "Afterwards: distriproc stats --workdir DIR\n");
+}
+
+struct restore_args {
+    const char *source, *key, *images, *workdir, *host, *prefetch;
+    uint64_t bg_rate;
+    double fault_timeout, restore_timeout;
+    int on_timeout_kill, shell_job, foreground, json;
+};
+
+static int parse_seconds(const char *s, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || *end || v < 0 || v > 86400 * 365)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static int enter_netns(const char *host)
+{
+    char name[256], path[PATH_MAX];
+    const struct lab_host *lh = lab_host_find(host);
+    if (lh)
+        snprintf(name, sizeof(name), "%s", lh->netns);
+    else
+        snprintf(name, sizeof(name), "dp-%s", host);
+    if (dp_netns_path(strchr(host, '/') ? host : name, path, sizeof(path)) < 0) {
+        dp_error("bad --host '%s'", host);
+        return -1;
+    }
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || setns(fd, CLONE_NEWNET) < 0) {
+        dp_error("cannot enter network namespace %s: %s (is the lab up? distriproc lab up)", path,
+                 strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    close(fd);
+    return 0;
+}
+
+/* The daemon's process: detached from the terminal's session; logs to
+ * WORKDIR/lazyd.log unless in the foreground. */
+static pid_t start_daemon(const struct restore_args *a, struct dp_lazyd_opts *o, int ready_wr)
+{
+    pid_t pid = fork();
+    if (pid != 0)
+        return pid;
+    setsid();
+    if (chdir("/") < 0)
+        _exit(1);
+    int devnull = open("/dev/null", O_RDWR);
+    if (devnull >= 0) {
+        dup2(devnull, STDIN_FILENO);
+        dup2(devnull, STDOUT_FILENO);
+    }
+    if (!a->foreground) {
+        char log[PATH_MAX];
+        snprintf(log, sizeof(log), "%s/lazyd.log", a->workdir);
+        int lf = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        if (lf >= 0)
+            dup2(lf, STDERR_FILENO);
+    }
+    dp_log_set_tag("distriproc lazyd");
+    o->ready_fd = ready_wr;
+    int rc = dp_lazyd_run(o);
+    o->src->ops->close(o->src);
+    _exit(rc);
+}
+
+static int read_pid(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    int pid = 0;
+    if (f) {
+        if (fscanf(f, "%d", &pid) != 1)
+            pid = 0;
+        fclose(f);
+    }
+    return pid;
+}
+
+int cmd_restore(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"source", required_argument, NULL, 's'},    {"key", required_argument, NULL, 'k'},
+        {"images", required_argument, NULL, 'i'},    {"workdir", required_argument, NULL, 'w'},
+        {"host", required_argument, NULL, 'H'},      {"prefetch", required_argument, NULL, 'p'},
+        {"background-fetch", required_argument, NULL, 'b'},
+        {"fault-timeout", required_argument, NULL, 'f'}, {"on-timeout", required_argument, NULL, 'o'},
+        {"restore-timeout", required_argument, NULL, 'r'}, {"shell-job", no_argument, NULL, 'S'},
+        {"foreground", no_argument, NULL, 'F'},      {"json", no_argument, NULL, 'j'},
+        {"verbose", no_argument, NULL, 'v'},         {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    struct restore_args a = {.prefetch = "none", .restore_timeout = 120};
+    int c;
+    while ((c = getopt_long(argc, argv, "hv", opts, NULL)) != -1) {
+        switch (c) {
+        case 's': a.source = optarg; break;
+        case 'k': a.key = optarg; break;
+        case 'i': a.images = optarg; break;
+        case 'w': a.workdir = optarg; break;
+        case 'H': a.host = optarg; break;
+        case 'p': a.prefetch = optarg; break;
+        case 'b':
+            if (dp_parse_size(optarg, &a.bg_rate) < 0 || a.bg_rate == 0) {
+                fprintf(stderr, "distriproc restore: --background-fetch takes bytes per second such as 50M (got '%s')\n", optarg);
+                return 2;
+            }
+            break;
+        case 'f':
+            if (parse_seconds(optarg, &a.fault_timeout) < 0) {
+                fprintf(stderr, "distriproc restore: --fault-timeout takes seconds (got '%s')\n", optarg);
+                return 2;
+            }
+            break;
+        case 'r':
+            if (parse_seconds(optarg, &a.restore_timeout) < 0 || a.restore_timeout <= 0) {
+                fprintf(stderr, "distriproc restore: --restore-timeout takes seconds > 0 (got '%s')\n", optarg);
+                return 2;
+            }
+            break;
+        case 'o':
+            if (strcmp(optarg, "wait") == 0) {
+                a.on_timeout_kill = 0;
+            } else if (strcmp(optarg, "kill") == 0) {
+                a.on_timeout_kill = 1;
+            } else {
+                fprintf(stderr, "distriproc restore: --on-timeout is wait or kill (got '%s')\n", optarg);
+                return 2;
+            }
+            break;
+        case 'S': a.shell_job = 1; break;
+        case 'F': a.foreground = 1; break;
+        case 'j': a.json = 1; break;
+        case 'v': dp_log_set_level(DP_LOG_DEBUG); break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind != argc || !a.workdir || (!a.source == !a.images) || (a.source && !a.key)) {
+        fprintf(stderr, "distriproc restore: --workdir and either --images DIR or --source ADDR:PORT "
+                        "with --key FILE are required\n\n");
+        usage(stderr);
+        return 2;
+    }
+    struct dp_err err = {{0}};
+    struct dp_lazyd_opts lo;
+    memset(&lo, 0, sizeof(lo));
+    if (dp_prefetch_parse(a.prefetch, &lo.prefetch, &err) < 0) {
+        fprintf(stderr, "distriproc restore: %s\n", err.msg);
+        return 2;
+    }
+    uint64_t t_start = dp_now_ns();
+
+    if (mkdir(a.workdir, 0755) < 0 && errno != EEXIST) {
+        dp_error("cannot create --workdir %s: %s", a.workdir, strerror(errno));
+        return 1;
+    }
+    char workdir[PATH_MAX];
+    if (!realpath(a.workdir, workdir)) {
+        dp_error("--workdir %s: %s", a.workdir, strerror(errno));
+        return 1;
+    }
+    a.workdir = workdir;
+    char images[PATH_MAX + 32], pidfile[PATH_MAX + 32], log[PATH_MAX + 32];
+    snprintf(pidfile, sizeof(pidfile), "%s/%s", workdir, DP_RESTORED_PID_NAME);
+    snprintf(log, sizeof(log), "%s/restore.log", workdir);
+    unlink(pidfile);
+
+    if (a.host && enter_netns(a.host) < 0)
+        return 1;
+
+    /* The page source first: a wrong key or an unreachable server fails
+     * here, before anything is restored. */
+    struct dp_pagesrc *src;
+    uint64_t skel_bytes = 0;
+    if (a.images) {
+        if (!realpath(a.images, images)) {
+            dp_error("--images %s: %s", a.images, strerror(errno));
+            return 1;
+        }
+        src = dp_pagesrc_local_open(images, &err);
+        if (!src) {
+            dp_error("cannot use the images in %s: %s", images, err.msg);
+            return 1;
+        }
+    } else {
+        src = dp_pagesrc_remote_open(a.source, a.key, &err);
+        if (!src) {
+            dp_error("cannot use the page server %s: %s", a.source, err.msg);
+            return 1;
+        }
+        snprintf(images, sizeof(images), "%s/images", workdir);
+        struct dp_skel_result sk;
+        if (!a.json)
+            dp_info("pulling the skeleton images from %s into %s", a.source, images);
+        if (dp_client_get_skeleton(dp_pagesrc_remote_client(src), images, &sk, 120000, &err) < 0) {
+            dp_error("pulling the skeleton from %s failed: %s", a.source, err.msg);
+            src->ops->close(src);
+            return 1;
+        }
+        skel_bytes = sk.bytes_received;
+        char b1[32], b2[32];
+        dp_format_bytes(sk.bytes_received, b1, sizeof(b1));
+        dp_format_bytes(sk.bytes_apparent, b2, sizeof(b2));
+        if (!a.json)
+            dp_info("skeleton: %u files, %s received (%s apparent: lazy memory stays remote)", sk.files, b1, b2);
+    }
+
+    int lfd = dp_lazyd_listen(workdir, &err);
+    if (lfd < 0) {
+        dp_error("%s", err.msg);
+        src->ops->close(src);
+        return 1;
+    }
+    lo.workdir = workdir;
+    lo.listen_fd = lfd;
+    lo.src = src;
+    lo.background_rate = a.bg_rate;
+    lo.fault_timeout = a.fault_timeout;
+    lo.on_timeout_kill = a.on_timeout_kill;
+    int ready[2];
+    if (pipe2(ready, O_CLOEXEC) < 0) {
+        dp_error("pipe: %s", strerror(errno));
+        return 1;
+    }
+    fflush(NULL);
+    pid_t daemon = start_daemon(&a, &lo, ready[1]);
+    if (daemon < 0) {
+        dp_error("cannot fork the lazy-pages daemon: %s", strerror(errno));
+        return 1;
+    }
+    close(ready[1]);
+    close(lfd);
+    /* The daemon owns the page source now (its connection, its files). */
+    src->ops->close(src);
+    src = NULL;
+    char one;
+    if (read(ready[0], &one, 1) != 1) {
+        int st = 0;
+        waitpid(daemon, &st, 0);
+        dp_error("the lazy-pages daemon did not start (see %s/lazyd.log)", workdir);
+        return 1;
+    }
+    close(ready[0]);
+
+    /* criu restore --lazy-pages, bounded, killed if the daemon dies. */
+    const char *extra[] = {"--work-dir", workdir, NULL};
+    struct dp_restore_opts ro = {.images_dir = images, .pidfile = pidfile, .detached = 1, .lazy_pages = 1,
+                                 .tcp_established = 1, .shell_job = a.shell_job, .extra = extra};
+    struct dp_criu_argv av;
+    if (dp_criu_restore_args(&ro, &av, &err) < 0) {
+        dp_error("%s", err.msg);
+        kill(daemon, SIGKILL);
+        return 1;
+    }
+    struct dp_criu_run_opts rr = {.timeout_s = a.restore_timeout, .log_path = log, .quiet_stdout = 1};
+    struct dp_criu_proc cp;
+    uint64_t t_criu = dp_now_ns();
+    if (dp_criu_start(av.argv, &rr, &cp, &err) < 0) {
+        dp_error("%s", err.msg);
+        kill(daemon, SIGKILL);
+        waitpid(daemon, NULL, 0);
+        return 1;
+    }
+    int st = 0, daemon_st = 0, daemon_gone = 0;
+    uint64_t deadline = t_criu + (uint64_t)(a.restore_timeout * 1e9);
+    for (;;) {
+        if (dp_criu_poll(&cp, &st) == 0)
+            break;
+        if (!daemon_gone && waitpid(daemon, &daemon_st, WNOHANG) == daemon) {
+            daemon_gone = 1;
+            /* The daemon also ends when criu gives up first (it closes the
+             * socket without "restore finished"): give criu a moment to
+             * report its own failure before blaming the daemon. */
+            int running = 1;
+            for (int i = 0; i < 300 && (running = dp_criu_poll(&cp, &st)) == 1; i++)
+                usleep(10000);
+            if (running == 0 && st != 0)
+                break;
+            dp_error("the lazy-pages daemon ended during the restore (see %s/lazyd.log); "
+                     "stopping criu restore", workdir);
+            if (running)
+                dp_criu_kill(&cp);
+            st = -1;
+            break;
+        }
+        if (dp_now_ns() > deadline) {
+            dp_error("criu restore did not finish within %.0f s; killed it (raise --restore-timeout?)",
+                     a.restore_timeout);
+            dp_criu_kill(&cp);
+            st = -1;
+            break;
+        }
+        usleep(2000);
+    }
+    uint64_t t_done = dp_now_ns();
+    if (st != 0) {
+        if (st != -1)
+            dp_error("criu restore failed (%s %d); its log: %s",
+                     WIFEXITED(st) ? "exit status" : "signal", WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st), log);
+        dp_criu_print_log_tail(log, DP_CRIU_LOG_TAIL);
+        if (!daemon_gone) {
+            /* It exits by itself once the half-restored tasks are gone;
+             * make sure it does not linger. */
+            for (int i = 0; i < 300 && waitpid(daemon, NULL, WNOHANG) == 0; i++)
+                usleep(10000);
+            kill(daemon, SIGKILL);
+            waitpid(daemon, NULL, 0);
+        }
+        return 1;
+    }
+    int pid = read_pid(pidfile);
+    double restore_s = (double)(t_done - t_criu) / 1e9, total_s = (double)(t_done - t_start) / 1e9;
+    if (a.json) {
+        printf("{\"pid\": %d, \"restore_s\": %.6f, \"total_s\": %.6f, \"daemon_pid\": %d, \"workdir\": \"%s\", "
+               "\"source\": \"%s\", \"skeleton_bytes\": %llu, \"prefetch\": \"%s\"}\n",
+               pid, restore_s, total_s, (int)daemon, workdir, a.images ? "local" : a.source,
+               (unsigned long long)skel_bytes, a.prefetch);
+    } else {
+        printf("restored pid %d in %.3f s (%.3f s including the skeleton); lazy-pages daemon pid %d\n"
+               "pages come from %s when touched; stats: distriproc stats --workdir %s\n",
+               pid, restore_s, total_s, (int)daemon, a.images ? "the local images" : a.source, workdir);
+    }
+    fflush(stdout);
+    if (!a.foreground)
+        return 0;
+    while (waitpid(daemon, &daemon_st, 0) < 0 && errno == EINTR)
+        ;
+    if (WIFEXITED(daemon_st) && WEXITSTATUS(daemon_st) == 0) {
+        if (!a.json)
+            printf("all restored tasks exited; final stats in %s/stats-final.json\n", workdir);
+        return 0;
+    }
+    dp_error("the lazy-pages daemon ended with %s %d (see the messages above)",
+             WIFEXITED(daemon_st) ? "status" : "signal",
+             WIFEXITED(daemon_st) ? WEXITSTATUS(daemon_st) : WTERMSIG(daemon_st));
+    return 1;
+}

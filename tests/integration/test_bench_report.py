@@ -1,0 +1,104 @@
+"""The benchmark report generator on small fixtures (tests/fixtures/bench):
+parsing the ttfr/faults JSON, plotting with gnuplot (PNG and SVG), the tables
+and computed checks in REPORT.md, and clear errors on malformed input. The
+benchmarks themselves never run in `make test`."""
+
+import json
+import os
+import shutil
+
+import pytest
+
+import util
+
+REPORT = os.path.join(util.ROOT, "scripts", "bench_report.py")
+FIX = os.path.join(util.ROOT, "tests", "fixtures", "bench")
+TTFR = os.path.join(FIX, "ttfr-small.json")
+FAULTS = os.path.join(FIX, "faults-small.json")
+
+
+def report(*args, check=True):
+    return util.run([util.PYTHON, REPORT, *args], timeout=120, check=check)
+
+
+@pytest.mark.time_limit(120)
+def test_plots_and_report_from_fixtures(tmp_path):
+    out = tmp_path / "results"
+    notes = tmp_path / "notes.md"
+    notes.write_text("The fixture numbers are made up.\n")
+    report("--ttfr", TTFR, "--faults", FAULTS, "--notes", notes, "--out", out)
+    for name in ("ttfr-restore", "ttfr-freeze", "fault-cdf", "scan"):
+        png = (out / f"{name}.png").read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 2000, name
+        svg = (out / f"{name}.svg").read_text()
+        assert "<svg" in svg and "</svg>" in svg, name
+    md = (out / "REPORT.md").read_text()
+    ttfr = json.load(open(TTFR))
+    # Every measured median appears in the table; the skipped size says why.
+    for z in ttfr["sizes"]:
+        if z["skipped"]:
+            assert z["skipped"] in md
+            continue
+        med = z["systems"]["distriproc"]["from_restore_s"]["median"]
+        assert f"| {z['size']} | DistriProc (lazy) | {med:.3f} (" in md, z["size"]
+    # Checks are computed from the numbers, not asserted: 128M/64M = 1.5x -> met
+    assert "= 1.50x (target: within 2x) -> met" in md, md
+    assert "64M: CRIU full / DistriProc = 4.2x from restore" in md
+    # Faults: fixture p50 66 <= 1.3 x (48 + 14.2) = 80.9 -> met; at 300 us: 366 <= 1.3 x 362.2 -> met
+    assert "remote fault p50 66.0 us vs 1.3 x (raw 48.0 + floor 14.2) = 80.9 us -> met" in md
+    assert "best policy seq:64 100.0 MB/s = 2.5x no-prefetch" in md
+    assert "best policy seq:64 100.0 MB/s = 11.1x no-prefetch" in md
+    assert ttfr["command"] in md and "fixture: distriproc bench faults" in md
+    assert "The fixture numbers are made up." in md
+    assert ttfr["machine"]["uname"] in md
+
+
+@pytest.mark.time_limit(60)
+def test_ttfr_only_and_failed_system(tmp_path):
+    doc = json.load(open(TTFR))
+    doc["sizes"] = doc["sizes"][:1]
+    sys_ = doc["sizes"][0]["systems"]["criu_lazy_local"]
+    sys_.update({"n": 0, "error": "rep 1: criu restore --lazy-pages failed: tee EPERM", "runs": []})
+    for k in ("from_restore_s", "from_freeze_s", "bytes_moved"):
+        sys_.pop(k, None)
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(doc))
+    out = tmp_path / "r"
+    report("--ttfr", path, "--out", out)
+    md = (out / "REPORT.md").read_text()
+    assert "| 64M | CRIU lazy, local images | failed: rep 1: criu restore --lazy-pages failed: tee EPERM |" in md
+    assert not (out / "fault-cdf.png").exists() and (out / "ttfr-restore.svg").exists()
+
+
+@pytest.mark.parametrize("mutate,needle", [
+    (lambda d: d.pop("sizes"), "missing field 'sizes'"),
+    (lambda d: d.update(benchmark="faults"), "expected 'ttfr'"),
+    (lambda d: d.update(schema=7), "schema 7 is not supported"),
+    (lambda d: d["sizes"][0]["systems"]["distriproc"]["from_restore_s"].pop("median"),
+     "sizes[0].systems.distriproc.from_restore_s: missing field 'median'"),
+    (lambda d: d["sizes"][0]["systems"]["local"].update(n="2"), "systems.local.n: expected int"),
+])
+def test_malformed_ttfr_is_refused(tmp_path, mutate, needle):
+    doc = json.load(open(TTFR))
+    mutate(doc)
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(doc))
+    cp = report("--ttfr", path, "--out", tmp_path / "r", check=False)
+    assert cp.returncode != 0 and needle in cp.stderr, cp.stderr
+    assert not (tmp_path / "r" / "REPORT.md").exists()
+
+
+def test_malformed_faults_and_not_json(tmp_path):
+    doc = json.load(open(FAULTS))
+    doc["runs"][0]["latency"]["raw_tcp"]["buckets"][1] = [1, 2, 3]
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(doc))
+    cp = report("--faults", path, "--out", tmp_path / "r", check=False)
+    assert cp.returncode != 0 and "latency.raw_tcp.buckets[1]: expected [upper_us, count]" in cp.stderr
+    path.write_text("{not json")
+    cp = report("--ttfr", path, "--out", tmp_path / "r", check=False)
+    assert cp.returncode != 0 and "not JSON" in cp.stderr
+
+
+def test_gnuplot_present():
+    assert shutil.which("gnuplot"), "gnuplot missing: make deps installs gnuplot-nox"

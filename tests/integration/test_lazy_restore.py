@@ -1,0 +1,370 @@
+"""Lazy restore end to end with real CRIU: a workload in a `src` container is
+checkpointed, then `distriproc restore` brings it back in `dst` (another
+network namespace, a new pid namespace) with `criu restore --lazy-pages`
+while our lazy-pages daemon serves every page on its first touch: from the
+images directly (--images, the local floor) or from the page server.
+
+Workloads verify every byte they read: memwalk (threads, writes), forkmem
+(fork with children and grandchildren, MADV_DONTNEED, mremap)."""
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+import util
+
+FORKMEM = os.path.join(util.BUILD, "forkmem")
+FORKMEM_PORT = 7071
+SERVE_PORT = 7300
+
+_REQ = (
+    "import socket,sys\n"
+    "s=socket.create_connection((sys.argv[1],int(sys.argv[2])),timeout=float(sys.argv[4]))\n"
+    "s.sendall(sys.argv[3].encode()+b'\\n')\n"
+    "sys.stdout.write(s.makefile('rb').readline().decode())\n"
+)
+
+
+def forkmem(host, command, timeout=60):
+    cp = util.run(util.netns_cmd(host, [util.PYTHON, "-c", _REQ, util.HOSTS[host], FORKMEM_PORT,
+                                        command, timeout]), timeout=timeout + 10)
+    assert cp.stdout.strip(), f"forkmem sent no reply to {command}"
+    return json.loads(cp.stdout)
+
+
+def checkpoint(procs, tmp_path, cmd, ready):
+    """Starts cmd in a src container, waits for ready(), checkpoints it."""
+    images = tmp_path / "images"
+    images.mkdir()
+    pid = util.start_container(procs, "src", cmd, tmp_path / "src.pid")
+    ready()
+    util.distriproc("checkpoint", "--host", "src", "--pid", pid, "--images", images, timeout=120)
+    util.wait_gone(pid, timeout=20)
+    return images
+
+
+def restore(procs, workdir, *source_args, prefetch="none"):
+    cp = util.distriproc("restore", *source_args, "--workdir", workdir, "--host", "dst",
+                         "--prefetch", prefetch, "--json", timeout=150)
+    res = json.loads(cp.stdout)
+    procs.track(res["daemon_pid"])
+    procs.track(res["pid"])
+    assert res["pid"] > 0 and res["restore_s"] > 0, res
+    assert util.pid_netns_inode(res["pid"]) == util.netns_inode("dst")
+    return res
+
+
+def stats(workdir):
+    return json.loads(util.distriproc("stats", "--workdir", workdir, "--json").stdout)
+
+
+def finish(res, workdir):
+    """Kills the restored tree; the daemon must notice and exit by itself."""
+    os.kill(res["pid"], signal.SIGKILL)
+    util.wait_gone(res["daemon_pid"], timeout=15)
+    final = json.loads((workdir / "stats-final.json").read_text())
+    assert final["tasks_alive"] == 0, final
+    return final
+
+
+@pytest.mark.time_limit(300)
+def test_memwalk_lazy_restore_local_images(lab, procs, criu, tmp_path):
+    images = checkpoint(
+        procs, tmp_path,
+        [util.MEMWALK, "--mib", "64", "--threads", "2", "--write-ratio", "0.3", "--seed", "11"],
+        lambda: util.wait_until(
+            lambda: util.memwalk_request(util.HOSTS["src"], host="src")["writes"] > 20000,
+            60, "memwalk to do 20000 writes"))
+    workdir = tmp_path / "wd"
+    res = restore(procs, workdir, "--images", images)
+
+    first = util.memwalk_request(util.HOSTS["dst"], host="dst")
+    assert first["errors"] == 0 and first["bad_bytes"] == 0, first
+    later = util.wait_until(
+        lambda: (lambda s: s if s["writes"] > first["writes"] + 10000 else None)(
+            util.memwalk_request(util.HOSTS["dst"], host="dst")),
+        30, "memwalk to keep writing after the lazy restore")
+    assert later["errors"] == 0, later
+    v = util.memwalk_request(util.HOSTS["dst"], command="VERIFY", host="dst")
+    assert v["verify_pages"] == 64 * 256 and v["verify_errors"] == 0, v
+
+    s = stats(workdir)
+    tot = s["total"]
+    # memwalk's 64 MiB came in page by page through faults, none from a copy-ahead
+    assert tot["faults_remote"] >= 64 * 256 * 0.9 and tot["pages_fetched"] >= 64 * 256 * 0.9, tot
+    assert tot["pages_background"] == 0 and tot["pages_prefetched"] == 0, tot
+    assert tot["latency"]["count"] > 0 and tot["latency"]["p99_us"] >= tot["latency"]["p50_us"] > 0, tot
+    assert s["tasks"][0]["pid"] == 1, s["tasks"]
+    final = finish(res, workdir)
+    assert final["total"]["faults"] >= tot["faults"]
+
+
+@pytest.mark.time_limit(300)
+def test_forkmem_fork_remove_remap_local_images(lab, procs, criu, tmp_path):
+    def ready():
+        util.wait_until(lambda: forkmem("src", "VERIFY", timeout=10)["errors"] == 0, 30, "forkmem")
+        assert forkmem("src", "WRITE 7")["pages_written"] > 0
+    images = checkpoint(procs, tmp_path, [FORKMEM, "--mib", "32", "--port", FORKMEM_PORT], ready)
+    workdir = tmp_path / "wd"
+    res = restore(procs, workdir, "--images", images, prefetch="seq:8")
+
+    # Children and grandchildren fault on lazy memory through their own uffds
+    # (FORK events); parent and children each see only their own writes.
+    r = forkmem("dst", "FORK 2")
+    assert r == {"children": 2, "child_errors": 0, "parent_errors": 0}, r
+    assert forkmem("dst", "VERIFY")["errors"] == 0
+    # MADV_DONTNEED on fetched and never-fetched pages: zeros, never stale data.
+    r = forkmem("dst", "REMOVE 100 400")
+    assert r["errors"] == 0, r
+    r = forkmem("dst", "FORK 3")
+    assert r["child_errors"] == 0 and r["parent_errors"] == 0, r
+    assert forkmem("dst", "REMAP")["errors"] == 0
+    assert forkmem("dst", "VERIFY")["errors"] == 0
+
+    ev = stats(workdir)["total"]["events"]
+    assert ev["fork"] >= 5 + 5 and ev["remove"] >= 1 and ev["remap"] >= 1, ev
+    finish(res, workdir)
+
+
+@pytest.mark.time_limit(300)
+def test_forkmem_lazy_restore_from_page_server(lab, procs, criu, tmp_path):
+    def ready():
+        util.wait_until(lambda: forkmem("src", "VERIFY", timeout=10)["errors"] == 0, 30, "forkmem")
+        forkmem("src", "WRITE 3")
+    images = checkpoint(procs, tmp_path, [FORKMEM, "--mib", "64", "--port", FORKMEM_PORT], ready)
+    key = tmp_path / "key"
+    util.distriproc("keygen", key)
+    listen = f"{util.HOSTS['src']}:{SERVE_PORT}"
+
+    def serve():
+        p = procs.spawn(util.netns_cmd("src", [util.DISTRIPROC, "serve", "--images", images,
+                                               "--listen", listen, "--key", key]),
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        util.wait_until(lambda: util.run(util.netns_cmd("src", ["ss", "-ltnH", f"sport = :{SERVE_PORT}"]))
+                        .stdout.strip() != "", 20, "the page server to listen")
+        return p
+    serve()
+    workdir = tmp_path / "wd"
+    res = restore(procs, workdir, "--source", listen, "--key", key, prefetch="auto")
+    s = stats(workdir)
+    # Restored before its memory arrived: almost all of it is still remote.
+    assert s["total"]["remote_fraction"] > 0.9, s["total"]
+
+    r = forkmem("dst", "FORK 2")
+    assert r == {"children": 2, "child_errors": 0, "parent_errors": 0}, r
+    assert forkmem("dst", "REMOVE 0 50")["errors"] == 0
+    assert stats(workdir)["total"]["bytes_on_wire"] > 32 << 20
+
+    assert forkmem("dst", "VERIFY")["errors"] == 0
+    final = finish(res, workdir)
+    assert final["total"]["fetch_errors"] == 0, final["total"]
+
+
+@pytest.mark.time_limit(300)
+def test_fault_waits_while_page_server_is_down(lab, procs, criu, tmp_path):
+    def ready():
+        util.wait_until(lambda: forkmem("src", "VERIFY", timeout=10)["errors"] == 0, 30, "forkmem")
+    images = checkpoint(procs, tmp_path, [FORKMEM, "--mib", "32", "--port", FORKMEM_PORT], ready)
+    key = tmp_path / "key"
+    util.distriproc("keygen", key)
+    listen = f"{util.HOSTS['src']}:{SERVE_PORT}"
+
+    def serve():
+        p = procs.spawn(util.netns_cmd("src", [util.DISTRIPROC, "serve", "--images", images,
+                                               "--listen", listen, "--key", key]),
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        util.wait_until(lambda: util.run(util.netns_cmd("src", ["ss", "-ltnH", f"sport = :{SERVE_PORT}"]))
+                        .stdout.strip() != "", 20, "the page server to listen")
+        return p
+    server = serve()
+    workdir = tmp_path / "wd"
+    res = restore(procs, workdir, "--source", listen, "--key", key)
+    assert stats(workdir)["total"]["remote_fraction"] > 0.9
+
+    # The server dies before the process touched its memory: a VERIFY (which
+    # reads every page) must stall, not fail and not see wrong data.
+    os.killpg(server.pid, signal.SIGKILL)
+    server.wait(timeout=10)
+    verify = procs.spawn(util.netns_cmd("dst", [util.PYTHON, "-c", _REQ, util.HOSTS["dst"], FORKMEM_PORT,
+                                                "VERIFY", 120]),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(3)
+    assert verify.poll() is None, "VERIFY finished although the page server is down"
+    s = stats(workdir)
+    assert s["source_healthy"] is False and s["total"]["remote_fraction"] > 0.5, s["total"]
+
+    # The server comes back: the client reconnects, the process continues.
+    server = serve()
+    out, err = verify.communicate(timeout=90)
+    r = json.loads(out)
+    assert r == {"pages": 32 * 256, "errors": 0}, (r, err)
+    assert stats(workdir)["source_healthy"] is True
+    finish(res, workdir)
+
+
+@pytest.mark.time_limit(300)
+def test_fault_timeout_kill_stops_the_tree_with_a_clear_message(lab, procs, criu, tmp_path):
+    def ready():
+        util.wait_until(lambda: forkmem("src", "VERIFY", timeout=10)["errors"] == 0, 30, "forkmem")
+    images = checkpoint(procs, tmp_path, [FORKMEM, "--mib", "16", "--port", FORKMEM_PORT], ready)
+    key = tmp_path / "key"
+    util.distriproc("keygen", key)
+    listen = f"{util.HOSTS['src']}:{SERVE_PORT}"
+    server = procs.spawn(util.netns_cmd("src", [util.DISTRIPROC, "serve", "--images", images,
+                                                "--listen", listen, "--key", key]),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    util.wait_until(lambda: util.run(util.netns_cmd("src", ["ss", "-ltnH", f"sport = :{SERVE_PORT}"]))
+                    .stdout.strip() != "", 20, "the page server to listen")
+    workdir = tmp_path / "wd"
+    cp = util.distriproc("restore", "--source", listen, "--key", key, "--workdir", workdir, "--host", "dst",
+                         "--fault-timeout", "2", "--on-timeout", "kill", "--json", timeout=150)
+    res = json.loads(cp.stdout)
+    procs.track(res["daemon_pid"])
+    procs.track(res["pid"])
+    os.killpg(server.pid, signal.SIGKILL)
+    server.wait(timeout=10)
+    verify = procs.spawn(util.netns_cmd("dst", [util.PYTHON, "-c", _REQ, util.HOSTS["dst"], FORKMEM_PORT,
+                                                "VERIFY", 60]),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # the whole restored tree is stopped after the timeout, and the daemon ends
+    util.wait_gone(res["pid"], timeout=30)
+    util.wait_gone(res["daemon_pid"], timeout=15)
+    out, _ = verify.communicate(timeout=30)
+    assert out.strip() == b"", f"VERIFY answered although its pages were unreachable: {out}"
+    log = (workdir / "lazyd.log").read_text()
+    assert "--on-timeout kill" in log and "No page was filled with wrong data" in log, log
+
+
+@pytest.mark.time_limit(300)
+def test_background_fetch_copies_the_rest(lab, procs, criu, tmp_path):
+    def ready():
+        util.wait_until(lambda: forkmem("src", "VERIFY", timeout=10)["errors"] == 0, 30, "forkmem")
+    images = checkpoint(procs, tmp_path, [FORKMEM, "--mib", "32", "--port", FORKMEM_PORT], ready)
+    workdir = tmp_path / "wd"
+    cp = util.distriproc("restore", "--images", images, "--workdir", workdir, "--host", "dst",
+                         "--background-fetch", "64M", "--json", timeout=150)
+    res = json.loads(cp.stdout)
+    procs.track(res["daemon_pid"])
+    procs.track(res["pid"])
+    # nobody touches the memory, yet it all arrives
+    util.wait_until(lambda: stats(workdir)["total"]["remote_bytes"] == 0, 30, "the background copy")
+    tot = stats(workdir)["total"]
+    assert tot["pages_background"] >= 32 * 256 * 0.9 and tot["faults_remote"] < 100, tot
+    assert forkmem("dst", "VERIFY")["errors"] == 0
+    finish(res, workdir)
+
+
+REDIS_TOOL = os.path.join(util.ROOT, "scripts", "redis_tool.py")
+REDIS_PORT = 6390
+
+
+def redis_tool(host, *args, timeout=300):
+    cp = util.run(util.netns_cmd(host, [util.PYTHON, REDIS_TOOL, *args]), timeout=timeout)
+    return json.loads(cp.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.time_limit(600)
+def test_redis_256mib_lazy_from_page_server_digest_and_remote_fraction(lab, procs, criu, tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    pid = util.start_container(procs, "src", ["redis-server", "--port", REDIS_PORT, "--bind", "0.0.0.0",
+                                              "--save", "", "--appendonly", "no", "--daemonize", "no",
+                                              "--protected-mode", "no", "--dir", tmp_path],
+                               tmp_path / "src.pid")
+    src = ["--host", util.HOSTS["src"], "--port", str(REDIS_PORT)]
+    redis_tool("src", "probe", *src, "--timeout", "20")
+    redis_tool("src", "load", *src, "--mib", "256")
+    before = redis_tool("src", "digest", *src)
+    assert before["keys"] > 200000, before
+    util.distriproc("checkpoint", "--host", "src", "--pid", pid, "--images", images, timeout=180)
+    util.wait_gone(pid, timeout=20)
+
+    key = tmp_path / "key"
+    util.distriproc("keygen", key)
+    listen = f"{util.HOSTS['src']}:{SERVE_PORT}"
+    procs.spawn(util.netns_cmd("src", [util.DISTRIPROC, "serve", "--images", images, "--listen", listen,
+                                       "--key", key]),
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    util.wait_until(lambda: util.run(util.netns_cmd("src", ["ss", "-ltnH", f"sport = :{SERVE_PORT}"]))
+                    .stdout.strip() != "", 20, "the page server to listen")
+    workdir = tmp_path / "wd"
+    res = restore(procs, workdir, "--source", listen, "--key", key)
+    dst = ["--host", util.HOSTS["dst"], "--port", str(REDIS_PORT)]
+    redis_tool("dst", "probe", *dst, "--timeout", "20")
+    read = redis_tool("dst", "read", *dst, "--fraction", "0.1", "--seconds", "10")
+    assert read["misses"] == 0, read
+    s = stats(workdir)["total"]
+    # a tenth of the keys touched: most of the memory never crossed the link
+    assert s["remote_fraction"] > 0.5, s
+    after = redis_tool("dst", "digest", *dst)
+    assert after == before, (before, after)
+    finish(res, workdir)
+
+
+@pytest.mark.time_limit(300)
+def test_nginx_master_and_workers_lazy_restore_serves_identical_files(lab, procs, criu, tmp_path):
+    www = tmp_path / "www"
+    www.mkdir()
+    (tmp_path / "tmp").mkdir()
+    data = os.urandom(8 << 20)
+    (www / "big.bin").write_bytes(data)
+    conf = tmp_path / "nginx.conf"
+    # user root: CRIU cannot read the rlimits of workers that dropped to www-data
+    conf.write_text(f"""user root;
+worker_processes 2;
+pid {tmp_path}/nginx.pid;
+error_log stderr;
+events {{ worker_connections 64; }}
+http {{
+  access_log off;
+  client_body_temp_path {tmp_path}/tmp/body; proxy_temp_path {tmp_path}/tmp/proxy;
+  fastcgi_temp_path {tmp_path}/tmp/fcgi; uwsgi_temp_path {tmp_path}/tmp/uwsgi; scgi_temp_path {tmp_path}/tmp/scgi;
+  server {{ listen 0.0.0.0:8080; root {www}; }}
+}}
+""")
+    images = tmp_path / "images"
+    images.mkdir()
+    pid = util.start_container(procs, "src", ["nginx", "-c", conf, "-g", "daemon off;"], tmp_path / "src.pid")
+
+    util.wait_until(lambda: util.run(util.netns_cmd("src", ["curl", "-sf", "-o", "/dev/null",
+                                                            f"http://{util.HOSTS['src']}:8080/big.bin"]),
+                                     check=False).returncode == 0, 20, "nginx to serve")
+    util.distriproc("checkpoint", "--host", "src", "--pid", pid, "--images", images, timeout=120)
+    util.wait_gone(pid, timeout=20)
+    workdir = tmp_path / "wd"
+    res = restore(procs, workdir, "--images", images)
+    got = util.run(util.netns_cmd("dst", ["sh", "-c", f"curl -sf http://{util.HOSTS['dst']}:8080/big.bin | sha256sum"]),
+                   timeout=30).stdout.split()[0]
+    assert got == hashlib.sha256(data).hexdigest()
+    s = stats(workdir)
+    assert len([t for t in s["tasks"] if t["alive"]]) == 3, s["tasks"]
+    # a reload forks two new workers (FORK events) that serve the same bytes
+    os.kill(res["pid"], signal.SIGHUP)
+    util.wait_until(lambda: stats(workdir)["total"]["events"]["fork"] >= 2, 20, "nginx to fork new workers")
+    for _ in range(4):
+        got = util.run(util.netns_cmd("dst", ["sh", "-c",
+                                              f"curl -sf http://{util.HOSTS['dst']}:8080/big.bin | sha256sum"]),
+                       timeout=30).stdout.split()[0]
+        assert got == hashlib.sha256(data).hexdigest()
+    finish(res, workdir)
+
+
+@pytest.mark.time_limit(300)
+def test_sigterm_to_the_daemon_stops_the_tree_first(lab, procs, criu, tmp_path):
+    """Without its daemon a restored task's untouched memory would read as
+    zeros (closing the uffd unregisters it): SIGTERM stops the tree first."""
+    def ready():
+        util.wait_until(lambda: forkmem("src", "VERIFY", timeout=10)["errors"] == 0, 30, "forkmem")
+    images = checkpoint(procs, tmp_path, [FORKMEM, "--mib", "16", "--port", FORKMEM_PORT], ready)
+    workdir = tmp_path / "wd"
+    res = restore(procs, workdir, "--images", images)
+    os.kill(res["daemon_pid"], signal.SIGTERM)
+    util.wait_gone(res["pid"], timeout=15)
+    util.wait_gone(res["daemon_pid"], timeout=15)
+    log = (workdir / "lazyd.log").read_text()
+    assert "would read as zeros" in log and "killing the restored process tree" in log, log

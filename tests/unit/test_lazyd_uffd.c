@@ -1,0 +1,351 @@
+/* The lazy-pages daemon's fault path for real, without CRIU: a child process
+ * creates a userfaultfd the way CRIU's restore does (features FORK, REMAP,
+ * REMOVE, UNMAP; MISSING registration), hands it to the daemon over
+ * lazy-pages.socket with CRIU's protocol, then reads and writes its lazy
+ * memory from several threads, forks, madvise(MADV_DONTNEED)s, mremap()s and
+ * munmap()s, verifying every byte. The daemon serves from a "raw" page source
+ * (a file holding the original memory). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include "lazyd.h"
+#include "uffd.h"
+#include "util.h"
+
+#define PG 4096ul
+#define BASE 0x6f0000000000ul
+#define NEWBASE 0x6f8000000000ul
+#define NPAGES 2048ul
+#define NTHREADS 4
+
+static char g_dir[256];
+
+static uint64_t mix(uint64_t x)
+{
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+/* Original content of the word at address a (of the checkpointed memory). */
+static uint64_t orig(uint64_t a) { return mix(a); }
+
+static int verify_page(const uint64_t *p, uint64_t orig_addr)
+{
+    int bad = 0;
+    for (unsigned w = 0; w < PG / 8; w++)
+        bad += p[w] != orig(orig_addr + w * 8);
+    return bad ? 1 : 0;
+}
+
+static int zero_page(const uint64_t *p)
+{
+    for (unsigned w = 0; w < PG / 8; w++)
+        if (p[w])
+            return 1;
+    return 0;
+}
+
+static void write_data_file(const char *path)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    assert_true(fd >= 0);
+    uint64_t *buf = malloc(PG);
+    for (uint64_t p = 0; p < NPAGES; p++) {
+        for (unsigned w = 0; w < PG / 8; w++)
+            buf[w] = orig(BASE + p * PG + w * 8);
+        assert_int_equal(dp_write_full(fd, buf, PG), 0);
+    }
+    free(buf);
+    close(fd);
+}
+
+/* ---- the task (what CRIU would have restored) ---- */
+
+struct thr { int id; int errors; };
+
+static void *reader(void *arg)
+{
+    struct thr *t = arg;
+    /* Interleaved pages: the threads fault concurrently on neighbours. */
+    for (uint64_t p = (uint64_t)t->id; p < 1024; p += NTHREADS) {
+        uint64_t *pg = (uint64_t *)(BASE + p * PG);
+        t->errors += verify_page(pg, BASE + p * PG);
+        pg[1] = ~orig(BASE + p * PG + 8); /* a write after the read */
+        t->errors += pg[1] != ~orig(BASE + p * PG + 8);
+    }
+    /* Writes first on never-touched pages: the old data must be there. */
+    for (uint64_t p = 1024 + (uint64_t)t->id; p < 1400; p += NTHREADS) {
+        uint64_t *pg = (uint64_t *)(BASE + p * PG);
+        pg[0] = 42;
+        t->errors += pg[0] != 42;
+        t->errors += pg[2] != orig(BASE + p * PG + 16);
+    }
+    return NULL;
+}
+
+static int task_work(int scenario)
+{
+    int errors = 0;
+    if (scenario == 0) {
+        pthread_t th[NTHREADS];
+        struct thr ts[NTHREADS];
+        for (int i = 0; i < NTHREADS; i++) {
+            ts[i].id = i;
+            ts[i].errors = 0;
+            pthread_create(&th[i], NULL, reader, &ts[i]);
+        }
+        for (int i = 0; i < NTHREADS; i++) {
+            pthread_join(th[i], NULL);
+            errors += ts[i].errors;
+        }
+        /* kernel-mode fault: write() reads lazy memory inside the kernel */
+        int pfd[2];
+        if (pipe(pfd) == 0) {
+            uint64_t got[PG / 8];
+            if (write(pfd[1], (void *)(BASE + 1500 * PG), PG) != (ssize_t)PG ||
+                dp_read_full(pfd[0], got, PG) != 0)
+                errors++;
+            else
+                errors += verify_page(got, BASE + 1500 * PG);
+            close(pfd[0]);
+            close(pfd[1]);
+        }
+    } else if (scenario == 1) {
+        /* fork: the parent touched the first half; children read all of it. */
+        for (uint64_t p = 0; p < NPAGES / 2; p++)
+            errors += verify_page((uint64_t *)(BASE + p * PG), BASE + p * PG);
+        pid_t kids[2];
+        for (int k = 0; k < 2; k++) {
+            kids[k] = fork();
+            if (kids[k] == 0) {
+                int e = 0;
+                for (uint64_t p = 0; p < NPAGES; p++) {
+                    uint64_t *pg = (uint64_t *)(BASE + p * PG);
+                    e += verify_page(pg, BASE + p * PG);
+                    pg[0] = 1000 + (uint64_t)k;        /* private to this child */
+                    e += pg[0] != 1000 + (uint64_t)k;
+                }
+                _exit(e > 255 ? 255 : e);
+            }
+        }
+        /* meanwhile the parent writes the second half: children never see it */
+        for (uint64_t p = NPAGES / 2; p < NPAGES; p++) {
+            uint64_t *pg = (uint64_t *)(BASE + p * PG);
+            pg[3] = 7;
+            errors += pg[3] != 7 || pg[4] != orig(BASE + p * PG + 32);
+        }
+        for (int k = 0; k < 2; k++) {
+            int st;
+            if (waitpid(kids[k], &st, 0) != kids[k] || !WIFEXITED(st) || WEXITSTATUS(st))
+                errors++;
+        }
+    } else if (scenario == 2) {
+        /* REMOVE: fetched pages and never-touched pages both read as zero */
+        for (uint64_t p = 100; p < 150; p++)
+            errors += verify_page((uint64_t *)(BASE + p * PG), BASE + p * PG);
+        madvise((void *)(BASE + 100 * PG), 100 * PG, MADV_DONTNEED);
+        for (uint64_t p = 100; p < 200; p++)
+            errors += zero_page((uint64_t *)(BASE + p * PG));
+        for (uint64_t p = 200; p < 210; p++)
+            errors += verify_page((uint64_t *)(BASE + p * PG), BASE + p * PG);
+        /* REMAP: touched and untouched pages follow the move */
+        for (uint64_t p = 1000; p < 1010; p++)
+            errors += verify_page((uint64_t *)(BASE + p * PG), BASE + p * PG);
+        void *m = mremap((void *)(BASE + 1000 * PG), 100 * PG, 100 * PG, MREMAP_MAYMOVE | MREMAP_FIXED,
+                         (void *)NEWBASE);
+        if (m != (void *)NEWBASE)
+            errors += 1000;
+        for (uint64_t p = 0; p < 100; p++)
+            errors += verify_page((uint64_t *)(NEWBASE + p * PG), BASE + (1000 + p) * PG);
+        /* UNMAP, then a new anonymous mapping there is plain memory */
+        munmap((void *)(BASE + 1900 * PG), 148 * PG);
+        void *z = mmap((void *)(BASE + 1900 * PG), 16 * PG, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+        if (z == MAP_FAILED)
+            errors += 1000;
+        else
+            errors += zero_page(z);
+        for (uint64_t p = 1800; p < 1900; p++)
+            errors += verify_page((uint64_t *)(BASE + p * PG), BASE + p * PG);
+    }
+    return errors;
+}
+
+/* Returns the task's pid; it reports its error count through its exit status
+ * after `go` is closed by the caller. */
+static pid_t start_task(int scenario, int *done_rd, int *go_wr)
+{
+    int done[2], go[2];
+    assert_int_equal(pipe(done), 0);
+    assert_int_equal(pipe(go), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(done[0]);
+        close(go[1]);
+        void *m = mmap((void *)BASE, NPAGES * PG, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+        if (m != (void *)BASE)
+            _exit(201);
+        int uffd = dp_uffd_open_criu_like();
+        if (uffd < 0 || dp_uffd_register_missing(uffd, BASE, NPAGES * PG))
+            _exit(202);
+        char path[300];
+        snprintf(path, sizeof(path), "%s/%s", g_dir, DP_LAZY_SOCK_NAME);
+        int sk = -1;
+        for (int i = 0; i < 500 && sk < 0; i++) {
+            sk = dp_lazysock_connect(path);
+            if (sk < 0)
+                usleep(10000);
+        }
+        if (sk < 0 || dp_lazysock_send_task(sk, -12345, -1) || /* a zombie first, as CRIU may */
+            dp_lazysock_send_task(sk, getpid(), uffd) || dp_lazysock_send_finished(sk))
+            _exit(203);
+        close(sk);
+        close(uffd);
+        int e = task_work(scenario);
+        char c = 1;
+        if (write(done[1], &c, 1) != 1)
+            _exit(204);
+        if (read(go[0], &c, 1) < 0)
+            _exit(205);
+        _exit(e > 200 ? 200 : e);
+    }
+    close(done[1]);
+    close(go[0]);
+    *done_rd = done[0];
+    *go_wr = go[1];
+    return pid;
+}
+
+static pid_t start_daemon(const char *prefetch)
+{
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct dp_err err = {{0}};
+        char spec[400];
+        snprintf(spec, sizeof(spec), "%s/mem.raw@0x%lx", g_dir, BASE);
+        struct dp_pagesrc *src = dp_pagesrc_raw_open(spec, &err);
+        if (!src)
+            _exit(100);
+        struct dp_lazyd_opts o = {.workdir = g_dir, .listen_fd = -1, .src = src, .ready_fd = -1};
+        if (dp_prefetch_parse(prefetch, &o.prefetch, &err))
+            _exit(101);
+        alarm(60);
+        int rc = dp_lazyd_run(&o);
+        src->ops->close(src);
+        _exit(rc);
+    }
+    return pid;
+}
+
+static int wait_bounded(pid_t pid, int seconds)
+{
+    for (int i = 0; i < seconds * 100; i++) {
+        int st;
+        pid_t r = waitpid(pid, &st, WNOHANG);
+        if (r == pid)
+            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        usleep(10000);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    return -1;
+}
+
+static void run(int scenario, const char *prefetch)
+{
+    pid_t d = start_daemon(prefetch);
+    int done_rd, go_wr;
+    pid_t t = start_task(scenario, &done_rd, &go_wr);
+    char c;
+    /* bounded: the task reports done, or dies */
+    struct timeval tv = {.tv_sec = 30};
+    fd_set rs;
+    FD_ZERO(&rs);
+    FD_SET(done_rd, &rs);
+    int ready = select(done_rd + 1, &rs, NULL, NULL, &tv);
+    assert_int_equal(ready, 1);
+    assert_int_equal(read(done_rd, &c, 1), 1);
+
+    struct dp_err err = {{0}};
+    char *js = dp_lazyd_control(g_dir, "stats", &err);
+    assert_non_null(js);
+    assert_non_null(strstr(js, "\"faults\": "));
+    assert_non_null(strstr(js, "\"p99_us\""));
+    assert_non_null(strstr(js, "\"remote_fraction\""));
+    assert_null(strstr(js, "\"faults\": 0,"));   /* the total counted the faults */
+    if (scenario == 1)
+        assert_non_null(strstr(js, "\"fork\": 2"));
+    if (scenario == 2) {
+        assert_non_null(strstr(js, "\"remove\": 1"));
+        assert_non_null(strstr(js, "\"remap\": 1"));
+    }
+    free(js);
+
+    close(go_wr);
+    assert_int_equal(wait_bounded(t, 30), 0);   /* 0 verification errors */
+    assert_int_equal(wait_bounded(d, 10), 0);   /* daemon exits once the task is gone */
+    close(done_rd);
+}
+
+static void threads_none(void **s) { (void)s; run(0, "none"); }
+static void threads_seq(void **s) { (void)s; run(0, "seq:16"); }
+static void threads_auto(void **s) { (void)s; run(0, "auto"); }
+static void fork_none(void **s) { (void)s; run(1, "none"); }
+static void fork_seq(void **s) { (void)s; run(1, "seq:32"); }
+static void remove_remap_unmap(void **s) { (void)s; run(2, "none"); }
+static void remove_remap_unmap_prefetch(void **s) { (void)s; run(2, "auto"); }
+static void stride_threads(void **s) { (void)s; run(0, "stride"); }
+
+static int setup(void **s)
+{
+    (void)s;
+    snprintf(g_dir, sizeof(g_dir), "/tmp/dp-lazyd-test-XXXXXX");
+    if (!mkdtemp(g_dir))
+        return -1;
+    char path[300];
+    snprintf(path, sizeof(path), "%s/mem.raw", g_dir);
+    write_data_file(path);
+    return 0;
+}
+
+static int teardown(void **s)
+{
+    (void)s;
+    char cmd[400];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", g_dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+int main(void)
+{
+    dp_log_set_level(DP_LOG_WARN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(threads_none),
+        cmocka_unit_test(threads_seq),
+        cmocka_unit_test(threads_auto),
+        cmocka_unit_test(stride_threads),
+        cmocka_unit_test(fork_none),
+        cmocka_unit_test(fork_seq),
+        cmocka_unit_test(remove_remap_unmap),
+        cmocka_unit_test(remove_remap_unmap_prefetch),
+    };
+    return cmocka_run_group_tests_name("lazyd_uffd", tests, setup, teardown);
+}
