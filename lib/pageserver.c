@@ -1185,16 +1185,20 @@ static void conn_process_input(struct server *s, struct conn *c)
                        dp_now_ns());
             break;
         }
-        if (!dp_request_type_known(h.type)) {
+        /* version-2 types (issue 7) only on a connection that negotiated 2 */
+        uint32_t v2max = c->state == ST_READY && c->version >= DP_PROTO_VERSION_HOTSET
+                             ? dp_hotset_request_max_len(h.type) : 0;
+        if (!dp_request_type_known(h.type) && !v2max) {
             char msg[64];
             snprintf(msg, sizeof(msg), "unknown request type 0x%02x", h.type);
             send_error(s, c, h.id, true, DP_E_UNKNOWN_TYPE, msg, dp_now_ns());
             break;
         }
-        if (h.len > dp_request_max_len(h.type)) {
+        uint32_t maxlen = v2max ? v2max : dp_request_max_len(h.type);
+        if (h.len > maxlen) {
             char msg[96];
             snprintf(msg, sizeof(msg), "request type 0x%02x with %u payload bytes; at most %u", h.type, h.len,
-                     dp_request_max_len(h.type));
+                     maxlen);
             send_error(s, c, h.id, true, DP_E_TOO_LARGE, msg, dp_now_ns());
             break;
         }

@@ -63,6 +63,11 @@ static void names(void **state)
     assert_string_equal(dp_errcode_name(DP_E_WRONG_CHECKPOINT), "WRONG_CHECKPOINT");
     assert_string_equal(dp_errcode_name(DP_E_NO_HOTSET), "NO_HOTSET");
     assert_true(DP_PROTO_VERSION_MAX >= DP_PROTO_VERSION_HOTSET);
+    assert_int_equal(dp_hotset_request_max_len(DP_MSG_PUT_TRACE), DP_MAX_PAYLOAD);
+    assert_int_equal(dp_hotset_request_max_len(DP_MSG_GET_HOTSET), DP_GET_HOTSET_REQ_LEN);
+    assert_int_equal(dp_hotset_request_max_len(DP_MSG_GET_PAGES), 0);
+    /* the version-1 helpers keep not knowing them */
+    assert_false(dp_request_type_known(DP_MSG_PUT_TRACE));
 }
 
 int main(void)
