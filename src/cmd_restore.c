@@ -62,8 +62,8 @@ static void usage(FILE *out)
             "  --replay-window BYTES   hot-set bytes in flight at once (default 8M)\n"
             "  --record-trace SEC      record the first-touch trace of the first SEC seconds and\n"
             "                          store it with the checkpoint (page server, or the local\n"
-            "                          images) for the next restore; default 10 without --hotset,\n"
-            "                          0 (off) with it; also written to WORKDIR/trace.bin\n"
+            "                          images) for the next restore; default 10 from a page server\n"
+            "                          without --hotset, else 0 (off); also WORKDIR/trace.bin\n"
             "  --foreground            stay attached until the last restored task exits\n"
             "  --json                  print the result as JSON\n"
             "  -v, --verbose           debug logging\n"
@@ -437,8 +437,10 @@ int cmd_restore(int argc, char **argv)
     /* Working set: the checkpoint's identity (from our copy of its images),
      * the hot set to replay, the trace to record. */
     struct dp_hotset hs = {0};
+    /* by default a remote restore without a hot set records one for the next
+     * restore; local images are only written to when asked (--record-trace) */
     if (a.record_s < 0)
-        a.record_s = a.hotset ? 0 : 10;
+        a.record_s = a.hotset || a.images ? 0 : 10;
     if (a.hotset || a.record_s > 0) {
         struct dp_checkpoint *cpi = NULL;
         if (dp_checkpoint_open(images, &cpi, &err) < 0 || dp_checkpoint_identity(cpi, lo.cp_id, &err) < 0) {
