@@ -1,6 +1,7 @@
 /* proto: encoders and validating decoders for the page-server protocol.
  * See proto.h for the framing and docs/protocol.md for every payload. */
 #include "proto.h"
+#include "proto_hotset.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -743,7 +744,7 @@ int dp_dec_error(const uint8_t *p, size_t len, struct dp_error_msg *m, struct dp
 /* ---- request dispatch ----------------------------------------------- */
 bool dp_request_type_known(uint8_t type)
 {
-    return type >= DP_MSG_HELLO && type <= DP_MSG_ACCESS_LOG;
+    return type >= DP_MSG_HELLO && type <= DP_MSG_GET_HOTSET;
 }
 
 uint32_t dp_request_max_len(uint8_t type)
@@ -754,6 +755,8 @@ uint32_t dp_request_max_len(uint8_t type)
     case DP_MSG_GET_PAGES: return 8 + DP_MAX_GET_RANGES * 16;
     case DP_MSG_PUT_PAGES: return 8 + DP_MAX_PUT_PAGES * (16 + (uint32_t)DP_PAGE_SIZE);
     case DP_MSG_GET_SKELETON: return DP_SKEL_REQ_LEN;
+    case DP_MSG_PUT_TRACE: return DP_MAX_PAYLOAD;
+    case DP_MSG_GET_HOTSET: return DP_GET_HOTSET_REQ_LEN;
     default: return 0;
     }
 }

@@ -24,7 +24,7 @@ def test_private_lab_is_separate(lab, procs):
         st = json.loads(dp("lab", "status", "--json").stdout)
         assert [h["netns"] for h in st["hosts"]] == [f"{NAME}-src", f"{NAME}-dst"], st
         assert all(h["bandwidth_bps"] == 100_000_000 for h in st["hosts"]), st
-        assert os.path.exists(f"/run/netns/{NAME}-src") and os.path.exists("/run/netns/dp-src")
+        assert os.path.exists(f"/run/netns/{NAME}-src") and os.path.exists(f"/run/netns/{util.LAB}-src")
         # A container in the private src answers in the private namespace only.
         pid = int(dp("lab", "exec", "src", "--container", "--detach", "--", util.MEMWALK, "--mib", "4").stdout)
         procs.track(pid)

@@ -571,3 +571,67 @@ def test_streamed_skeleton_equals_local_skeleton(server, tmp_path):
         a = open(os.path.join(local, n), "rb").read()
         b = open(os.path.join(remote, n), "rb").read()
         assert a == b, n
+
+
+def test_emulated_rtt_path_answers_everything(tmp_path):
+    """Replies held back by --emulate-rtt (FIFO + timerfd) still all arrive,
+    with the right ids and data, PUT acknowledgements included; a fatal error
+    still closes the connection after its delayed ERROR."""
+    srv = Server(str(tmp_path), extra=["--emulate-rtt", "2000"])
+    try:
+        c = Conn(srv)
+        c.handshake()
+        new = bytes([0x5C]) * 4096
+        batch = [msg(GET, 100 + i, struct.pack("<II", 1, 0) + struct.pack("<iIQ", 1, 1, ADDR + (i % 8) * 4096))
+                 for i in range(40)]
+        batch.insert(20, msg(PUT, 500, struct.pack("<II", 1, 0) + struct.pack("<iIQ", 1, 1, ADDR + 9 * 4096) + new))
+        c.send(b"".join(batch))
+        got = {}
+        for _ in range(41):
+            t, f, rid, p = c.recv()
+            got[rid] = (t, p)
+        assert got[500][0] == PUT | 0x80
+        for i in range(40):
+            t, p = got[100 + i]
+            assert t == GET | 0x80
+            kind, data = pages_of(parse_get_reply(p))[0]
+            assert (data or bytes(4096)) == tinymem_page(i % 8)
+        c.get(600, [(1, ADDR + 9 * 4096, 1)])
+        assert pages_of(parse_get_reply(c.recv()[3]))[0][1] == new
+        c.send(msg(GET, 601, struct.pack("<II", 0, 0)))  # malformed: no ranges
+        expect_error(c, E_MALFORMED)
+    finally:
+        srv.stop()
+
+
+def test_garbage_from_many_clients_never_stops_the_server(server):
+    """300 connections send seeded random bytes (some after a valid handshake,
+    some with a valid header and a random payload); every one is refused or
+    closed, and the server keeps serving a well-behaved client throughout."""
+    import random
+    rnd = random.Random(1234)
+    good = Conn(server)
+    good.handshake()
+    for i in range(300):
+        c = Conn(server)
+        if i % 3 == 0:
+            c.handshake()
+        if i % 2 == 0:
+            t = rnd.choice([HELLO, AUTH, TASK_MAP, GET, PUT, SKEL, STATS, ACCESS_LOG, rnd.randrange(256)])
+            body = bytes(rnd.randrange(256) for _ in range(rnd.randrange(64)))
+            data = msg(t, rnd.randrange(2**64), body)
+        else:
+            data = bytes(rnd.randrange(256) for _ in range(rnd.randrange(1, 200)))
+        try:
+            c.send(data)
+        except OSError:
+            pass
+        c.s.close()
+        if i % 50 == 0:
+            good.get(i + 1, [(1, ADDR, 1)])
+            t, f, rid, p = good.recv()
+            assert (t, rid) == (GET | 0x80, i + 1)
+    assert server.proc.poll() is None
+    good.send(msg(STATS, 9999))
+    st = json.loads(good.recv()[3])
+    assert st["connections"] >= 301

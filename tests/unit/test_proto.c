@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "proto.h"
+#include "proto_hotset.h"
 
 /* Decodes the header of the message at b->data + at, returns its payload. */
 static const uint8_t *payload_of(const struct dp_buf *b, size_t at, struct dp_hdr *h)
@@ -402,9 +403,12 @@ static void request_length_limits(void **state)
     assert_int_equal(dp_request_max_len(DP_MSG_GET_PAGES), 8 + 256 * 16);
     assert_int_equal(dp_request_max_len(DP_MSG_PUT_PAGES), 8 + 256 * (16 + 4096));
     assert_int_equal(dp_request_max_len(DP_MSG_STATS), 0);
-    assert_int_equal(dp_request_max_len(0x09), 0);
+    assert_int_equal(dp_request_max_len(DP_MSG_GET_HOTSET), DP_GET_HOTSET_REQ_LEN);
+    assert_int_equal(dp_request_max_len(0x0b), 0);
     assert_true(dp_request_type_known(DP_MSG_ACCESS_LOG));
-    assert_false(dp_request_type_known(0x09));
+    assert_true(dp_request_type_known(DP_MSG_PUT_TRACE));
+    assert_true(dp_request_type_known(DP_MSG_GET_HOTSET));
+    assert_false(dp_request_type_known(0x0b));
     assert_false(dp_request_type_known(DP_MSG_GET_PAGES | DP_MSG_REPLY));
     /* The largest valid PUT fits the limit exactly and the payload limit too. */
     static uint8_t pages[256 * 4096];
@@ -418,7 +422,7 @@ static void request_length_limits(void **state)
     dp_buf_free(&b);
 }
 
-/* The example in docs/protocol.md section 7, byte for byte. */
+/* The example in docs/protocol.md section 8, byte for byte. */
 static void doc_example_get_request(void **state)
 {
     (void)state;
