@@ -1185,20 +1185,19 @@ static void conn_process_input(struct server *s, struct conn *c)
                        dp_now_ns());
             break;
         }
-        /* version-2 types (issue 7) only on a connection that negotiated 2 */
-        uint32_t v2max = c->state == ST_READY && c->version >= DP_PROTO_VERSION_HOTSET
-                             ? dp_hotset_request_max_len(h.type) : 0;
-        if (!dp_request_type_known(h.type) && !v2max) {
+        /* version-2 types (issue 7) only on a connection that negotiated 2:
+         * refused from the header, before a 16 MiB upload is buffered */
+        if (!dp_request_type_known(h.type) ||
+            (dp_hotset_request_max_len(h.type) && c->version < DP_PROTO_VERSION_HOTSET)) {
             char msg[64];
             snprintf(msg, sizeof(msg), "unknown request type 0x%02x", h.type);
             send_error(s, c, h.id, true, DP_E_UNKNOWN_TYPE, msg, dp_now_ns());
             break;
         }
-        uint32_t maxlen = v2max ? v2max : dp_request_max_len(h.type);
-        if (h.len > maxlen) {
+        if (h.len > dp_request_max_len(h.type)) {
             char msg[96];
             snprintf(msg, sizeof(msg), "request type 0x%02x with %u payload bytes; at most %u", h.type, h.len,
-                     maxlen);
+                     dp_request_max_len(h.type));
             send_error(s, c, h.id, true, DP_E_TOO_LARGE, msg, dp_now_ns());
             break;
         }

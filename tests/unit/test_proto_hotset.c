@@ -66,8 +66,10 @@ static void names(void **state)
     assert_int_equal(dp_hotset_request_max_len(DP_MSG_PUT_TRACE), DP_MAX_PAYLOAD);
     assert_int_equal(dp_hotset_request_max_len(DP_MSG_GET_HOTSET), DP_GET_HOTSET_REQ_LEN);
     assert_int_equal(dp_hotset_request_max_len(DP_MSG_GET_PAGES), 0);
-    /* the version-1 helpers keep not knowing them */
-    assert_false(dp_request_type_known(DP_MSG_PUT_TRACE));
+    /* the header gate knows them whatever the version; the server then
+     * refuses them on a version-1 connection */
+    assert_true(dp_request_type_known(DP_MSG_PUT_TRACE));
+    assert_int_equal(dp_request_max_len(DP_MSG_PUT_TRACE), dp_hotset_request_max_len(DP_MSG_PUT_TRACE));
 }
 
 int main(void)
