@@ -249,7 +249,17 @@ def report(d, outdir, cmdline):
         lines.append("![%s](warmup-%s.svg)" % (name, name))
         lines.append("")
     text = "\n".join(lines) + "\n"
-    with open(os.path.join(outdir, "warmup.md"), "w") as f:
+    md = os.path.join(outdir, "warmup.md")
+    # hand-written notes at the end of an earlier report are kept
+    try:
+        with open(md) as f:
+            old = f.read()
+        i = old.find("\n## Notes\n")
+        if i >= 0:
+            text += old[i:]
+    except OSError:
+        pass
+    with open(md, "w") as f:
         f.write(text)
     return text
 
