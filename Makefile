@@ -5,6 +5,7 @@
 #   tools/*.c          -> one binary each   (workloads such as memwalk)
 #   tests/unit/test_*.c-> one cmocka runner each
 #   fuzz/fuzz_*.c      -> one libFuzzer target each (clang)
+#   tests/helpers/*.c  -> test drivers linked with the library
 
 CC       ?= gcc
 BUILD    ?= build
@@ -18,11 +19,13 @@ CMD_SRCS  := $(wildcard src/*.c)
 TOOL_SRCS := $(wildcard tools/*.c)
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 FUZZ_SRCS := $(wildcard fuzz/fuzz_*.c)
+HELPER_SRCS := $(wildcard tests/helpers/*.c)
 
 LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/%.o)
 CMD_OBJS  := $(CMD_SRCS:%.c=$(BUILD)/%.o)
 TOOLS     := $(TOOL_SRCS:tools/%.c=$(BUILD)/%)
 UNITS     := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
+HELPERS   := $(HELPER_SRCS:tests/helpers/%.c=$(BUILD)/tests/helpers/%)
 LIB       := $(BUILD)/libdistriproc.a
 BIN       := $(BUILD)/distriproc
 
@@ -30,7 +33,7 @@ ASAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-
 PYTEST     := /usr/bin/python3 -m pytest
 
 .PHONY: all deps asan unit unit-asan test integration fuzz clean demo
-all: $(BIN) $(TOOLS)
+all: $(BIN) $(TOOLS) $(HELPERS)
 
 deps:
 	@scripts/deps.sh
@@ -54,6 +57,10 @@ $(BUILD)/%: tools/%.c $(wildcard tools/*.h)
 $(BUILD)/tests/%: tests/unit/%.c $(LIB) $(wildcard tests/unit/*.h) $(wildcard tools/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -Itests/unit -o $@ $< $(LIB) $(LDLIBS) -lcmocka
+
+$(BUILD)/tests/helpers/%: tests/helpers/%.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
 
 unit: $(UNITS)
 	@scripts/run-unit.sh $(UNITS)

@@ -320,11 +320,12 @@ static void on_message(struct dp_client *c, const struct dp_hdr *h, const uint8_
     }
 }
 
-static int do_io(struct dp_client *c)
+/* block: wait in the first recv (bounded by SO_RCVTIMEO) instead of a poll. */
+static int do_io(struct dp_client *c, bool block)
 {
     /* send */
     while (c->out_off < c->out.len) {
-        ssize_t n = send(c->fd, c->out.data + c->out_off, c->out.len - c->out_off, MSG_NOSIGNAL);
+        ssize_t n = send(c->fd, c->out.data + c->out_off, c->out.len - c->out_off, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n < 0) {
             if (errno == EAGAIN || errno == EINTR)
                 break;
@@ -340,14 +341,15 @@ static int do_io(struct dp_client *c)
     /* receive: parse in place; move a partial message to the front only
      * when the buffer runs out of room behind it */
     for (int rounds = 0; rounds < 64 && c->fd >= 0; rounds++) {
-        if (c->in_cap - c->in_len < 65536) {
+        if (c->in_cap - c->in_len < (256u << 10)) {
             if (c->in_off) {
                 memmove(c->in, c->in + c->in_off, c->in_len - c->in_off);
                 c->in_len -= c->in_off;
                 c->in_off = 0;
             }
-            if (c->in_cap - c->in_len < 65536) {
-                size_t cap = c->in_cap ? c->in_cap * 2 : (1u << 20);
+            if (c->in_cap - c->in_len < (256u << 10)) {
+                /* Big enough that a partial reply is moved to the front rarely. */
+                size_t cap = c->in_cap ? c->in_cap * 2 : (8u << 20);
                 if (cap > c->in_len + 65536 + DP_HDR_SIZE + DP_MAX_PAYLOAD)
                     cap = c->in_len + 65536 + DP_HDR_SIZE + DP_MAX_PAYLOAD;
                 uint8_t *n = realloc(c->in, cap);
@@ -360,7 +362,7 @@ static int do_io(struct dp_client *c)
             }
         }
         size_t room = c->in_cap - c->in_len;
-        ssize_t n = recv(c->fd, c->in + c->in_len, room, 0);
+        ssize_t n = recv(c->fd, c->in + c->in_len, room, block && rounds == 0 ? 0 : MSG_DONTWAIT);
         if (n < 0) {
             if (errno == EAGAIN || errno == EINTR)
                 break;
@@ -396,7 +398,7 @@ static int do_io(struct dp_client *c)
     }
     /* Replies may have queued more output (AUTH after HELLO, resubmissions). */
     while (c->fd >= 0 && c->out_off < c->out.len) {
-        ssize_t n = send(c->fd, c->out.data + c->out_off, c->out.len - c->out_off, MSG_NOSIGNAL);
+        ssize_t n = send(c->fd, c->out.data + c->out_off, c->out.len - c->out_off, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n < 0) {
             if (errno == EAGAIN || errno == EINTR)
                 break;
@@ -443,6 +445,14 @@ int dp_client_process(struct dp_client *c, struct dp_err *err)
                 drop_connection(c, why);
                 return 0;
             }
+            /* From here on the socket is blocking and every call says
+             * MSG_DONTWAIT, except the blocking helpers' wait for a reply,
+             * which is then one recv instead of poll + recv. */
+            int fl = fcntl(c->fd, F_GETFL);
+            if (fl >= 0)
+                fcntl(c->fd, F_SETFL, fl & ~O_NONBLOCK);
+            struct timeval tv = {.tv_sec = 0, .tv_usec = 100000};
+            setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
             send_hello(c);
         }
     }
@@ -451,7 +461,7 @@ int dp_client_process(struct dp_client *c, struct dp_err *err)
         return 0;
     }
     if (c->fd >= 0 && c->state != CS_CONNECTING)
-        do_io(c);
+        do_io(c, false);
     if (c->state == CS_FAILED) {
         dp_err_set(err, "%s", c->last_error);
         return -1;
@@ -489,6 +499,14 @@ const struct dp_hello_reply *dp_client_limits(const struct dp_client *c) { retur
 /* One poll + process round, bounded by timeout_ms (-1: the client's own timeout). */
 static int run_once(struct dp_client *c, int timeout_ms, struct dp_err *err)
 {
+    if (c->state == CS_READY && c->out_off == c->out.len && c->nr_reqs) {
+        do_io(c, true); /* replies are all we wait for: block in recv */
+        if (c->state == CS_FAILED) {
+            dp_err_set(err, "%s", c->last_error);
+            return -1;
+        }
+        return 0;
+    }
     int t = dp_client_timeout_ms(c);
     if (t < 0 || (timeout_ms >= 0 && timeout_ms < t))
         t = timeout_ms;
@@ -611,7 +629,7 @@ static uint64_t req_submit(struct dp_client *c, struct req *r, struct dp_buf *b)
             r->sent = true;
             /* Try to send now: pipelining wants requests on the wire early. */
             while (c->out_off < c->out.len) {
-                ssize_t n = send(c->fd, c->out.data + c->out_off, c->out.len - c->out_off, MSG_NOSIGNAL);
+                ssize_t n = send(c->fd, c->out.data + c->out_off, c->out.len - c->out_off, MSG_NOSIGNAL | MSG_DONTWAIT);
                 if (n <= 0)
                     break;
                 c->out_off += (size_t)n;

@@ -125,6 +125,11 @@ enum dp_page_kind {
     DP_PAGE_ZERO,          /* lazy, but never held data (no pagemap entry, or a hole) */
     DP_PAGE_DATA,          /* lazy, data at (fd, offset) */
 };
+/* DATA is answered for every page of a lazy range that has data in the images.
+ * Most come from PE_LAZY entries; a few may come from entries CRIU restores
+ * eagerly (PE_PARENT ones, or pages is_stack() kept non-lazy). Those are
+ * resident after the restore, so they fault only after being dropped, which
+ * the daemon sees as a REMOVE event and must answer with zeros itself. */
 
 struct dp_page_loc {
     enum dp_page_kind kind;

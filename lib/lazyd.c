@@ -22,6 +22,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/epoll.h>
+#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/timerfd.h>
@@ -34,13 +35,16 @@
 #include "util.h"
 
 #define PG DP_PAGE_SIZE
-#define MAX_REQ_PAGES 256          /* one fetch: at most 1 MiB */
+#define MAX_REQ_PAGES 64           /* one prefetch request: 256 KiB, so a fault
+                                      * inside a window waits for its chunk only */
+#define FAULT_REQ_PAGES 16         /* the faulted page travels with at most this
+                                      * many pages: its thread waits for them all */
 #define TICK_NS (10 * 1000000ull)  /* timer period */
 #define PROBE_NS (200 * 1000000ull)
 #define BG_CHUNK_PAGES 16
 #define BG_MAX_INFLIGHT 8
 
-enum { H_LISTEN, H_CRIU, H_UFFD, H_SRC, H_CTL_LISTEN, H_CTL_CLIENT, H_TIMER };
+enum { H_LISTEN, H_CRIU, H_UFFD, H_SRC, H_CTL_LISTEN, H_CTL_CLIENT, H_TIMER, H_SIGNAL };
 enum { K_FAULT, K_PREFETCH, K_BACKGROUND };
 enum { R_AT_SOURCE, R_INSTALL_RETRY, R_FETCH_RETRY };
 
@@ -78,6 +82,9 @@ struct lz_task {
     int32_t shown_pid;    /* pid CRIU sent (0 for a forked child: unknown) */
     int uffd;
     int alive;
+    int broken;           /* cannot be served: uffd kept open, never read */
+    struct dp_lazy_range *ownzap; /* ranges the daemon is zapping itself (eviction) */
+    size_t n_ownzap;
     struct handler h;
     struct dp_lazymap map;
     struct dp_prefetch_state pf;
@@ -91,16 +98,17 @@ struct lz_task {
     uint64_t bg_cursor;
 };
 
-struct lazyd {
+struct dp_lazyd {
     const struct dp_lazyd_opts *o;
     int ep;
-    struct handler listen_h, src_h, ctl_h, timer_h;
+    struct handler listen_h, src_h, ctl_h, timer_h, sig_h;
     struct lz_task *tasks;
     int next_id;
     int conns;             /* open lazy-pages connections */
     int finished;          /* "restore finished" received */
     int failed;
     int killed;
+    int stop;
     uint64_t start_ns, last_probe_ns, last_bg_ns;
     double bg_tokens;
     int bg_inflight;
@@ -109,10 +117,11 @@ struct lazyd {
     char sock_path[4200], ctl_path[4200];
 };
 
-static void install(struct lazyd *d, struct lz_req *r);
-static void req_finish(struct lazyd *d, struct lz_req *r);
+static void install(struct dp_lazyd *d, struct lz_req *r);
+static void kill_restored(struct dp_lazyd *d);
+static void req_finish(struct dp_lazyd *d, struct lz_req *r);
 
-static int ep_add(struct lazyd *d, struct handler *h, int fd, int type, void *ptr)
+static int ep_add(struct dp_lazyd *d, struct handler *h, int fd, int type, void *ptr)
 {
     h->type = type;
     h->fd = fd;
@@ -123,7 +132,7 @@ static int ep_add(struct lazyd *d, struct handler *h, int fd, int type, void *pt
 
 /* ---- tasks ---- */
 
-static struct lz_task *task_new(struct lazyd *d, int32_t pid, int uffd)
+static struct lz_task *task_new(struct dp_lazyd *d, int32_t pid, int uffd)
 {
     struct lz_task *t = calloc(1, sizeof(*t));
     if (!t)
@@ -160,7 +169,7 @@ static void req_unlink(struct lz_req *r)
     r->prev = r->next = NULL;
 }
 
-static void task_gone(struct lazyd *d, struct lz_task *t, const char *why)
+static void task_gone(struct dp_lazyd *d, struct lz_task *t, const char *why)
 {
     if (!t->alive)
         return;
@@ -187,7 +196,7 @@ static void task_gone(struct lazyd *d, struct lz_task *t, const char *why)
     dp_debug("task %d (pid %d) gone: %s", t->id, t->shown_pid, why);
 }
 
-static int tasks_alive(const struct lazyd *d)
+static int tasks_alive(const struct dp_lazyd *d)
 {
     int n = 0;
     for (const struct lz_task *t = d->tasks; t; t = t->next)
@@ -229,7 +238,7 @@ static int add_waiter(struct lz_req *r, uint64_t addr, uint64_t t0)
 
 static void on_fetch_done(struct dp_fetch *f);
 
-static struct lz_req *req_new(struct lazyd *d, struct lz_task *t, uint64_t img, uint32_t npages, int kind)
+static struct lz_req *req_new(struct dp_lazyd *d, struct lz_task *t, uint64_t img, uint32_t npages, int kind)
 {
     struct lz_req *r = calloc(1, sizeof(*r));
     if (!r)
@@ -254,7 +263,7 @@ static struct lz_req *req_new(struct lazyd *d, struct lz_task *t, uint64_t img, 
     return r;
 }
 
-static void req_submit(struct lazyd *d, struct lz_req *r)
+static void req_submit(struct dp_lazyd *d, struct lz_req *r)
 {
     r->state = R_AT_SOURCE;
     r->t_submit = dp_now_ns();
@@ -284,10 +293,12 @@ static void mark_inflight(struct lz_task *t, struct dp_lazy_region *reg, uint64_
         dp_lazymap_set(&t->map, &reg->pg[first + i], DP_PG_INFLIGHT, flags);
 }
 
-/* Submits fetches for the REMOTE pages of image range [img, img+n) of reg. */
-static void submit_remote_runs(struct lazyd *d, struct lz_task *t, struct dp_lazy_region *reg,
-                               uint64_t img, uint32_t n, int kind)
+/* Submits fetches for the REMOTE pages of image range [img, img+n) of reg;
+ * returns how many pages it submitted. */
+static uint32_t submit_remote_runs(struct dp_lazyd *d, struct lz_task *t, struct dp_lazy_region *reg,
+                                   uint64_t img, uint32_t n, int kind)
 {
+    uint32_t submitted = 0;
     uint64_t base = (img - reg->img) / PG, total = (reg->end - reg->start) / PG;
     uint32_t i = 0;
     uint8_t flags = kind == K_BACKGROUND ? DP_PGF_BACKGROUND : DP_PGF_PREFETCH;
@@ -302,14 +313,16 @@ static void submit_remote_runs(struct lazyd *d, struct lz_task *t, struct dp_laz
             run++;
         struct lz_req *r = req_new(d, t, img + (uint64_t)i * PG, run, kind);
         if (!r)
-            return; /* prefetch is optional; the fault path still works */
+            return submitted; /* prefetch is optional; the fault path still works */
         mark_inflight(t, reg, r->f.img, run, flags);
         req_submit(d, r);
+        submitted += run;
         i += run;
     }
+    return submitted;
 }
 
-static void fault_remote(struct lazyd *d, struct lz_task *t, struct dp_lazy_region *reg, uint64_t page, uint64_t t0)
+static void fault_remote(struct dp_lazyd *d, struct lz_task *t, struct dp_lazy_region *reg, uint64_t page, uint64_t t0)
 {
     uint64_t img = reg->img + (page - reg->start);
     uint64_t reg_hi = reg->img + (reg->end - reg->start);
@@ -321,7 +334,7 @@ static void fault_remote(struct lazyd *d, struct lz_task *t, struct dp_lazy_regi
     uint32_t n = 1;
     uint64_t idx = (page - reg->start) / PG, total = (reg->end - reg->start) / PG;
     if (npf > 0 && pf[0].addr == img + PG) {
-        while (n <= pf[0].npages && n < MAX_REQ_PAGES && idx + n < total &&
+        while (n <= pf[0].npages && n < FAULT_REQ_PAGES && idx + n < total &&
                dp_pg_state(reg->pg[idx + n]) == DP_PG_REMOTE)
             n++;
     }
@@ -342,6 +355,7 @@ static void fault_remote(struct lazyd *d, struct lz_task *t, struct dp_lazy_regi
     req_submit(d, r);
 
     /* The rest of the plan as separate requests. */
+    uint32_t prefetched = n - 1;
     for (int i = 0; i < npf; i++) {
         uint64_t a = pf[i].addr;
         uint32_t cnt = pf[i].npages;
@@ -352,8 +366,10 @@ static void fault_remote(struct lazyd *d, struct lz_task *t, struct dp_lazy_regi
             a += (uint64_t)covered * PG;
             cnt -= covered;
         }
-        submit_remote_runs(d, t, reg, a, cnt, K_PREFETCH);
+        prefetched += submit_remote_runs(d, t, reg, a, cnt, K_PREFETCH);
     }
+    if (npf > 0)
+        dp_prefetch_window_actual(&t->pf, reg->img, prefetched);
 }
 
 static struct lz_req *find_req(struct lz_task *t, uint64_t img)
@@ -364,7 +380,7 @@ static struct lz_req *find_req(struct lz_task *t, uint64_t img)
     return NULL;
 }
 
-static void fault_zero(struct lazyd *d, struct lz_task *t, uint64_t page, uint8_t *pg, uint64_t t0)
+static void fault_zero(struct dp_lazyd *d, struct lz_task *t, uint64_t page, uint8_t *pg, uint64_t t0)
 {
     (void)d;
     uint64_t done;
@@ -391,7 +407,7 @@ static void fault_zero(struct lazyd *d, struct lz_task *t, uint64_t page, uint8_
     }
 }
 
-static void handle_fault(struct lazyd *d, struct lz_task *t, uint64_t addr, uint64_t t0)
+static void handle_fault(struct dp_lazyd *d, struct lz_task *t, uint64_t addr, uint64_t t0)
 {
     uint64_t page = addr & ~(PG - 1);
     struct dp_lazy_region *reg;
@@ -411,8 +427,10 @@ static void handle_fault(struct lazyd *d, struct lz_task *t, uint64_t addr, uint
         break;
     case DP_PG_INFLIGHT: {
         t->c.faults_waited++;
-        if ((*pg & (DP_PGF_PREFETCH | DP_PGF_BACKGROUND)) && !(*pg & DP_PGF_WAITED))
+        if ((*pg & DP_PGF_PREFETCH) && !(*pg & DP_PGF_WAITED)) {
             t->c.prefetch_hits_inflight++;
+            dp_prefetch_inflight_hit(&t->pf, reg->img, reg->img + (page - reg->start));
+        }
         *pg |= DP_PGF_WAITED;
         struct lz_req *r = find_req(t, reg->img + (page - reg->start));
         if (!r || add_waiter(r, page, t0))
@@ -426,7 +444,7 @@ static void handle_fault(struct lazyd *d, struct lz_task *t, uint64_t addr, uint
 }
 
 /* Installs what it can of a completed fetch. */
-static void install(struct lazyd *d, struct lz_req *r)
+static void install(struct dp_lazyd *d, struct lz_req *r)
 {
     struct lz_task *t = r->t;
     while (r->done_pages < r->f.npages) {
@@ -452,12 +470,13 @@ static void install(struct lazyd *d, struct lz_req *r)
             k = run;
         for (uint32_t j = 0; j < k; j++) {
             uint8_t fl = pg[j];
-            if (fl & DP_PGF_WAITED)
-                t->c.pages_fetched++;
+            /* by why it was fetched, whether or not a fault also waited for it */
+            if (fl & DP_PGF_PREFETCH)
+                t->c.pages_prefetched++;
             else if (fl & DP_PGF_BACKGROUND)
                 t->c.pages_background++;
             else
-                t->c.pages_prefetched++;
+                t->c.pages_fetched++;
             dp_lazymap_set(&t->map, &pg[j], DP_PG_RESIDENT, fl & (DP_PGF_PREFETCH | DP_PGF_BACKGROUND));
         }
         r->done_pages += k;
@@ -500,7 +519,7 @@ static void install(struct lazyd *d, struct lz_req *r)
     req_finish(d, r);
 }
 
-static void req_finish(struct lazyd *d, struct lz_req *r)
+static void req_finish(struct dp_lazyd *d, struct lz_req *r)
 {
     (void)d;
     struct lz_task *t = r->t;
@@ -512,7 +531,7 @@ static void req_finish(struct lazyd *d, struct lz_req *r)
 static void on_fetch_done(struct dp_fetch *f)
 {
     struct lz_req *r = (struct lz_req *)f;  /* f is the first member */
-    struct lazyd *d = f->opaque;
+    struct dp_lazyd *d = f->opaque;
     struct lz_task *t = r->t;
     t->refs--;
     if (r->kind == K_BACKGROUND)
@@ -545,7 +564,7 @@ static void on_fetch_done(struct dp_fetch *f)
 
 /* ---- events ---- */
 
-static struct lz_task *task_fork(struct lazyd *d, struct lz_task *parent, int ufd)
+static struct lz_task *task_fork(struct dp_lazyd *d, struct lz_task *parent, int ufd)
 {
     struct lz_task *c = task_new(d, parent->pid, ufd);
     if (!c) {
@@ -568,7 +587,7 @@ static struct lz_task *task_fork(struct lazyd *d, struct lz_task *parent, int uf
     return c;
 }
 
-static void retry_installs(struct lazyd *d, struct lz_task *t, uint64_t now)
+static void retry_installs(struct dp_lazyd *d, struct lz_task *t, uint64_t now)
 {
     struct lz_req *list = t->retry, *keep = NULL;
     t->retry = NULL;
@@ -599,7 +618,7 @@ static void retry_installs(struct lazyd *d, struct lz_task *t, uint64_t now)
     }
 }
 
-static void handle_uffd(struct lazyd *d, struct lz_task *t)
+static void handle_uffd(struct dp_lazyd *d, struct lz_task *t)
 {
     struct uffd_msg msgs[32];
     int rounds = 0;
@@ -634,7 +653,10 @@ static void handle_uffd(struct lazyd *d, struct lz_task *t)
                 break;
             case UFFD_EVENT_REMOVE:
                 t->c.ev_remove++;
-                dp_lazymap_remove(&t->map, m->arg.remove.start, m->arg.remove.end);
+                /* our own eviction zaps leave the data at the source (REMOTE);
+                 * the application's drop is for good (NONE: zero-fill) */
+                dp_lazymap_remove_except(&t->map, m->arg.remove.start, m->arg.remove.end, t->ownzap,
+                                         t->n_ownzap);
                 break;
             case UFFD_EVENT_UNMAP:
                 t->c.ev_unmap++;
@@ -652,7 +674,7 @@ static void handle_uffd(struct lazyd *d, struct lz_task *t)
         retry_installs(d, t, dp_now_ns());
 }
 
-static void new_task(struct lazyd *d, int32_t pid, int uffd)
+static void new_task(struct dp_lazyd *d, int32_t pid, int uffd)
 {
     struct lz_task *t = task_new(d, pid, uffd);
     struct dp_err err = {{0}};
@@ -662,19 +684,16 @@ static void new_task(struct lazyd *d, int32_t pid, int uffd)
         d->failed = 1;
         return;
     }
-    if (d->o->src->ops->task_map(d->o->src, pid, &t->map, &err) < 0) {
-        /* Without the map every fault would be zero-filled: wrong data.
-         * Refuse the task instead; the restore fails visibly. */
-        dp_error("task %d: %s; its faults cannot be served, stopping", pid, err.msg);
-        t->alive = 0;
-        close(uffd);
-        t->uffd = -1;
-        d->failed = 1;
-        return;
-    }
-    if (ep_add(d, &t->h, uffd, H_UFFD, t) < 0) {
-        dp_error("epoll_ctl for task %d: %s", pid, strerror(errno));
-        task_gone(d, t, "epoll");
+    int rc = d->o->src->ops->task_map(d->o->src, pid, &t->map, &err);
+    if (rc == 0 && ep_add(d, &t->h, uffd, H_UFFD, t) < 0)
+        dp_err_set(&err, "epoll_ctl: %s", strerror(errno)), rc = -1;
+    if (rc < 0) {
+        /* Closing the uffd would unregister the task's lazy memory: its
+         * untouched pages would then read as zeros. Keep it open and never
+         * answer: the task's faults wait until someone stops it. */
+        dp_error("task %d: %s. Its lazy memory cannot be served; its faults will wait "
+                 "rather than read zeros: stop the restored process tree", pid, err.msg);
+        t->broken = 1;
         d->failed = 1;
         return;
     }
@@ -683,7 +702,7 @@ static void new_task(struct lazyd *d, int32_t pid, int uffd)
     dp_info("task %d: userfaultfd received, %s lazy in %zu regions", pid, rem, t->map.n);
 }
 
-static void handle_criu(struct lazyd *d, struct handler *h)
+static void handle_criu(struct dp_lazyd *d, struct handler *h)
 {
     int32_t pid;
     int uffd;
@@ -713,7 +732,7 @@ static void handle_criu(struct lazyd *d, struct handler *h)
     d->conns--;
 }
 
-static void handle_listen(struct lazyd *d)
+static void handle_listen(struct dp_lazyd *d)
 {
     int c = accept4(d->listen_h.fd, NULL, NULL, SOCK_CLOEXEC);
     if (c < 0)
@@ -748,7 +767,7 @@ static void task_json(struct dp_sbuf *b, const struct lz_task *t, uint64_t now)
     dp_sbuf_printf(b, "}");
 }
 
-static void stats_json(struct lazyd *d, struct dp_sbuf *b)
+static void stats_json(struct dp_lazyd *d, struct dp_sbuf *b)
 {
     uint64_t now = dp_now_ns();
     struct dp_lazy_counters tot;
@@ -810,7 +829,7 @@ static void text_line(struct dp_sbuf *b, const char *name, const struct dp_lazy_
                    remote + resident ? 100.0 * (double)remote / (double)(remote + resident) : 0.0);
 }
 
-static void stats_text(struct lazyd *d, struct dp_sbuf *b)
+static void stats_text(struct dp_lazyd *d, struct dp_sbuf *b)
 {
     uint64_t now = dp_now_ns();
     char pf[32], wire[32];
@@ -851,7 +870,7 @@ static void stats_text(struct lazyd *d, struct dp_sbuf *b)
     free(lat);
 }
 
-static void handle_ctl_client(struct lazyd *d, struct handler *h)
+static void handle_ctl_client(struct dp_lazyd *d, struct handler *h)
 {
     char cmd[128];
     ssize_t n = recv(h->fd, cmd, sizeof(cmd) - 1, MSG_DONTWAIT);
@@ -881,7 +900,7 @@ static void handle_ctl_client(struct lazyd *d, struct handler *h)
     free(h);
 }
 
-static void handle_ctl_listen(struct lazyd *d)
+static void handle_ctl_listen(struct dp_lazyd *d)
 {
     int c = accept4(d->ctl_h.fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
     if (c < 0)
@@ -942,7 +961,7 @@ static void kill_tree(int root)
         kill(pids[i], SIGKILL);
 }
 
-static void check_timeouts(struct lazyd *d, uint64_t now)
+static void check_timeouts(struct dp_lazyd *d, uint64_t now)
 {
     if (d->o->fault_timeout <= 0)
         return;
@@ -964,25 +983,18 @@ static void check_timeouts(struct lazyd *d, uint64_t now)
                         d->o->src->ops->healthy(d->o->src) ? "reachable, slow" : "unreachable");
             } else if (!d->killed) {
                 d->killed = 1;
-                int root = read_pid_file(d->o->workdir, DP_RESTORED_PID_NAME);
                 dp_error("pid %d: a fault at 0x%llx waited %.1f s for %s (%s): stopping the restored "
                          "process tree with SIGKILL (--on-timeout kill). No page was filled with wrong "
                          "data; restore again from the source when it is reachable.",
                          t->shown_pid, (unsigned long long)r->w[0].addr, (double)age / 1e9, d->o->src->desc,
                          d->o->src->ops->healthy(d->o->src) ? "reachable, slow" : "unreachable");
-                if (root > 0) {
-                    kill_tree(root);
-                } else {
-                    for (struct lz_task *x = d->tasks; x; x = x->next)
-                        if (x->alive && x->shown_pid > 0)
-                            kill(x->shown_pid, SIGKILL);
-                }
+                kill_restored(d);
             }
         }
     }
 }
 
-static void background_fetch(struct lazyd *d, uint64_t now)
+static void background_fetch(struct dp_lazyd *d, uint64_t now)
 {
     if (!d->o->background_rate || !d->finished)
         return;
@@ -1039,7 +1051,7 @@ static void background_fetch(struct lazyd *d, uint64_t now)
 
 /* The remote source's descriptor changes across reconnects and it wants
  * EPOLLOUT only while it has bytes to send: keep epoll in step. */
-static void src_sync(struct lazyd *d)
+static void src_sync(struct dp_lazyd *d)
 {
     const struct dp_pagesrc_ops *ops = d->o->src->ops;
     int fd = ops->fd(d->o->src);
@@ -1059,7 +1071,42 @@ static void src_sync(struct lazyd *d)
     d->src_ev = ev;
 }
 
-static void handle_timer(struct lazyd *d)
+static void kill_restored(struct dp_lazyd *d)
+{
+    int root = read_pid_file(d->o->workdir, DP_RESTORED_PID_NAME);
+    if (root > 0) {
+        kill_tree(root);
+        return;
+    }
+    for (struct lz_task *x = d->tasks; x; x = x->next)
+        if (x->alive && x->shown_pid > 0)
+            kill(x->shown_pid, SIGKILL);
+}
+
+/* SIGTERM/SIGINT/SIGHUP: the daemon must not just go away while tasks live,
+ * because their remote pages would then read as zeros. Stop them first. */
+static void handle_signal(struct dp_lazyd *d)
+{
+    struct signalfd_siginfo si;
+    if (read(d->sig_h.fd, &si, sizeof(si)) != (ssize_t)sizeof(si))
+        return;
+    int n = tasks_alive(d);
+    if (!n) {
+        d->stop = 1;
+        return;
+    }
+    uint64_t remote = 0;
+    for (struct lz_task *t = d->tasks; t; t = t->next)
+        if (t->alive)
+            remote += dp_lazymap_pages(&t->map, DP_PG_REMOTE) + dp_lazymap_pages(&t->map, DP_PG_INFLIGHT);
+    char rb[32];
+    dp_format_bytes(remote * PG, rb, sizeof(rb));
+    dp_warn("signal %u: %d restored task(s) still have %s remote, which would read as zeros "
+            "without this daemon; killing the restored process tree first", si.ssi_signo, n, rb);
+    kill_restored(d);
+}
+
+static void handle_timer(struct dp_lazyd *d)
 {
     uint64_t ticks;
     if (read(d->timer_h.fd, &ticks, sizeof(ticks)) < 0 && errno != EAGAIN)
@@ -1118,16 +1165,53 @@ int dp_lazyd_listen(const char *workdir, struct dp_err *err)
     return listen_unix(path, err);
 }
 
-int dp_lazyd_run(const struct dp_lazyd_opts *o)
+/* Closes what the daemon opened and frees what is safe to free. */
+static void cleanup(struct dp_lazyd *d)
 {
-    struct lazyd *d = calloc(1, sizeof(*d));
+    if (d->listen_h.fd >= 0) {
+        close(d->listen_h.fd);
+        unlink(d->sock_path);
+    }
+    if (d->ctl_h.fd >= 0) {
+        close(d->ctl_h.fd);
+        unlink(d->ctl_path);
+    }
+    if (d->timer_h.fd >= 0)
+        close(d->timer_h.fd);
+    if (d->sig_h.fd >= 0)
+        close(d->sig_h.fd);
+    /* Tasks whose requests the source still owns: the source is closed by
+     * the caller after us, so free only what is safe. */
+    for (struct lz_task *t = d->tasks, *n; t; t = n) {
+        n = t->next;
+        if (t->alive)
+            task_gone(d, t, "daemon exit");
+        free(t->ownzap);
+        t->ownzap = NULL;
+        if (t->refs == 0) {
+            while (t->reqs) {
+                struct lz_req *r = t->reqs;
+                req_unlink(r);
+                req_free(r);
+            }
+            free(t);
+        }
+    }
+    if (d->ep >= 0)
+        close(d->ep);
+    free(d);
+}
+
+struct dp_lazyd *dp_lazyd_start(const struct dp_lazyd_opts *o)
+{
+    struct dp_lazyd *d = calloc(1, sizeof(*d));
     struct dp_err err = {{0}};
-    int rc = 1;
     if (!d)
-        return 1;
+        return NULL;
     d->o = o;
     d->start_ns = dp_now_ns();
     d->last_bg_ns = d->start_ns;
+    d->listen_h.fd = d->ctl_h.fd = d->timer_h.fd = d->sig_h.fd = d->src_h.fd = -1;
     snprintf(d->sock_path, sizeof(d->sock_path), "%s/%s", o->workdir, DP_LAZY_SOCK_NAME);
     snprintf(d->ctl_path, sizeof(d->ctl_path), "%s/%s", o->workdir, DP_CONTROL_SOCK_NAME);
     signal(SIGPIPE, SIG_IGN);
@@ -1136,18 +1220,30 @@ int dp_lazyd_run(const struct dp_lazyd_opts *o)
     int lfd = o->listen_fd >= 0 ? o->listen_fd : listen_unix(d->sock_path, &err);
     int cfd = lfd >= 0 ? listen_unix(d->ctl_path, &err) : -1;
     int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-    if (d->ep < 0 || lfd < 0 || cfd < 0 || tfd < 0) {
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP);
+    sigprocmask(SIG_BLOCK, &sigs, NULL);
+    int gfd = signalfd(-1, &sigs, SFD_NONBLOCK | SFD_CLOEXEC);
+    d->listen_h.fd = lfd;
+    d->ctl_h.fd = cfd;
+    d->timer_h.fd = tfd;
+    d->sig_h.fd = gfd;
+    if (d->ep < 0 || lfd < 0 || cfd < 0 || tfd < 0 || gfd < 0) {
         dp_error("lazy-pages daemon setup failed: %s", err.msg[0] ? err.msg : strerror(errno));
-        goto out;
+        cleanup(d);
+        return NULL;
     }
     dp_set_nonblock(lfd);
     struct itimerspec its = {.it_interval = {0, (long)TICK_NS}, .it_value = {0, (long)TICK_NS}};
     timerfd_settime(tfd, 0, &its, NULL);
-    d->src_h.fd = -1;
     if (ep_add(d, &d->listen_h, lfd, H_LISTEN, NULL) < 0 || ep_add(d, &d->ctl_h, cfd, H_CTL_LISTEN, NULL) < 0 ||
-        ep_add(d, &d->timer_h, tfd, H_TIMER, NULL) < 0) {
+        ep_add(d, &d->timer_h, tfd, H_TIMER, NULL) < 0 || ep_add(d, &d->sig_h, gfd, H_SIGNAL, NULL) < 0) {
         dp_error("epoll_ctl: %s", strerror(errno));
-        goto out;
+        cleanup(d);
+        return NULL;
     }
     if (o->ready_fd >= 0) {
         char one = 1;
@@ -1159,34 +1255,43 @@ int dp_lazyd_run(const struct dp_lazyd_opts *o)
     dp_prefetch_format(&o->prefetch, pf, sizeof(pf));
     dp_info("lazy-pages daemon on %s, pages from %s, prefetch %s%s", d->sock_path, o->src->desc, pf,
             o->background_rate ? ", background copy on" : "");
+    return d;
+}
 
+int dp_lazyd_step(struct dp_lazyd *d, int timeout_ms)
+{
+    if ((d->failed || d->stop) && !tasks_alive(d))
+        return 0;
+    if (d->finished && d->conns == 0 && !tasks_alive(d))
+        return 0;
     struct epoll_event evs[64];
-    for (;;) {
-        if (d->failed && !tasks_alive(d))
-            break;
-        if (d->finished && d->conns == 0 && !tasks_alive(d))
-            break;
-        src_sync(d);
-        int n = epoll_wait(d->ep, evs, (int)DP_ARRAY_LEN(evs), 1000);
-        if (n < 0 && errno != EINTR) {
-            dp_error("epoll_wait: %s", strerror(errno));
-            break;
-        }
-        for (int i = 0; i < n; i++) {
-            struct handler *h = evs[i].data.ptr;
-            switch (h->type) {
-            case H_LISTEN: handle_listen(d); break;
-            case H_CRIU: handle_criu(d, h); break;
-            case H_UFFD: handle_uffd(d, h->ptr); break;
-            case H_SRC: o->src->ops->process(o->src); src_sync(d); break;
-            case H_CTL_LISTEN: handle_ctl_listen(d); break;
-            case H_CTL_CLIENT: handle_ctl_client(d, h); break;
-            case H_TIMER: handle_timer(d); break;
-            }
+    src_sync(d);
+    int n = epoll_wait(d->ep, evs, (int)DP_ARRAY_LEN(evs), timeout_ms);
+    if (n < 0 && errno != EINTR) {
+        dp_error("epoll_wait: %s", strerror(errno));
+        d->failed = 1;
+        return -1;
+    }
+    for (int i = 0; i < n; i++) {
+        struct handler *h = evs[i].data.ptr;
+        switch (h->type) {
+        case H_LISTEN: handle_listen(d); break;
+        case H_CRIU: handle_criu(d, h); break;
+        case H_UFFD: handle_uffd(d, h->ptr); break;
+        case H_SRC: d->o->src->ops->process(d->o->src); src_sync(d); break;
+        case H_CTL_LISTEN: handle_ctl_listen(d); break;
+        case H_CTL_CLIENT: handle_ctl_client(d, h); break;
+        case H_TIMER: handle_timer(d); break;
+        case H_SIGNAL: handle_signal(d); break;
         }
     }
-    rc = d->failed ? 1 : 0;
+    return 1;
+}
 
+int dp_lazyd_finish(struct dp_lazyd *d)
+{
+    const struct dp_lazyd_opts *o = d->o;
+    int rc = d->failed ? 1 : 0;
     struct dp_sbuf b = {0};
     stats_json(d, &b);
     if (b.p) {
@@ -1207,37 +1312,64 @@ int dp_lazyd_run(const struct dp_lazyd_opts *o)
     dp_info("all tasks exited: %llu faults, %llu pages fetched, %llu prefetched, %llu zero pages",
             (unsigned long long)tot.faults, (unsigned long long)tot.pages_fetched,
             (unsigned long long)tot.pages_prefetched, (unsigned long long)tot.zero_pages);
-
-out:
-    if (lfd >= 0) {
-        close(lfd);
-        unlink(d->sock_path);
-    }
-    if (cfd >= 0) {
-        close(cfd);
-        unlink(d->ctl_path);
-    }
-    if (tfd >= 0)
-        close(tfd);
-    /* Tasks whose requests the source still owns: the source is closed by
-     * the caller after us, so free only what is safe. */
-    for (struct lz_task *t = d->tasks, *n; t; t = n) {
-        n = t->next;
-        if (t->alive)
-            task_gone(d, t, "daemon exit");
-        if (t->refs == 0) {
-            while (t->reqs) {
-                struct lz_req *r = t->reqs;
-                req_unlink(r);
-                req_free(r);
-            }
-            free(t);
-        }
-    }
-    if (d->ep >= 0)
-        close(d->ep);
-    free(d);
+    cleanup(d);
     return rc;
+}
+
+int dp_lazyd_run(const struct dp_lazyd_opts *o)
+{
+    struct dp_lazyd *d = dp_lazyd_start(o);
+    if (!d)
+        return 1;
+    while (dp_lazyd_step(d, 1000) > 0)
+        ;
+    return dp_lazyd_finish(d);
+}
+
+static struct lz_task *task_by_id(struct dp_lazyd *d, int id)
+{
+    for (struct lz_task *t = d->tasks; t; t = t->next)
+        if (t->id == id && t->alive)
+            return t;
+    return NULL;
+}
+
+int dp_lazyd_own_zap_begin(struct dp_lazyd *d, int task_id, const struct dp_lazy_range *r, size_t n)
+{
+    struct lz_task *t = task_by_id(d, task_id);
+    if (!t)
+        return -1;
+    struct dp_lazy_range *copy = n ? malloc(n * sizeof(*copy)) : NULL;
+    if (n && !copy)
+        return -1;
+    if (n)
+        memcpy(copy, r, n * sizeof(*copy));
+    free(t->ownzap);
+    t->ownzap = copy;
+    t->n_ownzap = n;
+    return 0;
+}
+
+void dp_lazyd_own_zap_end(struct dp_lazyd *d, int task_id)
+{
+    struct lz_task *t = task_by_id(d, task_id);
+    if (!t)
+        return;
+    free(t->ownzap);
+    t->ownzap = NULL;
+    t->n_ownzap = 0;
+}
+
+struct dp_lazymap *dp_lazyd_task_map(struct dp_lazyd *d, int task_id)
+{
+    struct lz_task *t = task_by_id(d, task_id);
+    return t ? &t->map : NULL;
+}
+
+int dp_lazyd_task_uffd(struct dp_lazyd *d, int task_id)
+{
+    struct lz_task *t = task_by_id(d, task_id);
+    return t ? t->uffd : -1;
 }
 
 char *dp_lazyd_control(const char *workdir, const char *cmd, struct dp_err *err)

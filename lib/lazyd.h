@@ -9,6 +9,7 @@
 
 #include <stdint.h>
 
+#include "lazymap.h"
 #include "pagesrc.h"
 #include "prefetch.h"
 
@@ -27,8 +28,30 @@ struct dp_lazyd_opts {
 };
 
 int dp_lazyd_listen(const char *workdir, struct dp_err *err);
-/* Returns 0 when all tasks exited normally, 1 on error. */
+/* start + step until done + finish. Returns 0 when all tasks exited
+ * normally, 1 on error. */
 int dp_lazyd_run(const struct dp_lazyd_opts *o);
+
+/* The same loop in pieces, for callers that must keep the daemon serving
+ * while they do something else (eviction: faults and events must be handled
+ * while threads are being stopped). o must outlive d. */
+struct dp_lazyd;
+struct dp_lazyd *dp_lazyd_start(const struct dp_lazyd_opts *o);
+/* One turn: waits up to timeout_ms and handles what arrived. 1 = keep going,
+ * 0 = done (restore finished and every task exited, or a failure with no
+ * task left), -1 = error. */
+int dp_lazyd_step(struct dp_lazyd *d, int timeout_ms);
+/* Writes WORKDIR/stats-final.json, closes and frees; returns the exit status. */
+int dp_lazyd_finish(struct dp_lazyd *d);
+
+/* Eviction hooks (issue 6). Task ids are the daemon's (stats "id"); after a
+ * fork parent and child have different ids. While an own zap is marked,
+ * REMOVE events inside its ranges make RESIDENT pages REMOTE (the data is at
+ * the source) instead of NONE (the application's drop: zero from then on). */
+int dp_lazyd_own_zap_begin(struct dp_lazyd *d, int task_id, const struct dp_lazy_range *r, size_t n);
+void dp_lazyd_own_zap_end(struct dp_lazyd *d, int task_id);
+struct dp_lazymap *dp_lazyd_task_map(struct dp_lazyd *d, int task_id);
+int dp_lazyd_task_uffd(struct dp_lazyd *d, int task_id);
 
 /* Client side of the control socket: sends cmd, returns the malloc'd reply. */
 char *dp_lazyd_control(const char *workdir, const char *cmd, struct dp_err *err);

@@ -142,6 +142,36 @@ void dp_lazymap_remove(struct dp_lazymap *m, uint64_t start, uint64_t end)
     }
 }
 
+static int in_ranges(uint64_t a, const struct dp_lazy_range *r, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (a >= r[i].start && a < r[i].end)
+            return 1;
+    return 0;
+}
+
+void dp_lazymap_remove_except(struct dp_lazymap *m, uint64_t start, uint64_t end,
+                              const struct dp_lazy_range *keep, size_t nkeep)
+{
+    if (!nkeep) {
+        dp_lazymap_remove(m, start, end);
+        return;
+    }
+    start &= ~(PG - 1);
+    for (size_t i = lower(m, start); i < m->n && m->r[i].start < end; i++) {
+        struct dp_lazy_region *r = &m->r[i];
+        uint64_t a = start > r->start ? start : r->start;
+        uint64_t b = end < r->end ? end : r->end;
+        for (uint64_t p = a; p < b; p += PG) {
+            uint8_t *pg = &r->pg[(p - r->start) / PG];
+            if (!in_ranges(p, keep, nkeep))
+                dp_lazymap_set(m, pg, DP_PG_NONE, 0);
+            else if ((*pg & DP_PG_STATE_MASK) == DP_PG_RESIDENT)
+                dp_lazymap_set(m, pg, DP_PG_REMOTE, 0);
+        }
+    }
+}
+
 /* Splits region idx at addr (start < addr < end) into idx and idx+1. */
 static int split(struct dp_lazymap *m, size_t idx, uint64_t addr)
 {

@@ -36,6 +36,10 @@ struct dp_lazy_region {
     uint8_t *pg;          /* (end - start) / 4096 state bytes */
 };
 
+struct dp_lazy_range {
+    uint64_t start, end;
+};
+
 struct dp_lazymap {
     struct dp_lazy_region *r;
     size_t n, cap;
@@ -62,6 +66,12 @@ static inline enum dp_pg_state dp_pg_state(uint8_t pg) { return (enum dp_pg_stat
 /* Application dropped [start, end) (UFFD_EVENT_REMOVE): every page becomes
  * NONE (a later fault zero-fills; stale data never comes back). */
 void dp_lazymap_remove(struct dp_lazymap *m, uint64_t start, uint64_t end);
+/* A REMOVE event for [start, end) while the daemon itself zaps the ranges in
+ * keep (eviction): RESIDENT pages inside keep become REMOTE (their data is at
+ * the source); every other page of [start, end) is the application's drop
+ * and becomes NONE, as in dp_lazymap_remove. */
+void dp_lazymap_remove_except(struct dp_lazymap *m, uint64_t start, uint64_t end,
+                              const struct dp_lazy_range *keep, size_t nkeep);
 /* [start, end) is unmapped: regions are cut. Returns 0 or -1 (ENOMEM). */
 int dp_lazymap_unmap(struct dp_lazymap *m, uint64_t start, uint64_t end);
 /* mremap moved [from, from+len) to [to, to+len). Returns 0 or -1 (ENOMEM). */

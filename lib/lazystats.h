@@ -30,7 +30,7 @@ struct dp_lazy_counters {
     uint64_t faults_zero;      /* ... answered with a zero page */
     uint64_t faults_spurious;  /* ... for a page already installed (woken) */
     uint64_t pages_fetched;    /* pages installed because a fault asked for them */
-    uint64_t pages_prefetched; /* pages installed by prefetch */
+    uint64_t pages_prefetched; /* pages installed by prefetch (faults may have waited for some) */
     uint64_t pages_background; /* pages installed by --background-fetch */
     uint64_t prefetch_hits_inflight;
     uint64_t prefetch_hits_inferred;

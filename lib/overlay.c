@@ -25,6 +25,7 @@ struct dp_overlay {
     uint64_t end;             /* append position */
     uint64_t seq;
     bool dirty;
+    uint64_t compact_min;
     struct dp_overlay_stats st;
 };
 
@@ -151,6 +152,7 @@ int dp_overlay_open(const char *dir, struct dp_overlay **out, struct dp_err *err
         return -1;
     }
     snprintf(o->path, sizeof(o->path), "%s/%s", dir, DP_OVERLAY_NAME);
+    o->compact_min = 64ull << 20;
     bool existed = access(o->path, F_OK) == 0;
     o->fd = open(o->path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (o->fd < 0) {
@@ -270,3 +272,98 @@ int dp_overlay_sync(struct dp_overlay *o, struct dp_err *err)
 }
 
 void dp_overlay_get_stats(const struct dp_overlay *o, struct dp_overlay_stats *st) { *st = o->st; }
+
+bool dp_overlay_wants_compaction(const struct dp_overlay *o)
+{
+    uint64_t garbage = o->st.records - o->st.live_pages;
+    return garbage >= o->st.live_pages && garbage * DP_OVERLAY_REC_SIZE >= o->compact_min;
+}
+
+void dp_overlay_set_compact_min(struct dp_overlay *o, uint64_t bytes) { o->compact_min = bytes; }
+
+int dp_overlay_compact(struct dp_overlay *o, struct dp_err *err)
+{
+    enum { BATCH = 64 };
+    if (o->dirty) {
+        dp_err_set(err, "compaction needs a synced log");
+        return -1;
+    }
+    char tmp[4300];
+    snprintf(tmp, sizeof(tmp), "%s.compact", o->path);
+    int fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        dp_err_set(err, "cannot create %s: %s", tmp, strerror(errno));
+        return -1;
+    }
+    uint8_t *buf = malloc((size_t)BATCH * DP_OVERLAY_REC_SIZE);
+    if (!buf) {
+        close(fd);
+        unlink(tmp);
+        dp_err_set(err, "out of memory");
+        return -1;
+    }
+    uint64_t out = 0, seq = o->seq;
+    size_t n = 0;
+    int rc = 0;
+    /* New offsets go to value2 and are applied only once the new log is in place. */
+    for (size_t i = 0; i <= o->index.cap && rc == 0; i++) {
+        bool last = i == o->index.cap;
+        struct dp_pmap_entry *e = last ? NULL : &o->index.slots[i];
+        if (e && e->addr != UINT64_MAX) {
+            uint8_t *rec = buf + n * DP_OVERLAY_REC_SIZE;
+            if (pread(o->fd, rec + DP_OVERLAY_REC_HDR, DP_PAGE_SIZE, (off_t)e->value) != (ssize_t)DP_PAGE_SIZE) {
+                dp_err_set(err, "cannot read %s at %llu: %s", o->path, (unsigned long long)e->value, strerror(errno));
+                rc = -1;
+                break;
+            }
+            rec_encode(rec, e->pid, e->addr, seq++, rec + DP_OVERLAY_REC_HDR);
+            e->value2 = out + n * DP_OVERLAY_REC_SIZE + DP_OVERLAY_REC_HDR;
+            n++;
+        }
+        if (n == BATCH || (last && n)) {
+            if (pwrite(fd, buf, n * DP_OVERLAY_REC_SIZE, (off_t)out) != (ssize_t)(n * DP_OVERLAY_REC_SIZE)) {
+                dp_err_set(err, "cannot write %s: %s", tmp, strerror(errno));
+                rc = -1;
+                break;
+            }
+            out += n * DP_OVERLAY_REC_SIZE;
+            n = 0;
+        }
+    }
+    free(buf);
+    if (rc == 0 && fdatasync(fd) < 0) {
+        dp_err_set(err, "fdatasync of %s failed: %s", tmp, strerror(errno));
+        rc = -1;
+    }
+    if (rc == 0 && rename(tmp, o->path) < 0) {
+        dp_err_set(err, "cannot rename %s over %s: %s", tmp, o->path, strerror(errno));
+        rc = -1;
+    }
+    if (rc < 0) {
+        close(fd);
+        unlink(tmp);
+        return -1;
+    }
+    /* The rename is durable once the directory is synced. */
+    char dir[4300];
+    snprintf(dir, sizeof(dir), "%s", o->path);
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        *slash = '\0';
+    int dfd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        fsync(dfd);
+        close(dfd);
+    }
+    close(o->fd);
+    o->fd = fd;
+    for (size_t i = 0; i < o->index.cap; i++)
+        if (o->index.slots[i].addr != UINT64_MAX)
+            o->index.slots[i].value = o->index.slots[i].value2;
+    o->end = out;
+    o->seq = seq;
+    o->st.records = o->st.live_pages;
+    o->st.log_bytes = out;
+    o->st.compactions++;
+    return 0;
+}

@@ -11,7 +11,9 @@
  *  64 4096 bytes of page data
  * On open the log is replayed; it ends at the first record that is short or
  * fails its checksum (a torn tail from a crash: never acknowledged, since
- * every acknowledged record was followed by an fdatasync), which is cut off. */
+ * every acknowledged record was followed by an fdatasync), which is cut off.
+ * A page written back again appends a new record; dp_overlay_compact()
+ * rewrites the log without the superseded ones. */
 #ifndef DP_OVERLAY_H
 #define DP_OVERLAY_H
 
@@ -34,6 +36,7 @@ struct dp_overlay_stats {
     uint64_t torn_bytes;      /* cut off at open */
     uint64_t syncs;
     uint64_t appended_pages;  /* since open */
+    uint64_t compactions;
 };
 
 int dp_overlay_open(const char *dir, struct dp_overlay **out, struct dp_err *err);
@@ -47,5 +50,15 @@ int dp_overlay_append(struct dp_overlay *o, int32_t pid, uint64_t addr, uint32_t
 bool dp_overlay_dirty(const struct dp_overlay *o);
 int dp_overlay_sync(struct dp_overlay *o, struct dp_err *err);
 void dp_overlay_get_stats(const struct dp_overlay *o, struct dp_overlay_stats *st);
+
+/* The log only grows; rewriting it with the live records alone pays when
+ * superseded records are at least as many as live ones and >= 64 MiB. */
+bool dp_overlay_wants_compaction(const struct dp_overlay *o);
+void dp_overlay_set_compact_min(struct dp_overlay *o, uint64_t bytes); /* default 64 MiB */
+/* Writes the live records to DIR/distriproc-overlay.log.compact, syncs it,
+ * renames it over the log and syncs the directory. Call only when nothing is
+ * pending (not dirty); offsets and the fd change, so data must not be
+ * referenced across the call. On failure the old log stays in use. */
+int dp_overlay_compact(struct dp_overlay *o, struct dp_err *err);
 
 #endif

@@ -6,12 +6,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <netinet/tcp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
 #include <sys/sendfile.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -111,7 +113,13 @@ struct seg_build {
 };
 struct piece { int fd; uint64_t off; uint32_t len; };
 
+/* A read-only mapping of a pages file: copying a page from it costs no
+ * system call (the image files are ours and never change while served). */
+struct file_map { int fd; const uint8_t *base; uint64_t size; };
+
 struct server {
+    struct file_map *maps;
+    size_t nr_maps;
     const struct dp_server_opts *o;
     struct dp_checkpoint *cp;
     struct dp_overlay *ov;
@@ -520,7 +528,9 @@ static void handle_get(struct server *s, struct conn *c, uint64_t id, uint64_t r
         b.len += DP_SEG_HDR;
         for (uint32_t k = 0; k < sb->nr_pieces; k++) {
             struct piece *pc = &s->pieces[sb->first_piece + k];
-            if (pc->len >= s->o->sendfile_min) {
+            /* Write-back pages are always copied: the log may be compacted
+             * (new file, new offsets) while a reply waits in a queue. */
+            if (pc->len >= s->o->sendfile_min && pc->fd != dp_overlay_fd(s->ov)) {
                 if (!resp_add_buf(&out, &b) || !resp_add_file(&out, pc->fd, pc->off, pc->len))
                     goto oom;
                 s->st.sendfile_bytes += pc->len;
@@ -528,6 +538,18 @@ static void handle_get(struct server *s, struct conn *c, uint64_t id, uint64_t r
             }
             if (dp_buf_reserve(&b, pc->len) < 0)
                 goto oom;
+            const struct file_map *fm = NULL;
+            for (size_t m = 0; m < s->nr_maps; m++)
+                if (s->maps[m].fd == pc->fd) {
+                    fm = &s->maps[m];
+                    break;
+                }
+            if (fm && pc->off + pc->len <= fm->size) {
+                memcpy(b.data + b.len, fm->base + pc->off, pc->len);
+                b.len += pc->len;
+                s->st.copied_bytes += pc->len;
+                continue;
+            }
             ssize_t n = pread(pc->fd, b.data + b.len, pc->len, (off_t)pc->off);
             if (n != (ssize_t)pc->len) {
                 char msg[160];
@@ -603,6 +625,23 @@ static void handle_put(struct server *s, struct conn *c, uint64_t id, uint64_t r
     s->st.pages_written += p->total_pages;
 }
 
+static void maybe_compact(struct server *s)
+{
+    if (!dp_overlay_wants_compaction(s->ov))
+        return;
+    struct dp_overlay_stats before, after;
+    struct dp_err err;
+    dp_overlay_get_stats(s->ov, &before);
+    uint64_t t0 = dp_now_ns();
+    if (dp_overlay_compact(s->ov, &err) < 0) {
+        dp_warn("write-back log compaction failed (the log keeps growing): %s", err.msg);
+        return;
+    }
+    dp_overlay_get_stats(s->ov, &after);
+    dp_info("write-back log compacted: %" PRIu64 " -> %" PRIu64 " bytes (%" PRIu64 " live pages) in %.1f ms",
+            before.log_bytes, after.log_bytes, after.live_pages, (double)(dp_now_ns() - t0) / 1e6);
+}
+
 /* Called once per loop iteration: one fdatasync covers every PUT since the last. */
 static int commit_puts(struct server *s)
 {
@@ -632,8 +671,11 @@ static int commit_puts(struct server *s)
         free(pp);
     }
     s->puts_tail = NULL;
-    if (rc < 0)
+    if (rc < 0) {
         s->stopping = true;
+        return rc;
+    }
+    maybe_compact(s);
     return rc;
 }
 
@@ -684,6 +726,7 @@ static void handle_stats(struct server *s, struct conn *c, uint64_t id, uint64_t
     json_kv(&j, "overlay_log_bytes", os.log_bytes, true);
     json_kv(&j, "overlay_torn_bytes_dropped", os.torn_bytes, true);
     json_kv(&j, "overlay_syncs", os.syncs, true);
+    json_kv(&j, "overlay_compactions", os.compactions, true);
     json_kv(&j, "pages_touched", s->access.len, false);
     dp_buf_put(&j, "}\n", 2);
     struct dp_buf b = {0};
@@ -1280,17 +1323,32 @@ int dp_server_run(const struct dp_server_opts *o, struct dp_err *err)
         goto out;
     if (dp_overlay_open(o->images_dir, &s->ov, err) < 0)
         goto out;
+    maybe_compact(s);
     struct dp_overlay_stats os;
     dp_overlay_get_stats(s->ov, &os);
     char lazy[32];
     dp_format_bytes(s->cp->lazy_bytes, lazy, sizeof(lazy));
     dp_info("checkpoint %s: %zu tasks, %s lazy memory; write-back log holds %" PRIu64 " pages", o->images_dir,
             s->cp->nr_tasks, lazy, os.live_pages);
+    s->maps = calloc(s->cp->nr_files ? s->cp->nr_files : 1, sizeof(*s->maps));
+    for (size_t i = 0; s->maps && i < s->cp->nr_files; i++) {
+        const struct dp_pages_file *pf = &s->cp->files[i];
+        if (pf->fd < 0 || pf->size == 0)
+            continue;
+        void *base = mmap(NULL, pf->size, PROT_READ, MAP_SHARED, pf->fd, 0);
+        if (base == MAP_FAILED)
+            continue; /* pread still works */
+        s->maps[s->nr_maps++] = (struct file_map){pf->fd, base, pf->size};
+    }
     if (build_task_map(s) < 0 || skel_plan(s, err) < 0) {
         if (!err->msg[0])
             dp_err_set(err, "out of memory");
         goto out;
     }
+    /* Replies up to 4 MiB are malloc'd and freed at a high rate: keep them on
+     * the heap instead of an mmap/munmap (and page faults) per reply. */
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);
+    mallopt(M_TRIM_THRESHOLD, 128 << 20);
     signal(SIGPIPE, SIG_IGN);
     sigset_t mask;
     sigemptyset(&mask);
@@ -1379,6 +1437,9 @@ out:
     dp_buf_free(&s->task_map_payload);
     dp_pmap_free(&s->access);
     dp_overlay_close(s->ov);
+    for (size_t i = 0; i < s->nr_maps; i++)
+        munmap((void *)s->maps[i].base, s->maps[i].size);
+    free(s->maps);
     if (s->cp)
         dp_checkpoint_close(s->cp);
     int fds[] = {s->ep, s->lfd, s->sfd, s->tfd};

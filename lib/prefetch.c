@@ -200,3 +200,28 @@ int dp_prefetch_plan(const struct dp_prefetch_cfg *cfg, struct dp_prefetch_state
     }
     return n;
 }
+
+void dp_prefetch_window_actual(struct dp_prefetch_state *st, uint64_t reg_lo, uint32_t pages)
+{
+    for (int i = 0; i < DP_PF_MAPS; i++) {
+        struct dp_pf_map *m = &st->maps[i];
+        if (m->used && m->region == reg_lo && m->win_pages) {
+            if (pages < m->win_pages)
+                m->win_pages = pages;
+            if (!m->win_pages)
+                m->win_lo = m->win_hi = m->expect = 0;
+            return;
+        }
+    }
+}
+
+void dp_prefetch_inflight_hit(struct dp_prefetch_state *st, uint64_t reg_lo, uint64_t addr)
+{
+    for (int i = 0; i < DP_PF_MAPS; i++) {
+        struct dp_pf_map *m = &st->maps[i];
+        if (m->used && m->region == reg_lo && m->win_pages && addr >= m->win_lo && addr < m->win_hi) {
+            m->win_pages--;
+            return;
+        }
+    }
+}

@@ -81,4 +81,12 @@ int dp_prefetch_plan(const struct dp_prefetch_cfg *cfg, struct dp_prefetch_state
                      uint64_t fault, uint64_t reg_lo, uint64_t reg_hi,
                      struct dp_pf_range *out, int max_out);
 
+/* The daemon prefetches only pages that are still remote: it reports how
+ * many pages of the last window of region reg_lo it really fetched, so that
+ * inferred hits and misses count real prefetches only. */
+void dp_prefetch_window_actual(struct dp_prefetch_state *st, uint64_t reg_lo, uint32_t pages);
+/* A fault found page `addr` of region reg_lo in flight from a prefetch: the
+ * daemon counts it as a measured hit, so the window's inference leaves it out. */
+void dp_prefetch_inflight_hit(struct dp_prefetch_state *st, uint64_t reg_lo, uint64_t addr);
+
 #endif

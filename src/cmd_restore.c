@@ -104,6 +104,8 @@ static pid_t start_daemon(const struct restore_args *a, struct dp_lazyd_opts *o,
     if (pid != 0)
         return pid;
     setsid();
+    if (chdir("/") < 0)
+        _exit(1);
     int devnull = open("/dev/null", O_RDWR);
     if (devnull >= 0) {
         dup2(devnull, STDIN_FILENO);
@@ -289,6 +291,9 @@ int cmd_restore(int argc, char **argv)
     }
     close(ready[1]);
     close(lfd);
+    /* The daemon owns the page source now (its connection, its files). */
+    src->ops->close(src);
+    src = NULL;
     char one;
     if (read(ready[0], &one, 1) != 1) {
         int st = 0;
@@ -324,9 +329,18 @@ int cmd_restore(int argc, char **argv)
             break;
         if (!daemon_gone && waitpid(daemon, &daemon_st, WNOHANG) == daemon) {
             daemon_gone = 1;
-            dp_error("the lazy-pages daemon died during the restore (see %s/lazyd.log); "
+            /* The daemon also ends when criu gives up first (it closes the
+             * socket without "restore finished"): give criu a moment to
+             * report its own failure before blaming the daemon. */
+            int running = 1;
+            for (int i = 0; i < 300 && (running = dp_criu_poll(&cp, &st)) == 1; i++)
+                usleep(10000);
+            if (running == 0 && st != 0)
+                break;
+            dp_error("the lazy-pages daemon ended during the restore (see %s/lazyd.log); "
                      "stopping criu restore", workdir);
-            dp_criu_kill(&cp);
+            if (running)
+                dp_criu_kill(&cp);
             st = -1;
             break;
         }

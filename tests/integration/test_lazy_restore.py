@@ -7,6 +7,7 @@ images directly (--images, the local floor) or from the page server.
 Workloads verify every byte they read: memwalk (threads, writes), forkmem
 (fork with children and grandchildren, MADV_DONTNEED, mremap)."""
 
+import hashlib
 import json
 import os
 import signal
@@ -147,7 +148,7 @@ def test_forkmem_lazy_restore_from_page_server(lab, procs, criu, tmp_path):
         util.wait_until(lambda: util.run(util.netns_cmd("src", ["ss", "-ltnH", f"sport = :{SERVE_PORT}"]))
                         .stdout.strip() != "", 20, "the page server to listen")
         return p
-    server = serve()
+    serve()
     workdir = tmp_path / "wd"
     res = restore(procs, workdir, "--source", listen, "--key", key, prefetch="auto")
     s = stats(workdir)
@@ -256,3 +257,114 @@ def test_background_fetch_copies_the_rest(lab, procs, criu, tmp_path):
     assert tot["pages_background"] >= 32 * 256 * 0.9 and tot["faults_remote"] < 100, tot
     assert forkmem("dst", "VERIFY")["errors"] == 0
     finish(res, workdir)
+
+
+REDIS_TOOL = os.path.join(util.ROOT, "scripts", "redis_tool.py")
+REDIS_PORT = 6390
+
+
+def redis_tool(host, *args, timeout=300):
+    cp = util.run(util.netns_cmd(host, [util.PYTHON, REDIS_TOOL, *args]), timeout=timeout)
+    return json.loads(cp.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.time_limit(600)
+def test_redis_256mib_lazy_from_page_server_digest_and_remote_fraction(lab, procs, criu, tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    pid = util.start_container(procs, "src", ["redis-server", "--port", REDIS_PORT, "--bind", "0.0.0.0",
+                                              "--save", "", "--appendonly", "no", "--daemonize", "no",
+                                              "--protected-mode", "no", "--dir", tmp_path],
+                               tmp_path / "src.pid")
+    src = ["--host", util.HOSTS["src"], "--port", str(REDIS_PORT)]
+    redis_tool("src", "probe", *src, "--timeout", "20")
+    redis_tool("src", "load", *src, "--mib", "256")
+    before = redis_tool("src", "digest", *src)
+    assert before["keys"] > 200000, before
+    util.distriproc("checkpoint", "--host", "src", "--pid", pid, "--images", images, timeout=180)
+    util.wait_gone(pid, timeout=20)
+
+    key = tmp_path / "key"
+    util.distriproc("keygen", key)
+    listen = f"{util.HOSTS['src']}:{SERVE_PORT}"
+    procs.spawn(util.netns_cmd("src", [util.DISTRIPROC, "serve", "--images", images, "--listen", listen,
+                                       "--key", key]),
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    util.wait_until(lambda: util.run(util.netns_cmd("src", ["ss", "-ltnH", f"sport = :{SERVE_PORT}"]))
+                    .stdout.strip() != "", 20, "the page server to listen")
+    workdir = tmp_path / "wd"
+    res = restore(procs, workdir, "--source", listen, "--key", key)
+    dst = ["--host", util.HOSTS["dst"], "--port", str(REDIS_PORT)]
+    redis_tool("dst", "probe", *dst, "--timeout", "20")
+    read = redis_tool("dst", "read", *dst, "--fraction", "0.1", "--seconds", "10")
+    assert read["misses"] == 0, read
+    s = stats(workdir)["total"]
+    # a tenth of the keys touched: most of the memory never crossed the link
+    assert s["remote_fraction"] > 0.5, s
+    after = redis_tool("dst", "digest", *dst)
+    assert after == before, (before, after)
+    finish(res, workdir)
+
+
+@pytest.mark.time_limit(300)
+def test_nginx_master_and_workers_lazy_restore_serves_identical_files(lab, procs, criu, tmp_path):
+    www = tmp_path / "www"
+    www.mkdir()
+    (tmp_path / "tmp").mkdir()
+    data = os.urandom(8 << 20)
+    (www / "big.bin").write_bytes(data)
+    conf = tmp_path / "nginx.conf"
+    # user root: CRIU cannot read the rlimits of workers that dropped to www-data
+    conf.write_text(f"""user root;
+worker_processes 2;
+pid {tmp_path}/nginx.pid;
+error_log stderr;
+events {{ worker_connections 64; }}
+http {{
+  access_log off;
+  client_body_temp_path {tmp_path}/tmp/body; proxy_temp_path {tmp_path}/tmp/proxy;
+  fastcgi_temp_path {tmp_path}/tmp/fcgi; uwsgi_temp_path {tmp_path}/tmp/uwsgi; scgi_temp_path {tmp_path}/tmp/scgi;
+  server {{ listen 0.0.0.0:8080; root {www}; }}
+}}
+""")
+    images = tmp_path / "images"
+    images.mkdir()
+    pid = util.start_container(procs, "src", ["nginx", "-c", conf, "-g", "daemon off;"], tmp_path / "src.pid")
+
+    util.wait_until(lambda: util.run(util.netns_cmd("src", ["curl", "-sf", "-o", "/dev/null",
+                                                            f"http://{util.HOSTS['src']}:8080/big.bin"]),
+                                     check=False).returncode == 0, 20, "nginx to serve")
+    util.distriproc("checkpoint", "--host", "src", "--pid", pid, "--images", images, timeout=120)
+    util.wait_gone(pid, timeout=20)
+    workdir = tmp_path / "wd"
+    res = restore(procs, workdir, "--images", images)
+    got = util.run(util.netns_cmd("dst", ["sh", "-c", f"curl -sf http://{util.HOSTS['dst']}:8080/big.bin | sha256sum"]),
+                   timeout=30).stdout.split()[0]
+    assert got == hashlib.sha256(data).hexdigest()
+    s = stats(workdir)
+    assert len([t for t in s["tasks"] if t["alive"]]) == 3, s["tasks"]
+    # a reload forks two new workers (FORK events) that serve the same bytes
+    os.kill(res["pid"], signal.SIGHUP)
+    util.wait_until(lambda: stats(workdir)["total"]["events"]["fork"] >= 2, 20, "nginx to fork new workers")
+    for _ in range(4):
+        got = util.run(util.netns_cmd("dst", ["sh", "-c",
+                                              f"curl -sf http://{util.HOSTS['dst']}:8080/big.bin | sha256sum"]),
+                       timeout=30).stdout.split()[0]
+        assert got == hashlib.sha256(data).hexdigest()
+    finish(res, workdir)
+
+
+@pytest.mark.time_limit(300)
+def test_sigterm_to_the_daemon_stops_the_tree_first(lab, procs, criu, tmp_path):
+    """Without its daemon a restored task's untouched memory would read as
+    zeros (closing the uffd unregisters it): SIGTERM stops the tree first."""
+    def ready():
+        util.wait_until(lambda: forkmem("src", "VERIFY", timeout=10)["errors"] == 0, 30, "forkmem")
+    images = checkpoint(procs, tmp_path, [FORKMEM, "--mib", "16", "--port", FORKMEM_PORT], ready)
+    workdir = tmp_path / "wd"
+    res = restore(procs, workdir, "--images", images)
+    os.kill(res["daemon_pid"], signal.SIGTERM)
+    util.wait_gone(res["pid"], timeout=15)
+    util.wait_gone(res["daemon_pid"], timeout=15)
+    log = (workdir / "lazyd.log").read_text()
+    assert "would read as zeros" in log and "killing the restored process tree" in log, log

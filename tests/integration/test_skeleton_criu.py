@@ -1,31 +1,32 @@
 """The skeleton against real CRIU: a restore from the skeleton (pages files
 sparse, lazy data left out) works when the lazy pages come from elsewhere, and
 breaks when they do not, so the left-out bytes really are the lazy ones and
-the kept ones really are needed.
+the kept ones really are needed. Also: the ranges CRIU's restorer registers
+with userfaultfd are exactly the image reader's lazy ranges.
 
 tinymem (tests/fixtures/tinymem.c) checks its memory every 20 ms and rewrites
-its status file: "ok ROUNDS" or "BAD page P word W".
-Run as root after `make deps` and `make`."""
+its status file: "ok ROUNDS" or "BAD page P word W". Every test runs on a
+single-task dump and on a tree (a two-thread root and a forked child that
+checks the inherited region into status.child)."""
+import json
 import os
-import signal
-import subprocess
-import time
 
 import pytest
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-CRIU = os.environ.get("DISTRIPROC_CRIU", os.path.join(ROOT, ".deps", "bin", "criu"))
-DISTRIPROC = os.path.join(ROOT, "build", "distriproc")
-MAKE_IMAGES = os.path.join(ROOT, "tests", "fixtures", "make-tinymem-images.sh")
+import util
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or not os.path.exists(CRIU) or not os.path.exists(DISTRIPROC),
-    reason="needs root, .deps/bin/criu (make deps) and build/distriproc (make)")
+MAKE_IMAGES = os.path.join(util.ROOT, "tests", "fixtures", "make-tinymem-images.sh")
+ROUNDS = 20   # verification rounds a restored tinymem must complete
 
 
-def read_status(work):
-    with open(os.path.join(work, "status")) as f:
+def read_status(path):
+    with open(path) as f:
         return f.read().strip()
+
+
+def statuses(work):
+    paths = [os.path.join(work, n) for n in ("status", "status.child")]
+    return [read_status(p) for p in paths if os.path.exists(p)]
 
 
 def rounds(status):
@@ -33,110 +34,90 @@ def rounds(status):
     return int(parts[1]) if len(parts) == 2 and parts[0] == "ok" else None
 
 
-def alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie is not alive for us
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().split(") ")[1][0] != "Z"
-
-
-@pytest.fixture
-def dumped(tmp_path):
+@pytest.fixture(params=["single", "tree"])
+def dumped(tmp_path, request, criu, procs):
     """A plain criu dump of tinymem and its skeleton written next to it."""
-    work = str(tmp_path / "w")
-    full = str(tmp_path / "full")
-    skel = str(tmp_path / "skel")
-    subprocess.run([MAKE_IMAGES, full], env=dict(os.environ, TINYMEM_WORK=work),
-                   check=True, timeout=120, stdout=subprocess.DEVNULL)
-    subprocess.run([DISTRIPROC, "images", "--images", full, "--skeleton-to", skel],
-                   check=True, timeout=60, stdout=subprocess.DEVNULL)
-    pids = []
-    yield tmp_path, work, full, skel, pids
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    work, full, skel = (str(tmp_path / n) for n in ("w", "full", "skel"))
+    env = dict(os.environ, TINYMEM_WORK=work, DISTRIPROC_CRIU=criu,
+               TINYMEM_ARGS="tree" if request.param == "tree" else "")
+    util.run([MAKE_IMAGES, full], env=env, timeout=120)
+    util.distriproc("images", "--images", full, "--skeleton-to", skel)
+    return tmp_path, work, full, skel
 
 
-def restore(images, workdir, pidfile, lazy):
-    cmd = [CRIU, "restore", "-D", images, "--work-dir", workdir, "-d",
-           "--pidfile", pidfile, "-o", "restore.log", "-v4"]
-    if lazy:
-        cmd.append("--lazy-pages")
-    subprocess.run(cmd, check=True, timeout=60)
+def restore(criu, procs, images, workdir, pidfile, lazy):
+    cmd = [criu, "restore", "-D", images, "--work-dir", workdir, "-d",
+           "--pidfile", pidfile, "-o", "restore.log", "-v4"] + (["--lazy-pages"] if lazy else [])
+    util.run(cmd, timeout=60)
     with open(pidfile) as f:
-        return int(f.read())
+        return procs.track(int(f.read()))
 
 
-def test_lazy_restore_from_skeleton(dumped):
-    tmp, work, full, skel, pids = dumped
+def wait_progress(work, before, what):
+    def progressed():
+        now = statuses(work)
+        assert not any(n.startswith("BAD") for n in now), now
+        return all(rounds(n) is not None and rounds(n) >= b + ROUNDS for n, b in zip(now, before))
+    util.wait_until(progressed, 20, what)
+
+
+@pytest.mark.time_limit(120)
+def test_lazy_restore_from_skeleton(dumped, criu, procs):
+    tmp, work, full, skel = dumped
     wd = str(tmp / "wd")
     os.mkdir(wd)
     # CRIU's own daemon serves the lazy pages from the full images; the
     # restore itself only sees the skeleton.
-    daemon = subprocess.Popen([CRIU, "lazy-pages", "-D", full, "--work-dir", wd,
-                               "-o", "lazy.log", "-v4"])
-    try:
-        for _ in range(100):
-            if os.path.exists(os.path.join(wd, "lazy-pages.socket")):
-                break
-            time.sleep(0.05)
-        before = rounds(read_status(work))
-        pid = restore(skel, wd, str(tmp / "pid"), lazy=True)
-        pids.append(pid)
-        deadline = time.time() + 10
-        status = read_status(work)
-        while time.time() < deadline:
-            status = read_status(work)
-            if rounds(status) is not None and rounds(status) >= before + 20:
-                break
-            assert not status.startswith("BAD"), status
-            time.sleep(0.05)
-        assert rounds(status) is not None and rounds(status) >= before + 20, status
-        assert alive(pid)
-        with open(os.path.join(wd, "restore.log")) as f:
-            log = f.read()
-        # the restore skipped the lazy entries and read the rest from the skeleton
-        lazy = [l for l in log.splitlines() if "nr_lazy:" in l]
-        assert lazy and int(lazy[-1].split()[-1]) > 0
-    finally:
-        daemon.kill()
-        daemon.wait(timeout=10)
+    procs.spawn([criu, "lazy-pages", "-D", full, "--work-dir", wd, "-o", "lazy.log", "-v4"])
+    util.wait_until(lambda: os.path.exists(os.path.join(wd, "lazy-pages.socket")), 10,
+                    "criu lazy-pages to listen")
+    before = [rounds(st) for st in statuses(work)]
+    pid = restore(criu, procs, skel, wd, str(tmp / "pid"), lazy=True)
+    wait_progress(work, before, f"tinymem restored lazily from the skeleton to verify {ROUNDS} rounds")
+    assert util.alive(pid)
+
+    with open(os.path.join(wd, "restore.log")) as f:
+        log = f.read().splitlines()
+    # the restore skipped the lazy entries and read the rest from the skeleton
+    lazy = [line for line in log if "nr_lazy:" in line]
+    assert lazy and all(int(line.split()[-1]) > 0 for line in lazy)
+    # per task, lines like "(00.068695) pie: 3: lazy-pages: register: 0x1000, len 0x2000"
+    registered = {}
+    for line in log:
+        if "lazy-pages: register:" in line:
+            task = int(line.split("pie:")[1].split(":")[0])
+            addr, length = line.split("register:")[1].split(", len ")
+            registered.setdefault(task, []).append((int(addr, 16), int(addr, 16) + int(length, 16)))
+    tasks = json.loads(util.distriproc("images", "--images", full, "--json").stdout)["tasks"]
+    ours = {t["pid"]: [(int(a, 16), int(b, 16)) for a, b in t["lazy_ranges"]] for t in tasks}
+    assert registered and {k: sorted(v) for k, v in registered.items()} == ours
+    if len(tasks) > 1:
+        assert tasks[0]["threads"] == [1, 2] and tasks[1]["ppid"] == 1
 
 
-def test_plain_restore_from_skeleton_lacks_lazy_data(dumped):
+@pytest.mark.time_limit(120)
+def test_plain_restore_from_skeleton_lacks_lazy_data(dumped, criu, procs):
     """Without a lazy-pages daemon the left-out pages read as zeros: the
     program dies (its stack is lazy too) or reports BAD. This is what makes
     the first test meaningful: the skeleton really lacks the lazy data."""
-    tmp, work, full, skel, pids = dumped
+    tmp, work, full, skel = dumped
     wd = str(tmp / "wd")
     os.mkdir(wd)
-    before = rounds(read_status(work))
-    pid = restore(skel, wd, str(tmp / "pid"), lazy=False)
-    pids.append(pid)
-    deadline = time.time() + 5
-    while time.time() < deadline and alive(pid) and not read_status(work).startswith("BAD"):
-        time.sleep(0.05)
-    status = read_status(work)
-    assert status.startswith("BAD") or not alive(pid), status
-    assert rounds(status) is None or rounds(status) <= before + 1, status
+    before = [rounds(st) for st in statuses(work)]
+    pid = restore(criu, procs, skel, wd, str(tmp / "pid"), lazy=False)
+    util.wait_until(lambda: not util.alive(pid) or read_status(os.path.join(work, "status")).startswith("BAD"),
+                    10, "tinymem restored without its lazy pages to fail")
+    for now, b in zip(statuses(work), before):
+        assert rounds(now) is None or rounds(now) <= b + 1, now
 
 
-def test_plain_restore_from_full_images(dumped):
+@pytest.mark.time_limit(120)
+def test_plain_restore_from_full_images(dumped, criu, procs):
     """Control: the same restore from the full images runs and verifies."""
-    tmp, work, full, skel, pids = dumped
+    tmp, work, full, skel = dumped
     wd = str(tmp / "wd")
     os.mkdir(wd)
-    before = rounds(read_status(work))
-    pid = restore(full, wd, str(tmp / "pid"), lazy=False)
-    pids.append(pid)
-    deadline = time.time() + 10
-    while time.time() < deadline and (rounds(read_status(work)) or 0) < before + 20:
-        assert not read_status(work).startswith("BAD")
-        time.sleep(0.05)
-    assert (rounds(read_status(work)) or 0) >= before + 20
-    assert alive(pid)
+    before = [rounds(st) for st in statuses(work)]
+    pid = restore(criu, procs, full, wd, str(tmp / "pid"), lazy=False)
+    wait_progress(work, before, f"tinymem restored from the full images to verify {ROUNDS} rounds")
+    assert util.alive(pid)

@@ -146,6 +146,30 @@ static void fork_copies_state_and_refetches_in_flight(void **s)
     dp_lazymap_free(&m);
 }
 
+static void own_zap_remove_keeps_data_remote(void **s)
+{
+    (void)s;
+    struct dp_lazymap m;
+    dp_lazymap_init(&m);
+    assert_int_equal(dp_lazymap_add(&m, A, A + 10 * P, A, DP_PG_RESIDENT), 0);
+    dp_lazymap_set(&m, dp_lazymap_page(&m, A + 3 * P, NULL), DP_PG_REMOTE, 0);
+    struct dp_lazy_range keep[] = {{A + 2 * P, A + 5 * P}};
+    /* one REMOVE covering our zap and, around it, the application's drop */
+    dp_lazymap_remove_except(&m, A + 1 * P, A + 6 * P, keep, 1);
+    assert_int_equal(st(&m, A + 0 * P), DP_PG_RESIDENT);
+    assert_int_equal(st(&m, A + 1 * P), DP_PG_NONE);     /* app's: zero from now on */
+    assert_int_equal(st(&m, A + 2 * P), DP_PG_REMOTE);   /* ours: data at the source */
+    assert_int_equal(st(&m, A + 3 * P), DP_PG_REMOTE);
+    assert_int_equal(st(&m, A + 4 * P), DP_PG_REMOTE);
+    assert_int_equal(st(&m, A + 5 * P), DP_PG_NONE);
+    assert_int_equal(st(&m, A + 6 * P), DP_PG_RESIDENT);
+    /* without keep ranges it is a plain remove */
+    dp_lazymap_remove_except(&m, A + 6 * P, A + 7 * P, NULL, 0);
+    assert_int_equal(st(&m, A + 6 * P), DP_PG_NONE);
+    assert_int_equal(dp_lazymap_check(&m), 0);
+    dp_lazymap_free(&m);
+}
+
 /* Random operations against a page-array model. */
 static void random_ops_match_model(void **s)
 {
@@ -224,6 +248,7 @@ int main(void)
         cmocka_unit_test(unmap_cuts_regions),
         cmocka_unit_test(remap_moves_state_and_keeps_image_address),
         cmocka_unit_test(fork_copies_state_and_refetches_in_flight),
+        cmocka_unit_test(own_zap_remove_keeps_data_remote),
         cmocka_unit_test(random_ops_match_model),
     };
     return cmocka_run_group_tests_name("lazymap", tests, NULL, NULL);
