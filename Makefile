@@ -32,11 +32,15 @@ BIN       := $(BUILD)/distriproc
 ASAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 PYTEST     := /usr/bin/python3 -m pytest
 
-.PHONY: all deps asan unit unit-asan test integration fuzz clean demo
+.PHONY: all deps deps-ml asan unit unit-asan test integration fuzz clean demo
 all: $(BIN) $(TOOLS) $(HELPERS)
 
 deps:
 	@scripts/deps.sh
+
+# Optional: PyTorch for the ML inference workload (tools/ml_infer.py); ~640 MB.
+deps-ml:
+	@DEPS_ML=1 scripts/deps.sh
 
 $(BUILD)/%.o: %.c $(wildcard lib/*.h)
 	@mkdir -p $(dir $@)

@@ -1,6 +1,7 @@
 /* client: connection state machine, pipelined requests, reconnect with
  * backoff and resubmission (see client.h). */
 #include "client.h"
+#include "proto_hotset.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -875,6 +876,55 @@ int dp_client_stats(struct dp_client *c, char **json, int timeout_ms, struct dp_
 int dp_client_access_log(struct dp_client *c, char **json, int timeout_ms, struct dp_err *err)
 {
     return json_call(c, DP_MSG_ACCESS_LOG, json, timeout_ms, err);
+}
+
+/* ---- protocol version 2: traces and hot sets ---- */
+static int need_v2(struct dp_client *c, const char *what, struct dp_err *err)
+{
+    if (c->state == CS_READY && c->hello.version < DP_PROTO_VERSION_HOTSET) {
+        dp_err_set(err, "the page server speaks protocol version %u, which has no %s (version %d); upgrade "
+                   "distriproc on the source", c->hello.version, what, DP_PROTO_VERSION_HOTSET);
+        return -1;
+    }
+    return 0;
+}
+
+int dp_client_put_trace(struct dp_client *c, const uint8_t *file, size_t len, uint64_t *pages, uint32_t *runs,
+                        int timeout_ms, struct dp_err *err)
+{
+    if (need_v2(c, "fault-trace upload", err) < 0)
+        return -1;
+    if (len > DP_MAX_PAYLOAD) {
+        dp_err_set(err, "the trace is %zu bytes, more than one message carries (%u)", len, DP_MAX_PAYLOAD);
+        return -1;
+    }
+    struct sync_call sc = {0};
+    uint64_t id = submit_simple(c, DP_MSG_PUT_TRACE, file, (uint32_t)len, collect_reply, &sc, err);
+    if (!id || sync_wait(c, id, &sc, timeout_ms, err) < 0) {
+        dp_buf_free(&sc.data);
+        return -1;
+    }
+    int rc = dp_dec_put_trace_reply(sc.data.data, sc.data.len, pages, runs, err);
+    dp_buf_free(&sc.data);
+    return rc == DP_E_OK ? 0 : -1;
+}
+
+int dp_client_get_hotset(struct dp_client *c, uint32_t which, uint8_t **file, size_t *len, int timeout_ms,
+                         struct dp_err *err)
+{
+    if (need_v2(c, "hot sets", err) < 0)
+        return -1;
+    uint8_t p[DP_GET_HOTSET_REQ_LEN] = {0};
+    dp_put_u32(p, which);
+    struct sync_call sc = {0};
+    uint64_t id = submit_simple(c, DP_MSG_GET_HOTSET, p, sizeof(p), collect_reply, &sc, err);
+    if (!id || sync_wait(c, id, &sc, timeout_ms, err) < 0) {
+        dp_buf_free(&sc.data);
+        return -1;
+    }
+    *file = sc.data.data;
+    *len = sc.data.len;
+    return 0;
 }
 
 static void get_sync_cb(void *cookie, int status, const struct dp_seg *segs, uint32_t n, const char *errmsg)

@@ -22,7 +22,9 @@
  * status -ETIMEDOUT and dp_client_process() returns -1.
  *
  * The fd changes across reconnects: re-read dp_client_fd() after every
- * dp_client_process() call (-1 while waiting for the next attempt).
+ * dp_client_process() call (-1 while waiting for the next attempt). Only
+ * watch it: the library does all reads and writes (with MSG_DONTWAIT; the
+ * socket itself is in blocking mode so the blocking helpers can wait in recv).
  * Not thread safe: one thread owns a client.
  */
 #ifndef DP_CLIENT_H
@@ -107,5 +109,16 @@ int dp_client_get_skeleton(struct dp_client *c, const char *dir, struct dp_skel_
 /* JSON text (malloc'd, NUL-terminated). */
 int dp_client_stats(struct dp_client *c, char **json, int timeout_ms, struct dp_err *err);
 int dp_client_access_log(struct dp_client *c, char **json, int timeout_ms, struct dp_err *err);
+
+/* Protocol version 2 (lib/proto_hotset.h). A server that negotiated version
+ * 1 is refused here, before anything is sent. */
+/* Uploads a fault trace (a hot-set file with source trace); the server
+ * checks it against its checkpoint and acknowledges once it is on disk. */
+int dp_client_put_trace(struct dp_client *c, const uint8_t *file, size_t len, uint64_t *pages, uint32_t *runs,
+                        int timeout_ms, struct dp_err *err);
+/* The checkpoint's hot set of kind which (DP_HOTSET_*): the file bytes,
+ * malloc'd. Decode and check them (lib/hotset.h) before use. */
+int dp_client_get_hotset(struct dp_client *c, uint32_t which, uint8_t **file, size_t *len, int timeout_ms,
+                         struct dp_err *err);
 
 #endif

@@ -1,5 +1,7 @@
 /* pageserver: the source side's epoll loop (see pageserver.h). */
 #include "pageserver.h"
+#include "pageserver_hotset.h"
+#include "proto_hotset.h"
 
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -35,6 +37,8 @@
 #define SKEL_CHUNK  (256u << 10)
 #define READ_BUDGET (1u << 20)   /* bytes read per readiness event, for fairness */
 #define MAX_IOV     64
+#define HANDSHAKE_TIMEOUT_NS (10ULL * 1000000000ULL) /* to authenticate, or to read a fatal ERROR */
+#define MAX_CONNS   1024
 
 enum tag { TAG_LISTEN = 1, TAG_SIGNAL, TAG_TIMER, TAG_CONN };
 
@@ -79,6 +83,7 @@ struct conn {
     int refs;                 /* delayed replies and pending acks pointing here */
     bool closed;              /* fd closed, waiting for refs to drop */
     bool closing;             /* flush then close (after a fatal error) */
+    uint64_t since_ns;        /* accepted, or closing since */
     bool paused;              /* reading stopped by backpressure */
     uint32_t ep_events;
     enum { ST_HELLO, ST_AUTH, ST_READY } state;
@@ -123,6 +128,7 @@ struct server {
     const struct dp_server_opts *o;
     struct dp_checkpoint *cp;
     struct dp_overlay *ov;
+    struct dp_hotset_store *hotsets;  /* traces and GET_HOTSET (issue 7) */
     int ep, lfd, sfd, tfd;
     enum tag tag_listen, tag_signal, tag_timer;
     struct conn *conns;
@@ -307,6 +313,7 @@ static void send_error(struct server *s, struct conn *c, uint64_t id, bool fatal
         dp_warn("client %s: %s: %s; closing the connection", c->peer, dp_errcode_name(code), msg);
         snprintf(c->close_reason, sizeof(c->close_reason), "%s: %s", dp_errcode_name(code), msg);
         c->closing = true;
+        c->since_ns = dp_now_ns();
     } else {
         dp_info("client %s: request %" PRIu64 " refused: %s: %s", c->peer, id, dp_errcode_name(code), msg);
     }
@@ -705,7 +712,7 @@ static void handle_stats(struct server *s, struct conn *c, uint64_t id, uint64_t
     json_kv(&j, "auth_failures", s->st.auth_failures, true);
     json_kv(&j, "protocol_errors", s->st.protocol_errors, true);
     static const char *names[] = {"", "hello", "auth", "task_map", "get_pages", "put_pages", "get_skeleton",
-                                  "stats", "access_log"};
+                                  "stats", "access_log", "put_trace", "get_hotset"};
     dp_buf_put(&j, "\"requests\": {", 13);
     for (size_t i = 1; i < DP_ARRAY_LEN(names); i++)
         json_kv(&j, names[i], s->st.requests[i], i + 1 < DP_ARRAY_LEN(names));
@@ -1055,6 +1062,56 @@ static void conn_flush(struct server *s, struct conn *c)
     ep_update(s, c);
 }
 
+/* PUT_TRACE / GET_HOTSET (protocol version 2; lib/pageserver_hotset.h). */
+static void handle_hotset(struct server *s, struct conn *c, const struct dp_hdr *h, const uint8_t *payload,
+                          uint64_t recv_ns)
+{
+    struct dp_err err = {{0}};
+    if (c->version < DP_PROTO_VERSION_HOTSET) {
+        snprintf(err.msg, sizeof(err.msg), "request type 0x%02x needs protocol version %d, this connection "
+                 "negotiated %u", h->type, DP_PROTO_VERSION_HOTSET, c->version);
+        send_error(s, c, h->id, true, DP_E_UNKNOWN_TYPE, err.msg, recv_ns);
+        return;
+    }
+    if (h->flags) {
+        send_error(s, c, h->id, true, DP_E_MALFORMED, "requests carry no flags", recv_ns);
+        return;
+    }
+    struct dp_buf b = {0};
+    int rc;
+    if (h->type == DP_MSG_PUT_TRACE) {
+        uint64_t pages = 0;
+        uint32_t runs = 0;
+        char name[256] = "";
+        rc = dp_hotset_store_put_trace(s->hotsets, payload, h->len, &pages, &runs, name, sizeof(name), &err);
+        if (rc == DP_E_OK) {
+            dp_info("client %s: stored a fault trace of %" PRIu64 " pages in %u runs as %s", c->peer, pages, runs,
+                    name);
+            rc = dp_enc_put_trace_reply(&b, h->id, pages, runs) < 0 ? DP_E_INTERNAL : DP_E_OK;
+        }
+    } else {
+        uint32_t which = 0;
+        rc = dp_dec_get_hotset_req(payload, h->len, &which, &err);
+        if (rc == DP_E_MALFORMED) {
+            send_error(s, c, h->id, true, (uint32_t)rc, err.msg, recv_ns);
+            return;
+        }
+        uint8_t *file = NULL;
+        size_t len = 0;
+        rc = dp_hotset_store_get(s->hotsets, which, &file, &len, &err);
+        if (rc == DP_E_OK && dp_msg_append(&b, DP_MSG_GET_HOTSET | DP_MSG_REPLY, 0, h->id, file, (uint32_t)len) < 0)
+            rc = DP_E_INTERNAL;
+        free(file);
+    }
+    if (rc != DP_E_OK) {
+        dp_buf_free(&b);
+        /* a refused upload or a missing hot set is not the client's protocol error */
+        send_error(s, c, h->id, rc == DP_E_MALFORMED, (uint32_t)rc, err.msg[0] ? err.msg : "out of memory", recv_ns);
+        return;
+    }
+    reply_simple(s, c, &b, recv_ns);
+}
+
 static void dispatch(struct server *s, struct conn *c, const struct dp_hdr *h, const uint8_t *payload)
 {
     uint64_t recv_ns = dp_now_ns();
@@ -1066,6 +1123,10 @@ static void dispatch(struct server *s, struct conn *c, const struct dp_hdr *h, c
     if (c->state != ST_READY && h->type != DP_MSG_HELLO && h->type != DP_MSG_AUTH) {
         send_error(s, c, h->id, true, DP_E_UNAUTHENTICATED, "authenticate (HELLO, AUTH) before any other request",
                    recv_ns);
+        return;
+    }
+    if (h->type == DP_MSG_PUT_TRACE || h->type == DP_MSG_GET_HOTSET) {
+        handle_hotset(s, c, h, payload, recv_ns);
         return;
     }
     int rc = dp_dec_request(h, payload, h->len, &s->req, &err);
@@ -1116,6 +1177,25 @@ static void conn_process_input(struct server *s, struct conn *c)
         int rc = dp_hdr_decode(p, max, &h, &err);
         if (rc != DP_E_OK) {
             send_error(s, c, dp_get_u64(p + 8), true, (uint32_t)rc, err.msg, dp_now_ns());
+            break;
+        }
+        /* Refuse from the header alone what could never be a valid request. */
+        if (c->state != ST_READY && h.type != DP_MSG_HELLO && h.type != DP_MSG_AUTH) {
+            send_error(s, c, h.id, true, DP_E_UNAUTHENTICATED, "authenticate (HELLO, AUTH) before any other request",
+                       dp_now_ns());
+            break;
+        }
+        if (!dp_request_type_known(h.type)) {
+            char msg[64];
+            snprintf(msg, sizeof(msg), "unknown request type 0x%02x", h.type);
+            send_error(s, c, h.id, true, DP_E_UNKNOWN_TYPE, msg, dp_now_ns());
+            break;
+        }
+        if (h.len > dp_request_max_len(h.type)) {
+            char msg[96];
+            snprintf(msg, sizeof(msg), "request type 0x%02x with %u payload bytes; at most %u", h.type, h.len,
+                     dp_request_max_len(h.type));
+            send_error(s, c, h.id, true, DP_E_TOO_LARGE, msg, dp_now_ns());
             break;
         }
         size_t need = DP_HDR_SIZE + (size_t)h.len;
@@ -1209,6 +1289,14 @@ static void on_accept(struct server *s)
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        size_t nconn = 0;
+        for (struct conn *k = s->conns; k; k = k->next)
+            nconn++;
+        if (nconn >= MAX_CONNS) {
+            dp_warn("refusing a connection: %d clients already connected", MAX_CONNS);
+            close(fd);
+            continue;
+        }
         struct conn *c = calloc(1, sizeof(*c));
         if (!c) {
             close(fd);
@@ -1216,6 +1304,7 @@ static void on_accept(struct server *s)
         }
         c->tag = TAG_CONN;
         c->fd = fd;
+        c->since_ns = dp_now_ns();
         c->cid = ++s->next_cid;
         char ip[INET_ADDRSTRLEN];
         inet_ntop(AF_INET, &sa.sin_addr, ip, sizeof(ip));
@@ -1235,6 +1324,25 @@ static void on_accept(struct server *s)
         s->st.connections++;
         dp_info("client %s connected", c->peer);
     }
+}
+
+/* Connections that have not authenticated, or do not take their fatal ERROR,
+ * within HANDSHAKE_TIMEOUT_NS are closed: without the key a peer holds no
+ * resources for long. Returns whether any connection is still in such a state. */
+static bool sweep(struct server *s)
+{
+    uint64_t now = dp_now_ns();
+    bool pending = false;
+    for (struct conn *c = s->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->state == ST_READY && !c->closing)
+            continue;
+        if (now - c->since_ns > HANDSHAKE_TIMEOUT_NS)
+            conn_close(s, c, c->closing ? "did not read its error in time" : "did not authenticate in time");
+        else
+            pending = true;
+    }
+    return pending;
 }
 
 /* ---- setup ------------------------------------------------------------------ */
@@ -1324,6 +1432,8 @@ int dp_server_run(const struct dp_server_opts *o, struct dp_err *err)
     if (dp_overlay_open(o->images_dir, &s->ov, err) < 0)
         goto out;
     maybe_compact(s);
+    if (dp_hotset_store_open(s->cp, &s->hotsets, err) < 0)
+        goto out;
     struct dp_overlay_stats os;
     dp_overlay_get_stats(s->ov, &os);
     char lazy[32];
@@ -1376,7 +1486,7 @@ int dp_server_run(const struct dp_server_opts *o, struct dp_err *err)
 
     struct epoll_event evs[64];
     while (!s->stopping) {
-        int n = epoll_wait(s->ep, evs, DP_ARRAY_LEN(evs), -1);
+        int n = epoll_wait(s->ep, evs, DP_ARRAY_LEN(evs), sweep(s) ? 1000 : -1);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -1437,6 +1547,7 @@ out:
     dp_buf_free(&s->task_map_payload);
     dp_pmap_free(&s->access);
     dp_overlay_close(s->ov);
+    dp_hotset_store_close(s->hotsets);
     for (size_t i = 0; i < s->nr_maps; i++)
         munmap((void *)s->maps[i].base, s->maps[i].size);
     free(s->maps);

@@ -13,6 +13,7 @@ const char *dp_errcode_name(uint32_t code)
     static const char *names[] = {
         "OK", "MALFORMED", "VERSION", "UNAUTHENTICATED", "AUTH_FAILED", "TOO_LARGE",
         "UNKNOWN_TYPE", "SEQUENCE", "NO_TASK", "NOT_LAZY", "IO", "BUSY", "SHUTDOWN", "INTERNAL",
+        "WRONG_CHECKPOINT", "NO_HOTSET",
     };
     return code < DP_ARRAY_LEN(names) ? names[code] : "UNKNOWN_ERROR";
 }
@@ -740,6 +741,23 @@ int dp_dec_error(const uint8_t *p, size_t len, struct dp_error_msg *m, struct dp
 }
 
 /* ---- request dispatch ----------------------------------------------- */
+bool dp_request_type_known(uint8_t type)
+{
+    return type >= DP_MSG_HELLO && type <= DP_MSG_ACCESS_LOG;
+}
+
+uint32_t dp_request_max_len(uint8_t type)
+{
+    switch (type) {
+    case DP_MSG_HELLO: return DP_HELLO_LEN;
+    case DP_MSG_AUTH: return DP_AUTH_LEN;
+    case DP_MSG_GET_PAGES: return 8 + DP_MAX_GET_RANGES * 16;
+    case DP_MSG_PUT_PAGES: return 8 + DP_MAX_PUT_PAGES * (16 + (uint32_t)DP_PAGE_SIZE);
+    case DP_MSG_GET_SKELETON: return DP_SKEL_REQ_LEN;
+    default: return 0;
+    }
+}
+
 int dp_dec_request(const struct dp_hdr *h, const uint8_t *p, size_t len, struct dp_request *req, struct dp_err *err)
 {
     req->hdr = *h;

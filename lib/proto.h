@@ -23,7 +23,7 @@
 
 #define DP_PROTO_MAGIC       0x53505044u /* bytes 'D' 'P' 'P' 'S' */
 #define DP_PROTO_VERSION_MIN 1
-#define DP_PROTO_VERSION_MAX 1
+#define DP_PROTO_VERSION_MAX 2 /* 2 adds PUT_TRACE and GET_HOTSET (lib/proto_hotset.h) */
 #define DP_HDR_SIZE          24
 
 /* Limits (checked by the decoders before any allocation). */
@@ -53,7 +53,9 @@ enum dp_msg_type {
     DP_MSG_GET_SKELETON = 0x06,
     DP_MSG_STATS = 0x07,
     DP_MSG_ACCESS_LOG = 0x08,
-    /* 0x09 is reserved for RECORD (fault trace upload, issue 7); 0x0a..0x7f free. */
+    DP_MSG_PUT_TRACE = 0x09,  /* version 2: fault trace upload (lib/proto_hotset.h) */
+    DP_MSG_GET_HOTSET = 0x0a, /* version 2: the checkpoint's hot set */
+    /* 0x0b..0x7f free. */
     DP_MSG_REPLY = 0x80, /* OR'd into the request type */
     DP_MSG_ERROR = 0xff,
 };
@@ -77,6 +79,8 @@ enum dp_errcode {
     DP_E_BUSY = 11,           /* too many requests in flight */
     DP_E_SHUTDOWN = 12,       /* server is shutting down */
     DP_E_INTERNAL = 13,
+    DP_E_WRONG_CHECKPOINT = 14, /* a hot set or trace that belongs to another checkpoint, or invalid for it */
+    DP_E_NO_HOTSET = 15,        /* no hot set of the kind asked for */
 };
 const char *dp_errcode_name(uint32_t code);
 
@@ -265,7 +269,14 @@ struct dp_request {
         struct dp_put_req put;
     } u;
 };
-/* Decodes one request payload of the type in hdr. Returns DP_E_OK or a code. */
+/* The largest payload a request of this type can have (0 for types without
+ * payload and for unknown types), so a receiver refuses a too-long request
+ * from its header alone, before buffering it. */
+uint32_t dp_request_max_len(uint8_t type);
+bool dp_request_type_known(uint8_t type);
+
+/* Decodes one version-1 request payload of the type in hdr (version-2 types
+ * PUT_TRACE/GET_HOTSET: lib/proto_hotset.h). Returns DP_E_OK or a code. */
 int dp_dec_request(const struct dp_hdr *h, const uint8_t *p, size_t len, struct dp_request *req, struct dp_err *err);
 
 #endif

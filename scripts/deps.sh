@@ -23,6 +23,13 @@ PACKAGES=(
     python3 python3-pytest curl ca-certificates debian-archive-keyring
     redis-server redis-tools nginx-light wrk gnuplot-nox
 )
+# DEPS_ML=1 (make deps-ml): also PyTorch for the ML inference workload
+# (tools/ml_infer.py, bench warmup); ~640 MB installed (176 packages on a
+# fresh Debian 12), so it is optional
+# and no test needs it.
+if [ "${DEPS_ML:-0}" = 1 ]; then
+    PACKAGES+=(python3-torch)
+fi
 # Services those packages ship; tests start their own instances.
 SERVICES=(redis-server nginx)
 CRIU_MIN=4.2

@@ -6,5 +6,6 @@
 int bench_server(int argc, char **argv);
 int bench_ttfr(int argc, char **argv);
 int bench_faults(int argc, char **argv);
+int bench_warmup(int argc, char **argv);
 
 #endif

@@ -134,6 +134,18 @@ static void private_enter(int i)
     close(fd);
 }
 
+static void loadavg(char *buf, size_t len)
+{
+    FILE *f = fopen("/proc/loadavg", "r");
+    double a = 0, b = 0, c = 0;
+    if (f) {
+        if (fscanf(f, "%lf %lf %lf", &a, &b, &c) != 3)
+            a = b = c = 0;
+        fclose(f);
+    }
+    snprintf(buf, len, "%.2f %.2f %.2f", a, b, c);
+}
+
 static int cmp_dbl(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -416,6 +428,8 @@ int bench_server(int argc, char **argv)
         strncat(cmdline, " ", sizeof(cmdline) - strlen(cmdline) - 1);
         strncat(cmdline, argv[i], sizeof(cmdline) - strlen(cmdline) - 1);
     }
+    char load_before[64], load_after[64];
+    loadavg(load_before, sizeof(load_before));
     /* Work directory: key, server logs, a copy of the default images. */
     char tmp[] = "/tmp/distriproc-bench-XXXXXX";
     if (!mkdtemp(tmp))
@@ -448,6 +462,7 @@ int bench_server(int argc, char **argv)
     }
 
     const struct lab_host *src = NULL, *dst = NULL;
+    char labcap[64] = ", no bandwidth cap";
     bool lab_created = false;
     const char *ip = "127.0.0.1";
     if (priv) {
@@ -459,6 +474,12 @@ int bench_server(int argc, char **argv)
         if (rc < 0)
             dp_die("cannot bring the lab up: %s (or use --loopback)", err.msg);
         lab_created = rc == LAB_CREATED;
+        struct lab_state ls;
+        if (lab_probe(&ls, &err) == 0 && ls.host[0].tbf_bits) {
+            char r[32];
+            lab_format_rate(ls.host[0].tbf_bits, r, sizeof(r));
+            snprintf(labcap, sizeof(labcap), ", tbf cap %s as found", r);
+        }
         src = lab_host_find("src");
         dst = lab_host_find("dst");
         ip = src->addr;
@@ -629,6 +650,7 @@ int bench_server(int argc, char **argv)
             drive(rc, 1000);
         dp_client_close(rc);
     }
+    loadavg(load_after, sizeof(load_after));
     int qfd = raw_connect(&raw_sa, 'Q');
     close(qfd);
 
@@ -642,9 +664,11 @@ int bench_server(int argc, char **argv)
     double lat_ratio = pct(best_lat->lat, best_lat->nlat, 0.5) / raw_p50;
     double bulk_ratio = best_bulk->bulk_bps / raw_bps;
 
+    char labwhere[160];
+    snprintf(labwhere, sizeof(labwhere), "lab: dp-dst -> dp-src 10.250.0.1%s", labcap);
     const char *where = loopback ? "loopback 127.0.0.1"
-                        : priv   ? "private veth pair: dpb-dst -> dpb-src 10.251.0.1"
-                                 : "lab: dp-dst -> dp-src 10.250.0.1";
+                        : priv   ? "private veth pair: dpb-dst -> dpb-src 10.251.0.1, no bandwidth cap"
+                                 : labwhere;
     printf("\npage server vs raw TCP (%s, %s)\n", where, images);
     printf("%-26s %10s %10s %10s %12s\n", "4 KiB request/response", "p50 us", "p90 us", "p99 us", "p50 vs raw");
     printf("%-26s %10.1f %10.1f %10.1f %12s\n", "raw TCP", raw_p50, pct(raw_lat, nraw, 0.9), pct(raw_lat, nraw, 0.99),
@@ -666,6 +690,8 @@ int bench_server(int argc, char **argv)
         printf("\nemulated RTT %ld us: GET p50 %.1f us; one at a time %.0f GET/s, %ld in flight %.0f GET/s "
                "(%.1fx: not serialised)\n",
                rtt_us, rtt_p50, rtt_rps_serial, window, rtt_rps_window, rtt_rps_window / rtt_rps_serial);
+    printf("\nload average (1/5/15 min) before: %s, after: %s, on %ld CPUs\n", load_before, load_after,
+           sysconf(_SC_NPROCESSORS_ONLN));
     printf("\ntargets: GET p50 <= 1.2x raw p50: %.2fx %s; bulk >= 70%% of raw stream: %.1f%% %s\n", lat_ratio,
            lat_ratio <= 1.2 ? "met" : "NOT met", 100 * bulk_ratio, bulk_ratio >= 0.7 ? "met" : "NOT met");
 
@@ -677,7 +703,10 @@ int bench_server(int argc, char **argv)
     strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
     fprintf(f, "{\n  \"command\": \"%s\",\n  \"date\": \"%s\",\n  \"network\": \"%s\",\n", cmdline, when,
             where);
-    fprintf(f, "  \"images\": \"%s\",\n  \"latency\": {\n", images);
+    fprintf(f, "  \"images\": \"%s\",\n", images);
+    fprintf(f, "  \"cpus\": %ld, \"loadavg_before\": \"%s\", \"loadavg_after\": \"%s\",\n",
+            sysconf(_SC_NPROCESSORS_ONLN), load_before, load_after);
+    fprintf(f, "  \"latency\": {\n");
     json_lat(f, "raw_tcp_4k", raw_lat, nraw, true);
     json_lat(f, "get_4k_copy", v[0].lat, v[0].nlat, true);
     json_lat(f, "get_4k_sendfile", v[1].lat, v[1].nlat, true);

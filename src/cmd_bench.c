@@ -13,6 +13,7 @@ static const struct {
     {"server", bench_server, "page server: 4 KiB GET latency and bulk GET throughput against raw TCP"},
     {"ttfr", bench_ttfr, "time to first reply of a migrated Redis: DistriProc vs CRIU full/lazy vs local"},
     {"faults", bench_faults, "fault latency (local floor, raw TCP, remote) and scan throughput per prefetch policy"},
+    {"warmup", bench_warmup, "time to 90% of steady throughput with and without hot-set replay; hot-set accuracy"},
 };
 
 static void usage(FILE *out)

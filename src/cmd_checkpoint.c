@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "commands.h"
+#include "classify.h"
 #include "criu.h"
 #include "image.h"
 #include "lab.h"
@@ -48,6 +49,12 @@ static void usage(FILE *out)
             "  --file-validation M     how restore checks mapped files: buildid (default) or filesize\n"
             "  --timeout SECONDS       kill criu (SIGKILL) if the dump takes longer (default %.0f)\n"
             "  --criu-opt OPT          pass one more option to criu dump (repeatable)\n"
+            "  --classify SECONDS      before the dump, reset the tree's referenced bits\n"
+            "                          (/proc/PID/clear_refs), let it run SECONDS, read Referenced\n"
+            "                          per mapping (/proc/PID/smaps) and store the hot set beside\n"
+            "                          the images: DIR/distriproc-hotset.bin (+ .json summary),\n"
+            "                          tied to this checkpoint by its identity\n"
+            "  --classify-threshold F  a mapping is hot when Referenced >= F x Rss (default 0.05)\n"
             "  --json                  print the report as one JSON object on stdout\n"
             "  -h, --help              this help\n"
             "\n"
@@ -294,10 +301,31 @@ static int run_dump(const struct dp_dump_opts *d, const char *netns, double time
     return dp_criu_finish(&p, err);
 }
 
+/* --classify: reset the referenced bits of the whole tree, let it run, then
+ * read Referenced per mapping (lib/classify.h), all before criu freezes it. */
+static int classify_sample(pid_t root, double seconds, struct dp_classify *out, struct dp_err *err)
+{
+    pid_t *pids;
+    size_t n;
+    if (dp_classify_tree(root, &pids, &n, err) < 0 || dp_classify_clear(pids, n, err) < 0)
+        return -1;
+    dp_info("classifying: referenced bits of %zu task(s) cleared; sampling after %.1f s", n, seconds);
+    uint64_t t0 = dp_now_ns(), until = t0 + (uint64_t)(seconds * 1e9);
+    for (uint64_t now = t0; now < until; now = dp_now_ns()) {
+        uint64_t left = until - now;
+        usleep(left > 200000000ull ? 200000 : (useconds_t)(left / 1000));
+    }
+    out->seconds = (double)(dp_now_ns() - t0) / 1e9;
+    int rc = dp_classify_sample(pids, n, out, err);
+    out->seconds = rc == 0 ? (double)(dp_now_ns() - t0) / 1e9 : 0;
+    free(pids);
+    return rc;
+}
+
 int cmd_checkpoint(int argc, char **argv)
 {
     enum { O_PID = 1, O_IMAGES, O_HOST, O_NETNS, O_LEAVE, O_SHELL, O_NOSHELL, O_NOTCP, O_FV,
-           O_TIMEOUT, O_CRIUOPT, O_JSON };
+           O_TIMEOUT, O_CRIUOPT, O_JSON, O_CLASSIFY, O_CLASSIFY_T };
     static const struct option longopts[] = {
         {"pid", required_argument, NULL, O_PID},
         {"images", required_argument, NULL, O_IMAGES},
@@ -311,6 +339,8 @@ int cmd_checkpoint(int argc, char **argv)
         {"timeout", required_argument, NULL, O_TIMEOUT},
         {"criu-opt", required_argument, NULL, O_CRIUOPT},
         {"json", no_argument, NULL, O_JSON},
+        {"classify", required_argument, NULL, O_CLASSIFY},
+        {"classify-threshold", required_argument, NULL, O_CLASSIFY_T},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -319,6 +349,7 @@ int cmd_checkpoint(int argc, char **argv)
     int leave_running = 0, shell_job = -1, tcp = 1, json = 0;
     enum dp_file_validation fv = DP_FILE_VALIDATION_BUILDID;
     double timeout_s = DEFAULT_TIMEOUT_S;
+    double classify_s = 0, classify_t = 0.05;
     const char *extra[MAX_CRIU_OPTS + 1] = {NULL};
     size_t nextra = 0;
     char *end;
@@ -370,6 +401,22 @@ int cmd_checkpoint(int argc, char **argv)
             extra[nextra++] = optarg;
             break;
         case O_JSON: json = 1; break;
+        case O_CLASSIFY:
+            errno = 0;
+            classify_s = strtod(optarg, &end);
+            if (errno || *end || !(classify_s > 0 && classify_s <= 3600)) {
+                dp_error("--classify '%s' is not a number of seconds in (0, 3600]", optarg);
+                return 2;
+            }
+            break;
+        case O_CLASSIFY_T:
+            errno = 0;
+            classify_t = strtod(optarg, &end);
+            if (errno || *end || !(classify_t >= 0 && classify_t <= 1)) {
+                dp_error("--classify-threshold '%s' is not a fraction in [0, 1]", optarg);
+                return 2;
+            }
+            break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -450,11 +497,17 @@ int cmd_checkpoint(int argc, char **argv)
         .file_validation = fv,
         .extra = extra,
     };
+    struct dp_classify sample = {0};
+    if (classify_s > 0 && classify_sample((pid_t)pid, classify_s, &sample, &err) < 0) {
+        dp_error("%s", err.msg);
+        return 1;
+    }
     dp_info("dumping the tree of pid %ld%s%s into %s (criu %d.%d.%d)", pid, netns ? " in netns " : "",
             netns ? netns : "", dir, ver.major, ver.minor, ver.sublevel);
     uint64_t t0 = dp_now_ns();
     if (run_dump(&d, netns, timeout_s, &err) < 0) {
         dp_error("%s", err.msg);
+        dp_classify_free(&sample);
         return 1;
     }
     double secs = (double)(dp_now_ns() - t0) / 1e9;
@@ -462,7 +515,19 @@ int cmd_checkpoint(int argc, char **argv)
     struct dp_checkpoint *cp = NULL;
     if (dp_checkpoint_open(dir, &cp, &err) < 0) {
         dp_error("criu dump succeeded, but its images in %s cannot be read: %s", dir, err.msg);
+        dp_classify_free(&sample);
         return 1;
+    }
+    char *hot_json = NULL;
+    uint64_t hot_pages = 0;
+    if (classify_s > 0) {
+        int rc = dp_classify_store(&sample, cp, classify_t, &hot_json, &hot_pages, &err);
+        dp_classify_free(&sample);
+        if (rc < 0) {
+            dp_error("the dump succeeded, but its hot set could not be stored: %s", err.msg);
+            dp_checkpoint_close(cp);
+            return 1;
+        }
     }
     const char *fv_name = fv == DP_FILE_VALIDATION_FILESIZE ? "filesize" : "buildid";
     if (json) {
@@ -480,11 +545,18 @@ int cmd_checkpoint(int argc, char **argv)
         json_str(stdout, dir);
         printf(",\"tasks\":%zu,\"total_memory_bytes\":%llu,\"lazy_bytes\":%llu,\"image_bytes\":%llu,"
                "\"dump_seconds\":%.3f,\"left_running\":%s,\"shell_job\":%s,\"tcp_established\":%s,"
-               "\"file_validation\":\"%s\",\"criu_version\":\"%d.%d.%d\"}\n",
+               "\"file_validation\":\"%s\",\"criu_version\":\"%d.%d.%d\"",
                cp->nr_tasks, (unsigned long long)cp->total_vma_bytes, (unsigned long long)cp->lazy_bytes,
                (unsigned long long)cp->image_bytes, secs, leave_running ? "true" : "false",
                shell_job ? "true" : "false", tcp ? "true" : "false", fv_name, ver.major, ver.minor,
                ver.sublevel);
+        if (hot_json) {
+            size_t hl = strlen(hot_json);
+            while (hl && hot_json[hl - 1] == '\n')
+                hl--;
+            printf(",\"hotset\":%.*s", (int)hl, hot_json);
+        }
+        printf("}\n");
     } else {
         char total[32], lazy[32], img[32];
         dp_format_bytes(cp->total_vma_bytes, total, sizeof(total));
@@ -499,7 +571,14 @@ int cmd_checkpoint(int argc, char **argv)
         printf("  process:      %s\n", leave_running ? "left running" : "stopped (criu killed it after the dump)");
         printf("  criu %d.%d.%d:   --tree %ld%s%s --file-validation %s\n", ver.major, ver.minor, ver.sublevel,
                pid, tcp ? " --tcp-established" : "", shell_job ? " --shell-job" : "", fv_name);
+        if (classify_s > 0) {
+            char hb[32];
+            dp_format_bytes(hot_pages * DP_PAGE_SIZE, hb, sizeof(hb));
+            printf("  hot set:      %s after %.1f s of Referenced sampling (%s/%s, summary in %s)\n", hb,
+                   classify_s, dir, DP_HOTSET_FILE, DP_HOTSET_JSON);
+        }
     }
+    free(hot_json);
     dp_checkpoint_close(cp);
     return 0;
 }

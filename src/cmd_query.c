@@ -11,6 +11,7 @@
 #include <sodium.h>
 
 #include "client.h"
+#include "proto_hotset.h"
 #include "commands.h"
 #include "util.h"
 
@@ -27,6 +28,11 @@ static void usage(FILE *out)
             "  get PID ADDR COUNT [OUT]   fetch COUNT pages at ADDR (hex ok); writes them to OUT\n"
             "                             (or prints a summary); --repeat N fetches N times\n"
             "  put PID ADDR FILE          write FILE (whole pages) back at ADDR, durably\n"
+            "  hotset KIND OUT            the checkpoint's hot set (auto|classify|trace|merged),\n"
+            "                             checked by the server, into OUT (check it again with\n"
+            "                             'distriproc hotset check' against the skeleton)\n"
+            "  put-trace FILE             upload a recorded fault trace (a hot-set file of source\n"
+            "                             trace); the server refuses one of another checkpoint\n"
             "\n"
             "The client reconnects with backoff while the server is down (up to --timeout).\n");
 }
@@ -187,6 +193,44 @@ int cmd_query(int argc, char **argv)
         rc = do_get(cl, argc - optind - 1, argv + optind + 1, repeat, timeout, &err);
     } else if (strcmp(what, "put") == 0) {
         rc = do_put(cl, argc - optind - 1, argv + optind + 1, timeout, &err);
+    } else if (strcmp(what, "hotset") == 0 && optind + 2 < argc) {
+        uint32_t which;
+        uint8_t *file;
+        size_t len;
+        if (dp_hotset_which_parse(argv[optind + 1], &which) < 0) {
+            dp_error("hot set kind must be auto, classify, trace or merged, not '%s'", argv[optind + 1]);
+            rc = 2;
+        } else if (dp_client_get_hotset(cl, which, &file, &len, timeout, &err) < 0) {
+            dp_error("hotset failed: %s", err.msg);
+            rc = 1;
+        } else {
+            FILE *f = fopen(argv[optind + 2], "wb");
+            if (!f || fwrite(file, 1, len, f) != len || fclose(f) != 0) {
+                dp_error("cannot write %s: %s", argv[optind + 2], strerror(errno));
+                rc = 1;
+            } else {
+                printf("{\"kind\": \"%s\", \"bytes\": %zu, \"file\": \"%s\"}\n", argv[optind + 1], len,
+                       argv[optind + 2]);
+            }
+            free(file);
+        }
+    } else if (strcmp(what, "put-trace") == 0 && optind + 1 < argc) {
+        uint8_t *file;
+        size_t len;
+        uint64_t pages;
+        uint32_t runs;
+        if (dp_read_file(argv[optind + 1], &file, &len, &err) < 0) {
+            dp_error("%s", err.msg);
+            rc = 1;
+        } else {
+            if (dp_client_put_trace(cl, file, len, &pages, &runs, timeout, &err) < 0) {
+                dp_error("put-trace refused: %s", err.msg);
+                rc = 1;
+            } else {
+                printf("{\"pages\": %" PRIu64 ", \"runs\": %u, \"stored\": true}\n", pages, runs);
+            }
+            free(file);
+        }
     } else {
         usage(stderr);
         rc = 2;

@@ -19,6 +19,7 @@ static const struct command commands[] = {
     {"serve", cmd_serve, "serve a checkpoint's memory to destinations (page server)"},
     {"query", cmd_query, "ask a page server for stats, access log, task map, skeleton or pages"},
     {"bench", cmd_bench, "benchmarks: server (page server vs raw TCP)"},
+    {"hotset", cmd_hotset, "inspect, check, merge and compare hot sets (working sets of a checkpoint)"},
     {"keygen", cmd_keygen, "create a pre-shared key file for serve/restore"},
     {"restore", cmd_restore, "restore lazily: run now, fetch each page when first touched"},
     {"stats", cmd_stats, "fault, fetch, prefetch and latency stats of a lazy restore"},

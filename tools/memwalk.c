@@ -42,7 +42,7 @@ struct thread_stats {
 } __attribute__((aligned(64)));
 
 static struct {
-    uint64_t mib, npages, seed, duration_s;
+    uint64_t mib, npages, seed, duration_s, cold_mib;
     unsigned threads;
     int port;
     double write_ratio;
@@ -54,6 +54,7 @@ static struct {
 };
 
 static uint8_t *area;
+static uint8_t *cold;            /* --cold-mib: filled once, never touched again */
 static uint32_t *gens;           /* generation of each page */
 static pthread_mutex_t locks[LOCK_STRIPES];
 static double *zipf_cdf;         /* zipf only: cdf over ranks */
@@ -179,10 +180,12 @@ static int format_stats(char *buf, size_t len, const char *extra)
                     ",\"errors\":%" PRIu64 ",\"bad_bytes\":%" PRIu64
                     ",\"pages_verified\":%" PRIu64 ",\"uptime_s\":%.3f,\"mib\":%" PRIu64
                     ",\"pages\":%" PRIu64 ",\"threads\":%u,\"pattern\":\"%s\""
-                    ",\"write_ratio\":%g,\"seed\":%" PRIu64 "%s}\n",
+                    ",\"write_ratio\":%g,\"seed\":%" PRIu64 ",\"area\":\"%p\",\"cold\":\"%p\""
+                    ",\"cold_mib\":%" PRIu64 "%s}\n",
                     t.ops, t.reads, t.writes, t.errors, t.bad_bytes, t.verified,
                     (double)(now_ns() - start_ns) / 1e9, cfg.mib, cfg.npages, cfg.threads,
-                    cfg.pattern_text, cfg.write_ratio, cfg.seed, extra ? extra : "");
+                    cfg.pattern_text, cfg.write_ratio, cfg.seed, (void *)area, (void *)cold, cfg.cold_mib,
+                    extra ? extra : "");
 }
 
 /* One full pass over every page; counted apart from the walkers. */
@@ -295,6 +298,7 @@ static void usage(FILE *out)
     fprintf(out,
             "usage: memwalk [--mib N] [--threads T] [--pattern seq|uniform|zipf:S|stride:K]\n"
             "               [--write-ratio R] [--port P] [--seed S] [--duration SEC]\n"
+            "               [--cold-mib N]\n"
             "\n"
             "Deterministic memory workload: fills N MiB of private anonymous memory with a\n"
             "pattern derived from each page's index and generation, then walks it. Every\n"
@@ -313,6 +317,10 @@ static void usage(FILE *out)
             "  --seed S         seed of pattern and access choices (default 1)\n"
             "  --duration SEC   stop after SEC seconds and print a summary (default 0 =\n"
             "                   run until killed)\n"
+            "  --cold-mib N     also map N MiB of cold memory: filled once at start, then\n"
+            "                   never touched (a mapping of its own between two PROT_NONE\n"
+            "                   guard pages, so the kernel cannot merge it with another);\n"
+            "                   for hot/cold classification tests (default 0)\n"
             "\n"
             "TCP requests (one per connection): 'STAT\\n' -> one JSON line of counters;\n"
             "'VERIFY\\n' -> verify every page once, then the counters plus the result.\n"
@@ -336,8 +344,8 @@ static void parse_args(int argc, char **argv)
         {"mib", required_argument, NULL, 'm'},      {"threads", required_argument, NULL, 't'},
         {"pattern", required_argument, NULL, 'p'},  {"write-ratio", required_argument, NULL, 'w'},
         {"port", required_argument, NULL, 'P'},     {"seed", required_argument, NULL, 's'},
-        {"duration", required_argument, NULL, 'd'}, {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
+        {"duration", required_argument, NULL, 'd'}, {"cold-mib", required_argument, NULL, 'c'},
+        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
     };
     int c;
     uint64_t v;
@@ -377,6 +385,10 @@ static void parse_args(int argc, char **argv)
             if (parse_u64(optarg, &cfg.duration_s))
                 goto bad;
             break;
+        case 'c':
+            if (parse_u64(optarg, &cfg.cold_mib) || cfg.cold_mib > (1u << 20))
+                goto bad;
+            break;
         case 'h':
             usage(stdout);
             exit(0);
@@ -394,7 +406,7 @@ static void parse_args(int argc, char **argv)
     return;
 bad:
     fprintf(stderr, "memwalk: invalid value '%s' for --%s (see --help)\n", optarg,
-            opts[c == 'm' ? 0 : c == 't' ? 1 : c == 'p' ? 2 : c == 'w' ? 3 : c == 'P' ? 4 : c == 's' ? 5 : 6].name);
+            opts[c == 'm' ? 0 : c == 't' ? 1 : c == 'p' ? 2 : c == 'w' ? 3 : c == 'P' ? 4 : c == 's' ? 5 : c == 'd' ? 6 : 7].name);
     exit(2);
 }
 
@@ -440,6 +452,21 @@ int main(int argc, char **argv)
     }
     for (uint64_t p = 0; p < cfg.npages; p++)
         mw_fill(area + p * MW_PAGE_SIZE, cfg.seed, p, 0);
+    if (cfg.cold_mib) {
+        /* guard page, cold pages, guard page: distinct VMAs on both sides */
+        uint64_t cold_pages = cfg.cold_mib * (1024 * 1024 / MW_PAGE_SIZE);
+        uint8_t *m = mmap(NULL, (cold_pages + 2) * MW_PAGE_SIZE, PROT_READ | PROT_WRITE,
+                          MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (m == MAP_FAILED || mprotect(m, MW_PAGE_SIZE, PROT_NONE) ||
+            mprotect(m + (cold_pages + 1) * MW_PAGE_SIZE, MW_PAGE_SIZE, PROT_NONE)) {
+            fprintf(stderr, "memwalk: cannot map %" PRIu64 " MiB of cold memory: %s\n", cfg.cold_mib,
+                    strerror(errno));
+            return 2;
+        }
+        cold = m + MW_PAGE_SIZE;
+        for (uint64_t p = 0; p < cold_pages; p++)
+            mw_fill(cold + p * MW_PAGE_SIZE, cfg.seed ^ 0xc01d, p, 0);
+    }
 
     /* Signals go to main only (sigtimedwait below); threads inherit the mask.
      * A handled SIGTERM also works when memwalk is a pid namespace's init. */
@@ -460,9 +487,12 @@ int main(int argc, char **argv)
         }
     }
     printf("memwalk: pid %d, %" PRIu64 " MiB (%" PRIu64 " pages), %u threads, pattern %s, "
-           "write-ratio %g, seed %" PRIu64 ", area %p, STAT on 0.0.0.0:%d\n",
+           "write-ratio %g, seed %" PRIu64 ", area %p, STAT on 0.0.0.0:%d",
            (int)getpid(), cfg.mib, cfg.npages, cfg.threads, cfg.pattern_text, cfg.write_ratio,
            cfg.seed, (void *)area, port);
+    if (cold)
+        printf(", cold %p (%" PRIu64 " MiB)", (void *)cold, cfg.cold_mib);
+    printf("\n");
     fflush(stdout);
 
     /* Wait for a signal or the end of --duration, rechecking the monotonic

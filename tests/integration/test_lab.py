@@ -20,8 +20,8 @@ def test_up_then_down_leaves_nothing(lab_clean):
     assert "lab up" in out
     st = util.lab_status()
     assert st["state"] == "up", st
-    assert sorted(util.lab_leftovers()) == ["file /run/netns/dp-dst", "file /run/netns/dp-src",
-                                            "netns dp-dst", "netns dp-src"]
+    assert sorted(util.lab_leftovers()) == [f"file /run/netns/{util.LAB}-dst", f"file /run/netns/{util.LAB}-src",
+                                            f"netns {util.LAB}-dst", f"netns {util.LAB}-src"]
     for h in st["hosts"]:
         assert h["netns_exists"] and h["iface_up"] and h["address_ok"] and h["loopback_up"], h
     distriproc("lab", "down")
@@ -47,7 +47,7 @@ def test_up_is_idempotent_and_keeps_processes(lab_clean, procs, tmp_path):
     st = util.lab_status()
     assert st["state"] == "up"
     assert [h["bandwidth_bps"] for h in st["hosts"]] == [1000000000, 1000000000]
-    tc = util.run(["tc", "-n", "dp-dst", "qdisc", "show", "dev", "dp-dst0"]).stdout
+    tc = util.run(["tc", "-n", f"{util.LAB}-dst", "qdisc", "show", "dev", f"{util.LAB}-dst0"]).stdout
     assert "tbf" in tc and "rate 1Gbit" in tc, tc
 
     out = distriproc("lab", "up", "--bandwidth", "1gbit").stdout
@@ -67,13 +67,13 @@ def test_up_is_idempotent_and_keeps_processes(lab_clean, procs, tmp_path):
 def test_up_cleans_leftovers_of_a_crash(lab_clean, procs):
     # What a crashed run can leave: a namespace with a process in it, a plain
     # file where the other namespace should be, a veth end in the root namespace.
-    util.run(["ip", "netns", "add", "dp-src"])
+    util.run(["ip", "netns", "add", f"{util.LAB}-src"])
     sleeper = procs.spawn(util.netns_cmd("src", ["sleep", "600"]))
     util.wait_until(lambda: util.alive(sleeper.pid) and
                     util.pid_netns_inode(sleeper.pid) == util.netns_inode("src"),
-                    10, "the leftover process to enter dp-src")
-    open("/run/netns/dp-dst", "w").close()
-    util.run(["ip", "link", "add", "dp-dst0", "type", "veth", "peer", "name", "dp-stale0"])
+                    10, f"the leftover process to enter {util.LAB}-src")
+    open(f"/run/netns/{util.LAB}-dst", "w").close()
+    util.run(["ip", "link", "add", f"{util.LAB}-dst0", "type", "veth", "peer", "name", f"{util.LAB}-stale0"])
     assert util.lab_status()["state"] == "partial"
 
     cp = distriproc("lab", "up")
@@ -83,7 +83,7 @@ def test_up_cleans_leftovers_of_a_crash(lab_clean, procs):
     assert st["state"] == "up", st
     assert st["stale_root_links"] == 0
     links = util.run(["ip", "-o", "link", "show"]).stdout
-    assert "dp-stale0" not in links and "dp-dst0" not in links, links
+    assert f"{util.LAB}-stale0" not in links and f"{util.LAB}-dst0" not in links, links
 
 
 @pytest.mark.time_limit(60)

@@ -273,7 +273,7 @@ def test_out_of_order_messages(server):
 
 def test_version_mismatch(server):
     c = Conn(server)
-    c.send(msg(HELLO, 1, struct.pack("<HHI", 2, 7, 0)))
+    c.send(msg(HELLO, 1, struct.pack("<HHI", 3, 7, 0)))  # the server speaks 1..2
     expect_error(c, E_VERSION)
 
 
@@ -314,6 +314,14 @@ def test_oversized_requests(server):
     c = Conn(server)
     c.handshake()
     c.send(msg(GET, 3, struct.pack("<II", 100000, 0)))
+    expect_error(c, E_TOO_LARGE)
+    c = Conn(server)
+    c.handshake()
+    c.send(msg(GET, 3, length=8 + 257 * 16))  # refused from the header: more than 256 ranges fit
+    expect_error(c, E_TOO_LARGE)
+    c = Conn(server)
+    c.handshake()
+    c.send(msg(STATS, 3, length=1))
     expect_error(c, E_TOO_LARGE)
 
 
@@ -532,3 +540,34 @@ def test_reader_that_never_reads_does_not_block_others(server):
     other.get(1, [(1, ADDR, 1)])
     t, f, rid, p = other.recv()
     assert t == GET | 0x80
+
+
+def test_silent_unauthenticated_connection_is_dropped(server):
+    """A peer that connects and never authenticates holds nothing for long:
+    the server closes it after its 10-second handshake limit."""
+    idle = Conn(server, timeout=30)
+    idle.send(msg(HELLO, 1, struct.pack("<HHI", 1, 1, 0)))
+    assert idle.recv()[0] == HELLO | 0x80
+    assert idle.closed()  # blocks until the server gives up on it
+    assert "did not authenticate in time" in server.logtext()
+    good = Conn(server)
+    assert good.handshake()[0] == AUTH | 0x80
+
+
+def test_streamed_skeleton_equals_local_skeleton(server, tmp_path):
+    """The skeleton that crosses the network is byte for byte what
+    `distriproc images --skeleton-to` writes locally from the same plan (the
+    one the image helper's test restores with real CRIU)."""
+    local, remote = str(tmp_path / "local"), str(tmp_path / "remote")
+    r = subprocess.run([BIN, "images", "--images", FIXTURE, "--skeleton-to", local], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([BIN, "query", "--source", "127.0.0.1:%d" % server.port, "--key", server.keyfile,
+                        "skeleton", remote], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    names = sorted(os.listdir(local))
+    assert names == sorted(os.listdir(remote)) and len(names) > 5
+    for n in names:
+        a = open(os.path.join(local, n), "rb").read()
+        b = open(os.path.join(remote, n), "rb").read()
+        assert a == b, n

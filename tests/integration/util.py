@@ -20,7 +20,11 @@ PYTHON = "/usr/bin/python3"
 
 NETNS_DIR = "/run/netns"
 HOSTS = {"src": "10.250.0.1", "dst": "10.250.0.2"}
-LAB_NAMES = ("dp-src", "dp-dst", "dp-src0", "dp-dst0")
+# DISTRIPROC_LAB=NAME runs the tests in a private lab NAME-src/NAME-dst (the
+# binary honours the same variable), so a test run never tears down someone
+# else's lab on the same machine.
+LAB = os.environ.get("DISTRIPROC_LAB", "dp")
+LAB_NAMES = (f"{LAB}-src", f"{LAB}-dst", f"{LAB}-src0", f"{LAB}-dst0")
 
 DEFAULT_TIMEOUT = 60
 
@@ -56,7 +60,7 @@ def distriproc(*args, timeout=DEFAULT_TIMEOUT, check=True):
 def netns_cmd(host, cmd):
     """cmd run inside a lab host's network namespace only (no mount namespace,
     unlike `ip netns exec`)."""
-    return ["nsenter", f"--net={NETNS_DIR}/dp-{host}", *[str(c) for c in cmd]]
+    return ["nsenter", f"--net={NETNS_DIR}/{LAB}-{host}", *[str(c) for c in cmd]]
 
 
 def wait_until(predicate, timeout, what, interval=0.1):
@@ -191,13 +195,13 @@ def lab_leftovers():
     left = []
     netns = run(["ip", "netns", "list"]).stdout
     left += [f"netns {line.split()[0]}" for line in netns.splitlines()
-             if line.split() and line.split()[0].startswith("dp-")]
+             if line.split() and line.split()[0].startswith(f"{LAB}-")]
     if os.path.isdir(NETNS_DIR):
-        left += [f"file {NETNS_DIR}/{n}" for n in os.listdir(NETNS_DIR) if n.startswith("dp-")]
+        left += [f"file {NETNS_DIR}/{n}" for n in os.listdir(NETNS_DIR) if n.startswith(f"{LAB}-")]
     links = run(["ip", "-o", "link", "show"]).stdout
     for line in links.splitlines():
         name = line.split(":")[1].strip().split("@")[0]
-        if name.startswith("dp-"):
+        if name.startswith(f"{LAB}-"):
             left.append(f"link {name}")
     return sorted(set(left))
 
@@ -209,7 +213,7 @@ def lab_status():
 
 
 def netns_inode(host):
-    return os.stat(f"{NETNS_DIR}/dp-{host}").st_ino
+    return os.stat(f"{NETNS_DIR}/{LAB}-{host}").st_ino
 
 
 def pid_netns_inode(pid):

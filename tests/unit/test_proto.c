@@ -396,6 +396,28 @@ static void request_dispatch(void **state)
     assert_int_equal(dp_dec_request(&h, &x, 1, &req, &err), DP_E_MALFORMED);
 }
 
+static void request_length_limits(void **state)
+{
+    (void)state;
+    assert_int_equal(dp_request_max_len(DP_MSG_GET_PAGES), 8 + 256 * 16);
+    assert_int_equal(dp_request_max_len(DP_MSG_PUT_PAGES), 8 + 256 * (16 + 4096));
+    assert_int_equal(dp_request_max_len(DP_MSG_STATS), 0);
+    assert_int_equal(dp_request_max_len(0x09), 0);
+    assert_true(dp_request_type_known(DP_MSG_ACCESS_LOG));
+    assert_false(dp_request_type_known(0x09));
+    assert_false(dp_request_type_known(DP_MSG_GET_PAGES | DP_MSG_REPLY));
+    /* The largest valid PUT fits the limit exactly and the payload limit too. */
+    static uint8_t pages[256 * 4096];
+    struct dp_put_range r[256];
+    for (int i = 0; i < 256; i++)
+        r[i] = (struct dp_put_range){.pid = 1, .count = 1, .addr = (uint64_t)i * 4096, .data = pages + i * 4096};
+    struct dp_buf b = {0};
+    assert_int_equal(dp_enc_put_req(&b, 1, r, 256), 0);
+    assert_int_equal(b.len - DP_HDR_SIZE, dp_request_max_len(DP_MSG_PUT_PAGES));
+    assert_true(dp_request_max_len(DP_MSG_PUT_PAGES) <= DP_MAX_PAYLOAD);
+    dp_buf_free(&b);
+}
+
 /* The example in docs/protocol.md section 7, byte for byte. */
 static void doc_example_get_request(void **state)
 {
@@ -427,6 +449,7 @@ int main(void)
         cmocka_unit_test(error_roundtrip_sanitises_text),
         cmocka_unit_test(request_dispatch),
         cmocka_unit_test(doc_example_get_request),
+        cmocka_unit_test(request_length_limits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

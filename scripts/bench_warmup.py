@@ -1,0 +1,488 @@
+#!/usr/bin/python3
+"""bench warmup: how fast a lazily restored process reaches full speed, with
+and without replaying its recorded working set (issue 7).
+
+Run by `distriproc bench warmup` (src/bench_warmup.c), as root, with the lab.
+For each workload (Redis with a read workload on a tenth of its keys; ResNet-50
+inference, tools/ml_infer.py):
+
+  1. start it in a `src` container, load it, run its workload, and checkpoint
+     it with --classify (the per-mapping Referenced hot set) while it works;
+  2. serve the checkpoint on src;
+  3. run A: restore on dst recording the first-touch trace (no replay), drive
+     the workload for --seconds, measure throughput per 100 ms;
+  4. run B: the same again, recording again (B's trace = the pages the next
+     run touches, the ground truth for precision and recall);
+  5. run C: restore with --hotset = A's trace (replay), same measurement;
+  6. report: precision and recall of A's trace and of the classification
+     against B's trace; the daemon's prefetch hit rate; time from the start
+     of the restore to 90% of steady throughput, without (A, B) and with (C)
+     replay; bytes and faults.
+
+`client` is the measuring side, run inside dst's network namespace by the
+driver; `analyze` is pure (tested on a fixture by tests/integration/
+test_bench_warmup.py).
+"""
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+TOOL = os.path.join(ROOT, "scripts", "redis_tool.py")
+ML = os.path.join(ROOT, "tools", "ml_infer.py")
+PY = "/usr/bin/python3"
+SRC, DST = "10.250.0.1", "10.250.0.2"
+SERVE_PORT = 7320
+BUCKET = 0.1       # Redis: 100 ms buckets of GETs
+LAB = os.environ.get("DISTRIPROC_LAB", "dp")  # a private lab (--lab) keeps tests' lab down/up away
+ML_BUCKET = 2.0    # ML: a few inferences per second; finer buckets only show quantisation
+LEAD = 2.0         # seconds the workload runs before the checkpoint starts
+STOP_EARLY = 0.5   # ... and stops this long before the sample (then the dump)
+
+
+# ---- analysis (pure) ---------------------------------------------------------------
+
+def throughput_series(done_times, t_end, bucket=BUCKET):
+    """Operations per second in consecutive buckets from 0 to t_end."""
+    n = max(1, int(t_end / bucket + 0.5))
+    counts = [0] * n
+    for t in done_times:
+        i = int(t / bucket)
+        if 0 <= i < n:
+            counts[i] += 1
+    return [c / bucket for c in counts]
+
+
+def analyze(series, offset_s, bucket=BUCKET, steady_frac=0.3, target=0.9, smooth=5, hold=None):
+    """Steady throughput = mean of the last steady_frac of the series; the time
+    to target x steady = offset_s (restore start -> first bucket) + the end of
+    the first bucket whose trailing mean over `smooth` buckets reaches it and
+    stays there for `hold` buckets (default: smooth). None if never."""
+    hold = smooth if hold is None else hold
+    if not series:
+        raise ValueError("empty series")
+    k = max(1, int(len(series) * steady_frac))
+    steady = sum(series[-k:]) / k
+    if steady <= 0:
+        return {"steady_per_s": 0.0, "time_to_90_s": None}
+    goal = target * steady
+    means = []
+    for i in range(len(series)):
+        w = series[max(0, i - smooth + 1):i + 1]
+        means.append(sum(w) / len(w))
+    hit = None
+    for i, m in enumerate(means):
+        if m >= goal and all(x >= goal for x in means[i:i + hold]):
+            hit = i
+            break
+    return {"steady_per_s": round(steady, 2),
+            "time_to_90_s": None if hit is None else round(offset_s + (hit + 1) * bucket, 3)}
+
+
+# ---- report: markdown and gnuplot figures from the JSON ----------------------------------
+
+def fmt_s(v):
+    return "never" if v is None else "%.2f s" % v
+
+
+def report(d, outdir, cmdline):
+    """Writes OUTDIR/warmup.md and, per workload, warmup-NAME.{png,svg} (throughput
+    over time from the start of the restore, without and with replay). Returns
+    the markdown text."""
+    os.makedirs(outdir, exist_ok=True)
+    lines = ["# Warm-up after a lazy restore: hot-set replay (issue 7)", "",
+             "Command: `%s`" % cmdline, "", "Started %s. Runs A and B restore without a hot set and record "
+             "their first-touch traces; run C replays A's trace right after the restore. Precision and "
+             "recall compare a hot set with B's trace (the pages the next run touches). Times are from "
+             "the start of `distriproc restore` (skeleton pull included) to 90%% of the run's steady "
+             "throughput (mean of its last 30%%)." % d.get("started", "?"), ""]
+    lines += ["| workload | hot set | precision | recall | pages predicted | pages touched next |",
+              "|---|---|---:|---:|---:|---:|"]
+    for w in d["workloads"]:
+        for kind in ("trace", "classify"):
+            acc = w["accuracy"][kind]
+            lines.append("| %s | %s | %.1f%% | %.1f%% | %d | %d |" % (
+                w["workload"], "trace of run A" if kind == "trace" else "checkpoint --classify (per mapping)",
+                100 * acc["precision"], 100 * acc["recall"], acc["predicted_pages"], acc["actual_pages"]))
+    lines += ["", "| workload | run | replay | steady (ops/s) | time to 90% | faults that fetched | "
+              "pages replayed | replay hit rate (est.) | daemon prefetch hit rate |",
+              "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    for w in d["workloads"]:
+        for tag in ("A", "B", "C"):
+            r = w["runs"][tag]
+            dm = r.get("daemon", {})
+            rp = r.get("replay") or {}
+            lines.append("| %s | %s | %s | %.1f | %s | %s | %s | %s | %s |" % (
+                w["workload"], tag, "yes" if tag == "C" else "no", r["steady_per_s"], fmt_s(r["time_to_90_s"]),
+                dm.get("faults_remote", "?"), rp.get("submitted", 0),
+                "%.1f%%" % (100 * w["replay_hit_rate_est"]) if tag == "C" else "-",
+                "%.1f%%" % (100 * dm["prefetch_hit_rate"]) if "prefetch_hit_rate" in dm else "?"))
+    lines += ["", "Replay hit rate (est.): the share of replayed pages that the next run touches, i.e. the "
+              "trace's precision against run B. The daemon cannot see it directly: a replayed page that is "
+              "touched after it was installed causes no fault (no access bits are visible from outside on "
+              "this kernel), so the daemon's own prefetch hit rate counts only faults that found their page "
+              "still in flight.", ""]
+    for w in d["workloads"]:
+        name = w["workload"]
+        dat = os.path.join(outdir, "warmup-%s.dat" % name)
+        with open(dat, "w") as f:
+            for tag in ("A", "C"):
+                r = w["runs"][tag]
+                off = r["client"].get("start_delay_s") or 0.0
+                f.write("# run %s\n" % tag)
+                for i, v in enumerate(r["series"]):
+                    f.write("%.3f %.2f\n" % (off + (i + 1) * r["bucket_s"], v))
+                f.write("\n\n")
+        for term, ext in (("pngcairo size 900,500", "png"), ("svg size 900,500", "svg")):
+            out = os.path.join(outdir, "warmup-%s.%s" % (name, ext))
+            script = ("set terminal %s\nset output '%s'\nset title '%s: throughput after a lazy restore'\n"
+                      "set xlabel 'seconds since the start of the restore'\nset ylabel 'ops/s'\nset key bottom right\n"
+                      "set grid\nplot '%s' index 0 with lines lw 2 title 'no replay (run A)', "
+                      "'' index 1 with lines lw 2 title 'hot-set replay (run C)'\n" % (term, out, name, dat))
+            cp = subprocess.run(["gnuplot"], input=script, capture_output=True, text=True, timeout=60)
+            if cp.returncode != 0:
+                raise RuntimeError("gnuplot failed: " + cp.stderr)
+        lines.append("![%s](warmup-%s.svg)" % (name, name))
+        lines.append("")
+    text = "\n".join(lines) + "\n"
+    with open(os.path.join(outdir, "warmup.md"), "w") as f:
+        f.write(text)
+    return text
+
+
+# ---- the measuring client (runs in dst's netns) ----------------------------------------
+
+def client_redis(a):
+    sys.path.insert(0, os.path.join(ROOT, "scripts"))
+    import random
+    from redis_tool import Resp
+    deadline = time.monotonic() + a.connect_timeout
+    while True:
+        try:
+            r = Resp(a.host, a.port, timeout=30)
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.002)
+    t0, t0w = time.monotonic(), time.time()
+    nkeys = int(r.call("DBSIZE"))
+    rng = random.Random(a.seed)
+    keys = ["key:%d" % k for k in rng.sample(range(nkeys), max(1, int(nkeys * a.fraction)))]
+    done, errors = [], 0
+    end = t0 + a.seconds
+    depth = 8
+    while True:
+        now = time.monotonic()
+        if now >= end:
+            break
+        batch = [rng.choice(keys) for _ in range(depth)]
+        r.send(b"".join(Resp.encode("GET", k) for k in batch))
+        for _ in batch:
+            if r.reply() is None:
+                errors += 1
+        t = time.monotonic() - t0
+        done.extend([t] * depth)
+    r.close()
+    print(json.dumps({"start_delay_s": round(t0w - a.t_start, 4) if a.t_start else None, "ops": len(done),
+                      "misses": errors, "seconds": a.seconds,
+                      "series": throughput_series(done, a.seconds)}))
+
+
+def ml_request(host, port, cmd, timeout):
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        s.sendall(cmd.encode() + b"\n")
+        return json.loads(s.makefile("rb").readline())
+
+
+def client_ml(a):
+    deadline = time.monotonic() + a.connect_timeout
+    while True:
+        try:
+            ml_request(a.host, a.port, "STAT", 5)
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
+    t0, t0w = time.monotonic(), time.time()
+    done, lat, digests = [], [], set()
+    while time.monotonic() - t0 < a.seconds:
+        r = ml_request(a.host, a.port, "INFER", 120)
+        done.append(time.monotonic() - t0)
+        lat.append(r["latency_ms"])
+        digests.add(r["digest"])
+    print(json.dumps({"start_delay_s": round(t0w - a.t_start, 4) if a.t_start else None, "ops": len(done),
+                      "seconds": a.seconds, "latency_ms": lat, "digests": sorted(digests),
+                      "series": throughput_series(done, a.seconds, bucket=ML_BUCKET), "bucket_s": ML_BUCKET}))
+
+
+# ---- the driver -----------------------------------------------------------------------
+
+def log(msg):
+    print("bench warmup: " + msg, file=sys.stderr, flush=True)
+
+
+class Bench:
+    def __init__(self, a):
+        self.a = a
+        self.dp = a.distriproc
+        self.work = a.workdir
+        self.spawned = []
+        self.restored = []
+
+    def run(self, cmd, timeout=120, check=True, netns=None):
+        if netns:
+            cmd = ["nsenter", "--net=/run/netns/%s-%s" % (LAB, netns)] + cmd
+        cp = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=timeout)
+        if check and cp.returncode != 0:
+            raise RuntimeError("failed (exit %d): %s\n%s" % (cp.returncode, " ".join(map(str, cmd)), cp.stderr))
+        return cp
+
+    def spawn(self, cmd, netns=None, logname=None):
+        if netns:
+            cmd = ["nsenter", "--net=/run/netns/%s-%s" % (LAB, netns)] + cmd
+        out = open(os.path.join(self.work, logname), "a") if logname else subprocess.DEVNULL
+        p = subprocess.Popen([str(c) for c in cmd], stdout=out, stderr=out, stdin=subprocess.DEVNULL,
+                             start_new_session=True)
+        self.spawned.append(p)
+        return p
+
+    def cleanup(self):
+        for pid, daemon in self.restored:
+            for p in (pid, daemon):
+                try:
+                    os.kill(p, signal.SIGKILL)
+                except (ProcessLookupError, TypeError):
+                    pass
+        for p in self.spawned:
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                p.wait(timeout=10)
+
+    def container(self, name, cmd):
+        pidfile = os.path.join(self.work, name + ".pid")
+        self.run([self.dp, "lab", "exec", "src", "--container", "--detach", "--pidfile", pidfile, "--"] + cmd)
+        return int(open(pidfile).read().strip())
+
+    def wait_gone(self, pid, timeout=30):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            try:
+                with open("/proc/%d/stat" % pid) as f:
+                    if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                        return
+            except OSError:
+                return
+            time.sleep(0.05)
+
+    def restore(self, tag, key, listen, extra):
+        wd = os.path.join(self.work, tag)
+        cp = self.run([self.dp, "restore", "--source", listen, "--key", key, "--workdir", wd, "--host", "dst",
+                       "--json", "--prefetch", self.a.prefetch] + extra, timeout=180)
+        res = json.loads(cp.stdout)
+        self.restored.append((res["pid"], res["daemon_pid"]))
+        return wd, res
+
+    def stats(self, wd):
+        return json.loads(self.run([self.dp, "stats", "--workdir", wd, "--json"]).stdout)
+
+    def stop_restored(self, res):
+        os.kill(res["pid"], signal.SIGKILL)
+        self.wait_gone(res["daemon_pid"], 60)
+
+    def compare(self, images, pred, actual):
+        return json.loads(self.run([self.dp, "hotset", "compare", "--images", images, pred, actual,
+                                    "--json"]).stdout)
+
+    def workload(self, name):
+        a = self.a
+        images = os.path.join(self.work, name, "images")
+        os.makedirs(os.path.dirname(images), exist_ok=True)
+        if name == "redis":
+            pid = self.container("redis", ["redis-server", "--save", "", "--appendonly", "no", "--protected-mode",
+                                           "no", "--bind", "0.0.0.0", "--port", "6379"])
+            self.run([PY, TOOL, "probe", "--host", SRC, "--port", 6379, "--timeout", 30], netns="src", timeout=40)
+            log("redis: loading %d MiB" % a.redis_mib)
+            load = json.loads(self.run([PY, TOOL, "load", "--host", SRC, "--port", 6379, "--mib", a.redis_mib],
+                                       netns="src", timeout=900).stdout)
+            info = {"keys": load["keys"], "used_memory": load["used_memory"], "read_fraction": a.fraction}
+            workload_cmd = [PY, TOOL, "read", "--host", SRC, "--port", 6379, "--fraction", a.fraction,
+                            "--seconds", LEAD + a.classify - STOP_EARLY, "--seed", a.seed]
+            client = ["client", "redis", "--host", DST, "--port", 6379, "--fraction", a.fraction, "--seed", a.seed]
+        else:
+            pid = self.container("ml", [PY, ML, "--port", 7080, "--size", a.ml_size, "--threads", 1])
+            end = time.monotonic() + 180
+            while True:
+                try:
+                    first = self.run([PY, "-c", "import socket,sys;s=socket.create_connection(('%s',7080),5);"
+                                      "s.sendall(b'INFER\\n');print(s.makefile().readline())" % SRC],
+                                     netns="src", timeout=60)
+                    info = json.loads(first.stdout)
+                    break
+                except (RuntimeError, ValueError):
+                    if time.monotonic() > end:
+                        raise
+                    time.sleep(1)
+            info = {"params": info["params"], "digest": info["digest"], "size": a.ml_size}
+            workload_cmd = [PY, "-c", "import socket,time\nend=time.time()+%d\nwhile time.time()<end:\n"
+                            " s=socket.create_connection(('%s',7080),60);s.sendall(b'INFER\\n');"
+                            "s.makefile().readline();s.close()" % (LEAD + a.classify - 2 * STOP_EARLY, SRC)]
+            client = ["client", "ml", "--host", DST, "--port", 7080]
+        # The workload runs while the referenced bits are sampled and stops just
+        # before the dump: its connection to src's address could not be
+        # restored in dst (CRIU would need --tcp-close on both sides).
+        w = self.spawn(workload_cmd, netns="src", logname=name + "-load.log")
+        time.sleep(LEAD)
+        log("%s: checkpoint with --classify %g" % (name, a.classify))
+        ck = json.loads(self.run([self.dp, "checkpoint", "--host", "src", "--pid", pid, "--images", images,
+                                  "--classify", a.classify, "--json"], timeout=600).stdout)
+        if w.poll() is None:
+            w.kill()
+        w.wait()
+        self.wait_gone(pid)
+        key = os.path.join(self.work, "key")
+        if not os.path.exists(key):
+            self.run([self.dp, "keygen", key])
+        listen = "%s:%d" % (SRC, SERVE_PORT + (name == "ml"))
+        self.spawn([self.dp, "serve", "--images", images, "--listen", listen, "--key", key], netns="src",
+                   logname=name + "-serve.log")
+        time.sleep(1)
+
+        runs = {}
+        for tag, extra in (("A", ["--record-trace", a.record]),
+                           ("B", ["--record-trace", a.record]),
+                           ("C", ["--hotset", os.path.join(self.work, name, "A", "trace.bin")])):
+            wd_tag = os.path.join(name, tag)
+            log("%s: run %s (%s)" % (name, tag, " ".join(map(str, extra))))
+            t_start = time.time()
+            wd, res = self.restore(wd_tag, key, listen, extra)
+            out = json.loads(self.run([PY, os.path.abspath(__file__)] + client +
+                                      ["--seconds", a.seconds, "--t-start", t_start], netns="dst",
+                                      timeout=a.seconds + 300).stdout)
+            st = self.stats(wd)
+            bucket = out.get("bucket_s", BUCKET)
+            an = analyze(out["series"], out["start_delay_s"] or 0.0, bucket=bucket,
+                         smooth=5 if name == "redis" else 1, hold=5 if name == "redis" else 2)
+            tot = st["total"]
+            runs[tag] = {"restore": res, "client": {k: v for k, v in out.items() if k != "series"},
+                         "series": out["series"], "bucket_s": bucket, **an,
+                         "daemon": {k: tot[k] for k in ("faults", "faults_remote", "pages_fetched",
+                                                        "pages_prefetched", "prefetch_hits",
+                                                        "prefetch_hit_rate", "bytes_on_wire")
+                                    if k in tot},
+                         "replay": st.get("replay")}
+            if tag in ("A", "B"):
+                end = time.monotonic() + a.record + 60
+                while not os.path.exists(os.path.join(wd, "trace.bin")) and time.monotonic() < end:
+                    time.sleep(0.2)
+            self.stop_restored(res)
+            log("%s: run %s: steady %.1f/s, 90%% at %s s" % (name, tag, an["steady_per_s"], an["time_to_90_s"]))
+        A, B = (os.path.join(self.work, name, t, "trace.bin") for t in ("A", "B"))
+        cls = os.path.join(images, "distriproc-hotset.bin")
+        acc = {"trace": self.compare(images, A, B), "classify": self.compare(images, cls, B)}
+        c = runs["C"]
+        replayed = (c["replay"] or {}).get("submitted", 0)
+        return {"workload": name, "info": info, "checkpoint": {k: ck[k] for k in ("lazy_bytes", "image_bytes")},
+                "classify_summary": {k: ck["hotset"][k] for k in ("hot_pages", "lazy_data_pages", "seconds")},
+                "accuracy": acc,
+                "replay_hit_rate_est": acc["trace"]["precision"],
+                "replayed_pages": replayed,
+                "time_to_90_s": {"no_replay": runs["A"]["time_to_90_s"], "no_replay_B": runs["B"]["time_to_90_s"],
+                                 "replay": c["time_to_90_s"]},
+                "runs": runs}
+
+    def main(self):
+        a = self.a
+        os.makedirs(self.work, exist_ok=True)
+        self.run([self.dp, "lab", "up"], timeout=60)
+        out = {"bench": "warmup", "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               "params": {k: v for k, v in vars(a).items() if k not in ("func",)}, "workloads": []}
+        try:
+            for name in a.workloads.split(","):
+                out["workloads"].append(self.workload(name))
+                self.cleanup()
+        finally:
+            self.cleanup()
+            if LAB != "dp":
+                self.run([self.dp, "lab", "down"], timeout=60, check=False)
+        with open(a.json, "w") as f:
+            json.dump(out, f, indent=1)
+        for w in out["workloads"]:
+            t = w["time_to_90_s"]
+            log("%s: precision %.1f%% recall %.1f%% (trace), %.1f%%/%.1f%% (classify); 90%% of steady "
+                "throughput after %s s without replay, %s s with" %
+                (w["workload"], 100 * w["accuracy"]["trace"]["precision"], 100 * w["accuracy"]["trace"]["recall"],
+                 100 * w["accuracy"]["classify"]["precision"], 100 * w["accuracy"]["classify"]["recall"],
+                 t["no_replay"], t["replay"]))
+        log("wrote " + a.json)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--json", required=True)
+    r.add_argument("--distriproc", required=True)
+    r.add_argument("--workdir", default="/tmp/distriproc-bench-warmup")
+    r.add_argument("--workloads", default="redis,ml")
+    r.add_argument("--redis-mib", type=int, default=256)
+    r.add_argument("--fraction", type=float, default=0.1)
+    r.add_argument("--ml-size", type=int, default=112)
+    r.add_argument("--classify", type=float, default=5)
+    r.add_argument("--record", type=float, default=10)
+    r.add_argument("--seconds", type=float, default=20)
+    r.add_argument("--seed", type=int, default=7)
+    r.add_argument("--prefetch", default="none")
+    r.add_argument("--lab", help="run in a private lab NAME-src/NAME-dst (DISTRIPROC_LAB; needs a "
+                   "distriproc whose lab supports it)")
+    c = sub.add_parser("client")
+    c.add_argument("kind", choices=("redis", "ml"))
+    c.add_argument("--host", required=True)
+    c.add_argument("--port", type=int, required=True)
+    c.add_argument("--fraction", type=float, default=0.1)
+    c.add_argument("--seed", type=int, default=7)
+    c.add_argument("--seconds", type=float, default=20)
+    c.add_argument("--t-start", type=float, default=0)
+    c.add_argument("--connect-timeout", type=float, default=60)
+    an = sub.add_parser("analyze")
+    an.add_argument("file")
+    rp = sub.add_parser("report")
+    rp.add_argument("file")
+    rp.add_argument("--outdir", required=True)
+    rp.add_argument("--command", default="distriproc bench warmup --json OUT")
+    a = p.parse_args()
+    if a.cmd == "client":
+        (client_redis if a.kind == "redis" else client_ml)(a)
+    elif a.cmd == "report":
+        with open(a.file) as f:
+            d = json.load(f)
+        sys.stdout.write(report(d, a.outdir, a.command))
+    elif a.cmd == "analyze":
+        d = json.load(open(a.file))
+        for w in d["workloads"]:
+            for tag, run in w["runs"].items():
+                print(w["workload"], tag, analyze(run["series"], run["client"]["start_delay_s"] or 0.0,
+                                                  bucket=run["bucket_s"],
+                                                  smooth=5 if w["workload"] == "redis" else 1,
+                                                  hold=5 if w["workload"] == "redis" else 2))
+    else:
+        if a.lab:
+            global LAB
+            LAB = a.lab
+            os.environ["DISTRIPROC_LAB"] = a.lab
+        if os.geteuid() != 0:
+            sys.exit("bench warmup: needs root (lab, criu); run as root")
+        Bench(a).main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+/* bench warmup: time from a lazy restore to 90% of steady throughput, with
+ * and without replaying the recorded working set, and the accuracy of hot
+ * sets (issue 7). The orchestration (lab containers, checkpoint --classify,
+ * serve, three restores, the measuring client in dst) lives in
+ * scripts/bench_warmup.py of the same checkout; this entry point finds it,
+ * checks the basics and hands over, passing the path of this binary so the
+ * script drives exactly this build. */
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bench.h"
+#include "util.h"
+
+#define PYTHON "/usr/bin/python3"
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: distriproc bench warmup --json OUT [options]\n"
+            "\n"
+            "For Redis (reads on a tenth of its keys) and ResNet-50 inference (tools/ml_infer.py):\n"
+            "checkpoint on src with --classify, serve it, then restore on dst three times:\n"
+            "A and B record their first-touch traces, C replays A's trace. Reports hot-set\n"
+            "precision and recall (A's trace and the classification against B's trace, the\n"
+            "pages the next run touches), the daemon's prefetch hit rate, and the time from\n"
+            "the start of the restore to 90%% of steady throughput without (A, B) and with (C)\n"
+            "replay. Needs root, the lab, make deps (and make deps-ml for the ML workload).\n"
+            "\n"
+            "  --json OUT          results (required)\n"
+            "  --workloads LIST    redis,ml (default both)\n"
+            "  --redis-mib N       Redis data (default 256)\n"
+            "  --fraction F        share of keys read (default 0.1)\n"
+            "  --ml-size PX        image side (default 112: the same 98 MiB of weights, faster)\n"
+            "  --classify SEC      Referenced sampling before the dump (default 5)\n"
+            "  --record SEC        trace window of runs A and B (default 10)\n"
+            "  --seconds SEC       measured seconds per run (default 20)\n"
+            "  --prefetch POLICY   the daemon's prefetch in every run (default none)\n"
+            "  --lab NAME          run in a private lab NAME-src/NAME-dst (DISTRIPROC_LAB), so\n"
+            "                      tests that bring the default lab up and down do not interfere\n"
+            "  --workdir DIR       scratch (default /tmp/distriproc-bench-warmup)\n");
+}
+
+int bench_warmup(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            usage(stdout);
+            return 0;
+        }
+    int has_json = 0;
+    for (int i = 1; i < argc; i++)
+        has_json |= !strcmp(argv[i], "--json");
+    if (!has_json) {
+        usage(stderr);
+        return 2;
+    }
+    char self[PATH_MAX], script[PATH_MAX + 64];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    if (n <= 0) {
+        dp_error("cannot find this binary (/proc/self/exe): %s", strerror(errno));
+        return 1;
+    }
+    self[n] = '\0';
+    /* build/distriproc -> scripts/bench_warmup.py of the same checkout */
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof(dir), "%s", self);
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        *slash = '\0';
+    snprintf(script, sizeof(script), "%s/../scripts/bench_warmup.py", dir);
+    if (access(script, R_OK) != 0) {
+        dp_error("%s is missing (%s): run the distriproc built in a checkout", script, strerror(errno));
+        return 1;
+    }
+    if (access(PYTHON, X_OK) != 0) {
+        dp_error("%s is missing: run make deps", PYTHON);
+        return 1;
+    }
+    char **args = calloc((size_t)argc + 5, sizeof(*args));
+    if (!args)
+        dp_die("out of memory");
+    int k = 0;
+    args[k++] = PYTHON;
+    args[k++] = script;
+    args[k++] = "run";
+    args[k++] = "--distriproc";
+    args[k++] = self;
+    for (int i = 1; i < argc; i++)
+        args[k++] = argv[i];
+    args[k] = NULL;
+    fflush(NULL);
+    execv(PYTHON, args);
+    dp_error("cannot run %s: %s", PYTHON, strerror(errno));
+    return 1;
+}

@@ -1,0 +1,217 @@
+/* hotset: inspect, check, merge and compare hot-set files (lib/hotset.h). */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "commands.h"
+#include "cpid.h"
+#include "hotset.h"
+#include "image.h"
+#include "util.h"
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: distriproc hotset show FILE [--json]\n"
+            "       distriproc hotset check --images DIR FILE [--json]\n"
+            "       distriproc hotset identity --images DIR\n"
+            "       distriproc hotset merge --images DIR --output OUT FILE FILE...\n"
+            "       distriproc hotset compare --images DIR PREDICTED ACTUAL [--json]\n"
+            "\n"
+            "A hot set is the working set of a checkpoint: per task, the page runs to fetch\n"
+            "first after a restore. `checkpoint --classify` writes DIR/%s; a restore\n"
+            "records its fault trace, which the page server keeps as DIR/%s*.bin.\n"
+            "Every hot set names the checkpoint it was made for (its identity, a BLAKE2b\n"
+            "hash of the images' metadata): one from another or an earlier checkpoint is\n"
+            "refused.\n"
+            "\n"
+            "  show      header and size of FILE (no checkpoint needed)\n"
+            "  check     FILE belongs to the checkpoint in DIR and every page is lazy memory\n"
+            "            of its task (exit 0), or why not (exit 1)\n"
+            "  identity  the identity of the checkpoint in DIR\n"
+            "  merge     FILEs of one checkpoint into OUT: the first file's runs in order,\n"
+            "            then each next file's pages not included yet (trace, then classify)\n"
+            "  compare   precision and recall of PREDICTED against the pages of ACTUAL\n",
+            DP_HOTSET_FILE, DP_TRACE_PREFIX);
+}
+
+static void print_hotset(const char *path, const struct dp_hotset *hs, int json)
+{
+    char hex[DP_CPID_HEX], when[64] = "unknown";
+    dp_cpid_hex(hs->id, hex);
+    time_t s = (time_t)(hs->created_us / 1000000);
+    struct tm tm;
+    if (gmtime_r(&s, &tm))
+        strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    if (json) {
+        printf("{\"file\":\"%s\",\"source\":\"%s\",\"checkpoint_identity\":\"%s\",\"created\":\"%s\","
+               "\"created_us\":%llu,\"window_ms\":%u,\"tasks\":%u,\"runs\":%u,\"pages\":%llu,\"bytes\":%llu,"
+               "\"per_task\":[",
+               path, dp_hotset_source_name(hs->source), hex, when, (unsigned long long)hs->created_us,
+               hs->window_ms, hs->nr_tasks, hs->nr_runs, (unsigned long long)hs->total_pages,
+               (unsigned long long)hs->total_pages * DP_PAGE_SIZE);
+        for (uint32_t i = 0; i < hs->nr_tasks; i++) {
+            uint64_t pages = 0;
+            for (uint32_t k = 0; k < hs->tasks[i].nr_runs; k++)
+                pages += hs->tasks[i].runs[k].nr_pages;
+            printf("%s{\"pid\":%d,\"runs\":%u,\"pages\":%llu}", i ? "," : "", hs->tasks[i].pid,
+                   hs->tasks[i].nr_runs, (unsigned long long)pages);
+        }
+        printf("]}\n");
+        return;
+    }
+    char b[32];
+    dp_format_bytes(hs->total_pages * DP_PAGE_SIZE, b, sizeof(b));
+    printf("%s: %s hot set of checkpoint %s\n", path, dp_hotset_source_name(hs->source), hex);
+    printf("  made %s after observing %.1f s; %u task(s), %u run(s), %llu pages (%s)\n", when,
+           hs->window_ms / 1000.0, hs->nr_tasks, hs->nr_runs, (unsigned long long)hs->total_pages, b);
+}
+
+static int load_plain(const char *path, struct dp_hotset *hs)
+{
+    uint8_t *buf;
+    size_t len;
+    struct dp_err err = {{0}};
+    if (dp_read_file(path, &buf, &len, &err) < 0) {
+        dp_error("%s", err.msg);
+        return -1;
+    }
+    int rc = dp_hotset_decode(path, buf, len, hs, &err);
+    free(buf);
+    if (rc < 0)
+        dp_error("%s", err.msg);
+    return rc;
+}
+
+int cmd_hotset(int argc, char **argv)
+{
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    const char *verb = argv[1];
+    static const struct option longopts[] = {
+        {"images", required_argument, NULL, 'i'},
+        {"output", required_argument, NULL, 'o'},
+        {"json", no_argument, NULL, 'j'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *images = NULL, *output = NULL;
+    int json = 0, c;
+    optind = 2;
+    while ((c = getopt_long(argc, argv, "hi:o:", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'i': images = optarg; break;
+        case 'o': output = optarg; break;
+        case 'j': json = 1; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    char **files = argv + optind;
+    int nfiles = argc - optind;
+
+    if (!strcmp(verb, "show")) {
+        if (nfiles != 1) {
+            dp_error("show takes one FILE");
+            return 2;
+        }
+        struct dp_hotset hs;
+        if (load_plain(files[0], &hs) < 0)
+            return 1;
+        print_hotset(files[0], &hs, json);
+        dp_hotset_free(&hs);
+        return 0;
+    }
+    int want = !strcmp(verb, "check") ? 1 : !strcmp(verb, "identity") ? 0 : !strcmp(verb, "compare") ? 2
+             : !strcmp(verb, "merge") ? -2 : -1;
+    if (want == -1) {
+        dp_error("unknown action '%s'", verb);
+        usage(stderr);
+        return 2;
+    }
+    if (!images) {
+        dp_error("%s needs --images DIR (the checkpoint the hot sets must belong to)", verb);
+        return 2;
+    }
+    if ((want >= 0 && nfiles != want) || (want == -2 && (nfiles < 2 || !output))) {
+        dp_error("wrong arguments for %s (see --help)", verb);
+        return 2;
+    }
+    struct dp_err err = {{0}};
+    struct dp_checkpoint *cp;
+    uint8_t id[DP_CPID_SIZE];
+    if (dp_checkpoint_open(images, &cp, &err) < 0 || dp_checkpoint_identity(cp, id, &err) < 0) {
+        dp_error("%s", err.msg);
+        return 1;
+    }
+    int rc = 0;
+    if (want == 0) {
+        char hex[DP_CPID_HEX];
+        dp_cpid_hex(id, hex);
+        printf("%s\n", hex);
+    } else if (want == 1) {
+        struct dp_hotset hs;
+        if (dp_hotset_load(files[0], cp, id, &hs, &err) < 0) {
+            dp_error("%s", err.msg);
+            rc = 1;
+        } else {
+            if (!json)
+                printf("ok: ");
+            print_hotset(files[0], &hs, json);
+            dp_hotset_free(&hs);
+        }
+    } else {
+        struct dp_hotset *hs = calloc((size_t)nfiles, sizeof(*hs));
+        const struct dp_hotset **ptrs = calloc((size_t)nfiles, sizeof(*ptrs));
+        int loaded = 0;
+        if (!hs || !ptrs) {
+            dp_error("out of memory");
+            rc = 1;
+        }
+        for (; !rc && loaded < nfiles; loaded++) {
+            if (dp_hotset_load(files[loaded], cp, id, &hs[loaded], &err) < 0) {
+                dp_error("%s", err.msg);
+                rc = 1;
+                break;
+            }
+            ptrs[loaded] = &hs[loaded];
+        }
+        if (!rc && want == 2) {
+            uint64_t both, pp, ap;
+            if (dp_hotset_compare(&hs[0], &hs[1], &both, &pp, &ap) < 0) {
+                dp_error("out of memory");
+                rc = 1;
+            } else {
+                double prec = pp ? (double)both / (double)pp : 0, rec = ap ? (double)both / (double)ap : 0;
+                if (json)
+                    printf("{\"predicted_pages\":%llu,\"actual_pages\":%llu,\"both\":%llu,\"precision\":%.4f,"
+                           "\"recall\":%.4f}\n",
+                           (unsigned long long)pp, (unsigned long long)ap, (unsigned long long)both, prec, rec);
+                else
+                    printf("predicted %llu pages, actual %llu, in both %llu: precision %.1f%%, recall %.1f%%\n",
+                           (unsigned long long)pp, (unsigned long long)ap, (unsigned long long)both, prec * 100,
+                           rec * 100);
+            }
+        } else if (!rc) {
+            struct dp_hotset out;
+            if (dp_hotset_merge(ptrs, (size_t)nfiles, &out, &err) < 0 || dp_hotset_write(output, &out, &err) < 0) {
+                dp_error("%s", err.msg);
+                rc = 1;
+            } else {
+                print_hotset(output, &out, json);
+                dp_hotset_free(&out);
+            }
+        }
+        for (int i = 0; i < loaded; i++)
+            dp_hotset_free(&hs[i]);
+        free(hs);
+        free(ptrs);
+    }
+    dp_checkpoint_close(cp);
+    return rc;
+}

@@ -1,0 +1,76 @@
+"""bench warmup's analysis and report (scripts/bench_warmup.py) on synthetic
+series and on a small recorded result (tests/fixtures/bench/warmup-small.json).
+The benchmark itself never runs in the tests."""
+
+import importlib.util
+import json
+import os
+
+import pytest
+
+import util
+
+SCRIPT = os.path.join(util.ROOT, "scripts", "bench_warmup.py")
+FIXTURE = os.path.join(util.ROOT, "tests", "fixtures", "bench", "warmup-small.json")
+
+
+def load():
+    spec = importlib.util.spec_from_file_location("bench_warmup", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_time_to_90_percent_of_steady():
+    bw = load()
+    # 10 buckets of 0.1 s ramping 0..900, then 1000 for 20 buckets
+    series = [i * 100.0 for i in range(10)] + [1000.0] * 20
+    r = bw.analyze(series, offset_s=0.5, bucket=0.1, smooth=1)
+    assert r["steady_per_s"] == 1000.0
+    assert r["time_to_90_s"] == pytest.approx(0.5 + 1.0)  # bucket 9 (900) ends at 1.0 s
+    # a dip after the first crossing moves the answer past the dip
+    series = [0.0] * 5 + [950.0] + [100.0] + [1000.0] * 23
+    r = bw.analyze(series, offset_s=0.0, bucket=0.1, smooth=1, hold=3)
+    assert r["time_to_90_s"] == pytest.approx(0.8)
+    assert bw.analyze(series, 0.0, bucket=0.1, smooth=1, hold=1)["time_to_90_s"] == pytest.approx(0.6)
+    # steady is the mean of the last 30%: a series that only jumps at its very
+    # end reaches 90% of it in its last bucket
+    r = bw.analyze([0.0] * 9 + [3000.0], offset_s=0.0, bucket=1.0, smooth=1)
+    assert r["steady_per_s"] == 1000.0 and r["time_to_90_s"] == 10.0
+    r = bw.analyze([0.0] * 10, offset_s=0.0)
+    assert r == {"steady_per_s": 0.0, "time_to_90_s": None}
+    with pytest.raises(ValueError):
+        bw.analyze([], 0.0)
+    # smoothing over 3 buckets delays the answer until the mean is there
+    series = [0.0, 1000.0, 1000.0, 1000.0] + [1000.0] * 16
+    assert bw.analyze(series, 0.0, bucket=1.0, smooth=3)["time_to_90_s"] == 4.0
+
+
+def test_throughput_series_buckets():
+    bw = load()
+    s = bw.throughput_series([0.01, 0.05, 0.15, 0.99, 1.5], 1.0, bucket=0.1)
+    assert len(s) == 10 and s[0] == 20.0 and s[1] == 10.0 and s[9] == 10.0 and sum(s) == 40.0
+
+
+@pytest.mark.time_limit(60)
+def test_report_from_fixture(tmp_path):
+    cp = util.run([util.PYTHON, SCRIPT, "report", FIXTURE, "--outdir", tmp_path, "--command", "CMD"])
+    md = (tmp_path / "warmup.md").read_text()
+    assert cp.stdout == md
+    d = json.load(open(FIXTURE))
+    w = d["workloads"][0]
+    assert "Command: `CMD`" in md
+    prec = "%.1f%%" % (100 * w["accuracy"]["trace"]["precision"])
+    assert f"| redis | trace of run A | {prec} |" in md, md
+    for tag in ("A", "B", "C"):
+        assert f"| redis | {tag} |" in md
+    for ext in ("png", "svg"):
+        data = (tmp_path / f"warmup-redis.{ext}").read_bytes()
+        assert len(data) > 1000
+    assert (tmp_path / "warmup-redis.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert b"<svg" in (tmp_path / "warmup-redis.svg").read_bytes()[:2000]
+    # a malformed result is an error, not a half-written report
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"workloads": [{"workload": "redis"}]}))
+    cp = util.run([util.PYTHON, SCRIPT, "report", bad, "--outdir", tmp_path / "b"], check=False)
+    assert cp.returncode != 0 and not (tmp_path / "b" / "warmup.md").exists()
