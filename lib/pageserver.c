@@ -1185,7 +1185,10 @@ static void conn_process_input(struct server *s, struct conn *c)
                        dp_now_ns());
             break;
         }
-        if (!dp_request_type_known(h.type)) {
+        /* version-2 types (issue 7) only on a connection that negotiated 2:
+         * refused from the header, before a 16 MiB upload is buffered */
+        if (!dp_request_type_known(h.type) ||
+            (dp_hotset_request_max_len(h.type) && c->version < DP_PROTO_VERSION_HOTSET)) {
             char msg[64];
             snprintf(msg, sizeof(msg), "unknown request type 0x%02x", h.type);
             send_error(s, c, h.id, true, DP_E_UNKNOWN_TYPE, msg, dp_now_ns());
