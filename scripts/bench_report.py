@@ -399,7 +399,9 @@ def main():
     report += ["## Commands (exactly as run)", ""]
     for d in (ttfr, faults):
         if d:
-            report.append(f"    {d.get('command', '?')}")
+            lab = d.get("lab")
+            env = f"DISTRIPROC_LAB={lab} " if lab and lab != "dp" else ""
+            report.append(f"    {env}{d.get('command', '?')}")
     report += [f"    scripts/bench_report.py {' '.join(sys.argv[1:])}", ""]
     with tempfile.TemporaryDirectory() as tmp:
         if ttfr:

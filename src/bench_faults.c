@@ -509,9 +509,9 @@ static int write_json(const char *path, const char *cmdline, time_t started, con
     json_str(f, cpu);
     fprintf(f, ", \"cpus\": %ld, \"memory\": ", sysconf(_SC_NPROCESSORS_ONLN));
     json_str(f, mem);
-    fprintf(f, "},\n  \"bandwidth\": \"%s\",\n  \"workload\": \"forkmem --mib %llu, VERIFY (one sequential pass)\",\n"
+    fprintf(f, "},\n  \"lab\": \"%s\",\n  \"bandwidth\": \"%s\",\n  \"workload\": \"forkmem --mib %llu, VERIFY (one sequential pass)\",\n"
                "  \"runs\": [",
-            bandwidth, (unsigned long long)mib);
+            lab_name(), bandwidth, (unsigned long long)mib);
     for (int i = 0; i < n; i++) {
         const struct rttres *x = &r[i];
         fprintf(f, "%s\n    {\"emulate_rtt_us\": %llu, \"error\": ", i ? "," : "", (unsigned long long)x->rtt_us);
