@@ -144,7 +144,7 @@ static void usage(FILE *out)
             "  --sizes LIST      data loaded into Redis, e.g. 256M,1G,4G (default)\n"
             "  --bandwidth RATE  tbf cap on the lab link (default 1gbit; 'none' = uncapped)\n"
             "  --repeat N        repetitions per size and system (default 5, at least 1)\n"
-            "  --prefetch P      DistriProc's prefetch policy (default none)\n"
+            "  --prefetch P      DistriProc's prefetch policy (default auto, as migrate)\n"
             "  --port P          page server / copier port on the lab hosts (default 7400)\n"
             "  --workdir DIR     scratch space for images (default /var/tmp; needs about\n"
             "                    1.3x the largest size free)\n"
@@ -917,7 +917,7 @@ int bench_ttfr(int argc, char **argv)
     snprintf(t.sizes_text, sizeof(t.sizes_text), "256M,1G,4G");
     t.bandwidth = "1gbit";
     t.repeat = 5;
-    t.prefetch = "none";
+    t.prefetch = "auto"; /* migrate's default */
     t.port = 7400;
     t.workroot = "/var/tmp";
     size_t cl = 0;
