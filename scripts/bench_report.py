@@ -2,7 +2,11 @@
 """bench_report: plots (gnuplot, PNG and SVG) and REPORT.md from the JSON that
 `distriproc bench ttfr` and `distriproc bench faults` write.
 
-  bench_report.py [--ttfr FILE] [--faults FILE] [--notes FILE] --out DIR
+  bench_report.py [--ttfr FILE] [--faults FILE] [--notes FILE] [--loadavg FILE] --out DIR
+
+--loadavg FILE: a sampler's log taken during the runs, one line per sample,
+"HH:MM:SS L1 L5 L15 ..." (the time, then /proc/loadavg); the report gives the
+1-minute load's min, median and max (the machine is shared).
 
 Writes into DIR:
   ttfr-restore.{png,svg}  time to first reply from restore start: bars per size
@@ -24,7 +28,7 @@ The faults schema (schema 1; what `bench faults` is to write):
   {"benchmark": "faults", "schema": 1, "started": ISO, "command": STR,
    "machine": {...as above...},
    "runs": [{"emulate_rtt_us": 0,
-             "latency": {SERIES: {"count": N, "p50_us": X, "p90_us": X,
+             "latency": {SERIES: {"method": STR (optional), "count": N, "p50_us": X, "p90_us": X,
                                   "p99_us": X, "max_us": X,
                                   "buckets": [[upper_us, count], ...]}},
              "scan": {"bytes": N, "raw_stream_MBps": X,
@@ -32,8 +36,12 @@ The faults schema (schema 1; what `bench faults` is to write):
                                     "prefetch_hit_rate": F}, ...]}}]}
   SERIES are local_floor (our daemon serving from memory, no network),
   raw_tcp (4 KiB request/response on the same link) and distriproc (a remote
-  fault); buckets are the daemon's latency histogram format (distriproc stats
-  --json: total.latency_buckets), cumulated here into a CDF.
+  fault), the series the issue's check uses; local_floor_daemon and
+  distriproc_daemon (the daemon's own histogram of the same restores) are
+  secondary: in the table, not in the check or the CDF. "method" says how a
+  series was taken (e.g. first touch timed by the application, exact samples;
+  daemon histogram, log2 buckets). buckets are [upper_us, count] pairs,
+  cumulated here into a CDF.
 
 Exit status 1 with a message naming the file and field if the JSON does not
 have the expected shape."""
@@ -57,6 +65,10 @@ SERIES = [
     ("local_floor", "local floor (daemon, no network)"),
     ("raw_tcp", "raw 4 KiB TCP req/resp"),
     ("distriproc", "DistriProc remote fault"),
+]
+SECONDARY = [
+    ("local_floor_daemon", "local floor, daemon's histogram"),
+    ("distriproc_daemon", "DistriProc remote fault, daemon's histogram"),
 ]
 
 
@@ -117,6 +129,8 @@ def check_faults(doc, path):
         need(r, "emulate_rtt_us", w, NUM)
         lat = need(r, "latency", w, dict)
         for name, s in lat.items():
+            if "method" in s:
+                need(s, "method", f"{w}.latency.{name}", str)
             for k in ("p50_us", "p99_us"):
                 need(s, k, f"{w}.latency.{name}", NUM)
             for j, b in enumerate(need(s, "buckets", f"{w}.latency.{name}", list)):
@@ -128,6 +142,34 @@ def check_faults(doc, path):
             need(p, "policy", f"{w}.scan.policies[{j}]", str)
             need(p, "MBps", f"{w}.scan.policies[{j}]", NUM)
     return runs
+
+
+def loadavg_line(path):
+    """The 1-minute load average during the runs, from a sampler's log."""
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except OSError as e:
+        raise BadInput(f"{path}: {e.strerror}")
+    vals, times = [], []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        parts = line.split()
+        try:
+            if len(parts) < 2 or len(parts[0].split(":")) != 3:
+                raise ValueError
+            v = float(parts[1])
+        except ValueError:
+            raise BadInput(f"{path}: line {i + 1}: expected 'HH:MM:SS L1 L5 L15 ...', got {line[:60]!r}")
+        vals.append(v)
+        times.append(parts[0])
+    if not vals:
+        raise BadInput(f"{path}: no load-average samples")
+    srt = sorted(vals)
+    med = srt[(len(srt) - 1) // 2]
+    return (f"- load average (1 min) during the runs, shared machine: median {med:.2f}, min {srt[0]:.2f}, "
+            f"max {srt[-1]:.2f} ({len(vals)} samples {times[0]}..{times[-1]} UTC)")
 
 
 # ---- gnuplot ------------------------------------------------------------------
@@ -291,7 +333,7 @@ def ttfr_section(doc, sizes, have_plots):
            "Median (min..max), seconds. *From restore*: from the end of the dump (the "
            "destination starts getting the process back: page server start + skeleton pull + "
            "criu restore for DistriProc; the image copy + criu restore for CRIU full; "
-           "criu lazy-pages + criu restore for CRIU lazy) to the first PONG. *From freeze*: from "
+           "criu lazy-pages + criu restore for CRIU lazy) to the first correct reply of the probe. *From freeze*: from "
            "the start of the dump. *Bytes moved*: over the link before the first reply.", "",
            "| size | system | from restore (s) | from freeze (s) | bytes moved |",
            "|---|---|---|---|---|"]
@@ -334,11 +376,16 @@ def ttfr_section(doc, sizes, have_plots):
 def faults_section(doc, runs, have_cdf, have_scan):
     out = ["## Fault latency and scan throughput", "",
            f"Run started {doc.get('started', '?')}.", "",
-           "| emulated RTT (us) | series | p50 (us) | p90 (us) | p99 (us) | max (us) |", "|---|---|---|---|---|---|"]
-    names = dict(SERIES)
+           "| emulated RTT (us) | series | how measured | samples | p50 (us) | p90 (us) | p99 (us) | max (us) |",
+           "|---|---|---|---|---|---|---|---|"]
+    names = dict(SERIES + SECONDARY)
+    order = [k for k, _ in SERIES + SECONDARY]
     for r in runs:
-        for key, s in r["latency"].items():
-            out.append(f"| {r['emulate_rtt_us']:g} | {names.get(key, key)} | {s['p50_us']:.1f} | "
+        keys = sorted(r["latency"], key=lambda k: (order.index(k) if k in order else len(order), k))
+        for key in keys:
+            s = r["latency"][key]
+            out.append(f"| {r['emulate_rtt_us']:g} | {names.get(key, key)} | {s.get('method', '')} | "
+                       f"{s.get('count', '')} | {s['p50_us']:.1f} | "
                        f"{s.get('p90_us', float('nan')):.1f} | {s['p99_us']:.1f} | {s.get('max_us', float('nan')):.1f} |")
     out += ["", "| emulated RTT (us) | scan | MB/s | prefetch hit rate |", "|---|---|---|---|"]
     for r in runs:
@@ -379,6 +426,7 @@ def main():
     p.add_argument("--ttfr")
     p.add_argument("--faults")
     p.add_argument("--notes", help="markdown appended as the report's notes")
+    p.add_argument("--loadavg", help="load-average samples taken during the runs (HH:MM:SS L1 L5 L15 ...)")
     p.add_argument("--out", required=True)
     a = p.parse_args()
     if not a.ttfr and not a.faults:
@@ -390,12 +438,13 @@ def main():
         sizes = check_ttfr(ttfr, a.ttfr) if ttfr else None
         faults = load(a.faults, "faults") if a.faults else None
         runs = check_faults(faults, a.faults) if faults else None
+        load_line = loadavg_line(a.loadavg) if a.loadavg else None
     except BadInput as e:
         sys.exit(f"bench_report: {e}")
     os.makedirs(a.out, exist_ok=True)
     report = ["# DistriProc benchmark report", ""]
     src = ttfr or faults
-    report += ["## Machine", ""] + machine_lines(src) + [""]
+    report += ["## Machine", ""] + machine_lines(src) + ([load_line] if load_line else []) + [""]
     report += ["## Commands (exactly as run)", ""]
     for d in (ttfr, faults):
         if d:

@@ -428,6 +428,7 @@ int cmd_restore(int argc, char **argv)
             dp_info("skeleton: %u files, %s received (%s apparent: lazy memory stays remote)", sk.files, b1, b2);
     }
 
+    uint64_t t_skel = dp_now_ns();
     int lfd = dp_lazyd_listen(workdir, &err);
     if (lfd < 0) {
         dp_error("%s", err.msg);
@@ -503,6 +504,7 @@ int cmd_restore(int argc, char **argv)
     }
     close(ready[0]);
 
+    uint64_t t_daemon = dp_now_ns();
     /* criu restore --lazy-pages, bounded, killed if the daemon dies. */
     const char *extra[] = {"--work-dir", workdir, NULL};
     struct dp_restore_opts ro = {.images_dir = images, .pidfile = pidfile, .detached = 1, .lazy_pages = 1,
@@ -574,10 +576,11 @@ int cmd_restore(int argc, char **argv)
     if (a.json) {
         printf("{\"pid\": %d, \"restore_s\": %.6f, \"total_s\": %.6f, \"daemon_pid\": %d, \"workdir\": \"%s\", "
                "\"source\": \"%s\", \"skeleton_bytes\": %llu, \"prefetch\": \"%s\", \"hotset_pages\": %llu, "
-               "\"hotset_source\": \"%s\", \"record_trace_s\": %.1f}\n",
+               "\"hotset_source\": \"%s\", \"record_trace_s\": %.1f, \"skeleton_s\": %.6f, \"daemon_start_s\": %.6f}\n",
                pid, restore_s, total_s, (int)daemon, workdir, a.images ? "local" : a.source,
                (unsigned long long)skel_bytes, a.prefetch, (unsigned long long)hs.total_pages,
-               lo.replay ? dp_hotset_source_name(hs.source) : "none", a.record_s);
+               lo.replay ? dp_hotset_source_name(hs.source) : "none", a.record_s, (double)(t_skel - t_start) / 1e9,
+               (double)(t_daemon - t_skel) / 1e9);
     } else {
         printf("restored pid %d in %.3f s (%.3f s including the skeleton); lazy-pages daemon pid %d\n"
                "pages come from %s when touched; stats: distriproc stats --workdir %s\n",
