@@ -421,12 +421,29 @@ def faults_section(doc, runs, have_cdf, have_scan):
     return out
 
 
+def included_section(path):
+    """Another benchmark's markdown report, its headings one level deeper so it
+    nests under this report's title."""
+    try:
+        with open(path) as f:
+            text = f.read().strip()
+    except OSError as e:
+        sys.exit(f"bench_report: cannot read --section {path}: {e.strerror}")
+    out = []
+    for line in text.splitlines():
+        out.append("#" + line if line.startswith("#") else line)
+    return out + [""]
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ttfr")
     p.add_argument("--faults")
     p.add_argument("--notes", help="markdown appended as the report's notes")
     p.add_argument("--loadavg", help="load-average samples taken during the runs (HH:MM:SS L1 L5 L15 ...)")
+    p.add_argument("--section", action="append", default=[],
+                   help="a markdown report written by another benchmark (e.g. bench warmup's warmup.md), "
+                        "included as a section; repeatable")
     p.add_argument("--out", required=True)
     a = p.parse_args()
     if not a.ttfr and not a.faults:
@@ -462,6 +479,8 @@ def main():
             have_cdf = plot_fault_cdf(runs, a.out, tmp)
             have_scan = plot_scan(runs, a.out, tmp)
             report += faults_section(faults, runs, have_cdf, have_scan)
+    for path in a.section:
+        report += included_section(path)
     if a.notes:
         with open(a.notes) as f:
             report += ["## Notes", "", f.read().strip(), ""]

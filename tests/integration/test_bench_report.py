@@ -146,3 +146,16 @@ def test_bad_method_and_bad_loadavg(tmp_path):
     cp = report("--faults", path, "--loadavg", load, "--out", tmp_path / "r", check=False)
     assert cp.returncode != 0 and "line 2: expected 'HH:MM:SS L1 L5 L15 ...'" in cp.stderr, cp.stderr
     assert not (tmp_path / "r" / "REPORT.md").exists()
+
+
+@pytest.mark.time_limit(60)
+def test_section_from_another_benchmark_is_nested(tmp_path):
+    section = tmp_path / "warmup.md"
+    section.write_text("# Warm-up\n\nreplay took 1.45 s\n\n## Details\n\n| a | b |\n")
+    out = tmp_path / "results"
+    report("--ttfr", TTFR, "--section", section, "--out", out)
+    md = (out / "REPORT.md").read_text()
+    assert "\n## Warm-up\n" in md and "\n### Details\n" in md and "replay took 1.45 s" in md
+    assert "\n# Warm-up" not in md
+    cp = report("--ttfr", TTFR, "--section", tmp_path / "missing.md", "--out", out, check=False)
+    assert cp.returncode != 0 and "cannot read --section" in cp.stderr, cp.stderr
