@@ -53,7 +53,7 @@ static void relink(struct dp_hotset *hs)
 {
     uint32_t k = 0;
     for (uint32_t i = 0; i < hs->nr_tasks; i++) {
-        hs->tasks[i].runs = hs->runs + k;
+        hs->tasks[i].runs = hs->runs ? hs->runs + k : NULL; /* no runs yet: no pointer arithmetic on NULL */
         k += hs->tasks[i].nr_runs;
     }
 }
@@ -74,7 +74,7 @@ int dp_hotset_add_task(struct dp_hotset *hs, int32_t pid)
     }
     hs->tasks[hs->nr_tasks].pid = pid;
     hs->tasks[hs->nr_tasks].nr_runs = 0;
-    hs->tasks[hs->nr_tasks].runs = hs->runs + hs->nr_runs;
+    hs->tasks[hs->nr_tasks].runs = hs->runs ? hs->runs + hs->nr_runs : NULL;
     hs->nr_tasks++;
     return 0;
 }
@@ -192,7 +192,8 @@ int dp_hotset_validate(const struct dp_hotset *hs, struct dp_err *err)
             tmp[k] = *r;
             pages += r->nr_pages;
         }
-        qsort(tmp, t->nr_runs, sizeof(*tmp), cmp_run);
+        if (t->nr_runs > 1)
+            qsort(tmp, t->nr_runs, sizeof(*tmp), cmp_run);
         for (uint32_t k = 1; k < t->nr_runs; k++)
             if (tmp[k - 1].vaddr + (uint64_t)tmp[k - 1].nr_pages * PG > tmp[k].vaddr) {
                 dp_err_set(err, "pid %d: runs at 0x%llx (%u pages) and 0x%llx overlap", t->pid,
@@ -640,7 +641,7 @@ int dp_hotset_merge(const struct dp_hotset *const *in, size_t n, struct dp_hotse
                 if (!t)
                     continue;
                 /* what this task holds so far */
-                struct dp_hs_task cur = {.pid = pid, .nr_runs = out->nr_runs - first, .runs = out->runs + first};
+                struct dp_hs_task cur = {.pid = pid, .nr_runs = out->nr_runs - first, .runs = out->runs ? out->runs + first : NULL};
                 size_t nc;
                 struct ivl *cov = task_ivls(&cur, &nc);
                 if (cur.nr_runs && !cov)

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <sys/epoll.h>
 #include <sys/random.h>
@@ -37,6 +38,8 @@
 #include "lazymap.h"
 #include "pmap.h"
 #include "lazystats.h"
+#include "replay.h"
+#include "trace.h"
 #include "uffd.h"
 #include "util.h"
 
@@ -51,7 +54,7 @@
 #define BG_MAX_INFLIGHT 8
 
 enum { H_LISTEN, H_CRIU, H_UFFD, H_SRC, H_CTL_LISTEN, H_CTL_CLIENT, H_TIMER, H_SIGNAL };
-enum { K_FAULT, K_PREFETCH, K_BACKGROUND };
+enum { K_FAULT, K_PREFETCH, K_BACKGROUND, K_REPLAY };
 enum { R_AT_SOURCE, R_INSTALL_RETRY, R_FETCH_RETRY };
 
 struct handler {
@@ -152,6 +155,11 @@ struct dp_lazyd {
     uint32_t src_ev;
     char sock_path[4200], ctl_path[4200];
     struct lz_evict ev;
+    struct dp_replay replay;   /* o->replay in bulk (issue 7) */
+    int replaying;
+    struct dp_trace trace;     /* first touches, for the next restore */
+    int tracing, trace_sent;
+    uint64_t trace_pages;
 };
 
 static void install(struct dp_lazyd *d, struct lz_req *r);
@@ -195,6 +203,8 @@ static struct lz_task *task_new(struct dp_lazyd *d, int32_t pid, int uffd)
 
 static void req_free(struct lz_req *r)
 {
+    if (r->kind == K_REPLAY) /* installed, dropped or abandoned: no longer in flight */
+        dp_replay_completed(&((struct dp_lazyd *)r->f.opaque)->replay, r->f.npages, dp_now_ns());
     free(r->f.buf);
     free(r->w);
     free(r);
@@ -373,6 +383,89 @@ static uint32_t submit_remote_runs(struct dp_lazyd *d, struct lz_task *t, struct
     return submitted;
 }
 
+/* ---- working set: replay and trace (issue 7) ---- */
+
+/* dp_replay_fetch_fn: the REMOTE pages of checkpoint range [img, +n) of the
+ * original task pid (not a forked child) become in flight. */
+static int64_t replay_fetch(void *ctx, int32_t pid, uint64_t img, uint32_t n)
+{
+    struct dp_lazyd *d = ctx;
+    struct lz_task *t = d->tasks;
+    while (t && !(t->alive && t->pid == pid && t->shown_pid > 0))
+        t = t->next;
+    if (!t)
+        return -1;
+    uint64_t sent = 0;
+    for (uint32_t i = 0; i < n;) {
+        struct dp_lazy_region *reg;
+        uint64_t a = img + (uint64_t)i * PG;
+        if (!dp_lazymap_img_to_addr(&t->map, a, &reg)) {
+            i++; /* unmapped since: nothing to fetch */
+            continue;
+        }
+        uint64_t left_in_reg = (reg->img + (reg->end - reg->start) - a) / PG;
+        uint32_t cnt = n - i < left_in_reg ? n - i : (uint32_t)left_in_reg;
+        sent += submit_remote_runs(d, t, reg, a, cnt, K_REPLAY);
+        i += cnt;
+    }
+    return (int64_t)sent;
+}
+
+static void replay_pump(struct dp_lazyd *d)
+{
+    if (!d->replaying || !d->finished)
+        return;
+    dp_replay_pump(&d->replay, replay_fetch, d, dp_now_ns());
+    if (dp_replay_finished(&d->replay)) {
+        d->replaying = 0;
+        char b[32];
+        dp_format_bytes(d->replay.submitted_pages * PG, b, sizeof(b));
+        dp_info("hot set replayed in %.3f s: %s fetched in %llu batches, %llu pages already there or gone",
+                (double)(d->replay.done_ns - d->replay.start_ns) / 1e9, b,
+                (unsigned long long)d->replay.batches, (unsigned long long)d->replay.skipped_pages);
+    }
+}
+
+/* A first touch of a page with data: part of the working set. */
+static void trace_touch(struct dp_lazyd *d, struct lz_task *t, uint64_t img, uint64_t now)
+{
+    if (!d->tracing)
+        return;
+    if (d->trace.start_ns == 0)
+        d->trace.start_ns = now;
+    if (dp_trace_note(&d->trace, t->pid, img, now) > 0)
+        d->trace_pages++;
+}
+
+/* Hands the trace to the sink once: at the end of its window, or at exit. */
+static void trace_flush(struct dp_lazyd *d, uint64_t now, int at_exit)
+{
+    if (!d->tracing || d->trace_sent || !d->trace.start_ns)
+        return;
+    if (!at_exit && dp_trace_open(&d->trace, now))
+        return;
+    d->trace_sent = 1;
+    struct dp_hotset hs = {0};
+    struct dp_err err = {{0}};
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t us = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    if (dp_trace_build(&d->trace, d->o->cp_id, us, &hs, &err) < 0 ||
+        dp_hotset_encode(&hs, &buf, &len, &err) < 0) {
+        dp_warn("no fault trace to keep: %s", err.msg);
+        dp_hotset_free(&hs);
+        return;
+    }
+    dp_info("fault trace of the first %.1f s: %llu pages in %u runs", (double)d->trace.window_ns / 1e9,
+            (unsigned long long)hs.total_pages, hs.nr_runs);
+    dp_hotset_free(&hs);
+    if (d->o->trace_sink)
+        d->o->trace_sink(d->o->trace_ctx, buf, len);
+    free(buf);
+}
+
 static void fault_remote(struct dp_lazyd *d, struct lz_task *t, struct dp_lazy_region *reg, uint64_t page, uint64_t t0)
 {
     uint64_t img = reg->img + (page - reg->start);
@@ -543,6 +636,7 @@ static void handle_fault(struct dp_lazyd *d, struct lz_task *t, uint64_t addr, u
         break;
     case DP_PG_INFLIGHT: {
         t->c.faults_waited++;
+        trace_touch(d, t, reg->img + (page - reg->start), t0);
         if ((*pg & DP_PGF_PREFETCH) && !(*pg & DP_PGF_WAITED)) {
             t->c.prefetch_hits_inflight++;
             dp_prefetch_inflight_hit(&t->pf, reg->img, reg->img + (page - reg->start));
@@ -554,6 +648,7 @@ static void handle_fault(struct dp_lazyd *d, struct lz_task *t, uint64_t addr, u
         break;
     }
     case DP_PG_REMOTE:
+        trace_touch(d, t, reg->img + (page - reg->start), t0);
         if (ev_managed(d, t)) {
             if (dp_evict_record_fault(&d->ev.pol, t->id, page, t0) == 1)
                 d->ev.refaults++;
@@ -946,7 +1041,16 @@ static void stats_json(struct dp_lazyd *d, struct dp_sbuf *b)
         dp_sbuf_printf(b, "null");
     }
     free(lat);
-    dp_sbuf_printf(b, "}, \"budget\": ");
+    dp_sbuf_printf(b, "}, \"replay\": {\"active\": %s, \"pages\": %llu, \"submitted\": %llu, \"skipped\": %llu, "
+                  "\"completed\": %llu, \"batches\": %llu, \"seconds\": %.3f}, \"trace\": {\"recording\": %s, "
+                  "\"pages\": %llu, \"sent\": %s}",
+                  d->replaying ? "true" : "false", (unsigned long long)d->replay.total_pages,
+                  (unsigned long long)d->replay.submitted_pages, (unsigned long long)d->replay.skipped_pages,
+                  (unsigned long long)d->replay.completed_pages, (unsigned long long)d->replay.batches,
+                  d->replay.done_ns ? (double)(d->replay.done_ns - d->replay.start_ns) / 1e9 : 0.0,
+                  d->tracing && !d->trace_sent ? "true" : "false", (unsigned long long)d->trace_pages,
+                  d->trace_sent ? "true" : "false");
+    dp_sbuf_printf(b, ", \"budget\": ");
     ev_json(d, b);
     dp_sbuf_printf(b, ", \"tasks\": [");
     int first = 1;
@@ -1277,6 +1381,8 @@ static void handle_timer(struct dp_lazyd *d)
         check_timeouts(d, now);
     }
     background_fetch(d, now);
+    replay_pump(d);
+    trace_flush(d, now, 0);
 }
 
 
@@ -2043,10 +2149,17 @@ static void cleanup(struct dp_lazyd *d)
                 req_free(r);
             }
             free(t);
+        } else {
+            /* completed by the source after d is gone: keep req_free away from d->replay */
+            for (struct lz_req *r = t->reqs; r; r = r->next)
+                if (r->kind == K_REPLAY)
+                    r->kind = K_PREFETCH;
         }
     }
     if (d->ep >= 0)
         close(d->ep);
+    dp_replay_free(&d->replay);
+    dp_trace_free(&d->trace);
     /* write-back callbacks still to come (the source is closed after us and
      * completes them with an error) use d: leave it, the process exits */
     if (d->ev.clean_inflight > 0 || d->ev.put_wait > 0)
@@ -2065,6 +2178,17 @@ struct dp_lazyd *dp_lazyd_start(const struct dp_lazyd_opts *o)
     d->start_ns = dp_now_ns();
     d->last_bg_ns = d->start_ns;
     d->listen_h.fd = d->ctl_h.fd = d->timer_h.fd = d->sig_h.fd = d->src_h.fd = -1;
+    if (o->replay) {
+        struct dp_err rerr = {{0}};
+        if (dp_replay_init(&d->replay, o->replay, o->replay_batch, o->replay_window, &rerr) < 0)
+            dp_warn("no hot-set replay: %s", rerr.msg);
+        else
+            d->replaying = 1;
+    }
+    if (o->record_s > 0) {
+        dp_trace_init(&d->trace, 0, o->record_s); /* the clock starts at the first fault */
+        d->tracing = 1;
+    }
     snprintf(d->sock_path, sizeof(d->sock_path), "%s/%s", o->workdir, DP_LAZY_SOCK_NAME);
     snprintf(d->ctl_path, sizeof(d->ctl_path), "%s/%s", o->workdir, DP_CONTROL_SOCK_NAME);
     signal(SIGPIPE, SIG_IGN);
@@ -2142,6 +2266,7 @@ int dp_lazyd_step(struct dp_lazyd *d, int timeout_ms)
         case H_SIGNAL: handle_signal(d); break;
         }
     }
+    replay_pump(d);
     return 1;
 }
 
@@ -2149,6 +2274,7 @@ int dp_lazyd_finish(struct dp_lazyd *d)
 {
     const struct dp_lazyd_opts *o = d->o;
     int rc = d->failed ? 1 : 0;
+    trace_flush(d, dp_now_ns(), 1);
     struct dp_sbuf b = {0};
     stats_json(d, &b);
     if (b.p) {

@@ -9,6 +9,7 @@
 
 #include <stdint.h>
 
+#include "hotset.h"
 #include "lazymap.h"
 #include "pagesrc.h"
 #include "prefetch.h"
@@ -31,6 +32,15 @@ struct dp_lazyd_opts {
     double budget_frac;        /* or: this fraction of the tasks' lazy pages */
     uint32_t evict_batch;      /* pages per stop (0: 256) */
     uint64_t vbuf_bytes;       /* victim buffer (0: 8 MiB) */
+    /* Working set (issue 7, lib/replay.h, lib/trace.h). */
+    const struct dp_hotset *replay;  /* checked hot set to fetch in bulk once the restore finished; NULL = none */
+    uint32_t replay_batch, replay_window; /* pages; 0 = defaults */
+    double record_s;           /* record the first-touch trace of this many seconds; 0 = off */
+    uint8_t cp_id[DP_CPID_SIZE]; /* the checkpoint's identity, stamped on the trace */
+    /* Called once with the encoded trace (at the end of the window, or at
+     * exit if earlier); may hand it off and return at once. */
+    void (*trace_sink)(void *ctx, const uint8_t *buf, size_t len);
+    void *trace_ctx;
 };
 
 int dp_lazyd_listen(const char *workdir, struct dp_err *err);

@@ -30,6 +30,7 @@
 #include "image.h"
 #include "overlay.h"
 #include "pmap.h"
+#include "hotset.h"
 #include "skeleton.h"
 
 #define HIGH_WATER  (8u << 20)   /* stop reading a client with this much output queued */
@@ -798,6 +799,9 @@ static int skel_plan(struct server *s, struct dp_err *err)
         struct skel_file *f = &s->skel[s->nr_skel];
         if (strcmp(pf->name, DP_OVERLAY_NAME) == 0)
             continue; /* our write-back log: lazy data, served by GET */
+        if (strncmp(pf->name, DP_TRACE_PREFIX, strlen(DP_TRACE_PREFIX)) == 0)
+            continue; /* stored traces: served by GET_HOTSET, and pruned while
+                       * a skeleton may be streaming (then: ENOENT mid-stream) */
         size_t len = strlen(pf->name);
         if (len > DP_MAX_NAME || !dp_skel_name_ok(pf->name, len)) {
             dp_err_set(err, "image file name %s cannot be sent (longer than %u bytes or not a plain relative path)",
@@ -1185,7 +1189,10 @@ static void conn_process_input(struct server *s, struct conn *c)
                        dp_now_ns());
             break;
         }
-        if (!dp_request_type_known(h.type)) {
+        /* version-2 types (issue 7) only on a connection that negotiated 2:
+         * refused from the header, before a 16 MiB upload is buffered */
+        if (!dp_request_type_known(h.type) ||
+            (dp_hotset_request_max_len(h.type) && c->version < DP_PROTO_VERSION_HOTSET)) {
             char msg[64];
             snprintf(msg, sizeof(msg), "unknown request type 0x%02x", h.type);
             send_error(s, c, h.id, true, DP_E_UNKNOWN_TYPE, msg, dp_now_ns());

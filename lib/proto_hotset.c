@@ -19,6 +19,15 @@ int dp_hotset_which_parse(const char *text, uint32_t *which)
     return -1;
 }
 
+uint32_t dp_hotset_request_max_len(uint8_t type)
+{
+    switch (type) {
+    case DP_MSG_PUT_TRACE: return DP_MAX_PAYLOAD;
+    case DP_MSG_GET_HOTSET: return DP_GET_HOTSET_REQ_LEN;
+    default: return 0;
+    }
+}
+
 int dp_enc_get_hotset_req(struct dp_buf *b, uint64_t id, uint32_t which)
 {
     uint8_t p[DP_GET_HOTSET_REQ_LEN] = {0};

@@ -35,6 +35,9 @@ enum dp_hotset_which {
 const char *dp_hotset_which_name(uint32_t which);
 int dp_hotset_which_parse(const char *text, uint32_t *which);
 
+/* The largest payload of a version-2 request type, 0 for any other type. */
+uint32_t dp_hotset_request_max_len(uint8_t type);
+
 int dp_enc_get_hotset_req(struct dp_buf *b, uint64_t id, uint32_t which);
 int dp_dec_get_hotset_req(const uint8_t *p, size_t len, uint32_t *which, struct dp_err *err);
 int dp_enc_put_trace_reply(struct dp_buf *b, uint64_t id, uint64_t pages, uint32_t runs);

@@ -2,7 +2,11 @@
 """bench_report: plots (gnuplot, PNG and SVG) and REPORT.md from the JSON that
 `distriproc bench ttfr` and `distriproc bench faults` write.
 
-  bench_report.py [--ttfr FILE] [--faults FILE] [--remote-fraction FILE ...] [--notes FILE] --out DIR
+  bench_report.py [--ttfr FILE] [--faults FILE] [--remote-fraction FILE ...] [--notes FILE] [--loadavg FILE] --out DIR
+
+--loadavg FILE: a sampler's log taken during the runs, one line per sample,
+"HH:MM:SS L1 L5 L15 ..." (the time, then /proc/loadavg); the report gives the
+1-minute load's min, median and max (the machine is shared).
 
 Writes into DIR:
   ttfr-restore.{png,svg}  time to first reply from restore start: bars per size
@@ -26,7 +30,7 @@ The faults schema (schema 1; what `bench faults` is to write):
   {"benchmark": "faults", "schema": 1, "started": ISO, "command": STR,
    "machine": {...as above...},
    "runs": [{"emulate_rtt_us": 0,
-             "latency": {SERIES: {"count": N, "p50_us": X, "p90_us": X,
+             "latency": {SERIES: {"method": STR (optional), "count": N, "p50_us": X, "p90_us": X,
                                   "p99_us": X, "max_us": X,
                                   "buckets": [[upper_us, count], ...]}},
              "scan": {"bytes": N, "raw_stream_MBps": X,
@@ -34,8 +38,12 @@ The faults schema (schema 1; what `bench faults` is to write):
                                     "prefetch_hit_rate": F}, ...]}}]}
   SERIES are local_floor (our daemon serving from memory, no network),
   raw_tcp (4 KiB request/response on the same link) and distriproc (a remote
-  fault); buckets are the daemon's latency histogram format (distriproc stats
-  --json: total.latency_buckets), cumulated here into a CDF.
+  fault), the series the issue's check uses; local_floor_daemon and
+  distriproc_daemon (the daemon's own histogram of the same restores) are
+  secondary: in the table, not in the check or the CDF. "method" says how a
+  series was taken (e.g. first touch timed by the application, exact samples;
+  daemon histogram, log2 buckets). buckets are [upper_us, count] pairs,
+  cumulated here into a CDF.
 
 Exit status 1 with a message naming the file and field if the JSON does not
 have the expected shape."""
@@ -59,6 +67,10 @@ SERIES = [
     ("local_floor", "local floor (daemon, no network)"),
     ("raw_tcp", "raw 4 KiB TCP req/resp"),
     ("distriproc", "DistriProc remote fault"),
+]
+SECONDARY = [
+    ("local_floor_daemon", "local floor, daemon's histogram"),
+    ("distriproc_daemon", "DistriProc remote fault, daemon's histogram"),
 ]
 
 
@@ -119,6 +131,8 @@ def check_faults(doc, path):
         need(r, "emulate_rtt_us", w, NUM)
         lat = need(r, "latency", w, dict)
         for name, s in lat.items():
+            if "method" in s:
+                need(s, "method", f"{w}.latency.{name}", str)
             for k in ("p50_us", "p99_us"):
                 need(s, k, f"{w}.latency.{name}", NUM)
             for j, b in enumerate(need(s, "buckets", f"{w}.latency.{name}", list)):
@@ -148,6 +162,34 @@ def check_remote_fraction(doc, path):
             if mix not in local:
                 raise BadInput(f"{where}: mix {mix} has no local baseline")
     return points
+
+
+def loadavg_line(path):
+    """The 1-minute load average during the runs, from a sampler's log."""
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except OSError as e:
+        raise BadInput(f"{path}: {e.strerror}")
+    vals, times = [], []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        parts = line.split()
+        try:
+            if len(parts) < 2 or len(parts[0].split(":")) != 3:
+                raise ValueError
+            v = float(parts[1])
+        except ValueError:
+            raise BadInput(f"{path}: line {i + 1}: expected 'HH:MM:SS L1 L5 L15 ...', got {line[:60]!r}")
+        vals.append(v)
+        times.append(parts[0])
+    if not vals:
+        raise BadInput(f"{path}: no load-average samples")
+    srt = sorted(vals)
+    med = srt[(len(srt) - 1) // 2]
+    return (f"- load average (1 min) during the runs, shared machine: median {med:.2f}, min {srt[0]:.2f}, "
+            f"max {srt[-1]:.2f} ({len(vals)} samples {times[0]}..{times[-1]} UTC)")
 
 
 # ---- gnuplot ------------------------------------------------------------------
@@ -379,7 +421,7 @@ def ttfr_section(doc, sizes, have_plots):
            "Median (min..max), seconds. *From restore*: from the end of the dump (the "
            "destination starts getting the process back: page server start + skeleton pull + "
            "criu restore for DistriProc; the image copy + criu restore for CRIU full; "
-           "criu lazy-pages + criu restore for CRIU lazy) to the first PONG. *From freeze*: from "
+           "criu lazy-pages + criu restore for CRIU lazy) to the first correct reply of the probe. *From freeze*: from "
            "the start of the dump. *Bytes moved*: over the link before the first reply.", "",
            "| size | system | from restore (s) | from freeze (s) | bytes moved |",
            "|---|---|---|---|---|"]
@@ -422,11 +464,16 @@ def ttfr_section(doc, sizes, have_plots):
 def faults_section(doc, runs, have_cdf, have_scan):
     out = ["## Fault latency and scan throughput", "",
            f"Run started {doc.get('started', '?')}.", "",
-           "| emulated RTT (us) | series | p50 (us) | p90 (us) | p99 (us) | max (us) |", "|---|---|---|---|---|---|"]
-    names = dict(SERIES)
+           "| emulated RTT (us) | series | how measured | samples | p50 (us) | p90 (us) | p99 (us) | max (us) |",
+           "|---|---|---|---|---|---|---|---|"]
+    names = dict(SERIES + SECONDARY)
+    order = [k for k, _ in SERIES + SECONDARY]
     for r in runs:
-        for key, s in r["latency"].items():
-            out.append(f"| {r['emulate_rtt_us']:g} | {names.get(key, key)} | {s['p50_us']:.1f} | "
+        keys = sorted(r["latency"], key=lambda k: (order.index(k) if k in order else len(order), k))
+        for key in keys:
+            s = r["latency"][key]
+            out.append(f"| {r['emulate_rtt_us']:g} | {names.get(key, key)} | {s.get('method', '')} | "
+                       f"{s.get('count', '')} | {s['p50_us']:.1f} | "
                        f"{s.get('p90_us', float('nan')):.1f} | {s['p99_us']:.1f} | {s.get('max_us', float('nan')):.1f} |")
     out += ["", "| emulated RTT (us) | scan | MB/s | prefetch hit rate |", "|---|---|---|---|"]
     for r in runs:
@@ -462,6 +509,20 @@ def faults_section(doc, runs, have_cdf, have_scan):
     return out
 
 
+def included_section(path):
+    """Another benchmark's markdown report, its headings one level deeper so it
+    nests under this report's title."""
+    try:
+        with open(path) as f:
+            text = f.read().strip()
+    except OSError as e:
+        sys.exit(f"bench_report: cannot read --section {path}: {e.strerror}")
+    out = []
+    for line in text.splitlines():
+        out.append("#" + line if line.startswith("#") else line)
+    return out + [""]
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ttfr")
@@ -469,6 +530,10 @@ def main():
     p.add_argument("--remote-fraction", action="append", default=[],
                    help="JSON of bench remote-fraction (repeatable: redis, memwalk)")
     p.add_argument("--notes", help="markdown appended as the report's notes")
+    p.add_argument("--loadavg", help="load-average samples taken during the runs (HH:MM:SS L1 L5 L15 ...)")
+    p.add_argument("--section", action="append", default=[],
+                   help="a markdown report written by another benchmark (e.g. bench warmup's warmup.md), "
+                        "included as a section; repeatable")
     p.add_argument("--out", required=True)
     a = p.parse_args()
     if not a.ttfr and not a.faults and not a.remote_fraction:
@@ -483,16 +548,19 @@ def main():
         rfs = [load(f, "remote-fraction") for f in a.remote_fraction]
         for d, f in zip(rfs, a.remote_fraction):
             check_remote_fraction(d, f)
+        load_line = loadavg_line(a.loadavg) if a.loadavg else None
     except BadInput as e:
         sys.exit(f"bench_report: {e}")
     os.makedirs(a.out, exist_ok=True)
     report = ["# DistriProc benchmark report", ""]
-    src = ttfr or faults or rfs[0]
-    report += ["## Machine", ""] + machine_lines(src) + [""]
+    src = ttfr or faults or (rfs[0] if rfs else {})
+    report += ["## Machine", ""] + machine_lines(src) + ([load_line] if load_line else []) + [""]
     report += ["## Commands (exactly as run)", ""]
     for d in (ttfr, faults, *rfs):
         if d:
-            report.append(f"    {d.get('command', '?')}")
+            lab = d.get("lab")
+            env = f"DISTRIPROC_LAB={lab} " if lab and lab != "dp" else ""
+            report.append(f"    {env}{d.get('command', '?')}")
     report += [f"    scripts/bench_report.py {' '.join(sys.argv[1:])}", ""]
     with tempfile.TemporaryDirectory() as tmp:
         if ttfr:
@@ -506,6 +574,8 @@ def main():
             report += faults_section(faults, runs, have_cdf, have_scan)
         if rfs:
             report += remote_fraction_section(rfs, plot_remote_fraction(rfs, a.out, tmp))
+    for path in a.section:
+        report += included_section(path)
     if a.notes:
         with open(a.notes) as f:
             report += ["## Notes", "", f.read().strip(), ""]

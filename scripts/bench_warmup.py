@@ -84,6 +84,77 @@ def analyze(series, offset_s, bucket=BUCKET, steady_frac=0.3, target=0.9, smooth
             "time_to_90_s": None if hit is None else round(offset_s + (hit + 1) * bucket, 3)}
 
 
+def time_to_level(series, offset_s, level, bucket=BUCKET, smooth=5, hold=None):
+    """Like analyze, against a given level (ops/s) instead of the run's own
+    steady throughput: the end of the first bucket whose trailing mean reaches
+    level and stays for `hold` buckets; None if never."""
+    hold = smooth if hold is None else hold
+    means = []
+    for i in range(len(series)):
+        w = series[max(0, i - smooth + 1):i + 1]
+        means.append(sum(w) / len(w))
+    for i, m in enumerate(means):
+        if m >= level and all(x >= level for x in means[i:i + hold]):
+            return round(offset_s + (i + 1) * bucket, 3)
+    return None
+
+
+def ops_within(series, offset_s, seconds, bucket=BUCKET):
+    """Operations completed within `seconds` of the start of the restore."""
+    n = int(max(0.0, seconds - offset_s) / bucket)
+    return int(round(sum(series[:n]) * bucket))
+
+
+def common_reference(w):
+    """The workload's steady throughput: the median of its runs' own steady
+    values (the same warm process in every run; the machine's load moves
+    each run's value), and each run's time to 90% of it."""
+    steady = sorted(r["steady_per_s"] for r in w["runs"].values())
+    ref = steady[len(steady) // 2]
+    redis = w["workload"] == "redis"
+    out = {"reference_per_s": ref, "time_to_90_of_reference_s": {}, "ops_first_5_s": {}}
+    for tag, r in w["runs"].items():
+        off = r["client"].get("start_delay_s") or 0.0
+        out["time_to_90_of_reference_s"][tag] = time_to_level(r["series"], off, 0.9 * ref, bucket=r["bucket_s"],
+                                                             smooth=5 if redis else 1, hold=5 if redis else 2)
+        out["ops_first_5_s"][tag] = ops_within(r["series"], off, 5.0, bucket=r["bucket_s"])
+    return out
+
+
+def median(v):
+    v = sorted(x for x in v if x is not None)
+    if not v:
+        return None
+    m = len(v) // 2
+    return v[m] if len(v) % 2 else (v[m - 1] + v[m]) / 2
+
+
+def summarize(w):
+    """Medians over the runs without replay (A, B, N*) and with (C*), of the
+    time to 90% of the common reference and of the ops in the first 5 s."""
+    c = common_reference(w)
+    tags = list(w["runs"])
+    no = [t for t in tags if not t.startswith("C")]
+    yes = [t for t in tags if t.startswith("C")]
+    t90 = c["time_to_90_of_reference_s"]
+    f5 = c["ops_first_5_s"]
+    first = {}
+    for t, r in w["runs"].items():
+        lat = r["client"].get("latency_ms")
+        if lat:  # ML: the first inference after the restore, from the restore's start
+            first[t] = round((r["client"].get("start_delay_s") or 0.0) + lat[0] / 1000.0, 3)
+    return {"reference_per_s": c["reference_per_s"],
+            "runs_without": no, "runs_with": yes,
+            "first_op_done_median_s": {"no_replay": median([first.get(t) for t in no]),
+                                       "replay": median([first.get(t) for t in yes])},
+            "time_to_90_median_s": {"no_replay": median([t90[t] for t in no]),
+                                    "replay": median([t90[t] for t in yes])},
+            "never_reached": {"no_replay": sum(t90[t] is None for t in no),
+                              "replay": sum(t90[t] is None for t in yes)},
+            "ops_first_5_s_median": {"no_replay": median([f5[t] for t in no]),
+                                     "replay": median([f5[t] for t in yes])}}
+
+
 # ---- report: markdown and gnuplot figures from the JSON ----------------------------------
 
 def fmt_s(v):
@@ -100,7 +171,10 @@ def report(d, outdir, cmdline):
              "their first-touch traces; run C replays A's trace right after the restore. Precision and "
              "recall compare a hot set with B's trace (the pages the next run touches). Times are from "
              "the start of `distriproc restore` (skeleton pull included) to 90%% of the run's steady "
-             "throughput (mean of its last 30%%)." % d.get("started", "?"), ""]
+             "throughput (mean of its last 30%%). Load average at the start / end: %s / %s on %s CPUs "
+             "(other jobs shared the machine: throughput is noisy)." % (
+                 d.get("started", "?"), d.get("loadavg_start", "?"), d.get("loadavg_end", "?"), d.get("cpus", "?")),
+             ""]
     lines += ["| workload | hot set | precision | recall | pages predicted | pages touched next |",
               "|---|---|---:|---:|---:|---:|"]
     for w in d["workloads"]:
@@ -113,15 +187,40 @@ def report(d, outdir, cmdline):
               "pages replayed | replay hit rate (est.) | daemon prefetch hit rate |",
               "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for w in d["workloads"]:
-        for tag in ("A", "B", "C"):
+        for tag in w["runs"]:
             r = w["runs"][tag]
             dm = r.get("daemon", {})
             rp = r.get("replay") or {}
             lines.append("| %s | %s | %s | %.1f | %s | %s | %s | %s | %s |" % (
-                w["workload"], tag, "yes" if tag == "C" else "no", r["steady_per_s"], fmt_s(r["time_to_90_s"]),
-                dm.get("faults_remote", "?"), rp.get("submitted", 0),
-                "%.1f%%" % (100 * w["replay_hit_rate_est"]) if tag == "C" else "-",
+                w["workload"], tag, "yes" if tag.startswith("C") else "no", r["steady_per_s"],
+                fmt_s(r["time_to_90_s"]), dm.get("faults_remote", "?"), rp.get("submitted", 0),
+                "%.1f%%" % (100 * w["replay_hit_rate_est"]) if tag.startswith("C") else "-",
                 "%.1f%%" % (100 * dm["prefetch_hit_rate"]) if "prefetch_hit_rate" in dm else "?"))
+    lines += ["", "Under load the runs' own steady values differ (the machine was shared), so the same "
+              "comparison against one reference per workload (the median of its runs' steady throughput), "
+              "and the work done in the first 5 s after the start of the restore:", "",
+              "| workload | reference (ops/s) | run | replay | time to 90% of reference | ops in the first 5 s |",
+              "|---|---:|---|---|---:|---:|"]
+    for w in d["workloads"]:
+        c = common_reference(w)
+        for tag in w["runs"]:
+            lines.append("| %s | %.1f | %s | %s | %s | %d |" % (
+                w["workload"], c["reference_per_s"], tag, "yes" if tag.startswith("C") else "no",
+                fmt_s(c["time_to_90_of_reference_s"][tag]), c["ops_first_5_s"][tag]))
+    lines += ["", "**Summary** (medians over the runs without replay and with it; for ML also the time from "
+              "the start of the restore until the first inference was answered):", "",
+              "| workload | runs without / with | time to 90% without | with | ops in the first 5 s without | with "
+              "| first inference without | with |",
+              "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for w in d["workloads"]:
+        sm = summarize(w)
+        fo = sm["first_op_done_median_s"]
+        lines.append("| %s | %d / %d | %s | %s | %s | %s | %s | %s |" % (
+            w["workload"], len(sm["runs_without"]), len(sm["runs_with"]),
+            fmt_s(sm["time_to_90_median_s"]["no_replay"]), fmt_s(sm["time_to_90_median_s"]["replay"]),
+            sm["ops_first_5_s_median"]["no_replay"], sm["ops_first_5_s_median"]["replay"],
+            fmt_s(fo["no_replay"]) if fo["no_replay"] is not None else "-",
+            fmt_s(fo["replay"]) if fo["replay"] is not None else "-"))
     lines += ["", "Replay hit rate (est.): the share of replayed pages that the next run touches, i.e. the "
               "trace's precision against run B. The daemon cannot see it directly: a replayed page that is "
               "touched after it was installed causes no fault (no access bits are visible from outside on "
@@ -150,7 +249,17 @@ def report(d, outdir, cmdline):
         lines.append("![%s](warmup-%s.svg)" % (name, name))
         lines.append("")
     text = "\n".join(lines) + "\n"
-    with open(os.path.join(outdir, "warmup.md"), "w") as f:
+    md = os.path.join(outdir, "warmup.md")
+    # hand-written notes at the end of an earlier report are kept
+    try:
+        with open(md) as f:
+            old = f.read()
+        i = old.find("\n## Notes\n")
+        if i >= 0:
+            text += old[i:]
+    except OSError:
+        pass
+    with open(md, "w") as f:
         f.write(text)
     return text
 
@@ -358,9 +467,11 @@ class Bench:
         time.sleep(1)
 
         runs = {}
-        for tag, extra in (("A", ["--record-trace", a.record]),
-                           ("B", ["--record-trace", a.record]),
-                           ("C", ["--hotset", os.path.join(self.work, name, "A", "trace.bin")])):
+        hot = os.path.join(self.work, name, "A", "trace.bin")
+        plan = [("A", ["--record-trace", a.record]), ("B", ["--record-trace", a.record]), ("C", ["--hotset", hot])]
+        for i in range(2, a.repeat + 1):  # more pairs, alternating, against the machine's noise
+            plan += [("N%d" % i, ["--record-trace", "0"]), ("C%d" % i, ["--hotset", hot])]
+        for tag, extra in plan:
             wd_tag = os.path.join(name, tag)
             log("%s: run %s (%s)" % (name, tag, " ".join(map(str, extra))))
             t_start = time.time()
@@ -391,20 +502,21 @@ class Bench:
         acc = {"trace": self.compare(images, A, B), "classify": self.compare(images, cls, B)}
         c = runs["C"]
         replayed = (c["replay"] or {}).get("submitted", 0)
-        return {"workload": name, "info": info, "checkpoint": {k: ck[k] for k in ("lazy_bytes", "image_bytes")},
-                "classify_summary": {k: ck["hotset"][k] for k in ("hot_pages", "lazy_data_pages", "seconds")},
-                "accuracy": acc,
-                "replay_hit_rate_est": acc["trace"]["precision"],
-                "replayed_pages": replayed,
-                "time_to_90_s": {"no_replay": runs["A"]["time_to_90_s"], "no_replay_B": runs["B"]["time_to_90_s"],
-                                 "replay": c["time_to_90_s"]},
-                "runs": runs}
+        w = {"workload": name, "info": info, "checkpoint": {k: ck[k] for k in ("lazy_bytes", "image_bytes")},
+             "classify_summary": {k: ck["hotset"][k] for k in ("hot_pages", "lazy_data_pages", "seconds")},
+             "accuracy": acc,
+             "replay_hit_rate_est": acc["trace"]["precision"],
+             "replayed_pages": replayed,
+             "runs": runs}
+        w["summary"] = summarize(w)
+        return w
 
     def main(self):
         a = self.a
         os.makedirs(self.work, exist_ok=True)
         self.run([self.dp, "lab", "up"], timeout=60)
         out = {"bench": "warmup", "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               "loadavg_start": os.getloadavg(), "cpus": os.cpu_count(),
                "params": {k: v for k, v in vars(a).items() if k not in ("func",)}, "workloads": []}
         try:
             for name in a.workloads.split(","):
@@ -414,12 +526,13 @@ class Bench:
             self.cleanup()
             if LAB != "dp":
                 self.run([self.dp, "lab", "down"], timeout=60, check=False)
+        out["loadavg_end"] = os.getloadavg()
         with open(a.json, "w") as f:
             json.dump(out, f, indent=1)
         for w in out["workloads"]:
-            t = w["time_to_90_s"]
+            t = w["summary"]["time_to_90_median_s"]
             log("%s: precision %.1f%% recall %.1f%% (trace), %.1f%%/%.1f%% (classify); 90%% of steady "
-                "throughput after %s s without replay, %s s with" %
+                "throughput after %s s without replay, %s s with (medians)" %
                 (w["workload"], 100 * w["accuracy"]["trace"]["precision"], 100 * w["accuracy"]["trace"]["recall"],
                  100 * w["accuracy"]["classify"]["precision"], 100 * w["accuracy"]["classify"]["recall"],
                  t["no_replay"], t["replay"]))
@@ -442,6 +555,7 @@ def main():
     r.add_argument("--seconds", type=float, default=20)
     r.add_argument("--seed", type=int, default=7)
     r.add_argument("--prefetch", default="none")
+    r.add_argument("--repeat", type=int, default=3, help="pairs of runs without/with replay (A+B, C count as 1)")
     r.add_argument("--lab", help="run in a private lab NAME-src/NAME-dst (DISTRIPROC_LAB; needs a "
                    "distriproc whose lab supports it)")
     c = sub.add_parser("client")

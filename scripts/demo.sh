@@ -8,7 +8,7 @@
 # Run as root from a checkout: `make demo` (which runs `make deps` and builds
 # first). Knobs (environment): DEMO_MIB (1024), DEMO_BANDWIDTH (1gbit; "none"
 # for an uncapped link), DEMO_PREFETCH (none), DEMO_READ_SECONDS (10),
-# DEMO_PORT (7070).
+# DEMO_PORT (7070); DISTRIPROC_LAB=NAME runs it in a private lab.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -29,7 +29,8 @@ T0=$(date +%s)
 
 say() { printf 'demo [%4ds]: %s\n' "$(($(date +%s) - T0))" "$*" >&2; }
 die() { say "FAILED: $*"; exit 1; }
-in_ns() { local host=$1; shift; nsenter --net=/run/netns/dp-"$host" "$@"; }
+LAB=${DISTRIPROC_LAB:-dp}   # the distriproc binary honours the same variable
+in_ns() { local host=$1; shift; nsenter --net=/run/netns/"$LAB"-"$host" "$@"; }
 
 cleanup() {
     local rc=$?

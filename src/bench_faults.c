@@ -13,8 +13,13 @@
  *                 reply sent R us after its request arrived, exactly as the
  *                 page server's emulation delays replies; one request at a time
  *   raw stream    the same server streaming the scan's bytes after one request
- * Fault latencies are the daemon's own histogram (fault read to page
- * installed); raw latencies are measured by the client (send to full reply).
+ * Fault latencies are taken where the application sees them: before the
+ * scan, forkmem's TOUCH times the first touch of --touch pages spread over its
+ * memory (one volatile read each, clock_gettime around it; exact samples), in
+ * the local-floor restore and in the remote restore without prefetch. The
+ * daemon's own histogram (fault read to page installed, log2 buckets) of the
+ * same restores is kept as a secondary series. Raw latencies are measured by
+ * the client (send to full reply).
  * Scan throughput is the workload's bytes over the VERIFY round trip. */
 #include <errno.h>
 #include <fcntl.h>
@@ -48,6 +53,7 @@
 #define RAW_REPLY (4096 + 56)
 #define MAX_RTTS 8
 #define MAX_POLICIES 8
+#define FM_REPLY_MAX (4000 * 16 + 512) /* forkmem's longest reply: TOUCH 4000 */
 
 struct lat {
     double p50, p90, p99, max;
@@ -63,7 +69,8 @@ struct scan {
 
 struct rttres {
     uint64_t rtt_us;
-    struct lat floor, raw, remote;
+    struct lat floor, raw, remote;           /* application's first touches; client */
+    struct lat floor_daemon, remote_daemon; /* the daemon's histogram */
     double raw_stream_mbps;
     struct scan scans[MAX_POLICIES];
     int nscans;
@@ -85,6 +92,8 @@ static void usage(FILE *out)
             "  --mib N             memory of the workload (forkmem), MiB (default 256)\n"
             "  --bandwidth RATE    tbf cap on the lab link (default 1gbit; 'none' = uncapped)\n"
             "  --samples N         raw TCP request/response samples (default 5000)\n"
+            "  --touch N           first touches timed by the workload per restore (local\n"
+            "                      floor, remote without prefetch), 10..4000 (default 2000)\n"
             "  --port P            page server port; P+1 for the raw server (default 7450)\n"
             "  --workdir DIR       scratch space (default /var/tmp)\n"
             "  --json OUT          results (schema: scripts/bench_report.py --help)\n");
@@ -124,7 +133,7 @@ static double forkmem_cmd(const char *netns, const char *addr, const char *cmd, 
         uint64_t t0 = dp_now_ns();
         if (dp_write_full(fd, line, (size_t)n) < 0)
             _exit(1);
-        char buf[512];
+        static char buf[FM_REPLY_MAX];
         size_t got = 0;
         while (got + 1 < sizeof(buf)) {
             ssize_t r = read(fd, buf + got, sizeof(buf) - 1 - got);
@@ -141,11 +150,14 @@ static double forkmem_cmd(const char *netns, const char *addr, const char *cmd, 
     }
     close(p[1]);
     double dt = -1;
-    char buf[512] = "";
+    static char buf[FM_REPLY_MAX];
     if (dp_read_full(p[0], &dt, sizeof(dt)) < 0)
         dt = -1;
-    ssize_t n = read(p[0], buf, sizeof(buf) - 1);
-    buf[n > 0 ? n : 0] = '\0';
+    size_t n = 0;
+    ssize_t r;
+    while (n + 1 < sizeof(buf) && (r = read(p[0], buf + n, sizeof(buf) - 1 - n)) > 0)
+        n += (size_t)r;
+    buf[n] = '\0';
     close(p[0]);
     int st;
     waitpid(pid, &st, 0);
@@ -388,10 +400,48 @@ static void rm_rf(const char *path)
     dp_orch_run(argv, NULL, 300, NULL, -1, -1, &err);
 }
 
-/* One lazy restore in dst, a VERIFY (the scan), the daemon's stats; then the
+/* forkmem's TOUCH reply -> exact first-touch samples in l. */
+static int lat_from_touch(const char *reply, long want, struct lat *l, char *eb, size_t el)
+{
+    double touched = 0, errors = -1;
+    char *arr = json_array_after(reply, "us");
+    if (!arr || dp_json_number(reply, NULL, "touched", &touched) < 0 ||
+        dp_json_number(reply, NULL, "errors", &errors) < 0) {
+        snprintf(eb, el, "TOUCH of the restored forkmem failed (reply '%.100s')", reply);
+        free(arr);
+        return -1;
+    }
+    if (errors != 0) {
+        snprintf(eb, el, "TOUCH found %.0f pages with wrong contents", errors);
+        free(arr);
+        return -1;
+    }
+    double *us = calloc((size_t)want + 1, sizeof(double));
+    long n = 0;
+    char *p = arr + 1, *end;
+    while (us && n < want) {
+        double v = strtod(p, &end);
+        if (end == p)
+            break;
+        us[n++] = v;
+        p = end + strspn(end, ", ");
+    }
+    free(arr);
+    if (!us || n < 1 || n != (long)touched) {
+        snprintf(eb, el, "TOUCH returned %ld samples for %.0f pages", n, touched);
+        free(us);
+        return -1;
+    }
+    lat_from_samples(us, n, l);
+    free(us);
+    return 0;
+}
+
+/* One lazy restore in dst; with touch > 0 forkmem's TOUCH first (first-touch
+ * latencies into app), then a VERIFY (the scan), the daemon's stats; then the
  * restored tree is killed and the daemon waited for. */
-static int restore_and_scan(const struct ctx *c, const char *source, const char *policy, struct scan *s,
-                            char **stats_out, char *eb, size_t el)
+static int restore_and_scan(const struct ctx *c, const char *source, const char *policy, long touch,
+                            struct lat *app, struct scan *s, char **stats_out, char *eb, size_t el)
 {
     char wd[PATH_MAX + 64];
     snprintf(wd, sizeof(wd), "%s/wd", c->workroot);
@@ -413,11 +463,23 @@ static int restore_and_scan(const struct ctx *c, const char *source, const char 
     }
     free(out);
     unsigned long long dstart = dp_proc_starttime((pid_t)dpid);
-    char reply[512];
-    double dt = forkmem_cmd(lab_hosts[1].netns, DST_ADDR, "VERIFY", reply, sizeof(reply), 600);
-    double errors = -1;
+    static char reply[FM_REPLY_MAX];
     int rc = 0;
-    if (dt < 0 || dp_json_number(reply, NULL, "errors", &errors) < 0) {
+    if (touch > 0) {
+        char cmd[64];
+        snprintf(cmd, sizeof(cmd), "TOUCH %ld", touch);
+        if (forkmem_cmd(lab_hosts[1].netns, DST_ADDR, cmd, reply, sizeof(reply), 600) < 0 ||
+            lat_from_touch(reply, touch, app, eb, el) < 0) {
+            if (!eb[0])
+                snprintf(eb, el, "TOUCH of the restored forkmem failed (reply '%.100s')", reply);
+            rc = -1;
+        }
+    }
+    double dt = rc < 0 ? -1 : forkmem_cmd(lab_hosts[1].netns, DST_ADDR, "VERIFY", reply, sizeof(reply), 600);
+    double errors = -1;
+    if (rc < 0) {
+        /* eb says why */
+    } else if (dt < 0 || dp_json_number(reply, NULL, "errors", &errors) < 0) {
         snprintf(eb, el, "VERIFY of the restored forkmem failed (reply '%.100s')", reply);
         rc = -1;
     } else {
@@ -449,11 +511,11 @@ static int restore_and_scan(const struct ctx *c, const char *source, const char 
     return rc;
 }
 
-static void json_lat(FILE *f, const char *name, const struct lat *l, int comma)
+static void json_lat(FILE *f, const char *name, const char *method, const struct lat *l, int comma)
 {
-    fprintf(f, "%s\"%s\": {\"count\": %llu, \"p50_us\": %.3f, \"p90_us\": %.3f, \"p99_us\": %.3f, \"max_us\": %.3f, "
-               "\"buckets\": %s}",
-            comma ? ", " : "", name, (unsigned long long)l->count, l->p50, l->p90, l->p99, l->max,
+    fprintf(f, "%s\"%s\": {\"method\": \"%s\", \"count\": %llu, \"p50_us\": %.3f, \"p90_us\": %.3f, "
+               "\"p99_us\": %.3f, \"max_us\": %.3f, \"buckets\": %s}",
+            comma ? ", " : "", name, method, (unsigned long long)l->count, l->p50, l->p90, l->p99, l->max,
             l->buckets ? l->buckets : "[]");
 }
 
@@ -488,7 +550,7 @@ static void read_field(const char *path, const char *prefix, char *out, size_t l
         fclose(f);
 }
 
-static int write_json(const char *path, const char *cmdline, time_t started, const char *bandwidth, uint64_t mib,
+static int write_json(const char *path, const char *cmdline, time_t started, const char *bandwidth, uint64_t mib, long touch,
                       const struct rttres *r, int n)
 {
     FILE *f = fopen(path, "w");
@@ -509,9 +571,9 @@ static int write_json(const char *path, const char *cmdline, time_t started, con
     json_str(f, cpu);
     fprintf(f, ", \"cpus\": %ld, \"memory\": ", sysconf(_SC_NPROCESSORS_ONLN));
     json_str(f, mem);
-    fprintf(f, "},\n  \"bandwidth\": \"%s\",\n  \"workload\": \"forkmem --mib %llu, VERIFY (one sequential pass)\",\n"
+    fprintf(f, "},\n  \"lab\": \"%s\",\n  \"bandwidth\": \"%s\",\n  \"workload\": \"forkmem --mib %llu, TOUCH %ld (first touches, timed) then VERIFY (one sequential pass)\",\n"
                "  \"runs\": [",
-            bandwidth, (unsigned long long)mib);
+            lab_name(), bandwidth, (unsigned long long)mib, touch);
     for (int i = 0; i < n; i++) {
         const struct rttres *x = &r[i];
         fprintf(f, "%s\n    {\"emulate_rtt_us\": %llu, \"error\": ", i ? "," : "", (unsigned long long)x->rtt_us);
@@ -520,17 +582,23 @@ static int write_json(const char *path, const char *cmdline, time_t started, con
         else
             fprintf(f, "null");
         fprintf(f, ",\n     \"latency\": {");
+        const struct {
+            const char *name, *method;
+            const struct lat *l;
+        } ser[] = {
+            {"local_floor", "first touch (application, exact)", &x->floor},
+            {"raw_tcp", "client send to full reply (exact)", &x->raw},
+            {"distriproc", "first touch (application, exact)", &x->remote},
+            {"local_floor_daemon", "daemon histogram (log2 buckets)", &x->floor_daemon},
+            {"distriproc_daemon", "daemon histogram (log2 buckets)", &x->remote_daemon},
+        };
         int comma = 0;
-        if (x->floor.count) {
-            json_lat(f, "local_floor", &x->floor, comma);
-            comma = 1;
+        for (size_t k = 0; k < DP_ARRAY_LEN(ser); k++) {
+            if (ser[k].l->count) {
+                json_lat(f, ser[k].name, ser[k].method, ser[k].l, comma);
+                comma = 1;
+            }
         }
-        if (x->raw.count) {
-            json_lat(f, "raw_tcp", &x->raw, comma);
-            comma = 1;
-        }
-        if (x->remote.count)
-            json_lat(f, "distriproc", &x->remote, comma);
         fprintf(f, "},\n     \"scan\": {\"bytes\": %llu, \"raw_stream_MBps\": %.3f, \"policies\": [",
                 (unsigned long long)(mib << 20), x->raw_stream_mbps);
         for (int k = 0; k < x->nscans; k++)
@@ -559,12 +627,13 @@ int bench_faults(int argc, char **argv)
         {"emulate-rtt", required_argument, NULL, 'r'}, {"policies", required_argument, NULL, 'p'},
         {"mib", required_argument, NULL, 'm'},         {"bandwidth", required_argument, NULL, 'b'},
         {"samples", required_argument, NULL, 'n'},     {"port", required_argument, NULL, 'P'},
+        {"touch", required_argument, NULL, 't'},
         {"workdir", required_argument, NULL, 'w'},     {"json", required_argument, NULL, 'j'},
         {"help", no_argument, NULL, 'h'},              {NULL, 0, NULL, 0},
     };
     char rtts_text[128] = "0,300,1000", pol_text[256] = "none,seq:16,seq:64,stride,auto", cmdline[1024];
     const char *bandwidth = "1gbit", *json = NULL, *workroot = "/var/tmp";
-    long samples = 5000;
+    long samples = 5000, touch = 2000;
     struct ctx c = {.mib = 256, .port = 7450};
     size_t cl = 0;
     for (int i = 0; i < argc && cl + 2 < sizeof(cmdline); i++)
@@ -587,6 +656,13 @@ int bench_faults(int argc, char **argv)
             samples = strtol(optarg, &end, 10);
             if (*end || samples < 10 || samples > 10000000) {
                 fprintf(stderr, "distriproc bench faults: --samples takes 10..10000000\n");
+                return 2;
+            }
+            break;
+        case 't':
+            touch = strtol(optarg, &end, 10);
+            if (*end || touch < 10 || touch > 4000) {
+                fprintf(stderr, "distriproc bench faults: --touch takes 10..4000\n");
                 return 2;
             }
             break;
@@ -705,20 +781,23 @@ int bench_faults(int argc, char **argv)
 
     /* The local floor does not depend on the link: measured once, reported
      * with every RTT. */
-    struct lat floor = {0};
+    struct lat floor = {0}, floor_daemon = {0};
     struct scan fs;
     char *stats = NULL, eb[512] = "";
     dp_info("faults: local floor (restore --images, prefetch none)");
-    if (restore_and_scan(&c, NULL, "none", &fs, &stats, eb, sizeof(eb)) < 0 || lat_from_stats(stats, &floor) < 0)
+    if (restore_and_scan(&c, NULL, "none", touch, &floor, &fs, &stats, eb, sizeof(eb)) < 0 ||
+        lat_from_stats(stats, &floor_daemon) < 0)
         dp_warn("faults: local floor failed: %s", eb[0] ? eb : "no latency in the stats");
     else
-        dp_info("faults: local floor p50 %.1f us p99 %.1f us, scan %.1f MB/s", floor.p50, floor.p99, fs.mbps);
+        dp_info("faults: local floor first touch p50 %.1f us p99 %.1f us (daemon: p50 %.1f us), scan %.1f MB/s",
+                floor.p50, floor.p99, floor_daemon.p50, fs.mbps);
     free(stats);
 
     double *lat_us = calloc((size_t)samples, sizeof(double));
     for (int i = 0; i < nrtt; i++) {
         struct rttres *x = &res[i];
         x->floor = floor;
+        x->floor_daemon = floor_daemon;
         char listen[64], rtt[32], logp[PATH_MAX + 32];
         snprintf(listen, sizeof(listen), SRC_ADDR ":%d", c.port);
         snprintf(rtt, sizeof(rtt), "%llu", (unsigned long long)x->rtt_us);
@@ -745,19 +824,21 @@ int bench_faults(int argc, char **argv)
             struct scan s = {0};
             stats = NULL;
             eb[0] = '\0';
-            if (restore_and_scan(&c, listen, pol_items[k], &s, &stats, eb, sizeof(eb)) < 0) {
+            int none = strcmp(pol_items[k], "none") == 0;
+            if (restore_and_scan(&c, listen, pol_items[k], none ? touch : 0, &x->remote, &s, &stats, eb,
+                                 sizeof(eb)) < 0) {
                 dp_warn("faults: RTT %s us, prefetch %s: %s", rtt, pol_items[k], eb);
                 if (!x->error[0])
                     snprintf(x->error, sizeof(x->error), "prefetch %.30s: %.400s", pol_items[k], eb);
             } else {
                 x->scans[x->nscans++] = s;
-                if (strcmp(pol_items[k], "none") == 0 && lat_from_stats(stats, &x->remote) < 0)
+                if (none && lat_from_stats(stats, &x->remote_daemon) < 0)
                     dp_warn("faults: no latency histogram in the stats");
                 dp_info("faults: RTT %s us, prefetch %-8s scan %8.1f MB/s (%.2f s), hit rate %.1f %%", rtt,
                         pol_items[k], s.mbps, s.seconds, s.hit_rate * 100);
-                if (strcmp(pol_items[k], "none") == 0)
-                    dp_info("faults: RTT %s us: DistriProc remote fault p50 %.1f us p99 %.1f us", rtt,
-                            x->remote.p50, x->remote.p99);
+                if (none)
+                    dp_info("faults: RTT %s us: DistriProc remote fault first touch p50 %.1f us p99 %.1f us "
+                            "(daemon: p50 %.1f us)", rtt, x->remote.p50, x->remote.p99, x->remote_daemon.p50);
             }
             free(stats);
         }
@@ -766,10 +847,10 @@ int bench_faults(int argc, char **argv)
             kill(server, SIGKILL);
         waitpid(server, NULL, 0);
         server = -1;
-        write_json(json, cmdline, started, bandwidth, c.mib, res, i + 1);
+        write_json(json, cmdline, started, bandwidth, c.mib, touch, res, i + 1);
     }
     free(lat_us);
-    rc = write_json(json, cmdline, started, bandwidth, c.mib, res, nrtt) == 0 ? 0 : 1;
+    rc = write_json(json, cmdline, started, bandwidth, c.mib, touch, res, nrtt) == 0 ? 0 : 1;
     printf("\nfaults: results in %s (plots: scripts/bench_report.py --faults %s --out DIR)\n", json, json);
 done:
     if (server > 0)

@@ -11,8 +11,10 @@
  *                    (no network: the images are where the restore runs)
  *   local            no migration: the probe against the running source (the
  *                    floor every other figure includes)
- * The probe is `redis-cli ping` (PONG) run in the destination's namespace
- * until it succeeds. "From restore" starts when the dump is complete and the
+ * The probe is a GET of one key from the middle of the loaded data whose
+ * reply must hash (sha256) to what the source Redis answered right after the
+ * load, run in the destination's namespace until it succeeds: the first
+ * *correct* reply, which needs the dataset's pages, not only Redis's own. "From restore" starts when the dump is complete and the
  * destination starts to get the process back (skeleton pull / image copy /
  * lazy restore); "from freeze" starts when the dump starts. */
 #include <dirent.h>
@@ -76,6 +78,7 @@ struct ttfr {
     struct sizeres size[MAX_SIZES];
     int nsizes;
     char tool[PATH_MAX], criu[PATH_MAX], cmdline[2048];
+    char check[192]; /* the probe after "redis-cli -h H -p P": GET + checksum of this size's data */
     const char *self;
     time_t started;
 };
@@ -131,7 +134,7 @@ static void usage(FILE *out)
     fprintf(out,
             "usage: distriproc bench ttfr --json OUT [options]\n"
             "\n"
-            "Time to the first correct reply (redis-cli PING -> PONG) of a Redis loaded to\n"
+            "Time to the first correct reply (redis-cli GET of a known key, checksum checked) of a Redis loaded to\n"
             "each size, migrated src -> dst in the lab by DistriProc (lazy), CRIU full\n"
             "migration (dump, copy all images over the link, restore), CRIU's own lazy\n"
             "restore from local images, and the local floor (probe of the running source).\n"
@@ -141,7 +144,7 @@ static void usage(FILE *out)
             "  --sizes LIST      data loaded into Redis, e.g. 256M,1G,4G (default)\n"
             "  --bandwidth RATE  tbf cap on the lab link (default 1gbit; 'none' = uncapped)\n"
             "  --repeat N        repetitions per size and system (default 5, at least 1)\n"
-            "  --prefetch P      DistriProc's prefetch policy (default none)\n"
+            "  --prefetch P      DistriProc's prefetch policy (default auto, as migrate)\n"
             "  --port P          page server / copier port on the lab hosts (default 7400)\n"
             "  --workdir DIR     scratch space for images (default /var/tmp; needs about\n"
             "                    1.3x the largest size free)\n"
@@ -247,7 +250,8 @@ static int write_json(const struct ttfr *t)
     fprintf(f, "  \"lab\": \"%s\",\n", lab_name());
     fprintf(f, "  \"bandwidth\": \"%s\",\n  \"repeat\": %d,\n  \"prefetch\": \"%s\",\n  \"probe\": ", t->bandwidth,
             t->repeat, t->prefetch);
-    json_escape(f, "redis-cli -h HOST -p 6379 ping | grep -qx PONG");
+    json_escape(f, "redis-cli -h HOST -p 6379 get key:KEYS/2 | sha256sum | grep -q '^SHA256 '"
+                   " (SHA256: of the same GET against the source right after the load)");
     fprintf(f, ",\n  \"sizes\": [");
     for (int i = 0; i < t->nsizes; i++) {
         const struct sizeres *z = &t->size[i];
@@ -330,10 +334,21 @@ static char *run_self(const struct ttfr *t, const char *const argv[], double tim
     return out;
 }
 
-static uint64_t probe(const char *netns, const char *addr, double timeout_s, pid_t alive_pid, int *attempts)
+/* The probe of a loaded Redis (t->check: GET of a known key, reply checked);
+ * with check NULL, PING -> PONG (a Redis not loaded yet). */
+static void probe_cmd(const char *check, const char *addr, char *cmd, size_t len)
 {
-    char cmd[256];
-    snprintf(cmd, sizeof(cmd), "redis-cli -h %s -p %d ping | grep -qx PONG", addr, REDIS_PORT);
+    if (check)
+        snprintf(cmd, len, "redis-cli -h %s -p %d %s", addr, REDIS_PORT, check);
+    else
+        snprintf(cmd, len, "redis-cli -h %s -p %d ping | grep -qx PONG", addr, REDIS_PORT);
+}
+
+static uint64_t probe(const char *check, const char *netns, const char *addr, double timeout_s, pid_t alive_pid,
+                      int *attempts)
+{
+    char cmd[320];
+    probe_cmd(check, addr, cmd, sizeof(cmd));
     return dp_orch_probe(cmd, netns, timeout_s, 5, -1, alive_pid, dp_proc_starttime(alive_pid), attempts);
 }
 
@@ -531,13 +546,13 @@ static int64_t copy_over_link(const char *dir_src, const char *dir_dst, int port
 
 static int run_distriproc(struct ttfr *t, pid_t redis, const char *work, struct sample *s, char *eb, size_t el)
 {
-    char wd[PATH_MAX + 32], pidbuf[32], port[16], probe_cmd[128];
+    char wd[PATH_MAX + 32], pidbuf[32], port[16], pcmd[320];
     snprintf(wd, sizeof(wd), "%s/distriproc", work);
     snprintf(pidbuf, sizeof(pidbuf), "%d", (int)redis);
     snprintf(port, sizeof(port), "%d", t->port);
-    snprintf(probe_cmd, sizeof(probe_cmd), "redis-cli -h %s -p %d ping | grep -qx PONG", DST_ADDR, REDIS_PORT);
+    probe_cmd(t->check, DST_ADDR, pcmd, sizeof(pcmd));
     const char *argv[] = {t->self, "migrate", "--pid", pidbuf, "--workdir", wd, "--port", port, "--prefetch",
-                          t->prefetch, "--leave-running", "--probe", probe_cmd, "--probe-timeout", "120", "--json",
+                          t->prefetch, "--leave-running", "--probe", pcmd, "--probe-timeout", "120", "--json",
                           NULL};
     char *out = run_self(t, argv, 1200, "distriproc migrate", eb, el);
     int rc = -1;
@@ -620,7 +635,7 @@ static int run_criu_full(struct ttfr *t, pid_t redis, const char *work, struct s
     uint64_t t3 = dp_now_ns();
     restored = read_pidfile(pidfile);
     int attempts;
-    uint64_t ok = probe(lab_hosts[1].netns, DST_ADDR, 120, restored, &attempts);
+    uint64_t ok = probe(t->check, lab_hosts[1].netns, DST_ADDR, 120, restored, &attempts);
     if (!ok) {
         snprintf(eb, el, "the fully restored Redis did not answer within 120 s");
         goto out;
@@ -680,7 +695,7 @@ static int run_criu_lazy_local(struct ttfr *t, pid_t redis, const char *work, st
     uint64_t t2 = dp_now_ns();
     restored = read_pidfile(pidfile);
     int attempts;
-    uint64_t ok = probe(lab_hosts[1].netns, DST_ADDR, 120, restored, &attempts);
+    uint64_t ok = probe(t->check, lab_hosts[1].netns, DST_ADDR, 120, restored, &attempts);
     if (!ok) {
         snprintf(eb, el, "the lazily restored Redis (CRIU's daemon) did not answer within 120 s");
         goto out;
@@ -707,10 +722,9 @@ out:
 
 static int run_local(struct ttfr *t, pid_t redis, struct sample *s, char *eb, size_t el)
 {
-    (void)t;
     int attempts;
     uint64_t t0 = dp_now_ns();
-    uint64_t ok = probe(lab_hosts[0].netns, SRC_ADDR, 30, redis, &attempts);
+    uint64_t ok = probe(t->check, lab_hosts[0].netns, SRC_ADDR, 30, redis, &attempts);
     if (!ok || attempts != 1) {
         snprintf(eb, el, "the running source Redis did not answer the first probe");
         return -1;
@@ -746,7 +760,7 @@ static pid_t start_redis(struct ttfr *t, struct sizeres *z, char *eb, size_t el)
         pid = (pid_t)atoi(out);
         free(out);
         int attempts;
-        if (!probe(lab_hosts[0].netns, SRC_ADDR, 30, pid, &attempts)) {
+        if (!probe(NULL, lab_hosts[0].netns, SRC_ADDR, 30, pid, &attempts)) {
             snprintf(eb, el, "Redis did not answer on src");
             kill_tree(pid);
             pid = -1;
@@ -775,6 +789,24 @@ static pid_t start_redis(struct ttfr *t, struct sizeres *z, char *eb, size_t el)
     if (dp_json_number(lo, NULL, "keys", &v) == 0)
         z->keys = (uint64_t)v;
     free(lo);
+    /* The probe's key and the checksum of its value as the source answers it. */
+    char getcmd[128];
+    snprintf(getcmd, sizeof(getcmd), "redis-cli -h %s -p %d get key:%llu | sha256sum", SRC_ADDR, REDIS_PORT,
+             (unsigned long long)(z->keys / 2));
+    const char *sh[] = {"/bin/sh", "-c", getcmd, NULL};
+    char *sum = NULL;
+    st = dp_orch_run(sh, lab_hosts[0].netns, 60, &sum, -1, -1, &err);
+    if (st < 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0 || !sum || strspn(sum, "0123456789abcdef") != 64 ||
+        z->keys == 0) {
+        snprintf(eb, el, "cannot read key:%llu back from the loaded Redis", (unsigned long long)(z->keys / 2));
+        free(sum);
+        kill_tree(pid);
+        return -1;
+    }
+    sum[64] = '\0';
+    snprintf(t->check, sizeof(t->check), "get key:%llu | sha256sum | grep -q '^%s '", (unsigned long long)(z->keys / 2),
+             sum);
+    free(sum);
     return pid;
 }
 
@@ -885,7 +917,7 @@ int bench_ttfr(int argc, char **argv)
     snprintf(t.sizes_text, sizeof(t.sizes_text), "256M,1G,4G");
     t.bandwidth = "1gbit";
     t.repeat = 5;
-    t.prefetch = "none";
+    t.prefetch = "auto"; /* migrate's default */
     t.port = 7400;
     t.workroot = "/var/tmp";
     size_t cl = 0;

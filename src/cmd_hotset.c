@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "accesslog.h"
 #include "commands.h"
 #include "cpid.h"
 #include "hotset.h"
@@ -20,6 +21,7 @@ static void usage(FILE *out)
             "       distriproc hotset identity --images DIR\n"
             "       distriproc hotset merge --images DIR --output OUT FILE FILE...\n"
             "       distriproc hotset compare --images DIR PREDICTED ACTUAL [--json]\n"
+            "       distriproc hotset from-access-log --images DIR --output OUT [--window SEC] LOG.json\n"
             "\n"
             "A hot set is the working set of a checkpoint: per task, the page runs to fetch\n"
             "first after a restore. `checkpoint --classify` writes DIR/%s; a restore\n"
@@ -34,7 +36,11 @@ static void usage(FILE *out)
             "  identity  the identity of the checkpoint in DIR\n"
             "  merge     FILEs of one checkpoint into OUT: the first file's runs in order,\n"
             "            then each next file's pages not included yet (trace, then classify)\n"
-            "  compare   precision and recall of PREDICTED against the pages of ACTUAL\n",
+            "  compare   precision and recall of PREDICTED against the pages of ACTUAL\n"
+            "  from-access-log  the page server's access log of an earlier run (distriproc query\n"
+            "            access-log, or serve --access-log FILE) as a hot set of the checkpoint in DIR:\n"
+            "            pages in order of first access (those of the first SEC seconds with --window);\n"
+            "            it includes prefetched pages, so log a run with --prefetch none\n",
             DP_HOTSET_FILE, DP_TRACE_PREFIX);
 }
 
@@ -97,10 +103,12 @@ int cmd_hotset(int argc, char **argv)
         {"images", required_argument, NULL, 'i'},
         {"output", required_argument, NULL, 'o'},
         {"json", no_argument, NULL, 'j'},
+        {"window", required_argument, NULL, 'W'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *images = NULL, *output = NULL;
+    double window = 0;
     int json = 0, c;
     optind = 2;
     while ((c = getopt_long(argc, argv, "hi:o:", longopts, NULL)) != -1) {
@@ -108,6 +116,15 @@ int cmd_hotset(int argc, char **argv)
         case 'i': images = optarg; break;
         case 'o': output = optarg; break;
         case 'j': json = 1; break;
+        case 'W': {
+            char *end;
+            window = strtod(optarg, &end);
+            if (*end || !(window >= 0)) {
+                dp_error("--window takes seconds, not '%s'", optarg);
+                return 2;
+            }
+            break;
+        }
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -128,7 +145,7 @@ int cmd_hotset(int argc, char **argv)
         return 0;
     }
     int want = !strcmp(verb, "check") ? 1 : !strcmp(verb, "identity") ? 0 : !strcmp(verb, "compare") ? 2
-             : !strcmp(verb, "merge") ? -2 : -1;
+             : !strcmp(verb, "merge") ? -2 : !strcmp(verb, "from-access-log") ? 3 : -1;
     if (want == -1) {
         dp_error("unknown action '%s'", verb);
         usage(stderr);
@@ -138,7 +155,8 @@ int cmd_hotset(int argc, char **argv)
         dp_error("%s needs --images DIR (the checkpoint the hot sets must belong to)", verb);
         return 2;
     }
-    if ((want >= 0 && nfiles != want) || (want == -2 && (nfiles < 2 || !output))) {
+    if ((want >= 0 && want < 3 && nfiles != want) || (want == 3 && (nfiles != 1 || !output)) ||
+        (want == -2 && (nfiles < 2 || !output))) {
         dp_error("wrong arguments for %s (see --help)", verb);
         return 2;
     }
@@ -150,7 +168,37 @@ int cmd_hotset(int argc, char **argv)
         return 1;
     }
     int rc = 0;
-    if (want == 0) {
+    if (want == 3) {
+        uint8_t *text;
+        size_t len;
+        struct dp_access_ent *ents = NULL;
+        size_t n = 0;
+        struct dp_hotset hs;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        uint64_t us = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+        if (dp_read_file(files[0], &text, &len, &err) < 0) {
+            dp_error("%s", err.msg);
+            rc = 1;
+        } else {
+            if (dp_accesslog_parse((const char *)text, len, &ents, &n, &err) < 0 ||
+                dp_accesslog_hotset(ents, n, window, id, us, &hs, &err) < 0) {
+                dp_error("%s: %s", files[0], err.msg);
+                rc = 1;
+            } else {
+                /* stamped with DIR's identity: every page must be lazy memory of it */
+                if (dp_hotset_check(files[0], &hs, cp, id, &err) < 0 || dp_hotset_write(output, &hs, &err) < 0) {
+                    dp_error("%s (was the log written by a server of this checkpoint?)", err.msg);
+                    rc = 1;
+                } else {
+                    print_hotset(output, &hs, json);
+                }
+                dp_hotset_free(&hs);
+            }
+            free(ents);
+            free(text);
+        }
+    } else if (want == 0) {
         char hex[DP_CPID_HEX];
         dp_cpid_hex(id, hex);
         printf("%s\n", hex);

@@ -13,14 +13,20 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <pthread.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
 #include "client.h"
 #include "commands.h"
+#include "cpid.h"
 #include "criu.h"
 #include "lab.h"
+#include "hotset.h"
+#include "key.h"
 #include "lazyd.h"
+#include "pageserver_hotset.h"
+#include "proto_hotset.h"
 #include "pagesrc.h"
 #include "util.h"
 
@@ -53,6 +59,17 @@ static void usage(FILE *out)
             "  --victim-buffer SIZE    recently evicted pages kept in the daemon (default 8M)\n"
             "  --restore-timeout SEC   bound for criu restore itself (default 120)\n"
             "  --shell-job             pass --shell-job to criu (if the dump needed it)\n"
+            "  --hotset KIND|FILE      fetch the checkpoint's working set in bulk right after the\n"
+            "                          restore: auto (the newest recorded trace, else the\n"
+            "                          classification), classify, trace, merged, or a hot-set\n"
+            "                          FILE. It must belong to this checkpoint: one made for\n"
+            "                          another (or an earlier) checkpoint is refused and nothing\n"
+            "                          is restored. auto without any hot set restores without one\n"
+            "  --replay-window BYTES   hot-set bytes in flight at once (default 8M)\n"
+            "  --record-trace SEC      record the first-touch trace of the first SEC seconds and\n"
+            "                          store it with the checkpoint (page server, or the local\n"
+            "                          images) for the next restore; default 10 from a page server\n"
+            "                          without --hotset, else 0 (off); also WORKDIR/trace.bin\n"
             "  --foreground            stay attached until the last restored task exits\n"
             "  --json                  print the result as JSON\n"
             "  -v, --verbose           debug logging\n"
@@ -61,7 +78,9 @@ static void usage(FILE *out)
 }
 
 struct restore_args {
-    const char *source, *key, *images, *workdir, *host, *prefetch;
+    const char *source, *key, *images, *workdir, *host, *prefetch, *hotset;
+    uint64_t replay_window;
+    double record_s;
     uint64_t bg_rate, budget, vbuf;
     double budget_frac;
     unsigned evict_batch;
@@ -104,6 +123,132 @@ static int enter_netns(const char *host)
     return 0;
 }
 
+/* ---- working set (issue 7): the recorded trace goes to the page server
+ * (or into the local images) from a thread with its own connection, so the
+ * daemon's loop never blocks on it. ---- */
+struct trace_up {
+    const char *source, *key, *workdir, *images_local;
+    pthread_t th;
+    int started;
+    uint8_t *buf;
+    size_t len;
+};
+static struct trace_up trace_up;
+
+static void *trace_upload(void *arg)
+{
+    struct trace_up *u = arg;
+    struct dp_err err = {{0}};
+    static uint8_t key[DP_KEY_MAX];
+    struct dp_client_opts o = {.connect_timeout_ms = 10000, .give_up_ms = 30000};
+    struct dp_client *c = NULL;
+    uint64_t pages;
+    uint32_t runs;
+    if (dp_parse_hostport(u->source, &o.addr) < 0 || dp_key_load(u->key, key, &o.key_len, &err) < 0 ||
+        (o.key = key, dp_client_connect(&o, &c, &err) < 0) ||
+        dp_client_put_trace(c, u->buf, u->len, &pages, &runs, 30000, &err) < 0)
+        dp_warn("the fault trace was not stored on %s: %s (it stays in %s/trace.bin)", u->source, err.msg,
+                u->workdir);
+    else
+        dp_info("fault trace stored on %s: %llu pages in %u runs", u->source, (unsigned long long)pages, runs);
+    if (c)
+        dp_client_close(c);
+    return NULL;
+}
+
+static void trace_sink(void *ctx, const uint8_t *buf, size_t len)
+{
+    struct trace_up *u = ctx;
+    char path[PATH_MAX + 16];
+    snprintf(path, sizeof(path), "%s/trace.bin", u->workdir);
+    FILE *f = fopen(path, "wb");
+    if (!f || fwrite(buf, 1, len, f) != len || fclose(f) != 0)
+        dp_warn("cannot write %s: %s", path, strerror(errno));
+    struct dp_err err = {{0}};
+    if (u->images_local) {
+        struct dp_checkpoint *cp = NULL;
+        struct dp_hotset_store *st = NULL;
+        uint64_t pages;
+        uint32_t runs;
+        char name[256];
+        if (dp_checkpoint_open(u->images_local, &cp, &err) < 0 || dp_hotset_store_open(cp, &st, &err) < 0 ||
+            dp_hotset_store_put_trace(st, buf, len, &pages, &runs, name, sizeof(name), &err) != DP_E_OK)
+            dp_warn("the fault trace was not stored in %s: %s", u->images_local, err.msg);
+        else
+            dp_info("fault trace stored as %s/%s", u->images_local, name);
+        dp_hotset_store_close(st);
+        dp_checkpoint_close(cp);
+        return;
+    }
+    u->buf = malloc(len);
+    if (!u->buf)
+        return;
+    memcpy(u->buf, buf, len);
+    u->len = len;
+    if (pthread_create(&u->th, NULL, trace_upload, u) == 0)
+        u->started = 1;
+}
+
+static void trace_wait(void)
+{
+    if (trace_up.started)
+        pthread_join(trace_up.th, NULL);
+    trace_up.started = 0;
+    free(trace_up.buf);
+}
+
+/* The hot set to replay: fetched from the page server (or read from the
+ * local images, or FILE), then checked against this checkpoint. Returns 0
+ * with *out set, 1 when auto found none (restore without one), -1 refused. */
+static int load_hotset(const struct restore_args *a, struct dp_pagesrc *src, const struct dp_checkpoint *cp,
+                       const uint8_t id[DP_CPID_SIZE], struct dp_hotset *out)
+{
+    struct dp_err err = {{0}};
+    uint32_t which;
+    if (dp_hotset_which_parse(a->hotset, &which) < 0) {
+        if (dp_hotset_load(a->hotset, cp, id, out, &err) < 0) {
+            dp_error("--hotset %s refused: %s", a->hotset, err.msg);
+            return -1;
+        }
+        return 0;
+    }
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    int rc = 0;
+    if (a->images) {
+        struct dp_hotset_store *st;
+        if (dp_hotset_store_open(cp, &st, &err) < 0) {
+            dp_error("%s", err.msg);
+            return -1;
+        }
+        rc = dp_hotset_store_get(st, which, &buf, &len, &err);
+        dp_hotset_store_close(st);
+        rc = rc == DP_E_OK ? 0 : rc == DP_E_NO_HOTSET ? 1 : -1;
+    } else if (dp_client_get_hotset(dp_pagesrc_remote_client(src), which, &buf, &len, 30000, &err) < 0) {
+        rc = strstr(err.msg, "no fault trace") || strstr(err.msg, "no classification") ? 1 : -1;
+    }
+    if (rc == 1 && which == DP_HOTSET_AUTO) {
+        dp_info("no hot set for this checkpoint yet (%s); restoring without one", err.msg);
+        return 1;
+    }
+    if (rc != 0) {
+        dp_error("--hotset %s: %s", a->hotset, err.msg);
+        return -1;
+    }
+    /* the server checked it; check again against our own copy of the images */
+    char name[64];
+    snprintf(name, sizeof(name), "hot set '%s' from the source", a->hotset);
+    if (dp_hotset_decode(name, buf, len, out, &err) < 0 || dp_hotset_check(name, out, cp, id, &err) < 0) {
+        dp_error("--hotset %s refused: %s", a->hotset, err.msg);
+        if (out->tasks)
+            dp_hotset_free(out);
+        free(buf);
+        return -1;
+    }
+    free(buf);
+    return 0;
+}
+
 /* The daemon's process: detached from the terminal's session; logs to
  * WORKDIR/lazyd.log unless in the foreground. */
 static pid_t start_daemon(const struct restore_args *a, struct dp_lazyd_opts *o, int ready_wr)
@@ -129,6 +274,7 @@ static pid_t start_daemon(const struct restore_args *a, struct dp_lazyd_opts *o,
     dp_log_set_tag("distriproc lazyd");
     o->ready_fd = ready_wr;
     int rc = dp_lazyd_run(o);
+    trace_wait();
     o->src->ops->close(o->src);
     _exit(rc);
 }
@@ -158,9 +304,11 @@ int cmd_restore(int argc, char **argv)
         {"budget", required_argument, NULL, 'B'},    {"evict-batch", required_argument, NULL, 'E'},
         {"victim-buffer", required_argument, NULL, 'V'},
         {"verbose", no_argument, NULL, 'v'},         {"help", no_argument, NULL, 'h'},
+        {"hotset", required_argument, NULL, 'T'},    {"replay-window", required_argument, NULL, 'W'},
+        {"record-trace", required_argument, NULL, 'R'},
         {NULL, 0, NULL, 0},
     };
-    struct restore_args a = {.prefetch = "none", .restore_timeout = 120};
+    struct restore_args a = {.prefetch = "none", .restore_timeout = 120, .record_s = -1};
     int c;
     while ((c = getopt_long(argc, argv, "hv", opts, NULL)) != -1) {
         switch (c) {
@@ -228,6 +376,20 @@ int cmd_restore(int argc, char **argv)
         case 'V':
             if (dp_parse_size(optarg, &a.vbuf) < 0) {
                 fprintf(stderr, "distriproc restore: --victim-buffer takes a size such as 8M (got '%s')\n", optarg);
+                return 2;
+            }
+            break;
+        case 'T': a.hotset = optarg; break;
+        case 'W':
+            if (dp_parse_size(optarg, &a.replay_window) < 0 || a.replay_window < DP_PAGE_SIZE ||
+                a.replay_window > (1ull << 32)) {
+                fprintf(stderr, "distriproc restore: --replay-window takes bytes such as 8M (got '%s')\n", optarg);
+                return 2;
+            }
+            break;
+        case 'R':
+            if (parse_seconds(optarg, &a.record_s) < 0) {
+                fprintf(stderr, "distriproc restore: --record-trace takes seconds (got '%s')\n", optarg);
                 return 2;
             }
             break;
@@ -314,11 +476,50 @@ int cmd_restore(int argc, char **argv)
             dp_info("skeleton: %u files, %s received (%s apparent: lazy memory stays remote)", sk.files, b1, b2);
     }
 
+    uint64_t t_skel = dp_now_ns();
     int lfd = dp_lazyd_listen(workdir, &err);
     if (lfd < 0) {
         dp_error("%s", err.msg);
         src->ops->close(src);
         return 1;
+    }
+    /* Working set: the checkpoint's identity (from our copy of its images),
+     * the hot set to replay, the trace to record. */
+    struct dp_hotset hs = {0};
+    /* by default a remote restore without a hot set records one for the next
+     * restore; local images are only written to when asked (--record-trace) */
+    if (a.record_s < 0)
+        a.record_s = a.hotset || a.images ? 0 : 10;
+    if (a.hotset || a.record_s > 0) {
+        struct dp_checkpoint *cpi = NULL;
+        if (dp_checkpoint_open(images, &cpi, &err) < 0 || dp_checkpoint_identity(cpi, lo.cp_id, &err) < 0) {
+            dp_error("cannot identify the checkpoint in %s: %s", images, err.msg);
+            dp_checkpoint_close(cpi);
+            close(lfd);
+            src->ops->close(src);
+            return 1;
+        }
+        int hrc = a.hotset ? load_hotset(&a, src, cpi, lo.cp_id, &hs) : 1;
+        dp_checkpoint_close(cpi);
+        if (hrc < 0) {
+            close(lfd);
+            src->ops->close(src);
+            return 1;
+        }
+        if (hrc == 0) {
+            lo.replay = &hs;
+            char b[32];
+            dp_format_bytes(hs.total_pages * DP_PAGE_SIZE, b, sizeof(b));
+            if (!a.json)
+                dp_info("hot set: %s (%s) will be fetched in bulk right after the restore",
+                        b, dp_hotset_source_name(hs.source));
+        }
+        lo.record_s = a.record_s;
+        lo.replay_window = (uint32_t)(a.replay_window / DP_PAGE_SIZE);
+        trace_up = (struct trace_up){.source = a.source, .key = a.key, .workdir = workdir,
+                                     .images_local = a.images ? images : NULL};
+        lo.trace_sink = trace_sink;
+        lo.trace_ctx = &trace_up;
     }
     lo.workdir = workdir;
     lo.listen_fd = lfd;
@@ -355,6 +556,7 @@ int cmd_restore(int argc, char **argv)
     }
     close(ready[0]);
 
+    uint64_t t_daemon = dp_now_ns();
     /* criu restore --lazy-pages, bounded, killed if the daemon dies. */
     const char *extra[] = {"--work-dir", workdir, NULL};
     struct dp_restore_opts ro = {.images_dir = images, .pidfile = pidfile, .detached = 1, .lazy_pages = 1,
@@ -425,9 +627,12 @@ int cmd_restore(int argc, char **argv)
     double restore_s = (double)(t_done - t_criu) / 1e9, total_s = (double)(t_done - t_start) / 1e9;
     if (a.json) {
         printf("{\"pid\": %d, \"restore_s\": %.6f, \"total_s\": %.6f, \"daemon_pid\": %d, \"workdir\": \"%s\", "
-               "\"source\": \"%s\", \"skeleton_bytes\": %llu, \"prefetch\": \"%s\"}\n",
+               "\"source\": \"%s\", \"skeleton_bytes\": %llu, \"prefetch\": \"%s\", \"hotset_pages\": %llu, "
+               "\"hotset_source\": \"%s\", \"record_trace_s\": %.1f, \"skeleton_s\": %.6f, \"daemon_start_s\": %.6f}\n",
                pid, restore_s, total_s, (int)daemon, workdir, a.images ? "local" : a.source,
-               (unsigned long long)skel_bytes, a.prefetch);
+               (unsigned long long)skel_bytes, a.prefetch, (unsigned long long)hs.total_pages,
+               lo.replay ? dp_hotset_source_name(hs.source) : "none", a.record_s, (double)(t_skel - t_start) / 1e9,
+               (double)(t_daemon - t_skel) / 1e9);
     } else {
         printf("restored pid %d in %.3f s (%.3f s including the skeleton); lazy-pages daemon pid %d\n"
                "pages come from %s when touched; stats: distriproc stats --workdir %s\n",

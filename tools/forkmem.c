@@ -12,6 +12,12 @@
  *                 write and re-check their own view while the parent rewrites
  *                 pages; nobody may see another's writes {"children","child_errors","parent_errors"}
  *   REMAP         mremap the second half to a new address, check it  {"errors"}
+ *   TOUCH K [P]   first touch of K pages spread evenly over the area (page
+ *                 P + j*(pages/K), holes skipped), one at a time, each timed
+ *                 around a single volatile read: what one fault costs as the
+ *                 application sees it; then the K pages are checked
+ *                 {"touched","errors","us":[...]}. Meaningful only on pages not
+ *                 touched since the restore (the caller's job: TOUCH first).
  *   QUIT
  * Usage: forkmem [--mib N] [--port P] [--seed S]. Writes no files. */
 
@@ -25,6 +31,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #define PG 4096ul
@@ -124,6 +131,44 @@ static void do_fork(int k, char *out, size_t len)
              (unsigned long long)ce, (unsigned long long)pe);
 }
 
+#define TOUCH_MAX 4000
+
+static void do_touch(uint64_t k, uint64_t phase, char *out, size_t len)
+{
+    static uint64_t idx[TOUCH_MAX];
+    static double us[TOUCH_MAX];
+    if (k < 1 || k > TOUCH_MAX || k > npages / 2) {
+        snprintf(out, len, "{\"error\":\"TOUCH takes 1..%d and at most half the pages\"}", TOUCH_MAX);
+        return;
+    }
+    /* Everything but the timed reads faults here first: gen[], idx[], us[],
+     * the stack; only the K data pages are left for the loop. */
+    uint64_t stride = npages / k, n = 0;
+    for (uint64_t j = 0; j < k; j++) {
+        uint64_t i = (phase + j * stride) % npages;
+        while (gen[i] == ZERO_GEN && i + 1 < npages)
+            i++;
+        if (gen[i] != ZERO_GEN)
+            idx[n++] = i;
+    }
+    memset(us, 0, sizeof(us));
+    for (uint64_t j = 0; j < n; j++) {
+        struct timespec a, b;
+        clock_gettime(CLOCK_MONOTONIC, &a);
+        (void)*(volatile uint8_t *)(mem + idx[j] * PG);
+        clock_gettime(CLOCK_MONOTONIC, &b);
+        us[j] = (double)(b.tv_sec - a.tv_sec) * 1e6 + (double)(b.tv_nsec - a.tv_nsec) / 1e3;
+    }
+    uint64_t e = 0;
+    for (uint64_t j = 0; j < n; j++)
+        e += (uint64_t)check(idx[j]);
+    size_t o = (size_t)snprintf(out, len, "{\"touched\":%llu,\"errors\":%llu,\"us\":[", (unsigned long long)n,
+                                (unsigned long long)e);
+    for (uint64_t j = 0; j < n && o + 32 < len; j++)
+        o += (size_t)snprintf(out + o, len - o, "%s%.3f", j ? "," : "", us[j]);
+    snprintf(out + o, len - o, "]}");
+}
+
 static void handle(char *line, char *out, size_t len, int *quit)
 {
     unsigned long a = 0, b = 0;
@@ -158,6 +203,8 @@ static void handle(char *line, char *out, size_t len, int *quit)
             mem = m;
             snprintf(out, len, "{\"errors\":%llu}", (unsigned long long)verify_all());
         }
+    } else if (sscanf(line, "TOUCH %lu %lu", &a, &b) >= 1) {
+        do_touch(a, sscanf(line, "TOUCH %lu %lu", &a, &b) == 2 ? b : 0, out, len);
     } else if (strncmp(line, "QUIT", 4) == 0) {
         *quit = 1;
         snprintf(out, len, "{\"bye\":true}");
@@ -214,7 +261,7 @@ int main(int argc, char **argv)
         while (n < (ssize_t)sizeof(line) - 1 && (r = read(c, line + n, 1)) == 1 && line[n] != '\n')
             n++;
         line[n] = '\0';
-        char out[512];
+        static char out[TOUCH_MAX * 16 + 512];
         handle(line, out, sizeof(out) - 2, &quit);
         strcat(out, "\n");
         ssize_t w = write(c, out, strlen(out));

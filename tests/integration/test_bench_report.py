@@ -102,3 +102,60 @@ def test_malformed_faults_and_not_json(tmp_path):
 
 def test_gnuplot_present():
     assert shutil.which("gnuplot"), "gnuplot missing: make deps installs gnuplot-nox"
+
+
+def _faults_with_methods():
+    doc = json.load(open(FAULTS))
+    lat = doc["runs"][0]["latency"]
+    lat["local_floor"]["method"] = "first touch (application, exact)"
+    lat["distriproc"]["method"] = "first touch (application, exact)"
+    # a secondary series far above the bound: it must not decide the check
+    d = dict(lat["distriproc"], method="daemon histogram (log2 buckets)", p50_us=999.0)
+    lat["distriproc_daemon"] = d
+    return doc
+
+
+@pytest.mark.time_limit(120)
+def test_methods_secondary_series_and_loadavg(tmp_path):
+    path = tmp_path / "f.json"
+    path.write_text(json.dumps(_faults_with_methods()))
+    load = tmp_path / "load.log"
+    load.write_text("06:25:41 5.62 4.92 4.71 3/400 123\n06:25:51 3.10 4.80 4.70 2/400 124\n"
+                    "06:26:01 4.00 4.70 4.70 2/401 125\n")
+    out = tmp_path / "r"
+    report("--faults", path, "--loadavg", load, "--out", out)
+    md = (out / "REPORT.md").read_text()
+    assert "| 0 | DistriProc remote fault | first touch (application, exact) | 1000 | 66.0 |" in md, md
+    assert "| 0 | DistriProc remote fault, daemon's histogram | daemon histogram (log2 buckets) |" in md
+    assert "remote fault p50 66.0 us vs 1.3 x (raw 48.0 + floor 14.2) = 80.9 us -> met" in md
+    assert ("load average (1 min) during the runs, shared machine: median 4.00, min 3.10, max 5.62 "
+            "(3 samples 06:25:41..06:26:01 UTC)") in md
+    assert "--loadavg" in md  # the report names its own command
+
+
+def test_bad_method_and_bad_loadavg(tmp_path):
+    doc = _faults_with_methods()
+    doc["runs"][0]["latency"]["distriproc"]["method"] = 3
+    path = tmp_path / "f.json"
+    path.write_text(json.dumps(doc))
+    cp = report("--faults", path, "--out", tmp_path / "r", check=False)
+    assert cp.returncode != 0 and "latency.distriproc.method: expected str" in cp.stderr, cp.stderr
+    path.write_text(json.dumps(_faults_with_methods()))
+    load = tmp_path / "load.log"
+    load.write_text("06:25:41 5.62 4.92\nnot a sample\n")
+    cp = report("--faults", path, "--loadavg", load, "--out", tmp_path / "r", check=False)
+    assert cp.returncode != 0 and "line 2: expected 'HH:MM:SS L1 L5 L15 ...'" in cp.stderr, cp.stderr
+    assert not (tmp_path / "r" / "REPORT.md").exists()
+
+
+@pytest.mark.time_limit(60)
+def test_section_from_another_benchmark_is_nested(tmp_path):
+    section = tmp_path / "warmup.md"
+    section.write_text("# Warm-up\n\nreplay took 1.45 s\n\n## Details\n\n| a | b |\n")
+    out = tmp_path / "results"
+    report("--ttfr", TTFR, "--section", section, "--out", out)
+    md = (out / "REPORT.md").read_text()
+    assert "\n## Warm-up\n" in md and "\n### Details\n" in md and "replay took 1.45 s" in md
+    assert "\n# Warm-up" not in md
+    cp = report("--ttfr", TTFR, "--section", tmp_path / "missing.md", "--out", out, check=False)
+    assert cp.returncode != 0 and "cannot read --section" in cp.stderr, cp.stderr

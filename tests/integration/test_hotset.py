@@ -261,3 +261,32 @@ def test_server_stores_a_trace_and_refuses_a_foreign_one(procs, tmp_path):
     assert not (tmp_path / "t3.bin").exists()
     stats = json.loads(srv.query("stats").stdout)
     assert stats["requests"]["put_trace"] >= 6 and stats["requests"]["get_hotset"] >= 6, stats
+
+
+@pytest.mark.time_limit(60)
+def test_hotset_from_the_servers_access_log(procs, tmp_path):
+    images = tmp_path / "images"
+    shutil.copytree(FIXTURE, images)
+    srv = Serve(procs, tmp_path, images)
+    # an "earlier run": pages 9, 10, 11 first, then 2
+    srv.query("get", 1, hex(TINY_ADDR + 9 * PG), 3)
+    srv.query("get", 1, hex(TINY_ADDR + 2 * PG), 1)
+    log = tmp_path / "access.json"
+    log.write_text(srv.query("access-log").stdout)
+    out = tmp_path / "from-log.bin"
+    util.distriproc("hotset", "from-access-log", "--images", images, "--output", out, log)
+    hs = parse_hotset(out)
+    assert hs["source"] == 2 and hs["pages"] == 4
+    assert hs["identity"] == util.distriproc("hotset", "identity", "--images", images).stdout.strip()
+    assert [(v, n) for v, n, _, _ in hs["runs"][1]] == [(TINY_ADDR + 9 * PG, 3), (TINY_ADDR + 2 * PG, 1)]
+    util.distriproc("hotset", "check", "--images", images, out)
+    # An access log carries no identity (the hot set gets DIR's), but a log of
+    # another checkpoint shows itself by pages that are not lazy memory here.
+    log.write_text('{"pages": [{"pid": 1, "addr": "0x1000", "count": 1, "first": 1, "last": 1}]}')
+    cp = util.distriproc("hotset", "from-access-log", "--images", images, "--output", tmp_path / "y.bin", log,
+                         check=False)
+    assert cp.returncode == 1 and "not lazy memory" in cp.stderr and not (tmp_path / "y.bin").exists(), cp.stderr
+    log.write_text('{"pages": [{"pid": 1, "addr": "0x7", "count": 1, "first": 1, "last": 1}]}')
+    cp = util.distriproc("hotset", "from-access-log", "--images", images, "--output", tmp_path / "x.bin", log,
+                         check=False)
+    assert cp.returncode == 1 and "bad entry" in cp.stderr and not (tmp_path / "x.bin").exists(), cp.stderr

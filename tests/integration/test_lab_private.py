@@ -24,13 +24,14 @@ def test_private_lab_is_separate(lab, procs):
         st = json.loads(dp("lab", "status", "--json").stdout)
         assert [h["netns"] for h in st["hosts"]] == [f"{NAME}-src", f"{NAME}-dst"], st
         assert all(h["bandwidth_bps"] == 100_000_000 for h in st["hosts"]), st
+        # the fixture's lab (util.LAB: dp, or the run's own DISTRIPROC_LAB) is still there
         assert os.path.exists(f"/run/netns/{NAME}-src") and os.path.exists(f"/run/netns/{util.LAB}-src")
         # A container in the private src answers in the private namespace only.
         pid = int(dp("lab", "exec", "src", "--container", "--detach", "--", util.MEMWALK, "--mib", "4").stdout)
         procs.track(pid)
         assert util.pid_netns_inode(pid) == os.stat(f"/run/netns/{NAME}-src").st_ino
         assert util.pid_netns_inode(pid) != util.netns_inode("src")
-        # Taking the default lab down leaves the private one and its processes alone.
+        # Taking the fixture's lab down leaves the private one and its processes alone.
         util.distriproc("lab", "down", timeout=60)
         assert util.alive(pid) and os.path.exists(f"/run/netns/{NAME}-src")
     finally:

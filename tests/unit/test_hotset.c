@@ -98,6 +98,38 @@ static void round_trip(void **state)
     dp_hotset_free(&back);
 }
 
+/* A task without runs, and a hot set without any run (found by fuzzing:
+ * no pointer arithmetic on the NULL run array). */
+static void empty_tasks_round_trip(void **state)
+{
+    (void)state;
+    struct dp_hotset hs, back;
+    struct dp_err err = {{0}};
+    uint8_t *buf;
+    size_t len;
+    dp_hotset_init(&hs, DP_HS_CLASSIFY, ID_A, 5, 5);
+    assert_int_equal(dp_hotset_add_task(&hs, 3), 0);
+    assert_int_equal(dp_hotset_add_task(&hs, 4), 0);
+    encode(&hs, &buf, &len);
+    assert_int_equal(len, DP_HOTSET_HDR + 2 * 8 + DP_HOTSET_SUM);
+    assert_int_equal(dp_hotset_decode("x.bin", buf, len, &back, &err), 0);
+    assert_int_equal(back.nr_tasks, 2);
+    assert_int_equal(back.nr_runs, 0);
+    assert_false(dp_hotset_contains(&back, 3, 0x1000));
+    free(buf);
+    dp_hotset_free(&back);
+    /* then runs for the second task only */
+    assert_int_equal(dp_hotset_add_run(&hs, 0x1000, 1, 1, 0), 0);
+    encode(&hs, &buf, &len);
+    assert_int_equal(dp_hotset_decode("x.bin", buf, len, &back, &err), 0);
+    assert_int_equal(back.tasks[0].nr_runs, 0);
+    assert_int_equal(back.tasks[1].nr_runs, 1);
+    assert_true(dp_hotset_contains(&back, 4, 0x1000));
+    free(buf);
+    dp_hotset_free(&back);
+    dp_hotset_free(&hs);
+}
+
 static void builder_coalesces_in_order(void **state)
 {
     (void)state;
@@ -440,6 +472,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(round_trip),
         cmocka_unit_test(builder_coalesces_in_order),
+        cmocka_unit_test(empty_tasks_round_trip),
         cmocka_unit_test(header_cases),
         cmocka_unit_test(every_truncation_and_flip_refused),
         cmocka_unit_test(record_cases),

@@ -63,6 +63,13 @@ static void names(void **state)
     assert_string_equal(dp_errcode_name(DP_E_WRONG_CHECKPOINT), "WRONG_CHECKPOINT");
     assert_string_equal(dp_errcode_name(DP_E_NO_HOTSET), "NO_HOTSET");
     assert_true(DP_PROTO_VERSION_MAX >= DP_PROTO_VERSION_HOTSET);
+    assert_int_equal(dp_hotset_request_max_len(DP_MSG_PUT_TRACE), DP_MAX_PAYLOAD);
+    assert_int_equal(dp_hotset_request_max_len(DP_MSG_GET_HOTSET), DP_GET_HOTSET_REQ_LEN);
+    assert_int_equal(dp_hotset_request_max_len(DP_MSG_GET_PAGES), 0);
+    /* the header gate knows them whatever the version; the server then
+     * refuses them on a version-1 connection */
+    assert_true(dp_request_type_known(DP_MSG_PUT_TRACE));
+    assert_int_equal(dp_request_max_len(DP_MSG_PUT_TRACE), dp_hotset_request_max_len(DP_MSG_PUT_TRACE));
 }
 
 int main(void)

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "accesslog.h"
 #include "replay.h"
 #include "trace.h"
 
@@ -217,12 +218,72 @@ static void replay_completion_inside_fetch(void **state)
     dp_hotset_free(&hs);
 }
 
+static void access_log_as_hotset(void **state)
+{
+    (void)state;
+    static const char log[] =
+        "{\"start_unix\": 1764133000.123456, \"time_unit\": \"us since start\", \"pages_touched\": 5, \"pages\": [\n"
+        "{\"pid\": 1, \"addr\": \"0x100000002000\", \"count\": 2, \"first\": 300, \"last\": 900},\n"
+        "{\"pid\": 1, \"addr\": \"0x100000000000\", \"count\": 1, \"first\": 100, \"last\": 100},\n"
+        "{\"pid\": 1, \"addr\": \"0x100000001000\", \"count\": 1, \"first\": 200, \"last\": 200},\n"
+        "{\"pid\": 4, \"addr\": \"0x5000\", \"count\": 1, \"first\": 150, \"last\": 150},\n"
+        "{\"pid\": 1, \"addr\": \"0x200000000000\", \"count\": 9, \"first\": 5000000, \"last\": 6000000}\n"
+        "]}\n";
+    struct dp_access_ent *e;
+    size_t n;
+    struct dp_err err = {{0}};
+    assert_int_equal(dp_accesslog_parse(log, sizeof(log) - 1, &e, &n, &err), 0);
+    assert_int_equal(n, 5);
+    assert_int_equal(e[0].addr, 0x100000002000ull);
+    assert_int_equal(e[0].count, 2);
+    assert_int_equal(e[4].last_us, 6000000);
+    struct dp_hotset hs;
+    /* the first second: pid 1's three pages in first-access order (one run), then pid 4 */
+    assert_int_equal(dp_accesslog_hotset(e, n, 1.0, ID, 77, &hs, &err), 0);
+    assert_int_equal(hs.source, DP_HS_TRACE);
+    assert_int_equal(hs.window_ms, 1000);
+    assert_int_equal(hs.nr_tasks, 2);
+    assert_int_equal(hs.tasks[0].pid, 1);
+    assert_int_equal(hs.tasks[0].nr_runs, 1);
+    assert_int_equal(hs.tasks[0].runs[0].vaddr, 0x100000000000ull);
+    assert_int_equal(hs.tasks[0].runs[0].nr_pages, 3);
+    assert_int_equal(hs.tasks[1].pid, 4);
+    assert_int_equal(hs.total_pages, 4);
+    dp_hotset_free(&hs);
+    assert_int_equal(dp_accesslog_hotset(e, n, 0, ID, 77, &hs, &err), 0);
+    assert_int_equal(hs.total_pages, 5);
+    assert_int_equal(hs.tasks[0].runs[1].vaddr, 0x200000000000ull);
+    assert_int_equal(hs.tasks[0].runs[1].t_ms, 4999);
+    dp_hotset_free(&hs);
+    free(e);
+    /* malformed entries and documents are refused */
+    const char *bad[] = {
+        "{\"pages\": [{\"pid\": 1, \"addr\": \"0x1001\", \"count\": 1, \"first\": 1, \"last\": 1}]}",
+        "{\"pages\": [{\"pid\": 0, \"addr\": \"0x1000\", \"count\": 1, \"first\": 1, \"last\": 1}]}",
+        "{\"pages\": [{\"pid\": 1, \"addr\": \"4096\", \"count\": 1, \"first\": 1, \"last\": 1}]}",
+        "{\"pages\": [{\"pid\": 1, \"addr\": \"0x1000\", \"count\": 1, \"first\": 9, \"last\": 1}]}",
+        "{\"pages\": [{\"pid\": 1, \"addr\": \"0x1000\", \"count\": 1, \"first\": 1}]}",
+        "{\"pages\": [{\"pid\": 1, \"addr\": \"0x1000\"",
+        "{\"pagez\": []}",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(dp_accesslog_parse(bad[i], strlen(bad[i]), &e, &n, &err), -1);
+        assert_null(e);
+    }
+    /* an empty log parses, but makes no hot set */
+    assert_int_equal(dp_accesslog_parse("{\"pages\": [\n]}", 15, &e, &n, &err), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(dp_accesslog_hotset(e, n, 0, ID, 1, &hs, &err), -1);
+    free(e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(trace_records_first_touches_in_order),
         cmocka_unit_test(replay_orders_batches_and_windows),
         cmocka_unit_test(replay_completion_inside_fetch),
+        cmocka_unit_test(access_log_as_hotset),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

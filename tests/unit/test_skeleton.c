@@ -193,12 +193,38 @@ static void chain_plan(void **state)
     assert_int_equal(system(cmd), 0);
 }
 
+/* CRIU's logs in the images directory never go to the destination. */
+static void logs_left_out(void **state)
+{
+    (void)state;
+    struct dp_checkpoint *cp;
+    struct dp_err err;
+    assert_int_equal(dp_checkpoint_open(FIXTURE, &cp, &err), 0);
+    struct dp_dir_entry l[] = {{"core-1.img", 100}, {"dump.log", 3 << 20}, {"inventory.img", 40},
+                               {"restore.log", 10}, {"x.logs", 5}};
+    struct dp_skeleton_file *files;
+    size_t n;
+    assert_int_equal(dp_skeleton_plan_listing(cp, l, 5, &files, &n, &err), 0);
+    assert_int_equal(n, 3);
+    assert_non_null(find(files, n, "core-1.img"));
+    assert_non_null(find(files, n, "inventory.img"));
+    assert_non_null(find(files, n, "x.logs"));
+    assert_null(find(files, n, "dump.log"));
+    assert_null(find(files, n, "restore.log"));
+    uint64_t send, total;
+    dp_skeleton_totals(files, n, &send, &total);
+    assert_int_equal(send, 145);
+    dp_skeleton_free(files, n);
+    dp_checkpoint_close(cp);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(fixture_plan),
         cmocka_unit_test(fixture_write_local),
         cmocka_unit_test(chain_plan),
+        cmocka_unit_test(logs_left_out),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
