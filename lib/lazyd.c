@@ -166,7 +166,6 @@ static void install(struct dp_lazyd *d, struct lz_req *r);
 static void kill_restored(struct dp_lazyd *d);
 static void req_finish(struct dp_lazyd *d, struct lz_req *r);
 static struct lz_task *task_by_id(struct dp_lazyd *d, int id);
-static int read_pid_file(const char *dir, const char *name);
 static void ev_json(struct dp_lazyd *d, struct dp_sbuf *b);
 static uint64_t ev_resident(const struct dp_lazyd *d);
 static uint64_t ev_high(const struct dp_lazyd *d);
@@ -1168,14 +1167,7 @@ static int read_pid_file(const char *dir, const char *name)
 {
     char path[4200];
     snprintf(path, sizeof(path), "%s/%s", dir, name);
-    FILE *f = fopen(path, "r");
-    int pid = 0;
-    if (f) {
-        if (fscanf(f, "%d", &pid) != 1)
-            pid = 0;
-        fclose(f);
-    }
-    return pid;
+    return dp_read_pid_file(path);
 }
 
 /* SIGKILLs pid and all its descendants (found through /proc). */

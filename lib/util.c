@@ -231,3 +231,15 @@ int dp_set_nonblock(int fd)
         return -1;
     return fcntl(fd, F_SETFL, flags | O_NONBLOCK);
 }
+
+int dp_read_pid_file(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    int pid = 0;
+    if (f) {
+        if (fscanf(f, "%d", &pid) != 1)
+            pid = 0;
+        fclose(f);
+    }
+    return pid;
+}

@@ -49,4 +49,8 @@ int dp_read_file(const char *path, uint8_t **data, size_t *len, struct dp_err *e
 
 int dp_set_nonblock(int fd);
 
+/* The pid in a pid file (criu --pidfile, our own), or 0 if the file is missing
+ * or does not start with a number. */
+int dp_read_pid_file(const char *path);
+
 #endif

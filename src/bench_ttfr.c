@@ -596,18 +596,6 @@ static int criu_restore_in_dst(const char *images, const char *pidfile, int lazy
     return 0;
 }
 
-static pid_t read_pidfile(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    int pid = 0;
-    if (f) {
-        if (fscanf(f, "%d", &pid) != 1)
-            pid = 0;
-        fclose(f);
-    }
-    return pid;
-}
-
 static int run_criu_full(struct ttfr *t, pid_t redis, const char *work, struct sample *s, char *eb, size_t el)
 {
     char src[PATH_MAX + 32], dst[PATH_MAX + 32], pidfile[PATH_MAX + 32];
@@ -633,7 +621,7 @@ static int run_criu_full(struct ttfr *t, pid_t redis, const char *work, struct s
     if (criu_restore_in_dst(dst, pidfile, 0, eb, el) < 0)
         goto out;
     uint64_t t3 = dp_now_ns();
-    restored = read_pidfile(pidfile);
+    restored = dp_read_pid_file(pidfile);
     int attempts;
     uint64_t ok = probe(t->check, lab_hosts[1].netns, DST_ADDR, 120, restored, &attempts);
     if (!ok) {
@@ -649,7 +637,7 @@ static int run_criu_full(struct ttfr *t, pid_t redis, const char *work, struct s
     rc = 0;
 out:
     if (!restored)
-        restored = read_pidfile(pidfile);
+        restored = dp_read_pid_file(pidfile);
     kill_tree(restored);
     unlink(pidfile);
     rm_rf(src);
@@ -693,7 +681,7 @@ static int run_criu_lazy_local(struct ttfr *t, pid_t redis, const char *work, st
     if (criu_restore_in_dst(img, pidfile, 1, eb, el) < 0)
         goto out;
     uint64_t t2 = dp_now_ns();
-    restored = read_pidfile(pidfile);
+    restored = dp_read_pid_file(pidfile);
     int attempts;
     uint64_t ok = probe(t->check, lab_hosts[1].netns, DST_ADDR, 120, restored, &attempts);
     if (!ok) {
@@ -709,7 +697,7 @@ static int run_criu_lazy_local(struct ttfr *t, pid_t redis, const char *work, st
     rc = 0;
 out:
     if (!restored)
-        restored = read_pidfile(pidfile);
+        restored = dp_read_pid_file(pidfile);
     kill_tree(restored);
     if (daemon > 0) {
         kill(daemon, SIGKILL);

@@ -279,18 +279,6 @@ static pid_t start_daemon(const struct restore_args *a, struct dp_lazyd_opts *o,
     _exit(rc);
 }
 
-static int read_pid(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    int pid = 0;
-    if (f) {
-        if (fscanf(f, "%d", &pid) != 1)
-            pid = 0;
-        fclose(f);
-    }
-    return pid;
-}
-
 int cmd_restore(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -623,7 +611,7 @@ int cmd_restore(int argc, char **argv)
         }
         return 1;
     }
-    int pid = read_pid(pidfile);
+    int pid = dp_read_pid_file(pidfile);
     double restore_s = (double)(t_done - t_criu) / 1e9, total_s = (double)(t_done - t_start) / 1e9;
     if (a.json) {
         printf("{\"pid\": %d, \"restore_s\": %.6f, \"total_s\": %.6f, \"daemon_pid\": %d, \"workdir\": \"%s\", "

@@ -3,6 +3,9 @@
 #include <stddef.h>
 #include <cmocka.h>
 #include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
 
 #include "util.h"
 
@@ -44,12 +47,30 @@ static void parse_hostport(void **state)
     assert_int_equal(dp_parse_hostport("nohost:80", &sa), -1);
 }
 
+static void read_pid_file(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/dp-test-pidfile.XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(dp_write_full(fd, "4242\n", 5), 0);
+    close(fd);
+    assert_int_equal(dp_read_pid_file(path), 4242);
+    FILE *f = fopen(path, "w");
+    fputs("not a pid\n", f);
+    fclose(f);
+    assert_int_equal(dp_read_pid_file(path), 0);
+    unlink(path);
+    assert_int_equal(dp_read_pid_file(path), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(parse_size_suffixes),
         cmocka_unit_test(parse_size_rejects_garbage),
         cmocka_unit_test(parse_hostport),
+        cmocka_unit_test(read_pid_file),
     };
     return cmocka_run_group_tests_name("util", tests, NULL, NULL);
 }
