@@ -18,7 +18,7 @@ static const struct command commands[] = {
     {"images", cmd_images, "inspect a CRIU images directory; plan or write its skeleton"},
     {"serve", cmd_serve, "serve a checkpoint's memory to destinations (page server)"},
     {"query", cmd_query, "ask a page server for stats, access log, task map, skeleton or pages"},
-    {"bench", cmd_bench, "benchmarks against raw baselines, JSON out: server, ttfr, faults, warmup"},
+    {"bench", cmd_bench, "benchmarks against raw baselines, JSON out: server, ttfr, faults, warmup, remote-fraction"},
     {"hotset", cmd_hotset, "inspect, check, merge and compare hot sets (working sets of a checkpoint)"},
     {"keygen", cmd_keygen, "create a pre-shared key file for serve/restore"},
     {"restore", cmd_restore, "restore lazily: run now, fetch each page when first touched"},
