@@ -1170,17 +1170,18 @@ static int read_pid_file(const char *dir, const char *name)
     return dp_read_pid_file(path);
 }
 
-/* SIGKILLs pid and all its descendants (found through /proc). */
-static void kill_tree(int root)
+/* Fills pids with root and all its descendants (found through /proc, parents
+ * before children); returns how many, at most cap. */
+static int collect_tree(int root, int *pids, int cap)
 {
-    int pids[4096], n = 0;
+    int n = 0;
     pids[n++] = root;
     for (int i = 0; i < n; i++) {
         DIR *dir = opendir("/proc");
         if (!dir)
             break;
         struct dirent *e;
-        while ((e = readdir(dir)) && n < (int)DP_ARRAY_LEN(pids)) {
+        while ((e = readdir(dir)) && n < cap) {
             int p = atoi(e->d_name);
             if (p <= 0)
                 continue;
@@ -1199,6 +1200,14 @@ static void kill_tree(int root)
         }
         closedir(dir);
     }
+    return n;
+}
+
+/* SIGKILLs pid and all its descendants. */
+static void kill_tree(int root)
+{
+    int pids[4096];
+    int n = collect_tree(root, pids, (int)DP_ARRAY_LEN(pids));
     for (int i = 0; i < n; i++)
         kill(pids[i], SIGKILL);
 }
@@ -1495,35 +1504,13 @@ static void ev_find_host_pids(struct dp_lazyd *d)
         ev_find_host_pids_early(d);
         return;
     }
-    int pids[4096], n = 0;
-    pids[n++] = root;
+    int pids[4096];
+    int n = collect_tree(root, pids, (int)DP_ARRAY_LEN(pids));
     for (int i = 0; i < n; i++) {
         int inner = nspid_inner(pids[i]);
         for (struct lz_task *t = d->tasks; t; t = t->next)
             if (t->alive && t->shown_pid > 0 && t->shown_pid == inner && !t->host_pid)
                 t->host_pid = pids[i];
-        DIR *dir = opendir("/proc");
-        if (!dir)
-            break;
-        struct dirent *e;
-        while ((e = readdir(dir)) && n < (int)DP_ARRAY_LEN(pids)) {
-            int p = atoi(e->d_name);
-            if (p <= 0)
-                continue;
-            char path[64], buf[512];
-            snprintf(path, sizeof(path), "/proc/%d/stat", p);
-            FILE *f = fopen(path, "r");
-            if (!f)
-                continue;
-            size_t len = fread(buf, 1, sizeof(buf) - 1, f);
-            fclose(f);
-            buf[len] = '\0';
-            char *rp = strrchr(buf, ')');
-            int ppid;
-            if (rp && sscanf(rp + 1, " %*c %d", &ppid) == 1 && ppid == pids[i])
-                pids[n++] = p;
-        }
-        closedir(dir);
     }
 }
 
