@@ -322,10 +322,11 @@ static void on_message(struct dp_client *c, const struct dp_hdr *h, const uint8_
 }
 
 /* block: wait in the first recv (bounded by SO_RCVTIMEO) instead of a poll. */
-static int do_io(struct dp_client *c, bool block)
+/* Sends queued output until the socket would block. Returns -1 (connection
+ * dropped) on a send error. */
+static int send_pending(struct dp_client *c)
 {
-    /* send */
-    while (c->out_off < c->out.len) {
+    while (c->fd >= 0 && c->out_off < c->out.len) {
         ssize_t n = send(c->fd, c->out.data + c->out_off, c->out.len - c->out_off, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n < 0) {
             if (errno == EAGAIN || errno == EINTR)
@@ -337,6 +338,13 @@ static int do_io(struct dp_client *c, bool block)
         }
         c->out_off += (size_t)n;
     }
+    return 0;
+}
+
+static int do_io(struct dp_client *c, bool block)
+{
+    if (send_pending(c) < 0)
+        return -1;
     if (c->out_off == c->out.len)
         c->out.len = c->out_off = 0;
     /* receive: parse in place; move a partial message to the front only
@@ -398,18 +406,8 @@ static int do_io(struct dp_client *c, bool block)
             break; /* drained */
     }
     /* Replies may have queued more output (AUTH after HELLO, resubmissions). */
-    while (c->fd >= 0 && c->out_off < c->out.len) {
-        ssize_t n = send(c->fd, c->out.data + c->out_off, c->out.len - c->out_off, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (n < 0) {
-            if (errno == EAGAIN || errno == EINTR)
-                break;
-            char why[128];
-            snprintf(why, sizeof(why), "send: %s", strerror(errno));
-            drop_connection(c, why);
-            return -1;
-        }
-        c->out_off += (size_t)n;
-    }
+    if (send_pending(c) < 0)
+        return -1;
     return 0;
 }
 
