@@ -522,8 +522,12 @@ static void last_error_line(const char *path, char *out, size_t len)
     free(data);
 }
 
-static const char *hint_for(const char *what)
+static const char *hint_for(const char *what, const char *why)
 {
+    if (strstr(why, "session leader"))
+        return "the tree's session leader is outside the dumped tree: start the workload as a session "
+               "leader in its own pid namespace ('distriproc lab exec HOST --container', or "
+               "'unshare --pid --fork setsid CMD'), or dump and restore it with --shell-job";
     if (strstr(what, "dump"))
         return "usual causes: a resource CRIU cannot dump "
                "(a terminal: use --shell-job; a socket to outside the tree; a file in another mount namespace), "
@@ -564,7 +568,7 @@ int dp_criu_finish(struct dp_criu_proc *p, struct dp_err *err)
         char why[240];
         last_error_line(p->log_path, why, sizeof(why));
         dp_err_set(err, "%s %s%s%s; %s%s%s%s", p->what, how, why[0] ? ": " : "", why,
-                   hint_for(p->what), p->log_path[0] ? " (full log: " : "", p->log_path,
+                   hint_for(p->what, why), p->log_path[0] ? " (full log: " : "", p->log_path,
                    p->log_path[0] ? ")" : "");
     }
     return -1;

@@ -182,17 +182,34 @@ def test_checkpoint_leave_running_and_refuses_used_dir(lab):
 
 
 def test_checkpoint_failure_names_the_cause(lab):
-    # Not a session leader (same session as its parent): with --no-shell-job criu
-    # must refuse, and the error must carry criu's reason and the log path.
-    p = subprocess.Popen(["sleep", "60"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+    # Init of its own pid namespace but not a session leader: its session leader is
+    # outside the tree, so with --no-shell-job criu must refuse, and the error must
+    # carry criu's reason, what to do about it, and the log path. (A plain child of
+    # the test would be judged by where the test runner's own session leader is,
+    # which differs between a terminal and CI.)
+    p = subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child", "sleep", "60"],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL)
     lab["procs"].append(p)
+    child = None
+    deadline = time.monotonic() + 10
+    while child is None and time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{p.pid}/task/{p.pid}/children") as f:
+                kids = f.read().split()
+            child = int(kids[0]) if kids else None
+        except OSError:
+            pass
+        if child is None:
+            time.sleep(0.05)
+    assert child is not None, "unshare did not start its child"
     images = os.path.join(lab["dir"], "img")
-    r = run([DISTRIPROC, "checkpoint", "--pid", str(p.pid), "--images", images, "--no-shell-job"])
+    r = run([DISTRIPROC, "checkpoint", "--pid", str(child), "--images", images, "--no-shell-job"])
     assert r.returncode == 1
-    assert "not a session leader" in r.stderr
+    assert "session leader" in r.stderr and "is outside of its pid namespace" in r.stderr
+    assert "--container" in r.stderr and "--shell-job" in r.stderr
     assert os.path.join(images, "dump.log") in r.stderr
-    assert p.poll() is None  # a failed dump leaves the tree running
+    assert p.poll() is None and alive(child)  # a failed dump leaves the tree running
 
 
 def test_checkpoint_usage_errors():
