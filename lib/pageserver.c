@@ -887,10 +887,11 @@ static void skel_pump(struct server *s, struct conn *c)
                 char msg[600];
                 snprintf(msg, sizeof(msg), "reading %s for the skeleton failed: %s", ch.name,
                          n < 0 ? strerror(e) : "file shrank");
+                uint64_t id = k->id;
                 dp_buf_free(&b);
                 free(c->skel);
                 c->skel = NULL;
-                send_error(s, c, k->id, false, DP_E_IO, msg, recv_ns);
+                send_error(s, c, id, false, DP_E_IO, msg, recv_ns);
                 return;
             }
             b.len += ch.data_len;

@@ -573,6 +573,46 @@ def test_streamed_skeleton_equals_local_skeleton(server, tmp_path):
         assert a == b, n
 
 
+def test_skeleton_file_shrinking_mid_stream_fails_the_download_at_once(tmp_path):
+    """A skeleton file that shrinks while it streams (an operator truncating an
+    image under a running server) ends that download with the server's I/O
+    error, at once, instead of leaving the client to wait for its timeout; the
+    server goes on serving."""
+    images = str(tmp_path / "images")
+    shutil.copytree(FIXTURE, images)
+    big = os.path.join(images, "zz-big.img")  # sorts last: streamed after the real images
+    with open(big, "wb") as f:
+        f.truncate(4 << 30)  # sparse: no disk, but seconds of stream
+    server = Server(str(tmp_path))
+    try:
+        out = str(tmp_path / "out")
+        q = subprocess.Popen([BIN, "query", "--source", "127.0.0.1:%d" % server.port, "--key", server.keyfile,
+                              "--timeout", "600000", "skeleton", out],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.time() + 60
+            while not os.path.exists(os.path.join(out, "zz-big.img")) and time.time() < deadline:
+                assert q.poll() is None, q.communicate()
+                time.sleep(0.01)
+            assert os.path.exists(os.path.join(out, "zz-big.img")), "the big file never started streaming"
+            os.truncate(big, 4096)
+            _, err = q.communicate(timeout=60)  # the client's own timeout is 600 s
+        finally:
+            if q.poll() is None:
+                q.kill()
+                q.wait()
+        assert q.returncode == 1, err
+        assert "reading zz-big.img for the skeleton failed: file shrank" in err
+        assert "no reply from the page server" not in err
+        assert server.proc.poll() is None
+        os.truncate(big, 0)
+        r = subprocess.run([BIN, "query", "--source", "127.0.0.1:%d" % server.port, "--key", server.keyfile,
+                            "task-map"], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+    finally:
+        server.stop()
+
+
 def test_emulated_rtt_path_answers_everything(tmp_path):
     """Replies held back by --emulate-rtt (FIFO + timerfd) still all arrive,
     with the right ids and data, PUT acknowledgements included; a fatal error
