@@ -82,6 +82,9 @@ integration: all
 test: deps
 	@$(MAKE) --no-print-directory all
 	@$(MAKE) --no-print-directory unit-asan
+	@$(MAKE) --no-print-directory asan
+	@echo "page server protocol tests against the ASan/UBSan build:"
+	DISTRIPROC_BIN=$(CURDIR)/build-asan/distriproc $(PYTEST) -q tests/integration/test_pageserver.py
 	$(PYTEST) -v tests/integration
 
 # The README's main command: Redis with 1 GiB migrated lazily across the lab.

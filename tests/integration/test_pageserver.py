@@ -82,6 +82,10 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        # Under the sanitizer build (make test runs this file with it too) any
+        # report in the server's log fails the test that provoked it.
+        log = self.logtext()
+        assert "Sanitizer" not in log and "runtime error:" not in log, log[-4000:]
         return self.proc.returncode
 
     def logtext(self):
