@@ -797,11 +797,6 @@ static int skel_plan(struct server *s, struct dp_err *err)
     for (size_t i = 0; i < n && rc == 0; i++) {
         const struct dp_skeleton_file *pf = &plan[i];
         struct skel_file *f = &s->skel[s->nr_skel];
-        if (strcmp(pf->name, DP_OVERLAY_NAME) == 0)
-            continue; /* our write-back log: lazy data, served by GET */
-        if (strncmp(pf->name, DP_TRACE_PREFIX, strlen(DP_TRACE_PREFIX)) == 0)
-            continue; /* stored traces: served by GET_HOTSET, and pruned while
-                       * a skeleton may be streaming (then: ENOENT mid-stream) */
         size_t len = strlen(pf->name);
         if (len > DP_MAX_NAME || !dp_skel_name_ok(pf->name, len)) {
             dp_err_set(err, "image file name %s cannot be sent (longer than %u bytes or not a plain relative path)",

@@ -69,13 +69,18 @@ int dp_skeleton_pages_extents(const struct dp_checkpoint *cp, int32_t file, stru
     return 0;
 }
 
-/* CRIU's own logs (dump.log at -v4 grows with the number of pagemap entries:
- * 3.5 MiB for a 4 GiB Redis) sit in the images directory but no restore reads
- * them: they stay on the source. */
-static int is_log(const char *name)
+/* What stays on the source. CRIU's own logs (dump.log at -v4 grows with the
+ * number of pagemap entries: 3.5 MiB for a 4 GiB Redis) sit in the images
+ * directory but no restore reads them. Our own files there (the write-back
+ * log, hot sets, stored traces: "distriproc-*") are served by their own
+ * messages, and the page server rewrites or prunes some of them while it
+ * runs: streamed as image files they could change under a download. */
+static int stays_on_source(const char *name)
 {
-    size_t l = strlen(name);
-    return l >= 4 && strcmp(name + l - 4, ".log") == 0;
+    const char *base = strrchr(name, '/');
+    base = base ? base + 1 : name;
+    size_t l = strlen(base);
+    return (l >= 4 && strcmp(base + l - 4, ".log") == 0) || strncmp(base, "distriproc-", 11) == 0;
 }
 
 int dp_skeleton_plan_listing(const struct dp_checkpoint *cp, const struct dp_dir_entry *listing, size_t n,
@@ -88,7 +93,7 @@ int dp_skeleton_plan_listing(const struct dp_checkpoint *cp, const struct dp_dir
     }
     size_t m = 0;
     for (size_t i = 0; i < n; i++) {
-        if (is_log(listing[i].name))
+        if (stays_on_source(listing[i].name))
             continue;
         struct dp_skeleton_file *f = &out[m++];
         snprintf(f->name, sizeof(f->name), "%s", listing[i].name);

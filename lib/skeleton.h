@@ -43,8 +43,9 @@ struct dp_dir_entry {
 int dp_skeleton_pages_extents(const struct dp_checkpoint *cp, int32_t file, struct dp_extent **extents,
                               size_t *nr, struct dp_err *err);
 
-/* Pure: the plan for a directory listing (regular files only; CRIU logs,
- * *.log, are left out: no restore reads them). */
+/* Pure: the plan for a directory listing (regular files only). CRIU's logs
+ * (*.log) and DistriProc's own files (distriproc-*: write-back log, hot sets,
+ * traces, each served by its own message) are left out. */
 int dp_skeleton_plan_listing(const struct dp_checkpoint *cp, const struct dp_dir_entry *listing, size_t n,
                              struct dp_skeleton_file **files, size_t *nr_files, struct dp_err *err);
 

@@ -193,7 +193,8 @@ static void chain_plan(void **state)
     assert_int_equal(system(cmd), 0);
 }
 
-/* CRIU's logs in the images directory never go to the destination. */
+/* CRIU's logs and DistriProc's own files in the images directory never go to
+ * the destination (at any pre-dump level). */
 static void logs_left_out(void **state)
 {
     (void)state;
@@ -201,10 +202,13 @@ static void logs_left_out(void **state)
     struct dp_err err;
     assert_int_equal(dp_checkpoint_open(FIXTURE, &cp, &err), 0);
     struct dp_dir_entry l[] = {{"core-1.img", 100}, {"dump.log", 3 << 20}, {"inventory.img", 40},
-                               {"restore.log", 10}, {"x.logs", 5}};
+                               {"restore.log", 10}, {"x.logs", 5}, {"distriproc-overlay.log", 4096},
+                               {"distriproc-merged.bin", 64}, {"distriproc-hotset.bin", 64},
+                               {"distriproc-hotset.json", 64}, {"distriproc-trace-1700000000000000.bin", 64},
+                               {"parent/distriproc-merged.bin", 64}, {"parent/dump.log", 64}};
     struct dp_skeleton_file *files;
     size_t n;
-    assert_int_equal(dp_skeleton_plan_listing(cp, l, 5, &files, &n, &err), 0);
+    assert_int_equal(dp_skeleton_plan_listing(cp, l, sizeof(l) / sizeof(l[0]), &files, &n, &err), 0);
     assert_int_equal(n, 3);
     assert_non_null(find(files, n, "core-1.img"));
     assert_non_null(find(files, n, "inventory.img"));
