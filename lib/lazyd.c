@@ -46,6 +46,8 @@
 #define PG DP_PAGE_SIZE
 #define MAX_REQ_PAGES 64           /* one prefetch request: 256 KiB, so a fault
                                       * inside a window waits for its chunk only */
+#define FAULT_SPIN_NS (60 * 1000ull) /* poll this long for a fault's reply when
+                                      * faults are served faster than that */
 #define FAULT_REQ_PAGES 16         /* the faulted page travels with at most this
                                       * many pages: its thread waits for them all */
 #define TICK_NS (10 * 1000000ull)  /* timer period */
@@ -155,6 +157,8 @@ struct dp_lazyd {
     uint32_t src_ev;
     char sock_path[4200], ctl_path[4200];
     struct lz_evict ev;
+    uint64_t spin_until_ns;    /* poll without sleeping until then: a fault's reply is due */
+    uint64_t fault_rtt_ns;     /* moving average of a fault's fetch; no spinning when slower */
     struct dp_replay replay;   /* o->replay in bulk (issue 7) */
     int replaying;
     struct dp_trace trace;     /* first touches, for the next restore */
@@ -496,6 +500,8 @@ static void fault_remote(struct dp_lazyd *d, struct lz_task *t, struct dp_lazy_r
         mark_inflight(t, reg, img + PG, n - 1, DP_PGF_PREFETCH);
     t->c.faults_remote++;
     req_submit(d, r);
+    if (d->fault_rtt_ns < FAULT_SPIN_NS)
+        d->spin_until_ns = dp_now_ns() + FAULT_SPIN_NS;
 
     /* The rest of the plan as separate requests. */
     uint32_t prefetched = n - 1;
@@ -776,6 +782,10 @@ static void on_fetch_done(struct dp_fetch *f)
         r->rnext = t->retry;
         t->retry = r;
         return;
+    }
+    if (r->kind == K_FAULT && r->nw > 0) {
+        uint64_t took = dp_now_ns() - r->w[0].t0;
+        d->fault_rtt_ns = d->fault_rtt_ns ? (7 * d->fault_rtt_ns + took) / 8 : took;
     }
     install(d, r);
 }
@@ -2226,7 +2236,13 @@ int dp_lazyd_step(struct dp_lazyd *d, int timeout_ms)
         return 0;
     struct epoll_event evs[64];
     src_sync(d);
-    int n = epoll_wait(d->ep, evs, (int)DP_ARRAY_LEN(evs), timeout_ms);
+    int n = epoll_wait(d->ep, evs, (int)DP_ARRAY_LEN(evs), 0);
+    /* A thread is blocked on a page whose reply is a round trip away: waking
+     * from epoll (an idle vCPU here) costs more than polling for that long. */
+    while (n == 0 && timeout_ms != 0 && dp_now_ns() < d->spin_until_ns)
+        n = epoll_wait(d->ep, evs, (int)DP_ARRAY_LEN(evs), 0);
+    if (n == 0 && timeout_ms != 0)
+        n = epoll_wait(d->ep, evs, (int)DP_ARRAY_LEN(evs), timeout_ms);
     if (n < 0 && errno != EINTR) {
         dp_error("epoll_wait: %s", strerror(errno));
         d->failed = 1;
