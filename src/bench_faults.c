@@ -49,8 +49,6 @@
 #define SRC_ADDR "10.250.0.1"
 #define DST_ADDR "10.250.0.2"
 #define FORKMEM_PORT 7071
-#define RAW_REQ 48
-#define RAW_REPLY (4096 + 56)
 #define MAX_RTTS 8
 #define MAX_POLICIES 8
 #define FM_REPLY_MAX (4000 * 16 + 512) /* forkmem's longest reply: TOUCH 4000 */
@@ -166,56 +164,7 @@ static double forkmem_cmd(const char *netns, const char *addr, const char *cmd, 
     return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? dt : -1;
 }
 
-/* ---- the raw TCP server and client -------------------------------------------- */
-
-static void sleep_until(uint64_t due)
-{
-    struct timespec ts = {.tv_sec = (time_t)(due / 1000000000ull), .tv_nsec = (long)(due % 1000000000ull)};
-    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
-        ;
-}
-
-/* One connection: first byte 'L' (latency: 48-byte requests, 4152-byte replies)
- * or 'S' (stream: an 8-byte length, then that many bytes). */
-static void raw_serve(int lfd, uint64_t rtt_us)
-{
-    static char buf[1 << 20];
-    for (;;) {
-        int fd = accept(lfd, NULL, NULL);
-        if (fd < 0)
-            continue;
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        char mode;
-        if (dp_read_full(fd, &mode, 1) < 0) {
-            close(fd);
-            continue;
-        }
-        if (mode == 'L') {
-            char req[RAW_REQ];
-            while (dp_read_full(fd, req, sizeof(req)) == 0) {
-                uint64_t due = dp_now_ns() + rtt_us * 1000ull;
-                if (rtt_us)
-                    sleep_until(due);
-                if (dp_write_full(fd, buf, RAW_REPLY) < 0)
-                    break;
-            }
-        } else if (mode == 'S') {
-            uint64_t len;
-            if (dp_read_full(fd, &len, sizeof(len)) == 0) {
-                if (rtt_us)
-                    sleep_until(dp_now_ns() + rtt_us * 1000ull);
-                while (len > 0) {
-                    size_t n = len < sizeof(buf) ? (size_t)len : sizeof(buf);
-                    if (dp_write_full(fd, buf, n) < 0)
-                        break;
-                    len -= n;
-                }
-            }
-        }
-        close(fd);
-    }
-}
+/* ---- the raw TCP baseline (src/bench_raw.c), run in the lab's hosts -------------- */
 
 static pid_t raw_server_start(int port, uint64_t rtt_us)
 {
@@ -228,17 +177,13 @@ static pid_t raw_server_start(int port, uint64_t rtt_us)
         struct dp_err err;
         if (lab_enter(lab_host_find("src"), &err) < 0)
             _exit(1);
-        int lfd = socket(AF_INET, SOCK_STREAM, 0);
-        int one = 1;
-        setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-        inet_pton(AF_INET, SRC_ADDR, &sa.sin_addr);
-        if (bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(lfd, 4) < 0)
+        int lfd = bench_raw_listen(SRC_ADDR, port);
+        if (lfd < 0)
             _exit(1);
         char c = 1;
         dp_write_full(ready[1], &c, 1);
         close(ready[1]);
-        raw_serve(lfd, rtt_us);
+        bench_raw_serve(lfd, rtt_us);
         _exit(0);
     }
     close(ready[1]);
@@ -270,22 +215,18 @@ static int raw_client(int port, double *lat_us, long n, uint64_t stream_bytes, d
         inet_pton(AF_INET, SRC_ADDR, &sa.sin_addr);
         double *res = calloc((size_t)n + 1, sizeof(double));
         static char buf[1 << 20];
-        int fd = socket(AF_INET, SOCK_STREAM, 0);
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        if (!res || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || dp_write_full(fd, "L", 1) < 0)
+        int fd = bench_raw_connect(&sa, 'L', 0);
+        if (!res || fd < 0)
             _exit(1);
-        char req[RAW_REQ] = {0};
         for (long i = 0; i < n; i++) {
-            uint64_t t0 = dp_now_ns();
-            if (dp_write_full(fd, req, sizeof(req)) < 0 || dp_read_full(fd, buf, RAW_REPLY) < 0)
+            int64_t ns = bench_raw_roundtrip_ns(fd);
+            if (ns < 0)
                 _exit(1);
-            res[i] = (double)(dp_now_ns() - t0) / 1e3;
+            res[i] = (double)ns / 1e3;
         }
         close(fd);
-        fd = socket(AF_INET, SOCK_STREAM, 0);
-        if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || dp_write_full(fd, "S", 1) < 0 ||
-            dp_write_full(fd, &stream_bytes, sizeof(stream_bytes)) < 0)
+        fd = bench_raw_connect(&sa, 'S', stream_bytes);
+        if (fd < 0)
             _exit(1);
         uint64_t t0 = dp_now_ns(), got = 0;
         while (got < stream_bytes) {

@@ -39,8 +39,6 @@
 #include "lab.h"
 #include "util.h"
 
-#define RAW_REQ   48                 /* = a 1-range GET request on the wire */
-#define RAW_REPLY (4096 + 24 + 8 + 24) /* = a 1-page DATA GET reply */
 
 struct variant {
     const char *name;
@@ -174,59 +172,22 @@ static double pct(const uint64_t *sorted, size_t n, double p)
     return (double)sorted[i] / 1000.0;
 }
 
-/* ---- raw TCP server (runs in a forked child on the server host) ---- */
+/* ---- raw TCP baseline (src/bench_raw.c; the server runs in a forked child on the server host) ---- */
 static void raw_server(int port, const char *ip)
 {
-    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int one = 1;
-    setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    inet_pton(AF_INET, ip, &sa.sin_addr);
-    if (bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(lfd, 8) < 0)
+    int lfd = bench_raw_listen(ip, port);
+    if (lfd < 0)
         dp_die("raw server: cannot listen on %s:%d: %s", ip, port, strerror(errno));
-    static uint8_t buf[1 << 20];
-    memset(buf, 0x5a, sizeof(buf));
     alarm(600); /* bounded whatever the parent does */
-    for (;;) {
-        int fd = accept(lfd, NULL, NULL);
-        if (fd < 0)
-            continue;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        char mode;
-        if (dp_read_full(fd, &mode, 1) < 0) {
-            close(fd);
-            continue;
-        }
-        if (mode == 'L') {
-            uint8_t req[RAW_REQ];
-            while (dp_read_full(fd, req, sizeof(req)) == 0 && dp_write_full(fd, buf, RAW_REPLY) == 0)
-                ;
-        } else if (mode == 'S') {
-            signal(SIGPIPE, SIG_IGN);
-            while (dp_write_full(fd, buf, sizeof(buf)) == 0)
-                ;
-        } else if (mode == 'Q') {
-            close(fd);
-            _exit(0);
-        }
-        close(fd);
-    }
+    bench_raw_serve(lfd, 0);
 }
 
 static int raw_connect(const struct sockaddr_in *sa, char mode)
 {
-    for (int tries = 0; tries < 200; tries++) {
-        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        if (connect(fd, (const struct sockaddr *)sa, sizeof(*sa)) == 0) {
-            dp_write_full(fd, &mode, 1);
-            return fd;
-        }
-        close(fd);
-        usleep(20000);
-    }
-    dp_die("cannot connect to the raw TCP server");
+    int fd = bench_raw_connect(sa, mode, BENCH_RAW_ENDLESS);
+    if (fd < 0)
+        dp_die("cannot connect to the raw TCP server");
+    return fd;
 }
 
 /* ---- page-server client side ---- */
@@ -560,10 +521,8 @@ int bench_server(int argc, char **argv)
     for (int i = 0; i < 2; i++)
         v[i].lat = calloc((size_t)samples, sizeof(uint64_t));
     /* Warm up every path, then alternate blocks of samples. */
-    uint8_t req[RAW_REQ] = {0}, *reply = malloc(RAW_REPLY);
     for (int w = 0; w < 500; w++) {
-        dp_write_full(rawfd, req, sizeof(req));
-        dp_read_full(rawfd, reply, RAW_REPLY);
+        bench_raw_roundtrip_ns(rawfd);
         get_one(v[0].cl, &one);
         get_blocking(v[0].cl, &one);
         get_blocking(v[1].cl, &one);
@@ -575,10 +534,10 @@ int bench_server(int argc, char **argv)
     while (nraw < (size_t)samples && !interrupted) {
         size_t n = (size_t)samples - nraw < block ? (size_t)samples - nraw : block;
         for (size_t k = 0; k < n; k++) {
-            uint64_t t0 = dp_now_ns();
-            if (dp_write_full(rawfd, req, sizeof(req)) < 0 || dp_read_full(rawfd, reply, RAW_REPLY) < 0)
+            int64_t ns = bench_raw_roundtrip_ns(rawfd);
+            if (ns < 0)
                 dp_die("raw TCP request/response failed");
-            raw_lat[nraw + k] = dp_now_ns() - t0;
+            raw_lat[nraw + k] = (uint64_t)ns;
         }
         for (int i = 0; i < 2; i++)
             for (size_t k = 0; k < n; k++)
@@ -588,7 +547,6 @@ int bench_server(int argc, char **argv)
         nraw += n;
     }
     close(rawfd);
-    free(reply);
     /* Bulk: rounds of (raw stream, GET copy, GET sendfile); the median of
      * each is reported, so a burst of load on the shared machine in one
      * round does not decide the result. */
