@@ -30,26 +30,38 @@ struct lab_host lab_hosts[2] = {
     {"src", "dp-src", "dp-src0", "10.250.0.1"},
     {"dst", "dp-dst", "dp-dst0", "10.250.0.2"},
 };
-static char lab_names[2][2][24];
+static char lab_prefix_buf[16], lab_netns[2][24], lab_ifnames[2][24];
 static const char *lab_prefix = "dp";
+
+int lab_set_name(const char *name, struct dp_err *err)
+{
+    if (strlen(name) == 0 || strlen(name) > 10 ||
+        strspn(name, "abcdefghijklmnopqrstuvwxyz0123456789") != strlen(name)) {
+        dp_err_set(err, "lab name '%s' must be 1-10 lowercase letters or digits", name);
+        return -1;
+    }
+    snprintf(lab_prefix_buf, sizeof(lab_prefix_buf), "%s", name);
+    lab_prefix = lab_prefix_buf;
+    for (int i = 0; i < 2; i++) {
+        snprintf(lab_netns[i], sizeof(lab_netns[i]), "%s-%s", name, lab_hosts[i].name);
+        snprintf(lab_ifnames[i], sizeof(lab_ifnames[i]), "%s-%s0", name, lab_hosts[i].name);
+        lab_hosts[i].netns = lab_netns[i];
+        lab_hosts[i].ifname = lab_ifnames[i];
+    }
+    return 0;
+}
 
 /* Runs before main: DISTRIPROC_LAB=NAME renames the lab (see lab.h). A bad
  * name is refused loudly rather than silently falling back to the shared lab. */
 __attribute__((constructor)) static void lab_name_from_env(void)
 {
     const char *p = getenv("DISTRIPROC_LAB");
+    struct dp_err err;
     if (!p || !*p || strcmp(p, "dp") == 0)
         return;
-    if (strlen(p) > 10 || strspn(p, "abcdefghijklmnopqrstuvwxyz0123456789") != strlen(p)) {
-        fprintf(stderr, "distriproc: DISTRIPROC_LAB='%s' must be 1-10 lowercase letters or digits\n", p);
+    if (lab_set_name(p, &err) < 0) {
+        fprintf(stderr, "distriproc: DISTRIPROC_LAB: %s\n", err.msg);
         exit(2);
-    }
-    lab_prefix = p;
-    for (int i = 0; i < 2; i++) {
-        snprintf(lab_names[i][0], sizeof(lab_names[i][0]), "%s-%s", p, lab_hosts[i].name);
-        snprintf(lab_names[i][1], sizeof(lab_names[i][1]), "%s-%s0", p, lab_hosts[i].name);
-        lab_hosts[i].netns = lab_names[i][0];
-        lab_hosts[i].ifname = lab_names[i][1];
     }
 }
 

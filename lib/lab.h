@@ -33,6 +33,9 @@ struct lab_host {
 extern struct lab_host lab_hosts[2];
 /* The lab's name: "dp" or $DISTRIPROC_LAB. */
 const char *lab_name(void);
+/* Switches this process to the lab NAME (as DISTRIPROC_LAB=NAME does), e.g.
+ * for a benchmark that builds its own; before any other lab call. */
+int lab_set_name(const char *name, struct dp_err *err);
 
 /* NULL if name is neither "src" nor "dst". */
 const struct lab_host *lab_host_find(const char *name);

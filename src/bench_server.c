@@ -55,6 +55,8 @@ struct variant {
 static volatile sig_atomic_t interrupted;
 static void on_int(int sig) { (void)sig; interrupted = 1; }
 
+#define PRIVATE_LAB "dpb"
+
 static void usage(FILE *out)
 {
     fprintf(out,
@@ -68,9 +70,9 @@ static void usage(FILE *out)
             "  --images DIR       checkpoint to serve (default: a copy of\n"
             "                     tests/fixtures/images-tinymem)\n"
             "  --loopback         run on 127.0.0.1 instead of the lab\n"
-            "  --private-lab      run between a private namespace pair made for this run\n"
-            "                     (dpb-src 10.251.0.1 <-> dpb-dst 10.251.0.2, a veth pair\n"
-            "                     like the lab's), safe from others bringing the lab down\n"
+            "  --private-lab      run in a private lab made for this run and removed after\n"
+            "                     it (dpb-src 10.250.0.1 <-> dpb-dst 10.250.0.2, as with\n"
+            "                     DISTRIPROC_LAB=dpb), safe from others bringing the lab down\n"
             "  --samples N        latency samples per variant (default 20000)\n"
             "  --seconds S        bulk duration per variant and round (default 1)\n"
             "  --rounds R         bulk rounds; medians are reported (default 5)\n"
@@ -78,58 +80,6 @@ static void usage(FILE *out)
             "  --rtt USEC         also run a server with --emulate-rtt USEC and show that\n"
             "                     pipelined requests are not serialised (default 300, 0: skip)\n"
             "  --port P           first of four TCP ports to use (default 17170)\n");
-}
-
-/* ---- a private two-namespace pair, built like the lab ---- */
-static const char *priv_ns[2] = {"dpb-src", "dpb-dst"};
-static const char *priv_ip[2] = {"10.251.0.1", "10.251.0.2"};
-
-static int sh(const char *cmd)
-{
-    int rc = system(cmd);
-    return rc == 0 ? 0 : -1;
-}
-
-static void private_lab_down(void)
-{
-    char cmd[256];
-    for (int i = 0; i < 2; i++) {
-        snprintf(cmd, sizeof(cmd), "ip netns del %s 2>/dev/null", priv_ns[i]);
-        (void)sh(cmd);
-    }
-}
-
-static int private_lab_up(void)
-{
-    private_lab_down();
-    char cmd[512];
-    const char *steps[] = {
-        "ip netns add dpb-src", "ip netns add dpb-dst",
-        "ip link add dpb-src0 type veth peer name dpb-dst0",
-        "ip link set dpb-src0 netns dpb-src", "ip link set dpb-dst0 netns dpb-dst",
-        "ip -n dpb-src addr add 10.251.0.1/30 dev dpb-src0", "ip -n dpb-dst addr add 10.251.0.2/30 dev dpb-dst0",
-        "ip -n dpb-src link set dpb-src0 up", "ip -n dpb-dst link set dpb-dst0 up",
-        "ip -n dpb-src link set lo up", "ip -n dpb-dst link set lo up",
-    };
-    for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
-        snprintf(cmd, sizeof(cmd), "%s", steps[i]);
-        if (sh(cmd) < 0) {
-            dp_error("'%s' failed", cmd);
-            private_lab_down();
-            return -1;
-        }
-    }
-    return 0;
-}
-
-static void private_enter(int i)
-{
-    char path[128];
-    snprintf(path, sizeof(path), "/run/netns/%s", priv_ns[i]);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || setns(fd, CLONE_NEWNET) < 0)
-        dp_die("cannot enter network namespace %s: %s", priv_ns[i], strerror(errno));
-    close(fd);
 }
 
 static void loadavg(char *buf, size_t len)
@@ -310,7 +260,7 @@ static int copy_dir(const char *from, const char *to)
     return 0;
 }
 
-static pid_t spawn_server(const char *exe, const struct lab_host *host, bool priv, const char *ip, int port,
+static pid_t spawn_server(const char *exe, const struct lab_host *host, const char *ip, int port,
                           const char *images, const char *key, const char *sendfile_min, long rtt_us, const char *log)
 {
     pid_t pid = fork();
@@ -320,8 +270,6 @@ static pid_t spawn_server(const char *exe, const struct lab_host *host, bool pri
         struct dp_err err;
         if (host && lab_enter(host, &err) < 0)
             dp_die("%s", err.msg);
-        if (priv)
-            private_enter(0);
         int fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
         if (fd >= 0) {
             dup2(fd, 2);
@@ -426,11 +374,9 @@ int bench_server(int argc, char **argv)
     char labcap[64] = ", no bandwidth cap";
     bool lab_created = false;
     const char *ip = "127.0.0.1";
-    if (priv) {
-        if (private_lab_up() < 0)
-            dp_die("cannot create the private namespace pair (needs root and iproute2)");
-        ip = priv_ip[0];
-    } else if (!loopback) {
+    if (priv && lab_set_name(PRIVATE_LAB, &err) < 0)
+        dp_die("%s", err.msg);
+    if (!loopback) {
         int rc = lab_up(0, &err);
         if (rc < 0)
             dp_die("cannot bring the lab up: %s (or use --loopback)", err.msg);
@@ -453,21 +399,17 @@ int bench_server(int argc, char **argv)
         {.name = "get_sendfile", .sendfile_min = "4K", .port = (int)port + 2},
     };
     for (int i = 0; i < 2; i++)
-        v[i].pid = spawn_server(exe, src, priv, ip, v[i].port, images, key, v[i].sendfile_min, 0, log);
-    pid_t rtt_pid = rtt_us ? spawn_server(exe, src, priv, ip, (int)port + 3, images, key, "64K", rtt_us, log) : -1;
+        v[i].pid = spawn_server(exe, src, ip, v[i].port, images, key, v[i].sendfile_min, 0, log);
+    pid_t rtt_pid = rtt_us ? spawn_server(exe, src, ip, (int)port + 3, images, key, "64K", rtt_us, log) : -1;
     pid_t raw_pid = fork();
     if (raw_pid == 0) {
         if (src && lab_enter(src, &err) < 0)
             dp_die("%s", err.msg);
-        if (priv)
-            private_enter(0);
         raw_server((int)port, ip);
         _exit(0);
     }
     if (dst && lab_enter(dst, &err) < 0)
         dp_die("%s", err.msg);
-    if (priv)
-        private_enter(1);
 
     static uint8_t keybuf[DP_KEY_MAX];
     struct dp_client_opts co = {.connect_timeout_ms = 10000, .give_up_ms = 10000, .max_inflight = 256};
@@ -530,7 +472,7 @@ int bench_server(int argc, char **argv)
     /* One sample of each variant in turn: load from elsewhere on the machine
      * then hits every variant alike. */
     const size_t block = 1;
-    fprintf(stderr, "bench server: %s, latency: %ld samples per variant...\n", loopback ? "loopback" : priv ? "private veth pair" : "lab", samples);
+    fprintf(stderr, "bench server: %s, latency: %ld samples per variant...\n", loopback ? "loopback" : priv ? "private lab" : "lab", samples);
     while (nraw < (size_t)samples && !interrupted) {
         size_t n = (size_t)samples - nraw < block ? (size_t)samples - nraw : block;
         for (size_t k = 0; k < n; k++) {
@@ -623,10 +565,9 @@ int bench_server(int argc, char **argv)
     double bulk_ratio = best_bulk->bulk_bps / raw_bps;
 
     char labwhere[160];
-    snprintf(labwhere, sizeof(labwhere), "lab: dp-dst -> dp-src 10.250.0.1%s", labcap);
-    const char *where = loopback ? "loopback 127.0.0.1"
-                        : priv   ? "private veth pair: dpb-dst -> dpb-src 10.251.0.1, no bandwidth cap"
-                                 : labwhere;
+    snprintf(labwhere, sizeof(labwhere), "%s: %s -> %s %s%s", priv ? "private lab made for this run" : "lab",
+             lab_hosts[1].netns, lab_hosts[0].netns, lab_hosts[0].addr, labcap);
+    const char *where = loopback ? "loopback 127.0.0.1" : labwhere;
     printf("\npage server vs raw TCP (%s, %s)\n", where, images);
     printf("%-26s %10s %10s %10s %12s\n", "4 KiB request/response", "p50 us", "p90 us", "p99 us", "p50 vs raw");
     printf("%-26s %10.1f %10.1f %10.1f %12s\n", "raw TCP", raw_p50, pct(raw_lat, nraw, 0.9), pct(raw_lat, nraw, 0.99),
@@ -709,8 +650,8 @@ int bench_server(int argc, char **argv)
     /* The lab is left up even if this run created it: other work may have
      * started using it meanwhile, and lab down would kill that. */
     (void)lab_created;
-    if (priv)
-        private_lab_down();
+    if (priv && lab_down(NULL, &err) < 0)
+        dp_warn("could not take the private lab %s down: %s", PRIVATE_LAB, err.msg);
     char rm[600];
     snprintf(rm, sizeof(rm), "rm -rf '%s'", tmp);
     if (system(rm) != 0)
