@@ -556,6 +556,10 @@ int cmd_restore(int argc, char **argv)
     }
     close(ready[1]);
     close(lfd);
+    /* The daemon has its own copy of the hot set. */
+    uint64_t hs_pages = hs.total_pages;
+    const char *hs_source = lo.replay ? dp_hotset_source_name(hs.source) : "none";
+    dp_hotset_free(&hs);
     /* The daemon owns the page source now (its connection, its files). */
     src->ops->close(src);
     src = NULL;
@@ -643,8 +647,8 @@ int cmd_restore(int argc, char **argv)
                "\"hotset_source\": \"%s\", \"hotset_mode\": \"%s\", \"record_trace_s\": %.1f, \"skeleton_s\": %.6f, "
                "\"daemon_start_s\": %.6f}\n",
                pid, restore_s, total_s, (int)daemon, workdir, a.images ? "local" : a.source,
-               (unsigned long long)skel_bytes, a.prefetch, (unsigned long long)hs.total_pages,
-               lo.replay ? dp_hotset_source_name(hs.source) : "none", a.stage ? "stage" : "install", a.record_s, (double)(t_skel - t_start) / 1e9,
+               (unsigned long long)skel_bytes, a.prefetch, (unsigned long long)hs_pages,
+               hs_source, a.stage ? "stage" : "install", a.record_s, (double)(t_skel - t_start) / 1e9,
                (double)(t_daemon - t_skel) / 1e9);
     } else {
         printf("restored pid %d in %.3f s (%.3f s including the skeleton); lazy-pages daemon pid %d\n"

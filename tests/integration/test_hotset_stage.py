@@ -19,6 +19,10 @@ import util
 from test_hotset import encode_hotset
 
 FORKMEM = os.path.join(util.BUILD, "forkmem")
+# A sanitized forkmem (DISTRIPROC_BUILD=build-asan) also reads ASan's shadow
+# of every page it touches: those lazy pages fault too (as misses), so only
+# an uninstrumented one gives exact miss counts. Hits are exact either way.
+SANITIZED = b"__asan_init" in open(FORKMEM, "rb").read()
 PORT = 7071
 SERVE_PORT = 7312
 PG = 4096
@@ -112,8 +116,9 @@ def test_stage_counts_exactly_the_staged_pages_the_workload_touches(lab, procs, 
     assert forkmem("dst", "TOUCHR 256 768") == {"touched": 512, "errors": 0}
     assert forkmem("dst", "TOUCHR 1400 1600") == {"touched": 200, "errors": 0}
     after = stats(wd)["replay"]["stage"]
-    assert delta(after, before, "hits", "misses", "hits_inflight") == \
-        {"hits": 256 + 100, "misses": 256 + 100, "hits_inflight": 0}, (before, after)
+    d = delta(after, before, "hits", "misses", "hits_inflight")
+    assert d["hits"] == 256 + 100 and d["hits_inflight"] == 0, (before, after)
+    assert d["misses"] == 256 + 100 or (SANITIZED and d["misses"] > 256 + 100), (before, after)
     assert after["still_staged"] == n_hot - after["hits"], after
     assert after["hit_rate"] == pytest.approx(after["hits"] / n_hot, abs=1e-4), after
     # a page used twice is one hit
@@ -158,7 +163,8 @@ def test_stage_drops_removed_unmapped_and_exited_pages_and_follows_mremap(lab, p
     # the rest is still staged and used once each; removed pages read zeros
     assert forkmem("dst", "TOUCHR 0 1024") == {"touched": 1024, "errors": 0}
     s3 = stats(wd)["replay"]["stage"]
-    assert delta(s3, s2, "hits", "misses") == {"hits": n_hot - 200, "misses": 0}, (s2, s3)
+    d = delta(s3, s2, "hits", "misses")
+    assert d["hits"] == n_hot - 200 and (d["misses"] == 0 or SANITIZED), (s2, s3)
     assert s3["still_staged"] == 0, s3
     check_balance(s3)
     assert forkmem("dst", "VERIFY") == {"pages": info["pages"], "errors": 0}
@@ -187,7 +193,7 @@ def test_stage_drops_removed_unmapped_and_exited_pages_and_follows_mremap(lab, p
     # knew of, zero-filled; REMAP's own code path (deeper stack) may add a
     # page or two that TOUCHR did not fault in
     other = (ra["misses"] - rb["misses"]) + (a["total"]["faults_zero"] - b["total"]["faults_zero"])
-    assert 0 <= other - (info["pages"] - n_hot) <= 2, (other, rb, ra, b["total"], a["total"])
+    assert 0 <= other - (info["pages"] - n_hot) <= (512 if SANITIZED else 2), (other, rb, ra, b["total"], a["total"])
     assert forkmem("dst", "VERIFY") == {"pages": info["pages"], "errors": 0}
     stop(res, wd)
 
