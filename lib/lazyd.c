@@ -1300,9 +1300,12 @@ static void stats_text(struct dp_lazyd *d, struct dp_sbuf *b)
     if (d->staging) {
         const struct dp_replay_hits *h = &d->replay.st;
         double rate = dp_replay_hit_rate(&d->replay);
-        dp_sbuf_printf(b, "replay hit rate %s%.1f%%: %llu of %llu replayed pages used (%llu from the staging "
+        char rs[16] = "n/a";
+        if (rate >= 0)
+            snprintf(rs, sizeof(rs), "%.1f%%", 100.0 * rate);
+        dp_sbuf_printf(b, "replay hit rate %s: %llu of %llu replayed pages used (%llu from the staging "
                        "buffer, %llu waited in flight); %llu misses; %llu still staged, %llu dropped, %llu expired\n",
-                       rate < 0 ? "n/a " : "", rate < 0 ? 0.0 : 100.0 * rate,
+                       rs,
                        (unsigned long long)(h->hits + h->hits_inflight),
                        (unsigned long long)(h->staged + h->hits_inflight), (unsigned long long)h->hits,
                        (unsigned long long)h->hits_inflight, (unsigned long long)h->misses,

@@ -97,7 +97,8 @@ def test_report_with_measured_hit_rate(tmp_path):
         return {**c, "replay": {**(c.get("replay") or {}), "mode": "stage", "stage": st}}
 
     w["stage_runs"] = {"S": stage_run(27000, 400, 28000, 10, (20000, 27000, 27400)),
-                       "S2": stage_run(14000, 0, 28000, 14000, (1000, 5000, 14000))}
+                       "S2": stage_run(14000, 0, 28000, 14000, (1000, 5000, 14000)),
+                       "X": stage_run(2800, 0, 28000, 25000, (100, 1000, 2000))}
     w["replay_hit_rate"] = 0.5
     d["params"] = {"seconds": 20}
     for other in d["workloads"][1:]:
@@ -114,3 +115,4 @@ def test_report_with_measured_hit_rate(tmp_path):
     # S: (27000 + 400) / 28400 = 96.5%; within 1 s 20000/28400 = 70.4%
     assert "| redis | S | 28400 | 27400 | 400 | 96.5% | 70.4% | 95.1% | 96.5% | 10 |" in md, md
     assert "| redis | S2 | 28000 | 14000 | 0 | 50.0% | 3.6% | 17.9% | 50.0% | 14000 | 50.0% | 14000 |" in md, md
+    assert "| redis | X (other keys) | 28000 | 2800 | 0 | 10.0% |" in md, md
