@@ -613,7 +613,7 @@ class Bench:
         for w in out["workloads"]:
             if w.get("replay_hit_rate") is not None:
                 log("%s: replay hit rate %s measured (median of %d stage runs)" % (
-                    w["workload"], pct(w["replay_hit_rate"]), len(w["stage_runs"])))
+                    w["workload"], pct(w["replay_hit_rate"]), sum(t.startswith("S") for t in w["stage_runs"])))
             t = w["summary"]["time_to_90_median_s"]
             log("%s: precision %.1f%% recall %.1f%% (trace), %.1f%%/%.1f%% (classify); 90%% of steady "
                 "throughput after %s s without replay, %s s with (medians)" %

@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 
 import pytest
 
@@ -40,6 +41,10 @@ def checkpoint_forkmem(procs, tmp_path, mib=8):
     """forkmem in src, checkpointed and served; returns (images, listen, key, info)."""
     pid = util.start_container(procs, "src", [FORKMEM, "--mib", mib, "--port", PORT], tmp_path / "src.pid")
     info = util.wait_until(lambda: forkmem("src", "INFO", timeout=5), 30, "forkmem INFO", interval=0.2)
+    return checkpoint_and_serve(procs, tmp_path, pid)[:3] + (info,)
+
+
+def checkpoint_and_serve(procs, tmp_path, pid, *serve_args):
     images = tmp_path / "images"
     util.distriproc("checkpoint", "--host", "src", "--pid", pid, "--images", images, timeout=120)
     util.wait_gone(pid, timeout=20)
@@ -47,11 +52,11 @@ def checkpoint_forkmem(procs, tmp_path, mib=8):
     util.distriproc("keygen", key)
     listen = f"{util.HOSTS['src']}:{SERVE_PORT}"
     log = open(tmp_path / "serve.log", "a")
-    procs.spawn(util.netns_cmd("src", [util.DISTRIPROC, "serve", "--images", images, "--listen", listen,
-                                       "--key", key]), stdout=subprocess.DEVNULL, stderr=log)
+    server = procs.spawn(util.netns_cmd("src", [util.DISTRIPROC, "serve", "--images", images, "--listen", listen,
+                                                "--key", key, *serve_args]), stdout=subprocess.DEVNULL, stderr=log)
     util.wait_until(lambda: util.run(util.netns_cmd("src", ["ss", "-ltnH", f"sport = :{SERVE_PORT}"]))
                     .stdout.strip() != "", 20, "the page server to listen")
-    return images, listen, key, info
+    return images, listen, key, server
 
 
 def hotset_file(tmp_path, images, info, ranges, name):
@@ -65,14 +70,15 @@ def hotset_file(tmp_path, images, info, ranges, name):
     return path, sum(b - a for a, b in ranges)
 
 
-def restore_staged(procs, wd, listen, key, hot):
+def restore_staged(procs, wd, listen, key, hot, *extra, wait=True):
     cp = util.distriproc("restore", "--source", listen, "--key", key, "--workdir", wd, "--host", "dst", "--json",
-                         "--hotset", hot, "--hotset-mode", "stage", timeout=150)
+                         "--hotset", hot, "--hotset-mode", "stage", *extra, timeout=150)
     res = json.loads(cp.stdout)
     procs.track(res["daemon_pid"])
     procs.track(res["pid"])
     assert res["hotset_mode"] == "stage", res
-    util.wait_until(lambda: not stats(wd)["replay"]["active"], 60, "the replay to finish staging")
+    if wait:
+        util.wait_until(lambda: not stats(wd)["replay"]["active"], 60, "the replay to finish staging")
     return res
 
 
@@ -209,3 +215,64 @@ def test_stage_mode_refuses_budget_and_needs_a_hotset(tmp_path):
     cp = util.distriproc("restore", "--source", "127.0.0.1:1", "--key", tmp_path / "k", "--workdir", tmp_path / "w",
                          "--hotset", "auto", "--hotset-mode", "maybe", check=False)
     assert cp.returncode == 2 and "install or stage" in cp.stderr, cp.stderr
+
+
+@pytest.mark.time_limit(300)
+def test_stage_counts_a_touch_of_a_page_still_in_flight(lab, procs, criu, tmp_path):
+    # The replay, slowed down (1 s per reply, one 1 MiB batch in flight at a
+    # time), is caught with a batch in flight by stopping the page server
+    # (SIGSTOP; nsenter execs it, so the Popen is the server). forkmem then
+    # touches 4 pages of that batch: the first waits for the batch (a hit in
+    # flight, counted when it faults), the other 3 are staged by the time
+    # forkmem gets to them (hits).
+    if SANITIZED:
+        pytest.skip("a sanitized forkmem reads ASan's shadow of the page first: another page, which the "
+                    "stopped server cannot deliver")
+    # 32 MiB: 32 batches, so the replay is still running after forkmem's
+    # ~10 misses of a second each (its generation table, reply buffer...)
+    pid = util.start_container(procs, "src", [FORKMEM, "--mib", 32, "--port", PORT], tmp_path / "src.pid")
+    info = util.wait_until(lambda: forkmem("src", "INFO", timeout=5), 30, "forkmem INFO", interval=0.2)
+    images, listen, key, server = checkpoint_and_serve(procs, tmp_path, pid, "--emulate-rtt", "1000000")
+    holes = info["holes"]
+    ranges = [(0, holes[0]), (holes[1], info["pages"])]
+    hot, n_hot = hotset_file(tmp_path, images, info, ranges, "hot.bin")
+    order = [p for a, b in ranges for p in range(a, b)]  # replay order: the runs in turn
+    wd = tmp_path / "wd"
+    res = restore_staged(procs, wd, listen, key, hot, "--replay-window", "1M", wait=False)
+    assert forkmem("dst", "TOUCHR 0 0", timeout=60) == {"touched": 0, "errors": 0}  # a few seconds: 1 s a miss
+    try:
+        os.kill(server.pid, signal.SIGSTOP)
+        # settle: replies already on their way are read, the next batch is
+        # submitted and stays in flight
+        def still():
+            before = stats(wd)["replay"]["completed"]
+            time.sleep(0.5)
+            return stats(wd)["replay"]["completed"] == before
+        util.wait_until(still, 20, "the replay to stand still")
+        rp = stats(wd)["replay"]
+        assert rp["active"] and rp["submitted"] > rp["completed"], \
+            f"the replay is not in flight (finished before the server was stopped?): {rp}"
+        done = rp["completed"]
+        assert rp["stage"]["staged"] == done and rp["stage"]["hits"] == 0, rp
+        first = order[done]  # the first page in flight
+        assert order[done + 3] == first + 3, "the 4 pages cross a run boundary"
+        toucher = subprocess.Popen(util.netns_cmd("dst", [util.PYTHON, "-c", util._STAT_CLIENT, util.HOSTS["dst"],
+                                                          PORT, f"TOUCHR {first} {first + 4}", 60]),
+                                   stdout=subprocess.PIPE, text=True)
+        util.wait_until(lambda: stats(wd)["replay"]["stage"]["hits_inflight"] == 1, 20,
+                        "forkmem's touch to wait for the batch in flight")
+        assert toucher.poll() is None, "forkmem answered while its page was still in flight"
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+    out, _ = toucher.communicate(timeout=60)
+    assert json.loads(out) == {"touched": 4, "errors": 0}, out
+    util.wait_until(lambda: not stats(wd)["replay"]["active"], 60, "the replay to finish")
+    sg = stats(wd)["replay"]["stage"]
+    assert sg["hits_inflight"] == 1 and sg["hits"] == 3 and sg["staged"] == n_hot - 1, sg
+    # every replayed page checks (not VERIFY: the holes would cost 1 s each)
+    for a, b in ranges:
+        assert forkmem("dst", f"TOUCHR {a} {b}") == {"touched": b - a, "errors": 0}
+    sg = stats(wd)["replay"]["stage"]
+    assert sg["hits"] == n_hot - 1 and sg["still_staged"] == 0 and sg["hit_rate"] == 1.0, sg
+    check_balance(sg)
+    stop(res, wd)
