@@ -167,8 +167,8 @@ def fmt_s(v):
     return "never" if v is None else "%.2f s" % v
 
 
-def pct(v):
-    return "-" if v is None else "%.1f%%" % (100 * v)
+def pct(v, digits=1):
+    return "-" if v is None else "%.*f%%" % (digits, 100 * v)
 
 
 def stage_summary(stage, within=(1, 5, 10)):
@@ -203,9 +203,9 @@ def stage_table(d):
             st = r["replay"]["stage"]
             sm = stage_summary(st)
             lines.append("| %s | %s | %d | %d | %d | %s | %s | %s | %s | %d | %s | %d | %.1f |" % (
-                w["workload"], tag if tag != "X" else "X (other keys)", sm["delivered"], sm["used"], st["hits_inflight"], pct(st["hit_rate"]),
-                pct(sm["hit_rate_within_1_s"]), pct(sm["hit_rate_within_5_s"]), pct(sm["hit_rate_within_10_s"]),
-                st["misses"], pct(st["coverage"]), st["still_staged"] + st["expired"], r["steady_per_s"]))
+                w["workload"], tag if tag != "X" else "X (other keys)", sm["delivered"], sm["used"], st["hits_inflight"],
+                pct(st["hit_rate"], 2), pct(sm["hit_rate_within_1_s"]), pct(sm["hit_rate_within_5_s"]),
+                pct(sm["hit_rate_within_10_s"]), st["misses"], pct(st["coverage"], 2), st["still_staged"] + st["expired"], r["steady_per_s"]))
     lines.append("")
     return lines
 
@@ -246,7 +246,7 @@ def report(d, outdir, cmdline):
             lines.append("| %s | %s | %s | %.1f | %s | %s | %s | %s | %s |" % (
                 w["workload"], tag, "yes" if tag.startswith("C") else "no", r["steady_per_s"],
                 fmt_s(r["time_to_90_s"]), dm.get("faults_remote", "?"), rp.get("submitted", 0),
-                pct(rate) if tag.startswith("C") else "-",
+                pct(rate, 2 if measured else 1) if tag.startswith("C") else "-",
                 "%.1f%%" % (100 * dm["prefetch_hit_rate"]) if "prefetch_hit_rate" in dm else "?"))
     lines += ["", "Under load the runs' own steady values differ (the machine was shared), so the same "
               "comparison against one reference per workload (the median of its runs' steady throughput), "

@@ -111,8 +111,8 @@ def test_report_with_measured_hit_rate(tmp_path):
     assert "replay hit rate (measured: median of the S runs)" in md, md
     assert "Replay hit rate (est.)" not in md
     row_c = [ln for ln in md.splitlines() if ln.startswith("| redis | C |")][0]
-    assert row_c.rstrip().split("|")[-3].strip() == "50.0%", row_c
-    # S: (27000 + 400) / 28400 = 96.5%; within 1 s 20000/28400 = 70.4%
-    assert "| redis | S | 28400 | 27400 | 400 | 96.5% | 70.4% | 95.1% | 96.5% | 10 |" in md, md
-    assert "| redis | S2 | 28000 | 14000 | 0 | 50.0% | 3.6% | 17.9% | 50.0% | 14000 | 50.0% | 14000 |" in md, md
-    assert "| redis | X (other keys) | 28000 | 2800 | 0 | 10.0% |" in md, md
+    assert row_c.rstrip().split("|")[-3].strip() == "50.00%", row_c
+    # S: (27000 + 400) / 28400 = 96.48%; within 1 s 20000/28400 = 70.4%
+    assert "| redis | S | 28400 | 27400 | 400 | 96.48% | 70.4% | 95.1% | 96.5% | 10 |" in md, md
+    assert "| redis | S2 | 28000 | 14000 | 0 | 50.00% | 3.6% | 17.9% | 50.0% | 14000 | 50.00% | 14000 |" in md, md
+    assert "| redis | X (other keys) | 28000 | 2800 | 0 | 10.00% |" in md, md
