@@ -161,6 +161,8 @@ struct dp_lazyd {
     uint64_t fault_rtt_ns;     /* moving average of a fault's fetch; no spinning when slower */
     struct dp_replay replay;   /* o->replay in bulk (issue 7) */
     int replaying;
+    int staging;               /* stage mode: replayed pages wait in stage until a fault */
+    struct dp_vbuf stage;      /* (task id, image address) -> the page as the replay fetched it */
     struct dp_trace trace;     /* first touches, for the next restore */
     int tracing, trace_sent;
     uint64_t trace_pages;
@@ -171,6 +173,7 @@ static void kill_restored(struct dp_lazyd *d);
 static void req_finish(struct dp_lazyd *d, struct lz_req *r);
 static struct lz_task *task_by_id(struct dp_lazyd *d, int id);
 static void ev_json(struct dp_lazyd *d, struct dp_sbuf *b);
+static void stage_drop(struct dp_lazyd *d, struct lz_task *t, uint64_t start, uint64_t end, int expired);
 static uint64_t ev_resident(const struct dp_lazyd *d);
 static uint64_t ev_high(const struct dp_lazyd *d);
 
@@ -248,6 +251,7 @@ static void task_gone(struct dp_lazyd *d, struct lz_task *t, const char *why)
         r = next;
     }
     t->retry = NULL;
+    stage_drop(d, t, 0, UINT64_MAX, 1);
     dp_lazymap_free(&t->map);
     if (t->inj_open && !(d->ev.busy && d->ev.cur == t)) { /* else the batch closes it */
         dp_inject_close(&t->in);
@@ -349,6 +353,13 @@ static void req_submit(struct dp_lazyd *d, struct lz_req *r)
     }
 }
 
+/* A page a fetch may be submitted for: remote, and not staged (the daemon
+ * holds it already; a fault installs that copy). */
+static int fetchable(uint8_t pg)
+{
+    return dp_pg_state(pg) == DP_PG_REMOTE && !(pg & DP_PGF_STAGED);
+}
+
 /* Marks the pages of [img, img+n) in region reg INFLIGHT with flags. */
 static void mark_inflight(struct lz_task *t, struct dp_lazy_region *reg, uint64_t img, uint32_t n, uint8_t flags)
 {
@@ -367,13 +378,13 @@ static uint32_t submit_remote_runs(struct dp_lazyd *d, struct lz_task *t, struct
     uint32_t i = 0;
     uint8_t flags = kind == K_BACKGROUND ? DP_PGF_BACKGROUND : DP_PGF_PREFETCH;
     while (i < n && base + i < total) {
-        if (dp_pg_state(reg->pg[base + i]) != DP_PG_REMOTE) {
+        if (!fetchable(reg->pg[base + i])) {
             i++;
             continue;
         }
         uint32_t run = 1;
         while (i + run < n && base + i + run < total && run < MAX_REQ_PAGES &&
-               dp_pg_state(reg->pg[base + i + run]) == DP_PG_REMOTE)
+               fetchable(reg->pg[base + i + run]))
             run++;
         struct lz_req *r = req_new(d, t, img + (uint64_t)i * PG, run, kind);
         if (!r)
@@ -429,6 +440,60 @@ static void replay_pump(struct dp_lazyd *d)
     }
 }
 
+/* Stage mode (docs/hotset.md, "Measuring the replay"): a completed replay
+ * fetch leaves its pages in d->stage, REMOTE with DP_PGF_STAGED, instead of
+ * installing them; a fault on such a page installs the copy (a hit, no
+ * network), so every use of a replayed page is seen. Pages a fault already
+ * waits for are installed as usual (hits in flight). Keyed by image address,
+ * so the copy follows mremap like the page's state byte; the flag is the
+ * authority (every state change clears it), the copies of removed or
+ * unmapped pages are dropped. The copy is what the page server held at the
+ * fetch: with no --budget nothing writes back, so it stays the page's data
+ * for as long as the page stays REMOTE. */
+static void stage_pages(struct dp_lazyd *d, struct lz_req *r)
+{
+    struct lz_task *t = r->t;
+    for (uint32_t i = 0; i < r->f.npages; i++) {
+        uint64_t img = r->f.img + (uint64_t)i * PG;
+        struct dp_lazy_region *reg;
+        uint64_t cur = dp_lazymap_img_to_addr(&t->map, img, &reg);
+        uint8_t *pg = cur ? &reg->pg[(cur - reg->start) / PG] : NULL;
+        if (!pg || dp_pg_state(*pg) != DP_PG_INFLIGHT || (*pg & DP_PGF_WAITED))
+            continue; /* gone, removed, or a fault waits for it: install() handles it */
+        if (dp_vbuf_put(&d->stage, t->id, img, r->f.buf + (size_t)i * PG) < 0) {
+            d->replay.st.unstaged++; /* out of memory: installed as in install mode */
+            continue;
+        }
+        dp_lazymap_set(&t->map, pg, DP_PG_REMOTE, DP_PGF_STAGED);
+        d->replay.st.staged++;
+    }
+}
+
+/* The application removed or unmapped run-time [start, end) (or the task is
+ * gone: expired): drop the staged copies there, exactly like the victim
+ * buffer's. Before the map changes: it translates to image addresses. */
+static void stage_drop(struct dp_lazyd *d, struct lz_task *t, uint64_t start, uint64_t end, int expired)
+{
+    if (!d->staging || !d->stage.bytes)
+        return;
+    uint64_t before = d->stage.bytes;
+    if (expired) {
+        dp_vbuf_drop_range(&d->stage, t->id, 0, UINT64_MAX);
+    } else {
+        for (size_t i = 0; i < t->map.n; i++) {
+            struct dp_lazy_region *reg = &t->map.r[i];
+            uint64_t a = start > reg->start ? start : reg->start, b = end < reg->end ? end : reg->end;
+            if (a < b)
+                dp_vbuf_drop_range(&d->stage, t->id, reg->img + (a - reg->start), reg->img + (b - reg->start));
+        }
+    }
+    uint64_t n = (before - d->stage.bytes) / PG;
+    if (expired)
+        d->replay.st.expired += n;
+    else
+        d->replay.st.dropped += n;
+}
+
 /* A first touch of a page with data: part of the working set. */
 static void trace_touch(struct dp_lazyd *d, struct lz_task *t, uint64_t img, uint64_t now)
 {
@@ -482,7 +547,7 @@ static void fault_remote(struct dp_lazyd *d, struct lz_task *t, struct dp_lazy_r
     uint64_t idx = (page - reg->start) / PG, total = (reg->end - reg->start) / PG;
     if (npf > 0 && pf[0].addr == img + PG) {
         while (n <= pf[0].npages && n < FAULT_REQ_PAGES && idx + n < total &&
-               dp_pg_state(reg->pg[idx + n]) == DP_PG_REMOTE)
+               fetchable(reg->pg[idx + n]))
             n++;
     }
     struct lz_req *r = req_new(d, t, img, n, K_FAULT);
@@ -591,6 +656,31 @@ static void fault_zero(struct dp_lazyd *d, struct lz_task *t, uint64_t page, uin
     }
 }
 
+/* Installs a faulted page from a copy the daemon holds (victim buffer,
+ * staging buffer): 1 = installed, -1 = the process is gone, 0 = not
+ * installed (EAGAIN and the like; the UFFDIO_COPY error in *rc). */
+static int local_copy(struct dp_lazyd *d, struct lz_task *t, uint8_t *pg, uint64_t page, uint64_t img,
+                      const uint8_t *data, uint64_t t0, int *rc)
+{
+    uint64_t done = 0;
+    *rc = dp_uffd_copy(t->uffd, page, data, PG, &done);
+    if (*rc == 0 || *rc == -EEXIST) {
+        if (*rc == -EEXIST) {
+            t->c.eexist++;
+            dp_uffd_wake(t->uffd, page, PG);
+        }
+        dp_lazymap_set(&t->map, pg, DP_PG_RESIDENT, 0);
+        ev_installed(d, t, page, img, data, *rc == -EEXIST);
+        dp_hist_add(&t->lat, dp_now_ns() - t0);
+        return 1;
+    }
+    if (*rc == -ESRCH || *rc == -ENOSPC) {
+        task_gone(d, t, "copy: process gone");
+        return -1;
+    }
+    return 0;
+}
+
 /* A fault on a REMOTE page evicted recently: install the victim buffer's
  * copy (what the server holds) locally. Only when no fetch for the page is
  * outstanding, so that no late completion can land on it. 1 = served. */
@@ -599,26 +689,55 @@ static int vbuf_install(struct dp_lazyd *d, struct lz_task *t, struct dp_lazy_re
 {
     static uint8_t buf[PG] __attribute__((aligned(PG)));
     uint64_t img = reg->img + (page - reg->start);
+    int rc;
     if (find_req(t, img) || !dp_vbuf_get(&d->ev.vb, t->id, page, buf))
         return 0;
-    uint64_t done = 0;
-    int rc = dp_uffd_copy(t->uffd, page, buf, PG, &done);
-    if (rc == 0 || rc == -EEXIST) {
-        if (rc == -EEXIST) {
-            t->c.eexist++;
-            dp_uffd_wake(t->uffd, page, PG);
-        }
-        dp_lazymap_set(&t->map, pg, DP_PG_RESIDENT, 0);
-        ev_installed(d, t, page, img, buf, rc == -EEXIST);
+    int got = local_copy(d, t, pg, page, img, buf, t0, &rc);
+    if (got > 0)
         d->ev.vb_hits++;
-        dp_hist_add(&t->lat, dp_now_ns() - t0);
+    return got != 0; /* 0: EAGAIN and the like: fetch it from the server instead */
+}
+
+/* A fault on a staged page: install the replay's copy (a replay hit). No
+ * fetch can be outstanding for it: a staged page is never submitted, and
+ * install() copies only pages in flight. 1 = served (or retried: on EAGAIN
+ * the copy goes back and the thread faults again once the pending event has
+ * been read), 0 = fetch it instead. */
+static int stage_install(struct dp_lazyd *d, struct lz_task *t, struct dp_lazy_region *reg, uint8_t *pg,
+                         uint64_t page, uint64_t t0)
+{
+    static uint8_t buf[PG] __attribute__((aligned(PG)));
+    uint64_t img = reg->img + (page - reg->start);
+    int rc;
+    if (!dp_vbuf_get(&d->stage, t->id, img, buf)) {
+        dp_warn("pid %d: staged page 0x%llx has no copy; fetching it", t->shown_pid, (unsigned long long)page);
+        dp_lazymap_set(&t->map, pg, DP_PG_REMOTE, 0);
+        return 0;
+    }
+    int got = local_copy(d, t, pg, page, img, buf, t0, &rc);
+    if (got > 0)
+        dp_replay_hit(&d->replay, 0, t0);
+    if (got != 0)
+        return 1;
+    if ((rc == -EAGAIN || rc == -ENOENT) && dp_vbuf_put(&d->stage, t->id, img, buf) == 0) {
+        t->c.eagain++;
+        dp_uffd_wake(t->uffd, page, PG);
         return 1;
     }
-    if (rc == -ESRCH || rc == -ENOSPC) {
-        task_gone(d, t, "copy: process gone");
-        return 1;
-    }
-    return 0; /* EAGAIN and the like: fetch it from the server instead */
+    dp_warn("pid %d: UFFDIO_COPY of staged page 0x%llx failed: %s; fetching it", t->shown_pid,
+            (unsigned long long)page, strerror(-rc));
+    d->replay.st.dropped++;
+    dp_lazymap_set(&t->map, pg, DP_PG_REMOTE, 0);
+    return 0;
+}
+
+/* Stage mode: a first touch of a page with data that the replay did not
+ * bring (neither staged nor in flight for it). */
+static void stage_miss(struct dp_lazyd *d)
+{
+    d->replay.st.misses++;
+    if (d->replaying)
+        d->replay.st.misses_replaying++;
 }
 
 static void handle_fault(struct dp_lazyd *d, struct lz_task *t, uint64_t addr, uint64_t t0)
@@ -646,14 +765,24 @@ static void handle_fault(struct dp_lazyd *d, struct lz_task *t, uint64_t addr, u
             t->c.prefetch_hits_inflight++;
             dp_prefetch_inflight_hit(&t->pf, reg->img, reg->img + (page - reg->start));
         }
-        *pg |= DP_PGF_WAITED;
         struct lz_req *r = find_req(t, reg->img + (page - reg->start));
+        if (d->staging && !(*pg & DP_PGF_WAITED)) { /* a first touch */
+            if (r && r->kind == K_REPLAY)
+                dp_replay_hit(&d->replay, 1, t0);
+            else
+                stage_miss(d);
+        }
+        *pg |= DP_PGF_WAITED;
         if (!r || add_waiter(r, page, t0))
             dp_uffd_wake(t->uffd, page, PG); /* refault later rather than hang */
         break;
     }
     case DP_PG_REMOTE:
         trace_touch(d, t, reg->img + (page - reg->start), t0);
+        if ((*pg & DP_PGF_STAGED) && stage_install(d, t, reg, pg, page, t0))
+            break;
+        if (d->staging)
+            stage_miss(d);
         if (ev_managed(d, t)) {
             if (dp_evict_record_fault(&d->ev.pol, t->id, page, t0) == 1)
                 d->ev.refaults++;
@@ -669,6 +798,8 @@ static void handle_fault(struct dp_lazyd *d, struct lz_task *t, uint64_t addr, u
 static void install(struct dp_lazyd *d, struct lz_req *r)
 {
     struct lz_task *t = r->t;
+    if (r->kind == K_REPLAY && d->staging)
+        stage_pages(d, r);
     while (r->done_pages < r->f.npages) {
         uint32_t i = r->done_pages;
         uint64_t img = r->f.img + (uint64_t)i * PG;
@@ -677,7 +808,8 @@ static void install(struct dp_lazyd *d, struct lz_req *r)
         uint8_t *pg = cur ? &reg->pg[(cur - reg->start) / PG] : NULL;
         if (!pg || dp_pg_state(*pg) != DP_PG_INFLIGHT) {
             /* unmapped, removed (zero from now on) or already handled */
-            t->c.dropped_stale++;
+            if (!pg || !(*pg & DP_PGF_STAGED))
+                t->c.dropped_stale++;
             r->done_pages++;
             continue;
         }
@@ -888,6 +1020,7 @@ static void handle_uffd(struct dp_lazyd *d, struct lz_task *t)
                 break;
             case UFFD_EVENT_REMOVE:
                 t->c.ev_remove++;
+                stage_drop(d, t, m->arg.remove.start, m->arg.remove.end, 0);
                 /* our own eviction zaps leave the data at the source (REMOTE);
                  * the application's drop is for good (NONE: zero-fill) */
                 dp_lazymap_remove_except(&t->map, m->arg.remove.start, m->arg.remove.end, t->ownzap,
@@ -901,6 +1034,7 @@ static void handle_uffd(struct dp_lazyd *d, struct lz_task *t)
                 break;
             case UFFD_EVENT_UNMAP:
                 t->c.ev_unmap++;
+                stage_drop(d, t, m->arg.remove.start, m->arg.remove.end, 0);
                 if (dp_lazymap_unmap(&t->map, m->arg.remove.start, m->arg.remove.end))
                     dp_error("pid %d: out of memory tracking munmap", t->shown_pid);
                 if (d->ev.on) {
@@ -1013,6 +1147,46 @@ static void task_json(struct dp_sbuf *b, const struct lz_task *t, uint64_t now)
     dp_sbuf_printf(b, "}");
 }
 
+static const uint32_t stage_marks[] = {1, 2, 5, 10, 20, 30, 60};
+
+/* The replay's measured use (stage mode), or null. */
+static void stage_json(struct dp_lazyd *d, struct dp_sbuf *b)
+{
+    if (!d->staging) {
+        dp_sbuf_printf(b, "null");
+        return;
+    }
+    const struct dp_replay_hits *h = &d->replay.st;
+    double rate = dp_replay_hit_rate(&d->replay);
+    uint64_t touched = h->hits + h->hits_inflight;
+    dp_sbuf_printf(b, "{\"staged\": %llu, \"hits\": %llu, \"hits_inflight\": %llu, \"hit_rate\": ",
+                   (unsigned long long)h->staged, (unsigned long long)h->hits, (unsigned long long)h->hits_inflight);
+    dp_sbuf_printf(b, rate < 0 ? "null" : "%.4f", rate);
+    dp_sbuf_printf(b, ", \"misses\": %llu, \"misses_while_replaying\": %llu, \"coverage\": ",
+                   (unsigned long long)h->misses, (unsigned long long)h->misses_replaying);
+    if (touched + h->misses)
+        dp_sbuf_printf(b, "%.4f", (double)touched / (double)(touched + h->misses));
+    else
+        dp_sbuf_printf(b, "null");
+    dp_sbuf_printf(b, ", \"dropped\": %llu, \"expired\": %llu, \"still_staged\": %llu, \"unstaged\": %llu, "
+                   "\"staged_bytes\": %llu, \"hits_within_s\": {",
+                   (unsigned long long)h->dropped, (unsigned long long)h->expired,
+                   (unsigned long long)dp_replay_still_staged(&d->replay), (unsigned long long)h->unstaged,
+                   (unsigned long long)d->stage.bytes);
+    for (size_t i = 0; i < DP_ARRAY_LEN(stage_marks); i++)
+        dp_sbuf_printf(b, "%s\"%u\": %llu", i ? ", " : "", stage_marks[i],
+                       (unsigned long long)dp_replay_hits_within(&d->replay, stage_marks[i]));
+    /* per second since the replay started, up to the last second with a hit */
+    size_t last = 0;
+    for (size_t i = 0; i <= DP_REPLAY_HIT_SECONDS; i++)
+        if (h->by_second[i])
+            last = i + 1;
+    dp_sbuf_printf(b, "}, \"hits_by_second\": [");
+    for (size_t i = 0; i < last; i++)
+        dp_sbuf_printf(b, "%s%llu", i ? ", " : "", (unsigned long long)h->by_second[i]);
+    dp_sbuf_printf(b, "]}");
+}
+
 static void stats_json(struct dp_lazyd *d, struct dp_sbuf *b)
 {
     uint64_t now = dp_now_ns();
@@ -1050,13 +1224,15 @@ static void stats_json(struct dp_lazyd *d, struct dp_sbuf *b)
         dp_sbuf_printf(b, "null");
     }
     free(lat);
-    dp_sbuf_printf(b, "}, \"replay\": {\"active\": %s, \"pages\": %llu, \"submitted\": %llu, \"skipped\": %llu, "
-                  "\"completed\": %llu, \"batches\": %llu, \"seconds\": %.3f}, \"trace\": {\"recording\": %s, "
-                  "\"pages\": %llu, \"sent\": %s}",
-                  d->replaying ? "true" : "false", (unsigned long long)d->replay.total_pages,
+    dp_sbuf_printf(b, "}, \"replay\": {\"active\": %s, \"mode\": \"%s\", \"pages\": %llu, \"submitted\": %llu, "
+                  "\"skipped\": %llu, \"completed\": %llu, \"batches\": %llu, \"seconds\": %.3f, \"stage\": ",
+                  d->replaying ? "true" : "false", d->staging ? "stage" : "install",
+                  (unsigned long long)d->replay.total_pages,
                   (unsigned long long)d->replay.submitted_pages, (unsigned long long)d->replay.skipped_pages,
                   (unsigned long long)d->replay.completed_pages, (unsigned long long)d->replay.batches,
-                  d->replay.done_ns ? (double)(d->replay.done_ns - d->replay.start_ns) / 1e9 : 0.0,
+                  d->replay.done_ns ? (double)(d->replay.done_ns - d->replay.start_ns) / 1e9 : 0.0);
+    stage_json(d, b);
+    dp_sbuf_printf(b, "}, \"trace\": {\"recording\": %s, \"pages\": %llu, \"sent\": %s}",
                   d->tracing && !d->trace_sent ? "true" : "false", (unsigned long long)d->trace_pages,
                   d->trace_sent ? "true" : "false");
     dp_sbuf_printf(b, ", \"budget\": ");
@@ -1125,6 +1301,32 @@ static void stats_text(struct dp_lazyd *d, struct dp_sbuf *b)
     }
     text_line(b, "total (alive)", &tot, hits_inf, lat, remote, resident);
     free(lat);
+    if (d->replay.total_pages) {
+        dp_sbuf_printf(b, "hot-set replay (%s): %llu pages, %llu fetched, %llu already there or gone, %s\n",
+                       d->staging ? "stage" : "install", (unsigned long long)d->replay.total_pages,
+                       (unsigned long long)d->replay.submitted_pages, (unsigned long long)d->replay.skipped_pages,
+                       d->replaying ? "running" : "done");
+    }
+    if (d->staging) {
+        const struct dp_replay_hits *h = &d->replay.st;
+        double rate = dp_replay_hit_rate(&d->replay);
+        char rs[16] = "n/a";
+        if (rate >= 0)
+            snprintf(rs, sizeof(rs), "%.1f%%", 100.0 * rate);
+        dp_sbuf_printf(b, "replay hit rate %s: %llu of %llu replayed pages used (%llu from the staging "
+                       "buffer, %llu waited in flight); %llu misses; %llu still staged, %llu dropped, %llu expired\n",
+                       rs,
+                       (unsigned long long)(h->hits + h->hits_inflight),
+                       (unsigned long long)(h->staged + h->hits_inflight), (unsigned long long)h->hits,
+                       (unsigned long long)h->hits_inflight, (unsigned long long)h->misses,
+                       (unsigned long long)dp_replay_still_staged(&d->replay), (unsigned long long)h->dropped,
+                       (unsigned long long)h->expired);
+        dp_sbuf_printf(b, "replay hits within");
+        for (size_t i = 0; i < DP_ARRAY_LEN(stage_marks); i++)
+            dp_sbuf_printf(b, " %us: %llu%s", stage_marks[i],
+                           (unsigned long long)dp_replay_hits_within(&d->replay, stage_marks[i]),
+                           i + 1 < DP_ARRAY_LEN(stage_marks) ? "," : "\n");
+    }
 }
 
 static void handle_ctl_client(struct dp_lazyd *d, struct handler *h)
@@ -1290,7 +1492,7 @@ static void background_fetch(struct dp_lazyd *d, uint64_t now)
                     continue;
                 uint64_t a = t->bg_cursor > reg->start ? t->bg_cursor : reg->start;
                 for (; a < reg->end; a += PG) {
-                    if (dp_pg_state(reg->pg[(a - reg->start) / PG]) == DP_PG_REMOTE) {
+                    if (fetchable(reg->pg[(a - reg->start) / PG])) {
                         uint64_t img = reg->img + (a - reg->start);
                         uint64_t left = (reg->end - a) / PG;
                         uint32_t n = left < BG_CHUNK_PAGES ? (uint32_t)left : BG_CHUNK_PAGES;
@@ -2149,6 +2351,10 @@ static void cleanup(struct dp_lazyd *d)
         close(d->ep);
     dp_replay_free(&d->replay);
     dp_trace_free(&d->trace);
+    if (d->staging) {
+        dp_vbuf_free(&d->stage);
+        d->staging = 0;
+    }
     /* write-back callbacks still to come (the source is closed after us and
      * completes them with an error) use d: leave it, the process exits */
     if (d->ev.clean_inflight > 0 || d->ev.put_wait > 0)
@@ -2214,6 +2420,16 @@ struct dp_lazyd *dp_lazyd_start(const struct dp_lazyd_opts *o)
     if (ev_init(d) < 0) {
         cleanup(d);
         return NULL;
+    }
+    if (o->replay_stage && d->replaying) {
+        if (d->ev.on) {
+            dp_error("--hotset-mode stage keeps the replayed pages in the daemon until they are used, outside "
+                     "any budget: it does not combine with --budget; measure without --budget");
+            cleanup(d);
+            return NULL;
+        }
+        dp_vbuf_init(&d->stage, UINT64_MAX); /* bounded by the hot set */
+        d->staging = 1;
     }
     if (o->ready_fd >= 0) {
         char one = 1;

@@ -35,6 +35,8 @@ struct dp_lazyd_opts {
     /* Working set (issue 7, lib/replay.h, lib/trace.h). */
     const struct dp_hotset *replay;  /* checked hot set to fetch in bulk once the restore finished; NULL = none */
     uint32_t replay_batch, replay_window; /* pages; 0 = defaults */
+    int replay_stage;          /* keep the replayed pages in the daemon until a fault asks for one, to
+                                * measure the replay's hit rate exactly (no --budget with it) */
     double record_s;           /* record the first-touch trace of this many seconds; 0 = off */
     uint8_t cp_id[DP_CPID_SIZE]; /* the checkpoint's identity, stamped on the trace */
     /* Called once with the encoded trace (at the end of the window, or at

@@ -29,6 +29,8 @@ enum dp_pg_state {
 #define DP_PGF_PREFETCH  0x04u  /* in flight / installed because of prefetch, not a fault */
 #define DP_PGF_WAITED    0x08u  /* a fault is waiting for this in-flight page */
 #define DP_PGF_BACKGROUND 0x10u /* in flight because of --background-fetch */
+#define DP_PGF_STAGED    0x20u  /* REMOTE, but the daemon holds the replay's copy (hot-set stage mode):
+                                 * a fault installs that copy; any state change clears it */
 
 struct dp_lazy_region {
     uint64_t start, end;  /* run-time addresses, page aligned */

@@ -125,3 +125,33 @@ int dp_replay_finished(const struct dp_replay *r)
 {
     return r->cur >= r->n && r->completed_pages >= r->submitted_pages;
 }
+
+void dp_replay_hit(struct dp_replay *r, int inflight, uint64_t now_ns)
+{
+    if (inflight)
+        r->st.hits_inflight++;
+    else
+        r->st.hits++;
+    uint64_t s = r->start_ns && now_ns > r->start_ns ? (now_ns - r->start_ns) / 1000000000ull : 0;
+    r->st.by_second[s < DP_REPLAY_HIT_SECONDS ? s : DP_REPLAY_HIT_SECONDS]++;
+}
+
+double dp_replay_hit_rate(const struct dp_replay *r)
+{
+    uint64_t delivered = r->st.staged + r->st.hits_inflight;
+    return delivered ? (double)(r->st.hits + r->st.hits_inflight) / (double)delivered : -1.0;
+}
+
+uint64_t dp_replay_hits_within(const struct dp_replay *r, uint32_t seconds)
+{
+    uint64_t n = 0;
+    for (uint32_t i = 0; i < seconds && i < DP_REPLAY_HIT_SECONDS; i++)
+        n += r->st.by_second[i];
+    return n;
+}
+
+uint64_t dp_replay_still_staged(const struct dp_replay *r)
+{
+    uint64_t gone = r->st.hits + r->st.dropped + r->st.expired;
+    return r->st.staged > gone ? r->st.staged - gone : 0;
+}

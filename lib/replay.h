@@ -34,6 +34,25 @@ struct dp_replay_item {
  * or -1 if the task is gone (the rest of its runs are skipped). */
 typedef int64_t (*dp_replay_fetch_fn)(void *ctx, int32_t pid, uint64_t addr, uint32_t npages);
 
+/* Stage mode (restore --hotset-mode stage, docs/hotset.md): the daemon keeps
+ * the replay's pages instead of installing them, so every use of a replayed
+ * page is a fault it sees. Every staged page ends as exactly one of: a hit,
+ * dropped (the application removed or unmapped it), expired (its task
+ * exited), or still staged. */
+#define DP_REPLAY_HIT_SECONDS 600
+struct dp_replay_hits {
+    uint64_t staged;            /* pages put in the staging buffer */
+    uint64_t hits;              /* faults served from it */
+    uint64_t hits_inflight;     /* first touches that waited for a replay fetch (never staged) */
+    uint64_t misses;            /* first touches of pages with data neither staged nor in flight for the replay */
+    uint64_t misses_replaying;  /* ... of those, while the replay was still running */
+    uint64_t dropped;           /* staged copies dropped: the application removed or unmapped the page */
+    uint64_t expired;           /* staged copies dropped because their task exited */
+    uint64_t unstaged;          /* replay pages installed at once: the buffer could not take them */
+    uint64_t by_second[DP_REPLAY_HIT_SECONDS + 1]; /* hits of both kinds by whole seconds since the
+                                                      * replay started; the last slot: later */
+};
+
 struct dp_replay {
     struct dp_replay_item *items;
     size_t n, cur;
@@ -41,6 +60,7 @@ struct dp_replay {
     uint32_t batch_pages, window_pages;
     uint64_t total_pages, submitted_pages, skipped_pages, completed_pages, batches;
     uint64_t start_ns, done_ns;    /* first pump, last completion */
+    struct dp_replay_hits st;      /* stage mode only */
 };
 
 int dp_replay_init(struct dp_replay *r, const struct dp_hotset *hs, uint32_t batch_pages, uint32_t window_pages,
@@ -55,5 +75,16 @@ void dp_replay_completed(struct dp_replay *r, uint32_t npages, uint64_t now_ns);
 uint64_t dp_replay_inflight(const struct dp_replay *r);
 /* Everything handed out and completed. */
 int dp_replay_finished(const struct dp_replay *r);
+
+/* Stage mode accounting. A hit (from the buffer, or a first touch that
+ * waited for a replay fetch in flight) at now_ns. */
+void dp_replay_hit(struct dp_replay *r, int inflight, uint64_t now_ns);
+/* Replayed pages used / replayed pages delivered: (hits + hits_inflight) /
+ * (staged + hits_inflight); -1 when nothing was delivered. */
+double dp_replay_hit_rate(const struct dp_replay *r);
+/* Hits (both kinds) within the first `seconds` whole seconds of the replay. */
+uint64_t dp_replay_hits_within(const struct dp_replay *r, uint32_t seconds);
+/* Staged pages neither used, dropped nor expired: still in the buffer. */
+uint64_t dp_replay_still_staged(const struct dp_replay *r);
 
 #endif

@@ -14,8 +14,14 @@ inference, tools/ml_infer.py):
   4. run B: the same again, recording again (B's trace = the pages the next
      run touches, the ground truth for precision and recall);
   5. run C: restore with --hotset = A's trace (replay), same measurement;
-  6. report: precision and recall of A's trace and of the classification
-     against B's trace; the daemon's prefetch hit rate; time from the start
+     N*/C* repeat the pair without/with replay;
+  6. runs S*: the same replay with --hotset-mode stage: the daemon keeps the
+     replayed pages until the workload first touches each one, so the
+     replay's hit rate (replayed pages used / replayed pages) is measured
+     exactly, not estimated; kept apart from the time-to-90% comparison
+     (installing on first touch costs a local fault per page);
+  7. report: precision and recall of A's trace and of the classification
+     against B's trace; the measured replay hit rate; time from the start
      of the restore to 90% of steady throughput, without (A, B) and with (C)
      replay; bytes and faults.
 
@@ -161,6 +167,49 @@ def fmt_s(v):
     return "never" if v is None else "%.2f s" % v
 
 
+def pct(v, digits=1):
+    return "-" if v is None else "%.*f%%" % (digits, 100 * v)
+
+
+def stage_summary(stage, within=(1, 5, 10)):
+    """From a run's replay.stage stats: the measured hit rate and, for each
+    N in within, the share of the replayed pages used in the first N s."""
+    delivered = stage["staged"] + stage["hits_inflight"]
+    out = {"hit_rate": stage["hit_rate"], "delivered": delivered,
+           "used": stage["hits"] + stage["hits_inflight"]}
+    for n in within:
+        used = stage["hits_within_s"].get(str(n))
+        out["hit_rate_within_%d_s" % n] = None if used is None or not delivered else round(used / delivered, 4)
+    return out
+
+
+def stage_table(d):
+    """Markdown rows for the S runs (replay with --hotset-mode stage)."""
+    lines = ["", "**Replay hit rate, measured** (runs S*: the same hot set replayed with `--hotset-mode stage`: "
+             "the daemon fetches the same pages in the same windows but keeps them, and installs each one when "
+             "the workload first touches it, so every use is counted; the stats are read when the client's "
+             "%s s end). Hit rate = replayed pages used / replayed pages (staged, plus pages a fault waited for "
+             "while the replay fetched them); misses = first touches of pages with data that the replay did "
+             "not bring; coverage = used / (used + misses); 'within N s': used within N s after the replay "
+             "started (the end of the restore), as a share of the pages replayed. Run X (Redis) replays the same "
+             "hot set while the client reads another tenth of the keys (seed + 1): the working set moved since "
+             "the trace, and the measured hit rate shows it; X is not in the median." %
+             d.get("params", {}).get("seconds", "?"), "",
+             "| workload | run | pages replayed | used | of which waited in flight | hit rate | used within 1 s "
+             "| 5 s | 10 s | misses | coverage | never used | steady (ops/s) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for w in d["workloads"]:
+        for tag, r in w.get("stage_runs", {}).items():
+            st = r["replay"]["stage"]
+            sm = stage_summary(st)
+            lines.append("| %s | %s | %d | %d | %d | %s | %s | %s | %s | %d | %s | %d | %.1f |" % (
+                w["workload"], tag if tag != "X" else "X (other keys)", sm["delivered"], sm["used"], st["hits_inflight"],
+                pct(st["hit_rate"], 2), pct(sm["hit_rate_within_1_s"]), pct(sm["hit_rate_within_5_s"]),
+                pct(sm["hit_rate_within_10_s"]), st["misses"], pct(st["coverage"], 2), st["still_staged"] + st["expired"], r["steady_per_s"]))
+    lines.append("")
+    return lines
+
+
 def report(d, outdir, cmdline):
     """Writes OUTDIR/warmup.md and, per workload, warmup-NAME.{png,svg} (throughput
     over time from the start of the restore, without and with replay). Returns
@@ -183,18 +232,21 @@ def report(d, outdir, cmdline):
             lines.append("| %s | %s | %.1f%% | %.1f%% | %d | %d |" % (
                 w["workload"], "trace of run A" if kind == "trace" else "checkpoint --classify (per mapping)",
                 100 * acc["precision"], 100 * acc["recall"], acc["predicted_pages"], acc["actual_pages"]))
-    lines += ["", "| workload | run | replay | steady (ops/s) | time to 90% | faults that fetched | "
-              "pages replayed | replay hit rate (est.) | daemon prefetch hit rate |",
+    measured = all(w.get("stage_runs") for w in d["workloads"])
+    lines += ["", "| workload | run | replay | steady (ops/s) | time to 90%% | faults that fetched | "
+              "pages replayed | replay hit rate (%s) | daemon prefetch hit rate |" % (
+                  "measured: median of the S runs" if measured else "est."),
               "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for w in d["workloads"]:
         for tag in w["runs"]:
             r = w["runs"][tag]
             dm = r.get("daemon", {})
             rp = r.get("replay") or {}
+            rate = w.get("replay_hit_rate") if measured else w["replay_hit_rate_est"]
             lines.append("| %s | %s | %s | %.1f | %s | %s | %s | %s | %s |" % (
                 w["workload"], tag, "yes" if tag.startswith("C") else "no", r["steady_per_s"],
                 fmt_s(r["time_to_90_s"]), dm.get("faults_remote", "?"), rp.get("submitted", 0),
-                "%.1f%%" % (100 * w["replay_hit_rate_est"]) if tag.startswith("C") else "-",
+                pct(rate, 2 if measured else 1) if tag.startswith("C") else "-",
                 "%.1f%%" % (100 * dm["prefetch_hit_rate"]) if "prefetch_hit_rate" in dm else "?"))
     lines += ["", "Under load the runs' own steady values differ (the machine was shared), so the same "
               "comparison against one reference per workload (the median of its runs' steady throughput), "
@@ -221,17 +273,20 @@ def report(d, outdir, cmdline):
             sm["ops_first_5_s_median"]["no_replay"], sm["ops_first_5_s_median"]["replay"],
             fmt_s(fo["no_replay"]) if fo["no_replay"] is not None else "-",
             fmt_s(fo["replay"]) if fo["replay"] is not None else "-"))
-    lines += ["", "Replay hit rate (est.): the share of replayed pages that the next run touches, i.e. the "
-              "trace's precision against run B. The daemon cannot see it directly: a replayed page that is "
-              "touched after it was installed causes no fault (no access bits are visible from outside on "
-              "this kernel), so the daemon's own prefetch hit rate counts only faults that found their page "
-              "still in flight.", ""]
+    if measured:
+        lines += stage_table(d)
+    else:
+        lines += ["", "Replay hit rate (est.): the share of replayed pages that the next run touches, i.e. the "
+                  "trace's precision against run B. The daemon cannot see it directly: a replayed page that is "
+                  "touched after it was installed causes no fault (no access bits are visible from outside on "
+                  "this kernel), so the daemon's own prefetch hit rate counts only faults that found their page "
+                  "still in flight.", ""]
     for w in d["workloads"]:
         name = w["workload"]
         dat = os.path.join(outdir, "warmup-%s.dat" % name)
+        curves = [w["runs"]["A"], w["runs"]["C"]] + ([w["stage_runs"]["S"]] if "S" in w.get("stage_runs", {}) else [])
         with open(dat, "w") as f:
-            for tag in ("A", "C"):
-                r = w["runs"][tag]
+            for tag, r in zip(("A", "C", "S"), curves):
                 off = r["client"].get("start_delay_s") or 0.0
                 f.write("# run %s\n" % tag)
                 for i, v in enumerate(r["series"]):
@@ -242,7 +297,10 @@ def report(d, outdir, cmdline):
             script = ("set terminal %s\nset output '%s'\nset title '%s: throughput after a lazy restore'\n"
                       "set xlabel 'seconds since the start of the restore'\nset ylabel 'ops/s'\nset key bottom right\n"
                       "set grid\nplot '%s' index 0 with lines lw 2 title 'no replay (run A)', "
-                      "'' index 1 with lines lw 2 title 'hot-set replay (run C)'\n" % (term, out, name, dat))
+                      "'' index 1 with lines lw 2 title 'hot-set replay (run C)'%s\n" % (
+                          term, out, name, dat,
+                          ", '' index 2 with lines lw 1 dt 2 title 'replay, stage mode: measures hits (run S)'"
+                          if len(curves) > 2 else ""))
             cp = subprocess.run(["gnuplot"], input=script, capture_output=True, text=True, timeout=60)
             if cp.returncode != 0:
                 raise RuntimeError("gnuplot failed: " + cp.stderr)
@@ -471,12 +529,22 @@ class Bench:
         plan = [("A", ["--record-trace", a.record]), ("B", ["--record-trace", a.record]), ("C", ["--hotset", hot])]
         for i in range(2, a.repeat + 1):  # more pairs, alternating, against the machine's noise
             plan += [("N%d" % i, ["--record-trace", "0"]), ("C%d" % i, ["--hotset", hot])]
+        for i in range(1, a.stage_runs + 1):  # the replay's hit rate, measured
+            plan.append(("S" if i == 1 else "S%d" % i, ["--hotset", hot, "--hotset-mode", "stage"]))
+        if name == "redis" and a.stage_runs and a.shifted:
+            # the same hot set while the client reads another tenth of the keys
+            # (another seed): the working set moved since the trace was recorded
+            plan.append(("X", ["--hotset", hot, "--hotset-mode", "stage"]))
+        stage_runs = {}
         for tag, extra in plan:
             wd_tag = os.path.join(name, tag)
             log("%s: run %s (%s)" % (name, tag, " ".join(map(str, extra))))
             t_start = time.time()
             wd, res = self.restore(wd_tag, key, listen, extra)
-            out = json.loads(self.run([PY, os.path.abspath(__file__)] + client +
+            cl = list(client)
+            if tag == "X":
+                cl[cl.index("--seed") + 1] = a.seed + 1
+            out = json.loads(self.run([PY, os.path.abspath(__file__)] + cl +
                                       ["--seconds", a.seconds, "--t-start", t_start], netns="dst",
                                       timeout=a.seconds + 300).stdout)
             st = self.stats(wd)
@@ -484,7 +552,7 @@ class Bench:
             an = analyze(out["series"], out["start_delay_s"] or 0.0, bucket=bucket,
                          smooth=5 if name == "redis" else 1, hold=5 if name == "redis" else 2)
             tot = st["total"]
-            runs[tag] = {"restore": res, "client": {k: v for k, v in out.items() if k != "series"},
+            (stage_runs if tag[0] in "SX" else runs)[tag] = {"restore": res, "client": {k: v for k, v in out.items() if k != "series"},
                          "series": out["series"], "bucket_s": bucket, **an,
                          "daemon": {k: tot[k] for k in ("faults", "faults_remote", "pages_fetched",
                                                         "pages_prefetched", "prefetch_hits",
@@ -496,6 +564,17 @@ class Bench:
                 while not os.path.exists(os.path.join(wd, "trace.bin")) and time.monotonic() < end:
                     time.sleep(0.2)
             self.stop_restored(res)
+            if tag[0] in "SX":
+                try:
+                    with open(os.path.join(wd, "stats-final.json")) as f:
+                        stage_runs[tag]["replay_final"] = json.load(f).get("replay")
+                except (OSError, ValueError):
+                    pass
+                log("%s: run %s: replay hit rate %s (%s of %s replayed pages used), %s misses" % (
+                    name, tag, pct(st["replay"]["stage"]["hit_rate"]),
+                    st["replay"]["stage"]["hits"] + st["replay"]["stage"]["hits_inflight"],
+                    st["replay"]["stage"]["staged"] + st["replay"]["stage"]["hits_inflight"],
+                    st["replay"]["stage"]["misses"]))
             log("%s: run %s: steady %.1f/s, 90%% at %s s" % (name, tag, an["steady_per_s"], an["time_to_90_s"]))
         A, B = (os.path.join(self.work, name, t, "trace.bin") for t in ("A", "B"))
         cls = os.path.join(images, "distriproc-hotset.bin")
@@ -506,8 +585,10 @@ class Bench:
              "classify_summary": {k: ck["hotset"][k] for k in ("hot_pages", "lazy_data_pages", "seconds")},
              "accuracy": acc,
              "replay_hit_rate_est": acc["trace"]["precision"],
+             "replay_hit_rate": median([r["replay"]["stage"]["hit_rate"] for t, r in stage_runs.items()
+                                        if t.startswith("S")]),
              "replayed_pages": replayed,
-             "runs": runs}
+             "runs": runs, "stage_runs": stage_runs}
         w["summary"] = summarize(w)
         return w
 
@@ -530,6 +611,9 @@ class Bench:
         with open(a.json, "w") as f:
             json.dump(out, f, indent=1)
         for w in out["workloads"]:
+            if w.get("replay_hit_rate") is not None:
+                log("%s: replay hit rate %s measured (median of %d stage runs)" % (
+                    w["workload"], pct(w["replay_hit_rate"]), sum(t.startswith("S") for t in w["stage_runs"])))
             t = w["summary"]["time_to_90_median_s"]
             log("%s: precision %.1f%% recall %.1f%% (trace), %.1f%%/%.1f%% (classify); 90%% of steady "
                 "throughput after %s s without replay, %s s with (medians)" %
@@ -556,6 +640,10 @@ def main():
     r.add_argument("--seed", type=int, default=7)
     r.add_argument("--prefetch", default="none")
     r.add_argument("--repeat", type=int, default=3, help="pairs of runs without/with replay (A+B, C count as 1)")
+    r.add_argument("--stage-runs", type=int, default=3, help="runs replaying with --hotset-mode stage (S*), "
+                   "which measure the replay's hit rate")
+    r.add_argument("--no-shifted", dest="shifted", action="store_false",
+                   help="skip run X (Redis: the hot set replayed while the client reads another tenth of the keys)")
     r.add_argument("--lab", help="run in a private lab NAME-src/NAME-dst (DISTRIPROC_LAB; needs a "
                    "distriproc whose lab supports it)")
     c = sub.add_parser("client")

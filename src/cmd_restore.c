@@ -65,6 +65,10 @@ static void usage(FILE *out)
             "                          FILE. It must belong to this checkpoint: one made for\n"
             "                          another (or an earlier) checkpoint is refused and nothing\n"
             "                          is restored. auto without any hot set restores without one\n"
+            "  --hotset-mode MODE      install (default): replayed pages go into the process at\n"
+            "                          once; stage: the daemon keeps them and installs one when it\n"
+            "                          is first touched, so the replay's hit rate is measured\n"
+            "                          exactly (distriproc stats: replay.stage). Not with --budget\n"
             "  --replay-window BYTES   hot-set bytes in flight at once (default 8M)\n"
             "  --record-trace SEC      record the first-touch trace of the first SEC seconds and\n"
             "                          store it with the checkpoint (page server, or the local\n"
@@ -86,6 +90,7 @@ struct restore_args {
     unsigned evict_batch;
     double fault_timeout, restore_timeout;
     int on_timeout_kill, shell_job, foreground, json;
+    int stage;   /* --hotset-mode stage */
 };
 
 static int parse_seconds(const char *s, double *out)
@@ -293,7 +298,7 @@ int cmd_restore(int argc, char **argv)
         {"victim-buffer", required_argument, NULL, 'V'},
         {"verbose", no_argument, NULL, 'v'},         {"help", no_argument, NULL, 'h'},
         {"hotset", required_argument, NULL, 'T'},    {"replay-window", required_argument, NULL, 'W'},
-        {"record-trace", required_argument, NULL, 'R'},
+        {"record-trace", required_argument, NULL, 'R'}, {"hotset-mode", required_argument, NULL, 'M'},
         {NULL, 0, NULL, 0},
     };
     struct restore_args a = {.prefetch = "none", .restore_timeout = 120, .record_s = -1};
@@ -368,6 +373,13 @@ int cmd_restore(int argc, char **argv)
             }
             break;
         case 'T': a.hotset = optarg; break;
+        case 'M':
+            if (strcmp(optarg, "install") && strcmp(optarg, "stage")) {
+                fprintf(stderr, "distriproc restore: --hotset-mode takes install or stage (got '%s')\n", optarg);
+                return 2;
+            }
+            a.stage = strcmp(optarg, "stage") == 0;
+            break;
         case 'W':
             if (dp_parse_size(optarg, &a.replay_window) < 0 || a.replay_window < DP_PAGE_SIZE ||
                 a.replay_window > (1ull << 32)) {
@@ -398,6 +410,17 @@ int cmd_restore(int argc, char **argv)
     if ((a.budget || a.budget_frac > 0) && !a.source) {
         fprintf(stderr, "distriproc restore: --budget needs --source: evicted pages that were modified are "
                         "written back to the page server, and local images cannot take them\n");
+        return 2;
+    }
+    if (a.stage && !a.hotset) {
+        fprintf(stderr, "distriproc restore: --hotset-mode stage measures the replay of a hot set: give one "
+                        "with --hotset KIND|FILE\n");
+        return 2;
+    }
+    if (a.stage && (a.budget || a.budget_frac > 0)) {
+        fprintf(stderr, "distriproc restore: --hotset-mode stage keeps the replayed pages in the daemon until "
+                        "they are used, outside any budget, so it does not combine with --budget; measure the "
+                        "hit rate without --budget (see docs/hotset.md)\n");
         return 2;
     }
     struct dp_err err = {{0}};
@@ -504,6 +527,7 @@ int cmd_restore(int argc, char **argv)
         }
         lo.record_s = a.record_s;
         lo.replay_window = (uint32_t)(a.replay_window / DP_PAGE_SIZE);
+        lo.replay_stage = a.stage;
         trace_up = (struct trace_up){.source = a.source, .key = a.key, .workdir = workdir,
                                      .images_local = a.images ? images : NULL};
         lo.trace_sink = trace_sink;
@@ -532,6 +556,10 @@ int cmd_restore(int argc, char **argv)
     }
     close(ready[1]);
     close(lfd);
+    /* The daemon has its own copy of the hot set. */
+    uint64_t hs_pages = hs.total_pages;
+    const char *hs_source = lo.replay ? dp_hotset_source_name(hs.source) : "none";
+    dp_hotset_free(&hs);
     /* The daemon owns the page source now (its connection, its files). */
     src->ops->close(src);
     src = NULL;
@@ -616,10 +644,11 @@ int cmd_restore(int argc, char **argv)
     if (a.json) {
         printf("{\"pid\": %d, \"restore_s\": %.6f, \"total_s\": %.6f, \"daemon_pid\": %d, \"workdir\": \"%s\", "
                "\"source\": \"%s\", \"skeleton_bytes\": %llu, \"prefetch\": \"%s\", \"hotset_pages\": %llu, "
-               "\"hotset_source\": \"%s\", \"record_trace_s\": %.1f, \"skeleton_s\": %.6f, \"daemon_start_s\": %.6f}\n",
+               "\"hotset_source\": \"%s\", \"hotset_mode\": \"%s\", \"record_trace_s\": %.1f, \"skeleton_s\": %.6f, "
+               "\"daemon_start_s\": %.6f}\n",
                pid, restore_s, total_s, (int)daemon, workdir, a.images ? "local" : a.source,
-               (unsigned long long)skel_bytes, a.prefetch, (unsigned long long)hs.total_pages,
-               lo.replay ? dp_hotset_source_name(hs.source) : "none", a.record_s, (double)(t_skel - t_start) / 1e9,
+               (unsigned long long)skel_bytes, a.prefetch, (unsigned long long)hs_pages,
+               hs_source, a.stage ? "stage" : "install", a.record_s, (double)(t_skel - t_start) / 1e9,
                (double)(t_daemon - t_skel) / 1e9);
     } else {
         printf("restored pid %d in %.3f s (%.3f s including the skeleton); lazy-pages daemon pid %d\n"

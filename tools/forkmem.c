@@ -18,6 +18,14 @@
  *                 application sees it; then the K pages are checked
  *                 {"touched","errors","us":[...]}. Meaningful only on pages not
  *                 touched since the restore (the caller's job: TOUCH first).
+ *   TOUCHR A B [S] touch exactly pages A, A+S, ... < B (S default 1) with one
+ *                 read each, then check them {"touched","errors"}. gen[] is
+ *                 read in full first, so with an empty range (TOUCHR 0 0) the
+ *                 same command faults in everything but data pages: the
+ *                 caller can then count exactly the faults of the range.
+ *   UNMAP A B     munmap pages [A,B) and map fresh zero pages there, check
+ *                 them {"unmapped","errors"}
+ *   INFO          {"mem","pages","holes":[first,end]}: where the data lives
  *   QUIT
  * Usage: forkmem [--mib N] [--port P] [--seed S]. Writes no files. */
 
@@ -169,6 +177,23 @@ static void do_touch(uint64_t k, uint64_t phase, char *out, size_t len)
     snprintf(out + o, len - o, "]}");
 }
 
+static void do_touch_range(uint64_t a, uint64_t b, uint64_t step, char *out, size_t len)
+{
+    if (step < 1 || a > b || b > npages) {
+        snprintf(out, len, "{\"error\":\"TOUCHR takes A <= B <= pages and a step >= 1\"}");
+        return;
+    }
+    volatile uint32_t sum = 0;
+    for (uint64_t i = 0; i < npages; i++)
+        sum += gen[i];
+    uint64_t n = 0, e = 0;
+    for (uint64_t i = a; i < b; i += step, n++)
+        (void)*(volatile uint8_t *)(mem + i * PG);
+    for (uint64_t i = a; i < b; i += step)
+        e += (uint64_t)check(i);
+    snprintf(out, len, "{\"touched\":%llu,\"errors\":%llu}", (unsigned long long)n, (unsigned long long)e);
+}
+
 static void handle(char *line, char *out, size_t len, int *quit)
 {
     unsigned long a = 0, b = 0;
@@ -203,6 +228,27 @@ static void handle(char *line, char *out, size_t len, int *quit)
             mem = m;
             snprintf(out, len, "{\"errors\":%llu}", (unsigned long long)verify_all());
         }
+    } else if (sscanf(line, "TOUCHR %lu %lu", &a, &b) == 2) {
+        unsigned long step = 1;
+        sscanf(line, "TOUCHR %lu %lu %lu", &a, &b, &step);
+        do_touch_range(a, b, step, out, len);
+    } else if (sscanf(line, "UNMAP %lu %lu", &a, &b) == 2 && a < b && b <= npages) {
+        uint8_t *p = mem + a * PG;
+        uint64_t e = 0;
+        if (munmap(p, (b - a) * PG) < 0 ||
+            mmap(p, (b - a) * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) != p) {
+            snprintf(out, len, "{\"error\":\"munmap/mmap: %s\"}", strerror(errno));
+            return;
+        }
+        for (uint64_t i = a; i < b; i++) {
+            gen[i] = ZERO_GEN;
+            e += (uint64_t)check(i);
+        }
+        snprintf(out, len, "{\"unmapped\":%lu,\"errors\":%llu}", b - a, (unsigned long long)e);
+    } else if (strncmp(line, "INFO", 4) == 0) {
+        snprintf(out, len, "{\"mem\":\"0x%llx\",\"pages\":%llu,\"holes\":[%llu,%llu]}",
+                 (unsigned long long)(uintptr_t)mem, (unsigned long long)npages, (unsigned long long)(npages / 2),
+                 (unsigned long long)(npages / 2 + 64));
     } else if (sscanf(line, "TOUCH %lu %lu", &a, &b) >= 1) {
         do_touch(a, sscanf(line, "TOUCH %lu %lu", &a, &b) == 2 ? b : 0, out, len);
     } else if (strncmp(line, "QUIT", 4) == 0) {

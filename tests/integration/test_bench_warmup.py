@@ -74,3 +74,45 @@ def test_report_from_fixture(tmp_path):
     bad.write_text(json.dumps({"workloads": [{"workload": "redis"}]}))
     cp = util.run([util.PYTHON, SCRIPT, "report", bad, "--outdir", tmp_path / "b"], check=False)
     assert cp.returncode != 0 and not (tmp_path / "b" / "warmup.md").exists()
+
+
+@pytest.mark.time_limit(60)
+def test_report_with_measured_hit_rate(tmp_path):
+    """With stage runs (S*), the hit-rate column is the measured median and a
+    table gives each S run's counts; without them it stays the estimate."""
+    d = json.load(open(FIXTURE))
+    w = d["workloads"][0]
+    c = w["runs"]["C"]
+
+    def stage_run(hits, inflight, staged, misses, within):
+        delivered = staged + inflight
+        st = {"staged": staged, "hits": hits, "hits_inflight": inflight,
+              "hit_rate": round((hits + inflight) / delivered, 4), "misses": misses,
+              "misses_while_replaying": 0, "coverage": round((hits + inflight) / (hits + inflight + misses), 4),
+              "dropped": 0, "expired": 0, "still_staged": staged - hits, "unstaged": 0,
+              "staged_bytes": (staged - hits) * 4096,
+              "hits_within_s": {"1": within[0], "2": within[0], "5": within[1], "10": within[2],
+                                "20": hits + inflight, "30": hits + inflight, "60": hits + inflight},
+              "hits_by_second": [within[0], 0, 0, 0, within[1] - within[0]]}
+        return {**c, "replay": {**(c.get("replay") or {}), "mode": "stage", "stage": st}}
+
+    w["stage_runs"] = {"S": stage_run(27000, 400, 28000, 10, (20000, 27000, 27400)),
+                       "S2": stage_run(14000, 0, 28000, 14000, (1000, 5000, 14000)),
+                       "X": stage_run(2800, 0, 28000, 25000, (100, 1000, 2000))}
+    w["replay_hit_rate"] = 0.5
+    d["params"] = {"seconds": 20}
+    for other in d["workloads"][1:]:
+        other["stage_runs"] = {"S": stage_run(100, 0, 100, 0, (100, 100, 100))}
+        other["replay_hit_rate"] = 1.0
+    fx = tmp_path / "fx.json"
+    fx.write_text(json.dumps(d))
+    util.run([util.PYTHON, SCRIPT, "report", fx, "--outdir", tmp_path, "--command", "CMD"])
+    md = (tmp_path / "warmup.md").read_text()
+    assert "replay hit rate (measured: median of the S runs)" in md, md
+    assert "Replay hit rate (est.)" not in md
+    row_c = [ln for ln in md.splitlines() if ln.startswith("| redis | C |")][0]
+    assert row_c.rstrip().split("|")[-3].strip() == "50.00%", row_c
+    # S: (27000 + 400) / 28400 = 96.48%; within 1 s 20000/28400 = 70.4%
+    assert "| redis | S | 28400 | 27400 | 400 | 96.48% | 70.4% | 95.1% | 96.5% | 10 |" in md, md
+    assert "| redis | S2 | 28000 | 14000 | 0 | 50.00% | 3.6% | 17.9% | 50.0% | 14000 | 50.00% | 14000 |" in md, md
+    assert "| redis | X (other keys) | 28000 | 2800 | 0 | 10.00% |" in md, md

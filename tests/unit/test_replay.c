@@ -218,6 +218,55 @@ static void replay_completion_inside_fetch(void **state)
     dp_hotset_free(&hs);
 }
 
+/* Stage mode accounting: hit rate over delivered pages, hits by second
+ * since the replay started, and what is left staged. */
+static void replay_stage_hits(void **state)
+{
+    (void)state;
+    struct dp_hotset hs;
+    struct dp_err err = {{0}};
+    dp_hotset_init(&hs, DP_HS_TRACE, ID, 1, 1);
+    dp_hotset_add_task(&hs, 1);
+    dp_hotset_add_run(&hs, 0x100000, 10, 1000, 0);
+    struct dp_replay r;
+    assert_int_equal(dp_replay_init(&r, &hs, 0, 0, &err), 0);
+    assert_true(dp_replay_hit_rate(&r) < 0);          /* nothing delivered: no rate */
+    assert_int_equal(dp_replay_still_staged(&r), 0);
+    struct sync_src s = {.r = &r};
+    assert_int_equal(dp_replay_pump(&r, sync_fetch, &s, 1000 * MS), 10);
+    assert_int_equal(r.start_ns, 1000 * MS);
+    /* 8 staged, 2 were waited for in flight (hits at once) */
+    r.st.staged = 8;
+    dp_replay_hit(&r, 1, 1000 * MS + 1);
+    dp_replay_hit(&r, 1, 1000 * MS + 2);
+    dp_replay_hit(&r, 0, 1000 * MS + 999 * MS);       /* still second 0 */
+    dp_replay_hit(&r, 0, 1000 * MS + 1000 * MS);      /* second 1 */
+    dp_replay_hit(&r, 0, 1000 * MS + 4500 * MS);      /* second 4 */
+    dp_replay_hit(&r, 0, 1000 * MS + 900000 * MS);    /* after the last slot: counted there */
+    r.st.dropped = 1;
+    r.st.expired = 1;
+    assert_int_equal(r.st.hits, 4);
+    assert_int_equal(r.st.hits_inflight, 2);
+    /* (4 + 2) / (8 + 2) */
+    assert_true(dp_replay_hit_rate(&r) > 0.5999 && dp_replay_hit_rate(&r) < 0.6001);
+    assert_int_equal(dp_replay_hits_within(&r, 0), 0);
+    assert_int_equal(dp_replay_hits_within(&r, 1), 3);
+    assert_int_equal(dp_replay_hits_within(&r, 2), 4);
+    assert_int_equal(dp_replay_hits_within(&r, 5), 5);
+    assert_int_equal(dp_replay_hits_within(&r, DP_REPLAY_HIT_SECONDS), 5);
+    assert_int_equal(r.st.by_second[DP_REPLAY_HIT_SECONDS], 1);
+    assert_int_equal(dp_replay_still_staged(&r), 8 - 4 - 1 - 1);
+    /* a hit before the replay's clock started (cannot happen) lands in second 0 */
+    r.start_ns = 0;
+    dp_replay_hit(&r, 0, 5);
+    assert_int_equal(dp_replay_hits_within(&r, 1), 4);
+    assert_int_equal(dp_replay_still_staged(&r), 1);
+    r.st.hits += 5;                                   /* inconsistent counts never underflow */
+    assert_int_equal(dp_replay_still_staged(&r), 0);
+    dp_replay_free(&r);
+    dp_hotset_free(&hs);
+}
+
 static void access_log_as_hotset(void **state)
 {
     (void)state;
@@ -283,6 +332,7 @@ int main(void)
         cmocka_unit_test(trace_records_first_touches_in_order),
         cmocka_unit_test(replay_orders_batches_and_windows),
         cmocka_unit_test(replay_completion_inside_fetch),
+        cmocka_unit_test(replay_stage_hits),
         cmocka_unit_test(access_log_as_hotset),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
