@@ -1676,7 +1676,7 @@ static int ev_batch(struct dp_lazyd *d, struct lz_task *t, const uint64_t *addr,
     struct dp_err err = {{0}};
     *nwb = 0;
     if (!t->inj_open) {
-        struct dp_inject_ops ops = {.pump = ev_pump, .ensure = ev_ensure, .arg = t};
+        struct dp_inject_ops ops = {.pump = ev_pump, .ensure = ev_ensure, .arg = t, .exitkill = 1};
         if (dp_inject_open(&t->in, t->host_pid, &ops, &err) < 0) {
             dp_warn("pid %d: cannot prepare eviction: %s", t->shown_pid, err.msg);
             for (size_t i = 0; i < n && !sync; i++)
