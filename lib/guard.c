@@ -13,6 +13,7 @@
 #include <unistd.h>
 #include <poll.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -227,31 +228,36 @@ static size_t release_gone(void)
  * the uffds only once no process uses their memory any more. */
 static noreturn void fail_safe(const char *what)
 {
-    size_t live = release_gone();
+    size_t served = tasks_held(); /* the daemon still served these */
+    size_t live = release_gone(); /* some may have exited (or died with their tracer) */
     size_t n = kill_round();
-    if (live == 0 && n == 0) {
+    if (served == 0 && n == 0) {
         dp_info("lazy-pages daemon (pid %d) %s with no restored task left; nothing to stop", (int)daemon_pid,
                 what);
         _exit(0);
     }
-    dp_error("lazy-pages daemon (pid %d) %s: SIGKILLed the restored process tree (%zu task(s) with "
-             "lazy memory, %zu process(es) signalled) so that it cannot read its not-yet-fetched "
-             "memory as zeros. No page was filled with wrong data; the memory is intact at the "
-             "source (page server or images): restore it again from there.",
-             (int)daemon_pid, what, live, n);
-    int warned = 0;
+    if (live == 0 && n == 0) {
+        dp_error("lazy-pages daemon (pid %d) %s; the %zu restored task(s) it still served are gone already "
+                 "(exited, or seized for an eviction and killed with it). No page was filled with wrong "
+                 "data; the memory is intact at the source (page server or images): restore it again "
+                 "from there.", (int)daemon_pid, what, served);
+        _exit(1);
+    }
+    dp_error("lazy-pages daemon (pid %d) %s: SIGKILLed the restored process tree (%zu of its %zu task(s) "
+             "with lazy memory still ran; %zu process(es) signalled) so that it cannot read its "
+             "not-yet-fetched memory as zeros. No page was filled with wrong data; the memory is intact "
+             "at the source (page server or images): restore it again from there.",
+             (int)daemon_pid, what, live, served, n);
     for (unsigned i = 1;; i++) {
         usleep(20000);
         if (release_gone() == 0)
             break;
         if (i % 25 == 0)
             kill_round();
-        if (i == 500 && !warned) {
-            warned = 1;
+        if (i == 500)
             dp_error("%zu restored task(s) still have lazy memory 10 s after SIGKILL; holding their "
                      "userfaultfds (their faults wait, never read zeros) until they are gone: find and "
                      "kill them (a process reparented out of the restored tree?)", tasks_held());
-        }
     }
     dp_info("the restored tree is gone; its userfaultfds are released");
     _exit(1);
@@ -318,6 +324,12 @@ static noreturn void guard_main(int sk)
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
+    /* It holds two descriptors per task: as many as the hard limit allows. */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
     /* The guard is tiny; under memory pressure the kernel should pick the
      * daemon, which the guard then covers. */
     int oom = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
@@ -347,6 +359,9 @@ static noreturn void guard_main(int sk)
             for (size_t i = 0; i < k && nfds < 4; i++)
                 memcpy(&fds[nfds++], CMSG_DATA(c) + i * sizeof(int), sizeof(int));
         }
+        if (n > 0 && (mh.msg_flags & MSG_CTRUNC))
+            dp_error("a descriptor handed over by the daemon was lost (out of descriptors?): its task "
+                     "is not covered if the daemon dies");
         if (n <= 0)
             fail_safe(n == 0 ? "died without a clean shutdown" : "cannot be heard any more");
         if (n != (ssize_t)sizeof(m)) {
@@ -500,8 +515,14 @@ static void hand_over(struct dp_guard *g, struct dp_guard_ent e)
         g->cap = cap;
     }
     g->e[g->n++] = e;
-    if (g->sk >= 0 && ent_send(g, &e) < 0)
-        dp_guard_check(g);
+    if (g->sk >= 0 && ent_send(g, &e) < 0) {
+        int err = errno;
+        unsigned gen = g->gen;
+        dp_guard_check(g); /* a dead guard is replaced and gets everything */
+        if (g->gen == gen)
+            dp_error("handing a descriptor to the guard failed: %s; until the daemon exits, its crash "
+                     "would expose that task's remote memory as zeros", strerror(err));
+    }
 }
 
 void dp_guard_task(struct dp_guard *g, int uffd, pid_t host_pid, int32_t inner)

@@ -929,8 +929,9 @@ static void new_task(struct dp_lazyd *d, int32_t pid, int uffd, pid_t sender)
     struct lz_task *t = task_new(d, pid, uffd);
     struct dp_err err = {{0}};
     if (!t) {
-        dp_error("out of memory for task %d", pid);
-        close(uffd);
+        /* the uffd stays open (the guard holds it too): its faults wait */
+        dp_error("out of memory for task %d; its faults will wait rather than read zeros: "
+                 "stop the restored process tree", pid);
         d->failed = 1;
         return;
     }
