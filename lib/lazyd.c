@@ -1359,8 +1359,8 @@ static void kill_restored(struct dp_lazyd *d)
             kill(x->shown_pid, SIGKILL);
 }
 
-/* SIGTERM/SIGINT/SIGHUP: the daemon must not just go away while tasks live,
- * because their remote pages would then read as zeros. Stop them first. */
+/* SIGTERM/SIGINT/SIGHUP: the tree cannot run on without its daemon (the
+ * guard would have to kill it, with an error): stop it first, in order. */
 static void handle_signal(struct dp_lazyd *d)
 {
     struct signalfd_siginfo si;
@@ -1377,8 +1377,9 @@ static void handle_signal(struct dp_lazyd *d)
             remote += dp_lazymap_pages(&t->map, DP_PG_REMOTE) + dp_lazymap_pages(&t->map, DP_PG_INFLIGHT);
     char rb[32];
     dp_format_bytes(remote * PG, rb, sizeof(rb));
-    dp_warn("signal %u: %d restored task(s) still have %s remote, which would read as zeros "
-            "without this daemon; killing the restored process tree first", si.ssi_signo, n, rb);
+    dp_warn("signal %u: %d restored task(s) still have %s remote that only this daemon serves; "
+            "killing the restored process tree first (restore again from the source to continue)",
+            si.ssi_signo, n, rb);
     kill_restored(d);
 }
 
