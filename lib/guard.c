@@ -364,9 +364,11 @@ static noreturn void guard_main(int sk)
                      "is not covered if the daemon dies");
         if (n <= 0)
             fail_safe(n == 0 ? "died without a clean shutdown" : "cannot be heard any more");
-        if (n != (ssize_t)sizeof(m)) {
-            for (int i = 0; i < nfds; i++) /* only ever pidfds or uffds we did not ask for */
-                held_add(-1, fds[i], -1, 0, 0);
+        if (n != (ssize_t)sizeof(m) || m.type < GM_TASK || m.type > GM_BYE) {
+            /* cannot happen; the daemon keeps its own copies of what came */
+            dp_error("malformed message from the daemon (%zd bytes); ignored", n);
+            for (int i = 0; i < nfds; i++)
+                close(fds[i]);
             continue;
         }
         switch (m.type) {
