@@ -224,6 +224,27 @@ static size_t release_gone(void)
     return live;
 }
 
+/* A `criu restore` still running once its tree is gone cannot succeed, and
+ * without its lazy-pages daemon it can hang, deaf to SIGTERM: give it a few
+ * seconds to fail by itself (`restore` also stops it), then SIGKILL it. */
+static void stop_criu(void)
+{
+    for (int i = 0; i < 150; i++) {
+        int running = 0;
+        for (size_t j = 0; j < nheld; j++)
+            running += held[j].root && held[j].pidfd >= 0 && pidfd_kill(held[j].pidfd, 0) == 0;
+        if (!running)
+            return;
+        usleep(20000);
+    }
+    for (size_t j = 0; j < nheld; j++) {
+        if (held[j].root && held[j].pidfd >= 0 && pidfd_kill(held[j].pidfd, SIGKILL) == 0)
+            dp_error("criu restore (pid %d) still ran 3 s after its lazy-pages daemon died and its tree "
+                     "was killed; SIGKILLed it (it can hang for good once the daemon is gone)",
+                     (int)held[j].pid);
+    }
+}
+
 /* The daemon is gone (or left tasks behind): stop the tree, then let go of
  * the uffds only once no process uses their memory any more. */
 static noreturn void fail_safe(const char *what)
@@ -241,6 +262,7 @@ static noreturn void fail_safe(const char *what)
                  "(exited, or seized for an eviction and killed with it). No page was filled with wrong "
                  "data; the memory is intact at the source (page server or images): restore it again "
                  "from there.", (int)daemon_pid, what, served);
+        stop_criu();
         _exit(1);
     }
     dp_error("lazy-pages daemon (pid %d) %s: SIGKILLed the restored process tree (%zu of its %zu task(s) "
@@ -260,6 +282,7 @@ static noreturn void fail_safe(const char *what)
                      "kill them (a process reparented out of the restored tree?)", tasks_held());
     }
     dp_info("the restored tree is gone; its userfaultfds are released");
+    stop_criu();
     _exit(1);
 }
 
