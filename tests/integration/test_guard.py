@@ -261,3 +261,27 @@ def test_sigkill_of_the_daemon_while_it_evicts_under_a_budget(lab, procs, criu, 
     # killed by the guard, or by the kernel with its tracer if the kill
     # landed inside an eviction batch: the guard's line says which
     assert_guard_stopped_the_tree(res, workdir, guard, [res["pid"]], killed_by_guard=False)
+
+
+@pytest.mark.time_limit(300)
+def test_foreground_restore_reports_the_daemon_death_and_the_guard_line(lab, procs, criu, tmp_path):
+    """restore --foreground: the daemon logs to restore's stderr, and so
+    does its guard; restore ends with an error once the daemon is gone."""
+    def ready():
+        util.wait_until(lambda: forkmem("src", "VERIFY", timeout=10)["errors"] == 0, 30, "forkmem")
+    images = checkpoint(procs, tmp_path, [FORKMEM, "--mib", "16", "--port", FORKMEM_PORT], ready)
+    workdir = tmp_path / "wd"
+    p = procs.spawn([util.DISTRIPROC, "restore", "--images", images, "--workdir", workdir, "--host", "dst",
+                     "--foreground", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    res = json.loads(util.read_line(p.stdout, 120, "restore's JSON line"))
+    procs.track(res["daemon_pid"])
+    procs.track(res["pid"])
+    guard = procs.track(guard_of(res["daemon_pid"]))
+    assert forkmem("dst", "VERIFY")["errors"] == 0
+    os.kill(res["daemon_pid"], signal.SIGKILL)
+    util.wait_gone(res["pid"], timeout=20)
+    util.wait_gone(guard, timeout=20)
+    _, err = p.communicate(timeout=30)
+    err = err.decode()
+    assert p.returncode == 1, (p.returncode, err)
+    assert "lazy-pages daemon ended with signal 9" in err and GUARD_LINE in err, err
