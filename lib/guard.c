@@ -321,6 +321,34 @@ static void held_drop(int key)
     }
 }
 
+/* Overwrites our copy of the daemon's argv area (fields 48-49 of
+ * /proc/self/stat) so that /proc/PID/cmdline reads "dp-guard". */
+static void set_cmdline(void)
+{
+    char buf[1024];
+    int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0)
+        return;
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')');
+    unsigned long start = 0, end = 0;
+    for (int field = 2; p && field < 49; field++) { /* p: the space before field+1 */
+        p = strchr(p + 1, ' ');
+        if (p && field + 1 == 48)
+            start = strtoul(p + 1, NULL, 10);
+        if (p && field + 1 == 49)
+            end = strtoul(p + 1, NULL, 10);
+    }
+    if (!start || end < start + sizeof(DP_GUARD_NAME))
+        return;
+    memset((void *)start, 0, end - start);
+    memcpy((void *)start, DP_GUARD_NAME, sizeof(DP_GUARD_NAME));
+}
+
 static noreturn void guard_main(int sk)
 {
     /* Only the socket, stdin/out/err: nothing of the daemon's (the
@@ -333,7 +361,10 @@ static noreturn void guard_main(int sk)
         for (int fd = 4; fd < 65536; fd++)
             close(fd);
     daemon_pid = getppid();
+    /* Recognisable, and not matched by a `pkill -f distriproc` meant for
+     * the daemon: the name and the command line both say dp-guard. */
     prctl(PR_SET_NAME, DP_GUARD_NAME, 0, 0, 0);
+    set_cmdline();
     dp_log_set_tag("distriproc guard");
     /* Signals meant for the daemon or its process group (stop requests) must
      * not take the guard away first: it goes when the daemon says so. */

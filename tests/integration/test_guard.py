@@ -74,6 +74,10 @@ def guard_of(daemon_pid):
     """The daemon's guard: its child named dp-guard (exactly one)."""
     g = [c for c in children(daemon_pid) if comm(c) == "dp-guard"]
     assert len(g) == 1, f"daemon {daemon_pid} has guard(s) {g}; children {children(daemon_pid)}"
+    # not matched by `pkill -f distriproc` meant for the daemon
+    with open(f"/proc/{g[0]}/cmdline", "rb") as f:
+        cmdline = f.read()
+    assert cmdline.rstrip(b"\0") == b"dp-guard", cmdline
     return g[0]
 
 
