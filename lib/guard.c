@@ -255,6 +255,7 @@ static noreturn void fail_safe(const char *what)
     if (served == 0 && n == 0) {
         dp_info("lazy-pages daemon (pid %d) %s with no restored task left; nothing to stop", (int)daemon_pid,
                 what);
+        stop_criu();
         _exit(0);
     }
     if (live == 0 && n == 0) {
