@@ -132,6 +132,11 @@ static int find_vdso_syscall(struct dp_inject *in, struct dp_err *err)
     return -1;
 }
 
+static long exitkill(const struct dp_inject *in)
+{
+    return in->ops.exitkill ? PTRACE_O_EXITKILL : 0;
+}
+
 int dp_inject_open(struct dp_inject *in, pid_t pid, const struct dp_inject_ops *ops, struct dp_err *err)
 {
     memset(in, 0, sizeof(*in));
@@ -392,7 +397,7 @@ int dp_inject_stop(struct dp_inject *in, struct dp_err *err)
         for (size_t i = 0; i < in->n;) {
             struct dp_inject_thread *t = &in->t[i];
             if (!t->seized) {
-                long opts = PTRACE_O_SUSPEND_SECCOMP;
+                long opts = PTRACE_O_SUSPEND_SECCOMP | exitkill(in);
                 if (ptrace(PTRACE_SEIZE, t->tid, 0, (void *)opts) < 0) {
                     if (errno == ESRCH || (errno == EPERM && thread_exiting(in, t->tid))) {
                         /* exited meanwhile, or a zombie (e.g. a leader that
@@ -424,7 +429,7 @@ int dp_inject_stop(struct dp_inject *in, struct dp_err *err)
     /* Threads kept seized across batches: suspend seccomp again (it was
      * lifted when they were resumed). */
     for (size_t i = 0; i < in->n; i++)
-        ptrace(PTRACE_SETOPTIONS, in->t[i].tid, 0, (void *)(long)PTRACE_O_SUSPEND_SECCOMP);
+        ptrace(PTRACE_SETOPTIONS, in->t[i].tid, 0, (void *)(PTRACE_O_SUSPEND_SECCOMP | exitkill(in)));
     in->all_stopped = 1;
     in->st.stops++;
     in->st.stop_ns_last = dp_now_ns() - t0;
@@ -782,7 +787,7 @@ int dp_inject_resume(struct dp_inject *in, int detach, struct dp_err *err)
             r = ptrace(PTRACE_DETACH, t->tid, 0, 0);
             t->seized = 0;
         } else {
-            ptrace(PTRACE_SETOPTIONS, t->tid, 0, 0);   /* seccomp applies again */
+            ptrace(PTRACE_SETOPTIONS, t->tid, 0, (void *)exitkill(in)); /* seccomp applies again */
             r = ptrace(t->group_stop ? PTRACE_LISTEN : PTRACE_CONT, t->tid, 0, 0);
         }
         if (r < 0 && errno != ESRCH)

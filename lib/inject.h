@@ -75,6 +75,10 @@ struct dp_inject_ops {
      * Return 0 if it may be touched, -1 if not. NULL: always allowed. */
     int (*ensure)(void *arg, uint64_t addr, uint64_t len);
     void *arg;
+    /* 1: seized threads die with their tracer (PTRACE_O_EXITKILL). The
+     * daemon wants it: if it died mid-call, the threads would otherwise run
+     * on with its registers until the lazy-pages guard kills the tree. */
+    int exitkill;
 };
 
 struct dp_inject_sig {

@@ -33,6 +33,7 @@
 #include "client.h"
 #include "dirty.h"
 #include "evict_policy.h"
+#include "guard.h"
 #include "inject.h"
 #include "lazyd.h"
 #include "lazymap.h"
@@ -55,7 +56,7 @@
 #define BG_CHUNK_PAGES 16
 #define BG_MAX_INFLIGHT 8
 
-enum { H_LISTEN, H_CRIU, H_UFFD, H_SRC, H_CTL_LISTEN, H_CTL_CLIENT, H_TIMER, H_SIGNAL };
+enum { H_LISTEN, H_CRIU, H_UFFD, H_SRC, H_CTL_LISTEN, H_CTL_CLIENT, H_TIMER, H_SIGNAL, H_GUARD };
 enum { K_FAULT, K_PREFETCH, K_BACKGROUND, K_REPLAY };
 enum { R_AT_SOURCE, R_INSTALL_RETRY, R_FETCH_RETRY };
 
@@ -166,10 +167,14 @@ struct dp_lazyd {
     struct dp_trace trace;     /* first touches, for the next restore */
     int tracing, trace_sent;
     uint64_t trace_pages;
+    struct dp_guard guard;     /* holds every uffd too: our death is not the tree's zeros */
+    struct handler guard_h;
+    unsigned guard_gen;
 };
 
 static void install(struct dp_lazyd *d, struct lz_req *r);
 static void kill_restored(struct dp_lazyd *d);
+static void guard_sync(struct dp_lazyd *d);
 static void req_finish(struct dp_lazyd *d, struct lz_req *r);
 static struct lz_task *task_by_id(struct dp_lazyd *d, int id);
 static void ev_json(struct dp_lazyd *d, struct dp_sbuf *b);
@@ -237,6 +242,7 @@ static void task_gone(struct dp_lazyd *d, struct lz_task *t, const char *why)
     t->final_remote = dp_lazymap_pages(&t->map, DP_PG_REMOTE) + dp_lazymap_pages(&t->map, DP_PG_INFLIGHT);
     t->final_resident = dp_lazymap_pages(&t->map, DP_PG_RESIDENT);
     epoll_ctl(d->ep, EPOLL_CTL_DEL, t->uffd, NULL);
+    dp_guard_drop(&d->guard, t->uffd);
     close(t->uffd);
     t->uffd = -1;
     /* Requests the source still owns are freed when they complete; the
@@ -928,7 +934,10 @@ static struct lz_task *task_fork(struct dp_lazyd *d, struct lz_task *parent, int
 {
     struct lz_task *c = task_new(d, parent->pid, ufd);
     if (!c) {
-        close(ufd);
+        /* kept open (the guard holds it too): the child's faults wait */
+        dp_error("fork of pid %d: cannot track the child (out of memory); its faults will wait "
+                 "rather than read zeros: stop the restored process tree", parent->shown_pid);
+        d->failed = 1;
         return NULL;
     }
     dp_set_nonblock(ufd);
@@ -937,10 +946,10 @@ static struct lz_task *task_fork(struct dp_lazyd *d, struct lz_task *parent, int
     c->parent_id = parent->id;
     if (dp_lazymap_clone(&c->map, &parent->map) ||
         ep_add(d, &c->h, ufd, H_UFFD, c) < 0) {
-        dp_error("fork of pid %d: cannot track the child (out of memory)", parent->shown_pid);
-        c->alive = 0;
-        close(ufd);
-        c->uffd = -1;
+        dp_error("fork of pid %d: cannot track the child (out of memory); its faults will wait "
+                 "rather than read zeros: stop the restored process tree", parent->shown_pid);
+        c->broken = 1; /* alive, uffd open, never read */
+        d->failed = 1;
         dp_lazymap_free(&c->map);
         return NULL;
     }
@@ -995,6 +1004,11 @@ static void handle_uffd(struct dp_lazyd *d, struct lz_task *t)
             dp_warn("pid %d: short userfaultfd read (%zd bytes)", t->shown_pid, n);
             break;
         }
+        /* A FORK's uffd is ours from the read on: hand it to the guard before
+         * anything else (the child may already run). */
+        for (ssize_t i = 0; i < n / (ssize_t)sizeof(msgs[0]); i++)
+            if (msgs[i].event == UFFD_EVENT_FORK)
+                dp_guard_task(&d->guard, (int)msgs[i].arg.fork.ufd, 0, 0);
         uint64_t now = dp_now_ns();
         for (ssize_t i = 0; i < n / (ssize_t)sizeof(msgs[0]) && t->alive; i++) {
             struct uffd_msg *m = &msgs[i];
@@ -1053,13 +1067,15 @@ static void handle_uffd(struct dp_lazyd *d, struct lz_task *t)
         retry_installs(d, t, dp_now_ns());
 }
 
-static void new_task(struct dp_lazyd *d, int32_t pid, int uffd)
+static void new_task(struct dp_lazyd *d, int32_t pid, int uffd, pid_t sender)
 {
+    dp_guard_task(&d->guard, uffd, sender, pid);
     struct lz_task *t = task_new(d, pid, uffd);
     struct dp_err err = {{0}};
     if (!t) {
-        dp_error("out of memory for task %d", pid);
-        close(uffd);
+        /* the uffd stays open (the guard holds it too): its faults wait */
+        dp_error("out of memory for task %d; its faults will wait rather than read zeros: "
+                 "stop the restored process tree", pid);
         d->failed = 1;
         return;
     }
@@ -1086,12 +1102,13 @@ static void handle_criu(struct dp_lazyd *d, struct handler *h)
 {
     int32_t pid;
     int uffd;
-    int rc = dp_lazysock_recv(h->fd, &pid, &uffd);
+    pid_t sender = 0;
+    int rc = dp_lazysock_recv_from(h->fd, &pid, &uffd, &sender);
     if (rc == 1) {
         if (pid < 0)
             dp_debug("zombie %d: nothing to serve", -pid);
         else
-            new_task(d, pid, uffd);
+            new_task(d, pid, uffd, sender);
         return;
     }
     if (rc == 2) {
@@ -1124,6 +1141,14 @@ static void handle_listen(struct dp_lazyd *d)
         return;
     }
     d->conns++;
+    /* The guard learns criu (its descendants are the tree being restored)
+     * and, through the senders' credentials, each task's pid. */
+    struct ucred cr;
+    socklen_t crlen = sizeof(cr);
+    int on = 1;
+    setsockopt(c, SOL_SOCKET, SO_PASSCRED, &on, sizeof(on));
+    if (getsockopt(c, SOL_SOCKET, SO_PEERCRED, &cr, &crlen) == 0)
+        dp_guard_root(&d->guard, cr.pid);
 }
 
 /* ---- stats ---- */
@@ -1546,8 +1571,8 @@ static void kill_restored(struct dp_lazyd *d)
             kill(x->shown_pid, SIGKILL);
 }
 
-/* SIGTERM/SIGINT/SIGHUP: the daemon must not just go away while tasks live,
- * because their remote pages would then read as zeros. Stop them first. */
+/* SIGTERM/SIGINT/SIGHUP: the tree cannot run on without its daemon (the
+ * guard would have to kill it, with an error): stop it first, in order. */
 static void handle_signal(struct dp_lazyd *d)
 {
     struct signalfd_siginfo si;
@@ -1564,8 +1589,9 @@ static void handle_signal(struct dp_lazyd *d)
             remote += dp_lazymap_pages(&t->map, DP_PG_REMOTE) + dp_lazymap_pages(&t->map, DP_PG_INFLIGHT);
     char rb[32];
     dp_format_bytes(remote * PG, rb, sizeof(rb));
-    dp_warn("signal %u: %d restored task(s) still have %s remote, which would read as zeros "
-            "without this daemon; killing the restored process tree first", si.ssi_signo, n, rb);
+    dp_warn("signal %u: %d restored task(s) still have %s remote that only this daemon serves; "
+            "killing the restored process tree first (restore again from the source to continue)",
+            si.ssi_signo, n, rb);
     kill_restored(d);
 }
 
@@ -1596,6 +1622,10 @@ static void handle_timer(struct dp_lazyd *d)
     background_fetch(d, now);
     replay_pump(d);
     trace_flush(d, now, 0);
+    if (dp_guard_fd(&d->guard) < 0 || d->guard_gen != d->guard.gen) {
+        dp_guard_check(&d->guard);
+        guard_sync(d);
+    }
 }
 
 
@@ -1860,7 +1890,7 @@ static int ev_batch(struct dp_lazyd *d, struct lz_task *t, const uint64_t *addr,
     struct dp_err err = {{0}};
     *nwb = 0;
     if (!t->inj_open) {
-        struct dp_inject_ops ops = {.pump = ev_pump, .ensure = ev_ensure, .arg = t};
+        struct dp_inject_ops ops = {.pump = ev_pump, .ensure = ev_ensure, .arg = t, .exitkill = 1};
         if (dp_inject_open(&t->in, t->host_pid, &ops, &err) < 0) {
             dp_warn("pid %d: cannot prepare eviction: %s", t->shown_pid, err.msg);
             for (size_t i = 0; i < n && !sync; i++)
@@ -2310,9 +2340,28 @@ int dp_lazyd_listen(const char *workdir, struct dp_err *err)
     return listen_unix(path, err);
 }
 
+/* Keeps epoll on the guard's current socket (it changes when a dead guard
+ * is replaced); the guard never sends, so any event there is its death. */
+static void guard_sync(struct dp_lazyd *d)
+{
+    int fd = dp_guard_fd(&d->guard);
+    if (fd == d->guard_h.fd && d->guard_gen == d->guard.gen)
+        return;
+    if (d->guard_h.fd >= 0)
+        epoll_ctl(d->ep, EPOLL_CTL_DEL, d->guard_h.fd, NULL); /* may be closed already */
+    d->guard_h.fd = -1;
+    d->guard_gen = d->guard.gen;
+    if (fd >= 0 && ep_add(d, &d->guard_h, fd, H_GUARD, NULL) < 0)
+        dp_warn("epoll_ctl on the guard's socket: %s (its death would go unnoticed until the next hand-over)",
+                strerror(errno));
+}
+
 /* Closes what the daemon opened and frees what is safe to free. */
 static void cleanup(struct dp_lazyd *d)
 {
+    /* Before the uffds close below: with a task left the guard must stop
+     * the tree, without one it just exits. */
+    dp_guard_end(&d->guard, tasks_alive(d) == 0);
     if (d->listen_h.fd >= 0) {
         close(d->listen_h.fd);
         unlink(d->sock_path);
@@ -2372,7 +2421,8 @@ struct dp_lazyd *dp_lazyd_start(const struct dp_lazyd_opts *o)
     d->o = o;
     d->start_ns = dp_now_ns();
     d->last_bg_ns = d->start_ns;
-    d->listen_h.fd = d->ctl_h.fd = d->timer_h.fd = d->sig_h.fd = d->src_h.fd = -1;
+    d->listen_h.fd = d->ctl_h.fd = d->timer_h.fd = d->sig_h.fd = d->src_h.fd = d->guard.sk = -1;
+    d->guard_h.fd = -1;
     if (o->replay) {
         struct dp_err rerr = {{0}};
         if (dp_replay_init(&d->replay, o->replay, o->replay_batch, o->replay_window, &rerr) < 0)
@@ -2431,6 +2481,14 @@ struct dp_lazyd *dp_lazyd_start(const struct dp_lazyd_opts *o)
         dp_vbuf_init(&d->stage, UINT64_MAX); /* bounded by the hot set */
         d->staging = 1;
     }
+    /* Before criu can connect: no uffd may ever be held by us alone. */
+    if (dp_guard_start(&d->guard, &err) < 0) {
+        dp_error("cannot start the guard process (%s): refusing to serve, since a crash of this "
+                 "daemon could then expose the restored tree's memory as zeros", err.msg);
+        cleanup(d);
+        return NULL;
+    }
+    guard_sync(d);
     if (o->ready_fd >= 0) {
         char one = 1;
         if (write(o->ready_fd, &one, 1) < 0)
@@ -2475,6 +2533,7 @@ int dp_lazyd_step(struct dp_lazyd *d, int timeout_ms)
         case H_CTL_CLIENT: handle_ctl_client(d, h); break;
         case H_TIMER: handle_timer(d); break;
         case H_SIGNAL: handle_signal(d); break;
+        case H_GUARD: dp_guard_check(&d->guard); guard_sync(d); break;
         }
     }
     replay_pump(d);

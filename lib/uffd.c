@@ -118,13 +118,14 @@ int dp_lazysock_send_finished(int sk)
     return dp_write_full(sk, &fin, sizeof(fin)) ? -errno : 0;
 }
 
-/* Reads one dummy byte carrying an SCM_RIGHTS descriptor. */
-static int recv_fd(int sk)
+/* Reads one dummy byte carrying an SCM_RIGHTS descriptor; *sender gets the
+ * sending process's pid when the socket has SO_PASSCRED (0 otherwise). */
+static int recv_fd(int sk, pid_t *sender)
 {
     char dummy;
     struct iovec iov = {.iov_base = &dummy, .iov_len = 1};
     union {
-        char buf[CMSG_SPACE(sizeof(int) * 4)];
+        char buf[CMSG_SPACE(sizeof(int) * 4) + CMSG_SPACE(sizeof(struct ucred))];
         struct cmsghdr align;
     } u;
     struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf)};
@@ -138,6 +139,13 @@ static int recv_fd(int sk)
         return -EPIPE;
     int fd = -1;
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_CREDENTIALS &&
+            c->cmsg_len >= CMSG_LEN(sizeof(struct ucred))) {
+            struct ucred cr;
+            memcpy(&cr, CMSG_DATA(c), sizeof(cr));
+            *sender = cr.pid;
+            continue;
+        }
         if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
             continue;
         size_t nfd = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
@@ -155,9 +163,16 @@ static int recv_fd(int sk)
 
 int dp_lazysock_recv(int sk, int32_t *pid, int *uffd)
 {
+    pid_t sender;
+    return dp_lazysock_recv_from(sk, pid, uffd, &sender);
+}
+
+int dp_lazysock_recv_from(int sk, int32_t *pid, int *uffd, pid_t *sender)
+{
     int32_t v;
     ssize_t n;
     size_t got = 0;
+    *sender = 0;
     while (got < sizeof(v)) {
         n = recv(sk, (char *)&v + got, sizeof(v) - got, 0);
         if (n < 0 && errno == EINTR)
@@ -176,7 +191,7 @@ int dp_lazysock_recv(int sk, int32_t *pid, int *uffd)
         return -EBADMSG;
     if (v < 0)
         return 1;
-    int fd = recv_fd(sk);
+    int fd = recv_fd(sk, sender);
     if (fd < 0)
         return fd;
     *uffd = fd;

@@ -42,6 +42,10 @@ int dp_lazysock_send_finished(int sk);
 /* Daemon side: reads one message. Returns 1 with *pid and *uffd (-1 for a
  * zombie) for a task, 2 for "restore finished", 0 on EOF, <0 on error. */
 int dp_lazysock_recv(int sk, int32_t *pid, int *uffd);
+/* The same; *sender gets the pid (in our pid namespace) of the process that
+ * sent the descriptor if the socket has SO_PASSCRED on, else 0. CRIU opens
+ * and sends each uffd from the restored task itself. */
+int dp_lazysock_recv_from(int sk, int32_t *pid, int *uffd, pid_t *sender);
 
 /* Opens a uffd with the features CRIU asks for (for harnesses). */
 int dp_uffd_open_criu_like(void);

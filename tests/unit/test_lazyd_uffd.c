@@ -17,7 +17,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <dirent.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -334,6 +336,135 @@ static int teardown(void **s)
     return system(cmd) == 0 ? 0 : -1;
 }
 
+/* ---- the daemon dies while the restore is still running ---- */
+
+static pid_t guard_child(pid_t daemon)
+{
+    DIR *dir = opendir("/proc");
+    struct dirent *e;
+    pid_t found = 0;
+    while (dir && (e = readdir(dir))) {
+        char path[300], buf[512];
+        snprintf(path, sizeof(path), "/proc/%s/stat", e->d_name);
+        int fd = open(path, O_RDONLY);
+        if (fd < 0)
+            continue;
+        ssize_t n = read(fd, buf, sizeof(buf) - 1);
+        close(fd);
+        if (n <= 0)
+            continue;
+        buf[n] = 0;
+        char *rp = strrchr(buf, ')');
+        int ppid = 0;
+        if (rp && sscanf(rp + 1, " %*c %d", &ppid) == 1 && ppid == daemon && strstr(buf, "(dp-guard)"))
+            found = (pid_t)atoi(e->d_name);
+    }
+    if (dir)
+        closedir(dir);
+    return found;
+}
+
+/* A fake `criu restore`: connects, forks a task that hands over its uffd
+ * (announcing its own pid, or one that cannot be matched to it), and
+ * never sends "restore finished". The daemon is SIGKILLed; then the task
+ * touches its lazy memory. Without the guard its pages would read as zeros
+ * (it would exit 1); with it the fault waits and the guard kills it. The
+ * fake criu reaps the task and reports how it ended. */
+static void killed_during_restore(int pid_known)
+{
+    assert_int_equal(prctl(PR_SET_CHILD_SUBREAPER, 1), 0); /* the orphaned guard comes to us */
+    pid_t d = start_daemon("none");
+    int sent[2], go[2], status[2];
+    assert_int_equal(pipe(sent), 0);
+    assert_int_equal(pipe(go), 0);
+    assert_int_equal(pipe(status), 0);
+    pid_t criu = fork();
+    assert_true(criu >= 0);
+    if (criu == 0) {
+        char path[300];
+        snprintf(path, sizeof(path), "%s/%s", g_dir, DP_LAZY_SOCK_NAME);
+        int sk = -1;
+        for (int i = 0; i < 500 && sk < 0; i++) {
+            sk = dp_lazysock_connect(path);
+            if (sk < 0)
+                usleep(10000);
+        }
+        pid_t task = fork();
+        if (task == 0) {
+            close(go[1]);
+            void *m = mmap((void *)BASE, NPAGES * PG, PROT_READ | PROT_WRITE,
+                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+            int uffd = dp_uffd_open_criu_like();
+            if (sk < 0 || m != (void *)BASE || uffd < 0 || dp_uffd_register_missing(uffd, BASE, NPAGES * PG) ||
+                dp_lazysock_send_task(sk, pid_known ? getpid() : 1 << 30, uffd))
+                _exit(203);
+            close(uffd);
+            close(sk);
+            char c = 1, buf;
+            if (write(sent[1], &c, 1) != 1)
+                _exit(204);
+            if (read(go[0], &buf, 1) < 0)
+                _exit(205);
+            int e = 0;
+            for (uint64_t p = 0; p < NPAGES; p++)
+                e += verify_page((uint64_t *)(BASE + p * PG), BASE + p * PG);
+            _exit(e ? 1 : 0);
+        }
+        int st = 0;
+        while (waitpid(task, &st, 0) < 0 && errno == EINTR)
+            ;
+        if (write(status[1], &st, sizeof(st)) != (ssize_t)sizeof(st))
+            _exit(1);
+        for (;;)
+            pause(); /* still "restoring" */
+    }
+    close(sent[1]);
+    close(go[0]);
+    close(status[1]);
+    char c;
+    assert_int_equal(read(sent[0], &c, 1), 1);
+    /* the daemon has the task (and so has the guard) */
+    int have = 0;
+    for (int i = 0; i < 500 && !have; i++) {
+        struct dp_err err = {{0}};
+        char *js = dp_lazyd_control(g_dir, "stats", &err);
+        have = js && strstr(js, "\"tasks_alive\": 1");
+        free(js);
+        if (!have)
+            usleep(10000);
+    }
+    assert_true(have);
+    pid_t guard = guard_child(d);
+    assert_true(guard > 0);
+
+    kill(d, SIGKILL);
+    assert_int_equal(wait_bounded(d, 10), 128 + SIGKILL);
+    close(go[1]); /* the task touches its lazy memory now */
+
+    struct timeval tv = {.tv_sec = 20};
+    fd_set rs;
+    FD_ZERO(&rs);
+    FD_SET(status[0], &rs);
+    assert_int_equal(select(status[0] + 1, &rs, NULL, NULL, &tv), 1);
+    int st = 0;
+    assert_int_equal(read(status[0], &st, sizeof(st)), (ssize_t)sizeof(st));
+    /* killed, not finished: it never went on with zeros */
+    assert_true(WIFSIGNALED(st));
+    assert_int_equal(WTERMSIG(st), SIGKILL);
+    /* the guard (ours now) left once the task's memory was gone and the
+     * fake criu, hanging on as a real one can, was SIGKILLed after 3 s */
+    assert_int_equal(wait_bounded(guard, 15), 1);
+    assert_int_equal(wait_bounded(criu, 1), 128 + SIGKILL);
+    close(sent[0]);
+    close(status[0]);
+    prctl(PR_SET_CHILD_SUBREAPER, 0);
+}
+
+static void daemon_killed_during_restore(void **s) { (void)s; killed_during_restore(1); }
+/* The task's announced pid does not match its sender: no pidfd; the guard
+ * finds it as a descendant of the running criu. */
+static void daemon_killed_during_restore_pid_unknown(void **s) { (void)s; killed_during_restore(0); }
+
 int main(void)
 {
     dp_log_set_level(DP_LOG_WARN);
@@ -346,6 +477,8 @@ int main(void)
         cmocka_unit_test(fork_seq),
         cmocka_unit_test(remove_remap_unmap),
         cmocka_unit_test(remove_remap_unmap_prefetch),
+        cmocka_unit_test(daemon_killed_during_restore),
+        cmocka_unit_test(daemon_killed_during_restore_pid_unknown),
     };
     return cmocka_run_group_tests_name("lazyd_uffd", tests, setup, teardown);
 }
