@@ -79,6 +79,7 @@ static void usage(FILE *out)
 }
 
 struct restore_args {
+    int verbose; /* -v: also criu's restore.log at -v4 */
     const char *source, *key, *images, *workdir, *host, *prefetch, *hotset;
     uint64_t replay_window;
     double record_s;
@@ -86,7 +87,7 @@ struct restore_args {
     double budget_frac;
     unsigned evict_batch;
     double fault_timeout, restore_timeout;
-    int on_timeout_kill, shell_job, foreground, json, verbose;
+    int on_timeout_kill, shell_job, foreground, json;
 };
 
 static int parse_seconds(const char *s, double *out)
