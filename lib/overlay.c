@@ -25,6 +25,7 @@ struct dp_overlay {
     uint64_t end;             /* append position */
     uint64_t seq;
     bool dirty;
+    bool dir_unsynced;        /* the log was created and its directory not synced yet */
     uint64_t compact_min;
     struct dp_overlay_stats st;
 };
@@ -161,14 +162,12 @@ int dp_overlay_open(const char *dir, struct dp_overlay **out, struct dp_err *err
         free(o);
         return -1;
     }
-    if (!existed) {
-        /* Make the new file's directory entry durable too. */
-        int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd >= 0) {
-            fsync(dfd);
-            close(dfd);
-        }
-    }
+    /* The new file's directory entry must be durable before the first write
+     * is acknowledged, not now: syncing the directory commits the file
+     * system's journal, which right after a dump waits for the writeback of
+     * the freshly written images (0.2-0.9 s for 4 GiB), and an empty log
+     * lost in a crash loses nothing. dp_overlay_sync does it once. */
+    o->dir_unsynced = !existed;
     if (replay(o, err) < 0) {
         dp_overlay_close(o);
         return -1;
@@ -258,6 +257,25 @@ int dp_overlay_append(struct dp_overlay *o, int32_t pid, uint64_t addr, uint32_t
 
 bool dp_overlay_dirty(const struct dp_overlay *o) { return o->dirty; }
 
+/* fsync of the directory holding the log. */
+static int sync_dir(const char *path, struct dp_err *err)
+{
+    char dir[4300];
+    snprintf(dir, sizeof(dir), "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        *slash = '\0';
+    int dfd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0 || fsync(dfd) < 0) {
+        dp_err_set(err, "cannot sync the directory of %s: %s", path, strerror(errno));
+        if (dfd >= 0)
+            close(dfd);
+        return -1;
+    }
+    close(dfd);
+    return 0;
+}
+
 int dp_overlay_sync(struct dp_overlay *o, struct dp_err *err)
 {
     if (!o->dirty)
@@ -265,6 +283,11 @@ int dp_overlay_sync(struct dp_overlay *o, struct dp_err *err)
     if (fdatasync(o->fd) < 0) {
         dp_err_set(err, "fdatasync of %s failed: %s", o->path, strerror(errno));
         return -1;
+    }
+    if (o->dir_unsynced) {
+        if (sync_dir(o->path, err) < 0)
+            return -1;
+        o->dir_unsynced = false;
     }
     o->dirty = false;
     o->st.syncs++;
@@ -345,16 +368,9 @@ int dp_overlay_compact(struct dp_overlay *o, struct dp_err *err)
         return -1;
     }
     /* The rename is durable once the directory is synced. */
-    char dir[4300];
-    snprintf(dir, sizeof(dir), "%s", o->path);
-    char *slash = strrchr(dir, '/');
-    if (slash)
-        *slash = '\0';
-    int dfd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        fsync(dfd);
-        close(dfd);
-    }
+    struct dp_err derr;
+    if (sync_dir(o->path, &derr) == 0)
+        o->dir_unsynced = false;
     close(o->fd);
     o->fd = fd;
     for (size_t i = 0; i < o->index.cap; i++)

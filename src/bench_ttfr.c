@@ -52,8 +52,16 @@
 
 static const char *const sys_names[NSYS] = {"distriproc", "criu_full", "criu_lazy_local", "local"};
 
+/* DistriProc's own phases of from_restore, as migrate reports them (to see
+ * what grows with size); has_phases is 0 for the other systems. */
+struct phases {
+    int has_phases;
+    double serve_s, skeleton_s, daemon_s, criu_s, reply_s, pages_at_reply;
+};
+
 struct sample {
     double from_restore, from_freeze, bytes, dump_s, transfer_s, restore_s;
+    struct phases ph;
 };
 
 struct sysres {
@@ -290,12 +298,21 @@ static int write_json(const struct ttfr *t)
                 }
             }
             fprintf(f, ", \"runs\": [");
-            for (int k = 0; k < r->n; k++)
+            for (int k = 0; k < r->n; k++) {
+                const struct sample *x = &r->s[k];
                 fprintf(f,
                         "%s{\"from_restore_s\": %.6f, \"from_freeze_s\": %.6f, \"bytes_moved\": %.0f, "
-                        "\"dump_s\": %.6f, \"transfer_s\": %.6f, \"restore_s\": %.6f}",
-                        k ? ", " : "", r->s[k].from_restore, r->s[k].from_freeze, r->s[k].bytes, r->s[k].dump_s,
-                        r->s[k].transfer_s, r->s[k].restore_s);
+                        "\"dump_s\": %.6f, \"transfer_s\": %.6f, \"restore_s\": %.6f",
+                        k ? ", " : "", x->from_restore, x->from_freeze, x->bytes, x->dump_s, x->transfer_s,
+                        x->restore_s);
+                if (x->ph.has_phases)
+                    fprintf(f,
+                            ", \"phases\": {\"serve_start_s\": %.6f, \"skeleton_s\": %.6f, \"daemon_start_s\": %.6f, "
+                            "\"criu_restore_s\": %.6f, \"reply_after_restore_s\": %.6f, \"pages_fetched_at_reply\": %.0f}",
+                            x->ph.serve_s, x->ph.skeleton_s, x->ph.daemon_s, x->ph.criu_s, x->ph.reply_s,
+                            x->ph.pages_at_reply);
+                fprintf(f, "}");
+            }
             fprintf(f, "]}");
         }
         fprintf(f, "}}");
@@ -571,6 +588,18 @@ static int run_distriproc(struct ttfr *t, pid_t redis, const char *work, struct 
             double serve_s = 0;
             if (dp_json_number(out, NULL, "serve_start_s", &serve_s) == 0)
                 s->from_restore += serve_s;
+            /* The phases, for the per-run JSON only (what grows with size). */
+            struct phases *ph = &s->ph;
+            ph->serve_s = serve_s;
+            ph->has_phases = dp_json_number(out, NULL, "skeleton_s", &ph->skeleton_s) == 0 &&
+                             dp_json_number(out, NULL, "daemon_start_s", &ph->daemon_s) == 0 &&
+                             dp_json_number(out, NULL, "criu_restore_s", &ph->criu_s) == 0 &&
+                             dp_json_number(out, NULL, "pages_fetched_at_reply", &ph->pages_at_reply) == 0;
+            ph->reply_s = s->from_restore - serve_s - restore_s;
+            if (ph->has_phases)
+                dp_info("ttfr phases: page server start %.3f s, skeleton %.3f s, daemon start %.3f s, "
+                        "criu restore %.3f s, first reply %.3f s after the restore, %.0f pages fetched",
+                        serve_s, ph->skeleton_s, ph->daemon_s, ph->criu_s, ph->reply_s, ph->pages_at_reply);
             rc = 0;
         } else {
             snprintf(eb, el, "distriproc migrate printed unexpected JSON: %.200s", out);
