@@ -615,8 +615,9 @@ static int run_distriproc(struct ttfr *t, pid_t redis, const char *work, struct 
 
 static int criu_restore_in_dst(const char *images, const char *pidfile, int lazy, char *eb, size_t el)
 {
+    /* -v3 like `distriproc restore`: the systems compared log alike */
     struct dp_restore_opts ro = {.images_dir = images, .pidfile = pidfile, .detached = 1, .lazy_pages = lazy,
-                                 .tcp_established = 1};
+                                 .tcp_established = 1, .verbosity = 3};
     struct dp_err err = {{0}};
     if (dp_criu_restore(&ro, lab_hosts[1].netns, 600, &err) < 0) {
         snprintf(eb, el, "criu restore%.300s failed: %.300s", lazy ? " --lazy-pages" : "", err.msg);
