@@ -51,16 +51,10 @@ def checkpoint_and_serve(procs, tmp_path, cmd, ready):
 
 
 def restore(procs, workdir, listen, key, *extra):
-    cp = util.distriproc("restore", "--source", listen, "--key", key, "--workdir", workdir, "--host", "dst",
-                         "--json", *extra, timeout=150)
-    res = json.loads(cp.stdout)
-    procs.track(res["daemon_pid"])
-    procs.track(res["pid"])
-    return res
+    return util.restore_json(procs, workdir, "--source", listen, "--key", key, *extra)
 
 
-def stats(workdir):
-    return json.loads(util.distriproc("stats", "--workdir", workdir, "--json").stdout)
+stats = util.lazy_stats
 
 
 def rss_anon(pid):
@@ -95,7 +89,7 @@ def test_memwalk_footprint_4x_budget_two_writers_stays_within_budget(lab, procs,
     workdir = tmp_path / "wd"
     budget = 16 * MIB
     res = restore(procs, workdir, listen, key, "--budget", "16M")
-    samples, errors = [], []
+    samples = []
     end = time.monotonic() + 120
     while time.monotonic() < end:
         samples.append(rss_anon(res["pid"]))
@@ -193,7 +187,7 @@ def test_sync_makes_the_source_current(lab, procs, criu, tmp_path):
 
 
 def forkmem(command, timeout=120):
-    cp = util.run(util.netns_cmd("dst", [util.PYTHON, "-c", util._STAT_CLIENT, util.HOSTS["dst"], FORKMEM_PORT,
+    cp = util.run(util.netns_cmd("dst", [util.PYTHON, "-c", util.LINE_CLIENT, util.HOSTS["dst"], FORKMEM_PORT,
                                          command, timeout]), timeout=timeout + 10)
     return json.loads(cp.stdout)
 
@@ -202,7 +196,7 @@ def forkmem(command, timeout=120):
 def test_fork_with_eviction_parent_and_children_see_their_own_writes(lab, procs, criu, tmp_path):
     def ready():
         util.wait_until(lambda: json.loads(util.run(util.netns_cmd(
-            "src", [util.PYTHON, "-c", util._STAT_CLIENT, util.HOSTS["src"], FORKMEM_PORT, "VERIFY", 10]))
+            "src", [util.PYTHON, "-c", util.LINE_CLIENT, util.HOSTS["src"], FORKMEM_PORT, "VERIFY", 10]))
             .stdout)["errors"] == 0, 30, "forkmem")
     listen, key = checkpoint_and_serve(procs, tmp_path, [FORKMEM, "--mib", "32", "--port", FORKMEM_PORT], ready)
     workdir = tmp_path / "wd"

@@ -22,20 +22,10 @@ FORKMEM_PORT = 7071
 SERVE_PORT = 7320
 GUARD_LINE = "SIGKILLed the restored process tree"
 
-_REQ = (
-    "import socket,sys\n"
-    "s=socket.create_connection((sys.argv[1],int(sys.argv[2])),timeout=float(sys.argv[4]))\n"
-    "s.sendall(sys.argv[3].encode()+b'\\n')\n"
-    "sys.stdout.write(s.makefile('rb').readline().decode())\n"
-)
-
-
-def forkmem(host, command, timeout=60):
-    cp = util.run(util.netns_cmd(host, [util.PYTHON, "-c", _REQ, util.HOSTS[host], FORKMEM_PORT,
-                                        command, timeout]), timeout=timeout + 10)
-    assert cp.stdout.strip(), f"forkmem sent no reply to {command}"
-    return json.loads(cp.stdout)
-
+forkmem = util.forkmem_request
+checkpoint = util.checkpoint_container
+restore = util.restore_json
+stats = util.lazy_stats
 
 def comm(pid):
     try:
@@ -81,16 +71,6 @@ def guard_of(daemon_pid):
     return g[0]
 
 
-def checkpoint(procs, tmp_path, cmd, ready):
-    images = tmp_path / "images"
-    images.mkdir()
-    pid = util.start_container(procs, "src", cmd, tmp_path / "src.pid")
-    ready()
-    util.distriproc("checkpoint", "--host", "src", "--pid", pid, "--images", images, timeout=120)
-    util.wait_gone(pid, timeout=20)
-    return images
-
-
 def serve(procs, images, tmp_path, rtt_us):
     key = tmp_path / "key"
     util.distriproc("keygen", key)
@@ -101,18 +81,6 @@ def serve(procs, images, tmp_path, rtt_us):
     util.wait_until(lambda: util.run(util.netns_cmd("src", ["ss", "-ltnH", f"sport = :{SERVE_PORT}"]))
                     .stdout.strip() != "", 20, "the page server to listen")
     return ["--source", listen, "--key", key]
-
-
-def restore(procs, workdir, *source_args):
-    cp = util.distriproc("restore", *source_args, "--workdir", workdir, "--host", "dst", "--json", timeout=150)
-    res = json.loads(cp.stdout)
-    procs.track(res["daemon_pid"])
-    procs.track(res["pid"])
-    return res
-
-
-def stats(workdir):
-    return json.loads(util.distriproc("stats", "--workdir", workdir, "--json").stdout)
 
 
 def assert_guard_stopped_the_tree(res, workdir, guard, tree, bound=20, killed_by_guard=True):
@@ -151,7 +119,7 @@ def test_sigkill_of_the_daemon_kills_memwalk_instead_of_serving_zeros(lab, procs
     os.kill(res["daemon_pid"], signal.SIGKILL)
     assert_guard_stopped_the_tree(res, workdir, guard, [res["pid"]])
     # it is gone, not running on with zeros: nothing answers any more
-    cp = util.run(util.netns_cmd("dst", [util.PYTHON, "-c", _REQ, util.HOSTS["dst"], 7070, "STAT", 5]),
+    cp = util.run(util.netns_cmd("dst", [util.PYTHON, "-c", util.LINE_CLIENT, util.HOSTS["dst"], 7070, "STAT", 5]),
                   check=False, timeout=20)
     assert cp.returncode != 0 and not cp.stdout.strip(), cp.stdout
 
@@ -167,7 +135,7 @@ def test_sigkill_of_the_daemon_kills_forked_children_too(lab, procs, criu, tmp_p
     guard = procs.track(guard_of(res["daemon_pid"]))
     # FORK 3: three children with a grandchild each read every page (one
     # fault per page over a 1 ms link: they stay busy long enough)
-    fork = procs.spawn(util.netns_cmd("dst", [util.PYTHON, "-c", _REQ, util.HOSTS["dst"], FORKMEM_PORT,
+    fork = procs.spawn(util.netns_cmd("dst", [util.PYTHON, "-c", util.LINE_CLIENT, util.HOSTS["dst"], FORKMEM_PORT,
                                               "FORK 3", 120]),
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     tree = util.wait_until(lambda: (lambda d: d if len(d) >= 6 else None)(descendants(res["pid"])),

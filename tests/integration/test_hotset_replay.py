@@ -4,7 +4,6 @@ next restore of the same checkpoint with --hotset auto fetches that working
 set in bulk, so its faults mostly find their pages already there; and a hot
 set of another checkpoint is refused before anything is restored."""
 
-import json
 import os
 import signal
 import subprocess
@@ -12,7 +11,7 @@ import subprocess
 import pytest
 
 import util
-from test_hotset import parse_hotset, pages_in, PG
+from test_hotset import parse_hotset, pages_in
 
 SERVE_PORT = 7310
 
@@ -29,18 +28,10 @@ def serve(procs, images, key):
 
 
 def restore(procs, workdir, listen, key, *extra, check=True):
-    cp = util.distriproc("restore", "--source", listen, "--key", key, "--workdir", workdir, "--host", "dst",
-                         "--json", *extra, timeout=150, check=check)
-    if not check:
-        return cp
-    res = json.loads(cp.stdout)
-    procs.track(res["daemon_pid"])
-    procs.track(res["pid"])
-    return res
+    return util.restore_json(procs, workdir, "--source", listen, "--key", key, *extra, check=check)
 
 
-def stats(workdir):
-    return json.loads(util.distriproc("stats", "--workdir", workdir, "--json").stdout)
+stats = util.lazy_stats
 
 
 def stop(res):

@@ -30,11 +30,10 @@ PG = 4096
 
 
 def forkmem(host, command, timeout=60):
-    return util.memwalk_request(util.HOSTS[host], PORT, command, host=host, timeout=timeout)
+    return util.forkmem_request(host, command, timeout, port=PORT)
 
 
-def stats(wd):
-    return json.loads(util.distriproc("stats", "--workdir", wd, "--json").stdout)
+stats = util.lazy_stats
 
 
 def checkpoint_forkmem(procs, tmp_path, mib=8):
@@ -71,11 +70,8 @@ def hotset_file(tmp_path, images, info, ranges, name):
 
 
 def restore_staged(procs, wd, listen, key, hot, *extra, wait=True):
-    cp = util.distriproc("restore", "--source", listen, "--key", key, "--workdir", wd, "--host", "dst", "--json",
-                         "--hotset", hot, "--hotset-mode", "stage", *extra, timeout=150)
-    res = json.loads(cp.stdout)
-    procs.track(res["daemon_pid"])
-    procs.track(res["pid"])
+    res = util.restore_json(procs, wd, "--source", listen, "--key", key, "--hotset", hot, "--hotset-mode", "stage",
+                            *extra)
     assert res["hotset_mode"] == "stage", res
     if wait:
         util.wait_until(lambda: not stats(wd)["replay"]["active"], 60, "the replay to finish staging")
@@ -256,7 +252,7 @@ def test_stage_counts_a_touch_of_a_page_still_in_flight(lab, procs, criu, tmp_pa
         assert rp["stage"]["staged"] == done and rp["stage"]["hits"] == 0, rp
         first = order[done]  # the first page in flight
         assert order[done + 3] == first + 3, "the 4 pages cross a run boundary"
-        toucher = subprocess.Popen(util.netns_cmd("dst", [util.PYTHON, "-c", util._STAT_CLIENT, util.HOSTS["dst"],
+        toucher = subprocess.Popen(util.netns_cmd("dst", [util.PYTHON, "-c", util.LINE_CLIENT, util.HOSTS["dst"],
                                                           PORT, f"TOUCHR {first} {first + 4}", 60]),
                                    stdout=subprocess.PIPE, text=True)
         util.wait_until(lambda: stats(wd)["replay"]["stage"]["hits_inflight"] == 1, 20,

@@ -4,8 +4,6 @@ pid-namespace session leader."""
 
 import os
 import signal
-import subprocess
-import time
 
 import pytest
 

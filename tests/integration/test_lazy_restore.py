@@ -22,45 +22,15 @@ FORKMEM = os.path.join(util.BUILD, "forkmem")
 FORKMEM_PORT = 7071
 SERVE_PORT = 7300
 
-_REQ = (
-    "import socket,sys\n"
-    "s=socket.create_connection((sys.argv[1],int(sys.argv[2])),timeout=float(sys.argv[4]))\n"
-    "s.sendall(sys.argv[3].encode()+b'\\n')\n"
-    "sys.stdout.write(s.makefile('rb').readline().decode())\n"
-)
-
-
-def forkmem(host, command, timeout=60):
-    cp = util.run(util.netns_cmd(host, [util.PYTHON, "-c", _REQ, util.HOSTS[host], FORKMEM_PORT,
-                                        command, timeout]), timeout=timeout + 10)
-    assert cp.stdout.strip(), f"forkmem sent no reply to {command}"
-    return json.loads(cp.stdout)
-
-
-def checkpoint(procs, tmp_path, cmd, ready):
-    """Starts cmd in a src container, waits for ready(), checkpoints it."""
-    images = tmp_path / "images"
-    images.mkdir()
-    pid = util.start_container(procs, "src", cmd, tmp_path / "src.pid")
-    ready()
-    util.distriproc("checkpoint", "--host", "src", "--pid", pid, "--images", images, timeout=120)
-    util.wait_gone(pid, timeout=20)
-    return images
-
+forkmem = util.forkmem_request
+checkpoint = util.checkpoint_container
+stats = util.lazy_stats
 
 def restore(procs, workdir, *source_args, prefetch="none"):
-    cp = util.distriproc("restore", *source_args, "--workdir", workdir, "--host", "dst",
-                         "--prefetch", prefetch, "--json", timeout=150)
-    res = json.loads(cp.stdout)
-    procs.track(res["daemon_pid"])
-    procs.track(res["pid"])
+    res = util.restore_json(procs, workdir, *source_args, "--prefetch", prefetch)
     assert res["pid"] > 0 and res["restore_s"] > 0, res
     assert util.pid_netns_inode(res["pid"]) == util.netns_inode("dst")
     return res
-
-
-def stats(workdir):
-    return json.loads(util.distriproc("stats", "--workdir", workdir, "--json").stdout)
 
 
 def finish(res, workdir):
@@ -190,7 +160,7 @@ def test_fault_waits_while_page_server_is_down(lab, procs, criu, tmp_path):
     # reads every page) must stall, not fail and not see wrong data.
     os.killpg(server.pid, signal.SIGKILL)
     server.wait(timeout=10)
-    verify = procs.spawn(util.netns_cmd("dst", [util.PYTHON, "-c", _REQ, util.HOSTS["dst"], FORKMEM_PORT,
+    verify = procs.spawn(util.netns_cmd("dst", [util.PYTHON, "-c", util.LINE_CLIENT, util.HOSTS["dst"], FORKMEM_PORT,
                                                 "VERIFY", 120]),
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     time.sleep(3)
@@ -228,7 +198,7 @@ def test_fault_timeout_kill_stops_the_tree_with_a_clear_message(lab, procs, criu
     procs.track(res["pid"])
     os.killpg(server.pid, signal.SIGKILL)
     server.wait(timeout=10)
-    verify = procs.spawn(util.netns_cmd("dst", [util.PYTHON, "-c", _REQ, util.HOSTS["dst"], FORKMEM_PORT,
+    verify = procs.spawn(util.netns_cmd("dst", [util.PYTHON, "-c", util.LINE_CLIENT, util.HOSTS["dst"], FORKMEM_PORT,
                                                 "VERIFY", 60]),
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     # the whole restored tree is stopped after the timeout, and the daemon ends

@@ -230,7 +230,8 @@ def start_container(procs, host, cmd, pidfile):
 
 # ---- memwalk STAT ---------------------------------------------------------------
 
-_STAT_CLIENT = (
+# One request line to a workload's TCP control (memwalk, forkmem), one JSON line back.
+LINE_CLIENT = (
     "import socket,sys\n"
     "s=socket.create_connection((sys.argv[1],int(sys.argv[2])),timeout=float(sys.argv[4]))\n"
     "s.sendall(sys.argv[3].encode()+b'\\n')\n"
@@ -246,7 +247,7 @@ def memwalk_request(addr, port=7070, command="STAT", host=None, timeout=30):
             s.sendall(command.encode() + b"\n")
             line = s.makefile("rb").readline().decode()
     else:
-        cp = run(netns_cmd(host, [PYTHON, "-c", _STAT_CLIENT, addr, port, command, timeout]),
+        cp = run(netns_cmd(host, [PYTHON, "-c", LINE_CLIENT, addr, port, command, timeout]),
                  timeout=timeout + 10)
         line = cp.stdout
     if not line.strip():
@@ -260,3 +261,39 @@ def wait_memwalk(addr, port=7070, host=None, timeout=30):
         st = memwalk_request(addr, port, "STAT", host=host, timeout=5)
         return st if st["ops"] > 0 else None
     return wait_until(ready, timeout, f"memwalk STAT at {addr}:{port}", interval=0.2)
+
+
+# ---- lazy migration steps shared by the tests ------------------------------------
+
+def forkmem_request(host, command, timeout=60, port=7071):
+    """One forkmem command (memwalk's line protocol) sent from inside host."""
+    return memwalk_request(HOSTS[host], port, command, host=host, timeout=timeout)
+
+
+def checkpoint_container(procs, tmp_path, cmd, ready):
+    """Starts cmd in a src container, waits for ready(), checkpoints it into
+    tmp_path/images (the tree is gone afterwards); returns the images dir."""
+    images = tmp_path / "images"
+    images.mkdir()
+    pid = start_container(procs, "src", cmd, tmp_path / "src.pid")
+    ready()
+    distriproc("checkpoint", "--host", "src", "--pid", pid, "--images", images, timeout=120)
+    wait_gone(pid, timeout=20)
+    return images
+
+
+def restore_json(procs, workdir, *args, check=True):
+    """`distriproc restore ARGS --workdir W --host dst --json`; tracks the daemon
+    and the restored root, returns the JSON (or the CompletedProcess when
+    check=False and restore failed)."""
+    cp = distriproc("restore", *args, "--workdir", workdir, "--host", "dst", "--json", timeout=150, check=check)
+    if cp.returncode != 0:
+        return cp
+    res = json.loads(cp.stdout)
+    procs.track(res["daemon_pid"])
+    procs.track(res["pid"])
+    return res
+
+
+def lazy_stats(workdir):
+    return json.loads(distriproc("stats", "--workdir", workdir, "--json").stdout)
