@@ -173,37 +173,6 @@ int dp_classify_clear(const pid_t *pids, size_t nr, struct dp_err *err)
     return 0;
 }
 
-/* The pid in the innermost pid namespace: the last field of NSpid. */
-static int ns_pid(pid_t pid, int32_t *out)
-{
-    char path[64], line[256];
-    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return -1;
-    int rc = -1;
-    while (fgets(line, sizeof(line), f)) {
-        if (strncmp(line, "NSpid:", 6) != 0)
-            continue;
-        char *p = line + 6, *end;
-        long last = -1;
-        for (;;) {
-            long v = strtol(p, &end, 10);
-            if (end == p)
-                break;
-            last = v;
-            p = end;
-        }
-        if (last > 0) {
-            *out = (int32_t)last;
-            rc = 0;
-        }
-        break;
-    }
-    fclose(f);
-    return rc;
-}
-
 int dp_classify_sample(const pid_t *pids, size_t nr, struct dp_classify *out, struct dp_err *err)
 {
     memset(out, 0, sizeof(*out));
@@ -218,8 +187,8 @@ int dp_classify_sample(const pid_t *pids, size_t nr, struct dp_classify *out, st
         uint8_t *text;
         size_t len;
         struct dp_err e;
-        int32_t np;
-        if (ns_pid(pids[i], &np) < 0)
+        int32_t np = dp_proc_inner_pid(pids[i]);
+        if (np == 0)
             continue; /* gone */
         if (dp_read_file(path, &text, &len, &e) < 0) {
             if (access(path, F_OK) < 0)

@@ -56,26 +56,6 @@ static int pidfd_kill(int pidfd, int sig)
     return (int)syscall(__NR_pidfd_send_signal, pidfd, sig, NULL, 0);
 }
 
-/* Last NSpid field: pid inside the process's own pid namespace; 0 unknown. */
-static int32_t inner_pid(pid_t p)
-{
-    char path[64], line[256];
-    snprintf(path, sizeof(path), "/proc/%d/status", (int)p);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return 0;
-    int32_t inner = 0;
-    while (fgets(line, sizeof(line), f)) {
-        if (strncmp(line, "NSpid:", 6))
-            continue;
-        for (char *tok = strtok(line + 6, " \t\n"); tok; tok = strtok(NULL, " \t\n"))
-            inner = (int32_t)atoi(tok);
-        break;
-    }
-    fclose(f);
-    return inner;
-}
-
 static int send_msg(int sk, const struct gmsg *m, const int *fds, int nfds)
 {
     struct iovec iov = {.iov_base = (void *)m, .iov_len = sizeof(*m)};
@@ -590,7 +570,7 @@ void dp_guard_task(struct dp_guard *g, int uffd, pid_t host_pid, int32_t inner)
     if (host_pid > 0 && inner > 0) {
         pidfd = pidfd_open(host_pid);
         /* the sender must be the task itself (CRIU opens the uffd in it) */
-        if (pidfd >= 0 && inner_pid(host_pid) != inner) {
+        if (pidfd >= 0 && dp_proc_inner_pid(host_pid) != inner) {
             close(pidfd);
             pidfd = -1;
         }

@@ -1676,29 +1676,6 @@ static void ev_clean_cb(void *cookie, int status, const char *errmsg)
     free(c);
 }
 
-/* Last field of NSpid in /proc/P/status: the pid inside P's own pid ns. */
-static int nspid_inner(int p)
-{
-    char path[64], line[256];
-    snprintf(path, sizeof(path), "/proc/%d/status", p);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return 0;
-    int inner = 0;
-    while (fgets(line, sizeof(line), f)) {
-        if (strncmp(line, "NSpid:", 6))
-            continue;
-        char *tok = strtok(line + 6, " \t\n");
-        while (tok) {
-            inner = atoi(tok);
-            tok = strtok(NULL, " \t\n");
-        }
-        break;
-    }
-    fclose(f);
-    return inner;
-}
-
 static uint64_t ns_inode(int pid, const char *ns)
 {
     char path[64];
@@ -1726,7 +1703,7 @@ static void ev_find_host_pids_early(struct dp_lazyd *d)
             int p = atoi(e->d_name);
             if (p <= 0 || p == getpid() || ns_inode(p, "net") != mynet || ns_inode(p, "pid") == mypid)
                 continue;
-            if (nspid_inner(p) == t->shown_pid) {
+            if (dp_proc_inner_pid(p) == t->shown_pid) {
                 found = p;
                 matches++;
             }
@@ -1749,7 +1726,7 @@ static void ev_find_host_pids(struct dp_lazyd *d)
     int pids[4096];
     int n = collect_tree(root, pids, (int)DP_ARRAY_LEN(pids));
     for (int i = 0; i < n; i++) {
-        int inner = nspid_inner(pids[i]);
+        int inner = dp_proc_inner_pid(pids[i]);
         for (struct lz_task *t = d->tasks; t; t = t->next)
             if (t->alive && t->shown_pid > 0 && t->shown_pid == inner && !t->host_pid)
                 t->host_pid = pids[i];

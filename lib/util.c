@@ -243,3 +243,28 @@ int dp_read_pid_file(const char *path)
     }
     return pid;
 }
+
+int32_t dp_proc_inner_pid(pid_t pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    long inner = 0;
+    while (fgets(line, sizeof(line), f)) {
+        if (strncmp(line, "NSpid:", 6) != 0)
+            continue;
+        char *p = line + 6, *end;
+        for (;;) {
+            long v = strtol(p, &end, 10);
+            if (end == p)
+                break;
+            inner = v;
+            p = end;
+        }
+        break;
+    }
+    fclose(f);
+    return inner > 0 && inner <= INT32_MAX ? (int32_t)inner : 0;
+}

@@ -53,4 +53,8 @@ int dp_set_nonblock(int fd);
  * or does not start with a number. */
 int dp_read_pid_file(const char *path);
 
+/* The pid of host pid P inside its own (innermost) pid namespace, the last
+ * field of NSpid in /proc/P/status; 0 if P is gone or the line is missing. */
+int32_t dp_proc_inner_pid(pid_t pid);
+
 #endif

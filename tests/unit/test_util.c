@@ -5,6 +5,8 @@
 #include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sched.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "util.h"
@@ -64,6 +66,48 @@ static void read_pid_file(void **state)
     assert_int_equal(dp_read_pid_file(path), 0);
 }
 
+/* NSpid's last field: the pid inside the process's own pid namespace. */
+static void proc_inner_pid(void **state)
+{
+    (void)state;
+    assert_int_equal(dp_proc_inner_pid(getpid()), getpid());
+    assert_int_equal(dp_proc_inner_pid(0x3fffffff), 0); /* no such process */
+
+    /* init of a new pid namespace is 1 there, whatever its pid here */
+    int hold[2], report[2];
+    assert_int_equal(pipe(hold), 0);
+    assert_int_equal(pipe(report), 0);
+    pid_t helper = fork();
+    assert_true(helper >= 0);
+    if (helper == 0) {
+        close(hold[1]);
+        if (unshare(CLONE_NEWPID) < 0)
+            _exit(2); /* needs root, as make test runs it */
+        pid_t init = fork();
+        if (init == 0) {
+            char c;
+            (void)!read(hold[0], &c, 1); /* until the test closes hold */
+            _exit(0);
+        }
+        (void)!write(report[1], &init, sizeof(init));
+        waitpid(init, NULL, 0);
+        _exit(0);
+    }
+    close(hold[0]);
+    close(report[1]);
+    pid_t init = 0;
+    ssize_t n = read(report[0], &init, sizeof(init));
+    close(report[0]);
+    int32_t inner = n == (ssize_t)sizeof(init) ? dp_proc_inner_pid(init) : -1;
+    close(hold[1]);
+    int st;
+    waitpid(helper, &st, 0);
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 2)
+        fail_msg("unshare(CLONE_NEWPID) failed: run the unit tests as root (make test does)");
+    assert_true(init > 1);
+    assert_int_equal(inner, 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -71,6 +115,7 @@ int main(void)
         cmocka_unit_test(parse_size_rejects_garbage),
         cmocka_unit_test(parse_hostport),
         cmocka_unit_test(read_pid_file),
+        cmocka_unit_test(proc_inner_pid),
     };
     return cmocka_run_group_tests_name("util", tests, NULL, NULL);
 }
