@@ -3,6 +3,8 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -267,4 +269,17 @@ int32_t dp_proc_inner_pid(pid_t pid)
     }
     fclose(f);
     return inner > 0 && inner <= INT32_MAX ? (int32_t)inner : 0;
+}
+
+int dp_make_workdir(const char *dir, char *out, struct dp_err *err)
+{
+    if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
+        dp_err_set(err, "cannot create --workdir %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    if (!realpath(dir, out)) {
+        dp_err_set(err, "--workdir %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    return 0;
 }

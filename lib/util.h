@@ -53,6 +53,10 @@ int dp_set_nonblock(int fd);
  * or does not start with a number. */
 int dp_read_pid_file(const char *path);
 
+/* Creates the working directory dir (0755; an existing one is kept) and puts
+ * its absolute path in out (PATH_MAX bytes). -1 with err naming --workdir. */
+int dp_make_workdir(const char *dir, char *out, struct dp_err *err);
+
 /* The pid of host pid P inside its own (innermost) pid namespace, the last
  * field of NSpid in /proc/P/status; 0 if P is gone or the line is missing. */
 int32_t dp_proc_inner_pid(pid_t pid);

@@ -437,13 +437,10 @@ int cmd_restore(int argc, char **argv)
     }
     uint64_t t_start = dp_now_ns();
 
-    if (mkdir(a.workdir, 0755) < 0 && errno != EEXIST) {
-        dp_error("cannot create --workdir %s: %s", a.workdir, strerror(errno));
-        return 1;
-    }
     char workdir[PATH_MAX];
-    if (!realpath(a.workdir, workdir)) {
-        dp_error("--workdir %s: %s", a.workdir, strerror(errno));
+    struct dp_err werr;
+    if (dp_make_workdir(a.workdir, workdir, &werr) < 0) {
+        dp_error("%s", werr.msg);
         return 1;
     }
     a.workdir = workdir;
