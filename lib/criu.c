@@ -156,6 +156,26 @@ int dp_netns_path(const char *netns, char *out, size_t len)
     return n < 0 || (size_t)n >= len ? -1 : 0;
 }
 
+int dp_netns_enter(const char *netns, struct dp_err *err)
+{
+    char path[PATH_MAX];
+    if (dp_netns_path(netns, path, sizeof(path)) < 0) {
+        dp_err_set(err, "bad network namespace name '%s'", netns ? netns : "");
+        return -1;
+    }
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || setns(fd, CLONE_NEWNET) < 0) {
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
+        dp_err_set(err, "cannot enter network namespace %s: %s (is the lab up? distriproc lab up)", netns,
+                   strerror(e));
+        return -1;
+    }
+    close(fd);
+    return 0;
+}
+
 /* ---- Arguments ------------------------------------------------------------- */
 
 void dp_criu_argv_init(struct dp_criu_argv *a)

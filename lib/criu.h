@@ -46,6 +46,8 @@ int dp_criu_get_version(struct dp_criu_version *v, struct dp_err *err);
 
 /* "dp-src" -> "/run/netns/dp-src"; anything with a '/' is a path, used as is. Pure. */
 int dp_netns_path(const char *netns, char *out, size_t len);
+/* Moves the calling thread into network namespace netns (a name or a path). */
+int dp_netns_enter(const char *netns, struct dp_err *err);
 
 /* An argv under construction; strings are copied into buf. */
 #define DP_CRIU_MAX_ARGS 96

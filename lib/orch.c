@@ -33,18 +33,11 @@ const char *dp_self_exe(void)
 /* In the child: enter netns or die with a message on stderr. */
 static void child_setns(const char *netns)
 {
-    if (!netns)
-        return;
-    char path[PATH_MAX];
-    int fd = -1;
-    if (dp_netns_path(netns, path, sizeof(path)) == 0)
-        fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || setns(fd, CLONE_NEWNET) < 0) {
-        fprintf(stderr, "distriproc: cannot enter network namespace %s: %s (is the lab up? distriproc lab up)\n",
-                netns, strerror(errno));
+    struct dp_err err;
+    if (netns && dp_netns_enter(netns, &err) < 0) {
+        fprintf(stderr, "distriproc: %s\n", err.msg);
         _exit(126);
     }
-    close(fd);
 }
 
 static void child_exec(const char *const argv[])

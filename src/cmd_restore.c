@@ -118,15 +118,11 @@ static int enter_netns(const char *host)
         dp_error("bad --host '%s'", host);
         return -1;
     }
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || setns(fd, CLONE_NEWNET) < 0) {
-        dp_error("cannot enter network namespace %s: %s (is the lab up? distriproc lab up)", path,
-                 strerror(errno));
-        if (fd >= 0)
-            close(fd);
+    struct dp_err err;
+    if (dp_netns_enter(path, &err) < 0) {
+        dp_error("%s", err.msg);
         return -1;
     }
-    close(fd);
     return 0;
 }
 
