@@ -112,19 +112,8 @@ static size_t scan_proc(void)
         pid_t p = (pid_t)atoi(de->d_name);
         if (p <= 0)
             continue;
-        char path[64], buf[512];
-        snprintf(path, sizeof(path), "/proc/%d/stat", (int)p);
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-            continue;
-        ssize_t len = read(fd, buf, sizeof(buf) - 1);
-        close(fd);
-        if (len <= 0)
-            continue;
-        buf[len] = '\0';
-        char *rp = strrchr(buf, ')');
-        int ppid;
-        if (rp && sscanf(rp + 1, " %*c %d", &ppid) == 1) {
+        long ppid;
+        if (dp_proc_stat_field(p, 4, &ppid) == 0) {
             scan_pid[n] = p;
             scan_ppid[n] = (pid_t)ppid;
             n++;

@@ -1422,17 +1422,8 @@ static int collect_tree(int root, int *pids, int cap)
             int p = atoi(e->d_name);
             if (p <= 0)
                 continue;
-            char path[64], buf[512];
-            snprintf(path, sizeof(path), "/proc/%d/stat", p);
-            FILE *f = fopen(path, "r");
-            if (!f)
-                continue;
-            size_t len = fread(buf, 1, sizeof(buf) - 1, f);
-            fclose(f);
-            buf[len] = '\0';
-            char *rp = strrchr(buf, ')');
-            int ppid;
-            if (rp && sscanf(rp + 1, " %*c %d", &ppid) == 1 && ppid == pids[i])
+            long ppid;
+            if (dp_proc_stat_field(p, 4, &ppid) == 0 && ppid == pids[i])
                 pids[n++] = p;
         }
         closedir(dir);

@@ -283,3 +283,30 @@ int dp_make_workdir(const char *dir, char *out, struct dp_err *err)
     }
     return 0;
 }
+
+int dp_proc_stat_field(pid_t pid, int field, long *out)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0)
+        return -1;
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')');
+    if (!p)
+        return -1;
+    p++; /* now at " S ppid pgrp session ...": field 3 is the state */
+    for (int i = 3; i <= field; i++) {
+        while (*p == ' ')
+            p++;
+        if (i == field)
+            return i > 3 && sscanf(p, "%ld", out) == 1 ? 0 : -1;
+        while (*p && *p != ' ')
+            p++;
+    }
+    return -1;
+}

@@ -57,6 +57,11 @@ int dp_read_pid_file(const char *path);
  * its absolute path in out (PATH_MAX bytes). -1 with err naming --workdir. */
 int dp_make_workdir(const char *dir, char *out, struct dp_err *err);
 
+/* Field N (1-based, N >= 4) of /proc/PID/stat as a number, e.g. 4 the parent,
+ * 6 the session; the "(comm)" before it may hold spaces and ')'. No
+ * allocation. -1 if the process is gone or the field is missing. */
+int dp_proc_stat_field(pid_t pid, int field, long *out);
+
 /* The pid of host pid P inside its own (innermost) pid namespace, the last
  * field of NSpid in /proc/P/status; 0 if P is gone or the line is missing. */
 int32_t dp_proc_inner_pid(pid_t pid);

@@ -119,32 +119,6 @@ static int prepare_images_dir(const char *dir, struct dp_err *err)
     return 0;
 }
 
-/* Field N (1-based) of /proc/PID/stat, after the "(comm)" which may hold spaces. */
-static int proc_stat_field(pid_t pid, int field, long *out)
-{
-    char path[64], buf[1024];
-    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return -1;
-    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    char *p = strrchr(buf, ')');
-    if (!p)
-        return -1;
-    p++; /* now at " S ppid pgrp session ..." : field 3 is state */
-    for (int i = 3; i <= field; i++) {
-        while (*p == ' ')
-            p++;
-        if (i == field)
-            return sscanf(p, "%ld", out) == 1 ? 0 : -1;
-        while (*p && *p != ' ')
-            p++;
-    }
-    return -1;
-}
-
 /* Does one of fd 0-2 point at a terminal? (CRIU needs --shell-job for a tty
  * whose session lies outside the dumped tree.) */
 static int has_tty_stdio(pid_t pid, char *which, size_t len)
@@ -170,7 +144,7 @@ static int has_tty_stdio(pid_t pid, char *which, size_t len)
 static void warn_kill_child(pid_t pid)
 {
     long ppid;
-    if (proc_stat_field(pid, 4, &ppid) < 0 || ppid <= 1)
+    if (dp_proc_stat_field(pid, 4, &ppid) < 0 || ppid <= 1)
         return;
     char path[64];
     snprintf(path, sizeof(path), "/proc/%ld/cmdline", ppid);
@@ -460,7 +434,7 @@ int cmd_checkpoint(int argc, char **argv)
     if (shell_job < 0) {
         long sid;
         shell_job = 0;
-        if (proc_stat_field((pid_t)pid, 6, &sid) == 0 && sid != pid) {
+        if (dp_proc_stat_field((pid_t)pid, 6, &sid) == 0 && sid != pid) {
             shell_job = 1;
             snprintf(why, sizeof(why), "pid %ld is not a session leader (session %ld)", pid, sid);
         } else if (has_tty_stdio((pid_t)pid, why, sizeof(why))) {

@@ -66,6 +66,20 @@ static void read_pid_file(void **state)
     assert_int_equal(dp_read_pid_file(path), 0);
 }
 
+/* Numeric fields of /proc/PID/stat, counted past "(comm)". */
+static void proc_stat_field(void **state)
+{
+    (void)state;
+    long v = -7;
+    assert_int_equal(dp_proc_stat_field(getpid(), 4, &v), 0);
+    assert_int_equal(v, getppid());
+    assert_int_equal(dp_proc_stat_field(getpid(), 6, &v), 0);
+    assert_int_equal(v, getsid(0));
+    assert_int_equal(dp_proc_stat_field(getpid(), 3, &v), -1);    /* the state letter */
+    assert_int_equal(dp_proc_stat_field(getpid(), 999, &v), -1);  /* past the last */
+    assert_int_equal(dp_proc_stat_field(0x3fffffff, 4, &v), -1);  /* no such process */
+}
+
 /* NSpid's last field: the pid inside the process's own pid namespace. */
 static void proc_inner_pid(void **state)
 {
@@ -115,6 +129,7 @@ int main(void)
         cmocka_unit_test(parse_size_rejects_garbage),
         cmocka_unit_test(parse_hostport),
         cmocka_unit_test(read_pid_file),
+        cmocka_unit_test(proc_stat_field),
         cmocka_unit_test(proc_inner_pid),
     };
     return cmocka_run_group_tests_name("util", tests, NULL, NULL);
