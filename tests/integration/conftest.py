@@ -49,6 +49,43 @@ def pytest_runtest_call(item):
         signal.signal(signal.SIGALRM, old)
 
 
+# ---- what a failed test leaves to read -------------------------------------------
+
+LOG_TAIL_LINES = 12
+LOG_TAIL_FILES = 5
+
+
+def _log_tails(tmp_path):
+    """The last lines of the daemon, server and restore logs a test left in its
+    tmp_path, newest first: in CI they are the only trace of why it failed."""
+    logs = []
+    for root, _dirs, files in os.walk(tmp_path):
+        for name in files:
+            if name.endswith(".log"):
+                path = os.path.join(root, name)
+                try:
+                    logs.append((os.path.getmtime(path), path))
+                except OSError:
+                    pass
+    for _mtime, path in sorted(logs, reverse=True)[:LOG_TAIL_FILES]:
+        try:
+            with open(path, errors="replace") as f:
+                lines = f.readlines()[-LOG_TAIL_LINES:]
+        except OSError:
+            continue
+        yield os.path.relpath(path, tmp_path), "".join(lines)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    tmp_path = item.funcargs.get("tmp_path") if hasattr(item, "funcargs") else None
+    if report.when == "call" and report.failed and tmp_path is not None:
+        for name, text in _log_tails(tmp_path):
+            report.sections.append((f"last lines of {name}", text))
+
+
 # ---- environment -------------------------------------------------------------------
 
 def _environment_problems():

@@ -56,8 +56,14 @@ def test_trace_recorded_then_replayed(lab, procs, criu, tmp_path):
     # Run 1: no hot set yet (auto finds none), records 4 s of first touches.
     res = restore(procs, tmp_path / "wd1", listen, key, "--hotset", "auto", "--record-trace", "4")
     assert res["hotset_pages"] == 0 and res["hotset_source"] == "none", res
-    util.wait_until(lambda: any(p.name.startswith("distriproc-trace-") for p in images.iterdir()), 60,
-                    "the trace to be stored with the checkpoint")
+    # The daemon says how the upload ended; its client gives up after at most
+    # 70 s (connect 10 s, reconnects 30 s, reply 30 s), so wait longer than that.
+    log = tmp_path / "wd1" / "lazyd.log"
+    verdict = util.wait_until(lambda: next((line for line in log.read_text().splitlines()
+                                            if "fault trace stored on" in line or "fault trace was not stored" in line),
+                                           None), 100, "the daemon to report the trace's upload")
+    assert "fault trace stored on" in verdict, verdict
+    assert any(p.name.startswith("distriproc-trace-") for p in images.iterdir()), "the server did not keep it"
     first = util.memwalk_request(util.HOSTS["dst"], host="dst")
     assert first["errors"] == 0, first
     s1 = stats(tmp_path / "wd1")
