@@ -1,4 +1,5 @@
 #include "criu.h"
+#include "kdat.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -310,7 +311,7 @@ int dp_criu_restore_args(const struct dp_restore_opts *o, struct dp_criu_argv *a
 /* ---- Running ----------------------------------------------------------------- */
 
 /* In the forked child: only async-signal-safe calls until exec. */
-static noreturn void child_exec(const char *criu, char *const argv[], int netns_fd, int out_fd)
+noreturn void dp_criu_exec(const char *criu, char *const argv[], int netns_fd, int out_fd)
 {
     sigset_t none;
     sigemptyset(&none);
@@ -384,7 +385,7 @@ static int spawn(const char *const args[], const char *netns, int out_fd, pid_t 
         return -1;
     }
     if (pid == 0)
-        child_exec(criu, argv, netns_fd, out_fd);
+        dp_criu_exec(criu, argv, netns_fd, out_fd);
     if (netns_fd >= 0)
         close(netns_fd);
     free(argv);
@@ -402,6 +403,12 @@ int dp_criu_start(const char *const args[], const struct dp_criu_run_opts *o,
     if (o && o->log_path)
         snprintf(p->log_path, sizeof(p->log_path), "%s", o->log_path);
     p->timeout_s = o ? o->timeout_s : 0;
+    /* A dump stops the workload and a restore keeps it waiting: spare both
+     * CRIU's kernel probing (see kdat.h). */
+    char criu[PATH_MAX];
+    if (args[0] && (strcmp(args[0], "dump") == 0 || strcmp(args[0], "restore") == 0) &&
+        dp_criu_find(criu, sizeof(criu), err) == 0)
+        dp_kdat_prime_once(criu);
     int out_fd = -1;
     if (o && o->quiet_stdout) {
         out_fd = open("/dev/null", O_WRONLY | O_CLOEXEC);

@@ -49,6 +49,11 @@ int dp_netns_path(const char *netns, char *out, size_t len);
 /* Moves the calling thread into network namespace netns (a name or a path). */
 int dp_netns_enter(const char *netns, struct dp_err *err);
 
+/* In a forked child: default signal dispositions and an empty mask, the
+ * network namespace netns_fd (-1: stay), stdout on out_fd (-1: keep), no
+ * other descriptor above stderr, then exec criu. Never returns. */
+noreturn void dp_criu_exec(const char *criu, char *const argv[], int netns_fd, int out_fd);
+
 /* An argv under construction; strings are copied into buf. */
 #define DP_CRIU_MAX_ARGS 96
 struct dp_criu_argv {
