@@ -73,7 +73,7 @@ static const char *step_text(int step)
     case ST_MOUNT: return "cannot mount a tmpfs on " DP_KDAT_DIR " in a private mount namespace";
     case ST_FORK: return "cannot fork criu check";
     case ST_TIMEOUT: return "criu check did not finish within 30 s (killed)";
-    case ST_NO_CACHE: return "criu check wrote no cache";
+    case ST_NO_CACHE: return "criu check wrote no cache (does criu run? 'make deps' checks it)";
     case ST_TOO_BIG: return "the cache criu check wrote is not one (too large or unreadable)";
     case ST_WRITE: return "cannot write the cache into " DP_KDAT_DIR;
     default: return "unknown failure";
@@ -337,6 +337,6 @@ void dp_kdat_prime_once(const char *criu)
                 DP_KDAT_DIR, DP_KDAT_CACHE, DP_KDAT_DIR, (double)(dp_now_ns() - t0) / 1e6);
     else if (rc < 0)
         dp_warn("could not keep CRIU's kernel-feature cache in %s: %s. criu works without it, but probes "
-                "the kernel on every run (~40 ms); run as root, or mount a tmpfs on %s",
+                "the kernel on every run (~40 ms); fix the cause above, or mount a tmpfs on %s",
                 DP_KDAT_DIR, err.msg, DP_KDAT_DIR);
 }
