@@ -126,9 +126,7 @@ def test_sigkill_of_the_daemon_kills_memwalk_instead_of_serving_zeros(lab, procs
 
 @pytest.mark.time_limit(300)
 def test_sigkill_of_the_daemon_kills_forked_children_too(lab, procs, criu, tmp_path):
-    def ready():
-        util.wait_until(lambda: forkmem("src", "VERIFY", timeout=10)["errors"] == 0, 30, "forkmem")
-    images = checkpoint(procs, tmp_path, [FORKMEM, "--mib", "32", "--port", FORKMEM_PORT], ready)
+    images = checkpoint(procs, tmp_path, [FORKMEM, "--mib", "32", "--port", FORKMEM_PORT], util.wait_forkmem)
     source = serve(procs, images, tmp_path, 1000)
     workdir = tmp_path / "wd"
     res = restore(procs, workdir, *source)
@@ -153,9 +151,7 @@ def test_sigkill_of_the_daemon_kills_forked_children_too(lab, procs, criu, tmp_p
 
 @pytest.mark.time_limit(300)
 def test_guard_leaves_with_the_daemon_on_a_normal_end(lab, procs, criu, tmp_path):
-    def ready():
-        util.wait_until(lambda: forkmem("src", "VERIFY", timeout=10)["errors"] == 0, 30, "forkmem")
-    images = checkpoint(procs, tmp_path, [FORKMEM, "--mib", "16", "--port", FORKMEM_PORT], ready)
+    images = checkpoint(procs, tmp_path, [FORKMEM, "--mib", "16", "--port", FORKMEM_PORT], util.wait_forkmem)
 
     # 1. The tree exits (after a fork: the children's uffds were handed over
     # and dropped again): daemon and guard leave, quietly.
@@ -188,9 +184,7 @@ def test_guard_leaves_with_the_daemon_on_a_normal_end(lab, procs, criu, tmp_path
 
 @pytest.mark.time_limit(300)
 def test_a_killed_guard_is_replaced_and_still_covers_the_tree(lab, procs, criu, tmp_path):
-    def ready():
-        util.wait_until(lambda: forkmem("src", "VERIFY", timeout=10)["errors"] == 0, 30, "forkmem")
-    images = checkpoint(procs, tmp_path, [FORKMEM, "--mib", "16", "--port", FORKMEM_PORT], ready)
+    images = checkpoint(procs, tmp_path, [FORKMEM, "--mib", "16", "--port", FORKMEM_PORT], util.wait_forkmem)
     source = serve(procs, images, tmp_path, 1000)
     workdir = tmp_path / "wd"
     res = restore(procs, workdir, *source)
@@ -239,9 +233,7 @@ def test_sigkill_of_the_daemon_while_it_evicts_under_a_budget(lab, procs, criu, 
 def test_foreground_restore_reports_the_daemon_death_and_the_guard_line(lab, procs, criu, tmp_path):
     """restore --foreground: the daemon logs to restore's stderr, and so
     does its guard; restore ends with an error once the daemon is gone."""
-    def ready():
-        util.wait_until(lambda: forkmem("src", "VERIFY", timeout=10)["errors"] == 0, 30, "forkmem")
-    images = checkpoint(procs, tmp_path, [FORKMEM, "--mib", "16", "--port", FORKMEM_PORT], ready)
+    images = checkpoint(procs, tmp_path, [FORKMEM, "--mib", "16", "--port", FORKMEM_PORT], util.wait_forkmem)
     workdir = tmp_path / "wd"
     p = procs.spawn([util.DISTRIPROC, "restore", "--images", images, "--workdir", workdir, "--host", "dst",
                      "--foreground", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)

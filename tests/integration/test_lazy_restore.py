@@ -77,7 +77,7 @@ def test_memwalk_lazy_restore_local_images(lab, procs, criu, tmp_path):
 @pytest.mark.time_limit(300)
 def test_forkmem_fork_remove_remap_local_images(lab, procs, criu, tmp_path):
     def ready():
-        util.wait_until(lambda: forkmem("src", "VERIFY", timeout=10)["errors"] == 0, 30, "forkmem")
+        util.wait_forkmem()
         assert forkmem("src", "WRITE 7")["pages_written"] > 0
     images = checkpoint(procs, tmp_path, [FORKMEM, "--mib", "32", "--port", FORKMEM_PORT], ready)
     workdir = tmp_path / "wd"
@@ -104,7 +104,7 @@ def test_forkmem_fork_remove_remap_local_images(lab, procs, criu, tmp_path):
 @pytest.mark.time_limit(300)
 def test_forkmem_lazy_restore_from_page_server(lab, procs, criu, tmp_path):
     def ready():
-        util.wait_until(lambda: forkmem("src", "VERIFY", timeout=10)["errors"] == 0, 30, "forkmem")
+        util.wait_forkmem()
         forkmem("src", "WRITE 3")
     images = checkpoint(procs, tmp_path, [FORKMEM, "--mib", "64", "--port", FORKMEM_PORT], ready)
     key = tmp_path / "key"
@@ -137,9 +137,7 @@ def test_forkmem_lazy_restore_from_page_server(lab, procs, criu, tmp_path):
 
 @pytest.mark.time_limit(300)
 def test_fault_waits_while_page_server_is_down(lab, procs, criu, tmp_path):
-    def ready():
-        util.wait_until(lambda: forkmem("src", "VERIFY", timeout=10)["errors"] == 0, 30, "forkmem")
-    images = checkpoint(procs, tmp_path, [FORKMEM, "--mib", "32", "--port", FORKMEM_PORT], ready)
+    images = checkpoint(procs, tmp_path, [FORKMEM, "--mib", "32", "--port", FORKMEM_PORT], util.wait_forkmem)
     key = tmp_path / "key"
     util.distriproc("keygen", key)
     listen = f"{util.HOSTS['src']}:{SERVE_PORT}"
@@ -179,9 +177,7 @@ def test_fault_waits_while_page_server_is_down(lab, procs, criu, tmp_path):
 
 @pytest.mark.time_limit(300)
 def test_fault_timeout_kill_stops_the_tree_with_a_clear_message(lab, procs, criu, tmp_path):
-    def ready():
-        util.wait_until(lambda: forkmem("src", "VERIFY", timeout=10)["errors"] == 0, 30, "forkmem")
-    images = checkpoint(procs, tmp_path, [FORKMEM, "--mib", "16", "--port", FORKMEM_PORT], ready)
+    images = checkpoint(procs, tmp_path, [FORKMEM, "--mib", "16", "--port", FORKMEM_PORT], util.wait_forkmem)
     key = tmp_path / "key"
     util.distriproc("keygen", key)
     listen = f"{util.HOSTS['src']}:{SERVE_PORT}"
@@ -212,9 +208,7 @@ def test_fault_timeout_kill_stops_the_tree_with_a_clear_message(lab, procs, criu
 
 @pytest.mark.time_limit(300)
 def test_background_fetch_copies_the_rest(lab, procs, criu, tmp_path):
-    def ready():
-        util.wait_until(lambda: forkmem("src", "VERIFY", timeout=10)["errors"] == 0, 30, "forkmem")
-    images = checkpoint(procs, tmp_path, [FORKMEM, "--mib", "32", "--port", FORKMEM_PORT], ready)
+    images = checkpoint(procs, tmp_path, [FORKMEM, "--mib", "32", "--port", FORKMEM_PORT], util.wait_forkmem)
     workdir = tmp_path / "wd"
     cp = util.distriproc("restore", "--images", images, "--workdir", workdir, "--host", "dst",
                          "--background-fetch", "64M", "--json", timeout=150)
@@ -328,9 +322,7 @@ http {{
 def test_sigterm_to_the_daemon_stops_the_tree_first(lab, procs, criu, tmp_path):
     """A restored tree cannot run on without its daemon: SIGTERM stops the
     tree first, then the daemon (and its guard) exit quietly."""
-    def ready():
-        util.wait_until(lambda: forkmem("src", "VERIFY", timeout=10)["errors"] == 0, 30, "forkmem")
-    images = checkpoint(procs, tmp_path, [FORKMEM, "--mib", "16", "--port", FORKMEM_PORT], ready)
+    images = checkpoint(procs, tmp_path, [FORKMEM, "--mib", "16", "--port", FORKMEM_PORT], util.wait_forkmem)
     workdir = tmp_path / "wd"
     res = restore(procs, workdir, "--images", images)
     os.kill(res["daemon_pid"], signal.SIGTERM)

@@ -270,6 +270,11 @@ def forkmem_request(host, command, timeout=60, port=7071):
     return memwalk_request(HOSTS[host], port, command, host=host, timeout=timeout)
 
 
+def wait_forkmem(host="src", timeout=30):
+    """Waits until forkmem in host is up and its memory verifies (VERIFY, 0 errors)."""
+    wait_until(lambda: forkmem_request(host, "VERIFY", timeout=10)["errors"] == 0, timeout, "forkmem")
+
+
 def checkpoint_container(procs, tmp_path, cmd, ready):
     """Starts cmd in a src container, waits for ready(), checkpoints it into
     tmp_path/images (the tree is gone afterwards); returns the images dir."""

@@ -188,6 +188,21 @@ static int task_work(int scenario)
     return errors;
 }
 
+/* As criu does: connects to the daemon's lazy-pages socket, waiting up to 5 s
+ * for it to listen. Returns the socket or -1. */
+static int connect_daemon(void)
+{
+    char path[300];
+    snprintf(path, sizeof(path), "%s/%s", g_dir, DP_LAZY_SOCK_NAME);
+    int sk = -1;
+    for (int i = 0; i < 500 && sk < 0; i++) {
+        sk = dp_lazysock_connect(path);
+        if (sk < 0)
+            usleep(10000);
+    }
+    return sk;
+}
+
 /* Returns the task's pid; it reports its error count through its exit status
  * after `go` is closed by the caller. */
 static pid_t start_task(int scenario, int *done_rd, int *go_wr)
@@ -207,14 +222,7 @@ static pid_t start_task(int scenario, int *done_rd, int *go_wr)
         int uffd = dp_uffd_open_criu_like();
         if (uffd < 0 || dp_uffd_register_missing(uffd, BASE, NPAGES * PG))
             _exit(202);
-        char path[300];
-        snprintf(path, sizeof(path), "%s/%s", g_dir, DP_LAZY_SOCK_NAME);
-        int sk = -1;
-        for (int i = 0; i < 500 && sk < 0; i++) {
-            sk = dp_lazysock_connect(path);
-            if (sk < 0)
-                usleep(10000);
-        }
+        int sk = connect_daemon();
         if (sk < 0 || dp_lazysock_send_task(sk, -12345, -1) || /* a zombie first, as CRIU may */
             dp_lazysock_send_task(sk, getpid(), uffd) || dp_lazysock_send_finished(sk))
             _exit(203);
@@ -381,14 +389,7 @@ static void killed_during_restore(int pid_known)
     pid_t criu = fork();
     assert_true(criu >= 0);
     if (criu == 0) {
-        char path[300];
-        snprintf(path, sizeof(path), "%s/%s", g_dir, DP_LAZY_SOCK_NAME);
-        int sk = -1;
-        for (int i = 0; i < 500 && sk < 0; i++) {
-            sk = dp_lazysock_connect(path);
-            if (sk < 0)
-                usleep(10000);
-        }
+        int sk = connect_daemon();
         pid_t task = fork();
         if (task == 0) {
             close(go[1]);
