@@ -60,14 +60,25 @@ def descendants(pid):
     return out
 
 
+def guard_cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().rstrip(b"\0")
+    except OSError:
+        return None
+
+
 def guard_of(daemon_pid):
-    """The daemon's guard: its child named dp-guard (exactly one)."""
+    """The daemon's guard: its child named dp-guard (exactly one). The guard
+    names itself right after its fork; on a loaded machine that can come after
+    the daemon is already serving, so give it a moment."""
+    util.wait_until(lambda: any(comm(c) == "dp-guard" and guard_cmdline(c) == b"dp-guard"
+                                for c in children(daemon_pid)), 10, f"daemon {daemon_pid}'s guard to name itself")
     g = [c for c in children(daemon_pid) if comm(c) == "dp-guard"]
     assert len(g) == 1, f"daemon {daemon_pid} has guard(s) {g}; children {children(daemon_pid)}"
     # not matched by `pkill -f distriproc` meant for the daemon
-    with open(f"/proc/{g[0]}/cmdline", "rb") as f:
-        cmdline = f.read()
-    assert cmdline.rstrip(b"\0") == b"dp-guard", cmdline
+    cmdline = guard_cmdline(g[0])
+    assert cmdline == b"dp-guard", cmdline
     return g[0]
 
 
