@@ -7,17 +7,16 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/mount.h>
-#include <sys/stat.h>
 #include <sys/vfs.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <linux/magic.h>
 
 #include <sodium.h>
 
 #include "criu.h"
 
-#define TMPFS_MAGIC_NUMBER 0x01021994
 #define STAMP_MAX 128
 #define HASH_BYTES 16
 #define CHECK_TIMEOUT_NS (30ull * 1000000000ull)
@@ -257,7 +256,7 @@ int dp_kdat_prime(const char *criu, struct dp_err *err)
         dp_err_set(err, "cannot look at %s: %s", DP_KDAT_DIR, strerror(errno));
         return -1;
     }
-    if (sf.f_type == TMPFS_MAGIC_NUMBER)
+    if (sf.f_type == TMPFS_MAGIC)
         return 0;
     if (sodium_init() < 0) {
         dp_err_set(err, "libsodium failed to initialise");
