@@ -35,6 +35,7 @@
 #include "evict_policy.h"
 #include "guard.h"
 #include "inject.h"
+#include "lazy_tasks.h"
 #include "lazyd.h"
 #include "lazymap.h"
 #include "pmap.h"
@@ -57,7 +58,7 @@
 #define BG_MAX_INFLIGHT 8
 
 enum { H_LISTEN, H_CRIU, H_UFFD, H_SRC, H_CTL_LISTEN, H_CTL_CLIENT, H_TIMER, H_SIGNAL, H_GUARD };
-enum { K_FAULT, K_PREFETCH, K_BACKGROUND, K_REPLAY };
+enum { K_FAULT, K_PREFETCH, K_BACKGROUND, K_REPLAY, K_PIN };
 enum { R_AT_SOURCE, R_INSTALL_RETRY, R_FETCH_RETRY };
 
 struct handler {
@@ -113,9 +114,13 @@ struct lz_task {
     uint64_t bg_cursor;
     /* eviction (budget) */
     pid_t host_pid;       /* in the daemon's pid namespace; 0 = not known yet */
+    uint64_t host_start;  /* its start time: a recycled pid is not this task */
+    uint64_t pin_lo, pin_hi; /* run-time [lo, hi): argv and environ, never evicted */
+    int pinned;
     int inj_open;
     struct dp_inject in;
     uint64_t evictions, writebacks;
+    struct dp_pmap hash;  /* image page -> hash of the server's copy; aux: EV_ALWAYS_DIRTY, EV_PUT_INFLIGHT */
 };
 
 /* Eviction state of the daemon (docs/budget.md). */
@@ -123,7 +128,6 @@ struct lz_evict {
     int on;
     uint64_t seed;
     struct dp_page_hash zero_hash;
-    struct dp_pmap hash;       /* (task id, image page) -> hash of the server's copy; aux: EV_ALWAYS_DIRTY, EV_PUT_INFLIGHT */
     struct dp_evict pol;
     struct dp_vbuf vb;
     uint32_t batch;
@@ -138,6 +142,13 @@ struct lz_evict {
     int put_wait, put_status;
     int clean_inflight;
     uint64_t cleaned, clean_requests;
+    /* placing forked children (lib/lazy_tasks.h): which process owns which uffd */
+    struct {
+        int armed, hits, task;
+        uint64_t addr;
+    } probe;
+    uint64_t ident_next_ns, ident_backoff_ns;
+    uint64_t children_placed, probes;
 };
 
 struct dp_lazyd {
@@ -181,6 +192,9 @@ static void ev_json(struct dp_lazyd *d, struct dp_sbuf *b);
 static void stage_drop(struct dp_lazyd *d, struct lz_task *t, uint64_t start, uint64_t end, int expired);
 static uint64_t ev_resident(const struct dp_lazyd *d);
 static uint64_t ev_high(const struct dp_lazyd *d);
+static void ev_fork_inherit(struct dp_lazyd *d, struct lz_task *parent, struct lz_task *c);
+static void ev_find_host_pids(struct dp_lazyd *d);
+static void ev_pump_d(struct dp_lazyd *d);
 
 static int ep_add(struct dp_lazyd *d, struct handler *h, int fd, int type, void *ptr)
 {
@@ -267,6 +281,7 @@ static void task_gone(struct dp_lazyd *d, struct lz_task *t, const char *why)
         dp_evict_forget_owner(&d->ev.pol, t->id);
         dp_vbuf_drop_range(&d->ev.vb, t->id, 0, UINT64_MAX);
     }
+    dp_pmap_free(&t->hash); /* per task: a tree forking for every connection does not pile them up */
     dp_debug("task %d (pid %d) gone: %s", t->id, t->shown_pid, why);
 }
 
@@ -382,7 +397,8 @@ static uint32_t submit_remote_runs(struct dp_lazyd *d, struct lz_task *t, struct
     uint32_t submitted = 0;
     uint64_t base = (img - reg->img) / PG, total = (reg->end - reg->start) / PG;
     uint32_t i = 0;
-    uint8_t flags = kind == K_BACKGROUND ? DP_PGF_BACKGROUND : DP_PGF_PREFETCH;
+    /* pinned pages (argv/environ) count as fetched, like a fault's */
+    uint8_t flags = kind == K_BACKGROUND ? DP_PGF_BACKGROUND : kind == K_PIN ? 0 : DP_PGF_PREFETCH;
     while (i < n && base + i < total) {
         if (!fetchable(reg->pg[base + i])) {
             i++;
@@ -602,11 +618,18 @@ static struct lz_req *find_req(struct lz_task *t, uint64_t img)
 
 /* ---- eviction hooks on the fault path (docs/budget.md) ---- */
 
-/* Only tasks whose process the daemon can find and stop are managed: those
- * CRIU announced (a forked child's uffd comes without its pid). */
+/* Every task is managed under a budget: those CRIU announced and forked
+ * children (whose process is found when eviction first needs it, below). */
 static int ev_managed(const struct dp_lazyd *d, const struct lz_task *t)
 {
-    return d->ev.on && t->shown_pid > 0;
+    (void)t;
+    return d->ev.on;
+}
+
+/* argv/environ pages (ps, pgrep -f, /proc/PID/cmdline) are never victims. */
+static int ev_pinned(const struct lz_task *t, uint64_t addr)
+{
+    return t->pinned && addr >= t->pin_lo && addr < t->pin_hi;
 }
 
 /* A page became resident with these bytes (NULL: zeros). The hash says what
@@ -619,7 +642,7 @@ static void ev_installed(struct dp_lazyd *d, struct lz_task *t, uint64_t addr, u
     if (!ev_managed(d, t))
         return;
     bool created;
-    struct dp_pmap_entry *e = dp_pmap_get(&d->ev.hash, t->id, img, &created);
+    struct dp_pmap_entry *e = dp_pmap_get(&t->hash, 0, img, &created);
     if (!e) {
         dp_warn("pid %d: out of memory for an install hash; page 0x%llx will not be evicted", t->shown_pid,
                 (unsigned long long)addr);
@@ -629,7 +652,8 @@ static void ev_installed(struct dp_lazyd *d, struct lz_task *t, uint64_t addr, u
     e->value = h.lo;
     e->value2 = h.hi;
     e->aux = always_dirty ? 1 : 0;
-    dp_evict_record_install(&d->ev.pol, t->id, addr, dp_now_ns());
+    if (!ev_pinned(t, addr)) /* a page without a policy record is never picked */
+        dp_evict_record_install(&d->ev.pol, t->id, addr, dp_now_ns());
 }
 
 static void fault_zero(struct dp_lazyd *d, struct lz_task *t, uint64_t page, uint8_t *pg, uint64_t t0)
@@ -751,6 +775,12 @@ static void handle_fault(struct dp_lazyd *d, struct lz_task *t, uint64_t addr, u
     uint64_t page = addr & ~(PG - 1);
     struct dp_lazy_region *reg;
     t->c.faults++;
+    if (d->ev.probe.armed && page == d->ev.probe.addr) {
+        /* a probe's madvise is on its way there: let the thread fault
+         * again once it is done (an install now could be zapped by it) */
+        dp_uffd_wake(t->uffd, page, PG);
+        return;
+    }
     uint8_t *pg = dp_lazymap_page(&t->map, page, &reg);
     if (!pg) {
         fault_zero(d, t, page, NULL, t0);
@@ -823,6 +853,17 @@ static void install(struct dp_lazyd *d, struct lz_req *r)
         while (i + run < r->f.npages && cur + (uint64_t)run * PG < reg->end &&
                dp_pg_state(pg[run]) == DP_PG_INFLIGHT)
             run++;
+        uint64_t pa = d->ev.probe.addr;
+        if (d->ev.probe.armed && pa >= cur && pa < cur + (uint64_t)run * PG) {
+            /* not where a probe's madvise is about to run (lib/lazy_tasks.h) */
+            if (pa == cur) {
+                r->state = R_INSTALL_RETRY;
+                r->rnext = t->retry;
+                t->retry = r;
+                return;
+            }
+            run = (uint32_t)((pa - cur) / PG);
+        }
         uint64_t done = 0;
         int rc = dp_uffd_copy(t->uffd, cur, r->f.buf + (size_t)i * PG, (uint64_t)run * PG, &done);
         uint32_t k = (uint32_t)(done / PG);
@@ -953,6 +994,8 @@ static struct lz_task *task_fork(struct dp_lazyd *d, struct lz_task *parent, int
         dp_lazymap_free(&c->map);
         return NULL;
     }
+    if (d->ev.on)
+        ev_fork_inherit(d, parent, c);
     return c;
 }
 
@@ -1034,6 +1077,14 @@ static void handle_uffd(struct dp_lazyd *d, struct lz_task *t)
                 break;
             case UFFD_EVENT_REMOVE:
                 t->c.ev_remove++;
+                if (d->ev.probe.armed && m->arg.remove.start == d->ev.probe.addr &&
+                    m->arg.remove.end == d->ev.probe.addr + PG) {
+                    /* the probe's madvise on a page absent from the prober:
+                     * no memory changed; it names the uffd of its mm */
+                    d->ev.probe.hits++;
+                    d->ev.probe.task = t->id;
+                    break;
+                }
                 stage_drop(d, t, m->arg.remove.start, m->arg.remove.end, 0);
                 /* our own eviction zaps leave the data at the source (REMOTE);
                  * the application's drop is for good (NONE: zero-fill) */
@@ -1114,6 +1165,8 @@ static void handle_criu(struct dp_lazyd *d, struct handler *h)
     if (rc == 2) {
         d->finished = 1;
         dp_info("restore finished: %d task(s) with lazy memory", tasks_alive(d));
+        if (d->ev.on)
+            ev_find_host_pids(d); /* and pin their argv/environ pages: fetched now, never evicted */
         return;
     }
     if (rc < 0 || !d->finished) {
@@ -1161,8 +1214,10 @@ static void task_json(struct dp_sbuf *b, const struct lz_task *t, uint64_t now)
     struct dp_lazy_counters c = t->c;
     c.prefetch_hits_inferred = t->pf.hits_inferred;
     c.prefetch_misses = t->pf.misses;
-    dp_sbuf_printf(b, "{\"id\": %d, \"pid\": %d, \"parent_id\": %d, \"alive\": %s, \"uptime_s\": %.3f, ",
-                  t->id, t->shown_pid, t->parent_id, t->alive ? "true" : "false",
+    dp_sbuf_printf(b, "{\"id\": %d, \"pid\": %d, \"parent_id\": %d, \"host_pid\": %d, \"alive\": %s, "
+                  "\"evictions\": %llu, \"pinned_bytes\": %llu, \"uptime_s\": %.3f, ",
+                  t->id, t->shown_pid, t->parent_id, (int)t->host_pid, t->alive ? "true" : "false",
+                  (unsigned long long)t->evictions, (unsigned long long)(t->pinned ? t->pin_hi - t->pin_lo : 0),
                   (double)((t->alive ? now : t->ended_ns) - t->started_ns) / 1e9);
     dp_counters_json(b, &c);
     dp_sbuf_printf(b, ", \"resident_bytes\": %llu, \"remote_bytes\": %llu, \"remote_fraction\": %.4f, \"latency\": ",
@@ -1644,12 +1699,13 @@ static void ev_clean_cb(void *cookie, int status, const char *errmsg)
 {
     struct ev_clean *c = cookie;
     struct dp_lazyd *d = c->d;
+    struct lz_task *t = task_by_id(d, c->task_id); /* NULL: exited, its hashes are gone */
     d->ev.clean_inflight--;
     if (status)
         dp_warn("background write-back to %s failed: %s; the pages stay dirty", d->o->src->desc,
                 errmsg ? errmsg : strerror(-status));
     for (uint32_t i = 0; i < c->n; i++) {
-        struct dp_pmap_entry *e = dp_pmap_find(&d->ev.hash, c->task_id, c->img[i]);
+        struct dp_pmap_entry *e = t ? dp_pmap_find(&t->hash, 0, c->img[i]) : NULL;
         if (!e)
             continue;
         if (status == 0) {
@@ -1665,6 +1721,203 @@ static void ev_clean_cb(void *cookie, int status, const char *errmsg)
     if (status == 0)
         d->ev.cleaned += c->n;
     free(c);
+}
+
+/* ---- the processes behind the tasks: pids, argv/environ pins, forked children ---- */
+
+/* Submits fetches for the REMOTE pages of t's pinned range: the argument
+ * and environment strings are read by ps through the process's memory,
+ * which cannot fault a missing page in (docs/budget.md), so they are
+ * brought in at once instead of at the process's next touch. */
+static void ev_pin_fetch(struct dp_lazyd *d, struct lz_task *t)
+{
+    for (size_t i = 0; i < t->map.n; i++) {
+        struct dp_lazy_region *reg = &t->map.r[i];
+        uint64_t a = t->pin_lo > reg->start ? t->pin_lo : reg->start;
+        uint64_t b = t->pin_hi < reg->end ? t->pin_hi : reg->end;
+        if (a < b)
+            submit_remote_runs(d, t, reg, reg->img + (a - reg->start), (uint32_t)((b - a) / PG), K_PIN);
+    }
+}
+
+/* t's process is host pid p: remember it with its start time, and pin its
+ * argv/environ pages before any batch can pick them (a task is evicted
+ * only once it has a host pid, and gets its pin in the same step). */
+static void ev_place(struct dp_lazyd *d, struct lz_task *t, pid_t p)
+{
+    t->host_pid = p;
+    t->host_start = dp_proc_start_time(p);
+    if (t->pinned)
+        return; /* inherited at fork: the same addresses */
+    uint64_t lo, hi;
+    if (dp_proc_args_range(p, &lo, &hi) < 0) {
+        dp_debug("task %d (pid %d): no argument area in /proc/%d/stat; nothing pinned", t->id, t->shown_pid, p);
+        return;
+    }
+    t->pin_lo = lo;
+    t->pin_hi = hi;
+    t->pinned = 1;
+    dp_evict_forget(&d->ev.pol, t->id, lo, hi); /* resident there: never picked from now on */
+    dp_vbuf_drop_range(&d->ev.vb, t->id, lo, hi);
+    ev_pin_fetch(d, t);
+}
+
+/* A child after fork shares every page its parent had resident (copy-on-
+ * write) and the parent's view of the server: for each such page the
+ * install hash is the parent's (the server's copy of (pid, page) cannot
+ * change while both live: no write-back while shared, ev_shared), except
+ * that a page whose background write-back is still in flight is "always
+ * dirty" for the child (the ack updates only the parent's entry). The child
+ * gets policy records of its own, so its pages are victims like any other;
+ * argv/environ stay pinned at the same addresses. */
+static void ev_fork_inherit(struct dp_lazyd *d, struct lz_task *parent, struct lz_task *c)
+{
+    uint64_t now = dp_now_ns();
+    c->pin_lo = parent->pin_lo;
+    c->pin_hi = parent->pin_hi;
+    c->pinned = parent->pinned;
+    for (size_t i = 0; i < c->map.n; i++) {
+        struct dp_lazy_region *reg = &c->map.r[i];
+        for (uint64_t a = reg->start; a < reg->end; a += PG) {
+            if (dp_pg_state(reg->pg[(a - reg->start) / PG]) != DP_PG_RESIDENT)
+                continue;
+            uint64_t img = reg->img + (a - reg->start);
+            struct dp_pmap_entry *pe = dp_pmap_find(&parent->hash, 0, img);
+            if (!pe)
+                continue; /* no hash (out of memory at install): never a victim */
+            uint64_t v = pe->value, v2 = pe->value2;
+            uint32_t aux = pe->aux & EV_ALWAYS_DIRTY;
+            if (pe->aux & EV_PUT_INFLIGHT)
+                aux = EV_ALWAYS_DIRTY;
+            bool created;
+            struct dp_pmap_entry *e = dp_pmap_get(&c->hash, 0, img, &created);
+            if (!e) {
+                dp_warn("fork of pid %d: out of memory for install hashes; some of the child's pages "
+                        "will not be evicted", parent->shown_pid);
+                return;
+            }
+            e->value = v;
+            e->value2 = v2;
+            e->aux = aux;
+            if (!ev_pinned(c, a))
+                dp_evict_record_install(&d->ev.pol, c->id, a, now);
+        }
+    }
+    if (c->pinned)
+        ev_pin_fetch(d, c); /* pages the parent had not fetched yet */
+    d->ev.ident_next_ns = 0; /* look for its process at the next batch */
+    d->ev.ident_backoff_ns = 0;
+}
+
+/* Probe callbacks (lib/lazy_tasks.h). The k-th page: a REMOTE page with no
+ * fetch outstanding of the unplaced tasks, round robin. */
+static uint64_t probe_addr(void *arg, int k)
+{
+    struct dp_lazyd *d = arg;
+    int n = 0;
+    for (struct lz_task *t = d->tasks; t; t = t->next)
+        n += t->alive && !t->host_pid;
+    if (!n)
+        return 0;
+    int which = k % n, skip = k / n, j = 0;
+    for (struct lz_task *t = d->tasks; t; t = t->next) {
+        if (!t->alive || t->host_pid || j++ != which)
+            continue;
+        for (size_t i = 0; i < t->map.n; i++) {
+            struct dp_lazy_region *reg = &t->map.r[i];
+            for (uint64_t a = reg->start; a < reg->end; a += PG) {
+                uint8_t pg = reg->pg[(a - reg->start) / PG];
+                if (pg != DP_PG_REMOTE || find_req(t, reg->img + (a - reg->start)))
+                    continue;
+                if (skip-- == 0)
+                    return a;
+            }
+        }
+        return 0;
+    }
+    return 0;
+}
+
+static void probe_arm(void *arg, uint64_t addr)
+{
+    struct dp_lazyd *d = arg;
+    d->ev.probe.armed = 1;
+    d->ev.probe.addr = addr;
+    d->ev.probe.hits = 0;
+    d->ev.probe.task = 0;
+    d->ev.probes++;
+}
+
+static int probe_disarm(void *arg)
+{
+    struct dp_lazyd *d = arg;
+    d->ev.probe.armed = 0;
+    return d->ev.probe.hits == 1 ? d->ev.probe.task : d->ev.probe.hits ? -1 : 0;
+}
+
+static int probe_pump(void *arg)
+{
+    ev_pump_d(arg);
+    return 0;
+}
+
+/* Finds the processes of forked children that have none yet: every process
+ * of the restored tree that is no task's is probed (stopped, one no-op
+ * madvise, resumed) until each unplaced child has its process. Backs off
+ * (0.1 s doubling to 5 s) while nothing is found; a new fork resets it. */
+static void ev_identify(struct dp_lazyd *d)
+{
+    uint64_t now = dp_now_ns();
+    if (now < d->ev.ident_next_ns)
+        return;
+    int unplaced = 0;
+    for (struct lz_task *t = d->tasks; t; t = t->next) {
+        if (t->broken && t->alive)
+            return; /* a probe REMOVE on its uffd would never be read: the prober would hang */
+        unplaced += t->alive && !t->host_pid && t->shown_pid <= 0;
+    }
+    if (!unplaced)
+        return;
+    d->ev.ident_backoff_ns = d->ev.ident_backoff_ns ? d->ev.ident_backoff_ns * 2 : 100 * 1000000ull;
+    if (d->ev.ident_backoff_ns > 5000 * 1000000ull)
+        d->ev.ident_backoff_ns = 5000 * 1000000ull;
+    d->ev.ident_next_ns = now + d->ev.ident_backoff_ns;
+    int root = read_pid_file(d->o->workdir, DP_RESTORED_PID_NAME);
+    if (root <= 0)
+        return;
+    int pids[4096];
+    int n = collect_tree(root, pids, (int)DP_ARRAY_LEN(pids));
+    struct dp_probe_ops ops = {.pump = probe_pump, .addr = probe_addr, .arm = probe_arm, .disarm = probe_disarm,
+                               .arg = d};
+    int probed = 0;
+    for (int i = 0; i < n && unplaced > 0 && probed < 16; i++) {
+        int known = 0;
+        for (struct lz_task *t = d->tasks; t && !known; t = t->next)
+            known = t->alive && t->host_pid == pids[i];
+        if (known)
+            continue;
+        struct dp_err err = {{0}};
+        probed++;
+        d->ev.busy = 1; /* the pump must not start a batch */
+        int id = dp_probe_process(pids[i], &ops, 4, &err);
+        d->ev.busy = 0;
+        if (id == -1) {
+            dp_error("process %d: probing which userfaultfd is its own failed (%s); its threads are in an "
+                     "unknown ptrace state, so it is killed rather than left corrupt", pids[i], err.msg);
+            kill(pids[i], SIGKILL);
+            continue;
+        }
+        struct lz_task *t = id > 0 ? task_by_id(d, id) : NULL;
+        if (!t || t->host_pid)
+            continue; /* no lazy memory seen there, or it shares a placed task's mm (vfork) */
+        ev_place(d, t, pids[i]);
+        d->ev.children_placed++;
+        unplaced--;
+        d->ev.ident_backoff_ns = 0;
+        d->ev.ident_next_ns = 0;
+        dp_info("forked task %d (child of task %d) is process %d: its pages can be evicted", t->id, t->parent_id,
+                pids[i]);
+    }
 }
 
 static uint64_t ns_inode(int pid, const char *ns)
@@ -1701,7 +1954,7 @@ static void ev_find_host_pids_early(struct dp_lazyd *d)
         }
         closedir(dir);
         if (matches == 1)
-            t->host_pid = found;
+            ev_place(d, t, found);
     }
 }
 
@@ -1720,7 +1973,7 @@ static void ev_find_host_pids(struct dp_lazyd *d)
         int inner = dp_proc_inner_pid(pids[i]);
         for (struct lz_task *t = d->tasks; t; t = t->next)
             if (t->alive && t->shown_pid > 0 && t->shown_pid == inner && !t->host_pid)
-                t->host_pid = pids[i];
+                ev_place(d, t, pids[i]);
     }
 }
 
@@ -1766,21 +2019,7 @@ static int ev_ensure(void *arg, uint64_t addr, uint64_t len)
     struct lz_task *t = arg;
     if (!t->alive || !len)
         return -1;
-    char path[64];
-    snprintf(path, sizeof(path), "/proc/%d/pagemap", (int)t->host_pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    int ok = 0;
-    for (uint64_t a = addr & ~(PG - 1); a < addr + len; a += PG) {
-        uint64_t e = 0;
-        if (pread(fd, &e, sizeof(e), (off_t)(a / PG * 8)) != (ssize_t)sizeof(e) || !(e >> 63)) {
-            ok = -1;
-            break;
-        }
-    }
-    close(fd);
-    return ok;
+    return dp_pagemap_present(t->host_pid, addr, len) == 1 ? 0 : -1;
 }
 
 static void ev_put_cb(void *cookie, int status, const char *errmsg)
@@ -1872,6 +2111,18 @@ static int ev_batch(struct dp_lazyd *d, struct lz_task *t, const uint64_t *addr,
     uint64_t t0 = dp_now_ns();
     if (dp_inject_stop(&t->in, &err) < 0)
         goto fatal;
+    if (t->host_start && dp_proc_start_time(t->host_pid) != t->host_start) {
+        /* the pid names another process now (ours exited, the pid was
+         * reused before the exit probe saw it): leave it alone */
+        dp_inject_resume(&t->in, 1, &err);
+        dp_inject_close(&t->in);
+        t->inj_open = 0;
+        t->host_pid = 0;
+        for (size_t i = 0; i < n && !sync; i++)
+            dp_evict_cancel(&d->ev.pol, t->id, addr[i]);
+        d->ev.busy = 0;
+        return 0;
+    }
     handle_uffd(d, t); /* drain: every event from before the stop is applied */
     if (!t->alive)
         goto fatal;
@@ -1880,7 +2131,7 @@ static int ev_batch(struct dp_lazyd *d, struct lz_task *t, const uint64_t *addr,
         struct dp_lazy_region *reg;
         uint8_t *pg = dp_lazymap_page(&t->map, addr[i], &reg);
         uint64_t im = pg ? reg->img + (addr[i] - reg->start) : 0;
-        struct dp_pmap_entry *e = pg ? dp_pmap_find(&d->ev.hash, t->id, im) : NULL;
+        struct dp_pmap_entry *e = pg ? dp_pmap_find(&t->hash, 0, im) : NULL;
         if (!pg || dp_pg_state(*pg) != DP_PG_RESIDENT || !e || (e->aux & EV_PUT_INFLIGHT) || find_req(t, im)) {
             if (!sync) {
                 dp_evict_cancel(&d->ev.pol, t->id, addr[i]);
@@ -1943,7 +2194,7 @@ static int ev_batch(struct dp_lazyd *d, struct lz_task *t, const uint64_t *addr,
                 for (size_t i = 0; i < m; i++) {
                     if (!dirty[i])
                         continue;
-                    struct dp_pmap_entry *e = dp_pmap_find(&d->ev.hash, t->id, img[i]);
+                    struct dp_pmap_entry *e = dp_pmap_find(&t->hash, 0, img[i]);
                     if (e)
                         e->aux |= EV_PUT_INFLIGHT;
                     keep[i] = 0;
@@ -1978,7 +2229,7 @@ static int ev_batch(struct dp_lazyd *d, struct lz_task *t, const uint64_t *addr,
                 continue;
             }
             /* the server holds these bytes now */
-            struct dp_pmap_entry *e = dp_pmap_find(&d->ev.hash, t->id, img[i]);
+            struct dp_pmap_entry *e = dp_pmap_find(&t->hash, 0, img[i]);
             if (e) {
                 e->value = now_h[i].lo;
                 e->value2 = now_h[i].hi;
@@ -2117,10 +2368,11 @@ static void ev_maybe(struct dp_lazyd *d)
         return;
     }
     for (struct lz_task *t = d->tasks; t; t = t->next)
-        if (t->alive && ev_managed(d, t) && !t->host_pid) {
+        if (t->alive && t->shown_pid > 0 && !t->host_pid) {
             ev_find_host_pids(d);
             break;
         }
+    ev_identify(d); /* forked children without a process yet (rate-limited) */
     /* --evict-batch pages per stop; when faults outrun that (well above the
      * budget), full batches, so the overshoot stays bounded */
     uint64_t want = res - low;
@@ -2219,7 +2471,8 @@ static void ev_json(struct dp_lazyd *d, struct dp_sbuf *b)
                    "\"victim_buffer_hits\": %llu, \"victim_buffer_bytes\": %llu, \"shared_skips\": %llu, "
                    "\"syncs\": %llu, \"sync_pages_written\": %llu, \"background_writebacks\": %llu, "
                    "\"background_requests\": %llu, \"protected_pages\": %llu, "
-                   "\"probation_pages\": %llu, \"ghosts\": %llu, \"stop\": ",
+                   "\"probation_pages\": %llu, \"ghosts\": %llu, \"children_placed\": %llu, "
+                   "\"probes\": %llu, \"stop\": ",
                    (unsigned long long)(ev_high(d) * PG), (unsigned long long)(ev_low(d) * PG), d->ev.batch,
                    (unsigned long long)(ev_resident(d) * PG), (unsigned long long)(d->ev.max_resident * PG),
                    (unsigned long long)d->ev.batches, (unsigned long long)d->ev.evictions,
@@ -2230,7 +2483,8 @@ static void ev_json(struct dp_lazyd *d, struct dp_sbuf *b)
                    (unsigned long long)d->ev.syncs, (unsigned long long)d->ev.sync_pages,
                    (unsigned long long)d->ev.cleaned, (unsigned long long)d->ev.clean_requests,
                    (unsigned long long)p->protected_, (unsigned long long)p->probation,
-                   (unsigned long long)p->ghosts);
+                   (unsigned long long)p->ghosts, (unsigned long long)d->ev.children_placed,
+                   (unsigned long long)d->ev.probes);
     dp_hist_json(b, &d->ev.stop);
     dp_sbuf_printf(b, ", \"stop_buckets_us\": ");
     dp_hist_json_buckets(b, &d->ev.stop);
@@ -2272,7 +2526,6 @@ static void ev_free(struct dp_lazyd *d)
         return;
     dp_evict_free(&d->ev.pol);
     dp_vbuf_free(&d->ev.vb);
-    dp_pmap_free(&d->ev.hash);
     d->ev.on = 0;
 }
 

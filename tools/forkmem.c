@@ -26,6 +26,13 @@
  *   UNMAP A B     munmap pages [A,B) and map fresh zero pages there, check
  *                 them {"unmapped","errors"}
  *   INFO          {"mem","pages","holes":[first,end]}: where the data lives
+ *   SUM           {"pages","sum"}: a 64-bit digest of every page's bytes (reads
+ *                 them all), equal between processes whose memory is equal
+ *   SPAWN P       fork a long-lived child (like a database backend) that serves
+ *                 these same commands on port P with its own view of the memory
+ *                 (copy-on-write: nobody sees another's writes); it listens
+ *                 before the reply {"pid"} is sent; QUIT ends it
+ *   PID           {"pid"}
  *   QUIT
  * Usage: forkmem [--mib N] [--port P] [--seed S]. Writes no files. */
 
@@ -46,6 +53,8 @@
 #define ZERO_GEN 0xffffffffu
 
 static uint8_t *mem;
+static int became_child; /* SPAWN: this process is the new child: switch listeners */
+static int child_ls = -1;
 static uint32_t *gen;
 static uint64_t npages, seed;
 
@@ -194,6 +203,56 @@ static void do_touch_range(uint64_t a, uint64_t b, uint64_t step, char *out, siz
     snprintf(out, len, "{\"touched\":%llu,\"errors\":%llu}", (unsigned long long)n, (unsigned long long)e);
 }
 
+/* A listener on port P of every address (the lab host's). */
+static int listen_on(int port)
+{
+    int ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    setsockopt(ls, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    if (ls < 0 || bind(ls, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(ls, 8) < 0) {
+        if (ls >= 0)
+            close(ls);
+        return -1;
+    }
+    return ls;
+}
+
+/* Every byte of every page, folded in order: two processes with equal
+ * memory give equal sums. */
+static uint64_t sum_all(void)
+{
+    uint64_t h = 0;
+    for (uint64_t i = 0; i < npages; i++) {
+        const uint64_t *p = (const uint64_t *)(mem + i * PG);
+        for (uint64_t w = 0; w < PG / 8; w++)
+            h = mix(h ^ p[w]);
+    }
+    return h;
+}
+
+/* The listener exists before the fork, so the caller can connect as soon
+ * as it has the reply. */
+static void do_spawn(unsigned long port, char *out, size_t len)
+{
+    int nls = port > 0 && port < 65536 ? listen_on((int)port) : -1;
+    if (nls < 0) {
+        snprintf(out, len, "{\"error\":\"SPAWN: cannot listen on port %lu: %s\"}", port, strerror(errno));
+        return;
+    }
+    pid_t c = fork();
+    if (c == 0) {
+        became_child = 1;
+        child_ls = nls;
+        return;
+    }
+    close(nls);
+    if (c < 0)
+        snprintf(out, len, "{\"error\":\"fork: %s\"}", strerror(errno));
+    else
+        snprintf(out, len, "{\"pid\":%d}", (int)c);
+}
+
 static void handle(char *line, char *out, size_t len, int *quit)
 {
     unsigned long a = 0, b = 0;
@@ -251,6 +310,13 @@ static void handle(char *line, char *out, size_t len, int *quit)
                  (unsigned long long)(npages / 2 + 64));
     } else if (sscanf(line, "TOUCH %lu %lu", &a, &b) >= 1) {
         do_touch(a, sscanf(line, "TOUCH %lu %lu", &a, &b) == 2 ? b : 0, out, len);
+    } else if (strncmp(line, "SUM", 3) == 0) {
+        snprintf(out, len, "{\"pages\":%llu,\"sum\":\"%016llx\"}", (unsigned long long)npages,
+                 (unsigned long long)sum_all());
+    } else if (sscanf(line, "SPAWN %lu", &a) == 1) {
+        do_spawn(a, out, len);
+    } else if (strncmp(line, "PID", 3) == 0) {
+        snprintf(out, len, "{\"pid\":%d}", (int)getpid());
     } else if (strncmp(line, "QUIT", 4) == 0) {
         *quit = 1;
         snprintf(out, len, "{\"bye\":true}");
@@ -290,15 +356,14 @@ int main(int argc, char **argv)
     for (uint64_t i = npages / 2; i < npages / 2 + 64; i++)
         gen[i] = ZERO_GEN;
 
-    int ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int one = 1;
-    setsockopt(ls, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    if (ls < 0 || bind(ls, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(ls, 8) < 0) {
+    int ls = listen_on(port);
+    if (ls < 0) {
         perror("forkmem: listen");
         return 1;
     }
     for (int quit = 0; !quit;) {
+        while (waitpid(-1, NULL, WNOHANG) > 0)
+            ; /* SPAWNed children that quit */
         int c = accept(ls, NULL, NULL);
         if (c < 0)
             continue;
@@ -309,6 +374,13 @@ int main(int argc, char **argv)
         line[n] = '\0';
         static char out[TOUCH_MAX * 16 + 512];
         handle(line, out, sizeof(out) - 2, &quit);
+        if (became_child) { /* the new child: the parent answers, we serve our own port */
+            became_child = 0;
+            close(c);
+            close(ls);
+            ls = child_ls;
+            continue;
+        }
         strcat(out, "\n");
         ssize_t w = write(c, out, strlen(out));
         (void)w;
