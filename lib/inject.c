@@ -774,6 +774,26 @@ static void requeue(struct dp_inject *in, struct dp_inject_thread *t)
     t->npend = 0;
 }
 
+/* A seized thread that cannot be detached (ESRCH: it is not in a stop; it
+ * was killed, exited, or has an interrupt still pending). As its tracer we
+ * must collect its exit: a ptraced zombie is reported to the tracer first,
+ * and until then its real parent's wait() never sees it (a forked child's
+ * parent would wait forever). A stop that arrives is detached instead.
+ * Bounded: about 1 s. */
+static void release_gone(pid_t tid)
+{
+    for (int i = 0; i < 1000; i++) {
+        int st;
+        pid_t r = waitpid(tid, &st, WNOHANG | __WALL);
+        if (r < 0 || (r == tid && (WIFEXITED(st) || WIFSIGNALED(st))))
+            return;
+        if (r == tid && WIFSTOPPED(st) && ptrace(PTRACE_DETACH, tid, 0, 0) == 0)
+            return;
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+}
+
 int dp_inject_resume(struct dp_inject *in, int detach, struct dp_err *err)
 {
     int bad = 0;
@@ -785,6 +805,8 @@ int dp_inject_resume(struct dp_inject *in, int detach, struct dp_err *err)
         if (detach) {
             /* a group-stopped thread re-enters the group stop on detach */
             r = ptrace(PTRACE_DETACH, t->tid, 0, 0);
+            if (r < 0 && errno == ESRCH)
+                release_gone(t->tid);
             t->seized = 0;
         } else {
             ptrace(PTRACE_SETOPTIONS, t->tid, 0, (void *)exitkill(in)); /* seccomp applies again */

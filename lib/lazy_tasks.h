@@ -35,6 +35,9 @@ int dp_proc_args_range(pid_t pid, uint64_t *lo, uint64_t *hi);
 /* Start time of pid (clock ticks since boot, stat field 22): with the pid it
  * names one process, even after pid reuse. 0 if gone. */
 uint64_t dp_proc_start_time(pid_t pid);
+/* 1 if the process pid started at `start` runs no more: no such pid, another
+ * process under it, or a zombie. */
+int dp_proc_exited(pid_t pid, uint64_t start);
 /* 1 if every page of [addr, addr+len) is present in pid's memory, 0 if one
  * is not, -1 if the pagemap cannot be read. */
 int dp_pagemap_present(pid_t pid, uint64_t addr, uint64_t len);

@@ -1899,6 +1899,7 @@ static void ev_identify(struct dp_lazyd *d)
         struct dp_err err = {{0}};
         probed++;
         d->ev.busy = 1; /* the pump must not start a batch */
+        d->ev.cur = NULL;
         int id = dp_probe_process(pids[i], &ops, 4, &err);
         d->ev.busy = 0;
         if (id == -1) {
@@ -2012,8 +2013,9 @@ static int ev_pump(void *arg)
 }
 
 /* inject touches target memory (stack scratch, rseq area) only where the
- * page is present: a missing lazily managed page would fault into our own
- * userfaultfd and block the daemon on itself. */
+ * page is present: on a missing lazily managed page /proc/PID/mem fails
+ * with EIO (measured, docs/budget.md), and process_vm_readv would fault
+ * into our own userfaultfd and block the daemon on itself. */
 static int ev_ensure(void *arg, uint64_t addr, uint64_t len)
 {
     struct lz_task *t = arg;
@@ -2080,6 +2082,17 @@ static int ev_shared(const struct dp_lazyd *d, const struct lz_task *t)
     return 0;
 }
 
+/* t's process exited (its uffd may still be readable for a moment, or live
+ * on in a process sharing the mm, vfork): gone if the mm is, else unplaced. */
+static void ev_lost(struct dp_lazyd *d, struct lz_task *t)
+{
+    uint64_t probe = t->map.n ? t->map.r[0].start : 0x10000000ull;
+    if (dp_uffd_alive(t->uffd, probe) == 0)
+        task_gone(d, t, "exited during an eviction");
+    else
+        t->host_pid = 0;
+}
+
 /* One stop of task t over its pages at run-time addresses addr[0..n)
  * (n <= EV_MAX_BATCH, sorted): drain its events, keep the pages still
  * RESIDENT with no fetch outstanding, read and hash them, write back the
@@ -2099,7 +2112,10 @@ static int ev_batch(struct dp_lazyd *d, struct lz_task *t, const uint64_t *addr,
     if (!t->inj_open) {
         struct dp_inject_ops ops = {.pump = ev_pump, .ensure = ev_ensure, .arg = t, .exitkill = 1};
         if (dp_inject_open(&t->in, t->host_pid, &ops, &err) < 0) {
-            dp_warn("pid %d: cannot prepare eviction: %s", t->shown_pid, err.msg);
+            if (dp_proc_exited(t->host_pid, t->host_start))
+                ev_lost(d, t); /* it just exited: its pages go with it */
+            else
+                dp_warn("process %d (task %d): cannot prepare eviction: %s", (int)t->host_pid, t->id, err.msg);
             for (size_t i = 0; i < n && !sync; i++)
                 dp_evict_cancel(&d->ev.pol, t->id, addr[i]);
             return 0;
@@ -2117,7 +2133,7 @@ static int ev_batch(struct dp_lazyd *d, struct lz_task *t, const uint64_t *addr,
         dp_inject_resume(&t->in, 1, &err);
         dp_inject_close(&t->in);
         t->inj_open = 0;
-        t->host_pid = 0;
+        ev_lost(d, t);
         for (size_t i = 0; i < n && !sync; i++)
             dp_evict_cancel(&d->ev.pol, t->id, addr[i]);
         d->ev.busy = 0;
@@ -2302,12 +2318,15 @@ static int ev_batch(struct dp_lazyd *d, struct lz_task *t, const uint64_t *addr,
     return count;
 
 fatal:
-    if (t->alive) {
-        dp_error("pid %d: eviction failed (%s); its threads are in an unknown ptrace state, so it is "
-                 "killed rather than left corrupt", t->shown_pid, err.msg[0] ? err.msg : "process changed");
+    if (t->alive && !dp_proc_exited(t->host_pid, t->host_start)) {
+        dp_error("process %d (task %d): eviction failed (%s); its threads are in an unknown ptrace state, so "
+                 "it is killed rather than left corrupt", (int)t->host_pid, t->id,
+                 err.msg[0] ? err.msg : "process changed");
         kill(t->host_pid, SIGKILL);
     }
-    dp_inject_close(&t->in);
+    dp_inject_close(&t->in); /* collects the exit of threads that died seized */
+    if (t->alive && dp_proc_exited(t->host_pid, t->host_start))
+        ev_lost(d, t);
     t->inj_open = 0;
     t->ownzap = NULL;
     t->n_ownzap = 0;

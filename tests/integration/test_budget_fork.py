@@ -153,6 +153,7 @@ def test_children_forked_after_restore_are_evicted_within_budget(lab, procs, cri
     child = host_pid_of(child_inner, res["pid"])
     v, peak = run_sampling("VERIFY", CHILD_PORT, child)
     assert v == {"pages": mib * 256, "errors": 0}, v
+    assert peak <= budget + RSS_SLACK, (peak, "the child's resident memory is not bounded by the budget")
     assert forkmem("SUM", CHILD_PORT) == parent_sum   # the child's view as of the fork, byte for byte
     # it writes a few pages of its own (they stay resident: shared pid, docs/budget.md)
     assert forkmem("WRITE 64", CHILD_PORT)["pages_written"] > 0
@@ -166,7 +167,11 @@ def test_children_forked_after_restore_are_evicted_within_budget(lab, procs, cri
     assert ct["evictions"] > mib * 256 // 2, ct           # its pages went through the budget
     assert st["budget"]["children_placed"] >= 1, st["budget"]
     assert max(peak, peak2) <= budget + RSS_SLACK, (peak, peak2)
-    assert st["budget"]["max_resident_bytes"] <= budget + 256 * 4096 + 2 * MIB, st["budget"]
+    # a fork counts the parent's resident pages once more (the child maps
+    # them too, copy-on-write): the daemon's sum may reach twice the budget
+    # at the fork, then eviction brings it down (docs/budget.md)
+    assert st["budget"]["max_resident_bytes"] <= 2 * budget + 256 * 4096 + 2 * MIB, st["budget"]
+    assert st["budget"]["resident_bytes"] <= budget + 256 * 4096 + 2 * MIB, st["budget"]
     # the child's command line and environment survive its evictions too
     assert read(f"/proc/{child}/cmdline") == cmdline
     assert read(f"/proc/{child}/environ") == environ
