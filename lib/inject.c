@@ -229,11 +229,12 @@ static void save_signal(struct dp_inject_thread *t, const siginfo_t *si)
     t->pend[t->npend++].info = *si;
 }
 
-/* 1 if the thread is a zombie or dead (its state in /proc is Z or X). */
-static int thread_exiting(struct dp_inject *in, pid_t tid)
+/* A seize refused with EPERM, or an eviction that failed, is no error when
+ * the thread is a zombie or gone (its state in /proc is Z or X). */
+int dp_inject_thread_exiting(pid_t pid, pid_t tid)
 {
     char path[64], buf[512];
-    snprintf(path, sizeof(path), "/proc/%d/task/%d/stat", (int)in->pid, (int)tid);
+    snprintf(path, sizeof(path), "/proc/%d/task/%d/stat", (int)pid, (int)tid);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return 1;
@@ -399,7 +400,7 @@ int dp_inject_stop(struct dp_inject *in, struct dp_err *err)
             if (!t->seized) {
                 long opts = PTRACE_O_SUSPEND_SECCOMP | exitkill(in);
                 if (ptrace(PTRACE_SEIZE, t->tid, 0, (void *)opts) < 0) {
-                    if (errno == ESRCH || (errno == EPERM && thread_exiting(in, t->tid))) {
+                    if (errno == ESRCH || (errno == EPERM && dp_inject_thread_exiting(in->pid, t->tid))) {
                         /* exited meanwhile, or a zombie (e.g. a leader that
                          * called pthread_exit): it runs no code */
                         drop_thread(in, t);

@@ -142,6 +142,9 @@ int dp_inject_service(struct dp_inject *in);
 /* Resumes (detaching) if needed and frees everything. */
 void dp_inject_close(struct dp_inject *in);
 
+/* 1 if thread tid of process pid is a zombie or gone. */
+int dp_inject_thread_exiting(pid_t pid, pid_t tid);
+
 /* Reads/writes target memory through /proc/PID/mem (after ops.ensure). */
 int dp_inject_read(struct dp_inject *in, uint64_t addr, void *buf, size_t len);
 int dp_inject_write(struct dp_inject *in, uint64_t addr, const void *buf, size_t len);

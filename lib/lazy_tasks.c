@@ -49,18 +49,7 @@ uint64_t dp_proc_start_time(pid_t pid)
 /* An eviction that fails because its process just exited is no error. */
 int dp_proc_exited(pid_t pid, uint64_t start)
 {
-    char path[64], buf[512];
-    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return 1;
-    ssize_t n = read(fd, buf, sizeof(buf) - 1);
-    close(fd);
-    if (n <= 0)
-        return 1;
-    buf[n] = '\0';
-    const char *p = strrchr(buf, ')');
-    if (!p || (p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X')))
+    if (dp_inject_thread_exiting(pid, pid)) /* the leader's state is the process's */
         return 1;
     return start && dp_proc_start_time(pid) != start;
 }
