@@ -163,3 +163,33 @@ int dp_probe_process(pid_t pid, const struct dp_probe_ops *ops, int max_tries, s
     dp_inject_close(&in);
     return found < 0 ? -2 : found;
 }
+
+/* ---- fork: what the child inherits for eviction ---- */
+
+int dp_fork_inherit(const struct dp_lazymap *cmap, const struct dp_pmap *phash, struct dp_pmap *chash,
+                    struct dp_evict *pol, int32_t owner, uint64_t pin_lo, uint64_t pin_hi, uint64_t now)
+{
+    for (size_t i = 0; i < cmap->n; i++) {
+        const struct dp_lazy_region *reg = &cmap->r[i];
+        for (uint64_t a = reg->start; a < reg->end; a += PG) {
+            if (dp_pg_state(reg->pg[(a - reg->start) / PG]) != DP_PG_RESIDENT)
+                continue;
+            uint64_t img = reg->img + (a - reg->start);
+            const struct dp_pmap_entry *pe = dp_pmap_find(phash, 0, img);
+            if (!pe)
+                continue; /* no hash (out of memory at install): never a victim */
+            uint64_t v = pe->value, v2 = pe->value2;
+            uint32_t aux = (pe->aux & DP_HASH_PUT_INFLIGHT) ? DP_HASH_ALWAYS_DIRTY : pe->aux & DP_HASH_ALWAYS_DIRTY;
+            bool created;
+            struct dp_pmap_entry *e = dp_pmap_get(chash, 0, img, &created);
+            if (!e)
+                return -1;
+            e->value = v;
+            e->value2 = v2;
+            e->aux = aux;
+            if (!(a >= pin_lo && a < pin_hi) && dp_evict_record_install(pol, owner, a, now) < 0)
+                return -1;
+        }
+    }
+    return 0;
+}

@@ -1,5 +1,6 @@
-/* lazy_tasks: finding, naming and checking the processes behind the lazy-pages
- * daemon's tasks (docs/budget.md, "Forked children", "Arguments and
+/* lazy_tasks: the lazy-pages daemon's tasks beyond their page map: finding,
+ * naming and checking the processes behind them, and what a forked child
+ * inherits for eviction (docs/budget.md, "Forked children", "Arguments and
  * environment").
  *
  * A uffd FORK event carries the child's userfaultfd but not its pid: the
@@ -16,14 +17,21 @@
  *
  * Also: the argument/environment area of a process (mm arg_start..env_end,
  * /proc/PID/stat fields 48-51), its start time (to notice a recycled pid),
- * and pagemap presence. I/O on /proc and ptrace only; no daemon state. */
+ * and pagemap presence: I/O on /proc and ptrace. dp_fork_inherit is pure. */
 #ifndef DP_LAZY_TASKS_H
 #define DP_LAZY_TASKS_H
 
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "evict_policy.h"
+#include "lazymap.h"
+#include "pmap.h"
 #include "util.h"
+
+/* Install-hash flags (aux of a task's hash map entry, keyed by image page). */
+#define DP_HASH_ALWAYS_DIRTY 1u  /* the server does not hold what the process has */
+#define DP_HASH_PUT_INFLIGHT 2u  /* a background write-back of the page awaits its ack */
 
 /* Most pages pinned for a process's arguments and environment (ARG_MAX-sized
  * areas are 2 MiB at most with an 8 MiB stack limit: 512 pages). */
@@ -69,5 +77,17 @@ struct dp_probe_ops {
  * two tasks saw the page's REMOVE (ambiguous: try again later); -1 when it is
  * in an unknown ptrace state (err set: the caller kills it). */
 int dp_probe_process(pid_t pid, const struct dp_probe_ops *ops, int max_tries, struct dp_err *err);
+
+/* A child after fork shares copy-on-write every page its parent had
+ * resident: for each RESIDENT page of the child's map (cmap, cloned from the
+ * parent's) with a parent hash, the child gets the same hash (what the
+ * server holds for (checkpoint pid, page): it cannot change while both live,
+ * no write-back while shared) except that a page whose background
+ * write-back is in flight is always dirty for the child (the ack updates
+ * the parent's entry only); and a policy record of its own (owner), unless
+ * the page is in [pin_lo, pin_hi). 0, or -1 when out of memory (the pages
+ * not done are never victims). */
+int dp_fork_inherit(const struct dp_lazymap *cmap, const struct dp_pmap *phash, struct dp_pmap *chash,
+                    struct dp_evict *pol, int32_t owner, uint64_t pin_lo, uint64_t pin_hi, uint64_t now);
 
 #endif

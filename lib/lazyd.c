@@ -181,6 +181,7 @@ struct dp_lazyd {
     struct dp_guard guard;     /* holds every uffd too: our death is not the tree's zeros */
     struct handler guard_h;
     unsigned guard_gen;
+    int place_tries;           /* looking up the tasks' processes after the restore (argv pins) */
 };
 
 static void install(struct dp_lazyd *d, struct lz_req *r);
@@ -194,6 +195,7 @@ static uint64_t ev_resident(const struct dp_lazyd *d);
 static uint64_t ev_high(const struct dp_lazyd *d);
 static void ev_fork_inherit(struct dp_lazyd *d, struct lz_task *parent, struct lz_task *c);
 static void ev_find_host_pids(struct dp_lazyd *d);
+static void ev_pin_fetch(struct dp_lazyd *d, struct lz_task *t);
 static void ev_pump_d(struct dp_lazyd *d);
 
 static int ep_add(struct dp_lazyd *d, struct handler *h, int fd, int type, void *ptr)
@@ -994,6 +996,12 @@ static struct lz_task *task_fork(struct dp_lazyd *d, struct lz_task *parent, int
         dp_lazymap_free(&c->map);
         return NULL;
     }
+    /* the same argv/environ area; what the parent had not fetched yet, now */
+    c->pin_lo = parent->pin_lo;
+    c->pin_hi = parent->pin_hi;
+    c->pinned = parent->pinned;
+    if (c->pinned)
+        ev_pin_fetch(d, c);
     if (d->ev.on)
         ev_fork_inherit(d, parent, c);
     return c;
@@ -1165,8 +1173,9 @@ static void handle_criu(struct dp_lazyd *d, struct handler *h)
     if (rc == 2) {
         d->finished = 1;
         dp_info("restore finished: %d task(s) with lazy memory", tasks_alive(d));
-        if (d->ev.on)
-            ev_find_host_pids(d); /* and pin their argv/environ pages: fetched now, never evicted */
+        /* their processes, and their argv/environ pages: fetched now (ps reads
+         * them through /proc, which cannot fault them in), never evicted */
+        ev_find_host_pids(d);
         return;
     }
     if (rc < 0 || !d->finished) {
@@ -1664,6 +1673,15 @@ static void handle_timer(struct dp_lazyd *d)
                 task_gone(d, t, "exited");
         }
         check_timeouts(d, now);
+        /* processes not found when the restore finished (restored.pid not
+         * written yet): look again for a few seconds, for their argv pins */
+        int unplaced = 0;
+        for (struct lz_task *t = d->tasks; t; t = t->next)
+            unplaced |= t->alive && t->shown_pid > 0 && !t->host_pid;
+        if (d->finished && unplaced && d->place_tries < 25) {
+            d->place_tries++;
+            ev_find_host_pids(d);
+        }
     }
     background_fetch(d, now);
     replay_pump(d);
@@ -1678,8 +1696,8 @@ static void handle_timer(struct dp_lazyd *d)
 /* ---- eviction under a memory budget (docs/budget.md, docs/eviction.md) ---- */
 
 #define EV_MAX_BATCH 256
-#define EV_ALWAYS_DIRTY 1u   /* the server does not hold what the process has */
-#define EV_PUT_INFLIGHT 2u   /* a background write-back of the page awaits its ack */
+#define EV_ALWAYS_DIRTY DP_HASH_ALWAYS_DIRTY /* the server does not hold what the process has */
+#define EV_PUT_INFLIGHT DP_HASH_PUT_INFLIGHT /* a background write-back of the page awaits its ack */
 
 /* Background write-back ("cleaning"): dirty victims found while the budget
  * is within its slack are written back without holding the process stopped
@@ -1757,54 +1775,22 @@ static void ev_place(struct dp_lazyd *d, struct lz_task *t, pid_t p)
     t->pin_lo = lo;
     t->pin_hi = hi;
     t->pinned = 1;
-    dp_evict_forget(&d->ev.pol, t->id, lo, hi); /* resident there: never picked from now on */
-    dp_vbuf_drop_range(&d->ev.vb, t->id, lo, hi);
+    if (d->ev.on) {
+        dp_evict_forget(&d->ev.pol, t->id, lo, hi); /* resident there: never picked from now on */
+        dp_vbuf_drop_range(&d->ev.vb, t->id, lo, hi);
+    }
     ev_pin_fetch(d, t);
 }
 
-/* A child after fork shares every page its parent had resident (copy-on-
- * write) and the parent's view of the server: for each such page the
- * install hash is the parent's (the server's copy of (pid, page) cannot
- * change while both live: no write-back while shared, ev_shared), except
- * that a page whose background write-back is still in flight is "always
- * dirty" for the child (the ack updates only the parent's entry). The child
- * gets policy records of its own, so its pages are victims like any other;
- * argv/environ stay pinned at the same addresses. */
+/* A child after fork (budget): install hashes and policy records of the
+ * pages it shares with its parent (dp_fork_inherit, docs/budget.md "Forked
+ * children"); its process is looked for at the next batch. */
 static void ev_fork_inherit(struct dp_lazyd *d, struct lz_task *parent, struct lz_task *c)
 {
-    uint64_t now = dp_now_ns();
-    c->pin_lo = parent->pin_lo;
-    c->pin_hi = parent->pin_hi;
-    c->pinned = parent->pinned;
-    for (size_t i = 0; i < c->map.n; i++) {
-        struct dp_lazy_region *reg = &c->map.r[i];
-        for (uint64_t a = reg->start; a < reg->end; a += PG) {
-            if (dp_pg_state(reg->pg[(a - reg->start) / PG]) != DP_PG_RESIDENT)
-                continue;
-            uint64_t img = reg->img + (a - reg->start);
-            struct dp_pmap_entry *pe = dp_pmap_find(&parent->hash, 0, img);
-            if (!pe)
-                continue; /* no hash (out of memory at install): never a victim */
-            uint64_t v = pe->value, v2 = pe->value2;
-            uint32_t aux = pe->aux & EV_ALWAYS_DIRTY;
-            if (pe->aux & EV_PUT_INFLIGHT)
-                aux = EV_ALWAYS_DIRTY;
-            bool created;
-            struct dp_pmap_entry *e = dp_pmap_get(&c->hash, 0, img, &created);
-            if (!e) {
-                dp_warn("fork of pid %d: out of memory for install hashes; some of the child's pages "
-                        "will not be evicted", parent->shown_pid);
-                return;
-            }
-            e->value = v;
-            e->value2 = v2;
-            e->aux = aux;
-            if (!ev_pinned(c, a))
-                dp_evict_record_install(&d->ev.pol, c->id, a, now);
-        }
-    }
-    if (c->pinned)
-        ev_pin_fetch(d, c); /* pages the parent had not fetched yet */
+    if (dp_fork_inherit(&c->map, &parent->hash, &c->hash, &d->ev.pol, c->id, c->pinned ? c->pin_lo : 0,
+                        c->pinned ? c->pin_hi : 0, dp_now_ns()) < 0)
+        dp_warn("fork of pid %d: out of memory for install hashes; some of the child's pages will not be "
+                "evicted", parent->shown_pid);
     d->ev.ident_next_ns = 0; /* look for its process at the next batch */
     d->ev.ident_backoff_ns = 0;
 }
@@ -2148,7 +2134,8 @@ static int ev_batch(struct dp_lazyd *d, struct lz_task *t, const uint64_t *addr,
         uint8_t *pg = dp_lazymap_page(&t->map, addr[i], &reg);
         uint64_t im = pg ? reg->img + (addr[i] - reg->start) : 0;
         struct dp_pmap_entry *e = pg ? dp_pmap_find(&t->hash, 0, im) : NULL;
-        if (!pg || dp_pg_state(*pg) != DP_PG_RESIDENT || !e || (e->aux & EV_PUT_INFLIGHT) || find_req(t, im)) {
+        if (!pg || dp_pg_state(*pg) != DP_PG_RESIDENT || !e || (e->aux & EV_PUT_INFLIGHT) || find_req(t, im) ||
+            (!sync && ev_pinned(t, addr[i]))) { /* pinned after it was picked */
             if (!sync) {
                 dp_evict_cancel(&d->ev.pol, t->id, addr[i]);
                 d->ev.cancels++;

@@ -222,3 +222,18 @@ def test_command_line_and_environment_survive_eviction(lab, procs, criu, tmp_pat
     assert ps == pattern, ps
     assert task(st, fpid)["pinned_bytes"] > 0, task(st, fpid)
     finish(res, workdir)
+
+
+@pytest.mark.time_limit(300)
+def test_command_line_readable_right_after_a_restore_without_budget(lab, procs, criu, tmp_path):
+    """Without --budget nothing is evicted, but pages still remote read as
+    empty through /proc too: the argument pages are fetched at the restore."""
+    listen, key, cmdline, environ = checkpoint_and_serve(procs, tmp_path, 4)
+    res = util.restore_json(procs, tmp_path / "wd", "--source", listen, "--key", key)
+    # no command first: nothing the process does after the restore may fault them in
+    fpid = res["pid"]   # env exec'd forkmem: the restored root is forkmem
+    util.wait_until(lambda: read(f"/proc/{fpid}/cmdline") != b"", 10, "the command line to be readable")
+    assert read(f"/proc/{fpid}/cmdline") == cmdline
+    assert read(f"/proc/{fpid}/environ") == environ
+    assert forkmem("VERIFY")["errors"] == 0
+    finish(res, tmp_path / "wd")

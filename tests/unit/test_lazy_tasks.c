@@ -191,9 +191,58 @@ static void probe_names_the_uffd_of_each_process(void **state)
     }
 }
 
+/* ---- fork inheritance (pure) ---- */
+
+static void fork_inherits_hashes_and_policy_records(void **state)
+{
+    (void)state;
+    const uint64_t base = 0x100000, img = 0x700000;
+    struct dp_lazymap map;
+    dp_lazymap_init(&map);
+    assert_int_equal(dp_lazymap_add(&map, base, base + 8 * PG, img, DP_PG_REMOTE), 0);
+    for (int i = 0; i < 6; i++) /* pages 0-5 resident, 6-7 remote */
+        dp_lazymap_set(&map, &map.r[0].pg[i], DP_PG_RESIDENT, 0);
+    struct dp_pmap ph = {0}, ch = {0};
+    bool created;
+    for (int i = 0; i < 5; i++) { /* page 5: resident without a hash */
+        struct dp_pmap_entry *e = dp_pmap_get(&ph, 0, img + (uint64_t)i * PG, &created);
+        e->value = 100 + (uint64_t)i;
+        e->value2 = 200 + (uint64_t)i;
+        e->aux = i == 1 ? DP_HASH_PUT_INFLIGHT : i == 2 ? DP_HASH_ALWAYS_DIRTY : 0;
+    }
+    struct dp_evict pol;
+    assert_int_equal(dp_evict_init(&pol, NULL), 0);
+    /* page 4 is pinned (argv) */
+    assert_int_equal(dp_fork_inherit(&map, &ph, &ch, &pol, 7, base + 4 * PG, base + 5 * PG, 1), 0);
+    for (int i = 0; i < 5; i++) {
+        struct dp_pmap_entry *e = dp_pmap_find(&ch, 0, img + (uint64_t)i * PG);
+        assert_non_null(e);
+        assert_int_equal(e->value, 100 + i);
+        assert_int_equal(e->value2, 200 + i);
+        /* an in-flight write-back makes the child's copy always dirty; the flag itself is the parent's */
+        assert_int_equal(e->aux, i == 1 || i == 2 ? DP_HASH_ALWAYS_DIRTY : 0);
+    }
+    assert_null(dp_pmap_find(&ch, 0, img + 5 * PG));
+    assert_null(dp_pmap_find(&ch, 0, img + 6 * PG));
+    /* victims: the hashed, unpinned resident pages 0-3, all the child's */
+    struct dp_evict_key k[16];
+    size_t n = dp_evict_pick(&pol, k, 16);
+    assert_int_equal(n, 4);
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(k[i].owner, 7);
+        assert_true(k[i].addr >= base && k[i].addr < base + 4 * PG);
+    }
+    assert_int_equal(dp_evict_check(&pol), 0);
+    dp_evict_free(&pol);
+    dp_pmap_free(&ph);
+    dp_pmap_free(&ch);
+    dp_lazymap_free(&map);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(fork_inherits_hashes_and_policy_records),
         cmocka_unit_test(args_range_covers_argv_and_environ),
         cmocka_unit_test(pagemap_tells_present_from_absent),
         cmocka_unit_test(probe_names_the_uffd_of_each_process),
