@@ -13,7 +13,9 @@
  * (bytes, errno, or "blocked") and how many faults the handler served.
  * `uffdpeek --core DIR`: then abort() with a core file in DIR (core_pattern
  * "core"): page 2 is still missing when the kernel dumps it; the "area"
- * address in the JSON line says where to look in the core. */
+ * address in the JSON line says where to look in the core.
+ * `uffdpeek --wait S`: then wait S seconds (for a debugger to attach and read
+ * page 2, still missing) before exiting. */
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/userfaultfd.h>
@@ -151,6 +153,10 @@ int main(int argc, char **argv)
            n > 0 ? res : "\"error\": 1", before, served > before ? "true" : "false",
            (unsigned long long)(uintptr_t)area);
     fflush(stdout);
+    if (argc == 3 && strcmp(argv[1], "--wait") == 0) {
+        sleep((unsigned)atoi(argv[2]));
+        return 0;
+    }
     if (argc == 3 && strcmp(argv[1], "--core") == 0) {
         struct rlimit rl = {RLIM_INFINITY, RLIM_INFINITY};
         if (chdir(argv[2]) < 0 || setrlimit(RLIMIT_CORE, &rl) < 0) {

@@ -14,6 +14,7 @@ for a private one). Behaviour only, never timing."""
 
 import json
 import os
+import struct
 import subprocess
 import threading
 import time
@@ -237,3 +238,33 @@ def test_command_line_readable_right_after_a_restore_without_budget(lab, procs, 
     assert read(f"/proc/{fpid}/environ") == environ
     assert forkmem("VERIFY")["errors"] == 0
     finish(res, tmp_path / "wd")
+
+
+@pytest.mark.time_limit(60)
+def test_what_a_debugger_and_a_core_dump_see_of_a_missing_page(tmp_path):
+    """docs/budget.md: on a missing page of a uffd-registered (lazy) range,
+    /proc/PID/mem and PTRACE_PEEKDATA fail (EIO) without reaching the uffd,
+    process_vm_readv faults into it and reads the served data, and a core
+    dump writes zeros without waiting. The daemon relies on the first two
+    (inject's ensure, argv pins)."""
+    peek = os.path.join(util.BUILD, "tests", "helpers", "uffdpeek")
+    with open("/proc/sys/kernel/core_pattern") as f:
+        core_here = f.read().strip() == "core"   # else the core goes elsewhere (a pipe): not checked
+    cp = subprocess.run([peek] + (["--core", str(tmp_path)] if core_here else []), capture_output=True,
+                        text=True, timeout=30)
+    r = json.loads(cp.stdout.splitlines()[0])
+    assert r["proc_mem"] == "Input/output error" and r["peekdata"] == "Input/output error", r
+    assert r["process_vm_readv"] == "read" and r["process_vm_readv_byte"] == 0xab, r
+    assert r["faults_served_for_readers"] == 1 and r["own_touch_served"], r
+    if not core_here:
+        pytest.skip("core_pattern is not 'core': the core dump part is not checked here")
+    core = (tmp_path / "core").read_bytes()
+    phoff = struct.unpack_from("<Q", core, 0x20)[0]
+    phentsize, phnum = struct.unpack_from("<HH", core, 0x36)
+    area, pages = r["area"], None
+    for i in range(phnum):
+        ptype, _, off, va, _, fsz, _, _ = struct.unpack_from("<IIQQQQQQ", core, phoff + i * phentsize)
+        if ptype == 1 and va <= area < va + fsz:
+            o = off + area - va
+            pages = [core[o + k * 4096:o + k * 4096 + 8] for k in range(3)]
+    assert pages == [b"\xab" * 8, b"\xab" * 8, b"\x00" * 8], pages   # page 2 was never served
