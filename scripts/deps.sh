@@ -11,17 +11,20 @@
 set -euo pipefail
 
 # ---- The one list of what the project needs ---------------------------------
-# build: gcc make pkg-config libcmocka-dev libsodium-dev; fuzzing: clang libclang-rt-14-dev
+# build: gcc make pkg-config libcmocka-dev libsodium-dev libjansson-dev (OCI state/config JSON); fuzzing: clang libclang-rt-14-dev
 # lab + tests: iproute2 procps util-linux python3-pytest curl; iptables: criu --tcp-established
 #   locks the dumped connections with iptables rules in the dumped netns
 # workloads + benchmarks: redis-server redis-tools nginx-light wrk gnuplot-nox
 # criu fetching: debian-archive-keyring (its keys sign trixie and sid)
+# containers: runc (Debian 12: 1.1.5, always run with --criu .deps/bin/criu);
+#   their rootfs (make rootfs, scripts/rootfs.sh): mmdebstrap
 PACKAGES=(
-    gcc make pkg-config libcmocka-dev libsodium-dev
+    gcc make pkg-config libcmocka-dev libsodium-dev libjansson-dev
     clang libclang-rt-14-dev
     iproute2 procps util-linux iptables
     python3 python3-pytest curl ca-certificates debian-archive-keyring
     redis-server redis-tools nginx-light wrk gnuplot-nox
+    runc mmdebstrap
 )
 # DEPS_ML=1 (make deps-ml): also PyTorch for the ML inference workload
 # (tools/ml_infer.py, bench warmup); ~640 MB installed (176 packages on a

@@ -24,6 +24,7 @@ static const struct command commands[] = {
     {"restore", cmd_restore, "restore lazily: run now, fetch each page when first touched"},
     {"stats", cmd_stats, "fault, fetch, prefetch and latency stats of a lazy restore"},
     {"sync", cmd_sync, "write back every page a restored process modified (restore --budget)"},
+    {"container-net", cmd_cnet, "wire a container's own network namespace to a lab host (a runc hook)"},
     {"migrate", cmd_migrate, "lab: checkpoint on src, serve, restore lazily on dst, probe (time to first reply)"},
     {NULL, NULL, NULL},
 };
