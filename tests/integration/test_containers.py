@@ -1,0 +1,516 @@
+"""Real runc containers with their own rootfs (scripts/rootfs.sh) and a user
+namespace, running services that drop privileges, migrated between the lab
+hosts with `runc checkpoint` / `runc restore` through our CRIU.
+
+The recipe (docs/containers.md, "User-namespaced containers and their
+network"): container root is host uid USERNS_BASE (65536 ids, the rootfs is the
+uid-shifted copy), so host root owns the user namespace and CRIU can read the
+rlimits of tasks of any uid in it (root here lacks CAP_SYS_RESOURCE). The
+container has a network namespace of its own, created with its user namespace;
+`distriproc container-net hook`, a createRuntime hook in config.json, wires it
+to the lab host: runc runs it at create and again at restore (runc always
+tells CRIU to restore the network namespace empty). The container keeps its
+address; the destination bundle names the destination host.
+
+Parallel-safe: runc --root, bundles and data under each test's own
+directories, container ids, veth names and addresses unique per test."""
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import uuid
+
+import pytest
+
+import util
+
+RUNC = shutil.which("runc", path="/usr/sbin:/usr/bin:/sbin:/bin")
+ROOTFS_SH = os.path.join(util.ROOT, "scripts", "rootfs.sh")
+USERNS_BASE = 100000
+USERNS_SIZE = 65536
+PG_BIN = "/usr/lib/postgresql/15/bin"
+# Every test's containers get their own /30 in 10.251.0.0/16: the lab host
+# end is .1, the container .2 (lib/cnet's plan).
+_subnets = iter(range(1, 250))
+
+
+# ---- fixtures ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def rootfs():
+    """The built rootfs (scripts/rootfs.sh --path): root/ and root-userns/."""
+    cp = subprocess.run([ROOTFS_SH, "--path"], capture_output=True, text=True, timeout=30)
+    if cp.returncode != 0:
+        pytest.fail(f"the container rootfs is not built ({cp.stderr.strip()}): run 'make rootfs'",
+                    pytrace=False)
+    path = cp.stdout.strip()
+    for tree in ("root", "root-userns"):
+        if not os.path.isdir(os.path.join(path, tree)):
+            pytest.fail(f"{path}/{tree} missing: rerun 'make rootfs'", pytrace=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def runc():
+    if RUNC is None:
+        pytest.fail("runc not found: run 'make deps' (Debian 12's runc 1.1.5)", pytrace=False)
+    cp = util.run([RUNC, "--version"])
+    version = cp.stdout.split()[2] if cp.stdout.startswith("runc version") else "?"
+    if tuple(int(x) for x in version.split("+")[0].split(".")[:2]) < (1, 1):
+        pytest.fail(f"runc {version} is too old (need >= 1.1): run 'make deps'", pytrace=False)
+    return RUNC
+
+
+@pytest.fixture
+def containers(lab, runc, criu, rootfs, tmp_path):
+    c = Containers(tmp_path, runc, criu, rootfs)
+    try:
+        yield c
+    finally:
+        c.teardown()
+
+
+# ---- the container harness -------------------------------------------------------
+
+def ids_of(rootfs, user, group):
+    """(uid, gid) of a user and group of the rootfs, as the container sees them."""
+    uid = gid = None
+    with open(os.path.join(rootfs, "root", "etc", "passwd")) as f:
+        for line in f:
+            p = line.split(":")
+            if p[0] == user:
+                uid = int(p[2])
+    with open(os.path.join(rootfs, "root", "etc", "group")) as f:
+        for line in f:
+            p = line.split(":")
+            if p[0] == group:
+                gid = int(p[2])
+    assert uid is not None and gid is not None, f"no {user}:{group} in the rootfs"
+    return uid, gid
+
+
+class Containers:
+    """runc containers of one test: a runc --root per lab host, bundles and data
+    in a directory the container's mapped root can traverse, every container
+    killed and deleted at teardown."""
+
+    def __init__(self, tmp_path, runc, criu, rootfs):
+        self.tmp = tmp_path
+        self.runc, self.criu, self.rootfs = runc, criu, rootfs
+        self.roots = {h: str(tmp_path / f"runc-{h}") for h in util.HOSTS}
+        # pytest's tmp_path is 0700 root: the container's root (host uid
+        # USERNS_BASE) could not reach bind-mount sources there.
+        self.share = tempfile.mkdtemp(prefix="dp-containers-")
+        os.chmod(self.share, 0o711)
+        self.tag = uuid.uuid4().hex[:6]
+
+    def name(self, what):
+        return f"{util.LAB}-{what}-{self.tag}"
+
+    def dir(self, name, owner=None, mode=0o755):
+        path = os.path.join(self.share, name)
+        os.makedirs(path, exist_ok=True)
+        if owner is not None:
+            os.chown(path, USERNS_BASE + owner[0], USERNS_BASE + owner[1])
+        os.chmod(path, mode)
+        return path
+
+    def address(self):
+        """A fresh /30 for a container: its address and its lab host's end."""
+        n = next(_subnets)
+        return f"10.251.{n}.2/30", f"10.251.{n}.1"
+
+    def bundle(self, cid, host, args, user, binds, addr, ifname):
+        """BUNDLE/config.json for a user-namespaced container on lab host
+        `host`: the shifted rootfs read-only, tmpfs /run /tmp, binds, a new
+        network namespace wired by the container-net hook. The process's stdio
+        are moved onto a file of the container at once (a file of the host
+        cannot be checkpointed: CRIU "Can't lookup mount")."""
+        path = os.path.join(self.share, f"bundle-{cid}-{host}")
+        os.makedirs(path, exist_ok=True)
+        caps = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_SETUID", "CAP_SETGID",
+                "CAP_KILL", "CAP_NET_BIND_SERVICE"]
+        mounts = [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+             "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+            {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+             "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]},
+            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+             "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+             "options": ["nosuid", "noexec", "nodev"]},
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+             "options": ["nosuid", "noexec", "nodev", "ro"]},
+            {"destination": "/run", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=755"]},
+            {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777"]},
+        ]
+        for src, dst, ro in binds:
+            mounts.append({"destination": dst, "type": "bind", "source": src,
+                           "options": ["rbind", "ro" if ro else "rw"]})
+        hook_args = ["distriproc", "container-net", "hook", "--host", host, "--ifname", ifname, "--addr", addr]
+        config = {
+            "ociVersion": "1.0.2",
+            "process": {
+                "terminal": False,
+                "user": {"uid": user[0], "gid": user[1]},
+                "args": ["/bin/sh", "-c", 'exec </dev/null >>/tmp/stdio.log 2>&1; exec "$@"', "sh", *args],
+                "env": [f"PATH={PG_BIN}:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8"],
+                "cwd": "/",
+                "capabilities": {k: caps for k in ("bounding", "effective", "permitted")},
+                "noNewPrivileges": True,
+            },
+            "root": {"path": os.path.join(self.rootfs, "root-userns"), "readonly": True},
+            "hostname": cid[:60],
+            "mounts": mounts,
+            "hooks": {"createRuntime": [{"path": util.DISTRIPROC, "args": hook_args,
+                                         "env": [f"DISTRIPROC_LAB={util.LAB}",
+                                                 "PATH=/usr/sbin:/usr/bin:/sbin:/bin"],
+                                         "timeout": 20}]},
+            "linux": {
+                "uidMappings": [{"containerID": 0, "hostID": USERNS_BASE, "size": USERNS_SIZE}],
+                "gidMappings": [{"containerID": 0, "hostID": USERNS_BASE, "size": USERNS_SIZE}],
+                "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount", "user")],
+                "maskedPaths": ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware"],
+                "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
+            },
+        }
+        with open(os.path.join(path, "config.json"), "w") as f:
+            json.dump(config, f, indent=1)
+        return path
+
+    def runc_cmd(self, host, *args):
+        return [self.runc, "--root", self.roots[host], *args]
+
+    def _runc(self, host, *args, timeout=60, check=True):
+        log = self.tmp / f"runc-{host}.log"
+        with open(log, "a") as out:
+            cp = subprocess.run(self.runc_cmd(host, *args), stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=out, timeout=timeout)
+        if check and cp.returncode != 0:
+            with open(log) as f:
+                tail = f.read()[-2000:]
+            raise util.CommandError(f"runc {' '.join(args)} failed (exit {cp.returncode}):\n{tail}")
+        return cp.returncode
+
+    def run(self, host, cid, bundle):
+        self._runc(host, "run", "-d", "--bundle", bundle, cid)
+        return self.state(host, cid)["pid"]
+
+    def state(self, host, cid):
+        cp = util.run(self.runc_cmd(host, "state", cid))
+        return json.loads(cp.stdout)
+
+    def list(self, host):
+        cp = util.run(self.runc_cmd(host, "list", "--format", "json"))
+        return json.loads(cp.stdout or "null") or []
+
+    def checkpoint(self, host, cid):
+        images = str(self.tmp / f"images-{cid}")
+        work = str(self.tmp / f"work-ckpt-{cid}")
+        os.makedirs(images)
+        os.makedirs(work)
+        self._runc(host, "--criu", self.criu, "checkpoint", "--image-path", images, "--work-path", work, cid,
+                   timeout=120)
+        return images
+
+    def restore(self, host, cid, bundle, images):
+        work = str(self.tmp / f"work-restore-{cid}")
+        os.makedirs(work)
+        self._runc(host, "--criu", self.criu, "restore", "-d", "--image-path", images, "--work-path", work,
+                   "--bundle", bundle, cid, timeout=120)
+        return self.state(host, cid)["pid"]
+
+    def kill(self, host, cid):
+        """runc kill KILL, wait for the init to go, runc delete."""
+        pid = self.state(host, cid)["pid"]
+        self._runc(host, "kill", cid, "KILL")
+        util.wait_gone(pid, timeout=20)
+        self._runc(host, "delete", "--force", cid, check=False)
+
+    def teardown(self):
+        for host in self.roots:
+            if not os.path.isdir(self.roots[host]):
+                continue
+            for c in self.list(host):
+                self._runc(host, "kill", c["id"], "KILL", check=False)
+                self._runc(host, "delete", "--force", c["id"], check=False)
+        shutil.rmtree(self.share, ignore_errors=True)
+
+
+def in_host(host, cmd, timeout=30, check=True):
+    return util.run(util.netns_cmd(host, cmd), timeout=timeout, check=check)
+
+
+def psql(c, host, addr, sql, timeout=30):
+    """psql of the rootfs (chroot), connecting over the lab host's veth."""
+    cp = in_host(host, ["chroot", os.path.join(c.rootfs, "root"), "psql", "-h", addr, "-U", "postgres",
+                        "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-c", sql], timeout=timeout)
+    return cp.stdout.strip()
+
+
+def pgrep(pattern):
+    cp = util.run(["pgrep", "-f", pattern], check=False)
+    return sorted(int(p) for p in cp.stdout.split())
+
+
+def host_uids(pid):
+    """Real uid and gid of pid as the host sees them."""
+    with open(f"/proc/{pid}/status") as f:
+        fields = dict(line.split(":", 1) for line in f if ":" in line)
+    return int(fields["Uid"].split()[0]), int(fields["Gid"].split()[0])
+
+
+def children(pid):
+    cp = util.run(["pgrep", "-P", str(pid)], check=False)
+    return sorted(int(p) for p in cp.stdout.split())
+
+
+def host_link_exists(host, ifname):
+    return in_host(host, ["ip", "link", "show", ifname], check=False).returncode == 0
+
+
+def assert_nothing_left(c, cid, marker, ifname, pids):
+    """After runc kill: runc lists nothing, every process of the container
+    (pids, and any matching marker) is gone, and so are both veth ends."""
+    for pid in pids:
+        util.wait_gone(pid, timeout=20)
+    for host in util.HOSTS:
+        assert not [x for x in c.list(host) if x["id"] == cid], f"runc ({host}) still lists {cid}"
+    util.wait_until(lambda: not pgrep(marker), 20, f"no process matching {marker!r}")
+    util.wait_until(lambda: not any(host_link_exists(h, ifname) for h in util.HOSTS), 20,
+                    f"veth {ifname} gone from both lab hosts")
+
+
+# ---- PostgreSQL: postmaster and background workers as uid postgres ---------------
+
+PG_DIGEST = "select count(*) || ':' || md5(string_agg(id || ':' || v, ',' order by id)) from t"
+
+
+@pytest.mark.time_limit(240)
+def test_postgres_userns_migrates_between_lab_hosts(containers):
+    c = containers
+    cid = c.name("pg")
+    pg = ids_of(c.rootfs, "postgres", "postgres")
+    data = c.dir("pgdata", owner=pg, mode=0o700)
+    addr, _host_end = c.address()
+    ip = addr.split("/")[0]
+    ifname = f"{util.LAB[:4]}p{c.tag}"
+    # cluster_name puts the container id into every PostgreSQL process title.
+    start = ("test -f /data/PG_VERSION || { initdb -D /data -U postgres --auth=trust -E UTF8 "
+             "--locale=C.UTF-8 >/tmp/initdb.log 2>&1 && echo 'host all all 0.0.0.0/0 trust' >> /data/pg_hba.conf; "
+             "} && exec postgres -D /data -c listen_addresses=* -c unix_socket_directories=/tmp "
+             f"-c shared_buffers=32MB -c cluster_name={cid}")
+    args = ["/bin/sh", "-c", start]
+    src_bundle = c.bundle(cid, "src", args, pg, [(data, "/data", False)], addr, ifname)
+    dst_bundle = c.bundle(cid, "dst", args, pg, [(data, "/data", False)], addr, ifname)
+
+    init = c.run("src", cid, src_bundle)
+    util.wait_until(lambda: psql(c, "src", ip, "select 1") == "1", 90, "PostgreSQL to accept connections on src")
+    # Non-root inside a user namespace: every PostgreSQL process is the
+    # container's postgres, host uid USERNS_BASE + its uid; background workers run.
+    procs = pgrep(f"postgres.*{cid}")
+    assert init in procs and len(procs) >= 5, f"postmaster + background workers expected, got {procs}"
+    for p in procs:
+        assert host_uids(p) == (USERNS_BASE + pg[0], USERNS_BASE + pg[1]), f"pid {p}: {host_uids(p)}"
+    with open(f"/proc/{init}/uid_map") as f:
+        assert f.read().split() == ["0", str(USERNS_BASE), str(USERNS_SIZE)]
+
+    psql(c, "src", ip, "create table t (id serial primary key, v text); "
+                       "insert into t (v) select md5(i::text) from generate_series(1, 20000) i")
+    before = psql(c, "src", ip, PG_DIGEST)
+    assert before.startswith("20000:")
+
+    images = c.checkpoint("src", cid)
+    assert not c.list("src"), "runc checkpoint leaves the container stopped and gone on src"
+    util.wait_gone(init, timeout=20)
+    assert not host_link_exists("src", ifname), "the src veth goes with the container's netns"
+
+    rinit = c.restore("dst", cid, dst_bundle, images)
+    listed = [x for x in c.list("dst") if x["id"] == cid]
+    assert listed and listed[0]["status"] == "running" and listed[0]["pid"] == rinit, listed
+    # The hook wired the restored container's (new, empty) netns on dst.
+    assert host_link_exists("dst", ifname) and not host_link_exists("src", ifname)
+    restored = pgrep(f"postgres.*{cid}")
+    assert rinit in restored and len(restored) >= 5, f"pgrep -f sees the restored tree: {restored}"
+    assert set(restored) <= {rinit, *children(rinit)}
+    for p in restored:
+        assert host_uids(p) == (USERNS_BASE + pg[0], USERNS_BASE + pg[1])
+
+    assert psql(c, "dst", ip, PG_DIGEST) == before, "table digest differs after the migration"
+    # New backends forked after the restore: inserts over new connections.
+    for i in range(3):
+        psql(c, "dst", ip, f"insert into t (v) values ('after-{i}')")
+    assert psql(c, "dst", ip, "select count(*) from t") == "20003"
+    assert psql(c, "dst", ip, "select string_agg(v, ',' order by id) from t where id > 20000") == \
+        "after-0,after-1,after-2"
+
+    c.kill("dst", cid)
+    assert_nothing_left(c, cid, cid, ifname, restored)
+
+
+# ---- NGINX: master as container root, workers as www-data ------------------------
+
+NGINX_CONF = """user www-data;
+worker_processes 2;
+pid /run/nginx.pid;
+error_log /tmp/nginx-error.log;
+events {{ worker_connections 64; }}
+http {{
+  access_log off;
+  client_body_temp_path /tmp/body; proxy_temp_path /tmp/proxy; fastcgi_temp_path /tmp/fastcgi;
+  uwsgi_temp_path /tmp/uwsgi; scgi_temp_path /tmp/scgi;
+  server {{ listen 80; root /srv/html; }}
+}}
+"""
+
+
+def fetch(host, ip, name, out):
+    in_host(host, ["curl", "-sf", "--max-time", "20", "-o", out, f"http://{ip}/{name}"])
+    with open(out, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+@pytest.mark.time_limit(180)
+def test_nginx_userns_www_data_workers_serve_identical_files(containers, tmp_path):
+    c = containers
+    cid = c.name("ngx")
+    www = ids_of(c.rootfs, "www-data", "www-data")
+    srv = c.dir("srv")
+    os.makedirs(os.path.join(srv, "html"))
+    conf = f"nginx-{cid}.conf"
+    with open(os.path.join(srv, conf), "w") as f:
+        f.write(NGINX_CONF.format())
+    files = {}
+    for name, size in (("small.txt", 1000), ("mid.bin", 300 * 1024), ("big.bin", 3 * 1024 * 1024 + 17)):
+        data = os.urandom(size)
+        with open(os.path.join(srv, "html", name), "wb") as f:
+            f.write(data)
+        files[name] = hashlib.sha256(data).hexdigest()
+    addr, _ = c.address()
+    ip = addr.split("/")[0]
+    ifname = f"{util.LAB[:4]}n{c.tag}"
+    args = ["nginx", "-c", f"/srv/{conf}", "-g", "daemon off;"]
+    marker = f"nginx -c /srv/{conf}"
+    binds = [(srv, "/srv", True)]
+    src_bundle = c.bundle(cid, "src", args, (0, 0), binds, addr, ifname)
+    dst_bundle = c.bundle(cid, "dst", args, (0, 0), binds, addr, ifname)
+
+    init = c.run("src", cid, src_bundle)
+    util.wait_until(lambda: fetch("src", ip, "small.txt", str(tmp_path / "probe")) == files["small.txt"], 30,
+                    "NGINX to serve on src")
+    workers = children(init)
+    assert len(workers) == 2, f"two workers expected: {workers}"
+    assert host_uids(init) == (USERNS_BASE, USERNS_BASE)
+    for w in workers:
+        assert host_uids(w) == (USERNS_BASE + www[0], USERNS_BASE + www[1]), f"worker {w}: {host_uids(w)}"
+    for name, digest in files.items():
+        assert fetch("src", ip, name, str(tmp_path / f"before-{name}")) == digest
+
+    images = c.checkpoint("src", cid)
+    util.wait_gone(init, timeout=20)
+    rinit = c.restore("dst", cid, dst_bundle, images)
+    assert [x["status"] for x in c.list("dst") if x["id"] == cid] == ["running"]
+    rworkers = children(rinit)
+    assert len(rworkers) == 2
+    for w in rworkers:
+        assert host_uids(w) == (USERNS_BASE + www[0], USERNS_BASE + www[1])
+    assert pgrep(marker) == [rinit], "pgrep -f finds the restored master (its title keeps the command line)"
+    # Byte-identical, several times (each request may land on either worker).
+    for _ in range(3):
+        for name, digest in files.items():
+            assert fetch("dst", ip, name, str(tmp_path / f"after-{name}")) == digest
+
+    c.kill("dst", cid)
+    assert_nothing_left(c, cid, marker, ifname, [rinit, *rworkers])
+
+
+# ---- Redis as a non-root user ----------------------------------------------------
+
+@pytest.mark.time_limit(120)
+def test_redis_userns_non_root_keeps_its_data(containers):
+    c = containers
+    cid = c.name("rds")
+    redis = ids_of(c.rootfs, "redis", "redis")
+    addr, _ = c.address()
+    ip = addr.split("/")[0]
+    ifname = f"{util.LAB[:4]}r{c.tag}"
+    args = ["redis-server", "--port", "6379", "--bind", "0.0.0.0", "--protected-mode", "no", "--save", "",
+            "--appendonly", "no", "--dir", "/tmp", "--logfile", "/tmp/redis.log", "--unixsocket", f"/tmp/{cid}.sock"]
+    src_bundle = c.bundle(cid, "src", args, redis, [], addr, ifname)
+    dst_bundle = c.bundle(cid, "dst", args, redis, [], addr, ifname)
+
+    def cli(host, *cmd):
+        return in_host(host, ["redis-cli", "-h", ip, *cmd]).stdout.strip()
+
+    init = c.run("src", cid, src_bundle)
+    util.wait_until(lambda: cli("src", "ping") == "PONG", 30, "Redis on src")
+    assert host_uids(init) == (USERNS_BASE + redis[0], USERNS_BASE + redis[1])
+    value = os.urandom(16 * 1024).hex()
+    cli("src", "set", "big", value)
+    for i in (0, 25, 50, 75):
+        cli("src", "set", f"k{i}", str(i * i))
+    cli("src", "debug", "populate", "20000", "pop", "64")
+    dbsize = cli("src", "dbsize")
+
+    images = c.checkpoint("src", cid)
+    util.wait_gone(init, timeout=20)
+    rinit = c.restore("dst", cid, dst_bundle, images)
+    assert host_uids(rinit) == (USERNS_BASE + redis[0], USERNS_BASE + redis[1])
+    # Redis retitles itself "redis-server ADDR:PORT".
+    assert rinit in pgrep("^redis-server 0.0.0.0:6379")
+    assert cli("dst", "get", "big") == value
+    assert cli("dst", "dbsize") == dbsize
+    assert cli("dst", "get", "k50") == "2500"
+    assert cli("dst", "set", "after", "1") == "OK"
+
+    c.kill("dst", cid)
+    assert_nothing_left(c, cid, f"/tmp/{cid}.sock", ifname, [rinit])
+
+
+# ---- bad input -------------------------------------------------------------------
+
+@pytest.mark.time_limit(120)
+def test_hook_failure_stops_the_container_and_leaves_nothing(containers):
+    """A hook that cannot wire the network (its veth name is taken on the lab
+    host) makes `runc run` fail: no container, no process, no new link."""
+    c = containers
+    cid = c.name("bad")
+    addr, _ = c.address()
+    taken = f"{util.LAB[:4]}x{c.tag}"
+    in_host("src", ["ip", "link", "add", taken, "type", "veth", "peer", "name", taken + "p"])
+    bundle = c.bundle(cid, "src", ["sleep", "600"], (0, 0), [], addr, taken)
+    rc = c._runc("src", "run", "-d", "--bundle", bundle, cid, check=False)
+    assert rc != 0
+    with open(c.tmp / "runc-src.log") as f:
+        log = f.read()
+    assert "cannot create veth" in log and "File exists" in log, log
+    assert not [x for x in c.list("src") if x["id"] == cid and x["status"] != "stopped"]
+    c._runc("src", "delete", "--force", cid, check=False)
+    assert not [x for x in c.list("src") if x["id"] == cid]
+    assert not pgrep(f"sleep 600.*{cid}")
+    out = in_host("src", ["ip", "-o", "link", "show"]).stdout
+    assert [ln.split(":")[1].strip().split("@")[0] for ln in out.splitlines()].count(taken) == 1
+
+
+@pytest.mark.time_limit(60)
+def test_hook_refuses_bad_state_and_shared_netns(lab):
+    def hook(state, *extra):
+        args = [util.DISTRIPROC, "container-net", "hook", "--host", "src", "--ifname", "dpbadhook",
+                "--addr", "10.251.250.2/30", *extra]
+        env = dict(os.environ, DISTRIPROC_LAB=util.LAB)
+        return util.run(args, input=state, env=env, check=False)
+
+    cp = hook("not json")
+    assert cp.returncode == 1 and "not JSON" in cp.stderr and "createRuntime hook" in cp.stderr
+    cp = hook('{"ociVersion": "1.0.2", "status": "creating"}')
+    assert cp.returncode == 1 and "\"pid\"" in cp.stderr
+    # This very process shares the host's network namespace: never wired.
+    cp = hook(json.dumps({"ociVersion": "1.0.2", "pid": os.getpid()}))
+    assert cp.returncode == 1 and "shares this host's network namespace" in cp.stderr
+    cp = hook("{}", "--addr", "10.251.250.0/30")
+    assert cp.returncode == 2 and "network address" in cp.stderr
+    assert not host_link_exists("src", "dpbadhook")
