@@ -21,6 +21,7 @@ static const struct command commands[] = {
     {"bench", cmd_bench, "benchmarks against raw baselines, JSON out: server, ttfr, faults, warmup, remote-fraction"},
     {"hotset", cmd_hotset, "inspect, check, merge and compare hot sets (working sets of a checkpoint)"},
     {"keygen", cmd_keygen, "create a pre-shared key file for serve/restore"},
+    {"bundle", cmd_bundle, "write an OCI bundle (config.json, optionally a host rootfs) for a runc container"},
     {"restore", cmd_restore, "restore lazily: run now, fetch each page when first touched"},
     {"stats", cmd_stats, "fault, fetch, prefetch and latency stats of a lazy restore"},
     {"sync", cmd_sync, "write back every page a restored process modified (restore --budget)"},
