@@ -23,6 +23,7 @@ static const struct command commands[] = {
     {"keygen", cmd_keygen, "create a pre-shared key file for serve/restore"},
     {"bundle", cmd_bundle, "write an OCI bundle (config.json, optionally a host rootfs) for a runc container"},
     {"restore", cmd_restore, "restore lazily: run now, fetch each page when first touched"},
+    {"lazy-pages", cmd_lazypages, "the lazy-pages daemon alone, for runc/podman restores you run yourself"},
     {"stats", cmd_stats, "fault, fetch, prefetch and latency stats of a lazy restore"},
     {"sync", cmd_sync, "write back every page a restored process modified (restore --budget)"},
     {"migrate", cmd_migrate, "lab: checkpoint on src, serve, restore lazily on dst, probe (time to first reply)"},
