@@ -9,7 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "json.h"
+#include <jansson.h>
 
 /* ---- writing ----------------------------------------------------------------- */
 
@@ -29,15 +29,13 @@ static const char *const readonly_paths[] = {
     "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
 };
 
-static void out_str_array(struct dp_json_out *o, const char *const *v, size_t n)
+/* A JSON array of strings. */
+static json_t *str_array(const char *const *v, size_t n)
 {
-    dp_json_out_raw(o, "[");
-    for (size_t i = 0; i < n; i++) {
-        if (i)
-            dp_json_out_raw(o, ", ");
-        dp_json_out_str(o, v[i]);
-    }
-    dp_json_out_raw(o, "]");
+    json_t *arr = json_array();
+    for (size_t i = 0; arr && i < n; i++)
+        json_array_append_new(arr, json_string(v[i]));
+    return arr;
 }
 
 static size_t null_len(const char *const *v)
@@ -49,35 +47,24 @@ static size_t null_len(const char *const *v)
 }
 
 /* One mount entry; options is a comma-separated list. */
-static void out_mount(struct dp_json_out *o, const char *dest, const char *type, const char *source,
-                      const char *options)
+static void add_mount(json_t *mounts, const char *dest, const char *type, const char *source, const char *options)
 {
-    dp_json_out_raw(o, ",\n    {\"destination\": ");
-    dp_json_out_str(o, dest);
-    dp_json_out_raw(o, ", \"type\": ");
-    dp_json_out_str(o, type);
-    dp_json_out_raw(o, ", \"source\": ");
-    dp_json_out_str(o, source);
-    dp_json_out_raw(o, ", \"options\": [");
+    json_t *opts = json_array();
     char buf[256];
     snprintf(buf, sizeof(buf), "%s", options);
-    int first = 1;
-    for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-        if (!first)
-            dp_json_out_raw(o, ", ");
-        dp_json_out_str(o, t);
-        first = 0;
-    }
-    dp_json_out_raw(o, "]}");
+    for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save))
+        json_array_append_new(opts, json_string(t));
+    json_array_append_new(mounts, json_pack("{s:s, s:s, s:s, s:o}", "destination", dest, "type", type, "source",
+                                            source, "options", opts));
 }
 
-static void out_idmaps(struct dp_json_out *o, const char *name, const struct dp_bundle_idmap *m, size_t n)
+static json_t *idmaps(const struct dp_bundle_idmap *m, size_t n)
 {
-    dp_json_out_fmt(o, ",\n    \"%s\": [", name);
+    json_t *arr = json_array();
     for (size_t i = 0; i < n; i++)
-        dp_json_out_fmt(o, "%s{\"containerID\": %u, \"hostID\": %u, \"size\": %u}", i ? ", " : "",
-                        m[i].container_id, m[i].host_id, m[i].size);
-    dp_json_out_raw(o, "]");
+        json_array_append_new(arr, json_pack("{s:I, s:I, s:I}", "containerID", (json_int_t)m[i].container_id,
+                                             "hostID", (json_int_t)m[i].host_id, "size", (json_int_t)m[i].size));
+    return arr;
 }
 
 /* Absolute, no "..", no empty or "." component: a mount target runc accepts
@@ -155,73 +142,69 @@ int dp_bundle_config_json(const struct dp_bundle_spec *s, char **out, struct dp_
     if (check_spec(s, err) < 0)
         return -1;
     int userns = s->nuid_maps > 0;
-    struct dp_json_out o = {0};
-    dp_json_out_raw(&o, "{\n  \"ociVersion\": \"1.0.2\",\n  \"process\": {\n    \"terminal\": false,\n");
-    dp_json_out_fmt(&o, "    \"user\": {\"uid\": %u, \"gid\": %u},\n    \"args\": ", s->uid, s->gid);
-    out_str_array(&o, s->args, null_len(s->args));
-    dp_json_out_raw(&o, ",\n    \"env\": [\"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\"");
-    for (size_t i = 0; i < null_len(s->env); i++) {
-        dp_json_out_raw(&o, ", ");
-        dp_json_out_str(&o, s->env[i]);
-    }
-    dp_json_out_raw(&o, "],\n    \"cwd\": ");
-    dp_json_out_str(&o, s->cwd ? s->cwd : "/");
-    dp_json_out_raw(&o, ",\n    \"capabilities\": {");
-    const char *sets[] = {"bounding", "effective", "permitted"};
-    for (size_t i = 0; i < DP_ARRAY_LEN(sets); i++) {
-        dp_json_out_fmt(&o, "%s\"%s\": ", i ? ", " : "", sets[i]);
-        out_str_array(&o, caps, DP_ARRAY_LEN(caps));
-    }
+    json_t *env = str_array(s->env, null_len(s->env));
+    json_array_insert_new(env, 0, json_string("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"));
     /* No rlimits: raising one needs CAP_SYS_RESOURCE, which root may lack;
      * the container inherits runc's. */
-    dp_json_out_raw(&o, "},\n    \"noNewPrivileges\": true\n  },\n  \"root\": {\"path\": ");
-    dp_json_out_str(&o, s->rootfs);
-    dp_json_out_fmt(&o, ", \"readonly\": %s},\n  \"hostname\": ", s->rootfs_readonly ? "true" : "false");
-    dp_json_out_str(&o, s->hostname ? s->hostname : "distriproc");
-    dp_json_out_raw(&o, ",\n  \"mounts\": [\n    {\"destination\": \"/proc\", \"type\": \"proc\", \"source\": \"proc\"}");
-    out_mount(&o, "/dev", "tmpfs", "tmpfs", "nosuid,strictatime,mode=755,size=65536k");
+    json_t *process = json_pack(
+        "{s:b, s:{s:I, s:I}, s:o, s:o, s:s, s:{s:o, s:o, s:o}, s:b}", "terminal", 0, "user", "uid",
+        (json_int_t)s->uid, "gid", (json_int_t)s->gid, "args", str_array(s->args, null_len(s->args)), "env", env,
+        "cwd", s->cwd ? s->cwd : "/", "capabilities", "bounding", str_array(caps, DP_ARRAY_LEN(caps)), "effective",
+        str_array(caps, DP_ARRAY_LEN(caps)), "permitted", str_array(caps, DP_ARRAY_LEN(caps)), "noNewPrivileges", 1);
+    json_t *mounts = json_array();
+    json_array_append_new(mounts, json_pack("{s:s, s:s, s:s}", "destination", "/proc", "type", "proc", "source", "proc"));
+    add_mount(mounts, "/dev", "tmpfs", "tmpfs", "nosuid,strictatime,mode=755,size=65536k");
     /* gid=5 (tty) exists only when mapped: left out in a user namespace */
-    out_mount(&o, "/dev/pts", "devpts", "devpts",
+    add_mount(mounts, "/dev/pts", "devpts", "devpts",
               userns ? "nosuid,noexec,newinstance,ptmxmode=0666,mode=0620"
                      : "nosuid,noexec,newinstance,ptmxmode=0666,mode=0620,gid=5");
-    out_mount(&o, "/dev/shm", "tmpfs", "shm", "nosuid,noexec,nodev,mode=1777,size=65536k");
-    out_mount(&o, "/dev/mqueue", "mqueue", "mqueue", "nosuid,noexec,nodev");
+    add_mount(mounts, "/dev/shm", "tmpfs", "shm", "nosuid,noexec,nodev,mode=1777,size=65536k");
+    add_mount(mounts, "/dev/mqueue", "mqueue", "mqueue", "nosuid,noexec,nodev");
     /* sysfs can be mounted only by the owner of the network namespace: in a
      * user namespace joined to a host-owned one, /sys is a read-only bind */
     if (userns)
-        out_mount(&o, "/sys", "none", "/sys", "bind,nosuid,noexec,nodev,ro");
+        add_mount(mounts, "/sys", "none", "/sys", "bind,nosuid,noexec,nodev,ro");
     else
-        out_mount(&o, "/sys", "sysfs", "sysfs", "nosuid,noexec,nodev,ro");
+        add_mount(mounts, "/sys", "sysfs", "sysfs", "nosuid,noexec,nodev,ro");
     if (s->tmp_tmpfs)
-        out_mount(&o, "/tmp", "tmpfs", "tmpfs", "nosuid,nodev,mode=1777");
+        add_mount(mounts, "/tmp", "tmpfs", "tmpfs", "nosuid,nodev,mode=1777");
     for (size_t i = 0; i < s->nbinds; i++)
-        out_mount(&o, s->binds[i].dest, "bind", s->binds[i].source,
+        add_mount(mounts, s->binds[i].dest, "bind", s->binds[i].source,
                   s->binds[i].readonly ? "bind,ro,nosuid,nodev" : "bind,nosuid,nodev");
-    dp_json_out_raw(&o, "\n  ],\n  \"linux\": {\n    \"namespaces\": [{\"type\": \"pid\"}, {\"type\": \"ipc\"}, "
-                        "{\"type\": \"uts\"}, {\"type\": \"mount\"}");
+    json_t *ns = json_pack("[{s:s}, {s:s}, {s:s}, {s:s}]", "type", "pid", "type", "ipc", "type", "uts", "type", "mount");
     if (userns)
-        dp_json_out_raw(&o, ", {\"type\": \"user\"}");
-    dp_json_out_raw(&o, ", {\"type\": \"network\"");
-    if (s->netns_path) {
-        dp_json_out_raw(&o, ", \"path\": ");
-        dp_json_out_str(&o, s->netns_path);
+        json_array_append_new(ns, json_pack("{s:s}", "type", "user"));
+    json_t *net = json_pack("{s:s}", "type", "network");
+    if (s->netns_path)
+        json_object_set_new(net, "path", json_string(s->netns_path));
+    json_array_append_new(ns, net);
+    json_t *linux_ = json_pack("{s:o, s:o, s:o}", "namespaces", ns, "maskedPaths",
+                               str_array(masked, DP_ARRAY_LEN(masked)), "readonlyPaths",
+                               str_array(readonly_paths, DP_ARRAY_LEN(readonly_paths)));
+    if (userns && linux_) {
+        json_object_set_new(linux_, "uidMappings", idmaps(s->uid_maps, s->nuid_maps));
+        json_object_set_new(linux_, "gidMappings", idmaps(s->gid_maps, s->ngid_maps));
     }
-    dp_json_out_raw(&o, "}]");
-    if (userns) {
-        out_idmaps(&o, "uidMappings", s->uid_maps, s->nuid_maps);
-        out_idmaps(&o, "gidMappings", s->gid_maps, s->ngid_maps);
-    }
-    dp_json_out_raw(&o, ",\n    \"maskedPaths\": ");
-    out_str_array(&o, masked, DP_ARRAY_LEN(masked));
-    dp_json_out_raw(&o, ",\n    \"readonlyPaths\": ");
-    out_str_array(&o, readonly_paths, DP_ARRAY_LEN(readonly_paths));
-    dp_json_out_raw(&o, "\n  }\n}\n");
-    if (o.oom) {
-        free(o.buf);
-        dp_err_set(err, "out of memory building config.json");
+    json_t *root = json_pack("{s:s, s:o, s:{s:s, s:b}, s:s, s:o, s:o}", "ociVersion", "1.0.2", "process", process,
+                             "root", "path", s->rootfs, "readonly", s->rootfs_readonly, "hostname",
+                             s->hostname ? s->hostname : "distriproc", "mounts", mounts, "linux", linux_);
+    char *text = root ? json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(root);
+    if (!text) {
+        dp_err_set(err, "cannot build config.json (out of memory, or a string that is not UTF-8)");
         return -1;
     }
-    *out = o.buf;
+    /* with a final newline, like an editor would save it */
+    size_t n = strlen(text);
+    char *t = realloc(text, n + 2);
+    if (!t) {
+        free(text);
+        dp_err_set(err, "out of memory");
+        return -1;
+    }
+    t[n] = '\n';
+    t[n + 1] = '\0';
+    *out = t;
     return 0;
 }
 
@@ -268,18 +251,24 @@ static int copy_str(char *dst, size_t len, const char *src, const char *what, st
     return 0;
 }
 
+/* obj.key as a string, or NULL. */
+static const char *get_str(const json_t *obj, const char *key)
+{
+    return json_string_value(json_object_get(obj, key));
+}
+
 int dp_bundle_parse(const char *dir, const char *text, size_t len, struct dp_bundle_info *b, struct dp_err *err)
 {
     memset(b, 0, sizeof(*b));
-    struct dp_json *root;
-    struct dp_err jerr;
-    if (dp_json_parse(text, len, &root, &jerr) < 0) {
-        dp_err_set(err, "%s/config.json: %s", dir, jerr.msg);
+    json_error_t jerr;
+    json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root) {
+        dp_err_set(err, "%s/config.json is not valid JSON: %s (line %d, column %d)", dir, jerr.text, jerr.line,
+                   jerr.column);
         return -1;
     }
     int rc = -1;
-    const struct dp_json *jroot = dp_json_get(root, "root");
-    const char *rpath = dp_json_get_str(jroot, "path");
+    const char *rpath = get_str(json_object_get(root, "root"), "path");
     if (copy_str(b->dir, sizeof(b->dir), dir, "the bundle path", err) < 0)
         goto out;
     if (!rpath || !*rpath) {
@@ -293,50 +282,51 @@ int dp_bundle_parse(const char *dir, const char *text, size_t len, struct dp_bun
         dp_err_set(err, "config.json: root.path is too long");
         goto out;
     }
-    const struct dp_json *linux_ = dp_json_get(root, "linux");
-    const struct dp_json *ns = dp_json_get(linux_, "namespaces");
-    if (ns && ns->type == DP_JSON_ARRAY) {
-        for (const struct dp_json *n = ns->child; n; n = n->next) {
-            const char *type = dp_json_get_str(n, "type"), *path = dp_json_get_str(n, "path");
-            if (type && strcmp(type, "network") == 0 && path &&
-                copy_str(b->netns_path, sizeof(b->netns_path), path, "the network namespace path", err) < 0)
-                goto out;
-            if (type && strcmp(type, "user") == 0)
-                b->userns = 1;
-        }
+    size_t i;
+    json_t *n;
+    json_array_foreach(json_object_get(json_object_get(root, "linux"), "namespaces"), i, n) {
+        const char *type = get_str(n, "type"), *path = get_str(n, "path");
+        if (type && strcmp(type, "network") == 0 && path &&
+            copy_str(b->netns_path, sizeof(b->netns_path), path, "the network namespace path", err) < 0)
+            goto out;
+        if (type && strcmp(type, "user") == 0)
+            b->userns = 1;
     }
-    const struct dp_json *mounts = dp_json_get(root, "mounts");
-    if (mounts && mounts->type == DP_JSON_ARRAY && mounts->len) {
-        b->mounts = calloc(mounts->len, sizeof(*b->mounts));
+    json_t *mounts = json_object_get(root, "mounts");
+    if (json_array_size(mounts)) {
+        b->mounts = calloc(json_array_size(mounts), sizeof(*b->mounts));
         if (!b->mounts) {
             dp_err_set(err, "out of memory");
             goto out;
         }
-        for (const struct dp_json *m = mounts->child; m; m = m->next) {
-            const char *dest = dp_json_get_str(m, "destination"), *src = dp_json_get_str(m, "source");
-            const char *type = dp_json_get_str(m, "type");
-            if (!dest || dest[0] != '/') {
-                dp_err_set(err, "%s/config.json: a mount without an absolute destination", dir);
-                goto out;
-            }
-            struct dp_bundle_mount *bm = &b->mounts[b->nmounts++];
-            if (copy_str(bm->dest, sizeof(bm->dest), dest, "a mount destination", err) < 0 ||
-                copy_str(bm->source, sizeof(bm->source), src ? src : "", "a mount source", err) < 0)
-                goto out;
-            bm->bind = type && strcmp(type, "bind") == 0;
-            const struct dp_json *opts = dp_json_get(m, "options");
-            for (const struct dp_json *o = opts ? opts->child : NULL; o; o = o->next)
-                if (o->type == DP_JSON_STRING && (!strcmp(o->str, "bind") || !strcmp(o->str, "rbind")))
-                    bm->bind = 1;
-            if (bm->bind && bm->source[0] != '/') {
-                dp_err_set(err, "%s/config.json: bind mount on %s has no absolute source", dir, dest);
-                goto out;
-            }
+    }
+    json_t *m;
+    json_array_foreach(mounts, i, m) {
+        const char *dest = get_str(m, "destination"), *src = get_str(m, "source"), *type = get_str(m, "type");
+        if (!dest || dest[0] != '/') {
+            dp_err_set(err, "%s/config.json: a mount without an absolute destination", dir);
+            goto out;
+        }
+        struct dp_bundle_mount *bm = &b->mounts[b->nmounts++];
+        if (copy_str(bm->dest, sizeof(bm->dest), dest, "a mount destination", err) < 0 ||
+            copy_str(bm->source, sizeof(bm->source), src ? src : "", "a mount source", err) < 0)
+            goto out;
+        bm->bind = type && strcmp(type, "bind") == 0;
+        size_t j;
+        json_t *o;
+        json_array_foreach(json_object_get(m, "options"), j, o) {
+            const char *opt = json_string_value(o);
+            if (opt && (!strcmp(opt, "bind") || !strcmp(opt, "rbind")))
+                bm->bind = 1;
+        }
+        if (bm->bind && bm->source[0] != '/') {
+            dp_err_set(err, "%s/config.json: bind mount on %s has no absolute source", dir, dest);
+            goto out;
         }
     }
     rc = 0;
 out:
-    dp_json_free(root);
+    json_decref(root);
     if (rc < 0)
         dp_bundle_info_free(b);
     return rc;

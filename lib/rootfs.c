@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <jansson.h>
 #include <limits.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -12,7 +13,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "json.h"
 
 #define MAX_TASKS 4096
 
@@ -88,28 +88,23 @@ void dp_rootfs_finish(struct dp_rootfs_manifest *m)
 
 char *dp_rootfs_to_json(const struct dp_rootfs_manifest *m)
 {
-    struct dp_json_out o = {0};
     char hex[2 * DP_ROOTFS_HASH + 1];
-    dp_rootfs_hex(m->digest, hex);
-    dp_json_out_fmt(&o, "{\"version\": 1, \"digest\": \"%s\", \"files\": [", hex);
-    for (size_t i = 0; i < m->n; i++) {
+    json_t *files = json_array();
+    for (size_t i = 0; files && i < m->n; i++) {
         const struct dp_rootfs_entry *e = &m->e[i];
-        dp_json_out_raw(&o, i ? ",\n  {\"path\": " : "\n  {\"path\": ");
-        dp_json_out_str(&o, e->path);
-        dp_json_out_fmt(&o, ", \"kind\": \"%s\", \"size\": %llu, \"mode\": %u", kind_names[e->kind],
-                        (unsigned long long)e->size, (unsigned)e->mode);
-        if (e->kind == DP_ROOTFS_MAPPED) {
+        json_t *f = json_pack("{s:s, s:s, s:I, s:I}", "path", e->path, "kind", kind_names[e->kind], "size",
+                              (json_int_t)e->size, "mode", (json_int_t)e->mode);
+        if (f && e->kind == DP_ROOTFS_MAPPED) {
             dp_rootfs_hex(e->hash, hex);
-            dp_json_out_fmt(&o, ", \"blake2b\": \"%s\"", hex);
+            json_object_set_new(f, "blake2b", json_string(hex));
         }
-        dp_json_out_raw(&o, "}");
+        json_array_append_new(files, f);
     }
-    dp_json_out_raw(&o, "\n]}\n");
-    if (o.oom) {
-        free(o.buf);
-        return NULL;
-    }
-    return o.buf;
+    dp_rootfs_hex(m->digest, hex);
+    json_t *root = json_pack("{s:i, s:s, s:o}", "version", 1, "digest", hex, "files", files);
+    char *text = root ? json_dumps(root, JSON_INDENT(1) | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(root);
+    return text;
 }
 
 static int unhex(const char *s, uint8_t out[DP_ROOTFS_HASH])
@@ -129,27 +124,30 @@ static int unhex(const char *s, uint8_t out[DP_ROOTFS_HASH])
 int dp_rootfs_from_json(const char *text, size_t len, struct dp_rootfs_manifest *m, struct dp_err *err)
 {
     memset(m, 0, sizeof(*m));
-    struct dp_json *root;
-    struct dp_err jerr;
-    if (dp_json_parse(text, len, &root, &jerr) < 0) {
-        dp_err_set(err, "%s: %s", DP_ROOTFS_FILE, jerr.msg);
+    json_error_t jerr;
+    json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root) {
+        dp_err_set(err, "%s is not valid JSON: %s", DP_ROOTFS_FILE, jerr.text);
         return -1;
     }
     int rc = -1;
-    const struct dp_json *ver = dp_json_get(root, "version"), *files = dp_json_get(root, "files");
+    json_t *ver = json_object_get(root, "version"), *files = json_object_get(root, "files");
     uint8_t digest[DP_ROOTFS_HASH];
-    if (!ver || ver->type != DP_JSON_NUMBER || ver->num != 1 || !files || files->type != DP_JSON_ARRAY ||
-        unhex(dp_json_get_str(root, "digest"), digest) < 0) {
+    if (!json_is_integer(ver) || json_integer_value(ver) != 1 || !json_is_array(files) ||
+        unhex(json_string_value(json_object_get(root, "digest")), digest) < 0) {
         dp_err_set(err, "%s: not a version 1 manifest (version, digest, files)", DP_ROOTFS_FILE);
         goto out;
     }
-    for (const struct dp_json *f = files->child; f; f = f->next) {
-        const char *path = dp_json_get_str(f, "path"), *kind = dp_json_get_str(f, "kind");
-        const struct dp_json *size = dp_json_get(f, "size"), *mode = dp_json_get(f, "mode");
+    size_t i;
+    json_t *f;
+    json_array_foreach(files, i, f) {
+        const char *path = json_string_value(json_object_get(f, "path")),
+                   *kind = json_string_value(json_object_get(f, "kind"));
+        json_t *size = json_object_get(f, "size"), *mode = json_object_get(f, "mode");
         int k = kind && !strcmp(kind, "mapped") ? DP_ROOTFS_MAPPED : kind && !strcmp(kind, "open") ? DP_ROOTFS_OPEN : -1;
-        if (!path || k < 0 || !size || size->type != DP_JSON_NUMBER || size->num < 0 || size->num > 9e15 ||
-            !mode || mode->type != DP_JSON_NUMBER || mode->num < 0 || mode->num > 0xffffffu) {
-            dp_err_set(err, "%s: file entry %zu is incomplete (path, kind, size, mode)", DP_ROOTFS_FILE, m->n);
+        if (!path || k < 0 || !json_is_integer(size) || json_integer_value(size) < 0 || !json_is_integer(mode) ||
+            json_integer_value(mode) < 0 || json_integer_value(mode) > 0xffffff) {
+            dp_err_set(err, "%s: file entry %zu is incomplete (path, kind, size, mode)", DP_ROOTFS_FILE, i);
             goto out;
         }
         size_t before = m->n;
@@ -159,9 +157,9 @@ int dp_rootfs_from_json(const char *text, size_t len, struct dp_rootfs_manifest 
                        DP_ROOTFS_FILE, path);
             goto out;
         }
-        e->size = (uint64_t)size->num;
-        e->mode = (uint32_t)mode->num;
-        if (k == DP_ROOTFS_MAPPED && unhex(dp_json_get_str(f, "blake2b"), e->hash) < 0) {
+        e->size = (uint64_t)json_integer_value(size);
+        e->mode = (uint32_t)json_integer_value(mode);
+        if (k == DP_ROOTFS_MAPPED && unhex(json_string_value(json_object_get(f, "blake2b")), e->hash) < 0) {
             dp_err_set(err, "%s: mapped file '%.200s' has no valid blake2b", DP_ROOTFS_FILE, path);
             goto out;
         }
@@ -174,7 +172,7 @@ int dp_rootfs_from_json(const char *text, size_t len, struct dp_rootfs_manifest 
     }
     rc = 0;
 out:
-    dp_json_free(root);
+    json_decref(root);
     if (rc < 0)
         dp_rootfs_free(m);
     return rc;

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <jansson.h>
 #include <limits.h>
 #include <sched.h>
 #include <signal.h>
@@ -13,7 +14,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "json.h"
 #include "orch.h"
 
 /* ---- pure: versions, IDs, argv ------------------------------------------------ */
@@ -136,30 +136,31 @@ int dp_runc_simple_args(const struct dp_runc *r, const char *action, const char 
 int dp_runc_state_parse(const char *json, size_t len, struct dp_runc_state *st, struct dp_err *err)
 {
     memset(st, 0, sizeof(*st));
-    struct dp_json *root;
-    struct dp_err jerr;
-    if (dp_json_parse(json, len, &root, &jerr) < 0) {
-        dp_err_set(err, "runc state printed no JSON: %s", jerr.msg);
+    json_error_t jerr;
+    json_t *root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root) {
+        dp_err_set(err, "runc state printed no valid JSON: %s", jerr.text);
         return -1;
     }
-    const struct dp_json *pid = dp_json_get(root, "pid");
-    const char *status = dp_json_get_str(root, "status"), *bundle = dp_json_get_str(root, "bundle"),
-               *rootfs = dp_json_get_str(root, "rootfs");
+    json_t *pid = json_object_get(root, "pid");
+    const char *status = json_string_value(json_object_get(root, "status")),
+               *bundle = json_string_value(json_object_get(root, "bundle")),
+               *rootfs = json_string_value(json_object_get(root, "rootfs"));
     int rc = -1;
-    if (!pid || pid->type != DP_JSON_NUMBER || pid->num < 0 || pid->num > INT32_MAX || pid->num != (int)pid->num ||
-        !status || !bundle || !rootfs) {
+    if (!json_is_integer(pid) || json_integer_value(pid) < 0 || json_integer_value(pid) > INT32_MAX || !status ||
+        !bundle || !rootfs) {
         dp_err_set(err, "runc state lacks pid, status, bundle or rootfs");
     } else if (strlen(status) >= sizeof(st->status) || strlen(bundle) >= sizeof(st->bundle) ||
                strlen(rootfs) >= sizeof(st->rootfs)) {
         dp_err_set(err, "runc state: a field is too long");
     } else {
-        st->pid = (int)pid->num;
+        st->pid = (int)json_integer_value(pid);
         strcpy(st->status, status);
         strcpy(st->bundle, bundle);
         strcpy(st->rootfs, rootfs);
         rc = 0;
     }
-    dp_json_free(root);
+    json_decref(root);
     return rc;
 }
 

@@ -5,6 +5,7 @@
  * the rootfs directory. */
 #include <errno.h>
 #include <getopt.h>
+#include <jansson.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,7 +16,6 @@
 #include "bundle.h"
 #include "commands.h"
 #include "criu.h"
-#include "json.h"
 #include "lab.h"
 #include "util.h"
 
@@ -310,20 +310,14 @@ int cmd_bundle(int argc, char **argv)
     if (json) {
         char cfg[PATH_MAX + 16];
         snprintf(cfg, sizeof(cfg), "%s/config.json", bundle);
-        struct dp_json_out o = {0};
-        dp_json_out_raw(&o, "{\"bundle\": ");
-        dp_json_out_str(&o, bundle);
-        dp_json_out_raw(&o, ", \"config\": ");
-        dp_json_out_str(&o, cfg);
-        dp_json_out_raw(&o, ", \"rootfs\": ");
-        dp_json_out_str(&o, rootpath);
-        dp_json_out_raw(&o, "}\n");
-        if (o.oom) {
-            dp_error("out of memory");
+        json_t *o = json_pack("{s:s, s:s, s:s}", "bundle", bundle, "config", cfg, "rootfs", rootpath);
+        if (!o || json_dumpf(o, stdout, JSON_PRESERVE_ORDER | JSON_COMPACT) < 0) {
+            dp_error("cannot print the result as JSON");
+            json_decref(o);
             return 1;
         }
-        fputs(o.buf, stdout);
-        free(o.buf);
+        json_decref(o);
+        putchar('\n');
     } else
         printf("wrote %s/config.json (rootfs %s%s%s)\n", bundle, rootpath, netns ? ", network namespace " : "",
                netns ? netns : "");

@@ -19,7 +19,6 @@
 #include "classify.h"
 #include "criu.h"
 #include "image.h"
-#include "json.h"
 #include "kdat.h"
 #include "lab.h"
 #include "rootfs.h"

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <jansson.h>
 #include <limits.h>
 #include <sched.h>
 #include <signal.h>
@@ -30,7 +31,6 @@
 #include "criu.h"
 #include "lab.h"
 #include "hotset.h"
-#include "json.h"
 #include "kdat.h"
 #include "key.h"
 #include "lazyd.h"
@@ -638,6 +638,18 @@ static int runc_prepare(const struct restore_args *a, struct runc_ctx *rc)
     return 0;
 }
 
+/* One JSON object on one line of stdout (takes the reference). */
+static int print_json(json_t *o)
+{
+    int rc = o && json_dumpf(o, stdout, JSON_PRESERVE_ORDER | JSON_COMPACT | JSON_REAL_PRECISION(10)) == 0 ? 0 : -1;
+    json_decref(o);
+    if (rc < 0)
+        dp_error("cannot print the result as JSON");
+    else
+        putchar('\n');
+    return rc;
+}
+
 /* --foreground: stays until the daemon exits; its status becomes ours. */
 static int wait_daemon(const struct restore_args *a, pid_t daemon, const char *workdir)
 {
@@ -660,24 +672,13 @@ static int lazy_pages_report(const struct restore_args *a, pid_t daemon, const c
                              uint64_t skel_bytes)
 {
     if (a->json) {
-        struct dp_json_out o = {0};
         char sock[PATH_MAX + 32];
         snprintf(sock, sizeof(sock), "%s/lazy-pages.socket", workdir);
-        dp_json_out_fmt(&o, "{\"daemon_pid\": %d, \"socket\": ", (int)daemon);
-        dp_json_out_str(&o, sock);
-        dp_json_out_raw(&o, ", \"workdir\": ");
-        dp_json_out_str(&o, workdir);
-        dp_json_out_raw(&o, ", \"images\": ");
-        dp_json_out_str(&o, images);
-        dp_json_out_raw(&o, ", \"source\": ");
-        dp_json_out_str(&o, a->images ? "local" : a->source);
-        dp_json_out_fmt(&o, ", \"skeleton_bytes\": %llu}\n", (unsigned long long)skel_bytes);
-        if (o.oom) {
-            dp_error("out of memory");
+        json_t *o = json_pack("{s:i, s:s, s:s, s:s, s:s, s:I}", "daemon_pid", (int)daemon, "socket", sock, "workdir",
+                              workdir, "images", images, "source", a->images ? "local" : a->source,
+                              "skeleton_bytes", (json_int_t)skel_bytes);
+        if (print_json(o) < 0)
             return 1;
-        }
-        fputs(o.buf, stdout);
-        free(o.buf);
     } else {
         printf("lazy-pages daemon pid %d listening on %s/lazy-pages.socket\n"
                "images (without lazy memory) in %s; restore against it, e.g.:\n"
@@ -1004,29 +1005,15 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
     int pid = dp_read_pid_file(pidfile);
     double restore_s = (double)(t_done - t_criu) / 1e9, total_s = (double)(t_done - t_start) / 1e9;
     if (a.json) {
-        struct dp_json_out o = {0};
-        dp_json_out_fmt(&o, "{\"pid\": %d, \"restore_s\": %.6f, \"total_s\": %.6f, \"daemon_pid\": %d, \"workdir\": ",
-                        pid, restore_s, total_s, (int)daemon);
-        dp_json_out_str(&o, workdir);
-        dp_json_out_raw(&o, ", \"source\": ");
-        dp_json_out_str(&o, a.images ? "local" : a.source);
-        dp_json_out_fmt(&o, ", \"skeleton_bytes\": %llu, \"prefetch\": ", (unsigned long long)skel_bytes);
-        dp_json_out_str(&o, a.prefetch);
-        dp_json_out_fmt(&o, ", \"hotset_pages\": %llu, \"hotset_source\": \"%s\", \"hotset_mode\": \"%s\", "
-                            "\"record_trace_s\": %.1f, \"skeleton_s\": %.6f, \"daemon_start_s\": %.6f, \"runc_id\": ",
-                        (unsigned long long)hs_pages, hs_source, a.stage ? "stage" : "install", a.record_s,
-                        (double)(t_skel - t_start) / 1e9, (double)(t_daemon - t_skel) / 1e9);
-        if (a.runc_id)
-            dp_json_out_str(&o, a.runc_id);
-        else
-            dp_json_out_raw(&o, "null");
-        dp_json_out_raw(&o, "}\n");
-        if (o.oom) {
-            dp_error("out of memory");
+        json_t *o = json_pack("{s:i, s:f, s:f, s:i, s:s, s:s, s:I, s:s, s:I, s:s, s:s, s:f, s:f, s:f, s:s?}",
+                              "pid", pid, "restore_s", restore_s, "total_s", total_s, "daemon_pid", (int)daemon,
+                              "workdir", workdir, "source", a.images ? "local" : a.source, "skeleton_bytes",
+                              (json_int_t)skel_bytes, "prefetch", a.prefetch, "hotset_pages", (json_int_t)hs_pages,
+                              "hotset_source", hs_source, "hotset_mode", a.stage ? "stage" : "install",
+                              "record_trace_s", a.record_s, "skeleton_s", (double)(t_skel - t_start) / 1e9,
+                              "daemon_start_s", (double)(t_daemon - t_skel) / 1e9, "runc_id", a.runc_id);
+        if (print_json(o) < 0)
             return 1;
-        }
-        fputs(o.buf, stdout);
-        free(o.buf);
     } else {
         printf("restored %s%s%spid %d in %.3f s (%.3f s including the skeleton); lazy-pages daemon pid %d\n"
                "pages come from %s when touched; stats: distriproc stats --workdir %s\n",
