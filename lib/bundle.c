@@ -128,6 +128,13 @@ static int check_spec(const struct dp_bundle_spec *s, struct dp_err *err)
             return -1;
         }
     }
+    for (size_t i = 0; i < null_len(s->annotations); i++) {
+        const char *eq = strchr(s->annotations[i], '=');
+        if (!eq || eq == s->annotations[i] || eq - s->annotations[i] >= 256) {
+            dp_err_set(err, "annotation '%s' is not NAME=VALUE", s->annotations[i]);
+            return -1;
+        }
+    }
     if (s->netns_path && s->netns_path[0] != '/') {
         dp_err_set(err, "the network namespace '%s' must be given by absolute path (e.g. /run/netns/NAME)",
                    s->netns_path);
@@ -188,6 +195,16 @@ int dp_bundle_config_json(const struct dp_bundle_spec *s, char **out, struct dp_
     json_t *root = json_pack("{s:s, s:o, s:{s:s, s:b}, s:s, s:o, s:o}", "ociVersion", "1.0.2", "process", process,
                              "root", "path", s->rootfs, "readonly", s->rootfs_readonly, "hostname",
                              s->hostname ? s->hostname : "distriproc", "mounts", mounts, "linux", linux_);
+    if (root && null_len(s->annotations)) {
+        json_t *ann = json_object();
+        for (size_t i = 0; i < null_len(s->annotations); i++) {
+            const char *eq = strchr(s->annotations[i], '=');
+            char name[256];
+            snprintf(name, sizeof(name), "%.*s", (int)(eq - s->annotations[i]), s->annotations[i]);
+            json_object_set_new(ann, name, json_string(eq + 1));
+        }
+        json_object_set_new(root, "annotations", ann);
+    }
     char *text = root ? json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
     json_decref(root);
     if (!text) {

@@ -45,6 +45,8 @@ struct dp_bundle_spec {
     const struct dp_bundle_bind *binds; /* nbinds bind mounts, in order */
     size_t nbinds;
     int tmp_tmpfs;                      /* a tmpfs on /tmp */
+    const char *const *annotations;     /* "NAME=VALUE", NULL-terminated, or NULL; e.g.
+                                         * org.criu.config=FILE: runc has CRIU read FILE too */
     /* A user namespace when nuid_maps > 0 (then ngid_maps > 0 too): the host
      * root owns it and holds every capability in it. */
     const struct dp_bundle_idmap *uid_maps, *gid_maps;

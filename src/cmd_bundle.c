@@ -46,6 +46,9 @@ static void usage(FILE *out)
             "                        H..H+N-1 (repeatable; needs --gid-map too)\n"
             "  --gid-map C:H:N       the same for gids\n"
             "  --env NAME=VALUE      add to the environment (repeatable; PATH is set)\n"
+            "  --annotation NAME=VALUE  add an annotation (repeatable), e.g.\n"
+            "                        org.criu.config=FILE: runc has CRIU read FILE too (a CRIU\n"
+            "                        configuration file, as podman users set it)\n"
             "  --cwd DIR             working directory in the container (default /)\n"
             "  --hostname NAME       the container's host name (default distriproc)\n"
             "  --readonly-rootfs     mount the rootfs read-only\n"
@@ -144,6 +147,7 @@ int cmd_bundle(int argc, char **argv)
         {"cwd", required_argument, NULL, 'c'},        {"hostname", required_argument, NULL, 'N'},
         {"readonly-rootfs", no_argument, NULL, 'o'},  {"tmpfs-tmp", no_argument, NULL, 't'},
         {"json", no_argument, NULL, 'j'},             {"help", no_argument, NULL, 'h'},
+        {"annotation", required_argument, NULL, 'a'},
         {NULL, 0, NULL, 0},
     };
     const char *dir = NULL, *rootfs = "rootfs", *host = NULL, *netns = NULL;
@@ -151,8 +155,8 @@ int cmd_bundle(int argc, char **argv)
     struct dp_bundle_spec spec = {0};
     struct dp_bundle_bind binds[DP_BUNDLE_MAX_BINDS];
     struct dp_bundle_idmap umaps[DP_BUNDLE_MAX_IDMAPS], gmaps[DP_BUNDLE_MAX_IDMAPS];
-    const char *env[65] = {NULL};
-    size_t nbinds = 0, nenv = 0;
+    const char *env[65] = {NULL}, *ann[17] = {NULL};
+    size_t nbinds = 0, nenv = 0, nann = 0;
     char bindbuf[DP_BUNDLE_MAX_BINDS][2 * PATH_MAX];
     int c;
     optind = 1;
@@ -227,6 +231,13 @@ int cmd_bundle(int argc, char **argv)
             }
             env[nenv++] = optarg;
             break;
+        case 'a':
+            if (nann == DP_ARRAY_LEN(ann) - 1 || !strchr(optarg, '=') || optarg[0] == '=') {
+                dp_error("--annotation takes NAME=VALUE (at most %zu; got '%s')", DP_ARRAY_LEN(ann) - 1, optarg);
+                return 2;
+            }
+            ann[nann++] = optarg;
+            break;
         case 'c': spec.cwd = optarg; break;
         case 'N': spec.hostname = optarg; break;
         case 'o': spec.rootfs_readonly = 1; break;
@@ -298,6 +309,7 @@ int cmd_bundle(int argc, char **argv)
     spec.rootfs = rootfs;
     spec.args = (const char *const *)&argv[optind];
     spec.env = env;
+    spec.annotations = ann;
     spec.netns_path = netns;
     spec.binds = binds;
     spec.nbinds = nbinds;

@@ -55,11 +55,12 @@ def runc_root(tmp_path):
             os.close(_held_fds.pop())
 
 
-def make_bundle(tmp_path, name, host, bind_dir=util.BUILD, mib=MIB, write_ratio="0.3"):
+def make_bundle(tmp_path, name, host, bind_dir=util.BUILD, mib=MIB, write_ratio="0.3", annotation=None):
     """A bundle of the host's system directories plus bind_dir on /dp, running
     memwalk from there in the lab host's network namespace."""
     bundle = tmp_path / name
-    out = util.distriproc("bundle", "--dir", bundle, "--host-rootfs", "--host", host,
+    ann = ["--annotation", annotation] if annotation else []
+    out = util.distriproc("bundle", "--dir", bundle, "--host-rootfs", "--host", host, *ann,
                           "--bind", f"{bind_dir}:/dp:ro", "--json", "--",
                           "/dp/memwalk", "--mib", mib, "--threads", "2", "--write-ratio", write_ratio,
                           "--seed", "5", "--port", MEMWALK_PORT).stdout
@@ -213,8 +214,14 @@ def test_runc_container_lazy_migration(lab, procs, criu, runc_root, tmp_path, bu
     assert_nothing_left(runc_root, cid, workdir)
 
 
+@pytest.mark.parametrize("how", ["flags", "criu-config"])
 @pytest.mark.time_limit(180)
-def test_lazy_pages_recipe_with_users_own_runc_restore(lab, procs, criu, runc_root, tmp_path):
+def test_lazy_pages_recipe_with_users_own_runc_restore(lab, procs, criu, runc_root, tmp_path, how):
+    """flags: runc restore --lazy-pages --work-path DIR. criu-config: what
+    podman does, which has no --lazy-pages for restore: the bundle's
+    org.criu.config annotation names a CRIU configuration file with
+    lazy-pages and work-dir, and runc restore gets neither flag (and another
+    --work-path, which the file overrides)."""
     cid = "ct2"
     start_source(runc_root, tmp_path, cid)
     images = tmp_path / "images"
@@ -231,19 +238,28 @@ def test_lazy_pages_recipe_with_users_own_runc_restore(lab, procs, criu, runc_ro
 
     # The recipe of docs/containers.md: runc restore --lazy-pages in the
     # network namespace the bundle joins, work path = the daemon's workdir.
-    bundle = make_bundle(tmp_path, "bundle-dst", "dst")
+    if how == "flags":
+        bundle = make_bundle(tmp_path, "bundle-dst", "dst")
+        lazy = ["--lazy-pages", "--work-path", workdir]
+    else:
+        conf = tmp_path / "dp-lazy.conf"
+        conf.write_text(f"lazy-pages\nwork-dir {workdir}\n")
+        bundle = make_bundle(tmp_path, "bundle-dst", "dst", annotation=f"org.criu.config={conf}")
+        other = tmp_path / "runc-work"
+        other.mkdir()
+        lazy = ["--work-path", other]
     r, w = os.pipe()
     _held_fds.append(r)
     rin, win = os.pipe()
     os.close(win)
-    cp = subprocess.run(util.netns_cmd("dst", [RUNC, "--root", runc_root, "--criu", criu, "restore",
-                                               "--lazy-pages", "--work-path", workdir, "--image-path",
-                                               lp["images"], "--pid-file", workdir / "restored.pid",
-                                               "--bundle", bundle, "--detach", cid]),
+    cp = subprocess.run(util.netns_cmd("dst", [RUNC, "--root", runc_root, "--criu", criu, "restore", *lazy,
+                                               "--image-path", lp["images"], "--pid-file",
+                                               workdir / "restored.pid", "--bundle", bundle, "--detach", cid]),
                         stdin=rin, stdout=w, stderr=w, timeout=120)
     os.close(w)
     os.close(rin)
     assert cp.returncode == 0, (workdir / "restore.log").read_text()[-2000:]
+    assert (workdir / "restore.log").exists()  # CRIU's work dir is the daemon's, in both ways
     pid = procs.track(int((workdir / "restored.pid").read_text()))
     assert json.loads(runc(runc_root, "state", cid).stdout)["status"] == "running"
     v = memwalk_on("dst", "VERIFY", timeout=90)

@@ -136,7 +136,8 @@ static void bundle_config_roundtrip(void **state)
     const char *env[] = {"A=\"quoted\"", NULL};
     struct dp_bundle_bind binds[] = {{"/usr", "/usr", 1}, {"/srv/data", "/data", 0}};
     struct dp_bundle_idmap um[] = {{0, 100000, 65536}}, gm[] = {{0, 200000, 1000}};
-    struct dp_bundle_spec s = {.rootfs = "rootfs", .args = args, .env = env, .uid = 5, .gid = 6,
+    const char *ann[] = {"org.criu.config=/etc/criu/dp.conf", NULL};
+    struct dp_bundle_spec s = {.rootfs = "rootfs", .args = args, .env = env, .uid = 5, .gid = 6, .annotations = ann,
                                .netns_path = "/run/netns/dp-src", .binds = binds, .nbinds = 2, .tmp_tmpfs = 1,
                                .uid_maps = um, .gid_maps = gm, .nuid_maps = 1, .ngid_maps = 1};
     char *text;
@@ -155,6 +156,8 @@ static void bundle_config_roundtrip(void **state)
                                                         "hostID")),
                      200000);
     assert_null(json_object_get(proc, "rlimits")); /* raising one would need CAP_SYS_RESOURCE */
+    assert_string_equal(json_string_value(json_object_get(json_object_get(root, "annotations"), "org.criu.config")),
+                        "/etc/criu/dp.conf");
     json_decref(root);
 
     /* and read back */
@@ -204,6 +207,10 @@ static void bundle_spec_rejected(void **state)
     assert_int_equal(dp_bundle_config_json(&s, &text, &err), -1);
     assert_non_null(strstr(err.msg, "absolute"));
     s.netns_path = NULL;
+    const char *bad_ann[] = {"=x", NULL};
+    s.annotations = bad_ann;
+    assert_int_equal(dp_bundle_config_json(&s, &text, &err), -1);
+    s.annotations = NULL;
     s.rootfs = NULL;
     assert_int_equal(dp_bundle_config_json(&s, &text, &err), -1);
 }
