@@ -520,6 +520,11 @@ int cmd_checkpoint(int argc, char **argv)
                  "tasks and namespaces)");
         return 2;
     }
+    if (runc_id && nextra) {
+        dp_error("--criu-opt does not reach CRIU through runc; give CRIU options to a runc container through a "
+                 "CRIU configuration file named by its org.criu.config annotation (docs/containers.md)");
+        return 2;
+    }
     if (runc_root && !runc_id) {
         dp_error("--runc-root goes with --runc ID");
         return 2;
@@ -703,8 +708,14 @@ int cmd_checkpoint(int argc, char **argv)
         printf("  lazy memory:  %s (private anonymous; a lazy restore fetches it on demand)\n", lazy);
         printf("  image bytes:  %s\n", img);
         printf("  process:      %s\n", leave_running ? "left running" : "stopped (criu killed it after the dump)");
-        printf("  criu %d.%d.%d:   --tree %ld%s%s --file-validation %s\n", ver.major, ver.minor, ver.sublevel,
-               pid, tcp ? " --tcp-established" : "", shell_job ? " --shell-job" : "", fv_name);
+        if (runc_id)
+            printf("  runc %d.%d.%d:   checkpoint%s%s%s %s (criu %d.%d.%d, in the container's network namespace)\n",
+                   rck.r.version.major, rck.r.version.minor, rck.r.version.sublevel,
+                   tcp ? " --tcp-established" : "", shell_job ? " --shell-job" : "",
+                   leave_running ? " --leave-running" : "", runc_id, ver.major, ver.minor, ver.sublevel);
+        else
+            printf("  criu %d.%d.%d:   --tree %ld%s%s --file-validation %s\n", ver.major, ver.minor, ver.sublevel,
+                   pid, tcp ? " --tcp-established" : "", shell_job ? " --shell-job" : "", fv_name);
         if (classify_s > 0) {
             char hb[32];
             dp_format_bytes(hot_pages * DP_PAGE_SIZE, hb, sizeof(hb));

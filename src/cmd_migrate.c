@@ -71,6 +71,7 @@ static void usage(FILE *out)
             "  --emulate-rtt USEC    passed to serve: delay every reply by USEC microseconds\n"
             "  --fault-timeout SEC   passed to restore\n"
             "  --on-timeout wait|kill passed to restore\n"
+            "  --budget SIZE|PCT%%    passed to restore: keep at most that much lazy memory resident\n"
             "  --probe CMD           shell command run in dst's netns (sh -c) until it exits 0\n"
             "                        e.g. 'redis-cli -h 10.250.0.2 ping | grep -qx PONG'\n"
             "  --probe-timeout SEC   give up probing after SEC seconds (default 60)\n"
@@ -229,7 +230,7 @@ static int cmd_stop(const char *workdir)
 struct margs {
     int pid, port, json, stop, leave_running;
     const char *workdir, *key, *prefetch, *emulate_rtt, *fault_timeout, *on_timeout, *probe;
-    const char *runc, *runc_bundle, *runc_root, *runc_id;
+    const char *runc, *runc_bundle, *runc_root, *runc_id, *budget;
     double probe_timeout;
 };
 
@@ -245,6 +246,7 @@ static int parse_margs(int argc, char **argv, struct margs *a)
         {"leave-running", no_argument, NULL, 'L'},      {"help", no_argument, NULL, 'h'},
         {"runc", required_argument, NULL, 'U'},         {"runc-bundle", required_argument, NULL, 'B'},
         {"runc-root", required_argument, NULL, 'R'},    {"runc-id", required_argument, NULL, 'I'},
+        {"budget", required_argument, NULL, 'b'},
         {NULL, 0, NULL, 0},
     };
     memset(a, 0, sizeof(*a));
@@ -290,6 +292,7 @@ static int parse_margs(int argc, char **argv, struct margs *a)
         case 'B': a->runc_bundle = optarg; break;
         case 'R': a->runc_root = optarg; break;
         case 'I': a->runc_id = optarg; break;
+        case 'b': a->budget = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -513,6 +516,10 @@ int cmd_migrate(int argc, char **argv)
     if (a.on_timeout) {
         rs_argv[n++] = "--on-timeout";
         rs_argv[n++] = a.on_timeout;
+    }
+    if (a.budget) {
+        rs_argv[n++] = "--budget";
+        rs_argv[n++] = a.budget;
     }
     if (a.runc) {
         rs_argv[n++] = "--runc-bundle";
