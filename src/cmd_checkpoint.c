@@ -1,5 +1,7 @@
 /* checkpoint: `criu dump` of a process tree with the options DistriProc's
- * workloads need, then a report of what was dumped, read from the images. */
+ * workloads need (or `runc checkpoint` of a container through our CRIU, with
+ * the manifest of the container's rootfs beside the images), then a report of
+ * what was dumped, read from the images. */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -13,10 +15,14 @@
 #include <unistd.h>
 
 #include "commands.h"
+#include "bundle.h"
 #include "classify.h"
 #include "criu.h"
 #include "image.h"
+#include "kdat.h"
 #include "lab.h"
+#include "rootfs.h"
+#include "runc.h"
 #include "util.h"
 
 #define DEFAULT_TIMEOUT_S 600.0
@@ -26,6 +32,7 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: distriproc checkpoint --pid PID --images DIR [--host src|dst] [OPTIONS]\n"
+            "       distriproc checkpoint --runc ID [--runc-root DIR] --images DIR [OPTIONS]\n"
             "\n"
             "Checkpoints the process tree rooted at PID with CRIU (criu dump) into DIR and\n"
             "reports what it dumped: tasks, total memory, lazy (private anonymous) memory\n"
@@ -36,6 +43,12 @@ static void usage(FILE *out)
             "  --pid PID               root of the tree, as seen from this shell (required);\n"
             "                          a workload is best a session leader in its own pid\n"
             "                          namespace (distriproc lab exec HOST --container)\n"
+            "  --runc ID               checkpoint the runc container ID instead (runc checkpoint\n"
+            "                          through our CRIU; its network namespace, if joined by path,\n"
+            "                          is external). First records the files of its rootfs that\n"
+            "                          its tasks map or have open (DIR/%s), which a\n"
+            "                          restore checks against the destination's bundle\n"
+            "  --runc-root DIR         runc's state directory (runc --root; default runc's own)\n"
             "  --images DIR            images directory (created; must be empty)\n"
             "  --host src|dst          run criu inside the lab host's network namespace\n"
             "                          (dp-src / dp-dst), where the tree's sockets live;\n"
@@ -59,8 +72,10 @@ static void usage(FILE *out)
             "  -h, --help              this help\n"
             "\n"
             "CRIU: $%s, else the checkout's .deps/bin/criu (installed by 'make deps').\n"
-            "criu's log: DIR/dump.log (its last lines are shown if the dump fails).\n",
-            DEFAULT_TIMEOUT_S, DP_CRIU_ENV);
+            "runc: $%s, else runc on PATH (>= %s, installed by 'make deps').\n"
+            "criu's log: DIR/dump.log, runc's: DIR/runc.log (their last lines are shown if the\n"
+            "dump fails).\n",
+            DP_ROOTFS_FILE, DEFAULT_TIMEOUT_S, DP_CRIU_ENV, DP_RUNC_ENV, DP_RUNC_MIN_VERSION);
 }
 
 /* JSON string with the escapes a path can need. */
@@ -296,8 +311,103 @@ static int classify_sample(pid_t root, double seconds, struct dp_classify *out, 
     return rc;
 }
 
+/* ---- runc containers ---------------------------------------------------------- */
+
+struct runc_ck {
+    struct dp_runc r;
+    struct dp_runc_state state;
+    struct dp_rootfs_manifest manifest;
+};
+
+/* runc, and the running container it knows as id. */
+static int runc_find_container(const char *id, const char *root, struct runc_ck *c)
+{
+    struct dp_err err = {{0}};
+    if (!dp_runc_id_ok(id)) {
+        dp_error("--runc '%s' is not a container ID runc accepts (letters, digits, _ + . -)", id);
+        return -1;
+    }
+    if (dp_runc_open(&c->r, root, &err) < 0) {
+        dp_error("%s", err.msg);
+        return -1;
+    }
+    int s = dp_runc_state(&c->r, id, &c->state, &err);
+    if (s == 1) {
+        dp_error("runc knows no container '%s'%s%s; see 'runc%s%s list' (the same --runc-root as it was "
+                 "started with)",
+                 id, root ? " under --root " : "", root ? root : "", root ? " --root " : "", root ? root : "");
+        return -1;
+    }
+    if (s < 0) {
+        dp_error("%s", err.msg);
+        return -1;
+    }
+    if (strcmp(c->state.status, "running") != 0 || c->state.pid <= 0) {
+        dp_error("container '%s' is %s, not running: only a running container can be checkpointed", id,
+                 c->state.status);
+        return -1;
+    }
+    return 0;
+}
+
+/* The rootfs manifest (lib/rootfs.h) of the running container, written into
+ * the images before the dump stops its tasks. */
+static int runc_manifest(struct runc_ck *c, const char *dir)
+{
+    struct dp_err err = {{0}};
+    struct dp_bundle_info b;
+    if (dp_bundle_load(c->state.bundle, &b, &err) < 0) {
+        dp_error("the container's bundle: %s", err.msg);
+        return -1;
+    }
+    int rc = dp_rootfs_collect(c->state.pid, &b, &c->manifest, &err);
+    dp_bundle_info_free(&b);
+    if (rc < 0) {
+        dp_error("cannot record the container's rootfs: %s", err.msg);
+        return -1;
+    }
+    char *text = dp_rootfs_to_json(&c->manifest);
+    char path[PATH_MAX + 64];
+    snprintf(path, sizeof(path), "%s/%s", dir, DP_ROOTFS_FILE);
+    int fd = text ? open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644) : -1;
+    rc = fd >= 0 && dp_write_full(fd, text, strlen(text)) == 0 && fsync(fd) == 0 ? 0 : -1;
+    if (rc < 0)
+        dp_error("cannot write %s: %s", path, text ? strerror(errno) : "out of memory");
+    if (fd >= 0)
+        close(fd);
+    free(text);
+    return rc;
+}
+
+/* runc checkpoint through our CRIU; criu's log and work files in the images. */
+static int run_runc_checkpoint(const struct runc_ck *c, const char *id, const char *dir, int leave_running,
+                               int tcp, int shell_job, double timeout_s, struct dp_err *err)
+{
+    struct dp_runc_checkpoint_opts o = {.id = id, .image_path = dir, .work_path = dir,
+                                        .leave_running = leave_running, .tcp_established = tcp,
+                                        .shell_job = shell_job};
+    struct dp_criu_argv a;
+    if (dp_runc_checkpoint_args(&c->r, &o, &a, err) < 0)
+        return -1;
+    char log[PATH_MAX + 16], dump_log[PATH_MAX + 16];
+    snprintf(log, sizeof(log), "%s/runc.log", dir);
+    snprintf(dump_log, sizeof(dump_log), "%s/dump.log", dir);
+    dp_kdat_prime_once(c->r.criu);
+    /* in the container's network namespace: see runc.h */
+    char netns[64];
+    snprintf(netns, sizeof(netns), "/proc/%d/ns/net", c->state.pid);
+    if (dp_runc_run(a.argv, netns, log, timeout_s, err) == 0)
+        return 0;
+    if (access(dump_log, F_OK) == 0) {
+        dp_error("criu's log (%s):", dump_log);
+        dp_criu_print_log_tail(dump_log, DP_CRIU_LOG_TAIL);
+    }
+    return -1;
+}
+
 int cmd_checkpoint(int argc, char **argv)
 {
+    enum { O_RUNC = 100, O_RUNC_ROOT };
     enum { O_PID = 1, O_IMAGES, O_HOST, O_NETNS, O_LEAVE, O_SHELL, O_NOSHELL, O_NOTCP, O_FV,
            O_TIMEOUT, O_CRIUOPT, O_JSON, O_CLASSIFY, O_CLASSIFY_T };
     static const struct option longopts[] = {
@@ -315,10 +425,13 @@ int cmd_checkpoint(int argc, char **argv)
         {"json", no_argument, NULL, O_JSON},
         {"classify", required_argument, NULL, O_CLASSIFY},
         {"classify-threshold", required_argument, NULL, O_CLASSIFY_T},
+        {"runc", required_argument, NULL, O_RUNC},
+        {"runc-root", required_argument, NULL, O_RUNC_ROOT},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     long pid = 0;
+    const char *runc_id = NULL, *runc_root = NULL;
     const char *images = NULL, *host = NULL, *netns = NULL;
     int leave_running = 0, shell_job = -1, tcp = 1, json = 0;
     enum dp_file_validation fv = DP_FILE_VALIDATION_BUILDID;
@@ -391,6 +504,8 @@ int cmd_checkpoint(int argc, char **argv)
                 return 2;
             }
             break;
+        case O_RUNC: runc_id = optarg; break;
+        case O_RUNC_ROOT: runc_root = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -400,8 +515,22 @@ int cmd_checkpoint(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    if (!pid || !images) {
-        dp_error("--pid and --images are required");
+    if (runc_id && (pid || host || netns)) {
+        dp_error("--runc checkpoints a container by its ID: no --pid, --host or --netns (runc knows its "
+                 "tasks and namespaces)");
+        return 2;
+    }
+    if (runc_id && nextra) {
+        dp_error("--criu-opt does not reach CRIU through runc; give CRIU options to a runc container through a "
+                 "CRIU configuration file named by its org.criu.config annotation (docs/containers.md)");
+        return 2;
+    }
+    if (runc_root && !runc_id) {
+        dp_error("--runc-root goes with --runc ID");
+        return 2;
+    }
+    if ((!pid && !runc_id) || !images) {
+        dp_error("--pid (or --runc ID) and --images are required");
         usage(stderr);
         return 2;
     }
@@ -421,6 +550,15 @@ int cmd_checkpoint(int argc, char **argv)
     if (geteuid() != 0) {
         dp_error("criu dump needs root; run as root (sudo)");
         return 1;
+    }
+    struct runc_ck rck;
+    memset(&rck, 0, sizeof(rck));
+    if (runc_id) {
+        if (runc_find_container(runc_id, runc_root, &rck) < 0)
+            return 1;
+        pid = rck.state.pid;
+        if (shell_job < 0)
+            shell_job = 0; /* runc gives a container no terminal here; --shell-job forces it */
     }
     char proc[64];
     snprintf(proc, sizeof(proc), "/proc/%ld", pid);
@@ -443,7 +581,8 @@ int cmd_checkpoint(int argc, char **argv)
         if (shell_job)
             dp_info("using --shell-job: %s; restore it with --shell-job too", why);
     }
-    warn_kill_child((pid_t)pid);
+    if (!runc_id)
+        warn_kill_child((pid_t)pid);
     warn_written_files((pid_t)pid, 0);
 
     struct dp_err err = {{0}};
@@ -476,10 +615,20 @@ int cmd_checkpoint(int argc, char **argv)
         dp_error("%s", err.msg);
         return 1;
     }
-    dp_info("dumping the tree of pid %ld%s%s into %s (criu %d.%d.%d)", pid, netns ? " in netns " : "",
-            netns ? netns : "", dir, ver.major, ver.minor, ver.sublevel);
+    if (runc_id && runc_manifest(&rck, dir) < 0) {
+        dp_classify_free(&sample);
+        return 1;
+    }
+    if (runc_id)
+        dp_info("checkpointing container %s (pid %ld) with runc %d.%d.%d into %s (criu %d.%d.%d)", runc_id, pid,
+                rck.r.version.major, rck.r.version.minor, rck.r.version.sublevel, dir, ver.major, ver.minor,
+                ver.sublevel);
+    else
+        dp_info("dumping the tree of pid %ld%s%s into %s (criu %d.%d.%d)", pid, netns ? " in netns " : "",
+                netns ? netns : "", dir, ver.major, ver.minor, ver.sublevel);
     uint64_t t0 = dp_now_ns();
-    if (run_dump(&d, netns, timeout_s, &err) < 0) {
+    if (runc_id ? run_runc_checkpoint(&rck, runc_id, dir, leave_running, tcp, shell_job, timeout_s, &err) < 0
+                : run_dump(&d, netns, timeout_s, &err) < 0) {
         dp_error("%s", err.msg);
         dp_classify_free(&sample);
         return 1;
@@ -517,6 +666,15 @@ int cmd_checkpoint(int argc, char **argv)
             fputs("null", stdout);
         fputs(",\"images\":", stdout);
         json_str(stdout, dir);
+        if (runc_id) {
+            char hex[2 * DP_ROOTFS_HASH + 1];
+            dp_rootfs_hex(rck.manifest.digest, hex);
+            fputs(",\"runc_id\":", stdout);
+            json_str(stdout, runc_id);
+            fputs(",\"runc_bundle\":", stdout);
+            json_str(stdout, rck.state.bundle);
+            printf(",\"rootfs_digest\":\"%s\",\"rootfs_files\":%zu", hex, rck.manifest.n);
+        }
         printf(",\"tasks\":%zu,\"total_memory_bytes\":%llu,\"lazy_bytes\":%llu,\"image_bytes\":%llu,"
                "\"dump_seconds\":%.3f,\"left_running\":%s,\"shell_job\":%s,\"tcp_established\":%s,"
                "\"file_validation\":\"%s\",\"criu_version\":\"%d.%d.%d\"",
@@ -538,13 +696,26 @@ int cmd_checkpoint(int argc, char **argv)
         dp_format_bytes(cp->image_bytes, img, sizeof(img));
         printf("checkpointed pid %ld%s%s into %s in %.2f s\n", pid, host ? " on host " : "", host ? host : "",
                dir, secs);
+        if (runc_id) {
+            char hex[2 * DP_ROOTFS_HASH + 1];
+            dp_rootfs_hex(rck.manifest.digest, hex);
+            printf("  container:    %s (bundle %s)\n", runc_id, rck.state.bundle);
+            printf("  rootfs:       %zu files mapped or open, digest %.16s (in %s)\n", rck.manifest.n, hex,
+                   DP_ROOTFS_FILE);
+        }
         printf("  tasks:        %zu\n", cp->nr_tasks);
         printf("  memory:       %s (all mappings)\n", total);
         printf("  lazy memory:  %s (private anonymous; a lazy restore fetches it on demand)\n", lazy);
         printf("  image bytes:  %s\n", img);
         printf("  process:      %s\n", leave_running ? "left running" : "stopped (criu killed it after the dump)");
-        printf("  criu %d.%d.%d:   --tree %ld%s%s --file-validation %s\n", ver.major, ver.minor, ver.sublevel,
-               pid, tcp ? " --tcp-established" : "", shell_job ? " --shell-job" : "", fv_name);
+        if (runc_id)
+            printf("  runc %d.%d.%d:   checkpoint%s%s%s %s (criu %d.%d.%d, in the container's network namespace)\n",
+                   rck.r.version.major, rck.r.version.minor, rck.r.version.sublevel,
+                   tcp ? " --tcp-established" : "", shell_job ? " --shell-job" : "",
+                   leave_running ? " --leave-running" : "", runc_id, ver.major, ver.minor, ver.sublevel);
+        else
+            printf("  criu %d.%d.%d:   --tree %ld%s%s --file-validation %s\n", ver.major, ver.minor, ver.sublevel,
+                   pid, tcp ? " --tcp-established" : "", shell_job ? " --shell-job" : "", fv_name);
         if (classify_s > 0) {
             char hb[32];
             dp_format_bytes(hot_pages * DP_PAGE_SIZE, hb, sizeof(hb));
@@ -554,5 +725,6 @@ int cmd_checkpoint(int argc, char **argv)
     }
     free(hot_json);
     dp_checkpoint_close(cp);
+    dp_rootfs_free(&rck.manifest);
     return 0;
 }
