@@ -124,62 +124,22 @@ class Containers:
         return f"10.251.{n}.2/30", f"10.251.{n}.1"
 
     def bundle(self, cid, host, args, user, binds, addr, ifname):
-        """BUNDLE/config.json for a user-namespaced container on lab host
-        `host`: the shifted rootfs read-only, tmpfs /run /tmp, binds, a new
-        network namespace wired by the container-net hook. The process's stdio
-        are moved onto a file of the container at once (a file of the host
-        cannot be checkpointed: CRIU "Can't lookup mount")."""
+        """BUNDLE/config.json from `distriproc bundle` for a user-namespaced
+        container on lab host `host`: the shifted rootfs read-only, tmpfs on
+        /run and /tmp, binds (SRC, DST, readonly), a new network namespace
+        wired by the container-net hook (--net-hook). The process's stdio are
+        moved onto a file of the container at once (a file of the host cannot
+        be checkpointed: CRIU "Can't lookup mount")."""
         path = os.path.join(self.share, f"bundle-{cid}-{host}")
-        os.makedirs(path, exist_ok=True)
-        caps = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_SETUID", "CAP_SETGID",
-                "CAP_KILL", "CAP_NET_BIND_SERVICE"]
-        mounts = [
-            {"destination": "/proc", "type": "proc", "source": "proc"},
-            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-             "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-            {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
-             "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]},
-            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-             "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
-            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
-             "options": ["nosuid", "noexec", "nodev"]},
-            {"destination": "/sys", "type": "sysfs", "source": "sysfs",
-             "options": ["nosuid", "noexec", "nodev", "ro"]},
-            {"destination": "/run", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=755"]},
-            {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777"]},
-        ]
+        maps = f"0:{USERNS_BASE}:{USERNS_SIZE}"
+        cmd = [util.DISTRIPROC, "bundle", "--dir", path, "--rootfs", os.path.join(self.rootfs, "root-userns"),
+               "--readonly-rootfs", "--tmpfs-tmp", "--tmpfs", "/run", "--uid-map", maps, "--gid-map", maps,
+               "--user", f"{user[0]}:{user[1]}", "--hostname", cid, "--env", "LANG=C.UTF-8",
+               "--net-hook", f"{host}:{ifname}:{addr}"]
         for src, dst, ro in binds:
-            mounts.append({"destination": dst, "type": "bind", "source": src,
-                           "options": ["rbind", "ro" if ro else "rw"]})
-        hook_args = ["distriproc", "container-net", "hook", "--host", host, "--ifname", ifname, "--addr", addr]
-        config = {
-            "ociVersion": "1.0.2",
-            "process": {
-                "terminal": False,
-                "user": {"uid": user[0], "gid": user[1]},
-                "args": ["/bin/sh", "-c", 'exec </dev/null >>/tmp/stdio.log 2>&1; exec "$@"', "sh", *args],
-                "env": [f"PATH={PG_BIN}:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8"],
-                "cwd": "/",
-                "capabilities": {k: caps for k in ("bounding", "effective", "permitted")},
-                "noNewPrivileges": True,
-            },
-            "root": {"path": os.path.join(self.rootfs, "root-userns"), "readonly": True},
-            "hostname": cid[:60],
-            "mounts": mounts,
-            "hooks": {"createRuntime": [{"path": util.DISTRIPROC, "args": hook_args,
-                                         "env": [f"DISTRIPROC_LAB={util.LAB}",
-                                                 "PATH=/usr/sbin:/usr/bin:/sbin:/bin"],
-                                         "timeout": 20}]},
-            "linux": {
-                "uidMappings": [{"containerID": 0, "hostID": USERNS_BASE, "size": USERNS_SIZE}],
-                "gidMappings": [{"containerID": 0, "hostID": USERNS_BASE, "size": USERNS_SIZE}],
-                "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount", "user")],
-                "maskedPaths": ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware"],
-                "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
-            },
-        }
-        with open(os.path.join(path, "config.json"), "w") as f:
-            json.dump(config, f, indent=1)
+            cmd += ["--bind", f"{src}:{dst}:{'ro' if ro else 'rw'}"]
+        cmd += ["--", "/bin/sh", "-c", 'exec </dev/null >>/tmp/stdio.log 2>&1; exec "$@"', "sh", *args]
+        util.run(cmd, env=dict(os.environ, DISTRIPROC_LAB=util.LAB))
         return path
 
     def runc_cmd(self, host, *args):
@@ -332,9 +292,9 @@ def test_postgres_userns_migrates_between_lab_hosts(containers, procs, mode):
     ip = addr.split("/")[0]
     ifname = f"{util.LAB[:4]}p{c.tag}"
     # cluster_name puts the container id into every PostgreSQL process title.
-    start = ("test -f /data/PG_VERSION || { initdb -D /data -U postgres --auth=trust -E UTF8 "
+    start = (f"test -f /data/PG_VERSION || {{ {PG_BIN}/initdb -D /data -U postgres --auth=trust -E UTF8 "
              "--locale=C.UTF-8 >/tmp/initdb.log 2>&1 && echo 'host all all 0.0.0.0/0 trust' >> /data/pg_hba.conf; "
-             "} && exec postgres -D /data -c listen_addresses=* -c unix_socket_directories=/tmp "
+             f"}} && exec {PG_BIN}/postgres -D /data -c listen_addresses=* -c unix_socket_directories=/tmp "
              f"-c shared_buffers=32MB -c cluster_name={cid}")
     args = ["/bin/sh", "-c", start]
     src_bundle = c.bundle(cid, "src", args, pg, [(data, "/data", False)], addr, ifname)

@@ -5,6 +5,10 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include <jansson.h>
+#include <stdlib.h>
+
+#include "bundle.h"
 #include "cnet.h"
 
 static void plan_host_end_is_first_other_address(void **state)
@@ -89,6 +93,70 @@ static void oci_state(void **state)
     assert_int_equal(cnet_state_pid("{\"ociVersion\":\"1\",\"pid\":7}\0junk", 31, &pid, &err), -1);
 }
 
+/* The bundle generator's network hook: a createRuntime hook with the
+ * container-net command line, a new network namespace, sysfs (the container
+ * owns its network namespace), and refusals. */
+static void bundle_net_hook(void **state)
+{
+    (void)state;
+    const char *args[] = {"/bin/true", NULL}, *tmpfs[] = {"/run", NULL};
+    struct dp_bundle_idmap map = {0, 100000, 65536};
+    struct dp_bundle_spec s = {.rootfs = "/r", .args = args, .tmpfs = tmpfs, .uid_maps = &map, .gid_maps = &map,
+                               .nuid_maps = 1, .ngid_maps = 1,
+                               .net_hook = {"/opt/dp/distriproc", "rf", "dst", "rfc1", "10.251.7.2/30"}};
+    struct dp_err err;
+    char *text;
+    assert_int_equal(dp_bundle_config_json(&s, &text, &err), 0);
+    json_t *root = json_loads(text, 0, NULL);
+    free(text);
+    assert_non_null(root);
+    json_t *hook = json_array_get(json_object_get(json_object_get(root, "hooks"), "createRuntime"), 0);
+    assert_string_equal(json_string_value(json_object_get(hook, "path")), "/opt/dp/distriproc");
+    const char *want[] = {"distriproc", "container-net", "hook", "--host", "dst", "--ifname", "rfc1", "--addr",
+                          "10.251.7.2/30"};
+    json_t *a = json_object_get(hook, "args");
+    assert_int_equal(json_array_size(a), 9);
+    for (size_t i = 0; i < 9; i++)
+        assert_string_equal(json_string_value(json_array_get(a, i)), want[i]);
+    assert_string_equal(json_string_value(json_array_get(json_object_get(hook, "env"), 0)), "DISTRIPROC_LAB=rf");
+    int sysfs = 0, run = 0, netpath = 0, net = 0;
+    size_t i;
+    json_t *v;
+    json_array_foreach(json_object_get(root, "mounts"), i, v) {
+        const char *d = json_string_value(json_object_get(v, "destination"));
+        const char *t = json_string_value(json_object_get(v, "type"));
+        sysfs |= strcmp(d, "/sys") == 0 && strcmp(t, "sysfs") == 0;
+        run |= strcmp(d, "/run") == 0 && strcmp(t, "tmpfs") == 0;
+    }
+    json_array_foreach(json_object_get(json_object_get(root, "linux"), "namespaces"), i, v) {
+        if (strcmp(json_string_value(json_object_get(v, "type")), "network") == 0) {
+            net = 1;
+            netpath = json_object_get(v, "path") != NULL;
+        }
+    }
+    assert_true(sysfs && run && net && !netpath);
+    json_decref(root);
+
+    s.netns_path = "/run/netns/rf-dst"; /* a joined namespace cannot be wired */
+    assert_int_equal(dp_bundle_config_json(&s, &text, &err), -1);
+    s.netns_path = NULL;
+    s.net_hook.addr = "10.251.7.3/30"; /* broadcast */
+    assert_int_equal(dp_bundle_config_json(&s, &text, &err), -1);
+    s.net_hook.addr = "10.251.7.2/30";
+    s.net_hook.ifname = "much-too-long-name";
+    assert_int_equal(dp_bundle_config_json(&s, &text, &err), -1);
+    s.net_hook.ifname = "rfc1";
+    s.net_hook.path = "distriproc"; /* relative */
+    assert_int_equal(dp_bundle_config_json(&s, &text, &err), -1);
+    s.net_hook.path = "/opt/dp/distriproc";
+    s.net_hook.host = "mars";
+    assert_int_equal(dp_bundle_config_json(&s, &text, &err), -1);
+    s.net_hook.host = "dst";
+    const char *badtmp[] = {"run", NULL};
+    s.tmpfs = badtmp;
+    assert_int_equal(dp_bundle_config_json(&s, &text, &err), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -96,6 +164,7 @@ int main(void)
         cmocka_unit_test(plan_rejects_bad_addresses),
         cmocka_unit_test(ifnames),
         cmocka_unit_test(oci_state),
+        cmocka_unit_test(bundle_net_hook),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
