@@ -113,8 +113,10 @@ static int check_own_netns(const struct lab_host *h, pid_t pid, struct dp_err *e
         return -1;
     }
     if (stat("/proc/self/ns/net", &self) == 0 && self.st_dev == c.st_dev && self.st_ino == c.st_ino) {
-        dp_err_set(err, "pid %d shares this host's network namespace; the bundle must give the container "
-                   "a new one (namespaces: {\"type\": \"network\"} without a path)", (int)pid);
+        dp_err_set(err, "pid %d shares the network namespace runc runs in; the bundle must give the container "
+                   "a new one (namespaces: {\"type\": \"network\"} without a path), and at a restore the "
+                   "checkpoint must have been taken from outside the container's network namespace (else "
+                   "CRIU does not recreate it)", (int)pid);
         return -1;
     }
     if (host.st_dev == c.st_dev && host.st_ino == c.st_ino) {

@@ -534,7 +534,7 @@ def test_hook_refuses_bad_state_and_shared_netns(lab):
     assert cp.returncode == 1 and "\"pid\"" in cp.stderr
     # This very process shares the host's network namespace: never wired.
     cp = hook(json.dumps({"ociVersion": "1.0.2", "pid": os.getpid()}))
-    assert cp.returncode == 1 and "shares this host's network namespace" in cp.stderr
+    assert cp.returncode == 1 and "shares the network namespace runc runs in" in cp.stderr
     cp = hook("{}", "--addr", "10.251.250.0/30")
     assert cp.returncode == 2 and "network address" in cp.stderr
     assert not host_link_exists("src", "dpbadhook")
