@@ -203,9 +203,10 @@ class Containers:
         lp = json.loads(out)
         daemon = procs.track(lp["daemon_pid"])
         # Tasks restored into the user namespace open their images themselves,
-        # as the container's root (host uid USERNS_BASE): the directory must
-        # be searchable by it.
-        os.chmod(lp["images"], 0o711)
+        # as the container's root (host uid USERNS_BASE): the directory (0700,
+        # it holds the checkpoint's memory) must be that uid's.
+        os.chown(lp["images"], USERNS_BASE, USERNS_BASE)
+        assert os.stat(lp["images"]).st_mode & 0o077 == 0
         self._runc(host, "--criu", self.criu, "restore", "--lazy-pages", "--work-path", workdir,
                    "--image-path", lp["images"], "--pid-file", workdir / "restored.pid", "--bundle", bundle,
                    "--detach", cid, timeout=120, prefix=(util.DISTRIPROC, "uffd-window", "--timeout", "110", "--"))
