@@ -21,7 +21,7 @@
 # instead (exact package versions; part of the key).
 set -euo pipefail
 
-SCRIPT_VERSION=2          # bump when what the script does to the tree changes
+SCRIPT_VERSION=3          # bump when what the script does to the tree changes
 SUITE=bookworm
 VARIANT=apt
 MIRROR=http://deb.debian.org/debian
@@ -90,7 +90,8 @@ say "building $SUITE ($VARIANT) with ${PACKAGES[*]} from $MIRROR (key $KEY)"
 # --mode=root: we are root; no uid mapping needed for the build itself.
 # The hook drops what differs between builds or is of no use in a container:
 # (docs, manuals and translations are not unpacked at all:
-# --dpkgopt path-exclude) the main cluster the postgresql package creates at install (tests run initdb
+# --dpkgopt path-exclude) the snakeoil TLS key and certificate ssl-cert makes
+# at random at install (nothing here uses TLS), the main cluster the postgresql package creates at install (tests run initdb
 # into their own data directories), apt lists and caches, logs.
 export SOURCE_DATE_EPOCH
 if ! mmdebstrap --mode=root --variant="$VARIANT" --format=directory \
@@ -101,12 +102,18 @@ if ! mmdebstrap --mode=root --variant="$VARIANT" --format=directory \
     --customize-hook='chroot "$1" sh -c "pg_dropcluster 15 main 2>/dev/null || true"' \
     --customize-hook='rm -rf "$1"/var/lib/postgresql/15 "$1"/etc/postgresql/15 "$1"/var/log/postgresql/*' \
     --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin "$1"/var/log/*.log "$1"/var/log/apt/*' \
+    --customize-hook='rm -f "$1"/etc/ssl/private/ssl-cert-snakeoil.key "$1"/etc/ssl/certs/ssl-cert-snakeoil.pem' \
+    --customize-hook='find "$1"/etc/ssl/certs -xtype l -delete' \
     --customize-hook='chroot "$1" dpkg-query -W -f="\${Package}=\${Version}\n" > "$1"/packages.txt' \
     "$SUITE" "$TMP/root" "deb $MIRROR $SUITE main" >"$TMP/mmdebstrap.log" 2>&1; then
     tail -n 30 "$TMP/mmdebstrap.log" >&2
     die "mmdebstrap failed (last lines above); check network access to $MIRROR, then rerun make rootfs"
 fi
 mv "$TMP/root/packages.txt" "$TMP/packages.txt"
+# Files made at install time (maintainer scripts, ldconfig, ...) carry the
+# build's clock: clamp every time to SOURCE_DATE_EPOCH, as reproducible builds
+# do, so that two builds of one key differ in nothing but ctime/atime.
+find "$TMP/root" -newermt "@$SOURCE_DATE_EPOCH" -print0 | xargs -0 -r touch -h -d "@$SOURCE_DATE_EPOCH"
 
 # ---- The user-namespaced copy: every owner shifted by USERNS_BASE ------------------
 # chown clears setuid/setgid bits, so each mode is put back after the chown.
