@@ -345,27 +345,6 @@ int dp_bundle_parse(const char *dir, const char *text, size_t len, struct dp_bun
         if (type && strcmp(type, "user") == 0)
             b->userns = 1;
     }
-    b->root_uid = b->root_gid = -1;
-    if (b->userns) {
-        const char *key[2] = {"uidMappings", "gidMappings"};
-        long long *out[2] = {&b->root_uid, &b->root_gid};
-        for (int k = 0; k < 2; k++) {
-            json_array_foreach(json_object_get(json_object_get(root, "linux"), key[k]), i, n) {
-                json_t *c = json_object_get(n, "containerID"), *h = json_object_get(n, "hostID"),
-                       *sz = json_object_get(n, "size");
-                const json_int_t lim = (json_int_t)UINT32_MAX + 1; /* each value < lim: no overflow below */
-                json_int_t cv = json_integer_value(c), hv = json_integer_value(h), sv = json_integer_value(sz);
-                if (!json_is_integer(c) || !json_is_integer(h) || !json_is_integer(sz) || cv < 0 || hv < 0 ||
-                    sv <= 0 || cv >= lim || hv >= lim || sv > lim || cv + sv > lim || hv + sv > lim) {
-                    dp_err_set(err, "%s/config.json: linux.%s[%zu] is not {containerID, hostID, size} "
-                               "within 32 bits", dir, key[k], i);
-                    goto out;
-                }
-                if (cv == 0)
-                    *out[k] = (long long)hv;
-            }
-        }
-    }
     json_t *mounts = json_object_get(root, "mounts");
     if (json_array_size(mounts)) {
         b->mounts = calloc(json_array_size(mounts), sizeof(*b->mounts));

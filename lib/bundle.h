@@ -81,10 +81,6 @@ struct dp_bundle_info {
     char rootfs[4096];       /* root.path made absolute */
     char netns_path[1024];   /* the network namespace's path, "" = new or none */
     int userns;              /* has a user namespace */
-    /* The host uid and gid of the container's root (its uid/gid 0) under the
-     * uid/gid mappings: who must be able to open what the restored tasks open
-     * themselves (the images). -1 without a user namespace or mapping of 0. */
-    long long root_uid, root_gid;
     struct dp_bundle_mount *mounts;
     size_t nmounts;
 };

@@ -157,38 +157,6 @@ static void bundle_net_hook(void **state)
     assert_int_equal(dp_bundle_config_json(&s, &text, &err), -1);
 }
 
-/* What a restore needs to know of a user-namespaced bundle: the host ids
- * of the container's root; bad mappings refused. */
-static void bundle_userns_root(void **state)
-{
-    (void)state;
-    struct dp_bundle_info b;
-    struct dp_err err;
-    const char *ok = "{\"root\":{\"path\":\"/r\"},\"linux\":{\"namespaces\":[{\"type\":\"user\"},"
-                     "{\"type\":\"network\"}],\"uidMappings\":[{\"containerID\":1000,\"hostID\":5000,\"size\":1},"
-                     "{\"containerID\":0,\"hostID\":100000,\"size\":1000}],"
-                     "\"gidMappings\":[{\"containerID\":0,\"hostID\":200000,\"size\":65536}]}}";
-    assert_int_equal(dp_bundle_parse("/b", ok, strlen(ok), &b, &err), 0);
-    assert_true(b.userns && b.root_uid == 100000 && b.root_gid == 200000 && b.netns_path[0] == '\0');
-    dp_bundle_info_free(&b);
-    const char *nouserns = "{\"root\":{\"path\":\"/r\"},\"linux\":{\"namespaces\":[{\"type\":\"pid\"}]}}";
-    assert_int_equal(dp_bundle_parse("/b", nouserns, strlen(nouserns), &b, &err), 0);
-    assert_true(!b.userns && b.root_uid == -1 && b.root_gid == -1);
-    dp_bundle_info_free(&b);
-    const char *bad[] = {
-        "{\"root\":{\"path\":\"/r\"},\"linux\":{\"namespaces\":[{\"type\":\"user\"}],"
-        "\"uidMappings\":[{\"containerID\":0,\"hostID\":\"100000\",\"size\":1}]}}",
-        "{\"root\":{\"path\":\"/r\"},\"linux\":{\"namespaces\":[{\"type\":\"user\"}],"
-        "\"uidMappings\":[{\"containerID\":0,\"hostID\":4294967295,\"size\":2}]}}",
-        "{\"root\":{\"path\":\"/r\"},\"linux\":{\"namespaces\":[{\"type\":\"user\"}],"
-        "\"gidMappings\":[{\"containerID\":0,\"hostID\":1,\"size\":0}]}}",
-        "{\"root\":{\"path\":\"/r\"},\"linux\":{\"namespaces\":[{\"type\":\"user\"}],"
-        "\"uidMappings\":[{\"containerID\":9223372036854775807,\"hostID\":1,\"size\":9223372036854775807}]}}",
-    };
-    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
-        assert_int_equal(dp_bundle_parse("/b", bad[i], strlen(bad[i]), &b, &err), -1);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -197,7 +165,6 @@ int main(void)
         cmocka_unit_test(ifnames),
         cmocka_unit_test(oci_state),
         cmocka_unit_test(bundle_net_hook),
-        cmocka_unit_test(bundle_userns_root),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
