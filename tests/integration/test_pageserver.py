@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -46,7 +47,7 @@ def free_port():
 
 
 class Server:
-    def __init__(self, tmp, extra=()):
+    def __init__(self, tmp, extra=(), prefix=()):
         self.images = os.path.join(tmp, "images")
         if not os.path.exists(self.images):
             shutil.copytree(FIXTURE, self.images)
@@ -57,11 +58,12 @@ class Server:
         self.port = free_port()
         self.log = os.path.join(tmp, "server-%d.log" % self.port)
         self.extra = list(extra)
+        self.prefix = list(prefix)  # e.g. strace and its options: the server runs under it
         self.start()
 
     def start(self):
         self.proc = subprocess.Popen(
-            [BIN, "serve", "--images", self.images, "--listen", "127.0.0.1:%d" % self.port,
+            self.prefix + [BIN, "serve", "--images", self.images, "--listen", "127.0.0.1:%d" % self.port,
              "--key", self.keyfile] + self.extra,
             stdout=subprocess.DEVNULL, stderr=open(self.log, "a"))
         deadline = time.time() + 10
@@ -377,6 +379,99 @@ def test_writeback_survives_kill_9(tmp_path):
         assert pages[3][0] == SEG_ZERO
     finally:
         srv.stop()
+
+
+# ---- durable before acknowledged, at the system-call level ---------------------
+# kill -9 cannot tell whether a write-back was synced: the page cache survives
+# the process. So the server runs under strace, which records, in the order
+# they happened, the appends to the write-back log (pwritev of the records,
+# each with its page address), its fdatasyncs and every reply sent (the first
+# 16 bytes of each: magic, version, type, flags, request id); and strace can
+# fail an fdatasync with EIO, a real fault injection.
+
+OVERLAY = "distriproc-overlay.log"
+STRACE_SYSCALLS = "pwrite64,pwritev,pwritev2,fdatasync,fsync,sendmsg,sendto,write,writev"
+
+
+def traced_server(tmp_path, inject=()):
+    """A server under strace; returns (server, trace file)."""
+    trace = str(tmp_path / "strace.txt")
+    prefix = ["strace", "-f", "-qq", "-y", "-xx", "-s", "24", "-e", "trace=" + STRACE_SYSCALLS,
+              "-e", "signal=none", *inject, "-o", trace]
+    return Server(str(tmp_path), prefix=prefix), trace
+
+
+def stop_traced(srv):
+    """SIGTERM to the server itself (strace's child), then its exit status."""
+    with open("/proc/%d/task/%d/children" % (srv.proc.pid, srv.proc.pid)) as f:
+        child = int(f.read().split()[0])
+    os.kill(child, signal.SIGTERM)
+    return srv.stop()
+
+
+def unhex(text):
+    """Bytes of strace's -xx notation (\\x41\\x42...)."""
+    return bytes(int(h, 16) for h in text.split("\\x")[1:])
+
+
+def trace_events(trace):
+    """The trace as [(kind, detail)], in the order the calls happened:
+    ("append", page address) per record written to the log, ("sync", result)
+    per fdatasync of the log, ("reply", (type, id)) per protocol message
+    whose start a send to a socket carried."""
+    events = []
+    for line in open(trace):
+        m = re.match(r"(?:\d+ +)?(\w+)\(\d+<([^>]*)>(.*)", line)
+        if not m:
+            continue
+        name, target, rest = m.group(1), unhex(m.group(2)).decode(errors="replace"), m.group(3)
+        blobs = [unhex(h) for h in re.findall(r'"((?:\\x[0-9a-f]{2})+)"', rest)]
+        if name == "fdatasync" and target.endswith("/" + OVERLAY):
+            events.append(("sync", line.rsplit("= ", 1)[1].strip()))
+        elif name.startswith("pwrite") and target.endswith("/" + OVERLAY):
+            events += [("append", struct.unpack("<Q", b[16:24])[0]) for b in blobs
+                       if len(b) >= 24 and b[:4] == struct.pack("<I", 0x564F5044)]
+        elif target.startswith("socket:"):
+            events += [("reply", (b[5], struct.unpack("<Q", b[8:16])[0])) for b in blobs
+                       if len(b) >= 16 and b[:4] == struct.pack("<I", MAGIC)]
+    return events
+
+
+def test_put_reply_leaves_only_after_its_records_are_synced(tmp_path):
+    srv, trace = traced_server(tmp_path)
+    try:
+        c = Conn(srv)
+        c.handshake()
+        pages = {}
+        for i in range(6):  # one at a time
+            data = bytes([0x40 + i]) * 4096
+            c.put(100 + i, 1, ADDR + i * 4096, data)
+            t, f, rid, p = c.recv()
+            assert (t, rid) == (PUT | 0x80, 100 + i)
+            pages[100 + i] = ADDR + i * 4096
+        batch = b""
+        for i in range(6, 30):  # pipelined: several PUTs per sync
+            c.put(200 + i, 1, ADDR + i * 4096, bytes([0x40 + i]) * 4096)
+            pages[200 + i] = ADDR + i * 4096
+        got = set()
+        for _ in range(24):
+            t, f, rid, p = c.recv()
+            assert t == PUT | 0x80, t
+            got.add(rid)
+        assert got == set(range(206, 230))
+        c.get(300, [(1, ADDR, 30)])
+        assert c.recv()[0] == GET | 0x80
+    finally:
+        assert stop_traced(srv) == 0, srv.logtext()[-2000:]
+    events = trace_events(trace)
+    acks = [(k, v) for k, v in enumerate(events) if v[0] == "reply" and v[1][0] == PUT | 0x80]
+    assert len(acks) == len(pages), "the trace shows %d PUT replies, the client read %d" % (len(acks), len(pages))
+    for at, (_, (_, rid)) in acks:
+        addr = pages[rid]
+        appended = max(k for k, e in enumerate(events[:at]) if e == ("append", addr))
+        syncs = [e[1] for e in events[appended:at] if e[0] == "sync"]
+        assert "0" in syncs, ("PUT %d (page 0x%x) was acknowledged with no successful fdatasync of the "
+                              "log between its append and its reply: %s" % (rid, addr, events[appended:at + 1]))
 
 
 def test_torn_overlay_tail_is_dropped(tmp_path):
