@@ -395,6 +395,7 @@ STRACE_SYSCALLS = "pwrite64,pwritev,pwritev2,fdatasync,fsync,sendmsg,sendto,writ
 
 def traced_server(tmp_path, inject=()):
     """A server under strace; returns (server, trace file)."""
+    assert shutil.which("strace"), "strace not found: run 'make deps' (it installs the strace package)"
     trace = str(tmp_path / "strace.txt")
     # LeakSanitizer cannot work under ptrace (the ASan build of make test):
     # leaks are left to the untraced tests, every other check stays on.
