@@ -478,6 +478,13 @@ def test_put_reply_leaves_only_after_its_records_are_synced(tmp_path):
                               "log between its append and its reply: %s" % (rid, addr, events[appended:at + 1]))
 
 
+def put_ack(c):
+    """The id of the PUT reply that comes next (fails on anything else)."""
+    t, f, rid, p = c.recv()
+    assert t == PUT | 0x80, "expected a PUT reply, got type 0x%x: %r" % (t, p[8:])
+    return rid
+
+
 def test_fdatasync_eio_fails_the_log_for_good_and_nothing_is_acknowledged_after_it(tmp_path):
     """The third fdatasync returns EIO (strace fault injection; later ones would
     succeed, as on Linux after the kernel dropped the pages it could not
@@ -490,9 +497,9 @@ def test_fdatasync_eio_fails_the_log_for_good_and_nothing_is_acknowledged_after_
         c = Conn(srv)
         c.handshake()
         c.put(1, 1, ADDR + 4096, first)     # fdatasync 1
-        assert c.recv()[:3:2] == (PUT | 0x80, 1)
+        assert put_ack(c) == 1
         c.put(2, 1, ADDR + 8192, second)    # fdatasync 2
-        assert c.recv()[:3:2] == (PUT | 0x80, 2)
+        assert put_ack(c) == 2
         c.put(3, 1, ADDR + 4096, lost)      # fdatasync 3: EIO
         rid, text = expect_error(c, 10, fatal=False)
         assert rid == 3 and "fdatasync" in text and "Input/output error" in text and "restart" in text, text
