@@ -13,6 +13,7 @@ and leave no runc state in /run/runc."""
 import json
 import os
 import shutil
+import signal
 import subprocess
 
 import pytest
@@ -423,3 +424,32 @@ def test_bundle_config_is_what_runc_runs(runc_root, tmp_path):
     assert cp.returncode == 0 and "hello-from-runc" in out, out
     runc(runc_root, "delete", "--force", "short", check=False)
     assert runc_ids(runc_root) == []
+
+
+@pytest.mark.time_limit(180)
+def test_guard_kills_the_container_when_the_daemon_dies(lab, procs, criu, runc_root, tmp_path):
+    """As for a bare process (test_guard.py): SIGKILL of the daemon must not
+    leave the container reading missing pages as zeros; the guard kills it,
+    and runc sees it stopped."""
+    from test_guard import assert_guard_stopped_the_tree, guard_of
+    cid = "ct5"
+    start_source(runc_root, tmp_path, cid)
+    images = tmp_path / "images"
+    checkpoint(runc_root, cid, images)
+    key = tmp_path / "key"
+    listen = serve(procs, images, key, tmp_path)
+    workdir = tmp_path / "wd"
+    bundle = make_bundle(tmp_path, "bundle-dst", "dst")
+    res = json.loads(util.distriproc("restore", "--source", listen, "--key", key, "--workdir", workdir, "--host",
+                                     "dst", "--runc-bundle", bundle, "--runc-id", cid, "--runc-root", runc_root,
+                                     "--json", timeout=120).stdout)
+    procs.track(res["daemon_pid"])
+    procs.track(res["pid"])
+    guard = procs.track(guard_of(res["daemon_pid"]))
+    assert memwalk_on("dst")["errors"] == 0
+    os.kill(res["daemon_pid"], signal.SIGKILL)
+    assert_guard_stopped_the_tree(res, workdir, guard, [res["pid"]])
+    util.wait_until(lambda: json.loads(runc(runc_root, "state", cid).stdout)["status"] == "stopped", 20,
+                    "runc to see the container stopped")
+    runc(runc_root, "delete", cid)
+    assert_nothing_left(runc_root, cid, workdir)
