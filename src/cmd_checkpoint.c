@@ -317,6 +317,7 @@ struct runc_ck {
     struct dp_runc r;
     struct dp_runc_state state;
     struct dp_rootfs_manifest manifest;
+    int netns_by_path; /* the bundle joins an existing network namespace */
 };
 
 /* runc, and the running container it knows as id. */
@@ -361,6 +362,7 @@ static int runc_manifest(struct runc_ck *c, const char *dir)
         return -1;
     }
     int rc = dp_rootfs_collect(c->state.pid, &b, &c->manifest, &err);
+    c->netns_by_path = b.netns_path[0] != '\0';
     dp_bundle_info_free(&b);
     if (rc < 0) {
         dp_error("cannot record the container's rootfs: %s", err.msg);
@@ -393,10 +395,11 @@ static int run_runc_checkpoint(const struct runc_ck *c, const char *id, const ch
     snprintf(log, sizeof(log), "%s/runc.log", dir);
     snprintf(dump_log, sizeof(dump_log), "%s/dump.log", dir);
     dp_kdat_prime_once(c->r.criu);
-    /* in the container's network namespace: see runc.h */
+    /* a network namespace joined by path: from inside it (see runc.h); one
+     * of the container's own is dumped with it, from outside */
     char netns[64];
     snprintf(netns, sizeof(netns), "/proc/%d/ns/net", c->state.pid);
-    if (dp_runc_run(a.argv, netns, log, timeout_s, err) == 0)
+    if (dp_runc_run(a.argv, c->netns_by_path ? netns : NULL, log, timeout_s, err) == 0)
         return 0;
     if (access(dump_log, F_OK) == 0) {
         dp_error("criu's log (%s):", dump_log);
@@ -709,10 +712,11 @@ int cmd_checkpoint(int argc, char **argv)
         printf("  image bytes:  %s\n", img);
         printf("  process:      %s\n", leave_running ? "left running" : "stopped (criu killed it after the dump)");
         if (runc_id)
-            printf("  runc %d.%d.%d:   checkpoint%s%s%s %s (criu %d.%d.%d, in the container's network namespace)\n",
-                   rck.r.version.major, rck.r.version.minor, rck.r.version.sublevel,
-                   tcp ? " --tcp-established" : "", shell_job ? " --shell-job" : "",
-                   leave_running ? " --leave-running" : "", runc_id, ver.major, ver.minor, ver.sublevel);
+            printf("  runc %d.%d.%d:   checkpoint%s%s%s %s (criu %d.%d.%d%s)\n", rck.r.version.major,
+                   rck.r.version.minor, rck.r.version.sublevel, tcp ? " --tcp-established" : "",
+                   shell_job ? " --shell-job" : "", leave_running ? " --leave-running" : "", runc_id, ver.major,
+                   ver.minor, ver.sublevel,
+                   rck.netns_by_path ? ", in the network namespace the container joins" : "");
         else
             printf("  criu %d.%d.%d:   --tree %ld%s%s --file-validation %s\n", ver.major, ver.minor, ver.sublevel,
                    pid, tcp ? " --tcp-established" : "", shell_job ? " --shell-job" : "", fv_name);
