@@ -453,3 +453,41 @@ def test_guard_kills_the_container_when_the_daemon_dies(lab, procs, criu, runc_r
                     "runc to see the container stopped")
     runc(runc_root, "delete", cid)
     assert_nothing_left(runc_root, cid, workdir)
+
+
+@pytest.mark.time_limit(300)
+def test_redis_container_migrated_under_budget_same_digest(lab, procs, criu, runc_root, tmp_path):
+    """A real service: redis-server (the host's, through --host-rootfs) in a
+    root runc container, 64 MiB of keys, migrated with `migrate --runc
+    --budget`; the dataset's digest is the same on dst, and it takes writes."""
+    from test_lazy_restore import redis_tool
+    cid, port = "redis1", 6391
+    args = ["redis-server", "--port", str(port), "--bind", "0.0.0.0", "--save", "", "--appendonly", "no",
+            "--protected-mode", "no", "--daemonize", "no"]
+    for name, host in (("bundle-src", "src"), ("bundle-dst", "dst")):
+        util.distriproc("bundle", "--dir", tmp_path / name, "--host-rootfs", "--host", host, "--", *args)
+    run_container(runc_root, tmp_path / "bundle-src", cid)
+    src = ["--host", util.HOSTS["src"], "--port", str(port)]
+    redis_tool("src", "probe", *src, "--timeout", "20")
+    redis_tool("src", "load", *src, "--mib", "64")
+    before = redis_tool("src", "digest", *src)
+    assert before["keys"] > 50000, before
+
+    workdir = tmp_path / "mig"
+    probe = f"redis-cli -h {util.HOSTS['dst']} -p {port} ping | grep -qx PONG"
+    res = json.loads(util.distriproc("migrate", "--runc", cid, "--runc-root", runc_root, "--runc-bundle",
+                                     tmp_path / "bundle-dst", "--workdir", workdir, "--port", SERVE_PORT,
+                                     "--budget", "16M", "--probe", probe, "--json", timeout=200).stdout)
+    for k in ("pid", "daemon_pid", "server_pid"):
+        procs.track(res[k])
+    assert res["runc_id"] == cid and res["remote_fraction_at_reply"] > 0.5, res
+    dst = ["--host", util.HOSTS["dst"], "--port", str(port)]
+    after = redis_tool("dst", "digest", *dst)
+    assert after == before, (before, after)
+    b = util.lazy_stats(workdir / "dst")["budget"]
+    assert b["evictions"] > 0 and b["resident_bytes"] <= 16 << 20, b
+    out = util.run(util.netns_cmd("dst", ["redis-cli", "-h", util.HOSTS["dst"], "-p", port, "SET", "after", "1"]))
+    assert out.stdout.strip() == "OK"
+    assert redis_tool("dst", "digest", *dst)["keys"] == before["keys"] + 1
+    util.distriproc("migrate", "--stop", "--workdir", workdir, timeout=60)
+    assert runc_ids(runc_root) == []
