@@ -167,11 +167,12 @@ int dp_bundle_config_json(const struct dp_bundle_spec *s, char **out, struct dp_
                      : "nosuid,noexec,newinstance,ptmxmode=0666,mode=0620,gid=5");
     add_mount(mounts, "/dev/shm", "tmpfs", "shm", "nosuid,noexec,nodev,mode=1777,size=65536k");
     add_mount(mounts, "/dev/mqueue", "mqueue", "mqueue", "nosuid,noexec,nodev");
-    /* sysfs can be mounted only by the owner of the network namespace: in a
-     * user namespace joined to a host-owned one, /sys is a read-only bind */
-    if (userns)
-        add_mount(mounts, "/sys", "none", "/sys", "bind,nosuid,noexec,nodev,ro");
-    else
+    /* sysfs can be mounted only by the owner of the network namespace, and in
+     * a user namespace a plain bind of the host's /sys is refused (its
+     * submounts are locked; a recursive one would hand CRIU every host mount
+     * under /sys). So a user-namespaced container has no /sys; the services
+     * DistriProc runs do not need it. */
+    if (!userns)
         add_mount(mounts, "/sys", "sysfs", "sysfs", "nosuid,noexec,nodev,ro");
     if (s->tmp_tmpfs)
         add_mount(mounts, "/tmp", "tmpfs", "tmpfs", "nosuid,nodev,mode=1777");
