@@ -38,6 +38,7 @@ static json_t *str_array(const char *const *v, size_t n)
     return arr;
 }
 
+/* Length of a NULL-terminated list; NULL counts as empty (optional lists). */
 static size_t null_len(const char *const *v)
 {
     size_t n = 0;
@@ -58,6 +59,7 @@ static void add_mount(json_t *mounts, const char *dest, const char *type, const 
                                             source, "options", opts));
 }
 
+/* uidMappings / gidMappings as the runtime spec spells them. */
 static json_t *idmaps(const struct dp_bundle_idmap *m, size_t n)
 {
     json_t *arr = json_array();
@@ -85,6 +87,8 @@ static int clean_abs_path(const char *p)
     return 1;
 }
 
+/* Everything runc would refuse later (or misread), refused now with a message
+ * that names the option. */
 static int check_spec(const struct dp_bundle_spec *s, struct dp_err *err)
 {
     if (!s->rootfs || !*s->rootfs) {
@@ -259,6 +263,8 @@ int dp_bundle_write(const char *dir, const struct dp_bundle_spec *spec, struct d
 
 /* ---- reading ----------------------------------------------------------------- */
 
+/* Fixed-size fields: a value that does not fit is an error, never truncated
+ * into another path. */
 static int copy_str(char *dst, size_t len, const char *src, const char *what, struct dp_err *err)
 {
     if (strlen(src) >= len) {
