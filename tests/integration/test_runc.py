@@ -491,3 +491,51 @@ def test_redis_container_migrated_under_budget_same_digest(lab, procs, criu, run
     assert redis_tool("dst", "digest", *dst)["keys"] == before["keys"] + 1
     util.distriproc("migrate", "--stop", "--workdir", workdir, timeout=60)
     assert runc_ids(runc_root) == []
+
+
+@pytest.mark.time_limit(240)
+def test_container_migrates_back_once_its_memory_is_local(lab, procs, criu, runc_root, tmp_path):
+    """src -> dst -> src. A lazily restored container still has remote pages,
+    which a checkpoint would save as zeros: checkpoint --runc refuses until the
+    daemon (with --background-fetch) has everything, then the container moves
+    back with every byte intact."""
+    cid = "ct6"
+    start_source(runc_root, tmp_path, cid)
+    images = tmp_path / "images"
+    checkpoint(runc_root, cid, images)
+    key = tmp_path / "key"
+    listen = serve(procs, images, key, tmp_path)
+    workdir = tmp_path / "dst"
+    p, res = restore_foreground(procs, runc_root, make_bundle(tmp_path, "bundle-dst", "dst"), cid, workdir,
+                                listen, key, "--background-fetch", "8M")
+    procs.track(res["pid"])
+    # refused while pages are remote (nothing written, the container untouched)
+    back = tmp_path / "images-back"
+    # (48 MiB at 8 MB/s: the copy takes seconds, the refusal comes right after the restore)
+    cp = util.distriproc("checkpoint", "--runc", cid, "--runc-root", runc_root, "--images", back, check=False)
+    assert cp.returncode == 1 and "still remote" in cp.stderr and str(workdir) in cp.stderr, cp.stderr
+    assert not back.exists() and util.alive(res["pid"])
+    util.wait_until(lambda: util.lazy_stats(workdir)["total"]["remote_bytes"] == 0, 60, "the background copy")
+    checkpoint(runc_root, cid, back)
+    assert p.wait(timeout=30) == 0  # its tasks were dumped: the daemon ends cleanly
+
+    # back to src, served from dst
+    listen2 = f"{util.HOSTS['dst']}:{SERVE_PORT + 1}"
+    log = open(tmp_path / "serve-back.log", "w")
+    procs.spawn(util.netns_cmd("dst", [util.DISTRIPROC, "serve", "--images", back, "--listen", listen2,
+                                       "--key", key]), stdout=log, stderr=log)
+    util.wait_until(lambda: "listening" in (tmp_path / "serve-back.log").read_text(), 30, "the second server")
+    out = util.distriproc("restore", "--source", listen2, "--key", key, "--workdir", tmp_path / "src-again",
+                          "--host", "src", "--runc-bundle", tmp_path / "bundle-src", "--runc-id", cid,
+                          "--runc-root", runc_root, "--json", timeout=120).stdout
+    res2 = json.loads(out)
+    procs.track(res2["daemon_pid"])
+    procs.track(res2["pid"])
+    assert util.pid_netns_inode(res2["pid"]) == util.netns_inode("src")
+    v = memwalk_on("src", "VERIFY", timeout=90)
+    assert v["verify_pages"] == MIB * 256 and v["verify_errors"] == 0 and v["errors"] == 0, v
+    runc(runc_root, "kill", cid, "KILL")
+    util.wait_gone(res2["pid"], timeout=20)
+    util.wait_gone(res2["daemon_pid"], timeout=30)
+    runc(runc_root, "delete", cid)
+    assert_nothing_left(runc_root, cid, tmp_path / "src-again")
