@@ -17,6 +17,15 @@
 
 #define REC_MAGIC  0x564f5044u
 #define REC_FORMAT 1u
+#define NO_REC     UINT64_MAX /* index value of a page taken back after a failed sync */
+
+/* An index entry as it was before an append not yet synced: a failed sync
+ * puts it back. */
+struct undo {
+    int32_t pid;
+    uint64_t addr;
+    uint64_t old;  /* data offset, or NO_REC if the page was not in the overlay */
+};
 
 struct dp_overlay {
     int fd;
@@ -27,6 +36,10 @@ struct dp_overlay {
     bool dirty;
     bool dir_unsynced;        /* the log was created and its directory not synced yet */
     uint64_t compact_min;
+    struct undo *undo;        /* index changes since the last successful sync */
+    size_t nr_undo, cap_undo;
+    bool failed;              /* a sync failed: no more appends, syncs or compactions */
+    char failure[sizeof(((struct dp_err *)0)->msg)];
     struct dp_overlay_stats st;
 };
 
@@ -183,6 +196,7 @@ void dp_overlay_close(struct dp_overlay *o)
     if (o->fd >= 0)
         close(o->fd);
     dp_pmap_free(&o->index);
+    free(o->undo);
     free(o);
 }
 
@@ -193,11 +207,46 @@ bool dp_overlay_lookup(const struct dp_overlay *o, int32_t pid, uint64_t addr, u
     if (!o->st.live_pages)
         return false;
     const struct dp_pmap_entry *e = dp_pmap_find(&o->index, pid, addr);
-    if (!e)
+    if (!e || e->value == NO_REC)
         return false;
     *data_off = e->value;
     return true;
 }
+
+/* Room for n more undo entries, taken before the append writes anything so
+ * that an index change can always be taken back. */
+static int undo_reserve(struct dp_overlay *o, size_t n)
+{
+    if (o->nr_undo + n <= o->cap_undo)
+        return 0;
+    size_t cap = o->cap_undo ? o->cap_undo : 256;
+    while (cap < o->nr_undo + n)
+        cap *= 2;
+    struct undo *u = realloc(o->undo, cap * sizeof(*u));
+    if (!u)
+        return -1;
+    o->undo = u;
+    o->cap_undo = cap;
+    return 0;
+}
+
+/* After a failed sync nothing appended since the last good one is known to
+ * be on disk: the index goes back to the records synced before, newest
+ * change first, so a page appended twice ends at its oldest value. */
+static void undo_unsynced(struct dp_overlay *o)
+{
+    while (o->nr_undo) {
+        const struct undo *u = &o->undo[--o->nr_undo];
+        struct dp_pmap_entry *e = dp_pmap_find(&o->index, u->pid, u->addr);
+        if (!e)
+            continue;
+        if (u->old == NO_REC && e->value != NO_REC)
+            o->st.live_pages--;
+        e->value = u->old;
+    }
+}
+
+const char *dp_overlay_failure(const struct dp_overlay *o) { return o->failed ? o->failure : NULL; }
 
 int dp_overlay_append(struct dp_overlay *o, int32_t pid, uint64_t addr, uint32_t count, const uint8_t *data,
                       struct dp_err *err)
@@ -205,6 +254,14 @@ int dp_overlay_append(struct dp_overlay *o, int32_t pid, uint64_t addr, uint32_t
     enum { IOV_PAGES = 64 };
     uint8_t hdrs[IOV_PAGES][DP_OVERLAY_REC_HDR];
     struct iovec iov[2 * IOV_PAGES];
+    if (o->failed) {
+        dp_err_set(err, "the write-back log takes no more writes since %s", o->failure);
+        return -1;
+    }
+    if (undo_reserve(o, count) < 0) {
+        dp_err_set(err, "out of memory appending to the write-back log");
+        return -1;
+    }
     for (uint32_t done = 0; done < count;) {
         uint32_t n = count - done < IOV_PAGES ? count - done : IOV_PAGES;
         for (uint32_t i = 0; i < n; i++) {
@@ -239,7 +296,10 @@ int dp_overlay_append(struct dp_overlay *o, int32_t pid, uint64_t addr, uint32_t
         }
         for (uint32_t i = 0; i < n; i++) {
             uint64_t rec_off = o->end + (uint64_t)i * DP_OVERLAY_REC_SIZE;
-            if (index_put(o, pid, addr + (uint64_t)(done + i) * DP_PAGE_SIZE, rec_off + DP_OVERLAY_REC_HDR) < 0) {
+            uint64_t page = addr + (uint64_t)(done + i) * DP_PAGE_SIZE;
+            const struct dp_pmap_entry *old = dp_pmap_find(&o->index, pid, page);
+            o->undo[o->nr_undo++] = (struct undo){pid, page, old ? old->value : NO_REC};
+            if (index_put(o, pid, page, rec_off + DP_OVERLAY_REC_HDR) < 0) {
                 dp_err_set(err, "out of memory indexing the write-back log");
                 return -1;
             }
@@ -276,20 +336,40 @@ static int sync_dir(const char *path, struct dp_err *err)
     return 0;
 }
 
+/* A failed sync fails the log for good: Linux may have dropped the dirty
+ * pages it could not write and mark them clean, so a later fdatasync can
+ * succeed without them ("fsyncgate"). What was appended since the last good
+ * sync is taken back from the index; what was synced before stays readable. */
+static void fail_log(struct dp_overlay *o, const char *what)
+{
+    snprintf(o->failure, sizeof(o->failure), "%s", what);
+    o->failed = true;
+    o->dirty = false;
+    undo_unsynced(o);
+}
+
 int dp_overlay_sync(struct dp_overlay *o, struct dp_err *err)
 {
+    if (o->failed) {
+        dp_err_set(err, "the write-back log takes no more writes since %s", o->failure);
+        return -1;
+    }
     if (!o->dirty)
         return 0;
     if (fdatasync(o->fd) < 0) {
         dp_err_set(err, "fdatasync of %s failed: %s", o->path, strerror(errno));
+        fail_log(o, err->msg);
         return -1;
     }
     if (o->dir_unsynced) {
-        if (sync_dir(o->path, err) < 0)
+        if (sync_dir(o->path, err) < 0) {
+            fail_log(o, err->msg);
             return -1;
+        }
         o->dir_unsynced = false;
     }
     o->dirty = false;
+    o->nr_undo = 0;
     o->st.syncs++;
     return 0;
 }
@@ -298,6 +378,8 @@ void dp_overlay_get_stats(const struct dp_overlay *o, struct dp_overlay_stats *s
 
 bool dp_overlay_wants_compaction(const struct dp_overlay *o)
 {
+    if (o->failed)
+        return false;
     uint64_t garbage = o->st.records - o->st.live_pages;
     return garbage >= o->st.live_pages && garbage * DP_OVERLAY_REC_SIZE >= o->compact_min;
 }
@@ -307,8 +389,8 @@ void dp_overlay_set_compact_min(struct dp_overlay *o, uint64_t bytes) { o->compa
 int dp_overlay_compact(struct dp_overlay *o, struct dp_err *err)
 {
     enum { BATCH = 64 };
-    if (o->dirty) {
-        dp_err_set(err, "compaction needs a synced log");
+    if (o->dirty || o->failed) {
+        dp_err_set(err, "compaction needs a synced log%s", o->failed ? " (a sync failed)" : "");
         return -1;
     }
     char tmp[4300];
@@ -332,7 +414,7 @@ int dp_overlay_compact(struct dp_overlay *o, struct dp_err *err)
     for (size_t i = 0; i <= o->index.cap && rc == 0; i++) {
         bool last = i == o->index.cap;
         struct dp_pmap_entry *e = last ? NULL : &o->index.slots[i];
-        if (e && e->addr != UINT64_MAX) {
+        if (e && e->addr != UINT64_MAX && e->value != NO_REC) {
             uint8_t *rec = buf + n * DP_OVERLAY_REC_SIZE;
             if (pread(o->fd, rec + DP_OVERLAY_REC_HDR, DP_PAGE_SIZE, (off_t)e->value) != (ssize_t)DP_PAGE_SIZE) {
                 dp_err_set(err, "cannot read %s at %llu: %s", o->path, (unsigned long long)e->value, strerror(errno));
@@ -374,7 +456,7 @@ int dp_overlay_compact(struct dp_overlay *o, struct dp_err *err)
     close(o->fd);
     o->fd = fd;
     for (size_t i = 0; i < o->index.cap; i++)
-        if (o->index.slots[i].addr != UINT64_MAX)
+        if (o->index.slots[i].addr != UINT64_MAX && o->index.slots[i].value != NO_REC)
             o->index.slots[i].value = o->index.slots[i].value2;
     o->end = out;
     o->seq = seq;

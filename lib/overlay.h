@@ -48,7 +48,13 @@ bool dp_overlay_lookup(const struct dp_overlay *o, int32_t pid, uint64_t addr, u
 int dp_overlay_append(struct dp_overlay *o, int32_t pid, uint64_t addr, uint32_t count, const uint8_t *data,
                       struct dp_err *err);
 bool dp_overlay_dirty(const struct dp_overlay *o);
+/* Makes the appends durable. If it fails the log is failed for good (after a
+ * failed fdatasync the page cache may have dropped the unwritten pages, and a
+ * later one would succeed without them): the appends since the last good
+ * sync leave the index, and every later append, sync or compaction fails. */
 int dp_overlay_sync(struct dp_overlay *o, struct dp_err *err);
+/* NULL while the log is healthy; else what failed. */
+const char *dp_overlay_failure(const struct dp_overlay *o);
 void dp_overlay_get_stats(const struct dp_overlay *o, struct dp_overlay_stats *st);
 
 /* The log only grows; rewriting it with the live records alone pays when

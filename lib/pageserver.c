@@ -153,7 +153,7 @@ struct server {
         uint64_t requests[16];
         uint64_t pages_data, pages_zero, pages_not_lazy, pages_from_overlay;
         uint64_t bytes_out, bytes_in, sendfile_bytes, copied_bytes;
-        uint64_t pages_written, put_requests, skeleton_bytes;
+        uint64_t pages_written, put_requests, skeleton_bytes, puts_refused;
     } st;
 };
 
@@ -587,6 +587,16 @@ oom:
 static void handle_put(struct server *s, struct conn *c, uint64_t id, uint64_t recv_ns)
 {
     const struct dp_put_req *p = &s->req.u.put;
+    const char *failure = dp_overlay_failure(s->ov);
+    if (failure) {
+        /* Never again a durable acknowledgement from this log (see commit_puts). */
+        char msg[DP_MAX_ERROR_MSG];
+        snprintf(msg, sizeof(msg), "write-back refused: this server takes no more write-backs since %s; "
+                 "keep the pages, and restart the server once its disk is checked", failure);
+        s->st.puts_refused++;
+        send_error(s, c, id, false, DP_E_IO, msg, recv_ns);
+        return;
+    }
     /* Validate every page before writing any. */
     for (uint32_t i = 0; i < p->nr_ranges; i++) {
         const struct dp_put_range *r = &p->ranges[i];
@@ -650,23 +660,40 @@ static void maybe_compact(struct server *s)
             before.log_bytes, after.log_bytes, after.live_pages, (double)(dp_now_ns() - t0) / 1e6);
 }
 
-/* Called once per loop iteration: one fdatasync covers every PUT since the last. */
+/* Called once per loop iteration: one fdatasync covers every PUT since the
+ * last. If it fails the waiting PUTs get an IO error, and so does every later
+ * one (handle_put): the overlay log is failed for good, since a later sync
+ * could succeed without the pages the failed one lost. Reads go on, served
+ * from what was synced before. */
 static int commit_puts(struct server *s)
 {
     if (!s->puts_head)
         return 0;
     struct dp_err err;
+    char msg[DP_MAX_ERROR_MSG];
     int rc = dp_overlay_sync(s->ov, &err);
-    if (rc < 0)
-        dp_error("%s; write-backs can no longer be made durable, stopping the server", err.msg);
+    if (rc < 0) {
+        size_t waiting = 0;
+        for (struct pending_put *pp = s->puts_head; pp; pp = pp->next)
+            waiting++;
+        dp_error("%s: write-backs can no longer be made durable. The %zu PUT(s) waiting for this sync get an IO "
+                 "error and every later PUT is refused; pages written back before are still served. Check the "
+                 "disk under %s (dmesg), then restart the server: it replays what reached the disk",
+                 err.msg, waiting, s->o->images_dir);
+        snprintf(msg, sizeof(msg), "write-back not durable: %s; this server takes no more write-backs: keep the "
+                 "pages, and restart the server once its disk is checked", err.msg);
+        s->st.puts_refused += waiting;
+    }
     while (s->puts_head) {
         struct pending_put *pp = s->puts_head;
         s->puts_head = pp->next;
         struct conn *c = pp->c;
         release_conn_ref(s, c);
+        if (rc < 0)
+            s->st.pages_written -= pp->pages; /* counted as written back when queued */
         if (!c->closed) {
             if (rc < 0) {
-                send_error(s, c, pp->id, true, DP_E_IO, err.msg, pp->recv_ns);
+                send_error(s, c, pp->id, false, DP_E_IO, msg, pp->recv_ns);
             } else {
                 struct dp_buf b = {0};
                 if (dp_enc_put_reply(&b, pp->id, pp->pages) == 0)
@@ -679,11 +706,8 @@ static int commit_puts(struct server *s)
         free(pp);
     }
     s->puts_tail = NULL;
-    if (rc < 0) {
-        s->stopping = true;
-        return rc;
-    }
-    maybe_compact(s);
+    if (rc == 0)
+        maybe_compact(s);
     return rc;
 }
 
@@ -735,6 +759,8 @@ static void handle_stats(struct server *s, struct conn *c, uint64_t id, uint64_t
     json_kv(&j, "overlay_torn_bytes_dropped", os.torn_bytes, true);
     json_kv(&j, "overlay_syncs", os.syncs, true);
     json_kv(&j, "overlay_compactions", os.compactions, true);
+    json_kv(&j, "writeback_failed", dp_overlay_failure(s->ov) != NULL, true);
+    json_kv(&j, "puts_refused", s->st.puts_refused, true);
     json_kv(&j, "pages_touched", s->access.len, false);
     dp_buf_put(&j, "}\n", 2);
     struct dp_buf b = {0};
@@ -1518,8 +1544,8 @@ int dp_server_run(const struct dp_server_opts *o, struct dp_err *err)
                     conn_flush(s, c);
             }
         }
-        if (commit_puts(s) < 0) {
-            dp_err_set(err, "the write-back log could not be synced to disk (see above)");
+        if (commit_puts(s) < 0 && !failed) {
+            dp_err_set(err, "write-backs were refused since %s (see above)", dp_overlay_failure(s->ov));
             failed = true;
         }
         bury(s);

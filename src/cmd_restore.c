@@ -681,7 +681,8 @@ static int lazy_pages_report(const struct restore_args *a, pid_t daemon, const c
             return 1;
     } else {
         printf("lazy-pages daemon pid %d listening on %s/lazy-pages.socket\n"
-               "images (without lazy memory) in %s; restore against it, e.g.:\n"
+               "images (without lazy memory) in %s; restore against it, e.g. (inside the network\n"
+               "namespace the bundle joins, if any: nsenter --net=PATH):\n"
                "  runc --criu CRIU restore --lazy-pages --work-path %s --image-path %s \\\n"
                "       --pid-file %s/%s --bundle BUNDLE --detach ID\n"
                "stats: distriproc stats --workdir %s (the daemon exits when the last restored task does)\n",
@@ -780,6 +781,16 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
     if (a.host && enter_netns(a.host) < 0) {
         dp_bundle_info_free(&rctx.bundle);
         return 1;
+    }
+    if (a.host && rctx.bundle.netns_path[0]) {
+        char hp[PATH_MAX];
+        struct stat h, b;
+        const struct lab_host *lh = lab_host_find(a.host);
+        if (dp_netns_path(lh ? lh->netns : a.host, hp, sizeof(hp)) == 0 && stat(hp, &h) == 0 &&
+            stat(rctx.bundle.netns_path, &b) == 0 && (h.st_ino != b.st_ino || h.st_dev != b.st_dev))
+            dp_warn("--host %s is not the network namespace the bundle joins (%s): the container lands in the "
+                    "bundle's, the daemon's page traffic goes through --host's",
+                    a.host, rctx.bundle.netns_path);
     }
     /* The page source first: a wrong key or an unreachable server fails
      * here, before anything is restored. */

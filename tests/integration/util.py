@@ -302,3 +302,15 @@ def restore_json(procs, workdir, *args, check=True):
 
 def lazy_stats(workdir):
     return json.loads(distriproc("stats", "--workdir", workdir, "--json").stdout)
+
+
+def serve_images(procs, images, key, port, *extra):
+    """`distriproc serve` for images in src on HOSTS['src']:port (tracked, its
+    output discarded); returns HOST:PORT once it listens."""
+    listen = f"{HOSTS['src']}:{port}"
+    procs.spawn(netns_cmd("src", [DISTRIPROC, "serve", "--images", images, "--listen", listen, "--key", key,
+                                  *extra]),
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_until(lambda: run(netns_cmd("src", ["ss", "-ltnH", f"sport = :{port}"])).stdout.strip() != "",
+               20, "the page server to listen")
+    return listen

@@ -120,6 +120,65 @@ static void corrupt_record_ends_the_log(void **state)
     unlink(log_path());
 }
 
+/* The log's fd is swapped for a pipe during one sync (fdatasync: EINVAL), then
+ * put back, so the pages synced before can still be read. */
+static void failed_sync_takes_back_unsynced_pages_and_fails_the_log(void **state)
+{
+    (void)state;
+    struct dp_overlay *o;
+    struct dp_err err;
+    uint8_t a[4096], got[4096];
+    unlink(log_path()); /* a fresh log, whatever the other tests left */
+    assert_int_equal(dp_overlay_open(dir, &o, &err), 0);
+    page(a, 1);
+    assert_int_equal(dp_overlay_append(o, 1, 0x1000, 1, a, &err), 0);
+    page(a, 2);
+    assert_int_equal(dp_overlay_append(o, 1, 0x2000, 1, a, &err), 0);
+    assert_int_equal(dp_overlay_sync(o, &err), 0);
+    assert_null(dp_overlay_failure(o));
+    /* Unsynced: page 0x1000 twice, and a page new to the overlay. */
+    page(a, 3);
+    assert_int_equal(dp_overlay_append(o, 1, 0x1000, 1, a, &err), 0);
+    page(a, 4);
+    assert_int_equal(dp_overlay_append(o, 1, 0x1000, 1, a, &err), 0);
+    page(a, 5);
+    assert_int_equal(dp_overlay_append(o, 1, 0x3000, 1, a, &err), 0);
+
+    int fd = dp_overlay_fd(o), saved = dup(fd), pfd[2];
+    assert_true(saved >= 0 && pipe(pfd) == 0);
+    assert_int_equal(dup2(pfd[0], fd), fd);
+    assert_int_equal(dp_overlay_sync(o, &err), -1);
+    assert_int_equal(dup2(saved, fd), fd);
+    close(saved);
+    close(pfd[0]);
+    close(pfd[1]);
+    assert_non_null(strstr(err.msg, "fdatasync of"));
+    assert_non_null(dp_overlay_failure(o));
+
+    /* The index is back to the synced records. */
+    read_page(o, 1, 0x1000, got);
+    assert_int_equal(got[0], 1);
+    read_page(o, 1, 0x2000, got);
+    assert_int_equal(got[0], 2);
+    uint64_t off;
+    assert_false(dp_overlay_lookup(o, 1, 0x3000, &off));
+    struct dp_overlay_stats st;
+    dp_overlay_get_stats(o, &st);
+    assert_int_equal(st.live_pages, 2);
+    assert_int_equal(st.syncs, 1);
+
+    /* Failed for good: no append, no sync (a retry could falsely succeed), no compaction. */
+    assert_int_equal(dp_overlay_append(o, 1, 0x2000, 1, a, &err), -1);
+    assert_non_null(strstr(err.msg, "no more writes"));
+    assert_int_equal(dp_overlay_sync(o, &err), -1);
+    assert_false(dp_overlay_dirty(o));
+    assert_false(dp_overlay_wants_compaction(o));
+    assert_int_equal(dp_overlay_compact(o, &err), -1);
+    read_page(o, 1, 0x2000, got);
+    assert_int_equal(got[0], 2);
+    dp_overlay_close(o);
+}
+
 static void compaction_keeps_live_pages(void **state)
 {
     (void)state;
@@ -165,6 +224,7 @@ int main(void)
         cmocka_unit_test(replay_keeps_latest_and_cuts_torn_tail),
         cmocka_unit_test(corrupt_record_ends_the_log),
         cmocka_unit_test(compaction_keeps_live_pages),
+        cmocka_unit_test(failed_sync_takes_back_unsynced_pages_and_fails_the_log),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
