@@ -621,3 +621,25 @@ def test_hook_refuses_bad_state_and_shared_netns(lab):
     cp = hook("{}", "--addr", "10.251.250.0/30")
     assert cp.returncode == 2 and "network address" in cp.stderr
     assert not host_link_exists("src", "dpbadhook")
+
+
+@pytest.mark.time_limit(60)
+def test_uffd_window_sets_and_restores_the_sysctl():
+    """uffd-window: 1 while the command runs, the old value after, whatever
+    way the command ends (status, missing program, killed at --timeout)."""
+    sysctl = "/proc/sys/vm/unprivileged_userfaultfd"
+
+    def value():
+        with open(sysctl) as f:
+            return f.read().strip()
+
+    before = value()
+    cp = util.distriproc("uffd-window", "--", "sh", "-c", f"cat {sysctl}; exit 7", check=False)
+    assert cp.returncode == 7 and cp.stdout.strip() == "1" and value() == before, (cp.returncode, cp.stdout)
+    cp = util.distriproc("uffd-window", "--", "/nonexistent/program", check=False)
+    assert cp.returncode == 127 and "cannot run" in cp.stderr and value() == before
+    cp = util.distriproc("uffd-window", "--timeout", "1", "--", "sleep", "30", check=False)
+    assert cp.returncode == 128 + 9 and "longer than 1 s" in cp.stderr and value() == before
+    for bad in (["--timeout", "0", "--", "true"], ["true"], []):
+        cp = util.distriproc("uffd-window", *bad, check=False)
+        assert cp.returncode == 2 and value() == before, (bad, cp.stderr)
