@@ -15,10 +15,12 @@ address; the destination bundle names the destination host.
 Parallel-safe: runc --root, bundles and data under each test's own
 directories, container ids, veth names and addresses unique per test."""
 
+import fcntl
 import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import uuid
@@ -623,23 +625,52 @@ def test_hook_refuses_bad_state_and_shared_netns(lab):
     assert not host_link_exists("src", "dpbadhook")
 
 
+UFFD_SYSCTL = "/proc/sys/vm/unprivileged_userfaultfd"
+UFFD_LOCK = "/run/distriproc-uffd-window.lock"
+
+
+def settled_uffd_sysctl():
+    """(sysctl value, lock file record) while no window is open: under the
+    windows' own lock, so that a window of a test running in parallel (with
+    the sysctl legitimately at 1) is waited for, not seen."""
+    fd = os.open(UFFD_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with open(UFFD_SYSCTL) as f:
+            value = f.read().strip()
+        return value, os.pread(fd, 16, 0).decode()
+    finally:
+        os.close(fd)
+
+
 @pytest.mark.time_limit(60)
-def test_uffd_window_sets_and_restores_the_sysctl():
+def test_uffd_window_sets_and_restores_the_sysctl(procs):
     """uffd-window: 1 while the command runs, the old value after, whatever
-    way the command ends (status, missing program, killed at --timeout)."""
-    sysctl = "/proc/sys/vm/unprivileged_userfaultfd"
-
-    def value():
-        with open(sysctl) as f:
-            return f.read().strip()
-
-    before = value()
-    cp = util.distriproc("uffd-window", "--", "sh", "-c", f"cat {sysctl}; exit 7", check=False)
-    assert cp.returncode == 7 and cp.stdout.strip() == "1" and value() == before, (cp.returncode, cp.stdout)
+    way the command ends (status, missing program, killed at --timeout), and
+    after a window whose process was killed."""
+    before, _ = settled_uffd_sysctl()
+    cp = util.distriproc("uffd-window", "--", "sh", "-c", f"cat {UFFD_SYSCTL}; exit 7", check=False)
+    assert cp.returncode == 7 and cp.stdout.strip() == "1", (cp.returncode, cp.stdout)
+    assert settled_uffd_sysctl()[0] == before
     cp = util.distriproc("uffd-window", "--", "/nonexistent/program", check=False)
-    assert cp.returncode == 127 and "cannot run" in cp.stderr and value() == before
+    assert cp.returncode == 127 and "cannot run" in cp.stderr and settled_uffd_sysctl()[0] == before
     cp = util.distriproc("uffd-window", "--timeout", "1", "--", "sleep", "30", check=False)
-    assert cp.returncode == 128 + 9 and "longer than 1 s" in cp.stderr and value() == before
+    assert cp.returncode == 128 + 9 and "longer than 1 s" in cp.stderr and settled_uffd_sysctl()[0] == before
     for bad in (["--timeout", "0", "--", "true"], ["true"], []):
         cp = util.distriproc("uffd-window", *bad, check=False)
-        assert cp.returncode == 2 and value() == before, (bad, cp.stderr)
+        assert cp.returncode == 2, (bad, cp.stderr)
+    if before != "0":
+        return
+    # A window whose process is killed leaves 1 behind and "open 0" in the
+    # lock file; the next window notices and puts 0 back.
+    p = procs.spawn([util.DISTRIPROC, "uffd-window", "--", "sh", "-c", "echo open; exec sleep 30"],
+                    stdout=subprocess.PIPE)
+    assert util.read_line(p.stdout, 10, "the window to open").strip() == "open"
+    os.killpg(p.pid, signal.SIGKILL)  # the window's process and its command
+    p.wait(timeout=10)
+    value, record = settled_uffd_sysctl()
+    # (a window of a parallel test may have repaired it already)
+    assert (value, record) in (("1", "open 0\n"), ("0", "closed\n")), (value, record)
+    cp = util.distriproc("uffd-window", "--", "true", check=False)
+    assert cp.returncode == 0 and settled_uffd_sysctl() == ("0", "closed\n"), cp.stderr
+    assert record == "closed\n" or "did not close" in cp.stderr, cp.stderr
