@@ -32,11 +32,18 @@ BIN       := $(BUILD)/distriproc
 ASAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 PYTEST     := /usr/bin/python3 -m pytest
 
-.PHONY: all deps deps-ml asan unit unit-asan test integration fuzz clean demo
+.PHONY: all deps deps-ml rootfs asan unit unit-asan test integration fuzz clean demo
 all: $(BIN) $(TOOLS) $(HELPERS)
 
 deps:
 	@scripts/deps.sh
+
+# The container workloads' root filesystem (PostgreSQL 15, NGINX, Redis from
+# Debian 12 packages, built with mmdebstrap, cached under .deps/rootfs/<key>;
+# ~1 min and ~800 MB the first time, nothing after). tests/integration/
+# test_containers.py needs it.
+rootfs: deps
+	@scripts/rootfs.sh
 
 # Optional: PyTorch for the ML inference workload (tools/ml_infer.py); ~640 MB.
 deps-ml:
@@ -79,7 +86,7 @@ integration: all
 	$(PYTEST) -v tests/integration
 
 # The README's test command: installs what it needs, builds, then runs every test.
-test: deps
+test: deps rootfs
 	@$(MAKE) --no-print-directory all
 	@$(MAKE) --no-print-directory unit-asan
 	@$(MAKE) --no-print-directory asan

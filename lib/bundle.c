@@ -1,5 +1,7 @@
 /* bundle: OCI bundle config.json, written and read back (see bundle.h). */
 #include "bundle.h"
+#include "cnet.h"
+#include "lab.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -139,6 +141,28 @@ static int check_spec(const struct dp_bundle_spec *s, struct dp_err *err)
             return -1;
         }
     }
+    for (size_t i = 0; i < null_len(s->tmpfs); i++) {
+        if (!clean_abs_path(s->tmpfs[i]) || strcmp(s->tmpfs[i], "/") == 0) {
+            dp_err_set(err, "tmpfs mount point '%s' must be an absolute path below '/' without '.' or '..'",
+                       s->tmpfs[i]);
+            return -1;
+        }
+    }
+    const struct dp_bundle_net_hook *h = &s->net_hook;
+    if (h->path) {
+        struct cnet_plan plan;
+        if (s->netns_path) {
+            dp_err_set(err, "the network hook wires a new network namespace: no network namespace path with it");
+            return -1;
+        }
+        if (h->path[0] != '/' || !h->lab || !h->host || !lab_host_find(h->host) || !cnet_ifname_ok(h->ifname)) {
+            dp_err_set(err, "network hook: needs an absolute path, a lab name, a lab host (src or dst) and a valid "
+                       "interface name (1-%d of A-Z a-z 0-9 _ . -)", CNET_IFNAME_MAX);
+            return -1;
+        }
+        if (cnet_plan_parse(h->addr, &plan, err) < 0)
+            return -1;
+    }
     if (s->netns_path && s->netns_path[0] != '/') {
         dp_err_set(err, "the network namespace '%s' must be given by absolute path (e.g. /run/netns/NAME)",
                    s->netns_path);
@@ -174,12 +198,16 @@ int dp_bundle_config_json(const struct dp_bundle_spec *s, char **out, struct dp_
     /* sysfs can be mounted only by the owner of the network namespace, and in
      * a user namespace a plain bind of the host's /sys is refused (its
      * submounts are locked; a recursive one would hand CRIU every host mount
-     * under /sys). So a user-namespaced container has no /sys; the services
-     * DistriProc runs do not need it. */
-    if (!userns)
+     * under /sys). So a user-namespaced container that joins a host-owned
+     * network namespace has no /sys (the services DistriProc runs do not need
+     * it); one with a network namespace of its own (--net-hook) owns it and
+     * mounts sysfs. */
+    if (!userns || !s->netns_path)
         add_mount(mounts, "/sys", "sysfs", "sysfs", "nosuid,noexec,nodev,ro");
     if (s->tmp_tmpfs)
         add_mount(mounts, "/tmp", "tmpfs", "tmpfs", "nosuid,nodev,mode=1777");
+    for (size_t i = 0; i < null_len(s->tmpfs); i++)
+        add_mount(mounts, s->tmpfs[i], "tmpfs", "tmpfs", "nosuid,nodev,mode=755");
     for (size_t i = 0; i < s->nbinds; i++)
         add_mount(mounts, s->binds[i].dest, "bind", s->binds[i].source,
                   s->binds[i].readonly ? "bind,ro,nosuid,nodev" : "bind,nosuid,nodev");
@@ -200,6 +228,16 @@ int dp_bundle_config_json(const struct dp_bundle_spec *s, char **out, struct dp_
     json_t *root = json_pack("{s:s, s:o, s:{s:s, s:b}, s:s, s:o, s:o}", "ociVersion", "1.0.2", "process", process,
                              "root", "path", s->rootfs, "readonly", s->rootfs_readonly, "hostname",
                              s->hostname ? s->hostname : "distriproc", "mounts", mounts, "linux", linux_);
+    if (root && s->net_hook.path) {
+        const struct dp_bundle_net_hook *h = &s->net_hook;
+        char lab[64];
+        snprintf(lab, sizeof(lab), "DISTRIPROC_LAB=%s", h->lab);
+        json_object_set_new(
+            root, "hooks",
+            json_pack("{s:[{s:s, s:[s,s,s,s,s,s,s,s,s], s:[s,s], s:i}]}", "createRuntime", "path", h->path, "args",
+                      "distriproc", "container-net", "hook", "--host", h->host, "--ifname", h->ifname, "--addr",
+                      h->addr, "env", lab, "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "timeout", 20));
+    }
     if (root && null_len(s->annotations)) {
         json_t *ann = json_object();
         for (size_t i = 0; i < null_len(s->annotations); i++) {

@@ -51,6 +51,16 @@ struct dp_bundle_spec {
      * root owns it and holds every capability in it. */
     const struct dp_bundle_idmap *uid_maps, *gid_maps;
     size_t nuid_maps, ngid_maps;
+    const char *const *tmpfs;           /* more tmpfs mount points (e.g. /run), NULL-terminated, or NULL */
+    /* With a new network namespace (netns_path NULL): a createRuntime hook
+     * running `PATH container-net hook --host HOST --ifname IFNAME --addr
+     * ADDR` (lib/cnet), which runc runs at create and again at restore, to
+     * wire it to a lab host. path NULL: no hook. */
+    struct dp_bundle_net_hook {
+        const char *path;               /* absolute path of distriproc */
+        const char *lab;                /* DISTRIPROC_LAB of the hook */
+        const char *host, *ifname, *addr;
+    } net_hook;
 };
 
 /* config.json text (malloc'd, NUL-terminated) for spec; -1 with err on a

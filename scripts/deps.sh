@@ -19,13 +19,14 @@ set -euo pipefail
 # containers: runc (Debian 12: 1.1.5; always run with --criu .deps/bin/criu, which it drives
 #   through `criu swrk` RPC)
 # criu fetching: debian-archive-keyring (its keys sign trixie and sid)
+# container rootfs (make rootfs, scripts/rootfs.sh): mmdebstrap
 PACKAGES=(
     gcc make pkg-config libcmocka-dev libsodium-dev libjansson-dev
     clang libclang-rt-14-dev
     iproute2 procps util-linux iptables strace
     python3 python3-pytest curl ca-certificates debian-archive-keyring
     redis-server redis-tools nginx-light wrk gnuplot-nox
-    runc
+    runc mmdebstrap
 )
 # DEPS_ML=1 (make deps-ml): also PyTorch for the ML inference workload
 # (tools/ml_infer.py, bench warmup); ~640 MB installed (176 packages on a

@@ -54,6 +54,15 @@ static void usage(FILE *out)
             "  --hostname NAME       the container's host name (default distriproc)\n"
             "  --readonly-rootfs     mount the rootfs read-only\n"
             "  --tmpfs-tmp           a tmpfs on /tmp (implied by --host-rootfs)\n"
+            "  --tmpfs DIR           a tmpfs on DIR, e.g. /run (repeatable)\n"
+            "  --net-hook HOST:IFNAME:ADDR/PREFIX\n"
+            "                        a new network namespace, wired to lab host HOST by a\n"
+            "                        createRuntime hook (distriproc container-net hook: veth\n"
+            "                        IFNAME on HOST, eth0 with ADDR in the container), which\n"
+            "                        runc runs at create and again at restore. What a user\n"
+            "                        namespace needs (with --uid-map/--gid-map): CRIU dumps a\n"
+            "                        container only if its network namespace is its own.\n"
+            "                        The destination's bundle names the destination host\n"
             "  --json                print {\"bundle\", \"config\", \"rootfs\"} as JSON\n"
             "  -h, --help            this help\n"
             "\n"
@@ -183,6 +192,7 @@ int cmd_bundle(int argc, char **argv)
         {"readonly-rootfs", no_argument, NULL, 'o'},  {"tmpfs-tmp", no_argument, NULL, 't'},
         {"json", no_argument, NULL, 'j'},             {"help", no_argument, NULL, 'h'},
         {"annotation", required_argument, NULL, 'a'},
+        {"tmpfs", required_argument, NULL, 'T'},      {"net-hook", required_argument, NULL, 'W'},
         {NULL, 0, NULL, 0},
     };
     const char *dir = NULL, *rootfs = "rootfs", *host = NULL, *netns = NULL;
@@ -193,6 +203,9 @@ int cmd_bundle(int argc, char **argv)
     const char *env[65] = {NULL}, *ann[17] = {NULL};
     size_t nbinds = 0, nenv = 0, nann = 0;
     char bindbuf[DP_BUNDLE_MAX_BINDS][2 * PATH_MAX];
+    const char *tmpfs[9] = {NULL};
+    size_t ntmpfs = 0;
+    char hookbuf[128], self[PATH_MAX];
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
@@ -273,6 +286,32 @@ int cmd_bundle(int argc, char **argv)
             }
             ann[nann++] = optarg;
             break;
+        case 'T':
+            if (ntmpfs == DP_ARRAY_LEN(tmpfs) - 1) {
+                dp_error("at most %zu --tmpfs", DP_ARRAY_LEN(tmpfs) - 1);
+                return 2;
+            }
+            tmpfs[ntmpfs++] = optarg;
+            break;
+        case 'W': {
+            snprintf(hookbuf, sizeof(hookbuf), "%s", optarg);
+            char *ifname = strchr(hookbuf, ':');
+            char *addr = ifname ? strchr(ifname + 1, ':') : NULL;
+            if (!addr || strlen(optarg) >= sizeof(hookbuf)) {
+                dp_error("--net-hook takes HOST:IFNAME:ADDR/PREFIX, e.g. src:c1:10.251.1.2/30 (got '%s')", optarg);
+                return 2;
+            }
+            *ifname++ = '\0';
+            *addr++ = '\0';
+            ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+            if (n <= 0) {
+                dp_error("--net-hook: cannot find this program's own path (/proc/self/exe): %s", strerror(errno));
+                return 1;
+            }
+            self[n] = '\0';
+            spec.net_hook = (struct dp_bundle_net_hook){self, lab_name(), hookbuf, ifname, addr};
+            break;
+        }
         case 'c': spec.cwd = optarg; break;
         case 'N': spec.hostname = optarg; break;
         case 'o': spec.rootfs_readonly = 1; break;
@@ -289,6 +328,10 @@ int cmd_bundle(int argc, char **argv)
     }
     if (host && netns) {
         dp_error("give --host or --netns, not both");
+        return 2;
+    }
+    if (spec.net_hook.path && (host || netns)) {
+        dp_error("--net-hook gives the container a new network namespace: no --host or --netns with it");
         return 2;
     }
     if (host_fs && strcmp(rootfs, "rootfs") != 0) {
@@ -352,6 +395,7 @@ int cmd_bundle(int argc, char **argv)
     spec.netns_path = netns;
     spec.binds = binds;
     spec.nbinds = nbinds;
+    spec.tmpfs = tmpfs;
     spec.uid_maps = umaps;
     spec.gid_maps = gmaps;
     if (dp_bundle_write(bundle, &spec, &err) < 0) {

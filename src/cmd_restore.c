@@ -40,6 +40,7 @@
 #include "restore.h"
 #include "rootfs.h"
 #include "runc.h"
+#include "uffdwin.h"
 #include "util.h"
 
 static void restore_usage(FILE *out)
@@ -89,7 +90,10 @@ static void restore_usage(FILE *out)
             "  --runc-bundle BUNDLE    restore a container checkpointed with 'checkpoint --runc'\n"
             "                          with runc restore --lazy-pages from this OCI bundle (its\n"
             "                          config.json names the network namespace to join); its\n"
-            "                          rootfs must hold the checkpoint's files (checked first)\n"
+            "                          rootfs must hold the checkpoint's files (checked first).\n"
+            "                          A bundle with a user namespace: vm.unprivileged_userfaultfd\n"
+            "                          is 1 while runc restore runs (CRIU's tasks create their\n"
+            "                          userfaultfds inside it; see 'distriproc uffd-window')\n"
             "  --runc-id ID            the restored container's ID (with --runc-bundle)\n"
             "  --runc-root DIR         runc's state directory (runc --root; default runc's own)\n"
             "  --foreground            stay attached until the last restored task exits\n"
@@ -822,6 +826,15 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
             return 1;
         }
         skel_bytes = sk.bytes_received;
+        /* Tasks restored into a user namespace open their images themselves
+         * (through CRIU's descriptor of the directory), as its root or, before
+         * their uid map exists, as the overflow uid: images must be
+         * searchable by anyone, the workdir above it closed to others. */
+        if (a.runc_bundle && rctx.bundle.userns && (chmod(workdir, 0700) < 0 || chmod(images, 0711) < 0)) {
+            dp_error("cannot make %s searchable for the container's tasks: %s", images, strerror(errno));
+            src->ops->close(src);
+            return 1;
+        }
         char b1[32], b2[32];
         dp_format_bytes(sk.bytes_received, b1, sizeof(b1));
         dp_format_bytes(sk.bytes_apparent, b2, sizeof(b2));
@@ -928,8 +941,22 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
     struct dp_criu_proc cp;
     uint64_t t_criu = dp_now_ns();
     char runc_log[PATH_MAX + 32] = "";
+    struct dp_uffdwin uw = {.lock_fd = -1};
+    int uw_open = 0;
     if (a.runc_bundle) {
+        /* userfaultfd inside a user namespace: see uffdwin.h */
+        if (rctx.bundle.userns) {
+            if (dp_uffdwin_open(&uw, &err) < 0) {
+                dp_error("%s", err.msg);
+                kill(daemon, SIGKILL);
+                waitpid(daemon, NULL, 0);
+                return 1;
+            }
+            uw_open = 1;
+        }
         if (runc_restore_start(&a, &rctx, workdir, images, pidfile, &cp, runc_log, sizeof(runc_log)) < 0) {
+            if (uw_open)
+                dp_uffdwin_close(&uw, &err);
             kill(daemon, SIGKILL);
             waitpid(daemon, NULL, 0);
             return 1;
@@ -990,6 +1017,8 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
         usleep(2000);
     }
     uint64_t t_done = dp_now_ns();
+    if (uw_open && dp_uffdwin_close(&uw, &err) < 0)
+        dp_error("%s", err.msg);
     if (st != 0) {
         if (st != -1)
             dp_error("%s failed (%s %d); its log: %s", what, WIFEXITED(st) ? "exit status" : "signal",
