@@ -20,7 +20,7 @@ import pytest
 import util
 
 EVICTTEST = os.path.join(util.BUILD, "evicttest")
-INJDRV = os.path.join(util.BUILD, "tests", "helpers", "injdrv")
+INJDRV = os.path.join(util.HELPERS, "injdrv")
 
 
 def start_target(procs, *args):
@@ -225,7 +225,7 @@ def test_thread_inside_rseq_critical_section_is_not_used_for_injection(procs):
     assert quit_target(p)["errors"] == 0
 
 
-EVICTSIM = os.path.join(util.BUILD, "tests", "helpers", "evictsim")
+EVICTSIM = os.path.join(util.HELPERS, "evictsim")
 
 
 def run_evictsim(procs, tmp_path, seconds, *extra):
