@@ -26,6 +26,8 @@ DEFAULT_TIME_LIMIT = 120
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "time_limit(seconds): fail the test if its body runs longer than this")
+    config.addinivalue_line(
+        "markers", "asan: also run against the ASan/UBSan build by make test (DISTRIPROC_BIN=build-asan/distriproc)")
 
 
 # ---- per-test time bound and SIGTERM -----------------------------------------------
@@ -175,6 +177,38 @@ def criu():
         pytest.fail(f"{path} --version failed: {cp.stderr.strip()}; rerun 'make deps'",
                     pytrace=False)
     return path
+
+
+# ---- sanitizer reports ---------------------------------------------------------------
+
+# make test runs some files against the ASan/UBSan build with
+# ASAN_OPTIONS/UBSAN_OPTIONS log_path under DISTRIPROC_SANITIZER_DIR: a report
+# from any of our processes (daemon, guard, server, test drivers), even one
+# whose stderr went nowhere or that exited quietly, fails the test it came from.
+SANITIZER_DIR = os.environ.get("DISTRIPROC_SANITIZER_DIR")
+
+
+def _sanitizer_files():
+    try:
+        return set(os.listdir(SANITIZER_DIR))
+    except OSError:
+        return set()
+
+
+@pytest.fixture(autouse=True)
+def sanitizer_reports():
+    if not SANITIZER_DIR:
+        yield
+        return
+    before = _sanitizer_files()
+    yield
+    new = sorted(_sanitizer_files() - before)
+    if new:
+        texts = []
+        for name in new:
+            with open(os.path.join(SANITIZER_DIR, name), errors="replace") as f:
+                texts.append(f"{name}:\n{f.read()[-4000:]}")
+        pytest.fail("sanitizer report(s) from this test's processes:\n" + "\n".join(texts), pytrace=False)
 
 
 # ---- processes and the lab -----------------------------------------------------------

@@ -109,6 +109,10 @@ def test_memwalk_footprint_4x_budget_two_writers_stays_within_budget(lab, procs,
     assert final["budget"]["evictions"] >= b["evictions"]
 
 
+# Under ASan too (make test, marker asan): the densest eviction path (stop,
+# write back, zap, victim buffer, refaults) with writers racing it. Not the
+# footprint test above: the same code paths, two minutes of fixed sampling.
+@pytest.mark.asan
 @pytest.mark.time_limit(300)
 def test_writes_racing_eviction_lose_nothing(lab, procs, criu, tmp_path):
     """A tiny budget under a small, constantly written set of pages: nearly
@@ -136,6 +140,7 @@ def server_pages(listen, key, pid, addr, count, out):
     return out.read_bytes()
 
 
+@pytest.mark.asan
 @pytest.mark.time_limit(300)
 def test_sync_makes_the_source_current(lab, procs, criu, tmp_path):
     listen, key = checkpoint_and_serve(
@@ -223,6 +228,7 @@ def settled_budget(workdir):
     return util.wait_until(settled, 60, "write-backs to settle", interval=0.5)
 
 
+@pytest.mark.asan
 @pytest.mark.time_limit(300)
 def test_fork_with_eviction_parent_and_children_see_their_own_writes(lab, procs, criu, tmp_path):
     def ready():
@@ -247,8 +253,11 @@ def test_fork_with_eviction_parent_and_children_see_their_own_writes(lab, procs,
     # fifth page and reads all 32 MiB through the 8 MiB budget.
     fork = procs.spawn(util.netns_cmd("dst", [util.PYTHON, "-c", util.LINE_CLIENT, util.HOSTS["dst"], FORKMEM_PORT,
                                               "FORK 2", 120]), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    kids = util.wait_until(lambda: (lambda k: k if len(k) == 2 else None)(children(pid)), 30,
-                           "forkmem's two children", interval=0.01)
+    # each child forks its grandchild first (a uffd FORK event: the fork
+    # returns once the daemon has read it); stop the children after that
+    kids = util.wait_until(lambda: (lambda k: k if len(k) == 2 and all(len(children(c)) == 1 for c in k)
+                                    else None)(children(pid)),
+                           30, "forkmem's two children and their grandchildren", interval=0.01)
     for k in kids:
         os.kill(k, signal.SIGSTOP)
     try:
