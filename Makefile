@@ -92,6 +92,12 @@ test: deps rootfs
 	@$(MAKE) --no-print-directory asan
 	@echo "page server protocol tests against the ASan/UBSan build:"
 	DISTRIPROC_BIN=$(CURDIR)/build-asan/distriproc $(PYTEST) -q tests/integration/test_pageserver.py
+	@echo "budget, inject and guard tests (marker asan) against the ASan/UBSan build; any sanitizer report fails:"
+	@rm -rf build-asan/sanitizer && mkdir -p build-asan/sanitizer
+	DISTRIPROC_BIN=$(CURDIR)/build-asan/distriproc DISTRIPROC_SANITIZER_DIR=$(CURDIR)/build-asan/sanitizer \
+	ASAN_OPTIONS=log_path=$(CURDIR)/build-asan/sanitizer/asan \
+	UBSAN_OPTIONS=log_path=$(CURDIR)/build-asan/sanitizer/ubsan:print_stacktrace=1 \
+	$(PYTEST) -q -m asan tests/integration/test_budget.py tests/integration/test_inject.py tests/integration/test_guard.py
 	$(PYTEST) -v tests/integration
 
 # The README's main command: Redis with 1 GiB migrated lazily across the lab.
