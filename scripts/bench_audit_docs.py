@@ -4,7 +4,8 @@ stored result behind them.
 
   bench_audit_docs.py [--results DIR] [--json] DOC...
 
-Every number in the prose of DOC (tables and code blocks included) that is
+Every number in the prose of DOC (tables included; code blocks and indented
+commands skipped: their numbers are parameters) that is
 written with a unit of measurement (us, ms, s, MiB, GiB, KiB, MB/s, GB/s, %,
 x, M, k, pages, ops/s) is looked up among the numbers of the stored results in
 DIR (default bench/results: *.json, *.jsonl, *.txt, *.log), in the units those
@@ -119,7 +120,12 @@ def audit(doc, stored, indexes):
         if cited not in indexes:
             indexes[cited] = rounded_index(set().union(*(stored[n] for n in cited)))
         index = indexes[cited]
+        fenced = False
         for no, line in enumerate(sec, start):
+            if line.lstrip().startswith("```"):
+                fenced = not fenced
+            if fenced or line.startswith("    "):
+                continue  # commands and code: their numbers are parameters
             for m in FIGURE.finditer(line):
                 if not backed(m.group(1), m.group(2), index):
                     out.append({"file": doc, "line": no, "figure": m.group(0), "cited": list(cited),
