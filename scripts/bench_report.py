@@ -356,7 +356,7 @@ def plot_remote_fraction(docs, outdir, tmp):
     for k, (title, loc, pts) in enumerate(series):
         path = os.path.join(tmp, f"rf{k}.dat")
         with open(path, "w") as f:
-            for pct, r, pt in pts:
+            for pct, r, pt in sorted(pts, key=lambda x: x[2]["remote_fraction"]):  # a line along x
                 rel = 100.0 * r["ops_per_s"] / loc["ops_per_s"] if loc["ops_per_s"] else 0
                 f.write(f"{100.0 * pt['remote_fraction']:.2f} {rel:.2f} {r.get('p99_us') or 0} {pct} "
                         f"\"{budget_label(pt)}\"\n")
