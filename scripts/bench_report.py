@@ -2,9 +2,10 @@
 """bench_report: plots (gnuplot, PNG and SVG) and REPORT.md from the JSON that
 `distriproc bench ttfr` and `distriproc bench faults` write.
 
-  bench_report.py [--ttfr FILE] [--faults FILE] [--remote-fraction FILE ...] [--notes FILE] [--loadavg FILE] --out DIR
+  bench_report.py [--ttfr FILE] [--faults FILE] [--remote-fraction FILE ...] [--notes FILE] [--loadavg FILE ...] --out DIR
 
---loadavg FILE: a sampler's log taken during the runs, one line per sample,
+--loadavg FILE (repeatable: runs taken at different times each have their
+own): a sampler's log taken during the runs, one line per sample,
 "HH:MM:SS L1 L5 L15 ..." (the time, then /proc/loadavg); the report gives the
 1-minute load's min, median and max (the machine is shared).
 
@@ -329,13 +330,19 @@ plot {", ".join(plots)}
 
 # ---- REPORT.md ----------------------------------------------------------------
 
+def rf_name(doc, docs):
+    """A run's name: its workload, and its start when another run has the same."""
+    same = sum(d["workload"] == doc["workload"] for d in docs) > 1
+    return doc["workload"] + (f" ({doc.get('started', '?')})" if same else "")
+
+
 def rf_series(docs):
     """[(title, local_result, [(remote_pct, result, point)])] per workload and mix."""
     out = []
     for doc in docs:
         for mix in doc["local"]:
             pts = [(pt["remote_pct"], pt["results"][mix], pt) for pt in doc["points"] if mix in pt["results"]]
-            title = doc["workload"] + ("" if mix == doc["workload"] else f" {mix}")
+            title = rf_name(doc, docs) + ("" if mix == doc["workload"] else f" {mix}")
             out.append((title, doc["local"][mix], sorted(pts, key=lambda x: x[0])))
     return out
 
@@ -368,7 +375,7 @@ def plot_remote_fraction(docs, outdir, tmp):
                       f"'{p}' using 1:2:5 with labels font ',8' offset 0,0.8 notitle" for p, t, _ in plots)
     gnuplot("set title 'Throughput vs measured remote fraction (local execution = 100%, same run)'\n"
             + xlabel + "set ylabel '% of local throughput (baseline at the start of the run)'\n"
-            "set yrange [0:*]\nset xrange [0:100]\nset grid\nset key bottom left\n"
+            "set yrange [0:*]\nset xrange [0:100]\nset grid\nset key top right font ',9'\n"
             f"plot {lines}, 70 with lines dt 2 lc rgb 'gray' title '70% (RQ3 target)'", outdir,
             "remote-fraction-throughput")
     lat = [(p, t, loc) for p, t, loc in plots if loc.get("p99_us")]
@@ -396,7 +403,7 @@ def remote_fraction_section(docs, have_plots):
     for doc in docs:
         end = doc.get("local_end")
         warm = doc.get("local_warmup")
-        out += [f"### {doc['workload']}", "", f"    {doc.get('command', '?')}", "",
+        out += [f"### {rf_name(doc, docs)}", "", f"    {doc.get('command', '?')}", "",
                 f"{doc.get('seconds')} s measured per point and mix after {doc.get('warmup')} s of warm-up; "
                 f"prefetch {doc.get('prefetch')}. Local = the same process in the src container, same client, "
                 "same run, " + (f"warmed up for {warm} s like every point, measured before the checkpoint and "
@@ -592,7 +599,8 @@ def main():
     p.add_argument("--remote-fraction", action="append", default=[],
                    help="JSON of bench remote-fraction (repeatable: redis, memwalk)")
     p.add_argument("--notes", help="markdown appended as the report's notes")
-    p.add_argument("--loadavg", help="load-average samples taken during the runs (HH:MM:SS L1 L5 L15 ...)")
+    p.add_argument("--loadavg", action="append", default=[],
+                   help="load-average samples taken during runs (HH:MM:SS L1 L5 L15 ...); repeatable")
     p.add_argument("--section", action="append", default=[],
                    help="a markdown report written by another benchmark (e.g. bench warmup's warmup.md), "
                         "included as a section; repeatable")
@@ -610,13 +618,14 @@ def main():
         rfs = [load(f, "remote-fraction") for f in a.remote_fraction]
         for d, f in zip(rfs, a.remote_fraction):
             check_remote_fraction(d, f)
-        load_line = loadavg_line(a.loadavg) if a.loadavg else None
+        load_lines = [loadavg_line(f) + (f", {os.path.basename(f)}" if len(a.loadavg) > 1 else "")
+                      for f in a.loadavg]
     except BadInput as e:
         sys.exit(f"bench_report: {e}")
     os.makedirs(a.out, exist_ok=True)
     report = ["# DistriProc benchmark report", ""]
     src = ttfr or faults or (rfs[0] if rfs else {})
-    report += ["## Machine", ""] + machine_lines(src) + ([load_line] if load_line else []) + [""]
+    report += ["## Machine", ""] + machine_lines(src) + load_lines + [""]
     report += ["## Commands (exactly as run)", ""]
     for d in (ttfr, faults, *rfs):
         if d:
