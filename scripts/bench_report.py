@@ -530,9 +530,20 @@ def ttfr_section(doc, sizes, have_plots):
     return out
 
 
+def floor_copied(runs):
+    """Whether the local floor is one measurement copied into every RTT row
+    (bench faults before it measured the floor per row): equal in every field."""
+    floors = [r["latency"].get("local_floor") for r in runs]
+    return len(floors) > 1 and all(f is not None and f == floors[0] for f in floors)
+
+
 def faults_section(doc, runs, have_cdf, have_scan):
+    copied = floor_copied(runs)
     out = ["## Fault latency and scan throughput", "",
-           f"Run started {doc.get('started', '?')}.", "",
+           f"Run started {doc.get('started', '?')}." +
+           (" **The local floor of this run is one measurement, copied into every RTT row** (the benchmark "
+            "measured it once then); each row's check adds that same floor." if copied else
+            " Every series, the local floor included, is measured again in each RTT row."), "",
            "| emulated RTT (us) | series | how measured | samples | p50 (us) | p90 (us) | p99 (us) | max (us) |",
            "|---|---|---|---|---|---|---|---|"]
     names = dict(SERIES + SECONDARY)

@@ -52,6 +52,19 @@ def test_plots_and_report_from_fixtures(tmp_path):
     assert ttfr["command"] in md and "fixture: distriproc bench faults" in md
     assert "The fixture numbers are made up." in md
     assert ttfr["machine"]["uname"] in md
+    # the fixture's floor is the same in both rows: said to be one measurement
+    assert "local floor of this run is one measurement, copied into every RTT row" in md
+
+
+def test_floor_measured_per_row_is_not_called_copied(tmp_path):
+    doc = json.load(open(FAULTS))
+    doc["runs"][1]["latency"]["local_floor"] = dict(doc["runs"][1]["latency"]["local_floor"], p50_us=17.3)
+    path = tmp_path / "f.json"
+    path.write_text(json.dumps(doc))
+    report("--faults", path, "--out", tmp_path / "r")
+    md = (tmp_path / "r" / "REPORT.md").read_text()
+    assert "measured again in each RTT row" in md and "copied into every RTT row" not in md, md
+    assert "floor 17.3) =" in md, md
 
 
 @pytest.mark.time_limit(60)
