@@ -347,6 +347,14 @@ def rf_series(docs):
     return out
 
 
+RF_COLORS = ("#9400d3", "#009e73", "#56b4e9", "#e69f00", "#d55e00", "#0072b2", "#cc79a7", "#000000", "#999933")
+
+
+def rf_color(k):
+    """One colour per curve, so that several runs of one workload stay apart."""
+    return RF_COLORS[k % len(RF_COLORS)]
+
+
 def budget_label(pt):
     """A point's budget as a plot label: the target it was given, not what it
     measured (that is the x coordinate)."""
@@ -371,21 +379,24 @@ def plot_remote_fraction(docs, outdir, tmp):
     if not plots:
         return False
     xlabel = "set xlabel 'measured steady remote share of lazy memory (%); labels: the budget each point ran with'\n"
-    lines = ", ".join(f"'{p}' using 1:2 with linespoints lw 2 title '{t}', "
-                      f"'{p}' using 1:2:5 with labels font ',8' offset 0,0.8 notitle" for p, t, _ in plots)
+    lines = ", ".join(f"'{p}' using 1:2 with linespoints lw 2 lc rgb '{rf_color(k)}' title '{t}', "
+                      f"'{p}' using 1:2:5 with labels font ',8' offset 0,0.8 notitle"
+                      for k, (p, t, _) in enumerate(plots))
     gnuplot("set title 'Throughput vs measured remote fraction (local execution = 100%, same run)'\n"
             + xlabel + "set ylabel '% of local throughput (baseline at the start of the run)'\n"
-            "set yrange [0:*]\nset xrange [0:100]\nset grid\nset key top right font ',9'\n"
+            "set yrange [0:*]\nset xrange [0:100]\nset grid\nset key below font ',8'\n"
             f"plot {lines}, 70 with lines dt 2 lc rgb 'gray' title '70% (RQ3 target)'", outdir,
             "remote-fraction-throughput")
     lat = [(p, t, loc) for p, t, loc in plots if loc.get("p99_us")]
     if lat:
-        lines = ", ".join(f"'{p}' using 1:3 with linespoints lw 2 title '{t}', "
-                          f"'{p}' using 1:3:5 with labels font ',8' offset 0,0.8 notitle" for p, t, _ in lat)
-        lines += ", " + ", ".join(f"{loc['p99_us']} with lines dt 2 title 'local {t}'" for _, t, loc in lat)
+        lines = ", ".join(f"'{p}' using 1:3 with linespoints lw 2 lc rgb '{rf_color(k)}' title '{t}', "
+                          f"'{p}' using 1:3:5 with labels font ',8' offset 0,0.8 notitle"
+                          for k, (p, t, _) in enumerate(lat))
+        lines += ", " + ", ".join(f"{loc['p99_us']} with lines dt 2 lc rgb '{rf_color(k)}' title 'local {t}'"
+                                  for k, (_, t, loc) in enumerate(lat))
         gnuplot("set title 'P99 request latency vs measured remote fraction'\n"
                 + xlabel + "set ylabel 'P99 latency (us)'\n"
-                "set logscale y\nset xrange [0:100]\nset grid\nset key top left\n"
+                "set logscale y\nset xrange [0:100]\nset grid\nset key below font ',8'\n"
                 f"plot {lines}", outdir, "remote-fraction-p99")
     return True
 
