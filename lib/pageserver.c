@@ -20,7 +20,6 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/timerfd.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -30,6 +29,7 @@
 #include "image.h"
 #include "overlay.h"
 #include "pmap.h"
+#include "rttdelay.h"
 #include "hotset.h"
 #include "skeleton.h"
 
@@ -220,16 +220,14 @@ static void resp_append(struct resp *to, struct resp *from)
     memset(from, 0, sizeof(*from));
 }
 
+/* The timer follows the head of the delayed-reply FIFO (rttdelay: the same
+ * timer the benchmarks' raw baseline waits on). */
 static void arm_timer(struct server *s)
 {
-    struct itimerspec its = {0};
-    if (s->dq_head) {
-        its.it_value.tv_sec = (time_t)(s->dq_head->due / 1000000000ULL);
-        its.it_value.tv_nsec = (long)(s->dq_head->due % 1000000000ULL);
-        if (its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0)
-            its.it_value.tv_nsec = 1;
-    }
-    timerfd_settime(s->tfd, TFD_TIMER_ABSTIME, &its, NULL);
+    if (s->dq_head)
+        dp_rtt_timer_arm(s->tfd, s->dq_head->due);
+    else
+        dp_rtt_timer_disarm(s->tfd);
 }
 
 /* Hands a finished reply to the connection, now or after the emulated RTT.
@@ -253,7 +251,7 @@ static void deliver(struct server *s, struct conn *c, struct resp *r, uint64_t r
     d->c = c;
     d->r = *r;
     memset(r, 0, sizeof(*r));
-    d->due = recv_ns + s->o->emulate_rtt_us * 1000ULL;
+    d->due = dp_rtt_due(recv_ns, s->o->emulate_rtt_us);
     if (d->due < s->dq_last_due)
         d->due = s->dq_last_due;
     s->dq_last_due = d->due;
@@ -1495,7 +1493,7 @@ int dp_server_run(const struct dp_server_opts *o, struct dp_err *err)
     sigaddset(&mask, SIGINT);
     sigprocmask(SIG_BLOCK, &mask, NULL);
     s->sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
-    s->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    s->tfd = dp_rtt_timer_create(1);
     s->ep = epoll_create1(EPOLL_CLOEXEC);
     if (s->sfd < 0 || s->tfd < 0 || s->ep < 0) {
         dp_err_set(err, "cannot create signalfd/timerfd/epoll: %s", strerror(errno));
