@@ -40,6 +40,7 @@ static void usage(FILE *out)
             "\n"
             "  --source ADDR:PORT      the page server (distriproc serve) holding the checkpoint\n"
             "  --key FILE              pre-shared key of the page server\n"
+            "  --insecure-plaintext    frames in clear, for a server run with it (no encryption)\n"
             "  --images DIR            local mode: serve pages from a CRIU images directory\n"
             "                          (no server; the local-floor baseline)\n"
             "  --workdir DIR           lazy-pages.socket, control.sock, logs, pulled images\n"
@@ -297,6 +298,7 @@ int cmd_restore(int argc, char **argv)
         {"verbose", no_argument, NULL, 'v'},         {"help", no_argument, NULL, 'h'},
         {"hotset", required_argument, NULL, 'T'},    {"replay-window", required_argument, NULL, 'W'},
         {"record-trace", required_argument, NULL, 'R'}, {"hotset-mode", required_argument, NULL, 'M'},
+        {"insecure-plaintext", no_argument, NULL, 'P'},
         {NULL, 0, NULL, 0},
     };
     struct restore_args a = {.prefetch = "none", .restore_timeout = 120, .record_s = -1};
@@ -305,6 +307,7 @@ int cmd_restore(int argc, char **argv)
         switch (c) {
         case 's': a.source = optarg; break;
         case 'k': a.key = optarg; break;
+        case 'P': dp_client_set_insecure_plaintext(true); break;
         case 'i': a.images = optarg; break;
         case 'w': a.workdir = optarg; break;
         case 'H': a.host = optarg; break;
