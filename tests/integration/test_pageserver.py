@@ -569,6 +569,9 @@ def test_fdatasync_eio_fails_the_log_for_good_and_nothing_is_acknowledged_after_
     assert [e[1][1] for e in after if e[0] == "reply" and e[1][0] == ERROR] == [3, 4, 6], after
 
 
+REC, COMMIT = 4160, 64  # write-back log: page record, commit record closing a sync group
+
+
 def test_torn_overlay_tail_is_dropped(tmp_path):
     srv = Server(str(tmp_path))
     try:
@@ -580,19 +583,16 @@ def test_torn_overlay_tail_is_dropped(tmp_path):
         srv.stop(signal.SIGKILL)
         log = os.path.join(srv.images, "distriproc-overlay.log")
         size = os.path.getsize(log)
-        assert size == 4160
+        assert size == REC + COMMIT
         # A crash in the middle of the next append: a record for the same page
-        # whose data never fully reached the disk.
-        with open(log, "r+b") as f:
-            f.seek(0)
-            rec = bytearray(f.read())
+        # whose data never fully reached the disk, and no commit record.
+        with open(log, "rb") as f:
+            rec = bytearray(f.read(REC))
         rec[64:64 + 4096] = bytes([0x22]) * 4096  # other data, old checksum: invalid
-        with open(log, "ab") as f:
-            f.write(bytes(rec[:3000]))                 # and a short tail after it
         with open(log, "r+b") as f:
             f.seek(size)
             f.write(bytes(rec))                        # full-length but corrupt record first
-            f.write(bytes(rec[:3000]))
+            f.write(bytes(rec[:3000]))                 # and a short tail after it
         srv.start()
         c = Conn(srv)
         c.handshake()
@@ -600,7 +600,46 @@ def test_torn_overlay_tail_is_dropped(tmp_path):
         pages = pages_of(parse_get_reply(c.recv()[3]))
         assert pages[0][1] == good  # the acknowledged version, never the torn one
         assert "torn tail" in srv.logtext()
-        assert os.path.getsize(log) == 4160
+        assert os.path.getsize(log) == REC + COMMIT
+    finally:
+        srv.stop()
+
+
+def test_damage_inside_acknowledged_writes_stops_the_server_and_keeps_the_log(tmp_path):
+    """A bit flipped in the FIRST record of a log of several synced groups is
+    not a torn tail: cutting there would turn acknowledged pages into zeros.
+    The server refuses to start, says where and what to do, and leaves the
+    file byte for byte as it was; repaired, it serves every acknowledged page."""
+    srv = Server(str(tmp_path))
+    c = Conn(srv)
+    c.handshake()
+    want = {}
+    for i in range(3):  # three PUTs, each acknowledged after its own sync
+        data = bytes([0x30 + i]) * 4096
+        c.put(10 + i, 1, ADDR + i * 4096, data)
+        assert c.recv()[:3:2] == (PUT | 0x80, 10 + i)
+        want[i] = data
+    srv.stop()
+    log = os.path.join(srv.images, "distriproc-overlay.log")
+    before = open(log, "rb").read()
+    assert len(before) == 3 * (REC + COMMIT)
+    damaged = bytearray(before)
+    damaged[64 + 100] ^= 0x04  # page data of the first record
+    open(log, "wb").write(damaged)
+    proc = subprocess.run([BIN, "serve", "--images", srv.images, "--listen", "127.0.0.1:%d" % free_port(),
+                           "--key", srv.keyfile], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 1, proc.stderr
+    assert "damaged at offset 0" in proc.stderr, proc.stderr
+    assert "not a torn tail" in proc.stderr and "left untouched" in proc.stderr, proc.stderr
+    assert open(log, "rb").read() == bytes(damaged)  # not cut, not rewritten
+    open(log, "wb").write(before)  # "restored from a backup"
+    srv.start()
+    try:
+        c = Conn(srv)
+        c.handshake()
+        c.get(20, [(1, ADDR, 3)])
+        pages = pages_of(parse_get_reply(c.recv()[3]))
+        assert [p[1] for p in pages] == [want[0], want[1], want[2]]
     finally:
         srv.stop()
 
