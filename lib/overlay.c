@@ -199,10 +199,12 @@ struct replay_end {
 /* Is the damage at e->bad a torn tail? Only the last group of appends can be
  * torn: each group ends with its commit record and is fdatasync'd before it
  * is acknowledged and before the next group is written. So anything
- * followed by a valid commit record was acknowledged, and so is a commit
- * record that is present but does not verify (a 64-byte record aligned to
- * 64 bytes lies in one disk sector, which is written whole or not at all:
- * a tear leaves it missing or zero, never with its magic and a wrong sum). */
+ * followed by a valid commit record was acknowledged. And where the tail
+ * starts, a crash leaves the end of the file, zeros (space allocated, data
+ * never written) or the start of a page record of the unfinished group
+ * ("DPOV"); a 64-byte commit record aligned to 64 bytes lies in one disk
+ * sector, which is written whole or not at all, so it is never half there.
+ * Any other bytes there are a damaged commit record: acknowledged. */
 static bool is_torn_tail(const uint8_t *log, uint64_t size, struct replay_end *e)
 {
     e->later_commit = UINT64_MAX;
@@ -213,8 +215,12 @@ static bool is_torn_tail(const uint8_t *log, uint64_t size, struct replay_end *e
             return false;
         }
     }
-    if (e->bad + 4 <= size && dp_get_u32(log + e->bad) == COMMIT_MAGIC) {
-        e->why = "a commit record that does not verify";
+    static const uint8_t zeros[DP_OVERLAY_COMMIT_SIZE];
+    uint64_t n = size - e->bad < DP_OVERLAY_COMMIT_SIZE ? size - e->bad : DP_OVERLAY_COMMIT_SIZE;
+    bool page_start = n >= 4 && dp_get_u32(log + e->bad) == REC_MAGIC;
+    if (!page_start && memcmp(log + e->bad, zeros, n) != 0) {
+        if (dp_get_u32(log + e->bad) != COMMIT_MAGIC)
+            e->why = "bytes that are neither a record nor zeros where a commit record belongs (a damaged one)";
         return false;
     }
     return true;

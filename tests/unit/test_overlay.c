@@ -69,11 +69,12 @@ static void replay_keeps_latest_and_cuts_torn_tail(void **state)
     assert_int_equal(dp_overlay_sync(o, &err), 0);
     dp_overlay_close(o);
 
-    /* A torn append after the last sync: half a record. */
+    /* A torn append after the last sync: the first 3000 bytes of a record. */
     int fd = open(log_path(), O_WRONLY | O_APPEND);
     assert_true(fd >= 0);
     uint8_t junk[3000];
     memset(junk, 0x77, sizeof(junk));
+    memcpy(junk, "DPOV\2\0\0\0", 8);
     assert_int_equal(write(fd, junk, sizeof(junk)), (ssize_t)sizeof(junk));
     close(fd);
 
@@ -149,6 +150,7 @@ static void damage_inside_acknowledged_writes_refuses_to_open(void **state)
         2 * R + 40,               /* the first commit record's checksum */
         6 * R + 2 * C + 50,       /* the last group's commit record: its group hash */
         6 * R + 2 * C + 9,        /* ... its count */
+        6 * R + 2 * C + 1,        /* ... its magic: still no torn tail */
     };
     for (size_t k = 0; k < DP_ARRAY_LEN(where); k++) {
         three_groups();
