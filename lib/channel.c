@@ -191,6 +191,16 @@ int dp_chan_seal(struct dp_chan *chan, const uint8_t hdr[DP_HDR_SIZE], const uin
     return 0;
 }
 
+int dp_chan_seal_inplace(struct dp_chan *chan, uint8_t *rec)
+{
+    uint32_t len = dp_get_u32(rec + 16);
+    if (seal_one(chan, rec, rec, DP_HDR_SIZE, rec + DP_HDR_SIZE) < 0)
+        return -1;
+    if (len && seal_one(chan, rec + DP_CHAN_HDR_REC, rec + DP_CHAN_HDR_REC, len, rec + DP_CHAN_HDR_REC + len) < 0)
+        return -1;
+    return 0;
+}
+
 int dp_chan_open_hdr(struct dp_chan *chan, uint8_t rec[DP_CHAN_HDR_REC])
 {
     return open_one(chan, rec, DP_HDR_SIZE, rec + DP_HDR_SIZE);

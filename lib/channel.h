@@ -82,6 +82,11 @@ static inline size_t dp_chan_sealed_len(uint32_t len)
  * (dp_get_u32(hdr + 16) bytes) into out (dp_chan_sealed_len bytes; may not
  * overlap the inputs). Returns -1 if the counter is exhausted. */
 int dp_chan_seal(struct dp_chan *chan, const uint8_t hdr[DP_HDR_SIZE], const uint8_t *payload, uint8_t *out);
+/* Seals one message in place: rec holds the plain header at [0, 24), the
+ * payload at [40, 40 + len), and room for the tags at [24, 40) and after
+ * the payload (dp_chan_sealed_len bytes in all). Saves the copy of a large
+ * reply. Returns -1 if the counter is exhausted. */
+int dp_chan_seal_inplace(struct dp_chan *chan, uint8_t *rec);
 /* Opens a header record in place: on success rec[0..24) is the plain header.
  * Returns -1 if the record does not verify (altered, replayed, reordered). */
 int dp_chan_open_hdr(struct dp_chan *chan, uint8_t rec[DP_CHAN_HDR_REC]);

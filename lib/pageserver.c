@@ -48,6 +48,7 @@ enum tag { TAG_LISTEN = 1, TAG_SIGNAL, TAG_TIMER, TAG_CONN };
 /* ---- output items: bytes we own, or a range of a file to sendfile ---- */
 struct out_item {
     struct out_item *next;
+    bool sealed;      /* buffer already holds sealed records (a GET reply sealed in place) */
     int fd;           /* -1: buffer item */
     uint8_t *buf;
     size_t len, off;  /* buffer: bytes and progress; file: bytes left */
@@ -319,6 +320,10 @@ static int seal_resp(struct conn *c, struct resp *r)
     for (struct out_item *it = r->head; it; it = it->next) {
         if (it->fd >= 0)
             return -1;
+        if (it->sealed) {
+            bytes += it->len;
+            continue;
+        }
         struct dp_buf sealed = {0};
         for (size_t off = 0; off < it->len;) {
             size_t left = it->len - off;
@@ -613,16 +618,20 @@ static void handle_get(struct server *s, struct conn *c, uint64_t id, uint64_t r
     size_t payload = DP_GET_REPLY_HDR + (size_t)nsegs * DP_SEG_HDR + (size_t)data_pages * DP_PAGE_SIZE;
     struct dp_buf b = {0};
     struct resp out = {0};
-    /* A sealed reply is one record: its data is copied in, never sendfile'd. */
-    uint64_t sendfile_min = c->chan.secure ? UINT64_MAX : s->o->sendfile_min;
+    /* A sealed reply is one message sealed in place: its data is copied in,
+     * never sendfile'd, with room for the header record's tag after the
+     * header and the payload record's tag at the end (no second copy). */
+    bool secure = c->chan.secure;
+    size_t gap = secure ? DP_CHAN_TAG : 0;
+    uint64_t sendfile_min = secure ? UINT64_MAX : s->o->sendfile_min;
     /* One allocation for the whole reply when the data is copied in. */
-    if (dp_buf_reserve(&b, DP_HDR_SIZE + (sendfile_min > DP_PAGE_SIZE * (uint64_t)DP_MAX_GET_PAGES
-                                              ? payload : DP_GET_REPLY_HDR + DP_SEG_HDR)) < 0)
+    if (dp_buf_reserve(&b, DP_HDR_SIZE + 2 * gap + (sendfile_min > DP_PAGE_SIZE * (uint64_t)DP_MAX_GET_PAGES
+                                                        ? payload : DP_GET_REPLY_HDR + DP_SEG_HDR)) < 0)
         goto oom;
     struct dp_hdr h = {.version = 1, .type = DP_MSG_GET_PAGES | DP_MSG_REPLY, .id = id, .len = (uint32_t)payload};
     dp_hdr_encode(b.data, &h);
-    dp_enc_get_reply_hdr(b.data + DP_HDR_SIZE, nsegs);
-    b.len = DP_HDR_SIZE + DP_GET_REPLY_HDR;
+    dp_enc_get_reply_hdr(b.data + DP_HDR_SIZE + gap, nsegs);
+    b.len = DP_HDR_SIZE + gap + DP_GET_REPLY_HDR;
     for (uint32_t i = 0; i < nsegs; i++) {
         struct seg_build *sb = &s->segs[i];
         if (dp_buf_reserve(&b, DP_SEG_HDR) < 0)
@@ -668,8 +677,16 @@ static void handle_get(struct server *s, struct conn *c, uint64_t id, uint64_t r
             s->st.copied_bytes += pc->len;
         }
     }
-    if (b.len && !resp_add_buf(&out, &b))
+    if (secure) {
+        if (dp_buf_reserve(&b, DP_CHAN_TAG) < 0 || dp_chan_seal_inplace(&c->chan, b.data) < 0)
+            goto oom;
+        b.len += DP_CHAN_TAG;
+    }
+    struct out_item *item = b.len ? resp_add_buf(&out, &b) : NULL;
+    if (b.len && !item)
         goto oom;
+    if (item)
+        item->sealed = secure;
     c->pages_sent += g->total_pages;
     queue_resp(s, c, &out, recv_ns);
     return;

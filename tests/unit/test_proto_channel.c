@@ -85,6 +85,18 @@ static void known_answers(void **state)
         assert_memory_equal(out, hdr, DP_HDR_SIZE);
         assert_int_equal(dp_chan_open_payload(&sv, out + DP_CHAN_HDR_REC, 5), 0);
         assert_memory_equal(out + DP_CHAN_HDR_REC, "hello", 5);
+        /* Sealed in place (the GET reply's path): the same bytes as a copy
+         * sealed with the same counter. */
+        uint8_t inplace[61] = {0}, copy[61];
+        memcpy(inplace, hdr, DP_HDR_SIZE);
+        memcpy(inplace + DP_CHAN_HDR_REC, "world", 5);
+        struct dp_chan cl2 = cl;
+        assert_int_equal(dp_chan_seal(&cl, hdr, (const uint8_t *)"world", copy), 0);
+        assert_int_equal(dp_chan_seal_inplace(&cl2, inplace), 0);
+        assert_memory_equal(inplace, copy, 61);
+        assert_int_equal(dp_chan_open_hdr(&sv, inplace), 0);
+        assert_int_equal(dp_chan_open_payload(&sv, inplace + DP_CHAN_HDR_REC, 5), 0);
+        assert_memory_equal(inplace + DP_CHAN_HDR_REC, "world", 5);
         dp_chan_free(&cl);
         dp_chan_free(&sv);
     }
