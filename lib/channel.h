@@ -46,7 +46,8 @@ struct evp_cipher_ctx_st;
 struct dp_chan_dir {
     uint8_t key[DP_CHAN_KEY];
     uint64_t counter;                  /* records sealed/opened in this direction */
-    struct evp_cipher_ctx_st *ctx;     /* libcrypto AEAD context, keyed with key */
+    struct evp_cipher_ctx_st *ctx;     /* libcrypto AEAD context, keyed with key (large records) */
+    crypto_aead_aes256gcm_state *aes;  /* libsodium's expanded AES key (small records), AES only */
 };
 
 struct dp_chan {

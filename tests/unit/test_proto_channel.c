@@ -97,6 +97,27 @@ static void known_answers(void **state)
         assert_int_equal(dp_chan_open_hdr(&sv, inplace), 0);
         assert_int_equal(dp_chan_open_payload(&sv, inplace + DP_CHAN_HDR_REC, 5), 0);
         assert_memory_equal(inplace + DP_CHAN_HDR_REC, "world", 5);
+        /* A large record (libcrypto's path; small ones take libsodium's):
+         * server to client, 1000 payload bytes, against the Python answer;
+         * then a flipped bit in it is caught. */
+        static const char *big[3] = {NULL, "d98a7ed7dd01ebcd41cd8ef39d01a00d3e3e7d1f4cac692c78657ac45ed0dd54",
+                                     "9bbec3134af27fa5c45bf9ed12bd3125cb6affa4a8eba875ab5ba2039bf3ad3e"};
+        struct dp_chan cl3, sv3;
+        setup_pair(cipher, &cl3, &sv3, cm, sm);
+        struct dp_hdr bh = {.version = 1, .type = DP_MSG_GET_PAGES | DP_MSG_REPLY, .id = 9, .len = 1000};
+        uint8_t bhdr[DP_HDR_SIZE], pl[1000], brec[1056], sum[32];
+        dp_hdr_encode(bhdr, &bh);
+        for (int i = 0; i < 1000; i++)
+            pl[i] = (uint8_t)(i * 7 % 256);
+        assert_int_equal(dp_chan_seal(&sv3, bhdr, pl, brec), 0);
+        crypto_generichash(sum, 32, brec, sizeof(brec), NULL, 0);
+        hex(big[cipher], want);
+        assert_memory_equal(sum, want, 32);
+        brec[DP_CHAN_HDR_REC + 500] ^= 0x08;
+        assert_int_equal(dp_chan_open_hdr(&cl3, brec), 0);
+        assert_int_equal(dp_chan_open_payload(&cl3, brec + DP_CHAN_HDR_REC, 1000), -1);
+        dp_chan_free(&cl3);
+        dp_chan_free(&sv3);
         dp_chan_free(&cl);
         dp_chan_free(&sv);
     }
