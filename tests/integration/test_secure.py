@@ -13,10 +13,12 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 
+import dpchan
 import mitm
 import util
 from test_pageserver import ADDR, BIN, FLAG_FATAL, PAGES, Server, tinymem_page
@@ -248,3 +250,69 @@ def test_restore_through_a_tampering_proxy(lab, procs, criu, tmp_path):
     windows = markers(pages)
     assert len(windows) > 100
     assert seen(wire, windows) == []
+
+
+# ---- acknowledgements are checked against what was sent -------------------------
+def fake_server(key, pages_acked, ready):
+    """A page server that knows the key but acknowledges a PUT with the wrong
+    page count (a broken or compromised source): speaks version 3 through
+    dpchan, answers one PUT, returns what it received."""
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(1)
+    ready.append(ls.getsockname()[1])
+    c, _ = ls.accept()
+    c.settimeout(20)
+
+    def recv_exact(n):
+        b = b""
+        while len(b) < n:
+            x = c.recv(n - len(b))
+            assert x, "client closed"
+            b += x
+        return b
+
+    def frame(t, rid, payload):
+        return struct.pack("<IBBHQII", 0x53505044, 1, t, 0, rid, len(payload), 0) + payload
+
+    h = recv_exact(24)
+    hello = recv_exact(struct.unpack_from("<I", h, 16)[0])
+    flags, ciphers = struct.unpack_from("<II", hello, 4)
+    sk = os.urandom(32)
+    reply = (struct.pack("<HHIIIIIII", 3, 0, 16 << 20, 1024, 256, 256, flags, dpchan.CHACHA, 0) + os.urandom(32)
+             + dpchan.public_key(sk) + bytes(32))
+    c.sendall(frame(0x81, 0, reply))
+    c2s, s2c, cmac, smac = dpchan.derive(key, sk, hello[16:48], dpchan.transcript(hello, reply))
+    h = recv_exact(24)
+    assert recv_exact(32) == cmac
+    c.sendall(frame(0x82, 0, smac))
+    rx, tx = dpchan.Direction(dpchan.CHACHA, c2s), dpchan.Direction(dpchan.CHACHA, s2c)
+    hdr = rx.open(recv_exact(40))
+    t, rid, ln = hdr[5], struct.unpack_from("<Q", hdr, 8)[0], struct.unpack_from("<I", hdr, 16)[0]
+    body = rx.open(recv_exact(ln + 16))
+    assert t == 5  # PUT_PAGES
+    ack = frame(0x85, rid, struct.pack("<II", pages_acked, 0))
+    c.sendall(tx.seal(ack[:24]) + tx.seal(ack[24:]))
+    time.sleep(0.5)
+    c.close()
+    ls.close()
+    return body
+
+
+def test_put_acknowledging_fewer_pages_is_not_believed(tmp_path):
+    key = os.urandom(32)
+    (tmp_path / "key").write_text(key.hex())
+    os.chmod(tmp_path / "key", 0o600)
+    ready, got = [], []
+    th = threading.Thread(target=lambda: got.append(fake_server(key, 1, ready)), daemon=True)
+    th.start()
+    util.wait_until(lambda: ready, 10, "the fake server")
+    (tmp_path / "data").write_bytes(os.urandom(2 * 4096))
+    cp = subprocess.run([BIN, "query", "--source", "127.0.0.1:%d" % ready[0], "--key", tmp_path / "key",
+                         "--timeout", "5000", "put", "1", hex(ADDR), tmp_path / "data"],
+                        capture_output=True, text=True, timeout=60)
+    th.join(10)
+    assert got and struct.unpack_from("<I", got[0], 12)[0] == 2  # the server did receive a 2-page PUT
+    assert cp.returncode == 1, cp.stdout
+    assert "durable" not in cp.stdout
+    assert "acknowledges 1 pages, the request wrote 2: not believed" in cp.stderr, cp.stderr
