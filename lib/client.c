@@ -3,6 +3,7 @@
 #include "client.h"
 #include "channel.h"
 #include "cpid.h"
+#include "hotset.h"
 #include "proto_hotset.h"
 
 #include <arpa/inet.h>
@@ -1025,7 +1026,26 @@ int dp_client_put_trace(struct dp_client *c, const uint8_t *file, size_t len, ui
     }
     int rc = dp_dec_put_trace_reply(sc.data.data, sc.data.len, pages, runs, err);
     dp_buf_free(&sc.data);
-    return rc == DP_E_OK ? 0 : -1;
+    if (rc != DP_E_OK)
+        return -1;
+    /* The acknowledgement must give the trace's own page and run counts (the
+     * server checks the trace; a file it would refuse never gets here). */
+    struct dp_hotset hs;
+    struct dp_err derr;
+    if (dp_hotset_decode("the uploaded trace", file, len, &hs, &derr) < 0) {
+        dp_err_set(err, "the page server acknowledged a trace this client cannot decode (%s): not believed",
+                   derr.msg);
+        return -1;
+    }
+    uint64_t want_pages = hs.total_pages;
+    uint32_t want_runs = hs.nr_runs;
+    dp_hotset_free(&hs);
+    if (*pages != want_pages || *runs != want_runs) {
+        dp_err_set(err, "the page server acknowledged a trace of %" PRIu64 " pages in %u runs, the upload had %"
+                   PRIu64 " in %u: not believed", *pages, *runs, want_pages, want_runs);
+        return -1;
+    }
+    return 0;
 }
 
 int dp_client_get_hotset(struct dp_client *c, uint32_t which, uint8_t **file, size_t *len, int timeout_ms,
