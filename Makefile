@@ -83,8 +83,9 @@ test: deps
 	@$(MAKE) --no-print-directory all
 	@$(MAKE) --no-print-directory unit-asan
 	@$(MAKE) --no-print-directory asan
-	@echo "page server protocol tests against the ASan/UBSan build:"
-	DISTRIPROC_BIN=$(CURDIR)/build-asan/distriproc $(PYTEST) -q tests/integration/test_pageserver.py
+	@echo "page server protocol and secure channel tests against the ASan/UBSan build:"
+	DISTRIPROC_BIN=$(CURDIR)/build-asan/distriproc $(PYTEST) -q tests/integration/test_pageserver.py \
+		tests/integration/test_secure.py -k "not restore"
 	$(PYTEST) -v tests/integration
 
 # The README's main command: Redis with 1 GiB migrated lazily across the lab.
