@@ -294,8 +294,14 @@ static void on_handshake(struct dp_client *c, const struct dp_hdr *h, const uint
         }
         char why[DP_MAX_ERROR_MSG + 64];
         snprintf(why, sizeof(why), "server refused the handshake: %s: %s", dp_errcode_name(e.code), e.msg);
-        if (e.code == DP_E_AUTH_FAILED || e.code == DP_E_VERSION || e.code == DP_E_PLAINTEXT_MISMATCH)
-            set_failed(c, why); /* retrying cannot help */
+        /* Before the keys exist an ERROR is unauthenticated: anyone on the
+         * path can send one. On the first connection it most likely tells
+         * the truth (wrong key, version, mode) and retrying cannot help; once
+         * this server has accepted us, it is a forgery or a passing state,
+         * and the client retries as for a dropped connection. */
+        if (!c->ever_connected &&
+            (e.code == DP_E_AUTH_FAILED || e.code == DP_E_VERSION || e.code == DP_E_PLAINTEXT_MISMATCH))
+            set_failed(c, why);
         else
             drop_connection(c, why);
         return;
@@ -311,8 +317,12 @@ static void on_handshake(struct dp_client *c, const struct dp_hdr *h, const uint
             return;
         }
         if (!dp_auth_mac_equal(c->want_smac, ar.mac)) {
-            set_failed(c, "the server could not prove it knows the key (wrong key on the server, not our server, "
-                          "or the handshake was altered on the path)");
+            const char *why = "the server could not prove it knows the key (wrong key on the server, not our "
+                              "server, or the handshake was altered on the path)";
+            if (c->ever_connected)
+                drop_connection(c, why); /* it did before: an attacker, retry */
+            else
+                set_failed(c, why);
             return;
         }
         c->chan.secure = !c->o.insecure_plaintext;

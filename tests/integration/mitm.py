@@ -11,6 +11,9 @@ both ways and can tamper with the first connection it carries:
                if replies were not bound to their connection)
   inject       after the handshake, insert bytes recorded from an earlier
                connection into the client's stream (a replayed request)
+  autherr      flip a bit after the handshake of the first connection (the
+               client reconnects), then answer the second connection's HELLO
+               with a forged, unauthenticated ERROR AUTH_FAILED
 
 Later connections pass untouched, so a client that reconnects gets through.
 Usable in-process (Proxy) or as a program inside a lab namespace:
@@ -19,6 +22,7 @@ Usable in-process (Proxy) or as a program inside a lab namespace:
 import os
 import select
 import socket
+import struct
 import sys
 import threading
 
@@ -76,6 +80,16 @@ class Proxy:
         except OSError:
             c.close()
             return
+        if n == 1 and self.mode == "autherr":
+            # a forged handshake ERROR (no key needed: it travels before the keys)
+            c.recv(1 << 16)
+            msg = b"authentication failed: forged"
+            err = struct.pack("<IHH", 4, len(msg), 0) + msg
+            c.sendall(struct.pack("<IBBHQII", 0x53505044, 1, 0xFF, 2, 0, len(err), 0) + err)
+            self.tampered = True
+            c.close()
+            s.close()
+            return
         evil = n == 0 and self.mode != "pass"
         seen = {c: 0, s: 0}  # bytes received from each side
         injected = False
@@ -96,7 +110,8 @@ class Proxy:
                     (self.c2s if c2s else self.s2c)[n].extend(data)
                     dst = s if c2s else c
                     hs = HANDSHAKE_C2S if c2s else HANDSHAKE_S2C
-                    if evil and self.mode in ("flip_s2c", "flip_c2s") and c2s == (self.mode == "flip_c2s"):
+                    flips = self.mode in ("flip_s2c", "flip_c2s", "autherr")
+                    if evil and flips and c2s == (self.mode == "flip_c2s"):
                         at = hs + self.flip_at - start
                         if 0 <= at < len(data):
                             data[at] ^= 0x20

@@ -199,6 +199,22 @@ def test_dropped_put_with_a_forged_acknowledgement_is_not_believed(secure_server
     assert open(tmp_path / "back", "rb").read() == page
 
 
+def test_forged_handshake_error_on_a_reconnect_does_not_stop_the_client(secure_server, tmp_path):
+    """Before the keys exist an ERROR is unauthenticated. Once the server has
+    accepted the client, a forged AUTH_FAILED on a reconnect is retried, not
+    believed: the GET completes over a third connection."""
+    srv = secure_server
+    direct, _ = get_all(srv, srv.port, str(tmp_path / "direct"))
+    proxy = mitm.Proxy(("127.0.0.1", srv.port), "autherr", flip_at=40 + 5000)
+    try:
+        res, err = get_all(srv, proxy.port, str(tmp_path / "via"))
+        assert proxy.conns == 3 and proxy.tampered
+        assert "AUTH_FAILED: authentication failed: forged" in err, err
+        assert res["blake2b"] == direct["blake2b"]
+    finally:
+        proxy.close()
+
+
 def test_plaintext_only_when_both_sides_say_so(secure_server, tmp_path):
     srv = secure_server
     cp = query(srv, srv.port, "stats", plaintext=True, check=False)
