@@ -88,6 +88,8 @@ static int dir_init(struct dp_chan_dir *d, uint32_t cipher, bool encrypt)
     return 0;
 }
 
+/* The key schedule of channel.h: X25519, then HMAC-SHA512 over the PSK, the
+ * shared secret and the transcript, then one BLAKE2b-KDF key per purpose. */
 int dp_chan_derive(const uint8_t *psk, size_t psk_len, const uint8_t own_sk[32], const uint8_t peer_pk[32],
                    const uint8_t th[32], uint32_t cipher, bool server, bool encrypt, struct dp_chan *chan,
                    uint8_t client_mac[32], uint8_t server_mac[32], struct dp_err *err)
@@ -139,6 +141,7 @@ int dp_chan_derive(const uint8_t *psk, size_t psk_len, const uint8_t own_sk[32],
     return rc;
 }
 
+/* Frees the AEAD contexts and wipes every key. */
 void dp_chan_free(struct dp_chan *chan)
 {
     struct dp_chan_dir *d[2] = {&chan->tx, &chan->rx};
@@ -218,6 +221,7 @@ static int open_one(struct dp_chan *chan, uint8_t *buf, size_t len, const uint8_
     return 0;
 }
 
+/* Header record, then payload record (if any), each with the next counter. */
 int dp_chan_seal(struct dp_chan *chan, const uint8_t hdr[DP_HDR_SIZE], const uint8_t *payload, uint8_t *out)
 {
     uint32_t len = dp_get_u32(hdr + 16);
@@ -228,6 +232,7 @@ int dp_chan_seal(struct dp_chan *chan, const uint8_t hdr[DP_HDR_SIZE], const uin
     return 0;
 }
 
+/* As dp_chan_seal, over a buffer laid out as the records will be. */
 int dp_chan_seal_inplace(struct dp_chan *chan, uint8_t *rec)
 {
     uint32_t len = dp_get_u32(rec + 16);
@@ -238,16 +243,20 @@ int dp_chan_seal_inplace(struct dp_chan *chan, uint8_t *rec)
     return 0;
 }
 
+/* The fixed-size header record: 24 bytes and their tag. */
 int dp_chan_open_hdr(struct dp_chan *chan, uint8_t rec[DP_CHAN_HDR_REC])
 {
     return open_one(chan, rec, DP_HDR_SIZE, rec + DP_HDR_SIZE);
 }
 
+/* The payload record whose length the opened header gave. */
 int dp_chan_open_payload(struct dp_chan *chan, uint8_t *rec, uint32_t len)
 {
     return open_one(chan, rec, len, rec + len);
 }
 
+/* The one place a peer's outgoing message becomes wire bytes (sealed, or
+ * unchanged in plaintext mode). */
 int dp_chan_append(struct dp_chan *chan, struct dp_buf *b, const uint8_t *msg, size_t msg_len)
 {
     if (msg_len < DP_HDR_SIZE || dp_get_u32(msg + 16) != msg_len - DP_HDR_SIZE)

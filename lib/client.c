@@ -196,8 +196,11 @@ static int start_connect(struct dp_client *c)
     return 0;
 }
 
+/* Set once by a command's --insecure-plaintext, before any client exists
+ * (restore's forked daemon and trace uploader inherit it). */
 static bool plaintext_default;
 
+/* See client.h. */
 void dp_client_set_insecure_plaintext(bool on) { plaintext_default = on; }
 
 /* HELLO: our version range, mode, ciphers and a fresh ephemeral key. */
@@ -603,6 +606,7 @@ int dp_client_timeout_ms(const struct dp_client *c)
 bool dp_client_connected(const struct dp_client *c) { return c->state == CS_READY; }
 uint32_t dp_client_inflight(const struct dp_client *c) { return c->nr_reqs; }
 const struct dp_hello_reply *dp_client_limits(const struct dp_client *c) { return &c->hello; }
+/* For logs and bench output: which AEAD protects this connection. */
 const char *dp_client_cipher(const struct dp_client *c)
 {
     return c->chan.secure ? dp_chan_cipher_name(c->chan.cipher) : "plaintext";

@@ -94,6 +94,7 @@ static void commit_checksum(const uint8_t *c, uint8_t out[16])
     crypto_generichash_final(&st, out, 16);
 }
 
+/* Closes a group: its size, first sequence and a hash binding its records. */
 static void commit_encode(uint8_t c[DP_OVERLAY_COMMIT_SIZE], uint32_t count, uint64_t first_seq,
                           const uint8_t group_hash[16])
 {
@@ -106,6 +107,8 @@ static void commit_encode(uint8_t c[DP_OVERLAY_COMMIT_SIZE], uint32_t count, uin
     commit_checksum(c, c + 32);
 }
 
+/* True if c is an intact commit record (whether it matches its group is the
+ * replay's business). */
 static bool commit_valid(const uint8_t *c)
 {
     if (dp_get_u32(c) != COMMIT_MAGIC || dp_get_u32(c + 4) != REC_FORMAT || dp_get_u32(c + 12) != 0 ||
@@ -135,6 +138,7 @@ static int pwrite_full(int fd, const uint8_t *p, size_t n, uint64_t off)
     return 0;
 }
 
+/* Opens the next sync group, whose first record will have first_seq. */
 static void group_reset(struct dp_overlay *o, uint64_t first_seq)
 {
     o->group_count = 0;
@@ -226,6 +230,8 @@ static bool is_torn_tail(const uint8_t *log, uint64_t size, struct replay_end *e
     return true;
 }
 
+/* Rebuilds the index group by group; cuts a torn tail, refuses damage
+ * inside acknowledged writes (is_torn_tail). */
 static int replay(struct dp_overlay *o, struct dp_err *err)
 {
     uint8_t *log;
