@@ -53,6 +53,7 @@ static void restore_usage(FILE *out)
             "\n"
             "  --source ADDR:PORT      the page server (distriproc serve) holding the checkpoint\n"
             "  --key FILE              pre-shared key of the page server\n"
+            "  --insecure-plaintext    frames in clear, for a server run with it (no encryption)\n"
             "  --images DIR            local mode: serve pages from a CRIU images directory\n"
             "                          (no server; the local-floor baseline)\n"
             "  --workdir DIR           lazy-pages.socket, control.sock, logs, pulled images\n"
@@ -336,6 +337,7 @@ static int parse_args(int argc, char **argv, struct restore_args *a, enum dp_res
         {"record-trace", required_argument, NULL, 'R'}, {"hotset-mode", required_argument, NULL, 'M'},
         {"runc-bundle", required_argument, NULL, 'U'}, {"runc-id", required_argument, NULL, 'I'},
         {"runc-root", required_argument, NULL, 'O'},
+        {"insecure-plaintext", no_argument, NULL, 'P'},
         {NULL, 0, NULL, 0},
     };
     int c;
@@ -344,6 +346,7 @@ static int parse_args(int argc, char **argv, struct restore_args *a, enum dp_res
         switch (c) {
         case 's': a->source = optarg; break;
         case 'k': a->key = optarg; break;
+        case 'P': dp_client_set_insecure_plaintext(true); break;
         case 'i': a->images = optarg; break;
         case 'w': a->workdir = optarg; break;
         case 'H': a->host = optarg; break;

@@ -1,5 +1,6 @@
 """The page server driven through raw sockets (the protocol computed here with
-Python's struct and hmac, independently of lib/proto.c) and through
+Python's struct, hmac and the secure channel of dpchan.py, independently of
+lib/proto.c and lib/channel.c) and through
 `distriproc query` (the C client library), over the tinymem CRIU dump in
 tests/fixtures/images-tinymem: pid 1 has 64 pages at 0x100000000000 whose
 page p holds tinymem_word(p, w) for each 8-byte word w, except every page with
@@ -17,6 +18,8 @@ import subprocess
 import time
 
 import pytest
+
+import dpchan
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.environ.get("DISTRIPROC_BIN", os.path.join(ROOT, "build", "distriproc"))
@@ -58,6 +61,7 @@ class Server:
         self.port = free_port()
         self.log = os.path.join(tmp, "server-%d.log" % self.port)
         self.extra = list(extra)
+        self.plaintext = "--insecure-plaintext" in self.extra  # frames after the handshake in clear
         self.prefix = list(prefix)  # e.g. strace and its options: the server runs under it
         self.start()
 
@@ -107,12 +111,27 @@ def msg(t, rid, payload=b"", flags=0, version=1, magic=MAGIC, length=None):
 
 
 class Conn:
+    """A raw protocol connection. After handshake() every message sent and
+    received goes through the secure channel (unless the server runs with
+    --insecure-plaintext): send() seals the messages it is given, recv()
+    opens records, so the tests below write plain frames either way."""
+
     def __init__(self, server, timeout=10):
         self.server = server
         self.s = socket.create_connection(("127.0.0.1", server.port), timeout=timeout)
+        self.tx = self.rx = None
 
     def send(self, data):
-        self.s.sendall(data)
+        if self.tx is None:
+            self.s.sendall(data)
+            return
+        out = b""
+        while data:  # one header record, then (if any) one payload record per message
+            hdr = data[:24]
+            ln = struct.unpack_from("<I", hdr, 16)[0] if len(hdr) == 24 else 0
+            body, data = data[24:24 + ln], data[24 + ln:]
+            out += self.tx.seal(hdr) + (self.tx.seal(body) if body else b"")
+        self.s.sendall(out)
 
     def recv_exact(self, n):
         b = b""
@@ -124,9 +143,12 @@ class Conn:
         return b
 
     def recv(self):
-        m, v, t, f, rid, ln, r = struct.unpack("<IBBHQII", self.recv_exact(24))
+        raw = self.recv_exact(24) if self.rx is None else self.rx.open(self.recv_exact(40))
+        m, v, t, f, rid, ln, r = struct.unpack("<IBBHQII", raw)
         assert m == MAGIC and v == 1 and r == 0
-        return t, f, rid, self.recv_exact(ln)
+        if self.rx is None or ln == 0:
+            return t, f, rid, self.recv_exact(ln)
+        return t, f, rid, self.rx.open(self.recv_exact(ln + dpchan.TAG))
 
     def closed(self):
         """True if the server closed the connection (EOF)."""
@@ -136,20 +158,27 @@ class Conn:
             return True
 
     def handshake(self, key=None):
-        self.send(msg(HELLO, 1, struct.pack("<HHI", 1, 1, 0)))
+        """Protocol version 3: HELLO with an ephemeral X25519 key, AUTH with
+        the MAC over the transcript; then the channel is sealed."""
+        plain = self.server.plaintext
+        sk, hello = dpchan.hello_payload(flags=dpchan.FLAG_PLAINTEXT if plain else 0)
+        self.send(msg(HELLO, 1, hello))
         t, f, rid, p = self.recv()
-        assert t == HELLO | 0x80 and rid == 1 and len(p) == 56
-        version, = struct.unpack("<H", p[:2])
-        sn = p[24:56]
-        cn = os.urandom(32)
-        k = key or self.server.key
-        mac = hmac.new(k, b"DistriProc-auth-client-v1" + struct.pack("<H", version) + sn + cn, hashlib.sha256)
-        self.send(msg(AUTH, 2, cn + mac.digest()))
+        if t == ERROR:
+            return t, f, rid, p
+        assert t == HELLO | 0x80 and rid == 1 and len(p) == 128
+        r = dpchan.parse_hello_reply(p)
+        assert r["version"] == 3 and r["flags"] == (dpchan.FLAG_PLAINTEXT if plain else 0)
+        self.cpid = r["cpid"]
+        th = dpchan.transcript(hello, p)
+        c2s, s2c, cmac, smac = dpchan.derive(key or self.server.key, sk, r["eph_pk"], th)
+        self.send(msg(AUTH, 2, cmac))
         t, f, rid, p = self.recv()
         if t == AUTH | 0x80:
-            want = hmac.new(k, b"DistriProc-auth-server-v1" + struct.pack("<H", version) + sn + cn,
-                            hashlib.sha256).digest()
-            assert p == want, "server proof does not verify"
+            assert p == smac, "server proof does not verify"
+            if not plain:
+                self.tx = dpchan.Direction(r["cipher"], c2s)
+                self.rx = dpchan.Direction(r["cipher"], s2c)
         return t, f, rid, p
 
     def get(self, rid, ranges):
@@ -269,7 +298,7 @@ def test_wrong_key_fails_auth(server):
 
 def test_out_of_order_messages(server):
     c = Conn(server)
-    c.send(msg(AUTH, 1, bytes(64)))  # AUTH before HELLO
+    c.send(msg(AUTH, 1, bytes(32)))  # AUTH before HELLO
     expect_error(c, E_SEQUENCE)
     c = Conn(server)
     c.handshake()
@@ -279,7 +308,11 @@ def test_out_of_order_messages(server):
 
 def test_version_mismatch(server):
     c = Conn(server)
-    c.send(msg(HELLO, 1, struct.pack("<HHI", 3, 7, 0)))  # the server speaks 1..2
+    c.send(msg(HELLO, 1, struct.pack("<HHI", 1, 2, 0)))  # a version-1/2 client; the server speaks 3
+    rid, text = expect_error(c, E_VERSION)
+    assert "1..2" in text and "3..3" in text
+    c = Conn(server)
+    c.send(msg(HELLO, 1, dpchan.hello_payload(min_v=4, max_v=9)[1]))
     expect_error(c, E_VERSION)
 
 
@@ -297,7 +330,7 @@ def test_malformed_requests(server):
     expect_error(c, E_MALFORMED)
     c = Conn(server)
     c.handshake()
-    c.send(msg(0x09, 4))  # reserved type
+    c.send(msg(0x0b, 4))  # unassigned type
     expect_error(c, E_UNKNOWN)
     c = Conn(server)
     c.handshake()
@@ -402,7 +435,8 @@ def traced_server(tmp_path, inject=()):
     asan = ":".join(filter(None, [os.environ.get("ASAN_OPTIONS"), "detect_leaks=0"]))
     prefix = ["env", "ASAN_OPTIONS=" + asan, "strace", "-f", "-qq", "-y", "-xx", "-s", "24", "-e", "trace=" + STRACE_SYSCALLS,
               "-e", "signal=none", *inject, "-o", trace]
-    return Server(str(tmp_path), prefix=prefix), trace
+    # The trace reads reply types and ids off the wire: frames in clear.
+    return Server(str(tmp_path), extra=["--insecure-plaintext"], prefix=prefix), trace
 
 
 def stop_traced(srv):
@@ -535,6 +569,9 @@ def test_fdatasync_eio_fails_the_log_for_good_and_nothing_is_acknowledged_after_
     assert [e[1][1] for e in after if e[0] == "reply" and e[1][0] == ERROR] == [3, 4, 6], after
 
 
+REC, COMMIT = 4160, 64  # write-back log: page record, commit record closing a sync group
+
+
 def test_torn_overlay_tail_is_dropped(tmp_path):
     srv = Server(str(tmp_path))
     try:
@@ -546,19 +583,16 @@ def test_torn_overlay_tail_is_dropped(tmp_path):
         srv.stop(signal.SIGKILL)
         log = os.path.join(srv.images, "distriproc-overlay.log")
         size = os.path.getsize(log)
-        assert size == 4160
+        assert size == REC + COMMIT
         # A crash in the middle of the next append: a record for the same page
-        # whose data never fully reached the disk.
-        with open(log, "r+b") as f:
-            f.seek(0)
-            rec = bytearray(f.read())
+        # whose data never fully reached the disk, and no commit record.
+        with open(log, "rb") as f:
+            rec = bytearray(f.read(REC))
         rec[64:64 + 4096] = bytes([0x22]) * 4096  # other data, old checksum: invalid
-        with open(log, "ab") as f:
-            f.write(bytes(rec[:3000]))                 # and a short tail after it
         with open(log, "r+b") as f:
             f.seek(size)
             f.write(bytes(rec))                        # full-length but corrupt record first
-            f.write(bytes(rec[:3000]))
+            f.write(bytes(rec[:3000]))                 # and a short tail after it
         srv.start()
         c = Conn(srv)
         c.handshake()
@@ -566,7 +600,46 @@ def test_torn_overlay_tail_is_dropped(tmp_path):
         pages = pages_of(parse_get_reply(c.recv()[3]))
         assert pages[0][1] == good  # the acknowledged version, never the torn one
         assert "torn tail" in srv.logtext()
-        assert os.path.getsize(log) == 4160
+        assert os.path.getsize(log) == REC + COMMIT
+    finally:
+        srv.stop()
+
+
+def test_damage_inside_acknowledged_writes_stops_the_server_and_keeps_the_log(tmp_path):
+    """A bit flipped in the FIRST record of a log of several synced groups is
+    not a torn tail: cutting there would turn acknowledged pages into zeros.
+    The server refuses to start, says where and what to do, and leaves the
+    file byte for byte as it was; repaired, it serves every acknowledged page."""
+    srv = Server(str(tmp_path))
+    c = Conn(srv)
+    c.handshake()
+    want = {}
+    for i in range(3):  # three PUTs, each acknowledged after its own sync
+        data = bytes([0x30 + i]) * 4096
+        c.put(10 + i, 1, ADDR + i * 4096, data)
+        assert c.recv()[:3:2] == (PUT | 0x80, 10 + i)
+        want[i] = data
+    srv.stop()
+    log = os.path.join(srv.images, "distriproc-overlay.log")
+    before = open(log, "rb").read()
+    assert len(before) == 3 * (REC + COMMIT)
+    damaged = bytearray(before)
+    damaged[64 + 100] ^= 0x04  # page data of the first record
+    open(log, "wb").write(damaged)
+    proc = subprocess.run([BIN, "serve", "--images", srv.images, "--listen", "127.0.0.1:%d" % free_port(),
+                           "--key", srv.keyfile], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 1, proc.stderr
+    assert "damaged at offset 0" in proc.stderr, proc.stderr
+    assert "not a torn tail" in proc.stderr and "left untouched" in proc.stderr, proc.stderr
+    assert open(log, "rb").read() == bytes(damaged)  # not cut, not rewritten
+    open(log, "wb").write(before)  # "restored from a backup"
+    srv.start()
+    try:
+        c = Conn(srv)
+        c.handshake()
+        c.get(20, [(1, ADDR, 3)])
+        pages = pages_of(parse_get_reply(c.recv()[3]))
+        assert [p[1] for p in pages] == [want[0], want[1], want[2]]
     finally:
         srv.stop()
 
@@ -706,7 +779,7 @@ def test_silent_unauthenticated_connection_is_dropped(server):
     """A peer that connects and never authenticates holds nothing for long:
     the server closes it after its 10-second handshake limit."""
     idle = Conn(server, timeout=30)
-    idle.send(msg(HELLO, 1, struct.pack("<HHI", 1, 1, 0)))
+    idle.send(msg(HELLO, 1, dpchan.hello_payload()[1]))
     assert idle.recv()[0] == HELLO | 0x80
     assert idle.closed()  # blocks until the server gives up on it
     assert "did not authenticate in time" in server.logtext()
