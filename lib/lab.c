@@ -230,6 +230,12 @@ sys:
     return -1;
 }
 
+/* Other modules that wire namespaces to the lab (cnet) run ip the same way. */
+int lab_run_tool(const char *const argv[], char *out, size_t outlen, struct dp_err *err)
+{
+    return run_tool(argv, out, outlen, err);
+}
+
 /* ---- state ---- */
 
 static void netns_path(const struct lab_host *h, char *buf, size_t len)

@@ -88,6 +88,12 @@ int lab_down(int *killed, struct dp_err *err);
  * namespace). Returns 0, or -1 with "lab is not up" style text in err. */
 int lab_enter(const struct lab_host *host, struct dp_err *err);
 
+/* Runs a tool (argv[0] "ip", "tc", "nsenter", ... found in the sbin/bin
+ * directories) and waits for it; its stdout goes to out (if not NULL, at most
+ * outlen bytes, NUL-terminated), its stderr into err when it fails. Returns its
+ * exit status (0 = success), or -1 if it could not run. */
+int lab_run_tool(const char *const argv[], char *out, size_t outlen, struct dp_err *err);
+
 /* Pids (host-visible) whose network namespace is the given named netns.
  * Returns the count (at most max), or -1 if the netns does not exist. */
 int lab_netns_pids(const char *netns, pid_t *pids, int max);

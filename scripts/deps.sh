@@ -11,17 +11,23 @@
 set -euo pipefail
 
 # ---- The one list of what the project needs ---------------------------------
-# build: gcc make pkg-config libcmocka-dev libsodium-dev; fuzzing: clang libclang-rt-14-dev
+# build: gcc make pkg-config libcmocka-dev libsodium-dev libjansson-dev libssl-dev (libcrypto: the AEAD);
+#   fuzzing: clang libclang-rt-14-dev
 # lab + tests: iproute2 procps util-linux python3-pytest curl; iptables: criu --tcp-established
-#   locks the dumped connections with iptables rules in the dumped netns
+#   locks the dumped connections with iptables rules in the dumped netns; strace: the page server
+#   tests check the order fdatasync/reply and inject an fdatasync EIO with it
 # workloads + benchmarks: redis-server redis-tools nginx-light wrk gnuplot-nox
+# containers: runc (Debian 12: 1.1.5; always run with --criu .deps/bin/criu, which it drives
+#   through `criu swrk` RPC)
 # criu fetching: debian-archive-keyring (its keys sign trixie and sid)
+# container rootfs (make rootfs, scripts/rootfs.sh): mmdebstrap
 PACKAGES=(
-    gcc make pkg-config libcmocka-dev libsodium-dev
+    gcc make pkg-config libcmocka-dev libsodium-dev libjansson-dev libssl-dev
     clang libclang-rt-14-dev
-    iproute2 procps util-linux iptables
+    iproute2 procps util-linux iptables strace
     python3 python3-pytest curl ca-certificates debian-archive-keyring
     redis-server redis-tools nginx-light wrk gnuplot-nox
+    runc mmdebstrap
 )
 # DEPS_ML=1 (make deps-ml): also PyTorch for the ML inference workload
 # (tools/ml_infer.py, bench warmup); ~640 MB installed (176 packages on a
@@ -33,6 +39,7 @@ fi
 # Services those packages ship; tests start their own instances.
 SERVICES=(redis-server nginx)
 CRIU_MIN=4.2
+RUNC_MIN=1.1   # restore --lazy-pages with --work-path; netns by path as external (lib/runc.h)
 CRIU_SUITES=(sid trixie)
 DEBIAN_MIRROR=http://deb.debian.org/debian
 KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
@@ -336,5 +343,17 @@ if [ ! -x "$WRAPPER" ] || [ ! -f "$PREFIX/CRIU_VERSION" ] || ! version_ok "$(cri
     write_wrapper
 fi
 verify_criu
+
+# runc drives our criu through `criu swrk` (RPC over an inherited socket); the
+# integration tests (tests/integration/test_runc.py) check a real checkpoint
+# and lazy restore; here only that the packaged runc is new enough.
+verify_runc() {
+    local v
+    v=$(runc --version 2>/dev/null | sed -n 's/^runc version \([0-9][0-9.]*\).*/\1/p' | head -n1)
+    [ -n "$v" ] && dpkg --compare-versions "$v" ge "$RUNC_MIN" \
+        || die "runc ${v:-not found} is older than $RUNC_MIN (or missing); DistriProc's container commands need runc >= $RUNC_MIN (apt-get install runc on Debian 12), or set DISTRIPROC_RUNC"
+    say "runc $v found"
+}
+verify_runc
 echo "$KEY criu-$(criu_version)" >"$STAMP"
 say "done: packages installed, criu $(criu_version) at .deps/bin/criu (set DISTRIPROC_CRIU to override)"

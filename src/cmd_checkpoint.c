@@ -1,5 +1,7 @@
 /* checkpoint: `criu dump` of a process tree with the options DistriProc's
- * workloads need, then a report of what was dumped, read from the images. */
+ * workloads need (or `runc checkpoint` of a container through our CRIU, with
+ * the manifest of the container's rootfs beside the images), then a report of
+ * what was dumped, read from the images. */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -13,10 +15,16 @@
 #include <unistd.h>
 
 #include "commands.h"
+#include "bundle.h"
 #include "classify.h"
 #include "criu.h"
 #include "image.h"
+#include "kdat.h"
 #include "lab.h"
+#include "lazyd.h"
+#include "orch.h"
+#include "rootfs.h"
+#include "runc.h"
 #include "util.h"
 
 #define DEFAULT_TIMEOUT_S 600.0
@@ -26,6 +34,7 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: distriproc checkpoint --pid PID --images DIR [--host src|dst] [OPTIONS]\n"
+            "       distriproc checkpoint --runc ID [--runc-root DIR] --images DIR [OPTIONS]\n"
             "\n"
             "Checkpoints the process tree rooted at PID with CRIU (criu dump) into DIR and\n"
             "reports what it dumped: tasks, total memory, lazy (private anonymous) memory\n"
@@ -33,9 +42,16 @@ static void usage(FILE *out)
             "stopped by the dump (CRIU kills it once its state is saved).\n"
             "\n"
             "Options:\n"
-            "  --pid PID               root of the tree, as seen from this shell (required);\n"
+            "  --pid PID               root of the tree, as seen from this shell (or --runc);\n"
             "                          a workload is best a session leader in its own pid\n"
             "                          namespace (distriproc lab exec HOST --container)\n"
+            "  --runc ID               checkpoint the runc container ID instead (runc checkpoint\n"
+            "                          through our CRIU, run inside the network namespace the\n"
+            "                          container joins by path, so that CRIU leaves that namespace\n"
+            "                          alone). First records the files of its rootfs that\n"
+            "                          its tasks map or have open (DIR/%s), which a\n"
+            "                          restore checks against the destination's bundle\n"
+            "  --runc-root DIR         runc's state directory (runc --root; default runc's own)\n"
             "  --images DIR            images directory (created; must be empty)\n"
             "  --host src|dst          run criu inside the lab host's network namespace\n"
             "                          (dp-src / dp-dst), where the tree's sockets live;\n"
@@ -49,6 +65,10 @@ static void usage(FILE *out)
             "  --file-validation M     how restore checks mapped files: buildid (default) or filesize\n"
             "  --timeout SECONDS       kill criu (SIGKILL) if the dump takes longer (default %.0f)\n"
             "  --criu-opt OPT          pass one more option to criu dump (repeatable)\n"
+            "  --ignore-userfaultfd    checkpoint a tree that was itself restored lazily even\n"
+            "                          when no DistriProc daemon can confirm that all of its\n"
+            "                          memory is local (else refused: remote pages would be\n"
+            "                          saved as zeros)\n"
             "  --classify SECONDS      before the dump, reset the tree's referenced bits\n"
             "                          (/proc/PID/clear_refs), let it run SECONDS, read Referenced\n"
             "                          per mapping (/proc/PID/smaps) and store the hot set beside\n"
@@ -59,8 +79,10 @@ static void usage(FILE *out)
             "  -h, --help              this help\n"
             "\n"
             "CRIU: $%s, else the checkout's .deps/bin/criu (installed by 'make deps').\n"
-            "criu's log: DIR/dump.log (its last lines are shown if the dump fails).\n",
-            DEFAULT_TIMEOUT_S, DP_CRIU_ENV);
+            "runc: $%s, else runc on PATH (>= %s, installed by 'make deps').\n"
+            "criu's log: DIR/dump.log, runc's: DIR/runc.log (their last lines are shown if the\n"
+            "dump fails).\n",
+            DP_ROOTFS_FILE, DEFAULT_TIMEOUT_S, DP_CRIU_ENV, DP_RUNC_ENV, DP_RUNC_MIN_VERSION);
 }
 
 /* JSON string with the escapes a path can need. */
@@ -296,8 +318,208 @@ static int classify_sample(pid_t root, double seconds, struct dp_classify *out, 
     return rc;
 }
 
+/* ---- a tree that was itself restored lazily ------------------------------------- */
+
+/* Does pid have memory registered with a userfaultfd for missing pages
+ * ("um" in /proc/PID/smaps VmFlags), i.e. was it restored lazily? */
+static int has_uffd_memory(pid_t pid)
+{
+    char path[64], line[512];
+    snprintf(path, sizeof(path), "/proc/%d/smaps", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    int found = 0;
+    while (!found && fgets(line, sizeof(line), f))
+        if (strncmp(line, "VmFlags:", 8) == 0 && strstr(line, " um"))
+            found = 1;
+    fclose(f);
+    return found;
+}
+
+/* The workdir of the DistriProc daemon serving the tree rooted at root: a
+ * `distriproc restore|lazy-pages --workdir W` process whose W/restored.pid
+ * names root. 0 with workdir set, -1 if none is found. */
+static int find_serving_workdir(pid_t root, char *workdir, size_t len)
+{
+    DIR *d = opendir("/proc");
+    if (!d)
+        return -1;
+    struct dirent *e;
+    int rc = -1;
+    while (rc < 0 && (e = readdir(d))) {
+        if (e->d_name[0] < '1' || e->d_name[0] > '9')
+            continue;
+        char path[300];
+        snprintf(path, sizeof(path), "/proc/%s/cmdline", e->d_name);
+        uint8_t *data;
+        size_t n;
+        struct dp_err err;
+        if (dp_read_file(path, &data, &n, &err) < 0)
+            continue;
+        const char *args[64];
+        size_t argc = 0;
+        for (size_t off = 0; off < n && argc < 64; off += strlen((char *)data + off) + 1)
+            args[argc++] = (char *)data + off;
+        if (n && data[n - 1] == '\0' && argc >= 2 &&
+            (strcmp(args[1], "restore") == 0 || strcmp(args[1], "lazy-pages") == 0))
+            for (size_t i = 2; i + 1 < argc && rc < 0; i++) {
+                if (strcmp(args[i], "--workdir") != 0)
+                    continue;
+                char pidfile[PATH_MAX + 32];
+                snprintf(pidfile, sizeof(pidfile), "%s/%s", args[i + 1], DP_RESTORED_PID_NAME);
+                if (dp_read_pid_file(pidfile) == (int)root && (size_t)snprintf(workdir, len, "%s", args[i + 1]) < len)
+                    rc = 0;
+            }
+        free(data);
+    }
+    closedir(d);
+    return rc;
+}
+
+/* CRIU saves only the pages a task has: in a tree restored lazily, the pages
+ * still remote (never fetched, or evicted under a budget) would be saved as
+ * nothing, and read back as zeros after the next restore. Refuse while any
+ * are remote (asking the daemon), or when no daemon can say. */
+static int refuse_remote_memory(pid_t root, int ignore)
+{
+    pid_t *pids;
+    size_t n;
+    struct dp_err err = {{0}};
+    if (dp_classify_tree(root, &pids, &n, &err) < 0)
+        return 0; /* the dump reports a tree it cannot read */
+    int lazy = 0;
+    for (size_t i = 0; i < n && !lazy; i++)
+        lazy = has_uffd_memory(pids[i]);
+    free(pids);
+    if (!lazy || ignore)
+        return 0;
+    char wd[PATH_MAX];
+    if (find_serving_workdir(root, wd, sizeof(wd)) < 0) {
+        dp_error("pid %d was restored lazily (its memory is registered with a userfaultfd) and no DistriProc "
+                 "daemon that serves it was found: pages still remote would be saved as zeros. Checkpoint it "
+                 "once all its memory is local, passing --ignore-userfaultfd, or checkpoint the source's images",
+                 (int)root);
+        return -1;
+    }
+    char *stats = dp_lazyd_control(wd, "stats", &err);
+    double remote = -1;
+    if (!stats || dp_json_number(stats, "total", "remote_bytes", &remote) < 0)
+        remote = -1;
+    free(stats);
+    if (remote == 0)
+        return 0;
+    char b[32] = "an unknown amount";
+    if (remote > 0)
+        dp_format_bytes((uint64_t)remote, b, sizeof(b));
+    dp_error("pid %d was restored lazily and %s of its memory is still remote (daemon workdir %s): a checkpoint now "
+             "would save those pages as zeros. Let the daemon fetch the rest first (restore it with "
+             "--background-fetch RATE, without --budget), until 'distriproc stats --workdir %s' shows nothing "
+             "remote, then checkpoint",
+             (int)root, b, wd, wd);
+    return -1;
+}
+
+/* ---- runc containers ---------------------------------------------------------- */
+
+struct runc_ck {
+    struct dp_runc r;
+    struct dp_runc_state state;
+    struct dp_rootfs_manifest manifest;
+    int netns_by_path; /* the bundle joins an existing network namespace */
+};
+
+/* runc, and the running container it knows as id. */
+static int runc_find_container(const char *id, const char *root, struct runc_ck *c)
+{
+    struct dp_err err = {{0}};
+    if (!dp_runc_id_ok(id)) {
+        dp_error("--runc '%s' is not a container ID runc accepts (letters, digits, _ + . -)", id);
+        return -1;
+    }
+    if (dp_runc_open(&c->r, root, &err) < 0) {
+        dp_error("%s", err.msg);
+        return -1;
+    }
+    int s = dp_runc_state(&c->r, id, &c->state, &err);
+    if (s == 1) {
+        dp_error("runc knows no container '%s'%s%s; see 'runc%s%s list' (the same --runc-root as it was "
+                 "started with)",
+                 id, root ? " under --root " : "", root ? root : "", root ? " --root " : "", root ? root : "");
+        return -1;
+    }
+    if (s < 0) {
+        dp_error("%s", err.msg);
+        return -1;
+    }
+    if (strcmp(c->state.status, "running") != 0 || c->state.pid <= 0) {
+        dp_error("container '%s' is %s, not running: only a running container can be checkpointed", id,
+                 c->state.status);
+        return -1;
+    }
+    return 0;
+}
+
+/* The rootfs manifest (lib/rootfs.h) of the running container, written into
+ * the images before the dump stops its tasks. */
+static int runc_manifest(struct runc_ck *c, const char *dir)
+{
+    struct dp_err err = {{0}};
+    struct dp_bundle_info b;
+    if (dp_bundle_load(c->state.bundle, &b, &err) < 0) {
+        dp_error("the container's bundle: %s", err.msg);
+        return -1;
+    }
+    int rc = dp_rootfs_collect(c->state.pid, &b, &c->manifest, &err);
+    c->netns_by_path = b.netns_path[0] != '\0';
+    dp_bundle_info_free(&b);
+    if (rc < 0) {
+        dp_error("cannot record the container's rootfs: %s", err.msg);
+        return -1;
+    }
+    char *text = dp_rootfs_to_json(&c->manifest);
+    char path[PATH_MAX + 64];
+    snprintf(path, sizeof(path), "%s/%s", dir, DP_ROOTFS_FILE);
+    int fd = text ? open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644) : -1;
+    rc = fd >= 0 && dp_write_full(fd, text, strlen(text)) == 0 && fsync(fd) == 0 ? 0 : -1;
+    if (rc < 0)
+        dp_error("cannot write %s: %s", path, text ? strerror(errno) : "out of memory");
+    if (fd >= 0)
+        close(fd);
+    free(text);
+    return rc;
+}
+
+/* runc checkpoint through our CRIU; criu's log and work files in the images. */
+static int run_runc_checkpoint(const struct runc_ck *c, const char *id, const char *dir, int leave_running,
+                               int tcp, int shell_job, double timeout_s, struct dp_err *err)
+{
+    struct dp_runc_checkpoint_opts o = {.id = id, .image_path = dir, .work_path = dir,
+                                        .leave_running = leave_running, .tcp_established = tcp,
+                                        .shell_job = shell_job};
+    struct dp_criu_argv a;
+    if (dp_runc_checkpoint_args(&c->r, &o, &a, err) < 0)
+        return -1;
+    char log[PATH_MAX + 16], dump_log[PATH_MAX + 16];
+    snprintf(log, sizeof(log), "%s/runc.log", dir);
+    snprintf(dump_log, sizeof(dump_log), "%s/dump.log", dir);
+    dp_kdat_prime_once(c->r.criu);
+    /* a network namespace joined by path: from inside it (see runc.h); one
+     * of the container's own is dumped with it, from outside */
+    char netns[64];
+    snprintf(netns, sizeof(netns), "/proc/%d/ns/net", c->state.pid);
+    if (dp_runc_run(a.argv, c->netns_by_path ? netns : NULL, log, timeout_s, err) == 0)
+        return 0;
+    if (access(dump_log, F_OK) == 0) {
+        dp_error("criu's log (%s):", dump_log);
+        dp_criu_print_log_tail(dump_log, DP_CRIU_LOG_TAIL);
+    }
+    return -1;
+}
+
 int cmd_checkpoint(int argc, char **argv)
 {
+    enum { O_RUNC = 100, O_RUNC_ROOT, O_IGNORE_UFFD };
     enum { O_PID = 1, O_IMAGES, O_HOST, O_NETNS, O_LEAVE, O_SHELL, O_NOSHELL, O_NOTCP, O_FV,
            O_TIMEOUT, O_CRIUOPT, O_JSON, O_CLASSIFY, O_CLASSIFY_T };
     static const struct option longopts[] = {
@@ -315,10 +537,15 @@ int cmd_checkpoint(int argc, char **argv)
         {"json", no_argument, NULL, O_JSON},
         {"classify", required_argument, NULL, O_CLASSIFY},
         {"classify-threshold", required_argument, NULL, O_CLASSIFY_T},
+        {"runc", required_argument, NULL, O_RUNC},
+        {"runc-root", required_argument, NULL, O_RUNC_ROOT},
+        {"ignore-userfaultfd", no_argument, NULL, O_IGNORE_UFFD},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     long pid = 0;
+    const char *runc_id = NULL, *runc_root = NULL;
+    int ignore_uffd = 0;
     const char *images = NULL, *host = NULL, *netns = NULL;
     int leave_running = 0, shell_job = -1, tcp = 1, json = 0;
     enum dp_file_validation fv = DP_FILE_VALIDATION_BUILDID;
@@ -391,6 +618,9 @@ int cmd_checkpoint(int argc, char **argv)
                 return 2;
             }
             break;
+        case O_RUNC: runc_id = optarg; break;
+        case O_RUNC_ROOT: runc_root = optarg; break;
+        case O_IGNORE_UFFD: ignore_uffd = 1; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -400,8 +630,22 @@ int cmd_checkpoint(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    if (!pid || !images) {
-        dp_error("--pid and --images are required");
+    if (runc_id && (pid || host || netns)) {
+        dp_error("--runc checkpoints a container by its ID: no --pid, --host or --netns (runc knows its "
+                 "tasks and namespaces)");
+        return 2;
+    }
+    if (runc_id && nextra) {
+        dp_error("--criu-opt does not reach CRIU through runc; give CRIU options to a runc container through a "
+                 "CRIU configuration file named by its org.criu.config annotation (docs/containers.md)");
+        return 2;
+    }
+    if (runc_root && !runc_id) {
+        dp_error("--runc-root goes with --runc ID");
+        return 2;
+    }
+    if ((!pid && !runc_id) || !images) {
+        dp_error("--pid (or --runc ID) and --images are required");
         usage(stderr);
         return 2;
     }
@@ -421,6 +665,15 @@ int cmd_checkpoint(int argc, char **argv)
     if (geteuid() != 0) {
         dp_error("criu dump needs root; run as root (sudo)");
         return 1;
+    }
+    struct runc_ck rck;
+    memset(&rck, 0, sizeof(rck));
+    if (runc_id) {
+        if (runc_find_container(runc_id, runc_root, &rck) < 0)
+            return 1;
+        pid = rck.state.pid;
+        if (shell_job < 0)
+            shell_job = 0; /* runc gives a container no terminal here; --shell-job forces it */
     }
     char proc[64];
     snprintf(proc, sizeof(proc), "/proc/%ld", pid);
@@ -443,7 +696,10 @@ int cmd_checkpoint(int argc, char **argv)
         if (shell_job)
             dp_info("using --shell-job: %s; restore it with --shell-job too", why);
     }
-    warn_kill_child((pid_t)pid);
+    if (refuse_remote_memory((pid_t)pid, ignore_uffd) < 0)
+        return 1;
+    if (!runc_id)
+        warn_kill_child((pid_t)pid);
     warn_written_files((pid_t)pid, 0);
 
     struct dp_err err = {{0}};
@@ -476,10 +732,20 @@ int cmd_checkpoint(int argc, char **argv)
         dp_error("%s", err.msg);
         return 1;
     }
-    dp_info("dumping the tree of pid %ld%s%s into %s (criu %d.%d.%d)", pid, netns ? " in netns " : "",
-            netns ? netns : "", dir, ver.major, ver.minor, ver.sublevel);
+    if (runc_id && runc_manifest(&rck, dir) < 0) {
+        dp_classify_free(&sample);
+        return 1;
+    }
+    if (runc_id)
+        dp_info("checkpointing container %s (pid %ld) with runc %d.%d.%d into %s (criu %d.%d.%d)", runc_id, pid,
+                rck.r.version.major, rck.r.version.minor, rck.r.version.sublevel, dir, ver.major, ver.minor,
+                ver.sublevel);
+    else
+        dp_info("dumping the tree of pid %ld%s%s into %s (criu %d.%d.%d)", pid, netns ? " in netns " : "",
+                netns ? netns : "", dir, ver.major, ver.minor, ver.sublevel);
     uint64_t t0 = dp_now_ns();
-    if (run_dump(&d, netns, timeout_s, &err) < 0) {
+    if (runc_id ? run_runc_checkpoint(&rck, runc_id, dir, leave_running, tcp, shell_job, timeout_s, &err) < 0
+                : run_dump(&d, netns, timeout_s, &err) < 0) {
         dp_error("%s", err.msg);
         dp_classify_free(&sample);
         return 1;
@@ -517,6 +783,15 @@ int cmd_checkpoint(int argc, char **argv)
             fputs("null", stdout);
         fputs(",\"images\":", stdout);
         json_str(stdout, dir);
+        if (runc_id) {
+            char hex[2 * DP_ROOTFS_HASH + 1];
+            dp_rootfs_hex(rck.manifest.digest, hex);
+            fputs(",\"runc_id\":", stdout);
+            json_str(stdout, runc_id);
+            fputs(",\"runc_bundle\":", stdout);
+            json_str(stdout, rck.state.bundle);
+            printf(",\"rootfs_digest\":\"%s\",\"rootfs_files\":%zu", hex, rck.manifest.n);
+        }
         printf(",\"tasks\":%zu,\"total_memory_bytes\":%llu,\"lazy_bytes\":%llu,\"image_bytes\":%llu,"
                "\"dump_seconds\":%.3f,\"left_running\":%s,\"shell_job\":%s,\"tcp_established\":%s,"
                "\"file_validation\":\"%s\",\"criu_version\":\"%d.%d.%d\"",
@@ -538,13 +813,27 @@ int cmd_checkpoint(int argc, char **argv)
         dp_format_bytes(cp->image_bytes, img, sizeof(img));
         printf("checkpointed pid %ld%s%s into %s in %.2f s\n", pid, host ? " on host " : "", host ? host : "",
                dir, secs);
+        if (runc_id) {
+            char hex[2 * DP_ROOTFS_HASH + 1];
+            dp_rootfs_hex(rck.manifest.digest, hex);
+            printf("  container:    %s (bundle %s)\n", runc_id, rck.state.bundle);
+            printf("  rootfs:       %zu files mapped or open, digest %.16s (in %s)\n", rck.manifest.n, hex,
+                   DP_ROOTFS_FILE);
+        }
         printf("  tasks:        %zu\n", cp->nr_tasks);
         printf("  memory:       %s (all mappings)\n", total);
         printf("  lazy memory:  %s (private anonymous; a lazy restore fetches it on demand)\n", lazy);
         printf("  image bytes:  %s\n", img);
         printf("  process:      %s\n", leave_running ? "left running" : "stopped (criu killed it after the dump)");
-        printf("  criu %d.%d.%d:   --tree %ld%s%s --file-validation %s\n", ver.major, ver.minor, ver.sublevel,
-               pid, tcp ? " --tcp-established" : "", shell_job ? " --shell-job" : "", fv_name);
+        if (runc_id)
+            printf("  runc %d.%d.%d:   checkpoint%s%s%s %s (criu %d.%d.%d%s)\n", rck.r.version.major,
+                   rck.r.version.minor, rck.r.version.sublevel, tcp ? " --tcp-established" : "",
+                   shell_job ? " --shell-job" : "", leave_running ? " --leave-running" : "", runc_id, ver.major,
+                   ver.minor, ver.sublevel,
+                   rck.netns_by_path ? ", in the network namespace the container joins" : "");
+        else
+            printf("  criu %d.%d.%d:   --tree %ld%s%s --file-validation %s\n", ver.major, ver.minor, ver.sublevel,
+                   pid, tcp ? " --tcp-established" : "", shell_job ? " --shell-job" : "", fv_name);
         if (classify_s > 0) {
             char hb[32];
             dp_format_bytes(hot_pages * DP_PAGE_SIZE, hb, sizeof(hb));
@@ -554,5 +843,6 @@ int cmd_checkpoint(int argc, char **argv)
     }
     free(hot_json);
     dp_checkpoint_close(cp);
+    dp_rootfs_free(&rck.manifest);
     return 0;
 }

@@ -23,17 +23,20 @@
 #include "lab.h"
 #include "lazyd.h"
 #include "orch.h"
+#include "runc.h"
 #include "util.h"
 
 #define SRC_NETNS (lab_hosts[0].netns)
 #define DST_NETNS (lab_hosts[1].netns)
 #define SRC_ADDR "10.250.0.1"
 #define STATE_NAME "migrate.state"
+#define RUNC_STATE_NAME "migrate.runc" /* "ID\nROOT\n" of a migrated container, for --stop */
 
 static void usage(FILE *out)
 {
     fprintf(out,
             "usage: distriproc migrate --pid PID --workdir DIR [options]\n"
+            "       distriproc migrate --runc ID --runc-bundle BUNDLE --workdir DIR [options]\n"
             "       distriproc migrate --stop --workdir DIR\n"
             "\n"
             "Migrates the process tree rooted at PID (a container on the lab host src, see\n"
@@ -42,6 +45,7 @@ static void usage(FILE *out)
             "  2. serve its memory from src (distriproc serve on " SRC_ADDR ":PORT)\n"
             "  3. restore it on dst (distriproc restore --host dst)   -> DIR/dst\n"
             "  4. with --probe: run CMD in dst's network namespace until it exits 0\n"
+            "     (a try every %d ms)\n"
             "and prints the time to the first successful probe (time to first request),\n"
             "from the start of the restore and from the freeze (the start of the dump),\n"
             "and the bytes moved before that reply (skeleton + pages fetched).\n"
@@ -49,6 +53,14 @@ static void usage(FILE *out)
             "'distriproc migrate --stop --workdir DIR' stops all three.\n"
             "\n"
             "  --pid PID             root of the tree on src, as seen from this shell\n"
+            "  --runc ID             migrate the runc container ID instead (running on src:\n"
+            "                        its bundle joins src's network namespace); it is restored\n"
+            "                        on dst from --runc-bundle BUNDLE (joining dst's namespace,\n"
+            "                        with the same rootfs files: checked before the restore)\n"
+            "  --runc-bundle BUNDLE  the bundle the container is restored from on dst\n"
+            "  --runc-root DIR       runc's state directory on both hosts (runc --root)\n"
+            "  --runc-id NEWID       the restored container's ID (default: ID; the dump removes\n"
+            "                        the source container, unless --leave-running)\n"
             "  --workdir DIR         images, key, logs and state of this migration\n"
             "  --port PORT           page server port on " SRC_ADDR " (default 7070)\n"
             "  --key FILE            pre-shared key (default: DIR/key, made if missing)\n"
@@ -60,16 +72,19 @@ static void usage(FILE *out)
             "  --emulate-rtt USEC    passed to serve: delay every reply by USEC microseconds\n"
             "  --fault-timeout SEC   passed to restore\n"
             "  --on-timeout wait|kill passed to restore\n"
+            "  --budget SIZE|PCT%%    passed to restore: keep at most that much lazy memory resident\n"
             "  --probe CMD           shell command run in dst's netns (sh -c) until it exits 0\n"
             "                        e.g. 'redis-cli -h 10.250.0.2 ping | grep -qx PONG'\n"
             "  --probe-timeout SEC   give up probing after SEC seconds (default 60)\n"
             "  --leave-running       keep the source tree running after the dump (benchmarks:\n"
             "                        several migrations of one loaded process)\n"
             "  --json                one JSON object on stdout\n"
-            "  --stop                kill the restored tree, wait for the daemon, stop the server\n"
+            "  --stop                kill the restored tree (a container: runc kill, runc delete),\n"
+            "                        wait for the daemon, stop the server\n"
             "\n"
             "Logs: DIR/images/dump.log, DIR/serve.log, DIR/dst/restore.log, DIR/dst/lazyd.log,\n"
-            "DIR/probe.log (the probe's output).\n");
+            "DIR/probe.log (the probe's output).\n",
+            DP_ORCH_PROBE_INTERVAL_MS);
 }
 
 struct proc_ref {
@@ -158,6 +173,43 @@ static int stop_all(const char *workdir, const struct state *s, int quiet)
     return rc;
 }
 
+/* The migrated container's ID and runc root (for --stop), or none. */
+static int write_runc_state(const char *workdir, const char *id, const char *root)
+{
+    char path[PATH_MAX + 32];
+    snprintf(path, sizeof(path), "%s/%s", workdir, RUNC_STATE_NAME);
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return -1;
+    fprintf(f, "%s\n%s\n", id, root ? root : "");
+    return fclose(f);
+}
+
+/* After the restored tree is gone: runc forgets the container (runc delete). */
+static void stop_runc(const char *workdir, int quiet)
+{
+    char path[PATH_MAX + 32], id[1100] = "", root[PATH_MAX] = "";
+    snprintf(path, sizeof(path), "%s/%s", workdir, RUNC_STATE_NAME);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return;
+    if (fgets(id, sizeof(id), f) && fgets(root, sizeof(root), f)) {
+        id[strcspn(id, "\n")] = '\0';
+        root[strcspn(root, "\n")] = '\0';
+    }
+    fclose(f);
+    struct dp_runc r;
+    struct dp_err err = {{0}};
+    if (!dp_runc_id_ok(id) || dp_runc_open(&r, root[0] ? root : NULL, &err) < 0) {
+        dp_warn("cannot remove container '%s' from runc: %s", id, err.msg);
+        return;
+    }
+    dp_runc_force_delete(&r, id);
+    if (!quiet)
+        dp_info("runc delete: container %s removed", id);
+    unlink(path);
+}
+
 static int cmd_stop(const char *workdir)
 {
     struct state s;
@@ -166,6 +218,8 @@ static int cmd_stop(const char *workdir)
         return 1;
     }
     int rc = stop_all(workdir, &s, 0);
+    if (rc == 0)
+        stop_runc(workdir, 0);
     if (rc == 0) {
         char path[PATH_MAX + 32];
         snprintf(path, sizeof(path), "%s/%s", workdir, STATE_NAME);
@@ -178,6 +232,7 @@ static int cmd_stop(const char *workdir)
 struct margs {
     int pid, port, json, stop, leave_running;
     const char *workdir, *key, *prefetch, *emulate_rtt, *fault_timeout, *on_timeout, *probe;
+    const char *runc, *runc_bundle, *runc_root, *runc_id, *budget;
     double probe_timeout;
 };
 
@@ -191,6 +246,9 @@ static int parse_margs(int argc, char **argv, struct margs *a)
         {"probe", required_argument, NULL, 'q'},        {"probe-timeout", required_argument, NULL, 't'},
         {"json", no_argument, NULL, 'j'},               {"stop", no_argument, NULL, 's'},
         {"leave-running", no_argument, NULL, 'L'},      {"help", no_argument, NULL, 'h'},
+        {"runc", required_argument, NULL, 'U'},         {"runc-bundle", required_argument, NULL, 'B'},
+        {"runc-root", required_argument, NULL, 'R'},    {"runc-id", required_argument, NULL, 'I'},
+        {"budget", required_argument, NULL, 'b'},
         {NULL, 0, NULL, 0},
     };
     memset(a, 0, sizeof(*a));
@@ -232,13 +290,30 @@ static int parse_margs(int argc, char **argv, struct margs *a)
         case 'j': a->json = 1; break;
         case 's': a->stop = 1; break;
         case 'L': a->leave_running = 1; break;
+        case 'U': a->runc = optarg; break;
+        case 'B': a->runc_bundle = optarg; break;
+        case 'R': a->runc_root = optarg; break;
+        case 'I': a->runc_id = optarg; break;
+        case 'b': a->budget = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
     }
-    if (optind != argc || !a->workdir || (!a->stop && !a->pid)) {
-        fprintf(stderr, "distriproc migrate: --workdir and --pid (or --stop) are required\n\n");
+    if (optind != argc || !a->workdir || (!a->stop && !a->pid == !a->runc)) {
+        fprintf(stderr, "distriproc migrate: --workdir and --pid or --runc ID (or --stop) are required\n\n");
         usage(stderr);
+        return 2;
+    }
+    if (!a->stop && (!a->runc != !a->runc_bundle || ((a->runc_root || a->runc_id) && !a->runc))) {
+        fprintf(stderr, "distriproc migrate: --runc ID needs --runc-bundle BUNDLE (the bundle to restore on dst); "
+                        "--runc-root and --runc-id go with them\n");
+        return 2;
+    }
+    if (a->runc && !a->runc_id)
+        a->runc_id = a->runc;
+    if (a->runc && a->leave_running && strcmp(a->runc_id, a->runc) == 0) {
+        fprintf(stderr, "distriproc migrate: with --leave-running the source container keeps its ID; give the "
+                        "restored one another with --runc-id\n");
         return 2;
     }
     return -1;
@@ -343,15 +418,41 @@ int cmd_migrate(int argc, char **argv)
         }
     }
     const char *self = dp_self_exe();
-    int rc = 1;
+    int rc = 1, n;
     char *ck = NULL, *rs = NULL, *stats = NULL;
 
     /* 1. Freeze and dump. */
-    if (!a.json)
-        dp_info("1/4 checkpoint pid %d on src -> %s", a.pid, images);
+    if (!a.json) {
+        if (a.runc)
+            dp_info("1/4 checkpoint container %s on src -> %s", a.runc, images);
+        else
+            dp_info("1/4 checkpoint pid %d on src -> %s", a.pid, images);
+    }
     uint64_t t_freeze = dp_now_ns();
-    const char *ck_argv[] = {self, "checkpoint", "--host", "src", "--pid", pidbuf, "--images", images, "--json",
-                             a.leave_running ? "--leave-running" : NULL, NULL};
+    const char *ck_argv[16];
+    n = 0;
+    ck_argv[n++] = self;
+    ck_argv[n++] = "checkpoint";
+    if (a.runc) {
+        /* runc checkpoints in the container's own network namespace */
+        ck_argv[n++] = "--runc";
+        ck_argv[n++] = a.runc;
+        if (a.runc_root) {
+            ck_argv[n++] = "--runc-root";
+            ck_argv[n++] = a.runc_root;
+        }
+    } else {
+        ck_argv[n++] = "--host";
+        ck_argv[n++] = "src";
+        ck_argv[n++] = "--pid";
+        ck_argv[n++] = pidbuf;
+    }
+    ck_argv[n++] = "--images";
+    ck_argv[n++] = images;
+    ck_argv[n++] = "--json";
+    if (a.leave_running)
+        ck_argv[n++] = "--leave-running";
+    ck_argv[n] = NULL;
     if (run_self(ck_argv, "checkpoint", 900, &ck) < 0)
         goto out;
     uint64_t t_dumped = dp_now_ns();
@@ -360,7 +461,7 @@ int cmd_migrate(int argc, char **argv)
     if (!a.json)
         dp_info("2/4 page server on src at %s (log %s)", listen, serve_log);
     const char *sv_argv[16];
-    int n = 0;
+    n = 0;
     sv_argv[n++] = self;
     sv_argv[n++] = "serve";
     sv_argv[n++] = "--images";
@@ -396,7 +497,7 @@ int cmd_migrate(int argc, char **argv)
     /* 3. Lazy restore on dst. */
     if (!a.json)
         dp_info("3/4 lazy restore on dst (workdir %s, prefetch %s)", dstdir, a.prefetch);
-    const char *rs_argv[24];
+    const char *rs_argv[32];
     n = 0;
     rs_argv[n++] = self;
     rs_argv[n++] = "restore";
@@ -418,12 +519,28 @@ int cmd_migrate(int argc, char **argv)
         rs_argv[n++] = "--on-timeout";
         rs_argv[n++] = a.on_timeout;
     }
+    if (a.budget) {
+        rs_argv[n++] = "--budget";
+        rs_argv[n++] = a.budget;
+    }
+    if (a.runc) {
+        rs_argv[n++] = "--runc-bundle";
+        rs_argv[n++] = a.runc_bundle;
+        rs_argv[n++] = "--runc-id";
+        rs_argv[n++] = a.runc_id;
+        if (a.runc_root) {
+            rs_argv[n++] = "--runc-root";
+            rs_argv[n++] = a.runc_root;
+        }
+    }
     rs_argv[n++] = "--json";
     rs_argv[n] = NULL;
     uint64_t t_restore = dp_now_ns();
     if (run_self(rs_argv, "restore", 300, &rs) < 0)
         goto out;
     uint64_t t_restored = dp_now_ns();
+    if (a.runc)
+        write_runc_state(workdir, a.runc_id, a.runc_root);
     st.restored.pid = (int)jnum(rs, NULL, "pid");
     st.daemon.pid = (int)jnum(rs, NULL, "daemon_pid");
     st.restored.start = dp_proc_starttime(st.restored.pid);
@@ -441,7 +558,7 @@ int cmd_migrate(int argc, char **argv)
         if (!a.json)
             dp_info("4/4 probing in dst: %s", a.probe);
         int lf = open(probe_log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-        t_probe_ok = dp_orch_probe(a.probe, DST_NETNS, a.probe_timeout, 10, lf, st.restored.pid,
+        t_probe_ok = dp_orch_probe(a.probe, DST_NETNS, a.probe_timeout, DP_ORCH_PROBE_INTERVAL_MS, lf, st.restored.pid,
                                    st.restored.start, &attempts);
         probed = t_probe_ok != 0;
         if (!probed && !dp_proc_same(st.restored.pid, st.restored.start))
@@ -469,27 +586,34 @@ int cmd_migrate(int argc, char **argv)
     double moved = (skel >= 0 ? skel : 0) + (wire >= 0 ? wire : 0);
 
     if (a.json) {
-        char probe_json[2048];
+        char probe_json[2048], runc_json[2100];
         json_str(a.probe, probe_json, sizeof(probe_json));
+        json_str(a.runc ? a.runc_id : NULL, runc_json, sizeof(runc_json));
         printf("{\"pid\": %d, \"daemon_pid\": %d, \"server_pid\": %d, \"source\": \"%s\", \"workdir\": \"%s\", "
                "\"prefetch\": \"%s\", \"emulate_rtt_us\": %s, \"lazy_bytes\": %.0f, "
                "\"dump_s\": %.6f, \"serve_start_s\": %.6f, \"restore_s\": %.6f, \"criu_restore_s\": %.6f, "
                "\"skeleton_s\": %.6f, \"daemon_start_s\": %.6f, "
                "\"probe\": %s, \"probe_attempts\": %d, \"ttfr_from_restore_s\": %.6f, "
                "\"ttfr_from_freeze_s\": %.6f, \"skeleton_bytes\": %.0f, \"fetched_bytes_at_reply\": %.0f, "
-               "\"pages_fetched_at_reply\": %.0f, \"bytes_before_reply\": %.0f, \"remote_fraction_at_reply\": %.4f}\n",
+               "\"pages_fetched_at_reply\": %.0f, \"bytes_before_reply\": %.0f, \"remote_fraction_at_reply\": %.4f, "
+               "\"runc_id\": %s}\n",
                st.restored.pid, st.daemon.pid, st.server.pid, listen, workdir, a.prefetch,
                a.emulate_rtt ? a.emulate_rtt : "0", lazy, dump_s, serve_s, restore_s, jnum(rs, NULL, "restore_s"),
                jnum(rs, NULL, "skeleton_s"), jnum(rs, NULL, "daemon_start_s"),
                probe_json, attempts, ttfr_r, ttfr_f, skel,
-               wire, fetched, moved, remote);
+               wire, fetched, moved, remote, runc_json);
     } else {
         char b1[32], b2[32], b3[32], b4[32];
         dp_format_bytes(lazy > 0 ? (uint64_t)lazy : 0, b1, sizeof(b1));
         dp_format_bytes(skel > 0 ? (uint64_t)skel : 0, b2, sizeof(b2));
         dp_format_bytes(wire > 0 ? (uint64_t)wire : 0, b3, sizeof(b3));
         dp_format_bytes((uint64_t)moved, b4, sizeof(b4));
-        printf("migrated pid %d (src) -> pid %d (dst), lazy memory %s left on src\n", a.pid, st.restored.pid, b1);
+        if (a.runc)
+            printf("migrated container %s (src) -> %s, pid %d (dst), lazy memory %s left on src\n", a.runc,
+                   a.runc_id, st.restored.pid, b1);
+        else
+            printf("migrated pid %d (src) -> pid %d (dst), lazy memory %s left on src\n", a.pid, st.restored.pid,
+                   b1);
         printf("  %-34s %10.3f s\n", "dump (freeze to images)", dump_s);
         printf("  %-34s %10.3f s\n", "page server up", serve_s);
         printf("  %-34s %10.3f s\n", "restore (skeleton + criu)", restore_s);
@@ -511,6 +635,7 @@ out:
     if (rc != 0 && (st.server.pid || st.restored.pid)) {
         dp_warn("cleaning up what this migration started");
         stop_all(workdir, &st, 1);
+        stop_runc(workdir, 1);
         char path[PATH_MAX + 32];
         snprintf(path, sizeof(path), "%s/%s", workdir, STATE_NAME);
         unlink(path);

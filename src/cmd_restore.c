@@ -1,11 +1,17 @@
 /* distriproc restore: lazy restore on the destination. Pulls the skeleton
  * images from the page server (or uses a local images directory), starts the
  * lazy-pages daemon on WORKDIR/lazy-pages.socket, runs `criu restore
- * --lazy-pages --restore-detached`, reports how long the restore took, and
- * leaves the daemon serving faults until the last restored task exits. */
+ * --lazy-pages --restore-detached` (or, for a container, `runc restore
+ * --lazy-pages` with the destination's bundle, after checking its rootfs
+ * against the checkpoint's), reports how long the restore took, and leaves
+ * the daemon serving faults until the last restored task exits.
+ *
+ * distriproc lazy-pages (cmd_lazypages.c) is the same code path up to the
+ * daemon: it stops there and leaves the restore to the user's runc or podman. */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <jansson.h>
 #include <limits.h>
 #include <sched.h>
 #include <signal.h>
@@ -15,22 +21,29 @@
 #include <unistd.h>
 #include <pthread.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 
+#include "bundle.h"
 #include "client.h"
 #include "commands.h"
 #include "cpid.h"
 #include "criu.h"
 #include "lab.h"
 #include "hotset.h"
+#include "kdat.h"
 #include "key.h"
 #include "lazyd.h"
 #include "pageserver_hotset.h"
 #include "proto_hotset.h"
 #include "pagesrc.h"
+#include "restore.h"
+#include "rootfs.h"
+#include "runc.h"
+#include "uffdwin.h"
 #include "util.h"
 
-static void usage(FILE *out)
+static void restore_usage(FILE *out)
 {
     fprintf(out,
             "usage: distriproc restore (--source ADDR:PORT --key FILE | --images DIR) --workdir DIR [options]\n"
@@ -40,6 +53,7 @@ static void usage(FILE *out)
             "\n"
             "  --source ADDR:PORT      the page server (distriproc serve) holding the checkpoint\n"
             "  --key FILE              pre-shared key of the page server\n"
+            "  --insecure-plaintext    frames in clear, for a server run with it (no encryption)\n"
             "  --images DIR            local mode: serve pages from a CRIU images directory\n"
             "                          (no server; the local-floor baseline)\n"
             "  --workdir DIR           lazy-pages.socket, control.sock, logs, pulled images\n"
@@ -74,17 +88,29 @@ static void usage(FILE *out)
             "                          store it with the checkpoint (page server, or the local\n"
             "                          images) for the next restore; default 10 from a page server\n"
             "                          without --hotset, else 0 (off); also WORKDIR/trace.bin\n"
+            "  --runc-bundle BUNDLE    restore a container checkpointed with 'checkpoint --runc'\n"
+            "                          with runc restore --lazy-pages from this OCI bundle (its\n"
+            "                          config.json names the network namespace to join); its\n"
+            "                          rootfs must hold the checkpoint's files (checked first).\n"
+            "                          A bundle with a user namespace: vm.unprivileged_userfaultfd\n"
+            "                          is 1 while runc restore runs (CRIU's tasks create their\n"
+            "                          userfaultfds inside it; see 'distriproc uffd-window')\n"
+            "  --runc-id ID            the restored container's ID (with --runc-bundle)\n"
+            "  --runc-root DIR         runc's state directory (runc --root; default runc's own)\n"
             "  --foreground            stay attached until the last restored task exits\n"
             "  --json                  print the result as JSON\n"
             "  -v, --verbose           debug logging, and criu's restore.log at -v4 (default -v3:\n"
             "                          -v4 writes a line per pagemap entry, 5000 at 4 GiB, ~8 ms)\n"
             "\n"
-            "Afterwards: distriproc stats --workdir DIR\n");
+            "Afterwards: distriproc stats --workdir DIR. A container: runc list/state/kill as\n"
+            "usual (with the same --runc-root); its stdout and stderr go to DIR/container.log.\n"
+            "See docs/containers.md.\n");
 }
 
 struct restore_args {
     int verbose; /* -v: also criu's restore.log at -v4 */
     const char *source, *key, *images, *workdir, *host, *prefetch, *hotset;
+    const char *runc_bundle, *runc_id, *runc_root;
     uint64_t replay_window;
     double record_s;
     uint64_t bg_rate, budget, vbuf;
@@ -94,6 +120,10 @@ struct restore_args {
     int on_timeout_kill, shell_job, foreground, json;
     int stage;   /* --hotset-mode stage */
 };
+
+/* The subcommand's name in argument errors ("restore" or "lazy-pages"). */
+static const char *arg_cmd = "restore";
+#define ARGERR(fmt, ...) fprintf(stderr, "distriproc %s: " fmt, arg_cmd, ##__VA_ARGS__)
 
 static int parse_seconds(const char *s, double *out)
 {
@@ -282,8 +312,16 @@ static pid_t start_daemon(const struct restore_args *a, struct dp_lazyd_opts *o,
     _exit(rc);
 }
 
-int cmd_restore(int argc, char **argv)
+/* Options shared by restore and lazy-pages, checked. Returns -1 to go on, or
+ * the exit status (help, usage error). */
+static int parse_args(int argc, char **argv, struct restore_args *a, enum dp_restore_mode mode,
+                      void (*usage_fn)(FILE *))
 {
+    arg_cmd = mode == DP_MODE_LAZY_PAGES ? "lazy-pages" : "restore";
+    memset(a, 0, sizeof(*a));
+    a->prefetch = "none";
+    a->restore_timeout = 120;
+    a->record_s = -1;
     static const struct option opts[] = {
         {"source", required_argument, NULL, 's'},    {"key", required_argument, NULL, 'k'},
         {"images", required_argument, NULL, 'i'},    {"workdir", required_argument, NULL, 'w'},
@@ -297,43 +335,47 @@ int cmd_restore(int argc, char **argv)
         {"verbose", no_argument, NULL, 'v'},         {"help", no_argument, NULL, 'h'},
         {"hotset", required_argument, NULL, 'T'},    {"replay-window", required_argument, NULL, 'W'},
         {"record-trace", required_argument, NULL, 'R'}, {"hotset-mode", required_argument, NULL, 'M'},
+        {"runc-bundle", required_argument, NULL, 'U'}, {"runc-id", required_argument, NULL, 'I'},
+        {"runc-root", required_argument, NULL, 'O'},
+        {"insecure-plaintext", no_argument, NULL, 'P'},
         {NULL, 0, NULL, 0},
     };
-    struct restore_args a = {.prefetch = "none", .restore_timeout = 120, .record_s = -1};
     int c;
+    optind = 1;
     while ((c = getopt_long(argc, argv, "hv", opts, NULL)) != -1) {
         switch (c) {
-        case 's': a.source = optarg; break;
-        case 'k': a.key = optarg; break;
-        case 'i': a.images = optarg; break;
-        case 'w': a.workdir = optarg; break;
-        case 'H': a.host = optarg; break;
-        case 'p': a.prefetch = optarg; break;
+        case 's': a->source = optarg; break;
+        case 'k': a->key = optarg; break;
+        case 'P': dp_client_set_insecure_plaintext(true); break;
+        case 'i': a->images = optarg; break;
+        case 'w': a->workdir = optarg; break;
+        case 'H': a->host = optarg; break;
+        case 'p': a->prefetch = optarg; break;
         case 'b':
-            if (dp_parse_size(optarg, &a.bg_rate) < 0 || a.bg_rate == 0) {
-                fprintf(stderr, "distriproc restore: --background-fetch takes bytes per second such as 50M (got '%s')\n", optarg);
+            if (dp_parse_size(optarg, &a->bg_rate) < 0 || a->bg_rate == 0) {
+                ARGERR("--background-fetch takes bytes per second such as 50M (got '%s')\n", optarg);
                 return 2;
             }
             break;
         case 'f':
-            if (parse_seconds(optarg, &a.fault_timeout) < 0) {
-                fprintf(stderr, "distriproc restore: --fault-timeout takes seconds (got '%s')\n", optarg);
+            if (parse_seconds(optarg, &a->fault_timeout) < 0) {
+                ARGERR("--fault-timeout takes seconds (got '%s')\n", optarg);
                 return 2;
             }
             break;
         case 'r':
-            if (parse_seconds(optarg, &a.restore_timeout) < 0 || a.restore_timeout <= 0) {
-                fprintf(stderr, "distriproc restore: --restore-timeout takes seconds > 0 (got '%s')\n", optarg);
+            if (parse_seconds(optarg, &a->restore_timeout) < 0 || a->restore_timeout <= 0) {
+                ARGERR("--restore-timeout takes seconds > 0 (got '%s')\n", optarg);
                 return 2;
             }
             break;
         case 'o':
             if (strcmp(optarg, "wait") == 0) {
-                a.on_timeout_kill = 0;
+                a->on_timeout_kill = 0;
             } else if (strcmp(optarg, "kill") == 0) {
-                a.on_timeout_kill = 1;
+                a->on_timeout_kill = 1;
             } else {
-                fprintf(stderr, "distriproc restore: --on-timeout is wait or kill (got '%s')\n", optarg);
+                ARGERR("--on-timeout is wait or kill (got '%s')\n", optarg);
                 return 2;
             }
             break;
@@ -343,12 +385,12 @@ int cmd_restore(int argc, char **argv)
                 char *end;
                 double pct = strtod(optarg, &end);
                 if (end != optarg + len - 1 || !(pct > 0) || pct > 100) {
-                    fprintf(stderr, "distriproc restore: --budget PCT%% takes a percentage in (0, 100] (got '%s')\n", optarg);
+                    ARGERR("--budget PCT%% takes a percentage in (0, 100] (got '%s')\n", optarg);
                     return 2;
                 }
-                a.budget_frac = pct / 100.0;
-            } else if (dp_parse_size(optarg, &a.budget) < 0 || a.budget < 4096) {
-                fprintf(stderr, "distriproc restore: --budget takes a size such as 512M (>= 4K) or a percentage "
+                a->budget_frac = pct / 100.0;
+            } else if (dp_parse_size(optarg, &a->budget) < 0 || a->budget < 4096) {
+                ARGERR("--budget takes a size such as 512M (>= 4K) or a percentage "
                                 "such as 50%% (got '%s')\n", optarg);
                 return 2;
             }
@@ -358,77 +400,368 @@ int cmd_restore(int argc, char **argv)
             char *end;
             long n = strtol(optarg, &end, 10);
             if (*end || n < 1 || n > 256) {
-                fprintf(stderr, "distriproc restore: --evict-batch takes 1..256 pages (got '%s')\n", optarg);
+                ARGERR("--evict-batch takes 1..256 pages (got '%s')\n", optarg);
                 return 2;
             }
-            a.evict_batch = (unsigned)n;
+            a->evict_batch = (unsigned)n;
             break;
         }
         case 'V':
-            if (dp_parse_size(optarg, &a.vbuf) < 0) {
-                fprintf(stderr, "distriproc restore: --victim-buffer takes a size such as 8M (got '%s')\n", optarg);
+            if (dp_parse_size(optarg, &a->vbuf) < 0) {
+                ARGERR("--victim-buffer takes a size such as 8M (got '%s')\n", optarg);
                 return 2;
             }
             break;
-        case 'T': a.hotset = optarg; break;
+        case 'T': a->hotset = optarg; break;
         case 'M':
             if (strcmp(optarg, "install") && strcmp(optarg, "stage")) {
-                fprintf(stderr, "distriproc restore: --hotset-mode takes install or stage (got '%s')\n", optarg);
+                ARGERR("--hotset-mode takes install or stage (got '%s')\n", optarg);
                 return 2;
             }
-            a.stage = strcmp(optarg, "stage") == 0;
+            a->stage = strcmp(optarg, "stage") == 0;
             break;
         case 'W':
-            if (dp_parse_size(optarg, &a.replay_window) < 0 || a.replay_window < DP_PAGE_SIZE ||
-                a.replay_window > (1ull << 32)) {
-                fprintf(stderr, "distriproc restore: --replay-window takes bytes such as 8M (got '%s')\n", optarg);
+            if (dp_parse_size(optarg, &a->replay_window) < 0 || a->replay_window < DP_PAGE_SIZE ||
+                a->replay_window > (1ull << 32)) {
+                ARGERR("--replay-window takes bytes such as 8M (got '%s')\n", optarg);
                 return 2;
             }
             break;
         case 'R':
-            if (parse_seconds(optarg, &a.record_s) < 0) {
-                fprintf(stderr, "distriproc restore: --record-trace takes seconds (got '%s')\n", optarg);
+            if (parse_seconds(optarg, &a->record_s) < 0) {
+                ARGERR("--record-trace takes seconds (got '%s')\n", optarg);
                 return 2;
             }
             break;
-        case 'S': a.shell_job = 1; break;
-        case 'F': a.foreground = 1; break;
-        case 'j': a.json = 1; break;
+        case 'S': a->shell_job = 1; break;
+        case 'F': a->foreground = 1; break;
+        case 'j': a->json = 1; break;
         case 'v':
             dp_log_set_level(DP_LOG_DEBUG);
-            a.verbose = 1;
+            a->verbose = 1;
             break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 'U': a->runc_bundle = optarg; break;
+        case 'I': a->runc_id = optarg; break;
+        case 'O': a->runc_root = optarg; break;
+        case 'h': usage_fn(stdout); return 0;
+        default: usage_fn(stderr); return 2;
         }
     }
-    if (optind != argc || !a.workdir || (!a.source == !a.images) || (a.source && !a.key)) {
-        fprintf(stderr, "distriproc restore: --workdir and either --images DIR or --source ADDR:PORT "
+    if (optind != argc || !a->workdir || (!a->source == !a->images) || (a->source && !a->key)) {
+        ARGERR("--workdir and either --images DIR or --source ADDR:PORT "
                         "with --key FILE are required\n\n");
-        usage(stderr);
+        usage_fn(stderr);
         return 2;
     }
-    if ((a.budget || a.budget_frac > 0) && !a.source) {
-        fprintf(stderr, "distriproc restore: --budget needs --source: evicted pages that were modified are "
+    if ((a->budget || a->budget_frac > 0) && !a->source) {
+        ARGERR("--budget needs --source: evicted pages that were modified are "
                         "written back to the page server, and local images cannot take them\n");
         return 2;
     }
-    if (a.stage && !a.hotset) {
-        fprintf(stderr, "distriproc restore: --hotset-mode stage measures the replay of a hot set: give one "
+    if (a->stage && !a->hotset) {
+        ARGERR("--hotset-mode stage measures the replay of a hot set: give one "
                         "with --hotset KIND|FILE\n");
         return 2;
     }
-    if (a.stage && (a.budget || a.budget_frac > 0)) {
-        fprintf(stderr, "distriproc restore: --hotset-mode stage keeps the replayed pages in the daemon until "
+    if (a->stage && (a->budget || a->budget_frac > 0)) {
+        ARGERR("--hotset-mode stage keeps the replayed pages in the daemon until "
                         "they are used, outside any budget, so it does not combine with --budget; measure the "
                         "hit rate without --budget (see docs/hotset.md)\n");
         return 2;
     }
+    if (mode == DP_MODE_LAZY_PAGES && (a->runc_bundle || a->runc_id || a->runc_root || a->shell_job)) {
+        ARGERR("--runc-* and --shell-job belong to 'distriproc restore'; lazy-pages only "
+               "serves pages, and you run the restore (see docs/containers.md)\n");
+        return 2;
+    }
+    if (!a->runc_bundle != !a->runc_id || (a->runc_root && !a->runc_bundle)) {
+        ARGERR("a container restore needs both --runc-bundle BUNDLE and --runc-id ID (--runc-root with them)\n");
+        return 2;
+    }
+    if (a->runc_id && !dp_runc_id_ok(a->runc_id)) {
+        ARGERR("--runc-id '%s' is not a container ID runc accepts (letters, digits, _ + . -)\n", a->runc_id);
+        return 2;
+    }
+    if (a->runc_bundle && a->shell_job) {
+        ARGERR("--shell-job does not apply to a runc container (runc restores its stdio itself)\n");
+        return 2;
+    }
+    return -1;
+}
+
+/* ---- containers: the rootfs check and the container's stdio ----------------- */
+
+/* The destination bundle must hold the files the checkpointed container
+ * mapped or had open (lib/rootfs.h); checked before anything is started. */
+static int check_rootfs(const char *images, const struct dp_bundle_info *b)
+{
+    char path[PATH_MAX + 64];
+    snprintf(path, sizeof(path), "%s/%s", images, DP_ROOTFS_FILE);
+    uint8_t *data;
+    size_t len;
+    struct dp_err err = {{0}};
+    if (dp_read_file(path, &data, &len, &err) < 0) {
+        dp_error("the checkpoint has no %s (%s): it was not made by 'distriproc checkpoint --runc', so "
+                 "nothing says which rootfs it needs; checkpoint the container with --runc",
+                 DP_ROOTFS_FILE, err.msg);
+        return -1;
+    }
+    struct dp_rootfs_manifest want, got;
+    int rc = dp_rootfs_from_json((const char *)data, len, &want, &err);
+    free(data);
+    if (rc < 0) {
+        dp_error("%s", err.msg);
+        return -1;
+    }
+    rc = -1;
+    if (dp_rootfs_measure(b, &want, &got, &err) < 0) {
+        dp_error("cannot check the bundle's rootfs: %s", err.msg);
+    } else {
+        char report[2048];
+        size_t diffs = dp_rootfs_compare(&want, &got, report, sizeof(report), 8);
+        if (diffs) {
+            dp_error("the bundle %s does not hold the rootfs the container was checkpointed with: %zu of its %zu "
+                     "file(s) differ:\n%s%s"
+                     "Nothing was restored. Give this host the same files (the same image or rootfs "
+                     "directory, the same bind-mount sources) and restore again.",
+                     b->dir, diffs, want.n, report, diffs > 8 ? "  ...\n" : "");
+        } else {
+            char hex[2 * DP_ROOTFS_HASH + 1];
+            dp_rootfs_hex(want.digest, hex);
+            dp_info("rootfs of %s matches the checkpoint's (%zu files, digest %.16s)", b->dir, want.n, hex);
+            rc = 0;
+        }
+        dp_rootfs_free(&got);
+    }
+    dp_rootfs_free(&want);
+    return rc;
+}
+
+#define CONTAINER_LOG_MAX (64u << 20)
+
+/* The container's stdout and stderr: a pipe (CRIU can restore a pipe as the
+ * container's stdio, and checkpoint it again later, unlike a host file) whose
+ * read end a small process drains into WORKDIR/container.log (the first
+ * CONTAINER_LOG_MAX bytes; later output is read and dropped, so the container
+ * never blocks on it). It exits when the last writer is gone. Returns the
+ * write end, or -1. */
+static int start_stdio_drain(const char *workdir)
+{
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0) {
+        dp_error("pipe: %s", strerror(errno));
+        return -1;
+    }
+    char log[PATH_MAX + 32];
+    snprintf(log, sizeof(log), "%s/container.log", workdir);
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) {
+        dp_error("fork: %s", strerror(errno));
+        close(p[0]);
+        close(p[1]);
+        return -1;
+    }
+    if (pid == 0) {
+        setsid();
+        signal(SIGPIPE, SIG_IGN);
+        int lf = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        if (lf >= 0 && lf != 3)
+            dup2(lf, 3);
+        if (p[0] != 4)
+            dup2(p[0], 4);
+        syscall(SYS_close_range, 5U, ~0U, 0U);
+        int null = open("/dev/null", O_RDWR);
+        dup2(null, 0);
+        dup2(null, 1);
+        dup2(null, 2);
+        if (null > 2)
+            close(null);
+        uint64_t written = 0;
+        char buf[65536];
+        for (;;) {
+            ssize_t n = read(4, buf, sizeof(buf));
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n <= 0)
+                _exit(0);
+            if (lf >= 0 && written < CONTAINER_LOG_MAX) {
+                size_t w = (size_t)n < CONTAINER_LOG_MAX - written ? (size_t)n : CONTAINER_LOG_MAX - written;
+                if (dp_write_full(3, buf, w) == 0)
+                    written += w;
+            }
+        }
+    }
+    close(p[0]);
+    return p[1];
+}
+
+/* ---- the shared path ----------------------------------------------------------- */
+
+/* What the runc restore needs, opened and checked before anything runs. */
+struct runc_ctx {
+    struct dp_runc r;
+    struct dp_bundle_info bundle;
+};
+
+static int runc_prepare(const struct restore_args *a, struct runc_ctx *rc)
+{
+    struct dp_err err = {{0}};
+    if (dp_runc_open(&rc->r, a->runc_root, &err) < 0) {
+        dp_error("%s", err.msg);
+        return -1;
+    }
+    if (dp_bundle_load(a->runc_bundle, &rc->bundle, &err) < 0) {
+        dp_error("%s", err.msg);
+        return -1;
+    }
+    struct stat st;
+    if (stat(rc->bundle.rootfs, &st) < 0 || !S_ISDIR(st.st_mode)) {
+        dp_error("the bundle's rootfs %s is not a directory; the container's root filesystem must be there",
+                 rc->bundle.rootfs);
+        dp_bundle_info_free(&rc->bundle);
+        return -1;
+    }
+    if (rc->bundle.netns_path[0] && access(rc->bundle.netns_path, F_OK) != 0) {
+        dp_error("the bundle joins the network namespace %s, which does not exist on this host; create it (in "
+                 "the lab: distriproc lab up) or point config.json at this host's namespace",
+                 rc->bundle.netns_path);
+        dp_bundle_info_free(&rc->bundle);
+        return -1;
+    }
+    struct dp_runc_state rs;
+    int s = dp_runc_state(&rc->r, a->runc_id, &rs, &err);
+    if (s != 1) {
+        if (s == 0)
+            dp_error("a container '%s' already exists here (%s, pid %d); pick another --runc-id, or remove it "
+                     "(runc%s%s delete --force %s)",
+                     a->runc_id, rs.status, rs.pid, a->runc_root ? " --root " : "", a->runc_root ? a->runc_root : "",
+                     a->runc_id);
+        else
+            dp_error("%s", err.msg);
+        dp_bundle_info_free(&rc->bundle);
+        return -1;
+    }
+    return 0;
+}
+
+/* One JSON object on one line of stdout (takes the reference). */
+static int print_json(json_t *o)
+{
+    int rc = o && json_dumpf(o, stdout, JSON_PRESERVE_ORDER | JSON_COMPACT | JSON_REAL_PRECISION(10)) == 0 ? 0 : -1;
+    json_decref(o);
+    if (rc < 0)
+        dp_error("cannot print the result as JSON");
+    else
+        putchar('\n');
+    return rc;
+}
+
+/* --foreground: stays until the daemon exits; its status becomes ours. */
+static int wait_daemon(const struct restore_args *a, pid_t daemon, const char *workdir)
+{
+    int daemon_st = 0;
+    while (waitpid(daemon, &daemon_st, 0) < 0 && errno == EINTR)
+        ;
+    if (WIFEXITED(daemon_st) && WEXITSTATUS(daemon_st) == 0) {
+        if (!a->json)
+            printf("all restored tasks exited; final stats in %s/stats-final.json\n", workdir);
+        return 0;
+    }
+    dp_error("the lazy-pages daemon ended with %s %d (see the messages above)",
+             WIFEXITED(daemon_st) ? "status" : "signal",
+             WIFEXITED(daemon_st) ? WEXITSTATUS(daemon_st) : WTERMSIG(daemon_st));
+    return 1;
+}
+
+/* lazy-pages: the daemon listens; say where, and what to run against it. */
+static int lazy_pages_report(const struct restore_args *a, pid_t daemon, const char *workdir, const char *images,
+                             uint64_t skel_bytes)
+{
+    if (a->json) {
+        char sock[PATH_MAX + 32];
+        snprintf(sock, sizeof(sock), "%s/lazy-pages.socket", workdir);
+        json_t *o = json_pack("{s:i, s:s, s:s, s:s, s:s, s:I}", "daemon_pid", (int)daemon, "socket", sock, "workdir",
+                              workdir, "images", images, "source", a->images ? "local" : a->source,
+                              "skeleton_bytes", (json_int_t)skel_bytes);
+        if (print_json(o) < 0)
+            return 1;
+    } else {
+        printf("lazy-pages daemon pid %d listening on %s/lazy-pages.socket\n"
+               "images (without lazy memory) in %s; restore against it, e.g. (inside the network\n"
+               "namespace the bundle joins, if any: nsenter --net=PATH):\n"
+               "  runc --criu CRIU restore --lazy-pages --work-path %s --image-path %s \\\n"
+               "       --pid-file %s/%s --bundle BUNDLE --detach ID\n"
+               "stats: distriproc stats --workdir %s (the daemon exits when the last restored task does)\n",
+               (int)daemon, workdir, images, workdir, images, workdir, DP_RESTORED_PID_NAME, workdir);
+    }
+    fflush(stdout);
+    if (!a->foreground)
+        return 0;
+    return wait_daemon(a, daemon, workdir);
+}
+
+/* Kills a restorer that overran its bound: runc and its criu swrk child
+ * (runc's own process group), or criu. */
+static void kill_restorer(struct dp_criu_proc *cp, int runc)
+{
+    if (runc && cp->pid > 0)
+        kill(-cp->pid, SIGKILL);
+    dp_criu_kill(cp);
+}
+
+/* runc restore --lazy-pages --detach from the bundle, its stdio a drained pipe. */
+static int runc_restore_start(const struct restore_args *a, const struct runc_ctx *rc, const char *workdir,
+                              const char *images, const char *pidfile, struct dp_criu_proc *cp, char *runc_log,
+                              size_t runc_log_len)
+{
+    struct dp_err err = {{0}};
+    struct dp_runc_restore_opts ro = {.id = a->runc_id, .image_path = images, .work_path = workdir,
+                                      .bundle = rc->bundle.dir, .pid_file = pidfile, .lazy_pages = 1,
+                                      .detach = 1, .tcp_established = 1};
+    struct dp_criu_argv av;
+    if (dp_runc_restore_args(&rc->r, &ro, &av, &err) < 0) {
+        dp_error("%s", err.msg);
+        return -1;
+    }
+    int out = start_stdio_drain(workdir);
+    if (out < 0)
+        return -1;
+    int in[2];
+    if (pipe2(in, O_CLOEXEC) < 0) {
+        dp_error("pipe: %s", strerror(errno));
+        close(out);
+        return -1;
+    }
+    close(in[1]); /* the container's stdin: a pipe at end of file */
+    snprintf(runc_log, runc_log_len, "%s/container.log", workdir);
+    dp_kdat_prime_once(rc->r.criu);
+    memset(cp, 0, sizeof(*cp));
+    cp->pidfd = -1;
+    snprintf(cp->what, sizeof(cp->what), "runc restore");
+    /* in the network namespace the bundle joins (see runc.h); a bundle with a
+     * new one gets it back from the images */
+    cp->pid = dp_runc_spawn(av.argv, rc->bundle.netns_path[0] ? rc->bundle.netns_path : NULL, in[0], out, out, &err);
+    close(in[0]);
+    close(out);
+    if (cp->pid < 0) {
+        dp_error("cannot run runc: %s", err.msg);
+        return -1;
+    }
+    return 0;
+}
+
+int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usage_fn)(FILE *out))
+{
+    struct restore_args a;
+    int prc = parse_args(argc, argv, &a, mode, usage_fn);
+    if (prc >= 0)
+        return prc;
     struct dp_err err = {{0}};
     struct dp_lazyd_opts lo;
     memset(&lo, 0, sizeof(lo));
     if (dp_prefetch_parse(a.prefetch, &lo.prefetch, &err) < 0) {
-        fprintf(stderr, "distriproc restore: %s\n", err.msg);
+        ARGERR("%s\n", err.msg);
         return 2;
     }
     uint64_t t_start = dp_now_ns();
@@ -445,9 +778,27 @@ int cmd_restore(int argc, char **argv)
     snprintf(log, sizeof(log), "%s/restore.log", workdir);
     unlink(pidfile);
 
-    if (a.host && enter_netns(a.host) < 0)
+    /* A container: runc, the bundle and a free ID first, so that bad input
+     * fails before any page moves. */
+    struct runc_ctx rctx;
+    memset(&rctx, 0, sizeof(rctx));
+    if (a.runc_bundle && runc_prepare(&a, &rctx) < 0)
         return 1;
 
+    if (a.host && enter_netns(a.host) < 0) {
+        dp_bundle_info_free(&rctx.bundle);
+        return 1;
+    }
+    if (a.host && rctx.bundle.netns_path[0]) {
+        char hp[PATH_MAX];
+        struct stat h, b;
+        const struct lab_host *lh = lab_host_find(a.host);
+        if (dp_netns_path(lh ? lh->netns : a.host, hp, sizeof(hp)) == 0 && stat(hp, &h) == 0 &&
+            stat(rctx.bundle.netns_path, &b) == 0 && (h.st_ino != b.st_ino || h.st_dev != b.st_dev))
+            dp_warn("--host %s is not the network namespace the bundle joins (%s): the container lands in the "
+                    "bundle's, the daemon's page traffic goes through --host's",
+                    a.host, rctx.bundle.netns_path);
+    }
     /* The page source first: a wrong key or an unreachable server fails
      * here, before anything is restored. */
     struct dp_pagesrc *src;
@@ -478,11 +829,25 @@ int cmd_restore(int argc, char **argv)
             return 1;
         }
         skel_bytes = sk.bytes_received;
+        /* Tasks restored into a user namespace open their images themselves
+         * (through CRIU's descriptor of the directory), as its root or, before
+         * their uid map exists, as the overflow uid: images must be
+         * searchable by anyone, the workdir above it closed to others. */
+        if (a.runc_bundle && rctx.bundle.userns && (chmod(workdir, 0700) < 0 || chmod(images, 0711) < 0)) {
+            dp_error("cannot make %s searchable for the container's tasks: %s", images, strerror(errno));
+            src->ops->close(src);
+            return 1;
+        }
         char b1[32], b2[32];
         dp_format_bytes(sk.bytes_received, b1, sizeof(b1));
         dp_format_bytes(sk.bytes_apparent, b2, sizeof(b2));
         if (!a.json)
             dp_info("skeleton: %u files, %s received (%s apparent: lazy memory stays remote)", sk.files, b1, b2);
+    }
+
+    if (a.runc_bundle && check_rootfs(images, &rctx.bundle) < 0) {
+        src->ops->close(src);
+        return 1;
     }
 
     uint64_t t_skel = dp_now_ns();
@@ -571,29 +936,58 @@ int cmd_restore(int argc, char **argv)
     close(ready[0]);
 
     uint64_t t_daemon = dp_now_ns();
-    /* criu restore --lazy-pages, bounded, killed if the daemon dies. */
-    const char *extra[] = {"--work-dir", workdir, NULL};
-    struct dp_restore_opts ro = {.images_dir = images, .pidfile = pidfile, .detached = 1, .lazy_pages = 1,
-                                 .tcp_established = 1, .shell_job = a.shell_job, .extra = extra,
-                                 /* -v4 logs every pagemap entry ("Lazy restore skips"), ~5000
-                                  * lines at 4 GiB, while the restore is timed; -v3 keeps
-                                  * errors, warnings and the steps with their timestamps */
-                                 .verbosity = a.verbose ? 4 : 3};
-    struct dp_criu_argv av;
-    if (dp_criu_restore_args(&ro, &av, &err) < 0) {
-        dp_error("%s", err.msg);
-        kill(daemon, SIGKILL);
-        return 1;
-    }
-    struct dp_criu_run_opts rr = {.timeout_s = a.restore_timeout, .log_path = log, .quiet_stdout = 1};
+    if (mode == DP_MODE_LAZY_PAGES)
+        return lazy_pages_report(&a, daemon, workdir, images, skel_bytes);
+
+    /* The restore itself: criu restore --lazy-pages, or runc restore
+     * --lazy-pages for a container; bounded, killed if the daemon dies. */
     struct dp_criu_proc cp;
     uint64_t t_criu = dp_now_ns();
-    if (dp_criu_start(av.argv, &rr, &cp, &err) < 0) {
-        dp_error("%s", err.msg);
-        kill(daemon, SIGKILL);
-        waitpid(daemon, NULL, 0);
-        return 1;
+    char runc_log[PATH_MAX + 32] = "";
+    struct dp_uffdwin uw = {.lock_fd = -1};
+    int uw_open = 0;
+    if (a.runc_bundle) {
+        /* userfaultfd inside a user namespace: see uffdwin.h */
+        if (rctx.bundle.userns) {
+            if (dp_uffdwin_open(&uw, &err) < 0) {
+                dp_error("%s", err.msg);
+                kill(daemon, SIGKILL);
+                waitpid(daemon, NULL, 0);
+                return 1;
+            }
+            uw_open = 1;
+        }
+        if (runc_restore_start(&a, &rctx, workdir, images, pidfile, &cp, runc_log, sizeof(runc_log)) < 0) {
+            if (uw_open)
+                dp_uffdwin_close(&uw, &err);
+            kill(daemon, SIGKILL);
+            waitpid(daemon, NULL, 0);
+            return 1;
+        }
+    } else {
+        const char *extra[] = {"--work-dir", workdir, NULL};
+        struct dp_restore_opts ro = {.images_dir = images, .pidfile = pidfile, .detached = 1, .lazy_pages = 1,
+                                     .tcp_established = 1, .shell_job = a.shell_job, .extra = extra,
+                                     /* -v4 logs every pagemap entry ("Lazy restore skips"), ~5000
+                                      * lines at 4 GiB, while the restore is timed; -v3 keeps
+                                      * errors, warnings and the steps with their timestamps */
+                                     .verbosity = a.verbose ? 4 : 3};
+        struct dp_criu_argv av;
+        if (dp_criu_restore_args(&ro, &av, &err) < 0) {
+            dp_error("%s", err.msg);
+            kill(daemon, SIGKILL);
+            return 1;
+        }
+        struct dp_criu_run_opts rr = {.timeout_s = a.restore_timeout, .log_path = log, .quiet_stdout = 1};
+        t_criu = dp_now_ns();
+        if (dp_criu_start(av.argv, &rr, &cp, &err) < 0) {
+            dp_error("%s", err.msg);
+            kill(daemon, SIGKILL);
+            waitpid(daemon, NULL, 0);
+            return 1;
+        }
     }
+    const char *what = a.runc_bundle ? "runc restore" : "criu restore";
     int st = 0, daemon_st = 0, daemon_gone = 0;
     uint64_t deadline = t_criu + (uint64_t)(a.restore_timeout * 1e9);
     for (;;) {
@@ -609,28 +1003,36 @@ int cmd_restore(int argc, char **argv)
                 usleep(10000);
             if (running == 0 && st != 0)
                 break;
-            dp_error("the lazy-pages daemon ended during the restore (see %s/lazyd.log); "
-                     "stopping criu restore", workdir);
+            dp_error("the lazy-pages daemon ended during the restore (see %s/lazyd.log); stopping %s", workdir,
+                     what);
             if (running)
-                dp_criu_kill(&cp);
+                kill_restorer(&cp, a.runc_bundle != NULL);
             st = -1;
             break;
         }
         if (dp_now_ns() > deadline) {
-            dp_error("criu restore did not finish within %.0f s; killed it (raise --restore-timeout?)",
+            dp_error("%s did not finish within %.0f s; killed it (raise --restore-timeout?)", what,
                      a.restore_timeout);
-            dp_criu_kill(&cp);
+            kill_restorer(&cp, a.runc_bundle != NULL);
             st = -1;
             break;
         }
         usleep(2000);
     }
     uint64_t t_done = dp_now_ns();
+    if (uw_open && dp_uffdwin_close(&uw, &err) < 0)
+        dp_error("%s", err.msg);
     if (st != 0) {
         if (st != -1)
-            dp_error("criu restore failed (%s %d); its log: %s",
-                     WIFEXITED(st) ? "exit status" : "signal", WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st), log);
+            dp_error("%s failed (%s %d); its log: %s", what, WIFEXITED(st) ? "exit status" : "signal",
+                     WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st), log);
+        if (runc_log[0]) {
+            dp_error("runc's messages (%s):", runc_log);
+            dp_criu_print_log_tail(runc_log, 8);
+        }
         dp_criu_print_log_tail(log, DP_CRIU_LOG_TAIL);
+        if (a.runc_bundle)
+            dp_runc_force_delete(&rctx.r, a.runc_id); /* leave no runc state behind */
         if (!daemon_gone) {
             /* It exits by itself once the half-restored tasks are gone;
              * make sure it does not linger. */
@@ -639,36 +1041,35 @@ int cmd_restore(int argc, char **argv)
             kill(daemon, SIGKILL);
             waitpid(daemon, NULL, 0);
         }
+        dp_bundle_info_free(&rctx.bundle);
         return 1;
     }
+    dp_bundle_info_free(&rctx.bundle);
     int pid = dp_read_pid_file(pidfile);
     double restore_s = (double)(t_done - t_criu) / 1e9, total_s = (double)(t_done - t_start) / 1e9;
     if (a.json) {
-        printf("{\"pid\": %d, \"restore_s\": %.6f, \"total_s\": %.6f, \"daemon_pid\": %d, \"workdir\": \"%s\", "
-               "\"source\": \"%s\", \"skeleton_bytes\": %llu, \"prefetch\": \"%s\", \"hotset_pages\": %llu, "
-               "\"hotset_source\": \"%s\", \"hotset_mode\": \"%s\", \"record_trace_s\": %.1f, \"skeleton_s\": %.6f, "
-               "\"daemon_start_s\": %.6f}\n",
-               pid, restore_s, total_s, (int)daemon, workdir, a.images ? "local" : a.source,
-               (unsigned long long)skel_bytes, a.prefetch, (unsigned long long)hs_pages,
-               hs_source, a.stage ? "stage" : "install", a.record_s, (double)(t_skel - t_start) / 1e9,
-               (double)(t_daemon - t_skel) / 1e9);
+        json_t *o = json_pack("{s:i, s:f, s:f, s:i, s:s, s:s, s:I, s:s, s:I, s:s, s:s, s:f, s:f, s:f, s:s?}",
+                              "pid", pid, "restore_s", restore_s, "total_s", total_s, "daemon_pid", (int)daemon,
+                              "workdir", workdir, "source", a.images ? "local" : a.source, "skeleton_bytes",
+                              (json_int_t)skel_bytes, "prefetch", a.prefetch, "hotset_pages", (json_int_t)hs_pages,
+                              "hotset_source", hs_source, "hotset_mode", a.stage ? "stage" : "install",
+                              "record_trace_s", a.record_s, "skeleton_s", (double)(t_skel - t_start) / 1e9,
+                              "daemon_start_s", (double)(t_daemon - t_skel) / 1e9, "runc_id", a.runc_id);
+        if (print_json(o) < 0)
+            return 1;
     } else {
-        printf("restored pid %d in %.3f s (%.3f s including the skeleton); lazy-pages daemon pid %d\n"
+        printf("restored %s%s%spid %d in %.3f s (%.3f s including the skeleton); lazy-pages daemon pid %d\n"
                "pages come from %s when touched; stats: distriproc stats --workdir %s\n",
-               pid, restore_s, total_s, (int)daemon, a.images ? "the local images" : a.source, workdir);
+               a.runc_id ? "container " : "", a.runc_id ? a.runc_id : "", a.runc_id ? ", " : "", pid, restore_s,
+               total_s, (int)daemon, a.images ? "the local images" : a.source, workdir);
     }
     fflush(stdout);
     if (!a.foreground)
         return 0;
-    while (waitpid(daemon, &daemon_st, 0) < 0 && errno == EINTR)
-        ;
-    if (WIFEXITED(daemon_st) && WEXITSTATUS(daemon_st) == 0) {
-        if (!a.json)
-            printf("all restored tasks exited; final stats in %s/stats-final.json\n", workdir);
-        return 0;
-    }
-    dp_error("the lazy-pages daemon ended with %s %d (see the messages above)",
-             WIFEXITED(daemon_st) ? "status" : "signal",
-             WIFEXITED(daemon_st) ? WEXITSTATUS(daemon_st) : WTERMSIG(daemon_st));
-    return 1;
+    return wait_daemon(&a, daemon, workdir);
+}
+
+int cmd_restore(int argc, char **argv)
+{
+    return dp_restore_main(argc, argv, DP_MODE_RESTORE, restore_usage);
 }

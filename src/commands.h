@@ -15,5 +15,9 @@ int cmd_images(int argc, char **argv);
 int cmd_keygen(int argc, char **argv);
 int cmd_query(int argc, char **argv);
 int cmd_hotset(int argc, char **argv);
+int cmd_cnet(int argc, char **argv);
+int cmd_uffdwin(int argc, char **argv);
+int cmd_bundle(int argc, char **argv);
+int cmd_lazypages(int argc, char **argv);
 
 #endif

@@ -21,9 +21,13 @@ static const struct command commands[] = {
     {"bench", cmd_bench, "benchmarks against raw baselines, JSON out: server, ttfr, faults, warmup, remote-fraction"},
     {"hotset", cmd_hotset, "inspect, check, merge and compare hot sets (working sets of a checkpoint)"},
     {"keygen", cmd_keygen, "create a pre-shared key file for serve/restore"},
+    {"bundle", cmd_bundle, "write an OCI bundle (config.json, optionally a host rootfs) for a runc container"},
     {"restore", cmd_restore, "restore lazily: run now, fetch each page when first touched"},
+    {"lazy-pages", cmd_lazypages, "the lazy-pages daemon alone, for runc/podman restores you run yourself"},
     {"stats", cmd_stats, "fault, fetch, prefetch and latency stats of a lazy restore"},
     {"sync", cmd_sync, "write back every page a restored process modified (restore --budget)"},
+    {"container-net", cmd_cnet, "wire a container's own network namespace to a lab host (a runc hook)"},
+    {"uffd-window", cmd_uffdwin, "run a lazy restore of a user-namespaced container with userfaultfd allowed to it"},
     {"migrate", cmd_migrate, "lab: checkpoint on src, serve, restore lazily on dst, probe (time to first reply)"},
     {NULL, NULL, NULL},
 };
