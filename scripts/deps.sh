@@ -27,6 +27,7 @@ PACKAGES=(
     python3 python3-pytest curl ca-certificates debian-archive-keyring
     redis-server redis-tools nginx-light wrk gnuplot-nox
     runc mmdebstrap
+    podman containernetworking-plugins   # tests/integration/test_podman.py (its CNI backend)
 )
 # DEPS_ML=1 (make deps-ml): also PyTorch for the ML inference workload
 # (tools/ml_infer.py, bench warmup); ~640 MB installed (176 packages on a
