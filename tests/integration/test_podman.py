@@ -193,7 +193,7 @@ def test_podman_restore_with_distriproc_as_lazy_pages_daemon(pm, procs, tmp_path
     assert plan["skeleton"]["send_bytes"] < (MIB << 20) / 16, (
         f"CRIU flagged the container's memory not lazy (skeleton {plan['skeleton']['send_bytes']} bytes): "
         "one known cause is a thread whose stack pointer is page aligned at the freeze "
-        "(is_stack, docs/criu-images.md); checkpoint again")
+        "(CRIU's is_stack; docs/containers.md, podman); checkpoint again")
 
     # Source: the page server over the checkpoint. Destination: our daemon.
     key = tmp_path / "key"
