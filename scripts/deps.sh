@@ -18,7 +18,8 @@ set -euo pipefail
 #   tests check the order fdatasync/reply and inject an fdatasync EIO with it
 # workloads + benchmarks: redis-server redis-tools nginx-light wrk gnuplot-nox
 # containers: runc (Debian 12: 1.1.5; always run with --criu .deps/bin/criu, which it drives
-#   through `criu swrk` RPC)
+#   through `criu swrk` RPC); podman (Debian 12: 4.3.1, run with --runtime runc) and
+#   containernetworking-plugins (its CNI backend): tests/integration/test_podman.py
 # criu fetching: debian-archive-keyring (its keys sign trixie and sid)
 # container rootfs (make rootfs, scripts/rootfs.sh): mmdebstrap
 PACKAGES=(
@@ -28,6 +29,7 @@ PACKAGES=(
     python3 python3-pytest curl ca-certificates debian-archive-keyring
     redis-server redis-tools nginx-light wrk gnuplot-nox
     runc mmdebstrap
+    podman containernetworking-plugins
 )
 # DEPS_ML=1 (make deps-ml): also PyTorch for the ML inference workload
 # (tools/ml_infer.py, bench warmup); ~640 MB installed (176 packages on a
