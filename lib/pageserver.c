@@ -259,10 +259,7 @@ static void deliver(struct server *s, struct conn *c, struct resp *r, uint64_t r
     d->c = c;
     d->r = *r;
     memset(r, 0, sizeof(*r));
-    d->due = dp_rtt_due(recv_ns, s->o->emulate_rtt_us);
-    if (d->due < s->dq_last_due)
-        d->due = s->dq_last_due;
-    s->dq_last_due = d->due;
+    d->due = dp_rtt_due_in_order(recv_ns, s->o->emulate_rtt_us, &s->dq_last_due);
     c->refs++;
     c->delayed_bytes += d->r.bytes;
     if (s->dq_tail)
@@ -286,7 +283,7 @@ static void on_timer(struct server *s)
     ssize_t r = read(s->tfd, &ticks, sizeof(ticks));
     (void)r;
     uint64_t now = dp_now_ns();
-    while (s->dq_head && s->dq_head->due <= now) {
+    while (s->dq_head && dp_rtt_is_due(s->dq_head->due, now)) {
         struct delayed *d = s->dq_head;
         s->dq_head = d->next;
         if (!s->dq_head)

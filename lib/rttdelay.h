@@ -8,13 +8,32 @@
 #ifndef DP_RTTDELAY_H
 #define DP_RTTDELAY_H
 
+#include <stdbool.h>
 #include <stdint.h>
+#include <time.h>
+
+/* ---- pure: due times, release, timer value (no clock read, no I/O) ---- */
+
+/* When the reply to a request received at recv_ns (dp_now_ns) is due
+ * (saturates instead of wrapping to a time in the past). */
+uint64_t dp_rtt_due(uint64_t recv_ns, uint64_t rtt_us);
+
+/* The due time of a reply queued behind others: never before its own
+ * dp_rtt_due nor before the reply queued last (*last_due, updated), so a
+ * FIFO of delayed replies is ordered by due time and released in order. */
+uint64_t dp_rtt_due_in_order(uint64_t recv_ns, uint64_t rtt_us, uint64_t *last_due);
+
+/* Whether a reply due at due_ns may be sent at now_ns (never early). */
+bool dp_rtt_is_due(uint64_t due_ns, uint64_t now_ns);
+
+/* The one-shot absolute timer value that fires at due_ns; never all zero
+ * (which would disarm the timer). */
+struct itimerspec dp_rtt_timer_value(uint64_t due_ns);
+
+/* ---- I/O: the timerfd ---- */
 
 /* A timerfd for delayed replies; nonblock for an event loop. -1 with errno. */
 int dp_rtt_timer_create(int nonblock);
-
-/* When the reply to a request received at recv_ns (dp_now_ns) is due. */
-uint64_t dp_rtt_due(uint64_t recv_ns, uint64_t rtt_us);
 
 /* Arms the timer to fire once at due_ns (dp_now_ns clock); a time already
  * past fires at once. -1 with errno. */

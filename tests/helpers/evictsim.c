@@ -8,7 +8,8 @@
  * events, read the victims, hash them, write the modified ones back into the
  * store, zap them with one injected process_madvise (reading our own REMOVE
  * events meanwhile), mark them remote, resume. The target's lazy writers
- * check that none of their writes is ever lost. Prints one JSON line.
+ * check that none of their writes is ever lost. Prints one JSON line of
+ * counters, then one with a record per batch (batch_log).
  * --skip-writeback drops modified pages instead (a control: writes are lost
  * and the target must notice).
  */
@@ -48,6 +49,7 @@ struct sim {
     uint64_t faults, installs, vb_hits, vb_mismatch, eexist, eagain;
     uint64_t removes_own, removes_other, missing_remove;
     uint64_t batches, evictions, writebacks, clean, cancels;
+    size_t batch_res_before, batch_picked;   /* of the last batch (evict()) */
     int skip_writeback;          /* negative control: drop modified pages */
 };
 
@@ -158,6 +160,8 @@ static int evict(struct sim *S, struct dp_inject *in, size_t budget, uint64_t *s
         n = 256;
     struct dp_evict_key keys[256];
     n = dp_evict_pick(&S->pol, keys, n);
+    S->batch_res_before = resident;
+    S->batch_picked = n;
     uint64_t t0 = dp_now_ns();
     if (dp_inject_stop(in, err) < 0)
         return -1;
@@ -329,6 +333,13 @@ int main(int argc, char **argv)
         return 1;
     uint64_t end = dp_now_ns() + (uint64_t)seconds * 1000000000ULL, next = 0;
     size_t max_resident_after = 0;
+    /* One record per batch: resident lazy pages when it counted them, victims
+     * picked, evicted (zapped), faults served (pages installed) from that
+     * count to the resume, resident pages after it. The test checks each
+     * batch's arithmetic exactly instead of a slack on the maximum. */
+    size_t (*blog)[5] = calloc(cap, sizeof(*blog)), nblog = 0;
+    if (!blog)
+        return 1;
     while (dp_now_ns() < end) {
         if (pump(&S) < 0) {
             fprintf(stderr, "evictsim: serving faults: %s\n", strerror(errno));
@@ -336,6 +347,7 @@ int main(int argc, char **argv)
         }
         if (dp_now_ns() >= next) {
             uint64_t ns = 0, hns = 0;
+            uint64_t batches0 = S.batches, installs0 = S.installs, evictions0 = S.evictions;
             if (evict(&S, &in, budget, &ns, &hns, &err) < 0) {
                 fprintf(stderr, "evictsim: eviction: %s\n", err.msg);
                 return 1;
@@ -349,6 +361,13 @@ int main(int argc, char **argv)
                 res += S.state[p] == RESIDENT;
             if (res > max_resident_after)
                 max_resident_after = res;
+            if (S.batches != batches0 && nblog < cap) {
+                blog[nblog][0] = S.batch_res_before;
+                blog[nblog][1] = S.batch_picked;
+                blog[nblog][2] = (size_t)(S.evictions - evictions0);
+                blog[nblog][3] = (size_t)(S.installs - installs0);
+                blog[nblog++][4] = res;
+            }
             next = dp_now_ns() + (uint64_t)interval_ms * 1000000ULL;
         }
         struct pollfd pf = {S.uffd, POLLIN, 0};
@@ -380,6 +399,14 @@ int main(int argc, char **argv)
            S.missing_remove, S.eexist, S.eagain, max_resident_after,
            nst ? (double)st[nst / 2] / 1000.0 : 0.0, nst ? (double)st[(nst * 99) / 100] / 1000.0 : 0.0,
            nst ? (double)held[nst / 2] / 1000.0 : 0.0, nst ? (double)held[(nst * 99) / 100] / 1000.0 : 0.0);
+    /* the batch records on a line of their own (the JSON line above stays
+     * short enough to read in a failure message) */
+    printf("{\"batch_log\":[");
+    for (size_t i = 0; i < nblog; i++)
+        printf("%s[%zu,%zu,%zu,%zu,%zu]", i ? "," : "", blog[i][0], blog[i][1], blog[i][2], blog[i][3],
+               blog[i][4]);
+    printf("],\"batch_log_dropped\":%" PRIu64 "}\n", S.batches - (uint64_t)nblog);
+    free(blog);
     dp_inject_close(&in);
     dp_evict_free(&S.pol);
     dp_vbuf_free(&S.vb);

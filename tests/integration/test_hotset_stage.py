@@ -239,8 +239,26 @@ def test_stage_counts_a_touch_of_a_page_still_in_flight(lab, procs, criu, tmp_pa
     try:
         os.kill(server.pid, signal.SIGSTOP)
         # settle: replies already on their way are read, the next batch is
-        # submitted and stays in flight
+        # submitted and stays in flight. The event: no reply byte is left in
+        # the stopped server's send queue nor in the daemon's receive queue
+        # (the server's own RTT FIFO holds the rest for 1 s, and it is
+        # stopped), and then the completed count is the same in two samples
+        # 0.5 s apart (the daemon done with what it already read; on its own,
+        # without the queues, a stalled daemon passed for a settled one).
+        def queued(host, match):
+            out = util.run(util.netns_cmd(host, ["ss", "-tnH", "state", "established",
+                                                 f"( {match} = :{SERVE_PORT} )"])).stdout
+            total = 0
+            for line in out.splitlines():
+                f = line.split()
+                if f and not f[0].isdigit():   # the State column, when ss prints it
+                    f = f[1:]
+                total += int(f[0]) + int(f[1])  # Recv-Q + Send-Q
+            return total
+
         def still():
+            if queued("src", "sport") or queued("dst", "dport"):
+                return False
             before = stats(wd)["replay"]["completed"]
             time.sleep(0.5)
             return stats(wd)["replay"]["completed"] == before
