@@ -268,7 +268,7 @@ class Lab:
         os.makedirs(dst_dir)
         recv_code = ("import socket,sys,shutil\nl=socket.socket();l.setsockopt(socket.SOL_SOCKET,"
                      "socket.SO_REUSEADDR,1)\nl.bind((sys.argv[1],int(sys.argv[2])));l.listen(1)\n"
-                     "print('ready',flush=True)\nl.settimeout(60);c,_=l.accept();c.settimeout(120)\n"
+                     "print('ready',file=sys.stderr,flush=True)\nl.settimeout(60);c,_=l.accept();c.settimeout(120)\n"
                      "shutil.copyfileobj(c.makefile('rb'),sys.stdout.buffer,1<<20)\n")
         send_code = ("import socket,sys,shutil\ns=socket.create_connection((sys.argv[1],int(sys.argv[2])),"
                      "timeout=120)\nn=0\nwhile True:\n b=sys.stdin.buffer.read(1<<20)\n if not b: break\n"
@@ -276,9 +276,10 @@ class Lab:
         addr = LAB_ADDR["dst"]
         recv = subprocess.Popen(self.ns("dst", ["sh", "-c", f'{PY} -c "$0" "$1" "$2" | tar -x -C "$3"',
                                                 recv_code, addr, port, dst_dir]),
-                                stdout=subprocess.PIPE, text=True, env=self.env)
+                                stderr=subprocess.PIPE, text=True, env=self.env)
         try:
-            if recv.stdout.readline().strip() != "ready":
+            # "ready" comes on stderr: its stdout is the tar stream.
+            if recv.stderr.readline().strip() != "ready":
                 raise RuntimeError("the copy's receiver did not start")
             cp = self.run(self.ns("src", ["sh", "-c", f'tar -C "$0" -cf - . | {PY} -c "$1" "$2" "$3"',
                                           src_dir, send_code, addr, port]), timeout=300)
@@ -393,7 +394,30 @@ class PgProbe:
         return r
 
 
+def pg_in(lab, host, addr, sql, timeout=600):
+    """One query from lab host `host`'s namespace (this file's 'query'); its
+    answer (first column of the first row, '' for none)."""
+    cp = lab.run(lab.ns(host, [PY, os.path.abspath(__file__), "query", addr, "5432", sql, timeout]),
+                 timeout=timeout + 30)
+    return json.loads(cp.stdout)["value"] or ""
+
+
+def dir_bytes(path, allocated=False):
+    """Bytes of the regular files under path (allocated: st_blocks, for sparse
+    skeletons; else apparent sizes)."""
+    n = 0
+    for d, _, files in os.walk(path):
+        for f in files:
+            st = os.lstat(os.path.join(d, f))
+            n += st.st_blocks * 512 if allocated else st.st_size
+    return n
+
+
 if __name__ == "__main__":
     if len(sys.argv) >= 2 and sys.argv[1] == "probe-pg" and len(sys.argv) == 8:
         sys.exit(probe_pg_main(sys.argv[2:]))
-    sys.exit("usage: bench_containers_lab.py probe-pg ADDR PORT SQL EXPECT INTERVAL_MS TIMEOUT_S")
+    if len(sys.argv) == 6 and sys.argv[1] == "query":
+        print(json.dumps({"value": pg_query(sys.argv[2], int(sys.argv[3]), sys.argv[4], float(sys.argv[5]))}))
+        sys.exit(0)
+    sys.exit("usage: bench_containers_lab.py probe-pg ADDR PORT SQL EXPECT INTERVAL_MS TIMEOUT_S\n"
+             "       bench_containers_lab.py query ADDR PORT SQL TIMEOUT_S")
