@@ -74,6 +74,13 @@ class Lab:
         # page server's key, which is 0600).
         os.makedirs(workdir, exist_ok=True)
         os.chmod(workdir, 0o711)
+        parent = os.path.dirname(workdir)
+        while parent != "/":
+            if not os.stat(parent).st_mode & 0o001:
+                raise RuntimeError(f"{parent} is not searchable by others (mode {os.stat(parent).st_mode & 0o777:o}): "
+                                   f"the container's root (host uid {USERNS_BASE}) must reach its images and "
+                                   "bind mounts under the workdir; chmod o+x it or pick another --workdir")
+            parent = os.path.dirname(parent)
         self.roots = {h: os.path.join(workdir, f"runc-{h}") for h in LAB_ADDR}
 
     def ns(self, host, cmd):

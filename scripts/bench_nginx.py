@@ -39,6 +39,7 @@ import hashlib
 import json
 import math
 import os
+import subprocess
 import sys
 import time
 
@@ -322,7 +323,10 @@ def main():
         p.error("--objects-mib 1..4096, --connections 1..64, --workers 0..8")
     a.workdir = os.path.abspath(a.workdir)
     a.command = "distriproc bench nginx " + " ".join(sys.argv[4:])
-    Bench(a).go()
+    try:
+        Bench(a).go()
+    except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+        sys.exit(f"distriproc bench nginx: {e}")
 
 
 if __name__ == "__main__":

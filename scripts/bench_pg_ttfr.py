@@ -246,7 +246,10 @@ def main():
         p.error("--runs 1..20, --table-mib 1..4096, --interval-ms 1..1000")
     a.workdir = os.path.abspath(a.workdir)
     a.command = "distriproc bench pg-ttfr " + " ".join(sys.argv[4:])
-    Bench(a).go()
+    try:
+        Bench(a).go()
+    except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+        sys.exit(f"distriproc bench pg-ttfr: {e}")
 
 
 if __name__ == "__main__":

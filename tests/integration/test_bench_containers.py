@@ -32,6 +32,7 @@ def workdir():
     # Not pytest's tmp_path: its 0700 parents keep the container's mapped root
     # (host uid 100000) from its bind-mount sources.
     path = tempfile.mkdtemp(prefix="dp-bench-containers-")
+    os.chmod(path, 0o711)   # mkdtemp's 0700 would stop the restored tasks on their way to their images
     try:
         yield path
     finally:
@@ -128,4 +129,8 @@ def test_bench_containers_usage_and_bad_arguments(tmp_path):
     assert cp.returncode == 2 and "must start with 0" in cp.stderr
     cp = util.run([util.DISTRIPROC, "bench", "pg-ttfr", "--json", out, "--runs", "0"], check=False)
     assert cp.returncode == 2 and "--runs 1..20" in cp.stderr
-    assert not out.exists()
+    # pytest's tmp_path has 0700 parents: refused before anything starts.
+    cp = util.run([util.DISTRIPROC, "bench", "pg-ttfr", "--json", out, "--workdir", tmp_path / "w", "--lab",
+                   "cbnone"], check=False)
+    assert cp.returncode == 1 and "not searchable by others" in cp.stderr and "--workdir" in cp.stderr
+    assert not out.exists() and not os.path.exists("/run/netns/cbnone-src")
