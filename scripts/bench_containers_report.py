@@ -3,10 +3,10 @@
 bench_report.gnuplot) and a Markdown page from the JSON of `distriproc bench
 nginx` and `distriproc bench pg-ttfr` (issue 10).
 
-  bench_containers_report.py [--nginx FILE] [--pg-ttfr FILE] [--loadavg FILE] [--notes FILE] --out DIR
+  bench_containers_report.py [--nginx FILE ...] [--pg-ttfr FILE] [--loadavg FILE] [--summary FILE] [--notes FILE] --out DIR
 
---notes FILE: hand-written Markdown (what the numbers mean, negative results)
-appended to containers.md as its last section.
+--summary FILE, --notes FILE: hand-written Markdown (the results in short;
+what the numbers mean, negative results) put first and last in containers.md.
 
 Writes into DIR:
   nginx-throughput.{png,svg}  req/s as % of the local baseline (mean of the
@@ -61,29 +61,48 @@ def check_pg(doc, path):
 
 # ---- plots ------------------------------------------------------------------------
 
-def plot_nginx(doc, outdir, tmp):
-    base = (doc["local_start"]["req_per_s"] + doc["local_end"]["req_per_s"]) / 2
-    dat = os.path.join(tmp, "nginx.dat")
-    with open(dat, "w") as f:
-        for p in doc["points"]:
-            f.write(f"{100 * p['working_set_remote']:.2f} {100 * p['result']['req_per_s'] / base:.2f} "
-                    f"{p['result']['p99_us']} {p['remote_pct_target']}\n")
-    s, e = (100 * doc[k]["req_per_s"] / base for k in ("local_start", "local_end"))
-    gnuplot("set title 'NGINX in a runc container: throughput vs share of its working set kept remote'\n"
-            "set xlabel 'measured share of the working set not resident (%) (labels: target)'\n"
+def nginx_label(doc):
+    w = doc["workers"]
+    return f"{'1 process' if w == 0 else f'master + {w} workers'}, warm-up {doc['warmup']} s"
+
+
+def plot_nginx(docs, names, outdir, tmp):
+    """One series per run, each relative to its own baselines; each run's two
+    local baselines drawn at x = -3 - k as 100% with whiskers start..end."""
+    thr, lat = [], []
+    for k, doc in enumerate(docs):
+        base = (doc["local_start"]["req_per_s"] + doc["local_end"]["req_per_s"]) / 2
+        dat = os.path.join(tmp, f"nginx{k}.dat")
+        with open(dat, "w") as f:
+            for p in doc["points"]:
+                adj = p.get("vs_local_adjacent")
+                f.write(f"{100 * p['working_set_remote']:.2f} {100 * p['result']['req_per_s'] / base:.2f} "
+                        f"{p['result']['p99_us']} {p['remote_pct_target']} "
+                        f"{'NaN' if adj is None else f'{100 * adj:.2f}'}\n")
+        loc = os.path.join(tmp, f"nginx{k}-local.dat")
+        s, e = (doc[b] for b in ("local_start", "local_end"))
+        with open(loc, "w") as f:
+            f.write(f"{-3 - k} 100 {100 * min(s['req_per_s'], e['req_per_s']) / base:.2f} "
+                    f"{100 * max(s['req_per_s'], e['req_per_s']) / base:.2f} {(s['p99_us'] + e['p99_us']) / 2} "
+                    f"{min(s['p99_us'], e['p99_us'])} {max(s['p99_us'], e['p99_us'])}\n")
+        t = names[k]
+        thr += [f"'{dat}' using 1:2 with linespoints lw 2 pt 7 lc {k + 1} title '{t}'",
+                f"'{loc}' using 1:2:3:4 with yerrorbars pt 4 lc {k + 1} title '  its local (start..end)'"]
+        if all(p.get("vs_local_adjacent") for p in doc["points"]):
+            thr.append(f"'{dat}' using 1:5 with linespoints lw 1 dt 2 pt 6 lc {k + 1} "
+                       f"title '  vs its paired local'")
+        lat += [f"'{dat}' using 1:3 with linespoints lw 2 pt 7 lc {k + 1} title '{t}'",
+                f"'{loc}' using 1:5:6:7 with yerrorbars pt 4 lc {k + 1} title '  its local (start..end)'"]
+    gnuplot("set title 'NGINX in a runc container: throughput vs share of its working set kept remote' noenhanced\n"
+            "set xlabel 'measured share of the working set not resident (%) (targets 0/10/30/50/70)'\n"
             "set ylabel '% of local throughput (mean of the run''s two baselines)'\n"
-            "set yrange [0:*]\nset xrange [-5:100]\nset grid\nset key bottom left\n"
-            f"plot '{dat}' using 1:2 with linespoints lw 2 pt 7 title 'lazily restored, --budget', "
-            f"'{dat}' using 1:2:(sprintf('%d%%', $4)) with labels offset 0,1 notitle, "
-            f"{s:.2f} with lines dt 2 lc rgb 'gray' title 'local, start of run', "
-            f"{e:.2f} with lines dt 3 lc rgb 'black' title 'local, end of run'", outdir, "nginx-throughput")
-    gnuplot("set title 'NGINX in a runc container: P99 latency (wrk) vs share of its working set kept remote'\n"
-            "set xlabel 'measured share of the working set not resident (%)'\nset ylabel 'P99 latency (us)'\n"
-            "set logscale y\nset xrange [-5:100]\nset grid\nset key top left\n"
-            f"plot '{dat}' using 1:3 with linespoints lw 2 pt 7 title 'lazily restored, --budget', "
-            f"{doc['local_start']['p99_us']} with lines dt 2 lc rgb 'gray' title 'local, start of run', "
-            f"{doc['local_end']['p99_us']} with lines dt 3 lc rgb 'black' title 'local, end of run'",
-            outdir, "nginx-p99")
+            "set yrange [0:*]\nset xrange [-8:75]\nset grid\nset key inside top right font ',9' noenhanced\n"
+            f"plot {', '.join(thr)}", outdir, "nginx-throughput")
+    gnuplot("set title 'NGINX in a runc container: P99 latency (wrk) vs share of its working set kept remote' "
+            "noenhanced\nset xlabel 'measured share of the working set not resident (%)'\n"
+            "set ylabel 'P99 latency (us)'\nset logscale y\nset xrange [-8:75]\nset grid\n"
+            "set key inside bottom right font ',9' noenhanced\n"
+            f"plot {', '.join(lat)}", outdir, "nginx-p99")
 
 
 def plot_pg(doc, outdir, tmp):
@@ -121,12 +140,21 @@ def heading(title, doc, path, la):
             "", *([la, ""] if la else [])]
 
 
+def paired(p):
+    """The paired-local columns of a point (runs before they existed: dashes)."""
+    a = p.get("local_adjacent")
+    if not a:
+        return "- | - | -"
+    return f"{a['req_per_s']:.0f} | **{p['vs_local_adjacent']:.0%}** | {p['p99_vs_local_adjacent']}x"
+
+
 def nginx_section(doc, path, la):
     b0, b1 = doc["local_start"], doc["local_end"]
     base = (b0["req_per_s"] + b1["req_per_s"]) / 2
     w = doc["workers"]
     procs = "One process (master_process off)" if w == 0 else f"A master and {w} workers"
-    out = [*heading("NGINX: throughput and P99 vs remote share (`distriproc bench nginx`)", doc, path, la),
+    stem = os.path.splitext(os.path.basename(path))[0]
+    out = [*heading(f"NGINX {stem}: throughput and P99 vs remote share ({nginx_label(doc)})", doc, path, la),
            f"What is remote: {doc['what_is_remote']}. {doc['objects']} objects of {doc['object_bytes']} bytes "
            f"({mib(doc['content_bytes'])}); NGINX's anonymous memory measured on src: "
            f"{mib(doc['nginx_memory_kib']['Anonymous'] * 1024)}. "
@@ -136,22 +164,25 @@ def nginx_section(doc, path, la):
            f"Working set W (resident after the no-budget point): {mib(doc['working_set_bytes'])}. "
            "Budgets are (100 - target)% of W.", "",
            "| run | target | budget | measured remote, of W | measured remote, of lazy memory | req/s | "
-           "vs local | p50 us | p99 us | p99 vs local | faults in measure | evictions | refaults |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+           "vs local | p50 us | p99 us | p99 vs local | paired local req/s | vs paired local | "
+           "p99 vs paired local | faults in measure | evictions | refaults |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
            f"| local, start | - | - | - | - | {b0['req_per_s']:.0f} | {b0['req_per_s'] / base:.0%} | "
-           f"{b0['p50_us']} | {b0['p99_us']} | - | - | - | - |"]
+           f"{b0['p50_us']} | {b0['p99_us']} | - | - | - | - | - | - | - |"]
     for p in doc["points"]:
         r, bs = p["result"], p.get("budget_stats") or {}
         out.append(f"| lazy restore | {p['remote_pct_target']}% | {p['budget'] or 'none'} | "
                    f"{100 * p['working_set_remote']:.1f}% | {100 * p['remote_fraction']:.1f}% | "
                    f"{r['req_per_s']:.0f} | **{p['vs_local']:.0%}** | {r['p50_us']} | {r['p99_us']} | "
-                   f"{p['p99_vs_local']}x | {p['faults_during_measure']} | {bs.get('evictions', '-')} | "
-                   f"{bs.get('refaults', '-')} |")
+                   f"{p['p99_vs_local']}x | {paired(p)} | {p['faults_during_measure']} | "
+                   f"{bs.get('evictions', '-')} | {bs.get('refaults', '-')} |")
     out += [f"| local, end | - | - | - | - | {b1['req_per_s']:.0f} | {b1['req_per_s'] / base:.0%} | "
-            f"{b1['p50_us']} | {b1['p99_us']} | - | - | - | - |", "",
+            f"{b1['p50_us']} | {b1['p99_us']} | - | - | - | - | - | - | - |", "",
             f"vs local = req/s over the mean of the two local runs ({base:.0f} req/s); their drift "
-            f"({100 * doc['local_drift']:+.1f}%, end vs start) is this run's noise floor.", "",
-            "![nginx throughput](nginx-throughput.png)", "", "![nginx p99](nginx-p99.png)", ""]
+            f"({100 * doc['local_drift']:+.1f}%, end vs start) is this run's noise floor. Paired local: the "
+            "source container (left running since the start) measured with the same load right after the "
+            "point's measurement.", "",
+            ""]
     return out
 
 
@@ -186,11 +217,20 @@ def pg_section(doc, path, la):
     return out
 
 
+def read_md(path):
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError as e:
+        raise BadInput(f"{path}: {e.strerror}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--nginx")
+    ap.add_argument("--nginx", action="append", default=[], help="repeatable: one section and series per run")
     ap.add_argument("--pg-ttfr")
     ap.add_argument("--loadavg")
+    ap.add_argument("--summary")
     ap.add_argument("--notes")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
@@ -201,7 +241,8 @@ def main():
     try:
         la = loadavg_line(a.loadavg) if a.loadavg else ""
         md = ["# Container benchmarks (issue 10)", "",
-              "Generated by `scripts/bench_containers_report.py` from the JSON below.", ""]
+              "Generated by `scripts/bench_containers_report.py` from the JSON below.", "",
+              *([read_md(a.summary), ""] if a.summary else [])]
         with tempfile.TemporaryDirectory() as tmp:
             if a.pg_ttfr:
                 doc = load(a.pg_ttfr, "pg-ttfr")
@@ -209,16 +250,19 @@ def main():
                 plot_pg(doc, a.out, tmp)
                 md += pg_section(doc, a.pg_ttfr, la)
             if a.nginx:
-                doc = load(a.nginx, "nginx")
-                check_nginx(doc, a.nginx)
-                plot_nginx(doc, a.out, tmp)
-                md += nginx_section(doc, a.nginx, la)
+                docs = [load(path, "nginx") for path in a.nginx]
+                for doc, path in zip(docs, a.nginx):
+                    check_nginx(doc, path)
+                plot_nginx(docs, [os.path.splitext(os.path.basename(x))[0] for x in a.nginx], a.out, tmp)
+                md += ["## NGINX (`distriproc bench nginx`): plots of every run below", "",
+                       "Series named by their JSON file: " + "; ".join(
+                           f"{os.path.splitext(os.path.basename(x))[0]}: {nginx_label(d)}"
+                           for x, d in zip(a.nginx, docs)) + ".", "",
+                       "![nginx throughput](nginx-throughput.png)", "", "![nginx p99](nginx-p99.png)", ""]
+                for doc, path in zip(docs, a.nginx):
+                    md += nginx_section(doc, path, la)
         if a.notes:
-            try:
-                with open(a.notes) as f:
-                    md += [f.read().strip(), ""]
-            except OSError as e:
-                raise BadInput(f"{a.notes}: {e.strerror}")
+            md += [read_md(a.notes), ""]
     except (BadInput, KeyError, TypeError) as e:
         sys.exit(f"bench_containers_report: {e}")
     with open(os.path.join(a.out, "containers.md"), "w") as f:

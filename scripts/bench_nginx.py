@@ -29,10 +29,14 @@ rootfs built (make rootfs). In one run:
      same measurement, the daemon's stats: the measured remote fraction of
      all lazy memory, and the measured share of W not resident,
      1 - resident/W; faults, evictions; the restored container killed.
+     Right after each point's measurement, the same load for the same time
+     against the source container (left running, warm since the start): a
+     paired local measurement, adjacent in time to the point.
   5. The local baseline again, same warm-up and measurement (the drift between
      the two baselines is the run's noise floor).
 
-JSON to --json; the ratios are to the mean of the two baselines.
+JSON to --json; vs_local is to the mean of the two baselines, vs_local_adjacent
+to the paired measurement (this machine is shared: its load moves both).
 """
 import argparse
 import hashlib
@@ -215,11 +219,17 @@ http {{
             st0 = self.lab.lazy_stats(wd)
             m = self.wrk("dst", self.a.seconds, 3)
             st = self.lab.lazy_stats(wd)
+            # The same load on the source container (still running, warm since
+            # the start) right after: a paired baseline, as close in time (and in
+            # the machine's other load) as this run can make it.
+            adjacent = self.wrk("src", self.a.seconds, 3)
         finally:
             self.lab.kill("dst", self.cid, daemon)
             self.lab.stop(srv)
         tot, b = st["total"], st.get("budget")
-        return {"remote_pct_target": f, "budget": budget, "result": m,
+        return {"remote_pct_target": f, "budget": budget, "result": m, "local_adjacent": adjacent,
+                "vs_local_adjacent": round(m["req_per_s"] / adjacent["req_per_s"], 3) if adjacent["req_per_s"] else None,
+                "p99_vs_local_adjacent": round(m["p99_us"] / adjacent["p99_us"], 2) if adjacent["p99_us"] else None,
                 "remote_fraction": tot["remote_fraction"],
                 "remote_fraction_before_measure": st0["total"]["remote_fraction"],
                 "resident_bytes": tot["resident_bytes"], "remote_bytes": tot["remote_bytes"],

@@ -48,6 +48,18 @@ def bench(name, workdir, *args, timeout):
         return json.load(f), cp
 
 
+def report(workdir, option, name, plots):
+    """scripts/bench_containers_report.py on the run's JSON: its plots and the
+    Markdown page exist; returns the page."""
+    util.run(["/usr/bin/python3", os.path.join(util.ROOT, "scripts", "bench_containers_report.py"), option,
+              os.path.join(workdir, f"{name}.json"), "--out", workdir], timeout=120)
+    for plot in plots:
+        for ext in ("png", "svg"):
+            assert os.path.getsize(os.path.join(workdir, f"{plot}.{ext}")) > 0
+    with open(os.path.join(workdir, "containers.md")) as f:
+        return f.read()
+
+
 def assert_no_containers_left(workdir):
     for host in util.HOSTS:
         root = os.path.join(workdir, "w", f"runc-{host}")
@@ -89,6 +101,8 @@ def test_bench_nginx_smallest(lab_clean, criu, rootfs, workdir):
     assert p50["budget_stats"]["evictions"] > 0 and p50["budget_stats"]["writeback_errors"] == 0
     assert p50["working_set_remote"] > 0 and p50["resident_bytes"] < p0["resident_bytes"]
     assert_no_containers_left(workdir)
+    md = report(workdir, "--nginx", "nginx", ("nginx-throughput", "nginx-p99"))
+    assert f"**{p50['vs_local']:.0%}**" in md and "local, end" in md
 
 
 @pytest.mark.time_limit(300)
@@ -114,6 +128,8 @@ def test_bench_pg_ttfr_smallest(lab_clean, criu, rootfs, workdir):
         "images_bytes"]
     assert doc["systems"]["runc_full"]["vs_runc_full_from_restore"] == 1.0
     assert_no_containers_left(workdir)
+    md = report(workdir, "--pg-ttfr", "pg-ttfr", ("pg-ttfr",))
+    assert f"{doc['systems']['distriproc']['from_restore_s']['median']:.3f} s" in md
 
 
 @pytest.mark.time_limit(30)
