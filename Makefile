@@ -12,7 +12,7 @@ BUILD    ?= build
 OPT      ?= -O2
 CFLAGS   := -std=gnu11 -Wall -Wextra -Werror $(OPT) -g -D_GNU_SOURCE -Ilib $(EXTRA_CFLAGS)
 LDFLAGS  := $(EXTRA_LDFLAGS)
-LDLIBS   := -lsodium -ljansson -lpthread -lm
+LDLIBS   := -lsodium -ljansson -lcrypto -lpthread -lm
 
 LIB_SRCS  := $(wildcard lib/*.c)
 CMD_SRCS  := $(wildcard src/*.c)
@@ -90,8 +90,15 @@ test: deps rootfs
 	@$(MAKE) --no-print-directory all
 	@$(MAKE) --no-print-directory unit-asan
 	@$(MAKE) --no-print-directory asan
-	@echo "page server protocol tests against the ASan/UBSan build:"
-	DISTRIPROC_BIN=$(CURDIR)/build-asan/distriproc $(PYTEST) -q tests/integration/test_pageserver.py
+	@echo "page server protocol and secure channel tests against the ASan/UBSan build:"
+	DISTRIPROC_BIN=$(CURDIR)/build-asan/distriproc $(PYTEST) -q tests/integration/test_pageserver.py \
+		tests/integration/test_secure.py -k "not restore"
+	@echo "budget, inject and guard tests (marker asan) against the ASan/UBSan build; any sanitizer report fails:"
+	@rm -rf build-asan/sanitizer && mkdir -p build-asan/sanitizer
+	DISTRIPROC_BIN=$(CURDIR)/build-asan/distriproc DISTRIPROC_SANITIZER_DIR=$(CURDIR)/build-asan/sanitizer \
+	ASAN_OPTIONS=log_path=$(CURDIR)/build-asan/sanitizer/asan \
+	UBSAN_OPTIONS=log_path=$(CURDIR)/build-asan/sanitizer/ubsan:print_stacktrace=1 \
+	$(PYTEST) -q -m asan tests/integration/test_budget.py tests/integration/test_inject.py tests/integration/test_guard.py
 	$(PYTEST) -v tests/integration
 
 # The README's main command: Redis with 1 GiB migrated lazily across the lab.

@@ -40,6 +40,7 @@ static json_t *str_array(const char *const *v, size_t n)
     return arr;
 }
 
+/* Length of a NULL-terminated list; NULL counts as empty (optional lists). */
 static size_t null_len(const char *const *v)
 {
     size_t n = 0;
@@ -60,6 +61,7 @@ static void add_mount(json_t *mounts, const char *dest, const char *type, const 
                                             source, "options", opts));
 }
 
+/* uidMappings / gidMappings as the runtime spec spells them. */
 static json_t *idmaps(const struct dp_bundle_idmap *m, size_t n)
 {
     json_t *arr = json_array();
@@ -87,6 +89,8 @@ static int clean_abs_path(const char *p)
     return 1;
 }
 
+/* Everything runc would refuse later (or misread), refused now with a message
+ * that names the option. */
 static int check_spec(const struct dp_bundle_spec *s, struct dp_err *err)
 {
     if (!s->rootfs || !*s->rootfs) {
@@ -191,11 +195,14 @@ int dp_bundle_config_json(const struct dp_bundle_spec *s, char **out, struct dp_
                      : "nosuid,noexec,newinstance,ptmxmode=0666,mode=0620,gid=5");
     add_mount(mounts, "/dev/shm", "tmpfs", "shm", "nosuid,noexec,nodev,mode=1777,size=65536k");
     add_mount(mounts, "/dev/mqueue", "mqueue", "mqueue", "nosuid,noexec,nodev");
-    /* sysfs can be mounted only by the owner of the network namespace: in a
-     * user namespace joined to a host-owned one, /sys is a read-only bind */
-    if (userns && s->netns_path)
-        add_mount(mounts, "/sys", "none", "/sys", "bind,nosuid,noexec,nodev,ro");
-    else
+    /* sysfs can be mounted only by the owner of the network namespace, and in
+     * a user namespace a plain bind of the host's /sys is refused (its
+     * submounts are locked; a recursive one would hand CRIU every host mount
+     * under /sys). So a user-namespaced container that joins a host-owned
+     * network namespace has no /sys (the services DistriProc runs do not need
+     * it); one with a network namespace of its own (--net-hook) owns it and
+     * mounts sysfs. */
+    if (!userns || !s->netns_path)
         add_mount(mounts, "/sys", "sysfs", "sysfs", "nosuid,noexec,nodev,ro");
     if (s->tmp_tmpfs)
         add_mount(mounts, "/tmp", "tmpfs", "tmpfs", "nosuid,nodev,mode=1777");
@@ -294,6 +301,8 @@ int dp_bundle_write(const char *dir, const struct dp_bundle_spec *spec, struct d
 
 /* ---- reading ----------------------------------------------------------------- */
 
+/* Fixed-size fields: a value that does not fit is an error, never truncated
+ * into another path. */
 static int copy_str(char *dst, size_t len, const char *src, const char *what, struct dp_err *err)
 {
     if (strlen(src) >= len) {

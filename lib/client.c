@@ -1,6 +1,9 @@
 /* client: connection state machine, pipelined requests, reconnect with
  * backoff and resubmission (see client.h). */
 #include "client.h"
+#include "channel.h"
+#include "cpid.h"
+#include "hotset.h"
 #include "proto_hotset.h"
 
 #include <arpa/inet.h>
@@ -39,6 +42,7 @@ struct req {
     uint32_t nr_ranges;
     dp_get_cb get_cb;
     dp_put_cb put_cb;
+    uint32_t put_pages;   /* PUT: pages sent, which the reply must acknowledge */
     void *cookie;
     /* blocking helpers */
     bool done;
@@ -61,8 +65,15 @@ struct dp_client {
     size_t out_off;
     uint8_t *in;
     size_t in_off, in_len, in_cap;
-    uint8_t client_nonce[DP_NONCE_SIZE];
     struct dp_hello_reply hello;
+    struct dp_chan chan;                  /* keys of the current connection */
+    uint8_t eph_sk[32];                   /* our ephemeral secret, until the HELLO reply */
+    uint8_t hello_payload[DP_HELLO_LEN];  /* what we sent, for the transcript */
+    uint8_t want_smac[DP_MAC_SIZE];
+    bool have_hdr;                        /* rx_hdr opened, payload still arriving */
+    struct dp_hdr rx_hdr;
+    bool cpid_known;                      /* pinned: from opts, or the first connection */
+    uint8_t cpid[DP_CPID_BYTES];
     uint64_t next_attempt_ns, deadline_ns, down_since_ns;
     int backoff_ms;
     bool ever_connected;
@@ -128,6 +139,9 @@ static void drop_connection(struct dp_client *c, const char *why)
     c->out.len = 0;
     c->out_off = 0;
     c->in_len = c->in_off = 0;
+    c->have_hdr = false;
+    dp_chan_free(&c->chan); /* a new connection gets new keys */
+    sodium_memzero(c->eph_sk, sizeof(c->eph_sk));
     if (c->state == CS_FAILED)
         return;
     uint64_t now = dp_now_ns();
@@ -182,16 +196,36 @@ static int start_connect(struct dp_client *c)
     return 0;
 }
 
+/* Set once by a command's --insecure-plaintext, before any client exists
+ * (restore's forked daemon and trace uploader inherit it). */
+static bool plaintext_default;
+
+/* See client.h. */
+void dp_client_set_insecure_plaintext(bool on) { plaintext_default = on; }
+
+/* HELLO: our version range, mode, ciphers and a fresh ephemeral key. */
 static void send_hello(struct dp_client *c)
 {
-    struct dp_hello h = {.min_version = DP_PROTO_VERSION_MIN, .max_version = DP_PROTO_VERSION_MAX};
+    struct dp_hello h = {.min_version = DP_PROTO_VERSION_MIN, .max_version = DP_PROTO_VERSION_MAX,
+                         .flags = c->o.insecure_plaintext ? DP_HELLO_FLAG_PLAINTEXT : 0,
+                         .ciphers = dp_chan_ciphers_local()};
+    randombytes_buf(c->eph_sk, sizeof(c->eph_sk));
+    crypto_scalarmult_base(h.eph_pk, c->eph_sk);
+    randombytes_buf(h.nonce, sizeof(h.nonce));
     c->out.len = 0;
     c->out_off = 0;
     if (dp_enc_hello(&c->out, 0, &h) < 0) {
         drop_connection(c, "out of memory");
         return;
     }
+    memcpy(c->hello_payload, c->out.data + DP_HDR_SIZE, DP_HELLO_LEN);
     c->state = CS_HELLO;
+}
+
+/* Queues one plain message for the wire, sealed when the channel is. */
+static int queue_msg(struct dp_client *c, const uint8_t *msg, size_t len)
+{
+    return dp_chan_append(&c->chan, &c->out, msg, len);
 }
 
 static void queue_unsent(struct dp_client *c)
@@ -199,12 +233,56 @@ static void queue_unsent(struct dp_client *c)
     for (struct req *r = c->reqs; r; r = r->next) {
         if (r->sent)
             continue;
-        if (dp_buf_put(&c->out, r->wire, r->wire_len) < 0) {
+        if (queue_msg(c, r->wire, r->wire_len) < 0) {
             drop_connection(c, "out of memory");
             return;
         }
         r->sent = true;
     }
+}
+
+/* HELLO reply: checks the server's choices and its checkpoint against what
+ * we asked for and know, derives the keys and sends our proof. */
+static void on_hello_reply(struct dp_client *c, const struct dp_hdr *h, const uint8_t *p)
+{
+    struct dp_err err = {{0}};
+    int rc = dp_dec_hello_reply(p, h->len, &c->hello, &err);
+    if (rc != DP_E_OK) {
+        if (rc == DP_E_VERSION)
+            set_failed(c, err.msg);
+        else
+            drop_connection(c, err.msg);
+        return;
+    }
+    if (c->hello.flags != dp_get_u32(c->hello_payload + 4)) {
+        drop_connection(c, "the server's HELLO reply does not echo our mode flags");
+        return;
+    }
+    if (c->cpid_known && sodium_memcmp(c->cpid, c->hello.cpid, DP_CPID_BYTES) != 0) {
+        char want[DP_CPID_HEX], got[DP_CPID_HEX], why[300];
+        dp_cpid_hex(c->cpid, want);
+        dp_cpid_hex(c->hello.cpid, got);
+        snprintf(why, sizeof(why), "the page server serves checkpoint %.16s, not %.16s (this client's): pages of "
+                 "another checkpoint must not mix in; restart the restore against the right server", got, want);
+        set_failed(c, why);
+        return;
+    }
+    uint8_t th[32], cmac[DP_MAC_SIZE];
+    dp_chan_transcript(c->hello_payload, DP_HELLO_LEN, p, h->len, th);
+    rc = dp_chan_derive(c->key, c->o.key_len, c->eph_sk, c->hello.eph_pk, th, c->hello.cipher, false, false,
+                        &c->chan, cmac, c->want_smac, &err);
+    sodium_memzero(c->eph_sk, sizeof(c->eph_sk));
+    if (rc < 0) {
+        drop_connection(c, err.msg);
+        return;
+    }
+    struct dp_auth au;
+    memcpy(au.mac, cmac, DP_MAC_SIZE);
+    if (dp_enc_auth(&c->out, 0, &au) < 0) {
+        drop_connection(c, "out of memory");
+        return;
+    }
+    c->state = CS_AUTH;
 }
 
 static void on_handshake(struct dp_client *c, const struct dp_hdr *h, const uint8_t *p)
@@ -219,44 +297,40 @@ static void on_handshake(struct dp_client *c, const struct dp_hdr *h, const uint
         }
         char why[DP_MAX_ERROR_MSG + 64];
         snprintf(why, sizeof(why), "server refused the handshake: %s: %s", dp_errcode_name(e.code), e.msg);
-        if (e.code == DP_E_AUTH_FAILED || e.code == DP_E_VERSION)
-            set_failed(c, why); /* retrying cannot help */
+        /* Before the keys exist an ERROR is unauthenticated: anyone on the
+         * path can send one. On the first connection it most likely tells
+         * the truth (wrong key, version, mode) and retrying cannot help; once
+         * this server has accepted us, it is a forgery or a passing state,
+         * and the client retries as for a dropped connection. */
+        if (!c->ever_connected &&
+            (e.code == DP_E_AUTH_FAILED || e.code == DP_E_VERSION || e.code == DP_E_PLAINTEXT_MISMATCH))
+            set_failed(c, why);
         else
             drop_connection(c, why);
         return;
     }
     if (c->state == CS_HELLO && h->type == (DP_MSG_HELLO | DP_MSG_REPLY)) {
-        int rc = dp_dec_hello_reply(p, h->len, &c->hello, &err);
-        if (rc != DP_E_OK) {
-            if (rc == DP_E_VERSION)
-                set_failed(c, err.msg);
-            else
-                drop_connection(c, err.msg);
-            return;
-        }
-        struct dp_auth au;
-        randombytes_buf(c->client_nonce, DP_NONCE_SIZE);
-        memcpy(au.client_nonce, c->client_nonce, DP_NONCE_SIZE);
-        dp_auth_mac(c->key, c->o.key_len, false, c->hello.version, c->hello.server_nonce, c->client_nonce, au.mac);
-        if (dp_enc_auth(&c->out, 0, &au) < 0) {
-            drop_connection(c, "out of memory");
-            return;
-        }
-        c->state = CS_AUTH;
+        on_hello_reply(c, h, p);
         return;
     }
     if (c->state == CS_AUTH && h->type == (DP_MSG_AUTH | DP_MSG_REPLY)) {
         struct dp_auth_reply ar;
-        uint8_t want[DP_MAC_SIZE];
         if (dp_dec_auth_reply(p, h->len, &ar, &err) != DP_E_OK) {
             drop_connection(c, err.msg);
             return;
         }
-        dp_auth_mac(c->key, c->o.key_len, true, c->hello.version, c->hello.server_nonce, c->client_nonce, want);
-        if (!dp_auth_mac_equal(want, ar.mac)) {
-            set_failed(c, "the server could not prove it knows the key (wrong key on the server, or not our server)");
+        if (!dp_auth_mac_equal(c->want_smac, ar.mac)) {
+            const char *why = "the server could not prove it knows the key (wrong key on the server, not our "
+                              "server, or the handshake was altered on the path)";
+            if (c->ever_connected)
+                drop_connection(c, why); /* it did before: an attacker, retry */
+            else
+                set_failed(c, why);
             return;
         }
+        c->chan.secure = !c->o.insecure_plaintext;
+        memcpy(c->cpid, c->hello.cpid, DP_CPID_BYTES);
+        c->cpid_known = true;
         c->state = CS_READY;
         c->backoff_ms = c->o.backoff_min_ms;
         c->down_since_ns = 0;
@@ -341,6 +415,55 @@ static int send_pending(struct dp_client *c)
     return 0;
 }
 
+/* A record that does not open: nothing of it is used; the connection is
+ * dropped and the client reconnects with fresh keys and resubmits. */
+static void refuse_record(struct dp_client *c)
+{
+    drop_connection(c, "a record from the page server failed authentication (altered, replayed, reordered or "
+                       "forged on the path); reconnecting");
+}
+
+/* Takes the next complete message off the input (opening its records on a
+ * secure connection) and handles it. Returns false when more bytes are
+ * needed or the connection was dropped. */
+static bool take_message(struct dp_client *c)
+{
+    bool sealed = c->chan.secure;
+    if (!c->have_hdr) {
+        size_t hsz = sealed ? DP_CHAN_HDR_REC : DP_HDR_SIZE;
+        if (c->in_len - c->in_off < hsz)
+            return false;
+        uint8_t *p = c->in + c->in_off;
+        if (sealed && dp_chan_open_hdr(&c->chan, p) < 0) {
+            refuse_record(c);
+            return false;
+        }
+        struct dp_err err;
+        /* Before the keys exist a reply is small; a huge len is a forgery. */
+        uint32_t max = c->state == CS_READY ? DP_MAX_PAYLOAD : DP_MAX_PREAUTH_PAYLOAD + 1024;
+        if (dp_hdr_decode(p, max, &c->rx_hdr, &err) != DP_E_OK) {
+            drop_connection(c, err.msg);
+            return false;
+        }
+        c->have_hdr = true;
+        c->in_off += hsz;
+    }
+    uint32_t len = c->rx_hdr.len;
+    size_t need = (size_t)len + (sealed && len ? DP_CHAN_TAG : 0);
+    if (c->in_len - c->in_off < need)
+        return false;
+    uint8_t *p = c->in + c->in_off;
+    if (sealed && len && dp_chan_open_payload(&c->chan, p, len) < 0) {
+        refuse_record(c);
+        return false;
+    }
+    c->in_off += need;
+    c->have_hdr = false;
+    struct dp_hdr h = c->rx_hdr;
+    on_message(c, &h, p);
+    return true;
+}
+
 static int do_io(struct dp_client *c, bool block)
 {
     if (send_pending(c) < 0)
@@ -385,19 +508,8 @@ static int do_io(struct dp_client *c, bool block)
             return -1;
         }
         c->in_len += (size_t)n;
-        while (c->fd >= 0 && c->in_len - c->in_off >= DP_HDR_SIZE) {
-            struct dp_hdr h;
-            struct dp_err err;
-            if (dp_hdr_decode(c->in + c->in_off, DP_MAX_PAYLOAD, &h, &err) != DP_E_OK) {
-                drop_connection(c, err.msg);
-                return -1;
-            }
-            if (c->in_len - c->in_off < DP_HDR_SIZE + (size_t)h.len)
-                break;
-            size_t at = c->in_off;
-            c->in_off += DP_HDR_SIZE + h.len;
-            on_message(c, &h, c->in + at + DP_HDR_SIZE);
-        }
+        while (c->fd >= 0 && take_message(c))
+            ;
         if (c->fd < 0)
             return -1;
         if (c->in_off == c->in_len)
@@ -494,6 +606,11 @@ int dp_client_timeout_ms(const struct dp_client *c)
 bool dp_client_connected(const struct dp_client *c) { return c->state == CS_READY; }
 uint32_t dp_client_inflight(const struct dp_client *c) { return c->nr_reqs; }
 const struct dp_hello_reply *dp_client_limits(const struct dp_client *c) { return &c->hello; }
+/* For logs and bench output: which AEAD protects this connection. */
+const char *dp_client_cipher(const struct dp_client *c)
+{
+    return c->chan.secure ? dp_chan_cipher_name(c->chan.cipher) : "plaintext";
+}
 
 /* One poll + process round, bounded by timeout_ms (-1: the client's own timeout). */
 static int run_once(struct dp_client *c, int timeout_ms, struct dp_err *err)
@@ -539,6 +656,14 @@ int dp_client_connect(const struct dp_client_opts *opts, struct dp_client **out,
     c->o = *opts;
     memcpy(c->key, opts->key, opts->key_len);
     c->o.key = NULL;
+    c->o.insecure_plaintext = opts->insecure_plaintext || plaintext_default;
+    if (c->o.insecure_plaintext)
+        dp_warn("--insecure-plaintext: page contents and requests to %s cross the network IN CLEAR and can be "
+                "read and rewritten on the path", "the page server");
+    if (opts->expect_cpid) {
+        memcpy(c->cpid, opts->expect_cpid, DP_CPID_BYTES);
+        c->cpid_known = true;
+    }
     if (!c->o.connect_timeout_ms)
         c->o.connect_timeout_ms = 5000;
     if (!c->o.backoff_min_ms)
@@ -582,6 +707,7 @@ void dp_client_close(struct dp_client *c)
     fail_all(c, -ECANCELED, "client closed");
     if (c->fd >= 0)
         close(c->fd);
+    dp_chan_free(&c->chan);
     dp_buf_free(&c->out);
     free(c->in);
     sodium_memzero(c->key, sizeof(c->key));
@@ -622,7 +748,7 @@ static uint64_t req_submit(struct dp_client *c, struct req *r, struct dp_buf *b)
     c->reqs_tail = r;
     c->nr_reqs++;
     if (c->state == CS_READY) {
-        if (dp_buf_put(&c->out, r->wire, r->wire_len) < 0) {
+        if (queue_msg(c, r->wire, r->wire_len) < 0) {
             drop_connection(c, "out of memory");
         } else {
             r->sent = true;
@@ -701,6 +827,15 @@ static bool put_reply(struct dp_client *c, struct req *r, int status, const stru
         r->put_cb(r->cookie, DP_CLIENT_SERVER_ERROR(DP_E_MALFORMED), err.msg);
         return true;
     }
+    /* The acknowledgement must be for exactly what we sent: a reply for
+     * fewer pages is not a durable write of this request. */
+    if (pages != r->put_pages) {
+        char msg[160];
+        snprintf(msg, sizeof(msg), "PUT reply acknowledges %u pages, the request wrote %u: not believed", pages,
+                 r->put_pages);
+        r->put_cb(r->cookie, DP_CLIENT_SERVER_ERROR(DP_E_MALFORMED), msg);
+        return true;
+    }
     r->put_cb(r->cookie, 0, NULL);
     return true;
 }
@@ -728,6 +863,7 @@ uint64_t dp_client_submit_put(struct dp_client *c, const struct dp_put_range *ra
     }
     r->put_cb = cb;
     r->cookie = cookie;
+    r->put_pages = (uint32_t)pages;
     r->on_reply = put_reply;
     return req_submit(c, r, &b);
 }
@@ -904,7 +1040,26 @@ int dp_client_put_trace(struct dp_client *c, const uint8_t *file, size_t len, ui
     }
     int rc = dp_dec_put_trace_reply(sc.data.data, sc.data.len, pages, runs, err);
     dp_buf_free(&sc.data);
-    return rc == DP_E_OK ? 0 : -1;
+    if (rc != DP_E_OK)
+        return -1;
+    /* The acknowledgement must give the trace's own page and run counts (the
+     * server checks the trace; a file it would refuse never gets here). */
+    struct dp_hotset hs;
+    struct dp_err derr;
+    if (dp_hotset_decode("the uploaded trace", file, len, &hs, &derr) < 0) {
+        dp_err_set(err, "the page server acknowledged a trace this client cannot decode (%s): not believed",
+                   derr.msg);
+        return -1;
+    }
+    uint64_t want_pages = hs.total_pages;
+    uint32_t want_runs = hs.nr_runs;
+    dp_hotset_free(&hs);
+    if (*pages != want_pages || *runs != want_runs) {
+        dp_err_set(err, "the page server acknowledged a trace of %" PRIu64 " pages in %u runs, the upload had %"
+                   PRIu64 " in %u: not believed", *pages, *runs, want_pages, want_runs);
+        return -1;
+    }
+    return 0;
 }
 
 int dp_client_get_hotset(struct dp_client *c, uint32_t which, uint8_t **file, size_t *len, int timeout_ms,

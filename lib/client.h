@@ -50,7 +50,14 @@ struct dp_client_opts {
     int backoff_max_ms;        /* 0 = 2000 */
     int give_up_ms;            /* 0 = retry forever */
     uint32_t max_inflight;     /* 0 = 256 */
+    bool insecure_plaintext;   /* frames in clear (the server must run --insecure-plaintext too) */
+    const uint8_t *expect_cpid; /* DP_CPID_BYTES: refuse a server of another checkpoint; NULL: pin the first */
 };
+
+/* Process-wide: every client connected afterwards runs in plaintext mode
+ * (set by --insecure-plaintext of restore/query/sync, which lazyd and the
+ * trace uploader inherit), as if opts->insecure_plaintext were set. */
+void dp_client_set_insecure_plaintext(bool on);
 
 /* Connects and authenticates (blocking, bounded by connect_timeout_ms). The
  * opts->key bytes are copied. */
@@ -68,6 +75,8 @@ bool dp_client_connected(const struct dp_client *c);
 uint32_t dp_client_inflight(const struct dp_client *c);
 /* Limits announced by the server (valid once connected). */
 const struct dp_hello_reply *dp_client_limits(const struct dp_client *c);
+/* The negotiated AEAD ("aes256gcm", "chacha20poly1305") or "plaintext". */
+const char *dp_client_cipher(const struct dp_client *c);
 
 /* GET completion. status 0: segs cover every requested page, in request
  * order; DATA segments point at count*4096 bytes valid only during the

@@ -1153,6 +1153,16 @@ static void handle_listen(struct dp_lazyd *d)
 
 /* ---- stats ---- */
 
+/* Faulting threads of t waiting for a fetch now (a stalled source shows here
+ * while the fault counters stand still). */
+static uint64_t task_faults_waiting(const struct lz_task *t)
+{
+    uint64_t n = 0;
+    for (const struct lz_req *r = t->alive ? t->reqs : NULL; r; r = r->next)
+        n += r->nw;
+    return n;
+}
+
 static void task_json(struct dp_sbuf *b, const struct lz_task *t, uint64_t now)
 {
     uint64_t remote = t->alive ? dp_lazymap_pages(&t->map, DP_PG_REMOTE) + dp_lazymap_pages(&t->map, DP_PG_INFLIGHT)
@@ -1161,6 +1171,7 @@ static void task_json(struct dp_sbuf *b, const struct lz_task *t, uint64_t now)
     struct dp_lazy_counters c = t->c;
     c.prefetch_hits_inferred = t->pf.hits_inferred;
     c.prefetch_misses = t->pf.misses;
+    c.faults_waiting = task_faults_waiting(t);
     dp_sbuf_printf(b, "{\"id\": %d, \"pid\": %d, \"parent_id\": %d, \"alive\": %s, \"uptime_s\": %.3f, ",
                   t->id, t->shown_pid, t->parent_id, t->alive ? "true" : "false",
                   (double)((t->alive ? now : t->ended_ns) - t->started_ns) / 1e9);
@@ -1223,6 +1234,7 @@ static void stats_json(struct dp_lazyd *d, struct dp_sbuf *b)
         dp_counters_add(&tot, &t->c);
         tot.prefetch_hits_inferred += t->pf.hits_inferred;
         tot.prefetch_misses += t->pf.misses;
+        tot.faults_waiting += task_faults_waiting(t);
         if (lat)
             dp_hist_merge(lat, &t->lat);
         if (t->alive) {

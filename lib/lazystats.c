@@ -122,6 +122,7 @@ void dp_counters_json(struct dp_sbuf *b, const struct dp_lazy_counters *c)
                   "\"prefetch_misses\": %llu, \"prefetch_hit_rate\": %.4f, "
                   "\"zero_pages\": %llu, \"eexist\": %llu, \"eagain_retries\": %llu, \"dropped_stale\": %llu, "
                   "\"bytes_on_wire\": %llu, \"fetch_requests\": %llu, \"fetch_errors\": %llu, "
+                  "\"faults_waiting\": %llu, "
                   "\"events\": {\"fork\": %llu, \"remap\": %llu, \"remove\": %llu, \"unmap\": %llu}",
                   (unsigned long long)c->faults, (unsigned long long)c->faults_remote,
                   (unsigned long long)c->faults_waited, (unsigned long long)c->faults_zero,
@@ -133,7 +134,8 @@ void dp_counters_json(struct dp_sbuf *b, const struct dp_lazy_counters *c)
                   (unsigned long long)c->zero_pages, (unsigned long long)c->eexist,
                   (unsigned long long)c->eagain, (unsigned long long)c->dropped_stale,
                   (unsigned long long)c->wire_bytes, (unsigned long long)c->fetch_requests,
-                  (unsigned long long)c->fetch_errors, (unsigned long long)c->ev_fork,
+                  (unsigned long long)c->fetch_errors, (unsigned long long)c->faults_waiting,
+                  (unsigned long long)c->ev_fork,
                   (unsigned long long)c->ev_remap, (unsigned long long)c->ev_remove,
                   (unsigned long long)c->ev_unmap);
 }

@@ -43,6 +43,7 @@ struct dp_lazy_counters {
     uint64_t fetch_requests;
     uint64_t ev_fork, ev_remap, ev_remove, ev_unmap;
     uint64_t fetch_errors;
+    uint64_t faults_waiting;   /* not a counter: faults waiting for their page right now (set when printed) */
 };
 
 void dp_counters_add(struct dp_lazy_counters *dst, const struct dp_lazy_counters *src);

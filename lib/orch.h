@@ -40,6 +40,11 @@ pid_t dp_orch_spawn(const char *const argv[], const char *netns, const char *log
  * timeout_ms, else 0. */
 int dp_orch_can_connect(const char *netns, const char *hostport, int timeout_ms);
 
+/* The spacing of probe tries (ms): one cadence for `migrate --probe` and for
+ * every system `bench ttfr` compares, so none looks faster by being probed
+ * more often. */
+#define DP_ORCH_PROBE_INTERVAL_MS 5
+
 /* Runs `sh -c cmd` in netns again and again (each try bounded by what is left
  * of timeout_s, tries spaced by interval_ms) until it exits 0. Returns the
  * dp_now_ns() of the first success, or 0 if it never succeeded in time or

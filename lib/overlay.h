@@ -1,17 +1,28 @@
 /* overlay: the page server's durable write-back store. Pages the destination
  * writes back are appended to DIR/distriproc-overlay.log as checksummed
  * records; an in-memory index maps (pid, address) to the newest record, which
- * shadows the checkpoint's pages image. dp_overlay_sync() makes appended
- * records durable (fdatasync); a PUT is acknowledged only after it.
+ * shadows the checkpoint's pages image. dp_overlay_sync() closes the group of
+ * records appended since the last sync with a commit record and makes both
+ * durable (fdatasync); a PUT is acknowledged only after it.
  *
- * Record (4160 bytes, little endian):
- *   0 u32 magic 0x564f5044 ("DPOV")   4 u32 format 1
+ * Page record (4160 bytes, little endian, format 2):
+ *   0 u32 magic 0x564f5044 ("DPOV")   4 u32 format 2
  *   8 i32 pid   12 u32 reserved 0    16 u64 page address   24 u64 sequence
  *  32 16-byte BLAKE2b over bytes 0..31 and the page data   48..63 zero
  *  64 4096 bytes of page data
- * On open the log is replayed; it ends at the first record that is short or
- * fails its checksum (a torn tail from a crash: never acknowledged, since
- * every acknowledged record was followed by an fdatasync), which is cut off.
+ * Commit record (64 bytes), closing one sync group:
+ *   0 u32 magic 0x434f5044 ("DPOC")   4 u32 format 2   8 u32 count of page
+ *   records in the group   12 u32 0   16 u64 sequence of its first record
+ *  24 u64 0   32 16-byte BLAKE2b over bytes 0..31 and 48..63
+ *  48 16-byte BLAKE2b of the group's page-record checksums, in order
+ * Sequence numbers rise by one from record to record. On open the log is
+ * replayed group by group; a group enters the index only when its commit
+ * record verifies and matches it (count, first sequence, checksums). What
+ * follows the last verified commit record is either a torn tail (never
+ * acknowledged: cut off, logged) or damage inside acknowledged data, when a
+ * valid commit record follows the damage, or the damage is a commit record
+ * with its magic but a wrong checksum (open fails, the file is untouched).
+ * A format-1 log (no commit records) is read as before and rewritten.
  * A page written back again appends a new record; dp_overlay_compact()
  * rewrites the log without the superseded ones. */
 #ifndef DP_OVERLAY_H
@@ -26,6 +37,7 @@
 #define DP_OVERLAY_NAME     "distriproc-overlay.log"
 #define DP_OVERLAY_REC_HDR  64
 #define DP_OVERLAY_REC_SIZE (DP_OVERLAY_REC_HDR + 4096)
+#define DP_OVERLAY_COMMIT_SIZE 64
 
 struct dp_overlay;
 
@@ -48,7 +60,13 @@ bool dp_overlay_lookup(const struct dp_overlay *o, int32_t pid, uint64_t addr, u
 int dp_overlay_append(struct dp_overlay *o, int32_t pid, uint64_t addr, uint32_t count, const uint8_t *data,
                       struct dp_err *err);
 bool dp_overlay_dirty(const struct dp_overlay *o);
+/* Makes the appends durable. If it fails the log is failed for good (after a
+ * failed fdatasync the page cache may have dropped the unwritten pages, and a
+ * later one would succeed without them): the appends since the last good
+ * sync leave the index, and every later append, sync or compaction fails. */
 int dp_overlay_sync(struct dp_overlay *o, struct dp_err *err);
+/* NULL while the log is healthy; else what failed. */
+const char *dp_overlay_failure(const struct dp_overlay *o);
 void dp_overlay_get_stats(const struct dp_overlay *o, struct dp_overlay_stats *st);
 
 /* The log only grows; rewriting it with the live records alone pays when

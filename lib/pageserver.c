@@ -20,16 +20,18 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/timerfd.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <sodium.h>
 
+#include "channel.h"
+#include "cpid.h"
 #include "image.h"
 #include "overlay.h"
 #include "pmap.h"
+#include "rttdelay.h"
 #include "hotset.h"
 #include "skeleton.h"
 
@@ -46,6 +48,7 @@ enum tag { TAG_LISTEN = 1, TAG_SIGNAL, TAG_TIMER, TAG_CONN };
 /* ---- output items: bytes we own, or a range of a file to sendfile ---- */
 struct out_item {
     struct out_item *next;
+    bool sealed;      /* buffer already holds sealed records (a GET reply sealed in place) */
     int fd;           /* -1: buffer item */
     uint8_t *buf;
     size_t len, off;  /* buffer: bytes and progress; file: bytes left */
@@ -89,7 +92,10 @@ struct conn {
     uint32_t ep_events;
     enum { ST_HELLO, ST_AUTH, ST_READY } state;
     uint16_t version;
-    uint8_t server_nonce[DP_NONCE_SIZE];
+    struct dp_chan chan;      /* traffic keys; chan.secure once AUTH is answered */
+    uint8_t want_mac[DP_MAC_SIZE], server_mac[DP_MAC_SIZE]; /* the handshake's two proofs */
+    bool have_hdr;            /* rx_hdr is opened; its payload has not fully arrived */
+    struct dp_hdr rx_hdr;
     uint8_t *in;
     size_t in_len, in_off, in_cap;
     struct resp out;
@@ -130,6 +136,7 @@ struct server {
     struct dp_checkpoint *cp;
     struct dp_overlay *ov;
     struct dp_hotset_store *hotsets;  /* traces and GET_HOTSET (issue 7) */
+    uint8_t cpid[DP_CPID_SIZE];       /* bound into every handshake */
     int ep, lfd, sfd, tfd;
     enum tag tag_listen, tag_signal, tag_timer;
     struct conn *conns;
@@ -153,7 +160,8 @@ struct server {
         uint64_t requests[16];
         uint64_t pages_data, pages_zero, pages_not_lazy, pages_from_overlay;
         uint64_t bytes_out, bytes_in, sendfile_bytes, copied_bytes;
-        uint64_t pages_written, put_requests, skeleton_bytes;
+        uint64_t pages_written, put_requests, skeleton_bytes, puts_refused;
+        uint64_t records_rejected;
     } st;
 };
 
@@ -220,16 +228,14 @@ static void resp_append(struct resp *to, struct resp *from)
     memset(from, 0, sizeof(*from));
 }
 
+/* The timer follows the head of the delayed-reply FIFO (rttdelay: the same
+ * timer the benchmarks' raw baseline waits on). */
 static void arm_timer(struct server *s)
 {
-    struct itimerspec its = {0};
-    if (s->dq_head) {
-        its.it_value.tv_sec = (time_t)(s->dq_head->due / 1000000000ULL);
-        its.it_value.tv_nsec = (long)(s->dq_head->due % 1000000000ULL);
-        if (its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0)
-            its.it_value.tv_nsec = 1;
-    }
-    timerfd_settime(s->tfd, TFD_TIMER_ABSTIME, &its, NULL);
+    if (s->dq_head)
+        dp_rtt_timer_arm(s->tfd, s->dq_head->due);
+    else
+        dp_rtt_timer_disarm(s->tfd);
 }
 
 /* Hands a finished reply to the connection, now or after the emulated RTT.
@@ -253,7 +259,7 @@ static void deliver(struct server *s, struct conn *c, struct resp *r, uint64_t r
     d->c = c;
     d->r = *r;
     memset(r, 0, sizeof(*r));
-    d->due = recv_ns + s->o->emulate_rtt_us * 1000ULL;
+    d->due = dp_rtt_due(recv_ns, s->o->emulate_rtt_us);
     if (d->due < s->dq_last_due)
         d->due = s->dq_last_due;
     s->dq_last_due = d->due;
@@ -299,6 +305,55 @@ static void on_timer(struct server *s)
     arm_timer(s);
 }
 
+/* ---- sealing ------------------------------------------------------------ */
+/* Replaces every buffer of a finished reply by its sealed records, in the
+ * order the messages will reach the wire (deliver keeps that order, also
+ * under --emulate-rtt), so the record counters match the receiver's. A
+ * secure connection never has file items (handle_get copies instead). */
+static int seal_resp(struct conn *c, struct resp *r)
+{
+    if (!c->chan.secure)
+        return 0;
+    size_t bytes = 0;
+    for (struct out_item *it = r->head; it; it = it->next) {
+        if (it->fd >= 0)
+            return -1;
+        if (it->sealed) {
+            bytes += it->len;
+            continue;
+        }
+        struct dp_buf sealed = {0};
+        for (size_t off = 0; off < it->len;) {
+            size_t left = it->len - off;
+            size_t msg = left >= DP_HDR_SIZE ? DP_HDR_SIZE + (size_t)dp_get_u32(it->buf + off + 16) : SIZE_MAX;
+            if (msg > left || dp_chan_append(&c->chan, &sealed, it->buf + off, msg) < 0) {
+                dp_buf_free(&sealed);
+                return -1;
+            }
+            off += msg;
+        }
+        free(it->buf);
+        it->buf = sealed.data;
+        it->len = sealed.len;
+        it->off = 0;
+        bytes += sealed.len;
+    }
+    r->bytes = bytes;
+    return 0;
+}
+
+/* Every reply goes through here: sealed (secure connections), then handed
+ * to deliver. */
+static void queue_resp(struct server *s, struct conn *c, struct resp *r, uint64_t recv_ns)
+{
+    if (!c->closed && seal_resp(c, r) < 0) {
+        resp_free(r);
+        conn_close(s, c, "out of memory sealing a reply");
+        return;
+    }
+    deliver(s, c, r, recv_ns);
+}
+
 /* ---- errors ------------------------------------------------------------ */
 static void send_error(struct server *s, struct conn *c, uint64_t id, bool fatal, uint32_t code, const char *msg,
                        uint64_t recv_ns)
@@ -306,7 +361,7 @@ static void send_error(struct server *s, struct conn *c, uint64_t id, bool fatal
     struct dp_buf b = {0};
     struct resp r = {0};
     if (dp_enc_error(&b, id, fatal, code, msg) == 0 && resp_add_buf(&r, &b))
-        deliver(s, c, &r, recv_ns);
+        queue_resp(s, c, &r, recv_ns);
     else
         dp_buf_free(&b);
     if (fatal) {
@@ -382,49 +437,87 @@ static void reply_simple(struct server *s, struct conn *c, struct dp_buf *b, uin
         conn_close(s, c, "out of memory");
         return;
     }
-    deliver(s, c, &r, recv_ns);
+    queue_resp(s, c, &r, recv_ns);
 }
 
-static void handle_hello(struct server *s, struct conn *c, uint64_t id, uint64_t recv_ns)
+/* HELLO: version, plaintext mode and cipher are settled, both ephemeral keys
+ * are known, so the traffic keys and both proofs are derived here
+ * (lib/channel.h); the reply carries the checkpoint's identity, which the
+ * transcript binds. */
+static void handle_hello(struct server *s, struct conn *c, const uint8_t *payload, uint32_t len, uint64_t id,
+                         uint64_t recv_ns)
 {
     const struct dp_hello *h = &s->req.u.hello;
     uint16_t lo = h->min_version > DP_PROTO_VERSION_MIN ? h->min_version : DP_PROTO_VERSION_MIN;
     uint16_t hi = h->max_version < DP_PROTO_VERSION_MAX ? h->max_version : DP_PROTO_VERSION_MAX;
-    if (lo > hi) {
-        char msg[128];
-        snprintf(msg, sizeof(msg), "client speaks versions %u..%u, this server %u..%u", h->min_version,
-                 h->max_version, DP_PROTO_VERSION_MIN, DP_PROTO_VERSION_MAX);
+    char msg[256];
+    if (lo > hi || h->legacy) {
+        snprintf(msg, sizeof(msg), "client speaks versions %u..%u, this server %u..%u (version 3 encrypts every "
+                 "frame): upgrade distriproc on the destination", h->min_version, h->max_version,
+                 DP_PROTO_VERSION_MIN, DP_PROTO_VERSION_MAX);
+        send_error(s, c, id, true, DP_E_VERSION, msg, recv_ns);
+        return;
+    }
+    bool plain = h->flags & DP_HELLO_FLAG_PLAINTEXT;
+    if (plain != s->o->insecure_plaintext) {
+        snprintf(msg, sizeof(msg), "%s: run both serve and the client with --insecure-plaintext, or neither",
+                 plain ? "the client asks for plaintext frames but this server encrypts"
+                       : "this server runs with --insecure-plaintext but the client encrypts");
+        send_error(s, c, id, true, DP_E_PLAINTEXT_MISMATCH, msg, recv_ns);
+        return;
+    }
+    uint32_t cipher = dp_chan_pick_cipher(h->ciphers);
+    if (!cipher) {
+        snprintf(msg, sizeof(msg), "no common cipher (client offers 0x%x, this server runs 0x%x)", h->ciphers,
+                 dp_chan_ciphers_local());
         send_error(s, c, id, true, DP_E_VERSION, msg, recv_ns);
         return;
     }
     c->version = hi;
-    randombytes_buf(c->server_nonce, sizeof(c->server_nonce));
+    uint8_t sk[32];
     struct dp_hello_reply hr = {.version = hi, .max_payload = DP_MAX_PAYLOAD, .max_get_pages = DP_MAX_GET_PAGES,
-                                .max_put_pages = DP_MAX_PUT_PAGES, .max_get_ranges = DP_MAX_GET_RANGES};
-    memcpy(hr.server_nonce, c->server_nonce, DP_NONCE_SIZE);
+                                .max_put_pages = DP_MAX_PUT_PAGES, .max_get_ranges = DP_MAX_GET_RANGES,
+                                .flags = h->flags, .cipher = cipher};
+    randombytes_buf(hr.server_nonce, sizeof(hr.server_nonce));
+    randombytes_buf(sk, sizeof(sk));
+    crypto_scalarmult_base(hr.eph_pk, sk);
+    memcpy(hr.cpid, s->cpid, DP_CPID_SIZE);
     struct dp_buf b = {0};
     if (dp_enc_hello_reply(&b, id, &hr) < 0) {
+        sodium_memzero(sk, sizeof(sk));
         dp_buf_free(&b);
         conn_close(s, c, "out of memory");
+        return;
+    }
+    uint8_t th[32];
+    struct dp_err err = {{0}};
+    dp_chan_transcript(payload, len, b.data + DP_HDR_SIZE, DP_HELLO_REPLY_LEN, th);
+    int rc = dp_chan_derive(s->o->key, s->o->key_len, sk, h->eph_pk, th, cipher, true, false, &c->chan,
+                            c->want_mac, c->server_mac, &err);
+    sodium_memzero(sk, sizeof(sk));
+    if (rc < 0) {
+        dp_buf_free(&b);
+        send_error(s, c, id, true, DP_E_MALFORMED, err.msg, recv_ns);
         return;
     }
     c->state = ST_AUTH;
     reply_simple(s, c, &b, recv_ns);
 }
 
+/* AUTH: the client's proof; then ours, the last frame in clear. */
 static void handle_auth(struct server *s, struct conn *c, uint64_t id, uint64_t recv_ns)
 {
     const struct dp_auth *a = &s->req.u.auth;
-    uint8_t want[DP_MAC_SIZE];
-    dp_auth_mac(s->o->key, s->o->key_len, false, c->version, c->server_nonce, a->client_nonce, want);
-    if (!dp_auth_mac_equal(want, a->mac)) {
+    if (!dp_auth_mac_equal(c->want_mac, a->mac)) {
         s->st.auth_failures++;
-        dp_warn("client %s: authentication failed (wrong key?)", c->peer);
-        send_error(s, c, id, true, DP_E_AUTH_FAILED, "authentication failed: the client's key differs", recv_ns);
+        dp_warn("client %s: authentication failed (wrong key, or the handshake was altered on the path)", c->peer);
+        send_error(s, c, id, true, DP_E_AUTH_FAILED,
+                   "authentication failed: the client's key differs, or the handshake was altered on the path",
+                   recv_ns);
         return;
     }
     struct dp_auth_reply ar;
-    dp_auth_mac(s->o->key, s->o->key_len, true, c->version, c->server_nonce, a->client_nonce, ar.mac);
+    memcpy(ar.mac, c->server_mac, DP_MAC_SIZE);
     struct dp_buf b = {0};
     if (dp_enc_auth_reply(&b, id, &ar) < 0) {
         dp_buf_free(&b);
@@ -432,8 +525,11 @@ static void handle_auth(struct server *s, struct conn *c, uint64_t id, uint64_t 
         return;
     }
     c->state = ST_READY;
-    dp_info("client %s authenticated (protocol version %u)", c->peer, c->version);
     reply_simple(s, c, &b, recv_ns);
+    /* From the next frame on, both directions are sealed records. */
+    c->chan.secure = !s->o->insecure_plaintext;
+    dp_info("client %s authenticated (protocol version %u, %s)", c->peer, c->version,
+            c->chan.secure ? dp_chan_cipher_name(c->chan.cipher) : "PLAINTEXT: --insecure-plaintext");
 }
 
 static void handle_task_map(struct server *s, struct conn *c, uint64_t id, uint64_t recv_ns)
@@ -520,14 +616,20 @@ static void handle_get(struct server *s, struct conn *c, uint64_t id, uint64_t r
     size_t payload = DP_GET_REPLY_HDR + (size_t)nsegs * DP_SEG_HDR + (size_t)data_pages * DP_PAGE_SIZE;
     struct dp_buf b = {0};
     struct resp out = {0};
+    /* A sealed reply is one message sealed in place: its data is copied in,
+     * never sendfile'd, with room for the header record's tag after the
+     * header and the payload record's tag at the end (no second copy). */
+    bool secure = c->chan.secure;
+    size_t gap = secure ? DP_CHAN_TAG : 0;
+    uint64_t sendfile_min = secure ? UINT64_MAX : s->o->sendfile_min;
     /* One allocation for the whole reply when the data is copied in. */
-    if (dp_buf_reserve(&b, DP_HDR_SIZE + (s->o->sendfile_min > DP_PAGE_SIZE * (uint64_t)DP_MAX_GET_PAGES
-                                              ? payload : DP_GET_REPLY_HDR + DP_SEG_HDR)) < 0)
+    if (dp_buf_reserve(&b, DP_HDR_SIZE + 2 * gap + (sendfile_min > DP_PAGE_SIZE * (uint64_t)DP_MAX_GET_PAGES
+                                                        ? payload : DP_GET_REPLY_HDR + DP_SEG_HDR)) < 0)
         goto oom;
     struct dp_hdr h = {.version = 1, .type = DP_MSG_GET_PAGES | DP_MSG_REPLY, .id = id, .len = (uint32_t)payload};
     dp_hdr_encode(b.data, &h);
-    dp_enc_get_reply_hdr(b.data + DP_HDR_SIZE, nsegs);
-    b.len = DP_HDR_SIZE + DP_GET_REPLY_HDR;
+    dp_enc_get_reply_hdr(b.data + DP_HDR_SIZE + gap, nsegs);
+    b.len = DP_HDR_SIZE + gap + DP_GET_REPLY_HDR;
     for (uint32_t i = 0; i < nsegs; i++) {
         struct seg_build *sb = &s->segs[i];
         if (dp_buf_reserve(&b, DP_SEG_HDR) < 0)
@@ -538,7 +640,7 @@ static void handle_get(struct server *s, struct conn *c, uint64_t id, uint64_t r
             struct piece *pc = &s->pieces[sb->first_piece + k];
             /* Write-back pages are always copied: the log may be compacted
              * (new file, new offsets) while a reply waits in a queue. */
-            if (pc->len >= s->o->sendfile_min && pc->fd != dp_overlay_fd(s->ov)) {
+            if (pc->len >= sendfile_min && pc->fd != dp_overlay_fd(s->ov)) {
                 if (!resp_add_buf(&out, &b) || !resp_add_file(&out, pc->fd, pc->off, pc->len))
                     goto oom;
                 s->st.sendfile_bytes += pc->len;
@@ -573,10 +675,18 @@ static void handle_get(struct server *s, struct conn *c, uint64_t id, uint64_t r
             s->st.copied_bytes += pc->len;
         }
     }
-    if (b.len && !resp_add_buf(&out, &b))
+    if (secure) {
+        if (dp_buf_reserve(&b, DP_CHAN_TAG) < 0 || dp_chan_seal_inplace(&c->chan, b.data) < 0)
+            goto oom;
+        b.len += DP_CHAN_TAG;
+    }
+    struct out_item *item = b.len ? resp_add_buf(&out, &b) : NULL;
+    if (b.len && !item)
         goto oom;
+    if (item)
+        item->sealed = secure;
     c->pages_sent += g->total_pages;
-    deliver(s, c, &out, recv_ns);
+    queue_resp(s, c, &out, recv_ns);
     return;
 oom:
     dp_buf_free(&b);
@@ -587,6 +697,16 @@ oom:
 static void handle_put(struct server *s, struct conn *c, uint64_t id, uint64_t recv_ns)
 {
     const struct dp_put_req *p = &s->req.u.put;
+    const char *failure = dp_overlay_failure(s->ov);
+    if (failure) {
+        /* Never again a durable acknowledgement from this log (see commit_puts). */
+        char msg[DP_MAX_ERROR_MSG];
+        snprintf(msg, sizeof(msg), "write-back refused: this server takes no more write-backs since %s; "
+                 "keep the pages, and restart the server once its disk is checked", failure);
+        s->st.puts_refused++;
+        send_error(s, c, id, false, DP_E_IO, msg, recv_ns);
+        return;
+    }
     /* Validate every page before writing any. */
     for (uint32_t i = 0; i < p->nr_ranges; i++) {
         const struct dp_put_range *r = &p->ranges[i];
@@ -650,23 +770,40 @@ static void maybe_compact(struct server *s)
             before.log_bytes, after.log_bytes, after.live_pages, (double)(dp_now_ns() - t0) / 1e6);
 }
 
-/* Called once per loop iteration: one fdatasync covers every PUT since the last. */
+/* Called once per loop iteration: one fdatasync covers every PUT since the
+ * last. If it fails the waiting PUTs get an IO error, and so does every later
+ * one (handle_put): the overlay log is failed for good, since a later sync
+ * could succeed without the pages the failed one lost. Reads go on, served
+ * from what was synced before. */
 static int commit_puts(struct server *s)
 {
     if (!s->puts_head)
         return 0;
     struct dp_err err;
+    char msg[DP_MAX_ERROR_MSG];
     int rc = dp_overlay_sync(s->ov, &err);
-    if (rc < 0)
-        dp_error("%s; write-backs can no longer be made durable, stopping the server", err.msg);
+    if (rc < 0) {
+        size_t waiting = 0;
+        for (struct pending_put *pp = s->puts_head; pp; pp = pp->next)
+            waiting++;
+        dp_error("%s: write-backs can no longer be made durable. The %zu PUT(s) waiting for this sync get an IO "
+                 "error and every later PUT is refused; pages written back before are still served. Check the "
+                 "disk under %s (dmesg), then restart the server: it replays what reached the disk",
+                 err.msg, waiting, s->o->images_dir);
+        snprintf(msg, sizeof(msg), "write-back not durable: %s; this server takes no more write-backs: keep the "
+                 "pages, and restart the server once its disk is checked", err.msg);
+        s->st.puts_refused += waiting;
+    }
     while (s->puts_head) {
         struct pending_put *pp = s->puts_head;
         s->puts_head = pp->next;
         struct conn *c = pp->c;
         release_conn_ref(s, c);
+        if (rc < 0)
+            s->st.pages_written -= pp->pages; /* counted as written back when queued */
         if (!c->closed) {
             if (rc < 0) {
-                send_error(s, c, pp->id, true, DP_E_IO, err.msg, pp->recv_ns);
+                send_error(s, c, pp->id, false, DP_E_IO, msg, pp->recv_ns);
             } else {
                 struct dp_buf b = {0};
                 if (dp_enc_put_reply(&b, pp->id, pp->pages) == 0)
@@ -679,11 +816,8 @@ static int commit_puts(struct server *s)
         free(pp);
     }
     s->puts_tail = NULL;
-    if (rc < 0) {
-        s->stopping = true;
-        return rc;
-    }
-    maybe_compact(s);
+    if (rc == 0)
+        maybe_compact(s);
     return rc;
 }
 
@@ -735,6 +869,10 @@ static void handle_stats(struct server *s, struct conn *c, uint64_t id, uint64_t
     json_kv(&j, "overlay_torn_bytes_dropped", os.torn_bytes, true);
     json_kv(&j, "overlay_syncs", os.syncs, true);
     json_kv(&j, "overlay_compactions", os.compactions, true);
+    json_kv(&j, "writeback_failed", dp_overlay_failure(s->ov) != NULL, true);
+    json_kv(&j, "puts_refused", s->st.puts_refused, true);
+    json_kv(&j, "records_rejected", s->st.records_rejected, true);
+    json_kv(&j, "insecure_plaintext", s->o->insecure_plaintext, true);
     json_kv(&j, "pages_touched", s->access.len, false);
     dp_buf_put(&j, "}\n", 2);
     struct dp_buf b = {0};
@@ -770,7 +908,7 @@ static void handle_access_log(struct server *s, struct conn *c, uint64_t id, uin
             break;
     }
     dp_buf_free(&j);
-    deliver(s, c, &r, recv_ns);
+    queue_resp(s, c, &r, recv_ns);
     return;
 oom:
     dp_buf_free(&j);
@@ -984,6 +1122,7 @@ static void bury(struct server *s)
         struct conn *c = *pp;
         if (c->refs == 0) {
             *pp = c->next;
+            dp_chan_free(&c->chan);
             free(c->in);
             free(c);
         } else {
@@ -1140,7 +1279,7 @@ static void dispatch(struct server *s, struct conn *c, const struct dp_hdr *h, c
             send_error(s, c, h->id, true, DP_E_SEQUENCE, "HELLO may only be the first message", recv_ns);
             return;
         }
-        handle_hello(s, c, h->id, recv_ns);
+        handle_hello(s, c, payload, h->len, h->id, recv_ns);
         return;
     case DP_MSG_AUTH:
         if (c->state != ST_AUTH) {
@@ -1159,49 +1298,78 @@ static void dispatch(struct server *s, struct conn *c, const struct dp_hdr *h, c
     }
 }
 
+/* A record that does not open was altered, replayed, reordered or forged on
+ * the path: nothing of it is used, the peer hears why (sealed: our direction
+ * is intact) and the connection ends. */
+static void refuse_record(struct server *s, struct conn *c)
+{
+    s->st.records_rejected++;
+    send_error(s, c, 0, true, DP_E_MALFORMED,
+               "a record failed authentication (altered, replayed, reordered or forged on the path); reconnect",
+               dp_now_ns());
+}
+
+/* Opens and checks the next header (plain, or a sealed header record), and
+ * refuses from it alone what could never be a valid request. Returns false
+ * if not enough bytes arrived or the connection is closing. */
+static bool take_header(struct server *s, struct conn *c)
+{
+    size_t hsz = c->chan.secure ? DP_CHAN_HDR_REC : DP_HDR_SIZE;
+    if (c->in_len - c->in_off < hsz)
+        return false;
+    uint8_t *p = c->in + c->in_off;
+    if (c->chan.secure && dp_chan_open_hdr(&c->chan, p) < 0) {
+        refuse_record(s, c);
+        return false;
+    }
+    struct dp_hdr h;
+    struct dp_err err;
+    uint32_t max = c->state == ST_READY ? DP_MAX_PAYLOAD : DP_MAX_PREAUTH_PAYLOAD;
+    int rc = dp_hdr_decode(p, max, &h, &err);
+    if (rc != DP_E_OK) {
+        send_error(s, c, dp_get_u64(p + 8), true, (uint32_t)rc, err.msg, dp_now_ns());
+        return false;
+    }
+    if (c->state != ST_READY && h.type != DP_MSG_HELLO && h.type != DP_MSG_AUTH) {
+        send_error(s, c, h.id, true, DP_E_UNAUTHENTICATED, "authenticate (HELLO, AUTH) before any other request",
+                   dp_now_ns());
+        return false;
+    }
+    /* version-2 types (issue 7) only on a connection that negotiated 2:
+     * refused from the header, before a 16 MiB upload is buffered */
+    if (!dp_request_type_known(h.type) ||
+        (dp_hotset_request_max_len(h.type) && c->version < DP_PROTO_VERSION_HOTSET)) {
+        char msg[64];
+        snprintf(msg, sizeof(msg), "unknown request type 0x%02x", h.type);
+        send_error(s, c, h.id, true, DP_E_UNKNOWN_TYPE, msg, dp_now_ns());
+        return false;
+    }
+    if (h.len > dp_request_max_len(h.type)) {
+        char msg[96];
+        snprintf(msg, sizeof(msg), "request type 0x%02x with %u payload bytes; at most %u", h.type, h.len,
+                 dp_request_max_len(h.type));
+        send_error(s, c, h.id, true, DP_E_TOO_LARGE, msg, dp_now_ns());
+        return false;
+    }
+    c->rx_hdr = h;
+    c->have_hdr = true;
+    c->in_off += hsz;
+    return true;
+}
+
 /* Handles every complete message in the input buffer (unless paused). */
 static void conn_process_input(struct server *s, struct conn *c)
 {
     while (!c->closed && !c->closing && !c->paused) {
-        size_t avail = c->in_len - c->in_off;
-        if (avail < DP_HDR_SIZE)
-            break;
         if (c->out.bytes + c->delayed_bytes >= HIGH_WATER) {
             c->paused = true; /* backpressure: the client is not reading its replies */
             break;
         }
-        const uint8_t *p = c->in + c->in_off;
-        struct dp_hdr h;
-        struct dp_err err;
-        uint32_t max = c->state == ST_READY ? DP_MAX_PAYLOAD : DP_MAX_PREAUTH_PAYLOAD;
-        int rc = dp_hdr_decode(p, max, &h, &err);
-        if (rc != DP_E_OK) {
-            send_error(s, c, dp_get_u64(p + 8), true, (uint32_t)rc, err.msg, dp_now_ns());
+        if (!c->have_hdr && !take_header(s, c))
             break;
-        }
-        /* Refuse from the header alone what could never be a valid request. */
-        if (c->state != ST_READY && h.type != DP_MSG_HELLO && h.type != DP_MSG_AUTH) {
-            send_error(s, c, h.id, true, DP_E_UNAUTHENTICATED, "authenticate (HELLO, AUTH) before any other request",
-                       dp_now_ns());
-            break;
-        }
-        /* version-2 types (issue 7) only on a connection that negotiated 2:
-         * refused from the header, before a 16 MiB upload is buffered */
-        if (!dp_request_type_known(h.type) ||
-            (dp_hotset_request_max_len(h.type) && c->version < DP_PROTO_VERSION_HOTSET)) {
-            char msg[64];
-            snprintf(msg, sizeof(msg), "unknown request type 0x%02x", h.type);
-            send_error(s, c, h.id, true, DP_E_UNKNOWN_TYPE, msg, dp_now_ns());
-            break;
-        }
-        if (h.len > dp_request_max_len(h.type)) {
-            char msg[96];
-            snprintf(msg, sizeof(msg), "request type 0x%02x with %u payload bytes; at most %u", h.type, h.len,
-                     dp_request_max_len(h.type));
-            send_error(s, c, h.id, true, DP_E_TOO_LARGE, msg, dp_now_ns());
-            break;
-        }
-        size_t need = DP_HDR_SIZE + (size_t)h.len;
+        struct dp_hdr h = c->rx_hdr;
+        size_t avail = c->in_len - c->in_off;
+        size_t need = (size_t)h.len + (c->chan.secure && h.len ? DP_CHAN_TAG : 0);
         if (avail < need) {
             if (need > c->in_cap - c->in_off) {
                 /* Make room for the whole message (its size is within the limit). */
@@ -1220,8 +1388,14 @@ static void conn_process_input(struct server *s, struct conn *c)
             }
             break;
         }
+        uint8_t *p = c->in + c->in_off;
+        if (c->chan.secure && h.len && dp_chan_open_payload(&c->chan, p, h.len) < 0) {
+            refuse_record(s, c);
+            break;
+        }
         c->in_off += need;
-        dispatch(s, c, &h, p + DP_HDR_SIZE);
+        c->have_hdr = false;
+        dispatch(s, c, &h, p);
     }
     if (c->closed)
         return;
@@ -1437,6 +1611,11 @@ int dp_server_run(const struct dp_server_opts *o, struct dp_err *err)
     maybe_compact(s);
     if (dp_hotset_store_open(s->cp, &s->hotsets, err) < 0)
         goto out;
+    if (dp_checkpoint_identity(s->cp, s->cpid, err) < 0)
+        goto out;
+    if (o->insecure_plaintext)
+        dp_warn("--insecure-plaintext: page contents, the skeleton and every request cross the network IN CLEAR "
+                "and can be read and rewritten by anyone on the path; use it only on a link you fully trust");
     struct dp_overlay_stats os;
     dp_overlay_get_stats(s->ov, &os);
     char lazy[32];
@@ -1469,7 +1648,7 @@ int dp_server_run(const struct dp_server_opts *o, struct dp_err *err)
     sigaddset(&mask, SIGINT);
     sigprocmask(SIG_BLOCK, &mask, NULL);
     s->sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
-    s->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    s->tfd = dp_rtt_timer_create(1);
     s->ep = epoll_create1(EPOLL_CLOEXEC);
     if (s->sfd < 0 || s->tfd < 0 || s->ep < 0) {
         dp_err_set(err, "cannot create signalfd/timerfd/epoll: %s", strerror(errno));
@@ -1518,8 +1697,8 @@ int dp_server_run(const struct dp_server_opts *o, struct dp_err *err)
                     conn_flush(s, c);
             }
         }
-        if (commit_puts(s) < 0) {
-            dp_err_set(err, "the write-back log could not be synced to disk (see above)");
+        if (commit_puts(s) < 0 && !failed) {
+            dp_err_set(err, "write-backs were refused since %s (see above)", dp_overlay_failure(s->ov));
             failed = true;
         }
         bury(s);

@@ -7,6 +7,7 @@
 #ifndef DP_PAGESERVER_H
 #define DP_PAGESERVER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <netinet/in.h>
@@ -21,7 +22,8 @@ struct dp_server_opts {
     size_t key_len;
     uint64_t emulate_rtt_us;     /* 0: reply as soon as possible */
     const char *access_log_path; /* written at shutdown if set */
-    uint64_t sendfile_min;       /* bytes; smaller DATA runs are copied with pread */
+    uint64_t sendfile_min;       /* bytes; smaller DATA runs are copied with pread (plaintext mode only) */
+    bool insecure_plaintext;     /* frames after the handshake in clear (warned about loudly) */
 };
 
 /* Runs until SIGTERM or SIGINT. Returns 0 on a clean shutdown, -1 with err. */

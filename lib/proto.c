@@ -14,7 +14,7 @@ const char *dp_errcode_name(uint32_t code)
     static const char *names[] = {
         "OK", "MALFORMED", "VERSION", "UNAUTHENTICATED", "AUTH_FAILED", "TOO_LARGE",
         "UNKNOWN_TYPE", "SEQUENCE", "NO_TASK", "NOT_LAZY", "IO", "BUSY", "SHUTDOWN", "INTERNAL",
-        "WRONG_CHECKPOINT", "NO_HOTSET",
+        "WRONG_CHECKPOINT", "NO_HOTSET", "PLAINTEXT_MISMATCH",
     };
     return code < DP_ARRAY_LEN(names) ? names[code] : "UNKNOWN_ERROR";
 }
@@ -158,24 +158,40 @@ int dp_enc_hello(struct dp_buf *b, uint64_t id, const struct dp_hello *m)
     uint8_t p[DP_HELLO_LEN] = {0};
     dp_put_u16(p, m->min_version);
     dp_put_u16(p + 2, m->max_version);
+    dp_put_u32(p + 4, m->flags);
+    dp_put_u32(p + 8, m->ciphers);
+    memcpy(p + 16, m->eph_pk, DP_EPH_KEY_SIZE);
+    memcpy(p + 48, m->nonce, DP_NONCE_SIZE);
     return dp_msg_append(b, DP_MSG_HELLO, 0, id, p, sizeof(p));
 }
 
+/* A version-1/2 client's 8-byte HELLO still decodes (versions only, legacy
+ * set) so the server can answer VERSION with both ranges, not MALFORMED. */
 int dp_dec_hello(const uint8_t *p, size_t len, struct dp_hello *m, struct dp_err *err)
 {
-    int rc = want_len(len, DP_HELLO_LEN, "HELLO", err);
-    if (rc)
-        return rc;
-    m->min_version = dp_get_u16(p);
-    m->max_version = dp_get_u16(p + 2);
-    if (dp_get_u32(p + 4) != 0) {
-        dp_err_set(err, "HELLO reserved field is not zero");
+    memset(m, 0, sizeof(*m));
+    if (len != DP_HELLO_LEN && len != DP_HELLO_LEGACY_LEN) {
+        dp_err_set(err, "HELLO payload is %zu bytes, expected %u", len, DP_HELLO_LEN);
         return DP_E_MALFORMED;
     }
+    m->min_version = dp_get_u16(p);
+    m->max_version = dp_get_u16(p + 2);
     if (m->min_version == 0 || m->min_version > m->max_version) {
         dp_err_set(err, "HELLO version range %u..%u is empty or invalid", m->min_version, m->max_version);
         return DP_E_MALFORMED;
     }
+    if (len == DP_HELLO_LEGACY_LEN) {
+        m->legacy = true;
+        return DP_E_OK;
+    }
+    m->flags = dp_get_u32(p + 4);
+    m->ciphers = dp_get_u32(p + 8);
+    if ((m->flags & ~DP_HELLO_FLAGS_KNOWN) || dp_get_u32(p + 12) != 0) {
+        dp_err_set(err, "HELLO has unknown flags 0x%x or a reserved field that is not zero", m->flags);
+        return DP_E_MALFORMED;
+    }
+    memcpy(m->eph_pk, p + 16, DP_EPH_KEY_SIZE);
+    memcpy(m->nonce, p + 48, DP_NONCE_SIZE);
     return DP_E_OK;
 }
 
@@ -187,7 +203,11 @@ int dp_enc_hello_reply(struct dp_buf *b, uint64_t id, const struct dp_hello_repl
     dp_put_u32(p + 8, m->max_get_pages);
     dp_put_u32(p + 12, m->max_put_pages);
     dp_put_u32(p + 16, m->max_get_ranges);
-    memcpy(p + 24, m->server_nonce, DP_NONCE_SIZE);
+    dp_put_u32(p + 20, m->flags);
+    dp_put_u32(p + 24, m->cipher);
+    memcpy(p + 32, m->server_nonce, DP_NONCE_SIZE);
+    memcpy(p + 64, m->eph_pk, DP_EPH_KEY_SIZE);
+    memcpy(p + 96, m->cpid, DP_CPID_BYTES);
     return dp_msg_append(b, DP_MSG_HELLO | DP_MSG_REPLY, 0, id, p, sizeof(p));
 }
 
@@ -201,11 +221,19 @@ int dp_dec_hello_reply(const uint8_t *p, size_t len, struct dp_hello_reply *m, s
     m->max_get_pages = dp_get_u32(p + 8);
     m->max_put_pages = dp_get_u32(p + 12);
     m->max_get_ranges = dp_get_u32(p + 16);
-    memcpy(m->server_nonce, p + 24, DP_NONCE_SIZE);
+    m->flags = dp_get_u32(p + 20);
+    m->cipher = dp_get_u32(p + 24);
+    memcpy(m->server_nonce, p + 32, DP_NONCE_SIZE);
+    memcpy(m->eph_pk, p + 64, DP_EPH_KEY_SIZE);
+    memcpy(m->cpid, p + 96, DP_CPID_BYTES);
     if (m->version < DP_PROTO_VERSION_MIN || m->version > DP_PROTO_VERSION_MAX) {
         dp_err_set(err, "server chose protocol version %u, outside %u..%u", m->version,
                    DP_PROTO_VERSION_MIN, DP_PROTO_VERSION_MAX);
         return DP_E_VERSION;
+    }
+    if (dp_get_u16(p + 2) != 0 || dp_get_u32(p + 28) != 0 || (m->flags & ~DP_HELLO_FLAGS_KNOWN)) {
+        dp_err_set(err, "HELLO reply has unknown flags or a reserved field that is not zero");
+        return DP_E_MALFORMED;
     }
     if (m->max_payload > DP_MAX_PAYLOAD || m->max_get_pages == 0 || m->max_get_pages > DP_MAX_GET_PAGES ||
         m->max_put_pages == 0 || m->max_put_pages > DP_MAX_PUT_PAGES || m->max_get_ranges == 0 ||
@@ -218,10 +246,7 @@ int dp_dec_hello_reply(const uint8_t *p, size_t len, struct dp_hello_reply *m, s
 
 int dp_enc_auth(struct dp_buf *b, uint64_t id, const struct dp_auth *m)
 {
-    uint8_t p[DP_AUTH_LEN];
-    memcpy(p, m->client_nonce, DP_NONCE_SIZE);
-    memcpy(p + DP_NONCE_SIZE, m->mac, DP_MAC_SIZE);
-    return dp_msg_append(b, DP_MSG_AUTH, 0, id, p, sizeof(p));
+    return dp_msg_append(b, DP_MSG_AUTH, 0, id, m->mac, DP_MAC_SIZE);
 }
 
 int dp_dec_auth(const uint8_t *p, size_t len, struct dp_auth *m, struct dp_err *err)
@@ -229,8 +254,7 @@ int dp_dec_auth(const uint8_t *p, size_t len, struct dp_auth *m, struct dp_err *
     int rc = want_len(len, DP_AUTH_LEN, "AUTH", err);
     if (rc)
         return rc;
-    memcpy(m->client_nonce, p, DP_NONCE_SIZE);
-    memcpy(m->mac, p + DP_NONCE_SIZE, DP_MAC_SIZE);
+    memcpy(m->mac, p, DP_MAC_SIZE);
     return DP_E_OK;
 }
 
@@ -246,26 +270,6 @@ int dp_dec_auth_reply(const uint8_t *p, size_t len, struct dp_auth_reply *m, str
         return rc;
     memcpy(m->mac, p, DP_MAC_SIZE);
     return DP_E_OK;
-}
-
-void dp_auth_mac(const uint8_t *key, size_t key_len, bool server_side, uint16_t version,
-                 const uint8_t server_nonce[DP_NONCE_SIZE], const uint8_t client_nonce[DP_NONCE_SIZE],
-                 uint8_t out[DP_MAC_SIZE])
-{
-    /* Both labels are 25 bytes; the version is bound so a downgrade is detected. */
-    static const char client_label[] = "DistriProc-auth-client-v1";
-    static const char server_label[] = "DistriProc-auth-server-v1";
-    uint8_t ver[2];
-    dp_put_u16(ver, version);
-    crypto_auth_hmacsha256_state st;
-    crypto_auth_hmacsha256_init(&st, key, key_len);
-    crypto_auth_hmacsha256_update(&st, (const uint8_t *)(server_side ? server_label : client_label),
-                                  sizeof(client_label) - 1);
-    crypto_auth_hmacsha256_update(&st, ver, 2);
-    crypto_auth_hmacsha256_update(&st, server_nonce, DP_NONCE_SIZE);
-    crypto_auth_hmacsha256_update(&st, client_nonce, DP_NONCE_SIZE);
-    crypto_auth_hmacsha256_final(&st, out);
-    sodium_memzero(&st, sizeof(st));
 }
 
 bool dp_auth_mac_equal(const uint8_t a[DP_MAC_SIZE], const uint8_t b[DP_MAC_SIZE])

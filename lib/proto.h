@@ -22,8 +22,8 @@
 #include "util.h"
 
 #define DP_PROTO_MAGIC       0x53505044u /* bytes 'D' 'P' 'P' 'S' */
-#define DP_PROTO_VERSION_MIN 1
-#define DP_PROTO_VERSION_MAX 2 /* 2 adds PUT_TRACE and GET_HOTSET (lib/proto_hotset.h) */
+#define DP_PROTO_VERSION_MIN 3 /* 3: encrypted, authenticated records (lib/channel.h); 1 and 2 sent frames in clear */
+#define DP_PROTO_VERSION_MAX 3 /* 2 added PUT_TRACE and GET_HOTSET (lib/proto_hotset.h) */
 #define DP_HDR_SIZE          24
 
 /* Limits (checked by the decoders before any allocation). */
@@ -81,6 +81,7 @@ enum dp_errcode {
     DP_E_INTERNAL = 13,
     DP_E_WRONG_CHECKPOINT = 14, /* a hot set or trace that belongs to another checkpoint, or invalid for it */
     DP_E_NO_HOTSET = 15,        /* no hot set of the kind asked for */
+    DP_E_PLAINTEXT_MISMATCH = 16, /* one side runs --insecure-plaintext, the other does not */
 };
 const char *dp_errcode_name(uint32_t code);
 
@@ -127,19 +128,35 @@ int dp_hdr_decode(const uint8_t in[DP_HDR_SIZE], uint32_t max_payload, struct dp
 /* Appends a complete message: header then payload (payload may be NULL if len 0). */
 int dp_msg_append(struct dp_buf *b, uint8_t type, uint16_t flags, uint64_t id, const void *payload, uint32_t len);
 
-/* ---- HELLO / AUTH ---------------------------------------------------- */
-struct dp_hello { uint16_t min_version, max_version; };
+/* ---- HELLO / AUTH (version 3: docs/protocol.md §3, lib/channel.h) ---- */
+#define DP_EPH_KEY_SIZE 32 /* X25519 public key */
+#define DP_CPID_BYTES   32 /* checkpoint identity (lib/cpid.h) */
+#define DP_HELLO_FLAG_PLAINTEXT 0x1u /* --insecure-plaintext: records are not encrypted */
+#define DP_HELLO_FLAGS_KNOWN    DP_HELLO_FLAG_PLAINTEXT
+struct dp_hello {
+    uint16_t min_version, max_version;
+    uint32_t flags;    /* DP_HELLO_FLAG_* */
+    uint32_t ciphers;  /* set of DP_CIPHER_* the client runs */
+    uint8_t eph_pk[DP_EPH_KEY_SIZE];
+    uint8_t nonce[DP_NONCE_SIZE];
+    bool legacy;       /* decoded from a version-1/2 HELLO (8 bytes): versions only */
+};
 struct dp_hello_reply {
     uint16_t version;
     uint32_t max_payload, max_get_pages, max_put_pages, max_get_ranges;
+    uint32_t flags;    /* the client's flags, echoed */
+    uint32_t cipher;   /* one DP_CIPHER_* */
     uint8_t server_nonce[DP_NONCE_SIZE];
+    uint8_t eph_pk[DP_EPH_KEY_SIZE];
+    uint8_t cpid[DP_CPID_BYTES];
 };
-struct dp_auth { uint8_t client_nonce[DP_NONCE_SIZE]; uint8_t mac[DP_MAC_SIZE]; };
+struct dp_auth { uint8_t mac[DP_MAC_SIZE]; };
 struct dp_auth_reply { uint8_t mac[DP_MAC_SIZE]; };
 
-#define DP_HELLO_LEN        8
-#define DP_HELLO_REPLY_LEN  (24 + DP_NONCE_SIZE)
-#define DP_AUTH_LEN         (DP_NONCE_SIZE + DP_MAC_SIZE)
+#define DP_HELLO_LEN        80
+#define DP_HELLO_LEGACY_LEN 8
+#define DP_HELLO_REPLY_LEN  128
+#define DP_AUTH_LEN         DP_MAC_SIZE
 #define DP_AUTH_REPLY_LEN   DP_MAC_SIZE
 
 int dp_enc_hello(struct dp_buf *b, uint64_t id, const struct dp_hello *m);
@@ -150,12 +167,6 @@ int dp_enc_auth(struct dp_buf *b, uint64_t id, const struct dp_auth *m);
 int dp_dec_auth(const uint8_t *p, size_t len, struct dp_auth *m, struct dp_err *err);
 int dp_enc_auth_reply(struct dp_buf *b, uint64_t id, const struct dp_auth_reply *m);
 int dp_dec_auth_reply(const uint8_t *p, size_t len, struct dp_auth_reply *m, struct dp_err *err);
-
-/* The client's proof: HMAC-SHA256(key, "DistriProc-auth-client-v1" || u16 version
- * || server_nonce || client_nonce); the server's proof uses "...-server-v1". */
-void dp_auth_mac(const uint8_t *key, size_t key_len, bool server_side, uint16_t version,
-                 const uint8_t server_nonce[DP_NONCE_SIZE], const uint8_t client_nonce[DP_NONCE_SIZE],
-                 uint8_t out[DP_MAC_SIZE]);
 /* Constant-time comparison of two MACs: true if equal. */
 bool dp_auth_mac_equal(const uint8_t a[DP_MAC_SIZE], const uint8_t b[DP_MAC_SIZE]);
 

@@ -53,6 +53,7 @@ void dp_rootfs_hex(const uint8_t h[DP_ROOTFS_HASH], char *out)
         sprintf(out + 2 * i, "%02x", h[i]);
 }
 
+/* Sorted by path, so the digest does not depend on the order tasks were read. */
 static int by_path(const void *a, const void *b)
 {
     return strcmp(((const struct dp_rootfs_entry *)a)->path, ((const struct dp_rootfs_entry *)b)->path);
@@ -107,6 +108,7 @@ char *dp_rootfs_to_json(const struct dp_rootfs_manifest *m)
     return text;
 }
 
+/* Exactly 64 lowercase hex digits, as dp_rootfs_hex writes them. */
 static int unhex(const char *s, uint8_t out[DP_ROOTFS_HASH])
 {
     if (!s || strlen(s) != 2 * DP_ROOTFS_HASH)
@@ -178,6 +180,7 @@ out:
     return rc;
 }
 
+/* Appends to a bounded report; what does not fit is dropped, never overflows. */
 static void append(char *report, size_t len, const char *fmt, const char *path, const char *what)
 {
     size_t used = strlen(report);

@@ -52,6 +52,8 @@ static void add_global(const struct dp_runc *r, int with_criu, const char *actio
     dp_criu_argv_add(a, action);
 }
 
+/* The container ID goes last; a bad one or an overflowed argv is refused here
+ * rather than reaching runc as a surprising command line. */
 static int finish(struct dp_criu_argv *a, const char *id, struct dp_err *err)
 {
     if (!dp_runc_id_ok(id)) {

@@ -62,8 +62,30 @@ int dp_uffdwin_open(struct dp_uffdwin *w, struct dp_err *err)
         }
     }
     w->prev = read_sysctl(err);
-    if (w->prev < 0 || (w->prev == 0 && write_sysctl(1, err) < 0)) {
+    /* A window whose holder died (SIGKILL) left "open 0" in the lock file and
+     * the sysctl at 1: the value to put back is that 0, not the 1 found. */
+    char rec[16] = "";
+    ssize_t n = pread(w->lock_fd, rec, sizeof(rec) - 1, 0);
+    if (n > 0 && strncmp(rec, "open 0\n", 7) == 0 && w->prev == 1) {
+        dp_warn("a previous uffd-window did not close (its process died): %s will be set back to 0",
+                DP_UFFDWIN_SYSCTL);
+        w->prev = 0;
+    }
+    if (w->prev < 0) {
         close(w->lock_fd); /* unlocks */
+        return -1;
+    }
+    /* Recorded before the value changes, so that a death at any point after
+     * is noticed by the next window. */
+    char mark[16];
+    int len = snprintf(mark, sizeof(mark), "open %d\n", w->prev);
+    if (ftruncate(w->lock_fd, 0) < 0 || pwrite(w->lock_fd, mark, (size_t)len, 0) != len) {
+        dp_err_set(err, "cannot record the window in %s: %s", DP_UFFDWIN_LOCK, strerror(errno));
+        close(w->lock_fd);
+        return -1;
+    }
+    if (write_sysctl(1, err) < 0) {
+        close(w->lock_fd);
         return -1;
     }
     return 0;
@@ -72,6 +94,11 @@ int dp_uffdwin_open(struct dp_uffdwin *w, struct dp_err *err)
 int dp_uffdwin_close(struct dp_uffdwin *w, struct dp_err *err)
 {
     int rc = w->prev == 0 ? write_sysctl(0, err) : 0;
+    /* Only once the value is back is the window recorded as closed. */
+    if (rc == 0 && (ftruncate(w->lock_fd, 0) < 0 || pwrite(w->lock_fd, "closed\n", 7, 0) != 7)) {
+        dp_err_set(err, "cannot record the closed window in %s: %s", DP_UFFDWIN_LOCK, strerror(errno));
+        rc = -1;
+    }
     close(w->lock_fd);
     w->lock_fd = -1;
     return rc;

@@ -13,7 +13,9 @@
  * the sysctl need be 1 only while `criu restore` runs. The window takes an
  * exclusive lock (DP_UFFDWIN_LOCK) for its whole length, so that concurrent
  * windows never put 0 back under one another, sets 1, and at the end puts
- * back the value it found. Kernels with /dev/userfaultfd (6.1+) offer a
+ * back the value it found. The lock file records "open PREV" while a window
+ * is open and "closed" after: a window whose process was killed is noticed
+ * by the next one, which then puts PREV back instead of the 1 it finds. Kernels with /dev/userfaultfd (6.1+) offer a
  * device-permission alternative, but CRIU 4.2.1 does not use it. */
 #ifndef DP_UFFDWIN_H
 #define DP_UFFDWIN_H

@@ -7,17 +7,24 @@ root, with the lab. For the workload:
 
   1. start it in a `src` container (Redis loaded with --redis-mib of 1000-byte
      values; or memwalk --memwalk-mib, zipf 0.99 over its pages, 2 threads,
-     5% writes), and measure it there: local execution, the baseline of the
+     5% writes), warm it up for --warmup seconds exactly as every remote point
+     is warmed up, and measure it there: local execution, the baseline of the
      same run (Redis: each mix for --seconds; memwalk: its ops/s);
-  2. checkpoint it and serve the checkpoint on src;
+  2. checkpoint it (--leave-running: the source stays, stopped with SIGSTOP
+     while the points run) and serve the checkpoint on src;
   3. for each remote fraction f: a fresh page server (the write-back overlay
      of the previous point removed), `distriproc restore --budget (100-f)%`
      on dst (f = 0: no budget), --warmup seconds of the workload so the
      budget is reached and the hot set settles, then each mix measured for
      --seconds; the daemon's stats (steady remote fraction, evictions,
      write-backs, re-faults, victim-buffer hits, stop time per batch);
-  4. JSON to --json: per point and mix, ops/s, P50/P99 (Redis: per request,
-     one request at a time) and the ratio to local.
+  4. the local baseline again, at the end (SIGCONT, the same warm-up, the
+     same measurement): the drift between the two baselines is the run's
+     noise floor; a point's ratio to local is only meaningful beyond it;
+  5. JSON to --json: per point and mix, ops/s, P50/P99 (Redis: per request,
+     one request at a time) and the ratio to both baselines (vs_local: the
+     one at the start; vs_local_end: the one at the end); per mix the drift
+     local_end / local - 1.
 
 Redis mixes: zipfian keys (theta 0.99), 95% GET / 5% SET and 50/50.
 """
@@ -143,6 +150,14 @@ class Bench:
         else:
             time.sleep(seconds)
 
+    def baseline(self, when):
+        """The local baseline: the source process in src, warmed up exactly as
+        every remote point is (--warmup s of the same warm-up load)."""
+        log(f"local baseline ({when} of the run): {self.a.workload} in src, {self.a.warmup} s warm-up, "
+            f"{self.a.seconds} s per mix")
+        self.warm("src", SRC, self.a.warmup)
+        return self.measure("src", SRC, self.a.seconds)
+
     # ---- the run --------------------------------------------------------------
 
     def point(self, images, key, f):
@@ -204,29 +219,44 @@ class Bench:
                                                   "cpus": os.cpu_count()},
                "workload": a.workload, "seconds": a.seconds, "warmup": a.warmup, "prefetch": a.prefetch,
                "points": []}
+        pid = None
         try:
             pid = self.start_workload()
-            log(f"local baseline: {a.workload} in src for {a.seconds} s per mix")
-            self.warm("src", SRC, min(a.warmup, 5))
-            doc["local"] = self.measure("src", SRC, a.seconds)
+            doc["local"] = self.baseline("start")
+            doc["local_warmup"] = a.warmup
             images = os.path.join(a.workdir, "images")
             subprocess.run(["rm", "-rf", images])
             os.makedirs(images)
-            self.dp("checkpoint", "--host", "src", "--pid", pid, "--images", images, timeout=600)
+            self.dp("checkpoint", "--host", "src", "--pid", pid, "--images", images, "--leave-running",
+                    timeout=600)
+            os.kill(pid, signal.SIGSTOP)   # idle while the points run: no CPU, no port answered
             key = os.path.join(a.workdir, "key")
             self.dp("keygen", key, check=False)
             for f in a.fractions:
                 p = self.point(images, key, f)
                 for mix, r in p["results"].items():
-                    loc = doc["local"][mix]["ops_per_s"]
-                    r["vs_local"] = round(r["ops_per_s"] / loc, 3) if loc else None
+                    r["vs_local"] = ratio(r["ops_per_s"], doc["local"][mix]["ops_per_s"])
                 log(f"remote {f}%: " + ", ".join(f"{m} {r['ops_per_s']:.0f} ops/s ({r['vs_local']:.0%} of local), "
                                                  f"p99 {r['p99_us']} us" for m, r in p["results"].items()) +
                     f"; steady remote fraction {p['remote_fraction']:.1%}")
                 doc["points"].append(p)
                 with open(a.json, "w") as fh:
                     json.dump(doc, fh, indent=1)
+            os.kill(pid, signal.SIGCONT)
+            doc["local_end"] = self.baseline("end")
+            doc["local_drift"] = {mix: ratio(doc["local_end"][mix]["ops_per_s"], loc["ops_per_s"], minus=1)
+                                  for mix, loc in doc["local"].items()}
+            for p in doc["points"]:
+                for mix, r in p["results"].items():
+                    r["vs_local_end"] = ratio(r["ops_per_s"], doc["local_end"][mix]["ops_per_s"])
+            log("local baseline drift (end / start - 1): " +
+                ", ".join(f"{m} {d:+.1%}" for m, d in doc["local_drift"].items() if d is not None))
         finally:
+            if pid:
+                try:
+                    os.kill(pid, signal.SIGKILL)   # the source, left running by the checkpoint
+                except ProcessLookupError:
+                    pass
             for p in self.procs:
                 if p.poll() is None:
                     p.kill()
@@ -234,6 +264,11 @@ class Bench:
         with open(a.json, "w") as fh:
             json.dump(doc, fh, indent=1)
         log(f"wrote {a.json}")
+
+
+def ratio(x, base, minus=0):
+    """x / base (- minus), rounded; None without a base."""
+    return round(x / base - minus, 3) if base else None
 
 
 def main():

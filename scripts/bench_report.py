@@ -2,9 +2,10 @@
 """bench_report: plots (gnuplot, PNG and SVG) and REPORT.md from the JSON that
 `distriproc bench ttfr` and `distriproc bench faults` write.
 
-  bench_report.py [--ttfr FILE] [--faults FILE] [--remote-fraction FILE ...] [--notes FILE] [--loadavg FILE] --out DIR
+  bench_report.py [--ttfr FILE] [--faults FILE] [--remote-fraction FILE ...] [--notes FILE] [--loadavg FILE ...] --out DIR
 
---loadavg FILE: a sampler's log taken during the runs, one line per sample,
+--loadavg FILE (repeatable: runs taken at different times each have their
+own): a sampler's log taken during the runs, one line per sample,
 "HH:MM:SS L1 L5 L15 ..." (the time, then /proc/loadavg); the report gives the
 1-minute load's min, median and max (the machine is shared).
 
@@ -15,8 +16,9 @@ Writes into DIR:
   fault-cdf.{png,svg}     fault service latency CDF per series and emulated RTT
   scan.{png,svg}          sequential-scan throughput per prefetch policy vs the
                           raw TCP stream, per emulated RTT
-  remote-fraction-throughput.{png,svg}  throughput (% of local, same run) vs remote %
-  remote-fraction-p99.{png,svg}         P99 request latency vs remote % (Redis)
+  remote-fraction-throughput.{png,svg}  throughput (% of local, same run) vs the
+                          measured steady remote %, points labelled with their budget
+  remote-fraction-p99.{png,svg}         P99 request latency vs the same (Redis)
   REPORT.md               machine, exact commands, tables, the issue's checks
                           computed from the numbers, and the notes file
 
@@ -328,72 +330,147 @@ plot {", ".join(plots)}
 
 # ---- REPORT.md ----------------------------------------------------------------
 
+def rf_name(doc, docs):
+    """A run's name: its workload, and its start when another run has the same."""
+    same = sum(d["workload"] == doc["workload"] for d in docs) > 1
+    return doc["workload"] + (f" ({doc.get('started', '?')})" if same else "")
+
+
 def rf_series(docs):
     """[(title, local_result, [(remote_pct, result, point)])] per workload and mix."""
     out = []
     for doc in docs:
         for mix in doc["local"]:
             pts = [(pt["remote_pct"], pt["results"][mix], pt) for pt in doc["points"] if mix in pt["results"]]
-            title = doc["workload"] + ("" if mix == doc["workload"] else f" {mix}")
+            title = rf_name(doc, docs) + ("" if mix == doc["workload"] else f" {mix}")
             out.append((title, doc["local"][mix], sorted(pts, key=lambda x: x[0])))
     return out
 
 
+RF_COLORS = ("#9400d3", "#009e73", "#56b4e9", "#e69f00", "#d55e00", "#0072b2", "#cc79a7", "#000000", "#999933")
+
+
+def rf_color(k):
+    """One colour per curve, so that several runs of one workload stay apart."""
+    return RF_COLORS[k % len(RF_COLORS)]
+
+
+def budget_label(pt):
+    """A point's budget as a plot label: the target it was given, not what it
+    measured (that is the x coordinate)."""
+    return f"budget {pt['budget']}" if pt.get("budget") else "no budget"
+
+
 def plot_remote_fraction(docs, outdir, tmp):
+    """x = the measured steady remote fraction of each point (the daemon's, at
+    the end of its measurement); each point labelled with the budget it ran
+    with, since the target percentage is not what the process got (a budget
+    above the touched memory leaves the untouched rest remote anyway)."""
     series = rf_series(docs)
     plots = []
     for k, (title, loc, pts) in enumerate(series):
         path = os.path.join(tmp, f"rf{k}.dat")
         with open(path, "w") as f:
-            for pct, r, pt in pts:
+            for pct, r, pt in sorted(pts, key=lambda x: x[2]["remote_fraction"]):  # a line along x
                 rel = 100.0 * r["ops_per_s"] / loc["ops_per_s"] if loc["ops_per_s"] else 0
-                f.write(f"{100.0 * pt['remote_fraction']:.2f} {rel:.2f} {r.get('p99_us') or 0} {pct}\n")
+                f.write(f"{100.0 * pt['remote_fraction']:.2f} {rel:.2f} {r.get('p99_us') or 0} {pct} "
+                        f"\"{budget_label(pt)}\"\n")
         plots.append((path, title, loc))
     if not plots:
         return False
-    lines = ", ".join(f"'{p}' using 4:2 with linespoints lw 2 title '{t}'" for p, t, _ in plots)
-    gnuplot("set title 'Throughput vs remote fraction (local execution = 100%, same run)'\n"
-            "set xlabel 'remote share of memory (%) = 100 - budget'\nset ylabel '% of local throughput'\n"
-            "set yrange [0:*]\nset grid\nset key bottom left\n"
+    xlabel = "set xlabel 'measured steady remote share of lazy memory (%); labels: the budget each point ran with'\n"
+    lines = ", ".join(f"'{p}' using 1:2 with linespoints lw 2 lc rgb '{rf_color(k)}' title '{t}', "
+                      f"'{p}' using 1:2:5 with labels font ',8' offset 0,0.8 notitle"
+                      for k, (p, t, _) in enumerate(plots))
+    gnuplot("set title 'Throughput vs measured remote fraction (local execution = 100%, same run)'\n"
+            + xlabel + "set ylabel '% of local throughput (baseline at the start of the run)'\n"
+            "set yrange [0:*]\nset xrange [0:100]\nset grid\nset key below font ',8'\n"
             f"plot {lines}, 70 with lines dt 2 lc rgb 'gray' title '70% (RQ3 target)'", outdir,
             "remote-fraction-throughput")
     lat = [(p, t, loc) for p, t, loc in plots if loc.get("p99_us")]
     if lat:
-        lines = ", ".join(f"'{p}' using 4:3 with linespoints lw 2 title '{t}'" for p, t, _ in lat)
-        lines += ", " + ", ".join(f"{loc['p99_us']} with lines dt 2 title 'local {t}'" for _, t, loc in lat)
-        gnuplot("set title 'P99 request latency vs remote fraction'\n"
-                "set xlabel 'remote share of memory (%) = 100 - budget'\nset ylabel 'P99 latency (us)'\n"
-                "set logscale y\nset grid\nset key top left\n"
+        lines = ", ".join(f"'{p}' using 1:3 with linespoints lw 2 lc rgb '{rf_color(k)}' title '{t}', "
+                          f"'{p}' using 1:3:5 with labels font ',8' offset 0,0.8 notitle"
+                          for k, (p, t, _) in enumerate(lat))
+        lines += ", " + ", ".join(f"{loc['p99_us']} with lines dt 2 lc rgb '{rf_color(k)}' title 'local {t}'"
+                                  for k, (_, t, loc) in enumerate(lat))
+        gnuplot("set title 'P99 request latency vs measured remote fraction'\n"
+                + xlabel + "set ylabel 'P99 latency (us)'\n"
+                "set logscale y\nset xrange [0:100]\nset grid\nset key below font ',8'\n"
                 f"plot {lines}", outdir, "remote-fraction-p99")
     return True
+
+
+def pct0(v):
+    return "-" if v is None else f"{100 * v:.0f}%"
 
 
 def remote_fraction_section(docs, have_plots):
     out = ["## Throughput and P99 vs remote fraction (issue 6, RQ3)", ""]
     if have_plots:
-        out += ["![throughput](remote-fraction-throughput.png)", "", "![p99](remote-fraction-p99.png)", ""]
+        out += ["The plots put each point at its *measured* steady remote fraction and label it with the "
+                "budget it ran with.", "",
+                "![throughput](remote-fraction-throughput.png)", "", "![p99](remote-fraction-p99.png)", ""]
     for doc in docs:
-        out += [f"### {doc['workload']}", "", f"    {doc.get('command', '?')}", "",
+        end = doc.get("local_end")
+        warm = doc.get("local_warmup")
+        out += [f"### {rf_name(doc, docs)}", "", f"    {doc.get('command', '?')}", "",
                 f"{doc.get('seconds')} s measured per point and mix after {doc.get('warmup')} s of warm-up; "
-                f"prefetch {doc.get('prefetch')}. Local = the same process in the src container before the "
-                "checkpoint, same client, same run.", "",
-                "| remote % (budget) | mix | ops/s | vs local | p50 us | p99 us | steady remote | evictions | "
-                "write-backs | re-faults | victim-buffer hits | stop p99 us |",
-                "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                f"prefetch {doc.get('prefetch')}. Local = the same process in the src container, same client, "
+                "same run, " + (f"warmed up for {warm} s like every point, measured before the checkpoint and "
+                                "again after the last point." if end is not None and warm is not None else
+                                "measured once, before the checkpoint, after min(warm-up, 5) s of warm-up "
+                                "(this run predates the equal warm-up and the second baseline: its ratios to "
+                                "local have no measured noise floor)."), ""]
+        if end is not None:
+            drift = doc.get("local_drift", {})
+            out += ["**Noise floor of this run**: the local baseline measured at the start and at the end, "
+                    "with nothing changed in between; a point's ratio to local is only meaningful beyond this "
+                    "drift.", "", "| mix | local at start (ops/s) | local at end (ops/s) | drift (end / start - 1) |"
+                    " p99 at start / end (us) |", "|---|---|---|---|---|"]
+            for mix, loc in doc["local"].items():
+                e = end.get(mix, {})
+                d = drift.get(mix)
+                out.append(f"| {mix} | {loc['ops_per_s']:.0f} | {e.get('ops_per_s', float('nan')):.0f} | "
+                           f"{'-' if d is None else f'{100 * d:+.1f}%'} | {loc.get('p99_us') or '-'} / "
+                           f"{e.get('p99_us') or '-'} |")
+            out.append("")
+        cols = "| target remote % (budget) | mix | ops/s | vs local (start) |" + (
+            " vs local (end) |" if end is not None else "") + " p50 us | p99 us | measured steady remote |"
+        out += [cols, "|" + "---|" * (cols.count("|") - 1)]
         for mix, loc in doc["local"].items():
-            out.append(f"| local | {mix} | {loc['ops_per_s']:.0f} | 100% | {loc.get('p50_us') or '-'} | "
-                       f"{loc.get('p99_us') or '-'} | - | - | - | - | - | - |")
+            out.append(f"| local (start) | {mix} | {loc['ops_per_s']:.0f} | 100% |" +
+                       (f" {pct0(ratio_or_none(loc['ops_per_s'], end[mix]['ops_per_s']))} |"
+                        if end is not None else "") +
+                       f" {loc.get('p50_us') or '-'} | {loc.get('p99_us') or '-'} | - |")
+        if end is not None:
+            for mix, loc in end.items():
+                out.append(f"| local (end) | {mix} | {loc['ops_per_s']:.0f} | "
+                           f"{pct0(ratio_or_none(loc['ops_per_s'], doc['local'][mix]['ops_per_s']))} | 100% | "
+                           f"{loc.get('p50_us') or '-'} | {loc.get('p99_us') or '-'} | - |")
+        for pt in doc["points"]:
+            for mix, r in pt["results"].items():
+                out.append(f"| {pt['remote_pct']} ({pt.get('budget') or 'none'}) | {mix} | {r['ops_per_s']:.0f} | "
+                           f"{pct0(r.get('vs_local'))} |" + (f" {pct0(r.get('vs_local_end'))} |" if end is not None
+                                                             else "") +
+                           f" {r.get('p50_us') or '-'} | {r.get('p99_us') or '-'} | {100 * pt['remote_fraction']:.1f}% |")
+        mixes = list(doc["local"])
+        out += ["", "Budget statistics, one row per point (counted by the daemon over the whole point: warm-up "
+                f"and {' and '.join(mixes) if len(mixes) > 1 else 'the'} measurement{'s' if len(mixes) > 1 else ''}"
+                ", not per mix):", "",
+                "| target remote % (budget) | measured steady remote | evictions | write-backs | re-faults | "
+                "victim-buffer hits | stop p99 us |", "|---|---|---|---|---|---|---|"]
         for pt in doc["points"]:
             b = pt.get("budget_stats") or {}
-            for mix, r in pt["results"].items():
-                vs = r.get("vs_local")
-                out.append(f"| {pt['remote_pct']} ({pt.get('budget') or 'none'}) | {mix} | {r['ops_per_s']:.0f} | "
-                           f"{'-' if vs is None else f'{100 * vs:.0f}%'} | {r.get('p50_us') or '-'} | "
-                           f"{r.get('p99_us') or '-'} | {100 * pt['remote_fraction']:.1f}% | "
-                           f"{b.get('evictions', '-')} | {b.get('writebacks', '-')} | {b.get('refaults', '-')} | "
-                           f"{b.get('victim_buffer_hits', '-')} | {b.get('stop_p99_us', '-')} |")
+            out.append(f"| {pt['remote_pct']} ({pt.get('budget') or 'none'}) | {100 * pt['remote_fraction']:.1f}% | "
+                       f"{b.get('evictions', '-')} | {b.get('writebacks', '-')} | {b.get('refaults', '-')} | "
+                       f"{b.get('victim_buffer_hits', '-')} | {b.get('stop_p99_us', '-')} |")
         out.append("")
     return out
+
+
+def ratio_or_none(x, base):
+    return x / base if base else None
 
 
 def fmt_bytes(n):
@@ -417,7 +494,10 @@ def ttfr_section(doc, sizes, have_plots):
     out = ["## Time to first reply (Redis)", "",
            f"Run started {doc.get('started', '?')}; link cap {doc.get('bandwidth', '?')}; "
            f"{doc.get('repeat', '?')} repetitions per size and system; DistriProc prefetch "
-           f"`{doc.get('prefetch', '?')}`; probe `{doc.get('probe', '?')}`.", "",
+           f"`{doc.get('prefetch', '?')}`; probe `{doc.get('probe', '?')}`, "
+           + (f"a try every {doc['probe_interval_ms']} ms for every system." if "probe_interval_ms" in doc else
+              "probe cadence not recorded (runs before the cadence was one constant: DistriProc's probe "
+              "tried every 10 ms, the others every 5 ms).") , "",
            "Median (min..max), seconds. *From restore*: from the end of the dump (the "
            "destination starts getting the process back: page server start + skeleton pull + "
            "criu restore for DistriProc; the image copy + criu restore for CRIU full; "
@@ -461,9 +541,20 @@ def ttfr_section(doc, sizes, have_plots):
     return out
 
 
+def floor_copied(runs):
+    """Whether the local floor is one measurement copied into every RTT row
+    (bench faults before it measured the floor per row): equal in every field."""
+    floors = [r["latency"].get("local_floor") for r in runs]
+    return len(floors) > 1 and all(f is not None and f == floors[0] for f in floors)
+
+
 def faults_section(doc, runs, have_cdf, have_scan):
+    copied = floor_copied(runs)
     out = ["## Fault latency and scan throughput", "",
-           f"Run started {doc.get('started', '?')}.", "",
+           f"Run started {doc.get('started', '?')}." +
+           (" **The local floor of this run is one measurement, copied into every RTT row** (the benchmark "
+            "measured it once then); each row's check adds that same floor." if copied else
+            " Every series, the local floor included, is measured again in each RTT row."), "",
            "| emulated RTT (us) | series | how measured | samples | p50 (us) | p90 (us) | p99 (us) | max (us) |",
            "|---|---|---|---|---|---|---|---|"]
     names = dict(SERIES + SECONDARY)
@@ -530,7 +621,8 @@ def main():
     p.add_argument("--remote-fraction", action="append", default=[],
                    help="JSON of bench remote-fraction (repeatable: redis, memwalk)")
     p.add_argument("--notes", help="markdown appended as the report's notes")
-    p.add_argument("--loadavg", help="load-average samples taken during the runs (HH:MM:SS L1 L5 L15 ...)")
+    p.add_argument("--loadavg", action="append", default=[],
+                   help="load-average samples taken during runs (HH:MM:SS L1 L5 L15 ...); repeatable")
     p.add_argument("--section", action="append", default=[],
                    help="a markdown report written by another benchmark (e.g. bench warmup's warmup.md), "
                         "included as a section; repeatable")
@@ -548,13 +640,14 @@ def main():
         rfs = [load(f, "remote-fraction") for f in a.remote_fraction]
         for d, f in zip(rfs, a.remote_fraction):
             check_remote_fraction(d, f)
-        load_line = loadavg_line(a.loadavg) if a.loadavg else None
+        load_lines = [loadavg_line(f) + (f", {os.path.basename(f)}" if len(a.loadavg) > 1 else "")
+                      for f in a.loadavg]
     except BadInput as e:
         sys.exit(f"bench_report: {e}")
     os.makedirs(a.out, exist_ok=True)
     report = ["# DistriProc benchmark report", ""]
     src = ttfr or faults or (rfs[0] if rfs else {})
-    report += ["## Machine", ""] + machine_lines(src) + ([load_line] if load_line else []) + [""]
+    report += ["## Machine", ""] + machine_lines(src) + load_lines + [""]
     report += ["## Commands (exactly as run)", ""]
     for d in (ttfr, faults, *rfs):
         if d:

@@ -171,6 +171,13 @@ def pct(v, digits=1):
     return "-" if v is None else "%.*f%%" % (digits, 100 * v)
 
 
+def measured_hit_rate(stage_runs):
+    """The replay's measured hit rate: the median of the S runs' own hit rates
+    (run X, another key set, is not in it); None without S runs. The report
+    computes it from the runs, never from a stored summary."""
+    return median([r["replay"]["stage"]["hit_rate"] for t, r in stage_runs.items() if t.startswith("S")])
+
+
 def stage_summary(stage, within=(1, 5, 10)):
     """From a run's replay.stage stats: the measured hit rate and, for each
     N in within, the share of the replayed pages used in the first N s."""
@@ -242,7 +249,7 @@ def report(d, outdir, cmdline):
             r = w["runs"][tag]
             dm = r.get("daemon", {})
             rp = r.get("replay") or {}
-            rate = w.get("replay_hit_rate") if measured else w["replay_hit_rate_est"]
+            rate = measured_hit_rate(w["stage_runs"]) if measured else w["replay_hit_rate_est"]
             lines.append("| %s | %s | %s | %.1f | %s | %s | %s | %s | %s |" % (
                 w["workload"], tag, "yes" if tag.startswith("C") else "no", r["steady_per_s"],
                 fmt_s(r["time_to_90_s"]), dm.get("faults_remote", "?"), rp.get("submitted", 0),
@@ -585,8 +592,7 @@ class Bench:
              "classify_summary": {k: ck["hotset"][k] for k in ("hot_pages", "lazy_data_pages", "seconds")},
              "accuracy": acc,
              "replay_hit_rate_est": acc["trace"]["precision"],
-             "replay_hit_rate": median([r["replay"]["stage"]["hit_rate"] for t, r in stage_runs.items()
-                                        if t.startswith("S")]),
+             "replay_hit_rate": measured_hit_rate(stage_runs),
              "replayed_pages": replayed,
              "runs": runs, "stage_runs": stage_runs}
         w["summary"] = summarize(w)

@@ -11,18 +11,20 @@
 set -euo pipefail
 
 # ---- The one list of what the project needs ---------------------------------
-# build: gcc make pkg-config libcmocka-dev libsodium-dev libjansson-dev; fuzzing: clang libclang-rt-14-dev
+# build: gcc make pkg-config libcmocka-dev libsodium-dev libjansson-dev libssl-dev (libcrypto: the AEAD);
+#   fuzzing: clang libclang-rt-14-dev
 # lab + tests: iproute2 procps util-linux python3-pytest curl; iptables: criu --tcp-established
-#   locks the dumped connections with iptables rules in the dumped netns
+#   locks the dumped connections with iptables rules in the dumped netns; strace: the page server
+#   tests check the order fdatasync/reply and inject an fdatasync EIO with it
 # workloads + benchmarks: redis-server redis-tools nginx-light wrk gnuplot-nox
 # containers: runc (Debian 12: 1.1.5; always run with --criu .deps/bin/criu, which it drives
 #   through `criu swrk` RPC)
 # criu fetching: debian-archive-keyring (its keys sign trixie and sid)
 # container rootfs (make rootfs, scripts/rootfs.sh): mmdebstrap
 PACKAGES=(
-    gcc make pkg-config libcmocka-dev libsodium-dev libjansson-dev
+    gcc make pkg-config libcmocka-dev libsodium-dev libjansson-dev libssl-dev
     clang libclang-rt-14-dev
-    iproute2 procps util-linux iptables
+    iproute2 procps util-linux iptables strace
     python3 python3-pytest curl ca-certificates debian-archive-keyring
     redis-server redis-tools nginx-light wrk gnuplot-nox
     runc mmdebstrap

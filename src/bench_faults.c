@@ -3,15 +3,17 @@
  *
  * The workload is forkmem (idle between commands; VERIFY reads every page in
  * order from one thread: a sequential scan), checkpointed once on src. Then,
- * on dst:
+ * on dst, for each emulated RTT R (every series measured again per R, so a
+ * row's figures share the machine's load of that moment):
  *   local_floor   distriproc restore --images (our daemon serving pages from
  *                 the local images: no network), VERIFY
  *   distriproc    distriproc restore --source (page server on src with
  *                 --emulate-rtt R), VERIFY, once per prefetch policy
  *   raw_tcp       a plain TCP server on src answering 48-byte requests with
  *                 4152-byte replies (the size of a one-page GET reply), each
- *                 reply sent R us after its request arrived, exactly as the
- *                 page server's emulation delays replies; one request at a time
+ *                 reply sent R us after its request arrived, with the page
+ *                 server's own delay (lib/rttdelay: the same timerfd); one
+ *                 request at a time
  *   raw stream    the same server streaming the scan's bytes after one request
  * Fault latencies are taken where the application sees them: before the
  * scan, forkmem's TOUCH times the first touch of --touch pages spread over its
@@ -720,25 +722,24 @@ int bench_faults(int argc, char **argv)
     const char *kg[] = {c.self, "keygen", c.key, NULL};
     dp_orch_run(kg, NULL, 30, NULL, -1, -1, &err);
 
-    /* The local floor does not depend on the link: measured once, reported
-     * with every RTT. */
-    struct lat floor = {0}, floor_daemon = {0};
-    struct scan fs;
     char *stats = NULL, eb[512] = "";
-    dp_info("faults: local floor (restore --images, prefetch none)");
-    if (restore_and_scan(&c, NULL, "none", touch, &floor, &fs, &stats, eb, sizeof(eb)) < 0 ||
-        lat_from_stats(stats, &floor_daemon) < 0)
-        dp_warn("faults: local floor failed: %s", eb[0] ? eb : "no latency in the stats");
-    else
-        dp_info("faults: local floor first touch p50 %.1f us p99 %.1f us (daemon: p50 %.1f us), scan %.1f MB/s",
-                floor.p50, floor.p99, floor_daemon.p50, fs.mbps);
-    free(stats);
-
     double *lat_us = calloc((size_t)samples, sizeof(double));
     for (int i = 0; i < nrtt; i++) {
         struct rttres *x = &res[i];
-        x->floor = floor;
-        x->floor_daemon = floor_daemon;
+        /* The local floor does not depend on the link, but the machine's load
+         * drifts: measured again in every row, beside the raw baseline and
+         * the remote faults it is added to. */
+        struct scan fs;
+        stats = NULL;
+        eb[0] = '\0';
+        dp_info("faults: RTT %llu us: local floor (restore --images, prefetch none)", (unsigned long long)x->rtt_us);
+        if (restore_and_scan(&c, NULL, "none", touch, &x->floor, &fs, &stats, eb, sizeof(eb)) < 0 ||
+            lat_from_stats(stats, &x->floor_daemon) < 0)
+            dp_warn("faults: local floor failed: %s", eb[0] ? eb : "no latency in the stats");
+        else
+            dp_info("faults: local floor first touch p50 %.1f us p99 %.1f us (daemon: p50 %.1f us), scan %.1f MB/s",
+                    x->floor.p50, x->floor.p99, x->floor_daemon.p50, fs.mbps);
+        free(stats);
         char listen[64], rtt[32], logp[PATH_MAX + 32];
         snprintf(listen, sizeof(listen), SRC_ADDR ":%d", c.port);
         snprintf(rtt, sizeof(rtt), "%llu", (unsigned long long)x->rtt_us);

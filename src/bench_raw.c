@@ -4,7 +4,6 @@
 #include <errno.h>
 #include <signal.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -12,14 +11,8 @@
 #include <sys/socket.h>
 
 #include "bench.h"
+#include "rttdelay.h"
 #include "util.h"
-
-static void sleep_until(uint64_t due_ns)
-{
-    struct timespec ts = {.tv_sec = (time_t)(due_ns / 1000000000ull), .tv_nsec = (long)(due_ns % 1000000000ull)};
-    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
-        ;
-}
 
 static void set_nodelay(int fd)
 {
@@ -45,11 +38,19 @@ int bench_raw_listen(const char *ip, int port)
     return lfd;
 }
 
+/* The emulated RTT is the page server's own (lib/rttdelay: a timerfd armed
+ * at receive time + RTT), so the baseline sleeps exactly as the page server
+ * does; a baseline woken later than the system it is compared with would
+ * flatter the system. */
 void bench_raw_serve(int lfd, uint64_t rtt_us)
 {
     static uint8_t buf[1 << 20];
     memset(buf, 0x5a, sizeof(buf));
     signal(SIGPIPE, SIG_IGN);
+    int tfd = -1;
+    if (rtt_us && (tfd = dp_rtt_timer_create(0)) < 0)
+        dp_die("raw TCP baseline: cannot create the RTT timer: %s (the emulated RTT needs timerfd)",
+               strerror(errno));
     for (;;) {
         int fd = accept(lfd, NULL, NULL);
         if (fd < 0)
@@ -63,16 +64,16 @@ void bench_raw_serve(int lfd, uint64_t rtt_us)
         if (mode == 'L') {
             uint8_t req[BENCH_RAW_REQ];
             while (dp_read_full(fd, req, sizeof(req)) == 0) {
-                if (rtt_us)
-                    sleep_until(dp_now_ns() + rtt_us * 1000ull);
+                if (rtt_us && dp_rtt_wait_until(tfd, dp_rtt_due(dp_now_ns(), rtt_us)) < 0)
+                    break;
                 if (dp_write_full(fd, buf, BENCH_RAW_REPLY) < 0)
                     break;
             }
         } else if (mode == 'S') {
             uint64_t len;
             if (dp_read_full(fd, &len, sizeof(len)) == 0) {
-                if (rtt_us)
-                    sleep_until(dp_now_ns() + rtt_us * 1000ull);
+                if (rtt_us && dp_rtt_wait_until(tfd, dp_rtt_due(dp_now_ns(), rtt_us)) < 0)
+                    len = 0;
                 while (len > 0) {
                     size_t n = len < sizeof(buf) ? (size_t)len : sizeof(buf);
                     if (dp_write_full(fd, buf, n) < 0)
@@ -83,6 +84,8 @@ void bench_raw_serve(int lfd, uint64_t rtt_us)
             }
         } else if (mode == 'Q') {
             close(fd);
+            if (tfd >= 0)
+                close(tfd);
             return;
         }
         close(fd);

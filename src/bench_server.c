@@ -9,8 +9,12 @@
  *    reply) served by a plain blocking read/write loop;
  *  - bulk: pipelined GETs (a window of requests in flight) against a raw TCP
  *    stream (one write loop), counting page-data bytes delivered.
- * Page-server runs are done twice: page data copied into the reply from the
- * mapped pages file (--sendfile-min 1G) and sent with sendfile (--sendfile-min 4K).
+ * Page-server runs are done three times: in plaintext (--insecure-plaintext)
+ * with page data copied into the reply from the mapped pages file
+ * (--sendfile-min 1G) and sent with sendfile (--sendfile-min 4K), and
+ * encrypted (the default: every frame sealed, lib/channel.h), whose ratios
+ * against the same run's plaintext are the cost of the secure channel; the
+ * AEAD's cost per 4 KiB page is measured on its own as well.
  * Latency samples are taken round-robin, one of each variant in turn, so
  * load from elsewhere on the machine hits every variant alike.
  * In the lab (default) the servers run in dp-src and the client in dp-dst. */
@@ -34,6 +38,7 @@
 #include <unistd.h>
 
 #include "bench.h"
+#include "channel.h"
 #include "client.h"
 #include "key.h"
 #include "lab.h"
@@ -43,6 +48,7 @@
 struct variant {
     const char *name;
     const char *sendfile_min;
+    bool plaintext;
     int port;
     pid_t pid;
     struct dp_client *cl;
@@ -79,7 +85,11 @@ static void usage(FILE *out)
             "  --window W         bulk GET requests in flight (default 16)\n"
             "  --rtt USEC         also run a server with --emulate-rtt USEC and show that\n"
             "                     pipelined requests are not serialised (default 300, 0: skip)\n"
-            "  --port P           first of four TCP ports to use (default 17170)\n");
+            "  --port P           first of five TCP ports to use (default 17170)\n"
+            "\n"
+            "The page-server rows run in plaintext (--insecure-plaintext: copy and sendfile)\n"
+            "and encrypted (the default secure channel), and the AEAD's own cost per 4 KiB\n"
+            "page is measured, so the encrypted series is judged against the same run.\n");
 }
 
 static void loadavg(char *buf, size_t len)
@@ -261,7 +271,8 @@ static int copy_dir(const char *from, const char *to)
 }
 
 static pid_t spawn_server(const char *exe, const struct lab_host *host, const char *ip, int port,
-                          const char *images, const char *key, const char *sendfile_min, long rtt_us, const char *log)
+                          const char *images, const char *key, const char *sendfile_min, long rtt_us, bool plaintext,
+                          const char *log)
 {
     pid_t pid = fork();
     if (pid < 0)
@@ -280,10 +291,55 @@ static pid_t spawn_server(const char *exe, const struct lab_host *host, const ch
         char rtt[32];
         snprintf(rtt, sizeof(rtt), "%ld", rtt_us);
         execl(exe, exe, "serve", "--images", images, "--listen", listen, "--key", key, "--sendfile-min",
-              sendfile_min, "--emulate-rtt", rtt, (char *)NULL);
+              sendfile_min, "--emulate-rtt", rtt, plaintext ? "--insecure-plaintext" : (char *)NULL, (char *)NULL);
         dp_die("exec %s: %s", exe, strerror(errno));
     }
     return pid;
+}
+
+/* The AEAD alone: ns to seal, and to open, one message carrying one 4 KiB
+ * page (header record + payload record, as on the wire), in cache (one
+ * buffer, sealed then opened in turn), median of rounds: the compute cost
+ * per page, apart from memory traffic and the network. */
+struct crypto_cost { uint32_t cipher; double seal_ns, open_ns; };
+
+static void measure_crypto(struct crypto_cost *out)
+{
+    enum { N = 2000, ROUNDS = 7 };
+    uint8_t psk[32] = {1}, sk1[32], sk2[32], pk1[32], pk2[32], th[32] = {0}, a[32], b[32];
+    randombytes_buf(sk1, 32);
+    randombytes_buf(sk2, 32);
+    crypto_scalarmult_base(pk1, sk1);
+    crypto_scalarmult_base(pk2, sk2);
+    struct dp_chan tx, rx;
+    struct dp_err err;
+    if (dp_chan_derive(psk, 32, sk1, pk2, th, out->cipher, false, true, &tx, a, b, &err) < 0 ||
+        dp_chan_derive(psk, 32, sk2, pk1, th, out->cipher, true, true, &rx, a, b, &err) < 0)
+        dp_die("crypto bench: %s", err.msg);
+    static uint8_t msg[DP_HDR_SIZE + DP_PAGE_SIZE], rec[DP_CHAN_HDR_REC + DP_PAGE_SIZE + DP_CHAN_TAG];
+    struct dp_hdr h = {.version = 1, .type = DP_MSG_GET_PAGES | DP_MSG_REPLY, .id = 1, .len = DP_PAGE_SIZE};
+    dp_hdr_encode(msg, &h);
+    randombytes_buf(msg + DP_HDR_SIZE, DP_PAGE_SIZE);
+    double seal[ROUNDS], open[ROUNDS];
+    for (int r = 0; r < ROUNDS; r++) {
+        uint64_t ts = 0, to = 0;
+        for (int i = 0; i < N; i++) {
+            uint64_t t0 = dp_now_ns();
+            if (dp_chan_seal(&tx, msg, msg + DP_HDR_SIZE, rec) < 0)
+                dp_die("crypto bench: seal failed");
+            uint64_t t1 = dp_now_ns();
+            if (dp_chan_open_hdr(&rx, rec) < 0 || dp_chan_open_payload(&rx, rec + DP_CHAN_HDR_REC, DP_PAGE_SIZE) < 0)
+                dp_die("crypto bench: open failed");
+            ts += t1 - t0;
+            to += dp_now_ns() - t1;
+        }
+        seal[r] = (double)ts / N;
+        open[r] = (double)to / N;
+    }
+    out->seal_ns = median(seal, ROUNDS);
+    out->open_ns = median(open, ROUNDS);
+    dp_chan_free(&tx);
+    dp_chan_free(&rx);
 }
 
 static void json_lat(FILE *f, const char *name, const uint64_t *s, size_t n, bool comma)
@@ -394,13 +450,16 @@ int bench_server(int argc, char **argv)
     signal(SIGINT, on_int);
     signal(SIGTERM, on_int);
 
-    struct variant v[2] = {
-        {.name = "get_copy", .sendfile_min = "1G", .port = (int)port + 1},
-        {.name = "get_sendfile", .sendfile_min = "4K", .port = (int)port + 2},
+    /* v[0], v[1]: plaintext (the baseline of the encrypted series); v[2]: encrypted. */
+    enum { NV = 3, ENC = 2 };
+    struct variant v[NV] = {
+        {.name = "get_copy", .sendfile_min = "1G", .plaintext = true, .port = (int)port + 1},
+        {.name = "get_sendfile", .sendfile_min = "4K", .plaintext = true, .port = (int)port + 2},
+        {.name = "get_encrypted", .sendfile_min = "64K", .plaintext = false, .port = (int)port + 4},
     };
-    for (int i = 0; i < 2; i++)
-        v[i].pid = spawn_server(exe, src, ip, v[i].port, images, key, v[i].sendfile_min, 0, log);
-    pid_t rtt_pid = rtt_us ? spawn_server(exe, src, ip, (int)port + 3, images, key, "64K", rtt_us, log) : -1;
+    for (int i = 0; i < NV; i++)
+        v[i].pid = spawn_server(exe, src, ip, v[i].port, images, key, v[i].sendfile_min, 0, v[i].plaintext, log);
+    pid_t rtt_pid = rtt_us ? spawn_server(exe, src, ip, (int)port + 3, images, key, "64K", rtt_us, false, log) : -1;
     pid_t raw_pid = fork();
     if (raw_pid == 0) {
         if (src && lab_enter(src, &err) < 0)
@@ -418,11 +477,14 @@ int bench_server(int argc, char **argv)
     co.key = keybuf;
     dp_parse_hostport("127.0.0.1:1", &co.addr);
     inet_pton(AF_INET, ip, &co.addr.sin_addr);
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < NV; i++) {
         co.addr.sin_port = htons((uint16_t)v[i].port);
+        co.insecure_plaintext = v[i].plaintext;
         if (dp_client_connect(&co, &v[i].cl, &err) < 0)
             dp_die("%s (server log: %s)", err.msg, log);
     }
+    co.insecure_plaintext = false;
+    const char *cipher = dp_client_cipher(v[ENC].cl);
     /* Pick pages: a DATA page for latency, the largest lazy range for bulk. */
     struct dp_task_map tm;
     if (dp_client_task_map(v[0].cl, &tm, 10000, &err) < 0 || tm.nr_tasks == 0)
@@ -460,7 +522,7 @@ int bench_server(int argc, char **argv)
     uint64_t *raw_lat = calloc((size_t)samples, sizeof(uint64_t));
     uint64_t *async_lat = calloc((size_t)samples, sizeof(uint64_t));
     size_t nraw = 0;
-    for (int i = 0; i < 2; i++)
+    for (int i = 0; i < NV; i++)
         v[i].lat = calloc((size_t)samples, sizeof(uint64_t));
     /* Warm up every path, then alternate blocks of samples. */
     for (int w = 0; w < 500; w++) {
@@ -468,6 +530,7 @@ int bench_server(int argc, char **argv)
         get_one(v[0].cl, &one);
         get_blocking(v[0].cl, &one);
         get_blocking(v[1].cl, &one);
+        get_blocking(v[ENC].cl, &one);
     }
     /* One sample of each variant in turn: load from elsewhere on the machine
      * then hits every variant alike. */
@@ -481,7 +544,7 @@ int bench_server(int argc, char **argv)
                 dp_die("raw TCP request/response failed");
             raw_lat[nraw + k] = (uint64_t)ns;
         }
-        for (int i = 0; i < 2; i++)
+        for (int i = 0; i < NV; i++)
             for (size_t k = 0; k < n; k++)
                 v[i].lat[v[i].nlat++] = get_blocking(v[i].cl, &one);
         for (size_t k = 0; k < n; k++)
@@ -493,7 +556,7 @@ int bench_server(int argc, char **argv)
      * each is reported, so a burst of load on the shared machine in one
      * round does not decide the result. */
     fprintf(stderr, "bench server: bulk, %ld rounds of %.1f s per variant...\n", rounds, seconds);
-    double raw_r[32] = {0}, get_r[2][32] = {{0}};
+    double raw_r[32] = {0}, get_r[NV][32] = {{0}};
     for (long round = 0; round < rounds && !interrupted; round++) {
         int fd = raw_connect(&raw_sa, 'S');
         static uint8_t sink[1 << 20];
@@ -507,14 +570,22 @@ int bench_server(int argc, char **argv)
         }
         raw_r[round] = (double)got / ((double)(dp_now_ns() - t0) / 1e9);
         close(fd);
-        for (int i = 0; i < 2; i++) {
+        for (int i = 0; i < NV; i++) {
             bulk_get(&v[i], &bulk, (int)window, seconds);
             get_r[i][round] = v[i].bulk_bps;
         }
     }
     double raw_bps = median(raw_r, rounds);
-    for (int i = 0; i < 2; i++)
+    for (int i = 0; i < NV; i++)
         v[i].bulk_bps = median(get_r[i], rounds);
+    /* The AEAD alone, per 4 KiB page, for both ciphers this build speaks. */
+    struct crypto_cost cc[2];
+    int ncc = 0;
+    if (crypto_aead_aes256gcm_is_available())
+        cc[ncc++] = (struct crypto_cost){.cipher = DP_CIPHER_AES256GCM};
+    cc[ncc++] = (struct crypto_cost){.cipher = DP_CIPHER_CHACHA20POLY1305};
+    for (int k = 0; k < ncc && !interrupted; k++)
+        measure_crypto(&cc[k]);
     /* Emulated RTT: one request at a time costs about an RTT each; a window
      * of requests in flight completes about window requests per RTT. */
     double rtt_p50 = 0, rtt_rps_serial = 0, rtt_rps_window = 0;
@@ -556,13 +627,18 @@ int bench_server(int argc, char **argv)
 
     qsort(raw_lat, nraw, sizeof(uint64_t), cmp_u64);
     qsort(async_lat, nraw, sizeof(uint64_t), cmp_u64);
-    for (int i = 0; i < 2; i++)
+    for (int i = 0; i < NV; i++)
         qsort(v[i].lat, v[i].nlat, sizeof(uint64_t), cmp_u64);
     double raw_p50 = pct(raw_lat, nraw, 0.5);
     const struct variant *best_lat = pct(v[0].lat, v[0].nlat, 0.5) <= pct(v[1].lat, v[1].nlat, 0.5) ? &v[0] : &v[1];
     const struct variant *best_bulk = v[0].bulk_bps >= v[1].bulk_bps ? &v[0] : &v[1];
     double lat_ratio = pct(best_lat->lat, best_lat->nlat, 0.5) / raw_p50;
     double bulk_ratio = best_bulk->bulk_bps / raw_bps;
+    /* The encrypted series against the same run's plaintext: the fault path
+     * against the plaintext copy path (the one serve uses for 4 KiB), bulk
+     * against the faster plaintext variant. */
+    double enc_p50 = pct(v[ENC].lat, v[ENC].nlat, 0.5), plain_p50 = pct(v[0].lat, v[0].nlat, 0.5);
+    double enc_lat_ratio = enc_p50 / plain_p50, enc_bulk_ratio = v[ENC].bulk_bps / best_bulk->bulk_bps;
 
     char labwhere[160];
     snprintf(labwhere, sizeof(labwhere), "%s: %s -> %s %s%s", priv ? "private lab made for this run" : "lab",
@@ -572,18 +648,18 @@ int bench_server(int argc, char **argv)
     printf("%-26s %10s %10s %10s %12s\n", "4 KiB request/response", "p50 us", "p90 us", "p99 us", "p50 vs raw");
     printf("%-26s %10.1f %10.1f %10.1f %12s\n", "raw TCP", raw_p50, pct(raw_lat, nraw, 0.9), pct(raw_lat, nraw, 0.99),
            "1.00x");
-    for (int i = 0; i < 2; i++) {
+    static const char *rows[NV] = {"GET plain (copy)", "GET plain (sendfile)", "GET encrypted"};
+    for (int i = 0; i < NV; i++) {
         double p50 = pct(v[i].lat, v[i].nlat, 0.5);
-        printf("%-26s %10.1f %10.1f %10.1f %11.2fx\n", i ? "GET (sendfile)" : "GET (copy)", p50,
+        printf("%-26s %10.1f %10.1f %10.1f %11.2fx\n", rows[i], p50,
                pct(v[i].lat, v[i].nlat, 0.9), pct(v[i].lat, v[i].nlat, 0.99), p50 / raw_p50);
     }
-    printf("%-26s %10.1f %10.1f %10.1f %11.2fx\n", "GET (copy, async+poll)", pct(async_lat, nraw, 0.5),
+    printf("%-26s %10.1f %10.1f %10.1f %11.2fx\n", "GET plain (copy, async)", pct(async_lat, nraw, 0.5),
            pct(async_lat, nraw, 0.9), pct(async_lat, nraw, 0.99), pct(async_lat, nraw, 0.5) / raw_p50);
     printf("\n%-26s %14s %12s\n", "bulk (median)", "MiB/s", "vs raw");
     printf("%-26s %14.1f %12s\n", "raw TCP stream", raw_bps / 1048576.0, "100%");
-    for (int i = 0; i < 2; i++)
-        printf("%-26s %14.1f %11.1f%%\n", i ? "GET (sendfile)" : "GET (copy)", v[i].bulk_bps / 1048576.0,
-               100.0 * v[i].bulk_bps / raw_bps);
+    for (int i = 0; i < NV; i++)
+        printf("%-26s %14.1f %11.1f%%\n", rows[i], v[i].bulk_bps / 1048576.0, 100.0 * v[i].bulk_bps / raw_bps);
     printf("(bulk GET: %u pages per request, %u of them data, window %ld)\n", bulk_pages, data_in_bulk, window);
     if (rtt_us)
         printf("\nemulated RTT %ld us: GET p50 %.1f us; one at a time %.0f GET/s, %ld in flight %.0f GET/s "
@@ -593,6 +669,12 @@ int bench_server(int argc, char **argv)
            sysconf(_SC_NPROCESSORS_ONLN));
     printf("\ntargets: GET p50 <= 1.2x raw p50: %.2fx %s; bulk >= 70%% of raw stream: %.1f%% %s\n", lat_ratio,
            lat_ratio <= 1.2 ? "met" : "NOT met", 100 * bulk_ratio, bulk_ratio >= 0.7 ? "met" : "NOT met");
+    printf("encrypted (%s) vs plaintext, same run: GET p50 %.2fx (target <= 1.1x) %s; bulk %.1f%% (target >= 90%%) "
+           "%s\n", cipher, enc_lat_ratio, enc_lat_ratio <= 1.1 ? "met" : "NOT met", 100 * enc_bulk_ratio,
+           enc_bulk_ratio >= 0.9 ? "met" : "NOT met");
+    for (int k = 0; k < ncc; k++)
+        printf("AEAD %s per 4 KiB page (header + payload record): seal %.2f us, open %.2f us\n",
+               dp_chan_cipher_name(cc[k].cipher), cc[k].seal_ns / 1000, cc[k].open_ns / 1000);
 
     FILE *f = fopen(json, "w");
     if (!f)
@@ -609,19 +691,33 @@ int bench_server(int argc, char **argv)
     json_lat(f, "raw_tcp_4k", raw_lat, nraw, true);
     json_lat(f, "get_4k_copy", v[0].lat, v[0].nlat, true);
     json_lat(f, "get_4k_sendfile", v[1].lat, v[1].nlat, true);
+    json_lat(f, "get_4k_encrypted", v[ENC].lat, v[ENC].nlat, true);
     json_lat(f, "get_4k_copy_async_poll", async_lat, nraw, false);
     fprintf(f, "  },\n  \"bulk\": {\n    \"seconds_per_round\": %.1f, \"rounds\": %ld, \"window\": %ld, \"pages_per_get\": %u, "
                "\"data_pages_per_get\": %u,\n",
             seconds, rounds, window, bulk_pages, data_in_bulk);
-    const char *rn[3] = {"raw_stream_MiBps_rounds", "get_copy_MiBps_rounds", "get_sendfile_MiBps_rounds"};
-    for (int k = 0; k < 3; k++) {
+    const char *rn[1 + NV] = {"raw_stream_MiBps_rounds", "get_copy_MiBps_rounds", "get_sendfile_MiBps_rounds",
+                              "get_encrypted_MiBps_rounds"};
+    for (int k = 0; k < 1 + NV; k++) {
         fprintf(f, "    \"%s\": [", rn[k]);
         for (long r = 0; r < rounds; r++)
             fprintf(f, "%s%.1f", r ? ", " : "", (k ? get_r[k - 1][r] : raw_r[r]) / 1048576.0);
         fprintf(f, "],\n");
     }
-    fprintf(f, "    \"raw_stream_MiBps_median\": %.1f, \"get_copy_MiBps_median\": %.1f, \"get_sendfile_MiBps_median\": %.1f\n  },\n",
-            raw_bps / 1048576.0, v[0].bulk_bps / 1048576.0, v[1].bulk_bps / 1048576.0);
+    fprintf(f, "    \"raw_stream_MiBps_median\": %.1f, \"get_copy_MiBps_median\": %.1f, \"get_sendfile_MiBps_median\": %.1f, "
+               "\"get_encrypted_MiBps_median\": %.1f\n  },\n",
+            raw_bps / 1048576.0, v[0].bulk_bps / 1048576.0, v[1].bulk_bps / 1048576.0, v[ENC].bulk_bps / 1048576.0);
+    fprintf(f, "  \"encryption\": {\"cipher\": \"%s\", \"get_p50_us\": %.2f, \"plaintext_get_p50_us\": %.2f, "
+               "\"get_p50_ratio\": %.3f, \"get_p50_max_ratio\": 1.1, \"get_p50_met\": %s,\n"
+               "    \"bulk_MiBps\": %.1f, \"plaintext_bulk_MiBps\": %.1f, \"bulk_ratio\": %.3f, \"bulk_min_ratio\": 0.9, "
+               "\"bulk_met\": %s,\n    \"aead_per_4k_page\": [",
+            cipher, enc_p50, plain_p50, enc_lat_ratio, enc_lat_ratio <= 1.1 ? "true" : "false",
+            v[ENC].bulk_bps / 1048576.0, best_bulk->bulk_bps / 1048576.0, enc_bulk_ratio,
+            enc_bulk_ratio >= 0.9 ? "true" : "false");
+    for (int k = 0; k < ncc; k++)
+        fprintf(f, "%s{\"cipher\": \"%s\", \"seal_us\": %.3f, \"open_us\": %.3f}", k ? ", " : "",
+                dp_chan_cipher_name(cc[k].cipher), cc[k].seal_ns / 1000, cc[k].open_ns / 1000);
+    fprintf(f, "]\n  },\n");
     if (rtt_us)
         fprintf(f, "  \"emulated_rtt\": {\"rtt_us\": %ld, \"get_p50_us\": %.1f, \"serial_gets_per_s\": %.0f, "
                    "\"window\": %ld, \"pipelined_gets_per_s\": %.0f},\n",
@@ -635,13 +731,13 @@ int bench_server(int argc, char **argv)
             lat_ratio, lat_ratio <= 1.2 ? "true" : "false", bulk_ratio, bulk_ratio >= 0.7 ? "true" : "false");
     fclose(f);
 
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < NV; i++) {
         dp_client_close(v[i].cl);
         kill(v[i].pid, SIGTERM);
     }
     if (rtt_pid > 0)
         kill(rtt_pid, SIGTERM);
-    for (int i = 0; i < 2; i++)
+    for (int i = 0; i < NV; i++)
         waitpid(v[i].pid, NULL, 0);
     if (rtt_pid > 0)
         waitpid(rtt_pid, NULL, 0);

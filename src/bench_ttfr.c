@@ -260,6 +260,7 @@ static int write_json(const struct ttfr *t)
             t->repeat, t->prefetch);
     json_escape(f, "redis-cli -h HOST -p 6379 get key:KEYS/2 | sha256sum | grep -q '^SHA256 '"
                    " (SHA256: of the same GET against the source right after the load)");
+    fprintf(f, ",\n  \"probe_interval_ms\": %d", DP_ORCH_PROBE_INTERVAL_MS); /* every system alike */
     fprintf(f, ",\n  \"sizes\": [");
     for (int i = 0; i < t->nsizes; i++) {
         const struct sizeres *z = &t->size[i];
@@ -366,7 +367,7 @@ static uint64_t probe(const char *check, const char *netns, const char *addr, do
 {
     char cmd[320];
     probe_cmd(check, addr, cmd, sizeof(cmd));
-    return dp_orch_probe(cmd, netns, timeout_s, 5, -1, alive_pid, dp_proc_starttime(alive_pid), attempts);
+    return dp_orch_probe(cmd, netns, timeout_s, DP_ORCH_PROBE_INTERVAL_MS, -1, alive_pid, dp_proc_starttime(alive_pid), attempts);
 }
 
 static int dump(const struct ttfr *t, pid_t pid, const char *images, double *lazy_bytes, char *errbuf, size_t errlen)

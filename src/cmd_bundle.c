@@ -4,6 +4,7 @@
  * itself comes from lib/bundle (pure); this file owns the command line and
  * the rootfs directory. */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <limits.h>
@@ -140,6 +141,40 @@ static int host_rootfs(const char *rootfs, struct dp_bundle_bind *binds, size_t 
                 return -1;
             }
             binds[(*nbinds)++] = (struct dp_bundle_bind){dirs[i], dirs[i], 1};
+        }
+    }
+    return 0;
+}
+
+/* The mount points of a --host-rootfs made here, so that runc need not create
+ * them: in a user namespace the container's root does not own the rootfs
+ * directory and could not. A bind of a file gets an empty file. */
+static int make_mountpoints(const char *rootfs, const struct dp_bundle_bind *binds, size_t n, struct dp_err *err)
+{
+    static const char *const dirs[] = {"/proc", "/dev", "/sys", "/tmp"};
+    char path[2 * PATH_MAX];
+    for (size_t i = 0; i < DP_ARRAY_LEN(dirs) + n; i++) {
+        const char *dest = i < DP_ARRAY_LEN(dirs) ? dirs[i] : binds[i - DP_ARRAY_LEN(dirs)].dest;
+        struct stat st;
+        int is_file = i >= DP_ARRAY_LEN(dirs) && stat(binds[i - DP_ARRAY_LEN(dirs)].source, &st) == 0 &&
+                      !S_ISDIR(st.st_mode);
+        snprintf(path, sizeof(path), "%s%s", rootfs, dest);
+        if (lstat(path, &st) == 0)
+            continue; /* there already (a directory, or a symlink such as /bin) */
+        if (is_file) {
+            char *slash = strrchr(path, '/');
+            *slash = '\0';
+            int rc = mkdirs(path, err);
+            *slash = '/';
+            int fd = rc < 0 ? -1 : open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+            if (fd < 0) {
+                if (rc == 0)
+                    dp_err_set(err, "cannot create the mount point %s: %s", path, strerror(errno));
+                return -1;
+            }
+            close(fd);
+        } else if (mkdirs(path, err) < 0) {
+            return -1;
         }
     }
     return 0;
@@ -348,6 +383,10 @@ int cmd_bundle(int argc, char **argv)
                      rootpath);
             return 1;
         }
+    }
+    if (host_fs && make_mountpoints(rootpath, binds, nbinds, &err) < 0) {
+        dp_error("%s", err.msg);
+        return 1;
     }
     spec.rootfs = rootfs;
     spec.args = (const char *const *)&argv[optind];

@@ -21,6 +21,8 @@
 #include "image.h"
 #include "kdat.h"
 #include "lab.h"
+#include "lazyd.h"
+#include "orch.h"
 #include "rootfs.h"
 #include "runc.h"
 #include "util.h"
@@ -40,12 +42,13 @@ static void usage(FILE *out)
             "stopped by the dump (CRIU kills it once its state is saved).\n"
             "\n"
             "Options:\n"
-            "  --pid PID               root of the tree, as seen from this shell (required);\n"
+            "  --pid PID               root of the tree, as seen from this shell (or --runc);\n"
             "                          a workload is best a session leader in its own pid\n"
             "                          namespace (distriproc lab exec HOST --container)\n"
             "  --runc ID               checkpoint the runc container ID instead (runc checkpoint\n"
-            "                          through our CRIU; its network namespace, if joined by path,\n"
-            "                          is external). First records the files of its rootfs that\n"
+            "                          through our CRIU, run inside the network namespace the\n"
+            "                          container joins by path, so that CRIU leaves that namespace\n"
+            "                          alone). First records the files of its rootfs that\n"
             "                          its tasks map or have open (DIR/%s), which a\n"
             "                          restore checks against the destination's bundle\n"
             "  --runc-root DIR         runc's state directory (runc --root; default runc's own)\n"
@@ -62,6 +65,10 @@ static void usage(FILE *out)
             "  --file-validation M     how restore checks mapped files: buildid (default) or filesize\n"
             "  --timeout SECONDS       kill criu (SIGKILL) if the dump takes longer (default %.0f)\n"
             "  --criu-opt OPT          pass one more option to criu dump (repeatable)\n"
+            "  --ignore-userfaultfd    checkpoint a tree that was itself restored lazily even\n"
+            "                          when no DistriProc daemon can confirm that all of its\n"
+            "                          memory is local (else refused: remote pages would be\n"
+            "                          saved as zeros)\n"
             "  --classify SECONDS      before the dump, reset the tree's referenced bits\n"
             "                          (/proc/PID/clear_refs), let it run SECONDS, read Referenced\n"
             "                          per mapping (/proc/PID/smaps) and store the hot set beside\n"
@@ -311,12 +318,115 @@ static int classify_sample(pid_t root, double seconds, struct dp_classify *out, 
     return rc;
 }
 
+/* ---- a tree that was itself restored lazily ------------------------------------- */
+
+/* Does pid have memory registered with a userfaultfd for missing pages
+ * ("um" in /proc/PID/smaps VmFlags), i.e. was it restored lazily? */
+static int has_uffd_memory(pid_t pid)
+{
+    char path[64], line[512];
+    snprintf(path, sizeof(path), "/proc/%d/smaps", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    int found = 0;
+    while (!found && fgets(line, sizeof(line), f))
+        if (strncmp(line, "VmFlags:", 8) == 0 && strstr(line, " um"))
+            found = 1;
+    fclose(f);
+    return found;
+}
+
+/* The workdir of the DistriProc daemon serving the tree rooted at root: a
+ * `distriproc restore|lazy-pages --workdir W` process whose W/restored.pid
+ * names root. 0 with workdir set, -1 if none is found. */
+static int find_serving_workdir(pid_t root, char *workdir, size_t len)
+{
+    DIR *d = opendir("/proc");
+    if (!d)
+        return -1;
+    struct dirent *e;
+    int rc = -1;
+    while (rc < 0 && (e = readdir(d))) {
+        if (e->d_name[0] < '1' || e->d_name[0] > '9')
+            continue;
+        char path[300];
+        snprintf(path, sizeof(path), "/proc/%s/cmdline", e->d_name);
+        uint8_t *data;
+        size_t n;
+        struct dp_err err;
+        if (dp_read_file(path, &data, &n, &err) < 0)
+            continue;
+        const char *args[64];
+        size_t argc = 0;
+        for (size_t off = 0; off < n && argc < 64; off += strlen((char *)data + off) + 1)
+            args[argc++] = (char *)data + off;
+        if (n && data[n - 1] == '\0' && argc >= 2 &&
+            (strcmp(args[1], "restore") == 0 || strcmp(args[1], "lazy-pages") == 0))
+            for (size_t i = 2; i + 1 < argc && rc < 0; i++) {
+                if (strcmp(args[i], "--workdir") != 0)
+                    continue;
+                char pidfile[PATH_MAX + 32];
+                snprintf(pidfile, sizeof(pidfile), "%s/%s", args[i + 1], DP_RESTORED_PID_NAME);
+                if (dp_read_pid_file(pidfile) == (int)root && (size_t)snprintf(workdir, len, "%s", args[i + 1]) < len)
+                    rc = 0;
+            }
+        free(data);
+    }
+    closedir(d);
+    return rc;
+}
+
+/* CRIU saves only the pages a task has: in a tree restored lazily, the pages
+ * still remote (never fetched, or evicted under a budget) would be saved as
+ * nothing, and read back as zeros after the next restore. Refuse while any
+ * are remote (asking the daemon), or when no daemon can say. */
+static int refuse_remote_memory(pid_t root, int ignore)
+{
+    pid_t *pids;
+    size_t n;
+    struct dp_err err = {{0}};
+    if (dp_classify_tree(root, &pids, &n, &err) < 0)
+        return 0; /* the dump reports a tree it cannot read */
+    int lazy = 0;
+    for (size_t i = 0; i < n && !lazy; i++)
+        lazy = has_uffd_memory(pids[i]);
+    free(pids);
+    if (!lazy || ignore)
+        return 0;
+    char wd[PATH_MAX];
+    if (find_serving_workdir(root, wd, sizeof(wd)) < 0) {
+        dp_error("pid %d was restored lazily (its memory is registered with a userfaultfd) and no DistriProc "
+                 "daemon that serves it was found: pages still remote would be saved as zeros. Checkpoint it "
+                 "once all its memory is local, passing --ignore-userfaultfd, or checkpoint the source's images",
+                 (int)root);
+        return -1;
+    }
+    char *stats = dp_lazyd_control(wd, "stats", &err);
+    double remote = -1;
+    if (!stats || dp_json_number(stats, "total", "remote_bytes", &remote) < 0)
+        remote = -1;
+    free(stats);
+    if (remote == 0)
+        return 0;
+    char b[32] = "an unknown amount";
+    if (remote > 0)
+        dp_format_bytes((uint64_t)remote, b, sizeof(b));
+    dp_error("pid %d was restored lazily and %s of its memory is still remote (daemon workdir %s): a checkpoint now "
+             "would save those pages as zeros. Let the daemon fetch the rest first (restore it with "
+             "--background-fetch RATE, without --budget), until 'distriproc stats --workdir %s' shows nothing "
+             "remote, then checkpoint",
+             (int)root, b, wd, wd);
+    return -1;
+}
+
 /* ---- runc containers ---------------------------------------------------------- */
 
 struct runc_ck {
     struct dp_runc r;
     struct dp_runc_state state;
     struct dp_rootfs_manifest manifest;
+    int netns_by_path; /* the bundle joins an existing network namespace */
 };
 
 /* runc, and the running container it knows as id. */
@@ -361,6 +471,7 @@ static int runc_manifest(struct runc_ck *c, const char *dir)
         return -1;
     }
     int rc = dp_rootfs_collect(c->state.pid, &b, &c->manifest, &err);
+    c->netns_by_path = b.netns_path[0] != '\0';
     dp_bundle_info_free(&b);
     if (rc < 0) {
         dp_error("cannot record the container's rootfs: %s", err.msg);
@@ -393,10 +504,11 @@ static int run_runc_checkpoint(const struct runc_ck *c, const char *id, const ch
     snprintf(log, sizeof(log), "%s/runc.log", dir);
     snprintf(dump_log, sizeof(dump_log), "%s/dump.log", dir);
     dp_kdat_prime_once(c->r.criu);
-    /* in the container's network namespace: see runc.h */
+    /* a network namespace joined by path: from inside it (see runc.h); one
+     * of the container's own is dumped with it, from outside */
     char netns[64];
     snprintf(netns, sizeof(netns), "/proc/%d/ns/net", c->state.pid);
-    if (dp_runc_run(a.argv, netns, log, timeout_s, err) == 0)
+    if (dp_runc_run(a.argv, c->netns_by_path ? netns : NULL, log, timeout_s, err) == 0)
         return 0;
     if (access(dump_log, F_OK) == 0) {
         dp_error("criu's log (%s):", dump_log);
@@ -407,7 +519,7 @@ static int run_runc_checkpoint(const struct runc_ck *c, const char *id, const ch
 
 int cmd_checkpoint(int argc, char **argv)
 {
-    enum { O_RUNC = 100, O_RUNC_ROOT };
+    enum { O_RUNC = 100, O_RUNC_ROOT, O_IGNORE_UFFD };
     enum { O_PID = 1, O_IMAGES, O_HOST, O_NETNS, O_LEAVE, O_SHELL, O_NOSHELL, O_NOTCP, O_FV,
            O_TIMEOUT, O_CRIUOPT, O_JSON, O_CLASSIFY, O_CLASSIFY_T };
     static const struct option longopts[] = {
@@ -427,11 +539,13 @@ int cmd_checkpoint(int argc, char **argv)
         {"classify-threshold", required_argument, NULL, O_CLASSIFY_T},
         {"runc", required_argument, NULL, O_RUNC},
         {"runc-root", required_argument, NULL, O_RUNC_ROOT},
+        {"ignore-userfaultfd", no_argument, NULL, O_IGNORE_UFFD},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     long pid = 0;
     const char *runc_id = NULL, *runc_root = NULL;
+    int ignore_uffd = 0;
     const char *images = NULL, *host = NULL, *netns = NULL;
     int leave_running = 0, shell_job = -1, tcp = 1, json = 0;
     enum dp_file_validation fv = DP_FILE_VALIDATION_BUILDID;
@@ -506,6 +620,7 @@ int cmd_checkpoint(int argc, char **argv)
             break;
         case O_RUNC: runc_id = optarg; break;
         case O_RUNC_ROOT: runc_root = optarg; break;
+        case O_IGNORE_UFFD: ignore_uffd = 1; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -581,6 +696,8 @@ int cmd_checkpoint(int argc, char **argv)
         if (shell_job)
             dp_info("using --shell-job: %s; restore it with --shell-job too", why);
     }
+    if (refuse_remote_memory((pid_t)pid, ignore_uffd) < 0)
+        return 1;
     if (!runc_id)
         warn_kill_child((pid_t)pid);
     warn_written_files((pid_t)pid, 0);
@@ -709,10 +826,11 @@ int cmd_checkpoint(int argc, char **argv)
         printf("  image bytes:  %s\n", img);
         printf("  process:      %s\n", leave_running ? "left running" : "stopped (criu killed it after the dump)");
         if (runc_id)
-            printf("  runc %d.%d.%d:   checkpoint%s%s%s %s (criu %d.%d.%d, in the container's network namespace)\n",
-                   rck.r.version.major, rck.r.version.minor, rck.r.version.sublevel,
-                   tcp ? " --tcp-established" : "", shell_job ? " --shell-job" : "",
-                   leave_running ? " --leave-running" : "", runc_id, ver.major, ver.minor, ver.sublevel);
+            printf("  runc %d.%d.%d:   checkpoint%s%s%s %s (criu %d.%d.%d%s)\n", rck.r.version.major,
+                   rck.r.version.minor, rck.r.version.sublevel, tcp ? " --tcp-established" : "",
+                   shell_job ? " --shell-job" : "", leave_running ? " --leave-running" : "", runc_id, ver.major,
+                   ver.minor, ver.sublevel,
+                   rck.netns_by_path ? ", in the network namespace the container joins" : "");
         else
             printf("  criu %d.%d.%d:   --tree %ld%s%s --file-validation %s\n", ver.major, ver.minor, ver.sublevel,
                    pid, tcp ? " --tcp-established" : "", shell_job ? " --shell-job" : "", fv_name);

@@ -45,6 +45,7 @@ static void usage(FILE *out)
             "  2. serve its memory from src (distriproc serve on " SRC_ADDR ":PORT)\n"
             "  3. restore it on dst (distriproc restore --host dst)   -> DIR/dst\n"
             "  4. with --probe: run CMD in dst's network namespace until it exits 0\n"
+            "     (a try every %d ms)\n"
             "and prints the time to the first successful probe (time to first request),\n"
             "from the start of the restore and from the freeze (the start of the dump),\n"
             "and the bytes moved before that reply (skeleton + pages fetched).\n"
@@ -82,7 +83,8 @@ static void usage(FILE *out)
             "                        wait for the daemon, stop the server\n"
             "\n"
             "Logs: DIR/images/dump.log, DIR/serve.log, DIR/dst/restore.log, DIR/dst/lazyd.log,\n"
-            "DIR/probe.log (the probe's output).\n");
+            "DIR/probe.log (the probe's output).\n",
+            DP_ORCH_PROBE_INTERVAL_MS);
 }
 
 struct proc_ref {
@@ -556,7 +558,7 @@ int cmd_migrate(int argc, char **argv)
         if (!a.json)
             dp_info("4/4 probing in dst: %s", a.probe);
         int lf = open(probe_log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-        t_probe_ok = dp_orch_probe(a.probe, DST_NETNS, a.probe_timeout, 10, lf, st.restored.pid,
+        t_probe_ok = dp_orch_probe(a.probe, DST_NETNS, a.probe_timeout, DP_ORCH_PROBE_INTERVAL_MS, lf, st.restored.pid,
                                    st.restored.start, &attempts);
         probed = t_probe_ok != 0;
         if (!probed && !dp_proc_same(st.restored.pid, st.restored.start))

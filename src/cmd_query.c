@@ -34,7 +34,9 @@ static void usage(FILE *out)
             "  put-trace FILE             upload a recorded fault trace (a hot-set file of source\n"
             "                             trace); the server refuses one of another checkpoint\n"
             "\n"
-            "The client reconnects with backoff while the server is down (up to --timeout).\n");
+            "The client reconnects with backoff while the server is down (up to --timeout).\n"
+            "Every frame is encrypted and authenticated; --insecure-plaintext talks to a server\n"
+            "started with --insecure-plaintext (frames in clear: use only on a trusted link).\n");
 }
 
 static int do_get(struct dp_client *c, int argc, char **argv, int repeat, int timeout, struct dp_err *err)
@@ -116,16 +118,19 @@ int cmd_query(int argc, char **argv)
     static const struct option opts[] = {
         {"source", required_argument, NULL, 's'}, {"key", required_argument, NULL, 'k'},
         {"timeout", required_argument, NULL, 't'}, {"repeat", required_argument, NULL, 'r'},
-        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
+        {"help", no_argument, NULL, 'h'},         {"insecure-plaintext", no_argument, NULL, 'P'},
+        {NULL, 0, NULL, 0},
     };
     const char *source = NULL, *keyfile = NULL;
     int timeout = 10000, repeat = 1, c;
+    bool plaintext = false;
     while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
         switch (c) {
         case 's': source = optarg; break;
         case 'k': keyfile = optarg; break;
         case 't': timeout = atoi(optarg); break;
         case 'r': repeat = atoi(optarg); break;
+        case 'P': plaintext = true; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -134,7 +139,7 @@ int cmd_query(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    struct dp_client_opts o = {.connect_timeout_ms = timeout, .give_up_ms = timeout};
+    struct dp_client_opts o = {.connect_timeout_ms = timeout, .give_up_ms = timeout, .insecure_plaintext = plaintext};
     if (dp_parse_hostport(source, &o.addr) < 0) {
         fprintf(stderr, "distriproc query: --source wants IPV4:PORT (got '%s')\n", source);
         return 2;

@@ -40,6 +40,7 @@
 #include "restore.h"
 #include "rootfs.h"
 #include "runc.h"
+#include "uffdwin.h"
 #include "util.h"
 
 static void restore_usage(FILE *out)
@@ -52,6 +53,7 @@ static void restore_usage(FILE *out)
             "\n"
             "  --source ADDR:PORT      the page server (distriproc serve) holding the checkpoint\n"
             "  --key FILE              pre-shared key of the page server\n"
+            "  --insecure-plaintext    frames in clear, for a server run with it (no encryption)\n"
             "  --images DIR            local mode: serve pages from a CRIU images directory\n"
             "                          (no server; the local-floor baseline)\n"
             "  --workdir DIR           lazy-pages.socket, control.sock, logs, pulled images\n"
@@ -89,7 +91,10 @@ static void restore_usage(FILE *out)
             "  --runc-bundle BUNDLE    restore a container checkpointed with 'checkpoint --runc'\n"
             "                          with runc restore --lazy-pages from this OCI bundle (its\n"
             "                          config.json names the network namespace to join); its\n"
-            "                          rootfs must hold the checkpoint's files (checked first)\n"
+            "                          rootfs must hold the checkpoint's files (checked first).\n"
+            "                          A bundle with a user namespace: vm.unprivileged_userfaultfd\n"
+            "                          is 1 while runc restore runs (CRIU's tasks create their\n"
+            "                          userfaultfds inside it; see 'distriproc uffd-window')\n"
             "  --runc-id ID            the restored container's ID (with --runc-bundle)\n"
             "  --runc-root DIR         runc's state directory (runc --root; default runc's own)\n"
             "  --foreground            stay attached until the last restored task exits\n"
@@ -332,6 +337,7 @@ static int parse_args(int argc, char **argv, struct restore_args *a, enum dp_res
         {"record-trace", required_argument, NULL, 'R'}, {"hotset-mode", required_argument, NULL, 'M'},
         {"runc-bundle", required_argument, NULL, 'U'}, {"runc-id", required_argument, NULL, 'I'},
         {"runc-root", required_argument, NULL, 'O'},
+        {"insecure-plaintext", no_argument, NULL, 'P'},
         {NULL, 0, NULL, 0},
     };
     int c;
@@ -340,6 +346,7 @@ static int parse_args(int argc, char **argv, struct restore_args *a, enum dp_res
         switch (c) {
         case 's': a->source = optarg; break;
         case 'k': a->key = optarg; break;
+        case 'P': dp_client_set_insecure_plaintext(true); break;
         case 'i': a->images = optarg; break;
         case 'w': a->workdir = optarg; break;
         case 'H': a->host = optarg; break;
@@ -681,7 +688,8 @@ static int lazy_pages_report(const struct restore_args *a, pid_t daemon, const c
             return 1;
     } else {
         printf("lazy-pages daemon pid %d listening on %s/lazy-pages.socket\n"
-               "images (without lazy memory) in %s; restore against it, e.g.:\n"
+               "images (without lazy memory) in %s; restore against it, e.g. (inside the network\n"
+               "namespace the bundle joins, if any: nsenter --net=PATH):\n"
                "  runc --criu CRIU restore --lazy-pages --work-path %s --image-path %s \\\n"
                "       --pid-file %s/%s --bundle BUNDLE --detach ID\n"
                "stats: distriproc stats --workdir %s (the daemon exits when the last restored task does)\n",
@@ -781,6 +789,16 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
         dp_bundle_info_free(&rctx.bundle);
         return 1;
     }
+    if (a.host && rctx.bundle.netns_path[0]) {
+        char hp[PATH_MAX];
+        struct stat h, b;
+        const struct lab_host *lh = lab_host_find(a.host);
+        if (dp_netns_path(lh ? lh->netns : a.host, hp, sizeof(hp)) == 0 && stat(hp, &h) == 0 &&
+            stat(rctx.bundle.netns_path, &b) == 0 && (h.st_ino != b.st_ino || h.st_dev != b.st_dev))
+            dp_warn("--host %s is not the network namespace the bundle joins (%s): the container lands in the "
+                    "bundle's, the daemon's page traffic goes through --host's",
+                    a.host, rctx.bundle.netns_path);
+    }
     /* The page source first: a wrong key or an unreachable server fails
      * here, before anything is restored. */
     struct dp_pagesrc *src;
@@ -811,6 +829,15 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
             return 1;
         }
         skel_bytes = sk.bytes_received;
+        /* Tasks restored into a user namespace open their images themselves
+         * (through CRIU's descriptor of the directory), as its root or, before
+         * their uid map exists, as the overflow uid: images must be
+         * searchable by anyone, the workdir above it closed to others. */
+        if (a.runc_bundle && rctx.bundle.userns && (chmod(workdir, 0700) < 0 || chmod(images, 0711) < 0)) {
+            dp_error("cannot make %s searchable for the container's tasks: %s", images, strerror(errno));
+            src->ops->close(src);
+            return 1;
+        }
         char b1[32], b2[32];
         dp_format_bytes(sk.bytes_received, b1, sizeof(b1));
         dp_format_bytes(sk.bytes_apparent, b2, sizeof(b2));
@@ -917,8 +944,22 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
     struct dp_criu_proc cp;
     uint64_t t_criu = dp_now_ns();
     char runc_log[PATH_MAX + 32] = "";
+    struct dp_uffdwin uw = {.lock_fd = -1};
+    int uw_open = 0;
     if (a.runc_bundle) {
+        /* userfaultfd inside a user namespace: see uffdwin.h */
+        if (rctx.bundle.userns) {
+            if (dp_uffdwin_open(&uw, &err) < 0) {
+                dp_error("%s", err.msg);
+                kill(daemon, SIGKILL);
+                waitpid(daemon, NULL, 0);
+                return 1;
+            }
+            uw_open = 1;
+        }
         if (runc_restore_start(&a, &rctx, workdir, images, pidfile, &cp, runc_log, sizeof(runc_log)) < 0) {
+            if (uw_open)
+                dp_uffdwin_close(&uw, &err);
             kill(daemon, SIGKILL);
             waitpid(daemon, NULL, 0);
             return 1;
@@ -979,6 +1020,8 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
         usleep(2000);
     }
     uint64_t t_done = dp_now_ns();
+    if (uw_open && dp_uffdwin_close(&uw, &err) < 0)
+        dp_error("%s", err.msg);
     if (st != 0) {
         if (st != -1)
             dp_error("%s failed (%s %d); its log: %s", what, WIFEXITED(st) ? "exit status" : "signal",

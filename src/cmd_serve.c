@@ -27,6 +27,10 @@ static void usage(FILE *out)
             "  --access-log FILE     write the per-page access log as JSON at shutdown\n"
             "  --sendfile-min BYTES  send page-data runs of at least BYTES with sendfile(2), copy\n"
             "                        smaller ones (default 64K; see bench/results/README.md)\n"
+            "  --insecure-plaintext  send frames after the handshake IN CLEAR (no encryption, no\n"
+            "                        per-frame MAC: anyone on the path reads and rewrites pages);\n"
+            "                        clients must say --insecure-plaintext too. Default: every\n"
+            "                        frame is encrypted and authenticated (docs/protocol.md §3)\n"
             "  -v, --verbose         debug logging\n");
 }
 
@@ -37,6 +41,7 @@ int cmd_serve(int argc, char **argv)
         {"key", required_argument, NULL, 'k'},      {"emulate-rtt", required_argument, NULL, 'r'},
         {"access-log", required_argument, NULL, 'a'}, {"sendfile-min", required_argument, NULL, 's'},
         {"verbose", no_argument, NULL, 'v'},        {"help", no_argument, NULL, 'h'},
+        {"insecure-plaintext", no_argument, NULL, 'P'},
         {NULL, 0, NULL, 0},
     };
     static struct dp_server_opts o;
@@ -65,6 +70,7 @@ int cmd_serve(int argc, char **argv)
                 return 2;
             }
             break;
+        case 'P': o.insecure_plaintext = true; break;
         case 'v': dp_log_set_level(DP_LOG_DEBUG); break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;

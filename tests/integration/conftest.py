@@ -5,6 +5,8 @@
   what to do; nothing is ever skipped.
 - Every test has a time bound: @pytest.mark.time_limit(SECONDS), default
   DEFAULT_TIME_LIMIT; enforced with SIGALRM (pytest-timeout is not required).
+- SIGTERM (CI's time bound) fails the running test, runs its teardown and
+  stops the session: no namespace, process or lab is left behind.
 - Fixtures: `procs` (kills everything a test started, even on failure),
   `lab` (lab up; always lab down afterwards), `lab_clean` (no lab before the
   test, none after it), `criu` (path of the working CRIU wrapper)."""
@@ -24,12 +26,54 @@ DEFAULT_TIME_LIMIT = 120
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "time_limit(seconds): fail the test if its body runs longer than this")
+    config.addinivalue_line(
+        "markers", "asan: also run against the ASan/UBSan build by make test (DISTRIPROC_BIN=build-asan/distriproc)")
 
 
-# ---- per-test time bound ---------------------------------------------------------
+# ---- per-test time bound and SIGTERM -----------------------------------------------
 
-class TimeLimitExceeded(Exception):
-    pass
+class TimeLimitExceeded(BaseException):
+    """Raised by SIGALRM inside the test body. A BaseException, like
+    KeyboardInterrupt, so that no `except Exception` in a test or a helper
+    (util.wait_until polls through errors) swallows it and runs on past the
+    limit; pytest still reports it as the test's failure."""
+
+
+class Terminated(BaseException):
+    """Raised by SIGTERM inside a test's setup or body (CI's bound, see
+    .ci/run): the test fails, its fixtures' teardown runs (namespaces,
+    processes, labs), and the session stops before the next test."""
+
+
+_phase = {"name": None, "session": None}
+
+
+def _sigterm(signum, frame):
+    """SIGTERM: stop the session after this test; interrupt the test's setup
+    or body so its teardown runs now, but never a teardown (it must finish).
+    Later SIGTERMs (make forwards one, timeout sends one to the group) are
+    ignored: nothing may cut the cleanup short."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.alarm(0)
+    session = _phase["session"]
+    if session is not None:
+        session.shouldstop = "SIGTERM received: stopped after tearing down the running test"
+    if _phase["name"] in ("setup", "call"):
+        raise Terminated(f"SIGTERM received during {_phase['name']}: tearing down and stopping")
+
+
+def pytest_sessionstart(session):
+    _phase["session"] = session
+    signal.signal(signal.SIGTERM, _sigterm)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item):
+    _phase["name"] = "setup"
+    try:
+        yield
+    finally:
+        _phase["name"] = None
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -41,11 +85,13 @@ def pytest_runtest_call(item):
         raise TimeLimitExceeded(f"{item.nodeid} exceeded its time limit of {limit}s")
 
     old = signal.signal(signal.SIGALRM, expired)
+    _phase["name"] = "call"
     signal.alarm(limit)
     try:
         yield
     finally:
         signal.alarm(0)
+        _phase["name"] = None
         signal.signal(signal.SIGALRM, old)
 
 
@@ -131,6 +177,38 @@ def criu():
         pytest.fail(f"{path} --version failed: {cp.stderr.strip()}; rerun 'make deps'",
                     pytrace=False)
     return path
+
+
+# ---- sanitizer reports ---------------------------------------------------------------
+
+# make test runs some files against the ASan/UBSan build with
+# ASAN_OPTIONS/UBSAN_OPTIONS log_path under DISTRIPROC_SANITIZER_DIR: a report
+# from any of our processes (daemon, guard, server, test drivers), even one
+# whose stderr went nowhere or that exited quietly, fails the test it came from.
+SANITIZER_DIR = os.environ.get("DISTRIPROC_SANITIZER_DIR")
+
+
+def _sanitizer_files():
+    try:
+        return set(os.listdir(SANITIZER_DIR))
+    except OSError:
+        return set()
+
+
+@pytest.fixture(autouse=True)
+def sanitizer_reports():
+    if not SANITIZER_DIR:
+        yield
+        return
+    before = _sanitizer_files()
+    yield
+    new = sorted(_sanitizer_files() - before)
+    if new:
+        texts = []
+        for name in new:
+            with open(os.path.join(SANITIZER_DIR, name), errors="replace") as f:
+                texts.append(f"{name}:\n{f.read()[-4000:]}")
+        pytest.fail("sanitizer report(s) from this test's processes:\n" + "\n".join(texts), pytrace=False)
 
 
 # ---- processes and the lab -----------------------------------------------------------

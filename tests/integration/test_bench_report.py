@@ -5,6 +5,7 @@ benchmarks themselves never run in `make test`."""
 
 import json
 import os
+import re
 import shutil
 
 import pytest
@@ -51,6 +52,19 @@ def test_plots_and_report_from_fixtures(tmp_path):
     assert ttfr["command"] in md and "fixture: distriproc bench faults" in md
     assert "The fixture numbers are made up." in md
     assert ttfr["machine"]["uname"] in md
+    # the fixture's floor is the same in both rows: said to be one measurement
+    assert "local floor of this run is one measurement, copied into every RTT row" in md
+
+
+def test_floor_measured_per_row_is_not_called_copied(tmp_path):
+    doc = json.load(open(FAULTS))
+    doc["runs"][1]["latency"]["local_floor"] = dict(doc["runs"][1]["latency"]["local_floor"], p50_us=17.3)
+    path = tmp_path / "f.json"
+    path.write_text(json.dumps(doc))
+    report("--faults", path, "--out", tmp_path / "r")
+    md = (tmp_path / "r" / "REPORT.md").read_text()
+    assert "measured again in each RTT row" in md and "copied into every RTT row" not in md, md
+    assert "floor 17.3) =" in md, md
 
 
 @pytest.mark.time_limit(60)
@@ -159,3 +173,70 @@ def test_section_from_another_benchmark_is_nested(tmp_path):
     assert "\n# Warm-up" not in md
     cp = report("--ttfr", TTFR, "--section", tmp_path / "missing.md", "--out", out, check=False)
     assert cp.returncode != 0 and "cannot read --section" in cp.stderr, cp.stderr
+
+
+def _remote_fraction_doc():
+    """Two mixes, two points, both local baselines (start and end of the run)."""
+    def res(ops, p99):
+        return {"ops_per_s": ops, "p50_us": 30.0, "p99_us": p99}
+    local = {"95/5": res(10000.0, 100.0), "50/50": res(20000.0, 90.0)}
+    end = {"95/5": res(11000.0, 110.0), "50/50": res(19000.0, 95.0)}
+    b = {"evictions": 4242, "writebacks": 17, "refaults": 9, "victim_buffer_hits": 3, "stop_p99_us": 1234.5}
+    pts = [{"remote_pct": 0, "budget": None, "remote_fraction": 0.314, "budget_stats": None,
+            "results": {"95/5": dict(res(9000.0, 200.0), vs_local=0.9, vs_local_end=0.818),
+                        "50/50": dict(res(18000.0, 150.0), vs_local=0.9, vs_local_end=0.947)}},
+           {"remote_pct": 50, "budget": "50%", "remote_fraction": 0.507, "budget_stats": b,
+            "results": {"95/5": dict(res(5000.0, 400.0), vs_local=0.5, vs_local_end=0.4545),
+                        "50/50": dict(res(8000.0, 300.0), vs_local=0.4, vs_local_end=0.421)}}]
+    return {"benchmark": "remote-fraction", "schema": 1, "command": "distriproc bench remote-fraction FIXTURE",
+            "workload": "redis", "seconds": 10, "warmup": 10, "prefetch": "none", "local": local,
+            "local_warmup": 10, "local_end": end, "local_drift": {"95/5": 0.1, "50/50": -0.05}, "points": pts}
+
+
+@pytest.mark.time_limit(120)
+def test_remote_fraction_noise_floor_budget_rows_and_measured_x(tmp_path):
+    path = tmp_path / "rf.json"
+    path.write_text(json.dumps(_remote_fraction_doc()))
+    out = tmp_path / "r"
+    report("--remote-fraction", path, "--out", out)
+    md = (out / "REPORT.md").read_text()
+    # both baselines, warmed up like the points, and their drift as the noise floor
+    assert "warmed up for 10 s like every point" in md, md
+    assert "| 95/5 | 10000 | 11000 | +10.0% | 100.0 / 110.0 |" in md, md
+    assert "| 50/50 | 20000 | 19000 | -5.0% | 90.0 / 95.0 |" in md, md
+    assert "| 50 (50%) | 95/5 | 5000 | 50% | 45% | 30.0 | 400.0 | 50.7% |" in md, md
+    # budget statistics once per point, not repeated on each mix's row
+    assert md.count("4242") == 1, md
+    assert "| 50 (50%) | 50.7% | 4242 | 17 | 9 | 3 | 1234.5 |" in md, md
+    for ext in ("png", "svg"):
+        assert (out / f"remote-fraction-throughput.{ext}").stat().st_size > 1000
+    # the plot's x is the measured steady remote fraction, the budget a label
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("bench_report", REPORT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    tmp, plots = tmp_path / "plot", tmp_path / "p"
+    tmp.mkdir()
+    plots.mkdir()
+    scripts = []
+    mod.gnuplot = lambda script, outdir, name: scripts.append(script)
+    assert mod.plot_remote_fraction([_remote_fraction_doc()], str(plots), str(tmp))
+    rows = [ln.split() for ln in (tmp / "rf0.dat").read_text().splitlines()]
+    for script in scripts:
+        # every curve of rf0.dat: which column is its x, and what is in it
+        for xcol in re.findall(r"rf0\.dat' using (\d+):", script):
+            assert [r[int(xcol) - 1] for r in rows] == ["31.40", "50.70"], (script, rows)
+        assert "budget" in script and "measured steady remote" in script, script
+    assert rows[1][-2:] == ['"budget', '50%"'], rows
+
+
+def test_remote_fraction_run_without_second_baseline_says_so(tmp_path):
+    doc = _remote_fraction_doc()
+    for k in ("local_end", "local_drift", "local_warmup"):
+        doc.pop(k)
+    path = tmp_path / "rf.json"
+    path.write_text(json.dumps(doc))
+    report("--remote-fraction", path, "--out", tmp_path / "r")
+    md = (tmp_path / "r" / "REPORT.md").read_text()
+    assert "measured once, before the checkpoint, after min(warm-up, 5) s of warm-up" in md, md
+    assert "vs local (end)" not in md and "Noise floor" not in md

@@ -99,19 +99,27 @@ def test_report_with_measured_hit_rate(tmp_path):
     w["stage_runs"] = {"S": stage_run(27000, 400, 28000, 10, (20000, 27000, 27400)),
                        "S2": stage_run(14000, 0, 28000, 14000, (1000, 5000, 14000)),
                        "X": stage_run(2800, 0, 28000, 25000, (100, 1000, 2000))}
-    w["replay_hit_rate"] = 0.5
+    # A stored summary that disagrees with the runs: the report must compute
+    # the median of the S runs itself (X is not one of them), not print this.
+    w["replay_hit_rate"] = 0.11
     d["params"] = {"seconds": 20}
     for other in d["workloads"][1:]:
         other["stage_runs"] = {"S": stage_run(100, 0, 100, 0, (100, 100, 100))}
-        other["replay_hit_rate"] = 1.0
+        other["replay_hit_rate"] = 0.0
     fx = tmp_path / "fx.json"
     fx.write_text(json.dumps(d))
     util.run([util.PYTHON, SCRIPT, "report", fx, "--outdir", tmp_path, "--command", "CMD"])
     md = (tmp_path / "warmup.md").read_text()
     assert "replay hit rate (measured: median of the S runs)" in md, md
     assert "Replay hit rate (est.)" not in md
+    # median of S (27400 / 28400 = 96.48%) and S2 (14000 / 28000 = 50.00%):
+    # 73.24%; the first run alone would give 96.48%, with X 50.00%, the
+    # planted summary 11.00%
     row_c = [ln for ln in md.splitlines() if ln.startswith("| redis | C |")][0]
-    assert row_c.rstrip().split("|")[-3].strip() == "50.00%", row_c
+    assert row_c.rstrip().split("|")[-3].strip() == "73.24%", row_c
+    for other in d["workloads"][1:]:
+        row = [ln for ln in md.splitlines() if ln.startswith(f"| {other['workload']} | C |")][0]
+        assert row.rstrip().split("|")[-3].strip() == "100.00%", row
     # S: (27000 + 400) / 28400 = 96.48%; within 1 s 20000/28400 = 70.4%
     assert "| redis | S | 28400 | 27400 | 400 | 96.48% | 70.4% | 95.1% | 96.5% | 10 |" in md, md
     assert "| redis | S2 | 28000 | 14000 | 0 | 50.00% | 3.6% | 17.9% | 50.0% | 14000 | 50.00% | 14000 |" in md, md

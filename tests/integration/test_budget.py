@@ -109,6 +109,10 @@ def test_memwalk_footprint_4x_budget_two_writers_stays_within_budget(lab, procs,
     assert final["budget"]["evictions"] >= b["evictions"]
 
 
+# Under ASan too (make test, marker asan): the densest eviction path (stop,
+# write back, zap, victim buffer, refaults) with writers racing it. Not the
+# footprint test above: the same code paths, two minutes of fixed sampling.
+@pytest.mark.asan
 @pytest.mark.time_limit(300)
 def test_writes_racing_eviction_lose_nothing(lab, procs, criu, tmp_path):
     """A tiny budget under a small, constantly written set of pages: nearly
@@ -136,6 +140,7 @@ def server_pages(listen, key, pid, addr, count, out):
     return out.read_bytes()
 
 
+@pytest.mark.asan
 @pytest.mark.time_limit(300)
 def test_sync_makes_the_source_current(lab, procs, criu, tmp_path):
     listen, key = checkpoint_and_serve(
@@ -192,6 +197,38 @@ def forkmem(command, timeout=120):
     return json.loads(cp.stdout)
 
 
+def children(pid):
+    """Host pids of pid's children (every thread's list)."""
+    kids = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                kids += [int(k) for k in f.read().split()]
+        except OSError:
+            pass
+    return kids
+
+
+def in_wait4(pid):
+    """pid is blocked in wait4 (x86_64 syscall 61): forkmem's FORK parent has
+    done its own writes and waits for its children."""
+    with open(f"/proc/{pid}/syscall") as f:
+        return f.read().split()[0] == "61"
+
+
+def settled_budget(workdir):
+    """The budget stats once write-backs stand still across two samples (the
+    background cleaning a VERIFY started has completed)."""
+    last = {}
+
+    def settled():
+        b = stats(workdir)["budget"]
+        prev, last["b"] = last.get("b"), b
+        return prev is not None and prev["writebacks"] == b["writebacks"] and b
+    return util.wait_until(settled, 60, "write-backs to settle", interval=0.5)
+
+
+@pytest.mark.asan
 @pytest.mark.time_limit(300)
 def test_fork_with_eviction_parent_and_children_see_their_own_writes(lab, procs, criu, tmp_path):
     def ready():
@@ -201,19 +238,61 @@ def test_fork_with_eviction_parent_and_children_see_their_own_writes(lab, procs,
     listen, key = checkpoint_and_serve(procs, tmp_path, [FORKMEM, "--mib", "32", "--port", FORKMEM_PORT], ready)
     workdir = tmp_path / "wd"
     res = restore(procs, workdir, listen, key, "--budget", "8M")
+    pid = res["pid"]
     # the parent writes a quarter of its pages, which then get evicted (dirty: written back)
     assert forkmem("WRITE 4")["pages_written"] > 0
     assert forkmem("VERIFY")["errors"] == 0
-    b = stats(workdir)["budget"]
-    assert b["evictions"] > 0 and b["writebacks"] > 0, b
+    b = settled_budget(workdir)
+    assert b["evictions"] > 0 and b["writebacks"] > 0 and b["shared_skips"] == 0, b
+    assert stats(workdir)["total"]["events"]["fork"] == 0
+
+    # docs/budget.md "Fork": while a child shares the parent's checkpoint pid,
+    # no page of that pid is written back (the child would fetch the parent's
+    # later writes); dirty victims stay resident, counted as shared_skips.
+    # FORK 2: the children are held (SIGSTOP) while the parent rewrites every
+    # fifth page and reads all 32 MiB through the 8 MiB budget.
+    fork = procs.spawn(util.netns_cmd("dst", [util.PYTHON, "-c", util.LINE_CLIENT, util.HOSTS["dst"], FORKMEM_PORT,
+                                              "FORK 2", 120]), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # each child forks its grandchild first (a uffd FORK event: the fork
+    # returns once the daemon has read it); stop the children after that
+    kids = util.wait_until(lambda: (lambda k: k if len(k) == 2 and all(len(children(c)) == 1 for c in k)
+                                    else None)(children(pid)),
+                           30, "forkmem's two children and their grandchildren", interval=0.01)
+    for k in kids:
+        os.kill(k, signal.SIGSTOP)
+    try:
+        util.wait_until(lambda: in_wait4(pid), 120, "the parent to finish its writes and wait for its children")
+        held = stats(workdir)
+        hb = held["budget"]
+        assert all(util.alive(k) for k in kids), "a child exited: the check below would prove nothing"
+        # FORK events are counted exactly: 2 children and their 2 grandchildren
+        assert held["total"]["events"]["fork"] == 4, held["total"]["events"]
+        assert hb["evictions"] > b["evictions"], (b, hb)   # the budget kept evicting the parent
+        assert hb["shared_skips"] > 0, hb                  # its dirty victims were kept, not written back
+        assert hb["writebacks"] == b["writebacks"] and hb["writeback_requests"] == b["writeback_requests"], (b, hb)
+    finally:
+        for k in kids:
+            try:
+                os.kill(k, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+    out, err = fork.communicate(timeout=120)
+    r = json.loads(out)
+    assert r == {"children": 2, "child_errors": 0, "parent_errors": 0}, (r, err)
+    assert forkmem("VERIFY")["errors"] == 0
+
     # children (and grandchildren) read and write the same pages as the parent,
     # which keeps rewriting them while the budget keeps evicting its pages
-    for k in (2, 3):
-        r = forkmem(f"FORK {k}")
-        assert r == {"children": k, "child_errors": 0, "parent_errors": 0}, r
-        assert forkmem("VERIFY")["errors"] == 0
+    r = forkmem("FORK 3")
+    assert r == {"children": 3, "child_errors": 0, "parent_errors": 0}, r
+    assert forkmem("VERIFY")["errors"] == 0
+    assert stats(workdir)["total"]["events"]["fork"] == 4 + 6
+    # the children are gone: write-back resumes
+    util.wait_until(lambda: sum(t["alive"] for t in stats(workdir)["tasks"]) == 1, 30, "the children to exit")
+    before = settled_budget(workdir)
     assert forkmem("WRITE 3")["pages_written"] > 0
     assert forkmem("VERIFY")["errors"] == 0
     b2 = stats(workdir)["budget"]
-    assert b2["evictions"] > b["evictions"], (b, b2)
+    assert b2["evictions"] > before["evictions"] and b2["writebacks"] > before["writebacks"], (before, b2)
+    assert b2["writeback_errors"] == 0, b2
     finish(res, workdir)

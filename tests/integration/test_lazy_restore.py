@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 
 import pytest
 
@@ -158,20 +157,36 @@ def test_fault_waits_while_page_server_is_down(lab, procs, criu, tmp_path):
     # reads every page) must stall, not fail and not see wrong data.
     os.killpg(server.pid, signal.SIGKILL)
     server.wait(timeout=10)
+    before = stats(workdir)["total"]
+    assert before["faults_waiting"] == 0, before
     verify = procs.spawn(util.netns_cmd("dst", [util.PYTHON, "-c", util.LINE_CLIENT, util.HOSTS["dst"], FORKMEM_PORT,
                                                 "VERIFY", 120]),
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    time.sleep(3)
+    # Stalled, as the daemon sees it: VERIFY faulted (the count rose), one
+    # fault waits for its page, and the count stands still across two samples
+    # (forkmem reads its pages one by one from a single thread).
+    last = {}
+
+    def stalled():
+        s = stats(workdir)
+        tot, prev = s["total"], last.get("tot")
+        last["tot"], last["s"] = tot, s
+        return (verify.poll() is None and not s["source_healthy"] and tot["faults"] > before["faults"]
+                and tot["faults_waiting"] >= 1 and prev is not None and prev["faults_waiting"] >= 1
+                and prev["faults"] == tot["faults"])
+    util.wait_until(stalled, 60, "VERIFY to wait on a fault with the page server down", interval=0.5)
     assert verify.poll() is None, "VERIFY finished although the page server is down"
-    s = stats(workdir)
-    assert s["source_healthy"] is False and s["total"]["remote_fraction"] > 0.5, s["total"]
+    stalled_at = last["tot"]
+    assert stalled_at["remote_fraction"] > 0.5, stalled_at
 
     # The server comes back: the client reconnects, the process continues.
     server = serve()
     out, err = verify.communicate(timeout=90)
     r = json.loads(out)
     assert r == {"pages": 32 * 256, "errors": 0}, (r, err)
-    assert stats(workdir)["source_healthy"] is True
+    s = stats(workdir)
+    assert s["source_healthy"] is True, s
+    assert s["total"]["faults_waiting"] == 0 and s["total"]["faults"] > stalled_at["faults"], s["total"]
     finish(res, workdir)
 
 

@@ -1,5 +1,6 @@
 """The page server driven through raw sockets (the protocol computed here with
-Python's struct and hmac, independently of lib/proto.c) and through
+Python's struct, hmac and the secure channel of dpchan.py, independently of
+lib/proto.c and lib/channel.c) and through
 `distriproc query` (the C client library), over the tinymem CRIU dump in
 tests/fixtures/images-tinymem: pid 1 has 64 pages at 0x100000000000 whose
 page p holds tinymem_word(p, w) for each 8-byte word w, except every page with
@@ -8,6 +9,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -16,6 +18,8 @@ import subprocess
 import time
 
 import pytest
+
+import dpchan
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.environ.get("DISTRIPROC_BIN", os.path.join(ROOT, "build", "distriproc"))
@@ -46,7 +50,7 @@ def free_port():
 
 
 class Server:
-    def __init__(self, tmp, extra=()):
+    def __init__(self, tmp, extra=(), prefix=()):
         self.images = os.path.join(tmp, "images")
         if not os.path.exists(self.images):
             shutil.copytree(FIXTURE, self.images)
@@ -57,11 +61,13 @@ class Server:
         self.port = free_port()
         self.log = os.path.join(tmp, "server-%d.log" % self.port)
         self.extra = list(extra)
+        self.plaintext = "--insecure-plaintext" in self.extra  # frames after the handshake in clear
+        self.prefix = list(prefix)  # e.g. strace and its options: the server runs under it
         self.start()
 
     def start(self):
         self.proc = subprocess.Popen(
-            [BIN, "serve", "--images", self.images, "--listen", "127.0.0.1:%d" % self.port,
+            self.prefix + [BIN, "serve", "--images", self.images, "--listen", "127.0.0.1:%d" % self.port,
              "--key", self.keyfile] + self.extra,
             stdout=subprocess.DEVNULL, stderr=open(self.log, "a"))
         deadline = time.time() + 10
@@ -105,12 +111,27 @@ def msg(t, rid, payload=b"", flags=0, version=1, magic=MAGIC, length=None):
 
 
 class Conn:
+    """A raw protocol connection. After handshake() every message sent and
+    received goes through the secure channel (unless the server runs with
+    --insecure-plaintext): send() seals the messages it is given, recv()
+    opens records, so the tests below write plain frames either way."""
+
     def __init__(self, server, timeout=10):
         self.server = server
         self.s = socket.create_connection(("127.0.0.1", server.port), timeout=timeout)
+        self.tx = self.rx = None
 
     def send(self, data):
-        self.s.sendall(data)
+        if self.tx is None:
+            self.s.sendall(data)
+            return
+        out = b""
+        while data:  # one header record, then (if any) one payload record per message
+            hdr = data[:24]
+            ln = struct.unpack_from("<I", hdr, 16)[0] if len(hdr) == 24 else 0
+            body, data = data[24:24 + ln], data[24 + ln:]
+            out += self.tx.seal(hdr) + (self.tx.seal(body) if body else b"")
+        self.s.sendall(out)
 
     def recv_exact(self, n):
         b = b""
@@ -122,9 +143,12 @@ class Conn:
         return b
 
     def recv(self):
-        m, v, t, f, rid, ln, r = struct.unpack("<IBBHQII", self.recv_exact(24))
+        raw = self.recv_exact(24) if self.rx is None else self.rx.open(self.recv_exact(40))
+        m, v, t, f, rid, ln, r = struct.unpack("<IBBHQII", raw)
         assert m == MAGIC and v == 1 and r == 0
-        return t, f, rid, self.recv_exact(ln)
+        if self.rx is None or ln == 0:
+            return t, f, rid, self.recv_exact(ln)
+        return t, f, rid, self.rx.open(self.recv_exact(ln + dpchan.TAG))
 
     def closed(self):
         """True if the server closed the connection (EOF)."""
@@ -134,20 +158,27 @@ class Conn:
             return True
 
     def handshake(self, key=None):
-        self.send(msg(HELLO, 1, struct.pack("<HHI", 1, 1, 0)))
+        """Protocol version 3: HELLO with an ephemeral X25519 key, AUTH with
+        the MAC over the transcript; then the channel is sealed."""
+        plain = self.server.plaintext
+        sk, hello = dpchan.hello_payload(flags=dpchan.FLAG_PLAINTEXT if plain else 0)
+        self.send(msg(HELLO, 1, hello))
         t, f, rid, p = self.recv()
-        assert t == HELLO | 0x80 and rid == 1 and len(p) == 56
-        version, = struct.unpack("<H", p[:2])
-        sn = p[24:56]
-        cn = os.urandom(32)
-        k = key or self.server.key
-        mac = hmac.new(k, b"DistriProc-auth-client-v1" + struct.pack("<H", version) + sn + cn, hashlib.sha256)
-        self.send(msg(AUTH, 2, cn + mac.digest()))
+        if t == ERROR:
+            return t, f, rid, p
+        assert t == HELLO | 0x80 and rid == 1 and len(p) == 128
+        r = dpchan.parse_hello_reply(p)
+        assert r["version"] == 3 and r["flags"] == (dpchan.FLAG_PLAINTEXT if plain else 0)
+        self.cpid = r["cpid"]
+        th = dpchan.transcript(hello, p)
+        c2s, s2c, cmac, smac = dpchan.derive(key or self.server.key, sk, r["eph_pk"], th)
+        self.send(msg(AUTH, 2, cmac))
         t, f, rid, p = self.recv()
         if t == AUTH | 0x80:
-            want = hmac.new(k, b"DistriProc-auth-server-v1" + struct.pack("<H", version) + sn + cn,
-                            hashlib.sha256).digest()
-            assert p == want, "server proof does not verify"
+            assert p == smac, "server proof does not verify"
+            if not plain:
+                self.tx = dpchan.Direction(r["cipher"], c2s)
+                self.rx = dpchan.Direction(r["cipher"], s2c)
         return t, f, rid, p
 
     def get(self, rid, ranges):
@@ -267,7 +298,7 @@ def test_wrong_key_fails_auth(server):
 
 def test_out_of_order_messages(server):
     c = Conn(server)
-    c.send(msg(AUTH, 1, bytes(64)))  # AUTH before HELLO
+    c.send(msg(AUTH, 1, bytes(32)))  # AUTH before HELLO
     expect_error(c, E_SEQUENCE)
     c = Conn(server)
     c.handshake()
@@ -277,7 +308,11 @@ def test_out_of_order_messages(server):
 
 def test_version_mismatch(server):
     c = Conn(server)
-    c.send(msg(HELLO, 1, struct.pack("<HHI", 3, 7, 0)))  # the server speaks 1..2
+    c.send(msg(HELLO, 1, struct.pack("<HHI", 1, 2, 0)))  # a version-1/2 client; the server speaks 3
+    rid, text = expect_error(c, E_VERSION)
+    assert "1..2" in text and "3..3" in text
+    c = Conn(server)
+    c.send(msg(HELLO, 1, dpchan.hello_payload(min_v=4, max_v=9)[1]))
     expect_error(c, E_VERSION)
 
 
@@ -295,7 +330,7 @@ def test_malformed_requests(server):
     expect_error(c, E_MALFORMED)
     c = Conn(server)
     c.handshake()
-    c.send(msg(0x09, 4))  # reserved type
+    c.send(msg(0x0b, 4))  # unassigned type
     expect_error(c, E_UNKNOWN)
     c = Conn(server)
     c.handshake()
@@ -379,6 +414,164 @@ def test_writeback_survives_kill_9(tmp_path):
         srv.stop()
 
 
+# ---- durable before acknowledged, at the system-call level ---------------------
+# kill -9 cannot tell whether a write-back was synced: the page cache survives
+# the process. So the server runs under strace, which records, in the order
+# they happened, the appends to the write-back log (pwritev of the records,
+# each with its page address), its fdatasyncs and every reply sent (the first
+# 16 bytes of each: magic, version, type, flags, request id); and strace can
+# fail an fdatasync with EIO, a real fault injection.
+
+OVERLAY = "distriproc-overlay.log"
+STRACE_SYSCALLS = "pwrite64,pwritev,pwritev2,fdatasync,fsync,sendmsg,sendto,write,writev"
+
+
+def traced_server(tmp_path, inject=()):
+    """A server under strace; returns (server, trace file)."""
+    assert shutil.which("strace"), "strace not found: run 'make deps' (it installs the strace package)"
+    trace = str(tmp_path / "strace.txt")
+    # LeakSanitizer cannot work under ptrace (the ASan build of make test):
+    # leaks are left to the untraced tests, every other check stays on.
+    asan = ":".join(filter(None, [os.environ.get("ASAN_OPTIONS"), "detect_leaks=0"]))
+    prefix = ["env", "ASAN_OPTIONS=" + asan, "strace", "-f", "-qq", "-y", "-xx", "-s", "24", "-e", "trace=" + STRACE_SYSCALLS,
+              "-e", "signal=none", *inject, "-o", trace]
+    # The trace reads reply types and ids off the wire: frames in clear.
+    return Server(str(tmp_path), extra=["--insecure-plaintext"], prefix=prefix), trace
+
+
+def stop_traced(srv):
+    """SIGTERM to the server itself (strace's child), then its exit status."""
+    with open("/proc/%d/task/%d/children" % (srv.proc.pid, srv.proc.pid)) as f:
+        child = int(f.read().split()[0])
+    os.kill(child, signal.SIGTERM)
+    return srv.stop()
+
+
+def unhex(text):
+    """Bytes of strace's -xx notation (\\x41\\x42...)."""
+    return bytes(int(h, 16) for h in text.split("\\x")[1:])
+
+
+def trace_events(trace):
+    """The trace as [(kind, detail)], in the order the calls happened:
+    ("append", page address) per record written to the log, ("sync", result)
+    per fdatasync of the log, ("reply", (type, id)) per protocol message
+    whose start a send to a socket carried."""
+    events = []
+    for line in open(trace):
+        m = re.match(r"(?:\d+ +)?(\w+)\(\d+<([^>]*)>(.*)", line)
+        if not m:
+            continue
+        name, target, rest = m.group(1), unhex(m.group(2)).decode(errors="replace"), m.group(3)
+        blobs = [unhex(h) for h in re.findall(r'"((?:\\x[0-9a-f]{2})+)"', rest)]
+        if name == "fdatasync" and target.endswith("/" + OVERLAY):
+            events.append(("sync", line.rsplit("= ", 1)[1].strip()))
+        elif name.startswith("pwrite") and target.endswith("/" + OVERLAY):
+            events += [("append", struct.unpack("<Q", b[16:24])[0]) for b in blobs
+                       if len(b) >= 24 and b[:4] == struct.pack("<I", 0x564F5044)]
+        elif target.startswith("socket:"):
+            events += [("reply", (b[5], struct.unpack("<Q", b[8:16])[0])) for b in blobs
+                       if len(b) >= 16 and b[:4] == struct.pack("<I", MAGIC)]
+    return events
+
+
+def test_put_reply_leaves_only_after_its_records_are_synced(tmp_path):
+    srv, trace = traced_server(tmp_path)
+    try:
+        c = Conn(srv)
+        c.handshake()
+        pages = {}
+        for i in range(6):  # one at a time
+            data = bytes([0x40 + i]) * 4096
+            c.put(100 + i, 1, ADDR + i * 4096, data)
+            t, f, rid, p = c.recv()
+            assert (t, rid) == (PUT | 0x80, 100 + i)
+            pages[100 + i] = ADDR + i * 4096
+        batch = b""
+        for i in range(6, 30):  # pipelined: several PUTs per sync
+            c.put(200 + i, 1, ADDR + i * 4096, bytes([0x40 + i]) * 4096)
+            pages[200 + i] = ADDR + i * 4096
+        got = set()
+        for _ in range(24):
+            t, f, rid, p = c.recv()
+            assert t == PUT | 0x80, t
+            got.add(rid)
+        assert got == set(range(206, 230))
+        c.get(300, [(1, ADDR, 30)])
+        assert c.recv()[0] == GET | 0x80
+    finally:
+        assert stop_traced(srv) == 0, srv.logtext()[-2000:]
+    events = trace_events(trace)
+    acks = [(k, v) for k, v in enumerate(events) if v[0] == "reply" and v[1][0] == PUT | 0x80]
+    assert len(acks) == len(pages), "the trace shows %d PUT replies, the client read %d" % (len(acks), len(pages))
+    for at, (_, (_, rid)) in acks:
+        addr = pages[rid]
+        appended = max(k for k, e in enumerate(events[:at]) if e == ("append", addr))
+        syncs = [e[1] for e in events[appended:at] if e[0] == "sync"]
+        assert "0" in syncs, ("PUT %d (page 0x%x) was acknowledged with no successful fdatasync of the "
+                              "log between its append and its reply: %s" % (rid, addr, events[appended:at + 1]))
+
+
+def put_ack(c):
+    """The id of the PUT reply that comes next (fails on anything else)."""
+    t, f, rid, p = c.recv()
+    assert t == PUT | 0x80, "expected a PUT reply, got type 0x%x: %r" % (t, p[8:])
+    return rid
+
+
+def test_fdatasync_eio_fails_the_log_for_good_and_nothing_is_acknowledged_after_it(tmp_path):
+    """The third fdatasync returns EIO (strace fault injection; later ones would
+    succeed, as on Linux after the kernel dropped the pages it could not
+    write). The PUT waiting for it and every later one get an IO error; no
+    PUT is acknowledged and no fdatasync tried after the failure; reads go on
+    from what was synced before; the log says what failed and what to do."""
+    srv, trace = traced_server(tmp_path, inject=["-e", "inject=fdatasync:error=EIO:when=3"])
+    first, second, lost = bytes([0xA1]) * 4096, bytes([0xB2]) * 4096, bytes([0xC3]) * 4096
+    try:
+        c = Conn(srv)
+        c.handshake()
+        c.put(1, 1, ADDR + 4096, first)     # fdatasync 1
+        assert put_ack(c) == 1
+        c.put(2, 1, ADDR + 8192, second)    # fdatasync 2
+        assert put_ack(c) == 2
+        c.put(3, 1, ADDR + 4096, lost)      # fdatasync 3: EIO
+        rid, text = expect_error(c, 10, fatal=False)
+        assert rid == 3 and "fdatasync" in text and "Input/output error" in text and "restart" in text, text
+        c.put(4, 1, ADDR + 5 * 4096, lost)  # refused: no append, no sync
+        rid, text = expect_error(c, 10, fatal=False)
+        assert rid == 4 and "no more write-backs" in text and "Input/output error" in text, text
+        # Reads are served from what was synced: page 1 is the first PUT's, never the lost one.
+        for conn in (c, Conn(srv)):
+            if conn is not c:
+                conn.handshake()
+            conn.get(5, [(1, ADDR, 6)])
+            got = [p[1] for p in pages_of(parse_get_reply(conn.recv()[3]))]
+            want = [tinymem_page(0), first, second, None, tinymem_page(4), tinymem_page(5)]
+            assert got == want, "pages %s are not their last synced versions (page 1 holds 0x%02x..)" % (
+                [i for i in range(6) if got[i] != want[i]], got[1][0])
+        c.put(6, 1, ADDR, second)
+        assert expect_error(c, 10, fatal=False)[0] == 6
+        c.send(msg(STATS, 7))
+        st = json.loads(c.recv()[3])
+        assert st["writeback_failed"] == 1 and st["puts_refused"] == 3 and st["overlay_syncs"] == 2, st
+    finally:
+        code = stop_traced(srv)
+    log = srv.logtext()
+    assert code != 0, "the server exited with status 0 after refusing write-backs"
+    assert "fdatasync of %s/%s failed: Input/output error" % (srv.images, OVERLAY) in log, log
+    assert "no longer be made durable" in log and "Check the disk" in log and "restart the server" in log, log
+    events = trace_events(trace)
+    syncs = [k for k, e in enumerate(events) if e[0] == "sync"]
+    assert [events[k][1] for k in syncs] == ["0", "0", "-1 EIO (Input/output error) (INJECTED)"], events
+    after = events[syncs[-1]:]
+    assert not [e for e in after if e[0] == "reply" and e[1][0] == PUT | 0x80], after
+    assert not [e for e in after if e[0] == "append"], after
+    assert [e[1][1] for e in after if e[0] == "reply" and e[1][0] == ERROR] == [3, 4, 6], after
+
+
+REC, COMMIT = 4160, 64  # write-back log: page record, commit record closing a sync group
+
+
 def test_torn_overlay_tail_is_dropped(tmp_path):
     srv = Server(str(tmp_path))
     try:
@@ -390,19 +583,16 @@ def test_torn_overlay_tail_is_dropped(tmp_path):
         srv.stop(signal.SIGKILL)
         log = os.path.join(srv.images, "distriproc-overlay.log")
         size = os.path.getsize(log)
-        assert size == 4160
+        assert size == REC + COMMIT
         # A crash in the middle of the next append: a record for the same page
-        # whose data never fully reached the disk.
-        with open(log, "r+b") as f:
-            f.seek(0)
-            rec = bytearray(f.read())
+        # whose data never fully reached the disk, and no commit record.
+        with open(log, "rb") as f:
+            rec = bytearray(f.read(REC))
         rec[64:64 + 4096] = bytes([0x22]) * 4096  # other data, old checksum: invalid
-        with open(log, "ab") as f:
-            f.write(bytes(rec[:3000]))                 # and a short tail after it
         with open(log, "r+b") as f:
             f.seek(size)
             f.write(bytes(rec))                        # full-length but corrupt record first
-            f.write(bytes(rec[:3000]))
+            f.write(bytes(rec[:3000]))                 # and a short tail after it
         srv.start()
         c = Conn(srv)
         c.handshake()
@@ -410,7 +600,46 @@ def test_torn_overlay_tail_is_dropped(tmp_path):
         pages = pages_of(parse_get_reply(c.recv()[3]))
         assert pages[0][1] == good  # the acknowledged version, never the torn one
         assert "torn tail" in srv.logtext()
-        assert os.path.getsize(log) == 4160
+        assert os.path.getsize(log) == REC + COMMIT
+    finally:
+        srv.stop()
+
+
+def test_damage_inside_acknowledged_writes_stops_the_server_and_keeps_the_log(tmp_path):
+    """A bit flipped in the FIRST record of a log of several synced groups is
+    not a torn tail: cutting there would turn acknowledged pages into zeros.
+    The server refuses to start, says where and what to do, and leaves the
+    file byte for byte as it was; repaired, it serves every acknowledged page."""
+    srv = Server(str(tmp_path))
+    c = Conn(srv)
+    c.handshake()
+    want = {}
+    for i in range(3):  # three PUTs, each acknowledged after its own sync
+        data = bytes([0x30 + i]) * 4096
+        c.put(10 + i, 1, ADDR + i * 4096, data)
+        assert c.recv()[:3:2] == (PUT | 0x80, 10 + i)
+        want[i] = data
+    srv.stop()
+    log = os.path.join(srv.images, "distriproc-overlay.log")
+    before = open(log, "rb").read()
+    assert len(before) == 3 * (REC + COMMIT)
+    damaged = bytearray(before)
+    damaged[64 + 100] ^= 0x04  # page data of the first record
+    open(log, "wb").write(damaged)
+    proc = subprocess.run([BIN, "serve", "--images", srv.images, "--listen", "127.0.0.1:%d" % free_port(),
+                           "--key", srv.keyfile], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 1, proc.stderr
+    assert "damaged at offset 0" in proc.stderr, proc.stderr
+    assert "not a torn tail" in proc.stderr and "left untouched" in proc.stderr, proc.stderr
+    assert open(log, "rb").read() == bytes(damaged)  # not cut, not rewritten
+    open(log, "wb").write(before)  # "restored from a backup"
+    srv.start()
+    try:
+        c = Conn(srv)
+        c.handshake()
+        c.get(20, [(1, ADDR, 3)])
+        pages = pages_of(parse_get_reply(c.recv()[3]))
+        assert [p[1] for p in pages] == [want[0], want[1], want[2]]
     finally:
         srv.stop()
 
@@ -550,7 +779,7 @@ def test_silent_unauthenticated_connection_is_dropped(server):
     """A peer that connects and never authenticates holds nothing for long:
     the server closes it after its 10-second handshake limit."""
     idle = Conn(server, timeout=30)
-    idle.send(msg(HELLO, 1, struct.pack("<HHI", 1, 1, 0)))
+    idle.send(msg(HELLO, 1, dpchan.hello_payload()[1]))
     assert idle.recv()[0] == HELLO | 0x80
     assert idle.closed()  # blocks until the server gives up on it
     assert "did not authenticate in time" in server.logtext()

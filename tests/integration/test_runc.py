@@ -13,6 +13,7 @@ and leave no runc state in /run/runc."""
 import json
 import os
 import shutil
+import signal
 import subprocess
 
 import pytest
@@ -423,3 +424,118 @@ def test_bundle_config_is_what_runc_runs(runc_root, tmp_path):
     assert cp.returncode == 0 and "hello-from-runc" in out, out
     runc(runc_root, "delete", "--force", "short", check=False)
     assert runc_ids(runc_root) == []
+
+
+@pytest.mark.time_limit(180)
+def test_guard_kills_the_container_when_the_daemon_dies(lab, procs, criu, runc_root, tmp_path):
+    """As for a bare process (test_guard.py): SIGKILL of the daemon must not
+    leave the container reading missing pages as zeros; the guard kills it,
+    and runc sees it stopped."""
+    from test_guard import assert_guard_stopped_the_tree, guard_of
+    cid = "ct5"
+    start_source(runc_root, tmp_path, cid)
+    images = tmp_path / "images"
+    checkpoint(runc_root, cid, images)
+    key = tmp_path / "key"
+    listen = serve(procs, images, key, tmp_path)
+    workdir = tmp_path / "wd"
+    bundle = make_bundle(tmp_path, "bundle-dst", "dst")
+    res = json.loads(util.distriproc("restore", "--source", listen, "--key", key, "--workdir", workdir, "--host",
+                                     "dst", "--runc-bundle", bundle, "--runc-id", cid, "--runc-root", runc_root,
+                                     "--json", timeout=120).stdout)
+    procs.track(res["daemon_pid"])
+    procs.track(res["pid"])
+    guard = procs.track(guard_of(res["daemon_pid"]))
+    assert memwalk_on("dst")["errors"] == 0
+    os.kill(res["daemon_pid"], signal.SIGKILL)
+    assert_guard_stopped_the_tree(res, workdir, guard, [res["pid"]])
+    util.wait_until(lambda: json.loads(runc(runc_root, "state", cid).stdout)["status"] == "stopped", 20,
+                    "runc to see the container stopped")
+    runc(runc_root, "delete", cid)
+    assert_nothing_left(runc_root, cid, workdir)
+
+
+@pytest.mark.time_limit(300)
+def test_redis_container_migrated_under_budget_same_digest(lab, procs, criu, runc_root, tmp_path):
+    """A real service: redis-server (the host's, through --host-rootfs) in a
+    root runc container, 64 MiB of keys, migrated with `migrate --runc
+    --budget`; the dataset's digest is the same on dst, and it takes writes."""
+    from test_lazy_restore import redis_tool
+    cid, port = "redis1", 6391
+    args = ["redis-server", "--port", str(port), "--bind", "0.0.0.0", "--save", "", "--appendonly", "no",
+            "--protected-mode", "no", "--daemonize", "no"]
+    for name, host in (("bundle-src", "src"), ("bundle-dst", "dst")):
+        util.distriproc("bundle", "--dir", tmp_path / name, "--host-rootfs", "--host", host, "--", *args)
+    run_container(runc_root, tmp_path / "bundle-src", cid)
+    src = ["--host", util.HOSTS["src"], "--port", str(port)]
+    redis_tool("src", "probe", *src, "--timeout", "20")
+    redis_tool("src", "load", *src, "--mib", "64")
+    before = redis_tool("src", "digest", *src)
+    assert before["keys"] > 50000, before
+
+    workdir = tmp_path / "mig"
+    probe = f"redis-cli -h {util.HOSTS['dst']} -p {port} ping | grep -qx PONG"
+    res = json.loads(util.distriproc("migrate", "--runc", cid, "--runc-root", runc_root, "--runc-bundle",
+                                     tmp_path / "bundle-dst", "--workdir", workdir, "--port", SERVE_PORT,
+                                     "--budget", "16M", "--probe", probe, "--json", timeout=200).stdout)
+    for k in ("pid", "daemon_pid", "server_pid"):
+        procs.track(res[k])
+    assert res["runc_id"] == cid and res["remote_fraction_at_reply"] > 0.5, res
+    dst = ["--host", util.HOSTS["dst"], "--port", str(port)]
+    after = redis_tool("dst", "digest", *dst)
+    assert after == before, (before, after)
+    b = util.lazy_stats(workdir / "dst")["budget"]
+    assert b["evictions"] > 0 and b["resident_bytes"] <= 16 << 20, b
+    out = util.run(util.netns_cmd("dst", ["redis-cli", "-h", util.HOSTS["dst"], "-p", port, "SET", "after", "1"]))
+    assert out.stdout.strip() == "OK"
+    assert redis_tool("dst", "digest", *dst)["keys"] == before["keys"] + 1
+    util.distriproc("migrate", "--stop", "--workdir", workdir, timeout=60)
+    assert runc_ids(runc_root) == []
+
+
+@pytest.mark.time_limit(240)
+def test_container_migrates_back_once_its_memory_is_local(lab, procs, criu, runc_root, tmp_path):
+    """src -> dst -> src. A lazily restored container still has remote pages,
+    which a checkpoint would save as zeros: checkpoint --runc refuses until the
+    daemon (with --background-fetch) has everything, then the container moves
+    back with every byte intact."""
+    cid = "ct6"
+    start_source(runc_root, tmp_path, cid)
+    images = tmp_path / "images"
+    checkpoint(runc_root, cid, images)
+    key = tmp_path / "key"
+    listen = serve(procs, images, key, tmp_path)
+    workdir = tmp_path / "dst"
+    p, res = restore_foreground(procs, runc_root, make_bundle(tmp_path, "bundle-dst", "dst"), cid, workdir,
+                                listen, key, "--background-fetch", "8M")
+    procs.track(res["pid"])
+    # refused while pages are remote (nothing written, the container untouched)
+    back = tmp_path / "images-back"
+    # (48 MiB at 8 MB/s: the copy takes seconds, the refusal comes right after the restore)
+    cp = util.distriproc("checkpoint", "--runc", cid, "--runc-root", runc_root, "--images", back, check=False)
+    assert cp.returncode == 1 and "still remote" in cp.stderr and str(workdir) in cp.stderr, cp.stderr
+    assert not back.exists() and util.alive(res["pid"])
+    util.wait_until(lambda: util.lazy_stats(workdir)["total"]["remote_bytes"] == 0, 60, "the background copy")
+    checkpoint(runc_root, cid, back)
+    assert p.wait(timeout=30) == 0  # its tasks were dumped: the daemon ends cleanly
+
+    # back to src, served from dst
+    listen2 = f"{util.HOSTS['dst']}:{SERVE_PORT + 1}"
+    log = open(tmp_path / "serve-back.log", "w")
+    procs.spawn(util.netns_cmd("dst", [util.DISTRIPROC, "serve", "--images", back, "--listen", listen2,
+                                       "--key", key]), stdout=log, stderr=log)
+    util.wait_until(lambda: "listening" in (tmp_path / "serve-back.log").read_text(), 30, "the second server")
+    out = util.distriproc("restore", "--source", listen2, "--key", key, "--workdir", tmp_path / "src-again",
+                          "--host", "src", "--runc-bundle", tmp_path / "bundle-src", "--runc-id", cid,
+                          "--runc-root", runc_root, "--json", timeout=120).stdout
+    res2 = json.loads(out)
+    procs.track(res2["daemon_pid"])
+    procs.track(res2["pid"])
+    assert util.pid_netns_inode(res2["pid"]) == util.netns_inode("src")
+    v = memwalk_on("src", "VERIFY", timeout=90)
+    assert v["verify_pages"] == MIB * 256 and v["verify_errors"] == 0 and v["errors"] == 0, v
+    runc(runc_root, "kill", cid, "KILL")
+    util.wait_gone(res2["pid"], timeout=20)
+    util.wait_gone(res2["daemon_pid"], timeout=30)
+    runc(runc_root, "delete", cid)
+    assert_nothing_left(runc_root, cid, tmp_path / "src-again")

@@ -12,8 +12,14 @@ import subprocess
 import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+# BUILD holds the workloads (memwalk, forkmem, evicttest): they are what gets
+# checkpointed, so they stay uninstrumented unless DISTRIPROC_BUILD says otherwise.
 BUILD = os.environ.get("DISTRIPROC_BUILD", os.path.join(ROOT, "build"))
-DISTRIPROC = os.path.join(BUILD, "distriproc")
+# DISTRIPROC_BIN=build-asan/distriproc runs our code under ASan/UBSan (make
+# test): the binary and the test drivers linked with the same library
+# (tests/helpers: injdrv, evictsim) come from that build.
+DISTRIPROC = os.path.abspath(os.environ.get("DISTRIPROC_BIN", os.path.join(BUILD, "distriproc")))
+HELPERS = os.path.join(os.path.dirname(DISTRIPROC), "tests", "helpers")
 MEMWALK = os.path.join(BUILD, "memwalk")
 CRIU = os.environ.get("DISTRIPROC_CRIU", os.path.join(ROOT, ".deps", "bin", "criu"))
 PYTHON = "/usr/bin/python3"
@@ -74,6 +80,7 @@ def wait_until(predicate, timeout, what, interval=0.1):
             if value:
                 return value
         except Exception as e:  # keep polling; report the last failure
+            # (the per-test time limit and SIGTERM are BaseExceptions: they pass)
             last = e
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}"
@@ -302,3 +309,15 @@ def restore_json(procs, workdir, *args, check=True):
 
 def lazy_stats(workdir):
     return json.loads(distriproc("stats", "--workdir", workdir, "--json").stdout)
+
+
+def serve_images(procs, images, key, port, *extra):
+    """`distriproc serve` for images in src on HOSTS['src']:port (tracked, its
+    output discarded); returns HOST:PORT once it listens."""
+    listen = f"{HOSTS['src']}:{port}"
+    procs.spawn(netns_cmd("src", [DISTRIPROC, "serve", "--images", images, "--listen", listen, "--key", key,
+                                  *extra]),
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_until(lambda: run(netns_cmd("src", ["ss", "-ltnH", f"sport = :{port}"])).stdout.strip() != "",
+               20, "the page server to listen")
+    return listen

@@ -279,6 +279,26 @@ static int wait_bounded(pid_t pid, int seconds)
     return -1;
 }
 
+/* The number a field of the stats JSON holds, read whole: the first "key"
+ * (the total comes before the tasks); -1 if absent or not a bare number
+ * followed by ',' or '}'. strstr of "\"fork\": 2" would also match 20..29. */
+static long long stats_count(const char *js, const char *key)
+{
+    char pat[64];
+    snprintf(pat, sizeof(pat), "\"%s\": ", key);
+    const char *p = strstr(js, pat);
+    if (!p)
+        return -1;
+    p += strlen(pat);
+    if (*p < '0' || *p > '9')
+        return -1;
+    char *end;
+    unsigned long long v = strtoull(p, &end, 10);
+    if (*end != ',' && *end != '}')
+        return -1;
+    return (long long)v;
+}
+
 static void run(int scenario, const char *prefetch)
 {
     pid_t d = start_daemon(prefetch);
@@ -300,13 +320,16 @@ static void run(int scenario, const char *prefetch)
     assert_non_null(strstr(js, "\"faults\": "));
     assert_non_null(strstr(js, "\"p99_us\""));
     assert_non_null(strstr(js, "\"remote_fraction\""));
-    assert_null(strstr(js, "\"faults\": 0,"));   /* the total counted the faults */
-    if (scenario == 1)
-        assert_non_null(strstr(js, "\"fork\": 2"));
-    if (scenario == 2) {
-        assert_non_null(strstr(js, "\"remove\": 1"));
-        assert_non_null(strstr(js, "\"remap\": 1"));
-    }
+    assert_true(stats_count(js, "faults") > 0);   /* the total counted the faults */
+    /* exactly the events the task caused: two forks; one madvise (REMOVE),
+     * one mremap (REMAP), and two UNMAPs: the munmap's, and one that the
+     * kernel (6.18, measured) reports for the mremap(MREMAP_FIXED) besides
+     * its REMAP (without the munmap, the MAP_FIXED mmap over the range
+     * reports the second one instead: still 2). */
+    assert_int_equal(stats_count(js, "fork"), scenario == 1 ? 2 : 0);
+    assert_int_equal(stats_count(js, "remove"), scenario == 2 ? 1 : 0);
+    assert_int_equal(stats_count(js, "remap"), scenario == 2 ? 1 : 0);
+    assert_int_equal(stats_count(js, "unmap"), scenario == 2 ? 2 : 0);
     free(js);
 
     close(go_wr);

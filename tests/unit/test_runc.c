@@ -50,6 +50,7 @@ static void runc_ids(void **state)
     assert_false(dp_runc_id_ok(NULL));
 }
 
+/* A runc handle without running anything: argv building is pure. */
 static struct dp_runc test_runc(const char *root)
 {
     struct dp_runc r;
@@ -60,6 +61,7 @@ static struct dp_runc test_runc(const char *root)
     return r;
 }
 
+/* argv as one line, to compare whole command lines at once. */
 static void join(const struct dp_criu_argv *a, char *out, size_t len)
 {
     out[0] = '\0';
