@@ -230,6 +230,29 @@ class Lab:
         t2 = time.monotonic()
         return self.state(host, cid)["pid"], lp["daemon_pid"], t1 - t0, t2 - t1
 
+    def checkpoint_dp(self, host, cid, images):
+        """distriproc checkpoint --runc (runc checkpoint through our CRIU, plus
+        the rootfs manifest the restore checks, taken before the freeze).
+        Returns the seconds of the whole command."""
+        shutil.rmtree(images, ignore_errors=True)
+        t0 = time.monotonic()
+        res = json.loads(self.dp("checkpoint", "--runc", cid, "--runc-root", self.roots[host], "--images", images,
+                                 "--json").stdout)
+        if res.get("runc_id") != cid:
+            raise RuntimeError(f"checkpoint --runc reported {res.get('runc_id')!r}, not {cid!r}")
+        return time.monotonic() - t0
+
+    def restore_dp(self, host, cid, bundle, listen, key, workdir, budget=None):
+        """distriproc restore --runc-bundle (skeleton pull, rootfs check, runc
+        restore --lazy-pages with DistriProc's daemon, in a uffd-window);
+        returns (restored init pid, daemon pid, seconds of the command)."""
+        shutil.rmtree(workdir, ignore_errors=True)
+        t0 = time.monotonic()
+        res = json.loads(self.dp("restore", "--source", listen, "--key", key, "--workdir", workdir, "--host", host,
+                                 "--runc-bundle", bundle, "--runc-id", cid, "--runc-root", self.roots[host], "--json",
+                                 *(["--budget", budget] if budget else [])).stdout)
+        return res["pid"], res["daemon_pid"], time.monotonic() - t0
+
     def lazy_stats(self, workdir):
         return json.loads(self.dp("stats", "--workdir", workdir, "--json").stdout)
 

@@ -207,12 +207,14 @@ def pg_section(doc, path, la):
                    f"{s.get('vs_runc_full_from_restore', '-')} / {s.get('vs_runc_full_from_freeze', '-')} | "
                    f"{mib(bm['median']) if bm else '-'} |")
     out += ["", "Per run (seconds):", "",
-            "| system | run | dump | transfer / skeleton pull | runc restore | from restore | from freeze |",
+            "| system | run | dump (distriproc: checkpoint --runc) | transfer / skeleton pull | runc restore "
+            "(distriproc: restore --runc-bundle, skeleton pull included) | from restore | from freeze |",
             "|---|---:|---:|---:|---:|---:|---:|"]
     for k, label in PG_SYSTEMS:
         for r in doc["systems"][k]["runs"]:
             out.append(f"| {k} | {r['run']} | {r.get('dump_s', '-')} | {r.get('transfer_s', r.get('pull_s', '-'))} | "
-                       f"{r.get('runc_restore_s', '-')} | {r['from_restore_s']} | {r['from_freeze_s']} |")
+                       f"{r.get('runc_restore_s', r.get('restore_cmd_s', '-'))} | {r['from_restore_s']} | "
+                       f"{r['from_freeze_s']} |")
     out += ["", "![pg ttfr](pg-ttfr.png)", ""]
     return out
 

@@ -14,9 +14,11 @@ copy of the template:
   start the probe (waiting) in the namespace of the host to be queried, then
   local       the probe against the running source: the floor every other
               figure includes;
-  distriproc  runc checkpoint (freeze .. dump), then distriproc serve on src,
-              the lazy-pages daemon on dst (pulls the skeleton over the lab
-              link), runc restore --lazy-pages (in a uffd-window);
+  distriproc  distriproc checkpoint --runc (its rootfs manifest, then runc
+              checkpoint: freeze .. dump), then distriproc serve on src and
+              distriproc restore --runc-bundle on dst (skeleton pulled over
+              the lab link, rootfs check, runc restore --lazy-pages with
+              DistriProc's daemon, in a uffd-window);
   runc_full   runc checkpoint, the images copied over the lab link (a tar
               stream over one TCP connection, so the link's cap applies),
               runc restore.
@@ -26,9 +28,8 @@ copy of the template:
 
 The probe (one for all systems, every --interval-ms): a query over the wire
 protocol, "md5 of 1000 rows from the middle of the table", compared with the
-source's answer. This is DistriProc's own daemon and runc restore driven the
-way docs/containers.md's lazy recipe does (`distriproc restore --runc-bundle`
-does not yet handle user-namespaced containers on this branch).
+source's answer. "from_freeze" of distriproc includes the rootfs manifest
+that `checkpoint --runc` takes before the freeze (conservative).
 
 What is lazy: only private anonymous memory (CRIU's rule). shared_buffers is
 shared memory, which CRIU restores eagerly in both systems: the skeleton
@@ -133,14 +134,14 @@ class Bench:
         images = os.path.join(self.a.workdir, "images")
         pr = self.probe("dst")
         t_freeze = time.monotonic()
-        dump_s = self.lab.checkpoint("src", self.cid, images)
+        dump_s = self.lab.checkpoint_dp("src", self.cid, images)
         t_restore = time.monotonic()
         pr.go()
         srv, listen = self.lab.serve(images, self.key, SERVE_PORT, f"pg-{run}")
         wd = os.path.join(self.a.workdir, "lazy")
         daemon = None
         try:
-            pid, daemon, pull_s, restore_s = self.lab.restore_lazy("dst", self.cid, self.b_dst, listen, self.key, wd)
+            pid, daemon, restore_s = self.lab.restore_dp("dst", self.cid, self.b_dst, listen, self.key, wd)
             r = pr.result()
             st = self.lab.lazy_stats(wd)["total"]
             skeleton = cl.dir_bytes(os.path.join(wd, "images"), allocated=True)
@@ -148,7 +149,7 @@ class Bench:
             self.lab.kill("dst", self.cid, daemon)
             self.lab.stop(srv)
         return {"from_restore_s": r["t_ok"] - t_restore, "from_freeze_s": r["t_ok"] - t_freeze,
-                "attempts": r["attempts"], "dump_s": dump_s, "pull_s": pull_s, "runc_restore_s": restore_s,
+                "attempts": r["attempts"], "dump_s": dump_s, "restore_cmd_s": restore_s,
                 "images_bytes": cl.dir_bytes(images), "skeleton_bytes": skeleton,
                 "pages_fetched_at_end": st["pages_fetched"], "lazy_bytes": st["resident_bytes"] + st["remote_bytes"],
                 "bytes_moved": skeleton + st["pages_fetched"] * 4096}
@@ -182,6 +183,7 @@ class Bench:
                "command": a.command, "machine": cl.machine(), "bandwidth": a.bandwidth, "runs": a.runs,
                "interval_ms": a.interval_ms, "table_mib": a.table_mib, "rows": self.rows,
                "shared_buffers_mib": self.shared_buffers, "probe": self.sql,
+               "distriproc_commands": "checkpoint --runc, serve, restore --runc-bundle",
                "what_is_lazy": ("private anonymous memory of the postmaster and its background processes; "
                                 "shared_buffers (shared memory) is restored eagerly by CRIU in both systems"),
                "systems": {s: {"runs": []} for s in SYSTEMS}}

@@ -124,6 +124,8 @@ def test_bench_pg_ttfr_smallest(lab_clean, criu, rootfs, workdir):
     # DistriProc's daemon served the restored tree (pages fetched on faults);
     # runc's copy carried the whole image set.
     assert doc["systems"]["distriproc"]["runs"][0]["pages_fetched_at_end"] > 0
+    assert "restore --runc-bundle" in doc["distriproc_commands"]
+    assert doc["systems"]["distriproc"]["runs"][0]["restore_cmd_s"] > 0
     assert doc["systems"]["runc_full"]["runs"][0]["bytes_moved"] >= doc["systems"]["runc_full"]["runs"][0][
         "images_bytes"]
     assert doc["systems"]["runc_full"]["vs_runc_full_from_restore"] == 1.0
