@@ -32,6 +32,7 @@ PY = "/usr/bin/python3"
 
 
 def log(msg):
+    """Progress on stderr, timestamped: stdout of the scripts is the result."""
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
@@ -58,6 +59,7 @@ class Lab:
     at close()."""
 
     def __init__(self, distriproc, lab, workdir):
+        """Checks what every run needs (runc, our CRIU, the rootfs) before anything starts."""
         self.distriproc, self.lab, self.workdir = distriproc, lab, workdir
         self.env = dict(os.environ, DISTRIPROC_LAB=lab)
         self.procs = []
@@ -84,9 +86,11 @@ class Lab:
         self.roots = {h: os.path.join(workdir, f"runc-{h}") for h in LAB_ADDR}
 
     def ns(self, host, cmd):
+        """CMD in lab host HOST's network namespace (nsenter: no mount namespace, as runc needs)."""
         return ["nsenter", f"--net=/run/netns/{self.lab}-{host}", *[str(c) for c in cmd]]
 
     def run(self, cmd, timeout=300, check=True, **kw):
+        """Runs to completion; a failure raises with the command's last stderr, for the one-line error."""
         cp = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=timeout, env=self.env,
                             stdin=subprocess.DEVNULL, **kw)
         if check and cp.returncode != 0:
@@ -94,15 +98,18 @@ class Lab:
         return cp
 
     def dp(self, *args, timeout=300, check=True):
+        """This checkout's distriproc, in this benchmark's lab."""
         return self.run([self.distriproc, *args], timeout=timeout, check=check)
 
     def spawn(self, cmd, log_path, **kw):
+        """A long-lived process, logged to a file and killed at close()."""
         f = open(log_path, "w")
         p = subprocess.Popen([str(c) for c in cmd], stdout=f, stderr=subprocess.STDOUT, env=self.env, **kw)
         self.procs.append(p)
         return p
 
     def up(self, bandwidth):
+        """A fresh lab with the link cap: nothing left from an earlier run."""
         self.dp("lab", "down", timeout=120, check=False)
         self.dp("lab", "up", *(["--bandwidth", bandwidth] if bandwidth != "none" else []), timeout=120)
 
@@ -116,6 +123,7 @@ class Lab:
         raise RuntimeError(f"no user {user} in the rootfs {self.rootfs}")
 
     def dir(self, name, owner=None, mode=0o755):
+        """A directory under the workdir, owned by a container user (host uid shifted by the mapping)."""
         path = os.path.join(self.workdir, name)
         os.makedirs(path, exist_ok=True)
         if owner is not None:
@@ -141,6 +149,7 @@ class Lab:
         return path
 
     def runc(self, host, *args, timeout=120, check=True, prefix=()):
+        """runc with this host's --root; its output appended to runc-HOST.log (quoted on failure)."""
         cmd = [*prefix, RUNC, "--root", self.roots[host], *args]
         with open(os.path.join(self.workdir, f"runc-{host}.log"), "a") as out:
             cp = subprocess.run([str(c) for c in cmd], stdin=subprocess.DEVNULL, stdout=out, stderr=out,
@@ -152,16 +161,19 @@ class Lab:
         return cp.returncode
 
     def state(self, host, cid):
+        """runc state as JSON (pid of the container's init)."""
         cp = self.run([RUNC, "--root", self.roots[host], "state", cid])
         return json.loads(cp.stdout)
 
     def list(self, host):
+        """The containers runc knows on a host (none when its root was never made)."""
         if not os.path.isdir(self.roots[host]):
             return []
         cp = self.run([RUNC, "--root", self.roots[host], "list", "--format", "json"], check=False)
         return json.loads(cp.stdout or "null") or []
 
     def start(self, host, cid, bundle):
+        """runc run -d; returns the init's host pid."""
         self.runc(host, "run", "-d", "--bundle", bundle, cid)
         return self.state(host, cid)["pid"]
 
@@ -180,6 +192,7 @@ class Lab:
         return time.monotonic() - t0
 
     def restore_full(self, host, cid, bundle, images):
+        """runc restore of complete images (the full-migration system)."""
         work = images + "-restore-work"
         shutil.rmtree(work, ignore_errors=True)
         os.makedirs(work)
@@ -254,6 +267,7 @@ class Lab:
         return res["pid"], res["daemon_pid"], time.monotonic() - t0
 
     def lazy_stats(self, workdir):
+        """The daemon's counters (distriproc stats --json)."""
         return json.loads(self.dp("stats", "--workdir", workdir, "--json").stdout)
 
     def kill(self, host, cid, daemon_pid=None):
@@ -271,6 +285,7 @@ class Lab:
         self.runc(host, "delete", "--force", cid, check=False)
 
     def stop(self, proc):
+        """SIGTERM, then SIGKILL after 30 s: a page server must not outlive its point."""
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -280,6 +295,7 @@ class Lab:
                 proc.wait()
 
     def close(self):
+        """Every container, process and the lab gone, whatever failed."""
         for host in self.roots:
             for c in self.list(host):
                 self.runc(host, "kill", c["id"], "KILL", check=False)
@@ -404,6 +420,7 @@ class PgProbe:
     its attempts, result() waits for its verdict."""
 
     def __init__(self, lab, host, addr, sql, expect, interval_ms, timeout_s):
+        """Started ahead so that its own start-up is not in any measurement."""
         self.p = subprocess.Popen(lab.ns(host, [PY, os.path.abspath(__file__), "probe-pg", addr, "5432", sql,
                                                 expect, interval_ms, timeout_s]),
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=lab.env)
@@ -412,10 +429,12 @@ class PgProbe:
         self.timeout = timeout_s
 
     def go(self):
+        """Starts the attempts: the caller's time zero."""
         self.p.stdin.write("go\n")
         self.p.stdin.flush()
 
     def result(self):
+        """The probe's verdict; raises when it never got the expected answer."""
         out, _ = self.p.communicate(timeout=self.timeout + 30)
         r = json.loads(out.strip().splitlines()[-1])
         if not r["ok"]:

@@ -35,6 +35,7 @@ PG_SYSTEMS = [("distriproc", "DistriProc (lazy, runc restore --lazy-pages)"),
 # ---- checks -----------------------------------------------------------------------
 
 def check_nginx(doc, path):
+    """The fields the tables and plots read, with the file and field named when missing."""
     for base in ("local_start", "local_end"):
         for k in ("req_per_s", "p99_us"):
             need(need(doc, base, path, dict), k, f"{path}: {base}", NUM)
@@ -49,6 +50,7 @@ def check_nginx(doc, path):
 
 
 def check_pg(doc, path):
+    """The fields the tables and plots read, with the file and field named when missing."""
     systems = need(doc, "systems", path, dict)
     for name, _ in PG_SYSTEMS:
         s = need(systems, name, f"{path}: systems", dict)
@@ -62,6 +64,7 @@ def check_pg(doc, path):
 # ---- plots ------------------------------------------------------------------------
 
 def nginx_label(doc):
+    """What tells the runs apart: process shape and warm-up."""
     w = doc["workers"]
     return f"{'1 process' if w == 0 else f'master + {w} workers'}, warm-up {doc['warmup']} s"
 
@@ -106,6 +109,7 @@ def plot_nginx(docs, names, outdir, tmp):
 
 
 def plot_pg(doc, outdir, tmp):
+    """Bars per system, from restore and from freeze (median, whiskers min..max), log scale."""
     dat = os.path.join(tmp, "pg.dat")
     systems = [(k, lbl) for k, lbl in PG_SYSTEMS if doc["systems"][k].get("n", 0) > 0]
     with open(dat, "w") as f:
@@ -128,6 +132,7 @@ def plot_pg(doc, outdir, tmp):
 # ---- Markdown -----------------------------------------------------------------------
 
 def mib(n):
+    """Bytes as MiB with one decimal, as the tables print them."""
     return f"{n / 2**20:.1f} MiB"
 
 
@@ -149,6 +154,7 @@ def paired(p):
 
 
 def nginx_section(doc, path, la):
+    """One run's table: baselines first and last, then every point with its measured share."""
     b0, b1 = doc["local_start"], doc["local_end"]
     base = (b0["req_per_s"] + b1["req_per_s"]) / 2
     w = doc["workers"]
@@ -187,6 +193,7 @@ def nginx_section(doc, path, la):
 
 
 def pg_section(doc, path, la):
+    """Medians with ranges and ratios to runc full, then every run's phases."""
     out = [*heading("PostgreSQL: time to first correct query (`distriproc bench pg-ttfr`)", doc, path, la),
            f"{doc['rows']} rows, table + index {mib(doc['table_bytes'])}, pg_prewarm'ed into shared_buffers "
            f"({doc['shared_buffers_mib']} MiB); link {doc['bandwidth']}; {doc['runs']} runs per system, systems "
@@ -220,6 +227,7 @@ def pg_section(doc, path, la):
 
 
 def read_md(path):
+    """A hand-written Markdown file, or BadInput naming it."""
     try:
         with open(path) as f:
             return f.read().strip()
@@ -228,6 +236,7 @@ def read_md(path):
 
 
 def main():
+    """Loads and checks every JSON before plotting: a bad file writes nothing half."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--nginx", action="append", default=[], help="repeatable: one section and series per run")
     ap.add_argument("--pg-ttfr")

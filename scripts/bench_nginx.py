@@ -91,6 +91,7 @@ def obj(i):
 
 
 def coprime_step(n):
+    """A multiplier coprime to n: rank -> object is a permutation, hot objects spread out."""
     a = 40503
     while math.gcd(a, n) != 1:
         a += 2
@@ -99,6 +100,7 @@ def coprime_step(n):
 
 class Bench:
     def __init__(self, a):
+        """Names derived from the lab: two runs in different labs never collide."""
         self.a = a
         self.lab = cl.Lab(a.distriproc, a.lab or os.environ.get("DISTRIPROC_LAB", "dp"), a.workdir)
         self.n = max(1, a.objects_mib * 1024 * 1024 // OBJ)
@@ -110,6 +112,7 @@ class Bench:
     # ---- the container ----------------------------------------------------------
 
     def write_config(self, srv):
+        """The objects as map values: NGINX parses them into its heap at start."""
         with open(os.path.join(srv, "objects.map"), "w") as f:
             for i in range(self.n):
                 f.write(f'/o/{i} "{obj(i)}";\n')
@@ -136,11 +139,13 @@ http {{
 """)
 
     def curl(self, host, path, timeout=10):
+        """One GET from lab host HOST's namespace; the body, or None."""
         cp = self.lab.run(self.lab.ns(host, ["curl", "-s", "--max-time", timeout, f"http://{self.ip}{path}"]),
                           timeout=timeout + 10, check=False)
         return cp.stdout if cp.returncode == 0 else None
 
     def wait_serving(self, host, timeout=300):
+        """NGINX parses a large configuration first: wait for its answer, bounded."""
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             if self.curl(host, "/ping", 5) == "ok":
@@ -171,6 +176,7 @@ http {{
 
     @staticmethod
     def children(pid):
+        """Direct children of pid (NGINX's workers)."""
         try:
             with open(f"/proc/{pid}/task/{pid}/children") as f:
                 return [int(x) for x in f.read().split()]
@@ -180,6 +186,7 @@ http {{
     # ---- load -------------------------------------------------------------------
 
     def wrk(self, host, seconds, seed):
+        """One bounded wrk run (zipf script); its JSON line with req/s and MB/s added."""
         cmd = ["wrk", "-t1", f"-c{self.a.connections}", f"-d{seconds}s", "--timeout", "5s", "-s", self.lua,
                f"http://{self.ip}/", "--", self.n, self.step, THETA, seed]
         cp = self.lab.run(self.lab.ns(host, cmd), timeout=seconds + 120)
@@ -201,6 +208,7 @@ http {{
     # ---- the run ----------------------------------------------------------------
 
     def point(self, f, images, key, bundle, budget):
+        """One remote fraction: restore, verify, warm up, measure, paired local, tear down."""
         srv, listen = self.lab.serve(images, key, SERVE_PORT, f)
         wd = os.path.join(self.a.workdir, f"lazy-{f}")
         daemon = None
@@ -228,7 +236,8 @@ http {{
             self.lab.stop(srv)
         tot, b = st["total"], st.get("budget")
         return {"remote_pct_target": f, "budget": budget, "result": m, "local_adjacent": adjacent,
-                "vs_local_adjacent": round(m["req_per_s"] / adjacent["req_per_s"], 3) if adjacent["req_per_s"] else None,
+                "vs_local_adjacent": (round(m["req_per_s"] / adjacent["req_per_s"], 3)
+                                      if adjacent["req_per_s"] else None),
                 "p99_vs_local_adjacent": round(m["p99_us"] / adjacent["p99_us"], 2) if adjacent["p99_us"] else None,
                 "remote_fraction": tot["remote_fraction"],
                 "remote_fraction_before_measure": st0["total"]["remote_fraction"],
@@ -242,6 +251,7 @@ http {{
                 "fault_latency": {k: tot["latency"][k] for k in ("count", "p50_us", "p99_us")}}
 
     def go(self):
+        """The whole run; the JSON is written after every point, so a failure keeps what was measured."""
         a, lab = self.a, self.lab
         doc = {"benchmark": "nginx", "schema": 1, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "command": a.command, "machine": cl.machine(), "bandwidth": a.bandwidth,
@@ -306,6 +316,7 @@ http {{
 
 
 def main():
+    """Arguments checked before anything starts (bad ones: exit 2, nothing run)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run")

@@ -56,6 +56,7 @@ SYSTEMS = ("local", "distriproc", "runc_full")
 
 class Bench:
     def __init__(self, a):
+        """Names derived from the lab; the probe's query over 1000 rows from the middle of the table."""
         self.a = a
         self.lab = cl.Lab(a.distriproc, a.lab or os.environ.get("DISTRIPROC_LAB", "dp"), a.workdir)
         self.cid = f"{self.lab.lab}-bpg"
@@ -70,6 +71,7 @@ class Bench:
     # ---- PostgreSQL --------------------------------------------------------------
 
     def pg_args(self, init):
+        """The container's command: initdb only for the template, then postgres with shared_buffers."""
         init_cmd = (f"{PG_BIN}/initdb -D {PGDATA} -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 "
                     f">/tmp/initdb.log 2>&1 && echo 'host all all 0.0.0.0/0 trust' >> {PGDATA}/pg_hba.conf && "
                     if init else "")
@@ -78,6 +80,7 @@ class Bench:
                 f"-c cluster_name={self.cid} -c max_wal_size=1GB"]
 
     def wait_pg(self, host, timeout=180):
+        """PostgreSQL answers 'select 1' (bounded)."""
         probe = cl.PgProbe(self.lab, host, self.ip, "select 1", "1", 100, timeout)
         probe.go()
         probe.result()
@@ -120,9 +123,11 @@ class Bench:
     # ---- one measurement ---------------------------------------------------------
 
     def probe(self, host):
+        """The one probe every system gets: same query, expected answer and cadence."""
         return cl.PgProbe(self.lab, host, self.ip, self.sql, self.expect, self.a.interval_ms, 120)
 
     def local(self):
+        """The floor: the probe against the running source, no migration."""
         pr = self.probe("src")
         pr.go()
         r = pr.result()
@@ -131,6 +136,7 @@ class Bench:
         return {"from_restore_s": t, "from_freeze_s": t, "attempts": r["attempts"]}
 
     def distriproc(self, run, b_dst):
+        """DistriProc's own commands: checkpoint --runc, serve, restore --runc-bundle."""
         images = os.path.join(self.a.workdir, "images")
         pr = self.probe("dst")
         t_freeze = time.monotonic()
@@ -155,6 +161,7 @@ class Bench:
                 "bytes_moved": skeleton + st["pages_fetched"] * 4096}
 
     def runc_full(self, run, b_dst):
+        """runc checkpoint, the images copied over the lab link, runc restore."""
         images = os.path.join(self.a.workdir, "images")
         copy = os.path.join(self.a.workdir, "images-dst")
         pr = self.probe("dst")
@@ -178,6 +185,7 @@ class Bench:
     # ---- the run -----------------------------------------------------------------
 
     def go(self):
+        """Template once, then every system per run from a fresh copy, order rotated; JSON after each run."""
         a, lab = self.a, self.lab
         doc = {"benchmark": "pg-ttfr", "schema": 1, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "command": a.command, "machine": cl.machine(), "bandwidth": a.bandwidth, "runs": a.runs,
@@ -232,6 +240,7 @@ class Bench:
 
 
 def main():
+    """Arguments checked before anything starts (bad ones: exit 2, nothing run)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run")

@@ -21,6 +21,7 @@ ROOTFS_SH = os.path.join(util.ROOT, "scripts", "rootfs.sh")
 
 @pytest.fixture(scope="module")
 def rootfs():
+    """The container rootfs must be built (make rootfs): else a clear failure, not a skip."""
     cp = subprocess.run([ROOTFS_SH, "--path"], capture_output=True, text=True, timeout=30)
     if cp.returncode != 0:
         pytest.fail(f"the container rootfs is not built ({cp.stderr.strip()}): run 'make rootfs'", pytrace=False)
@@ -29,6 +30,7 @@ def rootfs():
 
 @pytest.fixture
 def workdir():
+    """A private workdir the container's mapped root can traverse."""
     # Not pytest's tmp_path: its 0700 parents keep the container's mapped root
     # (host uid 100000) from its bind-mount sources.
     path = tempfile.mkdtemp(prefix="dp-bench-containers-")
@@ -40,6 +42,7 @@ def workdir():
 
 
 def bench(name, workdir, *args, timeout):
+    """Runs one benchmark in this test's lab; its JSON and the completed process."""
     out = os.path.join(workdir, f"{name}.json")
     cp = util.run([util.DISTRIPROC, "bench", name, "--json", out, "--lab", util.LAB,
                    "--workdir", os.path.join(workdir, "w"), *args],
@@ -61,6 +64,7 @@ def report(workdir, option, name, plots):
 
 
 def assert_no_containers_left(workdir):
+    """No runc container and no lab left behind."""
     for host in util.HOSTS:
         root = os.path.join(workdir, "w", f"runc-{host}")
         if os.path.isdir(root):
@@ -70,6 +74,7 @@ def assert_no_containers_left(workdir):
 
 
 def assert_wrk_measured(r, where):
+    """Requests were served and timed, without errors: measured, whatever the speed."""
     assert r["requests"] > 0 and r["duration_us"] > 0 and r["req_per_s"] > 0, f"{where}: {r}"
     assert r["bytes"] >= r["requests"] * 4000, f"{where}: every reply carries a 4000-byte object: {r}"
     assert sum(r["errors"].values()) == 0, f"{where}: {r['errors']}"
@@ -78,6 +83,7 @@ def assert_wrk_measured(r, where):
 
 @pytest.mark.time_limit(300)
 def test_bench_nginx_smallest(lab_clean, criu, rootfs, workdir):
+    """Baselines (start, end) and both points measured, the budget binding, report built."""
     doc, _ = bench("nginx", workdir, "--objects-mib", "2", "--seconds", "1", "--warmup", "1",
                    "--fractions", "0,50", "--connections", "2", timeout=280)
     assert doc["benchmark"] == "nginx" and doc["schema"] == 1
@@ -107,6 +113,7 @@ def test_bench_nginx_smallest(lab_clean, criu, rootfs, workdir):
 
 @pytest.mark.time_limit(300)
 def test_bench_pg_ttfr_smallest(lab_clean, criu, rootfs, workdir):
+    """Every system probed to a correct answer once, migrations moved bytes, report built."""
     doc, _ = bench("pg-ttfr", workdir, "--table-mib", "1", "--runs", "1", timeout=280)
     assert doc["benchmark"] == "pg-ttfr" and doc["schema"] == 1
     assert doc["rows"] >= 1000 and len(doc["expected"]) == 32, "the probe's answer is an md5 from the source"
@@ -136,6 +143,7 @@ def test_bench_pg_ttfr_smallest(lab_clean, criu, rootfs, workdir):
 
 @pytest.mark.time_limit(30)
 def test_bench_containers_usage_and_bad_arguments(tmp_path):
+    """--help, missing --json, bad arguments and an unreachable workdir: refused early."""
     for name, option in (("nginx", "--objects-mib"), ("pg-ttfr", "--table-mib")):
         cp = util.run([util.DISTRIPROC, "bench", name, "--help"])
         assert option in cp.stdout and "make rootfs" in cp.stdout
