@@ -383,6 +383,17 @@ int cmd_bundle(int argc, char **argv)
                      rootpath);
             return 1;
         }
+        /* runc refuses a rootfs path that runs through a symlink ("invalid
+         * rootfs: not an absolute path, or a symlink"): name the real one */
+        char real[PATH_MAX];
+        if (!realpath(rootpath, real)) {
+            dp_error("rootfs %s: %s", rootpath, strerror(errno));
+            return 1;
+        }
+        if (strcmp(real, rootpath) != 0) {
+            snprintf(rootpath, sizeof(rootpath), "%s", real);
+            rootfs = rootpath;
+        }
     }
     if (host_fs && make_mountpoints(rootpath, binds, nbinds, &err) < 0) {
         dp_error("%s", err.msg);

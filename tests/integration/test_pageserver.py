@@ -20,6 +20,7 @@ import time
 import pytest
 
 import dpchan
+import util
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.environ.get("DISTRIPROC_BIN", os.path.join(ROOT, "build", "distriproc"))
@@ -732,9 +733,17 @@ def test_client_library_get_put_and_reconnect(tmp_path):
         # 300 rounds of GET (~3 s); the server is killed and restarted meanwhile.
         p = subprocess.Popen(q + ["--timeout", "20000", "--repeat", "300", "get", "1", hex(ADDR), "8",
                                   str(tmp_path / "p2.bin")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(0.5)
+        # The kill must land while the client is connected and mid-run, not
+        # before it connected (under load 0.5 s was not always enough): wait
+        # for its GETs to reach the server.
+        def get_requests():
+            r = subprocess.run(q + ["stats"], capture_output=True, text=True, timeout=30)
+            assert r.returncode == 0, r.stderr
+            return json.loads(r.stdout)["requests"]["get_pages"]
+        before = get_requests()
+        util.wait_until(lambda: get_requests() >= before + 5, 30, "the repeating client's first GETs")
         srv.stop(signal.SIGKILL)
-        time.sleep(0.5)
+        time.sleep(0.5)  # the client sees the server gone and retries; this is not a wait on an event
         srv.start()
         out, err = p.communicate(timeout=60)
         assert p.returncode == 0, err

@@ -426,6 +426,32 @@ def test_bundle_config_is_what_runc_runs(runc_root, tmp_path):
     assert runc_ids(runc_root) == []
 
 
+def test_bundle_names_the_real_rootfs_behind_a_symlink(runc_root, tmp_path):
+    """runc refuses a rootfs path that runs through a symlink ("invalid rootfs:
+    not an absolute path, or a symlink"), as a checkout whose .deps is a link
+    has: the generator writes the resolved path, and runc runs it."""
+    cp = subprocess.run([os.path.join(util.ROOT, "scripts", "rootfs.sh"), "--path"], capture_output=True,
+                        text=True, timeout=30)
+    assert cp.returncode == 0, f"the container rootfs is not built ({cp.stderr.strip()}): run 'make rootfs'"
+    real = os.path.realpath(cp.stdout.strip())
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    bundle = tmp_path / "b"
+    util.distriproc("bundle", "--dir", bundle, "--rootfs", link / "root", "--readonly-rootfs", "--tmpfs-tmp",
+                    "--", "/bin/sh", "-c", "echo hello-through-link")
+    cfg = json.loads((bundle / "config.json").read_text())
+    assert cfg["root"]["path"] == os.path.join(real, "root"), cfg["root"]
+    r, w = os.pipe()
+    cp = subprocess.run([RUNC, "--root", runc_root, "run", "--bundle", bundle, "linked"], stdin=subprocess.DEVNULL,
+                        stdout=w, stderr=w, timeout=60)
+    os.close(w)
+    out = os.read(r, 65536).decode(errors="replace")
+    os.close(r)
+    runc(runc_root, "delete", "--force", "linked", check=False)
+    assert cp.returncode == 0 and "hello-through-link" in out, out
+    assert runc_ids(runc_root) == []
+
+
 @pytest.mark.time_limit(180)
 def test_guard_kills_the_container_when_the_daemon_dies(lab, procs, criu, runc_root, tmp_path):
     """As for a bare process (test_guard.py): SIGKILL of the daemon must not
