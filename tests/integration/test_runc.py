@@ -191,7 +191,11 @@ def test_runc_container_lazy_migration(lab, procs, criu, runc_root, tmp_path, bu
     assert state["status"] == "running" and state["pid"] == pid and state["bundle"] == str(bundle), state
     assert cid in runc_ids(runc_root)
     assert util.pid_netns_inode(pid) == util.netns_inode("dst")
-    assert str(pid) in util.run(["pgrep", "-x", "memwalk"]).stdout.split()
+    # its command line too: the argument pages are fetched once the restore
+    # has finished and never evicted, under --budget as well
+    pattern = f"^/dp/memwalk --mib {MIB} "
+    util.wait_until(lambda: str(pid) in util.run(["pgrep", "-f", pattern], check=False).stdout.split(),
+                    20, "pgrep -f to find the restored memwalk")
 
     # Every page of memwalk arrives intact, written pages included (VERIFY reads them all).
     v = memwalk_on("dst", "VERIFY", timeout=90)
