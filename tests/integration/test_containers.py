@@ -413,6 +413,22 @@ def test_postgres_userns_migrates_between_lab_hosts(containers, procs, mode):
         if mode == "lazy-budget":
             b = st["budget"]
             assert b["budget_bytes"] == 1 << 20 and b["evictions"] > 0 and b["writeback_errors"] == 0, b
+            # A backend forked after the restore counts against the budget:
+            # while one lives, the daemon places it (finds its process) and
+            # evicts its pages like the restored tasks' (issue 10, item 4).
+            slow = subprocess.Popen(util.netns_cmd("dst", [
+                "chroot", os.path.join(c.rootfs, "root"), "psql", "-h", ip, "-U", "postgres", "-X", "-q", "-t",
+                "-A", "-c", "select count(*) from t, generate_series(1, 40) where pg_sleep(0) is not null"]),
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            try:
+                util.wait_until(lambda: util.lazy_stats(workdir)["budget"]["children_placed"] >= 1, 60,
+                                "the daemon to place a backend forked after the restore")
+            finally:
+                out, err = slow.communicate(timeout=120)
+            assert slow.returncode == 0 and out.strip() == "800120", (out, err)
+            st = util.lazy_stats(workdir)
+            placed = [t for t in st["tasks"] if t["pid"] == 0 and t["host_pid"] > 0]
+            assert placed and st["budget"]["writeback_errors"] == 0, st["budget"]
 
     c.kill("dst", cid)
     assert_nothing_left(c, cid, f"(cluster_name=|postgres: ){cid}", ifname, restored)
