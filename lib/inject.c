@@ -460,6 +460,26 @@ static int in_rseq_cs(struct dp_inject *in, pid_t tid, const struct user_regs_st
     return regs->rip >= d.start_ip && regs->rip - d.start_ip < d.post_commit_offset;
 }
 
+size_t dp_inject_rseq_pages(struct dp_inject *in, uint64_t *out, size_t max)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < in->n && k + 2 <= max; i++) {
+        struct rseq_conf conf;
+        memset(&conf, 0, sizeof(conf));
+        if (!in->t[i].stopped ||
+            ptrace(PTRACE_GET_RSEQ_CONFIGURATION, in->t[i].tid, sizeof(conf), &conf) <= 0 ||
+            !conf.rseq_abi_pointer)
+            continue;
+        uint64_t size = conf.rseq_abi_size ? conf.rseq_abi_size : 32;
+        uint64_t first = conf.rseq_abi_pointer & ~(uint64_t)(DP_PAGE_SIZE - 1);
+        uint64_t last = (conf.rseq_abi_pointer + size - 1) & ~(uint64_t)(DP_PAGE_SIZE - 1);
+        out[k++] = first;
+        if (last != first) /* an area across a page boundary */
+            out[k++] = last;
+    }
+    return k;
+}
+
 static uint64_t scratch_addr(uint64_t sp, size_t bytes)
 {
     return (sp - DP_INJECT_REDZONE - bytes) & ~15ULL;

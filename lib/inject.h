@@ -128,6 +128,11 @@ struct dp_zap_range {
 int dp_inject_open(struct dp_inject *in, pid_t pid, const struct dp_inject_ops *ops, struct dp_err *err);
 /* Seizes (if needed) and stops every thread. Returns 0 when all are stopped. */
 int dp_inject_stop(struct dp_inject *in, struct dp_err *err);
+/* The pages holding the rseq areas of the stopped threads (at most max,
+ * written to out; returns how many). An injection must read a thread's rseq
+ * area to know it is not inside a critical section, and a stopped thread
+ * cannot fault an absent page back in: the caller keeps these pages. */
+size_t dp_inject_rseq_pages(struct dp_inject *in, uint64_t *out, size_t max);
 /* Runs one system call in a stopped thread. *ret is the raw rax (-errno on error). */
 int dp_inject_syscall(struct dp_inject *in, long nr, const uint64_t args[6], long *ret, struct dp_err *err);
 /* Drops ranges with MADV_DONTNEED inside the target, batched. Returns 0 when

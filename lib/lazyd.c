@@ -2140,14 +2140,22 @@ static int ev_batch(struct dp_lazyd *d, struct lz_task *t, const uint64_t *addr,
     handle_uffd(d, t); /* drain: every event from before the stop is applied */
     if (!t->alive)
         goto fatal;
+    /* A thread's rseq area must stay readable for the next injection: a
+     * stopped thread (SIGSTOP, a debugger) never faults it back in, and an
+     * absent one reads as "maybe inside a critical section" for good. */
+    uint64_t rseq_pg[64];
+    size_t nrseq = sync ? 0 : dp_inject_rseq_pages(&t->in, rseq_pg, 64);
     size_t m = 0;
     for (size_t i = 0; i < n; i++) {
         struct dp_lazy_region *reg;
         uint8_t *pg = dp_lazymap_page(&t->map, addr[i], &reg);
         uint64_t im = pg ? reg->img + (addr[i] - reg->start) : 0;
         struct dp_pmap_entry *e = pg ? dp_pmap_find(&t->hash, 0, im) : NULL;
+        int holds_rseq = 0;
+        for (size_t k = 0; k < nrseq && !holds_rseq; k++)
+            holds_rseq = rseq_pg[k] == addr[i];
         if (!pg || dp_pg_state(*pg) != DP_PG_RESIDENT || !e || (e->aux & EV_PUT_INFLIGHT) || find_req(t, im) ||
-            (!sync && ev_pinned(t, addr[i]))) { /* pinned after it was picked */
+            holds_rseq || (!sync && ev_pinned(t, addr[i]))) { /* pinned after it was picked */
             if (!sync) {
                 dp_evict_cancel(&d->ev.pol, t->id, addr[i]);
                 d->ev.cancels++;
