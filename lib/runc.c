@@ -68,6 +68,26 @@ static int finish(struct dp_criu_argv *a, const char *id, struct dp_err *err)
     return 0;
 }
 
+/* The image and work paths both actions take, in runc's order. */
+static void add_paths(struct dp_criu_argv *a, const char *image_path, const char *work_path)
+{
+    dp_criu_argv_add(a, "--image-path");
+    dp_criu_argv_add(a, image_path);
+    dp_criu_argv_add(a, "--work-path");
+    dp_criu_argv_add(a, work_path);
+}
+
+/* The CRIU options runc passes through on checkpoint and restore alike. */
+static void add_criu_flags(struct dp_criu_argv *a, int tcp_established, int shell_job, int file_locks)
+{
+    if (tcp_established)
+        dp_criu_argv_add(a, "--tcp-established");
+    if (shell_job)
+        dp_criu_argv_add(a, "--shell-job");
+    if (file_locks)
+        dp_criu_argv_add(a, "--file-locks");
+}
+
 int dp_runc_checkpoint_args(const struct dp_runc *r, const struct dp_runc_checkpoint_opts *o,
                             struct dp_criu_argv *a, struct dp_err *err)
 {
@@ -76,18 +96,10 @@ int dp_runc_checkpoint_args(const struct dp_runc *r, const struct dp_runc_checkp
         return -1;
     }
     add_global(r, 1, "checkpoint", a);
-    dp_criu_argv_add(a, "--image-path");
-    dp_criu_argv_add(a, o->image_path);
-    dp_criu_argv_add(a, "--work-path");
-    dp_criu_argv_add(a, o->work_path);
+    add_paths(a, o->image_path, o->work_path);
     if (o->leave_running)
         dp_criu_argv_add(a, "--leave-running");
-    if (o->tcp_established)
-        dp_criu_argv_add(a, "--tcp-established");
-    if (o->shell_job)
-        dp_criu_argv_add(a, "--shell-job");
-    if (o->file_locks)
-        dp_criu_argv_add(a, "--file-locks");
+    add_criu_flags(a, o->tcp_established, o->shell_job, o->file_locks);
     return finish(a, o->id, err);
 }
 
@@ -99,10 +111,7 @@ int dp_runc_restore_args(const struct dp_runc *r, const struct dp_runc_restore_o
         return -1;
     }
     add_global(r, 1, "restore", a);
-    dp_criu_argv_add(a, "--image-path");
-    dp_criu_argv_add(a, o->image_path);
-    dp_criu_argv_add(a, "--work-path");
-    dp_criu_argv_add(a, o->work_path);
+    add_paths(a, o->image_path, o->work_path);
     dp_criu_argv_add(a, "--bundle");
     dp_criu_argv_add(a, o->bundle);
     if (o->pid_file) {
@@ -113,12 +122,7 @@ int dp_runc_restore_args(const struct dp_runc *r, const struct dp_runc_restore_o
         dp_criu_argv_add(a, "--lazy-pages");
     if (o->detach)
         dp_criu_argv_add(a, "--detach");
-    if (o->tcp_established)
-        dp_criu_argv_add(a, "--tcp-established");
-    if (o->shell_job)
-        dp_criu_argv_add(a, "--shell-job");
-    if (o->file_locks)
-        dp_criu_argv_add(a, "--file-locks");
+    add_criu_flags(a, o->tcp_established, o->shell_job, o->file_locks);
     return finish(a, o->id, err);
 }
 

@@ -29,13 +29,7 @@ RSS_SLACK = 8 * MIB
 
 
 def serve(procs, images, key):
-    listen = f"{util.HOSTS['src']}:{SERVE_PORT}"
-    procs.spawn(util.netns_cmd("src", [util.DISTRIPROC, "serve", "--images", images, "--listen", listen,
-                                       "--key", key]),
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    util.wait_until(lambda: util.run(util.netns_cmd("src", ["ss", "-ltnH", f"sport = :{SERVE_PORT}"]))
-                    .stdout.strip() != "", 20, "the page server to listen")
-    return listen
+    return util.serve_images(procs, images, key, SERVE_PORT)
 
 
 def checkpoint_and_serve(procs, tmp_path, cmd, ready):

@@ -57,12 +57,7 @@ def checkpoint_and_serve(procs, tmp_path, mib):
     util.wait_gone(pid, timeout=20)
     key = tmp_path / "key"
     util.distriproc("keygen", key)
-    listen = f"{util.HOSTS['src']}:{SERVE_PORT}"
-    procs.spawn(util.netns_cmd("src", [util.DISTRIPROC, "serve", "--images", images, "--listen", listen,
-                                       "--key", key]),
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    util.wait_until(lambda: util.run(util.netns_cmd("src", ["ss", "-ltnH", f"sport = :{SERVE_PORT}"]))
-                    .stdout.strip() != "", 20, "the page server to listen")
+    listen = util.serve_images(procs, images, key, SERVE_PORT)
     return listen, key, cmdline, environ
 
 

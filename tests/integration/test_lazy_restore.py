@@ -265,12 +265,7 @@ def test_redis_256mib_lazy_from_page_server_digest_and_remote_fraction(lab, proc
 
     key = tmp_path / "key"
     util.distriproc("keygen", key)
-    listen = f"{util.HOSTS['src']}:{SERVE_PORT}"
-    procs.spawn(util.netns_cmd("src", [util.DISTRIPROC, "serve", "--images", images, "--listen", listen,
-                                       "--key", key]),
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    util.wait_until(lambda: util.run(util.netns_cmd("src", ["ss", "-ltnH", f"sport = :{SERVE_PORT}"]))
-                    .stdout.strip() != "", 20, "the page server to listen")
+    listen = util.serve_images(procs, images, key, SERVE_PORT)
     workdir = tmp_path / "wd"
     res = restore(procs, workdir, "--source", listen, "--key", key)
     dst = ["--host", util.HOSTS["dst"], "--port", str(REDIS_PORT)]
