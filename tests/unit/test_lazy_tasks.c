@@ -173,14 +173,25 @@ static void probe_names_the_uffd_of_each_process(void **state)
     for (int i = 0; i < 3; i++) {
         assert_int_equal(dp_pagemap_present(kids[i].pid, kids[i].area, PG), 1);
         assert_int_equal(dp_pagemap_absent(kids[i].pid, kids[i].area + 3 * PG), 1);
-        char path[64], st[256];
+        /* running or sleeping, whichever it is at this instant (a child
+         * just resumed may still read R), never stopped or traced */
+        char path[64], st[1024];
         snprintf(path, sizeof(path), "/proc/%d/stat", (int)kids[i].pid);
         int fd = open(path, O_RDONLY);
         ssize_t n = read(fd, st, sizeof(st) - 1);
         close(fd);
         assert_true(n > 0);
         st[n] = '\0';
-        assert_non_null(strstr(st, ") S "));
+        const char *state = strrchr(st, ')');
+        assert_non_null(state);
+        assert_true(state[1] == ' ' && (state[2] == 'S' || state[2] == 'R'));
+        snprintf(path, sizeof(path), "/proc/%d/status", (int)kids[i].pid);
+        fd = open(path, O_RDONLY);
+        n = read(fd, st, sizeof(st) - 1);
+        close(fd);
+        assert_true(n > 0);
+        st[n] = '\0';
+        assert_non_null(strstr(st, "\nTracerPid:\t0\n"));
     }
     assert_int_equal(dp_probe_process(0x7ffffff0, &ops, 4, &err), -2); /* no such process */
     for (int i = 0; i < 3; i++) {
