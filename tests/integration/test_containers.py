@@ -368,7 +368,9 @@ def test_postgres_userns_migrates_between_lab_hosts(containers, procs, mode):
     images = c.checkpoint("src", cid) if mode in ("full", "recipe") else c.checkpoint_dp("src", cid)
     assert not c.list("src"), "the checkpoint leaves the container stopped and gone on src"
     util.wait_gone(init, timeout=20)
-    assert not host_link_exists("src", ifname), "the src veth goes with the container's netns"
+    # the kernel tears a netns (and its veth) down from a workqueue after its
+    # last task is gone: wait for it rather than assume it is done already
+    util.wait_until(lambda: not host_link_exists("src", ifname), 20, "the src veth to go with the container's netns")
 
     if mode == "full":
         rinit = c.restore("dst", cid, dst_bundle, images)
