@@ -56,7 +56,35 @@ struct variant {
     size_t nlat;
     double bulk_bps;
     uint64_t bulk_bytes;
+    uint64_t client_cpu_ns;   /* the client's CPU time spent in this variant's latency samples */
+    uint64_t server_cpu_ns;   /* its server's CPU time over the latency phase */
+    uint64_t server_requests; /* requests its server answered in that phase */
 };
+
+/* CPU time of the calling thread, ns. */
+static uint64_t thread_cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+/* CPU time a process has run, ns (/proc/PID/schedstat's first field, the
+ * scheduler's own account: exact, unlike utime/stime's clock ticks); 0 if
+ * unreadable. */
+static uint64_t proc_cpu_ns(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/schedstat", (int)pid);
+    FILE *f = fopen(path, "r");
+    unsigned long long run = 0;
+    if (f) {
+        if (fscanf(f, "%llu", &run) != 1)
+            run = 0;
+        fclose(f);
+    }
+    return run;
+}
 
 static volatile sig_atomic_t interrupted;
 static void on_int(int sig) { (void)sig; interrupted = 1; }
@@ -86,6 +114,8 @@ static void usage(FILE *out)
             "  --rtt USEC         also run a server with --emulate-rtt USEC and show that\n"
             "                     pipelined requests are not serialised (default 300, 0: skip)\n"
             "  --port P           first of five TCP ports to use (default 17170)\n"
+            "  --bandwidth RATE   with --private-lab: cap its link with tbf (e.g. 1gbit;\n"
+            "                     default: uncapped, where both ends share this host's CPUs)\n"
             "  --cpus S,C         pin every server to CPU S and the client to CPU C\n"
             "                     (default 0,1 with two or more CPUs; 'none': no pinning)\n"
             "\n"
@@ -383,10 +413,11 @@ int bench_server(int argc, char **argv)
         {"rtt", required_argument, NULL, 'T'},
         {"seconds", required_argument, NULL, 's'}, {"window", required_argument, NULL, 'w'},
         {"port", required_argument, NULL, 'p'},    {"cpus", required_argument, NULL, 'C'},
+        {"bandwidth", required_argument, NULL, 'B'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    const char *json = NULL, *images = NULL, *cpus = NULL;
+    const char *json = NULL, *images = NULL, *cpus = NULL, *bandwidth = NULL;
     bool loopback = false, priv = false;
     long samples = 20000, window = 16, port = 17170, rounds = 5, rtt_us = 300;
     double seconds = 1;
@@ -404,6 +435,7 @@ int bench_server(int argc, char **argv)
         case 'w': window = atol(optarg); break;
         case 'p': port = atol(optarg); break;
         case 'C': cpus = optarg; break;
+        case 'B': bandwidth = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -412,6 +444,19 @@ int bench_server(int argc, char **argv)
         window > 200 || port < 1024 || port > 65000 || rounds < 1 || rounds > 31 || rtt_us < 0 || rtt_us > 100000) {
         usage(stderr);
         return 2;
+    }
+    uint64_t cap_bits = 0;
+    if (bandwidth) {
+        struct dp_err berr;
+        if (!priv) {
+            fprintf(stderr, "distriproc bench server: --bandwidth needs --private-lab (the shared lab's cap is "
+                            "whatever `distriproc lab up --rate` set)\n");
+            return 2;
+        }
+        if (lab_parse_rate(bandwidth, &cap_bits, &berr) < 0) {
+            fprintf(stderr, "distriproc bench server: --bandwidth: %s\n", berr.msg);
+            return 2;
+        }
     }
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     if (!cpus)
@@ -470,7 +515,7 @@ int bench_server(int argc, char **argv)
     if (priv && lab_set_name(PRIVATE_LAB, &err) < 0)
         dp_die("%s", err.msg);
     if (!loopback) {
-        int rc = lab_up(0, &err);
+        int rc = lab_up(cap_bits, &err);
         if (rc < 0)
             dp_die("cannot bring the lab up: %s (or use --loopback)", err.msg);
         lab_created = rc == LAB_CREATED;
@@ -574,6 +619,11 @@ int bench_server(int argc, char **argv)
     /* One sample of each variant in turn: load from elsewhere on the machine
      * then hits every variant alike. */
     const size_t block = 1;
+    /* CPU per request as well as latency: on a VM the round trip is mostly
+     * wake-ups, and the CPU time is what a variant's code costs. */
+    uint64_t srv_cpu0[NV];
+    for (int i = 0; i < NV; i++)
+        srv_cpu0[i] = proc_cpu_ns(v[i].pid);
     fprintf(stderr, "bench server: %s, latency: %ld samples per variant...\n", loopback ? "loopback" : priv ? "private lab" : "lab", samples);
     while (nraw < (size_t)samples && !interrupted) {
         size_t n = (size_t)samples - nraw < block ? (size_t)samples - nraw : block;
@@ -583,12 +633,19 @@ int bench_server(int argc, char **argv)
                 dp_die("raw TCP request/response failed");
             raw_lat[nraw + k] = (uint64_t)ns;
         }
-        for (int i = 0; i < NV; i++)
+        for (int i = 0; i < NV; i++) {
+            uint64_t c0 = thread_cpu_ns();
             for (size_t k = 0; k < n; k++)
                 v[i].lat[v[i].nlat++] = get_blocking(v[i].cl, &one);
+            v[i].client_cpu_ns += thread_cpu_ns() - c0;
+        }
         for (size_t k = 0; k < n; k++)
             async_lat[nraw + k] = get_one(v[0].cl, &one);
         nraw += n;
+    }
+    for (int i = 0; i < NV; i++) {
+        v[i].server_cpu_ns = proc_cpu_ns(v[i].pid) - srv_cpu0[i];
+        v[i].server_requests = v[i].nlat + (i == 0 ? nraw : 0); /* v[0] also answers the async samples */
     }
     close(rawfd);
     /* Bulk: rounds of (raw stream, GET copy, GET sendfile); the median of
@@ -697,6 +754,10 @@ int bench_server(int argc, char **argv)
     }
     printf("%-26s %10.1f %10.1f %10.1f %11.2fx\n", "GET plain (copy, async)", pct(async_lat, nraw, 0.5),
            pct(async_lat, nraw, 0.9), pct(async_lat, nraw, 0.99), pct(async_lat, nraw, 0.5) / raw_p50);
+    printf("\n%-26s %14s %14s\n", "CPU per 4 KiB GET (us)", "client", "server");
+    for (int i = 0; i < NV; i++)
+        printf("%-26s %14.2f %14.2f\n", rows[i], v[i].nlat ? (double)v[i].client_cpu_ns / (double)v[i].nlat / 1e3 : 0,
+               v[i].server_requests ? (double)v[i].server_cpu_ns / (double)v[i].server_requests / 1e3 : 0);
     printf("\n%-26s %14s %12s\n", "bulk (median)", "MiB/s", "vs raw");
     printf("%-26s %14.1f %12s\n", "raw TCP stream", raw_bps / 1048576.0, "100%");
     for (int i = 0; i < NV; i++)
