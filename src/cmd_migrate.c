@@ -64,7 +64,7 @@ static void usage(FILE *out)
             "  --workdir DIR         images, key, logs and state of this migration\n"
             "  --port PORT           page server port on " SRC_ADDR " (default 7070)\n"
             "  --key FILE            pre-shared key (default: DIR/key, made if missing)\n"
-            "  --prefetch POLICY     passed to restore: auto (default), none, seq:N, stride\n"
+            "  --prefetch POLICY     passed to restore: auto (default), none, seq:N, stride, streams\n"
             "                        (auto: the first requests after a migration touch clustered\n"
             "                        pages (allocator arenas, tables); auto widens its window on\n"
             "                        hits and shrinks it on misses, so a 4 GiB Redis answers after\n"
