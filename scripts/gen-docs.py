@@ -97,8 +97,28 @@ def parse_items(lines):
             raise ValueError('not a list item: %r' % line)
         term, text = m.group(2), m.group(3)
         col = line.index(text, indent + len(term)) if text else None
-        items.append({'indent': indent, 'term': term, 'text': [text] if text else [], 'col': col})
+        items.append({'indent': indent, 'term': term, 'text': [text] if text else [], 'col': col,
+                      'line': line, 'inline': bool(text)})
+    split_overlong_terms(items)
     return items
+
+
+def split_overlong_terms(items):
+    """A term so long that only one space is left before its text
+    ("--background-fetch RATE copy the ...") parses as a term alone: split it
+    where the list's text column is (the column most of its items use)."""
+    cols = [it['col'] for it in items if it['col'] is not None]
+    if not cols:
+        return
+    col = max(set(cols), key=cols.count)
+    for it in items:
+        line = it['line']
+        if it['inline'] or len(line) <= col + 1:
+            continue
+        for sp in (col - 1, col):
+            if line[sp] == ' ' and line[sp - 1] != ' ' and line[sp + 1] != ' ' and sp > it['indent']:
+                it['term'], it['text'], it['col'] = line[it['indent']:sp], [line[sp + 1:]] + it['text'], sp + 1
+                break
 
 
 def classify_block(block):
