@@ -244,6 +244,7 @@ def man_page(name, summary, text, version, extra=()):
 
 
 def bash_quote(words):
+    """WORDS as one single-quoted bash word (the tables hold plain words)."""
     return "'" + ' '.join(words).replace("'", "'\\''") + "'"
 
 
@@ -307,6 +308,8 @@ def write(path, text):
 
 
 def main():
+    """Reads every help text first and writes the pages only when all parsed,
+    so a help that breaks the format fails `make man` without half an update."""
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     ap.add_argument('--bin', required=True, help='the distriproc binary to read --help from')
     ap.add_argument('--man-dir', required=True, help='write distriproc.1 and distriproc-CMD.1 here')

@@ -26,6 +26,7 @@ CRIU_DIR=${CRIU_DIR:-$ROOT/.deps}
 SYSTEMD_UNIT_DIR=${SYSTEMD_UNIT_DIR:-$PREFIX/lib/systemd/system}
 MANIFEST_REL=lib/distriproc/install-manifest
 
+# Every failure says what failed and what to do; nothing half-done stays claimed.
 die() {
     echo "install: error: $*" >&2
     exit 1
@@ -87,8 +88,12 @@ put_criu() {
     done < <(cd "$prefix" && find . -mindepth 1 -print0 | sort -z)
 }
 
+# Refuses to install over an install (its manifest would be lost), then puts
+# each piece and writes the manifest last.
 do_install() {
-    local bin=$ROOT/$BUILD/distriproc man=$ROOT/$BUILD/man comp=$ROOT/$BUILD/completion/distriproc
+    local build=$BUILD
+    case "$build" in /*) ;; *) build=$ROOT/$build ;; esac
+    local bin=$build/distriproc man=$build/man comp=$build/completion/distriproc
     [ -x "$bin" ] || die "$bin is missing; run 'make' first"
     [ -f "$man/distriproc.1" ] && [ -f "$comp" ] || die "$man or $comp is missing; run 'make man' first"
     [ ! -e "$MANIFEST" ] || die "$MANIFEST exists: DistriProc is installed there already; run 'make uninstall' (same PREFIX and DESTDIR) first"
@@ -124,26 +129,34 @@ do_install() {
 
 # ---- Uninstall ---------------------------------------------------------------
 
+# Removes what the manifest lists and nothing else (entries outside PREFIX and
+# the unit directory are refused: a tampered manifest must not delete elsewhere).
 do_uninstall() {
     [ -f "$MANIFEST" ] || die "no install manifest at $MANIFEST: nothing installed with this PREFIX/DESTDIR (PREFIX=$PREFIX DESTDIR=${DESTDIR:-none})"
     local kind path line nfiles=0 ndirs=0 lines
     mapfile -t lines <"$MANIFEST"   # read it whole: it lists itself
-    # Files first, then the directories this install created, deepest first;
-    # a directory that is no longer empty (someone else's files) stays.
+    # Check every entry before removing anything, so a refusal removes nothing.
     for line in "${lines[@]}"; do
         kind=${line%% *}
         path=${line#* }
-        case "$kind" in
-        f)
-            case "$path" in "$PREFIX"/* | "$SYSTEMD_UNIT_DIR"/*) ;; *) die "manifest entry '$path' is outside PREFIX; refusing" ;; esac
-            if [ -e "$DESTDIR$path" ] || [ -L "$DESTDIR$path" ]; then
-                rm -f -- "$DESTDIR$path"
-                nfiles=$((nfiles + 1))
-            fi
-            ;;
-        d) ;;
-        *) die "bad manifest line '$line' in $MANIFEST" ;;
+        case "$kind" in f | d) ;; *) die "bad manifest line '$line' in $MANIFEST" ;; esac
+        # Files lie below PREFIX or the unit directory; created directories may
+        # also be their parents (install made /opt/dp for PREFIX=/opt/dp/x).
+        case "$kind:$path" in
+        ?:"$PREFIX"/* | ?:"$SYSTEMD_UNIT_DIR"/*) ;;
+        d:*) case "$PREFIX/ $SYSTEMD_UNIT_DIR/" in "$path"/* | *" $path"/*) ;; *) die "manifest directory '$path' is neither below nor above PREFIX ($PREFIX) and SYSTEMD_UNIT_DIR ($SYSTEMD_UNIT_DIR); pass the SYSTEMD_UNIT_DIR= the install used; nothing removed" ;; esac ;;
+        *) die "manifest entry '$path' is outside PREFIX ($PREFIX) and SYSTEMD_UNIT_DIR ($SYSTEMD_UNIT_DIR); pass the SYSTEMD_UNIT_DIR= the install used; nothing removed" ;;
         esac
+    done
+    # Files first, then the directories this install created, deepest first;
+    # a directory that is no longer empty (someone else's files) stays.
+    for line in "${lines[@]}"; do
+        path=${line#f }
+        [ "$path" != "$line" ] || continue
+        if [ -e "$DESTDIR$path" ] || [ -L "$DESTDIR$path" ]; then
+            rm -f -- "$DESTDIR$path"
+            nfiles=$((nfiles + 1))
+        fi
     done
     while read -r path; do
         if rmdir -- "$DESTDIR$path" 2>/dev/null; then ndirs=$((ndirs + 1)); fi

@@ -96,7 +96,8 @@ def prefix(tmp_path_factory):
 @pytest.mark.time_limit(180)
 def test_install_destdir_then_uninstall_leaves_nothing_but_foreign_files(tmp_path):
     dest = tmp_path / "dest"
-    make("install", f"DESTDIR={dest}", "PREFIX=/opt/dp")
+    units = "SYSTEMD_UNIT_DIR=/etc/systemd/system"   # outside PREFIX, as an admin may want
+    make("install", f"DESTDIR={dest}", "PREFIX=/opt/dp", units)
     root = dest / "opt" / "dp"
     manifest = (root / "lib/distriproc/install-manifest").read_text().splitlines()
     files = {line[2:] for line in manifest if line.startswith("f ")}
@@ -107,7 +108,7 @@ def test_install_destdir_then_uninstall_leaves_nothing_but_foreign_files(tmp_pat
                 "/opt/dp/share/doc/distriproc/README.md",
                 "/opt/dp/lib/distriproc/install-manifest"}
     expected |= {f"/opt/dp/share/man/man1/distriproc-{c}.1" for c in command_names(top)}
-    expected |= {f"/opt/dp/lib/systemd/system/{u}" for u in UNITS}
+    expected |= {f"/etc/systemd/system/{u}" for u in UNITS}
     expected |= {f"/opt/dp/share/doc/distriproc/docs/{d}" for d in os.listdir(os.path.join(util.ROOT, "docs"))}
     assert expected <= files, f"not installed: {sorted(expected - files)}"
     on_disk = {"/" + str(p.relative_to(dest)) for p in dest.rglob("*") if not p.is_dir() or p.is_symlink()}
@@ -118,7 +119,12 @@ def test_install_destdir_then_uninstall_leaves_nothing_but_foreign_files(tmp_pat
     # A file someone else put into an installed directory survives, with its directories.
     foreign = root / "share/man/man1/other.1"
     foreign.write_text(".TH OTHER 1\n")
-    make("uninstall", f"DESTDIR={dest}", "PREFIX=/opt/dp")
+    # Without the install's SYSTEMD_UNIT_DIR the manifest's unit paths look foreign: refused, nothing removed.
+    cp = util.run(["make", "-C", util.ROOT, "--no-print-directory", "uninstall", f"DESTDIR={dest}",
+                   "PREFIX=/opt/dp"], check=False)
+    assert cp.returncode != 0 and "SYSTEMD_UNIT_DIR" in cp.stderr and "nothing removed" in cp.stderr, cp.stderr
+    assert (root / "bin/distriproc").exists() and (dest / "etc/systemd/system" / UNITS[0]).exists()
+    make("uninstall", f"DESTDIR={dest}", "PREFIX=/opt/dp", units)
     left = sorted(str(p.relative_to(dest)) for p in dest.rglob("*"))
     assert left == ["opt", "opt/dp", "opt/dp/share", "opt/dp/share/man", "opt/dp/share/man/man1",
                     "opt/dp/share/man/man1/other.1"], left
