@@ -56,10 +56,10 @@ def checkpoint_with(binary, procs, tmp_path, name):
     with BINARY and no DISTRIPROC_CRIU, so that it must find its CRIU itself."""
     outer = procs.spawn(["unshare", "--pid", "--fork", "setsid", "sh", "-c", "while :; do sleep 0.1; done"],
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    inner = []
-    util.wait_until(lambda: inner.extend(util.run(["pgrep", "-P", str(outer.pid)], check=False).stdout.split())
-                    or inner, 10, "the test tree to start")
-    pid = procs.track(inner[0])
+    def first_child():
+        pids = util.run(["pgrep", "-P", str(outer.pid)], check=False).stdout.split()
+        return pids[0] if pids else None
+    pid = procs.track(util.wait_until(first_child, 10, "the test tree to start"))
     env = {k: v for k, v in os.environ.items() if k != "DISTRIPROC_CRIU"}
     return util.run([binary, "checkpoint", "--pid", pid, "--images", tmp_path / name, "--json"],
                     env=env, check=False, timeout=120)
