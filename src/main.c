@@ -41,7 +41,7 @@ static void usage(FILE *out)
             "\n"
             "Commands:\n");
     for (const struct command *c = commands; c->name; c++)
-        fprintf(out, "  %-12s %s\n", c->name, c->summary);
+        fprintf(out, "  %-13s  %s\n", c->name, c->summary);
     fprintf(out, "\nRun 'distriproc COMMAND --help' for the options of a command.\n");
 }
 
