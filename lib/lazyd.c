@@ -141,7 +141,7 @@ struct lz_evict {
     uint64_t batches, evictions, writebacks, wb_requests, wb_errors, cancels, refaults, vb_hits;
     uint64_t shared_skips, max_resident, syncs, sync_pages;
     struct dp_hist stop;       /* whole stop per batch: stop, drain, read, write back, zap, resume */
-    struct dp_hist wb_lat;     /* a batch's write-backs: first PUT sent -> all acknowledged */
+    struct dp_hist wb_lat;     /* a batch's write-backs (in a stop, or background): sent -> all acknowledged */
     int put_wait, put_status;
     int clean_inflight;
     uint64_t cleaned, clean_requests;
@@ -1335,6 +1335,7 @@ static void metrics_render(void *ctx, struct dp_sbuf *out)
     m.evictions = d->ev.evictions;
     m.writeback_pages = d->ev.writebacks + d->ev.cleaned;
     m.writeback_requests = d->ev.wb_requests;
+    m.writeback_requests_background = d->ev.clean_requests;
     m.writeback_errors = d->ev.wb_errors;
     m.writeback_latency = &d->ev.wb_lat;
     m.eviction_stop = &d->ev.stop;
@@ -1764,6 +1765,7 @@ struct ev_clean {
     struct dp_lazyd *d;
     int task_id;
     uint32_t n;
+    uint64_t t0;                  /* submitted (write-back latency) */
     uint64_t img[EV_MAX_BATCH];
     struct dp_page_hash h[EV_MAX_BATCH];
 };
@@ -1791,8 +1793,10 @@ static void ev_clean_cb(void *cookie, int status, const char *errmsg)
             e->aux &= ~EV_PUT_INFLIGHT;
         }
     }
-    if (status == 0)
+    if (status == 0) {
         d->ev.cleaned += c->n;
+        dp_hist_add(&d->ev.wb_lat, dp_now_ns() - c->t0);
+    }
     free(c);
 }
 
@@ -2256,6 +2260,7 @@ static int ev_batch(struct dp_lazyd *d, struct lz_task *t, const uint64_t *addr,
                 k++;
             }
             c->n = (uint32_t)k;
+            c->t0 = dp_now_ns();
             struct dp_err perr = {{0}};
             if (dp_client_submit_put(cl, r, (uint32_t)k, ev_clean_cb, c, &perr)) {
                 d->ev.clean_inflight++;

@@ -177,8 +177,11 @@ static const struct row lazyd_rows[] = {
      LZ(evictions), 0},
     {"distriproc_lazyd_writeback_pages_total", "counter", "Modified pages written back to the page server.", NULL,
      NULL, LZ(writeback_pages), 0},
-    {"distriproc_lazyd_writeback_requests_total", "counter", "Write-back requests sent to the page server.", NULL,
-     NULL, LZ(writeback_requests), 0},
+    {"distriproc_lazyd_writeback_requests_total", "counter",
+     "Write-back requests sent to the page server: stop (inside an eviction stop), background (ahead of one).",
+     "mode", "stop", LZ(writeback_requests), 0},
+    {"distriproc_lazyd_writeback_requests_total", NULL, NULL, "mode", "background",
+     LZ(writeback_requests_background), 0},
 };
 
 /* Prints a table of rows, then the snapshot's histograms follow. */

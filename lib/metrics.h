@@ -51,8 +51,9 @@ struct dp_lazyd_metrics {
     uint64_t resident_bytes, remote_bytes;
     const struct dp_hist *fault_latency;
     uint64_t budget_on;               /* 0/1 */
-    uint64_t evictions, writeback_pages, writeback_requests, writeback_errors;
-    const struct dp_hist *writeback_latency; /* a batch's PUTs submitted -> all acknowledged */
+    uint64_t evictions, writeback_pages, writeback_errors;
+    uint64_t writeback_requests, writeback_requests_background; /* in a stop / in the background */
+    const struct dp_hist *writeback_latency; /* a batch's PUTs submitted -> all acknowledged (durable) */
     const struct dp_hist *eviction_stop;     /* a batch's whole stop of the process */
 };
 
