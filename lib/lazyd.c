@@ -1159,7 +1159,9 @@ static void new_task(struct dp_lazyd *d, int32_t pid, int uffd, pid_t sender)
     char rem[32];
     d->ev.lazy_pages += dp_lazymap_pages(&t->map, DP_PG_REMOTE);
     dp_format_bytes(dp_lazymap_pages(&t->map, DP_PG_REMOTE) * PG, rem, sizeof(rem));
+    dp_log_context(t->id, -1);
     dp_info("task %d: userfaultfd received, %s lazy in %zu regions", pid, rem, t->map.n);
+    dp_log_context(-1, -1);
 }
 
 static void handle_criu(struct dp_lazyd *d, struct handler *h)
@@ -2839,7 +2841,11 @@ int dp_lazyd_step(struct dp_lazyd *d, int timeout_ms)
         switch (h->type) {
         case H_LISTEN: handle_listen(d); break;
         case H_CRIU: handle_criu(d, h); break;
-        case H_UFFD: handle_uffd(d, h->ptr); break;
+        case H_UFFD:
+            dp_log_context(((struct lz_task *)h->ptr)->id, -1);
+            handle_uffd(d, h->ptr);
+            dp_log_context(-1, -1);
+            break;
         case H_SRC: d->o->src->ops->process(d->o->src); src_sync(d); break;
         case H_CTL_LISTEN: handle_ctl_listen(d); break;
         case H_CTL_CLIENT: handle_ctl_client(d, h); break;

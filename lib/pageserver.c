@@ -1548,7 +1548,9 @@ static void on_accept(struct server *s)
             s->conns->prev = c;
         s->conns = c;
         s->st.connections++;
+        dp_log_context(-1, (int64_t)c->cid);
         dp_info("client %s connected", c->peer);
+        dp_log_context(-1, -1);
     }
 }
 
@@ -1750,10 +1752,12 @@ int dp_server_run(const struct dp_server_opts *o, struct dp_err *err)
                 struct conn *c = (struct conn *)tag;
                 if (c->closed)
                     continue;
+                dp_log_context(-1, (int64_t)c->cid);
                 if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
                     conn_read(s, c);
                 if (!c->closed && (evs[i].events & EPOLLOUT))
                     conn_flush(s, c);
+                dp_log_context(-1, -1);
             }
         }
         if (commit_puts(s) < 0 && !failed) {
