@@ -42,7 +42,7 @@ static void usage(FILE *out)
             "  --record-trace SEC      record the first-touch trace (default 10 with --source)\n"
             "  --foreground            stay attached until the daemon exits (its status is ours)\n"
             "  --metrics ADDR:PORT     serve Prometheus metrics at http://ADDR:PORT/metrics (loopback\n"
-            "                          only unless --metrics-allow-remote; docs/operations.md)\n"
+            "                          only unless --metrics-allow-remote; docs/observability.md)\n"
             "  --json                  print {daemon_pid, socket, workdir, images, ...} as JSON\n"
             "  -v, --verbose           debug logging\n"
             "\n"

@@ -101,7 +101,7 @@ static void restore_usage(FILE *out)
             "  --foreground            stay attached until the last restored task exits\n"
             "  --metrics ADDR:PORT     the daemon serves Prometheus metrics at http://ADDR:PORT/metrics\n"
             "                          (loopback only unless --metrics-allow-remote: no authentication;\n"
-            "                          with --host, in that host's network namespace; docs/operations.md)\n"
+            "                          with --host, in that host's network namespace; docs/observability.md)\n"
             "  --json                  print the result as JSON\n"
             "  -v, --verbose           debug logging, and criu's restore.log at -v4 (default -v3:\n"
             "                          -v4 writes a line per pagemap entry, 5000 at 4 GiB, ~8 ms)\n"

@@ -33,7 +33,7 @@ static void usage(FILE *out)
             "                        clients must say --insecure-plaintext too. Default: every\n"
             "                        frame is encrypted and authenticated (docs/protocol.md §3)\n"
             "  --metrics ADDR:PORT   serve Prometheus metrics at http://ADDR:PORT/metrics (loopback\n"
-            "                        only: the endpoint has no authentication; see docs/operations.md)\n"
+            "                        only: the endpoint has no authentication; see docs/observability.md)\n"
             "  --metrics-allow-remote  allow a non-loopback --metrics address (a trusted network only)\n"
             "  -v, --verbose         debug logging\n");
 }

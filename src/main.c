@@ -48,7 +48,7 @@ static void usage(FILE *out)
 
 /* `distriproc --log-format FMT COMMAND ...` (or DISTRIPROC_LOG_FORMAT=FMT):
  * the form of every log line, for this process and, through the
- * environment, the distriproc processes it starts (docs/operations.md).
+ * environment, the distriproc processes it starts (docs/observability.md).
  * Returns how many arguments it took, or -1 after an error message. */
 static int log_format_option(int argc, char **argv)
 {
