@@ -9,7 +9,7 @@ import math
 import re
 
 NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
-LABEL = rf'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\[\\"n])*)"'
+LABEL = r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\[\\"n])*)"'
 SAMPLE = re.compile(rf"^({NAME})(?:\{{((?:{LABEL})(?:,{LABEL})*)?\}})? (\S+)$")
 TYPES = ("counter", "gauge", "histogram")
 

@@ -5,7 +5,9 @@ happen), read with a strict parser of the text format (promtext.py), and
 checked value by value against `distriproc query stats` and `distriproc stats`."""
 
 import json
-import subprocess
+import os
+import shutil
+import socket
 
 import pytest
 
@@ -197,3 +199,18 @@ def test_metrics_address_must_be_loopback_unless_allowed(tmp_path):
         assert cp.returncode == 2, cp
         assert "not a loopback address" in cp.stderr and "no authentication" in cp.stderr, cp.stderr
         assert "--metrics-allow-remote" in cp.stderr, cp.stderr
+
+
+def test_busy_metrics_port_stops_the_server_with_its_name(tmp_path):
+    """A port already taken: the page server does not start half-watched."""
+    images = tmp_path / "images"
+    shutil.copytree(os.path.join(util.ROOT, "tests", "fixtures", "images-tinymem"), images)
+    util.distriproc("keygen", tmp_path / "key")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        cp = util.distriproc("serve", "--images", images, "--listen", "127.0.0.1:0", "--key", tmp_path / "key",
+                             "--metrics", f"127.0.0.1:{port}", check=False, timeout=20)
+    assert cp.returncode == 1, cp
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in cp.stderr and "choose a free port" in cp.stderr, cp.stderr
