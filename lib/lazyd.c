@@ -40,6 +40,8 @@
 #include "lazymap.h"
 #include "pmap.h"
 #include "lazystats.h"
+#include "metrics.h"
+#include "metrics_http.h"
 #include "replay.h"
 #include "trace.h"
 #include "uffd.h"
@@ -57,7 +59,7 @@
 #define BG_CHUNK_PAGES 16
 #define BG_MAX_INFLIGHT 8
 
-enum { H_LISTEN, H_CRIU, H_UFFD, H_SRC, H_CTL_LISTEN, H_CTL_CLIENT, H_TIMER, H_SIGNAL, H_GUARD };
+enum { H_LISTEN, H_CRIU, H_UFFD, H_SRC, H_CTL_LISTEN, H_CTL_CLIENT, H_TIMER, H_SIGNAL, H_GUARD, H_METRICS };
 enum { K_FAULT, K_PREFETCH, K_BACKGROUND, K_REPLAY, K_PIN };
 enum { R_AT_SOURCE, R_INSTALL_RETRY, R_FETCH_RETRY };
 
@@ -139,6 +141,7 @@ struct lz_evict {
     uint64_t batches, evictions, writebacks, wb_requests, wb_errors, cancels, refaults, vb_hits;
     uint64_t shared_skips, max_resident, syncs, sync_pages;
     struct dp_hist stop;       /* whole stop per batch: stop, drain, read, write back, zap, resume */
+    struct dp_hist wb_lat;     /* a batch's write-backs (in a stop, or background): sent -> all acknowledged */
     int put_wait, put_status;
     int clean_inflight;
     uint64_t cleaned, clean_requests;
@@ -182,6 +185,8 @@ struct dp_lazyd {
     struct handler guard_h;
     unsigned guard_gen;
     int place_tries;           /* looking up the tasks' processes after the restore (argv pins) */
+    struct dp_metrics_http *metrics; /* --metrics endpoint, or NULL */
+    struct handler metrics_h;
 };
 
 static void install(struct dp_lazyd *d, struct lz_req *r);
@@ -1154,7 +1159,9 @@ static void new_task(struct dp_lazyd *d, int32_t pid, int uffd, pid_t sender)
     char rem[32];
     d->ev.lazy_pages += dp_lazymap_pages(&t->map, DP_PG_REMOTE);
     dp_format_bytes(dp_lazymap_pages(&t->map, DP_PG_REMOTE) * PG, rem, sizeof(rem));
+    dp_log_context(t->id, -1);
     dp_info("task %d: userfaultfd received, %s lazy in %zu regions", pid, rem, t->map.n);
+    dp_log_context(-1, -1);
 }
 
 static void handle_criu(struct dp_lazyd *d, struct handler *h)
@@ -1287,25 +1294,64 @@ static void stage_json(struct dp_lazyd *d, struct dp_sbuf *b)
     dp_sbuf_printf(b, "]}");
 }
 
+/* The "total" of stats (and of the --metrics exposition): counters summed
+ * over every task, latency merged (lat may be NULL), pages of the live ones. */
+static void totals(const struct dp_lazyd *d, struct dp_lazy_counters *tot, struct dp_hist *lat, uint64_t *remote,
+                   uint64_t *resident)
+{
+    memset(tot, 0, sizeof(*tot));
+    *remote = *resident = 0;
+    for (const struct lz_task *t = d->tasks; t; t = t->next) {
+        dp_counters_add(tot, &t->c);
+        tot->prefetch_hits_inferred += t->pf.hits_inferred;
+        tot->prefetch_misses += t->pf.misses;
+        tot->faults_waiting += task_faults_waiting(t);
+        if (lat)
+            dp_hist_merge(lat, &t->lat);
+        if (t->alive) {
+            *remote += dp_lazymap_pages(&t->map, DP_PG_REMOTE) + dp_lazymap_pages(&t->map, DP_PG_INFLIGHT);
+            *resident += dp_lazymap_pages(&t->map, DP_PG_RESIDENT);
+        }
+    }
+}
+
+/* --metrics: the same totals and budget counters as stats_json/ev_json. */
+static void metrics_render(void *ctx, struct dp_sbuf *out)
+{
+    struct dp_lazyd *d = ctx;
+    struct dp_lazyd_metrics m = {0};
+    struct dp_hist *lat = calloc(1, sizeof(*lat));
+    if (!lat) {
+        out->oom = 1;
+        return;
+    }
+    uint64_t remote, resident;
+    totals(d, &m.c, lat, &remote, &resident);
+    m.uptime_ms = (dp_now_ns() - d->start_ns) / 1000000;
+    m.source_up = d->o->src->ops->healthy(d->o->src) ? 1 : 0;
+    m.tasks_alive = (uint64_t)tasks_alive(d);
+    m.resident_bytes = resident * PG;
+    m.remote_bytes = remote * PG;
+    m.fault_latency = lat;
+    m.budget_on = d->ev.on ? 1 : 0;
+    m.evictions = d->ev.evictions;
+    m.writeback_pages = d->ev.writebacks + d->ev.cleaned;
+    m.writeback_requests = d->ev.wb_requests;
+    m.writeback_requests_background = d->ev.clean_requests;
+    m.writeback_errors = d->ev.wb_errors;
+    m.writeback_latency = &d->ev.wb_lat;
+    m.eviction_stop = &d->ev.stop;
+    dp_metrics_lazyd_text(out, &m);
+    free(lat);
+}
+
 static void stats_json(struct dp_lazyd *d, struct dp_sbuf *b)
 {
     uint64_t now = dp_now_ns();
     struct dp_lazy_counters tot;
-    memset(&tot, 0, sizeof(tot));
     struct dp_hist *lat = calloc(1, sizeof(*lat));
-    uint64_t remote = 0, resident = 0;
-    for (const struct lz_task *t = d->tasks; t; t = t->next) {
-        dp_counters_add(&tot, &t->c);
-        tot.prefetch_hits_inferred += t->pf.hits_inferred;
-        tot.prefetch_misses += t->pf.misses;
-        tot.faults_waiting += task_faults_waiting(t);
-        if (lat)
-            dp_hist_merge(lat, &t->lat);
-        if (t->alive) {
-            remote += dp_lazymap_pages(&t->map, DP_PG_REMOTE) + dp_lazymap_pages(&t->map, DP_PG_INFLIGHT);
-            resident += dp_lazymap_pages(&t->map, DP_PG_RESIDENT);
-        }
-    }
+    uint64_t remote, resident;
+    totals(d, &tot, lat, &remote, &resident);
     char pf[32];
     dp_prefetch_format(&d->o->prefetch, pf, sizeof(pf));
     dp_sbuf_printf(b, "{\"uptime_s\": %.3f, \"source\": \"%s\", \"source_healthy\": %s, \"prefetch\": \"%s\", "
@@ -1721,6 +1767,7 @@ struct ev_clean {
     struct dp_lazyd *d;
     int task_id;
     uint32_t n;
+    uint64_t t0;                  /* submitted (write-back latency) */
     uint64_t img[EV_MAX_BATCH];
     struct dp_page_hash h[EV_MAX_BATCH];
 };
@@ -1748,8 +1795,10 @@ static void ev_clean_cb(void *cookie, int status, const char *errmsg)
             e->aux &= ~EV_PUT_INFLIGHT;
         }
     }
-    if (status == 0)
+    if (status == 0) {
         d->ev.cleaned += c->n;
+        dp_hist_add(&d->ev.wb_lat, dp_now_ns() - c->t0);
+    }
     free(c);
 }
 
@@ -2046,6 +2095,7 @@ static int ev_put(struct dp_lazyd *d, struct lz_task *t, const uint64_t *img, co
     if (max > EV_MAX_BATCH)
         max = EV_MAX_BATCH;
     d->ev.put_status = 0;
+    uint64_t t0 = dp_now_ns();
     struct dp_put_range r[EV_MAX_BATCH];
     for (size_t i = 0; i < n;) {
         size_t k = 0;
@@ -2067,6 +2117,8 @@ static int ev_put(struct dp_lazyd *d, struct lz_task *t, const uint64_t *img, co
     }
     while (d->ev.put_wait > 0 && t->alive)
         ev_pump(t);
+    if (t->alive && d->ev.put_status == 0)
+        dp_hist_add(&d->ev.wb_lat, dp_now_ns() - t0);
     return t->alive && d->ev.put_status == 0 ? 0 : -1;
 }
 
@@ -2210,6 +2262,7 @@ static int ev_batch(struct dp_lazyd *d, struct lz_task *t, const uint64_t *addr,
                 k++;
             }
             c->n = (uint32_t)k;
+            c->t0 = dp_now_ns();
             struct dp_err perr = {{0}};
             if (dp_client_submit_put(cl, r, (uint32_t)k, ev_clean_cb, c, &perr)) {
                 d->ev.clean_inflight++;
@@ -2514,6 +2567,10 @@ static void ev_json(struct dp_lazyd *d, struct dp_sbuf *b)
     dp_hist_json(b, &d->ev.stop);
     dp_sbuf_printf(b, ", \"stop_buckets_us\": ");
     dp_hist_json_buckets(b, &d->ev.stop);
+    dp_sbuf_printf(b, ", \"writeback_latency\": ");
+    dp_hist_json(b, &d->ev.wb_lat);
+    dp_sbuf_printf(b, ", \"writeback_latency_buckets_us\": ");
+    dp_hist_json_buckets(b, &d->ev.wb_lat);
     dp_sbuf_printf(b, "}");
 }
 
@@ -2621,6 +2678,8 @@ static void cleanup(struct dp_lazyd *d)
         close(d->timer_h.fd);
     if (d->sig_h.fd >= 0)
         close(d->sig_h.fd);
+    dp_metrics_http_close(d->metrics);
+    d->metrics = NULL;
     /* Tasks whose requests the source still owns: the source is closed by
      * the caller after us, so free only what is safe. */
     for (struct lz_task *t = d->tasks, *n; t; t = n) {
@@ -2718,6 +2777,14 @@ struct dp_lazyd *dp_lazyd_start(const struct dp_lazyd_opts *o)
         cleanup(d);
         return NULL;
     }
+    if (o->metrics_addr) {
+        d->metrics = dp_metrics_http_open(o->metrics_addr, metrics_render, d, &err);
+        if (!d->metrics || ep_add(d, &d->metrics_h, dp_metrics_http_fd(d->metrics), H_METRICS, NULL) < 0) {
+            dp_error("%s", d->metrics ? strerror(errno) : err.msg);
+            cleanup(d);
+            return NULL;
+        }
+    }
     if (o->replay_stage && d->replaying) {
         if (d->ev.on) {
             dp_error("--hotset-mode stage keeps the replayed pages in the daemon until they are used, outside "
@@ -2774,13 +2841,18 @@ int dp_lazyd_step(struct dp_lazyd *d, int timeout_ms)
         switch (h->type) {
         case H_LISTEN: handle_listen(d); break;
         case H_CRIU: handle_criu(d, h); break;
-        case H_UFFD: handle_uffd(d, h->ptr); break;
+        case H_UFFD:
+            dp_log_context(((struct lz_task *)h->ptr)->id, -1);
+            handle_uffd(d, h->ptr);
+            dp_log_context(-1, -1);
+            break;
         case H_SRC: d->o->src->ops->process(d->o->src); src_sync(d); break;
         case H_CTL_LISTEN: handle_ctl_listen(d); break;
         case H_CTL_CLIENT: handle_ctl_client(d, h); break;
         case H_TIMER: handle_timer(d); break;
         case H_SIGNAL: handle_signal(d); break;
         case H_GUARD: dp_guard_check(&d->guard); guard_sync(d); break;
+        case H_METRICS: dp_metrics_http_handle(d->metrics); break;
         }
     }
     replay_pump(d);

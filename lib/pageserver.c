@@ -33,6 +33,8 @@
 #include "pmap.h"
 #include "rttdelay.h"
 #include "hotset.h"
+#include "metrics.h"
+#include "metrics_http.h"
 #include "skeleton.h"
 
 #define HIGH_WATER  (8u << 20)   /* stop reading a client with this much output queued */
@@ -43,7 +45,7 @@
 #define HANDSHAKE_TIMEOUT_NS (10ULL * 1000000000ULL) /* to authenticate, or to read a fatal ERROR */
 #define MAX_CONNS   1024
 
-enum tag { TAG_LISTEN = 1, TAG_SIGNAL, TAG_TIMER, TAG_CONN };
+enum tag { TAG_LISTEN = 1, TAG_SIGNAL, TAG_TIMER, TAG_CONN, TAG_METRICS };
 
 /* ---- output items: bytes we own, or a range of a file to sendfile ---- */
 struct out_item {
@@ -138,7 +140,9 @@ struct server {
     struct dp_hotset_store *hotsets;  /* traces and GET_HOTSET (issue 7) */
     uint8_t cpid[DP_CPID_SIZE];       /* bound into every handshake */
     int ep, lfd, sfd, tfd;
-    enum tag tag_listen, tag_signal, tag_timer;
+    enum tag tag_listen, tag_signal, tag_timer, tag_metrics;
+    struct dp_metrics_http *metrics;  /* --metrics endpoint, or NULL */
+    struct dp_hist wb_lat;            /* PUT received -> durable (stats writeback_latency) */
     struct conn *conns;
     struct conn *graveyard;
     uint64_t next_cid;
@@ -798,6 +802,8 @@ static int commit_puts(struct server *s)
         release_conn_ref(s, c);
         if (rc < 0)
             s->st.pages_written -= pp->pages; /* counted as written back when queued */
+        else
+            dp_hist_add(&s->wb_lat, dp_now_ns() - pp->recv_ns);
         if (!c->closed) {
             if (rc < 0) {
                 send_error(s, c, pp->id, false, DP_E_IO, msg, pp->recv_ns);
@@ -843,11 +849,10 @@ static void handle_stats(struct server *s, struct conn *c, uint64_t id, uint64_t
     json_kv(&j, "connections", s->st.connections, true);
     json_kv(&j, "auth_failures", s->st.auth_failures, true);
     json_kv(&j, "protocol_errors", s->st.protocol_errors, true);
-    static const char *names[] = {"", "hello", "auth", "task_map", "get_pages", "put_pages", "get_skeleton",
-                                  "stats", "access_log", "put_trace", "get_hotset"};
+    const char *const *names = dp_server_request_names; /* shared with the metrics */
     dp_buf_put(&j, "\"requests\": {", 13);
-    for (size_t i = 1; i < DP_ARRAY_LEN(names); i++)
-        json_kv(&j, names[i], s->st.requests[i], i + 1 < DP_ARRAY_LEN(names));
+    for (size_t i = 1; names[i]; i++)
+        json_kv(&j, names[i], s->st.requests[i], names[i + 1] != NULL);
     dp_buf_put(&j, "}, ", 3);
     json_kv(&j, "pages_data", s->st.pages_data, true);
     json_kv(&j, "pages_zero", s->st.pages_zero, true);
@@ -870,8 +875,19 @@ static void handle_stats(struct server *s, struct conn *c, uint64_t id, uint64_t
     json_kv(&j, "puts_refused", s->st.puts_refused, true);
     json_kv(&j, "records_rejected", s->st.records_rejected, true);
     json_kv(&j, "insecure_plaintext", s->o->insecure_plaintext, true);
-    json_kv(&j, "pages_touched", s->access.len, false);
+    json_kv(&j, "pages_touched", s->access.len, true);
+    struct dp_sbuf lat = {0};
+    dp_sbuf_printf(&lat, "\"writeback_latency\": ");
+    dp_hist_json(&lat, &s->wb_lat);
+    dp_sbuf_printf(&lat, ", \"writeback_latency_buckets_us\": ");
+    dp_hist_json_buckets(&lat, &s->wb_lat);
+    bool lat_ok = !lat.oom && lat.p;
+    if (lat_ok)
+        dp_buf_put(&j, lat.p, lat.len);
+    dp_sbuf_free(&lat);
     dp_buf_put(&j, "}\n", 2);
+    if (!lat_ok)
+        dp_buf_free(&j); /* answered as out of memory below */
     struct dp_buf b = {0};
     int rc = j.data ? dp_msg_append(&b, DP_MSG_STATS | DP_MSG_REPLY, 0, id, j.data, (uint32_t)j.len) : -1;
     dp_buf_free(&j);
@@ -881,6 +897,42 @@ static void handle_stats(struct server *s, struct conn *c, uint64_t id, uint64_t
         return;
     }
     reply_simple(s, c, &b, recv_ns);
+}
+
+/* The --metrics exposition: the counters handle_stats prints, read the same
+ * way, so a scrape and `distriproc query stats` cannot disagree. */
+static void metrics_render(void *ctx, struct dp_sbuf *out)
+{
+    struct server *s = ctx;
+    struct dp_overlay_stats os;
+    dp_overlay_get_stats(s->ov, &os);
+    struct dp_server_metrics m = {
+        .uptime_ms = (dp_now_ns() - s->start_ns) / 1000000,
+        .tasks = s->cp->nr_tasks,
+        .lazy_bytes = s->cp->lazy_bytes,
+        .connections = s->st.connections,
+        .auth_failures = s->st.auth_failures,
+        .protocol_errors = s->st.protocol_errors,
+        .records_rejected = s->st.records_rejected,
+        .pages_data = s->st.pages_data,
+        .pages_zero = s->st.pages_zero,
+        .pages_not_lazy = s->st.pages_not_lazy,
+        .pages_from_overlay = s->st.pages_from_overlay,
+        .bytes_in = s->st.bytes_in,
+        .bytes_out = s->st.bytes_out,
+        .put_requests = s->st.put_requests,
+        .pages_written_back = s->st.pages_written,
+        .puts_refused = s->st.puts_refused,
+        .writeback_failed = dp_overlay_failure(s->ov) != NULL,
+        .overlay_pages = os.live_pages,
+        .pages_touched = s->access.len,
+        .writeback_latency = &s->wb_lat,
+    };
+    for (struct conn *k = s->conns; k; k = k->next)
+        m.clients++;
+    _Static_assert(sizeof(m.requests) == sizeof(s->st.requests), "one request table");
+    memcpy(m.requests, s->st.requests, sizeof(m.requests));
+    dp_metrics_server_text(out, &m);
 }
 
 static void handle_access_log(struct server *s, struct conn *c, uint64_t id, uint64_t recv_ns)
@@ -1496,7 +1548,9 @@ static void on_accept(struct server *s)
             s->conns->prev = c;
         s->conns = c;
         s->st.connections++;
+        dp_log_context(-1, (int64_t)c->cid);
         dp_info("client %s connected", c->peer);
+        dp_log_context(-1, -1);
     }
 }
 
@@ -1591,6 +1645,7 @@ int dp_server_run(const struct dp_server_opts *o, struct dp_err *err)
     s->tag_listen = TAG_LISTEN;
     s->tag_signal = TAG_SIGNAL;
     s->tag_timer = TAG_TIMER;
+    s->tag_metrics = TAG_METRICS;
     s->start_ns = dp_now_ns();
     struct timespec rt;
     clock_gettime(CLOCK_REALTIME, &rt);
@@ -1653,6 +1708,8 @@ int dp_server_run(const struct dp_server_opts *o, struct dp_err *err)
     }
     if (listen_on(s, err) < 0)
         goto out;
+    if (o->metrics_addr && !(s->metrics = dp_metrics_http_open(o->metrics_addr, metrics_render, s, err)))
+        goto out;
     struct epoll_event e = {.events = EPOLLIN};
     e.data.ptr = &s->tag_listen;
     epoll_ctl(s->ep, EPOLL_CTL_ADD, s->lfd, &e);
@@ -1660,6 +1717,11 @@ int dp_server_run(const struct dp_server_opts *o, struct dp_err *err)
     epoll_ctl(s->ep, EPOLL_CTL_ADD, s->sfd, &e);
     e.data.ptr = &s->tag_timer;
     epoll_ctl(s->ep, EPOLL_CTL_ADD, s->tfd, &e);
+    e.data.ptr = &s->tag_metrics;
+    if (s->metrics && epoll_ctl(s->ep, EPOLL_CTL_ADD, dp_metrics_http_fd(s->metrics), &e) < 0) {
+        dp_err_set(err, "cannot watch the metrics endpoint: %s", strerror(errno));
+        goto out;
+    }
     if (o->emulate_rtt_us)
         dp_info("emulating a round trip time of %" PRIu64 " us on every reply", o->emulate_rtt_us);
 
@@ -1684,14 +1746,18 @@ int dp_server_run(const struct dp_server_opts *o, struct dp_err *err)
                 }
             } else if (*tag == TAG_TIMER) {
                 on_timer(s);
+            } else if (*tag == TAG_METRICS) {
+                dp_metrics_http_handle(s->metrics);
             } else {
                 struct conn *c = (struct conn *)tag;
                 if (c->closed)
                     continue;
+                dp_log_context(-1, (int64_t)c->cid);
                 if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
                     conn_read(s, c);
                 if (!c->closed && (evs[i].events & EPOLLOUT))
                     conn_flush(s, c);
+                dp_log_context(-1, -1);
             }
         }
         if (commit_puts(s) < 0 && !failed) {
@@ -1725,6 +1791,7 @@ out:
     free(s->skel);
     dp_buf_free(&s->task_map_payload);
     dp_pmap_free(&s->access);
+    dp_metrics_http_close(s->metrics);
     dp_overlay_close(s->ov);
     dp_hotset_store_close(s->hotsets);
     for (size_t i = 0; i < s->nr_maps; i++)

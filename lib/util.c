@@ -1,4 +1,5 @@
 #include "util.h"
+#include "logline.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -13,26 +14,58 @@
 
 static const char *log_tag = "distriproc";
 static enum dp_log_level log_level = DP_LOG_INFO;
+static enum dp_log_format log_format = DP_LOG_FORMAT_TEXT;
+static int log_format_known;
+static _Thread_local int64_t log_task = -1, log_conn = -1;
 
 void dp_log_set_tag(const char *tag) { log_tag = tag; }
 void dp_log_set_level(enum dp_log_level level) { log_level = level; }
 
+int dp_log_set_format(const char *name)
+{
+    if (dp_log_format_parse(name, &log_format) < 0)
+        return -1;
+    log_format_known = 1;
+    return 0;
+}
+
+void dp_log_context(int64_t task, int64_t conn)
+{
+    log_task = task;
+    log_conn = conn;
+}
+
+/* The format chosen, else the environment's (main has checked it), else text. */
+static enum dp_log_format current_format(void)
+{
+    if (!log_format_known && dp_log_set_format(getenv("DISTRIPROC_LOG_FORMAT")) < 0) {
+        log_format = DP_LOG_FORMAT_TEXT;
+        log_format_known = 1;
+    }
+    return log_format;
+}
+
 static void vlog(enum dp_log_level level, const char *fmt, va_list ap)
 {
     static const char *names[] = {"debug", "info", "warning", "error"};
-    char line[2048];
-    int n = snprintf(line, sizeof(line), "%s: %s: ", log_tag, names[level]);
-    if (n < 0)
-        return;
-    vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
+    char msg[2048];
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    struct dp_log_rec r = {.level = names[level], .tag = log_tag, .pid = (long)getpid(), .task = log_task,
+                           .conn = log_conn, .msg = msg};
+    clock_gettime(CLOCK_REALTIME, &r.ts);
+    struct dp_sbuf line = {0};
+    dp_log_render(current_format(), &r, &line);
     /* One write per line so lines of concurrent processes do not interleave. */
-    size_t len = strlen(line);
-    if (len + 1 < sizeof(line)) {
-        line[len++] = '\n';
-        line[len] = '\0';
+    ssize_t w;
+    if (line.oom || !line.p) {
+        char plain[2200];
+        int n = snprintf(plain, sizeof(plain), "%s: %s: %s\n", log_tag, names[level], msg);
+        w = write(STDERR_FILENO, plain, n < (int)sizeof(plain) ? (size_t)n : sizeof(plain) - 1);
+    } else {
+        w = write(STDERR_FILENO, line.p, line.len);
     }
-    ssize_t w = write(STDERR_FILENO, line, len);
     (void)w;
+    dp_sbuf_free(&line);
 }
 
 void dp_log(enum dp_log_level level, const char *fmt, ...)

@@ -42,6 +42,8 @@ static void usage(FILE *out)
             "  --replay-window BYTES   hot-set bytes in flight (default 8M)\n"
             "  --record-trace SEC      record the first-touch trace (default 10 with --source)\n"
             "  --foreground            stay attached until the daemon exits (its status is ours)\n"
+            "  --metrics ADDR:PORT     serve Prometheus metrics at http://ADDR:PORT/metrics (loopback\n"
+            "                          only unless --metrics-allow-remote; docs/observability.md)\n"
             "  --json                  print {daemon_pid, socket, workdir, images, ...} as JSON\n"
             "  -v, --verbose           debug logging\n"
             "\n"

@@ -34,6 +34,7 @@
 #include "kdat.h"
 #include "key.h"
 #include "lazyd.h"
+#include "metrics_http.h"
 #include "pageserver_hotset.h"
 #include "proto_hotset.h"
 #include "pagesrc.h"
@@ -99,6 +100,9 @@ static void restore_usage(FILE *out)
             "  --runc-id ID            the restored container's ID (with --runc-bundle)\n"
             "  --runc-root DIR         runc's state directory (runc --root; default runc's own)\n"
             "  --foreground            stay attached until the last restored task exits\n"
+            "  --metrics ADDR:PORT     the daemon serves Prometheus metrics at http://ADDR:PORT/metrics\n"
+            "                          (loopback only unless --metrics-allow-remote: no authentication;\n"
+            "                          with --host, in that host's network namespace; docs/observability.md)\n"
             "  --json                  print the result as JSON\n"
             "  -v, --verbose           debug logging, and criu's restore.log at -v4 (default -v3:\n"
             "                          -v4 writes a line per pagemap entry, 5000 at 4 GiB, ~8 ms)\n"
@@ -120,6 +124,9 @@ struct restore_args {
     double fault_timeout, restore_timeout;
     int on_timeout_kill, shell_job, foreground, json;
     int stage;   /* --hotset-mode stage */
+    const char *metrics;           /* --metrics ADDR:PORT */
+    int metrics_remote;            /* --metrics-allow-remote */
+    struct sockaddr_in metrics_addr;
 };
 
 /* The subcommand's name in argument errors ("restore" or "lazy-pages"). */
@@ -339,6 +346,7 @@ static int parse_args(int argc, char **argv, struct restore_args *a, enum dp_res
         {"runc-bundle", required_argument, NULL, 'U'}, {"runc-id", required_argument, NULL, 'I'},
         {"runc-root", required_argument, NULL, 'O'},
         {"insecure-plaintext", no_argument, NULL, 'P'},
+        {"metrics", required_argument, NULL, 'm'}, {"metrics-allow-remote", no_argument, NULL, 'a'},
         {NULL, 0, NULL, 0},
     };
     int c;
@@ -348,6 +356,8 @@ static int parse_args(int argc, char **argv, struct restore_args *a, enum dp_res
         case 's': a->source = optarg; break;
         case 'k': a->key = optarg; break;
         case 'P': dp_client_set_insecure_plaintext(true); break;
+        case 'm': a->metrics = optarg; break;
+        case 'a': a->metrics_remote = 1; break;
         case 'i': a->images = optarg; break;
         case 'w': a->workdir = optarg; break;
         case 'H': a->host = optarg; break;
@@ -452,6 +462,11 @@ static int parse_args(int argc, char **argv, struct restore_args *a, enum dp_res
         ARGERR("--workdir and either --images DIR or --source ADDR:PORT "
                         "with --key FILE are required\n\n");
         usage_fn(stderr);
+        return 2;
+    }
+    struct dp_err merr = {{0}};
+    if (a->metrics && dp_metrics_addr_parse(a->metrics, a->metrics_remote, &a->metrics_addr, &merr) < 0) {
+        ARGERR("%s\n", merr.msg);
         return 2;
     }
     if ((a->budget || a->budget_frac > 0) && !a->source) {
@@ -761,6 +776,7 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
     struct dp_err err = {{0}};
     struct dp_lazyd_opts lo;
     memset(&lo, 0, sizeof(lo));
+    lo.metrics_addr = a.metrics ? &a.metrics_addr : NULL;
     if (dp_prefetch_parse(a.prefetch, &lo.prefetch, &err) < 0) {
         ARGERR("%s\n", err.msg);
         return 2;

@@ -8,6 +8,7 @@
 
 #include "commands.h"
 #include "key.h"
+#include "metrics_http.h"
 #include "pageserver.h"
 #include "util.h"
 
@@ -31,6 +32,9 @@ static void usage(FILE *out)
             "                        per-frame MAC: anyone on the path reads and rewrites pages);\n"
             "                        clients must say --insecure-plaintext too. Default: every\n"
             "                        frame is encrypted and authenticated (docs/protocol.md §3)\n"
+            "  --metrics ADDR:PORT   serve Prometheus metrics at http://ADDR:PORT/metrics (loopback\n"
+            "                        only: the endpoint has no authentication; see docs/observability.md)\n"
+            "  --metrics-allow-remote  allow a non-loopback --metrics address (a trusted network only)\n"
             "  -v, --verbose         debug logging\n");
 }
 
@@ -42,10 +46,13 @@ int cmd_serve(int argc, char **argv)
         {"access-log", required_argument, NULL, 'a'}, {"sendfile-min", required_argument, NULL, 's'},
         {"verbose", no_argument, NULL, 'v'},        {"help", no_argument, NULL, 'h'},
         {"insecure-plaintext", no_argument, NULL, 'P'},
+        {"metrics", required_argument, NULL, 'M'},  {"metrics-allow-remote", no_argument, NULL, 'A'},
         {NULL, 0, NULL, 0},
     };
     static struct dp_server_opts o;
-    const char *listen = NULL, *key = NULL;
+    const char *listen = NULL, *key = NULL, *metrics = NULL;
+    int metrics_remote = 0;
+    static struct sockaddr_in metrics_addr;
     o.sendfile_min = 64 << 10;
     int c;
     while ((c = getopt_long(argc, argv, "hv", opts, NULL)) != -1) {
@@ -71,6 +78,8 @@ int cmd_serve(int argc, char **argv)
             }
             break;
         case 'P': o.insecure_plaintext = true; break;
+        case 'M': metrics = optarg; break;
+        case 'A': metrics_remote = 1; break;
         case 'v': dp_log_set_level(DP_LOG_DEBUG); break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
@@ -86,6 +95,11 @@ int cmd_serve(int argc, char **argv)
         return 2;
     }
     struct dp_err err = {{0}};
+    if (metrics && dp_metrics_addr_parse(metrics, metrics_remote, &metrics_addr, &err) < 0) {
+        fprintf(stderr, "distriproc serve: %s\n", err.msg);
+        return 2;
+    }
+    o.metrics_addr = metrics ? &metrics_addr : NULL;
     if (dp_key_load(key, o.key, &o.key_len, &err) < 0) {
         dp_error("%s", err.msg);
         return 1;
