@@ -110,7 +110,7 @@ int dp_live_verdict_decode(const uint8_t *p, size_t len, uint32_t *verdict, stru
 int dp_live_record_format(const struct dp_live_record *r, char *buf, size_t len)
 {
     int n = snprintf(buf, len, "state %s\nroot %" PRId32 " %llu\ncgroup %s\ndeadline %.3f\nconnected %d\n",
-                     dp_live_state_name(r->state), r->root_pid, r->root_start, r->cgroup, r->deadline_unix,
+                     dp_live_state_name(r->state), r->root_pid, r->root_start, r->cgroup, r->deadline_boot,
                      r->connected ? 1 : 0);
     return n < 0 || (size_t)n >= len ? -1 : n;
 }
@@ -168,8 +168,8 @@ int dp_live_record_parse(const char *text, size_t len, struct dp_live_record *r,
         return -1;
     }
     strcpy(r->cgroup, v);
-    if (field(text, len, "deadline", v, sizeof(v)) < 0 || (r->deadline_unix = strtod(v, &e), *e != '\0') ||
-        !(r->deadline_unix >= 0)) {
+    if (field(text, len, "deadline", v, sizeof(v)) < 0 || (r->deadline_boot = strtod(v, &e), *e != '\0') ||
+        !(r->deadline_boot >= 0)) {
         dp_err_set(err, "bad or missing 'deadline SECONDS' line");
         return -1;
     }

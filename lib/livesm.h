@@ -82,7 +82,7 @@ struct dp_live_record {
     int32_t root_pid;                 /* host pid of the tree's root */
     unsigned long long root_start;    /* its start time (clock ticks), against pid reuse */
     char cgroup[256];                 /* the freezer cgroup's directory */
-    double deadline_unix;             /* SERVING: roll back if no destination by then (0 = none) */
+    double deadline_boot;             /* SERVING: roll back unless a restore was reported by then (CLOCK_BOOTTIME s; 0 = none) */
     int connected;                    /* a destination authenticated (the deadline no longer applies) */
 };
 /* Formats r into buf; returns the length, or -1 if it does not fit. Pure. */

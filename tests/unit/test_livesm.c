@@ -131,7 +131,7 @@ static void record_round_trip(void **state)
 {
     (void)state;
     struct dp_live_record r = {.state = S(COMMITTED), .root_pid = 4242, .root_start = 987654321ULL,
-                               .deadline_unix = 1700000000.25, .connected = 1};
+                               .deadline_boot = 1700000000.25, .connected = 1};
     strcpy(r.cgroup, "/sys/fs/cgroup/freezer/distriproc-live/lv-4242");
     char buf[1024];
     int n = dp_live_record_format(&r, buf, sizeof(buf));
@@ -143,7 +143,7 @@ static void record_round_trip(void **state)
     assert_int_equal(back.root_pid, 4242);
     assert_true(back.root_start == 987654321ULL);
     assert_string_equal(back.cgroup, r.cgroup);
-    assert_true(back.deadline_unix == 1700000000.25);
+    assert_true(back.deadline_boot == 1700000000.25);
     assert_int_equal(back.connected, 1);
     assert_int_equal(dp_live_record_format(&r, buf, 20), -1);
 
