@@ -191,6 +191,29 @@ static void *trace_upload(void *arg)
     return NULL;
 }
 
+/* Memory mode: every page is here (lazyd's all_resident), so the source's
+ * frozen tree may go: RELEASE, from a thread (the daemon's loop never blocks). */
+static void *release_thread(void *arg)
+{
+    struct trace_up *u = arg;
+    char *json = NULL;
+    struct dp_err err = {{0}};
+    if (dp_live_report(u->source, u->key, DP_LIVE_VERDICT_RELEASE, &json, &err) < 0)
+        dp_warn("could not tell %s to release the source: %s (it is released when its serve stops)", u->source,
+                err.msg);
+    else if (strstr(json, "\"memory\""))
+        dp_info("the source says: %s", json);
+    free(json);
+    return NULL;
+}
+
+static void release_source(void *ctx)
+{
+    pthread_t th;
+    if (pthread_create(&th, NULL, release_thread, ctx) == 0)
+        pthread_detach(th);
+}
+
 static void trace_sink(void *ctx, const uint8_t *buf, size_t len)
 {
     struct trace_up *u = ctx;
@@ -922,6 +945,12 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
     lo.listen_fd = lfd;
     lo.src = src;
     lo.background_rate = a.bg_rate;
+    if (!a.images && a.source && a.bg_rate) {
+        static struct trace_up rel;
+        rel = (struct trace_up){.source = a.source, .key = a.key, .workdir = workdir};
+        lo.all_resident = release_source;
+        lo.all_resident_ctx = &rel;
+    }
     lo.fault_timeout = a.fault_timeout;
     lo.on_timeout_kill = a.on_timeout_kill;
     lo.budget_pages = a.budget / 4096;

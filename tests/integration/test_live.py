@@ -237,3 +237,28 @@ def test_live_rollback_when_no_destination_reports(lab, procs, criu, tmp_path, t
     assert not frozen(src)
     assert forkmem("src", "VERIFY")["errors"] == 0
     assert "none connected" in log.read_text()
+
+
+@pytest.mark.time_limit(180)
+def test_live_background_fetch_releases_the_source(lab, procs, criu, tmp_path, thaw_leftovers):
+    """With --background-fetch the destination pulls every page, then tells
+    the source (RELEASE): the frozen tree is killed at once, serve ends, and
+    the restored process keeps every byte."""
+    src = start_forkmem(procs, tmp_path, mib=16)
+    digest = forkmem("src", "SUM")["sum"]
+    workdir = tmp_path / "src"
+    thaw_leftovers.append(workdir)
+    key = tmp_path / "key"
+    util.distriproc("keygen", key)
+    log = tmp_path / "serve.log"
+    serve = serve_live(procs, workdir, 7334, key, pid=src, log=log)
+    res = util.restore_json(procs, tmp_path / "dst", "--source", f"{util.HOSTS['src']}:7334", "--key", key,
+                            "--background-fetch", "100M")
+    util.wait_until(lambda: live_state(workdir)["state"] == "released", 60, "the source to be released")
+    util.wait_gone(src, timeout=20)
+    assert serve.wait(timeout=30) == 0
+    assert util.alive(res["pid"])
+    assert forkmem("dst", "SUM")["sum"] == digest
+    assert forkmem("dst", "WRITE 7")["pages_written"] > 0
+    assert forkmem("dst", "VERIFY")["errors"] == 0
+    assert "killed while frozen and never ran again" in log.read_text()
