@@ -262,3 +262,33 @@ def test_live_background_fetch_releases_the_source(lab, procs, criu, tmp_path, t
     assert forkmem("dst", "WRITE 7")["pages_written"] > 0
     assert forkmem("dst", "VERIFY")["errors"] == 0
     assert "killed while frozen and never ran again" in log.read_text()
+
+
+@pytest.mark.time_limit(120)
+def test_live_rollback_when_serve_stops_before_a_verdict_or_the_dump_fails(lab, procs, criu, tmp_path,
+                                                                          thaw_leftovers):
+    """serving --stopped--> rolled-back, and freezing --dump failed--> rolled-back."""
+    src = start_forkmem(procs, tmp_path, mib=8)
+    key = tmp_path / "key"
+    util.distriproc("keygen", key)
+    workdir = tmp_path / "a"
+    thaw_leftovers.append(workdir)
+    serve = serve_live(procs, workdir, 7335, key, pid=src, log=tmp_path / "a.log")
+    assert frozen(src)
+    serve.send_signal(signal.SIGTERM)
+    assert serve.wait(timeout=30) != 0
+    assert live_state(workdir)["state"] == "rolled-back" and not frozen(src)
+    assert forkmem("src", "VERIFY")["errors"] == 0
+
+    # criu dump fails: the tree, frozen by CRIU through the cgroup, runs again.
+    wrapper = tmp_path / "criu-dump-fails"
+    wrapper.write_text(f"#!/bin/sh\nif [ \"$1\" = dump ]; then exit 1; fi\nexec \"{criu}\" \"$@\"\n")
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
+    workdir = tmp_path / "b"
+    thaw_leftovers.append(workdir)
+    cp = util.run(util.netns_cmd("src", [util.DISTRIPROC, "serve", "--pid", src, "--workdir", workdir, "--listen",
+                                         f"{util.HOSTS['src']}:7335", "--key", key]),
+                  timeout=60, check=False, env={**os.environ, "DISTRIPROC_CRIU": str(wrapper)})
+    assert cp.returncode != 0 and "did not finish the images" in cp.stderr, cp.stderr
+    assert live_state(workdir)["state"] == "rolled-back" and not frozen(src)
+    assert forkmem("src", "VERIFY")["errors"] == 0
