@@ -17,7 +17,7 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: distriproc serve --images DIR --listen ADDR:PORT --key FILE [options]\n"
-            "       distriproc serve --pid PID --workdir DIR --listen ADDR:PORT --key FILE [options]\n"
+            "       distriproc serve --pid PID [--workdir DIR] --listen ADDR:PORT --key FILE [options]\n"
             "       distriproc serve --workdir DIR --listen ADDR:PORT --key FILE   (re-attach)\n"
             "\n"
             "Memory mode (--pid): freezes the tree of PID in a freezer cgroup, writes its\n"
@@ -45,7 +45,8 @@ static void usage(FILE *out)
             "                        clients must say --insecure-plaintext too. Default: every\n"
             "                        frame is encrypted and authenticated (docs/protocol.md §3)\n"
             "  --pid PID             memory mode: migrate the tree of PID (see above)\n"
-            "  --workdir DIR         memory mode: images, state and logs of this migration\n"
+            "  --workdir DIR         memory mode: images, state and logs of this migration (default\n"
+            "                        " DP_LIVE_DEFAULT_WORKDIR "/PID: `serve --pid PID` again re-attaches)\n"
             "  --connect-timeout SEC memory mode: roll back if no destination has connected and\n"
             "                        reported its restore within SEC seconds of the dump\n"
             "                        (default 60; 0 = wait forever)\n"
@@ -115,8 +116,13 @@ int cmd_serve(int argc, char **argv)
         default: usage(stderr); return 2;
         }
     }
-    if ((live.pid && !live.workdir) || (live.workdir && o.images_dir)) {
-        fprintf(stderr, "distriproc serve: --pid goes with --workdir (memory mode), --images without them\n\n");
+    static char default_workdir[64];
+    if (live.pid && !live.workdir) {
+        snprintf(default_workdir, sizeof(default_workdir), DP_LIVE_DEFAULT_WORKDIR "/%d", (int)live.pid);
+        live.workdir = default_workdir;
+    }
+    if ((live.pid || live.workdir) && o.images_dir) {
+        fprintf(stderr, "distriproc serve: --pid and --workdir are memory mode; --images goes without them\n\n");
         usage(stderr);
         return 2;
     }

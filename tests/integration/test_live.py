@@ -10,6 +10,7 @@ destination's criu is killed mid-restore, rollback at --connect-timeout."""
 
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -69,6 +70,9 @@ def thaw_leftovers():
             cg = live_state(w)["cgroup"].strip()
         except (OSError, KeyError):
             continue
+        finally:
+            if str(w).startswith("/var/lib/distriproc/live/"):  # serve's default workdir: not under tmp_path
+                shutil.rmtree(w, ignore_errors=True)
         for path in (cg, cg[: -len(".held")]):
             if not os.path.isdir(path):
                 continue
@@ -87,8 +91,8 @@ def thaw_leftovers():
 def serve_live(procs, workdir, port, key, *extra, pid=None, log=None):
     """serve in memory mode in src (setns only: `ip netns exec` would remount
     /sys without the freezer); returns the Popen once it listens."""
-    args = [util.DISTRIPROC, "serve", "--workdir", workdir, "--listen", f"{util.HOSTS['src']}:{port}",
-            "--key", key, *extra]
+    args = [util.DISTRIPROC, "serve", *(["--workdir", workdir] if workdir else []),
+            "--listen", f"{util.HOSTS['src']}:{port}", "--key", key, *extra]
     if pid:
         args += ["--pid", pid]
     out = open(log, "ab") if log else subprocess.DEVNULL
@@ -224,13 +228,16 @@ def test_live_rollback_when_dst_criu_is_killed(lab, procs, criu, tmp_path, thaw_
 
 @pytest.mark.time_limit(120)
 def test_live_rollback_when_no_destination_reports(lab, procs, criu, tmp_path, thaw_leftovers):
+    """Also the interface as the issue names it: serve --pid PID --listen --key,
+    the workdir defaulting to /var/lib/distriproc/live/PID."""
     src = start_forkmem(procs, tmp_path, mib=8)
-    workdir = tmp_path / "src"
+    workdir = f"/var/lib/distriproc/live/{src}"
+    assert not os.path.exists(workdir)
     thaw_leftovers.append(workdir)
     key = tmp_path / "key"
     util.distriproc("keygen", key)
     log = tmp_path / "serve.log"
-    serve = serve_live(procs, workdir, 7333, key, "--connect-timeout", "2", pid=src, log=log)
+    serve = serve_live(procs, None, 7333, key, "--connect-timeout", "2", pid=src, log=log)
     assert frozen(src)
     assert serve.wait(timeout=30) != 0
     assert live_state(workdir)["state"] == "rolled-back"
