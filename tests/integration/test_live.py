@@ -198,6 +198,14 @@ def test_live_rollback_when_dst_criu_is_killed(lab, procs, criu, tmp_path, thaw_
     log = tmp_path / "serve.log"
     serve = serve_live(procs, workdir, 7332, key, pid=src, log=log)
     assert frozen(src) and live_state(workdir)["state"] == "serving"
+    # serve SIGKILLed before any verdict: the tree stays frozen; a restarted
+    # serve re-attaches in state serving.
+    serve.kill()
+    serve.wait(timeout=10)
+    time.sleep(0.3)
+    assert frozen(src) and live_state(workdir)["state"] == "serving"
+    serve = serve_live(procs, workdir, 7332, key, log=log)
+    assert "re-attaching to the migration of pid" in log.read_text()
 
     # The destination's criu is SIGKILLed while it restores.
     wrapper = tmp_path / "criu-killed"
