@@ -168,6 +168,7 @@ struct dp_lazyd {
     uint64_t start_ns, last_probe_ns, last_bg_ns;
     double bg_tokens;
     int bg_inflight;
+    int all_resident_said;     /* o->all_resident called */
     struct lz_task *bg_next;
     uint32_t src_ev;
     char sock_path[4200], ctl_path[4200];
@@ -1595,6 +1596,20 @@ static void check_timeouts(struct dp_lazyd *d, uint64_t now)
     }
 }
 
+/* Background fetching found nothing remote: once nothing is in flight either
+ * (and no budget may evict), the source is told it is no longer needed. */
+static void all_resident(struct dp_lazyd *d)
+{
+    if (d->all_resident_said || !d->o->all_resident || d->o->budget_pages || d->o->budget_frac > 0)
+        return;
+    for (struct lz_task *t = d->tasks; t; t = t->next)
+        if (t->alive && (dp_lazymap_pages(&t->map, DP_PG_REMOTE) || dp_lazymap_pages(&t->map, DP_PG_INFLIGHT)))
+            return;
+    d->all_resident_said = 1;
+    dp_info("every lazy page is resident (background fetch done): the source is no longer needed");
+    d->o->all_resident(d->o->all_resident_ctx);
+}
+
 static void background_fetch(struct dp_lazyd *d, uint64_t now)
 {
     if (!d->o->background_rate || !d->finished)
@@ -1618,8 +1633,10 @@ static void background_fetch(struct dp_lazyd *d, uint64_t now)
             }
             t = t && t->next ? t->next : d->tasks;
         } while (t != start);
-        if (!found)
+        if (!found) {
+            all_resident(d);
             return;
+        }
         d->bg_next = t->next;
         /* next remote run at or after the cursor */
         int submitted = 0;

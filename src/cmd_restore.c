@@ -42,6 +42,8 @@
 #include "rootfs.h"
 #include "runc.h"
 #include "uffdwin.h"
+#include "live_client.h"
+#include "livesm.h"
 #include "util.h"
 
 static void restore_usage(FILE *out)
@@ -195,6 +197,29 @@ static void *trace_upload(void *arg)
     if (c)
         dp_client_close(c);
     return NULL;
+}
+
+/* Memory mode: every page is here (lazyd's all_resident), so the source's
+ * frozen tree may go: RELEASE, from a thread (the daemon's loop never blocks). */
+static void *release_thread(void *arg)
+{
+    struct trace_up *u = arg;
+    char *json = NULL;
+    struct dp_err err = {{0}};
+    if (dp_live_report(u->source, u->key, DP_LIVE_VERDICT_RELEASE, &json, &err) < 0)
+        dp_warn("could not tell %s to release the source: %s (it is released when its serve stops)", u->source,
+                err.msg);
+    else if (strstr(json, "\"memory\""))
+        dp_info("the source says: %s", json);
+    free(json);
+    return NULL;
+}
+
+static void release_source(void *ctx)
+{
+    pthread_t th;
+    if (pthread_create(&th, NULL, release_thread, ctx) == 0)
+        pthread_detach(th);
 }
 
 static void trace_sink(void *ctx, const uint8_t *buf, size_t len)
@@ -767,6 +792,26 @@ static int runc_restore_start(const struct restore_args *a, const struct runc_ct
     return 0;
 }
 
+/* Memory mode (docs/live-migration.md): tells a remote source how the restore
+ * ended, so it commits (kills its frozen tree only after this) or rolls back. */
+static int report_verdict(const struct restore_args *a, uint32_t verdict)
+{
+    if (a->images || !a->source)
+        return 0;
+    char *json = NULL;
+    struct dp_err err = {{0}};
+    int rc = -1;
+    for (int i = 0; i < 3 && rc < 0; i++) /* a lost reply: the same verdict again is harmless */
+        rc = dp_live_report(a->source, a->key, verdict, &json, &err);
+    if (rc < 0)
+        dp_error("could not report the restore's %s to %s: %s", verdict == DP_LIVE_VERDICT_RESTORED ? "success"
+                 : "failure", a->source, err.msg);
+    else if (strstr(json, "\"memory\""))
+        dp_info("the source says: %s", json);
+    free(json);
+    return rc;
+}
+
 int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usage_fn)(FILE *out))
 {
     struct restore_args a;
@@ -917,6 +962,12 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
     lo.listen_fd = lfd;
     lo.src = src;
     lo.background_rate = a.bg_rate;
+    if (!a.images && a.source && a.bg_rate) {
+        static struct trace_up rel;
+        rel = (struct trace_up){.source = a.source, .key = a.key, .workdir = workdir};
+        lo.all_resident = release_source;
+        lo.all_resident_ctx = &rel;
+    }
     lo.fault_timeout = a.fault_timeout;
     lo.on_timeout_kill = a.on_timeout_kill;
     lo.budget_pages = a.budget / 4096;
@@ -1048,6 +1099,7 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
             dp_criu_print_log_tail(runc_log, 8);
         }
         dp_criu_print_log_tail(log, DP_CRIU_LOG_TAIL);
+        (void)report_verdict(&a, DP_LIVE_VERDICT_FAILED);
         if (a.runc_bundle)
             dp_runc_force_delete(&rctx.r, a.runc_id); /* leave no runc state behind */
         if (!daemon_gone) {
@@ -1063,6 +1115,15 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
     }
     dp_bundle_info_free(&rctx.bundle);
     int pid = dp_read_pid_file(pidfile);
+    if (report_verdict(&a, DP_LIVE_VERDICT_RESTORED) < 0) {
+        /* A source in memory mode that never heard of this restore rolls
+         * back at its --connect-timeout: never both running. */
+        dp_error("killing the restored tree (pid %d): the source did not confirm it; it keeps the process",
+                 pid);
+        if (pid > 0)
+            kill(pid, SIGKILL);
+        return 1;
+    }
     double restore_s = (double)(t_done - t_criu) / 1e9, total_s = (double)(t_done - t_start) / 1e9;
     if (a.json) {
         json_t *o = json_pack("{s:i, s:f, s:f, s:i, s:s, s:s, s:I, s:s, s:I, s:s, s:s, s:f, s:f, s:f, s:s?}",

@@ -331,8 +331,12 @@ def test_malformed_requests(server):
     expect_error(c, E_MALFORMED)
     c = Conn(server)
     c.handshake()
-    c.send(msg(0x0b, 4))  # unassigned type
+    c.send(msg(0x0c, 4))  # unassigned type
     expect_error(c, E_UNKNOWN)
+    c = Conn(server)
+    c.handshake()
+    c.send(msg(0x0b, 4, struct.pack("<I", 9)))  # MIGRATION with a verdict out of 1..4
+    expect_error(c, E_MALFORMED)
     c = Conn(server)
     c.handshake()
     c.send(msg(STATS, 4, flags=0x8000))  # unknown flag
