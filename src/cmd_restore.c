@@ -28,6 +28,8 @@
 #include "client.h"
 #include "commands.h"
 #include "cpid.h"
+#include "fence.h"
+#include "proto_lease.h"
 #include "criu.h"
 #include "lab.h"
 #include "hotset.h"
@@ -54,6 +56,12 @@ static void restore_usage(FILE *out)
             "  --source ADDR:PORT      the page server (distriproc serve) holding the checkpoint\n"
             "  --key FILE              pre-shared key of the page server\n"
             "  --insecure-plaintext    frames in clear, for a server run with it (no encryption)\n"
+            "  --take-over             take the checkpoint's write lease from the restore that holds\n"
+            "                          it (crashed, cut off, or still running): that restore's page\n"
+            "                          requests are refused from now on and its daemon SIGKILLs its\n"
+            "                          tree. Without it a held lease refuses this restore, naming the\n"
+            "                          holder. Either way this restore starts from the checkpoint's\n"
+            "                          memory (docs/pageserver.md, One writer, fenced)\n"
             "  --images DIR            local mode: serve pages from a CRIU images directory\n"
             "                          (no server; the local-floor baseline)\n"
             "  --workdir DIR           lazy-pages.socket, control.sock, logs, pulled images\n"
@@ -117,7 +125,7 @@ struct restore_args {
     double budget_frac;
     unsigned evict_batch;
     double fault_timeout, restore_timeout;
-    int on_timeout_kill, shell_job, foreground, json;
+    int on_timeout_kill, shell_job, foreground, json, take_over;
     int stage;   /* --hotset-mode stage */
 };
 
@@ -282,6 +290,30 @@ static int load_hotset(const struct restore_args *a, struct dp_pagesrc *src, con
     return 0;
 }
 
+/* The checkpoint's write lease, before anything is pulled or restored: one
+ * restore at a time writes back (lib/lease.h). */
+static int take_lease(const struct restore_args *a, struct dp_pagesrc *src)
+{
+    char host[64] = "?", holder[DP_LEASE_HOLDER_MAX + 1];
+    struct dp_lease_reply lr;
+    struct dp_err err = {{0}};
+    gethostname(host, sizeof(host) - 1);
+    snprintf(holder, sizeof(holder), "restore pid %d on %.40s", (int)getpid(), host);
+    if (dp_client_lease(dp_pagesrc_remote_client(src), holder, a->take_over, &lr, 30000, &err) < 0) {
+        dp_error("%s: %s", a->take_over ? "taking over the write lease failed" : "this restore cannot start",
+                 err.msg);
+        return -1;
+    }
+    if (lr.prev_epoch && a->take_over)
+        dp_warn("took the write lease over from '%s' (epoch %llu): it is fenced and its daemon stops its tree. "
+                "This restore (epoch %llu) starts from the checkpoint's memory; the pages the old one wrote back "
+                "stay on the source in distriproc-overlay.log.epoch-%llu", lr.prev_holder,
+                (unsigned long long)lr.prev_epoch, (unsigned long long)lr.epoch, (unsigned long long)lr.prev_epoch);
+    else if (!a->json)
+        dp_info("write lease epoch %llu taken", (unsigned long long)lr.epoch);
+    return 0;
+}
+
 /* The daemon's process: detached from the terminal's session; logs to
  * WORKDIR/lazyd.log unless in the foreground. */
 static pid_t start_daemon(const struct restore_args *a, struct dp_lazyd_opts *o, int ready_wr)
@@ -308,6 +340,7 @@ static pid_t start_daemon(const struct restore_args *a, struct dp_lazyd_opts *o,
     o->ready_fd = ready_wr;
     int rc = dp_lazyd_run(o);
     trace_wait();
+    dp_fence_release(o->src); /* the tree has ended: the next restore needs no --take-over */
     o->src->ops->close(o->src);
     _exit(rc);
 }
@@ -338,6 +371,7 @@ static int parse_args(int argc, char **argv, struct restore_args *a, enum dp_res
         {"runc-bundle", required_argument, NULL, 'U'}, {"runc-id", required_argument, NULL, 'I'},
         {"runc-root", required_argument, NULL, 'O'},
         {"insecure-plaintext", no_argument, NULL, 'P'},
+        {"take-over", no_argument, NULL, 'X'},
         {NULL, 0, NULL, 0},
     };
     int c;
@@ -435,6 +469,7 @@ static int parse_args(int argc, char **argv, struct restore_args *a, enum dp_res
             break;
         case 'S': a->shell_job = 1; break;
         case 'F': a->foreground = 1; break;
+        case 'X': a->take_over = 1; break;
         case 'j': a->json = 1; break;
         case 'v':
             dp_log_set_level(DP_LOG_DEBUG);
@@ -817,6 +852,10 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
         src = dp_pagesrc_remote_open(a.source, a.key, &err);
         if (!src) {
             dp_error("cannot use the page server %s: %s", a.source, err.msg);
+            return 1;
+        }
+        if (take_lease(&a, src) < 0) {
+            src->ops->close(src);
             return 1;
         }
         snprintf(images, sizeof(images), "%s/images", workdir);
