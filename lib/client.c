@@ -1358,7 +1358,7 @@ static void client_fence(struct dp_client *c, const char *why)
     dp_error("page server: this restore is fenced: %s", why);
     drop_connection(c, why);
     c->state = CS_FAILED;
-    snprintf(c->last_error, sizeof(c->last_error), "fenced: %s", why);
+    snprintf(c->last_error, sizeof(c->last_error), "%s", why);
     fail_all(c, DP_CLIENT_SERVER_ERROR(DP_E_FENCED), why);
 }
 

@@ -1325,6 +1325,8 @@ static void handle_lease(struct server *s, struct conn *c, const struct dp_hdr *
     char why[DP_MAX_ERROR_MSG], archived[4400] = "";
     enum dp_lease_verdict v = dp_lease_decide(&cur, &ask, wall_us(), &next, why, sizeof(why));
     if (v == DP_LEASE_HELD || v == DP_LEASE_STALE) {
+        if (v == DP_LEASE_STALE)
+            c->lease_epoch = ask.epoch; /* what else it asks on this connection is refused too (FENCED) */
         send_error(s, c, h->id, false, v == DP_LEASE_HELD ? DP_E_LEASE_HELD : DP_E_FENCED, why, recv_ns);
         return;
     }

@@ -160,3 +160,79 @@ def test_version_3_connection_has_no_lease_and_cannot_write_while_one_is_held(tm
         tp.expect_error(c, tp.E_UNKNOWN, fatal=True)
     finally:
         srv.stop()
+
+
+# ---- two real restores (CRIU, lab namespaces) --------------------------------------------
+
+SERVE_PORT = 7320
+
+
+def memwalk(host, cmd="STAT", timeout=120):
+    return util.memwalk_request(util.HOSTS[host], command=cmd, host=host, timeout=timeout)
+
+
+def server_stats(listen, key):
+    return json.loads(util.run(util.netns_cmd("dst", [util.DISTRIPROC, "query", "--source", listen, "--key", key,
+                                                      "stats"])).stdout)
+
+
+def restore_in(procs, host, workdir, listen, key, *extra, check=True):
+    """restore into lab host `host` (the first restore goes to src, where the
+    checkpointed memwalk ran, so the second can use dst's network)."""
+    cp = util.distriproc("restore", "--source", listen, "--key", key, *extra, "--workdir", workdir, "--host", host,
+                         "--json", timeout=150, check=check)
+    if cp.returncode != 0:
+        return cp
+    res = json.loads(cp.stdout)
+    procs.track(res["daemon_pid"])
+    procs.track(res["pid"])
+    return res
+
+
+@pytest.mark.time_limit(420)
+def test_two_restores_second_refused_take_over_stops_the_first(lab, procs, criu, tmp_path):
+    """Restore A writes back under a budget; restore B is refused (naming A);
+    B with --take-over runs; A's daemon is fenced and SIGKILLs its tree with
+    the message; B's memory is exactly the checkpoint's (memwalk verifies
+    every page against the generation table it was checkpointed with: any
+    page A wrote back would be a newer generation, a mismatch), and A's
+    acknowledged pages are kept in the earlier generation's log."""
+    images = util.checkpoint_container(
+        procs, tmp_path, [util.MEMWALK, "--mib", "16", "--threads", "1", "--write-ratio", "0.5", "--seed", "12"],
+        lambda: util.wait_until(lambda: memwalk("src")["writes"] > 2000, 60, "memwalk to write"))
+    key = tmp_path / "key"
+    util.distriproc("keygen", key)
+    listen = util.serve_images(procs, images, key, SERVE_PORT)
+    a = restore_in(procs, "src", tmp_path / "a", listen, key, "--budget", "4M")
+    util.wait_until(lambda: server_stats(listen, key)["pages_written_back"] > 500, 120,
+                    "restore A to write back pages under its budget")
+    st = server_stats(listen, key)
+    assert st["lease_epoch"] == 1 and st["lease_held"] == 1, st
+
+    refused = restore_in(procs, "dst", tmp_path / "b0", listen, key, check=False)
+    assert refused.returncode != 0
+    assert "this restore cannot start" in refused.stderr and "held by 'restore pid" in refused.stderr, refused.stderr
+    assert "--take-over" in refused.stderr, refused.stderr
+    assert util.alive(a["pid"]) and memwalk("src")["errors"] == 0
+
+    b = restore_in(procs, "dst", tmp_path / "b", listen, key, "--take-over")
+    # A is fenced: its daemon kills its tree and says why.
+    util.wait_gone(a["pid"], timeout=60)
+    util.wait_gone(a["daemon_pid"], timeout=60)
+    log_a = (tmp_path / "a" / "lazyd.log").read_text()
+    assert "this restore was fenced" in log_a and "SIGKILL" in log_a, log_a[-3000:]
+    fenced = json.loads((tmp_path / "a" / "fenced.json").read_text())
+    assert fenced["fenced"] is True and fenced["action"] == "SIGKILL" and "taken over" in fenced["why"], fenced
+    # B: the checkpoint's memory, every page (no page of A's run mixed in).
+    util.wait_until(lambda: memwalk("dst")["writes"] > 2000, 60, "restore B's memwalk to write")
+    v = memwalk("dst", "VERIFY")
+    assert v["verify_errors"] == 0 and v["errors"] == 0, v
+    st = server_stats(listen, key)
+    assert st["lease_epoch"] == 2 and st["lease_held"] == 1, st
+    kept = images / "distriproc-overlay.log.epoch-1"
+    assert kept.stat().st_size >= 500 * 4160, kept.stat()
+    os.kill(b["pid"], signal.SIGKILL)
+    util.wait_gone(b["daemon_pid"], timeout=30)
+    # B's daemon gave the lease back when its tree ended.
+    st = server_stats(listen, key)
+    assert st["lease_epoch"] == 2 and st["lease_held"] == 0, st
