@@ -189,6 +189,40 @@ def restore_in(procs, host, workdir, listen, key, *extra, check=True):
     return res
 
 
+def checkpoint_and_serve(procs, tmp_path, seed):
+    """memwalk (16 MiB, half writes) checkpointed from src and served there."""
+    images = util.checkpoint_container(
+        procs, tmp_path, [util.MEMWALK, "--mib", "16", "--threads", "1", "--write-ratio", "0.5", "--seed", seed],
+        lambda: util.wait_until(lambda: memwalk("src")["writes"] > 2000, 60, "memwalk to write"))
+    key = tmp_path / "key"
+    util.distriproc("keygen", key)
+    return images, key, util.serve_images(procs, images, key, SERVE_PORT)
+
+
+@pytest.mark.time_limit(420)
+def test_a_restore_keeps_its_lease_across_a_server_restart(lab, procs, criu, tmp_path):
+    """The holder's client resumes its epoch first on every reconnect: after a
+    kill -9 and restart of the page server the restore goes on writing back
+    (its PUTs are accepted: it is still the writer), nothing is fenced, and
+    memwalk reads every page it wrote."""
+    images, key, listen = checkpoint_and_serve(procs, tmp_path, "13")
+    server = procs.popens[-1]  # util.serve_images' process: `ip netns exec` runs the server itself
+    a = restore_in(procs, "dst", tmp_path / "a", listen, key, "--budget", "4M")
+    util.wait_until(lambda: server_stats(listen, key)["pages_written_back"] > 200, 120, "write-backs")
+    server.kill()
+    server.wait()
+    listen = util.serve_images(procs, images, key, SERVE_PORT)
+    # counters start again at 0: these write-backs were accepted after the restart
+    util.wait_until(lambda: server_stats(listen, key)["pages_written_back"] > 200, 120,
+                    "write-backs to the restarted server")
+    st = server_stats(listen, key)
+    assert st["lease_epoch"] == 1 and st["lease_held"] == 1 and st["fenced_requests"] == 0, st
+    assert util.alive(a["pid"]) and not (tmp_path / "a" / "fenced.json").exists()
+    v = memwalk("dst", "VERIFY")
+    assert v["verify_errors"] == 0 and v["errors"] == 0, v
+    assert "reconnected to page server" in (tmp_path / "a" / "lazyd.log").read_text()
+
+
 @pytest.mark.time_limit(420)
 def test_two_restores_second_refused_take_over_stops_the_first(lab, procs, criu, tmp_path):
     """Restore A writes back under a budget; restore B is refused (naming A);
@@ -197,12 +231,7 @@ def test_two_restores_second_refused_take_over_stops_the_first(lab, procs, criu,
     every page against the generation table it was checkpointed with: any
     page A wrote back would be a newer generation, a mismatch), and A's
     acknowledged pages are kept in the earlier generation's log."""
-    images = util.checkpoint_container(
-        procs, tmp_path, [util.MEMWALK, "--mib", "16", "--threads", "1", "--write-ratio", "0.5", "--seed", "12"],
-        lambda: util.wait_until(lambda: memwalk("src")["writes"] > 2000, 60, "memwalk to write"))
-    key = tmp_path / "key"
-    util.distriproc("keygen", key)
-    listen = util.serve_images(procs, images, key, SERVE_PORT)
+    images, key, listen = checkpoint_and_serve(procs, tmp_path, "12")
     a = restore_in(procs, "src", tmp_path / "a", listen, key, "--budget", "4M")
     util.wait_until(lambda: server_stats(listen, key)["pages_written_back"] > 500, 120,
                     "restore A to write back pages under its budget")
