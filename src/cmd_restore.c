@@ -314,6 +314,14 @@ static int take_lease(const struct restore_args *a, struct dp_pagesrc *src)
     return 0;
 }
 
+/* A restore that fails before its daemon starts gives the write lease back
+ * (nothing was restored, nothing written), then closes the source. */
+static void abandon_source(struct dp_pagesrc *src)
+{
+    dp_fence_release(src);
+    src->ops->close(src);
+}
+
 /* The daemon's process: detached from the terminal's session; logs to
  * WORKDIR/lazyd.log unless in the foreground. */
 static pid_t start_daemon(const struct restore_args *a, struct dp_lazyd_opts *o, int ready_wr)
@@ -864,7 +872,7 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
             dp_info("pulling the skeleton images from %s into %s", a.source, images);
         if (dp_client_get_skeleton(dp_pagesrc_remote_client(src), images, &sk, 120000, &err) < 0) {
             dp_error("pulling the skeleton from %s failed: %s", a.source, err.msg);
-            src->ops->close(src);
+            abandon_source(src);
             return 1;
         }
         skel_bytes = sk.bytes_received;
@@ -874,7 +882,7 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
          * searchable by anyone, the workdir above it closed to others. */
         if (a.runc_bundle && rctx.bundle.userns && (chmod(workdir, 0700) < 0 || chmod(images, 0711) < 0)) {
             dp_error("cannot make %s searchable for the container's tasks: %s", images, strerror(errno));
-            src->ops->close(src);
+            abandon_source(src);
             return 1;
         }
         char b1[32], b2[32];
@@ -885,7 +893,7 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
     }
 
     if (a.runc_bundle && check_rootfs(images, &rctx.bundle) < 0) {
-        src->ops->close(src);
+        abandon_source(src);
         return 1;
     }
 
@@ -893,7 +901,7 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
     int lfd = dp_lazyd_listen(workdir, &err);
     if (lfd < 0) {
         dp_error("%s", err.msg);
-        src->ops->close(src);
+        abandon_source(src);
         return 1;
     }
     /* Working set: the checkpoint's identity (from our copy of its images),
@@ -909,14 +917,14 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
             dp_error("cannot identify the checkpoint in %s: %s", images, err.msg);
             dp_checkpoint_close(cpi);
             close(lfd);
-            src->ops->close(src);
+            abandon_source(src);
             return 1;
         }
         int hrc = a.hotset ? load_hotset(&a, src, cpi, lo.cp_id, &hs) : 1;
         dp_checkpoint_close(cpi);
         if (hrc < 0) {
             close(lfd);
-            src->ops->close(src);
+            abandon_source(src);
             return 1;
         }
         if (hrc == 0) {
