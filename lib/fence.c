@@ -37,7 +37,11 @@ void dp_fence_release(struct dp_pagesrc *src)
     struct dp_err err = {{0}};
     if (!c || dp_client_fenced(c))
         return;
-    if (dp_client_lease_release(c, 5000, &err) < 0)
+    /* Never wait for an unreachable server here: the daemon's exit (and a
+     * killed tree's report) must not hang on it. */
+    if (!dp_client_connected(c))
+        dp_err_set(&err, "not connected to the page server");
+    if (err.msg[0] || dp_client_lease_release(c, 2000, &err) < 0)
         dp_warn("could not give the write lease back to the page server (%s): the next restore of this checkpoint "
                 "will need --take-over", err.msg);
 }

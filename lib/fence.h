@@ -18,8 +18,9 @@ struct dp_pagesrc;
 /* Logs why the tree is being stopped and writes WORKDIR/fenced.json
  * ({"fenced": true, "why": ..., "source": ..., "action": "SIGKILL"}). */
 void dp_fence_report(const char *why, const char *source_desc, const char *workdir);
-/* Releases the write lease of a remote source, unless fenced (best effort:
- * a failure is logged, the next restore then has to take over). */
+/* Releases the write lease of a remote source, unless fenced; only if the
+ * server is reachable right now, bounded by 2 s (best effort: a failure is
+ * logged, the next restore then has to take over). */
 void dp_fence_release(struct dp_pagesrc *src);
 
 #endif

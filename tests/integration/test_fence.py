@@ -95,8 +95,11 @@ def test_second_writer_refused_take_over_fences_the_first(tmp_path):
         lease(a2, 1, epoch=1, holder=b"restore A")
         _, text = tp.expect_error(a2, E_FENCED, fatal=False)
         assert "stale" in text and "'restore B'" in text, text
-        a2.put(2, 1, ADDR, bytes(4096))
-        _, text = tp.expect_error(a2, E_LEASE_HELD, fatal=False)  # unleased now: not the holder
+        a2.put(2, 1, ADDR, bytes(4096))  # the old writer's write: refused
+        _, text = tp.expect_error(a2, E_FENCED, fatal=False)
+        assert "epoch 1" in text and "its restore must stop" in text, text
+        a2.get(3, [(1, ADDR, 1)])  # and it reads nothing of the new generation
+        tp.expect_error(a2, E_FENCED, fatal=False)
         assert "taken over by 'restore B' at epoch 2" in srv.logtext()
         assert OVERLAY + ".epoch-1" in srv.logtext()
     finally:
