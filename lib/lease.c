@@ -128,11 +128,14 @@ int dp_lease_may_read(const struct dp_lease *cur, uint64_t conn_epoch, char *why
 
 /* ---- lease file ------------------------------------------------------ */
 
+/* BLAKE2b-128 of the file's first 112 bytes: a torn or flipped file is
+ * refused, never read as some other lease. */
 static void file_checksum(const uint8_t *p, uint8_t out[16])
 {
     crypto_generichash(out, 16, p, 112, NULL, 0);
 }
 
+/* See lease.h (the layout is in its leading comment). */
 void dp_lease_encode(const struct dp_lease *l, uint8_t out[DP_LEASE_FILE_SIZE])
 {
     size_t n = strnlen(l->holder, DP_LEASE_HOLDER_MAX);

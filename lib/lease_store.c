@@ -158,8 +158,10 @@ int dp_lease_store_open(const char *dir, struct dp_lease_store **out, struct dp_
     return 0;
 }
 
+/* Nothing to flush: every change was made durable when applied. */
 void dp_lease_store_close(struct dp_lease_store *s) { free(s); }
 
+/* The state as on disk (what every request is decided against). */
 const struct dp_lease *dp_lease_store_get(const struct dp_lease_store *s) { return &s->cur; }
 
 /* See lease_store.h. */

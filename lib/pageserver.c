@@ -1731,6 +1731,10 @@ int dp_server_run(const struct dp_server_opts *o, struct dp_err *err)
         goto out;
     if (dp_overlay_open(o->images_dir, &s->ov, err) < 0)
         goto out;
+    const struct dp_lease *lease = dp_lease_store_get(s->leases);
+    if (lease->held)
+        dp_info("write lease: epoch %" PRIu64 " held by '%s' (it resumes on reconnect; another restore needs "
+                "--take-over)", lease->epoch, lease->holder);
     maybe_compact(s);
     if (dp_hotset_store_open(s->cp, &s->hotsets, err) < 0)
         goto out;

@@ -152,6 +152,7 @@ static void remote_process(struct dp_pagesrc *s)
 
 static int remote_healthy(struct dp_pagesrc *s) { return dp_client_connected(((struct remote_src *)s)->c); }
 
+/* The client knows when the server refused our write lease. */
 static const char *remote_fenced(struct dp_pagesrc *s) { return dp_client_fenced(((struct remote_src *)s)->c); }
 
 static void remote_close(struct dp_pagesrc *s)

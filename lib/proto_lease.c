@@ -66,6 +66,7 @@ int dp_dec_lease_req(const uint8_t *p, size_t len, struct dp_lease_ask *a, struc
 
 /* ---- reply ----------------------------------------------------------- */
 
+/* Encodes a LEASE reply (previous holder truncated to 64 bytes). */
 int dp_enc_lease_reply(struct dp_buf *b, uint64_t id, const struct dp_lease_reply *r)
 {
     uint8_t p[DP_LEASE_REPLY_LEN] = {0};
