@@ -292,7 +292,7 @@ static int load_hotset(const struct restore_args *a, struct dp_pagesrc *src, con
 
 /* The checkpoint's write lease, before anything is pulled or restored: one
  * restore at a time writes back (lib/lease.h). */
-static int take_lease(const struct restore_args *a, struct dp_pagesrc *src)
+static int take_lease(const struct restore_args *a, struct dp_pagesrc *src, uint64_t *epoch)
 {
     char host[64] = "?", holder[DP_LEASE_HOLDER_MAX + 1];
     struct dp_lease_reply lr;
@@ -311,6 +311,7 @@ static int take_lease(const struct restore_args *a, struct dp_pagesrc *src)
                 (unsigned long long)lr.prev_epoch, (unsigned long long)lr.epoch, (unsigned long long)lr.prev_epoch);
     else if (!a->json)
         dp_info("write lease epoch %llu taken", (unsigned long long)lr.epoch);
+    *epoch = lr.epoch;
     return 0;
 }
 
@@ -845,7 +846,7 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
     /* The page source first: a wrong key or an unreachable server fails
      * here, before anything is restored. */
     struct dp_pagesrc *src;
-    uint64_t skel_bytes = 0;
+    uint64_t skel_bytes = 0, lease_epoch = 0; /* 0: local images, no lease */
     if (a.images) {
         if (!realpath(a.images, images)) {
             dp_error("--images %s: %s", a.images, strerror(errno));
@@ -862,7 +863,7 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
             dp_error("cannot use the page server %s: %s", a.source, err.msg);
             return 1;
         }
-        if (take_lease(&a, src) < 0) {
+        if (take_lease(&a, src, &lease_epoch) < 0) {
             src->ops->close(src);
             return 1;
         }
@@ -1102,6 +1103,8 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
                               "hotset_source", hs_source, "hotset_mode", a.stage ? "stage" : "install",
                               "record_trace_s", a.record_s, "skeleton_s", (double)(t_skel - t_start) / 1e9,
                               "daemon_start_s", (double)(t_daemon - t_skel) / 1e9, "runc_id", a.runc_id);
+        if (o)
+            json_object_set_new(o, "lease_epoch", json_integer((json_int_t)lease_epoch));
         if (print_json(o) < 0)
             return 1;
     } else {

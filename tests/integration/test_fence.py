@@ -248,6 +248,7 @@ def test_two_restores_second_refused_take_over_stops_the_first(lab, procs, criu,
     assert util.alive(a["pid"]) and memwalk("src")["errors"] == 0
 
     b = restore_in(procs, "dst", tmp_path / "b", listen, key, "--take-over")
+    assert (a["lease_epoch"], b["lease_epoch"]) == (1, 2), (a, b)
     # A is fenced: its daemon kills its tree and says why.
     util.wait_gone(a["pid"], timeout=60)
     util.wait_gone(a["daemon_pid"], timeout=60)
