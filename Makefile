@@ -97,7 +97,7 @@ test: deps rootfs
 	@$(MAKE) --no-print-directory asan
 	@echo "page server protocol and secure channel tests against the ASan/UBSan build:"
 	DISTRIPROC_BIN=$(CURDIR)/build-asan/distriproc $(PYTEST) -q tests/integration/test_pageserver.py \
-		tests/integration/test_secure.py -k "not restore"
+		tests/integration/test_secure.py tests/integration/test_fence.py -k "not restore"
 	@echo "budget, inject and guard tests (marker asan) against the ASan/UBSan build; any sanitizer report fails:"
 	@rm -rf build-asan/sanitizer && mkdir -p build-asan/sanitizer
 	DISTRIPROC_BIN=$(CURDIR)/build-asan/distriproc DISTRIPROC_SANITIZER_DIR=$(CURDIR)/build-asan/sanitizer \

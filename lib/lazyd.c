@@ -33,6 +33,7 @@
 #include "client.h"
 #include "dirty.h"
 #include "evict_policy.h"
+#include "fence.h"
 #include "guard.h"
 #include "inject.h"
 #include "lazy_tasks.h"
@@ -1672,6 +1673,12 @@ static void background_fetch(struct dp_lazyd *d, uint64_t now)
 static void src_sync(struct dp_lazyd *d)
 {
     const struct dp_pagesrc_ops *ops = d->o->src->ops;
+    const char *fenced = ops->fenced ? ops->fenced(d->o->src) : NULL;
+    if (fenced && !d->killed) { /* another restore took over: never run on (lib/fence.h) */
+        d->killed = d->failed = 1;
+        dp_fence_report(fenced, d->o->src->desc, d->o->workdir);
+        kill_restored(d);
+    }
     int fd = ops->fd(d->o->src);
     uint32_t ev = ops->events ? (uint32_t)(unsigned short)ops->events(d->o->src) : EPOLLIN;
     if (fd == d->src_h.fd && ev == d->src_ev)

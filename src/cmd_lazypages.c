@@ -23,6 +23,8 @@ static void usage(FILE *out)
             "\n"
             "  --source ADDR:PORT      the page server (distriproc serve) holding the checkpoint\n"
             "  --key FILE              pre-shared key of the page server\n"
+            "  --take-over             take the checkpoint's write lease from the restore holding it\n"
+            "                          (fenced: its daemon SIGKILLs its tree); see restore --help\n"
             "  --images DIR            local mode: pages from a CRIU images directory\n"
             "  --workdir DIR           lazy-pages.socket, control.sock, lazyd.log, images/\n"
             "  --host HOST             the daemon's page traffic goes through lab host HOST's\n"

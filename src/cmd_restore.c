@@ -28,6 +28,8 @@
 #include "client.h"
 #include "commands.h"
 #include "cpid.h"
+#include "fence.h"
+#include "proto_lease.h"
 #include "criu.h"
 #include "lab.h"
 #include "hotset.h"
@@ -57,6 +59,12 @@ static void restore_usage(FILE *out)
             "  --source ADDR:PORT      the page server (distriproc serve) holding the checkpoint\n"
             "  --key FILE              pre-shared key of the page server\n"
             "  --insecure-plaintext    frames in clear, for a server run with it (no encryption)\n"
+            "  --take-over             take the checkpoint's write lease from the restore that holds\n"
+            "                          it (crashed, cut off, or still running): that restore's page\n"
+            "                          requests are refused from now on and its daemon SIGKILLs its\n"
+            "                          tree. Without it a held lease refuses this restore, naming the\n"
+            "                          holder. Either way this restore starts from the checkpoint's\n"
+            "                          memory (docs/pageserver.md, One writer, fenced)\n"
             "  --images DIR            local mode: serve pages from a CRIU images directory\n"
             "                          (no server; the local-floor baseline)\n"
             "  --workdir DIR           lazy-pages.socket, control.sock, logs, pulled images\n"
@@ -124,7 +132,7 @@ struct restore_args {
     double budget_frac;
     unsigned evict_batch;
     double fault_timeout, restore_timeout;
-    int on_timeout_kill, shell_job, foreground, json;
+    int on_timeout_kill, shell_job, foreground, json, take_over;
     int stage;   /* --hotset-mode stage */
     const char *metrics;           /* --metrics ADDR:PORT */
     int metrics_remote;            /* --metrics-allow-remote */
@@ -315,6 +323,39 @@ static int load_hotset(const struct restore_args *a, struct dp_pagesrc *src, con
     return 0;
 }
 
+/* The checkpoint's write lease, before anything is pulled or restored: one
+ * restore at a time writes back (lib/lease.h). */
+static int take_lease(const struct restore_args *a, struct dp_pagesrc *src, uint64_t *epoch)
+{
+    char host[64] = "?", holder[DP_LEASE_HOLDER_MAX + 1];
+    struct dp_lease_reply lr;
+    struct dp_err err = {{0}};
+    gethostname(host, sizeof(host) - 1);
+    snprintf(holder, sizeof(holder), "restore pid %d on %.40s", (int)getpid(), host);
+    if (dp_client_lease(dp_pagesrc_remote_client(src), holder, a->take_over, &lr, 30000, &err) < 0) {
+        dp_error("%s: %s", a->take_over ? "taking over the write lease failed" : "this restore cannot start",
+                 err.msg);
+        return -1;
+    }
+    if (lr.prev_epoch && a->take_over)
+        dp_warn("took the write lease over from '%s' (epoch %llu): it is fenced and its daemon stops its tree. "
+                "This restore (epoch %llu) starts from the checkpoint's memory; the pages the old one wrote back "
+                "stay on the source in distriproc-overlay.log.epoch-%llu", lr.prev_holder,
+                (unsigned long long)lr.prev_epoch, (unsigned long long)lr.epoch, (unsigned long long)lr.prev_epoch);
+    else if (!a->json)
+        dp_info("write lease epoch %llu taken", (unsigned long long)lr.epoch);
+    *epoch = lr.epoch;
+    return 0;
+}
+
+/* A restore that fails before its daemon starts gives the write lease back
+ * (nothing was restored, nothing written), then closes the source. */
+static void abandon_source(struct dp_pagesrc *src)
+{
+    dp_fence_release(src);
+    src->ops->close(src);
+}
+
 /* The daemon's process: detached from the terminal's session; logs to
  * WORKDIR/lazyd.log unless in the foreground. */
 static pid_t start_daemon(const struct restore_args *a, struct dp_lazyd_opts *o, int ready_wr)
@@ -341,6 +382,7 @@ static pid_t start_daemon(const struct restore_args *a, struct dp_lazyd_opts *o,
     o->ready_fd = ready_wr;
     int rc = dp_lazyd_run(o);
     trace_wait();
+    dp_fence_release(o->src); /* the tree has ended: the next restore needs no --take-over */
     o->src->ops->close(o->src);
     _exit(rc);
 }
@@ -372,6 +414,7 @@ static int parse_args(int argc, char **argv, struct restore_args *a, enum dp_res
         {"runc-root", required_argument, NULL, 'O'},
         {"insecure-plaintext", no_argument, NULL, 'P'},
         {"metrics", required_argument, NULL, 'm'}, {"metrics-allow-remote", no_argument, NULL, 'a'},
+        {"take-over", no_argument, NULL, 'X'},
         {NULL, 0, NULL, 0},
     };
     int c;
@@ -471,6 +514,7 @@ static int parse_args(int argc, char **argv, struct restore_args *a, enum dp_res
             break;
         case 'S': a->shell_job = 1; break;
         case 'F': a->foreground = 1; break;
+        case 'X': a->take_over = 1; break;
         case 'j': a->json = 1; break;
         case 'v':
             dp_log_set_level(DP_LOG_DEBUG);
@@ -864,7 +908,7 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
     /* The page source first: a wrong key or an unreachable server fails
      * here, before anything is restored. */
     struct dp_pagesrc *src;
-    uint64_t skel_bytes = 0;
+    uint64_t skel_bytes = 0, lease_epoch = 0; /* 0: local images, no lease */
     if (a.images) {
         if (!realpath(a.images, images)) {
             dp_error("--images %s: %s", a.images, strerror(errno));
@@ -881,13 +925,17 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
             dp_error("cannot use the page server %s: %s", a.source, err.msg);
             return 1;
         }
+        if (take_lease(&a, src, &lease_epoch) < 0) {
+            src->ops->close(src);
+            return 1;
+        }
         snprintf(images, sizeof(images), "%s/images", workdir);
         struct dp_skel_result sk;
         if (!a.json)
             dp_info("pulling the skeleton images from %s into %s", a.source, images);
         if (dp_client_get_skeleton(dp_pagesrc_remote_client(src), images, &sk, 120000, &err) < 0) {
             dp_error("pulling the skeleton from %s failed: %s", a.source, err.msg);
-            src->ops->close(src);
+            abandon_source(src);
             return 1;
         }
         skel_bytes = sk.bytes_received;
@@ -897,7 +945,7 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
          * searchable by anyone, the workdir above it closed to others. */
         if (a.runc_bundle && rctx.bundle.userns && (chmod(workdir, 0700) < 0 || chmod(images, 0711) < 0)) {
             dp_error("cannot make %s searchable for the container's tasks: %s", images, strerror(errno));
-            src->ops->close(src);
+            abandon_source(src);
             return 1;
         }
         char b1[32], b2[32];
@@ -908,7 +956,7 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
     }
 
     if (a.runc_bundle && check_rootfs(images, &rctx.bundle) < 0) {
-        src->ops->close(src);
+        abandon_source(src);
         return 1;
     }
 
@@ -916,7 +964,7 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
     int lfd = dp_lazyd_listen(workdir, &err);
     if (lfd < 0) {
         dp_error("%s", err.msg);
-        src->ops->close(src);
+        abandon_source(src);
         return 1;
     }
     /* Working set: the checkpoint's identity (from our copy of its images),
@@ -932,14 +980,14 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
             dp_error("cannot identify the checkpoint in %s: %s", images, err.msg);
             dp_checkpoint_close(cpi);
             close(lfd);
-            src->ops->close(src);
+            abandon_source(src);
             return 1;
         }
         int hrc = a.hotset ? load_hotset(&a, src, cpi, lo.cp_id, &hs) : 1;
         dp_checkpoint_close(cpi);
         if (hrc < 0) {
             close(lfd);
-            src->ops->close(src);
+            abandon_source(src);
             return 1;
         }
         if (hrc == 0) {
@@ -1133,6 +1181,8 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
                               "hotset_source", hs_source, "hotset_mode", a.stage ? "stage" : "install",
                               "record_trace_s", a.record_s, "skeleton_s", (double)(t_skel - t_start) / 1e9,
                               "daemon_start_s", (double)(t_daemon - t_skel) / 1e9, "runc_id", a.runc_id);
+        if (o)
+            json_object_set_new(o, "lease_epoch", json_integer((json_int_t)lease_epoch));
         if (print_json(o) < 0)
             return 1;
     } else {

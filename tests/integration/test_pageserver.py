@@ -158,18 +158,19 @@ class Conn:
         except ConnectionResetError:
             return True
 
-    def handshake(self, key=None):
-        """Protocol version 3: HELLO with an ephemeral X25519 key, AUTH with
-        the MAC over the transcript; then the channel is sealed."""
+    def handshake(self, key=None, version=3):
+        """Protocol version 3 (or 4, which adds LEASE): HELLO with an ephemeral
+        X25519 key, AUTH with the MAC over the transcript; then the channel is
+        sealed."""
         plain = self.server.plaintext
-        sk, hello = dpchan.hello_payload(flags=dpchan.FLAG_PLAINTEXT if plain else 0)
+        sk, hello = dpchan.hello_payload(max_v=version, flags=dpchan.FLAG_PLAINTEXT if plain else 0)
         self.send(msg(HELLO, 1, hello))
         t, f, rid, p = self.recv()
         if t == ERROR:
             return t, f, rid, p
         assert t == HELLO | 0x80 and rid == 1 and len(p) == 128
         r = dpchan.parse_hello_reply(p)
-        assert r["version"] == 3 and r["flags"] == (dpchan.FLAG_PLAINTEXT if plain else 0)
+        assert r["version"] == version and r["flags"] == (dpchan.FLAG_PLAINTEXT if plain else 0)
         self.cpid = r["cpid"]
         th = dpchan.transcript(hello, p)
         c2s, s2c, cmac, smac = dpchan.derive(key or self.server.key, sk, r["eph_pk"], th)
@@ -311,9 +312,9 @@ def test_version_mismatch(server):
     c = Conn(server)
     c.send(msg(HELLO, 1, struct.pack("<HHI", 1, 2, 0)))  # a version-1/2 client; the server speaks 3
     rid, text = expect_error(c, E_VERSION)
-    assert "1..2" in text and "3..3" in text
+    assert "1..2" in text and "3..4" in text
     c = Conn(server)
-    c.send(msg(HELLO, 1, dpchan.hello_payload(min_v=4, max_v=9)[1]))
+    c.send(msg(HELLO, 1, dpchan.hello_payload(min_v=5, max_v=9)[1]))
     expect_error(c, E_VERSION)
 
 
@@ -331,10 +332,14 @@ def test_malformed_requests(server):
     expect_error(c, E_MALFORMED)
     c = Conn(server)
     c.handshake()
-    c.send(msg(0x0c, 4))  # unassigned type
+    c.send(msg(0x0d, 4))  # unassigned type
     expect_error(c, E_UNKNOWN)
     c = Conn(server)
     c.handshake()
+    c.send(msg(0x0b, 4, struct.pack("<I", 1)))  # MIGRATION is a version-4 type: unknown on 3
+    expect_error(c, E_UNKNOWN)
+    c = Conn(server)
+    c.handshake(version=4)
     c.send(msg(0x0b, 4, struct.pack("<I", 9)))  # MIGRATION with a verdict out of 1..4
     expect_error(c, E_MALFORMED)
     c = Conn(server)
