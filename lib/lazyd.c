@@ -40,6 +40,7 @@
 #include "lazymap.h"
 #include "pmap.h"
 #include "lazystats.h"
+#include "perm.h"
 #include "replay.h"
 #include "trace.h"
 #include "uffd.h"
@@ -1196,6 +1197,10 @@ static void handle_listen(struct dp_lazyd *d)
     int c = accept4(d->listen_h.fd, NULL, NULL, SOCK_CLOEXEC);
     if (c < 0)
         return;
+    if (dp_perm_peer_check(c, d->sock_path) < 0) {
+        close(c);
+        return;
+    }
     struct handler *h = calloc(1, sizeof(*h));
     if (!h || ep_add(d, h, c, H_CRIU, NULL) < 0) {
         close(c);
@@ -1467,6 +1472,10 @@ static void handle_ctl_listen(struct dp_lazyd *d)
     int c = accept4(d->ctl_h.fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
     if (c < 0)
         return;
+    if (dp_perm_peer_check(c, d->ctl_path) < 0) {
+        close(c);
+        return;
+    }
     struct handler *h = calloc(1, sizeof(*h));
     if (!h || ep_add(d, h, c, H_CTL_CLIENT, NULL) < 0) {
         close(c);
@@ -2798,7 +2807,10 @@ int dp_lazyd_finish(struct dp_lazyd *d)
         /* Keep the final stats next to the sockets: `stats` still works. */
         char path[4300];
         snprintf(path, sizeof(path), "%s/stats-final.json", o->workdir);
-        FILE *f = fopen(path, "w");
+        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+        FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
+        if (fd >= 0 && !f)
+            close(fd);
         if (f) {
             fwrite(b.p, 1, b.len, f);
             fclose(f);

@@ -16,6 +16,7 @@
 #include <sys/wait.h>
 
 #include "criu.h"
+#include "perm.h"
 
 const char *dp_self_exe(void)
 {
@@ -164,7 +165,7 @@ pid_t dp_orch_spawn(const char *const argv[], const char *netns, const char *log
     if (pid == 0) {
         setsid();
         int devnull = open("/dev/null", O_RDWR);
-        int lf = log ? open(log, O_WRONLY | O_CREAT | O_APPEND, 0644) : -1;
+        int lf = log ? dp_open_log(log, NULL) : -1;
         dup2(devnull, STDIN_FILENO);
         dup2(lf >= 0 ? lf : devnull, STDOUT_FILENO);
         dup2(lf >= 0 ? lf : devnull, STDERR_FILENO);

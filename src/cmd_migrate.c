@@ -24,6 +24,7 @@
 #include "lazyd.h"
 #include "orch.h"
 #include "runc.h"
+#include "perm.h"
 #include "util.h"
 
 #define SRC_NETNS (lab_hosts[0].netns)
@@ -557,7 +558,7 @@ int cmd_migrate(int argc, char **argv)
     if (a.probe) {
         if (!a.json)
             dp_info("4/4 probing in dst: %s", a.probe);
-        int lf = open(probe_log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        int lf = dp_open_log(probe_log, NULL);
         t_probe_ok = dp_orch_probe(a.probe, DST_NETNS, a.probe_timeout, DP_ORCH_PROBE_INTERVAL_MS, lf, st.restored.pid,
                                    st.restored.start, &attempts);
         probed = t_probe_ok != 0;
