@@ -27,10 +27,19 @@ def run(*args, timeout=30):
     return subprocess.run([util.DISTRIPROC, *map(str, args)], capture_output=True, text=True, timeout=timeout)
 
 
-def start_daemon(procs, workdir):
+def lazy_pages(procs, workdir):
+    """Runs `lazy-pages` in local mode; a daemon it started (also when the
+    test expects a refusal and the code is wrong) is tracked, so the procs
+    fixture kills it."""
     cp = run("lazy-pages", "--images", FIXTURE, "--workdir", workdir, "--json")
+    if cp.returncode == 0:
+        procs.track(json.loads(cp.stdout)["daemon_pid"])
+    return cp
+
+
+def start_daemon(procs, workdir):
+    cp = lazy_pages(procs, workdir)
     assert cp.returncode == 0, cp.stderr
-    return procs.track(json.loads(cp.stdout)["daemon_pid"])
 
 
 def test_group_readable_key_is_refused_by_serve_and_restore(tmp_path):
@@ -38,7 +47,10 @@ def test_group_readable_key_is_refused_by_serve_and_restore(tmp_path):
     util.distriproc("keygen", key)
     os.chmod(key, 0o640)
     listen = "127.0.0.1:%d" % SERVE_PORT
-    serve = run("serve", "--images", FIXTURE, "--listen", listen, "--key", key)
+    # A copy: a serve that (wrongly) started would write its log next to them.
+    images = tmp_path / "images"
+    shutil.copytree(FIXTURE, images)
+    serve = run("serve", "--images", images, "--listen", listen, "--key", key, timeout=10)
     restore = run("restore", "--source", listen, "--key", key, "--workdir", tmp_path / "w")
     for cp in (serve, restore):
         assert cp.returncode == 1, cp.stderr
@@ -50,21 +62,23 @@ def test_key_not_in_keygen_format_is_refused(tmp_path):
     key = tmp_path / "key"
     key.write_bytes(os.urandom(16))  # any 16 bytes used to be a key
     os.chmod(key, 0o600)
-    cp = run("serve", "--images", FIXTURE, "--listen", "127.0.0.1:%d" % SERVE_PORT, "--key", key)
+    images = tmp_path / "images"
+    shutil.copytree(FIXTURE, images)
+    cp = run("serve", "--images", images, "--listen", "127.0.0.1:%d" % SERVE_PORT, "--key", key, timeout=10)
     assert cp.returncode == 1
     assert "not a distriproc key" in cp.stderr and "distriproc keygen" in cp.stderr, cp.stderr
 
 
-def test_workdir_writable_by_others_or_not_ours_is_refused(tmp_path):
+def test_workdir_writable_by_others_or_not_ours_is_refused(procs, tmp_path):
     w = tmp_path / "w"
     w.mkdir()
     os.chmod(w, 0o777)
-    cp = run("lazy-pages", "--images", FIXTURE, "--workdir", w, "--json")
+    cp = lazy_pages(procs, w)
     assert cp.returncode == 1 and "writable by group or others (mode 777)" in cp.stderr, cp.stderr
     assert f"chmod 700 {w}" in cp.stderr
     os.chmod(w, 0o700)
     os.chown(w, NOBODY, NOBODY)
-    cp = run("lazy-pages", "--images", FIXTURE, "--workdir", w, "--json")
+    cp = lazy_pages(procs, w)
     assert cp.returncode == 1 and f"belongs to uid {NOBODY}" in cp.stderr, cp.stderr
     assert not os.listdir(w)
 
@@ -81,7 +95,7 @@ def test_planted_lazyd_log_symlink_is_not_followed(procs, tmp_path):
     target = tmp_path / "target"
     target.write_text("")
     os.symlink(target, w / "lazyd.log")
-    cp = run("lazy-pages", "--images", FIXTURE, "--workdir", w, "--json")
+    cp = lazy_pages(procs, w)
     assert cp.returncode != 0
     assert f"cannot open log {w}/lazyd.log" in cp.stderr and "symlink" in cp.stderr, cp.stderr
     assert target.read_text() == ""
