@@ -2807,10 +2807,7 @@ int dp_lazyd_finish(struct dp_lazyd *d)
         /* Keep the final stats next to the sockets: `stats` still works. */
         char path[4300];
         snprintf(path, sizeof(path), "%s/stats-final.json", o->workdir);
-        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
-        FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
-        if (fd >= 0 && !f)
-            close(fd);
+        FILE *f = dp_fopen_private(path);
         if (f) {
             fwrite(b.p, 1, b.len, f);
             fclose(f);

@@ -102,3 +102,19 @@ int dp_open_log(const char *path, struct dp_err *err)
         fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
     return fd;
 }
+
+/* For result files in a work directory: the same refusal of a planted
+ * symlink as dp_open_log, for callers that write with stdio. */
+FILE *dp_fopen_private(const char *path)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY, 0600);
+    if (fd < 0)
+        return NULL;
+    FILE *f = fdopen(fd, "w");
+    if (!f) {
+        int e = errno;
+        close(fd);
+        errno = e;
+    }
+    return f;
+}

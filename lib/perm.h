@@ -8,6 +8,7 @@
 #ifndef DP_PERM_H
 #define DP_PERM_H
 
+#include <stdio.h>
 #include <sys/types.h>
 
 #include "util.h"
@@ -34,5 +35,8 @@ int dp_perm_peer_check(int fd, const char *what);
  * symlink at path and only if it is a regular file. Returns the fd or -1
  * with err saying what to do. */
 int dp_open_log(const char *path, struct dp_err *err);
+/* Creates or truncates path for writing (mode 0600 if new) without following
+ * a symlink at path: a stdio stream, or NULL with errno set. */
+FILE *dp_fopen_private(const char *path);
 
 #endif

@@ -195,7 +195,7 @@ static void trace_sink(void *ctx, const uint8_t *buf, size_t len)
     struct trace_up *u = ctx;
     char path[PATH_MAX + 16];
     snprintf(path, sizeof(path), "%s/trace.bin", u->workdir);
-    FILE *f = fopen(path, "wb");
+    FILE *f = dp_fopen_private(path);
     if (!f || fwrite(buf, 1, len, f) != len || fclose(f) != 0)
         dp_warn("cannot write %s: %s", path, strerror(errno));
     struct dp_err err = {{0}};
