@@ -30,6 +30,8 @@
 #include <sys/timerfd.h>
 #include <sys/un.h>
 
+#include <jansson.h>
+
 #include "client.h"
 #include "dirty.h"
 #include "evict_policy.h"
@@ -1313,11 +1315,16 @@ static void stats_json(struct dp_lazyd *d, struct dp_sbuf *b)
     }
     char pf[32];
     dp_prefetch_format(&d->o->prefetch, pf, sizeof(pf));
-    dp_sbuf_printf(b, "{\"uptime_s\": %.3f, \"source\": \"%s\", \"source_healthy\": %s, \"prefetch\": \"%s\", "
+    /* the source names a path: escaped by jansson (null if not UTF-8) */
+    json_t *js = json_string(d->o->src->desc);
+    char *src = js ? json_dumps(js, JSON_ENCODE_ANY) : NULL;
+    json_decref(js);
+    dp_sbuf_printf(b, "{\"uptime_s\": %.3f, \"source\": %s, \"source_healthy\": %s, \"prefetch\": \"%s\", "
                   "\"background_rate\": %llu, \"restore_finished\": %s, \"tasks_alive\": %d, \"total\": {",
-                  (double)(now - d->start_ns) / 1e9, d->o->src->desc,
+                  (double)(now - d->start_ns) / 1e9, src ? src : "null",
                   d->o->src->ops->healthy(d->o->src) ? "true" : "false", pf,
                   (unsigned long long)d->o->background_rate, d->finished ? "true" : "false", tasks_alive(d));
+    free(src);
     dp_counters_json(b, &tot);
     dp_sbuf_printf(b, ", \"resident_bytes\": %llu, \"remote_bytes\": %llu, \"remote_fraction\": %.4f, \"latency\": ",
                   (unsigned long long)(resident * PG), (unsigned long long)(remote * PG),
