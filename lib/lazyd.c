@@ -30,6 +30,8 @@
 #include <sys/timerfd.h>
 #include <sys/un.h>
 
+#include <jansson.h>
+
 #include "client.h"
 #include "dirty.h"
 #include "evict_policy.h"
@@ -43,6 +45,7 @@
 #include "lazystats.h"
 #include "metrics.h"
 #include "metrics_http.h"
+#include "perm.h"
 #include "replay.h"
 #include "trace.h"
 #include "uffd.h"
@@ -1205,6 +1208,10 @@ static void handle_listen(struct dp_lazyd *d)
     int c = accept4(d->listen_h.fd, NULL, NULL, SOCK_CLOEXEC);
     if (c < 0)
         return;
+    if (dp_perm_peer_check(c, d->sock_path) < 0) {
+        close(c);
+        return;
+    }
     struct handler *h = calloc(1, sizeof(*h));
     if (!h || ep_add(d, h, c, H_CRIU, NULL) < 0) {
         close(c);
@@ -1356,11 +1363,16 @@ static void stats_json(struct dp_lazyd *d, struct dp_sbuf *b)
     totals(d, &tot, lat, &remote, &resident);
     char pf[32];
     dp_prefetch_format(&d->o->prefetch, pf, sizeof(pf));
-    dp_sbuf_printf(b, "{\"uptime_s\": %.3f, \"source\": \"%s\", \"source_healthy\": %s, \"prefetch\": \"%s\", "
+    /* the source names a path: escaped by jansson (null if not UTF-8) */
+    json_t *js = json_string(d->o->src->desc);
+    char *src = js ? json_dumps(js, JSON_ENCODE_ANY) : NULL;
+    json_decref(js);
+    dp_sbuf_printf(b, "{\"uptime_s\": %.3f, \"source\": %s, \"source_healthy\": %s, \"prefetch\": \"%s\", "
                   "\"background_rate\": %llu, \"restore_finished\": %s, \"tasks_alive\": %d, \"total\": {",
-                  (double)(now - d->start_ns) / 1e9, d->o->src->desc,
+                  (double)(now - d->start_ns) / 1e9, src ? src : "null",
                   d->o->src->ops->healthy(d->o->src) ? "true" : "false", pf,
                   (unsigned long long)d->o->background_rate, d->finished ? "true" : "false", tasks_alive(d));
+    free(src);
     dp_counters_json(b, &tot);
     dp_sbuf_printf(b, ", \"resident_bytes\": %llu, \"remote_bytes\": %llu, \"remote_fraction\": %.4f, \"latency\": ",
                   (unsigned long long)(resident * PG), (unsigned long long)(remote * PG),
@@ -1515,6 +1527,10 @@ static void handle_ctl_listen(struct dp_lazyd *d)
     int c = accept4(d->ctl_h.fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
     if (c < 0)
         return;
+    if (dp_perm_peer_check(c, d->ctl_path) < 0) {
+        close(c);
+        return;
+    }
     struct handler *h = calloc(1, sizeof(*h));
     if (!h || ep_add(d, h, c, H_CTL_CLIENT, NULL) < 0) {
         close(c);
@@ -2894,7 +2910,7 @@ int dp_lazyd_finish(struct dp_lazyd *d)
         /* Keep the final stats next to the sockets: `stats` still works. */
         char path[4300];
         snprintf(path, sizeof(path), "%s/stats-final.json", o->workdir);
-        FILE *f = fopen(path, "w");
+        FILE *f = dp_fopen_private(path);
         if (f) {
             fwrite(b.p, 1, b.len, f);
             fclose(f);

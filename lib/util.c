@@ -12,6 +12,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "perm.h"
+
 static const char *log_tag = "distriproc";
 static enum dp_log_level log_level = DP_LOG_INFO;
 static enum dp_log_format log_format = DP_LOG_FORMAT_TEXT;
@@ -306,7 +308,7 @@ int32_t dp_proc_inner_pid(pid_t pid)
 
 int dp_make_workdir(const char *dir, char *out, struct dp_err *err)
 {
-    if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
+    if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
         dp_err_set(err, "cannot create --workdir %s: %s", dir, strerror(errno));
         return -1;
     }
@@ -314,7 +316,17 @@ int dp_make_workdir(const char *dir, char *out, struct dp_err *err)
         dp_err_set(err, "--workdir %s: %s", dir, strerror(errno));
         return -1;
     }
-    return 0;
+    /* A new directory or a reused one: ours, and nobody else may add entries. */
+    int fd = open(out, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    struct stat sb;
+    if (fd < 0 || fstat(fd, &sb) < 0) {
+        dp_err_set(err, "--workdir %s: %s", out, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    close(fd);
+    return dp_perm_dir_ok(out, sb.st_mode, sb.st_uid, geteuid(), err);
 }
 
 int dp_proc_stat_field(pid_t pid, int field, long *out)

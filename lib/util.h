@@ -61,8 +61,9 @@ int dp_set_nonblock(int fd);
  * or does not start with a number. */
 int dp_read_pid_file(const char *path);
 
-/* Creates the working directory dir (0755; an existing one is kept) and puts
- * its absolute path in out (PATH_MAX bytes). -1 with err naming --workdir. */
+/* Creates the working directory dir (0700; an existing one is kept if it is
+ * ours and not writable by group or others: dp_perm_dir_ok) and puts its
+ * absolute path in out (PATH_MAX bytes). -1 with err naming --workdir. */
 int dp_make_workdir(const char *dir, char *out, struct dp_err *err);
 
 /* Field N (1-based, N >= 4) of /proc/PID/stat as a number, e.g. 4 the parent,

@@ -46,6 +46,7 @@
 #include "uffdwin.h"
 #include "live_client.h"
 #include "livesm.h"
+#include "perm.h"
 #include "util.h"
 
 static void restore_usage(FILE *out)
@@ -235,7 +236,7 @@ static void trace_sink(void *ctx, const uint8_t *buf, size_t len)
     struct trace_up *u = ctx;
     char path[PATH_MAX + 16];
     snprintf(path, sizeof(path), "%s/trace.bin", u->workdir);
-    FILE *f = fopen(path, "wb");
+    FILE *f = dp_fopen_private(path);
     if (!f || fwrite(buf, 1, len, f) != len || fclose(f) != 0)
         dp_warn("cannot write %s: %s", path, strerror(errno));
     struct dp_err err = {{0}};
@@ -374,9 +375,13 @@ static pid_t start_daemon(const struct restore_args *a, struct dp_lazyd_opts *o,
     if (!a->foreground) {
         char log[PATH_MAX];
         snprintf(log, sizeof(log), "%s/lazyd.log", a->workdir);
-        int lf = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-        if (lf >= 0)
-            dup2(lf, STDERR_FILENO);
+        struct dp_err lerr;
+        int lf = dp_open_log(log, &lerr);
+        if (lf < 0) {
+            dp_error("the lazy-pages daemon cannot start: %s", lerr.msg);
+            _exit(1);
+        }
+        dup2(lf, STDERR_FILENO);
     }
     dp_log_set_tag("distriproc lazyd");
     o->ready_fd = ready_wr;
@@ -650,7 +655,7 @@ static int start_stdio_drain(const char *workdir)
     if (pid == 0) {
         setsid();
         signal(SIGPIPE, SIG_IGN);
-        int lf = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        int lf = dp_open_log(log, NULL);
         if (lf >= 0 && lf != 3)
             dup2(lf, 3);
         if (p[0] != 4)
@@ -883,6 +888,7 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
     snprintf(pidfile, sizeof(pidfile), "%s/%s", workdir, DP_RESTORED_PID_NAME);
     snprintf(log, sizeof(log), "%s/restore.log", workdir);
     unlink(pidfile);
+    unlink(log); /* criu opens it following symlinks: start from no entry at all */
 
     /* A container: runc, the bundle and a free ID first, so that bad input
      * fails before any page moves. */

@@ -36,7 +36,7 @@ static void usage(FILE *out)
             "\n"
             "  --images DIR          CRIU images directory (must be writable for write-backs)\n"
             "  --listen ADDR:PORT    address to listen on, e.g. 10.250.0.1:7070\n"
-            "  --key FILE            pre-shared key (hex or raw, >= 16 bytes; see 'distriproc keygen')\n"
+            "  --key FILE            pre-shared key written by 'distriproc keygen' (mode 0600, yours)\n"
             "  --emulate-rtt USEC    delay every reply by USEC microseconds (emulates a slower link)\n"
             "  --access-log FILE     write the per-page access log as JSON at shutdown\n"
             "  --sendfile-min BYTES  send page-data runs of at least BYTES with sendfile(2), copy\n"

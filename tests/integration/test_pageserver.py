@@ -58,7 +58,7 @@ class Server:
         self.keyfile = os.path.join(tmp, "key")
         if not os.path.exists(self.keyfile):
             subprocess.run([BIN, "keygen", self.keyfile], check=True, capture_output=True)
-        self.key = bytes.fromhex(open(self.keyfile).read().strip())
+        self.key = util.read_key(self.keyfile)
         self.port = free_port()
         self.log = os.path.join(tmp, "server-%d.log" % self.port)
         self.extra = list(extra)
@@ -766,8 +766,7 @@ def test_client_library_get_put_and_reconnect(tmp_path):
 
 def test_client_refuses_wrong_key(server, tmp_path):
     bad = tmp_path / "bad.key"
-    bad.write_text("00" * 32)
-    os.chmod(bad, 0o600)
+    util.write_key(bad, os.urandom(32))
     r = subprocess.run([BIN, "query", "--source", "127.0.0.1:%d" % server.port, "--key", str(bad), "stats"],
                        capture_output=True, text=True, timeout=30)
     assert r.returncode != 0 and "AUTH_FAILED" in r.stderr
