@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <netinet/in.h>
 
+#include "connlimit.h"
 #include "proto.h"
 #include "util.h"
 
@@ -24,6 +25,7 @@ struct dp_server_opts {
     const char *access_log_path; /* written at shutdown if set */
     uint64_t sendfile_min;       /* bytes; smaller DATA runs are copied with pread (plaintext mode only) */
     bool insecure_plaintext;     /* frames after the handshake in clear (warned about loudly) */
+    struct dp_connlimit_cfg limits; /* connection and input-memory limits (0: defaults, connlimit.h) */
 };
 
 /* Runs until SIGTERM or SIGINT. Returns 0 on a clean shutdown, -1 with err. */

@@ -31,7 +31,8 @@ static void usage(FILE *out)
             "                        per-frame MAC: anyone on the path reads and rewrites pages);\n"
             "                        clients must say --insecure-plaintext too. Default: every\n"
             "                        frame is encrypted and authenticated (docs/protocol.md §3)\n"
-            "  -v, --verbose         debug logging\n");
+            "%s"
+            "  -v, --verbose         debug logging\n", dp_connlimit_usage);
 }
 
 int cmd_serve(int argc, char **argv)
@@ -42,14 +43,26 @@ int cmd_serve(int argc, char **argv)
         {"access-log", required_argument, NULL, 'a'}, {"sendfile-min", required_argument, NULL, 's'},
         {"verbose", no_argument, NULL, 'v'},        {"help", no_argument, NULL, 'h'},
         {"insecure-plaintext", no_argument, NULL, 'P'},
+        /* connection limits (lib/connlimit.h), parsed there */
+        {"max-conns", required_argument, NULL, 'L'}, {"max-preauth", required_argument, NULL, 'L'},
+        {"max-per-peer", required_argument, NULL, 'L'}, {"max-buffered", required_argument, NULL, 'L'},
+        {"idle-timeout", required_argument, NULL, 'L'},
         {NULL, 0, NULL, 0},
     };
     static struct dp_server_opts o;
     const char *listen = NULL, *key = NULL;
     o.sendfile_min = 64 << 10;
-    int c;
-    while ((c = getopt_long(argc, argv, "hv", opts, NULL)) != -1) {
+    o.limits.idle_ns = DP_LIMIT_IDLE_S_DEFAULT * 1000000000ull;
+    int c, li;
+    struct dp_err lerr;
+    while ((c = getopt_long(argc, argv, "hv", opts, &li)) != -1) {
         switch (c) {
+        case 'L':
+            if (dp_connlimit_parse_flag(&o.limits, opts[li].name, optarg, &lerr) < 0) {
+                fprintf(stderr, "distriproc serve: %s\n", lerr.msg);
+                return 2;
+            }
+            break;
         case 'i': o.images_dir = optarg; break;
         case 'l': listen = optarg; break;
         case 'k': key = optarg; break;
