@@ -564,6 +564,18 @@ static bool request_overdue(const struct dp_client *c, uint64_t now)
     return waiting && dp_netbound_expired(c->progress_ns, now, dp_netbound_get()->request_timeout_ms);
 }
 
+/* Drops an overdue connection (the client reconnects and resubmits). */
+static void check_deadline(struct dp_client *c)
+{
+    if (c->state != CS_READY || !request_overdue(c, dp_now_ns()))
+        return;
+    char why[300];
+    snprintf(why, sizeof(why), "no reply for %d ms with %u requests waiting (the server is stopped or "
+             "overloaded, or the link is partitioned; --request-timeout)",
+             dp_netbound_get()->request_timeout_ms, c->nr_reqs);
+    drop_connection(c, why);
+}
+
 int dp_client_process(struct dp_client *c, struct dp_err *err)
 {
     uint64_t now = dp_now_ns();
@@ -614,13 +626,7 @@ int dp_client_process(struct dp_client *c, struct dp_err *err)
     }
     if (c->fd >= 0 && c->state != CS_CONNECTING)
         do_io(c, false);
-    if (c->state == CS_READY && request_overdue(c, dp_now_ns())) {
-        char why[300];
-        snprintf(why, sizeof(why), "no reply for %d ms with %u requests waiting (the server is stopped or "
-                 "overloaded, or the link is partitioned; --request-timeout)",
-                 dp_netbound_get()->request_timeout_ms, c->nr_reqs);
-        drop_connection(c, why);
-    }
+    check_deadline(c);
     if (c->state == CS_FAILED) {
         dp_err_set(err, "%s", c->last_error);
         return -1;
@@ -667,6 +673,7 @@ static int run_once(struct dp_client *c, int timeout_ms, struct dp_err *err)
 {
     if (c->state == CS_READY && c->out_off == c->out.len && c->nr_reqs) {
         do_io(c, true); /* replies are all we wait for: block in recv */
+        check_deadline(c);
         if (c->state == CS_FAILED) {
             dp_err_set(err, "%s", c->last_error);
             return -1;
@@ -927,7 +934,8 @@ static int wait_done(struct dp_client *c, bool *done, int timeout_ms, struct dp_
     while (!*done) {
         uint64_t now = dp_now_ns();
         if (now >= deadline) {
-            dp_err_set(err, "no reply from the page server within %d ms", timeout_ms);
+            dp_err_set(err, "no reply from the page server within %d ms%s%.300s%s", timeout_ms,
+                       c->last_error[0] ? " (last error: " : "", c->last_error, c->last_error[0] ? ")" : "");
             return -1;
         }
         int left = deadline == UINT64_MAX ? -1 : (int)((deadline - now) / 1000000ULL) + 1;

@@ -237,6 +237,8 @@ long dp_connlimit_pick(const struct dp_connlimit_cand *c, size_t n, bool only_ip
 
 int dp_connlimit_buffer(struct dp_connlimit *l, size_t old_cap, size_t new_cap)
 {
+    old_cap = old_cap > DP_LIMIT_INPUT_FREE ? old_cap - DP_LIMIT_INPUT_FREE : 0;
+    new_cap = new_cap > DP_LIMIT_INPUT_FREE ? new_cap - DP_LIMIT_INPUT_FREE : 0;
     if (new_cap <= old_cap) {
         uint64_t d = old_cap - new_cap;
         l->buffered = l->buffered > d ? l->buffered - d : 0;

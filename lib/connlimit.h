@@ -98,7 +98,10 @@ long dp_connlimit_pick(const struct dp_connlimit_cand *c, size_t n, bool only_ip
 
 /* An input buffer grows from old_cap to new_cap bytes (or shrinks: new_cap <
  * old_cap always succeeds). Returns 0 and accounts it, or -1 when it would
- * pass max_buffered (nothing accounted). */
+ * pass max_buffered (nothing accounted). The first DP_LIMIT_INPUT_FREE bytes
+ * of every buffer are not counted (max_conns bounds them): a full cap must
+ * not keep a new peer from sending its HELLO. */
+#define DP_LIMIT_INPUT_FREE (64u << 10)
 int dp_connlimit_buffer(struct dp_connlimit *l, size_t old_cap, size_t new_cap);
 
 /* Whether a connection last active at active_ns is idle at now. */

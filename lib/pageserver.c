@@ -1424,6 +1424,7 @@ static int conn_grow_input(struct server *s, struct conn *c)
                  "requests, --max-buffered); retry later", (unsigned long long)(s->lim.buffered >> 20));
         dp_warn("client %s: %s", c->peer, msg);
         send_error(s, c, 0, true, DP_E_BUSY, msg, dp_now_ns());
+        conn_flush(s, c); /* stops reading it (closing) and sends the error */
         return -1;
     }
     uint8_t *n = realloc(c->in, cap);
@@ -1440,7 +1441,7 @@ static int conn_grow_input(struct server *s, struct conn *c)
 static void conn_read(struct server *s, struct conn *c)
 {
     size_t budget = READ_BUDGET;
-    while (!c->closed && budget) {
+    while (!c->closed && !c->closing && budget) {
         if (c->in_cap - c->in_len < 4096) {
             if (c->in_off) {
                 memmove(c->in, c->in + c->in_off, c->in_len - c->in_off);

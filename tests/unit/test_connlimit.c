@@ -145,15 +145,20 @@ static void buffered_input_cap(void **state)
 {
     (void)state;
     struct dp_connlimit l;
+    const size_t F = DP_LIMIT_INPUT_FREE;
     setup(&l, 10, 5, 5, 4u << 20);
-    assert_int_equal(dp_connlimit_buffer(&l, 0, 2u << 20), 0);
-    assert_int_equal(dp_connlimit_buffer(&l, 0, 2u << 20), 0);
+    /* every connection's first bytes are free: a full cap never blocks a HELLO */
+    assert_int_equal(dp_connlimit_buffer(&l, 0, F), 0);
+    assert_int_equal(l.buffered, 0);
+    assert_int_equal(dp_connlimit_buffer(&l, 0, F + (2u << 20)), 0);
+    assert_int_equal(dp_connlimit_buffer(&l, F, F + (2u << 20)), 0);
     assert_int_equal(l.buffered, 4u << 20);
-    assert_int_equal(dp_connlimit_buffer(&l, 2u << 20, (2u << 20) + 1), -1);
+    assert_int_equal(dp_connlimit_buffer(&l, 0, F), 0);
+    assert_int_equal(dp_connlimit_buffer(&l, F, F + 1), -1);
     assert_int_equal(l.buffered, 4u << 20);
     assert_int_equal(l.buffer_refusals, 1);
-    assert_int_equal(dp_connlimit_buffer(&l, 2u << 20, 65536), 0);
-    assert_int_equal(dp_connlimit_buffer(&l, 65536, 2u << 20), 0);
+    assert_int_equal(dp_connlimit_buffer(&l, F + (2u << 20), F), 0);
+    assert_int_equal(dp_connlimit_buffer(&l, F, F + (2u << 20)), 0);
     assert_int_equal(l.buffered, 4u << 20);
     /* never below zero */
     assert_int_equal(dp_connlimit_buffer(&l, 64u << 20, 0), 0);
