@@ -2478,8 +2478,9 @@ void dp_lazyd_sync(struct dp_lazyd *d, struct dp_sbuf *b)
         tasks++;
         for (uint64_t i = 0; i < k && t->alive; i += d->ev.batch) {
             size_t n = k - i < d->ev.batch ? (size_t)(k - i) : d->ev.batch, nwb = 0;
+            uint64_t errs = d->ev.wb_errors;
             int c = ev_batch(d, t, list + i, n, 1, &nwb);
-            if (c < 0) {
+            if (c < 0 || d->ev.wb_errors != errs) { /* a write-back failed or was abandoned */
                 failed++;
                 break;
             }
