@@ -152,9 +152,10 @@ static void drop_connection(struct dp_client *c, const char *why)
         c->down_since_ns = now;
     c->state = CS_IDLE;
     c->next_attempt_ns = now + ms_to_ns(c->backoff_ms);
-    if (c->ever_connected)
-        dp_warn("connection to page server %s lost: %s; %u requests in flight, retrying in %d ms",
-                addr_str(c, a, sizeof(a)), why, c->nr_reqs, c->backoff_ms);
+    if (c->ever_connected) /* an idle connection closed (server --idle-timeout) is no cause for alarm */
+        dp_log(c->nr_reqs ? DP_LOG_WARN : DP_LOG_INFO,
+               "connection to page server %s lost: %s; %u requests in flight, retrying in %d ms",
+               addr_str(c, a, sizeof(a)), why, c->nr_reqs, c->backoff_ms);
     c->backoff_ms = c->backoff_ms * 2 > c->o.backoff_max_ms ? c->o.backoff_max_ms : c->backoff_ms * 2;
     /* Everything goes again after the reconnect; partial multi-part replies restart. */
     for (struct req *r = c->reqs; r; r = r->next) {

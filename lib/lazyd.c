@@ -142,6 +142,7 @@ struct lz_evict {
     struct dp_hist stop;       /* whole stop per batch: stop, drain, read, write back, zap, resume */
     int put_wait, put_status;
     uint64_t wb_aborts;        /* batches abandoned at --writeback-timeout */
+    uint64_t wb_incomplete;    /* batches whose write-back did not complete (refused, abandoned, deferred) */
     int clean_inflight;
     uint64_t cleaned, clean_requests;
     /* placing forked children (lib/lazy_tasks.h): which process owns which uffd */
@@ -2041,8 +2042,10 @@ static int ev_put(struct dp_lazyd *d, struct lz_task *t, const uint64_t *img, co
     struct dp_client *c = dp_pagesrc_remote_client(d->o->src);
     if (!c)
         return -1;
-    if (d->ev.put_wait > 0)
+    if (d->ev.put_wait > 0) {
+        d->ev.put_status = -EAGAIN;
         return -1; /* acks of a batch abandoned earlier: never wait for them with threads stopped */
+    }
     const struct dp_hello_reply *lim = dp_client_limits(c);
     size_t max = lim && lim->max_put_pages ? lim->max_put_pages : EV_MAX_BATCH;
     if (max > EV_MAX_BATCH)
@@ -2072,6 +2075,7 @@ static int ev_put(struct dp_lazyd *d, struct lz_task *t, const uint64_t *img, co
         d->ev.backoff_until = dp_now_ns() + (uint64_t)(d->o->wb_timeout_ms > 0 ? d->o->wb_timeout_ms
                                                                                : DP_WAIT_DEFAULT_MS) * 1000000ull;
         d->ev.wb_aborts++;
+        d->ev.put_status = -ETIMEDOUT;
         dp_warn("pid %d: write-back of %zu pages to %s not acknowledged within %d ms (--writeback-timeout): "
                 "eviction batch abandoned, the threads resume and the pages stay resident; eviction resumes "
                 "once the page server answers", t->shown_pid, n, d->o->src->desc,
@@ -2249,8 +2253,11 @@ static int ev_batch(struct dp_lazyd *d, struct lz_task *t, const uint64_t *addr,
             ok = ev_put(d, t, wimg, wdata, nd) == 0;
         if (!t->alive)
             goto fatal;
-        if (!ok && !ev_shared(d, t))
-            d->ev.wb_errors++;
+        if (!ok && !ev_shared(d, t)) {
+            d->ev.wb_incomplete++;
+            if (d->ev.put_status != -ETIMEDOUT && d->ev.put_status != -EAGAIN)
+                d->ev.wb_errors++; /* refused; a timeout is counted in wb_aborts */
+        }
         for (size_t i = 0; i < m; i++) {
             if (!dirty[i])
                 continue;
@@ -2478,9 +2485,9 @@ void dp_lazyd_sync(struct dp_lazyd *d, struct dp_sbuf *b)
         tasks++;
         for (uint64_t i = 0; i < k && t->alive; i += d->ev.batch) {
             size_t n = k - i < d->ev.batch ? (size_t)(k - i) : d->ev.batch, nwb = 0;
-            uint64_t errs = d->ev.wb_errors;
+            uint64_t errs = d->ev.wb_incomplete;
             int c = ev_batch(d, t, list + i, n, 1, &nwb);
-            if (c < 0 || d->ev.wb_errors != errs) { /* a write-back failed or was abandoned */
+            if (c < 0 || d->ev.wb_incomplete != errs) { /* a write-back failed or was abandoned */
                 failed++;
                 break;
             }

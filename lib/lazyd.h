@@ -33,7 +33,7 @@ struct dp_lazyd_opts {
     double budget_frac;        /* or: this fraction of the tasks' lazy pages */
     uint32_t evict_batch;      /* pages per stop (0: 256) */
     int wb_timeout_ms;         /* a batch's write-back unacknowledged this long: abandoned (0: default) */
-#define DP_WB_TIMEOUT_MS_DEFAULT 2000
+#define DP_WB_TIMEOUT_MS_DEFAULT 5000
     uint64_t vbuf_bytes;       /* victim buffer (0: 8 MiB) */
     /* Working set (issue 7, lib/replay.h, lib/trace.h). */
     const struct dp_hotset *replay;  /* checked hot set to fetch in bulk once the restore finished; NULL = none */

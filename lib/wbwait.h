@@ -14,7 +14,7 @@ enum dp_wait_result { DP_WAIT_DONE = 0, DP_WAIT_GONE = -1, DP_WAIT_TIMEOUT = 1 }
  * process went away) or ms milliseconds pass (TIMEOUT; ms <= 0: the
  * default, DP_WAIT_DEFAULT_MS). now_ns: the clock (NULL: CLOCK_MONOTONIC),
  * for the unit test. */
-#define DP_WAIT_DEFAULT_MS 2000
+#define DP_WAIT_DEFAULT_MS 5000
 enum dp_wait_result dp_wait_bounded(int (*pump)(void *arg), void *arg, const int *pending, int ms,
                                     uint64_t (*now_ns)(void));
 

@@ -112,7 +112,7 @@ static void restore_usage(FILE *out)
             "%s"
             "  --writeback-timeout MS  an eviction batch whose write-back is not acknowledged\n"
             "                          within MS is abandoned: its threads resume, the pages stay\n"
-            "                          resident and are tried again later (default 2000)\n",
+            "                          resident and are tried again later (default 5000)\n",
             dp_netbound_usage);
 }
 
