@@ -18,6 +18,7 @@ import time
 import pytest
 
 import dpchan
+import mitm
 from test_pageserver import ADDR, AUTH, BIN, ERROR, STATS, Conn, Server, msg
 
 PUT_TRACE = 0x09
@@ -181,4 +182,26 @@ def test_stopped_server_ends_the_client_with_a_clear_error_within_its_bounds(tmp
         assert "no reply for 1000 ms" in err and "--request-timeout" in err, err
         assert took < 30, f"the client took {took:.1f} s to give up"
     finally:
+        srv.stop()
+
+
+def test_auth_refusals_on_every_reconnect_are_believed_after_the_bound(tmp_path):
+    """An AUTH_FAILED on a reconnect comes before the keys and may be forged,
+    so it is retried; but when every reconnect for --auth-retry is refused the
+    client stops with an error that names both explanations, long before its
+    60 s --timeout."""
+    srv = Server(str(tmp_path))
+    proxy = mitm.Proxy(("127.0.0.1", srv.port), "autherr_always", flip_at=40 + 5000)
+    try:
+        t0 = time.time()
+        cp = subprocess.run([BIN, "query", "--source", "127.0.0.1:%d" % proxy.port, "--key", srv.keyfile,
+                             "--timeout", "60000", "--auth-retry", "2000", "get", "1", hex(ADDR), "64",
+                             str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+        took = time.time() - t0
+        assert cp.returncode == 1, cp.stderr
+        assert "every reconnect for 2000 ms was refused" in cp.stderr and "forges the refusal" in cp.stderr, cp.stderr
+        assert proxy.conns >= 3 and proxy.tampered
+        assert took < 30, f"the client took {took:.1f} s"
+    finally:
+        proxy.close()
         srv.stop()
