@@ -85,6 +85,8 @@ def test_idle_keyless_flood_does_not_lock_out_a_keyed_client(tmp_path, nofile):
         out, err = q.communicate(timeout=30)
         assert q.returncode == 0, err
         st = json.loads(out)
+        print(f"\nkeyed query stats got in; conns_pushed_out {st['conns_pushed_out']}, "
+              f"conns_refused {st['conns_refused']}, clients {st['clients']}")
         assert st["conns_pushed_out"] >= 1024 - 64, st
         assert "pushed out unauthenticated" in srv.logtext()
     finally:
@@ -124,6 +126,7 @@ def test_silent_big_announcements_stay_under_the_buffer_cap(tmp_path):
             except (OSError, EOFError):
                 pass
         grown_mib = (rss_kib(srv.proc.pid) - base) / 1024
+        print(f"\nserver RSS grew {grown_mib:.1f} MiB; {refused} of 32 connections refused (BUSY or closed)")
         assert grown_mib < 32 + 24, f"server grew by {grown_mib:.0f} MiB with --max-buffered 32M"
         assert refused >= 16, refused
         st = stats(srv)
@@ -180,6 +183,7 @@ def test_stopped_server_ends_the_client_with_a_clear_error_within_its_bounds(tmp
         took = time.time() - t0
         assert q.returncode == 1, err
         assert "no reply for 1000 ms" in err and "--request-timeout" in err, err
+        print(f"\nclient ended {took:.1f} s after SIGSTOP: {err.strip()[-300:]}")
         assert took < 30, f"the client took {took:.1f} s to give up"
     finally:
         srv.stop()
@@ -204,4 +208,24 @@ def test_auth_refusals_on_every_reconnect_are_believed_after_the_bound(tmp_path)
         assert took < 30, f"the client took {took:.1f} s"
     finally:
         proxy.close()
+        srv.stop()
+
+
+def test_skeleton_and_reply_larger_than_their_caps_are_refused(tmp_path):
+    """The destination caps what its peer may make it write or hold: the
+    tinymem skeleton (64 KiB of data) is refused under --max-skeleton 16K and
+    taken under the default; a stats reply is refused under --max-reply 4K
+    only once it is larger than that (the access log after 64 pages is)."""
+    srv = Server(str(tmp_path))
+    try:
+        cp = query(srv, "--max-skeleton", "16K", "skeleton", tmp_path / "small")
+        assert cp.returncode == 1 and "--max-skeleton" in cp.stderr, cp.stderr
+        cp = query(srv, "skeleton", tmp_path / "full")
+        assert cp.returncode == 0, cp.stderr
+        assert query(srv, "get", 1, hex(ADDR), 64, tmp_path / "pages").returncode == 0
+        big = query(srv, "access-log")
+        assert big.returncode == 0 and len(big.stdout) > 4096, big.stderr
+        cp = query(srv, "--max-reply", "4K", "access-log")
+        assert cp.returncode == 1 and "--max-reply" in cp.stderr, cp.stderr
+    finally:
         srv.stop()
