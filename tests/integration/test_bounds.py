@@ -36,6 +36,10 @@ def stats(srv):
     return json.loads(cp.stdout)
 
 
+with open(BIN, "rb") as _f:
+    SANITIZED = b"__asan_init" in _f.read()
+
+
 def rss_kib(pid):
     with open("/proc/%d/status" % pid) as f:
         for line in f:
@@ -127,7 +131,8 @@ def test_silent_big_announcements_stay_under_the_buffer_cap(tmp_path):
                 pass
         grown_mib = (rss_kib(srv.proc.pid) - base) / 1024
         print(f"\nserver RSS grew {grown_mib:.1f} MiB; {refused} of 32 connections refused (BUSY or closed)")
-        assert grown_mib < 32 + 24, f"server grew by {grown_mib:.0f} MiB with --max-buffered 32M"
+        if not SANITIZED:  # ASan keeps freed buffers in quarantine: RSS says nothing there
+            assert grown_mib < 32 + 24, f"server grew by {grown_mib:.0f} MiB with --max-buffered 32M"
         assert refused >= 16, refused
         st = stats(srv)
         assert st["input_buffer_refusals"] >= 16 and st["input_buffered_bytes"] <= 32 << 20, st
