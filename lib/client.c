@@ -3,6 +3,7 @@
 #include "client.h"
 #include "channel.h"
 #include "cpid.h"
+#include "netbound.h"
 #include "hotset.h"
 #include "proto_hotset.h"
 #include "proto_lease.h"
@@ -76,6 +77,8 @@ struct dp_client {
     bool cpid_known;                      /* pinned: from opts, or the first connection */
     uint8_t cpid[DP_CPID_BYTES];
     uint64_t next_attempt_ns, deadline_ns, down_since_ns;
+    uint64_t progress_ns;                 /* last reply byte, or the first request sent after a quiet spell */
+    uint64_t auth_refused_since_ns;       /* reconnects refused (AUTH) since then; 0: not refused */
     int backoff_ms;
     bool ever_connected;
     char last_error[1200];
@@ -156,9 +159,10 @@ static void drop_connection(struct dp_client *c, const char *why)
         c->down_since_ns = now;
     c->state = CS_IDLE;
     c->next_attempt_ns = now + ms_to_ns(c->backoff_ms);
-    if (c->ever_connected)
-        dp_warn("connection to page server %s lost: %s; %u requests in flight, retrying in %d ms",
-                addr_str(c, a, sizeof(a)), why, c->nr_reqs, c->backoff_ms);
+    if (c->ever_connected) /* an idle connection closed (server --idle-timeout) is no cause for alarm */
+        dp_log(c->nr_reqs ? DP_LOG_WARN : DP_LOG_INFO,
+               "connection to page server %s lost: %s; %u requests in flight, retrying in %d ms",
+               addr_str(c, a, sizeof(a)), why, c->nr_reqs, c->backoff_ms);
     c->backoff_ms = c->backoff_ms * 2 > c->o.backoff_max_ms ? c->o.backoff_max_ms : c->backoff_ms * 2;
     /* Everything goes again after the reconnect; partial multi-part replies restart. */
     for (struct req *r = c->reqs; r; r = r->next) {
@@ -192,6 +196,7 @@ static int start_connect(struct dp_client *c)
     }
     int one = 1;
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    dp_netbound_socket(c->fd, dp_netbound_get()->user_timeout_ms);
     c->deadline_ns = dp_now_ns() + ms_to_ns(c->o.connect_timeout_ms);
     if (connect(c->fd, (const struct sockaddr *)&c->o.addr, sizeof(c->o.addr)) < 0 && errno != EINPROGRESS) {
         char why[128];
@@ -292,6 +297,27 @@ static void on_hello_reply(struct dp_client *c, const struct dp_hdr *h, const ui
     c->state = CS_AUTH;
 }
 
+/* A refusal of our key (or of our version or mode) on a reconnect, by a
+ * server that accepted us before. It comes before the keys exist, so anyone
+ * on the path can forge it: retried like a dropped connection, but believed
+ * once every reconnect for --auth-retry has been refused. */
+static void refused_on_reconnect(struct dp_client *c, const char *why)
+{
+    uint64_t now = dp_now_ns();
+    int bound = dp_netbound_get()->auth_retry_ms;
+    if (!c->auth_refused_since_ns)
+        c->auth_refused_since_ns = now;
+    if (dp_netbound_expired(c->auth_refused_since_ns, now, bound)) {
+        char msg[sizeof(c->last_error)];
+        snprintf(msg, sizeof(msg), "every reconnect for %d ms was refused (%.900s): the page server's key or "
+                 "version changed, or someone on the path forges the refusal; check the server and restore "
+                 "again with the right --key (--auth-retry sets this bound)", bound, why);
+        set_failed(c, msg);
+        return;
+    }
+    drop_connection(c, why);
+}
+
 static void on_handshake(struct dp_client *c, const struct dp_hdr *h, const uint8_t *p)
 {
     struct dp_err err = {{0}};
@@ -309,9 +335,11 @@ static void on_handshake(struct dp_client *c, const struct dp_hdr *h, const uint
          * the truth (wrong key, version, mode) and retrying cannot help; once
          * this server has accepted us, it is a forgery or a passing state,
          * and the client retries as for a dropped connection. */
-        if (!c->ever_connected &&
-            (e.code == DP_E_AUTH_FAILED || e.code == DP_E_VERSION || e.code == DP_E_PLAINTEXT_MISMATCH))
+        bool refusal = e.code == DP_E_AUTH_FAILED || e.code == DP_E_VERSION || e.code == DP_E_PLAINTEXT_MISMATCH;
+        if (!c->ever_connected && refusal)
             set_failed(c, why);
+        else if (refusal)
+            refused_on_reconnect(c, why);
         else
             drop_connection(c, why);
         return;
@@ -330,7 +358,7 @@ static void on_handshake(struct dp_client *c, const struct dp_hdr *h, const uint
             const char *why = "the server could not prove it knows the key (wrong key on the server, not our "
                               "server, or the handshake was altered on the path)";
             if (c->ever_connected)
-                drop_connection(c, why); /* it did before: an attacker, retry */
+                refused_on_reconnect(c, why); /* it did before: an attacker, retry (bounded) */
             else
                 set_failed(c, why);
             return;
@@ -341,6 +369,8 @@ static void on_handshake(struct dp_client *c, const struct dp_hdr *h, const uint
         c->state = CS_READY;
         c->backoff_ms = c->o.backoff_min_ms;
         c->down_since_ns = 0;
+        c->auth_refused_since_ns = 0;
+        c->progress_ns = dp_now_ns();
         if (c->ever_connected)
             dp_info("reconnected to page server %s; resubmitting %u requests", addr_str(c, a, sizeof(a)), c->nr_reqs);
         if (c->ever_connected && c->lease_epoch)
@@ -526,6 +556,7 @@ static int do_io(struct dp_client *c, bool block)
             return -1;
         }
         c->in_len += (size_t)n;
+        c->progress_ns = dp_now_ns();
         while (c->fd >= 0 && take_message(c))
             ;
         if (c->fd < 0)
@@ -539,6 +570,29 @@ static int do_io(struct dp_client *c, bool block)
     if (send_pending(c) < 0)
         return -1;
     return 0;
+}
+
+/* The request deadline: requests on the wire and no byte from the server
+ * for --request-timeout (a stopped server or a partition looks like this;
+ * TCP alone would wait for its retransmissions to give up). */
+static bool request_overdue(const struct dp_client *c, uint64_t now)
+{
+    bool waiting = false;
+    for (const struct req *r = c->reqs; r && !waiting; r = r->next)
+        waiting = r->sent;
+    return waiting && dp_netbound_expired(c->progress_ns, now, dp_netbound_get()->request_timeout_ms);
+}
+
+/* Drops an overdue connection (the client reconnects and resubmits). */
+static void check_deadline(struct dp_client *c)
+{
+    if (c->state != CS_READY || !request_overdue(c, dp_now_ns()))
+        return;
+    char why[300];
+    snprintf(why, sizeof(why), "no reply for %d ms with %u requests waiting (the server is stopped or "
+             "overloaded, or the link is partitioned; --request-timeout)",
+             dp_netbound_get()->request_timeout_ms, c->nr_reqs);
+    drop_connection(c, why);
 }
 
 int dp_client_process(struct dp_client *c, struct dp_err *err)
@@ -591,6 +645,7 @@ int dp_client_process(struct dp_client *c, struct dp_err *err)
     }
     if (c->fd >= 0 && c->state != CS_CONNECTING)
         do_io(c, false);
+    check_deadline(c);
     if (c->state == CS_FAILED) {
         dp_err_set(err, "%s", c->last_error);
         return -1;
@@ -616,6 +671,8 @@ int dp_client_timeout_ms(const struct dp_client *c)
         at = c->next_attempt_ns;
     else if (c->state == CS_CONNECTING || c->state == CS_HELLO || c->state == CS_AUTH)
         at = c->deadline_ns;
+    else if (c->state == CS_READY && c->nr_reqs && dp_netbound_get()->request_timeout_ms > 0)
+        at = c->progress_ns + ms_to_ns(dp_netbound_get()->request_timeout_ms) + 1000000ULL;
     else
         return -1;
     return at <= now ? 0 : (int)((at - now) / 1000000ULL) + 1;
@@ -635,6 +692,7 @@ static int run_once(struct dp_client *c, int timeout_ms, struct dp_err *err)
 {
     if (c->state == CS_READY && c->out_off == c->out.len && c->nr_reqs) {
         do_io(c, true); /* replies are all we wait for: block in recv */
+        check_deadline(c);
         if (c->state == CS_FAILED) {
             dp_err_set(err, "%s", c->last_error);
             return -1;
@@ -765,6 +823,8 @@ static uint64_t req_submit(struct dp_client *c, struct req *r, struct dp_buf *b)
         c->reqs = r;
     c->reqs_tail = r;
     c->nr_reqs++;
+    if (c->nr_reqs == 1)
+        c->progress_ns = dp_now_ns(); /* the deadline runs from here, not from the last reply */
     if (c->state == CS_READY) {
         if (queue_msg(c, r->wire, r->wire_len) < 0) {
             drop_connection(c, "out of memory");
@@ -893,7 +953,8 @@ static int wait_done(struct dp_client *c, bool *done, int timeout_ms, struct dp_
     while (!*done) {
         uint64_t now = dp_now_ns();
         if (now >= deadline) {
-            dp_err_set(err, "no reply from the page server within %d ms", timeout_ms);
+            dp_err_set(err, "no reply from the page server within %d ms%s%.300s%s", timeout_ms,
+                       c->last_error[0] ? " (last error: " : "", c->last_error, c->last_error[0] ? ")" : "");
             return -1;
         }
         int left = deadline == UINT64_MAX ? -1 : (int)((deadline - now) / 1000000ULL) + 1;
@@ -963,6 +1024,13 @@ static bool collect_reply(struct dp_client *c, struct req *r, int status, const 
         return true;
     if (status) {
         sync_finish(sc, status, errmsg);
+        return true;
+    }
+    if (r->accum.len + h->len > dp_netbound_get()->max_reply_bytes) {
+        char msg[160];
+        snprintf(msg, sizeof(msg), "the page server's reply passed %llu bytes (--max-reply); refused",
+                 (unsigned long long)dp_netbound_get()->max_reply_bytes);
+        sync_finish(sc, -EFBIG, msg);
         return true;
     }
     if (dp_buf_put(&r->accum, p, h->len) < 0) {
@@ -1251,6 +1319,27 @@ static int open_rel(int dirfd, const char *rel, uint32_t mode)
     return fd;
 }
 
+/* The skeleton is written to disk as it arrives: a peer must not fill the
+ * destination's disk or create files without end (--max-skeleton). Sparse
+ * files may be up to 64 times the cap in apparent size. Returns true (and
+ * finishes the call with an error) when ch would pass a cap. */
+static bool skel_over_cap(struct sync_call *sc, const struct dp_skel_chunk *ch)
+{
+    const struct dp_netbound *b = dp_netbound_get();
+    bool new_file = sc->filefd < 0 || strcmp(sc->filename, ch->name) != 0;
+    uint64_t apparent = sc->skel->bytes_apparent + (new_file ? ch->file_size : 0);
+    if (sc->skel->bytes_received + ch->data_len <= b->max_skeleton_bytes &&
+        apparent / 64 <= b->max_skeleton_bytes && (!new_file || sc->files_seen < b->max_skeleton_files))
+        return false;
+    char msg[300];
+    snprintf(msg, sizeof(msg), "the skeleton from the page server passed its cap (%llu bytes of data, %llu "
+             "apparent, %u files; --max-skeleton %llu): refused, nothing restored from it",
+             (unsigned long long)(sc->skel->bytes_received + ch->data_len), (unsigned long long)apparent,
+             sc->files_seen + (new_file ? 1 : 0), (unsigned long long)b->max_skeleton_bytes);
+    sync_finish(sc, -EFBIG, msg);
+    return true;
+}
+
 static bool skel_reply(struct dp_client *c, struct req *r, int status, const struct dp_hdr *h, const uint8_t *p,
                        const char *errmsg)
 {
@@ -1288,6 +1377,8 @@ static bool skel_reply(struct dp_client *c, struct req *r, int status, const str
         sync_finish(sc, DP_CLIENT_SERVER_ERROR(DP_E_MALFORMED), "skeleton stream ended without its end chunk");
         return true;
     }
+    if (skel_over_cap(sc, &ch))
+        return true;
     /* A resubmitted request after a reconnect restarts the stream: files are
      * recreated from the first chunk on, so the restart is harmless. */
     if (sc->filefd < 0 || strcmp(sc->filename, ch.name) != 0) {

@@ -17,7 +17,10 @@
  * Reconnect: when the connection breaks, the client reconnects with
  * exponential backoff (backoff_min_ms doubling up to backoff_max_ms) and
  * resubmits every request still in flight (GET and PUT are idempotent). A
- * wrong key or a version mismatch is not retried. If give_up_ms > 0 and no
+ * wrong key or a version mismatch is not retried on the first connection; on
+ * a reconnect (where it may be forged) it is, for --auth-retry. Requests on
+ * the wire with no byte from the server for --request-timeout drop the
+ * connection (lib/netbound.h has these bounds). If give_up_ms > 0 and no
  * connection succeeds for that long, in-flight requests complete with
  * status -ETIMEDOUT and dp_client_process() returns -1.
  *

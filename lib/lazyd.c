@@ -36,6 +36,7 @@
 #include "dirty.h"
 #include "evict_policy.h"
 #include "fence.h"
+#include "wbwait.h"
 #include "guard.h"
 #include "inject.h"
 #include "lazy_tasks.h"
@@ -147,6 +148,8 @@ struct lz_evict {
     struct dp_hist stop;       /* whole stop per batch: stop, drain, read, write back, zap, resume */
     struct dp_hist wb_lat;     /* a batch's write-backs (in a stop, or background): sent -> all acknowledged */
     int put_wait, put_status;
+    uint64_t wb_aborts;        /* batches abandoned at --writeback-timeout */
+    uint64_t wb_incomplete;    /* batches whose write-back did not complete (refused, abandoned, deferred) */
     int clean_inflight;
     uint64_t cleaned, clean_requests;
     /* placing forked children (lib/lazy_tasks.h): which process owns which uffd */
@@ -2128,8 +2131,10 @@ static int ev_put(struct dp_lazyd *d, struct lz_task *t, const uint64_t *img, co
     struct dp_client *c = dp_pagesrc_remote_client(d->o->src);
     if (!c)
         return -1;
-    while (d->ev.put_wait > 0 && t->alive)
-        ev_pump(t); /* acks of a batch abandoned earlier */
+    if (d->ev.put_wait > 0) {
+        d->ev.put_status = -EAGAIN;
+        return -1; /* acks of a batch abandoned earlier: never wait for them with threads stopped */
+    }
     const struct dp_hello_reply *lim = dp_client_limits(c);
     size_t max = lim && lim->max_put_pages ? lim->max_put_pages : EV_MAX_BATCH;
     if (max > EV_MAX_BATCH)
@@ -2155,8 +2160,18 @@ static int ev_put(struct dp_lazyd *d, struct lz_task *t, const uint64_t *img, co
         d->ev.put_wait++;
         d->ev.wb_requests++;
     }
-    while (d->ev.put_wait > 0 && t->alive)
-        ev_pump(t);
+    if (dp_wait_bounded(ev_pump, t, &d->ev.put_wait, d->o->wb_timeout_ms, NULL) == DP_WAIT_TIMEOUT) {
+        /* abandoned: the threads resume, the pages stay resident (marked to be written again) */
+        d->ev.backoff_until = dp_now_ns() + (uint64_t)(d->o->wb_timeout_ms > 0 ? d->o->wb_timeout_ms
+                                                                               : DP_WAIT_DEFAULT_MS) * 1000000ull;
+        d->ev.wb_aborts++;
+        d->ev.put_status = -ETIMEDOUT;
+        dp_warn("pid %d: write-back of %zu pages to %s not acknowledged within %d ms (--writeback-timeout): "
+                "eviction batch abandoned, the threads resume and the pages stay resident; eviction resumes "
+                "once the page server answers", t->shown_pid, n, d->o->src->desc,
+                d->o->wb_timeout_ms > 0 ? d->o->wb_timeout_ms : DP_WAIT_DEFAULT_MS);
+        return -1;
+    }
     if (t->alive && d->ev.put_status == 0)
         dp_hist_add(&d->ev.wb_lat, dp_now_ns() - t0);
     return t->alive && d->ev.put_status == 0 ? 0 : -1;
@@ -2331,12 +2346,19 @@ static int ev_batch(struct dp_lazyd *d, struct lz_task *t, const uint64_t *addr,
             ok = ev_put(d, t, wimg, wdata, nd) == 0;
         if (!t->alive)
             goto fatal;
-        if (!ok && !ev_shared(d, t))
-            d->ev.wb_errors++;
+        if (!ok && !ev_shared(d, t)) {
+            d->ev.wb_incomplete++;
+            if (d->ev.put_status != -ETIMEDOUT && d->ev.put_status != -EAGAIN)
+                d->ev.wb_errors++; /* refused; a timeout is counted in wb_aborts */
+        }
         for (size_t i = 0; i < m; i++) {
             if (!dirty[i])
                 continue;
             if (!ok) {
+                /* an abandoned PUT may still land later: write it again next time, whatever the hash */
+                struct dp_pmap_entry *e = dp_pmap_find(&t->hash, 0, img[i]);
+                if (e)
+                    e->aux |= EV_ALWAYS_DIRTY;
                 keep[i] = 0;
                 if (!sync) {
                     dp_evict_cancel(&d->ev.pol, t->id, va[i]);
@@ -2469,7 +2491,7 @@ static int cmp_key(const void *a, const void *b)
  * (and until the low one is reached), so faults are served between batches. */
 static void ev_maybe(struct dp_lazyd *d)
 {
-    if (!d->ev.on || d->ev.busy || !d->finished)
+    if (!d->ev.on || d->ev.busy || !d->finished || d->ev.put_wait > 0) /* no stop while acks are owed */
         return;
     uint64_t res = ev_resident(d);
     if (res > d->ev.max_resident)
@@ -2556,8 +2578,9 @@ void dp_lazyd_sync(struct dp_lazyd *d, struct dp_sbuf *b)
         tasks++;
         for (uint64_t i = 0; i < k && t->alive; i += d->ev.batch) {
             size_t n = k - i < d->ev.batch ? (size_t)(k - i) : d->ev.batch, nwb = 0;
+            uint64_t errs = d->ev.wb_incomplete;
             int c = ev_batch(d, t, list + i, n, 1, &nwb);
-            if (c < 0) {
+            if (c < 0 || d->ev.wb_incomplete != errs) { /* a write-back failed or was abandoned */
                 failed++;
                 break;
             }
@@ -2586,7 +2609,7 @@ static void ev_json(struct dp_lazyd *d, struct dp_sbuf *b)
     dp_sbuf_printf(b, "{\"budget_bytes\": %llu, \"low_watermark_bytes\": %llu, \"batch_pages\": %u, "
                    "\"resident_bytes\": %llu, \"max_resident_bytes\": %llu, \"batches\": %llu, "
                    "\"evictions\": %llu, \"writebacks\": %llu, \"writeback_requests\": %llu, "
-                   "\"writeback_errors\": %llu, \"cancels\": %llu, \"refaults\": %llu, "
+                   "\"writeback_errors\": %llu, \"writeback_aborts\": %llu, \"cancels\": %llu, \"refaults\": %llu, "
                    "\"victim_buffer_hits\": %llu, \"victim_buffer_bytes\": %llu, \"shared_skips\": %llu, "
                    "\"syncs\": %llu, \"sync_pages_written\": %llu, \"background_writebacks\": %llu, "
                    "\"background_requests\": %llu, \"protected_pages\": %llu, "
@@ -2596,7 +2619,8 @@ static void ev_json(struct dp_lazyd *d, struct dp_sbuf *b)
                    (unsigned long long)(ev_resident(d) * PG), (unsigned long long)(d->ev.max_resident * PG),
                    (unsigned long long)d->ev.batches, (unsigned long long)d->ev.evictions,
                    (unsigned long long)(d->ev.writebacks + d->ev.cleaned), (unsigned long long)d->ev.wb_requests,
-                   (unsigned long long)d->ev.wb_errors, (unsigned long long)d->ev.cancels,
+                   (unsigned long long)d->ev.wb_errors, (unsigned long long)d->ev.wb_aborts,
+                   (unsigned long long)d->ev.cancels,
                    (unsigned long long)d->ev.refaults, (unsigned long long)d->ev.vb_hits,
                    (unsigned long long)d->ev.vb.bytes, (unsigned long long)d->ev.shared_skips,
                    (unsigned long long)d->ev.syncs, (unsigned long long)d->ev.sync_pages,

@@ -26,12 +26,15 @@ struct dp_lazyd_opts {
     uint64_t background_rate;  /* bytes per second, 0 = off (pages stay remote until touched) */
     double fault_timeout;      /* seconds a fault may wait for the source, 0 = no limit */
     int on_timeout_kill;       /* 1: kill the restored tree after fault_timeout; 0: keep waiting */
+#define DP_FAULT_TIMEOUT_DEFAULT 120.0 /* restore/lazy-pages: --fault-timeout, with --on-timeout kill */
     int ready_fd;              /* gets one byte once listening, then closed; -1 = none */
     /* Memory budget (issue 6, docs/budget.md). 0/0: none. Needs a source
      * that takes write-backs (the page server). */
     uint64_t budget_pages;     /* resident lazy pages allowed (high watermark) */
     double budget_frac;        /* or: this fraction of the tasks' lazy pages */
     uint32_t evict_batch;      /* pages per stop (0: 256) */
+    int wb_timeout_ms;         /* a batch's write-back unacknowledged this long: abandoned (0: default) */
+#define DP_WB_TIMEOUT_MS_DEFAULT 5000
     uint64_t vbuf_bytes;       /* victim buffer (0: 8 MiB) */
     /* Working set (issue 7, lib/replay.h, lib/trace.h). */
     const struct dp_hotset *replay;  /* checked hot set to fetch in bulk once the restore finished; NULL = none */

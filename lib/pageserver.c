@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/sendfile.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -46,7 +47,7 @@
 #define READ_BUDGET (1u << 20)   /* bytes read per readiness event, for fairness */
 #define MAX_IOV     64
 #define HANDSHAKE_TIMEOUT_NS (10ULL * 1000000000ULL) /* to authenticate, or to read a fatal ERROR */
-#define MAX_CONNS   1024
+#define INPUT_KEEP  (4u << 20)   /* an emptied input buffer larger than this is shrunk back */
 
 enum tag { TAG_LISTEN = 1, TAG_SIGNAL, TAG_TIMER, TAG_CONN, TAG_METRICS };
 
@@ -93,6 +94,8 @@ struct conn {
     bool closed;              /* fd closed, waiting for refs to drop */
     bool closing;             /* flush then close (after a fatal error) */
     uint64_t since_ns;        /* accepted, or closing since */
+    uint64_t active_ns;       /* last byte received or sent (idle timeout) */
+    uint32_t ip;              /* peer address, network order (connection limits) */
     bool paused;              /* reading stopped by backpressure */
     uint32_t ep_events;
     enum { ST_HELLO, ST_AUTH, ST_READY } state;
@@ -154,6 +157,7 @@ struct server {
     struct delayed *dq_head, *dq_tail;
     uint64_t dq_last_due;
     struct pending_put *puts_head, *puts_tail;
+    struct dp_connlimit lim;          /* connection and input-memory limits (connlimit.h) */
     struct dp_buf task_map_payload;
     struct skel_file *skel;
     size_t nr_skel;
@@ -532,6 +536,7 @@ static void handle_auth(struct server *s, struct conn *c, uint64_t id, uint64_t 
         return;
     }
     c->state = ST_READY;
+    dp_connlimit_authed(&s->lim, c->ip);
     reply_simple(s, c, &b, recv_ns);
     if (s->o->live)
         s->o->live->authenticated(s->o->live->ctx);
@@ -890,6 +895,11 @@ static void handle_stats(struct server *s, struct conn *c, uint64_t id, uint64_t
     json_kv(&j, "puts_refused", s->st.puts_refused, true);
     json_kv(&j, "records_rejected", s->st.records_rejected, true);
     json_kv(&j, "insecure_plaintext", s->o->insecure_plaintext, true);
+    json_kv(&j, "conns_refused", s->lim.refused, true);
+    json_kv(&j, "conns_pushed_out", s->lim.evicted, true);
+    json_kv(&j, "conns_idle_closed", s->lim.idle_closed, true);
+    json_kv(&j, "input_buffered_bytes", s->lim.buffered, true);
+    json_kv(&j, "input_buffer_refusals", s->lim.buffer_refusals, true);
     json_kv(&j, "pages_touched", s->access.len, true);
     struct dp_sbuf lat = {0};
     dp_sbuf_printf(&lat, "\"writeback_latency\": ");
@@ -1160,6 +1170,8 @@ static void conn_close(struct server *s, struct conn *c, const char *why)
     dp_info("client %s disconnected: %s (%" PRIu64 " requests, %" PRIu64 " pages sent)", c->peer, why,
             c->requests, c->pages_sent);
     s->st.disconnects++;
+    dp_connlimit_remove(&s->lim, c->ip, c->state == ST_READY);
+    dp_connlimit_buffer(&s->lim, c->in_cap, 0); /* the buffer itself is freed with c */
     epoll_ctl(s->ep, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
     c->fd = -1;
@@ -1227,6 +1239,7 @@ static void conn_flush(struct server *s, struct conn *c)
         }
         s->st.bytes_out += (uint64_t)n;
         c->out.bytes -= (size_t)n;
+        c->active_ns = dp_now_ns();
         size_t left = (size_t)n;
         while (left && c->out.head) {
             it = c->out.head;
@@ -1576,24 +1589,8 @@ static void conn_process_input(struct server *s, struct conn *c)
         struct dp_hdr h = c->rx_hdr;
         size_t avail = c->in_len - c->in_off;
         size_t need = (size_t)h.len + (c->chan.secure && h.len ? DP_CHAN_TAG : 0);
-        if (avail < need) {
-            if (need > c->in_cap - c->in_off) {
-                /* Make room for the whole message (its size is within the limit). */
-                memmove(c->in, c->in + c->in_off, avail);
-                c->in_len = avail;
-                c->in_off = 0;
-                if (need > c->in_cap) {
-                    uint8_t *n = realloc(c->in, need);
-                    if (!n) {
-                        conn_close(s, c, "out of memory for a request");
-                        return;
-                    }
-                    c->in = n;
-                    c->in_cap = need;
-                }
-            }
-            break;
-        }
+        if (avail < need)
+            break; /* conn_read grows the buffer as the bytes arrive, never on the announcement */
         uint8_t *p = c->in + c->in_off;
         if (c->chan.secure && h.len && dp_chan_open_payload(&c->chan, p, h.len) < 0) {
             refuse_record(s, c);
@@ -1605,32 +1602,66 @@ static void conn_process_input(struct server *s, struct conn *c)
     }
     if (c->closed)
         return;
-    if (c->in_off == c->in_len)
+    if (c->in_off == c->in_len) {
         c->in_off = c->in_len = 0;
+        if (c->in_cap > INPUT_KEEP) { /* after a big upload: give the memory back */
+            free(c->in);
+            c->in = NULL;
+            dp_connlimit_buffer(&s->lim, c->in_cap, 0);
+            c->in_cap = 0;
+        }
+    }
     conn_flush(s, c);
+}
+
+/* Doubles c's input buffer (up to one maximal sealed message) within the
+ * global --max-buffered cap; a connection the cap refuses is closed with a
+ * clear error, its partial request dropped (the client resends it). 0, 1
+ * when the buffer is at its maximum already, or -1 when c is closed or
+ * closing. */
+static int conn_grow_input(struct server *s, struct conn *c)
+{
+    const size_t most = DP_CHAN_HDR_REC + DP_MAX_PAYLOAD + DP_CHAN_TAG + 65536;
+    size_t cap = c->in_cap ? c->in_cap * 2 : 65536;
+    if (cap > most)
+        cap = most;
+    if (cap <= c->in_cap)
+        return 1; /* the header check bounds a message below this */
+    if (dp_connlimit_buffer(&s->lim, c->in_cap, cap) < 0) {
+        char msg[200];
+        snprintf(msg, sizeof(msg), "the server's input buffers are full (%llu MiB held by partly received "
+                 "requests, --max-buffered); retry later", (unsigned long long)(s->lim.buffered >> 20));
+        dp_warn("client %s: %s", c->peer, msg);
+        send_error(s, c, 0, true, DP_E_BUSY, msg, dp_now_ns());
+        conn_flush(s, c); /* stops reading it (closing) and sends the error */
+        return -1;
+    }
+    uint8_t *n = realloc(c->in, cap);
+    if (!n) {
+        dp_connlimit_buffer(&s->lim, cap, c->in_cap);
+        conn_close(s, c, "out of memory for input");
+        return -1;
+    }
+    c->in = n;
+    c->in_cap = cap;
+    return 0;
 }
 
 static void conn_read(struct server *s, struct conn *c)
 {
     size_t budget = READ_BUDGET;
-    while (!c->closed && budget) {
+    while (!c->closed && !c->closing && budget) {
         if (c->in_cap - c->in_len < 4096) {
             if (c->in_off) {
                 memmove(c->in, c->in + c->in_off, c->in_len - c->in_off);
                 c->in_len -= c->in_off;
                 c->in_off = 0;
             } else {
-                size_t cap = c->in_cap ? c->in_cap * 2 : 65536;
-                /* Bounded: the header check limits a message to DP_MAX_PAYLOAD. */
-                if (cap > DP_HDR_SIZE + DP_MAX_PAYLOAD + 65536)
-                    break;
-                uint8_t *n = realloc(c->in, cap);
-                if (!n) {
-                    conn_close(s, c, "out of memory for input");
+                int g = conn_grow_input(s, c);
+                if (g < 0)
                     return;
-                }
-                c->in = n;
-                c->in_cap = cap;
+                if (g > 0)
+                    break;
             }
         }
         ssize_t n = read(c->fd, c->in + c->in_len, c->in_cap - c->in_len);
@@ -1650,6 +1681,7 @@ static void conn_read(struct server *s, struct conn *c)
         }
         bool drained = (size_t)n < c->in_cap - c->in_len;
         c->in_len += (size_t)n;
+        c->active_ns = dp_now_ns();
         s->st.bytes_in += (uint64_t)n;
         budget = budget > (size_t)n ? budget - (size_t)n : 0;
         /* Process as we go so a large burst cannot outgrow the buffer. */
@@ -1657,6 +1689,46 @@ static void conn_read(struct server *s, struct conn *c)
         if (c->closed || c->paused || c->closing || drained)
             return; /* a short read: nothing more waiting, skip the EAGAIN read */
     }
+}
+
+/* Applies the connection limits (connlimit.h) to a new peer: pushes out the
+ * least advanced unauthenticated connection when a limit is met, refuses
+ * only when the limit's slots all hold authenticated peers. 0 or -1. */
+static int admit(struct server *s, uint32_t ip)
+{
+    const char *why = NULL;
+    enum dp_admit a = dp_connlimit_admit(&s->lim, ip, &why);
+    char addr[INET_ADDRSTRLEN];
+    inet_ntop(AF_INET, &ip, addr, sizeof(addr));
+    if (a == DP_ADMIT_OK)
+        return 0;
+    if (a == DP_ADMIT_REFUSE) {
+        s->lim.refused++;
+        dp_warn("refusing a connection from %s: %s reached and every slot under it holds an authenticated peer",
+                addr, why);
+        return -1;
+    }
+    static struct dp_connlimit_cand cand[4096];
+    static struct conn *who[4096];
+    size_t n = 0;
+    for (struct conn *k = s->conns; k && n < DP_ARRAY_LEN(cand); k = k->next) {
+        if (k->state == ST_READY || k->closing)
+            continue;
+        cand[n] = (struct dp_connlimit_cand){.ip = k->ip, .stage = k->state == ST_HELLO ? 0 : 1,
+                                             .since_ns = k->since_ns};
+        who[n++] = k;
+    }
+    long v = dp_connlimit_pick(cand, n, a == DP_ADMIT_EVICT_PEER, ip);
+    if (v < 0) {
+        s->lim.refused++;
+        dp_warn("refusing a connection from %s: %s reached", addr, why);
+        return -1;
+    }
+    s->lim.evicted++;
+    char reason[120];
+    snprintf(reason, sizeof(reason), "pushed out unauthenticated by a newer connection (%s reached)", why);
+    conn_close(s, who[v], reason);
+    return dp_connlimit_admit(&s->lim, ip, NULL) == DP_ADMIT_OK ? 0 : admit(s, ip);
 }
 
 static void on_accept(struct server *s)
@@ -1672,22 +1744,20 @@ static void on_accept(struct server *s)
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        size_t nconn = 0;
-        for (struct conn *k = s->conns; k; k = k->next)
-            nconn++;
-        if (nconn >= MAX_CONNS) {
-            dp_warn("refusing a connection: %d clients already connected", MAX_CONNS);
+        if (admit(s, sa.sin_addr.s_addr) < 0) {
             close(fd);
             continue;
         }
         struct conn *c = calloc(1, sizeof(*c));
-        if (!c) {
+        if (!c || dp_connlimit_add(&s->lim, sa.sin_addr.s_addr) < 0) {
+            free(c);
             close(fd);
             continue;
         }
+        c->ip = sa.sin_addr.s_addr;
         c->tag = TAG_CONN;
         c->fd = fd;
-        c->since_ns = dp_now_ns();
+        c->since_ns = c->active_ns = dp_now_ns();
         c->cid = ++s->next_cid;
         char ip[INET_ADDRSTRLEN];
         inet_ntop(AF_INET, &sa.sin_addr, ip, sizeof(ip));
@@ -1696,6 +1766,7 @@ static void on_accept(struct server *s)
         struct epoll_event e = {.events = EPOLLIN, .data.ptr = c};
         if (epoll_ctl(s->ep, EPOLL_CTL_ADD, fd, &e) < 0) {
             dp_warn("epoll_ctl: %s", strerror(errno));
+            dp_connlimit_remove(&s->lim, c->ip, false);
             close(fd);
             free(c);
             continue;
@@ -1713,15 +1784,25 @@ static void on_accept(struct server *s)
 
 /* Connections that have not authenticated, or do not take their fatal ERROR,
  * within HANDSHAKE_TIMEOUT_NS are closed: without the key a peer holds no
- * resources for long. Returns whether any connection is still in such a state. */
+ * resources for long. Authenticated ones that show no traffic for
+ * --idle-timeout (and wait for nothing of ours) are closed too: a silent
+ * peer, or one cut off by a partition, does not hold its slot and buffers
+ * for ever. Returns whether any connection is open (the loop wakes to check). */
 static bool sweep(struct server *s)
 {
     uint64_t now = dp_now_ns();
     bool pending = false;
     for (struct conn *c = s->conns, *next; c; c = next) {
         next = c->next;
-        if (c->state == ST_READY && !c->closing)
+        if (c->state == ST_READY && !c->closing) {
+            if (dp_connlimit_idle(&s->lim, c->active_ns, now) && c->refs == 0) {
+                s->lim.idle_closed++;
+                conn_close(s, c, "idle: no traffic for --idle-timeout");
+            } else if (s->lim.cfg.idle_ns) {
+                pending = true;
+            }
             continue;
+        }
         if (now - c->since_ns > HANDSHAKE_TIMEOUT_NS)
             conn_close(s, c, c->closing ? "did not read its error in time" : "did not authenticate in time");
         else
@@ -1790,6 +1871,34 @@ static void write_access_log(struct server *s)
     dp_buf_free(&j);
 }
 
+/* The connection limits, checked against each other and against the
+ * descriptors this process may hold (the soft RLIMIT_NOFILE is raised to the
+ * hard one): an accept that fails with EMFILE would leave the listening
+ * socket readable and the loop spinning. */
+static int limits_init(struct server *s, struct dp_err *err)
+{
+    struct dp_connlimit_cfg cfg = s->o->limits;
+    dp_connlimit_cfg_defaults(&cfg);
+    if (dp_connlimit_cfg_check(&cfg, err) < 0)
+        return -1;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+        if (rl.rlim_cur < rl.rlim_max) {
+            rl.rlim_cur = rl.rlim_max;
+            setrlimit(RLIMIT_NOFILE, &rl);
+            getrlimit(RLIMIT_NOFILE, &rl);
+        }
+        if (rl.rlim_cur != RLIM_INFINITY && cfg.max_conns + 64 > rl.rlim_cur) {
+            dp_err_set(err, "--max-conns %u needs %u file descriptors but this process may open %llu "
+                       "(RLIMIT_NOFILE): lower --max-conns or raise the limit (ulimit -n)", cfg.max_conns,
+                       cfg.max_conns + 64, (unsigned long long)rl.rlim_cur);
+            return -1;
+        }
+    }
+    dp_connlimit_init(&s->lim, &cfg);
+    return 0;
+}
+
 int dp_server_run(const struct dp_server_opts *o, struct dp_err *err)
 {
     struct server *s = calloc(1, sizeof(*s));
@@ -1799,6 +1908,10 @@ int dp_server_run(const struct dp_server_opts *o, struct dp_err *err)
     }
     s->o = o;
     s->ep = s->lfd = s->sfd = s->tfd = -1;
+    if (limits_init(s, err) < 0) {
+        free(s);
+        return -1;
+    }
     s->tag_listen = TAG_LISTEN;
     s->tag_signal = TAG_SIGNAL;
     s->tag_timer = TAG_TIMER;
@@ -1962,6 +2075,7 @@ out:
     dp_buf_free(&s->task_map_payload);
     dp_pmap_free(&s->access);
     dp_metrics_http_close(s->metrics);
+    dp_connlimit_free(&s->lim);
     dp_overlay_close(s->ov);
     dp_lease_store_close(s->leases);
     dp_hotset_store_close(s->hotsets);

@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <netinet/in.h>
 
+#include "connlimit.h"
 #include "proto.h"
 #include "util.h"
 
@@ -38,6 +39,7 @@ struct dp_server_opts {
     bool insecure_plaintext;     /* frames after the handshake in clear (warned about loudly) */
     const struct sockaddr_in *metrics_addr; /* --metrics: Prometheus endpoint (lib/metrics_http.h); NULL = off */
     const struct dp_live_hooks *live; /* memory mode, or NULL */
+    struct dp_connlimit_cfg limits; /* connection and input-memory limits (0: defaults, connlimit.h) */
 };
 
 /* Runs until SIGTERM or SIGINT. Returns 0 on a clean shutdown, -1 with err. */

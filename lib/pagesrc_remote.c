@@ -21,6 +21,7 @@ struct remote_src {
     struct dp_task_map map;
     struct dp_fetch *done_head, *done_tail; /* completions run after process() */
     int in_process;
+    int failed_said;  /* the client's failure was logged */
 };
 
 static void queue_done(struct remote_src *r, struct dp_fetch *f)
@@ -144,8 +145,10 @@ static void remote_process(struct dp_pagesrc *s)
     struct remote_src *r = (struct remote_src *)s;
     struct dp_err err = {{0}};
     r->in_process = 1;
-    if (dp_client_process(r->c, &err) < 0)
-        dp_warn("page server %s: %s", s->desc, err.msg);
+    if (dp_client_process(r->c, &err) < 0 && !r->failed_said) {
+        r->failed_said = 1; /* once: process() runs every loop turn */
+        dp_error("%s: %s; faults it cannot serve end by --fault-timeout", s->desc, err.msg);
+    }
     r->in_process = 0;
     run_done(r);
 }

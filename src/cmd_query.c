@@ -12,6 +12,7 @@
 #include <sodium.h>
 
 #include "client.h"
+#include "netbound.h"
 #include "proto_hotset.h"
 #include "commands.h"
 #include "util.h"
@@ -37,7 +38,9 @@ static void usage(FILE *out)
             "\n"
             "The client reconnects with backoff while the server is down (up to --timeout).\n"
             "Every frame is encrypted and authenticated; --insecure-plaintext talks to a server\n"
-            "started with --insecure-plaintext (frames in clear: use only on a trusted link).\n");
+            "started with --insecure-plaintext (frames in clear: use only on a trusted link).\n"
+            "\n"
+            "Bounds on the link (docs/lazyd.md, \"Bounded failures\"):\n%s", dp_netbound_usage);
 }
 
 /* One result line on stdout, printed by jansson (strings escaped, the same
@@ -133,13 +136,26 @@ int cmd_query(int argc, char **argv)
         {"source", required_argument, NULL, 's'}, {"key", required_argument, NULL, 'k'},
         {"timeout", required_argument, NULL, 't'}, {"repeat", required_argument, NULL, 'r'},
         {"help", no_argument, NULL, 'h'},         {"insecure-plaintext", no_argument, NULL, 'P'},
+        {"tcp-user-timeout", required_argument, NULL, 'N'}, {"request-timeout", required_argument, NULL, 'N'},
+        {"auth-retry", required_argument, NULL, 'N'},       {"max-reply", required_argument, NULL, 'N'},
+        {"max-skeleton", required_argument, NULL, 'N'},
         {NULL, 0, NULL, 0},
     };
     const char *source = NULL, *keyfile = NULL;
     int timeout = 10000, repeat = 1, c;
     bool plaintext = false;
-    while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+    struct dp_netbound nb = *dp_netbound_get();
+    struct dp_err nerr;
+    int li = 0;
+    while ((c = getopt_long(argc, argv, "+h", opts, &li)) != -1) {
         switch (c) {
+        case 'N': /* bounds on the link (lib/netbound.h), parsed there */
+            if (dp_netbound_parse_flag(&nb, opts[li].name, optarg, &nerr) < 0) {
+                fprintf(stderr, "distriproc query: %s\n", nerr.msg);
+                return 2;
+            }
+            dp_netbound_set(&nb);
+            break;
         case 's': source = optarg; break;
         case 'k': keyfile = optarg; break;
         case 't': timeout = atoi(optarg); break;

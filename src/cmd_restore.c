@@ -37,6 +37,7 @@
 #include "key.h"
 #include "lazyd.h"
 #include "metrics_http.h"
+#include "netbound.h"
 #include "pageserver_hotset.h"
 #include "proto_hotset.h"
 #include "pagesrc.h"
@@ -75,9 +76,10 @@ static void restore_usage(FILE *out)
             "                          streams[:MAX] (interleaved sequential streams)\n"
             "  --background-fetch RATE copy the remaining pages in the background at RATE bytes/s\n"
             "                          (e.g. 50M; off by default: pages stay remote until touched)\n"
-            "  --fault-timeout SEC     how long a fault may wait for the page source (default: no limit)\n"
-            "  --on-timeout wait|kill  after --fault-timeout: keep waiting with a warning (default),\n"
-            "                          or SIGKILL the restored tree\n"
+            "  --fault-timeout SEC     how long a fault may wait for the page source (default 120;\n"
+            "                          0 = no limit)\n"
+            "  --on-timeout wait|kill  after --fault-timeout: SIGKILL the restored tree and end the\n"
+            "                          daemon with an error (default), or keep waiting with a warning\n"
             "  --budget SIZE|PCT%%     keep at most SIZE (e.g. 256M) or PCT%% of the checkpoint's lazy\n"
             "                          memory resident; colder pages are written back if modified\n"
             "                          (durably, to the page server) and evicted. Needs --source.\n"
@@ -120,7 +122,14 @@ static void restore_usage(FILE *out)
             "\n"
             "Afterwards: distriproc stats --workdir DIR. A container: runc list/state/kill as\n"
             "usual (with the same --runc-root); its stdout and stderr go to DIR/container.log.\n"
-            "See docs/containers.md.\n");
+            "See docs/containers.md.\n"
+            "\n"
+            "Bounds on the link to the page server (docs/lazyd.md, \"Bounded failures\"):\n"
+            "%s"
+            "  --writeback-timeout MS  an eviction batch whose write-back is not acknowledged\n"
+            "                          within MS is abandoned: its threads resume, the pages stay\n"
+            "                          resident and are tried again later (default 5000)\n",
+            dp_netbound_usage);
 }
 
 struct restore_args {
@@ -132,6 +141,7 @@ struct restore_args {
     uint64_t bg_rate, budget, vbuf;
     double budget_frac;
     unsigned evict_batch;
+    int wb_timeout_ms;
     double fault_timeout, restore_timeout;
     int on_timeout_kill, shell_job, foreground, json, take_over;
     int stage;   /* --hotset-mode stage */
@@ -399,9 +409,15 @@ static int parse_args(int argc, char **argv, struct restore_args *a, enum dp_res
 {
     arg_cmd = mode == DP_MODE_LAZY_PAGES ? "lazy-pages" : "restore";
     memset(a, 0, sizeof(*a));
+    a->fault_timeout = DP_FAULT_TIMEOUT_DEFAULT; /* a fault never waits unbounded unless asked (0) */
+    a->on_timeout_kill = 1;
     a->prefetch = "none";
     a->restore_timeout = 120;
     a->record_s = -1;
+    a->wb_timeout_ms = DP_WB_TIMEOUT_MS_DEFAULT;
+    struct dp_netbound nb = *dp_netbound_get();
+    struct dp_err nerr;
+    int li = 0;
     static const struct option opts[] = {
         {"source", required_argument, NULL, 's'},    {"key", required_argument, NULL, 'k'},
         {"images", required_argument, NULL, 'i'},    {"workdir", required_argument, NULL, 'w'},
@@ -419,13 +435,35 @@ static int parse_args(int argc, char **argv, struct restore_args *a, enum dp_res
         {"runc-root", required_argument, NULL, 'O'},
         {"insecure-plaintext", no_argument, NULL, 'P'},
         {"metrics", required_argument, NULL, 'm'}, {"metrics-allow-remote", no_argument, NULL, 'a'},
-        {"take-over", no_argument, NULL, 'X'},
+        {"take-over", no_argument, NULL, 1001},
+        /* bounds on the link (lib/netbound.h), parsed there */
+        {"tcp-user-timeout", required_argument, NULL, 'N'}, {"request-timeout", required_argument, NULL, 'N'},
+        {"auth-retry", required_argument, NULL, 'N'},       {"max-reply", required_argument, NULL, 'N'},
+        {"max-skeleton", required_argument, NULL, 'N'},
+        {"writeback-timeout", required_argument, NULL, 'X'},
         {NULL, 0, NULL, 0},
     };
     int c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "hv", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "hv", opts, &li)) != -1) {
         switch (c) {
+        case 'N':
+            if (dp_netbound_parse_flag(&nb, opts[li].name, optarg, &nerr) < 0) {
+                ARGERR("%s\n", nerr.msg);
+                return 2;
+            }
+            dp_netbound_set(&nb); /* the daemon forked later inherits it */
+            break;
+        case 'X': {
+            char *end;
+            long ms = strtol(optarg, &end, 10);
+            if (*end || optarg[0] == '-' || !*optarg || ms < 1 || ms > 3600000) {
+                ARGERR("--writeback-timeout takes milliseconds, 1..3600000 (got '%s')\n", optarg);
+                return 2;
+            }
+            a->wb_timeout_ms = (int)ms;
+            break;
+        }
         case 's': a->source = optarg; break;
         case 'k': a->key = optarg; break;
         case 'P': dp_client_set_insecure_plaintext(true); break;
@@ -519,7 +557,7 @@ static int parse_args(int argc, char **argv, struct restore_args *a, enum dp_res
             break;
         case 'S': a->shell_job = 1; break;
         case 'F': a->foreground = 1; break;
-        case 'X': a->take_over = 1; break;
+        case 1001: a->take_over = 1; break;
         case 'j': a->json = 1; break;
         case 'v':
             dp_log_set_level(DP_LOG_DEBUG);
@@ -1027,6 +1065,7 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
     lo.budget_pages = a.budget / 4096;
     lo.budget_frac = a.budget_frac;
     lo.evict_batch = a.evict_batch;
+    lo.wb_timeout_ms = a.wb_timeout_ms;
     lo.vbuf_bytes = a.vbuf;
     int ready[2];
     if (pipe2(ready, O_CLOEXEC) < 0) {

@@ -54,7 +54,8 @@ static void usage(FILE *out)
             "  --connect-timeout SEC memory mode: roll back if no destination has connected and\n"
             "                        reported its restore within SEC seconds of the dump\n"
             "                        (default 60; 0 = wait forever)\n"
-            "  -v, --verbose         debug logging\n");
+            "%s"
+            "  -v, --verbose         debug logging\n", dp_connlimit_usage);
 }
 
 int cmd_serve(int argc, char **argv)
@@ -68,6 +69,10 @@ int cmd_serve(int argc, char **argv)
         {"metrics", required_argument, NULL, 'M'},  {"metrics-allow-remote", no_argument, NULL, 'A'},
         {"pid", required_argument, NULL, 'p'},      {"workdir", required_argument, NULL, 'w'},
         {"connect-timeout", required_argument, NULL, 'T'},
+        /* connection limits (lib/connlimit.h), parsed there */
+        {"max-conns", required_argument, NULL, 'L'}, {"max-preauth", required_argument, NULL, 'L'},
+        {"max-per-peer", required_argument, NULL, 'L'}, {"max-buffered", required_argument, NULL, 'L'},
+        {"idle-timeout", required_argument, NULL, 'L'},
         {NULL, 0, NULL, 0},
     };
     static struct dp_server_opts o;
@@ -77,9 +82,17 @@ int cmd_serve(int argc, char **argv)
     o.sendfile_min = 64 << 10;
     struct serve_live_args live = {.connect_timeout_s = DP_LIVE_CONNECT_TIMEOUT_S};
     char *end;
-    int c;
-    while ((c = getopt_long(argc, argv, "hv", opts, NULL)) != -1) {
+    o.limits.idle_ns = DP_LIMIT_IDLE_S_DEFAULT * 1000000000ull;
+    int c, li;
+    struct dp_err lerr;
+    while ((c = getopt_long(argc, argv, "hv", opts, &li)) != -1) {
         switch (c) {
+        case 'L':
+            if (dp_connlimit_parse_flag(&o.limits, opts[li].name, optarg, &lerr) < 0) {
+                fprintf(stderr, "distriproc serve: %s\n", lerr.msg);
+                return 2;
+            }
+            break;
         case 'i': o.images_dir = optarg; break;
         case 'l': listen = optarg; break;
         case 'k': key = optarg; break;

@@ -14,6 +14,8 @@ both ways and can tamper with the first connection it carries:
   autherr      flip a bit after the handshake of the first connection (the
                client reconnects), then answer the second connection's HELLO
                with a forged, unauthenticated ERROR AUTH_FAILED
+  autherr_always  as autherr, but every later connection gets the forged
+               ERROR too (a client must stop believing in a retry at a bound)
 
 Later connections pass untouched, so a client that reconnects gets through.
 Usable in-process (Proxy) or as a program inside a lab namespace:
@@ -80,7 +82,7 @@ class Proxy:
         except OSError:
             c.close()
             return
-        if n == 1 and self.mode == "autherr":
+        if (n == 1 and self.mode == "autherr") or (n >= 1 and self.mode == "autherr_always"):
             # a forged handshake ERROR (no key needed: it travels before the keys)
             c.recv(1 << 16)
             msg = b"authentication failed: forged"
@@ -110,7 +112,7 @@ class Proxy:
                     (self.c2s if c2s else self.s2c)[n].extend(data)
                     dst = s if c2s else c
                     hs = HANDSHAKE_C2S if c2s else HANDSHAKE_S2C
-                    flips = self.mode in ("flip_s2c", "flip_c2s", "autherr")
+                    flips = self.mode in ("flip_s2c", "flip_c2s", "autherr", "autherr_always")
                     if evil and flips and c2s == (self.mode == "flip_c2s"):
                         at = hs + self.flip_at - start
                         if 0 <= at < len(data):
