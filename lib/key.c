@@ -23,30 +23,11 @@ static int hexval(int c)
     return -1;
 }
 
-int dp_key_load(const char *path, uint8_t *key, size_t *key_len, struct dp_err *err)
+/* The bytes of a key file to the key, apart from the file's I/O so that
+ * what an attacker may plant in a key file can be fuzzed (fuzz/fuzz_key.c). */
+int dp_key_parse(const char *path, const uint8_t *data, size_t len, uint8_t *key, size_t *key_len,
+                 struct dp_err *err)
 {
-    struct stat sb;
-    if (stat(path, &sb) < 0) {
-        dp_err_set(err, "cannot read key file %s: %s (create one with 'distriproc keygen %s')", path,
-                   strerror(errno), path);
-        return -1;
-    }
-    if (!S_ISREG(sb.st_mode)) {
-        dp_err_set(err, "key file %s is not a regular file", path);
-        return -1;
-    }
-    if (sb.st_size > 4 * DP_KEY_MAX) {
-        dp_err_set(err, "key file %s is %lld bytes; a key is at most %d bytes", path, (long long)sb.st_size,
-                   DP_KEY_MAX);
-        return -1;
-    }
-    if (sb.st_mode & 077)
-        dp_warn("key file %s is accessible by group or others (mode %03o); run 'chmod 600 %s'", path,
-                (unsigned)(sb.st_mode & 0777), path);
-    uint8_t *data;
-    size_t len;
-    if (dp_read_file(path, &data, &len, err) < 0)
-        return -1;
     /* Hex if every non-space byte is a hex digit and there is an even number. */
     size_t digits = 0;
     bool is_hex = len > 0;
@@ -80,8 +61,6 @@ int dp_key_load(const char *path, uint8_t *key, size_t *key_len, struct dp_err *
         if (n <= DP_KEY_MAX)
             memcpy(key, data, n);
     }
-    sodium_memzero(data, len);
-    free(data);
     if (n < DP_KEY_MIN || n > DP_KEY_MAX) {
         dp_err_set(err, "key in %s is %zu bytes; it must be %d..%d bytes (%s)", path, n, DP_KEY_MIN, DP_KEY_MAX,
                    is_hex ? "decoded from hex" : "raw");
@@ -89,6 +68,36 @@ int dp_key_load(const char *path, uint8_t *key, size_t *key_len, struct dp_err *
     }
     *key_len = n;
     return 0;
+}
+
+int dp_key_load(const char *path, uint8_t *key, size_t *key_len, struct dp_err *err)
+{
+    struct stat sb;
+    if (stat(path, &sb) < 0) {
+        dp_err_set(err, "cannot read key file %s: %s (create one with 'distriproc keygen %s')", path,
+                   strerror(errno), path);
+        return -1;
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        dp_err_set(err, "key file %s is not a regular file", path);
+        return -1;
+    }
+    if (sb.st_size > 4 * DP_KEY_MAX) {
+        dp_err_set(err, "key file %s is %lld bytes; a key is at most %d bytes", path, (long long)sb.st_size,
+                   DP_KEY_MAX);
+        return -1;
+    }
+    if (sb.st_mode & 077)
+        dp_warn("key file %s is accessible by group or others (mode %03o); run 'chmod 600 %s'", path,
+                (unsigned)(sb.st_mode & 0777), path);
+    uint8_t *data;
+    size_t len;
+    if (dp_read_file(path, &data, &len, err) < 0)
+        return -1;
+    int rc = dp_key_parse(path, data, len, key, key_len, err);
+    sodium_memzero(data, len);
+    free(data);
+    return rc;
 }
 
 int dp_key_generate(const char *path, int force, struct dp_err *err)
