@@ -36,7 +36,7 @@ static void fuzz_request(const uint8_t *p, size_t len)
     struct dp_err err;
     if (len < 1)
         return;
-    struct dp_hdr h = {.version = DP_PROTO_VERSION_MAX, .type = p[0], .id = 1, .len = (uint32_t)(len - 1)};
+    struct dp_hdr h = {.version = 1, .type = p[0], .id = 1, .len = (uint32_t)(len - 1)};
     p++;
     len--;
     if (h.len > dp_request_max_len(h.type) && dp_request_type_known(h.type))
