@@ -8,6 +8,10 @@
 # leaves its input in build-fuzz/artifacts/ and fails the run.
 set -euo pipefail
 
+if [ "${1:-}" = --help ]; then
+    sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
+    exit 0
+fi
 if [ $# -lt 2 ] || ! [[ $1 =~ ^[0-9]+$ ]]; then
     echo "usage: scripts/fuzz.sh SECONDS fuzz/fuzz_NAME.c..." >&2
     exit 2

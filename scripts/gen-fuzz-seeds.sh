@@ -9,7 +9,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
-[ "${1:-}" = "--help" ] && { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0; }
+[ "${1:-}" = "--help" ] && { sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0; }
 make --no-print-directory -j2 build/libdistriproc.a >/dev/null
 mkdir -p build/fuzz
 ${CC:-gcc} -std=gnu11 -Wall -Wextra -Werror -O1 -g -D_GNU_SOURCE -Ilib fuzz/gen_seeds.c build/libdistriproc.a \
