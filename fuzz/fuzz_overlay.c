@@ -24,6 +24,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 static char dir[64];
 static char path[128];
 
+/* The run's scratch directory goes when libFuzzer exits. */
+static void cleanup(void)
+{
+    unlink(path);
+    rmdir(dir);
+}
+
 /* BLAKE2b-128 over two pieces (the log's checksum, docs in overlay.h). */
 static void sum2(const uint8_t *a, size_t an, const uint8_t *b, size_t bn, uint8_t out[16])
 {
@@ -76,6 +83,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort();
         snprintf(path, sizeof(path), "%s/%s", dir, DP_OVERLAY_NAME);
         dp_log_set_level(DP_LOG_ERROR);
+        atexit(cleanup);
     }
     if (size < 1 || size > (8u << 20))
         return 0;
