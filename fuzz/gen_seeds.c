@@ -206,6 +206,34 @@ static void gen_conn(const struct dp_buf *stream)
     }
 }
 
+/* ---- fuzz_client: the server's replies (ids 0: the GET, 1: the PUT) ---- */
+
+static void gen_client(void)
+{
+    struct dp_buf b = {0};
+    uint8_t h8[DP_GET_REPLY_HDR], h24[DP_SEG_HDR];
+    dp_enc_get_reply_hdr(h8, 3);
+    struct dp_seg segs[3] = {{DP_SEG_DATA, 100, 1, 0x10000, NULL}, {DP_SEG_ZERO, 100, 1, 0x11000, NULL},
+                             {DP_SEG_DATA, 101, 1, 0x7f0000, NULL}};
+    struct dp_buf pl = {0};
+    check(dp_buf_put(&pl, h8, sizeof(h8)), "buf");
+    for (int i = 0; i < 3; i++) {
+        dp_enc_seg_hdr(h24, &segs[i]);
+        check(dp_buf_put(&pl, h24, sizeof(h24)), "buf");
+        if (segs[i].kind == DP_SEG_DATA)
+            check(dp_buf_put(&pl, pages[i], DP_PAGE_SIZE), "buf");
+    }
+    check(dp_msg_append(&b, DP_MSG_GET_PAGES | DP_MSG_REPLY, 0, 0, pl.data, (uint32_t)pl.len), "get reply");
+    check(dp_enc_put_reply(&b, 1, 1), "put reply");
+    seed("fuzz_client", "get-put-replies", -1, b.data, b.len);
+    b.len = 0;
+    check(dp_enc_error(&b, 0, false, DP_E_NO_TASK, "no task 100 in this checkpoint"), "error");
+    check(dp_enc_error(&b, 1, true, DP_E_NOT_LAZY, "PUT outside the lazy ranges"), "error");
+    seed("fuzz_client", "errors", -1, b.data, b.len);
+    dp_buf_free(&pl);
+    dp_buf_free(&b);
+}
+
 /* ---- fuzz_key ---------------------------------------------------------- */
 
 static void gen_key(void)
@@ -309,6 +337,7 @@ int main(int argc, char **argv)
     gen_chan(&stream);
     gen_conn(&stream);
     dp_buf_free(&stream);
+    gen_client();
     gen_key();
     gen_lazysock();
     gen_overlay();

@@ -15,7 +15,7 @@ mkdir -p build/fuzz
 ${CC:-gcc} -std=gnu11 -Wall -Wextra -Werror -O1 -g -D_GNU_SOURCE -Ilib fuzz/gen_seeds.c build/libdistriproc.a \
     -lsodium -ljansson -lcrypto -lpthread -lm -o build/fuzz/gen_seeds
 # regress-* seeds are inputs that once found a bug: kept, never regenerated
-for t in fuzz_conn fuzz_proto fuzz_chan fuzz_key fuzz_lazysock fuzz_overlay fuzz_hotset; do
+for t in fuzz_client fuzz_conn fuzz_proto fuzz_chan fuzz_key fuzz_lazysock fuzz_overlay fuzz_hotset; do
     find "fuzz/seeds/$t" -type f ! -name 'regress-*' -delete 2>/dev/null || true
 done
 build/fuzz/gen_seeds fuzz/seeds
