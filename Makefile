@@ -94,6 +94,8 @@ integration: all
 test: deps rootfs
 	@$(MAKE) --no-print-directory all
 	@$(MAKE) --no-print-directory unit-asan
+	@echo "every fuzz target for $(FUZZ_CI_SECONDS) s on its seeds (fuzz/seeds; longer: make fuzz FUZZ_SECONDS=N):"
+	@scripts/fuzz.sh $(FUZZ_CI_SECONDS) $(FUZZ_SRCS)
 	@$(MAKE) --no-print-directory asan
 	@echo "page server protocol and secure channel tests against the ASan/UBSan build:"
 	DISTRIPROC_BIN=$(CURDIR)/build-asan/distriproc $(PYTEST) -q tests/integration/test_pageserver.py \
@@ -138,7 +140,10 @@ uninstall:
 deb:
 	dpkg-buildpackage -us -uc -b
 
+# make fuzz: each target FUZZ_SECONDS on its corpus (build-fuzz/corpus, grown
+# from fuzz/seeds); make test runs each FUZZ_CI_SECONDS, two at a time.
 FUZZ_SECONDS ?= 60
+FUZZ_CI_SECONDS ?= 12
 fuzz:
 	@scripts/fuzz.sh $(FUZZ_SECONDS) $(FUZZ_SRCS)
 

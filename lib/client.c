@@ -4,6 +4,7 @@
 #include "channel.h"
 #include "cpid.h"
 #include "netbound.h"
+#include "frame.h"
 #include "hotset.h"
 #include "proto_hotset.h"
 #include "proto_lease.h"
@@ -72,8 +73,7 @@ struct dp_client {
     uint8_t eph_sk[32];                   /* our ephemeral secret, until the HELLO reply */
     uint8_t hello_payload[DP_HELLO_LEN];  /* what we sent, for the transcript */
     uint8_t want_smac[DP_MAC_SIZE];
-    bool have_hdr;                        /* rx_hdr opened, payload still arriving */
-    struct dp_hdr rx_hdr;
+    struct dp_frame_rx rx;                /* an opened header whose payload is still arriving */
     bool cpid_known;                      /* pinned: from opts, or the first connection */
     uint8_t cpid[DP_CPID_BYTES];
     uint64_t next_attempt_ns, deadline_ns, down_since_ns;
@@ -149,7 +149,7 @@ static void drop_connection(struct dp_client *c, const char *why)
     c->out.len = 0;
     c->out_off = 0;
     c->in_len = c->in_off = 0;
-    c->have_hdr = false;
+    c->rx.have_hdr = false;
     dp_chan_free(&c->chan); /* a new connection gets new keys */
     sodium_memzero(c->eph_sk, sizeof(c->eph_sk));
     if (c->state == CS_FAILED)
@@ -472,43 +472,28 @@ static void refuse_record(struct dp_client *c)
 }
 
 /* Takes the next complete message off the input (opening its records on a
- * secure connection) and handles it. Returns false when more bytes are
- * needed or the connection was dropped. */
+ * secure connection: lib/frame.c, pure and fuzzed) and handles it. Returns
+ * false when more bytes are needed or the connection was dropped. */
 static bool take_message(struct dp_client *c)
 {
-    bool sealed = c->chan.secure;
-    if (!c->have_hdr) {
-        size_t hsz = sealed ? DP_CHAN_HDR_REC : DP_HDR_SIZE;
-        if (c->in_len - c->in_off < hsz)
-            return false;
-        uint8_t *p = c->in + c->in_off;
-        if (sealed && dp_chan_open_hdr(&c->chan, p) < 0) {
-            refuse_record(c);
-            return false;
-        }
-        struct dp_err err;
-        /* Before the keys exist a reply is small; a huge len is a forgery. */
-        uint32_t max = c->state == CS_READY ? DP_MAX_PAYLOAD : DP_MAX_PREAUTH_PAYLOAD + 1024;
-        if (dp_hdr_decode(p, max, &c->rx_hdr, &err) != DP_E_OK) {
-            drop_connection(c, err.msg);
-            return false;
-        }
-        c->have_hdr = true;
-        c->in_off += hsz;
-    }
-    uint32_t len = c->rx_hdr.len;
-    size_t need = (size_t)len + (sealed && len ? DP_CHAN_TAG : 0);
-    if (c->in_len - c->in_off < need)
-        return false;
-    uint8_t *p = c->in + c->in_off;
-    if (sealed && len && dp_chan_open_payload(&c->chan, p, len) < 0) {
+    struct dp_err err = {{0}};
+    struct dp_frame f;
+    /* Before the keys exist a reply is small; a huge len is a forgery. */
+    uint32_t max = c->state == CS_READY ? DP_MAX_PAYLOAD : DP_MAX_PREAUTH_PAYLOAD + 1024;
+    enum dp_frame_verdict v =
+        dp_frame_next(&c->rx, &c->chan, c->in + c->in_off, c->in_len - c->in_off, max, NULL, NULL, &f, &err);
+    c->in_off += f.used;
+    if (v == DP_FRAME_FORGED) {
         refuse_record(c);
         return false;
     }
-    c->in_off += need;
-    c->have_hdr = false;
-    struct dp_hdr h = c->rx_hdr;
-    on_message(c, &h, p);
+    if (v == DP_FRAME_REFUSE) {
+        drop_connection(c, err.msg);
+        return false;
+    }
+    if (v == DP_FRAME_MORE)
+        return false;
+    on_message(c, &f.hdr, f.payload);
     return true;
 }
 

@@ -223,7 +223,7 @@ static bool is_torn_tail(const uint8_t *log, uint64_t size, struct replay_end *e
     uint64_t n = size - e->bad < DP_OVERLAY_COMMIT_SIZE ? size - e->bad : DP_OVERLAY_COMMIT_SIZE;
     bool page_start = n >= 4 && dp_get_u32(log + e->bad) == REC_MAGIC;
     if (!page_start && memcmp(log + e->bad, zeros, n) != 0) {
-        if (dp_get_u32(log + e->bad) != COMMIT_MAGIC)
+        if (n < 4 || dp_get_u32(log + e->bad) != COMMIT_MAGIC) /* 1..3 bytes hold no magic (fuzz_overlay) */
             e->why = "bytes that are neither a record nor zeros where a commit record belongs (a damaged one)";
         return false;
     }

@@ -29,6 +29,7 @@
 
 #include "channel.h"
 #include "cpid.h"
+#include "frame.h"
 #include "image.h"
 #include "livesm.h"
 #include "overlay.h"
@@ -102,8 +103,7 @@ struct conn {
     uint16_t version;
     struct dp_chan chan;      /* traffic keys; chan.secure once AUTH is answered */
     uint8_t want_mac[DP_MAC_SIZE], server_mac[DP_MAC_SIZE]; /* the handshake's two proofs */
-    bool have_hdr;            /* rx_hdr is opened; its payload has not fully arrived */
-    struct dp_hdr rx_hdr;
+    struct dp_frame_rx rx;    /* an opened header whose payload has not fully arrived */
     uint8_t *in;
     size_t in_len, in_off, in_cap;
     struct resp out;
@@ -1526,57 +1526,15 @@ static void refuse_record(struct server *s, struct conn *c)
                dp_now_ns());
 }
 
-/* Opens and checks the next header (plain, or a sealed header record), and
- * refuses from it alone what could never be a valid request. Returns false
- * if not enough bytes arrived or the connection is closing. */
-static bool take_header(struct server *s, struct conn *c)
+/* The server's rules on a request header (lib/frame.h), for this connection. */
+static int check_header(const struct dp_hdr *h, void *arg, struct dp_err *err)
 {
-    size_t hsz = c->chan.secure ? DP_CHAN_HDR_REC : DP_HDR_SIZE;
-    if (c->in_len - c->in_off < hsz)
-        return false;
-    uint8_t *p = c->in + c->in_off;
-    if (c->chan.secure && dp_chan_open_hdr(&c->chan, p) < 0) {
-        refuse_record(s, c);
-        return false;
-    }
-    struct dp_hdr h;
-    struct dp_err err;
-    uint32_t max = c->state == ST_READY ? DP_MAX_PAYLOAD : DP_MAX_PREAUTH_PAYLOAD;
-    int rc = dp_hdr_decode(p, max, &h, &err);
-    if (rc != DP_E_OK) {
-        send_error(s, c, dp_get_u64(p + 8), true, (uint32_t)rc, err.msg, dp_now_ns());
-        return false;
-    }
-    if (c->state != ST_READY && h.type != DP_MSG_HELLO && h.type != DP_MSG_AUTH) {
-        send_error(s, c, h.id, true, DP_E_UNAUTHENTICATED, "authenticate (HELLO, AUTH) before any other request",
-                   dp_now_ns());
-        return false;
-    }
-    /* version-2 types (issue 7) only on a connection that negotiated 2, the
-     * version-4 ones (LEASE, MIGRATION) only on 4: refused from the header,
-     * before a 16 MiB upload is buffered */
-    if (!dp_request_type_known(h.type) ||
-        (dp_hotset_request_max_len(h.type) && c->version < DP_PROTO_VERSION_HOTSET) ||
-        ((h.type == DP_MSG_LEASE || h.type == DP_MSG_MIGRATION) && c->version < DP_PROTO_VERSION_LEASE)) {
-        char msg[64];
-        snprintf(msg, sizeof(msg), "unknown request type 0x%02x", h.type);
-        send_error(s, c, h.id, true, DP_E_UNKNOWN_TYPE, msg, dp_now_ns());
-        return false;
-    }
-    if (h.len > dp_request_max_len(h.type)) {
-        char msg[96];
-        snprintf(msg, sizeof(msg), "request type 0x%02x with %u payload bytes; at most %u", h.type, h.len,
-                 dp_request_max_len(h.type));
-        send_error(s, c, h.id, true, DP_E_TOO_LARGE, msg, dp_now_ns());
-        return false;
-    }
-    c->rx_hdr = h;
-    c->have_hdr = true;
-    c->in_off += hsz;
-    return true;
+    const struct conn *c = arg;
+    return dp_frame_check_request(h, c->state == ST_READY, c->version, err);
 }
 
-/* Handles every complete message in the input buffer (unless paused). */
+/* Handles every complete message in the input buffer (unless paused); the
+ * cutting into messages is lib/frame.c's, pure and fuzzed. */
 static void conn_process_input(struct server *s, struct conn *c)
 {
     while (!c->closed && !c->closing && !c->paused) {
@@ -1584,21 +1542,23 @@ static void conn_process_input(struct server *s, struct conn *c)
             c->paused = true; /* backpressure: the client is not reading its replies */
             break;
         }
-        if (!c->have_hdr && !take_header(s, c))
-            break;
-        struct dp_hdr h = c->rx_hdr;
-        size_t avail = c->in_len - c->in_off;
-        size_t need = (size_t)h.len + (c->chan.secure && h.len ? DP_CHAN_TAG : 0);
-        if (avail < need)
-            break; /* conn_read grows the buffer as the bytes arrive, never on the announcement */
-        uint8_t *p = c->in + c->in_off;
-        if (c->chan.secure && h.len && dp_chan_open_payload(&c->chan, p, h.len) < 0) {
+        struct dp_frame f;
+        struct dp_err err = {{0}};
+        uint32_t max = c->state == ST_READY ? DP_MAX_PAYLOAD : DP_MAX_PREAUTH_PAYLOAD;
+        enum dp_frame_verdict v = dp_frame_next(&c->rx, &c->chan, c->in + c->in_off, c->in_len - c->in_off, max,
+                                                check_header, c, &f, &err);
+        c->in_off += f.used;
+        if (v == DP_FRAME_FORGED) {
             refuse_record(s, c);
             break;
         }
-        c->in_off += need;
-        c->have_hdr = false;
-        dispatch(s, c, &h, p);
+        if (v == DP_FRAME_REFUSE) {
+            send_error(s, c, f.id, true, f.code, err.msg, dp_now_ns());
+            break;
+        }
+        if (v == DP_FRAME_MORE)
+            break; /* conn_read grows the buffer as the bytes arrive, never on the announcement */
+        dispatch(s, c, &f.hdr, f.payload);
     }
     if (c->closed)
         return;

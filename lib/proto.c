@@ -316,11 +316,19 @@ int dp_dec_task_map_reply(const uint8_t *p, size_t len, struct dp_task_map *m, s
         dp_err_set(err, "TASK_MAP reply has %u tasks, limit %u", nr, DP_MAX_TASKS);
         return DP_E_TOO_LARGE;
     }
+    if (dp_get_u32(p + 4) != 0) {
+        dp_err_set(err, "TASK_MAP reply reserved field is not zero");
+        return DP_E_MALFORMED;
+    }
     /* First pass: validate the layout and count ranges before allocating. */
     size_t off = 8, total = 0;
     for (uint32_t i = 0; i < nr; i++) {
         if (len - off < 16) {
             dp_err_set(err, "TASK_MAP reply truncated in task %u at byte %zu", i, off);
+            return DP_E_MALFORMED;
+        }
+        if (dp_get_u32(p + off + 12) != 0) {
+            dp_err_set(err, "TASK_MAP reply task %u has a reserved field that is not zero", i);
             return DP_E_MALFORMED;
         }
         uint32_t nrr = dp_get_u32(p + off + 8);
@@ -602,6 +610,10 @@ int dp_dec_put_reply(const uint8_t *p, size_t len, uint32_t *pages, struct dp_er
     int rc = want_len(len, DP_PUT_REPLY_LEN, "PUT_PAGES reply", err);
     if (rc)
         return rc;
+    if (dp_get_u32(p + 4) != 0) {
+        dp_err_set(err, "PUT_PAGES reply reserved field is not zero");
+        return DP_E_MALFORMED;
+    }
     *pages = dp_get_u32(p);
     return DP_E_OK;
 }

@@ -2,11 +2,16 @@
 # Builds and runs libFuzzer targets: scripts/fuzz.sh SECONDS fuzz/fuzz_NAME.c...
 # Each target is linked with the lib/ sources compiled for fuzzing (clang,
 # -fsanitize=fuzzer,address,undefined) into build-fuzz/NAME and run for SECONDS
-# on the corpus build-fuzz/corpus/NAME, seeded from fuzz/seeds/NAME/ (if any)
-# and the small files of tests/fixtures. Prints executions and the result per
-# target; a crash leaves its input in build-fuzz/artifacts/ and fails the run.
+# on the corpus build-fuzz/corpus/NAME, seeded from fuzz/seeds/NAME/
+# (scripts/gen-fuzz-seeds.sh writes them). FUZZ_JOBS targets run at once
+# (default 2). Prints executions, coverage and the result per target; a crash
+# leaves its input in build-fuzz/artifacts/ and fails the run.
 set -euo pipefail
 
+if [ "${1:-}" = --help ]; then
+    sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
+    exit 0
+fi
 if [ $# -lt 2 ] || ! [[ $1 =~ ^[0-9]+$ ]]; then
     echo "usage: scripts/fuzz.sh SECONDS fuzz/fuzz_NAME.c..." >&2
     exit 2
@@ -25,57 +30,68 @@ command -v "$CC" >/dev/null || { echo "fuzz: $CC not found (make deps installs c
 mkdir -p "$OUT/lib" "$OUT/corpus" "$OUT/artifacts" "$OUT/logs"
 
 # The library, instrumented for coverage but without libFuzzer's main.
+JOBS=${FUZZ_JOBS:-2}
 objs=()
+stale=()
 for src in lib/*.c; do
     obj=$OUT/lib/$(basename "${src%.c}").o
     if [ ! -e "$obj" ] || [ "$src" -nt "$obj" ] || [ -n "$(find lib -name '*.h' -newer "$obj")" ]; then
-        "$CC" $CFLAGS $SAN -fsanitize=fuzzer-no-link -c "$src" -o "$obj"
+        stale+=("$src")
     fi
     objs+=("$obj")
 done
+if [ ${#stale[@]} -gt 0 ]; then
+    printf '%s\n' "${stale[@]}" | xargs -P "$JOBS" -I{} sh -c \
+        'src={}; "$0" $1 -fsanitize=fuzzer-no-link -c "$src" -o "$2/lib/$(basename "${src%.c}").o"' \
+        "$CC" "$CFLAGS $SAN" "$OUT"
+fi
 
-failed=0
-summary=()
-for target in "$@"; do
+# Builds one target and fuzzes it for SECS; writes its one-line result to
+# $OUT/logs/NAME.result and returns non-zero on a finding.
+run_target() {
+    local target=$1 name rc log corpus execs cov
     name=$(basename "${target%.c}")
+    log=$OUT/logs/$name.log
     if ! grep -q 'LLVMFuzzerTestOneInput' "$target"; then
-        echo "fuzz: $target does not define LLVMFuzzerTestOneInput" >&2
-        summary+=("$name: not a fuzz target")
-        failed=1
-        continue
+        echo "$name: not a fuzz target (no LLVMFuzzerTestOneInput)" >"$OUT/logs/$name.result"
+        return 1
     fi
-    echo "== $name: building"
-    "$CC" $CFLAGS $SAN -fsanitize=fuzzer "$target" "${objs[@]}" $LIBS -o "$OUT/$name"
-
+    if ! "$CC" $CFLAGS $SAN -fsanitize=fuzzer "$target" "${objs[@]}" $LIBS -o "$OUT/$name" 2>"$log"; then
+        echo "$name: FAILED to build; see $log" >"$OUT/logs/$name.result"
+        return 1
+    fi
     corpus=$OUT/corpus/$name
     mkdir -p "$corpus"
     if [ -d "fuzz/seeds/$name" ]; then
         cp -n fuzz/seeds/"$name"/* "$corpus"/ 2>/dev/null || true
     fi
-    if [ -d tests/fixtures ]; then
-        find tests/fixtures -type f -size -64k -print0 | while IFS= read -r -d '' f; do
-            cp -n "$f" "$corpus/seed-$(echo "$f" | tr '/' '_')"
-        done
-    fi
-
-    echo "== $name: fuzzing for ${SECS}s (corpus $corpus)"
-    log=$OUT/logs/$name.log
     set +e
-    "$OUT/$name" "$corpus" -max_total_time="$SECS" -print_final_stats=1 -rss_limit_mb=2048 \
-        -artifact_prefix="$OUT/artifacts/$name-" >"$log" 2>&1
+    nice -n "${FUZZ_NICE:-0}" "$OUT/$name" "$corpus" -max_total_time="$SECS" -print_final_stats=1 \
+        -rss_limit_mb=2048 -timeout=20 -artifact_prefix="$OUT/artifacts/$name-" </dev/null >"$log" 2>&1
     rc=$?
     set -e
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
-    execs=${execs:-unknown}
+    cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1)
     if [ $rc -eq 0 ]; then
-        summary+=("$name: ok, $execs executions in ${SECS}s, corpus $(ls "$corpus" | wc -l) inputs")
-    else
-        summary+=("$name: FAILED (exit $rc) after $execs executions; see $log and $OUT/artifacts/")
-        grep -m1 -E 'ERROR|SUMMARY|runtime error' "$log" >&2 || tail -20 "$log" >&2
-        failed=1
+        echo "$name: ok, ${execs:-unknown} executions in ${SECS}s, ${cov:-cov: unknown}," \
+            "corpus $(ls "$corpus" | wc -l) inputs" >"$OUT/logs/$name.result"
+        return 0
     fi
-done
+    echo "$name: FAILED (exit $rc) after ${execs:-unknown} executions; see $log and $OUT/artifacts/" \
+        >"$OUT/logs/$name.result"
+    grep -m3 -E 'ERROR|SUMMARY|runtime error' "$log" >&2 || tail -20 "$log" >&2
+    return 1
+}
+export -f run_target
+export OUT CC CFLAGS SAN LIBS SECS
+export OBJS="${objs[*]}"
+
+echo "== fuzzing $# target(s) for ${SECS}s each, $JOBS at a time"
+failed=0
+printf '%s\n' "$@" | xargs -P "$JOBS" -I{} bash -c 'objs=($OBJS); run_target "$1"' _ {} || failed=1
 
 echo "== fuzz summary"
-printf '%s\n' "${summary[@]}"
+for target in "$@"; do
+    cat "$OUT/logs/$(basename "${target%.c}").result"
+done
 exit $failed

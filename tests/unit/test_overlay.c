@@ -173,6 +173,33 @@ static void damage_inside_acknowledged_writes_refuses_to_open(void **state)
     }
 }
 
+/* One to three bytes that are neither zeros nor the start of a page record
+ * after the last commit record: damage (as for a longer run of such bytes),
+ * judged without reading past the end of the log (fuzz/fuzz_overlay.c found
+ * a 4-byte read of a 3-byte tail). */
+static void short_garbage_tail_is_damage(void **state)
+{
+    (void)state;
+    for (size_t tail = 1; tail <= 3; tail++) {
+        three_groups();
+        int fd = open(log_path(), O_WRONLY | O_APPEND);
+        assert_int_equal(write(fd, "\x08\x2b\x0e", tail), (ssize_t)tail);
+        close(fd);
+        size_t n0, n1;
+        uint8_t *before = slurp(&n0);
+        struct dp_overlay *o = NULL;
+        struct dp_err err = {{0}};
+        assert_int_equal(dp_overlay_open(dir, &o, &err), -1);
+        assert_non_null(strstr(err.msg, "not a torn tail"));
+        uint8_t *after = slurp(&n1);
+        assert_int_equal(n1, n0);
+        assert_memory_equal(before, after, n0);
+        free(before);
+        free(after);
+        unlink(log_path());
+    }
+}
+
 /* What may be torn is only what follows the last commit record: a group
  * appended without its commit (crash before the sync), a half-written
  * record, zeros (a file extended whose data never arrived). It is cut and
@@ -380,6 +407,7 @@ int main(void)
         cmocka_unit_test(replay_keeps_latest_and_cuts_torn_tail),
         cmocka_unit_test(damage_inside_acknowledged_writes_refuses_to_open),
         cmocka_unit_test(torn_last_group_is_cut),
+        cmocka_unit_test(short_garbage_tail_is_damage),
         cmocka_unit_test(format1_log_is_read_and_rewritten),
         cmocka_unit_test(compaction_keeps_live_pages),
         cmocka_unit_test(failed_sync_takes_back_unsynced_pages_and_fails_the_log),

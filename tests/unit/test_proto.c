@@ -277,6 +277,11 @@ static void put_roundtrip_and_limits(void **state)
     uint32_t pages_acked;
     assert_int_equal(dp_dec_put_reply(p, h.len, &pages_acked, &err), DP_E_OK);
     assert_int_equal(pages_acked, 3);
+    /* The reply's reserved field must be zero (found by fuzz/fuzz_proto.c). */
+    uint8_t bad[DP_PUT_REPLY_LEN];
+    memcpy(bad, p, sizeof(bad));
+    bad[4] = 3;
+    assert_int_equal(dp_dec_put_reply(bad, sizeof(bad), &pages_acked, &err), DP_E_MALFORMED);
     dp_buf_free(&b);
 }
 
@@ -298,6 +303,16 @@ static void task_map_roundtrip_and_bounds(void **state)
     assert_int_equal(back.tasks[1].ppid, 1);
     assert_int_equal(back.tasks[0].ranges[1].end, 0x9000);
     assert_int_equal(back.tasks[1].ranges[0].start, 0x10000);
+    dp_task_map_free(&back);
+    /* Reserved fields must be zero, in the header and in each task (found by
+     * fuzz/fuzz_proto.c: the decoder took any value). */
+    uint8_t bad[8 + 2 * 16 + 3 * 16];
+    memcpy(bad, p, sizeof(bad));
+    bad[4] = 0x11;
+    assert_int_equal(dp_dec_task_map_reply(bad, sizeof(bad), &back, &err), DP_E_MALFORMED);
+    memcpy(bad, p, sizeof(bad));
+    bad[8 + 12] = 1;
+    assert_int_equal(dp_dec_task_map_reply(bad, sizeof(bad), &back, &err), DP_E_MALFORMED);
     dp_task_map_free(&back);
     assert_int_equal(dp_dec_task_map_reply(p, h.len - 1, &back, &err), DP_E_MALFORMED);
     /* A task claiming a billion ranges in a short payload: no allocation, an error. */
