@@ -611,9 +611,10 @@ int64_t ttfr_copy_over_link(const char *dir_src, const char *dir_dst, int port)
 
 /* ---- the systems -------------------------------------------------------------- */
 
-/* `distriproc migrate` with --from MODE (NULL: its default, the images path
- * the bench measured before memory mode): dump, page server, lazy restore and
- * the probe in one command, whose JSON gives the phases. */
+/* `distriproc migrate` with --from MODE (memory: the source is stopped at
+ * --stop), or from images with --leave-running (from NULL: the path the bench
+ * measured before memory mode): dump, page server, lazy restore and the probe
+ * in one command, whose JSON gives the phases. */
 static int run_migrate(const struct ttfr_ctx *c, const char *from, pid_t redis, const char *work,
                        struct ttfr_sample *s, char *eb, size_t el)
 {
@@ -623,11 +624,13 @@ static int run_migrate(const struct ttfr_ctx *c, const char *from, pid_t redis, 
     snprintf(port, sizeof(port), "%d", c->port);
     probe_cmd(c->check, DST_ADDR, pcmd, sizeof(pcmd));
     const char *argv[24] = {c->self, "migrate", "--pid", pidbuf, "--workdir", wd, "--port", port, "--prefetch",
-                            c->prefetch, "--leave-running", "--probe", pcmd, "--probe-timeout", "120", "--json"};
-    size_t n = 16;
+                            c->prefetch, "--probe", pcmd, "--probe-timeout", "120", "--json"};
+    size_t n = 15;
     if (from) {
         argv[n++] = "--from";
         argv[n++] = from;
+    } else {
+        argv[n++] = "--leave-running"; /* from images; every repetition starts from the same source */
     }
     argv[n] = NULL;
     char *out = run_self(argv, 1200, from ? "distriproc migrate --from" : "distriproc migrate", eb, el);
@@ -845,14 +848,14 @@ static int run_local(const struct ttfr_ctx *c, pid_t redis, const char *work, st
 
 /* The table: every system of the bench, in the order each repetition runs
  * them (the JSON keys and --systems names). */
-static const struct ttfr_system sys_distriproc = {"distriproc", run_distriproc};
-static const struct ttfr_system sys_distriproc_memory = {"distriproc_memory", run_distriproc_memory};
-static const struct ttfr_system sys_criu_lazy_remote = {"criu_lazy_remote", ttfr_run_criu_lazy_remote};
-static const struct ttfr_system sys_criu_full = {"criu_full", run_criu_full};
-static const struct ttfr_system sys_criu_lazy_local = {"criu_lazy_local", run_criu_lazy_local};
-static const struct ttfr_system sys_local = {"local", run_local};
+static const struct ttfr_system sys_distriproc = {"distriproc", run_distriproc, 0};
+static const struct ttfr_system sys_criu_lazy_remote = {"criu_lazy_remote", ttfr_run_criu_lazy_remote, 0};
+static const struct ttfr_system sys_criu_full = {"criu_full", run_criu_full, 0};
+static const struct ttfr_system sys_criu_lazy_local = {"criu_lazy_local", run_criu_lazy_local, 0};
+static const struct ttfr_system sys_local = {"local", run_local, 0};
+static const struct ttfr_system sys_distriproc_memory = {"distriproc_memory", run_distriproc_memory, 1};
 static const struct ttfr_system *const systems[NSYS] = {
-    &sys_distriproc, &sys_distriproc_memory, &sys_criu_lazy_remote, &sys_criu_full, &sys_criu_lazy_local, &sys_local,
+    &sys_distriproc, &sys_criu_lazy_remote, &sys_criu_full, &sys_criu_lazy_local, &sys_local, &sys_distriproc_memory,
 };
 
 /* ---- one size --------------------------------------------------------------------- */
@@ -1017,7 +1020,18 @@ static void run_size(struct ttfr *t, struct sizeres *z)
                     r->s[r->n++] = s;
                 else if (!r->error[0])
                     snprintf(r->error, sizeof(r->error), "rep %d: %.300s", rep + 1, eb);
-                if (!dp_proc_same(redis, 0)) {
+                if (systems[sys]->consumes_source && rep + 1 < t->repeat) {
+                    /* the migration ended the source (commit): a new one for the next repetition */
+                    ttfr_kill_tree(redis);
+                    dp_info("ttfr %s: %s stops the source; loading a new one for the next repetition", z->label,
+                            systems[sys]->name);
+                    redis = start_redis(t, z, eb, sizeof(eb));
+                    if (redis < 0) {
+                        dp_error("ttfr %s: %s; stopping this size", z->label, eb);
+                        rep = t->repeat;
+                        break;
+                    }
+                } else if (!systems[sys]->consumes_source && !dp_proc_same(redis, 0)) {
                     dp_error("ttfr %s: the source Redis died; stopping this size", z->label);
                     rep = t->repeat;
                     break;

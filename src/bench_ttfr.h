@@ -2,7 +2,9 @@
  *
  * A system is one entry of a table of operations (struct ttfr_system): it
  * migrates the loaded source Redis once, src -> dst over the lab link, and
- * fills one sample. Every system reports the same phases, contiguous and in
+ * fills one sample. Most leave the source running (--leave-running dumps);
+ * one that cannot (DistriProc memory mode commits: the source is killed once
+ * the destination runs) is marked so. Every system reports the same phases, contiguous and in
  * this order, so that a missed target can be explained by where the time went
  * (a phase a system does not have is 0):
  *   freeze     from the start of the dump until the source's state is captured
@@ -62,6 +64,8 @@ struct ttfr_system {
     const char *name; /* the JSON key and --systems name */
     int (*run)(const struct ttfr_ctx *c, pid_t redis, const char *work, struct ttfr_sample *s, char *eb,
                size_t el);
+    int consumes_source; /* the migration ends the source (a commit): the driver runs it last in a
+                            repetition and loads a new source for the next one */
 };
 
 /* ---- helpers the systems share (bench_ttfr.c) ------------------------------ */
