@@ -1012,6 +1012,21 @@ int dp_client_access_log(struct dp_client *c, char **json, int timeout_ms, struc
     return json_call(c, DP_MSG_ACCESS_LOG, json, timeout_ms, err);
 }
 
+/* Memory mode: the destination's verdict (lib/livesm.h); the reply is JSON. */
+int dp_client_migration(struct dp_client *c, uint32_t verdict, char **json, int timeout_ms, struct dp_err *err)
+{
+    uint8_t p[4];
+    dp_put_u32(p, verdict);
+    struct sync_call sc = {0};
+    uint64_t id = submit_simple(c, DP_MSG_MIGRATION, p, sizeof(p), collect_reply, &sc, err);
+    if (!id || sync_wait(c, id, &sc, timeout_ms, err) < 0 || dp_buf_put(&sc.data, "", 1) < 0) {
+        dp_buf_free(&sc.data);
+        return -1;
+    }
+    *json = (char *)sc.data.data;
+    return 0;
+}
+
 /* ---- protocol version 2: traces and hot sets ---- */
 static int need_v2(struct dp_client *c, const char *what, struct dp_err *err)
 {

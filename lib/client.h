@@ -119,6 +119,10 @@ int dp_client_get_skeleton(struct dp_client *c, const char *dir, struct dp_skel_
 int dp_client_stats(struct dp_client *c, char **json, int timeout_ms, struct dp_err *err);
 int dp_client_access_log(struct dp_client *c, char **json, int timeout_ms, struct dp_err *err);
 
+/* Memory mode: sends a verdict (DP_LIVE_VERDICT_*, lib/livesm.h); *json is
+ * the server's reply ({"mode": "images"} from a server of images). */
+int dp_client_migration(struct dp_client *c, uint32_t verdict, char **json, int timeout_ms, struct dp_err *err);
+
 /* Protocol version 2 (lib/proto_hotset.h). A server that negotiated version
  * 1 is refused here, before anything is sent. */
 /* Uploads a fault trace (a hot-set file with source trace); the server

@@ -234,6 +234,7 @@ int dp_image_parse_pstree(const char *name, const uint8_t *buf, size_t len, uint
         struct dp_task_image *ti = &t[n++];
         memset(ti, 0, sizeof(*ti));
         ti->pages_fd = -1;
+        ti->live_fd = -1;
         struct u32_list threads = {0};
         unsigned seen = 0;
         struct dp_pb_field f;
@@ -661,11 +662,8 @@ int dp_image_resolve(const char *name, const struct dp_page_run *runs, size_t nr
         } else if (r->flags & DP_PE_PRESENT) {
             rc = seg_push(&out, start, r->nr_pages, file, r->data_offset, r->flags);
         } else if (r->flags & DP_PE_LAZY) {
-            dp_err_set(err, "%s: entry %#llx-%#llx is lazy but its data is not in the images (dumped "
-                       "with --lazy-pages?); DistriProc serves plain `criu dump` images", name,
-                       (unsigned long long)start, (unsigned long long)end);
-            free(out.v);
-            return -1;
+            /* dumped with --lazy-pages: the data is in the dumped tree's memory */
+            rc = seg_push(&out, start, r->nr_pages, DP_SEG_FILE_LIVE, 0, r->flags);
         } else {
             rc = seg_push(&out, start, r->nr_pages, -1, 0, r->flags);
         }
@@ -716,7 +714,11 @@ void dp_task_locate(const struct dp_task_image *t, uint64_t vaddr, struct dp_pag
         if (vaddr < send) {
             uint64_t end = send < range_end ? send : range_end;
             loc->run_pages_left = clamp_pages(end - vaddr);
-            if (s->file < 0) {
+            if (s->file == DP_SEG_FILE_LIVE && t->live_fd >= 0) {
+                loc->kind = DP_PAGE_DATA;
+                loc->fd = t->live_fd;
+                loc->offset = vaddr; /* /proc/PID/mem: the offset is the address */
+            } else if (s->file < 0) {
                 loc->kind = DP_PAGE_ZERO;
             } else {
                 loc->kind = DP_PAGE_DATA;
@@ -992,8 +994,12 @@ int dp_checkpoint_open(const char *dir, struct dp_checkpoint **out, struct dp_er
         for (size_t s = 0; s < cp->tasks[i].nr_segs; s++) {
             struct dp_page_seg *sg = &cp->tasks[i].segs[s];
             sg->fd = sg->file >= 0 ? cp->files[sg->file].fd : -1;
+            if (sg->file == DP_SEG_FILE_LIVE)
+                cp->tasks[i].live_pages += sg->nr_pages;
         }
     cp->image_bytes = dir_bytes(dir);
+    for (size_t i = 0; i < cp->nr_tasks; i++)
+        cp->live_pages += cp->tasks[i].live_pages;
     *out = cp;
     return 0;
 fail:
@@ -1007,12 +1013,25 @@ void dp_checkpoint_close(struct dp_checkpoint *cp)
 {
     if (!cp)
         return;
-    for (size_t i = 0; i < cp->nr_tasks; i++)
+    for (size_t i = 0; i < cp->nr_tasks; i++) {
+        if (cp->tasks[i].live_fd >= 0)
+            close(cp->tasks[i].live_fd); /* opened by pagesrc_frozen */
         free_task_fields(&cp->tasks[i]);
+    }
     free(cp->tasks);
     for (size_t i = 0; i < cp->nr_files; i++)
         if (cp->files[i].fd >= 0)
             close(cp->files[i].fd);
     free(cp->files);
     free(cp);
+}
+
+int dp_checkpoint_check_images_only(const struct dp_checkpoint *cp, struct dp_err *err)
+{
+    if (!cp->live_pages)
+        return 0;
+    dp_err_set(err, "%s was dumped with --lazy-pages: %llu pages of its lazy memory are not in the images but "
+               "in the dumped tree (serve it with `distriproc serve --pid`, which keeps the tree frozen), "
+               "or dump it again with `distriproc checkpoint`", cp->dir, (unsigned long long)cp->live_pages);
+    return -1;
 }

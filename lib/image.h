@@ -77,6 +77,7 @@ struct dp_range {
  * entries down the pre-dump chain: file is an index into dp_checkpoint.files
  * (fd is that file's descriptor), or -1 for pages that have an entry but no
  * data (a hole: they read as zeros). flags are the task's own entry flags. */
+#define DP_SEG_FILE_LIVE (-2) /* a --lazy-pages entry: the data is in the dumped tree's memory */
 struct dp_page_seg {
     uint64_t vaddr;
     uint64_t nr_pages;
@@ -99,6 +100,9 @@ struct dp_task_image {
     struct dp_page_seg *segs; size_t nr_segs;   /* resolved data, sorted */
     uint64_t data_pages;              /* pages with data in the images */
     uint64_t lazy_data_pages;         /* of those, inside lazy ranges */
+    uint64_t live_pages;              /* pages whose data is in the dumped tree (--lazy-pages) */
+    int live_fd;                      /* /proc/PID/mem of the frozen task (pagesrc_frozen.h), or -1:
+                                       * such pages then read as ZERO, so callers refuse them first */
 };
 
 /* A pages file the checkpoint reads: the top directory's pages-N.img files
@@ -118,6 +122,7 @@ struct dp_checkpoint {
     uint32_t img_version;
     struct dp_pages_file *files; size_t nr_files;
     uint32_t parent_depth;            /* length of the pre-dump chain */
+    uint64_t live_pages;              /* sum of the tasks' live_pages */
 };
 
 enum dp_page_kind {
@@ -140,6 +145,9 @@ struct dp_page_loc {
 
 int dp_checkpoint_open(const char *dir, struct dp_checkpoint **out, struct dp_err *err);
 void dp_checkpoint_close(struct dp_checkpoint *cp);
+/* -1 with err when the checkpoint was dumped with --lazy-pages (its data is
+ * in the dumped tree, lib/pagesrc_frozen.h): for readers of image data only. */
+int dp_checkpoint_check_images_only(const struct dp_checkpoint *cp, struct dp_err *err);
 const struct dp_task_image *dp_checkpoint_find_task(const struct dp_checkpoint *cp, int32_t pid);
 /* vaddr must be page aligned. O(log n): binary searches over the task's lazy
  * ranges and data segments. A DATA or ZERO answer never runs past the end of
@@ -174,8 +182,8 @@ int dp_image_lazy_ranges(const struct dp_vma *vmas, size_t nr, struct dp_range *
 /* Turns one level's runs into data segments. PRESENT runs point into `file`
  * (index) at their data_offset; PARENT runs take their pieces from `parent`
  * (the resolved segments of the same task one level down; NULL if none);
- * a PARENT run the parent does not cover is an error, as is a LAZY run
- * without PRESENT (dumped with --lazy-pages: the data is not in the images). */
+ * a PARENT run the parent does not cover is an error; a LAZY run without
+ * PRESENT (dumped with --lazy-pages) becomes a DP_SEG_FILE_LIVE segment. */
 int dp_image_resolve(const char *name, const struct dp_page_run *runs, size_t nr, int32_t file,
                      const struct dp_page_seg *parent, size_t nr_parent,
                      struct dp_page_seg **segs, size_t *nr_segs, struct dp_err *err);

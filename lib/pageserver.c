@@ -29,6 +29,7 @@
 #include "channel.h"
 #include "cpid.h"
 #include "image.h"
+#include "livesm.h"
 #include "overlay.h"
 #include "pmap.h"
 #include "rttdelay.h"
@@ -523,6 +524,8 @@ static void handle_auth(struct server *s, struct conn *c, uint64_t id, uint64_t 
     }
     c->state = ST_READY;
     reply_simple(s, c, &b, recv_ns);
+    if (s->o->live)
+        s->o->live->authenticated(s->o->live->ctx);
     /* From the next frame on, both directions are sealed records. */
     c->chan.secure = !s->o->insecure_plaintext;
     dp_info("client %s authenticated (protocol version %u, %s)", c->peer, c->version,
@@ -1248,6 +1251,31 @@ static void handle_hotset(struct server *s, struct conn *c, const struct dp_hdr 
     reply_simple(s, c, &b, recv_ns);
 }
 
+/* MIGRATION: the destination's verdict (lib/livesm.h). Images mode has no
+ * source tree to commit or roll back: it answers {"mode": "images"}. */
+static void handle_migration(struct server *s, struct conn *c, const struct dp_hdr *h, const uint8_t *payload,
+                             uint64_t recv_ns)
+{
+    struct dp_err err = {{0}};
+    uint32_t verdict;
+    char out[512] = "{\"mode\": \"images\"}\n";
+    if (dp_live_verdict_decode(payload, h->len, &verdict, &err) < 0) {
+        send_error(s, c, h->id, true, DP_E_MALFORMED, err.msg, recv_ns);
+        return;
+    }
+    if (s->o->live && s->o->live->verdict(s->o->live->ctx, verdict, out, sizeof(out), &err) < 0) {
+        send_error(s, c, h->id, false, DP_E_SEQUENCE, err.msg, recv_ns);
+        return;
+    }
+    struct dp_buf b = {0};
+    if (dp_msg_append(&b, DP_MSG_MIGRATION | DP_MSG_REPLY, 0, h->id, out, (uint32_t)strlen(out)) < 0) {
+        dp_buf_free(&b);
+        conn_close(s, c, "out of memory");
+        return;
+    }
+    reply_simple(s, c, &b, recv_ns);
+}
+
 static void dispatch(struct server *s, struct conn *c, const struct dp_hdr *h, const uint8_t *payload)
 {
     uint64_t recv_ns = dp_now_ns();
@@ -1263,6 +1291,10 @@ static void dispatch(struct server *s, struct conn *c, const struct dp_hdr *h, c
     }
     if (h->type == DP_MSG_PUT_TRACE || h->type == DP_MSG_GET_HOTSET) {
         handle_hotset(s, c, h, payload, recv_ns);
+        return;
+    }
+    if (h->type == DP_MSG_MIGRATION) {
+        handle_migration(s, c, h, payload, recv_ns);
         return;
     }
     int rc = dp_dec_request(h, payload, h->len, &s->req, &err);
@@ -1603,6 +1635,8 @@ int dp_server_run(const struct dp_server_opts *o, struct dp_err *err)
     }
     if (dp_checkpoint_open(o->images_dir, &s->cp, err) < 0)
         goto out;
+    if (o->live ? o->live->attach(o->live->ctx, s->cp, err) < 0 : dp_checkpoint_check_images_only(s->cp, err) < 0)
+        goto out;
     if (dp_overlay_open(o->images_dir, &s->ov, err) < 0)
         goto out;
     maybe_compact(s);
@@ -1665,7 +1699,12 @@ int dp_server_run(const struct dp_server_opts *o, struct dp_err *err)
 
     struct epoll_event evs[64];
     while (!s->stopping) {
-        int n = epoll_wait(s->ep, evs, DP_ARRAY_LEN(evs), sweep(s) ? 1000 : -1);
+        int n = epoll_wait(s->ep, evs, DP_ARRAY_LEN(evs), o->live ? 200 : sweep(s) ? 1000 : -1);
+        if (o->live) {
+            sweep(s);
+            if (o->live->tick(o->live->ctx))
+                s->stopping = true;
+        }
         if (n < 0) {
             if (errno == EINTR)
                 continue;

@@ -107,7 +107,8 @@ struct dp_pagesrc *dp_pagesrc_local_open(const char *images_dir, struct dp_err *
         free(l);
         return NULL;
     }
-    if (dp_checkpoint_open(images_dir, &l->cp, err) < 0) {
+    if (dp_checkpoint_open(images_dir, &l->cp, err) < 0 || dp_checkpoint_check_images_only(l->cp, err) < 0) {
+        dp_checkpoint_close(l->cp);
         dp_fileq_close(&l->q);
         free(l);
         return NULL;

@@ -748,7 +748,7 @@ int dp_dec_error(const uint8_t *p, size_t len, struct dp_error_msg *m, struct dp
 /* ---- request dispatch ----------------------------------------------- */
 bool dp_request_type_known(uint8_t type)
 {
-    return type >= DP_MSG_HELLO && type <= DP_MSG_GET_HOTSET;
+    return type >= DP_MSG_HELLO && type <= DP_MSG_MIGRATION;
 }
 
 uint32_t dp_request_max_len(uint8_t type)
@@ -761,6 +761,7 @@ uint32_t dp_request_max_len(uint8_t type)
     case DP_MSG_GET_SKELETON: return DP_SKEL_REQ_LEN;
     case DP_MSG_PUT_TRACE: return DP_MAX_PAYLOAD;
     case DP_MSG_GET_HOTSET: return DP_GET_HOTSET_REQ_LEN;
+    case DP_MSG_MIGRATION: return 4;
     default: return 0;
     }
 }

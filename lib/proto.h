@@ -55,6 +55,7 @@ enum dp_msg_type {
     DP_MSG_ACCESS_LOG = 0x08,
     DP_MSG_PUT_TRACE = 0x09,  /* version 2: fault trace upload (lib/proto_hotset.h) */
     DP_MSG_GET_HOTSET = 0x0a, /* version 2: the checkpoint's hot set */
+    DP_MSG_MIGRATION = 0x0b,  /* memory mode: the destination's verdict (lib/livesm.h), JSON reply */
     /* 0x0b..0x7f free. */
     DP_MSG_REPLY = 0x80, /* OR'd into the request type */
     DP_MSG_ERROR = 0xff,

@@ -23,6 +23,7 @@
 #include "lab.h"
 #include "lazyd.h"
 #include "orch.h"
+#include "image.h"
 #include "runc.h"
 #include "util.h"
 
@@ -52,6 +53,14 @@ static void usage(FILE *out)
             "The page server, the lazy-pages daemon and the restored tree keep running;\n"
             "'distriproc migrate --stop --workdir DIR' stops all three.\n"
             "\n"
+            "  --from memory|images  memory (the default with --pid): serve the lazy pages straight\n"
+            "                        from the frozen source tree (distriproc serve --pid; only the\n"
+            "                        skeleton is written, the source is killed once the restore on\n"
+            "                        dst succeeded and resumes if it fails; docs/live-migration.md);\n"
+            "                        images (the default with --runc or --leave-running): criu dump\n"
+            "                        writes all memory to DIR/images first, then serve --images\n"
+            "  --connect-timeout SEC memory: the source rolls back unless dst reports its restore\n"
+            "                        within SEC s of the dump (default 60)\n"
             "  --pid PID             root of the tree on src, as seen from this shell\n"
             "  --runc ID             migrate the runc container ID instead (running on src:\n"
             "                        its bundle joins src's network namespace); it is restored\n"
@@ -230,7 +239,8 @@ static int cmd_stop(const char *workdir)
 }
 
 struct margs {
-    int pid, port, json, stop, leave_running;
+    int pid, port, json, stop, leave_running, memory;
+    const char *from, *connect_timeout;
     const char *workdir, *key, *prefetch, *emulate_rtt, *fault_timeout, *on_timeout, *probe;
     const char *runc, *runc_bundle, *runc_root, *runc_id, *budget;
     double probe_timeout;
@@ -249,6 +259,7 @@ static int parse_margs(int argc, char **argv, struct margs *a)
         {"runc", required_argument, NULL, 'U'},         {"runc-bundle", required_argument, NULL, 'B'},
         {"runc-root", required_argument, NULL, 'R'},    {"runc-id", required_argument, NULL, 'I'},
         {"budget", required_argument, NULL, 'b'},
+        {"from", required_argument, NULL, 'F'},         {"connect-timeout", required_argument, NULL, 'C'},
         {NULL, 0, NULL, 0},
     };
     memset(a, 0, sizeof(*a));
@@ -295,6 +306,8 @@ static int parse_margs(int argc, char **argv, struct margs *a)
         case 'R': a->runc_root = optarg; break;
         case 'I': a->runc_id = optarg; break;
         case 'b': a->budget = optarg; break;
+        case 'F': a->from = optarg; break;
+        case 'C': a->connect_timeout = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -307,6 +320,20 @@ static int parse_margs(int argc, char **argv, struct margs *a)
     if (!a->stop && (!a->runc != !a->runc_bundle || ((a->runc_root || a->runc_id) && !a->runc))) {
         fprintf(stderr, "distriproc migrate: --runc ID needs --runc-bundle BUNDLE (the bundle to restore on dst); "
                         "--runc-root and --runc-id go with them\n");
+        return 2;
+    }
+    if (a->from && strcmp(a->from, "memory") != 0 && strcmp(a->from, "images") != 0) {
+        fprintf(stderr, "distriproc migrate: --from takes memory or images (got '%s')\n", a->from);
+        return 2;
+    }
+    a->memory = a->from ? strcmp(a->from, "memory") == 0 : !a->runc && !a->leave_running;
+    if (a->memory && (a->runc || a->leave_running)) {
+        fprintf(stderr, "distriproc migrate: --from memory migrates a --pid tree and always stops the source; "
+                        "use --from images with --runc or --leave-running\n");
+        return 2;
+    }
+    if (a->connect_timeout && !a->memory) {
+        fprintf(stderr, "distriproc migrate: --connect-timeout goes with --from memory\n");
         return 2;
     }
     if (a->runc && !a->runc_id)
@@ -419,16 +446,23 @@ int cmd_migrate(int argc, char **argv)
     }
     const char *self = dp_self_exe();
     int rc = 1, n;
+    uint64_t t_dumped = 0;
+    double lazy_mem = -1;
+    char srcdir[PATH_MAX + 16];
     char *ck = NULL, *rs = NULL, *stats = NULL;
 
-    /* 1. Freeze and dump. */
+    /* 1. Freeze and dump (memory mode: serve does both, step 2). */
+    uint64_t t_freeze = dp_now_ns();
+    if (a.memory) {
+        snprintf(images, sizeof(images), "%s/src/images", workdir);
+        goto serve;
+    }
     if (!a.json) {
         if (a.runc)
             dp_info("1/4 checkpoint container %s on src -> %s", a.runc, images);
         else
             dp_info("1/4 checkpoint pid %d on src -> %s", a.pid, images);
     }
-    uint64_t t_freeze = dp_now_ns();
     const char *ck_argv[16];
     n = 0;
     ck_argv[n++] = self;
@@ -455,17 +489,31 @@ int cmd_migrate(int argc, char **argv)
     ck_argv[n] = NULL;
     if (run_self(ck_argv, "checkpoint", 900, &ck) < 0)
         goto out;
-    uint64_t t_dumped = dp_now_ns();
+    t_dumped = dp_now_ns();
 
     /* 2. Page server on src. */
+serve:
     if (!a.json)
-        dp_info("2/4 page server on src at %s (log %s)", listen, serve_log);
-    const char *sv_argv[16];
+        dp_info("2/4 page server on src at %s (log %s)%s", listen, serve_log,
+                a.memory ? "; it freezes the tree and serves its memory (--from memory)" : "");
+    const char *sv_argv[20];
     n = 0;
     sv_argv[n++] = self;
     sv_argv[n++] = "serve";
-    sv_argv[n++] = "--images";
-    sv_argv[n++] = images;
+    if (a.memory) {
+        snprintf(srcdir, sizeof(srcdir), "%s/src", workdir);
+        sv_argv[n++] = "--pid";
+        sv_argv[n++] = pidbuf;
+        sv_argv[n++] = "--workdir";
+        sv_argv[n++] = srcdir;
+        if (a.connect_timeout) {
+            sv_argv[n++] = "--connect-timeout";
+            sv_argv[n++] = a.connect_timeout;
+        }
+    } else {
+        sv_argv[n++] = "--images";
+        sv_argv[n++] = images;
+    }
     sv_argv[n++] = "--listen";
     sv_argv[n++] = listen;
     sv_argv[n++] = "--key";
@@ -493,6 +541,13 @@ int cmd_migrate(int argc, char **argv)
         usleep(5000);
     }
     uint64_t t_served = dp_now_ns();
+    if (a.memory) {
+        t_dumped = t_served; /* listening means the skeleton is written */
+        struct dp_checkpoint *cp = NULL;
+        if (dp_checkpoint_open(images, &cp, &err) == 0)
+            lazy_mem = (double)cp->lazy_bytes;
+        dp_checkpoint_close(cp);
+    }
 
     /* 3. Lazy restore on dst. */
     if (!a.json)
@@ -578,7 +633,7 @@ int cmd_migrate(int argc, char **argv)
     double wire = stats ? jnum(stats, "total", "bytes_on_wire") : -1;
     double fetched = stats ? jnum(stats, "total", "pages_fetched") : -1;
     double remote = stats ? jnum(stats, "total", "remote_fraction") : -1;
-    double lazy = jnum(ck, NULL, "lazy_bytes");
+    double lazy = a.memory ? lazy_mem : jnum(ck, NULL, "lazy_bytes");
     double dump_s = (double)(t_dumped - t_freeze) / 1e9, serve_s = (double)(t_served - t_dumped) / 1e9,
            restore_s = (double)(t_restored - t_restore) / 1e9;
     double ttfr_r = probed ? (double)(t_probe_ok - t_restore) / 1e9 : -1;
@@ -589,7 +644,8 @@ int cmd_migrate(int argc, char **argv)
         char probe_json[2048], runc_json[2100];
         json_str(a.probe, probe_json, sizeof(probe_json));
         json_str(a.runc ? a.runc_id : NULL, runc_json, sizeof(runc_json));
-        printf("{\"pid\": %d, \"daemon_pid\": %d, \"server_pid\": %d, \"source\": \"%s\", \"workdir\": \"%s\", "
+        printf("{\"pid\": %d, \"daemon_pid\": %d, \"server_pid\": %d, \"mode\": \"%s\", \"source\": \"%s\", "
+               "\"workdir\": \"%s\", "
                "\"prefetch\": \"%s\", \"emulate_rtt_us\": %s, \"lazy_bytes\": %.0f, "
                "\"dump_s\": %.6f, \"serve_start_s\": %.6f, \"restore_s\": %.6f, \"criu_restore_s\": %.6f, "
                "\"skeleton_s\": %.6f, \"daemon_start_s\": %.6f, "
@@ -597,7 +653,8 @@ int cmd_migrate(int argc, char **argv)
                "\"ttfr_from_freeze_s\": %.6f, \"skeleton_bytes\": %.0f, \"fetched_bytes_at_reply\": %.0f, "
                "\"pages_fetched_at_reply\": %.0f, \"bytes_before_reply\": %.0f, \"remote_fraction_at_reply\": %.4f, "
                "\"runc_id\": %s}\n",
-               st.restored.pid, st.daemon.pid, st.server.pid, listen, workdir, a.prefetch,
+               st.restored.pid, st.daemon.pid, st.server.pid, a.memory ? "memory" : "images", listen, workdir,
+               a.prefetch,
                a.emulate_rtt ? a.emulate_rtt : "0", lazy, dump_s, serve_s, restore_s, jnum(rs, NULL, "restore_s"),
                jnum(rs, NULL, "skeleton_s"), jnum(rs, NULL, "daemon_start_s"),
                probe_json, attempts, ttfr_r, ttfr_f, skel,
@@ -614,7 +671,8 @@ int cmd_migrate(int argc, char **argv)
         else
             printf("migrated pid %d (src) -> pid %d (dst), lazy memory %s left on src\n", a.pid, st.restored.pid,
                    b1);
-        printf("  %-34s %10.3f s\n", "dump (freeze to images)", dump_s);
+        printf("  %-34s %10.3f s  (--from %s)\n", a.memory ? "dump (freeze to skeleton, served)" :
+               "dump (freeze to images)", a.memory ? dump_s + serve_s : dump_s, a.memory ? "memory" : "images");
         printf("  %-34s %10.3f s\n", "page server up", serve_s);
         printf("  %-34s %10.3f s\n", "restore (skeleton + criu)", restore_s);
         if (probed) {

@@ -41,6 +41,8 @@
 #include "rootfs.h"
 #include "runc.h"
 #include "uffdwin.h"
+#include "live_client.h"
+#include "livesm.h"
 #include "util.h"
 
 static void restore_usage(FILE *out)
@@ -751,6 +753,26 @@ static int runc_restore_start(const struct restore_args *a, const struct runc_ct
     return 0;
 }
 
+/* Memory mode (docs/live-migration.md): tells a remote source how the restore
+ * ended, so it commits (kills its frozen tree only after this) or rolls back. */
+static int report_verdict(const struct restore_args *a, uint32_t verdict)
+{
+    if (a->images || !a->source)
+        return 0;
+    char *json = NULL;
+    struct dp_err err = {{0}};
+    int rc = -1;
+    for (int i = 0; i < 3 && rc < 0; i++) /* a lost reply: the same verdict again is harmless */
+        rc = dp_live_report(a->source, a->key, verdict, &json, &err);
+    if (rc < 0)
+        dp_error("could not report the restore's %s to %s: %s", verdict == DP_LIVE_VERDICT_RESTORED ? "success"
+                 : "failure", a->source, err.msg);
+    else if (strstr(json, "\"memory\""))
+        dp_info("the source says: %s", json);
+    free(json);
+    return rc;
+}
+
 int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usage_fn)(FILE *out))
 {
     struct restore_args a;
@@ -1031,6 +1053,7 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
             dp_criu_print_log_tail(runc_log, 8);
         }
         dp_criu_print_log_tail(log, DP_CRIU_LOG_TAIL);
+        (void)report_verdict(&a, DP_LIVE_VERDICT_FAILED);
         if (a.runc_bundle)
             dp_runc_force_delete(&rctx.r, a.runc_id); /* leave no runc state behind */
         if (!daemon_gone) {
@@ -1046,6 +1069,15 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
     }
     dp_bundle_info_free(&rctx.bundle);
     int pid = dp_read_pid_file(pidfile);
+    if (report_verdict(&a, DP_LIVE_VERDICT_RESTORED) < 0) {
+        /* A source in memory mode that never heard of this restore rolls
+         * back at its --connect-timeout: never both running. */
+        dp_error("killing the restored tree (pid %d): the source did not confirm it; it keeps the process",
+                 pid);
+        if (pid > 0)
+            kill(pid, SIGKILL);
+        return 1;
+    }
     double restore_s = (double)(t_done - t_criu) / 1e9, total_s = (double)(t_done - t_start) / 1e9;
     if (a.json) {
         json_t *o = json_pack("{s:i, s:f, s:f, s:i, s:s, s:s, s:I, s:s, s:I, s:s, s:s, s:f, s:f, s:f, s:s?}",

@@ -2,6 +2,7 @@
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 
 #include <sodium.h>
@@ -9,12 +10,24 @@
 #include "commands.h"
 #include "key.h"
 #include "pageserver.h"
+#include "serve_live.h"
 #include "util.h"
 
 static void usage(FILE *out)
 {
     fprintf(out,
             "usage: distriproc serve --images DIR --listen ADDR:PORT --key FILE [options]\n"
+            "       distriproc serve --pid PID --workdir DIR --listen ADDR:PORT --key FILE [options]\n"
+            "       distriproc serve --workdir DIR --listen ADDR:PORT --key FILE   (re-attach)\n"
+            "\n"
+            "Memory mode (--pid): freezes the tree of PID in a freezer cgroup, writes its\n"
+            "skeleton with `criu dump --lazy-pages` into DIR/images (no page data), and serves\n"
+            "its lazy memory straight from the frozen tree. The source is killed only after\n"
+            "the destination reports its restore succeeded (commit), and resumes if the\n"
+            "restore fails or no destination connects in time (rollback); the state is kept\n"
+            "in DIR/live.state, and a serve restarted with the same --workdir carries on.\n"
+            "See docs/live-migration.md. fs.pipe-max-size is raised to 4 MiB while CRIU dumps\n"
+            "(without CAP_SYS_RESOURCE) and put back right after.\n"
             "\n"
             "Serves the lazy memory of the CRIU checkpoint in DIR to authenticated clients\n"
             "and stores the pages they write back (DIR/distriproc-overlay.log, durable before\n"
@@ -31,6 +44,11 @@ static void usage(FILE *out)
             "                        per-frame MAC: anyone on the path reads and rewrites pages);\n"
             "                        clients must say --insecure-plaintext too. Default: every\n"
             "                        frame is encrypted and authenticated (docs/protocol.md §3)\n"
+            "  --pid PID             memory mode: migrate the tree of PID (see above)\n"
+            "  --workdir DIR         memory mode: images, state and logs of this migration\n"
+            "  --connect-timeout SEC memory mode: roll back if no destination has connected and\n"
+            "                        reported its restore within SEC seconds of the dump\n"
+            "                        (default 60; 0 = wait forever)\n"
             "  -v, --verbose         debug logging\n");
 }
 
@@ -42,11 +60,15 @@ int cmd_serve(int argc, char **argv)
         {"access-log", required_argument, NULL, 'a'}, {"sendfile-min", required_argument, NULL, 's'},
         {"verbose", no_argument, NULL, 'v'},        {"help", no_argument, NULL, 'h'},
         {"insecure-plaintext", no_argument, NULL, 'P'},
+        {"pid", required_argument, NULL, 'p'},      {"workdir", required_argument, NULL, 'w'},
+        {"connect-timeout", required_argument, NULL, 'T'},
         {NULL, 0, NULL, 0},
     };
     static struct dp_server_opts o;
     const char *listen = NULL, *key = NULL;
     o.sendfile_min = 64 << 10;
+    struct serve_live_args live = {.connect_timeout_s = DP_LIVE_CONNECT_TIMEOUT_S};
+    char *end;
     int c;
     while ((c = getopt_long(argc, argv, "hv", opts, NULL)) != -1) {
         switch (c) {
@@ -71,13 +93,35 @@ int cmd_serve(int argc, char **argv)
             }
             break;
         case 'P': o.insecure_plaintext = true; break;
+        case 'p': {
+            long v = strtol(optarg, &end, 10);
+            if (*end || v <= 0 || v > INT32_MAX) {
+                fprintf(stderr, "distriproc serve: --pid takes a process id (got '%s')\n", optarg);
+                return 2;
+            }
+            live.pid = (pid_t)v;
+            break;
+        }
+        case 'w': live.workdir = optarg; break;
+        case 'T':
+            live.connect_timeout_s = strtod(optarg, &end);
+            if (*end || !(live.connect_timeout_s >= 0) || live.connect_timeout_s > 86400) {
+                fprintf(stderr, "distriproc serve: --connect-timeout takes seconds, 0..86400 (got '%s')\n", optarg);
+                return 2;
+            }
+            break;
         case 'v': dp_log_set_level(DP_LOG_DEBUG); break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
     }
-    if (!o.images_dir || !listen || !key || optind != argc) {
-        fprintf(stderr, "distriproc serve: --images, --listen and --key are required\n\n");
+    if ((live.pid && !live.workdir) || (live.workdir && o.images_dir)) {
+        fprintf(stderr, "distriproc serve: --pid goes with --workdir (memory mode), --images without them\n\n");
+        usage(stderr);
+        return 2;
+    }
+    if ((!o.images_dir && !live.workdir) || !listen || !key || optind != argc) {
+        fprintf(stderr, "distriproc serve: --images (or --pid and --workdir), --listen and --key are required\n\n");
         usage(stderr);
         return 2;
     }
@@ -89,6 +133,11 @@ int cmd_serve(int argc, char **argv)
     if (dp_key_load(key, o.key, &o.key_len, &err) < 0) {
         dp_error("%s", err.msg);
         return 1;
+    }
+    if (live.workdir) {
+        int lrc = dp_serve_live(&live, &o);
+        sodium_memzero(o.key, sizeof(o.key));
+        return lrc;
     }
     int rc = dp_server_run(&o, &err);
     sodium_memzero(o.key, sizeof(o.key));

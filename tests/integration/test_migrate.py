@@ -1,6 +1,7 @@
 """`distriproc migrate` end to end in the lab: memwalk (writer threads, every
 byte verified) checkpointed on src, served from src, restored lazily on dst,
-probed until it answers; then stopped with `migrate --stop`. A probe that
+probed until it answers; then stopped with `migrate --stop`. This file runs
+the images path (--from images); memory mode is tests/integration/test_live.py. A probe that
 never succeeds makes migrate fail and clean up everything it started."""
 
 import json
@@ -45,7 +46,7 @@ def track_state(procs, workdir):
 def test_migrate_memwalk_probe_and_stop(lab, procs, criu, tmp_path):
     pid = start_memwalk(procs, tmp_path)
     workdir = tmp_path / "mig"
-    cp = util.distriproc("migrate", "--pid", pid, "--workdir", workdir, "--port", SERVE_PORT,
+    cp = util.distriproc("migrate", "--pid", pid, "--workdir", workdir, "--port", SERVE_PORT, "--from", "images",
                          "--prefetch", "seq:4", "--probe", PROBE, "--probe-timeout", "60", "--json",
                          timeout=200)
     res = json.loads(cp.stdout)

@@ -548,8 +548,23 @@ static void resolve_through_parent(void **state)
     assert_int_equal(dp_image_resolve("pm", beyond, 1, 0, NULL, 0, &seg, &n, &err), -1);
     /* lazy without data: dumped with --lazy-pages */
     struct dp_page_run nodata[] = {{0x14000, 2, DP_PE_LAZY, 0}};
-    assert_int_equal(dp_image_resolve("pm", nodata, 1, 0, NULL, 0, &seg, &n, &err), -1);
-    expect_error_at(err.msg, "pm", "--lazy-pages");
+    assert_int_equal(dp_image_resolve("pm", nodata, 1, 0, NULL, 0, &seg, &n, &err), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(seg[0].file, DP_SEG_FILE_LIVE);
+    assert_int_equal(seg[0].nr_pages, 2);
+    /* such a page is DATA at (live_fd, address) once the tree is attached,
+     * and never DATA from the images without it */
+    struct dp_range lr = {0x14000, 0x16000};
+    struct dp_task_image lt = {.segs = seg, .nr_segs = n, .lazy = &lr, .nr_lazy = 1, .live_fd = -1};
+    struct dp_page_loc loc;
+    dp_task_locate(&lt, 0x15000, &loc);
+    assert_int_not_equal(loc.kind, DP_PAGE_DATA);
+    lt.live_fd = 77;
+    dp_task_locate(&lt, 0x15000, &loc);
+    assert_int_equal(loc.kind, DP_PAGE_DATA);
+    assert_int_equal(loc.fd, 77);
+    assert_int_equal(loc.offset, 0x15000);
+    free(seg);
     free(pseg);
 }
 

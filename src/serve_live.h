@@ -1,0 +1,25 @@
+/* serve_live: `distriproc serve --pid` (memory mode): freeze the tree in a
+ * freezer cgroup, take its skeleton with `criu dump --lazy-pages`, kill CRIU,
+ * and serve the lazy pages straight from the frozen tree's memory, driven by
+ * the commit/rollback machine of lib/livesm.h. docs/live-migration.md. */
+#ifndef DP_SERVE_LIVE_H
+#define DP_SERVE_LIVE_H
+
+#include <sys/types.h>
+
+#include "pageserver.h"
+
+#define DP_LIVE_STATE_NAME "live.state"
+#define DP_LIVE_CONNECT_TIMEOUT_S 60.0
+
+struct serve_live_args {
+    pid_t pid;                 /* 0: re-attach to WORKDIR/live.state */
+    const char *workdir;
+    double connect_timeout_s;  /* roll back if no destination connects by then */
+};
+
+/* Runs memory mode to the end (a final state); o is the page server's
+ * options (listen address, key, ...; images_dir is set here). Exit status. */
+int dp_serve_live(const struct serve_live_args *a, struct dp_server_opts *o);
+
+#endif
