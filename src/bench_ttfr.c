@@ -619,7 +619,7 @@ static int run_migrate(const struct ttfr_ctx *c, const char *from, pid_t redis, 
                        struct ttfr_sample *s, char *eb, size_t el)
 {
     char wd[PATH_MAX + 32], pidbuf[32], port[16], pcmd[320];
-    snprintf(wd, sizeof(wd), "%s/distriproc-%s", work, from ? from : "default");
+    snprintf(wd, sizeof(wd), "%s/dp-%s", work, from ? from : "images"); /* short: unix socket paths under it */
     snprintf(pidbuf, sizeof(pidbuf), "%d", (int)redis);
     snprintf(port, sizeof(port), "%d", c->port);
     probe_cmd(c->check, DST_ADDR, pcmd, sizeof(pcmd));
@@ -633,7 +633,9 @@ static int run_migrate(const struct ttfr_ctx *c, const char *from, pid_t redis, 
         argv[n++] = "--leave-running"; /* from images; every repetition starts from the same source */
     }
     argv[n] = NULL;
-    char *out = run_self(argv, 1200, from ? "distriproc migrate --from" : "distriproc migrate", eb, el);
+    char what[64];
+    snprintf(what, sizeof(what), "distriproc migrate --from %s", from ? from : "images");
+    char *out = run_self(argv, 1200, what, eb, el);
     int rc = -1;
     if (out) {
         double from_freeze, dump_s, serve_s, restore_s, bytes;
