@@ -652,7 +652,7 @@ def ttfr_section(doc, sizes, have_plots):
            "reply (CRIU lazy, remote: the src end's interface counter, TCP/IP headers included; the others: "
            "payload).", ""]
     loads = [f"{z['size']}: {z['loadavg_start']} at the start, {z.get('loadavg_end') or '?'} at the end"
-             for z in sizes if z.get("loadavg_start")]
+             for z in sizes if z.get("loadavg_start") and not z.get("skipped")]
     if loads:
         out += ["Load average (1, 5, 15 min) of the shared machine per size: " + "; ".join(loads) + ".", ""]
     out += ["| size | system | from restore (s) | from freeze (s) | bytes moved |",
@@ -671,7 +671,7 @@ def ttfr_section(doc, sizes, have_plots):
                        f"{fmt_s(s['from_freeze_s'])} | {fmt_bytes(s['bytes_moved']['median'])} |")
     out.append("")
     if any("phases" in s for z in sizes if not z.get("skipped") for s in z["systems"].values()):
-        out += ["Phases (medians, seconds; they add up to the time from freeze): *freeze* dump start to the "
+        out += ["Phases (seconds; in every run they add up to its time from freeze; shown are each phase's median, so their sum is near, not equal to, the median from freeze): *freeze* dump start to the "
                 "state captured; *skeleton* the non-memory state to dst (page server start + skeleton pull, or "
                 "the image copy of a lazy dump); *transfer* memory moved before the restore (CRIU full); "
                 "*restore* criu restore with a lazy-pages daemon's start; *first reply* the restored tree "

@@ -211,11 +211,13 @@ static const struct field phase_fields[] = {
     {"first_reply_s", offsetof(struct ttfr_sample, ph.reply_s)},
 };
 
+/* A sample's double at a field's offset. */
 static double field_of(const struct ttfr_sample *x, const struct field *f)
 {
     return *(const double *)((const char *)x + f->off);
 }
 
+/* The reply phase is what the measured phases leave of from_freeze. */
 void ttfr_set_phases(struct ttfr_sample *s, double from_freeze, double freeze, double skeleton, double transfer,
                      double restore)
 {
@@ -418,6 +420,7 @@ static uint64_t probe(const char *check, const char *netns, const char *addr, do
     return dp_orch_probe(cmd, netns, timeout_s, DP_ORCH_PROBE_INTERVAL_MS, -1, alive_pid, dp_proc_starttime(alive_pid), attempts);
 }
 
+/* The run's probe (its check) for a system outside this file. */
 uint64_t ttfr_probe(const struct ttfr_ctx *c, const char *netns, const char *addr, double timeout_s,
                     pid_t alive_pid, int *attempts)
 {
@@ -436,6 +439,7 @@ static int dump(const struct ttfr_ctx *c, pid_t pid, const char *images, char *e
     return out ? 0 : -1;
 }
 
+/* SIGKILL to a tree's root (its pid namespace's init takes the rest), bounded wait. */
 void ttfr_kill_tree(pid_t pid)
 {
     if (pid <= 0)
@@ -455,6 +459,7 @@ struct file_hdr {
     uint64_t size;
 } __attribute__((packed));
 
+/* Sender side of the copier: every regular file of dir, then an end marker. */
 static int copy_send(const char *dir, const char *hostport, uint64_t *sent)
 {
     struct sockaddr_in sa;
@@ -514,6 +519,7 @@ static int copy_send(const char *dir, const char *hostport, uint64_t *sent)
     return 0;
 }
 
+/* Receiver side: files land in dir (names checked: no path), then an ack. */
 static int copy_recv(int lfd, const char *dir)
 {
     int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
@@ -551,6 +557,7 @@ static int copy_recv(int lfd, const char *dir)
     return 0;
 }
 
+/* Receiver in dst's netns, sender in src's: the copy crosses the capped veth. */
 int64_t ttfr_copy_over_link(const char *dir_src, const char *dir_dst, int port)
 {
     char hostport[64];
@@ -685,6 +692,7 @@ static int run_distriproc_memory(const struct ttfr_ctx *c, pid_t redis, const ch
     return run_migrate(c, "memory", redis, work, s, eb, el);
 }
 
+/* criu restore of images in dst's netns, detached, bounded (a lazy one can hang). */
 int ttfr_criu_restore_in_dst(const char *images, const char *pidfile, int lazy, char *eb, size_t el)
 {
     /* -v3 like `distriproc restore`: the systems compared log alike */
@@ -746,6 +754,7 @@ out:
     return rc;
 }
 
+/* CRIU's lazy-pages daemon, local images or a remote page server; ready once its socket exists. */
 pid_t ttfr_start_criu_lazy_daemon(const struct ttfr_ctx *c, const char *img, const char *page_server, int port,
                                   char *eb, size_t el)
 {
@@ -784,6 +793,7 @@ pid_t ttfr_start_criu_lazy_daemon(const struct ttfr_ctx *c, const char *img, con
     return daemon;
 }
 
+/* A lazy-pages daemon may wait on a dead peer forever: SIGKILL, then reap. */
 void ttfr_stop_daemon(pid_t daemon)
 {
     if (daemon <= 0)
@@ -979,6 +989,7 @@ static void run_size(struct ttfr *t, struct sizeres *z)
         dp_format_bytes(avail, a, sizeof(a));
         dp_format_bytes(need, n, sizeof(n));
         snprintf(z->skipped, sizeof(z->skipped), "needs about %s of free memory, %s available", n, a);
+        snprintf(z->load_end, sizeof(z->load_end), "%s", z->load_start);
         dp_warn("ttfr %s: skipped: %s", z->label, z->skipped);
         return;
     }

@@ -200,6 +200,8 @@ static void end_dump(struct dp_criu_proc *p)
 
 /* ---- the system ------------------------------------------------------------------- */
 
+/* One repetition: lazy dump on src, images to dst, CRIU's daemon and lazy restore, probe; the
+ * source is resumed by CRIU (or by the SIGKILL of a dump that waits on no peer) before returning. */
 int ttfr_run_criu_lazy_remote(const struct ttfr_ctx *c, pid_t redis, const char *work, struct ttfr_sample *s,
                               char *eb, size_t el)
 {
