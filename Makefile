@@ -32,7 +32,7 @@ BIN       := $(BUILD)/distriproc
 ASAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 PYTEST     := /usr/bin/python3 -m pytest
 
-.PHONY: all deps deps-ml rootfs asan unit unit-asan test integration fuzz clean demo
+.PHONY: all deps deps-ml deps-pkg rootfs asan unit unit-asan test integration fuzz clean demo man install uninstall deb
 all: $(BIN) $(TOOLS) $(HELPERS)
 
 deps:
@@ -48,6 +48,11 @@ rootfs: deps
 # Optional: PyTorch for the ML inference workload (tools/ml_infer.py); ~640 MB.
 deps-ml:
 	@DEPS_ML=1 scripts/deps.sh
+
+# Debian packaging tools (debhelper; dpkg-dev and fakeroot come with the build
+# tools): only for `make deb` / dpkg-buildpackage.
+deps-pkg:
+	@DEPS_PKG=1 scripts/deps.sh
 
 $(BUILD)/%.o: %.c $(wildcard lib/*.h)
 	@mkdir -p $(dir $@)
@@ -92,7 +97,7 @@ test: deps rootfs
 	@$(MAKE) --no-print-directory asan
 	@echo "page server protocol and secure channel tests against the ASan/UBSan build:"
 	DISTRIPROC_BIN=$(CURDIR)/build-asan/distriproc $(PYTEST) -q tests/integration/test_pageserver.py \
-		tests/integration/test_secure.py -k "not restore"
+		tests/integration/test_secure.py tests/integration/test_fence.py -k "not restore"
 	@echo "budget, inject and guard tests (marker asan) against the ASan/UBSan build; any sanitizer report fails:"
 	@rm -rf build-asan/sanitizer && mkdir -p build-asan/sanitizer
 	DISTRIPROC_BIN=$(CURDIR)/build-asan/distriproc DISTRIPROC_SANITIZER_DIR=$(CURDIR)/build-asan/sanitizer \
@@ -105,6 +110,33 @@ test: deps rootfs
 demo: deps
 	@$(MAKE) --no-print-directory all
 	@scripts/demo.sh
+
+# ---- Installation (docs/operations.md) ---------------------------------------
+# Manual pages and bash completion are generated from the binary's own --help
+# (scripts/gen-docs.py), so they cannot drift from it.
+VERSION ?= $(shell dpkg-parsechangelog -S Version 2>/dev/null | sed 's/-[^-]*$$//')
+PREFIX  ?= /usr/local
+DESTDIR ?=
+MAN_STAMP := $(BUILD)/man/.stamp
+
+man: $(MAN_STAMP)
+$(MAN_STAMP): $(BIN) scripts/gen-docs.py
+	@mkdir -p $(BUILD)/man
+	python3 scripts/gen-docs.py --bin $(BIN) --man-dir $(BUILD)/man --completion $(BUILD)/completion/distriproc --version "$(VERSION)"
+	@touch $@
+
+# Binary, its CRIU (copied from .deps: make deps first), manual pages, docs,
+# bash completion, systemd unit templates; PREFIX/lib/distriproc/install-manifest
+# lists them for uninstall.
+install: $(BIN) $(MAN_STAMP)
+	PREFIX="$(PREFIX)" DESTDIR="$(DESTDIR)" BUILD="$(BUILD)" $(if $(SYSTEMD_UNIT_DIR),SYSTEMD_UNIT_DIR="$(SYSTEMD_UNIT_DIR)") scripts/install.sh install
+
+uninstall:
+	PREFIX="$(PREFIX)" DESTDIR="$(DESTDIR)" $(if $(SYSTEMD_UNIT_DIR),SYSTEMD_UNIT_DIR="$(SYSTEMD_UNIT_DIR)") scripts/install.sh uninstall
+
+# The Debian package (debian/): ../distriproc_$(VERSION)-*_amd64.deb.
+deb:
+	dpkg-buildpackage -us -uc -b
 
 FUZZ_SECONDS ?= 60
 fuzz:

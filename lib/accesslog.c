@@ -1,91 +1,85 @@
 /* accesslog: the page server's access log as a hot set (see accesslog.h). */
+#include <ctype.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "accesslog.h"
 
-/* The number after "key": inside [obj, end); 0 on success. */
-static int field(const char *obj, const char *end, const char *key, int hex_string, uint64_t *out)
+/* A non-negative integer member of o (0 on success). */
+static int uint_field(json_t *o, const char *key, uint64_t *out)
 {
-    size_t kl = strlen(key);
-    for (const char *p = obj; p + kl + 2 < end; p++) {
-        if (p[0] != '"' || strncmp(p + 1, key, kl) != 0 || p[1 + kl] != '"')
-            continue;
-        p += kl + 2;
-        while (p < end && (*p == ' ' || *p == ':'))
-            p++;
-        if (hex_string) {
-            if (p + 3 >= end || p[0] != '"' || p[1] != '0' || p[2] != 'x')
-                return -1;
-            p += 3;
-        }
-        if (p >= end || !((*p >= '0' && *p <= '9') || (hex_string && ((*p >= 'a' && *p <= 'f') ||
-                                                                       (*p >= 'A' && *p <= 'F')))))
-            return -1;
-        char *stop;
-        errno = 0;
-        unsigned long long v = strtoull(p, &stop, hex_string ? 16 : 10);
-        if (errno || stop > end || (hex_string && *stop != '"'))
-            return -1;
-        *out = v;
-        return 0;
-    }
-    return -1;
+    json_t *v = json_object_get(o, key);
+    if (!json_is_integer(v) || json_integer_value(v) < 0)
+        return -1;
+    *out = (uint64_t)json_integer_value(v);
+    return 0;
+}
+
+/* The page address, written as a "0x..." string so it survives readers
+ * whose numbers are doubles (0 on success). */
+static int addr_field(json_t *o, uint64_t *out)
+{
+    const char *t = json_string_value(json_object_get(o, "addr"));
+    if (!t || t[0] != '0' || t[1] != 'x' || !isxdigit((unsigned char)t[2]))
+        return -1;
+    char *stop;
+    errno = 0;
+    unsigned long long v = strtoull(t + 2, &stop, 16);
+    if (errno || *stop)
+        return -1;
+    *out = v;
+    return 0;
 }
 
 int dp_accesslog_parse(const char *text, size_t len, struct dp_access_ent **ents, size_t *n, struct dp_err *err)
 {
     *ents = NULL;
     *n = 0;
-    const char *end = text + len;
-    const char *p = memmem(text, len, "\"pages\"", 7);
-    if (!p) {
+    json_error_t jerr;
+    json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root) {
+        dp_err_set(err, "not an access log: %s at line %d", jerr.text, jerr.line);
+        return -1;
+    }
+    json_t *pages = json_object_get(root, "pages");
+    if (!json_is_array(pages)) {
         dp_err_set(err, "not an access log: no \"pages\" list");
+        json_decref(root);
         return -1;
     }
-    p = memchr(p, '[', (size_t)(end - p));
-    if (!p) {
-        dp_err_set(err, "not an access log: \"pages\" is not a list");
+    size_t count = json_array_size(pages), i;
+    struct dp_access_ent *v = malloc((count ? count : 1) * sizeof(*v));
+    if (!v) {
+        dp_err_set(err, "out of memory");
+        json_decref(root);
         return -1;
     }
-    size_t cap = 0;
-    struct dp_access_ent *v = NULL;
-    for (;;) {
-        const char *o = memchr(p, '{', (size_t)(end - p));
-        const char *close = memchr(p, ']', (size_t)(end - p));
-        if (!o || (close && close < o))
-            break;
-        const char *oe = memchr(o, '}', (size_t)(end - o));
-        if (!oe) {
-            dp_err_set(err, "access log: entry at byte %zu is not closed", (size_t)(o - text));
+    json_t *o;
+    json_array_foreach(pages, i, o) {
+        uint64_t pid, addr, cnt, first, last;
+        if (uint_field(o, "pid", &pid) || addr_field(o, &addr) || uint_field(o, "count", &cnt) ||
+            uint_field(o, "first", &first) || uint_field(o, "last", &last) || pid == 0 || pid > INT32_MAX ||
+            addr % DP_PAGE_SIZE || cnt == 0 || cnt > UINT32_MAX || first > last) {
+            char *shown = json_dumps(o, JSON_COMPACT | JSON_ENCODE_ANY);
+            dp_err_set(err, "access log: bad entry %zu: %.160s", i, shown ? shown : "?");
+            free(shown);
             free(v);
+            json_decref(root);
             return -1;
         }
-        uint64_t pid, addr, count, first, last;
-        if (field(o, oe, "pid", 0, &pid) || field(o, oe, "addr", 1, &addr) || field(o, oe, "count", 0, &count) ||
-            field(o, oe, "first", 0, &first) || field(o, oe, "last", 0, &last) || pid == 0 || pid > INT32_MAX ||
-            addr % DP_PAGE_SIZE || count == 0 || count > UINT32_MAX || first > last) {
-            dp_err_set(err, "access log: bad entry at byte %zu: %.*s", (size_t)(o - text),
-                       (int)(oe - o + 1 > 160 ? 160 : oe - o + 1), o);
-            free(v);
-            return -1;
-        }
-        if (*n == cap) {
-            cap = cap ? cap * 2 : 1024;
-            struct dp_access_ent *nv = realloc(v, cap * sizeof(*nv));
-            if (!nv) {
-                free(v);
-                dp_err_set(err, "out of memory");
-                return -1;
-            }
-            v = nv;
-        }
-        v[(*n)++] = (struct dp_access_ent){.pid = (int32_t)pid, .count = (uint32_t)count, .addr = addr,
-                                           .first_us = first, .last_us = last};
-        p = oe + 1;
+        v[i] = (struct dp_access_ent){.pid = (int32_t)pid, .count = (uint32_t)cnt, .addr = addr,
+                                      .first_us = first, .last_us = last};
+    }
+    json_decref(root);
+    if (!count) {
+        free(v);
+        v = NULL;
     }
     *ents = v;
+    *n = count;
     return 0;
 }
 

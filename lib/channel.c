@@ -60,15 +60,21 @@ void dp_chan_transcript(const uint8_t *hello, size_t hello_len, const uint8_t *r
 }
 
 /* One AEAD context per direction, keyed once; each record only sets its
- * nonce. The records are standard AES-256-GCM and ChaCha20-Poly1305 (IETF),
- * run by OpenSSL's libcrypto: on this project's VM its AES-GCM seals a 4 KiB
- * page in 1.3 us against libsodium 1.0.18's 3.1 us (best of 40 rounds, same
- * process), and the AEAD is most of the secure channel's cost per page.
- * Records of up to SMALL_RECORD bytes (headers, requests, acknowledgements)
- * go through libsodium instead, whose fixed cost per call is lower (0.15 us
- * against 0.48 us for a 24-byte record): same algorithm, same bytes. The key
- * schedule stays on libsodium. */
-#define SMALL_RECORD 512
+ * nonce. The records are standard AES-256-GCM and ChaCha20-Poly1305 (IETF).
+ * Two implementations of the same algorithm, chosen by record size:
+ * - Records of up to SMALL_RECORD bytes (headers, requests, acknowledgements,
+ *   and a fault's one or few pages) go through libsodium. In a hot loop
+ *   OpenSSL's AES-GCM seals a 4 KiB page faster (1.3 us against libsodium
+ *   1.0.18's 3.1 us on this project's VM), but a fault's record is sealed
+ *   once between wake-ups, with cold caches, and there OpenSSL's provider
+ *   dispatch costs more than it saves: `bench server` measured the secure
+ *   channel's extra CPU per 4 KiB GET at +8 us per side through OpenSSL and
+ *   +4.5 us through libsodium, and the fault p50 at 1.18x against 1.09-1.12x
+ *   of the same run's plaintext.
+ * - Larger records (bulk replies, prefetch runs) go through OpenSSL's
+ *   libcrypto, whose stitched AES-NI/AVX code wins once a record is long.
+ * The key schedule stays on libsodium. */
+#define SMALL_RECORD 16384
 static int dir_init(struct dp_chan_dir *d, uint32_t cipher, bool encrypt)
 {
     d->counter = 0;

@@ -5,6 +5,7 @@
 #include "cpid.h"
 #include "hotset.h"
 #include "proto_hotset.h"
+#include "proto_lease.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -78,8 +79,14 @@ struct dp_client {
     int backoff_ms;
     bool ever_connected;
     char last_error[1200];
+    uint64_t lease_epoch;                 /* the write lease we hold (0: none); resumed on every reconnect */
+    char lease_holder[DP_LEASE_HOLDER_MAX + 1];
+    bool fenced;                          /* the server says our epoch is stale: failed for good */
     struct dp_seg segs[DP_MAX_GET_PAGES];
 };
+
+static void lease_queue_resume(struct dp_client *c);
+static void client_fence(struct dp_client *c, const char *why);
 
 static uint64_t ms_to_ns(int ms) { return (uint64_t)ms * 1000000ULL; }
 
@@ -336,6 +343,8 @@ static void on_handshake(struct dp_client *c, const struct dp_hdr *h, const uint
         c->down_since_ns = 0;
         if (c->ever_connected)
             dp_info("reconnected to page server %s; resubmitting %u requests", addr_str(c, a, sizeof(a)), c->nr_reqs);
+        if (c->ever_connected && c->lease_epoch)
+            lease_queue_resume(c); /* first on the new connection: our writes are ours only while it holds */
         c->ever_connected = true;
         queue_unsent(c);
         return;
@@ -357,8 +366,13 @@ static void on_message(struct dp_client *c, const struct dp_hdr *h, const uint8_
         if (h->type == DP_MSG_ERROR) {
             struct dp_error_msg e;
             struct dp_err err;
-            if (dp_dec_error(p, h->len, &e, &err) == DP_E_OK)
+            if (dp_dec_error(p, h->len, &e, &err) == DP_E_OK) {
                 dp_warn("page server error for request %" PRIu64 ": %s: %s", h->id, dp_errcode_name(e.code), e.msg);
+                if (e.code == DP_E_FENCED && c->lease_epoch) {
+                    client_fence(c, e.msg);
+                    return;
+                }
+            }
             if (fatal)
                 drop_connection(c, "server closed the connection after an error");
         } else {
@@ -376,6 +390,10 @@ static void on_message(struct dp_client *c, const struct dp_hdr *h, const uint8_
         req_unlink(c, r);
         r->on_reply(c, r, DP_CLIENT_SERVER_ERROR(e.code), NULL, NULL, e.msg);
         req_free(r);
+        if (e.code == DP_E_FENCED && c->lease_epoch) {
+            client_fence(c, e.msg);
+            return;
+        }
         if (fatal)
             drop_connection(c, "server closed the connection after an error");
         return;
@@ -1341,3 +1359,133 @@ int dp_client_get_skeleton(struct dp_client *c, const char *dir, struct dp_skel_
     close(sc.dirfd);
     return rc;
 }
+
+/* ---- write lease (protocol version 4; lib/lease.h) ---------------------------- */
+
+/* Our epoch is stale: another restore took over. Nothing more may be read or
+ * written for this tree; every request fails with FENCED and the owner
+ * (the lazy-pages daemon) stops the tree (dp_client_fenced). */
+static void client_fence(struct dp_client *c, const char *why)
+{
+    if (c->fenced)
+        return;
+    c->fenced = true;
+    dp_error("page server: this restore is fenced: %s", why);
+    drop_connection(c, why);
+    c->state = CS_FAILED;
+    snprintf(c->last_error, sizeof(c->last_error), "%s", why);
+    fail_all(c, DP_CLIENT_SERVER_ERROR(DP_E_FENCED), why);
+}
+
+/* The answer to a resume sent after a reconnect: anything but our epoch
+ * back means we are no longer the writer. */
+static bool lease_resume_reply(struct dp_client *c, struct req *r, int status, const struct dp_hdr *h,
+                               const uint8_t *p, const char *errmsg)
+{
+    (void)r;
+    struct dp_lease_reply lr;
+    struct dp_err err = {{0}};
+    if (status <= -1000) {
+        client_fence(c, errmsg && *errmsg ? errmsg : "the page server refused to resume our write lease");
+    } else if (status == 0 && (dp_dec_lease_reply(p, h->len, &lr, &err) != DP_E_OK || lr.epoch != c->lease_epoch ||
+                               lr.verdict != DP_LEASE_RESUMED)) {
+        char why[700];
+        snprintf(why, sizeof(why), "the page server answered our lease resume (epoch %" PRIu64 ") with %s",
+                 c->lease_epoch, err.msg[0] ? err.msg : "another epoch");
+        client_fence(c, why);
+    }
+    return true;
+}
+
+/* Queues LEASE(resume our epoch) at the head of the requests, so that it is
+ * the first message of a new connection. */
+static void lease_queue_resume(struct dp_client *c)
+{
+    struct req *r = calloc(1, sizeof(*r));
+    struct dp_buf b = {0};
+    struct dp_lease_ask a = {.epoch = c->lease_epoch};
+    snprintf(a.holder, sizeof(a.holder), "%s", c->lease_holder);
+    if (!r || (r->id = c->next_id++, dp_enc_lease_req(&b, r->id, &a) < 0)) {
+        free(r);
+        dp_buf_free(&b);
+        client_fence(c, "out of memory resuming the write lease");
+        return;
+    }
+    r->type = DP_MSG_LEASE;
+    r->wire = b.data;
+    r->wire_len = b.len;
+    r->on_reply = lease_resume_reply;
+    r->next = c->reqs;
+    c->reqs = r;
+    if (!c->reqs_tail)
+        c->reqs_tail = r;
+    c->nr_reqs++;
+}
+
+/* One blocking LEASE round trip: ask, then the decoded reply. */
+static int lease_call(struct dp_client *c, const struct dp_lease_ask *a, struct dp_lease_reply *out, int timeout_ms,
+                      struct dp_err *err)
+{
+    if (c->state == CS_READY && c->hello.version < DP_PROTO_VERSION_LEASE) {
+        dp_err_set(err, "the page server speaks protocol version %u, without write leases (version %d): upgrade "
+                   "distriproc on the source", c->hello.version, DP_PROTO_VERSION_LEASE);
+        return -1;
+    }
+    struct sync_call sc = {0};
+    struct req *r = req_new(c, DP_MSG_LEASE, err);
+    if (!r)
+        return -1;
+    struct dp_buf b = {0};
+    if (dp_enc_lease_req(&b, r->id, a) < 0) {
+        dp_buf_free(&b);
+        req_free(r);
+        dp_err_set(err, "out of memory");
+        return -1;
+    }
+    r->on_reply = collect_reply;
+    r->ctx = &sc;
+    uint64_t id = req_submit(c, r, &b);
+    int rc = sync_wait(c, id, &sc, timeout_ms, err);
+    if (rc == 0 && dp_dec_lease_reply(sc.data.data, sc.data.len, out, err) != DP_E_OK)
+        rc = -1;
+    dp_buf_free(&sc.data);
+    return rc;
+}
+
+/* See client.h. */
+int dp_client_lease(struct dp_client *c, const char *holder, bool take_over, struct dp_lease_reply *out,
+                    int timeout_ms, struct dp_err *err)
+{
+    struct dp_lease_ask a = {.epoch = 0, .flags = take_over ? DP_LEASE_TAKE_OVER : 0};
+    snprintf(a.holder, sizeof(a.holder), "%s", holder);
+    if (!dp_lease_holder_ok(a.holder, strlen(a.holder))) {
+        dp_err_set(err, "lease holder name '%s' is not 1..%d printable characters", a.holder, DP_LEASE_HOLDER_MAX);
+        return -1;
+    }
+    if (lease_call(c, &a, out, timeout_ms, err) < 0)
+        return -1;
+    if (out->verdict != DP_LEASE_GRANTED) {
+        dp_err_set(err, "the page server answered a request for a new lease with verdict %u", out->verdict);
+        return -1;
+    }
+    c->lease_epoch = out->epoch;
+    snprintf(c->lease_holder, sizeof(c->lease_holder), "%s", a.holder);
+    return 0;
+}
+
+/* See client.h. */
+int dp_client_lease_release(struct dp_client *c, int timeout_ms, struct dp_err *err)
+{
+    if (!c->lease_epoch || c->fenced)
+        return 0;
+    struct dp_lease_ask a = {.epoch = c->lease_epoch, .flags = DP_LEASE_RELEASE};
+    snprintf(a.holder, sizeof(a.holder), "%s", c->lease_holder);
+    struct dp_lease_reply lr;
+    if (lease_call(c, &a, &lr, timeout_ms, err) < 0)
+        return -1;
+    c->lease_epoch = 0;
+    return 0;
+}
+
+/* See client.h. */
+const char *dp_client_fenced(const struct dp_client *c) { return c->fenced ? c->last_error : NULL; }

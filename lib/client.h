@@ -134,4 +134,18 @@ int dp_client_put_trace(struct dp_client *c, const uint8_t *file, size_t len, ui
 int dp_client_get_hotset(struct dp_client *c, uint32_t which, uint8_t **file, size_t *len, int timeout_ms,
                          struct dp_err *err);
 
+/* ---- write lease (protocol version 4; lib/lease.h, docs/pageserver.md) ---- */
+struct dp_lease_reply;
+/* Takes the checkpoint's write lease for holder (a new epoch; take_over
+ * fences a current holder). From then on every reconnect first resumes that
+ * epoch; if the server refuses (taken over, released, unknown), or answers
+ * any request FENCED, the client is fenced: failed for good, every request
+ * completes with DP_CLIENT_SERVER_ERROR(DP_E_FENCED). */
+int dp_client_lease(struct dp_client *c, const char *holder, bool take_over, struct dp_lease_reply *out,
+                    int timeout_ms, struct dp_err *err);
+/* Gives the epoch back (the restored tree has ended); a no-op without one. */
+int dp_client_lease_release(struct dp_client *c, int timeout_ms, struct dp_err *err);
+/* NULL, or why this client was fenced. */
+const char *dp_client_fenced(const struct dp_client *c);
+
 #endif

@@ -98,6 +98,23 @@ int dp_criu_candidate(const char *exe_path, int levels, char *out, size_t len)
     return n < 0 || (size_t)n >= len ? -1 : 0;
 }
 
+int dp_criu_installed_candidate(const char *exe_path, char *out, size_t len)
+{
+    /* make install puts criu at PREFIX/lib/distriproc/bin/criu beside PREFIX/bin/distriproc. */
+    char dir[PATH_MAX];
+    if (!exe_path || exe_path[0] != '/' || strlen(exe_path) >= sizeof(dir))
+        return -1;
+    strcpy(dir, exe_path);
+    for (int i = 0; i < 2; i++) {
+        char *slash = strrchr(dir, '/');
+        if (!slash)
+            return -1;
+        *slash = '\0';
+    }
+    int n = snprintf(out, len, "%s/%s", dir, DP_CRIU_INSTALLED_REL);
+    return n < 0 || (size_t)n >= len ? -1 : 0;
+}
+
 int dp_criu_find(char *path, size_t len, struct dp_err *err)
 {
     const char *env = getenv(DP_CRIU_ENV);
@@ -139,9 +156,19 @@ int dp_criu_find(char *path, size_t len, struct dp_err *err)
             return 0;
         }
     }
-    dp_err_set(err, "CRIU not found: %s is unset and there is no %s; run 'make deps' in the DistriProc checkout (it installs criu >= %s there), or set %s to a criu >= %s",
-               DP_CRIU_ENV, first[0] ? first : "<checkout>/.deps/bin/criu", DP_CRIU_MIN_VERSION,
-               DP_CRIU_ENV, DP_CRIU_MIN_VERSION);
+    char inst[PATH_MAX];
+    if (dp_criu_installed_candidate(exe, inst, sizeof(inst)) == 0 && access(inst, X_OK) == 0) {
+        if (strlen(inst) >= len) {
+            dp_err_set(err, "criu path too long");
+            return -1;
+        }
+        strcpy(path, inst);
+        return 0;
+    }
+    dp_err_set(err, "CRIU not found: %s is unset and there is neither %s nor an installed %s; run 'make deps' in the DistriProc checkout (it installs criu >= %s there; 'make install' copies it), or set %s to a criu >= %s",
+               DP_CRIU_ENV, first[0] ? first : "<checkout>/.deps/bin/criu",
+               dp_criu_installed_candidate(exe, inst, sizeof(inst)) == 0 ? inst : "PREFIX/" DP_CRIU_INSTALLED_REL,
+               DP_CRIU_MIN_VERSION, DP_CRIU_ENV, DP_CRIU_MIN_VERSION);
     return -1;
 }
 

@@ -2,7 +2,8 @@
  *
  * Which criu: $DISTRIPROC_CRIU if set, else the wrapper `make deps` writes,
  * <checkout>/.deps/bin/criu, found relative to the running binary
- * (build/distriproc -> ../.deps/bin/criu).
+ * (build/distriproc -> ../.deps/bin/criu), else the copy `make install` puts
+ * beside an installed binary (PREFIX/bin/distriproc -> PREFIX/lib/distriproc/bin/criu).
  *
  * Every run is bounded in time and killed with SIGKILL when the bound expires:
  * `criu restore --lazy-pages` whose lazy-pages daemon died can hang and ignores
@@ -39,6 +40,10 @@ int dp_criu_version_cmp(const struct dp_criu_version *a, const struct dp_criu_ve
  * levels=1: /r/build/distriproc -> /r/.deps/bin/criu; levels=2:
  * /r/build-asan/tests/test_x -> /r/.deps/bin/criu. Pure. */
 int dp_criu_candidate(const char *exe_path, int levels, char *out, size_t len);
+/* Where `make install` puts criu, relative to PREFIX (scripts/install.sh). */
+#define DP_CRIU_INSTALLED_REL "lib/distriproc/bin/criu"
+/* Candidate of an installed binary: /usr/bin/distriproc -> /usr/lib/distriproc/bin/criu. Pure. */
+int dp_criu_installed_candidate(const char *exe_path, char *out, size_t len);
 /* Finds the criu to run (see above) and checks it is executable. */
 int dp_criu_find(char *path, size_t len, struct dp_err *err);
 /* Runs `criu --version`; fails if it does not run or is older than DP_CRIU_MIN_VERSION. */

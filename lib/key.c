@@ -1,7 +1,7 @@
-/* key: pre-shared key files (hex or raw), kept out of other users' reach. */
+/* key: pre-shared key files in the one format keygen writes, kept out of
+ * other users' reach. */
 #include "key.h"
 
-#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -11,83 +11,110 @@
 
 #include <sodium.h>
 
+#include "perm.h"
 #include "proto.h"
 
-static int hexval(int c)
+/* The longest file that can hold a key line (header, digits, CRLF). */
+#define KEY_FILE_MAX 128
+/* 32 random bytes have ~30 distinct values; fewer than this is a pattern
+ * (all zeros, "0123..." repeated), not a random key. */
+#define KEY_MIN_DISTINCT 12
+
+/* ---- parsing (pure) ---- */
+
+/* 1 if c is a hex digit (either case). */
+static int is_hex(uint8_t c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'); }
+
+/* The value of hex digit c (checked by is_hex). */
+static uint8_t hex_val(uint8_t c) { return c <= '9' ? c - '0' : (uint8_t)((c | 0x20) - 'a' + 10); }
+
+int dp_key_parse(const uint8_t *data, size_t len, uint8_t key[DP_KEY_LEN], struct dp_err *err)
 {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c = tolower(c);
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return -1;
+    static const char fix[] = "create a key with 'distriproc keygen FILE'";
+    size_t hl = strlen(DP_KEY_HEADER);
+    /* One line: an optional "\n" or "\r\n" at the end, nothing else. */
+    if (len > 0 && data[len - 1] == '\n')
+        len--;
+    if (len > 0 && data[len - 1] == '\r')
+        len--;
+    const uint8_t *p = data;
+    if (len >= hl && memcmp(p, DP_KEY_HEADER, hl) == 0) {
+        p += hl;
+        len -= hl;
+    }
+    if (len != 2 * DP_KEY_LEN) {
+        dp_err_set(err, "not a distriproc key: expected one line '%s' and %d hex digits (%d random bytes); %s",
+                   DP_KEY_HEADER "...", 2 * DP_KEY_LEN, DP_KEY_LEN, fix);
+        return -1;
+    }
+    for (size_t i = 0; i < len; i++) {
+        if (!is_hex(p[i])) {
+            dp_err_set(err, "not a distriproc key: byte %zu of the key digits is not a hex digit; %s", i, fix);
+            return -1;
+        }
+    }
+    uint8_t seen[256] = {0};
+    unsigned distinct = 0;
+    for (size_t i = 0; i < DP_KEY_LEN; i++) {
+        key[i] = (uint8_t)(hex_val(p[2 * i]) << 4 | hex_val(p[2 * i + 1]));
+        distinct += !seen[key[i]]++;
+    }
+    if (distinct < KEY_MIN_DISTINCT) {
+        sodium_memzero(key, DP_KEY_LEN);
+        dp_err_set(err, "the key does not look random (%u distinct byte values in %d bytes; random keys have "
+                   "about 30); %s", distinct, DP_KEY_LEN, fix);
+        return -1;
+    }
+    return 0;
 }
+
+/* ---- files ---- */
 
 int dp_key_load(const char *path, uint8_t *key, size_t *key_len, struct dp_err *err)
 {
-    struct stat sb;
-    if (stat(path, &sb) < 0) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0) {
         dp_err_set(err, "cannot read key file %s: %s (create one with 'distriproc keygen %s')", path,
                    strerror(errno), path);
         return -1;
     }
-    if (!S_ISREG(sb.st_mode)) {
-        dp_err_set(err, "key file %s is not a regular file", path);
+    /* Checked on the open file, so the file read is the file checked. */
+    struct stat sb;
+    if (fstat(fd, &sb) < 0) {
+        dp_err_set(err, "cannot stat key file %s: %s", path, strerror(errno));
+        close(fd);
         return -1;
     }
-    if (sb.st_size > 4 * DP_KEY_MAX) {
-        dp_err_set(err, "key file %s is %lld bytes; a key is at most %d bytes", path, (long long)sb.st_size,
-                   DP_KEY_MAX);
+    if (dp_perm_key_ok(path, sb.st_mode, sb.st_uid, geteuid(), err) < 0) {
+        close(fd);
         return -1;
     }
-    if (sb.st_mode & 077)
-        dp_warn("key file %s is accessible by group or others (mode %03o); run 'chmod 600 %s'", path,
-                (unsigned)(sb.st_mode & 0777), path);
-    uint8_t *data;
-    size_t len;
-    if (dp_read_file(path, &data, &len, err) < 0)
-        return -1;
-    /* Hex if every non-space byte is a hex digit and there is an even number. */
-    size_t digits = 0;
-    bool is_hex = len > 0;
-    for (size_t i = 0; i < len && is_hex; i++) {
-        if (isspace(data[i]))
+    uint8_t text[KEY_FILE_MAX + 1];
+    size_t len = 0;
+    for (;;) {
+        ssize_t r = read(fd, text + len, sizeof(text) - len);
+        if (r < 0 && errno == EINTR)
             continue;
-        if (hexval(data[i]) < 0)
-            is_hex = false;
-        else
-            digits++;
-    }
-    is_hex = is_hex && digits > 0 && digits % 2 == 0;
-    size_t n = 0;
-    if (is_hex) {
-        int hi = -1;
-        for (size_t i = 0; i < len; i++) {
-            int v = hexval(data[i]);
-            if (v < 0)
-                continue;
-            if (hi < 0) {
-                hi = v;
-            } else {
-                if (n < DP_KEY_MAX)
-                    key[n] = (uint8_t)(hi << 4 | v);
-                n++;
-                hi = -1;
-            }
+        if (r < 0) {
+            dp_err_set(err, "cannot read key file %s: %s", path, strerror(errno));
+            close(fd);
+            sodium_memzero(text, sizeof(text));
+            return -1;
         }
-    } else {
-        n = len;
-        if (n <= DP_KEY_MAX)
-            memcpy(key, data, n);
+        if (r == 0 || (len += (size_t)r) == sizeof(text))
+            break;
     }
-    sodium_memzero(data, len);
-    free(data);
-    if (n < DP_KEY_MIN || n > DP_KEY_MAX) {
-        dp_err_set(err, "key in %s is %zu bytes; it must be %d..%d bytes (%s)", path, n, DP_KEY_MIN, DP_KEY_MAX,
-                   is_hex ? "decoded from hex" : "raw");
+    close(fd);
+    struct dp_err perr;
+    int rc = len > KEY_FILE_MAX ? (dp_err_set(&perr, "not a distriproc key: the file is longer than %d bytes; "
+                                              "create a key with 'distriproc keygen FILE'", KEY_FILE_MAX), -1)
+                                : dp_key_parse(text, len, key, &perr);
+    sodium_memzero(text, sizeof(text));
+    if (rc < 0) {
+        dp_err_set(err, "key file %s: %s", path, perr.msg);
         return -1;
     }
-    *key_len = n;
+    *key_len = DP_KEY_LEN;
     return 0;
 }
 
@@ -97,7 +124,7 @@ int dp_key_generate(const char *path, int force, struct dp_err *err)
         dp_err_set(err, "libsodium failed to initialise");
         return -1;
     }
-    int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | (force ? O_TRUNC : O_EXCL), 0600);
+    int fd = open(path, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC | (force ? O_TRUNC : O_EXCL), 0600);
     if (fd < 0) {
         dp_err_set(err, "cannot create %s: %s%s", path, strerror(errno),
                    errno == EEXIST ? " (use --force to replace it)" : "");
@@ -108,10 +135,11 @@ int dp_key_generate(const char *path, int force, struct dp_err *err)
         close(fd);
         return -1;
     }
-    uint8_t raw[32];
-    char text[65 + 1];
+    uint8_t raw[DP_KEY_LEN];
+    char text[sizeof(DP_KEY_HEADER) + 2 * DP_KEY_LEN + 1];
     randombytes_buf(raw, sizeof(raw));
-    sodium_bin2hex(text, sizeof(text) - 1, raw, sizeof(raw));
+    memcpy(text, DP_KEY_HEADER, strlen(DP_KEY_HEADER));
+    sodium_bin2hex(text + strlen(DP_KEY_HEADER), 2 * DP_KEY_LEN + 1, raw, sizeof(raw));
     size_t n = strlen(text);
     text[n++] = '\n';
     int rc = dp_write_full(fd, text, n);

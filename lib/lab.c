@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <jansson.h>
 #include <linux/nsfs.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
@@ -351,11 +352,19 @@ static uint64_t probe_tbf(const struct lab_host *h)
     const char *argv[] = {"tc", "-n", h->netns, "-j", "qdisc", "show", "dev", h->ifname, NULL};
     if (run_tool(argv, out, sizeof(out), NULL) != 0)
         return 0;
-    const char *k = strstr(out, "\"kind\":\"tbf\"");
-    const char *r = k ? strstr(k, "\"rate\":") : NULL;
-    if (!r)
-        return 0;
-    return strtoull(r + 7, NULL, 10) * 8;
+    json_t *qdiscs = json_loads(out, 0, NULL), *q;
+    uint64_t rate = 0;
+    size_t i;
+    json_array_foreach(qdiscs, i, q) {
+        const char *kind = json_string_value(json_object_get(q, "kind"));
+        json_t *r = json_object_get(json_object_get(q, "options"), "rate");
+        if (kind && strcmp(kind, "tbf") == 0 && json_is_integer(r) && json_integer_value(r) > 0) {
+            rate = (uint64_t)json_integer_value(r) * 8;
+            break;
+        }
+    }
+    json_decref(qdiscs);
+    return rate;
 }
 
 int lab_probe(struct lab_state *st, struct dp_err *err)

@@ -30,9 +30,12 @@
 #include <sys/timerfd.h>
 #include <sys/un.h>
 
+#include <jansson.h>
+
 #include "client.h"
 #include "dirty.h"
 #include "evict_policy.h"
+#include "fence.h"
 #include "guard.h"
 #include "inject.h"
 #include "lazy_tasks.h"
@@ -40,6 +43,9 @@
 #include "lazymap.h"
 #include "pmap.h"
 #include "lazystats.h"
+#include "metrics.h"
+#include "metrics_http.h"
+#include "perm.h"
 #include "replay.h"
 #include "trace.h"
 #include "uffd.h"
@@ -57,7 +63,7 @@
 #define BG_CHUNK_PAGES 16
 #define BG_MAX_INFLIGHT 8
 
-enum { H_LISTEN, H_CRIU, H_UFFD, H_SRC, H_CTL_LISTEN, H_CTL_CLIENT, H_TIMER, H_SIGNAL, H_GUARD };
+enum { H_LISTEN, H_CRIU, H_UFFD, H_SRC, H_CTL_LISTEN, H_CTL_CLIENT, H_TIMER, H_SIGNAL, H_GUARD, H_METRICS };
 enum { K_FAULT, K_PREFETCH, K_BACKGROUND, K_REPLAY, K_PIN };
 enum { R_AT_SOURCE, R_INSTALL_RETRY, R_FETCH_RETRY };
 
@@ -139,6 +145,7 @@ struct lz_evict {
     uint64_t batches, evictions, writebacks, wb_requests, wb_errors, cancels, refaults, vb_hits;
     uint64_t shared_skips, max_resident, syncs, sync_pages;
     struct dp_hist stop;       /* whole stop per batch: stop, drain, read, write back, zap, resume */
+    struct dp_hist wb_lat;     /* a batch's write-backs (in a stop, or background): sent -> all acknowledged */
     int put_wait, put_status;
     int clean_inflight;
     uint64_t cleaned, clean_requests;
@@ -165,6 +172,7 @@ struct dp_lazyd {
     uint64_t start_ns, last_probe_ns, last_bg_ns;
     double bg_tokens;
     int bg_inflight;
+    int all_resident_said;     /* o->all_resident called */
     struct lz_task *bg_next;
     uint32_t src_ev;
     char sock_path[4200], ctl_path[4200];
@@ -182,6 +190,8 @@ struct dp_lazyd {
     struct handler guard_h;
     unsigned guard_gen;
     int place_tries;           /* looking up the tasks' processes after the restore (argv pins) */
+    struct dp_metrics_http *metrics; /* --metrics endpoint, or NULL */
+    struct handler metrics_h;
 };
 
 static void install(struct dp_lazyd *d, struct lz_req *r);
@@ -1154,7 +1164,9 @@ static void new_task(struct dp_lazyd *d, int32_t pid, int uffd, pid_t sender)
     char rem[32];
     d->ev.lazy_pages += dp_lazymap_pages(&t->map, DP_PG_REMOTE);
     dp_format_bytes(dp_lazymap_pages(&t->map, DP_PG_REMOTE) * PG, rem, sizeof(rem));
+    dp_log_context(t->id, -1);
     dp_info("task %d: userfaultfd received, %s lazy in %zu regions", pid, rem, t->map.n);
+    dp_log_context(-1, -1);
 }
 
 static void handle_criu(struct dp_lazyd *d, struct handler *h)
@@ -1196,6 +1208,10 @@ static void handle_listen(struct dp_lazyd *d)
     int c = accept4(d->listen_h.fd, NULL, NULL, SOCK_CLOEXEC);
     if (c < 0)
         return;
+    if (dp_perm_peer_check(c, d->sock_path) < 0) {
+        close(c);
+        return;
+    }
     struct handler *h = calloc(1, sizeof(*h));
     if (!h || ep_add(d, h, c, H_CRIU, NULL) < 0) {
         close(c);
@@ -1287,32 +1303,76 @@ static void stage_json(struct dp_lazyd *d, struct dp_sbuf *b)
     dp_sbuf_printf(b, "]}");
 }
 
+/* The "total" of stats (and of the --metrics exposition): counters summed
+ * over every task, latency merged (lat may be NULL), pages of the live ones. */
+static void totals(const struct dp_lazyd *d, struct dp_lazy_counters *tot, struct dp_hist *lat, uint64_t *remote,
+                   uint64_t *resident)
+{
+    memset(tot, 0, sizeof(*tot));
+    *remote = *resident = 0;
+    for (const struct lz_task *t = d->tasks; t; t = t->next) {
+        dp_counters_add(tot, &t->c);
+        tot->prefetch_hits_inferred += t->pf.hits_inferred;
+        tot->prefetch_misses += t->pf.misses;
+        tot->faults_waiting += task_faults_waiting(t);
+        if (lat)
+            dp_hist_merge(lat, &t->lat);
+        if (t->alive) {
+            *remote += dp_lazymap_pages(&t->map, DP_PG_REMOTE) + dp_lazymap_pages(&t->map, DP_PG_INFLIGHT);
+            *resident += dp_lazymap_pages(&t->map, DP_PG_RESIDENT);
+        }
+    }
+}
+
+/* --metrics: the same totals and budget counters as stats_json/ev_json. */
+static void metrics_render(void *ctx, struct dp_sbuf *out)
+{
+    struct dp_lazyd *d = ctx;
+    struct dp_lazyd_metrics m = {0};
+    struct dp_hist *lat = calloc(1, sizeof(*lat));
+    if (!lat) {
+        out->oom = 1;
+        return;
+    }
+    uint64_t remote, resident;
+    totals(d, &m.c, lat, &remote, &resident);
+    m.uptime_ms = (dp_now_ns() - d->start_ns) / 1000000;
+    m.source_up = d->o->src->ops->healthy(d->o->src) ? 1 : 0;
+    m.tasks_alive = (uint64_t)tasks_alive(d);
+    m.resident_bytes = resident * PG;
+    m.remote_bytes = remote * PG;
+    m.fault_latency = lat;
+    m.budget_on = d->ev.on ? 1 : 0;
+    m.evictions = d->ev.evictions;
+    m.writeback_pages = d->ev.writebacks + d->ev.cleaned;
+    m.writeback_requests = d->ev.wb_requests;
+    m.writeback_requests_background = d->ev.clean_requests;
+    m.writeback_errors = d->ev.wb_errors;
+    m.writeback_latency = &d->ev.wb_lat;
+    m.eviction_stop = &d->ev.stop;
+    dp_metrics_lazyd_text(out, &m);
+    free(lat);
+}
+
 static void stats_json(struct dp_lazyd *d, struct dp_sbuf *b)
 {
     uint64_t now = dp_now_ns();
     struct dp_lazy_counters tot;
-    memset(&tot, 0, sizeof(tot));
     struct dp_hist *lat = calloc(1, sizeof(*lat));
-    uint64_t remote = 0, resident = 0;
-    for (const struct lz_task *t = d->tasks; t; t = t->next) {
-        dp_counters_add(&tot, &t->c);
-        tot.prefetch_hits_inferred += t->pf.hits_inferred;
-        tot.prefetch_misses += t->pf.misses;
-        tot.faults_waiting += task_faults_waiting(t);
-        if (lat)
-            dp_hist_merge(lat, &t->lat);
-        if (t->alive) {
-            remote += dp_lazymap_pages(&t->map, DP_PG_REMOTE) + dp_lazymap_pages(&t->map, DP_PG_INFLIGHT);
-            resident += dp_lazymap_pages(&t->map, DP_PG_RESIDENT);
-        }
-    }
+    uint64_t remote, resident;
+    totals(d, &tot, lat, &remote, &resident);
     char pf[32];
     dp_prefetch_format(&d->o->prefetch, pf, sizeof(pf));
-    dp_sbuf_printf(b, "{\"uptime_s\": %.3f, \"source\": \"%s\", \"source_healthy\": %s, \"prefetch\": \"%s\", "
+    /* the source names a path: escaped by jansson (null if not UTF-8) */
+    json_t *js = json_string(d->o->src->desc);
+    char *src = js ? json_dumps(js, JSON_ENCODE_ANY) : NULL;
+    json_decref(js);
+    dp_sbuf_printf(b, "{\"uptime_s\": %.3f, \"source\": %s, \"source_healthy\": %s, \"prefetch\": \"%s\", "
                   "\"background_rate\": %llu, \"restore_finished\": %s, \"tasks_alive\": %d, \"total\": {",
-                  (double)(now - d->start_ns) / 1e9, d->o->src->desc,
+                  (double)(now - d->start_ns) / 1e9, src ? src : "null",
                   d->o->src->ops->healthy(d->o->src) ? "true" : "false", pf,
                   (unsigned long long)d->o->background_rate, d->finished ? "true" : "false", tasks_alive(d));
+    free(src);
     dp_counters_json(b, &tot);
     dp_sbuf_printf(b, ", \"resident_bytes\": %llu, \"remote_bytes\": %llu, \"remote_fraction\": %.4f, \"latency\": ",
                   (unsigned long long)(resident * PG), (unsigned long long)(remote * PG),
@@ -1467,6 +1527,10 @@ static void handle_ctl_listen(struct dp_lazyd *d)
     int c = accept4(d->ctl_h.fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
     if (c < 0)
         return;
+    if (dp_perm_peer_check(c, d->ctl_path) < 0) {
+        close(c);
+        return;
+    }
     struct handler *h = calloc(1, sizeof(*h));
     if (!h || ep_add(d, h, c, H_CTL_CLIENT, NULL) < 0) {
         close(c);
@@ -1549,6 +1613,20 @@ static void check_timeouts(struct dp_lazyd *d, uint64_t now)
     }
 }
 
+/* Background fetching found nothing remote: once nothing is in flight either
+ * (and no budget may evict), the source is told it is no longer needed. */
+static void all_resident(struct dp_lazyd *d)
+{
+    if (d->all_resident_said || !d->o->all_resident || d->o->budget_pages || d->o->budget_frac > 0)
+        return;
+    for (struct lz_task *t = d->tasks; t; t = t->next)
+        if (t->alive && (dp_lazymap_pages(&t->map, DP_PG_REMOTE) || dp_lazymap_pages(&t->map, DP_PG_INFLIGHT)))
+            return;
+    d->all_resident_said = 1;
+    dp_info("every lazy page is resident (background fetch done): the source is no longer needed");
+    d->o->all_resident(d->o->all_resident_ctx);
+}
+
 static void background_fetch(struct dp_lazyd *d, uint64_t now)
 {
     if (!d->o->background_rate || !d->finished)
@@ -1572,8 +1650,10 @@ static void background_fetch(struct dp_lazyd *d, uint64_t now)
             }
             t = t && t->next ? t->next : d->tasks;
         } while (t != start);
-        if (!found)
+        if (!found) {
+            all_resident(d);
             return;
+        }
         d->bg_next = t->next;
         /* next remote run at or after the cursor */
         int submitted = 0;
@@ -1609,6 +1689,12 @@ static void background_fetch(struct dp_lazyd *d, uint64_t now)
 static void src_sync(struct dp_lazyd *d)
 {
     const struct dp_pagesrc_ops *ops = d->o->src->ops;
+    const char *fenced = ops->fenced ? ops->fenced(d->o->src) : NULL;
+    if (fenced && !d->killed) { /* another restore took over: never run on (lib/fence.h) */
+        d->killed = d->failed = 1;
+        dp_fence_report(fenced, d->o->src->desc, d->o->workdir);
+        kill_restored(d);
+    }
     int fd = ops->fd(d->o->src);
     uint32_t ev = ops->events ? (uint32_t)(unsigned short)ops->events(d->o->src) : EPOLLIN;
     if (fd == d->src_h.fd && ev == d->src_ev)
@@ -1721,6 +1807,7 @@ struct ev_clean {
     struct dp_lazyd *d;
     int task_id;
     uint32_t n;
+    uint64_t t0;                  /* submitted (write-back latency) */
     uint64_t img[EV_MAX_BATCH];
     struct dp_page_hash h[EV_MAX_BATCH];
 };
@@ -1748,8 +1835,10 @@ static void ev_clean_cb(void *cookie, int status, const char *errmsg)
             e->aux &= ~EV_PUT_INFLIGHT;
         }
     }
-    if (status == 0)
+    if (status == 0) {
         d->ev.cleaned += c->n;
+        dp_hist_add(&d->ev.wb_lat, dp_now_ns() - c->t0);
+    }
     free(c);
 }
 
@@ -2046,6 +2135,7 @@ static int ev_put(struct dp_lazyd *d, struct lz_task *t, const uint64_t *img, co
     if (max > EV_MAX_BATCH)
         max = EV_MAX_BATCH;
     d->ev.put_status = 0;
+    uint64_t t0 = dp_now_ns();
     struct dp_put_range r[EV_MAX_BATCH];
     for (size_t i = 0; i < n;) {
         size_t k = 0;
@@ -2067,6 +2157,8 @@ static int ev_put(struct dp_lazyd *d, struct lz_task *t, const uint64_t *img, co
     }
     while (d->ev.put_wait > 0 && t->alive)
         ev_pump(t);
+    if (t->alive && d->ev.put_status == 0)
+        dp_hist_add(&d->ev.wb_lat, dp_now_ns() - t0);
     return t->alive && d->ev.put_status == 0 ? 0 : -1;
 }
 
@@ -2210,6 +2302,7 @@ static int ev_batch(struct dp_lazyd *d, struct lz_task *t, const uint64_t *addr,
                 k++;
             }
             c->n = (uint32_t)k;
+            c->t0 = dp_now_ns();
             struct dp_err perr = {{0}};
             if (dp_client_submit_put(cl, r, (uint32_t)k, ev_clean_cb, c, &perr)) {
                 d->ev.clean_inflight++;
@@ -2514,6 +2607,10 @@ static void ev_json(struct dp_lazyd *d, struct dp_sbuf *b)
     dp_hist_json(b, &d->ev.stop);
     dp_sbuf_printf(b, ", \"stop_buckets_us\": ");
     dp_hist_json_buckets(b, &d->ev.stop);
+    dp_sbuf_printf(b, ", \"writeback_latency\": ");
+    dp_hist_json(b, &d->ev.wb_lat);
+    dp_sbuf_printf(b, ", \"writeback_latency_buckets_us\": ");
+    dp_hist_json_buckets(b, &d->ev.wb_lat);
     dp_sbuf_printf(b, "}");
 }
 
@@ -2621,6 +2718,8 @@ static void cleanup(struct dp_lazyd *d)
         close(d->timer_h.fd);
     if (d->sig_h.fd >= 0)
         close(d->sig_h.fd);
+    dp_metrics_http_close(d->metrics);
+    d->metrics = NULL;
     /* Tasks whose requests the source still owns: the source is closed by
      * the caller after us, so free only what is safe. */
     for (struct lz_task *t = d->tasks, *n; t; t = n) {
@@ -2718,6 +2817,14 @@ struct dp_lazyd *dp_lazyd_start(const struct dp_lazyd_opts *o)
         cleanup(d);
         return NULL;
     }
+    if (o->metrics_addr) {
+        d->metrics = dp_metrics_http_open(o->metrics_addr, metrics_render, d, &err);
+        if (!d->metrics || ep_add(d, &d->metrics_h, dp_metrics_http_fd(d->metrics), H_METRICS, NULL) < 0) {
+            dp_error("%s", d->metrics ? strerror(errno) : err.msg);
+            cleanup(d);
+            return NULL;
+        }
+    }
     if (o->replay_stage && d->replaying) {
         if (d->ev.on) {
             dp_error("--hotset-mode stage keeps the replayed pages in the daemon until they are used, outside "
@@ -2774,13 +2881,18 @@ int dp_lazyd_step(struct dp_lazyd *d, int timeout_ms)
         switch (h->type) {
         case H_LISTEN: handle_listen(d); break;
         case H_CRIU: handle_criu(d, h); break;
-        case H_UFFD: handle_uffd(d, h->ptr); break;
+        case H_UFFD:
+            dp_log_context(((struct lz_task *)h->ptr)->id, -1);
+            handle_uffd(d, h->ptr);
+            dp_log_context(-1, -1);
+            break;
         case H_SRC: d->o->src->ops->process(d->o->src); src_sync(d); break;
         case H_CTL_LISTEN: handle_ctl_listen(d); break;
         case H_CTL_CLIENT: handle_ctl_client(d, h); break;
         case H_TIMER: handle_timer(d); break;
         case H_SIGNAL: handle_signal(d); break;
         case H_GUARD: dp_guard_check(&d->guard); guard_sync(d); break;
+        case H_METRICS: dp_metrics_http_handle(d->metrics); break;
         }
     }
     replay_pump(d);
@@ -2798,7 +2910,7 @@ int dp_lazyd_finish(struct dp_lazyd *d)
         /* Keep the final stats next to the sockets: `stats` still works. */
         char path[4300];
         snprintf(path, sizeof(path), "%s/stats-final.json", o->workdir);
-        FILE *f = fopen(path, "w");
+        FILE *f = dp_fopen_private(path);
         if (f) {
             fwrite(b.p, 1, b.len, f);
             fclose(f);

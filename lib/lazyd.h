@@ -8,6 +8,7 @@
 #define DP_LAZYD_H
 
 #include <stdint.h>
+#include <netinet/in.h>
 
 #include "hotset.h"
 #include "lazymap.h"
@@ -43,6 +44,12 @@ struct dp_lazyd_opts {
      * exit if earlier); may hand it off and return at once. */
     void (*trace_sink)(void *ctx, const uint8_t *buf, size_t len);
     void *trace_ctx;
+    const struct sockaddr_in *metrics_addr; /* --metrics: Prometheus endpoint (lib/metrics_http.h); NULL = off */
+    /* Called once when background fetching has made every lazy page of every
+     * task resident and no budget may drop one again: the source is no longer
+     * needed (memory mode releases it, docs/live-migration.md). */
+    void (*all_resident)(void *ctx);
+    void *all_resident_ctx;
 };
 
 int dp_lazyd_listen(const char *workdir, struct dp_err *err);

@@ -65,6 +65,15 @@ uint64_t dp_hist_quantile(const struct dp_hist *h, double q)
     return h->max_ns;
 }
 
+uint64_t dp_hist_count_at_most(const struct dp_hist *h, uint64_t ns)
+{
+    uint64_t n = 0;
+    /* bucket_top is defined for the buckets bucket_of can return (msb <= 63) */
+    for (unsigned i = 0; i < (64 - 2) * DP_HIST_SUB && bucket_top(i) <= ns; i++)
+        n += h->b[i];
+    return n;
+}
+
 void dp_counters_add(struct dp_lazy_counters *dst, const struct dp_lazy_counters *src)
 {
     const uint64_t *s = (const uint64_t *)src;

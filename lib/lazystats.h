@@ -22,6 +22,9 @@ void dp_hist_add(struct dp_hist *h, uint64_t ns);
 void dp_hist_merge(struct dp_hist *dst, const struct dp_hist *src);
 /* q in [0, 1]; 0 when empty. */
 uint64_t dp_hist_quantile(const struct dp_hist *h, double q);
+/* Observations whose bucket lies wholly at or below ns (the Prometheus
+ * cumulative bucket "le" of lib/metrics.c): never counts one above ns. */
+uint64_t dp_hist_count_at_most(const struct dp_hist *h, uint64_t ns);
 
 struct dp_lazy_counters {
     uint64_t faults;           /* page-fault messages handled */

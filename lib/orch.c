@@ -16,6 +16,7 @@
 #include <sys/wait.h>
 
 #include "criu.h"
+#include "perm.h"
 
 const char *dp_self_exe(void)
 {
@@ -164,7 +165,7 @@ pid_t dp_orch_spawn(const char *const argv[], const char *netns, const char *log
     if (pid == 0) {
         setsid();
         int devnull = open("/dev/null", O_RDWR);
-        int lf = log ? open(log, O_WRONLY | O_CREAT | O_APPEND, 0644) : -1;
+        int lf = log ? dp_open_log(log, NULL) : -1;
         dup2(devnull, STDIN_FILENO);
         dup2(lf >= 0 ? lf : devnull, STDOUT_FILENO);
         dup2(lf >= 0 ? lf : devnull, STDERR_FILENO);
@@ -287,46 +288,5 @@ int dp_proc_wait_gone(pid_t pid, unsigned long long starttime, double timeout_s)
         if (dp_now_ns() > deadline)
             return -1;
         usleep(10000);
-    }
-}
-
-int dp_json_number(const char *json, const char *section, const char *key, double *out)
-{
-    if (!json || !key)
-        return -1;
-    const char *p = json;
-    char pat[128];
-    if (section) {
-        snprintf(pat, sizeof(pat), "\"%s\"", section);
-        p = strstr(p, pat);
-        if (!p)
-            return -1;
-        p += strlen(pat);
-    }
-    int n = snprintf(pat, sizeof(pat), "\"%s\"", key);
-    if (n <= 0 || (size_t)n >= sizeof(pat))
-        return -1;
-    for (;;) {
-        p = strstr(p, pat);
-        if (!p)
-            return -1;
-        p += n;
-        const char *q = p;
-        while (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r')
-            q++;
-        if (*q != ':')
-            continue; /* the key text appeared as a value */
-        q++;
-        while (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r')
-            q++;
-        if (!(*q == '-' || (*q >= '0' && *q <= '9')))
-            return -1;
-        char *end;
-        errno = 0;
-        double v = strtod(q, &end);
-        if (end == q || errno)
-            return -1;
-        *out = v;
-        return 0;
     }
 }

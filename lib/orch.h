@@ -7,8 +7,7 @@
  * bound. Pids that outlive us are remembered with their start time so that a
  * later `--stop` never signals a recycled pid.
  *
- * dp_json_number is pure (unit-tested): the few numbers we read from our own
- * commands' JSON output. */
+ * The JSON our subcommands print is read back with jsonq.h (jansson). */
 #ifndef DP_ORCH_H
 #define DP_ORCH_H
 
@@ -16,6 +15,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "jsonq.h"
 #include "util.h"
 
 /* The running distriproc binary (/proc/self/exe resolved), for re-executing
@@ -60,11 +60,5 @@ unsigned long long dp_proc_starttime(pid_t pid);
 int dp_proc_same(pid_t pid, unsigned long long starttime);
 /* Waits until the process is gone (or a zombie). 0 if gone, -1 on timeout. */
 int dp_proc_wait_gone(pid_t pid, unsigned long long starttime, double timeout_s);
-
-/* Finds the number stored under "key" in JSON text; if section is not NULL,
- * only after the first occurrence of "section": (e.g. "total"). Keys are
- * matched as whole quoted strings. Returns 0 with *out, or -1 if absent or
- * not a number. Pure. */
-int dp_json_number(const char *json, const char *section, const char *key, double *out);
 
 #endif

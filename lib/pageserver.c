@@ -31,9 +31,13 @@
 #include "image.h"
 #include "livesm.h"
 #include "overlay.h"
+#include "lease_store.h"
+#include "proto_lease.h"
 #include "pmap.h"
 #include "rttdelay.h"
 #include "hotset.h"
+#include "metrics.h"
+#include "metrics_http.h"
 #include "skeleton.h"
 
 #define HIGH_WATER  (8u << 20)   /* stop reading a client with this much output queued */
@@ -44,7 +48,7 @@
 #define HANDSHAKE_TIMEOUT_NS (10ULL * 1000000000ULL) /* to authenticate, or to read a fatal ERROR */
 #define MAX_CONNS   1024
 
-enum tag { TAG_LISTEN = 1, TAG_SIGNAL, TAG_TIMER, TAG_CONN };
+enum tag { TAG_LISTEN = 1, TAG_SIGNAL, TAG_TIMER, TAG_CONN, TAG_METRICS };
 
 /* ---- output items: bytes we own, or a range of a file to sendfile ---- */
 struct out_item {
@@ -103,6 +107,7 @@ struct conn {
     size_t delayed_bytes;
     struct skel_cursor *skel;
     uint64_t requests, pages_sent;
+    uint64_t lease_epoch;     /* the write lease this connection took (0: none); lib/lease.h */
     char close_reason[200];
 };
 
@@ -136,10 +141,13 @@ struct server {
     const struct dp_server_opts *o;
     struct dp_checkpoint *cp;
     struct dp_overlay *ov;
+    struct dp_lease_store *leases;    /* the one-writer rule (lib/lease.h) */
     struct dp_hotset_store *hotsets;  /* traces and GET_HOTSET (issue 7) */
     uint8_t cpid[DP_CPID_SIZE];       /* bound into every handshake */
     int ep, lfd, sfd, tfd;
-    enum tag tag_listen, tag_signal, tag_timer;
+    enum tag tag_listen, tag_signal, tag_timer, tag_metrics;
+    struct dp_metrics_http *metrics;  /* --metrics endpoint, or NULL */
+    struct dp_hist wb_lat;            /* PUT received -> durable (stats writeback_latency) */
     struct conn *conns;
     struct conn *graveyard;
     uint64_t next_cid;
@@ -162,13 +170,14 @@ struct server {
         uint64_t pages_data, pages_zero, pages_not_lazy, pages_from_overlay;
         uint64_t bytes_out, bytes_in, sendfile_bytes, copied_bytes;
         uint64_t pages_written, put_requests, skeleton_bytes, puts_refused;
-        uint64_t records_rejected;
+        uint64_t records_rejected, fenced_requests;
     } st;
 };
 
 static void conn_close(struct server *s, struct conn *c, const char *why);
 static void conn_flush(struct server *s, struct conn *c);
 static void conn_process_input(struct server *s, struct conn *c);
+static bool lease_refuses(struct server *s, struct conn *c, uint64_t id, uint64_t recv_ns, bool write);
 
 /* ---- responses ------------------------------------------------------- */
 static struct out_item *resp_add_buf(struct resp *r, struct dp_buf *b)
@@ -576,6 +585,8 @@ static uint32_t seg_kind(enum dp_page_kind k)
 static void handle_get(struct server *s, struct conn *c, uint64_t id, uint64_t recv_ns)
 {
     const struct dp_get_req *g = &s->req.u.get;
+    if (lease_refuses(s, c, id, recv_ns, false))
+        return;
     uint32_t nsegs = 0, npieces = 0, data_pages = 0;
     uint64_t now_us = (dp_now_ns() - s->start_ns) / 1000;
     for (uint32_t i = 0; i < g->nr_ranges; i++) {
@@ -707,6 +718,8 @@ static void handle_put(struct server *s, struct conn *c, uint64_t id, uint64_t r
         send_error(s, c, id, false, DP_E_IO, msg, recv_ns);
         return;
     }
+    if (lease_refuses(s, c, id, recv_ns, true))
+        return;
     /* Validate every page before writing any. */
     for (uint32_t i = 0; i < p->nr_ranges; i++) {
         const struct dp_put_range *r = &p->ranges[i];
@@ -801,6 +814,8 @@ static int commit_puts(struct server *s)
         release_conn_ref(s, c);
         if (rc < 0)
             s->st.pages_written -= pp->pages; /* counted as written back when queued */
+        else
+            dp_hist_add(&s->wb_lat, dp_now_ns() - pp->recv_ns);
         if (!c->closed) {
             if (rc < 0) {
                 send_error(s, c, pp->id, false, DP_E_IO, msg, pp->recv_ns);
@@ -846,11 +861,10 @@ static void handle_stats(struct server *s, struct conn *c, uint64_t id, uint64_t
     json_kv(&j, "connections", s->st.connections, true);
     json_kv(&j, "auth_failures", s->st.auth_failures, true);
     json_kv(&j, "protocol_errors", s->st.protocol_errors, true);
-    static const char *names[] = {"", "hello", "auth", "task_map", "get_pages", "put_pages", "get_skeleton",
-                                  "stats", "access_log", "put_trace", "get_hotset"};
+    const char *const *names = dp_server_request_names; /* shared with the metrics */
     dp_buf_put(&j, "\"requests\": {", 13);
-    for (size_t i = 1; i < DP_ARRAY_LEN(names); i++)
-        json_kv(&j, names[i], s->st.requests[i], i + 1 < DP_ARRAY_LEN(names));
+    for (size_t i = 1; names[i]; i++)
+        json_kv(&j, names[i], s->st.requests[i], names[i + 1] != NULL);
     dp_buf_put(&j, "}, ", 3);
     json_kv(&j, "pages_data", s->st.pages_data, true);
     json_kv(&j, "pages_zero", s->st.pages_zero, true);
@@ -870,11 +884,25 @@ static void handle_stats(struct server *s, struct conn *c, uint64_t id, uint64_t
     json_kv(&j, "overlay_syncs", os.syncs, true);
     json_kv(&j, "overlay_compactions", os.compactions, true);
     json_kv(&j, "writeback_failed", dp_overlay_failure(s->ov) != NULL, true);
+    json_kv(&j, "lease_epoch", dp_lease_store_get(s->leases)->epoch, true);
+    json_kv(&j, "lease_held", dp_lease_store_get(s->leases)->held, true);
+    json_kv(&j, "fenced_requests", s->st.fenced_requests, true);
     json_kv(&j, "puts_refused", s->st.puts_refused, true);
     json_kv(&j, "records_rejected", s->st.records_rejected, true);
     json_kv(&j, "insecure_plaintext", s->o->insecure_plaintext, true);
-    json_kv(&j, "pages_touched", s->access.len, false);
+    json_kv(&j, "pages_touched", s->access.len, true);
+    struct dp_sbuf lat = {0};
+    dp_sbuf_printf(&lat, "\"writeback_latency\": ");
+    dp_hist_json(&lat, &s->wb_lat);
+    dp_sbuf_printf(&lat, ", \"writeback_latency_buckets_us\": ");
+    dp_hist_json_buckets(&lat, &s->wb_lat);
+    bool lat_ok = !lat.oom && lat.p;
+    if (lat_ok)
+        dp_buf_put(&j, lat.p, lat.len);
+    dp_sbuf_free(&lat);
     dp_buf_put(&j, "}\n", 2);
+    if (!lat_ok)
+        dp_buf_free(&j); /* answered as out of memory below */
     struct dp_buf b = {0};
     int rc = j.data ? dp_msg_append(&b, DP_MSG_STATS | DP_MSG_REPLY, 0, id, j.data, (uint32_t)j.len) : -1;
     dp_buf_free(&j);
@@ -884,6 +912,42 @@ static void handle_stats(struct server *s, struct conn *c, uint64_t id, uint64_t
         return;
     }
     reply_simple(s, c, &b, recv_ns);
+}
+
+/* The --metrics exposition: the counters handle_stats prints, read the same
+ * way, so a scrape and `distriproc query stats` cannot disagree. */
+static void metrics_render(void *ctx, struct dp_sbuf *out)
+{
+    struct server *s = ctx;
+    struct dp_overlay_stats os;
+    dp_overlay_get_stats(s->ov, &os);
+    struct dp_server_metrics m = {
+        .uptime_ms = (dp_now_ns() - s->start_ns) / 1000000,
+        .tasks = s->cp->nr_tasks,
+        .lazy_bytes = s->cp->lazy_bytes,
+        .connections = s->st.connections,
+        .auth_failures = s->st.auth_failures,
+        .protocol_errors = s->st.protocol_errors,
+        .records_rejected = s->st.records_rejected,
+        .pages_data = s->st.pages_data,
+        .pages_zero = s->st.pages_zero,
+        .pages_not_lazy = s->st.pages_not_lazy,
+        .pages_from_overlay = s->st.pages_from_overlay,
+        .bytes_in = s->st.bytes_in,
+        .bytes_out = s->st.bytes_out,
+        .put_requests = s->st.put_requests,
+        .pages_written_back = s->st.pages_written,
+        .puts_refused = s->st.puts_refused,
+        .writeback_failed = dp_overlay_failure(s->ov) != NULL,
+        .overlay_pages = os.live_pages,
+        .pages_touched = s->access.len,
+        .writeback_latency = &s->wb_lat,
+    };
+    for (struct conn *k = s->conns; k; k = k->next)
+        m.clients++;
+    _Static_assert(sizeof(m.requests) == sizeof(s->st.requests), "one request table");
+    memcpy(m.requests, s->st.requests, sizeof(m.requests));
+    dp_metrics_server_text(out, &m);
 }
 
 static void handle_access_log(struct server *s, struct conn *c, uint64_t id, uint64_t recv_ns)
@@ -1276,6 +1340,113 @@ static void handle_migration(struct server *s, struct conn *c, const struct dp_h
     reply_simple(s, c, &b, recv_ns);
 }
 
+/* ---- write lease (lib/lease.h) ------------------------------------------- */
+
+/* A GET or PUT from a connection whose lease is stale (or, for a PUT,
+ * without a lease while someone holds it) is refused, non-fatally, with why.
+ * Returns true if refused. */
+static bool lease_refuses(struct server *s, struct conn *c, uint64_t id, uint64_t recv_ns, bool write)
+{
+    char why[DP_MAX_ERROR_MSG];
+    const struct dp_lease *l = dp_lease_store_get(s->leases);
+    int rc = write ? dp_lease_may_write(l, c->lease_epoch, why, sizeof(why))
+                   : dp_lease_may_read(l, c->lease_epoch, why, sizeof(why));
+    if (rc == DP_E_OK)
+        return false;
+    s->st.fenced_requests++;
+    if (write)
+        s->st.puts_refused++;
+    send_error(s, c, id, false, (uint32_t)rc, why, recv_ns);
+    return true;
+}
+
+/* A new epoch: the pending write-backs are made durable and acknowledged in
+ * the generation they were written to, that log is moved aside (kept), the
+ * new writer gets an empty one, and connections of older epochs are told
+ * they are fenced and closed. -1 if the lease could not be made durable. */
+static int lease_new_generation(struct server *s, const struct dp_lease *next, char *archived, size_t len,
+                                struct dp_err *err)
+{
+    commit_puts(s);
+    if (dp_overlay_failure(s->ov)) {
+        dp_err_set(err, "the write-back log has failed (%s); restart the server before a new writer starts",
+                   dp_overlay_failure(s->ov));
+        return -1;
+    }
+    dp_overlay_close(s->ov);
+    s->ov = NULL;
+    int rc = dp_lease_store_apply(s->leases, next, true, archived, len, err);
+    struct dp_err oerr;
+    if (dp_overlay_open(s->o->images_dir, &s->ov, &oerr) < 0)
+        dp_die("cannot reopen the write-back log after a change of write lease: %s. The lease file and the logs on "
+               "disk are consistent: fix the cause and start the server again", oerr.msg);
+    return rc;
+}
+
+/* Wall-clock microseconds: when a lease was granted, for the messages. */
+static uint64_t wall_us(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    return (uint64_t)t.tv_sec * 1000000u + (uint64_t)t.tv_nsec / 1000u;
+}
+
+/* LEASE (protocol version 4): grant, resume, release or refuse. */
+static void handle_lease(struct server *s, struct conn *c, const struct dp_hdr *h, const uint8_t *payload,
+                         uint64_t recv_ns)
+{
+    struct dp_lease_ask ask;
+    struct dp_err err = {{0}};
+    if (h->flags || dp_dec_lease_req(payload, h->len, &ask, &err) != DP_E_OK) {
+        send_error(s, c, h->id, true, DP_E_MALFORMED, h->flags ? "requests carry no flags" : err.msg, recv_ns);
+        return;
+    }
+    struct dp_lease cur = *dp_lease_store_get(s->leases), next;
+    char why[DP_MAX_ERROR_MSG], archived[4400] = "";
+    enum dp_lease_verdict v = dp_lease_decide(&cur, &ask, wall_us(), &next, why, sizeof(why));
+    if (v == DP_LEASE_HELD || v == DP_LEASE_STALE) {
+        if (v == DP_LEASE_STALE)
+            c->lease_epoch = ask.epoch; /* what else it asks on this connection is refused too (FENCED) */
+        send_error(s, c, h->id, false, v == DP_LEASE_HELD ? DP_E_LEASE_HELD : DP_E_FENCED, why, recv_ns);
+        return;
+    }
+    int rc = 0;
+    if (v == DP_LEASE_GRANTED)
+        rc = lease_new_generation(s, &next, archived, sizeof(archived), &err);
+    else if (v == DP_LEASE_RELEASED)
+        rc = dp_lease_store_apply(s->leases, &next, false, archived, sizeof(archived), &err);
+    if (rc < 0) {
+        dp_error("client %s: write lease not changed: %s", c->peer, err.msg);
+        send_error(s, c, h->id, false, DP_E_IO, err.msg, recv_ns);
+        return;
+    }
+    dp_info("client %s: %s%s%s", c->peer, why, archived[0] ? "; the earlier generation's write-back log is kept as "
+            : "", archived);
+    c->lease_epoch = v == DP_LEASE_RELEASED ? 0 : next.epoch;
+    if (v == DP_LEASE_GRANTED && cur.held) {
+        char msg[DP_MAX_ERROR_MSG];
+        snprintf(msg, sizeof(msg), "fenced: write lease epoch %llu was taken over by '%s' (epoch %llu); this "
+                 "restore must stop", (unsigned long long)cur.epoch, next.holder, (unsigned long long)next.epoch);
+        for (struct conn *o = s->conns; o; o = o->next)
+            if (o != c && !o->closed && !o->closing && o->lease_epoch && o->lease_epoch != next.epoch) {
+                send_error(s, o, 0, true, DP_E_FENCED, msg, recv_ns);
+                conn_flush(s, o);
+            }
+    }
+    struct dp_lease_reply r = {.epoch = next.epoch, .verdict = (uint32_t)v};
+    if (v == DP_LEASE_GRANTED && cur.epoch) {
+        r.prev_epoch = cur.epoch;
+        snprintf(r.prev_holder, sizeof(r.prev_holder), "%s", cur.holder);
+    }
+    struct dp_buf b = {0};
+    if (dp_enc_lease_reply(&b, h->id, &r) < 0) {
+        dp_buf_free(&b);
+        conn_close(s, c, "out of memory");
+        return;
+    }
+    reply_simple(s, c, &b, recv_ns);
+}
+
 static void dispatch(struct server *s, struct conn *c, const struct dp_hdr *h, const uint8_t *payload)
 {
     uint64_t recv_ns = dp_now_ns();
@@ -1295,6 +1466,10 @@ static void dispatch(struct server *s, struct conn *c, const struct dp_hdr *h, c
     }
     if (h->type == DP_MSG_MIGRATION) {
         handle_migration(s, c, h, payload, recv_ns);
+        return;
+    }
+    if (h->type == DP_MSG_LEASE) {
+        handle_lease(s, c, h, payload, recv_ns);
         return;
     }
     int rc = dp_dec_request(h, payload, h->len, &s->req, &err);
@@ -1364,10 +1539,12 @@ static bool take_header(struct server *s, struct conn *c)
                    dp_now_ns());
         return false;
     }
-    /* version-2 types (issue 7) only on a connection that negotiated 2:
-     * refused from the header, before a 16 MiB upload is buffered */
+    /* version-2 types (issue 7) only on a connection that negotiated 2, the
+     * version-4 ones (LEASE, MIGRATION) only on 4: refused from the header,
+     * before a 16 MiB upload is buffered */
     if (!dp_request_type_known(h.type) ||
-        (dp_hotset_request_max_len(h.type) && c->version < DP_PROTO_VERSION_HOTSET)) {
+        (dp_hotset_request_max_len(h.type) && c->version < DP_PROTO_VERSION_HOTSET) ||
+        ((h.type == DP_MSG_LEASE || h.type == DP_MSG_MIGRATION) && c->version < DP_PROTO_VERSION_LEASE)) {
         char msg[64];
         snprintf(msg, sizeof(msg), "unknown request type 0x%02x", h.type);
         send_error(s, c, h.id, true, DP_E_UNKNOWN_TYPE, msg, dp_now_ns());
@@ -1528,7 +1705,9 @@ static void on_accept(struct server *s)
             s->conns->prev = c;
         s->conns = c;
         s->st.connections++;
+        dp_log_context(-1, (int64_t)c->cid);
         dp_info("client %s connected", c->peer);
+        dp_log_context(-1, -1);
     }
 }
 
@@ -1623,6 +1802,7 @@ int dp_server_run(const struct dp_server_opts *o, struct dp_err *err)
     s->tag_listen = TAG_LISTEN;
     s->tag_signal = TAG_SIGNAL;
     s->tag_timer = TAG_TIMER;
+    s->tag_metrics = TAG_METRICS;
     s->start_ns = dp_now_ns();
     struct timespec rt;
     clock_gettime(CLOCK_REALTIME, &rt);
@@ -1637,8 +1817,14 @@ int dp_server_run(const struct dp_server_opts *o, struct dp_err *err)
         goto out;
     if (o->live ? o->live->attach(o->live->ctx, s->cp, err) < 0 : dp_checkpoint_check_images_only(s->cp, err) < 0)
         goto out;
+    if (dp_lease_store_open(o->images_dir, &s->leases, err) < 0)
+        goto out;
     if (dp_overlay_open(o->images_dir, &s->ov, err) < 0)
         goto out;
+    const struct dp_lease *lease = dp_lease_store_get(s->leases);
+    if (lease->held)
+        dp_info("write lease: epoch %" PRIu64 " held by '%s' (it resumes on reconnect; another restore needs "
+                "--take-over)", lease->epoch, lease->holder);
     maybe_compact(s);
     if (dp_hotset_store_open(s->cp, &s->hotsets, err) < 0)
         goto out;
@@ -1687,6 +1873,8 @@ int dp_server_run(const struct dp_server_opts *o, struct dp_err *err)
     }
     if (listen_on(s, err) < 0)
         goto out;
+    if (o->metrics_addr && !(s->metrics = dp_metrics_http_open(o->metrics_addr, metrics_render, s, err)))
+        goto out;
     struct epoll_event e = {.events = EPOLLIN};
     e.data.ptr = &s->tag_listen;
     epoll_ctl(s->ep, EPOLL_CTL_ADD, s->lfd, &e);
@@ -1694,6 +1882,11 @@ int dp_server_run(const struct dp_server_opts *o, struct dp_err *err)
     epoll_ctl(s->ep, EPOLL_CTL_ADD, s->sfd, &e);
     e.data.ptr = &s->tag_timer;
     epoll_ctl(s->ep, EPOLL_CTL_ADD, s->tfd, &e);
+    e.data.ptr = &s->tag_metrics;
+    if (s->metrics && epoll_ctl(s->ep, EPOLL_CTL_ADD, dp_metrics_http_fd(s->metrics), &e) < 0) {
+        dp_err_set(err, "cannot watch the metrics endpoint: %s", strerror(errno));
+        goto out;
+    }
     if (o->emulate_rtt_us)
         dp_info("emulating a round trip time of %" PRIu64 " us on every reply", o->emulate_rtt_us);
 
@@ -1723,14 +1916,18 @@ int dp_server_run(const struct dp_server_opts *o, struct dp_err *err)
                 }
             } else if (*tag == TAG_TIMER) {
                 on_timer(s);
+            } else if (*tag == TAG_METRICS) {
+                dp_metrics_http_handle(s->metrics);
             } else {
                 struct conn *c = (struct conn *)tag;
                 if (c->closed)
                     continue;
+                dp_log_context(-1, (int64_t)c->cid);
                 if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
                     conn_read(s, c);
                 if (!c->closed && (evs[i].events & EPOLLOUT))
                     conn_flush(s, c);
+                dp_log_context(-1, -1);
             }
         }
         if (commit_puts(s) < 0 && !failed) {
@@ -1764,7 +1961,9 @@ out:
     free(s->skel);
     dp_buf_free(&s->task_map_payload);
     dp_pmap_free(&s->access);
+    dp_metrics_http_close(s->metrics);
     dp_overlay_close(s->ov);
+    dp_lease_store_close(s->leases);
     dp_hotset_store_close(s->hotsets);
     for (size_t i = 0; i < s->nr_maps; i++)
         munmap((void *)s->maps[i].base, s->maps[i].size);

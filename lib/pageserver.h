@@ -36,6 +36,7 @@ struct dp_server_opts {
     const char *access_log_path; /* written at shutdown if set */
     uint64_t sendfile_min;       /* bytes; smaller DATA runs are copied with pread (plaintext mode only) */
     bool insecure_plaintext;     /* frames after the handshake in clear (warned about loudly) */
+    const struct sockaddr_in *metrics_addr; /* --metrics: Prometheus endpoint (lib/metrics_http.h); NULL = off */
     const struct dp_live_hooks *live; /* memory mode, or NULL */
 };
 

@@ -48,6 +48,9 @@ struct dp_pagesrc_ops {
     void (*process)(struct dp_pagesrc *s);
     /* 1 while the source can serve (for stats and timeout messages). */
     int (*healthy)(struct dp_pagesrc *s);
+    /* NULL while the source may be used; else why this restore was fenced
+     * (its write lease was taken over, lib/lease.h). May be NULL (local). */
+    const char *(*fenced)(struct dp_pagesrc *s);
     void (*close)(struct dp_pagesrc *s);
 };
 

@@ -152,6 +152,9 @@ static void remote_process(struct dp_pagesrc *s)
 
 static int remote_healthy(struct dp_pagesrc *s) { return dp_client_connected(((struct remote_src *)s)->c); }
 
+/* The client knows when the server refused our write lease. */
+static const char *remote_fenced(struct dp_pagesrc *s) { return dp_client_fenced(((struct remote_src *)s)->c); }
+
 static void remote_close(struct dp_pagesrc *s)
 {
     struct remote_src *r = (struct remote_src *)s;
@@ -165,7 +168,7 @@ static void remote_close(struct dp_pagesrc *s)
 static const struct dp_pagesrc_ops remote_ops = {
     .name = "remote", .task_map = remote_task_map, .submit = remote_submit, .fd = remote_fd,
     .events = remote_events, .timeout_ms = remote_timeout, .process = remote_process,
-    .healthy = remote_healthy, .close = remote_close,
+    .healthy = remote_healthy, .fenced = remote_fenced, .close = remote_close,
 };
 
 struct dp_pagesrc *dp_pagesrc_remote_open(const char *hostport, const char *key_file, struct dp_err *err)

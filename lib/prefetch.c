@@ -1,4 +1,6 @@
-/* prefetch: sequential, stride and adaptive prefetch policy (see prefetch.h). */
+/* prefetch: sequential, stride, adaptive and multi-stream prefetch policies
+ * (see prefetch.h). */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,7 +11,11 @@
 #define STRIDE_DEPTH_DEFAULT 8
 #define AUTO_START_DEFAULT 8
 #define AUTO_MAX_DEFAULT 256
+#define STREAMS_START_DEFAULT 8
+#define STREAMS_MAX_DEFAULT 256
 #define WINDOW_LIMIT 4096   /* pages; 16 MiB */
+
+/* ---- parsing ------------------------------------------------------------ */
 
 static int parse_u32(const char *s, uint32_t *out)
 {
@@ -52,8 +58,19 @@ int dp_prefetch_parse(const char *text, struct dp_prefetch_cfg *cfg, struct dp_e
                 cfg->n = cfg->max;
             return 0;
         }
+    } else if (strcmp(text, "streams") == 0 || strncmp(text, "streams:", 8) == 0) {
+        cfg->mode = DP_PF_STREAMS;
+        cfg->n = STREAMS_START_DEFAULT;
+        cfg->max = STREAMS_MAX_DEFAULT;
+        if (text[7] == '\0')
+            return 0;
+        if (parse_u32(text + 8, &cfg->max) == 0) {
+            if (cfg->n > cfg->max)
+                cfg->n = cfg->max;
+            return 0;
+        }
     }
-    dp_err_set(err, "bad prefetch policy '%s': use none, seq:N, stride[:DEPTH] or auto[:MAX] "
+    dp_err_set(err, "bad prefetch policy '%s': use none, seq:N, stride[:DEPTH], auto[:MAX] or streams[:MAX] "
                "with N between 1 and %d pages", text, WINDOW_LIMIT);
     return -1;
 }
@@ -65,13 +82,17 @@ void dp_prefetch_format(const struct dp_prefetch_cfg *cfg, char *buf, size_t len
     case DP_PF_SEQ: snprintf(buf, len, "seq:%u", cfg->n); break;
     case DP_PF_STRIDE: snprintf(buf, len, "stride:%u", cfg->n); break;
     case DP_PF_AUTO: snprintf(buf, len, "auto:%u", cfg->max); break;
+    case DP_PF_STREAMS: snprintf(buf, len, "streams:%u", cfg->max); break;
     }
 }
 
 void dp_prefetch_state_init(struct dp_prefetch_state *st)
 {
     memset(st, 0, sizeof(*st));
+    st->last_stream = -1;
 }
+
+/* ---- per-mapping policies: seq, stride, auto ------------------------------ */
 
 static struct dp_pf_map *map_for(const struct dp_prefetch_cfg *cfg, struct dp_prefetch_state *st, uint64_t region)
 {
@@ -106,13 +127,11 @@ static int emit(struct dp_pf_range *out, int n, int max_out, uint64_t addr, uint
     return n + 1;
 }
 
-int dp_prefetch_plan(const struct dp_prefetch_cfg *cfg, struct dp_prefetch_state *st,
-                     uint64_t fault, uint64_t reg_lo, uint64_t reg_hi,
-                     struct dp_pf_range *out, int max_out)
+/* One stream of faults per task and mapping: the last fault of the mapping
+ * decides (seq, auto) or the last two deltas (stride). */
+static int plan_mapping(const struct dp_prefetch_cfg *cfg, struct dp_prefetch_state *st, uint64_t fault,
+                        uint64_t reg_lo, uint64_t reg_hi, struct dp_pf_range *out, int max_out)
 {
-    if (cfg->mode == DP_PF_NONE || fault < reg_lo || fault >= reg_hi || max_out <= 0)
-        return 0;
-    fault &= ~(PG - 1);
     struct dp_pf_map *m = map_for(cfg, st, reg_lo);
     int fresh = m->last == 0;
 
@@ -137,6 +156,7 @@ int dp_prefetch_plan(const struct dp_prefetch_cfg *cfg, struct dp_prefetch_state
     int n = 0;
     switch (cfg->mode) {
     case DP_PF_NONE:
+    case DP_PF_STREAMS:
         break;
     case DP_PF_AUTO:
         /* Widen on a consumed window, and regrow from 0 on a plain
@@ -201,8 +221,157 @@ int dp_prefetch_plan(const struct dp_prefetch_cfg *cfg, struct dp_prefetch_state
     return n;
 }
 
+/* ---- streams ------------------------------------------------------------ */
+
+/* Whether stream s (of fault's region) is continued by fault: the fault lands
+ * past the stream's last fault, inside its window or at most DP_PF_GAP pages
+ * beyond where the window (or, without one, the last fault) ends. Pages the
+ * stream skips are ones already resident, which do not fault. */
+static bool stream_claims(const struct dp_pf_stream *s, uint64_t fault)
+{
+    if (s->dir > 0) {
+        uint64_t end = s->expect ? s->expect : s->last + PG;
+        return fault > s->last && fault <= end + DP_PF_GAP * PG;
+    }
+    uint64_t end = s->expect ? s->expect : s->last - PG;
+    return fault < s->last && fault + DP_PF_GAP * PG >= end;
+}
+
+/* The direction of a new stream through fault: +1 if a recent fault of the
+ * region lies at most DP_PF_GAP pages below it, -1 if above, 0 if none. */
+static int history_trend(const struct dp_prefetch_state *st, uint64_t fault, uint64_t reg_lo, uint64_t reg_hi)
+{
+    for (int i = 0; i < DP_PF_HISTORY; i++) {
+        uint64_t h = st->history[i];
+        if (!h || h < reg_lo || h >= reg_hi || h == fault)
+            continue;
+        if (h < fault && fault - h <= DP_PF_GAP * PG)
+            return 1;
+        if (h > fault && h - fault <= DP_PF_GAP * PG)
+            return -1;
+    }
+    return 0;
+}
+
+/* A slot for a new stream: an unused one, else the least recently used,
+ * whose unconsumed window is counted as missed. */
+static struct dp_pf_stream *stream_slot(struct dp_prefetch_state *st)
+{
+    struct dp_pf_stream *victim = &st->streams[0];
+    for (int i = 0; i < DP_PF_NSTREAMS; i++) {
+        struct dp_pf_stream *s = &st->streams[i];
+        if (!s->region)
+            return s;
+        if (s->used < victim->used)
+            victim = s;
+    }
+    st->misses += victim->win_pages;
+    memset(victim, 0, sizeof(*victim));
+    return victim;
+}
+
+/* Several sequential streams per task, found by address (see prefetch.h). */
+static int plan_streams(const struct dp_prefetch_cfg *cfg, struct dp_prefetch_state *st, uint64_t fault,
+                        uint64_t reg_lo, uint64_t reg_hi, struct dp_pf_range *out, int max_out)
+{
+    st->tick++;
+    st->last_stream = -1;
+    struct dp_pf_stream *s = NULL;
+    for (int i = 0; i < DP_PF_NSTREAMS && !s; i++)
+        if (st->streams[i].region == reg_lo && stream_claims(&st->streams[i], fault))
+            s = &st->streams[i];
+    if (s) {
+        /* Judge its window: walked through to its end (or past it, over
+         * resident pages) is a hit and widens it; a fault inside it found a
+         * page not yet there (in flight, counted by the daemon). */
+        bool inside = s->win_hi && fault >= s->win_lo && fault < s->win_hi;
+        s->used = st->tick;
+        if (inside)
+            return 0; /* the window is still being walked: nothing new to ask */
+        /* Past it: its prefetched pages were used (a window the daemon found
+         * all resident counts nothing, but the stream moved on all the same). */
+        if (s->win_hi) {
+            st->hits_inferred += s->win_pages;
+            uint32_t w = s->window * 2;
+            s->window = w > cfg->max ? cfg->max : w;
+        }
+    } else {
+        int dir = history_trend(st, fault, reg_lo, reg_hi);
+        st->history[st->hist_pos] = fault;
+        st->hist_pos = (st->hist_pos + 1) % DP_PF_HISTORY;
+        if (!dir)
+            return 0;
+        s = stream_slot(st);
+        s->region = reg_lo;
+        s->dir = dir;
+        s->window = cfg->n;
+        st->streams_started++;
+    }
+    s->last = fault;
+    s->used = st->tick;
+    s->win_pages = 0;
+    s->win_lo = s->win_hi = s->expect = 0;
+    uint64_t lo, hi;
+    if (s->dir > 0) {
+        lo = fault + PG;
+        hi = lo + (uint64_t)s->window * PG;
+        if (hi > reg_hi || hi < lo)
+            hi = reg_hi;
+        s->expect = hi;
+    } else {
+        hi = fault;
+        lo = hi - reg_lo > (uint64_t)s->window * PG ? hi - (uint64_t)s->window * PG : reg_lo;
+        s->expect = lo - PG; /* below the region if lo == reg_lo: never claimed */
+    }
+    if (lo >= hi || max_out <= 0)
+        return 0;
+    s->win_lo = lo;
+    s->win_hi = hi;
+    s->win_pages = (uint32_t)((hi - lo) / PG);
+    st->last_stream = (int)(s - st->streams);
+    out[0].addr = lo;
+    out[0].npages = s->win_pages;
+    return 1;
+}
+
+/* ---- the policy table ------------------------------------------------------ */
+
+typedef int (*plan_fn)(const struct dp_prefetch_cfg *cfg, struct dp_prefetch_state *st, uint64_t fault,
+                       uint64_t reg_lo, uint64_t reg_hi, struct dp_pf_range *out, int max_out);
+
+/* Chosen once per fault by the configured mode; none plans nothing. */
+static const plan_fn planners[] = {
+    [DP_PF_NONE] = NULL,
+    [DP_PF_SEQ] = plan_mapping,
+    [DP_PF_STRIDE] = plan_mapping,
+    [DP_PF_AUTO] = plan_mapping,
+    [DP_PF_STREAMS] = plan_streams,
+};
+
+int dp_prefetch_plan(const struct dp_prefetch_cfg *cfg, struct dp_prefetch_state *st,
+                     uint64_t fault, uint64_t reg_lo, uint64_t reg_hi,
+                     struct dp_pf_range *out, int max_out)
+{
+    if ((unsigned)cfg->mode >= sizeof(planners) / sizeof(planners[0]) || !planners[cfg->mode] || fault < reg_lo ||
+        fault >= reg_hi || max_out <= 0)
+        return 0;
+    return planners[cfg->mode](cfg, st, fault & ~(PG - 1), reg_lo, reg_hi, out, max_out);
+}
+
+/* ---- what the daemon reports back ------------------------------------------ */
+
 void dp_prefetch_window_actual(struct dp_prefetch_state *st, uint64_t reg_lo, uint32_t pages)
 {
+    if (st->last_stream >= 0) {
+        struct dp_pf_stream *s = &st->streams[st->last_stream];
+        if (s->region == reg_lo && s->win_hi) {
+            /* Only the count changes: the window's span (and where the
+             * stream is expected next) stays, resident pages or not. */
+            if (pages < s->win_pages)
+                s->win_pages = pages;
+            return;
+        }
+    }
     for (int i = 0; i < DP_PF_MAPS; i++) {
         struct dp_pf_map *m = &st->maps[i];
         if (m->used && m->region == reg_lo && m->win_pages) {
@@ -217,6 +386,13 @@ void dp_prefetch_window_actual(struct dp_prefetch_state *st, uint64_t reg_lo, ui
 
 void dp_prefetch_inflight_hit(struct dp_prefetch_state *st, uint64_t reg_lo, uint64_t addr)
 {
+    for (int i = 0; i < DP_PF_NSTREAMS; i++) {
+        struct dp_pf_stream *s = &st->streams[i];
+        if (s->region == reg_lo && s->win_pages && addr >= s->win_lo && addr < s->win_hi) {
+            s->win_pages--;
+            return;
+        }
+    }
     for (int i = 0; i < DP_PF_MAPS; i++) {
         struct dp_pf_map *m = &st->maps[i];
         if (m->used && m->region == reg_lo && m->win_pages && addr >= m->win_lo && addr < m->win_hi) {

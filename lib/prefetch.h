@@ -13,6 +13,18 @@
  *           max) when the application's next fault lands right after the
  *           previous window (the window was consumed: a hit), and shrinks
  *           (halves, down to 0) when the next fault is elsewhere (a miss)
+ *   streams several interleaved sequential streams per task (threads walking
+ *           their own parts of one mapping, or a value stream between random
+ *           hash-table probes). A fault continues a stream when it lands just
+ *           past that stream's last fault or window; a fault a few pages from
+ *           one of the task's recent faults (a window of DP_PF_HISTORY, as
+ *           Leap, USENIX ATC'20, finds a trend among recent accesses despite
+ *           the ones in between) starts a stream; any other fault prefetches
+ *           nothing, so random access costs what `none` costs. Each stream's
+ *           window doubles (up to max) every time it is consumed. The fault
+ *           messages of CRIU's userfaultfd carry no thread id (CRIU does not
+ *           ask for UFFD_FEATURE_THREAD_ID, and its uffd cannot be given a
+ *           second UFFDIO_API), so streams are found by address, per task.
  *
  * Hits. A prefetched page installed with UFFDIO_COPY never faults, and this
  * kernel gives the daemon no access tracking (no page_idle, no soft-dirty,
@@ -33,12 +45,12 @@
 
 #include "util.h"
 
-enum dp_prefetch_mode { DP_PF_NONE = 0, DP_PF_SEQ, DP_PF_STRIDE, DP_PF_AUTO };
+enum dp_prefetch_mode { DP_PF_NONE = 0, DP_PF_SEQ, DP_PF_STRIDE, DP_PF_AUTO, DP_PF_STREAMS };
 
 struct dp_prefetch_cfg {
     enum dp_prefetch_mode mode;
-    uint32_t n;        /* seq: window; stride: depth; auto: initial window */
-    uint32_t max;      /* auto: widest window */
+    uint32_t n;        /* seq: window; stride: depth; auto, streams: initial window */
+    uint32_t max;      /* auto, streams: widest window */
 };
 
 #define DP_PF_MAPS 8   /* mappings tracked per task (LRU) */
@@ -55,10 +67,31 @@ struct dp_pf_map {
     uint64_t used;         /* LRU tick */
 };
 
+#define DP_PF_NSTREAMS 16 /* streams tracked per task (LRU) */
+#define DP_PF_HISTORY 32 /* recent faults a new stream is looked for among */
+#define DP_PF_GAP 2      /* pages a stream may skip (already resident) and go on */
+
+/* One sequential stream (streams mode). */
+struct dp_pf_stream {
+    uint64_t region;         /* image start of its region, 0 = unused */
+    uint64_t last;           /* its last fault (image page) */
+    int dir;                 /* +1 ascending, -1 descending */
+    uint32_t window;         /* pages of its next window */
+    uint64_t win_lo, win_hi; /* its outstanding window [lo, hi), empty if none */
+    uint64_t expect;         /* its next fault if the whole window gets used */
+    uint32_t win_pages;      /* pages really prefetched in that window */
+    uint64_t used;           /* LRU tick */
+};
+
 struct dp_prefetch_state {
     struct dp_pf_map maps[DP_PF_MAPS];
     uint64_t tick;
     uint64_t hits_inferred, misses;
+    struct dp_pf_stream streams[DP_PF_NSTREAMS];
+    uint64_t history[DP_PF_HISTORY]; /* recent fault pages, ring; 0 = empty */
+    uint32_t hist_pos;
+    int last_stream;                 /* stream of the last window planned, -1 none */
+    uint64_t streams_started;        /* streams found (a fault near a recent one) */
 };
 
 struct dp_pf_range {
@@ -68,7 +101,8 @@ struct dp_pf_range {
 
 #define DP_PF_MAX_RANGES 64
 
-/* "none", "seq:N", "stride", "stride:N", "auto", "auto:MAX". */
+/* "none", "seq:N", "stride", "stride:N", "auto", "auto:MAX", "streams",
+ * "streams:MAX". */
 int dp_prefetch_parse(const char *text, struct dp_prefetch_cfg *cfg, struct dp_err *err);
 void dp_prefetch_format(const struct dp_prefetch_cfg *cfg, char *buf, size_t len);
 

@@ -2,6 +2,7 @@
  * See proto.h for the framing and docs/protocol.md for every payload. */
 #include "proto.h"
 #include "proto_hotset.h"
+#include "proto_lease.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -14,7 +15,7 @@ const char *dp_errcode_name(uint32_t code)
     static const char *names[] = {
         "OK", "MALFORMED", "VERSION", "UNAUTHENTICATED", "AUTH_FAILED", "TOO_LARGE",
         "UNKNOWN_TYPE", "SEQUENCE", "NO_TASK", "NOT_LAZY", "IO", "BUSY", "SHUTDOWN", "INTERNAL",
-        "WRONG_CHECKPOINT", "NO_HOTSET", "PLAINTEXT_MISMATCH",
+        "WRONG_CHECKPOINT", "NO_HOTSET", "PLAINTEXT_MISMATCH", "LEASE_HELD", "FENCED",
     };
     return code < DP_ARRAY_LEN(names) ? names[code] : "UNKNOWN_ERROR";
 }
@@ -748,7 +749,7 @@ int dp_dec_error(const uint8_t *p, size_t len, struct dp_error_msg *m, struct dp
 /* ---- request dispatch ----------------------------------------------- */
 bool dp_request_type_known(uint8_t type)
 {
-    return type >= DP_MSG_HELLO && type <= DP_MSG_MIGRATION;
+    return type >= DP_MSG_HELLO && type <= DP_MSG_LEASE;
 }
 
 uint32_t dp_request_max_len(uint8_t type)
@@ -762,6 +763,7 @@ uint32_t dp_request_max_len(uint8_t type)
     case DP_MSG_PUT_TRACE: return DP_MAX_PAYLOAD;
     case DP_MSG_GET_HOTSET: return DP_GET_HOTSET_REQ_LEN;
     case DP_MSG_MIGRATION: return 4;
+    case DP_MSG_LEASE: return DP_LEASE_REQ_LEN;
     default: return 0;
     }
 }

@@ -23,7 +23,7 @@
 
 #define DP_PROTO_MAGIC       0x53505044u /* bytes 'D' 'P' 'P' 'S' */
 #define DP_PROTO_VERSION_MIN 3 /* 3: encrypted, authenticated records (lib/channel.h); 1 and 2 sent frames in clear */
-#define DP_PROTO_VERSION_MAX 3 /* 2 added PUT_TRACE and GET_HOTSET (lib/proto_hotset.h) */
+#define DP_PROTO_VERSION_MAX 4 /* 2 added PUT_TRACE and GET_HOTSET (lib/proto_hotset.h); 4 LEASE (lib/proto_lease.h) */
 #define DP_HDR_SIZE          24
 
 /* Limits (checked by the decoders before any allocation). */
@@ -56,7 +56,8 @@ enum dp_msg_type {
     DP_MSG_PUT_TRACE = 0x09,  /* version 2: fault trace upload (lib/proto_hotset.h) */
     DP_MSG_GET_HOTSET = 0x0a, /* version 2: the checkpoint's hot set */
     DP_MSG_MIGRATION = 0x0b,  /* memory mode: the destination's verdict (lib/livesm.h), JSON reply */
-    /* 0x0b..0x7f free. */
+    DP_MSG_LEASE = 0x0c,      /* version 4: the write lease (lib/proto_lease.h) */
+    /* 0x0d..0x7f free. */
     DP_MSG_REPLY = 0x80, /* OR'd into the request type */
     DP_MSG_ERROR = 0xff,
 };
@@ -83,6 +84,8 @@ enum dp_errcode {
     DP_E_WRONG_CHECKPOINT = 14, /* a hot set or trace that belongs to another checkpoint, or invalid for it */
     DP_E_NO_HOTSET = 15,        /* no hot set of the kind asked for */
     DP_E_PLAINTEXT_MISMATCH = 16, /* one side runs --insecure-plaintext, the other does not */
+    DP_E_LEASE_HELD = 17,     /* another restore holds the write lease (version 4) */
+    DP_E_FENCED = 18,         /* this connection's lease epoch was taken over or released (version 4) */
 };
 const char *dp_errcode_name(uint32_t code);
 

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "orch.h"
+#include "perm.h"
 
 /* ---- pure: versions, IDs, argv ------------------------------------------------ */
 
@@ -245,7 +246,7 @@ int dp_runc_open(struct dp_runc *r, const char *root, struct dp_err *err)
 int dp_runc_run(const char *const argv[], const char *netns, const char *log, double timeout_s,
                 struct dp_err *err)
 {
-    int lf = log ? open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644) : -1;
+    int lf = log ? dp_open_log(log, NULL) : -1;
     struct dp_err rerr = {{0}};
     int st = dp_orch_run(argv, netns, timeout_s, NULL, -1, lf, &rerr);
     if (lf >= 0)

@@ -314,7 +314,7 @@ int dp_skeleton_write_local(const char *src_dir, const struct dp_skeleton_file *
             dp_err_set(err, "cannot open %s: %s", src, strerror(errno));
             return -1;
         }
-        int out = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        int out = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
         if (out < 0) {
             dp_err_set(err, "cannot create %s: %s", dst, strerror(errno));
             close(in);

@@ -1,4 +1,5 @@
 #include "util.h"
+#include "logline.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -11,28 +12,62 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "perm.h"
+
 static const char *log_tag = "distriproc";
 static enum dp_log_level log_level = DP_LOG_INFO;
+static enum dp_log_format log_format = DP_LOG_FORMAT_TEXT;
+static int log_format_known;
+static _Thread_local int64_t log_task = -1, log_conn = -1;
 
 void dp_log_set_tag(const char *tag) { log_tag = tag; }
 void dp_log_set_level(enum dp_log_level level) { log_level = level; }
 
+int dp_log_set_format(const char *name)
+{
+    if (dp_log_format_parse(name, &log_format) < 0)
+        return -1;
+    log_format_known = 1;
+    return 0;
+}
+
+void dp_log_context(int64_t task, int64_t conn)
+{
+    log_task = task;
+    log_conn = conn;
+}
+
+/* The format chosen, else the environment's (main has checked it), else text. */
+static enum dp_log_format current_format(void)
+{
+    if (!log_format_known && dp_log_set_format(getenv("DISTRIPROC_LOG_FORMAT")) < 0) {
+        log_format = DP_LOG_FORMAT_TEXT;
+        log_format_known = 1;
+    }
+    return log_format;
+}
+
 static void vlog(enum dp_log_level level, const char *fmt, va_list ap)
 {
     static const char *names[] = {"debug", "info", "warning", "error"};
-    char line[2048];
-    int n = snprintf(line, sizeof(line), "%s: %s: ", log_tag, names[level]);
-    if (n < 0)
-        return;
-    vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
+    char msg[2048];
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    struct dp_log_rec r = {.level = names[level], .tag = log_tag, .pid = (long)getpid(), .task = log_task,
+                           .conn = log_conn, .msg = msg};
+    clock_gettime(CLOCK_REALTIME, &r.ts);
+    struct dp_sbuf line = {0};
+    dp_log_render(current_format(), &r, &line);
     /* One write per line so lines of concurrent processes do not interleave. */
-    size_t len = strlen(line);
-    if (len + 1 < sizeof(line)) {
-        line[len++] = '\n';
-        line[len] = '\0';
+    ssize_t w;
+    if (line.oom || !line.p) {
+        char plain[2200];
+        int n = snprintf(plain, sizeof(plain), "%s: %s: %s\n", log_tag, names[level], msg);
+        w = write(STDERR_FILENO, plain, n < (int)sizeof(plain) ? (size_t)n : sizeof(plain) - 1);
+    } else {
+        w = write(STDERR_FILENO, line.p, line.len);
     }
-    ssize_t w = write(STDERR_FILENO, line, len);
     (void)w;
+    dp_sbuf_free(&line);
 }
 
 void dp_log(enum dp_log_level level, const char *fmt, ...)
@@ -273,7 +308,7 @@ int32_t dp_proc_inner_pid(pid_t pid)
 
 int dp_make_workdir(const char *dir, char *out, struct dp_err *err)
 {
-    if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
+    if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
         dp_err_set(err, "cannot create --workdir %s: %s", dir, strerror(errno));
         return -1;
     }
@@ -281,7 +316,17 @@ int dp_make_workdir(const char *dir, char *out, struct dp_err *err)
         dp_err_set(err, "--workdir %s: %s", dir, strerror(errno));
         return -1;
     }
-    return 0;
+    /* A new directory or a reused one: ours, and nobody else may add entries. */
+    int fd = open(out, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    struct stat sb;
+    if (fd < 0 || fstat(fd, &sb) < 0) {
+        dp_err_set(err, "--workdir %s: %s", out, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    close(fd);
+    return dp_perm_dir_ok(out, sb.st_mode, sb.st_uid, geteuid(), err);
 }
 
 int dp_proc_stat_field(pid_t pid, int field, long *out)

@@ -18,6 +18,14 @@ enum dp_log_level { DP_LOG_DEBUG, DP_LOG_INFO, DP_LOG_WARN, DP_LOG_ERROR };
 /* Messages go to stderr prefixed with the program tag, e.g. "distriproc serve: ". */
 void dp_log_set_tag(const char *tag);
 void dp_log_set_level(enum dp_log_level level);
+/* The form of every line (lib/logline.h): "text" (default), "logfmt" or
+ * "json"; without a call, DISTRIPROC_LOG_FORMAT decides (so children of
+ * ours log alike). -1 for an unknown name. */
+int dp_log_set_format(const char *name);
+/* What the lines logged from now on concern: a daemon task id and/or a page
+ * server connection number (-1: none). Event loops set it around a
+ * descriptor's handler and clear it after: messages need not repeat it. */
+void dp_log_context(int64_t task, int64_t conn);
 void dp_log(enum dp_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 #define dp_debug(...) dp_log(DP_LOG_DEBUG, __VA_ARGS__)
 #define dp_info(...)  dp_log(DP_LOG_INFO, __VA_ARGS__)
@@ -53,8 +61,9 @@ int dp_set_nonblock(int fd);
  * or does not start with a number. */
 int dp_read_pid_file(const char *path);
 
-/* Creates the working directory dir (0755; an existing one is kept) and puts
- * its absolute path in out (PATH_MAX bytes). -1 with err naming --workdir. */
+/* Creates the working directory dir (0700; an existing one is kept if it is
+ * ours and not writable by group or others: dp_perm_dir_ok) and puts its
+ * absolute path in out (PATH_MAX bytes). -1 with err naming --workdir. */
 int dp_make_workdir(const char *dir, char *out, struct dp_err *err);
 
 /* Field N (1-based, N >= 4) of /proc/PID/stat as a number, e.g. 4 the parent,

@@ -37,62 +37,27 @@ import subprocess
 import sys
 import time
 
+from benchlab import DST, PY, SRC, LabRunner, log, ratio
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 TOOL = os.path.join(ROOT, "scripts", "redis_tool.py")
-PY = "/usr/bin/python3"
-SRC, DST = "10.250.0.1", "10.250.0.2"
 SERVE_PORT = 7330
 REDIS_PORT = 6391
 MEMWALK_PORT = 7072
 MIXES = [("95/5", 0.95), ("50/50", 0.5)]
 
 
-def log(msg):
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-class Bench:
+class Bench(LabRunner):
     def __init__(self, a):
+        super().__init__(a.distriproc, a.lab)
         self.a = a
-        self.lab = a.lab or os.environ.get("DISTRIPROC_LAB", "dp")
-        self.env = dict(os.environ, DISTRIPROC_LAB=self.lab)
-        self.procs = []
-
-    def ns(self, host, cmd):
-        return ["nsenter", f"--net=/run/netns/{self.lab}-{host}", *[str(c) for c in cmd]]
-
-    def run(self, cmd, timeout=300, check=True):
-        cp = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=timeout, env=self.env)
-        if check and cp.returncode != 0:
-            raise RuntimeError(f"{' '.join(map(str, cmd))} failed ({cp.returncode}): {cp.stderr.strip()[-2000:]}")
-        return cp
-
-    def dp(self, *args, timeout=300, check=True):
-        return self.run([self.a.distriproc, *args], timeout=timeout, check=check)
 
     def tool(self, host, *args, timeout=600):
         cp = self.run(self.ns(host, [PY, TOOL, *args]), timeout=timeout)
         return json.loads(cp.stdout.strip().splitlines()[-1])
 
     def memwalk_stat(self, host, addr):
-        code = ("import socket,sys\ns=socket.create_connection((sys.argv[1],int(sys.argv[2])),timeout=60)\n"
-                "s.sendall(b'STAT\\n')\nsys.stdout.write(s.makefile('rb').readline().decode())\n")
-        cp = self.run(self.ns(host, [PY, "-c", code, addr, MEMWALK_PORT]), timeout=90)
-        return json.loads(cp.stdout)
-
-    def spawn(self, cmd, log_path):
-        f = open(log_path, "w")
-        p = subprocess.Popen([str(c) for c in cmd], stdout=f, stderr=subprocess.STDOUT, env=self.env)
-        self.procs.append(p)
-        return p
-
-    def wait_listen(self, host, port, timeout=30):
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if self.run(self.ns(host, ["ss", "-ltnH", f"sport = :{port}"]), check=False).stdout.strip():
-                return
-            time.sleep(0.1)
-        raise RuntimeError(f"nothing listens on {host}:{port} after {timeout} s")
+        return self.memwalk(host, addr, MEMWALK_PORT)
 
     # ---- the workload ---------------------------------------------------------
 
@@ -257,18 +222,11 @@ class Bench:
                     os.kill(pid, signal.SIGKILL)   # the source, left running by the checkpoint
                 except ProcessLookupError:
                     pass
-            for p in self.procs:
-                if p.poll() is None:
-                    p.kill()
+            self.kill_all()
             self.dp("lab", "down", timeout=120, check=False)
         with open(a.json, "w") as fh:
             json.dump(doc, fh, indent=1)
         log(f"wrote {a.json}")
-
-
-def ratio(x, base, minus=0):
-    """x / base (- minus), rounded; None without a base."""
-    return round(x / base - minus, 3) if base else None
 
 
 def main():

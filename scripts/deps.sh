@@ -38,6 +38,12 @@ PACKAGES=(
 if [ "${DEPS_ML:-0}" = 1 ]; then
     PACKAGES+=(python3-torch)
 fi
+# DEPS_PKG=1 (make deps-pkg): packaging, only for building the Debian package
+# (make deb, dpkg-buildpackage; dpkg-dev and fakeroot are there already):
+# debhelper. Not needed to build, test or `make install`.
+if [ "${DEPS_PKG:-0}" = 1 ]; then
+    PACKAGES+=(debhelper dpkg-dev fakeroot)
+fi
 # Services those packages ship; tests start their own instances.
 SERVICES=(redis-server nginx)
 CRIU_MIN=4.2

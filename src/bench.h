@@ -12,6 +12,7 @@ int bench_ttfr(int argc, char **argv);
 int bench_faults(int argc, char **argv);
 int bench_warmup(int argc, char **argv);
 int bench_remote_fraction(int argc, char **argv);
+int bench_prefetch(int argc, char **argv);
 
 /* Runs scripts/SCRIPT_NAME of this checkout with "run --distriproc SELF" and
  * the benchmark's arguments (which must include --json); --help prints usage. */

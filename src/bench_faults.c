@@ -292,30 +292,6 @@ static void lat_from_samples(double *us, long n, struct lat *l)
 
 /* ---- the daemon's numbers -------------------------------------------------------- */
 
-/* Copies the balanced [...] that follows "key": in json. */
-static char *json_array_after(const char *json, const char *key)
-{
-    char pat[96];
-    snprintf(pat, sizeof(pat), "\"%s\":", key);
-    const char *p = strstr(json, pat);
-    if (!p)
-        return NULL;
-    p = strchr(p + strlen(pat), '[');
-    if (!p)
-        return NULL;
-    int depth = 0;
-    const char *q = p;
-    for (; *q; q++) {
-        if (*q == '[')
-            depth++;
-        else if (*q == ']' && --depth == 0)
-            break;
-    }
-    if (!*q)
-        return NULL;
-    return strndup(p, (size_t)(q - p + 1));
-}
-
 static int lat_from_stats(const char *stats, struct lat *l)
 {
     double v;
@@ -325,7 +301,7 @@ static int lat_from_stats(const char *stats, struct lat *l)
         dp_json_number(stats, "latency", "max_us", &l->max) < 0 || dp_json_number(stats, "latency", "count", &v) < 0)
         return -1;
     l->count = (uint64_t)v;
-    l->buckets = json_array_after(stats, "latency_buckets_us");
+    l->buckets = dp_json_array_text(stats, "latency_buckets_us");
     return l->buckets ? 0 : -1;
 }
 
@@ -347,35 +323,25 @@ static void rm_rf(const char *path)
 static int lat_from_touch(const char *reply, long want, struct lat *l, char *eb, size_t el)
 {
     double touched = 0, errors = -1;
-    char *arr = json_array_after(reply, "us");
-    if (!arr || dp_json_number(reply, NULL, "touched", &touched) < 0 ||
+    size_t n = 0;
+    double *us = dp_json_numbers(reply, "us", &n);
+    if (!us || dp_json_number(reply, NULL, "touched", &touched) < 0 ||
         dp_json_number(reply, NULL, "errors", &errors) < 0) {
         snprintf(eb, el, "TOUCH of the restored forkmem failed (reply '%.100s')", reply);
-        free(arr);
+        free(us);
         return -1;
     }
     if (errors != 0) {
         snprintf(eb, el, "TOUCH found %.0f pages with wrong contents", errors);
-        free(arr);
-        return -1;
-    }
-    double *us = calloc((size_t)want + 1, sizeof(double));
-    long n = 0;
-    char *p = arr + 1, *end;
-    while (us && n < want) {
-        double v = strtod(p, &end);
-        if (end == p)
-            break;
-        us[n++] = v;
-        p = end + strspn(end, ", ");
-    }
-    free(arr);
-    if (!us || n < 1 || n != (long)touched) {
-        snprintf(eb, el, "TOUCH returned %ld samples for %.0f pages", n, touched);
         free(us);
         return -1;
     }
-    lat_from_samples(us, n, l);
+    if (n < 1 || (long)n > want || n != (size_t)touched) {
+        snprintf(eb, el, "TOUCH returned %zu samples for %.0f pages", n, touched);
+        free(us);
+        return -1;
+    }
+    lat_from_samples(us, (long)n, l);
     free(us);
     return 0;
 }

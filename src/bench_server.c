@@ -56,7 +56,35 @@ struct variant {
     size_t nlat;
     double bulk_bps;
     uint64_t bulk_bytes;
+    uint64_t client_cpu_ns;   /* the client's CPU time spent in this variant's latency samples */
+    uint64_t server_cpu_ns;   /* its server's CPU time over the latency phase */
+    uint64_t server_requests; /* requests its server answered in that phase */
 };
+
+/* CPU time of the calling thread, ns. */
+static uint64_t thread_cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+/* CPU time a process has run, ns (/proc/PID/schedstat's first field, the
+ * scheduler's own account: exact, unlike utime/stime's clock ticks); 0 if
+ * unreadable. */
+static uint64_t proc_cpu_ns(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/schedstat", (int)pid);
+    FILE *f = fopen(path, "r");
+    unsigned long long run = 0;
+    if (f) {
+        if (fscanf(f, "%llu", &run) != 1)
+            run = 0;
+        fclose(f);
+    }
+    return run;
+}
 
 static volatile sig_atomic_t interrupted;
 static void on_int(int sig) { (void)sig; interrupted = 1; }
@@ -86,6 +114,10 @@ static void usage(FILE *out)
             "  --rtt USEC         also run a server with --emulate-rtt USEC and show that\n"
             "                     pipelined requests are not serialised (default 300, 0: skip)\n"
             "  --port P           first of five TCP ports to use (default 17170)\n"
+            "  --bandwidth RATE   with --private-lab: cap its link with tbf (e.g. 1gbit;\n"
+            "                     default: uncapped, where both ends share this host's CPUs)\n"
+            "  --cpus S,C         pin every server to CPU S and the client to CPU C\n"
+            "                     (default 0,1 with two or more CPUs; 'none': no pinning)\n"
             "\n"
             "The page-server rows run in plaintext (--insecure-plaintext: copy and sendfile)\n"
             "and encrypted (the default secure channel), and the AEAD's own cost per 4 KiB\n"
@@ -270,6 +302,26 @@ static int copy_dir(const char *from, const char *to)
     return 0;
 }
 
+/* CPU placement, chosen once for the run: every server (and the raw TCP
+ * server) on one CPU, the client on another. Unpinned, each server process
+ * lands where the scheduler puts it, and on this 2-vCPU VM a request woken on
+ * the same vCPU or on the other one differs by 2-3x in round-trip time: the
+ * variants' p50s swapped order between runs (copy 51 us vs sendfile 73 us in
+ * one, 109 vs 53 in the next), far more than the code paths they compare. */
+static int cpu_server = -1, cpu_client = -1;
+
+/* Pins the calling process (and what it execs) to cpu; -1: no pinning. */
+static void pin_cpu(int cpu)
+{
+    if (cpu < 0)
+        return;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    if (sched_setaffinity(0, sizeof(set), &set) < 0)
+        dp_die("cannot pin to CPU %d: %s (use --cpus none)", cpu, strerror(errno));
+}
+
 static pid_t spawn_server(const char *exe, const struct lab_host *host, const char *ip, int port,
                           const char *images, const char *key, const char *sendfile_min, long rtt_us, bool plaintext,
                           const char *log)
@@ -281,6 +333,7 @@ static pid_t spawn_server(const char *exe, const struct lab_host *host, const ch
         struct dp_err err;
         if (host && lab_enter(host, &err) < 0)
             dp_die("%s", err.msg);
+        pin_cpu(cpu_server);
         int fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
         if (fd >= 0) {
             dup2(fd, 2);
@@ -359,10 +412,12 @@ int bench_server(int argc, char **argv)
         {"private-lab", no_argument, NULL, 'P'},   {"rounds", required_argument, NULL, 'R'},
         {"rtt", required_argument, NULL, 'T'},
         {"seconds", required_argument, NULL, 's'}, {"window", required_argument, NULL, 'w'},
-        {"port", required_argument, NULL, 'p'},    {"help", no_argument, NULL, 'h'},
+        {"port", required_argument, NULL, 'p'},    {"cpus", required_argument, NULL, 'C'},
+        {"bandwidth", required_argument, NULL, 'B'},
+        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    const char *json = NULL, *images = NULL;
+    const char *json = NULL, *images = NULL, *cpus = NULL, *bandwidth = NULL;
     bool loopback = false, priv = false;
     long samples = 20000, window = 16, port = 17170, rounds = 5, rtt_us = 300;
     double seconds = 1;
@@ -379,6 +434,8 @@ int bench_server(int argc, char **argv)
         case 's': seconds = atof(optarg); break;
         case 'w': window = atol(optarg); break;
         case 'p': port = atol(optarg); break;
+        case 'C': cpus = optarg; break;
+        case 'B': bandwidth = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -387,6 +444,31 @@ int bench_server(int argc, char **argv)
         window > 200 || port < 1024 || port > 65000 || rounds < 1 || rounds > 31 || rtt_us < 0 || rtt_us > 100000) {
         usage(stderr);
         return 2;
+    }
+    uint64_t cap_bits = 0;
+    if (bandwidth) {
+        struct dp_err berr;
+        if (!priv) {
+            fprintf(stderr, "distriproc bench server: --bandwidth needs --private-lab (the shared lab's cap is "
+                            "whatever `distriproc lab up --rate` set)\n");
+            return 2;
+        }
+        if (lab_parse_rate(bandwidth, &cap_bits, &berr) < 0) {
+            fprintf(stderr, "distriproc bench server: --bandwidth: %s\n", berr.msg);
+            return 2;
+        }
+    }
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    if (!cpus)
+        cpus = ncpu >= 2 ? "0,1" : "none";
+    if (strcmp(cpus, "none") != 0) {
+        char tail;
+        if (sscanf(cpus, "%d,%d%c", &cpu_server, &cpu_client, &tail) != 2 || cpu_server < 0 || cpu_client < 0 ||
+            cpu_server >= ncpu || cpu_client >= ncpu) {
+            fprintf(stderr, "distriproc bench server: --cpus '%s': expected S,C with CPUs below %ld, or 'none'\n", cpus,
+                    ncpu);
+            return 2;
+        }
     }
     char cmdline[1024] = "distriproc bench";
     for (int i = 0; i < argc; i++) {
@@ -433,7 +515,7 @@ int bench_server(int argc, char **argv)
     if (priv && lab_set_name(PRIVATE_LAB, &err) < 0)
         dp_die("%s", err.msg);
     if (!loopback) {
-        int rc = lab_up(0, &err);
+        int rc = lab_up(cap_bits, &err);
         if (rc < 0)
             dp_die("cannot bring the lab up: %s (or use --loopback)", err.msg);
         lab_created = rc == LAB_CREATED;
@@ -464,11 +546,13 @@ int bench_server(int argc, char **argv)
     if (raw_pid == 0) {
         if (src && lab_enter(src, &err) < 0)
             dp_die("%s", err.msg);
+        pin_cpu(cpu_server);
         raw_server((int)port, ip);
         _exit(0);
     }
     if (dst && lab_enter(dst, &err) < 0)
         dp_die("%s", err.msg);
+    pin_cpu(cpu_client);
 
     static uint8_t keybuf[DP_KEY_MAX];
     struct dp_client_opts co = {.connect_timeout_ms = 10000, .give_up_ms = 10000, .max_inflight = 256};
@@ -535,6 +619,11 @@ int bench_server(int argc, char **argv)
     /* One sample of each variant in turn: load from elsewhere on the machine
      * then hits every variant alike. */
     const size_t block = 1;
+    /* CPU per request as well as latency: on a VM the round trip is mostly
+     * wake-ups, and the CPU time is what a variant's code costs. */
+    uint64_t srv_cpu0[NV];
+    for (int i = 0; i < NV; i++)
+        srv_cpu0[i] = proc_cpu_ns(v[i].pid);
     fprintf(stderr, "bench server: %s, latency: %ld samples per variant...\n", loopback ? "loopback" : priv ? "private lab" : "lab", samples);
     while (nraw < (size_t)samples && !interrupted) {
         size_t n = (size_t)samples - nraw < block ? (size_t)samples - nraw : block;
@@ -544,12 +633,19 @@ int bench_server(int argc, char **argv)
                 dp_die("raw TCP request/response failed");
             raw_lat[nraw + k] = (uint64_t)ns;
         }
-        for (int i = 0; i < NV; i++)
+        for (int i = 0; i < NV; i++) {
+            uint64_t c0 = thread_cpu_ns();
             for (size_t k = 0; k < n; k++)
                 v[i].lat[v[i].nlat++] = get_blocking(v[i].cl, &one);
+            v[i].client_cpu_ns += thread_cpu_ns() - c0;
+        }
         for (size_t k = 0; k < n; k++)
             async_lat[nraw + k] = get_one(v[0].cl, &one);
         nraw += n;
+    }
+    for (int i = 0; i < NV; i++) {
+        v[i].server_cpu_ns = proc_cpu_ns(v[i].pid) - srv_cpu0[i];
+        v[i].server_requests = v[i].nlat + (i == 0 ? nraw : 0); /* v[0] also answers the async samples */
     }
     close(rawfd);
     /* Bulk: rounds of (raw stream, GET copy, GET sendfile); the median of
@@ -645,6 +741,8 @@ int bench_server(int argc, char **argv)
              lab_hosts[1].netns, lab_hosts[0].netns, lab_hosts[0].addr, labcap);
     const char *where = loopback ? "loopback 127.0.0.1" : labwhere;
     printf("\npage server vs raw TCP (%s, %s)\n", where, images);
+    if (cpu_server >= 0)
+        printf("servers pinned to CPU %d, client to CPU %d (--cpus)\n", cpu_server, cpu_client);
     printf("%-26s %10s %10s %10s %12s\n", "4 KiB request/response", "p50 us", "p90 us", "p99 us", "p50 vs raw");
     printf("%-26s %10.1f %10.1f %10.1f %12s\n", "raw TCP", raw_p50, pct(raw_lat, nraw, 0.9), pct(raw_lat, nraw, 0.99),
            "1.00x");
@@ -656,6 +754,10 @@ int bench_server(int argc, char **argv)
     }
     printf("%-26s %10.1f %10.1f %10.1f %11.2fx\n", "GET plain (copy, async)", pct(async_lat, nraw, 0.5),
            pct(async_lat, nraw, 0.9), pct(async_lat, nraw, 0.99), pct(async_lat, nraw, 0.5) / raw_p50);
+    printf("\n%-26s %14s %14s\n", "CPU per 4 KiB GET (us)", "client", "server");
+    for (int i = 0; i < NV; i++)
+        printf("%-26s %14.2f %14.2f\n", rows[i], v[i].nlat ? (double)v[i].client_cpu_ns / (double)v[i].nlat / 1e3 : 0,
+               v[i].server_requests ? (double)v[i].server_cpu_ns / (double)v[i].server_requests / 1e3 : 0);
     printf("\n%-26s %14s %12s\n", "bulk (median)", "MiB/s", "vs raw");
     printf("%-26s %14.1f %12s\n", "raw TCP stream", raw_bps / 1048576.0, "100%");
     for (int i = 0; i < NV; i++)
@@ -685,6 +787,7 @@ int bench_server(int argc, char **argv)
     fprintf(f, "{\n  \"command\": \"%s\",\n  \"date\": \"%s\",\n  \"network\": \"%s\",\n", cmdline, when,
             where);
     fprintf(f, "  \"images\": \"%s\",\n", images);
+    fprintf(f, "  \"pinning\": \"%s\",\n", cpus);
     fprintf(f, "  \"cpus\": %ld, \"loadavg_before\": \"%s\", \"loadavg_after\": \"%s\",\n",
             sysconf(_SC_NPROCESSORS_ONLN), load_before, load_after);
     fprintf(f, "  \"latency\": {\n");

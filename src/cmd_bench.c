@@ -15,6 +15,7 @@ static const struct {
     {"ttfr", bench_ttfr, "time to first reply of a migrated Redis: DistriProc vs CRIU full/lazy vs local"},
     {"faults", bench_faults, "fault latency (local floor, raw TCP, remote) and scan throughput per prefetch policy"},
     {"remote-fraction", bench_remote_fraction, "throughput and P99 vs the share of memory kept remote by --budget"},
+    {"prefetch", bench_prefetch, "one memwalk pass after a lazy restore per prefetch policy, interleaved streams"},
     {"nginx", bench_nginx, "NGINX in a runc container: wrk throughput and P99 vs remote fraction (budget)"},
     {"pg-ttfr", bench_pg_ttfr, "PostgreSQL in a runc container: time to first correct query, lazy vs runc full"},
     {"warmup", bench_warmup, "time to 90% of steady throughput with and without hot-set replay; hot-set accuracy"},

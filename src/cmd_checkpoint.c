@@ -14,6 +14,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "commands.h"
 #include "bundle.h"
 #include "classify.h"
@@ -83,22 +85,6 @@ static void usage(FILE *out)
             "criu's log: DIR/dump.log, runc's: DIR/runc.log (their last lines are shown if the\n"
             "dump fails).\n",
             DP_ROOTFS_FILE, DEFAULT_TIMEOUT_S, DP_CRIU_ENV, DP_RUNC_ENV, DP_RUNC_MIN_VERSION);
-}
-
-/* JSON string with the escapes a path can need. */
-static void json_str(FILE *out, const char *s)
-{
-    fputc('"', out);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            fprintf(out, "\\%c", c);
-        else if (c < 0x20)
-            fprintf(out, "\\u%04x", c);
-        else
-            fputc(c, out);
-    }
-    fputc('"', out);
 }
 
 /* mkdir -p; then the directory must be empty so images of two dumps never mix. */
@@ -771,41 +757,32 @@ int cmd_checkpoint(int argc, char **argv)
     }
     const char *fv_name = fv == DP_FILE_VALIDATION_FILESIZE ? "filesize" : "buildid";
     if (json) {
-        printf("{\"pid\":%ld,\"host\":", pid);
-        if (host)
-            json_str(stdout, host);
-        else
-            fputs("null", stdout);
-        fputs(",\"netns\":", stdout);
-        if (netns)
-            json_str(stdout, netns);
-        else
-            fputs("null", stdout);
-        fputs(",\"images\":", stdout);
-        json_str(stdout, dir);
-        if (runc_id) {
+        json_t *o = json_pack("{s:I, s:s?, s:s?, s:s}", "pid", (json_int_t)pid, "host", host, "netns", netns,
+                              "images", dir);
+        if (o && runc_id) {
             char hex[2 * DP_ROOTFS_HASH + 1];
             dp_rootfs_hex(rck.manifest.digest, hex);
-            fputs(",\"runc_id\":", stdout);
-            json_str(stdout, runc_id);
-            fputs(",\"runc_bundle\":", stdout);
-            json_str(stdout, rck.state.bundle);
-            printf(",\"rootfs_digest\":\"%s\",\"rootfs_files\":%zu", hex, rck.manifest.n);
+            json_object_update_new(o, json_pack("{s:s, s:s, s:s, s:I}", "runc_id", runc_id, "runc_bundle",
+                                            rck.state.bundle, "rootfs_digest", hex, "rootfs_files",
+                                            (json_int_t)rck.manifest.n));
         }
-        printf(",\"tasks\":%zu,\"total_memory_bytes\":%llu,\"lazy_bytes\":%llu,\"image_bytes\":%llu,"
-               "\"dump_seconds\":%.3f,\"left_running\":%s,\"shell_job\":%s,\"tcp_established\":%s,"
-               "\"file_validation\":\"%s\",\"criu_version\":\"%d.%d.%d\"",
-               cp->nr_tasks, (unsigned long long)cp->total_vma_bytes, (unsigned long long)cp->lazy_bytes,
-               (unsigned long long)cp->image_bytes, secs, leave_running ? "true" : "false",
-               shell_job ? "true" : "false", tcp ? "true" : "false", fv_name, ver.major, ver.minor,
-               ver.sublevel);
-        if (hot_json) {
-            size_t hl = strlen(hot_json);
-            while (hl && hot_json[hl - 1] == '\n')
-                hl--;
-            printf(",\"hotset\":%.*s", (int)hl, hot_json);
-        }
-        printf("}\n");
+        char criu_ver[48];
+        snprintf(criu_ver, sizeof(criu_ver), "%d.%d.%d", ver.major, ver.minor, ver.sublevel);
+        json_t *rest = json_pack("{s:I, s:I, s:I, s:I, s:f, s:b, s:b, s:b, s:s, s:s}", "tasks",
+                                 (json_int_t)cp->nr_tasks, "total_memory_bytes", (json_int_t)cp->total_vma_bytes,
+                                 "lazy_bytes", (json_int_t)cp->lazy_bytes, "image_bytes",
+                                 (json_int_t)cp->image_bytes, "dump_seconds", secs, "left_running", leave_running,
+                                 "shell_job", shell_job, "tcp_established", tcp, "file_validation", fv_name,
+                                 "criu_version", criu_ver);
+        json_object_update_new(o, rest);
+        /* the hot set classify stored, as the JSON object it already is */
+        if (hot_json)
+            json_object_set_new(o, "hotset", json_loads(hot_json, 0, NULL));
+        if (!o || json_dumpf(o, stdout, JSON_COMPACT | JSON_REAL_PRECISION(9)) < 0)
+            dp_error("cannot print the result as JSON (a path or name that is not UTF-8?)");
+        else
+            putchar('\n');
+        json_decref(o);
     } else {
         char total[32], lazy[32], img[32];
         dp_format_bytes(cp->total_vma_bytes, total, sizeof(total));

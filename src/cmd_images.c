@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "commands.h"
 #include "image.h"
 #include "skeleton.h"
@@ -29,56 +31,54 @@ static void usage(FILE *out)
             "  -h, --help          this text\n");
 }
 
-/* A JSON string: names come from the file system and may hold anything. */
-static void json_str(const char *s)
+/* One task of the checkpoint as JSON (field names and types are what scripts
+ * and tests read: keep them). */
+static json_t *task_json(const struct dp_task_image *t)
 {
-    putchar('"');
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            printf("\\%c", c);
-        else if (c < 0x20)
-            printf("\\u%04x", c);
-        else
-            putchar(c);
+    json_t *threads = json_array(), *lazy = json_array();
+    for (size_t k = 0; k < t->nr_threads; k++)
+        json_array_append_new(threads, json_integer(t->threads[k]));
+    for (size_t k = 0; k < t->nr_lazy; k++) {
+        char a[24], b[24];
+        snprintf(a, sizeof(a), "0x%" PRIx64, t->lazy[k].start);
+        snprintf(b, sizeof(b), "0x%" PRIx64, t->lazy[k].end);
+        json_array_append_new(lazy, json_pack("[s, s]", a, b));
     }
-    putchar('"');
+    return json_pack("{s:i, s:i, s:i, s:i, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:o}", "pid", t->pid, "ppid", t->ppid,
+                     "pgid", t->pgid, "sid", t->sid, "threads", threads, "vmas", (json_int_t)t->nr_vmas,
+                     "pagemap_entries", (json_int_t)t->nr_runs, "pages_id", (json_int_t)t->pages_id, "lazy_bytes",
+                     (json_int_t)t->lazy_bytes, "data_pages", (json_int_t)t->data_pages, "lazy_data_pages",
+                     (json_int_t)t->lazy_data_pages, "lazy_ranges", lazy);
 }
 
-static void print_json(const struct dp_checkpoint *cp, const struct dp_skeleton_file *files, size_t n)
+/* The whole report through jansson: names come from the file system and are
+ * escaped by it (a name that is not UTF-8 is an error, never broken JSON). */
+static int print_json(const struct dp_checkpoint *cp, const struct dp_skeleton_file *files, size_t n)
 {
     uint64_t send, total;
     dp_skeleton_totals(files, n, &send, &total);
-    printf("{\"dir\": ");
-    json_str(cp->dir);
-    printf(", \"img_version\": %u, \"parent_depth\": %u,\n", cp->img_version, cp->parent_depth);
-    printf(" \"total_vma_bytes\": %" PRIu64 ", \"lazy_bytes\": %" PRIu64 ", \"image_bytes\": %" PRIu64 ",\n",
-           cp->total_vma_bytes, cp->lazy_bytes, cp->image_bytes);
-    printf(" \"tasks\": [");
-    for (size_t i = 0; i < cp->nr_tasks; i++) {
-        const struct dp_task_image *t = &cp->tasks[i];
-        printf("%s\n  {\"pid\": %d, \"ppid\": %d, \"pgid\": %d, \"sid\": %d, \"threads\": [", i ? "," : "",
-               t->pid, t->ppid, t->pgid, t->sid);
-        for (size_t k = 0; k < t->nr_threads; k++)
-            printf("%s%d", k ? ", " : "", t->threads[k]);
-        printf("], \"vmas\": %zu, \"pagemap_entries\": %zu, \"pages_id\": %u,\n", t->nr_vmas, t->nr_runs,
-               t->pages_id);
-        printf("   \"lazy_bytes\": %" PRIu64 ", \"data_pages\": %" PRIu64 ", \"lazy_data_pages\": %" PRIu64
-               ",\n   \"lazy_ranges\": [",
-               t->lazy_bytes, t->data_pages, t->lazy_data_pages);
-        for (size_t k = 0; k < t->nr_lazy; k++)
-            printf("%s[\"0x%" PRIx64 "\", \"0x%" PRIx64 "\"]", k ? ", " : "", t->lazy[k].start, t->lazy[k].end);
-        printf("]}");
+    json_t *tasks = json_array(), *jfiles = json_array();
+    for (size_t i = 0; i < cp->nr_tasks; i++)
+        json_array_append_new(tasks, task_json(&cp->tasks[i]));
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(jfiles, json_pack("{s:s, s:I, s:I, s:I, s:b}", "name", files[i].name, "size",
+                                                (json_int_t)files[i].size, "send_bytes",
+                                                (json_int_t)files[i].send_bytes, "extents",
+                                                (json_int_t)files[i].nr_extents, "sparse", files[i].sparse));
+    json_t *root = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:o, s:{s:I, s:I, s:o}}", "dir", cp->dir,
+                             "img_version", (json_int_t)cp->img_version, "parent_depth",
+                             (json_int_t)cp->parent_depth, "total_vma_bytes", (json_int_t)cp->total_vma_bytes,
+                             "lazy_bytes", (json_int_t)cp->lazy_bytes, "image_bytes", (json_int_t)cp->image_bytes,
+                             "tasks", tasks, "skeleton", "send_bytes", (json_int_t)send, "total_bytes",
+                             (json_int_t)total, "files", jfiles);
+    int rc = root && json_dumpf(root, stdout, JSON_INDENT(1)) == 0 ? 0 : -1;
+    json_decref(root);
+    if (rc < 0) {
+        dp_error("cannot print the images of %s as JSON (a name that is not UTF-8?)", cp->dir);
+        return -1;
     }
-    printf("],\n \"skeleton\": {\"send_bytes\": %" PRIu64 ", \"total_bytes\": %" PRIu64 ", \"files\": [", send,
-           total);
-    for (size_t i = 0; i < n; i++) {
-        printf("%s\n  {\"name\": ", i ? "," : "");
-        json_str(files[i].name);
-        printf(", \"size\": %" PRIu64 ", \"send_bytes\": %" PRIu64 ", \"extents\": %zu, \"sparse\": %s}",
-               files[i].size, files[i].send_bytes, files[i].nr_extents, files[i].sparse ? "true" : "false");
-    }
-    printf("]}}\n");
+    putchar('\n');
+    return 0;
 }
 
 static void print_text(const struct dp_checkpoint *cp, const struct dp_skeleton_file *files, size_t n)
@@ -153,9 +153,10 @@ int cmd_images(int argc, char **argv)
             dp_info("skeleton written to %s", skel);
         }
     }
-    if (json)
-        print_json(cp, files, n);
-    else
+    if (json) {
+        if (print_json(cp, files, n) < 0)
+            rc = 1;
+    } else
         print_text(cp, files, n);
     dp_skeleton_free(files, n);
     dp_checkpoint_close(cp);

@@ -13,7 +13,10 @@ int cmd_keygen(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             printf("usage: distriproc keygen [--force] FILE\n\n"
-                   "Writes a new random 256-bit key as hex to FILE (mode 0600). Copy the same\n"
+                   "Writes a new random 256-bit key to FILE (mode 0600), as one line: 'distriproc-key-v1 '\n"
+                   "and 64 hex digits. serve, restore and query accept only this format (or the\n"
+                   "bare 64 digits older versions wrote), in a file of yours that group and others\n"
+                   "cannot read. Copy the same\n"
                    "file to the source (serve --key) and the destination (restore --key).\n");
             return 0;
         } else if (strcmp(argv[i], "--force") == 0) {

@@ -18,12 +18,15 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+#include <jansson.h>
+
 #include "commands.h"
 #include "key.h"
 #include "lab.h"
 #include "lazyd.h"
 #include "orch.h"
 #include "image.h"
+#include "perm.h"
 #include "runc.h"
 #include "util.h"
 
@@ -73,7 +76,7 @@ static void usage(FILE *out)
             "  --workdir DIR         images, key, logs and state of this migration\n"
             "  --port PORT           page server port on " SRC_ADDR " (default 7070)\n"
             "  --key FILE            pre-shared key (default: DIR/key, made if missing)\n"
-            "  --prefetch POLICY     passed to restore: auto (default), none, seq:N, stride\n"
+            "  --prefetch POLICY     passed to restore: auto (default), none, seq:N, stride, streams\n"
             "                        (auto: the first requests after a migration touch clustered\n"
             "                        pages (allocator arenas, tables); auto widens its window on\n"
             "                        hits and shrinks it on misses, so a 4 GiB Redis answers after\n"
@@ -363,30 +366,6 @@ static int run_self(const char *const argv[], const char *what, double timeout_s
     return 0;
 }
 
-/* s as a JSON string literal ("null" for NULL); truncated to fit. */
-static void json_str(const char *s, char *out, size_t len)
-{
-    if (!s) {
-        snprintf(out, len, "null");
-        return;
-    }
-    size_t o = 0;
-    out[o++] = '"';
-    for (; *s && o + 8 < len; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\') {
-            out[o++] = '\\';
-            out[o++] = (char)ch;
-        } else if (ch < 0x20) {
-            o += (size_t)snprintf(out + o, len - o, "\\u%04x", ch);
-        } else {
-            out[o++] = (char)ch;
-        }
-    }
-    out[o++] = '"';
-    out[o] = '\0';
-}
-
 static double jnum(const char *json, const char *section, const char *key)
 {
     double v = 0;
@@ -612,7 +591,7 @@ serve:
     if (a.probe) {
         if (!a.json)
             dp_info("4/4 probing in dst: %s", a.probe);
-        int lf = open(probe_log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        int lf = dp_open_log(probe_log, NULL);
         t_probe_ok = dp_orch_probe(a.probe, DST_NETNS, a.probe_timeout, DP_ORCH_PROBE_INTERVAL_MS, lf, st.restored.pid,
                                    st.restored.start, &attempts);
         probed = t_probe_ok != 0;
@@ -641,24 +620,25 @@ serve:
     double moved = (skel >= 0 ? skel : 0) + (wire >= 0 ? wire : 0);
 
     if (a.json) {
-        char probe_json[2048], runc_json[2100];
-        json_str(a.probe, probe_json, sizeof(probe_json));
-        json_str(a.runc ? a.runc_id : NULL, runc_json, sizeof(runc_json));
-        printf("{\"pid\": %d, \"daemon_pid\": %d, \"server_pid\": %d, \"mode\": \"%s\", \"source\": \"%s\", "
-               "\"workdir\": \"%s\", "
-               "\"prefetch\": \"%s\", \"emulate_rtt_us\": %s, \"lazy_bytes\": %.0f, "
-               "\"dump_s\": %.6f, \"serve_start_s\": %.6f, \"restore_s\": %.6f, \"criu_restore_s\": %.6f, "
-               "\"skeleton_s\": %.6f, \"daemon_start_s\": %.6f, "
-               "\"probe\": %s, \"probe_attempts\": %d, \"ttfr_from_restore_s\": %.6f, "
-               "\"ttfr_from_freeze_s\": %.6f, \"skeleton_bytes\": %.0f, \"fetched_bytes_at_reply\": %.0f, "
-               "\"pages_fetched_at_reply\": %.0f, \"bytes_before_reply\": %.0f, \"remote_fraction_at_reply\": %.4f, "
-               "\"runc_id\": %s}\n",
-               st.restored.pid, st.daemon.pid, st.server.pid, a.memory ? "memory" : "images", listen, workdir,
-               a.prefetch,
-               a.emulate_rtt ? a.emulate_rtt : "0", lazy, dump_s, serve_s, restore_s, jnum(rs, NULL, "restore_s"),
-               jnum(rs, NULL, "skeleton_s"), jnum(rs, NULL, "daemon_start_s"),
-               probe_json, attempts, ttfr_r, ttfr_f, skel,
-               wire, fetched, moved, remote, runc_json);
+        /* serve accepted --emulate-rtt, so it is a number of microseconds */
+        json_int_t rtt = a.emulate_rtt ? strtoll(a.emulate_rtt, NULL, 10) : 0;
+        json_t *o = json_pack("{s:i, s:i, s:i, s:s, s:s, s:s, s:s, s:I, s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:s?, s:i, "
+                              "s:f, s:f, s:I, s:I, s:I, s:I, s:f, s:s?}",
+                              "pid", st.restored.pid, "daemon_pid", st.daemon.pid, "server_pid", st.server.pid,
+                              "mode", a.memory ? "memory" : "images", "source", listen, "workdir", workdir, "prefetch", a.prefetch, "emulate_rtt_us", rtt,
+                              "lazy_bytes", (json_int_t)lazy, "dump_s", dump_s, "serve_start_s", serve_s, "restore_s",
+                              restore_s, "criu_restore_s", jnum(rs, NULL, "restore_s"), "skeleton_s",
+                              jnum(rs, NULL, "skeleton_s"), "daemon_start_s", jnum(rs, NULL, "daemon_start_s"),
+                              "probe", a.probe, "probe_attempts", attempts, "ttfr_from_restore_s", ttfr_r,
+                              "ttfr_from_freeze_s", ttfr_f, "skeleton_bytes", (json_int_t)skel,
+                              "fetched_bytes_at_reply", (json_int_t)wire, "pages_fetched_at_reply",
+                              (json_int_t)fetched, "bytes_before_reply", (json_int_t)moved,
+                              "remote_fraction_at_reply", remote, "runc_id", a.runc ? a.runc_id : NULL);
+        if (!o || json_dumpf(o, stdout, JSON_REAL_PRECISION(9)) < 0)
+            dp_error("cannot print the result as JSON (a path or name that is not UTF-8?)");
+        else
+            putchar('\n');
+        json_decref(o);
     } else {
         char b1[32], b2[32], b3[32], b4[32];
         dp_format_bytes(lazy > 0 ? (uint64_t)lazy : 0, b1, sizeof(b1));

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <jansson.h>
 #include <sodium.h>
 
 #include "client.h"
@@ -37,6 +38,17 @@ static void usage(FILE *out)
             "The client reconnects with backoff while the server is down (up to --timeout).\n"
             "Every frame is encrypted and authenticated; --insecure-plaintext talks to a server\n"
             "started with --insecure-plaintext (frames in clear: use only on a trusted link).\n");
+}
+
+/* One result line on stdout, printed by jansson (strings escaped, the same
+ * ", " and ": " separators the hand-built lines had); takes o. */
+static void print_json(json_t *o)
+{
+    if (!o || json_dumpf(o, stdout, 0) < 0)
+        dp_error("cannot print the result as JSON (a name that is not UTF-8?)");
+    else
+        putchar('\n');
+    json_decref(o);
 }
 
 static int do_get(struct dp_client *c, int argc, char **argv, int repeat, int timeout, struct dp_err *err)
@@ -76,9 +88,11 @@ static int do_get(struct dp_client *c, int argc, char **argv, int repeat, int ti
     crypto_generichash(hash, sizeof(hash), buf, (size_t)r.count * DP_PAGE_SIZE, NULL, 0);
     char hex[65];
     sodium_bin2hex(hex, sizeof(hex), hash, sizeof(hash));
-    printf("{\"pid\": %d, \"addr\": \"0x%" PRIx64 "\", \"pages\": %u, \"data\": %u, \"zero\": %u, "
-           "\"rounds\": %d, \"blake2b\": \"%s\"}\n",
-           r.pid, r.addr, r.count, data, zero, repeat, hex);
+    char addr[24];
+    snprintf(addr, sizeof(addr), "0x%" PRIx64, r.addr);
+    print_json(json_pack("{s:i, s:s, s:I, s:I, s:I, s:i, s:s}", "pid", r.pid, "addr", addr, "pages",
+                         (json_int_t)r.count, "data", (json_int_t)data, "zero", (json_int_t)zero, "rounds", repeat,
+                         "blake2b", hex));
     free(buf);
     free(kinds);
     return 0;
@@ -191,8 +205,8 @@ int cmd_query(int argc, char **argv)
             dp_error("skeleton download failed: %s", err.msg);
             rc = 1;
         } else {
-            printf("{\"files\": %u, \"bytes_received\": %" PRIu64 ", \"bytes_apparent\": %" PRIu64 "}\n", res.files,
-                   res.bytes_received, res.bytes_apparent);
+            print_json(json_pack("{s:I, s:I, s:I}", "files", (json_int_t)res.files, "bytes_received",
+                                 (json_int_t)res.bytes_received, "bytes_apparent", (json_int_t)res.bytes_apparent));
         }
     } else if (strcmp(what, "get") == 0) {
         rc = do_get(cl, argc - optind - 1, argv + optind + 1, repeat, timeout, &err);
@@ -214,8 +228,8 @@ int cmd_query(int argc, char **argv)
                 dp_error("cannot write %s: %s", argv[optind + 2], strerror(errno));
                 rc = 1;
             } else {
-                printf("{\"kind\": \"%s\", \"bytes\": %zu, \"file\": \"%s\"}\n", argv[optind + 1], len,
-                       argv[optind + 2]);
+                print_json(json_pack("{s:s, s:I, s:s}", "kind", argv[optind + 1], "bytes", (json_int_t)len, "file",
+                                     argv[optind + 2]));
             }
             free(file);
         }
@@ -232,7 +246,8 @@ int cmd_query(int argc, char **argv)
                 dp_error("put-trace refused: %s", err.msg);
                 rc = 1;
             } else {
-                printf("{\"pages\": %" PRIu64 ", \"runs\": %u, \"stored\": true}\n", pages, runs);
+                print_json(json_pack("{s:I, s:I, s:b}", "pages", (json_int_t)pages, "runs", (json_int_t)runs,
+                                     "stored", 1));
             }
             free(file);
         }

@@ -28,12 +28,15 @@
 #include "client.h"
 #include "commands.h"
 #include "cpid.h"
+#include "fence.h"
+#include "proto_lease.h"
 #include "criu.h"
 #include "lab.h"
 #include "hotset.h"
 #include "kdat.h"
 #include "key.h"
 #include "lazyd.h"
+#include "metrics_http.h"
 #include "pageserver_hotset.h"
 #include "proto_hotset.h"
 #include "pagesrc.h"
@@ -43,6 +46,7 @@
 #include "uffdwin.h"
 #include "live_client.h"
 #include "livesm.h"
+#include "perm.h"
 #include "util.h"
 
 static void restore_usage(FILE *out)
@@ -56,12 +60,19 @@ static void restore_usage(FILE *out)
             "  --source ADDR:PORT      the page server (distriproc serve) holding the checkpoint\n"
             "  --key FILE              pre-shared key of the page server\n"
             "  --insecure-plaintext    frames in clear, for a server run with it (no encryption)\n"
+            "  --take-over             take the checkpoint's write lease from the restore that holds\n"
+            "                          it (crashed, cut off, or still running): that restore's page\n"
+            "                          requests are refused from now on and its daemon SIGKILLs its\n"
+            "                          tree. Without it a held lease refuses this restore, naming the\n"
+            "                          holder. Either way this restore starts from the checkpoint's\n"
+            "                          memory (docs/pageserver.md, One writer, fenced)\n"
             "  --images DIR            local mode: serve pages from a CRIU images directory\n"
             "                          (no server; the local-floor baseline)\n"
             "  --workdir DIR           lazy-pages.socket, control.sock, logs, pulled images\n"
             "  --host HOST             restore inside lab host HOST's network namespace (dp-HOST);\n"
             "                          the daemon's page traffic goes through that namespace too\n"
-            "  --prefetch POLICY       none (default), seq:N, stride[:DEPTH], auto[:MAX]\n"
+            "  --prefetch POLICY       none (default), seq:N, stride[:DEPTH], auto[:MAX],\n"
+            "                          streams[:MAX] (interleaved sequential streams)\n"
             "  --background-fetch RATE copy the remaining pages in the background at RATE bytes/s\n"
             "                          (e.g. 50M; off by default: pages stay remote until touched)\n"
             "  --fault-timeout SEC     how long a fault may wait for the page source (default: no limit)\n"
@@ -100,6 +111,9 @@ static void restore_usage(FILE *out)
             "  --runc-id ID            the restored container's ID (with --runc-bundle)\n"
             "  --runc-root DIR         runc's state directory (runc --root; default runc's own)\n"
             "  --foreground            stay attached until the last restored task exits\n"
+            "  --metrics ADDR:PORT     the daemon serves Prometheus metrics at http://ADDR:PORT/metrics\n"
+            "                          (loopback only unless --metrics-allow-remote: no authentication;\n"
+            "                          with --host, in that host's network namespace; docs/observability.md)\n"
             "  --json                  print the result as JSON\n"
             "  -v, --verbose           debug logging, and criu's restore.log at -v4 (default -v3:\n"
             "                          -v4 writes a line per pagemap entry, 5000 at 4 GiB, ~8 ms)\n"
@@ -119,8 +133,11 @@ struct restore_args {
     double budget_frac;
     unsigned evict_batch;
     double fault_timeout, restore_timeout;
-    int on_timeout_kill, shell_job, foreground, json;
+    int on_timeout_kill, shell_job, foreground, json, take_over;
     int stage;   /* --hotset-mode stage */
+    const char *metrics;           /* --metrics ADDR:PORT */
+    int metrics_remote;            /* --metrics-allow-remote */
+    struct sockaddr_in metrics_addr;
 };
 
 /* The subcommand's name in argument errors ("restore" or "lazy-pages"). */
@@ -191,12 +208,35 @@ static void *trace_upload(void *arg)
     return NULL;
 }
 
+/* Memory mode: every page is here (lazyd's all_resident), so the source's
+ * frozen tree may go: RELEASE, from a thread (the daemon's loop never blocks). */
+static void *release_thread(void *arg)
+{
+    struct trace_up *u = arg;
+    char *json = NULL;
+    struct dp_err err = {{0}};
+    if (dp_live_report(u->source, u->key, DP_LIVE_VERDICT_RELEASE, &json, &err) < 0)
+        dp_warn("could not tell %s to release the source: %s (it is released when its serve stops)", u->source,
+                err.msg);
+    else if (strstr(json, "\"memory\""))
+        dp_info("the source says: %s", json);
+    free(json);
+    return NULL;
+}
+
+static void release_source(void *ctx)
+{
+    pthread_t th;
+    if (pthread_create(&th, NULL, release_thread, ctx) == 0)
+        pthread_detach(th);
+}
+
 static void trace_sink(void *ctx, const uint8_t *buf, size_t len)
 {
     struct trace_up *u = ctx;
     char path[PATH_MAX + 16];
     snprintf(path, sizeof(path), "%s/trace.bin", u->workdir);
-    FILE *f = fopen(path, "wb");
+    FILE *f = dp_fopen_private(path);
     if (!f || fwrite(buf, 1, len, f) != len || fclose(f) != 0)
         dp_warn("cannot write %s: %s", path, strerror(errno));
     struct dp_err err = {{0}};
@@ -284,6 +324,39 @@ static int load_hotset(const struct restore_args *a, struct dp_pagesrc *src, con
     return 0;
 }
 
+/* The checkpoint's write lease, before anything is pulled or restored: one
+ * restore at a time writes back (lib/lease.h). */
+static int take_lease(const struct restore_args *a, struct dp_pagesrc *src, uint64_t *epoch)
+{
+    char host[64] = "?", holder[DP_LEASE_HOLDER_MAX + 1];
+    struct dp_lease_reply lr;
+    struct dp_err err = {{0}};
+    gethostname(host, sizeof(host) - 1);
+    snprintf(holder, sizeof(holder), "restore pid %d on %.40s", (int)getpid(), host);
+    if (dp_client_lease(dp_pagesrc_remote_client(src), holder, a->take_over, &lr, 30000, &err) < 0) {
+        dp_error("%s: %s", a->take_over ? "taking over the write lease failed" : "this restore cannot start",
+                 err.msg);
+        return -1;
+    }
+    if (lr.prev_epoch && a->take_over)
+        dp_warn("took the write lease over from '%s' (epoch %llu): it is fenced and its daemon stops its tree. "
+                "This restore (epoch %llu) starts from the checkpoint's memory; the pages the old one wrote back "
+                "stay on the source in distriproc-overlay.log.epoch-%llu", lr.prev_holder,
+                (unsigned long long)lr.prev_epoch, (unsigned long long)lr.epoch, (unsigned long long)lr.prev_epoch);
+    else if (!a->json)
+        dp_info("write lease epoch %llu taken", (unsigned long long)lr.epoch);
+    *epoch = lr.epoch;
+    return 0;
+}
+
+/* A restore that fails before its daemon starts gives the write lease back
+ * (nothing was restored, nothing written), then closes the source. */
+static void abandon_source(struct dp_pagesrc *src)
+{
+    dp_fence_release(src);
+    src->ops->close(src);
+}
+
 /* The daemon's process: detached from the terminal's session; logs to
  * WORKDIR/lazyd.log unless in the foreground. */
 static pid_t start_daemon(const struct restore_args *a, struct dp_lazyd_opts *o, int ready_wr)
@@ -302,14 +375,19 @@ static pid_t start_daemon(const struct restore_args *a, struct dp_lazyd_opts *o,
     if (!a->foreground) {
         char log[PATH_MAX];
         snprintf(log, sizeof(log), "%s/lazyd.log", a->workdir);
-        int lf = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-        if (lf >= 0)
-            dup2(lf, STDERR_FILENO);
+        struct dp_err lerr;
+        int lf = dp_open_log(log, &lerr);
+        if (lf < 0) {
+            dp_error("the lazy-pages daemon cannot start: %s", lerr.msg);
+            _exit(1);
+        }
+        dup2(lf, STDERR_FILENO);
     }
     dp_log_set_tag("distriproc lazyd");
     o->ready_fd = ready_wr;
     int rc = dp_lazyd_run(o);
     trace_wait();
+    dp_fence_release(o->src); /* the tree has ended: the next restore needs no --take-over */
     o->src->ops->close(o->src);
     _exit(rc);
 }
@@ -340,6 +418,8 @@ static int parse_args(int argc, char **argv, struct restore_args *a, enum dp_res
         {"runc-bundle", required_argument, NULL, 'U'}, {"runc-id", required_argument, NULL, 'I'},
         {"runc-root", required_argument, NULL, 'O'},
         {"insecure-plaintext", no_argument, NULL, 'P'},
+        {"metrics", required_argument, NULL, 'm'}, {"metrics-allow-remote", no_argument, NULL, 'a'},
+        {"take-over", no_argument, NULL, 'X'},
         {NULL, 0, NULL, 0},
     };
     int c;
@@ -349,6 +429,8 @@ static int parse_args(int argc, char **argv, struct restore_args *a, enum dp_res
         case 's': a->source = optarg; break;
         case 'k': a->key = optarg; break;
         case 'P': dp_client_set_insecure_plaintext(true); break;
+        case 'm': a->metrics = optarg; break;
+        case 'a': a->metrics_remote = 1; break;
         case 'i': a->images = optarg; break;
         case 'w': a->workdir = optarg; break;
         case 'H': a->host = optarg; break;
@@ -437,6 +519,7 @@ static int parse_args(int argc, char **argv, struct restore_args *a, enum dp_res
             break;
         case 'S': a->shell_job = 1; break;
         case 'F': a->foreground = 1; break;
+        case 'X': a->take_over = 1; break;
         case 'j': a->json = 1; break;
         case 'v':
             dp_log_set_level(DP_LOG_DEBUG);
@@ -453,6 +536,11 @@ static int parse_args(int argc, char **argv, struct restore_args *a, enum dp_res
         ARGERR("--workdir and either --images DIR or --source ADDR:PORT "
                         "with --key FILE are required\n\n");
         usage_fn(stderr);
+        return 2;
+    }
+    struct dp_err merr = {{0}};
+    if (a->metrics && dp_metrics_addr_parse(a->metrics, a->metrics_remote, &a->metrics_addr, &merr) < 0) {
+        ARGERR("%s\n", merr.msg);
         return 2;
     }
     if ((a->budget || a->budget_frac > 0) && !a->source) {
@@ -567,7 +655,7 @@ static int start_stdio_drain(const char *workdir)
     if (pid == 0) {
         setsid();
         signal(SIGPIPE, SIG_IGN);
-        int lf = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        int lf = dp_open_log(log, NULL);
         if (lf >= 0 && lf != 3)
             dup2(lf, 3);
         if (p[0] != 4)
@@ -782,6 +870,7 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
     struct dp_err err = {{0}};
     struct dp_lazyd_opts lo;
     memset(&lo, 0, sizeof(lo));
+    lo.metrics_addr = a.metrics ? &a.metrics_addr : NULL;
     if (dp_prefetch_parse(a.prefetch, &lo.prefetch, &err) < 0) {
         ARGERR("%s\n", err.msg);
         return 2;
@@ -799,6 +888,7 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
     snprintf(pidfile, sizeof(pidfile), "%s/%s", workdir, DP_RESTORED_PID_NAME);
     snprintf(log, sizeof(log), "%s/restore.log", workdir);
     unlink(pidfile);
+    unlink(log); /* criu opens it following symlinks: start from no entry at all */
 
     /* A container: runc, the bundle and a free ID first, so that bad input
      * fails before any page moves. */
@@ -824,7 +914,7 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
     /* The page source first: a wrong key or an unreachable server fails
      * here, before anything is restored. */
     struct dp_pagesrc *src;
-    uint64_t skel_bytes = 0;
+    uint64_t skel_bytes = 0, lease_epoch = 0; /* 0: local images, no lease */
     if (a.images) {
         if (!realpath(a.images, images)) {
             dp_error("--images %s: %s", a.images, strerror(errno));
@@ -841,13 +931,17 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
             dp_error("cannot use the page server %s: %s", a.source, err.msg);
             return 1;
         }
+        if (take_lease(&a, src, &lease_epoch) < 0) {
+            src->ops->close(src);
+            return 1;
+        }
         snprintf(images, sizeof(images), "%s/images", workdir);
         struct dp_skel_result sk;
         if (!a.json)
             dp_info("pulling the skeleton images from %s into %s", a.source, images);
         if (dp_client_get_skeleton(dp_pagesrc_remote_client(src), images, &sk, 120000, &err) < 0) {
             dp_error("pulling the skeleton from %s failed: %s", a.source, err.msg);
-            src->ops->close(src);
+            abandon_source(src);
             return 1;
         }
         skel_bytes = sk.bytes_received;
@@ -857,7 +951,7 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
          * searchable by anyone, the workdir above it closed to others. */
         if (a.runc_bundle && rctx.bundle.userns && (chmod(workdir, 0700) < 0 || chmod(images, 0711) < 0)) {
             dp_error("cannot make %s searchable for the container's tasks: %s", images, strerror(errno));
-            src->ops->close(src);
+            abandon_source(src);
             return 1;
         }
         char b1[32], b2[32];
@@ -868,7 +962,7 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
     }
 
     if (a.runc_bundle && check_rootfs(images, &rctx.bundle) < 0) {
-        src->ops->close(src);
+        abandon_source(src);
         return 1;
     }
 
@@ -876,7 +970,7 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
     int lfd = dp_lazyd_listen(workdir, &err);
     if (lfd < 0) {
         dp_error("%s", err.msg);
-        src->ops->close(src);
+        abandon_source(src);
         return 1;
     }
     /* Working set: the checkpoint's identity (from our copy of its images),
@@ -892,14 +986,14 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
             dp_error("cannot identify the checkpoint in %s: %s", images, err.msg);
             dp_checkpoint_close(cpi);
             close(lfd);
-            src->ops->close(src);
+            abandon_source(src);
             return 1;
         }
         int hrc = a.hotset ? load_hotset(&a, src, cpi, lo.cp_id, &hs) : 1;
         dp_checkpoint_close(cpi);
         if (hrc < 0) {
             close(lfd);
-            src->ops->close(src);
+            abandon_source(src);
             return 1;
         }
         if (hrc == 0) {
@@ -922,6 +1016,12 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
     lo.listen_fd = lfd;
     lo.src = src;
     lo.background_rate = a.bg_rate;
+    if (!a.images && a.source && a.bg_rate) {
+        static struct trace_up rel;
+        rel = (struct trace_up){.source = a.source, .key = a.key, .workdir = workdir};
+        lo.all_resident = release_source;
+        lo.all_resident_ctx = &rel;
+    }
     lo.fault_timeout = a.fault_timeout;
     lo.on_timeout_kill = a.on_timeout_kill;
     lo.budget_pages = a.budget / 4096;
@@ -1087,6 +1187,8 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
                               "hotset_source", hs_source, "hotset_mode", a.stage ? "stage" : "install",
                               "record_trace_s", a.record_s, "skeleton_s", (double)(t_skel - t_start) / 1e9,
                               "daemon_start_s", (double)(t_daemon - t_skel) / 1e9, "runc_id", a.runc_id);
+        if (o)
+            json_object_set_new(o, "lease_epoch", json_integer((json_int_t)lease_epoch));
         if (print_json(o) < 0)
             return 1;
     } else {

@@ -9,6 +9,7 @@
 
 #include "commands.h"
 #include "key.h"
+#include "metrics_http.h"
 #include "pageserver.h"
 #include "serve_live.h"
 #include "util.h"
@@ -17,7 +18,7 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: distriproc serve --images DIR --listen ADDR:PORT --key FILE [options]\n"
-            "       distriproc serve --pid PID --workdir DIR --listen ADDR:PORT --key FILE [options]\n"
+            "       distriproc serve --pid PID [--workdir DIR] --listen ADDR:PORT --key FILE [options]\n"
             "       distriproc serve --workdir DIR --listen ADDR:PORT --key FILE   (re-attach)\n"
             "\n"
             "Memory mode (--pid): freezes the tree of PID in a freezer cgroup, writes its\n"
@@ -35,7 +36,7 @@ static void usage(FILE *out)
             "\n"
             "  --images DIR          CRIU images directory (must be writable for write-backs)\n"
             "  --listen ADDR:PORT    address to listen on, e.g. 10.250.0.1:7070\n"
-            "  --key FILE            pre-shared key (hex or raw, >= 16 bytes; see 'distriproc keygen')\n"
+            "  --key FILE            pre-shared key written by 'distriproc keygen' (mode 0600, yours)\n"
             "  --emulate-rtt USEC    delay every reply by USEC microseconds (emulates a slower link)\n"
             "  --access-log FILE     write the per-page access log as JSON at shutdown\n"
             "  --sendfile-min BYTES  send page-data runs of at least BYTES with sendfile(2), copy\n"
@@ -44,8 +45,12 @@ static void usage(FILE *out)
             "                        per-frame MAC: anyone on the path reads and rewrites pages);\n"
             "                        clients must say --insecure-plaintext too. Default: every\n"
             "                        frame is encrypted and authenticated (docs/protocol.md §3)\n"
+            "  --metrics ADDR:PORT   serve Prometheus metrics at http://ADDR:PORT/metrics (loopback\n"
+            "                        only: the endpoint has no authentication; see docs/observability.md)\n"
+            "  --metrics-allow-remote  allow a non-loopback --metrics address (a trusted network only)\n"
             "  --pid PID             memory mode: migrate the tree of PID (see above)\n"
-            "  --workdir DIR         memory mode: images, state and logs of this migration\n"
+            "  --workdir DIR         memory mode: images, state and logs of this migration (default\n"
+            "                        " DP_LIVE_DEFAULT_WORKDIR "/PID: `serve --pid PID` again re-attaches)\n"
             "  --connect-timeout SEC memory mode: roll back if no destination has connected and\n"
             "                        reported its restore within SEC seconds of the dump\n"
             "                        (default 60; 0 = wait forever)\n"
@@ -60,12 +65,15 @@ int cmd_serve(int argc, char **argv)
         {"access-log", required_argument, NULL, 'a'}, {"sendfile-min", required_argument, NULL, 's'},
         {"verbose", no_argument, NULL, 'v'},        {"help", no_argument, NULL, 'h'},
         {"insecure-plaintext", no_argument, NULL, 'P'},
+        {"metrics", required_argument, NULL, 'M'},  {"metrics-allow-remote", no_argument, NULL, 'A'},
         {"pid", required_argument, NULL, 'p'},      {"workdir", required_argument, NULL, 'w'},
         {"connect-timeout", required_argument, NULL, 'T'},
         {NULL, 0, NULL, 0},
     };
     static struct dp_server_opts o;
-    const char *listen = NULL, *key = NULL;
+    const char *listen = NULL, *key = NULL, *metrics = NULL;
+    int metrics_remote = 0;
+    static struct sockaddr_in metrics_addr;
     o.sendfile_min = 64 << 10;
     struct serve_live_args live = {.connect_timeout_s = DP_LIVE_CONNECT_TIMEOUT_S};
     char *end;
@@ -93,6 +101,8 @@ int cmd_serve(int argc, char **argv)
             }
             break;
         case 'P': o.insecure_plaintext = true; break;
+        case 'M': metrics = optarg; break;
+        case 'A': metrics_remote = 1; break;
         case 'p': {
             long v = strtol(optarg, &end, 10);
             if (*end || v <= 0 || v > INT32_MAX) {
@@ -115,8 +125,13 @@ int cmd_serve(int argc, char **argv)
         default: usage(stderr); return 2;
         }
     }
-    if ((live.pid && !live.workdir) || (live.workdir && o.images_dir)) {
-        fprintf(stderr, "distriproc serve: --pid goes with --workdir (memory mode), --images without them\n\n");
+    static char default_workdir[64];
+    if (live.pid && !live.workdir) {
+        snprintf(default_workdir, sizeof(default_workdir), DP_LIVE_DEFAULT_WORKDIR "/%d", (int)live.pid);
+        live.workdir = default_workdir;
+    }
+    if ((live.pid || live.workdir) && o.images_dir) {
+        fprintf(stderr, "distriproc serve: --pid and --workdir are memory mode; --images goes without them\n\n");
         usage(stderr);
         return 2;
     }
@@ -130,6 +145,11 @@ int cmd_serve(int argc, char **argv)
         return 2;
     }
     struct dp_err err = {{0}};
+    if (metrics && dp_metrics_addr_parse(metrics, metrics_remote, &metrics_addr, &err) < 0) {
+        fprintf(stderr, "distriproc serve: %s\n", err.msg);
+        return 2;
+    }
+    o.metrics_addr = metrics ? &metrics_addr : NULL;
     if (dp_key_load(key, o.key, &o.key_len, &err) < 0) {
         dp_error("%s", err.msg);
         return 1;

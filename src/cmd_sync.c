@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "commands.h"
 #include "lazyd.h"
 #include "util.h"
@@ -53,7 +55,11 @@ int cmd_sync(int argc, char **argv)
         return 1;
     }
     fputs(reply, stdout);
-    int bad = strstr(reply, "\"error\"") != NULL || strstr(reply, "\"tasks_failed\": 0") == NULL;
+    /* Good only if the daemon said so: no "error", and no task failed. */
+    json_t *r = json_loads(reply, 0, NULL), *failed = json_object_get(r, "tasks_failed");
+    int bad = !json_is_object(r) || json_object_get(r, "error") || !json_is_integer(failed) ||
+              json_integer_value(failed) != 0;
+    json_decref(r);
     free(reply);
     return bad ? 1 : 0;
 }

@@ -1,5 +1,6 @@
 /* distriproc: process-level remote paging. Dispatches to one subcommand. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "commands.h"
@@ -35,18 +36,49 @@ static const struct command commands[] = {
 static void usage(FILE *out)
 {
     fprintf(out,
-            "usage: distriproc COMMAND [OPTIONS]\n"
+            "usage: distriproc [--log-format text|logfmt|json] COMMAND [OPTIONS]\n"
             "\n"
             "Run a process tree on one host while its memory stays on another.\n"
             "\n"
             "Commands:\n");
     for (const struct command *c = commands; c->name; c++)
-        fprintf(out, "  %-12s %s\n", c->name, c->summary);
+        fprintf(out, "  %-13s  %s\n", c->name, c->summary);
     fprintf(out, "\nRun 'distriproc COMMAND --help' for the options of a command.\n");
+}
+
+/* `distriproc --log-format FMT COMMAND ...` (or DISTRIPROC_LOG_FORMAT=FMT):
+ * the form of every log line, for this process and, through the
+ * environment, the distriproc processes it starts (docs/observability.md).
+ * Returns how many arguments it took, or -1 after an error message. */
+static int log_format_option(int argc, char **argv)
+{
+    const char *fmt = NULL;
+    int used = 0;
+    if (argc > 1 && strncmp(argv[1], "--log-format=", 13) == 0)
+        fmt = argv[1] + 13, used = 1;
+    else if (argc > 1 && strcmp(argv[1], "--log-format") == 0)
+        fmt = argc > 2 ? argv[2] : "", used = 2;
+    const char *env = getenv("DISTRIPROC_LOG_FORMAT");
+    if (!fmt && env && *env)
+        fmt = env;
+    if (!fmt)
+        return 0;
+    if (dp_log_set_format(fmt) < 0) {
+        fprintf(stderr, "distriproc: %s takes text, logfmt or json (got '%s'); e.g. distriproc --log-format "
+                "json serve ...\n", used ? "--log-format" : "DISTRIPROC_LOG_FORMAT", fmt);
+        return -1;
+    }
+    setenv("DISTRIPROC_LOG_FORMAT", fmt, 1);
+    return used;
 }
 
 int main(int argc, char **argv)
 {
+    int used = log_format_option(argc, argv);
+    if (used < 0)
+        return 2;
+    argc -= used;
+    argv += used;
     if (argc < 2) {
         usage(stderr);
         return 2;

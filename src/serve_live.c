@@ -376,6 +376,7 @@ static int start(struct live *l, pid_t pid, double connect_timeout_s)
         dp_error("%s", err.msg);
         return 1;
     }
+    dp_info("migration state in %s (a restarted serve with this --workdir carries on)", l->state_path);
     dp_info("skeleton of pid %d written to %s in %.3f s; the tree stays frozen in %s and its memory is served "
             "from there (no copy to disk)", (int)pid, l->images, (double)(dp_now_ns() - t0) / 1e9, l->rec.cgroup);
     return 0;
@@ -385,6 +386,12 @@ int dp_serve_live(const struct serve_live_args *a, struct dp_server_opts *o)
 {
     static struct live l;
     struct dp_err err = {{0}};
+    if (strncmp(a->workdir, DP_LIVE_DEFAULT_WORKDIR "/", strlen(DP_LIVE_DEFAULT_WORKDIR) + 1) == 0 &&
+        ((mkdir("/var/lib/distriproc", 0755) < 0 && errno != EEXIST) ||
+         (mkdir(DP_LIVE_DEFAULT_WORKDIR, 0700) < 0 && errno != EEXIST))) {
+        dp_error("cannot create %s: %s (give --workdir DIR)", DP_LIVE_DEFAULT_WORKDIR, strerror(errno));
+        return 1;
+    }
     if (dp_make_workdir(a->workdir, l.workdir, &err) < 0) {
         dp_error("%s", err.msg);
         return 1;
@@ -404,6 +411,11 @@ int dp_serve_live(const struct serve_live_args *a, struct dp_server_opts *o)
         if (a->pid && a->pid != l.rec.root_pid) {
             dp_error("%s holds the migration of pid %d, not %d; use another --workdir", l.workdir,
                      (int)l.rec.root_pid, (int)a->pid);
+            return 1;
+        }
+        if (a->pid && !dp_live_serving(l.rec.state) && dp_proc_starttime(a->pid) != l.rec.root_start) {
+            dp_error("%s holds a finished migration (%s) of an earlier process %d; remove it or give another "
+                     "--workdir", l.workdir, dp_live_state_name(l.rec.state), (int)a->pid);
             return 1;
         }
         enum dp_live_state next;

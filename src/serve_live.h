@@ -11,6 +11,7 @@
 
 #define DP_LIVE_STATE_NAME "live.state"
 #define DP_LIVE_CONNECT_TIMEOUT_S 60.0
+#define DP_LIVE_DEFAULT_WORKDIR "/var/lib/distriproc/live"
 
 struct serve_live_args {
     pid_t pid;                 /* 0: re-attach to WORKDIR/live.state */

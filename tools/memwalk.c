@@ -20,6 +20,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,6 +64,42 @@ static struct thread_stats stats[MAX_THREADS];
 static struct thread_stats verify_stats; /* VERIFY command passes */
 static _Atomic uint64_t reported;
 static _Atomic int stopping;
+/* HOLD parks the walkers: a checkpoint taken while they are parked carries
+ * walkers that stay parked on the restored side. PASS then has each walker
+ * walk its own part exactly once from its start and park again (pass_gen
+ * tells them a pass began, pass_done counts the walkers done); GO frees them. */
+static _Atomic int held;
+static _Atomic unsigned parked;
+static _Atomic uint64_t pass_gen;
+static _Atomic unsigned pass_done;
+
+/* The pages of a pattern's walk that walker id owns: [*start, *end). seq
+ * and stride: a T-th of the area each; probe: a T-th of the values, the
+ * pages after the table. */
+static void walker_part(unsigned id, uint64_t table, uint64_t *start, uint64_t *end)
+{
+    uint64_t n = cfg.npages;
+    *start = table + (n - table) * id / cfg.threads;
+    *end = table + (n - table) * (id + 1) / cfg.threads;
+}
+
+/* Steps walker id takes in one PASS: its part, once (probe: a probe before
+ * each value, so twice as many steps). */
+static uint64_t walker_pass_steps(unsigned id, uint64_t table)
+{
+    uint64_t a, b;
+    walker_part(id, table, &a, &b);
+    return cfg.pattern.kind == MW_PROBE ? 2 * (b - a) : b - a;
+}
+
+/* The table of the probe pattern (pages [0, table)); 0 for the others. */
+static uint64_t probe_table(void)
+{
+    if (cfg.pattern.kind != MW_PROBE)
+        return 0;
+    uint64_t t = cfg.npages * cfg.pattern.table_pct / 100;
+    return t ? t : 1;
+}
 static uint64_t start_ns;
 
 static uint64_t now_ns(void)
@@ -120,12 +157,36 @@ static void *worker(void *arg)
     struct thread_stats *st = &stats[id];
     uint64_t rng = mw_rand_seed(cfg.seed, id + 1);
     uint64_t n = cfg.npages;
-    /* seq and stride: threads start spread over the area. */
-    uint64_t cursor = n * id / cfg.threads;
+    /* Threads start at their own parts: spread over the area (seq, stride)
+     * or over the values (probe). */
+    uint64_t table = probe_table(), cursor, part_end;
+    walker_part(id, table, &cursor, &part_end);
+    uint64_t gen_seen = atomic_load(&pass_gen), left = 0;
 
     for (uint64_t i = 0;; i++) {
         if ((i & 63) == 0 && atomic_load_explicit(&stopping, memory_order_relaxed))
             break;
+        /* Parked between passes (HOLD); a walker in a pass finishes it first. */
+        if (left == 0 && atomic_load_explicit(&held, memory_order_relaxed)) {
+            atomic_fetch_add(&parked, 1);
+            for (;;) {
+                uint64_t g = atomic_load(&pass_gen);
+                if (g != gen_seen) {
+                    gen_seen = g;
+                    left = walker_pass_steps(id, table);
+                    walker_part(id, table, &cursor, &part_end);
+                    i = 0; /* probe: the pass starts with a probe */
+                    break;
+                }
+                if (!atomic_load(&held) || atomic_load(&stopping))
+                    break;
+                struct timespec pause = {.tv_nsec = 200000};
+                nanosleep(&pause, NULL);
+            }
+            atomic_fetch_sub(&parked, 1);
+            if (atomic_load(&stopping))
+                break;
+        }
         uint64_t page;
         switch (cfg.pattern.kind) {
         case MW_SEQ:
@@ -139,6 +200,15 @@ static void *worker(void *arg)
         case MW_ZIPF:
             page = zipf_perm[mw_zipf_rank(zipf_cdf, n, mw_rand_unit(&rng))];
             break;
+        case MW_PROBE:
+            /* even steps probe the table, odd ones read the next value */
+            if ((i & 1) == 0) {
+                page = mw_rand_below(&rng, table);
+            } else {
+                page = cursor;
+                cursor = cursor + 1 == n ? table : cursor + 1;
+            }
+            break;
         default:
             page = mw_rand_below(&rng, n);
             break;
@@ -147,6 +217,8 @@ static void *worker(void *arg)
         access_page(page, write, st);
         add(write ? &st->writes : &st->reads, 1);
         add(&st->ops, 1);
+        if (left && --left == 0)
+            atomic_fetch_add(&pass_done, 1);
     }
     return NULL;
 }
@@ -235,9 +307,47 @@ static void serve_client(int fd)
                  ",\"verify_bad_bytes\":%" PRIu64 ",\"verify_s\":%.3f",
                  cfg.npages, bad_pages, bad_bytes, (double)(now_ns() - t0) / 1e9);
         len = format_stats(out, sizeof(out), extra);
+    } else if (strcmp(line, "HOLD") == 0) {
+        /* Park every walker, then report: ops stays where it is until GO. */
+        atomic_store(&held, 1);
+        uint64_t t0 = now_ns();
+        while (atomic_load(&parked) < cfg.threads && now_ns() - t0 < 5000000000ull) {
+            struct timespec ms = {.tv_nsec = 1000000};
+            nanosleep(&ms, NULL);
+        }
+        char extra[64];
+        snprintf(extra, sizeof(extra), ",\"held\":%s", atomic_load(&parked) == cfg.threads ? "true" : "false");
+        len = format_stats(out, sizeof(out), extra);
+    } else if (strcmp(line, "PASS") == 0) {
+        /* Every walker walks its own part once from its start, then parks;
+         * the reply comes when all are done (or after 600 s, pass_done false):
+         * one pass over the memory (probe: over the values), timed here. */
+        atomic_store(&held, 1);
+        atomic_store(&pass_done, 0);
+        uint64_t t0 = now_ns(), steps = 0, table = probe_table();
+        for (unsigned t = 0; t < cfg.threads; t++)
+            steps += walker_pass_steps(t, table);
+        atomic_fetch_add(&pass_gen, 1);
+        bool done = false;
+        while (now_ns() - t0 < 600ull * 1000000000ull) {
+            if (atomic_load(&pass_done) >= cfg.threads) {
+                done = true;
+                break;
+            }
+            struct timespec pause = {.tv_nsec = 200000};
+            nanosleep(&pause, NULL);
+        }
+        char extra[128];
+        snprintf(extra, sizeof(extra), ",\"pass_done\":%s,\"pass_s\":%.4f,\"pass_steps\":%" PRIu64,
+                 done ? "true" : "false", (double)(now_ns() - t0) / 1e9, steps);
+        len = format_stats(out, sizeof(out), extra);
+    } else if (strcmp(line, "GO") == 0) {
+        atomic_store(&held, 0);
+        len = format_stats(out, sizeof(out), NULL);
     } else {
         len = snprintf(out, sizeof(out),
-                       "{\"error\":\"unknown command; send STAT or VERIFY followed by a newline\"}\n");
+                       "{\"error\":\"unknown command; send STAT, VERIFY, HOLD, PASS or GO followed by a "
+                       "newline\"}\n");
     }
     if (len > 0) {
         const char *p = out;
@@ -296,7 +406,7 @@ static int listen_on(int port, int *bound_port)
 static void usage(FILE *out)
 {
     fprintf(out,
-            "usage: memwalk [--mib N] [--threads T] [--pattern seq|uniform|zipf:S|stride:K]\n"
+            "usage: memwalk [--mib N] [--threads T] [--pattern seq|uniform|zipf:S|stride:K|probe:P]\n"
             "               [--write-ratio R] [--port P] [--seed S] [--duration SEC]\n"
             "               [--cold-mib N]\n"
             "\n"
@@ -310,7 +420,9 @@ static void usage(FILE *out)
             "  --threads T      walker threads (default 1, max %d)\n"
             "  --pattern P      seq: each thread walks pages in order; uniform: random pages;\n"
             "                   zipf:S: random with zipf skew S over a fixed scattering of\n"
-            "                   the pages; stride:K: every K-th page (default uniform)\n"
+            "                   the pages; stride:K: every K-th page; probe:P: a random page\n"
+            "                   of the first P%% (a table) before each next page of the rest,\n"
+            "                   in order, per thread (default uniform)\n"
             "  --write-ratio R  fraction of accesses that rewrite the page, 0..1 (default 0)\n"
             "  --port P         TCP port of the STAT listener on 0.0.0.0 (default 7070,\n"
             "                   0 = any free port, printed in the start line)\n"
@@ -323,7 +435,10 @@ static void usage(FILE *out)
             "                   for hot/cold classification tests (default 0)\n"
             "\n"
             "TCP requests (one per connection): 'STAT\\n' -> one JSON line of counters;\n"
-            "'VERIFY\\n' -> verify every page once, then the counters plus the result.\n"
+            "'VERIFY\\n' -> verify every page once, then the counters plus the result;\n"
+            "'HOLD\\n' -> park the walkers, then the counters; 'PASS\\n' -> each walker walks\n"
+            "its own part once from its start and parks again, then the counters with\n"
+            "pass_s (how long); 'GO\\n' -> the walkers run freely again.\n"
             "Exit status: 0 if no mismatch was ever seen, 1 otherwise, 2 on bad usage.\n",
             MAX_REPORTED, MAX_THREADS);
 }

@@ -159,13 +159,17 @@ static inline void mw_permutation(uint32_t *perm, uint64_t n, uint64_t seed)
     }
 }
 
-/* Access patterns: "seq", "uniform", "zipf:S" (S > 0), "stride:K" (K >= 1). */
-enum mw_pattern_kind { MW_SEQ, MW_UNIFORM, MW_ZIPF, MW_STRIDE };
+/* Access patterns: "seq", "uniform", "zipf:S" (S > 0), "stride:K" (K >= 1),
+ * "probe:P" (1 <= P <= 90: the first P% of the pages are a table probed at
+ * random before each read of the next page of the rest, in order: a cache
+ * whose values are read back in key order behind a hash-table lookup). */
+enum mw_pattern_kind { MW_SEQ, MW_UNIFORM, MW_ZIPF, MW_STRIDE, MW_PROBE };
 
 struct mw_pattern {
     enum mw_pattern_kind kind;
     double zipf_s;
     uint64_t stride;
+    unsigned table_pct;
 };
 
 /* Returns 0, or -1 if text is not a valid pattern. */
@@ -195,6 +199,16 @@ static inline int mw_parse_pattern(const char *text, struct mw_pattern *out)
         out->stride = strtoull(text + 7, &end, 10);
         if (*end || out->stride == 0)
             return -1;
+        return 0;
+    }
+    if (strncmp(text, "probe:", 6) == 0) {
+        out->kind = MW_PROBE;
+        if (text[6] < '0' || text[6] > '9')
+            return -1;
+        unsigned long pct = strtoul(text + 6, &end, 10);
+        if (*end || pct < 1 || pct > 90)
+            return -1;
+        out->table_pct = (unsigned)pct;
         return 0;
     }
     return -1;

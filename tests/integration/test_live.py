@@ -10,6 +10,7 @@ destination's criu is killed mid-restore, rollback at --connect-timeout."""
 
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -69,6 +70,9 @@ def thaw_leftovers():
             cg = live_state(w)["cgroup"].strip()
         except (OSError, KeyError):
             continue
+        finally:
+            if str(w).startswith("/var/lib/distriproc/live/"):  # serve's default workdir: not under tmp_path
+                shutil.rmtree(w, ignore_errors=True)
         for path in (cg, cg[: -len(".held")]):
             if not os.path.isdir(path):
                 continue
@@ -87,8 +91,8 @@ def thaw_leftovers():
 def serve_live(procs, workdir, port, key, *extra, pid=None, log=None):
     """serve in memory mode in src (setns only: `ip netns exec` would remount
     /sys without the freezer); returns the Popen once it listens."""
-    args = [util.DISTRIPROC, "serve", "--workdir", workdir, "--listen", f"{util.HOSTS['src']}:{port}",
-            "--key", key, *extra]
+    args = [util.DISTRIPROC, "serve", *(["--workdir", workdir] if workdir else []),
+            "--listen", f"{util.HOSTS['src']}:{port}", "--key", key, *extra]
     if pid:
         args += ["--pid", pid]
     out = open(log, "ab") if log else subprocess.DEVNULL
@@ -194,6 +198,14 @@ def test_live_rollback_when_dst_criu_is_killed(lab, procs, criu, tmp_path, thaw_
     log = tmp_path / "serve.log"
     serve = serve_live(procs, workdir, 7332, key, pid=src, log=log)
     assert frozen(src) and live_state(workdir)["state"] == "serving"
+    # serve SIGKILLed before any verdict: the tree stays frozen; a restarted
+    # serve re-attaches in state serving.
+    serve.kill()
+    serve.wait(timeout=10)
+    time.sleep(0.3)
+    assert frozen(src) and live_state(workdir)["state"] == "serving"
+    serve = serve_live(procs, workdir, 7332, key, log=log)
+    assert "re-attaching to the migration of pid" in log.read_text()
 
     # The destination's criu is SIGKILLed while it restores.
     wrapper = tmp_path / "criu-killed"
@@ -224,16 +236,74 @@ def test_live_rollback_when_dst_criu_is_killed(lab, procs, criu, tmp_path, thaw_
 
 @pytest.mark.time_limit(120)
 def test_live_rollback_when_no_destination_reports(lab, procs, criu, tmp_path, thaw_leftovers):
+    """Also the interface as the issue names it: serve --pid PID --listen --key,
+    the workdir defaulting to /var/lib/distriproc/live/PID."""
     src = start_forkmem(procs, tmp_path, mib=8)
-    workdir = tmp_path / "src"
+    workdir = f"/var/lib/distriproc/live/{src}"
+    assert not os.path.exists(workdir)
     thaw_leftovers.append(workdir)
     key = tmp_path / "key"
     util.distriproc("keygen", key)
     log = tmp_path / "serve.log"
-    serve = serve_live(procs, workdir, 7333, key, "--connect-timeout", "2", pid=src, log=log)
+    serve = serve_live(procs, None, 7333, key, "--connect-timeout", "2", pid=src, log=log)
     assert frozen(src)
     assert serve.wait(timeout=30) != 0
     assert live_state(workdir)["state"] == "rolled-back"
     assert not frozen(src)
     assert forkmem("src", "VERIFY")["errors"] == 0
     assert "none connected" in log.read_text()
+
+
+@pytest.mark.time_limit(180)
+def test_live_background_fetch_releases_the_source(lab, procs, criu, tmp_path, thaw_leftovers):
+    """With --background-fetch the destination pulls every page, then tells
+    the source (RELEASE): the frozen tree is killed at once, serve ends, and
+    the restored process keeps every byte."""
+    src = start_forkmem(procs, tmp_path, mib=16)
+    digest = forkmem("src", "SUM")["sum"]
+    workdir = tmp_path / "src"
+    thaw_leftovers.append(workdir)
+    key = tmp_path / "key"
+    util.distriproc("keygen", key)
+    log = tmp_path / "serve.log"
+    serve = serve_live(procs, workdir, 7334, key, pid=src, log=log)
+    res = util.restore_json(procs, tmp_path / "dst", "--source", f"{util.HOSTS['src']}:7334", "--key", key,
+                            "--background-fetch", "100M")
+    util.wait_until(lambda: live_state(workdir)["state"] == "released", 60, "the source to be released")
+    util.wait_gone(src, timeout=20)
+    assert serve.wait(timeout=30) == 0
+    assert util.alive(res["pid"])
+    assert forkmem("dst", "SUM")["sum"] == digest
+    assert forkmem("dst", "WRITE 7")["pages_written"] > 0
+    assert forkmem("dst", "VERIFY")["errors"] == 0
+    assert "killed while frozen and never ran again" in log.read_text()
+
+
+@pytest.mark.time_limit(120)
+def test_live_rollback_when_serve_stops_before_a_verdict_or_the_dump_fails(lab, procs, criu, tmp_path,
+                                                                          thaw_leftovers):
+    """serving --stopped--> rolled-back, and freezing --dump failed--> rolled-back."""
+    src = start_forkmem(procs, tmp_path, mib=8)
+    key = tmp_path / "key"
+    util.distriproc("keygen", key)
+    workdir = tmp_path / "a"
+    thaw_leftovers.append(workdir)
+    serve = serve_live(procs, workdir, 7335, key, pid=src, log=tmp_path / "a.log")
+    assert frozen(src)
+    serve.send_signal(signal.SIGTERM)
+    assert serve.wait(timeout=30) != 0
+    assert live_state(workdir)["state"] == "rolled-back" and not frozen(src)
+    assert forkmem("src", "VERIFY")["errors"] == 0
+
+    # criu dump fails: the tree, frozen by CRIU through the cgroup, runs again.
+    wrapper = tmp_path / "criu-dump-fails"
+    wrapper.write_text(f"#!/bin/sh\nif [ \"$1\" = dump ]; then exit 1; fi\nexec \"{criu}\" \"$@\"\n")
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
+    workdir = tmp_path / "b"
+    thaw_leftovers.append(workdir)
+    cp = util.run(util.netns_cmd("src", [util.DISTRIPROC, "serve", "--pid", src, "--workdir", workdir, "--listen",
+                                         f"{util.HOSTS['src']}:7335", "--key", key]),
+                  timeout=60, check=False, env={**os.environ, "DISTRIPROC_CRIU": str(wrapper)})
+    assert cp.returncode != 0 and "did not finish the images" in cp.stderr, cp.stderr
+    assert live_state(workdir)["state"] == "rolled-back" and not frozen(src)
+    assert forkmem("src", "VERIFY")["errors"] == 0

@@ -58,7 +58,7 @@ class Server:
         self.keyfile = os.path.join(tmp, "key")
         if not os.path.exists(self.keyfile):
             subprocess.run([BIN, "keygen", self.keyfile], check=True, capture_output=True)
-        self.key = bytes.fromhex(open(self.keyfile).read().strip())
+        self.key = util.read_key(self.keyfile)
         self.port = free_port()
         self.log = os.path.join(tmp, "server-%d.log" % self.port)
         self.extra = list(extra)
@@ -158,18 +158,19 @@ class Conn:
         except ConnectionResetError:
             return True
 
-    def handshake(self, key=None):
-        """Protocol version 3: HELLO with an ephemeral X25519 key, AUTH with
-        the MAC over the transcript; then the channel is sealed."""
+    def handshake(self, key=None, version=3):
+        """Protocol version 3 (or 4, which adds LEASE): HELLO with an ephemeral
+        X25519 key, AUTH with the MAC over the transcript; then the channel is
+        sealed."""
         plain = self.server.plaintext
-        sk, hello = dpchan.hello_payload(flags=dpchan.FLAG_PLAINTEXT if plain else 0)
+        sk, hello = dpchan.hello_payload(max_v=version, flags=dpchan.FLAG_PLAINTEXT if plain else 0)
         self.send(msg(HELLO, 1, hello))
         t, f, rid, p = self.recv()
         if t == ERROR:
             return t, f, rid, p
         assert t == HELLO | 0x80 and rid == 1 and len(p) == 128
         r = dpchan.parse_hello_reply(p)
-        assert r["version"] == 3 and r["flags"] == (dpchan.FLAG_PLAINTEXT if plain else 0)
+        assert r["version"] == version and r["flags"] == (dpchan.FLAG_PLAINTEXT if plain else 0)
         self.cpid = r["cpid"]
         th = dpchan.transcript(hello, p)
         c2s, s2c, cmac, smac = dpchan.derive(key or self.server.key, sk, r["eph_pk"], th)
@@ -311,9 +312,9 @@ def test_version_mismatch(server):
     c = Conn(server)
     c.send(msg(HELLO, 1, struct.pack("<HHI", 1, 2, 0)))  # a version-1/2 client; the server speaks 3
     rid, text = expect_error(c, E_VERSION)
-    assert "1..2" in text and "3..3" in text
+    assert "1..2" in text and "3..4" in text
     c = Conn(server)
-    c.send(msg(HELLO, 1, dpchan.hello_payload(min_v=4, max_v=9)[1]))
+    c.send(msg(HELLO, 1, dpchan.hello_payload(min_v=5, max_v=9)[1]))
     expect_error(c, E_VERSION)
 
 
@@ -331,8 +332,16 @@ def test_malformed_requests(server):
     expect_error(c, E_MALFORMED)
     c = Conn(server)
     c.handshake()
-    c.send(msg(0x0b, 4))  # unassigned type
+    c.send(msg(0x0d, 4))  # unassigned type
     expect_error(c, E_UNKNOWN)
+    c = Conn(server)
+    c.handshake()
+    c.send(msg(0x0b, 4, struct.pack("<I", 1)))  # MIGRATION is a version-4 type: unknown on 3
+    expect_error(c, E_UNKNOWN)
+    c = Conn(server)
+    c.handshake(version=4)
+    c.send(msg(0x0b, 4, struct.pack("<I", 9)))  # MIGRATION with a verdict out of 1..4
+    expect_error(c, E_MALFORMED)
     c = Conn(server)
     c.handshake()
     c.send(msg(STATS, 4, flags=0x8000))  # unknown flag
@@ -757,8 +766,7 @@ def test_client_library_get_put_and_reconnect(tmp_path):
 
 def test_client_refuses_wrong_key(server, tmp_path):
     bad = tmp_path / "bad.key"
-    bad.write_text("00" * 32)
-    os.chmod(bad, 0o600)
+    util.write_key(bad, os.urandom(32))
     r = subprocess.run([BIN, "query", "--source", "127.0.0.1:%d" % server.port, "--key", str(bad), "stats"],
                        capture_output=True, text=True, timeout=30)
     assert r.returncode != 0 and "AUTH_FAILED" in r.stderr

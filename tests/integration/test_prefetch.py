@@ -1,6 +1,8 @@
 """Prefetch end to end: memwalk is checkpointed in `src`, served by the page
 server and restored lazily in `dst` with a prefetch policy, then its walker
-reads its memory in order (seq, auto) or every 8th page (stride). The
+reads its memory in order (seq, auto) or every 8th page (stride), or four
+walker threads read their own quarters in order at once (streams: their
+faults interleave, so no two consecutive faults are neighbours). The
 lazy-pages daemon must bring in the pages ahead of the walker, so far fewer
 faults reach the page server than the walk touches pages. The planner alone is
 unit-tested (tests/unit/test_prefetch.c); this checks that the daemon acts on
@@ -16,14 +18,15 @@ MIB = 32
 NPAGES = MIB * 256
 SERVE_PORT = 7301
 
-# policy -> (memwalk access pattern, pages between two accesses). stride:8
+# policy -> (memwalk access pattern, pages between two accesses, threads). stride:8
 # walks every 8th page of the area, lap after lap over the same pages (8
 # divides NPAGES), so the pages between are never read: a sequential window
 # brings in 7 useless pages for each useful one there.
 CASES = {
-    "seq": ("seq", 1),
-    "stride": ("stride:8", 8),
-    "auto": ("seq", 1),
+    "seq": ("seq", 1, 1),
+    "stride": ("stride:8", 8, 1),
+    "auto": ("seq", 1, 1),
+    "streams": ("seq", 1, 4),
 }
 OTHER_PAGES = 128  # the rest of memwalk's memory that faults in (stack, heap, generations, locks): ~60 pages
 
@@ -33,7 +36,9 @@ def fault_bound(step):
     pages once. seq (seq:8) and stride (depth 8) bring each faulting page
     together with the next 8 pages of the pattern, so the walk faults about
     once per 9 pages it reads; auto starts at 8 and doubles its window up to
-    256 (fewer still). TOUCHED/4 leaves room for the window restarting at each
+    256 (fewer still); streams finds each of the four threads' walks among
+    the interleaved faults and doubles each one's window the same way.
+    TOUCHED/4 leaves room for the window restarting at each
     lap, plus OTHER_PAGES for the rest of memwalk's memory. Without prefetch
     every page read is a fault of its own (>= TOUCHED); for stride, a
     sequential window would still fault on every other page at best
@@ -44,11 +49,11 @@ def fault_bound(step):
 @pytest.mark.time_limit(300)
 @pytest.mark.parametrize("policy", sorted(CASES))
 def test_walk_is_prefetched(lab, procs, criu, tmp_path, policy):
-    pattern, step = CASES[policy]
+    pattern, step, threads = CASES[policy]
     touched, bound = NPAGES // step, fault_bound(step)
     images = util.checkpoint_container(
         procs, tmp_path,
-        [util.MEMWALK, "--mib", MIB, "--threads", "1", "--pattern", pattern, "--seed", "23"],
+        [util.MEMWALK, "--mib", MIB, "--threads", threads, "--pattern", pattern, "--seed", "23"],
         lambda: util.wait_until(
             lambda: util.memwalk_request(util.HOSTS["src"], host="src")["ops"] > 2 * NPAGES,
             60, "memwalk to walk its memory twice"))

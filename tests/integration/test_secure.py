@@ -317,8 +317,7 @@ def fake_server(key, pages_acked, ready):
 
 def test_put_acknowledging_fewer_pages_is_not_believed(tmp_path):
     key = os.urandom(32)
-    (tmp_path / "key").write_text(key.hex())
-    os.chmod(tmp_path / "key", 0o600)
+    util.write_key(tmp_path / "key", key)
     ready, got = [], []
     th = threading.Thread(target=lambda: got.append(fake_server(key, 1, ready)), daemon=True)
     th.start()

@@ -63,6 +63,23 @@ def distriproc(*args, timeout=DEFAULT_TIMEOUT, check=True):
     return run([DISTRIPROC, *args], timeout=timeout, check=check)
 
 
+KEY_HEADER = "distriproc-key-v1 "
+
+
+def write_key(path, raw):
+    """Writes raw (32 bytes) as a key file in the format `distriproc keygen`
+    writes, mode 0600: the one place tests make a key without keygen."""
+    fd = os.open(str(path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(KEY_HEADER + raw.hex() + "\n")
+    os.chmod(path, 0o600)
+
+
+def read_key(path):
+    """The 32 key bytes in a key file written by keygen or write_key."""
+    return bytes.fromhex(open(path).read().split()[-1])
+
+
 def netns_cmd(host, cmd):
     """cmd run inside a lab host's network namespace only (no mount namespace,
     unlike `ip netns exec`)."""

@@ -78,6 +78,21 @@ static void candidate_paths(void **state)
     assert_int_equal(dp_criu_candidate("/r/build/distriproc", 1, out, 10), -1);      /* too small */
 }
 
+static void installed_candidate_paths(void **state)
+{
+    (void)state;
+    char out[256];
+    assert_int_equal(dp_criu_installed_candidate("/usr/bin/distriproc", out, sizeof(out)), 0);
+    assert_string_equal(out, "/usr/lib/distriproc/bin/criu");
+    assert_int_equal(dp_criu_installed_candidate("/opt/dp/bin/distriproc", out, sizeof(out)), 0);
+    assert_string_equal(out, "/opt/dp/lib/distriproc/bin/criu");
+    assert_int_equal(dp_criu_installed_candidate("/bin/distriproc", out, sizeof(out)), 0);
+    assert_string_equal(out, "/lib/distriproc/bin/criu");
+    assert_int_equal(dp_criu_installed_candidate("/distriproc", out, sizeof(out)), -1);       /* no bindir parent */
+    assert_int_equal(dp_criu_installed_candidate("bin/distriproc", out, sizeof(out)), -1);    /* not absolute */
+    assert_int_equal(dp_criu_installed_candidate("/usr/bin/distriproc", out, 12), -1);        /* too small */
+}
+
 static void netns_paths(void **state)
 {
     (void)state;
@@ -281,6 +296,7 @@ int main(void)
         cmocka_unit_test(parse_version_rejects_garbage),
         cmocka_unit_test(version_compare),
         cmocka_unit_test(candidate_paths),
+        cmocka_unit_test(installed_candidate_paths),
         cmocka_unit_test(netns_paths),
         cmocka_unit_test(dump_args),
         cmocka_unit_test(dump_args_rejects_bad_options),

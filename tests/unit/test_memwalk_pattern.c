@@ -103,6 +103,13 @@ static void parse_patterns(void **state)
     assert_int_equal(mw_parse_pattern("stride:0", &p), -1);
     assert_int_equal(mw_parse_pattern("stride:-3", &p), -1);
     assert_int_equal(mw_parse_pattern("stride:", &p), -1);
+    assert_int_equal(mw_parse_pattern("probe:10", &p), 0);
+    assert_int_equal(p.kind, MW_PROBE);
+    assert_int_equal(p.table_pct, 10);
+    assert_int_equal(mw_parse_pattern("probe:0", &p), -1);
+    assert_int_equal(mw_parse_pattern("probe:91", &p), -1);
+    assert_int_equal(mw_parse_pattern("probe:", &p), -1);
+    assert_int_equal(mw_parse_pattern("probe:5x", &p), -1);
     assert_int_equal(mw_parse_pattern("random", &p), -1);
 }
 

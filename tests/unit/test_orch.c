@@ -49,6 +49,55 @@ static void json_number_rejects(void **state)
     assert_true(v == 5);
     assert_int_equal(dp_json_number(NULL, NULL, "a", &v), -1);
     assert_int_equal(dp_json_number("{\"a\": }", NULL, "a", &v), -1);
+    /* parsed, not scanned: truncated text, a boolean, a key outside its
+     * section, a key named only inside a string */
+    assert_int_equal(dp_json_number("{\"a\": 1", NULL, "a", &v), -1);
+    assert_int_equal(dp_json_number("{\"a\": true}", NULL, "a", &v), -1);
+    assert_int_equal(dp_json_number("{\"total\": {\"x\": 1}, \"b\": 2}", "total", "b", &v), -1);
+    assert_int_equal(dp_json_number("{\"s\": \"{\\\"a\\\": 3}\"}", NULL, "a", &v), -1);
+}
+
+static void json_number_nested(void **state)
+{
+    (void)state;
+    double v = 0;
+    /* the stats shape: total.latency.p50_us, then a tasks array with its own */
+    const char *j = "{\"note\": \"total\", \"total\": {\"faults\": 3, \"latency\": {\"p50_us\": 12.5}}, "
+                    "\"tasks\": [{\"latency\": {\"p50_us\": 99}}]}";
+    assert_int_equal(dp_json_number(j, "latency", "p50_us", &v), 0);
+    assert_true(v == 12.5);
+    assert_int_equal(dp_json_number(j, "total", "p50_us", &v), 0);
+    assert_true(v == 12.5);
+    assert_int_equal(dp_json_number(j, "tasks", "p50_us", &v), 0);
+    assert_true(v == 99);
+    assert_int_equal(dp_json_number("7", NULL, "a", &v), -1);
+}
+
+static void json_arrays(void **state)
+{
+    (void)state;
+    /* forkmem's TOUCH reply and the daemon's histogram buckets */
+    const char *j = "{\"touched\": 3, \"us\": [1.5, 2, 30.25], "
+                    "\"b\": {\"latency_buckets_us\": [[1.024, 5], [2.048, 1]]}}";
+    size_t n = 0;
+    double *us = dp_json_numbers(j, "us", &n);
+    assert_non_null(us);
+    assert_int_equal(n, 3);
+    assert_true(us[0] == 1.5 && us[1] == 2 && us[2] == 30.25);
+    free(us);
+    char *t = dp_json_array_text(j, "latency_buckets_us");
+    assert_non_null(t);
+    assert_string_equal(t, "[[1.024,5],[2.048,1]]");
+    free(t);
+    assert_null(dp_json_numbers(j, "latency_buckets_us", &n)); /* elements are arrays */
+    assert_null(dp_json_numbers(j, "touched", &n));            /* not an array */
+    assert_null(dp_json_numbers("{\"us\": [1, 2", "us", &n));  /* truncated */
+    assert_null(dp_json_array_text(j, "b"));
+    assert_null(dp_json_array_text(NULL, "us"));
+    us = dp_json_numbers("{\"us\": []}", "us", &n);
+    assert_non_null(us);
+    assert_int_equal(n, 0);
+    free(us);
 }
 
 static void run_captures_and_bounds(void **state)
@@ -87,6 +136,8 @@ int main(void)
         cmocka_unit_test(json_number_top_level_and_spacing),
         cmocka_unit_test(json_number_section),
         cmocka_unit_test(json_number_rejects),
+        cmocka_unit_test(json_number_nested),
+        cmocka_unit_test(json_arrays),
         cmocka_unit_test(run_captures_and_bounds),
         cmocka_unit_test(proc_identity),
     };

@@ -400,11 +400,15 @@ static void request_length_limits(void **state)
     assert_int_equal(dp_request_max_len(DP_MSG_PUT_PAGES), 8 + 256 * (16 + 4096));
     assert_int_equal(dp_request_max_len(DP_MSG_STATS), 0);
     assert_int_equal(dp_request_max_len(DP_MSG_GET_HOTSET), DP_GET_HOTSET_REQ_LEN);
-    assert_int_equal(dp_request_max_len(0x0b), 0);
+    assert_int_equal(dp_request_max_len(DP_MSG_MIGRATION), 4);
+    assert_int_equal(dp_request_max_len(DP_MSG_LEASE), 80); /* version 4 (lib/proto_lease.h) */
+    assert_int_equal(dp_request_max_len(0x0d), 0);
     assert_true(dp_request_type_known(DP_MSG_ACCESS_LOG));
     assert_true(dp_request_type_known(DP_MSG_PUT_TRACE));
     assert_true(dp_request_type_known(DP_MSG_GET_HOTSET));
-    assert_false(dp_request_type_known(0x0b));
+    assert_true(dp_request_type_known(DP_MSG_MIGRATION));
+    assert_true(dp_request_type_known(DP_MSG_LEASE));
+    assert_false(dp_request_type_known(0x0d));
     assert_false(dp_request_type_known(DP_MSG_GET_PAGES | DP_MSG_REPLY));
     /* The largest valid PUT fits the limit exactly and the payload limit too. */
     static uint8_t pages[256 * 4096];

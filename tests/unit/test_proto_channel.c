@@ -97,7 +97,7 @@ static void known_answers(void **state)
         assert_int_equal(dp_chan_open_hdr(&sv, inplace), 0);
         assert_int_equal(dp_chan_open_payload(&sv, inplace + DP_CHAN_HDR_REC, 5), 0);
         assert_memory_equal(inplace + DP_CHAN_HDR_REC, "world", 5);
-        /* A large record (libcrypto's path; small ones take libsodium's):
+        /* A 1000-byte record (libsodium's path):
          * server to client, 1000 payload bytes, against the Python answer;
          * then a flipped bit in it is caught. */
         static const char *big[3] = {NULL, "d98a7ed7dd01ebcd41cd8ef39d01a00d3e3e7d1f4cac692c78657ac45ed0dd54",
@@ -118,6 +118,32 @@ static void known_answers(void **state)
         assert_int_equal(dp_chan_open_payload(&cl3, brec + DP_CHAN_HDR_REC, 1000), -1);
         dp_chan_free(&cl3);
         dp_chan_free(&sv3);
+        /* A record above SMALL_RECORD (16 KiB) takes libcrypto's path, the
+         * ones above libsodium's: its bytes must be what libsodium's own
+         * implementation of the same AEAD makes with the same key and nonce
+         * (the payload record is the direction's second record: nonce 1). */
+        enum { HUGE = 20000 };
+        static uint8_t hpl[HUGE], hrec[DP_CHAN_HDR_REC + HUGE + DP_CHAN_TAG], hwant[HUGE + DP_CHAN_TAG];
+        struct dp_chan cl4, sv4;
+        setup_pair(cipher, &cl4, &sv4, cm, sm);
+        struct dp_hdr hh = {.version = 1, .type = DP_MSG_GET_PAGES | DP_MSG_REPLY, .id = 10, .len = HUGE};
+        uint8_t hhdr[DP_HDR_SIZE], nonce[12] = {1};
+        dp_hdr_encode(hhdr, &hh);
+        for (int i = 0; i < HUGE; i++)
+            hpl[i] = (uint8_t)(i * 13 % 251);
+        unsigned long long wl;
+        if (cipher == DP_CIPHER_AES256GCM)
+            crypto_aead_aes256gcm_encrypt(hwant, &wl, hpl, HUGE, NULL, 0, NULL, nonce, sv4.tx.key);
+        else
+            crypto_aead_chacha20poly1305_ietf_encrypt(hwant, &wl, hpl, HUGE, NULL, 0, NULL, nonce, sv4.tx.key);
+        assert_int_equal(wl, HUGE + DP_CHAN_TAG);
+        assert_int_equal(dp_chan_seal(&sv4, hhdr, hpl, hrec), 0);
+        assert_memory_equal(hrec + DP_CHAN_HDR_REC, hwant, HUGE + DP_CHAN_TAG);
+        assert_int_equal(dp_chan_open_hdr(&cl4, hrec), 0);
+        assert_int_equal(dp_chan_open_payload(&cl4, hrec + DP_CHAN_HDR_REC, HUGE), 0);
+        assert_memory_equal(hrec + DP_CHAN_HDR_REC, hpl, HUGE);
+        dp_chan_free(&cl4);
+        dp_chan_free(&sv4);
         dp_chan_free(&cl);
         dp_chan_free(&sv);
     }

@@ -314,13 +314,16 @@ static void access_log_as_hotset(void **state)
         "{\"pages\": [{\"pid\": 1, \"addr\": \"0x1000\", \"count\": 1, \"first\": 1}]}",
         "{\"pages\": [{\"pid\": 1, \"addr\": \"0x1000\"",
         "{\"pagez\": []}",
+        /* parsed, not scanned: a log cut after a whole entry, a number as a string */
+        "{\"pages\": [{\"pid\": 1, \"addr\": \"0x1000\", \"count\": 1, \"first\": 1, \"last\": 1}",
+        "{\"pages\": [{\"pid\": \"1\", \"addr\": \"0x1000\", \"count\": 1, \"first\": 1, \"last\": 1}]}",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         assert_int_equal(dp_accesslog_parse(bad[i], strlen(bad[i]), &e, &n, &err), -1);
         assert_null(e);
     }
     /* an empty log parses, but makes no hot set */
-    assert_int_equal(dp_accesslog_parse("{\"pages\": [\n]}", 15, &e, &n, &err), 0);
+    assert_int_equal(dp_accesslog_parse("{\"pages\": [\n]}", 14, &e, &n, &err), 0);
     assert_int_equal(n, 0);
     assert_int_equal(dp_accesslog_hotset(e, n, 0, ID, 1, &hs, &err), -1);
     free(e);
