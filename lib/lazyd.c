@@ -2745,7 +2745,10 @@ static void cleanup(struct dp_lazyd *d)
     dp_metrics_http_close(d->metrics);
     d->metrics = NULL;
     /* Tasks whose requests the source still owns: the source is closed by
-     * the caller after us, so free only what is safe. */
+     * the caller after us, so free only what is safe. d->tasks keeps exactly
+     * the tasks not freed: a write-back callback still to come (the lease
+     * release after the daemon, or the source's close) looks tasks up there. */
+    struct lz_task *kept = NULL;
     for (struct lz_task *t = d->tasks, *n; t; t = n) {
         n = t->next;
         if (t->alive)
@@ -2764,8 +2767,11 @@ static void cleanup(struct dp_lazyd *d)
             for (struct lz_req *r = t->reqs; r; r = r->next)
                 if (r->kind == K_REPLAY)
                     r->kind = K_PREFETCH;
+            t->next = kept;
+            kept = t;
         }
     }
+    d->tasks = kept;
     if (d->ep >= 0)
         close(d->ep);
     dp_replay_free(&d->replay);

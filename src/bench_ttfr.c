@@ -989,7 +989,7 @@ static void run_size(struct ttfr *t, struct sizeres *z)
         dp_format_bytes(avail, a, sizeof(a));
         dp_format_bytes(need, n, sizeof(n));
         snprintf(z->skipped, sizeof(z->skipped), "needs about %s of free memory, %s available", n, a);
-        snprintf(z->load_end, sizeof(z->load_end), "%s", z->load_start);
+        memcpy(z->load_end, z->load_start, sizeof(z->load_end)); /* same size, distinct fields */
         dp_warn("ttfr %s: skipped: %s", z->label, z->skipped);
         return;
     }
