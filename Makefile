@@ -91,7 +91,7 @@ integration: all
 	$(PYTEST) -v tests/integration
 
 # The README's test command: installs what it needs, builds, then runs every test.
-test: deps rootfs
+test: deps deps-pkg rootfs
 	@$(MAKE) --no-print-directory all
 	@$(MAKE) --no-print-directory unit-asan
 	@echo "every fuzz target for $(FUZZ_CI_SECONDS) s on its seeds (fuzz/seeds; longer: make fuzz FUZZ_SECONDS=N):"
