@@ -42,7 +42,7 @@
 #include <sys/wait.h>
 
 #include "bench.h"
-#include "bench_json.h"
+#include "benchjson.h"
 #include "jsonq.h"
 #include "lab.h"
 #include "lazyd.h"

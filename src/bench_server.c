@@ -39,7 +39,7 @@
 #include <unistd.h>
 
 #include "bench.h"
-#include "bench_json.h"
+#include "benchjson.h"
 #include "channel.h"
 #include "client.h"
 #include "key.h"

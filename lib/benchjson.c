@@ -1,4 +1,4 @@
-/* bench_json: shared pieces of the benchmarks' result files (bench_json.h). */
+/* benchjson: shared pieces of the benchmarks' result files (benchjson.h). */
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -7,7 +7,7 @@
 #include <unistd.h>
 #include <sys/utsname.h>
 
-#include "bench_json.h"
+#include "benchjson.h"
 
 /* Every real is rounded to at most 6 decimals below 1e9, so 15 significant
  * digits print it exactly as rounded (no 0.1000000000000001 tails). */

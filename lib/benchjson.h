@@ -1,9 +1,9 @@
-/* bench_json: the parts every benchmark's result file shares (machine, time,
+/* benchjson: the parts every benchmark's result file shares (machine, time,
  * rounded numbers, the write), built with jansson so strings from outside
  * (command lines, paths, error texts) are always escaped. The field names and
  * types of each file are the schema scripts/bench_report.py --help documents. */
-#ifndef DP_BENCH_JSON_H
-#define DP_BENCH_JSON_H
+#ifndef DP_BENCHJSON_H
+#define DP_BENCHJSON_H
 
 #include <time.h>
 
