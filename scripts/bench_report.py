@@ -25,8 +25,12 @@ Writes into DIR:
 The ttfr schema is what bench_ttfr.c writes (schema 1): top-level benchmark,
 schema, started, command, machine{uname,cpu,cpus,memory}, bandwidth, repeat,
 prefetch, probe, sizes[{size, bytes, keys, redis_used_memory, skipped,
-systems{NAME: {n, error, from_restore_s{median,min,max}, from_freeze_s{..},
-bytes_moved{..}, dump_s{..}, transfer_s{..}, restore_s{..}, runs[...]}}}].
+loadavg_start, loadavg_end (optional), systems{NAME: {n, error,
+from_restore_s{median,min,max}, from_freeze_s{..}, bytes_moved{..},
+phases{freeze_s{..}, skeleton_s{..}, transfer_s{..}, restore_s{..},
+first_reply_s{..}} (optional: runs before issue 11 have dump_s/transfer_s/
+restore_s instead), runs[...]}}}]. A system a run did not measure is absent
+from its systems (--systems); the table leaves it out.
 
 The faults schema (schema 1; what `bench faults` is to write):
   {"benchmark": "faults", "schema": 1, "started": ISO, "command": STR,
@@ -61,10 +65,20 @@ import tempfile
 
 SYSTEMS = [
     ("distriproc", "DistriProc (lazy)"),
+    ("distriproc_memory", "DistriProc memory mode"),
+    ("criu_lazy_remote", "CRIU lazy, remote (its page server)"),
     ("criu_full", "CRIU full migration"),
     ("criu_lazy_local", "CRIU lazy, local images"),
     ("local", "local (no migration)"),
 ]
+# Every system's phases (bench_ttfr.h), contiguous: they add up to from_freeze_s.
+PHASES = [("freeze_s", "freeze"), ("skeleton_s", "skeleton"), ("transfer_s", "transfer"),
+          ("restore_s", "restore"), ("first_reply_s", "first reply")]
+# Issue 11's targets, for DistriProc memory mode (medians of the same run).
+TARGET_SYSTEM = "distriproc_memory"
+TARGET_FREEZE_S = 0.5        # from freeze at 4 GiB
+TARGET_GROWTH = 1.5          # from freeze, 4 GiB / 256 MiB
+TARGET_VS_FULL = 50.0        # CRIU full / memory mode at 4 GiB
 SERIES = [
     ("local_floor", "local floor (daemon, no network)"),
     ("raw_tcp", "raw 4 KiB TCP req/resp"),
@@ -110,19 +124,29 @@ def load(path, benchmark):
 
 def check_ttfr(doc, path):
     sizes = need(doc, "sizes", path, list)
+    known = {k for k, _ in SYSTEMS}
     for i, z in enumerate(sizes):
         w = f"{path}: sizes[{i}]"
         need(z, "size", w, str)
         if z.get("skipped"):
             continue
         systems = need(z, "systems", w, dict)
+        if not any(name in systems for name in known):
+            raise BadInput(f"{w}.systems: none of the known systems ({', '.join(sorted(known))})")
         for name, _ in SYSTEMS:
+            if name not in systems:
+                continue
             s = need(systems, name, w + ".systems", dict)
             if need(s, "n", f"{w}.systems.{name}", int) > 0:
                 for field in ("from_restore_s", "from_freeze_s", "bytes_moved"):
                     st = need(s, field, f"{w}.systems.{name}", dict)
                     for k in ("median", "min", "max"):
                         need(st, k, f"{w}.systems.{name}.{field}", NUM)
+                if "phases" in s:
+                    ph = need(s, "phases", f"{w}.systems.{name}", dict)
+                    for field, _ in PHASES:
+                        need(need(ph, field, f"{w}.systems.{name}.phases", dict), "median",
+                             f"{w}.systems.{name}.phases.{field}", NUM)
     return sizes
 
 
@@ -490,6 +514,130 @@ def machine_lines(doc):
             f"- memory: {m.get('memory', '?')}"]
 
 
+def present(z):
+    """The systems of a size that this run measured, in the report's order."""
+    return [(k, label) for k, label in SYSTEMS if k in z.get("systems", {})]
+
+
+def med(z, system, field):
+    """Median of a field (or of a phase, field 'phases.NAME') of one system at one size, or None."""
+    s = z.get("systems", {}).get(system)
+    if not s or s.get("n", 0) == 0:
+        return None
+    if field.startswith("phases."):
+        ph = s.get("phases", {}).get(field[7:])
+        return ph["median"] if ph else None
+    return s[field]["median"]
+
+
+def phases_text(z, system):
+    """One system's phase medians at one size, the largest named first: where the time went."""
+    vals = [(label, med(z, system, "phases." + k)) for k, label in PHASES]
+    if any(v is None for _, v in vals):
+        return "phases not recorded"
+    big = max(vals, key=lambda x: x[1])
+    total = sum(v for _, v in vals)
+    parts = ", ".join(f"{label} {v:.3f} s" for label, v in vals)
+    share = f"{100 * big[1] / total:.0f} %" if total > 0 else "-"
+    return f"{parts}; the largest is {big[0]} ({share})"
+
+
+def phase_diff(z, system, base, zb=None):
+    """The phases in which system (at size z) is slower than base (at size zb, default z)."""
+    out = []
+    for k, label in PHASES:
+        a, b = med(z, system, "phases." + k), med(zb or z, base, "phases." + k)
+        if a is not None and b is not None and a > b:
+            out.append(f"{label} +{a - b:.3f} s")
+    return ", ".join(out) if out else "no single phase"
+
+
+def by_bytes(sizes, n):
+    for z in sizes:
+        if z.get("bytes") == n and not z.get("skipped"):
+            return z
+    return None
+
+
+def why_missing(z, system, label):
+    s = z["systems"].get(system) if z else None
+    if z is None:
+        return "not measured: no such size in this run"
+    if s is None:
+        return f"not measured: {label} was not run"
+    return f"not measured: {s.get('error') or 'no successful repetition'}"
+
+
+def targets_section(sizes):
+    """Issue 11's targets for DistriProc memory mode, as ratios with a pass/miss verdict; a miss names
+    the phases it spent its time in."""
+    name = dict(SYSTEMS)
+    tm = name[TARGET_SYSTEM]
+    z256, z4 = by_bytes(sizes, 256 << 20), by_bytes(sizes, 4 << 30)
+    rows, notes = [], []
+
+    def verdict(ok):
+        return "**pass**" if ok else "**miss**"
+
+    # 1. from freeze at 4 GiB
+    v = med(z4, TARGET_SYSTEM, "from_freeze_s") if z4 else None
+    if v is None:
+        rows.append(f"| {tm} from freeze at 4 GiB <= {TARGET_FREEZE_S} s | {why_missing(z4, TARGET_SYSTEM, tm)} | | |")
+    else:
+        ok = v <= TARGET_FREEZE_S
+        rows.append(f"| {tm} from freeze at 4 GiB <= {TARGET_FREEZE_S} s | {v:.3f} s | "
+                    f"{v / TARGET_FREEZE_S:.2f}x the bound | {verdict(ok)} |")
+        if not ok:
+            notes.append(f"- from freeze at 4 GiB missed: {phases_text(z4, TARGET_SYSTEM)}.")
+    # 2. growth 4 GiB / 256 MiB
+    a = med(z256, TARGET_SYSTEM, "from_freeze_s") if z256 else None
+    if a is None or v is None:
+        rows.append(f"| {tm} from freeze, 4 GiB / 256 MiB <= {TARGET_GROWTH}x | "
+                    f"{why_missing(z256 if a is None else z4, TARGET_SYSTEM, tm)} | | |")
+    else:
+        r = v / a
+        rows.append(f"| {tm} from freeze, 4 GiB / 256 MiB <= {TARGET_GROWTH}x | {v:.3f} s / {a:.3f} s | "
+                    f"{r:.2f}x | {verdict(r <= TARGET_GROWTH)} |")
+        if r > TARGET_GROWTH:
+            notes.append(f"- growth missed: grown from 256 MiB to 4 GiB: "
+                         f"{phase_diff(z4, TARGET_SYSTEM, TARGET_SYSTEM, z256)} (256 MiB: "
+                         f"{phases_text(z256, TARGET_SYSTEM)}; 4 GiB: {phases_text(z4, TARGET_SYSTEM)}).")
+    # 3. not slower than CRIU's remote lazy migration, at every size, from freeze and from restore
+    base = "criu_lazy_remote"
+    for z in sizes:
+        if z.get("skipped"):
+            continue
+        for field, what in (("from_freeze_s", "from freeze"), ("from_restore_s", "from restore")):
+            x, y = med(z, TARGET_SYSTEM, field), med(z, base, field)
+            label = f"| {z['size']}: {tm} / {name[base]}, {what} <= 1.0x |"
+            if x is None or y is None:
+                rows.append(f"{label} {why_missing(z, TARGET_SYSTEM if x is None else base, tm if x is None else name[base])} | | |")
+                continue
+            r = x / y
+            rows.append(f"{label} {x:.3f} s / {y:.3f} s | {r:.2f}x | {verdict(r <= 1.0)} |")
+            if r > 1.0:
+                notes.append(f"- {z['size']} {what}: slower than CRIU's remote lazy migration in: "
+                             f"{phase_diff(z, TARGET_SYSTEM, base)} ({tm}: {phases_text(z, TARGET_SYSTEM)}; "
+                             f"{name[base]}: {phases_text(z, base)}).")
+    # 4. >= 50x faster than CRIU full migration at 4 GiB
+    for field, what in (("from_freeze_s", "from freeze"), ("from_restore_s", "from restore")):
+        x = med(z4, TARGET_SYSTEM, field) if z4 else None
+        y = med(z4, "criu_full", field) if z4 else None
+        label = f"| 4 GiB: {name['criu_full']} / {tm}, {what} >= {TARGET_VS_FULL:.0f}x |"
+        if x is None or y is None:
+            rows.append(f"{label} {why_missing(z4, TARGET_SYSTEM if x is None else 'criu_full', tm if x is None else name['criu_full'])} | | |")
+            continue
+        r = y / x
+        rows.append(f"{label} {y:.3f} s / {x:.3f} s | {r:.1f}x | {verdict(r >= TARGET_VS_FULL)} |")
+        if r < TARGET_VS_FULL:
+            notes.append(f"- 4 GiB {what}, vs CRIU full: {tm}: {phases_text(z4, TARGET_SYSTEM)}.")
+    out = ["### Issue 11 targets (DistriProc memory mode; medians of this run)", "",
+           "| target | measured | ratio | verdict |", "|---|---|---|---|"] + rows + [""]
+    if notes:
+        out += ["Where a target is missed, the phases say where the time went:", ""] + notes + [""]
+    return out
+
+
 def ttfr_section(doc, sizes, have_plots):
     out = ["## Time to first reply (Redis)", "",
            f"Run started {doc.get('started', '?')}; link cap {doc.get('bandwidth', '?')}; "
@@ -498,18 +646,22 @@ def ttfr_section(doc, sizes, have_plots):
            + (f"a try every {doc['probe_interval_ms']} ms for every system." if "probe_interval_ms" in doc else
               "probe cadence not recorded (runs before the cadence was one constant: DistriProc's probe "
               "tried every 10 ms, the others every 5 ms).") , "",
-           "Median (min..max), seconds. *From restore*: from the end of the dump (the "
-           "destination starts getting the process back: page server start + skeleton pull + "
-           "criu restore for DistriProc; the image copy + criu restore for CRIU full; "
-           "criu lazy-pages + criu restore for CRIU lazy) to the first correct reply of the probe. *From freeze*: from "
-           "the start of the dump. *Bytes moved*: over the link before the first reply.", "",
-           "| size | system | from restore (s) | from freeze (s) | bytes moved |",
-           "|---|---|---|---|---|"]
+           "Median (min..max), seconds. *From freeze*: from the start of the dump to the first correct reply of "
+           "the probe. *From restore*: from the moment the source's state is captured (images written, or a lazy "
+           "dump's skeleton ready to be served) to the same reply. *Bytes moved*: over the link before the first "
+           "reply (CRIU lazy, remote: the src end's interface counter, TCP/IP headers included; the others: "
+           "payload).", ""]
+    loads = [f"{z['size']}: {z['loadavg_start']} at the start, {z.get('loadavg_end') or '?'} at the end"
+             for z in sizes if z.get("loadavg_start") and not z.get("skipped")]
+    if loads:
+        out += ["Load average (1, 5, 15 min) of the shared machine per size: " + "; ".join(loads) + ".", ""]
+    out += ["| size | system | from restore (s) | from freeze (s) | bytes moved |",
+            "|---|---|---|---|---|"]
     for z in sizes:
         if z.get("skipped"):
             out.append(f"| {z['size']} | (skipped) | {z['skipped']} | | |")
             continue
-        for key, label in SYSTEMS:
+        for key, label in present(z):
             s = z["systems"][key]
             if s["n"] == 0:
                 out.append(f"| {z['size']} | {label} | failed: {s.get('error') or '?'} | | |")
@@ -518,8 +670,25 @@ def ttfr_section(doc, sizes, have_plots):
             out.append(f"| {z['size']} | {label}{note} | {fmt_s(s['from_restore_s'])} | "
                        f"{fmt_s(s['from_freeze_s'])} | {fmt_bytes(s['bytes_moved']['median'])} |")
     out.append("")
+    if any("phases" in s for z in sizes if not z.get("skipped") for s in z["systems"].values()):
+        out += ["Phases (seconds; in every run they add up to its time from freeze; shown are each phase's median, so their sum is near, not equal to, the median from freeze): *freeze* dump start to the "
+                "state captured; *skeleton* the non-memory state to dst (page server start + skeleton pull, or "
+                "the image copy of a lazy dump); *transfer* memory moved before the restore (CRIU full); "
+                "*restore* criu restore with a lazy-pages daemon's start; *first reply* the restored tree "
+                "running to the first correct reply.", "",
+                "| size | system | " + " | ".join(label for _, label in PHASES) + " |",
+                "|---|---|" + "---|" * len(PHASES)]
+        for z in sizes:
+            if z.get("skipped"):
+                continue
+            for key, label in present(z):
+                if med(z, key, "phases.freeze_s") is None:
+                    continue
+                out.append(f"| {z['size']} | {label} | " +
+                           " | ".join(f"{med(z, key, 'phases.' + k):.3f}" for k, _ in PHASES) + " |")
+        out.append("")
     # The issue's checks, computed.
-    ok = [z for z in sizes if not z.get("skipped") and z["systems"]["distriproc"]["n"] > 0]
+    ok = [z for z in sizes if not z.get("skipped") and med(z, "distriproc", "from_restore_s") is not None]
     checks = []
     if len(ok) >= 2:
         first, last = ok[0], ok[-1]
@@ -528,13 +697,15 @@ def ttfr_section(doc, sizes, have_plots):
         checks.append(f"- DistriProc from restore, {last['size']} vs {first['size']}: {b:.3f} s / {a:.3f} s = "
                       f"{b / a:.2f}x (target: within 2x) -> {'met' if b <= 2 * a else 'NOT met'}")
     for z in ok:
-        full = z["systems"]["criu_full"]
-        if full["n"] > 0:
+        if med(z, "criu_full", "from_restore_s") is not None:
+            full = z["systems"]["criu_full"]
             r = full["from_restore_s"]["median"] / z["systems"]["distriproc"]["from_restore_s"]["median"]
             rf = full["from_freeze_s"]["median"] / z["systems"]["distriproc"]["from_freeze_s"]["median"]
             checks.append(f"- {z['size']}: CRIU full / DistriProc = {r:.1f}x from restore, {rf:.1f}x from freeze")
     if checks:
         out += ["Checks against the issue's targets (computed from the table):", ""] + checks + [""]
+    if any(k in z.get("systems", {}) for z in sizes for k in (TARGET_SYSTEM, "criu_lazy_remote")):
+        out += targets_section(sizes)
     if have_plots:
         out += ["![time to first reply from restore](ttfr-restore.png)", "",
                 "![time to first reply from freeze](ttfr-freeze.png)", ""]

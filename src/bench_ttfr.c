@@ -1,22 +1,30 @@
 /* distriproc bench ttfr: time to the first correct reply of a migrated Redis.
  *
  * For each size, one Redis in a src container is loaded once and then
- * migrated to dst again and again (each dump uses --leave-running, so every
- * repetition of every system starts from the same loaded process), by:
- *   distriproc       distriproc migrate (dump, page server, lazy restore)
- *   criu_full        criu dump, copy every image file over the lab link (our
- *                    own TCP copier, so the tbf cap applies), criu restore
- *   criu_lazy_local  criu dump, then CRIU's own `criu lazy-pages` daemon and
- *                    `criu restore --lazy-pages` on the dump's local images
- *                    (no network: the images are where the restore runs)
- *   local            no migration: the probe against the running source (the
- *                    floor every other figure includes)
+ * migrated to dst again and again (every system leaves the source running,
+ * so every repetition of every system starts from the same loaded process),
+ * by the systems of the table at the end of the systems section:
+ *   distriproc        distriproc migrate (dump to images, page server, lazy restore)
+ *   distriproc_memory distriproc migrate --from memory (lazy dump, pages served
+ *                     from the frozen source's memory)
+ *   criu_lazy_remote  CRIU's own remote lazy migration: criu dump --lazy-pages
+ *                     with its page server on src, the images copied, criu
+ *                     lazy-pages --page-server + criu restore --lazy-pages on dst
+ *                     (bench_ttfr_criu_lazy.c)
+ *   criu_full         criu dump, copy every image file over the lab link (our
+ *                     own TCP copier, so the tbf cap applies), criu restore
+ *   criu_lazy_local   criu dump, then CRIU's own `criu lazy-pages` daemon and
+ *                     `criu restore --lazy-pages` on the dump's local images
+ *                     (no network: the images are where the restore runs)
+ *   local             no migration: the probe against the running source (the
+ *                     floor every other figure includes)
  * The probe is a GET of one key from the middle of the loaded data whose
  * reply must hash (sha256) to what the source Redis answered right after the
  * load, run in the destination's namespace until it succeeds: the first
- * *correct* reply, which needs the dataset's pages, not only Redis's own. "From restore" starts when the dump is complete and the
- * destination starts to get the process back (skeleton pull / image copy /
- * lazy restore); "from freeze" starts when the dump starts. */
+ * *correct* reply, which needs the dataset's pages, not only Redis's own.
+ * "From freeze" starts when the dump starts; "from restore" when the source's
+ * state is captured and the destination starts to get the process back. The
+ * phases of every system are in bench_ttfr.h. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -38,6 +46,7 @@
 #include <sys/wait.h>
 
 #include "bench.h"
+#include "bench_ttfr.h"
 #include "criu.h"
 #include "lab.h"
 #include "orch.h"
@@ -45,27 +54,15 @@
 
 #define MAX_REPEAT 100
 #define MAX_SIZES 8
-#define NSYS 4
-#define SRC_ADDR "10.250.0.1"
-#define DST_ADDR "10.250.0.2"
-#define REDIS_PORT 6379
+#define SRC_ADDR TTFR_SRC_ADDR
+#define DST_ADDR TTFR_DST_ADDR
+#define REDIS_PORT TTFR_REDIS_PORT
 
-static const char *const sys_names[NSYS] = {"distriproc", "criu_full", "criu_lazy_local", "local"};
-
-/* DistriProc's own phases of from_restore, as migrate reports them (to see
- * what grows with size); has_phases is 0 for the other systems. */
-struct phases {
-    int has_phases;
-    double serve_s, skeleton_s, daemon_s, criu_s, reply_s, pages_at_reply;
-};
-
-struct sample {
-    double from_restore, from_freeze, bytes, dump_s, transfer_s, restore_s;
-    struct phases ph;
-};
+#define NSYS 6
+static const struct ttfr_system *const systems[NSYS];
 
 struct sysres {
-    struct sample s[MAX_REPEAT];
+    struct ttfr_sample s[MAX_REPEAT];
     int n;
     char error[512];
 };
@@ -75,19 +72,20 @@ struct sizeres {
     uint64_t bytes, used_memory, keys;
     char skipped[256];
     int restarts; /* times the size was started again after another user disturbed the lab */
+    char load_start[64], load_end[64]; /* /proc/loadavg as the size started and ended: the machine is shared */
     struct sysres sys[NSYS];
 };
 
 struct ttfr {
-    const char *json_out, *workroot, *prefetch, *bandwidth;
+    struct ttfr_ctx c; /* what the systems see */
+    const char *json_out, *workroot, *bandwidth;
     char sizes_text[256];
-    int repeat, port;
+    int repeat;
+    int selected[NSYS]; /* --systems */
     uint64_t bits;
     struct sizeres size[MAX_SIZES];
     int nsizes;
-    char tool[PATH_MAX], criu[PATH_MAX], cmdline[2048];
-    char check[192]; /* the probe after "redis-cli -h H -p P": GET + checksum of this size's data */
-    const char *self;
+    char tool[PATH_MAX], cmdline[2048];
     time_t started;
 };
 
@@ -143,17 +141,26 @@ static void usage(FILE *out)
             "usage: distriproc bench ttfr --json OUT [options]\n"
             "\n"
             "Time to the first correct reply (redis-cli GET of a known key, checksum checked) of a Redis loaded to\n"
-            "each size, migrated src -> dst in the lab by DistriProc (lazy), CRIU full\n"
-            "migration (dump, copy all images over the link, restore), CRIU's own lazy\n"
-            "restore from local images, and the local floor (probe of the running source).\n"
-            "Times from the start of the restore and from the freeze; bytes moved before\n"
-            "the first reply. Median, min and max over the repetitions.\n"
+            "each size, migrated src -> dst in the lab by each system (all by default):\n"
+            "  distriproc         distriproc migrate (from images)\n"
+            "  distriproc_memory  distriproc migrate --from memory\n"
+            "  criu_lazy_remote   CRIU's remote lazy migration (dump --lazy-pages + page\n"
+            "                     server on src; lazy-pages --page-server + restore\n"
+            "                     --lazy-pages on dst)\n"
+            "  criu_full          CRIU full migration (dump, copy all images, restore)\n"
+            "  criu_lazy_local    CRIU's lazy restore from local images (no network)\n"
+            "  local              the floor: the probe of the running source\n"
+            "Times from the start of the restore and from the freeze, the phases (freeze,\n"
+            "skeleton, transfer, restore, first reply) and bytes moved before the first\n"
+            "reply. Median, min and max over the repetitions.\n"
             "\n"
             "  --sizes LIST      data loaded into Redis, e.g. 256M,1G,4G (default)\n"
             "  --bandwidth RATE  tbf cap on the lab link (default 1gbit; 'none' = uncapped)\n"
             "  --repeat N        repetitions per size and system (default 5, at least 1)\n"
             "  --prefetch P      DistriProc's prefetch policy (default auto, as migrate)\n"
-            "  --port P          page server / copier port on the lab hosts (default 7400)\n"
+            "  --systems LIST    only these systems, e.g. criu_lazy_remote,distriproc_memory\n"
+            "  --port P          page server port on the lab hosts (default 7400; P+1 the\n"
+            "                    image copier, P+2 CRIU's own page server)\n"
             "  --workdir DIR     scratch space for images (default /var/tmp; needs about\n"
             "                    1.3x the largest size free)\n"
             "  --json OUT        results (rewritten after each size, so a partial run keeps\n"
@@ -161,7 +168,9 @@ static void usage(FILE *out)
             "\n"
             "Needs root, the lab (brought up with the cap; taken down at the end only if\n"
             "this run created it), redis-server and redis-cli. Checks free memory before\n"
-            "each size and skips (and records) a size that does not fit.\n"
+            "each size and skips (and records) a size that does not fit. criu_lazy_remote\n"
+            "raises the global fs.pipe-max-size to 4 MiB while its dump runs (CRIU's page\n"
+            "pipes need it without CAP_SYS_RESOURCE) and puts the old value back.\n"
             "Plots and report: scripts/bench_report.py --ttfr OUT --out bench/results\n");
 }
 
@@ -182,6 +191,40 @@ static void summary(const struct sysres *r, size_t off, double *med, double *mn,
     *mn = v[0];
     *mx = v[r->n - 1];
     *med = r->n % 2 ? v[r->n / 2] : (v[r->n / 2 - 1] + v[r->n / 2]) / 2;
+}
+
+/* The fields summarised per system, and the phases (see bench_ttfr.h). */
+struct field {
+    const char *name;
+    size_t off;
+};
+static const struct field totals[] = {
+    {"from_restore_s", offsetof(struct ttfr_sample, from_restore)},
+    {"from_freeze_s", offsetof(struct ttfr_sample, from_freeze)},
+    {"bytes_moved", offsetof(struct ttfr_sample, bytes)},
+};
+static const struct field phase_fields[] = {
+    {"freeze_s", offsetof(struct ttfr_sample, ph.freeze_s)},
+    {"skeleton_s", offsetof(struct ttfr_sample, ph.skeleton_s)},
+    {"transfer_s", offsetof(struct ttfr_sample, ph.transfer_s)},
+    {"restore_s", offsetof(struct ttfr_sample, ph.restore_s)},
+    {"first_reply_s", offsetof(struct ttfr_sample, ph.reply_s)},
+};
+
+/* A sample's double at a field's offset. */
+static double field_of(const struct ttfr_sample *x, const struct field *f)
+{
+    return *(const double *)((const char *)x + f->off);
+}
+
+/* The reply phase is what the measured phases leave of from_freeze. */
+void ttfr_set_phases(struct ttfr_sample *s, double from_freeze, double freeze, double skeleton, double transfer,
+                     double restore)
+{
+    s->from_freeze = from_freeze;
+    s->from_restore = from_freeze - freeze;
+    s->ph = (struct ttfr_phases){.freeze_s = freeze, .skeleton_s = skeleton, .transfer_s = transfer,
+                                 .restore_s = restore, .reply_s = from_freeze - freeze - skeleton - transfer - restore};
 }
 
 static void json_escape(FILE *f, const char *s)
@@ -257,7 +300,7 @@ static int write_json(const struct ttfr *t)
     write_machine(f);
     fprintf(f, "  \"lab\": \"%s\",\n", lab_name());
     fprintf(f, "  \"bandwidth\": \"%s\",\n  \"repeat\": %d,\n  \"prefetch\": \"%s\",\n  \"probe\": ", t->bandwidth,
-            t->repeat, t->prefetch);
+            t->repeat, t->c.prefetch);
     json_escape(f, "redis-cli -h HOST -p 6379 get key:KEYS/2 | sha256sum | grep -q '^SHA256 '"
                    " (SHA256: of the same GET against the source right after the load)");
     fprintf(f, ",\n  \"probe_interval_ms\": %d", DP_ORCH_PROBE_INTERVAL_MS); /* every system alike */
@@ -271,47 +314,51 @@ static int write_json(const struct ttfr *t)
             json_escape(f, z->skipped);
         else
             fprintf(f, "null");
+        fprintf(f, ", \"loadavg_start\": ");
+        json_escape(f, z->load_start);
+        fprintf(f, ", \"loadavg_end\": ");
+        json_escape(f, z->load_end);
         fprintf(f, ", \"systems\": {");
-        for (int s = 0; s < NSYS; s++) {
+        for (int s = 0, first = 1; s < NSYS; s++) {
             const struct sysres *r = &z->sys[s];
-            fprintf(f, "%s\n      \"%s\": {\"n\": %d, \"error\": ", s ? "," : "", sys_names[s], r->n);
+            if (!t->selected[s])
+                continue;
+            fprintf(f, "%s\n      \"%s\": {\"n\": %d, \"error\": ", first ? "" : ",", systems[s]->name, r->n);
+            first = 0;
             if (r->error[0])
                 json_escape(f, r->error);
             else
                 fprintf(f, "null");
             if (r->n > 0) {
-                static const struct {
-                    const char *name;
-                    size_t off;
-                } fields[] = {
-                    {"from_restore_s", offsetof(struct sample, from_restore)},
-                    {"from_freeze_s", offsetof(struct sample, from_freeze)},
-                    {"bytes_moved", offsetof(struct sample, bytes)},
-                    {"dump_s", offsetof(struct sample, dump_s)},
-                    {"transfer_s", offsetof(struct sample, transfer_s)},
-                    {"restore_s", offsetof(struct sample, restore_s)},
-                };
-                for (size_t k = 0; k < DP_ARRAY_LEN(fields); k++) {
-                    double med, mn, mx;
-                    summary(r, fields[k].off, &med, &mn, &mx);
-                    fprintf(f, ", \"%s\": {\"median\": %.6f, \"min\": %.6f, \"max\": %.6f}", fields[k].name, med, mn,
-                            mx);
+                double med, mn, mx;
+                for (size_t k = 0; k < DP_ARRAY_LEN(totals); k++) {
+                    summary(r, totals[k].off, &med, &mn, &mx);
+                    fprintf(f, ", \"%s\": {\"median\": %.6f, \"min\": %.6f, \"max\": %.6f}", totals[k].name, med,
+                            mn, mx);
                 }
+                fprintf(f, ", \"phases\": {");
+                for (size_t k = 0; k < DP_ARRAY_LEN(phase_fields); k++) {
+                    summary(r, phase_fields[k].off, &med, &mn, &mx);
+                    fprintf(f, "%s\"%s\": {\"median\": %.6f, \"min\": %.6f, \"max\": %.6f}", k ? ", " : "",
+                            phase_fields[k].name, med, mn, mx);
+                }
+                fprintf(f, "}");
             }
             fprintf(f, ", \"runs\": [");
             for (int k = 0; k < r->n; k++) {
-                const struct sample *x = &r->s[k];
-                fprintf(f,
-                        "%s{\"from_restore_s\": %.6f, \"from_freeze_s\": %.6f, \"bytes_moved\": %.0f, "
-                        "\"dump_s\": %.6f, \"transfer_s\": %.6f, \"restore_s\": %.6f",
-                        k ? ", " : "", x->from_restore, x->from_freeze, x->bytes, x->dump_s, x->transfer_s,
-                        x->restore_s);
-                if (x->ph.has_phases)
+                const struct ttfr_sample *x = &r->s[k];
+                fprintf(f, "%s{", k ? ", " : "");
+                for (size_t j = 0; j < DP_ARRAY_LEN(totals); j++)
+                    fprintf(f, "%s\"%s\": %.6f", j ? ", " : "", totals[j].name, field_of(x, &totals[j]));
+                fprintf(f, ", \"phases\": {");
+                for (size_t j = 0; j < DP_ARRAY_LEN(phase_fields); j++)
+                    fprintf(f, "%s\"%s\": %.6f", j ? ", " : "", phase_fields[j].name, field_of(x, &phase_fields[j]));
+                fprintf(f, "}");
+                if (x->d.has)
                     fprintf(f,
-                            ", \"phases\": {\"serve_start_s\": %.6f, \"skeleton_s\": %.6f, \"daemon_start_s\": %.6f, "
-                            "\"criu_restore_s\": %.6f, \"reply_after_restore_s\": %.6f, \"pages_fetched_at_reply\": %.0f}",
-                            x->ph.serve_s, x->ph.skeleton_s, x->ph.daemon_s, x->ph.criu_s, x->ph.reply_s,
-                            x->ph.pages_at_reply);
+                            ", \"distriproc_steps\": {\"serve_start_s\": %.6f, \"skeleton_pull_s\": %.6f, "
+                            "\"daemon_start_s\": %.6f, \"criu_restore_s\": %.6f, \"pages_fetched_at_reply\": %.0f}",
+                            x->d.serve_s, x->d.skeleton_pull_s, x->d.daemon_s, x->d.criu_s, x->d.pages_at_reply);
                 fprintf(f, "}");
             }
             fprintf(f, "]}");
@@ -328,19 +375,21 @@ static int write_json(const struct ttfr *t)
 
 /* ---- helpers ------------------------------------------------------------------ */
 
-static void rm_rf(const char *path)
+/* rm -rf of a scratch directory, bounded like every other child. */
+void ttfr_rm_rf(const char *path)
 {
     const char *argv[] = {"rm", "-rf", "--one-file-system", path, NULL};
     struct dp_err err;
     dp_orch_run(argv, NULL, 300, NULL, -1, -1, &err);
 }
 
-static double secs(uint64_t a, uint64_t b) { return (double)(b - a) / 1e9; }
+/* Seconds between two dp_now_ns() readings. */
+double ttfr_secs(uint64_t a, uint64_t b) { return (double)(b - a) / 1e9; }
 
-static char *run_self(const struct ttfr *t, const char *const argv[], double timeout_s, const char *what,
-                      char *errbuf, size_t errlen)
+/* Runs one of our own commands and returns its stdout, or NULL with what
+ * failed in errbuf (its stderr went to ours). */
+static char *run_self(const char *const argv[], double timeout_s, const char *what, char *errbuf, size_t errlen)
 {
-    (void)t;
     struct dp_err err = {{0}};
     char *out = NULL;
     int st = dp_orch_run(argv, NULL, timeout_s, &out, -1, -1, &err);
@@ -352,7 +401,7 @@ static char *run_self(const struct ttfr *t, const char *const argv[], double tim
     return out;
 }
 
-/* The probe of a loaded Redis (t->check: GET of a known key, reply checked);
+/* The probe of a loaded Redis (check: GET of a known key, reply checked);
  * with check NULL, PING -> PONG (a Redis not loaded yet). */
 static void probe_cmd(const char *check, const char *addr, char *cmd, size_t len)
 {
@@ -362,6 +411,7 @@ static void probe_cmd(const char *check, const char *addr, char *cmd, size_t len
         snprintf(cmd, len, "redis-cli -h %s -p %d ping | grep -qx PONG", addr, REDIS_PORT);
 }
 
+/* One probe loop at the cadence every system shares. */
 static uint64_t probe(const char *check, const char *netns, const char *addr, double timeout_s, pid_t alive_pid,
                       int *attempts)
 {
@@ -370,22 +420,27 @@ static uint64_t probe(const char *check, const char *netns, const char *addr, do
     return dp_orch_probe(cmd, netns, timeout_s, DP_ORCH_PROBE_INTERVAL_MS, -1, alive_pid, dp_proc_starttime(alive_pid), attempts);
 }
 
-static int dump(const struct ttfr *t, pid_t pid, const char *images, double *lazy_bytes, char *errbuf, size_t errlen)
+/* The run's probe (its check) for a system outside this file. */
+uint64_t ttfr_probe(const struct ttfr_ctx *c, const char *netns, const char *addr, double timeout_s,
+                    pid_t alive_pid, int *attempts)
+{
+    return probe(c->check, netns, addr, timeout_s, alive_pid, attempts);
+}
+
+/* A full dump of the source that leaves it running (as checkpoint does it). */
+static int dump(const struct ttfr_ctx *c, pid_t pid, const char *images, char *errbuf, size_t errlen)
 {
     char pidbuf[32];
     snprintf(pidbuf, sizeof(pidbuf), "%d", (int)pid);
-    const char *argv[] = {t->self, "checkpoint", "--host", "src", "--pid", pidbuf, "--images", images,
+    const char *argv[] = {c->self, "checkpoint", "--host", "src", "--pid", pidbuf, "--images", images,
                           "--leave-running", "--json", NULL};
-    char *out = run_self(t, argv, 900, "checkpoint --leave-running", errbuf, errlen);
-    if (!out)
-        return -1;
-    if (lazy_bytes && dp_json_number(out, NULL, "lazy_bytes", lazy_bytes) < 0)
-        *lazy_bytes = 0;
+    char *out = run_self(argv, 900, "checkpoint --leave-running", errbuf, errlen);
     free(out);
-    return 0;
+    return out ? 0 : -1;
 }
 
-static void kill_tree(pid_t pid)
+/* SIGKILL to a tree's root (its pid namespace's init takes the rest), bounded wait. */
+void ttfr_kill_tree(pid_t pid)
 {
     if (pid <= 0)
         return;
@@ -404,6 +459,7 @@ struct file_hdr {
     uint64_t size;
 } __attribute__((packed));
 
+/* Sender side of the copier: every regular file of dir, then an end marker. */
 static int copy_send(const char *dir, const char *hostport, uint64_t *sent)
 {
     struct sockaddr_in sa;
@@ -463,6 +519,7 @@ static int copy_send(const char *dir, const char *hostport, uint64_t *sent)
     return 0;
 }
 
+/* Receiver side: files land in dir (names checked: no path), then an ack. */
 static int copy_recv(int lfd, const char *dir)
 {
     int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
@@ -500,9 +557,8 @@ static int copy_recv(int lfd, const char *dir)
     return 0;
 }
 
-/* Copies dir_src (read in src's netns) to dir_dst (written in dst's) through
- * the veth. Returns bytes sent or -1. */
-static int64_t copy_over_link(const char *dir_src, const char *dir_dst, int port)
+/* Receiver in dst's netns, sender in src's: the copy crosses the capped veth. */
+int64_t ttfr_copy_over_link(const char *dir_src, const char *dir_dst, int port)
 {
     char hostport[64];
     snprintf(hostport, sizeof(hostport), DST_ADDR ":%d", port);
@@ -560,61 +616,84 @@ static int64_t copy_over_link(const char *dir_src, const char *dir_dst, int port
     return (int64_t)sent;
 }
 
-/* ---- the four systems ----------------------------------------------------------- */
+/* ---- the systems -------------------------------------------------------------- */
 
-static int run_distriproc(struct ttfr *t, pid_t redis, const char *work, struct sample *s, char *eb, size_t el)
+/* `distriproc migrate` with --from MODE (memory: the source is stopped at
+ * --stop), or from images with --leave-running (from NULL: the path the bench
+ * measured before memory mode): dump, page server, lazy restore and the probe
+ * in one command, whose JSON gives the phases. */
+static int run_migrate(const struct ttfr_ctx *c, const char *from, pid_t redis, const char *work,
+                       struct ttfr_sample *s, char *eb, size_t el)
 {
     char wd[PATH_MAX + 32], pidbuf[32], port[16], pcmd[320];
-    snprintf(wd, sizeof(wd), "%s/distriproc", work);
+    snprintf(wd, sizeof(wd), "%s/dp-%s", work, from ? from : "images"); /* short: unix socket paths under it */
     snprintf(pidbuf, sizeof(pidbuf), "%d", (int)redis);
-    snprintf(port, sizeof(port), "%d", t->port);
-    probe_cmd(t->check, DST_ADDR, pcmd, sizeof(pcmd));
-    const char *argv[] = {t->self, "migrate", "--pid", pidbuf, "--workdir", wd, "--port", port, "--prefetch",
-                          t->prefetch, "--leave-running", "--probe", pcmd, "--probe-timeout", "120", "--json",
-                          NULL};
-    char *out = run_self(t, argv, 1200, "distriproc migrate", eb, el);
+    snprintf(port, sizeof(port), "%d", c->port);
+    probe_cmd(c->check, DST_ADDR, pcmd, sizeof(pcmd));
+    const char *argv[24] = {c->self, "migrate", "--pid", pidbuf, "--workdir", wd, "--port", port, "--prefetch",
+                            c->prefetch, "--probe", pcmd, "--probe-timeout", "120", "--json"};
+    size_t n = 15;
+    if (from) {
+        argv[n++] = "--from";
+        argv[n++] = from;
+    } else {
+        argv[n++] = "--leave-running"; /* from images; every repetition starts from the same source */
+    }
+    argv[n] = NULL;
+    char what[64];
+    snprintf(what, sizeof(what), "distriproc migrate --from %s", from ? from : "images");
+    char *out = run_self(argv, 1200, what, eb, el);
     int rc = -1;
     if (out) {
-        double dump_s = 0, restore_s = 0;
-        if (dp_json_number(out, NULL, "ttfr_from_restore_s", &s->from_restore) == 0 &&
-            dp_json_number(out, NULL, "ttfr_from_freeze_s", &s->from_freeze) == 0 &&
-            dp_json_number(out, NULL, "bytes_before_reply", &s->bytes) == 0 &&
+        double from_freeze, dump_s, serve_s, restore_s, bytes;
+        struct ttfr_detail *d = &s->d;
+        if (dp_json_number(out, NULL, "ttfr_from_freeze_s", &from_freeze) == 0 &&
+            dp_json_number(out, NULL, "bytes_before_reply", &bytes) == 0 &&
             dp_json_number(out, NULL, "dump_s", &dump_s) == 0 &&
-            dp_json_number(out, NULL, "restore_s", &restore_s) == 0) {
-            s->dump_s = dump_s;
-            s->restore_s = restore_s;
-            s->transfer_s = 0;
-            /* From restore start: migrate counts from the restore command; the
-             * page server start between dump and restore belongs to it too. */
-            double serve_s = 0;
-            if (dp_json_number(out, NULL, "serve_start_s", &serve_s) == 0)
-                s->from_restore += serve_s;
-            /* The phases, for the per-run JSON only (what grows with size). */
-            struct phases *ph = &s->ph;
-            ph->serve_s = serve_s;
-            ph->has_phases = dp_json_number(out, NULL, "skeleton_s", &ph->skeleton_s) == 0 &&
-                             dp_json_number(out, NULL, "daemon_start_s", &ph->daemon_s) == 0 &&
-                             dp_json_number(out, NULL, "criu_restore_s", &ph->criu_s) == 0 &&
-                             dp_json_number(out, NULL, "pages_fetched_at_reply", &ph->pages_at_reply) == 0;
-            ph->reply_s = s->from_restore - serve_s - restore_s;
-            if (ph->has_phases)
-                dp_info("ttfr phases: page server start %.3f s, skeleton %.3f s, daemon start %.3f s, "
-                        "criu restore %.3f s, first reply %.3f s after the restore, %.0f pages fetched",
-                        serve_s, ph->skeleton_s, ph->daemon_s, ph->criu_s, ph->reply_s, ph->pages_at_reply);
+            dp_json_number(out, NULL, "serve_start_s", &serve_s) == 0 &&
+            dp_json_number(out, NULL, "restore_s", &restore_s) == 0 &&
+            dp_json_number(out, NULL, "skeleton_s", &d->skeleton_pull_s) == 0 &&
+            dp_json_number(out, NULL, "daemon_start_s", &d->daemon_s) == 0 &&
+            dp_json_number(out, NULL, "criu_restore_s", &d->criu_s) == 0 &&
+            dp_json_number(out, NULL, "pages_fetched_at_reply", &d->pages_at_reply) == 0) {
+            /* migrate's restore_s is the whole `distriproc restore`: the
+             * skeleton pull, then the daemon and criu. */
+            d->has = 1;
+            d->serve_s = serve_s;
+            s->bytes = bytes;
+            ttfr_set_phases(s, from_freeze, dump_s, serve_s + d->skeleton_pull_s, 0, restore_s - d->skeleton_pull_s);
+            dp_info("ttfr steps: page server start %.3f s, skeleton %.3f s, daemon start %.3f s, "
+                    "criu restore %.3f s, first reply %.3f s after the restore, %.0f pages fetched",
+                    serve_s, d->skeleton_pull_s, d->daemon_s, d->criu_s, s->ph.reply_s, d->pages_at_reply);
             rc = 0;
         } else {
             snprintf(eb, el, "distriproc migrate printed unexpected JSON: %.200s", out);
         }
         free(out);
     }
-    const char *stop[] = {t->self, "migrate", "--stop", "--workdir", wd, NULL};
+    const char *stop[] = {c->self, "migrate", "--stop", "--workdir", wd, NULL};
     char e2[256];
-    free(run_self(t, stop, 120, "migrate --stop", e2, sizeof(e2)));
-    rm_rf(wd);
+    free(run_self(stop, 120, "migrate --stop", e2, sizeof(e2)));
+    ttfr_rm_rf(wd);
     return rc;
 }
 
-static int criu_restore_in_dst(const char *images, const char *pidfile, int lazy, char *eb, size_t el)
+/* DistriProc from images: what `migrate` did before memory mode. */
+static int run_distriproc(const struct ttfr_ctx *c, pid_t redis, const char *work, struct ttfr_sample *s, char *eb,
+                          size_t el)
+{
+    return run_migrate(c, NULL, redis, work, s, eb, el);
+}
+
+/* DistriProc memory mode: pages served from the frozen source's memory. */
+static int run_distriproc_memory(const struct ttfr_ctx *c, pid_t redis, const char *work, struct ttfr_sample *s,
+                                 char *eb, size_t el)
+{
+    return run_migrate(c, "memory", redis, work, s, eb, el);
+}
+
+/* criu restore of images in dst's netns, detached, bounded (a lazy one can hang). */
+int ttfr_criu_restore_in_dst(const char *images, const char *pidfile, int lazy, char *eb, size_t el)
 {
     /* -v3 like `distriproc restore`: the systems compared log alike */
     struct dp_restore_opts ro = {.images_dir = images, .pidfile = pidfile, .detached = 1, .lazy_pages = lazy,
@@ -627,7 +706,10 @@ static int criu_restore_in_dst(const char *images, const char *pidfile, int lazy
     return 0;
 }
 
-static int run_criu_full(struct ttfr *t, pid_t redis, const char *work, struct sample *s, char *eb, size_t el)
+/* CRIU full migration: dump everything, copy every image file over the link
+ * (our copier, so the cap applies), restore, probe. */
+static int run_criu_full(const struct ttfr_ctx *c, pid_t redis, const char *work, struct ttfr_sample *s, char *eb,
+                         size_t el)
 {
     char src[PATH_MAX + 32], dst[PATH_MAX + 32], pidfile[PATH_MAX + 32];
     snprintf(src, sizeof(src), "%s/full-src", work);
@@ -636,125 +718,161 @@ static int run_criu_full(struct ttfr *t, pid_t redis, const char *work, struct s
     int rc = -1;
     pid_t restored = 0;
     uint64_t t0 = dp_now_ns();
-    if (dump(t, redis, src, NULL, eb, el) < 0)
+    if (dump(c, redis, src, eb, el) < 0)
         goto out;
     uint64_t t1 = dp_now_ns();
     if (mkdir(dst, 0700) < 0) {
         snprintf(eb, el, "mkdir %.300s: %.100s", dst, strerror(errno));
         goto out;
     }
-    int64_t sent = copy_over_link(src, dst, t->port + 1);
+    int64_t sent = ttfr_copy_over_link(src, dst, c->port + 1);
     if (sent < 0) {
         snprintf(eb, el, "copying the images over the lab link failed");
         goto out;
     }
     uint64_t t2 = dp_now_ns();
-    if (criu_restore_in_dst(dst, pidfile, 0, eb, el) < 0)
+    if (ttfr_criu_restore_in_dst(dst, pidfile, 0, eb, el) < 0)
         goto out;
     uint64_t t3 = dp_now_ns();
     restored = dp_read_pid_file(pidfile);
     int attempts;
-    uint64_t ok = probe(t->check, lab_hosts[1].netns, DST_ADDR, 120, restored, &attempts);
+    uint64_t ok = probe(c->check, lab_hosts[1].netns, DST_ADDR, 120, restored, &attempts);
     if (!ok) {
         snprintf(eb, el, "the fully restored Redis did not answer within 120 s");
         goto out;
     }
-    s->from_restore = secs(t1, ok);
-    s->from_freeze = secs(t0, ok);
     s->bytes = (double)sent;
-    s->dump_s = secs(t0, t1);
-    s->transfer_s = secs(t1, t2);
-    s->restore_s = secs(t2, t3);
+    ttfr_set_phases(s, ttfr_secs(t0, ok), ttfr_secs(t0, t1), 0, ttfr_secs(t1, t2), ttfr_secs(t2, t3));
     rc = 0;
 out:
     if (!restored)
         restored = dp_read_pid_file(pidfile);
-    kill_tree(restored);
+    ttfr_kill_tree(restored);
     unlink(pidfile);
-    rm_rf(src);
-    rm_rf(dst);
+    ttfr_rm_rf(src);
+    ttfr_rm_rf(dst);
     return rc;
 }
 
-static int run_criu_lazy_local(struct ttfr *t, pid_t redis, const char *work, struct sample *s, char *eb, size_t el)
+/* CRIU's lazy-pages daemon, local images or a remote page server; ready once its socket exists. */
+pid_t ttfr_start_criu_lazy_daemon(const struct ttfr_ctx *c, const char *img, const char *page_server, int port,
+                                  char *eb, size_t el)
 {
-    char img[PATH_MAX + 32], pidfile[PATH_MAX + 32], sock[PATH_MAX + 64];
-    snprintf(img, sizeof(img), "%s/lazy-local", work);
-    snprintf(pidfile, sizeof(pidfile), "%s/lazy.pid", work);
+    char sock[PATH_MAX + 64], portbuf[16];
     snprintf(sock, sizeof(sock), "%s/lazy-pages.socket", img);
-    int rc = -1;
-    pid_t restored = 0, daemon = -1;
-    uint64_t t0 = dp_now_ns();
-    if (dump(t, redis, img, NULL, eb, el) < 0)
-        goto out;
-    uint64_t t1 = dp_now_ns();
-    /* CRIU's own lazy-pages daemon serving the local images. */
-    const char *dargv[] = {t->criu, "lazy-pages", "-D", img, "--work-dir", img, "-o", "lazy-pages.log", NULL};
+    snprintf(portbuf, sizeof(portbuf), "%d", port);
+    const char *argv[16] = {c->criu, "lazy-pages", "-D", img, "--work-dir", img, "-o", "lazy-pages.log"};
+    size_t n = 8;
+    if (page_server) {
+        argv[n++] = "--page-server";
+        argv[n++] = "--address";
+        argv[n++] = page_server;
+        argv[n++] = "--port";
+        argv[n++] = portbuf;
+    }
+    argv[n] = NULL;
     struct dp_err err = {{0}};
-    daemon = dp_orch_spawn(dargv, lab_hosts[1].netns, NULL, &err);
+    pid_t daemon = dp_orch_spawn(argv, lab_hosts[1].netns, NULL, &err);
     if (daemon < 0) {
         snprintf(eb, el, "cannot start criu lazy-pages: %.300s", err.msg);
-        goto out;
+        return -1;
     }
     struct stat sb;
     for (int i = 0; i < 2000 && stat(sock, &sb) < 0; i++) {
         if (waitpid(daemon, NULL, WNOHANG) == daemon) {
-            daemon = -1;
             snprintf(eb, el, "criu lazy-pages exited at once (see %.300s/lazy-pages.log)", img);
-            goto out;
+            return -1;
         }
         usleep(5000);
     }
     if (stat(sock, &sb) < 0) {
         snprintf(eb, el, "criu lazy-pages made no %.300s within 10 s", sock);
-        goto out;
+        ttfr_stop_daemon(daemon);
+        return -1;
     }
-    if (criu_restore_in_dst(img, pidfile, 1, eb, el) < 0)
+    return daemon;
+}
+
+/* A lazy-pages daemon may wait on a dead peer forever: SIGKILL, then reap. */
+void ttfr_stop_daemon(pid_t daemon)
+{
+    if (daemon <= 0)
+        return;
+    kill(daemon, SIGKILL);
+    waitpid(daemon, NULL, 0);
+}
+
+/* CRIU's own lazy restore from the dump's local images: no network, the
+ * images are where the restore runs. */
+static int run_criu_lazy_local(const struct ttfr_ctx *c, pid_t redis, const char *work, struct ttfr_sample *s,
+                               char *eb, size_t el)
+{
+    char img[PATH_MAX + 32], pidfile[PATH_MAX + 32];
+    snprintf(img, sizeof(img), "%s/lazy-local", work);
+    snprintf(pidfile, sizeof(pidfile), "%s/lazy.pid", work);
+    int rc = -1;
+    pid_t restored = 0, daemon = -1;
+    uint64_t t0 = dp_now_ns();
+    if (dump(c, redis, img, eb, el) < 0)
+        goto out;
+    uint64_t t1 = dp_now_ns();
+    daemon = ttfr_start_criu_lazy_daemon(c, img, NULL, 0, eb, el);
+    if (daemon < 0 || ttfr_criu_restore_in_dst(img, pidfile, 1, eb, el) < 0)
         goto out;
     uint64_t t2 = dp_now_ns();
     restored = dp_read_pid_file(pidfile);
     int attempts;
-    uint64_t ok = probe(t->check, lab_hosts[1].netns, DST_ADDR, 120, restored, &attempts);
+    uint64_t ok = probe(c->check, lab_hosts[1].netns, DST_ADDR, 120, restored, &attempts);
     if (!ok) {
         snprintf(eb, el, "the lazily restored Redis (CRIU's daemon) did not answer within 120 s");
         goto out;
     }
-    s->from_restore = secs(t1, ok);
-    s->from_freeze = secs(t0, ok);
     s->bytes = 0; /* the images are local to the restore: nothing crosses the link */
-    s->dump_s = secs(t0, t1);
-    s->transfer_s = 0;
-    s->restore_s = secs(t1, t2);
+    ttfr_set_phases(s, ttfr_secs(t0, ok), ttfr_secs(t0, t1), 0, 0, ttfr_secs(t1, t2));
     rc = 0;
 out:
     if (!restored)
         restored = dp_read_pid_file(pidfile);
-    kill_tree(restored);
-    if (daemon > 0) {
-        kill(daemon, SIGKILL);
-        waitpid(daemon, NULL, 0);
-    }
+    ttfr_kill_tree(restored);
+    ttfr_stop_daemon(daemon);
     unlink(pidfile);
-    rm_rf(img);
+    ttfr_rm_rf(img);
     return rc;
 }
 
-static int run_local(struct ttfr *t, pid_t redis, struct sample *s, char *eb, size_t el)
+/* No migration: the probe against the running source, the floor every other
+ * figure includes (all of it is the reply phase). */
+static int run_local(const struct ttfr_ctx *c, pid_t redis, const char *work, struct ttfr_sample *s, char *eb,
+                     size_t el)
 {
+    (void)work;
     int attempts;
     uint64_t t0 = dp_now_ns();
-    uint64_t ok = probe(t->check, lab_hosts[0].netns, SRC_ADDR, 30, redis, &attempts);
+    uint64_t ok = probe(c->check, lab_hosts[0].netns, SRC_ADDR, 30, redis, &attempts);
     if (!ok || attempts != 1) {
         snprintf(eb, el, "the running source Redis did not answer the first probe");
         return -1;
     }
-    s->from_restore = s->from_freeze = secs(t0, ok);
-    s->bytes = s->dump_s = s->transfer_s = s->restore_s = 0;
+    s->bytes = 0;
+    ttfr_set_phases(s, ttfr_secs(t0, ok), 0, 0, 0, 0);
     return 0;
 }
 
+/* The table: every system of the bench, in the order each repetition runs
+ * them (the JSON keys and --systems names). */
+static const struct ttfr_system sys_distriproc = {"distriproc", run_distriproc, 0};
+static const struct ttfr_system sys_criu_lazy_remote = {"criu_lazy_remote", ttfr_run_criu_lazy_remote, 0};
+static const struct ttfr_system sys_criu_full = {"criu_full", run_criu_full, 0};
+static const struct ttfr_system sys_criu_lazy_local = {"criu_lazy_local", run_criu_lazy_local, 0};
+static const struct ttfr_system sys_local = {"local", run_local, 0};
+static const struct ttfr_system sys_distriproc_memory = {"distriproc_memory", run_distriproc_memory, 1};
+static const struct ttfr_system *const systems[NSYS] = {
+    &sys_distriproc, &sys_criu_lazy_remote, &sys_criu_full, &sys_criu_lazy_local, &sys_local, &sys_distriproc_memory,
+};
+
 /* ---- one size --------------------------------------------------------------------- */
 
+/* MemAvailable in bytes: what a size may use. */
 static uint64_t mem_available(void)
 {
     char v[64];
@@ -762,9 +880,11 @@ static uint64_t mem_available(void)
     return strtoull(v, NULL, 10) * 1024;
 }
 
+/* Starts Redis in a src container, loads it to the size and records the
+ * probe of this size (a key from the middle and its checksum). */
 static pid_t start_redis(struct ttfr *t, struct sizeres *z, char *eb, size_t el)
 {
-    const char *argv[] = {t->self, "lab", "exec", "src", "--container", "--detach", "--", "redis-server", "--save", "",
+    const char *argv[] = {t->c.self, "lab", "exec", "src", "--container", "--detach", "--", "redis-server", "--save", "",
                           "--appendonly", "no", "--protected-mode", "no", "--bind", "0.0.0.0", "--port", "6379",
                           NULL};
     /* A killed Redis keeps its listening socket until its memory is torn
@@ -773,7 +893,7 @@ static pid_t start_redis(struct ttfr *t, struct sizeres *z, char *eb, size_t el)
         usleep(100000);
     pid_t pid = -1;
     for (int attempt = 0; attempt < 3 && pid < 0; attempt++) {
-        char *out = run_self(t, argv, 60, "starting Redis in a src container", eb, el);
+        char *out = run_self(argv, 60, "starting Redis in a src container", eb, el);
         if (!out)
             return -1;
         pid = (pid_t)atoi(out);
@@ -781,7 +901,7 @@ static pid_t start_redis(struct ttfr *t, struct sizeres *z, char *eb, size_t el)
         int attempts;
         if (!probe(NULL, lab_hosts[0].netns, SRC_ADDR, 30, pid, &attempts)) {
             snprintf(eb, el, "Redis did not answer on src");
-            kill_tree(pid);
+            ttfr_kill_tree(pid);
             pid = -1;
             sleep(2);
         }
@@ -799,7 +919,7 @@ static pid_t start_redis(struct ttfr *t, struct sizeres *z, char *eb, size_t el)
     if (st < 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
         snprintf(eb, el, "loading Redis failed: %.300s", st < 0 ? err.msg : "see the messages above");
         free(lo);
-        kill_tree(pid);
+        ttfr_kill_tree(pid);
         return -1;
     }
     double v;
@@ -819,30 +939,48 @@ static pid_t start_redis(struct ttfr *t, struct sizeres *z, char *eb, size_t el)
         z->keys == 0) {
         snprintf(eb, el, "cannot read key:%llu back from the loaded Redis", (unsigned long long)(z->keys / 2));
         free(sum);
-        kill_tree(pid);
+        ttfr_kill_tree(pid);
         return -1;
     }
     sum[64] = '\0';
-    snprintf(t->check, sizeof(t->check), "get key:%llu | sha256sum | grep -q '^%s '", (unsigned long long)(z->keys / 2),
+    snprintf(t->c.check, sizeof(t->c.check), "get key:%llu | sha256sum | grep -q '^%s '", (unsigned long long)(z->keys / 2),
              sum);
     free(sum);
     return pid;
 }
 
-static void print_line(const struct sizeres *z, int sys, int rep, const struct sample *s, int ok, const char *err)
+/* One repetition's outcome on stderr, as it happens. */
+static void print_line(const struct sizeres *z, int sys, int rep, const struct ttfr_sample *s, int ok, const char *err)
 {
     if (!ok) {
-        dp_warn("ttfr %s rep %d %-15s FAILED: %s", z->label, rep + 1, sys_names[sys], err);
+        dp_warn("ttfr %s rep %d %-17s FAILED: %s", z->label, rep + 1, systems[sys]->name, err);
         return;
     }
     char b[32];
     dp_format_bytes((uint64_t)s->bytes, b, sizeof(b));
-    dp_info("ttfr %s rep %d %-15s %8.3f s from restore, %8.3f s from freeze, %s moved", z->label, rep + 1,
-            sys_names[sys], s->from_restore, s->from_freeze, b);
+    dp_info("ttfr %s rep %d %-17s %8.3f s from restore, %8.3f s from freeze, %s moved", z->label, rep + 1,
+            systems[sys]->name, s->from_restore, s->from_freeze, b);
 }
 
+/* /proc/loadavg's first three fields (the machine is shared: say how busy). */
+static void loadavg(char *out, size_t len)
+{
+    out[0] = '\0';
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (!f)
+        return;
+    double a, b, c;
+    if (fscanf(f, "%lf %lf %lf", &a, &b, &c) == 3)
+        snprintf(out, len, "%.2f %.2f %.2f", a, b, c);
+    fclose(f);
+}
+
+/* Loads Redis to one size and runs every selected system on it, repetition
+ * after repetition; starts the size again (at most 3 times) if another user
+ * disturbs the lab. */
 static void run_size(struct ttfr *t, struct sizeres *z)
 {
+    loadavg(z->load_start, sizeof(z->load_start));
     /* Redis holds ~1.2x its data; a restored copy grows to the same as it is
      * touched (fully, for CRIU full) while the source stays loaded. */
     uint64_t need = z->bytes * 3, avail = mem_available();
@@ -851,6 +989,7 @@ static void run_size(struct ttfr *t, struct sizeres *z)
         dp_format_bytes(avail, a, sizeof(a));
         dp_format_bytes(need, n, sizeof(n));
         snprintf(z->skipped, sizeof(z->skipped), "needs about %s of free memory, %s available", n, a);
+        snprintf(z->load_end, sizeof(z->load_end), "%s", z->load_start);
         dp_warn("ttfr %s: skipped: %s", z->label, z->skipped);
         return;
     }
@@ -874,21 +1013,17 @@ static void run_size(struct ttfr *t, struct sizeres *z)
             z->restarts++;
             continue;
         }
-        rm_rf(work);
+        ttfr_rm_rf(work);
         mkdir(work, 0700);
         int disturbed = 0;
         for (int rep = 0; rep < t->repeat && !interrupted && !disturbed; rep++) {
             for (int sys = 0; sys < NSYS && !interrupted; sys++) {
+                if (!t->selected[sys])
+                    continue;
                 struct sysres *r = &z->sys[sys];
-                struct sample s = {0};
+                struct ttfr_sample s = {0};
                 eb[0] = '\0';
-                int rc;
-                switch (sys) {
-                case 0: rc = run_distriproc(t, redis, work, &s, eb, sizeof(eb)); break;
-                case 1: rc = run_criu_full(t, redis, work, &s, eb, sizeof(eb)); break;
-                case 2: rc = run_criu_lazy_local(t, redis, work, &s, eb, sizeof(eb)); break;
-                default: rc = run_local(t, redis, &s, eb, sizeof(eb)); break;
-                }
+                int rc = systems[sys]->run(&t->c, redis, work, &s, eb, sizeof(eb));
                 if (!lab_intact(t->bits)) {
                     disturbed = 1;
                     break;
@@ -898,15 +1033,27 @@ static void run_size(struct ttfr *t, struct sizeres *z)
                     r->s[r->n++] = s;
                 else if (!r->error[0])
                     snprintf(r->error, sizeof(r->error), "rep %d: %.300s", rep + 1, eb);
-                if (!dp_proc_same(redis, 0)) {
+                if (systems[sys]->consumes_source && rep + 1 < t->repeat) {
+                    /* the migration ended the source (commit): a new one for the next repetition */
+                    ttfr_kill_tree(redis);
+                    dp_info("ttfr %s: %s stops the source; loading a new one for the next repetition", z->label,
+                            systems[sys]->name);
+                    redis = start_redis(t, z, eb, sizeof(eb));
+                    if (redis < 0) {
+                        dp_error("ttfr %s: %s; stopping this size", z->label, eb);
+                        rep = t->repeat;
+                        break;
+                    }
+                } else if (!systems[sys]->consumes_source && !dp_proc_same(redis, 0)) {
                     dp_error("ttfr %s: the source Redis died; stopping this size", z->label);
                     rep = t->repeat;
                     break;
                 }
             }
         }
-        kill_tree(redis);
-        rm_rf(work);
+        ttfr_kill_tree(redis);
+        ttfr_rm_rf(work);
+        loadavg(z->load_end, sizeof(z->load_end));
         if (!disturbed)
             return;
         z->restarts++;
@@ -922,13 +1069,45 @@ static void run_size(struct ttfr *t, struct sizeres *z)
                          "the lab was disturbed by other users 3 times; no clean run");
 }
 
+/* --systems LIST (comma-separated names of the table) -> t->selected; no
+ * list = every system. 0, or -1 after saying which name is unknown. */
+static int select_systems(struct ttfr *t, const char *list)
+{
+    for (int s = 0; s < NSYS; s++)
+        t->selected[s] = list == NULL;
+    if (!list)
+        return 0;
+    char buf[256];
+    snprintf(buf, sizeof(buf), "%s", list);
+    int any = 0;
+    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        int s = 0;
+        while (s < NSYS && strcmp(systems[s]->name, tok) != 0)
+            s++;
+        if (s == NSYS) {
+            fprintf(stderr, "distriproc bench ttfr: --systems: unknown system '%s' (known:", tok);
+            for (int k = 0; k < NSYS; k++)
+                fprintf(stderr, " %s", systems[k]->name);
+            fprintf(stderr, ")\n");
+            return -1;
+        }
+        t->selected[s] = any = 1;
+    }
+    if (!any) {
+        fprintf(stderr, "distriproc bench ttfr: --systems needs at least one name\n");
+        return -1;
+    }
+    return 0;
+}
+
 int bench_ttfr(int argc, char **argv)
 {
     static const struct option opts[] = {
         {"sizes", required_argument, NULL, 's'},   {"bandwidth", required_argument, NULL, 'b'},
         {"repeat", required_argument, NULL, 'r'},  {"prefetch", required_argument, NULL, 'p'},
         {"port", required_argument, NULL, 'P'},    {"workdir", required_argument, NULL, 'w'},
-        {"json", required_argument, NULL, 'j'},    {"help", no_argument, NULL, 'h'},
+        {"json", required_argument, NULL, 'j'},    {"systems", required_argument, NULL, 'S'},
+        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     static struct ttfr t;
@@ -936,8 +1115,9 @@ int bench_ttfr(int argc, char **argv)
     snprintf(t.sizes_text, sizeof(t.sizes_text), "256M,1G,4G");
     t.bandwidth = "1gbit";
     t.repeat = 5;
-    t.prefetch = "auto"; /* migrate's default */
-    t.port = 7400;
+    t.c.prefetch = "auto"; /* migrate's default */
+    t.c.port = 7400;
+    const char *syslist = NULL;
     t.workroot = "/var/tmp";
     size_t cl = 0;
     for (int i = 0; i < argc && cl + 2 < sizeof(t.cmdline); i++)
@@ -956,16 +1136,17 @@ int bench_ttfr(int argc, char **argv)
                 return 2;
             }
             break;
-        case 'p': t.prefetch = optarg; break;
+        case 'p': t.c.prefetch = optarg; break;
         case 'P':
-            t.port = (int)strtol(optarg, &end, 10);
-            if (*end || t.port < 1 || t.port > 65534) {
-                fprintf(stderr, "distriproc bench ttfr: --port takes 1..65534 (got '%s')\n", optarg);
+            t.c.port = (int)strtol(optarg, &end, 10);
+            if (*end || t.c.port < 1 || t.c.port > 65533) {
+                fprintf(stderr, "distriproc bench ttfr: --port takes 1..65533 (got '%s')\n", optarg);
                 return 2;
             }
             break;
         case 'w': t.workroot = optarg; break;
         case 'j': t.json_out = optarg; break;
+        case 'S': syslist = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -975,6 +1156,8 @@ int bench_ttfr(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    if (select_systems(&t, syslist) < 0)
+        return 2;
     char list[256];
     snprintf(list, sizeof(list), "%s", t.sizes_text);
     for (char *save = NULL, *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
@@ -999,9 +1182,9 @@ int bench_ttfr(int argc, char **argv)
         dp_error("needs root (namespaces, CRIU)");
         return 1;
     }
-    t.self = dp_self_exe();
+    t.c.self = dp_self_exe();
     /* build/distriproc -> scripts/redis_tool.py of the same checkout */
-    snprintf(t.tool, sizeof(t.tool), "%s", t.self);
+    snprintf(t.tool, sizeof(t.tool), "%s", t.c.self);
     char *slash = strrchr(t.tool, '/');
     if (slash)
         *slash = '\0';
@@ -1011,7 +1194,7 @@ int bench_ttfr(int argc, char **argv)
         dp_error("cannot find %s (run from a checkout's build/distriproc)", t.tool);
         return 1;
     }
-    if (dp_criu_find(t.criu, sizeof(t.criu), &err) < 0) {
+    if (dp_criu_find(t.c.criu, sizeof(t.c.criu), &err) < 0) {
         dp_error("%s", err.msg);
         return 1;
     }
@@ -1044,7 +1227,7 @@ int bench_ttfr(int argc, char **argv)
     signal(SIGTERM, on_int);
     t.started = time(NULL);
     dp_info("ttfr: sizes %s, %d repetitions, link %s, prefetch %s -> %s", t.sizes_text, t.repeat, t.bandwidth,
-            t.prefetch, t.json_out);
+            t.c.prefetch, t.json_out);
     for (int i = 0; i < t.nsizes && !interrupted; i++) {
         run_size(&t, &t.size[i]);
         write_json(&t);
@@ -1056,7 +1239,7 @@ int bench_ttfr(int argc, char **argv)
         dp_warn("lab down: %s", err.msg);
     /* Table. */
     printf("\ntime to first reply (median of %d; min..max), link %s\n", t.repeat, t.bandwidth);
-    printf("%-6s %-16s %22s %22s %12s\n", "size", "system", "from restore (s)", "from freeze (s)", "bytes moved");
+    printf("%-6s %-17s %22s %22s %12s\n", "size", "system", "from restore (s)", "from freeze (s)", "bytes moved");
     for (int i = 0; i < t.nsizes; i++) {
         const struct sizeres *z = &t.size[i];
         if (z->skipped[0]) {
@@ -1065,17 +1248,19 @@ int bench_ttfr(int argc, char **argv)
         }
         for (int s = 0; s < NSYS; s++) {
             const struct sysres *r = &z->sys[s];
+            if (!t.selected[s])
+                continue;
             if (r->n == 0) {
-                printf("%-6s %-16s failed: %s\n", z->label, sys_names[s], r->error);
+                printf("%-6s %-17s failed: %s\n", z->label, systems[s]->name, r->error);
                 continue;
             }
             double m1, a1, b1, m2, a2, b2, m3, a3, b3;
-            summary(r, offsetof(struct sample, from_restore), &m1, &a1, &b1);
-            summary(r, offsetof(struct sample, from_freeze), &m2, &a2, &b2);
-            summary(r, offsetof(struct sample, bytes), &m3, &a3, &b3);
+            summary(r, offsetof(struct ttfr_sample, from_restore), &m1, &a1, &b1);
+            summary(r, offsetof(struct ttfr_sample, from_freeze), &m2, &a2, &b2);
+            summary(r, offsetof(struct ttfr_sample, bytes), &m3, &a3, &b3);
             char bb[32];
             dp_format_bytes((uint64_t)m3, bb, sizeof(bb));
-            printf("%-6s %-16s %7.3f (%6.3f..%6.3f) %7.3f (%6.3f..%6.3f) %12s%s\n", z->label, sys_names[s], m1, a1,
+            printf("%-6s %-16s %7.3f (%6.3f..%6.3f) %7.3f (%6.3f..%6.3f) %12s%s\n", z->label, systems[s]->name, m1, a1,
                    b1, m2, a2, b2, bb, r->error[0] ? "  (some reps failed)" : "");
         }
     }

@@ -240,3 +240,64 @@ def test_remote_fraction_run_without_second_baseline_says_so(tmp_path):
     md = (tmp_path / "r" / "REPORT.md").read_text()
     assert "measured once, before the checkpoint, after min(warm-up, 5) s of warm-up" in md, md
     assert "vs local (end)" not in md and "Noise floor" not in md
+
+
+def _sys(from_freeze, phases):
+    """A system's summary with one run: phases (freeze, skeleton, transfer, restore, first reply)."""
+    names = ("freeze_s", "skeleton_s", "transfer_s", "restore_s", "first_reply_s")
+    ph = dict(zip(names, phases))
+    assert abs(sum(phases) - from_freeze) < 1e-9
+    st = lambda v: {"median": v, "min": v, "max": v}  # noqa: E731
+    fr = from_freeze - phases[0]
+    return {"n": 1, "error": None, "from_restore_s": st(fr), "from_freeze_s": st(from_freeze),
+            "bytes_moved": st(1e6), "phases": {k: st(v) for k, v in ph.items()},
+            "runs": [{"from_restore_s": fr, "from_freeze_s": from_freeze, "bytes_moved": 1e6, "phases": ph}]}
+
+
+def _targets_doc():
+    """256M and 4G: memory mode meets the 4 GiB bound and the CRIU-full ratio, misses the growth and is
+    slower than CRIU's remote lazy migration at 4G (in the restore phase)."""
+    def size(label, n, mem, lazy, full):
+        return {"size": label, "bytes": n, "keys": 1, "redis_used_memory": n, "skipped": None,
+                "loadavg_start": "3.00 2.00 1.00", "loadavg_end": "4.00 2.50 1.10",
+                "systems": {"distriproc_memory": mem, "criu_lazy_remote": lazy, "criu_full": full}}
+    return {"benchmark": "ttfr", "schema": 1, "started": "2026-12-03T12:00:00Z", "command": "fixture: targets",
+            "bandwidth": "1gbit", "repeat": 1, "prefetch": "auto", "probe": "P", "probe_interval_ms": 5,
+            "sizes": [size("256M", 256 << 20, _sys(0.2, (0.1, 0.03, 0, 0.04, 0.03)),
+                           _sys(0.3, (0.15, 0.05, 0, 0.05, 0.05)), _sys(3.0, (1.0, 0, 1.8, 0.1, 0.1))),
+                      size("4G", 4 << 30, _sys(0.45, (0.2, 0.05, 0, 0.15, 0.05)),
+                           _sys(0.40, (0.2, 0.05, 0, 0.1, 0.05)), _sys(45.0, (20.0, 0, 24.0, 0.9, 0.1)))]}
+
+
+@pytest.mark.time_limit(60)
+def test_issue11_targets_ratios_verdicts_and_phases(tmp_path):
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(_targets_doc()))
+    out = tmp_path / "r"
+    report("--ttfr", path, "--out", out)
+    md = (out / "REPORT.md").read_text()
+    assert "| DistriProc memory mode from freeze at 4 GiB <= 0.5 s | 0.450 s | 0.90x the bound | **pass** |" in md, md
+    assert "| DistriProc memory mode from freeze, 4 GiB / 256 MiB <= 1.5x | 0.450 s / 0.200 s | 2.25x | **miss** |" in md
+    assert ("| 256M: DistriProc memory mode / CRIU lazy, remote (its page server), from freeze <= 1.0x | "
+            "0.200 s / 0.300 s | 0.67x | **pass** |") in md
+    assert ("| 4G: DistriProc memory mode / CRIU lazy, remote (its page server), from freeze <= 1.0x | "
+            "0.450 s / 0.400 s | 1.12x | **miss** |") in md
+    assert "| 4 GiB: CRIU full migration / DistriProc memory mode, from freeze >= 50x | 45.000 s / 0.450 s | 100.0x | **pass** |" in md
+    # from restore: (45 - 20) / (0.45 - 0.2) = 100x
+    assert "from restore >= 50x | 25.000 s / 0.250 s | 100.0x | **pass** |" in md
+    # a miss says where the time went: the growth is in freeze and restore; vs CRIU, in the restore
+    assert "grown from 256 MiB to 4 GiB: freeze +0.100 s, skeleton +0.020 s, restore +0.110 s, first reply +0.020 s" in md, md
+    assert "- 4G from freeze: slower than CRIU's remote lazy migration in: restore +0.050 s" in md, md
+    assert "the largest is freeze (44 %)" in md
+    # the phase table and the load per size
+    assert "| 4G | DistriProc memory mode | 0.200 | 0.050 | 0.000 | 0.150 | 0.050 |" in md
+    assert "4G: 3.00 2.00 1.00 at the start, 4.00 2.50 1.10 at the end" in md
+    # a system the run did not measure is left out, not an error; the targets say what is missing
+    doc = _targets_doc()
+    for z in doc["sizes"]:
+        del z["systems"]["distriproc_memory"]
+    path.write_text(json.dumps(doc))
+    report("--ttfr", path, "--out", out)
+    md = (out / "REPORT.md").read_text()
+    assert "DistriProc memory mode |" not in md.split("### Issue 11")[0]
+    assert "| DistriProc memory mode from freeze at 4 GiB <= 0.5 s | not measured: DistriProc memory mode was not run |" in md

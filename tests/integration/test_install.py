@@ -230,6 +230,11 @@ def test_page_server_runs_unprivileged_as_its_unit_runs_it(prefix, procs, tmp_pa
         images, key = os.path.join(work, "images"), os.path.join(work, "key")
         shutil.copytree(os.path.join(util.ROOT, "tests/fixtures/images-tinymem"), images)
         util.run([util.DISTRIPROC, "keygen", key])
+        # The client (root here) reads its own copy: a key file must belong to
+        # whoever uses it (docs/local-security.md).
+        client_key = os.path.join(work, "client.key")
+        shutil.copy(key, client_key)
+        os.chmod(client_key, 0o600)
         util.run(["chown", "-R", "65534:65534", images, key])
         port = 17680 + os.getpid() % 100
         server = procs.spawn(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--no-new-privs",
@@ -239,7 +244,7 @@ def test_page_server_runs_unprivileged_as_its_unit_runs_it(prefix, procs, tmp_pa
         util.wait_until(lambda: server.poll() is None
                         and util.run(["ss", "-ltnH", f"sport = :{port}"]).stdout.strip() != "",
                         20, "the unprivileged page server to listen")
-        cp = util.run([util.DISTRIPROC, "query", "--source", f"127.0.0.1:{port}", "--key", key, "stats"])
+        cp = util.run([util.DISTRIPROC, "query", "--source", f"127.0.0.1:{port}", "--key", client_key, "stats"])
         assert cp.stdout.lstrip().startswith("{"), cp.stdout
         server.terminate()
         assert server.wait(timeout=20) == 0, server.stderr.read()
