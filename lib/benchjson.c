@@ -35,9 +35,9 @@ json_t *bench_json_utc(time_t t)
     return json_string(when);
 }
 
-/* The value after "prefix...:" on the first line of a /proc text file that
- * starts with prefix ("" if none), as results say what machine made them. */
-static void proc_field(const char *path, const char *prefix, char *out, size_t len)
+/* Results say what machine made them, and benchmarks check free memory
+ * before a size: /proc/cpuinfo and /proc/meminfo read one way for all. */
+void bench_proc_field(const char *path, const char *prefix, char *out, size_t len)
 {
     out[0] = '\0';
     FILE *f = fopen(path, "r");
@@ -64,8 +64,8 @@ json_t *bench_json_machine(void)
     char un[4 * sizeof(u.release) + 8] = "", cpu[256], mem[64];
     if (uname(&u) == 0)
         snprintf(un, sizeof(un), "%s %s %s %s", u.sysname, u.release, u.version, u.machine);
-    proc_field("/proc/cpuinfo", "model name", cpu, sizeof(cpu));
-    proc_field("/proc/meminfo", "MemTotal", mem, sizeof(mem));
+    bench_proc_field("/proc/cpuinfo", "model name", cpu, sizeof(cpu));
+    bench_proc_field("/proc/meminfo", "MemTotal", mem, sizeof(mem));
     return json_pack("{s:s, s:s, s:I, s:s}", "uname", un, "cpu", cpu, "cpus",
                      (json_int_t)sysconf(_SC_NPROCESSORS_ONLN), "memory", mem);
 }

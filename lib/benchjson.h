@@ -5,6 +5,7 @@
 #ifndef DP_BENCHJSON_H
 #define DP_BENCHJSON_H
 
+#include <stddef.h>
 #include <time.h>
 
 #include <jansson.h>
@@ -16,6 +17,10 @@ json_t *bench_json_real(double x, int decimals);
 
 /* t as "YYYY-MM-DDTHH:MM:SSZ" (UTC). */
 json_t *bench_json_utc(time_t t);
+
+/* The value after the ':' of the first line of a /proc text file (cpuinfo,
+ * meminfo) that starts with prefix, into out; "" if there is none. */
+void bench_proc_field(const char *path, const char *prefix, char *out, size_t len);
 
 /* {"uname", "cpu", "cpus", "memory"} of this machine. */
 json_t *bench_json_machine(void);
