@@ -88,6 +88,28 @@ static void a_failed_build_or_path_writes_nothing(void **state)
     rmdir(dir);
 }
 
+static void proc_field_takes_the_first_matching_line(void **state)
+{
+    (void)state;
+    char dir[64], path[128], out[32];
+    scratch(dir, sizeof(dir));
+    snprintf(path, sizeof(path), "%s/meminfo", dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("MemTotalish no colon\nMemFree:  5 kB\nMemTotal:\t 24683664 kB\nMemTotal: 1 kB\n", f);
+    fclose(f);
+    bench_proc_field(path, "MemTotal", out, sizeof(out));
+    assert_string_equal(out, "24683664 kB");
+    bench_proc_field(path, "SwapTotal", out, sizeof(out));
+    assert_string_equal(out, "");
+    bench_proc_field(path, "MemFree", out, 4); /* cut to the buffer */
+    assert_string_equal(out, "5 k");
+    unlink(path);
+    bench_proc_field(path, "MemTotal", out, sizeof(out));
+    assert_string_equal(out, "");
+    rmdir(dir);
+}
+
 static void machine_and_time_have_the_schema_types(void **state)
 {
     (void)state;
@@ -112,6 +134,7 @@ int main(void)
         cmocka_unit_test(reals_keep_their_decimals_in_the_file),
         cmocka_unit_test(non_finite_is_null),
         cmocka_unit_test(a_failed_build_or_path_writes_nothing),
+        cmocka_unit_test(proc_field_takes_the_first_matching_line),
         cmocka_unit_test(machine_and_time_have_the_schema_types),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
