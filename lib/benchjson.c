@@ -9,8 +9,9 @@
 
 #include "benchjson.h"
 
-/* Every real is rounded to at most 6 decimals below 1e9, so 15 significant
- * digits print it exactly as rounded (no 0.1000000000000001 tails). */
+/* Reals are rounded to at most 6 decimals and are either below 1e9 or whole
+ * (byte counts), so 15 significant digits print each exactly as rounded (no
+ * 0.1000000000000001 tails). */
 #define BENCH_JSON_FLAGS (JSON_INDENT(2) | JSON_REAL_PRECISION(15))
 
 /* ---- values --------------------------------------------------------------------- */
