@@ -39,10 +39,11 @@
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/utsname.h>
 #include <sys/wait.h>
 
 #include "bench.h"
+#include "benchjson.h"
+#include "jsonq.h"
 #include "lab.h"
 #include "lazyd.h"
 #include "orch.h"
@@ -58,7 +59,7 @@
 struct lat {
     double p50, p90, p99, max;
     uint64_t count;
-    char *buckets; /* JSON [[upper_us, count], ...] */
+    json_t *buckets; /* [[upper_us, count], ...] */
 };
 
 struct scan {
@@ -267,15 +268,10 @@ static void lat_from_samples(double *us, long n, struct lat *l)
     l->p90 = us[(long)(0.90 * (double)(n - 1))];
     l->p99 = us[(long)(0.99 * (double)(n - 1))];
     l->max = us[n - 1];
-    size_t cap = 65536, len = 0;
-    char *b = malloc(cap);
-    if (!b)
-        return;
-    len += (size_t)snprintf(b + len, cap - len, "[");
+    json_t *b = json_array();
     double upper = 1;
     long i = 0;
-    int first = 1;
-    while (i < n && len + 64 < cap) {
+    while (b && i < n) {
         while (upper < us[i])
             upper *= 1.05;
         long c = 0;
@@ -283,10 +279,11 @@ static void lat_from_samples(double *us, long n, struct lat *l)
             c++;
             i++;
         }
-        len += (size_t)snprintf(b + len, cap - len, "%s[%.3f, %ld]", first ? "" : ", ", upper, c);
-        first = 0;
+        if (json_array_append_new(b, json_pack("[o, I]", bench_json_real(upper, 3), (json_int_t)c)) < 0) {
+            json_decref(b);
+            b = NULL;
+        }
     }
-    snprintf(b + len, cap - len, "]");
     l->buckets = b;
 }
 
@@ -301,7 +298,10 @@ static int lat_from_stats(const char *stats, struct lat *l)
         dp_json_number(stats, "latency", "max_us", &l->max) < 0 || dp_json_number(stats, "latency", "count", &v) < 0)
         return -1;
     l->count = (uint64_t)v;
-    l->buckets = dp_json_array_text(stats, "latency_buckets_us");
+    json_t *doc = json_loads(stats, 0, NULL);
+    json_t *b = doc ? dp_json_find(doc, "latency_buckets_us") : NULL;
+    l->buckets = json_is_array(b) ? json_incref(b) : NULL;
+    json_decref(doc);
     return l->buckets ? 0 : -1;
 }
 
@@ -420,103 +420,74 @@ static int restore_and_scan(const struct ctx *c, const char *source, const char 
     return rc;
 }
 
-static void json_lat(FILE *f, const char *name, const char *method, const struct lat *l, int comma)
+/* One latency series of a row: how it was measured, percentiles, CDF buckets. */
+static json_t *json_lat(const char *method, const struct lat *l)
 {
-    fprintf(f, "%s\"%s\": {\"method\": \"%s\", \"count\": %llu, \"p50_us\": %.3f, \"p90_us\": %.3f, "
-               "\"p99_us\": %.3f, \"max_us\": %.3f, \"buckets\": %s}",
-            comma ? ", " : "", name, method, (unsigned long long)l->count, l->p50, l->p90, l->p99, l->max,
-            l->buckets ? l->buckets : "[]");
+    return json_pack("{s:s, s:I, s:o, s:o, s:o, s:o, s:o}", "method", method, "count", (json_int_t)l->count, "p50_us",
+                     bench_json_real(l->p50, 3), "p90_us", bench_json_real(l->p90, 3), "p99_us",
+                     bench_json_real(l->p99, 3), "max_us", bench_json_real(l->max, 3), "buckets",
+                     l->buckets ? json_incref(l->buckets) : json_array());
 }
 
-static void json_str(FILE *f, const char *s)
+/* One emulated RTT's row: its error (or null), the latency series that were
+ * measured, and the scan of each prefetch policy. */
+static json_t *json_row(const struct rttres *x, uint64_t mib)
 {
-    fputc('"', f);
-    for (; *s; s++) {
-        if (*s == '"' || *s == '\\')
-            fputc('\\', f);
-        if ((unsigned char)*s >= 0x20)
-            fputc(*s, f);
-    }
-    fputc('"', f);
-}
-
-static void read_field(const char *path, const char *prefix, char *out, size_t len)
-{
-    out[0] = '\0';
-    FILE *f = fopen(path, "r");
-    char line[512];
-    while (f && fgets(line, sizeof(line), f)) {
-        if (strncmp(line, prefix, strlen(prefix)) == 0 && strchr(line, ':')) {
-            char *p = strchr(line, ':') + 1;
-            while (*p == ' ' || *p == '\t')
-                p++;
-            p[strcspn(p, "\n")] = '\0';
-            snprintf(out, len, "%s", p);
-            break;
+    const struct {
+        const char *name, *method;
+        const struct lat *l;
+    } ser[] = {
+        {"local_floor", "first touch (application, exact)", &x->floor},
+        {"raw_tcp", "client send to full reply (exact)", &x->raw},
+        {"distriproc", "first touch (application, exact)", &x->remote},
+        {"local_floor_daemon", "daemon histogram (log2 buckets)", &x->floor_daemon},
+        {"distriproc_daemon", "daemon histogram (log2 buckets)", &x->remote_daemon},
+    };
+    json_t *lat = json_object(), *pol = json_array();
+    for (size_t k = 0; lat && k < DP_ARRAY_LEN(ser); k++) {
+        if (ser[k].l->count && json_object_set_new(lat, ser[k].name, json_lat(ser[k].method, ser[k].l)) < 0) {
+            json_decref(lat);
+            lat = NULL;
         }
     }
-    if (f)
-        fclose(f);
+    for (int k = 0; pol && k < x->nscans; k++) {
+        const struct scan *sc = &x->scans[k];
+        if (json_array_append_new(pol, json_pack("{s:s, s:o, s:o, s:o}", "policy", sc->policy, "MBps",
+                                                 bench_json_real(sc->mbps, 3), "seconds", bench_json_real(sc->seconds, 4),
+                                                 "prefetch_hit_rate", bench_json_real(sc->hit_rate, 4))) < 0) {
+            json_decref(pol);
+            pol = NULL;
+        }
+    }
+    return json_pack("{s:I, s:s?, s:o, s:{s:I, s:o, s:o}}", "emulate_rtt_us", (json_int_t)x->rtt_us, "error",
+                     x->error[0] ? x->error : NULL, "latency", lat, "scan", "bytes", (json_int_t)(mib << 20),
+                     "raw_stream_MBps", bench_json_real(x->raw_stream_mbps, 3), "policies", pol);
 }
 
+/* The result file, rewritten after every row so an interrupted run keeps the
+ * rows it finished. */
 static int write_json(const char *path, const char *cmdline, time_t started, const char *bandwidth, uint64_t mib, long touch,
                       const struct rttres *r, int n)
 {
-    FILE *f = fopen(path, "w");
-    if (!f)
-        return -1;
-    char when[64], cpu[256], mem[64], un[512];
-    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", gmtime(&started));
-    struct utsname u;
-    uname(&u);
-    snprintf(un, sizeof(un), "%s %s %s %s", u.sysname, u.release, u.version, u.machine);
-    read_field("/proc/cpuinfo", "model name", cpu, sizeof(cpu));
-    read_field("/proc/meminfo", "MemTotal", mem, sizeof(mem));
-    fprintf(f, "{\n  \"benchmark\": \"faults\",\n  \"schema\": 1,\n  \"started\": \"%s\",\n  \"command\": ", when);
-    json_str(f, cmdline);
-    fprintf(f, ",\n  \"machine\": {\"uname\": ");
-    json_str(f, un);
-    fprintf(f, ", \"cpu\": ");
-    json_str(f, cpu);
-    fprintf(f, ", \"cpus\": %ld, \"memory\": ", sysconf(_SC_NPROCESSORS_ONLN));
-    json_str(f, mem);
-    fprintf(f, "},\n  \"lab\": \"%s\",\n  \"bandwidth\": \"%s\",\n  \"workload\": \"forkmem --mib %llu, TOUCH %ld (first touches, timed) then VERIFY (one sequential pass)\",\n"
-               "  \"runs\": [",
-            lab_name(), bandwidth, (unsigned long long)mib, touch);
-    for (int i = 0; i < n; i++) {
-        const struct rttres *x = &r[i];
-        fprintf(f, "%s\n    {\"emulate_rtt_us\": %llu, \"error\": ", i ? "," : "", (unsigned long long)x->rtt_us);
-        if (x->error[0])
-            json_str(f, x->error);
-        else
-            fprintf(f, "null");
-        fprintf(f, ",\n     \"latency\": {");
-        const struct {
-            const char *name, *method;
-            const struct lat *l;
-        } ser[] = {
-            {"local_floor", "first touch (application, exact)", &x->floor},
-            {"raw_tcp", "client send to full reply (exact)", &x->raw},
-            {"distriproc", "first touch (application, exact)", &x->remote},
-            {"local_floor_daemon", "daemon histogram (log2 buckets)", &x->floor_daemon},
-            {"distriproc_daemon", "daemon histogram (log2 buckets)", &x->remote_daemon},
-        };
-        int comma = 0;
-        for (size_t k = 0; k < DP_ARRAY_LEN(ser); k++) {
-            if (ser[k].l->count) {
-                json_lat(f, ser[k].name, ser[k].method, ser[k].l, comma);
-                comma = 1;
-            }
+    char workload[160];
+    snprintf(workload, sizeof(workload),
+             "forkmem --mib %llu, TOUCH %ld (first touches, timed) then VERIFY (one sequential pass)",
+             (unsigned long long)mib, touch);
+    json_t *runs = json_array();
+    for (int i = 0; runs && i < n; i++) {
+        if (json_array_append_new(runs, json_row(&r[i], mib)) < 0) {
+            json_decref(runs);
+            runs = NULL;
         }
-        fprintf(f, "},\n     \"scan\": {\"bytes\": %llu, \"raw_stream_MBps\": %.3f, \"policies\": [",
-                (unsigned long long)(mib << 20), x->raw_stream_mbps);
-        for (int k = 0; k < x->nscans; k++)
-            fprintf(f, "%s{\"policy\": \"%s\", \"MBps\": %.3f, \"seconds\": %.4f, \"prefetch_hit_rate\": %.4f}",
-                    k ? ", " : "", x->scans[k].policy, x->scans[k].mbps, x->scans[k].seconds, x->scans[k].hit_rate);
-        fprintf(f, "]}}");
     }
-    fprintf(f, "\n  ]\n}\n");
-    return fclose(f);
+    json_t *doc = json_pack("{s:s, s:i, s:o, s:s, s:o, s:s, s:s, s:s, s:o}", "benchmark", "faults", "schema", 1,
+                            "started", bench_json_utc(started), "command", cmdline, "machine", bench_json_machine(),
+                            "lab", lab_name(), "bandwidth", bandwidth, "workload", workload, "runs", runs);
+    if (bench_json_write(path, doc) < 0) {
+        dp_error("cannot write %s: %s (is its directory there and writable?)", path, strerror(errno));
+        return -1;
+    }
+    return 0;
 }
 
 static int parse_list(char *text, char **items, int max)

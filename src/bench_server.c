@@ -23,6 +23,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <math.h>
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <sched.h>
@@ -38,6 +39,7 @@
 #include <unistd.h>
 
 #include "bench.h"
+#include "benchjson.h"
 #include "channel.h"
 #include "client.h"
 #include "key.h"
@@ -395,13 +397,28 @@ static void measure_crypto(struct crypto_cost *out)
     dp_chan_free(&rx);
 }
 
-static void json_lat(FILE *f, const char *name, const uint64_t *s, size_t n, bool comma)
+/* One latency row of the result file: sample count, percentiles, mean (us). */
+static json_t *json_lat(const uint64_t *s, size_t n)
 {
     double sum = 0;
     for (size_t i = 0; i < n; i++)
         sum += (double)s[i] / 1000.0;
-    fprintf(f, "    \"%s\": {\"samples\": %zu, \"p50_us\": %.2f, \"p90_us\": %.2f, \"p99_us\": %.2f, \"mean_us\": %.2f}%s\n",
-            name, n, pct(s, n, 0.50), pct(s, n, 0.90), pct(s, n, 0.99), n ? sum / (double)n : 0, comma ? "," : "");
+    return json_pack("{s:I, s:o, s:o, s:o, s:o}", "samples", (json_int_t)n, "p50_us", bench_json_real(pct(s, n, 0.50), 2),
+                     "p90_us", bench_json_real(pct(s, n, 0.90), 2), "p99_us", bench_json_real(pct(s, n, 0.99), 2),
+                     "mean_us", bench_json_real(n ? sum / (double)n : 0, 2));
+}
+
+/* Bulk rounds as MiB/s (one decimal), as the file has always listed them. */
+static json_t *json_mibps_rounds(const double *bps, long rounds)
+{
+    json_t *a = json_array();
+    for (long r = 0; a && r < rounds; r++) {
+        if (json_array_append_new(a, bench_json_real(bps[r] / 1048576.0, 1)) < 0) {
+            json_decref(a);
+            return NULL;
+        }
+    }
+    return a;
 }
 
 int bench_server(int argc, char **argv)
@@ -778,61 +795,68 @@ int bench_server(int argc, char **argv)
         printf("AEAD %s per 4 KiB page (header + payload record): seal %.2f us, open %.2f us\n",
                dp_chan_cipher_name(cc[k].cipher), cc[k].seal_ns / 1000, cc[k].open_ns / 1000);
 
-    FILE *f = fopen(json, "w");
-    if (!f)
-        dp_die("cannot write %s: %s", json, strerror(errno));
-    time_t now = time(NULL);
-    char when[64];
-    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
-    fprintf(f, "{\n  \"command\": \"%s\",\n  \"date\": \"%s\",\n  \"network\": \"%s\",\n", cmdline, when,
-            where);
-    fprintf(f, "  \"images\": \"%s\",\n", images);
-    fprintf(f, "  \"pinning\": \"%s\",\n", cpus);
-    fprintf(f, "  \"cpus\": %ld, \"loadavg_before\": \"%s\", \"loadavg_after\": \"%s\",\n",
-            sysconf(_SC_NPROCESSORS_ONLN), load_before, load_after);
-    fprintf(f, "  \"latency\": {\n");
-    json_lat(f, "raw_tcp_4k", raw_lat, nraw, true);
-    json_lat(f, "get_4k_copy", v[0].lat, v[0].nlat, true);
-    json_lat(f, "get_4k_sendfile", v[1].lat, v[1].nlat, true);
-    json_lat(f, "get_4k_encrypted", v[ENC].lat, v[ENC].nlat, true);
-    json_lat(f, "get_4k_copy_async_poll", async_lat, nraw, false);
-    fprintf(f, "  },\n  \"bulk\": {\n    \"seconds_per_round\": %.1f, \"rounds\": %ld, \"window\": %ld, \"pages_per_get\": %u, "
-               "\"data_pages_per_get\": %u,\n",
-            seconds, rounds, window, bulk_pages, data_in_bulk);
-    const char *rn[1 + NV] = {"raw_stream_MiBps_rounds", "get_copy_MiBps_rounds", "get_sendfile_MiBps_rounds",
-                              "get_encrypted_MiBps_rounds"};
-    for (int k = 0; k < 1 + NV; k++) {
-        fprintf(f, "    \"%s\": [", rn[k]);
-        for (long r = 0; r < rounds; r++)
-            fprintf(f, "%s%.1f", r ? ", " : "", (k ? get_r[k - 1][r] : raw_r[r]) / 1048576.0);
-        fprintf(f, "],\n");
+    json_t *aead = json_array();
+    for (int k = 0; aead && k < ncc; k++) {
+        if (json_array_append_new(aead, json_pack("{s:s, s:o, s:o}", "cipher", dp_chan_cipher_name(cc[k].cipher),
+                                                  "seal_us", bench_json_real(cc[k].seal_ns / 1000, 3), "open_us",
+                                                  bench_json_real(cc[k].open_ns / 1000, 3))) < 0) {
+            json_decref(aead);
+            aead = NULL;
+        }
     }
-    fprintf(f, "    \"raw_stream_MiBps_median\": %.1f, \"get_copy_MiBps_median\": %.1f, \"get_sendfile_MiBps_median\": %.1f, "
-               "\"get_encrypted_MiBps_median\": %.1f\n  },\n",
-            raw_bps / 1048576.0, v[0].bulk_bps / 1048576.0, v[1].bulk_bps / 1048576.0, v[ENC].bulk_bps / 1048576.0);
-    fprintf(f, "  \"encryption\": {\"cipher\": \"%s\", \"get_p50_us\": %.2f, \"plaintext_get_p50_us\": %.2f, "
-               "\"get_p50_ratio\": %.3f, \"get_p50_max_ratio\": 1.1, \"get_p50_met\": %s,\n"
-               "    \"bulk_MiBps\": %.1f, \"plaintext_bulk_MiBps\": %.1f, \"bulk_ratio\": %.3f, \"bulk_min_ratio\": 0.9, "
-               "\"bulk_met\": %s,\n    \"aead_per_4k_page\": [",
-            cipher, enc_p50, plain_p50, enc_lat_ratio, enc_lat_ratio <= 1.1 ? "true" : "false",
-            v[ENC].bulk_bps / 1048576.0, best_bulk->bulk_bps / 1048576.0, enc_bulk_ratio,
-            enc_bulk_ratio >= 0.9 ? "true" : "false");
-    for (int k = 0; k < ncc; k++)
-        fprintf(f, "%s{\"cipher\": \"%s\", \"seal_us\": %.3f, \"open_us\": %.3f}", k ? ", " : "",
-                dp_chan_cipher_name(cc[k].cipher), cc[k].seal_ns / 1000, cc[k].open_ns / 1000);
-    fprintf(f, "]\n  },\n");
-    if (rtt_us)
-        fprintf(f, "  \"emulated_rtt\": {\"rtt_us\": %ld, \"get_p50_us\": %.1f, \"serial_gets_per_s\": %.0f, "
-                   "\"window\": %ld, \"pipelined_gets_per_s\": %.0f},\n",
-                rtt_us, rtt_p50, rtt_rps_serial, window, rtt_rps_window);
-    fprintf(f, "  \"ratios\": {\n    \"get_p50_over_raw_p50_copy\": %.3f, \"get_p50_over_raw_p50_sendfile\": %.3f,\n",
-            pct(v[0].lat, v[0].nlat, 0.5) / raw_p50, pct(v[1].lat, v[1].nlat, 0.5) / raw_p50);
-    fprintf(f, "    \"bulk_get_over_raw_copy\": %.3f, \"bulk_get_over_raw_sendfile\": %.3f\n  },\n",
-            v[0].bulk_bps / raw_bps, v[1].bulk_bps / raw_bps);
-    fprintf(f, "  \"targets\": {\"get_p50_max_ratio\": 1.2, \"get_p50_ratio\": %.3f, \"get_p50_met\": %s, "
-               "\"bulk_min_ratio\": 0.7, \"bulk_ratio\": %.3f, \"bulk_met\": %s}\n}\n",
-            lat_ratio, lat_ratio <= 1.2 ? "true" : "false", bulk_ratio, bulk_ratio >= 0.7 ? "true" : "false");
-    fclose(f);
+    json_t *doc = json_pack(
+        "{s:s, s:o, s:s, s:s, s:s, s:I, s:s, s:s,"
+        " s:{s:o, s:o, s:o, s:o, s:o},"
+        " s:{s:o, s:I, s:I, s:I, s:I, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o},"
+        " s:{s:s, s:o, s:o, s:o, s:f, s:b, s:o, s:o, s:o, s:f, s:b, s:o}}",
+        "command", cmdline, "date", bench_json_utc(time(NULL)), "network", where, "images", images, "pinning", cpus,
+        "cpus", (json_int_t)sysconf(_SC_NPROCESSORS_ONLN), "loadavg_before", load_before, "loadavg_after", load_after,
+        "latency", "raw_tcp_4k", json_lat(raw_lat, nraw), "get_4k_copy", json_lat(v[0].lat, v[0].nlat),
+        "get_4k_sendfile", json_lat(v[1].lat, v[1].nlat), "get_4k_encrypted", json_lat(v[ENC].lat, v[ENC].nlat),
+        "get_4k_copy_async_poll", json_lat(async_lat, nraw),
+        "bulk", "seconds_per_round", bench_json_real(seconds, 1), "rounds", (json_int_t)rounds, "window",
+        (json_int_t)window, "pages_per_get", (json_int_t)bulk_pages, "data_pages_per_get", (json_int_t)data_in_bulk,
+        "raw_stream_MiBps_rounds", json_mibps_rounds(raw_r, rounds), "get_copy_MiBps_rounds",
+        json_mibps_rounds(get_r[0], rounds), "get_sendfile_MiBps_rounds", json_mibps_rounds(get_r[1], rounds),
+        "get_encrypted_MiBps_rounds", json_mibps_rounds(get_r[ENC], rounds), "raw_stream_MiBps_median",
+        bench_json_real(raw_bps / 1048576.0, 1), "get_copy_MiBps_median", bench_json_real(v[0].bulk_bps / 1048576.0, 1),
+        "get_sendfile_MiBps_median", bench_json_real(v[1].bulk_bps / 1048576.0, 1), "get_encrypted_MiBps_median",
+        bench_json_real(v[ENC].bulk_bps / 1048576.0, 1),
+        "encryption", "cipher", cipher, "get_p50_us", bench_json_real(enc_p50, 2), "plaintext_get_p50_us",
+        bench_json_real(plain_p50, 2), "get_p50_ratio", bench_json_real(enc_lat_ratio, 3), "get_p50_max_ratio", 1.1,
+        "get_p50_met", enc_lat_ratio <= 1.1, "bulk_MiBps", bench_json_real(v[ENC].bulk_bps / 1048576.0, 1),
+        "plaintext_bulk_MiBps", bench_json_real(best_bulk->bulk_bps / 1048576.0, 1), "bulk_ratio",
+        bench_json_real(enc_bulk_ratio, 3), "bulk_min_ratio", 0.9, "bulk_met", enc_bulk_ratio >= 0.9,
+        "aead_per_4k_page", aead);
+    if (doc && rtt_us &&
+        json_object_set_new(doc, "emulated_rtt",
+                            json_pack("{s:I, s:o, s:I, s:I, s:I}", "rtt_us", (json_int_t)rtt_us, "get_p50_us",
+                                      bench_json_real(rtt_p50, 1), "serial_gets_per_s", (json_int_t)llround(rtt_rps_serial),
+                                      "window", (json_int_t)window, "pipelined_gets_per_s",
+                                      (json_int_t)llround(rtt_rps_window))) < 0) {
+        json_decref(doc);
+        doc = NULL;
+    }
+    if (doc && json_object_set_new(doc, "ratios",
+                                   json_pack("{s:o, s:o, s:o, s:o}", "get_p50_over_raw_p50_copy",
+                                             bench_json_real(pct(v[0].lat, v[0].nlat, 0.5) / raw_p50, 3),
+                                             "get_p50_over_raw_p50_sendfile",
+                                             bench_json_real(pct(v[1].lat, v[1].nlat, 0.5) / raw_p50, 3),
+                                             "bulk_get_over_raw_copy", bench_json_real(v[0].bulk_bps / raw_bps, 3),
+                                             "bulk_get_over_raw_sendfile", bench_json_real(v[1].bulk_bps / raw_bps, 3))) < 0) {
+        json_decref(doc);
+        doc = NULL;
+    }
+    if (doc && json_object_set_new(doc, "targets",
+                                   json_pack("{s:f, s:o, s:b, s:f, s:o, s:b}", "get_p50_max_ratio", 1.2, "get_p50_ratio",
+                                             bench_json_real(lat_ratio, 3), "get_p50_met", lat_ratio <= 1.2,
+                                             "bulk_min_ratio", 0.7, "bulk_ratio", bench_json_real(bulk_ratio, 3),
+                                             "bulk_met", bulk_ratio >= 0.7)) < 0) {
+        json_decref(doc);
+        doc = NULL;
+    }
+    if (bench_json_write(json, doc) < 0)
+        dp_die("cannot write %s: %s (is its directory there and writable?)", json, strerror(errno));
 
     for (int i = 0; i < NV; i++) {
         dp_client_close(v[i].cl);

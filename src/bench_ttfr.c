@@ -42,10 +42,10 @@
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/utsname.h>
 #include <sys/wait.h>
 
 #include "bench.h"
+#include "benchjson.h"
 #include "bench_ttfr.h"
 #include "criu.h"
 #include "lab.h"
@@ -227,147 +227,97 @@ void ttfr_set_phases(struct ttfr_sample *s, double from_freeze, double freeze, d
                                  .restore_s = restore, .reply_s = from_freeze - freeze - skeleton - transfer - restore};
 }
 
-static void json_escape(FILE *f, const char *s)
+/* {"median", "min", "max"} of one field over a system's samples. */
+static json_t *json_summary(const struct sysres *r, const struct field *f)
 {
-    fputc('"', f);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            fprintf(f, "\\%c", c);
-        else if (c < 0x20)
-            fprintf(f, "\\u%04x", c);
-        else
-            fputc(c, f);
+    double med, mn, mx;
+    summary(r, f->off, &med, &mn, &mx);
+    return json_pack("{s:o, s:o, s:o}", "median", bench_json_real(med, 6), "min", bench_json_real(mn, 6), "max",
+                     bench_json_real(mx, 6));
+}
+
+/* One run of a system: its totals, phases and (distriproc) steps. */
+static json_t *json_run(const struct ttfr_sample *x)
+{
+    json_t *run = json_object(), *ph = json_object();
+    int bad = !run || !ph;
+    for (size_t j = 0; !bad && j < DP_ARRAY_LEN(totals); j++)
+        bad = json_object_set_new(run, totals[j].name, bench_json_real(field_of(x, &totals[j]), 6)) < 0;
+    for (size_t j = 0; !bad && j < DP_ARRAY_LEN(phase_fields); j++)
+        bad = json_object_set_new(ph, phase_fields[j].name, bench_json_real(field_of(x, &phase_fields[j]), 6)) < 0;
+    bad = bad || json_object_set_new(run, "phases", json_incref(ph)) < 0;
+    if (!bad && x->d.has)
+        bad = json_object_set_new(run, "distriproc_steps",
+                                  json_pack("{s:o, s:o, s:o, s:o, s:I}", "serve_start_s", bench_json_real(x->d.serve_s, 6),
+                                            "skeleton_pull_s", bench_json_real(x->d.skeleton_pull_s, 6),
+                                            "daemon_start_s", bench_json_real(x->d.daemon_s, 6), "criu_restore_s",
+                                            bench_json_real(x->d.criu_s, 6), "pages_fetched_at_reply",
+                                            (json_int_t)llround(x->d.pages_at_reply))) < 0;
+    json_decref(ph);
+    if (bad) {
+        json_decref(run);
+        return NULL;
     }
-    fputc('"', f);
+    return run;
 }
 
-static void read_first_line(const char *path, const char *prefix, char *out, size_t len)
+/* One system's entry for a size: n, error, summaries (when it ran), runs. */
+static json_t *json_system(const struct sysres *r)
 {
-    out[0] = '\0';
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return;
-    char line[512];
-    while (fgets(line, sizeof(line), f)) {
-        if (strncmp(line, prefix, strlen(prefix)) == 0) {
-            char *p = strchr(line, ':');
-            if (!p)
-                continue;
-            p++;
-            while (*p == ' ' || *p == '\t')
-                p++;
-            p[strcspn(p, "\n")] = '\0';
-            snprintf(out, len, "%s", p);
-            break;
-        }
+    json_t *o = json_pack("{s:i, s:s?}", "n", r->n, "error", r->error[0] ? r->error : NULL);
+    json_t *runs = json_array(), *ph = json_object();
+    int bad = !o || !runs || !ph;
+    for (size_t k = 0; !bad && r->n > 0 && k < DP_ARRAY_LEN(totals); k++)
+        bad = json_object_set_new(o, totals[k].name, json_summary(r, &totals[k])) < 0;
+    for (size_t k = 0; !bad && r->n > 0 && k < DP_ARRAY_LEN(phase_fields); k++)
+        bad = json_object_set_new(ph, phase_fields[k].name, json_summary(r, &phase_fields[k])) < 0;
+    if (!bad && r->n > 0)
+        bad = json_object_set_new(o, "phases", json_incref(ph)) < 0;
+    for (int k = 0; !bad && k < r->n; k++)
+        bad = json_array_append_new(runs, json_run(&r->s[k])) < 0;
+    bad = bad || json_object_set_new(o, "runs", json_incref(runs)) < 0;
+    json_decref(ph);
+    json_decref(runs);
+    if (bad) {
+        json_decref(o);
+        return NULL;
     }
-    fclose(f);
+    return o;
 }
 
-static void write_machine(FILE *f)
-{
-    struct utsname u;
-    uname(&u);
-    char cpu[256], mem[64];
-    read_first_line("/proc/cpuinfo", "model name", cpu, sizeof(cpu));
-    read_first_line("/proc/meminfo", "MemTotal", mem, sizeof(mem));
-    fprintf(f, "  \"machine\": {\"uname\": ");
-    char un[512];
-    snprintf(un, sizeof(un), "%s %s %s %s", u.sysname, u.release, u.version, u.machine);
-    json_escape(f, un);
-    fprintf(f, ", \"cpu\": ");
-    json_escape(f, cpu);
-    fprintf(f, ", \"cpus\": %ld, \"memory\": ", sysconf(_SC_NPROCESSORS_ONLN));
-    json_escape(f, mem);
-    fprintf(f, "},\n");
-}
-
+/* The result file (bench_report.py --help has its schema), rewritten after
+ * every size so an interrupted run keeps what it measured. */
 static int write_json(const struct ttfr *t)
 {
-    char tmp[PATH_MAX + 8];
-    snprintf(tmp, sizeof(tmp), "%s.tmp", t->json_out);
-    FILE *f = fopen(tmp, "w");
-    if (!f) {
-        dp_error("cannot write %s: %s", tmp, strerror(errno));
-        return -1;
-    }
-    char when[64];
-    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", gmtime(&t->started));
-    fprintf(f, "{\n  \"benchmark\": \"ttfr\",\n  \"schema\": 1,\n  \"started\": \"%s\",\n  \"command\": ", when);
-    json_escape(f, t->cmdline);
-    fprintf(f, ",\n");
-    write_machine(f);
-    fprintf(f, "  \"lab\": \"%s\",\n", lab_name());
-    fprintf(f, "  \"bandwidth\": \"%s\",\n  \"repeat\": %d,\n  \"prefetch\": \"%s\",\n  \"probe\": ", t->bandwidth,
-            t->repeat, t->c.prefetch);
-    json_escape(f, "redis-cli -h HOST -p 6379 get key:KEYS/2 | sha256sum | grep -q '^SHA256 '"
-                   " (SHA256: of the same GET against the source right after the load)");
-    fprintf(f, ",\n  \"probe_interval_ms\": %d", DP_ORCH_PROBE_INTERVAL_MS); /* every system alike */
-    fprintf(f, ",\n  \"sizes\": [");
-    for (int i = 0; i < t->nsizes; i++) {
+    json_t *sizes = json_array();
+    for (int i = 0; sizes && i < t->nsizes; i++) {
         const struct sizeres *z = &t->size[i];
-        fprintf(f, "%s\n    {\"size\": \"%s\", \"bytes\": %llu, \"keys\": %llu, \"redis_used_memory\": %llu, \"lab_disturbed_restarts\": %d, \"skipped\": ",
-                i ? "," : "", z->label, (unsigned long long)z->bytes, (unsigned long long)z->keys,
-                (unsigned long long)z->used_memory, z->restarts);
-        if (z->skipped[0])
-            json_escape(f, z->skipped);
-        else
-            fprintf(f, "null");
-        fprintf(f, ", \"loadavg_start\": ");
-        json_escape(f, z->load_start);
-        fprintf(f, ", \"loadavg_end\": ");
-        json_escape(f, z->load_end);
-        fprintf(f, ", \"systems\": {");
-        for (int s = 0, first = 1; s < NSYS; s++) {
-            const struct sysres *r = &z->sys[s];
-            if (!t->selected[s])
-                continue;
-            fprintf(f, "%s\n      \"%s\": {\"n\": %d, \"error\": ", first ? "" : ",", systems[s]->name, r->n);
-            first = 0;
-            if (r->error[0])
-                json_escape(f, r->error);
-            else
-                fprintf(f, "null");
-            if (r->n > 0) {
-                double med, mn, mx;
-                for (size_t k = 0; k < DP_ARRAY_LEN(totals); k++) {
-                    summary(r, totals[k].off, &med, &mn, &mx);
-                    fprintf(f, ", \"%s\": {\"median\": %.6f, \"min\": %.6f, \"max\": %.6f}", totals[k].name, med,
-                            mn, mx);
-                }
-                fprintf(f, ", \"phases\": {");
-                for (size_t k = 0; k < DP_ARRAY_LEN(phase_fields); k++) {
-                    summary(r, phase_fields[k].off, &med, &mn, &mx);
-                    fprintf(f, "%s\"%s\": {\"median\": %.6f, \"min\": %.6f, \"max\": %.6f}", k ? ", " : "",
-                            phase_fields[k].name, med, mn, mx);
-                }
-                fprintf(f, "}");
+        json_t *sys = json_object();
+        for (int s = 0; sys && s < NSYS; s++) {
+            if (t->selected[s] && json_object_set_new(sys, systems[s]->name, json_system(&z->sys[s])) < 0) {
+                json_decref(sys);
+                sys = NULL;
             }
-            fprintf(f, ", \"runs\": [");
-            for (int k = 0; k < r->n; k++) {
-                const struct ttfr_sample *x = &r->s[k];
-                fprintf(f, "%s{", k ? ", " : "");
-                for (size_t j = 0; j < DP_ARRAY_LEN(totals); j++)
-                    fprintf(f, "%s\"%s\": %.6f", j ? ", " : "", totals[j].name, field_of(x, &totals[j]));
-                fprintf(f, ", \"phases\": {");
-                for (size_t j = 0; j < DP_ARRAY_LEN(phase_fields); j++)
-                    fprintf(f, "%s\"%s\": %.6f", j ? ", " : "", phase_fields[j].name, field_of(x, &phase_fields[j]));
-                fprintf(f, "}");
-                if (x->d.has)
-                    fprintf(f,
-                            ", \"distriproc_steps\": {\"serve_start_s\": %.6f, \"skeleton_pull_s\": %.6f, "
-                            "\"daemon_start_s\": %.6f, \"criu_restore_s\": %.6f, \"pages_fetched_at_reply\": %.0f}",
-                            x->d.serve_s, x->d.skeleton_pull_s, x->d.daemon_s, x->d.criu_s, x->d.pages_at_reply);
-                fprintf(f, "}");
-            }
-            fprintf(f, "]}");
         }
-        fprintf(f, "}}");
+        if (json_array_append_new(sizes, json_pack("{s:s, s:I, s:I, s:I, s:i, s:s?, s:s, s:s, s:o}", "size", z->label,
+                                                   "bytes", (json_int_t)z->bytes, "keys", (json_int_t)z->keys,
+                                                   "redis_used_memory", (json_int_t)z->used_memory,
+                                                   "lab_disturbed_restarts", z->restarts, "skipped",
+                                                   z->skipped[0] ? z->skipped : NULL, "loadavg_start", z->load_start,
+                                                   "loadavg_end", z->load_end, "systems", sys)) < 0) {
+            json_decref(sizes);
+            sizes = NULL;
+        }
     }
-    fprintf(f, "\n  ]\n}\n");
-    if (fclose(f) != 0 || rename(tmp, t->json_out) < 0) {
-        dp_error("cannot write %s: %s", t->json_out, strerror(errno));
+    json_t *doc = json_pack("{s:s, s:i, s:o, s:s, s:o, s:s, s:s, s:i, s:s, s:s, s:i, s:o}", "benchmark", "ttfr",
+                            "schema", 1, "started", bench_json_utc(t->started), "command", t->cmdline, "machine",
+                            bench_json_machine(), "lab", lab_name(), "bandwidth", t->bandwidth, "repeat", t->repeat,
+                            "prefetch", t->c.prefetch, "probe",
+                            "redis-cli -h HOST -p 6379 get key:KEYS/2 | sha256sum | grep -q '^SHA256 '"
+                            " (SHA256: of the same GET against the source right after the load)",
+                            "probe_interval_ms", DP_ORCH_PROBE_INTERVAL_MS /* every system alike */, "sizes", sizes);
+    if (bench_json_write(t->json_out, doc) < 0) {
+        dp_error("cannot write %s: %s (is its directory there and writable?)", t->json_out, strerror(errno));
         return -1;
     }
     return 0;
@@ -876,7 +826,7 @@ static const struct ttfr_system *const systems[NSYS] = {
 static uint64_t mem_available(void)
 {
     char v[64];
-    read_first_line("/proc/meminfo", "MemAvailable", v, sizeof(v));
+    bench_proc_field("/proc/meminfo", "MemAvailable", v, sizeof(v));
     return strtoull(v, NULL, 10) * 1024;
 }
 
