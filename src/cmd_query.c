@@ -54,6 +54,31 @@ static void print_json(json_t *o)
     json_decref(o);
 }
 
+/* The task map as {"tasks": [{"pid", "ppid", "lazy": [[start, end], ...]}]},
+ * addresses as "0x..." strings; NULL if out of memory. */
+static json_t *task_map_json(const struct dp_task_map *m)
+{
+    json_t *tasks = json_array();
+    for (uint32_t i = 0; tasks && i < m->nr_tasks; i++) {
+        json_t *lazy = json_array();
+        for (uint32_t r = 0; lazy && r < m->tasks[i].nr_ranges; r++) {
+            char a[24], b[24];
+            snprintf(a, sizeof(a), "0x%" PRIx64, m->tasks[i].ranges[r].start);
+            snprintf(b, sizeof(b), "0x%" PRIx64, m->tasks[i].ranges[r].end);
+            if (json_array_append_new(lazy, json_pack("[s, s]", a, b)) < 0) {
+                json_decref(lazy);
+                lazy = NULL;
+            }
+        }
+        if (!lazy || json_array_append_new(tasks, json_pack("{s:i, s:i, s:o}", "pid", m->tasks[i].pid, "ppid",
+                                                              m->tasks[i].ppid, "lazy", lazy)) < 0) {
+            json_decref(tasks);
+            return NULL;
+        }
+    }
+    return tasks ? json_pack("{s:o}", "tasks", tasks) : NULL;
+}
+
 static int do_get(struct dp_client *c, int argc, char **argv, int repeat, int timeout, struct dp_err *err)
 {
     if (argc < 3) {
@@ -124,8 +149,10 @@ static int do_put(struct dp_client *c, int argc, char **argv, int timeout, struc
         free(data);
         return 1;
     }
-    printf("{\"pid\": %d, \"addr\": \"0x%" PRIx64 "\", \"pages\": %zu, \"durable\": true}\n", pid, addr,
-           len / DP_PAGE_SIZE);
+    char at[24];
+    snprintf(at, sizeof(at), "0x%" PRIx64, addr);
+    print_json(json_pack("{s:i, s:s, s:I, s:b}", "pid", pid, "addr", at, "pages", (json_int_t)(len / DP_PAGE_SIZE),
+                         "durable", 1));
     free(data);
     return 0;
 }
@@ -204,15 +231,7 @@ int cmd_query(int argc, char **argv)
             dp_error("task map failed: %s", err.msg);
             rc = 1;
         } else {
-            printf("{\"tasks\": [");
-            for (uint32_t i = 0; i < m.nr_tasks; i++) {
-                printf("%s\n{\"pid\": %d, \"ppid\": %d, \"lazy\": [", i ? "," : "", m.tasks[i].pid, m.tasks[i].ppid);
-                for (uint32_t r = 0; r < m.tasks[i].nr_ranges; r++)
-                    printf("%s[\"0x%" PRIx64 "\", \"0x%" PRIx64 "\"]", r ? ", " : "", m.tasks[i].ranges[r].start,
-                           m.tasks[i].ranges[r].end);
-                printf("]}");
-            }
-            printf("\n]}\n");
+            print_json(task_map_json(&m));
             dp_task_map_free(&m);
         }
     } else if (strcmp(what, "skeleton") == 0 && optind + 1 < argc) {
