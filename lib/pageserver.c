@@ -33,6 +33,7 @@
 #include "cpid.h"
 #include "frame.h"
 #include "image.h"
+#include "jsonout.h"
 #include "livesm.h"
 #include "overlay.h"
 #include "lease_store.h"
@@ -1368,7 +1369,11 @@ static void handle_migration(struct server *s, struct conn *c, const struct dp_h
 {
     struct dp_err err = {{0}};
     uint32_t verdict;
-    char out[512] = "{\"mode\": \"images\"}\n";
+    char out[512];
+    if (dp_json_line(json_pack("{s:s}", "mode", "images"), out, sizeof(out)) < 0) {
+        conn_close(s, c, "out of memory");
+        return;
+    }
     if (dp_live_verdict_decode(payload, h->len, &verdict, &err) < 0) {
         send_error(s, c, h->id, true, DP_E_MALFORMED, err.msg, recv_ns);
         return;
