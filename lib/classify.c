@@ -3,14 +3,18 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "classify.h"
 #include "cpid.h"
+#include "jsonout.h"
 
 #define PG DP_PAGE_SIZE
 
@@ -277,13 +281,43 @@ static int64_t add_data_runs(struct dp_hotset *hs, const struct dp_task_image *t
     return (int64_t)pages;
 }
 
+/* Appends to tasks the summary of one task: its lazy mappings in address
+ * order with their share referenced and the pages they put in the hot set.
+ * m is left with every end set to 0. Returns -1 if out of memory. */
+static int task_summary_json(json_t *tasks, const struct dp_task_image *ti, const struct dp_classify_task *st,
+                             struct hot_map *m)
+{
+    json_t *maps = json_array();
+    for (size_t pass = 0; maps && pass < ti->nr_lazy; pass++) {
+        size_t best = SIZE_MAX;
+        for (size_t r = 0; r < ti->nr_lazy; r++)
+            if (m[r].end && (best == SIZE_MAX || m[r].start < m[best].start))
+                best = r;
+        if (best == SIZE_MAX)
+            break;
+        struct hot_map *x = &m[best];
+        char lo[24], hi[24];
+        json_t *o = json_pack("{s:s, s:s, s:I, s:I, s:I, s:b, s:I}", "start", dp_json_hex(lo, sizeof(lo), x->start),
+                              "end", dp_json_hex(hi, sizeof(hi), x->end), "rss_kb", (json_int_t)x->rss_kb,
+                              "referenced_kb", (json_int_t)x->ref_kb, "score", (json_int_t)x->score, "hot", x->hot,
+                              "hot_pages", (json_int_t)x->hot_pages);
+        if (json_array_append_new(maps, o) < 0) {
+            json_decref(maps);
+            maps = NULL;
+        }
+        x->end = 0; /* reported */
+    }
+    return json_array_append_new(tasks, json_pack("{s:i, s:i, s:b, s:I, s:o}", "pid", ti->pid, "host_pid",
+                                                  st ? (int)st->host_pid : 0, "sampled", st != NULL,
+                                                  "lazy_data_pages", (json_int_t)ti->lazy_data_pages, "mappings",
+                                                  maps));
+}
+
 int dp_classify_build(const struct dp_classify *c, const struct dp_checkpoint *cp, const uint8_t id[DP_CPID_SIZE],
                       double threshold, uint64_t created_us, struct dp_hotset *hs, char **json, struct dp_err *err)
 {
-    char *jbuf = NULL;
-    size_t jlen = 0;
-    FILE *j = open_memstream(&jbuf, &jlen);
-    if (!j) {
+    json_t *tasks = json_array();
+    if (!tasks) {
         dp_err_set(err, "out of memory");
         return -1;
     }
@@ -291,9 +325,6 @@ int dp_classify_build(const struct dp_classify *c, const struct dp_checkpoint *c
     dp_cpid_hex(id, hex);
     uint32_t window_ms = (uint32_t)(c->seconds * 1000.0 + 0.5);
     dp_hotset_init(hs, DP_HS_CLASSIFY, id, created_us, window_ms);
-    fprintf(j, "{\"source\":\"classify\",\"method\":\"clear_refs + smaps Referenced per mapping\","
-               "\"checkpoint_identity\":\"%s\",\"images\":\"%s\",\"seconds\":%.3f,\"threshold\":%.3f,\"tasks\":[",
-            hex, cp->dir, c->seconds, threshold);
     uint64_t total_hot = 0, total_data = 0;
     int rc = -1;
     for (size_t i = 0; i < cp->nr_tasks; i++) {
@@ -339,41 +370,33 @@ int dp_classify_build(const struct dp_classify *c, const struct dp_checkpoint *c
             total_hot += (uint64_t)p;
         }
         total_data += ti->lazy_data_pages;
-        fprintf(j, "%s{\"pid\":%d,\"host_pid\":%d,\"sampled\":%s,\"lazy_data_pages\":%llu,\"mappings\":[",
-                i ? "," : "", ti->pid, st ? (int)st->host_pid : 0, st ? "true" : "false",
-                (unsigned long long)ti->lazy_data_pages);
-        /* report in address order */
-        for (size_t pass = 0, first = 1; pass < ti->nr_lazy; pass++) {
-            size_t best = SIZE_MAX;
-            for (size_t r = 0; r < ti->nr_lazy; r++)
-                if (m[r].end && (best == SIZE_MAX || m[r].start < m[best].start))
-                    best = r;
-            if (best == SIZE_MAX)
-                break;
-            struct hot_map *x = &m[best];
-            fprintf(j, "%s{\"start\":\"0x%" PRIx64 "\",\"end\":\"0x%" PRIx64 "\",\"rss_kb\":%" PRIu64
-                       ",\"referenced_kb\":%" PRIu64 ",\"score\":%u,\"hot\":%s,\"hot_pages\":%" PRIu64 "}",
-                    first ? "" : ",", x->start, x->end, x->rss_kb, x->ref_kb, x->score, x->hot ? "true" : "false",
-                    x->hot_pages);
-            first = 0;
-            x->end = 0; /* printed */
-        }
-        fputs("]}", j);
+        int jr = task_summary_json(tasks, ti, st, m);
         free(m);
+        if (jr < 0) {
+            dp_err_set(err, "out of memory");
+            goto out;
+        }
     }
-    fprintf(j, "],\"hot_pages\":%llu,\"hot_bytes\":%llu,\"lazy_data_pages\":%llu,\"runs\":%u}\n",
-            (unsigned long long)total_hot, (unsigned long long)total_hot * PG, (unsigned long long)total_data,
-            hs->nr_runs);
+    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:f, s:f, s:O, s:I, s:I, s:I, s:I}", "source", "classify", "method",
+                          "clear_refs + smaps Referenced per mapping", "checkpoint_identity", hex, "images", cp->dir,
+                          "seconds", round(c->seconds * 1e3) / 1e3, "threshold", round(threshold * 1e3) / 1e3,
+                          "tasks", tasks, "hot_pages", (json_int_t)total_hot, "hot_bytes", (json_int_t)(total_hot * PG),
+                          "lazy_data_pages", (json_int_t)total_data, "runs", (json_int_t)hs->nr_runs);
+    char *text = o ? json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(12)) : NULL;
+    json_decref(o);
+    if (!text || !(*json = malloc(strlen(text) + 2))) {
+        free(text);
+        dp_err_set(err, "cannot write the classification summary as JSON (out of memory, or a path not in UTF-8)");
+        goto out;
+    }
+    sprintf(*json, "%s\n", text);
+    free(text);
     rc = 0;
 out:
-    fclose(j);
-    if (rc < 0) {
-        free(jbuf);
+    json_decref(tasks);
+    if (rc < 0)
         dp_hotset_free(hs);
-        return -1;
-    }
-    *json = jbuf;
-    return 0;
+    return rc;
 }
 
 int dp_classify_store(const struct dp_classify *c, const struct dp_checkpoint *cp, double threshold, char **json,

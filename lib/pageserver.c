@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <malloc.h>
+#include <math.h>
 #include <netinet/tcp.h>
 #include <signal.h>
 #include <stdio.h>
@@ -25,12 +26,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <jansson.h>
 #include <sodium.h>
 
 #include "channel.h"
 #include "cpid.h"
 #include "frame.h"
 #include "image.h"
+#include "jsonout.h"
 #include "livesm.h"
 #include "overlay.h"
 #include "lease_store.h"
@@ -410,33 +413,52 @@ static int cmp_access(const void *a, const void *b)
     return x->addr < y->addr ? -1 : x->addr > y->addr;
 }
 
+/* Appends o as one line of JSON text (jansson's ", " and ": " separators, as
+ * the hand-built replies had) to b; takes o. Reals keep prec significant
+ * digits, enough for the microseconds of a Unix time. */
+static int json_to_buf(json_t *o, size_t prec, struct dp_buf *b)
+{
+    char *t = o ? json_dumps(o, JSON_REAL_PRECISION(prec)) : NULL;
+    int rc = t && dp_buf_put(b, t, strlen(t)) == 0 && dp_buf_put(b, "\n", 1) == 0 ? 0 : -1;
+    free(t);
+    json_decref(o);
+    return rc;
+}
+
+/* The access log as the JSON that `query access-log`, --access-log and
+ * `distriproc replay` (lib/accesslog.c) read: pages sorted by pid, address.
+ * The whole tree is built at once (a few hundred bytes per touched page,
+ * freed right after). */
 static int access_log_json(struct server *s, struct dp_buf *b)
 {
     size_t n = 0;
     struct dp_pmap_entry *v = malloc((s->access.len ? s->access.len : 1) * sizeof(*v));
-    if (!v)
+    json_t *pages = json_array();
+    if (!v || !pages) {
+        free(v);
+        json_decref(pages);
         return -1;
+    }
     for (size_t i = 0; i < s->access.cap; i++)
         if (s->access.slots[i].addr != UINT64_MAX)
             v[n++] = s->access.slots[i];
     qsort(v, n, sizeof(*v), cmp_access);
-    char line[256];
-    int len = snprintf(line, sizeof(line),
-                       "{\"start_unix\": %.6f, \"time_unit\": \"us since start\", \"pages_touched\": %zu, "
-                       "\"pages\": [",
-                       s->start_unix, n);
-    int rc = dp_buf_put(b, line, (size_t)len);
+    int rc = 0;
     for (size_t i = 0; i < n && rc == 0; i++) {
-        len = snprintf(line, sizeof(line),
-                       "%s\n{\"pid\": %d, \"addr\": \"0x%" PRIx64 "\", \"count\": %u, \"first\": %" PRIu64
-                       ", \"last\": %" PRIu64 "}",
-                       i ? "," : "", v[i].pid, v[i].addr, v[i].aux, v[i].value, v[i].value2);
-        rc = dp_buf_put(b, line, (size_t)len);
+        char addr[24];
+        snprintf(addr, sizeof(addr), "0x%" PRIx64, v[i].addr);
+        rc = json_array_append_new(pages, json_pack("{s:i, s:s, s:I, s:I, s:I}", "pid", (int)v[i].pid, "addr", addr,
+                                                    "count", (json_int_t)v[i].aux, "first", (json_int_t)v[i].value,
+                                                    "last", (json_int_t)v[i].value2));
     }
-    if (rc == 0)
-        rc = dp_buf_put(b, "\n]}\n", 4);
     free(v);
-    return rc;
+    if (rc < 0) {
+        json_decref(pages);
+        return -1;
+    }
+    return json_to_buf(json_pack("{s:f, s:s, s:I, s:o}", "start_unix", round(s->start_unix * 1e6) / 1e6,
+                                 "time_unit", "us since start", "pages_touched", (json_int_t)n, "pages", pages),
+                       16, b);
 }
 
 /* ---- request handlers ------------------------------------------------------ */
@@ -841,80 +863,92 @@ static int commit_puts(struct server *s)
     return rc;
 }
 
-static void json_kv(struct dp_buf *b, const char *k, uint64_t v, bool comma)
+/* A histogram as the object (and the bucket list) lib/lazystats.c prints for
+ * the daemon, so the two stats replies agree on its fields; NULL if out of
+ * memory. */
+static json_t *hist_json(const struct dp_hist *h, bool buckets)
 {
-    char t[128];
-    int n = snprintf(t, sizeof(t), "\"%s\": %" PRIu64 "%s", k, v, comma ? ", " : "");
-    dp_buf_put(b, t, (size_t)n);
+    struct dp_sbuf t = {0};
+    if (buckets)
+        dp_hist_json_buckets(&t, h);
+    else
+        dp_hist_json(&t, h);
+    json_t *o = !t.oom && t.p ? json_loads(t.p, 0, NULL) : NULL;
+    dp_sbuf_free(&t);
+    return o;
 }
 
+/* The STATS reply: the counters `distriproc query stats` prints and the tests
+ * and benches read by name (the metrics exposition reads the same ones). */
 static void handle_stats(struct server *s, struct conn *c, uint64_t id, uint64_t recv_ns)
 {
-    struct dp_buf j = {0};
     struct dp_overlay_stats os;
     dp_overlay_get_stats(s->ov, &os);
     size_t nconn = 0;
     for (struct conn *k = s->conns; k; k = k->next)
         nconn++;
-    char t[256];
-    int n = snprintf(t, sizeof(t), "{\"uptime_s\": %.3f, \"emulate_rtt_us\": %" PRIu64 ", \"sendfile_min\": %" PRIu64
-                     ", ", (double)(dp_now_ns() - s->start_ns) / 1e9, s->o->emulate_rtt_us, s->o->sendfile_min);
-    dp_buf_put(&j, t, (size_t)n);
-    json_kv(&j, "tasks", s->cp->nr_tasks, true);
-    json_kv(&j, "lazy_bytes", s->cp->lazy_bytes, true);
-    json_kv(&j, "clients", nconn, true);
-    json_kv(&j, "connections", s->st.connections, true);
-    json_kv(&j, "auth_failures", s->st.auth_failures, true);
-    json_kv(&j, "protocol_errors", s->st.protocol_errors, true);
+    const struct dp_lease *lease = dp_lease_store_get(s->leases);
+    json_t *o = json_object(), *req = json_object();
     const char *const *names = dp_server_request_names; /* shared with the metrics */
-    dp_buf_put(&j, "\"requests\": {", 13);
-    for (size_t i = 1; names[i]; i++)
-        json_kv(&j, names[i], s->st.requests[i], names[i + 1] != NULL);
-    dp_buf_put(&j, "}, ", 3);
-    json_kv(&j, "pages_data", s->st.pages_data, true);
-    json_kv(&j, "pages_zero", s->st.pages_zero, true);
-    json_kv(&j, "pages_not_lazy", s->st.pages_not_lazy, true);
-    json_kv(&j, "pages_from_overlay", s->st.pages_from_overlay, true);
-    json_kv(&j, "bytes_in", s->st.bytes_in, true);
-    json_kv(&j, "bytes_out", s->st.bytes_out, true);
-    json_kv(&j, "sendfile_bytes", s->st.sendfile_bytes, true);
-    json_kv(&j, "copied_bytes", s->st.copied_bytes, true);
-    json_kv(&j, "skeleton_bytes", s->st.skeleton_bytes, true);
-    json_kv(&j, "put_requests", s->st.put_requests, true);
-    json_kv(&j, "pages_written_back", s->st.pages_written, true);
-    json_kv(&j, "overlay_pages", os.live_pages, true);
-    json_kv(&j, "overlay_records", os.records, true);
-    json_kv(&j, "overlay_log_bytes", os.log_bytes, true);
-    json_kv(&j, "overlay_torn_bytes_dropped", os.torn_bytes, true);
-    json_kv(&j, "overlay_syncs", os.syncs, true);
-    json_kv(&j, "overlay_compactions", os.compactions, true);
-    json_kv(&j, "writeback_failed", dp_overlay_failure(s->ov) != NULL, true);
-    json_kv(&j, "lease_epoch", dp_lease_store_get(s->leases)->epoch, true);
-    json_kv(&j, "lease_held", dp_lease_store_get(s->leases)->held, true);
-    json_kv(&j, "fenced_requests", s->st.fenced_requests, true);
-    json_kv(&j, "puts_refused", s->st.puts_refused, true);
-    json_kv(&j, "records_rejected", s->st.records_rejected, true);
-    json_kv(&j, "insecure_plaintext", s->o->insecure_plaintext, true);
-    json_kv(&j, "conns_refused", s->lim.refused, true);
-    json_kv(&j, "conns_pushed_out", s->lim.evicted, true);
-    json_kv(&j, "conns_idle_closed", s->lim.idle_closed, true);
-    json_kv(&j, "input_buffered_bytes", s->lim.buffered, true);
-    json_kv(&j, "input_buffer_refusals", s->lim.buffer_refusals, true);
-    json_kv(&j, "pages_touched", s->access.len, true);
-    struct dp_sbuf lat = {0};
-    dp_sbuf_printf(&lat, "\"writeback_latency\": ");
-    dp_hist_json(&lat, &s->wb_lat);
-    dp_sbuf_printf(&lat, ", \"writeback_latency_buckets_us\": ");
-    dp_hist_json_buckets(&lat, &s->wb_lat);
-    bool lat_ok = !lat.oom && lat.p;
-    if (lat_ok)
-        dp_buf_put(&j, lat.p, lat.len);
-    dp_sbuf_free(&lat);
-    dp_buf_put(&j, "}\n", 2);
-    if (!lat_ok)
-        dp_buf_free(&j); /* answered as out of memory below */
-    struct dp_buf b = {0};
-    int rc = j.data ? dp_msg_append(&b, DP_MSG_STATS | DP_MSG_REPLY, 0, id, j.data, (uint32_t)j.len) : -1;
+    for (size_t i = 1; req && names[i]; i++)
+        json_object_set_new(req, names[i], json_integer((json_int_t)s->st.requests[i]));
+    const struct {
+        const char *k;
+        uint64_t v;
+    } kv[] = {
+        {"emulate_rtt_us", s->o->emulate_rtt_us},
+        {"sendfile_min", s->o->sendfile_min},
+        {"tasks", s->cp->nr_tasks},
+        {"lazy_bytes", s->cp->lazy_bytes},
+        {"clients", nconn},
+        {"connections", s->st.connections},
+        {"auth_failures", s->st.auth_failures},
+        {"protocol_errors", s->st.protocol_errors},
+        {NULL, 0}, /* "requests" goes here */
+        {"pages_data", s->st.pages_data},
+        {"pages_zero", s->st.pages_zero},
+        {"pages_not_lazy", s->st.pages_not_lazy},
+        {"pages_from_overlay", s->st.pages_from_overlay},
+        {"bytes_in", s->st.bytes_in},
+        {"bytes_out", s->st.bytes_out},
+        {"sendfile_bytes", s->st.sendfile_bytes},
+        {"copied_bytes", s->st.copied_bytes},
+        {"skeleton_bytes", s->st.skeleton_bytes},
+        {"put_requests", s->st.put_requests},
+        {"pages_written_back", s->st.pages_written},
+        {"overlay_pages", os.live_pages},
+        {"overlay_records", os.records},
+        {"overlay_log_bytes", os.log_bytes},
+        {"overlay_torn_bytes_dropped", os.torn_bytes},
+        {"overlay_syncs", os.syncs},
+        {"overlay_compactions", os.compactions},
+        {"writeback_failed", dp_overlay_failure(s->ov) != NULL},
+        {"lease_epoch", lease->epoch},
+        {"lease_held", lease->held},
+        {"fenced_requests", s->st.fenced_requests},
+        {"puts_refused", s->st.puts_refused},
+        {"records_rejected", s->st.records_rejected},
+        {"insecure_plaintext", s->o->insecure_plaintext},
+        {"conns_refused", s->lim.refused},
+        {"conns_pushed_out", s->lim.evicted},
+        {"conns_idle_closed", s->lim.idle_closed},
+        {"input_buffered_bytes", s->lim.buffered},
+        {"input_buffer_refusals", s->lim.buffer_refusals},
+        {"pages_touched", s->access.len},
+    };
+    double up_ms = round((double)(dp_now_ns() - s->start_ns) / 1e6);
+    int bad = !o || !req || json_object_set_new(o, "uptime_s", json_real(up_ms / 1e3)) < 0;
+    for (size_t i = 0; i < sizeof(kv) / sizeof(kv[0]) && !bad; i++)
+        bad = kv[i].k ? json_object_set_new(o, kv[i].k, json_integer((json_int_t)kv[i].v))
+                      : json_object_set(o, "requests", req);
+    if (!bad)
+        bad = json_object_set_new(o, "writeback_latency", hist_json(&s->wb_lat, false)) < 0 ||
+              json_object_set_new(o, "writeback_latency_buckets_us", hist_json(&s->wb_lat, true)) < 0;
+    json_decref(req);
+    struct dp_buf j = {0}, b = {0};
+    int rc = bad ? (json_decref(o), -1) : json_to_buf(o, 15, &j);
+    if (rc == 0)
+        rc = dp_msg_append(&b, DP_MSG_STATS | DP_MSG_REPLY, 0, id, j.data, (uint32_t)j.len);
     dp_buf_free(&j);
     if (rc < 0) {
         dp_buf_free(&b);
@@ -1335,7 +1369,11 @@ static void handle_migration(struct server *s, struct conn *c, const struct dp_h
 {
     struct dp_err err = {{0}};
     uint32_t verdict;
-    char out[512] = "{\"mode\": \"images\"}\n";
+    char out[512];
+    if (dp_json_line(json_pack("{s:s}", "mode", "images"), out, sizeof(out)) < 0) {
+        conn_close(s, c, "out of memory");
+        return;
+    }
     if (dp_live_verdict_decode(payload, h->len, &verdict, &err) < 0) {
         send_error(s, c, h->id, true, DP_E_MALFORMED, err.msg, recv_ns);
         return;

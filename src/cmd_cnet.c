@@ -7,6 +7,7 @@
 
 #include "cnet.h"
 #include "commands.h"
+#include "jsonout.h"
 #include "lab.h"
 #include "util.h"
 
@@ -101,10 +102,11 @@ static int cnet_cmd_hook(int argc, char **argv)
         dp_error("hook: %s", err.msg);
         return 1;
     }
-    if (json)
-        printf("{\"pid\": %d, \"host\": \"%s\", \"ifname\": \"%s\", \"host_addr\": \"%s\", \"addr\": \"%s\", "
-               "\"prefix\": %d}\n",
-               (int)pid, h->name, ifname, plan.host_addr, plan.cont_addr, plan.prefix);
+    if (json && dp_json_print(json_pack("{s:i, s:s, s:s, s:s, s:s, s:i}", "pid", (int)pid, "host", h->name, "ifname",
+                                        ifname, "host_addr", plan.host_addr, "addr", plan.cont_addr, "prefix",
+                                        plan.prefix),
+                              0) < 0)
+        return 1;
     return 0;
 }
 

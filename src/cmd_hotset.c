@@ -1,6 +1,7 @@
 /* hotset: inspect, check, merge and compare hot-set files (lib/hotset.h). */
 #include <errno.h>
 #include <getopt.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,7 @@
 #include "cpid.h"
 #include "hotset.h"
 #include "image.h"
+#include "jsonout.h"
 #include "util.h"
 
 static void usage(FILE *out)
@@ -44,6 +46,29 @@ static void usage(FILE *out)
             DP_HOTSET_FILE, DP_TRACE_PREFIX);
 }
 
+/* `hotset show|check|merge --json`: the header, then pages and runs per task.
+ * NULL if out of memory. */
+static json_t *hotset_json(const char *path, const struct dp_hotset *hs, const char *hex, const char *when)
+{
+    json_t *per_task = json_array();
+    for (uint32_t i = 0; per_task && i < hs->nr_tasks; i++) {
+        uint64_t pages = 0;
+        for (uint32_t k = 0; k < hs->tasks[i].nr_runs; k++)
+            pages += hs->tasks[i].runs[k].nr_pages;
+        if (json_array_append_new(per_task, json_pack("{s:i, s:I, s:I}", "pid", hs->tasks[i].pid, "runs",
+                                                      (json_int_t)hs->tasks[i].nr_runs, "pages",
+                                                      (json_int_t)pages)) < 0) {
+            json_decref(per_task);
+            return NULL;
+        }
+    }
+    return json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:o}", "file", path, "source",
+                     dp_hotset_source_name(hs->source), "checkpoint_identity", hex, "created", when, "created_us",
+                     (json_int_t)hs->created_us, "window_ms", (json_int_t)hs->window_ms, "tasks",
+                     (json_int_t)hs->nr_tasks, "runs", (json_int_t)hs->nr_runs, "pages", (json_int_t)hs->total_pages,
+                     "bytes", (json_int_t)(hs->total_pages * DP_PAGE_SIZE), "per_task", per_task);
+}
+
 static void print_hotset(const char *path, const struct dp_hotset *hs, int json)
 {
     char hex[DP_CPID_HEX], when[64] = "unknown";
@@ -53,20 +78,7 @@ static void print_hotset(const char *path, const struct dp_hotset *hs, int json)
     if (gmtime_r(&s, &tm))
         strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
     if (json) {
-        printf("{\"file\":\"%s\",\"source\":\"%s\",\"checkpoint_identity\":\"%s\",\"created\":\"%s\","
-               "\"created_us\":%llu,\"window_ms\":%u,\"tasks\":%u,\"runs\":%u,\"pages\":%llu,\"bytes\":%llu,"
-               "\"per_task\":[",
-               path, dp_hotset_source_name(hs->source), hex, when, (unsigned long long)hs->created_us,
-               hs->window_ms, hs->nr_tasks, hs->nr_runs, (unsigned long long)hs->total_pages,
-               (unsigned long long)hs->total_pages * DP_PAGE_SIZE);
-        for (uint32_t i = 0; i < hs->nr_tasks; i++) {
-            uint64_t pages = 0;
-            for (uint32_t k = 0; k < hs->tasks[i].nr_runs; k++)
-                pages += hs->tasks[i].runs[k].nr_pages;
-            printf("%s{\"pid\":%d,\"runs\":%u,\"pages\":%llu}", i ? "," : "", hs->tasks[i].pid,
-                   hs->tasks[i].nr_runs, (unsigned long long)pages);
-        }
-        printf("]}\n");
+        dp_json_print(hotset_json(path, hs, hex, when), JSON_COMPACT);
         return;
     }
     char b[32];
@@ -237,9 +249,11 @@ int cmd_hotset(int argc, char **argv)
             } else {
                 double prec = pp ? (double)both / (double)pp : 0, rec = ap ? (double)both / (double)ap : 0;
                 if (json)
-                    printf("{\"predicted_pages\":%llu,\"actual_pages\":%llu,\"both\":%llu,\"precision\":%.4f,"
-                           "\"recall\":%.4f}\n",
-                           (unsigned long long)pp, (unsigned long long)ap, (unsigned long long)both, prec, rec);
+                    rc = dp_json_print(json_pack("{s:I, s:I, s:I, s:f, s:f}", "predicted_pages", (json_int_t)pp,
+                                                 "actual_pages", (json_int_t)ap, "both", (json_int_t)both,
+                                                 "precision", round(prec * 1e4) / 1e4, "recall",
+                                                 round(rec * 1e4) / 1e4),
+                                       JSON_COMPACT | JSON_REAL_PRECISION(6)) < 0;
                 else
                     printf("predicted %llu pages, actual %llu, in both %llu: precision %.1f%%, recall %.1f%%\n",
                            (unsigned long long)pp, (unsigned long long)ap, (unsigned long long)both, prec * 100,

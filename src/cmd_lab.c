@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "commands.h"
+#include "jsonout.h"
 #include "lab.h"
 #include "util.h"
 
@@ -113,6 +114,36 @@ static const char *state_word(const struct lab_state *st)
     return lab_state_complete(st) ? "up" : lab_state_empty(st) ? "down" : "partial";
 }
 
+/* `lab status --json`: the state, then per host what exists and works;
+ * bandwidth_bps is null when no rate limit is set. NULL if out of memory. */
+static json_t *lab_status_json(const struct lab_state *st)
+{
+    json_t *hosts = json_array();
+    for (size_t i = 0; hosts && i < DP_ARRAY_LEN(lab_hosts); i++) {
+        const struct lab_host *h = &lab_hosts[i];
+        const struct lab_host_state *hs = &st->host[i];
+        char addr[64];
+        snprintf(addr, sizeof(addr), "%s/%d", h->addr, LAB_PREFIX_LEN);
+        json_t *pids = json_array();
+        for (int p = 0; pids && p < hs->npids; p++)
+            if (json_array_append_new(pids, json_integer(hs->pids[p])) < 0) {
+                json_decref(pids);
+                pids = NULL;
+            }
+        json_t *o = json_pack("{s:s, s:s, s:b, s:s, s:b, s:b, s:s, s:b, s:b, s:o, s:o}", "name", h->name, "netns",
+                              h->netns, "netns_exists", hs->netns_exists, "iface", h->ifname, "iface_exists",
+                              hs->iface_exists, "iface_up", hs->iface_up, "address", addr, "address_ok", hs->addr_ok,
+                              "loopback_up", hs->lo_up, "bandwidth_bps",
+                              hs->tbf_bits ? json_integer((json_int_t)hs->tbf_bits) : json_null(), "pids", pids);
+        if (json_array_append_new(hosts, o) < 0) {
+            json_decref(hosts);
+            return NULL;
+        }
+    }
+    return json_pack("{s:s, s:i, s:o}", "state", state_word(st), "stale_root_links", st->stale_root_links, "hosts",
+                     hosts);
+}
+
 static int lab_cmd_status(int argc, char **argv)
 {
     struct dp_err err = {{0}};
@@ -135,26 +166,8 @@ static int lab_cmd_status(int argc, char **argv)
         return 1;
     }
     if (json) {
-        printf("{\"state\":\"%s\",\"stale_root_links\":%d,\"hosts\":[", state_word(&st), st.stale_root_links);
-        for (size_t i = 0; i < DP_ARRAY_LEN(lab_hosts); i++) {
-            const struct lab_host *h = &lab_hosts[i];
-            const struct lab_host_state *hs = &st.host[i];
-            printf("%s{\"name\":\"%s\",\"netns\":\"%s\",\"netns_exists\":%s,\"iface\":\"%s\","
-                   "\"iface_exists\":%s,\"iface_up\":%s,\"address\":\"%s/%d\",\"address_ok\":%s,"
-                   "\"loopback_up\":%s,\"bandwidth_bps\":",
-                   i ? "," : "", h->name, h->netns, hs->netns_exists ? "true" : "false", h->ifname,
-                   hs->iface_exists ? "true" : "false", hs->iface_up ? "true" : "false", h->addr,
-                   LAB_PREFIX_LEN, hs->addr_ok ? "true" : "false", hs->lo_up ? "true" : "false");
-            if (hs->tbf_bits)
-                printf("%" PRIu64, hs->tbf_bits);
-            else
-                printf("null");
-            printf(",\"pids\":[");
-            for (int p = 0; p < hs->npids; p++)
-                printf("%s%d", p ? "," : "", (int)hs->pids[p]);
-            printf("]}");
-        }
-        printf("]}\n");
+        if (dp_json_print(lab_status_json(&st), JSON_COMPACT) < 0)
+            return 1;
     } else {
         printf("lab: %s\n", state_word(&st));
         for (size_t i = 0; i < DP_ARRAY_LEN(lab_hosts); i++) {

@@ -12,6 +12,7 @@
 #include <sodium.h>
 
 #include "client.h"
+#include "jsonout.h"
 #include "netbound.h"
 #include "proto_hotset.h"
 #include "commands.h"
@@ -43,15 +44,28 @@ static void usage(FILE *out)
             "Bounds on the link (docs/lazyd.md, \"Bounded failures\"):\n%s", dp_netbound_usage);
 }
 
-/* One result line on stdout, printed by jansson (strings escaped, the same
- * ", " and ": " separators the hand-built lines had); takes o. */
-static void print_json(json_t *o)
+/* The task map as {"tasks": [{"pid", "ppid", "lazy": [[start, end], ...]}]},
+ * addresses as "0x..." strings; NULL if out of memory. */
+static json_t *task_map_json(const struct dp_task_map *m)
 {
-    if (!o || json_dumpf(o, stdout, 0) < 0)
-        dp_error("cannot print the result as JSON (a name that is not UTF-8?)");
-    else
-        putchar('\n');
-    json_decref(o);
+    json_t *tasks = json_array();
+    for (uint32_t i = 0; tasks && i < m->nr_tasks; i++) {
+        json_t *lazy = json_array();
+        for (uint32_t r = 0; lazy && r < m->tasks[i].nr_ranges; r++) {
+            char a[24], b[24];
+            if (json_array_append_new(lazy, json_pack("[s, s]", dp_json_hex(a, sizeof(a), m->tasks[i].ranges[r].start),
+                                                      dp_json_hex(b, sizeof(b), m->tasks[i].ranges[r].end))) < 0) {
+                json_decref(lazy);
+                lazy = NULL;
+            }
+        }
+        if (!lazy || json_array_append_new(tasks, json_pack("{s:i, s:i, s:o}", "pid", m->tasks[i].pid, "ppid",
+                                                              m->tasks[i].ppid, "lazy", lazy)) < 0) {
+            json_decref(tasks);
+            return NULL;
+        }
+    }
+    return tasks ? json_pack("{s:o}", "tasks", tasks) : NULL;
 }
 
 static int do_get(struct dp_client *c, int argc, char **argv, int repeat, int timeout, struct dp_err *err)
@@ -92,13 +106,13 @@ static int do_get(struct dp_client *c, int argc, char **argv, int repeat, int ti
     char hex[65];
     sodium_bin2hex(hex, sizeof(hex), hash, sizeof(hash));
     char addr[24];
-    snprintf(addr, sizeof(addr), "0x%" PRIx64, r.addr);
-    print_json(json_pack("{s:i, s:s, s:I, s:I, s:I, s:i, s:s}", "pid", r.pid, "addr", addr, "pages",
-                         (json_int_t)r.count, "data", (json_int_t)data, "zero", (json_int_t)zero, "rounds", repeat,
-                         "blake2b", hex));
+    int rc = dp_json_print(json_pack("{s:i, s:s, s:I, s:I, s:I, s:i, s:s}", "pid", r.pid, "addr",
+                                     dp_json_hex(addr, sizeof(addr), r.addr), "pages", (json_int_t)r.count, "data",
+                                     (json_int_t)data, "zero", (json_int_t)zero, "rounds", repeat, "blake2b", hex),
+                           0);
     free(buf);
     free(kinds);
-    return 0;
+    return rc < 0 ? 1 : 0;
 }
 
 static int do_put(struct dp_client *c, int argc, char **argv, int timeout, struct dp_err *err)
@@ -124,10 +138,12 @@ static int do_put(struct dp_client *c, int argc, char **argv, int timeout, struc
         free(data);
         return 1;
     }
-    printf("{\"pid\": %d, \"addr\": \"0x%" PRIx64 "\", \"pages\": %zu, \"durable\": true}\n", pid, addr,
-           len / DP_PAGE_SIZE);
+    char at[24];
+    int rc = dp_json_print(json_pack("{s:i, s:s, s:I, s:b}", "pid", pid, "addr", dp_json_hex(at, sizeof(at), addr),
+                                     "pages", (json_int_t)(len / DP_PAGE_SIZE), "durable", 1),
+                           0);
     free(data);
-    return 0;
+    return rc < 0 ? 1 : 0;
 }
 
 int cmd_query(int argc, char **argv)
@@ -204,15 +220,7 @@ int cmd_query(int argc, char **argv)
             dp_error("task map failed: %s", err.msg);
             rc = 1;
         } else {
-            printf("{\"tasks\": [");
-            for (uint32_t i = 0; i < m.nr_tasks; i++) {
-                printf("%s\n{\"pid\": %d, \"ppid\": %d, \"lazy\": [", i ? "," : "", m.tasks[i].pid, m.tasks[i].ppid);
-                for (uint32_t r = 0; r < m.tasks[i].nr_ranges; r++)
-                    printf("%s[\"0x%" PRIx64 "\", \"0x%" PRIx64 "\"]", r ? ", " : "", m.tasks[i].ranges[r].start,
-                           m.tasks[i].ranges[r].end);
-                printf("]}");
-            }
-            printf("\n]}\n");
+            rc = dp_json_print(task_map_json(&m), 0) < 0;
             dp_task_map_free(&m);
         }
     } else if (strcmp(what, "skeleton") == 0 && optind + 1 < argc) {
@@ -221,8 +229,9 @@ int cmd_query(int argc, char **argv)
             dp_error("skeleton download failed: %s", err.msg);
             rc = 1;
         } else {
-            print_json(json_pack("{s:I, s:I, s:I}", "files", (json_int_t)res.files, "bytes_received",
-                                 (json_int_t)res.bytes_received, "bytes_apparent", (json_int_t)res.bytes_apparent));
+            json_t *o = json_pack("{s:I, s:I, s:I}", "files", (json_int_t)res.files, "bytes_received",
+                                  (json_int_t)res.bytes_received, "bytes_apparent", (json_int_t)res.bytes_apparent);
+            rc = dp_json_print(o, 0) < 0;
         }
     } else if (strcmp(what, "get") == 0) {
         rc = do_get(cl, argc - optind - 1, argv + optind + 1, repeat, timeout, &err);
@@ -244,8 +253,9 @@ int cmd_query(int argc, char **argv)
                 dp_error("cannot write %s: %s", argv[optind + 2], strerror(errno));
                 rc = 1;
             } else {
-                print_json(json_pack("{s:s, s:I, s:s}", "kind", argv[optind + 1], "bytes", (json_int_t)len, "file",
-                                     argv[optind + 2]));
+                json_t *o = json_pack("{s:s, s:I, s:s}", "kind", argv[optind + 1], "bytes", (json_int_t)len,
+                                      "file", argv[optind + 2]);
+                rc = dp_json_print(o, 0) < 0;
             }
             free(file);
         }
@@ -262,8 +272,9 @@ int cmd_query(int argc, char **argv)
                 dp_error("put-trace refused: %s", err.msg);
                 rc = 1;
             } else {
-                print_json(json_pack("{s:I, s:I, s:b}", "pages", (json_int_t)pages, "runs", (json_int_t)runs,
-                                     "stored", 1));
+                json_t *o = json_pack("{s:I, s:I, s:b}", "pages", (json_int_t)pages, "runs", (json_int_t)runs,
+                                      "stored", 1);
+                rc = dp_json_print(o, 0) < 0;
             }
             free(file);
         }

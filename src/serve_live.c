@@ -21,6 +21,7 @@
 
 #include "criu.h"
 #include "freezer.h"
+#include "jsonout.h"
 #include "livesm.h"
 #include "orch.h"
 #include "pagesrc_frozen.h"
@@ -199,8 +200,12 @@ static int hook_verdict(void *ctx, uint32_t verdict, char *out, size_t len, stru
     enum dp_live_event ev;
     if (dp_live_verdict_event(verdict, &ev) == 0 && feed(l, ev, err) < 0)
         return -1;
-    snprintf(out, len, "{\"mode\": \"memory\", \"state\": \"%s\", \"source_pid\": %d}\n",
-             dp_live_state_name(l->rec.state), (int)l->rec.root_pid);
+    if (dp_json_line(json_pack("{s:s, s:s, s:i}", "mode", "memory", "state", dp_live_state_name(l->rec.state),
+                               "source_pid", (int)l->rec.root_pid),
+                     out, len) < 0) {
+        dp_err_set(err, "out of memory printing the verdict's reply");
+        return -1;
+    }
     return 0;
 }
 
