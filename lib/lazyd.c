@@ -1594,7 +1594,10 @@ static void check_timeouts(struct dp_lazyd *d, uint64_t now)
         for (struct lz_req *r = t->reqs; r; r = r->next) {
             if (!r->nw || r->state == R_INSTALL_RETRY)
                 continue;
-            uint64_t age = now - r->w[0].t0;
+            /* A fault read after `now` was taken (by the same pass of the
+             * loop) is younger than now: its age is 0, never a wrapped
+             * 584-year wait that kills the tree at once. */
+            uint64_t t0 = r->w[0].t0, age = now > t0 ? now - t0 : 0;
             if (age < limit || r->warned)
                 continue;
             r->warned = 1;
