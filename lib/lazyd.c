@@ -202,7 +202,7 @@ static void kill_restored(struct dp_lazyd *d);
 static void guard_sync(struct dp_lazyd *d);
 static void req_finish(struct dp_lazyd *d, struct lz_req *r);
 static struct lz_task *task_by_id(struct dp_lazyd *d, int id);
-static void ev_json(struct dp_lazyd *d, struct dp_sbuf *b);
+static json_t *ev_json(struct dp_lazyd *d);
 static void stage_drop(struct dp_lazyd *d, struct lz_task *t, uint64_t start, uint64_t end, int expired);
 static uint64_t ev_resident(const struct dp_lazyd *d);
 static uint64_t ev_high(const struct dp_lazyd *d);
@@ -1244,7 +1244,17 @@ static uint64_t task_faults_waiting(const struct lz_task *t)
     return n;
 }
 
-static void task_json(struct dp_sbuf *b, const struct lz_task *t, uint64_t now)
+/* resident_bytes, remote_bytes, remote_fraction (of a task or of the total). */
+static json_t *pages_json(uint64_t remote, uint64_t resident)
+{
+    return json_pack("{s:I, s:I, s:o}", "resident_bytes", (json_int_t)(resident * PG), "remote_bytes",
+                     (json_int_t)(remote * PG), "remote_fraction",
+                     dp_json_fixed(remote + resident ? (double)remote / (double)(remote + resident) : 0.0, 4));
+}
+
+/* One element of "tasks": a task's counters, pages and fault latency (its
+ * last ones once it has exited). NULL when out of memory. */
+static json_t *task_json(const struct lz_task *t, uint64_t now)
 {
     uint64_t remote = t->alive ? dp_lazymap_pages(&t->map, DP_PG_REMOTE) + dp_lazymap_pages(&t->map, DP_PG_INFLIGHT)
                                : t->final_remote;
@@ -1253,57 +1263,61 @@ static void task_json(struct dp_sbuf *b, const struct lz_task *t, uint64_t now)
     c.prefetch_hits_inferred = t->pf.hits_inferred;
     c.prefetch_misses = t->pf.misses;
     c.faults_waiting = task_faults_waiting(t);
-    dp_sbuf_printf(b, "{\"id\": %d, \"pid\": %d, \"parent_id\": %d, \"host_pid\": %d, \"alive\": %s, "
-                  "\"evictions\": %llu, \"pinned_bytes\": %llu, \"uptime_s\": %.3f, ",
-                  t->id, t->shown_pid, t->parent_id, (int)t->host_pid, t->alive ? "true" : "false",
-                  (unsigned long long)t->evictions, (unsigned long long)(t->pinned ? t->pin_hi - t->pin_lo : 0),
-                  (double)((t->alive ? now : t->ended_ns) - t->started_ns) / 1e9);
-    dp_counters_json(b, &c);
-    dp_sbuf_printf(b, ", \"resident_bytes\": %llu, \"remote_bytes\": %llu, \"remote_fraction\": %.4f, \"latency\": ",
-                  (unsigned long long)(resident * PG), (unsigned long long)(remote * PG),
-                  remote + resident ? (double)remote / (double)(remote + resident) : 0.0);
-    dp_hist_json(b, &t->lat);
-    dp_sbuf_printf(b, "}");
+    json_t *o = json_pack("{s:i, s:i, s:i, s:i, s:b, s:I, s:I, s:o}", "id", t->id, "pid", t->shown_pid, "parent_id",
+                          t->parent_id, "host_pid", (int)t->host_pid, "alive", t->alive, "evictions",
+                          (json_int_t)t->evictions, "pinned_bytes",
+                          (json_int_t)(t->pinned ? t->pin_hi - t->pin_lo : 0), "uptime_s",
+                          dp_json_fixed((double)((t->alive ? now : t->ended_ns) - t->started_ns) / 1e9, 3));
+    if (!o || dp_counters_jset(o, &c) < 0 || json_object_update_new(o, pages_json(remote, resident)) < 0 ||
+        json_object_set_new(o, "latency", dp_hist_jobj(&t->lat)) < 0) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
 }
 
 static const uint32_t stage_marks[] = {1, 2, 5, 10, 20, 30, 60};
 
 /* The replay's measured use (stage mode), or null. */
-static void stage_json(struct dp_lazyd *d, struct dp_sbuf *b)
+static json_t *stage_json(struct dp_lazyd *d)
 {
-    if (!d->staging) {
-        dp_sbuf_printf(b, "null");
-        return;
-    }
+    if (!d->staging)
+        return json_null();
     const struct dp_replay_hits *h = &d->replay.st;
     double rate = dp_replay_hit_rate(&d->replay);
     uint64_t touched = h->hits + h->hits_inflight;
-    dp_sbuf_printf(b, "{\"staged\": %llu, \"hits\": %llu, \"hits_inflight\": %llu, \"hit_rate\": ",
-                   (unsigned long long)h->staged, (unsigned long long)h->hits, (unsigned long long)h->hits_inflight);
-    dp_sbuf_printf(b, rate < 0 ? "null" : "%.4f", rate);
-    dp_sbuf_printf(b, ", \"misses\": %llu, \"misses_while_replaying\": %llu, \"coverage\": ",
-                   (unsigned long long)h->misses, (unsigned long long)h->misses_replaying);
-    if (touched + h->misses)
-        dp_sbuf_printf(b, "%.4f", (double)touched / (double)(touched + h->misses));
-    else
-        dp_sbuf_printf(b, "null");
-    dp_sbuf_printf(b, ", \"dropped\": %llu, \"expired\": %llu, \"still_staged\": %llu, \"unstaged\": %llu, "
-                   "\"staged_bytes\": %llu, \"hits_within_s\": {",
-                   (unsigned long long)h->dropped, (unsigned long long)h->expired,
-                   (unsigned long long)dp_replay_still_staged(&d->replay), (unsigned long long)h->unstaged,
-                   (unsigned long long)d->stage.bytes);
-    for (size_t i = 0; i < DP_ARRAY_LEN(stage_marks); i++)
-        dp_sbuf_printf(b, "%s\"%u\": %llu", i ? ", " : "", stage_marks[i],
-                       (unsigned long long)dp_replay_hits_within(&d->replay, stage_marks[i]));
+    json_t *within = json_object();
+    for (size_t i = 0; within && i < DP_ARRAY_LEN(stage_marks); i++) {
+        char mark[16];
+        snprintf(mark, sizeof(mark), "%u", stage_marks[i]);
+        if (json_object_set_new(within, mark,
+                                json_integer((json_int_t)dp_replay_hits_within(&d->replay, stage_marks[i]))) < 0) {
+            json_decref(within);
+            within = NULL;
+        }
+    }
     /* per second since the replay started, up to the last second with a hit */
     size_t last = 0;
     for (size_t i = 0; i <= DP_REPLAY_HIT_SECONDS; i++)
         if (h->by_second[i])
             last = i + 1;
-    dp_sbuf_printf(b, "}, \"hits_by_second\": [");
-    for (size_t i = 0; i < last; i++)
-        dp_sbuf_printf(b, "%s%llu", i ? ", " : "", (unsigned long long)h->by_second[i]);
-    dp_sbuf_printf(b, "]}");
+    json_t *by_second = json_array();
+    for (size_t i = 0; by_second && i < last; i++) {
+        if (json_array_append_new(by_second, json_integer((json_int_t)h->by_second[i])) < 0) {
+            json_decref(by_second);
+            by_second = NULL;
+        }
+    }
+    return json_pack("{s:I, s:I, s:I, s:o, s:I, s:I, s:o, s:I, s:I, s:I, s:I, s:I, s:o, s:o}", "staged",
+                     (json_int_t)h->staged, "hits", (json_int_t)h->hits, "hits_inflight", (json_int_t)h->hits_inflight,
+                     "hit_rate", rate < 0 ? json_null() : dp_json_fixed(rate, 4), "misses", (json_int_t)h->misses,
+                     "misses_while_replaying", (json_int_t)h->misses_replaying, "coverage",
+                     touched + h->misses ? dp_json_fixed((double)touched / (double)(touched + h->misses), 4)
+                                         : json_null(),
+                     "dropped", (json_int_t)h->dropped, "expired", (json_int_t)h->expired, "still_staged",
+                     (json_int_t)dp_replay_still_staged(&d->replay), "unstaged", (json_int_t)h->unstaged,
+                     "staged_bytes", (json_int_t)d->stage.bytes, "hits_within_s", within, "hits_by_second",
+                     by_second);
 }
 
 /* The "total" of stats (and of the --metrics exposition): counters summed
@@ -1357,58 +1371,56 @@ static void metrics_render(void *ctx, struct dp_sbuf *out)
     free(lat);
 }
 
-static void stats_json(struct dp_lazyd *d, struct dp_sbuf *b)
+/* The "total" member of stats: the counters over every task, the pages of
+ * the live ones, the merged latency and its CDF. */
+static json_t *total_json(const struct dp_lazyd *d)
 {
-    uint64_t now = dp_now_ns();
     struct dp_lazy_counters tot;
     struct dp_hist *lat = calloc(1, sizeof(*lat));
     uint64_t remote, resident;
     totals(d, &tot, lat, &remote, &resident);
-    char pf[32];
-    dp_prefetch_format(&d->o->prefetch, pf, sizeof(pf));
-    /* the source names a path: escaped by jansson (null if not UTF-8) */
-    json_t *js = json_string(d->o->src->desc);
-    char *src = js ? json_dumps(js, JSON_ENCODE_ANY) : NULL;
-    json_decref(js);
-    dp_sbuf_printf(b, "{\"uptime_s\": %.3f, \"source\": %s, \"source_healthy\": %s, \"prefetch\": \"%s\", "
-                  "\"background_rate\": %llu, \"restore_finished\": %s, \"tasks_alive\": %d, \"total\": {",
-                  (double)(now - d->start_ns) / 1e9, src ? src : "null",
-                  d->o->src->ops->healthy(d->o->src) ? "true" : "false", pf,
-                  (unsigned long long)d->o->background_rate, d->finished ? "true" : "false", tasks_alive(d));
-    free(src);
-    dp_counters_json(b, &tot);
-    dp_sbuf_printf(b, ", \"resident_bytes\": %llu, \"remote_bytes\": %llu, \"remote_fraction\": %.4f, \"latency\": ",
-                  (unsigned long long)(resident * PG), (unsigned long long)(remote * PG),
-                  remote + resident ? (double)remote / (double)(remote + resident) : 0.0);
-    if (lat) {
-        dp_hist_json(b, lat);
-        dp_sbuf_printf(b, ", \"latency_buckets_us\": ");
-        dp_hist_json_buckets(b, lat);
-    } else {
-        dp_sbuf_printf(b, "null");
+    json_t *o = json_object();
+    if (!o || dp_counters_jset(o, &tot) < 0 || json_object_update_new(o, pages_json(remote, resident)) < 0 ||
+        json_object_update_new(o, lat ? json_pack("{s:o, s:o}", "latency", dp_hist_jobj(lat), "latency_buckets_us",
+                                                  dp_hist_jbuckets(lat))
+                                      : json_pack("{s:n}", "latency")) < 0) {
+        json_decref(o);
+        o = NULL;
     }
     free(lat);
-    dp_sbuf_printf(b, "}, \"replay\": {\"active\": %s, \"mode\": \"%s\", \"pages\": %llu, \"submitted\": %llu, "
-                  "\"skipped\": %llu, \"completed\": %llu, \"batches\": %llu, \"seconds\": %.3f, \"stage\": ",
-                  d->replaying ? "true" : "false", d->staging ? "stage" : "install",
-                  (unsigned long long)d->replay.total_pages,
-                  (unsigned long long)d->replay.submitted_pages, (unsigned long long)d->replay.skipped_pages,
-                  (unsigned long long)d->replay.completed_pages, (unsigned long long)d->replay.batches,
-                  d->replay.done_ns ? (double)(d->replay.done_ns - d->replay.start_ns) / 1e9 : 0.0);
-    stage_json(d, b);
-    dp_sbuf_printf(b, "}, \"trace\": {\"recording\": %s, \"pages\": %llu, \"sent\": %s}",
-                  d->tracing && !d->trace_sent ? "true" : "false", (unsigned long long)d->trace_pages,
-                  d->trace_sent ? "true" : "false");
-    dp_sbuf_printf(b, ", \"budget\": ");
-    ev_json(d, b);
-    dp_sbuf_printf(b, ", \"tasks\": [");
-    int first = 1;
-    for (const struct lz_task *t = d->tasks; t; t = t->next) {
-        dp_sbuf_printf(b, first ? "" : ", ");
-        first = 0;
-        task_json(b, t, now);
+    return o;
+}
+
+/* The `stats` document (control socket and stats-final.json), one line. */
+static void stats_json(struct dp_lazyd *d, struct dp_sbuf *b)
+{
+    uint64_t now = dp_now_ns();
+    char pf[32];
+    dp_prefetch_format(&d->o->prefetch, pf, sizeof(pf));
+    json_t *tasks = json_array();
+    for (const struct lz_task *t = d->tasks; tasks && t; t = t->next) {
+        if (json_array_append_new(tasks, task_json(t, now)) < 0) {
+            json_decref(tasks);
+            tasks = NULL;
+        }
     }
-    dp_sbuf_printf(b, "]}\n");
+    /* the source names a path: null if it is not UTF-8 */
+    json_t *src = json_string(d->o->src->desc);
+    json_t *o = json_pack(
+        "{s:o, s:o, s:b, s:s, s:I, s:b, s:i, s:o, "
+        "s:{s:b, s:s, s:I, s:I, s:I, s:I, s:I, s:o, s:o}, s:{s:b, s:I, s:b}, s:o, s:o}",
+        "uptime_s", dp_json_fixed((double)(now - d->start_ns) / 1e9, 3), "source", src ? src : json_null(),
+        "source_healthy", d->o->src->ops->healthy(d->o->src), "prefetch", pf, "background_rate",
+        (json_int_t)d->o->background_rate, "restore_finished", d->finished, "tasks_alive", tasks_alive(d), "total",
+        total_json(d), "replay", "active", d->replaying, "mode", d->staging ? "stage" : "install", "pages",
+        (json_int_t)d->replay.total_pages, "submitted", (json_int_t)d->replay.submitted_pages, "skipped",
+        (json_int_t)d->replay.skipped_pages, "completed", (json_int_t)d->replay.completed_pages, "batches",
+        (json_int_t)d->replay.batches, "seconds",
+        dp_json_fixed(d->replay.done_ns ? (double)(d->replay.done_ns - d->replay.start_ns) / 1e9 : 0.0, 3), "stage",
+        stage_json(d), "trace", "recording", d->tracing && !d->trace_sent, "pages", (json_int_t)d->trace_pages,
+        "sent", d->trace_sent, "budget", ev_json(d), "tasks", tasks);
+    dp_sbuf_put_json(b, o);
+    dp_sbuf_printf(b, "\n");
 }
 
 static void text_line(struct dp_sbuf *b, const char *name, const struct dp_lazy_counters *c,
@@ -2594,51 +2606,43 @@ void dp_lazyd_sync(struct dp_lazyd *d, struct dp_sbuf *b)
     }
     d->ev.syncs++;
     d->ev.sync_pages += written;
-    dp_sbuf_printf(b, "{\"tasks\": %d, \"pages_checked\": %llu, \"pages_written_back\": %llu, "
-                   "\"tasks_skipped\": %d, \"tasks_failed\": %d, \"seconds\": %.3f%s}\n",
-                   tasks, (unsigned long long)pages, (unsigned long long)written, skipped, failed,
-                   (double)(dp_now_ns() - t0) / 1e9,
-                   skipped ? ", \"note\": \"skipped: forked address spaces sharing a checkpoint pid, or a "
-                             "task whose process was not found; see docs/budget.md\"" : "");
+    json_t *o = json_pack("{s:i, s:I, s:I, s:i, s:i, s:o}", "tasks", tasks, "pages_checked", (json_int_t)pages,
+                          "pages_written_back", (json_int_t)written, "tasks_skipped", skipped, "tasks_failed",
+                          failed, "seconds", dp_json_fixed((double)(dp_now_ns() - t0) / 1e9, 3));
+    if (o && skipped &&
+        json_object_set_new(o, "note", json_string("skipped: forked address spaces sharing a checkpoint pid, or a "
+                                                   "task whose process was not found; see docs/budget.md")) < 0) {
+        json_decref(o);
+        o = NULL;
+    }
+    dp_sbuf_put_json(b, o);
+    dp_sbuf_printf(b, "\n");
 }
 
-static void ev_json(struct dp_lazyd *d, struct dp_sbuf *b)
+/* The "budget" member: eviction and write-back counters, or null without
+ * --budget. */
+static json_t *ev_json(struct dp_lazyd *d)
 {
-    if (!d->ev.on) {
-        dp_sbuf_printf(b, "null");
-        return;
-    }
+    if (!d->ev.on)
+        return json_null();
     struct dp_evict_stats *p = &d->ev.pol.st;
-    dp_sbuf_printf(b, "{\"budget_bytes\": %llu, \"low_watermark_bytes\": %llu, \"batch_pages\": %u, "
-                   "\"resident_bytes\": %llu, \"max_resident_bytes\": %llu, \"batches\": %llu, "
-                   "\"evictions\": %llu, \"writebacks\": %llu, \"writeback_requests\": %llu, "
-                   "\"writeback_errors\": %llu, \"writeback_aborts\": %llu, \"cancels\": %llu, \"refaults\": %llu, "
-                   "\"victim_buffer_hits\": %llu, \"victim_buffer_bytes\": %llu, \"shared_skips\": %llu, "
-                   "\"syncs\": %llu, \"sync_pages_written\": %llu, \"background_writebacks\": %llu, "
-                   "\"background_requests\": %llu, \"protected_pages\": %llu, "
-                   "\"probation_pages\": %llu, \"ghosts\": %llu, \"children_placed\": %llu, "
-                   "\"probes\": %llu, \"stop\": ",
-                   (unsigned long long)(ev_high(d) * PG), (unsigned long long)(ev_low(d) * PG), d->ev.batch,
-                   (unsigned long long)(ev_resident(d) * PG), (unsigned long long)(d->ev.max_resident * PG),
-                   (unsigned long long)d->ev.batches, (unsigned long long)d->ev.evictions,
-                   (unsigned long long)(d->ev.writebacks + d->ev.cleaned), (unsigned long long)d->ev.wb_requests,
-                   (unsigned long long)d->ev.wb_errors, (unsigned long long)d->ev.wb_aborts,
-                   (unsigned long long)d->ev.cancels,
-                   (unsigned long long)d->ev.refaults, (unsigned long long)d->ev.vb_hits,
-                   (unsigned long long)d->ev.vb.bytes, (unsigned long long)d->ev.shared_skips,
-                   (unsigned long long)d->ev.syncs, (unsigned long long)d->ev.sync_pages,
-                   (unsigned long long)d->ev.cleaned, (unsigned long long)d->ev.clean_requests,
-                   (unsigned long long)p->protected_, (unsigned long long)p->probation,
-                   (unsigned long long)p->ghosts, (unsigned long long)d->ev.children_placed,
-                   (unsigned long long)d->ev.probes);
-    dp_hist_json(b, &d->ev.stop);
-    dp_sbuf_printf(b, ", \"stop_buckets_us\": ");
-    dp_hist_json_buckets(b, &d->ev.stop);
-    dp_sbuf_printf(b, ", \"writeback_latency\": ");
-    dp_hist_json(b, &d->ev.wb_lat);
-    dp_sbuf_printf(b, ", \"writeback_latency_buckets_us\": ");
-    dp_hist_json_buckets(b, &d->ev.wb_lat);
-    dp_sbuf_printf(b, "}");
+    return json_pack(
+        "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
+        "s:I, s:I, s:I, s:I, s:o, s:o, s:o, s:o}",
+        "budget_bytes", (json_int_t)(ev_high(d) * PG), "low_watermark_bytes", (json_int_t)(ev_low(d) * PG),
+        "batch_pages", (json_int_t)d->ev.batch, "resident_bytes", (json_int_t)(ev_resident(d) * PG), "max_resident_bytes",
+        (json_int_t)(d->ev.max_resident * PG), "batches", (json_int_t)d->ev.batches, "evictions",
+        (json_int_t)d->ev.evictions, "writebacks", (json_int_t)(d->ev.writebacks + d->ev.cleaned),
+        "writeback_requests", (json_int_t)d->ev.wb_requests, "writeback_errors", (json_int_t)d->ev.wb_errors,
+        "writeback_aborts", (json_int_t)d->ev.wb_aborts, "cancels", (json_int_t)d->ev.cancels, "refaults",
+        (json_int_t)d->ev.refaults, "victim_buffer_hits", (json_int_t)d->ev.vb_hits, "victim_buffer_bytes",
+        (json_int_t)d->ev.vb.bytes, "shared_skips", (json_int_t)d->ev.shared_skips, "syncs",
+        (json_int_t)d->ev.syncs, "sync_pages_written", (json_int_t)d->ev.sync_pages, "background_writebacks",
+        (json_int_t)d->ev.cleaned, "background_requests", (json_int_t)d->ev.clean_requests, "protected_pages",
+        (json_int_t)p->protected_, "probation_pages", (json_int_t)p->probation, "ghosts", (json_int_t)p->ghosts,
+        "children_placed", (json_int_t)d->ev.children_placed, "probes", (json_int_t)d->ev.probes, "stop",
+        dp_hist_jobj(&d->ev.stop), "stop_buckets_us", dp_hist_jbuckets(&d->ev.stop), "writeback_latency",
+        dp_hist_jobj(&d->ev.wb_lat), "writeback_latency_buckets_us", dp_hist_jbuckets(&d->ev.wb_lat));
 }
 
 static int ev_init(struct dp_lazyd *d)

@@ -119,56 +119,78 @@ void dp_sbuf_free(struct dp_sbuf *b)
     memset(b, 0, sizeof(*b));
 }
 
-void dp_counters_json(struct dp_sbuf *b, const struct dp_lazy_counters *c)
+/* ----------------------------------------------------------- JSON (jansson) */
+
+json_t *dp_json_fixed(double v, int decimals)
 {
+    /* The number "%.Nf" prints, as a double: with DP_JSON_REAL_FLAGS (15
+     * significant digits) it prints back as that short decimal (12.3, not
+     * 12.300000000000001), exactly while it has at most 15 digits (latencies
+     * below 10^12 us with 3 decimals: days). */
+    char text[64];
+    snprintf(text, sizeof(text), "%.*f", decimals, v);
+    return json_real(strtod(text, NULL));
+}
+
+int dp_counters_jset(json_t *obj, const struct dp_lazy_counters *c)
+{
+    /* hits above the pages prefetched (inferred ones overlap) are capped for the rate */
     uint64_t pf = c->pages_prefetched;
     uint64_t hits = c->prefetch_hits_inflight + c->prefetch_hits_inferred;
-    dp_sbuf_printf(b,
-                  "\"faults\": %llu, \"faults_remote\": %llu, \"faults_waited_inflight\": %llu, "
-                  "\"faults_zero\": %llu, \"faults_spurious\": %llu, "
-                  "\"pages_fetched\": %llu, \"pages_prefetched\": %llu, \"pages_background\": %llu, "
-                  "\"prefetch_hits\": %llu, \"prefetch_hits_inflight\": %llu, \"prefetch_hits_inferred\": %llu, "
-                  "\"prefetch_misses\": %llu, \"prefetch_hit_rate\": %.4f, "
-                  "\"zero_pages\": %llu, \"eexist\": %llu, \"eagain_retries\": %llu, \"dropped_stale\": %llu, "
-                  "\"bytes_on_wire\": %llu, \"fetch_requests\": %llu, \"fetch_errors\": %llu, "
-                  "\"faults_waiting\": %llu, "
-                  "\"events\": {\"fork\": %llu, \"remap\": %llu, \"remove\": %llu, \"unmap\": %llu}",
-                  (unsigned long long)c->faults, (unsigned long long)c->faults_remote,
-                  (unsigned long long)c->faults_waited, (unsigned long long)c->faults_zero,
-                  (unsigned long long)c->faults_spurious, (unsigned long long)c->pages_fetched,
-                  (unsigned long long)pf, (unsigned long long)c->pages_background,
-                  (unsigned long long)hits, (unsigned long long)c->prefetch_hits_inflight,
-                  (unsigned long long)c->prefetch_hits_inferred, (unsigned long long)c->prefetch_misses,
-                  pf ? (double)(hits > pf ? pf : hits) / (double)pf : 0.0,
-                  (unsigned long long)c->zero_pages, (unsigned long long)c->eexist,
-                  (unsigned long long)c->eagain, (unsigned long long)c->dropped_stale,
-                  (unsigned long long)c->wire_bytes, (unsigned long long)c->fetch_requests,
-                  (unsigned long long)c->fetch_errors, (unsigned long long)c->faults_waiting,
-                  (unsigned long long)c->ev_fork,
-                  (unsigned long long)c->ev_remap, (unsigned long long)c->ev_remove,
-                  (unsigned long long)c->ev_unmap);
+    json_t *f = json_pack(
+        "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
+        "s:{s:I, s:I, s:I, s:I}}",
+        "faults", (json_int_t)c->faults, "faults_remote", (json_int_t)c->faults_remote, "faults_waited_inflight",
+        (json_int_t)c->faults_waited, "faults_zero", (json_int_t)c->faults_zero, "faults_spurious",
+        (json_int_t)c->faults_spurious, "pages_fetched", (json_int_t)c->pages_fetched, "pages_prefetched",
+        (json_int_t)pf, "pages_background", (json_int_t)c->pages_background, "prefetch_hits", (json_int_t)hits,
+        "prefetch_hits_inflight", (json_int_t)c->prefetch_hits_inflight, "prefetch_hits_inferred",
+        (json_int_t)c->prefetch_hits_inferred, "prefetch_misses", (json_int_t)c->prefetch_misses,
+        "prefetch_hit_rate", dp_json_fixed(pf ? (double)(hits > pf ? pf : hits) / (double)pf : 0.0, 4),
+        "zero_pages", (json_int_t)c->zero_pages, "eexist", (json_int_t)c->eexist, "eagain_retries",
+        (json_int_t)c->eagain, "dropped_stale", (json_int_t)c->dropped_stale, "bytes_on_wire",
+        (json_int_t)c->wire_bytes, "fetch_requests", (json_int_t)c->fetch_requests, "fetch_errors",
+        (json_int_t)c->fetch_errors, "faults_waiting", (json_int_t)c->faults_waiting, "events", "fork",
+        (json_int_t)c->ev_fork, "remap", (json_int_t)c->ev_remap, "remove", (json_int_t)c->ev_remove, "unmap",
+        (json_int_t)c->ev_unmap);
+    return f ? json_object_update_new(obj, f) : -1;
 }
 
-void dp_hist_json_buckets(struct dp_sbuf *b, const struct dp_hist *h)
+json_t *dp_hist_jbuckets(const struct dp_hist *h)
 {
-    dp_sbuf_printf(b, "[");
-    int first = 1;
-    for (unsigned i = 0; i < DP_HIST_BUCKETS; i++) {
-        if (!h->b[i])
-            continue;
-        dp_sbuf_printf(b, "%s[%.3f, %llu]", first ? "" : ", ", (double)bucket_top(i) / 1e3,
-                       (unsigned long long)h->b[i]);
-        first = 0;
+    /* only the non-empty buckets: 512 of them would mostly be zeros */
+    json_t *a = json_array();
+    for (unsigned i = 0; a && i < DP_HIST_BUCKETS; i++) {
+        if (h->b[i] && json_array_append_new(a, json_pack("[o, I]", dp_json_fixed((double)bucket_top(i) / 1e3, 3),
+                                                          (json_int_t)h->b[i])) < 0) {
+            json_decref(a);
+            return NULL;
+        }
     }
-    dp_sbuf_printf(b, "]");
+    return a;
 }
 
-void dp_hist_json(struct dp_sbuf *b, const struct dp_hist *h)
+json_t *dp_hist_jobj(const struct dp_hist *h)
 {
-    dp_sbuf_printf(b,
-                  "{\"count\": %llu, \"mean_us\": %.1f, \"p50_us\": %.1f, \"p90_us\": %.1f, "
-                  "\"p99_us\": %.1f, \"max_us\": %.1f}",
-                  (unsigned long long)h->count, h->count ? (double)h->sum_ns / (double)h->count / 1e3 : 0.0,
-                  (double)dp_hist_quantile(h, 0.50) / 1e3, (double)dp_hist_quantile(h, 0.90) / 1e3,
-                  (double)dp_hist_quantile(h, 0.99) / 1e3, (double)h->max_ns / 1e3);
+    /* microseconds with one decimal: the bucket edges are no finer than that above 8 us */
+    return json_pack("{s:I, s:o, s:o, s:o, s:o, s:o}", "count", (json_int_t)h->count, "mean_us",
+                     dp_json_fixed(h->count ? (double)h->sum_ns / (double)h->count / 1e3 : 0.0, 1), "p50_us",
+                     dp_json_fixed((double)dp_hist_quantile(h, 0.50) / 1e3, 1), "p90_us",
+                     dp_json_fixed((double)dp_hist_quantile(h, 0.90) / 1e3, 1), "p99_us",
+                     dp_json_fixed((double)dp_hist_quantile(h, 0.99) / 1e3, 1), "max_us",
+                     dp_json_fixed((double)h->max_ns / 1e3, 1));
 }
+
+void dp_sbuf_put_json(struct dp_sbuf *b, json_t *v)
+{
+    /* one dump for every caller, so the separators and precision agree */
+    char *text = v ? json_dumps(v, DP_JSON_REAL_FLAGS | JSON_ENCODE_ANY) : NULL;
+    json_decref(v);
+    if (!text) {
+        b->oom = 1;
+        return;
+    }
+    dp_sbuf_printf(b, "%s", text);
+    free(text);
+}
+

@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #define DP_HIST_SUB 8
 #define DP_HIST_BUCKETS (64 * DP_HIST_SUB)
 
@@ -60,10 +62,21 @@ struct dp_sbuf {
 void dp_sbuf_printf(struct dp_sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void dp_sbuf_free(struct dp_sbuf *b);
 
-/* Appends "counters" fields (no braces), then the histogram object. */
-void dp_counters_json(struct dp_sbuf *b, const struct dp_lazy_counters *c);
-void dp_hist_json(struct dp_sbuf *b, const struct dp_hist *h);
-/* [[bucket upper edge in us, count], ...] for the non-empty buckets (a CDF). */
-void dp_hist_json_buckets(struct dp_sbuf *b, const struct dp_hist *h);
+/* JSON through jansson. Reals are written with DP_JSON_REAL_FLAGS so that
+ * dp_json_fixed's short decimals print as such. */
+#define DP_JSON_REAL_FLAGS (JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15))
+/* A JSON real holding v with `decimals` places (what "%.Nf" printed). */
+json_t *dp_json_fixed(double v, int decimals);
+/* Sets the counters' members ("faults" ... "events") on obj, in that order;
+ * -1 when out of memory. */
+int dp_counters_jset(json_t *obj, const struct dp_lazy_counters *c);
+/* {count, mean_us, p50_us, p90_us, p99_us, max_us}, or NULL (out of memory). */
+json_t *dp_hist_jobj(const struct dp_hist *h);
+/* [[bucket upper edge in us, count], ...] for the non-empty buckets (a CDF),
+ * or NULL (out of memory). */
+json_t *dp_hist_jbuckets(const struct dp_hist *h);
+/* Appends v as JSON text (DP_JSON_REAL_FLAGS) and drops the reference; a NULL
+ * v (a failed build) marks b out of memory. */
+void dp_sbuf_put_json(struct dp_sbuf *b, json_t *v);
 
 #endif

@@ -863,21 +863,6 @@ static int commit_puts(struct server *s)
     return rc;
 }
 
-/* A histogram as the object (and the bucket list) lib/lazystats.c prints for
- * the daemon, so the two stats replies agree on its fields; NULL if out of
- * memory. */
-static json_t *hist_json(const struct dp_hist *h, bool buckets)
-{
-    struct dp_sbuf t = {0};
-    if (buckets)
-        dp_hist_json_buckets(&t, h);
-    else
-        dp_hist_json(&t, h);
-    json_t *o = !t.oom && t.p ? json_loads(t.p, 0, NULL) : NULL;
-    dp_sbuf_free(&t);
-    return o;
-}
-
 /* The STATS reply: the counters `distriproc query stats` prints and the tests
  * and benches read by name (the metrics exposition reads the same ones). */
 static void handle_stats(struct server *s, struct conn *c, uint64_t id, uint64_t recv_ns)
@@ -942,8 +927,9 @@ static void handle_stats(struct server *s, struct conn *c, uint64_t id, uint64_t
         bad = kv[i].k ? json_object_set_new(o, kv[i].k, json_integer((json_int_t)kv[i].v))
                       : json_object_set(o, "requests", req);
     if (!bad)
-        bad = json_object_set_new(o, "writeback_latency", hist_json(&s->wb_lat, false)) < 0 ||
-              json_object_set_new(o, "writeback_latency_buckets_us", hist_json(&s->wb_lat, true)) < 0;
+        /* the histogram as the daemon's stats print it (lib/lazystats.c), so the two replies agree */
+        bad = json_object_set_new(o, "writeback_latency", dp_hist_jobj(&s->wb_lat)) < 0 ||
+              json_object_set_new(o, "writeback_latency_buckets_us", dp_hist_jbuckets(&s->wb_lat)) < 0;
     json_decref(req);
     struct dp_buf j = {0}, b = {0};
     int rc = bad ? (json_decref(o), -1) : json_to_buf(o, 15, &j);
