@@ -128,12 +128,7 @@ int dp_freezer_is_frozen(const char *cg)
 {
     char path[512], buf[32] = "";
     snprintf(path, sizeof(path), "%s/freezer.state", cg);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    ssize_t n = read(fd, buf, sizeof(buf) - 1);
-    close(fd);
-    if (n <= 0)
+    if (dp_read_small(path, buf, sizeof(buf)) < 0)
         return -1;
     return strncmp(buf, "FROZEN", 6) == 0;
 }

@@ -296,14 +296,8 @@ static void held_drop(int key)
 static void set_cmdline(void)
 {
     char buf[1024];
-    int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
+    if (dp_read_small("/proc/self/stat", buf, sizeof(buf)) < 0)
         return;
-    ssize_t n = read(fd, buf, sizeof(buf) - 1);
-    close(fd);
-    if (n <= 0)
-        return;
-    buf[n] = '\0';
     char *p = strrchr(buf, ')');
     unsigned long start = 0, end = 0;
     for (int field = 2; p && field < 49; field++) { /* p: the space before field+1 */

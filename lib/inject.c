@@ -235,14 +235,8 @@ int dp_inject_thread_exiting(pid_t pid, pid_t tid)
 {
     char path[64], buf[512];
     snprintf(path, sizeof(path), "/proc/%d/task/%d/stat", (int)pid, (int)tid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
+    if (dp_read_small(path, buf, sizeof(buf)) < 0)
         return 1;
-    ssize_t n = read(fd, buf, sizeof(buf) - 1);
-    close(fd);
-    if (n <= 0)
-        return 1;
-    buf[n] = 0;
     char *p = strrchr(buf, ')');
     return p && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X');
 }

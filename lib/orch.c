@@ -244,14 +244,8 @@ unsigned long long dp_proc_starttime(pid_t pid)
 {
     char path[64], buf[1024];
     snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
+    if (dp_read_small(path, buf, sizeof(buf)) < 0)
         return 0;
-    ssize_t n = read(fd, buf, sizeof(buf) - 1);
-    close(fd);
-    if (n <= 0)
-        return 0;
-    buf[n] = '\0';
     /* The command name may contain spaces and ')'; fields follow the last ')'. */
     char *p = strrchr(buf, ')');
     if (!p || p[1] != ' ')

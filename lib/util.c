@@ -329,18 +329,25 @@ int dp_make_workdir(const char *dir, char *out, struct dp_err *err)
     return dp_perm_dir_ok(out, sb.st_mode, sb.st_uid, geteuid(), err);
 }
 
-int dp_proc_stat_field(pid_t pid, int field, long *out)
+ssize_t dp_read_small(const char *path, char *buf, size_t len)
 {
-    char path[64], buf[1024];
-    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return -1;
-    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    ssize_t n = read(fd, buf, len - 1);
     close(fd);
     if (n <= 0)
         return -1;
     buf[n] = '\0';
+    return n;
+}
+
+int dp_proc_stat_field(pid_t pid, int field, long *out)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    if (dp_read_small(path, buf, sizeof(buf)) < 0)
+        return -1;
     char *p = strrchr(buf, ')');
     if (!p)
         return -1;

@@ -54,6 +54,10 @@ int dp_read_full(int fd, void *buf, size_t n);
 int dp_write_full(int fd, const void *buf, size_t n);
 /* Reads a whole file into a malloc'd buffer (NUL-terminated for convenience). */
 int dp_read_file(const char *path, uint8_t **data, size_t *len, struct dp_err *err);
+/* Reads at most len - 1 bytes of a small text file (a /proc or cgroup file)
+ * into buf, NUL-terminated. Returns the bytes read, or -1 if the file cannot
+ * be opened or is empty. */
+ssize_t dp_read_small(const char *path, char *buf, size_t len);
 
 int dp_set_nonblock(int fd);
 

@@ -67,14 +67,8 @@ static long long src_tx_bytes(pid_t pid)
 {
     char path[64], buf[8192];
     snprintf(path, sizeof(path), "/proc/%d/net/dev", (int)pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
+    if (dp_read_small(path, buf, sizeof(buf)) < 0)
         return -1;
-    ssize_t n = read(fd, buf, sizeof(buf) - 1);
-    close(fd);
-    if (n <= 0)
-        return -1;
-    buf[n] = '\0';
     return net_dev_tx_bytes(buf, lab_hosts[0].ifname);
 }
 
