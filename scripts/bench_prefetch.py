@@ -96,18 +96,7 @@ class Bench(LabRunner):
             p = self.one_pass("dst", DST)
             tot = json.loads(self.dp("stats", "--workdir", wd, "--json").stdout)["total"]
         finally:
-            try:
-                os.kill(res["pid"], signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            end = time.monotonic() + 30
-            while time.monotonic() < end and os.path.exists(f"/proc/{res['daemon_pid']}"):
-                time.sleep(0.1)
-            srv.send_signal(signal.SIGTERM)
-            try:
-                srv.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                srv.kill()
+            self.end_restore(res, srv)
         p.update({k: tot.get(k) for k in ("faults_remote", "pages_fetched", "pages_prefetched", "prefetch_hits",
                                            "prefetch_misses", "fetch_requests")})
         return p

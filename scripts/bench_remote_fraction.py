@@ -149,18 +149,7 @@ class Bench(LabRunner):
             m = self.measure("dst", addr, self.a.seconds)
             st = json.loads(self.dp("stats", "--workdir", wd, "--json").stdout)
         finally:
-            try:
-                os.kill(res["pid"], signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            end = time.monotonic() + 30
-            while time.monotonic() < end and os.path.exists(f"/proc/{res['daemon_pid']}"):
-                time.sleep(0.1)
-            srv.send_signal(signal.SIGTERM)
-            try:
-                srv.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                srv.kill()
+            self.end_restore(res, srv)
         tot, b = st["total"], st.get("budget")
         return {"remote_pct": f, "budget": f"{100 - f}%" if f else None, "results": m,
                 "remote_fraction": tot["remote_fraction"], "resident_bytes": tot["resident_bytes"],

@@ -6,6 +6,7 @@ Imported by scripts/bench_remote_fraction.py and scripts/bench_prefetch.py
 (run by `distriproc bench ...`, as root, with the lab)."""
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -65,6 +66,22 @@ class LabRunner:
                 return
             time.sleep(0.1)
         raise RuntimeError(f"nothing listens on {host}:{port} after {timeout} s")
+
+    def end_restore(self, res, srv):
+        """Ends one point: the restored tree (res: restore's JSON) killed, its
+        daemon waited for (at most 30 s), then the page server srv stopped."""
+        try:
+            os.kill(res["pid"], signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        end = time.monotonic() + 30
+        while time.monotonic() < end and os.path.exists(f"/proc/{res['daemon_pid']}"):
+            time.sleep(0.1)
+        srv.send_signal(signal.SIGTERM)
+        try:
+            srv.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            srv.kill()
 
     def kill_all(self):
         for p in self.procs:
