@@ -12,7 +12,7 @@ BUILD    ?= build
 OPT      ?= -O2
 CFLAGS   := -std=gnu11 -Wall -Wextra -Werror $(OPT) -g -D_GNU_SOURCE -Ilib $(EXTRA_CFLAGS)
 LDFLAGS  := $(EXTRA_LDFLAGS)
-LDLIBS   := -lsodium -ljansson -lcrypto -lpthread -lm
+LDLIBS   := -lsodium -ljansson -lssl -lcrypto -lhiredis -lpthread -lm
 
 LIB_SRCS  := $(wildcard lib/*.c)
 CMD_SRCS  := $(wildcard src/*.c)

@@ -11,7 +11,8 @@
 set -euo pipefail
 
 # ---- The one list of what the project needs ---------------------------------
-# build: gcc make pkg-config libcmocka-dev libsodium-dev libjansson-dev libssl-dev (libcrypto: the AEAD);
+# build: gcc make pkg-config libcmocka-dev libsodium-dev libjansson-dev libssl-dev (libcrypto: the AEAD;
+#   libssl: TLS to the Redis Cluster store) libhiredis-dev (its RESP reader and command encoder, lib/redis_conn.c);
 #   fuzzing: clang libclang-rt-14-dev
 # lab + tests: iproute2 procps util-linux python3-pytest curl; iptables: criu --tcp-established
 #   locks the dumped connections with iptables rules in the dumped netns; strace: the page server
@@ -23,7 +24,7 @@ set -euo pipefail
 # criu fetching: debian-archive-keyring (its keys sign trixie and sid)
 # container rootfs (make rootfs, scripts/rootfs.sh): mmdebstrap
 PACKAGES=(
-    gcc make pkg-config libcmocka-dev libsodium-dev libjansson-dev libssl-dev
+    gcc make pkg-config libcmocka-dev libsodium-dev libjansson-dev libssl-dev libhiredis-dev
     clang libclang-rt-14-dev
     iproute2 procps util-linux iptables strace
     python3 python3-pytest curl ca-certificates debian-archive-keyring

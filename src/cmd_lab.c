@@ -14,6 +14,7 @@
 #include "commands.h"
 #include "jsonout.h"
 #include "lab.h"
+#include "lab_cluster.h"
 #include "util.h"
 
 static void usage(FILE *out)
@@ -23,6 +24,7 @@ static void usage(FILE *out)
             "       distriproc lab down\n"
             "       distriproc lab status [--json]\n"
             "       distriproc lab exec HOST [--container [--detach] [--pidfile FILE] [--log FILE]] -- CMD [ARG...]\n"
+            "       distriproc lab cluster up|down   (a Redis Cluster in the lab: lab cluster --help)\n"
             "\n"
             "Two hosts on this machine: 'src' (network namespace dp-src, 10.250.0.1/30 on\n"
             "dp-src0) and 'dst' (dp-dst, 10.250.0.2/30 on dp-dst0), joined by a veth pair.\n"
@@ -33,7 +35,7 @@ static void usage(FILE *out)
             "             and only its cap adjusted; leftovers of a crashed run (namespaces,\n"
             "             veth ends, processes in them) are removed first.\n"
             "  down       kill every process in the lab namespaces, delete namespaces and\n"
-            "             veth; leaves nothing behind.\n"
+            "             veth, remove the lab's Redis Cluster; leaves nothing behind.\n"
             "  status     what exists (exit status 0 if the lab is up, 3 if not).\n"
             "  exec HOST  run CMD in HOST's network namespace only (setns; no mount\n"
             "             namespace, so CRIU can dump what runs there).\n"
@@ -101,7 +103,7 @@ static int lab_cmd_down(int argc, char **argv)
         dp_error("unexpected argument '%s' for 'lab down'", argv[1]);
         return 2;
     }
-    if (lab_down(&killed, &err) < 0) {
+    if (lab_down(&killed, &err) < 0 || lab_cluster_down(NULL, &err) < 0) {
         dp_error("lab down failed: %s", err.msg);
         return 1;
     }
@@ -403,6 +405,8 @@ int cmd_lab(int argc, char **argv)
         return lab_cmd_status(argc - 1, argv + 1);
     if (strcmp(sub, "exec") == 0)
         return lab_cmd_exec(argc - 1, argv + 1);
-    dp_error("unknown lab command '%s': use up, down, status or exec", sub);
+    if (strcmp(sub, "cluster") == 0)
+        return cmd_lab_cluster(argc - 1, argv + 1);
+    dp_error("unknown lab command '%s': use up, down, status, exec or cluster", sub);
     return 2;
 }

@@ -4,6 +4,7 @@
 #define DP_COMMANDS_H
 
 int cmd_lab(int argc, char **argv);
+int cmd_lab_cluster(int argc, char **argv); /* `lab cluster`, reached through cmd_lab */
 int cmd_checkpoint(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_restore(int argc, char **argv);
