@@ -1280,7 +1280,7 @@ int dp_client_put_pages(struct dp_client *c, int32_t pid, uint64_t addr, uint32_
 /* ---- skeleton download ------------------------------------------------------------ */
 /* Opens dir-relative path rel for writing, creating directories, never
  * following a symlink (the names come from the network). */
-static int open_rel(int dirfd, const char *rel, uint32_t mode)
+int dp_skel_open_rel(int dirfd, const char *rel, uint32_t mode)
 {
     char tmp[DP_MAX_NAME + 1];
     snprintf(tmp, sizeof(tmp), "%s", rel);
@@ -1369,7 +1369,7 @@ static bool skel_reply(struct dp_client *c, struct req *r, int status, const str
     if (sc->filefd < 0 || strcmp(sc->filename, ch.name) != 0) {
         if (sc->filefd >= 0)
             close(sc->filefd);
-        sc->filefd = open_rel(sc->dirfd, ch.name, ch.mode);
+        sc->filefd = dp_skel_open_rel(sc->dirfd, ch.name, ch.mode);
         if (sc->filefd < 0 || ftruncate(sc->filefd, (off_t)ch.file_size) < 0) {
             char msg[400];
             snprintf(msg, sizeof(msg), "cannot create %s in the skeleton directory: %s", ch.name, strerror(errno));

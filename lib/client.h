@@ -113,6 +113,9 @@ struct dp_skel_result {
     uint64_t bytes_received;   /* data bytes written */
     uint64_t bytes_apparent;   /* sum of file sizes (pages files are sparse) */
 };
+/* Opens dir-relative rel for writing (directories created, no symlink
+ * followed: names come from the network); -1 with errno. */
+int dp_skel_open_rel(int dirfd, const char *rel, uint32_t mode);
 /* Downloads the skeleton into dir (created if missing; existing files of the
  * same names are replaced). Files are written sparse: lazy page data is
  * never sent and reads back as zeros. */

@@ -1,6 +1,7 @@
 /* fence: stopping a fenced restore and releasing the write lease (see
  * fence.h). */
 #include "fence.h"
+#include "pagesrc_redis.h"
 
 #include <fcntl.h>
 #include <jansson.h>
@@ -33,6 +34,8 @@ void dp_fence_report(const char *why, const char *source_desc, const char *workd
 /* See fence.h. */
 void dp_fence_release(struct dp_pagesrc *src)
 {
+    if (dp_pagesrc_redis_release(src))
+        return; /* the store's lease (lib/store_redis.h) */
     struct dp_client *c = dp_pagesrc_remote_client(src);
     struct dp_err err = {{0}};
     if (!c || dp_client_fenced(c))

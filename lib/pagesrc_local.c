@@ -25,12 +25,11 @@ static void set_pages(struct dp_lazymap *m, uint64_t a, uint64_t b, enum dp_pg_s
     }
 }
 
-static int local_task_map(struct dp_pagesrc *s, int32_t pid, struct dp_lazymap *map, struct dp_err *err)
+int dp_checkpoint_lazymap(const struct dp_checkpoint *cp, int32_t pid, struct dp_lazymap *map, struct dp_err *err)
 {
-    struct local_src *l = (struct local_src *)s;
-    const struct dp_task_image *t = dp_checkpoint_find_task(l->cp, pid);
+    const struct dp_task_image *t = dp_checkpoint_find_task(cp, pid);
     if (!t) {
-        dp_err_set(err, "pid %d is not in the checkpoint at %s", pid, l->cp->dir);
+        dp_err_set(err, "pid %d is not in the checkpoint at %s", pid, cp->dir);
         return -1;
     }
     for (size_t i = 0; i < t->nr_lazy; i++) {
@@ -51,6 +50,11 @@ static int local_task_map(struct dp_pagesrc *s, int32_t pid, struct dp_lazymap *
         set_pages(map, a, b, (g->flags & DP_PE_LAZY) ? DP_PG_REMOTE : DP_PG_RESIDENT);
     }
     return 0;
+}
+
+static int local_task_map(struct dp_pagesrc *s, int32_t pid, struct dp_lazymap *map, struct dp_err *err)
+{
+    return dp_checkpoint_lazymap(((struct local_src *)s)->cp, pid, map, err);
 }
 
 static int local_submit(struct dp_pagesrc *s, struct dp_fetch *f)

@@ -387,7 +387,8 @@ void dp_rconn_close(struct dp_rconn *c)
     if (!c)
         return;
     if (c->ssl) {
-        SSL_shutdown(c->ssl); /* best effort, nonblocking */
+        /* no SSL_shutdown: a forked copy of this connection (the lazy-pages
+         * daemon's) may still be in use; freeing sends nothing */
         SSL_free(c->ssl);
     }
     if (c->fd >= 0)

@@ -27,6 +27,7 @@
 #include "orch.h"
 #include "rootfs.h"
 #include "runc.h"
+#include "store_redis.h"
 #include "util.h"
 
 #define DEFAULT_TIMEOUT_S 600.0
@@ -77,6 +78,13 @@ static void usage(FILE *out)
             "                          the images: DIR/distriproc-hotset.bin (+ .json summary),\n"
             "                          tied to this checkpoint by its identity\n"
             "  --classify-threshold F  a mapping is hot when Referenced >= F x Rss (default 0.05)\n"
+            "  --store redis://ADDR:PORT[,ADDR:PORT...]\n"
+            "                          also put the checkpoint into a Redis Cluster (docs/store-redis.md):\n"
+            "                          its lazy pages in 64 KiB extents spread over the hash slots, its\n"
+            "                          skeleton, all under keys carrying its identity; prints the URL\n"
+            "                          for 'restore --store' (redis://SEED/ID). With --host, uploads\n"
+            "                          from that host's network namespace. rediss:// = TLS required\n"
+            DP_STORE_CLI_HELP
             "  --json                  print the report as one JSON object on stdout\n"
             "  -h, --help              this help\n"
             "\n"
@@ -503,9 +511,41 @@ static int run_runc_checkpoint(const struct runc_ck *c, const char *id, const ch
     return -1;
 }
 
+/* --store: the checkpoint's pages and skeleton into the Redis Cluster (from
+ * the lab host's network namespace with --host); *out: its JSON summary. */
+static int put_in_store(const struct dp_store_cli *sc, const char *host, const char *dir, json_t **out)
+{
+    struct dp_err err = {{0}};
+    if (host && lab_enter(lab_host_find(host), &err) < 0) {
+        dp_error("--store: %s", err.msg);
+        return -1;
+    }
+    struct dp_store *st = dp_store_open_cli(sc, &err);
+    struct dp_store_put_stats ps;
+    uint64_t t0 = dp_now_ns();
+    if (!st || dp_store_put_checkpoint(st, dir, &ps, &err) < 0) {
+        dp_error("the dump succeeded (images in %s), but putting it into the store %s failed: %s", dir, sc->url,
+                 err.msg);
+        dp_store_close(st);
+        return -1;
+    }
+    double secs = (double)(dp_now_ns() - t0) / 1e9;
+    /* The URL restore takes: the seeds given, then /ID. */
+    char url[512];
+    const char *slash = strchr(strstr(sc->url, "://") + 3, '/');
+    int ul = slash ? (int)(slash - sc->url) : (int)strlen(sc->url);
+    snprintf(url, sizeof(url), "%.*s/%s", ul, sc->url, st->id);
+    *out = json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:i, s:f}", "url", url, "id", st->id, "extents",
+                     (json_int_t)ps.extents, "pages", (json_int_t)ps.pages, "bytes", (json_int_t)ps.bytes,
+                     "skeleton_bytes", (json_int_t)ps.skel_bytes, "masters", ps.masters, "upload_seconds", secs);
+    dp_store_close(st);
+    return *out ? 0 : -1;
+}
+
 int cmd_checkpoint(int argc, char **argv)
 {
-    enum { O_RUNC = 100, O_RUNC_ROOT, O_IGNORE_UFFD };
+    enum { O_RUNC = 100, O_RUNC_ROOT, O_IGNORE_UFFD, O_STORE = 300, O_STORE_CA, O_STORE_CERT, O_STORE_KEY, O_STORE_PASS,
+           O_STORE_USER };
     enum { O_PID = 1, O_IMAGES, O_HOST, O_NETNS, O_LEAVE, O_SHELL, O_NOSHELL, O_NOTCP, O_FV,
            O_TIMEOUT, O_CRIUOPT, O_JSON, O_CLASSIFY, O_CLASSIFY_T };
     static const struct option longopts[] = {
@@ -526,12 +566,19 @@ int cmd_checkpoint(int argc, char **argv)
         {"runc", required_argument, NULL, O_RUNC},
         {"runc-root", required_argument, NULL, O_RUNC_ROOT},
         {"ignore-userfaultfd", no_argument, NULL, O_IGNORE_UFFD},
+        {"store", required_argument, NULL, O_STORE},
+        {"store-ca", required_argument, NULL, O_STORE_CA},
+        {"store-cert", required_argument, NULL, O_STORE_CERT},
+        {"store-key", required_argument, NULL, O_STORE_KEY},
+        {"store-pass-file", required_argument, NULL, O_STORE_PASS},
+        {"store-user", required_argument, NULL, O_STORE_USER},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     long pid = 0;
     const char *runc_id = NULL, *runc_root = NULL;
     int ignore_uffd = 0;
+    struct dp_store_cli store = {0};
     const char *images = NULL, *host = NULL, *netns = NULL;
     int leave_running = 0, shell_job = -1, tcp = 1, json = 0;
     enum dp_file_validation fv = DP_FILE_VALIDATION_BUILDID;
@@ -607,6 +654,12 @@ int cmd_checkpoint(int argc, char **argv)
         case O_RUNC: runc_id = optarg; break;
         case O_RUNC_ROOT: runc_root = optarg; break;
         case O_IGNORE_UFFD: ignore_uffd = 1; break;
+        case O_STORE: store.url = optarg; break;
+        case O_STORE_CA: store.ca = optarg; break;
+        case O_STORE_CERT: store.cert = optarg; break;
+        case O_STORE_KEY: store.key = optarg; break;
+        case O_STORE_PASS: store.pass_file = optarg; break;
+        case O_STORE_USER: store.user = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -756,6 +809,13 @@ int cmd_checkpoint(int argc, char **argv)
         }
     }
     const char *fv_name = fv == DP_FILE_VALIDATION_FILESIZE ? "filesize" : "buildid";
+    json_t *store_j = NULL;
+    if (store.url && put_in_store(&store, host, dir, &store_j) < 0) {
+        free(hot_json);
+        dp_checkpoint_close(cp);
+        dp_rootfs_free(&rck.manifest);
+        return 1;
+    }
     if (json) {
         json_t *o = json_pack("{s:I, s:s?, s:s?, s:s}", "pid", (json_int_t)pid, "host", host, "netns", netns,
                               "images", dir);
@@ -778,6 +838,8 @@ int cmd_checkpoint(int argc, char **argv)
         /* the hot set classify stored, as the JSON object it already is */
         if (hot_json)
             json_object_set_new(o, "hotset", json_loads(hot_json, 0, NULL));
+        if (store_j)
+            json_object_set(o, "store", store_j);
         if (!o || json_dumpf(o, stdout, JSON_COMPACT | JSON_REAL_PRECISION(9)) < 0)
             dp_error("cannot print the result as JSON (a path or name that is not UTF-8?)");
         else
@@ -817,7 +879,14 @@ int cmd_checkpoint(int argc, char **argv)
             printf("  hot set:      %s after %.1f s of Referenced sampling (%s/%s, summary in %s)\n", hb,
                    classify_s, dir, DP_HOTSET_FILE, DP_HOTSET_JSON);
         }
+        if (store_j)
+            printf("  store:        %lld pages in %lld extents, skeleton %lld bytes; restore with --store %s\n",
+                   (long long)json_integer_value(json_object_get(store_j, "pages")),
+                   (long long)json_integer_value(json_object_get(store_j, "extents")),
+                   (long long)json_integer_value(json_object_get(store_j, "skeleton_bytes")),
+                   json_string_value(json_object_get(store_j, "url")));
     }
+    json_decref(store_j);
     free(hot_json);
     dp_checkpoint_close(cp);
     dp_rootfs_free(&rck.manifest);

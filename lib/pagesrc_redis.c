@@ -1,0 +1,352 @@
+/* pagesrc_redis: see pagesrc_redis.h. */
+#include "pagesrc_redis.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/eventfd.h>
+
+#include "image.h"
+#include "pagesrc_file.h"
+
+#define FETCH_TIMEOUT_MS 30000   /* one batch, a failover included */
+
+/* ---- pages this restore wrote back (open addressing, key 0 = empty) ---- */
+
+struct wset {
+    uint64_t *k;
+    size_t cap, n;
+};
+
+/* pid and page number in one non-zero word (pids < 2^22, pages < 2^36). */
+static uint64_t wkey(int32_t pid, uint64_t img) { return ((uint64_t)(uint32_t)pid << 40) | (img >> 12); }
+
+static size_t wslot(const struct wset *w, uint64_t k)
+{
+    size_t i = (size_t)((k * 0x9e3779b97f4a7c15ull) >> 20) & (w->cap - 1);
+    while (w->k[i] && w->k[i] != k)
+        i = (i + 1) & (w->cap - 1);
+    return i;
+}
+
+static int wset_has(const struct wset *w, uint64_t k) { return w->cap && w->k[wslot(w, k)] == k; }
+
+/* Adds k, growing at half full; -1 if out of memory. */
+static int wset_add(struct wset *w, uint64_t k)
+{
+    if (2 * (w->n + 1) > w->cap) {
+        struct wset nw = {.cap = w->cap ? 2 * w->cap : 1024};
+        nw.k = calloc(nw.cap, sizeof(uint64_t));
+        if (!nw.k)
+            return -1;
+        for (size_t i = 0; i < w->cap; i++)
+            if (w->k[i]) {
+                nw.k[wslot(&nw, w->k[i])] = w->k[i];
+                nw.n++;
+            }
+        free(w->k);
+        *w = nw;
+    }
+    size_t i = wslot(w, k);
+    if (!w->k[i]) {
+        w->k[i] = k;
+        w->n++;
+    }
+    return 0;
+}
+
+/* ---- the source ---- */
+
+struct redis_src {
+    struct dp_pagesrc base;
+    struct dp_store *st;
+    struct dp_checkpoint *cp;
+    int efd;
+    struct dp_fetch *head, *tail;     /* submitted, not yet sent */
+    struct wset written;
+    char writer[DP_STORE_WRITER_MAX + 1];
+    uint64_t epoch;
+    int fenced, healthy, used;
+    char fenced_why[256];
+    struct dp_rcmd *cmds;             /* the batch being built */
+    struct dp_store_read *plan;
+    struct dp_fetch **owner;
+    size_t cap;
+};
+
+static const struct dp_pagesrc_ops redis_ops;
+
+static int redis_task_map(struct dp_pagesrc *s, int32_t pid, struct dp_lazymap *map, struct dp_err *err)
+{
+    struct redis_src *r = (struct redis_src *)s;
+    r->used = 1; /* only the daemon asks: it owns the lease from here on */
+    return dp_checkpoint_lazymap(r->cp, pid, map, err);
+}
+
+static int redis_submit(struct dp_pagesrc *s, struct dp_fetch *f)
+{
+    struct redis_src *r = (struct redis_src *)s;
+    f->src_next = NULL;
+    if (r->tail)
+        r->tail->src_next = f;
+    else
+        r->head = f;
+    r->tail = f;
+    uint64_t one = 1;
+    if (write(r->efd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+        dp_warn("store source: eventfd write failed: %s", strerror(errno));
+    return 0;
+}
+
+/* Room for n more reads in the batch. */
+static int reserve(struct redis_src *r, size_t need)
+{
+    if (need <= r->cap)
+        return 0;
+    size_t cap = r->cap ? r->cap : 256;
+    while (cap < need)
+        cap *= 2;
+    struct dp_rcmd *c = realloc(r->cmds, cap * sizeof(*c));
+    if (c)
+        r->cmds = c;
+    struct dp_store_read *p = realloc(r->plan, cap * sizeof(*p));
+    if (p)
+        r->plan = p;
+    struct dp_fetch **o = realloc(r->owner, cap * sizeof(*o));
+    if (o)
+        r->owner = o;
+    if (!c || !p || !o)
+        return -1;
+    r->cap = cap;
+    return 0;
+}
+
+/* Plans the reads of fetch f: one GETRANGE per extent piece with no
+ * written-back page, per page otherwise. Returns the number added, -1. */
+static long plan_fetch(struct redis_src *r, struct dp_fetch *f, size_t at)
+{
+    size_t n = 0;
+    uint64_t a = f->img, end = f->img + (uint64_t)f->npages * 4096;
+    while (a < end) {
+        uint64_t ext = a - a % DP_STORE_EXT_BYTES;
+        uint64_t pe = ext + DP_STORE_EXT_BYTES < end ? ext + DP_STORE_EXT_BYTES : end;
+        int any = 0;
+        for (uint64_t p = a; p < pe && !any; p += 4096)
+            any = wset_has(&r->written, wkey(f->pid, p));
+        for (uint64_t p = a; p < pe;) {
+            if (reserve(r, at + n + 1) < 0)
+                return -1;
+            struct dp_store_read *rd = &r->plan[at + n];
+            memset(rd, 0, sizeof(*rd));
+            rd->buf_off = (uint32_t)(p - f->img);
+            int kl;
+            uint64_t q;
+            if (any && wset_has(&r->written, wkey(f->pid, p))) {
+                kl = dp_store_key_page(rd->key, sizeof(rd->key), r->st->id, r->writer, f->pid, p);
+                rd->whole = 1;
+                rd->len = 4096;
+                q = p + 4096;
+            } else {
+                kl = dp_store_key_extent(rd->key, sizeof(rd->key), r->st->id, f->pid, ext);
+                q = any ? p + 4096 : pe;
+                rd->off = p - ext;
+                rd->len = (uint32_t)(q - p);
+            }
+            if (kl < 0)
+                return -1;
+            rd->keylen = (size_t)kl;
+            r->owner[at + n] = f;
+            n++;
+            p = q;
+        }
+        a = pe;
+    }
+    return (long)n;
+}
+
+/* The command of one planned read. */
+static void build_cmd(struct dp_rcmd *c, struct dp_store_read *rd, char *nums)
+{
+    dp_rcmd_init(c, 1);
+    if (rd->whole) {
+        dp_rcmd_arg(c, "GET", 3);
+        dp_rcmd_arg(c, rd->key, rd->keylen);
+        return;
+    }
+    int l1 = snprintf(nums, 24, "%" PRIu64, rd->off);
+    int l2 = snprintf(nums + 24, 24, "%" PRIu64, rd->off + rd->len - 1);
+    dp_rcmd_arg(c, "GETRANGE", 8);
+    dp_rcmd_arg(c, rd->key, rd->keylen);
+    dp_rcmd_arg(c, nums, (size_t)l1);
+    dp_rcmd_arg(c, nums + 24, (size_t)l2);
+}
+
+/* Sends every submitted fetch as one pipelined batch and completes them. */
+static void redis_process(struct dp_pagesrc *s)
+{
+    struct redis_src *r = (struct redis_src *)s;
+    uint64_t v;
+    if (read(r->efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+        dp_warn("store source: eventfd read failed: %s", strerror(errno));
+    struct dp_fetch *list = r->head;
+    r->head = r->tail = NULL;
+    if (!list)
+        return;
+    size_t n = 0;
+    int failed = 0;
+    for (struct dp_fetch *f = list; f; f = f->src_next) {
+        f->status = 0;
+        f->wire_bytes = 0;
+        long k = plan_fetch(r, f, n);
+        if (k < 0) {
+            f->status = -ENOMEM;
+            failed = 1;
+            break;
+        }
+        n += (size_t)k;
+    }
+    char *nums = failed ? NULL : malloc(n * 48 + 1);
+    struct dp_err err = {{0}};
+    int rc = -1;
+    if (nums) {
+        for (size_t i = 0; i < n; i++)
+            build_cmd(&r->cmds[i], &r->plan[i], nums + i * 48);
+        rc = dp_rcluster_exec(r->st->cl, r->cmds, n, FETCH_TIMEOUT_MS, &err);
+    }
+    r->healthy = rc == 0;
+    for (size_t i = 0; i < n && nums; i++) {
+        struct dp_fetch *f = r->owner[i];
+        redisReply *rep = r->cmds[i].reply;
+        if (rc < 0 || !rep) {
+            f->status = -EIO;
+        } else if (rep->type != REDIS_REPLY_STRING || rep->len != r->plan[i].len) {
+            /* never hand out made-up data: a missing extent or a short value */
+            if (f->status == 0)
+                dp_error("store: %s answered %s of %zu bytes, expected %u: the checkpoint's pages are incomplete",
+                         r->plan[i].key, rep->type == REDIS_REPLY_STRING ? "a string" : "a non-string", rep->len,
+                         r->plan[i].len);
+            f->status = -EIO;
+        } else if (f->status == 0) {
+            memcpy(f->buf + r->plan[i].buf_off, rep->str, rep->len);
+            f->wire_bytes += rep->len + r->plan[i].keylen + 40;
+        }
+        dp_rcmd_reset(&r->cmds[i]);
+    }
+    free(nums);
+    if (rc < 0)
+        dp_error("%s: %s; faults it cannot serve end by --fault-timeout", s->desc, err.msg);
+    for (struct dp_fetch *f = list; f;) {
+        struct dp_fetch *next = f->src_next;
+        if (!nums && f->status == 0)
+            f->status = -ENOMEM;
+        f->src_next = NULL;
+        f->done(f);
+        f = next;
+    }
+}
+
+static int redis_fd(struct dp_pagesrc *s) { return ((struct redis_src *)s)->efd; }
+static int redis_healthy(struct dp_pagesrc *s) { return ((struct redis_src *)s)->healthy; }
+
+static const char *redis_fenced(struct dp_pagesrc *s)
+{
+    struct redis_src *r = (struct redis_src *)s;
+    return r->fenced ? r->fenced_why : NULL;
+}
+
+static void redis_close(struct dp_pagesrc *s)
+{
+    struct redis_src *r = (struct redis_src *)s;
+    close(r->efd);
+    dp_store_close(r->st);
+    dp_checkpoint_close(r->cp);
+    free(r->written.k);
+    free(r->cmds);
+    free(r->plan);
+    free(r->owner);
+    free(r);
+}
+
+static const struct dp_pagesrc_ops redis_ops = {
+    .name = "redis", .task_map = redis_task_map, .submit = redis_submit, .fd = redis_fd,
+    .process = redis_process, .healthy = redis_healthy, .fenced = redis_fenced, .close = redis_close,
+};
+
+int dp_pagesrc_is_redis(const struct dp_pagesrc *s) { return s && s->ops == &redis_ops; }
+
+struct dp_pagesrc *dp_pagesrc_redis_open(struct dp_store *st, const char *images_dir, const char *writer,
+                                         uint64_t epoch, struct dp_err *err)
+{
+    struct redis_src *r = calloc(1, sizeof(*r));
+    if (!r) {
+        dp_err_set(err, "out of memory");
+        return NULL;
+    }
+    r->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (r->efd < 0 || dp_checkpoint_open(images_dir, &r->cp, err) < 0) {
+        if (r->efd < 0)
+            dp_err_set(err, "eventfd: %s", strerror(errno));
+        if (r->efd >= 0)
+            close(r->efd);
+        free(r);
+        return NULL;
+    }
+    r->st = st;
+    r->healthy = 1;
+    snprintf(r->writer, sizeof(r->writer), "%s", writer);
+    r->epoch = epoch;
+    r->base.ops = &redis_ops;
+    snprintf(r->base.desc, sizeof(r->base.desc), "store %.200s", st->url);
+    return &r->base;
+}
+
+int dp_pagesrc_redis_put(struct dp_pagesrc *s, int32_t pid, uint64_t img, const uint8_t *data, uint32_t npages,
+                         struct dp_err *err)
+{
+    struct redis_src *r = (struct redis_src *)s;
+    if (!dp_pagesrc_is_redis(s) || npages == 0 || img % 4096) {
+        dp_err_set(err, "store write-back: bad arguments");
+        return -1;
+    }
+    if (r->fenced) {
+        dp_err_set(err, "%s", r->fenced_why);
+        return -1;
+    }
+    struct dp_store_page *pg = malloc(npages * sizeof(*pg));
+    if (!pg) {
+        dp_err_set(err, "out of memory");
+        return -1;
+    }
+    for (uint32_t i = 0; i < npages; i++)
+        pg[i] = (struct dp_store_page){.pid = pid, .img = img + (uint64_t)i * 4096, .data = data + (size_t)i * 4096};
+    int fenced = 0;
+    int rc = dp_store_put_pages(r->st, r->writer, r->epoch, pg, npages, &fenced, err);
+    free(pg);
+    if (fenced) {
+        r->fenced = 1;
+        snprintf(r->fenced_why, sizeof(r->fenced_why),
+                 "writer '%s' of this checkpoint was taken over by a newer restore (epoch > %" PRIu64 ")", r->writer,
+                 r->epoch);
+    }
+    if (rc < 0)
+        return -1;
+    for (uint32_t i = 0; i < npages; i++)
+        if (wset_add(&r->written, wkey(pid, img + (uint64_t)i * 4096)) < 0) {
+            dp_err_set(err, "out of memory");
+            return -1;
+        }
+    return 0;
+}
+
+int dp_pagesrc_redis_release(struct dp_pagesrc *s)
+{
+    if (!dp_pagesrc_is_redis(s))
+        return 0;
+    struct redis_src *r = (struct redis_src *)s;
+    if (!r->fenced)
+        dp_store_lease_release(r->st, r->writer, r->epoch);
+    return 1;
+}
