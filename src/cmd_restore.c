@@ -9,6 +9,7 @@
  * distriproc lazy-pages (cmd_lazypages.c) is the same code path up to the
  * daemon: it stops there and leaves the restore to the user's runc or podman. */
 #include <errno.h>
+#include <sodium.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <jansson.h>
@@ -41,6 +42,8 @@
 #include "pageserver_hotset.h"
 #include "proto_hotset.h"
 #include "pagesrc.h"
+#include "pagesrc_redis.h"
+#include "store_redis.h"
 #include "restore.h"
 #include "rootfs.h"
 #include "runc.h"
@@ -68,6 +71,14 @@ static void restore_usage(FILE *out)
             "                          holder. Either way this restore starts from the checkpoint's\n"
             "                          memory (docs/pageserver.md, One writer, fenced)\n"
             "  --images DIR            local mode: serve pages from a CRIU images directory\n"
+            "  --store URL             pages straight from a Redis Cluster (docs/store-redis.md):\n"
+            "                          redis://ADDR:PORT[,ADDR:PORT...]/ID as 'checkpoint --store'\n"
+            "                          printed it (rediss:// = TLS required); pipelined GETRANGEs per\n"
+            "                          extent; this restore's writes are fenced by its writer's lease\n"
+            DP_STORE_CLI_HELP
+            "  --store-writer NAME     the lease/fence name of this restore's writes (default: a random\n"
+            "                          one, so concurrent restores of one checkpoint stay apart); the\n"
+            "                          same NAME again needs --take-over while the lease is held\n"
             "                          (no server; the local-floor baseline)\n"
             "  --workdir DIR           lazy-pages.socket, control.sock, logs, pulled images\n"
             "  --host HOST             restore inside lab host HOST's network namespace (dp-HOST);\n"
@@ -134,6 +145,8 @@ static void restore_usage(FILE *out)
 
 struct restore_args {
     int verbose; /* -v: also criu's restore.log at -v4 */
+    struct dp_store_cli store;     /* --store URL and its TLS/AUTH settings */
+    const char *store_writer;      /* --store-writer NAME */
     const char *source, *key, *images, *workdir, *host, *prefetch, *hotset;
     const char *runc_bundle, *runc_id, *runc_root;
     uint64_t replay_window;
@@ -436,6 +449,10 @@ static int parse_args(int argc, char **argv, struct restore_args *a, enum dp_res
         {"insecure-plaintext", no_argument, NULL, 'P'},
         {"metrics", required_argument, NULL, 'm'}, {"metrics-allow-remote", no_argument, NULL, 'a'},
         {"take-over", no_argument, NULL, 1001},
+        {"store", required_argument, NULL, 1101},       {"store-ca", required_argument, NULL, 1102},
+        {"store-cert", required_argument, NULL, 1103},  {"store-key", required_argument, NULL, 1104},
+        {"store-pass-file", required_argument, NULL, 1105}, {"store-user", required_argument, NULL, 1106},
+        {"store-writer", required_argument, NULL, 1107},
         /* bounds on the link (lib/netbound.h), parsed there */
         {"tcp-user-timeout", required_argument, NULL, 'N'}, {"request-timeout", required_argument, NULL, 'N'},
         {"auth-retry", required_argument, NULL, 'N'},       {"max-reply", required_argument, NULL, 'N'},
@@ -558,6 +575,19 @@ static int parse_args(int argc, char **argv, struct restore_args *a, enum dp_res
         case 'S': a->shell_job = 1; break;
         case 'F': a->foreground = 1; break;
         case 1001: a->take_over = 1; break;
+        case 1101: a->store.url = optarg; break;
+        case 1102: a->store.ca = optarg; break;
+        case 1103: a->store.cert = optarg; break;
+        case 1104: a->store.key = optarg; break;
+        case 1105: a->store.pass_file = optarg; break;
+        case 1106: a->store.user = optarg; break;
+        case 1107:
+            if (!dp_store_writer_ok(optarg)) {
+                ARGERR("--store-writer takes 1-%u of A-Z a-z 0-9 _ . - (got '%s')\n", DP_STORE_WRITER_MAX, optarg);
+                return 2;
+            }
+            a->store_writer = optarg;
+            break;
         case 'j': a->json = 1; break;
         case 'v':
             dp_log_set_level(DP_LOG_DEBUG);
@@ -570,15 +600,25 @@ static int parse_args(int argc, char **argv, struct restore_args *a, enum dp_res
         default: usage_fn(stderr); return 2;
         }
     }
-    if (optind != argc || !a->workdir || (!a->source == !a->images) || (a->source && !a->key)) {
-        ARGERR("--workdir and either --images DIR or --source ADDR:PORT "
-                        "with --key FILE are required\n\n");
+    if (optind != argc || !a->workdir || (!!a->source + !!a->images + !!a->store.url) != 1 ||
+        (a->source && !a->key)) {
+        ARGERR("--workdir and one of --images DIR, --source ADDR:PORT with --key FILE, or --store URL "
+                        "are required\n\n");
         usage_fn(stderr);
         return 2;
     }
     struct dp_err merr = {{0}};
     if (a->metrics && dp_metrics_addr_parse(a->metrics, a->metrics_remote, &a->metrics_addr, &merr) < 0) {
         ARGERR("%s\n", merr.msg);
+        return 2;
+    }
+    if (a->store.url && (a->budget || a->budget_frac > 0)) {
+        ARGERR("--budget with --store: the write-back of evicted pages to the store is not wired into the "
+               "lazy-pages daemon yet (docs/store-redis.md); restore without --budget\n");
+        return 2;
+    }
+    if (a->store.url && a->hotset && dp_hotset_which_parse(a->hotset, &(uint32_t){0}) == 0) {
+        ARGERR("with --store, --hotset takes a FILE (the store keeps no hot sets yet)\n");
         return 2;
     }
     if ((a->budget || a->budget_frac > 0) && !a->source) {
@@ -810,7 +850,7 @@ static int lazy_pages_report(const struct restore_args *a, pid_t daemon, const c
         char sock[PATH_MAX + 32];
         snprintf(sock, sizeof(sock), "%s/lazy-pages.socket", workdir);
         json_t *o = json_pack("{s:i, s:s, s:s, s:s, s:s, s:I}", "daemon_pid", (int)daemon, "socket", sock, "workdir",
-                              workdir, "images", images, "source", a->images ? "local" : a->source,
+                              workdir, "images", images, "source", a->images ? "local" : a->source ? a->source : a->store.url,
                               "skeleton_bytes", (json_int_t)skel_bytes);
         if (print_json(o) < 0)
             return 1;
@@ -899,6 +939,62 @@ static int report_verdict(const struct restore_args *a, uint32_t verdict)
     return rc;
 }
 
+/* --store: the lease of this restore's writer (fence raised in every slot
+ * group), the skeleton into images, and the page source on the cluster. */
+static struct dp_pagesrc *open_store(const struct restore_args *a, const char *images, uint64_t *skel_bytes)
+{
+    struct dp_err err = {{0}};
+    struct dp_store *st = dp_store_open_cli(&a->store, &err);
+    if (!st) {
+        dp_error("cannot use the store %s: %s", a->store.url, err.msg);
+        return NULL;
+    }
+    if (!st->id[0]) {
+        dp_error("--store %s names no checkpoint: give redis://ADDR:PORT/ID as 'checkpoint --store' printed it",
+                 a->store.url);
+        dp_store_close(st);
+        return NULL;
+    }
+    char writer[DP_STORE_WRITER_MAX + 1], holder[128], host[64] = "?";
+    if (a->store_writer) {
+        snprintf(writer, sizeof(writer), "%s", a->store_writer);
+    } else { /* a writer of its own: fan-out restores never share pages */
+        uint8_t r[8];
+        randombytes_buf(r, sizeof(r));
+        snprintf(writer, sizeof(writer), "r");
+        sodium_bin2hex(writer + 1, sizeof(writer) - 1, r, sizeof(r));
+    }
+    gethostname(host, sizeof(host) - 1);
+    snprintf(holder, sizeof(holder), "%.60s pid %d workdir-hash %08x", host, (int)getpid(),
+             (unsigned)dp_store_group((int32_t)getpid(), 0));
+    uint64_t epoch = 0;
+    uint32_t files = 0;
+    if (dp_store_lease(st, writer, holder, a->take_over, &epoch, &err) < 0) {
+        dp_error("%s", err.msg);
+        dp_store_close(st);
+        return NULL;
+    }
+    if (!a->json)
+        dp_info("store %s: writer '%s' at epoch %llu; pulling the skeleton into %s", a->store.url, writer,
+                (unsigned long long)epoch, images);
+    if (dp_store_get_skeleton(st, images, &files, skel_bytes, &err) < 0) {
+        dp_error("pulling the skeleton from the store failed: %s", err.msg);
+        dp_store_lease_release(st, writer, epoch);
+        dp_store_close(st);
+        return NULL;
+    }
+    struct dp_pagesrc *src = dp_pagesrc_redis_open(st, images, writer, epoch, &err);
+    if (!src) {
+        dp_error("the skeleton from the store cannot be read: %s", err.msg);
+        dp_store_lease_release(st, writer, epoch);
+        dp_store_close(st);
+        return NULL;
+    }
+    if (!a->json)
+        dp_info("skeleton: %u files, %llu bytes from the store", files, (unsigned long long)*skel_bytes);
+    return src;
+}
+
 int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usage_fn)(FILE *out))
 {
     struct restore_args a;
@@ -963,6 +1059,11 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
             dp_error("cannot use the images in %s: %s", images, err.msg);
             return 1;
         }
+    } else if (a.store.url) {
+        snprintf(images, sizeof(images), "%s/images", workdir);
+        src = open_store(&a, images, &skel_bytes);
+        if (!src)
+            return 1;
     } else {
         src = dp_pagesrc_remote_open(a.source, a.key, &err);
         if (!src) {
@@ -1017,7 +1118,12 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
     /* by default a remote restore without a hot set records one for the next
      * restore; local images are only written to when asked (--record-trace) */
     if (a.record_s < 0)
-        a.record_s = a.hotset || a.images ? 0 : 10;
+        a.record_s = a.hotset || a.images || a.store.url ? 0 : 10;
+    if (a.store.url && a.record_s > 0) {
+        dp_error("--record-trace with --store: the store keeps no fault traces yet; restore without it");
+        abandon_source(src);
+        return 1;
+    }
     if (a.hotset || a.record_s > 0) {
         struct dp_checkpoint *cpi = NULL;
         if (dp_checkpoint_open(images, &cpi, &err) < 0 || dp_checkpoint_identity(cpi, lo.cp_id, &err) < 0) {
@@ -1221,7 +1327,7 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
     if (a.json) {
         json_t *o = json_pack("{s:i, s:f, s:f, s:i, s:s, s:s, s:I, s:s, s:I, s:s, s:s, s:f, s:f, s:f, s:s?}",
                               "pid", pid, "restore_s", restore_s, "total_s", total_s, "daemon_pid", (int)daemon,
-                              "workdir", workdir, "source", a.images ? "local" : a.source, "skeleton_bytes",
+                              "workdir", workdir, "source", a.images ? "local" : a.source ? a.source : a.store.url, "skeleton_bytes",
                               (json_int_t)skel_bytes, "prefetch", a.prefetch, "hotset_pages", (json_int_t)hs_pages,
                               "hotset_source", hs_source, "hotset_mode", a.stage ? "stage" : "install",
                               "record_trace_s", a.record_s, "skeleton_s", (double)(t_skel - t_start) / 1e9,
@@ -1234,7 +1340,7 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
         printf("restored %s%s%spid %d in %.3f s (%.3f s including the skeleton); lazy-pages daemon pid %d\n"
                "pages come from %s when touched; stats: distriproc stats --workdir %s\n",
                a.runc_id ? "container " : "", a.runc_id ? a.runc_id : "", a.runc_id ? ", " : "", pid, restore_s,
-               total_s, (int)daemon, a.images ? "the local images" : a.source, workdir);
+               total_s, (int)daemon, a.images ? "the local images" : a.source ? a.source : a.store.url, workdir);
     }
     fflush(stdout);
     if (!a.foreground)
