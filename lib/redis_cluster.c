@@ -74,16 +74,20 @@ static int parse_hostport(const char *s, size_t len, char host[48], uint16_t *po
 int dp_redis_parse_redirect(const char *msg, size_t len, struct dp_redirect *out)
 {
     memset(out, 0, sizeof(*out));
+    /* "MOVED" or "ASK" as the first word claims a redirect; anything after
+     * it that is not "SLOT ADDR:PORT" is malformed. */
     size_t plen;
-    if (len >= 6 && memcmp(msg, "MOVED ", 6) == 0) {
+    if (len >= 5 && memcmp(msg, "MOVED", 5) == 0 && (len == 5 || msg[5] == ' ')) {
         out->kind = DP_REDIRECT_MOVED;
         plen = 6;
-    } else if (len >= 4 && memcmp(msg, "ASK ", 4) == 0) {
+    } else if (len >= 3 && memcmp(msg, "ASK", 3) == 0 && (len == 3 || msg[3] == ' ')) {
         out->kind = DP_REDIRECT_ASK;
         plen = 4;
     } else {
         return DP_REDIRECT_NONE;
     }
+    if (len < plen)
+        return -1;
     size_t i = plen;
     unsigned long slot = 0;
     size_t digits = 0;

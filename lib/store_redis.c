@@ -113,7 +113,7 @@ struct dp_store *dp_store_open(const char *url, const struct dp_redis_opts *o, s
         free(st);
         return NULL;
     }
-    snprintf(st->id, sizeof(st->id), "%s", u.id);
+    memcpy(st->id, u.id, strlen(u.id) + 1); /* empty, or 32 digits (checked above) */
     snprintf(st->url, sizeof(st->url), "%s", url);
     st->timeout_ms = 30000;
     st->wait_ms = 2000;
