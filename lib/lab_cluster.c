@@ -211,6 +211,24 @@ static int make_certs(const char *dir, struct dp_err *err)
 
 /* ---- up / down -------------------------------------------------------------------- */
 
+/* One node's CLUSTER NODES shows 3 masters and 3 replicas, none failing
+ * or still in handshake: replicas have been assigned everywhere. */
+static int roles_settled(const char *nodes)
+{
+    int masters = 0, replicas = 0, bad = 0;
+    for (const char *l = nodes; *l;) {
+        const char *e = strchr(l, '\n');
+        size_t n = e ? (size_t)(e - l) : strlen(l);
+        char line[1024];
+        snprintf(line, sizeof(line), "%.*s", (int)(n < sizeof(line) ? n : sizeof(line) - 1), l);
+        masters += strstr(line, "master") != NULL;
+        replicas += strstr(line, "slave") != NULL;
+        bad += strstr(line, "fail") != NULL || strstr(line, "handshake") != NULL;
+        l += n + (e ? 1 : 0);
+    }
+    return masters == 3 && replicas == 3 && !bad;
+}
+
 /* Every node answers CLUSTER INFO with cluster_state:ok and a client sees 3
  * masters; bounded by UP_TIMEOUT_MS. Runs in the src namespace. */
 static int wait_ok(const char *dir, const char *pass, struct dp_err *err)
@@ -234,15 +252,20 @@ static int wait_ok(const char *dir, const char *pass, struct dp_err *err)
             struct dp_rconn *c = dp_rconn_open(addr, port, &o, ctx, &last);
             if (!c)
                 break;
-            redisReply *r = NULL;
-            if (dp_rconn_call(c, 2, (const char *[]){"CLUSTER", "INFO"}, (size_t[]){7, 4}, &r, &last) == 0) {
-                if (r->type == REDIS_REPLY_STRING && strstr(r->str, "cluster_state:ok"))
+            redisReply *r = NULL, *nr = NULL;
+            if (dp_rconn_call(c, 2, (const char *[]){"CLUSTER", "INFO"}, (size_t[]){7, 4}, &r, &last) == 0 &&
+                dp_rconn_call(c, 2, (const char *[]){"CLUSTER", "NODES"}, (size_t[]){7, 5}, &nr, &last) == 0) {
+                if (r->type == REDIS_REPLY_STRING && strstr(r->str, "cluster_state:ok") &&
+                    nr->type == REDIS_REPLY_STRING && roles_settled(nr->str))
                     ok++;
                 else
                     dp_err_set(&last, "%s:%u: cluster not ready (%.80s)", addr, (unsigned)port,
                                r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_ERROR ? r->str : "?");
-                freeReplyObject(r);
             }
+            if (r)
+                freeReplyObject(r);
+            if (nr)
+                freeReplyObject(nr);
             dp_rconn_close(c);
         }
         if (ok == LAB_CLUSTER_NODES) {
