@@ -24,7 +24,7 @@ OUT=build-fuzz
 CC=${FUZZ_CC:-clang}
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
 CFLAGS="-std=gnu11 -g -O1 -D_GNU_SOURCE -fno-omit-frame-pointer -Ilib -Wall -Wextra"
-LIBS="-lsodium -ljansson -lcrypto -lpthread -lm"
+LIBS="-lsodium -ljansson -lssl -lcrypto -lhiredis -lpthread -lm"
 
 command -v "$CC" >/dev/null || { echo "fuzz: $CC not found (make deps installs clang)" >&2; exit 1; }
 mkdir -p "$OUT/lib" "$OUT/corpus" "$OUT/artifacts" "$OUT/logs"
