@@ -658,6 +658,7 @@ static const char LEASE_TAKE[] =
     "local e, h = 0, ''\n"
     "if v then local a, b = string.match(v, '^(%d+) (.*)$'); if not a then return redis.error_reply('DPBADLEASE') end;"
     " e = tonumber(a); h = b end\n"
+    "if h == ARGV[1] then return e end\n"
     "if h ~= '' and ARGV[2] ~= '1' then return redis.error_reply('DPHELD ' .. h) end\n"
     "e = e + 1\n"
     "redis.call('SET', KEYS[1], e .. ' ' .. ARGV[1])\n"
@@ -687,13 +688,20 @@ int dp_store_lease(struct dp_store *st, const char *writer, const char *holder, 
         dp_err_set(err, "--store-writer '%s': 1-%u of A-Z a-z 0-9 _ . -", writer, DP_STORE_WRITER_MAX);
         return -1;
     }
+    /* A nonce makes the holder unique, so sending the script again (after a
+     * lost connection or a short WAIT) finds the lease already ours. */
+    uint8_t nonce[8];
+    char who[256], nh[17];
+    randombytes_buf(nonce, sizeof(nonce));
+    sodium_bin2hex(nh, sizeof(nh), nonce, sizeof(nonce));
+    snprintf(who, sizeof(who), "%.200s #%s", holder, nh);
     struct dp_rcmd c;
     dp_rcmd_init(&c, 3);
     dp_rcmd_arg(&c, "EVAL", 4);
     dp_rcmd_arg(&c, LEASE_TAKE, sizeof(LEASE_TAKE) - 1);
     dp_rcmd_arg(&c, "1", 1);
     dp_rcmd_arg(&c, key, strlen(key));
-    dp_rcmd_arg(&c, holder, strlen(holder));
+    dp_rcmd_arg(&c, who, strlen(who));
     dp_rcmd_arg(&c, take_over ? "1" : "0", 1);
     int fenced = 0;
     if (exec_durable(st, &c, 1, &fenced, err) < 0) {
