@@ -70,6 +70,7 @@ struct redis_src {
     char writer[DP_STORE_WRITER_MAX + 1];
     uint64_t epoch;
     int fenced, healthy, used;
+    int in_process;                   /* completions running: submit queues only */
     char fenced_why[256];
     struct dp_rcmd *cmds;             /* the batch being built */
     struct dp_store_read *plan;
@@ -78,6 +79,7 @@ struct redis_src {
 };
 
 static const struct dp_pagesrc_ops redis_ops;
+static void redis_run(struct redis_src *r);
 
 static int redis_task_map(struct dp_pagesrc *s, int32_t pid, struct dp_lazymap *map, struct dp_err *err)
 {
@@ -95,6 +97,12 @@ static int redis_submit(struct dp_pagesrc *s, struct dp_fetch *f)
     else
         r->head = f;
     r->tail = f;
+    if (!r->in_process) {
+        /* out now: a fault waits for exactly this; what the daemon submits
+         * while the batch runs (prefetch) goes into the next batch */
+        redis_run(r);
+        return 0;
+    }
     uint64_t one = 1;
     if (write(r->efd, &one, sizeof(one)) < 0 && errno != EAGAIN)
         dp_warn("store source: eventfd write failed: %s", strerror(errno));
@@ -184,13 +192,11 @@ static void build_cmd(struct dp_rcmd *c, struct dp_store_read *rd, char *nums)
     dp_rcmd_arg(c, nums + 24, (size_t)l2);
 }
 
-/* Sends every submitted fetch as one pipelined batch and completes them. */
-static void redis_process(struct dp_pagesrc *s)
+/* Sends every submitted fetch as one pipelined batch and completes them;
+ * what done() submits meanwhile waits for the next batch (eventfd). */
+static void redis_run(struct redis_src *r)
 {
-    struct redis_src *r = (struct redis_src *)s;
-    uint64_t v;
-    if (read(r->efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
-        dp_warn("store source: eventfd read failed: %s", strerror(errno));
+    struct dp_pagesrc *s = &r->base;
     struct dp_fetch *list = r->head;
     r->head = r->tail = NULL;
     if (!list)
@@ -214,7 +220,10 @@ static void redis_process(struct dp_pagesrc *s)
     if (nums) {
         for (size_t i = 0; i < n; i++)
             build_cmd(&r->cmds[i], &r->plan[i], nums + i * 48);
+        uint64_t t0 = dp_now_ns();
         rc = dp_rcluster_exec(r->st->cl, r->cmds, n, FETCH_TIMEOUT_MS, &err);
+        dp_debug("store: batch of %zu reads (first %u bytes) in %.1f us", n, r->plan[0].len,
+                 (double)(dp_now_ns() - t0) / 1e3);
     }
     r->healthy = rc == 0;
     for (size_t i = 0; i < n && nums; i++) {
@@ -238,6 +247,7 @@ static void redis_process(struct dp_pagesrc *s)
     free(nums);
     if (rc < 0)
         dp_error("%s: %s; faults it cannot serve end by --fault-timeout", s->desc, err.msg);
+    r->in_process = 1;
     for (struct dp_fetch *f = list; f;) {
         struct dp_fetch *next = f->src_next;
         if (!nums && f->status == 0)
@@ -246,6 +256,17 @@ static void redis_process(struct dp_pagesrc *s)
         f->done(f);
         f = next;
     }
+    r->in_process = 0;
+}
+
+/* The eventfd: fetches queued while a batch completed. */
+static void redis_process(struct dp_pagesrc *s)
+{
+    struct redis_src *r = (struct redis_src *)s;
+    uint64_t v;
+    if (read(r->efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+        dp_warn("store source: eventfd read failed: %s", strerror(errno));
+    redis_run(r);
 }
 
 static int redis_fd(struct dp_pagesrc *s) { return ((struct redis_src *)s)->efd; }

@@ -45,6 +45,7 @@
 #include "benchjson.h"
 #include "jsonq.h"
 #include "lab.h"
+#include "lab_cluster.h"
 #include "lazyd.h"
 #include "orch.h"
 #include "util.h"
@@ -71,6 +72,7 @@ struct scan {
 struct rttres {
     uint64_t rtt_us;
     struct lat floor, raw, remote;           /* application's first touches; client */
+    struct lat store;                        /* --store: first touches through the Redis Cluster */
     struct lat floor_daemon, remote_daemon; /* the daemon's histogram */
     double raw_stream_mbps;
     struct scan scans[MAX_POLICIES];
@@ -97,6 +99,9 @@ static void usage(FILE *out)
             "                      floor, remote without prefetch), 10..4000 (default 2000)\n"
             "  --port P            page server port; P+1 for the raw server (default 7450)\n"
             "  --workdir DIR       scratch space (default /var/tmp)\n"
+            "  --store             also through a Redis Cluster ('lab cluster up'; checkpoint --store,\n"
+            "                      restore --store): first-touch latency and scans per policy as\n"
+            "                      'redis-cluster/POLICY', in the rows whose emulated RTT is 0\n"
             "  --json OUT          results (schema: scripts/bench_report.py --help)\n");
 }
 
@@ -308,6 +313,7 @@ static int lat_from_stats(const char *stats, struct lat *l)
 struct ctx {
     const char *self, *workroot;
     char images[PATH_MAX + 16], key[PATH_MAX + 16];
+    char store_url[512], store_ca[300], store_pass[300]; /* --store: the lab cluster's */
     uint64_t mib;
     int port;
 };
@@ -349,6 +355,9 @@ static int lat_from_touch(const char *reply, long want, struct lat *l, char *eb,
 /* One lazy restore in dst; with touch > 0 forkmem's TOUCH first (first-touch
  * latencies into app), then a VERIFY (the scan), the daemon's stats; then the
  * restored tree is killed and the daemon waited for. */
+/* restore_and_scan's source for the Redis Cluster (--store). */
+static const char STORE[] = "redis cluster";
+
 static int restore_and_scan(const struct ctx *c, const char *source, const char *policy, long touch,
                             struct lat *app, struct scan *s, char **stats_out, char *eb, size_t el)
 {
@@ -359,9 +368,13 @@ static int restore_and_scan(const struct ctx *c, const char *source, const char 
                                 "--prefetch", policy, "--json", NULL};
     const char *argv_remote[] = {c->self, "restore", "--source", source, "--key", c->key, "--workdir", wd,
                                  "--host", "dst", "--prefetch", policy, "--json", NULL};
+    const char *argv_store[] = {c->self, "restore", "--store", c->store_url, "--store-ca", c->store_ca,
+                                "--store-pass-file", c->store_pass, "--workdir", wd, "--host", "dst", "--prefetch",
+                                policy, "--json", NULL};
     struct dp_err err = {{0}};
     char *out = NULL;
-    int st = dp_orch_run(source ? argv_remote : argv_local, NULL, 300, &out, -1, -1, &err);
+    int st = dp_orch_run(source == STORE ? argv_store : source ? argv_remote : argv_local, NULL, 300, &out, -1, -1,
+                         &err);
     double pid = 0, dpid = 0;
     if (st < 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0 || dp_json_number(out, NULL, "pid", &pid) < 0 ||
         dp_json_number(out, NULL, "daemon_pid", &dpid) < 0) {
@@ -440,6 +453,7 @@ static json_t *json_row(const struct rttres *x, uint64_t mib)
         {"local_floor", "first touch (application, exact)", &x->floor},
         {"raw_tcp", "client send to full reply (exact)", &x->raw},
         {"distriproc", "first touch (application, exact)", &x->remote},
+        {"redis_cluster", "first touch (application, exact), restore --store", &x->store},
         {"local_floor_daemon", "daemon histogram (log2 buckets)", &x->floor_daemon},
         {"distriproc_daemon", "daemon histogram (log2 buckets)", &x->remote_daemon},
     };
@@ -501,19 +515,59 @@ static int parse_list(char *text, char **items, int max)
     return n;
 }
 
+/* The "store"."url" of checkpoint --json's report. */
+static int store_url_of(const char *json, char *url, size_t len)
+{
+    json_t *j = json_loads(json ? json : "", 0, NULL);
+    const char *u = json_string_value(json_object_get(json_object_get(j, "store"), "url"));
+    int rc = u && strlen(u) < len ? 0 : -1;
+    if (rc == 0)
+        memcpy(url, u, strlen(u) + 1);
+    json_decref(j);
+    return rc;
+}
+
+/* --store: the lab's Redis Cluster (lib/lab_cluster.h), brought up by
+ * `distriproc lab cluster up`; seed_url gets rediss://SEED. */
+static int bench_store_up(struct ctx *c, char *seed_url, size_t len)
+{
+    const char *up[] = {c->self, "lab", "cluster", "up", NULL};
+    char *out = NULL;
+    struct dp_err err = {{0}};
+    int st = dp_orch_run(up, NULL, 120, &out, -1, -1, &err);
+    char *last = out ? strrchr(out, '\n') : NULL;
+    while (last && last > out && last[1] == '\0') {
+        *last = '\0';
+        last = strrchr(out, '\n');
+    }
+    if (st != 0 || !out) {
+        dp_error("faults: lab cluster up failed");
+        free(out);
+        return -1;
+    }
+    snprintf(seed_url, len, "rediss://%.60s", last ? last + 1 : out);
+    free(out);
+    char dir[256];
+    lab_cluster_dir(dir, sizeof(dir));
+    snprintf(c->store_ca, sizeof(c->store_ca), "%s/ca.crt", dir);
+    snprintf(c->store_pass, sizeof(c->store_pass), "%s/password", dir);
+    return 0;
+}
+
 int bench_faults(int argc, char **argv)
 {
     static const struct option opts[] = {
         {"emulate-rtt", required_argument, NULL, 'r'}, {"policies", required_argument, NULL, 'p'},
         {"mib", required_argument, NULL, 'm'},         {"bandwidth", required_argument, NULL, 'b'},
         {"samples", required_argument, NULL, 'n'},     {"port", required_argument, NULL, 'P'},
-        {"touch", required_argument, NULL, 't'},
+        {"touch", required_argument, NULL, 't'},       {"store", no_argument, NULL, 'S'},
         {"workdir", required_argument, NULL, 'w'},     {"json", required_argument, NULL, 'j'},
         {"help", no_argument, NULL, 'h'},              {NULL, 0, NULL, 0},
     };
     char rtts_text[128] = "0,300,1000", pol_text[256] = "none,seq:16,seq:64,stride,auto", cmdline[1024];
     const char *bandwidth = "1gbit", *json = NULL, *workroot = "/var/tmp";
     long samples = 5000, touch = 2000;
+    int use_store = 0;
     struct ctx c = {.mib = 256, .port = 7450};
     size_t cl = 0;
     for (int i = 0; i < argc && cl + 2 < sizeof(cmdline); i++)
@@ -554,6 +608,7 @@ int bench_faults(int argc, char **argv)
             }
             break;
         case 'w': workroot = optarg; break;
+        case 'S': use_store = 1; break;
         case 'j': json = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
@@ -647,9 +702,17 @@ int bench_faults(int argc, char **argv)
     }
     char pidbuf[32];
     snprintf(pidbuf, sizeof(pidbuf), "%d", (int)fm);
-    const char *ck[] = {c.self, "checkpoint", "--host", "src", "--pid", pidbuf, "--images", c.images, "--json", NULL};
+    char seed_url[80];
+    if (use_store && bench_store_up(&c, seed_url, sizeof(seed_url)) < 0) {
+        kill(fm, SIGKILL);
+        goto done;
+    }
+    const char *ck[] = {c.self, "checkpoint", "--host", "src", "--pid", pidbuf, "--images", c.images, "--json",
+                        use_store ? "--store" : NULL, seed_url, "--store-ca", c.store_ca, "--store-pass-file",
+                        c.store_pass, NULL};
     dp_info("faults: forkmem --mib %llu checkpointed into %s", (unsigned long long)c.mib, c.images);
-    if (dp_orch_run(ck, NULL, 600, &out, -1, -1, &err) != 0) {
+    if (dp_orch_run(ck, NULL, 600, &out, -1, -1, &err) != 0 ||
+        (use_store && store_url_of(out, c.store_url, sizeof(c.store_url)) < 0)) {
         dp_error("checkpoint failed");
         free(out);
         kill(fm, SIGKILL);
@@ -726,6 +789,28 @@ int bench_faults(int argc, char **argv)
             kill(server, SIGKILL);
         waitpid(server, NULL, 0);
         server = -1;
+        /* The cluster has no emulated RTT: measured in the RTT 0 rows only. */
+        for (int k = 0; use_store && x->rtt_us == 0 && k < npol && x->nscans < MAX_POLICIES; k++) {
+            struct scan s = {0};
+            stats = NULL;
+            eb[0] = '\0';
+            int none = strcmp(pol_items[k], "none") == 0;
+            if (restore_and_scan(&c, STORE, pol_items[k], none ? touch : 0, &x->store, &s, &stats, eb,
+                                 sizeof(eb)) < 0) {
+                dp_warn("faults: redis cluster, prefetch %s: %s", pol_items[k], eb);
+                if (!x->error[0])
+                    snprintf(x->error, sizeof(x->error), "redis cluster, prefetch %.30s: %.400s", pol_items[k], eb);
+            } else {
+                snprintf(s.policy, sizeof(s.policy), "redis-cluster/%.16s", pol_items[k]);
+                x->scans[x->nscans++] = s;
+                dp_info("faults: redis cluster, prefetch %-8s scan %8.1f MB/s (%.2f s)%s", pol_items[k], s.mbps,
+                        s.seconds, "");
+                if (none)
+                    dp_info("faults: redis cluster fault first touch p50 %.1f us p99 %.1f us", x->store.p50,
+                            x->store.p99);
+            }
+            free(stats);
+        }
         write_json(json, cmdline, started, bandwidth, c.mib, touch, res, i + 1);
     }
     free(lat_us);
@@ -735,6 +820,8 @@ done:
     if (server > 0)
         kill(server, SIGKILL);
     rm_rf(work);
+    if (use_store && lab_cluster_down(NULL, &err) < 0)
+        dp_warn("lab cluster down: %s", err.msg);
     if (up == LAB_CREATED && lab_down(NULL, &err) < 0)
         dp_warn("lab down: %s", err.msg);
     return rc;

@@ -124,6 +124,31 @@ int main(int argc, char **argv)
             free(keys);
         }
         free(buf);
+    } else if (strcmp(op, "rtt") == 0) { /* p50 of one GET through the cluster client, N times */
+        int n = argc > 6 ? atoi(argv[6]) : 1000;
+        double *us = calloc((size_t)n, sizeof(double));
+        char key[DP_STORE_KEY_MAX];
+        int kl = dp_store_key_page(key, sizeof(key), st->id, writer, 7, 0x7f0000000000ull);
+        for (int i = 0; i < n; i++) {
+            struct dp_rcmd cmd;
+            dp_rcmd_init(&cmd, 1);
+            dp_rcmd_arg(&cmd, "GET", 3);
+            dp_rcmd_arg(&cmd, key, (size_t)kl);
+            uint64_t t0 = dp_now_ns();
+            if (dp_rcluster_exec(st->cl, &cmd, 1, 5000, &err) < 0)
+                break;
+            us[i] = (double)(dp_now_ns() - t0) / 1e3;
+            dp_rcmd_reset(&cmd);
+        }
+        for (int i = 1; i < n; i++)
+            for (int k = i; k > 0 && us[k - 1] > us[k]; k--) {
+                double t = us[k];
+                us[k] = us[k - 1];
+                us[k - 1] = t;
+            }
+        printf("{\"p50_us\": %.1f, \"p99_us\": %.1f}\n", us[n / 2], us[n * 99 / 100]);
+        free(us);
+        rc = 0;
     } else {
         fprintf(stderr, "storedrv: unknown operation or wrong arguments\n");
         rc = 2;
