@@ -452,11 +452,11 @@ static int classify_reply(struct dp_rcluster *cl, struct dp_rcmd *c, redisReply 
     return 1;
 }
 
-/* Sends node ni's share of the pending commands and reads their replies.
- * Returns -1 only for a fatal protocol error (err); a lost node just leaves
- * its commands pending with *refresh set. */
-static int run_node(struct dp_rcluster *cl, int ni, struct dp_rcmd *cmds, size_t n, const uint8_t *mine,
-                    uint64_t deadline, int *refresh, int *backoff, struct dp_err *lost, struct dp_err *err)
+/* Sends the commands routed to node ni (route[i] == ni). Returns 1 when
+ * sent, 0 when the node is lost (its commands stay pending, *refresh set),
+ * -1 out of memory (err). */
+static int send_node(struct dp_rcluster *cl, int ni, struct dp_rcmd *cmds, size_t n, const int *route,
+                     uint64_t deadline, int *refresh, int *backoff, struct dp_err *lost, struct dp_err *err)
 {
     struct dp_rconn *c = node_conn(cl, ni, lost);
     if (!c) {
@@ -464,7 +464,7 @@ static int run_node(struct dp_rcluster *cl, int ni, struct dp_rcmd *cmds, size_t
         return 0;
     }
     for (size_t i = 0; i < n; i++) {
-        if (!mine[i])
+        if (route[i] != ni)
             continue;
         if ((cmds[i].ask_node == ni && dp_rconn_append(c, 1, (const char *[]){"ASKING"}, (size_t[]){6}) < 0) ||
             dp_rconn_append(c, cmds[i].argc, cmds[i].argv, cmds[i].lens) < 0) {
@@ -477,12 +477,21 @@ static int run_node(struct dp_rcluster *cl, int ni, struct dp_rcmd *cmds, size_t
         *refresh = *backoff = 1;
         return 0;
     }
+    return 1;
+}
+
+/* Reads node ni's replies to what send_node sent, in order. Returns -1 only
+ * for a fatal protocol error (err); a lost node leaves its commands pending
+ * with *refresh set. */
+static int recv_node(struct dp_rcluster *cl, int ni, struct dp_rcmd *cmds, size_t n, const int *route,
+                     uint64_t deadline, int *refresh, int *backoff, struct dp_err *lost, struct dp_err *err)
+{
+    struct dp_rconn *c = cl->nodes[ni].c;
     for (size_t i = 0; i < n; i++) {
-        if (!mine[i])
+        if (route[i] != ni)
             continue;
         redisReply *r = NULL;
-        int asked = cmds[i].ask_node == ni;
-        if (asked) {
+        if (cmds[i].ask_node == ni) {
             if (dp_rconn_read(c, &r, deadline, lost) < 0)
                 goto lost;
             freeReplyObject(r); /* +OK of ASKING; the command's reply says the rest */
@@ -513,11 +522,8 @@ lost:
 int dp_rcluster_exec(struct dp_rcluster *cl, struct dp_rcmd *cmds, size_t n, int timeout_ms, struct dp_err *err)
 {
     uint64_t deadline = dp_now_ns() + (uint64_t)timeout_ms * 1000000ull;
-    uint8_t *mine = malloc(n ? n : 1);
     int *route = malloc((n ? n : 1) * sizeof(int));
-    if (!mine || !route) {
-        free(mine);
-        free(route);
+    if (!route) {
         dp_err_set(err, "out of memory");
         return -1;
     }
@@ -546,14 +552,24 @@ int dp_rcluster_exec(struct dp_rcluster *cl, struct dp_rcmd *cmds, size_t n, int
                        lost.msg[0] ? lost.msg : "slots not served");
             break;
         }
+        /* Every node's share goes out first, then the replies are read: the
+         * masters work in parallel, one round trip for the whole batch. */
         int refresh = 0, backoff = 0;
+        uint8_t sent[DP_REDIS_MAX_NODES] = {0};
+        for (size_t i = 0; i < n; i++)
+            if (route[i] >= 0)
+                sent[route[i]] = 2; /* has commands */
         for (int ni = 0; ni < cl->nnodes; ni++) {
-            int any = 0;
-            for (size_t i = 0; i < n; i++)
-                any |= (mine[i] = route[i] == ni);
-            if (any && run_node(cl, ni, cmds, n, mine, deadline, &refresh, &backoff, &lost, err) < 0)
+            if (sent[ni] != 2)
+                continue;
+            int k = send_node(cl, ni, cmds, n, route, deadline, &refresh, &backoff, &lost, err);
+            if (k < 0)
                 goto out;
+            sent[ni] = (uint8_t)k;
         }
+        for (int ni = 0; ni < cl->nnodes; ni++)
+            if (sent[ni] == 1 && recv_node(cl, ni, cmds, n, route, deadline, &refresh, &backoff, &lost, err) < 0)
+                goto out;
         for (size_t i = 0; i < n; i++)
             if (route[i] < 0)
                 refresh = backoff = 1; /* a slot no master serves (yet) */
@@ -565,7 +581,6 @@ int dp_rcluster_exec(struct dp_rcluster *cl, struct dp_rcmd *cmds, size_t n, int
         }
     }
 out:
-    free(mine);
     free(route);
     return rc;
 }
