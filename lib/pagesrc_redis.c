@@ -298,6 +298,11 @@ static const struct dp_pagesrc_ops redis_ops = {
 
 int dp_pagesrc_is_redis(const struct dp_pagesrc *s) { return s && s->ops == &redis_ops; }
 
+struct dp_store *dp_pagesrc_redis_store(struct dp_pagesrc *s)
+{
+    return dp_pagesrc_is_redis(s) ? ((struct redis_src *)s)->st : NULL;
+}
+
 struct dp_pagesrc *dp_pagesrc_redis_open(struct dp_store *st, const char *images_dir, const char *writer,
                                          uint64_t epoch, struct dp_err *err)
 {

@@ -18,6 +18,8 @@ struct dp_pagesrc *dp_pagesrc_redis_open(struct dp_store *st, const char *images
                                          uint64_t epoch, struct dp_err *err);
 /* 1 if s is a store source. */
 int dp_pagesrc_is_redis(const struct dp_pagesrc *s);
+/* Its store (hot set, lease); NULL if s is not a store source. */
+struct dp_store *dp_pagesrc_redis_store(struct dp_pagesrc *s);
 /* Writes npages at image address img of pid back to the store under the
  * fence, acknowledged by >= 1 replica (store_redis.h) before it returns 0;
  * later fetches of those pages read them back. -1 with err (fenced: the

@@ -15,6 +15,7 @@
 
 #include "client.h"
 #include "cpid.h"
+#include "hotset.h"
 #include "image.h"
 #include "pagesrc_file.h"
 #include "proto.h"
@@ -454,6 +455,65 @@ static int put_skel(struct dp_store *st, const struct dp_buf *b, uint32_t *chunk
     return rc;
 }
 
+/* The hot set 'checkpoint --classify' stored beside the images (if any),
+ * as dp:{ID}:hotset: the restore's --hotset classify|auto reads it. */
+static int put_hotset(struct dp_store *st, const char *dir, uint64_t *bytes, struct dp_err *err)
+{
+    char path[4200], key[DP_STORE_KEY_MAX];
+    snprintf(path, sizeof(path), "%s/%s", dir, DP_HOTSET_FILE);
+    *bytes = 0;
+    if (access(path, F_OK) < 0)
+        return 0;
+    uint8_t *data = NULL;
+    size_t len = 0;
+    if (dp_read_file(path, &data, &len, err) < 0)
+        return -1;
+    if (len > DP_REDIS_MAX_BULK) {
+        free(data);
+        dp_err_set(err, "the hot set %s is larger than %u MiB", path, DP_REDIS_MAX_BULK >> 20);
+        return -1;
+    }
+    int kl = dp_store_key_meta(key, sizeof(key), st->id, "hotset");
+    struct dp_rcmd c;
+    dp_rcmd_init(&c, 1);
+    dp_rcmd_arg(&c, "SET", 3);
+    dp_rcmd_arg(&c, key, (size_t)kl);
+    dp_rcmd_arg(&c, data, len);
+    int rc = exec_durable(st, &c, 1, NULL, err);
+    dp_rcmd_reset(&c);
+    free(data);
+    *bytes = len;
+    return rc;
+}
+
+int dp_store_get_hotset(struct dp_store *st, uint8_t **buf, size_t *len, struct dp_err *err)
+{
+    char key[DP_STORE_KEY_MAX];
+    if (dp_store_key_meta(key, sizeof(key), st->id, "hotset") < 0) {
+        dp_err_set(err, "no checkpoint ID");
+        return -1;
+    }
+    struct dp_rcmd c;
+    dp_rcmd_init(&c, 1);
+    dp_rcmd_arg(&c, "GET", 3);
+    dp_rcmd_arg(&c, key, strlen(key));
+    if (dp_rcluster_exec(st->cl, &c, 1, st->timeout_ms, err) < 0)
+        return -1;
+    int rc = 0;
+    if (c.reply->type == REDIS_REPLY_NIL) {
+        dp_err_set(err, "no classification stored with this checkpoint (checkpoint --classify --store)");
+        rc = 1;
+    } else if (c.reply->type != REDIS_REPLY_STRING || !(*buf = malloc(c.reply->len ? c.reply->len : 1))) {
+        dp_err_set(err, "the stored hot set is not a string (or out of memory)");
+        rc = -1;
+    } else {
+        memcpy(*buf, c.reply->str, c.reply->len);
+        *len = c.reply->len;
+    }
+    dp_rcmd_reset(&c);
+    return rc;
+}
+
 int dp_store_put_checkpoint(struct dp_store *st, const char *images_dir, struct dp_store_put_stats *s,
                             struct dp_err *err)
 {
@@ -475,6 +535,8 @@ int dp_store_put_checkpoint(struct dp_store *st, const char *images_dir, struct 
         put_skel(st, &b, &s->skel_chunks, err) < 0)
         goto out;
     s->skel_bytes = b.len;
+    if (put_hotset(st, images_dir, &s->hotset_bytes, err) < 0)
+        goto out;
     /* meta last: its presence says the checkpoint is complete. */
     char key[DP_STORE_KEY_MAX];
     int kl = dp_store_key_meta(key, sizeof(key), st->id, "meta");

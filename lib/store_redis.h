@@ -10,6 +10,7 @@
  *   dp:{ID:G}:f:WRITER            WRITER's fence in group G: its lease epoch
  *   dp:{ID}:skel:N                the skeleton (every image byte but the lazy
  *                                  pages), in chunks of up to 8 MiB
+ *   dp:{ID}:hotset                'checkpoint --classify''s hot set file, if any
  *   dp:{ID}:meta                  JSON: version, extents, pages, skeleton chunks;
  *                                  written last: a checkpoint without it is
  *                                  incomplete and refused
@@ -82,7 +83,7 @@ struct dp_store *dp_store_open(const char *url, const struct dp_redis_opts *o, s
 void dp_store_close(struct dp_store *st);
 
 struct dp_store_put_stats {
-    uint64_t extents, pages, bytes, skel_bytes;
+    uint64_t extents, pages, bytes, skel_bytes, hotset_bytes;
     uint32_t skel_files, skel_chunks;
     int masters;
 };
@@ -91,6 +92,10 @@ struct dp_store_put_stats {
  * Sets st->id. */
 int dp_store_put_checkpoint(struct dp_store *st, const char *images_dir, struct dp_store_put_stats *stats,
                             struct dp_err *err);
+
+/* The classify hot set stored with the checkpoint (malloc'd): 0, 1 when
+ * there is none (err says so), -1 on error. */
+int dp_store_get_hotset(struct dp_store *st, uint8_t **buf, size_t *len, struct dp_err *err);
 
 /* restore --store: the skeleton into dir (created); files and bytes out. */
 int dp_store_get_skeleton(struct dp_store *st, const char *dir, uint32_t *files, uint64_t *bytes,

@@ -535,9 +535,10 @@ static int put_in_store(const struct dp_store_cli *sc, const char *host, const c
     const char *slash = strchr(strstr(sc->url, "://") + 3, '/');
     int ul = slash ? (int)(slash - sc->url) : (int)strlen(sc->url);
     snprintf(url, sizeof(url), "%.*s/%s", ul, sc->url, st->id);
-    *out = json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:i, s:f}", "url", url, "id", st->id, "extents",
+    *out = json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:i, s:f}", "url", url, "id", st->id, "extents",
                      (json_int_t)ps.extents, "pages", (json_int_t)ps.pages, "bytes", (json_int_t)ps.bytes,
-                     "skeleton_bytes", (json_int_t)ps.skel_bytes, "masters", ps.masters, "upload_seconds", secs);
+                     "skeleton_bytes", (json_int_t)ps.skel_bytes, "hotset_bytes", (json_int_t)ps.hotset_bytes,
+                     "masters", ps.masters, "upload_seconds", secs);
     dp_store_close(st);
     return *out ? 0 : -1;
 }

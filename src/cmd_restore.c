@@ -322,6 +322,8 @@ static int load_hotset(const struct restore_args *a, struct dp_pagesrc *src, con
         rc = dp_hotset_store_get(st, which, &buf, &len, &err);
         dp_hotset_store_close(st);
         rc = rc == DP_E_OK ? 0 : rc == DP_E_NO_HOTSET ? 1 : -1;
+    } else if (dp_pagesrc_is_redis(src)) {
+        rc = dp_store_get_hotset(dp_pagesrc_redis_store(src), &buf, &len, &err);
     } else if (dp_client_get_hotset(dp_pagesrc_remote_client(src), which, &buf, &len, 30000, &err) < 0) {
         rc = strstr(err.msg, "no fault trace") || strstr(err.msg, "no classification") ? 1 : -1;
     }
@@ -617,8 +619,9 @@ static int parse_args(int argc, char **argv, struct restore_args *a, enum dp_res
                "lazy-pages daemon yet (docs/store-redis.md); restore without --budget\n");
         return 2;
     }
-    if (a->store.url && a->hotset && dp_hotset_which_parse(a->hotset, &(uint32_t){0}) == 0) {
-        ARGERR("with --store, --hotset takes a FILE (the store keeps no hot sets yet)\n");
+    uint32_t which = 0;
+    if (a->store.url && a->hotset && dp_hotset_which_parse(a->hotset, &which) == 0 && which == DP_HOTSET_TRACE) {
+        ARGERR("with --store, --hotset takes classify, auto or a FILE (the store keeps no fault traces yet)\n");
         return 2;
     }
     if ((a->budget || a->budget_frac > 0) && !a->source) {

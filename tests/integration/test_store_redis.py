@@ -246,3 +246,21 @@ def test_store_writes_acknowledged_with_wait_survive_a_master_kill(cluster):
     # never reported durable)
     cp = storedrv(cluster, "put", "w", e, 7, "0x7f0000000000", 16, 12, check=False, timeout_ms=5000)
     assert (cp.returncode == 0 and json.loads(cp.stdout)["acked"]) or "acknowledged" in cp.stderr, cp.stderr
+
+
+@pytest.mark.time_limit(200)
+def test_store_hot_set_from_classify(procs, tmp_path, cluster):
+    pid = util.start_container(procs, "src", [MEMWALK, "--mib", MIB, "--pattern", "zipf:1.2"], tmp_path / "src.pid")
+    util.wait_memwalk(HOSTS["src"], host="src")
+    cp = distriproc("checkpoint", "--host", "src", "--pid", pid, "--images", tmp_path / "images", "--json",
+                    "--classify", "1", *store_args(cluster, f"rediss://{cluster['seed']}"), timeout=120)
+    util.wait_gone(pid, timeout=20)
+    st = json.loads(cp.stdout)["store"]
+    assert st["hotset_bytes"] > 0
+    res = util.restore_json(procs, tmp_path / "w", *store_args(cluster, st["url"]), "--hotset", "classify")
+    assert res["hotset_pages"] > 0 and res["hotset_source"] != "none", res
+    verify("dst")
+    # a trace is not in the store: refused with a clear message
+    cp = distriproc("restore", "--workdir", tmp_path / "w2", "--host", "dst", *store_args(cluster, st["url"]),
+                    "--hotset", "trace", check=False)
+    assert cp.returncode == 2 and "fault traces" in cp.stderr, cp.stderr
