@@ -244,6 +244,33 @@ static void free_cmds(struct dp_rcmd *cmds, size_t n)
         dp_rcmd_reset(&cmds[i]);
 }
 
+/* n commands with a key buffer each (the keys live as long as the batch). */
+struct cmd_batch {
+    struct dp_rcmd *cmds;
+    char (*keys)[DP_STORE_KEY_MAX];
+    size_t n;
+};
+
+static int batch_alloc(struct cmd_batch *b, size_t n, struct dp_err *err)
+{
+    b->n = n;
+    b->cmds = calloc(n ? n : 1, sizeof(*b->cmds));
+    b->keys = calloc(n ? n : 1, sizeof(*b->keys));
+    if (b->cmds && b->keys)
+        return 0;
+    free(b->cmds);
+    free(b->keys);
+    dp_err_set(err, "out of memory");
+    return -1;
+}
+
+static void batch_free(struct cmd_batch *b)
+{
+    free_cmds(b->cmds, b->n);
+    free(b->cmds);
+    free(b->keys);
+}
+
 /* ---- checkpoint: pages ------------------------------------------------------------ */
 
 struct ext_batch {
@@ -429,30 +456,32 @@ out:
 static int put_skel(struct dp_store *st, const struct dp_buf *b, uint32_t *chunks, struct dp_err *err)
 {
     size_t n = (b->len + SKEL_CHUNK - 1) / SKEL_CHUNK;
-    struct dp_rcmd *cmds = calloc(n ? n : 1, sizeof(*cmds));
-    char (*keys)[DP_STORE_KEY_MAX] = calloc(n ? n : 1, sizeof(*keys));
-    if (!cmds || !keys) {
-        free(cmds);
-        free(keys);
-        dp_err_set(err, "out of memory");
+    struct cmd_batch cb;
+    if (batch_alloc(&cb, n, err) < 0)
         return -1;
-    }
     for (size_t i = 0; i < n; i++) {
         char what[32];
         snprintf(what, sizeof(what), "skel:%zu", i);
-        int kl = dp_store_key_meta(keys[i], DP_STORE_KEY_MAX, st->id, what);
+        int kl = dp_store_key_meta(cb.keys[i], DP_STORE_KEY_MAX, st->id, what);
         size_t off = i * SKEL_CHUNK, len = b->len - off > SKEL_CHUNK ? SKEL_CHUNK : b->len - off;
-        dp_rcmd_init(&cmds[i], 1);
-        dp_rcmd_arg(&cmds[i], "SET", 3);
-        dp_rcmd_arg(&cmds[i], keys[i], (size_t)kl);
-        dp_rcmd_arg(&cmds[i], b->data + off, len);
+        dp_rcmd_init(&cb.cmds[i], 1);
+        dp_rcmd_arg(&cb.cmds[i], "SET", 3);
+        dp_rcmd_arg(&cb.cmds[i], cb.keys[i], (size_t)kl);
+        dp_rcmd_arg(&cb.cmds[i], b->data + off, len);
     }
-    int rc = exec_durable(st, cmds, n, NULL, err);
-    free_cmds(cmds, n);
-    free(cmds);
-    free(keys);
+    int rc = exec_durable(st, cb.cmds, n, NULL, err);
+    batch_free(&cb);
     *chunks = (uint32_t)n;
     return rc;
+}
+
+/* GET key: c gets the reply, whatever its type (reset by the caller). */
+static int get_reply(struct dp_store *st, const char *key, struct dp_rcmd *c, struct dp_err *err)
+{
+    dp_rcmd_init(c, 1);
+    dp_rcmd_arg(c, "GET", 3);
+    dp_rcmd_arg(c, key, strlen(key));
+    return dp_rcluster_exec(st->cl, c, 1, st->timeout_ms, err);
 }
 
 /* The hot set 'checkpoint --classify' stored beside the images (if any),
@@ -494,10 +523,7 @@ int dp_store_get_hotset(struct dp_store *st, uint8_t **buf, size_t *len, struct 
         return -1;
     }
     struct dp_rcmd c;
-    dp_rcmd_init(&c, 1);
-    dp_rcmd_arg(&c, "GET", 3);
-    dp_rcmd_arg(&c, key, strlen(key));
-    if (dp_rcluster_exec(st->cl, &c, 1, st->timeout_ms, err) < 0)
+    if (get_reply(st, key, &c, err) < 0)
         return -1;
     int rc = 0;
     if (c.reply->type == REDIS_REPLY_NIL) {
@@ -573,10 +599,7 @@ out:
 static int get_string(struct dp_store *st, const char *key, redisReply **out, const char *what, struct dp_err *err)
 {
     struct dp_rcmd c;
-    dp_rcmd_init(&c, 1);
-    dp_rcmd_arg(&c, "GET", 3);
-    dp_rcmd_arg(&c, key, strlen(key));
-    if (dp_rcluster_exec(st->cl, &c, 1, st->timeout_ms, err) < 0)
+    if (get_reply(st, key, &c, err) < 0)
         return -1;
     if (c.reply->type != REDIS_REPLY_STRING) {
         dp_err_set(err, "%s (%s) %s", what, key,
@@ -784,32 +807,26 @@ int dp_store_lease(struct dp_store *st, const char *writer, const char *holder, 
     *epoch = (uint64_t)c.reply->integer;
     dp_rcmd_reset(&c);
     /* Raise the fence everywhere before the first read. */
-    struct dp_rcmd *f = calloc(DP_STORE_GROUPS, sizeof(*f));
-    char (*keys)[DP_STORE_KEY_MAX] = calloc(DP_STORE_GROUPS, sizeof(*keys));
+    struct cmd_batch fb;
     char ep[24];
     int el = snprintf(ep, sizeof(ep), "%" PRIu64, *epoch);
-    if (!f || !keys) {
-        free(f);
-        free(keys);
-        dp_err_set(err, "out of memory");
+    if (batch_alloc(&fb, DP_STORE_GROUPS, err) < 0)
         return -1;
-    }
     for (unsigned g = 0; g < DP_STORE_GROUPS; g++) {
-        int kl = dp_store_key_fence(keys[g], DP_STORE_KEY_MAX, st->id, g, writer);
-        dp_rcmd_init(&f[g], 3);
-        dp_rcmd_arg(&f[g], "EVAL", 4);
-        dp_rcmd_arg(&f[g], FENCE_RAISE, sizeof(FENCE_RAISE) - 1);
-        dp_rcmd_arg(&f[g], "1", 1);
-        dp_rcmd_arg(&f[g], keys[g], (size_t)kl);
-        dp_rcmd_arg(&f[g], ep, (size_t)el);
+        struct dp_rcmd *f = &fb.cmds[g];
+        int kl = dp_store_key_fence(fb.keys[g], DP_STORE_KEY_MAX, st->id, g, writer);
+        dp_rcmd_init(f, 3);
+        dp_rcmd_arg(f, "EVAL", 4);
+        dp_rcmd_arg(f, FENCE_RAISE, sizeof(FENCE_RAISE) - 1);
+        dp_rcmd_arg(f, "1", 1);
+        dp_rcmd_arg(f, fb.keys[g], (size_t)kl);
+        dp_rcmd_arg(f, ep, (size_t)el);
     }
-    int rc = exec_durable(st, f, DP_STORE_GROUPS, &fenced, err);
+    int rc = exec_durable(st, fb.cmds, DP_STORE_GROUPS, &fenced, err);
     if (rc < 0 && fenced)
         dp_err_set(err, "a newer restore took writer '%s' while this one started (epoch %" PRIu64 "): stopped", writer,
                    *epoch);
-    free_cmds(f, DP_STORE_GROUPS);
-    free(f);
-    free(keys);
+    batch_free(&fb);
     return rc;
 }
 
