@@ -468,6 +468,7 @@ static int send_node(struct dp_rcluster *cl, int ni, struct dp_rcmd *cmds, size_
             continue;
         if ((cmds[i].ask_node == ni && dp_rconn_append(c, 1, (const char *[]){"ASKING"}, (size_t[]){6}) < 0) ||
             dp_rconn_append(c, cmds[i].argc, cmds[i].argv, cmds[i].lens) < 0) {
+            node_drop(cl, ni); /* half a batch queued: never send it later */
             dp_err_set(err, "out of memory");
             return -1;
         }
@@ -533,6 +534,7 @@ int dp_rcluster_exec(struct dp_rcluster *cl, struct dp_rcmd *cmds, size_t n, int
             c->slot = dp_redis_keyslot(c->argv[c->key_arg], c->lens[c->key_arg]);
     }
     struct dp_err lost = {{0}};
+    uint8_t sent[DP_REDIS_MAX_NODES] = {0}; /* 1: sent to, replies not all read */
     int rc = -1;
     for (int round = 0;; round++) {
         size_t pending = 0;
@@ -555,7 +557,7 @@ int dp_rcluster_exec(struct dp_rcluster *cl, struct dp_rcmd *cmds, size_t n, int
         /* Every node's share goes out first, then the replies are read: the
          * masters work in parallel, one round trip for the whole batch. */
         int refresh = 0, backoff = 0;
-        uint8_t sent[DP_REDIS_MAX_NODES] = {0};
+        memset(sent, 0, sizeof(sent));
         for (size_t i = 0; i < n; i++)
             if (route[i] >= 0)
                 sent[route[i]] = 2; /* has commands */
@@ -567,9 +569,11 @@ int dp_rcluster_exec(struct dp_rcluster *cl, struct dp_rcmd *cmds, size_t n, int
                 goto out;
             sent[ni] = (uint8_t)k;
         }
-        for (int ni = 0; ni < cl->nnodes; ni++)
+        for (int ni = 0; ni < cl->nnodes; ni++) {
             if (sent[ni] == 1 && recv_node(cl, ni, cmds, n, route, deadline, &refresh, &backoff, &lost, err) < 0)
                 goto out;
+            sent[ni] = 0; /* its pipeline is empty again */
+        }
         for (size_t i = 0; i < n; i++)
             if (route[i] < 0)
                 refresh = backoff = 1; /* a slot no master serves (yet) */
@@ -581,6 +585,11 @@ int dp_rcluster_exec(struct dp_rcluster *cl, struct dp_rcmd *cmds, size_t n, int
         }
     }
 out:
+    /* A connection with replies still unread would hand them to the next
+     * batch: drop it. */
+    for (int ni = 0; ni < cl->nnodes; ni++)
+        if (sent[ni] == 1)
+            node_drop(cl, ni);
     free(route);
     return rc;
 }
