@@ -264,3 +264,33 @@ def test_store_hot_set_from_classify(procs, tmp_path, cluster):
     cp = distriproc("restore", "--workdir", tmp_path / "w2", "--host", "dst", *store_args(cluster, st["url"]),
                     "--hotset", "trace", check=False)
     assert cp.returncode == 2 and "fault traces" in cp.stderr, cp.stderr
+
+
+# A fake node: answers every connection with one fixed reply, then closes.
+FAKE_NODE = (
+    "import socket,sys\n"
+    "s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+    "s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(8)\n"
+    "reply=bytes.fromhex(sys.argv[3])\n"
+    "while True:\n"
+    "    c,_=s.accept(); c.recv(65536); c.sendall(reply); c.close()\n"
+)
+
+
+@pytest.mark.time_limit(120)
+def test_store_bad_replies_are_refused_clearly(procs, tmp_path, lab):
+    cases = [
+        (b"*1\r\n*3\r\n:0\r\n:99999\r\n*2\r\n$9\r\n127.0.0.1\r\n:1\r\n", "CLUSTER SLOTS: entry 0"),
+        (b"*1\r\n*3\r\n:0\r\n:16383\r\n*2\r\n$9\r\nlocalhost\r\n:1\r\n", "is not IPv4"),
+        (b"?garbage\r\n", "bad reply"),
+        (b"*2147483647\r\n", "bad reply"),
+        (b"-ERR This instance has cluster support disabled\r\n", "cluster support disabled"),
+    ]
+    for k, (reply, want) in enumerate(cases):
+        port = 7990 + k
+        procs.spawn(netns_cmd("dst", [util.PYTHON, "-c", FAKE_NODE, HOSTS["dst"], port, reply.hex()]))
+        util.wait_until(lambda: run(netns_cmd("dst", ["ss", "-ltnH", f"sport = :{port}"])).stdout.strip(), 20,
+                        "the fake node to listen")
+        cp = distriproc("restore", "--workdir", tmp_path / f"w{k}", "--host", "dst", "--store",
+                        f"redis://{HOSTS['dst']}:{port}/{'0' * 32}", check=False)
+        assert cp.returncode == 1 and want in cp.stderr, (reply, cp.stderr)
