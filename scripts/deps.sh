@@ -17,7 +17,8 @@ set -euo pipefail
 # lab + tests: iproute2 procps util-linux python3-pytest curl; iptables: criu --tcp-established
 #   locks the dumped connections with iptables rules in the dumped netns; strace: the page server
 #   tests check the order fdatasync/reply and inject an fdatasync EIO with it
-# workloads + benchmarks: redis-server redis-tools nginx-light wrk gnuplot-nox
+# workloads + benchmarks: redis-server redis-tools nginx-light wrk gnuplot-nox; openssl: the lab Redis Cluster's CA
+#   and node certificate (distriproc lab cluster up)
 # containers: runc (Debian 12: 1.1.5; always run with --criu .deps/bin/criu, which it drives
 #   through `criu swrk` RPC); podman (Debian 12: 4.3.1, run with --runtime runc) and
 #   containernetworking-plugins (its CNI backend): tests/integration/test_podman.py
@@ -28,7 +29,7 @@ PACKAGES=(
     clang libclang-rt-14-dev
     iproute2 procps util-linux iptables strace
     python3 python3-pytest curl ca-certificates debian-archive-keyring
-    redis-server redis-tools nginx-light wrk gnuplot-nox
+    redis-server redis-tools openssl nginx-light wrk gnuplot-nox
     runc mmdebstrap
     podman containernetworking-plugins
 )
