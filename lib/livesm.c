@@ -1,6 +1,8 @@
 /* livesm: the commit/rollback state machine (see livesm.h). Pure. */
 #include "livesm.h"
 
+#include "runc.h"
+
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -112,6 +114,10 @@ int dp_live_record_format(const struct dp_live_record *r, char *buf, size_t len)
     int n = snprintf(buf, len, "state %s\nroot %" PRId32 " %llu\ncgroup %s\ndeadline %.3f\nconnected %d\n",
                      dp_live_state_name(r->state), r->root_pid, r->root_start, r->cgroup, r->deadline_boot,
                      r->connected ? 1 : 0);
+    if (n >= 0 && (size_t)n < len && r->runc_id[0])
+        n += snprintf(buf + n, len - (size_t)n, "runc %s\n", r->runc_id);
+    if (n >= 0 && (size_t)n < len && r->runc_root[0])
+        n += snprintf(buf + n, len - (size_t)n, "runc-root %s\n", r->runc_root);
     return n < 0 || (size_t)n >= len ? -1 : n;
 }
 
@@ -178,5 +184,20 @@ int dp_live_record_parse(const char *text, size_t len, struct dp_live_record *r,
         return -1;
     }
     r->connected = v[0] == '1';
+    /* a container: an ID runc accepts; its root an absolute path */
+    if (field(text, len, "runc", v, sizeof(v)) == 0) {
+        if (!dp_runc_id_ok(v) || strlen(v) >= sizeof(r->runc_id)) {
+            dp_err_set(err, "bad 'runc ID' line");
+            return -1;
+        }
+        strcpy(r->runc_id, v);
+    }
+    if (field(text, len, "runc-root", v, sizeof(v)) == 0) {
+        if (!r->runc_id[0] || v[0] != '/' || strlen(v) >= sizeof(r->runc_root) || strstr(v, "/../")) {
+            dp_err_set(err, "bad 'runc-root PATH' line (an absolute path, with a 'runc ID' line)");
+            return -1;
+        }
+        strcpy(r->runc_root, v);
+    }
     return 0;
 }

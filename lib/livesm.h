@@ -76,7 +76,8 @@ int dp_live_verdict_event(uint32_t verdict, enum dp_live_event *ev);
 /* Decodes a DP_MSG_MIGRATION payload: exactly 4 bytes, a known verdict. */
 int dp_live_verdict_decode(const uint8_t *p, size_t len, uint32_t *verdict, struct dp_err *err);
 
-/* The persisted record (WORKDIR/live.state), one "key value" per line. */
+/* The persisted record (WORKDIR/live.state), one "key value" per line
+ * ("runc" and "runc-root" only for a container). */
 struct dp_live_record {
     enum dp_live_state state;
     int32_t root_pid;                 /* host pid of the tree's root */
@@ -84,6 +85,11 @@ struct dp_live_record {
     char cgroup[256];                 /* the freezer cgroup's directory */
     double deadline_boot;             /* SERVING: roll back unless a restore was reported by then (CLOCK_BOOTTIME s; 0 = none) */
     int connected;                    /* a destination authenticated (the deadline no longer applies) */
+    /* a runc container (`serve --runc`): its ID and runc's --root ("" for
+     * runc's own); cgroup is then the container's own freezer cgroup. Both
+     * lines are absent for a --pid tree. */
+    char runc_id[128];
+    char runc_root[256];
 };
 /* Formats r into buf; returns the length, or -1 if it does not fit. Pure. */
 int dp_live_record_format(const struct dp_live_record *r, char *buf, size_t len);

@@ -1215,6 +1215,8 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
                  pid);
         if (pid > 0)
             kill(pid, SIGKILL);
+        if (a.runc_bundle)
+            dp_runc_force_delete(&rctx.r, a.runc_id); /* and runc forgets it */
         return 1;
     }
     double restore_s = (double)(t_done - t_criu) / 1e9, total_s = (double)(t_done - t_start) / 1e9;

@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #include <cmocka.h>
 
@@ -165,6 +166,42 @@ static void record_round_trip(void **state)
     const char *good = "state serving\nroot 1 2\ncgroup /x\ndeadline 0\nconnected 0";
     assert_int_equal(dp_live_record_parse(good, strlen(good), &back, &err), 0);
     assert_int_equal(back.state, S(SERVING));
+    assert_string_equal(back.runc_id, "");
+    assert_string_equal(back.runc_root, "");
+}
+
+/* A runc container's record: its ID and runc root survive a round trip;
+ * a bad ID or root is refused. */
+static void record_runc(void **state)
+{
+    (void)state;
+    struct dp_live_record r = {.state = S(SERVING), .root_pid = 77, .root_start = 5};
+    strcpy(r.cgroup, "/sys/fs/cgroup/freezer/ct1");
+    strcpy(r.runc_id, "ct1");
+    strcpy(r.runc_root, "/tmp/runc-root");
+    char buf[1024];
+    int n = dp_live_record_format(&r, buf, sizeof(buf));
+    assert_true(n > 0);
+    struct dp_live_record back;
+    struct dp_err err;
+    assert_int_equal(dp_live_record_parse(buf, (size_t)n, &back, &err), 0);
+    assert_string_equal(back.runc_id, "ct1");
+    assert_string_equal(back.runc_root, "/tmp/runc-root");
+    assert_string_equal(back.cgroup, r.cgroup);
+    r.runc_root[0] = '\0'; /* runc's own root: no line */
+    n = dp_live_record_format(&r, buf, sizeof(buf));
+    assert_null(strstr(buf, "runc-root"));
+    assert_int_equal(dp_live_record_parse(buf, (size_t)n, &back, &err), 0);
+    assert_string_equal(back.runc_id, "ct1");
+    assert_string_equal(back.runc_root, "");
+    const char *base = "state serving\nroot 1 2\ncgroup /x\ndeadline 0\nconnected 0\n";
+    const char *bad[] = {"runc ../etc\n", "runc a b\n", "runc-root /r\n", "runc ct1\nrunc-root rel\n",
+                         "runc ct1\nrunc-root /a/../b\n"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char text[256];
+        snprintf(text, sizeof(text), "%s%s", base, bad[i]);
+        assert_int_equal(dp_live_record_parse(text, strlen(text), &back, &err), -1);
+    }
 }
 
 int main(void)
@@ -175,6 +212,7 @@ int main(void)
         cmocka_unit_test(recovery),
         cmocka_unit_test(verdicts),
         cmocka_unit_test(record_round_trip),
+        cmocka_unit_test(record_runc),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
