@@ -24,9 +24,11 @@ static const struct { int st, ev, next, act; } edges[] = {
     {S(SERVING), EV(RESTORE_FAILED), S(ROLLED_BACK), A(THAW)},
     {S(SERVING), EV(CONNECT_TIMEOUT), S(ROLLED_BACK), A(THAW)},
     {S(SERVING), EV(STOPPED), S(ROLLED_BACK), A(THAW)},
+    {S(SERVING), EV(ABORTED), S(ROLLED_BACK), A(THAW)},
     {S(COMMITTED), EV(RESTORE_OK), S(COMMITTED), A(NONE)},
     {S(COMMITTED), EV(RELEASED), S(RELEASED), A(KILL_THAW)},
     {S(COMMITTED), EV(STOPPED), S(RELEASED), A(KILL_THAW)},
+    {S(COMMITTED), EV(ABORTED), S(ROLLED_BACK), A(THAW)},
 };
 
 static void every_transition(void **state)
@@ -58,7 +60,8 @@ static void every_transition(void **state)
 
 /* The safety rules, checked over the table: the source is killed only from
  * COMMITTED (after a destination reported its restore), and once committed
- * no event ever resumes it. */
+ * no event resumes it but the destination's own word that its copy is gone
+ * (ABORTED); released is final. */
 static void never_both_never_neither(void **state)
 {
     (void)state;
@@ -70,7 +73,7 @@ static void never_both_never_neither(void **state)
                 continue;
             if (a == A(KILL_THAW))
                 assert_int_equal(st, S(COMMITTED));
-            if (st == S(COMMITTED) || st == S(RELEASED))
+            if ((st == S(COMMITTED) && ev != EV(ABORTED)) || st == S(RELEASED))
                 assert_int_not_equal(a, A(THAW));
             if (st == S(ROLLED_BACK))
                 fail(); /* final */
@@ -112,9 +115,11 @@ static void verdicts(void **state)
     assert_int_equal(dp_live_verdict_decode(rel, 4, &v, &err), 0);
     assert_int_equal(v, DP_LIVE_VERDICT_RELEASE);
     assert_int_equal(dp_live_verdict_decode(q, 4, &v, &err), 0);
-    uint8_t zero[4] = {0}, five[4] = {5, 0, 0, 0}, high[4] = {1, 0, 0, 1};
+    uint8_t zero[4] = {0}, five[4] = {5, 0, 0, 0}, six[4] = {6, 0, 0, 0}, high[4] = {1, 0, 0, 1};
+    assert_int_equal(dp_live_verdict_decode(five, 4, &v, &err), 0);
+    assert_int_equal(v, DP_LIVE_VERDICT_ABORTED);
     assert_int_equal(dp_live_verdict_decode(zero, 4, &v, &err), -1);
-    assert_int_equal(dp_live_verdict_decode(five, 4, &v, &err), -1);
+    assert_int_equal(dp_live_verdict_decode(six, 4, &v, &err), -1);
     assert_int_equal(dp_live_verdict_decode(high, 4, &v, &err), -1);
     assert_int_equal(dp_live_verdict_decode(ok, 3, &v, &err), -1);
     assert_int_equal(dp_live_verdict_decode(ok, 5, &v, &err), -1);
@@ -125,6 +130,8 @@ static void verdicts(void **state)
     assert_int_equal(ev, EV(RESTORE_FAILED));
     assert_int_equal(dp_live_verdict_event(DP_LIVE_VERDICT_RELEASE, &ev), 0);
     assert_int_equal(ev, EV(RELEASED));
+    assert_int_equal(dp_live_verdict_event(DP_LIVE_VERDICT_ABORTED, &ev), 0);
+    assert_int_equal(ev, EV(ABORTED));
     assert_int_equal(dp_live_verdict_event(DP_LIVE_VERDICT_QUERY, &ev), -1);
 }
 
