@@ -332,19 +332,25 @@ def send_verdict(port, key, verdict):
     return json.loads(cp.stdout)
 
 
-@pytest.mark.time_limit(120)
-def test_live_committed_source_resumes_when_the_destination_aborts(lab, procs, criu, tmp_path, thaw_leftovers):
-    """committed --aborted--> rolled-back: a destination whose success was
-    never acknowledged kills its copy and, once that copy is gone, says so
-    (verdict 5): the committed source runs again with its data, so the
-    process is never nowhere; serve ends there (rolled-back is final)."""
+def small_source(procs, tmp_path, thaw_leftovers):
+    """An 8 MiB forkmem on src, its digest, a key, serve's workdir (thawed if
+    the test fails) and log path."""
     src = start_forkmem(procs, tmp_path, mib=8)
     digest = forkmem("src", "SUM")["sum"]
     key = tmp_path / "key"
     util.distriproc("keygen", key)
     workdir = tmp_path / "src"
     thaw_leftovers.append(workdir)
-    log = tmp_path / "serve.log"
+    return src, digest, key, workdir, tmp_path / "serve.log"
+
+
+@pytest.mark.time_limit(120)
+def test_live_committed_source_resumes_when_the_destination_aborts(lab, procs, criu, tmp_path, thaw_leftovers):
+    """committed --aborted--> rolled-back: a destination whose success was
+    never acknowledged kills its copy and, once that copy is gone, says so
+    (verdict 5): the committed source runs again with its data, so the
+    process is never nowhere; serve ends there (rolled-back is final)."""
+    src, digest, key, workdir, log = small_source(procs, tmp_path, thaw_leftovers)
     port = 7336
     args = [util.DISTRIPROC, "serve", "--pid", src, "--workdir", workdir, "--listen", f"127.0.0.1:{port}",
             "--key", key]
@@ -373,13 +379,7 @@ def test_live_unacknowledged_restore_is_killed_then_aborted(lab, procs, criu, tm
     copy (init of its own pid namespace) is gone, and then, the network back,
     reports "aborted": the source rolls back at once (not at its
     --connect-timeout) and runs on with its data. Never both running."""
-    src = start_forkmem(procs, tmp_path, mib=8)
-    digest = forkmem("src", "SUM")["sum"]
-    key = tmp_path / "key"
-    util.distriproc("keygen", key)
-    workdir = tmp_path / "src"
-    thaw_leftovers.append(workdir)
-    log = tmp_path / "serve.log"
+    src, digest, key, workdir, log = small_source(procs, tmp_path, thaw_leftovers)
     port = 7338
     serve = serve_live(procs, workdir, port, key, "--connect-timeout", "100", pid=src, log=log)
     rule = ["OUTPUT", "-p", "tcp", "--dport", str(port), "--syn", "-j", "REJECT", "--reject-with", "tcp-reset"]
