@@ -1156,7 +1156,11 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
             return 1;
         }
     } else {
-        const char *extra[] = {"--work-dir", workdir, NULL};
+        /* The freezer cgroup the images name is the source's (memory mode
+         * dumps a tree in a freezer cgroup of its own): the restored tree
+         * starts in the root freezer cgroup, and CRIU makes no copy of that
+         * cgroup here, which would stay behind, empty, once the tree ends. */
+        const char *extra[] = {"--work-dir", workdir, "--cgroup-root", "freezer:/", NULL};
         struct dp_restore_opts ro = {.images_dir = images, .pidfile = pidfile, .detached = 1, .lazy_pages = 1,
                                      .tcp_established = 1, .shell_job = a.shell_job, .extra = extra,
                                      /* -v4 logs every pagemap entry ("Lazy restore skips"), ~5000

@@ -43,10 +43,15 @@ def live_state(workdir):
         return dict(line.split(" ", 1) for line in f.read().splitlines())
 
 
+def freezer_of(pid):
+    """The task's v1 freezer cgroup, as /proc/PID/cgroup names it."""
+    with open(f"/proc/{pid}/cgroup") as f:
+        return [ln.split(":", 2)[2] for ln in f.read().splitlines() if ln.split(":")[1] == "freezer"][0]
+
+
 def frozen(pid):
     """The task is stopped by the freezer (it never runs)."""
-    with open(f"/proc/{pid}/cgroup") as f:
-        cg = [ln.split(":", 2)[2] for ln in f.read().splitlines() if ln.split(":")[1] == "freezer"][0]
+    cg = freezer_of(pid)
     if cg == "/":
         return False  # the root cgroup cannot be frozen
     with open(f"{FREEZER}{cg}/freezer.state") as f:
@@ -177,6 +182,10 @@ def test_live_redis_digest_and_writes(lab, procs, criu, tmp_path, thaw_leftovers
     procs.track(res["daemon_pid"])
     assert res["mode"] == "memory" and res["probe_attempts"] >= 1, res   # memory is the default
     assert frozen(src)
+    # The restored tree starts in the root freezer cgroup: no copy of the
+    # source's (which would stay behind, empty, on a separate destination).
+    assert freezer_of(res["pid"]) == "/"
+    assert not os.path.exists(live_state(workdir / "src")["cgroup"][: -len(".held")])
     assert cli("dst", "DEBUG", "DIGEST") == digest
     assert cli("dst", "SET", "after", "restore") == "OK"
     assert cli("dst", "GET", "after") == "restore"
