@@ -661,8 +661,8 @@ def test_redis_container_migrated_from_memory_commit_and_release(lab, procs, cri
 @pytest.mark.time_limit(240)
 def test_container_memory_mode_rolls_back_when_dst_criu_is_killed(lab, procs, criu, runc_root, tmp_path,
                                                                   thaw_containers):
-    """`serve --runc`: the destination's criu (runc restore's criu swrk) is
-    SIGKILLed mid-restore; the source container is thawed exactly once, runc
+    """`serve --runc`, SIGKILLed and restarted (re-attach); then the
+    destination's criu (runc restore's criu swrk) is SIGKILLed mid-restore; the source container is thawed exactly once, runc
     state/ps see it running, every page verifies and it goes on writing.
     (Killed while it sets up the mounts, criu's half-restored root task can
     keep runc restore waiting: --restore-timeout bounds that, and the failure
@@ -677,6 +677,13 @@ def test_container_memory_mode_rolls_back_when_dst_criu_is_killed(lab, procs, cr
     serve = serve_live(procs, workdir, SERVE_PORT, key, "--runc", cid, "--runc-root", runc_root, log=log)
     assert container_frozen(cid) and live_state(workdir)["state"] == "serving"
     assert json.loads(runc(runc_root, "state", cid).stdout)["status"] == "paused"
+    # serve SIGKILLed before any verdict: the container stays held; a serve
+    # restarted with the workdir alone re-attaches to it.
+    serve.kill()
+    serve.wait(timeout=10)
+    assert container_frozen(cid) and live_state(workdir)["state"] == "serving"
+    serve = serve_live(procs, workdir, SERVE_PORT, key, log=log)
+    assert "re-attaching to the migration of pid" in log.read_text()
 
     wrapper = tmp_path / "criu-killed"
     wrapper.write_text("#!/bin/sh\n"
