@@ -10,6 +10,7 @@ old) failing with a clear message and nothing left behind.
 Every test uses its own runc --root under tmp_path, so tests are parallel-safe
 and leave no runc state in /run/runc."""
 
+import glob
 import json
 import os
 import shutil
@@ -698,6 +699,13 @@ def test_container_memory_mode_rolls_back_when_dst_criu_is_killed(lab, procs, cr
                   check=False,
                   env={**os.environ, "DISTRIPROC_CRIU": str(wrapper)})
     assert cp.returncode != 0, cp.stdout
+    # runc SIGKILLed at --restore-timeout leaves the new container's (empty)
+    # cgroups behind: a known gap (notes), removed here so no test leaves any
+    for d in glob.glob(f"/sys/fs/cgroup/*/{cid}m"):
+        try:
+            os.rmdir(d)
+        except OSError:
+            pass
 
     serve.wait(timeout=30)
     assert live_state(workdir)["state"] == "rolled-back"
