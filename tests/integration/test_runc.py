@@ -603,7 +603,8 @@ def test_redis_container_migrated_from_memory_commit_and_release(lab, procs, cri
     from runc."""
     from test_lazy_restore import redis_tool
     from test_live import live_state, utime
-    cid, new, port = "rmem1", "rmem1m", 6392
+    cid = f"rmem{os.getpid()}"  # runc's cgroups are /ID, global: unique across test runs
+    new, port = cid + "m", 6392
     args = ["redis-server", "--port", str(port), "--bind", "0.0.0.0", "--save", "", "--appendonly", "no",
             "--protected-mode", "no", "--daemonize", "no"]
     for name, host in (("bundle-src", "src"), ("bundle-dst", "dst")):
@@ -669,7 +670,7 @@ def test_container_memory_mode_rolls_back_when_dst_criu_is_killed(lab, procs, cr
     keep runc restore waiting: --restore-timeout bounds that, and the failure
     is reported either way, well before the source's --connect-timeout.)"""
     from test_live import live_state, serve_live
-    cid = "ctmem"
+    cid = f"ctmem{os.getpid()}"  # runc's cgroups are /ID, global: unique across test runs
     src_pid = start_source(runc_root, tmp_path, cid)
     key = tmp_path / "key"
     util.distriproc("keygen", key)
