@@ -348,6 +348,7 @@ static void runc_thawed(struct live *l, const char *cg)
     dp_info("the container %s runs again (runc state: running)", l->rec.runc_id);
 }
 
+/* After the release: our cgroup goes once its tasks are gone. */
 static int tree_killed(struct live *l, const char *cg, struct dp_err *err)
 {
     (void)l;
