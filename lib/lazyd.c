@@ -37,15 +37,63 @@
 #define PROBE_NS (200 * 1000000ull)
 
 static void guard_sync(struct dp_lazyd *d);
+static void src_sync(struct dp_lazyd *d);
+static void on_uffd(struct dp_lazyd *d, struct handler *h);
+static void on_src(struct dp_lazyd *d, struct handler *h);
+static void on_guard(struct dp_lazyd *d, struct handler *h);
+static void handle_criu(struct dp_lazyd *d, struct handler *h);
 
-int lz_ep_add(struct dp_lazyd *d, struct handler *h, int fd, int type, void *ptr)
+/* ==== the event loop: descriptors with their handlers, one dispatch ==== */
+
+int lz_ep_add(struct dp_lazyd *d, struct handler *h, int fd, lz_read_event read_event, int nested, void *ptr)
 {
-    h->type = type;
     h->fd = fd;
+    h->read_event = read_event;
+    h->nested = nested;
     h->ptr = ptr;
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = h};
     return epoll_ctl(d->ep, EPOLL_CTL_ADD, fd, &ev);
 }
+
+/* Both accepting sockets (lazy-pages from criu, control from our own
+ * commands) admit only the peers their socket's permissions allow. */
+int lz_accept(struct dp_lazyd *d, int lfd, int flags, const char *path, lz_read_event read_event, int nested)
+{
+    int c = accept4(lfd, NULL, NULL, flags);
+    if (c < 0)
+        return -1;
+    if (dp_perm_peer_check(c, path) < 0) {
+        close(c);
+        return -1;
+    }
+    struct handler *h = calloc(1, sizeof(*h));
+    if (!h || lz_ep_add(d, h, c, read_event, nested, NULL) < 0) {
+        close(c);
+        free(h);
+        return -1;
+    }
+    return c;
+}
+
+/* The one dispatch, for the main loop and the nested pump alike: runs the
+ * handler each ready descriptor carries. Nested (inside an eviction's stop
+ * or a probe), only the handlers marked nested run; the others stay ready
+ * (epoll is level-triggered) until the main loop's next turn. Returns how
+ * many ran. */
+static int dispatch(struct dp_lazyd *d, const struct epoll_event *evs, int n, int nested)
+{
+    int ran = 0;
+    for (int i = 0; i < n; i++) {
+        struct handler *h = evs[i].data.ptr;
+        if (nested && !h->nested)
+            continue;
+        h->read_event(d, h);
+        ran++;
+    }
+    return ran;
+}
+
+/* ==== tasks: one per userfaultfd ==== */
 
 static struct lz_task *task_new(struct dp_lazyd *d, int32_t pid, int uffd)
 {
@@ -149,7 +197,7 @@ struct lz_task *lz_task_fork(struct dp_lazyd *d, struct lz_task *parent, int ufd
     c->shown_pid = 0;
     c->parent_id = parent->id;
     if (dp_lazymap_clone(&c->map, &parent->map) ||
-        lz_ep_add(d, &c->h, ufd, H_UFFD, c) < 0) {
+        lz_ep_add(d, &c->h, ufd, on_uffd, 1, c) < 0) {
         dp_error("fork of pid %d: cannot track the child (out of memory); its faults will wait "
                  "rather than read zeros: stop the restored process tree", parent->shown_pid);
         c->broken = 1; /* alive, uffd open, never read */
@@ -168,6 +216,16 @@ struct lz_task *lz_task_fork(struct dp_lazyd *d, struct lz_task *parent, int ufd
     return c;
 }
 
+/* A task's uffd is readable: faults and events (the fault room), logged
+ * under the task's id. */
+static void on_uffd(struct dp_lazyd *d, struct handler *h)
+{
+    struct lz_task *t = h->ptr;
+    dp_log_context(t->id, -1);
+    lz_handle_uffd(d, t);
+    dp_log_context(-1, -1);
+}
+
 static void new_task(struct dp_lazyd *d, int32_t pid, int uffd, pid_t sender)
 {
     dp_guard_task(&d->guard, uffd, sender, pid);
@@ -181,7 +239,7 @@ static void new_task(struct dp_lazyd *d, int32_t pid, int uffd, pid_t sender)
         return;
     }
     int rc = d->o->src->ops->task_map(d->o->src, pid, &t->map, &err);
-    if (rc == 0 && lz_ep_add(d, &t->h, uffd, H_UFFD, t) < 0)
+    if (rc == 0 && lz_ep_add(d, &t->h, uffd, on_uffd, 1, t) < 0)
         dp_err_set(&err, "epoll_ctl: %s", strerror(errno)), rc = -1;
     if (rc < 0) {
         /* Closing the uffd would unregister the task's lazy memory: its
@@ -235,21 +293,12 @@ static void handle_criu(struct dp_lazyd *d, struct handler *h)
     d->conns--;
 }
 
-static void handle_listen(struct dp_lazyd *d)
+/* criu restore connects to hand over the tasks' uffds. */
+static void handle_listen(struct dp_lazyd *d, struct handler *lh)
 {
-    int c = accept4(d->listen_h.fd, NULL, NULL, SOCK_CLOEXEC);
+    int c = lz_accept(d, lh->fd, SOCK_CLOEXEC, d->sock_path, handle_criu, 1);
     if (c < 0)
         return;
-    if (dp_perm_peer_check(c, d->sock_path) < 0) {
-        close(c);
-        return;
-    }
-    struct handler *h = calloc(1, sizeof(*h));
-    if (!h || lz_ep_add(d, h, c, H_CRIU, NULL) < 0) {
-        close(c);
-        free(h);
-        return;
-    }
     d->conns++;
     /* The guard learns criu (its descendants are the tree being restored)
      * and, through the senders' credentials, each task's pid. */
@@ -320,17 +369,26 @@ static void src_sync(struct dp_lazyd *d)
         if (epoll_ctl(d->ep, op, fd, &e) < 0)
             epoll_ctl(d->ep, op == EPOLL_CTL_MOD ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, fd, &e);
     }
-    d->src_h.type = H_SRC;
+    d->src_h.read_event = on_src;
+    d->src_h.nested = 1;
     d->src_h.fd = fd;
     d->src_ev = ev;
 }
 
+/* The page source's descriptor is ready: completions run from process(). */
+static void on_src(struct dp_lazyd *d, struct handler *h)
+{
+    (void)h;
+    d->o->src->ops->process(d->o->src);
+    src_sync(d);
+}
+
 /* SIGTERM/SIGINT/SIGHUP: the tree cannot run on without its daemon (the
  * guard would have to kill it, with an error): stop it first, in order. */
-static void handle_signal(struct dp_lazyd *d)
+static void handle_signal(struct dp_lazyd *d, struct handler *h)
 {
     struct signalfd_siginfo si;
-    if (read(d->sig_h.fd, &si, sizeof(si)) != (ssize_t)sizeof(si))
+    if (read(h->fd, &si, sizeof(si)) != (ssize_t)sizeof(si))
         return;
     int n = lz_tasks_alive(d);
     if (!n) {
@@ -349,10 +407,10 @@ static void handle_signal(struct dp_lazyd *d)
     lz_kill_restored(d);
 }
 
-static void handle_timer(struct dp_lazyd *d)
+static void handle_timer(struct dp_lazyd *d, struct handler *h)
 {
     uint64_t ticks;
-    if (read(d->timer_h.fd, &ticks, sizeof(ticks)) < 0 && errno != EAGAIN)
+    if (read(h->fd, &ticks, sizeof(ticks)) < 0 && errno != EAGAIN)
         return;
     uint64_t now = dp_now_ns();
     if (d->o->src->ops->events)
@@ -400,19 +458,7 @@ void lz_pump(struct dp_lazyd *d)
     struct epoll_event evs[64];
     src_sync(d);
     int n = epoll_wait(d->ep, evs, (int)DP_ARRAY_LEN(evs), 0);
-    int handled = 0;
-    for (int i = 0; i < n; i++) {
-        struct handler *h = evs[i].data.ptr;
-        switch (h->type) {
-        case H_LISTEN: handle_listen(d); handled++; break;
-        case H_CRIU: handle_criu(d, h); handled++; break;
-        case H_UFFD: lz_handle_uffd(d, h->ptr); handled++; break;
-        case H_SRC: d->o->src->ops->process(d->o->src); src_sync(d); handled++; break;
-        case H_TIMER: handle_timer(d); handled++; break;
-        default: break;
-        }
-    }
-    if (!handled) {
+    if (dispatch(d, evs, n, 1) == 0) {
         struct timespec ts = {0, 20000};
         nanosleep(&ts, NULL);
     }
@@ -459,9 +505,24 @@ static void guard_sync(struct dp_lazyd *d)
         epoll_ctl(d->ep, EPOLL_CTL_DEL, d->guard_h.fd, NULL); /* may be closed already */
     d->guard_h.fd = -1;
     d->guard_gen = d->guard.gen;
-    if (fd >= 0 && lz_ep_add(d, &d->guard_h, fd, H_GUARD, NULL) < 0)
+    if (fd >= 0 && lz_ep_add(d, &d->guard_h, fd, on_guard, 0, NULL) < 0)
         dp_warn("epoll_ctl on the guard's socket: %s (its death would go unnoticed until the next hand-over)",
                 strerror(errno));
+}
+
+/* The guard's socket is readable: the guard died (it never sends). */
+static void on_guard(struct dp_lazyd *d, struct handler *h)
+{
+    (void)h;
+    dp_guard_check(&d->guard);
+    guard_sync(d);
+}
+
+/* A scrape of --metrics. */
+static void on_metrics(struct dp_lazyd *d, struct handler *h)
+{
+    (void)h;
+    dp_metrics_http_handle(d->metrics);
 }
 
 /* Closes what the daemon opened and frees what is safe to free. */
@@ -577,8 +638,10 @@ struct dp_lazyd *dp_lazyd_start(const struct dp_lazyd_opts *o)
     dp_set_nonblock(lfd);
     struct itimerspec its = {.it_interval = {0, (long)TICK_NS}, .it_value = {0, (long)TICK_NS}};
     timerfd_settime(tfd, 0, &its, NULL);
-    if (lz_ep_add(d, &d->listen_h, lfd, H_LISTEN, NULL) < 0 || lz_ep_add(d, &d->ctl_h, cfd, H_CTL_LISTEN, NULL) < 0 ||
-        lz_ep_add(d, &d->timer_h, tfd, H_TIMER, NULL) < 0 || lz_ep_add(d, &d->sig_h, gfd, H_SIGNAL, NULL) < 0) {
+    if (lz_ep_add(d, &d->listen_h, lfd, handle_listen, 1, NULL) < 0 ||
+        lz_ep_add(d, &d->ctl_h, cfd, lz_handle_ctl_listen, 0, NULL) < 0 ||
+        lz_ep_add(d, &d->timer_h, tfd, handle_timer, 1, NULL) < 0 ||
+        lz_ep_add(d, &d->sig_h, gfd, handle_signal, 0, NULL) < 0) {
         dp_error("epoll_ctl: %s", strerror(errno));
         cleanup(d);
         return NULL;
@@ -589,7 +652,7 @@ struct dp_lazyd *dp_lazyd_start(const struct dp_lazyd_opts *o)
     }
     if (o->metrics_addr) {
         d->metrics = dp_metrics_http_open(o->metrics_addr, lz_metrics_render, d, &err);
-        if (!d->metrics || lz_ep_add(d, &d->metrics_h, dp_metrics_http_fd(d->metrics), H_METRICS, NULL) < 0) {
+        if (!d->metrics || lz_ep_add(d, &d->metrics_h, dp_metrics_http_fd(d->metrics), on_metrics, 0, NULL) < 0) {
             dp_error("%s", d->metrics ? strerror(errno) : err.msg);
             cleanup(d);
             return NULL;
@@ -646,25 +709,7 @@ int dp_lazyd_step(struct dp_lazyd *d, int timeout_ms)
         d->failed = 1;
         return -1;
     }
-    for (int i = 0; i < n; i++) {
-        struct handler *h = evs[i].data.ptr;
-        switch (h->type) {
-        case H_LISTEN: handle_listen(d); break;
-        case H_CRIU: handle_criu(d, h); break;
-        case H_UFFD:
-            dp_log_context(((struct lz_task *)h->ptr)->id, -1);
-            lz_handle_uffd(d, h->ptr);
-            dp_log_context(-1, -1);
-            break;
-        case H_SRC: d->o->src->ops->process(d->o->src); src_sync(d); break;
-        case H_CTL_LISTEN: lz_handle_ctl_listen(d); break;
-        case H_CTL_CLIENT: lz_handle_ctl_client(d, h); break;
-        case H_TIMER: handle_timer(d); break;
-        case H_SIGNAL: handle_signal(d); break;
-        case H_GUARD: dp_guard_check(&d->guard); guard_sync(d); break;
-        case H_METRICS: dp_metrics_http_handle(d->metrics); break;
-        }
-    }
+    dispatch(d, evs, n, 0);
     lz_replay_pump(d);
     return 1;
 }

@@ -35,13 +35,19 @@
 #define PG DP_PAGE_SIZE
 
 
-enum { H_LISTEN, H_CRIU, H_UFFD, H_SRC, H_CTL_LISTEN, H_CTL_CLIENT, H_TIMER, H_SIGNAL, H_GUARD, H_METRICS };
 enum { K_FAULT, K_PREFETCH, K_BACKGROUND, K_REPLAY, K_PIN };
 enum { R_AT_SOURCE, R_INSTALL_RETRY, R_FETCH_RETRY };
 
+/* A descriptor the loop watches, carrying what to do when it is ready (as
+ * CRIU's struct lazy_pages_fd with read_event, Redis' ae.c file events):
+ * the main loop and the nested pump both run it through one dispatch. */
+struct dp_lazyd;
+struct handler;
+typedef void (*lz_read_event)(struct dp_lazyd *d, struct handler *h);
 struct handler {
-    int type;
     int fd;
+    lz_read_event read_event;
+    int nested;           /* also run by the nested pump (lz_pump) */
     void *ptr;
 };
 
@@ -170,7 +176,14 @@ struct dp_lazyd {
 
 /* ==== lazyd.c: setup, the loop, task lifecycle ==== */
 
-int lz_ep_add(struct dp_lazyd *d, struct handler *h, int fd, int type, void *ptr);
+/* Watches fd (EPOLLIN) with h: read_event runs when it is ready; nested:
+ * also inside a nested pump (faults, completions, acks, uffd events may
+ * not wait for an eviction's stop to end; the control socket may). */
+int lz_ep_add(struct dp_lazyd *d, struct handler *h, int fd, lz_read_event read_event, int nested, void *ptr);
+/* Accepts a peer of listening socket lfd (path: its permission check,
+ * lib/perm.h) and watches it with read_event (nested: see lz_ep_add); the
+ * new fd, or -1. */
+int lz_accept(struct dp_lazyd *d, int lfd, int flags, const char *path, lz_read_event read_event, int nested);
 /* The live task with daemon id id, or NULL. */
 struct lz_task *lz_task_by_id(struct dp_lazyd *d, int id);
 int lz_tasks_alive(const struct dp_lazyd *d);
@@ -244,7 +257,7 @@ void lz_identify_children(struct dp_lazyd *d);
 
 void lz_stats_json(struct dp_lazyd *d, struct dp_sbuf *b);
 void lz_metrics_render(void *ctx, struct dp_sbuf *out);
-void lz_handle_ctl_listen(struct dp_lazyd *d);
+void lz_handle_ctl_listen(struct dp_lazyd *d, struct handler *h);
 void lz_handle_ctl_client(struct dp_lazyd *d, struct handler *h);
 
 #endif

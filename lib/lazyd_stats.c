@@ -344,20 +344,10 @@ void lz_handle_ctl_client(struct dp_lazyd *d, struct handler *h)
     free(h);
 }
 
-void lz_handle_ctl_listen(struct dp_lazyd *d)
+/* A command connects; its line is read when it arrives. */
+void lz_handle_ctl_listen(struct dp_lazyd *d, struct handler *h)
 {
-    int c = accept4(d->ctl_h.fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-    if (c < 0)
-        return;
-    if (dp_perm_peer_check(c, d->ctl_path) < 0) {
-        close(c);
-        return;
-    }
-    struct handler *h = calloc(1, sizeof(*h));
-    if (!h || lz_ep_add(d, h, c, H_CTL_CLIENT, NULL) < 0) {
-        close(c);
-        free(h);
-    }
+    lz_accept(d, h->fd, SOCK_CLOEXEC | SOCK_NONBLOCK, d->ctl_path, lz_handle_ctl_client, 0);
 }
 
 char *dp_lazyd_control(const char *workdir, const char *cmd, struct dp_err *err)
