@@ -201,8 +201,9 @@ static void fault_zero(struct dp_lazyd *d, struct lz_task *t, uint64_t page, uin
 {
     uint64_t done;
     int rc = dp_uffd_zero(t->uffd, page, PG, &done);
-    if (rc == 0 || rc == -EEXIST) {
-        if (rc == -EEXIST)
+    enum dp_uffd_outcome oc = dp_uffd_outcome(rc);
+    if (oc == DP_UFFD_DONE || oc == DP_UFFD_EXISTS) {
+        if (oc == DP_UFFD_EXISTS)
             dp_uffd_wake(t->uffd, page, PG);
         if (pg) {
             dp_lazymap_set(&t->map, pg, DP_PG_RESIDENT, 0);
@@ -210,15 +211,15 @@ static void fault_zero(struct dp_lazyd *d, struct lz_task *t, uint64_t page, uin
             if (dp_lazymap_page(&t->map, page, &reg))
                 lz_ev_installed(d, t, page, reg->img + (page - reg->start), NULL, 1);
         }
-        t->c.zero_pages += rc == 0;
+        t->c.zero_pages += oc == DP_UFFD_DONE;
         t->c.faults_zero++;
         dp_hist_add(&t->lat, dp_now_ns() - t0);
-    } else if (rc == -EAGAIN) {
+    } else if (oc == DP_UFFD_RETRY) {
         /* An event is queued: let the thread retry the access; it faults
          * again and is answered once the event has been read. */
         t->c.eagain++;
         dp_uffd_wake(t->uffd, page, PG);
-    } else if (rc == -ESRCH || rc == -ENOSPC) {
+    } else if (oc == DP_UFFD_GONE) {
         lz_task_gone(d, t, "zeropage: process gone");
     } else {
         dp_warn("pid %d: UFFDIO_ZEROPAGE at 0x%llx failed: %s", t->shown_pid,
@@ -485,11 +486,10 @@ static void install(struct dp_lazyd *d, struct lz_req *r)
             lz_ev_installed(d, t, cur + (uint64_t)j * PG, img + (uint64_t)j * PG, r->f.buf + (size_t)(i + j) * PG, 0);
         }
         r->done_pages += k;
-        if (rc == 0 && k == run)
-            continue;
-        if (rc == 0) {
-            continue; /* short copy without error: go on from the first page not done */
-        } else if (rc == -EEXIST) {
+        enum dp_uffd_outcome oc = dp_uffd_outcome(rc);
+        if (oc == DP_UFFD_DONE) {
+            continue; /* all, or a short copy without error: go on from the first page not done */
+        } else if (oc == DP_UFFD_EXISTS) {
             /* Present already (cannot normally happen: a page in flight is
              * only installed here). Never overwrite it; wake its waiters. */
             t->c.eexist++;
@@ -497,14 +497,14 @@ static void install(struct dp_lazyd *d, struct lz_req *r)
             lz_ev_installed(d, t, cur + (uint64_t)k * PG, img + (uint64_t)k * PG, NULL, 1);
             dp_uffd_wake(t->uffd, cur + (uint64_t)k * PG, PG);
             r->done_pages++;
-        } else if (rc == -ENOENT && ++r->retries > 100) {
+        } else if (oc == DP_UFFD_UNMAPPED && ++r->retries > 100) {
             /* No VMA registered there any more and no event explains it:
              * give the page back to the remote state; a new fault refetches. */
             dp_warn("pid %d: 0x%llx is no longer registered; dropping the fetched page",
                     t->shown_pid, (unsigned long long)(cur + (uint64_t)k * PG));
             dp_lazymap_set(&t->map, &pg[k], DP_PG_REMOTE, 0);
             r->done_pages++;
-        } else if (rc == -EAGAIN || rc == -ENOENT) {
+        } else if (oc == DP_UFFD_RETRY || oc == DP_UFFD_UNMAPPED) {
             /* An event is pending (or just changed the mapping): read the
              * task's events, then try again with the updated state. */
             t->c.eagain++;
@@ -512,7 +512,7 @@ static void install(struct dp_lazyd *d, struct lz_req *r)
             r->rnext = t->retry;
             t->retry = r;
             return;
-        } else if (rc == -ESRCH || rc == -ENOSPC) {
+        } else if (oc == DP_UFFD_GONE) {
             lz_task_gone(d, t, "copy: process gone");
             return;
         } else {
@@ -533,17 +533,18 @@ int lz_local_copy(struct dp_lazyd *d, struct lz_task *t, uint8_t *pg, uint64_t p
 {
     uint64_t done = 0;
     *rc = dp_uffd_copy(t->uffd, page, data, PG, &done);
-    if (*rc == 0 || *rc == -EEXIST) {
-        if (*rc == -EEXIST) {
+    enum dp_uffd_outcome oc = dp_uffd_outcome(*rc);
+    if (oc == DP_UFFD_DONE || oc == DP_UFFD_EXISTS) {
+        if (oc == DP_UFFD_EXISTS) {
             t->c.eexist++;
             dp_uffd_wake(t->uffd, page, PG);
         }
         dp_lazymap_set(&t->map, pg, DP_PG_RESIDENT, 0);
-        lz_ev_installed(d, t, page, img, data, *rc == -EEXIST);
+        lz_ev_installed(d, t, page, img, data, oc == DP_UFFD_EXISTS);
         dp_hist_add(&t->lat, dp_now_ns() - t0);
         return 1;
     }
-    if (*rc == -ESRCH || *rc == -ENOSPC) {
+    if (oc == DP_UFFD_GONE) {
         lz_task_gone(d, t, "copy: process gone");
         return -1;
     }

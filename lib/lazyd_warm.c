@@ -128,7 +128,8 @@ int lz_stage_install(struct dp_lazyd *d, struct lz_task *t, struct dp_lazy_regio
         dp_replay_hit(&d->replay, 0, t0);
     if (got != 0)
         return 1;
-    if ((rc == -EAGAIN || rc == -ENOENT) && dp_vbuf_put(&d->stage, t->id, img, buf) == 0) {
+    enum dp_uffd_outcome oc = dp_uffd_outcome(rc);
+    if ((oc == DP_UFFD_RETRY || oc == DP_UFFD_UNMAPPED) && dp_vbuf_put(&d->stage, t->id, img, buf) == 0) {
         t->c.eagain++;
         dp_uffd_wake(t->uffd, page, PG);
         return 1;
