@@ -12,7 +12,6 @@
 #include <unistd.h>
 #include <sys/random.h>
 
-#include "client.h"
 #include "lazy_tasks.h"
 #include "lazyd_int.h"
 #include "wbwait.h"
@@ -164,10 +163,7 @@ uint64_t lz_ev_low(const struct dp_lazyd *d)
     return h > 2ull * d->ev.batch ? h - d->ev.batch : h / 2;
 }
 
-
-#define EV_MAX_BATCH 256
-#define EV_ALWAYS_DIRTY DP_HASH_ALWAYS_DIRTY /* the server does not hold what the process has */
-#define EV_PUT_INFLIGHT DP_HASH_PUT_INFLIGHT /* a background write-back of the page awaits its ack */
+/* ==== background write-back ("cleaning") ==== */
 
 /* Background write-back ("cleaning"): dirty victims found while the budget
  * is within its slack are written back without holding the process stopped
@@ -243,35 +239,29 @@ static void ev_put_cb(void *cookie, int status, const char *errmsg)
     }
 }
 
-/* PUTs n pages (image addresses img[i], bytes at data[i]) and waits for the
- * server's durable acknowledgement, pumping meanwhile. 0 or -1. */
+/* Writes n pages back through the page source (image addresses img[i],
+ * bytes at data[i]) and waits for its durable acknowledgement, pumping
+ * meanwhile. 0 or -1. */
 static int ev_put(struct dp_lazyd *d, struct lz_task *t, const uint64_t *img, const uint8_t *const *data, size_t n)
 {
-    struct dp_client *c = dp_pagesrc_remote_client(d->o->src);
-    if (!c)
+    struct dp_pagesrc *src = d->o->src;
+    if (!dp_pagesrc_can_put(src))
         return -1;
     if (d->ev.put_wait > 0) {
         d->ev.put_status = -EAGAIN;
         return -1; /* acks of a batch abandoned earlier: never wait for them with threads stopped */
     }
-    const struct dp_hello_reply *lim = dp_client_limits(c);
-    size_t max = lim && lim->max_put_pages ? lim->max_put_pages : EV_MAX_BATCH;
+    size_t max = dp_pagesrc_put_max(src) ? dp_pagesrc_put_max(src) : EV_MAX_BATCH;
     if (max > EV_MAX_BATCH)
         max = EV_MAX_BATCH;
     d->ev.put_status = 0;
     uint64_t t0 = dp_now_ns();
-    struct dp_put_range r[EV_MAX_BATCH];
     for (size_t i = 0; i < n;) {
-        size_t k = 0;
-        while (i < n && k < max) {
-            r[k].pid = t->pid;
-            r[k].count = 1;
-            r[k].addr = img[i];
-            r[k].data = data[i];
-            k++, i++;
-        }
+        size_t k = n - i < max ? n - i : max;
         struct dp_err err = {{0}};
-        if (!dp_client_submit_put(c, r, (uint32_t)k, ev_put_cb, d, &err)) {
+        int rc = dp_pagesrc_put(src, t->pid, img + i, data + i, (uint32_t)k, ev_put_cb, d, &err);
+        i += k;
+        if (rc < 0) {
             dp_warn("write-back to %s: %s", d->o->src->desc, err.msg);
             d->ev.put_status = -EIO;
             break;
@@ -414,23 +404,18 @@ static int ev_batch(struct dp_lazyd *d, struct lz_task *t, const uint64_t *addr,
             wdata[nd++] = buf + i * PG;
         }
     }
-    struct dp_client *cl = dp_pagesrc_remote_client(d->o->src);
-    if (nd && !sync && !ev_shared(d, t) && cl && lz_ev_resident(d) <= lz_ev_high(d) + d->ev.batch) {
+    struct dp_pagesrc *src = d->o->src;
+    if (nd && !sync && !ev_shared(d, t) && dp_pagesrc_can_put(src) &&
+        lz_ev_resident(d) <= lz_ev_high(d) + d->ev.batch) {
         /* within the slack: clean in the background, evict the clean ones now */
         struct ev_clean *c = calloc(1, sizeof(*c));
-        struct dp_put_range r[EV_MAX_BATCH];
-        const struct dp_hello_reply *lim = dp_client_limits(cl);
         size_t k = 0;
-        if (c && lim && lim->max_put_pages >= nd) {
+        if (c && dp_pagesrc_put_max(src) >= nd) {
             c->d = d;
             c->task_id = t->id;
             for (size_t i = 0; i < m; i++) {
                 if (!dirty[i])
                     continue;
-                r[k].pid = t->pid;
-                r[k].count = 1;
-                r[k].addr = img[i];
-                r[k].data = buf + i * PG;
                 c->img[k] = img[i];
                 c->h[k] = now_h[i];
                 k++;
@@ -438,7 +423,7 @@ static int ev_batch(struct dp_lazyd *d, struct lz_task *t, const uint64_t *addr,
             c->n = (uint32_t)k;
             c->t0 = dp_now_ns();
             struct dp_err perr = {{0}};
-            if (dp_client_submit_put(cl, r, (uint32_t)k, ev_clean_cb, c, &perr)) {
+            if (dp_pagesrc_put(src, t->pid, wimg, wdata, (uint32_t)nd, ev_clean_cb, c, &perr) == 0) {
                 d->ev.clean_inflight++;
                 d->ev.clean_requests++;
                 for (size_t i = 0; i < m; i++) {
@@ -705,7 +690,7 @@ int lz_ev_init(struct dp_lazyd *d)
     const struct dp_lazyd_opts *o = d->o;
     if (!o->budget_pages && o->budget_frac <= 0)
         return 0;
-    if (!dp_pagesrc_remote_client(o->src)) {
+    if (!dp_pagesrc_can_put(o->src)) {
         dp_error("--budget needs a page server that takes write-backs (--source); %s cannot hold "
                  "modified pages", o->src->desc);
         return -1;
