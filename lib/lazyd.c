@@ -45,6 +45,7 @@ static void handle_criu(struct dp_lazyd *d, struct handler *h);
 
 /* ==== the event loop: descriptors with their handlers, one dispatch ==== */
 
+/* Every descriptor enters epoll here, with the handler that serves it. */
 int lz_ep_add(struct dp_lazyd *d, struct handler *h, int fd, lz_read_event read_event, int nested, void *ptr)
 {
     h->fd = fd;
@@ -95,6 +96,8 @@ static int dispatch(struct dp_lazyd *d, const struct epoll_event *evs, int n, in
 
 /* ==== tasks: one per userfaultfd ==== */
 
+/* A task is one userfaultfd: CRIU's for a restored process, or a FORK
+ * event's for its child. Ids are the daemon's own (stats "id"). */
 static struct lz_task *task_new(struct dp_lazyd *d, int32_t pid, int uffd)
 {
     struct lz_task *t = calloc(1, sizeof(*t));
@@ -114,6 +117,8 @@ static struct lz_task *task_new(struct dp_lazyd *d, int32_t pid, int uffd)
     return t;
 }
 
+/* Eviction and probes keep task ids, not pointers: a task that went away
+ * is simply not found. */
 struct lz_task *lz_task_by_id(struct dp_lazyd *d, int id)
 {
     for (struct lz_task *t = d->tasks; t; t = t->next)
@@ -122,6 +127,7 @@ struct lz_task *lz_task_by_id(struct dp_lazyd *d, int id)
     return NULL;
 }
 
+/* The loop ends once the restore finished and this reaches 0. */
 int lz_tasks_alive(const struct dp_lazyd *d)
 {
     int n = 0;
@@ -130,6 +136,8 @@ int lz_tasks_alive(const struct dp_lazyd *d)
     return n;
 }
 
+/* A replay request leaving (installed, dropped or abandoned) tells the
+ * replay its window has room again. */
 void lz_req_free(struct lz_req *r)
 {
     if (r->kind == K_REPLAY) /* installed, dropped or abandoned: no longer in flight */
@@ -139,6 +147,7 @@ void lz_req_free(struct lz_req *r)
     free(r);
 }
 
+/* Requests hang on their task: a task's teardown finds them all. */
 void lz_req_unlink(struct lz_req *r)
 {
     struct lz_task *t = r->t;
@@ -151,6 +160,8 @@ void lz_req_unlink(struct lz_req *r)
     r->prev = r->next = NULL;
 }
 
+/* Exit of t's mm (or the daemon's): its uffd closes at once, requests
+ * the source does not own go now, the rest when they complete. */
 void lz_task_gone(struct dp_lazyd *d, struct lz_task *t, const char *why)
 {
     if (!t->alive)
@@ -182,6 +193,8 @@ void lz_task_gone(struct dp_lazyd *d, struct lz_task *t, const char *why)
     dp_debug("task %d (pid %d) gone: %s", t->id, t->shown_pid, why);
 }
 
+/* UFFD_EVENT_FORK: the child's uffd arrives inside the parent's stream;
+ * the child starts with the parent's map, pins and (budget) hashes. */
 struct lz_task *lz_task_fork(struct dp_lazyd *d, struct lz_task *parent, int ufd)
 {
     struct lz_task *c = task_new(d, parent->pid, ufd);
@@ -226,6 +239,10 @@ static void on_uffd(struct dp_lazyd *d, struct handler *h)
     dp_log_context(-1, -1);
 }
 
+/* ==== criu's lazy-pages connection ==== */
+
+/* CRIU handed over a restored task's uffd: load its lazy ranges from the
+ * source and start serving it. */
 static void new_task(struct dp_lazyd *d, int32_t pid, int uffd, pid_t sender)
 {
     dp_guard_task(&d->guard, uffd, sender, pid);
@@ -259,6 +276,8 @@ static void new_task(struct dp_lazyd *d, int32_t pid, int uffd, pid_t sender)
     dp_log_context(-1, -1);
 }
 
+/* Reads one message of criu restore's connection: a task's uffd, or the
+ * end of the restore. */
 static void handle_criu(struct dp_lazyd *d, struct handler *h)
 {
     int32_t pid;
@@ -310,6 +329,10 @@ static void handle_listen(struct dp_lazyd *d, struct handler *lh)
         dp_guard_root(&d->guard, cr.pid);
 }
 
+/* ==== timeouts, the page source's descriptor, signals, the timer ==== */
+
+/* A fault that waits longer than --fault-timeout: warn, or stop the tree
+ * (--on-timeout kill) rather than let it hang on an unreachable source. */
 static void check_timeouts(struct dp_lazyd *d, uint64_t now)
 {
     if (d->o->fault_timeout <= 0)
@@ -407,6 +430,8 @@ static void handle_signal(struct dp_lazyd *d, struct handler *h)
     lz_kill_restored(d);
 }
 
+/* The 10 ms tick: source deadlines, install retries, exit probes,
+ * timeouts, and the warm room's background work. */
 static void handle_timer(struct dp_lazyd *d, struct handler *h)
 {
     uint64_t ticks;
@@ -449,6 +474,8 @@ static void handle_timer(struct dp_lazyd *d, struct handler *h)
     }
 }
 
+/* ==== the nested pump ==== */
+
 /* The inject pump: keep serving faults, fetch completions, write-back acks
  * and uffd events (FORK, REMOVE: our own zap's too) while threads stop or
  * run our call. Never the control socket or signals: they wait for the
@@ -464,6 +491,10 @@ void lz_pump(struct dp_lazyd *d)
     }
 }
 
+/* ==== setup and teardown ==== */
+
+/* Both sockets (lazy-pages, control) are Unix stream sockets in the
+ * work dir; the path length is checked here so the message says why. */
 static int listen_unix(const char *path, struct dp_err *err)
 {
     struct sockaddr_un sun = {.sun_family = AF_UNIX};
@@ -487,6 +518,7 @@ static int listen_unix(const char *path, struct dp_err *err)
     return fd;
 }
 
+/* For callers that must bind the lazy-pages socket before criu starts. */
 int dp_lazyd_listen(const char *workdir, struct dp_err *err)
 {
     char path[4200];
@@ -554,8 +586,6 @@ static void cleanup(struct dp_lazyd *d)
         n = t->next;
         if (t->alive)
             lz_task_gone(d, t, "daemon exit");
-        free(t->ownzap);
-        t->ownzap = NULL;
         if (t->refs == 0) {
             while (t->reqs) {
                 struct lz_req *r = t->reqs;
@@ -589,6 +619,8 @@ static void cleanup(struct dp_lazyd *d)
     free(d);
 }
 
+/* Everything the loop needs, in the order that keeps the tree safe: the
+ * guard runs before criu can connect, readiness is said last. */
 struct dp_lazyd *dp_lazyd_start(const struct dp_lazyd_opts *o)
 {
     struct dp_lazyd *d = calloc(1, sizeof(*d));
@@ -689,6 +721,10 @@ struct dp_lazyd *dp_lazyd_start(const struct dp_lazyd_opts *o)
     return d;
 }
 
+/* ==== the loop (lib/lazyd.h) ==== */
+
+/* One turn of the loop: wait (spinning briefly while a fault's reply is
+ * due), then run the ready descriptors' handlers. */
 int dp_lazyd_step(struct dp_lazyd *d, int timeout_ms)
 {
     if ((d->failed || d->stop) && !lz_tasks_alive(d))
@@ -714,6 +750,8 @@ int dp_lazyd_step(struct dp_lazyd *d, int timeout_ms)
     return 1;
 }
 
+/* Leaves stats-final.json next to the sockets so `stats` works after the
+ * daemon is gone. */
 int dp_lazyd_finish(struct dp_lazyd *d)
 {
     const struct dp_lazyd_opts *o = d->o;
@@ -743,6 +781,7 @@ int dp_lazyd_finish(struct dp_lazyd *d)
     return rc;
 }
 
+/* The daemon's life: a batch of eviction may follow every turn. */
 int dp_lazyd_run(const struct dp_lazyd_opts *o)
 {
     struct dp_lazyd *d = dp_lazyd_start(o);
@@ -751,42 +790,4 @@ int dp_lazyd_run(const struct dp_lazyd_opts *o)
     while (dp_lazyd_step(d, d->ev.active ? 0 : 1000) > 0)
         lz_ev_maybe(d);
     return dp_lazyd_finish(d);
-}
-
-int dp_lazyd_own_zap_begin(struct dp_lazyd *d, int task_id, const struct dp_lazy_range *r, size_t n)
-{
-    struct lz_task *t = lz_task_by_id(d, task_id);
-    if (!t)
-        return -1;
-    struct dp_lazy_range *copy = n ? malloc(n * sizeof(*copy)) : NULL;
-    if (n && !copy)
-        return -1;
-    if (n)
-        memcpy(copy, r, n * sizeof(*copy));
-    free(t->ownzap);
-    t->ownzap = copy;
-    t->n_ownzap = n;
-    return 0;
-}
-
-void dp_lazyd_own_zap_end(struct dp_lazyd *d, int task_id)
-{
-    struct lz_task *t = lz_task_by_id(d, task_id);
-    if (!t)
-        return;
-    free(t->ownzap);
-    t->ownzap = NULL;
-    t->n_ownzap = 0;
-}
-
-struct dp_lazymap *dp_lazyd_task_map(struct dp_lazyd *d, int task_id)
-{
-    struct lz_task *t = lz_task_by_id(d, task_id);
-    return t ? &t->map : NULL;
-}
-
-int dp_lazyd_task_uffd(struct dp_lazyd *d, int task_id)
-{
-    struct lz_task *t = lz_task_by_id(d, task_id);
-    return t ? t->uffd : -1;
 }
