@@ -22,6 +22,8 @@
 
 static int ev_pump(void *arg);
 
+/* ==== hooks: what the fault path and the tasks tell eviction ==== */
+
 /* Every task is managed under a budget: those CRIU announced and forked
  * children (whose process is found when eviction first needs it, below). */
 static int ev_managed(const struct dp_lazyd *d, const struct lz_task *t)
@@ -140,6 +142,9 @@ void lz_ev_fork_inherit(struct dp_lazyd *d, struct lz_task *parent, struct lz_ta
     d->ev.ident_backoff_ns = 0;
 }
 
+/* ==== the budget ==== */
+
+/* What the budget counts: resident lazy pages of the live tasks. */
 uint64_t lz_ev_resident(const struct dp_lazyd *d)
 {
     uint64_t n = 0;
@@ -149,6 +154,8 @@ uint64_t lz_ev_resident(const struct dp_lazyd *d)
     return n;
 }
 
+/* The budget in pages (--budget, or a fraction of the lazy pages); a
+ * batch starts above it. */
 uint64_t lz_ev_high(const struct dp_lazyd *d)
 {
     uint64_t h = d->o->budget_pages;
@@ -157,6 +164,8 @@ uint64_t lz_ev_high(const struct dp_lazyd *d)
     return h ? h : 1;
 }
 
+/* Eviction stops here: one batch below the budget, so batches are full
+ * and stops are rare. */
 uint64_t lz_ev_low(const struct dp_lazyd *d)
 {
     uint64_t h = lz_ev_high(d);
@@ -180,6 +189,8 @@ struct ev_clean {
     struct dp_page_hash h[EV_MAX_BATCH];
 };
 
+/* A background write-back's ack: the hashes record what the server now
+ * holds; on failure the pages stay dirty and may be picked again. */
 static void ev_clean_cb(void *cookie, int status, const char *errmsg)
 {
     struct ev_clean *c = cookie;
@@ -210,6 +221,10 @@ static void ev_clean_cb(void *cookie, int status, const char *errmsg)
     free(c);
 }
 
+/* ==== write-back inside a stop ==== */
+
+/* dp_wait_bounded's pump while a batch waits for acks: the loop must go
+ * on, and a task that died ends the wait. */
 static int ev_pump(void *arg)
 {
     struct lz_task *t = arg;
@@ -229,6 +244,7 @@ static int ev_ensure(void *arg, uint64_t addr, uint64_t len)
     return dp_pagemap_present(t->host_pid, addr, len) == 1 ? 0 : -1;
 }
 
+/* A write-back's ack inside a stop: one fewer to wait for. */
 static void ev_put_cb(void *cookie, int status, const char *errmsg)
 {
     struct dp_lazyd *d = cookie;
@@ -285,6 +301,8 @@ static int ev_put(struct dp_lazyd *d, struct lz_task *t, const uint64_t *img, co
         dp_hist_add(&d->ev.wb_lat, dp_now_ns() - t0);
     return t->alive && d->ev.put_status == 0 ? 0 : -1;
 }
+
+/* ==== one batch ==== */
 
 /* Another live address space reads pages under this checkpoint pid (a
  * fork): a write-back under it would show up in the other one. */
@@ -406,6 +424,7 @@ static int ev_batch(struct dp_lazyd *d, struct lz_task *t, const uint64_t *addr,
     }
     struct dp_pagesrc *src = d->o->src;
     if (nd && !sync && !ev_shared(d, t) && dp_pagesrc_can_put(src) &&
+/* What the budget counts: resident lazy pages of the live tasks. */
         lz_ev_resident(d) <= lz_ev_high(d) + d->ev.batch) {
         /* within the slack: clean in the background, evict the clean ones now */
         struct ev_clean *c = calloc(1, sizeof(*c));
@@ -560,6 +579,9 @@ fatal:
     return -1;
 }
 
+/* ==== when to evict ==== */
+
+/* Victims sorted by task, then address: one stop per task, runs adjacent. */
 static int cmp_key(const void *a, const void *b)
 {
     const struct dp_evict_key *x = a, *y = b;
@@ -626,6 +648,10 @@ void lz_ev_maybe(struct dp_lazyd *d)
         d->ev.backoff_until = dp_now_ns() + 10 * 1000000ull; /* nothing evictable now */
 }
 
+/* ==== sync ==== */
+
+/* `sync`: writes back every modified resident page without evicting, so
+ * the page server holds the whole current state (docs/budget.md). */
 void dp_lazyd_sync(struct dp_lazyd *d, struct dp_sbuf *b)
 {
     uint64_t t0 = dp_now_ns(), pages = 0, written = 0;
@@ -685,6 +711,10 @@ void dp_lazyd_sync(struct dp_lazyd *d, struct dp_sbuf *b)
     dp_sbuf_printf(b, "\n");
 }
 
+/* ==== setup ==== */
+
+/* --budget needs a source that takes writes; the hash seed is random so
+ * no page content can be crafted to look clean. */
 int lz_ev_init(struct dp_lazyd *d)
 {
     const struct dp_lazyd_opts *o = d->o;
@@ -714,6 +744,7 @@ int lz_ev_init(struct dp_lazyd *d)
     return 0;
 }
 
+/* The policy and the victim buffer, once no write-back callback is owed. */
 void lz_ev_free(struct dp_lazyd *d)
 {
     if (!d->ev.on)

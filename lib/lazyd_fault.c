@@ -33,6 +33,10 @@ static void mark_inflight(struct lz_task *t, struct dp_lazy_region *reg, uint64_
 static int add_waiter(struct lz_req *r, uint64_t addr, uint64_t t0);
 static void waiters_release(struct lz_task *t, struct lz_req *r, uint64_t now);
 
+/* ==== message: reading the uffd ==== */
+
+/* Reads t's messages in rounds (bounded: other tasks must get their
+ * turn), faults and events in the order the kernel queued them. */
 void lz_handle_uffd(struct dp_lazyd *d, struct lz_task *t)
 {
     struct uffd_msg msgs[32];
@@ -110,6 +114,8 @@ void lz_handle_uffd(struct dp_lazyd *d, struct lz_task *t)
         retry_installs(d, t, dp_now_ns());
 }
 
+/* Installs that met EAGAIN (an event was queued) run again once the
+ * events are read; failed fetches resubmit after their backoff. */
 static void retry_installs(struct dp_lazyd *d, struct lz_task *t, uint64_t now)
 {
     struct lz_req *list = t->retry, *keep = NULL;
@@ -141,6 +147,10 @@ static void retry_installs(struct dp_lazyd *d, struct lz_task *t, uint64_t now)
     }
 }
 
+/* ==== decide ==== */
+
+/* The decision: by the page's state, zero-fill, wait for the fetch in
+ * flight, install a copy the daemon holds, or fetch it. */
 static void handle_fault(struct dp_lazyd *d, struct lz_task *t, uint64_t addr, uint64_t t0)
 {
     uint64_t page = addr & ~(PG - 1);
@@ -197,6 +207,8 @@ static void handle_fault(struct dp_lazyd *d, struct lz_task *t, uint64_t addr, u
     }
 }
 
+/* A page that never held data (or that the application dropped): zeros,
+ * as the kernel would give without us. */
 static void fault_zero(struct dp_lazyd *d, struct lz_task *t, uint64_t page, uint8_t *pg, uint64_t t0)
 {
     uint64_t done;
@@ -228,6 +240,11 @@ static void fault_zero(struct dp_lazyd *d, struct lz_task *t, uint64_t page, uin
     }
 }
 
+/* ==== fetch ==== */
+
+/* The faulted page and what the prefetch policy wants: the page and its
+ * immediate successors as one request the thread waits for, the rest as
+ * separate requests it does not. */
 static void fault_remote(struct dp_lazyd *d, struct lz_task *t, struct dp_lazy_region *reg, uint64_t page, uint64_t t0)
 {
     uint64_t img = reg->img + (page - reg->start);
@@ -325,6 +342,7 @@ uint32_t lz_submit_remote_runs(struct dp_lazyd *d, struct lz_task *t, struct dp_
     return submitted;
 }
 
+/* A request owns its buffer: the source fills it, install copies it out. */
 static struct lz_req *req_new(struct dp_lazyd *d, struct lz_task *t, uint64_t img, uint32_t npages, int kind)
 {
     struct lz_req *r = calloc(1, sizeof(*r));
@@ -350,6 +368,8 @@ static struct lz_req *req_new(struct dp_lazyd *d, struct lz_task *t, uint64_t im
     return r;
 }
 
+/* Hands r to the source; a source that cannot even queue it gets it
+ * again after the backoff, never a made-up page. */
 static void req_submit(struct dp_lazyd *d, struct lz_req *r)
 {
     r->state = R_AT_SOURCE;
@@ -372,6 +392,7 @@ static void req_submit(struct dp_lazyd *d, struct lz_req *r)
     }
 }
 
+/* A fault on a page in flight waits on the request that carries it. */
 struct lz_req *lz_find_req(struct lz_task *t, uint64_t img)
 {
     for (struct lz_req *r = t->reqs; r; r = r->next)
@@ -380,6 +401,8 @@ struct lz_req *lz_find_req(struct lz_task *t, uint64_t img)
     return NULL;
 }
 
+/* Each waiting thread is remembered with its fault time: the latency
+ * histogram and the timeout check use it. */
 static int add_waiter(struct lz_req *r, uint64_t addr, uint64_t t0)
 {
     if (r->nw == r->capw) {
@@ -396,6 +419,10 @@ static int add_waiter(struct lz_req *r, uint64_t addr, uint64_t t0)
     return 0;
 }
 
+/* ==== install ==== */
+
+/* The source completed a fetch: install it, or keep its pages in flight
+ * and retry (the data is never made up). */
 static void on_fetch_done(struct dp_fetch *f)
 {
     struct lz_req *r = (struct lz_req *)f;  /* f is the first member */
@@ -551,6 +578,9 @@ int lz_local_copy(struct dp_lazyd *d, struct lz_task *t, uint8_t *pg, uint64_t p
     return 0;
 }
 
+/* ==== wake ==== */
+
+/* The request is done: wake its waiters and free it. */
 static void req_finish(struct dp_lazyd *d, struct lz_req *r)
 {
     (void)d;
@@ -560,6 +590,7 @@ static void req_finish(struct dp_lazyd *d, struct lz_req *r)
     lz_req_free(r);
 }
 
+/* Wake: every thread that waited on r runs again, and its wait counts. */
 static void waiters_release(struct lz_task *t, struct lz_req *r, uint64_t now)
 {
     for (uint32_t i = 0; i < r->nw; i++) {

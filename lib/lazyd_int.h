@@ -83,7 +83,7 @@ struct lz_task {
     int uffd;
     int alive;
     int broken;           /* cannot be served: uffd kept open, never read */
-    struct dp_lazy_range *ownzap; /* ranges the daemon is zapping itself (eviction) */
+    struct dp_lazy_range *ownzap; /* while an eviction batch zaps: its ranges (the batch's own array) */
     size_t n_ownzap;
     struct handler h;
     struct dp_lazymap map;

@@ -13,6 +13,9 @@
 #include "lazy_tasks.h"
 #include "lazyd_int.h"
 
+/* ==== the restored tree ==== */
+
+/* criu writes restored.pid into the work dir: the root of the tree. */
 static int read_pid_file(const char *dir, const char *name)
 {
     char path[4200];
@@ -53,6 +56,8 @@ static void kill_tree(int root)
         kill(pids[i], SIGKILL);
 }
 
+/* The tree must not run on (timeout, fence, signal): the whole restored
+ * tree if its root is known, else every task CRIU announced. */
 void lz_kill_restored(struct dp_lazyd *d)
 {
     int root = read_pid_file(d->o->workdir, DP_RESTORED_PID_NAME);
@@ -64,6 +69,8 @@ void lz_kill_restored(struct dp_lazyd *d)
         if (x->alive && x->shown_pid > 0)
             kill(x->shown_pid, SIGKILL);
 }
+
+/* ==== placing tasks: host pids and argv/environ pins ==== */
 
 /* Submits fetches for the REMOTE pages of t's pinned range: the argument
  * and environment strings are read by ps through the process's memory,
@@ -101,6 +108,7 @@ static void ev_place(struct dp_lazyd *d, struct lz_task *t, pid_t p)
     lz_pin_fetch(d, t);
 }
 
+/* Namespaces are compared by inode, as /proc/PID/ns shows them. */
 static uint64_t ns_inode(int pid, const char *ns)
 {
     char path[64];
@@ -159,6 +167,8 @@ void lz_find_host_pids(struct dp_lazyd *d)
     }
 }
 
+/* ==== forked children: probing ==== */
+
 /* Probe callbacks (lib/lazy_tasks.h). The k-th page: a REMOTE page with no
  * fetch outstanding of the unplaced tasks, round robin. */
 static uint64_t probe_addr(void *arg, int k)
@@ -188,6 +198,8 @@ static uint64_t probe_addr(void *arg, int k)
     return 0;
 }
 
+/* The probe's madvise is about to run on addr: the fault room keeps
+ * clear of it and the REMOVE it raises is counted, not applied. */
 static void probe_arm(void *arg, uint64_t addr)
 {
     struct dp_lazyd *d = arg;
@@ -198,6 +210,7 @@ static void probe_arm(void *arg, uint64_t addr)
     d->ev.probes++;
 }
 
+/* Which task's uffd saw the probe: its id, 0 none, -1 ambiguous. */
 static int probe_disarm(void *arg)
 {
     struct dp_lazyd *d = arg;
@@ -205,6 +218,7 @@ static int probe_disarm(void *arg)
     return d->ev.probe.hits == 1 ? d->ev.probe.task : d->ev.probe.hits ? -1 : 0;
 }
 
+/* While a probed process is stopped the daemon keeps serving. */
 static int probe_pump(void *arg)
 {
     lz_pump(arg);

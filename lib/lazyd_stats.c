@@ -15,6 +15,8 @@
 #include "metrics.h"
 #include "perm.h"
 
+/* ==== stats (JSON) ==== */
+
 /* Faulting threads of t waiting for a fetch now (a stalled source shows here
  * while the fault counters stand still). */
 static uint64_t task_faults_waiting(const struct lz_task *t)
@@ -230,6 +232,9 @@ void lz_stats_json(struct dp_lazyd *d, struct dp_sbuf *b)
     dp_sbuf_printf(b, "\n");
 }
 
+/* ==== summary (text) ==== */
+
+/* One row of `summary`: a task's or the total's counters and latency. */
 static void text_line(struct dp_sbuf *b, const char *name, const struct dp_lazy_counters *c,
                       uint64_t hits_inf, const struct dp_hist *h, uint64_t remote, uint64_t resident)
 {
@@ -245,6 +250,7 @@ static void text_line(struct dp_sbuf *b, const char *name, const struct dp_lazy_
                    remote + resident ? 100.0 * (double)remote / (double)(remote + resident) : 0.0);
 }
 
+/* `summary`: the same numbers as `stats`, as a table for people. */
 static void stats_text(struct dp_lazyd *d, struct dp_sbuf *b)
 {
     uint64_t now = dp_now_ns();
@@ -312,6 +318,10 @@ static void stats_text(struct dp_lazyd *d, struct dp_sbuf *b)
     }
 }
 
+/* ==== control socket ==== */
+
+/* One command per connection; the reply is written and the connection
+ * closed, so a client never holds the loop. */
 void lz_handle_ctl_client(struct dp_lazyd *d, struct handler *h)
 {
     char cmd[128];
@@ -350,6 +360,8 @@ void lz_handle_ctl_listen(struct dp_lazyd *d, struct handler *h)
     lz_accept(d, h->fd, SOCK_CLOEXEC | SOCK_NONBLOCK, d->ctl_path, lz_handle_ctl_client, 0);
 }
 
+/* Client side of the control socket (`distriproc stats`, `sync`): sends
+ * cmd, returns the malloc'd reply. */
 char *dp_lazyd_control(const char *workdir, const char *cmd, struct dp_err *err)
 {
     char path[4200];
