@@ -224,8 +224,10 @@ struct lz_task *lz_task_fork(struct dp_lazyd *d, struct lz_task *parent, int ufd
     c->pinned = parent->pinned;
     if (c->pinned)
         lz_pin_fetch(d, c);
-    if (d->ev.on)
+    if (d->ev.on) {
         lz_ev_fork_inherit(d, parent, c);
+        lz_place_forked(d); /* its process is looked for at the next batch */
+    }
     return c;
 }
 
@@ -460,8 +462,8 @@ static void handle_timer(struct dp_lazyd *d, struct handler *h)
         int unplaced = 0;
         for (struct lz_task *t = d->tasks; t; t = t->next)
             unplaced |= t->alive && t->shown_pid > 0 && !t->host_pid;
-        if (d->finished && unplaced && d->place_tries < 25) {
-            d->place_tries++;
+        if (d->finished && unplaced && d->place.tries < 25) {
+            d->place.tries++;
             lz_find_host_pids(d);
         }
     }

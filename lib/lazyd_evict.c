@@ -131,15 +131,13 @@ void lz_ev_task_gone(struct dp_lazyd *d, struct lz_task *t)
 
 /* A child after fork (budget): install hashes and policy records of the
  * pages it shares with its parent (dp_fork_inherit, docs/budget.md "Forked
- * children"); its process is looked for at the next batch. */
+ * children"). */
 void lz_ev_fork_inherit(struct dp_lazyd *d, struct lz_task *parent, struct lz_task *c)
 {
     if (dp_fork_inherit(&c->map, &parent->hash, &c->hash, &d->ev.pol, c->id, c->pinned ? c->pin_lo : 0,
                         c->pinned ? c->pin_hi : 0, dp_now_ns()) < 0)
         dp_warn("fork of pid %d: out of memory for install hashes; some of the child's pages will not be "
                 "evicted", parent->shown_pid);
-    d->ev.ident_next_ns = 0; /* look for its process at the next batch */
-    d->ev.ident_backoff_ns = 0;
 }
 
 /* ==== the budget ==== */

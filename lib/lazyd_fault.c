@@ -78,12 +78,12 @@ void lz_handle_uffd(struct dp_lazyd *d, struct lz_task *t)
                 break;
             case UFFD_EVENT_REMOVE:
                 t->c.ev_remove++;
-                if (d->ev.probe.armed && m->arg.remove.start == d->ev.probe.addr &&
-                    m->arg.remove.end == d->ev.probe.addr + PG) {
+                if (d->place.probe.armed && m->arg.remove.start == d->place.probe.addr &&
+                    m->arg.remove.end == d->place.probe.addr + PG) {
                     /* the probe's madvise on a page absent from the prober:
                      * no memory changed; it names the uffd of its mm */
-                    d->ev.probe.hits++;
-                    d->ev.probe.task = t->id;
+                    d->place.probe.hits++;
+                    d->place.probe.task = t->id;
                     break;
                 }
                 lz_stage_drop(d, t, m->arg.remove.start, m->arg.remove.end, 0);
@@ -156,7 +156,7 @@ static void handle_fault(struct dp_lazyd *d, struct lz_task *t, uint64_t addr, u
     uint64_t page = addr & ~(PG - 1);
     struct dp_lazy_region *reg;
     t->c.faults++;
-    if (d->ev.probe.armed && page == d->ev.probe.addr) {
+    if (d->place.probe.armed && page == d->place.probe.addr) {
         /* a probe's madvise is on its way there: let the thread fault
          * again once it is done (an install now could be zapped by it) */
         dp_uffd_wake(t->uffd, page, PG);
@@ -484,8 +484,8 @@ static void install(struct dp_lazyd *d, struct lz_req *r)
         while (i + run < r->f.npages && cur + (uint64_t)run * PG < reg->end &&
                dp_pg_state(pg[run]) == DP_PG_INFLIGHT)
             run++;
-        uint64_t pa = d->ev.probe.addr;
-        if (d->ev.probe.armed && pa >= cur && pa < cur + (uint64_t)run * PG) {
+        uint64_t pa = d->place.probe.addr;
+        if (d->place.probe.armed && pa >= cur && pa < cur + (uint64_t)run * PG) {
             /* not where a probe's madvise is about to run (lib/lazy_tasks.h) */
             if (pa == cur) {
                 r->state = R_INSTALL_RETRY;

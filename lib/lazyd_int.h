@@ -129,13 +129,18 @@ struct lz_evict {
     uint64_t wb_incomplete;    /* batches whose write-back did not complete (refused, abandoned, deferred) */
     int clean_inflight;
     uint64_t cleaned, clean_requests;
-    /* placing forked children (lib/lazy_tasks.h): which process owns which uffd */
+};
+
+/* Placing tasks on their processes (lazyd_proc.c): forked children are
+ * found by probing which process owns which uffd (lib/lazy_tasks.h). */
+struct lz_place {
     struct {
-        int armed, hits, task;
+        int armed, hits, task; /* a probe's madvise is on its way to addr */
         uint64_t addr;
     } probe;
     uint64_t ident_next_ns, ident_backoff_ns;
     uint64_t children_placed, probes;
+    int tries;                 /* looking up the tasks' processes after the restore (argv pins) */
 };
 
 struct dp_lazyd {
@@ -169,7 +174,7 @@ struct dp_lazyd {
     struct dp_guard guard;     /* holds every uffd too: our death is not the tree's zeros */
     struct handler guard_h;
     unsigned guard_gen;
-    int place_tries;           /* looking up the tasks' processes after the restore (argv pins) */
+    struct lz_place place;
     struct dp_metrics_http *metrics; /* --metrics endpoint, or NULL */
     struct handler metrics_h;
 };
@@ -252,6 +257,8 @@ void lz_kill_restored(struct dp_lazyd *d);
 void lz_pin_fetch(struct dp_lazyd *d, struct lz_task *t);
 void lz_find_host_pids(struct dp_lazyd *d);
 void lz_identify_children(struct dp_lazyd *d);
+/* A child forked: look for its process at the next batch. */
+void lz_place_forked(struct dp_lazyd *d);
 
 /* ==== lazyd_stats.c: stats, metrics, control socket ==== */
 

@@ -195,7 +195,7 @@ static json_t *budget_json(struct dp_lazyd *d)
         (json_int_t)d->ev.syncs, "sync_pages_written", (json_int_t)d->ev.sync_pages, "background_writebacks",
         (json_int_t)d->ev.cleaned, "background_requests", (json_int_t)d->ev.clean_requests, "protected_pages",
         (json_int_t)p->protected_, "probation_pages", (json_int_t)p->probation, "ghosts", (json_int_t)p->ghosts,
-        "children_placed", (json_int_t)d->ev.children_placed, "probes", (json_int_t)d->ev.probes, "stop",
+        "children_placed", (json_int_t)d->place.children_placed, "probes", (json_int_t)d->place.probes, "stop",
         dp_hist_jobj(&d->ev.stop), "stop_buckets_us", dp_hist_jbuckets(&d->ev.stop), "writeback_latency",
         dp_hist_jobj(&d->ev.wb_lat), "writeback_latency_buckets_us", dp_hist_jbuckets(&d->ev.wb_lat));
 }
