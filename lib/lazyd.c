@@ -271,7 +271,7 @@ static void new_task(struct dp_lazyd *d, int32_t pid, int uffd, pid_t sender)
         return;
     }
     char rem[32];
-    d->ev.lazy_pages += dp_lazymap_pages(&t->map, DP_PG_REMOTE);
+    lz_ev_task_new(d, t);
     dp_format_bytes(dp_lazymap_pages(&t->map, DP_PG_REMOTE) * PG, rem, sizeof(rem));
     dp_log_context(t->id, -1);
     dp_info("task %d: userfaultfd received, %s lazy in %zu regions", pid, rem, t->map.n);
@@ -457,15 +457,7 @@ static void handle_timer(struct dp_lazyd *d, struct handler *h)
                 lz_task_gone(d, t, "exited");
         }
         check_timeouts(d, now);
-        /* processes not found when the restore finished (restored.pid not
-         * written yet): look again for a few seconds, for their argv pins */
-        int unplaced = 0;
-        for (struct lz_task *t = d->tasks; t; t = t->next)
-            unplaced |= t->alive && t->shown_pid > 0 && !t->host_pid;
-        if (d->finished && unplaced && d->place.tries < 25) {
-            d->place.tries++;
-            lz_find_host_pids(d);
-        }
+        lz_place_retry(d);
     }
     lz_background_fetch(d, now);
     lz_replay_pump(d);

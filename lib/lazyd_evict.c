@@ -114,6 +114,13 @@ void lz_ev_remap(struct dp_lazyd *d, struct lz_task *t, uint64_t from, uint64_t 
         dp_error("pid %d: out of memory tracking mremap for eviction", t->shown_pid);
 }
 
+/* A task CRIU announced: its lazy pages are what a fractional budget is a
+ * fraction of (counted with or without a budget). */
+void lz_ev_task_new(struct dp_lazyd *d, struct lz_task *t)
+{
+    d->ev.lazy_pages += dp_lazymap_pages(&t->map, DP_PG_REMOTE);
+}
+
 /* t is gone: its injection handle closes (unless a batch of it is running:
  * the batch closes it), its records and buffered copies go. */
 void lz_ev_task_gone(struct dp_lazyd *d, struct lz_task *t)
@@ -422,7 +429,6 @@ static int ev_batch(struct dp_lazyd *d, struct lz_task *t, const uint64_t *addr,
     }
     struct dp_pagesrc *src = d->o->src;
     if (nd && !sync && !ev_shared(d, t) && dp_pagesrc_can_put(src) &&
-/* What the budget counts: resident lazy pages of the live tasks. */
         lz_ev_resident(d) <= lz_ev_high(d) + d->ev.batch) {
         /* within the slack: clean in the background, evict the clean ones now */
         struct ev_clean *c = calloc(1, sizeof(*c));

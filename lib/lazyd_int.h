@@ -34,7 +34,9 @@
 
 #define PG DP_PAGE_SIZE
 
-
+/* Why a request was made (its pages' flags and counters follow it) and
+ * where it is: at the source, waiting to install after the task's events,
+ * or waiting to be resubmitted after a failed fetch. */
 enum { K_FAULT, K_PREFETCH, K_BACKGROUND, K_REPLAY, K_PIN };
 enum { R_AT_SOURCE, R_INSTALL_RETRY, R_FETCH_RETRY };
 
@@ -53,11 +55,14 @@ struct handler {
 
 struct lz_task;
 
+/* A thread waiting for a page in flight. */
 struct lz_waiter {
     uint64_t addr;   /* run-time address that faulted */
     uint64_t t0;
 };
 
+/* One fetch: the source fills f.buf, the fault room installs it and wakes
+ * its waiters (f is the first member: the completion finds the request). */
 struct lz_req {
     struct dp_fetch f;
     struct lz_task *t;
@@ -74,6 +79,8 @@ struct lz_req {
 
 struct dp_lazyd;
 
+/* One userfaultfd: a restored process (or a forked child) and its lazy
+ * memory, requests, counters and (budget) eviction state. */
 struct lz_task {
     struct lz_task *next;
     struct dp_lazyd *d;
@@ -143,6 +150,7 @@ struct lz_place {
     int tries;                 /* looking up the tasks' processes after the restore (argv pins) */
 };
 
+/* The daemon: its loop's descriptors, the tasks, and each room's state. */
 struct dp_lazyd {
     const struct dp_lazyd_opts *o;
     int ep;
@@ -236,14 +244,15 @@ int lz_ev_init(struct dp_lazyd *d);
 void lz_ev_free(struct dp_lazyd *d);
 /* One eviction batch when above the high watermark; after every loop turn. */
 void lz_ev_maybe(struct dp_lazyd *d);
-/* Hooks of the fault path and the task lifecycle; each does nothing
- * without a budget. */
+/* Hooks of the fault path and the task lifecycle (without a budget they
+ * do nothing, but for task_new's page count and task_gone's cleanup). */
 void lz_ev_installed(struct dp_lazyd *d, struct lz_task *t, uint64_t addr, uint64_t img, const uint8_t *page,
                      int always_dirty);
 int lz_ev_fault(struct dp_lazyd *d, struct lz_task *t, struct dp_lazy_region *reg, uint8_t *pg, uint64_t page,
                 uint64_t t0);
 void lz_ev_forget(struct dp_lazyd *d, struct lz_task *t, uint64_t start, uint64_t end);
 void lz_ev_remap(struct dp_lazyd *d, struct lz_task *t, uint64_t from, uint64_t to, uint64_t len);
+void lz_ev_task_new(struct dp_lazyd *d, struct lz_task *t);
 void lz_ev_task_gone(struct dp_lazyd *d, struct lz_task *t);
 void lz_ev_fork_inherit(struct dp_lazyd *d, struct lz_task *parent, struct lz_task *c);
 uint64_t lz_ev_resident(const struct dp_lazyd *d);
@@ -259,6 +268,8 @@ void lz_find_host_pids(struct dp_lazyd *d);
 void lz_identify_children(struct dp_lazyd *d);
 /* A child forked: look for its process at the next batch. */
 void lz_place_forked(struct dp_lazyd *d);
+/* From the timer: announced tasks not placed yet are looked for again. */
+void lz_place_retry(struct dp_lazyd *d);
 
 /* ==== lazyd_stats.c: stats, metrics, control socket ==== */
 

@@ -292,3 +292,16 @@ void lz_place_forked(struct dp_lazyd *d)
     d->place.ident_next_ns = 0;
     d->place.ident_backoff_ns = 0;
 }
+
+/* Processes not found when the restore finished (restored.pid not written
+ * yet): look again for a few seconds, for their argv pins. */
+void lz_place_retry(struct dp_lazyd *d)
+{
+    int unplaced = 0;
+    for (struct lz_task *t = d->tasks; t; t = t->next)
+        unplaced |= t->alive && t->shown_pid > 0 && !t->host_pid;
+    if (d->finished && unplaced && d->place.tries < 25) {
+        d->place.tries++;
+        lz_find_host_pids(d);
+    }
+}
