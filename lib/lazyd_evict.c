@@ -330,29 +330,34 @@ static void ev_lost(struct dp_lazyd *d, struct lz_task *t)
         t->host_pid = 0;
 }
 
-/* One stop of task t over its pages at run-time addresses addr[0..n)
- * (n <= EV_MAX_BATCH, sorted): drain its events, keep the pages still
- * RESIDENT with no fetch outstanding, read and hash them, write back the
- * modified ones (durable ack), then for eviction zap them (own REMOVE:
- * REMOTE) and remember them in the victim buffer; for sync only record the
- * new hashes. All inside one stop, so no write can fall between the read
- * and the zap. Returns the pages evicted/synced, -1 when the process is
- * gone or had to be killed. *nwb: pages written back. */
-static int ev_batch(struct dp_lazyd *d, struct lz_task *t, const uint64_t *addr, size_t n, int sync, size_t *nwb)
-{
-    static uint8_t buf[EV_MAX_BATCH * PG] __attribute__((aligned(PG)));
+/* One batch's victims, from the pick to the zap; index i is one page. */
+struct ev_victims {
+    size_t m;                                /* pages ev_select kept */
     uint64_t va[EV_MAX_BATCH], img[EV_MAX_BATCH];
-    struct dp_page_hash hs[EV_MAX_BATCH], now_h[EV_MAX_BATCH];
-    uint8_t dirty[EV_MAX_BATCH], always[EV_MAX_BATCH], keep[EV_MAX_BATCH];
-    struct dp_err err = {{0}};
-    *nwb = 0;
+    struct dp_page_hash now_h[EV_MAX_BATCH]; /* hash of the bytes read */
+    uint8_t dirty[EV_MAX_BATCH];             /* the server does not hold them */
+    uint8_t keep[EV_MAX_BATCH];              /* still to be evicted (sync: counted) */
+    size_t nd;                               /* the dirty ones, in order: */
+    uint64_t wimg[EV_MAX_BATCH];
+    const uint8_t *wdata[EV_MAX_BATCH];
+    uint8_t *buf;                            /* page i's bytes at buf + i * PG */
+};
+
+/* Stops t's process for a batch and applies every event from before the
+ * stop. 1 = stopped (the batch is on), 0 = not (its process exited or
+ * cannot be prepared: the picks are cancelled), -1 = failed with the
+ * threads in an unknown state (ev_batch's fatal path). *t0: the stop's
+ * start, for the stop histogram. */
+static int ev_stop(struct dp_lazyd *d, struct lz_task *t, const uint64_t *addr, size_t n, int sync, uint64_t *t0,
+                   struct dp_err *err)
+{
     if (!t->inj_open) {
         struct dp_inject_ops ops = {.pump = ev_pump, .ensure = ev_ensure, .arg = t, .exitkill = 1};
-        if (dp_inject_open(&t->in, t->host_pid, &ops, &err) < 0) {
+        if (dp_inject_open(&t->in, t->host_pid, &ops, err) < 0) {
             if (dp_proc_exited(t->host_pid, t->host_start))
                 ev_lost(d, t); /* it just exited: its pages go with it */
             else
-                dp_warn("process %d (task %d): cannot prepare eviction: %s", (int)t->host_pid, t->id, err.msg);
+                dp_warn("process %d (task %d): cannot prepare eviction: %s", (int)t->host_pid, t->id, err->msg);
             for (size_t i = 0; i < n && !sync; i++)
                 dp_evict_cancel(&d->ev.pol, t->id, addr[i]);
             return 0;
@@ -361,13 +366,13 @@ static int ev_batch(struct dp_lazyd *d, struct lz_task *t, const uint64_t *addr,
     }
     d->ev.busy = 1;
     d->ev.cur = t;
-    uint64_t t0 = dp_now_ns();
-    if (dp_inject_stop(&t->in, &err) < 0)
-        goto fatal;
+    *t0 = dp_now_ns();
+    if (dp_inject_stop(&t->in, err) < 0)
+        return -1;
     if (t->host_start && dp_proc_start_time(t->host_pid) != t->host_start) {
         /* the pid names another process now (ours exited, the pid was
          * reused before the exit probe saw it): leave it alone */
-        dp_inject_resume(&t->in, 1, &err);
+        dp_inject_resume(&t->in, 1, err);
         dp_inject_close(&t->in);
         t->inj_open = 0;
         ev_lost(d, t);
@@ -377,8 +382,19 @@ static int ev_batch(struct dp_lazyd *d, struct lz_task *t, const uint64_t *addr,
         return 0;
     }
     lz_handle_uffd(d, t); /* drain: every event from before the stop is applied */
-    if (!t->alive)
-        goto fatal;
+    return t->alive ? 1 : -1;
+}
+
+/* Keeps the picked pages that may still go (RESIDENT, no fetch or
+ * background write-back outstanding, not a thread's rseq area, not pinned
+ * since the pick), reads them from the stopped process and compares their
+ * hashes with what the server holds: the dirty ones are listed in v->wimg
+ * and v->wdata for the write-back. */
+static void ev_select(struct dp_lazyd *d, struct lz_task *t, const uint64_t *addr, size_t n, int sync,
+                      struct ev_victims *v)
+{
+    struct dp_page_hash hs[EV_MAX_BATCH];
+    uint8_t always[EV_MAX_BATCH];
     /* A thread's rseq area must stay readable for the next injection: a
      * stopped thread (SIGSTOP, a debugger) never faults it back in, and an
      * absent one reads as "maybe inside a critical section" for good. */
@@ -401,161 +417,209 @@ static int ev_batch(struct dp_lazyd *d, struct lz_task *t, const uint64_t *addr,
             }
             continue;
         }
-        va[m] = addr[i];
-        img[m] = im;
+        v->va[m] = addr[i];
+        v->img[m] = im;
         hs[m].lo = e->value;
         hs[m].hi = e->value2;
         always[m] = (e->aux & EV_ALWAYS_DIRTY) != 0;
         m++;
     }
-    if (m && dp_inject_read_pages(&t->in, va, m, buf) < 0) {
+    if (m && dp_inject_read_pages(&t->in, v->va, m, v->buf) < 0) {
         dp_warn("pid %d: reading %zu pages to evict failed: %s; they stay", t->shown_pid, m, strerror(errno));
         for (size_t i = 0; i < m && !sync; i++)
-            dp_evict_cancel(&d->ev.pol, t->id, va[i]);
+            dp_evict_cancel(&d->ev.pol, t->id, v->va[i]);
         m = 0;
     }
-    dp_dirty_check(d->ev.seed, buf, m, hs, dirty, now_h);
-    uint64_t wimg[EV_MAX_BATCH];
-    const uint8_t *wdata[EV_MAX_BATCH];
-    size_t nd = 0;
+    dp_dirty_check(d->ev.seed, v->buf, m, hs, v->dirty, v->now_h);
+    v->nd = 0;
     for (size_t i = 0; i < m; i++) {
-        keep[i] = 1;
+        v->keep[i] = 1;
         if (always[i])
-            dirty[i] = 1;
-        if (dirty[i]) {
-            wimg[nd] = img[i];
-            wdata[nd++] = buf + i * PG;
+            v->dirty[i] = 1;
+        if (v->dirty[i]) {
+            v->wimg[v->nd] = v->img[i];
+            v->wdata[v->nd++] = v->buf + i * PG;
         }
     }
+    v->m = m;
+}
+
+/* Writes the dirty victims back through the page source. Within the
+ * budget's slack they go in the background (the process is not held for
+ * the durable ack; those pages stay and a later pick finds them clean);
+ * else inside the stop, acknowledged before any zap. A page whose write-back
+ * failed stays, marked to be written again. *nwb: pages written in the
+ * stop. -1 when the process died meanwhile. */
+static int ev_write_back(struct dp_lazyd *d, struct lz_task *t, struct ev_victims *v, int sync, size_t *nwb)
+{
     struct dp_pagesrc *src = d->o->src;
-    if (nd && !sync && !ev_shared(d, t) && dp_pagesrc_can_put(src) &&
+    if (v->nd && !sync && !ev_shared(d, t) && dp_pagesrc_can_put(src) &&
         lz_ev_resident(d) <= lz_ev_high(d) + d->ev.batch) {
         /* within the slack: clean in the background, evict the clean ones now */
         struct ev_clean *c = calloc(1, sizeof(*c));
         size_t k = 0;
-        if (c && dp_pagesrc_put_max(src) >= nd) {
+        if (c && dp_pagesrc_put_max(src) >= v->nd) {
             c->d = d;
             c->task_id = t->id;
-            for (size_t i = 0; i < m; i++) {
-                if (!dirty[i])
+            for (size_t i = 0; i < v->m; i++) {
+                if (!v->dirty[i])
                     continue;
-                c->img[k] = img[i];
-                c->h[k] = now_h[i];
+                c->img[k] = v->img[i];
+                c->h[k] = v->now_h[i];
                 k++;
             }
             c->n = (uint32_t)k;
             c->t0 = dp_now_ns();
             struct dp_err perr = {{0}};
-            if (dp_pagesrc_put(src, t->pid, wimg, wdata, (uint32_t)nd, ev_clean_cb, c, &perr) == 0) {
+            if (dp_pagesrc_put(src, t->pid, v->wimg, v->wdata, (uint32_t)v->nd, ev_clean_cb, c, &perr) == 0) {
                 d->ev.clean_inflight++;
                 d->ev.clean_requests++;
-                for (size_t i = 0; i < m; i++) {
-                    if (!dirty[i])
+                for (size_t i = 0; i < v->m; i++) {
+                    if (!v->dirty[i])
                         continue;
-                    struct dp_pmap_entry *e = dp_pmap_find(&t->hash, 0, img[i]);
+                    struct dp_pmap_entry *e = dp_pmap_find(&t->hash, 0, v->img[i]);
                     if (e)
                         e->aux |= EV_PUT_INFLIGHT;
-                    keep[i] = 0;
-                    dp_evict_cancel(&d->ev.pol, t->id, va[i]);
+                    v->keep[i] = 0;
+                    dp_evict_cancel(&d->ev.pol, t->id, v->va[i]);
                     d->ev.cancels++;
                 }
-                nd = 0;
+                v->nd = 0;
                 c = NULL;
             }
         }
         free(c);
     }
-    if (nd) {
-        int ok = 0;
-        if (ev_shared(d, t))
-            d->ev.shared_skips += nd;
-        else
-            ok = ev_put(d, t, wimg, wdata, nd) == 0;
-        if (!t->alive)
-            goto fatal;
-        if (!ok && !ev_shared(d, t)) {
-            d->ev.wb_incomplete++;
-            if (d->ev.put_status != -ETIMEDOUT && d->ev.put_status != -EAGAIN)
-                d->ev.wb_errors++; /* refused; a timeout is counted in wb_aborts */
-        }
-        for (size_t i = 0; i < m; i++) {
-            if (!dirty[i])
-                continue;
-            if (!ok) {
-                /* an abandoned PUT may still land later: write it again next time, whatever the hash */
-                struct dp_pmap_entry *e = dp_pmap_find(&t->hash, 0, img[i]);
-                if (e)
-                    e->aux |= EV_ALWAYS_DIRTY;
-                keep[i] = 0;
-                if (!sync) {
-                    dp_evict_cancel(&d->ev.pol, t->id, va[i]);
-                    d->ev.cancels++;
-                }
-                continue;
+    if (!v->nd)
+        return 0;
+    int ok = 0;
+    if (ev_shared(d, t))
+        d->ev.shared_skips += v->nd;
+    else
+        ok = ev_put(d, t, v->wimg, v->wdata, v->nd) == 0;
+    if (!t->alive)
+        return -1;
+    if (!ok && !ev_shared(d, t)) {
+        d->ev.wb_incomplete++;
+        if (d->ev.put_status != -ETIMEDOUT && d->ev.put_status != -EAGAIN)
+            d->ev.wb_errors++; /* refused; a timeout is counted in wb_aborts */
+    }
+    for (size_t i = 0; i < v->m; i++) {
+        if (!v->dirty[i])
+            continue;
+        if (!ok) {
+            /* an abandoned PUT may still land later: write it again next time, whatever the hash */
+            struct dp_pmap_entry *e = dp_pmap_find(&t->hash, 0, v->img[i]);
+            if (e)
+                e->aux |= EV_ALWAYS_DIRTY;
+            v->keep[i] = 0;
+            if (!sync) {
+                dp_evict_cancel(&d->ev.pol, t->id, v->va[i]);
+                d->ev.cancels++;
             }
-            /* the server holds these bytes now */
-            struct dp_pmap_entry *e = dp_pmap_find(&t->hash, 0, img[i]);
-            if (e) {
-                e->value = now_h[i].lo;
-                e->value2 = now_h[i].hi;
-                e->aux = 0;
-            }
-            (*nwb)++;
+            continue;
         }
-        if (ok) {
-            d->ev.writebacks += nd;
-            t->writebacks += nd;
+        /* the server holds these bytes now */
+        struct dp_pmap_entry *e = dp_pmap_find(&t->hash, 0, v->img[i]);
+        if (e) {
+            e->value = v->now_h[i].lo;
+            e->value2 = v->now_h[i].hi;
+            e->aux = 0;
+        }
+        (*nwb)++;
+    }
+    if (ok) {
+        d->ev.writebacks += v->nd;
+        t->writebacks += v->nd;
+    }
+    return 0;
+}
+
+/* Zaps the victims still kept (adjacent ones as one range) while the
+ * REMOVE events they raise are marked as ours (their data is at the
+ * source: REMOTE, not NONE), and keeps each page's bytes in the victim
+ * buffer for a quick refault. Returns the pages evicted, -1 when the zap
+ * failed or the process died. */
+static int ev_zap(struct dp_lazyd *d, struct lz_task *t, struct ev_victims *v, struct dp_err *err)
+{
+    struct dp_zap_range zr[EV_MAX_BATCH];
+    struct dp_lazy_range own[EV_MAX_BATCH];
+    size_t first[EV_MAX_BATCH], nz = 0;
+    for (size_t i = 0; i < v->m; i++) {
+        if (!v->keep[i])
+            continue;
+        if (nz && zr[nz - 1].start + zr[nz - 1].len == v->va[i] && v->keep[i - 1]) {
+            zr[nz - 1].len += PG;
+        } else {
+            zr[nz].start = v->va[i];
+            zr[nz].len = PG;
+            first[nz] = i;
+            nz++;
         }
     }
+    for (size_t k = 0; k < nz; k++) {
+        own[k].start = zr[k].start;
+        own[k].end = zr[k].start + zr[k].len;
+    }
+    t->ownzap = own;
+    t->n_ownzap = nz;
+    int zrc = nz ? dp_inject_zap(&t->in, zr, nz, err) : 0;
+    t->ownzap = NULL;
+    t->n_ownzap = 0;
+    if (zrc < 0 || !t->alive)
+        return -1;
     int count = 0;
-    if (sync) {
-        for (size_t i = 0; i < m; i++)
-            count += keep[i];
-    } else {
-        /* coalesce adjacent victims into zap ranges */
-        struct dp_zap_range zr[EV_MAX_BATCH];
-        struct dp_lazy_range own[EV_MAX_BATCH];
-        size_t first[EV_MAX_BATCH], nz = 0;
-        for (size_t i = 0; i < m; i++) {
-            if (!keep[i])
+    uint64_t now = dp_now_ns();
+    for (size_t k = 0; k < nz; k++) {
+        for (size_t j = 0; j < zr[k].len / PG; j++) {
+            size_t i = first[k] + j;
+            if (!zr[k].done) {
+                dp_evict_cancel(&d->ev.pol, t->id, v->va[i]);
+                d->ev.cancels++;
                 continue;
-            if (nz && zr[nz - 1].start + zr[nz - 1].len == va[i] && keep[i - 1]) {
-                zr[nz - 1].len += PG;
-            } else {
-                zr[nz].start = va[i];
-                zr[nz].len = PG;
-                first[nz] = i;
-                nz++;
             }
+            uint8_t *pg = dp_lazymap_page(&t->map, v->va[i], NULL);
+            if (pg && dp_pg_state(*pg) == DP_PG_RESIDENT)
+                dp_lazymap_set(&t->map, pg, DP_PG_REMOTE, 0); /* its REMOVE was not seen */
+            dp_evict_done(&d->ev.pol, t->id, v->va[i], now);
+            dp_vbuf_put(&d->ev.vb, t->id, v->va[i], v->buf + i * PG);
+            count++;
         }
-        for (size_t k = 0; k < nz; k++) {
-            own[k].start = zr[k].start;
-            own[k].end = zr[k].start + zr[k].len;
-        }
-        t->ownzap = own;
-        t->n_ownzap = nz;
-        int zrc = nz ? dp_inject_zap(&t->in, zr, nz, &err) : 0;
-        t->ownzap = NULL;
-        t->n_ownzap = 0;
-        if (zrc < 0 || !t->alive)
+    }
+    return count;
+}
+
+/* One stop of task t over its pages at run-time addresses addr[0..n)
+ * (n <= EV_MAX_BATCH, sorted): stop and drain (ev_stop), keep, read and
+ * hash what may go (ev_select), write back the modified ones (ev_write_back),
+ * then for eviction zap them (ev_zap); for sync only the new hashes are
+ * recorded. All inside one stop, so no write can fall between the read and
+ * the zap. Returns the pages evicted/synced, -1 when the process is gone or
+ * had to be killed. *nwb: pages written back. */
+static int ev_batch(struct dp_lazyd *d, struct lz_task *t, const uint64_t *addr, size_t n, int sync, size_t *nwb)
+{
+    static uint8_t buf[EV_MAX_BATCH * PG] __attribute__((aligned(PG)));
+    struct ev_victims v;
+    struct dp_err err = {{0}};
+    uint64_t t0 = 0;
+    int count = 0;
+    *nwb = 0;
+    v.buf = buf;
+    int rc = ev_stop(d, t, addr, n, sync, &t0, &err);
+    if (rc == 0)
+        return 0;
+    if (rc < 0)
+        goto fatal;
+    ev_select(d, t, addr, n, sync, &v);
+    if (ev_write_back(d, t, &v, sync, nwb) < 0)
+        goto fatal;
+    if (sync) {
+        for (size_t i = 0; i < v.m; i++)
+            count += v.keep[i];
+    } else {
+        count = ev_zap(d, t, &v, &err);
+        if (count < 0)
             goto fatal;
-        uint64_t now = dp_now_ns();
-        for (size_t k = 0; k < nz; k++) {
-            for (size_t j = 0; j < zr[k].len / PG; j++) {
-                size_t i = first[k] + j;
-                if (!zr[k].done) {
-                    dp_evict_cancel(&d->ev.pol, t->id, va[i]);
-                    d->ev.cancels++;
-                    continue;
-                }
-                uint8_t *pg = dp_lazymap_page(&t->map, va[i], NULL);
-                if (pg && dp_pg_state(*pg) == DP_PG_RESIDENT)
-                    dp_lazymap_set(&t->map, pg, DP_PG_REMOTE, 0); /* its REMOVE was not seen */
-                dp_evict_done(&d->ev.pol, t->id, va[i], now);
-                dp_vbuf_put(&d->ev.vb, t->id, va[i], buf + i * PG);
-                count++;
-            }
-        }
         d->ev.evictions += (uint64_t)count;
         t->evictions += (uint64_t)count;
     }
