@@ -132,34 +132,56 @@ static int reserve(struct redis_src *r, size_t need)
     return 0;
 }
 
-/* Plans the reads of fetch f: one GETRANGE per extent piece with no
- * written-back page, per page otherwise. Returns the number added, -1. */
+/* Plans the reads of fetch f: one GETRANGE per run of pages with data in
+ * an extent, one GET per page this restore wrote back; holes are zeroed
+ * here. Returns the number added (f->status set if f is refused), -1. */
 static long plan_fetch(struct redis_src *r, struct dp_fetch *f, size_t at)
 {
     size_t n = 0;
+    const struct dp_task_image *t = dp_checkpoint_find_task(r->cp, f->pid);
     uint64_t a = f->img, end = f->img + (uint64_t)f->npages * 4096;
     while (a < end) {
         uint64_t ext = a - a % DP_STORE_EXT_BYTES;
         uint64_t pe = ext + DP_STORE_EXT_BYTES < end ? ext + DP_STORE_EXT_BYTES : end;
-        int any = 0;
-        for (uint64_t p = a; p < pe && !any; p += 4096)
-            any = wset_has(&r->written, wkey(f->pid, p));
         for (uint64_t p = a; p < pe;) {
+            /* what the checkpoint holds here: a page it has no data for
+             * (a hole, never uploaded) that this restore did not write back
+             * is zero, as the page server answers it; not lazy memory at
+             * all is refused as by the local source */
+            int written = wset_has(&r->written, wkey(f->pid, p));
+            struct dp_page_loc loc = {.kind = DP_PAGE_DATA};
+            if (!written && t)
+                dp_task_locate(t, p, &loc);
+            if (!written && (!t || loc.kind == DP_PAGE_NOT_LAZY)) {
+                f->status = -EINVAL;
+                return (long)n;
+            }
+            if (!written && loc.kind == DP_PAGE_ZERO) {
+                memset(f->buf + (p - f->img), 0, 4096);
+                p += 4096;
+                continue;
+            }
             if (reserve(r, at + n + 1) < 0)
                 return -1;
             struct dp_store_read *rd = &r->plan[at + n];
             memset(rd, 0, sizeof(*rd));
             rd->buf_off = (uint32_t)(p - f->img);
             int kl;
-            uint64_t q;
-            if (any && wset_has(&r->written, wkey(f->pid, p))) {
+            uint64_t q = p + 4096;
+            if (written) {
                 kl = dp_store_key_page(rd->key, sizeof(rd->key), r->st->id, r->writer, f->pid, p);
                 rd->whole = 1;
                 rd->len = 4096;
-                q = p + 4096;
             } else {
+                /* a run of pages with data and not written back: one GETRANGE */
+                while (q < pe && !wset_has(&r->written, wkey(f->pid, q))) {
+                    struct dp_page_loc nl;
+                    dp_task_locate(t, q, &nl);
+                    if (nl.kind != DP_PAGE_DATA)
+                        break;
+                    q += 4096;
+                }
                 kl = dp_store_key_extent(rd->key, sizeof(rd->key), r->st->id, f->pid, ext);
-                q = any ? p + 4096 : pe;
                 rd->off = p - ext;
                 rd->len = (uint32_t)(q - p);
             }
@@ -222,7 +244,7 @@ static void redis_run(struct redis_src *r)
             build_cmd(&r->cmds[i], &r->plan[i], nums + i * 48);
         uint64_t t0 = dp_now_ns();
         rc = dp_rcluster_exec(r->st->cl, r->cmds, n, FETCH_TIMEOUT_MS, &err);
-        dp_debug("store: batch of %zu reads (first %u bytes) in %.1f us", n, r->plan[0].len,
+        dp_debug("store: batch of %zu reads (first %u bytes) in %.1f us", n, n ? r->plan[0].len : 0,
                  (double)(dp_now_ns() - t0) / 1e3);
     }
     r->healthy = rc == 0;
