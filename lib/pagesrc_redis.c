@@ -60,6 +60,16 @@ static int wset_add(struct wset *w, uint64_t k)
 
 /* ---- the source ---- */
 
+/* A write-back's completion, run from process() on the daemon's thread
+ * (the daemon counts a put as pending only after put() returns). */
+struct put_done {
+    dp_pagesrc_put_cb cb;
+    void *cookie;
+    int status;
+    char msg[sizeof(((struct dp_err *)0)->msg)];
+    struct put_done *next;
+};
+
 struct redis_src {
     struct dp_pagesrc base;
     struct dp_store *st;
@@ -71,6 +81,7 @@ struct redis_src {
     uint64_t epoch;
     int fenced, healthy, used;
     int in_process;                   /* completions running: submit queues only */
+    struct put_done *puts, *puts_tail;  /* write-back completions to run */
     char fenced_why[256];
     struct dp_rcmd *cmds;             /* the batch being built */
     struct dp_store_read *plan;
@@ -281,7 +292,20 @@ static void redis_run(struct redis_src *r)
     r->in_process = 0;
 }
 
-/* The eventfd: fetches queued while a batch completed. */
+/* Runs the write-back completions queued by redis_put. */
+static void run_puts(struct redis_src *r)
+{
+    struct put_done *p = r->puts;
+    r->puts = r->puts_tail = NULL;
+    while (p) {
+        struct put_done *next = p->next;
+        p->cb(p->cookie, p->status, p->status ? p->msg : NULL);
+        free(p);
+        p = next;
+    }
+}
+
+/* The eventfd: fetches queued while a batch completed, write-backs done. */
 static void redis_process(struct dp_pagesrc *s)
 {
     struct redis_src *r = (struct redis_src *)s;
@@ -289,6 +313,7 @@ static void redis_process(struct dp_pagesrc *s)
     if (read(r->efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
         dp_warn("store source: eventfd read failed: %s", strerror(errno));
     redis_run(r);
+    run_puts(r);
 }
 
 static int redis_fd(struct dp_pagesrc *s) { return ((struct redis_src *)s)->efd; }
@@ -303,6 +328,12 @@ static const char *redis_fenced(struct dp_pagesrc *s)
 static void redis_close(struct dp_pagesrc *s)
 {
     struct redis_src *r = (struct redis_src *)s;
+    r->in_process = 1;
+    for (struct put_done *p = r->puts; p;) { /* never run after close: the daemon is gone */
+        struct put_done *next = p->next;
+        free(p);
+        p = next;
+    }
     close(r->efd);
     dp_store_close(r->st);
     dp_checkpoint_close(r->cp);
@@ -313,8 +344,69 @@ static void redis_close(struct dp_pagesrc *s)
     free(r);
 }
 
+/* The budget's write-back: the pages go to the store under this restore's
+ * fence and are acknowledged by >= 1 replica (WAIT) before the completion
+ * says 0; the store is synchronous, so the write happens here and only the
+ * completion waits for process(). Later fetches read these pages back from
+ * this writer's keys. */
+static int redis_put(struct dp_pagesrc *s, int32_t pid, const uint64_t *img, const uint8_t *const *data, uint32_t n,
+                     dp_pagesrc_put_cb cb, void *cookie, struct dp_err *err)
+{
+    struct redis_src *r = (struct redis_src *)s;
+    if (r->fenced) {
+        dp_err_set(err, "%s", r->fenced_why);
+        return -1;
+    }
+    struct put_done *pd = calloc(1, sizeof(*pd));
+    struct dp_store_page *pg = calloc(n ? n : 1, sizeof(*pg));
+    if (!pd || !pg) {
+        free(pd);
+        free(pg);
+        dp_err_set(err, "out of memory");
+        return -1;
+    }
+    for (uint32_t i = 0; i < n; i++)
+        pg[i] = (struct dp_store_page){.pid = pid, .img = img[i], .data = data[i]};
+    int fenced = 0;
+    struct dp_err perr = {{0}};
+    pd->status = dp_store_put_pages(r->st, r->writer, r->epoch, pg, n, &fenced, &perr) < 0 ? -EIO : 0;
+    free(pg);
+    if (fenced) {
+        r->fenced = 1;
+        pd->status = -EPERM;
+        snprintf(r->fenced_why, sizeof(r->fenced_why),
+                 "writer '%s' of this checkpoint was taken over by a newer restore (epoch > %" PRIu64 ")", r->writer,
+                 r->epoch);
+    }
+    for (uint32_t i = 0; pd->status == 0 && i < n; i++)
+        if (wset_add(&r->written, wkey(pid, img[i])) < 0) {
+            dp_err_set(&perr, "out of memory");
+            pd->status = -ENOMEM;
+        }
+    memcpy(pd->msg, perr.msg, sizeof(pd->msg));
+    pd->cb = cb;
+    pd->cookie = cookie;
+    if (r->puts_tail)
+        r->puts_tail->next = pd;
+    else
+        r->puts = pd;
+    r->puts_tail = pd;
+    uint64_t one = 1;
+    if (write(r->efd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+        dp_warn("store source: eventfd write failed: %s", strerror(errno));
+    return 0;
+}
+
+/* Pages per write-back: one eviction batch. */
+static uint32_t redis_put_max(struct dp_pagesrc *s)
+{
+    (void)s;
+    return 256;
+}
+
 static const struct dp_pagesrc_ops redis_ops = {
-    .name = "redis", .task_map = redis_task_map, .submit = redis_submit, .fd = redis_fd,
+    .name = "redis", .task_map = redis_task_map, .submit = redis_submit, .put = redis_put,
+    .put_max = redis_put_max, .fd = redis_fd,
     .process = redis_process, .healthy = redis_healthy, .fenced = redis_fenced, .close = redis_close,
 };
 
@@ -343,50 +435,17 @@ struct dp_pagesrc *dp_pagesrc_redis_open(struct dp_store *st, const char *images
         return NULL;
     }
     r->st = st;
+    /* a write-back blocks the daemon's loop while it waits for its replica:
+     * bounded well inside --writeback-timeout's default (5 s); a failed one
+     * leaves the pages resident, to be written again */
+    st->timeout_ms = 3000;
+    st->wait_ms = 1000;
     r->healthy = 1;
     snprintf(r->writer, sizeof(r->writer), "%s", writer);
     r->epoch = epoch;
     r->base.ops = &redis_ops;
     snprintf(r->base.desc, sizeof(r->base.desc), "store %.200s", st->url);
     return &r->base;
-}
-
-int dp_pagesrc_redis_put(struct dp_pagesrc *s, int32_t pid, uint64_t img, const uint8_t *data, uint32_t npages,
-                         struct dp_err *err)
-{
-    struct redis_src *r = (struct redis_src *)s;
-    if (!dp_pagesrc_is_redis(s) || npages == 0 || img % 4096) {
-        dp_err_set(err, "store write-back: bad arguments");
-        return -1;
-    }
-    if (r->fenced) {
-        dp_err_set(err, "%s", r->fenced_why);
-        return -1;
-    }
-    struct dp_store_page *pg = malloc(npages * sizeof(*pg));
-    if (!pg) {
-        dp_err_set(err, "out of memory");
-        return -1;
-    }
-    for (uint32_t i = 0; i < npages; i++)
-        pg[i] = (struct dp_store_page){.pid = pid, .img = img + (uint64_t)i * 4096, .data = data + (size_t)i * 4096};
-    int fenced = 0;
-    int rc = dp_store_put_pages(r->st, r->writer, r->epoch, pg, npages, &fenced, err);
-    free(pg);
-    if (fenced) {
-        r->fenced = 1;
-        snprintf(r->fenced_why, sizeof(r->fenced_why),
-                 "writer '%s' of this checkpoint was taken over by a newer restore (epoch > %" PRIu64 ")", r->writer,
-                 r->epoch);
-    }
-    if (rc < 0)
-        return -1;
-    for (uint32_t i = 0; i < npages; i++)
-        if (wset_add(&r->written, wkey(pid, img + (uint64_t)i * 4096)) < 0) {
-            dp_err_set(err, "out of memory");
-            return -1;
-        }
-    return 0;
 }
 
 int dp_pagesrc_redis_release(struct dp_pagesrc *s)

@@ -2,7 +2,8 @@
  * straight from the Redis Cluster (lib/store_redis.h), pipelined and batched
  * by extent: every fetch the daemon submitted since the last turn becomes one
  * pipelined batch of GETRANGEs (one per extent piece) over every master at
- * once. Pages this restore wrote back are read from its own keys. The task
+ * once. Pages this restore wrote back (put: the budget's eviction, fenced and
+ * WAIT-acknowledged, lib/store_redis.h) are read from its own keys. The task
  * map comes from the skeleton's pagemap images (as for local images). */
 #ifndef DP_PAGESRC_REDIS_H
 #define DP_PAGESRC_REDIS_H
@@ -20,12 +21,6 @@ struct dp_pagesrc *dp_pagesrc_redis_open(struct dp_store *st, const char *images
 int dp_pagesrc_is_redis(const struct dp_pagesrc *s);
 /* Its store (hot set, lease); NULL if s is not a store source. */
 struct dp_store *dp_pagesrc_redis_store(struct dp_pagesrc *s);
-/* Writes npages at image address img of pid back to the store under the
- * fence, acknowledged by >= 1 replica (store_redis.h) before it returns 0;
- * later fetches of those pages read them back. -1 with err (fenced: the
- * source reports fenced() from then on). */
-int dp_pagesrc_redis_put(struct dp_pagesrc *s, int32_t pid, uint64_t img, const uint8_t *data, uint32_t npages,
-                         struct dp_err *err);
 /* Gives the lease back unless fenced (dp_fence_release); 1 if s is a store
  * source (handled), else 0. */
 int dp_pagesrc_redis_release(struct dp_pagesrc *s);

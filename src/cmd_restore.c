@@ -94,7 +94,8 @@ static void restore_usage(FILE *out)
             "                          daemon with an error (default), or keep waiting with a warning\n"
             "  --budget SIZE|PCT%%     keep at most SIZE (e.g. 256M) or PCT%% of the checkpoint's lazy\n"
             "                          memory resident; colder pages are written back if modified\n"
-            "                          (durably, to the page server) and evicted. Needs --source.\n"
+            "                          (durably: to the page server, or to the store acknowledged by\n"
+            "                          a replica, WAIT) and evicted. Needs --source or --store.\n"
             "                          See docs/budget.md for the slack above the budget.\n"
             "  --evict-batch PAGES     pages evicted per stop of the process (default 256, max 256)\n"
             "  --victim-buffer SIZE    recently evicted pages kept in the daemon (default 8M)\n"
@@ -615,19 +616,14 @@ static int parse_args(int argc, char **argv, struct restore_args *a, enum dp_res
         ARGERR("%s\n", merr.msg);
         return 2;
     }
-    if (a->store.url && (a->budget || a->budget_frac > 0)) {
-        ARGERR("--budget with --store: the write-back of evicted pages to the store is not wired into the "
-               "lazy-pages daemon yet (docs/store-redis.md); restore without --budget\n");
-        return 2;
-    }
     uint32_t which = 0;
     if (a->store.url && a->hotset && dp_hotset_which_parse(a->hotset, &which) == 0 && which == DP_HOTSET_TRACE) {
         ARGERR("with --store, --hotset takes classify, auto or a FILE (the store keeps no fault traces yet)\n");
         return 2;
     }
-    if ((a->budget || a->budget_frac > 0) && !a->source) {
-        ARGERR("--budget needs --source: evicted pages that were modified are "
-                        "written back to the page server, and local images cannot take them\n");
+    if ((a->budget || a->budget_frac > 0) && !a->source && !a->store.url) {
+        ARGERR("--budget needs --source or --store: evicted pages that were modified are "
+                        "written back to the page server or the store, and local images cannot take them\n");
         return 2;
     }
     if (a->stage && !a->hotset) {

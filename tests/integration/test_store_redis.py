@@ -294,3 +294,51 @@ def test_store_bad_replies_are_refused_clearly(procs, tmp_path, lab):
         cp = distriproc("restore", "--workdir", tmp_path / f"w{k}", "--host", "dst", "--store",
                         f"redis://{HOSTS['dst']}:{port}/{'0' * 32}", check=False)
         assert cp.returncode == 1 and want in cp.stderr, (reply, cp.stderr)
+
+
+# ---- the daemon's write-back to the store under a budget (issue 14 item 2 and 4) ----
+
+def kill_master_of_slot0(cluster):
+    """SIGKILLs the master serving slot 0; returns its port."""
+    nodes = redis_cli(cluster, "10.250.0.2", 7004, "cluster", "nodes", host="dst")
+    victim = next(l.split()[1].split("@")[0] for l in nodes.splitlines()
+                  if "master" in l and "fail" not in l and " 0-" in l)
+    port = victim.split(":")[1]
+    pid = int(open(f"{cluster['dir']}/node-{port}/redis.pid").read())
+    os.kill(pid, signal.SIGKILL)
+    util.wait_gone(pid)
+    return int(port)
+
+
+@pytest.mark.time_limit(360)
+def test_store_budget_writes_survive_a_master_kill(procs, tmp_path, cluster):
+    st = checkpoint_to_store(procs, tmp_path, cluster, "--write-ratio", "0.3", "--seed", "5")
+    wd = tmp_path / "w"
+    util.restore_json(procs, wd, *store_args(cluster, st["url"]), "--budget", "8M")
+
+    def writebacks():
+        return util.lazy_stats(wd)["budget"]["writebacks"]
+    util.wait_until(lambda: writebacks() > 100, 90, "dirty pages written back to the store")
+    # a master dies while the restored process runs and writes under the budget
+    port = kill_master_of_slot0(cluster)
+    # its replica takes over (only then may the old node come back: without
+    # persistence it returns empty, and as a master it would empty its slots);
+    # it comes back as the new master's replica (WAIT needs a replica again)
+    def promoted():
+        nodes = redis_cli(cluster, "10.250.0.2", 7004 if port != 7004 else 7005, "cluster", "nodes", host="dst")
+        return any("master" in l and "fail" not in l and " 0-" in l and f":{port}@" not in l
+                   for l in nodes.splitlines())
+    util.wait_until(promoted, 60, "the replica of the killed master to be promoted")
+    host = "src" if port <= 7003 else "dst"
+    run(netns_cmd(host, ["redis-server", f"{cluster['dir']}/node-{port}/redis.conf"]))
+    # (the daemon answers stats between its store batches; a batch may wait
+    # through the failover, so every read of the stats is polled)
+    before = util.wait_until(writebacks, 60, "the daemon's stats")
+    util.wait_until(lambda: writebacks() > before + 100, 120, "write-backs after the failover")
+    # every page, evicted and fetched back or resident, is exactly what memwalk wrote
+    v = util.memwalk_request(HOSTS["dst"], command="VERIFY", host="dst", timeout=300)
+    assert v["verify_errors"] == 0 and v["verify_bad_bytes"] == 0 and v["verify_pages"] == PAGES, v
+    m = util.memwalk_request(HOSTS["dst"], host="dst")
+    assert m["errors"] == 0 and m["writes"] > 0, m
+    b = util.wait_until(lambda: util.lazy_stats(wd)["budget"], 60, "the daemon's stats")
+    assert b["evictions"] > PAGES and b["writebacks"] > 200, b
