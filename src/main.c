@@ -14,7 +14,7 @@ struct command {
 
 static const struct command commands[] = {
     /* Registered as they land; see src/commands.h. */
-    {"lab", cmd_lab, "the two-host lab: up, down, status, exec HOST [--container] -- CMD"},
+    {"lab", cmd_lab, "the two-host lab: up, down, status, exec HOST [--container] -- CMD, cluster up|down"},
     {"checkpoint", cmd_checkpoint, "dump a process tree with CRIU and report what it dumped"},
     {"images", cmd_images, "inspect a CRIU images directory; plan or write its skeleton"},
     {"serve", cmd_serve, "serve a checkpoint's memory to destinations (page server)"},
