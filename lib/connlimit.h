@@ -15,7 +15,9 @@
  *    max_buffered (a request's buffer grows as its bytes arrive, never on an
  *    announcement alone);
  *  - a connection, authenticated or not, that shows no traffic for idle_ns
- *    is closed (the handshake has its own, shorter limit in the server). */
+ *    is closed (idle_ns);
+ *  - a connection that has not authenticated within handshake_ns of
+ *    connecting (or does not read its fatal ERROR within it) is closed. */
 #ifndef DP_CONNLIMIT_H
 #define DP_CONNLIMIT_H
 
@@ -30,6 +32,7 @@
 #define DP_LIMIT_MAX_PER_PEER_DEFAULT 256u
 #define DP_LIMIT_MAX_BUFFERED_DEFAULT (256ull << 20)
 #define DP_LIMIT_IDLE_S_DEFAULT       300u
+#define DP_LIMIT_HANDSHAKE_MS_DEFAULT 10000u
 
 struct dp_connlimit_cfg {
     uint32_t max_conns;     /* every connection */
@@ -37,6 +40,8 @@ struct dp_connlimit_cfg {
     uint32_t max_per_peer;  /* from one IPv4 address, any state */
     uint64_t max_buffered;  /* bytes of input buffers over all connections */
     uint64_t idle_ns;       /* no traffic this long: closed (0: never) */
+    uint64_t handshake_ns;  /* not authenticated (or a fatal ERROR not read) this long
+                               after connecting: closed (never 0) */
 };
 
 struct dp_connlimit_peer {
@@ -61,7 +66,7 @@ void dp_connlimit_cfg_defaults(struct dp_connlimit_cfg *cfg);
 int dp_connlimit_cfg_check(const struct dp_connlimit_cfg *cfg, struct dp_err *err);
 
 /* One command-line flag (name without the dashes: max-conns, max-preauth,
- * max-per-peer, max-buffered, idle-timeout) into cfg. 0, or -1 with err. */
+ * max-per-peer, max-buffered, idle-timeout, handshake-timeout) into cfg. 0, or -1 with err. */
 int dp_connlimit_parse_flag(struct dp_connlimit_cfg *cfg, const char *name, const char *val, struct dp_err *err);
 /* The flags' --help lines (one per flag, each with its default). */
 extern const char dp_connlimit_usage[];
@@ -103,6 +108,10 @@ long dp_connlimit_pick(const struct dp_connlimit_cand *c, size_t n, bool only_ip
  * not keep a new peer from sending its HELLO. */
 #define DP_LIMIT_INPUT_FREE (64u << 10)
 int dp_connlimit_buffer(struct dp_connlimit *l, size_t old_cap, size_t new_cap);
+
+/* Whether a connection still in its handshake (or closing after a fatal
+ * ERROR) since since_ns has run out of handshake_ns at now. */
+bool dp_connlimit_handshake_expired(const struct dp_connlimit *l, uint64_t since_ns, uint64_t now);
 
 /* Whether a connection last active at active_ns is idle at now. */
 bool dp_connlimit_idle(const struct dp_connlimit *l, uint64_t active_ns, uint64_t now);

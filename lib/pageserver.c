@@ -50,7 +50,6 @@
 #define SKEL_CHUNK  (256u << 10)
 #define READ_BUDGET (1u << 20)   /* bytes read per readiness event, for fairness */
 #define MAX_IOV     64
-#define HANDSHAKE_TIMEOUT_NS (10ULL * 1000000000ULL) /* to authenticate, or to read a fatal ERROR */
 #define INPUT_KEEP  (4u << 20)   /* an emptied input buffer larger than this is shrunk back */
 
 enum tag { TAG_LISTEN = 1, TAG_SIGNAL, TAG_TIMER, TAG_CONN, TAG_METRICS };
@@ -1767,7 +1766,7 @@ static void on_accept(struct server *s)
 }
 
 /* Connections that have not authenticated, or do not take their fatal ERROR,
- * within HANDSHAKE_TIMEOUT_NS are closed: without the key a peer holds no
+ * within --handshake-timeout are closed: without the key a peer holds no
  * resources for long. Authenticated ones that show no traffic for
  * --idle-timeout (and wait for nothing of ours) are closed too: a silent
  * peer, or one cut off by a partition, does not hold its slot and buffers
@@ -1787,7 +1786,7 @@ static bool sweep(struct server *s)
             }
             continue;
         }
-        if (now - c->since_ns > HANDSHAKE_TIMEOUT_NS)
+        if (dp_connlimit_handshake_expired(&s->lim, c->since_ns, now))
             conn_close(s, c, c->closing ? "did not read its error in time" : "did not authenticate in time");
         else
             pending = true;
@@ -1988,8 +1987,10 @@ int dp_server_run(const struct dp_server_opts *o, struct dp_err *err)
         dp_info("emulating a round trip time of %" PRIu64 " us on every reply", o->emulate_rtt_us);
 
     struct epoll_event evs[64];
+    /* sweep's period: 1 s, or the handshake bound if shorter */
+    int sweep_ms = s->lim.cfg.handshake_ns < 1000000000ull ? (int)(s->lim.cfg.handshake_ns / 1000000) : 1000;
     while (!s->stopping) {
-        int n = epoll_wait(s->ep, evs, DP_ARRAY_LEN(evs), o->live ? 200 : sweep(s) ? 1000 : -1);
+        int n = epoll_wait(s->ep, evs, DP_ARRAY_LEN(evs), o->live ? 200 : sweep(s) ? sweep_ms : -1);
         if (o->live) {
             sweep(s);
             if (o->live->tick(o->live->ctx))

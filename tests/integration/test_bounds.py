@@ -167,6 +167,28 @@ def test_idle_authenticated_connection_is_closed_and_a_busy_one_is_not(tmp_path)
         srv.stop()
 
 
+def test_handshake_timeout_is_a_flag(tmp_path):
+    """--handshake-timeout 500: a socket that never authenticates is closed
+    after half a second (the default, 10 s, would keep it past this test's
+    5 s wait), while a connection that authenticated in time stays open; a
+    value out of range is refused with the flag named."""
+    bad = subprocess.run([BIN, "serve", "--images", "/nonexistent", "--listen", "127.0.0.1:1", "--key", "/nonexistent",
+                          "--handshake-timeout", "5"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "--handshake-timeout" in bad.stderr, bad.stderr
+    srv = Server(str(tmp_path), extra=["--handshake-timeout", "500"])
+    try:
+        silent = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        keyed = Conn(srv, timeout=30)
+        assert keyed.handshake()[0] == AUTH | 0x80
+        assert silent.recv(1) == b""  # closed by the server, not by the 5 s socket timeout
+        silent.close()
+        keyed.send(msg(STATS, 300))
+        assert keyed.recv()[0] == STATS | 0x80
+        assert "did not authenticate in time" in srv.logtext()
+    finally:
+        srv.stop()
+
+
 def test_stopped_server_ends_the_client_with_a_clear_error_within_its_bounds(tmp_path):
     """The server is SIGSTOPped while a client fetches pages in a loop: TCP
     alone would wait on. The request deadline (--request-timeout 1000) drops

@@ -180,6 +180,32 @@ static void idle(void **state)
     dp_connlimit_free(&l);
 }
 
+/* --handshake-timeout: whole milliseconds in a stated range, default 10 s;
+ * a connection is closed only once strictly more than the bound has passed,
+ * and a clock read before it connected counts as no time. */
+static void handshake_timeout(void **state)
+{
+    (void)state;
+    struct dp_connlimit_cfg cfg = {0};
+    struct dp_err err;
+    dp_connlimit_cfg_defaults(&cfg);
+    assert_int_equal(cfg.handshake_ns, 10000ull * 1000000);
+    assert_int_equal(dp_connlimit_parse_flag(&cfg, "handshake-timeout", "250", &err), 0);
+    assert_int_equal(cfg.handshake_ns, 250ull * 1000000);
+    static const char *bad[] = {"99", "600001", "-1", "1e3", "", "10s"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(dp_connlimit_parse_flag(&cfg, "handshake-timeout", bad[i], &err), -1);
+        assert_non_null(strstr(err.msg, "--handshake-timeout"));
+    }
+    assert_int_equal(cfg.handshake_ns, 250ull * 1000000); /* a refused value changes nothing */
+    struct dp_connlimit l;
+    dp_connlimit_init(&l, &cfg);
+    assert_false(dp_connlimit_handshake_expired(&l, 1000, 1000 + 250000000));
+    assert_true(dp_connlimit_handshake_expired(&l, 1000, 1000 + 250000001));
+    assert_false(dp_connlimit_handshake_expired(&l, 5000, 1000));
+    dp_connlimit_free(&l);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -189,6 +215,7 @@ int main(void)
         cmocka_unit_test(pick_victim),
         cmocka_unit_test(buffered_input_cap),
         cmocka_unit_test(idle),
+        cmocka_unit_test(handshake_timeout),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
