@@ -38,6 +38,7 @@
 #include "lazyd.h"
 #include "metrics_http.h"
 #include "netbound.h"
+#include "wbwait.h"
 #include "pageserver_hotset.h"
 #include "proto_hotset.h"
 #include "pagesrc.h"
@@ -454,16 +455,12 @@ static int parse_args(int argc, char **argv, struct restore_args *a, enum dp_res
             }
             dp_netbound_set(&nb); /* the daemon forked later inherits it */
             break;
-        case 'X': {
-            char *end;
-            long ms = strtol(optarg, &end, 10);
-            if (*end || optarg[0] == '-' || !*optarg || ms < 1 || ms > 3600000) {
+        case 'X':
+            if (dp_wait_parse_ms(optarg, &a->wb_timeout_ms) < 0) {
                 ARGERR("--writeback-timeout takes milliseconds, 1..3600000 (got '%s')\n", optarg);
                 return 2;
             }
-            a->wb_timeout_ms = (int)ms;
             break;
-        }
         case 's': a->source = optarg; break;
         case 'k': a->key = optarg; break;
         case 'P': dp_client_set_insecure_plaintext(true); break;
