@@ -55,8 +55,10 @@ const char dp_connlimit_usage[] =
     "                        kept for authenticated peers. A new connection past a limit\n"
     "                        pushes out the least advanced unauthenticated one\n"
     "  --max-per-peer N      connections from one IP address (default 256)\n"
-    "  --max-buffered SIZE   input buffered for partly received requests, all connections\n"
-    "                        (default 256M); a connection past it gets a BUSY error\n"
+    "  --max-buffered SIZE   memory for partly received requests and for replies queued for\n"
+    "                        slow readers, all connections (default 256M); past it a request\n"
+    "                        that needs more input gets a BUSY error, and a connection with\n"
+    "                        replies queued gets no new one until it has read them\n"
     "  --idle-timeout SEC    close an authenticated connection with no traffic for SEC\n"
     "                        seconds (default 300, 0 = never; clients reconnect by themselves)\n"
     "  --handshake-timeout MS\n"
@@ -260,7 +262,7 @@ int dp_connlimit_buffer(struct dp_connlimit *l, size_t old_cap, size_t new_cap)
         return 0;
     }
     uint64_t d = new_cap - old_cap;
-    if (l->buffered + d > l->cfg.max_buffered) {
+    if (l->buffered + l->out_buffered + d > l->cfg.max_buffered) {
         l->buffer_refusals++;
         return -1;
     }
@@ -278,4 +280,21 @@ bool dp_connlimit_idle(const struct dp_connlimit *l, uint64_t active_ns, uint64_
 bool dp_connlimit_handshake_expired(const struct dp_connlimit *l, uint64_t since_ns, uint64_t now)
 {
     return now > since_ns && now - since_ns > l->cfg.handshake_ns;
+}
+
+/* Replies waiting for a slow reader are memory like partial requests. */
+void dp_connlimit_output(struct dp_connlimit *l, uint64_t old_bytes, uint64_t new_bytes)
+{
+    l->out_buffered -= old_bytes < l->out_buffered ? old_bytes : l->out_buffered;
+    l->out_buffered += new_bytes;
+}
+
+/* Back-pressure instead of refusal: a paused request is handled later,
+ * when its connection's replies have been read, so no page is lost. */
+bool dp_connlimit_may_reply(struct dp_connlimit *l, uint64_t queued)
+{
+    if (queued == 0 || l->buffered + l->out_buffered < l->cfg.max_buffered)
+        return true;
+    l->output_pauses++;
+    return false;
 }
