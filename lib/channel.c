@@ -61,20 +61,25 @@ void dp_chan_transcript(const uint8_t *hello, size_t hello_len, const uint8_t *r
 
 /* One AEAD context per direction, keyed once; each record only sets its
  * nonce. The records are standard AES-256-GCM and ChaCha20-Poly1305 (IETF).
- * Two implementations of the same algorithm, chosen by record size from
- * measurements on this project's VM (tests/helpers/aeadbench.c: each record
- * sealed hot, in a loop, and cold, after 8 MiB of other memory traffic as
- * between two faults; bench/results/aeadbench.txt):
- * - Records below one page (headers: 24 bytes, requests, acknowledgements,
- *   errors) go through libsodium: its fixed cost per record is lower (AES-GCM
- *   24 bytes: 0.15 us hot, 0.4-0.6 us cold, against libcrypto's 0.27 and
- *   1.4-1.6 us, whose provider dispatch is the difference).
- * - Records of a page or more (a fault's page, bulk replies, write-backs)
- *   go through OpenSSL's libcrypto, whose stitched AES-NI code is faster
- *   per byte (a 4 KiB page: 1.3 us hot, 2.5-2.8 us cold, against
- *   libsodium 1.0.18's 2.6-3.5 and 3.1-3.2 us).
+ * Two implementations of the same algorithm, chosen by record size, by
+ * measurement on this project's VM:
+ * - Records of up to SMALL_RECORD bytes (headers, requests, acknowledgements,
+ *   and a fault's one or few pages) go through libsodium. Alone, libcrypto
+ *   seals a 4 KiB page faster (tests/helpers/aeadbench: 1.3 us against
+ *   2.6-3.5 us in a loop, 2.5-2.8 against 3.1-3.2 us with the data caches
+ *   cold), but a fault's record is sealed once between wake-ups, after the
+ *   network stack has run, and there libcrypto's longer call path (EVP,
+ *   provider, then the AES code) costs more than it saves. `bench server`
+ *   measured the secure channel's extra CPU per 4 KiB GET, client/server,
+ *   with pages through libcrypto at +14.2/+18.7 and +14.2/+18.2 us, and
+ *   through libsodium at +6.4/+11.6 and +5.2/+10.2 us, in alternating runs
+ *   of the same hour (bench/results/server-encrypted-ab.txt). Its fixed cost
+ *   per small record is lower too (24 bytes: 0.15 us hot against 0.27).
+ * - Larger records (bulk replies, prefetch runs) go through OpenSSL's
+ *   libcrypto, whose stitched AES-NI code wins once a record is long
+ *   (192 KiB: ~2.5 GB/s against libsodium's ~1.7).
  * The key schedule stays on libsodium. */
-#define SMALL_RECORD (DP_PAGE_SIZE - 1)
+#define SMALL_RECORD 16384
 static int dir_init(struct dp_chan_dir *d, uint32_t cipher, bool encrypt)
 {
     d->counter = 0;
