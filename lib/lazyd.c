@@ -48,6 +48,7 @@
 #include "metrics_http.h"
 #include "perm.h"
 #include "replay.h"
+#include "lazyd_warmup.h"
 #include "trace.h"
 #include "uffd.h"
 #include "util.h"
@@ -61,8 +62,6 @@
                                       * many pages: its thread waits for them all */
 #define TICK_NS (10 * 1000000ull)  /* timer period */
 #define PROBE_NS (200 * 1000000ull)
-#define BG_CHUNK_PAGES 16
-#define BG_MAX_INFLIGHT 8
 
 enum { H_LISTEN, H_CRIU, H_UFFD, H_SRC, H_CTL_LISTEN, H_CTL_CLIENT, H_TIMER, H_SIGNAL, H_GUARD, H_METRICS };
 enum { K_FAULT, K_PREFETCH, K_BACKGROUND, K_REPLAY, K_PIN };
@@ -93,6 +92,7 @@ struct lz_req {
     uint32_t nw, capw;
     int warned;
     int retries;
+    uint32_t wu_ahead;            /* K_FAULT: warm-up requests in flight when it was sent */
 };
 
 struct dp_lazyd;
@@ -118,7 +118,6 @@ struct lz_task {
     int refs;             /* requests still owned by the source */
     uint64_t started_ns, ended_ns;
     uint64_t final_remote, final_resident; /* page counts when it exited */
-    uint64_t bg_cursor;
     /* eviction (budget) */
     pid_t host_pid;       /* in the daemon's pid namespace; 0 = not known yet */
     uint64_t host_start;  /* its start time: a recycled pid is not this task */
@@ -172,11 +171,9 @@ struct dp_lazyd {
     int failed;
     int killed;
     int stop;
-    uint64_t start_ns, last_probe_ns, last_bg_ns;
-    double bg_tokens;
-    int bg_inflight;
+    uint64_t start_ns, last_probe_ns;
     int all_resident_said;     /* o->all_resident called */
-    struct lz_task *bg_next;
+    struct dp_lzw wu;          /* the warm-up (lib/lazyd_warmup.h) */
     uint32_t src_ev;
     char sock_path[4200], ctl_path[4200];
     struct lz_evict ev;
@@ -245,6 +242,8 @@ static void req_free(struct lz_req *r)
 {
     if (r->kind == K_REPLAY) /* installed, dropped or abandoned: no longer in flight */
         dp_replay_completed(&((struct dp_lazyd *)r->f.opaque)->replay, r->f.npages, dp_now_ns());
+    else if (r->kind == K_BACKGROUND) /* its window slot is free: the step's end refills it */
+        dp_lzw_done(&((struct dp_lazyd *)r->f.opaque)->wu, r->f.npages, dp_now_ns());
     free(r->f.buf);
     free(r->w);
     free(r);
@@ -375,13 +374,9 @@ static void req_submit(struct dp_lazyd *d, struct lz_req *r)
     r->f.wire_bytes = 0;
     r->t->refs++;
     r->t->c.fetch_requests++;
-    if (r->kind == K_BACKGROUND)
-        d->bg_inflight++;
     if (d->o->src->ops->submit(d->o->src, &r->f) < 0) {
         r->f.status = -EIO;
         r->t->refs--;
-        if (r->kind == K_BACKGROUND)
-            d->bg_inflight--;
         r->state = R_FETCH_RETRY;
         r->retry_at = dp_now_ns() + r->backoff_ns;
         r->rnext = r->t->retry;
@@ -436,16 +431,19 @@ static uint32_t submit_remote_runs(struct dp_lazyd *d, struct lz_task *t, struct
 
 /* ---- working set: replay and trace (issue 7) ---- */
 
-/* dp_replay_fetch_fn: the REMOTE pages of checkpoint range [img, +n) of the
- * original task pid (not a forked child) become in flight. */
-static int64_t replay_fetch(void *ctx, int32_t pid, uint64_t img, uint32_t n)
+/* The live task restored as checkpoint pid (not a forked child), or NULL. */
+static struct lz_task *original_task(struct dp_lazyd *d, int32_t pid)
 {
-    struct dp_lazyd *d = ctx;
     struct lz_task *t = d->tasks;
     while (t && !(t->alive && t->pid == pid && t->shown_pid > 0))
         t = t->next;
-    if (!t)
-        return -1;
+    return t;
+}
+
+/* The REMOTE pages of checkpoint range [img, +n) of t go in flight as kind;
+ * returns how many. */
+static int64_t fetch_range(struct dp_lazyd *d, struct lz_task *t, uint64_t img, uint32_t n, int kind)
+{
     uint64_t sent = 0;
     for (uint32_t i = 0; i < n;) {
         struct dp_lazy_region *reg;
@@ -456,10 +454,19 @@ static int64_t replay_fetch(void *ctx, int32_t pid, uint64_t img, uint32_t n)
         }
         uint64_t left_in_reg = (reg->img + (reg->end - reg->start) - a) / PG;
         uint32_t cnt = n - i < left_in_reg ? n - i : (uint32_t)left_in_reg;
-        sent += submit_remote_runs(d, t, reg, a, cnt, K_REPLAY);
+        sent += submit_remote_runs(d, t, reg, a, cnt, kind);
         i += cnt;
     }
     return (int64_t)sent;
+}
+
+/* dp_replay_fetch_fn: the REMOTE pages of checkpoint range [img, +n) of the
+ * original task pid (not a forked child) become in flight. */
+static int64_t replay_fetch(void *ctx, int32_t pid, uint64_t img, uint32_t n)
+{
+    struct dp_lazyd *d = ctx;
+    struct lz_task *t = original_task(d, pid);
+    return t ? fetch_range(d, t, img, n, K_REPLAY) : -1;
 }
 
 static void replay_pump(struct dp_lazyd *d)
@@ -601,6 +608,7 @@ static void fault_remote(struct dp_lazyd *d, struct lz_task *t, struct dp_lazy_r
     if (n > 1)
         mark_inflight(t, reg, img + PG, n - 1, DP_PGF_PREFETCH);
     t->c.faults_remote++;
+    r->wu_ahead = dp_lzw_fault_sent(&d->wu);
     req_submit(d, r);
     if (d->fault_rtt_ns < FAULT_SPIN_NS)
         d->spin_until_ns = dp_now_ns() + FAULT_SPIN_NS;
@@ -952,8 +960,6 @@ static void on_fetch_done(struct dp_fetch *f)
     struct dp_lazyd *d = f->opaque;
     struct lz_task *t = r->t;
     t->refs--;
-    if (r->kind == K_BACKGROUND)
-        d->bg_inflight--;
     t->c.wire_bytes += f->wire_bytes;
     if (!t->alive) {
         req_unlink(r);
@@ -980,6 +986,7 @@ static void on_fetch_done(struct dp_fetch *f)
     if (r->kind == K_FAULT && r->nw > 0) {
         uint64_t took = dp_now_ns() - r->w[0].t0;
         d->fault_rtt_ns = d->fault_rtt_ns ? (7 * d->fault_rtt_ns + took) / 8 : took;
+        dp_lzw_fault(&d->wu, took, r->wu_ahead);
     }
     install(d, r);
 }
@@ -1419,6 +1426,8 @@ static void stats_json(struct dp_lazyd *d, struct dp_sbuf *b)
         dp_json_fixed(d->replay.done_ns ? (double)(d->replay.done_ns - d->replay.start_ns) / 1e9 : 0.0, 3), "stage",
         stage_json(d), "trace", "recording", d->tracing && !d->trace_sent, "pages", (json_int_t)d->trace_pages,
         "sent", d->trace_sent, "budget", ev_json(d), "tasks", tasks);
+    if (o)
+        json_object_set_new(o, "warmup", dp_lzw_json(&d->wu));
     dp_sbuf_put_json(b, o);
     dp_sbuf_printf(b, "\n");
 }
@@ -1645,61 +1654,99 @@ static void all_resident(struct dp_lazyd *d)
     d->o->all_resident(d->o->all_resident_ctx);
 }
 
-static void background_fetch(struct dp_lazyd *d, uint64_t now)
+/* ---- warm-up (issue 16): the daemon's side of lib/lazyd_warmup.h ---- */
+
+/* dp_lzw_io.fetch: the remote pages of [img, +n) of task id go in flight as
+ * warm-up; pages submitted, -1 when the task is gone. */
+static int64_t wu_fetch(void *ctx, int task, uint64_t img, uint32_t n)
 {
-    if (!d->o->background_rate || !d->finished)
-        return;
-    double dt = (double)(now - d->last_bg_ns) / 1e9;
-    d->last_bg_ns = now;
-    double cap = (double)d->o->background_rate * 0.05 + BG_CHUNK_PAGES * PG;
-    d->bg_tokens += dt * (double)d->o->background_rate;
-    if (d->bg_tokens > cap)
-        d->bg_tokens = cap;
-    int guard = 0;
-    while (d->bg_tokens >= (double)(BG_CHUNK_PAGES * PG) && d->bg_inflight < BG_MAX_INFLIGHT && guard++ < 64) {
-        /* round robin over live tasks */
-        struct lz_task *t = d->bg_next && d->bg_next->alive ? d->bg_next : d->tasks;
-        struct lz_task *start = t;
-        int found = 0;
-        do {
-            if (t && t->alive && dp_lazymap_pages(&t->map, DP_PG_REMOTE)) {
-                found = 1;
-                break;
-            }
-            t = t && t->next ? t->next : d->tasks;
-        } while (t != start);
-        if (!found) {
-            all_resident(d);
-            return;
-        }
-        d->bg_next = t->next;
-        /* next remote run at or after the cursor */
-        int submitted = 0;
-        for (int pass = 0; pass < 2 && !submitted; pass++) {
-            for (size_t i = 0; i < t->map.n && !submitted; i++) {
-                struct dp_lazy_region *reg = &t->map.r[i];
-                if (reg->end <= t->bg_cursor)
-                    continue;
-                uint64_t a = t->bg_cursor > reg->start ? t->bg_cursor : reg->start;
-                for (; a < reg->end; a += PG) {
-                    if (fetchable(reg->pg[(a - reg->start) / PG])) {
-                        uint64_t img = reg->img + (a - reg->start);
-                        uint64_t left = (reg->end - a) / PG;
-                        uint32_t n = left < BG_CHUNK_PAGES ? (uint32_t)left : BG_CHUNK_PAGES;
-                        submit_remote_runs(d, t, reg, img, n, K_BACKGROUND);
-                        t->bg_cursor = a + (uint64_t)n * PG;
-                        d->bg_tokens -= (double)n * PG;
-                        submitted = 1;
-                        break;
-                    }
-                }
-            }
-            if (!submitted)
-                t->bg_cursor = 0;
-        }
-        if (!submitted)
-            return;
+    struct dp_lazyd *d = ctx;
+    struct lz_task *t = task_by_id(d, task);
+    if (!t || !t->alive)
+        return -1;
+    return fetch_range(d, t, img, n, K_BACKGROUND);
+}
+
+/* dp_lzw_io.each_range: every lazy range of every live task. */
+static void wu_each_range(void *ctx, void (*add)(void *arg, int task, uint64_t img, uint64_t npages), void *arg)
+{
+    struct dp_lazyd *d = ctx;
+    for (struct lz_task *t = d->tasks; t; t = t->next)
+        for (size_t i = 0; t->alive && i < t->map.n; i++)
+            add(arg, t->id, t->map.r[i].img, (t->map.r[i].end - t->map.r[i].start) / PG);
+}
+
+/* dp_lzw_io.task_of_pid: the hot set names checkpoint pids. */
+static int wu_task_of_pid(void *ctx, int32_t pid)
+{
+    struct dp_lazyd *d = ctx;
+    struct lz_task *t = original_task(d, pid);
+    return t ? t->id : -1;
+}
+
+/* dp_lzw_io.remote_pages: what is not here yet. */
+static uint64_t wu_remote(void *ctx)
+{
+    const struct dp_lazyd *d = ctx;
+    uint64_t n = 0;
+    for (const struct lz_task *t = d->tasks; t; t = t->next)
+        if (t->alive)
+            n += dp_lazymap_pages(&t->map, DP_PG_REMOTE) + dp_lazymap_pages(&t->map, DP_PG_INFLIGHT);
+    return n;
+}
+
+/* dp_lzw_io.used_pages: resident plus in flight, as a budget counts them. */
+static uint64_t wu_used(void *ctx)
+{
+    const struct dp_lazyd *d = ctx;
+    uint64_t n = ev_resident(d);
+    for (const struct lz_task *t = d->tasks; t; t = t->next)
+        if (t->alive)
+            n += dp_lazymap_pages(&t->map, DP_PG_INFLIGHT);
+    return n;
+}
+
+/* dp_lzw_io.budget_pages: the budget's high watermark, 0 without one. */
+static uint64_t wu_budget(void *ctx)
+{
+    const struct dp_lazyd *d = ctx;
+    return d->ev.on ? ev_high(d) : 0;
+}
+
+/* dp_lzw_io.all_resident. */
+static void wu_all_resident(void *ctx)
+{
+    all_resident(ctx);
+}
+
+/* Sets the warm-up up: --warmup, or the older --background-fetch RATE alone
+ * (warm everything, at most RATE); never with stage mode (its hit rate
+ * would count the warm-up's pages). */
+static void warmup_init(struct dp_lazyd *d)
+{
+    const struct dp_lazyd_opts *o = d->o;
+    struct dp_lzw_opts wo = {.mode = (enum dp_warmup_mode)o->warmup, .rate_cap = o->background_rate,
+                             .order = o->warmup_order};
+    if (wo.mode == DP_WARMUP_NONE && o->background_rate)
+        wo.mode = DP_WARMUP_ALL;
+    if (wo.mode != DP_WARMUP_NONE && d->staging) {
+        dp_warn("no warm-up with --hotset-mode stage: it measures the replay alone");
+        wo.mode = DP_WARMUP_NONE;
     }
+    struct dp_lzw_io io = {.ctx = d, .fetch = wu_fetch, .each_range = wu_each_range, .task_of_pid = wu_task_of_pid,
+                           .remote_pages = wu_remote, .used_pages = wu_used, .budget_pages = wu_budget,
+                           .all_resident = wu_all_resident};
+    dp_lzw_init(&d->wu, &wo, &io, d->start_ns);
+}
+
+/* Once the restore finished and any hot-set replay is done: plan, then keep
+ * the window full (every loop turn, so a completion is refilled at once). */
+static void warmup_step(struct dp_lazyd *d)
+{
+    uint64_t now = dp_now_ns();
+    if (d->wu.state == DP_LZW_WAITING && d->finished && !d->replaying)
+        dp_lzw_begin(&d->wu, now);
+    dp_lzw_pump(&d->wu, now);
 }
 
 /* The remote source's descriptor changes across reconnects and it wants
@@ -1799,7 +1846,7 @@ static void handle_timer(struct dp_lazyd *d)
             ev_find_host_pids(d);
         }
     }
-    background_fetch(d, now);
+    warmup_step(d);
     replay_pump(d);
     trace_flush(d, now, 0);
     if (dp_guard_fd(&d->guard) < 0 || d->guard_gen != d->guard.gen) {
@@ -2770,9 +2817,9 @@ static void cleanup(struct dp_lazyd *d)
             }
             free(t);
         } else {
-            /* completed by the source after d is gone: keep req_free away from d->replay */
+            /* completed by the source after d is gone: keep req_free away from d->replay and d->wu */
             for (struct lz_req *r = t->reqs; r; r = r->next)
-                if (r->kind == K_REPLAY)
+                if (r->kind == K_REPLAY || r->kind == K_BACKGROUND)
                     r->kind = K_PREFETCH;
             t->next = kept;
             kept = t;
@@ -2782,6 +2829,7 @@ static void cleanup(struct dp_lazyd *d)
     if (d->ep >= 0)
         close(d->ep);
     dp_replay_free(&d->replay);
+    dp_lzw_free(&d->wu);
     dp_trace_free(&d->trace);
     if (d->staging) {
         dp_vbuf_free(&d->stage);
@@ -2803,7 +2851,6 @@ struct dp_lazyd *dp_lazyd_start(const struct dp_lazyd_opts *o)
         return NULL;
     d->o = o;
     d->start_ns = dp_now_ns();
-    d->last_bg_ns = d->start_ns;
     d->listen_h.fd = d->ctl_h.fd = d->timer_h.fd = d->sig_h.fd = d->src_h.fd = d->guard.sk = -1;
     d->guard_h.fd = -1;
     if (o->replay) {
@@ -2872,6 +2919,7 @@ struct dp_lazyd *dp_lazyd_start(const struct dp_lazyd_opts *o)
         dp_vbuf_init(&d->stage, UINT64_MAX); /* bounded by the hot set */
         d->staging = 1;
     }
+    warmup_init(d);
     /* Before criu can connect: no uffd may ever be held by us alone. */
     if (dp_guard_start(&d->guard, &err) < 0) {
         dp_error("cannot start the guard process (%s): refusing to serve, since a crash of this "
@@ -2888,8 +2936,8 @@ struct dp_lazyd *dp_lazyd_start(const struct dp_lazyd_opts *o)
     }
     char pf[32];
     dp_prefetch_format(&o->prefetch, pf, sizeof(pf));
-    dp_info("lazy-pages daemon on %s, pages from %s, prefetch %s%s", d->sock_path, o->src->desc, pf,
-            o->background_rate ? ", background copy on" : "");
+    dp_info("lazy-pages daemon on %s, pages from %s, prefetch %s, warm-up %s", d->sock_path, o->src->desc, pf,
+            dp_warmup_mode_name(d->wu.o.mode));
     return d;
 }
 
@@ -2933,6 +2981,7 @@ int dp_lazyd_step(struct dp_lazyd *d, int timeout_ms)
         }
     }
     replay_pump(d);
+    warmup_step(d);
     return 1;
 }
 
