@@ -173,8 +173,7 @@ uint32_t dp_lzw_fault_sent(struct dp_lzw *w)
  * waited clearly behind in-flight warm-up halves the window. */
 void dp_lzw_fault(struct dp_lzw *w, uint64_t latency_ns, uint32_t ahead)
 {
-    if (w->state == DP_LZW_OFF)
-        return;
+    /* recorded with the warm-up off too: the same measure for a run without */
     dp_hist_add(ahead ? &w->fault_during : &w->fault_idle, latency_ns);
     if (w->state == DP_LZW_RUNNING) {
         uint64_t left = dp_warmup_plan_left(&w->plan);

@@ -248,16 +248,22 @@ void dp_warmup_ctl_done(struct dp_warmup_ctl *c, uint32_t pages, uint64_t now_ns
     c->round_slow_fault = 0;
 }
 
-/* A fault with warm-up ahead of it that took 1.5x (+100 us) the idle
- * average waited behind the warm-up: halve, once per round. */
+/* The idle base follows the fastest faults (a minimum that drifts up
+ * slowly, so a slower link is learnt): CPU noise makes averages high and
+ * would hide the queueing. A fault with warm-up ahead of it that took
+ * twice the base + 100 us waited behind the warm-up: halve, once per round
+ * (never below DP_WU_WIN_MIN: two chunks keep the link mostly busy). */
 int dp_warmup_ctl_fault(struct dp_warmup_ctl *c, uint64_t latency_ns, uint32_t warmup_inflight)
 {
     if (!warmup_inflight) {
-        c->idle_fault_ns = c->idle_fault_ns ? (7 * c->idle_fault_ns + latency_ns) / 8 : latency_ns;
+        if (!c->idle_fault_ns || latency_ns < c->idle_fault_ns)
+            c->idle_fault_ns = latency_ns;
+        else
+            c->idle_fault_ns += (latency_ns - c->idle_fault_ns) / 32;
         return 0;
     }
-    uint64_t base = c->idle_fault_ns ? c->idle_fault_ns : 300000; /* none seen yet: a LAN fault */
-    if (latency_ns <= base + base / 2 + 100000)
+    uint64_t base = c->idle_fault_ns ? c->idle_fault_ns : 200000; /* none seen yet: a LAN fault */
+    if (latency_ns <= 2 * base + 100000)
         return 0;
     if (!c->round_slow_fault) {
         c->round_slow_fault = 1;

@@ -16,8 +16,9 @@
  *   bytes per second than the round before (the link is not full yet);
  * - one step down when it does not (the link is full: more only queues),
  *   then a few rounds' hold before probing up again;
- * - halved when a fault that completed while warm-up was in flight took
- *   clearly longer than faults with none in flight (faults queue behind it).
+ * - halved when a fault sent with warm-up in flight took more than twice
+ *   (+100 us) the fastest faults sent with none (faults queue behind it),
+ *   down to DP_WU_WIN_MIN.
  * An optional rate cap (restore --background-fetch RATE) is a token bucket
  * on top of the window. */
 #ifndef DP_WARMUP_H
@@ -97,8 +98,8 @@ uint64_t dp_warmup_budget_room(uint64_t budget_pages, uint64_t margin, uint64_t 
 
 /* ---- controller ---- */
 
-#define DP_WU_CHUNK_PAGES 16u  /* 64 KiB per request */
-#define DP_WU_WIN_MIN 1u
+#define DP_WU_CHUNK_PAGES 4u   /* 16 KiB per request */
+#define DP_WU_WIN_MIN 2u
 #define DP_WU_WIN_MAX 64u
 #define DP_WU_WIN_START 2u
 #define DP_WU_HOLD_ROUNDS 8u   /* rounds at the knee before probing up again */
@@ -117,7 +118,8 @@ struct dp_warmup_ctl {
     int last_step;            /* +1: the window grew after the previous round; -1: shrank; 0 */
     uint32_t hold;            /* rounds to wait before probing up again */
     /* faults */
-    uint64_t idle_fault_ns;   /* moving average of faults with no warm-up in flight; 0 = none seen */
+    uint64_t idle_fault_ns;   /* base: the fastest faults with no warm-up in flight (drifts up
+                               * 1/32 per slower one); 0 = none seen */
     uint64_t increases, decreases, fault_backoffs;
 };
 
@@ -136,7 +138,7 @@ void dp_warmup_ctl_done(struct dp_warmup_ctl *c, uint32_t pages, uint64_t now_ns
  * behind the warm-up (and the window was halved), else 0. */
 int dp_warmup_ctl_fault(struct dp_warmup_ctl *c, uint64_t latency_ns, uint32_t warmup_inflight);
 /* The estimate of how long a fault with latency_ns waited behind the
- * warm-up: latency above the idle average (0 when none is known). */
+ * warm-up: latency above the idle base (0 when none is known). */
 uint64_t dp_warmup_ctl_fault_wait(const struct dp_warmup_ctl *c, uint64_t latency_ns);
 
 #endif

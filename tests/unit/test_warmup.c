@@ -167,9 +167,13 @@ static void ctl_halves_when_a_fault_queues_behind(void **state)
     struct dp_warmup_ctl c;
     dp_warmup_ctl_init(&c, 0, 0);
     c.win = 16;
-    /* idle faults set the base: 200 us */
+    /* idle faults set the base: the fastest, drifting up slowly */
     for (int i = 0; i < 8; i++)
         assert_int_equal(dp_warmup_ctl_fault(&c, 200 * US, 0), 0);
+    assert_int_equal(c.idle_fault_ns, 200 * US);
+    assert_int_equal(dp_warmup_ctl_fault(&c, 200 * US + 3200 * US, 0), 0); /* one slow idle fault */
+    assert_int_equal(c.idle_fault_ns, 300 * US);
+    assert_int_equal(dp_warmup_ctl_fault(&c, 200 * US, 0), 0);           /* back to the fastest */
     assert_int_equal(c.idle_fault_ns, 200 * US);
     /* a fault with warm-up ahead that took about as long: no change */
     assert_int_equal(dp_warmup_ctl_fault(&c, 350 * US, 4), 0);
@@ -444,8 +448,10 @@ static void glue_none_is_off(void **state)
     dp_lzw_pump(&w, 0);
     assert_int_equal(w.state, DP_LZW_OFF);
     assert_int_equal(count(&f, 0), FAKE_PAGES);
+    /* its faults are measured as with a warm-up (the baseline of one) */
     dp_lzw_fault(&w, 100, 0);
-    assert_int_equal(w.fault_idle.count, 0);
+    assert_int_equal(w.fault_idle.count, 1);
+    assert_int_equal(w.faults_overtook, 0);
     dp_lzw_free(&w);
 }
 
