@@ -116,3 +116,31 @@ def test_migrate_default_warmup_makes_everything_resident_and_releases_the_sourc
     assert forkmem("dst", "WRITE 7")["pages_written"] > 0
     assert forkmem("dst", "VERIFY")["errors"] == 0
     util.distriproc("migrate", "--stop", "--workdir", workdir, timeout=60)
+
+
+@pytest.mark.time_limit(240)
+def test_warmup_hot_moves_the_classified_mappings_only(lab, procs, criu, tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    pid = util.start_container(procs, "src", [util.MEMWALK, "--mib", "32", "--threads", "1", "--seed", "12"],
+                               tmp_path / "src.pid")
+    util.wait_until(lambda: util.memwalk_request(util.HOSTS["src"], host="src")["ops"] > 1000, 60, "memwalk")
+    # per-mapping heat, sampled while memwalk walks its area
+    util.distriproc("checkpoint", "--host", "src", "--pid", pid, "--images", images, "--classify", "1",
+                    timeout=120)
+    util.wait_gone(pid, timeout=20)
+    key = tmp_path / "key"
+    util.distriproc("keygen", key)
+    listen = util.serve_images(procs, images, key, 7342)
+    workdir = tmp_path / "wd"
+    res = util.restore_json(procs, workdir, "--source", listen, "--key", key, "--warmup", "hot")
+    util.wait_until(lambda: stats(workdir)["warmup"]["state"] == "done", 60, "the warm-up to finish")
+    w = stats(workdir)["warmup"]
+    print("\nwarm-up hot:", w)
+    # the plan is the classification's hot mappings, nothing else
+    assert w["pages_planned_heat"] >= 32 * 256 and w["pages_planned_rest"] == 0, w
+    assert w["pages_moved"] <= w["pages_planned_heat"] + w["pages_planned_trace"], w
+    assert "hot set" in w["done_reason"] and w["source_needed"] is True, w
+    v = memwalk("VERIFY", timeout=120)
+    assert v["verify_errors"] == 0, v
+    finish(res, workdir)
