@@ -1375,6 +1375,7 @@ static void metrics_render(void *ctx, struct dp_sbuf *out)
     m.writeback_latency = &d->ev.wb_lat;
     m.eviction_stop = &d->ev.stop;
     dp_metrics_lazyd_text(out, &m);
+    dp_lzw_metrics(&d->wu, out);
     free(lat);
 }
 

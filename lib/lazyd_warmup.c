@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "jsonout.h"
+#include "metrics.h"
 #include "util.h"
 
 #define PG 4096ull
@@ -246,4 +247,31 @@ json_t *dp_lzw_json(const struct dp_lzw *w)
     json_object_set_new(o, "fault_idle", dp_hist_jobj(&w->fault_idle));
     json_object_set_new(o, "source_needed", json_boolean(!w->all_here));
     return o;
+}
+
+/* ---- metrics ---- */
+
+/* One gauge or counter family with its single sample. */
+static void prom_one(struct dp_sbuf *b, const char *name, const char *type, const char *help, uint64_t v)
+{
+    dp_prom_family(b, name, type, help);
+    dp_prom_sample(b, name, NULL, NULL, v);
+}
+
+/* The warm-up's families of the daemon's --metrics exposition. */
+void dp_lzw_metrics(const struct dp_lzw *w, struct dp_sbuf *b)
+{
+    prom_one(b, "distriproc_lazyd_warmup_running", "gauge", "1 while the warm-up moves memory.",
+             w->state == DP_LZW_RUNNING);
+    prom_one(b, "distriproc_lazyd_warmup_bytes_total", "counter", "Bytes the warm-up moved.", w->pages * PG);
+    prom_one(b, "distriproc_lazyd_warmup_queued_pages", "gauge", "Pages the warm-up has still to hand out.",
+             dp_warmup_plan_left(&w->plan));
+    prom_one(b, "distriproc_lazyd_warmup_window_pages", "gauge", "Warm-up pages allowed in flight.",
+             (uint64_t)w->ctl.win * w->ctl.chunk);
+    prom_one(b, "distriproc_lazyd_warmup_faults_behind_total", "counter",
+             "Faults that waited clearly longer with warm-up ahead of them.", w->faults_behind);
+    dp_prom_histogram(b, "distriproc_lazyd_warmup_fault_latency_seconds",
+                      "Fetch latency of faults sent with warm-up in flight.", &w->fault_during);
+    prom_one(b, "distriproc_lazyd_warmup_source_needed", "gauge",
+             "0 once the warm-up made every lazy page resident (the source may go).", !w->all_here);
 }

@@ -81,5 +81,8 @@ void dp_lzw_fault(struct dp_lzw *w, uint64_t latency_ns, uint32_t ahead);
 int dp_lzw_active(const struct dp_lzw *w);
 /* The "warmup" object of the daemon's stats. */
 json_t *dp_lzw_json(const struct dp_lzw *w);
+/* Its families of the daemon's --metrics exposition (lib/metrics.h). */
+struct dp_sbuf;
+void dp_lzw_metrics(const struct dp_lzw *w, struct dp_sbuf *b);
 
 #endif

@@ -346,6 +346,14 @@ static void glue_all_ends_with_everything_resident_once(void **state)
     assert_int_equal(json_integer_value(json_object_get(j, "pages_moved")), FAKE_PAGES);
     assert_string_equal(json_string_value(json_object_get(j, "state")), "done");
     json_decref(j);
+    struct dp_sbuf b = {0};
+    dp_lzw_metrics(&w, &b);
+    assert_false(b.oom);
+    assert_non_null(strstr(b.p, "\ndistriproc_lazyd_warmup_bytes_total 16777216\n"));
+    assert_non_null(strstr(b.p, "\ndistriproc_lazyd_warmup_running 0\n"));
+    assert_non_null(strstr(b.p, "\ndistriproc_lazyd_warmup_source_needed 0\n"));
+    assert_non_null(strstr(b.p, "# TYPE distriproc_lazyd_warmup_fault_latency_seconds histogram"));
+    dp_sbuf_free(&b);
     dp_lzw_free(&w);
 }
 
