@@ -10,6 +10,7 @@
 #define PG 4096ull
 #define BUDGET_MARGIN_PAGES 512 /* 2 MiB under the budget stay free for faults */
 #define PUMP_MAX_REQ 256        /* bounded work per pump */
+#define SWEEP_IDLE_NS (100 * 1000000ull) /* between sweeps that found nothing to send */
 
 /* ---- set-up ---- */
 
@@ -100,6 +101,18 @@ static void plan_end(struct dp_lzw *w, uint64_t now_ns)
         w->io.all_resident(w->io.ctx);
         return;
     }
+    /* a sweep that found nothing to send (the remote pages are in flight for
+     * faults): look again in SWEEP_IDLE_NS, not at every loop turn */
+    if (w->sweeps && w->submitted_pages == w->sweep_start_pages) {
+        if (!w->sweep_wait_ns) {
+            w->sweep_wait_ns = now_ns + SWEEP_IDLE_NS;
+            return;
+        }
+        if (now_ns < w->sweep_wait_ns)
+            return;
+    }
+    w->sweep_wait_ns = 0;
+    w->sweep_start_pages = w->submitted_pages;
     /* rebuild the rest from the live tasks (a child forked since has its own) */
     dp_warmup_plan_free(&w->plan);
     w->io.each_range(w->io.ctx, add_rest, w);

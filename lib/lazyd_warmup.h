@@ -52,6 +52,8 @@ struct dp_lzw {
     uint64_t submitted_pages;        /* pages: sent (pages: completed) */
     uint64_t restore_ns, start_ns, done_ns;
     uint64_t requests, pages, sweeps;
+    uint64_t sweep_start_pages;      /* submitted_pages when the last sweep began */
+    uint64_t sweep_wait_ns;          /* an idle sweep: the next one not before this */
     struct dp_hist fault_during;     /* faults sent while warm-up was in flight */
     struct dp_hist fault_idle;       /* faults sent with none in flight */
     uint64_t faults_behind;          /* of fault_during: took clearly longer (the window was halved) */

@@ -230,6 +230,7 @@ struct fake {
     int all_resident_calls;
     uint64_t max_used;
     int sync;                  /* complete inside the submit, as a local source does */
+    uint64_t fetch_calls;
     struct dp_lzw *w;
 };
 
@@ -237,6 +238,7 @@ static int64_t fake_fetch(void *ctx, int task, uint64_t img, uint32_t n)
 {
     struct fake *f = ctx;
     assert_int_equal(task, 1);
+    f->fetch_calls++;
     int64_t sent = 0;
     for (uint32_t i = 0; i < n; i++) {
         uint64_t pg = img / PG + i;
@@ -274,7 +276,7 @@ static uint64_t count(const struct fake *f, int st)
 static uint64_t fake_remote(void *ctx)
 {
     struct fake *f = ctx;
-    return count(f, 0) + count(f, 1);
+    return count(f, 0) + count(f, 1) + count(f, 3);
 }
 
 static uint64_t fake_used(void *ctx)
@@ -377,6 +379,41 @@ static void glue_counts_a_completion_inside_the_submit(void **state)
     dp_lzw_free(&w);
 }
 
+/* A page in flight for a fault (not the warm-up's) keeps the memory from
+ * being all here: the warm-up sweeps again, but an idle sweep waits 100 ms
+ * instead of rescanning at every loop turn. */
+static void glue_idle_sweeps_are_paced(void **state)
+{
+    (void)state;
+    struct fake f;
+    struct dp_lzw w;
+    glue_setup(&f, &w, DP_WARMUP_ALL, NULL);
+    f.state[7] = 3; /* a fault's fetch, not the warm-up's: neither remote nor resident */
+    dp_lzw_begin(&w, 0);
+    uint64_t now = 0;
+    for (int i = 0; i < 100 && count(&f, 0); i++) {
+        dp_lzw_pump(&w, now);
+        fake_complete_all(&f, now);
+    }
+    assert_int_equal(count(&f, 0), 0);
+    /* remote_pages counts the fault's page: not done, and many loop turns at
+     * one time scan the plan at most twice more */
+    uint64_t calls = f.fetch_calls;
+    for (int i = 0; i < 1000; i++)
+        dp_lzw_pump(&w, now);
+    assert_int_equal(w.state, DP_LZW_RUNNING);
+    assert_true(f.fetch_calls - calls <= 2 * FAKE_PAGES / DP_WU_CHUNK_PAGES);
+    /* the fault's page arrives; the next sweep (100 ms on) finds all here */
+    f.state[7] = 2;
+    dp_lzw_pump(&w, now + 150 * MS);
+    dp_lzw_pump(&w, now + 150 * MS);
+    dp_lzw_pump(&w, now + 300 * MS);
+    dp_lzw_pump(&w, now + 300 * MS);
+    assert_int_equal(w.state, DP_LZW_DONE);
+    assert_int_equal(f.all_resident_calls, 1);
+    dp_lzw_free(&w);
+}
+
 static void glue_never_exceeds_the_budget(void **state)
 {
     (void)state;
@@ -475,6 +512,7 @@ int main(void)
         cmocka_unit_test(ctl_rate_cap_limits_bytes_per_second),
         cmocka_unit_test(glue_all_ends_with_everything_resident_once),
         cmocka_unit_test(glue_counts_a_completion_inside_the_submit),
+        cmocka_unit_test(glue_idle_sweeps_are_paced),
         cmocka_unit_test(glue_never_exceeds_the_budget),
         cmocka_unit_test(glue_faults_overtake_the_queued_plan),
         cmocka_unit_test(glue_hot_mode_warms_the_hot_set_only),
