@@ -230,6 +230,7 @@ def run_point(lab, a, wl, images, key, mode, local, bits):
     finally:
         lab.end_restore(res, srv)
     tot, w = st["total"], st["warmup"]
+    tot.pop("latency_buckets_us", None)  # the CDF: p50/p90/p99 in "latency" are kept
     lazy = tot["resident_bytes"] + tot["remote_bytes"]
     out = {"mode": mode, "restore": res, "passes": [[round(x, 4) for x in p[:2]] + [p[2]] for p in passes],
            "lazy_bytes": lazy, "fault_p50_us": st["total"].get("latency", {}).get("p50_us"),
