@@ -275,6 +275,7 @@ static void fault_remote(struct dp_lazyd *d, struct lz_task *t, struct dp_lazy_r
     if (n > 1)
         mark_inflight(t, reg, img + PG, n - 1, DP_PGF_PREFETCH);
     t->c.faults_remote++;
+    r->wu_ahead = dp_lzw_fault_sent(&d->wu);
     req_submit(d, r);
     if (d->fault_rtt_ns < FAULT_SPIN_NS)
         d->spin_until_ns = dp_now_ns() + FAULT_SPIN_NS;
@@ -378,13 +379,9 @@ static void req_submit(struct dp_lazyd *d, struct lz_req *r)
     r->f.wire_bytes = 0;
     r->t->refs++;
     r->t->c.fetch_requests++;
-    if (r->kind == K_BACKGROUND)
-        d->bg_inflight++;
     if (d->o->src->ops->submit(d->o->src, &r->f) < 0) {
         r->f.status = -EIO;
         r->t->refs--;
-        if (r->kind == K_BACKGROUND)
-            d->bg_inflight--;
         r->state = R_FETCH_RETRY;
         r->retry_at = dp_now_ns() + r->backoff_ns;
         r->rnext = r->t->retry;
@@ -429,8 +426,6 @@ static void on_fetch_done(struct dp_fetch *f)
     struct dp_lazyd *d = f->opaque;
     struct lz_task *t = r->t;
     t->refs--;
-    if (r->kind == K_BACKGROUND)
-        d->bg_inflight--;
     t->c.wire_bytes += f->wire_bytes;
     if (!t->alive) {
         lz_req_unlink(r);
@@ -457,6 +452,7 @@ static void on_fetch_done(struct dp_fetch *f)
     if (r->kind == K_FAULT && r->nw > 0) {
         uint64_t took = dp_now_ns() - r->w[0].t0;
         d->fault_rtt_ns = d->fault_rtt_ns ? (7 * d->fault_rtt_ns + took) / 8 : took;
+        dp_lzw_fault(&d->wu, took, r->wu_ahead);
     }
     install(d, r);
 }

@@ -24,6 +24,7 @@
 #include "inject.h"
 #include "lazyd.h"
 #include "lazymap.h"
+#include "lazyd_warmup.h"
 #include "lazystats.h"
 #include "metrics_http.h"
 #include "pmap.h"
@@ -75,6 +76,7 @@ struct lz_req {
     uint32_t nw, capw;
     int warned;
     int retries;
+    uint32_t wu_ahead;            /* K_FAULT: warm-up chunks in flight when it was sent */
 };
 
 struct dp_lazyd;
@@ -102,7 +104,6 @@ struct lz_task {
     int refs;             /* requests still owned by the source */
     uint64_t started_ns, ended_ns;
     uint64_t final_remote, final_resident; /* page counts when it exited */
-    uint64_t bg_cursor;
     /* eviction (budget) */
     pid_t host_pid;       /* in the daemon's pid namespace; 0 = not known yet */
     uint64_t host_start;  /* its start time: a recycled pid is not this task */
@@ -162,11 +163,9 @@ struct dp_lazyd {
     int failed;
     int killed;
     int stop;
-    uint64_t start_ns, last_probe_ns, last_bg_ns;
-    double bg_tokens;
-    int bg_inflight;
+    uint64_t start_ns, last_probe_ns;
     int all_resident_said;     /* o->all_resident called */
-    struct lz_task *bg_next;
+    struct dp_lzw wu;          /* the warm-up (lib/lazyd_warmup.h) */
     uint32_t src_ev;
     char sock_path[4200], ctl_path[4200];
     struct lz_evict ev;
@@ -236,7 +235,11 @@ int lz_stage_install(struct dp_lazyd *d, struct lz_task *t, struct dp_lazy_regio
 void lz_stage_miss(struct dp_lazyd *d);
 void lz_trace_touch(struct dp_lazyd *d, struct lz_task *t, uint64_t img, uint64_t now);
 void lz_trace_flush(struct dp_lazyd *d, uint64_t now, int at_exit);
-void lz_background_fetch(struct dp_lazyd *d, uint64_t now);
+/* The warm-up (issue 16, lib/lazyd_warmup.h): set up from the options, and
+ * one step (begin once the restore finished and any replay is done, then
+ * refill the window) at every loop turn and timer tick. */
+void lz_warmup_init(struct dp_lazyd *d);
+void lz_warmup_step(struct dp_lazyd *d);
 
 /* ==== lazyd_evict.c: eviction under the budget (docs/budget.md) ==== */
 

@@ -151,6 +151,7 @@ void lz_metrics_render(void *ctx, struct dp_sbuf *out)
     m.writeback_latency = &d->ev.wb_lat;
     m.eviction_stop = &d->ev.stop;
     dp_metrics_lazyd_text(out, &m);
+    dp_lzw_metrics(&d->wu, out);
     free(lat);
 }
 
@@ -228,6 +229,8 @@ void lz_stats_json(struct dp_lazyd *d, struct dp_sbuf *b)
         dp_json_fixed(d->replay.done_ns ? (double)(d->replay.done_ns - d->replay.start_ns) / 1e9 : 0.0, 3), "stage",
         stage_json(d), "trace", "recording", d->tracing && !d->trace_sent, "pages", (json_int_t)d->trace_pages,
         "sent", d->trace_sent, "budget", budget_json(d), "tasks", tasks);
+    if (o)
+        json_object_set_new(o, "warmup", dp_lzw_json(&d->wu));
     dp_sbuf_put_json(b, o);
     dp_sbuf_printf(b, "\n");
 }

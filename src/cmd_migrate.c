@@ -26,6 +26,7 @@
 #include "lazyd.h"
 #include "netbound.h"
 #include "orch.h"
+#include "warmup.h"
 #include "image.h"
 #include "perm.h"
 #include "runc.h"
@@ -100,6 +101,11 @@ static void usage(FILE *out)
             "  --max-reply SIZE      passed to restore\n"
             "  --max-skeleton SIZE   passed to restore\n"
             "  --budget SIZE|PCT%%    passed to restore: keep at most that much lazy memory resident\n"
+            "  --warmup none|hot|all passed to restore (default all): after the restore the rest of\n"
+            "                        the memory follows in the background, faults first, at the\n"
+            "                        link's pace; the daemon's log and 'distriproc stats' (warmup:\n"
+            "                        source_needed false) say when the source holds nothing more\n"
+            "                        that dst needs. With --budget only what the budget holds\n"
             "  --probe CMD           shell command run in dst's netns (sh -c) until it exits 0\n"
             "                        e.g. 'redis-cli -h 10.250.0.2 ping | grep -qx PONG'\n"
             "  --probe-timeout SEC   give up probing after SEC seconds (default 60)\n"
@@ -290,7 +296,7 @@ struct margs {
     const char *from, *connect_timeout;
     const char *bound[NR_BOUNDS]; /* restore_bounds' values, NULL: restore's default */
     const char *workdir, *key, *prefetch, *emulate_rtt, *probe;
-    const char *runc, *runc_bundle, *runc_root, *runc_id, *budget;
+    const char *runc, *runc_bundle, *runc_root, *runc_id, *budget, *warmup;
     double probe_timeout;
 };
 
@@ -309,13 +315,14 @@ static int parse_margs(int argc, char **argv, struct margs *a)
         {"leave-running", no_argument, NULL, 'L'},      {"help", no_argument, NULL, 'h'},
         {"runc", required_argument, NULL, 'U'},         {"runc-bundle", required_argument, NULL, 'B'},
         {"runc-root", required_argument, NULL, 'R'},    {"runc-id", required_argument, NULL, 'I'},
-        {"budget", required_argument, NULL, 'b'},
+        {"budget", required_argument, NULL, 'b'},       {"warmup", required_argument, NULL, 'W'},
         {"from", required_argument, NULL, 'F'},         {"connect-timeout", required_argument, NULL, 'C'},
         {NULL, 0, NULL, 0},
     };
     memset(a, 0, sizeof(*a));
     a->port = 7070;
     a->prefetch = "auto";
+    a->warmup = "all";
     a->probe_timeout = 60;
     int c, li = 0;
     char *end;
@@ -362,6 +369,15 @@ static int parse_margs(int argc, char **argv, struct margs *a)
         case 'R': a->runc_root = optarg; break;
         case 'I': a->runc_id = optarg; break;
         case 'b': a->budget = optarg; break;
+        case 'W': {
+            enum dp_warmup_mode m;
+            if (dp_warmup_mode_parse(optarg, &m) < 0) {
+                fprintf(stderr, "distriproc migrate: --warmup takes none, hot or all (got '%s')\n", optarg);
+                return 2;
+            }
+            a->warmup = optarg;
+            break;
+        }
         case 'F': a->from = optarg; break;
         case 'C': a->connect_timeout = optarg; break;
         case 'h': usage(stdout); return 0;
@@ -593,8 +609,8 @@ serve:
 
     /* 3. Lazy restore on dst. */
     if (!a.json)
-        dp_info("3/4 lazy restore on dst (workdir %s, prefetch %s)", dstdir, a.prefetch);
-    const char *rs_argv[48];
+        dp_info("3/4 lazy restore on dst (workdir %s, prefetch %s, warm-up %s)", dstdir, a.prefetch, a.warmup);
+    const char *rs_argv[52];
     n = 0;
     rs_argv[n++] = self;
     rs_argv[n++] = "restore";
@@ -608,6 +624,8 @@ serve:
     rs_argv[n++] = "dst";
     rs_argv[n++] = "--prefetch";
     rs_argv[n++] = a.prefetch;
+    rs_argv[n++] = "--warmup";
+    rs_argv[n++] = a.warmup;
     for (size_t k = 0; k < NR_BOUNDS; k++)
         if (a.bound[k]) {
             rs_argv[n++] = restore_bounds[k];
@@ -694,6 +712,8 @@ serve:
                               "fetched_bytes_at_reply", (json_int_t)wire, "pages_fetched_at_reply",
                               (json_int_t)fetched, "bytes_before_reply", (json_int_t)moved,
                               "remote_fraction_at_reply", remote, "runc_id", a.runc ? a.runc_id : NULL);
+        if (o)
+            json_object_set_new(o, "warmup", json_string(a.warmup));
         if (!o || json_dumpf(o, stdout, JSON_REAL_PRECISION(9)) < 0)
             dp_error("cannot print the result as JSON (a path or name that is not UTF-8?)");
         else
