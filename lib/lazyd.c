@@ -12,6 +12,7 @@
  * it while the data travelled: a page that is no longer "in flight" is never
  * written. UFFDIO_COPY returns EAGAIN while the kernel has a non-cooperative
  * event (fork, mremap, madvise, munmap) queued for us: the install waits on a
+ * retry list until the task's events have been read, then re-checks.
  *
  * This file is the daemon's hall: setup, the loop and the tasks' lifecycle.
  * The rest lives in rooms behind lib/lazyd_int.h (map in docs/daemon.md). */

@@ -1,7 +1,8 @@
 /* lazyd_stats: what the daemon tells (docs/observability.md): the `stats`
  * JSON document and the `summary` text over the control socket, the
  * --metrics exposition, and the control socket itself (both ends). Reads
- * the other rooms' counters; changes nothing. */
+ * the other rooms' counters and changes nothing itself (`sync` is passed
+ * to the eviction room). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
