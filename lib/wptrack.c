@@ -149,34 +149,31 @@ int dp_wpmap_test(const struct dp_wpmap *m, uint64_t addr)
     return (int)(r->bits[pg / 64] >> (pg % 64) & 1);
 }
 
-int dp_wpmap_set(struct dp_wpmap *m, uint64_t addr)
+/* Sets a page's bit to v; returns its previous value, -1 if untracked. */
+static int put(struct dp_wpmap *m, uint64_t addr, int v)
 {
     uint64_t pg;
     struct dp_wprange *r = locate(m, addr, &pg);
     if (!r)
         return -1;
     uint64_t bit = 1ULL << (pg % 64);
-    if (r->bits[pg / 64] & bit)
-        return 1;
-    r->bits[pg / 64] |= bit;
-    r->nset++;
-    m->written++;
-    return 0;
+    int was = (r->bits[pg / 64] & bit) != 0;
+    if (was == v)
+        return was;
+    r->bits[pg / 64] ^= bit;
+    r->nset += v ? 1 : (uint64_t)-1;
+    m->written += v ? 1 : (uint64_t)-1;
+    return was;
+}
+
+int dp_wpmap_set(struct dp_wpmap *m, uint64_t addr)
+{
+    return put(m, addr, 1);
 }
 
 int dp_wpmap_clear(struct dp_wpmap *m, uint64_t addr)
 {
-    uint64_t pg;
-    struct dp_wprange *r = locate(m, addr, &pg);
-    if (!r)
-        return -1;
-    uint64_t bit = 1ULL << (pg % 64);
-    if (!(r->bits[pg / 64] & bit))
-        return 0;
-    r->bits[pg / 64] &= ~bit;
-    r->nset--;
-    m->written--;
-    return 1;
+    return put(m, addr, 0);
 }
 
 uint64_t dp_wpmap_next(const struct dp_wpmap *m, uint64_t addr)
