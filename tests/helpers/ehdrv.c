@@ -315,7 +315,7 @@ struct dmn {
     uint64_t ro_writebacks, batches_helper, batches_ptrace;
     uint64_t win_ns_max, helper_ns_max;
     uint64_t win_n;
-    uint64_t win_hist[64];          /* ptrace stop windows, 100 us buckets */
+    uint64_t win_hist[1000];        /* ptrace stop windows, 100 us buckets (last: >= 99.9 ms) */
 };
 
 static uint64_t pg_of(const struct dmn *d, uint64_t addr)
@@ -542,7 +542,7 @@ static int evict_ptrace(struct dmn *d, const uint64_t *pg, size_t n)
     }
     uint64_t dt = now_ns() - t0;
     d->win_n++;
-    d->win_hist[dt / 100000 < 63 ? dt / 100000 : 63]++;
+    d->win_hist[dt / 100000 < 999 ? dt / 100000 : 999]++;
     if (dt > d->win_ns_max)
         d->win_ns_max = dt;
     d->batches_ptrace++;
@@ -847,7 +847,7 @@ int main(int argc, char **argv)
     {
         uint64_t acc = 0, want[3] = {d->win_n / 2, d->win_n * 99 / 100, d->win_n};
         int wi = 0;
-        for (int i = 0; i < 64 && wi < 3; i++) {
+        for (int i = 0; i < 1000 && wi < 3; i++) {
             acc += d->win_hist[i];
             while (wi < 3 && acc > want[wi] - (wi == 2 ? 1 : 0) && acc)
                 wq[wi++] = (uint64_t)(i + 1) * 100;
