@@ -59,7 +59,9 @@ static void usage(FILE *out)
             "  --from memory|images  memory (the default with --pid): serve the lazy pages straight\n"
             "                        from the frozen source tree (distriproc serve --pid; only the\n"
             "                        skeleton is written, the source is killed once the restore on\n"
-            "                        dst succeeded and resumes if it fails; docs/live-migration.md);\n"
+            "                        dst succeeded and resumes if it fails; docs/live-migration.md;\n"
+            "                        a container: serve --runc, with --runc-id NEWID since the source\n"
+            "                        keeps its ID in the one runc root until it is released);\n"
             "                        images (the default with --runc or --leave-running): criu dump\n"
             "                        writes all memory to DIR/images first, then serve --images\n"
             "  --connect-timeout SEC memory: the source rolls back unless dst reports its restore\n"
@@ -330,9 +332,9 @@ static int parse_margs(int argc, char **argv, struct margs *a)
         return 2;
     }
     a->memory = a->from ? strcmp(a->from, "memory") == 0 : !a->runc && !a->leave_running;
-    if (a->memory && (a->runc || a->leave_running)) {
-        fprintf(stderr, "distriproc migrate: --from memory migrates a --pid tree and always stops the source; "
-                        "use --from images with --runc or --leave-running\n");
+    if (a->memory && a->leave_running) {
+        fprintf(stderr, "distriproc migrate: --from memory always stops the source (once dst restored it); "
+                        "use --from images with --leave-running\n");
         return 2;
     }
     if (a->connect_timeout && !a->memory) {
@@ -341,9 +343,10 @@ static int parse_margs(int argc, char **argv, struct margs *a)
     }
     if (a->runc && !a->runc_id)
         a->runc_id = a->runc;
-    if (a->runc && a->leave_running && strcmp(a->runc_id, a->runc) == 0) {
-        fprintf(stderr, "distriproc migrate: with --leave-running the source container keeps its ID; give the "
-                        "restored one another with --runc-id\n");
+    if (a->runc && (a->leave_running || a->memory) && strcmp(a->runc_id, a->runc) == 0) {
+        fprintf(stderr, "distriproc migrate: with %s the source container keeps its ID (in the runc root both "
+                        "hosts of the lab share) until it is released; give the restored one another with "
+                        "--runc-id\n", a->memory ? "--from memory" : "--leave-running");
         return 2;
     }
     return -1;
@@ -475,14 +478,23 @@ serve:
     if (!a.json)
         dp_info("2/4 page server on src at %s (log %s)%s", listen, serve_log,
                 a.memory ? "; it freezes the tree and serves its memory (--from memory)" : "");
-    const char *sv_argv[20];
+    const char *sv_argv[24];
     n = 0;
     sv_argv[n++] = self;
     sv_argv[n++] = "serve";
     if (a.memory) {
         snprintf(srcdir, sizeof(srcdir), "%s/src", workdir);
-        sv_argv[n++] = "--pid";
-        sv_argv[n++] = pidbuf;
+        if (a.runc) {
+            sv_argv[n++] = "--runc";
+            sv_argv[n++] = a.runc;
+            if (a.runc_root) {
+                sv_argv[n++] = "--runc-root";
+                sv_argv[n++] = a.runc_root;
+            }
+        } else {
+            sv_argv[n++] = "--pid";
+            sv_argv[n++] = pidbuf;
+        }
         sv_argv[n++] = "--workdir";
         sv_argv[n++] = srcdir;
         if (a.connect_timeout) {

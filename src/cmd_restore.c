@@ -38,6 +38,7 @@
 #include "lazyd.h"
 #include "metrics_http.h"
 #include "netbound.h"
+#include "orch.h"
 #include "pageserver_hotset.h"
 #include "proto_hotset.h"
 #include "pagesrc.h"
@@ -892,11 +893,40 @@ static int report_verdict(const struct restore_args *a, uint32_t verdict)
         rc = dp_live_report(a->source, a->key, verdict, &json, &err);
     if (rc < 0)
         dp_error("could not report the restore's %s to %s: %s", verdict == DP_LIVE_VERDICT_RESTORED ? "success"
-                 : "failure", a->source, err.msg);
+                 : verdict == DP_LIVE_VERDICT_ABORTED ? "abort" : "failure", a->source, err.msg);
     else if (strstr(json, "\"memory\""))
         dp_info("the source says: %s", json);
     free(json);
     return rc;
+}
+
+/* Our restore succeeded but the source never acknowledged it: it may have
+ * committed (its tree stays frozen) or not (it rolls back at its
+ * --connect-timeout). Our copy is killed: never both running. Once it is
+ * provably gone (the init of its own pid namespace, as a container's is: the
+ * whole tree dies with it), the source is told (ABORTED) and resumes its
+ * tree even after a commit, so the process does not end up nowhere. */
+static void abort_unconfirmed(const struct restore_args *a, int pid, const struct dp_runc *r)
+{
+    unsigned long long start = pid > 0 ? dp_proc_starttime(pid) : 0;
+    int own_ns = start && dp_proc_inner_pid(pid) == 1;
+    dp_error("killing the restored tree (pid %d): the source did not confirm the restore", pid);
+    if (start)
+        kill(pid, SIGKILL);
+    if (r)
+        dp_runc_force_delete(r, a->runc_id); /* and runc forgets it */
+    if (!own_ns || dp_proc_wait_gone(pid, start, 20) < 0) {
+        dp_error("the restored tree (pid %d) %s, so the source is not told to resume: if it committed, it holds "
+                 "the process frozen (its serve log names the cgroup: echo THAWED > CG/freezer.state), else it "
+                 "rolls back by itself", pid, own_ns ? "is still there 20 s after SIGKILL"
+                 : "has no pid namespace of its own (its children could outlive it)");
+        return;
+    }
+    if (report_verdict(a, DP_LIVE_VERDICT_ABORTED) == 0)
+        dp_error("our copy is gone and the source was told: it runs the process again from its frozen tree");
+    else
+        dp_error("our copy is gone but the source could not be told: if it committed, it holds the process frozen "
+                 "(its serve log names the cgroup: echo THAWED > CG/freezer.state), else it rolls back by itself");
 }
 
 int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usage_fn)(FILE *out))
@@ -1126,7 +1156,11 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
             return 1;
         }
     } else {
-        const char *extra[] = {"--work-dir", workdir, NULL};
+        /* The freezer cgroup the images name is the source's (memory mode
+         * dumps a tree in a freezer cgroup of its own): the restored tree
+         * starts in the root freezer cgroup, and CRIU makes no copy of that
+         * cgroup here, which would stay behind, empty, once the tree ends. */
+        const char *extra[] = {"--work-dir", workdir, "--cgroup-root", "freezer:/", NULL};
         struct dp_restore_opts ro = {.images_dir = images, .pidfile = pidfile, .detached = 1, .lazy_pages = 1,
                                      .tcp_established = 1, .shell_job = a.shell_job, .extra = extra,
                                      /* -v4 logs every pagemap entry ("Lazy restore skips"), ~5000
@@ -1209,12 +1243,7 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
     dp_bundle_info_free(&rctx.bundle);
     int pid = dp_read_pid_file(pidfile);
     if (report_verdict(&a, DP_LIVE_VERDICT_RESTORED) < 0) {
-        /* A source in memory mode that never heard of this restore rolls
-         * back at its --connect-timeout: never both running. */
-        dp_error("killing the restored tree (pid %d): the source did not confirm it; it keeps the process",
-                 pid);
-        if (pid > 0)
-            kill(pid, SIGKILL);
+        abort_unconfirmed(&a, pid, a.runc_bundle ? &rctx.r : NULL);
         return 1;
     }
     double restore_s = (double)(t_done - t_criu) / 1e9, total_s = (double)(t_done - t_start) / 1e9;
