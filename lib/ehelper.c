@@ -256,8 +256,14 @@ static int eh_call(struct dp_ehelper *h, const uint8_t *msg, size_t len, uint8_t
             dp_err_set(err, "the helper of task %d is gone (%s)", (int)h->pid, r == 0 ? "EOF" : strerror(errno));
             return -1;
         }
-        if (dp_now_ns() - t0 > EH_WAIT_NS && dp_inject_thread_exiting(h->pid, h->tid)) {
+        uint64_t waited = dp_now_ns() - t0;
+        if (waited > EH_WAIT_NS && dp_inject_thread_exiting(h->pid, h->tid)) {
             dp_err_set(err, "the helper thread %d of task %d exited", (int)h->tid, (int)h->pid);
+            return -1;
+        }
+        if (waited > 5 * EH_WAIT_NS) {
+            dp_err_set(err, "the helper thread %d of task %d did not answer within %llu s", (int)h->tid,
+                       (int)h->pid, (unsigned long long)(5 * EH_WAIT_NS / 1000000000ULL));
             return -1;
         }
         if (pump) {

@@ -79,6 +79,8 @@ struct dp_uffdio_move {
 #define DP_EH_SCRATCH_PAGES 256     /* at most this many pages per move call */
 #define DP_EH_BUF_BYTES 16384       /* request buffer in the target */
 #define DP_EH_NAME "dp-evict"
+/* runs per move request: 8 + runs * (48 + 40) bytes must fit the buffer */
+#define DP_EH_MAX_RUNS ((DP_EH_BUF_BYTES - 8) / 88)
 
 /* ---- pure part: request layout ---------------------------------------- */
 
