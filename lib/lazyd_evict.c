@@ -228,6 +228,58 @@ static void ev_clean_cb(void *cookie, int status, const char *errmsg)
     free(c);
 }
 
+/* Background write-back of the nd dirty ones of m pages whose bytes are in
+ * buf (one PUT, acknowledged later in ev_clean_cb): their eviction is
+ * cancelled (keep[i] = 0) and their entries marked EV_PUT_INFLIGHT. 1 if
+ * submitted, 0 if not (no room, the server's limit, a send failure). */
+static int ev_clean_submit(struct dp_lazyd *d, struct lz_task *t, size_t m, size_t nd, const uint8_t *dirty,
+                           const uint64_t *img, const uint64_t *va, const uint8_t *buf,
+                           const struct dp_page_hash *now_h, uint8_t *keep)
+{
+    struct dp_client *cl = dp_pagesrc_remote_client(d->o->src);
+    const struct dp_hello_reply *lim = cl ? dp_client_limits(cl) : NULL;
+    if (!lim || lim->max_put_pages < nd)
+        return 0;
+    struct ev_clean *c = calloc(1, sizeof(*c));
+    if (!c)
+        return 0;
+    struct dp_put_range r[EV_MAX_BATCH];
+    size_t k = 0;
+    c->d = d;
+    c->task_id = t->id;
+    for (size_t i = 0; i < m; i++) {
+        if (!dirty[i])
+            continue;
+        r[k].pid = t->pid;
+        r[k].count = 1;
+        r[k].addr = img[i];
+        r[k].data = buf + i * PG;
+        c->img[k] = img[i];
+        c->h[k] = now_h[i];
+        k++;
+    }
+    c->n = (uint32_t)k;
+    c->t0 = dp_now_ns();
+    struct dp_err perr = {{0}};
+    if (!dp_client_submit_put(cl, r, (uint32_t)k, ev_clean_cb, c, &perr)) {
+        free(c);
+        return 0;
+    }
+    d->ev.clean_inflight++;
+    d->ev.clean_requests++;
+    for (size_t i = 0; i < m; i++) {
+        if (!dirty[i])
+            continue;
+        struct dp_pmap_entry *e = dp_pmap_find(&t->hash, 0, img[i]);
+        if (e)
+            e->aux |= EV_PUT_INFLIGHT;
+        keep[i] = 0;
+        dp_evict_cancel(&d->ev.pol, t->id, va[i]);
+        d->ev.cancels++;
+    }
+    return 1;
+}
+
 static int ev_pump(void *arg)
 {
     struct lz_task *t = arg;
@@ -247,7 +299,7 @@ static int ev_ensure(void *arg, uint64_t addr, uint64_t len)
     if (dp_pagemap_present(t->host_pid, addr, len) != 1)
         return -1;
     for (uint64_t p = addr & ~(PG - 1); p < addr + len; p += PG)
-        if (lz_wp_release(t, p) < 0)
+        if (lz_wp_release(t->d, t, p) < 0)
             return -1;
     return 0;
 }
@@ -381,6 +433,9 @@ static int ev_eh_pump(void *arg, int fd)
 static void ev_helper_install(struct dp_lazyd *d, struct lz_task *t)
 {
     struct dp_err err = {{0}};
+    for (size_t i = 0; i < t->in.n; i++)
+        if (t->in.t[i].group_stop)
+            return; /* stopped by job control: try again in a later stop */
     t->eh_state = -1;
     if (dp_ehelper_install(&t->eh, &t->in, ev_eh_pump, t, &err) < 0) {
         dp_info("pid %d: no eviction helper (%s); its evictions stop its threads", t->shown_pid, err.msg);
@@ -428,6 +483,64 @@ static void ev_gone(struct dp_lazyd *d, struct lz_task *t, uint64_t addr, const 
         dp_vbuf_put(&d->ev.vb, t->id, addr, bytes);
 }
 
+/* Written write-protected victims of a task with a helper, within the
+ * budget's slack: cleaned without a stop. Each is protected again first and
+ * unmarked, then read through /proc/PID/mem (which fails with EIO instead of
+ * waiting on our own uffd if the application dropped it meanwhile), and all
+ * go in one background PUT; once acknowledged they are clean and the helper
+ * evicts them. A write after the protect faults and marks the page again,
+ * so a write racing the read is written back the next time. The victims
+ * left for the other paths stay in addr[0..*n), sorted. */
+static void ev_clean_nostop(struct dp_lazyd *d, struct lz_task *t, uint64_t *addr, size_t *n)
+{
+    if (t->eh_state != 1 || !t->inj_open || t->wp != 1 || ev_shared(d, t) ||
+        lz_ev_resident(d) > lz_ev_high(d) + d->ev.batch)
+        return;
+    static uint8_t buf[EV_MAX_BATCH * PG] __attribute__((aligned(PG)));
+    uint64_t va[EV_MAX_BATCH], img[EV_MAX_BATCH];
+    struct dp_page_hash h[EV_MAX_BATCH];
+    uint8_t dirty[EV_MAX_BATCH], keep[EV_MAX_BATCH];
+    struct dp_pmap_entry *ent[EV_MAX_BATCH];
+    size_t m = 0, rest = 0;
+    for (size_t i = 0; i < *n; i++) {
+        uint64_t a = addr[i];
+        struct dp_lazy_region *reg;
+        uint8_t *pg = dp_lazymap_page(&t->map, a, &reg);
+        uint64_t im = pg ? reg->img + (a - reg->start) : 0;
+        struct dp_pmap_entry *e = pg ? dp_pmap_find(&t->hash, 0, im) : NULL;
+        int rseq = 0;
+        for (size_t k = 0; k < t->eh_nrseq && !rseq; k++)
+            rseq = t->eh_rseq[k] == a;
+        if (!pg || dp_pg_state(*pg) != DP_PG_RESIDENT || !e || e->aux != (DP_HASH_WP | DP_HASH_WRITTEN) ||
+            lz_find_req(t, im) || ev_pinned(t, a) || rseq || dp_wp_protect(t->uffd, a, PG, 1) < 0) {
+            addr[rest++] = a;
+            continue;
+        }
+        e->aux &= ~DP_HASH_WRITTEN; /* after the protect: a later write marks it again */
+        if (dp_inject_read(&t->in, a, buf + m * PG, PG) < 0) {
+            e->aux |= DP_HASH_WRITTEN; /* gone or unreadable: the stop path looks at it */
+            addr[rest++] = a;
+            continue;
+        }
+        va[m] = a;
+        img[m] = im;
+        ent[m] = e;
+        h[m] = dp_page_hash(d->ev.seed, buf + m * PG);
+        dirty[m] = 1;
+        m++;
+    }
+    if (m && ev_clean_submit(d, t, m, m, dirty, img, va, buf, h, keep)) {
+        d->ev.nostop_cleaned += m;
+    } else {
+        for (size_t j = 0; j < m; j++) {
+            ent[j]->aux |= DP_HASH_WRITTEN;
+            addr[rest++] = va[j];
+        }
+        qsort(addr, rest, sizeof(addr[0]), cmp_u64);
+    }
+    *n = rest;
+}
+
 /* The helper path over the sorted victims addr[0..*n): the clean
  * write-protected ones are moved out by the helper, no thread stopped.
  * The daemon does not pump meanwhile: MOVE never waits for it (faults,
@@ -440,7 +553,7 @@ static void ev_gone(struct dp_lazyd *d, struct lz_task *t, uint64_t addr, const 
  * present one refetched meets EEXIST, which the fault path handles). */
 static size_t ev_helper(struct dp_lazyd *d, struct lz_task *t, uint64_t *addr, size_t *n)
 {
-    if (t->eh_state != 1 || !t->alive)
+    if (t->eh_state != 1 || !t->alive || !dp_ehelper_runnable(&t->eh))
         return 0;
     struct dp_eh_run runs[EV_MAX_BATCH];
     uint64_t asked[EV_MAX_BATCH];
@@ -618,48 +731,9 @@ static int ev_batch(struct dp_lazyd *d, struct lz_task *t, const uint64_t *addr,
         }
     }
     struct dp_client *cl = dp_pagesrc_remote_client(d->o->src);
-    if (nd && !sync && !ev_shared(d, t) && cl && lz_ev_resident(d) <= lz_ev_high(d) + d->ev.batch) {
-        /* within the slack: clean in the background, evict the clean ones now */
-        struct ev_clean *c = calloc(1, sizeof(*c));
-        struct dp_put_range r[EV_MAX_BATCH];
-        const struct dp_hello_reply *lim = dp_client_limits(cl);
-        size_t k = 0;
-        if (c && lim && lim->max_put_pages >= nd) {
-            c->d = d;
-            c->task_id = t->id;
-            for (size_t i = 0; i < m; i++) {
-                if (!dirty[i])
-                    continue;
-                r[k].pid = t->pid;
-                r[k].count = 1;
-                r[k].addr = img[i];
-                r[k].data = buf + i * PG;
-                c->img[k] = img[i];
-                c->h[k] = now_h[i];
-                k++;
-            }
-            c->n = (uint32_t)k;
-            c->t0 = dp_now_ns();
-            struct dp_err perr = {{0}};
-            if (dp_client_submit_put(cl, r, (uint32_t)k, ev_clean_cb, c, &perr)) {
-                d->ev.clean_inflight++;
-                d->ev.clean_requests++;
-                for (size_t i = 0; i < m; i++) {
-                    if (!dirty[i])
-                        continue;
-                    struct dp_pmap_entry *e = dp_pmap_find(&t->hash, 0, img[i]);
-                    if (e)
-                        e->aux |= EV_PUT_INFLIGHT;
-                    keep[i] = 0;
-                    dp_evict_cancel(&d->ev.pol, t->id, va[i]);
-                    d->ev.cancels++;
-                }
-                nd = 0;
-                c = NULL;
-            }
-        }
-        free(c);
-    }
+    if (nd && !sync && !ev_shared(d, t) && cl && lz_ev_resident(d) <= lz_ev_high(d) + d->ev.batch &&
+        ev_clean_submit(d, t, m, nd, dirty, img, va, buf, now_h, keep))
+        nd = 0; /* within the slack: cleaned in the background, the clean ones are evicted now */
     if (nd) {
         int ok = 0;
         if (ev_shared(d, t))
@@ -835,6 +909,7 @@ void lz_ev_maybe(struct dp_lazyd *d)
                 dp_evict_cancel(&d->ev.pol, keys[k].owner, keys[k].addr);
         } else {
             size_t nwb, left = j - i;
+            ev_clean_nostop(d, t, addr, &left);
             done += (int)ev_helper(d, t, addr, &left);
             int c = left ? ev_batch(d, t, addr, left, 0, &nwb) : 0;
             done += c > 0 ? c : 0;

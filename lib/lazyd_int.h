@@ -138,7 +138,7 @@ struct lz_evict {
     uint64_t children_placed, probes;
     /* write-protect tracking and the eviction helper (issue 13) */
     uint64_t wp_tasks, wp_faults, clean_drops, helper_tasks, helper_batches, helper_pages, helper_busy,
-        helper_fallback, helper_failures;
+        helper_fallback, helper_failures, nostop_cleaned;
     struct dp_hist helper_call;    /* one helper batch: request -> moved pages read */
 };
 
@@ -254,7 +254,7 @@ void lz_wp_fault(struct dp_lazyd *d, struct lz_task *t, uint64_t addr);
  * through /proc/PID/mem (inject's stack scratch), which a write-protected
  * page refuses (EIO: the remote write cannot wait for our own uffd).
  * 0 or -errno. */
-int lz_wp_release(struct lz_task *t, uint64_t addr);
+int lz_wp_release(struct dp_lazyd *d, struct lz_task *t, uint64_t addr);
 
 /* ==== lazyd_proc.c: the processes behind the tasks ==== */
 

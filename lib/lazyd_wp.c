@@ -82,12 +82,16 @@ static int wp_mark(struct lz_task *t, uint64_t page)
     return (e->aux & DP_HASH_WP) != 0;
 }
 
-int lz_wp_release(struct lz_task *t, uint64_t addr)
+int lz_wp_release(struct dp_lazyd *d, struct lz_task *t, uint64_t addr)
 {
     uint64_t page = addr & ~(PG - 1);
-    if (t->wp != 1 || !wp_mark(t, page))
-        return 0;                           /* never installed write-protected */
-    return dp_wp_protect(t->uffd, page, PG, 0);
+    if (!d->ev.wp_tasks || !dp_lazymap_page(&t->map, page, NULL))
+        return 0;                           /* nothing was ever protected */
+    /* a forked child's entries lose the WP flag while its page tables keep
+     * the parent's protection: try every lazily managed page */
+    wp_mark(t, page);
+    int rc = dp_wp_protect(t->uffd, page, PG, 0);
+    return rc == -EINVAL || rc == -ENOENT ? 0 : rc; /* not registered WP: nothing to release */
 }
 
 void lz_wp_fault(struct dp_lazyd *d, struct lz_task *t, uint64_t addr)
