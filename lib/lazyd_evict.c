@@ -675,7 +675,7 @@ static int ev_batch(struct dp_lazyd *d, struct lz_task *t, const uint64_t *addr,
     lz_handle_uffd(d, t); /* drain: every event from before the stop is applied */
     if (!t->alive)
         goto fatal;
-    if (!sync && t->eh_state == 0)
+    if (!sync && t->eh_state == 0 && d->ev.helper_on)
         ev_helper_install(d, t); /* once per task, while its threads are stopped anyway */
     /* A thread's rseq area must stay readable for the next injection: a
      * stopped thread (SIGSTOP, a debugger) never faults it back in, and an
@@ -990,6 +990,11 @@ int lz_ev_init(struct dp_lazyd *d)
         return -1;
     }
     d->ev.on = 1;
+    /* DISTRIPROC_EVICT_HELPER=off keeps every eviction on the stop path (to
+     * compare both in one bench, or if a workload misbehaves with a helper
+     * thread); write-protect tracking stays on */
+    const char *eh = getenv("DISTRIPROC_EVICT_HELPER");
+    d->ev.helper_on = !(eh && !strcmp(eh, "off"));
     d->ev.batch = o->evict_batch ? o->evict_batch : EV_MAX_BATCH;
     if (d->ev.batch > EV_MAX_BATCH)
         d->ev.batch = EV_MAX_BATCH;

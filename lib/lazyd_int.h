@@ -139,6 +139,7 @@ struct lz_evict {
     /* write-protect tracking and the eviction helper (issue 13) */
     uint64_t wp_tasks, wp_faults, clean_drops, helper_tasks, helper_batches, helper_pages, helper_busy,
         helper_fallback, helper_failures, nostop_cleaned;
+    int helper_on;                 /* DISTRIPROC_EVICT_HELPER != off */
     struct dp_hist helper_call;    /* one helper batch: request -> moved pages read */
 };
 
