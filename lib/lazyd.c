@@ -37,16 +37,67 @@
 #define PROBE_NS (200 * 1000000ull)
 
 static void guard_sync(struct dp_lazyd *d);
+static void src_sync(struct dp_lazyd *d);
+static void on_uffd(struct dp_lazyd *d, struct handler *h);
+static void on_src(struct dp_lazyd *d, struct handler *h);
+static void on_guard(struct dp_lazyd *d, struct handler *h);
+static void handle_criu(struct dp_lazyd *d, struct handler *h);
 
-int lz_ep_add(struct dp_lazyd *d, struct handler *h, int fd, int type, void *ptr)
+/* ==== the event loop: descriptors with their handlers, one dispatch ==== */
+
+/* Every descriptor enters epoll here, with the handler that serves it. */
+int lz_ep_add(struct dp_lazyd *d, struct handler *h, int fd, lz_read_event read_event, int nested, void *ptr)
 {
-    h->type = type;
     h->fd = fd;
+    h->read_event = read_event;
+    h->nested = nested;
     h->ptr = ptr;
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = h};
     return epoll_ctl(d->ep, EPOLL_CTL_ADD, fd, &ev);
 }
 
+/* Both accepting sockets (lazy-pages from criu, control from our own
+ * commands) admit only the peers their socket's permissions allow. */
+int lz_accept(struct dp_lazyd *d, int lfd, int flags, const char *path, lz_read_event read_event, int nested)
+{
+    int c = accept4(lfd, NULL, NULL, flags);
+    if (c < 0)
+        return -1;
+    if (dp_perm_peer_check(c, path) < 0) {
+        close(c);
+        return -1;
+    }
+    struct handler *h = calloc(1, sizeof(*h));
+    if (!h || lz_ep_add(d, h, c, read_event, nested, NULL) < 0) {
+        close(c);
+        free(h);
+        return -1;
+    }
+    return c;
+}
+
+/* The one dispatch, for the main loop and the nested pump alike: runs the
+ * handler each ready descriptor carries. Nested (inside an eviction's stop
+ * or a probe), only the handlers marked nested run; the others stay ready
+ * (epoll is level-triggered) until the main loop's next turn. Returns how
+ * many ran. */
+static int dispatch(struct dp_lazyd *d, const struct epoll_event *evs, int n, int nested)
+{
+    int ran = 0;
+    for (int i = 0; i < n; i++) {
+        struct handler *h = evs[i].data.ptr;
+        if (nested && !h->nested)
+            continue;
+        h->read_event(d, h);
+        ran++;
+    }
+    return ran;
+}
+
+/* ==== tasks: one per userfaultfd ==== */
+
+/* A task is one userfaultfd: CRIU's for a restored process, or a FORK
+ * event's for its child. Ids are the daemon's own (stats "id"). */
 static struct lz_task *task_new(struct dp_lazyd *d, int32_t pid, int uffd)
 {
     struct lz_task *t = calloc(1, sizeof(*t));
@@ -66,6 +117,8 @@ static struct lz_task *task_new(struct dp_lazyd *d, int32_t pid, int uffd)
     return t;
 }
 
+/* Eviction and probes keep task ids, not pointers: a task that went away
+ * is simply not found. */
 struct lz_task *lz_task_by_id(struct dp_lazyd *d, int id)
 {
     for (struct lz_task *t = d->tasks; t; t = t->next)
@@ -74,6 +127,7 @@ struct lz_task *lz_task_by_id(struct dp_lazyd *d, int id)
     return NULL;
 }
 
+/* The loop ends once the restore finished and this reaches 0. */
 int lz_tasks_alive(const struct dp_lazyd *d)
 {
     int n = 0;
@@ -82,6 +136,8 @@ int lz_tasks_alive(const struct dp_lazyd *d)
     return n;
 }
 
+/* A replay request leaving (installed, dropped or abandoned) tells the
+ * replay its window has room again. */
 void lz_req_free(struct lz_req *r)
 {
     if (r->kind == K_REPLAY) /* installed, dropped or abandoned: no longer in flight */
@@ -91,6 +147,7 @@ void lz_req_free(struct lz_req *r)
     free(r);
 }
 
+/* Requests hang on their task: a task's teardown finds them all. */
 void lz_req_unlink(struct lz_req *r)
 {
     struct lz_task *t = r->t;
@@ -103,6 +160,8 @@ void lz_req_unlink(struct lz_req *r)
     r->prev = r->next = NULL;
 }
 
+/* Exit of t's mm (or the daemon's): its uffd closes at once, requests
+ * the source does not own go now, the rest when they complete. */
 void lz_task_gone(struct dp_lazyd *d, struct lz_task *t, const char *why)
 {
     if (!t->alive)
@@ -134,6 +193,8 @@ void lz_task_gone(struct dp_lazyd *d, struct lz_task *t, const char *why)
     dp_debug("task %d (pid %d) gone: %s", t->id, t->shown_pid, why);
 }
 
+/* UFFD_EVENT_FORK: the child's uffd arrives inside the parent's stream;
+ * the child starts with the parent's map, pins and (budget) hashes. */
 struct lz_task *lz_task_fork(struct dp_lazyd *d, struct lz_task *parent, int ufd)
 {
     struct lz_task *c = task_new(d, parent->pid, ufd);
@@ -149,7 +210,7 @@ struct lz_task *lz_task_fork(struct dp_lazyd *d, struct lz_task *parent, int ufd
     c->shown_pid = 0;
     c->parent_id = parent->id;
     if (dp_lazymap_clone(&c->map, &parent->map) ||
-        lz_ep_add(d, &c->h, ufd, H_UFFD, c) < 0) {
+        lz_ep_add(d, &c->h, ufd, on_uffd, 1, c) < 0) {
         dp_error("fork of pid %d: cannot track the child (out of memory); its faults will wait "
                  "rather than read zeros: stop the restored process tree", parent->shown_pid);
         c->broken = 1; /* alive, uffd open, never read */
@@ -163,11 +224,27 @@ struct lz_task *lz_task_fork(struct dp_lazyd *d, struct lz_task *parent, int ufd
     c->pinned = parent->pinned;
     if (c->pinned)
         lz_pin_fetch(d, c);
-    if (d->ev.on)
+    if (d->ev.on) {
         lz_ev_fork_inherit(d, parent, c);
+        lz_place_forked(d); /* its process is looked for at the next batch */
+    }
     return c;
 }
 
+/* A task's uffd is readable: faults and events (the fault room), logged
+ * under the task's id. */
+static void on_uffd(struct dp_lazyd *d, struct handler *h)
+{
+    struct lz_task *t = h->ptr;
+    dp_log_context(t->id, -1);
+    lz_handle_uffd(d, t);
+    dp_log_context(-1, -1);
+}
+
+/* ==== criu's lazy-pages connection ==== */
+
+/* CRIU handed over a restored task's uffd: load its lazy ranges from the
+ * source and start serving it. */
 static void new_task(struct dp_lazyd *d, int32_t pid, int uffd, pid_t sender)
 {
     dp_guard_task(&d->guard, uffd, sender, pid);
@@ -181,7 +258,7 @@ static void new_task(struct dp_lazyd *d, int32_t pid, int uffd, pid_t sender)
         return;
     }
     int rc = d->o->src->ops->task_map(d->o->src, pid, &t->map, &err);
-    if (rc == 0 && lz_ep_add(d, &t->h, uffd, H_UFFD, t) < 0)
+    if (rc == 0 && lz_ep_add(d, &t->h, uffd, on_uffd, 1, t) < 0)
         dp_err_set(&err, "epoll_ctl: %s", strerror(errno)), rc = -1;
     if (rc < 0) {
         /* Closing the uffd would unregister the task's lazy memory: its
@@ -201,6 +278,8 @@ static void new_task(struct dp_lazyd *d, int32_t pid, int uffd, pid_t sender)
     dp_log_context(-1, -1);
 }
 
+/* Reads one message of criu restore's connection: a task's uffd, or the
+ * end of the restore. */
 static void handle_criu(struct dp_lazyd *d, struct handler *h)
 {
     int32_t pid;
@@ -235,21 +314,12 @@ static void handle_criu(struct dp_lazyd *d, struct handler *h)
     d->conns--;
 }
 
-static void handle_listen(struct dp_lazyd *d)
+/* criu restore connects to hand over the tasks' uffds. */
+static void handle_listen(struct dp_lazyd *d, struct handler *lh)
 {
-    int c = accept4(d->listen_h.fd, NULL, NULL, SOCK_CLOEXEC);
+    int c = lz_accept(d, lh->fd, SOCK_CLOEXEC, d->sock_path, handle_criu, 1);
     if (c < 0)
         return;
-    if (dp_perm_peer_check(c, d->sock_path) < 0) {
-        close(c);
-        return;
-    }
-    struct handler *h = calloc(1, sizeof(*h));
-    if (!h || lz_ep_add(d, h, c, H_CRIU, NULL) < 0) {
-        close(c);
-        free(h);
-        return;
-    }
     d->conns++;
     /* The guard learns criu (its descendants are the tree being restored)
      * and, through the senders' credentials, each task's pid. */
@@ -261,6 +331,10 @@ static void handle_listen(struct dp_lazyd *d)
         dp_guard_root(&d->guard, cr.pid);
 }
 
+/* ==== timeouts, the page source's descriptor, signals, the timer ==== */
+
+/* A fault that waits longer than --fault-timeout: warn, or stop the tree
+ * (--on-timeout kill) rather than let it hang on an unreachable source. */
 static void check_timeouts(struct dp_lazyd *d, uint64_t now)
 {
     if (d->o->fault_timeout <= 0)
@@ -320,17 +394,26 @@ static void src_sync(struct dp_lazyd *d)
         if (epoll_ctl(d->ep, op, fd, &e) < 0)
             epoll_ctl(d->ep, op == EPOLL_CTL_MOD ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, fd, &e);
     }
-    d->src_h.type = H_SRC;
+    d->src_h.read_event = on_src;
+    d->src_h.nested = 1;
     d->src_h.fd = fd;
     d->src_ev = ev;
 }
 
+/* The page source's descriptor is ready: completions run from process(). */
+static void on_src(struct dp_lazyd *d, struct handler *h)
+{
+    (void)h;
+    d->o->src->ops->process(d->o->src);
+    src_sync(d);
+}
+
 /* SIGTERM/SIGINT/SIGHUP: the tree cannot run on without its daemon (the
  * guard would have to kill it, with an error): stop it first, in order. */
-static void handle_signal(struct dp_lazyd *d)
+static void handle_signal(struct dp_lazyd *d, struct handler *h)
 {
     struct signalfd_siginfo si;
-    if (read(d->sig_h.fd, &si, sizeof(si)) != (ssize_t)sizeof(si))
+    if (read(h->fd, &si, sizeof(si)) != (ssize_t)sizeof(si))
         return;
     int n = lz_tasks_alive(d);
     if (!n) {
@@ -349,10 +432,12 @@ static void handle_signal(struct dp_lazyd *d)
     lz_kill_restored(d);
 }
 
-static void handle_timer(struct dp_lazyd *d)
+/* The 10 ms tick: source deadlines, install retries, exit probes,
+ * timeouts, and the warm room's background work. */
+static void handle_timer(struct dp_lazyd *d, struct handler *h)
 {
     uint64_t ticks;
-    if (read(d->timer_h.fd, &ticks, sizeof(ticks)) < 0 && errno != EAGAIN)
+    if (read(h->fd, &ticks, sizeof(ticks)) < 0 && errno != EAGAIN)
         return;
     uint64_t now = dp_now_ns();
     if (d->o->src->ops->events)
@@ -377,8 +462,8 @@ static void handle_timer(struct dp_lazyd *d)
         int unplaced = 0;
         for (struct lz_task *t = d->tasks; t; t = t->next)
             unplaced |= t->alive && t->shown_pid > 0 && !t->host_pid;
-        if (d->finished && unplaced && d->place_tries < 25) {
-            d->place_tries++;
+        if (d->finished && unplaced && d->place.tries < 25) {
+            d->place.tries++;
             lz_find_host_pids(d);
         }
     }
@@ -391,6 +476,8 @@ static void handle_timer(struct dp_lazyd *d)
     }
 }
 
+/* ==== the nested pump ==== */
+
 /* The inject pump: keep serving faults, fetch completions, write-back acks
  * and uffd events (FORK, REMOVE: our own zap's too) while threads stop or
  * run our call. Never the control socket or signals: they wait for the
@@ -400,24 +487,16 @@ void lz_pump(struct dp_lazyd *d)
     struct epoll_event evs[64];
     src_sync(d);
     int n = epoll_wait(d->ep, evs, (int)DP_ARRAY_LEN(evs), 0);
-    int handled = 0;
-    for (int i = 0; i < n; i++) {
-        struct handler *h = evs[i].data.ptr;
-        switch (h->type) {
-        case H_LISTEN: handle_listen(d); handled++; break;
-        case H_CRIU: handle_criu(d, h); handled++; break;
-        case H_UFFD: lz_handle_uffd(d, h->ptr); handled++; break;
-        case H_SRC: d->o->src->ops->process(d->o->src); src_sync(d); handled++; break;
-        case H_TIMER: handle_timer(d); handled++; break;
-        default: break;
-        }
-    }
-    if (!handled) {
+    if (dispatch(d, evs, n, 1) == 0) {
         struct timespec ts = {0, 20000};
         nanosleep(&ts, NULL);
     }
 }
 
+/* ==== setup and teardown ==== */
+
+/* Both sockets (lazy-pages, control) are Unix stream sockets in the
+ * work dir; the path length is checked here so the message says why. */
 static int listen_unix(const char *path, struct dp_err *err)
 {
     struct sockaddr_un sun = {.sun_family = AF_UNIX};
@@ -441,6 +520,7 @@ static int listen_unix(const char *path, struct dp_err *err)
     return fd;
 }
 
+/* For callers that must bind the lazy-pages socket before criu starts. */
 int dp_lazyd_listen(const char *workdir, struct dp_err *err)
 {
     char path[4200];
@@ -459,9 +539,24 @@ static void guard_sync(struct dp_lazyd *d)
         epoll_ctl(d->ep, EPOLL_CTL_DEL, d->guard_h.fd, NULL); /* may be closed already */
     d->guard_h.fd = -1;
     d->guard_gen = d->guard.gen;
-    if (fd >= 0 && lz_ep_add(d, &d->guard_h, fd, H_GUARD, NULL) < 0)
+    if (fd >= 0 && lz_ep_add(d, &d->guard_h, fd, on_guard, 0, NULL) < 0)
         dp_warn("epoll_ctl on the guard's socket: %s (its death would go unnoticed until the next hand-over)",
                 strerror(errno));
+}
+
+/* The guard's socket is readable: the guard died (it never sends). */
+static void on_guard(struct dp_lazyd *d, struct handler *h)
+{
+    (void)h;
+    dp_guard_check(&d->guard);
+    guard_sync(d);
+}
+
+/* A scrape of --metrics. */
+static void on_metrics(struct dp_lazyd *d, struct handler *h)
+{
+    (void)h;
+    dp_metrics_http_handle(d->metrics);
 }
 
 /* Closes what the daemon opened and frees what is safe to free. */
@@ -493,8 +588,6 @@ static void cleanup(struct dp_lazyd *d)
         n = t->next;
         if (t->alive)
             lz_task_gone(d, t, "daemon exit");
-        free(t->ownzap);
-        t->ownzap = NULL;
         if (t->refs == 0) {
             while (t->reqs) {
                 struct lz_req *r = t->reqs;
@@ -528,6 +621,8 @@ static void cleanup(struct dp_lazyd *d)
     free(d);
 }
 
+/* Everything the loop needs, in the order that keeps the tree safe: the
+ * guard runs before criu can connect, readiness is said last. */
 struct dp_lazyd *dp_lazyd_start(const struct dp_lazyd_opts *o)
 {
     struct dp_lazyd *d = calloc(1, sizeof(*d));
@@ -577,8 +672,10 @@ struct dp_lazyd *dp_lazyd_start(const struct dp_lazyd_opts *o)
     dp_set_nonblock(lfd);
     struct itimerspec its = {.it_interval = {0, (long)TICK_NS}, .it_value = {0, (long)TICK_NS}};
     timerfd_settime(tfd, 0, &its, NULL);
-    if (lz_ep_add(d, &d->listen_h, lfd, H_LISTEN, NULL) < 0 || lz_ep_add(d, &d->ctl_h, cfd, H_CTL_LISTEN, NULL) < 0 ||
-        lz_ep_add(d, &d->timer_h, tfd, H_TIMER, NULL) < 0 || lz_ep_add(d, &d->sig_h, gfd, H_SIGNAL, NULL) < 0) {
+    if (lz_ep_add(d, &d->listen_h, lfd, handle_listen, 1, NULL) < 0 ||
+        lz_ep_add(d, &d->ctl_h, cfd, lz_handle_ctl_listen, 0, NULL) < 0 ||
+        lz_ep_add(d, &d->timer_h, tfd, handle_timer, 1, NULL) < 0 ||
+        lz_ep_add(d, &d->sig_h, gfd, handle_signal, 0, NULL) < 0) {
         dp_error("epoll_ctl: %s", strerror(errno));
         cleanup(d);
         return NULL;
@@ -589,7 +686,7 @@ struct dp_lazyd *dp_lazyd_start(const struct dp_lazyd_opts *o)
     }
     if (o->metrics_addr) {
         d->metrics = dp_metrics_http_open(o->metrics_addr, lz_metrics_render, d, &err);
-        if (!d->metrics || lz_ep_add(d, &d->metrics_h, dp_metrics_http_fd(d->metrics), H_METRICS, NULL) < 0) {
+        if (!d->metrics || lz_ep_add(d, &d->metrics_h, dp_metrics_http_fd(d->metrics), on_metrics, 0, NULL) < 0) {
             dp_error("%s", d->metrics ? strerror(errno) : err.msg);
             cleanup(d);
             return NULL;
@@ -626,6 +723,10 @@ struct dp_lazyd *dp_lazyd_start(const struct dp_lazyd_opts *o)
     return d;
 }
 
+/* ==== the loop (lib/lazyd.h) ==== */
+
+/* One turn of the loop: wait (spinning briefly while a fault's reply is
+ * due), then run the ready descriptors' handlers. */
 int dp_lazyd_step(struct dp_lazyd *d, int timeout_ms)
 {
     if ((d->failed || d->stop) && !lz_tasks_alive(d))
@@ -646,29 +747,13 @@ int dp_lazyd_step(struct dp_lazyd *d, int timeout_ms)
         d->failed = 1;
         return -1;
     }
-    for (int i = 0; i < n; i++) {
-        struct handler *h = evs[i].data.ptr;
-        switch (h->type) {
-        case H_LISTEN: handle_listen(d); break;
-        case H_CRIU: handle_criu(d, h); break;
-        case H_UFFD:
-            dp_log_context(((struct lz_task *)h->ptr)->id, -1);
-            lz_handle_uffd(d, h->ptr);
-            dp_log_context(-1, -1);
-            break;
-        case H_SRC: d->o->src->ops->process(d->o->src); src_sync(d); break;
-        case H_CTL_LISTEN: lz_handle_ctl_listen(d); break;
-        case H_CTL_CLIENT: lz_handle_ctl_client(d, h); break;
-        case H_TIMER: handle_timer(d); break;
-        case H_SIGNAL: handle_signal(d); break;
-        case H_GUARD: dp_guard_check(&d->guard); guard_sync(d); break;
-        case H_METRICS: dp_metrics_http_handle(d->metrics); break;
-        }
-    }
+    dispatch(d, evs, n, 0);
     lz_replay_pump(d);
     return 1;
 }
 
+/* Leaves stats-final.json next to the sockets so `stats` works after the
+ * daemon is gone. */
 int dp_lazyd_finish(struct dp_lazyd *d)
 {
     const struct dp_lazyd_opts *o = d->o;
@@ -698,6 +783,7 @@ int dp_lazyd_finish(struct dp_lazyd *d)
     return rc;
 }
 
+/* The daemon's life: a batch of eviction may follow every turn. */
 int dp_lazyd_run(const struct dp_lazyd_opts *o)
 {
     struct dp_lazyd *d = dp_lazyd_start(o);
@@ -706,42 +792,4 @@ int dp_lazyd_run(const struct dp_lazyd_opts *o)
     while (dp_lazyd_step(d, d->ev.active ? 0 : 1000) > 0)
         lz_ev_maybe(d);
     return dp_lazyd_finish(d);
-}
-
-int dp_lazyd_own_zap_begin(struct dp_lazyd *d, int task_id, const struct dp_lazy_range *r, size_t n)
-{
-    struct lz_task *t = lz_task_by_id(d, task_id);
-    if (!t)
-        return -1;
-    struct dp_lazy_range *copy = n ? malloc(n * sizeof(*copy)) : NULL;
-    if (n && !copy)
-        return -1;
-    if (n)
-        memcpy(copy, r, n * sizeof(*copy));
-    free(t->ownzap);
-    t->ownzap = copy;
-    t->n_ownzap = n;
-    return 0;
-}
-
-void dp_lazyd_own_zap_end(struct dp_lazyd *d, int task_id)
-{
-    struct lz_task *t = lz_task_by_id(d, task_id);
-    if (!t)
-        return;
-    free(t->ownzap);
-    t->ownzap = NULL;
-    t->n_ownzap = 0;
-}
-
-struct dp_lazymap *dp_lazyd_task_map(struct dp_lazyd *d, int task_id)
-{
-    struct lz_task *t = lz_task_by_id(d, task_id);
-    return t ? &t->map : NULL;
-}
-
-int dp_lazyd_task_uffd(struct dp_lazyd *d, int task_id)
-{
-    struct lz_task *t = lz_task_by_id(d, task_id);
-    return t ? t->uffd : -1;
 }

@@ -72,15 +72,6 @@ int dp_lazyd_step(struct dp_lazyd *d, int timeout_ms);
 /* Writes WORKDIR/stats-final.json, closes and frees; returns the exit status. */
 int dp_lazyd_finish(struct dp_lazyd *d);
 
-/* Eviction hooks (issue 6). Task ids are the daemon's (stats "id"); after a
- * fork parent and child have different ids. While an own zap is marked,
- * REMOVE events inside its ranges make RESIDENT pages REMOTE (the data is at
- * the source) instead of NONE (the application's drop: zero from then on). */
-int dp_lazyd_own_zap_begin(struct dp_lazyd *d, int task_id, const struct dp_lazy_range *r, size_t n);
-void dp_lazyd_own_zap_end(struct dp_lazyd *d, int task_id);
-struct dp_lazymap *dp_lazyd_task_map(struct dp_lazyd *d, int task_id);
-int dp_lazyd_task_uffd(struct dp_lazyd *d, int task_id);
-
 /* Budget: writes back every modified resident page of every task that can
  * be written back (see docs/budget.md). Fills a JSON reply into b. */
 struct dp_sbuf;

@@ -18,7 +18,6 @@
 #include <sys/random.h>
 #include <sys/uio.h>
 
-#include "client.h"
 #include "lazy_tasks.h"
 #include "lazyd_int.h"
 #include "wbwait.h"
@@ -29,6 +28,8 @@
 #define EV_PUT_INFLIGHT DP_HASH_PUT_INFLIGHT /* a background write-back of the page awaits its ack */
 
 static int ev_pump(void *arg);
+
+/* ==== hooks: what the fault path and the tasks tell eviction ==== */
 
 /* Every task is managed under a budget: those CRIU announced and forked
  * children (whose process is found when eviction first needs it, below). */
@@ -142,17 +143,18 @@ void lz_ev_task_gone(struct dp_lazyd *d, struct lz_task *t)
 
 /* A child after fork (budget): install hashes and policy records of the
  * pages it shares with its parent (dp_fork_inherit, docs/budget.md "Forked
- * children"); its process is looked for at the next batch. */
+ * children"). */
 void lz_ev_fork_inherit(struct dp_lazyd *d, struct lz_task *parent, struct lz_task *c)
 {
     if (dp_fork_inherit(&c->map, &parent->hash, &c->hash, &d->ev.pol, c->id, c->pinned ? c->pin_lo : 0,
                         c->pinned ? c->pin_hi : 0, dp_now_ns()) < 0)
         dp_warn("fork of pid %d: out of memory for install hashes; some of the child's pages will not be "
                 "evicted", parent->shown_pid);
-    d->ev.ident_next_ns = 0; /* look for its process at the next batch */
-    d->ev.ident_backoff_ns = 0;
 }
 
+/* ==== the budget ==== */
+
+/* What the budget counts: resident lazy pages of the live tasks. */
 uint64_t lz_ev_resident(const struct dp_lazyd *d)
 {
     uint64_t n = 0;
@@ -162,6 +164,8 @@ uint64_t lz_ev_resident(const struct dp_lazyd *d)
     return n;
 }
 
+/* The budget in pages (--budget, or a fraction of the lazy pages); a
+ * batch starts above it. */
 uint64_t lz_ev_high(const struct dp_lazyd *d)
 {
     uint64_t h = d->o->budget_pages;
@@ -170,16 +174,15 @@ uint64_t lz_ev_high(const struct dp_lazyd *d)
     return h ? h : 1;
 }
 
+/* Eviction stops here: one batch below the budget, so batches are full
+ * and stops are rare. */
 uint64_t lz_ev_low(const struct dp_lazyd *d)
 {
     uint64_t h = lz_ev_high(d);
     return h > 2ull * d->ev.batch ? h - d->ev.batch : h / 2;
 }
 
-
-#define EV_MAX_BATCH 256
-#define EV_ALWAYS_DIRTY DP_HASH_ALWAYS_DIRTY /* the server does not hold what the process has */
-#define EV_PUT_INFLIGHT DP_HASH_PUT_INFLIGHT /* a background write-back of the page awaits its ack */
+/* ==== background write-back ("cleaning") ==== */
 
 /* Background write-back ("cleaning"): dirty victims found while the budget
  * is within its slack are written back without holding the process stopped
@@ -196,6 +199,8 @@ struct ev_clean {
     struct dp_page_hash h[EV_MAX_BATCH];
 };
 
+/* A background write-back's ack: the hashes record what the server now
+ * holds; on failure the pages stay dirty and may be picked again. */
 static void ev_clean_cb(void *cookie, int status, const char *errmsg)
 {
     struct ev_clean *c = cookie;
@@ -229,31 +234,30 @@ static void ev_clean_cb(void *cookie, int status, const char *errmsg)
 }
 
 /* Background write-back of the nd dirty ones of m pages whose bytes are in
- * buf (one PUT, acknowledged later in ev_clean_cb): their eviction is
- * cancelled (keep[i] = 0) and their entries marked EV_PUT_INFLIGHT. 1 if
- * submitted, 0 if not (no room, the server's limit, a send failure). */
+ * buf (one PUT through the page source, acknowledged later in ev_clean_cb):
+ * their eviction is cancelled (keep[i] = 0) and their entries marked
+ * EV_PUT_INFLIGHT. 1 if submitted, 0 if not (the source takes no PUT, its
+ * limit, no memory, a send failure). */
 static int ev_clean_submit(struct dp_lazyd *d, struct lz_task *t, size_t m, size_t nd, const uint8_t *dirty,
                            const uint64_t *img, const uint64_t *va, const uint8_t *buf,
                            const struct dp_page_hash *now_h, uint8_t *keep)
 {
-    struct dp_client *cl = dp_pagesrc_remote_client(d->o->src);
-    const struct dp_hello_reply *lim = cl ? dp_client_limits(cl) : NULL;
-    if (!lim || lim->max_put_pages < nd)
+    struct dp_pagesrc *src = d->o->src;
+    if (!dp_pagesrc_can_put(src) || dp_pagesrc_put_max(src) < nd)
         return 0;
     struct ev_clean *c = calloc(1, sizeof(*c));
     if (!c)
         return 0;
-    struct dp_put_range r[EV_MAX_BATCH];
+    uint64_t wimg[EV_MAX_BATCH];
+    const uint8_t *wdata[EV_MAX_BATCH];
     size_t k = 0;
     c->d = d;
     c->task_id = t->id;
     for (size_t i = 0; i < m; i++) {
         if (!dirty[i])
             continue;
-        r[k].pid = t->pid;
-        r[k].count = 1;
-        r[k].addr = img[i];
-        r[k].data = buf + i * PG;
+        wimg[k] = img[i];
+        wdata[k] = buf + i * PG;
         c->img[k] = img[i];
         c->h[k] = now_h[i];
         k++;
@@ -261,7 +265,7 @@ static int ev_clean_submit(struct dp_lazyd *d, struct lz_task *t, size_t m, size
     c->n = (uint32_t)k;
     c->t0 = dp_now_ns();
     struct dp_err perr = {{0}};
-    if (!dp_client_submit_put(cl, r, (uint32_t)k, ev_clean_cb, c, &perr)) {
+    if (dp_pagesrc_put(src, t->pid, wimg, wdata, (uint32_t)k, ev_clean_cb, c, &perr) != 0) {
         free(c);
         return 0;
     }
@@ -280,6 +284,10 @@ static int ev_clean_submit(struct dp_lazyd *d, struct lz_task *t, size_t m, size
     return 1;
 }
 
+/* ==== write-back inside a stop ==== */
+
+/* dp_wait_bounded's pump while a batch waits for acks: the loop must go
+ * on, and a task that died ends the wait. */
 static int ev_pump(void *arg)
 {
     struct lz_task *t = arg;
@@ -304,6 +312,7 @@ static int ev_ensure(void *arg, uint64_t addr, uint64_t len)
     return 0;
 }
 
+/* A write-back's ack inside a stop: one fewer to wait for. */
 static void ev_put_cb(void *cookie, int status, const char *errmsg)
 {
     struct dp_lazyd *d = cookie;
@@ -314,35 +323,29 @@ static void ev_put_cb(void *cookie, int status, const char *errmsg)
     }
 }
 
-/* PUTs n pages (image addresses img[i], bytes at data[i]) and waits for the
- * server's durable acknowledgement, pumping meanwhile. 0 or -1. */
+/* Writes n pages back through the page source (image addresses img[i],
+ * bytes at data[i]) and waits for its durable acknowledgement, pumping
+ * meanwhile. 0 or -1. */
 static int ev_put(struct dp_lazyd *d, struct lz_task *t, const uint64_t *img, const uint8_t *const *data, size_t n)
 {
-    struct dp_client *c = dp_pagesrc_remote_client(d->o->src);
-    if (!c)
+    struct dp_pagesrc *src = d->o->src;
+    if (!dp_pagesrc_can_put(src))
         return -1;
     if (d->ev.put_wait > 0) {
         d->ev.put_status = -EAGAIN;
         return -1; /* acks of a batch abandoned earlier: never wait for them with threads stopped */
     }
-    const struct dp_hello_reply *lim = dp_client_limits(c);
-    size_t max = lim && lim->max_put_pages ? lim->max_put_pages : EV_MAX_BATCH;
+    size_t max = dp_pagesrc_put_max(src) ? dp_pagesrc_put_max(src) : EV_MAX_BATCH;
     if (max > EV_MAX_BATCH)
         max = EV_MAX_BATCH;
     d->ev.put_status = 0;
     uint64_t t0 = dp_now_ns();
-    struct dp_put_range r[EV_MAX_BATCH];
     for (size_t i = 0; i < n;) {
-        size_t k = 0;
-        while (i < n && k < max) {
-            r[k].pid = t->pid;
-            r[k].count = 1;
-            r[k].addr = img[i];
-            r[k].data = data[i];
-            k++, i++;
-        }
+        size_t k = n - i < max ? n - i : max;
         struct dp_err err = {{0}};
-        if (!dp_client_submit_put(c, r, (uint32_t)k, ev_put_cb, d, &err)) {
+        int rc = dp_pagesrc_put(src, t->pid, img + i, data + i, (uint32_t)k, ev_put_cb, d, &err);
+        i += k;
+        if (rc < 0) {
             dp_warn("write-back to %s: %s", d->o->src->desc, err.msg);
             d->ev.put_status = -EIO;
             break;
@@ -366,6 +369,8 @@ static int ev_put(struct dp_lazyd *d, struct lz_task *t, const uint64_t *img, co
         dp_hist_add(&d->ev.wb_lat, dp_now_ns() - t0);
     return t->alive && d->ev.put_status == 0 ? 0 : -1;
 }
+
+/* ==== one batch ==== */
 
 /* Another live address space reads pages under this checkpoint pid (a
  * fork): a write-back under it would show up in the other one. */
@@ -730,8 +735,7 @@ static int ev_batch(struct dp_lazyd *d, struct lz_task *t, const uint64_t *addr,
             wdata[nd++] = buf + i * PG;
         }
     }
-    struct dp_client *cl = dp_pagesrc_remote_client(d->o->src);
-    if (nd && !sync && !ev_shared(d, t) && cl && lz_ev_resident(d) <= lz_ev_high(d) + d->ev.batch &&
+    if (nd && !sync && !ev_shared(d, t) && lz_ev_resident(d) <= lz_ev_high(d) + d->ev.batch &&
         ev_clean_submit(d, t, m, nd, dirty, img, va, buf, now_h, keep))
         nd = 0; /* within the slack: cleaned in the background, the clean ones are evicted now */
     if (nd) {
@@ -852,6 +856,9 @@ fatal:
     return -1;
 }
 
+/* ==== when to evict ==== */
+
+/* Victims sorted by task, then address: one stop per task, runs adjacent. */
 static int cmp_key(const void *a, const void *b)
 {
     const struct dp_evict_key *x = a, *y = b;
@@ -920,6 +927,10 @@ void lz_ev_maybe(struct dp_lazyd *d)
         d->ev.backoff_until = dp_now_ns() + 10 * 1000000ull; /* nothing evictable now */
 }
 
+/* ==== sync ==== */
+
+/* `sync`: writes back every modified resident page without evicting, so
+ * the page server holds the whole current state (docs/budget.md). */
 void dp_lazyd_sync(struct dp_lazyd *d, struct dp_sbuf *b)
 {
     uint64_t t0 = dp_now_ns(), pages = 0, written = 0;
@@ -979,12 +990,16 @@ void dp_lazyd_sync(struct dp_lazyd *d, struct dp_sbuf *b)
     dp_sbuf_printf(b, "\n");
 }
 
+/* ==== setup ==== */
+
+/* --budget needs a source that takes writes; the hash seed is random so
+ * no page content can be crafted to look clean. */
 int lz_ev_init(struct dp_lazyd *d)
 {
     const struct dp_lazyd_opts *o = d->o;
     if (!o->budget_pages && o->budget_frac <= 0)
         return 0;
-    if (!dp_pagesrc_remote_client(o->src)) {
+    if (!dp_pagesrc_can_put(o->src)) {
         dp_error("--budget needs a page server that takes write-backs (--source); %s cannot hold "
                  "modified pages", o->src->desc);
         return -1;
@@ -1013,6 +1028,7 @@ int lz_ev_init(struct dp_lazyd *d)
     return 0;
 }
 
+/* The policy and the victim buffer, once no write-back callback is owed. */
 void lz_ev_free(struct dp_lazyd *d)
 {
     if (!d->ev.on)

@@ -33,6 +33,10 @@ static void mark_inflight(struct lz_task *t, struct dp_lazy_region *reg, uint64_
 static int add_waiter(struct lz_req *r, uint64_t addr, uint64_t t0);
 static void waiters_release(struct lz_task *t, struct lz_req *r, uint64_t now);
 
+/* ==== message: reading the uffd ==== */
+
+/* Reads t's messages in rounds (bounded: other tasks must get their
+ * turn), faults and events in the order the kernel queued them. */
 void lz_handle_uffd(struct dp_lazyd *d, struct lz_task *t)
 {
     struct uffd_msg msgs[32];
@@ -77,12 +81,12 @@ void lz_handle_uffd(struct dp_lazyd *d, struct lz_task *t)
                 break;
             case UFFD_EVENT_REMOVE:
                 t->c.ev_remove++;
-                if (d->ev.probe.armed && m->arg.remove.start == d->ev.probe.addr &&
-                    m->arg.remove.end == d->ev.probe.addr + PG) {
+                if (d->place.probe.armed && m->arg.remove.start == d->place.probe.addr &&
+                    m->arg.remove.end == d->place.probe.addr + PG) {
                     /* the probe's madvise on a page absent from the prober:
                      * no memory changed; it names the uffd of its mm */
-                    d->ev.probe.hits++;
-                    d->ev.probe.task = t->id;
+                    d->place.probe.hits++;
+                    d->place.probe.task = t->id;
                     break;
                 }
                 lz_stage_drop(d, t, m->arg.remove.start, m->arg.remove.end, 0);
@@ -113,6 +117,8 @@ void lz_handle_uffd(struct dp_lazyd *d, struct lz_task *t)
         retry_installs(d, t, dp_now_ns());
 }
 
+/* Installs that met EAGAIN (an event was queued) run again once the
+ * events are read; failed fetches resubmit after their backoff. */
 static void retry_installs(struct dp_lazyd *d, struct lz_task *t, uint64_t now)
 {
     struct lz_req *list = t->retry, *keep = NULL;
@@ -144,12 +150,16 @@ static void retry_installs(struct dp_lazyd *d, struct lz_task *t, uint64_t now)
     }
 }
 
+/* ==== decide ==== */
+
+/* The decision: by the page's state, zero-fill, wait for the fetch in
+ * flight, install a copy the daemon holds, or fetch it. */
 static void handle_fault(struct dp_lazyd *d, struct lz_task *t, uint64_t addr, uint64_t t0)
 {
     uint64_t page = addr & ~(PG - 1);
     struct dp_lazy_region *reg;
     t->c.faults++;
-    if (d->ev.probe.armed && page == d->ev.probe.addr) {
+    if (d->place.probe.armed && page == d->place.probe.addr) {
         /* a probe's madvise is on its way there: let the thread fault
          * again once it is done (an install now could be zapped by it) */
         dp_uffd_wake(t->uffd, page, PG);
@@ -200,12 +210,15 @@ static void handle_fault(struct dp_lazyd *d, struct lz_task *t, uint64_t addr, u
     }
 }
 
+/* A page that never held data (or that the application dropped): zeros,
+ * as the kernel would give without us. */
 static void fault_zero(struct dp_lazyd *d, struct lz_task *t, uint64_t page, uint8_t *pg, uint64_t t0)
 {
     uint64_t done;
     int rc = dp_uffd_zero(t->uffd, page, PG, &done);
-    if (rc == 0 || rc == -EEXIST) {
-        if (rc == -EEXIST)
+    enum dp_uffd_outcome oc = dp_uffd_outcome(rc);
+    if (oc == DP_UFFD_DONE || oc == DP_UFFD_EXISTS) {
+        if (oc == DP_UFFD_EXISTS)
             dp_uffd_wake(t->uffd, page, PG);
         if (pg) {
             dp_lazymap_set(&t->map, pg, DP_PG_RESIDENT, 0);
@@ -213,15 +226,15 @@ static void fault_zero(struct dp_lazyd *d, struct lz_task *t, uint64_t page, uin
             if (dp_lazymap_page(&t->map, page, &reg))
                 lz_ev_installed(d, t, page, reg->img + (page - reg->start), NULL, 1, 0);
         }
-        t->c.zero_pages += rc == 0;
+        t->c.zero_pages += oc == DP_UFFD_DONE;
         t->c.faults_zero++;
         dp_hist_add(&t->lat, dp_now_ns() - t0);
-    } else if (rc == -EAGAIN) {
+    } else if (oc == DP_UFFD_RETRY) {
         /* An event is queued: let the thread retry the access; it faults
          * again and is answered once the event has been read. */
         t->c.eagain++;
         dp_uffd_wake(t->uffd, page, PG);
-    } else if (rc == -ESRCH || rc == -ENOSPC) {
+    } else if (oc == DP_UFFD_GONE) {
         lz_task_gone(d, t, "zeropage: process gone");
     } else {
         dp_warn("pid %d: UFFDIO_ZEROPAGE at 0x%llx failed: %s", t->shown_pid,
@@ -230,6 +243,11 @@ static void fault_zero(struct dp_lazyd *d, struct lz_task *t, uint64_t page, uin
     }
 }
 
+/* ==== fetch ==== */
+
+/* The faulted page and what the prefetch policy wants: the page and its
+ * immediate successors as one request the thread waits for, the rest as
+ * separate requests it does not. */
 static void fault_remote(struct dp_lazyd *d, struct lz_task *t, struct dp_lazy_region *reg, uint64_t page, uint64_t t0)
 {
     uint64_t img = reg->img + (page - reg->start);
@@ -327,6 +345,7 @@ uint32_t lz_submit_remote_runs(struct dp_lazyd *d, struct lz_task *t, struct dp_
     return submitted;
 }
 
+/* A request owns its buffer: the source fills it, install copies it out. */
 static struct lz_req *req_new(struct dp_lazyd *d, struct lz_task *t, uint64_t img, uint32_t npages, int kind)
 {
     struct lz_req *r = calloc(1, sizeof(*r));
@@ -352,6 +371,8 @@ static struct lz_req *req_new(struct dp_lazyd *d, struct lz_task *t, uint64_t im
     return r;
 }
 
+/* Hands r to the source; a source that cannot even queue it gets it
+ * again after the backoff, never a made-up page. */
 static void req_submit(struct dp_lazyd *d, struct lz_req *r)
 {
     r->state = R_AT_SOURCE;
@@ -374,6 +395,7 @@ static void req_submit(struct dp_lazyd *d, struct lz_req *r)
     }
 }
 
+/* A fault on a page in flight waits on the request that carries it. */
 struct lz_req *lz_find_req(struct lz_task *t, uint64_t img)
 {
     for (struct lz_req *r = t->reqs; r; r = r->next)
@@ -382,6 +404,8 @@ struct lz_req *lz_find_req(struct lz_task *t, uint64_t img)
     return NULL;
 }
 
+/* Each waiting thread is remembered with its fault time: the latency
+ * histogram and the timeout check use it. */
 static int add_waiter(struct lz_req *r, uint64_t addr, uint64_t t0)
 {
     if (r->nw == r->capw) {
@@ -398,6 +422,10 @@ static int add_waiter(struct lz_req *r, uint64_t addr, uint64_t t0)
     return 0;
 }
 
+/* ==== install ==== */
+
+/* The source completed a fetch: install it, or keep its pages in flight
+ * and retry (the data is never made up). */
 static void on_fetch_done(struct dp_fetch *f)
 {
     struct lz_req *r = (struct lz_req *)f;  /* f is the first member */
@@ -459,8 +487,8 @@ static void install(struct dp_lazyd *d, struct lz_req *r)
         while (i + run < r->f.npages && cur + (uint64_t)run * PG < reg->end &&
                dp_pg_state(pg[run]) == DP_PG_INFLIGHT)
             run++;
-        uint64_t pa = d->ev.probe.addr;
-        if (d->ev.probe.armed && pa >= cur && pa < cur + (uint64_t)run * PG) {
+        uint64_t pa = d->place.probe.addr;
+        if (d->place.probe.armed && pa >= cur && pa < cur + (uint64_t)run * PG) {
             /* not where a probe's madvise is about to run (lib/lazy_tasks.h) */
             if (pa == cur) {
                 r->state = R_INSTALL_RETRY;
@@ -490,11 +518,10 @@ static void install(struct dp_lazyd *d, struct lz_req *r)
                             wp);
         }
         r->done_pages += k;
-        if (rc == 0 && k == run)
-            continue;
-        if (rc == 0) {
-            continue; /* short copy without error: go on from the first page not done */
-        } else if (rc == -EEXIST) {
+        enum dp_uffd_outcome oc = dp_uffd_outcome(rc);
+        if (oc == DP_UFFD_DONE) {
+            continue; /* all, or a short copy without error: go on from the first page not done */
+        } else if (oc == DP_UFFD_EXISTS) {
             /* Present already (cannot normally happen: a page in flight is
              * only installed here). Never overwrite it; wake its waiters. */
             t->c.eexist++;
@@ -502,14 +529,14 @@ static void install(struct dp_lazyd *d, struct lz_req *r)
             lz_ev_installed(d, t, cur + (uint64_t)k * PG, img + (uint64_t)k * PG, NULL, 1, 0);
             dp_uffd_wake(t->uffd, cur + (uint64_t)k * PG, PG);
             r->done_pages++;
-        } else if (rc == -ENOENT && ++r->retries > 100) {
+        } else if (oc == DP_UFFD_UNMAPPED && ++r->retries > 100) {
             /* No VMA registered there any more and no event explains it:
              * give the page back to the remote state; a new fault refetches. */
             dp_warn("pid %d: 0x%llx is no longer registered; dropping the fetched page",
                     t->shown_pid, (unsigned long long)(cur + (uint64_t)k * PG));
             dp_lazymap_set(&t->map, &pg[k], DP_PG_REMOTE, 0);
             r->done_pages++;
-        } else if (rc == -EAGAIN || rc == -ENOENT) {
+        } else if (oc == DP_UFFD_RETRY || oc == DP_UFFD_UNMAPPED) {
             /* An event is pending (or just changed the mapping): read the
              * task's events, then try again with the updated state. */
             t->c.eagain++;
@@ -517,7 +544,7 @@ static void install(struct dp_lazyd *d, struct lz_req *r)
             r->rnext = t->retry;
             t->retry = r;
             return;
-        } else if (rc == -ESRCH || rc == -ENOSPC) {
+        } else if (oc == DP_UFFD_GONE) {
             lz_task_gone(d, t, "copy: process gone");
             return;
         } else {
@@ -539,23 +566,27 @@ int lz_local_copy(struct dp_lazyd *d, struct lz_task *t, uint8_t *pg, uint64_t p
     uint64_t done = 0;
     int wp = 0;
     *rc = lz_wp_copy(d, t, page, data, PG, &done, &wp);
-    if (*rc == 0 || *rc == -EEXIST) {
-        if (*rc == -EEXIST) {
+    enum dp_uffd_outcome oc = dp_uffd_outcome(*rc);
+    if (oc == DP_UFFD_DONE || oc == DP_UFFD_EXISTS) {
+        if (oc == DP_UFFD_EXISTS) {
             t->c.eexist++;
             dp_uffd_wake(t->uffd, page, PG);
         }
         dp_lazymap_set(&t->map, pg, DP_PG_RESIDENT, 0);
-        lz_ev_installed(d, t, page, img, data, *rc == -EEXIST, wp && *rc == 0);
+        lz_ev_installed(d, t, page, img, data, oc == DP_UFFD_EXISTS, wp && oc == DP_UFFD_DONE);
         dp_hist_add(&t->lat, dp_now_ns() - t0);
         return 1;
     }
-    if (*rc == -ESRCH || *rc == -ENOSPC) {
+    if (oc == DP_UFFD_GONE) {
         lz_task_gone(d, t, "copy: process gone");
         return -1;
     }
     return 0;
 }
 
+/* ==== wake ==== */
+
+/* The request is done: wake its waiters and free it. */
 static void req_finish(struct dp_lazyd *d, struct lz_req *r)
 {
     (void)d;
@@ -565,6 +596,7 @@ static void req_finish(struct dp_lazyd *d, struct lz_req *r)
     lz_req_free(r);
 }
 
+/* Wake: every thread that waited on r runs again, and its wait counts. */
 static void waiters_release(struct lz_task *t, struct lz_req *r, uint64_t now)
 {
     for (uint32_t i = 0; i < r->nw; i++) {

@@ -36,13 +36,19 @@
 #define PG DP_PAGE_SIZE
 
 
-enum { H_LISTEN, H_CRIU, H_UFFD, H_SRC, H_CTL_LISTEN, H_CTL_CLIENT, H_TIMER, H_SIGNAL, H_GUARD, H_METRICS };
 enum { K_FAULT, K_PREFETCH, K_BACKGROUND, K_REPLAY, K_PIN };
 enum { R_AT_SOURCE, R_INSTALL_RETRY, R_FETCH_RETRY };
 
+/* A descriptor the loop watches, carrying what to do when it is ready (as
+ * CRIU's struct lazy_pages_fd with read_event, Redis' ae.c file events):
+ * the main loop and the nested pump both run it through one dispatch. */
+struct dp_lazyd;
+struct handler;
+typedef void (*lz_read_event)(struct dp_lazyd *d, struct handler *h);
 struct handler {
-    int type;
     int fd;
+    lz_read_event read_event;
+    int nested;           /* also run by the nested pump (lz_pump) */
     void *ptr;
 };
 
@@ -78,7 +84,7 @@ struct lz_task {
     int uffd;
     int alive;
     int broken;           /* cannot be served: uffd kept open, never read */
-    struct dp_lazy_range *ownzap; /* ranges the daemon is zapping itself (eviction) */
+    struct dp_lazy_range *ownzap; /* while an eviction batch zaps: its ranges (the batch's own array) */
     size_t n_ownzap;
     struct handler h;
     struct dp_lazymap map;
@@ -129,18 +135,23 @@ struct lz_evict {
     uint64_t wb_incomplete;    /* batches whose write-back did not complete (refused, abandoned, deferred) */
     int clean_inflight;
     uint64_t cleaned, clean_requests;
-    /* placing forked children (lib/lazy_tasks.h): which process owns which uffd */
-    struct {
-        int armed, hits, task;
-        uint64_t addr;
-    } probe;
-    uint64_t ident_next_ns, ident_backoff_ns;
-    uint64_t children_placed, probes;
     /* write-protect tracking and the eviction helper (issue 13) */
     uint64_t wp_tasks, wp_faults, clean_drops, helper_tasks, helper_batches, helper_pages, helper_busy,
         helper_fallback, helper_failures, nostop_cleaned;
     int helper_on;                 /* DISTRIPROC_EVICT_HELPER != off */
     struct dp_hist helper_call;    /* one helper batch: request -> moved pages read */
+};
+
+/* Placing tasks on their processes (lazyd_proc.c): forked children are
+ * found by probing which process owns which uffd (lib/lazy_tasks.h). */
+struct lz_place {
+    struct {
+        int armed, hits, task; /* a probe's madvise is on its way to addr */
+        uint64_t addr;
+    } probe;
+    uint64_t ident_next_ns, ident_backoff_ns;
+    uint64_t children_placed, probes;
+    int tries;                 /* looking up the tasks' processes after the restore (argv pins) */
 };
 
 struct dp_lazyd {
@@ -174,14 +185,21 @@ struct dp_lazyd {
     struct dp_guard guard;     /* holds every uffd too: our death is not the tree's zeros */
     struct handler guard_h;
     unsigned guard_gen;
-    int place_tries;           /* looking up the tasks' processes after the restore (argv pins) */
+    struct lz_place place;
     struct dp_metrics_http *metrics; /* --metrics endpoint, or NULL */
     struct handler metrics_h;
 };
 
 /* ==== lazyd.c: setup, the loop, task lifecycle ==== */
 
-int lz_ep_add(struct dp_lazyd *d, struct handler *h, int fd, int type, void *ptr);
+/* Watches fd (EPOLLIN) with h: read_event runs when it is ready; nested:
+ * also inside a nested pump (faults, completions, acks, uffd events may
+ * not wait for an eviction's stop to end; the control socket may). */
+int lz_ep_add(struct dp_lazyd *d, struct handler *h, int fd, lz_read_event read_event, int nested, void *ptr);
+/* Accepts a peer of listening socket lfd (path: its permission check,
+ * lib/perm.h) and watches it with read_event (nested: see lz_ep_add); the
+ * new fd, or -1. */
+int lz_accept(struct dp_lazyd *d, int lfd, int flags, const char *path, lz_read_event read_event, int nested);
 /* The live task with daemon id id, or NULL. */
 struct lz_task *lz_task_by_id(struct dp_lazyd *d, int id);
 int lz_tasks_alive(const struct dp_lazyd *d);
@@ -264,12 +282,14 @@ void lz_kill_restored(struct dp_lazyd *d);
 void lz_pin_fetch(struct dp_lazyd *d, struct lz_task *t);
 void lz_find_host_pids(struct dp_lazyd *d);
 void lz_identify_children(struct dp_lazyd *d);
+/* A child forked: look for its process at the next batch. */
+void lz_place_forked(struct dp_lazyd *d);
 
 /* ==== lazyd_stats.c: stats, metrics, control socket ==== */
 
 void lz_stats_json(struct dp_lazyd *d, struct dp_sbuf *b);
 void lz_metrics_render(void *ctx, struct dp_sbuf *out);
-void lz_handle_ctl_listen(struct dp_lazyd *d);
+void lz_handle_ctl_listen(struct dp_lazyd *d, struct handler *h);
 void lz_handle_ctl_client(struct dp_lazyd *d, struct handler *h);
 
 #endif

@@ -13,6 +13,9 @@
 #include "lazy_tasks.h"
 #include "lazyd_int.h"
 
+/* ==== the restored tree ==== */
+
+/* criu writes restored.pid into the work dir: the root of the tree. */
 static int read_pid_file(const char *dir, const char *name)
 {
     char path[4200];
@@ -53,6 +56,8 @@ static void kill_tree(int root)
         kill(pids[i], SIGKILL);
 }
 
+/* The tree must not run on (timeout, fence, signal): the whole restored
+ * tree if its root is known, else every task CRIU announced. */
 void lz_kill_restored(struct dp_lazyd *d)
 {
     int root = read_pid_file(d->o->workdir, DP_RESTORED_PID_NAME);
@@ -64,6 +69,8 @@ void lz_kill_restored(struct dp_lazyd *d)
         if (x->alive && x->shown_pid > 0)
             kill(x->shown_pid, SIGKILL);
 }
+
+/* ==== placing tasks: host pids and argv/environ pins ==== */
 
 /* Submits fetches for the REMOTE pages of t's pinned range: the argument
  * and environment strings are read by ps through the process's memory,
@@ -101,6 +108,7 @@ static void ev_place(struct dp_lazyd *d, struct lz_task *t, pid_t p)
     lz_pin_fetch(d, t);
 }
 
+/* Namespaces are compared by inode, as /proc/PID/ns shows them. */
 static uint64_t ns_inode(int pid, const char *ns)
 {
     char path[64];
@@ -159,6 +167,8 @@ void lz_find_host_pids(struct dp_lazyd *d)
     }
 }
 
+/* ==== forked children: probing ==== */
+
 /* Probe callbacks (lib/lazy_tasks.h). The k-th page: a REMOTE page with no
  * fetch outstanding of the unplaced tasks, round robin. */
 static uint64_t probe_addr(void *arg, int k)
@@ -188,23 +198,27 @@ static uint64_t probe_addr(void *arg, int k)
     return 0;
 }
 
+/* The probe's madvise is about to run on addr: the fault room keeps
+ * clear of it and the REMOVE it raises is counted, not applied. */
 static void probe_arm(void *arg, uint64_t addr)
 {
     struct dp_lazyd *d = arg;
-    d->ev.probe.armed = 1;
-    d->ev.probe.addr = addr;
-    d->ev.probe.hits = 0;
-    d->ev.probe.task = 0;
-    d->ev.probes++;
+    d->place.probe.armed = 1;
+    d->place.probe.addr = addr;
+    d->place.probe.hits = 0;
+    d->place.probe.task = 0;
+    d->place.probes++;
 }
 
+/* Which task's uffd saw the probe: its id, 0 none, -1 ambiguous. */
 static int probe_disarm(void *arg)
 {
     struct dp_lazyd *d = arg;
-    d->ev.probe.armed = 0;
-    return d->ev.probe.hits == 1 ? d->ev.probe.task : d->ev.probe.hits ? -1 : 0;
+    d->place.probe.armed = 0;
+    return d->place.probe.hits == 1 ? d->place.probe.task : d->place.probe.hits ? -1 : 0;
 }
 
+/* While a probed process is stopped the daemon keeps serving. */
 static int probe_pump(void *arg)
 {
     lz_pump(arg);
@@ -218,7 +232,7 @@ static int probe_pump(void *arg)
 void lz_identify_children(struct dp_lazyd *d)
 {
     uint64_t now = dp_now_ns();
-    if (now < d->ev.ident_next_ns)
+    if (now < d->place.ident_next_ns)
         return;
     int unplaced = 0;
     for (struct lz_task *t = d->tasks; t; t = t->next) {
@@ -228,10 +242,10 @@ void lz_identify_children(struct dp_lazyd *d)
     }
     if (!unplaced)
         return;
-    d->ev.ident_backoff_ns = d->ev.ident_backoff_ns ? d->ev.ident_backoff_ns * 2 : 100 * 1000000ull;
-    if (d->ev.ident_backoff_ns > 5000 * 1000000ull)
-        d->ev.ident_backoff_ns = 5000 * 1000000ull;
-    d->ev.ident_next_ns = now + d->ev.ident_backoff_ns;
+    d->place.ident_backoff_ns = d->place.ident_backoff_ns ? d->place.ident_backoff_ns * 2 : 100 * 1000000ull;
+    if (d->place.ident_backoff_ns > 5000 * 1000000ull)
+        d->place.ident_backoff_ns = 5000 * 1000000ull;
+    d->place.ident_next_ns = now + d->place.ident_backoff_ns;
     int root = read_pid_file(d->o->workdir, DP_RESTORED_PID_NAME);
     if (root <= 0)
         return;
@@ -262,11 +276,19 @@ void lz_identify_children(struct dp_lazyd *d)
         if (!t || t->host_pid)
             continue; /* no lazy memory seen there, or it shares a placed task's mm (vfork) */
         ev_place(d, t, pids[i]);
-        d->ev.children_placed++;
+        d->place.children_placed++;
         unplaced--;
-        d->ev.ident_backoff_ns = 0;
-        d->ev.ident_next_ns = 0;
+        d->place.ident_backoff_ns = 0;
+        d->place.ident_next_ns = 0;
         dp_info("forked task %d (child of task %d) is process %d: its pages can be evicted", t->id, t->parent_id,
                 pids[i]);
     }
+}
+
+/* A new child has no process yet: the next batch looks for it at once
+ * rather than after the backoff that an earlier fruitless search set. */
+void lz_place_forked(struct dp_lazyd *d)
+{
+    d->place.ident_next_ns = 0;
+    d->place.ident_backoff_ns = 0;
 }

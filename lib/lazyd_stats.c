@@ -15,6 +15,8 @@
 #include "metrics.h"
 #include "perm.h"
 
+/* ==== stats (JSON) ==== */
+
 /* Faulting threads of t waiting for a fetch now (a stalled source shows here
  * while the fault counters stand still). */
 static uint64_t task_faults_waiting(const struct lz_task *t)
@@ -193,7 +195,7 @@ static json_t *budget_json(struct dp_lazyd *d)
         (json_int_t)d->ev.syncs, "sync_pages_written", (json_int_t)d->ev.sync_pages, "background_writebacks",
         (json_int_t)d->ev.cleaned, "background_requests", (json_int_t)d->ev.clean_requests, "protected_pages",
         (json_int_t)p->protected_, "probation_pages", (json_int_t)p->probation, "ghosts", (json_int_t)p->ghosts,
-        "children_placed", (json_int_t)d->ev.children_placed, "probes", (json_int_t)d->ev.probes, "stop",
+        "children_placed", (json_int_t)d->place.children_placed, "probes", (json_int_t)d->place.probes, "stop",
         dp_hist_jobj(&d->ev.stop), "stop_buckets_us", dp_hist_jbuckets(&d->ev.stop), "writeback_latency",
         dp_hist_jobj(&d->ev.wb_lat), "writeback_latency_buckets_us", dp_hist_jbuckets(&d->ev.wb_lat));
     /* issue 13: write-protect tracking and evictions that stop no thread */
@@ -244,6 +246,9 @@ void lz_stats_json(struct dp_lazyd *d, struct dp_sbuf *b)
     dp_sbuf_printf(b, "\n");
 }
 
+/* ==== summary (text) ==== */
+
+/* One row of `summary`: a task's or the total's counters and latency. */
 static void text_line(struct dp_sbuf *b, const char *name, const struct dp_lazy_counters *c,
                       uint64_t hits_inf, const struct dp_hist *h, uint64_t remote, uint64_t resident)
 {
@@ -259,6 +264,7 @@ static void text_line(struct dp_sbuf *b, const char *name, const struct dp_lazy_
                    remote + resident ? 100.0 * (double)remote / (double)(remote + resident) : 0.0);
 }
 
+/* `summary`: the same numbers as `stats`, as a table for people. */
 static void stats_text(struct dp_lazyd *d, struct dp_sbuf *b)
 {
     uint64_t now = dp_now_ns();
@@ -326,6 +332,10 @@ static void stats_text(struct dp_lazyd *d, struct dp_sbuf *b)
     }
 }
 
+/* ==== control socket ==== */
+
+/* One command per connection; the reply is written and the connection
+ * closed, so a client never holds the loop. */
 void lz_handle_ctl_client(struct dp_lazyd *d, struct handler *h)
 {
     char cmd[128];
@@ -358,22 +368,14 @@ void lz_handle_ctl_client(struct dp_lazyd *d, struct handler *h)
     free(h);
 }
 
-void lz_handle_ctl_listen(struct dp_lazyd *d)
+/* A command connects; its line is read when it arrives. */
+void lz_handle_ctl_listen(struct dp_lazyd *d, struct handler *h)
 {
-    int c = accept4(d->ctl_h.fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-    if (c < 0)
-        return;
-    if (dp_perm_peer_check(c, d->ctl_path) < 0) {
-        close(c);
-        return;
-    }
-    struct handler *h = calloc(1, sizeof(*h));
-    if (!h || lz_ep_add(d, h, c, H_CTL_CLIENT, NULL) < 0) {
-        close(c);
-        free(h);
-    }
+    lz_accept(d, h->fd, SOCK_CLOEXEC | SOCK_NONBLOCK, d->ctl_path, lz_handle_ctl_client, 0);
 }
 
+/* Client side of the control socket (`distriproc stats`, `sync`): sends
+ * cmd, returns the malloc'd reply. */
 char *dp_lazyd_control(const char *workdir, const char *cmd, struct dp_err *err)
 {
     char path[4200];

@@ -12,6 +12,8 @@
 #define BG_CHUNK_PAGES 16
 #define BG_MAX_INFLIGHT 8
 
+/* ==== hot-set replay ==== */
+
 /* dp_replay_fetch_fn: the REMOTE pages of checkpoint range [img, +n) of the
  * original task pid (not a forked child) become in flight. */
 static int64_t replay_fetch(void *ctx, int32_t pid, uint64_t img, uint32_t n)
@@ -38,6 +40,8 @@ static int64_t replay_fetch(void *ctx, int32_t pid, uint64_t img, uint32_t n)
     return (int64_t)sent;
 }
 
+/* After the restore finished, the hot set is fetched in windows; the end
+ * is logged once. */
 void lz_replay_pump(struct dp_lazyd *d)
 {
     if (!d->replaying || !d->finished)
@@ -52,6 +56,8 @@ void lz_replay_pump(struct dp_lazyd *d)
                 (unsigned long long)d->replay.batches, (unsigned long long)d->replay.skipped_pages);
     }
 }
+
+/* ==== stage mode ==== */
 
 /* Stage mode (docs/hotset.md, "Measuring the replay"): a completed replay
  * fetch leaves its pages in d->stage, REMOTE with DP_PGF_STAGED, instead of
@@ -128,7 +134,8 @@ int lz_stage_install(struct dp_lazyd *d, struct lz_task *t, struct dp_lazy_regio
         dp_replay_hit(&d->replay, 0, t0);
     if (got != 0)
         return 1;
-    if ((rc == -EAGAIN || rc == -ENOENT) && dp_vbuf_put(&d->stage, t->id, img, buf) == 0) {
+    enum dp_uffd_outcome oc = dp_uffd_outcome(rc);
+    if ((oc == DP_UFFD_RETRY || oc == DP_UFFD_UNMAPPED) && dp_vbuf_put(&d->stage, t->id, img, buf) == 0) {
         t->c.eagain++;
         dp_uffd_wake(t->uffd, page, PG);
         return 1;
@@ -148,6 +155,8 @@ void lz_stage_miss(struct dp_lazyd *d)
     if (d->replaying)
         d->replay.st.misses_replaying++;
 }
+
+/* ==== first-touch trace ==== */
 
 /* A first touch of a page with data: part of the working set. */
 void lz_trace_touch(struct dp_lazyd *d, struct lz_task *t, uint64_t img, uint64_t now)
@@ -189,6 +198,8 @@ void lz_trace_flush(struct dp_lazyd *d, uint64_t now, int at_exit)
     free(buf);
 }
 
+/* ==== background copy ==== */
+
 /* Background fetching found nothing remote: once nothing is in flight either
  * (and no budget may evict), the source is told it is no longer needed. */
 static void all_resident(struct dp_lazyd *d)
@@ -203,6 +214,8 @@ static void all_resident(struct dp_lazyd *d)
     d->o->all_resident(d->o->all_resident_ctx);
 }
 
+/* --background-rate: a token bucket over the live tasks, round robin,
+ * so the copy never takes the link from faults. */
 void lz_background_fetch(struct dp_lazyd *d, uint64_t now)
 {
     if (!d->o->background_rate || !d->finished)

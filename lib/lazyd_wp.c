@@ -102,7 +102,7 @@ void lz_wp_fault(struct dp_lazyd *d, struct lz_task *t, uint64_t addr)
      * its page tables keep the protection): mark, un-protect, wake */
     wp_mark(t, page);
     int rc = dp_wp_protect(t->uffd, page, PG, 0);
-    if (rc == -ESRCH || rc == -ENOSPC) {
+    if (dp_uffd_outcome(rc) == DP_UFFD_GONE) {
         lz_task_gone(d, t, "write-protect: process gone");
         return;
     }

@@ -125,6 +125,29 @@ static int remote_submit(struct dp_pagesrc *s, struct dp_fetch *f)
     return 0;
 }
 
+/* One PUT_PAGES of single-page ranges; the client copies the data and
+ * resends it across reconnects, and calls cb on the durable ack. */
+static int remote_put(struct dp_pagesrc *s, int32_t pid, const uint64_t *img, const uint8_t *const *data, uint32_t n,
+                      dp_pagesrc_put_cb cb, void *cookie, struct dp_err *err)
+{
+    struct remote_src *r = (struct remote_src *)s;
+    struct dp_put_range pr[DP_MAX_PUT_PAGES];
+    if (n == 0 || n > DP_MAX_PUT_PAGES) {
+        dp_err_set(err, "a write-back of %u pages: one request carries 1 to %u", n, DP_MAX_PUT_PAGES);
+        return -1;
+    }
+    for (uint32_t i = 0; i < n; i++)
+        pr[i] = (struct dp_put_range){.pid = pid, .count = 1, .addr = img[i], .data = data[i]};
+    return dp_client_submit_put(r->c, pr, n, cb, cookie, err) ? 0 : -1;
+}
+
+/* What the server said in its hello; 0 before it did. */
+static uint32_t remote_put_max(struct dp_pagesrc *s)
+{
+    const struct dp_hello_reply *lim = dp_client_limits(((struct remote_src *)s)->c);
+    return lim ? lim->max_put_pages : 0;
+}
+
 static int remote_fd(struct dp_pagesrc *s) { return dp_client_fd(((struct remote_src *)s)->c); }
 
 static short remote_events(struct dp_pagesrc *s)
@@ -169,7 +192,8 @@ static void remote_close(struct dp_pagesrc *s)
 }
 
 static const struct dp_pagesrc_ops remote_ops = {
-    .name = "remote", .task_map = remote_task_map, .submit = remote_submit, .fd = remote_fd,
+    .name = "remote", .task_map = remote_task_map, .submit = remote_submit, .put = remote_put,
+    .put_max = remote_put_max, .fd = remote_fd,
     .events = remote_events, .timeout_ms = remote_timeout, .process = remote_process,
     .healthy = remote_healthy, .fenced = remote_fenced, .close = remote_close,
 };
