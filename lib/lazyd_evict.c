@@ -546,6 +546,30 @@ static void ev_clean_nostop(struct dp_lazyd *d, struct lz_task *t, uint64_t *add
     *n = rest;
 }
 
+/* For a task with a helper, victims the stop path would only cancel (no
+ * longer resident, a fetch or a background write-back of them outstanding,
+ * pinned meanwhile) are cancelled here: no stop for nothing. */
+static void ev_prune(struct dp_lazyd *d, struct lz_task *t, uint64_t *addr, size_t *n)
+{
+    if (t->eh_state != 1)
+        return;
+    size_t rest = 0;
+    for (size_t i = 0; i < *n; i++) {
+        struct dp_lazy_region *reg;
+        uint8_t *pg = dp_lazymap_page(&t->map, addr[i], &reg);
+        uint64_t im = pg ? reg->img + (addr[i] - reg->start) : 0;
+        struct dp_pmap_entry *e = pg ? dp_pmap_find(&t->hash, 0, im) : NULL;
+        if (pg && dp_pg_state(*pg) == DP_PG_RESIDENT && e && !(e->aux & EV_PUT_INFLIGHT) && !lz_find_req(t, im) &&
+            !ev_pinned(t, addr[i])) {
+            addr[rest++] = addr[i];
+            continue;
+        }
+        dp_evict_cancel(&d->ev.pol, t->id, addr[i]);
+        d->ev.cancels++;
+    }
+    *n = rest;
+}
+
 /* The helper path over the sorted victims addr[0..*n): the clean
  * write-protected ones are moved out by the helper, no thread stopped.
  * The daemon does not pump meanwhile: MOVE never waits for it (faults,
@@ -918,6 +942,7 @@ void lz_ev_maybe(struct dp_lazyd *d)
             size_t nwb, left = j - i;
             ev_clean_nostop(d, t, addr, &left);
             done += (int)ev_helper(d, t, addr, &left);
+            ev_prune(d, t, addr, &left);
             int c = left ? ev_batch(d, t, addr, left, 0, &nwb) : 0;
             done += c > 0 ? c : 0;
         }
