@@ -410,6 +410,12 @@ static void ev_dirty(struct dp_lazyd *d, struct lz_task *t, const uint8_t *buf, 
     for (size_t i = 0; i < m; i++) {
         if (!(wpa[i] & DP_HASH_WP)) {
             dp_dirty_check(d->ev.seed, buf + i * PG, 1, &hs[i], &dirty[i], &now_h[i]);
+            /* tracked from now on (zero pages, EEXIST, a fork's pages): the
+             * threads are stopped, so nothing is written between the read
+             * the comparison or write-back uses and the protect */
+            struct dp_pmap_entry *e = t->wp == 1 ? dp_pmap_find(&t->hash, 0, img[i]) : NULL;
+            if (e && dp_wp_protect(t->uffd, va[i], PG, 1) == 0)
+                e->aux = (e->aux | DP_HASH_WP) & ~DP_HASH_WRITTEN;
             continue;
         }
         dirty[i] = (wpa[i] & DP_HASH_WRITTEN) != 0;
