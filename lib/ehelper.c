@@ -213,6 +213,7 @@ int dp_eh_parse_move(const uint8_t *reply, size_t len, const uint8_t *req, size_
     return 0;
 }
 
+/* Only a "\nSeccomp:" line counts (never the first line of the file). */
 int dp_eh_seccomp_mode(const char *status)
 {
     const char *p = strstr(status, "\nSeccomp:");
@@ -285,6 +286,8 @@ static int eh_call(struct dp_ehelper *h, const uint8_t *msg, size_t len, uint8_t
     return 0;
 }
 
+/* The helper thread's state letter in /proc decides: a stopped thread
+ * cannot answer, and the daemon must not wait for it. */
 int dp_ehelper_runnable(const struct dp_ehelper *h)
 {
     char path[64], buf[512];
@@ -297,6 +300,7 @@ int dp_ehelper_runnable(const struct dp_ehelper *h)
     return p && p[1] == ' ' && p[2] != 'T' && p[2] != 't' && p[2] != 'Z' && p[2] != 'X';
 }
 
+/* One request for all runs, one reply; the bookkeeping of what moved. */
 int dp_ehelper_move(struct dp_ehelper *h, struct dp_eh_run *runs, size_t n, dp_eh_pump pump, void *arg,
                     struct dp_err *err)
 {
@@ -332,6 +336,7 @@ int dp_ehelper_move(struct dp_ehelper *h, struct dp_eh_run *runs, size_t n, dp_e
     return 0;
 }
 
+/* One madvise entry over the used part of scratch. */
 int dp_ehelper_drop(struct dp_ehelper *h, dp_eh_pump pump, void *arg, struct dp_err *err)
 {
     if (!h->scratch_used)
@@ -357,6 +362,7 @@ int dp_ehelper_drop(struct dp_ehelper *h, dp_eh_pump pump, void *arg, struct dp_
  * Install and teardown (threads stopped by lib/inject)
  * ====================================================================== */
 
+/* Seccomp is the one reason known from outside (docs in ehelper.h). */
 int dp_ehelper_allowed(pid_t pid, struct dp_err *err)
 {
     char path[64], buf[4096];
@@ -547,6 +553,7 @@ static int eh_thread(struct dp_ehelper *h, struct dp_inject *in, struct dp_err *
     return 0;
 }
 
+/* mmap x3, uffd2, channel, thread, handshake; undone on any failure. */
 int dp_ehelper_install(struct dp_ehelper *h, struct dp_inject *in, dp_eh_pump pump, void *arg,
                        struct dp_err *err)
 {
@@ -589,6 +596,7 @@ fail:
     return -1;
 }
 
+/* EOF first (the thread leaves its loop), then its memory, never before. */
 int dp_ehelper_teardown(struct dp_ehelper *h, struct dp_inject *in, struct dp_err *err)
 {
     if (h->sock >= 0)

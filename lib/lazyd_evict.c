@@ -433,6 +433,8 @@ static void ev_dirty(struct dp_lazyd *d, struct lz_task *t, const uint8_t *buf, 
     }
 }
 
+/* The helper's install waits for its first answer serving the loop, as
+ * inject's waits do (ev_pump); the descriptor is polled by the loop anyway. */
 static int ev_eh_pump(void *arg, int fd)
 {
     (void)fd;
@@ -476,6 +478,7 @@ static int ev_helper_takes(struct lz_task *t, uint64_t addr)
     return 1;
 }
 
+/* qsort order of run-time addresses (the stop path takes them sorted). */
 static int cmp_u64(const void *a, const void *b)
 {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;

@@ -50,6 +50,7 @@ static void wp_arm(struct dp_lazyd *d, struct lz_task *t)
  * Install and fault
  * ====================================================================== */
 
+/* Arms the task on first use; EINVAL means this range is not WP. */
 int lz_wp_copy(struct dp_lazyd *d, struct lz_task *t, uint64_t dst, const void *src, uint64_t len,
                uint64_t *done, int *wp)
 {
