@@ -1,6 +1,7 @@
 /* ehelper: the injected eviction helper thread. See ehelper.h. */
 #include "ehelper.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <time.h>
@@ -212,6 +213,7 @@ int dp_eh_parse_move(const uint8_t *reply, size_t len, const uint8_t *req, size_
     return 0;
 }
 
+/* Only a "\nSeccomp:" line counts (never the first line of the file). */
 int dp_eh_seccomp_mode(const char *status)
 {
     const char *p = strstr(status, "\nSeccomp:");
@@ -256,8 +258,14 @@ static int eh_call(struct dp_ehelper *h, const uint8_t *msg, size_t len, uint8_t
             dp_err_set(err, "the helper of task %d is gone (%s)", (int)h->pid, r == 0 ? "EOF" : strerror(errno));
             return -1;
         }
-        if (dp_now_ns() - t0 > EH_WAIT_NS && dp_inject_thread_exiting(h->pid, h->tid)) {
+        uint64_t waited = dp_now_ns() - t0;
+        if (waited > EH_WAIT_NS && dp_inject_thread_exiting(h->pid, h->tid)) {
             dp_err_set(err, "the helper thread %d of task %d exited", (int)h->tid, (int)h->pid);
+            return -1;
+        }
+        if (waited > 5 * EH_WAIT_NS) {
+            dp_err_set(err, "the helper thread %d of task %d did not answer within %llu s", (int)h->tid,
+                       (int)h->pid, (unsigned long long)(5 * EH_WAIT_NS / 1000000000ULL));
             return -1;
         }
         if (pump) {
@@ -278,6 +286,21 @@ static int eh_call(struct dp_ehelper *h, const uint8_t *msg, size_t len, uint8_t
     return 0;
 }
 
+/* The helper thread's state letter in /proc decides: a stopped thread
+ * cannot answer, and the daemon must not wait for it. */
+int dp_ehelper_runnable(const struct dp_ehelper *h)
+{
+    char path[64], buf[512];
+    if (h->sock < 0 || h->tid <= 0)
+        return 0;
+    snprintf(path, sizeof(path), "/proc/%d/task/%d/stat", (int)h->pid, (int)h->tid);
+    if (dp_read_small(path, buf, sizeof(buf)) < 0)
+        return 0;
+    char *p = strrchr(buf, ')');
+    return p && p[1] == ' ' && p[2] != 'T' && p[2] != 't' && p[2] != 'Z' && p[2] != 'X';
+}
+
+/* One request for all runs, one reply; the bookkeeping of what moved. */
 int dp_ehelper_move(struct dp_ehelper *h, struct dp_eh_run *runs, size_t n, dp_eh_pump pump, void *arg,
                     struct dp_err *err)
 {
@@ -313,6 +336,7 @@ int dp_ehelper_move(struct dp_ehelper *h, struct dp_eh_run *runs, size_t n, dp_e
     return 0;
 }
 
+/* One madvise entry over the used part of scratch. */
 int dp_ehelper_drop(struct dp_ehelper *h, dp_eh_pump pump, void *arg, struct dp_err *err)
 {
     if (!h->scratch_used)
@@ -338,6 +362,7 @@ int dp_ehelper_drop(struct dp_ehelper *h, dp_eh_pump pump, void *arg, struct dp_
  * Install and teardown (threads stopped by lib/inject)
  * ====================================================================== */
 
+/* Seccomp is the one reason known from outside (docs in ehelper.h). */
 int dp_ehelper_allowed(pid_t pid, struct dp_err *err)
 {
     char path[64], buf[4096];
@@ -458,6 +483,31 @@ static int eh_channel(struct dp_ehelper *h, struct dp_inject *in, struct dp_err 
     return 0;
 }
 
+/* The thread of in's process that inject does not know (the helper just
+ * cloned, all others being stopped), or 0. */
+static pid_t eh_new_tid(struct dp_inject *in)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/task", (int)in->pid);
+    DIR *dir = opendir(path);
+    if (!dir)
+        return 0;
+    pid_t found = 0;
+    struct dirent *de;
+    while (!found && (de = readdir(dir))) {
+        pid_t tid = (pid_t)atoi(de->d_name);
+        if (tid <= 0)
+            continue;
+        int known = 0;
+        for (size_t i = 0; i < in->n && !known; i++)
+            known = in->t[i].tid == tid;
+        if (!known)
+            found = tid;
+    }
+    closedir(dir);
+    return found;
+}
+
 /* Copies the blob with its parameters into the code page and starts the
  * thread with clone() injected on the blob's own syscall instruction. */
 static int eh_thread(struct dp_ehelper *h, struct dp_inject *in, struct dp_err *err)
@@ -485,10 +535,25 @@ static int eh_thread(struct dp_ehelper *h, struct dp_inject *in, struct dp_err *
     in->syscall_insn = saved;
     if (rc < 0)
         return -1;
-    h->tid = (pid_t)r;
+    /* clone returned the tid in the task's own pid namespace (a container's
+     * is not ours): the new thread is the one entry of /proc/PID/task that
+     * is none of the threads inject stopped */
+    for (int tries = 0; tries < 1000 && h->tid <= 0; tries++) {
+        h->tid = eh_new_tid(in);
+        if (h->tid <= 0) {
+            struct timespec ts = {0, 100000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    if (h->tid <= 0) {
+        dp_err_set(err, "helper install in task %d: its new thread (tid %ld inside) is not in /proc/%d/task",
+                   (int)h->pid, r, (int)h->pid);
+        return -1;
+    }
     return 0;
 }
 
+/* mmap x3, uffd2, channel, thread, handshake; undone on any failure. */
 int dp_ehelper_install(struct dp_ehelper *h, struct dp_inject *in, dp_eh_pump pump, void *arg,
                        struct dp_err *err)
 {
@@ -497,6 +562,13 @@ int dp_ehelper_install(struct dp_ehelper *h, struct dp_inject *in, dp_eh_pump pu
     h->sock = h->t_sock = h->t_uffd = -1;
     if (dp_ehelper_allowed(h->pid, err) < 0)
         return -1;
+    for (size_t i = 0; i < in->n; i++)
+        if (in->t[i].group_stop) {
+            /* a thread cloned now would join the group stop: no answer */
+            dp_err_set(err, "task %d is stopped by job control (SIGSTOP); the helper waits for it to run",
+                       (int)h->pid);
+            return -1;
+        }
     if (eh_mmap(in, DP_PAGE_SIZE, PROT_READ | PROT_EXEC, &h->code, err) < 0 ||
         eh_mmap(in, EH_DATA, PROT_READ | PROT_WRITE, &h->data, err) < 0 ||
         eh_mmap(in, EH_SCRATCH, PROT_READ | PROT_WRITE, &h->scratch, err) < 0)
@@ -524,6 +596,7 @@ fail:
     return -1;
 }
 
+/* EOF first (the thread leaves its loop), then its memory, never before. */
 int dp_ehelper_teardown(struct dp_ehelper *h, struct dp_inject *in, struct dp_err *err)
 {
     if (h->sock >= 0)

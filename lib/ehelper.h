@@ -79,6 +79,8 @@ struct dp_uffdio_move {
 #define DP_EH_SCRATCH_PAGES 256     /* at most this many pages per move call */
 #define DP_EH_BUF_BYTES 16384       /* request buffer in the target */
 #define DP_EH_NAME "dp-evict"
+/* runs per move request: 8 + runs * (48 + 40) bytes must fit the buffer */
+#define DP_EH_MAX_RUNS ((DP_EH_BUF_BYTES - 8) / 88)
 
 /* ---- pure part: request layout ---------------------------------------- */
 
@@ -139,6 +141,9 @@ int dp_ehelper_allowed(pid_t pid, struct dp_err *err);
  * possible and h->sock is -1. */
 int dp_ehelper_install(struct dp_ehelper *h, struct dp_inject *in, dp_eh_pump pump, void *arg,
                        struct dp_err *err);
+/* 1 if the helper is installed and its thread can answer now (not in a
+ * job-control or ptrace stop, not exiting): else use the ptrace path. */
+int dp_ehelper_runnable(const struct dp_ehelper *h);
 /* Moves the runs into scratch (the previous content of scratch must have
  * been dropped). Returns 0 with runs[i].moved/err/scratch set, or -1 when the
  * helper is gone or answered garbage (nothing moved can be assumed: the

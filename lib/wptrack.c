@@ -13,11 +13,13 @@
  * The map (pure)
  * ====================================================================== */
 
+/* An empty map tracks nothing. */
 void dp_wpmap_init(struct dp_wpmap *m)
 {
     memset(m, 0, sizeof(*m));
 }
 
+/* Frees every range's bits; the map is empty again. */
 void dp_wpmap_free(struct dp_wpmap *m)
 {
     for (size_t i = 0; i < m->n; i++)
@@ -52,6 +54,7 @@ static struct dp_wprange *locate(const struct dp_wpmap *m, uint64_t addr, uint64
     return &m->r[i];
 }
 
+/* Inserted in address order; refuses an overlap rather than merging. */
 int dp_wpmap_add(struct dp_wpmap *m, uint64_t start, uint64_t len)
 {
     if (!len || start % DP_PAGE_SIZE || len % DP_PAGE_SIZE || start + len < start)
@@ -95,6 +98,7 @@ static int slice(struct dp_wprange *out, const struct dp_wprange *r, uint64_t fr
     return 0;
 }
 
+/* Each range hit is replaced by what survives of it on either side. */
 void dp_wpmap_remove(struct dp_wpmap *m, uint64_t start, uint64_t end)
 {
     start &= ~(DP_PAGE_SIZE - 1);
@@ -134,12 +138,14 @@ void dp_wpmap_remove(struct dp_wpmap *m, uint64_t start, uint64_t end)
     }
 }
 
+/* One lookup: is addr inside a tracked range. */
 int dp_wpmap_tracked(const struct dp_wpmap *m, uint64_t addr)
 {
     uint64_t pg;
     return locate(m, addr, &pg) != NULL;
 }
 
+/* The page's bit, or -1 outside every range. */
 int dp_wpmap_test(const struct dp_wpmap *m, uint64_t addr)
 {
     uint64_t pg;
@@ -166,16 +172,19 @@ static int put(struct dp_wpmap *m, uint64_t addr, int v)
     return was;
 }
 
+/* A write-protect fault says the page was written. */
 int dp_wpmap_set(struct dp_wpmap *m, uint64_t addr)
 {
     return put(m, addr, 1);
 }
 
+/* Installed or written back (and protected again): clean. */
 int dp_wpmap_clear(struct dp_wpmap *m, uint64_t addr)
 {
     return put(m, addr, 0);
 }
 
+/* Word by word, skipping ranges with nothing set. */
 uint64_t dp_wpmap_next(const struct dp_wpmap *m, uint64_t addr)
 {
     addr &= ~(DP_PAGE_SIZE - 1);
@@ -198,6 +207,7 @@ uint64_t dp_wpmap_next(const struct dp_wpmap *m, uint64_t addr)
  * userfaultfd and pagemap
  * ====================================================================== */
 
+/* The same uffd, both modes: CRIU's MISSING registration stays in force. */
 int dp_wp_register(int uffd, uint64_t start, uint64_t len)
 {
     struct uffdio_register r = {.range = {.start = start, .len = len},
@@ -205,6 +215,7 @@ int dp_wp_register(int uffd, uint64_t start, uint64_t len)
     return ioctl(uffd, UFFDIO_REGISTER, &r) ? -errno : 0;
 }
 
+/* An install that arrives write-protected (clean). */
 int dp_wp_copy(int uffd, uint64_t dst, const void *src, uint64_t len, uint64_t *done)
 {
     struct uffdio_copy c = {.dst = dst, .src = (uint64_t)(uintptr_t)src, .len = len,
@@ -214,6 +225,7 @@ int dp_wp_copy(int uffd, uint64_t dst, const void *src, uint64_t len, uint64_t *
     return rc;
 }
 
+/* mode 0 also wakes the faulting threads (no DONTWAKE). */
 int dp_wp_protect(int uffd, uint64_t start, uint64_t len, int on)
 {
     struct uffdio_writeprotect w = {.range = {.start = start, .len = len},
@@ -221,6 +233,7 @@ int dp_wp_protect(int uffd, uint64_t start, uint64_t len, int on)
     return ioctl(uffd, UFFDIO_WRITEPROTECT, &w) ? -errno : 0;
 }
 
+/* Order matters: the bit before the protection goes. */
 int dp_wp_resolve(struct dp_wpmap *m, int uffd, uint64_t addr)
 {
     addr &= ~(DP_PAGE_SIZE - 1);
@@ -228,6 +241,7 @@ int dp_wp_resolve(struct dp_wpmap *m, int uffd, uint64_t addr)
     return dp_wp_protect(uffd, addr, DP_PAGE_SIZE, 0);
 }
 
+/* Order matters: the protection before the bit goes. */
 int dp_wp_clean_begin(struct dp_wpmap *m, int uffd, uint64_t addr)
 {
     addr &= ~(DP_PAGE_SIZE - 1);
@@ -238,6 +252,7 @@ int dp_wp_clean_begin(struct dp_wpmap *m, int uffd, uint64_t addr)
     return 0;
 }
 
+/* Both categories required: a written page that is present. */
 int dp_wp_scan_written(int pagemap_fd, uint64_t start, uint64_t end, struct dp_page_region *out, size_t max,
                        uint64_t *walk_end)
 {

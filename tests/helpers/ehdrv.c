@@ -871,5 +871,14 @@ int main(int argc, char **argv)
            WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st), ll ? line : "\"target\":\"no report\"");
     for (int i = 0; i < d->nfork; i++)
         close(d->fork_ufd[i]);
+    if (d->pagemap >= 0)
+        close(d->pagemap);
+    close(d->uffd);
+    dp_wpmap_free(&d->wp);
+    free(d->store);
+    free(d->resident);
+    free(d->inflight);
+    free(d->fifo);
+    free(d);
     return 0;
 }
