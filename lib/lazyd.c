@@ -12,6 +12,7 @@
  * it while the data travelled: a page that is no longer "in flight" is never
  * written. UFFDIO_COPY returns EAGAIN while the kernel has a non-cooperative
  * event (fork, mremap, madvise, munmap) queued for us: the install waits on a
+ * retry list until the task's events have been read, then re-checks.
  *
  * This file is the daemon's hall: setup, the loop and the tasks' lifecycle.
  * The rest lives in rooms behind lib/lazyd_int.h (map in docs/daemon.md). */
@@ -136,12 +137,14 @@ int lz_tasks_alive(const struct dp_lazyd *d)
     return n;
 }
 
-/* A replay request leaving (installed, dropped or abandoned) tells the
- * replay its window has room again. */
+/* A replay or warm-up request leaving (installed, dropped or abandoned)
+ * tells the replay or the warm-up its window has room again. */
 void lz_req_free(struct lz_req *r)
 {
     if (r->kind == K_REPLAY) /* installed, dropped or abandoned: no longer in flight */
         dp_replay_completed(&((struct dp_lazyd *)r->f.opaque)->replay, r->f.npages, dp_now_ns());
+    else if (r->kind == K_BACKGROUND) /* the loop turn's end refills the window */
+        dp_lzw_done(&((struct dp_lazyd *)r->f.opaque)->wu, r->f.npages, dp_now_ns());
     free(r->f.buf);
     free(r->w);
     free(r);
@@ -459,7 +462,7 @@ static void handle_timer(struct dp_lazyd *d, struct handler *h)
         check_timeouts(d, now);
         lz_place_retry(d);
     }
-    lz_background_fetch(d, now);
+    lz_warmup_step(d);
     lz_replay_pump(d);
     lz_trace_flush(d, now, 0);
     if (dp_guard_fd(&d->guard) < 0 || d->guard_gen != d->guard.gen) {
@@ -588,9 +591,9 @@ static void cleanup(struct dp_lazyd *d)
             }
             free(t);
         } else {
-            /* completed by the source after d is gone: keep lz_req_free away from d->replay */
+            /* completed by the source after d is gone: keep lz_req_free away from d->replay and d->wu */
             for (struct lz_req *r = t->reqs; r; r = r->next)
-                if (r->kind == K_REPLAY)
+                if (r->kind == K_REPLAY || r->kind == K_BACKGROUND)
                     r->kind = K_PREFETCH;
             t->next = kept;
             kept = t;
@@ -600,6 +603,7 @@ static void cleanup(struct dp_lazyd *d)
     if (d->ep >= 0)
         close(d->ep);
     dp_replay_free(&d->replay);
+    dp_lzw_free(&d->wu);
     dp_trace_free(&d->trace);
     if (d->staging) {
         dp_vbuf_free(&d->stage);
@@ -623,7 +627,6 @@ struct dp_lazyd *dp_lazyd_start(const struct dp_lazyd_opts *o)
         return NULL;
     d->o = o;
     d->start_ns = dp_now_ns();
-    d->last_bg_ns = d->start_ns;
     d->listen_h.fd = d->ctl_h.fd = d->timer_h.fd = d->sig_h.fd = d->src_h.fd = d->guard.sk = -1;
     d->guard_h.fd = -1;
     if (o->replay) {
@@ -694,6 +697,7 @@ struct dp_lazyd *dp_lazyd_start(const struct dp_lazyd_opts *o)
         dp_vbuf_init(&d->stage, UINT64_MAX); /* bounded by the hot set */
         d->staging = 1;
     }
+    lz_warmup_init(d);
     /* Before criu can connect: no uffd may ever be held by us alone. */
     if (dp_guard_start(&d->guard, &err) < 0) {
         dp_error("cannot start the guard process (%s): refusing to serve, since a crash of this "
@@ -710,8 +714,8 @@ struct dp_lazyd *dp_lazyd_start(const struct dp_lazyd_opts *o)
     }
     char pf[32];
     dp_prefetch_format(&o->prefetch, pf, sizeof(pf));
-    dp_info("lazy-pages daemon on %s, pages from %s, prefetch %s%s", d->sock_path, o->src->desc, pf,
-            o->background_rate ? ", background copy on" : "");
+    dp_info("lazy-pages daemon on %s, pages from %s, prefetch %s, warm-up %s", d->sock_path, o->src->desc, pf,
+            dp_warmup_mode_name(d->wu.o.mode));
     return d;
 }
 
@@ -741,6 +745,7 @@ int dp_lazyd_step(struct dp_lazyd *d, int timeout_ms)
     }
     dispatch(d, evs, n, 0);
     lz_replay_pump(d);
+    lz_warmup_step(d);
     return 1;
 }
 

@@ -23,7 +23,10 @@ struct dp_lazyd_opts {
     int listen_fd;             /* a bound, listening lazy-pages socket; -1: create it */
     struct dp_pagesrc *src;
     struct dp_prefetch_cfg prefetch;
-    uint64_t background_rate;  /* bytes per second, 0 = off (pages stay remote until touched) */
+    uint64_t background_rate;  /* warm-up rate cap, bytes per second, 0 = none; alone (warmup
+                                * none) it means warmup all at most this fast */
+    int warmup;                /* enum dp_warmup_mode (lib/warmup.h): none, hot, all */
+    const struct dp_hotset *warmup_order; /* trace or classification the warm-up takes first; NULL = none */
     double fault_timeout;      /* seconds a fault may wait for the source, 0 = no limit */
     int on_timeout_kill;       /* 1: kill the restored tree after fault_timeout; 0: keep waiting */
 #define DP_FAULT_TIMEOUT_DEFAULT 120.0 /* restore/lazy-pages: --fault-timeout, with --on-timeout kill */

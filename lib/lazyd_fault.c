@@ -64,7 +64,10 @@ void lz_handle_uffd(struct dp_lazyd *d, struct lz_task *t)
             struct uffd_msg *m = &msgs[i];
             switch (m->event) {
             case UFFD_EVENT_PAGEFAULT:
-                handle_fault(d, t, m->arg.pagefault.address, now);
+                if (m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP)
+                    lz_wp_fault(d, t, m->arg.pagefault.address);
+                else
+                    handle_fault(d, t, m->arg.pagefault.address, now);
                 break;
             case UFFD_EVENT_FORK:
                 t->c.ev_fork++;
@@ -221,7 +224,7 @@ static void fault_zero(struct dp_lazyd *d, struct lz_task *t, uint64_t page, uin
             dp_lazymap_set(&t->map, pg, DP_PG_RESIDENT, 0);
             struct dp_lazy_region *reg;
             if (dp_lazymap_page(&t->map, page, &reg))
-                lz_ev_installed(d, t, page, reg->img + (page - reg->start), NULL, 1);
+                lz_ev_installed(d, t, page, reg->img + (page - reg->start), NULL, 1, 0);
         }
         t->c.zero_pages += oc == DP_UFFD_DONE;
         t->c.faults_zero++;
@@ -275,6 +278,7 @@ static void fault_remote(struct dp_lazyd *d, struct lz_task *t, struct dp_lazy_r
     if (n > 1)
         mark_inflight(t, reg, img + PG, n - 1, DP_PGF_PREFETCH);
     t->c.faults_remote++;
+    r->wu_ahead = dp_lzw_fault_sent(&d->wu);
     req_submit(d, r);
     if (d->fault_rtt_ns < FAULT_SPIN_NS)
         d->spin_until_ns = dp_now_ns() + FAULT_SPIN_NS;
@@ -378,13 +382,9 @@ static void req_submit(struct dp_lazyd *d, struct lz_req *r)
     r->f.wire_bytes = 0;
     r->t->refs++;
     r->t->c.fetch_requests++;
-    if (r->kind == K_BACKGROUND)
-        d->bg_inflight++;
     if (d->o->src->ops->submit(d->o->src, &r->f) < 0) {
         r->f.status = -EIO;
         r->t->refs--;
-        if (r->kind == K_BACKGROUND)
-            d->bg_inflight--;
         r->state = R_FETCH_RETRY;
         r->retry_at = dp_now_ns() + r->backoff_ns;
         r->rnext = r->t->retry;
@@ -429,8 +429,6 @@ static void on_fetch_done(struct dp_fetch *f)
     struct dp_lazyd *d = f->opaque;
     struct lz_task *t = r->t;
     t->refs--;
-    if (r->kind == K_BACKGROUND)
-        d->bg_inflight--;
     t->c.wire_bytes += f->wire_bytes;
     if (!t->alive) {
         lz_req_unlink(r);
@@ -457,6 +455,7 @@ static void on_fetch_done(struct dp_fetch *f)
     if (r->kind == K_FAULT && r->nw > 0) {
         uint64_t took = dp_now_ns() - r->w[0].t0;
         d->fault_rtt_ns = d->fault_rtt_ns ? (7 * d->fault_rtt_ns + took) / 8 : took;
+        dp_lzw_fault(&d->wu, took, r->wu_ahead);
     }
     install(d, r);
 }
@@ -496,7 +495,8 @@ static void install(struct dp_lazyd *d, struct lz_req *r)
             run = (uint32_t)((pa - cur) / PG);
         }
         uint64_t done = 0;
-        int rc = dp_uffd_copy(t->uffd, cur, r->f.buf + (size_t)i * PG, (uint64_t)run * PG, &done);
+        int wp = 0;
+        int rc = lz_wp_copy(d, t, cur, r->f.buf + (size_t)i * PG, (uint64_t)run * PG, &done, &wp);
         uint32_t k = (uint32_t)(done / PG);
         if (k > run)
             k = run;
@@ -510,7 +510,8 @@ static void install(struct dp_lazyd *d, struct lz_req *r)
             else
                 t->c.pages_fetched++;
             dp_lazymap_set(&t->map, &pg[j], DP_PG_RESIDENT, fl & (DP_PGF_PREFETCH | DP_PGF_BACKGROUND));
-            lz_ev_installed(d, t, cur + (uint64_t)j * PG, img + (uint64_t)j * PG, r->f.buf + (size_t)(i + j) * PG, 0);
+            lz_ev_installed(d, t, cur + (uint64_t)j * PG, img + (uint64_t)j * PG, r->f.buf + (size_t)(i + j) * PG, 0,
+                            wp);
         }
         r->done_pages += k;
         enum dp_uffd_outcome oc = dp_uffd_outcome(rc);
@@ -521,7 +522,7 @@ static void install(struct dp_lazyd *d, struct lz_req *r)
              * only installed here). Never overwrite it; wake its waiters. */
             t->c.eexist++;
             dp_lazymap_set(&t->map, &pg[k], DP_PG_RESIDENT, 0);
-            lz_ev_installed(d, t, cur + (uint64_t)k * PG, img + (uint64_t)k * PG, NULL, 1);
+            lz_ev_installed(d, t, cur + (uint64_t)k * PG, img + (uint64_t)k * PG, NULL, 1, 0);
             dp_uffd_wake(t->uffd, cur + (uint64_t)k * PG, PG);
             r->done_pages++;
         } else if (oc == DP_UFFD_UNMAPPED && ++r->retries > 100) {
@@ -559,7 +560,8 @@ int lz_local_copy(struct dp_lazyd *d, struct lz_task *t, uint8_t *pg, uint64_t p
                       const uint8_t *data, uint64_t t0, int *rc)
 {
     uint64_t done = 0;
-    *rc = dp_uffd_copy(t->uffd, page, data, PG, &done);
+    int wp = 0;
+    *rc = lz_wp_copy(d, t, page, data, PG, &done, &wp);
     enum dp_uffd_outcome oc = dp_uffd_outcome(*rc);
     if (oc == DP_UFFD_DONE || oc == DP_UFFD_EXISTS) {
         if (oc == DP_UFFD_EXISTS) {
@@ -567,7 +569,7 @@ int lz_local_copy(struct dp_lazyd *d, struct lz_task *t, uint8_t *pg, uint64_t p
             dp_uffd_wake(t->uffd, page, PG);
         }
         dp_lazymap_set(&t->map, pg, DP_PG_RESIDENT, 0);
-        lz_ev_installed(d, t, page, img, data, oc == DP_UFFD_EXISTS);
+        lz_ev_installed(d, t, page, img, data, oc == DP_UFFD_EXISTS, wp && oc == DP_UFFD_DONE);
         dp_hist_add(&t->lat, dp_now_ns() - t0);
         return 1;
     }

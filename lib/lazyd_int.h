@@ -19,11 +19,13 @@
 #include <jansson.h>
 
 #include "dirty.h"
+#include "ehelper.h"
 #include "evict_policy.h"
 #include "guard.h"
 #include "inject.h"
 #include "lazyd.h"
 #include "lazymap.h"
+#include "lazyd_warmup.h"
 #include "lazystats.h"
 #include "metrics_http.h"
 #include "pmap.h"
@@ -75,6 +77,7 @@ struct lz_req {
     uint32_t nw, capw;
     int warned;
     int retries;
+    uint32_t wu_ahead;            /* K_FAULT: warm-up chunks in flight when it was sent */
 };
 
 struct dp_lazyd;
@@ -102,7 +105,6 @@ struct lz_task {
     int refs;             /* requests still owned by the source */
     uint64_t started_ns, ended_ns;
     uint64_t final_remote, final_resident; /* page counts when it exited */
-    uint64_t bg_cursor;
     /* eviction (budget) */
     pid_t host_pid;       /* in the daemon's pid namespace; 0 = not known yet */
     uint64_t host_start;  /* its start time: a recycled pid is not this task */
@@ -112,6 +114,11 @@ struct lz_task {
     struct dp_inject in;
     uint64_t evictions, writebacks;
     struct dp_pmap hash;  /* image page -> hash of the server's copy; aux: EV_ALWAYS_DIRTY, EV_PUT_INFLIGHT */
+    int wp;               /* lazy ranges re-registered MISSING|WP: 0 not yet, 1 yes, -1 refused (lazyd_wp.c) */
+    int eh_state;         /* eviction helper (lib/ehelper.h): 0 not tried, 1 running, -1 none */
+    struct dp_ehelper eh;
+    uint64_t eh_rseq[64]; /* pages holding the threads' rseq areas when the helper was installed */
+    size_t eh_nrseq;
 };
 
 /* Eviction state of the daemon (docs/budget.md). */
@@ -136,6 +143,11 @@ struct lz_evict {
     uint64_t wb_incomplete;    /* batches whose write-back did not complete (refused, abandoned, deferred) */
     int clean_inflight;
     uint64_t cleaned, clean_requests;
+    /* write-protect tracking and the eviction helper (issue 13) */
+    uint64_t wp_tasks, wp_faults, clean_drops, helper_tasks, helper_batches, helper_pages, helper_busy,
+        helper_fallback, helper_failures, nostop_cleaned;
+    int helper_on;                 /* DISTRIPROC_EVICT_HELPER != off */
+    struct dp_hist helper_call;    /* one helper batch: request -> moved pages read */
 };
 
 /* Placing tasks on their processes (lazyd_proc.c): forked children are
@@ -162,11 +174,9 @@ struct dp_lazyd {
     int failed;
     int killed;
     int stop;
-    uint64_t start_ns, last_probe_ns, last_bg_ns;
-    double bg_tokens;
-    int bg_inflight;
+    uint64_t start_ns, last_probe_ns;
     int all_resident_said;     /* o->all_resident called */
-    struct lz_task *bg_next;
+    struct dp_lzw wu;          /* the warm-up (lib/lazyd_warmup.h) */
     uint32_t src_ev;
     char sock_path[4200], ctl_path[4200];
     struct lz_evict ev;
@@ -236,7 +246,11 @@ int lz_stage_install(struct dp_lazyd *d, struct lz_task *t, struct dp_lazy_regio
 void lz_stage_miss(struct dp_lazyd *d);
 void lz_trace_touch(struct dp_lazyd *d, struct lz_task *t, uint64_t img, uint64_t now);
 void lz_trace_flush(struct dp_lazyd *d, uint64_t now, int at_exit);
-void lz_background_fetch(struct dp_lazyd *d, uint64_t now);
+/* The warm-up (issue 16, lib/lazyd_warmup.h): set up from the options, and
+ * one step (begin once the restore finished and any replay is done, then
+ * refill the window) at every loop turn and timer tick. */
+void lz_warmup_init(struct dp_lazyd *d);
+void lz_warmup_step(struct dp_lazyd *d);
 
 /* ==== lazyd_evict.c: eviction under the budget (docs/budget.md) ==== */
 
@@ -247,7 +261,7 @@ void lz_ev_maybe(struct dp_lazyd *d);
 /* Hooks of the fault path and the task lifecycle (without a budget they
  * do nothing, but for task_new's page count and task_gone's cleanup). */
 void lz_ev_installed(struct dp_lazyd *d, struct lz_task *t, uint64_t addr, uint64_t img, const uint8_t *page,
-                     int always_dirty);
+                     int always_dirty, int wp);
 int lz_ev_fault(struct dp_lazyd *d, struct lz_task *t, struct dp_lazy_region *reg, uint8_t *pg, uint64_t page,
                 uint64_t t0);
 void lz_ev_forget(struct dp_lazyd *d, struct lz_task *t, uint64_t start, uint64_t end);
@@ -258,6 +272,20 @@ void lz_ev_fork_inherit(struct dp_lazyd *d, struct lz_task *parent, struct lz_ta
 uint64_t lz_ev_resident(const struct dp_lazyd *d);
 uint64_t lz_ev_high(const struct dp_lazyd *d);
 uint64_t lz_ev_low(const struct dp_lazyd *d);
+
+/* ==== lazyd_wp.c: exact dirty tracking with write-protect ==== */
+
+/* UFFDIO_COPY for an install: write-protected when t's ranges are
+ * registered WP (armed on first use under a budget); *wp = 1 then. */
+int lz_wp_copy(struct dp_lazyd *d, struct lz_task *t, uint64_t dst, const void *src, uint64_t len,
+               uint64_t *done, int *wp);
+/* A write-protect fault: mark the page written, un-protect, wake. */
+void lz_wp_fault(struct dp_lazyd *d, struct lz_task *t, uint64_t addr);
+/* The same without a fault: the daemon itself is about to write the page
+ * through /proc/PID/mem (inject's stack scratch), which a write-protected
+ * page refuses (EIO: the remote write cannot wait for our own uffd).
+ * 0 or -errno. */
+int lz_wp_release(struct dp_lazyd *d, struct lz_task *t, uint64_t addr);
 
 /* ==== lazyd_proc.c: the processes behind the tasks ==== */
 

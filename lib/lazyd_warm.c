@@ -1,7 +1,8 @@
 /* lazyd_warm: bringing pages in before a fault asks (docs/hotset.md): the
  * hot-set replay (install or stage mode), the first-touch trace for the
- * next restore, and the rate-limited background copy. Each is driven from
- * the daemon's timer and fetches through the fault room's requests. */
+ * next restore, and the warm-up (issue 16: lib/lazyd_warmup.h plans and
+ * paces it; its table of operations on the tasks is here). Each is driven
+ * from the daemon's loop and fetches through the fault room's requests. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,21 +10,21 @@
 
 #include "lazyd_int.h"
 
-#define BG_CHUNK_PAGES 16
-#define BG_MAX_INFLIGHT 8
-
 /* ==== hot-set replay ==== */
 
-/* dp_replay_fetch_fn: the REMOTE pages of checkpoint range [img, +n) of the
- * original task pid (not a forked child) become in flight. */
-static int64_t replay_fetch(void *ctx, int32_t pid, uint64_t img, uint32_t n)
+/* The live task restored as checkpoint pid (not a forked child), or NULL. */
+static struct lz_task *original_task(struct dp_lazyd *d, int32_t pid)
 {
-    struct dp_lazyd *d = ctx;
     struct lz_task *t = d->tasks;
     while (t && !(t->alive && t->pid == pid && t->shown_pid > 0))
         t = t->next;
-    if (!t)
-        return -1;
+    return t;
+}
+
+/* The REMOTE pages of checkpoint range [img, +n) of t go in flight as kind;
+ * returns how many. */
+static int64_t fetch_range(struct dp_lazyd *d, struct lz_task *t, uint64_t img, uint32_t n, int kind)
+{
     uint64_t sent = 0;
     for (uint32_t i = 0; i < n;) {
         struct dp_lazy_region *reg;
@@ -34,10 +35,19 @@ static int64_t replay_fetch(void *ctx, int32_t pid, uint64_t img, uint32_t n)
         }
         uint64_t left_in_reg = (reg->img + (reg->end - reg->start) - a) / PG;
         uint32_t cnt = n - i < left_in_reg ? n - i : (uint32_t)left_in_reg;
-        sent += lz_submit_remote_runs(d, t, reg, a, cnt, K_REPLAY);
+        sent += lz_submit_remote_runs(d, t, reg, a, cnt, kind);
         i += cnt;
     }
     return (int64_t)sent;
+}
+
+/* dp_replay_fetch_fn: the REMOTE pages of checkpoint range [img, +n) of the
+ * original task pid (not a forked child) become in flight. */
+static int64_t replay_fetch(void *ctx, int32_t pid, uint64_t img, uint32_t n)
+{
+    struct dp_lazyd *d = ctx;
+    struct lz_task *t = original_task(d, pid);
+    return t ? fetch_range(d, t, img, n, K_REPLAY) : -1;
 }
 
 /* After the restore finished, the hot set is fetched in windows; the end
@@ -198,7 +208,7 @@ void lz_trace_flush(struct dp_lazyd *d, uint64_t now, int at_exit)
     free(buf);
 }
 
-/* ==== background copy ==== */
+/* ==== warm-up (issue 16) ==== */
 
 /* Background fetching found nothing remote: once nothing is in flight either
  * (and no budget may evict), the source is told it is no longer needed. */
@@ -214,61 +224,95 @@ static void all_resident(struct dp_lazyd *d)
     d->o->all_resident(d->o->all_resident_ctx);
 }
 
-/* --background-rate: a token bucket over the live tasks, round robin,
- * so the copy never takes the link from faults. */
-void lz_background_fetch(struct dp_lazyd *d, uint64_t now)
+/* dp_lzw_io.fetch: the remote pages of [img, +n) of task id go in flight as
+ * warm-up; pages submitted, -1 when the task is gone. */
+static int64_t wu_fetch(void *ctx, int task, uint64_t img, uint32_t n)
 {
-    if (!d->o->background_rate || !d->finished)
-        return;
-    double dt = (double)(now - d->last_bg_ns) / 1e9;
-    d->last_bg_ns = now;
-    double cap = (double)d->o->background_rate * 0.05 + BG_CHUNK_PAGES * PG;
-    d->bg_tokens += dt * (double)d->o->background_rate;
-    if (d->bg_tokens > cap)
-        d->bg_tokens = cap;
-    int guard = 0;
-    while (d->bg_tokens >= (double)(BG_CHUNK_PAGES * PG) && d->bg_inflight < BG_MAX_INFLIGHT && guard++ < 64) {
-        /* round robin over live tasks */
-        struct lz_task *t = d->bg_next && d->bg_next->alive ? d->bg_next : d->tasks;
-        struct lz_task *start = t;
-        int found = 0;
-        do {
-            if (t && t->alive && dp_lazymap_pages(&t->map, DP_PG_REMOTE)) {
-                found = 1;
-                break;
-            }
-            t = t && t->next ? t->next : d->tasks;
-        } while (t != start);
-        if (!found) {
-            all_resident(d);
-            return;
-        }
-        d->bg_next = t->next;
-        /* next remote run at or after the cursor */
-        int submitted = 0;
-        for (int pass = 0; pass < 2 && !submitted; pass++) {
-            for (size_t i = 0; i < t->map.n && !submitted; i++) {
-                struct dp_lazy_region *reg = &t->map.r[i];
-                if (reg->end <= t->bg_cursor)
-                    continue;
-                uint64_t a = t->bg_cursor > reg->start ? t->bg_cursor : reg->start;
-                for (; a < reg->end; a += PG) {
-                    if (lz_fetchable(reg->pg[(a - reg->start) / PG])) {
-                        uint64_t img = reg->img + (a - reg->start);
-                        uint64_t left = (reg->end - a) / PG;
-                        uint32_t n = left < BG_CHUNK_PAGES ? (uint32_t)left : BG_CHUNK_PAGES;
-                        lz_submit_remote_runs(d, t, reg, img, n, K_BACKGROUND);
-                        t->bg_cursor = a + (uint64_t)n * PG;
-                        d->bg_tokens -= (double)n * PG;
-                        submitted = 1;
-                        break;
-                    }
-                }
-            }
-            if (!submitted)
-                t->bg_cursor = 0;
-        }
-        if (!submitted)
-            return;
+    struct dp_lazyd *d = ctx;
+    struct lz_task *t = lz_task_by_id(d, task);
+    if (!t || !t->alive)
+        return -1;
+    return fetch_range(d, t, img, n, K_BACKGROUND);
+}
+
+/* dp_lzw_io.each_range: every lazy range of every live task. */
+static void wu_each_range(void *ctx, void (*add)(void *arg, int task, uint64_t img, uint64_t npages), void *arg)
+{
+    struct dp_lazyd *d = ctx;
+    for (struct lz_task *t = d->tasks; t; t = t->next)
+        for (size_t i = 0; t->alive && i < t->map.n; i++)
+            add(arg, t->id, t->map.r[i].img, (t->map.r[i].end - t->map.r[i].start) / PG);
+}
+
+/* dp_lzw_io.task_of_pid: the hot set names checkpoint pids. */
+static int wu_task_of_pid(void *ctx, int32_t pid)
+{
+    struct dp_lazyd *d = ctx;
+    struct lz_task *t = original_task(d, pid);
+    return t ? t->id : -1;
+}
+
+/* dp_lzw_io.remote_pages: what is not here yet. */
+static uint64_t wu_remote(void *ctx)
+{
+    const struct dp_lazyd *d = ctx;
+    uint64_t n = 0;
+    for (const struct lz_task *t = d->tasks; t; t = t->next)
+        if (t->alive)
+            n += dp_lazymap_pages(&t->map, DP_PG_REMOTE) + dp_lazymap_pages(&t->map, DP_PG_INFLIGHT);
+    return n;
+}
+
+/* dp_lzw_io.used_pages: resident plus in flight, as a budget counts them. */
+static uint64_t wu_used(void *ctx)
+{
+    const struct dp_lazyd *d = ctx;
+    uint64_t n = lz_ev_resident(d);
+    for (const struct lz_task *t = d->tasks; t; t = t->next)
+        if (t->alive)
+            n += dp_lazymap_pages(&t->map, DP_PG_INFLIGHT);
+    return n;
+}
+
+/* dp_lzw_io.budget_pages: the budget's high watermark, 0 without one. */
+static uint64_t wu_budget(void *ctx)
+{
+    const struct dp_lazyd *d = ctx;
+    return d->ev.on ? lz_ev_high(d) : 0;
+}
+
+/* dp_lzw_io.all_resident. */
+static void wu_all_resident(void *ctx)
+{
+    all_resident(ctx);
+}
+
+/* Sets the warm-up up: --warmup, or the older --background-fetch RATE alone
+ * (warm everything, at most RATE); never with stage mode (its hit rate
+ * would count the warm-up's pages). */
+void lz_warmup_init(struct dp_lazyd *d)
+{
+    const struct dp_lazyd_opts *o = d->o;
+    struct dp_lzw_opts wo = {.mode = (enum dp_warmup_mode)o->warmup, .rate_cap = o->background_rate,
+                             .order = o->warmup_order};
+    if (wo.mode == DP_WARMUP_NONE && o->background_rate)
+        wo.mode = DP_WARMUP_ALL;
+    if (wo.mode != DP_WARMUP_NONE && d->staging) {
+        dp_warn("no warm-up with --hotset-mode stage: it measures the replay alone");
+        wo.mode = DP_WARMUP_NONE;
     }
+    struct dp_lzw_io io = {.ctx = d, .fetch = wu_fetch, .each_range = wu_each_range, .task_of_pid = wu_task_of_pid,
+                           .remote_pages = wu_remote, .used_pages = wu_used, .budget_pages = wu_budget,
+                           .all_resident = wu_all_resident};
+    dp_lzw_init(&d->wu, &wo, &io, d->start_ns);
+}
+
+/* Once the restore finished and any hot-set replay is done: plan, then keep
+ * the window full (every loop turn, so a completion is refilled at once). */
+void lz_warmup_step(struct dp_lazyd *d)
+{
+    uint64_t now = dp_now_ns();
+    if (d->wu.state == DP_LZW_WAITING && d->finished && !d->replaying)
+        dp_lzw_begin(&d->wu, now);
+    dp_lzw_pump(&d->wu, now);
 }

@@ -34,12 +34,14 @@
 #include "criu.h"
 #include "lab.h"
 #include "hotset.h"
+#include "warmup.h"
 #include "kdat.h"
 #include "key.h"
 #include "lazyd.h"
 #include "metrics_http.h"
 #include "netbound.h"
 #include "orch.h"
+#include "wbwait.h"
 #include "pageserver_hotset.h"
 #include "proto_hotset.h"
 #include "pagesrc.h"
@@ -86,8 +88,16 @@ static void restore_usage(FILE *out)
             "                          the daemon's page traffic goes through that namespace too\n"
             "  --prefetch POLICY       none (default), seq:N, stride[:DEPTH], auto[:MAX],\n"
             "                          streams[:MAX] (interleaved sequential streams)\n"
-            "  --background-fetch RATE copy the remaining pages in the background at RATE bytes/s\n"
-            "                          (e.g. 50M; off by default: pages stay remote until touched)\n"
+            "  --warmup none|hot|all   after the restore, move memory in the background, faults\n"
+            "                          first (docs/hotset.md, \"Warm-up\"): none (default: pages\n"
+            "                          stay remote until touched), hot (the recorded trace, then\n"
+            "                          the classification's hottest mappings), all (that, then\n"
+            "                          every other page; the source is released once all is\n"
+            "                          here). The pace adapts to the link and backs off when\n"
+            "                          faults queue behind it; with --budget it warms only what\n"
+            "                          the budget holds. distriproc stats: warmup\n"
+            "  --background-fetch RATE cap the warm-up at RATE bytes/s (e.g. 50M); alone it means\n"
+            "                          --warmup all at most RATE\n"
             "  --fault-timeout SEC     how long a fault may wait for the page source (default 120;\n"
             "                          0 = no limit)\n"
             "  --on-timeout wait|kill  after --fault-timeout: SIGKILL the restored tree and end the\n"
@@ -160,6 +170,7 @@ struct restore_args {
     double fault_timeout, restore_timeout;
     int on_timeout_kill, shell_job, foreground, json, take_over;
     int stage;   /* --hotset-mode stage */
+    int warmup;  /* enum dp_warmup_mode */
     const char *metrics;           /* --metrics ADDR:PORT */
     int metrics_remote;            /* --metrics-allow-remote */
     struct sockaddr_in metrics_addr;
@@ -452,7 +463,7 @@ static int parse_args(int argc, char **argv, struct restore_args *a, enum dp_res
         {"runc-root", required_argument, NULL, 'O'},
         {"insecure-plaintext", no_argument, NULL, 'P'},
         {"metrics", required_argument, NULL, 'm'}, {"metrics-allow-remote", no_argument, NULL, 'a'},
-        {"take-over", no_argument, NULL, 1001},
+        {"take-over", no_argument, NULL, 1001},     {"warmup", required_argument, NULL, 1002},
         {"store", required_argument, NULL, 1101},       {"store-ca", required_argument, NULL, 1102},
         {"store-cert", required_argument, NULL, 1103},  {"store-key", required_argument, NULL, 1104},
         {"store-pass-file", required_argument, NULL, 1105}, {"store-user", required_argument, NULL, 1106},
@@ -475,16 +486,12 @@ static int parse_args(int argc, char **argv, struct restore_args *a, enum dp_res
             }
             dp_netbound_set(&nb); /* the daemon forked later inherits it */
             break;
-        case 'X': {
-            char *end;
-            long ms = strtol(optarg, &end, 10);
-            if (*end || optarg[0] == '-' || !*optarg || ms < 1 || ms > 3600000) {
+        case 'X':
+            if (dp_wait_parse_ms(optarg, &a->wb_timeout_ms) < 0) {
                 ARGERR("--writeback-timeout takes milliseconds, 1..3600000 (got '%s')\n", optarg);
                 return 2;
             }
-            a->wb_timeout_ms = (int)ms;
             break;
-        }
         case 's': a->source = optarg; break;
         case 'k': a->key = optarg; break;
         case 'P': dp_client_set_insecure_plaintext(true); break;
@@ -494,6 +501,15 @@ static int parse_args(int argc, char **argv, struct restore_args *a, enum dp_res
         case 'w': a->workdir = optarg; break;
         case 'H': a->host = optarg; break;
         case 'p': a->prefetch = optarg; break;
+        case 1002: {
+            enum dp_warmup_mode m;
+            if (dp_warmup_mode_parse(optarg, &m) < 0) {
+                ARGERR("--warmup takes none, hot or all (got '%s')\n", optarg);
+                return 2;
+            }
+            a->warmup = (int)m;
+            break;
+        }
         case 'b':
             if (dp_parse_size(optarg, &a->bg_rate) < 0 || a->bg_rate == 0) {
                 ARGERR("--background-fetch takes bytes per second such as 50M (got '%s')\n", optarg);
@@ -1153,7 +1169,10 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
         abandon_source(src);
         return 1;
     }
-    if (a.hotset || a.record_s > 0) {
+    /* the warm-up takes what is known first: the newest trace, else the
+     * classification (lib/warmup.h); none known is fine */
+    int wu_order = a.warmup != DP_WARMUP_NONE && !a.hotset && !a.stage;
+    if (a.hotset || a.record_s > 0 || wu_order) {
         struct dp_checkpoint *cpi = NULL;
         if (dp_checkpoint_open(images, &cpi, &err) < 0 || dp_checkpoint_identity(cpi, lo.cp_id, &err) < 0) {
             dp_error("cannot identify the checkpoint in %s: %s", images, err.msg);
@@ -1162,14 +1181,21 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
             abandon_source(src);
             return 1;
         }
-        int hrc = a.hotset ? load_hotset(&a, src, cpi, lo.cp_id, &hs) : 1;
+        struct restore_args auto_args = a;
+        auto_args.hotset = "auto";
+        int hrc = a.hotset ? load_hotset(&a, src, cpi, lo.cp_id, &hs) : wu_order ? load_hotset(&auto_args, src, cpi, lo.cp_id, &hs) : 1;
         dp_checkpoint_close(cpi);
         if (hrc < 0) {
             close(lfd);
             abandon_source(src);
             return 1;
         }
-        if (hrc == 0) {
+        if (hrc == 0 && !a.hotset) {
+            lo.warmup_order = &hs;
+            if (!a.json)
+                dp_info("warm-up order: %s first (%llu pages), then the rest", dp_hotset_source_name(hs.source),
+                        (unsigned long long)hs.total_pages);
+        } else if (hrc == 0) {
             lo.replay = &hs;
             char b[32];
             dp_format_bytes(hs.total_pages * DP_PAGE_SIZE, b, sizeof(b));
@@ -1189,7 +1215,8 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
     lo.listen_fd = lfd;
     lo.src = src;
     lo.background_rate = a.bg_rate;
-    if (!a.images && a.source && a.bg_rate) {
+    lo.warmup = a.warmup;
+    if (!a.images && a.source && (a.bg_rate || a.warmup == DP_WARMUP_ALL)) {
         static struct trace_up rel;
         rel = (struct trace_up){.source = a.source, .key = a.key, .workdir = workdir};
         lo.all_resident = release_source;
@@ -1216,7 +1243,7 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
     close(ready[1]);
     close(lfd);
     /* The daemon has its own copy of the hot set. */
-    uint64_t hs_pages = hs.total_pages;
+    uint64_t hs_pages = lo.replay ? hs.total_pages : 0;
     const char *hs_source = lo.replay ? dp_hotset_source_name(hs.source) : "none";
     dp_hotset_free(&hs);
     /* The daemon owns the page source now (its connection, its files). */
@@ -1360,8 +1387,12 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
                               "hotset_source", hs_source, "hotset_mode", a.stage ? "stage" : "install",
                               "record_trace_s", a.record_s, "skeleton_s", (double)(t_skel - t_start) / 1e9,
                               "daemon_start_s", (double)(t_daemon - t_skel) / 1e9, "runc_id", a.runc_id);
-        if (o)
+        if (o) {
             json_object_set_new(o, "lease_epoch", json_integer((json_int_t)lease_epoch));
+            json_object_set_new(o, "warmup", json_string(dp_warmup_mode_name(
+                                                 a.warmup == DP_WARMUP_NONE && a.bg_rate ? DP_WARMUP_ALL
+                                                                                       : (enum dp_warmup_mode)a.warmup)));
+        }
         if (print_json(o) < 0)
             return 1;
     } else {

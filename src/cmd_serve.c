@@ -82,7 +82,7 @@ int cmd_serve(int argc, char **argv)
         /* connection limits (lib/connlimit.h), parsed there */
         {"max-conns", required_argument, NULL, 'L'}, {"max-preauth", required_argument, NULL, 'L'},
         {"max-per-peer", required_argument, NULL, 'L'}, {"max-buffered", required_argument, NULL, 'L'},
-        {"idle-timeout", required_argument, NULL, 'L'},
+        {"idle-timeout", required_argument, NULL, 'L'}, {"handshake-timeout", required_argument, NULL, 'L'},
         {NULL, 0, NULL, 0},
     };
     static struct dp_server_opts o;

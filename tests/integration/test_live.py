@@ -115,8 +115,11 @@ def test_live_forkmem_digest_serve_restart_and_commit(lab, procs, criu, tmp_path
     digest = forkmem("src", "SUM")["sum"]
     workdir = tmp_path / "mig"
     thaw_leftovers.append(workdir / "src")
+    # --warmup none: the source must stay needed here (a warm-up would release it
+    # once every page is on dst: test_warmup.py)
     res = json.loads(util.distriproc("migrate", "--pid", src, "--workdir", workdir, "--port", 7330,
-                                     "--from", "memory", "--prefetch", "none", "--json", timeout=120).stdout)
+                                     "--from", "memory", "--prefetch", "none", "--warmup", "none", "--json",
+                                     timeout=120).stdout)
     procs.track(res["pid"])
     procs.track(res["daemon_pid"])
     assert res["mode"] == "memory", res
@@ -177,7 +180,7 @@ def test_live_redis_digest_and_writes(lab, procs, criu, tmp_path, thaw_leftovers
     thaw_leftovers.append(workdir / "src")
     probe = f"redis-cli -h {util.HOSTS['dst']} -p {REDIS_PORT} ping | grep -qx PONG"
     res = json.loads(util.distriproc("migrate", "--pid", src, "--workdir", workdir, "--port", 7331,
-                                     "--probe", probe, "--json", timeout=120).stdout)
+                                     "--probe", probe, "--warmup", "none", "--json", timeout=120).stdout)
     procs.track(res["pid"])
     procs.track(res["daemon_pid"])
     assert res["mode"] == "memory" and res["probe_attempts"] >= 1, res   # memory is the default

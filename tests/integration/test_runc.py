@@ -623,10 +623,12 @@ def test_redis_container_migrated_from_memory_commit_and_release(lab, procs, cri
 
     workdir = tmp_path / "mig"
     probe = f"redis-cli -h {util.HOSTS['dst']} -p {port} ping | grep -qx PONG"
+    # --warmup none: the source must stay committed (frozen) until --stop here;
+    # a warm-up would release it once every page is on dst (test_warmup.py)
     res = json.loads(util.distriproc("migrate", "--runc", cid, "--runc-id", new, "--runc-root", runc_root,
                                      "--runc-bundle", tmp_path / "bundle-dst", "--workdir", workdir, "--port",
-                                     SERVE_PORT, "--from", "memory", "--probe", probe, "--json",
-                                     timeout=200).stdout)
+                                     SERVE_PORT, "--from", "memory", "--probe", probe, "--warmup", "none",
+                                     "--json", timeout=200).stdout)
     for k in ("pid", "daemon_pid", "server_pid"):
         procs.track(res[k])
     assert res["mode"] == "memory" and res["runc_id"] == new, res
