@@ -437,6 +437,12 @@ int lab_cluster_down(int *stopped, struct dp_err *err)
         }
     }
     remove_tree(dir);
+    char *slash = strrchr(dir, '/');
+    if (slash) { /* its parent, /run/distriproc/lab-NAME, if now empty */
+        *slash = '\0';
+        rmdir(dir);
+        *slash = '/';
+    }
     if (stopped)
         *stopped = n;
     if (access(dir, F_OK) == 0) {
