@@ -2233,7 +2233,8 @@ static void ev_lost(struct dp_lazyd *d, struct lz_task *t)
  * REMOTE) and remember them in the victim buffer; for sync only record the
  * new hashes. All inside one stop, so no write can fall between the read
  * and the zap. Returns the pages evicted/synced, -1 when the process is
- * gone or had to be killed. *nwb: pages written back. */
+ * gone or had to be killed (or, for sync, is still traced by criu).
+ * *nwb: pages written back. */
 static int ev_batch(struct dp_lazyd *d, struct lz_task *t, const uint64_t *addr, size_t n, int sync, size_t *nwb)
 {
     static uint8_t buf[EV_MAX_BATCH * PG] __attribute__((aligned(PG)));
@@ -2258,7 +2259,18 @@ static int ev_batch(struct dp_lazyd *d, struct lz_task *t, const uint64_t *addr,
     d->ev.busy = 1;
     d->ev.cur = t;
     uint64_t t0 = dp_now_ns();
-    if (dp_inject_stop(&t->in, &err) < 0)
+    int src = dp_inject_stop(&t->in, &err);
+    if (src == DP_INJECT_TRACED) {
+        /* criu says "restore finished" before it detaches from the tree:
+         * not yet (nothing was touched, never a kill); ev_maybe tries again
+         * after its backoff, a sync reports the task as failed */
+        dp_debug("task %d: %s", t->id, err.msg);
+        for (size_t i = 0; i < n && !sync; i++)
+            dp_evict_cancel(&d->ev.pol, t->id, addr[i]);
+        d->ev.busy = 0;
+        return sync ? -1 : 0;
+    }
+    if (src < 0)
         goto fatal;
     if (t->host_start && dp_proc_start_time(t->host_pid) != t->host_start) {
         /* the pid names another process now (ours exited, the pid was
