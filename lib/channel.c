@@ -61,18 +61,23 @@ void dp_chan_transcript(const uint8_t *hello, size_t hello_len, const uint8_t *r
 
 /* One AEAD context per direction, keyed once; each record only sets its
  * nonce. The records are standard AES-256-GCM and ChaCha20-Poly1305 (IETF).
- * Two implementations of the same algorithm, chosen by record size:
+ * Two implementations of the same algorithm, chosen by record size, by
+ * measurement on this project's VM:
  * - Records of up to SMALL_RECORD bytes (headers, requests, acknowledgements,
- *   and a fault's one or few pages) go through libsodium. In a hot loop
- *   OpenSSL's AES-GCM seals a 4 KiB page faster (1.3 us against libsodium
- *   1.0.18's 3.1 us on this project's VM), but a fault's record is sealed
- *   once between wake-ups, with cold caches, and there OpenSSL's provider
- *   dispatch costs more than it saves: `bench server` measured the secure
- *   channel's extra CPU per 4 KiB GET at +8 us per side through OpenSSL and
- *   +4.5 us through libsodium, and the fault p50 at 1.18x against 1.09-1.12x
- *   of the same run's plaintext.
+ *   and a fault's one or few pages) go through libsodium. Alone, libcrypto
+ *   seals a 4 KiB page faster (tests/helpers/aeadbench: 1.3 us against
+ *   2.6-3.5 us in a loop, 2.5-2.8 against 3.1-3.2 us with the data caches
+ *   cold), but a fault's record is sealed once between wake-ups, after the
+ *   network stack has run, and there libcrypto's longer call path (EVP,
+ *   provider, then the AES code) costs more than it saves. `bench server`
+ *   measured the secure channel's extra CPU per 4 KiB GET, client/server,
+ *   with pages through libcrypto at +14.2/+18.7 and +14.2/+18.2 us, and
+ *   through libsodium at +6.4/+11.6 and +5.2/+10.2 us, in alternating runs
+ *   of the same hour (bench/results/server-encrypted-ab.txt). Its fixed cost
+ *   per small record is lower too (24 bytes: 0.15 us hot against 0.27).
  * - Larger records (bulk replies, prefetch runs) go through OpenSSL's
- *   libcrypto, whose stitched AES-NI/AVX code wins once a record is long.
+ *   libcrypto, whose stitched AES-NI code wins once a record is long
+ *   (192 KiB: ~2.5 GB/s against libsodium's ~1.7).
  * The key schedule stays on libsodium. */
 #define SMALL_RECORD 16384
 static int dir_init(struct dp_chan_dir *d, uint32_t cipher, bool encrypt)

@@ -16,7 +16,8 @@
  * Records after the handshake: every message becomes a header record (its
  * 24-byte header sealed: 24 + 16 bytes) and, if len > 0, a payload record
  * (len + 16 bytes). AEAD (AES-256-GCM where the CPU has AES-NI, else
- * ChaCha20-Poly1305 IETF; the AEAD runs on OpenSSL's libcrypto, the key
+ * ChaCha20-Poly1305 IETF; the AEAD runs on libsodium for records up to 16 KiB
+ * and on OpenSSL's libcrypto above (channel.c says why), the key
  * schedule on libsodium), nonce = the direction's record counter (u64 LE,
  * then 4 zero bytes), no associated data. A record that was altered,
  * reordered, replayed (within or across connections) or cut fails its tag.

@@ -20,6 +20,8 @@ void dp_connlimit_cfg_defaults(struct dp_connlimit_cfg *cfg)
         cfg->max_per_peer = DP_LIMIT_MAX_PER_PEER_DEFAULT;
     if (!cfg->max_buffered)
         cfg->max_buffered = DP_LIMIT_MAX_BUFFERED_DEFAULT;
+    if (!cfg->handshake_ns)
+        cfg->handshake_ns = DP_LIMIT_HANDSHAKE_MS_DEFAULT * 1000000ull;
 }
 
 /* A pre-authentication limit that covers every slot would keep none for key
@@ -53,10 +55,16 @@ const char dp_connlimit_usage[] =
     "                        kept for authenticated peers. A new connection past a limit\n"
     "                        pushes out the least advanced unauthenticated one\n"
     "  --max-per-peer N      connections from one IP address (default 256)\n"
-    "  --max-buffered SIZE   input buffered for partly received requests, all connections\n"
-    "                        (default 256M); a connection past it gets a BUSY error\n"
+    "  --max-buffered SIZE   memory for partly received requests and for replies queued for\n"
+    "                        slow readers, all connections (default 256M); past it a request\n"
+    "                        that needs more input gets a BUSY error, and a connection with\n"
+    "                        replies queued gets no new one until it has read them\n"
     "  --idle-timeout SEC    close an authenticated connection with no traffic for SEC\n"
-    "                        seconds (default 300, 0 = never; clients reconnect by themselves)\n";
+    "                        seconds (default 300, 0 = never; clients reconnect by themselves)\n"
+    "  --handshake-timeout MS\n"
+    "                        close a connection that has not authenticated MS milliseconds\n"
+    "                        after connecting, or has not read its fatal error by then\n"
+    "                        (default 10000; 100 to 600000)\n";
 
 /* Whole numbers only: a limit of "1e3" or "-1" is a typo, not a request. */
 static int parse_u64(const char *val, uint64_t max, uint64_t *out)
@@ -89,6 +97,15 @@ int dp_connlimit_parse_flag(struct dp_connlimit_cfg *cfg, const char *name, cons
             return -1;
         }
         cfg->idle_ns = v * 1000000000ull;
+        return 0;
+    }
+    if (!strcmp(name, "handshake-timeout")) {
+        if (parse_u64(val, 600000, &v) < 0 || v < 100) {
+            dp_err_set(err, "--handshake-timeout takes whole milliseconds from 100 to 600000 (got '%s')",
+                       val ? val : "");
+            return -1;
+        }
+        cfg->handshake_ns = v * 1000000ull;
         return 0;
     }
     uint32_t *field = !strcmp(name, "max-conns") ? &cfg->max_conns
@@ -245,7 +262,7 @@ int dp_connlimit_buffer(struct dp_connlimit *l, size_t old_cap, size_t new_cap)
         return 0;
     }
     uint64_t d = new_cap - old_cap;
-    if (l->buffered + d > l->cfg.max_buffered) {
+    if (l->buffered + l->out_buffered + d > l->cfg.max_buffered) {
         l->buffer_refusals++;
         return -1;
     }
@@ -256,4 +273,28 @@ int dp_connlimit_buffer(struct dp_connlimit *l, size_t old_cap, size_t new_cap)
 bool dp_connlimit_idle(const struct dp_connlimit *l, uint64_t active_ns, uint64_t now)
 {
     return l->cfg.idle_ns && now > active_ns && now - active_ns > l->cfg.idle_ns;
+}
+
+/* The handshake's own bound: a keyless peer holds its slot at most this long
+ * (a clock read before since_ns counts as no time passed). */
+bool dp_connlimit_handshake_expired(const struct dp_connlimit *l, uint64_t since_ns, uint64_t now)
+{
+    return now > since_ns && now - since_ns > l->cfg.handshake_ns;
+}
+
+/* Replies waiting for a slow reader are memory like partial requests. */
+void dp_connlimit_output(struct dp_connlimit *l, uint64_t old_bytes, uint64_t new_bytes)
+{
+    l->out_buffered -= old_bytes < l->out_buffered ? old_bytes : l->out_buffered;
+    l->out_buffered += new_bytes;
+}
+
+/* Back-pressure instead of refusal: a paused request is handled later,
+ * when its connection's replies have been read, so no page is lost. */
+bool dp_connlimit_may_reply(struct dp_connlimit *l, uint64_t queued)
+{
+    if (queued == 0 || l->buffered + l->out_buffered < l->cfg.max_buffered)
+        return true;
+    l->output_pauses++;
+    return false;
 }

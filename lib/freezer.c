@@ -50,6 +50,49 @@ int dp_freezer_create(const char *name, char *path, size_t len, struct dp_err *e
     return 0;
 }
 
+int dp_freezer_parse_proc_cgroup(const char *text, size_t len, char *out, size_t outlen)
+{
+    for (const char *line = text, *end = text + len; line < end;) {
+        const char *nl = memchr(line, '\n', (size_t)(end - line));
+        const char *le = nl ? nl : end;
+        const char *c1 = memchr(line, ':', (size_t)(le - line));
+        const char *c2 = c1 ? memchr(c1 + 1, ':', (size_t)(le - c1 - 1)) : NULL;
+        /* the controller list may name several ("freezer" alone here) */
+        if (c2 && c2 - c1 - 1 == 7 && memcmp(c1 + 1, "freezer", 7) == 0) {
+            size_t pl = (size_t)(le - c2 - 1);
+            if (pl == 0 || pl >= outlen || c2[1] != '/')
+                return -1;
+            memcpy(out, c2 + 1, pl);
+            out[pl] = '\0';
+            return strstr(out, "/../") || strstr(out, "/./") ? -1 : 0;
+        }
+        line = le + 1;
+    }
+    return -1;
+}
+
+int dp_freezer_cgroup_of(pid_t pid, char *path, size_t len, struct dp_err *err)
+{
+    char proc[64], text[4096], cg[1024];
+    snprintf(proc, sizeof(proc), "/proc/%d/cgroup", (int)pid);
+    ssize_t n = dp_read_small(proc, text, sizeof(text));
+    if (n < 0 || dp_freezer_parse_proc_cgroup(text, (size_t)n, cg, sizeof(cg)) < 0) {
+        dp_err_set(err, "pid %d has no cgroup-v1 freezer cgroup (%s); memory mode needs one to keep it frozen; "
+                   "migrate with --from images instead", (int)pid, n < 0 ? strerror(errno) : "none in /proc/PID/cgroup");
+        return -1;
+    }
+    if (strcmp(cg, "/") == 0) {
+        dp_err_set(err, "pid %d is in the root freezer cgroup, which cannot be frozen (a container runc made "
+                   "with cgroup v2?); migrate with --from images instead", (int)pid);
+        return -1;
+    }
+    if ((size_t)snprintf(path, len, "%s%s", DP_FREEZER_ROOT, cg) >= len) {
+        dp_err_set(err, "the freezer cgroup path of pid %d is too long", (int)pid);
+        return -1;
+    }
+    return 0;
+}
+
 /* Appends the children of every thread of pid (/proc/PID/task/T/children). */
 static int children(pid_t pid, pid_t **v, size_t *n, size_t *cap)
 {

@@ -21,6 +21,13 @@ int dp_freezer_create(const char *name, char *path, size_t len, struct dp_err *e
 /* Moves root and all its descendants into the cgroup, again until a pass
  * finds none outside (a task forking meanwhile). */
 int dp_freezer_add_tree(const char *cg, pid_t root, struct dp_err *err);
+/* The freezer cgroup's path in a /proc/PID/cgroup text ("N:freezer:/ct1"
+ * -> "/ct1"); -1 if there is no freezer line or it is not a clean absolute
+ * path. Pure. */
+int dp_freezer_parse_proc_cgroup(const char *text, size_t len, char *out, size_t outlen);
+/* The directory of pid's own freezer cgroup (a runc container's, say) under
+ * DP_FREEZER_ROOT; -1 with err for the root cgroup, which cannot be frozen. */
+int dp_freezer_cgroup_of(pid_t pid, char *path, size_t len, struct dp_err *err);
 /* Writes FROZEN or THAWED and waits (bounded) until freezer.state says so. */
 int dp_freezer_set(const char *cg, int frozen, double timeout_s, struct dp_err *err);
 /* 1 if FROZEN, 0 if THAWED or FREEZING, -1 if the cgroup is gone. */

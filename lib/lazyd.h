@@ -23,7 +23,10 @@ struct dp_lazyd_opts {
     int listen_fd;             /* a bound, listening lazy-pages socket; -1: create it */
     struct dp_pagesrc *src;
     struct dp_prefetch_cfg prefetch;
-    uint64_t background_rate;  /* bytes per second, 0 = off (pages stay remote until touched) */
+    uint64_t background_rate;  /* warm-up rate cap, bytes per second, 0 = none; alone (warmup
+                                * none) it means warmup all at most this fast */
+    int warmup;                /* enum dp_warmup_mode (lib/warmup.h): none, hot, all */
+    const struct dp_hotset *warmup_order; /* trace or classification the warm-up takes first; NULL = none */
     double fault_timeout;      /* seconds a fault may wait for the source, 0 = no limit */
     int on_timeout_kill;       /* 1: kill the restored tree after fault_timeout; 0: keep waiting */
 #define DP_FAULT_TIMEOUT_DEFAULT 120.0 /* restore/lazy-pages: --fault-timeout, with --on-timeout kill */
@@ -71,15 +74,6 @@ struct dp_lazyd *dp_lazyd_start(const struct dp_lazyd_opts *o);
 int dp_lazyd_step(struct dp_lazyd *d, int timeout_ms);
 /* Writes WORKDIR/stats-final.json, closes and frees; returns the exit status. */
 int dp_lazyd_finish(struct dp_lazyd *d);
-
-/* Eviction hooks (issue 6). Task ids are the daemon's (stats "id"); after a
- * fork parent and child have different ids. While an own zap is marked,
- * REMOVE events inside its ranges make RESIDENT pages REMOTE (the data is at
- * the source) instead of NONE (the application's drop: zero from then on). */
-int dp_lazyd_own_zap_begin(struct dp_lazyd *d, int task_id, const struct dp_lazy_range *r, size_t n);
-void dp_lazyd_own_zap_end(struct dp_lazyd *d, int task_id);
-struct dp_lazymap *dp_lazyd_task_map(struct dp_lazyd *d, int task_id);
-int dp_lazyd_task_uffd(struct dp_lazyd *d, int task_id);
 
 /* Budget: writes back every modified resident page of every task that can
  * be written back (see docs/budget.md). Fills a JSON reply into b. */

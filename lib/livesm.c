@@ -1,6 +1,8 @@
 /* livesm: the commit/rollback state machine (see livesm.h). Pure. */
 #include "livesm.h"
 
+#include "runc.h"
+
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,11 +28,15 @@ static const struct edge table[DP_LIVE_NSTATES][DP_LIVE_NEVENTS] = {
         [DP_LIVE_EV_RESTORE_FAILED] = E(ROLLED_BACK, THAW),
         [DP_LIVE_EV_CONNECT_TIMEOUT] = E(ROLLED_BACK, THAW),
         [DP_LIVE_EV_STOPPED] = E(ROLLED_BACK, THAW),
+        [DP_LIVE_EV_ABORTED] = E(ROLLED_BACK, THAW),
     },
     [DP_LIVE_COMMITTED] = {
         [DP_LIVE_EV_RESTORE_OK] = E(COMMITTED, NONE),
         [DP_LIVE_EV_RELEASED] = E(RELEASED, KILL_THAW),
         [DP_LIVE_EV_STOPPED] = E(RELEASED, KILL_THAW),
+        /* our acknowledgement of the commit never reached the destination,
+         * which killed its copy and saw it gone: never neither */
+        [DP_LIVE_EV_ABORTED] = E(ROLLED_BACK, THAW),
     },
 };
 #undef E
@@ -68,7 +74,7 @@ static const char *const state_names[DP_LIVE_NSTATES] = {"freezing", "serving", 
                                                          "released"};
 static const char *const event_names[DP_LIVE_NEVENTS] = {"dump-ok", "dump-failed", "restore-ok",
                                                          "restore-failed", "connect-timeout", "released",
-                                                         "stopped"};
+                                                         "stopped", "aborted"};
 
 const char *dp_live_state_name(enum dp_live_state st)
 {
@@ -86,6 +92,7 @@ int dp_live_verdict_event(uint32_t verdict, enum dp_live_event *ev)
     case DP_LIVE_VERDICT_RESTORED: *ev = DP_LIVE_EV_RESTORE_OK; return 0;
     case DP_LIVE_VERDICT_FAILED: *ev = DP_LIVE_EV_RESTORE_FAILED; return 0;
     case DP_LIVE_VERDICT_RELEASE: *ev = DP_LIVE_EV_RELEASED; return 0;
+    case DP_LIVE_VERDICT_ABORTED: *ev = DP_LIVE_EV_ABORTED; return 0;
     default: return -1;
     }
 }
@@ -97,8 +104,8 @@ int dp_live_verdict_decode(const uint8_t *p, size_t len, uint32_t *verdict, stru
         return -1;
     }
     uint32_t v = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-    if (v < DP_LIVE_VERDICT_RESTORED || v > DP_LIVE_VERDICT_QUERY) {
-        dp_err_set(err, "MIGRATION verdict %" PRIu32 " is not one of 1..4", v);
+    if (v < DP_LIVE_VERDICT_RESTORED || v > DP_LIVE_VERDICT_ABORTED) {
+        dp_err_set(err, "MIGRATION verdict %" PRIu32 " is not one of 1..5", v);
         return -1;
     }
     *verdict = v;
@@ -112,6 +119,10 @@ int dp_live_record_format(const struct dp_live_record *r, char *buf, size_t len)
     int n = snprintf(buf, len, "state %s\nroot %" PRId32 " %llu\ncgroup %s\ndeadline %.3f\nconnected %d\n",
                      dp_live_state_name(r->state), r->root_pid, r->root_start, r->cgroup, r->deadline_boot,
                      r->connected ? 1 : 0);
+    if (n >= 0 && (size_t)n < len && r->runc_id[0])
+        n += snprintf(buf + n, len - (size_t)n, "runc %s\n", r->runc_id);
+    if (n >= 0 && (size_t)n < len && r->runc_root[0])
+        n += snprintf(buf + n, len - (size_t)n, "runc-root %s\n", r->runc_root);
     return n < 0 || (size_t)n >= len ? -1 : n;
 }
 
@@ -178,5 +189,20 @@ int dp_live_record_parse(const char *text, size_t len, struct dp_live_record *r,
         return -1;
     }
     r->connected = v[0] == '1';
+    /* a container: an ID runc accepts; its root an absolute path */
+    if (field(text, len, "runc", v, sizeof(v)) == 0) {
+        if (!dp_runc_id_ok(v) || strlen(v) >= sizeof(r->runc_id)) {
+            dp_err_set(err, "bad 'runc ID' line");
+            return -1;
+        }
+        strcpy(r->runc_id, v);
+    }
+    if (field(text, len, "runc-root", v, sizeof(v)) == 0) {
+        if (!r->runc_id[0] || v[0] != '/' || strlen(v) >= sizeof(r->runc_root) || strstr(v, "/../")) {
+            dp_err_set(err, "bad 'runc-root PATH' line (an absolute path, with a 'runc ID' line)");
+            return -1;
+        }
+        strcpy(r->runc_root, v);
+    }
     return 0;
 }

@@ -5,7 +5,8 @@
  * the new state BEFORE acting on it, then performs the action it names; every
  * action is idempotent (thaw; kill-then-thaw), so a serve killed between the
  * two steps finishes the action when restarted and the source resumes at most
- * once and never runs again after a commit.
+ * once and never runs again after a commit, unless the destination reports
+ * that its unacknowledged copy is gone (aborted).
  *
  *   FREEZING  --dump ok-->          SERVING    (tree frozen, images written)
  *   FREEZING  --dump failed-->      ROLLED_BACK  thaw
@@ -16,6 +17,9 @@
  *   COMMITTED --restore ok-->       COMMITTED  (repeated report: no change)
  *   COMMITTED --released-->         RELEASED     kill, then thaw (dies without running)
  *   COMMITTED --serve stopped-->    RELEASED     kill, then thaw
+ *   SERVING   --aborted-->          ROLLED_BACK  thaw
+ *   COMMITTED --aborted-->          ROLLED_BACK  thaw (the destination's copy,
+ *                                   unacknowledged, was killed and is gone)
  * Anything else is refused and changes nothing. ROLLED_BACK and RELEASED are
  * final. A restarted serve recovers: FREEZING -> ROLLED_BACK (the dump never
  * finished), SERVING and COMMITTED serve on, final states redo their action. */
@@ -44,6 +48,7 @@ enum dp_live_event {
     DP_LIVE_EV_CONNECT_TIMEOUT,
     DP_LIVE_EV_RELEASED,
     DP_LIVE_EV_STOPPED,
+    DP_LIVE_EV_ABORTED,
     DP_LIVE_NEVENTS
 };
 
@@ -58,6 +63,10 @@ enum dp_live_action {
 #define DP_LIVE_VERDICT_FAILED   2u   /* its restore failed: roll back */
 #define DP_LIVE_VERDICT_RELEASE  3u   /* it holds every page: release the source */
 #define DP_LIVE_VERDICT_QUERY    4u   /* only report the state */
+/* its restore succeeded but no acknowledgement came back, so it killed its
+ * copy, and that copy (the init of its own pid namespace) is gone: the
+ * process lives nowhere else, the source resumes it even after a commit */
+#define DP_LIVE_VERDICT_ABORTED  5u
 
 /* The next state and the action for event ev in state st; -1 (nothing
  * changes) when the event is refused in that state. */
@@ -76,7 +85,8 @@ int dp_live_verdict_event(uint32_t verdict, enum dp_live_event *ev);
 /* Decodes a DP_MSG_MIGRATION payload: exactly 4 bytes, a known verdict. */
 int dp_live_verdict_decode(const uint8_t *p, size_t len, uint32_t *verdict, struct dp_err *err);
 
-/* The persisted record (WORKDIR/live.state), one "key value" per line. */
+/* The persisted record (WORKDIR/live.state), one "key value" per line
+ * ("runc" and "runc-root" only for a container). */
 struct dp_live_record {
     enum dp_live_state state;
     int32_t root_pid;                 /* host pid of the tree's root */
@@ -84,6 +94,11 @@ struct dp_live_record {
     char cgroup[256];                 /* the freezer cgroup's directory */
     double deadline_boot;             /* SERVING: roll back unless a restore was reported by then (CLOCK_BOOTTIME s; 0 = none) */
     int connected;                    /* a destination authenticated (the deadline no longer applies) */
+    /* a runc container (`serve --runc`): its ID and runc's --root ("" for
+     * runc's own); cgroup is then the container's own freezer cgroup. Both
+     * lines are absent for a --pid tree. */
+    char runc_id[128];
+    char runc_root[256];
 };
 /* Formats r into buf; returns the length, or -1 if it does not fit. Pure. */
 int dp_live_record_format(const struct dp_live_record *r, char *buf, size_t len);

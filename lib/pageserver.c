@@ -50,7 +50,6 @@
 #define SKEL_CHUNK  (256u << 10)
 #define READ_BUDGET (1u << 20)   /* bytes read per readiness event, for fairness */
 #define MAX_IOV     64
-#define HANDSHAKE_TIMEOUT_NS (10ULL * 1000000000ULL) /* to authenticate, or to read a fatal ERROR */
 #define INPUT_KEEP  (4u << 20)   /* an emptied input buffer larger than this is shrunk back */
 
 enum tag { TAG_LISTEN = 1, TAG_SIGNAL, TAG_TIMER, TAG_CONN, TAG_METRICS };
@@ -111,6 +110,7 @@ struct conn {
     size_t in_len, in_off, in_cap;
     struct resp out;
     size_t delayed_bytes;
+    uint64_t out_acct;        /* out.bytes + delayed_bytes as last counted in the global cap */
     struct skel_cursor *skel;
     uint64_t requests, pages_sent;
     uint64_t lease_epoch;     /* the write lease this connection took (0: none); lib/lease.h */
@@ -255,6 +255,15 @@ static void arm_timer(struct server *s)
         dp_rtt_timer_disarm(s->tfd);
 }
 
+/* Keeps the global cap's count of queued output (connlimit.h) in step with
+ * c's queue; a closed connection holds nothing any more. */
+static void out_account(struct server *s, struct conn *c)
+{
+    uint64_t now = c->closed ? 0 : (uint64_t)c->out.bytes + c->delayed_bytes;
+    dp_connlimit_output(&s->lim, c->out_acct, now);
+    c->out_acct = now;
+}
+
 /* Hands a finished reply to the connection, now or after the emulated RTT.
  * The delay is the same for every reply, so a FIFO is ordered by due time. */
 static void deliver(struct server *s, struct conn *c, struct resp *r, uint64_t recv_ns)
@@ -265,6 +274,7 @@ static void deliver(struct server *s, struct conn *c, struct resp *r, uint64_t r
     }
     if (!s->o->emulate_rtt_us) {
         resp_append(&c->out, r);
+        out_account(s, c);
         return;
     }
     struct delayed *d = calloc(1, sizeof(*d));
@@ -286,6 +296,7 @@ static void deliver(struct server *s, struct conn *c, struct resp *r, uint64_t r
     s->dq_tail = d;
     if (s->dq_head == d)
         arm_timer(s);
+    out_account(s, c);
 }
 
 static void release_conn_ref(struct server *s, struct conn *c)
@@ -312,6 +323,7 @@ static void on_timer(struct server *s)
             resp_free(&d->r);
         } else {
             resp_append(&c->out, &d->r);
+            out_account(s, c);
             conn_flush(s, c);
         }
         free(d);
@@ -919,6 +931,8 @@ static void handle_stats(struct server *s, struct conn *c, uint64_t id, uint64_t
         {"conns_idle_closed", s->lim.idle_closed},
         {"input_buffered_bytes", s->lim.buffered},
         {"input_buffer_refusals", s->lim.buffer_refusals},
+        {"output_buffered_bytes", s->lim.out_buffered},
+        {"output_pauses", s->lim.output_pauses},
         {"pages_touched", s->access.len},
     };
     double up_ms = round((double)(dp_now_ns() - s->start_ns) / 1e6);
@@ -1065,11 +1079,13 @@ static int skel_plan(struct server *s, struct dp_err *err)
     return rc;
 }
 
-/* Queues skeleton chunks while the connection's output is below the low mark. */
+/* Queues skeleton chunks while the connection's output is below the low
+ * mark and the global cap allows (connlimit.h). */
 static void skel_pump(struct server *s, struct conn *c)
 {
     struct skel_cursor *k = c->skel;
-    while (k && !c->closed && !c->closing && c->out.bytes + c->delayed_bytes < LOW_WATER) {
+    while (k && !c->closed && !c->closing && c->out.bytes + c->delayed_bytes < LOW_WATER &&
+           dp_connlimit_may_reply(&s->lim, (uint64_t)c->out.bytes + c->delayed_bytes)) {
         struct dp_buf b = {0};
         struct dp_skel_chunk ch = {0};
         bool end = k->file >= s->nr_skel;
@@ -1197,6 +1213,7 @@ static void conn_close(struct server *s, struct conn *c, const char *why)
     c->fd = -1;
     c->closed = true;
     resp_free(&c->out);
+    out_account(s, c);
     free(c->skel);
     c->skel = NULL;
     if (c->prev)
@@ -1283,13 +1300,16 @@ static void conn_flush(struct server *s, struct conn *c)
     }
     if (c->closed)
         return;
+    out_account(s, c);
     if (c->closing && !c->out.head && !c->delayed_bytes && c->refs == 0) {
         conn_close(s, c, c->close_reason[0] ? c->close_reason : "closed after an error");
         return;
     }
     if (c->skel)
         skel_pump(s, c);
-    if (c->paused && c->out.bytes + c->delayed_bytes < LOW_WATER) {
+    uint64_t queued = (uint64_t)c->out.bytes + c->delayed_bytes;
+    if (c->paused && queued < LOW_WATER && (queued == 0 || s->lim.buffered + s->lim.out_buffered <
+                                                              s->lim.cfg.max_buffered)) {
         c->paused = false;
         conn_process_input(s, c);
         if (c->closed)
@@ -1562,7 +1582,8 @@ static int check_header(const struct dp_hdr *h, void *arg, struct dp_err *err)
 static void conn_process_input(struct server *s, struct conn *c)
 {
     while (!c->closed && !c->closing && !c->paused) {
-        if (c->out.bytes + c->delayed_bytes >= HIGH_WATER) {
+        uint64_t queued = (uint64_t)c->out.bytes + c->delayed_bytes;
+        if (queued >= HIGH_WATER || !dp_connlimit_may_reply(&s->lim, queued)) {
             c->paused = true; /* backpressure: the client is not reading its replies */
             break;
         }
@@ -1767,7 +1788,7 @@ static void on_accept(struct server *s)
 }
 
 /* Connections that have not authenticated, or do not take their fatal ERROR,
- * within HANDSHAKE_TIMEOUT_NS are closed: without the key a peer holds no
+ * within --handshake-timeout are closed: without the key a peer holds no
  * resources for long. Authenticated ones that show no traffic for
  * --idle-timeout (and wait for nothing of ours) are closed too: a silent
  * peer, or one cut off by a partition, does not hold its slot and buffers
@@ -1787,7 +1808,7 @@ static bool sweep(struct server *s)
             }
             continue;
         }
-        if (now - c->since_ns > HANDSHAKE_TIMEOUT_NS)
+        if (dp_connlimit_handshake_expired(&s->lim, c->since_ns, now))
             conn_close(s, c, c->closing ? "did not read its error in time" : "did not authenticate in time");
         else
             pending = true;
@@ -1988,8 +2009,10 @@ int dp_server_run(const struct dp_server_opts *o, struct dp_err *err)
         dp_info("emulating a round trip time of %" PRIu64 " us on every reply", o->emulate_rtt_us);
 
     struct epoll_event evs[64];
+    /* sweep's period: 1 s, or the handshake bound if shorter */
+    int sweep_ms = s->lim.cfg.handshake_ns < 1000000000ull ? (int)(s->lim.cfg.handshake_ns / 1000000) : 1000;
     while (!s->stopping) {
-        int n = epoll_wait(s->ep, evs, DP_ARRAY_LEN(evs), o->live ? 200 : sweep(s) ? 1000 : -1);
+        int n = epoll_wait(s->ep, evs, DP_ARRAY_LEN(evs), o->live ? 200 : sweep(s) ? sweep_ms : -1);
         if (o->live) {
             sweep(s);
             if (o->live->tick(o->live->ctx))

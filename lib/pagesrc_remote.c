@@ -24,6 +24,8 @@ struct remote_src {
     int failed_said;  /* the client's failure was logged */
 };
 
+/* A completion that arrives inside the client's processing waits here:
+ * the daemon's done() may submit again, which must not re-enter the client. */
 static void queue_done(struct remote_src *r, struct dp_fetch *f)
 {
     f->src_next = NULL;
@@ -34,6 +36,7 @@ static void queue_done(struct remote_src *r, struct dp_fetch *f)
     r->done_tail = f;
 }
 
+/* Runs the queued completions, in arrival order, once the client is idle. */
 static void run_done(struct remote_src *r)
 {
     while (r->done_head) {
@@ -45,6 +48,7 @@ static void run_done(struct remote_src *r)
     }
 }
 
+/* The task's lazy ranges as the server's task map (read once at open) has them. */
 static int remote_task_map(struct dp_pagesrc *s, int32_t pid, struct dp_lazymap *map, struct dp_err *err)
 {
     struct remote_src *r = (struct remote_src *)s;
@@ -67,6 +71,8 @@ static int remote_task_map(struct dp_pagesrc *s, int32_t pid, struct dp_lazymap 
     return -1;
 }
 
+/* A GET's reply: every byte is checked against what was asked (segments
+ * must cover the request exactly) before the fetch completes. */
 static void get_done(void *cookie, int status, const struct dp_seg *segs, uint32_t nr, const char *errmsg)
 {
     struct dp_fetch *f = cookie;
@@ -103,6 +109,7 @@ static void get_done(void *cookie, int status, const struct dp_seg *segs, uint32
         f->done(f);
 }
 
+/* One pipelined GET per fetch, pushed out at once (a faulting thread waits). */
 static int remote_submit(struct dp_pagesrc *s, struct dp_fetch *f)
 {
     struct remote_src *r = (struct remote_src *)s;
@@ -125,8 +132,33 @@ static int remote_submit(struct dp_pagesrc *s, struct dp_fetch *f)
     return 0;
 }
 
+/* One PUT_PAGES of single-page ranges; the client copies the data and
+ * resends it across reconnects, and calls cb on the durable ack. */
+static int remote_put(struct dp_pagesrc *s, int32_t pid, const uint64_t *img, const uint8_t *const *data, uint32_t n,
+                      dp_pagesrc_put_cb cb, void *cookie, struct dp_err *err)
+{
+    struct remote_src *r = (struct remote_src *)s;
+    struct dp_put_range pr[DP_MAX_PUT_PAGES];
+    if (n == 0 || n > DP_MAX_PUT_PAGES) {
+        dp_err_set(err, "a write-back of %u pages: one request carries 1 to %u", n, DP_MAX_PUT_PAGES);
+        return -1;
+    }
+    for (uint32_t i = 0; i < n; i++)
+        pr[i] = (struct dp_put_range){.pid = pid, .count = 1, .addr = img[i], .data = data[i]};
+    return dp_client_submit_put(r->c, pr, n, cb, cookie, err) ? 0 : -1;
+}
+
+/* What the server said in its hello; 0 before it did. */
+static uint32_t remote_put_max(struct dp_pagesrc *s)
+{
+    const struct dp_hello_reply *lim = dp_client_limits(((struct remote_src *)s)->c);
+    return lim ? lim->max_put_pages : 0;
+}
+
+/* The client's socket; it changes across reconnects (the daemon follows). */
 static int remote_fd(struct dp_pagesrc *s) { return dp_client_fd(((struct remote_src *)s)->c); }
 
+/* EPOLLOUT only while the client has bytes queued. */
 static short remote_events(struct dp_pagesrc *s)
 {
     short ev = dp_client_events(((struct remote_src *)s)->c);
@@ -138,8 +170,10 @@ static short remote_events(struct dp_pagesrc *s)
     return out ? out : EPOLLIN;
 }
 
+/* The client's next deadline (reconnect backoff, request timeouts). */
 static int remote_timeout(struct dp_pagesrc *s) { return dp_client_timeout_ms(((struct remote_src *)s)->c); }
 
+/* Reads replies, writes requests, reconnects; its failure is said once. */
 static void remote_process(struct dp_pagesrc *s)
 {
     struct remote_src *r = (struct remote_src *)s;
@@ -158,6 +192,7 @@ static int remote_healthy(struct dp_pagesrc *s) { return dp_client_connected(((s
 /* The client knows when the server refused our write lease. */
 static const char *remote_fenced(struct dp_pagesrc *s) { return dp_client_fenced(((struct remote_src *)s)->c); }
 
+/* Cancels what is in flight (completions are dropped) and frees the source. */
 static void remote_close(struct dp_pagesrc *s)
 {
     struct remote_src *r = (struct remote_src *)s;
@@ -169,11 +204,14 @@ static void remote_close(struct dp_pagesrc *s)
 }
 
 static const struct dp_pagesrc_ops remote_ops = {
-    .name = "remote", .task_map = remote_task_map, .submit = remote_submit, .fd = remote_fd,
+    .name = "remote", .task_map = remote_task_map, .submit = remote_submit, .put = remote_put,
+    .put_max = remote_put_max, .fd = remote_fd,
     .events = remote_events, .timeout_ms = remote_timeout, .process = remote_process,
     .healthy = remote_healthy, .fenced = remote_fenced, .close = remote_close,
 };
 
+/* Connects and authenticates (bounded), then reads the task map: a server
+ * that cannot be reached or authenticated fails here, not at a first fault. */
 struct dp_pagesrc *dp_pagesrc_remote_open(const char *hostport, const char *key_file, struct dp_err *err)
 {
     struct dp_client_opts o;
@@ -210,6 +248,7 @@ struct dp_pagesrc *dp_pagesrc_remote_open(const char *hostport, const char *key_
     return &r->base;
 }
 
+/* The client behind a remote source (NULL for any other source). */
 struct dp_client *dp_pagesrc_remote_client(struct dp_pagesrc *s)
 {
     return s && s->ops == &remote_ops ? ((struct remote_src *)s)->c : NULL;

@@ -100,6 +100,18 @@ int dp_runc_checkpoint_args(const struct dp_runc *r, const struct dp_runc_checkp
     add_paths(a, o->image_path, o->work_path);
     if (o->leave_running)
         dp_criu_argv_add(a, "--leave-running");
+    if (o->lazy_pages) {
+        /* runc checks that the status fd is open for writing: never stdin */
+        if (!o->page_server || o->status_fd < 1) {
+            dp_err_set(err, "runc checkpoint --lazy-pages needs a page server address and a status fd (not 0)");
+            return -1;
+        }
+        dp_criu_argv_add(a, "--lazy-pages");
+        dp_criu_argv_add(a, "--page-server");
+        dp_criu_argv_add(a, o->page_server);
+        dp_criu_argv_add(a, "--status-fd");
+        dp_criu_argv_addf(a, "%d", o->status_fd);
+    }
     add_criu_flags(a, o->tcp_established, o->shell_job, o->file_locks);
     return finish(a, o->id, err);
 }

@@ -45,6 +45,11 @@ int dp_runc_open(struct dp_runc *r, const char *root, struct dp_err *err);
 struct dp_runc_checkpoint_opts {
     const char *id, *image_path, *work_path;
     int leave_running, tcp_established, shell_job, file_locks;
+    /* memory mode (src/live_runc.c): --lazy-pages with CRIU's page server on
+     * page_server (ADDR:PORT) and runc's --status-fd status_fd (>= 1), where
+     * runc writes one byte once the images are written */
+    int lazy_pages, status_fd;
+    const char *page_server;
 };
 struct dp_runc_restore_opts {
     const char *id, *image_path, *work_path, *bundle, *pid_file;

@@ -38,6 +38,21 @@ int dp_uffd_zero(int uffd, uint64_t dst, uint64_t len, uint64_t *done)
     return -e;
 }
 
+/* One classifier for every caller's ladder of errnos (install, zero-fill,
+ * local copies): pure, unit-tested in test_uffd_outcome. */
+enum dp_uffd_outcome dp_uffd_outcome(int rc)
+{
+    switch (rc) {
+    case 0: return DP_UFFD_DONE;
+    case -EEXIST: return DP_UFFD_EXISTS;
+    case -EAGAIN: return DP_UFFD_RETRY;
+    case -ENOENT: return DP_UFFD_UNMAPPED;
+    case -ESRCH:
+    case -ENOSPC: return DP_UFFD_GONE;
+    default: return DP_UFFD_FAILED;
+    }
+}
+
 int dp_uffd_wake(int uffd, uint64_t start, uint64_t len)
 {
     struct uffdio_range r = {.start = start, .len = len};

@@ -26,6 +26,18 @@
  * the pending events, then retry); -ESRCH/-ENOSPC: the process is gone. */
 int dp_uffd_copy(int uffd, uint64_t dst, const void *src, uint64_t len, uint64_t *done);
 int dp_uffd_zero(int uffd, uint64_t dst, uint64_t len, uint64_t *done);
+
+/* What the result of a UFFDIO_COPY or UFFDIO_ZEROPAGE means for the caller
+ * (as CRIU's uffd_check_op_error): the one place that reads its errno. */
+enum dp_uffd_outcome {
+    DP_UFFD_DONE,     /* 0: installed (perhaps fewer bytes than asked: see *done) */
+    DP_UFFD_EXISTS,   /* -EEXIST: a page is present already; never overwrite it */
+    DP_UFFD_RETRY,    /* -EAGAIN: an event is queued for the daemon: read it, then retry */
+    DP_UFFD_UNMAPPED, /* -ENOENT: no registered range there (now) */
+    DP_UFFD_GONE,     /* -ESRCH, -ENOSPC: the process's mm is gone */
+    DP_UFFD_FAILED,   /* anything else */
+};
+enum dp_uffd_outcome dp_uffd_outcome(int rc);
 int dp_uffd_wake(int uffd, uint64_t start, uint64_t len);
 /* 1 if the uffd's process still has its mm, 0 if it is gone, <0 unknown.
  * Uses UFFDIO_CONTINUE, which fails without side effects on anonymous

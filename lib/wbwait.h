@@ -18,4 +18,10 @@ enum dp_wait_result { DP_WAIT_DONE = 0, DP_WAIT_GONE = -1, DP_WAIT_TIMEOUT = 1 }
 enum dp_wait_result dp_wait_bounded(int (*pump)(void *arg), void *arg, const int *pending, int ms,
                                     uint64_t (*now_ns)(void));
 
+/* --writeback-timeout's value: whole milliseconds, 1..3600000. 0 and *ms
+ * set, or -1 (a message for the flag is the caller's). Restore and migrate
+ * (which passes it on) share it, so migrate refuses what restore would
+ * before anything is frozen. */
+int dp_wait_parse_ms(const char *val, int *ms);
+
 #endif

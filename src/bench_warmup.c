@@ -43,10 +43,41 @@ static void usage(FILE *out)
             "  --stage-runs N      replays with --hotset-mode stage measuring the hit rate (default 3)\n"
             "  --lab NAME          run in a private lab NAME-src/NAME-dst (DISTRIPROC_LAB), so\n"
             "                      tests that bring the default lab up and down do not interfere\n"
-            "  --workdir DIR       scratch (default /tmp/distriproc-bench-warmup)\n");
+            "  --workdir DIR       scratch (default /tmp/distriproc-bench-warmup)\n"
+            "  --push              the warm-up after a migration instead (issue 16): see\n"
+            "                      distriproc bench warmup --push --help\n");
+}
+
+/* --push: the warm-up after a migration (issue 16), scripts/bench_warmup_push.py. */
+static void usage_push(FILE *out)
+{
+    fprintf(out,
+            "usage: distriproc bench warmup --push --json OUT [options]\n"
+            "\n"
+            "Back to full speed after a migration with the warm-up (restore --warmup, issue 16):\n"
+            "for Redis (random GETs over all keys, redis-benchmark -t get -r K -P 16 -c 8), a\n"
+            "sequential scan (memwalk --pattern seq, like ML weights) and a skewed one (memwalk\n"
+            "--pattern zipf:0.99): local throughput on src, checkpoint, serve, then restore on\n"
+            "dst with --prefetch auto and each --warmup mode. Reports throughput over the first\n"
+            "full pass as a share of local, time from the restore to 90%% of local against the\n"
+            "link time of the lazy memory, and the fault p50 during the warm-up against the\n"
+            "run without warm-up. All ratios within the run. Needs root and the lab.\n"
+            "\n"
+            "  --json OUT          results (required)\n"
+            "  --workloads LIST    redis,seq,zipf (default all three)\n"
+            "  --modes LIST        warm-up modes, one restore each (default none,all)\n"
+            "  --mib N             size of each workload's data (default 128)\n"
+            "  --value-size B      Redis value size (default 1000)\n"
+            "  --bandwidth RATE    the lab link's cap (default 1gbit)\n"
+            "  --max-seconds SEC   bound of each measured run (default 60)\n"
+            "  --lab NAME          a private lab NAME-src/NAME-dst\n"
+            "  --workdir DIR       scratch (default /tmp/distriproc-bench-push)\n");
 }
 
 int bench_warmup(int argc, char **argv)
 {
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--push"))
+            return bench_exec_script("bench_warmup_push.py", argc, argv, usage_push);
     return bench_exec_script("bench_warmup.py", argc, argv, usage);
 }

@@ -27,6 +27,7 @@
 #include "orch.h"
 #include "rootfs.h"
 #include "runc.h"
+#include "runc_ck.h"
 #include "util.h"
 
 #define DEFAULT_TIMEOUT_S 600.0
@@ -408,76 +409,8 @@ static int refuse_remote_memory(pid_t root, int ignore)
 
 /* ---- runc containers ---------------------------------------------------------- */
 
-struct runc_ck {
-    struct dp_runc r;
-    struct dp_runc_state state;
-    struct dp_rootfs_manifest manifest;
-    int netns_by_path; /* the bundle joins an existing network namespace */
-};
-
-/* runc, and the running container it knows as id. */
-static int runc_find_container(const char *id, const char *root, struct runc_ck *c)
-{
-    struct dp_err err = {{0}};
-    if (!dp_runc_id_ok(id)) {
-        dp_error("--runc '%s' is not a container ID runc accepts (letters, digits, _ + . -)", id);
-        return -1;
-    }
-    if (dp_runc_open(&c->r, root, &err) < 0) {
-        dp_error("%s", err.msg);
-        return -1;
-    }
-    int s = dp_runc_state(&c->r, id, &c->state, &err);
-    if (s == 1) {
-        dp_error("runc knows no container '%s'%s%s; see 'runc%s%s list' (the same --runc-root as it was "
-                 "started with)",
-                 id, root ? " under --root " : "", root ? root : "", root ? " --root " : "", root ? root : "");
-        return -1;
-    }
-    if (s < 0) {
-        dp_error("%s", err.msg);
-        return -1;
-    }
-    if (strcmp(c->state.status, "running") != 0 || c->state.pid <= 0) {
-        dp_error("container '%s' is %s, not running: only a running container can be checkpointed", id,
-                 c->state.status);
-        return -1;
-    }
-    return 0;
-}
-
-/* The rootfs manifest (lib/rootfs.h) of the running container, written into
- * the images before the dump stops its tasks. */
-static int runc_manifest(struct runc_ck *c, const char *dir)
-{
-    struct dp_err err = {{0}};
-    struct dp_bundle_info b;
-    if (dp_bundle_load(c->state.bundle, &b, &err) < 0) {
-        dp_error("the container's bundle: %s", err.msg);
-        return -1;
-    }
-    int rc = dp_rootfs_collect(c->state.pid, &b, &c->manifest, &err);
-    c->netns_by_path = b.netns_path[0] != '\0';
-    dp_bundle_info_free(&b);
-    if (rc < 0) {
-        dp_error("cannot record the container's rootfs: %s", err.msg);
-        return -1;
-    }
-    char *text = dp_rootfs_to_json(&c->manifest);
-    char path[PATH_MAX + 64];
-    snprintf(path, sizeof(path), "%s/%s", dir, DP_ROOTFS_FILE);
-    int fd = text ? open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644) : -1;
-    rc = fd >= 0 && dp_write_full(fd, text, strlen(text)) == 0 && fsync(fd) == 0 ? 0 : -1;
-    if (rc < 0)
-        dp_error("cannot write %s: %s", path, text ? strerror(errno) : "out of memory");
-    if (fd >= 0)
-        close(fd);
-    free(text);
-    return rc;
-}
-
 /* runc checkpoint through our CRIU; criu's log and work files in the images. */
-static int run_runc_checkpoint(const struct runc_ck *c, const char *id, const char *dir, int leave_running,
+static int run_runc_checkpoint(const struct dp_runc_ck *c, const char *id, const char *dir, int leave_running,
                                int tcp, int shell_job, double timeout_s, struct dp_err *err)
 {
     struct dp_runc_checkpoint_opts o = {.id = id, .image_path = dir, .work_path = dir,
@@ -652,10 +585,10 @@ int cmd_checkpoint(int argc, char **argv)
         dp_error("criu dump needs root; run as root (sudo)");
         return 1;
     }
-    struct runc_ck rck;
+    struct dp_runc_ck rck;
     memset(&rck, 0, sizeof(rck));
     if (runc_id) {
-        if (runc_find_container(runc_id, runc_root, &rck) < 0)
+        if (dp_runc_ck_find(runc_id, runc_root, &rck) < 0)
             return 1;
         pid = rck.state.pid;
         if (shell_job < 0)
@@ -718,7 +651,7 @@ int cmd_checkpoint(int argc, char **argv)
         dp_error("%s", err.msg);
         return 1;
     }
-    if (runc_id && runc_manifest(&rck, dir) < 0) {
+    if (runc_id && dp_runc_ck_manifest(&rck, dir) < 0) {
         dp_classify_free(&sample);
         return 1;
     }

@@ -24,11 +24,14 @@
 #include "key.h"
 #include "lab.h"
 #include "lazyd.h"
+#include "netbound.h"
 #include "orch.h"
+#include "warmup.h"
 #include "image.h"
 #include "perm.h"
 #include "runc.h"
 #include "util.h"
+#include "wbwait.h"
 
 #define SRC_NETNS (lab_hosts[0].netns)
 #define DST_NETNS (lab_hosts[1].netns)
@@ -59,7 +62,9 @@ static void usage(FILE *out)
             "  --from memory|images  memory (the default with --pid): serve the lazy pages straight\n"
             "                        from the frozen source tree (distriproc serve --pid; only the\n"
             "                        skeleton is written, the source is killed once the restore on\n"
-            "                        dst succeeded and resumes if it fails; docs/live-migration.md);\n"
+            "                        dst succeeded and resumes if it fails; docs/live-migration.md;\n"
+            "                        a container: serve --runc, with --runc-id NEWID since the source\n"
+            "                        keeps its ID in the one runc root until it is released);\n"
             "                        images (the default with --runc or --leave-running): criu dump\n"
             "                        writes all memory to DIR/images first, then serve --images\n"
             "  --connect-timeout SEC memory: the source rolls back unless dst reports its restore\n"
@@ -82,9 +87,25 @@ static void usage(FILE *out)
             "                        hits and shrinks it on misses, so a 4 GiB Redis answers after\n"
             "                        ~90 faults instead of ~430 with none)\n"
             "  --emulate-rtt USEC    passed to serve: delay every reply by USEC microseconds\n"
-            "  --fault-timeout SEC   passed to restore\n"
-            "  --on-timeout wait|kill passed to restore\n"
+            "  --fault-timeout SEC   passed to restore, as are the bounds below (restore's\n"
+            "                        defaults when not given; see distriproc restore --help);\n"
+            "                        each value is checked before the dump\n"
+            "  --on-timeout wait|kill\n"
+            "                        passed to restore\n"
+            "  --writeback-timeout MS\n"
+            "                        passed to restore\n"
+            "  --tcp-user-timeout MS\n"
+            "                        passed to restore\n"
+            "  --request-timeout MS  passed to restore\n"
+            "  --auth-retry MS       passed to restore\n"
+            "  --max-reply SIZE      passed to restore\n"
+            "  --max-skeleton SIZE   passed to restore\n"
             "  --budget SIZE|PCT%%    passed to restore: keep at most that much lazy memory resident\n"
+            "  --warmup none|hot|all passed to restore (default all): after the restore the rest of\n"
+            "                        the memory follows in the background, faults first, at the\n"
+            "                        link's pace; the daemon's log and 'distriproc stats' (warmup:\n"
+            "                        source_needed false) say when the source holds nothing more\n"
+            "                        that dst needs. With --budget only what the budget holds\n"
             "  --probe CMD           shell command run in dst's netns (sh -c) until it exits 0\n"
             "                        e.g. 'redis-cli -h 10.250.0.2 ping | grep -qx PONG'\n"
             "  --probe-timeout SEC   give up probing after SEC seconds (default 60)\n"
@@ -241,11 +262,41 @@ static int cmd_stop(const char *workdir)
     return rc;
 }
 
+/* Restore's bounds (issue 12 item 4), passed on as given: a migration's
+ * restore is bounded exactly as a restore run by hand. */
+static const char *const restore_bounds[] = {"--fault-timeout",    "--on-timeout",      "--writeback-timeout",
+                                             "--tcp-user-timeout", "--request-timeout", "--auth-retry",
+                                             "--max-reply",        "--max-skeleton"};
+#define NR_BOUNDS (sizeof(restore_bounds) / sizeof(restore_bounds[0]))
+
+/* Refuses a bound's value restore would refuse, so a typo fails before the
+ * dump freezes anything (--fault-timeout is checked by restore). 0 or -1. */
+static int check_bound(const char *name, const char *val)
+{
+    struct dp_netbound scratch = *dp_netbound_get();
+    struct dp_err err = {0};
+    int ms;
+    if (!strcmp(name, "on-timeout")) {
+        if (strcmp(val, "wait") != 0 && strcmp(val, "kill") != 0)
+            dp_err_set(&err, "--on-timeout is wait or kill (got '%s')", val);
+    } else if (!strcmp(name, "writeback-timeout")) {
+        if (dp_wait_parse_ms(val, &ms) < 0)
+            dp_err_set(&err, "--writeback-timeout takes milliseconds, 1..3600000 (got '%s')", val);
+    } else if (strcmp(name, "fault-timeout") != 0) {
+        dp_netbound_parse_flag(&scratch, name, val, &err);
+    }
+    if (!err.msg[0])
+        return 0;
+    fprintf(stderr, "distriproc migrate: %s\n", err.msg);
+    return -1;
+}
+
 struct margs {
     int pid, port, json, stop, leave_running, memory;
     const char *from, *connect_timeout;
-    const char *workdir, *key, *prefetch, *emulate_rtt, *fault_timeout, *on_timeout, *probe;
-    const char *runc, *runc_bundle, *runc_root, *runc_id, *budget;
+    const char *bound[NR_BOUNDS]; /* restore_bounds' values, NULL: restore's default */
+    const char *workdir, *key, *prefetch, *emulate_rtt, *probe;
+    const char *runc, *runc_bundle, *runc_root, *runc_id, *budget, *warmup;
     double probe_timeout;
 };
 
@@ -255,24 +306,35 @@ static int parse_margs(int argc, char **argv, struct margs *a)
         {"pid", required_argument, NULL, 'p'},          {"workdir", required_argument, NULL, 'w'},
         {"port", required_argument, NULL, 'P'},         {"key", required_argument, NULL, 'k'},
         {"prefetch", required_argument, NULL, 'f'},     {"emulate-rtt", required_argument, NULL, 'r'},
-        {"fault-timeout", required_argument, NULL, 'T'}, {"on-timeout", required_argument, NULL, 'O'},
+        {"fault-timeout", required_argument, NULL, 'N'}, {"on-timeout", required_argument, NULL, 'N'},
+        {"writeback-timeout", required_argument, NULL, 'N'}, {"tcp-user-timeout", required_argument, NULL, 'N'},
+        {"request-timeout", required_argument, NULL, 'N'}, {"auth-retry", required_argument, NULL, 'N'},
+        {"max-reply", required_argument, NULL, 'N'},    {"max-skeleton", required_argument, NULL, 'N'},
         {"probe", required_argument, NULL, 'q'},        {"probe-timeout", required_argument, NULL, 't'},
         {"json", no_argument, NULL, 'j'},               {"stop", no_argument, NULL, 's'},
         {"leave-running", no_argument, NULL, 'L'},      {"help", no_argument, NULL, 'h'},
         {"runc", required_argument, NULL, 'U'},         {"runc-bundle", required_argument, NULL, 'B'},
         {"runc-root", required_argument, NULL, 'R'},    {"runc-id", required_argument, NULL, 'I'},
-        {"budget", required_argument, NULL, 'b'},
+        {"budget", required_argument, NULL, 'b'},       {"warmup", required_argument, NULL, 'W'},
         {"from", required_argument, NULL, 'F'},         {"connect-timeout", required_argument, NULL, 'C'},
         {NULL, 0, NULL, 0},
     };
     memset(a, 0, sizeof(*a));
     a->port = 7070;
     a->prefetch = "auto";
+    a->warmup = "all";
     a->probe_timeout = 60;
-    int c;
+    int c, li = 0;
     char *end;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "h", opts, &li)) != -1) {
         switch (c) {
+        case 'N':
+            if (check_bound(opts[li].name, optarg) < 0)
+                return 2;
+            for (size_t k = 0; k < NR_BOUNDS; k++)
+                if (!strcmp(opts[li].name, restore_bounds[k] + 2))
+                    a->bound[k] = optarg;
+            break;
         case 'p':
             a->pid = (int)strtol(optarg, &end, 10);
             if (*end || a->pid <= 0) {
@@ -298,8 +360,6 @@ static int parse_margs(int argc, char **argv, struct margs *a)
         case 'k': a->key = optarg; break;
         case 'f': a->prefetch = optarg; break;
         case 'r': a->emulate_rtt = optarg; break;
-        case 'T': a->fault_timeout = optarg; break;
-        case 'O': a->on_timeout = optarg; break;
         case 'q': a->probe = optarg; break;
         case 'j': a->json = 1; break;
         case 's': a->stop = 1; break;
@@ -309,6 +369,15 @@ static int parse_margs(int argc, char **argv, struct margs *a)
         case 'R': a->runc_root = optarg; break;
         case 'I': a->runc_id = optarg; break;
         case 'b': a->budget = optarg; break;
+        case 'W': {
+            enum dp_warmup_mode m;
+            if (dp_warmup_mode_parse(optarg, &m) < 0) {
+                fprintf(stderr, "distriproc migrate: --warmup takes none, hot or all (got '%s')\n", optarg);
+                return 2;
+            }
+            a->warmup = optarg;
+            break;
+        }
         case 'F': a->from = optarg; break;
         case 'C': a->connect_timeout = optarg; break;
         case 'h': usage(stdout); return 0;
@@ -330,9 +399,9 @@ static int parse_margs(int argc, char **argv, struct margs *a)
         return 2;
     }
     a->memory = a->from ? strcmp(a->from, "memory") == 0 : !a->runc && !a->leave_running;
-    if (a->memory && (a->runc || a->leave_running)) {
-        fprintf(stderr, "distriproc migrate: --from memory migrates a --pid tree and always stops the source; "
-                        "use --from images with --runc or --leave-running\n");
+    if (a->memory && a->leave_running) {
+        fprintf(stderr, "distriproc migrate: --from memory always stops the source (once dst restored it); "
+                        "use --from images with --leave-running\n");
         return 2;
     }
     if (a->connect_timeout && !a->memory) {
@@ -341,9 +410,10 @@ static int parse_margs(int argc, char **argv, struct margs *a)
     }
     if (a->runc && !a->runc_id)
         a->runc_id = a->runc;
-    if (a->runc && a->leave_running && strcmp(a->runc_id, a->runc) == 0) {
-        fprintf(stderr, "distriproc migrate: with --leave-running the source container keeps its ID; give the "
-                        "restored one another with --runc-id\n");
+    if (a->runc && (a->leave_running || a->memory) && strcmp(a->runc_id, a->runc) == 0) {
+        fprintf(stderr, "distriproc migrate: with %s the source container keeps its ID (in the runc root both "
+                        "hosts of the lab share) until it is released; give the restored one another with "
+                        "--runc-id\n", a->memory ? "--from memory" : "--leave-running");
         return 2;
     }
     return -1;
@@ -475,14 +545,23 @@ serve:
     if (!a.json)
         dp_info("2/4 page server on src at %s (log %s)%s", listen, serve_log,
                 a.memory ? "; it freezes the tree and serves its memory (--from memory)" : "");
-    const char *sv_argv[20];
+    const char *sv_argv[24];
     n = 0;
     sv_argv[n++] = self;
     sv_argv[n++] = "serve";
     if (a.memory) {
         snprintf(srcdir, sizeof(srcdir), "%s/src", workdir);
-        sv_argv[n++] = "--pid";
-        sv_argv[n++] = pidbuf;
+        if (a.runc) {
+            sv_argv[n++] = "--runc";
+            sv_argv[n++] = a.runc;
+            if (a.runc_root) {
+                sv_argv[n++] = "--runc-root";
+                sv_argv[n++] = a.runc_root;
+            }
+        } else {
+            sv_argv[n++] = "--pid";
+            sv_argv[n++] = pidbuf;
+        }
         sv_argv[n++] = "--workdir";
         sv_argv[n++] = srcdir;
         if (a.connect_timeout) {
@@ -530,8 +609,8 @@ serve:
 
     /* 3. Lazy restore on dst. */
     if (!a.json)
-        dp_info("3/4 lazy restore on dst (workdir %s, prefetch %s)", dstdir, a.prefetch);
-    const char *rs_argv[32];
+        dp_info("3/4 lazy restore on dst (workdir %s, prefetch %s, warm-up %s)", dstdir, a.prefetch, a.warmup);
+    const char *rs_argv[52];
     n = 0;
     rs_argv[n++] = self;
     rs_argv[n++] = "restore";
@@ -545,14 +624,13 @@ serve:
     rs_argv[n++] = "dst";
     rs_argv[n++] = "--prefetch";
     rs_argv[n++] = a.prefetch;
-    if (a.fault_timeout) {
-        rs_argv[n++] = "--fault-timeout";
-        rs_argv[n++] = a.fault_timeout;
-    }
-    if (a.on_timeout) {
-        rs_argv[n++] = "--on-timeout";
-        rs_argv[n++] = a.on_timeout;
-    }
+    rs_argv[n++] = "--warmup";
+    rs_argv[n++] = a.warmup;
+    for (size_t k = 0; k < NR_BOUNDS; k++)
+        if (a.bound[k]) {
+            rs_argv[n++] = restore_bounds[k];
+            rs_argv[n++] = a.bound[k];
+        }
     if (a.budget) {
         rs_argv[n++] = "--budget";
         rs_argv[n++] = a.budget;
@@ -634,6 +712,8 @@ serve:
                               "fetched_bytes_at_reply", (json_int_t)wire, "pages_fetched_at_reply",
                               (json_int_t)fetched, "bytes_before_reply", (json_int_t)moved,
                               "remote_fraction_at_reply", remote, "runc_id", a.runc ? a.runc_id : NULL);
+        if (o)
+            json_object_set_new(o, "warmup", json_string(a.warmup));
         if (!o || json_dumpf(o, stdout, JSON_REAL_PRECISION(9)) < 0)
             dp_error("cannot print the result as JSON (a path or name that is not UTF-8?)");
         else

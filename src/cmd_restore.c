@@ -33,11 +33,14 @@
 #include "criu.h"
 #include "lab.h"
 #include "hotset.h"
+#include "warmup.h"
 #include "kdat.h"
 #include "key.h"
 #include "lazyd.h"
 #include "metrics_http.h"
 #include "netbound.h"
+#include "orch.h"
+#include "wbwait.h"
 #include "pageserver_hotset.h"
 #include "proto_hotset.h"
 #include "pagesrc.h"
@@ -74,8 +77,16 @@ static void restore_usage(FILE *out)
             "                          the daemon's page traffic goes through that namespace too\n"
             "  --prefetch POLICY       none (default), seq:N, stride[:DEPTH], auto[:MAX],\n"
             "                          streams[:MAX] (interleaved sequential streams)\n"
-            "  --background-fetch RATE copy the remaining pages in the background at RATE bytes/s\n"
-            "                          (e.g. 50M; off by default: pages stay remote until touched)\n"
+            "  --warmup none|hot|all   after the restore, move memory in the background, faults\n"
+            "                          first (docs/hotset.md, \"Warm-up\"): none (default: pages\n"
+            "                          stay remote until touched), hot (the recorded trace, then\n"
+            "                          the classification's hottest mappings), all (that, then\n"
+            "                          every other page; the source is released once all is\n"
+            "                          here). The pace adapts to the link and backs off when\n"
+            "                          faults queue behind it; with --budget it warms only what\n"
+            "                          the budget holds. distriproc stats: warmup\n"
+            "  --background-fetch RATE cap the warm-up at RATE bytes/s (e.g. 50M); alone it means\n"
+            "                          --warmup all at most RATE\n"
             "  --fault-timeout SEC     how long a fault may wait for the page source (default 120;\n"
             "                          0 = no limit)\n"
             "  --on-timeout wait|kill  after --fault-timeout: SIGKILL the restored tree and end the\n"
@@ -145,6 +156,7 @@ struct restore_args {
     double fault_timeout, restore_timeout;
     int on_timeout_kill, shell_job, foreground, json, take_over;
     int stage;   /* --hotset-mode stage */
+    int warmup;  /* enum dp_warmup_mode */
     const char *metrics;           /* --metrics ADDR:PORT */
     int metrics_remote;            /* --metrics-allow-remote */
     struct sockaddr_in metrics_addr;
@@ -435,7 +447,7 @@ static int parse_args(int argc, char **argv, struct restore_args *a, enum dp_res
         {"runc-root", required_argument, NULL, 'O'},
         {"insecure-plaintext", no_argument, NULL, 'P'},
         {"metrics", required_argument, NULL, 'm'}, {"metrics-allow-remote", no_argument, NULL, 'a'},
-        {"take-over", no_argument, NULL, 1001},
+        {"take-over", no_argument, NULL, 1001},     {"warmup", required_argument, NULL, 1002},
         /* bounds on the link (lib/netbound.h), parsed there */
         {"tcp-user-timeout", required_argument, NULL, 'N'}, {"request-timeout", required_argument, NULL, 'N'},
         {"auth-retry", required_argument, NULL, 'N'},       {"max-reply", required_argument, NULL, 'N'},
@@ -454,16 +466,12 @@ static int parse_args(int argc, char **argv, struct restore_args *a, enum dp_res
             }
             dp_netbound_set(&nb); /* the daemon forked later inherits it */
             break;
-        case 'X': {
-            char *end;
-            long ms = strtol(optarg, &end, 10);
-            if (*end || optarg[0] == '-' || !*optarg || ms < 1 || ms > 3600000) {
+        case 'X':
+            if (dp_wait_parse_ms(optarg, &a->wb_timeout_ms) < 0) {
                 ARGERR("--writeback-timeout takes milliseconds, 1..3600000 (got '%s')\n", optarg);
                 return 2;
             }
-            a->wb_timeout_ms = (int)ms;
             break;
-        }
         case 's': a->source = optarg; break;
         case 'k': a->key = optarg; break;
         case 'P': dp_client_set_insecure_plaintext(true); break;
@@ -473,6 +481,15 @@ static int parse_args(int argc, char **argv, struct restore_args *a, enum dp_res
         case 'w': a->workdir = optarg; break;
         case 'H': a->host = optarg; break;
         case 'p': a->prefetch = optarg; break;
+        case 1002: {
+            enum dp_warmup_mode m;
+            if (dp_warmup_mode_parse(optarg, &m) < 0) {
+                ARGERR("--warmup takes none, hot or all (got '%s')\n", optarg);
+                return 2;
+            }
+            a->warmup = (int)m;
+            break;
+        }
         case 'b':
             if (dp_parse_size(optarg, &a->bg_rate) < 0 || a->bg_rate == 0) {
                 ARGERR("--background-fetch takes bytes per second such as 50M (got '%s')\n", optarg);
@@ -892,11 +909,40 @@ static int report_verdict(const struct restore_args *a, uint32_t verdict)
         rc = dp_live_report(a->source, a->key, verdict, &json, &err);
     if (rc < 0)
         dp_error("could not report the restore's %s to %s: %s", verdict == DP_LIVE_VERDICT_RESTORED ? "success"
-                 : "failure", a->source, err.msg);
+                 : verdict == DP_LIVE_VERDICT_ABORTED ? "abort" : "failure", a->source, err.msg);
     else if (strstr(json, "\"memory\""))
         dp_info("the source says: %s", json);
     free(json);
     return rc;
+}
+
+/* Our restore succeeded but the source never acknowledged it: it may have
+ * committed (its tree stays frozen) or not (it rolls back at its
+ * --connect-timeout). Our copy is killed: never both running. Once it is
+ * provably gone (the init of its own pid namespace, as a container's is: the
+ * whole tree dies with it), the source is told (ABORTED) and resumes its
+ * tree even after a commit, so the process does not end up nowhere. */
+static void abort_unconfirmed(const struct restore_args *a, int pid, const struct dp_runc *r)
+{
+    unsigned long long start = pid > 0 ? dp_proc_starttime(pid) : 0;
+    int own_ns = start && dp_proc_inner_pid(pid) == 1;
+    dp_error("killing the restored tree (pid %d): the source did not confirm the restore", pid);
+    if (start)
+        kill(pid, SIGKILL);
+    if (r)
+        dp_runc_force_delete(r, a->runc_id); /* and runc forgets it */
+    if (!own_ns || dp_proc_wait_gone(pid, start, 20) < 0) {
+        dp_error("the restored tree (pid %d) %s, so the source is not told to resume: if it committed, it holds "
+                 "the process frozen (its serve log names the cgroup: echo THAWED > CG/freezer.state), else it "
+                 "rolls back by itself", pid, own_ns ? "is still there 20 s after SIGKILL"
+                 : "has no pid namespace of its own (its children could outlive it)");
+        return;
+    }
+    if (report_verdict(a, DP_LIVE_VERDICT_ABORTED) == 0)
+        dp_error("our copy is gone and the source was told: it runs the process again from its frozen tree");
+    else
+        dp_error("our copy is gone but the source could not be told: if it committed, it holds the process frozen "
+                 "(its serve log names the cgroup: echo THAWED > CG/freezer.state), else it rolls back by itself");
 }
 
 int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usage_fn)(FILE *out))
@@ -1018,7 +1064,10 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
      * restore; local images are only written to when asked (--record-trace) */
     if (a.record_s < 0)
         a.record_s = a.hotset || a.images ? 0 : 10;
-    if (a.hotset || a.record_s > 0) {
+    /* the warm-up takes what is known first: the newest trace, else the
+     * classification (lib/warmup.h); none known is fine */
+    int wu_order = a.warmup != DP_WARMUP_NONE && !a.hotset && !a.stage;
+    if (a.hotset || a.record_s > 0 || wu_order) {
         struct dp_checkpoint *cpi = NULL;
         if (dp_checkpoint_open(images, &cpi, &err) < 0 || dp_checkpoint_identity(cpi, lo.cp_id, &err) < 0) {
             dp_error("cannot identify the checkpoint in %s: %s", images, err.msg);
@@ -1027,14 +1076,21 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
             abandon_source(src);
             return 1;
         }
-        int hrc = a.hotset ? load_hotset(&a, src, cpi, lo.cp_id, &hs) : 1;
+        struct restore_args auto_args = a;
+        auto_args.hotset = "auto";
+        int hrc = a.hotset ? load_hotset(&a, src, cpi, lo.cp_id, &hs) : wu_order ? load_hotset(&auto_args, src, cpi, lo.cp_id, &hs) : 1;
         dp_checkpoint_close(cpi);
         if (hrc < 0) {
             close(lfd);
             abandon_source(src);
             return 1;
         }
-        if (hrc == 0) {
+        if (hrc == 0 && !a.hotset) {
+            lo.warmup_order = &hs;
+            if (!a.json)
+                dp_info("warm-up order: %s first (%llu pages), then the rest", dp_hotset_source_name(hs.source),
+                        (unsigned long long)hs.total_pages);
+        } else if (hrc == 0) {
             lo.replay = &hs;
             char b[32];
             dp_format_bytes(hs.total_pages * DP_PAGE_SIZE, b, sizeof(b));
@@ -1054,7 +1110,8 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
     lo.listen_fd = lfd;
     lo.src = src;
     lo.background_rate = a.bg_rate;
-    if (!a.images && a.source && a.bg_rate) {
+    lo.warmup = a.warmup;
+    if (!a.images && a.source && (a.bg_rate || a.warmup == DP_WARMUP_ALL)) {
         static struct trace_up rel;
         rel = (struct trace_up){.source = a.source, .key = a.key, .workdir = workdir};
         lo.all_resident = release_source;
@@ -1081,7 +1138,7 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
     close(ready[1]);
     close(lfd);
     /* The daemon has its own copy of the hot set. */
-    uint64_t hs_pages = hs.total_pages;
+    uint64_t hs_pages = lo.replay ? hs.total_pages : 0;
     const char *hs_source = lo.replay ? dp_hotset_source_name(hs.source) : "none";
     dp_hotset_free(&hs);
     /* The daemon owns the page source now (its connection, its files). */
@@ -1126,7 +1183,11 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
             return 1;
         }
     } else {
-        const char *extra[] = {"--work-dir", workdir, NULL};
+        /* The freezer cgroup the images name is the source's (memory mode
+         * dumps a tree in a freezer cgroup of its own): the restored tree
+         * starts in the root freezer cgroup, and CRIU makes no copy of that
+         * cgroup here, which would stay behind, empty, once the tree ends. */
+        const char *extra[] = {"--work-dir", workdir, "--cgroup-root", "freezer:/", NULL};
         struct dp_restore_opts ro = {.images_dir = images, .pidfile = pidfile, .detached = 1, .lazy_pages = 1,
                                      .tcp_established = 1, .shell_job = a.shell_job, .extra = extra,
                                      /* -v4 logs every pagemap entry ("Lazy restore skips"), ~5000
@@ -1209,12 +1270,7 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
     dp_bundle_info_free(&rctx.bundle);
     int pid = dp_read_pid_file(pidfile);
     if (report_verdict(&a, DP_LIVE_VERDICT_RESTORED) < 0) {
-        /* A source in memory mode that never heard of this restore rolls
-         * back at its --connect-timeout: never both running. */
-        dp_error("killing the restored tree (pid %d): the source did not confirm it; it keeps the process",
-                 pid);
-        if (pid > 0)
-            kill(pid, SIGKILL);
+        abort_unconfirmed(&a, pid, a.runc_bundle ? &rctx.r : NULL);
         return 1;
     }
     double restore_s = (double)(t_done - t_criu) / 1e9, total_s = (double)(t_done - t_start) / 1e9;
@@ -1226,8 +1282,12 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
                               "hotset_source", hs_source, "hotset_mode", a.stage ? "stage" : "install",
                               "record_trace_s", a.record_s, "skeleton_s", (double)(t_skel - t_start) / 1e9,
                               "daemon_start_s", (double)(t_daemon - t_skel) / 1e9, "runc_id", a.runc_id);
-        if (o)
+        if (o) {
             json_object_set_new(o, "lease_epoch", json_integer((json_int_t)lease_epoch));
+            json_object_set_new(o, "warmup", json_string(dp_warmup_mode_name(
+                                                 a.warmup == DP_WARMUP_NONE && a.bg_rate ? DP_WARMUP_ALL
+                                                                                       : (enum dp_warmup_mode)a.warmup)));
+        }
         if (print_json(o) < 0)
             return 1;
     } else {

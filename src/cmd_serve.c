@@ -1,5 +1,6 @@
 /* distriproc serve: the page server on the source host. */
 #include <getopt.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <stdint.h>
@@ -11,6 +12,7 @@
 #include "key.h"
 #include "metrics_http.h"
 #include "pageserver.h"
+#include "runc.h"
 #include "serve_live.h"
 #include "util.h"
 
@@ -19,6 +21,7 @@ static void usage(FILE *out)
     fprintf(out,
             "usage: distriproc serve --images DIR --listen ADDR:PORT --key FILE [options]\n"
             "       distriproc serve --pid PID [--workdir DIR] --listen ADDR:PORT --key FILE [options]\n"
+            "       distriproc serve --runc ID [--runc-root DIR] [--workdir DIR] --listen ... --key ...\n"
             "       distriproc serve --workdir DIR --listen ADDR:PORT --key FILE   (re-attach)\n"
             "\n"
             "Memory mode (--pid): freezes the tree of PID in a freezer cgroup, writes its\n"
@@ -27,6 +30,9 @@ static void usage(FILE *out)
             "the destination reports its restore succeeded (commit), and resumes if the\n"
             "restore fails or no destination connects in time (rollback); the state is kept\n"
             "in DIR/live.state, and a serve restarted with the same --workdir carries on.\n"
+            "--runc ID does the same for a runc container (cgroup v1): runc checkpoint\n"
+            "--lazy-pages holds it in its own freezer cgroup; runc state says paused while\n"
+            "it is held, running after a rollback; after the release serve runs runc delete.\n"
             "See docs/live-migration.md. fs.pipe-max-size is raised to 4 MiB while CRIU dumps\n"
             "(without CAP_SYS_RESOURCE) and put back right after.\n"
             "\n"
@@ -49,8 +55,11 @@ static void usage(FILE *out)
             "                        only: the endpoint has no authentication; see docs/observability.md)\n"
             "  --metrics-allow-remote  allow a non-loopback --metrics address (a trusted network only)\n"
             "  --pid PID             memory mode: migrate the tree of PID (see above)\n"
+            "  --runc ID             memory mode: migrate the runc container ID (see above)\n"
+            "  --runc-root DIR       runc's state directory (runc --root; default runc's own)\n"
             "  --workdir DIR         memory mode: images, state and logs of this migration (default\n"
-            "                        " DP_LIVE_DEFAULT_WORKDIR "/PID: `serve --pid PID` again re-attaches)\n"
+            "                        " DP_LIVE_DEFAULT_WORKDIR "/PID or .../runc-ID: `serve --pid PID`\n"
+            "                        again re-attaches)\n"
             "  --connect-timeout SEC memory mode: roll back if no destination has connected and\n"
             "                        reported its restore within SEC seconds of the dump\n"
             "                        (default 60; 0 = wait forever)\n"
@@ -69,10 +78,11 @@ int cmd_serve(int argc, char **argv)
         {"metrics", required_argument, NULL, 'M'},  {"metrics-allow-remote", no_argument, NULL, 'A'},
         {"pid", required_argument, NULL, 'p'},      {"workdir", required_argument, NULL, 'w'},
         {"connect-timeout", required_argument, NULL, 'T'},
+        {"runc", required_argument, NULL, 'U'},     {"runc-root", required_argument, NULL, 'R'},
         /* connection limits (lib/connlimit.h), parsed there */
         {"max-conns", required_argument, NULL, 'L'}, {"max-preauth", required_argument, NULL, 'L'},
         {"max-per-peer", required_argument, NULL, 'L'}, {"max-buffered", required_argument, NULL, 'L'},
-        {"idle-timeout", required_argument, NULL, 'L'},
+        {"idle-timeout", required_argument, NULL, 'L'}, {"handshake-timeout", required_argument, NULL, 'L'},
         {NULL, 0, NULL, 0},
     };
     static struct dp_server_opts o;
@@ -126,6 +136,8 @@ int cmd_serve(int argc, char **argv)
             break;
         }
         case 'w': live.workdir = optarg; break;
+        case 'U': live.runc_id = optarg; break;
+        case 'R': live.runc_root = optarg; break;
         case 'T':
             live.connect_timeout_s = strtod(optarg, &end);
             if (*end || !(live.connect_timeout_s >= 0) || live.connect_timeout_s > 86400) {
@@ -138,13 +150,26 @@ int cmd_serve(int argc, char **argv)
         default: usage(stderr); return 2;
         }
     }
-    static char default_workdir[64];
-    if (live.pid && !live.workdir) {
-        snprintf(default_workdir, sizeof(default_workdir), DP_LIVE_DEFAULT_WORKDIR "/%d", (int)live.pid);
+    if ((live.pid && live.runc_id) || (live.runc_root && !live.runc_id)) {
+        fprintf(stderr, "distriproc serve: --pid or --runc ID, not both; --runc-root goes with --runc\n\n");
+        usage(stderr);
+        return 2;
+    }
+    if (live.runc_id && !dp_runc_id_ok(live.runc_id)) {
+        fprintf(stderr, "distriproc serve: --runc '%s' is not a container ID runc accepts (letters, digits, _ + . -)\n",
+                live.runc_id);
+        return 2;
+    }
+    static char default_workdir[PATH_MAX];
+    if ((live.pid || live.runc_id) && !live.workdir) {
+        if (live.runc_id)
+            snprintf(default_workdir, sizeof(default_workdir), DP_LIVE_DEFAULT_WORKDIR "/runc-%.200s", live.runc_id);
+        else
+            snprintf(default_workdir, sizeof(default_workdir), DP_LIVE_DEFAULT_WORKDIR "/%d", (int)live.pid);
         live.workdir = default_workdir;
     }
     if ((live.pid || live.workdir) && o.images_dir) {
-        fprintf(stderr, "distriproc serve: --pid and --workdir are memory mode; --images goes without them\n\n");
+        fprintf(stderr, "distriproc serve: --pid, --runc and --workdir are memory mode; --images goes without them\n\n");
         usage(stderr);
         return 2;
     }

@@ -19,7 +19,8 @@ import pytest
 
 import dpchan
 import mitm
-from test_pageserver import ADDR, AUTH, BIN, ERROR, STATS, Conn, Server, msg
+from test_pageserver import (ADDR, AUTH, BIN, ERROR, GET, PAGES, SEG_DATA, SEG_ZERO, STATS, Conn, Server, msg,
+                             pages_of, parse_get_reply, tinymem_page)
 
 PUT_TRACE = 0x09
 E_BUSY = 11
@@ -143,6 +144,53 @@ def test_silent_big_announcements_stay_under_the_buffer_cap(tmp_path):
         srv.stop()
 
 
+def test_slow_readers_queued_replies_stay_under_the_buffer_cap(tmp_path):
+    """16 authenticated clients pipeline 48 GETs of 64 pages (12 MiB of
+    replies each) and do not read. The kernel's socket buffers take ~4 MiB
+    of each; each connection's own limit (8 MiB queued) would let the server
+    hold the rest, ~130 MiB; with --max-buffered 4M their queued replies
+    count against the global cap, so the server stops handling their requests
+    (back-pressure) once it is full: its memory stays near the cap, a keyed
+    client with nothing queued is still served, and when the slow readers
+    finally read, every one of their 768 replies arrives, page for page."""
+    srv = Server(str(tmp_path), extra=["--max-buffered", "4M", "--idle-timeout", "0"])
+    readers = []
+    nget = 48
+    try:
+        base = rss_kib(srv.proc.pid)
+        req = b"".join(msg(GET, 1000 + i, struct.pack("<II", 1, 0) + struct.pack("<iIQ", 1, PAGES, ADDR))
+                       for i in range(nget))
+        for _ in range(16):
+            c = Conn(srv, timeout=60)
+            assert c.handshake()[0] == AUTH | 0x80
+            c.send(req)
+            readers.append(c)
+        time.sleep(1.5)  # let the server queue what it will
+        grown_mib = (rss_kib(srv.proc.pid) - base) / 1024
+        st = stats(srv)  # a keyed client with nothing queued is served meanwhile
+        print(f"\nserver RSS grew {grown_mib:.1f} MiB; output_buffered_bytes {st['output_buffered_bytes']}, "
+              f"output_pauses {st['output_pauses']}")
+        assert st["output_pauses"] >= 1, st
+        # the cap plus at most one reply (64 pages, sealed) per slow reader
+        assert st["output_buffered_bytes"] <= (4 << 20) + 16 * (PAGES * 4096 + 4096), st
+        if not SANITIZED:
+            assert grown_mib < 4 + 24, f"server grew by {grown_mib:.0f} MiB with --max-buffered 4M"
+        want = [tinymem_page(p) for p in range(PAGES)]
+        for c in readers:
+            for i in range(nget):
+                t, f, rid, p = c.recv()
+                assert t == GET | 0x80 and rid == 1000 + i, (t, rid)
+                pages = pages_of(parse_get_reply(p))
+                assert len(pages) == PAGES
+                for n, (kind, data) in enumerate(pages):
+                    assert (kind == SEG_ZERO and want[n] == bytes(4096)) or (kind == SEG_DATA and data == want[n]), n
+        assert stats(srv)["output_buffered_bytes"] == 0
+    finally:
+        for c in readers:
+            c.s.close()
+        srv.stop()
+
+
 def test_idle_authenticated_connection_is_closed_and_a_busy_one_is_not(tmp_path):
     """--idle-timeout 2: an authenticated connection that sends nothing is
     closed; one that sends a request every half second stays open."""
@@ -163,6 +211,28 @@ def test_idle_authenticated_connection_is_closed_and_a_busy_one_is_not(tmp_path)
         assert busy.recv()[0] == STATS | 0x80
         assert "idle: no traffic for --idle-timeout" in srv.logtext()
         assert stats(srv)["conns_idle_closed"] >= 1
+    finally:
+        srv.stop()
+
+
+def test_handshake_timeout_is_a_flag(tmp_path):
+    """--handshake-timeout 500: a socket that never authenticates is closed
+    after half a second (the default, 10 s, would keep it past this test's
+    5 s wait), while a connection that authenticated in time stays open; a
+    value out of range is refused with the flag named."""
+    bad = subprocess.run([BIN, "serve", "--images", "/nonexistent", "--listen", "127.0.0.1:1", "--key", "/nonexistent",
+                          "--handshake-timeout", "5"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "--handshake-timeout" in bad.stderr, bad.stderr
+    srv = Server(str(tmp_path), extra=["--handshake-timeout", "500"])
+    try:
+        silent = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        keyed = Conn(srv, timeout=30)
+        assert keyed.handshake()[0] == AUTH | 0x80
+        assert silent.recv(1) == b""  # closed by the server, not by the 5 s socket timeout
+        silent.close()
+        keyed.send(msg(STATS, 300))
+        assert keyed.recv()[0] == STATS | 0x80
+        assert "did not authenticate in time" in srv.logtext()
     finally:
         srv.stop()
 

@@ -43,10 +43,15 @@ def live_state(workdir):
         return dict(line.split(" ", 1) for line in f.read().splitlines())
 
 
+def freezer_of(pid):
+    """The task's v1 freezer cgroup, as /proc/PID/cgroup names it."""
+    with open(f"/proc/{pid}/cgroup") as f:
+        return [ln.split(":", 2)[2] for ln in f.read().splitlines() if ln.split(":")[1] == "freezer"][0]
+
+
 def frozen(pid):
     """The task is stopped by the freezer (it never runs)."""
-    with open(f"/proc/{pid}/cgroup") as f:
-        cg = [ln.split(":", 2)[2] for ln in f.read().splitlines() if ln.split(":")[1] == "freezer"][0]
+    cg = freezer_of(pid)
     if cg == "/":
         return False  # the root cgroup cannot be frozen
     with open(f"{FREEZER}{cg}/freezer.state") as f:
@@ -110,8 +115,11 @@ def test_live_forkmem_digest_serve_restart_and_commit(lab, procs, criu, tmp_path
     digest = forkmem("src", "SUM")["sum"]
     workdir = tmp_path / "mig"
     thaw_leftovers.append(workdir / "src")
+    # --warmup none: the source must stay needed here (a warm-up would release it
+    # once every page is on dst: test_warmup.py)
     res = json.loads(util.distriproc("migrate", "--pid", src, "--workdir", workdir, "--port", 7330,
-                                     "--from", "memory", "--prefetch", "none", "--json", timeout=120).stdout)
+                                     "--from", "memory", "--prefetch", "none", "--warmup", "none", "--json",
+                                     timeout=120).stdout)
     procs.track(res["pid"])
     procs.track(res["daemon_pid"])
     assert res["mode"] == "memory", res
@@ -172,11 +180,15 @@ def test_live_redis_digest_and_writes(lab, procs, criu, tmp_path, thaw_leftovers
     thaw_leftovers.append(workdir / "src")
     probe = f"redis-cli -h {util.HOSTS['dst']} -p {REDIS_PORT} ping | grep -qx PONG"
     res = json.loads(util.distriproc("migrate", "--pid", src, "--workdir", workdir, "--port", 7331,
-                                     "--probe", probe, "--json", timeout=120).stdout)
+                                     "--probe", probe, "--warmup", "none", "--json", timeout=120).stdout)
     procs.track(res["pid"])
     procs.track(res["daemon_pid"])
     assert res["mode"] == "memory" and res["probe_attempts"] >= 1, res   # memory is the default
     assert frozen(src)
+    # The restored tree starts in the root freezer cgroup: no copy of the
+    # source's (which would stay behind, empty, on a separate destination).
+    assert freezer_of(res["pid"]) == "/"
+    assert not os.path.exists(live_state(workdir / "src")["cgroup"][: -len(".held")])
     assert cli("dst", "DEBUG", "DIGEST") == digest
     assert cli("dst", "SET", "after", "restore") == "OK"
     assert cli("dst", "GET", "after") == "restore"
@@ -307,3 +319,100 @@ def test_live_rollback_when_serve_stops_before_a_verdict_or_the_dump_fails(lab, 
     assert cp.returncode != 0 and "did not finish the images" in cp.stderr, cp.stderr
     assert live_state(workdir)["state"] == "rolled-back" and not frozen(src)
     assert forkmem("src", "VERIFY")["errors"] == 0
+
+
+# One verdict over the real protocol (the secure channel of test_pageserver's
+# Conn), from inside src's network namespace: prints the reply as JSON.
+VERDICT_CLIENT = r"""
+import json, struct, sys
+sys.path.insert(0, sys.argv[1])
+import util
+from test_pageserver import Conn, msg
+class S:
+    port, key, plaintext = int(sys.argv[2]), util.read_key(sys.argv[3]), False
+c = Conn(S())
+c.handshake(version=4)
+c.send(msg(0x0b, 3, struct.pack("<I", int(sys.argv[4]))))
+t, f, rid, p = c.recv()
+print(json.dumps({"type": t, "payload": p.decode(errors="replace")}))
+"""
+
+
+def send_verdict(port, key, verdict):
+    cp = util.run(util.netns_cmd("src", [util.PYTHON, "-c", VERDICT_CLIENT, os.path.dirname(__file__), port, key,
+                                         verdict]), timeout=30)
+    return json.loads(cp.stdout)
+
+
+def small_source(procs, tmp_path, thaw_leftovers):
+    """An 8 MiB forkmem on src, its digest, a key, serve's workdir (thawed if
+    the test fails) and log path."""
+    src = start_forkmem(procs, tmp_path, mib=8)
+    digest = forkmem("src", "SUM")["sum"]
+    key = tmp_path / "key"
+    util.distriproc("keygen", key)
+    workdir = tmp_path / "src"
+    thaw_leftovers.append(workdir)
+    return src, digest, key, workdir, tmp_path / "serve.log"
+
+
+@pytest.mark.time_limit(120)
+def test_live_committed_source_resumes_when_the_destination_aborts(lab, procs, criu, tmp_path, thaw_leftovers):
+    """committed --aborted--> rolled-back: a destination whose success was
+    never acknowledged kills its copy and, once that copy is gone, says so
+    (verdict 5): the committed source runs again with its data, so the
+    process is never nowhere; serve ends there (rolled-back is final)."""
+    src, digest, key, workdir, log = small_source(procs, tmp_path, thaw_leftovers)
+    port = 7336
+    args = [util.DISTRIPROC, "serve", "--pid", src, "--workdir", workdir, "--listen", f"127.0.0.1:{port}",
+            "--key", key]
+    serve = procs.spawn(util.netns_cmd("src", args), stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+    util.wait_until(lambda: "listening on" in log.read_text(), 60, "serve to listen")
+    r = send_verdict(port, key, 1)  # restored
+    assert r["type"] == 0x8b and json.loads(r["payload"])["state"] == "committed", r
+    assert frozen(src) and live_state(workdir)["state"] == "committed"
+    r = send_verdict(port, key, 5)  # aborted: its copy is gone
+    assert r["type"] == 0x8b and json.loads(r["payload"])["state"] == "rolled-back", r
+    assert serve.wait(timeout=30) != 0
+    assert live_state(workdir)["state"] == "rolled-back" and not frozen(src)
+    assert forkmem("src", "SUM")["sum"] == digest
+    assert forkmem("src", "VERIFY")["errors"] == 0
+    text = log.read_text()
+    assert "committed -> rolled-back (aborted)" in text and "rolled back: the source tree" in text
+
+
+
+@pytest.mark.time_limit(150)
+def test_live_unacknowledged_restore_is_killed_then_aborted(lab, procs, criu, tmp_path, thaw_leftovers):
+    """The destination's side of the abort: its "restored" cannot reach the
+    source (new connections to the page server are rejected in dst from the
+    start of criu restore on; the daemon's pages come over the connection the
+    skeleton came on), so it kills its copy, waits until that
+    copy (init of its own pid namespace) is gone, and then, the network back,
+    reports "aborted": the source rolls back at once (not at its
+    --connect-timeout) and runs on with its data. Never both running."""
+    src, digest, key, workdir, log = small_source(procs, tmp_path, thaw_leftovers)
+    port = 7338
+    serve = serve_live(procs, workdir, port, key, "--connect-timeout", "100", pid=src, log=log)
+    rule = ["OUTPUT", "-p", "tcp", "--dport", str(port), "--syn", "-j", "REJECT", "--reject-with", "tcp-reset"]
+    wrapper = tmp_path / "criu-cut"  # runs in dst's network namespace
+    wrapper.write_text(f"#!/bin/sh\nif [ \"$1\" = restore ]; then iptables -I {' '.join(rule)} || exit 1; fi\n"
+                       f"exec \"{criu}\" \"$@\"\n")
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
+    err = tmp_path / "restore.err"
+    rs = procs.spawn([util.DISTRIPROC, "restore", "--source", f"{util.HOSTS['src']}:{port}", "--key", key,
+                      "--workdir", tmp_path / "dst", "--host", "dst", "--json"], stdout=subprocess.DEVNULL,
+                     stderr=open(err, "w"), env={**os.environ, "DISTRIPROC_CRIU": str(wrapper)})
+    try:
+        util.wait_until(lambda: "killing the restored tree" in err.read_text(), 90, "restore to give up")
+    finally:
+        util.run(util.netns_cmd("dst", ["iptables", "-D", *rule]), check=False)
+    assert rs.wait(timeout=60) != 0
+    text = err.read_text()
+    assert "could not report the restore's success" in text, text
+    assert "our copy is gone and the source was told" in text, text
+    assert serve.wait(timeout=30) != 0
+    assert live_state(workdir)["state"] == "rolled-back" and not frozen(src)
+    assert "serving -> rolled-back (aborted)" in log.read_text()
+    assert util.run(util.netns_cmd("dst", ["ss", "-ltnH", f"sport = :{FORKMEM_PORT}"])).stdout.strip() == ""
+    assert forkmem("src", "SUM")["sum"] == digest

@@ -21,6 +21,12 @@ PROBE = (f"{util.PYTHON} -c \"import socket,json,sys; "
          f"sys.exit(0 if r['errors']==0 and r['ops']>0 else 1)\"")
 
 
+# Restore's bounds (issue 12 item 4), each off its default, which migrate must pass on.
+BOUNDS = ["--fault-timeout", "90", "--on-timeout", "kill", "--writeback-timeout", "4000",
+          "--tcp-user-timeout", "9000", "--request-timeout", "14000", "--auth-retry", "29000",
+          "--max-reply", "32M", "--max-skeleton", "2G"]
+
+
 def start_memwalk(procs, tmp_path):
     pid = util.start_container(procs, "src", [util.MEMWALK, "--mib", "64", "--threads", "2",
                                               "--write-ratio", "0.3", "--seed", "5",
@@ -48,10 +54,15 @@ def test_migrate_memwalk_probe_and_stop(lab, procs, criu, tmp_path):
     workdir = tmp_path / "mig"
     cp = util.distriproc("migrate", "--pid", pid, "--workdir", workdir, "--port", SERVE_PORT, "--from", "images",
                          "--prefetch", "seq:4", "--probe", PROBE, "--probe-timeout", "60", "--json",
-                         timeout=200)
+                         *BOUNDS, timeout=200)
     res = json.loads(cp.stdout)
     pids = track_state(procs, workdir)
     assert pids == {"server": res["server_pid"], "daemon": res["daemon_pid"], "restored": res["pid"]}, pids
+    # The restore's bounds were passed on: the daemon (restore forked it) runs with them.
+    with open(f"/proc/{res['daemon_pid']}/cmdline", "rb") as f:
+        daemon_args = f.read().decode().split("\0")
+    for flag, value in zip(BOUNDS[::2], BOUNDS[1::2]):
+        assert daemon_args[daemon_args.index(flag) + 1] == value, (flag, daemon_args)
     util.wait_gone(pid, timeout=20)  # the source was dumped (not left running)
 
     # The restored tree lives in dst; the server in src.
@@ -118,3 +129,9 @@ def test_migrate_usage_errors(tmp_path):
     cp = util.distriproc("migrate", "--stop", "--workdir", tmp_path / "nothing", check=False)
     assert cp.returncode == 1 and "nothing migrated" in cp.stderr
     assert "time to first" in util.distriproc("migrate", "--help").stdout
+    # A bound restore would refuse is refused before anything is checkpointed.
+    for flag, bad in [("--request-timeout", "15s"), ("--writeback-timeout", "0"), ("--max-skeleton", "lots"),
+                      ("--on-timeout", "maybe"), ("--tcp-user-timeout", "-1")]:
+        cp = util.distriproc("migrate", "--pid", "1", "--workdir", tmp_path / "bad", flag, bad, check=False)
+        assert cp.returncode == 2 and flag in cp.stderr, (flag, cp.stderr)
+        assert not (tmp_path / "bad").exists()

@@ -340,7 +340,7 @@ def test_malformed_requests(server):
     expect_error(c, E_UNKNOWN)
     c = Conn(server)
     c.handshake(version=4)
-    c.send(msg(0x0b, 4, struct.pack("<I", 9)))  # MIGRATION with a verdict out of 1..4
+    c.send(msg(0x0b, 4, struct.pack("<I", 9)))  # MIGRATION with a verdict out of 1..5
     expect_error(c, E_MALFORMED)
     c = Conn(server)
     c.handshake()

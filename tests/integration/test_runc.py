@@ -10,6 +10,7 @@ old) failing with a clear message and nothing left behind.
 Every test uses its own runc --root under tmp_path, so tests are parallel-safe
 and leave no runc state in /run/runc."""
 
+import glob
 import json
 import os
 import shutil
@@ -569,3 +570,159 @@ def test_container_migrates_back_once_its_memory_is_local(lab, procs, criu, runc
     util.wait_gone(res2["daemon_pid"], timeout=30)
     runc(runc_root, "delete", cid)
     assert_nothing_left(runc_root, cid, tmp_path / "src-again")
+
+
+# ---- memory mode (issue 11): the container served from its own frozen cgroup ----------
+
+def container_frozen(cid):
+    """runc's freezer cgroup of the container (cgroup v1, no cgroupsPath: /ID) is FROZEN."""
+    with open(f"/sys/fs/cgroup/freezer/{cid}/freezer.state") as f:
+        return f.read().strip() == "FROZEN"
+
+
+@pytest.fixture
+def thaw_containers(runc_root):
+    """A failing memory-mode test must not leave a frozen container behind:
+    thaws every container of runc_root before runc_root's own teardown kills
+    and deletes them (SIGKILL to a frozen task waits for the thaw)."""
+    yield
+    for cid in runc_ids(runc_root):
+        path = f"/sys/fs/cgroup/freezer/{cid}/freezer.state"
+        if os.path.exists(path):
+            with open(path, "w") as f:
+                f.write("THAWED")
+
+
+@pytest.mark.time_limit(300)
+def test_redis_container_migrated_from_memory_commit_and_release(lab, procs, criu, runc_root, tmp_path,
+                                                                 thaw_containers):
+    """`migrate --runc --from memory`: the Redis container is held in its own
+    freezer cgroup (runc state: paused), its memory served from there; dst has
+    the exact digest and takes writes; the source is committed (frozen, never
+    runs again) and, at --stop, released: killed while frozen and deleted
+    from runc."""
+    from test_lazy_restore import redis_tool
+    from test_live import live_state, utime
+    cid = f"rmem{os.getpid()}"  # runc's cgroups are /ID, global: unique across test runs
+    new, port = cid + "m", 6392
+    args = ["redis-server", "--port", str(port), "--bind", "0.0.0.0", "--save", "", "--appendonly", "no",
+            "--protected-mode", "no", "--daemonize", "no"]
+    for name, host in (("bundle-src", "src"), ("bundle-dst", "dst")):
+        util.distriproc("bundle", "--dir", tmp_path / name, "--host-rootfs", "--host", host, "--", *args)
+    src_pid = run_container(runc_root, tmp_path / "bundle-src", cid)
+    src = ["--host", util.HOSTS["src"], "--port", str(port)]
+    redis_tool("src", "probe", *src, "--timeout", "20")
+    redis_tool("src", "load", *src, "--mib", "32")
+    before = redis_tool("src", "digest", *src)
+    assert before["keys"] > 25000, before
+
+    # The restored container needs its own ID: the source keeps its own until released.
+    cp = util.distriproc("migrate", "--runc", cid, "--runc-root", runc_root, "--runc-bundle",
+                         tmp_path / "bundle-dst", "--workdir", tmp_path / "x", "--from", "memory", check=False)
+    assert cp.returncode == 2 and "--runc-id" in cp.stderr, cp.stderr
+
+    workdir = tmp_path / "mig"
+    probe = f"redis-cli -h {util.HOSTS['dst']} -p {port} ping | grep -qx PONG"
+    # --warmup none: the source must stay committed (frozen) until --stop here;
+    # a warm-up would release it once every page is on dst (test_warmup.py)
+    res = json.loads(util.distriproc("migrate", "--runc", cid, "--runc-id", new, "--runc-root", runc_root,
+                                     "--runc-bundle", tmp_path / "bundle-dst", "--workdir", workdir, "--port",
+                                     SERVE_PORT, "--from", "memory", "--probe", probe, "--warmup", "none",
+                                     "--json", timeout=200).stdout)
+    for k in ("pid", "daemon_pid", "server_pid"):
+        procs.track(res[k])
+    assert res["mode"] == "memory" and res["runc_id"] == new, res
+    assert res["skeleton_bytes"] < res["lazy_bytes"] / 8, res  # no page data written or sent up front
+    st = live_state(workdir / "src")
+    assert st["state"] == "committed" and st["runc"] == cid, st
+    assert st["cgroup"] == f"/sys/fs/cgroup/freezer/{cid}", st
+    assert "container-rootfs.json" in os.listdir(workdir / "src" / "images")
+
+    # Commit: runc still knows the source, paused; it never runs again.
+    assert json.loads(runc(runc_root, "state", cid).stdout)["status"] == "paused"
+    assert container_frozen(cid)
+    t = utime(src_pid)
+    state = json.loads(runc(runc_root, "state", new).stdout)
+    assert state["status"] == "running" and state["pid"] == res["pid"], state
+    assert util.pid_netns_inode(res["pid"]) == util.netns_inode("dst")
+    dst = ["--host", util.HOSTS["dst"], "--port", str(port)]
+    assert redis_tool("dst", "digest", *dst) == before
+    out = util.run(util.netns_cmd("dst", ["redis-cli", "-h", util.HOSTS["dst"], "-p", port, "SET", "after", "1"]))
+    assert out.stdout.strip() == "OK"
+    assert redis_tool("dst", "digest", *dst)["keys"] == before["keys"] + 1
+    assert container_frozen(cid) and utime(src_pid) == t
+
+    # Release at --stop: the restored container goes (runc delete), then serve
+    # kills the frozen source and runc forgets it too.
+    util.distriproc("migrate", "--stop", "--workdir", workdir, timeout=60)
+    util.wait_gone(src_pid, timeout=20)
+    assert live_state(workdir / "src")["state"] == "released"
+    assert runc_ids(runc_root) == []
+    log = (workdir / "serve.log").read_text()
+    assert "killed while frozen and never ran again" in log and f"source container {cid} is removed" in log
+
+
+@pytest.mark.time_limit(240)
+def test_container_memory_mode_rolls_back_when_dst_criu_is_killed(lab, procs, criu, runc_root, tmp_path,
+                                                                  thaw_containers):
+    """`serve --runc`, SIGKILLed and restarted (re-attach); then the
+    destination's criu (runc restore's criu swrk) is SIGKILLed mid-restore; the source container is thawed exactly once, runc
+    state/ps see it running, every page verifies and it goes on writing.
+    (Killed while it sets up the mounts, criu's half-restored root task can
+    keep runc restore waiting: --restore-timeout bounds that, and the failure
+    is reported either way, well before the source's --connect-timeout.)"""
+    from test_live import live_state, serve_live
+    cid = f"ctmem{os.getpid()}"  # runc's cgroups are /ID, global: unique across test runs
+    src_pid = start_source(runc_root, tmp_path, cid)
+    key = tmp_path / "key"
+    util.distriproc("keygen", key)
+    workdir = tmp_path / "src"
+    log = tmp_path / "serve.log"
+    serve = serve_live(procs, workdir, SERVE_PORT, key, "--runc", cid, "--runc-root", runc_root, log=log)
+    assert container_frozen(cid) and live_state(workdir)["state"] == "serving"
+    assert json.loads(runc(runc_root, "state", cid).stdout)["status"] == "paused"
+    # serve SIGKILLed before any verdict: the container stays held; a serve
+    # restarted with the workdir alone re-attaches to it.
+    serve.kill()
+    serve.wait(timeout=10)
+    assert container_frozen(cid) and live_state(workdir)["state"] == "serving"
+    serve = serve_live(procs, workdir, SERVE_PORT, key, log=log)
+    assert "re-attaching to the migration of pid" in log.read_text()
+
+    wrapper = tmp_path / "criu-killed"
+    wrapper.write_text("#!/bin/sh\n"
+                       f"if [ \"$1\" = swrk ]; then \"{criu}\" \"$@\" & c=$!; sleep 0.05; kill -9 $c; "
+                       "wait $c; exit 137; fi\n"
+                       f"exec \"{criu}\" \"$@\"\n")
+    wrapper.chmod(wrapper.stat().st_mode | 0o100)
+    bundle = make_bundle(tmp_path, "bundle-dst", "dst")
+    cp = util.run([util.DISTRIPROC, "restore", "--source", f"{util.HOSTS['src']}:{SERVE_PORT}", "--key", key,
+                   "--workdir", tmp_path / "dst", "--host", "dst", "--runc-bundle", bundle, "--runc-id",
+                   cid + "m", "--runc-root", runc_root, "--restore-timeout", "20", "--json"], timeout=120,
+                  check=False,
+                  env={**os.environ, "DISTRIPROC_CRIU": str(wrapper)})
+    assert cp.returncode != 0, cp.stdout
+    # runc SIGKILLed at --restore-timeout leaves the new container's (empty)
+    # cgroups behind: a known gap (notes), removed here so no test leaves any
+    for d in glob.glob(f"/sys/fs/cgroup/*/{cid}m"):
+        try:
+            os.rmdir(d)
+        except OSError:
+            pass
+
+    serve.wait(timeout=30)
+    assert live_state(workdir)["state"] == "rolled-back"
+    assert not container_frozen(cid)
+    assert runc_ids(runc_root) == [cid]  # the failed restore left nothing in runc
+    assert json.loads(runc(runc_root, "state", cid).stdout)["status"] == "running"
+    assert str(src_pid) in runc(runc_root, "ps", "--format", "json", cid).stdout
+    assert memwalk_on("src", "VERIFY", timeout=60)["verify_errors"] == 0
+    writes = memwalk_on("src")["writes"]
+    util.wait_until(lambda: memwalk_on("src")["writes"] > writes, 20, "memwalk on src to write again")
+    assert "rolled back: the source container" in log.read_text()
+    assert "serving -> rolled-back (restore-failed)" in log.read_text()
+    assert util.run(util.netns_cmd("dst", ["ss", "-ltnH", f"sport = :{MEMWALK_PORT}"])).stdout.strip() == ""
+    runc(runc_root, "kill", cid, "KILL")
+    util.wait_gone(src_pid, timeout=20)
+    runc(runc_root, "delete", cid)
+

@@ -67,6 +67,21 @@ static void flags(void **state)
 }
 
 /* A deadline passes only after ms; 0 or an unset start never. */
+/* --writeback-timeout: whole milliseconds 1..3600000, nothing else. */
+static void writeback_timeout_flag(void **state)
+{
+    (void)state;
+    int ms = 7;
+    assert_int_equal(dp_wait_parse_ms("1", &ms), 0);
+    assert_int_equal(ms, 1);
+    assert_int_equal(dp_wait_parse_ms("3600000", &ms), 0);
+    assert_int_equal(ms, 3600000);
+    static const char *bad[] = {"0", "3600001", "-5", "", "5s", "1e3", "99999999999999999999"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_int_equal(dp_wait_parse_ms(bad[i], &ms), -1);
+    assert_int_equal(ms, 3600000);
+}
+
 static void expired(void **state)
 {
     (void)state;
@@ -82,6 +97,7 @@ int main(void)
         cmocka_unit_test(wait_bounded),
         cmocka_unit_test(flags),
         cmocka_unit_test(expired),
+        cmocka_unit_test(writeback_timeout_flag),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -180,6 +180,57 @@ static void idle(void **state)
     dp_connlimit_free(&l);
 }
 
+/* --handshake-timeout: whole milliseconds in a stated range, default 10 s;
+ * a connection is closed only once strictly more than the bound has passed,
+ * and a clock read before it connected counts as no time. */
+static void handshake_timeout(void **state)
+{
+    (void)state;
+    struct dp_connlimit_cfg cfg = {0};
+    struct dp_err err;
+    dp_connlimit_cfg_defaults(&cfg);
+    assert_int_equal(cfg.handshake_ns, 10000ull * 1000000);
+    assert_int_equal(dp_connlimit_parse_flag(&cfg, "handshake-timeout", "250", &err), 0);
+    assert_int_equal(cfg.handshake_ns, 250ull * 1000000);
+    static const char *bad[] = {"99", "600001", "-1", "1e3", "", "10s"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(dp_connlimit_parse_flag(&cfg, "handshake-timeout", bad[i], &err), -1);
+        assert_non_null(strstr(err.msg, "--handshake-timeout"));
+    }
+    assert_int_equal(cfg.handshake_ns, 250ull * 1000000); /* a refused value changes nothing */
+    struct dp_connlimit l;
+    dp_connlimit_init(&l, &cfg);
+    assert_false(dp_connlimit_handshake_expired(&l, 1000, 1000 + 250000000));
+    assert_true(dp_connlimit_handshake_expired(&l, 1000, 1000 + 250000001));
+    assert_false(dp_connlimit_handshake_expired(&l, 5000, 1000));
+    dp_connlimit_free(&l);
+}
+
+/* Queued replies share --max-buffered with partial requests: past the cap a
+ * connection with output queued gets no new reply (counted), one with
+ * nothing queued always does, and input cannot grow into the output's share. */
+static void output_shares_the_buffer_cap(void **state)
+{
+    (void)state;
+    struct dp_connlimit l;
+    setup(&l, 8, 3, 100, 1 << 20);
+    assert_true(dp_connlimit_may_reply(&l, 4096));
+    dp_connlimit_output(&l, 0, 900 << 10);
+    assert_true(dp_connlimit_may_reply(&l, 900 << 10));
+    dp_connlimit_output(&l, 0, 200 << 10); /* a second connection: 1.1 MiB in all */
+    assert_false(dp_connlimit_may_reply(&l, 200 << 10));
+    assert_true(dp_connlimit_may_reply(&l, 0));
+    assert_int_equal(l.output_pauses, 1);
+    /* input growth beyond the free part counts the output too */
+    assert_int_equal(dp_connlimit_buffer(&l, 0, DP_LIMIT_INPUT_FREE + 4096), -1);
+    dp_connlimit_output(&l, 900 << 10, 0); /* the first reader caught up */
+    assert_true(dp_connlimit_may_reply(&l, 200 << 10));
+    assert_int_equal(dp_connlimit_buffer(&l, 0, DP_LIMIT_INPUT_FREE + 4096), 0);
+    dp_connlimit_output(&l, 300 << 10, 0); /* more than counted: clamps at 0 */
+    assert_int_equal(l.out_buffered, 0);
+    dp_connlimit_free(&l);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -189,6 +240,8 @@ int main(void)
         cmocka_unit_test(pick_victim),
         cmocka_unit_test(buffered_input_cap),
         cmocka_unit_test(idle),
+        cmocka_unit_test(handshake_timeout),
+        cmocka_unit_test(output_shares_the_buffer_cap),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #include <cmocka.h>
 
@@ -23,9 +24,11 @@ static const struct { int st, ev, next, act; } edges[] = {
     {S(SERVING), EV(RESTORE_FAILED), S(ROLLED_BACK), A(THAW)},
     {S(SERVING), EV(CONNECT_TIMEOUT), S(ROLLED_BACK), A(THAW)},
     {S(SERVING), EV(STOPPED), S(ROLLED_BACK), A(THAW)},
+    {S(SERVING), EV(ABORTED), S(ROLLED_BACK), A(THAW)},
     {S(COMMITTED), EV(RESTORE_OK), S(COMMITTED), A(NONE)},
     {S(COMMITTED), EV(RELEASED), S(RELEASED), A(KILL_THAW)},
     {S(COMMITTED), EV(STOPPED), S(RELEASED), A(KILL_THAW)},
+    {S(COMMITTED), EV(ABORTED), S(ROLLED_BACK), A(THAW)},
 };
 
 static void every_transition(void **state)
@@ -57,7 +60,8 @@ static void every_transition(void **state)
 
 /* The safety rules, checked over the table: the source is killed only from
  * COMMITTED (after a destination reported its restore), and once committed
- * no event ever resumes it. */
+ * no event resumes it but the destination's own word that its copy is gone
+ * (ABORTED); released is final. */
 static void never_both_never_neither(void **state)
 {
     (void)state;
@@ -69,7 +73,7 @@ static void never_both_never_neither(void **state)
                 continue;
             if (a == A(KILL_THAW))
                 assert_int_equal(st, S(COMMITTED));
-            if (st == S(COMMITTED) || st == S(RELEASED))
+            if ((st == S(COMMITTED) && ev != EV(ABORTED)) || st == S(RELEASED))
                 assert_int_not_equal(a, A(THAW));
             if (st == S(ROLLED_BACK))
                 fail(); /* final */
@@ -111,9 +115,11 @@ static void verdicts(void **state)
     assert_int_equal(dp_live_verdict_decode(rel, 4, &v, &err), 0);
     assert_int_equal(v, DP_LIVE_VERDICT_RELEASE);
     assert_int_equal(dp_live_verdict_decode(q, 4, &v, &err), 0);
-    uint8_t zero[4] = {0}, five[4] = {5, 0, 0, 0}, high[4] = {1, 0, 0, 1};
+    uint8_t zero[4] = {0}, five[4] = {5, 0, 0, 0}, six[4] = {6, 0, 0, 0}, high[4] = {1, 0, 0, 1};
+    assert_int_equal(dp_live_verdict_decode(five, 4, &v, &err), 0);
+    assert_int_equal(v, DP_LIVE_VERDICT_ABORTED);
     assert_int_equal(dp_live_verdict_decode(zero, 4, &v, &err), -1);
-    assert_int_equal(dp_live_verdict_decode(five, 4, &v, &err), -1);
+    assert_int_equal(dp_live_verdict_decode(six, 4, &v, &err), -1);
     assert_int_equal(dp_live_verdict_decode(high, 4, &v, &err), -1);
     assert_int_equal(dp_live_verdict_decode(ok, 3, &v, &err), -1);
     assert_int_equal(dp_live_verdict_decode(ok, 5, &v, &err), -1);
@@ -124,6 +130,8 @@ static void verdicts(void **state)
     assert_int_equal(ev, EV(RESTORE_FAILED));
     assert_int_equal(dp_live_verdict_event(DP_LIVE_VERDICT_RELEASE, &ev), 0);
     assert_int_equal(ev, EV(RELEASED));
+    assert_int_equal(dp_live_verdict_event(DP_LIVE_VERDICT_ABORTED, &ev), 0);
+    assert_int_equal(ev, EV(ABORTED));
     assert_int_equal(dp_live_verdict_event(DP_LIVE_VERDICT_QUERY, &ev), -1);
 }
 
@@ -165,6 +173,42 @@ static void record_round_trip(void **state)
     const char *good = "state serving\nroot 1 2\ncgroup /x\ndeadline 0\nconnected 0";
     assert_int_equal(dp_live_record_parse(good, strlen(good), &back, &err), 0);
     assert_int_equal(back.state, S(SERVING));
+    assert_string_equal(back.runc_id, "");
+    assert_string_equal(back.runc_root, "");
+}
+
+/* A runc container's record: its ID and runc root survive a round trip;
+ * a bad ID or root is refused. */
+static void record_runc(void **state)
+{
+    (void)state;
+    struct dp_live_record r = {.state = S(SERVING), .root_pid = 77, .root_start = 5};
+    strcpy(r.cgroup, "/sys/fs/cgroup/freezer/ct1");
+    strcpy(r.runc_id, "ct1");
+    strcpy(r.runc_root, "/tmp/runc-root");
+    char buf[1024];
+    int n = dp_live_record_format(&r, buf, sizeof(buf));
+    assert_true(n > 0);
+    struct dp_live_record back;
+    struct dp_err err;
+    assert_int_equal(dp_live_record_parse(buf, (size_t)n, &back, &err), 0);
+    assert_string_equal(back.runc_id, "ct1");
+    assert_string_equal(back.runc_root, "/tmp/runc-root");
+    assert_string_equal(back.cgroup, r.cgroup);
+    r.runc_root[0] = '\0'; /* runc's own root: no line */
+    n = dp_live_record_format(&r, buf, sizeof(buf));
+    assert_null(strstr(buf, "runc-root"));
+    assert_int_equal(dp_live_record_parse(buf, (size_t)n, &back, &err), 0);
+    assert_string_equal(back.runc_id, "ct1");
+    assert_string_equal(back.runc_root, "");
+    const char *base = "state serving\nroot 1 2\ncgroup /x\ndeadline 0\nconnected 0\n";
+    const char *bad[] = {"runc ../etc\n", "runc a b\n", "runc-root /r\n", "runc ct1\nrunc-root rel\n",
+                         "runc ct1\nrunc-root /a/../b\n"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char text[256];
+        snprintf(text, sizeof(text), "%s%s", base, bad[i]);
+        assert_int_equal(dp_live_record_parse(text, strlen(text), &back, &err), -1);
+    }
 }
 
 int main(void)
@@ -175,6 +219,7 @@ int main(void)
         cmocka_unit_test(recovery),
         cmocka_unit_test(verdicts),
         cmocka_unit_test(record_round_trip),
+        cmocka_unit_test(record_runc),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

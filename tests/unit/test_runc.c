@@ -103,6 +103,23 @@ static void runc_argv(void **state)
     o.id = "ct1";
     o.bundle = NULL;
     assert_int_equal(dp_runc_restore_args(&r, &o, &a, &err), -1);
+    /* memory mode: lazy pages, CRIU's page server and runc's status fd */
+    c.lazy_pages = 1;
+    c.leave_running = 1;
+    c.page_server = "127.0.0.1:4000";
+    c.status_fd = 1;
+    assert_int_equal(dp_runc_checkpoint_args(&r, &c, &a, &err), 0);
+    join(&a, s, sizeof(s));
+    assert_string_equal(s, "/usr/sbin/runc --criu /x/.deps/bin/criu checkpoint --image-path /img --work-path /img "
+                           "--leave-running --lazy-pages --page-server 127.0.0.1:4000 --status-fd 1 "
+                           "--tcp-established ct1");
+    c.status_fd = 0; /* unset (or stdin): refused */
+    assert_int_equal(dp_runc_checkpoint_args(&r, &c, &a, &err), -1);
+    assert_non_null(strstr(err.msg, "status fd"));
+    c.status_fd = 1;
+    c.page_server = NULL;
+    assert_int_equal(dp_runc_checkpoint_args(&r, &c, &a, &err), -1);
+    c.lazy_pages = 0;
     c.work_path = NULL;
     assert_int_equal(dp_runc_checkpoint_args(&r, &c, &a, &err), -1);
 }

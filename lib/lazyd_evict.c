@@ -1,0 +1,834 @@
+/* lazyd_evict: eviction under a memory budget (docs/budget.md,
+ * docs/eviction.md). The fault path tells it what became resident
+ * (lz_ev_installed) and what faulted (lz_ev_fault); after each loop turn
+ * lz_ev_maybe picks victims and evicts them in batches: stop the process,
+ * drain its events, read and hash the pages, write back the modified ones
+ * through the page source, zap them, resume. `sync` writes back without
+ * evicting. */
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/random.h>
+
+#include "lazy_tasks.h"
+#include "lazyd_int.h"
+#include "wbwait.h"
+
+#define EV_MAX_BATCH 256
+#define EV_ALWAYS_DIRTY DP_HASH_ALWAYS_DIRTY /* the server does not hold what the process has */
+#define EV_PUT_INFLIGHT DP_HASH_PUT_INFLIGHT /* a background write-back of the page awaits its ack */
+
+static int ev_pump(void *arg);
+
+/* ==== hooks: what the fault path and the tasks tell eviction ==== */
+
+/* Every task is managed under a budget: those CRIU announced and forked
+ * children (whose process is found when eviction first needs it, below). */
+static int ev_managed(const struct dp_lazyd *d, const struct lz_task *t)
+{
+    (void)t;
+    return d->ev.on;
+}
+
+/* argv/environ pages (ps, pgrep -f, /proc/PID/cmdline) are never victims. */
+static int ev_pinned(const struct lz_task *t, uint64_t addr)
+{
+    return t->pinned && addr >= t->pin_lo && addr < t->pin_hi;
+}
+
+/* A page became resident with these bytes (NULL: zeros). The hash says what
+ * the page server holds for it, unless always_dirty: its content is not the
+ * server's (a zero page after the application's drop, an EEXIST of unknown
+ * content), so it is written back whatever it holds. */
+void lz_ev_installed(struct dp_lazyd *d, struct lz_task *t, uint64_t addr, uint64_t img, const uint8_t *page,
+                         int always_dirty)
+{
+    if (!ev_managed(d, t))
+        return;
+    bool created;
+    struct dp_pmap_entry *e = dp_pmap_get(&t->hash, 0, img, &created);
+    if (!e) {
+        dp_warn("pid %d: out of memory for an install hash; page 0x%llx will not be evicted", t->shown_pid,
+                (unsigned long long)addr);
+        return;
+    }
+    struct dp_page_hash h = page ? dp_page_hash(d->ev.seed, page) : d->ev.zero_hash;
+    e->value = h.lo;
+    e->value2 = h.hi;
+    e->aux = always_dirty ? 1 : 0;
+    if (!ev_pinned(t, addr)) /* a page without a policy record is never picked */
+        dp_evict_record_install(&d->ev.pol, t->id, addr, dp_now_ns());
+}
+
+/* A fault on a REMOTE page evicted recently: install the victim buffer's
+ * copy (what the server holds) locally. Only when no fetch for the page is
+ * outstanding, so that no late completion can land on it. 1 = served. */
+static int vbuf_install(struct dp_lazyd *d, struct lz_task *t, struct dp_lazy_region *reg, uint8_t *pg,
+                        uint64_t page, uint64_t t0)
+{
+    static uint8_t buf[PG] __attribute__((aligned(PG)));
+    uint64_t img = reg->img + (page - reg->start);
+    int rc;
+    if (lz_find_req(t, img) || !dp_vbuf_get(&d->ev.vb, t->id, page, buf))
+        return 0;
+    int got = lz_local_copy(d, t, pg, page, img, buf, t0, &rc);
+    if (got > 0)
+        d->ev.vb_hits++;
+    return got != 0; /* 0: EAGAIN and the like: fetch it from the server instead */
+}
+/* A fault on a REMOTE page (budget): the policy learns of it (a refault of a
+ * page evicted recently counts), and the victim buffer's copy serves it if
+ * it holds one. 1 = served, 0 = fetch it. */
+int lz_ev_fault(struct dp_lazyd *d, struct lz_task *t, struct dp_lazy_region *reg, uint8_t *pg, uint64_t page,
+                uint64_t t0)
+{
+    if (!ev_managed(d, t))
+        return 0;
+    if (dp_evict_record_fault(&d->ev.pol, t->id, page, t0) == 1)
+        d->ev.refaults++;
+    return vbuf_install(d, t, reg, pg, page, t0);
+}
+
+/* Run-time [start, end) of t no longer holds what was picked or buffered
+ * there (the application's drop or unmap, or a new pin): forget it. */
+void lz_ev_forget(struct dp_lazyd *d, struct lz_task *t, uint64_t start, uint64_t end)
+{
+    if (!d->ev.on)
+        return;
+    dp_evict_forget(&d->ev.pol, t->id, start, end);
+    dp_vbuf_drop_range(&d->ev.vb, t->id, start, end);
+}
+
+/* mremap of t's [from, +len) to [to, +len): the buffered copies of both
+ * ranges go, the policy's records move with the pages. */
+void lz_ev_remap(struct dp_lazyd *d, struct lz_task *t, uint64_t from, uint64_t to, uint64_t len)
+{
+    if (!d->ev.on)
+        return;
+    dp_vbuf_drop_range(&d->ev.vb, t->id, from, from + len);
+    dp_vbuf_drop_range(&d->ev.vb, t->id, to, to + len);
+    dp_evict_forget(&d->ev.pol, t->id, to, to + len);
+    if (dp_evict_move(&d->ev.pol, t->id, from, to, len))
+        dp_error("pid %d: out of memory tracking mremap for eviction", t->shown_pid);
+}
+
+/* A task CRIU announced: its lazy pages are what a fractional budget is a
+ * fraction of (counted with or without a budget). */
+void lz_ev_task_new(struct dp_lazyd *d, struct lz_task *t)
+{
+    d->ev.lazy_pages += dp_lazymap_pages(&t->map, DP_PG_REMOTE);
+}
+
+/* t is gone: its injection handle closes (unless a batch of it is running:
+ * the batch closes it), its records and buffered copies go. */
+void lz_ev_task_gone(struct dp_lazyd *d, struct lz_task *t)
+{
+    if (t->inj_open && !(d->ev.busy && d->ev.cur == t)) {
+        dp_inject_close(&t->in);
+        t->inj_open = 0;
+    }
+    if (d->ev.on) {
+        dp_evict_forget_owner(&d->ev.pol, t->id);
+        dp_vbuf_drop_range(&d->ev.vb, t->id, 0, UINT64_MAX);
+    }
+}
+
+
+/* A child after fork (budget): install hashes and policy records of the
+ * pages it shares with its parent (dp_fork_inherit, docs/budget.md "Forked
+ * children"). */
+void lz_ev_fork_inherit(struct dp_lazyd *d, struct lz_task *parent, struct lz_task *c)
+{
+    if (dp_fork_inherit(&c->map, &parent->hash, &c->hash, &d->ev.pol, c->id, c->pinned ? c->pin_lo : 0,
+                        c->pinned ? c->pin_hi : 0, dp_now_ns()) < 0)
+        dp_warn("fork of pid %d: out of memory for install hashes; some of the child's pages will not be "
+                "evicted", parent->shown_pid);
+}
+
+/* ==== the budget ==== */
+
+/* What the budget counts: resident lazy pages of the live tasks. */
+uint64_t lz_ev_resident(const struct dp_lazyd *d)
+{
+    uint64_t n = 0;
+    for (const struct lz_task *t = d->tasks; t; t = t->next)
+        if (t->alive)
+            n += dp_lazymap_pages(&t->map, DP_PG_RESIDENT);
+    return n;
+}
+
+/* The budget in pages (--budget, or a fraction of the lazy pages); a
+ * batch starts above it. */
+uint64_t lz_ev_high(const struct dp_lazyd *d)
+{
+    uint64_t h = d->o->budget_pages;
+    if (!h)
+        h = (uint64_t)(d->o->budget_frac * (double)d->ev.lazy_pages);
+    return h ? h : 1;
+}
+
+/* Eviction stops here: one batch below the budget, so batches are full
+ * and stops are rare. */
+uint64_t lz_ev_low(const struct dp_lazyd *d)
+{
+    uint64_t h = lz_ev_high(d);
+    return h > 2ull * d->ev.batch ? h - d->ev.batch : h / 2;
+}
+
+/* ==== background write-back ("cleaning") ==== */
+
+/* Background write-back ("cleaning"): dirty victims found while the budget
+ * is within its slack are written back without holding the process stopped
+ * for the durable ack; once acked, the hash says what the server holds, and
+ * a later pick evicts them clean (short stop, no fdatasync inside it). At
+ * most one PUT per page is in flight (a reconnect may resend requests in any
+ * order, so two PUTs of one page must never be outstanding together). */
+struct ev_clean {
+    struct dp_lazyd *d;
+    int task_id;
+    uint32_t n;
+    uint64_t t0;                  /* submitted (write-back latency) */
+    uint64_t img[EV_MAX_BATCH];
+    struct dp_page_hash h[EV_MAX_BATCH];
+};
+
+/* A background write-back's ack: the hashes record what the server now
+ * holds; on failure the pages stay dirty and may be picked again. */
+static void ev_clean_cb(void *cookie, int status, const char *errmsg)
+{
+    struct ev_clean *c = cookie;
+    struct dp_lazyd *d = c->d;
+    struct lz_task *t = lz_task_by_id(d, c->task_id); /* NULL: exited, its hashes are gone */
+    d->ev.clean_inflight--;
+    if (status)
+        dp_warn("background write-back to %s failed: %s; the pages stay dirty", d->o->src->desc,
+                errmsg ? errmsg : strerror(-status));
+    for (uint32_t i = 0; i < c->n; i++) {
+        struct dp_pmap_entry *e = t ? dp_pmap_find(&t->hash, 0, c->img[i]) : NULL;
+        if (!e)
+            continue;
+        if (status == 0) {
+            /* the server holds exactly these bytes now (whatever the page
+             * became meanwhile: the hash compares against the server's copy) */
+            e->value = c->h[i].lo;
+            e->value2 = c->h[i].hi;
+            e->aux = 0;
+        } else {
+            e->aux &= ~EV_PUT_INFLIGHT;
+        }
+    }
+    if (status == 0) {
+        d->ev.cleaned += c->n;
+        dp_hist_add(&d->ev.wb_lat, dp_now_ns() - c->t0);
+    }
+    free(c);
+}
+
+/* ==== write-back inside a stop ==== */
+
+/* dp_wait_bounded's pump while a batch waits for acks: the loop must go
+ * on, and a task that died ends the wait. */
+static int ev_pump(void *arg)
+{
+    struct lz_task *t = arg;
+    lz_pump(t->d);
+    return t->alive ? 0 : -1;
+}
+
+/* inject touches target memory (stack scratch, rseq area) only where the
+ * page is present: on a missing lazily managed page /proc/PID/mem fails
+ * with EIO (measured, docs/budget.md), and process_vm_readv would fault
+ * into our own userfaultfd and block the daemon on itself. */
+static int ev_ensure(void *arg, uint64_t addr, uint64_t len)
+{
+    struct lz_task *t = arg;
+    if (!t->alive || !len)
+        return -1;
+    return dp_pagemap_present(t->host_pid, addr, len) == 1 ? 0 : -1;
+}
+
+/* A write-back's ack inside a stop: one fewer to wait for. */
+static void ev_put_cb(void *cookie, int status, const char *errmsg)
+{
+    struct dp_lazyd *d = cookie;
+    d->ev.put_wait--;
+    if (status) {
+        d->ev.put_status = status;
+        dp_warn("write-back to %s failed: %s", d->o->src->desc, errmsg ? errmsg : strerror(-status));
+    }
+}
+
+/* Writes n pages back through the page source (image addresses img[i],
+ * bytes at data[i]) and waits for its durable acknowledgement, pumping
+ * meanwhile. 0 or -1. */
+static int ev_put(struct dp_lazyd *d, struct lz_task *t, const uint64_t *img, const uint8_t *const *data, size_t n)
+{
+    struct dp_pagesrc *src = d->o->src;
+    if (!dp_pagesrc_can_put(src))
+        return -1;
+    if (d->ev.put_wait > 0) {
+        d->ev.put_status = -EAGAIN;
+        return -1; /* acks of a batch abandoned earlier: never wait for them with threads stopped */
+    }
+    size_t max = dp_pagesrc_put_max(src) ? dp_pagesrc_put_max(src) : EV_MAX_BATCH;
+    if (max > EV_MAX_BATCH)
+        max = EV_MAX_BATCH;
+    d->ev.put_status = 0;
+    uint64_t t0 = dp_now_ns();
+    for (size_t i = 0; i < n;) {
+        size_t k = n - i < max ? n - i : max;
+        struct dp_err err = {{0}};
+        int rc = dp_pagesrc_put(src, t->pid, img + i, data + i, (uint32_t)k, ev_put_cb, d, &err);
+        i += k;
+        if (rc < 0) {
+            dp_warn("write-back to %s: %s", d->o->src->desc, err.msg);
+            d->ev.put_status = -EIO;
+            break;
+        }
+        d->ev.put_wait++;
+        d->ev.wb_requests++;
+    }
+    if (dp_wait_bounded(ev_pump, t, &d->ev.put_wait, d->o->wb_timeout_ms, NULL) == DP_WAIT_TIMEOUT) {
+        /* abandoned: the threads resume, the pages stay resident (marked to be written again) */
+        d->ev.backoff_until = dp_now_ns() + (uint64_t)(d->o->wb_timeout_ms > 0 ? d->o->wb_timeout_ms
+                                                                               : DP_WAIT_DEFAULT_MS) * 1000000ull;
+        d->ev.wb_aborts++;
+        d->ev.put_status = -ETIMEDOUT;
+        dp_warn("pid %d: write-back of %zu pages to %s not acknowledged within %d ms (--writeback-timeout): "
+                "eviction batch abandoned, the threads resume and the pages stay resident; eviction resumes "
+                "once the page server answers", t->shown_pid, n, d->o->src->desc,
+                d->o->wb_timeout_ms > 0 ? d->o->wb_timeout_ms : DP_WAIT_DEFAULT_MS);
+        return -1;
+    }
+    if (t->alive && d->ev.put_status == 0)
+        dp_hist_add(&d->ev.wb_lat, dp_now_ns() - t0);
+    return t->alive && d->ev.put_status == 0 ? 0 : -1;
+}
+
+/* ==== one batch ==== */
+
+/* Another live address space reads pages under this checkpoint pid (a
+ * fork): a write-back under it would show up in the other one. */
+static int ev_shared(const struct dp_lazyd *d, const struct lz_task *t)
+{
+    for (const struct lz_task *x = d->tasks; x; x = x->next)
+        if (x != t && x->alive && x->pid == t->pid)
+            return 1;
+    return 0;
+}
+
+/* t's process exited (its uffd may still be readable for a moment, or live
+ * on in a process sharing the mm, vfork): gone if the mm is, else unplaced. */
+static void ev_lost(struct dp_lazyd *d, struct lz_task *t)
+{
+    uint64_t probe = t->map.n ? t->map.r[0].start : 0x10000000ull;
+    if (dp_uffd_alive(t->uffd, probe) == 0)
+        lz_task_gone(d, t, "exited during an eviction");
+    else
+        t->host_pid = 0;
+}
+
+/* One batch's victims, from the pick to the zap; index i is one page. */
+struct ev_victims {
+    size_t m;                                /* pages ev_select kept */
+    uint64_t va[EV_MAX_BATCH], img[EV_MAX_BATCH];
+    struct dp_page_hash now_h[EV_MAX_BATCH]; /* hash of the bytes read */
+    uint8_t dirty[EV_MAX_BATCH];             /* the server does not hold them */
+    uint8_t keep[EV_MAX_BATCH];              /* still to be evicted (sync: counted) */
+    size_t nd;                               /* the dirty ones, in order: */
+    uint64_t wimg[EV_MAX_BATCH];
+    const uint8_t *wdata[EV_MAX_BATCH];
+    uint8_t *buf;                            /* page i's bytes at buf + i * PG */
+};
+
+/* Stops t's process for a batch and applies every event from before the
+ * stop. 1 = stopped (the batch is on), 0 = not (its process exited, cannot
+ * be prepared, or is still traced by criu, which says "restore finished"
+ * before it detaches: the picks are cancelled, eviction tries again after
+ * its backoff), -2 = still traced and this is a sync (it fails), -1 =
+ * failed with the threads in an unknown state (ev_batch's fatal path).
+ * *t0: the stop's start, for the stop histogram. */
+static int ev_stop(struct dp_lazyd *d, struct lz_task *t, const uint64_t *addr, size_t n, int sync, uint64_t *t0,
+                   struct dp_err *err)
+{
+    if (!t->inj_open) {
+        struct dp_inject_ops ops = {.pump = ev_pump, .ensure = ev_ensure, .arg = t, .exitkill = 1};
+        if (dp_inject_open(&t->in, t->host_pid, &ops, err) < 0) {
+            if (dp_proc_exited(t->host_pid, t->host_start))
+                ev_lost(d, t); /* it just exited: its pages go with it */
+            else
+                dp_warn("process %d (task %d): cannot prepare eviction: %s", (int)t->host_pid, t->id, err->msg);
+            for (size_t i = 0; i < n && !sync; i++)
+                dp_evict_cancel(&d->ev.pol, t->id, addr[i]);
+            return 0;
+        }
+        t->inj_open = 1;
+    }
+    d->ev.busy = 1;
+    d->ev.cur = t;
+    *t0 = dp_now_ns();
+    int src = dp_inject_stop(&t->in, err);
+    if (src == DP_INJECT_TRACED) { /* nothing was touched: never a kill */
+        dp_debug("task %d: %s", t->id, err->msg);
+        for (size_t i = 0; i < n && !sync; i++)
+            dp_evict_cancel(&d->ev.pol, t->id, addr[i]);
+        d->ev.busy = 0;
+        return sync ? -2 : 0;
+    }
+    if (src < 0)
+        return -1;
+    if (t->host_start && dp_proc_start_time(t->host_pid) != t->host_start) {
+        /* the pid names another process now (ours exited, the pid was
+         * reused before the exit probe saw it): leave it alone */
+        dp_inject_resume(&t->in, 1, err);
+        dp_inject_close(&t->in);
+        t->inj_open = 0;
+        ev_lost(d, t);
+        for (size_t i = 0; i < n && !sync; i++)
+            dp_evict_cancel(&d->ev.pol, t->id, addr[i]);
+        d->ev.busy = 0;
+        return 0;
+    }
+    lz_handle_uffd(d, t); /* drain: every event from before the stop is applied */
+    return t->alive ? 1 : -1;
+}
+
+/* Keeps the picked pages that may still go (RESIDENT, no fetch or
+ * background write-back outstanding, not a thread's rseq area, not pinned
+ * since the pick), reads them from the stopped process and compares their
+ * hashes with what the server holds: the dirty ones are listed in v->wimg
+ * and v->wdata for the write-back. */
+static void ev_select(struct dp_lazyd *d, struct lz_task *t, const uint64_t *addr, size_t n, int sync,
+                      struct ev_victims *v)
+{
+    struct dp_page_hash hs[EV_MAX_BATCH];
+    uint8_t always[EV_MAX_BATCH];
+    /* A thread's rseq area must stay readable for the next injection: a
+     * stopped thread (SIGSTOP, a debugger) never faults it back in, and an
+     * absent one reads as "maybe inside a critical section" for good. */
+    uint64_t rseq_pg[64];
+    size_t nrseq = sync ? 0 : dp_inject_rseq_pages(&t->in, rseq_pg, 64);
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct dp_lazy_region *reg;
+        uint8_t *pg = dp_lazymap_page(&t->map, addr[i], &reg);
+        uint64_t im = pg ? reg->img + (addr[i] - reg->start) : 0;
+        struct dp_pmap_entry *e = pg ? dp_pmap_find(&t->hash, 0, im) : NULL;
+        int holds_rseq = 0;
+        for (size_t k = 0; k < nrseq && !holds_rseq; k++)
+            holds_rseq = rseq_pg[k] == addr[i];
+        if (!pg || dp_pg_state(*pg) != DP_PG_RESIDENT || !e || (e->aux & EV_PUT_INFLIGHT) || lz_find_req(t, im) ||
+            holds_rseq || (!sync && ev_pinned(t, addr[i]))) { /* pinned after it was picked */
+            if (!sync) {
+                dp_evict_cancel(&d->ev.pol, t->id, addr[i]);
+                d->ev.cancels++;
+            }
+            continue;
+        }
+        v->va[m] = addr[i];
+        v->img[m] = im;
+        hs[m].lo = e->value;
+        hs[m].hi = e->value2;
+        always[m] = (e->aux & EV_ALWAYS_DIRTY) != 0;
+        m++;
+    }
+    if (m && dp_inject_read_pages(&t->in, v->va, m, v->buf) < 0) {
+        dp_warn("pid %d: reading %zu pages to evict failed: %s; they stay", t->shown_pid, m, strerror(errno));
+        for (size_t i = 0; i < m && !sync; i++)
+            dp_evict_cancel(&d->ev.pol, t->id, v->va[i]);
+        m = 0;
+    }
+    dp_dirty_check(d->ev.seed, v->buf, m, hs, v->dirty, v->now_h);
+    v->nd = 0;
+    for (size_t i = 0; i < m; i++) {
+        v->keep[i] = 1;
+        if (always[i])
+            v->dirty[i] = 1;
+        if (v->dirty[i]) {
+            v->wimg[v->nd] = v->img[i];
+            v->wdata[v->nd++] = v->buf + i * PG;
+        }
+    }
+    v->m = m;
+}
+
+/* Writes the dirty victims back through the page source. Within the
+ * budget's slack they go in the background (the process is not held for
+ * the durable ack; those pages stay and a later pick finds them clean);
+ * else inside the stop, acknowledged before any zap. A page whose write-back
+ * failed stays, marked to be written again. *nwb: pages written in the
+ * stop. -1 when the process died meanwhile. */
+static int ev_write_back(struct dp_lazyd *d, struct lz_task *t, struct ev_victims *v, int sync, size_t *nwb)
+{
+    struct dp_pagesrc *src = d->o->src;
+    if (v->nd && !sync && !ev_shared(d, t) && dp_pagesrc_can_put(src) &&
+        lz_ev_resident(d) <= lz_ev_high(d) + d->ev.batch) {
+        /* within the slack: clean in the background, evict the clean ones now */
+        struct ev_clean *c = calloc(1, sizeof(*c));
+        size_t k = 0;
+        if (c && dp_pagesrc_put_max(src) >= v->nd) {
+            c->d = d;
+            c->task_id = t->id;
+            for (size_t i = 0; i < v->m; i++) {
+                if (!v->dirty[i])
+                    continue;
+                c->img[k] = v->img[i];
+                c->h[k] = v->now_h[i];
+                k++;
+            }
+            c->n = (uint32_t)k;
+            c->t0 = dp_now_ns();
+            struct dp_err perr = {{0}};
+            if (dp_pagesrc_put(src, t->pid, v->wimg, v->wdata, (uint32_t)v->nd, ev_clean_cb, c, &perr) == 0) {
+                d->ev.clean_inflight++;
+                d->ev.clean_requests++;
+                for (size_t i = 0; i < v->m; i++) {
+                    if (!v->dirty[i])
+                        continue;
+                    struct dp_pmap_entry *e = dp_pmap_find(&t->hash, 0, v->img[i]);
+                    if (e)
+                        e->aux |= EV_PUT_INFLIGHT;
+                    v->keep[i] = 0;
+                    dp_evict_cancel(&d->ev.pol, t->id, v->va[i]);
+                    d->ev.cancels++;
+                }
+                v->nd = 0;
+                c = NULL;
+            }
+        }
+        free(c);
+    }
+    if (!v->nd)
+        return 0;
+    int ok = 0;
+    if (ev_shared(d, t))
+        d->ev.shared_skips += v->nd;
+    else
+        ok = ev_put(d, t, v->wimg, v->wdata, v->nd) == 0;
+    if (!t->alive)
+        return -1;
+    if (!ok && !ev_shared(d, t)) {
+        d->ev.wb_incomplete++;
+        if (d->ev.put_status != -ETIMEDOUT && d->ev.put_status != -EAGAIN)
+            d->ev.wb_errors++; /* refused; a timeout is counted in wb_aborts */
+    }
+    for (size_t i = 0; i < v->m; i++) {
+        if (!v->dirty[i])
+            continue;
+        if (!ok) {
+            /* an abandoned PUT may still land later: write it again next time, whatever the hash */
+            struct dp_pmap_entry *e = dp_pmap_find(&t->hash, 0, v->img[i]);
+            if (e)
+                e->aux |= EV_ALWAYS_DIRTY;
+            v->keep[i] = 0;
+            if (!sync) {
+                dp_evict_cancel(&d->ev.pol, t->id, v->va[i]);
+                d->ev.cancels++;
+            }
+            continue;
+        }
+        /* the server holds these bytes now */
+        struct dp_pmap_entry *e = dp_pmap_find(&t->hash, 0, v->img[i]);
+        if (e) {
+            e->value = v->now_h[i].lo;
+            e->value2 = v->now_h[i].hi;
+            e->aux = 0;
+        }
+        (*nwb)++;
+    }
+    if (ok) {
+        d->ev.writebacks += v->nd;
+        t->writebacks += v->nd;
+    }
+    return 0;
+}
+
+/* Zaps the victims still kept (adjacent ones as one range) while the
+ * REMOVE events they raise are marked as ours (their data is at the
+ * source: REMOTE, not NONE), and keeps each page's bytes in the victim
+ * buffer for a quick refault. Returns the pages evicted, -1 when the zap
+ * failed or the process died. */
+static int ev_zap(struct dp_lazyd *d, struct lz_task *t, struct ev_victims *v, struct dp_err *err)
+{
+    struct dp_zap_range zr[EV_MAX_BATCH];
+    struct dp_lazy_range own[EV_MAX_BATCH];
+    size_t first[EV_MAX_BATCH], nz = 0;
+    for (size_t i = 0; i < v->m; i++) {
+        if (!v->keep[i])
+            continue;
+        if (nz && zr[nz - 1].start + zr[nz - 1].len == v->va[i] && v->keep[i - 1]) {
+            zr[nz - 1].len += PG;
+        } else {
+            zr[nz].start = v->va[i];
+            zr[nz].len = PG;
+            first[nz] = i;
+            nz++;
+        }
+    }
+    for (size_t k = 0; k < nz; k++) {
+        own[k].start = zr[k].start;
+        own[k].end = zr[k].start + zr[k].len;
+    }
+    t->ownzap = own;
+    t->n_ownzap = nz;
+    int zrc = nz ? dp_inject_zap(&t->in, zr, nz, err) : 0;
+    t->ownzap = NULL;
+    t->n_ownzap = 0;
+    if (zrc < 0 || !t->alive)
+        return -1;
+    int count = 0;
+    uint64_t now = dp_now_ns();
+    for (size_t k = 0; k < nz; k++) {
+        for (size_t j = 0; j < zr[k].len / PG; j++) {
+            size_t i = first[k] + j;
+            if (!zr[k].done) {
+                dp_evict_cancel(&d->ev.pol, t->id, v->va[i]);
+                d->ev.cancels++;
+                continue;
+            }
+            uint8_t *pg = dp_lazymap_page(&t->map, v->va[i], NULL);
+            if (pg && dp_pg_state(*pg) == DP_PG_RESIDENT)
+                dp_lazymap_set(&t->map, pg, DP_PG_REMOTE, 0); /* its REMOVE was not seen */
+            dp_evict_done(&d->ev.pol, t->id, v->va[i], now);
+            dp_vbuf_put(&d->ev.vb, t->id, v->va[i], v->buf + i * PG);
+            count++;
+        }
+    }
+    return count;
+}
+
+/* One stop of task t over its pages at run-time addresses addr[0..n)
+ * (n <= EV_MAX_BATCH, sorted): stop and drain (ev_stop), keep, read and
+ * hash what may go (ev_select), write back the modified ones (ev_write_back),
+ * then for eviction zap them (ev_zap); for sync only the new hashes are
+ * recorded. All inside one stop, so no write can fall between the read and
+ * the zap. Returns the pages evicted/synced, -1 when the process is gone or
+ * had to be killed (or, for sync, is still traced by criu). *nwb: pages
+ * written back. */
+static int ev_batch(struct dp_lazyd *d, struct lz_task *t, const uint64_t *addr, size_t n, int sync, size_t *nwb)
+{
+    static uint8_t buf[EV_MAX_BATCH * PG] __attribute__((aligned(PG)));
+    struct ev_victims v;
+    struct dp_err err = {{0}};
+    uint64_t t0 = 0;
+    int count = 0;
+    *nwb = 0;
+    v.buf = buf;
+    int rc = ev_stop(d, t, addr, n, sync, &t0, &err);
+    if (rc == 0 || rc == -2)
+        return rc ? -1 : 0; /* not stopped; a sync fails */
+    if (rc < 0)
+        goto fatal;
+    ev_select(d, t, addr, n, sync, &v);
+    if (ev_write_back(d, t, &v, sync, nwb) < 0)
+        goto fatal;
+    if (sync) {
+        for (size_t i = 0; i < v.m; i++)
+            count += v.keep[i];
+    } else {
+        count = ev_zap(d, t, &v, &err);
+        if (count < 0)
+            goto fatal;
+        d->ev.evictions += (uint64_t)count;
+        t->evictions += (uint64_t)count;
+    }
+    if (dp_inject_resume(&t->in, 1, &err) < 0)
+        goto fatal;
+    dp_hist_add(&d->ev.stop, dp_now_ns() - t0);
+    d->ev.batches++;
+    d->ev.busy = 0;
+    return count;
+
+fatal:
+    if (t->alive && !dp_proc_exited(t->host_pid, t->host_start)) {
+        dp_error("process %d (task %d): eviction failed (%s); its threads are in an unknown ptrace state, so "
+                 "it is killed rather than left corrupt", (int)t->host_pid, t->id,
+                 err.msg[0] ? err.msg : "process changed");
+        kill(t->host_pid, SIGKILL);
+    }
+    dp_inject_close(&t->in); /* collects the exit of threads that died seized */
+    if (t->alive && dp_proc_exited(t->host_pid, t->host_start))
+        ev_lost(d, t);
+    t->inj_open = 0;
+    t->ownzap = NULL;
+    t->n_ownzap = 0;
+    d->ev.busy = 0;
+    return -1;
+}
+
+/* ==== when to evict ==== */
+
+/* Victims sorted by task, then address: one stop per task, runs adjacent. */
+static int cmp_key(const void *a, const void *b)
+{
+    const struct dp_evict_key *x = a, *y = b;
+    if (x->owner != y->owner)
+        return x->owner < y->owner ? -1 : 1;
+    return x->addr < y->addr ? -1 : x->addr > y->addr;
+}
+
+/* Called after every loop turn: one batch when above the high watermark
+ * (and until the low one is reached), so faults are served between batches. */
+void lz_ev_maybe(struct dp_lazyd *d)
+{
+    if (!d->ev.on || d->ev.busy || !d->finished || d->ev.put_wait > 0) /* no stop while acks are owed */
+        return;
+    uint64_t res = lz_ev_resident(d);
+    if (res > d->ev.max_resident)
+        d->ev.max_resident = res;
+    uint64_t now = dp_now_ns();
+    if (now < d->ev.backoff_until)
+        return;
+    uint64_t high = lz_ev_high(d), low = lz_ev_low(d);
+    if (res > high)
+        d->ev.active = 1;
+    if (!d->ev.active)
+        return;
+    if (res <= low) {
+        d->ev.active = 0;
+        return;
+    }
+    for (struct lz_task *t = d->tasks; t; t = t->next)
+        if (t->alive && t->shown_pid > 0 && !t->host_pid) {
+            lz_find_host_pids(d);
+            break;
+        }
+    lz_identify_children(d); /* forked children without a process yet (rate-limited) */
+    /* --evict-batch pages per stop; when faults outrun that (well above the
+     * budget), full batches, so the overshoot stays bounded */
+    uint64_t want = res - low;
+    size_t cap = res > high + d->ev.batch ? EV_MAX_BATCH : d->ev.batch;
+    size_t n = want < cap ? (size_t)want : cap;
+    struct dp_evict_key keys[EV_MAX_BATCH];
+    n = dp_evict_pick(&d->ev.pol, keys, n);
+    qsort(keys, n, sizeof(keys[0]), cmp_key);
+    int done = 0;
+    for (size_t i = 0; i < n;) {
+        size_t j = i;
+        uint64_t addr[EV_MAX_BATCH];
+        while (j < n && keys[j].owner == keys[i].owner) {
+            addr[j - i] = keys[j].addr;
+            j++;
+        }
+        struct lz_task *t = lz_task_by_id(d, keys[i].owner);
+        if (!t || !t->host_pid) {
+            for (size_t k = i; k < j; k++)
+                dp_evict_cancel(&d->ev.pol, keys[k].owner, keys[k].addr);
+        } else {
+            size_t nwb;
+            int c = ev_batch(d, t, addr, j - i, 0, &nwb);
+            done += c > 0 ? c : 0;
+        }
+        i = j;
+    }
+    if (!done)
+        d->ev.backoff_until = dp_now_ns() + 10 * 1000000ull; /* nothing evictable now */
+}
+
+/* ==== sync ==== */
+
+/* `sync`: writes back every modified resident page without evicting, so
+ * the page server holds the whole current state (docs/budget.md). */
+void dp_lazyd_sync(struct dp_lazyd *d, struct dp_sbuf *b)
+{
+    uint64_t t0 = dp_now_ns(), pages = 0, written = 0;
+    int tasks = 0, skipped = 0, failed = 0;
+    if (!d->ev.on) {
+        dp_sbuf_printf(b, "{\"error\": \"this restore has no --budget: nothing is tracked for write-back\"}\n");
+        return;
+    }
+    lz_find_host_pids(d);
+    while (d->ev.clean_inflight > 0) /* their pages are skipped while in flight */
+        lz_pump(d);
+    for (struct lz_task *t = d->tasks; t; t = t->next) {
+        if (!t->alive || !ev_managed(d, t))
+            continue;
+        if (!t->host_pid || ev_shared(d, t)) {
+            skipped++;
+            continue;
+        }
+        uint64_t total = dp_lazymap_pages(&t->map, DP_PG_RESIDENT), k = 0;
+        uint64_t *list = malloc((total ? total : 1) * sizeof(*list));
+        if (!list) {
+            failed++;
+            continue;
+        }
+        for (size_t r = 0; r < t->map.n && k < total; r++) {
+            struct dp_lazy_region *reg = &t->map.r[r];
+            for (uint64_t a = reg->start; a < reg->end && k < total; a += PG)
+                if (dp_pg_state(reg->pg[(a - reg->start) / PG]) == DP_PG_RESIDENT)
+                    list[k++] = a;
+        }
+        tasks++;
+        for (uint64_t i = 0; i < k && t->alive; i += d->ev.batch) {
+            size_t n = k - i < d->ev.batch ? (size_t)(k - i) : d->ev.batch, nwb = 0;
+            uint64_t errs = d->ev.wb_incomplete;
+            int c = ev_batch(d, t, list + i, n, 1, &nwb);
+            if (c < 0 || d->ev.wb_incomplete != errs) { /* a write-back failed or was abandoned */
+                failed++;
+                break;
+            }
+            pages += (uint64_t)c;
+            written += nwb;
+        }
+        free(list);
+    }
+    d->ev.syncs++;
+    d->ev.sync_pages += written;
+    json_t *o = json_pack("{s:i, s:I, s:I, s:i, s:i, s:o}", "tasks", tasks, "pages_checked", (json_int_t)pages,
+                          "pages_written_back", (json_int_t)written, "tasks_skipped", skipped, "tasks_failed",
+                          failed, "seconds", dp_json_fixed((double)(dp_now_ns() - t0) / 1e9, 3));
+    if (o && skipped &&
+        json_object_set_new(o, "note", json_string("skipped: forked address spaces sharing a checkpoint pid, or a "
+                                                   "task whose process was not found; see docs/budget.md")) < 0) {
+        json_decref(o);
+        o = NULL;
+    }
+    dp_sbuf_put_json(b, o);
+    dp_sbuf_printf(b, "\n");
+}
+
+/* ==== setup ==== */
+
+/* --budget needs a source that takes writes; the hash seed is random so
+ * no page content can be crafted to look clean. */
+int lz_ev_init(struct dp_lazyd *d)
+{
+    const struct dp_lazyd_opts *o = d->o;
+    if (!o->budget_pages && o->budget_frac <= 0)
+        return 0;
+    if (!dp_pagesrc_can_put(o->src)) {
+        dp_error("--budget needs a page server that takes write-backs (--source); %s cannot hold "
+                 "modified pages", o->src->desc);
+        return -1;
+    }
+    d->ev.on = 1;
+    d->ev.batch = o->evict_batch ? o->evict_batch : EV_MAX_BATCH;
+    if (d->ev.batch > EV_MAX_BATCH)
+        d->ev.batch = EV_MAX_BATCH;
+    uint64_t seed = 0;
+    if (getrandom(&seed, sizeof(seed), 0) != (ssize_t)sizeof(seed))
+        seed = dp_now_ns() * 0x9E3779B97F4A7C15ull ^ (uint64_t)getpid();
+    d->ev.seed = seed;
+    static const uint8_t zero[PG];
+    d->ev.zero_hash = dp_page_hash(seed, zero);
+    struct dp_evict_cfg cfg = {.protected_frac = 0.5, .ghost_max = 1u << 20, .hot_hint = 0};
+    if (dp_evict_init(&d->ev.pol, &cfg) < 0) {
+        dp_error("out of memory for the eviction policy");
+        return -1;
+    }
+    dp_vbuf_init(&d->ev.vb, o->vbuf_bytes ? o->vbuf_bytes : 8ull << 20);
+    return 0;
+}
+
+/* The policy and the victim buffer, once no write-back callback is owed. */
+void lz_ev_free(struct dp_lazyd *d)
+{
+    if (!d->ev.on)
+        return;
+    dp_evict_free(&d->ev.pol);
+    dp_vbuf_free(&d->ev.vb);
+    d->ev.on = 0;
+}

@@ -1,0 +1,146 @@
+"""Warm-up after a lazy restore (issue 16, docs/hotset.md "Warm-up"): real
+CRIU, real processes in the lab's namespaces, exact contents.
+
+- faults overtake a running warm-up: while writers fault on random pages, the
+  daemon's stats show faults served with thousands of warm-up pages still
+  queued, and never more warm-up in flight ahead of a fault than the window
+  allows (structure, not time);
+- a page the process writes during the warm-up is never overwritten by an
+  older background copy (memwalk checks every page's generation; forkmem's
+  exact digest);
+- the warm-up never pulls beyond a budget;
+- migrate's default warm-up ends with every page resident and the source
+  released."""
+
+import json
+import os
+
+import pytest
+
+import util
+from test_budget import checkpoint_and_serve, finish, memwalk
+from test_live import forkmem, live_state, start_forkmem, thaw_leftovers  # noqa: F401 (fixture)
+
+MIB = 1 << 20
+PG = 4096
+FORKMEM = os.path.join(util.BUILD, "forkmem")
+stats = util.lazy_stats
+
+
+@pytest.mark.time_limit(300)
+def test_faults_overtake_a_running_warmup_and_writes_survive_it(lab, procs, criu, tmp_path):
+    listen, key = checkpoint_and_serve(
+        procs, tmp_path,
+        [util.MEMWALK, "--mib", "64", "--threads", "2", "--write-ratio", "0.3", "--seed", "11"],
+        lambda: util.wait_until(lambda: util.memwalk_request(util.HOSTS["src"], host="src")["writes"] > 2000,
+                                60, "memwalk to write"))
+    workdir = tmp_path / "wd"
+    # capped so that the warm-up is still running while memwalk's writers
+    # fault on random pages: 64 MiB at 4 MB/s is ~16 s of warm-up
+    res = util.restore_json(procs, workdir, "--source", listen, "--key", key, "--warmup", "all",
+                            "--background-fetch", "4M")
+    assert res["warmup"] == "all", res
+    util.wait_until(lambda: stats(workdir)["warmup"]["faults_overtook"] >= 20, 60,
+                    "faults served during the warm-up")
+    w = stats(workdir)["warmup"]
+    print("\nwarm-up while faulting:", w)
+    assert w["mode"] == "all" and w["state"] == "running", w
+    # faults were served while most of the plan still waited behind them
+    assert w["max_queued_at_fault"] > 8000, w
+    # and never found more warm-up in flight ahead of them than the window
+    assert 0 < w["max_ahead_pages"] <= w["window_max"] * w["chunk_pages"], w
+    assert w["fault_during"]["count"] > 0, w
+    assert memwalk()["writes"] > 1000
+    # writes keep running until every page is here
+    util.wait_until(lambda: stats(workdir)["warmup"]["state"] == "done", 120, "the warm-up to finish")
+    s = stats(workdir)
+    assert s["total"]["remote_bytes"] == 0, s["total"]
+    assert s["warmup"]["source_needed"] is False, s["warmup"]
+    assert s["warmup"]["pages_moved"] > 1000, s["warmup"]
+    st = memwalk()
+    assert st["errors"] == 0 and st["bad_bytes"] == 0, st
+    v = memwalk("VERIFY", timeout=300)
+    assert v["verify_pages"] == 64 * 256 and v["verify_errors"] == 0, v
+    final = finish(res, workdir)
+    assert final["total"]["eexist"] == 0, final["total"]
+
+
+@pytest.mark.time_limit(300)
+def test_warmup_never_pulls_beyond_the_budget(lab, procs, criu, tmp_path):
+    listen, key = checkpoint_and_serve(
+        procs, tmp_path, [FORKMEM, "--mib", "64", "--port", 7071, "--seed", 4],
+        lambda: util.wait_forkmem("src"))
+    workdir = tmp_path / "wd"
+    budget = 16 * MIB
+    res = util.restore_json(procs, workdir, "--source", listen, "--key", key, "--warmup", "all",
+                            "--budget", "16M")
+    # nobody touches the memory: only the warm-up brings pages in
+    util.wait_until(lambda: stats(workdir)["warmup"]["state"] == "done", 60, "the warm-up to stop")
+    s = stats(workdir)
+    w, b = s["warmup"], s["budget"]
+    print("\nwarm-up under a budget:", w, b)
+    assert "budget" in w["done_reason"], w
+    assert w["budget_pages"] == budget // PG, w
+    assert 0 < w["bytes_moved"] <= budget, w
+    assert b["evictions"] == 0, b  # it never pushed the process over the budget
+    assert b["max_resident_bytes"] <= budget, b
+    assert w["source_needed"] is True, w
+    # the memory is intact (the rest arrives by faults, under the budget)
+    assert forkmem("dst", "VERIFY", timeout=120)["errors"] == 0
+    finish(res, workdir)
+
+
+@pytest.mark.time_limit(240)
+def test_migrate_default_warmup_makes_everything_resident_and_releases_the_source(lab, procs, criu, tmp_path,
+                                                                                  thaw_leftovers):  # noqa: F811
+    src = start_forkmem(procs, tmp_path, mib=32)
+    digest = forkmem("src", "SUM")["sum"]
+    workdir = tmp_path / "mig"
+    thaw_leftovers.append(workdir / "src")
+    res = json.loads(util.distriproc("migrate", "--pid", src, "--workdir", workdir, "--port", 7341,
+                                     "--from", "memory", "--json", timeout=120).stdout)
+    procs.track(res["pid"])
+    procs.track(res["daemon_pid"])
+    assert res["warmup"] == "all", res
+    dst = workdir / "dst"
+    util.wait_until(lambda: stats(dst)["warmup"]["state"] == "done", 60, "the warm-up to finish")
+    s = stats(dst)
+    assert s["warmup"]["source_needed"] is False, s["warmup"]
+    assert s["total"]["remote_bytes"] == 0, s["total"]
+    assert s["warmup"]["pages_moved"] > 32 * 256 // 2, s["warmup"]
+    util.wait_until(lambda: live_state(workdir / "src")["state"] == "released", 60, "the source to be released")
+    util.wait_gone(src, timeout=20)
+    assert "the source holds nothing more" in (dst / "lazyd.log").read_text()
+    # every byte arrived: the digest is exact, and writes stick
+    assert forkmem("dst", "SUM")["sum"] == digest
+    assert forkmem("dst", "WRITE 7")["pages_written"] > 0
+    assert forkmem("dst", "VERIFY")["errors"] == 0
+    util.distriproc("migrate", "--stop", "--workdir", workdir, timeout=60)
+
+
+@pytest.mark.time_limit(240)
+def test_warmup_hot_moves_the_classified_mappings_only(lab, procs, criu, tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    pid = util.start_container(procs, "src", [util.MEMWALK, "--mib", "32", "--threads", "1", "--seed", "12"],
+                               tmp_path / "src.pid")
+    util.wait_until(lambda: util.memwalk_request(util.HOSTS["src"], host="src")["ops"] > 1000, 60, "memwalk")
+    # per-mapping heat, sampled while memwalk walks its area
+    util.distriproc("checkpoint", "--host", "src", "--pid", pid, "--images", images, "--classify", "1",
+                    timeout=120)
+    util.wait_gone(pid, timeout=20)
+    key = tmp_path / "key"
+    util.distriproc("keygen", key)
+    listen = util.serve_images(procs, images, key, 7342)
+    workdir = tmp_path / "wd"
+    res = util.restore_json(procs, workdir, "--source", listen, "--key", key, "--warmup", "hot")
+    util.wait_until(lambda: stats(workdir)["warmup"]["state"] == "done", 60, "the warm-up to finish")
+    w = stats(workdir)["warmup"]
+    print("\nwarm-up hot:", w)
+    # the plan is the classification's hot mappings, nothing else
+    assert w["pages_planned_heat"] >= 32 * 256 and w["pages_planned_rest"] == 0, w
+    assert w["pages_moved"] <= w["pages_planned_heat"] + w["pages_planned_trace"], w
+    assert "hot set" in w["done_reason"] and w["source_needed"] is True, w
+    v = memwalk("VERIFY", timeout=120)
+    assert v["verify_errors"] == 0, v
+    finish(res, workdir)
