@@ -32,6 +32,8 @@
 /* Install-hash flags (aux of a task's hash map entry, keyed by image page). */
 #define DP_HASH_ALWAYS_DIRTY 1u  /* the server does not hold what the process has */
 #define DP_HASH_PUT_INFLIGHT 2u  /* a background write-back of the page awaits its ack */
+#define DP_HASH_WP 4u            /* installed write-protected: DP_HASH_WRITTEN says if it is dirty (lazyd_wp.c) */
+#define DP_HASH_WRITTEN 8u       /* a write-protect fault came since the install or the last write-back */
 
 /* Most pages pinned for a process's arguments and environment (ARG_MAX-sized
  * areas are 2 MiB at most with an 8 MiB stack limit: 512 pages). */

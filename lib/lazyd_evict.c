@@ -4,17 +4,26 @@
  * lz_ev_maybe picks victims and evicts them in batches: stop the process,
  * drain its events, read and hash the pages, write back the modified ones
  * through the page source, zap them, resume. `sync` writes back without
- * evicting. */
+ * evicting. Victims installed write-protected and not written since
+ * (lazyd_wp.c) leave through the task's eviction helper instead
+ * (lib/ehelper.h: UFFDIO_MOVE inside the process, no thread stopped, no
+ * write-back, no comparison), and written ones are cleaned without a stop
+ * first; the stop path stays for pages the helper cannot move (EBUSY:
+ * shared after fork, pinned, KSM), written pages beyond the budget's slack,
+ * untracked pages and tasks without a helper. The first stop of a task
+ * installs its helper (issue 13). */
 #include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <sys/random.h>
+#include <sys/uio.h>
 
 #include "lazy_tasks.h"
 #include "lazyd_int.h"
 #include "wbwait.h"
+#include "wptrack.h"
 
 #define EV_MAX_BATCH 256
 #define EV_ALWAYS_DIRTY DP_HASH_ALWAYS_DIRTY /* the server does not hold what the process has */
@@ -43,7 +52,7 @@ static int ev_pinned(const struct lz_task *t, uint64_t addr)
  * server's (a zero page after the application's drop, an EEXIST of unknown
  * content), so it is written back whatever it holds. */
 void lz_ev_installed(struct dp_lazyd *d, struct lz_task *t, uint64_t addr, uint64_t img, const uint8_t *page,
-                         int always_dirty)
+                         int always_dirty, int wp)
 {
     if (!ev_managed(d, t))
         return;
@@ -57,7 +66,7 @@ void lz_ev_installed(struct dp_lazyd *d, struct lz_task *t, uint64_t addr, uint6
     struct dp_page_hash h = page ? dp_page_hash(d->ev.seed, page) : d->ev.zero_hash;
     e->value = h.lo;
     e->value2 = h.hi;
-    e->aux = always_dirty ? 1 : 0;
+    e->aux = always_dirty ? EV_ALWAYS_DIRTY : wp ? DP_HASH_WP : 0;
     if (!ev_pinned(t, addr)) /* a page without a policy record is never picked */
         dp_evict_record_install(&d->ev.pol, t->id, addr, dp_now_ns());
 }
@@ -125,6 +134,11 @@ void lz_ev_task_new(struct dp_lazyd *d, struct lz_task *t)
  * the batch closes it), its records and buffered copies go. */
 void lz_ev_task_gone(struct dp_lazyd *d, struct lz_task *t)
 {
+    if (t->eh_state == 1) { /* the channel closes; its mappings go with the process */
+        struct dp_err err = {{0}};
+        dp_ehelper_teardown(&t->eh, NULL, &err);
+        t->eh_state = -1;
+    }
     if (t->inj_open && !(d->ev.busy && d->ev.cur == t)) {
         dp_inject_close(&t->in);
         t->inj_open = 0;
@@ -214,9 +228,11 @@ static void ev_clean_cb(void *cookie, int status, const char *errmsg)
              * became meanwhile: the hash compares against the server's copy) */
             e->value = c->h[i].lo;
             e->value2 = c->h[i].hi;
-            e->aux = 0;
+            e->aux &= DP_HASH_WP | DP_HASH_WRITTEN; /* a write since the re-protect stays marked */
         } else {
             e->aux &= ~EV_PUT_INFLIGHT;
+            if (e->aux & DP_HASH_WP)
+                e->aux |= DP_HASH_WRITTEN; /* what the server holds is older: write it again */
         }
     }
     if (status == 0) {
@@ -224,6 +240,57 @@ static void ev_clean_cb(void *cookie, int status, const char *errmsg)
         dp_hist_add(&d->ev.wb_lat, dp_now_ns() - c->t0);
     }
     free(c);
+}
+
+/* Background write-back of the nd dirty ones of m pages whose bytes are in
+ * buf (one PUT through the page source, acknowledged later in ev_clean_cb):
+ * their eviction is cancelled (keep[i] = 0) and their entries marked
+ * EV_PUT_INFLIGHT. 1 if submitted, 0 if not (the source takes no PUT, its
+ * limit, no memory, a send failure). */
+static int ev_clean_submit(struct dp_lazyd *d, struct lz_task *t, size_t m, size_t nd, const uint8_t *dirty,
+                           const uint64_t *img, const uint64_t *va, const uint8_t *buf,
+                           const struct dp_page_hash *now_h, uint8_t *keep)
+{
+    struct dp_pagesrc *src = d->o->src;
+    if (!dp_pagesrc_can_put(src) || dp_pagesrc_put_max(src) < nd)
+        return 0;
+    struct ev_clean *c = calloc(1, sizeof(*c));
+    if (!c)
+        return 0;
+    uint64_t wimg[EV_MAX_BATCH];
+    const uint8_t *wdata[EV_MAX_BATCH];
+    size_t k = 0;
+    c->d = d;
+    c->task_id = t->id;
+    for (size_t i = 0; i < m; i++) {
+        if (!dirty[i])
+            continue;
+        wimg[k] = img[i];
+        wdata[k] = buf + i * PG;
+        c->img[k] = img[i];
+        c->h[k] = now_h[i];
+        k++;
+    }
+    c->n = (uint32_t)k;
+    c->t0 = dp_now_ns();
+    struct dp_err perr = {{0}};
+    if (dp_pagesrc_put(src, t->pid, wimg, wdata, (uint32_t)k, ev_clean_cb, c, &perr) != 0) {
+        free(c);
+        return 0;
+    }
+    d->ev.clean_inflight++;
+    d->ev.clean_requests++;
+    for (size_t i = 0; i < m; i++) {
+        if (!dirty[i])
+            continue;
+        struct dp_pmap_entry *e = dp_pmap_find(&t->hash, 0, img[i]);
+        if (e)
+            e->aux |= EV_PUT_INFLIGHT;
+        keep[i] = 0;
+        dp_evict_cancel(&d->ev.pol, t->id, va[i]);
+        d->ev.cancels++;
+    }
+    return 1;
 }
 
 /* ==== write-back inside a stop ==== */
@@ -246,7 +313,12 @@ static int ev_ensure(void *arg, uint64_t addr, uint64_t len)
     struct lz_task *t = arg;
     if (!t->alive || !len)
         return -1;
-    return dp_pagemap_present(t->host_pid, addr, len) == 1 ? 0 : -1;
+    if (dp_pagemap_present(t->host_pid, addr, len) != 1)
+        return -1;
+    for (uint64_t p = addr & ~(PG - 1); p < addr + len; p += PG)
+        if (lz_wp_release(t->d, t, p) < 0)
+            return -1;
+    return 0;
 }
 
 /* A write-back's ack inside a stop: one fewer to wait for. */
@@ -330,6 +402,277 @@ static void ev_lost(struct dp_lazyd *d, struct lz_task *t)
         t->host_pid = 0;
 }
 
+/* ======================================================================
+ * Dirty or clean, and the eviction helper (issue 13)
+ * ====================================================================== */
+
+/* Which of the m pages read in a stop (buf) differ from what the server
+ * holds. A page installed write-protected needs no comparison: it is dirty
+ * iff a write-protect fault marked it; a dirty one is protected again here
+ * (its threads are stopped, so no write falls between this read and the
+ * protect) and unmarked, so a write after the stop marks it again. Other
+ * pages are compared with their install hash. now_h: hash of the bytes read. */
+static void ev_dirty(struct dp_lazyd *d, struct lz_task *t, const uint8_t *buf, size_t m, const uint64_t *va,
+                     const uint64_t *img, const struct dp_page_hash *hs, const uint8_t *wpa, uint8_t *dirty,
+                     struct dp_page_hash *now_h)
+{
+    for (size_t i = 0; i < m; i++) {
+        if (!(wpa[i] & DP_HASH_WP)) {
+            dp_dirty_check(d->ev.seed, buf + i * PG, 1, &hs[i], &dirty[i], &now_h[i]);
+            /* tracked from now on (zero pages, EEXIST, a fork's pages): the
+             * threads are stopped, so nothing is written between the read
+             * the comparison or write-back uses and the protect */
+            struct dp_pmap_entry *e = t->wp == 1 ? dp_pmap_find(&t->hash, 0, img[i]) : NULL;
+            if (e && dp_wp_protect(t->uffd, va[i], PG, 1) == 0)
+                e->aux = (e->aux | DP_HASH_WP) & ~DP_HASH_WRITTEN;
+            continue;
+        }
+        dirty[i] = (wpa[i] & DP_HASH_WRITTEN) != 0;
+        if (!dirty[i]) {
+            now_h[i] = hs[i];
+            d->ev.clean_drops++;
+            continue;
+        }
+        now_h[i] = dp_page_hash(d->ev.seed, buf + i * PG);
+        struct dp_pmap_entry *e = dp_pmap_find(&t->hash, 0, img[i]);
+        if (e && dp_wp_protect(t->uffd, va[i], PG, 1) == 0)
+            e->aux &= ~DP_HASH_WRITTEN;
+        else if (e)
+            e->aux &= ~DP_HASH_WP; /* not protected again: compare contents from now on */
+    }
+}
+
+/* The helper's install waits for its first answer serving the loop, as
+ * inject's waits do (ev_pump); the descriptor is polled by the loop anyway. */
+static int ev_eh_pump(void *arg, int fd)
+{
+    (void)fd;
+    return ev_pump(arg);
+}
+
+/* Installs t's eviction helper inside a stop (its threads are stopped), or
+ * says why it has none: the ptrace path then stays its only path. */
+static void ev_helper_install(struct dp_lazyd *d, struct lz_task *t)
+{
+    struct dp_err err = {{0}};
+    for (size_t i = 0; i < t->in.n; i++)
+        if (t->in.t[i].group_stop)
+            return; /* stopped by job control: try again in a later stop */
+    t->eh_state = -1;
+    if (dp_ehelper_install(&t->eh, &t->in, ev_eh_pump, t, &err) < 0) {
+        dp_info("pid %d: no eviction helper (%s); its evictions stop its threads", t->shown_pid, err.msg);
+        return;
+    }
+    t->eh_state = 1;
+    d->ev.helper_tasks++;
+    dp_debug("pid %d: eviction helper thread %d installed", t->shown_pid, (int)t->eh.tid);
+}
+
+/* A victim the helper may take: resident, installed write-protected and not
+ * written since (the server holds exactly it: no write-back), no fetch or
+ * write-back of it outstanding, not pinned, not a thread's rseq area. */
+static int ev_helper_takes(struct lz_task *t, uint64_t addr)
+{
+    struct dp_lazy_region *reg;
+    uint8_t *pg = dp_lazymap_page(&t->map, addr, &reg);
+    if (!pg || dp_pg_state(*pg) != DP_PG_RESIDENT || ev_pinned(t, addr))
+        return 0;
+    uint64_t im = reg->img + (addr - reg->start);
+    struct dp_pmap_entry *e = dp_pmap_find(&t->hash, 0, im);
+    if (!e || e->aux != DP_HASH_WP || lz_find_req(t, im))
+        return 0;
+    for (size_t k = 0; k < t->eh_nrseq; k++)
+        if (t->eh_rseq[k] == addr)
+            return 0;
+    return 1;
+}
+
+/* qsort order of run-time addresses (the stop path takes them sorted). */
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The page left the process (moved by the helper): REMOTE, a ghost for the
+ * policy, and its bytes (when read) in the victim buffer. */
+static void ev_gone(struct dp_lazyd *d, struct lz_task *t, uint64_t addr, const uint8_t *bytes, uint64_t now)
+{
+    uint8_t *pg = dp_lazymap_page(&t->map, addr, NULL);
+    if (pg && dp_pg_state(*pg) == DP_PG_RESIDENT)
+        dp_lazymap_set(&t->map, pg, DP_PG_REMOTE, 0);
+    dp_evict_done(&d->ev.pol, t->id, addr, now);
+    if (bytes)
+        dp_vbuf_put(&d->ev.vb, t->id, addr, bytes);
+}
+
+/* Written write-protected victims of a task with a helper, within the
+ * budget's slack: cleaned without a stop. Each is protected again first and
+ * unmarked, then read through /proc/PID/mem (which fails with EIO instead of
+ * waiting on our own uffd if the application dropped it meanwhile), and all
+ * go in one background PUT; once acknowledged they are clean and the helper
+ * evicts them. A write after the protect faults and marks the page again,
+ * so a write racing the read is written back the next time. The victims
+ * left for the other paths stay in addr[0..*n), sorted. */
+static void ev_clean_nostop(struct dp_lazyd *d, struct lz_task *t, uint64_t *addr, size_t *n)
+{
+    if (t->eh_state != 1 || !t->inj_open || t->wp != 1 || ev_shared(d, t) ||
+        lz_ev_resident(d) > lz_ev_high(d) + d->ev.batch)
+        return;
+    static uint8_t buf[EV_MAX_BATCH * PG] __attribute__((aligned(PG)));
+    uint64_t va[EV_MAX_BATCH], img[EV_MAX_BATCH];
+    struct dp_page_hash h[EV_MAX_BATCH];
+    uint8_t dirty[EV_MAX_BATCH], keep[EV_MAX_BATCH];
+    struct dp_pmap_entry *ent[EV_MAX_BATCH];
+    size_t m = 0, rest = 0;
+    for (size_t i = 0; i < *n; i++) {
+        uint64_t a = addr[i];
+        struct dp_lazy_region *reg;
+        uint8_t *pg = dp_lazymap_page(&t->map, a, &reg);
+        uint64_t im = pg ? reg->img + (a - reg->start) : 0;
+        struct dp_pmap_entry *e = pg ? dp_pmap_find(&t->hash, 0, im) : NULL;
+        int rseq = 0;
+        for (size_t k = 0; k < t->eh_nrseq && !rseq; k++)
+            rseq = t->eh_rseq[k] == a;
+        if (!pg || dp_pg_state(*pg) != DP_PG_RESIDENT || !e || e->aux != (DP_HASH_WP | DP_HASH_WRITTEN) ||
+            lz_find_req(t, im) || ev_pinned(t, a) || rseq || dp_wp_protect(t->uffd, a, PG, 1) < 0) {
+            addr[rest++] = a;
+            continue;
+        }
+        e->aux &= ~DP_HASH_WRITTEN; /* after the protect: a later write marks it again */
+        if (dp_inject_read(&t->in, a, buf + m * PG, PG) < 0) {
+            e->aux |= DP_HASH_WRITTEN; /* gone or unreadable: the stop path looks at it */
+            addr[rest++] = a;
+            continue;
+        }
+        va[m] = a;
+        img[m] = im;
+        ent[m] = e;
+        h[m] = dp_page_hash(d->ev.seed, buf + m * PG);
+        dirty[m] = 1;
+        m++;
+    }
+    if (m && ev_clean_submit(d, t, m, m, dirty, img, va, buf, h, keep)) {
+        d->ev.nostop_cleaned += m;
+    } else {
+        for (size_t j = 0; j < m; j++) {
+            ent[j]->aux |= DP_HASH_WRITTEN;
+            addr[rest++] = va[j];
+        }
+        qsort(addr, rest, sizeof(addr[0]), cmp_u64);
+    }
+    *n = rest;
+}
+
+/* For a task with a helper, victims the stop path would only cancel (no
+ * longer resident, a fetch or a background write-back of them outstanding,
+ * pinned meanwhile) are cancelled here: no stop for nothing. */
+static void ev_prune(struct dp_lazyd *d, struct lz_task *t, uint64_t *addr, size_t *n)
+{
+    if (t->eh_state != 1)
+        return;
+    size_t rest = 0;
+    for (size_t i = 0; i < *n; i++) {
+        struct dp_lazy_region *reg;
+        uint8_t *pg = dp_lazymap_page(&t->map, addr[i], &reg);
+        uint64_t im = pg ? reg->img + (addr[i] - reg->start) : 0;
+        struct dp_pmap_entry *e = pg ? dp_pmap_find(&t->hash, 0, im) : NULL;
+        if (pg && dp_pg_state(*pg) == DP_PG_RESIDENT && e && !(e->aux & EV_PUT_INFLIGHT) && !lz_find_req(t, im) &&
+            !ev_pinned(t, addr[i])) {
+            addr[rest++] = addr[i];
+            continue;
+        }
+        dp_evict_cancel(&d->ev.pol, t->id, addr[i]);
+        d->ev.cancels++;
+    }
+    *n = rest;
+}
+
+/* The helper path over the sorted victims addr[0..*n): the clean
+ * write-protected ones are moved out by the helper, no thread stopped.
+ * The daemon does not pump meanwhile: MOVE never waits for it (faults,
+ * REMOVE and fork events release mmap_lock before they wait; a changing mm
+ * gives EAGAIN), and a page that faults after its move is REMOTE by the time
+ * the fault is read. On return addr[0..*n) holds, sorted, the victims left
+ * for the stop path (written, untracked, or refused: EBUSY...). Returns the
+ * pages evicted. Only clean pages are moved, so even a helper that fails
+ * mid-way loses nothing: every page it was asked for is taken as gone (a
+ * present one refetched meets EEXIST, which the fault path handles). */
+static size_t ev_helper(struct dp_lazyd *d, struct lz_task *t, uint64_t *addr, size_t *n)
+{
+    if (t->eh_state != 1 || !t->alive || !dp_ehelper_runnable(&t->eh))
+        return 0;
+    struct dp_eh_run runs[EV_MAX_BATCH];
+    uint64_t asked[EV_MAX_BATCH];
+    size_t nr = 0, na = 0, rest = 0;
+    for (size_t i = 0; i < *n; i++) {
+        uint64_t a = addr[i];
+        int join = nr && runs[nr - 1].src + (uint64_t)runs[nr - 1].npages * PG == a;
+        if (!ev_helper_takes(t, a) || (!join && nr == DP_EH_MAX_RUNS)) {
+            addr[rest++] = a;
+            continue;
+        }
+        asked[na++] = a;
+        if (join)
+            runs[nr - 1].npages++;
+        else
+            runs[nr++] = (struct dp_eh_run){.src = a, .npages = 1};
+    }
+    if (!na)
+        return 0;
+    struct dp_err err = {{0}};
+    uint64_t t0 = dp_now_ns();
+    if (dp_ehelper_move(&t->eh, runs, nr, NULL, NULL, &err) < 0) {
+        dp_warn("pid %d: eviction helper failed (%s); its evictions stop its threads from now on", t->shown_pid,
+                err.msg);
+        for (size_t i = 0; i < na; i++)
+            ev_gone(d, t, asked[i], NULL, t0);
+        d->ev.helper_failures++;
+        dp_ehelper_teardown(&t->eh, NULL, &err);
+        t->eh_state = -1;
+        *n = rest;
+        return na;
+    }
+    /* keep the moved bytes for refaults: one process_vm_readv of scratch */
+    static uint8_t buf[EV_MAX_BATCH * PG] __attribute__((aligned(PG)));
+    struct iovec loc[EV_MAX_BATCH], rem[EV_MAX_BATCH];
+    uint64_t moved[EV_MAX_BATCH];
+    size_t nm = 0;
+    for (size_t r = 0; r < nr; r++) {
+        for (uint32_t j = 0; j < runs[r].npages; j++) {
+            uint64_t a = runs[r].src + (uint64_t)j * PG;
+            if (j >= runs[r].moved) {
+                addr[rest++] = a;
+                d->ev.helper_fallback++;
+                d->ev.helper_busy += runs[r].err == EBUSY;
+                continue;
+            }
+            loc[nm] = (struct iovec){buf + nm * PG, PG};
+            rem[nm] = (struct iovec){(void *)(uintptr_t)(runs[r].scratch + (uint64_t)j * PG), PG};
+            moved[nm++] = a;
+        }
+    }
+    int have = nm && process_vm_readv(t->host_pid, loc, nm, rem, nm, 0) == (ssize_t)(nm * PG);
+    uint64_t now = dp_now_ns();
+    for (size_t i = 0; i < nm; i++)
+        ev_gone(d, t, moved[i], have ? buf + i * PG : NULL, now);
+    if (dp_ehelper_drop(&t->eh, NULL, NULL, &err) < 0) {
+        dp_warn("pid %d: eviction helper: %s; its evictions stop its threads from now on", t->shown_pid, err.msg);
+        d->ev.helper_failures++;
+        dp_ehelper_teardown(&t->eh, NULL, &err);
+        t->eh_state = -1;
+    }
+    dp_hist_add(&d->ev.helper_call, dp_now_ns() - t0);
+    d->ev.helper_batches++;
+    d->ev.helper_pages += nm;
+    d->ev.clean_drops += nm;
+    d->ev.evictions += nm;
+    t->evictions += nm;
+    qsort(addr, rest, sizeof(addr[0]), cmp_u64);
+    *n = rest;
+    return nm;
+}
+
 /* One batch's victims, from the pick to the zap; index i is one page. */
 struct ev_victims {
     size_t m;                                /* pages ev_select kept */
@@ -392,6 +735,8 @@ static int ev_stop(struct dp_lazyd *d, struct lz_task *t, const uint64_t *addr, 
         return 0;
     }
     lz_handle_uffd(d, t); /* drain: every event from before the stop is applied */
+    if (t->alive && !sync && t->eh_state == 0 && d->ev.helper_on)
+        ev_helper_install(d, t); /* once per task, while its threads are stopped anyway */
     return t->alive ? 1 : -1;
 }
 
@@ -404,12 +749,16 @@ static void ev_select(struct dp_lazyd *d, struct lz_task *t, const uint64_t *add
                       struct ev_victims *v)
 {
     struct dp_page_hash hs[EV_MAX_BATCH];
-    uint8_t always[EV_MAX_BATCH];
+    uint8_t always[EV_MAX_BATCH], wpa[EV_MAX_BATCH];
     /* A thread's rseq area must stay readable for the next injection: a
      * stopped thread (SIGSTOP, a debugger) never faults it back in, and an
      * absent one reads as "maybe inside a critical section" for good. */
     uint64_t rseq_pg[64];
     size_t nrseq = sync ? 0 : dp_inject_rseq_pages(&t->in, rseq_pg, 64);
+    if (!sync) { /* the helper keeps its hands off them too */
+        memcpy(t->eh_rseq, rseq_pg, nrseq * sizeof(rseq_pg[0]));
+        t->eh_nrseq = nrseq;
+    }
     size_t m = 0;
     for (size_t i = 0; i < n; i++) {
         struct dp_lazy_region *reg;
@@ -432,6 +781,7 @@ static void ev_select(struct dp_lazyd *d, struct lz_task *t, const uint64_t *add
         hs[m].lo = e->value;
         hs[m].hi = e->value2;
         always[m] = (e->aux & EV_ALWAYS_DIRTY) != 0;
+        wpa[m] = (uint8_t)(e->aux & (DP_HASH_WP | DP_HASH_WRITTEN));
         m++;
     }
     if (m && dp_inject_read_pages(&t->in, v->va, m, v->buf) < 0) {
@@ -440,7 +790,7 @@ static void ev_select(struct dp_lazyd *d, struct lz_task *t, const uint64_t *add
             dp_evict_cancel(&d->ev.pol, t->id, v->va[i]);
         m = 0;
     }
-    dp_dirty_check(d->ev.seed, v->buf, m, hs, v->dirty, v->now_h);
+    ev_dirty(d, t, v->buf, m, v->va, v->img, hs, wpa, v->dirty, v->now_h);
     v->nd = 0;
     for (size_t i = 0; i < m; i++) {
         v->keep[i] = 1;
@@ -462,44 +812,9 @@ static void ev_select(struct dp_lazyd *d, struct lz_task *t, const uint64_t *add
  * stop. -1 when the process died meanwhile. */
 static int ev_write_back(struct dp_lazyd *d, struct lz_task *t, struct ev_victims *v, int sync, size_t *nwb)
 {
-    struct dp_pagesrc *src = d->o->src;
-    if (v->nd && !sync && !ev_shared(d, t) && dp_pagesrc_can_put(src) &&
-        lz_ev_resident(d) <= lz_ev_high(d) + d->ev.batch) {
-        /* within the slack: clean in the background, evict the clean ones now */
-        struct ev_clean *c = calloc(1, sizeof(*c));
-        size_t k = 0;
-        if (c && dp_pagesrc_put_max(src) >= v->nd) {
-            c->d = d;
-            c->task_id = t->id;
-            for (size_t i = 0; i < v->m; i++) {
-                if (!v->dirty[i])
-                    continue;
-                c->img[k] = v->img[i];
-                c->h[k] = v->now_h[i];
-                k++;
-            }
-            c->n = (uint32_t)k;
-            c->t0 = dp_now_ns();
-            struct dp_err perr = {{0}};
-            if (dp_pagesrc_put(src, t->pid, v->wimg, v->wdata, (uint32_t)v->nd, ev_clean_cb, c, &perr) == 0) {
-                d->ev.clean_inflight++;
-                d->ev.clean_requests++;
-                for (size_t i = 0; i < v->m; i++) {
-                    if (!v->dirty[i])
-                        continue;
-                    struct dp_pmap_entry *e = dp_pmap_find(&t->hash, 0, v->img[i]);
-                    if (e)
-                        e->aux |= EV_PUT_INFLIGHT;
-                    v->keep[i] = 0;
-                    dp_evict_cancel(&d->ev.pol, t->id, v->va[i]);
-                    d->ev.cancels++;
-                }
-                v->nd = 0;
-                c = NULL;
-            }
-        }
-        free(c);
-    }
+    if (v->nd && !sync && !ev_shared(d, t) && lz_ev_resident(d) <= lz_ev_high(d) + d->ev.batch &&
+        ev_clean_submit(d, t, v->m, v->nd, v->dirty, v->img, v->va, v->buf, v->now_h, v->keep))
+        v->nd = 0; /* within the slack: cleaned in the background, the clean ones are evicted now */
     if (!v->nd)
         return 0;
     int ok = 0;
@@ -534,7 +849,7 @@ static int ev_write_back(struct dp_lazyd *d, struct lz_task *t, struct ev_victim
         if (e) {
             e->value = v->now_h[i].lo;
             e->value2 = v->now_h[i].hi;
-            e->aux = 0;
+            e->aux &= DP_HASH_WP | DP_HASH_WRITTEN; /* a write during the ack wait stays marked */
         }
         (*nwb)++;
     }
@@ -717,8 +1032,11 @@ void lz_ev_maybe(struct dp_lazyd *d)
             for (size_t k = i; k < j; k++)
                 dp_evict_cancel(&d->ev.pol, keys[k].owner, keys[k].addr);
         } else {
-            size_t nwb;
-            int c = ev_batch(d, t, addr, j - i, 0, &nwb);
+            size_t nwb, left = j - i;
+            ev_clean_nostop(d, t, addr, &left);
+            done += (int)ev_helper(d, t, addr, &left);
+            ev_prune(d, t, addr, &left);
+            int c = left ? ev_batch(d, t, addr, left, 0, &nwb) : 0;
             done += c > 0 ? c : 0;
         }
         i = j;
@@ -805,6 +1123,11 @@ int lz_ev_init(struct dp_lazyd *d)
         return -1;
     }
     d->ev.on = 1;
+    /* DISTRIPROC_EVICT_HELPER=off keeps every eviction on the stop path (to
+     * compare both in one bench, or if a workload misbehaves with a helper
+     * thread); write-protect tracking stays on */
+    const char *eh = getenv("DISTRIPROC_EVICT_HELPER");
+    d->ev.helper_on = !(eh && !strcmp(eh, "off"));
     d->ev.batch = o->evict_batch ? o->evict_batch : EV_MAX_BATCH;
     if (d->ev.batch > EV_MAX_BATCH)
         d->ev.batch = EV_MAX_BATCH;
@@ -828,6 +1151,16 @@ void lz_ev_free(struct dp_lazyd *d)
 {
     if (!d->ev.on)
         return;
+    for (struct lz_task *t = d->tasks; t; t = t->next) {
+        if (t->eh_state != 1)
+            continue;
+        /* no helper thread, scratch or descriptor stays in a process the
+         * daemon leaves (a later checkpoint would dump them) */
+        struct dp_err err = {{0}};
+        if (dp_ehelper_teardown(&t->eh, t->alive && t->inj_open ? &t->in : NULL, &err) < 0)
+            dp_warn("pid %d: removing the eviction helper: %s", t->shown_pid, err.msg);
+        t->eh_state = -1;
+    }
     dp_evict_free(&d->ev.pol);
     dp_vbuf_free(&d->ev.vb);
     d->ev.on = 0;

@@ -64,7 +64,10 @@ void lz_handle_uffd(struct dp_lazyd *d, struct lz_task *t)
             struct uffd_msg *m = &msgs[i];
             switch (m->event) {
             case UFFD_EVENT_PAGEFAULT:
-                handle_fault(d, t, m->arg.pagefault.address, now);
+                if (m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP)
+                    lz_wp_fault(d, t, m->arg.pagefault.address);
+                else
+                    handle_fault(d, t, m->arg.pagefault.address, now);
                 break;
             case UFFD_EVENT_FORK:
                 t->c.ev_fork++;
@@ -222,7 +225,7 @@ static void fault_zero(struct dp_lazyd *d, struct lz_task *t, uint64_t page, uin
             dp_lazymap_set(&t->map, pg, DP_PG_RESIDENT, 0);
             struct dp_lazy_region *reg;
             if (dp_lazymap_page(&t->map, page, &reg))
-                lz_ev_installed(d, t, page, reg->img + (page - reg->start), NULL, 1);
+                lz_ev_installed(d, t, page, reg->img + (page - reg->start), NULL, 1, 0);
         }
         t->c.zero_pages += oc == DP_UFFD_DONE;
         t->c.faults_zero++;
@@ -504,7 +507,8 @@ static void install(struct dp_lazyd *d, struct lz_req *r)
             run = (uint32_t)((pa - cur) / PG);
         }
         uint64_t done = 0;
-        int rc = dp_uffd_copy(t->uffd, cur, r->f.buf + (size_t)i * PG, (uint64_t)run * PG, &done);
+        int wp = 0;
+        int rc = lz_wp_copy(d, t, cur, r->f.buf + (size_t)i * PG, (uint64_t)run * PG, &done, &wp);
         uint32_t k = (uint32_t)(done / PG);
         if (k > run)
             k = run;
@@ -518,7 +522,8 @@ static void install(struct dp_lazyd *d, struct lz_req *r)
             else
                 t->c.pages_fetched++;
             dp_lazymap_set(&t->map, &pg[j], DP_PG_RESIDENT, fl & (DP_PGF_PREFETCH | DP_PGF_BACKGROUND));
-            lz_ev_installed(d, t, cur + (uint64_t)j * PG, img + (uint64_t)j * PG, r->f.buf + (size_t)(i + j) * PG, 0);
+            lz_ev_installed(d, t, cur + (uint64_t)j * PG, img + (uint64_t)j * PG, r->f.buf + (size_t)(i + j) * PG, 0,
+                            wp);
         }
         r->done_pages += k;
         enum dp_uffd_outcome oc = dp_uffd_outcome(rc);
@@ -529,7 +534,7 @@ static void install(struct dp_lazyd *d, struct lz_req *r)
              * only installed here). Never overwrite it; wake its waiters. */
             t->c.eexist++;
             dp_lazymap_set(&t->map, &pg[k], DP_PG_RESIDENT, 0);
-            lz_ev_installed(d, t, cur + (uint64_t)k * PG, img + (uint64_t)k * PG, NULL, 1);
+            lz_ev_installed(d, t, cur + (uint64_t)k * PG, img + (uint64_t)k * PG, NULL, 1, 0);
             dp_uffd_wake(t->uffd, cur + (uint64_t)k * PG, PG);
             r->done_pages++;
         } else if (oc == DP_UFFD_UNMAPPED && ++r->retries > 100) {
@@ -567,7 +572,8 @@ int lz_local_copy(struct dp_lazyd *d, struct lz_task *t, uint8_t *pg, uint64_t p
                       const uint8_t *data, uint64_t t0, int *rc)
 {
     uint64_t done = 0;
-    *rc = dp_uffd_copy(t->uffd, page, data, PG, &done);
+    int wp = 0;
+    *rc = lz_wp_copy(d, t, page, data, PG, &done, &wp);
     enum dp_uffd_outcome oc = dp_uffd_outcome(*rc);
     if (oc == DP_UFFD_DONE || oc == DP_UFFD_EXISTS) {
         if (oc == DP_UFFD_EXISTS) {
@@ -575,7 +581,7 @@ int lz_local_copy(struct dp_lazyd *d, struct lz_task *t, uint8_t *pg, uint64_t p
             dp_uffd_wake(t->uffd, page, PG);
         }
         dp_lazymap_set(&t->map, pg, DP_PG_RESIDENT, 0);
-        lz_ev_installed(d, t, page, img, data, oc == DP_UFFD_EXISTS);
+        lz_ev_installed(d, t, page, img, data, oc == DP_UFFD_EXISTS, wp && oc == DP_UFFD_DONE);
         dp_hist_add(&t->lat, dp_now_ns() - t0);
         return 1;
     }

@@ -19,6 +19,7 @@
 #include <jansson.h>
 
 #include "dirty.h"
+#include "ehelper.h"
 #include "evict_policy.h"
 #include "guard.h"
 #include "inject.h"
@@ -113,6 +114,11 @@ struct lz_task {
     struct dp_inject in;
     uint64_t evictions, writebacks;
     struct dp_pmap hash;  /* image page -> hash of the server's copy; aux: EV_ALWAYS_DIRTY, EV_PUT_INFLIGHT */
+    int wp;               /* lazy ranges re-registered MISSING|WP: 0 not yet, 1 yes, -1 refused (lazyd_wp.c) */
+    int eh_state;         /* eviction helper (lib/ehelper.h): 0 not tried, 1 running, -1 none */
+    struct dp_ehelper eh;
+    uint64_t eh_rseq[64]; /* pages holding the threads' rseq areas when the helper was installed */
+    size_t eh_nrseq;
 };
 
 /* Eviction state of the daemon (docs/budget.md). */
@@ -137,6 +143,11 @@ struct lz_evict {
     uint64_t wb_incomplete;    /* batches whose write-back did not complete (refused, abandoned, deferred) */
     int clean_inflight;
     uint64_t cleaned, clean_requests;
+    /* write-protect tracking and the eviction helper (issue 13) */
+    uint64_t wp_tasks, wp_faults, clean_drops, helper_tasks, helper_batches, helper_pages, helper_busy,
+        helper_fallback, helper_failures, nostop_cleaned;
+    int helper_on;                 /* DISTRIPROC_EVICT_HELPER != off */
+    struct dp_hist helper_call;    /* one helper batch: request -> moved pages read */
 };
 
 /* Placing tasks on their processes (lazyd_proc.c): forked children are
@@ -250,7 +261,7 @@ void lz_ev_maybe(struct dp_lazyd *d);
 /* Hooks of the fault path and the task lifecycle (without a budget they
  * do nothing, but for task_new's page count and task_gone's cleanup). */
 void lz_ev_installed(struct dp_lazyd *d, struct lz_task *t, uint64_t addr, uint64_t img, const uint8_t *page,
-                     int always_dirty);
+                     int always_dirty, int wp);
 int lz_ev_fault(struct dp_lazyd *d, struct lz_task *t, struct dp_lazy_region *reg, uint8_t *pg, uint64_t page,
                 uint64_t t0);
 void lz_ev_forget(struct dp_lazyd *d, struct lz_task *t, uint64_t start, uint64_t end);
@@ -261,6 +272,20 @@ void lz_ev_fork_inherit(struct dp_lazyd *d, struct lz_task *parent, struct lz_ta
 uint64_t lz_ev_resident(const struct dp_lazyd *d);
 uint64_t lz_ev_high(const struct dp_lazyd *d);
 uint64_t lz_ev_low(const struct dp_lazyd *d);
+
+/* ==== lazyd_wp.c: exact dirty tracking with write-protect ==== */
+
+/* UFFDIO_COPY for an install: write-protected when t's ranges are
+ * registered WP (armed on first use under a budget); *wp = 1 then. */
+int lz_wp_copy(struct dp_lazyd *d, struct lz_task *t, uint64_t dst, const void *src, uint64_t len,
+               uint64_t *done, int *wp);
+/* A write-protect fault: mark the page written, un-protect, wake. */
+void lz_wp_fault(struct dp_lazyd *d, struct lz_task *t, uint64_t addr);
+/* The same without a fault: the daemon itself is about to write the page
+ * through /proc/PID/mem (inject's stack scratch), which a write-protected
+ * page refuses (EIO: the remote write cannot wait for our own uffd).
+ * 0 or -errno. */
+int lz_wp_release(struct dp_lazyd *d, struct lz_task *t, uint64_t addr);
 
 /* ==== lazyd_proc.c: the processes behind the tasks ==== */
 

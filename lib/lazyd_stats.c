@@ -183,7 +183,7 @@ static json_t *budget_json(struct dp_lazyd *d)
     if (!d->ev.on)
         return json_null();
     struct dp_evict_stats *p = &d->ev.pol.st;
-    return json_pack(
+    json_t *o = json_pack(
         "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
         "s:I, s:I, s:I, s:I, s:o, s:o, s:o, s:o}",
         "budget_bytes", (json_int_t)(lz_ev_high(d) * PG), "low_watermark_bytes", (json_int_t)(lz_ev_low(d) * PG),
@@ -200,6 +200,20 @@ static json_t *budget_json(struct dp_lazyd *d)
         "children_placed", (json_int_t)d->place.children_placed, "probes", (json_int_t)d->place.probes, "stop",
         dp_hist_jobj(&d->ev.stop), "stop_buckets_us", dp_hist_jbuckets(&d->ev.stop), "writeback_latency",
         dp_hist_jobj(&d->ev.wb_lat), "writeback_latency_buckets_us", dp_hist_jbuckets(&d->ev.wb_lat));
+    /* issue 13: write-protect tracking and evictions that stop no thread */
+    json_t *h = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o}", "wp_tasks", (json_int_t)d->ev.wp_tasks,
+                          "cleaned_without_stop", (json_int_t)d->ev.nostop_cleaned,
+                          "wp_faults", (json_int_t)d->ev.wp_faults, "clean_drops", (json_int_t)d->ev.clean_drops,
+                          "helper_tasks", (json_int_t)d->ev.helper_tasks, "helper_batches",
+                          (json_int_t)d->ev.helper_batches, "helper_pages", (json_int_t)d->ev.helper_pages,
+                          "helper_busy_pages", (json_int_t)d->ev.helper_busy, "helper_fallback_pages",
+                          (json_int_t)d->ev.helper_fallback, "helper_failures", (json_int_t)d->ev.helper_failures,
+                          "helper_call", dp_hist_jobj(&d->ev.helper_call));
+    if (o && (!h || json_object_set_new(o, "no_stop", h) < 0)) {
+        json_decref(o);
+        o = NULL;
+    }
+    return o;
 }
 
 /* The `stats` document (control socket and stats-final.json), one line. */

@@ -158,7 +158,9 @@ class Bench(LabRunner):
                 "budget_stats": ({k: b[k] for k in ("budget_bytes", "max_resident_bytes", "batches", "evictions",
                                                     "writebacks", "refaults", "victim_buffer_hits",
                                                     "writeback_errors")}
-                                 | {"stop_p50_us": b["stop"]["p50_us"], "stop_p99_us": b["stop"]["p99_us"]})
+                                 | {"stop_p50_us": b["stop"]["p50_us"], "stop_p99_us": b["stop"]["p99_us"]}
+                                 # issue 13: evictions that stopped no thread (helper), dirty tracking
+                                 | ({"no_stop": b["no_stop"]} if "no_stop" in b else {}))
                 if b else None,
                 "fault_latency": {k: tot["latency"][k] for k in ("count", "p50_us", "p99_us")}}
 
