@@ -241,6 +241,25 @@ int dp_inject_thread_exiting(pid_t pid, pid_t tid)
     return p && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X');
 }
 
+pid_t dp_status_tracer(const char *status)
+{
+    const char *p = strstr(status, "\nTracerPid:");
+    if (!p)
+        return 0;
+    char *end;
+    long v = strtol(p + strlen("\nTracerPid:"), &end, 10);
+    return end != p + strlen("\nTracerPid:") && (*end == '\n' || *end == '\0') && v > 0 && v <= INT32_MAX ? (pid_t)v : 0;
+}
+
+/* Thread tid's tracer when it is another process than us, else 0. */
+static pid_t other_tracer(pid_t pid, pid_t tid)
+{
+    char path[64], buf[2048];
+    snprintf(path, sizeof(path), "/proc/%d/task/%d/status", (int)pid, (int)tid);
+    pid_t t = dp_read_small(path, buf, sizeof(buf)) < 0 ? 0 : dp_status_tracer(buf);
+    return t == getpid() ? 0 : t;
+}
+
 static int is_stop_signal(int sig)
 {
     return sig == SIGSTOP || sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU;
@@ -376,6 +395,29 @@ static int wait_all_stopped(struct dp_inject *in, struct dp_err *err)
     }
 }
 
+/* Thread t cannot be seized: process tracer traces it. Lets go of what this
+ * stop seized (stopped first, then detached, like any resume) and forgets
+ * the threads not seized yet: the process runs on as if never touched. */
+static int let_go(struct dp_inject *in, struct dp_inject_thread *t, pid_t tracer, struct dp_err *err)
+{
+    pid_t tid = t->tid;
+    for (size_t i = 0; i < in->n;) {
+        if (in->t[i].seized)
+            i++;
+        else
+            drop_thread(in, &in->t[i]);
+    }
+    struct dp_err e = {{0}};
+    if (in->n && (wait_all_stopped(in, &e) < 0 || dp_inject_resume(in, 1, &e) < 0)) {
+        dp_err_set(err, "thread %d of process %d is traced by process %d, and letting go of its other threads "
+                   "failed: %s", (int)tid, (int)in->pid, (int)tracer, e.msg);
+        return -1;
+    }
+    dp_err_set(err, "thread %d of process %d is traced by process %d (criu still detaching from the tree it "
+               "restored?): not stopped, try again later", (int)tid, (int)in->pid, (int)tracer);
+    return DP_INJECT_TRACED;
+}
+
 int dp_inject_stop(struct dp_inject *in, struct dp_err *err)
 {
     uint64_t t0 = dp_now_ns();
@@ -400,6 +442,9 @@ int dp_inject_stop(struct dp_inject *in, struct dp_err *err)
                         drop_thread(in, t);
                         continue;
                     }
+                    pid_t tracer = errno == EPERM ? other_tracer(in->pid, t->tid) : 0;
+                    if (tracer > 0)
+                        return let_go(in, t, tracer, err);
                     dp_err_set(err, "PTRACE_SEIZE of thread %d failed: %s "
                                "(needs CAP_SYS_ADMIN for PTRACE_O_SUSPEND_SECCOMP; another tracer?)",
                                (int)t->tid, strerror(errno));

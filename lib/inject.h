@@ -126,7 +126,13 @@ struct dp_zap_range {
 /* Opens /proc/PID/mem, finds the vDSO syscall instruction. Nothing is
  * attached yet. Returns 0, or -1 with err set. */
 int dp_inject_open(struct dp_inject *in, pid_t pid, const struct dp_inject_ops *ops, struct dp_err *err);
-/* Seizes (if needed) and stops every thread. Returns 0 when all are stopped. */
+/* Seizes (if needed) and stops every thread. Returns 0 when all are stopped;
+ * DP_INJECT_TRACED (err set) when a thread is traced by another process
+ * (criu is, after it told the lazy-pages daemon "restore finished", until
+ * it has detached from the tree it restored): everything this call seized
+ * was let go again, nothing ran, try again later; -1 on any other failure
+ * (threads in an unknown ptrace state). */
+#define DP_INJECT_TRACED (-2)
 int dp_inject_stop(struct dp_inject *in, struct dp_err *err);
 /* The pages holding the rseq areas of the stopped threads (at most max,
  * written to out; returns how many). An injection must read a thread's rseq
@@ -149,6 +155,9 @@ void dp_inject_close(struct dp_inject *in);
 
 /* 1 if thread tid of process pid is a zombie or gone. */
 int dp_inject_thread_exiting(pid_t pid, pid_t tid);
+
+/* TracerPid of a /proc/PID/status text (0: none or unreadable). */
+pid_t dp_status_tracer(const char *status);
 
 /* Reads/writes target memory through /proc/PID/mem (after ops.ensure). */
 int dp_inject_read(struct dp_inject *in, uint64_t addr, void *buf, size_t len);

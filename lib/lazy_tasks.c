@@ -131,9 +131,10 @@ int dp_probe_process(pid_t pid, const struct dp_probe_ops *ops, int max_tries, s
     uint64_t start = dp_proc_start_time(pid);
     if (!start || dp_inject_open(&in, pid, &iops, err) < 0)
         return -2;
-    if (dp_inject_stop(&in, err) < 0) {
+    int rc = dp_inject_stop(&in, err);
+    if (rc < 0) { /* traced by another (criu detaching): not yet, never a kill */
         dp_inject_close(&in);
-        return dp_proc_start_time(pid) == start ? -1 : -2;
+        return rc == DP_INJECT_TRACED || dp_proc_start_time(pid) != start ? -2 : -1;
     }
     int found = 0;
     for (int k = 0, tries = 0; tries < max_tries && k < 64 && found == 0; k++) {

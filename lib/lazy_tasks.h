@@ -75,8 +75,9 @@ struct dp_probe_ops {
 /* Stops pid (ptrace, every thread) and probes up to max_tries pages. Returns
  * the task id whose uffd belongs to pid's mm; 0 when no probe page reached
  * any uffd (no lazy memory there, e.g. it exec'd, or no page was fit: try
- * again later); -2 when the process went away or could not be stopped, or
- * two tasks saw the page's REMOVE (ambiguous: try again later); -1 when it is
+ * again later); -2 when the process went away or could not be stopped, is
+ * traced by another process (criu detaching), or two tasks saw the page's
+ * REMOVE (ambiguous: try again later); -1 when it is
  * in an unknown ptrace state (err set: the caller kills it). */
 int dp_probe_process(pid_t pid, const struct dp_probe_ops *ops, int max_tries, struct dp_err *err);
 

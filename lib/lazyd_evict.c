@@ -687,10 +687,12 @@ struct ev_victims {
 };
 
 /* Stops t's process for a batch and applies every event from before the
- * stop. 1 = stopped (the batch is on), 0 = not (its process exited or
- * cannot be prepared: the picks are cancelled), -1 = failed with the
- * threads in an unknown state (ev_batch's fatal path). *t0: the stop's
- * start, for the stop histogram. */
+ * stop. 1 = stopped (the batch is on), 0 = not (its process exited, cannot
+ * be prepared, or is still traced by criu, which says "restore finished"
+ * before it detaches: the picks are cancelled, eviction tries again after
+ * its backoff), -2 = still traced and this is a sync (it fails), -1 =
+ * failed with the threads in an unknown state (ev_batch's fatal path).
+ * *t0: the stop's start, for the stop histogram. */
 static int ev_stop(struct dp_lazyd *d, struct lz_task *t, const uint64_t *addr, size_t n, int sync, uint64_t *t0,
                    struct dp_err *err)
 {
@@ -710,7 +712,15 @@ static int ev_stop(struct dp_lazyd *d, struct lz_task *t, const uint64_t *addr, 
     d->ev.busy = 1;
     d->ev.cur = t;
     *t0 = dp_now_ns();
-    if (dp_inject_stop(&t->in, err) < 0)
+    int src = dp_inject_stop(&t->in, err);
+    if (src == DP_INJECT_TRACED) { /* nothing was touched: never a kill */
+        dp_debug("task %d: %s", t->id, err->msg);
+        for (size_t i = 0; i < n && !sync; i++)
+            dp_evict_cancel(&d->ev.pol, t->id, addr[i]);
+        d->ev.busy = 0;
+        return sync ? -2 : 0;
+    }
+    if (src < 0)
         return -1;
     if (t->host_start && dp_proc_start_time(t->host_pid) != t->host_start) {
         /* the pid names another process now (ours exited, the pid was
@@ -910,7 +920,8 @@ static int ev_zap(struct dp_lazyd *d, struct lz_task *t, struct ev_victims *v, s
  * then for eviction zap them (ev_zap); for sync only the new hashes are
  * recorded. All inside one stop, so no write can fall between the read and
  * the zap. Returns the pages evicted/synced, -1 when the process is gone or
- * had to be killed. *nwb: pages written back. */
+ * had to be killed (or, for sync, is still traced by criu). *nwb: pages
+ * written back. */
 static int ev_batch(struct dp_lazyd *d, struct lz_task *t, const uint64_t *addr, size_t n, int sync, size_t *nwb)
 {
     static uint8_t buf[EV_MAX_BATCH * PG] __attribute__((aligned(PG)));
@@ -921,8 +932,8 @@ static int ev_batch(struct dp_lazyd *d, struct lz_task *t, const uint64_t *addr,
     *nwb = 0;
     v.buf = buf;
     int rc = ev_stop(d, t, addr, n, sync, &t0, &err);
-    if (rc == 0)
-        return 0;
+    if (rc == 0 || rc == -2)
+        return rc ? -1 : 0; /* not stopped; a sync fails */
     if (rc < 0)
         goto fatal;
     ev_select(d, t, addr, n, sync, &v);

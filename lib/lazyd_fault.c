@@ -118,7 +118,11 @@ void lz_handle_uffd(struct dp_lazyd *d, struct lz_task *t)
 }
 
 /* Installs that met EAGAIN (an event was queued) run again once the
- * events are read; failed fetches resubmit after their backoff. */
+ * events are read; failed fetches resubmit after their backoff. The list
+ * (and keep) only borrow requests: t->reqs owns them, and install() (ESRCH)
+ * or a completion run inside req_submit() can end the task, whose
+ * task_gone() frees every request not at the source, those still on list
+ * and keep included: once t is gone neither is touched again. */
 static void retry_installs(struct dp_lazyd *d, struct lz_task *t, uint64_t now)
 {
     struct lz_req *list = t->retry, *keep = NULL;
@@ -127,11 +131,6 @@ static void retry_installs(struct dp_lazyd *d, struct lz_task *t, uint64_t now)
         struct lz_req *r = list;
         list = r->rnext;
         r->rnext = NULL;
-        if (!t->alive) {
-            lz_req_unlink(r);
-            lz_req_free(r);
-            continue;
-        }
         if (r->state == R_INSTALL_RETRY) {
             install(d, r);
         } else if (r->state == R_FETCH_RETRY && now >= r->retry_at) {
@@ -140,6 +139,8 @@ static void retry_installs(struct dp_lazyd *d, struct lz_task *t, uint64_t now)
             r->rnext = keep;
             keep = r;
         }
+        if (!t->alive)
+            return; /* task_gone() freed the rest of list and keep */
     }
     /* install() may have queued new retries meanwhile */
     while (keep) {
@@ -282,6 +283,11 @@ static void fault_remote(struct dp_lazyd *d, struct lz_task *t, struct dp_lazy_r
     req_submit(d, r);
     if (d->fault_rtt_ns < FAULT_SPIN_NS)
         d->spin_until_ns = dp_now_ns() + FAULT_SPIN_NS;
+    /* req_submit() may run completions (the remote source's replies already
+     * received); one of them may end the task (ESRCH), and task_gone() frees
+     * its map: reg is never used after that. */
+    if (!t->alive)
+        return;
 
     /* The rest of the plan as separate requests. */
     uint32_t prefetched = n - 1;
@@ -296,6 +302,8 @@ static void fault_remote(struct dp_lazyd *d, struct lz_task *t, struct dp_lazy_r
             cnt -= covered;
         }
         prefetched += lz_submit_remote_runs(d, t, reg, a, cnt, K_PREFETCH);
+        if (!t->alive)
+            return; /* as above */
     }
     if (npf > 0)
         dp_prefetch_window_actual(&t->pf, reg->img, prefetched);
@@ -322,6 +330,8 @@ uint32_t lz_submit_remote_runs(struct dp_lazyd *d, struct lz_task *t, struct dp_
                                    uint64_t img, uint32_t n, int kind)
 {
     uint32_t submitted = 0;
+    if (!t->alive)
+        return 0; /* reg went with the task's map (task_gone) */
     uint64_t base = (img - reg->img) / PG, total = (reg->end - reg->start) / PG;
     uint32_t i = 0;
     /* pinned pages (argv/environ) count as fetched, like a fault's */
@@ -342,6 +352,8 @@ uint32_t lz_submit_remote_runs(struct dp_lazyd *d, struct lz_task *t, struct dp_
         req_submit(d, r);
         submitted += run;
         i += run;
+        if (!t->alive)
+            break; /* a completion run inside req_submit() ended the task: reg is freed */
     }
     return submitted;
 }

@@ -18,12 +18,16 @@
 #include <string.h>
 #include <unistd.h>
 #include <dirent.h>
+#include <poll.h>
+#include <linux/userfaultfd.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
 #include "lazyd.h"
+#include "pagesrc_file.h"
 #include "uffd.h"
 #include "util.h"
 
@@ -243,7 +247,9 @@ static pid_t start_task(int scenario, int *done_rd, int *go_wr)
     return pid;
 }
 
-static pid_t start_daemon(const char *prefetch)
+/* The daemon in a child, serving from the raw file, or from the source
+ * open_src makes (NULL: the raw file). */
+static pid_t start_daemon_src(const char *prefetch, struct dp_pagesrc *(*open_src)(void))
 {
     pid_t pid = fork();
     assert_true(pid >= 0);
@@ -251,7 +257,7 @@ static pid_t start_daemon(const char *prefetch)
         struct dp_err err = {{0}};
         char spec[400];
         snprintf(spec, sizeof(spec), "%s/mem.raw@0x%lx", g_dir, BASE);
-        struct dp_pagesrc *src = dp_pagesrc_raw_open(spec, &err);
+        struct dp_pagesrc *src = open_src ? open_src() : dp_pagesrc_raw_open(spec, &err);
         if (!src)
             _exit(100);
         struct dp_lazyd_opts o = {.workdir = g_dir, .listen_fd = -1, .src = src, .ready_fd = -1};
@@ -264,6 +270,8 @@ static pid_t start_daemon(const char *prefetch)
     }
     return pid;
 }
+
+static pid_t start_daemon(const char *prefetch) { return start_daemon_src(prefetch, NULL); }
 
 static int wait_bounded(pid_t pid, int seconds)
 {
@@ -496,6 +504,211 @@ static void daemon_killed_during_restore(void **s) { (void)s; killed_during_rest
  * finds it as a descendant of the running criu. */
 static void daemon_killed_during_restore_pid_unknown(void **s) { (void)s; killed_during_restore(0); }
 
+/* ---- the task dies while the daemon holds its requests ---- */
+
+/* A page source that holds every fetch until the test says so, then
+ * completes them from the raw file; meanwhile the test kills and reaps the
+ * task, so the daemon meets the task's end (ESRCH from UFFDIO_COPY) at a
+ * chosen point, every time. It says 'h' on the pipe rep when it holds the
+ * fetch of a faulted page (HELD_A or HELD_B). process() completes them on
+ * a byte on ctl, says 'd', then returns once the test writes to resume.
+ * With g_held_in_submit, the fetch of HELD_B instead completes those held
+ * before it inside submit(), once the test writes to resume, as the remote
+ * source does with replies already received. */
+#define HELD_A (BASE + 100 * PG)
+#define HELD_B (BASE + 1000 * PG)
+struct held_src {
+    struct dp_pagesrc base;
+    int data;                  /* mem.raw */
+    struct dp_fetch *held[64];
+    size_t n;
+};
+static int g_held_ctl[2], g_held_rep[2], g_held_resume[2], g_held_in_submit;
+
+/* One byte from fd within 20 s: 1, or 0 (timeout, EOF, error). */
+static int byte_within(int fd, char *c)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    return poll(&p, 1, 20000) == 1 && read(fd, c, 1) == 1;
+}
+
+static int held_task_map(struct dp_pagesrc *s, int32_t pid, struct dp_lazymap *map, struct dp_err *err)
+{
+    (void)s, (void)pid, (void)err;
+    return dp_lazymap_add(map, BASE, BASE + NPAGES * PG, BASE, DP_PG_REMOTE) ? -1 : 0;
+}
+
+/* Completes every held fetch with the raw file's bytes. */
+static void held_complete(struct held_src *h)
+{
+    size_t n = h->n;
+    h->n = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct dp_fetch *f = h->held[i];
+        f->status = dp_pread_full(h->data, f->buf, (size_t)f->npages * PG, f->img - BASE);
+        f->done(f);
+    }
+}
+
+static int held_submit(struct dp_pagesrc *s, struct dp_fetch *f)
+{
+    struct held_src *h = (struct held_src *)s;
+    char c = 'h';
+    if (h->n == DP_ARRAY_LEN(h->held) || ((f->img == HELD_A || f->img == HELD_B) && write(g_held_rep[1], &c, 1) != 1))
+        return -1;
+    if (g_held_in_submit && f->img == HELD_B) {
+        if (!byte_within(g_held_resume[0], &c))
+            _exit(102);
+        held_complete(h);
+    }
+    h->held[h->n++] = f;
+    return 0;
+}
+
+static int held_fd(struct dp_pagesrc *s) { (void)s; return g_held_ctl[0]; }
+static int held_healthy(struct dp_pagesrc *s) { (void)s; return 1; }
+
+static void held_process(struct dp_pagesrc *s)
+{
+    char c;
+    if (read(g_held_ctl[0], &c, 1) != 1)
+        return;
+    held_complete((struct held_src *)s);
+    c = 'd';
+    if (write(g_held_rep[1], &c, 1) != 1 || !byte_within(g_held_resume[0], &c))
+        _exit(103);
+}
+
+static void held_close(struct dp_pagesrc *s)
+{
+    close(((struct held_src *)s)->data);
+    free(s);
+}
+
+static const struct dp_pagesrc_ops held_ops = {
+    .name = "held", .task_map = held_task_map, .submit = held_submit, .fd = held_fd,
+    .process = held_process, .healthy = held_healthy, .close = held_close,
+};
+
+static struct dp_pagesrc *held_open(void)
+{
+    char path[300];
+    snprintf(path, sizeof(path), "%s/mem.raw", g_dir);
+    struct held_src *h = calloc(1, sizeof(*h));
+    if (!h || (h->data = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+        return NULL;
+    dp_set_nonblock(g_held_ctl[0]); /* process() reads what is there, never waits */
+    h->base.ops = &held_ops;
+    snprintf(h->base.desc, sizeof(h->base.desc), "held test source");
+    return &h->base;
+}
+
+/* Reads the word at *(uint64_t *)addr: a fault on a lazy page. */
+static void *touch_page(void *addr)
+{
+    return (void *)(uintptr_t)*(volatile uint64_t *)(uintptr_t)*(const uint64_t *)addr;
+}
+
+/* The task: a thread faults HELD_A at once; on 't' on cmd a second one
+ * faults HELD_B; on 'u' it unregisters its memory with its own copy of the
+ * uffd (the faulting threads wake and go on with zeros, UFFDIO_COPY gets
+ * ENOENT from then on), joins them and says 'u' on ack. Then it waits for
+ * its SIGKILL. */
+static pid_t start_held_task(int cmd, int ack)
+{
+    pid_t task = fork();
+    assert_true(task >= 0);
+    if (task)
+        return task;
+    void *m = mmap((void *)BASE, NPAGES * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
+                   -1, 0);
+    int uffd = dp_uffd_open_criu_like();
+    int sk = connect_daemon();
+    if (m != (void *)BASE || uffd < 0 || dp_uffd_register_missing(uffd, BASE, NPAGES * PG) || sk < 0 ||
+        dp_lazysock_send_task(sk, getpid(), uffd) || dp_lazysock_send_finished(sk))
+        _exit(203);
+    close(sk);
+    static const uint64_t addr[2] = {HELD_A, HELD_B};
+    pthread_t th[2];
+    int n = 0;
+    pthread_create(&th[n++], NULL, touch_page, (void *)&addr[0]);
+    char c;
+    while (byte_within(cmd, &c)) {
+        if (c == 't' && n == 1) {
+            pthread_create(&th[n++], NULL, touch_page, (void *)&addr[1]);
+        } else if (c == 'u') {
+            struct uffdio_range r = {.start = BASE, .len = NPAGES * PG};
+            if (ioctl(uffd, UFFDIO_UNREGISTER, &r))
+                _exit(205);
+            for (int i = 0; i < n; i++)
+                pthread_join(th[i], NULL);
+            if (write(ack, &c, 1) != 1)
+                _exit(206);
+        }
+    }
+    for (;;)
+        pause();
+}
+
+static void expect_byte(int fd, char want)
+{
+    char c = 0;
+    assert_true(byte_within(fd, &c));
+    assert_int_equal(c, want);
+}
+
+/* SIGKILLs the task and reaps it: its memory is gone, UFFDIO_COPY says ESRCH. */
+static void kill_reap(pid_t task)
+{
+    int st;
+    kill(task, SIGKILL);
+    assert_int_equal(waitpid(task, &st, 0), task);
+    assert_true(WIFSIGNALED(st));
+}
+
+/* in_submit 0: both faults' fetches are held; the task unregisters, so
+ * each completion gets ENOENT and waits on the retry list; the task is
+ * killed. The next retry gets ESRCH for the first install and ends the
+ * task, which frees the second request: the retry loop must not touch it
+ * again (it did: "free(): double free detected in tcache 2"; ASan:
+ * heap-use-after-free in retry_installs).
+ * in_submit 1 (prefetch on): the task is killed while HELD_B's fetch is
+ * being submitted, and the held ones complete inside that submit: the
+ * first ends the task, whose map goes; the fault path must not use the
+ * faulted page's region after req_submit() (ASan: heap-use-after-free).
+ * Either way the daemon exits 0 once its only task is gone. */
+static void task_dies_while_held(int in_submit)
+{
+    assert_int_equal(pipe(g_held_ctl), 0);
+    assert_int_equal(pipe(g_held_rep), 0);
+    assert_int_equal(pipe(g_held_resume), 0);
+    g_held_in_submit = in_submit;
+    pid_t d = start_daemon_src(in_submit ? "seq:64" : "none", held_open);
+    int cmd[2], ack[2];
+    assert_int_equal(pipe(cmd), 0);
+    assert_int_equal(pipe(ack), 0);
+    pid_t task = start_held_task(cmd[0], ack[1]);
+    expect_byte(g_held_rep[0], 'h');           /* HELD_A's fetch held */
+    assert_int_equal(write(cmd[1], "t", 1), 1);
+    expect_byte(g_held_rep[0], 'h');           /* HELD_B's fetch submitted */
+    if (!in_submit) {
+        assert_int_equal(write(cmd[1], "u", 1), 1);
+        expect_byte(ack[0], 'u');
+        assert_int_equal(write(g_held_ctl[1], "c", 1), 1);
+        expect_byte(g_held_rep[0], 'd');       /* both installs on the retry list (ENOENT) */
+    }
+    kill_reap(task);
+    assert_int_equal(write(g_held_resume[1], "g", 1), 1);
+    assert_int_equal(wait_bounded(d, 10), 0);
+    int fds[] = {g_held_ctl[0], g_held_ctl[1], g_held_rep[0], g_held_rep[1], g_held_resume[0], g_held_resume[1],
+                 cmd[0], cmd[1], ack[0], ack[1]};
+    for (size_t i = 0; i < DP_ARRAY_LEN(fds); i++)
+        close(fds[i]);
+}
+
+static void task_dies_with_installs_to_retry(void **s) { (void)s; task_dies_while_held(0); }
+static void task_dies_inside_a_fault_submit(void **s) { (void)s; task_dies_while_held(1); }
+
 int main(void)
 {
     dp_log_set_level(DP_LOG_WARN);
@@ -510,6 +723,8 @@ int main(void)
         cmocka_unit_test(remove_remap_unmap_prefetch),
         cmocka_unit_test(daemon_killed_during_restore),
         cmocka_unit_test(daemon_killed_during_restore_pid_unknown),
+        cmocka_unit_test(task_dies_with_installs_to_retry),
+        cmocka_unit_test(task_dies_inside_a_fault_submit),
     };
     return cmocka_run_group_tests_name("lazyd_uffd", tests, setup, teardown);
 }
