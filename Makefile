@@ -106,7 +106,7 @@ test: deps deps-pkg rootfs
 	ASAN_OPTIONS=log_path=$(CURDIR)/build-asan/sanitizer/asan \
 	UBSAN_OPTIONS=log_path=$(CURDIR)/build-asan/sanitizer/ubsan:print_stacktrace=1 \
 	$(PYTEST) -q -m asan tests/integration/test_budget.py tests/integration/test_inject.py tests/integration/test_guard.py
-	$(PYTEST) -v tests/integration
+	$(PYTEST) -v --durations=25 tests/integration
 
 # The README's main command: Redis with 1 GiB migrated lazily across the lab.
 demo: deps

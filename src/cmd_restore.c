@@ -788,6 +788,13 @@ struct runc_ctx {
     struct dp_bundle_info bundle;
 };
 
+/* The bundle's mount list, freed on every way out of dp_restore_main (it has
+ * many early returns after runc_prepare; LSan caught the ones that leaked). */
+static void runc_ctx_release(struct runc_ctx *rc)
+{
+    dp_bundle_info_free(&rc->bundle);
+}
+
 static int runc_prepare(const struct restore_args *a, struct runc_ctx *rc)
 {
     struct dp_err err = {{0}};
@@ -1071,15 +1078,13 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
 
     /* A container: runc, the bundle and a free ID first, so that bad input
      * fails before any page moves. */
-    struct runc_ctx rctx;
+    struct runc_ctx rctx __attribute__((cleanup(runc_ctx_release)));
     memset(&rctx, 0, sizeof(rctx));
     if (a.runc_bundle && runc_prepare(&a, &rctx) < 0)
         return 1;
 
-    if (a.host && enter_netns(a.host) < 0) {
-        dp_bundle_info_free(&rctx.bundle);
+    if (a.host && enter_netns(a.host) < 0)
         return 1;
-    }
     if (a.host && rctx.bundle.netns_path[0]) {
         char hp[PATH_MAX];
         struct stat h, b;
@@ -1369,10 +1374,8 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
             kill(daemon, SIGKILL);
             waitpid(daemon, NULL, 0);
         }
-        dp_bundle_info_free(&rctx.bundle);
         return 1;
     }
-    dp_bundle_info_free(&rctx.bundle);
     int pid = dp_read_pid_file(pidfile);
     if (report_verdict(&a, DP_LIVE_VERDICT_RESTORED) < 0) {
         abort_unconfirmed(&a, pid, a.runc_bundle ? &rctx.r : NULL);
