@@ -58,6 +58,14 @@ enum dp_lease_verdict dp_lease_decide(const struct dp_lease *cur, const struct d
     char holder[160];
     describe(cur, holder, sizeof(holder));
     *next = *cur;
+    if (ask->epoch == 0 && cur->epoch >= DP_LEASE_EPOCH_MAX) {
+        /* a next epoch would leave the range the file accepts (and wrap
+         * at 2^64): refused, state unchanged */
+        snprintf(why, why_len, "the write lease of this checkpoint cannot be granted: its epoch %" PRIu64 " is at "
+                 "the maximum (the lease file was damaged or replaced); move DIR/%s aside and restore again "
+                 "from the source", cur->epoch, DP_LEASE_FILE_NAME);
+        return DP_LEASE_HELD;
+    }
     if (ask->epoch == 0) {
         if (!cur->held) {
             grant(cur, ask, now_us, next);
@@ -176,7 +184,7 @@ int dp_lease_decode(const uint8_t *in, size_t len, struct dp_lease *l, struct dp
     l->log_epoch = dp_get_u64(in + 16);
     l->granted_us = dp_get_u64(in + 32);
     if (held > 1 || dp_get_u16(in + 30) || l->log_epoch > l->epoch || (held && l->epoch == 0) ||
-        (n && !dp_lease_holder_ok((const char *)in + 40, n)) || (held && !n) || n > DP_LEASE_HOLDER_MAX ||
+        (n && !dp_lease_holder_ok((const char *)in + 40, n)) || (held && !n) || n > DP_LEASE_HOLDER_MAX || l->epoch > DP_LEASE_EPOCH_MAX ||
         memcmp(in + 40 + n, zeros, DP_LEASE_HOLDER_MAX - n) != 0 || memcmp(in + 104, zeros, 8) != 0) {
         dp_err_set(err, "has inconsistent fields (held %u, epoch %llu, log epoch %llu, holder length %u)", held,
                    (unsigned long long)l->epoch, (unsigned long long)l->log_epoch, n);

@@ -34,6 +34,11 @@
 #define DP_LEASE_HOLDER_MAX 64
 #define DP_LEASE_FILE_NAME  "distriproc-lease"
 #define DP_LEASE_FILE_SIZE  128
+/* The highest epoch a lease may reach: one grant per restore never gets
+ * there, so a file beyond it is damaged or planted, and a grant at it is
+ * refused rather than wrapping to an epoch that a fenced writer once held
+ * (fuzz_lease found the wrap at 2^64 - 1). */
+#define DP_LEASE_EPOCH_MAX  ((uint64_t)INT64_MAX)
 
 #define DP_LEASE_TAKE_OVER 0x1u /* acquire even if held: the holder is fenced */
 #define DP_LEASE_RELEASE   0x2u /* the holder gives its epoch back */

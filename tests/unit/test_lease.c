@@ -305,10 +305,38 @@ static void store_finishes_an_interrupted_generation_change(void **state)
     assert_non_null(strstr(err.msg, "checksum"));
 }
 
+/* The epoch never wraps: at the maximum a grant (new or take-over) is
+ * refused with the state unchanged, and a file beyond it does not decode
+ * (fuzz_lease found a lease file at 2^64 - 1 granting epoch 0). */
+static void epoch_never_wraps(void **state)
+{
+    (void)state;
+    char why[1024];
+    struct dp_lease l = {.epoch = DP_LEASE_EPOCH_MAX - 1};
+    assert_int_equal(decide(&l, ask(0, 0, "A"), why), DP_LEASE_GRANTED);
+    assert_true(l.epoch == DP_LEASE_EPOCH_MAX);
+    struct dp_lease before = l;
+    assert_int_equal(decide(&l, ask(0, DP_LEASE_TAKE_OVER, "B"), why), DP_LEASE_HELD);
+    assert_memory_equal(&l, &before, sizeof(l));
+    assert_non_null(strstr(why, "maximum"));
+    l.held = false;
+    assert_int_equal(decide(&l, ask(0, 0, "C"), why), DP_LEASE_HELD);
+    assert_true(l.epoch == DP_LEASE_EPOCH_MAX);
+    uint8_t f[DP_LEASE_FILE_SIZE];
+    struct dp_lease back;
+    struct dp_err err;
+    dp_lease_encode(&l, f);
+    assert_int_equal(dp_lease_decode(f, sizeof(f), &back, &err), 0);
+    l.epoch = UINT64_MAX;
+    dp_lease_encode(&l, f);
+    assert_int_equal(dp_lease_decode(f, sizeof(f), &back, &err), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(grant_resume_refuse),
+        cmocka_unit_test(epoch_never_wraps),
         cmocka_unit_test(take_over_fences_the_old_epoch),
         cmocka_unit_test(release_then_new_epoch),
         cmocka_unit_test(unknown_epoch_is_stale),
