@@ -185,7 +185,7 @@ def test_bash_completion_offers_commands_and_each_commands_options(prefix):
     completion = prefix / "share/bash-completion/completions/distriproc"
     top = help_text(binary)
     assert complete(completion, "distriproc", "") == set(command_names(top)) | {"--help"}
-    assert complete(completion, "distriproc", "lab", "") == {"up", "down", "status", "exec"}
+    assert complete(completion, "distriproc", "lab", "") == {"up", "down", "status", "exec", "cluster"}
     for c in command_names(top):
         text = help_text(binary, c)
         # Options that start an item line of the help ("  --key FILE   ...", "  -v, --verbose").
