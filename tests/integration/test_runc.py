@@ -662,6 +662,19 @@ def test_redis_container_migrated_from_memory_commit_and_release(lab, procs, cri
     assert "killed while frozen and never ran again" in log and f"source container {cid} is removed" in log
 
 
+
+def remove_cgroups(name):
+    """rmdir of /sys/fs/cgroup/*/NAME; True once none is left."""
+    left = False
+    for d in glob.glob(f"/sys/fs/cgroup/*/{name}"):
+        try:
+            os.rmdir(d)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            left = True
+    return not left
+
 @pytest.mark.time_limit(240)
 def test_container_memory_mode_rolls_back_when_dst_criu_is_killed(lab, procs, criu, runc_root, tmp_path,
                                                                   thaw_containers):
@@ -702,13 +715,6 @@ def test_container_memory_mode_rolls_back_when_dst_criu_is_killed(lab, procs, cr
                   check=False,
                   env={**os.environ, "DISTRIPROC_CRIU": str(wrapper)})
     assert cp.returncode != 0, cp.stdout
-    # runc SIGKILLed at --restore-timeout leaves the new container's (empty)
-    # cgroups behind: a known gap (notes), removed here so no test leaves any
-    for d in glob.glob(f"/sys/fs/cgroup/*/{cid}m"):
-        try:
-            os.rmdir(d)
-        except OSError:
-            pass
 
     serve.wait(timeout=30)
     assert live_state(workdir)["state"] == "rolled-back"
@@ -725,4 +731,9 @@ def test_container_memory_mode_rolls_back_when_dst_criu_is_killed(lab, procs, cr
     runc(runc_root, "kill", cid, "KILL")
     util.wait_gone(src_pid, timeout=20)
     runc(runc_root, "delete", cid)
+    # runc SIGKILLed at --restore-timeout leaves the new container's cgroups
+    # behind (a known gap, docs); the half-restored task in them dies after
+    # runc, so an rmdir right after the restore may meet EBUSY: retried until
+    # they are gone, so that no run leaves any (CI left ctmemPIDm in freezer)
+    util.wait_until(lambda: remove_cgroups(cid + "m"), 30, f"the cgroups {cid}m to be removed")
 
