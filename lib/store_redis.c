@@ -736,6 +736,18 @@ int dp_store_get_skeleton(struct dp_store *st, const char *dir, uint32_t *files,
     return rc;
 }
 
+/* EVAL SCRIPT NUMKEYS ...: the command's routing key is its first key (argument
+ * 3), which every script here keeps in the slot group it guards; the caller
+ * appends the keys and arguments. */
+static void eval_init(struct dp_rcmd *c, const char *script, size_t script_len, const char *nkeys, size_t nkeys_len)
+{
+    dp_rcmd_init(c, 3);
+    dp_rcmd_arg(c, "EVAL", 4);
+    dp_rcmd_arg(c, script, script_len);
+    dp_rcmd_arg(c, nkeys, nkeys_len);
+}
+
+
 /* ---- lease and fence --------------------------------------------------------------- */
 
 static const char LEASE_TAKE[] =
@@ -781,10 +793,7 @@ int dp_store_lease(struct dp_store *st, const char *writer, const char *holder, 
     sodium_bin2hex(nh, sizeof(nh), nonce, sizeof(nonce));
     snprintf(who, sizeof(who), "%.200s #%s", holder, nh);
     struct dp_rcmd c;
-    dp_rcmd_init(&c, 3);
-    dp_rcmd_arg(&c, "EVAL", 4);
-    dp_rcmd_arg(&c, LEASE_TAKE, sizeof(LEASE_TAKE) - 1);
-    dp_rcmd_arg(&c, "1", 1);
+    eval_init(&c, LEASE_TAKE, sizeof(LEASE_TAKE) - 1, "1", 1);
     dp_rcmd_arg(&c, key, strlen(key));
     dp_rcmd_arg(&c, who, strlen(who));
     dp_rcmd_arg(&c, take_over ? "1" : "0", 1);
@@ -815,10 +824,7 @@ int dp_store_lease(struct dp_store *st, const char *writer, const char *holder, 
     for (unsigned g = 0; g < DP_STORE_GROUPS; g++) {
         struct dp_rcmd *f = &fb.cmds[g];
         int kl = dp_store_key_fence(fb.keys[g], DP_STORE_KEY_MAX, st->id, g, writer);
-        dp_rcmd_init(f, 3);
-        dp_rcmd_arg(f, "EVAL", 4);
-        dp_rcmd_arg(f, FENCE_RAISE, sizeof(FENCE_RAISE) - 1);
-        dp_rcmd_arg(f, "1", 1);
+        eval_init(f, FENCE_RAISE, sizeof(FENCE_RAISE) - 1, "1", 1);
         dp_rcmd_arg(f, fb.keys[g], (size_t)kl);
         dp_rcmd_arg(f, ep, (size_t)el);
     }
@@ -838,10 +844,7 @@ void dp_store_lease_release(struct dp_store *st, const char *writer, uint64_t ep
         return;
     int el = snprintf(ep, sizeof(ep), "%" PRIu64, epoch);
     struct dp_rcmd c;
-    dp_rcmd_init(&c, 3);
-    dp_rcmd_arg(&c, "EVAL", 4);
-    dp_rcmd_arg(&c, LEASE_RELEASE, sizeof(LEASE_RELEASE) - 1);
-    dp_rcmd_arg(&c, "1", 1);
+    eval_init(&c, LEASE_RELEASE, sizeof(LEASE_RELEASE) - 1, "1", 1);
     dp_rcmd_arg(&c, key, strlen(key));
     dp_rcmd_arg(&c, ep, (size_t)el);
     struct dp_err err;
@@ -899,10 +902,7 @@ int dp_store_put_pages(struct dp_store *st, const char *writer, uint64_t epoch, 
         int fl = dp_store_key_fence(fkeys[nc], DP_STORE_KEY_MAX, st->id, g, writer);
         char *nk = nks[nc];
         int nl = snprintf(nk, sizeof(nks[nc]), "%zu", 1 + (k - i));
-        dp_rcmd_init(c, 3);
-        dp_rcmd_arg(c, "EVAL", 4);
-        dp_rcmd_arg(c, FENCED_WRITE, sizeof(FENCED_WRITE) - 1);
-        dp_rcmd_arg(c, nk, (size_t)nl);
+        eval_init(c, FENCED_WRITE, sizeof(FENCED_WRITE) - 1, nk, (size_t)nl);
         dp_rcmd_arg(c, fkeys[nc], (size_t)fl);
         for (size_t j = i; j < k; j++)
             dp_rcmd_arg(c, pkeys[order[j]], strlen(pkeys[order[j]]));
