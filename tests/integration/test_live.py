@@ -220,12 +220,7 @@ def test_live_rollback_when_dst_criu_is_killed(lab, procs, criu, tmp_path, thaw_
     assert "re-attaching to the migration of pid" in log.read_text()
 
     # The destination's criu is SIGKILLed while it restores.
-    wrapper = tmp_path / "criu-killed"
-    wrapper.write_text("#!/bin/sh\n"
-                       f"if [ \"$1\" = restore ]; then \"{criu}\" \"$@\" & c=$!; sleep 0.05; kill -9 $c; "
-                       "wait $c; exit 137; fi\n"
-                       f"exec \"{criu}\" \"$@\"\n")
-    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
+    wrapper = util.criu_killed_after(tmp_path, criu, "restore")
     cp = util.run([util.DISTRIPROC, "restore", "--source", f"{util.HOSTS['src']}:7332", "--key", key,
                    "--workdir", tmp_path / "dst", "--host", "dst", "--json"], timeout=120, check=False,
                   env={**os.environ, "DISTRIPROC_CRIU": str(wrapper)})

@@ -702,12 +702,7 @@ def test_container_memory_mode_rolls_back_when_dst_criu_is_killed(lab, procs, cr
     serve = serve_live(procs, workdir, SERVE_PORT, key, log=log)
     assert "re-attaching to the migration of pid" in log.read_text()
 
-    wrapper = tmp_path / "criu-killed"
-    wrapper.write_text("#!/bin/sh\n"
-                       f"if [ \"$1\" = swrk ]; then \"{criu}\" \"$@\" & c=$!; sleep 0.05; kill -9 $c; "
-                       "wait $c; exit 137; fi\n"
-                       f"exec \"{criu}\" \"$@\"\n")
-    wrapper.chmod(wrapper.stat().st_mode | 0o100)
+    wrapper = util.criu_killed_after(tmp_path, criu, "swrk")
     bundle = make_bundle(tmp_path, "bundle-dst", "dst")
     cp = util.run([util.DISTRIPROC, "restore", "--source", f"{util.HOSTS['src']}:{SERVE_PORT}", "--key", key,
                    "--workdir", tmp_path / "dst", "--host", "dst", "--runc-bundle", bundle, "--runc-id",

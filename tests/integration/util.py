@@ -287,6 +287,19 @@ def wait_memwalk(addr, port=7070, host=None, timeout=30):
     return wait_until(ready, timeout, f"memwalk STAT at {addr}:{port}", interval=0.2)
 
 
+def criu_killed_after(tmp_path, criu, subcommand, delay=0.05):
+    """A criu wrapper (for DISTRIPROC_CRIU) whose `criu SUBCOMMAND` is
+    SIGKILLed `delay` s after it starts (exit 137); every other call runs
+    criu itself. Returns its path."""
+    wrapper = tmp_path / f"criu-killed-{subcommand}"
+    wrapper.write_text("#!/bin/sh\n"
+                       f"if [ \"$1\" = {subcommand} ]; then \"{criu}\" \"$@\" & c=$!; sleep {delay}; kill -9 $c; "
+                       "wait $c; exit 137; fi\n"
+                       f"exec \"{criu}\" \"$@\"\n")
+    wrapper.chmod(wrapper.stat().st_mode | 0o100)
+    return wrapper
+
+
 # ---- lazy migration steps shared by the tests ------------------------------------
 
 def forkmem_request(host, command, timeout=60, port=7071):
