@@ -24,6 +24,7 @@
 #include "kdat.h"
 #include "lab.h"
 #include "lazyd.h"
+#include "lazyfix.h"
 #include "orch.h"
 #include "rootfs.h"
 #include "runc.h"
@@ -724,6 +725,22 @@ int cmd_checkpoint(int argc, char **argv)
         return 1;
     }
     double secs = (double)(dp_now_ns() - t0) / 1e9;
+
+    /* criu's is_stack() may have written the whole dump non-lazy (a thread's
+     * stack pointer on a page boundary): mark it lazy as it would have been */
+    uint64_t relazied = 0;
+    if (dp_lazyfix_dir(dir, &relazied, &err) < 0) {
+        dp_error("criu dump succeeded, but its pagemap could not be marked lazy: %s; the images in %s "
+                 "restore eagerly (all memory copied before the process runs): dump again", err.msg, dir);
+        dp_classify_free(&sample);
+        return 1;
+    }
+    if (relazied) {
+        char b[32];
+        dp_format_bytes(relazied * DP_PAGE_SIZE, b, sizeof(b));
+        dp_info("criu wrote %s of lazy memory as eager (a thread's stack pointer sat on a page boundary: "
+                "criu/mem.c is_stack()); marked lazy again (lib/lazyfix.h)", b);
+    }
 
     struct dp_checkpoint *cp = NULL;
     if (dp_checkpoint_open(dir, &cp, &err) < 0) {

@@ -74,6 +74,32 @@ def test_memwalk_lazy_restore_local_images(lab, procs, criu, tmp_path):
 
 
 @pytest.mark.time_limit(300)
+def test_a_stack_pointer_on_a_page_boundary_does_not_make_the_dump_eager(lab, procs, criu, tmp_path):
+    """CRIU's is_stack() (criu/mem.c) compares the low bits of each thread's
+    stack pointer instead of its page: when one sits exactly on a page
+    boundary (the main thread's, by chance, in 1 dump of 256) every page of
+    the dump is written non-lazy and the restore copies it all up front, so
+    the daemon never serves a fault. memwalk --aligned-sp parks a thread so.
+    `distriproc checkpoint` marks the lazy memory lazy again (lib/lazyfix.h):
+    every page of memwalk's area still comes through the daemon."""
+    images = checkpoint(
+        procs, tmp_path,
+        [util.MEMWALK, "--mib", "16", "--threads", "2", "--write-ratio", "0.3", "--seed", "17", "--aligned-sp"],
+        lambda: util.wait_until(
+            lambda: util.memwalk_request(util.HOSTS["src"], host="src")["writes"] > 2000,
+            60, "memwalk to do 2000 writes"))
+    workdir = tmp_path / "wd"
+    res = restore(procs, workdir, "--images", images)
+    v = util.memwalk_request(util.HOSTS["dst"], command="VERIFY", host="dst")
+    assert v["verify_pages"] == 16 * 256 and v["verify_errors"] == 0 and v["errors"] == 0, v
+    tot = stats(workdir)["total"]
+    # VERIFY read every page: each one the restore had left behind came in
+    # through a fault (an eager restore leaves the daemon nothing to serve)
+    assert tot["pages_fetched"] >= 16 * 256 * 0.9 and tot["faults_remote"] >= 16 * 256 * 0.9, tot
+    finish(res, workdir)
+
+
+@pytest.mark.time_limit(300)
 def test_forkmem_fork_remove_remap_local_images(lab, procs, criu, tmp_path):
     def ready():
         util.wait_forkmem()
