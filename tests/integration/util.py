@@ -412,7 +412,7 @@ def stall_report(workdir=None, pids=(), log_lines=30, memwalk_host=None):
                 out.append("daemon stats task: " + json.dumps(
                     {k: t.get(k) for k in ("id", "pid", "host_pid", "alive", "faults", "faults_remote",
                                            "faults_waiting", "faults_spurious", "fetch_requests", "fetch_errors",
-                                           "pages_fetched", "eagain", "remote_bytes", "resident_bytes")}))
+                                           "pages_fetched", "eagain_retries", "remote_bytes", "resident_bytes")}))
         except ValueError:
             out.append(f"daemon stats: exit {cp.returncode}: {cp.stdout[-500:]!r} {cp.stderr[-500:]!r}")
         log = _read_text(os.path.join(str(workdir), "lazyd.log"), 1 << 22).splitlines()
