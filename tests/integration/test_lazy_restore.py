@@ -32,6 +32,15 @@ def restore(procs, workdir, *source_args, prefetch="none"):
     return res
 
 
+def checkpoint_memwalk(procs, tmp_path, *args, writes=2000):
+    """memwalk ARGS in a src container, checkpointed once it has written."""
+    return checkpoint(
+        procs, tmp_path, [util.MEMWALK, *args],
+        lambda: util.wait_until(
+            lambda: util.memwalk_request(util.HOSTS["src"], host="src")["writes"] > writes,
+            60, f"memwalk to do {writes} writes"))
+
+
 def finish(res, workdir):
     """Kills the restored tree; the daemon must notice and exit by itself."""
     os.kill(res["pid"], signal.SIGKILL)
@@ -43,12 +52,8 @@ def finish(res, workdir):
 
 @pytest.mark.time_limit(300)
 def test_memwalk_lazy_restore_local_images(lab, procs, criu, tmp_path):
-    images = checkpoint(
-        procs, tmp_path,
-        [util.MEMWALK, "--mib", "64", "--threads", "2", "--write-ratio", "0.3", "--seed", "11"],
-        lambda: util.wait_until(
-            lambda: util.memwalk_request(util.HOSTS["src"], host="src")["writes"] > 20000,
-            60, "memwalk to do 20000 writes"))
+    images = checkpoint_memwalk(procs, tmp_path, "--mib", "64", "--threads", "2", "--write-ratio", "0.3",
+                                "--seed", "11", writes=20000)
     workdir = tmp_path / "wd"
     res = restore(procs, workdir, "--images", images)
 
@@ -82,12 +87,8 @@ def test_a_stack_pointer_on_a_page_boundary_does_not_make_the_dump_eager(lab, pr
     the daemon never serves a fault. memwalk --aligned-sp parks a thread so.
     `distriproc checkpoint` marks the lazy memory lazy again (lib/lazyfix.h):
     every page of memwalk's area still comes through the daemon."""
-    images = checkpoint(
-        procs, tmp_path,
-        [util.MEMWALK, "--mib", "16", "--threads", "2", "--write-ratio", "0.3", "--seed", "17", "--aligned-sp"],
-        lambda: util.wait_until(
-            lambda: util.memwalk_request(util.HOSTS["src"], host="src")["writes"] > 2000,
-            60, "memwalk to do 2000 writes"))
+    images = checkpoint_memwalk(procs, tmp_path, "--mib", "16", "--threads", "2", "--write-ratio", "0.3",
+                                "--seed", "17", "--aligned-sp")
     workdir = tmp_path / "wd"
     res = restore(procs, workdir, "--images", images)
     v = util.memwalk_request(util.HOSTS["dst"], command="VERIFY", host="dst")
@@ -131,12 +132,8 @@ def test_an_eager_restore_is_named_in_the_daemon_log(lab, procs, criu, tmp_path)
     then has nothing to serve and must say so in its log (lib/lazyd_proc.c eager_check), not
     leave a test or an operator waiting for faults in silence (the CI
     'stall'). The test above checks that a normal restore does not say it."""
-    images = checkpoint(
-        procs, tmp_path,
-        [util.MEMWALK, "--mib", "16", "--threads", "2", "--write-ratio", "0.3", "--seed", "19"],
-        lambda: util.wait_until(
-            lambda: util.memwalk_request(util.HOSTS["src"], host="src")["writes"] > 2000,
-            60, "memwalk to do 2000 writes"))
+    images = checkpoint_memwalk(procs, tmp_path, "--mib", "16", "--threads", "2", "--write-ratio", "0.3",
+                                "--seed", "19")
     for pagemap in images.glob("pagemap-*.img"):
         clear_pe_lazy(pagemap)
     # from a page server, as both CI sightings: its task map calls the whole
