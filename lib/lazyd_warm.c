@@ -312,11 +312,9 @@ void lz_warmup_init(struct dp_lazyd *d)
                    o->src->ops->bulk_fd;
     wo.own_lane = d->bulk_lane;
     /* On its own lane nothing of it waits in the faults' socket: bigger
-     * requests cost less per page (daemon, server, crypto, copies). */
+     * requests cost less per page (daemon, server, crypto, copies); the
+     * controller shrinks them where faults still wait (a FIFO link). */
     wo.chunk_pages = d->bulk_lane ? WU_LANE_CHUNK_PAGES : 0;
-    const char *ck = getenv("DISTRIPROC_WARMUP_CHUNK");
-    if (ck && atoi(ck) > 0 && atoi(ck) <= 64)
-        wo.chunk_pages = (uint32_t)atoi(ck);
     struct dp_lzw_io io = {.ctx = d, .fetch = wu_fetch, .each_range = wu_each_range, .task_of_pid = wu_task_of_pid,
                            .remote_pages = wu_remote, .used_pages = wu_used, .budget_pages = wu_budget,
                            .all_resident = wu_all_resident};

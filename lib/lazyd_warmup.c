@@ -19,7 +19,7 @@ static void ctl_start(struct dp_lzw *w, uint64_t now_ns)
 {
     dp_warmup_ctl_init(&w->ctl, w->o.rate_cap, now_ns);
     if (w->o.chunk_pages)
-        w->ctl.chunk = w->o.chunk_pages;
+        dp_warmup_ctl_chunk(&w->ctl, w->o.chunk_pages);
 }
 
 /* Copies the options and the daemon's operations; nothing runs before begin. */
@@ -255,6 +255,8 @@ json_t *dp_lzw_json(const struct dp_lzw *w)
     put_int(o, "window_increases", w->ctl.increases);
     put_int(o, "window_decreases", w->ctl.decreases);
     put_int(o, "chunk_pages", w->ctl.chunk);
+    put_int(o, "chunk_pages_max", w->ctl.chunk_max);
+    put_int(o, "chunk_cuts", w->ctl.chunk_cuts);
     json_object_set_new(o, "lane", json_string(w->o.own_lane ? "own" : "shared"));
     put_int(o, "rate_cap", w->ctl.rate_cap);
     put_int(o, "budget_pages", w->io.budget_pages(w->io.ctx));

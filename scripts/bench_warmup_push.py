@@ -235,6 +235,16 @@ def set_link_qdisc(lab, kind):
         lab.run(["tc", "-n", netns, "qdisc", "replace", "dev", dev, "parent", tbf[0]["handle"] + "1", kind])
 
 
+def cpu_s(pid):
+    """User + system CPU seconds of process pid so far (None once gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def run_point(lab, a, wl, images, key, mode, local, bits):
     log(f"{wl.name}: restore with --warmup {mode}")
     warmup, env = restore_args(mode)
@@ -253,6 +263,8 @@ def run_point(lab, a, wl, images, key, mode, local, bits):
     finally:
         lab.env = saved
     t_zero = time.monotonic()
+    cpu0 = {"daemon": cpu_s(res["daemon_pid"]), "server": cpu_s(srv.pid)}
+    cpu = {}
     try:
         wl.ready("dst")
         passes = wl.drive(t_zero + a.max_seconds, 0.9 * local, t_zero)
@@ -262,12 +274,19 @@ def run_point(lab, a, wl, images, key, mode, local, bits):
             while st["warmup"]["state"] == "running" and time.monotonic() < end:
                 time.sleep(0.5)
                 st = daemon_stats(lab, wd)
+        # CPU from the restore's return to here: the faults, the warm-up and
+        # (Redis) the passes' requests, daemon and page server apart
+        cpu = {k: round(cpu_s(pid) - cpu0[k], 3) if cpu0[k] is not None and cpu_s(pid) is not None else None
+               for k, pid in (("daemon", res["daemon_pid"]), ("server", srv.pid))}
     finally:
         lab.end_restore(res, srv)
     tot, w = st["total"], st["warmup"]
     tot.pop("latency_buckets_us", None)  # the CDF: p50/p90/p99 in "latency" are kept
     lazy = tot["resident_bytes"] + tot["remote_bytes"]
-    out = {"mode": mode, "lane": "shared" if env else "own", "restore": res, "passes": [[round(x, 4) for x in p[:2]] + [p[2]] for p in passes],
+    out = {"mode": mode, "lane": "shared" if env else "own", "cpu_s": cpu,
+           "cpu_ms_per_mib": {k: round(v * 1000 / (lazy / (1 << 20)), 3) if v is not None and lazy else None
+                              for k, v in cpu.items()},
+           "restore": res, "passes": [[round(x, 4) for x in p[:2]] + [p[2]] for p in passes],
            "lazy_bytes": lazy, "fault_p50_us": st["total"].get("latency", {}).get("p50_us"),
            "faults_remote": tot["faults_remote"], "warmup": w, "total": tot}
     out.update(summarize(local, passes, wl.full(), lazy, bits))
@@ -338,6 +357,11 @@ def compare(points):
             f"warmup_rate_bytes_per_s{sfx}": median(p["warmup"]["rate_bytes_per_s"] for p in ps),
             f"runs{sfx}": len(ps),
         })
+    for mode in dict.fromkeys(p["mode"] for p in points):
+        ps = [p for p in points if p["mode"] == mode]
+        for who in ("daemon", "server"):
+            out[f"cpu_ms_per_mib_{who}_{mode.replace('-', '_')}"] = median(
+                p.get("cpu_ms_per_mib", {}).get(who) for p in ps)
     return out
 
 
