@@ -200,6 +200,26 @@ class Memwalk:
                 return passes
 
 
+class Idle(Memwalk):
+    """The warm-up alone: memwalk's walkers parked (HOLD) before the
+    checkpoint, so nothing faults after the restore and the point measures
+    the warm-up's rate against the link and the CPU the daemon and the page
+    server spend per MiB of it. No throughput, no pass."""
+
+    def __init__(self, lab, a):
+        super().__init__(lab, a, "uniform", "idle")
+
+    def load(self):
+        if not self.lab.memwalk("src", SRC, MW_PORT, "HOLD").get("held"):
+            raise RuntimeError("memwalk on src did not park its walkers")
+
+    def local(self):
+        return 1.0
+
+    def drive(self, deadline, goal, t_zero):
+        return []  # run_point waits for the warm-up to end
+
+
 # ---- driver ------------------------------------------------------------------------
 
 def daemon_stats(lab, workdir):
@@ -403,7 +423,7 @@ def main():
     try:
         for name in a.workloads.split(","):
             wl = {"redis": lambda: Redis(lab, a), "seq": lambda: Memwalk(lab, a, "seq", "seq"),
-                  "zipf": lambda: Memwalk(lab, a, "zipf:0.99", "zipf")}[name]()
+                  "zipf": lambda: Memwalk(lab, a, "zipf:0.99", "zipf"), "idle": lambda: Idle(lab, a)}[name]()
             results.append(run_workload(lab, a, wl, bits))
     finally:
         lab.kill_all()

@@ -194,7 +194,7 @@ def test_warmup_has_its_own_connection_and_faults_pass_it_stalled(lab, procs, cr
         print("\nwarm-up stalled:", w0, w1)
         assert w1["lane_port"] == w0["lane_port"], w1  # the same, stalled connection
         # the stalled lane delivered at most what had arrived before the drop
-        assert w1["pages_moved"] - moved0 <= w1["window_max"] * w1["chunk_pages"], (moved0, w1)
+        assert w1["pages_moved"] - moved0 <= w1["window_max"] * w1["chunk_pages_max"], (moved0, w1)
         assert w1["state"] == "running", w1
     finally:
         for r in rules:
