@@ -84,12 +84,21 @@ int lz_accept(struct dp_lazyd *d, int lfd, int flags, const char *path, lz_read_
  * many ran. */
 static int dispatch(struct dp_lazyd *d, const struct epoll_event *evs, int n, int nested)
 {
+    /* Which pass runs each (the handlers marked last after the others),
+     * read before any runs: a handler may free itself (a closed criu
+     * connection), and nothing of it is read after that. */
+    int8_t pass[64]; /* the callers' epoll_wait returns at most 64 */
     int ran = 0;
-    for (int last = 0; last < 2; last++) { /* the handlers marked last after the others */
+    n = n > (int)sizeof(pass) ? (int)sizeof(pass) : n;
+    for (int i = 0; i < n; i++) {
+        const struct handler *h = evs[i].data.ptr;
+        pass[i] = nested && !h->nested ? -1 : (int8_t)(h->last != 0);
+    }
+    for (int p = 0; p < 2; p++) {
         for (int i = 0; i < n; i++) {
-            struct handler *h = evs[i].data.ptr;
-            if ((nested && !h->nested) || h->last != last)
+            if (pass[i] != p)
                 continue;
+            struct handler *h = evs[i].data.ptr;
             h->read_event(d, h);
             ran++;
         }
