@@ -256,7 +256,7 @@ static short remote_bulk_events(struct dp_pagesrc *s)
 static void remote_bulk_process(struct dp_pagesrc *s)
 {
     struct remote_src *r = (struct remote_src *)s;
-    if (r->bulk)
+    if (r->bulk && !r->bulk_off)
         client_turn(r, r->bulk);
 }
 
