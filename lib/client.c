@@ -219,7 +219,8 @@ void dp_client_set_insecure_plaintext(bool on) { plaintext_default = on; }
 static void send_hello(struct dp_client *c)
 {
     struct dp_hello h = {.min_version = DP_PROTO_VERSION_MIN, .max_version = DP_PROTO_VERSION_MAX,
-                         .flags = c->o.insecure_plaintext ? DP_HELLO_FLAG_PLAINTEXT : 0,
+                         .flags = (c->o.insecure_plaintext ? DP_HELLO_FLAG_PLAINTEXT : 0) |
+                                  (c->o.bulk ? DP_HELLO_FLAG_BULK : 0),
                          .ciphers = dp_chan_ciphers_local()};
     randombytes_buf(c->eph_sk, sizeof(c->eph_sk));
     crypto_scalarmult_base(h.eph_pk, c->eph_sk);
@@ -505,7 +506,8 @@ static int do_io(struct dp_client *c, bool block)
         c->out.len = c->out_off = 0;
     /* receive: parse in place; move a partial message to the front only
      * when the buffer runs out of room behind it */
-    for (int rounds = 0; rounds < 64 && c->fd >= 0; rounds++) {
+    size_t got = 0;
+    for (int rounds = 0; rounds < 64 && c->fd >= 0 && !(c->o.read_budget && got >= c->o.read_budget); rounds++) {
         if (c->in_cap - c->in_len < (256u << 10)) {
             if (c->in_off) {
                 memmove(c->in, c->in + c->in_off, c->in_len - c->in_off);
@@ -527,6 +529,8 @@ static int do_io(struct dp_client *c, bool block)
             }
         }
         size_t room = c->in_cap - c->in_len;
+        if (c->o.read_budget && room > c->o.read_budget - got)
+            room = c->o.read_budget - got;
         ssize_t n = recv(c->fd, c->in + c->in_len, room, block && rounds == 0 ? 0 : MSG_DONTWAIT);
         if (n < 0) {
             if (errno == EAGAIN || errno == EINTR)
@@ -541,6 +545,7 @@ static int do_io(struct dp_client *c, bool block)
             return -1;
         }
         c->in_len += (size_t)n;
+        got += (size_t)n;
         c->progress_ns = dp_now_ns();
         while (c->fd >= 0 && take_message(c))
             ;
@@ -666,6 +671,7 @@ int dp_client_timeout_ms(const struct dp_client *c)
 bool dp_client_connected(const struct dp_client *c) { return c->state == CS_READY; }
 uint32_t dp_client_inflight(const struct dp_client *c) { return c->nr_reqs; }
 const struct dp_hello_reply *dp_client_limits(const struct dp_client *c) { return &c->hello; }
+const uint8_t *dp_client_cpid(const struct dp_client *c) { return c->cpid_known ? c->cpid : NULL; }
 /* For logs and bench output: which AEAD protects this connection. */
 const char *dp_client_cipher(const struct dp_client *c)
 {

@@ -55,6 +55,10 @@ struct dp_client_opts {
     uint32_t max_inflight;     /* 0 = 256 */
     bool insecure_plaintext;   /* frames in clear (the server must run --insecure-plaintext too) */
     const uint8_t *expect_cpid; /* DP_CPID_BYTES: refuse a server of another checkpoint; NULL: pin the first */
+    bool bulk;                 /* background reads only (DP_HELLO_FLAG_BULK): the server serves this
+                                * connection after its others and queues little for it */
+    uint32_t read_budget;      /* bytes one dp_client_process() receives at most (0: all there is); the
+                                * rest stays in the socket, which stays ready */
 };
 
 /* Process-wide: every client connected afterwards runs in plaintext mode
@@ -78,6 +82,8 @@ bool dp_client_connected(const struct dp_client *c);
 uint32_t dp_client_inflight(const struct dp_client *c);
 /* Limits announced by the server (valid once connected). */
 const struct dp_hello_reply *dp_client_limits(const struct dp_client *c);
+/* The checkpoint identity the server proved (DP_CPID_BYTES), NULL before. */
+const uint8_t *dp_client_cpid(const struct dp_client *c);
 /* The negotiated AEAD ("aes256gcm", "chacha20poly1305") or "plaintext". */
 const char *dp_client_cipher(const struct dp_client *c);
 

@@ -84,13 +84,24 @@ int lz_accept(struct dp_lazyd *d, int lfd, int flags, const char *path, lz_read_
  * many ran. */
 static int dispatch(struct dp_lazyd *d, const struct epoll_event *evs, int n, int nested)
 {
+    /* Which pass runs each (the handlers marked last after the others),
+     * read before any runs: a handler may free itself (a closed criu
+     * connection), and nothing of it is read after that. */
+    int8_t pass[64]; /* the callers' epoll_wait returns at most 64 */
     int ran = 0;
+    n = n > (int)sizeof(pass) ? (int)sizeof(pass) : n;
     for (int i = 0; i < n; i++) {
-        struct handler *h = evs[i].data.ptr;
-        if (nested && !h->nested)
-            continue;
-        h->read_event(d, h);
-        ran++;
+        const struct handler *h = evs[i].data.ptr;
+        pass[i] = nested && !h->nested ? -1 : (int8_t)(h->last != 0);
+    }
+    for (int p = 0; p < 2; p++) {
+        for (int i = 0; i < n; i++) {
+            if (pass[i] != p)
+                continue;
+            struct handler *h = evs[i].data.ptr;
+            h->read_event(d, h);
+            ran++;
+        }
     }
     return ran;
 }
@@ -374,8 +385,27 @@ static void check_timeouts(struct dp_lazyd *d, uint64_t now)
     }
 }
 
-/* The remote source's descriptor changes across reconnects and it wants
- * EPOLLOUT only while it has bytes to send: keep epoll in step. */
+/* Keeps handler h (watching *cur_ev) on descriptor fd with events ev: a
+ * source's descriptor changes across reconnects and wants EPOLLOUT only
+ * while it has bytes to send. */
+static void watch_sync(struct dp_lazyd *d, struct handler *h, uint32_t *cur_ev, int fd, uint32_t ev)
+{
+    if (fd == h->fd && ev == *cur_ev)
+        return;
+    if (h->fd >= 0 && h->fd != fd)
+        epoll_ctl(d->ep, EPOLL_CTL_DEL, h->fd, NULL); /* may be closed already */
+    if (fd >= 0) {
+        struct epoll_event e = {.events = ev, .data.ptr = h};
+        int op = fd == h->fd ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+        if (epoll_ctl(d->ep, op, fd, &e) < 0)
+            epoll_ctl(d->ep, op == EPOLL_CTL_MOD ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, fd, &e);
+    }
+    h->fd = fd;
+    *cur_ev = ev;
+}
+
+/* The page source's descriptors (its first lane, and the bulk lane when it
+ * has one) in epoll as they are now; a fenced source ends the restore. */
 static void src_sync(struct dp_lazyd *d)
 {
     const struct dp_pagesrc_ops *ops = d->o->src->ops;
@@ -385,29 +415,27 @@ static void src_sync(struct dp_lazyd *d)
         dp_fence_report(fenced, d->o->src->desc, d->o->workdir);
         lz_kill_restored(d);
     }
-    int fd = ops->fd(d->o->src);
-    uint32_t ev = ops->events ? (uint32_t)(unsigned short)ops->events(d->o->src) : EPOLLIN;
-    if (fd == d->src_h.fd && ev == d->src_ev)
-        return;
-    if (d->src_h.fd >= 0 && d->src_h.fd != fd)
-        epoll_ctl(d->ep, EPOLL_CTL_DEL, d->src_h.fd, NULL); /* may be closed already */
-    if (fd >= 0) {
-        struct epoll_event e = {.events = ev, .data.ptr = &d->src_h};
-        int op = fd == d->src_h.fd ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
-        if (epoll_ctl(d->ep, op, fd, &e) < 0)
-            epoll_ctl(d->ep, op == EPOLL_CTL_MOD ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, fd, &e);
-    }
     d->src_h.read_event = on_src;
     d->src_h.nested = 1;
-    d->src_h.fd = fd;
-    d->src_ev = ev;
+    watch_sync(d, &d->src_h, &d->src_ev, ops->fd(d->o->src),
+               ops->events ? (uint32_t)(unsigned short)ops->events(d->o->src) : EPOLLIN);
+    if (ops->bulk_fd) {
+        d->bulk_h.read_event = on_src;
+        d->bulk_h.nested = 1;
+        d->bulk_h.last = 1;
+        watch_sync(d, &d->bulk_h, &d->bulk_ev, ops->bulk_fd(d->o->src),
+                   (uint32_t)(unsigned short)ops->bulk_events(d->o->src));
+    }
 }
 
-/* The page source's descriptor is ready: completions run from process(). */
+/* A page source's descriptor is ready (h: which lane): completions run
+ * from process(). */
 static void on_src(struct dp_lazyd *d, struct handler *h)
 {
-    (void)h;
-    d->o->src->ops->process(d->o->src);
+    if (h == &d->bulk_h)
+        d->o->src->ops->bulk_process(d->o->src);
+    else
+        d->o->src->ops->process(d->o->src);
     src_sync(d);
 }
 
@@ -445,6 +473,8 @@ static void handle_timer(struct dp_lazyd *d, struct handler *h)
     uint64_t now = dp_now_ns();
     if (d->o->src->ops->events)
         d->o->src->ops->process(d->o->src); /* reconnect timers, deadlines */
+    if (d->o->src->ops->bulk_process)
+        d->o->src->ops->bulk_process(d->o->src);
     for (struct lz_task *t = d->tasks; t; t = t->next) {
         if (t->alive && t->retry) {
             lz_handle_uffd(d, t); /* reads events first, then retries */
@@ -627,7 +657,7 @@ struct dp_lazyd *dp_lazyd_start(const struct dp_lazyd_opts *o)
         return NULL;
     d->o = o;
     d->start_ns = dp_now_ns();
-    d->listen_h.fd = d->ctl_h.fd = d->timer_h.fd = d->sig_h.fd = d->src_h.fd = d->guard.sk = -1;
+    d->listen_h.fd = d->ctl_h.fd = d->timer_h.fd = d->sig_h.fd = d->src_h.fd = d->bulk_h.fd = d->guard.sk = -1;
     d->guard_h.fd = -1;
     if (o->replay) {
         struct dp_err rerr = {{0}};

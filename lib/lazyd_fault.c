@@ -376,6 +376,7 @@ static struct lz_req *req_new(struct dp_lazyd *d, struct lz_task *t, uint64_t im
     r->f.opaque = d;
     r->t = t;
     r->kind = kind;
+    r->f.bulk = kind == K_BACKGROUND && d->bulk_lane; /* the warm-up: behind every fault (pagesrc.h) */
     r->backoff_ns = 50 * 1000000ull;
     r->next = t->reqs;
     if (t->reqs)

@@ -52,6 +52,7 @@ struct handler {
     int fd;
     lz_read_event read_event;
     int nested;           /* also run by the nested pump (lz_pump) */
+    int last;             /* run after the turn's other handlers (the bulk lane: faults first) */
     void *ptr;
 };
 
@@ -167,6 +168,7 @@ struct dp_lazyd {
     const struct dp_lazyd_opts *o;
     int ep;
     struct handler listen_h, src_h, ctl_h, timer_h, sig_h;
+    struct handler bulk_h;     /* the source's bulk lane (pagesrc.h), the warm-up's */
     struct lz_task *tasks;
     int next_id;
     int conns;             /* open lazy-pages connections */
@@ -177,7 +179,8 @@ struct dp_lazyd {
     uint64_t start_ns, last_probe_ns;
     int all_resident_said;     /* o->all_resident called */
     struct dp_lzw wu;          /* the warm-up (lib/lazyd_warmup.h) */
-    uint32_t src_ev;
+    uint32_t src_ev, bulk_ev;
+    int bulk_lane;             /* warm-up fetches marked bulk (DISTRIPROC_WARMUP_LANE != shared) */
     char sock_path[4200], ctl_path[4200];
     struct lz_evict ev;
     uint64_t spin_until_ns;    /* poll without sleeping until then: a fault's reply is due */

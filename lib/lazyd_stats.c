@@ -11,6 +11,7 @@
 #include <unistd.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <netinet/in.h>
 
 #include "lazyd_int.h"
 #include "metrics.h"
@@ -216,6 +217,17 @@ static json_t *budget_json(struct dp_lazyd *d)
     return o;
 }
 
+/* The warm-up's own connection, by its local TCP port (what `ss` shows in
+ * the destination), or null while there is none. */
+static json_t *lane_port(struct dp_lazyd *d)
+{
+    struct sockaddr_in a;
+    socklen_t len = sizeof(a);
+    if (d->bulk_h.fd < 0 || getsockname(d->bulk_h.fd, (struct sockaddr *)&a, &len) < 0 || a.sin_family != AF_INET)
+        return json_null();
+    return json_integer(ntohs(a.sin_port));
+}
+
 /* The `stats` document (control socket and stats-final.json), one line. */
 void lz_stats_json(struct dp_lazyd *d, struct dp_sbuf *b)
 {
@@ -244,8 +256,11 @@ void lz_stats_json(struct dp_lazyd *d, struct dp_sbuf *b)
         dp_json_fixed(d->replay.done_ns ? (double)(d->replay.done_ns - d->replay.start_ns) / 1e9 : 0.0, 3), "stage",
         stage_json(d), "trace", "recording", d->tracing && !d->trace_sent, "pages", (json_int_t)d->trace_pages,
         "sent", d->trace_sent, "budget", budget_json(d), "tasks", tasks);
-    if (o)
-        json_object_set_new(o, "warmup", dp_lzw_json(&d->wu));
+    json_t *wu = o ? dp_lzw_json(&d->wu) : NULL;
+    if (wu) {
+        json_object_set_new(wu, "lane_port", lane_port(d));
+        json_object_set_new(o, "warmup", wu);
+    }
     dp_sbuf_put_json(b, o);
     dp_sbuf_printf(b, "\n");
 }

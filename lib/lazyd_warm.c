@@ -10,6 +10,8 @@
 
 #include "lazyd_int.h"
 
+#define WU_LANE_CHUNK_PAGES 16u /* 64 KiB warm-up requests on the bulk lane */
+
 /* ==== hot-set replay ==== */
 
 /* The live task restored as checkpoint pid (not a forked child), or NULL. */
@@ -301,6 +303,18 @@ void lz_warmup_init(struct dp_lazyd *d)
         dp_warn("no warm-up with --hotset-mode stage: it measures the replay alone");
         wo.mode = DP_WARMUP_NONE;
     }
+    /* Its own connection (the source's bulk lane), unless told
+     * DISTRIPROC_WARMUP_LANE=shared (to measure one against the other) or
+     * under a budget: there a page written back on the first connection
+     * must never be read back older on another one. */
+    const char *lane = getenv("DISTRIPROC_WARMUP_LANE");
+    d->bulk_lane = !(lane && strcmp(lane, "shared") == 0) && !o->budget_pages && !(o->budget_frac > 0) &&
+                   o->src->ops->bulk_fd;
+    wo.own_lane = d->bulk_lane;
+    /* On its own lane nothing of it waits in the faults' socket: bigger
+     * requests cost less per page (daemon, server, crypto, copies); the
+     * controller shrinks them where faults still wait (a FIFO link). */
+    wo.chunk_pages = d->bulk_lane ? WU_LANE_CHUNK_PAGES : 0;
     struct dp_lzw_io io = {.ctx = d, .fetch = wu_fetch, .each_range = wu_each_range, .task_of_pid = wu_task_of_pid,
                            .remote_pages = wu_remote, .used_pages = wu_used, .budget_pages = wu_budget,
                            .all_resident = wu_all_resident};

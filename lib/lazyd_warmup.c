@@ -14,6 +14,14 @@
 
 /* ---- set-up ---- */
 
+/* The controller afresh, with the requests' size of the options. */
+static void ctl_start(struct dp_lzw *w, uint64_t now_ns)
+{
+    dp_warmup_ctl_init(&w->ctl, w->o.rate_cap, now_ns);
+    if (w->o.chunk_pages)
+        dp_warmup_ctl_chunk(&w->ctl, w->o.chunk_pages);
+}
+
 /* Copies the options and the daemon's operations; nothing runs before begin. */
 void dp_lzw_init(struct dp_lzw *w, const struct dp_lzw_opts *o, const struct dp_lzw_io *io, uint64_t now_ns)
 {
@@ -22,7 +30,7 @@ void dp_lzw_init(struct dp_lzw *w, const struct dp_lzw_opts *o, const struct dp_
     w->io = *io;
     w->restore_ns = now_ns;
     dp_warmup_plan_init(&w->plan);
-    dp_warmup_ctl_init(&w->ctl, o->rate_cap, now_ns);
+    ctl_start(w, now_ns);
     w->state = o->mode == DP_WARMUP_NONE ? DP_LZW_OFF : DP_LZW_WAITING;
 }
 
@@ -75,7 +83,7 @@ void dp_lzw_begin(struct dp_lzw *w, uint64_t now_ns)
     dp_warmup_plan_finish(&w->plan, w->o.mode == DP_WARMUP_ALL ? DP_WU_TIER_REST : DP_WU_TIER_HEAT);
     w->state = DP_LZW_RUNNING;
     w->start_ns = now_ns;
-    dp_warmup_ctl_init(&w->ctl, w->o.rate_cap, now_ns);
+    ctl_start(w, now_ns);
     dp_info("warm-up (%s) started: %llu pages planned (%llu traced, %llu by heat, %llu the rest)%s",
             dp_warmup_mode_name(w->o.mode), (unsigned long long)dp_warmup_plan_left(&w->plan),
             (unsigned long long)w->plan.tier_pages[0], (unsigned long long)w->plan.tier_pages[1],
@@ -247,6 +255,9 @@ json_t *dp_lzw_json(const struct dp_lzw *w)
     put_int(o, "window_increases", w->ctl.increases);
     put_int(o, "window_decreases", w->ctl.decreases);
     put_int(o, "chunk_pages", w->ctl.chunk);
+    put_int(o, "chunk_pages_max", w->ctl.chunk_max);
+    put_int(o, "chunk_cuts", w->ctl.chunk_cuts);
+    json_object_set_new(o, "lane", json_string(w->o.own_lane ? "own" : "shared"));
     put_int(o, "rate_cap", w->ctl.rate_cap);
     put_int(o, "budget_pages", w->io.budget_pages(w->io.ctx));
     put_int(o, "sweeps", w->sweeps);

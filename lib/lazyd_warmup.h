@@ -37,6 +37,8 @@ struct dp_lzw_opts {
     enum dp_warmup_mode mode;
     uint64_t rate_cap;               /* bytes/s, 0 = adaptive only */
     const struct dp_hotset *order;   /* hot set or classification to go first; NULL = none */
+    uint32_t chunk_pages;            /* pages per request; 0 = DP_WU_CHUNK_PAGES */
+    int own_lane;                    /* on the source's bulk lane (its own connection), for the stats */
 };
 
 enum dp_lzw_state { DP_LZW_OFF, DP_LZW_WAITING, DP_LZW_RUNNING, DP_LZW_DONE };

@@ -10,6 +10,7 @@
 #include <inttypes.h>
 #include <malloc.h>
 #include <math.h>
+#include <linux/pkt_sched.h>
 #include <netinet/tcp.h>
 #include <signal.h>
 #include <stdio.h>
@@ -47,6 +48,13 @@
 
 #define HIGH_WATER  (8u << 20)   /* stop reading a client with this much output queued */
 #define LOW_WATER   (1u << 20)   /* resume below this */
+/* A bulk connection (DP_HELLO_FLAG_BULK: the warm-up) keeps little queued,
+ * in our buffers and in the kernel's, so the next reply it builds is read
+ * from the images when the link has room for it, never far ahead of a fault
+ * another connection sends. */
+#define BULK_HIGH_WATER (256u << 10)
+#define BULK_LOW_WATER  (128u << 10)
+#define BULK_NOTSENT    (128u << 10) /* TCP_NOTSENT_LOWAT */
 #define SKEL_CHUNK  (256u << 10)
 #define READ_BUDGET (1u << 20)   /* bytes read per readiness event, for fairness */
 #define MAX_IOV     64
@@ -114,6 +122,7 @@ struct conn {
     struct skel_cursor *skel;
     uint64_t requests, pages_sent;
     uint64_t lease_epoch;     /* the write lease this connection took (0: none); lib/lease.h */
+    bool bulk;                /* DP_HELLO_FLAG_BULK: served after the others, little queued */
     char close_reason[200];
 };
 
@@ -178,6 +187,7 @@ struct server {
         uint64_t bytes_out, bytes_in, sendfile_bytes, copied_bytes;
         uint64_t pages_written, put_requests, skeleton_bytes, puts_refused;
         uint64_t records_rejected, fenced_requests;
+        uint64_t bulk_connections;
     } st;
 };
 
@@ -519,6 +529,13 @@ static void handle_hello(struct server *s, struct conn *c, const uint8_t *payloa
         return;
     }
     c->version = hi;
+    if ((h->flags & DP_HELLO_FLAG_BULK) && !c->bulk) {
+        c->bulk = true;
+        s->st.bulk_connections++;
+        int lowat = BULK_NOTSENT, prio = TC_PRIO_BULK; /* a priority qdisc's last band (pfifo_fast) */
+        setsockopt(c->fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof(lowat));
+        setsockopt(c->fd, SOL_SOCKET, SO_PRIORITY, &prio, sizeof(prio));
+    }
     uint8_t sk[32];
     struct dp_hello_reply hr = {.version = hi, .max_payload = DP_MAX_PAYLOAD, .max_get_pages = DP_MAX_GET_PAGES,
                                 .max_put_pages = DP_MAX_PUT_PAGES, .max_get_ranges = DP_MAX_GET_RANGES,
@@ -923,6 +940,7 @@ static void handle_stats(struct server *s, struct conn *c, uint64_t id, uint64_t
         {"lease_epoch", lease->epoch},
         {"lease_held", lease->held},
         {"fenced_requests", s->st.fenced_requests},
+        {"bulk_connections", s->st.bulk_connections},
         {"puts_refused", s->st.puts_refused},
         {"records_rejected", s->st.records_rejected},
         {"insecure_plaintext", s->o->insecure_plaintext},
@@ -1308,7 +1326,7 @@ static void conn_flush(struct server *s, struct conn *c)
     if (c->skel)
         skel_pump(s, c);
     uint64_t queued = (uint64_t)c->out.bytes + c->delayed_bytes;
-    if (c->paused && queued < LOW_WATER && (queued == 0 || s->lim.buffered + s->lim.out_buffered <
+    if (c->paused && queued < (c->bulk ? BULK_LOW_WATER : LOW_WATER) && (queued == 0 || s->lim.buffered + s->lim.out_buffered <
                                                               s->lim.cfg.max_buffered)) {
         c->paused = false;
         conn_process_input(s, c);
@@ -1583,7 +1601,7 @@ static void conn_process_input(struct server *s, struct conn *c)
 {
     while (!c->closed && !c->closing && !c->paused) {
         uint64_t queued = (uint64_t)c->out.bytes + c->delayed_bytes;
-        if (queued >= HIGH_WATER || !dp_connlimit_may_reply(&s->lim, queued)) {
+        if (queued >= (c->bulk ? BULK_HIGH_WATER : HIGH_WATER) || !dp_connlimit_may_reply(&s->lim, queued)) {
             c->paused = true; /* backpressure: the client is not reading its replies */
             break;
         }
@@ -2024,8 +2042,13 @@ int dp_server_run(const struct dp_server_opts *o, struct dp_err *err)
             dp_err_set(err, "epoll_wait: %s", strerror(errno));
             goto out;
         }
+        /* Two passes: bulk connections (the warm-up) after the others, so
+         * a fault's request ready in the same turn is answered first. */
+        for (int pass = 0; pass < 2; pass++)
         for (int i = 0; i < n; i++) {
             enum tag *tag = evs[i].data.ptr;
+            if (pass != (*tag == TAG_CONN && ((struct conn *)tag)->bulk))
+                continue;
             if (*tag == TAG_LISTEN) {
                 on_accept(s);
             } else if (*tag == TAG_SIGNAL) {

@@ -30,6 +30,8 @@ struct dp_fetch {
     uint64_t wire_bytes;   /* set by the source: bytes received for it */
     void (*done)(struct dp_fetch *f);
     void *opaque;          /* submitter's */
+    int bulk;              /* submitter's: background traffic (the warm-up); a source with a bulk
+                            * lane sends it there, behind every other fetch */
     struct dp_fetch *src_next; /* source's own queue link */
 };
 
@@ -62,6 +64,14 @@ struct dp_pagesrc_ops {
     short (*events)(struct dp_pagesrc *s);
     int (*timeout_ms)(struct dp_pagesrc *s);
     void (*process)(struct dp_pagesrc *s);
+    /* The bulk lane (optional, all three or none): a second descriptor that
+     * carries the fetches marked bulk, watched and processed like fd above
+     * but after every other descriptor of the same turn. bulk_fd is -1
+     * while there is none (not opened yet, or refused: bulk fetches then
+     * share the first lane). */
+    int (*bulk_fd)(struct dp_pagesrc *s);
+    short (*bulk_events)(struct dp_pagesrc *s);
+    void (*bulk_process)(struct dp_pagesrc *s);
     /* 1 while the source can serve (for stats and timeout messages). */
     int (*healthy)(struct dp_pagesrc *s);
     /* NULL while the source may be used; else why this restore was fenced

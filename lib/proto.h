@@ -136,7 +136,9 @@ int dp_msg_append(struct dp_buf *b, uint8_t type, uint16_t flags, uint64_t id, c
 #define DP_EPH_KEY_SIZE 32 /* X25519 public key */
 #define DP_CPID_BYTES   32 /* checkpoint identity (lib/cpid.h) */
 #define DP_HELLO_FLAG_PLAINTEXT 0x1u /* --insecure-plaintext: records are not encrypted */
-#define DP_HELLO_FLAGS_KNOWN    DP_HELLO_FLAG_PLAINTEXT
+#define DP_HELLO_FLAG_BULK      0x2u /* background reads only (the warm-up): served after the other
+                                      * connections, little output queued (docs/protocol.md) */
+#define DP_HELLO_FLAGS_KNOWN    (DP_HELLO_FLAG_PLAINTEXT | DP_HELLO_FLAG_BULK)
 struct dp_hello {
     uint16_t min_version, max_version;
     uint32_t flags;    /* DP_HELLO_FLAG_* */

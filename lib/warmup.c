@@ -167,12 +167,18 @@ uint64_t dp_warmup_budget_room(uint64_t budget_pages, uint64_t margin, uint64_t 
 void dp_warmup_ctl_init(struct dp_warmup_ctl *c, uint64_t rate_cap, uint64_t now_ns)
 {
     memset(c, 0, sizeof(*c));
-    c->chunk = DP_WU_CHUNK_PAGES;
+    c->chunk = c->chunk_max = DP_WU_CHUNK_PAGES;
     c->win = DP_WU_WIN_START;
     c->win_max_seen = c->win;
     c->rate_cap = rate_cap;
     c->last_ns = now_ns;
     c->round_start_ns = now_ns;
+}
+
+/* See warmup.h: the request size it starts with and may grow back to. */
+void dp_warmup_ctl_chunk(struct dp_warmup_ctl *c, uint32_t pages)
+{
+    c->chunk = c->chunk_max = pages > DP_WU_CHUNK_PAGES ? pages : DP_WU_CHUNK_PAGES;
 }
 
 /* The window, and under a cap the tokens, say how many may go now. A
@@ -231,6 +237,10 @@ void dp_warmup_ctl_done(struct dp_warmup_ctl *c, uint32_t pages, uint64_t now_ns
         c->last_step = -1;
         c->hold = DP_WU_HOLD_ROUNDS;
     } else if (c->last_step > 0 || c->hold == 0) {
+        if (c->chunk < c->chunk_max && c->win >= 2 * DP_WU_WIN_MIN) {
+            c->chunk *= 2; /* back to bigger requests, the same bytes in flight */
+            c->win /= 2;
+        }
         if (c->win < DP_WU_WIN_MAX) {
             c->win++;
             c->increases++;
@@ -267,6 +277,10 @@ int dp_warmup_ctl_fault(struct dp_warmup_ctl *c, uint64_t latency_ns, uint32_t w
         return 0;
     if (!c->round_slow_fault) {
         c->round_slow_fault = 1;
+        if (c->win <= DP_WU_WIN_MIN && c->chunk > DP_WU_CHUNK_PAGES) {
+            c->chunk /= 2; /* smaller requests: less ahead of a fault in a FIFO */
+            c->chunk_cuts++;
+        }
         c->win = c->win / 2 > DP_WU_WIN_MIN ? c->win / 2 : DP_WU_WIN_MIN;
         c->fault_backoffs++;
     }

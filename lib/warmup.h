@@ -106,6 +106,7 @@ uint64_t dp_warmup_budget_room(uint64_t budget_pages, uint64_t margin, uint64_t 
 
 struct dp_warmup_ctl {
     uint32_t chunk;           /* pages per request */
+    uint32_t chunk_max;       /* what it starts with and grows back to (dp_warmup_ctl_chunk) */
     uint32_t win;             /* requests in flight allowed */
     uint32_t win_max_seen;
     uint64_t rate_cap;        /* bytes/s, 0 = none */
@@ -120,11 +121,19 @@ struct dp_warmup_ctl {
     /* faults */
     uint64_t idle_fault_ns;   /* base: the fastest faults with no warm-up in flight (drifts up
                                * 1/32 per slower one); 0 = none seen */
-    uint64_t increases, decreases, fault_backoffs;
+    uint64_t increases, decreases, fault_backoffs, chunk_cuts;
 };
 
 /* rate_cap: bytes/s (0: none). now: the start. */
 void dp_warmup_ctl_init(struct dp_warmup_ctl *c, uint64_t rate_cap, uint64_t now_ns);
+/* Requests of up to pages pages (at least DP_WU_CHUNK_PAGES): on a lane of
+ * its own the warm-up's bytes do not wait in the faults' socket, and bigger
+ * requests cost less per page. On a link whose bottleneck queue is one FIFO
+ * a fault still waits behind what is queued there: a fault slow with the
+ * window at its minimum halves the chunk instead (down to
+ * DP_WU_CHUNK_PAGES); a window grown to twice its minimum with no slow
+ * fault doubles it back (the window halved: the same bytes in flight). */
+void dp_warmup_ctl_chunk(struct dp_warmup_ctl *c, uint32_t pages);
 /* How many requests (of up to chunk pages) may be sent now, with
  * inflight_pages warm-up pages out: the window is win * chunk pages. */
 uint32_t dp_warmup_ctl_allow(struct dp_warmup_ctl *c, uint64_t inflight_pages, uint64_t now_ns);

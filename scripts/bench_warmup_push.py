@@ -200,24 +200,91 @@ class Memwalk:
                 return passes
 
 
+class Idle(Memwalk):
+    """The warm-up alone: memwalk's walkers parked (HOLD) before the
+    checkpoint, so nothing faults after the restore and the point measures
+    the warm-up's rate against the link and the CPU the daemon and the page
+    server spend per MiB of it. No throughput, no pass."""
+
+    def __init__(self, lab, a):
+        super().__init__(lab, a, "uniform", "idle")
+
+    def load(self):
+        if not self.lab.memwalk("src", SRC, MW_PORT, "HOLD").get("held"):
+            raise RuntimeError("memwalk on src did not park its walkers")
+
+    def local(self):
+        return 1.0
+
+    def drive(self, deadline, goal, t_zero):
+        return []  # run_point waits for the warm-up to end
+
+
 # ---- driver ------------------------------------------------------------------------
 
 def daemon_stats(lab, workdir):
     return json.loads(lab.dp("stats", "--workdir", workdir, "--json").stdout)
 
 
+# A mode is --warmup's value, or "all-shared": the warm-up on the faults'
+# connection (DISTRIPROC_WARMUP_LANE=shared), to compare with its own lane.
+LANE_SHARED = "-shared"
+
+
+def restore_args(mode):
+    """(--warmup value, extra environment) of a --modes entry."""
+    if mode.endswith(LANE_SHARED):
+        return mode[:-len(LANE_SHARED)], {"DISTRIPROC_WARMUP_LANE": "shared"}
+    return mode, {}
+
+
+def set_link_qdisc(lab, kind):
+    """Hangs a child qdisc under the lab's tbf on both ends: pfifo_fast
+    (three bands by the socket's priority: the server puts the warm-up's
+    connection in the last, TC_PRIO_BULK) or a flow-fair one (fq, fq_codel:
+    flows share the rate fairly); "fifo" keeps tbf's own FIFO. Gone with the
+    lab's namespaces."""
+    if kind == "fifo":
+        return
+    for host in ("src", "dst"):
+        netns, dev = f"{lab.lab}-{host}", f"{lab.lab}-{host}0"
+        qs = json.loads(lab.run(["tc", "-n", netns, "-j", "qdisc", "show", "dev", dev]).stdout)
+        tbf = [q for q in qs if q.get("kind") == "tbf"]
+        if not tbf:
+            raise RuntimeError(f"no tbf on {netns}/{dev}: {qs}")
+        lab.run(["tc", "-n", netns, "qdisc", "replace", "dev", dev, "parent", tbf[0]["handle"] + "1", kind])
+
+
+def cpu_s(pid):
+    """User + system CPU seconds of process pid so far (None once gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def run_point(lab, a, wl, images, key, mode, local, bits):
     log(f"{wl.name}: restore with --warmup {mode}")
+    warmup, env = restore_args(mode)
     srv = lab.spawn(lab.ns("src", [lab.distriproc, "serve", "--images", images, "--listen",
                                    f"{SRC}:{SERVE_PORT}", "--key", key]),
                     os.path.join(a.workdir, f"serve-{wl.name}-{mode}.log"))
     lab.wait_listen("src", SERVE_PORT)
     wd = os.path.join(a.workdir, f"dst-{wl.name}-{mode}")
     shutil.rmtree(wd, ignore_errors=True)
-    res = json.loads(lab.dp("restore", "--source", f"{SRC}:{SERVE_PORT}", "--key", key, "--workdir", wd,
-                            "--host", "dst", "--prefetch", "auto", "--warmup", mode, "--record-trace", "0",
-                            "--json", timeout=300).stdout)
+    saved = lab.env
+    lab.env = dict(saved, **env)
+    try:
+        res = json.loads(lab.dp("restore", "--source", f"{SRC}:{SERVE_PORT}", "--key", key, "--workdir", wd,
+                                "--host", "dst", "--prefetch", "auto", "--warmup", warmup, "--record-trace",
+                                "0", "--json", timeout=300).stdout)
+    finally:
+        lab.env = saved
     t_zero = time.monotonic()
+    cpu0 = {"daemon": cpu_s(res["daemon_pid"]), "server": cpu_s(srv.pid)}
+    cpu = {}
     try:
         wl.ready("dst")
         passes = wl.drive(t_zero + a.max_seconds, 0.9 * local, t_zero)
@@ -227,12 +294,19 @@ def run_point(lab, a, wl, images, key, mode, local, bits):
             while st["warmup"]["state"] == "running" and time.monotonic() < end:
                 time.sleep(0.5)
                 st = daemon_stats(lab, wd)
+        # CPU from the restore's return to here: the faults, the warm-up and
+        # (Redis) the passes' requests, daemon and page server apart
+        cpu = {k: round(cpu_s(pid) - cpu0[k], 3) if cpu0[k] is not None and cpu_s(pid) is not None else None
+               for k, pid in (("daemon", res["daemon_pid"]), ("server", srv.pid))}
     finally:
         lab.end_restore(res, srv)
     tot, w = st["total"], st["warmup"]
     tot.pop("latency_buckets_us", None)  # the CDF: p50/p90/p99 in "latency" are kept
     lazy = tot["resident_bytes"] + tot["remote_bytes"]
-    out = {"mode": mode, "restore": res, "passes": [[round(x, 4) for x in p[:2]] + [p[2]] for p in passes],
+    out = {"mode": mode, "lane": "shared" if env else "own", "cpu_s": cpu,
+           "cpu_ms_per_mib": {k: round(v * 1000 / (lazy / (1 << 20)), 3) if v is not None and lazy else None
+                              for k, v in cpu.items()},
+           "restore": res, "passes": [[round(x, 4) for x in p[:2]] + [p[2]] for p in passes],
            "lazy_bytes": lazy, "fault_p50_us": st["total"].get("latency", {}).get("p50_us"),
            "faults_remote": tot["faults_remote"], "warmup": w, "total": tot}
     out.update(summarize(local, passes, wl.full(), lazy, bits))
@@ -262,26 +336,55 @@ def run_workload(lab, a, wl, bits):
     key = os.path.join(d, "key")
     lab.dp("keygen", key)
     points = [run_point(lab, a, wl, os.path.join(d, "images"), key, m, local, bits) for m in a.modes]
-    by = {p["mode"]: p for p in points}
     summary = {"local_per_s": round(local, 1)}
-    if "all" in by and "none" in by:
-        w = by["all"]["warmup"]
-        during = w["fault_during"]["p50_us"] if w["fault_during"]["count"] else None
-        # the same measure in both runs: a fault's fetch, sent -> data (lib/lazyd_warmup.h)
-        nw = by["none"]["warmup"]["fault_idle"]
-        none_p50 = nw["p50_us"] if nw["count"] else None
-        summary.update({
-            "first_pass_vs_local_none": by["none"]["first_pass_vs_local"],
-            "first_pass_vs_local_all": by["all"]["first_pass_vs_local"],
-            "first_pass_ceiling": by["all"]["first_pass_ceiling"],
-            "time_to_90_vs_link_all": by["all"]["time_to_90_vs_link"],
-            "fault_p50_us_during_warmup": during,
-            "fault_p50_us_no_warmup": none_p50,
-            "fault_p50_ratio": ratio(during, none_p50) if during and none_p50 else None,
-            "faults_during_warmup": w["fault_during"]["count"],
-            "fault_p50_us_all_faults_none": by["none"]["fault_p50_us"],
-            "fault_p50_us_all_faults_all": by["all"]["fault_p50_us"],
+    summary.update(compare(points))
+    return {"workload": wl.name, "summary": summary, "points": points}
+
+
+def median(xs):
+    xs = sorted(x for x in xs if x is not None)
+    if not xs:
+        return None
+    k = len(xs) // 2
+    return xs[k] if len(xs) % 2 else (xs[k - 1] + xs[k]) / 2
+
+
+def compare(points):
+    """Each warm-up mode against --warmup none of the same run (a mode run
+    more than once, as A/B/A/B pairs: the median of its runs). The "all"
+    mode's figures keep their names; every other mode's (all-shared) come
+    with its name as a suffix."""
+    none = [p for p in points if p["mode"] == "none"]
+    if not none:
+        return {}
+    # the same measure in both runs: a fault's fetch, sent -> data (lib/lazyd_warmup.h)
+    none_p50 = median(p["warmup"]["fault_idle"]["p50_us"] for p in none if p["warmup"]["fault_idle"]["count"])
+    out = {"first_pass_vs_local_none": median(p["first_pass_vs_local"] for p in none),
+           "fault_p50_us_no_warmup": none_p50,
+           "fault_p50_us_all_faults_none": median(p["fault_p50_us"] for p in none)}
+    for mode in dict.fromkeys(p["mode"] for p in points if p["mode"] != "none"):
+        ps = [p for p in points if p["mode"] == mode]
+        during = median(p["warmup"]["fault_during"]["p50_us"] for p in ps if p["warmup"]["fault_during"]["count"])
+        sfx = "" if mode == "all" else "_" + mode.replace("-", "_")
+        out.update({
+            f"first_pass_vs_local_{mode.replace('-', '_')}": median(p["first_pass_vs_local"] for p in ps),
+            f"first_pass_ceiling{sfx}": median(p["first_pass_ceiling"] for p in ps),
+            f"time_to_90_vs_link_{mode.replace('-', '_')}": median(p["time_to_90_vs_link"] for p in ps),
+            f"fault_p50_us_during_warmup{sfx}": during,
+            f"fault_p50_ratio{sfx}": ratio(during, none_p50) if during and none_p50 else None,
+            f"faults_during_warmup{sfx}": median(p["warmup"]["fault_during"]["count"] for p in ps),
+            f"fault_p50_us_all_faults_{mode.replace('-', '_')}": median(p["fault_p50_us"] for p in ps),
+            f"warmup_rate_bytes_per_s{sfx}": median(p["warmup"]["rate_bytes_per_s"] for p in ps),
+            f"runs{sfx}": len(ps),
         })
+    for mode in dict.fromkeys(p["mode"] for p in points):
+        ps = [p for p in points if p["mode"] == mode]
+        for who in ("daemon", "server"):
+            out[f"cpu_ms_per_mib_{who}_{mode.replace('-', '_')}"] = median(
+                p.get("cpu_ms_per_mib", {}).get(who) for p in ps)
+    return out
+
+
     return {"workload": wl.name, "summary": summary, "points": points}
 
 
@@ -299,6 +402,9 @@ def main():
     p.add_argument("--max-seconds", type=float, default=60)
     p.add_argument("--lab", default=None)
     p.add_argument("--workdir", default="/tmp/distriproc-bench-push")
+    p.add_argument("--link-qdisc", choices=["fifo", "pfifo_fast", "fq", "fq_codel"], default="fifo",
+                   help="under the lab's tbf: its own FIFO, the 3-band priority qdisc, or a flow-fair child "
+                   "(what Linux hosts run; needs the kernel's sch_fq / sch_fq_codel)")
     a = p.parse_args()
     a.modes = a.modes.split(",")
     os.makedirs(a.workdir, exist_ok=True)
@@ -310,18 +416,19 @@ def main():
         sys.exit("--bandwidth takes e.g. 1gbit or 500mbit")
     bits = float(m.group(1)) * units[m.group(2)]
     lab.dp("lab", "up", "--bandwidth", a.bandwidth, timeout=120)
+    set_link_qdisc(lab, a.link_qdisc)
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     load0 = os.getloadavg()
     results = []
     try:
         for name in a.workloads.split(","):
             wl = {"redis": lambda: Redis(lab, a), "seq": lambda: Memwalk(lab, a, "seq", "seq"),
-                  "zipf": lambda: Memwalk(lab, a, "zipf:0.99", "zipf")}[name]()
+                  "zipf": lambda: Memwalk(lab, a, "zipf:0.99", "zipf"), "idle": lambda: Idle(lab, a)}[name]()
             results.append(run_workload(lab, a, wl, bits))
     finally:
         lab.kill_all()
     doc = {"bench": "warmup-push", "started": started, "command": " ".join(sys.argv[1:]),
-           "bandwidth_bits_per_s": bits, "mib": a.mib, "loadavg_start": load0, "loadavg_end": os.getloadavg(),
+           "bandwidth_bits_per_s": bits, "link_qdisc": a.link_qdisc, "mib": a.mib, "loadavg_start": load0, "loadavg_end": os.getloadavg(),
            "cpus": os.cpu_count(), "results": results}
     with open(a.json, "w") as f:
         json.dump(doc, f, indent=1)

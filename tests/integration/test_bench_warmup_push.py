@@ -36,3 +36,26 @@ def test_summary_ratios_and_ceiling():
     assert s["first_pass_ceiling"] == 1.0
     # 0.1 s locally against the same link: at most 10%
     assert bp.summarize(10000.0, passes, 1000, 125_000_000, 1e9)["first_pass_ceiling"] == 0.1
+
+
+def test_compare_takes_each_modes_median_against_none():
+    def point(mode, fp, during, idle, rate=1e8):
+        return {"mode": mode, "first_pass_vs_local": fp, "first_pass_ceiling": 1.0, "time_to_90_vs_link": 2.0,
+                "fault_p50_us": during or idle,
+                "warmup": {"fault_during": {"count": 1 if during else 0, "p50_us": during or 0},
+                           "fault_idle": {"count": 1, "p50_us": idle}, "rate_bytes_per_s": rate}}
+    pts = [point("none", 0.1, None, 100), point("all", 0.5, 110, 100), point("all-shared", 0.2, 400, 100),
+           point("all", 0.7, 150, 100), point("all-shared", 0.3, 300, 100), point("all", 0.6, 130, 100)]
+    c = bp.compare(pts)
+    # "all" keeps the summary's names; three runs: the median
+    assert c["first_pass_vs_local_none"] == 0.1 and c["first_pass_vs_local_all"] == 0.6
+    assert c["fault_p50_us_during_warmup"] == 130 and c["fault_p50_ratio"] == 1.3 and c["runs"] == 3
+    # the other mode by its name; two runs: the mean of the middle two
+    assert c["first_pass_vs_local_all_shared"] == 0.25 and c["fault_p50_us_during_warmup_all_shared"] == 350
+    assert c["fault_p50_ratio_all_shared"] == 3.5 and c["runs_all_shared"] == 2
+    assert bp.compare([point("all", 0.5, 110, 100)]) == {}  # nothing to compare with
+
+
+def test_shared_mode_restores_with_the_lane_shared():
+    assert bp.restore_args("all") == ("all", {})
+    assert bp.restore_args("all-shared") == ("all", {"DISTRIPROC_WARMUP_LANE": "shared"})

@@ -50,7 +50,8 @@ def test_faults_overtake_a_running_warmup_and_writes_survive_it(lab, procs, criu
     # faults were served while most of the plan still waited behind them
     assert w["max_queued_at_fault"] > 8000, w
     # and never found more warm-up in flight ahead of them than the window
-    assert 0 < w["max_ahead_pages"] <= w["window_max"] * w["chunk_pages"], w
+    # (of the largest requests: on its own connection their size adapts)
+    assert 0 < w["max_ahead_pages"] <= w["window_max"] * w["chunk_pages_max"], w
     assert w["fault_during"]["count"] > 0, w
     assert memwalk()["writes"] > 1000
     # writes keep running until every page is here
@@ -145,4 +146,84 @@ def test_warmup_hot_moves_the_classified_mappings_only(lab, procs, criu, tmp_pat
     assert "hot set" in w["done_reason"] and w["source_needed"] is True, w
     v = memwalk("VERIFY", timeout=120)
     assert v["verify_errors"] == 0, v
+    finish(res, workdir)
+
+
+def server_stats(listen, key):
+    return json.loads(util.run(util.netns_cmd("dst", [util.DISTRIPROC, "query", "--source", listen, "--key", key,
+                                                      "stats"]), timeout=60).stdout)
+
+
+@pytest.mark.time_limit(300)
+def test_warmup_has_its_own_connection_and_faults_pass_it_stalled(lab, procs, criu, tmp_path):
+    """The warm-up runs on a second connection, announced to the server as
+    bulk; a fault never needs it: with that connection stalled outright (its
+    packets dropped in dst, the extreme of a saturated lane), faults are still
+    answered on the first one while the warm-up moves nothing. Then the lane
+    recovers (TCP retransmits, or the client reconnects) and every page
+    arrives intact."""
+    def hold():  # the walkers parked: the faults come when the test says
+        util.memwalk_request(util.HOSTS["src"], command="HOLD", host="src")
+        return True
+    listen, key = checkpoint_and_serve(
+        procs, tmp_path, [util.MEMWALK, "--mib", "64", "--threads", "2", "--seed", "5"],
+        lambda: util.wait_until(hold, 60, "memwalk to hold"))
+    workdir = tmp_path / "wd"
+    # capped: 64 MiB at 8 MB/s keeps the warm-up running for ~8 s
+    res = util.restore_json(procs, workdir, "--source", listen, "--key", key, "--warmup", "all",
+                            "--background-fetch", "8M")
+    util.wait_until(lambda: (lambda w: w["state"] == "running" and w["lane_port"] and w["pages_moved"] > 0)(
+        stats(workdir)["warmup"]), 60, "the warm-up to run on its own connection")
+    w0 = stats(workdir)["warmup"]
+    assert w0["lane"] == "own", w0
+    assert server_stats(listen, key)["bulk_connections"] == 1
+    port = str(w0["lane_port"])
+    rules = [["INPUT", "-p", "tcp", "--dport", port, "-j", "DROP"],
+             ["OUTPUT", "-p", "tcp", "--sport", port, "-j", "DROP"]]
+    try:
+        for r in rules:
+            util.run(util.netns_cmd("dst", ["iptables", "-I", *r]))
+        moved0 = stats(workdir)["warmup"]["pages_moved"]
+        f0 = stats(workdir)["total"]["faults_remote"]
+        memwalk("GO")
+        # faults answered on the first connection while the lane is stalled
+        # (within --tcp-user-timeout, 10 s: the lane is not reconnected yet)
+        util.wait_until(lambda: stats(workdir)["total"]["faults_remote"] >= f0 + 500, 8,
+                        "faults to be answered with the warm-up's connection stalled")
+        memwalk("HOLD")
+        w1 = stats(workdir)["warmup"]
+        print("\nwarm-up stalled:", w0, w1)
+        assert w1["lane_port"] == w0["lane_port"], w1  # the same, stalled connection
+        # the stalled lane delivered at most what had arrived before the drop
+        assert w1["pages_moved"] - moved0 <= w1["window_max"] * w1["chunk_pages_max"], (moved0, w1)
+        assert w1["state"] == "running", w1
+    finally:
+        for r in rules:
+            util.run(util.netns_cmd("dst", ["iptables", "-D", *r]), check=False)
+    memwalk("GO")
+    util.wait_until(lambda: stats(workdir)["warmup"]["state"] == "done", 120, "the warm-up to finish")
+    s = stats(workdir)
+    assert s["total"]["remote_bytes"] == 0, s["total"]
+    st = memwalk()
+    assert st["errors"] == 0 and st["bad_bytes"] == 0, st
+    v = memwalk("VERIFY", timeout=300)
+    assert v["verify_pages"] == 64 * 256 and v["verify_errors"] == 0, v
+    finish(res, workdir)
+
+
+@pytest.mark.time_limit(300)
+def test_warmup_shares_the_connection_when_told(lab, procs, criu, tmp_path, monkeypatch):
+    """DISTRIPROC_WARMUP_LANE=shared (for measuring one against the other):
+    no second connection, the server sees no bulk connection."""
+    listen, key = checkpoint_and_serve(
+        procs, tmp_path, [FORKMEM, "--mib", "32", "--port", 7071, "--seed", 6],
+        lambda: util.wait_forkmem("src"))
+    workdir = tmp_path / "wd"
+    monkeypatch.setenv("DISTRIPROC_WARMUP_LANE", "shared")
+    res = util.restore_json(procs, workdir, "--source", listen, "--key", key, "--warmup", "all")
+    util.wait_until(lambda: stats(workdir)["warmup"]["state"] == "done", 60, "the warm-up to finish")
+    w = stats(workdir)["warmup"]
+    assert w["lane"] == "shared" and w["lane_port"] is None, w
+    assert server_stats(listen, key)["bulk_connections"] == 0
+    assert forkmem("dst", "VERIFY", timeout=120)["errors"] == 0
     finish(res, workdir)

@@ -91,8 +91,12 @@ static void hello_and_auth_roundtrip(void **state)
     assert_int_equal(dp_dec_hello(bad, sizeof(bad), &hb, &err), DP_E_MALFORMED);
     assert_int_equal(dp_dec_hello(p, 79, &hb, &err), DP_E_MALFORMED);
     memcpy(bad, p, DP_HELLO_LEN);
-    bad[4] = 0x2;
+    bad[4] = 0x4; /* the first flag no version knows */
     assert_int_equal(dp_dec_hello(bad, sizeof(bad), &hb, &err), DP_E_MALFORMED);
+    memcpy(bad, p, DP_HELLO_LEN);
+    bad[4] = DP_HELLO_FLAG_BULK; /* the warm-up's connection */
+    assert_int_equal(dp_dec_hello(bad, sizeof(bad), &hb, &err), DP_E_OK);
+    assert_int_equal(hb.flags, DP_HELLO_FLAG_BULK);
     memcpy(bad, p, DP_HELLO_LEN);
     bad[12] = 1;
     assert_int_equal(dp_dec_hello(bad, sizeof(bad), &hb, &err), DP_E_MALFORMED);

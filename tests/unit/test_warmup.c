@@ -200,6 +200,40 @@ static void ctl_halves_when_a_fault_queues_behind(void **state)
     assert_int_equal(c.win, DP_WU_WIN_MIN);
 }
 
+static void ctl_chunk_shrinks_under_slow_faults_and_grows_back(void **state)
+{
+    (void)state;
+    struct dp_warmup_ctl c;
+    dp_warmup_ctl_init(&c, 0, 0);
+    dp_warmup_ctl_chunk(&c, 16);
+    assert_int_equal(c.chunk, 16);
+    dp_warmup_ctl_chunk(&c, 1); /* never below the shared lane's size */
+    assert_int_equal(c.chunk, DP_WU_CHUNK_PAGES);
+    dp_warmup_ctl_chunk(&c, 16);
+    for (int i = 0; i < 4; i++)
+        dp_warmup_ctl_fault(&c, 200 * US, 0);
+    /* above the minimum window a slow fault halves the window only */
+    c.win = 4;
+    assert_int_equal(dp_warmup_ctl_fault(&c, 2 * MS, 2), 1);
+    assert_int_equal(c.win, 2);
+    assert_int_equal(c.chunk, 16);
+    /* at the minimum window (what a FIFO bottleneck leads to): the chunk, one
+     * halving per round, down to DP_WU_CHUNK_PAGES */
+    for (int r = 0; r < 4; r++) {
+        c.round_slow_fault = 0;
+        dp_warmup_ctl_fault(&c, 2 * MS, 2);
+    }
+    assert_int_equal(c.chunk, DP_WU_CHUNK_PAGES);
+    assert_int_equal(c.chunk_cuts, 2);
+    assert_int_equal(c.win, DP_WU_WIN_MIN);
+    c.round_slow_fault = 0;
+    /* no slow fault any more: the window grows, and at twice its minimum the
+     * chunk doubles back (window halved) up to where it started */
+    run_rounds(&c, 200, 64, 0);
+    assert_int_equal(c.chunk, 16);
+    assert_true(c.win >= DP_WU_WIN_MIN);
+}
+
 static void ctl_rate_cap_limits_bytes_per_second(void **state)
 {
     (void)state;
@@ -509,6 +543,7 @@ int main(void)
         cmocka_unit_test(budget_room_saturates),
         cmocka_unit_test(ctl_grows_to_the_knee_and_stays_near_it),
         cmocka_unit_test(ctl_halves_when_a_fault_queues_behind),
+        cmocka_unit_test(ctl_chunk_shrinks_under_slow_faults_and_grows_back),
         cmocka_unit_test(ctl_rate_cap_limits_bytes_per_second),
         cmocka_unit_test(glue_all_ends_with_everything_resident_once),
         cmocka_unit_test(glue_counts_a_completion_inside_the_submit),
