@@ -80,6 +80,7 @@ struct dp_pf_stream {
     uint64_t win_lo, win_hi; /* its outstanding window [lo, hi), empty if none */
     uint64_t expect;         /* its next fault if the whole window gets used */
     uint32_t win_pages;      /* pages really prefetched in that window */
+    uint32_t walked;         /* its windows walked through so far (a proven stream) */
     uint64_t used;           /* LRU tick */
 };
 
@@ -92,6 +93,11 @@ struct dp_prefetch_state {
     uint32_t hist_pos;
     int last_stream;                 /* stream of the last window planned, -1 none */
     uint64_t streams_started;        /* streams found (a fault near a recent one) */
+    /* The sequential window this fault found walked through (its next fault
+     * landed at or past the window's end), [lo, hi) in image addresses,
+     * empty when none: its pages were read without a fault, so the daemon
+     * notes them in the first-touch trace. Set by every dp_prefetch_plan. */
+    uint64_t walked_lo, walked_hi;
 };
 
 struct dp_pf_range {
