@@ -241,18 +241,44 @@ static bool stream_claims(const struct dp_pf_stream *s, uint64_t fault)
     return fault < s->last && fault + DP_PF_GAP * PG >= end;
 }
 
-/* The direction of a new stream through fault: +1 if a recent fault of the
- * region lies at most DP_PF_GAP pages below it, -1 if above, 0 if none. */
+/* Whether a recent fault of [reg_lo, reg_hi) other than `not` lies at most
+ * DP_PF_GAP pages from x on side dir (below x for +1, above for -1); its page
+ * in *found. */
+static bool history_near(const struct dp_prefetch_state *st, uint64_t x, int dir, uint64_t not, uint64_t reg_lo,
+                         uint64_t reg_hi, int from, uint64_t *found)
+{
+    for (int i = from; i < DP_PF_HISTORY; i++) {
+        uint64_t h = st->history[i];
+        if (!h || h < reg_lo || h >= reg_hi || h == x || h == not)
+            continue;
+        if ((dir > 0 && h < x && x - h <= DP_PF_GAP * PG) || (dir < 0 && h > x && h - x <= DP_PF_GAP * PG)) {
+            *found = h;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The direction of a new stream through fault: +1 if two recent faults of
+ * the region step up to it (each at most DP_PF_GAP pages above the one
+ * before), -1 if two step down to it, 0 if neither. One nearby fault is not
+ * enough: random faults land near one of the last DP_PF_HISTORY ones every
+ * few hundred faults (a hash table's probes far more often), and each such
+ * "stream" would fetch a window nobody reads; two in a row in one direction
+ * are rare by chance, and a real walk pays one fault more to be found. */
 static int history_trend(const struct dp_prefetch_state *st, uint64_t fault, uint64_t reg_lo, uint64_t reg_hi)
 {
-    for (int i = 0; i < DP_PF_HISTORY; i++) {
-        uint64_t h = st->history[i];
-        if (!h || h < reg_lo || h >= reg_hi || h == fault)
-            continue;
-        if (h < fault && fault - h <= DP_PF_GAP * PG)
-            return 1;
-        if (h > fault && h - fault <= DP_PF_GAP * PG)
-            return -1;
+    for (int dir = 1; dir >= -1; dir -= 2) {
+        for (int i = 0; i < DP_PF_HISTORY; i++) {
+            uint64_t h1, h2;
+            if (!history_near(st, fault, dir, 0, reg_lo, reg_hi, i, &h1))
+                break;
+            if (history_near(st, h1, dir, fault, reg_lo, reg_hi, 0, &h2))
+                return dir;
+            /* the next candidate h1 after this one */
+            while (i < DP_PF_HISTORY && st->history[i] != h1)
+                i++;
+        }
     }
     return 0;
 }
