@@ -298,22 +298,35 @@ static void streams_parse(void **st)
     assert_int_equal(dp_prefetch_parse("streamsx", &c, &e), -1);
 }
 
+/* The streams policy with its defaults, and a fresh state. */
+static void streams_setup(struct dp_prefetch_cfg *c, struct dp_prefetch_state *s)
+{
+    struct dp_err e;
+    assert_int_equal(dp_prefetch_parse("streams", c, &e), 0);
+    dp_prefetch_state_init(s);
+}
+
+/* A fault at page `page` of the big region; the ranges planned in r. */
+static int big_plan(const struct dp_prefetch_cfg *c, struct dp_prefetch_state *s, uint64_t page,
+                    struct dp_pf_range *r)
+{
+    return dp_prefetch_plan(c, s, LO + page * P, LO, BIG_HI, r, DP_PF_MAX_RANGES);
+}
+
 /* Faults never within DP_PF_GAP pages of a recent one start no stream: random
  * access is served exactly as with none. */
 static void streams_random_access_prefetches_nothing(void **st)
 {
     (void)st;
     struct dp_prefetch_cfg c;
-    struct dp_err e;
-    dp_prefetch_parse("streams", &c, &e);
     struct dp_prefetch_state s;
-    dp_prefetch_state_init(&s);
+    streams_setup(&c, &s);
     struct dp_pf_range r[DP_PF_MAX_RANGES];
     uint64_t x = 7;
     for (int i = 0; i < 5000; i++) {
         x = (x * 48271) % 2147483647;
         uint64_t page = (x % (BIG_PAGES / 4)) * 4; /* 4 pages apart at least: beyond the gap */
-        assert_int_equal(dp_prefetch_plan(&c, &s, LO + page * P, LO, BIG_HI, r, DP_PF_MAX_RANGES), 0);
+        assert_int_equal(big_plan(&c, &s, page, r), 0);
     }
     assert_int_equal(s.streams_started, 0);
 }
@@ -326,21 +339,19 @@ static void streams_start_on_three_in_line(void **st)
 {
     (void)st;
     struct dp_prefetch_cfg c;
-    struct dp_err e;
-    dp_prefetch_parse("streams", &c, &e);
     struct dp_prefetch_state s;
-    dp_prefetch_state_init(&s);
+    streams_setup(&c, &s);
     struct dp_pf_range r[DP_PF_MAX_RANGES];
-    assert_int_equal(dp_prefetch_plan(&c, &s, LO + 100 * P, LO, BIG_HI, r, DP_PF_MAX_RANGES), 0);
-    assert_int_equal(dp_prefetch_plan(&c, &s, LO + 101 * P, LO, BIG_HI, r, DP_PF_MAX_RANGES), 0);
-    assert_int_equal(dp_prefetch_plan(&c, &s, LO + 5000 * P, LO, BIG_HI, r, DP_PF_MAX_RANGES), 0);
-    assert_int_equal(dp_prefetch_plan(&c, &s, LO + 102 * P, LO, BIG_HI, r, DP_PF_MAX_RANGES), 1);
+    assert_int_equal(big_plan(&c, &s, 100, r), 0);
+    assert_int_equal(big_plan(&c, &s, 101, r), 0);
+    assert_int_equal(big_plan(&c, &s, 5000, r), 0);
+    assert_int_equal(big_plan(&c, &s, 102, r), 1);
     assert_int_equal(r[0].addr, LO + 103 * P);
     assert_int_equal(r[0].npages, 8);
     /* down, with a gap of 2 pages (a resident page skipped) */
-    assert_int_equal(dp_prefetch_plan(&c, &s, LO + 900 * P, LO, BIG_HI, r, DP_PF_MAX_RANGES), 0);
-    assert_int_equal(dp_prefetch_plan(&c, &s, LO + 898 * P, LO, BIG_HI, r, DP_PF_MAX_RANGES), 0);
-    assert_int_equal(dp_prefetch_plan(&c, &s, LO + 897 * P, LO, BIG_HI, r, DP_PF_MAX_RANGES), 1);
+    assert_int_equal(big_plan(&c, &s, 900, r), 0);
+    assert_int_equal(big_plan(&c, &s, 898, r), 0);
+    assert_int_equal(big_plan(&c, &s, 897, r), 1);
     assert_int_equal(r[0].addr, LO + 889 * P);
     assert_int_equal(r[0].npages, 8);
     assert_int_equal(s.streams_started, 2);
@@ -349,7 +360,7 @@ static void streams_start_on_three_in_line(void **st)
     uint64_t x = 11;
     for (int i = 0; i < 20000; i++) {
         x = (x * 48271) % 2147483647;
-        dp_prefetch_plan(&c, &s, LO + (x % 2048) * P, LO, BIG_HI, r, DP_PF_MAX_RANGES);
+        big_plan(&c, &s, x % 2048, r);
     }
     /* one nearby fault alone started ~1250 here; three in line, ~1 in 200 */
     assert_true(s.streams_started < 200);
