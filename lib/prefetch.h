@@ -16,11 +16,13 @@
  *   streams several interleaved sequential streams per task (threads walking
  *           their own parts of one mapping, or a value stream between random
  *           hash-table probes). A fault continues a stream when it lands just
- *           past that stream's last fault or window; a fault a few pages from
- *           one of the task's recent faults (a window of DP_PF_HISTORY, as
+ *           past that stream's last fault or window; a fault that continues
+ *           two of the task's recent faults in one direction, each a few
+ *           pages past the one before (among the last DP_PF_HISTORY, as
  *           Leap, USENIX ATC'20, finds a trend among recent accesses despite
- *           the ones in between) starts a stream; any other fault prefetches
- *           nothing, so random access costs what `none` costs. Each stream's
+ *           the ones in between), starts a stream; any other fault
+ *           prefetches nothing, so random access costs nearly what `none`
+ *           costs (three random faults rarely line up). Each stream's
  *           window doubles (up to max) every time it is consumed. The fault
  *           messages of CRIU's userfaultfd carry no thread id (CRIU does not
  *           ask for UFFD_FEATURE_THREAD_ID, and its uffd cannot be given a
