@@ -255,6 +255,10 @@ static void fault_remote(struct dp_lazyd *d, struct lz_task *t, struct dp_lazy_r
     uint64_t reg_hi = reg->img + (reg->end - reg->start);
     struct dp_pf_range pf[DP_PF_MAX_RANGES];
     int npf = dp_prefetch_plan(&d->o->prefetch, &t->pf, img, reg->img, reg_hi, pf, DP_PF_MAX_RANGES);
+    /* A window the task walked through without a fault: its pages were
+     * first touched by now, though no fault showed them (docs/hotset.md). */
+    for (uint64_t a = t->pf.walked_lo; a < t->pf.walked_hi; a += PG)
+        lz_trace_touch(d, t, a, t0);
 
     /* The faulted page plus the remote pages right after it that the
      * policy asked for travel as one request. */

@@ -142,6 +142,10 @@ static int plan_mapping(const struct dp_prefetch_cfg *cfg, struct dp_prefetch_st
         if (fault == m->expect) {
             st->hits_inferred += pages;
             consumed = 1;
+            if (cfg->mode != DP_PF_STRIDE) { /* a stride's span holds pages it skipped */
+                st->walked_lo = m->win_lo;
+                st->walked_hi = m->win_hi;
+            }
         } else if (fault < m->win_lo || fault >= m->win_hi) {
             st->misses += pages;
             if (cfg->mode == DP_PF_AUTO)
@@ -237,34 +241,70 @@ static bool stream_claims(const struct dp_pf_stream *s, uint64_t fault)
     return fault < s->last && fault + DP_PF_GAP * PG >= end;
 }
 
-/* The direction of a new stream through fault: +1 if a recent fault of the
- * region lies at most DP_PF_GAP pages below it, -1 if above, 0 if none. */
+/* Whether a recent fault of [reg_lo, reg_hi) other than `not` lies at most
+ * DP_PF_GAP pages from x on side dir (below x for +1, above for -1); its page
+ * in *found. */
+static bool history_near(const struct dp_prefetch_state *st, uint64_t x, int dir, uint64_t not, uint64_t reg_lo,
+                         uint64_t reg_hi, int from, uint64_t *found)
+{
+    for (int i = from; i < DP_PF_HISTORY; i++) {
+        uint64_t h = st->history[i];
+        if (!h || h < reg_lo || h >= reg_hi || h == x || h == not)
+            continue;
+        if ((dir > 0 && h < x && x - h <= DP_PF_GAP * PG) || (dir < 0 && h > x && h - x <= DP_PF_GAP * PG)) {
+            *found = h;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The direction of a new stream through fault: +1 if two recent faults of
+ * the region step up to it (each at most DP_PF_GAP pages above the one
+ * before), -1 if two step down to it, 0 if neither. One nearby fault is not
+ * enough: random faults land near one of the last DP_PF_HISTORY ones every
+ * few hundred faults (a hash table's probes far more often), and each such
+ * "stream" would fetch a window nobody reads; two in a row in one direction
+ * are rare by chance, and a real walk pays one fault more to be found. */
 static int history_trend(const struct dp_prefetch_state *st, uint64_t fault, uint64_t reg_lo, uint64_t reg_hi)
 {
-    for (int i = 0; i < DP_PF_HISTORY; i++) {
-        uint64_t h = st->history[i];
-        if (!h || h < reg_lo || h >= reg_hi || h == fault)
-            continue;
-        if (h < fault && fault - h <= DP_PF_GAP * PG)
-            return 1;
-        if (h > fault && h - fault <= DP_PF_GAP * PG)
-            return -1;
+    for (int dir = 1; dir >= -1; dir -= 2) {
+        for (int i = 0; i < DP_PF_HISTORY; i++) {
+            uint64_t h1, h2;
+            if (!history_near(st, fault, dir, 0, reg_lo, reg_hi, i, &h1))
+                break;
+            if (history_near(st, h1, dir, fault, reg_lo, reg_hi, 0, &h2))
+                return dir;
+            /* the next candidate h1 after this one */
+            while (i < DP_PF_HISTORY && st->history[i] != h1)
+                i++;
+        }
     }
     return 0;
 }
 
-/* A slot for a new stream: an unused one, else the least recently used,
- * whose unconsumed window is counted as missed. */
+/* A slot for a new stream: an unused one, else the least recently used of
+ * the streams none of whose windows was walked through yet, else the least
+ * recently used. A proven stream is claimed once per window only (its
+ * window grows to 256 pages), while random faults near each other start
+ * "streams" all the time (a hash table's probes): plain LRU let those push
+ * out the real ones, whose outstanding window was then read unseen and
+ * whose walker had to be found again, window 8. The victim's unconsumed
+ * window is counted as missed. */
 static struct dp_pf_stream *stream_slot(struct dp_prefetch_state *st)
 {
-    struct dp_pf_stream *victim = &st->streams[0];
+    struct dp_pf_stream *victim = NULL, *unproven = NULL;
     for (int i = 0; i < DP_PF_NSTREAMS; i++) {
         struct dp_pf_stream *s = &st->streams[i];
         if (!s->region)
             return s;
-        if (s->used < victim->used)
+        if (!victim || s->used < victim->used)
             victim = s;
+        if (!s->walked && (!unproven || s->used < unproven->used))
+            unproven = s;
     }
+    if (unproven)
+        victim = unproven;
     st->misses += victim->win_pages;
     memset(victim, 0, sizeof(*victim));
     return victim;
@@ -291,7 +331,10 @@ static int plan_streams(const struct dp_prefetch_cfg *cfg, struct dp_prefetch_st
         /* Past it: its prefetched pages were used (a window the daemon found
          * all resident counts nothing, but the stream moved on all the same). */
         if (s->win_hi) {
+            s->walked++;
             st->hits_inferred += s->win_pages;
+            st->walked_lo = s->win_lo;
+            st->walked_hi = s->win_hi;
             uint32_t w = s->window * 2;
             s->window = w > cfg->max ? cfg->max : w;
         }
@@ -352,6 +395,7 @@ int dp_prefetch_plan(const struct dp_prefetch_cfg *cfg, struct dp_prefetch_state
                      uint64_t fault, uint64_t reg_lo, uint64_t reg_hi,
                      struct dp_pf_range *out, int max_out)
 {
+    st->walked_lo = st->walked_hi = 0;
     if ((unsigned)cfg->mode >= sizeof(planners) / sizeof(planners[0]) || !planners[cfg->mode] || fault < reg_lo ||
         fault >= reg_hi || max_out <= 0)
         return 0;

@@ -16,11 +16,13 @@
  *   streams several interleaved sequential streams per task (threads walking
  *           their own parts of one mapping, or a value stream between random
  *           hash-table probes). A fault continues a stream when it lands just
- *           past that stream's last fault or window; a fault a few pages from
- *           one of the task's recent faults (a window of DP_PF_HISTORY, as
+ *           past that stream's last fault or window; a fault that continues
+ *           two of the task's recent faults in one direction, each a few
+ *           pages past the one before (among the last DP_PF_HISTORY, as
  *           Leap, USENIX ATC'20, finds a trend among recent accesses despite
- *           the ones in between) starts a stream; any other fault prefetches
- *           nothing, so random access costs what `none` costs. Each stream's
+ *           the ones in between), starts a stream; any other fault
+ *           prefetches nothing, so random access costs nearly what `none`
+ *           costs (three random faults rarely line up). Each stream's
  *           window doubles (up to max) every time it is consumed. The fault
  *           messages of CRIU's userfaultfd carry no thread id (CRIU does not
  *           ask for UFFD_FEATURE_THREAD_ID, and its uffd cannot be given a
@@ -80,6 +82,7 @@ struct dp_pf_stream {
     uint64_t win_lo, win_hi; /* its outstanding window [lo, hi), empty if none */
     uint64_t expect;         /* its next fault if the whole window gets used */
     uint32_t win_pages;      /* pages really prefetched in that window */
+    uint32_t walked;         /* its windows walked through so far (a proven stream) */
     uint64_t used;           /* LRU tick */
 };
 
@@ -92,6 +95,11 @@ struct dp_prefetch_state {
     uint32_t hist_pos;
     int last_stream;                 /* stream of the last window planned, -1 none */
     uint64_t streams_started;        /* streams found (a fault near a recent one) */
+    /* The sequential window this fault found walked through (its next fault
+     * landed at or past the window's end), [lo, hi) in image addresses,
+     * empty when none: its pages were read without a fault, so the daemon
+     * notes them in the first-touch trace. Set by every dp_prefetch_plan. */
+    uint64_t walked_lo, walked_hi;
 };
 
 struct dp_pf_range {

@@ -7,7 +7,7 @@ root, with the lab. For the workload:
 
   1. start it in a `src` container (Redis loaded with --redis-mib of 1000-byte
      values; or memwalk --memwalk-mib, zipf 0.99 over its pages, 2 threads,
-     5% writes), warm it up for --warmup seconds exactly as every remote point
+     5% writes; --memwalk-pattern uniform for random pages), warm it up for --warmup seconds exactly as every remote point
      is warmed up, and measure it there: local execution, the baseline of the
      same run (Redis: each mix for --seconds; memwalk: its ops/s);
   2. checkpoint it (--leave-running: the source stays, stopped with SIGSTOP
@@ -21,10 +21,16 @@ root, with the lab. For the workload:
   4. the local baseline again, at the end (SIGCONT, the same warm-up, the
      same measurement): the drift between the two baselines is the run's
      noise floor; a point's ratio to local is only meaningful beyond it;
+     with --paired, also before every point but the first (A/B/A/B...), and
+     each point is compared with the mean of the baselines right before and
+     right after it (vs_local_paired, p99_vs_local_paired): on a machine
+     whose load drifts, the ratio to a baseline minutes away says little;
   5. JSON to --json: per point and mix, ops/s, P50/P99 (Redis: per request,
      one request at a time) and the ratio to both baselines (vs_local: the
      one at the start; vs_local_end: the one at the end); per mix the drift
-     local_end / local - 1.
+     local_end / local - 1; memwalk: per point the analytic bound
+     (measured miss rate x the run's fault cost, see memwalk_bounds) and
+     bound / measured.
 
 Redis mixes: zipfian keys (theta 0.99), 95% GET / 5% SET and 50/50.
 """
@@ -45,6 +51,7 @@ SERVE_PORT = 7330
 REDIS_PORT = 6391
 MEMWALK_PORT = 7072
 MIXES = [("95/5", 0.95), ("50/50", 0.5)]
+MEMWALK_THREADS = 2
 
 
 class Bench(LabRunner):
@@ -67,8 +74,8 @@ class Bench(LabRunner):
             cmd = ["redis-server", "--port", REDIS_PORT, "--bind", "0.0.0.0", "--save", "", "--appendonly", "no",
                    "--daemonize", "no", "--protected-mode", "no", "--dir", self.a.workdir]
         else:
-            cmd = [os.path.join(ROOT, "build", "memwalk"), "--mib", self.a.memwalk_mib, "--threads", "2",
-                   "--pattern", "zipf:0.99", "--write-ratio", "0.05", "--port", MEMWALK_PORT, "--seed", "7"]
+            cmd = [os.path.join(ROOT, "build", "memwalk"), "--mib", self.a.memwalk_mib, "--threads", MEMWALK_THREADS,
+                   "--pattern", self.a.memwalk_pattern, "--write-ratio", "0.05", "--port", MEMWALK_PORT, "--seed", "7"]
         self.dp("lab", "exec", "src", "--container", "--detach", "--pidfile", pidfile, "--", *cmd)
         with open(pidfile) as f:
             pid = int(f.read().strip())
@@ -155,6 +162,7 @@ class Bench(LabRunner):
                 "remote_fraction": tot["remote_fraction"], "resident_bytes": tot["resident_bytes"],
                 "remote_bytes": tot["remote_bytes"],
                 "faults_during_measure": tot["faults"] - st0["total"]["faults"],
+                "pages_prefetched": tot["pages_prefetched"], "pages_fetched": tot["pages_fetched"],
                 "budget_stats": ({k: b[k] for k in ("budget_bytes", "max_resident_bytes", "batches", "evictions",
                                                     "writebacks", "refaults", "victim_buffer_hits",
                                                     "writeback_errors")}
@@ -162,7 +170,40 @@ class Bench(LabRunner):
                                  # issue 13: evictions that stopped no thread (helper), dirty tracking
                                  | ({"no_stop": b["no_stop"]} if "no_stop" in b else {}))
                 if b else None,
-                "fault_latency": {k: tot["latency"][k] for k in ("count", "p50_us", "p99_us")}}
+                "fault_latency": {k: tot["latency"][k] for k in ("count", "mean_us", "p50_us", "p99_us")}}
+
+    def memwalk_bounds(self, doc):
+        """memwalk: each point's analytic bound (issue 13): a walker's operation
+        costs its local time plus, on a miss, one fault. With the measured miss
+        rate m (remote faults / operations during the measurement) and the
+        fault cost c (the daemon's mean fault latency at the run's 0% point,
+        where nothing is evicted: what a fetch costs on this link and load;
+        the point's own mean when the run has no 0% point), T threads give at
+        most T / (T / local_ops_per_s + m * c) ops/s. The ratio bound /
+        measured says how far eviction (stops, write-backs, thrash) and
+        everything else not in the bound put the point below it."""
+        zero = next((p for p in doc["points"] if p["remote_pct"] == 0), None)
+        for p in doc["points"]:
+            local = (p.get("local_paired") or doc["local"])["memwalk"]["ops_per_s"]
+            r = p["results"]["memwalk"]
+            src = zero if zero and zero["fault_latency"]["count"] else p
+            cost_us = src["fault_latency"]["mean_us"]
+            miss = p["faults_during_measure"] / r["ops"] if r["ops"] else None
+            if miss is None or not cost_us or not local:
+                p["bound"] = None
+                continue
+            bound = MEMWALK_THREADS / (MEMWALK_THREADS / local + miss * cost_us / 1e6)
+            # the same with the median fault: how much of the ratio the tail
+            # of the fault latency (a loaded machine's) carries
+            p50 = src["fault_latency"]["p50_us"]
+            bound_p50 = MEMWALK_THREADS / (MEMWALK_THREADS / local + miss * p50 / 1e6)
+            p["bound"] = {"miss_rate": round(miss, 4), "fault_cost_us": cost_us,
+                          "fault_cost_from": "0% point" if src is zero else "this point",
+                          "ops_per_s": round(bound, 1), "vs_measured": ratio(bound, r["ops_per_s"]),
+                          "fault_p50_us": p50, "ops_per_s_p50": round(bound_p50, 1),
+                          "vs_measured_p50": ratio(bound_p50, r["ops_per_s"])}
+            log(f"remote {p['remote_pct']}%: miss rate {miss:.1%}, fault cost {cost_us} us ({p['bound']['fault_cost_from']}): "
+                f"bound {bound:.0f} ops/s, measured {r['ops_per_s']:.0f}: bound / measured {p['bound']['vs_measured']}")
 
     def go(self):
         a = self.a
@@ -173,7 +214,9 @@ class Bench(LabRunner):
                                                                                        time.gmtime()),
                "command": a.command, "machine": {"uname": " ".join(platform.uname()),
                                                   "cpus": os.cpu_count()},
-               "workload": a.workload, "seconds": a.seconds, "warmup": a.warmup, "prefetch": a.prefetch,
+               "workload": a.workload, "seconds": a.seconds,
+               **({"memwalk_pattern": a.memwalk_pattern, "memwalk_threads": MEMWALK_THREADS}
+                  if a.workload == "memwalk" else {}), "warmup": a.warmup, "prefetch": a.prefetch,
                "points": []}
         pid = None
         try:
@@ -188,8 +231,17 @@ class Bench(LabRunner):
             os.kill(pid, signal.SIGSTOP)   # idle while the points run: no CPU, no port answered
             key = os.path.join(a.workdir, "key")
             self.dp("keygen", key, check=False)
-            for f in a.fractions:
+            for i, f in enumerate(a.fractions):
+                if a.paired and i > 0:
+                    # A/B/A: the local baseline again right before this point,
+                    # so each point sits between two baselines of its own
+                    os.kill(pid, signal.SIGCONT)
+                    local_before = self.baseline(f"before the {f}% point")
+                    os.kill(pid, signal.SIGSTOP)
+                else:
+                    local_before = doc["local"]
                 p = self.point(images, key, f)
+                p["local_before"] = local_before
                 for mix, r in p["results"].items():
                     r["vs_local"] = ratio(r["ops_per_s"], doc["local"][mix]["ops_per_s"])
                 log(f"remote {f}%: " + ", ".join(f"{m} {r['ops_per_s']:.0f} ops/s ({r['vs_local']:.0%} of local), "
@@ -202,9 +254,25 @@ class Bench(LabRunner):
             doc["local_end"] = self.baseline("end")
             doc["local_drift"] = {mix: ratio(doc["local_end"][mix]["ops_per_s"], loc["ops_per_s"], minus=1)
                                   for mix, loc in doc["local"].items()}
-            for p in doc["points"]:
+            for i, p in enumerate(doc["points"]):
+                after = doc["points"][i + 1]["local_before"] if i + 1 < len(doc["points"]) else doc["local_end"]
+                p["local_paired"] = {}
                 for mix, r in p["results"].items():
                     r["vs_local_end"] = ratio(r["ops_per_s"], doc["local_end"][mix]["ops_per_s"])
+                    if a.paired:
+                        # the mean of the baselines right before and right after
+                        # the point: the machine's load drifts less in between
+                        loc = (p["local_before"][mix]["ops_per_s"] + after[mix]["ops_per_s"]) / 2
+                        p99 = [x[mix]["p99_us"] for x in (p["local_before"], after) if x[mix]["p99_us"]]
+                        p["local_paired"][mix] = {"ops_per_s": round(loc, 1),
+                                                  "p99_us": round(sum(p99) / len(p99), 1) if p99 else None}
+                        r["vs_local_paired"] = ratio(r["ops_per_s"], loc)
+                        r["p99_vs_local_paired"] = (ratio(r["p99_us"], p["local_paired"][mix]["p99_us"])
+                                                    if r["p99_us"] and p99 else None)
+                        log(f"remote {p['remote_pct']}% {mix}: {r['vs_local_paired']:.0%} of the local baselines "
+                            f"around it, p99 {r['p99_vs_local_paired']}x theirs")
+            if a.workload == "memwalk":
+                self.memwalk_bounds(doc)
             log("local baseline drift (end / start - 1): " +
                 ", ".join(f"{m} {d:+.1%}" for m, d in doc["local_drift"].items() if d is not None))
         finally:
@@ -232,6 +300,9 @@ def main():
     r.add_argument("--warmup", type=int, default=20)
     r.add_argument("--redis-mib", type=int, default=256)
     r.add_argument("--memwalk-mib", type=int, default=256)
+    r.add_argument("--memwalk-pattern", default="zipf:0.99")
+    r.add_argument("--paired", action="store_true",
+                   help="measure the local baseline again before every point (A/B/A/B...)")
     r.add_argument("--prefetch", default="none")
     r.add_argument("--lab")
     r.add_argument("--workdir", default="/tmp/distriproc-bench-remote-fraction")

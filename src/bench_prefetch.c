@@ -30,6 +30,9 @@ static void usage(FILE *out)
             "  --policies LIST     prefetch policies (default none,auto,streams)\n"
             "  --bandwidth RATE    tbf cap on the lab link (default 1gbit)\n"
             "  --repeat N          passes per policy, medians reported (default 3)\n"
+            "  --budget SIZE       restore --budget (e.g. 30%%): the pass streams through a\n"
+            "                      local memory budget (default none); reports the pages the\n"
+            "                      pass moved over the link against the pages it needed\n"
             "  --lab NAME          run in a private lab NAME-src/NAME-dst (DISTRIPROC_LAB)\n"
             "  --workdir DIR       scratch (default /tmp/distriproc-bench-prefetch)\n");
 }

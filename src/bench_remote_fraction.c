@@ -26,7 +26,10 @@ static void usage(FILE *out)
             "and P99 latency again; at the end it measures the local baseline once more (the\n"
             "drift between the two is the run's noise floor). Redis: zipfian keys\n"
             "(0.99), 95/5 and 50/50 GET/SET, one request at a time; memwalk: zipf 0.99 over its\n"
-            "pages, 2 threads, 5%% writes (ops/s only). Needs root, the lab and make deps.\n"
+            "pages (or --memwalk-pattern), 2 threads, 5%% writes (ops/s only), and per point the\n"
+            "analytic bound: local time per operation plus the measured miss rate times the\n"
+            "fault cost of the same run (its 0%% point), with bound / measured. Needs root, the\n"
+            "lab and make deps.\n"
             "Plot with scripts/bench_report.py --remote-fraction OUT.\n"
             "\n"
             "  --workload W        redis or memwalk (required)\n"
@@ -37,7 +40,10 @@ static void usage(FILE *out)
             "                      baseline (default 20)\n"
             "  --redis-mib N       Redis data (default 256)\n"
             "  --memwalk-mib N     memwalk footprint (default 256)\n"
+            "  --memwalk-pattern P memwalk's access pattern, e.g. uniform (default zipf:0.99)\n"
             "  --prefetch POLICY   the daemon's prefetch (default none)\n"
+            "  --paired            measure the local baseline again before every point and\n"
+            "                      compare each point with the baselines around it\n"
             "  --lab NAME          run in a private lab NAME-src/NAME-dst (DISTRIPROC_LAB)\n"
             "  --workdir DIR       scratch (default /tmp/distriproc-bench-remote-fraction)\n");
 }

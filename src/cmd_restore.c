@@ -86,8 +86,10 @@ static void restore_usage(FILE *out)
             "  --workdir DIR           lazy-pages.socket, control.sock, logs, pulled images\n"
             "  --host HOST             restore inside lab host HOST's network namespace (dp-HOST);\n"
             "                          the daemon's page traffic goes through that namespace too\n"
-            "  --prefetch POLICY       none (default), seq:N, stride[:DEPTH], auto[:MAX],\n"
-            "                          streams[:MAX] (interleaved sequential streams)\n"
+            "  --prefetch POLICY       streams[:MAX] (default: sequential streams found among\n"
+            "                          interleaved faults, per task; random faults prefetch\n"
+            "                          nothing), none, seq:N, stride[:DEPTH], auto[:MAX]; with\n"
+            "                          --hotset-mode stage the default is none\n"
             "  --warmup none|hot|all   after the restore, move memory in the background, faults\n"
             "                          first (docs/hotset.md, \"Warm-up\"): none (default: pages\n"
             "                          stay remote until touched), hot (the recorded trace, then\n"
@@ -439,7 +441,7 @@ static int parse_args(int argc, char **argv, struct restore_args *a, enum dp_res
     memset(a, 0, sizeof(*a));
     a->fault_timeout = DP_FAULT_TIMEOUT_DEFAULT; /* a fault never waits unbounded unless asked (0) */
     a->on_timeout_kill = 1;
-    a->prefetch = "none";
+    a->prefetch = NULL; /* chosen below, once the mode and --hotset-mode are known */
     a->restore_timeout = 120;
     a->record_s = -1;
     a->wb_timeout_ms = DP_WB_TIMEOUT_MS_DEFAULT;
@@ -652,6 +654,14 @@ static int parse_args(int argc, char **argv, struct restore_args *a, enum dp_res
                         "they are used, outside any budget, so it does not combine with --budget; measure the "
                         "hit rate without --budget (see docs/hotset.md)\n");
         return 2;
+    }
+    if (!a->prefetch) {
+        /* restore: streams, never worse than none on random access and far
+         * better on interleaved sequential ones (bench prefetch,
+         * bench/results/REPORT.md); none under stage mode, which counts
+         * every first touch by its fault, and for lazy-pages, whose
+         * default the caller's criu command line already relies on */
+        a->prefetch = mode == DP_MODE_LAZY_PAGES || a->stage ? "none" : "streams";
     }
     if (mode == DP_MODE_LAZY_PAGES && (a->runc_bundle || a->runc_id || a->runc_root || a->shell_job)) {
         ARGERR("--runc-* and --shell-job belong to 'distriproc restore'; lazy-pages only "

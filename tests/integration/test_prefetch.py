@@ -2,7 +2,8 @@
 server and restored lazily in `dst` with a prefetch policy, then its walker
 reads its memory in order (seq, auto) or every 8th page (stride), or four
 walker threads read their own quarters in order at once (streams: their
-faults interleave, so no two consecutive faults are neighbours). The
+faults interleave, so no two consecutive faults are neighbours; the same
+without --prefetch: restore's default is streams). The
 lazy-pages daemon must bring in the pages ahead of the walker, so far fewer
 faults reach the page server than the walk touches pages. The planner alone is
 unit-tested (tests/unit/test_prefetch.c); this checks that the daemon acts on
@@ -27,7 +28,11 @@ CASES = {
     "stride": ("stride:8", 8, 1),
     "auto": ("seq", 1, 1),
     "streams": ("seq", 1, 4),
+    # no --prefetch: restore's default is streams (the interleaved walks of
+    # four threads are prefetched, where none would fault on every page)
+    "default": ("seq", 1, 4),
 }
+DEFAULT_POLICY = "streams"
 OTHER_PAGES = 128  # the rest of memwalk's memory that faults in (stack, heap, generations, locks): ~60 pages
 
 
@@ -61,8 +66,12 @@ def test_walk_is_prefetched(lab, procs, criu, tmp_path, policy):
     util.distriproc("keygen", key)
     listen = util.serve_images(procs, images, key, SERVE_PORT)
     workdir = tmp_path / "wd"
-    res = util.restore_json(procs, workdir, "--source", listen, "--key", key, "--prefetch", policy)
+    chosen = [] if policy == "default" else ["--prefetch", policy]
+    res = util.restore_json(procs, workdir, "--source", listen, "--key", key, *chosen)
     assert res["pid"] > 0, res
+    if policy == "default":
+        policy = DEFAULT_POLICY
+        assert res["prefetch"] == DEFAULT_POLICY, res
 
     # One full pass of the walker after the restore: every page of its pattern read once.
     first = util.memwalk_request(util.HOSTS["dst"], host="dst")
