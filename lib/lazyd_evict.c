@@ -28,6 +28,7 @@
 #define EV_MAX_BATCH 256
 #define EV_ALWAYS_DIRTY DP_HASH_ALWAYS_DIRTY /* the server does not hold what the process has */
 #define EV_PUT_INFLIGHT DP_HASH_PUT_INFLIGHT /* a background write-back of the page awaits its ack */
+#define EV_NOSTOP_MIN 256 /* pages: the least ready_cap (written victims cleaned without a stop) */
 
 static int ev_pump(void *arg);
 
@@ -203,8 +204,9 @@ struct ev_clean {
     struct dp_lazyd *d;
     int task_id;
     uint32_t n;
+    int evict;                    /* ev_clean_nostop's: once acked, the helper moves the pages */
     uint64_t t0;                  /* submitted (write-back latency) */
-    uint64_t img[EV_MAX_BATCH];
+    uint64_t img[EV_MAX_BATCH], va[EV_MAX_BATCH];
     struct dp_page_hash h[EV_MAX_BATCH];
 };
 
@@ -216,6 +218,8 @@ static void ev_clean_cb(void *cookie, int status, const char *errmsg)
     struct dp_lazyd *d = c->d;
     struct lz_task *t = lz_task_by_id(d, c->task_id); /* NULL: exited, its hashes are gone */
     d->ev.clean_inflight--;
+    if (c->evict)
+        d->ev.nostop_inflight -= c->n;
     if (status)
         dp_warn("background write-back to %s failed: %s; the pages stay dirty", d->o->src->desc,
                 errmsg ? errmsg : strerror(-status));
@@ -234,22 +238,38 @@ static void ev_clean_cb(void *cookie, int status, const char *errmsg)
             if (e->aux & DP_HASH_WP)
                 e->aux |= DP_HASH_WRITTEN; /* what the server holds is older: write it again */
         }
+        if (!c->evict)
+            continue;
+        /* still unmarked: exactly what the server holds now, the helper may
+         * move it; one written again since the protect (or not acked) is
+         * abandoned: it stays resident with its write, to be picked again */
+        if (status == 0 && e->aux == DP_HASH_WP && d->ev.nready < d->ev.ready_cap) {
+            d->ev.ready[d->ev.nready++] = (struct dp_evict_key){.owner = t->id, .addr = c->va[i]};
+        } else {
+            dp_evict_cancel(&d->ev.pol, t->id, c->va[i]);
+            d->ev.cancels++;
+            d->ev.nostop_abandoned++;
+        }
     }
     if (status == 0) {
         d->ev.cleaned += c->n;
         dp_hist_add(&d->ev.wb_lat, dp_now_ns() - c->t0);
+        if (c->evict)
+            dp_hist_add(&d->ev.nostop_wait, dp_now_ns() - c->t0);
     }
     free(c);
 }
 
 /* Background write-back of the nd dirty ones of m pages whose bytes are in
- * buf (one PUT through the page source, acknowledged later in ev_clean_cb):
- * their eviction is cancelled (keep[i] = 0) and their entries marked
- * EV_PUT_INFLIGHT. 1 if submitted, 0 if not (the source takes no PUT, its
- * limit, no memory, a send failure). */
+ * buf (one PUT through the page source, acknowledged later in ev_clean_cb),
+ * their entries marked EV_PUT_INFLIGHT. Unless evict, their eviction is
+ * cancelled (keep[i] = 0) and a later pick finds them clean; with evict
+ * they stay picked and the ack hands them to the helper (ev_ready_move).
+ * 1 if submitted, 0 if not (the source takes no PUT, its limit, no memory,
+ * a send failure). */
 static int ev_clean_submit(struct dp_lazyd *d, struct lz_task *t, size_t m, size_t nd, const uint8_t *dirty,
                            const uint64_t *img, const uint64_t *va, const uint8_t *buf,
-                           const struct dp_page_hash *now_h, uint8_t *keep)
+                           const struct dp_page_hash *now_h, uint8_t *keep, int evict)
 {
     struct dp_pagesrc *src = d->o->src;
     if (!dp_pagesrc_can_put(src) || dp_pagesrc_put_max(src) < nd)
@@ -268,24 +288,30 @@ static int ev_clean_submit(struct dp_lazyd *d, struct lz_task *t, size_t m, size
         wimg[k] = img[i];
         wdata[k] = buf + i * PG;
         c->img[k] = img[i];
+        c->va[k] = va[i];
         c->h[k] = now_h[i];
         k++;
     }
     c->n = (uint32_t)k;
     c->t0 = dp_now_ns();
     struct dp_err perr = {{0}};
+    c->evict = evict;
     if (dp_pagesrc_put(src, t->pid, wimg, wdata, (uint32_t)k, ev_clean_cb, c, &perr) != 0) {
         free(c);
         return 0;
     }
     d->ev.clean_inflight++;
     d->ev.clean_requests++;
+    if (evict)
+        d->ev.nostop_inflight += c->n;
     for (size_t i = 0; i < m; i++) {
         if (!dirty[i])
             continue;
         struct dp_pmap_entry *e = dp_pmap_find(&t->hash, 0, img[i]);
         if (e)
             e->aux |= EV_PUT_INFLIGHT;
+        if (evict)
+            continue;
         keep[i] = 0;
         dp_evict_cancel(&d->ev.pol, t->id, va[i]);
         d->ev.cancels++;
@@ -506,19 +532,71 @@ static void ev_gone(struct dp_lazyd *d, struct lz_task *t, uint64_t addr, const 
         dp_vbuf_put(&d->ev.vb, t->id, addr, bytes);
 }
 
-/* Written write-protected victims of a task with a helper, within the
- * budget's slack: cleaned without a stop. Each is protected again first and
- * unmarked, then read through /proc/PID/mem (which fails with EIO instead of
- * waiting on our own uffd if the application dropped it meanwhile), and all
- * go in one background PUT; once acknowledged they are clean and the helper
- * evicts them. A write after the protect faults and marks the page again,
- * so a write racing the read is written back the next time. The victims
- * left for the other paths stay in addr[0..*n), sorted. */
-static void ev_clean_nostop(struct dp_lazyd *d, struct lz_task *t, uint64_t *addr, size_t *n)
+/* A victim of a task with a helper that is resident, not pinned, not a
+ * thread's rseq area and has no fetch outstanding: its install-hash entry
+ * (else NULL) and *img, for the paths below that act without a stop. */
+static struct dp_pmap_entry *ev_nostop_entry(struct lz_task *t, uint64_t a, uint64_t *img)
 {
-    if (t->eh_state != 1 || !t->inj_open || t->wp != 1 || ev_shared(d, t) ||
-        lz_ev_resident(d) > lz_ev_high(d) + d->ev.batch)
+    struct dp_lazy_region *reg;
+    uint8_t *pg = dp_lazymap_page(&t->map, a, &reg);
+    if (!pg || dp_pg_state(*pg) != DP_PG_RESIDENT || ev_pinned(t, a))
+        return NULL;
+    *img = reg->img + (a - reg->start);
+    for (size_t k = 0; k < t->eh_nrseq; k++)
+        if (t->eh_rseq[k] == a)
+            return NULL;
+    return lz_find_req(t, *img) ? NULL : dp_pmap_find(&t->hash, 0, *img);
+}
+
+/* Victims installed without write-protect (zero pages, EEXIST of unknown
+ * content, a fork's inherited pages) are taken into tracking without a
+ * stop: protected first, then read (a write after the protect waits in its
+ * WP fault until the daemon reads it, after this) and compared with what the
+ * server holds. Clean ones become DP_HASH_WP (the helper moves them), the
+ * others DP_HASH_WP|DP_HASH_WRITTEN (ev_clean_nostop writes them back).
+ * Before this, each such victim took the stop path. */
+static void ev_track_nostop(struct dp_lazyd *d, struct lz_task *t, const uint64_t *addr, size_t n)
+{
+    static uint8_t page[PG] __attribute__((aligned(PG)));
+    if (t->eh_state != 1 || !t->inj_open || t->wp != 1)
         return;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t im;
+        struct dp_pmap_entry *e = ev_nostop_entry(t, addr[i], &im);
+        if (!e || (e->aux & (DP_HASH_WP | EV_PUT_INFLIGHT)) || dp_wp_protect(t->uffd, addr[i], PG, 1) < 0)
+            continue; /* tracked already, or its range is not registered WP: the stop path */
+        if (dp_inject_read(&t->in, addr[i], page, PG) < 0) {
+            dp_wp_protect(t->uffd, addr[i], PG, 0); /* dropped meanwhile: leave it as it was */
+            continue;
+        }
+        uint8_t dirty = 1;
+        struct dp_page_hash hs = {e->value, e->value2}, now;
+        if (!(e->aux & EV_ALWAYS_DIRTY))
+            dp_dirty_check(d->ev.seed, page, 1, &hs, &dirty, &now);
+        e->aux = DP_HASH_WP | (dirty ? DP_HASH_WRITTEN : 0);
+        d->ev.nostop_tracked++;
+    }
+}
+
+/* Written write-protected victims of a task with a helper, written back
+ * without a stop. Each is protected again first and unmarked, then read
+ * through /proc/PID/mem (which fails with EIO instead of waiting on our own
+ * uffd if the application dropped it meanwhile), and all go in one PUT
+ * through the page source; they stay picked and resident. A write after
+ * the protect faults and marks the page again. The loop goes on serving
+ * while the PUT is in flight; its ack (ev_clean_cb, through the loop's one
+ * dispatch) hands the pages still unmarked -- exactly what the server
+ * holds -- to the helper (ev_ready_move) and abandons the others (written
+ * again, or not acknowledged: they stay resident, picked again later).
+ * Bound: pages awaiting such an ack or the move after it never exceed
+ * ready_cap (4 batches, >= 256 pages; docs/eviction.md); beyond it written victims take
+ * the stop path as before. The victims left for the other paths stay in
+ * addr[0..*n), sorted. Returns the pages submitted. */
+static size_t ev_clean_nostop(struct dp_lazyd *d, struct lz_task *t, uint64_t *addr, size_t *n)
+{
+    if (t->eh_state != 1 || !t->inj_open || t->wp != 1 || ev_shared(d, t))
+        return 0;
+    size_t room = d->ev.ready_cap - d->ev.nostop_inflight - d->ev.nready;
     static uint8_t buf[EV_MAX_BATCH * PG] __attribute__((aligned(PG)));
     uint64_t va[EV_MAX_BATCH], img[EV_MAX_BATCH];
     struct dp_page_hash h[EV_MAX_BATCH];
@@ -526,16 +604,9 @@ static void ev_clean_nostop(struct dp_lazyd *d, struct lz_task *t, uint64_t *add
     struct dp_pmap_entry *ent[EV_MAX_BATCH];
     size_t m = 0, rest = 0;
     for (size_t i = 0; i < *n; i++) {
-        uint64_t a = addr[i];
-        struct dp_lazy_region *reg;
-        uint8_t *pg = dp_lazymap_page(&t->map, a, &reg);
-        uint64_t im = pg ? reg->img + (a - reg->start) : 0;
-        struct dp_pmap_entry *e = pg ? dp_pmap_find(&t->hash, 0, im) : NULL;
-        int rseq = 0;
-        for (size_t k = 0; k < t->eh_nrseq && !rseq; k++)
-            rseq = t->eh_rseq[k] == a;
-        if (!pg || dp_pg_state(*pg) != DP_PG_RESIDENT || !e || e->aux != (DP_HASH_WP | DP_HASH_WRITTEN) ||
-            lz_find_req(t, im) || ev_pinned(t, a) || rseq || dp_wp_protect(t->uffd, a, PG, 1) < 0) {
+        uint64_t a = addr[i], im = 0;
+        struct dp_pmap_entry *e = m < room ? ev_nostop_entry(t, a, &im) : NULL;
+        if (!e || e->aux != (DP_HASH_WP | DP_HASH_WRITTEN) || dp_wp_protect(t->uffd, a, PG, 1) < 0) {
             addr[rest++] = a;
             continue;
         }
@@ -552,8 +623,10 @@ static void ev_clean_nostop(struct dp_lazyd *d, struct lz_task *t, uint64_t *add
         dirty[m] = 1;
         m++;
     }
-    if (m && ev_clean_submit(d, t, m, m, dirty, img, va, buf, h, keep)) {
+    size_t sent = 0;
+    if (m && ev_clean_submit(d, t, m, m, dirty, img, va, buf, h, keep, 1)) {
         d->ev.nostop_cleaned += m;
+        sent = m;
     } else {
         for (size_t j = 0; j < m; j++) {
             ent[j]->aux |= DP_HASH_WRITTEN;
@@ -562,23 +635,22 @@ static void ev_clean_nostop(struct dp_lazyd *d, struct lz_task *t, uint64_t *add
         qsort(addr, rest, sizeof(addr[0]), cmp_u64);
     }
     *n = rest;
+    return sent;
 }
 
 /* For a task with a helper, victims the stop path would only cancel (no
  * longer resident, a fetch or a background write-back of them outstanding,
- * pinned meanwhile) are cancelled here: no stop for nothing. */
+ * pinned meanwhile, a thread's rseq area) are cancelled here: no stop for
+ * nothing. */
 static void ev_prune(struct dp_lazyd *d, struct lz_task *t, uint64_t *addr, size_t *n)
 {
     if (t->eh_state != 1)
         return;
     size_t rest = 0;
     for (size_t i = 0; i < *n; i++) {
-        struct dp_lazy_region *reg;
-        uint8_t *pg = dp_lazymap_page(&t->map, addr[i], &reg);
-        uint64_t im = pg ? reg->img + (addr[i] - reg->start) : 0;
-        struct dp_pmap_entry *e = pg ? dp_pmap_find(&t->hash, 0, im) : NULL;
-        if (pg && dp_pg_state(*pg) == DP_PG_RESIDENT && e && !(e->aux & EV_PUT_INFLIGHT) && !lz_find_req(t, im) &&
-            !ev_pinned(t, addr[i])) {
+        uint64_t im;
+        struct dp_pmap_entry *e = ev_nostop_entry(t, addr[i], &im);
+        if (e && !(e->aux & EV_PUT_INFLIGHT)) {
             addr[rest++] = addr[i];
             continue;
         }
@@ -813,7 +885,7 @@ static void ev_select(struct dp_lazyd *d, struct lz_task *t, const uint64_t *add
 static int ev_write_back(struct dp_lazyd *d, struct lz_task *t, struct ev_victims *v, int sync, size_t *nwb)
 {
     if (v->nd && !sync && !ev_shared(d, t) && lz_ev_resident(d) <= lz_ev_high(d) + d->ev.batch &&
-        ev_clean_submit(d, t, v->m, v->nd, v->dirty, v->img, v->va, v->buf, v->now_h, v->keep))
+        ev_clean_submit(d, t, v->m, v->nd, v->dirty, v->img, v->va, v->buf, v->now_h, v->keep, 0))
         v->nd = 0; /* within the slack: cleaned in the background, the clean ones are evicted now */
     if (!v->nd)
         return 0;
@@ -984,11 +1056,45 @@ static int cmp_key(const void *a, const void *b)
     return x->addr < y->addr ? -1 : x->addr > y->addr;
 }
 
+/* Written victims cleaned without a stop and acknowledged since the last
+ * turn (ev_clean_cb): moved by their task's helper now, unless written
+ * again meanwhile or no longer movable (then their pick is cancelled). */
+static void ev_ready_move(struct dp_lazyd *d)
+{
+    uint32_t nr = d->ev.nready;
+    if (!nr)
+        return;
+    d->ev.nready = 0; /* ev_helper does not pump: no ack lands meanwhile */
+    qsort(d->ev.ready, nr, sizeof(d->ev.ready[0]), cmp_key);
+    for (uint32_t i = 0; i < nr;) {
+        uint32_t j = i;
+        uint64_t addr[EV_MAX_BATCH];
+        while (j < nr && d->ev.ready[j].owner == d->ev.ready[i].owner && j - i < EV_MAX_BATCH) {
+            addr[j - i] = d->ev.ready[j].addr;
+            j++;
+        }
+        size_t n = j - i;
+        struct lz_task *t = lz_task_by_id(d, d->ev.ready[i].owner);
+        if (t) {
+            ev_helper(d, t, addr, &n);
+            for (size_t k = 0; k < n; k++) {
+                dp_evict_cancel(&d->ev.pol, t->id, addr[k]);
+                d->ev.cancels++;
+                d->ev.nostop_abandoned++;
+            }
+        }
+        i = j;
+    }
+}
+
 /* Called after every loop turn: one batch when above the high watermark
  * (and until the low one is reached), so faults are served between batches. */
 void lz_ev_maybe(struct dp_lazyd *d)
 {
-    if (!d->ev.on || d->ev.busy || !d->finished || d->ev.put_wait > 0) /* no stop while acks are owed */
+    if (!d->ev.on || d->ev.busy || !d->finished)
+        return;
+    ev_ready_move(d);
+    if (d->ev.put_wait > 0) /* no stop while acks are owed */
         return;
     uint64_t res = lz_ev_resident(d);
     if (res > d->ev.max_resident)
@@ -1033,8 +1139,11 @@ void lz_ev_maybe(struct dp_lazyd *d)
                 dp_evict_cancel(&d->ev.pol, keys[k].owner, keys[k].addr);
         } else {
             size_t nwb, left = j - i;
-            ev_clean_nostop(d, t, addr, &left);
+            /* clean victims leave now; written ones are written back
+             * without a stop and leave once acknowledged (ev_ready_move) */
+            ev_track_nostop(d, t, addr, left);
             done += (int)ev_helper(d, t, addr, &left);
+            done += (int)ev_clean_nostop(d, t, addr, &left);
             ev_prune(d, t, addr, &left);
             int c = left ? ev_batch(d, t, addr, left, 0, &nwb) : 0;
             done += c > 0 ? c : 0;
@@ -1143,6 +1252,15 @@ int lz_ev_init(struct dp_lazyd *d)
         return -1;
     }
     dp_vbuf_init(&d->ev.vb, o->vbuf_bytes ? o->vbuf_bytes : 8ull << 20);
+    /* written victims cleaned without a stop: at most 4 batches (and at
+     * least 256 pages, 1 MiB) in flight or waiting for the helper: the
+     * budget's overshoot bound for them (docs/eviction.md) */
+    d->ev.ready_cap = 4 * d->ev.batch < EV_NOSTOP_MIN ? EV_NOSTOP_MIN : 4 * d->ev.batch;
+    d->ev.ready = calloc(d->ev.ready_cap, sizeof(*d->ev.ready));
+    if (!d->ev.ready) {
+        dp_error("out of memory for the eviction queue");
+        return -1;
+    }
     return 0;
 }
 
@@ -1163,5 +1281,7 @@ void lz_ev_free(struct dp_lazyd *d)
     }
     dp_evict_free(&d->ev.pol);
     dp_vbuf_free(&d->ev.vb);
+    free(d->ev.ready);
+    d->ev.ready = NULL;
     d->ev.on = 0;
 }

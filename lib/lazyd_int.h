@@ -146,8 +146,14 @@ struct lz_evict {
     /* write-protect tracking and the eviction helper (issue 13) */
     uint64_t wp_tasks, wp_faults, clean_drops, helper_tasks, helper_batches, helper_pages, helper_busy,
         helper_fallback, helper_failures, nostop_cleaned;
+    uint64_t nostop_tracked;       /* untracked victims protected and compared without a stop */
+    uint64_t nostop_abandoned;     /* cleaned without a stop, not moved: written again or not acked */
     int helper_on;                 /* DISTRIPROC_EVICT_HELPER != off */
     struct dp_hist helper_call;    /* one helper batch: request -> moved pages read */
+    struct dp_hist nostop_wait;    /* written victims without a stop: PUT sent -> acked (the loop serves) */
+    struct dp_evict_key *ready;    /* written victims cleaned without a stop, acked: the helper moves them */
+    uint32_t nready, ready_cap;    /* ready_cap bounds them and those still awaiting their ack */
+    uint32_t nostop_inflight;      /* pages of those write-backs awaiting their ack */
 };
 
 /* Placing tasks on their processes (lazyd_proc.c): forked children are

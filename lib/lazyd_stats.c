@@ -201,8 +201,10 @@ static json_t *budget_json(struct dp_lazyd *d)
         dp_hist_jobj(&d->ev.stop), "stop_buckets_us", dp_hist_jbuckets(&d->ev.stop), "writeback_latency",
         dp_hist_jobj(&d->ev.wb_lat), "writeback_latency_buckets_us", dp_hist_jbuckets(&d->ev.wb_lat));
     /* issue 13: write-protect tracking and evictions that stop no thread */
-    json_t *h = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o}", "wp_tasks", (json_int_t)d->ev.wp_tasks,
-                          "cleaned_without_stop", (json_int_t)d->ev.nostop_cleaned,
+    json_t *h = json_pack("{s:I, s:I, s:I, s:I, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o}", "wp_tasks",
+                          (json_int_t)d->ev.wp_tasks, "cleaned_without_stop", (json_int_t)d->ev.nostop_cleaned,
+                          "tracked_without_stop", (json_int_t)d->ev.nostop_tracked, "abandoned_written_again",
+                          (json_int_t)d->ev.nostop_abandoned, "ack_wait", dp_hist_jobj(&d->ev.nostop_wait),
                           "wp_faults", (json_int_t)d->ev.wp_faults, "clean_drops", (json_int_t)d->ev.clean_drops,
                           "helper_tasks", (json_int_t)d->ev.helper_tasks, "helper_batches",
                           (json_int_t)d->ev.helper_batches, "helper_pages", (json_int_t)d->ev.helper_pages,
