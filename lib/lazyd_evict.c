@@ -135,7 +135,7 @@ void lz_ev_task_new(struct dp_lazyd *d, struct lz_task *t)
  * the batch closes it), its records and buffered copies go. */
 void lz_ev_task_gone(struct dp_lazyd *d, struct lz_task *t)
 {
-    if (t->eh_state == 1) { /* the channel closes; its mappings go with the process */
+    if (t->eh_state > 0) { /* the channel closes; its mappings go with the process */
         struct dp_err err = {{0}};
         dp_ehelper_teardown(&t->eh, NULL, &err);
         t->eh_state = -1;
@@ -468,8 +468,8 @@ static void ev_dirty(struct dp_lazyd *d, struct lz_task *t, const uint8_t *buf, 
     }
 }
 
-/* The helper's install waits for its first answer serving the loop, as
- * inject's waits do (ev_pump); the descriptor is polled by the loop anyway. */
+/* The helper's first answer is awaited serving the loop, as inject's
+ * waits are (ev_pump); the descriptor is polled by the loop anyway. */
 static int ev_eh_pump(void *arg, int fd)
 {
     (void)fd;
@@ -477,7 +477,8 @@ static int ev_eh_pump(void *arg, int fd)
 }
 
 /* Installs t's eviction helper inside a stop (its threads are stopped), or
- * says why it has none: the ptrace path then stays its only path. */
+ * says why it has none: the ptrace path then stays its only path. It is
+ * used once it answered, after the stop (ev_helper_confirm). */
 static void ev_helper_install(struct dp_lazyd *d, struct lz_task *t)
 {
     struct dp_err err = {{0}};
@@ -485,12 +486,40 @@ static void ev_helper_install(struct dp_lazyd *d, struct lz_task *t)
         if (t->in.t[i].group_stop)
             return; /* stopped by job control: try again in a later stop */
     t->eh_state = -1;
-    if (dp_ehelper_install(&t->eh, &t->in, ev_eh_pump, t, &err) < 0) {
+    if (dp_ehelper_install(&t->eh, &t->in, &err) < 0) {
         dp_info("pid %d: no eviction helper (%s); its evictions stop its threads", t->shown_pid, err.msg);
+        return;
+    }
+    t->eh_state = 2;
+    (void)d;
+}
+
+/* After the stop that installed it: the helper's first answer, with the
+ * threads running. Its phases go to the stats (issue 13: the one stop per
+ * task is the install's, kept as short as possible). */
+static void ev_helper_confirm(struct dp_lazyd *d, struct lz_task *t)
+{
+    struct dp_err err = {{0}};
+    d->ev.busy = 1;
+    d->ev.cur = t;
+    int rc = dp_ehelper_check(&t->eh, ev_eh_pump, t, &err);
+    d->ev.busy = 0;
+    if (rc < 0) {
+        dp_info("pid %d: the eviction helper did not answer (%s); its evictions stop its threads", t->shown_pid,
+                err.msg);
+        if (dp_ehelper_teardown(&t->eh, t->alive && t->inj_open ? &t->in : NULL, &err) < 0)
+            dp_warn("pid %d: removing the eviction helper: %s", t->shown_pid, err.msg);
+        t->eh_state = -1;
         return;
     }
     t->eh_state = 1;
     d->ev.helper_tasks++;
+    const struct dp_eh_stats *st = &t->eh.st;
+    uint64_t ph[DP_ARRAY_LEN(d->ev.install_phase_ns)] = {st->install_map_ns, st->install_uffd_ns,
+                                                          st->install_channel_ns, st->install_thread_ns,
+                                                          st->install_check_ns};
+    for (size_t i = 0; i < DP_ARRAY_LEN(ph); i++)
+        d->ev.install_phase_ns[i] += ph[i];
     dp_debug("pid %d: eviction helper thread %d installed", t->shown_pid, (int)t->eh.tid);
 }
 
@@ -1023,9 +1052,14 @@ static int ev_batch(struct dp_lazyd *d, struct lz_task *t, const uint64_t *addr,
     }
     if (dp_inject_resume(&t->in, 1, &err) < 0)
         goto fatal;
-    dp_hist_add(&d->ev.stop, dp_now_ns() - t0);
+    uint64_t held = dp_now_ns() - t0;
+    dp_hist_add(&d->ev.stop, held);
     d->ev.batches++;
     d->ev.busy = 0;
+    if (t->eh_state == 2) { /* this stop installed the helper */
+        dp_hist_add(&d->ev.install_stop, held);
+        ev_helper_confirm(d, t);
+    }
     return count;
 
 fatal:
@@ -1087,6 +1121,24 @@ static void ev_ready_move(struct dp_lazyd *d)
     }
 }
 
+/* Once the restore finished, each task placed on its process gets its
+ * helper in a stop of its own (nothing else done in it: the shortest stop),
+ * before any eviction needs it, rather than inside the first batch under
+ * pressure. At most one try per 10 ms (criu may still trace the tasks). */
+static void ev_install_eager(struct dp_lazyd *d, uint64_t now)
+{
+    if (!d->ev.helper_on || now < d->ev.install_next)
+        return;
+    d->ev.install_next = now + 10 * 1000000ull;
+    for (struct lz_task *t = d->tasks; t; t = t->next) {
+        if (!t->alive || !t->host_pid || t->eh_state != 0)
+            continue;
+        size_t nwb;
+        ev_batch(d, t, NULL, 0, 0, &nwb);
+        return; /* one stop per turn: faults are served between them */
+    }
+}
+
 /* Called after every loop turn: one batch when above the high watermark
  * (and until the low one is reached), so faults are served between batches. */
 void lz_ev_maybe(struct dp_lazyd *d)
@@ -1100,6 +1152,7 @@ void lz_ev_maybe(struct dp_lazyd *d)
     if (res > d->ev.max_resident)
         d->ev.max_resident = res;
     uint64_t now = dp_now_ns();
+    ev_install_eager(d, now);
     if (now < d->ev.backoff_until)
         return;
     uint64_t high = lz_ev_high(d), low = lz_ev_low(d);
@@ -1270,7 +1323,7 @@ void lz_ev_free(struct dp_lazyd *d)
     if (!d->ev.on)
         return;
     for (struct lz_task *t = d->tasks; t; t = t->next) {
-        if (t->eh_state != 1)
+        if (t->eh_state <= 0)
             continue;
         /* no helper thread, scratch or descriptor stays in a process the
          * daemon leaves (a later checkpoint would dump them) */

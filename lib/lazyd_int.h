@@ -115,7 +115,8 @@ struct lz_task {
     uint64_t evictions, writebacks;
     struct dp_pmap hash;  /* image page -> hash of the server's copy; aux: EV_ALWAYS_DIRTY, EV_PUT_INFLIGHT */
     int wp;               /* lazy ranges re-registered MISSING|WP: 0 not yet, 1 yes, -1 refused (lazyd_wp.c) */
-    int eh_state;         /* eviction helper (lib/ehelper.h): 0 not tried, 1 running, -1 none */
+    int eh_state;         /* eviction helper (lib/ehelper.h): 0 not tried, 1 running, 2 installed and
+                             not yet answering (not used), -1 none */
     struct dp_ehelper eh;
     uint64_t eh_rseq[64]; /* pages holding the threads' rseq areas when the helper was installed */
     size_t eh_nrseq;
@@ -154,6 +155,9 @@ struct lz_evict {
     struct dp_evict_key *ready;    /* written victims cleaned without a stop, acked: the helper moves them */
     uint32_t nready, ready_cap;    /* ready_cap bounds them and those still awaiting their ack */
     uint32_t nostop_inflight;      /* pages of those write-backs awaiting their ack */
+    struct dp_hist install_stop;   /* the stops that installed a helper: stop -> resume */
+    uint64_t install_phase_ns[5];  /* summed over installs: map, uffd, channel, thread, first answer */
+    uint64_t install_next;         /* no eager install try before (ns) */
 };
 
 /* Placing tasks on their processes (lazyd_proc.c): forked children are

@@ -211,6 +211,19 @@ static json_t *budget_json(struct dp_lazyd *d)
                           "helper_busy_pages", (json_int_t)d->ev.helper_busy, "helper_fallback_pages",
                           (json_int_t)d->ev.helper_fallback, "helper_failures", (json_int_t)d->ev.helper_failures,
                           "helper_call", dp_hist_jobj(&d->ev.helper_call));
+    /* the one stop per task that installs its helper, and its phases */
+    uint64_t k = d->ev.helper_tasks ? d->ev.helper_tasks : 1;
+    const uint64_t *ph = d->ev.install_phase_ns;
+    json_t *in = json_pack("{s:o, s:{s:o, s:o, s:o, s:o, s:o}}", "stop", dp_hist_jobj(&d->ev.install_stop),
+                           "phases_mean_us", "map", dp_json_fixed((double)ph[0] / (double)k / 1e3, 1), "uffd",
+                           dp_json_fixed((double)ph[1] / (double)k / 1e3, 1), "channel",
+                           dp_json_fixed((double)ph[2] / (double)k / 1e3, 1), "thread",
+                           dp_json_fixed((double)ph[3] / (double)k / 1e3, 1), "first_answer",
+                           dp_json_fixed((double)ph[4] / (double)k / 1e3, 1));
+    if (h && (!in || json_object_set_new(h, "helper_install", in) < 0)) {
+        json_decref(h);
+        h = NULL;
+    }
     if (o && (!h || json_object_set_new(o, "no_stop", h) < 0)) {
         json_decref(o);
         o = NULL;
