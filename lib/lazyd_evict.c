@@ -28,6 +28,7 @@
 #define EV_MAX_BATCH 256
 #define EV_ALWAYS_DIRTY DP_HASH_ALWAYS_DIRTY /* the server does not hold what the process has */
 #define EV_PUT_INFLIGHT DP_HASH_PUT_INFLIGHT /* a background write-back of the page awaits its ack */
+#define EV_EH_REMOVED (-2) /* eh_state: helper removed on request (evict-helpers off) */
 #define EV_NOSTOP_MIN 256 /* pages: the least ready_cap (written victims cleaned without a stop) */
 
 static int ev_pump(void *arg);
@@ -1266,6 +1267,57 @@ void dp_lazyd_sync(struct dp_lazyd *d, struct dp_sbuf *b)
         json_decref(o);
         o = NULL;
     }
+    dp_sbuf_put_json(b, o);
+    dp_sbuf_printf(b, "\n");
+}
+
+/* ==== the helpers on request ==== */
+
+/* `distriproc stats --evict-helpers off|on` (control command "evict-helpers
+ * off|on"). off: every task's helper is torn down (channel closed, thread
+ * gone, one short stop to unmap its memory and close its two descriptors),
+ * so a later checkpoint of the still-running tree dumps none of it; its
+ * evictions take the stop path from then on. Nothing is lost: the helper
+ * holds no page between two calls (scratch is dropped after each move),
+ * and victims waiting for it are cancelled (they stay resident). on: tasks
+ * whose helper was removed so get one again (eagerly, as after a restore).
+ * Fills a JSON reply into b. */
+void dp_lazyd_evict_helpers(struct dp_lazyd *d, int on, struct dp_sbuf *b)
+{
+    if (!d->ev.on) {
+        dp_sbuf_printf(b, "{\"error\": \"this restore has no --budget: there are no eviction helpers\"}\n");
+        return;
+    }
+    int removed = 0, failed = 0, left = 0;
+    d->ev.helper_on = on;
+    if (!on)
+        ev_ready_move(d); /* no helper by now: its victims are cancelled */
+    for (struct lz_task *t = d->tasks; t; t = t->next) {
+        if (on) {
+            if (t->eh_state == EV_EH_REMOVED)
+                t->eh_state = 0;
+            continue;
+        }
+        if (t->eh_state <= 0)
+            continue;
+        struct dp_err err = {{0}};
+        d->ev.busy = 1;
+        d->ev.cur = t;
+        int rc = dp_ehelper_teardown(&t->eh, t->alive && t->inj_open ? &t->in : NULL, &err);
+        d->ev.busy = 0;
+        if (rc < 0) {
+            dp_warn("pid %d: removing the eviction helper: %s", t->shown_pid, err.msg);
+            failed++;
+            t->eh_state = -1;
+        } else {
+            removed++;
+            t->eh_state = EV_EH_REMOVED;
+        }
+    }
+    for (struct lz_task *t = d->tasks; t; t = t->next)
+        left += t->alive && t->eh_state > 0;
+    json_t *o = json_pack("{s:s, s:i, s:i, s:i}", "evict_helpers", on ? "on" : "off", "removed", removed,
+                          "failed", failed, "running", left);
     dp_sbuf_put_json(b, o);
     dp_sbuf_printf(b, "\n");
 }

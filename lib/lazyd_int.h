@@ -116,7 +116,7 @@ struct lz_task {
     struct dp_pmap hash;  /* image page -> hash of the server's copy; aux: EV_ALWAYS_DIRTY, EV_PUT_INFLIGHT */
     int wp;               /* lazy ranges re-registered MISSING|WP: 0 not yet, 1 yes, -1 refused (lazyd_wp.c) */
     int eh_state;         /* eviction helper (lib/ehelper.h): 0 not tried, 1 running, 2 installed and
-                             not yet answering (not used), -1 none */
+                             not yet answering (not used), -1 none, -2 removed on request */
     struct dp_ehelper eh;
     uint64_t eh_rseq[64]; /* pages holding the threads' rseq areas when the helper was installed */
     size_t eh_nrseq;

@@ -201,7 +201,8 @@ static json_t *budget_json(struct dp_lazyd *d)
         dp_hist_jobj(&d->ev.stop), "stop_buckets_us", dp_hist_jbuckets(&d->ev.stop), "writeback_latency",
         dp_hist_jobj(&d->ev.wb_lat), "writeback_latency_buckets_us", dp_hist_jbuckets(&d->ev.wb_lat));
     /* issue 13: write-protect tracking and evictions that stop no thread */
-    json_t *h = json_pack("{s:I, s:I, s:I, s:I, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o}", "wp_tasks",
+    json_t *h = json_pack("{s:s, s:I, s:I, s:I, s:I, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o}", "evict_helpers",
+                          d->ev.helper_on ? "on" : "off", "wp_tasks",
                           (json_int_t)d->ev.wp_tasks, "cleaned_without_stop", (json_int_t)d->ev.nostop_cleaned,
                           "tracked_without_stop", (json_int_t)d->ev.nostop_tracked, "abandoned_written_again",
                           (json_int_t)d->ev.nostop_abandoned, "ack_wait", dp_hist_jobj(&d->ev.nostop_wait),
@@ -371,8 +372,11 @@ void lz_handle_ctl_client(struct dp_lazyd *d, struct handler *h)
             stats_text(d, &b);
         else if (strcmp(cmd, "sync") == 0)
             dp_lazyd_sync(d, &b);
+        else if (strcmp(cmd, "evict-helpers off") == 0 || strcmp(cmd, "evict-helpers on") == 0)
+            dp_lazyd_evict_helpers(d, strcmp(cmd, "evict-helpers on") == 0, &b);
         else
-            dp_sbuf_printf(&b, "{\"error\": \"unknown command; the daemon knows: stats, summary, sync\"}\n");
+            dp_sbuf_printf(&b, "{\"error\": \"unknown command; the daemon knows: stats, summary, sync, "
+                               "evict-helpers off|on\"}\n");
         /* Replies are small: a blocking write bounded by a send timeout. */
         int fl = fcntl(h->fd, F_GETFL);
         fcntl(h->fd, F_SETFL, fl & ~O_NONBLOCK);
@@ -405,8 +409,9 @@ char *dp_lazyd_control(const char *workdir, const char *cmd, struct dp_err *err)
                    "with --workdir %s?)", path, strerror(-sk), workdir);
         return NULL;
     }
-    /* a sync writes back everything modified: it may take a while */
-    struct timeval tv = {.tv_sec = strcmp(cmd, "sync") ? 5 : 600};
+    /* a sync writes back everything modified, removing helpers waits for
+     * their threads (2 s each at most): they may take a while */
+    struct timeval tv = {.tv_sec = strcmp(cmd, "sync") && strncmp(cmd, "evict-helpers", 13) ? 5 : 600};
     setsockopt(sk, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     char line[160];
     snprintf(line, sizeof(line), "%s\n", cmd);
