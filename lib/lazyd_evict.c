@@ -700,7 +700,7 @@ static void ev_prune(struct dp_lazyd *d, struct lz_task *t, uint64_t *addr, size
  * pages evicted. Only clean pages are moved, so even a helper that fails
  * mid-way loses nothing: every page it was asked for is taken as gone (a
  * present one refetched meets EEXIST, which the fault path handles). */
-static size_t ev_helper(struct dp_lazyd *d, struct lz_task *t, uint64_t *addr, size_t *n)
+static size_t ev_helper_once(struct dp_lazyd *d, struct lz_task *t, uint64_t *addr, size_t *n)
 {
     if (t->eh_state != 1 || !t->alive || !dp_ehelper_runnable(&t->eh))
         return 0;
@@ -773,6 +773,18 @@ static size_t ev_helper(struct dp_lazyd *d, struct lz_task *t, uint64_t *addr, s
     qsort(addr, rest, sizeof(addr[0]), cmp_u64);
     *n = rest;
     return nm;
+}
+
+/* ev_helper_once for as long as it moves something: one request holds at
+ * most DP_EH_MAX_RUNS runs (186), so scattered victims (a zipf walk: one
+ * run each) need two requests for a batch of 256 rather than a stop for
+ * the rest. */
+static size_t ev_helper(struct dp_lazyd *d, struct lz_task *t, uint64_t *addr, size_t *n)
+{
+    size_t total = 0, got;
+    for (int round = 0; round < 4 && *n && (got = ev_helper_once(d, t, addr, n)) > 0; round++)
+        total += got;
+    return total;
 }
 
 /* One batch's victims, from the pick to the zap; index i is one page. */
@@ -1091,6 +1103,22 @@ static int cmp_key(const void *a, const void *b)
     return x->addr < y->addr ? -1 : x->addr > y->addr;
 }
 
+/* Why victims of a task reach the stop path (stats: budget.no_stop.
+ * stop_path_pages): no helper, untracked (not write-protected: its range
+ * refused WP), written beyond ready_cap, or other (refused by MOVE, rseq of
+ * a thread not known yet, unreadable). */
+static void ev_why_stop(struct dp_lazyd *d, struct lz_task *t, const uint64_t *addr, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        struct dp_lazy_region *reg;
+        const struct dp_pmap_entry *e = NULL;
+        if (dp_lazymap_page(&t->map, addr[i], &reg))
+            e = dp_pmap_find(&t->hash, 0, reg->img + (addr[i] - reg->start));
+        int k = t->eh_state != 1 ? 0 : !e || !(e->aux & DP_HASH_WP) ? 1 : (e->aux & DP_HASH_WRITTEN) ? 2 : 3;
+        d->ev.stop_why[k]++;
+    }
+}
+
 /* Written victims cleaned without a stop and acknowledged since the last
  * turn (ev_clean_cb): moved by their task's helper now, unless written
  * again meanwhile or no longer movable (then their pick is cancelled). */
@@ -1125,14 +1153,16 @@ static void ev_ready_move(struct dp_lazyd *d)
 /* Once the restore finished, each task placed on its process gets its
  * helper in a stop of its own (nothing else done in it: the shortest stop),
  * before any eviction needs it, rather than inside the first batch under
- * pressure. At most one try per 10 ms (criu may still trace the tasks). */
+ * pressure. Only once the task faulted (it runs its own code: criu's
+ * restorer is done with it; injecting right at "restore finished" left a
+ * tree that never faulted again), and at most one try per 10 ms. */
 static void ev_install_eager(struct dp_lazyd *d, uint64_t now)
 {
     if (!d->ev.helper_on || now < d->ev.install_next)
         return;
     d->ev.install_next = now + 10 * 1000000ull;
     for (struct lz_task *t = d->tasks; t; t = t->next) {
-        if (!t->alive || !t->host_pid || t->eh_state != 0)
+        if (!t->alive || !t->host_pid || t->eh_state != 0 || !t->c.faults)
             continue;
         size_t nwb;
         ev_batch(d, t, NULL, 0, 0, &nwb);
@@ -1199,6 +1229,7 @@ void lz_ev_maybe(struct dp_lazyd *d)
             done += (int)ev_helper(d, t, addr, &left);
             done += (int)ev_clean_nostop(d, t, addr, &left);
             ev_prune(d, t, addr, &left);
+            ev_why_stop(d, t, addr, left);
             int c = left ? ev_batch(d, t, addr, left, 0, &nwb) : 0;
             done += c > 0 ? c : 0;
         }

@@ -158,6 +158,7 @@ struct lz_evict {
     struct dp_hist install_stop;   /* the stops that installed a helper: stop -> resume */
     uint64_t install_phase_ns[5];  /* summed over installs: map, uffd, channel, thread, first answer */
     uint64_t install_next;         /* no eager install try before (ns) */
+    uint64_t stop_why[4];          /* pages to the stop path: no helper, untracked, written, other */
 };
 
 /* Placing tasks on their processes (lazyd_proc.c): forked children are

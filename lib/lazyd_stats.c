@@ -221,6 +221,14 @@ static json_t *budget_json(struct dp_lazyd *d)
                            dp_json_fixed((double)ph[2] / (double)k / 1e3, 1), "thread",
                            dp_json_fixed((double)ph[3] / (double)k / 1e3, 1), "first_answer",
                            dp_json_fixed((double)ph[4] / (double)k / 1e3, 1));
+    const uint64_t *w = d->ev.stop_why;
+    if (h && json_object_set_new(h, "stop_path_pages",
+                                 json_pack("{s:I, s:I, s:I, s:I}", "no_helper", (json_int_t)w[0], "untracked",
+                                           (json_int_t)w[1], "written", (json_int_t)w[2], "other",
+                                           (json_int_t)w[3])) < 0) {
+        json_decref(h);
+        h = NULL;
+    }
     if (h && (!in || json_object_set_new(h, "helper_install", in) < 0)) {
         json_decref(h);
         h = NULL;
