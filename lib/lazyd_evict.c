@@ -1153,9 +1153,9 @@ static void ev_ready_move(struct dp_lazyd *d)
 /* Once the restore finished, each task placed on its process gets its
  * helper in a stop of its own (nothing else done in it: the shortest stop),
  * before any eviction needs it, rather than inside the first batch under
- * pressure. Only once the task faulted (it runs its own code: criu's
- * restorer is done with it; injecting right at "restore finished" left a
- * tree that never faulted again), and at most one try per 10 ms. */
+ * pressure. Only once the task faulted (it runs its own code: criu, which
+ * says "restore finished" before it lets go of the tasks, is done with
+ * them), and at most one try per 10 ms. */
 static void ev_install_eager(struct dp_lazyd *d, uint64_t now)
 {
     if (!d->ev.helper_on || now < d->ev.install_next)
