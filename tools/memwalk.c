@@ -493,7 +493,7 @@ static void usage(FILE *out)
     fprintf(out,
             "usage: memwalk [--mib N] [--threads T] [--pattern seq|uniform|zipf:S|stride:K|probe:P]\n"
             "               [--write-ratio R] [--port P] [--seed S] [--duration SEC]\n"
-            "               [--cold-mib N] [--aligned-sp]\n"
+            "               [--cold-mib N] [--aligned-sp] [--tick-us N]\n"
             "\n"
             "Deterministic memory workload: fills N MiB of private anonymous memory with a\n"
             "pattern derived from each page's index and generation, then walks it. Every\n"
