@@ -173,9 +173,10 @@ def test_evict_helpers_off_removes_the_helper_and_eviction_goes_on_stopping(lab,
 def test_checkpoint_of_the_running_tree_after_the_helpers_left_restores_exactly(lab, procs, criu, tmp_path):
     """The reason for `--evict-helpers off`: a later checkpoint of the tree
     restored under a budget. With all its memory local (the budget above its
-    size, the warm-up fetching the rest), the helper is removed, the running
-    tree is dumped by CRIU, restored again, and its memory is exactly what
-    it wrote (memwalk VERIFY), with no helper thread in the new tree."""
+    size, the warm-up fetching the rest), a dump with the helper in the tree
+    fails; once the helper is removed, the running tree is dumped by CRIU,
+    restored again, and its memory is exactly what it wrote (memwalk VERIFY),
+    with no helper thread in the new tree."""
     listen, key = checkpoint_and_serve(
         procs, tmp_path,
         [util.MEMWALK, "--mib", "8", "--threads", "2", "--write-ratio", "0.3", "--seed", "22"], memwalk_ready())
@@ -184,6 +185,13 @@ def test_checkpoint_of_the_running_tree_after_the_helpers_left_restores_exactly(
     pid = res["pid"]
     util.wait_until(lambda: "dp-evict" in thread_names(pid), 60, "the helper installed after the restore")
     util.wait_until(lambda: stats(workdir)["total"]["remote_bytes"] == 0, 120, "all memory local")
+    # with the helper in it, CRIU cannot dump the tree (its socket's peer is
+    # the daemon, outside the tree): the dump fails and the tree runs on
+    images1 = tmp_path / "images-with-helper"
+    images1.mkdir()
+    cp = util.distriproc("checkpoint", "--host", "dst", "--pid", pid, "--images", images1, "--leave-running",
+                         timeout=120, check=False)
+    assert cp.returncode != 0 and "dp-evict" in thread_names(pid), (cp.returncode, cp.stderr[-800:])
     r = helpers_off(workdir)
     assert r["removed"] == 1 and r["failed"] == 0 and r["running"] == 0, r
     assert "dp-evict" not in thread_names(pid) and anon_exec_maps(pid) == [] and uffd_fds(pid) == 0
