@@ -226,8 +226,11 @@ static void ev_clean_cb(void *cookie, int status, const char *errmsg)
                 errmsg ? errmsg : strerror(-status));
     for (uint32_t i = 0; i < c->n; i++) {
         struct dp_pmap_entry *e = t ? dp_pmap_find(&t->hash, 0, c->img[i]) : NULL;
-        if (!e)
+        if (!e) {
+            if (t && c->evict) /* its entry went (the range was dropped): no move */
+                dp_evict_cancel(&d->ev.pol, t->id, c->va[i]);
             continue;
+        }
         if (status == 0) {
             /* the server holds exactly these bytes now (whatever the page
              * became meanwhile: the hash compares against the server's copy) */
@@ -1322,7 +1325,7 @@ void dp_lazyd_evict_helpers(struct dp_lazyd *d, int on, struct dp_sbuf *b)
     int removed = 0, failed = 0, left = 0;
     d->ev.helper_on = on;
     if (!on)
-        ev_ready_move(d); /* no helper by now: its victims are cancelled */
+        ev_ready_move(d); /* those acknowledged so far leave first; later acks find no helper */
     for (struct lz_task *t = d->tasks; t; t = t->next) {
         if (on) {
             if (t->eh_state == EV_EH_REMOVED)
