@@ -123,6 +123,7 @@ struct eh_params {
 #define EH_STACK 4096UL
 #define EH_DATA (EH_STACK + DP_EH_BUF_BYTES)
 #define EH_SCRATCH (DP_EH_SCRATCH_PAGES * DP_PAGE_SIZE)
+#define EH_MAP (DP_PAGE_SIZE + EH_DATA + EH_SCRATCH) /* code | data (stack, buffer) | scratch */
 #define EH_WAIT_NS (2000ULL * 1000000ULL)     /* a reply or a thread exit: 2 s */
 
 /* ======================================================================
@@ -394,17 +395,14 @@ static int inj(struct dp_inject *in, long nr, uint64_t a0, uint64_t a1, uint64_t
     return 0;
 }
 
-/* Undoes what install created inside the (stopped) target. */
+/* Undoes what install created inside the (stopped) target: the one
+ * mapping (code, data and scratch) and both descriptors. */
 static void eh_undo(struct dp_ehelper *h, struct dp_inject *in)
 {
     long r;
     struct dp_err e2;
     if (h->code)
-        inj(in, __NR_munmap, h->code, DP_PAGE_SIZE, 0, 0, 0, &r, "munmap", &e2);
-    if (h->data)
-        inj(in, __NR_munmap, h->data, EH_DATA, 0, 0, 0, &r, "munmap", &e2);
-    if (h->scratch)
-        inj(in, __NR_munmap, h->scratch, EH_SCRATCH, 0, 0, 0, &r, "munmap", &e2);
+        inj(in, __NR_munmap, h->code, EH_MAP, 0, 0, 0, &r, "munmap", &e2);
     if (h->t_uffd >= 0)
         inj(in, __NR_close, (uint64_t)h->t_uffd, 0, 0, 0, 0, &r, "close", &e2);
     if (h->t_sock >= 0)
@@ -413,16 +411,23 @@ static void eh_undo(struct dp_ehelper *h, struct dp_inject *in)
     h->t_uffd = h->t_sock = -1;
 }
 
-static int eh_mmap(struct dp_inject *in, uint64_t len, int prot, uint64_t *out, struct dp_err *err)
+/* Code, data and scratch in one private anonymous mapping (three injected
+ * calls instead of six, each a ptrace round trip with every thread stopped):
+ * mmap RW, the code page made RX (its own VMA), the whole MADV_DONTFORK.
+ * Scratch stays RW like the victims it receives (MOVE needs the same
+ * protection on both sides). */
+static int eh_map(struct dp_ehelper *h, struct dp_inject *in, struct dp_err *err)
 {
     long r;
-    if (inj(in, __NR_mmap, 0, len, (uint64_t)prot, MAP_PRIVATE | MAP_ANONYMOUS, (uint64_t)-1, &r, "mmap",
-            err) < 0)
+    if (inj(in, __NR_mmap, 0, EH_MAP, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, (uint64_t)-1, &r,
+            "mmap", err) < 0)
         return -1;
-    *out = (uint64_t)r;
-    if (inj(in, __NR_madvise, *out, len, MADV_DONTFORK, 0, 0, &r, "madvise(MADV_DONTFORK)", err) < 0)
+    h->code = (uint64_t)r;
+    h->data = h->code + DP_PAGE_SIZE;
+    h->scratch = h->data + EH_DATA;
+    if (inj(in, __NR_mprotect, h->code, DP_PAGE_SIZE, PROT_READ | PROT_EXEC, 0, 0, &r, "mprotect", err) < 0)
         return -1;
-    return 0;
+    return inj(in, __NR_madvise, h->code, EH_MAP, MADV_DONTFORK, 0, 0, &r, "madvise(MADV_DONTFORK)", err);
 }
 
 /* Creates uffd2 (user-mode faults only, MOVE feature) and registers scratch
@@ -553,9 +558,17 @@ static int eh_thread(struct dp_ehelper *h, struct dp_inject *in, struct dp_err *
     return 0;
 }
 
-/* mmap x3, uffd2, channel, thread, handshake; undone on any failure. */
-int dp_ehelper_install(struct dp_ehelper *h, struct dp_inject *in, dp_eh_pump pump, void *arg,
-                       struct dp_err *err)
+/* Phase boundary: the time since *t0 goes to *ns, *t0 moves on. */
+static void eh_phase(uint64_t *ns, uint64_t *t0)
+{
+    uint64_t now = dp_now_ns();
+    *ns = now - *t0;
+    *t0 = now;
+}
+
+/* One mapping, uffd2, channel, thread: 9 injected calls, undone on any
+ * failure. The handshake is dp_ehelper_check's, after the threads resume. */
+int dp_ehelper_install(struct dp_ehelper *h, struct dp_inject *in, struct dp_err *err)
 {
     memset(h, 0, sizeof(*h));
     h->pid = in->pid;
@@ -569,24 +582,20 @@ int dp_ehelper_install(struct dp_ehelper *h, struct dp_inject *in, dp_eh_pump pu
                        (int)h->pid);
             return -1;
         }
-    if (eh_mmap(in, DP_PAGE_SIZE, PROT_READ | PROT_EXEC, &h->code, err) < 0 ||
-        eh_mmap(in, EH_DATA, PROT_READ | PROT_WRITE, &h->data, err) < 0 ||
-        eh_mmap(in, EH_SCRATCH, PROT_READ | PROT_WRITE, &h->scratch, err) < 0)
+    uint64_t t0 = dp_now_ns();
+    if (eh_map(h, in, err) < 0)
         goto fail;
     h->buf = h->data + EH_STACK;
-    if (eh_uffd(h, in, err) < 0 || eh_channel(h, in, err) < 0 || eh_thread(h, in, err) < 0)
+    eh_phase(&h->st.install_map_ns, &t0);
+    if (eh_uffd(h, in, err) < 0)
         goto fail;
-    /* The thread runs untraced already; a request with no entries proves
-     * the loop works before any page is trusted to it. */
-    uint64_t zero = 0, back = 1;
-    size_t rlen = 0;
-    if (eh_call(h, (const uint8_t *)&zero, 8, (uint8_t *)&back, 8, &rlen, pump, arg, err) < 0 || rlen != 8 ||
-        back != 0) {
-        if (!err->msg[0])
-            dp_err_set(err, "the helper of task %d did not answer its first request", (int)h->pid);
-        dp_ehelper_teardown(h, in, err);
-        return -1;
-    }
+    eh_phase(&h->st.install_uffd_ns, &t0);
+    if (eh_channel(h, in, err) < 0)
+        goto fail;
+    eh_phase(&h->st.install_channel_ns, &t0);
+    if (eh_thread(h, in, err) < 0)
+        goto fail;
+    eh_phase(&h->st.install_thread_ns, &t0);
     return 0;
 fail:
     if (h->sock >= 0)
@@ -594,6 +603,22 @@ fail:
     h->sock = -1;
     eh_undo(h, in);
     return -1;
+}
+
+int dp_ehelper_check(struct dp_ehelper *h, dp_eh_pump pump, void *arg, struct dp_err *err)
+{
+    /* The thread runs untraced already; a request with no entries proves
+     * the loop works before any page is trusted to it. */
+    uint64_t zero = 0, back = 1, t0 = dp_now_ns();
+    size_t rlen = 0;
+    if (eh_call(h, (const uint8_t *)&zero, 8, (uint8_t *)&back, 8, &rlen, pump, arg, err) < 0 || rlen != 8 ||
+        back != 0) {
+        if (!err->msg[0])
+            dp_err_set(err, "the helper of task %d did not answer its first request", (int)h->pid);
+        return -1;
+    }
+    eh_phase(&h->st.install_check_ns, &t0);
+    return 0;
 }
 
 /* EOF first (the thread leaves its loop), then its memory, never before. */

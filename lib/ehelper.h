@@ -12,16 +12,18 @@
  * process_vm_readv, and MADV_DONTNEED on scratch raises nothing (scratch is
  * not on CRIU's uffd). No application thread is stopped.
  *
- * Install (all threads stopped once with lib/inject, ~20 injected calls):
- *   code    one page PROT_READ|PROT_EXEC holding the helper loop below
+ * Install (all threads stopped once with lib/inject, 9 injected calls; the
+ * first request, proving the loop answers, once they run again):
+ *   one private anonymous mapping, MADV_DONTFORK, of
+ *   code    one page made PROT_READ|PROT_EXEC holding the helper loop below
  *           (position independent, its parameters patched in);
  *   data    one stack page and a request buffer (RW);
- *   scratch DP_EH_SCRATCH_PAGES pages, private anonymous RW, registered
+ *   scratch DP_EH_SCRATCH_PAGES pages, RW, registered
  *           MISSING with uffd2 = userfaultfd(UFFD_USER_MODE_ONLY) whose
  *           UFFDIO_API asked for UFFD_FEATURE_MOVE (user-mode-only: an
  *           absent scratch page read by process_vm_readv fails with EFAULT
  *           instead of blocking the daemon on a uffd nobody reads);
- *   all three MADV_DONTFORK: a forked child gets none of them;
+ *   (a forked child gets none of it);
  *   channel socketpair(AF_UNIX, SOCK_SEQPACKET|SOCK_CLOEXEC); the daemon
  *           takes one end with pidfd_getfd and closes it in the target;
  *   thread  clone(CLONE_VM|FS|FILES|SIGHAND|THREAD|SYSVSEM) injected with
@@ -118,6 +120,10 @@ int dp_eh_seccomp_mode(const char *status);
 struct dp_eh_stats {
     uint64_t calls, moved_pages, busy_pages, other_fail_pages, drops;
     uint64_t call_ns_max, call_ns_sum;
+    /* install's phases (threads stopped but for check): mmap+mprotect+
+     * madvise; userfaultfd+API+REGISTER; socketpair+getfd+close; code
+     * write+clone+tid lookup; the first answer (threads running) */
+    uint64_t install_map_ns, install_uffd_ns, install_channel_ns, install_thread_ns, install_check_ns;
 };
 
 struct dp_ehelper {
@@ -138,9 +144,13 @@ typedef int (*dp_eh_pump)(void *arg, int fd);
 int dp_ehelper_allowed(pid_t pid, struct dp_err *err);
 /* Installs the helper; in must be open with every thread stopped (it stays
  * stopped). On failure everything created in the target is undone as far as
- * possible and h->sock is -1. */
-int dp_ehelper_install(struct dp_ehelper *h, struct dp_inject *in, dp_eh_pump pump, void *arg,
-                       struct dp_err *err);
+ * possible and h->sock is -1. The helper is not trusted with a page before
+ * dp_ehelper_check answered. */
+int dp_ehelper_install(struct dp_ehelper *h, struct dp_inject *in, struct dp_err *err);
+/* The first request, with no entries: proves the thread's loop answers.
+ * Call it once the task's threads run again (it needs no stop). 0, or -1:
+ * tear the helper down (dp_ehelper_teardown with the task's inject). */
+int dp_ehelper_check(struct dp_ehelper *h, dp_eh_pump pump, void *arg, struct dp_err *err);
 /* 1 if the helper is installed and its thread can answer now (not in a
  * job-control or ptrace stop, not exiting): else use the ptrace path. */
 int dp_ehelper_runnable(const struct dp_ehelper *h);

@@ -418,6 +418,25 @@ static int let_go(struct dp_inject *in, struct dp_inject_thread *t, pid_t tracer
     return DP_INJECT_TRACED;
 }
 
+/* PTRACE_SEIZE, again while it fails with EPERM and no tracer is left to
+ * blame: criu detaching from the tree it restored is seen as a tracer by the
+ * seize and gone by the time TracerPid is read (measured: the daemon killed
+ * a freshly restored tree on that EPERM). At most ~20 ms; errno as seized. */
+static int seize(struct dp_inject *in, pid_t tid, long opts)
+{
+    for (int i = 0;; i++) {
+        if (ptrace(PTRACE_SEIZE, tid, 0, (void *)opts) == 0)
+            return 0;
+        int e = errno;
+        if (e != EPERM || i == 20 || other_tracer(in->pid, tid) > 0 || dp_inject_thread_exiting(in->pid, tid)) {
+            errno = e;
+            return -1;
+        }
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+}
+
 int dp_inject_stop(struct dp_inject *in, struct dp_err *err)
 {
     uint64_t t0 = dp_now_ns();
@@ -435,7 +454,7 @@ int dp_inject_stop(struct dp_inject *in, struct dp_err *err)
             struct dp_inject_thread *t = &in->t[i];
             if (!t->seized) {
                 long opts = PTRACE_O_SUSPEND_SECCOMP | exitkill(in);
-                if (ptrace(PTRACE_SEIZE, t->tid, 0, (void *)opts) < 0) {
+                if (seize(in, t->tid, opts) < 0) {
                     if (errno == ESRCH || (errno == EPERM && dp_inject_thread_exiting(in->pid, t->tid))) {
                         /* exited meanwhile, or a zombie (e.g. a leader that
                          * called pthread_exit): it runs no code */

@@ -80,6 +80,11 @@ int dp_lazyd_finish(struct dp_lazyd *d);
 struct dp_sbuf;
 void dp_lazyd_sync(struct dp_lazyd *d, struct dp_sbuf *b);
 
+/* Budget: removes (on = 0) or brings back (1) the tasks' eviction helpers,
+ * e.g. before a checkpoint of the running tree (docs/eviction.md). Fills a
+ * JSON reply into b. */
+void dp_lazyd_evict_helpers(struct dp_lazyd *d, int on, struct dp_sbuf *b);
+
 /* Client side of the control socket: sends cmd, returns the malloc'd reply. */
 char *dp_lazyd_control(const char *workdir, const char *cmd, struct dp_err *err);
 

@@ -28,6 +28,8 @@
 #define EV_MAX_BATCH 256
 #define EV_ALWAYS_DIRTY DP_HASH_ALWAYS_DIRTY /* the server does not hold what the process has */
 #define EV_PUT_INFLIGHT DP_HASH_PUT_INFLIGHT /* a background write-back of the page awaits its ack */
+#define EV_EH_REMOVED (-2) /* eh_state: helper removed on request (evict-helpers off) */
+#define EV_NOSTOP_MIN 256 /* pages: the least ready_cap (written victims cleaned without a stop) */
 
 static int ev_pump(void *arg);
 
@@ -134,7 +136,7 @@ void lz_ev_task_new(struct dp_lazyd *d, struct lz_task *t)
  * the batch closes it), its records and buffered copies go. */
 void lz_ev_task_gone(struct dp_lazyd *d, struct lz_task *t)
 {
-    if (t->eh_state == 1) { /* the channel closes; its mappings go with the process */
+    if (t->eh_state > 0) { /* the channel closes; its mappings go with the process */
         struct dp_err err = {{0}};
         dp_ehelper_teardown(&t->eh, NULL, &err);
         t->eh_state = -1;
@@ -203,8 +205,9 @@ struct ev_clean {
     struct dp_lazyd *d;
     int task_id;
     uint32_t n;
+    int evict;                    /* ev_clean_nostop's: once acked, the helper moves the pages */
     uint64_t t0;                  /* submitted (write-back latency) */
-    uint64_t img[EV_MAX_BATCH];
+    uint64_t img[EV_MAX_BATCH], va[EV_MAX_BATCH];
     struct dp_page_hash h[EV_MAX_BATCH];
 };
 
@@ -216,13 +219,18 @@ static void ev_clean_cb(void *cookie, int status, const char *errmsg)
     struct dp_lazyd *d = c->d;
     struct lz_task *t = lz_task_by_id(d, c->task_id); /* NULL: exited, its hashes are gone */
     d->ev.clean_inflight--;
+    if (c->evict)
+        d->ev.nostop_inflight -= c->n;
     if (status)
         dp_warn("background write-back to %s failed: %s; the pages stay dirty", d->o->src->desc,
                 errmsg ? errmsg : strerror(-status));
     for (uint32_t i = 0; i < c->n; i++) {
         struct dp_pmap_entry *e = t ? dp_pmap_find(&t->hash, 0, c->img[i]) : NULL;
-        if (!e)
+        if (!e) {
+            if (t && c->evict) /* its entry went (the range was dropped): no move */
+                dp_evict_cancel(&d->ev.pol, t->id, c->va[i]);
             continue;
+        }
         if (status == 0) {
             /* the server holds exactly these bytes now (whatever the page
              * became meanwhile: the hash compares against the server's copy) */
@@ -234,22 +242,38 @@ static void ev_clean_cb(void *cookie, int status, const char *errmsg)
             if (e->aux & DP_HASH_WP)
                 e->aux |= DP_HASH_WRITTEN; /* what the server holds is older: write it again */
         }
+        if (!c->evict)
+            continue;
+        /* still unmarked: exactly what the server holds now, the helper may
+         * move it; one written again since the protect (or not acked) is
+         * abandoned: it stays resident with its write, to be picked again */
+        if (status == 0 && e->aux == DP_HASH_WP && d->ev.nready < d->ev.ready_cap) {
+            d->ev.ready[d->ev.nready++] = (struct dp_evict_key){.owner = t->id, .addr = c->va[i]};
+        } else {
+            dp_evict_cancel(&d->ev.pol, t->id, c->va[i]);
+            d->ev.cancels++;
+            d->ev.nostop_abandoned++;
+        }
     }
     if (status == 0) {
         d->ev.cleaned += c->n;
         dp_hist_add(&d->ev.wb_lat, dp_now_ns() - c->t0);
+        if (c->evict)
+            dp_hist_add(&d->ev.nostop_wait, dp_now_ns() - c->t0);
     }
     free(c);
 }
 
 /* Background write-back of the nd dirty ones of m pages whose bytes are in
- * buf (one PUT through the page source, acknowledged later in ev_clean_cb):
- * their eviction is cancelled (keep[i] = 0) and their entries marked
- * EV_PUT_INFLIGHT. 1 if submitted, 0 if not (the source takes no PUT, its
- * limit, no memory, a send failure). */
+ * buf (one PUT through the page source, acknowledged later in ev_clean_cb),
+ * their entries marked EV_PUT_INFLIGHT. Unless evict, their eviction is
+ * cancelled (keep[i] = 0) and a later pick finds them clean; with evict
+ * they stay picked and the ack hands them to the helper (ev_ready_move).
+ * 1 if submitted, 0 if not (the source takes no PUT, its limit, no memory,
+ * a send failure). */
 static int ev_clean_submit(struct dp_lazyd *d, struct lz_task *t, size_t m, size_t nd, const uint8_t *dirty,
                            const uint64_t *img, const uint64_t *va, const uint8_t *buf,
-                           const struct dp_page_hash *now_h, uint8_t *keep)
+                           const struct dp_page_hash *now_h, uint8_t *keep, int evict)
 {
     struct dp_pagesrc *src = d->o->src;
     if (!dp_pagesrc_can_put(src) || dp_pagesrc_put_max(src) < nd)
@@ -268,24 +292,30 @@ static int ev_clean_submit(struct dp_lazyd *d, struct lz_task *t, size_t m, size
         wimg[k] = img[i];
         wdata[k] = buf + i * PG;
         c->img[k] = img[i];
+        c->va[k] = va[i];
         c->h[k] = now_h[i];
         k++;
     }
     c->n = (uint32_t)k;
     c->t0 = dp_now_ns();
     struct dp_err perr = {{0}};
+    c->evict = evict;
     if (dp_pagesrc_put(src, t->pid, wimg, wdata, (uint32_t)k, ev_clean_cb, c, &perr) != 0) {
         free(c);
         return 0;
     }
     d->ev.clean_inflight++;
     d->ev.clean_requests++;
+    if (evict)
+        d->ev.nostop_inflight += c->n;
     for (size_t i = 0; i < m; i++) {
         if (!dirty[i])
             continue;
         struct dp_pmap_entry *e = dp_pmap_find(&t->hash, 0, img[i]);
         if (e)
             e->aux |= EV_PUT_INFLIGHT;
+        if (evict)
+            continue;
         keep[i] = 0;
         dp_evict_cancel(&d->ev.pol, t->id, va[i]);
         d->ev.cancels++;
@@ -442,8 +472,8 @@ static void ev_dirty(struct dp_lazyd *d, struct lz_task *t, const uint8_t *buf, 
     }
 }
 
-/* The helper's install waits for its first answer serving the loop, as
- * inject's waits do (ev_pump); the descriptor is polled by the loop anyway. */
+/* The helper's first answer is awaited serving the loop, as inject's
+ * waits are (ev_pump); the descriptor is polled by the loop anyway. */
 static int ev_eh_pump(void *arg, int fd)
 {
     (void)fd;
@@ -451,7 +481,8 @@ static int ev_eh_pump(void *arg, int fd)
 }
 
 /* Installs t's eviction helper inside a stop (its threads are stopped), or
- * says why it has none: the ptrace path then stays its only path. */
+ * says why it has none: the ptrace path then stays its only path. It is
+ * used once it answered, after the stop (ev_helper_confirm). */
 static void ev_helper_install(struct dp_lazyd *d, struct lz_task *t)
 {
     struct dp_err err = {{0}};
@@ -459,12 +490,40 @@ static void ev_helper_install(struct dp_lazyd *d, struct lz_task *t)
         if (t->in.t[i].group_stop)
             return; /* stopped by job control: try again in a later stop */
     t->eh_state = -1;
-    if (dp_ehelper_install(&t->eh, &t->in, ev_eh_pump, t, &err) < 0) {
+    if (dp_ehelper_install(&t->eh, &t->in, &err) < 0) {
         dp_info("pid %d: no eviction helper (%s); its evictions stop its threads", t->shown_pid, err.msg);
+        return;
+    }
+    t->eh_state = 2;
+    (void)d;
+}
+
+/* After the stop that installed it: the helper's first answer, with the
+ * threads running. Its phases go to the stats (issue 13: the one stop per
+ * task is the install's, kept as short as possible). */
+static void ev_helper_confirm(struct dp_lazyd *d, struct lz_task *t)
+{
+    struct dp_err err = {{0}};
+    d->ev.busy = 1;
+    d->ev.cur = t;
+    int rc = dp_ehelper_check(&t->eh, ev_eh_pump, t, &err);
+    d->ev.busy = 0;
+    if (rc < 0) {
+        dp_info("pid %d: the eviction helper did not answer (%s); its evictions stop its threads", t->shown_pid,
+                err.msg);
+        if (dp_ehelper_teardown(&t->eh, t->alive && t->inj_open ? &t->in : NULL, &err) < 0)
+            dp_warn("pid %d: removing the eviction helper: %s", t->shown_pid, err.msg);
+        t->eh_state = -1;
         return;
     }
     t->eh_state = 1;
     d->ev.helper_tasks++;
+    const struct dp_eh_stats *st = &t->eh.st;
+    uint64_t ph[DP_ARRAY_LEN(d->ev.install_phase_ns)] = {st->install_map_ns, st->install_uffd_ns,
+                                                          st->install_channel_ns, st->install_thread_ns,
+                                                          st->install_check_ns};
+    for (size_t i = 0; i < DP_ARRAY_LEN(ph); i++)
+        d->ev.install_phase_ns[i] += ph[i];
     dp_debug("pid %d: eviction helper thread %d installed", t->shown_pid, (int)t->eh.tid);
 }
 
@@ -506,19 +565,71 @@ static void ev_gone(struct dp_lazyd *d, struct lz_task *t, uint64_t addr, const 
         dp_vbuf_put(&d->ev.vb, t->id, addr, bytes);
 }
 
-/* Written write-protected victims of a task with a helper, within the
- * budget's slack: cleaned without a stop. Each is protected again first and
- * unmarked, then read through /proc/PID/mem (which fails with EIO instead of
- * waiting on our own uffd if the application dropped it meanwhile), and all
- * go in one background PUT; once acknowledged they are clean and the helper
- * evicts them. A write after the protect faults and marks the page again,
- * so a write racing the read is written back the next time. The victims
- * left for the other paths stay in addr[0..*n), sorted. */
-static void ev_clean_nostop(struct dp_lazyd *d, struct lz_task *t, uint64_t *addr, size_t *n)
+/* A victim of a task with a helper that is resident, not pinned, not a
+ * thread's rseq area and has no fetch outstanding: its install-hash entry
+ * (else NULL) and *img, for the paths below that act without a stop. */
+static struct dp_pmap_entry *ev_nostop_entry(struct lz_task *t, uint64_t a, uint64_t *img)
 {
-    if (t->eh_state != 1 || !t->inj_open || t->wp != 1 || ev_shared(d, t) ||
-        lz_ev_resident(d) > lz_ev_high(d) + d->ev.batch)
+    struct dp_lazy_region *reg;
+    uint8_t *pg = dp_lazymap_page(&t->map, a, &reg);
+    if (!pg || dp_pg_state(*pg) != DP_PG_RESIDENT || ev_pinned(t, a))
+        return NULL;
+    *img = reg->img + (a - reg->start);
+    for (size_t k = 0; k < t->eh_nrseq; k++)
+        if (t->eh_rseq[k] == a)
+            return NULL;
+    return lz_find_req(t, *img) ? NULL : dp_pmap_find(&t->hash, 0, *img);
+}
+
+/* Victims installed without write-protect (zero pages, EEXIST of unknown
+ * content, a fork's inherited pages) are taken into tracking without a
+ * stop: protected first, then read (a write after the protect waits in its
+ * WP fault until the daemon reads it, after this) and compared with what the
+ * server holds. Clean ones become DP_HASH_WP (the helper moves them), the
+ * others DP_HASH_WP|DP_HASH_WRITTEN (ev_clean_nostop writes them back).
+ * Before this, each such victim took the stop path. */
+static void ev_track_nostop(struct dp_lazyd *d, struct lz_task *t, const uint64_t *addr, size_t n)
+{
+    static uint8_t page[PG] __attribute__((aligned(PG)));
+    if (t->eh_state != 1 || !t->inj_open || t->wp != 1)
         return;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t im;
+        struct dp_pmap_entry *e = ev_nostop_entry(t, addr[i], &im);
+        if (!e || (e->aux & (DP_HASH_WP | EV_PUT_INFLIGHT)) || dp_wp_protect(t->uffd, addr[i], PG, 1) < 0)
+            continue; /* tracked already, or its range is not registered WP: the stop path */
+        if (dp_inject_read(&t->in, addr[i], page, PG) < 0) {
+            dp_wp_protect(t->uffd, addr[i], PG, 0); /* dropped meanwhile: leave it as it was */
+            continue;
+        }
+        uint8_t dirty = 1;
+        struct dp_page_hash hs = {e->value, e->value2}, now;
+        if (!(e->aux & EV_ALWAYS_DIRTY))
+            dp_dirty_check(d->ev.seed, page, 1, &hs, &dirty, &now);
+        e->aux = DP_HASH_WP | (dirty ? DP_HASH_WRITTEN : 0);
+        d->ev.nostop_tracked++;
+    }
+}
+
+/* Written write-protected victims of a task with a helper, written back
+ * without a stop. Each is protected again first and unmarked, then read
+ * through /proc/PID/mem (which fails with EIO instead of waiting on our own
+ * uffd if the application dropped it meanwhile), and all go in one PUT
+ * through the page source; they stay picked and resident. A write after
+ * the protect faults and marks the page again. The loop goes on serving
+ * while the PUT is in flight; its ack (ev_clean_cb, through the loop's one
+ * dispatch) hands the pages still unmarked -- exactly what the server
+ * holds -- to the helper (ev_ready_move) and abandons the others (written
+ * again, or not acknowledged: they stay resident, picked again later).
+ * Bound: pages awaiting such an ack or the move after it never exceed
+ * ready_cap (4 batches, >= 256 pages; docs/eviction.md); beyond it written victims take
+ * the stop path as before. The victims left for the other paths stay in
+ * addr[0..*n), sorted. Returns the pages submitted. */
+static size_t ev_clean_nostop(struct dp_lazyd *d, struct lz_task *t, uint64_t *addr, size_t *n)
+{
+    if (t->eh_state != 1 || !t->inj_open || t->wp != 1 || ev_shared(d, t))
+        return 0;
+    size_t room = d->ev.ready_cap - d->ev.nostop_inflight - d->ev.nready;
     static uint8_t buf[EV_MAX_BATCH * PG] __attribute__((aligned(PG)));
     uint64_t va[EV_MAX_BATCH], img[EV_MAX_BATCH];
     struct dp_page_hash h[EV_MAX_BATCH];
@@ -526,16 +637,9 @@ static void ev_clean_nostop(struct dp_lazyd *d, struct lz_task *t, uint64_t *add
     struct dp_pmap_entry *ent[EV_MAX_BATCH];
     size_t m = 0, rest = 0;
     for (size_t i = 0; i < *n; i++) {
-        uint64_t a = addr[i];
-        struct dp_lazy_region *reg;
-        uint8_t *pg = dp_lazymap_page(&t->map, a, &reg);
-        uint64_t im = pg ? reg->img + (a - reg->start) : 0;
-        struct dp_pmap_entry *e = pg ? dp_pmap_find(&t->hash, 0, im) : NULL;
-        int rseq = 0;
-        for (size_t k = 0; k < t->eh_nrseq && !rseq; k++)
-            rseq = t->eh_rseq[k] == a;
-        if (!pg || dp_pg_state(*pg) != DP_PG_RESIDENT || !e || e->aux != (DP_HASH_WP | DP_HASH_WRITTEN) ||
-            lz_find_req(t, im) || ev_pinned(t, a) || rseq || dp_wp_protect(t->uffd, a, PG, 1) < 0) {
+        uint64_t a = addr[i], im = 0;
+        struct dp_pmap_entry *e = m < room ? ev_nostop_entry(t, a, &im) : NULL;
+        if (!e || e->aux != (DP_HASH_WP | DP_HASH_WRITTEN) || dp_wp_protect(t->uffd, a, PG, 1) < 0) {
             addr[rest++] = a;
             continue;
         }
@@ -552,8 +656,10 @@ static void ev_clean_nostop(struct dp_lazyd *d, struct lz_task *t, uint64_t *add
         dirty[m] = 1;
         m++;
     }
-    if (m && ev_clean_submit(d, t, m, m, dirty, img, va, buf, h, keep)) {
+    size_t sent = 0;
+    if (m && ev_clean_submit(d, t, m, m, dirty, img, va, buf, h, keep, 1)) {
         d->ev.nostop_cleaned += m;
+        sent = m;
     } else {
         for (size_t j = 0; j < m; j++) {
             ent[j]->aux |= DP_HASH_WRITTEN;
@@ -562,23 +668,22 @@ static void ev_clean_nostop(struct dp_lazyd *d, struct lz_task *t, uint64_t *add
         qsort(addr, rest, sizeof(addr[0]), cmp_u64);
     }
     *n = rest;
+    return sent;
 }
 
 /* For a task with a helper, victims the stop path would only cancel (no
  * longer resident, a fetch or a background write-back of them outstanding,
- * pinned meanwhile) are cancelled here: no stop for nothing. */
+ * pinned meanwhile, a thread's rseq area) are cancelled here: no stop for
+ * nothing. */
 static void ev_prune(struct dp_lazyd *d, struct lz_task *t, uint64_t *addr, size_t *n)
 {
     if (t->eh_state != 1)
         return;
     size_t rest = 0;
     for (size_t i = 0; i < *n; i++) {
-        struct dp_lazy_region *reg;
-        uint8_t *pg = dp_lazymap_page(&t->map, addr[i], &reg);
-        uint64_t im = pg ? reg->img + (addr[i] - reg->start) : 0;
-        struct dp_pmap_entry *e = pg ? dp_pmap_find(&t->hash, 0, im) : NULL;
-        if (pg && dp_pg_state(*pg) == DP_PG_RESIDENT && e && !(e->aux & EV_PUT_INFLIGHT) && !lz_find_req(t, im) &&
-            !ev_pinned(t, addr[i])) {
+        uint64_t im;
+        struct dp_pmap_entry *e = ev_nostop_entry(t, addr[i], &im);
+        if (e && !(e->aux & EV_PUT_INFLIGHT)) {
             addr[rest++] = addr[i];
             continue;
         }
@@ -598,7 +703,7 @@ static void ev_prune(struct dp_lazyd *d, struct lz_task *t, uint64_t *addr, size
  * pages evicted. Only clean pages are moved, so even a helper that fails
  * mid-way loses nothing: every page it was asked for is taken as gone (a
  * present one refetched meets EEXIST, which the fault path handles). */
-static size_t ev_helper(struct dp_lazyd *d, struct lz_task *t, uint64_t *addr, size_t *n)
+static size_t ev_helper_once(struct dp_lazyd *d, struct lz_task *t, uint64_t *addr, size_t *n)
 {
     if (t->eh_state != 1 || !t->alive || !dp_ehelper_runnable(&t->eh))
         return 0;
@@ -671,6 +776,18 @@ static size_t ev_helper(struct dp_lazyd *d, struct lz_task *t, uint64_t *addr, s
     qsort(addr, rest, sizeof(addr[0]), cmp_u64);
     *n = rest;
     return nm;
+}
+
+/* ev_helper_once for as long as it moves something: one request holds at
+ * most DP_EH_MAX_RUNS runs (186), so scattered victims (a zipf walk: one
+ * run each) need two requests for a batch of 256 rather than a stop for
+ * the rest. */
+static size_t ev_helper(struct dp_lazyd *d, struct lz_task *t, uint64_t *addr, size_t *n)
+{
+    size_t total = 0, got;
+    for (int round = 0; round < 4 && *n && (got = ev_helper_once(d, t, addr, n)) > 0; round++)
+        total += got;
+    return total;
 }
 
 /* One batch's victims, from the pick to the zap; index i is one page. */
@@ -813,7 +930,7 @@ static void ev_select(struct dp_lazyd *d, struct lz_task *t, const uint64_t *add
 static int ev_write_back(struct dp_lazyd *d, struct lz_task *t, struct ev_victims *v, int sync, size_t *nwb)
 {
     if (v->nd && !sync && !ev_shared(d, t) && lz_ev_resident(d) <= lz_ev_high(d) + d->ev.batch &&
-        ev_clean_submit(d, t, v->m, v->nd, v->dirty, v->img, v->va, v->buf, v->now_h, v->keep))
+        ev_clean_submit(d, t, v->m, v->nd, v->dirty, v->img, v->va, v->buf, v->now_h, v->keep, 0))
         v->nd = 0; /* within the slack: cleaned in the background, the clean ones are evicted now */
     if (!v->nd)
         return 0;
@@ -951,9 +1068,14 @@ static int ev_batch(struct dp_lazyd *d, struct lz_task *t, const uint64_t *addr,
     }
     if (dp_inject_resume(&t->in, 1, &err) < 0)
         goto fatal;
-    dp_hist_add(&d->ev.stop, dp_now_ns() - t0);
+    uint64_t held = dp_now_ns() - t0;
+    dp_hist_add(&d->ev.stop, held);
     d->ev.batches++;
     d->ev.busy = 0;
+    if (t->eh_state == 2) { /* this stop installed the helper */
+        dp_hist_add(&d->ev.install_stop, held);
+        ev_helper_confirm(d, t);
+    }
     return count;
 
 fatal:
@@ -984,16 +1106,87 @@ static int cmp_key(const void *a, const void *b)
     return x->addr < y->addr ? -1 : x->addr > y->addr;
 }
 
+/* Why victims of a task reach the stop path (stats: budget.no_stop.
+ * stop_path_pages): no helper, untracked (not write-protected: its range
+ * refused WP), written beyond ready_cap, or other (refused by MOVE, rseq of
+ * a thread not known yet, unreadable). */
+static void ev_why_stop(struct dp_lazyd *d, struct lz_task *t, const uint64_t *addr, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        struct dp_lazy_region *reg;
+        const struct dp_pmap_entry *e = NULL;
+        if (dp_lazymap_page(&t->map, addr[i], &reg))
+            e = dp_pmap_find(&t->hash, 0, reg->img + (addr[i] - reg->start));
+        int k = t->eh_state != 1 ? 0 : !e || !(e->aux & DP_HASH_WP) ? 1 : (e->aux & DP_HASH_WRITTEN) ? 2 : 3;
+        d->ev.stop_why[k]++;
+    }
+}
+
+/* Written victims cleaned without a stop and acknowledged since the last
+ * turn (ev_clean_cb): moved by their task's helper now, unless written
+ * again meanwhile or no longer movable (then their pick is cancelled). */
+static void ev_ready_move(struct dp_lazyd *d)
+{
+    uint32_t nr = d->ev.nready;
+    if (!nr)
+        return;
+    d->ev.nready = 0; /* ev_helper does not pump: no ack lands meanwhile */
+    qsort(d->ev.ready, nr, sizeof(d->ev.ready[0]), cmp_key);
+    for (uint32_t i = 0; i < nr;) {
+        uint32_t j = i;
+        uint64_t addr[EV_MAX_BATCH];
+        while (j < nr && d->ev.ready[j].owner == d->ev.ready[i].owner && j - i < EV_MAX_BATCH) {
+            addr[j - i] = d->ev.ready[j].addr;
+            j++;
+        }
+        size_t n = j - i;
+        struct lz_task *t = lz_task_by_id(d, d->ev.ready[i].owner);
+        if (t) {
+            ev_helper(d, t, addr, &n);
+            for (size_t k = 0; k < n; k++) {
+                dp_evict_cancel(&d->ev.pol, t->id, addr[k]);
+                d->ev.cancels++;
+                d->ev.nostop_abandoned++;
+            }
+        }
+        i = j;
+    }
+}
+
+/* Once the restore finished, each task placed on its process gets its
+ * helper in a stop of its own (nothing else done in it: the shortest stop),
+ * before any eviction needs it, rather than inside the first batch under
+ * pressure. Only once the task faulted (it runs its own code: criu, which
+ * says "restore finished" before it lets go of the tasks, is done with
+ * them), and at most one try per 10 ms. */
+static void ev_install_eager(struct dp_lazyd *d, uint64_t now)
+{
+    if (!d->ev.helper_on || now < d->ev.install_next)
+        return;
+    d->ev.install_next = now + 10 * 1000000ull;
+    for (struct lz_task *t = d->tasks; t; t = t->next) {
+        if (!t->alive || !t->host_pid || t->eh_state != 0 || !t->c.faults)
+            continue;
+        size_t nwb;
+        ev_batch(d, t, NULL, 0, 0, &nwb);
+        return; /* one stop per turn: faults are served between them */
+    }
+}
+
 /* Called after every loop turn: one batch when above the high watermark
  * (and until the low one is reached), so faults are served between batches. */
 void lz_ev_maybe(struct dp_lazyd *d)
 {
-    if (!d->ev.on || d->ev.busy || !d->finished || d->ev.put_wait > 0) /* no stop while acks are owed */
+    if (!d->ev.on || d->ev.busy || !d->finished)
+        return;
+    ev_ready_move(d);
+    if (d->ev.put_wait > 0) /* no stop while acks are owed */
         return;
     uint64_t res = lz_ev_resident(d);
     if (res > d->ev.max_resident)
         d->ev.max_resident = res;
     uint64_t now = dp_now_ns();
+    ev_install_eager(d, now);
     if (now < d->ev.backoff_until)
         return;
     uint64_t high = lz_ev_high(d), low = lz_ev_low(d);
@@ -1033,9 +1226,13 @@ void lz_ev_maybe(struct dp_lazyd *d)
                 dp_evict_cancel(&d->ev.pol, keys[k].owner, keys[k].addr);
         } else {
             size_t nwb, left = j - i;
-            ev_clean_nostop(d, t, addr, &left);
+            /* clean victims leave now; written ones are written back
+             * without a stop and leave once acknowledged (ev_ready_move) */
+            ev_track_nostop(d, t, addr, left);
             done += (int)ev_helper(d, t, addr, &left);
+            done += (int)ev_clean_nostop(d, t, addr, &left);
             ev_prune(d, t, addr, &left);
+            ev_why_stop(d, t, addr, left);
             int c = left ? ev_batch(d, t, addr, left, 0, &nwb) : 0;
             done += c > 0 ? c : 0;
         }
@@ -1108,6 +1305,57 @@ void dp_lazyd_sync(struct dp_lazyd *d, struct dp_sbuf *b)
     dp_sbuf_printf(b, "\n");
 }
 
+/* ==== the helpers on request ==== */
+
+/* `distriproc stats --evict-helpers off|on` (control command "evict-helpers
+ * off|on"). off: every task's helper is torn down (channel closed, thread
+ * gone, one short stop to unmap its memory and close its two descriptors),
+ * so a later checkpoint of the still-running tree dumps none of it; its
+ * evictions take the stop path from then on. Nothing is lost: the helper
+ * holds no page between two calls (scratch is dropped after each move),
+ * and victims waiting for it are cancelled (they stay resident). on: tasks
+ * whose helper was removed so get one again (eagerly, as after a restore).
+ * Fills a JSON reply into b. */
+void dp_lazyd_evict_helpers(struct dp_lazyd *d, int on, struct dp_sbuf *b)
+{
+    if (!d->ev.on) {
+        dp_sbuf_printf(b, "{\"error\": \"this restore has no --budget: there are no eviction helpers\"}\n");
+        return;
+    }
+    int removed = 0, failed = 0, left = 0;
+    d->ev.helper_on = on;
+    if (!on)
+        ev_ready_move(d); /* those acknowledged so far leave first; later acks find no helper */
+    for (struct lz_task *t = d->tasks; t; t = t->next) {
+        if (on) {
+            if (t->eh_state == EV_EH_REMOVED)
+                t->eh_state = 0;
+            continue;
+        }
+        if (t->eh_state <= 0)
+            continue;
+        struct dp_err err = {{0}};
+        d->ev.busy = 1;
+        d->ev.cur = t;
+        int rc = dp_ehelper_teardown(&t->eh, t->alive && t->inj_open ? &t->in : NULL, &err);
+        d->ev.busy = 0;
+        if (rc < 0) {
+            dp_warn("pid %d: removing the eviction helper: %s", t->shown_pid, err.msg);
+            failed++;
+            t->eh_state = -1;
+        } else {
+            removed++;
+            t->eh_state = EV_EH_REMOVED;
+        }
+    }
+    for (struct lz_task *t = d->tasks; t; t = t->next)
+        left += t->alive && t->eh_state > 0;
+    json_t *o = json_pack("{s:s, s:i, s:i, s:i}", "evict_helpers", on ? "on" : "off", "removed", removed,
+                          "failed", failed, "running", left);
+    dp_sbuf_put_json(b, o);
+    dp_sbuf_printf(b, "\n");
+}
+
 /* ==== setup ==== */
 
 /* --budget needs a source that takes writes; the hash seed is random so
@@ -1143,6 +1391,15 @@ int lz_ev_init(struct dp_lazyd *d)
         return -1;
     }
     dp_vbuf_init(&d->ev.vb, o->vbuf_bytes ? o->vbuf_bytes : 8ull << 20);
+    /* written victims cleaned without a stop: at most 4 batches (and at
+     * least 256 pages, 1 MiB) in flight or waiting for the helper: the
+     * budget's overshoot bound for them (docs/eviction.md) */
+    d->ev.ready_cap = 4 * d->ev.batch < EV_NOSTOP_MIN ? EV_NOSTOP_MIN : 4 * d->ev.batch;
+    d->ev.ready = calloc(d->ev.ready_cap, sizeof(*d->ev.ready));
+    if (!d->ev.ready) {
+        dp_error("out of memory for the eviction queue");
+        return -1;
+    }
     return 0;
 }
 
@@ -1152,7 +1409,7 @@ void lz_ev_free(struct dp_lazyd *d)
     if (!d->ev.on)
         return;
     for (struct lz_task *t = d->tasks; t; t = t->next) {
-        if (t->eh_state != 1)
+        if (t->eh_state <= 0)
             continue;
         /* no helper thread, scratch or descriptor stays in a process the
          * daemon leaves (a later checkpoint would dump them) */
@@ -1163,5 +1420,7 @@ void lz_ev_free(struct dp_lazyd *d)
     }
     dp_evict_free(&d->ev.pol);
     dp_vbuf_free(&d->ev.vb);
+    free(d->ev.ready);
+    d->ev.ready = NULL;
     d->ev.on = 0;
 }

@@ -116,7 +116,8 @@ struct lz_task {
     uint64_t evictions, writebacks;
     struct dp_pmap hash;  /* image page -> hash of the server's copy; aux: EV_ALWAYS_DIRTY, EV_PUT_INFLIGHT */
     int wp;               /* lazy ranges re-registered MISSING|WP: 0 not yet, 1 yes, -1 refused (lazyd_wp.c) */
-    int eh_state;         /* eviction helper (lib/ehelper.h): 0 not tried, 1 running, -1 none */
+    int eh_state;         /* eviction helper (lib/ehelper.h): 0 not tried, 1 running, 2 installed and
+                             not yet answering (not used), -1 none, -2 removed on request */
     struct dp_ehelper eh;
     uint64_t eh_rseq[64]; /* pages holding the threads' rseq areas when the helper was installed */
     size_t eh_nrseq;
@@ -147,8 +148,18 @@ struct lz_evict {
     /* write-protect tracking and the eviction helper (issue 13) */
     uint64_t wp_tasks, wp_faults, clean_drops, helper_tasks, helper_batches, helper_pages, helper_busy,
         helper_fallback, helper_failures, nostop_cleaned;
+    uint64_t nostop_tracked;       /* untracked victims protected and compared without a stop */
+    uint64_t nostop_abandoned;     /* cleaned without a stop, not moved: written again or not acked */
     int helper_on;                 /* DISTRIPROC_EVICT_HELPER != off */
     struct dp_hist helper_call;    /* one helper batch: request -> moved pages read */
+    struct dp_hist nostop_wait;    /* written victims without a stop: PUT sent -> acked (the loop serves) */
+    struct dp_evict_key *ready;    /* written victims cleaned without a stop, acked: the helper moves them */
+    uint32_t nready, ready_cap;    /* ready_cap bounds them and those still awaiting their ack */
+    uint32_t nostop_inflight;      /* pages of those write-backs awaiting their ack */
+    struct dp_hist install_stop;   /* the stops that installed a helper: stop -> resume */
+    uint64_t install_phase_ns[5];  /* summed over installs: map, uffd, channel, thread, first answer */
+    uint64_t install_next;         /* no eager install try before (ns) */
+    uint64_t stop_why[4];          /* pages to the stop path: no helper, untracked, written, other */
 };
 
 /* Placing tasks on their processes (lazyd_proc.c): forked children are

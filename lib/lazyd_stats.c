@@ -202,14 +202,38 @@ static json_t *budget_json(struct dp_lazyd *d)
         dp_hist_jobj(&d->ev.stop), "stop_buckets_us", dp_hist_jbuckets(&d->ev.stop), "writeback_latency",
         dp_hist_jobj(&d->ev.wb_lat), "writeback_latency_buckets_us", dp_hist_jbuckets(&d->ev.wb_lat));
     /* issue 13: write-protect tracking and evictions that stop no thread */
-    json_t *h = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o}", "wp_tasks", (json_int_t)d->ev.wp_tasks,
-                          "cleaned_without_stop", (json_int_t)d->ev.nostop_cleaned,
+    json_t *h = json_pack("{s:s, s:I, s:I, s:I, s:I, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o}", "evict_helpers",
+                          d->ev.helper_on ? "on" : "off", "wp_tasks",
+                          (json_int_t)d->ev.wp_tasks, "cleaned_without_stop", (json_int_t)d->ev.nostop_cleaned,
+                          "tracked_without_stop", (json_int_t)d->ev.nostop_tracked, "abandoned_written_again",
+                          (json_int_t)d->ev.nostop_abandoned, "ack_wait", dp_hist_jobj(&d->ev.nostop_wait),
                           "wp_faults", (json_int_t)d->ev.wp_faults, "clean_drops", (json_int_t)d->ev.clean_drops,
                           "helper_tasks", (json_int_t)d->ev.helper_tasks, "helper_batches",
                           (json_int_t)d->ev.helper_batches, "helper_pages", (json_int_t)d->ev.helper_pages,
                           "helper_busy_pages", (json_int_t)d->ev.helper_busy, "helper_fallback_pages",
                           (json_int_t)d->ev.helper_fallback, "helper_failures", (json_int_t)d->ev.helper_failures,
                           "helper_call", dp_hist_jobj(&d->ev.helper_call));
+    /* the one stop per task that installs its helper, and its phases */
+    uint64_t k = d->ev.helper_tasks ? d->ev.helper_tasks : 1;
+    const uint64_t *ph = d->ev.install_phase_ns;
+    json_t *in = json_pack("{s:o, s:{s:o, s:o, s:o, s:o, s:o}}", "stop", dp_hist_jobj(&d->ev.install_stop),
+                           "phases_mean_us", "map", dp_json_fixed((double)ph[0] / (double)k / 1e3, 1), "uffd",
+                           dp_json_fixed((double)ph[1] / (double)k / 1e3, 1), "channel",
+                           dp_json_fixed((double)ph[2] / (double)k / 1e3, 1), "thread",
+                           dp_json_fixed((double)ph[3] / (double)k / 1e3, 1), "first_answer",
+                           dp_json_fixed((double)ph[4] / (double)k / 1e3, 1));
+    const uint64_t *w = d->ev.stop_why;
+    if (h && json_object_set_new(h, "stop_path_pages",
+                                 json_pack("{s:I, s:I, s:I, s:I}", "no_helper", (json_int_t)w[0], "untracked",
+                                           (json_int_t)w[1], "written", (json_int_t)w[2], "other",
+                                           (json_int_t)w[3])) < 0) {
+        json_decref(h);
+        h = NULL;
+    }
+    if (h && (!in || json_object_set_new(h, "helper_install", in) < 0)) {
+        json_decref(h);
+        h = NULL;
+    }
     if (o && (!h || json_object_set_new(o, "no_stop", h) < 0)) {
         json_decref(o);
         o = NULL;
@@ -371,8 +395,11 @@ void lz_handle_ctl_client(struct dp_lazyd *d, struct handler *h)
             stats_text(d, &b);
         else if (strcmp(cmd, "sync") == 0)
             dp_lazyd_sync(d, &b);
+        else if (strcmp(cmd, "evict-helpers off") == 0 || strcmp(cmd, "evict-helpers on") == 0)
+            dp_lazyd_evict_helpers(d, strcmp(cmd, "evict-helpers on") == 0, &b);
         else
-            dp_sbuf_printf(&b, "{\"error\": \"unknown command; the daemon knows: stats, summary, sync\"}\n");
+            dp_sbuf_printf(&b, "{\"error\": \"unknown command; the daemon knows: stats, summary, sync, "
+                               "evict-helpers off|on\"}\n");
         /* Replies are small: a blocking write bounded by a send timeout. */
         int fl = fcntl(h->fd, F_GETFL);
         fcntl(h->fd, F_SETFL, fl & ~O_NONBLOCK);
@@ -405,8 +432,9 @@ char *dp_lazyd_control(const char *workdir, const char *cmd, struct dp_err *err)
                    "with --workdir %s?)", path, strerror(-sk), workdir);
         return NULL;
     }
-    /* a sync writes back everything modified: it may take a while */
-    struct timeval tv = {.tv_sec = strcmp(cmd, "sync") ? 5 : 600};
+    /* a sync writes back everything modified, removing helpers waits for
+     * their threads (2 s each at most): they may take a while */
+    struct timeval tv = {.tv_sec = strcmp(cmd, "sync") && strncmp(cmd, "evict-helpers", 13) ? 5 : 600};
     setsockopt(sk, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     char line[160];
     snprintf(line, sizeof(line), "%s\n", cmd);

@@ -54,6 +54,56 @@ MIXES = [("95/5", 0.95), ("50/50", 0.5)]
 MEMWALK_THREADS = 2
 
 
+def bucket_quantile(edges, counts, q):
+    """Upper edge of the bucket holding quantile q (None past the last edge:
+    longer than every edge); 0 when nothing was counted."""
+    total = sum(counts)
+    if not total:
+        return 0
+    seen = 0
+    for i, c in enumerate(counts):
+        seen += c
+        if seen >= q * total:
+            return edges[i] if i < len(edges) else None
+    return None
+
+
+def tick_delta(t0, t1):
+    """memwalk --tick-us between two STATs: how late the bystander thread
+    woke and wrote its page (p50/p99 as bucket upper edges, in us)."""
+    if not t0 or not t1:
+        return None
+    counts = [b - a for a, b in zip(t0["counts"], t1["counts"])]
+    n = sum(counts)
+    late = sum(c for e, c in zip(t0["edges_us"] + [None], counts) if e is None or e > 1000)
+    return {"ticks": n, "p50_us": bucket_quantile(t0["edges_us"], counts, 0.5),
+            "p99_us": bucket_quantile(t0["edges_us"], counts, 0.99),
+            "over_1ms": late, "max_us_since_start": t1["max_us"]}
+
+
+def eviction_stall(b0, b1, m):
+    """Issue 13's metric over the measurement window: each eviction batch
+    stalls the application threads for its stop (stop path) or not at all
+    (helper: no thread stopped). p99 over the window's batches, from the
+    stop histogram's buckets and the helper's batch count; plus the bystander
+    thread's lateness (memwalk --tick-us), which also holds faults on evicted
+    pages, write-protect faults and CPU waits."""
+    if not b0 or not b1:
+        return None
+    stops = b1["batches"] - b0["batches"]
+    helper = b1.get("no_stop", {}).get("helper_batches", 0) - b0.get("no_stop", {}).get("helper_batches", 0)
+    before = dict((e, c) for e, c in b0["stop_buckets_us"])
+    buckets = [(e, c - before.get(e, 0)) for e, c in b1["stop_buckets_us"]]
+    edges = [0] + [e for e, c in buckets if c > 0]
+    counts = [helper] + [c for e, c in buckets if c > 0]
+    tick = (m.get("memwalk") or {}).get("tick")
+    return {"batches": stops + helper, "stop_batches": stops, "helper_batches": helper,
+            "stall_p50_us": bucket_quantile(edges, counts, 0.5), "stall_p99_us": bucket_quantile(edges, counts, 0.99),
+            "stall_max_us": max([e for e, c in buckets if c > 0], default=0),
+            "stopped_ms": round(sum(e * c for e, c in buckets if c > 0) / 1e3, 1),
+            "bystander_tick": tick}
+
+
 class Bench(LabRunner):
     def __init__(self, a):
         super().__init__(a.distriproc, a.lab)
@@ -75,7 +125,8 @@ class Bench(LabRunner):
                    "--daemonize", "no", "--protected-mode", "no", "--dir", self.a.workdir]
         else:
             cmd = [os.path.join(ROOT, "build", "memwalk"), "--mib", self.a.memwalk_mib, "--threads", MEMWALK_THREADS,
-                   "--pattern", self.a.memwalk_pattern, "--write-ratio", "0.05", "--port", MEMWALK_PORT, "--seed", "7"]
+                   "--pattern", self.a.memwalk_pattern, "--write-ratio", "0.05", "--port", MEMWALK_PORT, "--seed", "7",
+                   "--tick-us", "1000"]
         self.dp("lab", "exec", "src", "--container", "--detach", "--pidfile", pidfile, "--", *cmd)
         with open(pidfile) as f:
             pid = int(f.read().strip())
@@ -110,7 +161,8 @@ class Bench(LabRunner):
             dt = time.monotonic() - t0
             out["memwalk"] = {"ops": s1["ops"] - s0["ops"], "seconds": round(dt, 3),
                               "ops_per_s": round((s1["ops"] - s0["ops"]) / dt, 1),
-                              "errors": s1["errors"], "p50_us": None, "p99_us": None}
+                              "errors": s1["errors"], "p50_us": None, "p99_us": None,
+                              "tick": tick_delta(s0.get("tick"), s1.get("tick"))}
         return out
 
     def warm(self, host, addr, seconds):
@@ -170,6 +222,7 @@ class Bench(LabRunner):
                                  # issue 13: evictions that stopped no thread (helper), dirty tracking
                                  | ({"no_stop": b["no_stop"]} if "no_stop" in b else {}))
                 if b else None,
+                "eviction_stall": eviction_stall(st0.get("budget"), b, m),
                 "fault_latency": {k: tot["latency"][k] for k in ("count", "mean_us", "p50_us", "p99_us")}}
 
     def memwalk_bounds(self, doc):

@@ -44,7 +44,7 @@ struct thread_stats {
 } __attribute__((aligned(64)));
 
 static struct {
-    uint64_t mib, npages, seed, duration_s, cold_mib;
+    uint64_t mib, npages, seed, duration_s, cold_mib, tick_us;
     unsigned threads;
     int port;
     double write_ratio;
@@ -245,21 +245,77 @@ static void sum_stats(struct totals *t)
     t->verified += get(&verify_stats.verified);
 }
 
+/* ---- the tick probe (--tick-us) ----------------------------------------------
+ * One more thread wakes every tick_us on an absolute clock and writes its own
+ * page, then records how late it got there: the time a thread that is not
+ * part of the walk loses to whatever holds it (a ptrace stop, a fault on an
+ * evicted page, a write-protect fault, or waiting for a CPU). Cumulative
+ * bucket counts in STAT; a reader takes differences between two STATs. */
+static const uint32_t tick_edges_us[] = {50,   100,  200,  300,   500,   750,   1000,  1500,
+                                         2000, 3000, 5000, 10000, 20000, 50000, 100000};
+#define TICK_NB (sizeof(tick_edges_us) / sizeof(tick_edges_us[0]) + 1)
+static _Atomic uint64_t tick_hist[TICK_NB];
+static _Atomic uint64_t tick_max_ns;
+static volatile uint64_t tick_page[4096 / sizeof(uint64_t)] __attribute__((aligned(4096)));
+
+static void *ticker(void *arg)
+{
+    (void)arg;
+    uint64_t period = cfg.tick_us * 1000, next = now_ns();
+    for (;;) {
+        next += period;
+        struct timespec ts = {.tv_sec = (time_t)(next / 1000000000ull), .tv_nsec = (long)(next % 1000000000ull)};
+        while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+            ;
+        tick_page[0]++;
+        uint64_t now = now_ns(), late = now > next ? now - next : 0;
+        size_t b = 0;
+        while (b < TICK_NB - 1 && late > (uint64_t)tick_edges_us[b] * 1000)
+            b++;
+        atomic_fetch_add(&tick_hist[b], 1);
+        if (late > atomic_load(&tick_max_ns))
+            atomic_store(&tick_max_ns, late);
+        if (late > period)
+            next = now; /* no burst of catch-up ticks after a long hold */
+    }
+    return NULL;
+}
+
+/* ",\"tick\":{...}" for STAT when the probe runs, else "". */
+static void format_tick(char *buf, size_t len)
+{
+    buf[0] = 0;
+    if (!cfg.tick_us)
+        return;
+    size_t n = (size_t)snprintf(buf, len, ",\"tick\":{\"us\":%" PRIu64 ",\"max_us\":%.1f,\"edges_us\":[",
+                                cfg.tick_us, (double)atomic_load(&tick_max_ns) / 1e3);
+    for (size_t i = 0; i + 1 < TICK_NB && n < len; i++)
+        n += (size_t)snprintf(buf + n, len - n, "%s%u", i ? "," : "", tick_edges_us[i]);
+    if (n < len)
+        n += (size_t)snprintf(buf + n, len - n, "],\"counts\":[");
+    for (size_t i = 0; i < TICK_NB && n < len; i++)
+        n += (size_t)snprintf(buf + n, len - n, "%s%" PRIu64, i ? "," : "", atomic_load(&tick_hist[i]));
+    if (n < len)
+        snprintf(buf + n, len - n, "]}");
+}
+
 static int format_stats(char *buf, size_t len, const char *extra)
 {
     struct totals t;
+    char tick[512];
     sum_stats(&t);
+    format_tick(tick, sizeof(tick));
     return snprintf(buf, len,
                     "{\"ops\":%" PRIu64 ",\"reads\":%" PRIu64 ",\"writes\":%" PRIu64
                     ",\"errors\":%" PRIu64 ",\"bad_bytes\":%" PRIu64
                     ",\"pages_verified\":%" PRIu64 ",\"uptime_s\":%.3f,\"mib\":%" PRIu64
                     ",\"pages\":%" PRIu64 ",\"threads\":%u,\"pattern\":\"%s\""
                     ",\"write_ratio\":%g,\"seed\":%" PRIu64 ",\"area\":\"%p\",\"cold\":\"%p\""
-                    ",\"cold_mib\":%" PRIu64 "%s}\n",
+                    ",\"cold_mib\":%" PRIu64 "%s%s}\n",
                     t.ops, t.reads, t.writes, t.errors, t.bad_bytes, t.verified,
                     (double)(now_ns() - start_ns) / 1e9, cfg.mib, cfg.npages, cfg.threads,
                     cfg.pattern_text, cfg.write_ratio, cfg.seed, (void *)area, (void *)cold, cfg.cold_mib,
-                    extra ? extra : "");
+                    tick, extra ? extra : "");
 }
 
 /* One full pass over every page; counted apart from the walkers. */
@@ -277,7 +333,7 @@ static void verify_all(uint64_t *bad_pages, uint64_t *bad_bytes)
 
 static void serve_client(int fd)
 {
-    char line[64], out[1024];
+    char line[64], out[2048];
     size_t n = 0;
     struct timeval tv = {.tv_sec = 5};
 
@@ -437,7 +493,7 @@ static void usage(FILE *out)
     fprintf(out,
             "usage: memwalk [--mib N] [--threads T] [--pattern seq|uniform|zipf:S|stride:K|probe:P]\n"
             "               [--write-ratio R] [--port P] [--seed S] [--duration SEC]\n"
-            "               [--cold-mib N] [--aligned-sp]\n"
+            "               [--cold-mib N] [--aligned-sp] [--tick-us N]\n"
             "\n"
             "Deterministic memory workload: fills N MiB of private anonymous memory with a\n"
             "pattern derived from each page's index and generation, then walks it. Every\n"
@@ -462,6 +518,9 @@ static void usage(FILE *out)
             "                   never touched (a mapping of its own between two PROT_NONE\n"
             "                   guard pages, so the kernel cannot merge it with another);\n"
             "                   for hot/cold classification tests (default 0)\n"
+            "  --tick-us N      one more thread wakes every N us (100..1000000) and writes\n"
+            "                   its own page; STAT gains \"tick\": how late it was (bucket\n"
+            "                   counts, cumulative): the stall a bystander thread sees\n"
             "  --aligned-sp     one more thread, parked for good with its stack pointer on a\n"
             "                   page boundary (x86_64): a dump then gets CRIU's is_stack()\n"
             "                   wrong for every page (criu/mem.c); for the tests of that\n"
@@ -492,7 +551,8 @@ static void parse_args(int argc, char **argv)
         {"pattern", required_argument, NULL, 'p'},  {"write-ratio", required_argument, NULL, 'w'},
         {"port", required_argument, NULL, 'P'},     {"seed", required_argument, NULL, 's'},
         {"duration", required_argument, NULL, 'd'}, {"cold-mib", required_argument, NULL, 'c'},
-        {"aligned-sp", no_argument, NULL, 'a'},     {"help", no_argument, NULL, 'h'},
+        {"tick-us", required_argument, NULL, 'k'},  {"aligned-sp", no_argument, NULL, 'a'},
+        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     int c;
@@ -535,6 +595,10 @@ static void parse_args(int argc, char **argv)
             break;
         case 'c':
             if (parse_u64(optarg, &cfg.cold_mib) || cfg.cold_mib > (1u << 20))
+                goto bad;
+            break;
+        case 'k':
+            if (parse_u64(optarg, &cfg.tick_us) || cfg.tick_us < 100 || cfg.tick_us > 1000000)
                 goto bad;
             break;
         case 'a':
@@ -631,6 +695,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "memwalk: cannot start the STAT thread\n");
         return 2;
     }
+    pthread_t tick_tid;
+    if (cfg.tick_us && pthread_create(&tick_tid, NULL, ticker, NULL) != 0) {
+        fprintf(stderr, "memwalk: cannot start the tick thread\n");
+        return 2;
+    }
     if (cfg.aligned_sp) {
         /* 64 KiB of stack below the boundary, a guard page above it */
         uint8_t *st = mmap(NULL, 17 * MW_PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -678,7 +747,7 @@ int main(int argc, char **argv)
     for (unsigned i = 0; i < cfg.threads; i++)
         pthread_join(tids[i], NULL);
 
-    char out[1024];
+    char out[2048];
     struct totals t;
     format_stats(out, sizeof(out), NULL);
     printf("memwalk: %s %s", sig > 0 ? strsignal(sig) : "done", out);

@@ -662,13 +662,22 @@ static int setup_helper(struct dmn *d)
     }
     if (open_inject(d) < 0 || dp_inject_stop(&d->in, &err) < 0)
         return -1;
-    if (dp_ehelper_install(&d->h, &d->in, pump_fd, d, &err) < 0) {
+    if (dp_ehelper_install(&d->h, &d->in, &err) < 0) {
         snprintf(d->helper_why, sizeof(d->helper_why), "%s", err.msg);
         fprintf(stderr, "ehdrv: helper not installed: %s\n", err.msg);
     } else {
         d->have_helper = 1;
     }
-    return dp_inject_resume(&d->in, 1, &err);
+    if (dp_inject_resume(&d->in, 1, &err) < 0)
+        return -1;
+    /* the first answer, with the threads running again */
+    if (d->have_helper && dp_ehelper_check(&d->h, pump_fd, d, &err) < 0) {
+        snprintf(d->helper_why, sizeof(d->helper_why), "%s", err.msg);
+        fprintf(stderr, "ehdrv: helper did not answer: %s\n", err.msg);
+        dp_ehelper_teardown(&d->h, &d->in, &err);
+        d->have_helper = 0;
+    }
+    return 0;
 }
 
 /* The helper thread's name as ps -L shows it. */
