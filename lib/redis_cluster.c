@@ -400,6 +400,24 @@ int dp_rcluster_masters(const struct dp_rcluster *cl)
     return n;
 }
 
+int dp_rcluster_nodes(const struct dp_rcluster *cl) { return cl->nnodes; }
+
+int dp_rcluster_route(const struct dp_rcluster *cl, unsigned slot)
+{
+    return slot < DP_REDIS_SLOTS ? cl->slot_node[slot] : -1;
+}
+
+int dp_rcluster_refresh(struct dp_rcluster *cl, struct dp_err *err) { return refresh_slots(cl, err); }
+
+struct dp_rconn *dp_rcluster_node_start(struct dp_rcluster *cl, int node, struct dp_err *err)
+{
+    if (node < 0 || node >= cl->nnodes) {
+        dp_err_set(err, "no node %d in the store's map", node);
+        return NULL;
+    }
+    return dp_rconn_start(cl->nodes[node].host, cl->nodes[node].port, &cl->o, cl->ctx, err);
+}
+
 /* The errors after which a command is simply sent again (a failover or a
  * slot migration in progress): one classifier for the family. */
 static int transient_error(const redisReply *r)
@@ -413,11 +431,8 @@ static int transient_error(const redisReply *r)
     return 0;
 }
 
-/* What to do with one reply: 0 = keep it (done), 1 = send the command again
- * (redirected, or transient; *refresh when the map is stale), -1 = the
- * redirect is malformed (err). */
-static int classify_reply(struct dp_rcluster *cl, struct dp_rcmd *c, redisReply *r, int *refresh, int *backoff,
-                          struct dp_err *err)
+int dp_rcluster_classify(struct dp_rcluster *cl, struct dp_rcmd *c, redisReply *r, int *refresh, int *backoff,
+                         struct dp_err *err)
 {
     if (r->type != REDIS_REPLY_ERROR)
         return 0;
@@ -500,7 +515,7 @@ static int recv_node(struct dp_rcluster *cl, int ni, struct dp_rcmd *cmds, size_
         }
         if (dp_rconn_read(c, &r, deadline, lost) < 0)
             goto lost;
-        int k = classify_reply(cl, &cmds[i], r, refresh, backoff, err);
+        int k = dp_rcluster_classify(cl, &cmds[i], r, refresh, backoff, err);
         if (k < 0) {
             freeReplyObject(r);
             node_drop(cl, ni); /* a node that lies about slots is not trusted further */

@@ -173,8 +173,7 @@ void dp_store_close(struct dp_store *st)
 
 /* ---- batches ------------------------------------------------------------------ */
 
-/* Every reply of cmds[0..n) is OK (or, with want_int, an integer). */
-static int replies_ok(struct dp_rcmd *cmds, size_t n, int *fenced, struct dp_err *err)
+int dp_store_replies_ok(struct dp_rcmd *cmds, size_t n, int *fenced, struct dp_err *err)
 {
     for (size_t i = 0; i < n; i++) {
         redisReply *r = cmds[i].reply;
@@ -230,7 +229,7 @@ static int exec_durable(struct dp_store *st, struct dp_rcmd *cmds, size_t n, int
         }
         if (dp_rcluster_exec(st->cl, cmds, n, (int)((deadline - now) / 1000000) + 1, err) < 0)
             return -1;
-        if (replies_ok(cmds, n, fenced, err) < 0)
+        if (dp_store_replies_ok(cmds, n, fenced, err) < 0)
             return -1;
         if (st->min_replicas <= 0 || wait_replicas(st, cmds, n, &why))
             return 0;
@@ -856,24 +855,31 @@ void dp_store_lease_release(struct dp_store *st, const char *writer, uint64_t ep
 
 /* ---- write-back ------------------------------------------------------------------- */
 
-int dp_store_put_pages(struct dp_store *st, const char *writer, uint64_t epoch, const struct dp_store_page *pages,
-                       size_t n, int *fenced, struct dp_err *err)
+void dp_store_put_plan_free(struct dp_store_putplan *p)
 {
-    *fenced = 0;
-    if (n == 0)
-        return 0;
+    if (p->cmds)
+        free_cmds(p->cmds, p->n);
+    free(p->cmds);
+    free(p->pkeys);
+    free(p->fkeys);
+    free(p->nks);
+    memset(p, 0, sizeof(*p));
+}
+
+int dp_store_put_plan(struct dp_store *st, const char *writer, uint64_t epoch, const struct dp_store_page *pages,
+                      size_t n, struct dp_store_putplan *p, struct dp_err *err)
+{
+    memset(p, 0, sizeof(*p));
     /* One fenced script per (group, up to PUT_GROUP_PAGES pages): group the
      * pages by their group first. */
-    size_t *order = malloc(n * sizeof(*order));
-    unsigned *grp = malloc(n * sizeof(*grp));
-    struct dp_rcmd *cmds = calloc(n, sizeof(*cmds));
-    char (*pkeys)[DP_STORE_KEY_MAX] = calloc(n, sizeof(*pkeys));
-    char (*fkeys)[DP_STORE_KEY_MAX] = calloc(n, sizeof(*fkeys));
-    char (*nks)[8] = calloc(n, sizeof(*nks));
-    char ep[24];
-    int el = snprintf(ep, sizeof(ep), "%" PRIu64, epoch), rc = -1;
-    size_t nc = 0;
-    if (!order || !grp || !cmds || !pkeys || !fkeys || !nks) {
+    size_t *order = malloc((n ? n : 1) * sizeof(*order));
+    unsigned *grp = malloc((n ? n : 1) * sizeof(*grp));
+    p->cmds = calloc(n ? n : 1, sizeof(*p->cmds));
+    p->pkeys = calloc(n ? n : 1, sizeof(*p->pkeys));
+    p->fkeys = calloc(n ? n : 1, sizeof(*p->fkeys));
+    p->nks = calloc(n ? n : 1, sizeof(*p->nks));
+    int el = snprintf(p->ep, sizeof(p->ep), "%" PRIu64, epoch), rc = -1;
+    if (!order || !grp || !p->cmds || !p->pkeys || !p->fkeys || !p->nks) {
         dp_err_set(err, "out of memory");
         goto out;
     }
@@ -881,7 +887,7 @@ int dp_store_put_pages(struct dp_store *st, const char *writer, uint64_t epoch, 
         uint64_t ext = pages[i].img - pages[i].img % DP_STORE_EXT_BYTES;
         grp[i] = dp_store_group(pages[i].pid, ext);
         order[i] = i;
-        if (dp_store_key_page(pkeys[i], DP_STORE_KEY_MAX, st->id, writer, pages[i].pid, pages[i].img) < 0) {
+        if (dp_store_key_page(p->pkeys[i], DP_STORE_KEY_MAX, st->id, writer, pages[i].pid, pages[i].img) < 0) {
             dp_err_set(err, "no store key for pid %d page 0x%" PRIx64, pages[i].pid, pages[i].img);
             goto out;
         }
@@ -898,29 +904,39 @@ int dp_store_put_pages(struct dp_store *st, const char *writer, uint64_t epoch, 
         size_t k = i;
         while (k < n && grp[order[k]] == g && k - i < PUT_GROUP_PAGES)
             k++;
-        struct dp_rcmd *c = &cmds[nc];
-        int fl = dp_store_key_fence(fkeys[nc], DP_STORE_KEY_MAX, st->id, g, writer);
-        char *nk = nks[nc];
-        int nl = snprintf(nk, sizeof(nks[nc]), "%zu", 1 + (k - i));
+        struct dp_rcmd *c = &p->cmds[p->n];
+        int fl = dp_store_key_fence(p->fkeys[p->n], DP_STORE_KEY_MAX, st->id, g, writer);
+        char *nk = p->nks[p->n];
+        int nl = snprintf(nk, sizeof(p->nks[p->n]), "%zu", 1 + (k - i));
         eval_init(c, FENCED_WRITE, sizeof(FENCED_WRITE) - 1, nk, (size_t)nl);
-        dp_rcmd_arg(c, fkeys[nc], (size_t)fl);
+        dp_rcmd_arg(c, p->fkeys[p->n], (size_t)fl);
         for (size_t j = i; j < k; j++)
-            dp_rcmd_arg(c, pkeys[order[j]], strlen(pkeys[order[j]]));
-        dp_rcmd_arg(c, ep, (size_t)el);
+            dp_rcmd_arg(c, p->pkeys[order[j]], strlen(p->pkeys[order[j]]));
+        dp_rcmd_arg(c, p->ep, (size_t)el);
         for (size_t j = i; j < k; j++)
             dp_rcmd_arg(c, pages[order[j]].data, 4096);
-        nc++;
+        p->n++;
         i = k;
     }
-    rc = exec_durable(st, cmds, nc, fenced, err);
+    rc = 0;
 out:
-    if (cmds)
-        free_cmds(cmds, nc);
     free(order);
     free(grp);
-    free(cmds);
-    free(pkeys);
-    free(fkeys);
-    free(nks);
+    if (rc < 0)
+        dp_store_put_plan_free(p);
+    return rc;
+}
+
+int dp_store_put_pages(struct dp_store *st, const char *writer, uint64_t epoch, const struct dp_store_page *pages,
+                       size_t n, int *fenced, struct dp_err *err)
+{
+    *fenced = 0;
+    if (n == 0)
+        return 0;
+    struct dp_store_putplan p;
+    if (dp_store_put_plan(st, writer, epoch, pages, n, &p, err) < 0)
+        return -1;
+    int rc = exec_durable(st, p.cmds, p.n, fenced, err);
+    dp_store_put_plan_free(&p);
     return rc;
 }

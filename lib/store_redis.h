@@ -122,6 +122,24 @@ struct dp_store_page {
 int dp_store_put_pages(struct dp_store *st, const char *writer, uint64_t epoch, const struct dp_store_page *pages,
                        size_t n, int *fenced, struct dp_err *err);
 
+/* The commands of a write-back (fenced scripts, one per group and up to 16
+ * pages), for the store source's asynchronous write-back; the pages' data
+ * must outlive the plan. */
+struct dp_store_putplan {
+    struct dp_rcmd *cmds;
+    size_t n;
+    char (*pkeys)[DP_STORE_KEY_MAX];
+    char (*fkeys)[DP_STORE_KEY_MAX];
+    char (*nks)[8];
+    char ep[24];
+};
+int dp_store_put_plan(struct dp_store *st, const char *writer, uint64_t epoch, const struct dp_store_page *pages,
+                      size_t n, struct dp_store_putplan *p, struct dp_err *err);
+void dp_store_put_plan_free(struct dp_store_putplan *p);
+/* No reply of cmds[0..n) is a Redis error; else -1 with err saying which,
+ * *fenced set (if fenced) when the error is the fence's. */
+int dp_store_replies_ok(struct dp_rcmd *cmds, size_t n, int *fenced, struct dp_err *err);
+
 /* Fetch plans for the page source: one GETRANGE of an extent or one GET of
  * a written-back page. Pure. */
 struct dp_store_read {
