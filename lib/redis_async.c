@@ -38,16 +38,21 @@ struct dp_rasync {
 
 /* ---- completions ---- */
 
+/* Makes the layer's descriptor readable: completions wait for process(). */
+static void wake(struct dp_rasync *a)
+{
+    uint64_t one = 1;
+    if (write(a->efd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+        dp_warn("store: eventfd write failed: %s", strerror(errno));
+}
+
 /* Queues a's completion for dp_rasync_process (the eventfd wakes the loop). */
 static void complete(struct dp_rasync *a, struct dp_racmd *cmd, int status)
 {
     cmd->status = status;
     cmd->next = NULL;
-    if (!a->done_head) {
-        uint64_t one = 1;
-        if (write(a->efd, &one, sizeof(one)) < 0 && errno != EAGAIN)
-            dp_warn("store: eventfd write failed: %s", strerror(errno));
-    }
+    if (!a->done_head && !a->in_process) /* inside process(), the list runs before it returns */
+        wake(a);
     if (a->done_tail)
         a->done_tail->next = cmd;
     else
@@ -371,4 +376,6 @@ void dp_rasync_process(struct dp_rasync *a)
     }
     flush_all(a);
     a->in_process = 0;
+    if (a->done_head) /* completed by the last flush: the next turn runs them */
+        wake(a);
 }

@@ -853,6 +853,48 @@ void dp_store_lease_release(struct dp_store *st, const char *writer, uint64_t ep
     dp_rcmd_reset(&c);
 }
 
+int dp_store_writers(struct dp_store *st, char (*names)[DP_STORE_WRITER_MAX + 1], uint64_t *epochs, int max,
+                     struct dp_err *err)
+{
+    char tag[64], pat[96];
+    snprintf(tag, sizeof(tag), "{%s:0}", st->id);
+    snprintf(pat, sizeof(pat), "dp:%s:f:*", tag);
+    struct dp_rcmd c;
+    dp_rcmd_init(&c, -1);
+    c.slot = dp_redis_keyslot(tag, strlen(tag));
+    dp_rcmd_arg(&c, "KEYS", 4);
+    dp_rcmd_arg(&c, pat, strlen(pat));
+    if (dp_rcluster_exec(st->cl, &c, 1, st->timeout_ms, err) < 0)
+        return -1;
+    redisReply *r = c.reply;
+    if (r->type != REDIS_REPLY_ARRAY) {
+        dp_err_set(err, "KEYS %s answered %s", pat, r->type == REDIS_REPLY_ERROR ? r->str : "a non-array");
+        dp_rcmd_reset(&c);
+        return -1;
+    }
+    int n = 0;
+    size_t pre = strlen(pat) - 1;
+    for (size_t i = 0; i < r->elements; i++) {
+        redisReply *k = r->element[i];
+        if (k->type != REDIS_REPLY_STRING || k->len <= pre || !dp_store_writer_ok(k->str + pre))
+            continue;
+        if (n < max && names) {
+            snprintf(names[n], sizeof(names[n]), "%s", k->str + pre);
+            struct dp_rcmd g;
+            dp_rcmd_init(&g, 1);
+            dp_rcmd_arg(&g, "GET", 3);
+            dp_rcmd_arg(&g, k->str, k->len);
+            epochs[n] = 0;
+            if (dp_rcluster_exec(st->cl, &g, 1, st->timeout_ms, err) == 0 && g.reply->type == REDIS_REPLY_STRING)
+                epochs[n] = strtoull(g.reply->str, NULL, 10);
+            dp_rcmd_reset(&g);
+        }
+        n++;
+    }
+    dp_rcmd_reset(&c);
+    return n;
+}
+
 /* ---- write-back ------------------------------------------------------------------- */
 
 void dp_store_put_plan_free(struct dp_store_putplan *p)

@@ -108,6 +108,13 @@ int dp_store_lease(struct dp_store *st, const char *writer, const char *holder, 
 /* Releases the lease if still ours (best effort at the end of a restore). */
 void dp_store_lease_release(struct dp_store *st, const char *writer, uint64_t epoch);
 
+/* The writers whose fence is raised on this checkpoint (group 0's fence
+ * keys: a restore raises its writer's fence in every group before its first
+ * read): their count, or -1 with err; up to max names and fence epochs out
+ * (names may be NULL). For tests and benchmarks (one KEYS on one node). */
+int dp_store_writers(struct dp_store *st, char (*names)[DP_STORE_WRITER_MAX + 1], uint64_t *epochs, int max,
+                     struct dp_err *err);
+
 /* One page to write back. */
 struct dp_store_page {
     int32_t pid;

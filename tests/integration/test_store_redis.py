@@ -342,3 +342,31 @@ def test_store_budget_writes_survive_a_master_kill(procs, tmp_path, cluster):
     assert m["errors"] == 0 and m["writes"] > 0, m
     b = util.wait_until(lambda: util.lazy_stats(wd)["budget"], 60, "the daemon's stats")
     assert b["evictions"] > PAGES and b["writebacks"] > 200, b
+
+
+# ---- fan-out: every copy in hosts of its own (bench fanout, lib/lab_fanout.h) ----
+
+@pytest.mark.time_limit(300)
+def test_store_fan_out_copies_in_their_own_hosts_exact_and_fenced_apart(lab, tmp_path):
+    """Three destinations restore one checkpoint from the store at once, each in
+    its own network namespace (LAB-foI) and pid namespace, each writing its own
+    pages and, under --budget, writing them back to the store under its own
+    writer's fence and reading them back from there (a one-page victim buffer): every
+    copy reads back exactly its own memory (VERIFY over
+    every page), three distinct writers hold fences, and the destination hosts,
+    dst's forwarding and the cluster are gone afterwards."""
+    out = tmp_path / "fanout.json"
+    distriproc("bench", "fanout", "--n", "3", "--mib", "8", "--write-ratio", "0.3", "--budget", "4M",
+               "--victim-buffer", "4K", "--json", out, timeout=280)
+    (r,) = json.loads(out.read_text())["runs"]
+    assert r["n"] == 3 and r["exact"] == 3 and r["writers_fenced"] == 3, r
+    for d in r["destinations"]:
+        assert d["ok"] and d["error"] is None, d
+        assert d["verify_pages"] == 8 * 256 and d["verify_errors"] == 0 and d["verify_bad_bytes"] == 0, d
+        # written back, evicted, then read back from the store (one-page victim buffer)
+        assert d["walk_errors"] == 0 and d["writes"] > 0 and d["writebacks"] > 0 and d["refaults"] > 0, d
+        assert 0 < d["ttfr_s"] <= d["verified_s"], d
+    assert r["pages"] == 3 * 8 * 256 and r["pages_per_s"] > 0
+    assert not [n for n in os.listdir(util.NETNS_DIR) if n.startswith(f"{util.LAB}-fo")]
+    assert run(netns_cmd("dst", ["sysctl", "-n", "net.ipv4.ip_forward"])).stdout.strip() == "0"
+    assert lab_redis_pids() == []
