@@ -749,15 +749,23 @@ static void eval_init(struct dp_rcmd *c, const char *script, size_t script_len, 
 
 /* ---- lease and fence --------------------------------------------------------------- */
 
+/* Lua numbers are doubles: integers are exact only up to 2^53, and Redis's
+ * Lua prints numbers with "%.14g" (1e+14 and up in exponent form). Epochs
+ * stop at DP_STORE_EPOCH_MAX (14 digits): a lease with more digits does not
+ * decode, and a grant at the bound is refused with the lease unchanged, so an
+ * epoch never rounds, repeats or prints in a form the next grant cannot read. */
+_Static_assert(DP_STORE_EPOCH_MAX == 99999999999999ull, "LEASE_TAKE spells DP_STORE_EPOCH_MAX out");
 static const char LEASE_TAKE[] =
     "local v = redis.call('GET', KEYS[1])\n"
     "local e, h = 0, ''\n"
-    "if v then local a, b = string.match(v, '^(%d+) (.*)$'); if not a then return redis.error_reply('DPBADLEASE') end;"
+    "if v then local a, b = string.match(v, '^(%d+) (.*)$');"
+    " if not a or #a > 14 then return redis.error_reply('DPBADLEASE') end;"
     " e = tonumber(a); h = b end\n"
     "if h == ARGV[1] then return e end\n"
     "if h ~= '' and ARGV[2] ~= '1' then return redis.error_reply('DPHELD ' .. h) end\n"
+    "if e >= 99999999999999 then return redis.error_reply('DPEPOCHMAX ' .. e) end\n"
     "e = e + 1\n"
-    "redis.call('SET', KEYS[1], e .. ' ' .. ARGV[1])\n"
+    "redis.call('SET', KEYS[1], string.format('%d', e) .. ' ' .. ARGV[1])\n"
     "return e\n";
 static const char LEASE_RELEASE[] =
     "local v = redis.call('GET', KEYS[1])\n"
@@ -804,10 +812,17 @@ int dp_store_lease(struct dp_store *st, const char *writer, const char *holder, 
             snprintf(h, sizeof(h), "%s", strstr(err->msg, "DPHELD ") + 7);
             dp_err_set(err, "writer '%s' of this checkpoint is held by %s; if that restore is gone, take it over "
                        "(--take-over): its writes are fenced from then on", writer, h);
+        } else if (strstr(err->msg, "DPEPOCHMAX")) {
+            dp_err_set(err, "writer '%s' of this checkpoint has used every lease epoch (up to %llu); restore with "
+                       "another --store-writer NAME", writer, (unsigned long long)DP_STORE_EPOCH_MAX);
+        } else if (strstr(err->msg, "DPBADLEASE")) {
+            dp_err_set(err, "the lease of writer '%s' in the store is not 'EPOCH HOLDER' with at most 14 digits: "
+                       "not ours, or damaged; restore with another --store-writer NAME", writer);
         }
         return -1;
     }
-    if (c.reply->type != REDIS_REPLY_INTEGER || c.reply->integer < 1) {
+    if (c.reply->type != REDIS_REPLY_INTEGER || c.reply->integer < 1 ||
+        (unsigned long long)c.reply->integer > DP_STORE_EPOCH_MAX) {
         dp_err_set(err, "the lease script answered a non-epoch");
         dp_rcmd_reset(&c);
         return -1;

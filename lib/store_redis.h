@@ -38,6 +38,9 @@
 #define DP_STORE_ID_LEN 32u
 #define DP_STORE_WRITER_MAX 32u
 #define DP_STORE_KEY_MAX 160u
+/* The last lease epoch (10^14 - 1): exact as a Lua number and printed by
+ * Redis's Lua without an exponent; a grant beyond it is refused. */
+#define DP_STORE_EPOCH_MAX 99999999999999ull
 
 /* ---- pure: names ---- */
 

@@ -227,6 +227,32 @@ def test_store_fence_refuses_the_older_writer(cluster):
     assert cp.returncode == 1 and "missing" in cp.stderr
 
 
+@pytest.mark.time_limit(120)
+def test_store_lease_epoch_stops_at_its_exact_bound(cluster):
+    """Lua numbers are doubles (exact to 2^53) and Redis's Lua prints them with
+    %.14g: the lease grants epochs up to 10^14 - 1, exactly, and refuses the
+    next one with the lease unchanged; the fence and the writes hold at it."""
+    key = f"dp:{{{TEST_ID}}}:lease:edge"
+    top = 99999999999999
+
+    def lease_value():
+        return redis_cli(cluster, "10.250.0.1", 7001, "-c", "get", key).strip()
+    redis_cli(cluster, "10.250.0.1", 7001, "-c", "set", key, f"{top - 1} gone-holder")
+    e = json.loads(storedrv(cluster, "lease", "edge", "take").stdout)["epoch"]
+    assert e == top and lease_value().startswith(f"{top} "), lease_value()
+    assert json.loads(storedrv(cluster, "put", "edge", e, 9, "0x7f0000000000", 16, 5).stdout)["acked"]
+    cp = storedrv(cluster, "put", "edge", e - 1, 9, "0x7f0000000000", 16, 6, check=False)
+    assert cp.returncode == 3 and "DPFENCED" in cp.stderr, cp.stderr
+    before = lease_value()
+    cp = storedrv(cluster, "lease", "edge", "take", check=False)
+    assert cp.returncode == 1 and "every lease epoch" in cp.stderr and "--store-writer" in cp.stderr, cp.stderr
+    assert lease_value() == before
+    # a lease beyond the bound (not written by us) does not decode
+    redis_cli(cluster, "10.250.0.1", 7001, "-c", "set", key, "9007199254740993 someone")
+    cp = storedrv(cluster, "lease", "edge", "take", check=False)
+    assert cp.returncode == 1 and "at most 14 digits" in cp.stderr, cp.stderr
+
+
 @pytest.mark.time_limit(150)
 def test_store_writes_acknowledged_with_wait_survive_a_master_kill(cluster):
     e = json.loads(storedrv(cluster, "lease", "w").stdout)["epoch"]
