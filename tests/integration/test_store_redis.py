@@ -9,6 +9,7 @@ is counted: the tests require 0 errors over every page."""
 
 import json
 import os
+import re
 import signal
 
 import pytest
@@ -174,6 +175,32 @@ def test_store_master_killed_restored_process_keeps_running(procs, tmp_path, clu
     assert util.alive(res["pid"])
     stats = util.lazy_stats(tmp_path / "w")
     assert stats["source_healthy"] and stats["total"]["pages_fetched"] >= PAGES
+
+
+@pytest.mark.time_limit(200)
+def test_store_source_page_server_killed_restored_process_unaffected(procs, tmp_path, cluster):
+    """The source host's page server serves the same checkpoint; it dies while
+    a copy restored from the store runs with most of its pages still remote:
+    the copy never asked it for anything and goes on, every page exact."""
+    st = checkpoint_to_store(procs, tmp_path, cluster, "--write-ratio", "0.2")
+    key = tmp_path / "key"
+    distriproc("keygen", key)
+    util.serve_images(procs, tmp_path / "images", key, 7310)
+    # the page server answers (from dst) before it dies
+    assert json.loads(run(netns_cmd("dst", [util.DISTRIPROC, "query", "--source", f"{HOSTS['src']}:7310", "--key",
+                                            key, "task-map"])).stdout)
+    res = util.restore_json(procs, tmp_path / "w", *store_args(cluster, st["url"]))
+    listener = run(netns_cmd("src", ["ss", "-ltnpH", "sport = :7310"])).stdout
+    (server,) = {int(p) for p in re.findall(r"pid=(\d+)", listener)}
+    os.kill(server, signal.SIGKILL)
+    util.wait_gone(server)
+    assert run(netns_cmd("src", ["ss", "-ltnH", "sport = :7310"])).stdout.strip() == ""
+    writes = util.memwalk_request(HOSTS["dst"], host="dst")["writes"]
+    verify("dst")   # every page, most of them fetched from the store after the kill
+    assert util.memwalk_request(HOSTS["dst"], host="dst")["writes"] > writes
+    assert util.alive(res["pid"])
+    stats = util.lazy_stats(tmp_path / "w")
+    assert stats["source_healthy"] and stats["total"]["pages_fetched"] >= PAGES, stats["total"]
 
 
 @pytest.mark.time_limit(240)
