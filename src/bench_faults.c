@@ -73,9 +73,9 @@ struct rttres {
     uint64_t rtt_us;
     struct lat floor, raw, remote;           /* application's first touches; client */
     struct lat store;                        /* --store: first touches through the Redis Cluster */
-    struct lat floor_daemon, remote_daemon; /* the daemon's histogram */
+    struct lat floor_daemon, remote_daemon, store_daemon; /* the daemon's histogram */
     double raw_stream_mbps;
-    struct scan scans[MAX_POLICIES];
+    struct scan scans[2 * MAX_POLICIES];  /* page server, then --store, per policy */
     int nscans;
     char error[512];
 };
@@ -405,6 +405,7 @@ static json_t *json_row(const struct rttres *x, uint64_t mib)
         {"redis_cluster", "first touch (application, exact), restore --store", &x->store},
         {"local_floor_daemon", "daemon histogram (log2 buckets)", &x->floor_daemon},
         {"distriproc_daemon", "daemon histogram (log2 buckets)", &x->remote_daemon},
+        {"redis_cluster_daemon", "daemon histogram (log2 buckets), restore --store", &x->store_daemon},
     };
     json_t *lat = json_object(), *pol = json_array();
     for (size_t k = 0; lat && k < DP_ARRAY_LEN(ser); k++) {
@@ -482,6 +483,30 @@ static int bench_store_up(struct ctx *c, char *seed_url, size_t len)
 {
     return bench_cluster_up(c->self, seed_url, len, c->store_ca, sizeof(c->store_ca), c->store_pass,
                             sizeof(c->store_pass));
+}
+
+/* One policy through the Redis Cluster (--store), right after the same
+ * policy through the page server: the pair sees the same machine load. */
+static void store_policy(const struct ctx *c, struct rttres *x, const char *pol, long touch)
+{
+    struct scan s = {0};
+    char *stats = NULL, eb[512] = "";
+    int none = strcmp(pol, "none") == 0;
+    if (restore_and_scan(c, STORE, pol, none ? touch : 0, &x->store, &s, &stats, eb, sizeof(eb)) < 0) {
+        dp_warn("faults: redis cluster, prefetch %s: %s", pol, eb);
+        if (!x->error[0])
+            snprintf(x->error, sizeof(x->error), "redis cluster, prefetch %.30s: %.400s", pol, eb);
+    } else {
+        snprintf(s.policy, sizeof(s.policy), "redis-cluster/%.16s", pol);
+        x->scans[x->nscans++] = s;
+        dp_info("faults: redis cluster, prefetch %-8s scan %8.1f MB/s (%.2f s)", pol, s.mbps, s.seconds);
+        if (none && lat_from_stats(stats, &x->store_daemon) < 0)
+            dp_warn("faults: no latency histogram in the store restore's stats");
+        if (none)
+            dp_info("faults: redis cluster fault first touch p50 %.1f us p99 %.1f us (daemon: p50 %.1f us)",
+                    x->store.p50, x->store.p99, x->store_daemon.p50);
+    }
+    free(stats);
 }
 
 int bench_faults(int argc, char **argv)
@@ -711,34 +736,15 @@ int bench_faults(int argc, char **argv)
                             "(daemon: p50 %.1f us)", rtt, x->remote.p50, x->remote.p99, x->remote_daemon.p50);
             }
             free(stats);
+            /* The cluster has no emulated RTT: measured in the RTT 0 rows only. */
+            if (use_store && x->rtt_us == 0)
+                store_policy(&c, x, pol_items[k], touch);
         }
         kill(server, SIGTERM);
         if (dp_proc_wait_gone(server, 0, 10) < 0)
             kill(server, SIGKILL);
         waitpid(server, NULL, 0);
         server = -1;
-        /* The cluster has no emulated RTT: measured in the RTT 0 rows only. */
-        for (int k = 0; use_store && x->rtt_us == 0 && k < npol && x->nscans < MAX_POLICIES; k++) {
-            struct scan s = {0};
-            stats = NULL;
-            eb[0] = '\0';
-            int none = strcmp(pol_items[k], "none") == 0;
-            if (restore_and_scan(&c, STORE, pol_items[k], none ? touch : 0, &x->store, &s, &stats, eb,
-                                 sizeof(eb)) < 0) {
-                dp_warn("faults: redis cluster, prefetch %s: %s", pol_items[k], eb);
-                if (!x->error[0])
-                    snprintf(x->error, sizeof(x->error), "redis cluster, prefetch %.30s: %.400s", pol_items[k], eb);
-            } else {
-                snprintf(s.policy, sizeof(s.policy), "redis-cluster/%.16s", pol_items[k]);
-                x->scans[x->nscans++] = s;
-                dp_info("faults: redis cluster, prefetch %-8s scan %8.1f MB/s (%.2f s)%s", pol_items[k], s.mbps,
-                        s.seconds, "");
-                if (none)
-                    dp_info("faults: redis cluster fault first touch p50 %.1f us p99 %.1f us", x->store.p50,
-                            x->store.p99);
-            }
-            free(stats);
-        }
         write_json(json, cmdline, started, bandwidth, c.mib, touch, res, i + 1);
     }
     free(lat_us);
