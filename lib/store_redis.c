@@ -17,6 +17,8 @@
 #include "cpid.h"
 #include "hotset.h"
 #include "image.h"
+#include "pageserver_hotset.h"
+#include "perm.h"
 #include "pagesrc_file.h"
 #include "proto.h"
 #include "skeleton.h"
@@ -483,11 +485,32 @@ static int get_reply(struct dp_store *st, const char *key, struct dp_rcmd *c, st
     return dp_rcluster_exec(st->cl, c, 1, st->timeout_ms, err);
 }
 
-/* The hot set 'checkpoint --classify' stored beside the images (if any),
- * as dp:{ID}:hotset: the restore's --hotset classify|auto reads it. */
+int dp_store_put_blob(struct dp_store *st, const char *what, const uint8_t *data, size_t len, struct dp_err *err)
+{
+    char key[DP_STORE_KEY_MAX];
+    int kl = dp_store_key_meta(key, sizeof(key), st->id, what);
+    if (kl < 0) {
+        dp_err_set(err, "no checkpoint ID");
+        return -1;
+    }
+    if (len > DP_REDIS_MAX_BULK) {
+        dp_err_set(err, "the %s is larger than %u MiB", what, DP_REDIS_MAX_BULK >> 20);
+        return -1;
+    }
+    struct dp_rcmd c;
+    dp_rcmd_init(&c, 1);
+    dp_rcmd_arg(&c, "SET", 3);
+    dp_rcmd_arg(&c, key, (size_t)kl);
+    dp_rcmd_arg(&c, data, len);
+    int rc = exec_durable(st, &c, 1, NULL, err);
+    dp_rcmd_reset(&c);
+    return rc;
+}
+
+/* The hot set 'checkpoint --classify' left beside the images (if any). */
 static int put_hotset(struct dp_store *st, const char *dir, uint64_t *bytes, struct dp_err *err)
 {
-    char path[4200], key[DP_STORE_KEY_MAX];
+    char path[4200];
     snprintf(path, sizeof(path), "%s/%s", dir, DP_HOTSET_FILE);
     *bytes = 0;
     if (access(path, F_OK) < 0)
@@ -496,28 +519,16 @@ static int put_hotset(struct dp_store *st, const char *dir, uint64_t *bytes, str
     size_t len = 0;
     if (dp_read_file(path, &data, &len, err) < 0)
         return -1;
-    if (len > DP_REDIS_MAX_BULK) {
-        free(data);
-        dp_err_set(err, "the hot set %s is larger than %u MiB", path, DP_REDIS_MAX_BULK >> 20);
-        return -1;
-    }
-    int kl = dp_store_key_meta(key, sizeof(key), st->id, "hotset");
-    struct dp_rcmd c;
-    dp_rcmd_init(&c, 1);
-    dp_rcmd_arg(&c, "SET", 3);
-    dp_rcmd_arg(&c, key, (size_t)kl);
-    dp_rcmd_arg(&c, data, len);
-    int rc = exec_durable(st, &c, 1, NULL, err);
-    dp_rcmd_reset(&c);
+    int rc = dp_store_put_blob(st, "hotset", data, len, err);
     free(data);
     *bytes = len;
     return rc;
 }
 
-int dp_store_get_hotset(struct dp_store *st, uint8_t **buf, size_t *len, struct dp_err *err)
+int dp_store_get_blob(struct dp_store *st, const char *what, uint8_t **buf, size_t *len, struct dp_err *err)
 {
     char key[DP_STORE_KEY_MAX];
-    if (dp_store_key_meta(key, sizeof(key), st->id, "hotset") < 0) {
+    if (dp_store_key_meta(key, sizeof(key), st->id, what) < 0) {
         dp_err_set(err, "no checkpoint ID");
         return -1;
     }
@@ -526,10 +537,10 @@ int dp_store_get_hotset(struct dp_store *st, uint8_t **buf, size_t *len, struct 
         return -1;
     int rc = 0;
     if (c.reply->type == REDIS_REPLY_NIL) {
-        dp_err_set(err, "no classification stored with this checkpoint (checkpoint --classify --store)");
+        dp_err_set(err, "no %s stored with this checkpoint", what);
         rc = 1;
     } else if (c.reply->type != REDIS_REPLY_STRING || !(*buf = malloc(c.reply->len ? c.reply->len : 1))) {
-        dp_err_set(err, "the stored hot set is not a string (or out of memory)");
+        dp_err_set(err, "the stored %s is not a string (or out of memory)", what);
         rc = -1;
     } else {
         memcpy(*buf, c.reply->str, c.reply->len);
@@ -538,6 +549,49 @@ int dp_store_get_hotset(struct dp_store *st, uint8_t **buf, size_t *len, struct 
     dp_rcmd_reset(&c);
     return rc;
 }
+
+int dp_store_pull_hotsets(struct dp_store *st, const struct dp_checkpoint *cp, struct dp_err *err)
+{
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    int rc = dp_store_get_blob(st, "hotset", &buf, &len, err);
+    if (rc < 0)
+        return -1;
+    if (rc == 0) {
+        char path[4200];
+        snprintf(path, sizeof(path), "%s/%s", cp->dir, DP_HOTSET_FILE);
+        FILE *f = dp_fopen_private(path);
+        int wr = f && fwrite(buf, 1, len, f) == len;
+        if (f && fclose(f) != 0)
+            wr = 0;
+        free(buf);
+        if (!wr) {
+            dp_err_set(err, "cannot write %s: %s", path, strerror(errno));
+            return -1;
+        }
+    }
+    buf = NULL;
+    rc = dp_store_get_blob(st, "trace", &buf, &len, err);
+    if (rc < 0)
+        return -1;
+    if (rc == 0) {
+        /* checked against the checkpoint and kept as the page server keeps it */
+        struct dp_hotset_store *hs = NULL;
+        uint64_t pages;
+        uint32_t runs;
+        char name[256];
+        int k = dp_hotset_store_open(cp, &hs, err) < 0 ? -1
+                : dp_hotset_store_put_trace(hs, buf, len, &pages, &runs, name, sizeof(name), err);
+        dp_hotset_store_close(hs);
+        free(buf);
+        if (k != DP_E_OK) {
+            dp_err_set(err, "the fault trace in the store: %s", err->msg);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 
 int dp_store_put_checkpoint(struct dp_store *st, const char *images_dir, struct dp_store_put_stats *s,
                             struct dp_err *err)

@@ -96,9 +96,16 @@ struct dp_store_put_stats {
 int dp_store_put_checkpoint(struct dp_store *st, const char *images_dir, struct dp_store_put_stats *stats,
                             struct dp_err *err);
 
-/* The classify hot set stored with the checkpoint (malloc'd): 0, 1 when
- * there is none (err says so), -1 on error. */
-int dp_store_get_hotset(struct dp_store *st, uint8_t **buf, size_t *len, struct dp_err *err);
+/* dp:{ID}:WHAT ("hotset": the classification; "trace": the newest fault
+ * trace a restore recorded, as its PUT_TRACE payload): SET acknowledged by
+ * WAIT; GET into *buf (malloc'd): 0, 1 when there is none (err says so), -1. */
+int dp_store_put_blob(struct dp_store *st, const char *what, const uint8_t *data, size_t len, struct dp_err *err);
+int dp_store_get_blob(struct dp_store *st, const char *what, uint8_t **buf, size_t *len, struct dp_err *err);
+struct dp_checkpoint;
+/* restore --store: the stored classification and newest trace into the
+ * skeleton's directory cp->dir, where lib/pageserver_hotset.h finds them as
+ * the page server does (the trace checked against the checkpoint). */
+int dp_store_pull_hotsets(struct dp_store *st, const struct dp_checkpoint *cp, struct dp_err *err);
 
 /* restore --store: the skeleton into dir (created); files and bytes out. */
 int dp_store_get_skeleton(struct dp_store *st, const char *dir, uint32_t *files, uint64_t *bytes,

@@ -302,7 +302,7 @@ def test_store_writes_acknowledged_with_wait_survive_a_master_kill(cluster):
 
 
 @pytest.mark.time_limit(200)
-def test_store_hot_set_from_classify(procs, tmp_path, cluster):
+def test_store_hot_set_from_classify_and_trace(procs, tmp_path, cluster):
     pid = util.start_container(procs, "src", [MEMWALK, "--mib", MIB, "--pattern", "zipf:1.2"], tmp_path / "src.pid")
     util.wait_memwalk(HOSTS["src"], host="src")
     cp = distriproc("checkpoint", "--host", "src", "--pid", pid, "--images", tmp_path / "images", "--json",
@@ -313,10 +313,28 @@ def test_store_hot_set_from_classify(procs, tmp_path, cluster):
     res = util.restore_json(procs, tmp_path / "w", *store_args(cluster, st["url"]), "--hotset", "classify")
     assert res["hotset_pages"] > 0 and res["hotset_source"] != "none", res
     verify("dst")
-    # a trace is not in the store: refused with a clear message
+    # no fault trace in the store yet: refused, naming what is missing
     cp = distriproc("restore", "--workdir", tmp_path / "w2", "--host", "dst", *store_args(cluster, st["url"]),
                     "--hotset", "trace", check=False)
-    assert cp.returncode == 2 and "fault traces" in cp.stderr, cp.stderr
+    assert cp.returncode == 1 and "no fault trace" in cp.stderr, cp.stderr
+    stop_copy(res)
+    # a copy records its first-touch trace into the store ...
+    rec = util.restore_json(procs, tmp_path / "w3", *store_args(cluster, st["url"]), "--record-trace", "1")
+    key = f"dp:{{{st['id']}}}:trace"
+    util.wait_until(lambda: redis_cli(cluster, "10.250.0.1", 7001, "-c", "exists", key).strip() == "1", 60,
+                    "the fault trace in the store")
+    stop_copy(rec)
+    # ... which the next restore replays (checked against the checkpoint)
+    res = util.restore_json(procs, tmp_path / "w4", *store_args(cluster, st["url"]), "--hotset", "trace")
+    assert res["hotset_source"] == "trace" and res["hotset_pages"] > 0, res
+    verify("dst")
+
+
+def stop_copy(res):
+    """Kills a restored copy (it holds dst's port) and waits for its daemon."""
+    os.kill(res["pid"], signal.SIGKILL)
+    util.wait_gone(res["pid"], timeout=20)
+    util.wait_gone(res["daemon_pid"], timeout=30)
 
 
 # A fake node: answers every connection with one fixed reply, then closes.
