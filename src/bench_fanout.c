@@ -41,6 +41,7 @@ struct fctx {
     char url[512], ca[300], pass[300];
     const char *budget;     /* --budget for every restore, or NULL */
     const char *vbuf;       /* --victim-buffer for every restore, or NULL */
+    const char *memwalk;    /* --memwalk PATH, or NULL: next to distriproc */
     uint64_t mib;
 };
 
@@ -60,7 +61,8 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: distriproc bench fanout --json OUT [--n 1,4,16] [--mib M] [--write-ratio R]\n"
-            "                               [--budget SIZE [--victim-buffer SIZE]] [--workdir DIR]\n\n"
+            "                               [--budget SIZE [--victim-buffer SIZE]] [--memwalk PATH]\n"
+            "                               [--workdir DIR]\n\n"
             "Restore fan-out from one checkpoint in the lab's Redis Cluster ('lab cluster up' is\n"
             "run): memwalk --mib M is checkpointed with --store once, then for each N, N\n"
             "destinations restore it at once, each in its own network namespace LAB-foI (joined\n"
@@ -75,6 +77,8 @@ static void usage(FILE *out)
             "                      under each copy's own writer (fenced apart)\n"
             "  --victim-buffer SIZE  restore --victim-buffer SIZE (small, e.g. 4K: evicted pages\n"
             "                      touched again come back from the store)\n"
+            "  --memwalk PATH      the workload binary (default: memwalk next to distriproc; an\n"
+            "                      uninstrumented one: CRIU would dump a sanitizer's shadow maps)\n"
             "  --workdir DIR       scratch directory (default /var/tmp)\n"
             "  --json OUT          results (required)\n",
             LAB_FANOUT_MAX);
@@ -304,9 +308,9 @@ static int parse_ns(const char *text, int *ns, int max)
 static int checkpoint_into_store(struct fctx *c, const char *seed, const char *ratio)
 {
     char mw[PATH_MAX], mibs[32], images[PATH_MAX + 16], reply[REPLY_MAX];
-    snprintf(mw, sizeof(mw), "%s", c->self);
+    snprintf(mw, sizeof(mw), "%s", c->memwalk ? c->memwalk : c->self);
     char *slash = strrchr(mw, '/');
-    if (slash)
+    if (slash && !c->memwalk)
         snprintf(slash + 1, sizeof(mw) - (size_t)(slash + 1 - mw), "memwalk");
     if (access(mw, X_OK) < 0) {
         dp_error("cannot find %s (make builds it next to distriproc)", mw);
@@ -361,7 +365,7 @@ int bench_fanout(int argc, char **argv)
     static const struct option opts[] = {
         {"n", required_argument, NULL, 'n'},       {"mib", required_argument, NULL, 'm'},
         {"write-ratio", required_argument, NULL, 'w'}, {"budget", required_argument, NULL, 'b'},
-        {"victim-buffer", required_argument, NULL, 'V'},
+        {"victim-buffer", required_argument, NULL, 'V'}, {"memwalk", required_argument, NULL, 'M'},
         {"workdir", required_argument, NULL, 'W'}, {"json", required_argument, NULL, 'j'},
         {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
     };
@@ -392,6 +396,7 @@ int bench_fanout(int argc, char **argv)
         }
         case 'b': c.budget = optarg; break;
         case 'V': c.vbuf = optarg; break;
+        case 'M': c.memwalk = optarg; break;
         case 'W': workroot = optarg; break;
         case 'j': json = optarg; break;
         case 'h': usage(stdout); return 0;

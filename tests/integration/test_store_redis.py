@@ -428,7 +428,7 @@ def test_store_fan_out_copies_in_their_own_hosts_exact_and_fenced_apart(lab, tmp
     dst's forwarding and the cluster are gone afterwards."""
     out = tmp_path / "fanout.json"
     distriproc("bench", "fanout", "--n", "3", "--mib", "8", "--write-ratio", "0.3", "--budget", "4M",
-               "--victim-buffer", "4K", "--json", out, timeout=280)
+               "--victim-buffer", "4K", "--memwalk", MEMWALK, "--json", out, timeout=280)
     (r,) = json.loads(out.read_text())["runs"]
     assert r["n"] == 3 and r["exact"] == 3 and r["writers_fenced"] == 3, r
     for d in r["destinations"]:
