@@ -79,9 +79,9 @@ int dp_image_parse_header(const char *name, const uint8_t *buf, size_t len, uint
     return 0;
 }
 
-/* Next framed entry. Returns 1 with the message, 0 at a clean end, -1. */
-static int next_entry(const char *name, const uint8_t *buf, size_t len, size_t *pos,
-                      struct dp_pb_reader *msg, struct dp_err *err)
+/* Every image after its header is a row of framed entries (u32 size, message). */
+int dp_image_next_entry(const char *name, const uint8_t *buf, size_t len, size_t *pos,
+                        struct dp_pb_reader *msg, struct dp_err *err)
 {
     size_t p = *pos;
     if (p == len)
@@ -125,7 +125,7 @@ int dp_image_parse_inventory(const char *name, const uint8_t *buf, size_t len,
         return -1;
     struct dp_pb_reader r;
     size_t entry_at = pos;
-    int rc = next_entry(name, buf, len, &pos, &r, err);
+    int rc = dp_image_next_entry(name, buf, len, &pos, &r, err);
     if (rc <= 0) {
         if (rc == 0)
             dp_err_set(err, "%s: at byte %zu: no inventory entry", name, entry_at);
@@ -217,7 +217,7 @@ int dp_image_parse_pstree(const char *name, const uint8_t *buf, size_t len, uint
     for (;;) {
         struct dp_pb_reader r;
         size_t entry_at = pos;
-        int rc = next_entry(name, buf, len, &pos, &r, err);
+        int rc = dp_image_next_entry(name, buf, len, &pos, &r, err);
         if (rc < 0)
             goto fail;
         if (rc == 0)
@@ -358,7 +358,7 @@ int dp_image_parse_mm(const char *name, const uint8_t *buf, size_t len, uint32_t
     if (dp_image_parse_header(name, buf, len, DP_MM_MAGIC, img_version, &pos, err) < 0)
         return -1;
     size_t entry_at = pos;
-    int rc = next_entry(name, buf, len, &pos, &r, err);
+    int rc = dp_image_next_entry(name, buf, len, &pos, &r, err);
     if (rc <= 0) {
         if (rc == 0)
             dp_err_set(err, "%s: at byte %zu: no mm entry", name, entry_at);
@@ -427,7 +427,7 @@ int dp_image_parse_pagemap(const char *name, const uint8_t *buf, size_t len, uin
         return -1;
 
     size_t entry_at = pos;
-    rc = next_entry(name, buf, len, &pos, &r, err);
+    rc = dp_image_next_entry(name, buf, len, &pos, &r, err);
     if (rc <= 0) {
         if (rc == 0)
             dp_err_set(err, "%s: at byte %zu: no pagemap head", name, entry_at);
@@ -455,7 +455,7 @@ int dp_image_parse_pagemap(const char *name, const uint8_t *buf, size_t len, uin
 
     for (;;) {
         entry_at = pos;
-        rc = next_entry(name, buf, len, &pos, &r, err);
+        rc = dp_image_next_entry(name, buf, len, &pos, &r, err);
         if (rc < 0)
             goto fail;
         if (rc == 0)

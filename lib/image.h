@@ -160,6 +160,11 @@ void dp_task_locate(const struct dp_task_image *task, uint64_t vaddr, struct dp_
 /* Checks the magic header; *body is where the entries start. */
 int dp_image_parse_header(const char *name, const uint8_t *buf, size_t len, uint32_t magic,
                           uint32_t img_version, size_t *body, struct dp_err *err);
+/* The next framed entry from *pos (advanced past it): 1 with msg on its
+ * message, 0 at a clean end, -1 with err on a truncated one. */
+struct dp_pb_reader;
+int dp_image_next_entry(const char *name, const uint8_t *buf, size_t len, size_t *pos, struct dp_pb_reader *msg,
+                        struct dp_err *err);
 int dp_image_parse_inventory(const char *name, const uint8_t *buf, size_t len,
                              uint32_t *img_version, struct dp_err *err);
 /* Tasks get pid/ppid/pgid/sid/threads; everything else zeroed, pages_fd -1. */

@@ -87,6 +87,37 @@ void lz_pin_fetch(struct dp_lazyd *d, struct lz_task *t)
     }
 }
 
+/* A restore that copied the lazy memory (images without PE_LAZY: criu's
+ * is_stack(), docs/criu-images.md) leaves the daemon nothing to serve: no
+ * fault comes, a budget never evicts. Say so once, in the log, rather than
+ * wait in silence. Up to 1024 pages the map holds remote, spread over it,
+ * are looked up in the process's pagemap: after a lazy restore none of them
+ * can be present (only a fault through us brings one in; a page CRIU copies
+ * for a pre-dump parent is the one exception), so a few percent is a lot. */
+static void eager_check(struct lz_task *t, pid_t p)
+{
+    uint64_t remote = dp_lazymap_pages(&t->map, DP_PG_REMOTE), step = remote / 1024 + 1, k = 0;
+    unsigned sampled = 0, present = 0;
+    for (size_t i = 0; i < t->map.n && sampled < 1024; i++) {
+        const struct dp_lazy_region *reg = &t->map.r[i];
+        for (uint64_t a = reg->start; a < reg->end && sampled < 1024; a += PG) {
+            if (dp_pg_state(reg->pg[(a - reg->start) / PG]) != DP_PG_REMOTE || k++ % step)
+                continue;
+            sampled++;
+            present += dp_pagemap_present(p, a, PG) == 1;
+        }
+    }
+    if (present >= 4 && present * 16 > sampled) {
+        char b[32];
+        dp_format_bytes(remote * present / sampled * PG, b, sizeof(b));
+        dp_warn("task %d (pid %d): %u of %u sampled pages it has not served yet are already resident: the restore "
+                "copied about %s of its lazy memory (its images are not marked lazy), so this daemon serves no "
+                "fault there and a budget cannot evict it. A dump not made by `distriproc checkpoint` needs "
+                "`distriproc images --images DIR --mark-lazy` before it is served (docs/criu-images.md, is_stack)",
+                t->id, t->shown_pid, present, sampled, b);
+    }
+}
+
 /* t's process is host pid p: remember it with its start time, and pin its
  * argv/environ pages before any batch can pick them (a task is evicted
  * only once it has a host pid, and gets its pin in the same step). */
@@ -94,6 +125,8 @@ static void ev_place(struct dp_lazyd *d, struct lz_task *t, pid_t p)
 {
     t->host_pid = p;
     t->host_start = dp_proc_start_time(p);
+    if (t->shown_pid > 0)
+        eager_check(t, p);
     if (t->pinned)
         return; /* inherited at fork: the same addresses */
     uint64_t lo, hi;

@@ -143,3 +143,24 @@ int dp_pb_repeated_varint(const struct dp_pb_field *f,
     }
     return 0;
 }
+
+/* ---- writing ---- */
+
+/* Seven bits a byte, low first; the high bit says another byte follows. */
+size_t dp_pb_put_varint(uint8_t *out, uint64_t v)
+{
+    size_t n = 0;
+    do {
+        uint8_t c = (uint8_t)(v & 0x7f);
+        v >>= 7;
+        out[n++] = (uint8_t)(c | (v ? 0x80 : 0));
+    } while (v);
+    return n;
+}
+
+/* The tag (number << 3 | wire type 0), then the value. */
+size_t dp_pb_put_vfield(uint8_t *out, uint32_t num, uint64_t v)
+{
+    size_t n = dp_pb_put_varint(out, (uint64_t)num << 3 | DP_PB_VARINT);
+    return n + dp_pb_put_varint(out + n, v);
+}

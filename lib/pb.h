@@ -1,4 +1,6 @@
-/* pb: a minimal protobuf wire-format reader, just enough for CRIU's images.
+/* pb: a minimal protobuf wire-format reader, just enough for CRIU's images
+ * (and, for the one image DistriProc rewrites, lib/lazyfix.h, a writer of
+ * varint fields).
  *
  * It walks the fields of one encoded message: varint, fixed64, fixed32 and
  * length-delimited fields; groups (deprecated wire types 3 and 4) are
@@ -55,6 +57,12 @@ int dp_pb_varint(const uint8_t *buf, size_t len, size_t *pos, uint64_t *out);
 int dp_pb_repeated_varint(const struct dp_pb_field *f,
                           int (*fn)(void *arg, uint64_t v), void *arg,
                           struct dp_err *err);
+
+/* Encodes v as a varint into out (at least 10 bytes); returns its length. */
+size_t dp_pb_put_varint(uint8_t *out, uint64_t v);
+/* Encodes field number num (wire type varint) with value v into out (at
+ * least 20 bytes); returns its length. */
+size_t dp_pb_put_vfield(uint8_t *out, uint32_t num, uint64_t v);
 
 static inline int64_t dp_pb_zigzag64(uint64_t v)
 {

@@ -24,6 +24,7 @@
 #include "kdat.h"
 #include "lab.h"
 #include "lazyd.h"
+#include "lazyfix.h"
 #include "orch.h"
 #include "rootfs.h"
 #include "runc.h"
@@ -725,6 +726,22 @@ int cmd_checkpoint(int argc, char **argv)
     }
     double secs = (double)(dp_now_ns() - t0) / 1e9;
 
+    /* criu's is_stack() may have written the whole dump non-lazy (a thread's
+     * stack pointer on a page boundary): mark it lazy as it would have been */
+    uint64_t relazied = 0;
+    if (dp_lazyfix_dir(dir, &relazied, &err) < 0) {
+        /* the images are as criu wrote them: correct, at worst eager */
+        dp_warn("could not check the pagemaps for memory criu wrote eager: %s; if it did, a restore of %s copies "
+                "that memory before the process runs (retry with `distriproc images --images %s --mark-lazy`)",
+                err.msg, dir, dir);
+        err.msg[0] = '\0';
+    } else if (relazied) {
+        char b[32];
+        dp_format_bytes(relazied * DP_PAGE_SIZE, b, sizeof(b));
+        dp_info("criu wrote %s of lazy memory as eager (a thread's stack pointer sat on a page boundary: "
+                "criu/mem.c is_stack()); marked lazy again (lib/lazyfix.h)", b);
+    }
+
     struct dp_checkpoint *cp = NULL;
     if (dp_checkpoint_open(dir, &cp, &err) < 0) {
         dp_error("criu dump succeeded, but its images in %s cannot be read: %s", dir, err.msg);
@@ -762,9 +779,10 @@ int cmd_checkpoint(int argc, char **argv)
         }
         char criu_ver[48];
         snprintf(criu_ver, sizeof(criu_ver), "%d.%d.%d", ver.major, ver.minor, ver.sublevel);
-        json_t *rest = json_pack("{s:I, s:I, s:I, s:I, s:f, s:b, s:b, s:b, s:s, s:s}", "tasks",
+        json_t *rest = json_pack("{s:I, s:I, s:I, s:I, s:I, s:f, s:b, s:b, s:b, s:s, s:s}", "tasks",
                                  (json_int_t)cp->nr_tasks, "total_memory_bytes", (json_int_t)cp->total_vma_bytes,
-                                 "lazy_bytes", (json_int_t)cp->lazy_bytes, "image_bytes",
+                                 "lazy_bytes", (json_int_t)cp->lazy_bytes, "marked_lazy_bytes",
+                                 (json_int_t)(relazied * DP_PAGE_SIZE), "image_bytes",
                                  (json_int_t)cp->image_bytes, "dump_seconds", secs, "left_running", leave_running,
                                  "shell_job", shell_job, "tcp_established", tcp, "file_validation", fv_name,
                                  "criu_version", criu_ver);

@@ -1,6 +1,7 @@
 /* distriproc images: inspect a CRIU images directory the way the page server
  * sees it (tasks, lazy ranges, where the data is) and plan or write its
- * skeleton (everything but the lazy pages). */
+ * skeleton (everything but the lazy pages); --mark-lazy repairs a dump CRIU
+ * wrote eager (lib/lazyfix.h). */
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -11,13 +12,14 @@
 
 #include "commands.h"
 #include "image.h"
+#include "lazyfix.h"
 #include "skeleton.h"
 #include "util.h"
 
 static void usage(FILE *out)
 {
     fprintf(out,
-            "usage: distriproc images --images DIR [--json] [--skeleton-to DST]\n"
+            "usage: distriproc images --images DIR [--json] [--skeleton-to DST] [--mark-lazy]\n"
             "\n"
             "Reads a `criu dump` images directory (and its pre-dump parent chain) and\n"
             "prints its tasks, their lazy ranges (the memory a lazy restore fetches on\n"
@@ -28,6 +30,11 @@ static void usage(FILE *out)
             "  --json              machine-readable output\n"
             "  --skeleton-to DST   also write the skeleton into DST (created): every\n"
             "                      file, pages files sparse without their lazy data\n"
+            "  --mark-lazy         first rewrite the pagemaps of a dump that CRIU wrote\n"
+            "                      non-lazy because a thread's stack pointer sat on a page\n"
+            "                      boundary (docs/criu-images.md, is_stack): for dumps not made\n"
+            "                      by `distriproc checkpoint` (which does it itself), such as\n"
+            "                      podman's export; a dump with nothing to mark is not touched\n"
             "  -h, --help          this text\n");
 }
 
@@ -53,7 +60,8 @@ static json_t *task_json(const struct dp_task_image *t)
 
 /* The whole report through jansson: names come from the file system and are
  * escaped by it (a name that is not UTF-8 is an error, never broken JSON). */
-static int print_json(const struct dp_checkpoint *cp, const struct dp_skeleton_file *files, size_t n)
+static int print_json(const struct dp_checkpoint *cp, const struct dp_skeleton_file *files, size_t n,
+                      uint64_t marked)
 {
     uint64_t send, total;
     dp_skeleton_totals(files, n, &send, &total);
@@ -65,11 +73,11 @@ static int print_json(const struct dp_checkpoint *cp, const struct dp_skeleton_f
                                                 (json_int_t)files[i].size, "send_bytes",
                                                 (json_int_t)files[i].send_bytes, "extents",
                                                 (json_int_t)files[i].nr_extents, "sparse", files[i].sparse));
-    json_t *root = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:o, s:{s:I, s:I, s:o}}", "dir", cp->dir,
+    json_t *root = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:o, s:{s:I, s:I, s:o}}", "dir", cp->dir,
                              "img_version", (json_int_t)cp->img_version, "parent_depth",
                              (json_int_t)cp->parent_depth, "total_vma_bytes", (json_int_t)cp->total_vma_bytes,
                              "lazy_bytes", (json_int_t)cp->lazy_bytes, "image_bytes", (json_int_t)cp->image_bytes,
-                             "tasks", tasks, "skeleton", "send_bytes", (json_int_t)send, "total_bytes",
+                             "marked_lazy_bytes", (json_int_t)(marked * DP_PAGE_SIZE), "tasks", tasks, "skeleton", "send_bytes", (json_int_t)send, "total_bytes",
                              (json_int_t)total, "files", jfiles);
     int rc = root && json_dumpf(root, stdout, JSON_INDENT(1)) == 0 ? 0 : -1;
     json_decref(root);
@@ -113,16 +121,18 @@ int cmd_images(int argc, char **argv)
         {"images", required_argument, NULL, 'i'},
         {"json", no_argument, NULL, 'j'},
         {"skeleton-to", required_argument, NULL, 's'},
+        {"mark-lazy", no_argument, NULL, 'm'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *dir = NULL, *skel = NULL;
-    int json = 0, c;
+    int json = 0, mark = 0, c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
         case 'i': dir = optarg; break;
         case 'j': json = 1; break;
         case 's': skel = optarg; break;
+        case 'm': mark = 1; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -132,6 +142,16 @@ int cmd_images(int argc, char **argv)
         return 2;
     }
     struct dp_err err;
+    uint64_t marked = 0;
+    if (mark && dp_lazyfix_dir(dir, &marked, &err) < 0) {
+        dp_error("cannot mark the lazy memory of %s: %s", dir, err.msg);
+        return 1;
+    }
+    if (marked && !json) {
+        char b[32];
+        dp_format_bytes(marked * DP_PAGE_SIZE, b, sizeof(b));
+        dp_info("%s of lazy memory was written eager (criu is_stack()); marked lazy", b);
+    }
     struct dp_checkpoint *cp;
     if (dp_checkpoint_open(dir, &cp, &err) < 0) {
         dp_error("%s", err.msg);
@@ -154,7 +174,7 @@ int cmd_images(int argc, char **argv)
         }
     }
     if (json) {
-        if (print_json(cp, files, n) < 0)
+        if (print_json(cp, files, n, marked) < 0)
             rc = 1;
     } else
         print_text(cp, files, n);

@@ -27,6 +27,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -49,6 +50,7 @@ static struct {
     double write_ratio;
     struct mw_pattern pattern;
     const char *pattern_text;
+    int aligned_sp;
 } cfg = {
     .mib = 64, .seed = 1, .threads = 1, .port = 7070, .write_ratio = 0.0,
     .pattern_text = "uniform",
@@ -364,6 +366,33 @@ static void serve_client(int fd)
     }
 }
 
+/* --aligned-sp: a thread that waits in pause() with its stack pointer on a
+ * page boundary, as any thread's may be by chance (the main thread's stack
+ * top is randomized in 16-byte steps: 1 dump in 256). CRIU's is_stack()
+ * (criu/mem.c) then keeps every page of the dump out of the lazy set, so a
+ * test can make that chance a certainty. The stack it points at is a
+ * mapping of its own with room below the boundary for a signal frame. */
+static void *aligned_sp_thread(void *arg)
+{
+    uint8_t *top = arg;
+    for (;;) {
+#if defined(__x86_64__)
+        __asm__ volatile("mov %%rsp, %%r12\n\t"
+                         "mov %0, %%rsp\n\t"
+                         "mov %1, %%eax\n\t"
+                         "syscall\n\t"
+                         "mov %%r12, %%rsp"
+                         :
+                         : "r"(top), "i"(SYS_pause)
+                         : "rax", "rcx", "r11", "r12", "memory");
+#else
+        (void)top;
+        pause(); /* no page-aligned stack pointer here: the option does nothing */
+#endif
+    }
+    return NULL;
+}
+
 /* Plain blocking accept loop in its own thread: survives checkpoint/restore,
  * where the blocked accept() is simply restarted. */
 static void *stat_server(void *arg)
@@ -408,7 +437,7 @@ static void usage(FILE *out)
     fprintf(out,
             "usage: memwalk [--mib N] [--threads T] [--pattern seq|uniform|zipf:S|stride:K|probe:P]\n"
             "               [--write-ratio R] [--port P] [--seed S] [--duration SEC]\n"
-            "               [--cold-mib N]\n"
+            "               [--cold-mib N] [--aligned-sp]\n"
             "\n"
             "Deterministic memory workload: fills N MiB of private anonymous memory with a\n"
             "pattern derived from each page's index and generation, then walks it. Every\n"
@@ -433,6 +462,9 @@ static void usage(FILE *out)
             "                   never touched (a mapping of its own between two PROT_NONE\n"
             "                   guard pages, so the kernel cannot merge it with another);\n"
             "                   for hot/cold classification tests (default 0)\n"
+            "  --aligned-sp     one more thread, parked for good with its stack pointer on a\n"
+            "                   page boundary (x86_64): a dump then gets CRIU's is_stack()\n"
+            "                   wrong for every page (criu/mem.c); for the tests of that\n"
             "\n"
             "TCP requests (one per connection): 'STAT\\n' -> one JSON line of counters;\n"
             "'VERIFY\\n' -> verify every page once, then the counters plus the result;\n"
@@ -460,7 +492,8 @@ static void parse_args(int argc, char **argv)
         {"pattern", required_argument, NULL, 'p'},  {"write-ratio", required_argument, NULL, 'w'},
         {"port", required_argument, NULL, 'P'},     {"seed", required_argument, NULL, 's'},
         {"duration", required_argument, NULL, 'd'}, {"cold-mib", required_argument, NULL, 'c'},
-        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
+        {"aligned-sp", no_argument, NULL, 'a'},     {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
     int c;
     uint64_t v;
@@ -503,6 +536,9 @@ static void parse_args(int argc, char **argv)
         case 'c':
             if (parse_u64(optarg, &cfg.cold_mib) || cfg.cold_mib > (1u << 20))
                 goto bad;
+            break;
+        case 'a':
+            cfg.aligned_sp = 1;
             break;
         case 'h':
             usage(stdout);
@@ -594,6 +630,16 @@ int main(int argc, char **argv)
     if (pthread_create(&server, NULL, stat_server, (void *)(intptr_t)lfd) != 0) {
         fprintf(stderr, "memwalk: cannot start the STAT thread\n");
         return 2;
+    }
+    if (cfg.aligned_sp) {
+        /* 64 KiB of stack below the boundary, a guard page above it */
+        uint8_t *st = mmap(NULL, 17 * MW_PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        pthread_t sp_tid;
+        if (st == MAP_FAILED || mprotect(st + 16 * MW_PAGE_SIZE, MW_PAGE_SIZE, PROT_NONE) ||
+            pthread_create(&sp_tid, NULL, aligned_sp_thread, st + 16 * MW_PAGE_SIZE) != 0) {
+            fprintf(stderr, "memwalk: cannot start the --aligned-sp thread: %s\n", strerror(errno));
+            return 2;
+        }
     }
     for (unsigned i = 0; i < cfg.threads; i++) {
         if (pthread_create(&tids[i], NULL, worker, (void *)(uintptr_t)i) != 0) {

@@ -50,7 +50,8 @@ def run_budget(procs, tmp_path, helper):
     b = stats(workdir)["budget"]
     print("memwalk", st, "\nbudget", b, "\nthreads", names)
     assert st["errors"] == 0 and st["bad_bytes"] == 0, st
-    assert b["evictions"] > 1000 and b["writeback_errors"] == 0, b
+    assert b["evictions"] > 1000 and b["writeback_errors"] == 0, f"budget {b}\n" + util.stall_report(
+        workdir, {"memwalk": res["pid"], "daemon": res["daemon_pid"]}, memwalk_host="dst")
     v = memwalk("VERIFY")
     assert v["verify_errors"] == 0, v
     finish(res, workdir)

@@ -134,7 +134,9 @@ def test_sigkill_of_the_daemon_kills_memwalk_instead_of_serving_zeros(lab, procs
     guard = procs.track(guard_of(res["daemon_pid"]))
     st = util.wait_memwalk(util.HOSTS["dst"], host="dst")
     assert st["errors"] == 0 and st["bad_bytes"] == 0, st
-    util.wait_until(lambda: stats(workdir)["total"]["faults"] > 200, 30, "memwalk to fault")
+    util.wait_until(lambda: stats(workdir)["total"]["faults"] > 200, 30, "memwalk to fault",
+                    diag=lambda: util.stall_report(workdir, {"memwalk": res["pid"], "daemon": res["daemon_pid"]},
+                                                   memwalk_host="dst"))
     tot = stats(workdir)["total"]
     assert tot["remote_fraction"] > 0.5, tot
     st = util.memwalk_request(util.HOSTS["dst"], host="dst")

@@ -10,6 +10,7 @@ single-task dump and on a tree (a two-thread root and a forked child that
 checks the inherited region into status.child)."""
 import json
 import os
+import subprocess
 
 import pytest
 
@@ -138,3 +139,54 @@ def test_plain_restore_from_full_images(dumped, criu, procs):
     pid = restore(criu, procs, full, wd, str(tmp / "pid"), lazy=False)
     wait_progress(work, before, f"tinymem restored from the full images to verify {ROUNDS} rounds")
     assert util.alive(pid)
+
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.time_limit(120)
+def test_images_mark_lazy_repairs_a_dump_criu_wrote_eager(criu, procs, tmp_path):
+    """A plain criu dump of memwalk --aligned-sp (a thread's stack pointer on
+    a page boundary) is all eager: CRIU's is_stack() tests the in-page offset
+    (docs/criu-images.md), so the skeleton is the whole memory. `images
+    --mark-lazy` marks it as CRIU marks every other dump; CRIU's own restore
+    and lazy-pages daemon then take the rewritten pagemap: the restore skips
+    the lazy pages and memwalk, served on fault, verifies every page."""
+    port = free_port()
+    img, wd = tmp_path / "img", tmp_path / "wd"
+    img.mkdir()
+    wd.mkdir()
+    p = procs.spawn(["unshare", "--pid", "--fork", "setsid", util.MEMWALK, "--mib", "8", "--threads", "2",
+                     "--write-ratio", "0.3", "--seed", "23", "--port", port, "--aligned-sp"],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    util.wait_until(lambda: util.memwalk_request("127.0.0.1", port)["writes"] > 2000, 30, "memwalk to write")
+    # unshare forks pid 1 of the new pid namespace, setsid execs memwalk there
+    pid = int(util.run(["pgrep", "-x", "-P", p.pid, "memwalk"]).stdout.split()[0])
+    util.run([criu, "dump", "-t", pid, "-D", img, "-o", "dump.log", "-v4"], timeout=60)
+    util.wait_gone(pid, timeout=10)
+
+    def report(*extra):
+        return json.loads(util.distriproc("images", "--images", img, "--json", *extra).stdout)
+    eager = report()
+    assert eager["marked_lazy_bytes"] == 0 and eager["skeleton"]["send_bytes"] > 8 << 20, eager["skeleton"]
+    marked = report("--mark-lazy")
+    assert marked["marked_lazy_bytes"] >= 8 << 20, marked
+    assert marked["skeleton"]["send_bytes"] < 2 << 20, marked["skeleton"]
+    pagemaps = {f.name: f.read_bytes() for f in img.glob("pagemap-*.img")}
+    again = report("--mark-lazy")
+    assert again["marked_lazy_bytes"] == 0 and {f.name: f.read_bytes() for f in img.glob("pagemap-*.img")} == pagemaps
+
+    procs.spawn([criu, "lazy-pages", "-D", img, "--work-dir", wd, "-o", "lazy.log", "-v4"])
+    util.wait_until(lambda: (wd / "lazy-pages.socket").exists(), 10, "criu lazy-pages to listen")
+    util.run([criu, "restore", "-D", img, "--work-dir", wd, "-d", "--pidfile", tmp_path / "pid", "-o",
+              "restore.log", "-v4", "--lazy-pages"], timeout=60)
+    procs.track(int((tmp_path / "pid").read_text()))
+    v = util.memwalk_request("127.0.0.1", port, "VERIFY", timeout=60)
+    assert v["verify_pages"] == 8 * 256 and v["verify_errors"] == 0 and v["errors"] == 0, v
+    skipped = sum(int(line.split("skips ")[1].split()[0]) for line in (wd / "restore.log").read_text().splitlines()
+                  if "Lazy restore skips" in line)
+    assert skipped >= 8 * 256, skipped

@@ -86,9 +86,11 @@ def netns_cmd(host, cmd):
     return ["nsenter", f"--net={NETNS_DIR}/{LAB}-{host}", *[str(c) for c in cmd]]
 
 
-def wait_until(predicate, timeout, what, interval=0.1):
+def wait_until(predicate, timeout, what, interval=0.1, diag=None):
     """Polls predicate() until it returns a true value (returned) or timeout
-    seconds pass (AssertionError naming what was awaited and the last error)."""
+    seconds pass (AssertionError naming what was awaited and the last error,
+    followed by diag()'s text when diag is given: the state that explains
+    the wait, e.g. stall_report)."""
     deadline = time.monotonic() + timeout
     last = None
     while True:
@@ -100,8 +102,13 @@ def wait_until(predicate, timeout, what, interval=0.1):
             # (the per-test time limit and SIGTERM are BaseExceptions: they pass)
             last = e
         if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}"
-                                 + (f"; last error: {last}" if last else ""))
+            msg = f"timed out after {timeout}s waiting for {what}" + (f"; last error: {last}" if last else "")
+            if diag is not None:
+                try:
+                    msg += "\n" + diag()
+                except Exception as e:  # the report must never hide the timeout
+                    msg += f"\n(no diagnostics: {e!r})"
+            raise AssertionError(msg)
         time.sleep(interval)
 
 
@@ -351,3 +358,80 @@ def serve_images(procs, images, key, port, *extra):
     wait_until(lambda: run(netns_cmd("src", ["ss", "-ltnH", f"sport = :{port}"])).stdout.strip() != "",
                20, "the page server to listen")
     return listen
+
+
+# ---- what a stalled wait shows ------------------------------------------------------
+
+def _read_text(path, limit=4096):
+    try:
+        with open(path, "rb") as f:
+            return f.read(limit).decode(errors="replace").strip()
+    except OSError as e:
+        return f"<{e.strerror}>"
+
+
+def thread_states(pid):
+    """One line per thread of pid: tid, name, state, wchan, the system call
+    it is in (/proc/.../syscall: -1 = none, in user space or a page fault)
+    and the top of its kernel stack (root reads it): where each thread of a
+    stalled workload or daemon waits (handle_userfault = a fault no one has
+    answered yet)."""
+    try:
+        tids = sorted(os.listdir(f"/proc/{pid}/task"), key=int)
+    except OSError as e:
+        return [f"pid {pid}: {e.strerror}"]
+    lines = []
+    for tid in tids:
+        base = f"/proc/{pid}/task/{tid}"
+        stat = _read_text(f"{base}/stat")
+        state = stat[stat.rindex(")") + 2] if ")" in stat else "?"
+        stack = [ln.split("]", 1)[-1].strip() for ln in _read_text(f"{base}/stack").splitlines()[:6]]
+        lines.append(f"  tid {tid} {_read_text(f'{base}/comm')!r} state {state} wchan {_read_text(f'{base}/wchan')} "
+                     f"syscall {_read_text(f'{base}/syscall').split(' ')[0]} stack {' < '.join(stack)}")
+    return lines
+
+
+def stall_report(workdir=None, pids=(), log_lines=30, memwalk_host=None):
+    """Text for a wait that timed out: the daemon's stats (`stats --json`,
+    the total and the budget), the last lines of its log (WORKDIR/lazyd.log),
+    memwalk's counters twice a second apart (do its walkers still run?) and,
+    for each of pids (name -> pid), its RssAnon and every thread's state and
+    where it waits. A walker running (state R, ops growing) with few faults
+    and RssAnon far above the daemon's resident_bytes is memory the restore
+    copied eagerly (docs/criu-images.md, is_stack); threads in
+    handle_userfault with faults_waiting > 0 are faults not answered."""
+    out = []
+    if workdir is not None:
+        cp = distriproc("stats", "--workdir", workdir, "--json", timeout=10, check=False)
+        try:
+            st = json.loads(cp.stdout)
+            out.append("daemon stats total: " + json.dumps(st.get("total"), sort_keys=True))
+            if st.get("budget"):
+                out.append("daemon stats budget: " + json.dumps(st["budget"], sort_keys=True))
+            for t in st.get("tasks", [])[:8]:
+                out.append("daemon stats task: " + json.dumps(
+                    {k: t.get(k) for k in ("id", "pid", "host_pid", "alive", "faults", "faults_remote",
+                                           "faults_waiting", "faults_spurious", "fetch_requests", "fetch_errors",
+                                           "pages_fetched", "eagain_retries", "remote_bytes", "resident_bytes")}))
+        except ValueError:
+            out.append(f"daemon stats: exit {cp.returncode}: {cp.stdout[-500:]!r} {cp.stderr[-500:]!r}")
+        log = _read_text(os.path.join(str(workdir), "lazyd.log"), 1 << 22).splitlines()
+        out.append(f"last {min(log_lines, len(log))} of {len(log)} lines of lazyd.log:")
+        out += ["  " + ln for ln in log[-log_lines:]]
+    if memwalk_host is not None:
+        for _ in range(2):
+            try:
+                m = memwalk_request(HOSTS[memwalk_host], host=memwalk_host, timeout=5)
+                out.append("memwalk: " + json.dumps({k: m.get(k) for k in ("ops", "reads", "writes", "errors",
+                                                                           "uptime_s")}))
+            except Exception as e:
+                out.append(f"memwalk: no STAT reply ({e})")
+            time.sleep(1)
+    for name, pid in dict(pids).items():
+        # resident memory against the daemon's resident_bytes: far above it,
+        # the restore copied what the daemon believes is remote
+        rss = [ln.split(":", 1)[1].strip() for ln in _read_text(f"/proc/{pid}/status").splitlines()
+               if ln.startswith("RssAnon:")]
+        out.append(f"{name} (pid {pid}) RssAnon {rss[0] if rss else '?'}, threads:")
+        out += thread_states(pid)
+    return "\n".join(out)
