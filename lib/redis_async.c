@@ -32,6 +32,11 @@ struct dp_rasync {
     size_t nretry;
     int need_refresh;
     uint64_t refreshed_ns;
+    /* the slot map read again without waiting: one CLUSTER SLOTS at a time,
+     * from the nodes in turn */
+    struct dp_rcmd slots_cmd;
+    struct dp_racmd slots;
+    int slots_inflight, slots_next;
     int in_process;
     struct dp_err err;
 };
@@ -266,6 +271,7 @@ void dp_rasync_free(struct dp_rasync *a)
 {
     if (!a)
         return;
+    dp_rcmd_reset(&a->slots_cmd);
     for (int i = 0; i < DP_REDIS_MAX_NODES; i++)
         dp_rconn_close(a->nodes[i].c);
     if (a->ep >= 0)
@@ -303,20 +309,46 @@ size_t dp_rasync_pending(const struct dp_rasync *a)
     return n;
 }
 
-/* Commands waiting to be sent again: due ones go out (after the map is read
- * again if it is stale), those past their deadline fail. */
+/* The map's new version (or why not) from the node asked. */
+static void slots_done(struct dp_racmd *cmd, int status)
+{
+    struct dp_rasync *a = cmd->opaque;
+    struct dp_err e = {{0}};
+    a->slots_inflight = 0;
+    if (status == 0 && dp_rcluster_apply_slots(a->cl, cmd->c->node, cmd->c->reply, &e) == 0)
+        a->need_refresh = 0;
+    else
+        dp_err_set(&a->err, "reading the slot map again: %s", status == 0 ? e.msg : a->err.msg);
+    dp_rcmd_reset(cmd->c);
+}
+
+/* Asks the next node in turn for the slot map (at most one question at a
+ * time, at most every REFRESH_NS): the loop never waits for it. */
+static void refresh_start(struct dp_rasync *a, uint64_t now)
+{
+    int nn = dp_rcluster_nodes(a->cl);
+    if (!a->need_refresh || a->slots_inflight || now - a->refreshed_ns < REFRESH_NS || nn <= 0)
+        return;
+    a->refreshed_ns = now;
+    int idx = a->slots_next++ % nn;
+    struct dp_rcmd *c = &a->slots_cmd;
+    dp_rcmd_init(c, -1);
+    dp_rcmd_arg(c, "CLUSTER", 7);
+    dp_rcmd_arg(c, "SLOTS", 5);
+    a->slots = (struct dp_racmd){.c = c, .force_node = idx, .deadline_ns = now + 2 * RETRY_NS * 10,
+                                 .done = slots_done, .opaque = a};
+    a->slots_inflight = 1;
+    if (route(a, &a->slots) < 0)
+        complete(a, &a->slots, -1);
+}
+
+/* Commands waiting to be sent again: due ones go out (with the map as it
+ * is; a stale entry costs a redirect), those past their deadline fail. */
 static void run_retries(struct dp_rasync *a, uint64_t now)
 {
+    refresh_start(a, now);
     if (!a->retry)
         return;
-    if (a->need_refresh && now - a->refreshed_ns >= REFRESH_NS) {
-        struct dp_err e = {{0}};
-        a->refreshed_ns = now;
-        if (dp_rcluster_refresh(a->cl, &e) == 0)
-            a->need_refresh = 0;
-        else
-            dp_err_set(&a->err, "%s", e.msg);
-    }
     struct dp_racmd *list = a->retry;
     a->retry = NULL;
     a->nretry = 0;

@@ -101,9 +101,9 @@ int dp_rcluster_masters(const struct dp_rcluster *cl);
 int dp_rcluster_nodes(const struct dp_rcluster *cl);
 /* The node serving slot, -1 when none is known. */
 int dp_rcluster_route(const struct dp_rcluster *cl, unsigned slot);
-/* Reads the slot map again (blocking, one round trip to the first node that
- * answers; bounded by the store's timeout per node). */
-int dp_rcluster_refresh(struct dp_rcluster *cl, struct dp_err *err);
+/* A CLUSTER SLOTS reply r from node (its host stands for an empty one):
+ * the new map replaces the old one whole; -1 with err (the old map kept). */
+int dp_rcluster_apply_slots(struct dp_rcluster *cl, int node, const redisReply *r, struct dp_err *err);
 /* A new nonblocking connection to node (dp_rconn_start), with the store's
  * TLS and AUTH settings. */
 struct dp_rconn *dp_rcluster_node_start(struct dp_rcluster *cl, int node, struct dp_err *err);

@@ -28,12 +28,26 @@ struct fnode {
     pthread_t th;
 };
 
+/* The slot a MOVED gave to the other node (-1: none); both nodes' CLUSTER
+ * SLOTS say so from then on, as a real cluster's would. */
+static volatile int moved_slot = -1;
+
 /* The reply of node n to one command (argv, argc). NULL: close the connection. */
 static const char *answer(struct fnode *n, char **argv, int argc, char *buf, size_t len, int *asking)
 {
     if (argc == 2 && !strcmp(argv[0], "CLUSTER") && !strcmp(argv[1], "SLOTS")) {
-        struct fnode *a = n->other && n->port > n->other->port ? n->other : n; /* the lower port owns all */
-        snprintf(buf, len, "*1\r\n*3\r\n:0\r\n:16383\r\n*2\r\n$9\r\n127.0.0.1\r\n:%d\r\n", a->port);
+        /* the lower port owns every slot but the one a MOVED gave away */
+        struct fnode *a = n->other && n->port > n->other->port ? n->other : n, *b = a->other;
+        int m = moved_slot;
+        if (m < 0) {
+            snprintf(buf, len, "*1\r\n*3\r\n:0\r\n:16383\r\n*2\r\n$9\r\n127.0.0.1\r\n:%d\r\n", a->port);
+        } else {
+            snprintf(buf, len,
+                     "*3\r\n*3\r\n:0\r\n:%d\r\n*2\r\n$9\r\n127.0.0.1\r\n:%d\r\n"
+                     "*3\r\n:%d\r\n:%d\r\n*2\r\n$9\r\n127.0.0.1\r\n:%d\r\n"
+                     "*3\r\n:%d\r\n:16383\r\n*2\r\n$9\r\n127.0.0.1\r\n:%d\r\n",
+                     m - 1, a->port, m, m, b->port, m + 1, a->port);
+        }
         return buf;
     }
     if (argc == 1 && !strcmp(argv[0], "ASKING")) {
@@ -48,6 +62,7 @@ static const char *answer(struct fnode *n, char **argv, int argc, char *buf, siz
     unsigned slot = dp_redis_keyslot(k, strlen(k));
     int owner = n->other && n->port < n->other->port; /* the lower port: the map's owner */
     if (!strcmp(k, "moved") && owner) {
+        moved_slot = (int)slot;
         snprintf(buf, len, "-MOVED %u 127.0.0.1:%d\r\n", slot, n->other->port);
         return buf;
     }
@@ -169,6 +184,7 @@ struct rig {
 static int rig_setup(void **state)
 {
     struct rig *r = calloc(1, sizeof(*r));
+    moved_slot = -1;
     r->a.other = &r->b;
     r->b.other = &r->a;
     fnode_start(&r->a);
