@@ -12,6 +12,7 @@
 
 #define RETRY_NS (50ull * 1000000ull)     /* a lost node, a transient error */
 #define REFRESH_NS (50ull * 1000000ull)   /* at most one slot map read per */
+#define SLOTS_WAIT_NS (1000ull * 1000000ull) /* a node asked for the map answers within */
 
 /* One node's connection and the commands whose replies it owes, in order. */
 struct anode {
@@ -335,7 +336,7 @@ static void refresh_start(struct dp_rasync *a, uint64_t now)
     dp_rcmd_init(c, -1);
     dp_rcmd_arg(c, "CLUSTER", 7);
     dp_rcmd_arg(c, "SLOTS", 5);
-    a->slots = (struct dp_racmd){.c = c, .force_node = idx, .deadline_ns = now + 2 * RETRY_NS * 10,
+    a->slots = (struct dp_racmd){.c = c, .force_node = idx, .deadline_ns = now + SLOTS_WAIT_NS,
                                  .done = slots_done, .opaque = a};
     a->slots_inflight = 1;
     if (route(a, &a->slots) < 0)
