@@ -295,6 +295,46 @@ static void node_drop(struct dp_rcluster *cl, int i)
     cl->nodes[i].c = NULL;
 }
 
+int dp_rcluster_apply_slots(struct dp_rcluster *cl, int node, const redisReply *r, struct dp_err *err)
+{
+    if (node < 0 || node >= cl->nnodes) {
+        dp_err_set(err, "CLUSTER SLOTS from an unknown node");
+        return -1;
+    }
+    if (r->type == REDIS_REPLY_ERROR) {
+        dp_err_set(err, "%s: CLUSTER SLOTS: %.200s", cl->nodes[node].name, r->str);
+        return -1;
+    }
+    struct dp_slot_range *v;
+    size_t nv;
+    if (dp_redis_parse_slots(r, cl->nodes[node].host, &v, &nv, err) < 0)
+        return -1;
+    /* the new map whole, or the old one kept */
+    int16_t *map = malloc(sizeof(cl->slot_node));
+    if (!map) {
+        free(v);
+        dp_err_set(err, "out of memory");
+        return -1;
+    }
+    for (size_t k = 0; k < DP_REDIS_SLOTS; k++)
+        map[k] = -1;
+    for (size_t k = 0; k < nv; k++) {
+        int ni = node_find(cl, v[k].host, v[k].port);
+        if (ni < 0) {
+            dp_err_set(err, "the cluster has more than %d nodes", DP_REDIS_MAX_NODES);
+            free(v);
+            free(map);
+            return -1;
+        }
+        for (unsigned s = v[k].start; s <= v[k].end; s++)
+            map[s] = (int16_t)ni;
+    }
+    memcpy(cl->slot_node, map, sizeof(cl->slot_node));
+    free(map);
+    free(v);
+    return 0;
+}
+
 /* Reads the slot map from node i; -1 with err. */
 static int slots_from(struct dp_rcluster *cl, int i, struct dp_err *err)
 {
@@ -306,31 +346,9 @@ static int slots_from(struct dp_rcluster *cl, int i, struct dp_err *err)
         node_drop(cl, i);
         return -1;
     }
-    struct dp_slot_range *v;
-    size_t nv;
-    if (r->type == REDIS_REPLY_ERROR) {
-        dp_err_set(err, "%s: CLUSTER SLOTS: %.200s", cl->nodes[i].name, r->str);
-        freeReplyObject(r);
-        return -1;
-    }
-    int rc = dp_redis_parse_slots(r, cl->nodes[i].host, &v, &nv, err);
+    int rc = dp_rcluster_apply_slots(cl, i, r, err);
     freeReplyObject(r);
-    if (rc < 0)
-        return -1;
-    for (size_t k = 0; k < DP_REDIS_SLOTS; k++)
-        cl->slot_node[k] = -1;
-    for (size_t k = 0; k < nv; k++) {
-        int ni = node_find(cl, v[k].host, v[k].port);
-        if (ni < 0) {
-            dp_err_set(err, "the cluster has more than %d nodes", DP_REDIS_MAX_NODES);
-            free(v);
-            return -1;
-        }
-        for (unsigned s = v[k].start; s <= v[k].end; s++)
-            cl->slot_node[s] = (int16_t)ni;
-    }
-    free(v);
-    return 0;
+    return rc;
 }
 
 /* Reads the slot map again from the first node (known, then seeds) that
@@ -400,6 +418,22 @@ int dp_rcluster_masters(const struct dp_rcluster *cl)
     return n;
 }
 
+int dp_rcluster_nodes(const struct dp_rcluster *cl) { return cl->nnodes; }
+
+int dp_rcluster_route(const struct dp_rcluster *cl, unsigned slot)
+{
+    return slot < DP_REDIS_SLOTS ? cl->slot_node[slot] : -1;
+}
+
+struct dp_rconn *dp_rcluster_node_start(struct dp_rcluster *cl, int node, struct dp_err *err)
+{
+    if (node < 0 || node >= cl->nnodes) {
+        dp_err_set(err, "no node %d in the store's map", node);
+        return NULL;
+    }
+    return dp_rconn_start(cl->nodes[node].host, cl->nodes[node].port, &cl->o, cl->ctx, err);
+}
+
 /* The errors after which a command is simply sent again (a failover or a
  * slot migration in progress): one classifier for the family. */
 static int transient_error(const redisReply *r)
@@ -413,11 +447,8 @@ static int transient_error(const redisReply *r)
     return 0;
 }
 
-/* What to do with one reply: 0 = keep it (done), 1 = send the command again
- * (redirected, or transient; *refresh when the map is stale), -1 = the
- * redirect is malformed (err). */
-static int classify_reply(struct dp_rcluster *cl, struct dp_rcmd *c, redisReply *r, int *refresh, int *backoff,
-                          struct dp_err *err)
+int dp_rcluster_classify(struct dp_rcluster *cl, struct dp_rcmd *c, redisReply *r, int *refresh, int *backoff,
+                         struct dp_err *err)
 {
     if (r->type != REDIS_REPLY_ERROR)
         return 0;
@@ -500,7 +531,7 @@ static int recv_node(struct dp_rcluster *cl, int ni, struct dp_rcmd *cmds, size_
         }
         if (dp_rconn_read(c, &r, deadline, lost) < 0)
             goto lost;
-        int k = classify_reply(cl, &cmds[i], r, refresh, backoff, err);
+        int k = dp_rcluster_classify(cl, &cmds[i], r, refresh, backoff, err);
         if (k < 0) {
             freeReplyObject(r);
             node_drop(cl, ni); /* a node that lies about slots is not trusted further */

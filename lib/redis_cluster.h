@@ -95,4 +95,23 @@ const char *dp_rcluster_node_name(const struct dp_rcluster *cl, int node);
 /* Number of distinct masters in the map (for messages and tests). */
 int dp_rcluster_masters(const struct dp_rcluster *cl);
 
+/* ---- for the asynchronous layer (redis_async.h): one map, one classifier ---- */
+
+/* Nodes known (indexes are stable: the table only grows). */
+int dp_rcluster_nodes(const struct dp_rcluster *cl);
+/* The node serving slot, -1 when none is known. */
+int dp_rcluster_route(const struct dp_rcluster *cl, unsigned slot);
+/* A CLUSTER SLOTS reply r from node (its host stands for an empty one):
+ * the new map replaces the old one whole; -1 with err (the old map kept). */
+int dp_rcluster_apply_slots(struct dp_rcluster *cl, int node, const redisReply *r, struct dp_err *err);
+/* A new nonblocking connection to node (dp_rconn_start), with the store's
+ * TLS and AUTH settings. */
+struct dp_rconn *dp_rcluster_node_start(struct dp_rcluster *cl, int node, struct dp_err *err);
+/* What to do with reply r to c: 0 = keep it (done, perhaps a Redis error
+ * that is not a redirect), 1 = send c again (MOVED: the map entry is
+ * updated; ASK: c->ask_node set; transient: *backoff), *refresh when the
+ * map is stale; -1 = a malformed or inconsistent redirect (err). */
+int dp_rcluster_classify(struct dp_rcluster *cl, struct dp_rcmd *c, redisReply *r, int *refresh, int *backoff,
+                         struct dp_err *err);
+
 #endif

@@ -24,7 +24,17 @@ struct dp_rconn {
     char name[64];
     char *wbuf;             /* queued commands */
     size_t wlen, wcap;
+    /* asynchronous use (dp_rconn_start/pump/take): never waits */
+    int state;              /* RC_UP, or still connecting / in the TLS handshake */
+    size_t woff;            /* bytes of wbuf already sent */
+    short hs_want;          /* what the handshake waits for */
+    short rwant, wwant;     /* what a TLS read / write that could not go on waits for */
+    int auth_pending;       /* the first reply is AUTH's, checked here */
+    SSL_CTX *ctx;
+    char host[48];
 };
+
+enum { RC_UP = 0, RC_CONNECTING, RC_HANDSHAKE };
 
 /* ---- bounded reply objects ---------------------------------------------------
  * hiredis's default functions, with limits: a reply array or string beyond our
@@ -224,16 +234,41 @@ static ssize_t io_result(struct dp_rconn *c, ssize_t n, short *ev, short want, c
     return -1;
 }
 
+/* One nonblocking send of up to len bytes: >0 sent, 0 = wait for *ev, -1 failed. */
+static ssize_t try_send(struct dp_rconn *c, const char *buf, size_t len, short *ev, struct dp_err *err)
+{
+    size_t chunk = len > (1u << 30) ? (1u << 30) : len;
+    ssize_t n = c->ssl ? SSL_write(c->ssl, buf, (int)chunk) : send(c->fd, buf, chunk, MSG_NOSIGNAL);
+    *ev = POLLOUT;
+    return io_result(c, n, ev, POLLOUT, "send", err);
+}
+
+/* One nonblocking read into the reply reader: >0 bytes fed, 0 = wait for
+ * *ev, -1 failed (also when too much unparsed input is held). */
+static ssize_t try_recv(struct dp_rconn *c, short *ev, struct dp_err *err)
+{
+    char buf[65536];
+    if (c->rd->len - c->rd->pos > DP_REDIS_MAX_PENDING) {
+        dp_err_set(err, "%s: reply larger than %u MiB; closing the connection", c->name, DP_REDIS_MAX_PENDING >> 20);
+        return -1;
+    }
+    ssize_t n = c->ssl ? SSL_read(c->ssl, buf, sizeof(buf)) : recv(c->fd, buf, sizeof(buf), 0);
+    *ev = POLLIN;
+    ssize_t r = io_result(c, n, ev, POLLIN, "receive", err);
+    if (r > 0 && redisReaderFeed(c->rd, buf, (size_t)r) != REDIS_OK) {
+        dp_err_set(err, "%s: out of memory buffering a reply", c->name);
+        return -1;
+    }
+    return r;
+}
+
 /* Writes all of buf before the deadline. */
 static int send_all(struct dp_rconn *c, const char *buf, size_t len, uint64_t deadline_ns, struct dp_err *err)
 {
     size_t off = 0;
     while (off < len) {
-        size_t chunk = len - off > (1u << 30) ? (1u << 30) : len - off;
-        ssize_t n = c->ssl ? SSL_write(c->ssl, buf + off, (int)chunk)
-                           : send(c->fd, buf + off, chunk, MSG_NOSIGNAL);
-        short ev = POLLOUT;
-        ssize_t r = io_result(c, n, &ev, POLLOUT, "send", err);
+        short ev;
+        ssize_t r = try_send(c, buf + off, len - off, &ev, err);
         if (r < 0)
             return -1;
         if (r == 0 && wait_fd(c, ev, deadline_ns, err) < 0)
@@ -246,25 +281,11 @@ static int send_all(struct dp_rconn *c, const char *buf, size_t len, uint64_t de
 /* Reads what is available (waiting until something is) into the reader. */
 static int recv_some(struct dp_rconn *c, uint64_t deadline_ns, struct dp_err *err)
 {
-    char buf[65536];
     for (;;) {
-        if (c->rd->len - c->rd->pos > DP_REDIS_MAX_PENDING) {
-            dp_err_set(err, "%s: reply larger than %u MiB; closing the connection", c->name,
-                       DP_REDIS_MAX_PENDING >> 20);
-            return -1;
-        }
-        ssize_t n = c->ssl ? SSL_read(c->ssl, buf, sizeof(buf)) : recv(c->fd, buf, sizeof(buf), 0);
-        short ev = POLLIN;
-        ssize_t r = io_result(c, n, &ev, POLLIN, "receive", err);
-        if (r < 0)
-            return -1;
-        if (r > 0) {
-            if (redisReaderFeed(c->rd, buf, (size_t)r) != REDIS_OK) {
-                dp_err_set(err, "%s: out of memory buffering a reply", c->name);
-                return -1;
-            }
-            return 0;
-        }
+        short ev;
+        ssize_t r = try_recv(c, &ev, err);
+        if (r != 0)
+            return r < 0 ? -1 : 0;
         if (wait_fd(c, ev, deadline_ns, err) < 0)
             return -1;
     }
@@ -272,8 +293,8 @@ static int recv_some(struct dp_rconn *c, uint64_t deadline_ns, struct dp_err *er
 
 /* ---- connection ------------------------------------------------------------------ */
 
-/* TCP connect with a deadline, nonblocking from then on. */
-static int tcp_connect(struct dp_rconn *c, const char *host, uint16_t port, uint64_t deadline_ns, struct dp_err *err)
+/* Starts a nonblocking TCP connect (it may still be in progress). */
+static int tcp_start(struct dp_rconn *c, const char *host, uint16_t port, struct dp_err *err)
 {
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
     if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) {
@@ -288,11 +309,15 @@ static int tcp_connect(struct dp_rconn *c, const char *host, uint16_t port, uint
     int one = 1;
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     if (connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 && errno != EINPROGRESS) {
-        dp_err_set(err, "%s: connect: %s", c->name, strerror(errno));
+        dp_err_set(err, "%s: connect: %s (is the store up? 'distriproc lab cluster up')", c->name, strerror(errno));
         return -1;
     }
-    if (wait_fd(c, POLLOUT, deadline_ns, err) < 0)
-        return -1;
+    return 0;
+}
+
+/* The outcome of a connect that became writable. */
+static int tcp_check(struct dp_rconn *c, struct dp_err *err)
+{
     int soerr = 0;
     socklen_t sl = sizeof(soerr);
     if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0 || soerr) {
@@ -303,20 +328,39 @@ static int tcp_connect(struct dp_rconn *c, const char *host, uint16_t port, uint
     return 0;
 }
 
-/* TLS handshake, the node's certificate checked against its address. */
-static int tls_handshake(struct dp_rconn *c, SSL_CTX *ctx, const char *host, uint64_t deadline_ns,
-                         struct dp_err *err)
+/* TCP connect with a deadline, nonblocking from then on. */
+static int tcp_connect(struct dp_rconn *c, const char *host, uint16_t port, uint64_t deadline_ns, struct dp_err *err)
+{
+    if (tcp_start(c, host, port, err) < 0 || wait_fd(c, POLLOUT, deadline_ns, err) < 0)
+        return -1;
+    return tcp_check(c, err);
+}
+
+/* The connection's TLS state: the node's certificate is checked against its
+ * address; writes may be partial and resumed from a moved buffer (the
+ * pipeline's buffer grows while a write waits). */
+static int tls_setup(struct dp_rconn *c, SSL_CTX *ctx, const char *host, struct dp_err *err)
 {
     c->ssl = SSL_new(ctx);
     if (!c->ssl || SSL_set_fd(c->ssl, c->fd) != 1) {
         dp_err_set(err, "%s: TLS setup: %s", c->name, ssl_errstr("out of memory"));
         return -1;
     }
+    SSL_set_mode(c->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     X509_VERIFY_PARAM *vp = SSL_get0_param(c->ssl);
     if (X509_VERIFY_PARAM_set1_ip_asc(vp, host) != 1) {
         dp_err_set(err, "%s: TLS: cannot check the certificate against %s", c->name, host);
         return -1;
     }
+    return 0;
+}
+
+/* TLS handshake, the node's certificate checked against its address. */
+static int tls_handshake(struct dp_rconn *c, SSL_CTX *ctx, const char *host, uint64_t deadline_ns,
+                         struct dp_err *err)
+{
+    if (tls_setup(c, ctx, host, err) < 0)
+        return -1;
     for (;;) {
         int r = SSL_connect(c->ssl);
         if (r == 1)
@@ -334,28 +378,42 @@ static int tls_handshake(struct dp_rconn *c, SSL_CTX *ctx, const char *host, uin
     }
 }
 
-/* AUTH [user] pass; a refusal says what to check. */
-static int authenticate(struct dp_rconn *c, const struct dp_redis_opts *o, struct dp_err *err)
+/* AUTH [user] pass, queued as the pipeline's next command. */
+static int append_auth(struct dp_rconn *c, const struct dp_redis_opts *o)
 {
-    const char *argv[3] = {"AUTH", o->user, o->pass};
-    size_t lens[3] = {4, strlen(o->user), strlen(o->pass)};
-    redisReply *r = NULL;
-    int rc = o->user[0] ? dp_rconn_call(c, 3, argv, lens, &r, err)
-                        : dp_rconn_call(c, 2, (const char *[]){"AUTH", o->pass}, (size_t[]){4, lens[2]}, &r, err);
-    if (rc < 0)
-        return -1;
-    if (r->type != REDIS_REPLY_STATUS || strcmp(r->str, "OK") != 0) {
-        dp_err_set(err, "%s: AUTH refused: %.200s; check the store's password (--store-pass-file)", c->name,
-                   r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
-        freeReplyObject(r);
-        return -1;
-    }
-    freeReplyObject(r);
-    return 0;
+    if (o->user[0])
+        return dp_rconn_append(c, 3, (const char *[]){"AUTH", o->user, o->pass},
+                               (size_t[]){4, strlen(o->user), strlen(o->pass)});
+    return dp_rconn_append(c, 2, (const char *[]){"AUTH", o->pass}, (size_t[]){4, strlen(o->pass)});
 }
 
-struct dp_rconn *dp_rconn_open(const char *host, uint16_t port, const struct dp_redis_opts *o,
-                               struct ssl_ctx_st *ctx, struct dp_err *err)
+/* AUTH's reply (freed here): a refusal says what to check. */
+static int auth_check(struct dp_rconn *c, redisReply *r, struct dp_err *err)
+{
+    int ok = r->type == REDIS_REPLY_STATUS && strcmp(r->str, "OK") == 0;
+    if (!ok)
+        dp_err_set(err, "%s: AUTH refused: %.200s; check the store's password (--store-pass-file)", c->name,
+                   r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+    freeReplyObject(r);
+    return ok ? 0 : -1;
+}
+
+/* AUTH, waiting for the answer (bounded). */
+static int authenticate(struct dp_rconn *c, const struct dp_redis_opts *o, struct dp_err *err)
+{
+    uint64_t deadline = dp_now_ns() + 10000ull * 1000000ull;
+    redisReply *r = NULL;
+    if (append_auth(c, o) < 0) {
+        dp_err_set(err, "out of memory");
+        return -1;
+    }
+    if (dp_rconn_flush(c, deadline, err) < 0 || dp_rconn_read(c, &r, deadline, err) < 0)
+        return -1;
+    return auth_check(c, r, err);
+}
+
+/* A connection object for host:port, not connected yet. */
+static struct dp_rconn *conn_new(const char *host, uint16_t port, struct ssl_ctx_st *ctx, struct dp_err *err)
 {
     struct dp_rconn *c = calloc(1, sizeof(*c));
     if (!c) {
@@ -363,13 +421,25 @@ struct dp_rconn *dp_rconn_open(const char *host, uint16_t port, const struct dp_
         return NULL;
     }
     c->fd = -1;
+    c->ctx = ctx;
     snprintf(c->name, sizeof(c->name), "%.40s:%u", host, (unsigned)port);
+    snprintf(c->host, sizeof(c->host), "%s", host);
     c->rd = dp_redis_reader_new();
-    uint64_t deadline = dp_now_ns() + (uint64_t)(o->timeout_ms > 0 ? o->timeout_ms : 5000) * 1000000ull;
     if (!c->rd) {
         dp_err_set(err, "out of memory");
-        goto fail;
+        free(c);
+        return NULL;
     }
+    return c;
+}
+
+struct dp_rconn *dp_rconn_open(const char *host, uint16_t port, const struct dp_redis_opts *o,
+                               struct ssl_ctx_st *ctx, struct dp_err *err)
+{
+    struct dp_rconn *c = conn_new(host, port, ctx, err);
+    if (!c)
+        return NULL;
+    uint64_t deadline = dp_now_ns() + (uint64_t)(o->timeout_ms > 0 ? o->timeout_ms : 5000) * 1000000ull;
     if (tcp_connect(c, host, port, deadline, err) < 0)
         goto fail;
     if (ctx && tls_handshake(c, ctx, host, deadline, err) < 0)
@@ -461,3 +531,135 @@ int dp_rconn_call(struct dp_rconn *c, int argc, const char **argv, const size_t 
         return -1;
     return dp_rconn_read(c, out, deadline, err);
 }
+
+/* ---- asynchronous use: the caller's event loop drives the connection ---------- */
+
+struct dp_rconn *dp_rconn_start(const char *host, uint16_t port, const struct dp_redis_opts *o,
+                                struct ssl_ctx_st *ctx, struct dp_err *err)
+{
+    struct dp_rconn *c = conn_new(host, port, ctx, err);
+    if (!c)
+        return NULL;
+    if (tcp_start(c, host, port, err) < 0)
+        goto fail;
+    c->state = RC_CONNECTING;
+    if (o->pass[0]) { /* first on the wire; its reply is checked by dp_rconn_take */
+        if (append_auth(c, o) < 0) {
+            dp_err_set(err, "out of memory");
+            goto fail;
+        }
+        c->auth_pending = 1;
+    }
+    return c;
+fail:
+    dp_rconn_close(c);
+    return NULL;
+}
+
+int dp_rconn_fd(const struct dp_rconn *c) { return c->fd; }
+
+short dp_rconn_events(const struct dp_rconn *c)
+{
+    if (c->state == RC_CONNECTING)
+        return POLLOUT;
+    if (c->state == RC_HANDSHAKE)
+        return c->hs_want;
+    short ev = POLLIN;
+    if (c->wlen > c->woff)
+        ev |= c->wwant ? c->wwant : POLLOUT;
+    if (c->rwant == POLLOUT)
+        ev |= POLLOUT; /* a TLS read that must write first */
+    return ev;
+}
+
+/* Connect, then the TLS handshake, without waiting: 1 when up, 0 not yet. */
+static int advance_connect(struct dp_rconn *c, struct dp_err *err)
+{
+    if (c->state == RC_CONNECTING) {
+        struct pollfd p = {.fd = c->fd, .events = POLLOUT};
+        if (poll(&p, 1, 0) <= 0)
+            return 0;
+        if (tcp_check(c, err) < 0)
+            return -1;
+        if (!c->ctx) {
+            c->state = RC_UP;
+            return 1;
+        }
+        if (tls_setup(c, c->ctx, c->host, err) < 0)
+            return -1;
+        c->state = RC_HANDSHAKE;
+    }
+    int r = SSL_connect(c->ssl);
+    if (r == 1) {
+        c->state = RC_UP;
+        return 1;
+    }
+    int e = SSL_get_error(c->ssl, r);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        c->hs_want = e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT;
+        return 0;
+    }
+    long v = SSL_get_verify_result(c->ssl);
+    dp_err_set(err, "%s: TLS handshake failed: %s%s%s", c->name, ssl_errstr("connection closed"),
+               v != X509_V_OK ? "; certificate: " : "", v != X509_V_OK ? X509_verify_cert_error_string(v) : "");
+    return -1;
+}
+
+int dp_rconn_pump(struct dp_rconn *c, struct dp_err *err)
+{
+    if (c->state != RC_UP) {
+        int k = advance_connect(c, err);
+        if (k <= 0)
+            return k;
+    }
+    /* send what is queued, as far as the socket takes it */
+    c->wwant = 0;
+    while (c->woff < c->wlen) {
+        short ev;
+        ssize_t r = try_send(c, c->wbuf + c->woff, c->wlen - c->woff, &ev, err);
+        if (r < 0)
+            return -1;
+        if (r == 0) {
+            c->wwant = ev;
+            break;
+        }
+        c->woff += (size_t)r;
+    }
+    if (c->woff == c->wlen)
+        c->woff = c->wlen = 0;
+    /* read everything that arrived (TLS may hold decrypted bytes the socket
+     * no longer shows: read until it would wait) */
+    c->rwant = 0;
+    for (;;) {
+        short ev;
+        ssize_t r = try_recv(c, &ev, err);
+        if (r < 0)
+            return -1;
+        if (r == 0) {
+            c->rwant = ev;
+            return 0;
+        }
+    }
+}
+
+int dp_rconn_take(struct dp_rconn *c, redisReply **out, struct dp_err *err)
+{
+    for (;;) {
+        void *r = NULL;
+        if (redisReaderGetReply(c->rd, &r) != REDIS_OK) {
+            dp_err_set(err, "%s: bad reply: %s; closing the connection", c->name, c->rd->errstr);
+            return -1;
+        }
+        if (!r)
+            return 0;
+        if (!c->auth_pending) {
+            *out = r;
+            return 1;
+        }
+        c->auth_pending = 0;
+        if (auth_check(c, r, err) < 0)
+            return -1;
+    }
+}
+
+size_t dp_rconn_unsent(const struct dp_rconn *c) { return c->wlen - c->woff; }

@@ -2,7 +2,7 @@
  * AUTH, pipelined commands (hiredis's redisFormatCommandArgv) and replies
  * parsed by hiredis's redisReader under our own bounds (reply object
  * functions that refuse huge arrays and strings, a cap on unparsed input).
- * Blocking with a per-call deadline; the cluster layer (redis_cluster.h)
+ * Blocking with a per-call deadline, or driven by an event loop (below); the cluster layer (redis_cluster.h)
  * pipelines a batch by appending every command, flushing once, then reading
  * the replies in order. */
 #ifndef DP_REDIS_CONN_H
@@ -53,6 +53,25 @@ int dp_rconn_read(struct dp_rconn *c, redisReply **out, uint64_t deadline_ns, st
 /* append + flush + read of one command. */
 int dp_rconn_call(struct dp_rconn *c, int argc, const char **argv, const size_t *lens, redisReply **out,
                   struct dp_err *err);
+
+/* ---- asynchronous use: the caller's event loop drives the connection ----
+ * dp_rconn_start begins a nonblocking connect; TLS (SSL_ERROR_WANT_READ/
+ * WRITE are waits, never errors) and AUTH (queued first; its reply checked
+ * by dp_rconn_take) follow as dp_rconn_pump runs. Commands are queued with
+ * dp_rconn_append at any time; nothing here ever waits. */
+struct dp_rconn *dp_rconn_start(const char *host, uint16_t port, const struct dp_redis_opts *o,
+                                struct ssl_ctx_st *ctx, struct dp_err *err);
+int dp_rconn_fd(const struct dp_rconn *c);
+/* POLLIN / POLLOUT the connection waits for right now. */
+short dp_rconn_events(const struct dp_rconn *c);
+/* Advances the connect/handshake, sends what is queued as far as the socket
+ * takes it, reads what arrived; 0, or -1 with err (unusable then). */
+int dp_rconn_pump(struct dp_rconn *c, struct dp_err *err);
+/* The next reply already received: 1 (*out, caller frees), 0 none yet,
+ * -1 with err (protocol error or AUTH refused: unusable). */
+int dp_rconn_take(struct dp_rconn *c, redisReply **out, struct dp_err *err);
+/* Bytes queued and not yet sent. */
+size_t dp_rconn_unsent(const struct dp_rconn *c);
 
 /* A reader with our bounds, for the connection and the fuzz target. */
 redisReader *dp_redis_reader_new(void);

@@ -17,6 +17,8 @@
 #include "cpid.h"
 #include "hotset.h"
 #include "image.h"
+#include "pageserver_hotset.h"
+#include "perm.h"
 #include "pagesrc_file.h"
 #include "proto.h"
 #include "skeleton.h"
@@ -173,8 +175,7 @@ void dp_store_close(struct dp_store *st)
 
 /* ---- batches ------------------------------------------------------------------ */
 
-/* Every reply of cmds[0..n) is OK (or, with want_int, an integer). */
-static int replies_ok(struct dp_rcmd *cmds, size_t n, int *fenced, struct dp_err *err)
+int dp_store_replies_ok(struct dp_rcmd *cmds, size_t n, int *fenced, struct dp_err *err)
 {
     for (size_t i = 0; i < n; i++) {
         redisReply *r = cmds[i].reply;
@@ -230,7 +231,7 @@ static int exec_durable(struct dp_store *st, struct dp_rcmd *cmds, size_t n, int
         }
         if (dp_rcluster_exec(st->cl, cmds, n, (int)((deadline - now) / 1000000) + 1, err) < 0)
             return -1;
-        if (replies_ok(cmds, n, fenced, err) < 0)
+        if (dp_store_replies_ok(cmds, n, fenced, err) < 0)
             return -1;
         if (st->min_replicas <= 0 || wait_replicas(st, cmds, n, &why))
             return 0;
@@ -484,11 +485,32 @@ static int get_reply(struct dp_store *st, const char *key, struct dp_rcmd *c, st
     return dp_rcluster_exec(st->cl, c, 1, st->timeout_ms, err);
 }
 
-/* The hot set 'checkpoint --classify' stored beside the images (if any),
- * as dp:{ID}:hotset: the restore's --hotset classify|auto reads it. */
+int dp_store_put_blob(struct dp_store *st, const char *what, const uint8_t *data, size_t len, struct dp_err *err)
+{
+    char key[DP_STORE_KEY_MAX];
+    int kl = dp_store_key_meta(key, sizeof(key), st->id, what);
+    if (kl < 0) {
+        dp_err_set(err, "no checkpoint ID");
+        return -1;
+    }
+    if (len > DP_REDIS_MAX_BULK) {
+        dp_err_set(err, "the %s is larger than %u MiB", what, DP_REDIS_MAX_BULK >> 20);
+        return -1;
+    }
+    struct dp_rcmd c;
+    dp_rcmd_init(&c, 1);
+    dp_rcmd_arg(&c, "SET", 3);
+    dp_rcmd_arg(&c, key, (size_t)kl);
+    dp_rcmd_arg(&c, data, len);
+    int rc = exec_durable(st, &c, 1, NULL, err);
+    dp_rcmd_reset(&c);
+    return rc;
+}
+
+/* The hot set 'checkpoint --classify' left beside the images (if any). */
 static int put_hotset(struct dp_store *st, const char *dir, uint64_t *bytes, struct dp_err *err)
 {
-    char path[4200], key[DP_STORE_KEY_MAX];
+    char path[4200];
     snprintf(path, sizeof(path), "%s/%s", dir, DP_HOTSET_FILE);
     *bytes = 0;
     if (access(path, F_OK) < 0)
@@ -497,28 +519,16 @@ static int put_hotset(struct dp_store *st, const char *dir, uint64_t *bytes, str
     size_t len = 0;
     if (dp_read_file(path, &data, &len, err) < 0)
         return -1;
-    if (len > DP_REDIS_MAX_BULK) {
-        free(data);
-        dp_err_set(err, "the hot set %s is larger than %u MiB", path, DP_REDIS_MAX_BULK >> 20);
-        return -1;
-    }
-    int kl = dp_store_key_meta(key, sizeof(key), st->id, "hotset");
-    struct dp_rcmd c;
-    dp_rcmd_init(&c, 1);
-    dp_rcmd_arg(&c, "SET", 3);
-    dp_rcmd_arg(&c, key, (size_t)kl);
-    dp_rcmd_arg(&c, data, len);
-    int rc = exec_durable(st, &c, 1, NULL, err);
-    dp_rcmd_reset(&c);
+    int rc = dp_store_put_blob(st, "hotset", data, len, err);
     free(data);
     *bytes = len;
     return rc;
 }
 
-int dp_store_get_hotset(struct dp_store *st, uint8_t **buf, size_t *len, struct dp_err *err)
+int dp_store_get_blob(struct dp_store *st, const char *what, uint8_t **buf, size_t *len, struct dp_err *err)
 {
     char key[DP_STORE_KEY_MAX];
-    if (dp_store_key_meta(key, sizeof(key), st->id, "hotset") < 0) {
+    if (dp_store_key_meta(key, sizeof(key), st->id, what) < 0) {
         dp_err_set(err, "no checkpoint ID");
         return -1;
     }
@@ -527,10 +537,10 @@ int dp_store_get_hotset(struct dp_store *st, uint8_t **buf, size_t *len, struct 
         return -1;
     int rc = 0;
     if (c.reply->type == REDIS_REPLY_NIL) {
-        dp_err_set(err, "no classification stored with this checkpoint (checkpoint --classify --store)");
+        dp_err_set(err, "no %s stored with this checkpoint", what);
         rc = 1;
     } else if (c.reply->type != REDIS_REPLY_STRING || !(*buf = malloc(c.reply->len ? c.reply->len : 1))) {
-        dp_err_set(err, "the stored hot set is not a string (or out of memory)");
+        dp_err_set(err, "the stored %s is not a string (or out of memory)", what);
         rc = -1;
     } else {
         memcpy(*buf, c.reply->str, c.reply->len);
@@ -539,6 +549,49 @@ int dp_store_get_hotset(struct dp_store *st, uint8_t **buf, size_t *len, struct 
     dp_rcmd_reset(&c);
     return rc;
 }
+
+int dp_store_pull_hotsets(struct dp_store *st, const struct dp_checkpoint *cp, struct dp_err *err)
+{
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    int rc = dp_store_get_blob(st, "hotset", &buf, &len, err);
+    if (rc < 0)
+        return -1;
+    if (rc == 0) {
+        char path[4200];
+        snprintf(path, sizeof(path), "%s/%s", cp->dir, DP_HOTSET_FILE);
+        FILE *f = dp_fopen_private(path);
+        int wr = f && fwrite(buf, 1, len, f) == len;
+        if (f && fclose(f) != 0)
+            wr = 0;
+        free(buf);
+        if (!wr) {
+            dp_err_set(err, "cannot write %s: %s", path, strerror(errno));
+            return -1;
+        }
+    }
+    buf = NULL;
+    rc = dp_store_get_blob(st, "trace", &buf, &len, err);
+    if (rc < 0)
+        return -1;
+    if (rc == 0) {
+        /* checked against the checkpoint and kept as the page server keeps it */
+        struct dp_hotset_store *hs = NULL;
+        uint64_t pages;
+        uint32_t runs;
+        char name[256];
+        int k = dp_hotset_store_open(cp, &hs, err) < 0 ? -1
+                : dp_hotset_store_put_trace(hs, buf, len, &pages, &runs, name, sizeof(name), err);
+        dp_hotset_store_close(hs);
+        free(buf);
+        if (k != DP_E_OK) {
+            dp_err_set(err, "the fault trace in the store: %s", err->msg);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 
 int dp_store_put_checkpoint(struct dp_store *st, const char *images_dir, struct dp_store_put_stats *s,
                             struct dp_err *err)
@@ -750,15 +803,23 @@ static void eval_init(struct dp_rcmd *c, const char *script, size_t script_len, 
 
 /* ---- lease and fence --------------------------------------------------------------- */
 
+/* Lua numbers are doubles: integers are exact only up to 2^53, and Redis's
+ * Lua prints numbers with "%.14g" (1e+14 and up in exponent form). Epochs
+ * stop at DP_STORE_EPOCH_MAX (14 digits): a lease with more digits does not
+ * decode, and a grant at the bound is refused with the lease unchanged, so an
+ * epoch never rounds, repeats or prints in a form the next grant cannot read. */
+_Static_assert(DP_STORE_EPOCH_MAX == 99999999999999ull, "LEASE_TAKE spells DP_STORE_EPOCH_MAX out");
 static const char LEASE_TAKE[] =
     "local v = redis.call('GET', KEYS[1])\n"
     "local e, h = 0, ''\n"
-    "if v then local a, b = string.match(v, '^(%d+) (.*)$'); if not a then return redis.error_reply('DPBADLEASE') end;"
+    "if v then local a, b = string.match(v, '^(%d+) (.*)$');"
+    " if not a or #a > 14 then return redis.error_reply('DPBADLEASE') end;"
     " e = tonumber(a); h = b end\n"
     "if h == ARGV[1] then return e end\n"
     "if h ~= '' and ARGV[2] ~= '1' then return redis.error_reply('DPHELD ' .. h) end\n"
+    "if e >= 99999999999999 then return redis.error_reply('DPEPOCHMAX ' .. e) end\n"
     "e = e + 1\n"
-    "redis.call('SET', KEYS[1], e .. ' ' .. ARGV[1])\n"
+    "redis.call('SET', KEYS[1], string.format('%d', e) .. ' ' .. ARGV[1])\n"
     "return e\n";
 static const char LEASE_RELEASE[] =
     "local v = redis.call('GET', KEYS[1])\n"
@@ -805,10 +866,17 @@ int dp_store_lease(struct dp_store *st, const char *writer, const char *holder, 
             snprintf(h, sizeof(h), "%s", strstr(err->msg, "DPHELD ") + 7);
             dp_err_set(err, "writer '%s' of this checkpoint is held by %s; if that restore is gone, take it over "
                        "(--take-over): its writes are fenced from then on", writer, h);
+        } else if (strstr(err->msg, "DPEPOCHMAX")) {
+            dp_err_set(err, "writer '%s' of this checkpoint has used every lease epoch (up to %llu); restore with "
+                       "another --store-writer NAME", writer, (unsigned long long)DP_STORE_EPOCH_MAX);
+        } else if (strstr(err->msg, "DPBADLEASE")) {
+            dp_err_set(err, "the lease of writer '%s' in the store is not 'EPOCH HOLDER' with at most 14 digits: "
+                       "not ours, or damaged; restore with another --store-writer NAME", writer);
         }
         return -1;
     }
-    if (c.reply->type != REDIS_REPLY_INTEGER || c.reply->integer < 1) {
+    if (c.reply->type != REDIS_REPLY_INTEGER || c.reply->integer < 1 ||
+        (unsigned long long)c.reply->integer > DP_STORE_EPOCH_MAX) {
         dp_err_set(err, "the lease script answered a non-epoch");
         dp_rcmd_reset(&c);
         return -1;
@@ -854,26 +922,75 @@ void dp_store_lease_release(struct dp_store *st, const char *writer, uint64_t ep
     dp_rcmd_reset(&c);
 }
 
+int dp_store_writers(struct dp_store *st, char (*names)[DP_STORE_WRITER_MAX + 1], uint64_t *epochs, int max,
+                     struct dp_err *err)
+{
+    char tag[64], pat[96];
+    snprintf(tag, sizeof(tag), "{%s:0}", st->id);
+    snprintf(pat, sizeof(pat), "dp:%s:f:*", tag);
+    struct dp_rcmd c;
+    dp_rcmd_init(&c, -1);
+    c.slot = dp_redis_keyslot(tag, strlen(tag));
+    dp_rcmd_arg(&c, "KEYS", 4);
+    dp_rcmd_arg(&c, pat, strlen(pat));
+    if (dp_rcluster_exec(st->cl, &c, 1, st->timeout_ms, err) < 0)
+        return -1;
+    redisReply *r = c.reply;
+    if (r->type != REDIS_REPLY_ARRAY) {
+        dp_err_set(err, "KEYS %s answered %s", pat, r->type == REDIS_REPLY_ERROR ? r->str : "a non-array");
+        dp_rcmd_reset(&c);
+        return -1;
+    }
+    int n = 0;
+    size_t pre = strlen(pat) - 1;
+    for (size_t i = 0; i < r->elements; i++) {
+        redisReply *k = r->element[i];
+        if (k->type != REDIS_REPLY_STRING || k->len <= pre || !dp_store_writer_ok(k->str + pre))
+            continue;
+        if (n < max && names) {
+            snprintf(names[n], sizeof(names[n]), "%s", k->str + pre);
+            struct dp_rcmd g;
+            dp_rcmd_init(&g, 1);
+            dp_rcmd_arg(&g, "GET", 3);
+            dp_rcmd_arg(&g, k->str, k->len);
+            epochs[n] = 0;
+            if (dp_rcluster_exec(st->cl, &g, 1, st->timeout_ms, err) == 0 && g.reply->type == REDIS_REPLY_STRING)
+                epochs[n] = strtoull(g.reply->str, NULL, 10);
+            dp_rcmd_reset(&g);
+        }
+        n++;
+    }
+    dp_rcmd_reset(&c);
+    return n;
+}
+
 /* ---- write-back ------------------------------------------------------------------- */
 
-int dp_store_put_pages(struct dp_store *st, const char *writer, uint64_t epoch, const struct dp_store_page *pages,
-                       size_t n, int *fenced, struct dp_err *err)
+void dp_store_put_plan_free(struct dp_store_putplan *p)
 {
-    *fenced = 0;
-    if (n == 0)
-        return 0;
+    if (p->cmds)
+        free_cmds(p->cmds, p->n);
+    free(p->cmds);
+    free(p->pkeys);
+    free(p->fkeys);
+    free(p->nks);
+    memset(p, 0, sizeof(*p));
+}
+
+int dp_store_put_plan(struct dp_store *st, const char *writer, uint64_t epoch, const struct dp_store_page *pages,
+                      size_t n, struct dp_store_putplan *p, struct dp_err *err)
+{
+    memset(p, 0, sizeof(*p));
     /* One fenced script per (group, up to PUT_GROUP_PAGES pages): group the
      * pages by their group first. */
-    size_t *order = malloc(n * sizeof(*order));
-    unsigned *grp = malloc(n * sizeof(*grp));
-    struct dp_rcmd *cmds = calloc(n, sizeof(*cmds));
-    char (*pkeys)[DP_STORE_KEY_MAX] = calloc(n, sizeof(*pkeys));
-    char (*fkeys)[DP_STORE_KEY_MAX] = calloc(n, sizeof(*fkeys));
-    char (*nks)[8] = calloc(n, sizeof(*nks));
-    char ep[24];
-    int el = snprintf(ep, sizeof(ep), "%" PRIu64, epoch), rc = -1;
-    size_t nc = 0;
-    if (!order || !grp || !cmds || !pkeys || !fkeys || !nks) {
+    size_t *order = malloc((n ? n : 1) * sizeof(*order));
+    unsigned *grp = malloc((n ? n : 1) * sizeof(*grp));
+    p->cmds = calloc(n ? n : 1, sizeof(*p->cmds));
+    p->pkeys = calloc(n ? n : 1, sizeof(*p->pkeys));
+    p->fkeys = calloc(n ? n : 1, sizeof(*p->fkeys));
+    p->nks = calloc(n ? n : 1, sizeof(*p->nks));
+    int el = snprintf(p->ep, sizeof(p->ep), "%" PRIu64, epoch), rc = -1;
+    if (!order || !grp || !p->cmds || !p->pkeys || !p->fkeys || !p->nks) {
         dp_err_set(err, "out of memory");
         goto out;
     }
@@ -881,7 +998,7 @@ int dp_store_put_pages(struct dp_store *st, const char *writer, uint64_t epoch, 
         uint64_t ext = pages[i].img - pages[i].img % DP_STORE_EXT_BYTES;
         grp[i] = dp_store_group(pages[i].pid, ext);
         order[i] = i;
-        if (dp_store_key_page(pkeys[i], DP_STORE_KEY_MAX, st->id, writer, pages[i].pid, pages[i].img) < 0) {
+        if (dp_store_key_page(p->pkeys[i], DP_STORE_KEY_MAX, st->id, writer, pages[i].pid, pages[i].img) < 0) {
             dp_err_set(err, "no store key for pid %d page 0x%" PRIx64, pages[i].pid, pages[i].img);
             goto out;
         }
@@ -898,29 +1015,39 @@ int dp_store_put_pages(struct dp_store *st, const char *writer, uint64_t epoch, 
         size_t k = i;
         while (k < n && grp[order[k]] == g && k - i < PUT_GROUP_PAGES)
             k++;
-        struct dp_rcmd *c = &cmds[nc];
-        int fl = dp_store_key_fence(fkeys[nc], DP_STORE_KEY_MAX, st->id, g, writer);
-        char *nk = nks[nc];
-        int nl = snprintf(nk, sizeof(nks[nc]), "%zu", 1 + (k - i));
+        struct dp_rcmd *c = &p->cmds[p->n];
+        int fl = dp_store_key_fence(p->fkeys[p->n], DP_STORE_KEY_MAX, st->id, g, writer);
+        char *nk = p->nks[p->n];
+        int nl = snprintf(nk, sizeof(p->nks[p->n]), "%zu", 1 + (k - i));
         eval_init(c, FENCED_WRITE, sizeof(FENCED_WRITE) - 1, nk, (size_t)nl);
-        dp_rcmd_arg(c, fkeys[nc], (size_t)fl);
+        dp_rcmd_arg(c, p->fkeys[p->n], (size_t)fl);
         for (size_t j = i; j < k; j++)
-            dp_rcmd_arg(c, pkeys[order[j]], strlen(pkeys[order[j]]));
-        dp_rcmd_arg(c, ep, (size_t)el);
+            dp_rcmd_arg(c, p->pkeys[order[j]], strlen(p->pkeys[order[j]]));
+        dp_rcmd_arg(c, p->ep, (size_t)el);
         for (size_t j = i; j < k; j++)
             dp_rcmd_arg(c, pages[order[j]].data, 4096);
-        nc++;
+        p->n++;
         i = k;
     }
-    rc = exec_durable(st, cmds, nc, fenced, err);
+    rc = 0;
 out:
-    if (cmds)
-        free_cmds(cmds, nc);
     free(order);
     free(grp);
-    free(cmds);
-    free(pkeys);
-    free(fkeys);
-    free(nks);
+    if (rc < 0)
+        dp_store_put_plan_free(p);
+    return rc;
+}
+
+int dp_store_put_pages(struct dp_store *st, const char *writer, uint64_t epoch, const struct dp_store_page *pages,
+                       size_t n, int *fenced, struct dp_err *err)
+{
+    *fenced = 0;
+    if (n == 0)
+        return 0;
+    struct dp_store_putplan p;
+    if (dp_store_put_plan(st, writer, epoch, pages, n, &p, err) < 0)
+        return -1;
+    int rc = exec_durable(st, p.cmds, p.n, fenced, err);
+    dp_store_put_plan_free(&p);
     return rc;
 }

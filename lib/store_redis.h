@@ -38,6 +38,9 @@
 #define DP_STORE_ID_LEN 32u
 #define DP_STORE_WRITER_MAX 32u
 #define DP_STORE_KEY_MAX 160u
+/* The last lease epoch (10^14 - 1): exact as a Lua number and printed by
+ * Redis's Lua without an exponent; a grant beyond it is refused. */
+#define DP_STORE_EPOCH_MAX 99999999999999ull
 
 /* ---- pure: names ---- */
 
@@ -93,9 +96,16 @@ struct dp_store_put_stats {
 int dp_store_put_checkpoint(struct dp_store *st, const char *images_dir, struct dp_store_put_stats *stats,
                             struct dp_err *err);
 
-/* The classify hot set stored with the checkpoint (malloc'd): 0, 1 when
- * there is none (err says so), -1 on error. */
-int dp_store_get_hotset(struct dp_store *st, uint8_t **buf, size_t *len, struct dp_err *err);
+/* dp:{ID}:WHAT ("hotset": the classification; "trace": the newest fault
+ * trace a restore recorded, as its PUT_TRACE payload): SET acknowledged by
+ * WAIT; GET into *buf (malloc'd): 0, 1 when there is none (err says so), -1. */
+int dp_store_put_blob(struct dp_store *st, const char *what, const uint8_t *data, size_t len, struct dp_err *err);
+int dp_store_get_blob(struct dp_store *st, const char *what, uint8_t **buf, size_t *len, struct dp_err *err);
+struct dp_checkpoint;
+/* restore --store: the stored classification and newest trace into the
+ * skeleton's directory cp->dir, where lib/pageserver_hotset.h finds them as
+ * the page server does (the trace checked against the checkpoint). */
+int dp_store_pull_hotsets(struct dp_store *st, const struct dp_checkpoint *cp, struct dp_err *err);
 
 /* restore --store: the skeleton into dir (created); files and bytes out. */
 int dp_store_get_skeleton(struct dp_store *st, const char *dir, uint32_t *files, uint64_t *bytes,
@@ -107,6 +117,13 @@ int dp_store_lease(struct dp_store *st, const char *writer, const char *holder, 
                    struct dp_err *err);
 /* Releases the lease if still ours (best effort at the end of a restore). */
 void dp_store_lease_release(struct dp_store *st, const char *writer, uint64_t epoch);
+
+/* The writers whose fence is raised on this checkpoint (group 0's fence
+ * keys: a restore raises its writer's fence in every group before its first
+ * read): their count, or -1 with err; up to max names and fence epochs out
+ * (names may be NULL). For tests and benchmarks (one KEYS on one node). */
+int dp_store_writers(struct dp_store *st, char (*names)[DP_STORE_WRITER_MAX + 1], uint64_t *epochs, int max,
+                     struct dp_err *err);
 
 /* One page to write back. */
 struct dp_store_page {
@@ -121,6 +138,24 @@ struct dp_store_page {
  * restore holds the fence (never retried). */
 int dp_store_put_pages(struct dp_store *st, const char *writer, uint64_t epoch, const struct dp_store_page *pages,
                        size_t n, int *fenced, struct dp_err *err);
+
+/* The commands of a write-back (fenced scripts, one per group and up to 16
+ * pages), for the store source's asynchronous write-back; the pages' data
+ * must outlive the plan. */
+struct dp_store_putplan {
+    struct dp_rcmd *cmds;
+    size_t n;
+    char (*pkeys)[DP_STORE_KEY_MAX];
+    char (*fkeys)[DP_STORE_KEY_MAX];
+    char (*nks)[8];
+    char ep[24];
+};
+int dp_store_put_plan(struct dp_store *st, const char *writer, uint64_t epoch, const struct dp_store_page *pages,
+                      size_t n, struct dp_store_putplan *p, struct dp_err *err);
+void dp_store_put_plan_free(struct dp_store_putplan *p);
+/* No reply of cmds[0..n) is a Redis error; else -1 with err saying which,
+ * *fenced set (if fenced) when the error is the fence's. */
+int dp_store_replies_ok(struct dp_rcmd *cmds, size_t n, int *fenced, struct dp_err *err);
 
 /* Fetch plans for the page source: one GETRANGE of an extent or one GET of
  * a written-back page. Pure. */

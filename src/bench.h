@@ -31,4 +31,18 @@ void bench_raw_serve(int lfd, uint64_t rtt_us);     /* returns on 'Q' */
 int bench_raw_connect(const struct sockaddr_in *sa, char mode, uint64_t stream_len); /* retries 4 s */
 int64_t bench_raw_roundtrip_ns(int fd);             /* one 'L' exchange, -1 on error */
 
+/* Shared lab helpers (src/bench_lab.c). */
+/* One command line to a workload at addr:port from inside netns (a name
+ * under /run/netns or a path); its reply line into out. The round trip in
+ * seconds, or -1. */
+double bench_line_cmd(const char *netns, const char *addr, int port, const char *cmd, char *out, size_t len,
+                      double timeout_s);
+/* `distriproc lab cluster up`: seed_url gets rediss://SEED, ca and pass the
+ * cluster's CA and password files. */
+int bench_cluster_up(const char *self, char *seed_url, size_t len, char *ca, size_t calen, char *pass,
+                     size_t passlen);
+/* "distriproc bench NAME ARGS..." as run (argv[0] = NAME), for the JSON. */
+void bench_cmdline(int argc, char **argv, char *buf, size_t len);
+int bench_fanout(int argc, char **argv);
+
 #endif

@@ -73,9 +73,9 @@ struct rttres {
     uint64_t rtt_us;
     struct lat floor, raw, remote;           /* application's first touches; client */
     struct lat store;                        /* --store: first touches through the Redis Cluster */
-    struct lat floor_daemon, remote_daemon; /* the daemon's histogram */
+    struct lat floor_daemon, remote_daemon, store_daemon; /* the daemon's histogram */
     double raw_stream_mbps;
-    struct scan scans[MAX_POLICIES];
+    struct scan scans[2 * MAX_POLICIES];  /* page server, then --store, per policy */
     int nscans;
     char error[512];
 };
@@ -118,58 +118,7 @@ static int cmp_double(const void *a, const void *b)
 static double forkmem_cmd(const char *netns, const char *addr, const char *cmd, char *out, size_t len,
                           double timeout_s)
 {
-    int p[2];
-    if (pipe(p) < 0)
-        return -1;
-    pid_t pid = fork();
-    if (pid == 0) {
-        close(p[0]);
-        struct dp_err err;
-        if (lab_enter(lab_host_find(strcmp(netns, lab_hosts[0].netns) == 0 ? "src" : "dst"), &err) < 0)
-            _exit(1);
-        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(FORKMEM_PORT)};
-        inet_pton(AF_INET, addr, &sa.sin_addr);
-        int fd = socket(AF_INET, SOCK_STREAM, 0);
-        struct timeval tv = {.tv_sec = (time_t)timeout_s};
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-        if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
-            _exit(1);
-        char line[128];
-        int n = snprintf(line, sizeof(line), "%s\n", cmd);
-        uint64_t t0 = dp_now_ns();
-        if (dp_write_full(fd, line, (size_t)n) < 0)
-            _exit(1);
-        static char buf[FM_REPLY_MAX];
-        size_t got = 0;
-        while (got + 1 < sizeof(buf)) {
-            ssize_t r = read(fd, buf + got, sizeof(buf) - 1 - got);
-            if (r <= 0)
-                _exit(1);
-            got += (size_t)r;
-            if (memchr(buf, '\n', got))
-                break;
-        }
-        double dt = (double)(dp_now_ns() - t0) / 1e9;
-        dp_write_full(p[1], &dt, sizeof(dt));
-        dp_write_full(p[1], buf, got);
-        _exit(0);
-    }
-    close(p[1]);
-    double dt = -1;
-    static char buf[FM_REPLY_MAX];
-    if (dp_read_full(p[0], &dt, sizeof(dt)) < 0)
-        dt = -1;
-    size_t n = 0;
-    ssize_t r;
-    while (n + 1 < sizeof(buf) && (r = read(p[0], buf + n, sizeof(buf) - 1 - n)) > 0)
-        n += (size_t)r;
-    buf[n] = '\0';
-    close(p[0]);
-    int st;
-    waitpid(pid, &st, 0);
-    if (out)
-        snprintf(out, len, "%s", buf);
-    return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? dt : -1;
+    return bench_line_cmd(netns, addr, FORKMEM_PORT, cmd, out, len, timeout_s);
 }
 
 /* ---- the raw TCP baseline (src/bench_raw.c), run in the lab's hosts -------------- */
@@ -456,6 +405,7 @@ static json_t *json_row(const struct rttres *x, uint64_t mib)
         {"redis_cluster", "first touch (application, exact), restore --store", &x->store},
         {"local_floor_daemon", "daemon histogram (log2 buckets)", &x->floor_daemon},
         {"distriproc_daemon", "daemon histogram (log2 buckets)", &x->remote_daemon},
+        {"redis_cluster_daemon", "daemon histogram (log2 buckets), restore --store", &x->store_daemon},
     };
     json_t *lat = json_object(), *pol = json_array();
     for (size_t k = 0; lat && k < DP_ARRAY_LEN(ser); k++) {
@@ -531,27 +481,32 @@ static int store_url_of(const char *json, char *url, size_t len)
  * `distriproc lab cluster up`; seed_url gets rediss://SEED. */
 static int bench_store_up(struct ctx *c, char *seed_url, size_t len)
 {
-    const char *up[] = {c->self, "lab", "cluster", "up", NULL};
-    char *out = NULL;
-    struct dp_err err = {{0}};
-    int st = dp_orch_run(up, NULL, 120, &out, -1, -1, &err);
-    char *last = out ? strrchr(out, '\n') : NULL;
-    while (last && last > out && last[1] == '\0') {
-        *last = '\0';
-        last = strrchr(out, '\n');
+    return bench_cluster_up(c->self, seed_url, len, c->store_ca, sizeof(c->store_ca), c->store_pass,
+                            sizeof(c->store_pass));
+}
+
+/* One policy through the Redis Cluster (--store), right after the same
+ * policy through the page server: the pair sees the same machine load. */
+static void store_policy(const struct ctx *c, struct rttres *x, const char *pol, long touch)
+{
+    struct scan s = {0};
+    char *stats = NULL, eb[512] = "";
+    int none = strcmp(pol, "none") == 0;
+    if (restore_and_scan(c, STORE, pol, none ? touch : 0, &x->store, &s, &stats, eb, sizeof(eb)) < 0) {
+        dp_warn("faults: redis cluster, prefetch %s: %s", pol, eb);
+        if (!x->error[0])
+            snprintf(x->error, sizeof(x->error), "redis cluster, prefetch %.30s: %.400s", pol, eb);
+    } else {
+        snprintf(s.policy, sizeof(s.policy), "redis-cluster/%.16s", pol);
+        x->scans[x->nscans++] = s;
+        dp_info("faults: redis cluster, prefetch %-8s scan %8.1f MB/s (%.2f s)", pol, s.mbps, s.seconds);
+        if (none && lat_from_stats(stats, &x->store_daemon) < 0)
+            dp_warn("faults: no latency histogram in the store restore's stats");
+        if (none)
+            dp_info("faults: redis cluster fault first touch p50 %.1f us p99 %.1f us (daemon: p50 %.1f us)",
+                    x->store.p50, x->store.p99, x->store_daemon.p50);
     }
-    if (st != 0 || !out) {
-        dp_error("faults: lab cluster up failed");
-        free(out);
-        return -1;
-    }
-    snprintf(seed_url, len, "rediss://%.60s", last ? last + 1 : out);
-    free(out);
-    char dir[256];
-    lab_cluster_dir(dir, sizeof(dir));
-    snprintf(c->store_ca, sizeof(c->store_ca), "%s/ca.crt", dir);
-    snprintf(c->store_pass, sizeof(c->store_pass), "%s/password", dir);
-    return 0;
+    free(stats);
 }
 
 int bench_faults(int argc, char **argv)
@@ -569,9 +524,7 @@ int bench_faults(int argc, char **argv)
     long samples = 5000, touch = 2000;
     int use_store = 0;
     struct ctx c = {.mib = 256, .port = 7450};
-    size_t cl = 0;
-    for (int i = 0; i < argc && cl + 2 < sizeof(cmdline); i++)
-        cl += (size_t)snprintf(cmdline + cl, sizeof(cmdline) - cl, "%s%s", i ? " " : "distriproc bench ", argv[i]);
+    bench_cmdline(argc, argv, cmdline, sizeof(cmdline));
     int ch;
     char *end;
     while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -783,34 +736,15 @@ int bench_faults(int argc, char **argv)
                             "(daemon: p50 %.1f us)", rtt, x->remote.p50, x->remote.p99, x->remote_daemon.p50);
             }
             free(stats);
+            /* The cluster has no emulated RTT: measured in the RTT 0 rows only. */
+            if (use_store && x->rtt_us == 0)
+                store_policy(&c, x, pol_items[k], touch);
         }
         kill(server, SIGTERM);
         if (dp_proc_wait_gone(server, 0, 10) < 0)
             kill(server, SIGKILL);
         waitpid(server, NULL, 0);
         server = -1;
-        /* The cluster has no emulated RTT: measured in the RTT 0 rows only. */
-        for (int k = 0; use_store && x->rtt_us == 0 && k < npol && x->nscans < MAX_POLICIES; k++) {
-            struct scan s = {0};
-            stats = NULL;
-            eb[0] = '\0';
-            int none = strcmp(pol_items[k], "none") == 0;
-            if (restore_and_scan(&c, STORE, pol_items[k], none ? touch : 0, &x->store, &s, &stats, eb,
-                                 sizeof(eb)) < 0) {
-                dp_warn("faults: redis cluster, prefetch %s: %s", pol_items[k], eb);
-                if (!x->error[0])
-                    snprintf(x->error, sizeof(x->error), "redis cluster, prefetch %.30s: %.400s", pol_items[k], eb);
-            } else {
-                snprintf(s.policy, sizeof(s.policy), "redis-cluster/%.16s", pol_items[k]);
-                x->scans[x->nscans++] = s;
-                dp_info("faults: redis cluster, prefetch %-8s scan %8.1f MB/s (%.2f s)%s", pol_items[k], s.mbps,
-                        s.seconds, "");
-                if (none)
-                    dp_info("faults: redis cluster fault first touch p50 %.1f us p99 %.1f us", x->store.p50,
-                            x->store.p99);
-            }
-            free(stats);
-        }
         write_json(json, cmdline, started, bandwidth, c.mib, touch, res, i + 1);
     }
     free(lat_us);

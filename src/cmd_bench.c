@@ -18,6 +18,7 @@ static const struct {
     {"prefetch", bench_prefetch, "one memwalk pass after a lazy restore per prefetch policy, interleaved streams"},
     {"nginx", bench_nginx, "NGINX in a runc container: wrk throughput and P99 vs remote fraction (budget)"},
     {"pg-ttfr", bench_pg_ttfr, "PostgreSQL in a runc container: time to first correct query, lazy vs runc full"},
+    {"fanout", bench_fanout, "restore fan-out of N destinations from one checkpoint in the Redis Cluster"},
     {"warmup", bench_warmup, "time to 90% of steady throughput with and without hot-set replay; hot-set accuracy"},
 };
 

@@ -15,6 +15,7 @@
 #include "jsonout.h"
 #include "lab.h"
 #include "lab_cluster.h"
+#include "lab_fanout.h"
 #include "util.h"
 
 static void usage(FILE *out)
@@ -35,7 +36,8 @@ static void usage(FILE *out)
             "             and only its cap adjusted; leftovers of a crashed run (namespaces,\n"
             "             veth ends, processes in them) are removed first.\n"
             "  down       kill every process in the lab namespaces, delete namespaces and\n"
-            "             veth, remove the lab's Redis Cluster; leaves nothing behind.\n"
+            "             veth (and the fan-out hosts NAME-foN of 'bench fanout'), remove the\n"
+            "             lab's Redis Cluster; leaves nothing behind.\n"
             "  status     what exists (exit status 0 if the lab is up, 3 if not).\n"
             "  exec HOST  run CMD in HOST's network namespace only (setns; no mount\n"
             "             namespace, so CRIU can dump what runs there).\n"
@@ -103,7 +105,7 @@ static int lab_cmd_down(int argc, char **argv)
         dp_error("unexpected argument '%s' for 'lab down'", argv[1]);
         return 2;
     }
-    if (lab_down(&killed, &err) < 0 || lab_cluster_down(NULL, &err) < 0) {
+    if (lab_fanout_down(NULL, &err) < 0 || lab_down(&killed, &err) < 0 || lab_cluster_down(NULL, &err) < 0) {
         dp_error("lab down failed: %s", err.msg);
         return 1;
     }

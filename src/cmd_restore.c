@@ -125,8 +125,9 @@ static void restore_usage(FILE *out)
             "                          exactly (distriproc stats: replay.stage). Not with --budget\n"
             "  --replay-window BYTES   hot-set bytes in flight at once (default 8M)\n"
             "  --record-trace SEC      record the first-touch trace of the first SEC seconds and\n"
-            "                          store it with the checkpoint (page server, or the local\n"
-            "                          images) for the next restore; default 10 from a page server\n"
+            "                          store it with the checkpoint (page server, the local\n"
+            "                          images, or the --store cluster) for the next restore;\n"
+            "                          default 10 from a page server\n"
             "                          without --hotset, else 0 (off); also WORKDIR/trace.bin\n"
             "  --runc-bundle BUNDLE    restore a container checkpointed with 'checkpoint --runc'\n"
             "                          with runc restore --lazy-pages from this OCI bundle (its\n"
@@ -218,6 +219,7 @@ static int enter_netns(const char *host)
  * daemon's loop never blocks on it. ---- */
 struct trace_up {
     const char *source, *key, *workdir, *images_local;
+    const struct dp_store_cli *store;   /* --store: the trace goes there */
     pthread_t th;
     int started;
     uint8_t *buf;
@@ -225,10 +227,28 @@ struct trace_up {
 };
 static struct trace_up trace_up;
 
+/* --store: the trace as the cluster's dp:{ID}:trace (the newest one), over a
+ * connection of the thread's own. */
+static void trace_upload_store(struct trace_up *u)
+{
+    struct dp_err err = {{0}};
+    struct dp_store *st = dp_store_open_cli(u->store, &err);
+    if (!st || dp_store_put_blob(st, "trace", u->buf, u->len, &err) < 0)
+        dp_warn("the fault trace was not stored in %s: %s (it stays in %s/trace.bin)", u->store->url, err.msg,
+                u->workdir);
+    else
+        dp_info("fault trace stored in %s (%zu bytes)", u->store->url, u->len);
+    dp_store_close(st);
+}
+
 static void *trace_upload(void *arg)
 {
     struct trace_up *u = arg;
     struct dp_err err = {{0}};
+    if (u->store) {
+        trace_upload_store(u);
+        return NULL;
+    }
     static uint8_t key[DP_KEY_MAX];
     struct dp_client_opts o = {.connect_timeout_ms = 10000, .give_up_ms = 30000};
     struct dp_client *c = NULL;
@@ -328,17 +348,18 @@ static int load_hotset(const struct restore_args *a, struct dp_pagesrc *src, con
     uint8_t *buf = NULL;
     size_t len = 0;
     int rc = 0;
-    if (a->images) {
+    if (a->images || dp_pagesrc_is_redis(src)) {
+        /* the store's classification and trace land beside the skeleton,
+         * where the local images' hot-set store finds them */
         struct dp_hotset_store *st;
-        if (dp_hotset_store_open(cp, &st, &err) < 0) {
-            dp_error("%s", err.msg);
+        if ((!a->images && dp_store_pull_hotsets(dp_pagesrc_redis_store(src), cp, &err) < 0) ||
+            dp_hotset_store_open(cp, &st, &err) < 0) {
+            dp_error("--hotset %s: %s", a->hotset, err.msg);
             return -1;
         }
         rc = dp_hotset_store_get(st, which, &buf, &len, &err);
         dp_hotset_store_close(st);
         rc = rc == DP_E_OK ? 0 : rc == DP_E_NO_HOTSET ? 1 : -1;
-    } else if (dp_pagesrc_is_redis(src)) {
-        rc = dp_store_get_hotset(dp_pagesrc_redis_store(src), &buf, &len, &err);
     } else if (dp_client_get_hotset(dp_pagesrc_remote_client(src), which, &buf, &len, 30000, &err) < 0) {
         rc = strstr(err.msg, "no fault trace") || strstr(err.msg, "no classification") ? 1 : -1;
     }
@@ -632,11 +653,6 @@ static int parse_args(int argc, char **argv, struct restore_args *a, enum dp_res
     struct dp_err merr = {{0}};
     if (a->metrics && dp_metrics_addr_parse(a->metrics, a->metrics_remote, &a->metrics_addr, &merr) < 0) {
         ARGERR("%s\n", merr.msg);
-        return 2;
-    }
-    uint32_t which = 0;
-    if (a->store.url && a->hotset && dp_hotset_which_parse(a->hotset, &which) == 0 && which == DP_HOTSET_TRACE) {
-        ARGERR("with --store, --hotset takes classify, auto or a FILE (the store keeps no fault traces yet)\n");
         return 2;
     }
     if ((a->budget || a->budget_frac > 0) && !a->source && !a->store.url) {
@@ -1179,11 +1195,6 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
      * restore; local images are only written to when asked (--record-trace) */
     if (a.record_s < 0)
         a.record_s = a.hotset || a.images || a.store.url ? 0 : 10;
-    if (a.store.url && a.record_s > 0) {
-        dp_error("--record-trace with --store: the store keeps no fault traces yet; restore without it");
-        abandon_source(src);
-        return 1;
-    }
     /* the warm-up takes what is known first: the newest trace, else the
      * classification (lib/warmup.h); none known is fine */
     int wu_order = a.warmup != DP_WARMUP_NONE && !a.hotset && !a.stage;
@@ -1222,7 +1233,8 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
         lo.replay_window = (uint32_t)(a.replay_window / DP_PAGE_SIZE);
         lo.replay_stage = a.stage;
         trace_up = (struct trace_up){.source = a.source, .key = a.key, .workdir = workdir,
-                                     .images_local = a.images ? images : NULL};
+                                     .images_local = a.images ? images : NULL,
+                                     .store = a.store.url ? &a.store : NULL};
         lo.trace_sink = trace_sink;
         lo.trace_ctx = &trace_up;
     }

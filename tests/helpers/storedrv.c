@@ -9,14 +9,19 @@
  *       fenced, 1 on any other failure
  *   storedrv URL CA PASSFILE get WRITER PID ADDR NPAGES
  *       reads them back -> {"sha256": ...} (exit 1 if one is missing)
+ *   storedrv URL CA PASSFILE rtt|artt WRITER [N]
+ *       p50/p99 of N GETs of one page through the blocking client (rtt) or
+ *       the asynchronous one driven by poll on its descriptor (artt)
  * URL is redis[s]://ADDR:PORT/ID (ID: 32 hex digits). */
 #include <inttypes.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <openssl/evp.h>
 
+#include "redis_async.h"
 #include "store_redis.h"
 
 /* Hex SHA-256 of n bytes. */
@@ -40,6 +45,9 @@ static void fill(uint8_t *page, uint64_t seed, uint64_t i)
         memcpy(page + k, &x, 8);
     }
 }
+
+/* artt: one GET answered (1) or failed (-1). */
+static void artt_done(struct dp_racmd *a, int status) { *(int *)a->opaque = status == 0 ? 1 : -1; }
 
 int main(int argc, char **argv)
 {
@@ -124,22 +132,41 @@ int main(int argc, char **argv)
             free(keys);
         }
         free(buf);
-    } else if (strcmp(op, "rtt") == 0) { /* p50 of one GET through the cluster client, N times */
+    } else if (strcmp(op, "rtt") == 0 || strcmp(op, "artt") == 0) {
+        /* p50 of one GET, N times: through the blocking client (rtt) or the
+         * asynchronous one the daemon uses, driven by poll on its one
+         * descriptor as the daemon's loop does (artt) */
         int n = argc > 6 ? atoi(argv[6]) : 1000;
         double *us = calloc((size_t)n, sizeof(double));
         char key[DP_STORE_KEY_MAX];
         int kl = dp_store_key_page(key, sizeof(key), st->id, writer, 7, 0x7f0000000000ull);
+        struct dp_rasync *as = op[0] == 'a' ? dp_rasync_new(st->cl, &err) : NULL;
         for (int i = 0; i < n; i++) {
             struct dp_rcmd cmd;
             dp_rcmd_init(&cmd, 1);
             dp_rcmd_arg(&cmd, "GET", 3);
             dp_rcmd_arg(&cmd, key, (size_t)kl);
             uint64_t t0 = dp_now_ns();
-            if (dp_rcluster_exec(st->cl, &cmd, 1, 5000, &err) < 0)
+            if (as) {
+                int done = 0;
+                struct dp_racmd a = {.c = &cmd, .force_node = -1, .deadline_ns = t0 + 5000000000ull,
+                                     .done = artt_done, .opaque = &done};
+                if (dp_rasync_submit(as, &a) < 0)
+                    break;
+                while (!done) {
+                    struct pollfd p = {.fd = dp_rasync_fd(as), .events = POLLIN};
+                    poll(&p, 1, 1000);
+                    dp_rasync_process(as);
+                }
+                if (done < 0)
+                    break;
+            } else if (dp_rcluster_exec(st->cl, &cmd, 1, 5000, &err) < 0) {
                 break;
+            }
             us[i] = (double)(dp_now_ns() - t0) / 1e3;
             dp_rcmd_reset(&cmd);
         }
+        dp_rasync_free(as);
         for (int i = 1; i < n; i++)
             for (int k = i; k > 0 && us[k - 1] > us[k]; k--) {
                 double t = us[k];

@@ -9,6 +9,7 @@ is counted: the tests require 0 errors over every page."""
 
 import json
 import os
+import re
 import signal
 
 import pytest
@@ -178,6 +179,32 @@ def test_store_master_killed_restored_process_keeps_running(procs, tmp_path, clu
     assert stats["source_healthy"] and stats["total"]["pages_fetched"] + stats["total"]["pages_prefetched"] >= PAGES
 
 
+@pytest.mark.time_limit(200)
+def test_store_source_page_server_killed_restored_process_unaffected(procs, tmp_path, cluster):
+    """The source host's page server serves the same checkpoint; it dies while
+    a copy restored from the store runs with most of its pages still remote:
+    the copy never asked it for anything and goes on, every page exact."""
+    st = checkpoint_to_store(procs, tmp_path, cluster, "--write-ratio", "0.2")
+    key = tmp_path / "key"
+    distriproc("keygen", key)
+    util.serve_images(procs, tmp_path / "images", key, 7310)
+    # the page server answers (from dst) before it dies
+    assert json.loads(run(netns_cmd("dst", [util.DISTRIPROC, "query", "--source", f"{HOSTS['src']}:7310", "--key",
+                                            key, "task-map"])).stdout)
+    res = util.restore_json(procs, tmp_path / "w", *store_args(cluster, st["url"]))
+    listener = run(netns_cmd("src", ["ss", "-ltnpH", "sport = :7310"])).stdout
+    (server,) = {int(p) for p in re.findall(r"pid=(\d+)", listener)}
+    os.kill(server, signal.SIGKILL)
+    util.wait_gone(server)
+    assert run(netns_cmd("src", ["ss", "-ltnH", "sport = :7310"])).stdout.strip() == ""
+    writes = util.memwalk_request(HOSTS["dst"], host="dst")["writes"]
+    verify("dst")   # every page, most of them fetched from the store after the kill
+    assert util.memwalk_request(HOSTS["dst"], host="dst")["writes"] > writes
+    assert util.alive(res["pid"])
+    stats = util.lazy_stats(tmp_path / "w")
+    assert stats["source_healthy"] and stats["total"]["pages_fetched"] >= PAGES, stats["total"]
+
+
 @pytest.mark.time_limit(240)
 def test_store_fan_out_two_destinations(procs, tmp_path, cluster):
     st = checkpoint_to_store(procs, tmp_path, cluster, "--write-ratio", "0.2")
@@ -229,6 +256,32 @@ def test_store_fence_refuses_the_older_writer(cluster):
     assert cp.returncode == 1 and "missing" in cp.stderr
 
 
+@pytest.mark.time_limit(120)
+def test_store_lease_epoch_stops_at_its_exact_bound(cluster):
+    """Lua numbers are doubles (exact to 2^53) and Redis's Lua prints them with
+    %.14g: the lease grants epochs up to 10^14 - 1, exactly, and refuses the
+    next one with the lease unchanged; the fence and the writes hold at it."""
+    key = f"dp:{{{TEST_ID}}}:lease:edge"
+    top = 99999999999999
+
+    def lease_value():
+        return redis_cli(cluster, "10.250.0.1", 7001, "-c", "get", key).strip()
+    redis_cli(cluster, "10.250.0.1", 7001, "-c", "set", key, f"{top - 1} gone-holder")
+    e = json.loads(storedrv(cluster, "lease", "edge", "take").stdout)["epoch"]
+    assert e == top and lease_value().startswith(f"{top} "), lease_value()
+    assert json.loads(storedrv(cluster, "put", "edge", e, 9, "0x7f0000000000", 16, 5).stdout)["acked"]
+    cp = storedrv(cluster, "put", "edge", e - 1, 9, "0x7f0000000000", 16, 6, check=False)
+    assert cp.returncode == 3 and "DPFENCED" in cp.stderr, cp.stderr
+    before = lease_value()
+    cp = storedrv(cluster, "lease", "edge", "take", check=False)
+    assert cp.returncode == 1 and "every lease epoch" in cp.stderr and "--store-writer" in cp.stderr, cp.stderr
+    assert lease_value() == before
+    # a lease beyond the bound (not written by us) does not decode
+    redis_cli(cluster, "10.250.0.1", 7001, "-c", "set", key, "9007199254740993 someone")
+    cp = storedrv(cluster, "lease", "edge", "take", check=False)
+    assert cp.returncode == 1 and "at most 14 digits" in cp.stderr, cp.stderr
+
+
 @pytest.mark.time_limit(150)
 def test_store_writes_acknowledged_with_wait_survive_a_master_kill(cluster):
     e = json.loads(storedrv(cluster, "lease", "w").stdout)["epoch"]
@@ -251,7 +304,7 @@ def test_store_writes_acknowledged_with_wait_survive_a_master_kill(cluster):
 
 
 @pytest.mark.time_limit(200)
-def test_store_hot_set_from_classify(procs, tmp_path, cluster):
+def test_store_hot_set_from_classify_and_trace(procs, tmp_path, cluster):
     pid = util.start_container(procs, "src", [MEMWALK, "--mib", MIB, "--pattern", "zipf:1.2"], tmp_path / "src.pid")
     util.wait_memwalk(HOSTS["src"], host="src")
     cp = distriproc("checkpoint", "--host", "src", "--pid", pid, "--images", tmp_path / "images", "--json",
@@ -262,10 +315,28 @@ def test_store_hot_set_from_classify(procs, tmp_path, cluster):
     res = util.restore_json(procs, tmp_path / "w", *store_args(cluster, st["url"]), "--hotset", "classify")
     assert res["hotset_pages"] > 0 and res["hotset_source"] != "none", res
     verify("dst")
-    # a trace is not in the store: refused with a clear message
+    # no fault trace in the store yet: refused, naming what is missing
     cp = distriproc("restore", "--workdir", tmp_path / "w2", "--host", "dst", *store_args(cluster, st["url"]),
                     "--hotset", "trace", check=False)
-    assert cp.returncode == 2 and "fault traces" in cp.stderr, cp.stderr
+    assert cp.returncode == 1 and "no fault trace" in cp.stderr, cp.stderr
+    stop_copy(res)
+    # a copy records its first-touch trace into the store ...
+    rec = util.restore_json(procs, tmp_path / "w3", *store_args(cluster, st["url"]), "--record-trace", "1")
+    key = f"dp:{{{st['id']}}}:trace"
+    util.wait_until(lambda: redis_cli(cluster, "10.250.0.1", 7001, "-c", "exists", key).strip() == "1", 60,
+                    "the fault trace in the store")
+    stop_copy(rec)
+    # ... which the next restore replays (checked against the checkpoint)
+    res = util.restore_json(procs, tmp_path / "w4", *store_args(cluster, st["url"]), "--hotset", "trace")
+    assert res["hotset_source"] == "trace" and res["hotset_pages"] > 0, res
+    verify("dst")
+
+
+def stop_copy(res):
+    """Kills a restored copy (it holds dst's port) and waits for its daemon."""
+    os.kill(res["pid"], signal.SIGKILL)
+    util.wait_gone(res["pid"], timeout=20)
+    util.wait_gone(res["daemon_pid"], timeout=30)
 
 
 # A fake node: answers every connection with one fixed reply, then closes.
@@ -344,3 +415,31 @@ def test_store_budget_writes_survive_a_master_kill(procs, tmp_path, cluster):
     assert m["errors"] == 0 and m["writes"] > 0, m
     b = util.wait_until(lambda: util.lazy_stats(wd)["budget"], 60, "the daemon's stats")
     assert b["evictions"] > PAGES and b["writebacks"] > 200, b
+
+
+# ---- fan-out: every copy in hosts of its own (bench fanout, lib/lab_fanout.h) ----
+
+@pytest.mark.time_limit(300)
+def test_store_fan_out_copies_in_their_own_hosts_exact_and_fenced_apart(lab, tmp_path):
+    """Three destinations restore one checkpoint from the store at once, each in
+    its own network namespace (LAB-foI) and pid namespace, each writing its own
+    pages and, under --budget, writing them back to the store under its own
+    writer's fence and reading them back from there (a one-page victim buffer): every
+    copy reads back exactly its own memory (VERIFY over
+    every page), three distinct writers hold fences, and the destination hosts,
+    dst's forwarding and the cluster are gone afterwards."""
+    out = tmp_path / "fanout.json"
+    distriproc("bench", "fanout", "--n", "3", "--mib", "8", "--write-ratio", "0.3", "--budget", "4M",
+               "--victim-buffer", "4K", "--memwalk", MEMWALK, "--json", out, timeout=280)
+    (r,) = json.loads(out.read_text())["runs"]
+    assert r["n"] == 3 and r["exact"] == 3 and r["writers_fenced"] == 3, r
+    for d in r["destinations"]:
+        assert d["ok"] and d["error"] is None, d
+        assert d["verify_pages"] == 8 * 256 and d["verify_errors"] == 0 and d["verify_bad_bytes"] == 0, d
+        # written back, evicted, then read back from the store (one-page victim buffer)
+        assert d["walk_errors"] == 0 and d["writes"] > 0 and d["writebacks"] > 0 and d["refaults"] > 0, d
+        assert 0 < d["ttfr_s"] <= d["verified_s"], d
+    assert r["pages"] == 3 * 8 * 256 and r["pages_per_s"] > 0
+    assert not [n for n in os.listdir(util.NETNS_DIR) if n.startswith(f"{util.LAB}-fo")]
+    assert run(netns_cmd("dst", ["sysctl", "-n", "net.ipv4.ip_forward"])).stdout.strip() == "0"
+    assert lab_redis_pids() == []
