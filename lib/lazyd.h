@@ -38,7 +38,8 @@ struct dp_lazyd_opts {
     uint32_t evict_batch;      /* pages per stop (0: 256) */
     int wb_timeout_ms;         /* a batch's write-back unacknowledged this long: abandoned (0: default) */
 #define DP_WB_TIMEOUT_MS_DEFAULT 5000
-    uint64_t vbuf_bytes;       /* victim buffer (0: 8 MiB) */
+    uint64_t vbuf_bytes;       /* victim buffer (0: 8 MiB; DP_VBUF_OFF: none) */
+#define DP_VBUF_OFF UINT64_MAX
     /* Working set (issue 7, lib/replay.h, lib/trace.h). */
     const struct dp_hotset *replay;  /* checked hot set to fetch in bulk once the restore finished; NULL = none */
     uint32_t replay_batch, replay_window; /* pages; 0 = defaults */

@@ -1390,7 +1390,7 @@ int lz_ev_init(struct dp_lazyd *d)
         dp_error("out of memory for the eviction policy");
         return -1;
     }
-    dp_vbuf_init(&d->ev.vb, o->vbuf_bytes ? o->vbuf_bytes : 8ull << 20);
+    dp_vbuf_init(&d->ev.vb, o->vbuf_bytes == DP_VBUF_OFF ? 0 : o->vbuf_bytes ? o->vbuf_bytes : 8ull << 20);
     /* written victims cleaned without a stop: at most 4 batches (and at
      * least 256 pages, 1 MiB) in flight or waiting for the helper: the
      * budget's overshoot bound for them (docs/eviction.md) */

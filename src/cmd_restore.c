@@ -110,7 +110,8 @@ static void restore_usage(FILE *out)
             "                          a replica, WAIT) and evicted. Needs --source or --store.\n"
             "                          See docs/budget.md for the slack above the budget.\n"
             "  --evict-batch PAGES     pages evicted per stop of the process (default 256, max 256)\n"
-            "  --victim-buffer SIZE    recently evicted pages kept in the daemon (default 8M)\n"
+            "  --victim-buffer SIZE    recently evicted pages kept in the daemon (default 8M;\n"
+            "                          0: none, every refault is read from the source)\n"
             "  --restore-timeout SEC   bound for criu restore itself (default 120)\n"
             "  --shell-job             pass --shell-job to criu (if the dump needed it)\n"
             "  --hotset KIND|FILE      fetch the checkpoint's working set in bulk right after the\n"
@@ -590,9 +591,11 @@ static int parse_args(int argc, char **argv, struct restore_args *a, enum dp_res
         }
         case 'V':
             if (dp_parse_size(optarg, &a->vbuf) < 0) {
-                ARGERR("--victim-buffer takes a size such as 8M (got '%s')\n", optarg);
+                ARGERR("--victim-buffer takes a size such as 8M, or 0 for none (got '%s')\n", optarg);
                 return 2;
             }
+            if (a->vbuf == 0)
+                a->vbuf = DP_VBUF_OFF; /* asked for none, not the default */
             break;
         case 'T': a->hotset = optarg; break;
         case 'M':

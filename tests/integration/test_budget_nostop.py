@@ -88,11 +88,12 @@ def test_written_victims_beyond_the_slack_leave_without_a_stop_and_lose_no_write
     victims are protected, read, written back and moved once acknowledged
     while the writers keep writing: a write landing between the protect and
     the move must never be lost (memwalk checks every read against its last
-    write, VERIFY every page at the end). A one-page victim buffer, so that
-    refaults read what the page server holds rather than the daemon's copy of
-    what was moved (which would hide a write-back that missed a write)."""
+    write, VERIFY every page at the end). No victim buffer, so that refaults
+    read what the page server holds rather than the daemon's copy of what was
+    moved (which would hide a write-back that missed a write)."""
     ns, b, names = run_budget(procs, tmp_path, helper=True, mib="2", writes="0.6", budget="128K", batch="16",
-                              soak=30, extra=("--victim-buffer", "4K"))
+                              soak=30, extra=("--victim-buffer", "0"))
+    assert b["victim_buffer_hits"] == 0 and b["victim_buffer_bytes"] == 0, b  # 0 means none
     assert "dp-evict" in names, names
     assert ns["helper_tasks"] >= 1 and ns["helper_failures"] == 0, ns
     # written victims went through the no-stop write-back, some while
