@@ -232,23 +232,32 @@ int dp_eh_seccomp_mode(const char *status)
  * Channel I/O
  * ====================================================================== */
 
-/* Sends one request and waits for its reply, serving the daemon's events
- * meanwhile (a thread of the target may be blocked on a fault the daemon
- * must serve before the helper's call can finish, e.g. on mmap_lock). */
-static int eh_call(struct dp_ehelper *h, const uint8_t *msg, size_t len, uint8_t *reply, size_t rcap,
-                   size_t *rlen, dp_eh_pump pump, void *arg, struct dp_err *err)
+/* Sends one request to the helper. */
+static int eh_send(struct dp_ehelper *h, const uint8_t *msg, size_t len, struct dp_err *err)
 {
     if (h->sock < 0) {
         dp_err_set(err, "helper of task %d is not installed", (int)h->pid);
         return -1;
     }
-    uint64_t t0 = dp_now_ns();
     ssize_t w = send(h->sock, msg, len, MSG_NOSIGNAL);
     if (w != (ssize_t)len) {
         dp_err_set(err, "sending to the helper of task %d failed: %s (the task may have exited or exec'd)",
                    (int)h->pid, w < 0 ? strerror(errno) : "short send");
         return -1;
     }
+    return 0;
+}
+
+/* Waits for the reply to the request sent last, serving the daemon's events
+ * meanwhile (a thread of the target may be blocked on a fault the daemon
+ * must serve before the helper's call can finish, e.g. on mmap_lock).
+ * stop_ok: return 1 as soon as the helper thread is seen stopped (a stopped
+ * task answers nothing until it runs again, and the daemon's loop must not
+ * wait for it that long); else a stop is waited out, bounded. */
+static int eh_wait(struct dp_ehelper *h, uint8_t *reply, size_t rcap, size_t *rlen, dp_eh_pump pump, void *arg,
+                   int stop_ok, struct dp_err *err)
+{
+    uint64_t t0 = dp_now_ns();
     for (;;) {
         ssize_t r = recv(h->sock, reply, rcap, MSG_DONTWAIT);
         if (r > 0) {
@@ -260,6 +269,8 @@ static int eh_call(struct dp_ehelper *h, const uint8_t *msg, size_t len, uint8_t
             return -1;
         }
         uint64_t waited = dp_now_ns() - t0;
+        if (stop_ok && !dp_ehelper_runnable(h))
+            return 1;
         if (waited > EH_WAIT_NS && dp_inject_thread_exiting(h->pid, h->tid)) {
             dp_err_set(err, "the helper thread %d of task %d exited", (int)h->tid, (int)h->pid);
             return -1;
@@ -285,6 +296,15 @@ static int eh_call(struct dp_ehelper *h, const uint8_t *msg, size_t len, uint8_t
     if (dt > h->st.call_ns_max)
         h->st.call_ns_max = dt;
     return 0;
+}
+
+/* One request and its reply (a stop of the task is waited out, bounded). */
+static int eh_call(struct dp_ehelper *h, const uint8_t *msg, size_t len, uint8_t *reply, size_t rcap,
+                   size_t *rlen, dp_eh_pump pump, void *arg, struct dp_err *err)
+{
+    if (eh_send(h, msg, len, err) < 0)
+        return -1;
+    return eh_wait(h, reply, rcap, rlen, pump, arg, 0, err);
 }
 
 /* The helper thread's state letter in /proc decides: a stopped thread
@@ -611,8 +631,16 @@ int dp_ehelper_check(struct dp_ehelper *h, dp_eh_pump pump, void *arg, struct dp
      * the loop works before any page is trusted to it. */
     uint64_t zero = 0, back = 1, t0 = dp_now_ns();
     size_t rlen = 0;
-    if (eh_call(h, (const uint8_t *)&zero, 8, (uint8_t *)&back, 8, &rlen, pump, arg, err) < 0 || rlen != 8 ||
-        back != 0) {
+    if (!h->check_sent) {
+        if (eh_send(h, (const uint8_t *)&zero, 8, err) < 0)
+            return -1;
+        h->check_sent = 1;
+    }
+    int rc = eh_wait(h, (uint8_t *)&back, 8, &rlen, pump, arg, 1, err);
+    if (rc == 1)
+        return 1; /* stopped before it answered: the request stays out */
+    h->check_sent = 0;
+    if (rc < 0 || rlen != 8 || back != 0) {
         if (!err->msg[0])
             dp_err_set(err, "the helper of task %d did not answer its first request", (int)h->pid);
         return -1;

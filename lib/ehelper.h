@@ -132,6 +132,7 @@ struct dp_ehelper {
     int t_sock, t_uffd;             /* descriptor numbers inside the target */
     uint64_t code, data, scratch, buf;
     uint64_t scratch_used;          /* bytes of scratch holding moved pages */
+    int check_sent;                 /* the first request is out, its reply not read */
     struct dp_eh_stats st;
 };
 
@@ -148,7 +149,9 @@ int dp_ehelper_allowed(pid_t pid, struct dp_err *err);
  * dp_ehelper_check answered. */
 int dp_ehelper_install(struct dp_ehelper *h, struct dp_inject *in, struct dp_err *err);
 /* The first request, with no entries: proves the thread's loop answers.
- * Call it once the task's threads run again (it needs no stop). 0, or -1:
+ * Call it once the task's threads run again (it needs no stop). 0; 1 when
+ * the task is stopped (job control, a freezer) before it answered: call it
+ * again once it runs (the request stays out, it is not sent twice); or -1:
  * tear the helper down (dp_ehelper_teardown with the task's inject). */
 int dp_ehelper_check(struct dp_ehelper *h, dp_eh_pump pump, void *arg, struct dp_err *err);
 /* 1 if the helper is installed and its thread can answer now (not in a

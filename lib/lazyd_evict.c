@@ -500,7 +500,11 @@ static void ev_helper_install(struct dp_lazyd *d, struct lz_task *t)
 
 /* After the stop that installed it: the helper's first answer, with the
  * threads running. Its phases go to the stats (issue 13: the one stop per
- * task is the install's, kept as short as possible). */
+ * task is the install's, kept as short as possible). A task stopped by job
+ * control (or a freezer) before its helper answered stays unconfirmed
+ * (eh_state 2, the ptrace path) and is asked again once it runs
+ * (ev_install_eager): waiting here would hold the daemon's loop, control
+ * socket included, for as long as the task stays stopped. */
 static void ev_helper_confirm(struct dp_lazyd *d, struct lz_task *t)
 {
     struct dp_err err = {{0}};
@@ -508,6 +512,10 @@ static void ev_helper_confirm(struct dp_lazyd *d, struct lz_task *t)
     d->ev.cur = t;
     int rc = dp_ehelper_check(&t->eh, ev_eh_pump, t, &err);
     d->ev.busy = 0;
+    if (rc == 1) {
+        dp_debug("pid %d: stopped before its eviction helper answered; asked again once it runs", t->shown_pid);
+        return;
+    }
     if (rc < 0) {
         dp_info("pid %d: the eviction helper did not answer (%s); its evictions stop its threads", t->shown_pid,
                 err.msg);
@@ -1165,6 +1173,10 @@ static void ev_install_eager(struct dp_lazyd *d, uint64_t now)
         return;
     d->ev.install_next = now + 10 * 1000000ull;
     for (struct lz_task *t = d->tasks; t; t = t->next) {
+        if (t->alive && t->eh_state == 2 && dp_ehelper_runnable(&t->eh)) {
+            ev_helper_confirm(d, t); /* installed, stopped before it answered */
+            return;
+        }
         if (!t->alive || !t->host_pid || t->eh_state != 0 || !t->c.faults)
             continue;
         size_t nwb;

@@ -66,7 +66,7 @@
  * ====================================================================== */
 
 struct opts {
-    int helper, threads, hot_threads, seconds, fork_shared, seccomp, no_helper;
+    int helper, threads, hot_threads, seconds, fork_shared, seccomp, no_helper, stop_check;
     uint64_t pages, budget, batch, hot;
 };
 
@@ -305,6 +305,7 @@ struct dmn {
     struct dp_wpmap wp;
     int have_helper;
     char helper_why[600];
+    int check_while_stopped;        /* --stop-check: the first check's answer while SIGSTOPped */
     struct dp_ehelper h;
     struct dp_inject in;
     int in_open;
@@ -670,6 +671,16 @@ static int setup_helper(struct dmn *d)
     }
     if (dp_inject_resume(&d->in, 1, &err) < 0)
         return -1;
+    if (d->o->stop_check && d->have_helper) {
+        /* job control stops the task before its helper answered: the check
+         * must say "later" (1) instead of holding the caller's loop, and the
+         * one below must get the answer once the task runs again */
+        kill(d->pid, SIGSTOP);
+        for (int i = 0; i < 5000 && dp_ehelper_runnable(&d->h); i++)
+            usleep(1000);
+        d->check_while_stopped = dp_ehelper_check(&d->h, pump_fd, d, &err);
+        kill(d->pid, SIGCONT);
+    }
     /* the first answer, with the threads running again */
     if (d->have_helper && dp_ehelper_check(&d->h, pump_fd, d, &err) < 0) {
         snprintf(d->helper_why, sizeof(d->helper_why), "%s", err.msg);
@@ -711,6 +722,7 @@ static int usage(int rc)
     fprintf(rc ? stderr : stdout,
             "usage: ehdrv --mode helper|ptrace [--threads N] [--hot-threads N] [--hot PAGES] [--seconds S]\n"
             "             [--pages P] [--budget B] [--batch K] [--fork-shared] [--seccomp] [--no-helper]\n"
+            "             [--stop-check]\n"
             "Runs a budgeted lazy-pages eviction loop against a forked writer process and prints one\n"
             "JSON line (lost_writes must be 0). See the comment at the top of tests/helpers/ehdrv.c.\n");
     return rc;
@@ -746,6 +758,8 @@ int main(int argc, char **argv)
             o.seccomp = 1;
         else if (!strcmp(a, "--no-helper"))
             o.no_helper = 1;
+        else if (!strcmp(a, "--stop-check"))
+            o.stop_check = 1;
         else
             return usage(2);
     }
@@ -871,13 +885,14 @@ int main(int argc, char **argv)
            ",\"ro_writebacks\":%" PRIu64 ",\"batches_helper\":%" PRIu64 ",\"batches_ptrace\":%" PRIu64
            ",\"ptrace_window_p50_us\":%" PRIu64 ",\"ptrace_window_p99_us\":%" PRIu64
            ",\"ptrace_window_max_us\":%.0f,\"helper_call_max_us\":%.0f,\"scan_checks\":%" PRIu64
-           ",\"scan_mismatch\":%" PRIu64 ",\"deferred_inflight\":%" PRIu64 ",\"move_other_errno\":%d,\"exit\":%d,%s}\n",
+           ",\"scan_mismatch\":%" PRIu64 ",\"deferred_inflight\":%" PRIu64 ",\"move_other_errno\":%d,"
+           "\"check_while_stopped\":%d,\"exit\":%d,%s}\n",
            o.helper ? "helper" : "ptrace", o.threads, o.seconds, o.pages, o.budget, o.batch, o.fork_shared,
            o.seccomp, d->have_helper ? "true" : "false", d->helper_why, comm, teardown_ok, helper_gone,
            d->faults, d->wp_faults, d->installs, d->evicted, d->helper_pages, d->ptrace_pages, d->fallback_pages,
            d->busy_pages, d->writebacks, d->clean_drops, d->ro_writebacks, d->batches_helper, d->batches_ptrace,
            wq[0], wq[1], d->win_ns_max / 1000.0, d->helper_ns_max / 1000.0, scans, scan_mismatch, d->deferred, d->other_err,
-           WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st), ll ? line : "\"target\":\"no report\"");
+           d->check_while_stopped, WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st), ll ? line : "\"target\":\"no report\"");
     for (int i = 0; i < d->nfork; i++)
         close(d->fork_ufd[i]);
     if (d->pagemap >= 0)

@@ -75,6 +75,19 @@ def test_task_without_helper_uses_ptrace_path():
     assert r["ptrace_pages"] == r["evicted"] and r["helper_pages"] == 0, r
 
 
+def test_helper_check_of_a_stopped_task_returns_instead_of_waiting():
+    """A task stopped by job control (or a freezer) right after its helper was
+    installed answers nothing until it runs again: the first check must say
+    "later" instead of holding the daemon's loop (CI: a daemon that waited for
+    a SIGSTOPped child's helper let `distriproc stats` time out), and the
+    check once it runs must get the answer to the same request."""
+    r = drive("--mode", "helper", "--stop-check")
+    assert r["check_while_stopped"] == 1, r
+    assert r["helper"] is True and r["helper_comm"] == "dp-evict", r
+    assert_exact(r)
+    assert r["helper_pages"] > 0, r
+
+
 def test_seccomp_filtered_task_gets_no_helper():
     r = drive("--mode", "helper", "--seccomp")
     assert r["helper"] is False, r
