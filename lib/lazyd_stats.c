@@ -449,6 +449,13 @@ char *dp_lazyd_control(const char *workdir, const char *cmd, struct dp_err *err)
         ssize_t n = read(sk, chunk, sizeof(chunk));
         if (n < 0 && errno == EINTR)
             continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            dp_err_set(err, "no reply from the lazy-pages daemon at %s within %ld s (it is busy or stuck: "
+                       "its log is %s/lazyd.log); try again", path, (long)tv.tv_sec, workdir);
+            dp_sbuf_free(&b);
+            close(sk);
+            return NULL;
+        }
         if (n < 0) {
             dp_err_set(err, "reading from %s: %s", path, strerror(errno));
             dp_sbuf_free(&b);

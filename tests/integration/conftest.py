@@ -115,8 +115,12 @@ def _log_tails(tmp_path):
                     pass
     for _mtime, path in sorted(logs, reverse=True)[:LOG_TAIL_FILES]:
         try:
-            with open(path, errors="replace") as f:
-                lines = f.readlines()[-LOG_TAIL_LINES:]
+            with open(path, "rb") as f:
+                head = f.read(4096)
+                if b"\0" in head:
+                    continue  # a binary log (the page server's write-back overlay): no text to show
+                f.seek(0)
+                lines = f.read().decode(errors="replace").splitlines(keepends=True)[-LOG_TAIL_LINES:]
         except OSError:
             continue
         yield os.path.relpath(path, tmp_path), "".join(lines)
