@@ -89,7 +89,7 @@ static void restore_usage(FILE *out)
             "  --prefetch POLICY       streams[:MAX] (default: sequential streams found among\n"
             "                          interleaved faults, per task; random faults prefetch\n"
             "                          nothing), none, seq:N, stride[:DEPTH], auto[:MAX]; with\n"
-            "                          --hotset-mode stage the default is none\n"
+            "                          --budget or --hotset-mode stage the default is none\n"
             "  --warmup none|hot|all   after the restore, move memory in the background, faults\n"
             "                          first (docs/hotset.md, \"Warm-up\"): none (default: pages\n"
             "                          stay remote until touched), hot (the recorded trace, then\n"
@@ -678,9 +678,13 @@ static int parse_args(int argc, char **argv, struct restore_args *a, enum dp_res
         /* restore: streams, never worse than none on random access and far
          * better on interleaved sequential ones (bench prefetch,
          * bench/results/REPORT.md); none under stage mode, which counts
-         * every first touch by its fault, and for lazy-pages, whose
-         * default the caller's criu command line already relies on */
-        a->prefetch = mode == DP_MODE_LAZY_PAGES || a->stage ? "none" : "streams";
+         * every first touch by its fault, for lazy-pages, whose
+         * default the caller's criu command line already relies on, and
+         * under a budget: stream windows install pages faster than
+         * eviction takes them out (a child's RSS reached budget + 9 MiB
+         * in test_budget_fork), so streams there is the user's choice */
+        a->prefetch = mode == DP_MODE_LAZY_PAGES || a->stage || a->budget || a->budget_frac > 0 ? "none"
+                                                                                             : "streams";
     }
     if (mode == DP_MODE_LAZY_PAGES && (a->runc_bundle || a->runc_id || a->runc_root || a->shell_job)) {
         ARGERR("--runc-* and --shell-job belong to 'distriproc restore'; lazy-pages only "
