@@ -202,7 +202,9 @@ def test_store_source_page_server_killed_restored_process_unaffected(procs, tmp_
     assert util.memwalk_request(HOSTS["dst"], host="dst")["writes"] > writes
     assert util.alive(res["pid"])
     stats = util.lazy_stats(tmp_path / "w")
-    assert stats["source_healthy"] and stats["total"]["pages_fetched"] >= PAGES, stats["total"]
+    # fetched on a fault or prefetched (restore's default prefetch is streams)
+    tot = stats["total"]
+    assert stats["source_healthy"] and tot["pages_fetched"] + tot["pages_prefetched"] >= PAGES, tot
 
 
 @pytest.mark.time_limit(240)
