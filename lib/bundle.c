@@ -354,6 +354,9 @@ int dp_bundle_parse(const char *dir, const char *text, size_t len, struct dp_bun
         if (type && strcmp(type, "user") == 0)
             b->userns = 1;
     }
+    const char *cgp = get_str(json_object_get(root, "linux"), "cgroupsPath");
+    if (cgp && copy_str(b->cgroups_path, sizeof(b->cgroups_path), cgp, "linux.cgroupsPath", err) < 0)
+        goto out;
     json_t *mounts = json_object_get(root, "mounts");
     if (json_array_size(mounts)) {
         b->mounts = calloc(json_array_size(mounts), sizeof(*b->mounts));

@@ -81,6 +81,7 @@ struct dp_bundle_info {
     char rootfs[4096];       /* root.path made absolute */
     char netns_path[1024];   /* the network namespace's path, "" = new or none */
     int userns;              /* has a user namespace */
+    char cgroups_path[1024]; /* linux.cgroupsPath, "" = runc's default (/ID) */
     struct dp_bundle_mount *mounts;
     size_t nmounts;
 };

@@ -26,6 +26,7 @@
 #include <sys/wait.h>
 
 #include "bundle.h"
+#include "cgpurge.h"
 #include "client.h"
 #include "commands.h"
 #include "cpid.h"
@@ -819,6 +820,8 @@ static int start_stdio_drain(const char *workdir)
 struct runc_ctx {
     struct dp_runc r;
     struct dp_bundle_info bundle;
+    struct dp_cgpurge cgroups; /* what a failed restore leaves: purged */
+    int cgroups_known;
 };
 
 /* The bundle's mount list, freed on every way out of dp_restore_main (it has
@@ -866,7 +869,32 @@ static int runc_prepare(const struct restore_args *a, struct runc_ctx *rc)
         dp_bundle_info_free(&rc->bundle);
         return -1;
     }
+    /* Which of the new container's cgroups runc will make: only those are
+     * removed if the restore fails (runc_purge_cgroups). */
+    char rel[1024];
+    if (dp_cgpurge_path(rc->bundle.cgroups_path, a->runc_id, rel, sizeof(rel), &err) < 0 ||
+        dp_cgpurge_prepare(&rc->cgroups, "/sys/fs/cgroup", rel, &err) < 0)
+        dp_info("a failed restore will leave its cgroups to runc: %s", err.msg);
+    else
+        rc->cgroups_known = 1;
     return 0;
+}
+
+/* After a failed runc restore: the cgroups runc made for the new container,
+ * and the half-restored tasks in them (CRIU's root task, waiting for a criu
+ * that is gone, which nobody else would ever signal), go too; runc never
+ * recorded the container, so `runc delete` cannot. */
+static void runc_purge_cgroups(struct runc_ctx *rc)
+{
+    struct dp_err err = {{0}};
+    int killed = 0;
+    if (!rc->cgroups_known)
+        return;
+    if (dp_cgpurge_run(&rc->cgroups, 10, &killed, &err) < 0)
+        dp_error("%s", err.msg);
+    else if (killed)
+        dp_info("killed %d half-restored task%s left in the new container's cgroups (%s) and removed them",
+                killed, killed == 1 ? "" : "s", rc->cgroups.rel);
 }
 
 /* One JSON object on one line of stdout (takes the reference). */
@@ -1393,8 +1421,10 @@ int dp_restore_main(int argc, char **argv, enum dp_restore_mode mode, void (*usa
         }
         dp_criu_print_log_tail(log, DP_CRIU_LOG_TAIL);
         (void)report_verdict(&a, DP_LIVE_VERDICT_FAILED);
-        if (a.runc_bundle)
+        if (a.runc_bundle) {
             dp_runc_force_delete(&rctx.r, a.runc_id); /* leave no runc state behind */
+            runc_purge_cgroups(&rctx);
+        }
         if (!daemon_gone) {
             /* It exits by itself once the half-restored tasks are gone;
              * make sure it does not linger. */

@@ -258,6 +258,11 @@ static void bundle_parse_rejects(void **state)
     assert_int_equal(dp_bundle_resolve(&b, "/usr/bin/x", host, sizeof(host)), 0);
     assert_string_equal(host, "/other/usr/bin/x");
     assert_string_equal(b.netns_path, "");
+    assert_string_equal(b.cgroups_path, ""); /* runc's default: /ID */
+    dp_bundle_info_free(&b);
+    const char *cg = "{\"root\": {\"path\": \"r\"}, \"linux\": {\"cgroupsPath\": \"/pods/web\"}}";
+    assert_int_equal(dp_bundle_parse("/b", cg, strlen(cg), &b, &err), 0);
+    assert_string_equal(b.cgroups_path, "/pods/web");
     dp_bundle_info_free(&b);
 }
 
